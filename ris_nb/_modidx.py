@@ -55,4 +55,5 @@ d = { 'settings': { 'branch': 'main',
                              'ris_nb.core.parse_override': ('core.html#parse_override', 'ris_nb/core.py'),
                              'ris_nb.core.register_model': ('core.html#register_model', 'ris_nb/core.py'),
                              'ris_nb.core.register_preset': ('core.html#register_preset', 'ris_nb/core.py'),
-                             'ris_nb.core.seed_everything': ('core.html#seed_everything', 'ris_nb/core.py')}}}
+                             'ris_nb.core.seed_everything': ('core.html#seed_everything', 'ris_nb/core.py'),
+                             'ris_nb.core.special_token_ids': ('core.html#special_token_ids', 'ris_nb/core.py')}}}
