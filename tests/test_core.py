@@ -1,0 +1,82 @@
+"Config round trip, bad keys, presets and the console script (no network needed)."
+import json
+import subprocess
+import sys
+from configparser import ConfigParser
+from pathlib import Path
+
+import pytest
+
+import ris_nb
+from ris_nb.core import Config, get_preset, list_presets, parse_override, amp_dtype, seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_preset_round_trips_through_json():
+    names = list_presets()
+    assert {"lavt_tiny", "lavt_paper", "magnet_tiny", "magnet_paper", "sag_tiny", "sag_paper"} <= set(names)
+    for name in names:
+        cfg = get_preset(name)
+        assert cfg.name == name
+        assert Config.from_json(cfg.to_json()) == cfg
+        assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_unknown_key_names_key_and_allowed_ones():
+    with pytest.raises(ValueError) as e:
+        Config.from_dict({"model": {"vision": {"windw_size": 7}}})
+    msg = str(e.value)
+    assert "windw_size" in msg and "window_size" in msg
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(ValueError, match="allowed keys: name, seed, data, model, train, eval"):
+        Config.from_dict({"optimizer": {}})
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("train.lr", "fast", "train.lr"),
+    ("train.max_steps", 2.5, "train.max_steps"),
+    ("model.mg.enabled", 1, "model.mg.enabled"),
+    ("data.test_splits", "testA", "data.test_splits"),
+    ("train.nope", 1, "allowed keys in train"),
+    ("nope.lr", 1, "sections here"),
+])
+def test_override_type_and_key_errors(key, value, fragment):
+    with pytest.raises(ValueError, match=fragment.replace(".", r"\.")):
+        get_preset("lavt_tiny").override({key: value})
+
+
+def test_override_returns_new_config():
+    cfg = get_preset("lavt_tiny")
+    new = cfg.override({"train.lr": 1e-4, "model.vision.depths": [2, 2, 2, 2]})
+    assert new.train.lr == 1e-4 and new.model.vision.depths == [2, 2, 2, 2]
+    assert cfg.train.lr != 1e-4
+
+
+def test_parse_override_values():
+    assert parse_override("model.mg.enabled=true") == ("model.mg.enabled", True)
+    assert parse_override("data.test_splits=[\"testA\"]") == ("data.test_splits", ["testA"])
+    with pytest.raises(ValueError, match="key=value"):
+        parse_override("train.lr")
+
+
+def test_unknown_preset_lists_choices():
+    with pytest.raises(ValueError, match="lavt_tiny"):
+        get_preset("lavt_huge")
+
+
+def test_seed_and_amp():
+    import torch
+    g1 = seed_everything(3); a = torch.rand(2, generator=g1)
+    g2 = seed_everything(3); assert torch.equal(a, torch.rand(2, generator=g2))
+    assert amp_dtype("cpu") is None
+
+
+def test_console_script_version_matches_settings():
+    cfg = ConfigParser(); cfg.read(ROOT / "settings.ini")
+    out = subprocess.run([sys.executable, "-m", "ris_nb.cli", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"ris_nb {cfg['DEFAULT']['version']}" == f"ris_nb {ris_nb.__version__}"
+    out = subprocess.run([sys.executable, "-m", "ris_nb.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "synth" in out.stdout
