@@ -78,7 +78,7 @@ class TextConfig:
 class LavtConfig:
     "LAVT's fusion and decoder (yz93/LAVT-RIS)."
     pwam_heads: int = 1
-    decoder_dim: int = 64              # LAVT: 256
+    decoder_dim: int = 64              # SimpleDecoder width; LAVT: C4/2 = 512 for Swin-B
     loss: str = "ce"                   # ce (2-class, weighted) | dice (lavt_one)
     ce_weights: list[float] = field(default_factory=lambda: [0.9, 1.1])
 
@@ -92,10 +92,11 @@ class MGConfig:
     mask_prob: float = 0.9             # of the selected: → [MASK]; the rest stay unchanged
     min_masked: int = 1                # ours: at least one token per sentence
     width: int = 64                    # ours: 256 at paper size
-    layers: int = 2
-    heads: int = 4
-    ffn: int = 256
+    layers: int = 2                    # ours: transformer layers of the masked-token predictor
+    heads: int = 4                     # ours: 8 at paper size
+    ffn: int = 256                     # ours: 1024 at paper size
     mask_source: str = "gt"            # gt | pred (detached prediction)
+    mask_patch: int = 4                # ours: mask cells per visual token side (32 at 480 px = a 32×32/32 conv on the full mask)
 
 # %% ../nbs/00_core.ipynb #e70f6a9b
 @dataclass
@@ -132,26 +133,34 @@ class MagNetConfig:
 # %% ../nbs/00_core.ipynb #3a5b343e
 @dataclass
 class SaGConfig:
-    "Shatter and Gather: entity slots, fusion and the C³ loss (kdwonn/SaG)."
-    slot_type: str = "entity"          # entity | random | query
+    "Shatter and Gather: entity slots, fusion and the C³ loss (kdwonn/SaG; see 10_entity_slots, 11_sag)."
+    slot_type: str = "entity"          # entity (K_g Gaussians × K_s draws) | random (one shared Gaussian) | query (learned fixed queries)
     n_gaussians: int = 3               # K_g (paper's best 18, released scripts 12)
-    n_samples: int = 2                 # K_s (paper's best 2, released scripts 3)
+    n_samples: int = 2                 # K_s draws per Gaussian (paper's best 2, released scripts 3); also the interaction group size
     dim: int = 64                      # D (paper 512)
-    iterations: int = 3                # T (paper 6)
-    slot_heads: int = 2                # paper 4 × 256
+    iterations: int = 3                # T, weights tied (paper 6)
+    slot_heads: int = 2                # slot attention heads × head dim (paper 4 × 256)
     slot_head_dim: int = 32
-    fusion_heads: int = 2
+    interaction_heads: int = 2         # interaction block heads × head dim (paper 4 × 128)
+    interaction_head_dim: int = 32
+    fusion_heads: int = 2              # fusion heads × head dim (paper 4 × 256)
     fusion_head_dim: int = 32
-    interaction: bool = True
-    slot_softmax: str = "slots"        # slots (SaG) | pixels (transformer-style ablation)
-    recon: bool = True
+    ffn_mult: float = 4.0              # FFN width = ffn_mult·D in slot, interaction and fusion blocks (official 4)
+    var_scaling: float = 1.0           # v in the log-variance init log(1/(D·v)) (official 1)
+    interaction: bool = True           # False = ablation "w/o interaction block"
+    slot_softmax: str = "slots"        # slots (SaG) | pixels (ablation "aggregation with transformer")
+    recon: bool = True                 # False = ablation "w/o reconstruction loss"
     recon_weight: float = 1.0
-    c3_temperature: float = 1.0
-    c3_detach_target: bool = True
-    c3_normalize_target: bool = False
-    inference: str = "weighted"        # weighted | max | avg | min
+    c3_temperature: float = 1.0        # τ (official 1)
+    c3_detach_target: bool = True      # stop-gradient on the text target t (official)
+    c3_normalize_target: bool = False  # official: t is not L2-normalised (effective temperature 1/‖t‖)
+    inference: str = "weighted"        # weighted (Σ A^fuse·A^slot, the paper's) | max | avg | min
     dropout: float = 0.1
-    eval_seed: int = 0                 # fixed generator for slot noise at evaluation
+    eval_seed: int = 0                 # fixed generator for slot noise at evaluation (ours; official eval is unseeded)
+    vit_build_size: int = 0            # 0 = ViT pos grid built at the input size (clean); 480 = official quirk (30×30 grid resized every forward)
+    vit_lr_scale: float = 0.1          # ViT lr = train.lr × this (official 0.1)
+    text_lr_scale: float = 1.0         # text encoder lr = train.lr × this (official 1)
+    bert_max_positions: int = 512      # position rows of a random-init BERT (text.encoder="bert"); the official tiny fixture uses 40
 
 # %% ../nbs/00_core.ipynb #971d9eee
 @dataclass
@@ -192,6 +201,7 @@ class EvalConfig:
     "How predictions are scored (EVALUATION.md §6)."
     protocol: str = "square"           # square (LAVT/MagNet) | original (SaG, CRIS)
     batch_size: int = 32
+    select_metric: str = "oIoU"        # best-on-val checkpoint selection: oIoU (LAVT/MagNet) | mIoU (SaG)
 
 # %% ../nbs/00_core.ipynb #5c9f4142
 @dataclass
@@ -355,7 +365,7 @@ def _mobilenet() -> VisionConfig: return VisionConfig(backbone="mobilenetv2", we
 def _lavt_paper() -> Config:
     return Config(data=_refcoco_data(480),
                   model=ModelConfig(name="lavt", vision=_swin_b(), text=_bert_base(trainable_layers=10),
-                                    lavt=LavtConfig(decoder_dim=256)),
+                                    lavt=LavtConfig(decoder_dim=512)),
                   train=TrainConfig(max_steps=150_000, batch_size=32, lr=5e-5, weight_decay=0.01, schedule="poly",
                                     eval_every=3_800, ckpt_every=3_800, log_every=50))
 
@@ -371,7 +381,9 @@ def _lavt_mini() -> Config:
                   train=TrainConfig(max_steps=300, batch_size=8, lr=3e-4, eval_every=100, ckpt_every=100))
 
 def _with_mg(cfg: Config, width: int) -> Config:
-    return cfg.override({"model.mg.enabled": True, "model.mg.width": width, "model.mg.ffn": 4 * width})
+    "MG on, our predictor sizes: heads width/32 (≥4), FFN 4×width, mask patch 32 at ≥384 px (MAGNET.md §4)."
+    return cfg.override({"model.mg.enabled": True, "model.mg.width": width, "model.mg.ffn": 4 * width,
+                         "model.mg.heads": max(4, width // 32), "model.mg.mask_patch": 32 if cfg.data.image_size >= 384 else 4})
 
 register_preset("lavt_mg_paper")(lambda: _with_mg(_lavt_paper(), 256))
 register_preset("lavt_mg_tiny")(lambda: _with_mg(_lavt_tiny(), 64))
@@ -405,28 +417,31 @@ def _sag_paper() -> Config:
                                     text=TextConfig(encoder="bert-base-uncased", hidden_size=768, num_layers=12, num_heads=12,
                                                     intermediate_size=3072, layer_groups=[12], train_embeddings=True),
                                     sag=SaGConfig(n_gaussians=18, n_samples=2, dim=512, iterations=6, slot_heads=4,
-                                                  slot_head_dim=256, fusion_heads=4, fusion_head_dim=256)),
+                                                  slot_head_dim=256, interaction_heads=4, interaction_head_dim=128,
+                                                  fusion_heads=4, fusion_head_dim=256)),
                   train=TrainConfig(max_steps=188_000, batch_size=32, lr=1e-5, weight_decay=1e-4, schedule="cosine",
                                     warmup_steps=5_000, grad_clip=0.1, eval_every=3_770, ckpt_every=3_770, log_every=50),
                   eval=EvalConfig(protocol="original"))
 
 @register_preset("sag_tiny")
-def _sag_tiny() -> Config:
+def _sag_tiny() -> Config:  # ours: CPU-sized, random init, word-level tokenizer
     return Config(data=DataConfig(image_size=128, normalize="half", per_ref=False, weak=True),
                   model=ModelConfig(name="sag",
                                     vision=VisionConfig(backbone="vit", embed_dim=64, depths=[2], num_heads=[2], patch_size=16),
-                                    text=TextConfig(layer_groups=[4])),
+                                    text=TextConfig(num_layers=2, layer_groups=[2]),
+                                    sag=SaGConfig(dropout=0.0)),
                   train=TrainConfig(max_steps=300, batch_size=16, lr=5e-4, weight_decay=1e-4, schedule="cosine",
                                     warmup_steps=20, grad_clip=1.0, eval_every=100, ckpt_every=100),
                   eval=EvalConfig(protocol="original"))
 
 @register_preset("sag_mini")
-def _sag_mini() -> Config:
-    return Config(data=DataConfig(image_size=192, normalize="imagenet", tokenizer="minilm", per_ref=False, weak=True),
+def _sag_mini() -> Config:  # ours: packaged ImageNet MobileNetV2 (last feature map = tokens) + packaged MiniLM
+    return Config(data=DataConfig(image_size=256, normalize="imagenet", tokenizer="minilm", per_ref=False, weak=True),
                   model=ModelConfig(name="sag", vision=_mobilenet(),
                                     text=TextConfig(encoder="minilm", hidden_size=384, num_layers=6, num_heads=12,
                                                     intermediate_size=1536, layer_groups=[6], train_embeddings=False),
                                     sag=SaGConfig(dim=128, n_gaussians=6, n_samples=2, slot_heads=4, slot_head_dim=32,
+                                                  interaction_heads=4, interaction_head_dim=32,
                                                   fusion_heads=4, fusion_head_dim=32)),
                   train=TrainConfig(max_steps=300, batch_size=16, lr=3e-4, weight_decay=1e-4, schedule="cosine",
                                     warmup_steps=20, grad_clip=1.0, eval_every=100, ckpt_every=100),

@@ -1,0 +1,34 @@
+"""Train lavt_tiny for a few steps with `ris_nb.train.fit`; run alone or under torchrun (gloo).
+Dropout is switched off so that one process with the global batch and two processes with half each compute the same
+losses up to float summation order. Usage: python ddp_worker.py DATA_DIR OUT_DIR STEPS"""
+import os
+import sys
+
+import torch
+from torch import nn
+
+from ris_nb.core import build_model, get_preset, seed_everything
+from ris_nb.data.transforms import build_tokenizer, make_dataloaders
+from ris_nb.train import fit
+
+
+def main(data: str, out: str, steps: int) -> None:
+    torch.set_num_threads(1)
+    cfg = get_preset("lavt_tiny").override({
+        "data.root": os.path.dirname(data), "data.dataset": os.path.basename(data), "train.batch_size": 8,
+        "train.max_steps": steps, "train.log_every": 1, "train.eval_every": 10_000, "train.ckpt_every": 10_000,
+        "train.out_dir": out, "train.device": "cpu", "model.lavt.loss": "dice"})
+    tok = build_tokenizer(cfg)
+    cfg = cfg.override({"model.text.vocab_size": len(tok)})
+    loaders = make_dataloaders(cfg, tok, splits=["train"])
+    seed_everything(0)
+    model = build_model(cfg)
+    for m in model.modules():
+        if isinstance(m, nn.Dropout): m.p = 0.0
+        if hasattr(m, "config") and hasattr(m.config, "attention_probs_dropout_prob"):
+            m.config.attention_probs_dropout_prob = 0.0; m.config.hidden_dropout_prob = 0.0
+    fit(model, loaders, cfg, resume_run=False)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -1,0 +1,155 @@
+"""End-to-end checks of the engine and the CLI: DDP equivalence (gloo, 2 processes), kill -9 + exact resume,
+corrupt checkpoints, the synth → train → eval → predict round trip, and bad inputs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ris_nb.data.shaperefs import generate
+from ris_nb.train import load_checkpoint, read_log
+
+HERE = Path(__file__).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
+CLI = [sys.executable, "-m", "ris_nb.cli"]
+
+
+@pytest.fixture(scope="module")
+def shaperefs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "shaperefs"
+    generate(out, n_images=48, seed=3, size=64)
+    return out
+
+
+def run(args, check=True, **kw):
+    p = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def losses(run_dir):
+    "step -> training loss from a run's log (later lines win, as after a resume)."
+    return {r["step"]: r["loss"] for r in read_log(Path(run_dir) / "log.jsonl") if "loss" in r}
+
+
+TRAIN = ["--preset", "lavt_tiny", "--set", "data.image_size=64", "train.batch_size=4", "train.log_every=1",
+         "train.eval_every=1000", "train.device=cpu"]
+
+
+def test_kill_9_and_resume_gives_the_same_losses(shaperefs, tmp_path):
+    steps = ["train.max_steps=14", "train.ckpt_every=4"]
+    ref, crash = tmp_path / "ref", tmp_path / "crash"
+    run(CLI + ["train", "--data", str(shaperefs), "--out", str(ref), "--no-eval"] + TRAIN + steps)
+    p = subprocess.Popen(CLI + ["train", "--data", str(shaperefs), "--out", str(crash), "--no-eval"] + TRAIN + steps,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    log = crash / "log.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:   # kill mid-epoch, after the step-8 checkpoint
+        if log.exists() and max(losses(crash), default=0) >= 9: break
+        time.sleep(0.05)
+    assert p.poll() is None, "the run finished before it could be killed"
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    done = max(losses(crash))
+    assert done < 14
+    out = run(CLI + ["train", "--data", str(shaperefs), "--out", str(crash), "--no-eval"] + TRAIN + steps)
+    assert "resumed from" in out.stdout
+    a, b = losses(ref), losses(crash)
+    assert sorted(a) == sorted(b) == list(range(1, 15))
+    assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(shaperefs, tmp_path):
+    out = tmp_path / "run"
+    run(CLI + ["train", "--data", str(shaperefs), "--out", str(out), "--no-eval"] + TRAIN +
+        ["train.max_steps=4", "train.ckpt_every=2"])
+    ckpts = sorted((out / "checkpoints").glob("step_*.pt"))
+    assert [c.name for c in ckpts] == ["step_0000002.pt", "step_0000004.pt"]
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:1000])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_checkpoint(ckpts[-1])
+    p = run(CLI + ["train", "--data", str(shaperefs), "--out", str(out), "--no-eval"] + TRAIN +
+            ["train.max_steps=6", "train.ckpt_every=2"])
+    assert "falling back to the previous checkpoint" in p.stderr and "resumed from" in p.stdout
+    assert "step_0000002.pt" in p.stdout
+    assert max(losses(out)) == 6
+
+
+def test_ddp_two_processes_match_one_process(shaperefs, tmp_path):
+    worker = str(HERE / "ddp_worker.py")
+    run([sys.executable, worker, str(shaperefs), str(tmp_path / "one"), "4"])
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         worker, str(shaperefs), str(tmp_path / "two"), "4"])
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for s in a:   # tolerance: float summation order differs between one batch of 8 and two of 4
+        assert abs(a[s] - b[s]) <= 1e-4, (s, a[s], b[s])
+
+
+def test_torchrun_cli_runs(shaperefs, tmp_path):
+    out = tmp_path / "tr"
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518", "-m",
+         "ris_nb.cli", "train", "--data", str(shaperefs), "--out", str(out)] + TRAIN + ["train.max_steps=2"])
+    assert (out / "report.md").exists() and (out / "best.pt").exists()
+    assert len([r for r in read_log(out / "log.jsonl") if "loss" in r]) == 2   # rank 0 writes, once per step
+
+
+def test_cli_round_trip_synth_train_eval_predict(tmp_path):
+    data = tmp_path / "shaperefs"
+    run(CLI + ["synth", "--out", str(data), "--n-images", "40", "--seed", "1", "--size", "64"])
+    out = tmp_path / "run"
+    run(CLI + ["train", "--data", str(data), "--out", str(out)] + TRAIN + ["train.max_steps=3", "train.eval_every=3"])
+    for f in ["config.json", "log.jsonl", "curves.png", "best.pt", "report.md", "results.json", "tokenizer"]:
+        assert (out / f).exists(), f
+    assert "oIoU" in (out / "report.md").read_text() and "val" in (out / "report.md").read_text()
+    ev = run(CLI + ["eval", "--ckpt", str(out / "best.pt"), "--split", "testB", "--protocol", "square",
+                    "--out", str(tmp_path / "ev")])
+    assert "testB" in ev.stdout and (tmp_path / "ev" / "report.md").exists()
+    img = tmp_path / "photo.jpg"
+    Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).save(img)
+    pr = run(CLI + ["predict", "--ckpt", str(out / "best.pt"), "--image", str(img), "--text", "the red circle",
+                    "--out", str(tmp_path / "m.png")])
+    m = np.asarray(Image.open(tmp_path / "m.png"))
+    assert m.shape == (50, 70) and set(np.unique(m)) <= {0, 255}
+    assert (tmp_path / "m_overlay.png").exists() and "mask:" in pr.stdout
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["train", "--preset", "lavt_huge"], "available presets"),
+    (["train", "--preset", "lavt_tiny", "--set", "train.lrr=1"], "allowed keys in train"),
+    (["train", "--preset", "lavt_tiny", "--set", "train.max_steps=abc"], "train.max_steps"),
+    (["train", "--preset", "lavt_tiny", "--data", "/nonexistent/shaperefs"], "ris_nb synth"),
+])
+def test_cli_bad_inputs(args, fragment):
+    p = run(CLI + args, check=False)
+    assert p.returncode == 2 and fragment in p.stderr, p.stderr
+
+
+def test_cli_bad_split_and_predict_inputs(shaperefs, tmp_path):
+    out = tmp_path / "run"
+    run(CLI + ["train", "--data", str(shaperefs), "--out", str(out), "--no-eval"] + TRAIN + ["train.max_steps=1"])
+    ck = str(out / "checkpoints" / "step_0000001.pt")
+    p = run(CLI + ["eval", "--ckpt", ck, "--split", "tset"], check=False)
+    assert p.returncode == 2 and "testA" in p.stderr, p.stderr
+    p = run(CLI + ["predict", "--ckpt", ck, "--image", str(tmp_path / "none.png"), "--text", "x"], check=False)
+    assert p.returncode == 2 and "image not found" in p.stderr
+    (tmp_path / "notimg.png").write_text("hello")
+    p = run(CLI + ["predict", "--ckpt", ck, "--image", str(tmp_path / "notimg.png"), "--text", "x"], check=False)
+    assert p.returncode == 2 and "not a readable image" in p.stderr
+    p = run(CLI + ["predict", "--ckpt", ck, "--image", str(tmp_path / "notimg.png"), "--text", "  "], check=False)
+    assert p.returncode == 2 and "--text is empty" in p.stderr
+    # another preset in the same run directory: the differing keys are named
+    p = run(CLI + ["train", "--preset", "magnet_tiny", "--data", str(shaperefs), "--out", str(out)] + TRAIN[2:] +
+            ["train.max_steps=1"], check=False)
+    assert p.returncode == 2 and "model.name" in p.stderr, p.stderr
+    ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(0o500)
+    if os.geteuid() != 0:   # root ignores permissions
+        p = run(CLI + ["eval", "--ckpt", ck, "--split", "val", "--out", str(ro / "x")], check=False)
+        assert p.returncode == 2 and "not writable" in p.stderr
