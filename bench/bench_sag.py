@@ -52,6 +52,8 @@ def main():
     ap.add_argument("--reps", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--adamw", choices=["fused", "foreach", "forloop"], default="fused",
+                    help="AdamW implementation (the official code uses the default for-loop/foreach one)")
     ap.add_argument("--slow-probe-ms", type=float, default=1.6, help="discard runs whose probe is slower than this")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -59,7 +61,8 @@ def main():
     cfg = model.cfg
     g = torch.Generator().manual_seed(0)
     batch = make_batch(args.batch, cfg.data.image_size, cfg.model.text.vocab_size, g)
-    opt = torch.optim.AdamW(model.param_groups(cfg), foreach=True)
+    kw = {"fused": dict(fused=True), "foreach": dict(foreach=True), "forloop": dict(foreach=False)}[args.adamw]
+    opt = torch.optim.AdamW(model.param_groups(cfg), **kw)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def train_step():
@@ -89,7 +92,7 @@ def main():
         med = statistics.median(kept)
         rows.append((name, med, q[0], q[-1], len(kept), dropped, OFFICIAL_MS[name], OFFICIAL_MS[name] / med))
     print(f"SaG at the sag_official_tiny config: batch {args.batch}, {cfg.data.image_size}² images, "
-          f"{args.threads} threads, torch {torch.__version__}")
+          f"{args.threads} threads, AdamW {args.adamw}, torch {torch.__version__}")
     print(f"| what | ours median ms | p10–p90 | kept / dropped | official ms | speed-up (official / ours) |")
     print(f"|---|---|---|---|---|---|")
     for name, med, p10, p90, n, d, off, ratio in rows:

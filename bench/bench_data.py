@@ -1,0 +1,76 @@
+"""Data pipeline throughput: ShapeRefs generation (images/s) and dataset read + transform + collate (samples/s) at 128 px.
+
+Usage: OMP_NUM_THREADS=1 python bench/bench_data.py [--images 300] [--repeats 5]
+Medians over repeats after one warm-up; each run is bracketed by a 512^3 float32 matmul probe; 'median' keeps only runs where
+the probe stayed within 2x its best time (the machine is shared), 'all runs' keeps every run. Targets (issue #3): >= 200 images/s, >= 1,000 samples/s."""
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ris_nb.core import get_preset
+from ris_nb.data import shaperefs as S
+from ris_nb.data import transforms as T
+
+
+def probe() -> float:
+    a = torch.randn(512, 512)
+    t = time.perf_counter(); a @ a; return time.perf_counter() - t
+
+
+def measure(fn, repeats: int, base: float):
+    "Median rate of fn() -> (count, seconds) over clean runs; also the number of dropped runs."
+    fn()  # warm-up
+    rates, every = [], []
+    for _ in range(repeats):
+        p0 = probe(); n, secs = fn(); p1 = probe()
+        every.append(n / secs)
+        if max(p0, p1) <= 2 * base: rates.append(n / secs)
+    return (statistics.median(rates) if rates else float("nan")), len(rates), statistics.median(every)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    base = min(probe() for _ in range(20))
+    tmp = Path(tempfile.mkdtemp())
+    rows = []
+
+    def gen(workers):
+        def f():
+            t = time.perf_counter()
+            S.generate(tmp / f"g{workers}", n_images=args.images, seed=0, workers=workers, verbose=False)
+            return args.images, time.perf_counter() - t
+        return f
+    for w in (1, 2):
+        rows.append((f"ShapeRefs generate, workers={w}", "images/s", *measure(gen(w), args.repeats, base), 200))
+
+    S.generate(tmp / "shaperefs", n_images=args.images, seed=0, verbose=False)
+    cfg = get_preset("lavt_tiny").override({"data.root": str(tmp), "train.batch_size": 32, "eval.batch_size": 32})
+    tok = T.build_tokenizer(cfg)
+
+    def load(cache, per_ref):
+        dss = T.make_datasets(cfg.override({"data.per_ref": per_ref}), tok, splits=["train"], cache=cache)
+        loader = T.make_loader(dss["train"], 32, shuffle=True)
+        def f():
+            t = time.perf_counter(); n = sum(len(b) for b in loader); return n, time.perf_counter() - t
+        return f
+    rows.append(("read+collate, no cache, every sentence", "samples/s", *measure(load(False, False), args.repeats, base), 1000))
+    rows.append(("read+collate, cache warm, every sentence", "samples/s", *measure(load(True, False), args.repeats, base), 1000))
+    rows.append(("read+collate, cache warm, per_ref", "samples/s", *measure(load(True, True), args.repeats, base), 1000))
+
+    print(f"\nmatmul probe 512^3: best {base * 1e3:.2f} ms; {args.images} images at 128 px; torch threads 1\n")
+    print(f"| {'what':42s} | {'unit':9s} | {'median':>8s} | runs kept | median, all runs | target |")
+    print(f"|{'-' * 44}|{'-' * 11}|{'-' * 10}|-----------|------------------|--------|")
+    for what, unit, rate, kept, every, target in rows:
+        print(f"| {what:42s} | {unit:9s} | {rate:8.0f} | {kept:5d}/{args.repeats:<3d} | {every:16.0f} | {target:6d} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Wall time of the whole test suite and peak RSS of the quickstart, as a table.
+# Targets (2 cores): nbdev_test ≤ 5 min, pytest ≤ 5 min, quickstart peak RSS ≤ 3 GB.
+# Usage: bash bench/bench_suite.sh            (run from the repository root, after `make venv`)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+peak_rss_gb() {  # peak RSS (GB) of a command and all its children, via GNU time if present, else python's resource
+  local log=$(mktemp)
+  .venv/bin/python - "$log" "$@" <<'PY'
+import resource, subprocess, sys, time
+log, cmd = sys.argv[1], sys.argv[2:]
+t = time.perf_counter(); rc = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+open(log, "w").write(f"{rc} {time.perf_counter() - t:.1f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6:.2f}")
+PY
+  cat "$log"
+}
+read rc1 t1 m1 < <(OMP_NUM_THREADS=1 peak_rss_gb $BIN/nbdev_test --n_workers 2)
+read rc2 t2 m2 < <(peak_rss_gb $BIN/python -m pytest tests -q -p no:cacheprovider)
+tmp=$(mktemp -d)
+read rc3 t3 m3 < <(OMP_NUM_THREADS=2 peak_rss_gb bash -c "$BIN/ris_nb synth --out $tmp/shaperefs --n-images ${QS_IMAGES:-3000} --seed 0 && $BIN/ris_nb train --preset ${QS_PRESET:-magnet_tiny} --data $tmp/shaperefs --out $tmp/run")
+echo
+echo "| job | exit | wall time (s) | peak RSS of one process (GB) | target |"
+echo "|---|---|---|---|---|"
+echo "| nbdev_test (all notebooks) | $rc1 | $t1 | $m1 | ≤ 300 s |"
+echo "| pytest tests/ | $rc2 | $t2 | $m2 | ≤ 300 s |"
+echo "| quickstart (synth + train + eval) | $rc3 | $t3 | $m3 | ≤ 3 GB |"

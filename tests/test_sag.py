@@ -1,0 +1,190 @@
+"""SaG (ris_nb.models.slots / ris_nb.models.sag): parity with the official code, slot noise, A^slot, weak supervision,
+variants/ablations, and learning without masks on ShapeRefs."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ris_nb.core import build_model, get_preset, seed_everything
+from ris_nb.models.sag import (SaG, c3_logits, load_official, quick_train, relevance_grid, upsample_minmax)
+
+FIX = Path(os.environ.get("RIS_NB_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures")) / "sag_official_tiny"
+needs_fixture = pytest.mark.skipif(not (FIX / "state_dict.safetensors").exists(), reason=f"fixture {FIX} not available")
+
+
+def official():
+    from safetensors.torch import load_file
+    sd = load_file(str(FIX / "state_dict.safetensors"))
+    sd.update({k: sd[v] for k, v in json.loads((FIX / "tied_aliases.json").read_text()).items()})  # the full official dict
+    return sd, json.loads((FIX / "config.json").read_text())
+
+
+def parity_errors() -> dict[str, float]:
+    "Max abs error of every compared tensor (our model with the official weights and initial slots vs the fixture)."
+    sd, conf = official()
+    fin, fo = (torch.load(FIX / f, weights_only=True) for f in ("inputs.pt", "outputs.pt"))
+    model = load_official(sd, conf).eval()
+    batch = SimpleNamespace(images=fin["images"], input_ids=fin["input_ids"], attention_mask=fin["attention_mask"].long())
+    with torch.no_grad():
+        out = model(batch, slots_init=fin["slots_init"], recon=True)
+        losses = model.losses(out, batch)
+    e = lambda a, b: (a - b).abs().max().item()
+    err = {"t": e(out.text, fo["txt_emb"][:, 0]), "entities": e(out.entities, fo["entities"]),
+           "A_slot": e(out.a_slot, fo["A_slot"]), "A_fuse": e(out.a_fuse, fo["A_fuse"]),
+           "A_fuse_full": e(out.a_fuse_all, fo["A_fuse_full"]), "fused": e(out.fused, fo["cm_feat"]),
+           "c3_logits": e(c3_logits(out.fused, out.text), fo["c3_logits"]), "loss_c3": e(losses["loss_c3"], fo["loss_c3"]),
+           "recon": e(out.recon, fo["recon"]), "loss_recon": e(losses["loss_recon"], fo["loss_recon"]),
+           "loss": e(losses["loss"], fo["loss_total"])}
+    H, W = fin["images"].shape[-2:]
+    for ours, theirs in [("weighted", "ours"), ("max", "max"), ("avg", "avg"), ("min", "min")]:
+        g = relevance_grid(out.a_slot, out.a_fuse, out.hw, ours)
+        err[f"map_{ours}_grid"] = e(g, fo[f"map_{theirs}_grid"])
+        if ours == "avg": continue          # constant map: min-max only amplifies float noise (fixture README)
+        up = upsample_minmax(g, (H, W))
+        err[f"map_{ours}_up"] = e(up, fo[f"map_{theirs}_up"])
+        err[f"map_{ours}_up_orig"] = e(upsample_minmax(g, tuple(fo["orig_hw"].tolist())), fo[f"map_{theirs}_up_orig"])
+        err[f"map_{ours}_mask_mismatches"] = float(((up >= 0.5) != fo[f"map_{theirs}_mask"]).sum())
+        probs = model.predict(out, batch, scheme=ours)
+        err[f"predict_{ours}"] = e(probs[:, 0], fo[f"map_{theirs}_up"])
+    return err
+
+
+@needs_fixture
+def test_parity_with_official():
+    err = parity_errors()
+    bad = {k: v for k, v in err.items() if v > 1e-4}
+    assert not bad, f"parity errors above 1e-4: {bad}"
+
+
+@needs_fixture
+def test_load_official_is_strict():
+    sd, conf = official()
+    with pytest.raises(ValueError, match="does not know"):
+        load_official({**sd, "encoders.img_enc.something_new.weight": torch.zeros(1)}, conf)
+    with pytest.raises(ValueError, match="lacks"):
+        load_official({k: v for k, v in sd.items() if not k.startswith("cma.ff.")}, conf)
+    bad = dict(sd)
+    k1 = "encoders.img_enc.set_pred_module.agg.agg_blocks.1.0.fn.to_q.weight"
+    bad[k1] = bad[k1] + 1
+    with pytest.raises(ValueError, match="tied copy"): load_official(bad, conf)
+
+
+def tiny_cfg(**over):
+    cfg = get_preset("sag_tiny").override({"model.text.vocab_size": 50, "data.image_size": 64, **over})
+    return cfg
+
+
+def rand_batch(bs=4, size=64, vocab=50, T=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (bs, T), generator=g); ids[:, 0] = 2
+    am = torch.ones(bs, T, dtype=torch.long); am[1:, -2:] = 0; ids = ids * am
+    return SimpleNamespace(images=torch.randn(bs, 3, size, size, generator=g), input_ids=ids, attention_mask=am,
+                           masks=None, orig_masks=None, meta={})
+
+
+def test_slot_noise_fixed_at_eval_random_in_train():
+    torch.manual_seed(0)
+    model, b = build_model(tiny_cfg()), rand_batch()
+    model.eval()
+    with torch.no_grad(): o1, o2 = model(b), model(b)
+    assert torch.equal(o1.slots_init, o2.slots_init) and torch.equal(o1.a_slot, o2.a_slot)
+    model.train()
+    o3, o4 = model(b), model(b)
+    assert not torch.equal(o3.slots_init, o4.slots_init)
+
+
+def test_a_slot_columns_sum_to_one():
+    model, b = build_model(tiny_cfg()).eval(), rand_batch()
+    with torch.no_grad(): out = model(b)
+    K = model.slots.n_slots
+    assert out.a_slot.shape == (4, K, 16) and out.entities.shape == (4, K, 64) and out.a_fuse.shape == (4, K)
+    torch.testing.assert_close(out.a_slot.sum(1), torch.ones(4, 16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.a_fuse.sum(1), torch.ones(4), atol=1e-5, rtol=0)
+
+
+class NoMasks(SimpleNamespace):
+    "A batch whose ground truth raises when read: proves losses never look at it."
+    def __getattribute__(self, name):
+        if name in ("masks", "orig_masks"): raise AssertionError(f"losses read batch.{name}")
+        return super().__getattribute__(name)
+
+
+@pytest.mark.parametrize("over", [{}, {"model.sag.slot_type": "random"}, {"model.sag.slot_type": "query"},
+                                  {"model.sag.interaction": False}, {"model.sag.slot_softmax": "pixels"},
+                                  {"model.sag.recon": False}, {"model.sag.n_gaussians": 2, "model.sag.n_samples": 3}])
+def test_variants_train_a_step(over):
+    torch.manual_seed(0)
+    model, b = build_model(tiny_cfg(**over)).train(), rand_batch()
+    opt = torch.optim.AdamW(model.param_groups(model.cfg))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = model(b)
+    losses = model.losses(out, NoMasks(**vars(b)))
+    assert "loss" in losses and any("c3" in k for k in losses) and torch.isfinite(losses["loss"])
+    assert ("loss_recon" in losses) == (over.get("model.sag.recon", True))
+    opt.zero_grad(); losses["loss"].backward(); opt.step()
+    changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p)]
+    for part in ("vision.", "text.", "slots.", "fusion."): assert any(n.startswith(part) for n in changed), part
+    names = {g["name"]: g["lr"] for g in model.param_groups(model.cfg)}
+    assert names["vision"] == pytest.approx(model.cfg.train.lr * model.cfg.model.sag.vit_lr_scale)
+
+
+@pytest.fixture(scope="module")
+def shaperefs(tmp_path_factory):
+    from ris_nb.data.shaperefs import generate
+    root = tmp_path_factory.mktemp("sag_data")
+    generate(root / "shaperefs", n_images=600, seed=0, verbose=False)
+    return root
+
+
+def test_weak_loader_has_no_masks(shaperefs):
+    from ris_nb.data.transforms import make_dataloaders
+    cfg = get_preset("sag_tiny").override({"data.root": str(shaperefs), "data.test_splits": []})
+    assert cfg.data.weak
+    loaders = make_dataloaders(cfg, splits=["train", "val"])
+    b = next(iter(loaders["train"]))
+    assert b.masks is None and b.orig_masks is None                  # text-only supervision
+    vb = next(iter(loaders["val"]))
+    assert vb.orig_masks is not None                                 # masks kept for evaluation only
+
+
+def centred_blob(sizes):
+    "Baseline: a centred Gaussian blob, min–max normalised (threshold 0.5 keeps a centred ellipse)."
+    out = []
+    for h, w in sizes:
+        y, x = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        out.append(torch.exp(-(x ** 2 + y ** 2) / 0.5)[None])
+    return out
+
+
+def val_miou(model, loader, scheme=None, blob=False) -> float:
+    from ris_nb.metrics import RISMetrics, intersection_union
+    m = RISMetrics()
+    model.eval()
+    with torch.no_grad():
+        for b in loader:
+            sizes = [tuple(g.shape[-2:]) for g in b.orig_masks]
+            probs = centred_blob(sizes) if blob else model.predict(model(b), b, sizes=sizes, scheme=scheme)
+            for p, g in zip(probs, b.orig_masks):
+                m.update_iu(*intersection_union(p.reshape(1, *p.shape[-2:]), g.reshape(1, *g.shape[-2:])))
+    return m.compute()["mIoU"]
+
+
+def test_learns_without_masks(shaperefs):
+    from ris_nb.data.transforms import make_dataloaders
+    t0 = time.perf_counter()
+    cfg = get_preset("sag_tiny").override({"data.root": str(shaperefs), "data.test_splits": [], "train.max_steps": 400})
+    loaders = make_dataloaders(cfg, splits=["train", "val"])
+    cfg = cfg.override({"model.text.vocab_size": len(loaders["train"].dataset.tokenizer)})
+    seed_everything(0)
+    model = build_model(cfg)
+    quick_train(model, loaders["train"], cfg)
+    ours, avg = val_miou(model, loaders["val"]), val_miou(model, loaders["val"], "avg")
+    blob = val_miou(model, loaders["val"], blob=True)
+    print(f"val mIoU: weighted {ours:.2f}, avg {avg:.2f}, centred blob {blob:.2f} ({time.perf_counter() - t0:.0f} s)")
+    assert ours > avg + 2 and ours > blob + 1.5, (ours, avg, blob)
