@@ -427,12 +427,12 @@ def _sag_paper() -> Config:
 
 @register_preset("sag_tiny")
 def _sag_tiny() -> Config:  # ours: CPU-sized, random init, word-level tokenizer
-    return Config(data=DataConfig(image_size=128, normalize="half", per_ref=False, weak=True),
+    return Config(data=DataConfig(image_size=96, normalize="half", per_ref=False, weak=True),   # 6×6 tokens
                   model=ModelConfig(name="sag",
                                     vision=VisionConfig(backbone="vit", embed_dim=64, depths=[2], num_heads=[2], patch_size=16),
-                                    text=TextConfig(num_layers=2, layer_groups=[2]),
+                                    text=TextConfig(num_layers=1, layer_groups=[1]),
                                     sag=SaGConfig(dropout=0.0, vit_lr_scale=1.0)),   # random-init ViT: full lr
-                  train=TrainConfig(max_steps=400, batch_size=16, lr=1e-3, weight_decay=1e-4, schedule="cosine",
+                  train=TrainConfig(max_steps=500, batch_size=16, lr=1e-3, weight_decay=1e-4, schedule="cosine",
                                     warmup_steps=20, grad_clip=1.0, eval_every=100, ckpt_every=100),
                   eval=EvalConfig(protocol="original"))
 

@@ -267,7 +267,7 @@ class ProgressCB(Callback):
     def after_step(self):
         rate = self.n0 / max(time.perf_counter() - self.t0, 1e-9)
         self.learn.samples_per_s = rate
-        self.bar.set_postfix(loss=f"{float(self.learn.loss):.4f}", samples_s=f"{rate:.1f}", refresh=False)
+        self.bar.set_postfix(loss=f"{float(self.learn.loss.detach()):.4f}", samples_s=f"{rate:.1f}", refresh=False)
         self.bar.update(1)
     def after_fit(self): self.bar.close()
 
