@@ -80,3 +80,15 @@ def test_console_script_version_matches_settings():
     assert out.stdout.strip() == f"ris_nb {cfg['DEFAULT']['version']}" == f"ris_nb {ris_nb.__version__}"
     out = subprocess.run([sys.executable, "-m", "ris_nb.cli", "--help"], capture_output=True, text=True, check=True)
     assert "synth" in out.stdout
+
+
+def test_builds_tiny_models_without_network(monkeypatch):
+    "Every tiny preset builds offline (random init, no hub access)."
+    import socket
+    from ris_nb.core import build_model
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    def no_network(*a, **k): raise OSError("network access attempted")
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    for name in ["lavt_tiny", "lavt_mg_tiny", "magnet_tiny", "sag_tiny"]:
+        model = build_model(get_preset(name).override({"model.text.vocab_size": 100}))
+        assert sum(p.numel() for p in model.parameters()) > 0

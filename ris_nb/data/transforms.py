@@ -38,7 +38,7 @@ class ImageTransform:
         if isinstance(img, Image.Image): img = np.asarray(img.convert("RGB"))
         if img.shape[:2] != (self.size, self.size):
             img = np.asarray(Image.fromarray(img).resize((self.size, self.size), Image.BILINEAR))
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
+        x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
         return (x - self.mean) / self.std
 
 def image_transform(cfg: Config) -> ImageTransform:
