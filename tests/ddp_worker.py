@@ -1,6 +1,8 @@
-"""Train lavt_tiny for a few steps with `ris_nb.train.fit`; run alone or under torchrun (gloo).
-Dropout is switched off so that one process with the global batch and two processes with half each compute the same
-losses up to float summation order. Usage: python ddp_worker.py DATA_DIR OUT_DIR STEPS"""
+"""Train magnet_tiny for a few steps with `ris_nb.train.fit`; run alone or under torchrun (gloo).
+One process with the global batch and two processes with half each compute the same losses up to float summation
+order when nothing depends on how the batch is split: dropout is switched off, Mask Grounding (its loss averages over
+the masked tokens of the whole batch) and CAL are off, and the model has no BatchNorm (SyncBN needs GPUs; LAVT's
+decoder has BatchNorm, so it is not used here). Usage: python ddp_worker.py DATA_DIR OUT_DIR STEPS"""
 import os
 import sys
 
@@ -14,15 +16,17 @@ from ris_nb.train import fit
 
 def main(data: str, out: str, steps: int) -> None:
     torch.set_num_threads(1)
-    cfg = get_preset("lavt_tiny").override({
+    cfg = get_preset("magnet_tiny").override({
         "data.root": os.path.dirname(data), "data.dataset": os.path.basename(data), "train.batch_size": 8,
         "train.max_steps": steps, "train.log_every": 1, "train.eval_every": 10_000, "train.ckpt_every": 10_000,
-        "train.out_dir": out, "train.device": "cpu", "model.lavt.loss": "dice"})
+        "train.out_dir": out, "train.device": "cpu", "data.image_size": 64,
+        "model.mg.enabled": False, "model.cal.enabled": False})
     tok = build_tokenizer(cfg)
     cfg = cfg.override({"model.text.vocab_size": len(tok)})
     loaders = make_dataloaders(cfg, tok, splits=["train"])
     seed_everything(0)
     model = build_model(cfg)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     for m in model.modules():
         if isinstance(m, nn.Dropout): m.p = 0.0
         if hasattr(m, "config") and hasattr(m.config, "attention_probs_dropout_prob"):
