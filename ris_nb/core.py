@@ -431,8 +431,8 @@ def _sag_tiny() -> Config:  # ours: CPU-sized, random init, word-level tokenizer
                   model=ModelConfig(name="sag",
                                     vision=VisionConfig(backbone="vit", embed_dim=64, depths=[2], num_heads=[2], patch_size=16),
                                     text=TextConfig(num_layers=1, layer_groups=[1]),
-                                    sag=SaGConfig(dropout=0.0, vit_lr_scale=1.0)),   # random-init ViT: full lr
-                  train=TrainConfig(max_steps=500, batch_size=16, lr=1e-3, weight_decay=1e-4, schedule="cosine",
+                                    sag=SaGConfig(dropout=0.0)),
+                  train=TrainConfig(max_steps=500, batch_size=32, lr=1e-3, weight_decay=1e-4, schedule="cosine",
                                     warmup_steps=20, grad_clip=1.0, eval_every=100, ckpt_every=100),
                   eval=EvalConfig(protocol="original"))
 

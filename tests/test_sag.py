@@ -178,7 +178,7 @@ def val_miou(model, loader, scheme=None, blob=False) -> float:
 def test_learns_without_masks(shaperefs):
     from ris_nb.data.transforms import make_dataloaders
     t0 = time.perf_counter()
-    cfg = get_preset("sag_tiny").override({"data.root": str(shaperefs), "data.test_splits": [], "train.max_steps": 500})
+    cfg = get_preset("sag_tiny").override({"data.root": str(shaperefs), "data.test_splits": []})
     loaders = make_dataloaders(cfg, splits=["train", "val"])
     cfg = cfg.override({"model.text.vocab_size": len(loaders["train"].dataset.tokenizer)})
     seed_everything(0)
@@ -187,4 +187,4 @@ def test_learns_without_masks(shaperefs):
     ours, avg = val_miou(model, loaders["val"]), val_miou(model, loaders["val"], "avg")
     blob = val_miou(model, loaders["val"], blob=True)
     print(f"val mIoU: weighted {ours:.2f}, avg {avg:.2f}, centred blob {blob:.2f} ({time.perf_counter() - t0:.0f} s)")
-    assert ours > avg + 2 and ours > blob, (ours, avg, blob)
+    assert ours > avg + 3 and ours > blob + 1.5, (ours, avg, blob)
