@@ -175,7 +175,15 @@ def val_miou(model, loader, scheme=None, blob=False) -> float:
     return m.compute()["mIoU"]
 
 
-def test_learns_without_masks(shaperefs):
+@pytest.fixture
+def one_thread():
+    "Tiny ops: one thread avoids waiting on a descheduled second thread when the cores are shared."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_learns_without_masks(shaperefs, one_thread):
     from ris_nb.data.transforms import make_dataloaders
     t0 = time.perf_counter()
     cfg = get_preset("sag_tiny").override({"data.root": str(shaperefs), "data.test_splits": []})
