@@ -240,7 +240,10 @@ class Learner:
             self("after_loss")
             self.scaler.scale(self.loss * loss_scale(self.step, self.cfg) / accum).backward()
         self.micro += 1; self.batches_done += 1
+        parts = {k: v.detach().float().mean() / accum for k, v in self.losses.items()}
+        self.acc_losses = parts if self.micro % accum == 1 or accum == 1 else {k: self.acc_losses[k] + v for k, v in parts.items()}
         if last_micro:
+            self.step_losses = self.acc_losses   # mean over the micro-batches of this optimizer step
             self("before_step")
             self.scaler.step(self.opt); self.scaler.update()
             self.opt.zero_grad(set_to_none=True); self.sched.step()
@@ -303,7 +306,7 @@ class LogCB(Callback):
     def after_step(self):
         l = self.learn
         if l.step % l.cfg.train.log_every and l.step != l.cfg.train.max_steps: return
-        parts = mean_over_ranks({k: v.detach().float().mean() for k, v in l.losses.items()}, l.dist)
+        parts = mean_over_ranks(l.step_losses, l.dist)
         if l.dist.is_main:
             self.write({"step": l.step, "epoch": l.epoch, "lr": l.opt.param_groups[0]["lr"], **parts,
                         "samples_per_s": round(getattr(l, "samples_per_s", 0.0), 2)})

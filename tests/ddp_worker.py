@@ -2,7 +2,8 @@
 One process with the global batch and two processes with half each compute the same losses up to float summation
 order when nothing depends on how the batch is split: dropout is switched off, Mask Grounding (its loss averages over
 the masked tokens of the whole batch) and CAL are off, and the model has no BatchNorm (SyncBN needs GPUs; LAVT's
-decoder has BatchNorm, so it is not used here). Usage: python ddp_worker.py DATA_DIR OUT_DIR STEPS"""
+decoder has BatchNorm, so it is not used here). Also used for gradient accumulation (ACCUM micro-batches of
+8/ACCUM samples per optimizer step). Usage: python ddp_worker.py DATA_DIR OUT_DIR STEPS [ACCUM]"""
 import os
 import sys
 
@@ -14,10 +15,10 @@ from ris_nb.data.transforms import build_tokenizer, make_dataloaders
 from ris_nb.train import fit
 
 
-def main(data: str, out: str, steps: int) -> None:
+def main(data: str, out: str, steps: int, accum: int = 1) -> None:
     torch.set_num_threads(1)
     cfg = get_preset("magnet_tiny").override({
-        "data.root": os.path.dirname(data), "data.dataset": os.path.basename(data), "train.batch_size": 8,
+        "data.root": os.path.dirname(data), "data.dataset": os.path.basename(data), "train.batch_size": 8 // accum, "train.accum_steps": accum,
         "train.max_steps": steps, "train.log_every": 1, "train.eval_every": 10_000, "train.ckpt_every": 10_000,
         "train.out_dir": out, "train.device": "cpu", "data.image_size": 64,
         "model.mg.enabled": False, "model.cal.enabled": False})
@@ -35,4 +36,4 @@ def main(data: str, out: str, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 1)

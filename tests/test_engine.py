@@ -93,6 +93,17 @@ def test_ddp_two_processes_match_one_process(shaperefs, tmp_path):
         assert abs(a[s] - b[s]) <= 1e-4, (s, a[s], b[s])
 
 
+def test_gradient_accumulation_matches_the_full_batch(shaperefs, tmp_path):
+    "2 micro-batches of 4 per optimizer step log the losses of one batch of 8 (same samples, per-sample losses)."
+    worker = str(HERE / "ddp_worker.py")
+    run([sys.executable, worker, str(shaperefs), str(tmp_path / "full"), "4"])
+    run([sys.executable, worker, str(shaperefs), str(tmp_path / "accum"), "4", "2"])
+    a, b = losses(tmp_path / "full"), losses(tmp_path / "accum")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for s in a:
+        assert abs(a[s] - b[s]) <= 1e-4, (s, a[s], b[s])
+
+
 def test_torchrun_cli_runs(shaperefs, tmp_path):
     out = tmp_path / "tr"
     run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518", "-m",
