@@ -211,4 +211,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 # %% ../nbs/15_cli.ipynb #a2c3c283
+#| eval: false
 if __name__ == "__main__" and "ipykernel" not in sys.modules: sys.exit(main())  # python -m ris_nb.cli / torchrun
