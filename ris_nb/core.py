@@ -15,6 +15,7 @@ import types
 import typing
 from copy import deepcopy
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 __all__ = ['WORD_SPECIALS', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig',
            'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict',
            'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset',
-           'register_model', 'build_model', 'seed_everything', 'get_device', 'amp_dtype']
+           'register_model', 'build_model', 'seed_everything', 'get_device', 'amp_dtype', 'official_fixture']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -493,3 +494,12 @@ def amp_dtype(device: torch.device | str, mode: str = "auto") -> torch.dtype | N
     if mode not in ("auto", "off"): raise ValueError(f"train.amp must be 'auto' or 'off', got {mode!r}")
     if mode == "off" or device.type != "cuda": return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+# %% ../nbs/00_core.ipynb #fx000002
+def official_fixture(name: str) -> Path:
+    "Folder of the official-implementation fixture `name` (e.g. 'magnet_official_tiny')."
+    roots = [Path(os.environ["RIS_NB_FIXTURES"])] if os.environ.get("RIS_NB_FIXTURES") else []
+    roots += [Path(importlib.import_module("ris_nb").__file__).resolve().parents[2] / "shared" / "fixtures", Path("/work/shared/fixtures")]
+    for r in roots:
+        if (r / name).is_dir(): return r / name
+    raise FileNotFoundError(f"fixture {name!r} not found in {', '.join(map(str, roots))}; set RIS_NB_FIXTURES")

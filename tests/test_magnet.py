@@ -6,12 +6,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ris_nb.core import build_model, get_preset, seed_everything
+from ris_nb.core import official_fixture, build_model, get_preset, seed_everything
 from ris_nb.models.encoders import offline_random
 from ris_nb.models.magnet import MagNet, convert_official_magnet, load_official
 
-FIX = Path("/work/shared/fixtures/magnet_official_tiny")
-if not FIX.exists(): FIX = Path(__file__).resolve().parents[1] / "shared" / "fixtures" / "magnet_official_tiny"
+FIX = official_fixture("magnet_official_tiny")   # env RIS_NB_FIXTURES, ../shared/fixtures or /work/shared/fixtures
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 def _batch(B=2, size=64, vocab=50, T=8, masks=True):
@@ -27,7 +26,6 @@ def _tiny(**over):
 @pytest.fixture(scope="module")
 def fixture():
     from safetensors.torch import load_file
-    if not FIX.exists(): pytest.skip("official MagNet fixture not available")
     return (load_file(FIX / "state_dict.safetensors"), torch.load(FIX / "inputs.pt", weights_only=True),
             torch.load(FIX / "outputs.pt", weights_only=True), json.loads((FIX / "config.json").read_text()))
 
@@ -59,8 +57,7 @@ def test_converter_names_keys(fixture):
 def test_preset_forward_backward(name):
     cfg = get_preset(name).override({"data.image_size": 64})
     if cfg.model.text.encoder == "bert": cfg = cfg.override({"model.text.vocab_size": 50})
-    try: model = build_model(cfg).train()
-    except FileNotFoundError as e: pytest.skip(f"packaged weights unavailable: {e}")
+    model = build_model(cfg).train()   # magnet_mini: packaged MobileNetV2 + MiniLM (installed by `make venv`)
     b = _batch(vocab=50 if cfg.model.text.encoder == "bert" else 1000)
     out = model(b); L = model.losses(out, b)
     assert set(L) >= {"loss", "bce", "dice", "cls", "cal", "mg"} and torch.isfinite(L["loss"])

@@ -11,11 +11,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ris_nb.core import build_model, get_preset, seed_everything
+from ris_nb.core import official_fixture, build_model, get_preset, seed_everything
 from ris_nb.models.sag import (SaG, c3_logits, load_official, quick_train, relevance_grid, upsample_minmax)
 
-FIX = Path(os.environ.get("RIS_NB_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures")) / "sag_official_tiny"
-needs_fixture = pytest.mark.skipif(not (FIX / "state_dict.safetensors").exists(), reason=f"fixture {FIX} not available")
+FIX = official_fixture("sag_official_tiny")   # env RIS_NB_FIXTURES, ../shared/fixtures or /work/shared/fixtures
 
 
 def official():
@@ -55,14 +54,12 @@ def parity_errors() -> dict[str, float]:
     return err
 
 
-@needs_fixture
 def test_parity_with_official():
     err = parity_errors()
     bad = {k: v for k, v in err.items() if v > 1e-4}
     assert not bad, f"parity errors above 1e-4: {bad}"
 
 
-@needs_fixture
 def test_load_official_is_strict():
     sd, conf = official()
     with pytest.raises(ValueError, match="does not know"):
