@@ -7,10 +7,11 @@ from types import SimpleNamespace
 import torch
 
 from ris_nb.core import get_preset, build_model
+from ris_nb.core import official_fixture
 from ris_nb.models.magnet import load_official
 
 OFFICIAL_FWD_S = 0.302   # official network, fixture tiny config, batch 8, 2 threads (fixture README)
-FIX = Path("/work/shared/fixtures/magnet_official_tiny")
+FIX = official_fixture("magnet_official_tiny")
 
 def probe() -> float:
     a = torch.randn(512, 512); t = time.perf_counter(); a @ a; return time.perf_counter() - t
