@@ -5,7 +5,6 @@
 # %% ../nbs/12_training.ipynb #dea27e01
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -330,7 +329,7 @@ def read_log(path: str | Path) -> list[dict]:
 
 def plot_curves(log_path: str | Path, out: str | Path | None = None):
     "Training loss (and its parts) and validation metrics against steps; saved to `out` if given."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     recs = read_log(log_path)
     train = [r for r in recs if "loss" in r]; val = [r for r in recs if r.get("split") == "val"]
     fig, axs = plt.subplots(1, 2, figsize=(9, 3.2))

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import pickle
-import re
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path

@@ -5,7 +5,6 @@
 # %% ../../nbs/04_transforms.ipynb #8a707cc1
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path

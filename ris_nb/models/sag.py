@@ -9,7 +9,6 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
