@@ -96,7 +96,6 @@ class MGConfig:
     layers: int = 2                    # ours: transformer layers of the masked-token predictor
     heads: int = 4                     # ours: 8 at paper size
     ffn: int = 256                     # ours: 1024 at paper size
-    mask_source: str = "gt"            # gt | pred (detached prediction)
     mask_patch: int = 4                # ours: mask cells per visual token side (32 at 480 px = a 32×32/32 conv on the full mask)
 
 # %% ../nbs/00_core.ipynb #e70f6a9b

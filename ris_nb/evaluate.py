@@ -49,13 +49,15 @@ def evaluate(model: nn.Module, loader, protocol: str = "original", device: torch
         batch = batch.to(device)
         inter, union = _sample_iu(model, model(batch), batch, protocol)
         overall.update_iu(inter, union)
-        for k, (i, u) in enumerate(zip(inter.tolist(), union.tolist())):
-            etype, split = batch.meta["expr_type"][k] or "all", batch.meta["split"][k]
-            by_type[etype].update_iu([i], [u]); by_split[split].update_iu([i], [u])
-            if keep_samples:
-                samples.append({"index": seen + k, "ref_id": batch.meta["ref_id"][k], "sent_id": batch.meta["sent_id"][k],
-                                "sentence": batch.meta["sentence"][k], "expr_type": etype, "I": i, "U": u,
-                                "IoU": i / u if u else 0.0})
+        types = [t or "all" for t in batch.meta["expr_type"]]
+        for groups, keys in ((by_type, types), (by_split, batch.meta["split"])):   # one update per group and batch
+            for key in set(keys):
+                idx = torch.tensor([k for k, x in enumerate(keys) if x == key])
+                groups[key].update_iu(inter[idx], union[idx])
+        if keep_samples:
+            samples += [{"index": seen + k, "ref_id": batch.meta["ref_id"][k], "sent_id": batch.meta["sent_id"][k],
+                         "sentence": batch.meta["sentence"][k], "expr_type": types[k], "I": i, "U": u, "IoU": i / u if u else 0.0}
+                        for k, (i, u) in enumerate(zip(inter.tolist(), union.tolist()))]
         seen += len(batch)
     model.train(was_training)
     return {"protocol": protocol, "overall": reduce_across_ranks(overall),
@@ -86,7 +88,7 @@ PAPER_SOURCES = {"magnet": "MagNet, yxchng/mask-grounding README (Swin-B + BERT-
 
 def paper_numbers(cfg: Config, split: str) -> tuple[dict, str] | None:
     "Published numbers for this method, dataset and split, and their source."
-    method = "lavt" if cfg.model.name == "lavt" and not cfg.model.mg.enabled else cfg.model.name
+    method = cfg.model.name   # LAVT + MG is reported next to LAVT's published numbers
     if cfg.data.dataset == "refcocog" and cfg.data.split_by != "umd": return None
     key = (method, cfg.data.dataset, split)
     return (PAPER_RESULTS[key], PAPER_SOURCES[method]) if key in PAPER_RESULTS else None
