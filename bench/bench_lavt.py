@@ -3,14 +3,11 @@
 Usage: OMP_NUM_THREADS=2 python bench/bench_lavt.py [--reps 10] [--warmup 2] [--threads 2]
 Medians over `reps` runs after warm-up, presets interleaved A/B/C in every round; each run is bracketed by a 512³ float32
 matmul probe and discarded when the probe is slower than 2× its best time (the machine is shared, DESIGN.md).
-Peak memory: CUDA max_memory_allocated on GPU; on CPU the peak RSS (ru_maxrss) of a fresh subprocess that builds the
-preset and runs 2 training steps, minus that of a subprocess that only imports torch and ris_nb (includes allocator
-caching and the model's weights; a rough upper bound).
+Memory: on GPU, CUDA max_memory_allocated over the warm-up steps. On CPU (no allocator statistics) the two parts that
+dominate a training step are counted exactly: the model state (weights + gradients + AdamW's two moments) and the
+activations autograd saves for backward (distinct storages, parameters excluded) — the peak is at least their sum.
 """
 import argparse
-import resource
-import subprocess
-import sys
 import statistics
 import time
 from types import SimpleNamespace
@@ -39,25 +36,21 @@ def make_batch(cfg, B, device, vocab):
                            attention_mask=am.to(device), masks=(torch.rand(B, S, S, generator=g) > 0.8).float().to(device))
 
 
-def cpu_peak_mib(name, batch, threads):
-    "Peak RSS (MiB) of a subprocess running 2 training steps of preset `name` ('' = imports only)."
-    code = (f"import resource, torch; torch.set_num_threads({threads}); import bench_lavt as b; "
-            f"b.run_steps({name!r}, {batch}) if {name!r} else None; "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=__import__("os").path.dirname(__file__) or ".")
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
-
-
-def run_steps(name, batch, steps=2):
-    cfg = get_preset(name)
-    if cfg.model.text.encoder == "bert": cfg = cfg.override({"model.text.vocab_size": 1000})
-    model = build_model(cfg).train()
-    opt = torch.optim.AdamW(model.param_groups(cfg))
-    b = make_batch(cfg, batch, torch.device("cpu"), min(1000, model.text.vocab_size))
-    for _ in range(steps):
-        loss = model.losses(model(b), b)["loss"]
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+def cpu_train_memory_mib(model, opt, batch) -> tuple[float, float]:
+    "(model state, saved activations) in MiB for one training step of `model` on `batch`; runs the step."
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in params: saved[st.data_ptr()] = st.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model.losses(model(batch), batch)["loss"]
+    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)
+    state = nbytes(model.parameters()) + nbytes(p.grad for p in model.parameters() if p.grad is not None)
+    state += nbytes(v for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0)
+    return state / 2**20, sum(saved.values()) / 2**20
 
 
 def main():
@@ -87,8 +80,8 @@ def main():
             if device.type == "cuda": torch.cuda.synchronize()
         if device.type == "cuda": torch.cuda.reset_peak_memory_stats()
         for _ in range(args.warmup): step()
-        mem[name] = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-                     else cpu_peak_mib(name, args.batch, args.threads) - cpu_peak_mib("", args.batch, args.threads))
+        mem[name] = ((torch.cuda.max_memory_allocated() / 2**20,) if device.type == "cuda"
+                     else cpu_train_memory_mib(model, opt, batch))
         runs[name] = dict(step=step, times=[], params=sum(p.numel() for p in model.parameters()))
     best_probe, dropped = min(probe() for _ in range(20)), 0
     for _ in range(args.reps):
@@ -98,14 +91,15 @@ def main():
             runs[name]["times"].append(dt)
     print(f"device {device}, threads {args.threads}, batch {args.batch}, {args.reps} rounds after {args.warmup} warm-up; "
           f"512³ matmul probe best {best_probe * 1e3:.2f} ms; {dropped} busy runs dropped")
-    print(f"| preset | params (M) | step median (ms) | runs kept | MG overhead | peak mem (MiB) |")
-    print(f"|---|---|---|---|---|---|")
+    mem_cols = "peak allocated (MiB)" if device.type == "cuda" else "model state (MiB) | saved activations (MiB)"
+    print(f"| preset | params (M) | step median (ms) | runs kept | MG overhead | {mem_cols} |")
+    print("|---|---|---|---|---|---|" + "---|" * (device.type != "cuda"))
     med = {n: statistics.median(r["times"]) if r["times"] else float("nan") for n, r in runs.items()}
     for name in names:
         base = name.replace("_mg_", "_")
         ovh = f"{(med[name] / med[base] - 1) * 100:+.1f} %" if base != name and base in med else ""
         print(f"| {name} | {runs[name]['params'] / 1e6:.2f} | {med[name] * 1e3:.0f} | {len(runs[name]['times'])} | {ovh} | "
-              f"{mem[name]:.0f} |")
+              " | ".join(f"{v:.1f}" for v in mem[name]) + " |")
 
 
 if __name__ == "__main__":

@@ -97,6 +97,10 @@ class MGConfig:
     heads: int = 4                     # ours: 8 at paper size
     ffn: int = 256                     # ours: 1024 at paper size
     mask_patch: int = 4                # ours: mask cells per visual token side (32 at 480 px = a 32×32/32 conv on the full mask)
+    visual_stride: int = 32            # ours: stride of the visual map P (32 = 15×15 tokens at 480 px)
+    visual_source: str = "clean"       # ours: P from the normal forward ("clean", sees the unmasked sentence) or from a second
+                                       # forward driven by the masked sentence ("masked", the hidden words cannot leak into P)
+    region_to_text: bool = True        # ours: add the mask-pooled P (mean of P under the mask) to every text token
 
 # %% ../nbs/00_core.ipynb #e70f6a9b
 @dataclass
@@ -387,9 +391,13 @@ def _with_mg(cfg: Config, width: int) -> Config:
     return cfg.override({"model.mg.enabled": True, "model.mg.width": width, "model.mg.ffn": 4 * width,
                          "model.mg.heads": max(4, width // 32), "model.mg.mask_patch": 32 if cfg.data.image_size >= 384 else 4})
 
-register_preset("lavt_mg_paper")(lambda: _with_mg(_lavt_paper(), 256))
-register_preset("lavt_mg_tiny")(lambda: _with_mg(_lavt_tiny(), 64))
-register_preset("lavt_mg_mini")(lambda: _with_mg(_lavt_mini(), 128))
+def _lavt_with_mg(cfg: Config, width: int, stride: int) -> Config:
+    "LAVT + MG with P from a masked-sentence pass (07: the clean pass leaks the hidden words through PWAM)."
+    return _with_mg(cfg, width).override({"model.mg.visual_source": "masked", "model.mg.visual_stride": stride})
+
+register_preset("lavt_mg_paper")(lambda: _lavt_with_mg(_lavt_paper(), 256, 32))   # 15×15 tokens at 480 px
+register_preset("lavt_mg_tiny")(lambda: _lavt_with_mg(_lavt_tiny(), 64, 16))      # 8×8 at 128 px: 4×4 is too coarse
+register_preset("lavt_mg_mini")(lambda: _lavt_with_mg(_lavt_mini(), 128, 16))     # 10×10 at 160 px
 
 # %% ../nbs/00_core.ipynb #a86a14bc
 def _magnet_on(cfg: Config, mg_width: int) -> Config:

@@ -341,7 +341,8 @@ def plot_curves(log_path: str | Path, out: str | Path | None = None):
     for k in ("oIoU", "mIoU"):
         pts = [(r["step"], r[k]) for r in val if k in r]
         if pts: axs[1].plot(*zip(*pts), marker="o", label=k)
-    axs[1].set_xlabel("step"); axs[1].set_title("validation (%)"); axs[1].legend(fontsize=7)
+    axs[1].set_xlabel("step"); axs[1].set_title("validation (%)" if val else "validation (none: no val loader)")
+    if val: axs[1].legend(fontsize=7)
     fig.tight_layout()
     if out: fig.savefig(out, dpi=100); plt.close(fig)
     return fig

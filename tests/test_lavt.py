@@ -121,6 +121,86 @@ def test_mg_free_at_inference():
     assert a.mg_logits is None and torch.equal(a.logits, p.logits)
 
 
+def hidden_word_swap(model, b, seed=3):
+    "(masked ids, a copy of `b` whose words at the [MASK]ed positions are other ordinary words)."
+    masked, _ = model.mg.mask(b.input_ids, b.attention_mask, torch.Generator().manual_seed(seed))
+    hidden = masked == model.mg.special_ids["mask"]
+    assert hidden.any()
+    ids = torch.where(hidden, 5 + (b.input_ids - 4) % (model.text.vocab_size - 5), b.input_ids)   # v -> v+1, last -> 5
+    assert (ids[hidden] != b.input_ids[hidden]).all()
+    return masked, SimpleNamespace(**{**vars(b), "input_ids": ids})
+
+
+@pytest.mark.parametrize("source", ["clean", "masked"])
+def test_mg_hidden_words_leak_only_through_clean_visual_stream(source):
+    "visual_source='masked': the predictor cannot see the hidden words; 'clean': they reach it through PWAM's fused map."
+    cfg = _cfg("lavt_mg_tiny").override({"model.mg.visual_source": source})
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()                     # eval: no dropout, so two calls are comparable
+    b = _fake_batch(cfg, vocab=200)
+    masked, b2 = hidden_word_swap(model, b)
+    with torch.no_grad():
+        same = torch.equal(model.fill_masked(b, masked), model.fill_masked(b2, masked))
+        train_path = model.mask_grounding(b, model(b).stages)[0]
+    assert same == (source == "masked")
+    assert train_path.shape == (*b.input_ids.shape, model.text.vocab_size)
+
+
+def test_mg_visual_options_checked():
+    with pytest.raises(ValueError, match=r"model.mg.visual_source='fused'.*'clean' or 'masked'"):
+        build_model(_cfg("lavt_mg_tiny").override({"model.mg.visual_source": "fused"}))
+    with pytest.raises(ValueError, match=r"model.mg.visual_stride=64.*strides \[4, 8, 16, 32\]"):
+        build_model(_cfg("lavt_mg_tiny").override({"model.mg.visual_stride": 64}))
+
+
+def test_mg_region_to_text_switch():
+    "region_to_text adds the mask-pooled visual feature to the text tokens: the logits change, training still works."
+    outs = {}
+    for flag in (True, False):
+        cfg = _cfg("lavt_mg_tiny").override({"model.mg.region_to_text": flag})
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+        b = _fake_batch(cfg, vocab=200)
+        masked, _ = model.mg.mask(b.input_ids, b.attention_mask, torch.Generator().manual_seed(0))
+        logits = model.fill_masked(b, masked)
+        logits.sum().backward()
+        assert model.mg.vis_proj.weight.grad.abs().sum() > 0
+        outs[flag] = logits.detach()
+    assert not torch.allclose(outs[True], outs[False])
+
+
+class _MaskReader(torch.nn.Module):
+    "A stand-in MG model that names the hidden word only when it is given the sentence's own mask (keyed by its area)."
+    def __init__(self, area_of: dict, vocab: int = 50):
+        super().__init__()
+        self.area_of, self.vocab = area_of, vocab
+        self.mg = SimpleNamespace(special_ids=special_token_ids("word"))
+    def fill_masked(self, x, masked):
+        logits = torch.zeros(*x.input_ids.shape, self.vocab)
+        for i, row in enumerate(x.input_ids):
+            right = self.area_of[tuple(row.tolist())] == x.masks[i].sum().item()
+            logits[i].scatter_(1, (row if right else torch.zeros_like(row))[:, None], 1.0)
+        return logits
+
+
+def test_mask_swap_probe_tells_mask_readers_from_mask_ignorers():
+    from ris_nb.models.mask_grounding import mask_swap_probe
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(3):
+        ids = torch.randint(5, 50, (4, 6), generator=g); ids[:, 0], ids[:, -1] = 2, 3
+        ids[:, 2] = torch.tensor([10, 11, 12, 13])                      # the probed words
+        masks = torch.zeros(4, 8, 8)
+        for i in range(4): masks[i, : i + 1, : 2] = 1                    # four different areas
+        batches.append(SimpleNamespace(images=torch.zeros(4, 3, 8, 8), input_ids=ids, attention_mask=torch.ones_like(ids), masks=masks))
+    reader = _MaskReader({tuple(r.tolist()): b.masks[i].sum().item() for b in batches for i, r in enumerate(b.input_ids)})
+    r = mask_swap_probe(reader, batches, [10, 11, 12, 13])
+    assert r["sentences"] == 12 and r["top1_true"] == 1.0 and r["top1_other"] == 0.0 and r["top1_empty"] == 0.0
+    assert r["among_true"] == 1.0
+    with pytest.raises(ValueError, match="no batch holds two sentences"):
+        mask_swap_probe(reader, batches, [49 + 1000])
+
+
 def test_lavt_tiny_learns_on_shaperefs(tmp_path):
     "A short CPU training lowers the loss and beats an empty prediction (oIoU 0) on val."
     from ris_nb.data.shaperefs import generate

@@ -81,6 +81,16 @@ def test_switches_off(switch):
     if key: assert key not in L
     else: assert model.cams is None
 
+@pytest.mark.parametrize("source", ["clean", "masked"])
+def test_mg_hidden_words_leak_only_through_clean_visual_stream(source):
+    from test_lavt import hidden_word_swap
+    torch.manual_seed(0)
+    model = build_model(_tiny(**{"model.mg.visual_source": source, "model.mg.visual_stride": 16})).eval()
+    b = _batch()
+    masked, b2 = hidden_word_swap(model, b)
+    with torch.no_grad(): same = torch.equal(model.fill_masked(b, masked), model.fill_masked(b2, masked))
+    assert same == (source == "masked")
+
 def test_clean_and_compat_differ():
     b = _batch(masks=False)
     torch.manual_seed(0); a = MagNet(_tiny(**{"model.magnet.official_compat": True})).eval()

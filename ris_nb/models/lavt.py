@@ -119,14 +119,15 @@ class LAVT(nn.Module):
         self.decoder = SimpleDecoder(backbone.channels, lc.decoder_dim)
         self.mg = None
         if cfg.model.mg.enabled:
-            from ris_nb.models.mask_grounding import MaskGrounding
-            self.mg = MaskGrounding(D, backbone.channels[-1], text.vocab_size, cfg.model.mg,
+            from ris_nb.models.mask_grounding import MaskGrounding, mg_visual_index
+            self.mg_level = mg_visual_index(backbone.strides, cfg.model.mg)
+            self.mg = MaskGrounding(D, backbone.channels[self.mg_level], text.vocab_size, cfg.model.mg,
                                     special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
 
-    def encode(self, images: torch.Tensor, l: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        "images (B,3,H,W), words l (B,T,D), mask (B,T) -> the 4 language-aware maps LN(r_s), NCHW."
+    def encode(self, images: torch.Tensor, l: torch.Tensor, mask: torch.Tensor, stages: int | None = None) -> list[torch.Tensor]:
+        "images (B,3,H,W), words l (B,T,D), mask (B,T) -> the language-aware maps LN(r_s) of the first `stages` (default all 4), NCHW."
         x, outs = self.backbone.stem(images), []
-        for i in range(self.backbone.num_stages):
+        for i in range(stages or self.backbone.num_stages):
             x = self.backbone.stage(i, x)
             B, C, h, w = x.shape
             v = x.flatten(2).transpose(1, 2)                               # (B,hw,C)
@@ -141,8 +142,23 @@ class LAVT(nn.Module):
         logits = F.interpolate(self.decoder(stages), size=batch.images.shape[-2:], mode="bilinear", align_corners=True)
         out = LavtOutputs(logits, stages, l)
         if self.mg is not None and self.training and batch.masks is not None:
-            out.mg_logits, out.mg_targets = self.mg.run(self.text, batch.input_ids, batch.attention_mask, stages[-1], batch.masks)
+            out.mg_logits, out.mg_targets = self.mask_grounding(batch, stages)
         return out
+
+    def mask_grounding(self, batch, stages: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        "MG in training (07): hide words with MG's masking, predict them -> (logits (B,T,V), targets (B,T))."
+        masked, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
+        return self.fill_masked(batch, masked, stages), targets
+
+    def fill_masked(self, batch, masked_ids: torch.Tensor, stages: list[torch.Tensor] | None = None) -> torch.Tensor:
+        "MG's vocabulary logits (B,T,V) for `masked_ids` given the images and `batch.masks`; P as `mg.visual_source` says."
+        am = batch.attention_mask
+        l = self.text(masked_ids, am).tokens
+        if self.cfg.model.mg.visual_source == "masked":   # a second pass, up to P's stage, that never sees the hidden words
+            stages = self.encode(batch.images, l, am, stages=self.mg_level + 1)
+        elif stages is None:
+            stages = self.encode(batch.images, self.text(batch.input_ids, am).tokens, am, stages=self.mg_level + 1)
+        return self.mg(l, am, stages[self.mg_level], batch.masks)
 
     def losses(self, out: LavtOutputs, batch) -> dict[str, torch.Tensor]:
         "Weighted 2-class CE [bg, fg] (or Dice) on the input-size logits, + λ_MG·L_MG when computed."

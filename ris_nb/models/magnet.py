@@ -310,8 +310,9 @@ class MagNet(nn.Module):
             self.unused = nn.ModuleDict(dict(swin_norms=nn.ModuleList(nn.LayerNorm(d) for d in dims),
                                              word_norms=nn.ModuleList(nn.LayerNorm(t) for _ in dims)))
         self.mg = None
-        if m.mg.enabled:   # Mask Grounding (07): masked sentence (text-only path) + stride-32 pixel-decoder map + GT mask
-            from ris_nb.models.mask_grounding import MaskGrounding
+        if m.mg.enabled:   # Mask Grounding (07): masked sentence (text-only path) + a pixel-decoder map + GT mask
+            from ris_nb.models.mask_grounding import MaskGrounding, mg_visual_index
+            self.mg_level = mg_visual_index(self.backbone.strides[::-1], m.mg)       # pixel-decoder maps run coarse → fine
             self.mg = MaskGrounding(t, mc.hidden_dim, self.text.vocab_size, m.mg, special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
 
     # --- encoder: vision and text in lock-step -------------------------------------------------------
@@ -364,14 +365,27 @@ class MagNet(nn.Module):
         out = MagNetOutputs(dec.mask_logits[-1], dec.class_logits[-1], dec.mask_logits[:-1], dec.class_logits[:-1],
                             mask_features=mf, words=words, coarse=maps[0], trace=tr)
         if self.mg is not None and self.training and getattr(batch, "masks", None) is not None:
-            logits, targets = self.mg.run(self.text, batch.input_ids, batch.attention_mask, out.coarse, batch.masks)
-            out.mg = {"logits": logits, "targets": targets}
+            out.mg = self.mask_grounding(batch, maps)
         if tr is not None:
             tr.update(pred_logits=out.class_logits, pred_masks=out.mask_logits,
                       aux_pred_logits=torch.stack(out.aux_class_logits), aux_pred_masks=torch.stack(out.aux_mask_logits))
             tr["prob_full"] = self.predict(out, batch)
             tr["mask_full"] = tr["prob_full"] > 0.5
         return out
+
+    def mask_grounding(self, batch, maps: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        "MG in training (07): hide words with MG's masking, predict them -> {'logits': (B,N,V), 'targets': (B,N)}."
+        masked, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
+        return {"logits": self.fill_masked(batch, masked, maps), "targets": targets}
+
+    def fill_masked(self, batch, masked_ids: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        "MG's vocabulary logits (B,N,V): masked sentence (text-only path), pixel-decoder map P (per `mg.visual_source`), `batch.masks`."
+        am = batch.attention_mask
+        if self.cfg.model.mg.visual_source == "masked":   # a second encoder + pixel-decoder pass that never sees the hidden words
+            maps = self.pixel_decoder(self.encode(batch.images, masked_ids, am)[0])[1]
+        elif maps is None:
+            maps = self.pixel_decoder(self.encode(batch.images, batch.input_ids, am)[0])[1]
+        return self.mg(self.text(masked_ids, am).tokens, am, maps[self.mg_level], batch.masks)
     # --- model protocol -------------------------------------------------------------------------------
     def predict(self, outputs: MagNetOutputs, batch, sizes: list[tuple[int, int]] | None = None):
         "Foreground probability (B,1,H,W) at the input size, or a list of (1,h,w) at `sizes`; threshold 0.5 outside."

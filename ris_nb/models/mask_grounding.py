@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,8 @@ from torch import nn
 from ..core import MGConfig
 
 # %% auto #0
-__all__ = ['mask_tokens', 'sine_pos_2d', 'MaskEncoder', 'lm_head', 'MaskGrounding']
+__all__ = ['mask_tokens', 'sine_pos_2d', 'MaskEncoder', 'masked_mean', 'lm_head', 'MaskGrounding', 'mg_visual_index',
+           'mask_swap_probe']
 
 # %% ../../nbs/07_mask_grounding.ipynb #efb07454
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: dict[str, int], generator: torch.Generator,
@@ -58,6 +61,11 @@ class MaskEncoder(nn.Module):
         m = F.adaptive_avg_pool2d(mask[:, None].float(), (grid[0] * self.patch, grid[1] * self.patch))
         return self.norm(self.proj(m).flatten(2).transpose(1, 2))
 
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    "Mean of tokens (B,h*w,C) weighted by the mask's area in each cell, mask (B,H,W) -> (B,C); zeros for an empty mask."
+    wgt = F.adaptive_avg_pool2d(mask[:, None].float(), grid).flatten(1)       # (B,hw) fraction of each cell inside
+    return (tokens * wgt[..., None]).sum(1) / wgt.sum(1, keepdim=True).clamp(min=1e-6)
+
 def lm_head(width: int, vocab_size: int) -> nn.Sequential:
     "BERT-style prediction head: Linear, GELU, LayerNorm, Linear to the vocabulary."
     return nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, vocab_size))
@@ -83,22 +91,57 @@ class MaskGrounding(nn.Module):
         h, w = visual.shape[-2:]
         pos = sine_pos_2d(h, w, self.type_embed.shape[1], visual.device).to(visual.dtype)
         o = self.lang_proj(text) + self.type_embed[0]
-        p = self.vis_proj(visual).flatten(2).transpose(1, 2) + pos + self.type_embed[1]
+        v = self.vis_proj(visual).flatten(2).transpose(1, 2)                      # (B,hw,w)
+        if self.cfg.region_to_text: o = o + masked_mean(v, mask, (h, w))[:, None]
+        p = v + pos + self.type_embed[1]
         c = self.mask_enc(mask, (h, w)) + pos + self.type_embed[2]
         pad = torch.cat([attention_mask == 0, attention_mask.new_zeros(B, 2 * h * w, dtype=torch.bool)], 1)
         z = self.fusion(torch.cat([o, p, c], 1), src_key_padding_mask=pad)
         return self.head(z[:, :T])
 
-    def run(self, text_encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, visual: torch.Tensor,
-            mask: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        "Mask the ids, encode them with `text_encoder` (ids, mask) -> .tokens, predict: -> (logits (B,T,V), targets (B,T))."
+    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        "`mask_tokens` with this head's rates and generator: -> (masked ids (B,T), targets (B,T))."
         c = self.cfg
-        masked, targets = mask_tokens(input_ids, attention_mask, self.special_ids, generator or self.generator,
-                                      c.select_prob, c.mask_prob, c.min_masked)
-        return self(text_encoder(masked, attention_mask).tokens, attention_mask, visual, mask), targets
+        return mask_tokens(input_ids, attention_mask, self.special_ids, generator or self.generator,
+                           c.select_prob, c.mask_prob, c.min_masked)
 
     @staticmethod
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         "L_MG: cross-entropy over masked positions, mean over masked tokens (0 if none)."
         if (targets != -100).sum() == 0: return logits.sum() * 0.0
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+def mg_visual_index(strides: list[int], cfg: MGConfig) -> int:
+    "Which of a model's visual maps (given by their `strides`) feeds P; also validates `cfg.visual_source`."
+    if cfg.visual_source not in ("clean", "masked"):
+        raise ValueError(f"model.mg.visual_source={cfg.visual_source!r}: expected 'clean' or 'masked'")
+    if cfg.visual_stride not in strides:
+        raise ValueError(f"model.mg.visual_stride={cfg.visual_stride}: this model's visual maps have strides {list(strides)}")
+    return list(strides).index(cfg.visual_stride)
+
+# %% ../../nbs/07_mask_grounding.ipynb #5c1d6a13
+@torch.no_grad()
+def mask_swap_probe(model: nn.Module, loader, word_ids: Iterable[int], max_batches: int | None = None) -> dict[str, float]:
+    "MG's accuracy on one hidden word per sentence (the first from `word_ids`) with the true mask, another sample's mask and none."
+    was_training, words = model.training, torch.tensor(sorted(set(word_ids)))
+    model.eval()
+    hits, n = {}, 0
+    for k, b in enumerate(loader):
+        if max_batches is not None and k >= max_batches: break
+        found = torch.isin(b.input_ids, words.to(b.input_ids.device))
+        first = found & (found.cumsum(1) == 1)
+        keep = first.any(1)
+        if keep.sum() < 2: continue                                  # "another sample's mask" needs two
+        ids, first, masks = b.input_ids[keep], first[keep], b.masks[keep]
+        masked = ids.masked_fill(first, model.mg.special_ids["mask"])
+        for name, m in (("true", masks), ("other", masks.roll(1, 0)), ("empty", torch.zeros_like(masks))):
+            x = SimpleNamespace(images=b.images[keep], input_ids=ids, attention_mask=b.attention_mask[keep], masks=m)
+            logits, truth = model.fill_masked(x, masked)[first], ids[first]
+            among = words.to(logits.device)[logits[:, words].argmax(-1)]  # best of `word_ids` only
+            hits[f"top1_{name}"] = hits.get(f"top1_{name}", 0) + (logits.argmax(-1) == truth).sum().item()
+            hits[f"among_{name}"] = hits.get(f"among_{name}", 0) + (among == truth).sum().item()
+        n += int(keep.sum())
+    model.train(was_training)
+    if n == 0: raise ValueError("mask_swap_probe: no batch holds two sentences with a word from `word_ids`")
+    return {k: v / n for k, v in hits.items()} | {"sentences": n}
