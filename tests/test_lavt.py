@@ -141,7 +141,7 @@ def test_mg_hidden_words_leak_only_through_clean_visual_stream(source):
     masked, b2 = hidden_word_swap(model, b)
     with torch.no_grad():
         same = torch.equal(model.fill_masked(b, masked), model.fill_masked(b2, masked))
-        train_path = model.mask_grounding(b, model(b).stages)[0]
+        train_path = model.mask_grounding(b, model(b).visual)[0]
     assert same == (source == "masked")
     assert train_path.shape == (*b.input_ids.shape, model.text.vocab_size)
 

@@ -91,6 +91,10 @@ def test_mg_hidden_words_leak_only_through_clean_visual_stream(source):
     with torch.no_grad(): same = torch.equal(model.fill_masked(b, masked), model.fill_masked(b2, masked))
     assert same == (source == "masked")
 
+def test_mg_visual_stride_must_be_a_decoder_map():
+    with pytest.raises(ValueError, match=r"visual_stride=4.*strides \[32, 16, 8\]"):
+        build_model(_tiny(**{"model.mg.visual_stride": 4}))
+
 def test_clean_and_compat_differ():
     b = _batch(masks=False)
     torch.manual_seed(0); a = MagNet(_tiny(**{"model.magnet.official_compat": True})).eval()

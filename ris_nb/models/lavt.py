@@ -93,9 +93,10 @@ class SimpleDecoder(nn.Module):
 # %% ../../nbs/06_lavt.ipynb #b924c9ae
 @dataclass
 class LavtOutputs:
-    "logits (B,2,H,W) at input size; stages: the 4 decoder inputs; text (B,T,D); MG fields only in training with MG."
+    "logits (B,2,H,W) at input size; stages: the 4 decoder inputs; visual: the backbone maps entering each PWAM; text (B,T,D); MG fields only in training with MG."
     logits: torch.Tensor
     stages: list[torch.Tensor]
+    visual: list[torch.Tensor]
     text: torch.Tensor
     mg_logits: torch.Tensor | None = None        # (B,T,V)
     mg_targets: torch.Tensor | None = None       # (B,T), -100 where not masked
@@ -124,41 +125,43 @@ class LAVT(nn.Module):
             self.mg = MaskGrounding(D, backbone.channels[self.mg_level], text.vocab_size, cfg.model.mg,
                                     special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
 
-    def encode(self, images: torch.Tensor, l: torch.Tensor, mask: torch.Tensor, stages: int | None = None) -> list[torch.Tensor]:
-        "images (B,3,H,W), words l (B,T,D), mask (B,T) -> the language-aware maps LN(r_s) of the first `stages` (default all 4), NCHW."
-        x, outs = self.backbone.stem(images), []
+    def encode(self, images: torch.Tensor, l: torch.Tensor, mask: torch.Tensor,
+               stages: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        "images (B,3,H,W), words l (B,T,D), mask (B,T) -> (language-aware maps LN(r_s), backbone maps entering PWAM), NCHW, first `stages` (all)."
+        x, outs, visual = self.backbone.stem(images), [], []
         for i in range(stages or self.backbone.num_stages):
             x = self.backbone.stage(i, x)
+            visual.append(x)
             B, C, h, w = x.shape
             v = x.flatten(2).transpose(1, 2)                               # (B,hw,C)
             r = self.pwams[i](v, l, mask)
             if i < len(self.gates): x = (v + self.gates[i](r) * r).transpose(1, 2).reshape(B, C, h, w)
             outs.append(self.norms[i](r).transpose(1, 2).reshape(B, C, h, w))
-        return outs
+        return outs, visual
 
     def forward(self, batch) -> LavtOutputs:
         l = self.text(batch.input_ids, batch.attention_mask).tokens
-        stages = self.encode(batch.images, l, batch.attention_mask)
+        stages, visual = self.encode(batch.images, l, batch.attention_mask)
         logits = F.interpolate(self.decoder(stages), size=batch.images.shape[-2:], mode="bilinear", align_corners=True)
-        out = LavtOutputs(logits, stages, l)
+        out = LavtOutputs(logits, stages, visual, l)
         if self.mg is not None and self.training and batch.masks is not None:
-            out.mg_logits, out.mg_targets = self.mask_grounding(batch, stages)
+            out.mg_logits, out.mg_targets = self.mask_grounding(batch, visual)
         return out
 
-    def mask_grounding(self, batch, stages: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def mask_grounding(self, batch, visual: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         "MG in training (07): hide words with MG's masking, predict them -> (logits (B,T,V), targets (B,T))."
         masked, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
-        return self.fill_masked(batch, masked, stages), targets
+        return self.fill_masked(batch, masked, visual), targets
 
-    def fill_masked(self, batch, masked_ids: torch.Tensor, stages: list[torch.Tensor] | None = None) -> torch.Tensor:
-        "MG's vocabulary logits (B,T,V) for `masked_ids` given the images and `batch.masks`; P as `mg.visual_source` says."
+    def fill_masked(self, batch, masked_ids: torch.Tensor, visual: list[torch.Tensor] | None = None) -> torch.Tensor:
+        "MG's vocabulary logits (B,T,V) for `masked_ids`, the images and `batch.masks`; P (a backbone map) as `mg.visual_source` says."
         am = batch.attention_mask
         l = self.text(masked_ids, am).tokens
         if self.cfg.model.mg.visual_source == "masked":   # a second pass, up to P's stage, that never sees the hidden words
-            stages = self.encode(batch.images, l, am, stages=self.mg_level + 1)
-        elif stages is None:
-            stages = self.encode(batch.images, self.text(batch.input_ids, am).tokens, am, stages=self.mg_level + 1)
-        return self.mg(l, am, stages[self.mg_level], batch.masks)
+            visual = self.encode(batch.images, l, am, stages=self.mg_level + 1)[1]
+        elif visual is None:
+            visual = self.encode(batch.images, self.text(batch.input_ids, am).tokens, am, stages=self.mg_level + 1)[1]
+        return self.mg(l, am, visual[self.mg_level], batch.masks)
 
     def losses(self, out: LavtOutputs, batch) -> dict[str, torch.Tensor]:
         "Weighted 2-class CE [bg, fg] (or Dice) on the input-size logits, + λ_MG·L_MG when computed."

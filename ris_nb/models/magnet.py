@@ -280,7 +280,7 @@ class MagNetOutputs:
     aux_class_logits: list[torch.Tensor] = field(default_factory=list)
     mask_features: torch.Tensor | None = None              # (B,C,H/4,W/4) pixel embeddings (CAL)
     words: torch.Tensor | None = None                      # (B,N,t) final word states
-    coarse: torch.Tensor | None = None                     # (B,C,H/32,W/32) stride-32 pixel-decoder map (MG visual stream)
+    coarse: torch.Tensor | None = None                     # (B,C,H/32,W/32) the coarsest pixel-decoder map
     mg: dict | None = None                                 # Mask Grounding logits/targets when MG is on and training
     trace: dict | None = None                              # named intermediates (fixture names) when forward(trace=True)
 
@@ -312,7 +312,7 @@ class MagNet(nn.Module):
         self.mg = None
         if m.mg.enabled:   # Mask Grounding (07): masked sentence (text-only path) + a pixel-decoder map + GT mask
             from ris_nb.models.mask_grounding import MaskGrounding, mg_visual_index
-            self.mg_level = mg_visual_index(self.backbone.strides[::-1], m.mg)       # pixel-decoder maps run coarse → fine
+            self.mg_level = mg_visual_index(self.backbone.strides[::-1][:3], m.mg)   # the decoder's 3 maps, coarse → fine
             self.mg = MaskGrounding(t, mc.hidden_dim, self.text.vocab_size, m.mg, special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
 
     # --- encoder: vision and text in lock-step -------------------------------------------------------
