@@ -98,8 +98,9 @@ def main():
     for name in names:
         base = name.replace("_mg_", "_")
         ovh = f"{(med[name] / med[base] - 1) * 100:+.1f} %" if base != name and base in med else ""
+        mem_cells = " | ".join(f"{v:.1f}" for v in mem[name])
         print(f"| {name} | {runs[name]['params'] / 1e6:.2f} | {med[name] * 1e3:.0f} | {len(runs[name]['times'])} | {ovh} | "
-              " | ".join(f"{v:.1f}" for v in mem[name]) + " |")
+              f"{mem_cells} |")
 
 
 if __name__ == "__main__":
