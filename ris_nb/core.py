@@ -382,8 +382,9 @@ def _lavt_tiny() -> Config:
 
 @register_preset("lavt_mini")
 def _lavt_mini() -> Config:
+    # ours: Dice as for lavt_tiny — with weighted CE, 400 CPU steps end at val oIoU 1.3 (all background), with Dice at 21.7
     return Config(data=DataConfig(image_size=160, tokenizer="minilm"),
-                  model=ModelConfig(name="lavt", vision=_mobilenet(), text=_minilm()),
+                  model=ModelConfig(name="lavt", vision=_mobilenet(), text=_minilm(), lavt=LavtConfig(loss="dice")),
                   train=TrainConfig(max_steps=300, batch_size=8, lr=3e-4, eval_every=100, ckpt_every=100))
 
 def _with_mg(cfg: Config, width: int) -> Config:

@@ -56,6 +56,22 @@ def test_preset_step(name):
         assert not any(p.requires_grad for p in model.text.bert.embeddings.parameters())
 
 
+@pytest.mark.parametrize("loss", ["ce", "dice"])
+def test_both_losses_train(loss):
+    "LAVT's weighted CE (the paper presets) and Dice (the CPU presets) give a finite loss and gradients."
+    cfg = _cfg("lavt_tiny").override({"model.lavt.loss": loss})
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    b = _fake_batch(cfg, vocab=200)
+    L = model.losses(model(b), b)
+    assert torch.isfinite(L["loss"]) and L["loss"] > 0
+    L["loss"].backward()
+    assert model.decoder.classifier.weight.grad.abs().sum() > 0
+    bad = build_model(cfg.override({"model.lavt.loss": "focal"}))
+    with pytest.raises(ValueError, match="model.lavt.loss='focal'"):
+        bad.losses(bad(b), b)
+
+
 @pytest.mark.parametrize("name", ["lavt_paper", "lavt_mg_paper"])
 def test_paper_presets_build(name):
     cfg = offline_random(get_preset(name))
