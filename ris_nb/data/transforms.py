@@ -48,7 +48,7 @@ def resize_mask(mask: np.ndarray, size: int) -> torch.Tensor:
     "Mask (h,w) bool -> float {0,1} (S,S), nearest neighbour."
     if mask.shape != (size, size):
         mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.NEAREST))
-    return torch.from_numpy(np.ascontiguousarray(mask)).float()
+    return torch.from_numpy(np.array(mask, dtype=np.float32))          # a writable copy (PIL's buffer is read-only)
 
 def denormalize(images: torch.Tensor, normalize: str = "imagenet") -> torch.Tensor:
     "Undo the normalisation: images (B,3,H,W) -> [0,1]."
