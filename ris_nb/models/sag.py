@@ -24,7 +24,7 @@ from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, map_o
 # %% auto #0
 __all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'OFFICIAL_UNUSED', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion',
            'c3_logits', 'c3_loss', 'relevance_grid', 'upsample_minmax', 'SaGOutputs', 'SaG', 'build_sag',
-           'official_to_config', 'official_key_map', 'load_official', 'quick_train']
+           'official_to_config', 'official_key_map', 'load_official']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -310,30 +310,3 @@ def load_official(state_dict: dict[str, torch.Tensor], official_config: dict) ->
         elif not k.startswith(OFFICIAL_UNUSED): leftover.append(k)
     if leftover: raise ValueError(f"official state_dict has keys the converter does not know: {sorted(leftover)[:10]}")
     return model
-
-# %% ../../nbs/11_sag.ipynb #da41194c
-def quick_train(model: nn.Module, loader, cfg: Config, steps: int | None = None, log_every: int = 0) -> list[dict]:
-    "Train `model` for `steps` (default `cfg.train.max_steps`) on `loader`; returns the logged losses."
-    from ris_nb.train import loss_scale, lr_factor
-    steps = steps or cfg.train.max_steps
-    if steps != cfg.train.max_steps: cfg = cfg.override({"train.max_steps": steps})   # the schedule spans `steps`
-    groups = model.param_groups(cfg)
-    opt = torch.optim.AdamW(groups)
-    base = [g["lr"] for g in opt.param_groups]
-    params = [p for g in groups for p in g["params"]]
-    log, step = [], 0
-    model.train()
-    while step < steps:
-        for batch in loader:
-            for g, lr in zip(opt.param_groups, base): g["lr"] = lr * lr_factor(step, cfg)
-            losses = model.losses(model(batch), batch)
-            opt.zero_grad(set_to_none=True)
-            (losses["loss"] * loss_scale(step, cfg)).backward()
-            if cfg.train.grad_clip > 0: torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-            opt.step()
-            log.append({k: v.item() for k, v in losses.items()} | {"step": step})
-            if log_every and step % log_every == 0: print(step, {k: round(v, 3) for k, v in log[-1].items() if k != "step"})
-            step += 1
-            if step >= steps: break
-    model.eval()
-    return log
