@@ -72,7 +72,7 @@ def _check_writable(d: Path) -> None:
 def _run_train(args) -> None:
     from ris_nb.core import build_model, seed_everything
     from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-    from ris_nb.train import fit, init_distributed
+    from ris_nb.train import finish_distributed, fit, init_distributed
     cfg = config_from_args(args)
     run_dir = Path(cfg.train.out_dir); _check_writable(run_dir)
     info = init_distributed(cfg.train.device)
@@ -87,6 +87,7 @@ def _run_train(args) -> None:
         print(f"ris_nb train: {cfg.name} ({n / 1e6:.2f} M parameters) on {cfg.data.dataset} → {run_dir}")
     fit(model, loaders, cfg)
     if not args.no_eval: evaluate_run(run_dir, cfg, loaders, model, info)
+    finish_distributed()
 
 def evaluate_run(run_dir: Path, cfg, loaders, model, info) -> None:
     "Load best.pt, evaluate val and test splits, write report.md + best/worst figures (rank 0 writes)."
@@ -137,7 +138,7 @@ def _add_eval(sub) -> None:
 def _run_eval(args) -> None:
     from ris_nb.data.transforms import make_dataloaders
     from ris_nb.evaluate import evaluate, write_report
-    from ris_nb.train import init_distributed, make_eval_loader
+    from ris_nb.train import finish_distributed, init_distributed, make_eval_loader
     cfg, tok, model = load_run(args.ckpt, args.data)
     if args.protocol: cfg = cfg.override({"eval.protocol": args.protocol})
     loaders = make_dataloaders(cfg, tok, splits=[args.split])
@@ -147,6 +148,7 @@ def _run_eval(args) -> None:
         out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent
         _check_writable(out)
         print(write_report({args.split: res}, cfg, out, {"checkpoint": str(args.ckpt)}).read_text())
+    finish_distributed()
 
 # %% ../nbs/15_cli.ipynb #95ff717a
 def _add_predict(sub) -> None:

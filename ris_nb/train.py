@@ -27,11 +27,11 @@ from .core import Config, amp_dtype, get_device, seed_everything
 
 # %% auto #0
 __all__ = ['CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed',
-           'ResumableSampler', 'ShardSampler', 'rng_state', 'set_rng_state', 'atomic_save', 'load_checkpoint',
-           'checkpoint_paths', 'latest_checkpoint', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB',
-           'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves',
-           'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'resume', 'SamplerCB', 'config_diff',
-           'check_same_run', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'fit']
+           'finish_distributed', 'ResumableSampler', 'ShardSampler', 'rng_state', 'set_rng_state', 'atomic_save',
+           'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'LossWrapper', 'unwrap_wrapper', 'unwrap',
+           'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log',
+           'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'resume', 'SamplerCB',
+           'config_diff', 'check_same_run', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'fit']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -89,6 +89,12 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
     if use_cuda: torch.cuda.set_device(local_rank)
     if not dist.is_initialized(): dist.init_process_group("nccl" if use_cuda else "gloo")
     return DistInfo(rank, world, local_rank, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
+
+def finish_distributed() -> None:
+    "Wait for every rank, then tear the process group down (a rank that exits with it alive can abort in gloo's threads)."
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 # %% ../nbs/12_training.ipynb #6473f080
 class ResumableSampler(Sampler):

@@ -12,7 +12,7 @@ from torch import nn
 
 from ris_nb.core import build_model, get_preset, seed_everything
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-from ris_nb.train import fit
+from ris_nb.train import finish_distributed, fit
 
 
 def main(data: str, out: str, steps: int, accum: int = 1) -> None:
@@ -33,6 +33,7 @@ def main(data: str, out: str, steps: int, accum: int = 1) -> None:
         if hasattr(m, "config") and hasattr(m.config, "attention_probs_dropout_prob"):
             m.config.attention_probs_dropout_prob = 0.0; m.config.hidden_dropout_prob = 0.0
     fit(model, loaders, cfg, resume_run=False)
+    finish_distributed()
 
 
 if __name__ == "__main__":
