@@ -501,3 +501,15 @@ def test_shaperefs_loaders(shaperefs_root):
     sampler = DistributedSampler(ds, num_replicas=2, rank=1, shuffle=True, seed=0)
     dl = T.make_loader(ds, 4, sampler=sampler)
     assert sum(len(bb) for bb in dl) == len(sampler)
+
+
+def test_relative_data_root_finds_images(refer_root, tmp_path, monkeypatch):
+    "A relative root (as `make quickstart` passes: --data data/shaperefs) resolves images under it, both layouts."
+    from ris_nb.data.shaperefs import generate
+    generate(tmp_path / "data" / "shaperefs", n_images=4, seed=0, size=64, verbose=False)
+    monkeypatch.chdir(tmp_path)
+    ref = R.Refer("data", "shaperefs", "shaperefs")              # images inside the dataset folder
+    assert all(ref.image_path(i).is_file() for i in ref.imgs)
+    monkeypatch.chdir(refer_root.parent)
+    ref = R.Refer(refer_root.name, "refcoco", "unc")              # the COCO layout under the root
+    assert all(ref.image_path(i).is_file() for i in ref.imgs)

@@ -153,9 +153,10 @@ class Refer:
         for name, want in (checksums or {}).items():
             if self.checksums.get(name) != want:
                 raise ValueError(f"{ddir / name}: SHA-256 {self.checksums.get(name)} differs from the expected {want}")
-        if image_root in (None, ""):
-            image_root = ddir / "images" if (ddir / "images").is_dir() else self.root / "images/mscoco/images/train2014"
-        self.image_root = Path(image_root) if Path(image_root).is_absolute() else self.root / image_root
+        if image_root in (None, ""):      # defaults are already under the root (relative roots stay relative)
+            self.image_root = ddir / "images" if (ddir / "images").is_dir() else self.root / "images/mscoco/images/train2014"
+        else:                             # a user-given relative image root is relative to the data root
+            self.image_root = Path(image_root) if Path(image_root).is_absolute() else self.root / image_root
         refs = validate_refs(safe_load_pickle(self.refs_file), str(self.refs_file))
         try: inst = json.loads(self.instances_file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e: raise ValueError(f"{self.instances_file}: not valid JSON ({e})") from None
