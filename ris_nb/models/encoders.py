@@ -24,7 +24,8 @@ from ..core import Config, TextConfig, VisionConfig
 # %% auto #0
 __all__ = ['read_state_dict', 'load_in_order', 'StagedBackbone', 'SwinBlockPadFirst', 'swin_official_to_timm', 'SwinBackbone',
            'packaged_weights_path', 'timm_classifier', 'TimmCNNBackbone', 'resize_pos_grid', 'ViTBackbone',
-           'build_backbone', 'offline_random', 'TextFeatures', 'extended_mask', 'TextEncoder', 'build_text_encoder']
+           'sine_pos_2d', 'build_backbone', 'offline_random', 'TextFeatures', 'extended_mask', 'TextEncoder',
+           'build_text_encoder']
 
 # %% ../../nbs/05_encoders.ipynb #69a4b835
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -232,6 +233,19 @@ class ViTBackbone(StagedBackbone):
         "images: (B,3,H,W) -> patch tokens (B,N,C) row-major without CLS, and the grid (h,w)."
         x = self.stage(0, self.stem(images))
         return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])
+
+# %% ../../nbs/05_encoders.ipynb #e5a1c0d2
+def sine_pos_2d(h: int, w: int, dim: int, temperature: float = 10000.0, device=None) -> torch.Tensor:
+    "DETR's normalised sine encoding: (h·w, dim), row (y) half first, sin/cos interleaved within each half."
+    half, eps, scale = dim // 2, 1e-6, 2 * math.pi
+    y = torch.arange(1, h + 1, dtype=torch.float32, device=device) / (h + eps) * scale
+    x = torch.arange(1, w + 1, dtype=torch.float32, device=device) / (w + eps) * scale
+    dim_t = temperature ** (2 * (torch.arange(half, dtype=torch.float32, device=device) // 2) / half)
+    def enc(p):                                                                 # (L,) → (L, half)
+        a = p[:, None] / dim_t
+        return torch.stack((a[:, 0::2].sin(), a[:, 1::2].cos()), dim=2).flatten(1)
+    ey, ex = enc(y), enc(x)
+    return torch.cat((ey[:, None, :].expand(h, w, half), ex[None, :, :].expand(h, w, half)), dim=-1).reshape(h * w, dim)
 
 # %% ../../nbs/05_encoders.ipynb #14c8f49e
 def build_backbone(vcfg: VisionConfig, img_size: int = 224) -> StagedBackbone:

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from ..core import (Config, DataConfig, ModelConfig, TextConfig, VisionConfig, MagNetConfig, CALConfig, MGConfig,
                          LavtConfig, register_model, special_token_ids)
 from .alignment import CAM, PWAM, cal_loss, convert_official_cam, convert_official_pwam
-from .encoders import build_backbone, build_text_encoder, extended_mask, swin_official_to_timm
+from .encoders import build_backbone, build_text_encoder, extended_mask, sine_pos_2d, swin_official_to_timm
 
 # %% auto #0
-__all__ = ['TanhGate', 'WordPWAM', 'sine_pos', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder',
-           'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs', 'MagNet',
-           'build_magnet', 'convert_official_magnet', 'config_from_official', 'load_converted', 'load_official']
+__all__ = ['TanhGate', 'WordPWAM', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder', 'Attention',
+           'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs', 'MagNet', 'build_magnet',
+           'convert_official_magnet', 'config_from_official', 'load_converted', 'load_official']
 
 # %% ../../nbs/09_magnet.ipynb #200176b8
 class TanhGate(nn.Module):
@@ -75,19 +75,6 @@ class WordPWAM(nn.Module):
         r = F.gelu(self.mm(F.gelu(self.word_proj(words)) * ctx))
         if not self.official_compat: r = r * m[..., None]
         return (r, attn) if return_attn else r
-
-# %% ../../nbs/09_magnet.ipynb #c8c5355b
-def sine_pos(h: int, w: int, num_feats: int, device=None, dtype=torch.float32, temperature: float = 10000.0) -> torch.Tensor:
-    "Normalised 2-D sine position encoding (DETR / Mask2Former): (1, 2·num_feats, h, w), y features first."
-    eps, scale = 1e-6, 2 * math.pi
-    y = torch.arange(1, h + 1, device=device, dtype=torch.float32)[:, None].expand(h, w) / (h + eps) * scale
-    x = torch.arange(1, w + 1, device=device, dtype=torch.float32)[None, :].expand(h, w) / (w + eps) * scale
-    dim_t = torch.arange(num_feats, device=device, dtype=torch.float32)
-    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
-    px, py = x[..., None] / dim_t, y[..., None] / dim_t
-    px = torch.stack((px[..., 0::2].sin(), px[..., 1::2].cos()), dim=3).flatten(2)
-    py = torch.stack((py[..., 0::2].sin(), py[..., 1::2].cos()), dim=3).flatten(2)
-    return torch.cat((py, px), dim=2).permute(2, 0, 1)[None].to(dtype)
 
 # %% ../../nbs/09_magnet.ipynb #2fed74c6
 class MSDeformAttn(nn.Module):
@@ -173,7 +160,7 @@ class PixelDecoder(nn.Module):
         shapes = [tuple(s.shape[-2:]) for s in srcs]
         B, C = srcs[0].shape[:2]
         x = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
-        pos = torch.cat([sine_pos(h, w, C // 2, x.device, x.dtype).flatten(2).transpose(1, 2) + self.level_embed[l]
+        pos = torch.cat([sine_pos_2d(h, w, C, device=x.device).to(x.dtype)[None] + self.level_embed[l]
                          for l, (h, w) in enumerate(shapes)], 1)
         ref = reference_points(shapes, x.device).to(x.dtype)[None].expand(B, -1, -1)
         for layer in self.layers: x = layer(x, pos, ref, shapes)
@@ -258,7 +245,7 @@ class MaskDecoder(nn.Module):
         "maps: coarse first [(B,C,h,w)] × 3; mask_features (B,C,H,W) → all predictions."
         B, C = mask_features.shape[:2]
         mem = [m.flatten(2).transpose(1, 2) + self.level_embed.weight[i] for i, m in enumerate(maps)]
-        pos = [sine_pos(*m.shape[-2:], C // 2, m.device, m.dtype).flatten(2).transpose(1, 2) for m in maps]
+        pos = [sine_pos_2d(*m.shape[-2:], C, device=m.device).to(m.dtype)[None] for m in maps]
         sizes = [tuple(m.shape[-2:]) for m in maps]
         q, qpos = self.query_feat.weight[None].expand(B, -1, -1), self.query_embed.weight[None].expand(B, -1, -1)
         cls, masks, allowed = self.head(q, mask_features, sizes[0])

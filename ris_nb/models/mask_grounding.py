@@ -16,7 +16,7 @@ from torch import nn
 from ..core import MGConfig
 
 # %% auto #0
-__all__ = ['mask_tokens', 'sine_pos_2d', 'MaskEncoder', 'masked_mean', 'lm_head', 'MaskGrounding', 'mg_visual_index',
+__all__ = ['mask_tokens', 'centre_sine_pos_2d', 'MaskEncoder', 'masked_mean', 'lm_head', 'MaskGrounding', 'mg_visual_index',
            'mask_swap_probe']
 
 # %% ../../nbs/07_mask_grounding.ipynb #efb07454
@@ -39,8 +39,8 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_i
     return masked.to(input_ids.device), targets.to(input_ids.device)
 
 # %% ../../nbs/07_mask_grounding.ipynb #4de0f446
-def sine_pos_2d(h: int, w: int, dim: int, device=None, temperature: float = 1e4) -> torch.Tensor:
-    "DETR-style normalised 2-D sine encoding: (h*w, dim), half the channels for y, half for x."
+def centre_sine_pos_2d(h: int, w: int, dim: int, device=None, temperature: float = 1e4) -> torch.Tensor:
+    "2-D sine encoding at cell centres ((i+0.5)/h·2π), sin block then cos block per axis: (h*w, dim). Ours, for MG (not DETR's `sine_pos_2d`)."
     d = dim // 4
     y, x = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32), torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
     y, x = (y + 0.5) / h * 2 * math.pi, (x + 0.5) / w * 2 * math.pi
@@ -89,7 +89,7 @@ class MaskGrounding(nn.Module):
         "text (B,T,D) features of the masked sentence, attention_mask (B,T), visual (B,C,h,w), mask (B,H,W) -> logits (B,T,V)."
         B, T, _ = text.shape
         h, w = visual.shape[-2:]
-        pos = sine_pos_2d(h, w, self.type_embed.shape[1], visual.device).to(visual.dtype)
+        pos = centre_sine_pos_2d(h, w, self.type_embed.shape[1], visual.device).to(visual.dtype)
         o = self.lang_proj(text) + self.type_embed[0]
         v = self.vis_proj(visual).flatten(2).transpose(1, 2)                      # (B,hw,w)
         if self.cfg.region_to_text: o = o + masked_mean(v, mask, (h, w))[:, None]

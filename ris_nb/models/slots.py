@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .encoders import sine_pos_2d
+
 # %% auto #0
-__all__ = ['SLOT_TYPES', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'sine_pos_2d', 'SlotOutput',
-           'EntityDiscovery', 'BroadcastDecoder', 'recon_loss', 'official_slot_keys', 'official_decoder_keys',
-           'map_official', 'official_interaction_qkv']
+__all__ = ['SLOT_TYPES', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'SlotOutput', 'EntityDiscovery',
+           'BroadcastDecoder', 'recon_loss', 'official_slot_keys', 'official_decoder_keys', 'map_official',
+           'official_interaction_qkv']
 
 # %% ../../nbs/10_entity_slots.ipynb #108bd852
 SLOT_TYPES = ("entity", "random", "query")
@@ -113,19 +115,6 @@ class InteractionBlock(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
         s = s + self.drop(self.to_out(out))
         return self.ffn(s).reshape(B, K, D)
-
-# %% ../../nbs/10_entity_slots.ipynb #2836c46e
-def sine_pos_2d(h: int, w: int, dim: int, temperature: float = 10000.0, device=None) -> torch.Tensor:
-    "DETR's normalised sine encoding: (h·w, dim), row (y) half first, sin/cos interleaved within each half."
-    half, eps, scale = dim // 2, 1e-6, 2 * math.pi
-    y = torch.arange(1, h + 1, dtype=torch.float32, device=device) / (h + eps) * scale
-    x = torch.arange(1, w + 1, dtype=torch.float32, device=device) / (w + eps) * scale
-    dim_t = temperature ** (2 * (torch.arange(half, dtype=torch.float32, device=device) // 2) / half)
-    def enc(p):                                                                 # (L,) → (L, half)
-        a = p[:, None] / dim_t
-        return torch.stack((a[:, 0::2].sin(), a[:, 1::2].cos()), dim=2).flatten(1)
-    ey, ex = enc(y), enc(x)
-    return torch.cat((ey[:, None, :].expand(h, w, half), ex[None, :, :].expand(h, w, half)), dim=-1).reshape(h * w, dim)
 
 # %% ../../nbs/10_entity_slots.ipynb #0076e2ce
 @dataclass
