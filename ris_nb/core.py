@@ -507,7 +507,7 @@ def amp_dtype(device: torch.device | str, mode: str = "auto") -> torch.dtype | N
 def official_fixture(name: str) -> Path:
     "Folder of the official-implementation fixture `name` (e.g. 'magnet_official_tiny')."
     roots = [Path(os.environ["RIS_NB_FIXTURES"])] if os.environ.get("RIS_NB_FIXTURES") else []
-    roots += [Path(importlib.import_module("ris_nb").__file__).resolve().parents[2] / "shared" / "fixtures", Path("/work/shared/fixtures")]
+    roots.append(Path(importlib.import_module("ris_nb").__file__).resolve().parents[2] / "shared" / "fixtures")  # beside a checkout
     for r in roots:
         if (r / name).is_dir(): return r / name
     raise FileNotFoundError(f"fixture {name!r} not found in {', '.join(map(str, roots))}; set RIS_NB_FIXTURES")
