@@ -51,13 +51,13 @@ def ensure_checkpoint(preset: str, data_root: str | Path, out_dir: str | Path, o
                       cbs: Sequence = ()) -> Path:
     "`out_dir/best.pt` of `preset` (+ `overrides`) trained with `fit` on the REFER data under `data_root`; trained only if it is not there yet."
     from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-    from ris_nb.train import config_diff, fit
+    from ris_nb.train import config_diff, fit, load_checkpoint
     out_dir = Path(out_dir)
     best = out_dir / "best.pt"
     cfg = get_preset(preset).override({"data.root": str(Path(data_root).resolve()), "train.out_dir": str(out_dir.resolve()),
                                        **(overrides or {})})
     if best.is_file() and (out_dir / "tokenizer").is_dir():
-        saved = json.loads(torch.load(best, map_location="cpu", weights_only=True)["config"])
+        saved = json.loads(load_checkpoint(best)["config"])
         diff = [d for d in config_diff(saved, cfg.to_dict()) if not d.startswith(_UNTRAINED_KEYS)]
         if diff: raise ValueError(f"{out_dir} holds a {preset} run with another config ({'; '.join(diff[:4])}); "
                                   "delete it or choose another folder")
@@ -355,7 +355,7 @@ def mg_topk(model: nn.Module, batch, i: int, position: int, masks: dict[str, tor
 def plot_mask_grounding(model: nn.Module, batch, tokenizer, i: int = 0, position: int | None = None,
                         masks: dict[str, Any] | None = None, k: int = 5, normalize: str | None = None,
                         size: float = 2.6) -> Figure:
-    "MG's top-k words for a hidden word, side by side for each mask given (default: the true mask and the next sample's)."
+    "MG's top-k words for the word at `position` hidden, side by side per mask given (default: the true mask and another sample's)."
     toks = tokens_of(tokenizer, batch.input_ids[i], batch.attention_mask[i])
     position = default_hidden_word(toks) if position is None else position
     if masks is None:
@@ -378,7 +378,7 @@ def plot_mask_grounding(model: nn.Module, batch, tokenizer, i: int = 0, position
         ax.barh(range(k)[::-1], p.numpy(), color=["tab:green" if w == truth else "tab:gray" for w in words])
         ax.set_yticks(range(k)[::-1], words, fontsize=8); ax.set_xlim(0, 1); ax.set_xlabel("probability", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-    shown = " ".join("[MASK]" if k_ == position else t for k_, t in enumerate(toks) if t not in SPECIAL_TOKENS or k_ == position)
+    shown = " ".join("[MASK]" if n == position else t for n, t in enumerate(toks) if t not in SPECIAL_TOKENS or n == position)
     fig.suptitle(f'Mask Grounding: "{shown}" (hidden: {truth}, green)', fontsize=9)
     fig.tight_layout()
     return fig
