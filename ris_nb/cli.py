@@ -212,6 +212,32 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
+# %% ../nbs/15_cli.ipynb #c81e4f07
+def _add_check_data(sub) -> None:
+    p = sub.add_parser("check-data", help="check a data folder against the layout the presets expect")
+    p.add_argument("--root", default="data", help="data root holding one folder per dataset (default: data)")
+    p.add_argument("--dataset", default=None, help="check only this dataset: shaperefs, refcoco, refcoco+, refcocog or another folder")
+    p.add_argument("--split-by", default=None, help="with --dataset: only this split-by (unc, google, umd, shaperefs)")
+    p.add_argument("--preset", default=None, help="check only what this preset trains on")
+    p.add_argument("--image-root", default=None, help="image folder, absolute or under --root (default: where the reader looks)")
+    p.set_defaults(func=_run_check_data)
+
+def _run_check_data(args) -> None:
+    from ris_nb.data.refer import check_layout, format_layout
+    dataset, split_by, image_root = args.dataset, args.split_by, args.image_root
+    if args.preset:
+        from ris_nb.core import get_preset
+        d = get_preset(args.preset).data
+        dataset, split_by, image_root = dataset or d.dataset, split_by or d.split_by, image_root or d.image_root or None
+    if split_by and not dataset: raise ValueError("--split-by needs --dataset (or --preset)")
+    reports = check_layout(args.root, dataset, split_by, image_root)
+    print(f"data root: {args.root}\n{format_layout(reports)}")
+    bad = [f"{r.dataset}/{r.split_by}" for r in reports if r.required and not r.ok]
+    if bad: raise FileNotFoundError(f"incomplete under {args.root}: {', '.join(bad)} (see the report above and data/README.md)")
+    print("everything required is in place")
+
+_SUBCOMMANDS.append(_add_check_data)
+
 # %% ../nbs/15_cli.ipynb #a2c3c283
 #| eval: false
 if __name__ == "__main__" and "ipykernel" not in sys.modules:   # python -m ris_nb.cli / torchrun

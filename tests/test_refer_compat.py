@@ -1,7 +1,9 @@
 """ShapeRefs is a drop-in RefCOCO: one generated dataset read three ways (our `Refer`, `pycocotools.coco.COCO.annToMask`
 and a minimal re-implementation of the classic REFER `getMask`) gives identical masks for every ref; `area`/`bbox` agree
-with the rasterised masks; sentences carry the REFER fields; the image pixels agree with the masks."""
+with the rasterised masks; sentences carry the REFER fields; the image pixels agree with the masks. Then the layout
+checker (`check_layout`, `ris_nb check-data`) on a fake data root with files missing."""
 import json
+import os
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -112,3 +114,65 @@ def test_rle_datasets_still_read(sr_root, instances, tmp_path):
     legacy = R.Refer(tmp_path, "shaperefs", "shaperefs", image_root=sr_root / "shaperefs" / "images")
     for ann_id in list(ours.anns)[:50]:
         np.testing.assert_array_equal(legacy.mask(ann_id), ours.mask(ann_id))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# check_layout / `ris_nb check-data` on a fake data root with files missing
+# --------------------------------------------------------------------------------------------------------------------
+class _Evil:
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo pwned > /tmp/ris_nb_layout_pwned",))
+
+
+@pytest.fixture
+def fake_root(sr_root, tmp_path):
+    "ShapeRefs; RefCOCO (unc) built from ShapeRefs' files with 2 images missing; RefCOCOg with a tampered refs(umd).p."
+    import pickle
+    import shutil
+    shutil.copytree(sr_root / "shaperefs", tmp_path / "shaperefs")
+    (tmp_path / "refcoco").mkdir()
+    shutil.copy(sr_root / "shaperefs" / "refs(shaperefs).p", tmp_path / "refcoco" / "refs(unc).p")
+    shutil.copy(sr_root / "shaperefs" / "instances.json", tmp_path / "refcoco" / "instances.json")
+    coco = tmp_path / "images" / "mscoco" / "images" / "train2014"
+    shutil.copytree(sr_root / "shaperefs" / "images", coco)
+    refs = R.safe_load_pickle(tmp_path / "refcoco" / "refs(unc).p")
+    inst = json.loads((tmp_path / "refcoco" / "instances.json").read_text())
+    names = {im["id"]: im["file_name"] for im in inst["images"]}
+    gone = sorted({names[r["image_id"]] for r in refs})[:2]
+    for f in gone: (coco / f).unlink()
+    (tmp_path / "refcocog").mkdir()
+    (tmp_path / "refcocog" / "refs(umd).p").write_bytes(pickle.dumps([{"ref_id": 1, "x": _Evil()}], protocol=2))
+    (tmp_path / "refcocog" / "instances.json").write_text("{not json")
+    return tmp_path, gone
+
+
+def test_check_layout_names_what_is_missing(fake_root):
+    root, gone = fake_root
+    by = {(r.dataset, r.split_by): r for r in R.check_layout(root)}
+    sr, unc, google = by[("shaperefs", "shaperefs")], by[("refcoco", "unc")], by[("refcoco", "google")]
+    assert sr.ok and sr.required and "magnet_tiny" in sr.needed_by
+    assert unc.required and "magnet_paper" in unc.needed_by and not unc.ok and not unc.missing
+    assert (unc.images_missing, unc.missing_examples) == (2, gone)
+    assert not google.required and google.missing == [str(root / "refcoco" / "refs(google).p")]
+    assert by[("refcoco+", "unc")].missing == [str(root / "refcoco+" / "refs(unc).p"), str(root / "refcoco+" / "instances.json")]
+    umd = by[("refcocog", "umd")]
+    assert any("refusing to load global" in u for u in umd.unreadable) and any("not valid JSON" in u for u in umd.unreadable)
+    assert not os.path.exists("/tmp/ris_nb_layout_pwned")
+    text = R.format_layout(list(by.values()))
+    assert "[MISSING] refcoco / unc" in text and gone[0] in text and "refs(google).p" in text
+
+
+def test_check_data_cli_exit_codes(fake_root, capsys):
+    from ris_nb.cli import main
+    root, gone = fake_root
+    assert main(["check-data", "--root", str(root), "--dataset", "shaperefs"]) == 0
+    assert main(["check-data", "--root", str(root)]) == 2                     # refcoco/unc lacks 2 images
+    assert main(["check-data", "--root", str(root), "--preset", "magnet_paper"]) == 2
+    out = capsys.readouterr()
+    assert gone[0] in out.out and "refcoco/unc" in out.err
+    for f in gone: (root / "images" / "mscoco" / "images" / "train2014" / f).write_bytes(b"")
+    assert main(["check-data", "--root", str(root), "--preset", "magnet_paper"]) == 0
+    assert main(["check-data", "--root", str(root)]) == 0                     # refcocog is optional: reported, not fatal
+    assert main(["check-data", "--root", str(root), "--dataset", "refcocog", "--split-by", "umd"]) == 2
+    assert main(["check-data", "--root", str(root / "nowhere")]) == 2
