@@ -104,6 +104,7 @@ def _faces(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def labels_to_polygons(lab: np.ndarray, n: int) -> list[list[list[float]]]:
     "COCO polygons of labels 1..n of `lab` (h,w) uint8 (0: background), one flat [x1, y1, …] per 4-connected piece."
+    if not 0 <= n <= 15: raise ValueError(f"labels_to_polygons handles labels 1..15, got n={n}")
     faces, flab = _faces(lab)
     holed = sorted(set(flab[(shapely.get_num_interior_rings(faces) > 0) & (flab > 0)].tolist()))
     if holed: raise ValueError(f"label(s) {holed} enclose pixels that are not their own (a hole); COCO polygons cannot express holes")
