@@ -416,9 +416,9 @@ def check_layout(root: str | Path, dataset: str | None = None, split_by: str | N
         if split_by is not None: pairs = [(dataset, split_by)]
         else:
             found = sorted(p.name[5:-3] for p in (root / dataset).glob("refs(*).p")) if (root / dataset).is_dir() else []
-            pairs = [(dataset, s) for s in (REFER_FILES.get(dataset) or found or ["?"])]
             if dataset not in REFER_FILES and not found:
                 raise FileNotFoundError(f"no refs(<split_by>).p in {root / dataset}; known datasets: {', '.join(REFER_FILES)}")
+            pairs = [(dataset, s) for s in REFER_FILES.get(dataset) or found]
         asked = set(pairs)
     else:
         others = sorted(p.parent.name for p in root.glob("*/refs(*).p") if p.parent.name not in REFER_FILES)
