@@ -13,18 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from ..core import Config, get_preset, register_model
-from .encoders import StagedBackbone, TextEncoder, ViTBackbone, build_backbone, build_text_encoder
+from .encoders import StagedBackbone, TextEncoder, ViTBackbone, build_backbone, build_text_encoder, sine_pos_2d
 from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, map_official, official_decoder_keys,
-                                 official_interaction_qkv, official_slot_keys, recon_loss)
+                                 official_interaction_qkv, official_slot_keys, recon_loss, SlotOutput)
 
 # %% auto #0
 __all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'OFFICIAL_UNUSED', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion',
-           'c3_logits', 'c3_loss', 'relevance_grid', 'upsample_minmax', 'SaGOutputs', 'SaG', 'build_sag',
-           'official_to_config', 'official_key_map', 'load_official']
+           'c3_logits', 'c3_loss', 'gather_batch', 'relevance_grid', 'upsample_minmax', 'PatchEntities',
+           'entity_similarity', 'SaGOutputs', 'SaG', 'build_sag', 'official_to_config', 'official_key_map',
+           'load_official']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -97,10 +99,31 @@ def c3_logits(fused: torch.Tensor, text: torch.Tensor, temperature: float = 1.0,
     return torch.einsum("jd,ijd->ji", t, fused) / temperature
 
 def c3_loss(fused: torch.Tensor, text: torch.Tensor, temperature: float = 1.0, detach_target: bool = True,
-            normalize_target: bool = False) -> torch.Tensor:
-    "Contrastive cycle-consistency: InfoNCE of each text over the batch's images fused with it (positive = its own image)."
+            normalize_target: bool = False, offset: int = 0) -> torch.Tensor:
+    "Contrastive cycle-consistency: InfoNCE of each text over the batch's images fused with it; text j's own image is `offset + j`."
     logits = c3_logits(fused, text, temperature, detach_target, normalize_target)
-    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device) + offset)
+
+# %% ../../nbs/11_sag.ipynb #e0c4a021
+class _GatherWithGrad(torch.autograd.Function):
+    "All-gather along dim 0; backward: sum the gradients of all ranks, return this rank's slice."
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)                          # every rank's loss reaches every slice
+        n = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * n:(dist.get_rank() + 1) * n]
+
+def gather_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    "x (B,…) of every rank (same B on each) concatenated → (W·B,…), and this rank's offset; (x, 0) without torch.distributed."
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return x, 0
+    return _GatherWithGrad.apply(x), dist.get_rank() * x.shape[0]
 
 # %% ../../nbs/11_sag.ipynb #1aefb052
 SCHEMES = ("weighted", "max", "avg", "min")
@@ -121,6 +144,24 @@ def upsample_minmax(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
     return (up - lo) / (hi - lo + 1e-9)
 
+# %% ../../nbs/11_sag.ipynb #e0c4a031
+class PatchEntities(nn.Module):
+    "Ablation 'w/o entity discovery': every token is an entity. tokens (B,N,C) → entities (B,N,D), A^slot = identity (B,N,N)."
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.proj, self.norm = nn.Linear(in_dim, dim), nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor, hw: tuple[int, int], slots_init=None, generator=None) -> SlotOutput:
+        f = self.norm(self.proj(tokens) + sine_pos_2d(*hw, self.proj.out_features).to(tokens))
+        B, N, _ = f.shape
+        return SlotOutput(f, torch.eye(N, device=f.device, dtype=f.dtype).expand(B, N, N), f[:, :0])
+
+def entity_similarity(text: torch.Tensor, entities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "Ablation 'w/o fusion and C³': ẑ(i,j) = norm(mean_k ŝ_k of image i) for every text (B_img,B_txt,D); A^fuse = softmax_k ⟨t_j,ŝ_k⟩/√D."
+    g = F.normalize(entities.mean(dim=1), dim=-1)
+    attn = (torch.einsum("jd,ikd->ijk", text, entities) * text.shape[-1] ** -0.5).softmax(dim=-1)
+    return g[:, None].expand(-1, text.shape[0], -1), attn
+
 # %% ../../nbs/11_sag.ipynb #10e36552
 @dataclass
 class SaGOutputs:
@@ -128,18 +169,19 @@ class SaGOutputs:
     entities: torch.Tensor              # Ŝ (B,K,D)
     a_slot: torch.Tensor                # A^slot (B,K,N), columns sum to 1 over slots
     a_fuse: torch.Tensor                # A^fuse (B,K): image i with its own expression
-    a_fuse_all: torch.Tensor            # (B_img,B_txt,K) every text over every image
+    a_fuse_all: torch.Tensor            # (B_img,B_txt,K) every text over every image (B_img: all ranks' in training)
     fused: torch.Tensor                 # ẑ (B_img,B_txt,D), unit norm
     text: torch.Tensor                  # t (B,D), not normalised
     hw: tuple[int, int]                 # token grid
     slots_init: torch.Tensor            # S⁰ (B,K,D)
     recon: torch.Tensor | None = None   # (B,N,C) reconstructed ViT tokens
     target: torch.Tensor | None = None  # (B,N,C) the ViT tokens (detached in the loss)
+    offset: int = 0                     # index of this rank's first image among the gathered B_img (training under torchrun)
 
     @property
     def fused_diag(self) -> torch.Tensor:
         "ẑ of each image with its own expression: (B,D)."
-        return self.fused.diagonal(dim1=0, dim2=1).T
+        return self.fused[self.offset:self.offset + len(self.text)].diagonal(dim1=0, dim2=1).T
 
 # %% ../../nbs/11_sag.ipynb #1af84fb9
 class SaG(nn.Module):
@@ -152,9 +194,10 @@ class SaG(nn.Module):
         self.text = TextCLS(build_text(cfg), s.dim)
         self.slots = EntityDiscovery(C, s.dim, s.n_gaussians, s.n_samples, s.iterations, s.slot_heads,
                                      s.slot_head_dim, s.interaction_heads, s.interaction_head_dim, s.slot_type,
-                                     s.interaction, s.slot_softmax, s.ffn_mult, s.dropout, s.var_scaling, s.eval_seed)
-        self.decoder = BroadcastDecoder(s.dim, C) if s.recon else None
-        self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout)
+                                     s.interaction, s.slot_softmax, s.ffn_mult, s.dropout, s.var_scaling, s.eval_seed
+                                     ) if s.entity_discovery else PatchEntities(C, s.dim)
+        self.decoder = BroadcastDecoder(s.dim, C) if s.recon and s.entity_discovery else None
+        self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout) if s.fusion else None
 
     def forward(self, batch, slots_init: torch.Tensor | None = None, recon: bool | None = None,
                 generator: torch.Generator | None = None) -> SaGOutputs:
@@ -162,17 +205,20 @@ class SaG(nn.Module):
         tokens, hw = image_tokens(self.vision, batch.images)
         so = self.slots(tokens, hw, slots_init, generator)
         t = self.text(batch.input_ids, batch.attention_mask)
-        fused, a_all = self.fusion(t, so.entities)
-        out = SaGOutputs(so.entities, so.a_slot, a_all.diagonal(dim1=0, dim2=1).T, a_all, fused, t, hw, so.slots_init)
+        ents, off = gather_batch(so.entities) if self.training else (so.entities, 0)   # C³ over all ranks' images
+        fused, a_all = (self.fusion if self.fusion is not None else entity_similarity)(t, ents)
+        a_fuse = a_all[off:off + len(t)].diagonal(dim1=0, dim2=1).T
+        out = SaGOutputs(so.entities, so.a_slot, a_fuse, a_all, fused, t, hw, so.slots_init, offset=off)
         if self.decoder is not None and (self.training if recon is None else recon):
             out.recon, out.target = self.decoder(so.entities, hw)[0], tokens
         return out
 
     def losses(self, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor]:
-        "{'loss': L_C3 + λ·L_recon, 'loss_c3', 'loss_recon'}; text-only supervision: `batch.masks` is never read."
+        "{'loss': L_C3 + λ·L_recon, 'loss_c3', 'loss_recon'} ('loss_itc' without fusion); `batch.masks` is never read."
         s = self.cfg.model.sag
-        c3 = c3_loss(outputs.fused, outputs.text, s.c3_temperature, s.c3_detach_target, s.c3_normalize_target)
-        out = {"loss_c3": c3}
+        name, detach = ("loss_c3", s.c3_detach_target) if s.fusion else ("loss_itc", False)
+        c3 = c3_loss(outputs.fused, outputs.text, s.c3_temperature, detach, s.c3_normalize_target, outputs.offset)
+        out = {name: c3}
         if outputs.recon is not None:
             out["loss_recon"] = recon_loss(outputs.recon, outputs.target)
             out["loss"] = c3 + s.recon_weight * out["loss_recon"]
