@@ -25,7 +25,8 @@ import torch
 __all__ = ['WORD_SPECIALS', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig',
            'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict',
            'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset',
-           'register_model', 'build_model', 'seed_everything', 'get_device', 'amp_dtype', 'official_fixture']
+           'flat_config', 'source_table', 'register_model', 'build_model', 'seed_everything', 'get_device', 'amp_dtype',
+           'official_fixture']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -37,7 +38,7 @@ class DataConfig:
     image_root: str = ""               # "" = the REFER layout (ShapeRefs: <root>/<dataset>/images)
     image_size: int = 128              # squash-resize side; official code: 480 LAVT/MagNet (args.py --img_size), 384 SaG (train_eval_*.sh --crop_size)
     normalize: str = "imagenet"        # imagenet (official code: LAVT/MagNet test.py) | half (0.5/0.5; official code: SaG's ViT, also EfficientNet-Lite)
-    text_field: str = "raw"            # raw (official code: LAVT/MagNet data/dataset_refer_bert.py) | sent (CRIS)
+    text_field: str = "raw"            # raw (official code: LAVT/MagNet data/dataset_refer_bert.py) | sent (SaG build_batches.py, CRIS)
     tokenizer: str = "word"            # word (ours: built from the dataset) | minilm (packaged) | a local HF tokenizer dir
     max_tokens: int = 20               # token cap incl. [CLS]/[SEP]; official code: 20 LAVT/MagNet (data/dataset_refer_bert.py);
                                        # SaG's data.py has no cap (512 = BERT's position table)
@@ -58,11 +59,11 @@ class VisionConfig:
     backbone: str = "swin"             # swin (LAVT/MagNet) | vit (SaG) | efficientnet_lite0 | mobilenetv2 (ours: CPU presets)
     weights: str = "random"            # random | packaged | a local checkpoint path
     embed_dim: int = 32                # Swin C / ViT width (official code: Swin-B 128, lib/multimodal_segmentation.py; ViT-S 384, SaG model/encoders.py)
-    depths: list[int] = field(default_factory=lambda: [1, 1, 1, 1])   # ViT: [n_layers]
-    num_heads: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # ViT: [n_heads]
+    depths: list[int] = field(default_factory=lambda: [1, 1, 1, 1])   # ViT: [n_layers]; official code: Swin-B [2, 2, 18, 2], ViT-S [12]
+    num_heads: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # ViT: [n_heads]; official code: Swin-B [4, 8, 16, 32], ViT-S [6]
     window_size: int = 4               # official code: 12 for Swin-B (MagNet lib/multimodal_segmentation.py, window-12 22K init)
-    patch_size: int = 4
-    mlp_ratio: float = 4.0
+    patch_size: int = 4                # official code: 4 Swin-B, 16 ViT-S/16
+    mlp_ratio: float = 4.0             # official code: 4 (Swin-B and ViT-S)
     drop_path: float = 0.0             # official code: 0.3 Swin-B (MagNet lib/multimodal_segmentation.py), 0.1 ViT-S (SaG model/encoders.py)
 
 @dataclass
@@ -70,7 +71,7 @@ class TextConfig:
     "The text encoder (HF transformers)."
     encoder: str = "bert"              # bert (random init from the sizes below) | minilm (packaged) | a local HF dir
     vocab_size: int = 0                # 0 = take it from the tokenizer (the engine fills it in); 30,522 for BERT/MiniLM
-    hidden_size: int = 64
+    hidden_size: int = 64              # official code: BERT-base 768 / 12 layers / 12 heads / 3,072 (LAVT, MagNet, SaG)
     num_layers: int = 4
     num_heads: int = 2
     intermediate_size: int = 256
@@ -110,9 +111,9 @@ class MGConfig:
 # %% ../nbs/00_core.ipynb #e70f6a9b
 @dataclass
 class CALConfig:
-    "Cross-modal alignment: CAM (official code, lib/multimodal_swin.py) and the CAL loss (the abstract names it; its formula is ours, see 08_alignment)."
+    "Cross-modal alignment: CAM (official code, lib/backbone.py) and the CAL loss (the abstract names it; its formula is ours, see 08_alignment)."
     cam: bool = True
-    pool_sizes: list[int] = field(default_factory=lambda: [1, 2, 3, 6])   # official code: lib/multimodal_swin.py
+    pool_sizes: list[int] = field(default_factory=lambda: [1, 2, 3, 6])   # official code: lib/backbone.py
     enabled: bool = False              # the CAL loss
     weight: float = 1.0                # ours: λ_CAL (not public)
     tau_text: float = 0.1              # ours
@@ -402,7 +403,7 @@ def _lavt_mini() -> Config:
                   train=TrainConfig(max_steps=300, batch_size=8, lr=3e-4, eval_every=100, ckpt_every=100))
 
 def _with_mg(cfg: Config, width: int) -> Config:
-    "MG on, our predictor sizes: heads width/32 (≥4), FFN 4×width, mask patch 32 at ≥384 px (MAGNET.md §4)."
+    "MG on, our predictor sizes: heads width/32 (≥4), FFN 4×width, mask patch 32 at ≥384 px (ours, see 07_mask_grounding)."
     return cfg.override({"model.mg.enabled": True, "model.mg.width": width, "model.mg.ffn": 4 * width,
                          "model.mg.heads": max(4, width // 32), "model.mg.mask_patch": 32 if cfg.data.image_size >= 384 else 4})
 
@@ -436,10 +437,12 @@ def _magnet_mini() -> Config: return _magnet_on(_lavt_mini(), 128)
 # %% ../nbs/00_core.ipynb #e6c4a9d8
 @register_preset("sag_paper")
 def _sag_paper() -> Config:
-    # official code (kdwonn/SaG train_eval_unc.sh, train_cma_recon.py, data.py) except K_g × K_s = 18 × 2 (paper, table 3).
+    # official code (kdwonn/SaG train_eval_unc.sh, train_cma_recon.py, data.py, build_batches.py: the `sent` field)
+    # except K_g × K_s = 18 × 2 (paper, table 3).
     # max_steps is RefCOCO's 50 × 3,769 (120,624 sentences / 32); fit recomputes it from `epochs`.
     return Config(data=DataConfig(root="data", dataset="refcoco", split_by="unc", image_size=384, normalize="half",
-                                  tokenizer="bert-base-uncased", max_tokens=512, pad_to="longest", per_ref=False, weak=True),
+                                  text_field="sent", tokenizer="bert-base-uncased", max_tokens=512, pad_to="longest",
+                                  per_ref=False, weak=True),
                   model=ModelConfig(name="sag",
                                     vision=VisionConfig(backbone="vit", weights="", embed_dim=384, depths=[12], num_heads=[6],
                                                         patch_size=16, drop_path=0.1),
@@ -475,6 +478,24 @@ def _sag_mini() -> Config:  # ours: packaged ImageNet MobileNetV2 (last feature 
                   train=TrainConfig(max_steps=300, batch_size=16, lr=3e-4, weight_decay=1e-4, schedule="cosine",
                                     warmup_steps=20, grad_clip=1.0, eval_every=100, ckpt_every=100),
                   eval=EvalConfig(protocol="original"))
+
+# %% ../nbs/00_core.ipynb #e1a7c0d4
+def flat_config(cfg) -> dict[str, Any]:
+    "Dotted key → value of every field of a config dataclass."
+    def walk(d: dict, prefix: str):
+        for k, v in d.items():
+            if isinstance(v, dict): yield from walk(v, f"{prefix}{k}.")
+            else: yield f"{prefix}{k}", v
+    return dict(walk(config_to_dict(cfg), ""))
+
+def source_table(cfg: Config, sources: dict[str, str]) -> str:
+    "Markdown table of every field of `cfg`, value and source: `sources[key]`, else the longest matching section key ending in '.'."
+    rows = ["| key | value | source |", "|---|---|---|"]
+    for key, value in flat_config(cfg).items():
+        hits = [k for k in sources if k == key or (k.endswith(".") and key.startswith(k))]
+        if not hits: raise ValueError(f"no source recorded for {key!r} of preset {cfg.name!r}")
+        rows.append(f"| `{key}` | `{value}` | {sources[max(hits, key=len)]} |")
+    return "\n".join(rows)
 
 # %% ../nbs/00_core.ipynb #e9f43a25
 _MODELS: dict[str, Callable[[Config], torch.nn.Module]] = {}
