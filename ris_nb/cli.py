@@ -72,13 +72,14 @@ def _check_writable(d: Path) -> None:
 def _run_train(args) -> None:
     from ris_nb.core import build_model, seed_everything
     from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-    from ris_nb.train import finish_distributed, fit, init_distributed
+    from ris_nb.train import finish_distributed, fit, init_distributed, resolve_epochs
     cfg = config_from_args(args)
     run_dir = Path(cfg.train.out_dir); _check_writable(run_dir)
     info = init_distributed(cfg.train.device)
     tok = build_tokenizer(cfg)
     if cfg.model.text.vocab_size == 0: cfg = cfg.override({"model.text.vocab_size": len(tok)})
     loaders = make_dataloaders(cfg, tok)
+    cfg = resolve_epochs(cfg, len(loaders["train"].dataset), info.world)   # the report states the steps trained
     seed_everything(cfg.seed)
     model = build_model(cfg)
     if info.is_main:
@@ -168,7 +169,7 @@ def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[n
     if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
     try: img = Image.open(path).convert("RGB")
     except (UnidentifiedImageError, OSError) as e: raise ValueError(f"{path} is not a readable image ({e})") from None
-    ids, att = encode_text(tok, [text], cfg.data.max_tokens)
+    ids, att = encode_text(tok, [text], cfg.data.max_tokens, cfg.data.pad_to)
     x = image_transform(cfg)(img)[None]
     batch = Batch(images=x, input_ids=ids, attention_mask=att, masks=None, orig_masks=None,
                   meta={"orig_size": [(img.height, img.width)], "sentence": [text]})

@@ -72,26 +72,47 @@ def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:
     return {n: reduce_across_ranks(groups[n]) for n in names}
 
 # %% ../nbs/13_evaluation.ipynb #f310d475
-PAPER_RESULTS = {  # (method, dataset, split) -> {metric: value}; EVALUATION.md §7, official READMEs / project page
-    **{("magnet", "refcoco", s): {"oIoU": v} for s, v in zip(["val", "testA", "testB"], [75.24, 78.24, 71.05])},
-    **{("magnet", "refcoco+", s): {"oIoU": v} for s, v in zip(["val", "testA", "testB"], [66.16, 71.32, 58.14])},
-    **{("magnet", "refcocog", s): {"oIoU": v} for s, v in zip(["val", "test"], [65.36, 66.03])},
-    **{("lavt", "refcoco", s): {"oIoU": o, "mIoU": m} for s, o, m in zip(["val", "testA", "testB"], [72.73, 75.82, 68.79], [74.46, 76.89, 70.94])},
-    **{("lavt", "refcoco+", s): {"oIoU": o, "mIoU": m} for s, o, m in zip(["val", "testA", "testB"], [62.14, 68.38, 55.10], [65.81, 70.97, 59.23])},
-    **{("lavt", "refcocog", s): {"oIoU": o, "mIoU": m} for s, o, m in zip(["val", "test"], [61.24, 62.09], [63.34, 63.62])},
-    **{("sag", "refcoco", s): {"mIoU": v} for s, v in zip(["val", "testA", "testB"], [34.76, 34.58, 35.01])},
-    **{("sag", "refcoco+", s): {"mIoU": v} for s, v in zip(["val", "testA", "testB"], [28.48, 28.60, 27.98])},
+_P = ["P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"]
+
+def _rows(method: str, dataset: str, split_by: str, splits: list[str], **metrics: list[float]) -> dict:
+    "{(method, dataset, split_by, split): {metric: value}} from one list of values per metric, in `splits` order."
+    return {(method, dataset, split_by, s): {m: v[i] for m, v in metrics.items()} for i, s in enumerate(splits)}
+
+def _lavt(dataset: str, split_by: str, split: str, p: list[float], o: float, m: float) -> dict:
+    "One LAVT README row: P@0.5–0.9 `p`, oIoU `o`, mIoU `m`."
+    return {("lavt", dataset, split_by, split): {"oIoU": o, "mIoU": m, **dict(zip(_P, p))}}
+
+_ABC = ["val", "testA", "testB"]
+PAPER_RESULTS = {  # (method, dataset, split_by, split) -> {metric: value}
+    # MagNet, official README: oIoU only
+    **_rows("magnet", "refcoco", "unc", _ABC, oIoU=[75.24, 78.24, 71.05]),
+    **_rows("magnet", "refcoco+", "unc", _ABC, oIoU=[66.16, 71.32, 58.14]),
+    **_rows("magnet", "refcocog", "umd", ["val", "test"], oIoU=[65.36, 66.03]),
+    **_rows("magnet", "refcocog", "google", ["val"], oIoU=[63.13]),
+    # LAVT, official README (CE loss): P@0.5–0.9, oIoU, mIoU
+    **_lavt("refcoco", "unc", "val", [84.46, 80.90, 75.28, 64.71, 34.30], 72.73, 74.46),
+    **_lavt("refcoco", "unc", "testA", [88.07, 85.17, 79.90, 68.52, 35.69], 75.82, 76.89),
+    **_lavt("refcoco", "unc", "testB", [79.12, 74.94, 69.17, 59.37, 34.45], 68.79, 70.94),
+    **_lavt("refcoco+", "unc", "val", [74.44, 70.91, 65.58, 56.34, 30.23], 62.14, 65.81),
+    **_lavt("refcoco+", "unc", "testA", [80.68, 77.96, 72.90, 62.21, 32.36], 68.38, 70.97),
+    **_lavt("refcoco+", "unc", "testB", [65.66, 61.85, 55.94, 47.56, 27.24], 55.10, 59.23),
+    **_lavt("refcocog", "umd", "val", [70.81, 65.28, 58.60, 47.49, 22.73], 61.24, 63.34),
+    **_lavt("refcocog", "umd", "test", [71.54, 66.38, 59.00, 48.21, 23.10], 62.09, 63.62),
+    **_lavt("refcocog", "google", "val", [71.16, 67.21, 61.76, 51.98, 27.30], 60.50, 63.66),
+    # SaG, authors' project page: mIoU (table 1); RefCOCO val cIoU = oIoU (table 2)
+    **_rows("sag", "refcoco", "unc", _ABC, mIoU=[34.76, 34.58, 35.01]),
+    **_rows("sag", "refcoco+", "unc", _ABC, mIoU=[28.48, 28.60, 27.98]),
+    **_rows("sag", "refcocog", "google", ["val"], mIoU=[28.87]),
 }
+PAPER_RESULTS[("sag", "refcoco", "unc", "val")]["oIoU"] = 30.40
 PAPER_SOURCES = {"magnet": "MagNet, yxchng/mask-grounding README (Swin-B + BERT-base)",
                  "lavt": "LAVT, yz93/LAVT-RIS README (Swin-B + BERT-base, CE loss)",
-                 "sag": "SaG, authors' project page, table 1 (text-only supervision)"}
+                 "sag": "SaG, authors' project page, tables 1–2 (text-only supervision)"}
 
 def paper_numbers(cfg: Config, split: str) -> tuple[dict, str] | None:
-    "Published numbers for this method, dataset and split, and their source."
-    method = cfg.model.name   # LAVT + MG is reported next to LAVT's published numbers
-    if cfg.data.dataset == "refcocog" and cfg.data.split_by != "umd": return None
-    key = (method, cfg.data.dataset, split)
-    return (PAPER_RESULTS[key], PAPER_SOURCES[method]) if key in PAPER_RESULTS else None
+    "Published numbers for this method, dataset, split scheme and split, and their source (None where there are none)."
+    key = (cfg.model.name, cfg.data.dataset, cfg.data.split_by, split)   # LAVT + MG is reported next to LAVT's numbers
+    return (PAPER_RESULTS[key], PAPER_SOURCES[cfg.model.name]) if key in PAPER_RESULTS else None
 
 # %% ../nbs/13_evaluation.ipynb #005d667f
 _COLS = ["oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "n"]
@@ -108,7 +129,7 @@ def report_markdown(results: dict[str, dict], cfg: Config, run_info: dict | None
              f"({'GT resized to the network input with nearest' if next(iter(results.values()))['protocol'] == 'square' else 'prediction resized bilinearly to each image’s original size'}); "
              "threshold: probability ≥ 0.5; P@t uses IoU ≥ t; an empty union counts IoU 0",
              f"- **checkpoint selection**: best `{cfg.eval.select_metric}` on the **val** split during training "
-             "(as LAVT, MagNet and SaG do); val numbers are therefore optimistic",
+             "(as LAVT's and SaG's released training code do; MagNet released none); val numbers are therefore optimistic",
              f"- **training data**: {cfg.data.dataset} {cfg.data.train_split} split only; supervision: {weak}",
              f"- **model**: {cfg.model.name} (vision {cfg.model.vision.backbone}, text {cfg.model.text.encoder}, "
              f"{cfg.data.image_size}px){', Mask Grounding on' if cfg.model.mg.enabled else ''}"]
