@@ -65,6 +65,8 @@ class VisionConfig:
     patch_size: int = 4                # official code: 4 Swin-B, 16 ViT-S/16
     mlp_ratio: float = 4.0             # official code: 4 (Swin-B and ViT-S)
     drop_path: float = 0.0             # official code: 0.3 Swin-B (MagNet lib/multimodal_segmentation.py), 0.1 ViT-S (SaG model/encoders.py)
+    abs_pos: str = "none"              # Swin only: none (official: relative position inside windows only) | sine (ours: DETR sine
+                                       # encoding added to the patch tokens, so "leftmost"/"third from the left" can be read; 12a)
 
 @dataclass
 class TextConfig:
@@ -87,6 +89,7 @@ class LavtConfig:
     pwam_heads: int = 1                # official code: 1 (LAVT/MagNet args.py --mha empty)
     decoder_dim: int = 64              # SimpleDecoder width; official code: C4/2 = 512 for Swin-B (LAVT lib/mask_predictor.py)
     loss: str = "ce"                   # ce (official code: 2-class, weighted, LAVT train.py) | dice (official code: LAVT's lavt_one)
+                                       # | dice_bce (ours: Dice + unweighted BCE, see 12a)
     ce_weights: list[float] = field(default_factory=lambda: [0.9, 1.1])  # official code: LAVT train.py (background, foreground)
 
 # %% ../nbs/00_core.ipynb #63ab446b
@@ -163,6 +166,8 @@ class SaGConfig:
     slot_softmax: str = "slots"        # slots (paper) | pixels (paper's ablation "aggregation with transformer", table 2)
     recon: bool = True                 # False = paper's ablation "w/o reconstruction loss" (table 2)
     recon_weight: float = 1.0          # official code: 1 (--recon_weight)
+    recon_target: str = "tokens"       # tokens (official code: the ViT's own tokens) | pixels (ours: each token's image patch,
+                                       # 3·p² values; a random-init ViT's tokens carry no object structure to reconstruct, 11)
     fusion: bool = True                # False = paper's ablation "w/o modality fusion module and C³ loss" (table 2); wiring ours: an
                                        # image–text contrastive loss on the mean entity, A^fuse = softmax_k ⟨t, ŝ_k⟩/√D
     c3_temperature: float = 1.0        # τ (official code: 1, option.py --info_temperature)
@@ -371,7 +376,10 @@ def _refcoco_data(size: int, normalize: str = "imagenet") -> DataConfig:
     return DataConfig(root="data", dataset="refcoco", split_by="unc", image_size=size, normalize=normalize,
                       tokenizer="bert-base-uncased")
 
-def _tiny_swin() -> VisionConfig: return VisionConfig()
+def _tiny_swin() -> VisionConfig:
+    # ours: + a sine absolute position on the patch tokens; Swin alone knows only relative position inside a window.
+    # Measured (12a, lavt_tiny, 19,200 samples at 64 px): val oIoU 25.6 → 29.6, location 25.2 → 36.7
+    return VisionConfig(abs_pos="sine")
 def _tiny_bert() -> TextConfig: return TextConfig()
 def _minilm() -> TextConfig:
     return TextConfig(encoder="minilm", hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536,
@@ -390,9 +398,9 @@ def _lavt_paper() -> Config:
 
 @register_preset("lavt_tiny")
 def _lavt_tiny() -> Config:
-    # ours: Dice (LAVT's lavt_one loss) for the tiny preset: with ~3 % foreground, weighted CE settles on all-background
-    # within a few hundred CPU steps (val oIoU 0.0 after 400 steps), Dice does not
-    return Config(model=ModelConfig(name="lavt", vision=_tiny_swin(), text=_tiny_bert(), lavt=LavtConfig(loss="dice")),
+    # ours: Dice + BCE. With ~3 % foreground, LAVT's weighted CE settles on all-background within a few hundred CPU steps
+    # (val oIoU 0.0 after 400 steps); Dice alone learns but slowly; Dice + BCE (12a, 19,200 samples): 29.6 → 34.8 val oIoU
+    return Config(model=ModelConfig(name="lavt", vision=_tiny_swin(), text=_tiny_bert(), lavt=LavtConfig(loss="dice_bce")),
                   train=TrainConfig(max_steps=300, batch_size=8, lr=1e-3, eval_every=100, ckpt_every=100))
 
 @register_preset("lavt_mini")

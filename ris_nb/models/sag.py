@@ -196,7 +196,11 @@ class SaG(nn.Module):
                                      s.slot_head_dim, s.interaction_heads, s.interaction_head_dim, s.slot_type,
                                      s.interaction, s.slot_softmax, s.ffn_mult, s.dropout, s.var_scaling, s.eval_seed
                                      ) if s.entity_discovery else PatchEntities(C, s.dim)
-        self.decoder = BroadcastDecoder(s.dim, C) if s.recon and s.entity_discovery else None
+        if s.recon_target not in ("tokens", "pixels"):
+            raise ValueError(f"model.sag.recon_target={s.recon_target!r}: expected 'tokens' or 'pixels'")
+        self.patch = self.vision.strides[-1]                     # pixels per token side
+        out_dim = C if s.recon_target == "tokens" else 3 * self.patch ** 2
+        self.decoder = BroadcastDecoder(s.dim, out_dim) if s.recon and s.entity_discovery else None
         self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout) if s.fusion else None
 
     def forward(self, batch, slots_init: torch.Tensor | None = None, recon: bool | None = None,
@@ -210,7 +214,8 @@ class SaG(nn.Module):
         a_fuse = a_all[off:off + len(t)].diagonal(dim1=0, dim2=1).T
         out = SaGOutputs(so.entities, so.a_slot, a_fuse, a_all, fused, t, hw, so.slots_init, offset=off)
         if self.decoder is not None and (self.training if recon is None else recon):
-            out.recon, out.target = self.decoder(so.entities, hw)[0], tokens
+            target = tokens if self.cfg.model.sag.recon_target == "tokens" else F.unfold(batch.images, self.patch, stride=self.patch).transpose(1, 2)
+            out.recon, out.target = self.decoder(so.entities, hw)[0], target
         return out
 
     def losses(self, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor]:
