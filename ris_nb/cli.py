@@ -72,13 +72,14 @@ def _check_writable(d: Path) -> None:
 def _run_train(args) -> None:
     from ris_nb.core import build_model, seed_everything
     from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-    from ris_nb.train import finish_distributed, fit, init_distributed
+    from ris_nb.train import finish_distributed, fit, init_distributed, resolve_epochs
     cfg = config_from_args(args)
     run_dir = Path(cfg.train.out_dir); _check_writable(run_dir)
     info = init_distributed(cfg.train.device)
     tok = build_tokenizer(cfg)
     if cfg.model.text.vocab_size == 0: cfg = cfg.override({"model.text.vocab_size": len(tok)})
     loaders = make_dataloaders(cfg, tok)
+    cfg = resolve_epochs(cfg, len(loaders["train"].dataset), info.world)   # the report states the steps trained
     seed_everything(cfg.seed)
     model = build_model(cfg)
     if info.is_main:
@@ -168,7 +169,7 @@ def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[n
     if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
     try: img = Image.open(path).convert("RGB")
     except (UnidentifiedImageError, OSError) as e: raise ValueError(f"{path} is not a readable image ({e})") from None
-    ids, att = encode_text(tok, [text], cfg.data.max_tokens)
+    ids, att = encode_text(tok, [text], cfg.data.max_tokens, cfg.data.pad_to)
     x = image_transform(cfg)(img)[None]
     batch = Batch(images=x, input_ids=ids, attention_mask=att, masks=None, orig_masks=None,
                   meta={"orig_size": [(img.height, img.width)], "sentence": [text]})
@@ -211,6 +212,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ris_nb {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+# %% ../nbs/15_cli.ipynb #c81e4f07
+def _add_check_data(sub) -> None:
+    p = sub.add_parser("check-data", help="check a data folder against the layout the presets expect")
+    p.add_argument("--root", default="data", help="data root holding one folder per dataset (default: data)")
+    p.add_argument("--dataset", default=None, help="check only this dataset: shaperefs, refcoco, refcoco+, refcocog or another folder")
+    p.add_argument("--split-by", default=None, help="with --dataset: only this split-by (unc, google, umd, shaperefs)")
+    p.add_argument("--preset", default=None, help="check only what this preset trains on")
+    p.add_argument("--image-root", default=None, help="image folder, absolute or under --root (default: where the reader looks)")
+    p.set_defaults(func=_run_check_data)
+
+def _run_check_data(args) -> None:
+    from ris_nb.data.refer import check_layout, format_layout
+    dataset, split_by, image_root = args.dataset, args.split_by, args.image_root
+    if args.preset:
+        from ris_nb.core import get_preset
+        d = get_preset(args.preset).data
+        dataset, split_by, image_root = dataset or d.dataset, split_by or d.split_by, image_root or d.image_root or None
+    if split_by and not dataset: raise ValueError("--split-by needs --dataset (or --preset)")
+    reports = check_layout(args.root, dataset, split_by, image_root)
+    print(f"data root: {args.root}\n{format_layout(reports)}")
+    bad = [f"{r.dataset}/{r.split_by}" for r in reports if r.required and not r.ok]
+    if bad: raise FileNotFoundError(f"incomplete under {args.root}: {', '.join(bad)} (see the report above and data/README.md)")
+    print("everything required is in place")
+
+_SUBCOMMANDS.append(_add_check_data)
 
 # %% ../nbs/15_cli.ipynb #a2c3c283
 #| eval: false

@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from .core import Config
-from .data.transforms import denormalize
+from .data.transforms import denormalize, resize_mask
 from .metrics import RISMetrics, check_protocol, intersection_union, reduce_across_ranks
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report', 'plot_best_worst']
+__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report', 'plot_best_worst',
+           'scene_masks', 'language_blind_references', 'sentence_sensitivity', 'shatter_gather']
 
 # %% ../nbs/13_evaluation.ipynb #7c44d9ce
 def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,26 +76,47 @@ def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:
     return {n: reduce_across_ranks(groups[n]) for n in names}
 
 # %% ../nbs/13_evaluation.ipynb #f310d475
-PAPER_RESULTS = {  # (method, dataset, split) -> {metric: value}; EVALUATION.md §7, official READMEs / project page
-    **{("magnet", "refcoco", s): {"oIoU": v} for s, v in zip(["val", "testA", "testB"], [75.24, 78.24, 71.05])},
-    **{("magnet", "refcoco+", s): {"oIoU": v} for s, v in zip(["val", "testA", "testB"], [66.16, 71.32, 58.14])},
-    **{("magnet", "refcocog", s): {"oIoU": v} for s, v in zip(["val", "test"], [65.36, 66.03])},
-    **{("lavt", "refcoco", s): {"oIoU": o, "mIoU": m} for s, o, m in zip(["val", "testA", "testB"], [72.73, 75.82, 68.79], [74.46, 76.89, 70.94])},
-    **{("lavt", "refcoco+", s): {"oIoU": o, "mIoU": m} for s, o, m in zip(["val", "testA", "testB"], [62.14, 68.38, 55.10], [65.81, 70.97, 59.23])},
-    **{("lavt", "refcocog", s): {"oIoU": o, "mIoU": m} for s, o, m in zip(["val", "test"], [61.24, 62.09], [63.34, 63.62])},
-    **{("sag", "refcoco", s): {"mIoU": v} for s, v in zip(["val", "testA", "testB"], [34.76, 34.58, 35.01])},
-    **{("sag", "refcoco+", s): {"mIoU": v} for s, v in zip(["val", "testA", "testB"], [28.48, 28.60, 27.98])},
+_P = ["P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"]
+
+def _rows(method: str, dataset: str, split_by: str, splits: list[str], **metrics: list[float]) -> dict:
+    "{(method, dataset, split_by, split): {metric: value}} from one list of values per metric, in `splits` order."
+    return {(method, dataset, split_by, s): {m: v[i] for m, v in metrics.items()} for i, s in enumerate(splits)}
+
+def _lavt(dataset: str, split_by: str, split: str, p: list[float], o: float, m: float) -> dict:
+    "One LAVT README row: P@0.5–0.9 `p`, oIoU `o`, mIoU `m`."
+    return {("lavt", dataset, split_by, split): {"oIoU": o, "mIoU": m, **dict(zip(_P, p))}}
+
+_ABC = ["val", "testA", "testB"]
+PAPER_RESULTS = {  # (method, dataset, split_by, split) -> {metric: value}
+    # MagNet, official README: oIoU only
+    **_rows("magnet", "refcoco", "unc", _ABC, oIoU=[75.24, 78.24, 71.05]),
+    **_rows("magnet", "refcoco+", "unc", _ABC, oIoU=[66.16, 71.32, 58.14]),
+    **_rows("magnet", "refcocog", "umd", ["val", "test"], oIoU=[65.36, 66.03]),
+    **_rows("magnet", "refcocog", "google", ["val"], oIoU=[63.13]),
+    # LAVT, official README (CE loss): P@0.5–0.9, oIoU, mIoU
+    **_lavt("refcoco", "unc", "val", [84.46, 80.90, 75.28, 64.71, 34.30], 72.73, 74.46),
+    **_lavt("refcoco", "unc", "testA", [88.07, 85.17, 79.90, 68.52, 35.69], 75.82, 76.89),
+    **_lavt("refcoco", "unc", "testB", [79.12, 74.94, 69.17, 59.37, 34.45], 68.79, 70.94),
+    **_lavt("refcoco+", "unc", "val", [74.44, 70.91, 65.58, 56.34, 30.23], 62.14, 65.81),
+    **_lavt("refcoco+", "unc", "testA", [80.68, 77.96, 72.90, 62.21, 32.36], 68.38, 70.97),
+    **_lavt("refcoco+", "unc", "testB", [65.66, 61.85, 55.94, 47.56, 27.24], 55.10, 59.23),
+    **_lavt("refcocog", "umd", "val", [70.81, 65.28, 58.60, 47.49, 22.73], 61.24, 63.34),
+    **_lavt("refcocog", "umd", "test", [71.54, 66.38, 59.00, 48.21, 23.10], 62.09, 63.62),
+    **_lavt("refcocog", "google", "val", [71.16, 67.21, 61.76, 51.98, 27.30], 60.50, 63.66),
+    # SaG, authors' project page: mIoU (table 1); RefCOCO val cIoU = oIoU (table 2)
+    **_rows("sag", "refcoco", "unc", _ABC, mIoU=[34.76, 34.58, 35.01]),
+    **_rows("sag", "refcoco+", "unc", _ABC, mIoU=[28.48, 28.60, 27.98]),
+    **_rows("sag", "refcocog", "google", ["val"], mIoU=[28.87]),
 }
+PAPER_RESULTS[("sag", "refcoco", "unc", "val")]["oIoU"] = 30.40
 PAPER_SOURCES = {"magnet": "MagNet, yxchng/mask-grounding README (Swin-B + BERT-base)",
                  "lavt": "LAVT, yz93/LAVT-RIS README (Swin-B + BERT-base, CE loss)",
-                 "sag": "SaG, authors' project page, table 1 (text-only supervision)"}
+                 "sag": "SaG, authors' project page, tables 1–2 (text-only supervision)"}
 
 def paper_numbers(cfg: Config, split: str) -> tuple[dict, str] | None:
-    "Published numbers for this method, dataset and split, and their source."
-    method = cfg.model.name   # LAVT + MG is reported next to LAVT's published numbers
-    if cfg.data.dataset == "refcocog" and cfg.data.split_by != "umd": return None
-    key = (method, cfg.data.dataset, split)
-    return (PAPER_RESULTS[key], PAPER_SOURCES[method]) if key in PAPER_RESULTS else None
+    "Published numbers for this method, dataset, split scheme and split, and their source (None where there are none)."
+    key = (cfg.model.name, cfg.data.dataset, cfg.data.split_by, split)   # LAVT + MG is reported next to LAVT's numbers
+    return (PAPER_RESULTS[key], PAPER_SOURCES[cfg.model.name]) if key in PAPER_RESULTS else None
 
 # %% ../nbs/13_evaluation.ipynb #005d667f
 _COLS = ["oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "n"]
@@ -108,7 +133,7 @@ def report_markdown(results: dict[str, dict], cfg: Config, run_info: dict | None
              f"({'GT resized to the network input with nearest' if next(iter(results.values()))['protocol'] == 'square' else 'prediction resized bilinearly to each image’s original size'}); "
              "threshold: probability ≥ 0.5; P@t uses IoU ≥ t; an empty union counts IoU 0",
              f"- **checkpoint selection**: best `{cfg.eval.select_metric}` on the **val** split during training "
-             "(as LAVT, MagNet and SaG do); val numbers are therefore optimistic",
+             "(as LAVT's and SaG's released training code do; MagNet released none); val numbers are therefore optimistic",
              f"- **training data**: {cfg.data.dataset} {cfg.data.train_split} split only; supervision: {weak}",
              f"- **model**: {cfg.model.name} (vision {cfg.model.vision.backbone}, text {cfg.model.text.encoder}, "
              f"{cfg.data.image_size}px){', Mask Grounding on' if cfg.model.mg.enabled else ''}"]
@@ -155,3 +180,107 @@ def plot_best_worst(model: nn.Module, dataset, collate_fn, samples: list[dict], 
     fig.tight_layout()
     if out: fig.savefig(out, dpi=90); plt.close(fig)
     return fig
+
+# %% ../nbs/13_evaluation.ipynb #cc084149
+def _iu(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    "Intersection and union (pixel counts) of two boolean masks."
+    return int(np.logical_and(a, b).sum()), int(np.logical_or(a, b).sum())
+
+def _ratio(i: int, u: int, empty: float = 0.0) -> float: return i / u if u else empty
+
+def scene_masks(refer, image_id: int) -> dict[int, np.ndarray]:
+    "Every annotated shape of one image: {ann_id: (h,w) bool} at the original size."
+    return {a["id"]: refer.mask(a["id"]) for a in refer.img_to_anns[image_id]}
+
+def language_blind_references(dataset) -> dict[str, dict[str, float]]:
+    "oIoU/mIoU of answers that ignore the sentence (a random shape of the scene, the union of all shapes, the largest shape), from the ground truth of a `RefDataset`."
+    acc = {k: {"I": 0.0, "U": 0.0, "ious": []} for k in ("random shape", "all shapes", "largest shape")}
+    cache: dict[int, dict[int, np.ndarray]] = {}
+    for i in range(len(dataset)):
+        ref, _ = dataset.index(i)
+        masks = cache.setdefault(ref["image_id"], scene_masks(dataset.refer, ref["image_id"]))
+        gt = masks[ref["ann_id"]]
+        ius = [_iu(m, gt) for m in masks.values()]          # the expectation over a uniformly drawn shape
+        rnd = acc["random shape"]
+        rnd["I"] += sum(i_ for i_, _ in ius) / len(ius); rnd["U"] += sum(u for _, u in ius) / len(ius)
+        rnd["ious"].append(float(np.mean([_ratio(*iu) for iu in ius])))
+        for name, pred in (("all shapes", np.logical_or.reduce(list(masks.values()))),
+                           ("largest shape", max(masks.values(), key=lambda m: m.sum()))):
+            i_, u = _iu(pred, gt)
+            acc[name]["I"] += i_; acc[name]["U"] += u; acc[name]["ious"].append(_ratio(i_, u))
+    return {k: {"oIoU": 100 * _ratio(v["I"], v["U"]), "mIoU": 100 * float(np.mean(v["ious"])) if v["ious"] else 0.0,
+                "n": len(v["ious"])} for k, v in acc.items()}
+
+
+# %% ../nbs/13_evaluation.ipynb #9895026f
+@torch.no_grad()
+def _binary_predictions(model: nn.Module, loader, device) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, int]]]:
+    "Predicted and true masks at the network size (threshold 0.5) and (image_id, ann_id) of every sample of `loader`."
+    preds, gts, keys = [], [], []
+    for batch in loader:
+        batch = batch.to(device)
+        preds += list((model.predict(model(batch), batch)[:, 0] >= 0.5).cpu().numpy())
+        gts += list(batch.masks.bool().cpu().numpy())
+        keys += list(zip(batch.meta["image_id"], batch.meta["ann_id"]))
+    return preds, gts, keys
+
+def _cross_referent_iou(masks: list[np.ndarray], keys: list[tuple[int, int]]) -> float:
+    "Mean over images of the mean IoU between masks of samples that refer to different shapes of that image."
+    by_img = defaultdict(list)
+    for k, (img, ann) in enumerate(keys): by_img[img].append((ann, k))
+    per_img = [np.mean([_ratio(*_iu(masks[a], masks[b]), empty=1.0) for (x, a), (y, b) in combinations(items, 2) if x != y])
+               for items in by_img.values() if len({ann for ann, _ in items}) > 1]
+    return float(np.mean(per_img)) if per_img else float("nan")
+
+def sentence_sensitivity(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
+    "Does the mask follow the sentence? `cross_referent_iou` (1 = sentence ignored) beside the ground truth's, and `right_shape` (%): the referred shape has the best IoU with the prediction."
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    preds, gts, keys = _binary_predictions(model, loader, device)
+    model.train(was_training)
+    if not preds: raise ValueError("sentence_sensitivity: the loader yielded no samples")
+    refer, size = loader.dataset.base.refer, preds[0].shape[-1]
+    scenes: dict[int, dict[int, np.ndarray]] = {}
+    right = []
+    for pred, (img, ann) in zip(preds, keys):
+        if img not in scenes: scenes[img] = {a: resize_mask(m, size).numpy() > 0.5 for a, m in scene_masks(refer, img).items()}
+        ious = {a: _ratio(*_iu(pred, m)) for a, m in scenes[img].items()}
+        best = max(ious, key=ious.get)
+        right.append(best == ann and ious[best] > 0)
+    return {"cross_referent_iou": _cross_referent_iou(preds, keys), "cross_referent_iou_gt": _cross_referent_iou(gts, keys),
+            "right_shape": 100 * float(np.mean(right)), "n": len(preds)}
+
+
+# %% ../nbs/13_evaluation.ipynb #91faec86
+def _slot_regions(a_slot: torch.Tensor, hw: tuple[int, int], size: int) -> np.ndarray:
+    "Hard slot regions (B,K,S,S) bool: where each slot wins A^slot (B,K,N) upsampled to S×S."
+    B, K = a_slot.shape[:2]
+    up = F.interpolate(a_slot.reshape(B, K, *hw), size=(size, size), mode="bilinear", align_corners=False)
+    return (up.argmax(1, keepdim=True) == torch.arange(K, device=up.device)[None, :, None, None]).cpu().numpy()
+
+@torch.no_grad()
+def shatter_gather(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
+    "SaG's halves on a masked split: best-slot mIoU (the ceiling), % scene objects covered by a slot (IoU ≥ 0.5), % samples where A^fuse picks the best slot."
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    refer, best, picked, covered, n_obj, seen = loader.dataset.base.refer, [], [], 0, 0, set()
+    for batch in loader:
+        batch = batch.to(device)
+        out, size = model(batch), batch.images.shape[-1]
+        regions, gt = _slot_regions(out.a_slot, out.hw, size), batch.masks.bool().cpu().numpy()
+        for i in range(len(batch)):
+            ious = [_ratio(*_iu(r, gt[i])) for r in regions[i]]
+            best.append(max(ious)); picked.append(int(np.argmax(ious)) == int(out.a_fuse[i].argmax()))
+            img = batch.meta["image_id"][i]
+            if img in seen: continue
+            seen.add(img)
+            for m in scene_masks(refer, img).values():
+                m = resize_mask(m, size).numpy() > 0.5
+                n_obj += 1; covered += any(_ratio(*_iu(r, m)) >= 0.5 for r in regions[i])
+    model.train(was_training)
+    if not best: raise ValueError("shatter_gather: the loader yielded no samples")
+    return {"best_slot_mIoU": 100 * float(np.mean(best)), "objects_covered": 100 * covered / max(n_obj, 1),
+            "picks_best_slot": 100 * float(np.mean(picked)), "n": len(best)}
+

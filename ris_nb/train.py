@@ -26,12 +26,13 @@ from tqdm import tqdm
 from .core import Config, amp_dtype, get_device, seed_everything
 
 # %% auto #0
-__all__ = ['CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed',
-           'finish_distributed', 'ResumableSampler', 'ShardSampler', 'rng_state', 'set_rng_state', 'atomic_save',
-           'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'LossWrapper', 'unwrap_wrapper', 'unwrap',
-           'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log',
-           'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'resume', 'SamplerCB',
-           'config_diff', 'check_same_run', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'fit']
+__all__ = ['REFER_TRAIN_SIZES', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo',
+           'init_distributed', 'finish_distributed', 'ResumableSampler', 'ShardSampler', 'epochs_to_steps',
+           'resolve_epochs', 'rng_state', 'set_rng_state', 'atomic_save', 'load_checkpoint', 'checkpoint_paths',
+           'latest_checkpoint', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB',
+           'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB',
+           'CheckpointCB', 'gather_objects', 'resume', 'SamplerCB', 'config_diff', 'check_same_run',
+           'make_train_loader', 'make_eval_loader', 'default_callbacks', 'fit']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -123,6 +124,29 @@ class ShardSampler(Sampler):
     def __init__(self, n: int, rank: int = 0, world: int = 1): self.idx = list(range(rank, n, world))
     def __iter__(self): return iter(self.idx)
     def __len__(self): return len(self.idx)
+
+# %% ../nbs/12_training.ipynb #e0c4a002
+REFER_TRAIN_SIZES = {  # (dataset, split_by) -> (refs, sentences) of the train split
+    ("refcoco", "unc"): (42_404, 120_624), ("refcoco+", "unc"): (42_278, 120_191),
+    ("refcocog", "umd"): (42_226, 80_512), ("refcocog", "google"): (44_822, 85_474)}
+
+def epochs_to_steps(epochs: int, n_items: int, batch_size: int, world: int = 1, accum: int = 1) -> int:
+    "Optimizer steps in `epochs` passes over `n_items` training items; each of `world` ranks drops its last partial batch."
+    if batch_size % world:
+        raise ValueError(f"train.batch_size={batch_size} must be divisible by the number of processes ({world})")
+    batches = (n_items // world) // (batch_size // world)          # per rank, as ResumableSampler yields them
+    if batches == 0:
+        raise ValueError(f"training set of {n_items} items is too small for batch {batch_size} on {world} rank(s)")
+    return epochs * batches // accum
+
+def resolve_epochs(cfg: Config, n_items: int, world: int = 1, verbose: bool = False) -> Config:
+    "`cfg` with `train.max_steps` = `train.epochs` converted to optimizer steps when `train.epochs > 0` (else unchanged)."
+    t = cfg.train
+    if t.epochs <= 0: return cfg
+    steps = epochs_to_steps(t.epochs, n_items, t.batch_size, world, t.accum_steps)
+    if verbose: print(f"train.epochs={t.epochs} → {steps:,} optimizer steps ({n_items:,} training items, batch {t.batch_size}, "
+                      f"{world} rank(s), accumulation {t.accum_steps})")
+    return cfg.override({"train.max_steps": steps})
 
 # %% ../nbs/12_training.ipynb #edfef7d2
 def rng_state() -> dict:
@@ -477,6 +501,7 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], cfg: Config, cbs: Sequ
     "Train `model` on `loaders['train']`, validating on `loaders.get('val')`; returns the run directory."
     info = init_distributed(cfg.train.device)
     seed_everything(cfg.seed + info.rank)
+    cfg = resolve_epochs(cfg, len(loaders["train"].dataset), info.world, verbose=info.is_main)
     run_dir = Path(cfg.train.out_dir)
     if info.is_main: run_dir.mkdir(parents=True, exist_ok=True)
     found = latest_checkpoint(run_dir) if resume_run else None

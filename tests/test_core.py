@@ -23,6 +23,20 @@ def test_every_preset_round_trips_through_json():
         assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
+
+def test_paper_presets_follow_their_papers():
+    "Each *_paper preset selects on its paper's headline metric, trains the papers' epochs and tokenises as its code does."
+    headline = {"lavt": "oIoU", "magnet": "oIoU", "sag": "mIoU"}   # LAVT train.py / MagNet README: oIoU; SaG train_cma_recon.py: mIoU
+    papers = [n for n in list_presets() if n.endswith("_paper")]
+    assert {"lavt_paper", "lavt_mg_paper", "magnet_paper", "sag_paper"} <= set(papers)
+    for name in papers:
+        cfg = get_preset(name)
+        assert cfg.eval.select_metric == headline[cfg.model.name], name
+        assert cfg.train.epochs == (50 if cfg.model.name == "sag" else 40), name
+        assert (cfg.data.max_tokens, cfg.data.pad_to) == ((512, "longest") if cfg.model.name == "sag" else (20, "max_tokens")), name
+    for name in [n for n in list_presets() if not n.endswith("_paper")]:   # CPU presets count steps
+        assert get_preset(name).train.epochs == 0, name
+
 def test_unknown_key_names_key_and_allowed_ones():
     with pytest.raises(ValueError) as e:
         Config.from_dict({"model": {"vision": {"windw_size": 7}}})

@@ -459,7 +459,7 @@ def test_shaperefs_scenes_and_splits(shaperefs_root):
         if ref.imgs[a["image_id"]]["split"] != "testB": assert pair not in S.HELD_OUT
     for r in ref.refs.values():
         if r["split"] == "testB": assert (ref.anns[r["ann_id"]]["color"], ref.cats[r["category_id"]]) in S.HELD_OUT
-    # masks: visible pixels, disjoint, not tiny, RLE matches area and bbox
+    # masks: visible pixels, disjoint, not tiny, matching area and bbox
     for img_id, anns in list(ref.img_to_anns.items())[:40]:
         ms = [ref.mask(a["id"]) for a in anns]
         assert 2 <= len(ms) <= 6 and max(sum(m.astype(int) for m in ms).ravel()) == 1

@@ -104,6 +104,27 @@ def test_gradient_accumulation_matches_the_full_batch(shaperefs, tmp_path):
         assert abs(a[s] - b[s]) <= 1e-4, (s, a[s], b[s])
 
 
+
+def test_epochs_become_optimizer_steps(shaperefs, tmp_path):
+    "train.epochs overrides max_steps: fit runs exactly `epochs` passes (per-rank drop_last, accumulation) and saves the count."
+    from ris_nb.core import build_model, get_preset
+    from ris_nb.data.transforms import make_dataloaders
+    from ris_nb.train import epochs_to_steps, fit
+    cfg = get_preset("lavt_tiny").override({
+        "data.root": str(shaperefs.parent), "data.image_size": 64, "train.batch_size": 8, "train.accum_steps": 2,
+        "train.epochs": 2, "train.max_steps": 10_000, "train.log_every": 1, "train.eval_every": 10_000,
+        "train.ckpt_every": 10_000, "train.out_dir": str(tmp_path), "train.device": "cpu"})
+    loaders = make_dataloaders(cfg, splits=["train"])
+    cfg = cfg.override({"model.text.vocab_size": len(loaders["train"].dataset.tokenizer)})
+    n = len(loaders["train"].dataset)
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try: fit(build_model(cfg), loaders, cfg, resume_run=False)
+    finally: torch.set_num_threads(threads)
+    expected = epochs_to_steps(2, n, 8, 1, 2)
+    assert expected == (2 * (n // 8)) // 2 and 0 < expected < 10_000
+    assert max(losses(tmp_path)) == expected
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["max_steps"] == expected
+
 def test_torchrun_cli_runs(shaperefs, tmp_path):
     out = tmp_path / "tr"
     run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518", "-m",

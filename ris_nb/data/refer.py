@@ -20,8 +20,9 @@ from PIL import Image
 import pycocotools.mask as mask_utils
 
 # %% auto #0
-__all__ = ['UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle', 'validate_refs', 'validate_instances', 'sha256',
-           'segmentation_to_mask', 'Refer', 'load_image', 'RefDataset', 'stats', 'show_ref']
+__all__ = ['REFER_FILES', 'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle', 'validate_refs', 'validate_instances',
+           'sha256', 'segmentation_to_mask', 'Refer', 'load_image', 'RefDataset', 'stats', 'show_ref', 'LayoutReport',
+           'check_layout', 'format_layout']
 
 # %% ../../nbs/02_refer.ipynb #3cf3dbba
 class UnsafePickleError(pickle.UnpicklingError):
@@ -130,7 +131,7 @@ def segmentation_to_mask(seg: Any, h: int, w: int, what: str = "annotation") -> 
 _HINTS = {"shaperefs": "create it with `ris_nb synth --out {root}/shaperefs` (or ris_nb.data.shaperefs.generate)"}
 
 def _missing(path: Path, what: str, dataset: str, root: Path, extra: str = "") -> FileNotFoundError:
-    hint = _HINTS.get(dataset, "get the REFER files (see DATA.md) and unpack them under the data root")
+    hint = _HINTS.get(dataset, "get the REFER files (see data/README.md) and unpack them under the data root")
     return FileNotFoundError(f"{what} not found: {path}{extra}; {hint.format(root=root)}")
 
 class Refer:
@@ -332,3 +333,114 @@ def show_ref(refer: Refer, ref_id: int, ax=None, dim: float = 0.4):
     if m.any(): ax.contour(m, [0.5], colors="white", linewidths=1)
     ax.set_title("\n".join(f"{s['raw']}" + (f" [{s['type']}]" if s.get("type") else "") for s in r["sentences"]), fontsize=8)
     return ax
+
+# %% ../../nbs/02_refer.ipynb #d4b81f36
+from dataclasses import dataclass, field
+
+REFER_FILES = {"shaperefs": ("shaperefs",), "refcoco": ("unc", "google"), "refcoco+": ("unc",), "refcocog": ("umd", "google")}
+
+@dataclass
+class LayoutReport:
+    "What `check_layout` found for one dataset and split-by (paths as given under the root)."
+    dataset: str
+    split_by: str
+    needed_by: list[str]                      # presets that train on it
+    required: bool                            # needed by a preset, or asked for
+    image_root: str = ""
+    present: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)    # "path: why"
+    images_referenced: int = 0
+    images_missing: int = 0
+    missing_examples: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool: return not (self.missing or self.unreadable or self.images_missing)
+
+def _preset_needs() -> dict[tuple[str, str], list[str]]:
+    "(dataset, split_by) → names of the presets that train on it."
+    from ris_nb.core import get_preset, list_presets
+    needs = defaultdict(list)
+    for name in list_presets():
+        d = get_preset(name).data
+        needs[(d.dataset, d.split_by)].append(name)
+    return dict(needs)
+
+def _layout_image_root(root: Path, ddir: Path, image_root: str | Path | None) -> Path:
+    "The image folder `Refer` would use (same rule)."
+    if image_root in (None, ""):
+        return ddir / "images" if (ddir / "images").is_dir() else root / "images/mscoco/images/train2014"
+    return Path(image_root) if Path(image_root).is_absolute() else root / image_root
+
+def _check_one(root: Path, dataset: str, split_by: str, image_root, needed_by: list[str], required: bool,
+               instances_cache: dict, n_examples: int) -> LayoutReport:
+    ddir = root / dataset
+    img_root = _layout_image_root(root, ddir, image_root)
+    rep = LayoutReport(dataset, split_by, needed_by, required, str(img_root))
+    refs_file, inst_file = ddir / f"refs({split_by}).p", ddir / "instances.json"
+    refs = inst = None
+    if not refs_file.is_file(): rep.missing.append(str(refs_file))
+    else:
+        try: refs = validate_refs(safe_load_pickle(refs_file), str(refs_file)); rep.present.append(str(refs_file))
+        except (UnsafePickleError, ValueError) as e: rep.unreadable.append(str(e))     # messages name the file
+    if not inst_file.is_file(): rep.missing.append(str(inst_file))
+    else:
+        if inst_file not in instances_cache:
+            try: instances_cache[inst_file] = validate_instances(json.loads(inst_file.read_text(encoding="utf-8")), str(inst_file))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e: instances_cache[inst_file] = f"{inst_file}: not valid JSON ({e})"
+            except ValueError as e: instances_cache[inst_file] = str(e)
+        inst = instances_cache[inst_file]
+        if isinstance(inst, str): rep.unreadable.append(inst); inst = None
+        else: rep.present.append(str(inst_file))
+    if inst is not None:
+        names = {im["id"]: im["file_name"] for im in inst["images"]}
+        ids = {r["image_id"] for r in refs} if refs is not None else set(names)
+        unknown = sorted(i for i in ids if i not in names)
+        if unknown: rep.unreadable.append(f"{refs_file}: {len(unknown)} image id(s) not in {inst_file} (e.g. {unknown[0]})")
+        wanted = sorted(names[i] for i in ids if i in names)
+        rep.images_referenced = len(wanted)
+        have = {e.name for e in os.scandir(img_root) if e.is_file()} if img_root.is_dir() else set()
+        absent = [f for f in wanted if f not in have and not (img_root / f).is_file()]
+        rep.images_missing, rep.missing_examples = len(absent), absent[:n_examples]
+    if not img_root.is_dir(): rep.missing.append(f"{img_root}/")
+    elif inst is not None: rep.present.append(f"{img_root}/ ({rep.images_referenced - rep.images_missing} of {rep.images_referenced} referenced images)")
+    return rep
+
+def check_layout(root: str | Path, dataset: str | None = None, split_by: str | None = None,
+                 image_root: str | Path | None = None, n_examples: int = 5) -> list[LayoutReport]:
+    "Check a data root against the REFER layout: one `LayoutReport` per dataset and split-by."
+    root = Path(root)
+    if not root.is_dir(): raise FileNotFoundError(f"data root not found: {root} (see data/README.md for the layout)")
+    needs = _preset_needs()
+    if dataset is not None:
+        if split_by is not None: pairs = [(dataset, split_by)]
+        else:
+            found = sorted(p.name[5:-3] for p in (root / dataset).glob("refs(*).p")) if (root / dataset).is_dir() else []
+            if dataset not in REFER_FILES and not found:
+                raise FileNotFoundError(f"no refs(<split_by>).p in {root / dataset}; known datasets: {', '.join(REFER_FILES)}")
+            pairs = [(dataset, s) for s in REFER_FILES.get(dataset) or found]
+        asked = set(pairs)
+    else:
+        others = sorted(p.parent.name for p in root.glob("*/refs(*).p") if p.parent.name not in REFER_FILES)
+        pairs = [(d, s) for d, ss in REFER_FILES.items() for s in ss]
+        pairs += [(d, p.name[5:-3]) for d in dict.fromkeys(others) for p in sorted((root / d).glob("refs(*).p"))]
+        pairs += [k for k in needs if k not in pairs]
+        asked = set()
+    cache: dict = {}
+    return [_check_one(root, d, s, image_root, needs.get((d, s), []), (d, s) in asked or (d, s) in needs, cache, n_examples)
+            for d, s in pairs]
+
+def format_layout(reports: list[LayoutReport]) -> str:
+    "A plain-text report: one block per dataset and split-by."
+    out = []
+    for r in reports:
+        status = "ok" if r.ok else "MISSING" if r.required else "incomplete" if r.present or r.unreadable else "absent"
+        why = (f"needed by {', '.join(r.needed_by)}" if r.needed_by else "asked for") if r.required else "optional: no preset uses it"
+        out.append(f"[{status}] {r.dataset} / {r.split_by} — {why}")
+        if r.present: out.append(f"    present: {', '.join(r.present)}")
+        if r.missing: out.append(f"    missing: {', '.join(r.missing)}")
+        for u in r.unreadable: out.append(f"    refused: {u}")
+        if r.images_missing:
+            out.append(f"    images: {r.images_missing} of {r.images_referenced} referenced files absent from {r.image_root}, "
+                       f"e.g. {', '.join(r.missing_examples)}")
+    return "\n".join(out)

@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 import pycocotools.mask as mask_utils
+import shapely
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
-           'P_SAME_COLOR', 'REL_MARGIN', 'shape_mask', 'Obj', 'make_scene', 'candidate_expressions', 'pick_sentences',
-           'png_bytes', 'make_image', 'generate']
+           'P_SAME_COLOR', 'REL_MARGIN', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole',
+           'polygons_to_mask', 'Obj', 'make_scene', 'candidate_expressions', 'pick_sentences', 'png_bytes',
+           'make_image', 'generate']
 
 # %% ../../nbs/03_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -70,10 +72,67 @@ def shape_mask(shape: str, cx: float, cy: float, d: float, h: int, w: int) -> np
     out[y0:y1, x0:x1] = inside
     return out
 
+# %% ../../nbs/03_shaperefs.ipynb #5c0f4a19
+def _edges(lab: np.ndarray) -> np.ndarray:
+    "Segments (n,2,2) along the pixel edges between different labels of `lab` (h,w) uint8 (< 16), in COCO coordinates."
+    h, w = lab.shape
+    m = np.zeros((h + 2, w + 2), np.uint8)
+    m[1:-1, 1:-1] = lab
+    d = np.zeros((h + w + 2, max(h, w) + 2), np.uint8)  # rows 0..h: edges at y = row - 0.5, then edges at x = row - h - 1.5
+    a, b = m[:-1, 1:-1], m[1:, 1:-1]
+    d[:h + 1, 1:w + 1] = np.where(a != b, a << 4 | b, 0)  # the pair of labels the edge separates (0: no edge)
+    a, b = m[1:-1, :-1].T, m[1:-1, 1:].T
+    d[h + 1:, 1:h + 1] = np.where(a != b, a << 4 | b, 0)
+    r, c = np.nonzero(d[:, 1:] != d[:, :-1])            # runs of one pair; they break wherever other edges meet them
+    i = np.flatnonzero(d[r, c + 1])
+    r, a, b = r[i], c[i] - 0.5, c[i + 1] - 0.5
+    k = np.searchsorted(r, h + 1)
+    seg = np.empty((len(r), 2, 2))
+    seg[:k, :, 1] = (r[:k] - 0.5)[:, None]; seg[:k, 0, 0] = a[:k]; seg[:k, 1, 0] = b[:k]
+    seg[k:, :, 0] = (r[k:] - h - 1.5)[:, None]; seg[k:, 0, 1] = a[k:]; seg[k:, 1, 1] = b[k:]
+    return seg
+
+def _faces(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Shapely polygons of the faces between the label edges of `lab` (h,w) uint8, and the label of each."
+    rows, cols = np.flatnonzero(lab.any(1)), np.flatnonzero(lab.any(0))
+    if not len(rows): return np.empty(0, object), np.empty(0, np.uint8)
+    y0, x0 = rows[0], cols[0]
+    crop = lab[y0:rows[-1] + 1, x0:cols[-1] + 1]
+    faces = shapely.get_parts(shapely.polygonize(shapely.linestrings(_edges(crop) + np.array([x0, y0], np.float64))))
+    inner = shapely.get_coordinates(shapely.point_on_surface(faces))     # a point inside each face → its pixel
+    return faces, lab[np.floor(inner[:, 1] + 0.5).astype(int), np.floor(inner[:, 0] + 0.5).astype(int)]
+
+def labels_to_polygons(lab: np.ndarray, n: int) -> list[list[list[float]]]:
+    "COCO polygons of labels 1..n of `lab` (h,w) uint8 (0: background), one flat [x1, y1, …] per 4-connected piece."
+    if not 0 <= n <= 15: raise ValueError(f"labels_to_polygons handles labels 1..15, got n={n}")
+    faces, flab = _faces(lab)
+    holed = sorted(set(flab[(shapely.get_num_interior_rings(faces) > 0) & (flab > 0)].tolist()))
+    if holed: raise ValueError(f"label(s) {holed} enclose pixels that are not their own (a hole); COCO polygons cannot express holes")
+    rings = shapely.get_exterior_ring(faces)
+    xy, ends = shapely.get_coordinates(rings), np.cumsum(shapely.get_num_coordinates(rings))
+    out = [[] for _ in range(n)]
+    for k, s, e in zip(flab.tolist(), np.r_[0, ends[:-1]].tolist(), ends.tolist()):
+        if 0 < k <= n: out[k - 1].append(xy[s:e - 1].ravel().tolist())    # without the ring's closing point
+    return out
+
+def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
+    "COCO polygons of `mask` (h,w) bool; they rasterise back to exactly `mask`."
+    return labels_to_polygons(mask.astype(np.uint8), 1)[0]
+
+def has_hole(mask: np.ndarray) -> bool:
+    "Whether a 4-connected piece of `mask` (h,w) bool encloses pixels that are not in `mask`."
+    faces, flab = _faces(mask.astype(np.uint8))
+    return bool((shapely.get_num_interior_rings(faces)[flab == 1] > 0).any())
+
+def polygons_to_mask(polygons: list[list[float]], h: int, w: int) -> np.ndarray:
+    "Mask (h,w) bool that pycocotools rasterises from COCO `polygons` (their union)."
+    if not polygons: return np.zeros((h, w), bool)
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))).astype(bool)
+
 # %% ../../nbs/03_shaperefs.ipynb #d61f45c5
 @dataclass
 class Obj:
-    "One object of a scene; `vis` is its visible-pixel mask (h,w) bool."
+    "One object of a scene; `vis` is its visible-pixel mask (h,w) bool, `polygons` the same as COCO polygons."
     shape: str
     color: str
     size: str
@@ -85,6 +144,7 @@ class Obj:
     _cen: tuple | None = None
     n_full: int = 0
     n_vis: int = 0
+    polygons: list | None = None
 
     def centroid(self) -> tuple[float, float]:
         "(x, y) mean of the visible pixel indices (cached: call after the scene is final)."
@@ -111,9 +171,55 @@ def _pick_attrs(rng: np.random.Generator, objs: list[Obj], held_out: bool, first
             if held_out or (color, shape) not in HELD_OUT: break
     return shape, color, ("small", "large")[rng.integers(2)]
 
+def _window(cx: float, cy: float, d: float, size: int) -> tuple[slice, slice]:
+    "Rows, columns holding `shape_mask(…, cx, cy, d, …)` plus a one-pixel margin (all the placement tests need)."
+    r = d / 2
+    return (slice(max(int(cy - r) - 2, 0), min(int(cy + r) + 3, size)), slice(max(int(cx - r) - 2, 0), min(int(cx + r) + 3, size)))
+
+def _one_piece(f: np.ndarray) -> bool:
+    "True if each non-empty row of `f` (h,w) bool is one run, the rows are consecutive and neighbouring runs share a column (so `f` is 4-connected)."
+    rows = np.flatnonzero(f.any(1))
+    if not len(rows) or rows[-1] - rows[0] + 1 != len(rows): return False
+    g = f[rows[0]:rows[-1] + 1]
+    first, last = g.argmax(1), g.shape[1] - 1 - g[:, ::-1].argmax(1)
+    return bool((np.count_nonzero(g, 1) == last - first + 1).all()
+                and (np.maximum(first[1:], first[:-1]) <= np.minimum(last[1:], last[:-1])).all())
+
+def _cuts_hole(o: Obj, full: np.ndarray, win: tuple[slice, slice], halo: np.ndarray) -> bool:
+    "Whether covering `full` (inside `win`; `halo` its dilation there) leaves a hole in the visible part of `o`."
+    v = o.vis[win]
+    if not np.count_nonzero(v & full[win]): return False
+    if not np.count_nonzero(halo & ~v): return True      # the new shape and its rim lie inside o's visible part
+    if _one_piece(full[win]): return False              # one piece that reaches o's outside: o stays hole-free
+    return has_hole(o.vis & ~full)                      # several pieces (a star's thin tip): ask shapely
+
+def _placement_ok(objs: list[Obj], full: np.ndarray, win: tuple[slice, slice], color: str) -> bool:
+    "Every earlier object keeps `MIN_VISIBLE` of its pixels and no hole; no same-colour object is touched."
+    f = full[win]
+    halo = _dilate(f)
+    return all(o.n_vis - np.count_nonzero(o.vis[win] & f) >= MIN_VISIBLE * o.n_full
+               and not (o.color == color and np.count_nonzero(halo & o.full[win])) for o in objs) \
+        and not any(_cuts_hole(o, full, win, halo) for o in objs)
+
+def _rasterised_labels(objs: list[Obj], size: int) -> np.ndarray:
+    "Set each object's COCO polygons; the label image (0: background) that pycocotools rasterises from them."
+    lab = np.zeros((size, size), np.uint8)
+    for k, o in enumerate(objs): lab[o.vis] = k + 1
+    try: polys = labels_to_polygons(lab, len(objs))
+    except ValueError as e:
+        raise ValueError(f"scene with {', '.join(o.name for o in objs)}: {e} (labels count the objects from 1)") from None
+    flat = [p for ps in polys for p in ps]
+    owner = np.array([k + 1 for k, ps in enumerate(polys) for _ in ps], np.uint8)
+    layers = mask_utils.decode(mask_utils.frPyObjects(flat, size, size)) if flat else np.zeros((size, size, 0), np.uint8)
+    out = (layers * owner).sum(2, dtype=np.uint8)
+    if layers.sum(dtype=np.int64) != np.count_nonzero(lab) or not np.array_equal(out, lab):   # no overlaps, same pixels
+        raise RuntimeError("the polygons of a scene do not rasterise back to its masks")   # a bug, never bad input
+    for o, p in zip(objs, polys): o.polygons = p
+    return out
+
 def make_scene(rng: np.random.Generator, size: int = 128, held_out: bool = False, n_objects: tuple[int, int] = (2, 6),
                specs: list[tuple] | None = None) -> tuple[np.ndarray, list[Obj]]:
-    "Image (size,size,3) uint8 and its objects (count drawn from `n_objects`, inclusive); `specs` = [(shape, color, size, cx, cy)] draws a fixed scene."
+    "Image (size,size,3) uint8 and its objects (count drawn from `n_objects`, inclusive); `specs` = [(shape, color, size, cx, cy)] draws a fixed scene (ValueError if it has a hole)."
     s = size / 128
     objs: list[Obj] = []
     if specs is not None:
@@ -129,17 +235,18 @@ def make_scene(rng: np.random.Generator, size: int = 128, held_out: bool = False
                 d = float(rng.uniform(lo, hi)) * s
                 cx, cy = rng.uniform(d / 2 + 2, size - d / 2 - 2, 2)
                 full = shape_mask(shape, cx, cy, d, size, size)
-                halo = _dilate(full)
-                if all(o.n_vis - np.count_nonzero(o.vis & full) >= MIN_VISIBLE * o.n_full
-                       and not (o.color == color and np.count_nonzero(halo & o.full)) for o in objs): break
+                win = _window(cx, cy, d, size)
+                if _placement_ok(objs, full, win, color): break
             else: continue
-            for o in objs: o.vis = o.vis & ~full; o.n_vis = np.count_nonzero(o.vis)
+            for o in objs: o.vis[win] &= ~full[win]; o.n_vis = np.count_nonzero(o.vis)
             objs.append(Obj(shape, color, sz, float(cx), float(cy), d, full, full.copy()))
             objs[-1].n_full = objs[-1].n_vis = np.count_nonzero(full)
     occ = np.zeros((size, size), bool)
     for o in reversed(objs):
         o.vis = o.full & ~occ
         occ |= o.full
+    lab = _rasterised_labels(objs, size)               # what every reader gets back from the polygons
+    for k, o in enumerate(objs): o.vis = lab == k + 1
     # background: gradient between two muted colours + noise
     c0, c1 = rng.uniform(95, 175, (2, 3)).astype(np.float32)
     t = np.linspace(0, 1, size, dtype=np.float32)
@@ -147,7 +254,7 @@ def make_scene(rng: np.random.Generator, size: int = 128, held_out: bool = False
     g = (np.float32(np.cos(ang)) * t[None, :] + np.float32(np.sin(ang)) * t[:, None])
     g = (g - g.min()) / (np.ptp(g) + np.float32(1e-6))
     img = c0 + (c1 - c0) * g[..., None]
-    for o in objs: img[o.full] = COLORS[o.color]
+    for o in objs: img[o.vis] = COLORS[o.color]        # painted from the rasterised polygons
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(6)
     for o in objs: o.centroid()
     return np.clip(img, 0, 255).astype(np.uint8), objs
@@ -249,14 +356,23 @@ def pick_sentences(cands: dict[str, list[str]], rng: np.random.Generator) -> lis
     return out
 
 # %% ../../nbs/03_shaperefs.ipynb #97f2b685
+def _deflate(data: bytes, level: int) -> bytes:
+    z = zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
+    return z.compress(data) + z.flush()
+
 def png_bytes(img: np.ndarray, level: int = 1) -> bytes:
-    "Minimal RGB PNG (no metadata, filter 0, zlib `level`) of `img` (h,w,3) uint8: deterministic and fast."
+    "Minimal RGB PNG (no metadata, filter 0, deflate at `level` with the run-length strategy) of `img` (h,w,3) uint8: deterministic and fast."
     h, w, _ = img.shape
     raw = np.zeros((h, 1 + 3 * w), np.uint8)
     raw[:, 1:] = img.reshape(h, -1)
     chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw.tobytes(), level)) + chunk(b"IEND", b""))
+            + chunk(b"IDAT", _deflate(raw.tobytes(), level)) + chunk(b"IEND", b""))
+
+def _bbox(polygons: list[list[float]]) -> list[float]:
+    "[x, y, w, h] of the pixels that pixel-edge `polygons` enclose (COCO's box of the rasterised mask)."
+    xs = [v for p in polygons for v in p[0::2]]; ys = [v for p in polygons for v in p[1::2]]
+    return [min(xs) + 0.5, min(ys) + 0.5, max(xs) - min(xs), max(ys) - min(ys)]
 
 def make_image(seed: int, index: int, split: str, size: int = 128,
                n_objects: tuple[int, int] = (2, 6)) -> tuple[bytes, list[dict], list[dict]]:
@@ -266,11 +382,8 @@ def make_image(seed: int, index: int, split: str, size: int = 128,
     img, objs = make_scene(rng, size, held_out=held, n_objects=n_objects)
     anns, refs = [], []
     for k, o in enumerate(objs):
-        rle = mask_utils.encode(np.asfortranarray(o.vis.astype(np.uint8)))
-        x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-        anns.append(dict(category_id=SHAPES.index(o.shape) + 1, bbox=[x, y, w, h], area=float(o.vis.sum()), iscrowd=0,
-                         segmentation={"size": [size, size], "counts": rle["counts"].decode("ascii")},
-                         color=o.color, size=o.size))
+        anns.append(dict(category_id=SHAPES.index(o.shape) + 1, bbox=_bbox(o.polygons), area=float(o.vis.sum()), iscrowd=0,
+                         segmentation=o.polygons, color=o.color, size=o.size))
         if held and (o.color, o.shape) not in HELD_OUT: continue
         sents = pick_sentences(candidate_expressions(objs, k, size), rng)
         out = []
@@ -347,7 +460,7 @@ def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed:
         (tmp / "refs(shaperefs).p").write_bytes(pickle.dumps(refs, protocol=2))
         summary = {sp: dict(images=splits.count(sp), refs=sum(r["split"] == sp for r in refs),
                             sentences=sum(len(r["sentences"]) for r in refs if r["split"] == sp)) for sp in SPLIT_FRACTIONS}
-        meta = dict(generator="ris_nb.data.shaperefs", version=1, seed=seed, n_images=n_images, size=size,
+        meta = dict(generator="ris_nb.data.shaperefs", version=2, segmentation="polygons", seed=seed, n_images=n_images, size=size,
                     n_objects=list(n_objects), splits=summary)
         (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1), encoding="utf-8")
         if out_dir.exists():

@@ -112,8 +112,10 @@ def swin_official_to_timm(sd: dict[str, torch.Tensor], prefix: str = "") -> dict
 class SwinBackbone(StagedBackbone):
     "Staged Swin over timm's `SwinTransformer` (official pad-then-shift blocks); stage i = merge (i>0) + blocks."
     def __init__(self, embed_dim: int = 32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size: int = 4,
-                 patch_size: int = 4, mlp_ratio: float = 4.0, drop_path: float = 0.0, img_size: int = 224):
+                 patch_size: int = 4, mlp_ratio: float = 4.0, drop_path: float = 0.0, img_size: int = 224, abs_pos: str = "none"):
         super().__init__()
+        if abs_pos not in ("none", "sine"): raise ValueError(f"model.vision.abs_pos={abs_pos!r}: expected 'none' or 'sine'")
+        self.abs_pos = abs_pos
         self.body = SwinTransformer(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depths=tuple(depths),
                                     num_heads=tuple(num_heads), window_size=window_size, mlp_ratio=mlp_ratio,
                                     drop_path_rate=drop_path, num_classes=0, strict_img_size=False, always_partition=True)
@@ -124,8 +126,11 @@ class SwinBackbone(StagedBackbone):
         self.strides = [patch_size * 2 ** i for i in range(len(depths))]
 
     def stem(self, images: torch.Tensor) -> torch.Tensor:
-        "images: (B,3,H,W) -> patch tokens (B,C,H/4,W/4) (conv 4×4 + LayerNorm)."
-        return self.body.patch_embed(images).permute(0, 3, 1, 2)
+        "images: (B,3,H,W) -> patch tokens (B,C,H/4,W/4) (conv 4×4 + LayerNorm, + the sine encoding when `abs_pos='sine'`)."
+        x = self.body.patch_embed(images).permute(0, 3, 1, 2)
+        if self.abs_pos == "none": return x
+        B, C, h, w = x.shape
+        return x + sine_pos_2d(h, w, C, device=x.device).to(x.dtype).T.reshape(1, C, h, w)
 
     def stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         "x: (B,C_{i-1},h,w) -> (B,C_i,h',w'): patch merging (i>0), then the stage's Swin blocks."
@@ -256,7 +261,7 @@ def build_backbone(vcfg: VisionConfig, img_size: int = 224) -> StagedBackbone:
     if vcfg.backbone == "swin":
         if w == "packaged": raise ValueError("model.vision.weights='packaged': no packaged Swin weights exist (ASSETS.md §5); use a path or 'random'")
         bb = SwinBackbone(vcfg.embed_dim, vcfg.depths, vcfg.num_heads, vcfg.window_size, vcfg.patch_size, vcfg.mlp_ratio,
-                          vcfg.drop_path, img_size=img_size)
+                          vcfg.drop_path, img_size=img_size, abs_pos=vcfg.abs_pos)
         if w != "random": bb.load_official(read_state_dict(w))
         return bb
     if vcfg.backbone == "vit":

@@ -164,12 +164,14 @@ class LAVT(nn.Module):
         return self.mg(l, am, visual[self.mg_level], batch.masks)
 
     def losses(self, out: LavtOutputs, batch) -> dict[str, torch.Tensor]:
-        "Weighted 2-class CE [bg, fg] (or Dice) on the input-size logits, + λ_MG·L_MG when computed."
+        "Weighted 2-class CE [bg, fg] (or Dice, or Dice + BCE) on the input-size logits, + λ_MG·L_MG when computed."
         lc, target = self.cfg.model.lavt, batch.masks
         if lc.loss == "ce":
             seg = F.cross_entropy(out.logits, target.long(), weight=out.logits.new_tensor(lc.ce_weights))
         elif lc.loss == "dice": seg = dice_loss(out.logits.softmax(1)[:, 1], target.float())
-        else: raise ValueError(f"model.lavt.loss={lc.loss!r}: expected 'ce' or 'dice'")
+        elif lc.loss == "dice_bce":   # ours: unweighted 2-class CE ≡ BCE on the softmax foreground probability
+            seg = dice_loss(out.logits.softmax(1)[:, 1], target.float()) + F.cross_entropy(out.logits, target.long())
+        else: raise ValueError(f"model.lavt.loss={lc.loss!r}: expected 'ce', 'dice' or 'dice_bce'")
         d = {"seg": seg}
         if out.mg_logits is not None:
             d["mg"] = self.mg.loss(out.mg_logits, out.mg_targets)

@@ -13,18 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from ..core import Config, get_preset, register_model
-from .encoders import StagedBackbone, TextEncoder, ViTBackbone, build_backbone, build_text_encoder
+from .encoders import StagedBackbone, TextEncoder, ViTBackbone, build_backbone, build_text_encoder, sine_pos_2d
 from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, map_official, official_decoder_keys,
-                                 official_interaction_qkv, official_slot_keys, recon_loss)
+                                 official_interaction_qkv, official_slot_keys, recon_loss, SlotOutput)
 
 # %% auto #0
-__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'OFFICIAL_UNUSED', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion',
-           'c3_logits', 'c3_loss', 'relevance_grid', 'upsample_minmax', 'SaGOutputs', 'SaG', 'build_sag',
-           'official_to_config', 'official_key_map', 'load_official']
+__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'OFFICIAL_UNUSED', 'PRESET_SOURCES', 'build_vision', 'image_tokens', 'build_text',
+           'TextCLS', 'Fusion', 'c3_logits', 'c3_loss', 'gather_batch', 'relevance_grid', 'upsample_minmax',
+           'PatchEntities', 'entity_similarity', 'SaGOutputs', 'SaG', 'build_sag', 'official_to_config',
+           'official_key_map', 'load_official']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -97,10 +99,31 @@ def c3_logits(fused: torch.Tensor, text: torch.Tensor, temperature: float = 1.0,
     return torch.einsum("jd,ijd->ji", t, fused) / temperature
 
 def c3_loss(fused: torch.Tensor, text: torch.Tensor, temperature: float = 1.0, detach_target: bool = True,
-            normalize_target: bool = False) -> torch.Tensor:
-    "Contrastive cycle-consistency: InfoNCE of each text over the batch's images fused with it (positive = its own image)."
+            normalize_target: bool = False, offset: int = 0) -> torch.Tensor:
+    "Contrastive cycle-consistency: InfoNCE of each text over the batch's images fused with it; text j's own image is `offset + j`."
     logits = c3_logits(fused, text, temperature, detach_target, normalize_target)
-    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device) + offset)
+
+# %% ../../nbs/11_sag.ipynb #e0c4a021
+class _GatherWithGrad(torch.autograd.Function):
+    "All-gather along dim 0; backward: sum the gradients of all ranks, return this rank's slice."
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)                          # every rank's loss reaches every slice
+        n = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * n:(dist.get_rank() + 1) * n]
+
+def gather_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    "x (B,…) of every rank (same B on each) concatenated → (W·B,…), and this rank's offset; (x, 0) without torch.distributed."
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return x, 0
+    return _GatherWithGrad.apply(x), dist.get_rank() * x.shape[0]
 
 # %% ../../nbs/11_sag.ipynb #1aefb052
 SCHEMES = ("weighted", "max", "avg", "min")
@@ -121,6 +144,24 @@ def upsample_minmax(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
     return (up - lo) / (hi - lo + 1e-9)
 
+# %% ../../nbs/11_sag.ipynb #e0c4a031
+class PatchEntities(nn.Module):
+    "Ablation 'w/o entity discovery': every token is an entity. tokens (B,N,C) → entities (B,N,D), A^slot = identity (B,N,N)."
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.proj, self.norm = nn.Linear(in_dim, dim), nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor, hw: tuple[int, int], slots_init=None, generator=None) -> SlotOutput:
+        f = self.norm(self.proj(tokens) + sine_pos_2d(*hw, self.proj.out_features).to(tokens))
+        B, N, _ = f.shape
+        return SlotOutput(f, torch.eye(N, device=f.device, dtype=f.dtype).expand(B, N, N), f[:, :0])
+
+def entity_similarity(text: torch.Tensor, entities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "Ablation 'w/o fusion and C³': ẑ(i,j) = norm(mean_k ŝ_k of image i) for every text (B_img,B_txt,D); A^fuse = softmax_k ⟨t_j,ŝ_k⟩/√D."
+    g = F.normalize(entities.mean(dim=1), dim=-1)
+    attn = (torch.einsum("jd,ikd->ijk", text, entities) * text.shape[-1] ** -0.5).softmax(dim=-1)
+    return g[:, None].expand(-1, text.shape[0], -1), attn
+
 # %% ../../nbs/11_sag.ipynb #10e36552
 @dataclass
 class SaGOutputs:
@@ -128,18 +169,19 @@ class SaGOutputs:
     entities: torch.Tensor              # Ŝ (B,K,D)
     a_slot: torch.Tensor                # A^slot (B,K,N), columns sum to 1 over slots
     a_fuse: torch.Tensor                # A^fuse (B,K): image i with its own expression
-    a_fuse_all: torch.Tensor            # (B_img,B_txt,K) every text over every image
+    a_fuse_all: torch.Tensor            # (B_img,B_txt,K) every text over every image (B_img: all ranks' in training)
     fused: torch.Tensor                 # ẑ (B_img,B_txt,D), unit norm
     text: torch.Tensor                  # t (B,D), not normalised
     hw: tuple[int, int]                 # token grid
     slots_init: torch.Tensor            # S⁰ (B,K,D)
     recon: torch.Tensor | None = None   # (B,N,C) reconstructed ViT tokens
     target: torch.Tensor | None = None  # (B,N,C) the ViT tokens (detached in the loss)
+    offset: int = 0                     # index of this rank's first image among the gathered B_img (training under torchrun)
 
     @property
     def fused_diag(self) -> torch.Tensor:
         "ẑ of each image with its own expression: (B,D)."
-        return self.fused.diagonal(dim1=0, dim2=1).T
+        return self.fused[self.offset:self.offset + len(self.text)].diagonal(dim1=0, dim2=1).T
 
 # %% ../../nbs/11_sag.ipynb #1af84fb9
 class SaG(nn.Module):
@@ -152,9 +194,14 @@ class SaG(nn.Module):
         self.text = TextCLS(build_text(cfg), s.dim)
         self.slots = EntityDiscovery(C, s.dim, s.n_gaussians, s.n_samples, s.iterations, s.slot_heads,
                                      s.slot_head_dim, s.interaction_heads, s.interaction_head_dim, s.slot_type,
-                                     s.interaction, s.slot_softmax, s.ffn_mult, s.dropout, s.var_scaling, s.eval_seed)
-        self.decoder = BroadcastDecoder(s.dim, C) if s.recon else None
-        self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout)
+                                     s.interaction, s.slot_softmax, s.ffn_mult, s.dropout, s.var_scaling, s.eval_seed
+                                     ) if s.entity_discovery else PatchEntities(C, s.dim)
+        if s.recon_target not in ("tokens", "pixels"):
+            raise ValueError(f"model.sag.recon_target={s.recon_target!r}: expected 'tokens' or 'pixels'")
+        self.patch = self.vision.strides[-1]                     # pixels per token side
+        out_dim = C if s.recon_target == "tokens" else 3 * self.patch ** 2
+        self.decoder = BroadcastDecoder(s.dim, out_dim) if s.recon and s.entity_discovery else None
+        self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout) if s.fusion else None
 
     def forward(self, batch, slots_init: torch.Tensor | None = None, recon: bool | None = None,
                 generator: torch.Generator | None = None) -> SaGOutputs:
@@ -162,17 +209,21 @@ class SaG(nn.Module):
         tokens, hw = image_tokens(self.vision, batch.images)
         so = self.slots(tokens, hw, slots_init, generator)
         t = self.text(batch.input_ids, batch.attention_mask)
-        fused, a_all = self.fusion(t, so.entities)
-        out = SaGOutputs(so.entities, so.a_slot, a_all.diagonal(dim1=0, dim2=1).T, a_all, fused, t, hw, so.slots_init)
+        ents, off = gather_batch(so.entities) if self.training else (so.entities, 0)   # C³ over all ranks' images
+        fused, a_all = (self.fusion if self.fusion is not None else entity_similarity)(t, ents)
+        a_fuse = a_all[off:off + len(t)].diagonal(dim1=0, dim2=1).T
+        out = SaGOutputs(so.entities, so.a_slot, a_fuse, a_all, fused, t, hw, so.slots_init, offset=off)
         if self.decoder is not None and (self.training if recon is None else recon):
-            out.recon, out.target = self.decoder(so.entities, hw)[0], tokens
+            target = tokens if self.cfg.model.sag.recon_target == "tokens" else F.unfold(batch.images, self.patch, stride=self.patch).transpose(1, 2)
+            out.recon, out.target = self.decoder(so.entities, hw)[0], target
         return out
 
     def losses(self, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor]:
-        "{'loss': L_C3 + λ·L_recon, 'loss_c3', 'loss_recon'}; text-only supervision: `batch.masks` is never read."
+        "{'loss': L_C3 + λ·L_recon, 'loss_c3', 'loss_recon'} ('loss_itc' without fusion); `batch.masks` is never read."
         s = self.cfg.model.sag
-        c3 = c3_loss(outputs.fused, outputs.text, s.c3_temperature, s.c3_detach_target, s.c3_normalize_target)
-        out = {"loss_c3": c3}
+        name, detach = ("loss_c3", s.c3_detach_target) if s.fusion else ("loss_itc", False)
+        c3 = c3_loss(outputs.fused, outputs.text, s.c3_temperature, detach, s.c3_normalize_target, outputs.offset)
+        out = {name: c3}
         if outputs.recon is not None:
             out["loss_recon"] = recon_loss(outputs.recon, outputs.target)
             out["loss"] = c3 + s.recon_weight * out["loss_recon"]
@@ -310,3 +361,56 @@ def load_official(state_dict: dict[str, torch.Tensor], official_config: dict) ->
         elif not k.startswith(OFFICIAL_UNUSED): leftover.append(k)
     if leftover: raise ValueError(f"official state_dict has keys the converter does not know: {sorted(leftover)[:10]}")
     return model
+
+# %% ../../nbs/11_sag.ipynb #e0c4a051
+_RUN = "run setting, not a hyper-parameter"
+PRESET_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where its value comes from
+    "name": _RUN, "seed": "ours (the official scripts use --seed 1)", "data.root": _RUN, "data.image_root": _RUN,
+    "data.num_workers": _RUN, "model.text.vocab_size": "filled in from the tokenizer",
+    "model.vision.weights": _RUN + " (official code: timm's ImageNet ViT-S/16 at 384 — a file you supply)",
+    "data.dataset": "paper: RefCOCO, RefCOCO+, G-Ref (and PhraseCut), one model each",
+    "data.split_by": "official code: train_eval_unc.sh (unc); train_eval_gref.sh trains G-Ref on google",
+    "data.image_size": "official code: train_eval_*.sh --crop_size 384 (build_batches.py first resizes training images "
+                       "to a longer side of 480; we squash once — ours)",
+    "data.normalize": "official code: data.py (0.5/0.5 for the ViT)", "data.text_field": "official code: build_batches.py",
+    "data.tokenizer": "official code: data.py", "data.max_tokens": "official code: data.py has no cap (512 = BERT's positions)",
+    "data.pad_to": "official code: data.py collate_fn", "data.per_ref": "official code: build_batches.py (one item per sentence)",
+    "data.weak": "paper: text supervision only", "data.train_split": "official code: train_cma_recon.py",
+    "data.val_split": "official code: eval_cma_recon.py", "data.test_splits": "paper: table 1 (the released eval needs a code change)",
+    "model.name": "—", "model.vision.": "official code: model/encoders.py (Segmenter's ViT-S/16, drop-path 0.1)",
+    "model.vision.window_size": "not used by a ViT", "model.text.": "official code: model/encoders.py (BERT-base, [CLS])",
+    "model.text.layer_groups": "— (one group: SaG runs the whole text encoder at once)",
+    "model.text.trainable_layers": "official code: train_eval_*.sh --txt_finetune",
+    "model.text.train_embeddings": "official code: train_eval_*.sh --txt_finetune",
+    "model.lavt.": "not used by SaG", "model.mg.": "not used by SaG", "model.cal.": "not used by SaG", "model.magnet.": "not used by SaG",
+    "model.sag.slot_type": "paper: entity slots (--agg_query_type entity)",
+    "model.sag.n_gaussians": "paper: table 3, best row 18 × 2 (official code: 12 × 3)", "model.sag.n_samples": "paper: table 3 (official code: 3)",
+    "model.sag.dim": "official code: train_eval_*.sh --embed_dim", "model.sag.iterations": "official code: --agg_depth, tied (--agg_weight_sharing)",
+    "model.sag.slot_heads": "official code: --agg_cross_head", "model.sag.slot_head_dim": "official code: --agg_cross_dim",
+    "model.sag.interaction_heads": "official code: --agg_latent_head", "model.sag.interaction_head_dim": "official code: --agg_latent_dim",
+    "model.sag.fusion_heads": "official code: --cma_heads", "model.sag.fusion_head_dim": "official code: --cma_head_dim",
+    "model.sag.ffn_mult": "official code: --agg_ff_mult", "model.sag.var_scaling": "official code: --agg_var_scaling",
+    "model.sag.entity_discovery": "paper: the full model (False: table 2's ablation, our wiring)",
+    "model.sag.interaction": "paper: the full model (False: table 2's ablation)",
+    "model.sag.slot_softmax": "official code: --agg_cross_attn_type slot", "model.sag.recon": "official code: --recon_weight 1",
+    "model.sag.recon_weight": "official code: --recon_weight", "model.sag.fusion": "paper: the full model (False: table 2's ablation, our wiring)",
+    "model.sag.c3_temperature": "official code: option.py --info_temperature", "model.sag.c3_detach_target": "official code: --cma_detach_target",
+    "model.sag.c3_normalize_target": "official code: loss/cma_loss.py (t not normalised)",
+    "model.sag.inference": "paper: table 3 (A^fuse·A^slot); official code: eval_cma_recon.py", "model.sag.dropout": "official code: --dropout",
+    "model.sag.eval_seed": "ours: the official evaluation draws unseeded slot noise",
+    "model.sag.vit_build_size": "ours: the clean position grid (the official code builds it for 480 px and resizes it every forward)",
+    "model.sag.vit_lr_scale": "official code: --img_lr_scale", "model.sag.text_lr_scale": "official code: --txt_lr_scale",
+    "model.sag.bert_max_positions": "BERT-base's 512 positions (read by a random-init BERT only)",
+    "train.max_steps": "derived: fit sets epochs × steps per epoch (RefCOCO's value shown)",
+    "train.epochs": "official code: --num_epochs", "train.batch_size": "official code: --batch_size (one GPU)",
+    "train.lr": "official code: --lr", "train.weight_decay": "official code: --weight_decay",
+    "train.schedule": "official code: --lr_scheduler cosine (train_cma_recon.py: T_max = iterations per epoch × epochs)",
+    "train.poly_power": "not used by the cosine schedule", "train.warmup_steps": "official code: --lr_warmup_iter",
+    "train.warmup": "ours: a linear lr warm-up (the official code scales the loss instead: 'loss_scale')",
+    "train.grad_clip": "official code: --grad_clip", "train.accum_steps": "ours: the whole batch in one forward (C³'s negatives)",
+    "train.amp": "ours: bf16/fp16 where the GPU supports it (the official code: fp16, --amp)",
+    "train.eval_every": "official code: option.py --eval_epoch 1 (RefCOCO's epoch)", "train.ckpt_every": "ours: every RefCOCO epoch",
+    "train.log_every": _RUN, "train.out_dir": _RUN, "train.device": _RUN,
+    "eval.protocol": "official code: eval_cma_recon.py (bilinear to the original size, min–max, ≥ 0.5)", "eval.batch_size": _RUN,
+    "eval.select_metric": "official code: train_cma_recon.py keeps the best val mIoU",
+}

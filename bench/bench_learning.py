@@ -1,0 +1,104 @@
+"""Does each teaching preset learn on ShapeRefs within a CPU budget? Trains, evaluates val, prints one table.
+
+Run: .venv/bin/python bench/bench_learning.py [--presets lavt_tiny magnet_tiny sag_tiny] [--seeds 0] [--threads 2]
+     [--data data/shaperefs] [--steps N] [--batch B] [--size 64] [--out runs/bench_learning]
+Generates ShapeRefs (3,000 scenes at --size px, seed 0) when --data does not exist. For every preset × seed it trains with
+`ris_nb.train.fit` (the preset's recipe; --steps/--batch override it), then reports val oIoU/mIoU, oIoU per expression type,
+the sentence sensitivity (LAVT/MagNet) or the shatter/gather figures (SaG), the language-blind references of the same
+split, wall time, samples/s and the 512³ float32 matmul probe floor (minimum of 50 probes at start, so times from machines
+of different speed can be put side by side). Finished runs are reloaded, not retrained.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+import torch
+
+
+def probe_floor(n: int = 50) -> float:
+    "Minimum over `n` runs of a 512³ float32 matmul, in ms."
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter(); a @ b; ts.append((time.perf_counter() - t0) * 1e3)
+    return min(ts)
+
+
+def train_and_score(preset: str, seed: int, args) -> dict:
+    "Train one preset/seed (or reload it) and score val."
+    from ris_nb.core import build_model, get_preset, seed_everything
+    from ris_nb.data.transforms import build_tokenizer, make_dataloaders
+    from ris_nb.evaluate import evaluate, sentence_sensitivity, shatter_gather
+    from ris_nb.train import fit, load_checkpoint
+    out = Path(args.out) / f"{preset}_s{seed}"
+    done = out / "bench.json"
+    if done.exists(): return json.loads(done.read_text())
+    upd = {"data.root": str(Path(args.data).parent), "data.dataset": Path(args.data).name, "seed": seed,
+           "data.image_size": args.size, "train.out_dir": str(out)}
+    if args.steps: upd["train.max_steps"] = args.steps
+    if args.batch: upd["train.batch_size"] = args.batch
+    cfg = get_preset(preset).override(upd)
+    cfg = cfg.override({"train.eval_every": cfg.train.max_steps, "train.ckpt_every": cfg.train.max_steps})
+    tok = build_tokenizer(cfg)
+    cfg = cfg.override({"model.text.vocab_size": len(tok)})
+    loaders = make_dataloaders(cfg, tok, splits=["train", "val"])
+    seed_everything(seed)
+    model = build_model(cfg)
+    t0 = time.perf_counter(); fit(model, loaders, cfg); wall = time.perf_counter() - t0
+    model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+    res = evaluate(model, loaders["val"], protocol=cfg.eval.protocol, progress=False, keep_samples=False)
+    row = {"preset": preset, "seed": seed, "steps": cfg.train.max_steps, "samples": cfg.train.max_steps * cfg.train.batch_size,
+           "wall_s": wall, "samples_per_s": cfg.train.max_steps * cfg.train.batch_size / wall,
+           "oIoU": res["overall"]["oIoU"], "mIoU": res["overall"]["mIoU"],
+           "by_type": {k: v["oIoU"] for k, v in res["by_type"].items()}}
+    row |= shatter_gather(model, loaders["val"]) if cfg.model.name == "sag" else sentence_sensitivity(model, loaders["val"])
+    done.write_text(json.dumps(row))
+    return row
+
+
+def mean_std(xs: list[float], digits: int = 1) -> str:
+    "Mean, and ± the sample standard deviation when there are several seeds."
+    return f"{statistics.mean(xs):.{digits}f}" + (f" ± {statistics.stdev(xs):.{digits}f}" if len(xs) > 1 else "")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--presets", nargs="+", default=["lavt_tiny", "lavt_mg_tiny", "magnet_tiny", "sag_tiny"])
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data", default="data/shaperefs")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=0, help="0 = the preset's max_steps")
+    p.add_argument("--batch", type=int, default=0, help="0 = the preset's batch size")
+    p.add_argument("--out", default="runs/bench_learning")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    floor = probe_floor()
+    from ris_nb.data.refer import RefDataset
+    from ris_nb.data.shaperefs import generate
+    from ris_nb.evaluate import language_blind_references
+    if not Path(args.data).exists(): generate(args.data, n_images=3000, seed=0, size=args.size)
+    blind = language_blind_references(RefDataset(Path(args.data).parent, Path(args.data).name, "shaperefs", "val"))
+    rows = {pr: [train_and_score(pr, s, args) for s in range(args.seeds)] for pr in args.presets}
+    types = sorted({t for rs in rows.values() for r in rs for t in r["by_type"]})
+    print(f"\nprobe floor (512³ float32 matmul, min of 50): {floor:.2f} ms · {args.threads} threads · val of {args.data}\n")
+    print("| preset | seeds | steps × batch | samples/s | wall (s) | val oIoU | val mIoU | " + " | ".join(types) +
+          " | cross-referent IoU | right shape % | best-slot mIoU | picks best slot % |")
+    print("|" + "---|" * (11 + len(types)))
+    for pr, rs in rows.items():
+        g = lambda k: mean_std([r[k] for r in rs], 2 if k == "cross_referent_iou" else 1) if k in rs[0] else "—"
+        print(f"| {pr} | {len(rs)} | {rs[0]['steps']} × {rs[0]['samples'] // rs[0]['steps']} | {g('samples_per_s')} | {g('wall_s')} | "
+              f"{g('oIoU')} | {g('mIoU')} | " + " | ".join(mean_std([r['by_type'].get(t, 0.0) for r in rs]) for t in types) +
+              f" | {g('cross_referent_iou')} | {g('right_shape')} | {g('best_slot_mIoU')} | {g('picks_best_slot')} |")
+    for name, r in blind.items():
+        print(f"| *{name}* (no model) | | | | | {r['oIoU']:.1f} | {r['mIoU']:.1f} | " + " | ".join("" for _ in types) + " | | | | |")
+
+
+if __name__ == "__main__":
+    main()
