@@ -104,6 +104,8 @@ def evaluate_run(run_dir: Path, cfg, loaders, model, info) -> None:
         val_log = [r for r in read_log(run_dir / "log.jsonl") if r.get("split") == "val"]
         info_ = {"checkpoint": f"{best} (step {load_checkpoint(best)['step']})" if best.exists() else "last weights",
                  "training steps": cfg.train.max_steps, "validations during training": len(val_log)}
+        from ris_nb.evaluate import grounding_line
+        if loaders[splits[0]].dataset.masks: info_["grounding on " + splits[0]] = grounding_line(model, loaders[splits[0]], info.device)
         path = write_report(results, cfg, run_dir, info_)
         s0 = splits[0]
         plot_best_worst(model, loaders[s0].dataset, loaders[s0].collate_fn, results[s0]["samples"], cfg,

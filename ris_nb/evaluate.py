@@ -24,7 +24,7 @@ from .metrics import RISMetrics, check_protocol, intersection_union, reduce_acro
 
 # %% auto #0
 __all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report', 'plot_best_worst',
-           'scene_masks', 'language_blind_references', 'sentence_sensitivity', 'shatter_gather']
+           'scene_masks', 'language_blind_references', 'sentence_sensitivity', 'shatter_gather', 'grounding_line']
 
 # %% ../nbs/13_evaluation.ipynb #7c44d9ce
 def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -284,3 +284,14 @@ def shatter_gather(model: nn.Module, loader, device: torch.device | str | None =
     return {"best_slot_mIoU": 100 * float(np.mean(best)), "objects_covered": 100 * covered / max(n_obj, 1),
             "picks_best_slot": 100 * float(np.mean(picked)), "n": len(best)}
 
+
+# %% ../nbs/13_evaluation.ipynb #fd0445f0
+def grounding_line(model: nn.Module, loader, device: torch.device | str | None = None) -> str:
+    "One report line: shatter/gather figures for SaG, sentence sensitivity for the fully supervised models."
+    if hasattr(model, "slots"):
+        g = shatter_gather(model, loader, device)
+        return (f"best-slot mIoU {g['best_slot_mIoU']:.1f} (the ceiling of gathering), {g['objects_covered']:.1f} % of scene "
+                f"objects covered by a slot, A^fuse picks the best slot for {g['picks_best_slot']:.1f} % of sentences")
+    s = sentence_sensitivity(model, loader, device)
+    return (f"cross-referent IoU {s['cross_referent_iou']:.2f} (1 = the sentence is ignored; ground truth "
+            f"{s['cross_referent_iou_gt']:.2f}), {s['right_shape']:.1f} % of masks land on the referred shape")

@@ -44,6 +44,8 @@ def test_lavt_tiny_learns_to_refer(shaperefs):
     res, sens = train_val(shaperefs, "lavt_tiny", steps=300)
     best_blind = max(r["oIoU"] for r in blind.values())
     o = res["overall"]["oIoU"]
-    assert o > best_blind + 6, f"val oIoU {o:.1f} is not clearly above the language-blind references {blind}"
-    assert sens["cross_referent_iou"] < 0.45, f"masks barely change with the sentence: {sens}"
+    # measured at this budget (seed 0): new defaults 28.4 oIoU, cross-referent IoU 0.32, right shape 46.3 %;
+    # the old recipe (abs_pos none, Dice only) 23.7, 0.67, 32.1 %; the best language-blind answer here: 21.2
+    assert o > best_blind + 4.5, f"val oIoU {o:.1f} is not clearly above the language-blind references {blind}"
+    assert sens["cross_referent_iou"] < 0.5, f"masks barely change with the sentence: {sens}"
     assert sens["right_shape"] > 40, sens

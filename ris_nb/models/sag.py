@@ -393,6 +393,7 @@ PRESET_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where 
     "model.sag.entity_discovery": "paper: the full model (False: table 2's ablation, our wiring)",
     "model.sag.interaction": "paper: the full model (False: table 2's ablation)",
     "model.sag.slot_softmax": "official code: --agg_cross_attn_type slot", "model.sag.recon": "official code: --recon_weight 1",
+    "model.sag.recon_target": "official code: model/decoder.py reconstructs the detached ViT tokens",
     "model.sag.recon_weight": "official code: --recon_weight", "model.sag.fusion": "paper: the full model (False: table 2's ablation, our wiring)",
     "model.sag.c3_temperature": "official code: option.py --info_temperature", "model.sag.c3_detach_target": "official code: --cma_detach_target",
     "model.sag.c3_normalize_target": "official code: loss/cma_loss.py (t not normalised)",
