@@ -547,7 +547,7 @@ def _bars(ax, words: Sequence[str], probs: Sequence[float], truth: str, title: s
     "Horizontal top-k bars, the true word in green."
     k = len(words)
     ax.barh(range(k)[::-1], probs, color=["tab:green" if w == truth else "tab:gray" for w in words])
-    ax.set_yticks(range(k)[::-1], words, fontsize=8); ax.set_xlim(0, 1); ax.tick_params(axis="x", labelsize=7)
+    ax.set_yticks(range(k)[::-1], words, fontsize=7); ax.set_xlim(0, 1); ax.tick_params(axis="x", labelsize=7)
     ax.set_title(title, fontsize=8)
 
 def plot_story(image: np.ndarray, sentence: str, gt: np.ndarray, magnet: tuple, sag: tuple, word: str | None = None,
@@ -555,7 +555,7 @@ def plot_story(image: np.ndarray, sentence: str, gt: np.ndarray, magnet: tuple, 
     "The project in one picture: a scene (h,w,3 uint8), its expression and mask (h,w); MagNet's mask with its PWAM attention and MG guess; SaG's entities, relevance and mask. `magnet`, `sag`: (cfg, tokenizer, model)."
     from ris_nb.models.sag import relevance_grid
     fig = plt.figure(figsize=(size * 5.6, size * 2.3))
-    gs = fig.add_gridspec(2, 5, width_ratios=[1.5, 1, 1, 1.15, 1], wspace=0.25, hspace=0.42)
+    gs = fig.add_gridspec(2, 5, width_ratios=[1.5, 1, 1, 1.15, 1], wspace=0.4, hspace=0.42)
     ax0 = fig.add_subplot(gs[:, 0])
     draw_overlay(ax0, image.astype(np.float32) / 255, gt=gt, dim=1.0)
     ax0.set_title(wrap(f'"{sentence}"', 26), fontsize=12)
