@@ -1,28 +1,109 @@
-"Shared timing helpers for the benchmarks: medians after warm-up, discarding runs where a matmul probe says the CPU is busy."
+"""Shared timing helpers for the benchmarks: a probe floor measured on this machine, probe-filtered medians, interleaved A/B.
+
+The machine is shared and machines differ (a 512³ float32 matmul takes 0.8 ms on one, 4 ms on another), so nothing here
+holds a machine constant. At start `Probe()` takes the minimum of ~50 matmul probes: that is this machine's floor. Every
+timed run is preceded by one probe; the run is kept when that probe is within `Probe.tolerance` (2×) of the floor, and
+dropped otherwise (another process had the cores). Comparisons are made A/B in one process, rep by rep, in alternating
+order, so both sides see the same machine; their ratio is the verdict, never a number remembered from elsewhere.
+Every table is printed with the floor and the kept/dropped counts (`header`).
+"""
+from __future__ import annotations
+
+import json
+import os
 import statistics
 import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import torch
 
-PROBE_FREE_MS = 0.8   # a 512³ float32 matmul on this machine when its 2 cores are free (DESIGN.md)
+
+def probe_ms(n: int = 512) -> float:
+    "Wall time (ms) of one n³ float32 matmul — the probe."
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t = time.perf_counter(); a @ b; return (time.perf_counter() - t) * 1e3
 
 
-def probe_ms() -> float:
-    a = torch.randn(512, 512)
-    t = time.perf_counter(); a @ a; return (time.perf_counter() - t) * 1e3
+class Probe:
+    "This machine's probe floor (min of `n` probes at start) and the keep rule: probe before a run ≤ tolerance × floor."
+    tolerance = 2.0
+
+    def __init__(self, n: int = 50):
+        for _ in range(3): probe_ms()                    # page in the buffers, wake the threads
+        self.samples = [probe_ms() for _ in range(n)]
+        self.floor = min(self.samples)
+        self.kept = self.dropped = 0
+
+    def quiet(self) -> bool:
+        "Probe now; True when the CPU looks as free as at its best (counts kept/dropped)."
+        ok = probe_ms() <= self.tolerance * self.floor
+        if ok: self.kept += 1
+        else: self.dropped += 1
+        return ok
+
+    def line(self) -> str:
+        return (f"probe floor {self.floor:.2f} ms (min of {len(self.samples)} 512³ float32 matmuls, {torch.get_num_threads()} "
+                f"threads); a run is kept when the probe just before it is ≤ {self.tolerance:g}× the floor")
 
 
-def timed(fn, n: int = 20, warmup: int = 2, max_probe_ms: float = 4 * PROBE_FREE_MS, max_tries: int = 200) -> dict:
-    "Median/p10/p90 wall time (ms) of `fn()` over `n` kept runs; a run is kept when the probe before it is fast."
-    for _ in range(warmup): fn()
-    kept, tries = [], 0
-    while len(kept) < n and tries < max_tries:
-        tries += 1
-        if probe_ms() > max_probe_ms: time.sleep(0.05); continue
-        t = time.perf_counter(); fn(); kept.append((time.perf_counter() - t) * 1e3)
-    if not kept: raise RuntimeError("the CPU stayed busy: no clean measurement")
-    q = statistics.quantiles(kept, n=10) if len(kept) >= 2 else [kept[0]] * 9
-    return {"median_ms": statistics.median(kept), "p10_ms": q[0], "p90_ms": q[-1], "n": len(kept), "tries": tries}
+@dataclass
+class Stats:
+    "Times (ms) of the kept runs of one timed function, and how many were dropped."
+    name: str
+    times: list = field(default_factory=list)
+    dropped: int = 0
+
+    @property
+    def kept(self) -> int: return len(self.times)
+    @property
+    def median(self) -> float: return statistics.median(self.times) if self.times else float("nan")
+    def q(self, i: int) -> float:
+        if len(self.times) < 2: return self.median
+        return statistics.quantiles(self.times, n=10)[i]
+    @property
+    def p10(self) -> float: return self.q(0)
+    @property
+    def p90(self) -> float: return self.q(-1)
+
+
+def interleaved(fns: dict[str, Callable], probe: Probe, reps: int = 20, warmup: int = 2, budget_s: float = 120.0,
+                min_kept: int | None = None) -> dict[str, Stats]:
+    """Time every function in `fns` rep by rep, in one process, order alternating each round (A B, B A, …).
+    Each run is preceded by a probe and kept only when the probe is quiet. Stops when every function has `reps`
+    kept runs, or after `budget_s` seconds (then whatever was kept is reported, with the drop count)."""
+    names = list(fns)
+    for _ in range(warmup):
+        for n in names: fns[n]()
+    stats = {n: Stats(n) for n in names}
+    end, rnd = time.perf_counter() + budget_s, 0
+    while min(s.kept for s in stats.values()) < reps and time.perf_counter() < end:
+        order = names if rnd % 2 == 0 else names[::-1]
+        rnd += 1
+        for n in order:
+            if stats[n].kept >= reps: continue
+            quiet = probe.quiet()
+            t = time.perf_counter(); fns[n](); dt = (time.perf_counter() - t) * 1e3
+            if quiet: stats[n].times.append(dt)
+            else: stats[n].dropped += 1
+    return stats
+
+
+def timed(fn: Callable, probe: Probe, reps: int = 20, warmup: int = 2, budget_s: float = 120.0) -> Stats:
+    "One function, probe-filtered: `interleaved` with a single entry."
+    return interleaved({"fn": fn}, probe, reps, warmup, budget_s)["fn"]
+
+
+def paired_ratio(a: Stats, b: Stats) -> float:
+    "median(a) / median(b) over the kept runs of one interleaved measurement (> 1: b is faster)."
+    return a.median / b.median if a.times and b.times else float("nan")
+
+
+def header(title: str, probe: Probe, extra: str = "") -> str:
+    "Title line + the probe floor and kept/dropped counts of this run, to print above every table."
+    return (f"\n### {title}\n\n{probe.line()}; this run: {probe.kept} kept, {probe.dropped} dropped"
+            + (f"\n{extra}" if extra else "") + "\n")
 
 
 def table(rows: list[dict], cols: list[str]) -> str:
@@ -31,3 +112,31 @@ def table(rows: list[dict], cols: list[str]) -> str:
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(out)
+
+
+def stats_cells(s: Stats) -> dict:
+    "median / p10–p90 / kept / dropped cells of a table row."
+    return {"median ms": s.median, "p10–p90 ms": f"{s.p10:.2f}–{s.p90:.2f}", "kept/dropped": f"{s.kept}/{s.dropped}"}
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def fixture_dir(name: str, fixtures: str | None = None) -> Path:
+    "Folder of an official fixture: `--fixtures DIR` if given, else the repository's tests/fixtures (or nbs/fixtures)."
+    roots = [Path(fixtures)] if fixtures else [repo_root() / "tests" / "fixtures", repo_root() / "nbs" / "fixtures"]
+    for r in roots:
+        if (r / name / "state_dict.safetensors").is_file(): return r / name
+    raise FileNotFoundError(f"official fixture {name!r} not found under {', '.join(map(str, roots))}; "
+                            f"pass --fixtures DIR (a folder holding {name}/state_dict.safetensors)")
+
+
+def record(bench: str, rows: list[dict], probe: Probe):
+    "Append summary rows (what, value, unit, target, verdict) with the probe floor to $BENCH_SUMMARY (JSON lines), if set."
+    path = os.environ.get("BENCH_SUMMARY")
+    if not path: return
+    with open(path, "a") as f:
+        for r in rows:
+            f.write(json.dumps({"bench": bench, "probe_floor_ms": round(probe.floor, 3), "kept": probe.kept,
+                                "dropped": probe.dropped, **r}) + "\n")

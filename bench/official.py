@@ -1,0 +1,175 @@
+"""Build the OFFICIAL MagNet / SaG networks from a checkout the user fetched (`--official-src DIR`), on CPU, at a fixture's
+configuration, and load the fixture's weights into them. Nothing of the official code lives in this repository: it is
+imported from DIR at run time. What the import needs on a CPU-only machine without the authors' full environment is
+stubbed here, in memory, for the duration of the import (each stub is described in README.md, "Benchmarks"):
+
+MagNet (yxchng/mask-grounding)
+- `mmcv`, `mmseg` (imported only to load ImageNet checkpoints into the Swin backbone, never called here): empty modules
+  whose functions raise if called; `lib.mmcv_custom` likewise.
+- `fvcore.nn.weight_init.c2_xavier_fill` (init only; the fixture's weights overwrite it): Kaiming-uniform, zero bias.
+- `addict.Dict` (the head's config object): a small auto-vivifying attribute dict.
+- The text width is a literal 768 in the released fusion modules and `lang_proj`; while the official constructors run,
+  `nn.Linear` / `nn.Conv1d` / `nn.LayerNorm` given 768 get the fixture's text width instead (a shape-only change, as the
+  fixture's README describes; the strict load of the fixture's state dict checks every shape), and integer attributes
+  holding 768 (channel counts kept for reshapes) are set to that width after construction.
+- The released deformable attention already runs its pure-PyTorch `grid_sample` path (the CUDA op import is commented
+  out upstream), so no op is replaced.
+
+SaG (kdwonn/SaG)
+- `.cuda()` calls on the forward path: `Tensor.cuda` returns the tensor itself while the official forward runs on a
+  machine without CUDA.
+- No downloads: the ViT config comes from the fixture (not from the yaml's named architectures), BERT is built from the
+  fixture's `BertConfig`, timm's pretrained loader is a no-op.
+- `wandb`, `cv2`: empty modules (never called on these paths).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+
+# ---------------------------------------------------------------------------------------------------------------- helpers
+def _module(name: str, **attrs) -> types.ModuleType:
+    m = types.ModuleType(name)
+    m.__dict__.update(attrs)
+    m.__path__ = []          # importable as a package too
+    return m
+
+
+def _not_here(what: str):
+    def f(*a, **k): raise RuntimeError(f"{what} is stubbed by bench/official.py (not needed to run the network on CPU)")
+    return f
+
+
+class AttrDict(dict):
+    "Auto-vivifying attribute dict (what the official head reads its config from)."
+    def __getattr__(self, k):
+        if k.startswith("__"): raise AttributeError(k)
+        if k not in self: self[k] = AttrDict()
+        return self[k]
+    def __setattr__(self, k, v): self[k] = v
+
+
+def _kaiming_fill(module: nn.Module):
+    "Init-only stand-in: Kaiming-uniform (a=1) weights, zero bias."
+    nn.init.kaiming_uniform_(module.weight, a=1)
+    if getattr(module, "bias", None) is not None: nn.init.zeros_(module.bias)
+
+
+@contextlib.contextmanager
+def _on_path(src: Path, stubs: dict[str, types.ModuleType], always: tuple[str, ...] = ()):
+    "Put `src` first on sys.path and `stubs` into sys.modules (those whose package is not installed, and `always`); undo on exit."
+    import importlib.util
+    added = [n for n in stubs if n.split(".")[0] in always or importlib.util.find_spec(n.split(".")[0]) is None]
+    for n in added: sys.modules[n] = stubs[n]
+    sys.path.insert(0, str(src))
+    try: yield
+    finally:
+        sys.path.remove(str(src))
+        for n in added: sys.modules.pop(n, None)
+
+
+@contextlib.contextmanager
+def _text_width(width: int, literal: int = 768):
+    "While active, nn.Linear / nn.Conv1d / nn.LayerNorm built with `literal` features get `width` instead."
+    orig = {c: c.__init__ for c in (nn.Linear, nn.Conv1d, nn.LayerNorm)}
+    sub = lambda a: width if (isinstance(a, int) and not isinstance(a, bool) and a == literal) else a
+    def wrap(cls):
+        def init(self, *a, **k):
+            orig[cls](self, *[sub(x) for x in a], **{kk: sub(v) for kk, v in k.items()})
+        return init
+    for c in orig: c.__init__ = wrap(c)
+    try: yield
+    finally:
+        for c, f in orig.items(): c.__init__ = f
+
+
+def _retarget_ints(model: nn.Module, literal: int, width: int):
+    "Integer attributes equal to `literal` (channel counts the fusion modules keep for reshapes) → `width`."
+    for m in model.modules():
+        for k, v in list(vars(m).items()):
+            if type(v) is int and v == literal: setattr(m, k, width)
+
+
+def _purge(prefixes: tuple[str, ...]):
+    "Forget already-imported official modules (two checkouts both have top-level `model`, `utils`, …)."
+    for k in [k for k in sys.modules if k.split(".")[0] in prefixes]: del sys.modules[k]
+
+
+def commit_of(src: Path) -> str:
+    "The checkout's commit if it is a git work tree, else 'unknown'."
+    import subprocess
+    try: return subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except Exception: return "unknown (not a git checkout)"
+
+
+# ---------------------------------------------------------------------------------------------------------------- MagNet
+_MAGNET_TOP = ("bert", "lib", "modeling", "test", "transforms", "utils", "args", "data", "refer")
+
+
+def magnet_official(src: str | Path, fixture: Path) -> nn.Module:
+    """The official `WrapperModel` (test.py) at the fixture's configuration, fixture weights loaded strictly, eval mode.
+    Call it as `model(image, input_ids, attention_mask)` → dict with 'pred_logits', 'pred_masks'."""
+    src = Path(src).resolve()
+    if not (src / "test.py").is_file() or not (src / "bert" / "multimodal_bert.py").is_file():
+        raise FileNotFoundError(f"--official-src {src}: not a checkout of yxchng/mask-grounding (no test.py / bert/multimodal_bert.py)")
+    cfg = json.loads((fixture / "config.json").read_text())
+    sw, bt, fu, de = cfg["swin"], cfg["bert"], cfg["fusion"], cfg["decoder"]
+    stubs = {"mmcv": _module("mmcv", load_checkpoint=_not_here("mmcv")),
+             "mmseg": _module("mmseg"), "mmseg.utils": _module("mmseg.utils", get_root_logger=lambda *a, **k: __import__("logging").getLogger("mmseg")),
+             "lib.mmcv_custom": _module("lib.mmcv_custom", load_checkpoint=_not_here("mmcv checkpoint loading")),
+             "fvcore": _module("fvcore"), "fvcore.nn": _module("fvcore.nn"),
+             "fvcore.nn.weight_init": _module("fvcore.nn.weight_init", c2_xavier_fill=_kaiming_fill),
+             "addict": _module("addict", Dict=AttrDict)}
+    stubs["fvcore"].nn = stubs["fvcore.nn"]; stubs["fvcore.nn"].weight_init = stubs["fvcore.nn.weight_init"]
+    stubs["mmseg"].utils = stubs["mmseg.utils"]
+    _purge(_MAGNET_TOP + ("model", "loss", "option", "eval_cma_recon", "train_cma_recon", "phraseutils", "sync_batchnorm"))
+    with _on_path(src, stubs, always=("lib",)), _text_width(bt["hidden_size"]):
+        test = importlib.import_module("test")
+        from bert.configuration_bert import BertConfig
+        from bert.multimodal_bert import MultiModalBert
+        from lib.multimodal_swin import MultiModalSwin
+        from modeling.MaskFormerModel import MaskFormerHead
+        swin = MultiModalSwin(embed_dim=sw["embed_dim"], depths=sw["depths"], num_heads=sw["num_heads"],
+                              window_size=sw["window_size"], ape=sw.get("ape", False), drop_path_rate=sw["drop_path_rate"],
+                              patch_norm=sw.get("patch_norm", True), out_indices=(0, 1, 2, 3), use_checkpoint=False,
+                              num_heads_fusion=fu["num_heads_fusion"], fusion_drop=fu.get("fusion_drop", 0.0))
+        swin.init_weights()
+        bcfg = BertConfig(vocab_size=bt["vocab_size"], hidden_size=bt["hidden_size"], num_hidden_layers=bt["num_hidden_layers"],
+                          num_attention_heads=bt["num_attention_heads"], intermediate_size=bt["intermediate_size"],
+                          max_position_embeddings=bt["max_position_embeddings"], type_vocab_size=bt["type_vocab_size"],
+                          layer_norm_eps=bt["layer_norm_eps"])
+        bert = MultiModalBert(bcfg, embed_dim=sw["embed_dim"], pwam_idx=bt["pwam_idx"], num_heads_fusion=fu["num_heads_fusion"],
+                              fusion_drop=fu.get("fusion_drop", 0.0))
+        bert.pooler = None                                   # test.py: --ddp_trained_weights
+        shapes = AttrDict({f"s{i + 1}": AttrDict(channel=d, stride=4 * 2 ** i) for i, d in enumerate(sw["stage_dims"])})
+        c = AttrDict()
+        c.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = de["common_stride"]
+        c.MODEL.MASK_FORMER.DROPOUT = 0.0
+        c.MODEL.MASK_FORMER.NHEADS = de["nheads"]
+        c.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = de["enc_layers"]
+        c.MODEL.SEM_SEG_HEAD.CONVS_DIM = de["conv_dim"]
+        c.MODEL.SEM_SEG_HEAD.MASK_DIM = de["mask_dim"]
+        c.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["s1", "s2", "s3", "s4"]
+        c.MODEL.SEM_SEG_HEAD.NUM_CLASSES = de["num_classes"]
+        c.MODEL.MASK_FORMER.HIDDEN_DIM = de["hidden_dim"]
+        c.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = de["num_queries"]
+        c.MODEL.MASK_FORMER.DIM_FEEDFORWARD = de["dec_dim_feedforward"]
+        c.MODEL.MASK_FORMER.DEC_LAYERS = de["DEC_LAYERS_cfg"]
+        c.MODEL.MASK_FORMER.PRE_NORM = de["pre_norm"]
+        head = MaskFormerHead(c, shapes)
+        model = test.WrapperModel(swin, bert, head, None)
+        model.lang_proj = nn.Linear(bt["hidden_size"], cfg["lang_proj"]["out"])   # test.py hard-codes 768→256
+    _retarget_ints(model, 768, bt["hidden_size"])
+    from safetensors.torch import load_file
+    model.load_state_dict(load_file(str(fixture / "state_dict.safetensors")), strict=True)
+    return model.eval()
