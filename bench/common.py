@@ -1,9 +1,9 @@
 """Shared timing helpers for the benchmarks: a probe floor measured on this machine, probe-filtered medians, interleaved A/B.
 
 The machine is shared and machines differ (a 512³ float32 matmul takes 0.8 ms on one, 4 ms on another), so nothing here
-holds a machine constant. At start `Probe()` takes the minimum of ~50 matmul probes: that is this machine's floor. Every
-timed run is preceded by one probe; the run is kept when that probe is within `Probe.tolerance` (2×) of the floor, and
-dropped otherwise (another process had the cores). Comparisons are made A/B in one process, rep by rep, in alternating
+holds a machine constant. At start `Probe()` takes the minimum of ~50 matmul probes: that is this machine's floor (a
+faster probe seen later lowers it: the start was busy). Every timed run is preceded by one probe; the run is kept when
+that probe is within `Probe.tolerance` (2×) of the final floor, and dropped otherwise (another process had the cores). Comparisons are made A/B in one process, rep by rep, in alternating
 order, so both sides see the same machine; their ratio is the verdict, never a number remembered from elsewhere.
 Every table is printed with the floor and the kept/dropped counts (`header`).
 """
@@ -13,7 +13,7 @@ import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -33,30 +33,41 @@ class Probe:
     def __init__(self, n: int = 50):
         for _ in range(3): probe_ms()                    # page in the buffers, wake the threads
         self.samples = [probe_ms() for _ in range(n)]
-        self.floor = min(self.samples)
-        self.kept = self.dropped = 0
+        self.floor = self.start_floor = min(self.samples)
+        self.stats: list[Stats] = []                          # every measurement made with this probe
 
-    def quiet(self) -> bool:
-        "Probe now; True when the CPU looks as free as at its best (counts kept/dropped)."
-        ok = probe_ms() <= self.tolerance * self.floor
-        if ok: self.kept += 1
-        else: self.dropped += 1
-        return ok
+    @property
+    def kept(self) -> int: return sum(s.kept for s in self.stats)
+    @property
+    def dropped(self) -> int: return sum(s.dropped for s in self.stats)
+
+    def __call__(self) -> float:
+        "Probe now (ms); a probe below the floor lowers it."
+        p = probe_ms()
+        self.floor = min(self.floor, p)
+        return p
+
+    def quiet(self, p: float) -> bool: return p <= self.tolerance * self.floor
 
     def line(self) -> str:
-        return (f"probe floor {self.floor:.2f} ms (min of {len(self.samples)} 512³ float32 matmuls, {torch.get_num_threads()} "
-                f"threads); a run is kept when the probe just before it is ≤ {self.tolerance:g}× the floor")
+        low = f", lowered from {self.start_floor:.2f} by a later probe" if self.floor < self.start_floor else ""
+        return (f"probe floor {self.floor:.2f} ms (min of {len(self.samples)} 512³ float32 matmuls at start{low}; "
+                f"{torch.get_num_threads()} threads); a run is kept when the probe just before it is ≤ {self.tolerance:g}× the floor")
 
 
 @dataclass
 class Stats:
-    "Times (ms) of the kept runs of one timed function, and how many were dropped."
+    "(probe ms, time ms) of every run of one timed function; `times` are the kept ones (probe ≤ tolerance × floor)."
     name: str
-    times: list = field(default_factory=list)
-    dropped: int = 0
+    probe: Probe
+    runs: list = field(default_factory=list)
 
     @property
+    def times(self) -> list: return [t for p, t in self.runs if self.probe.quiet(p)]
+    @property
     def kept(self) -> int: return len(self.times)
+    @property
+    def dropped(self) -> int: return len(self.runs) - self.kept
     @property
     def median(self) -> float: return statistics.median(self.times) if self.times else float("nan")
     def q(self, i: int) -> float:
@@ -76,17 +87,16 @@ def interleaved(fns: dict[str, Callable], probe: Probe, reps: int = 20, warmup: 
     names = list(fns)
     for _ in range(warmup):
         for n in names: fns[n]()
-    stats = {n: Stats(n) for n in names}
+    stats = {n: Stats(n, probe) for n in names}
     end, rnd = time.perf_counter() + budget_s, 0
     while min(s.kept for s in stats.values()) < reps and time.perf_counter() < end:
         order = names if rnd % 2 == 0 else names[::-1]
         rnd += 1
         for n in order:
             if stats[n].kept >= reps: continue
-            quiet = probe.quiet()
-            t = time.perf_counter(); fns[n](); dt = (time.perf_counter() - t) * 1e3
-            if quiet: stats[n].times.append(dt)
-            else: stats[n].dropped += 1
+            p = probe()
+            t = time.perf_counter(); fns[n](); stats[n].runs.append((p, (time.perf_counter() - t) * 1e3))
+    probe.stats += list(stats.values())
     return stats
 
 

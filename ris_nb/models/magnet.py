@@ -78,7 +78,7 @@ class WordPWAM(nn.Module):
 
 # %% ../../nbs/09_magnet.ipynb #2fed74c6
 class MSDeformAttn(nn.Module):
-    "Multi-scale deformable attention (Deformable DETR) in plain PyTorch: `grid_sample` per level, no custom op."
+    "Multi-scale deformable attention (Deformable DETR) in plain PyTorch: all levels' bilinear samples and their softmax mix in one `embedding_bag` per corner."
     def __init__(self, dim: int = 256, levels: int = 4, heads: int = 8, points: int = 4):
         super().__init__()
         if dim % heads: raise ValueError(f"deformable attention width {dim} is not divisible by heads={heads}")
@@ -87,6 +87,7 @@ class MSDeformAttn(nn.Module):
         self.attention_weights = nn.Linear(dim, heads * levels * points)
         self.value_proj, self.output_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.reset_parameters()
+        self._layouts = {}                                    # per (shapes, dtype, device): column constants
 
     def reset_parameters(self):
         "Deformable DETR init: offsets start on a ring of head directions at radius k+1; uniform attention."
@@ -99,25 +100,56 @@ class MSDeformAttn(nn.Module):
         for lin in (self.attention_weights,): nn.init.zeros_(lin.weight); nn.init.zeros_(lin.bias)
         for lin in (self.value_proj, self.output_proj): nn.init.xavier_uniform_(lin.weight); nn.init.zeros_(lin.bias)
 
+    def layout(self, shapes: list[tuple[int, int]], dtype, device) -> dict:
+        "Constants per sample column (columns ordered head, level, point) for the padded value table of `shapes`."
+        key = (tuple(map(tuple, shapes)), dtype, device)
+        if key not in self._layouts:
+            M, L, K = self.heads, self.levels, self.points
+            f = lambda v: torch.tensor(v, dtype=dtype, device=device)
+            W, H = f([w for _, w in shapes]), f([h for h, _ in shapes])
+            Wp, size = W + 3, (H + 3) * (W + 3)                                    # each level padded by 1 before, 2 after
+            start = torch.cat([size.new_zeros(1), size.cumsum(0)[:-1]])
+            col = lambda t: t.view(1, L, 1).expand(M, L, K).reshape(-1)            # (M·L·K,)
+            m = torch.arange(M, dtype=dtype, device=device).view(M, 1, 1).expand(M, L, K).reshape(-1)
+            Sp = int(size.sum())
+            self._layouts[key] = dict(
+                perm=torch.arange(2 * M * L * K, device=device).view(M, L, K, 2).permute(3, 0, 1, 2).reshape(-1),  # x's, then y's
+                W=col(W), H=col(H), Wp=col(Wp), Sp=Sp, row=m * Sp + col(start + Wp + 1),   # flat row of pixel (0,0) of head m, level l
+                down=Wp.long().view(L, 1).expand(L, K).reshape(-1))                        # +1 row, per (level, point)
+        return self._layouts[key]
+
+    def table(self, v: torch.Tensor, shapes: list[tuple[int, int]]) -> torch.Tensor:
+        "Value tokens (B,ΣHW,C) → (B·M·S', D): per head, every level's map with a zero border (1 before, 2 after)."
+        B, _, C = v.shape
+        M, D = self.heads, C // self.heads
+        lv = [t.view(B, h, w, M, D).permute(0, 3, 1, 2, 4) for t, (h, w) in zip(v.split([h * w for h, w in shapes], 1), shapes)]
+        return torch.cat([F.pad(t, (0, 0, 1, 2, 1, 2)).flatten(2, 3) for t in lv], 2).reshape(-1, D)
+
     def forward(self, query: torch.Tensor, ref: torch.Tensor, value: torch.Tensor, shapes: list[tuple[int, int]]) -> torch.Tensor:
         "query (B,Q,C), reference points `ref` (B,Q,2) in [0,1] (x,y), value tokens (B,ΣHW,C) of levels `shapes` → (B,Q,C)."
         B, Q, C = query.shape
-        M, L, K, D = self.heads, self.levels, self.points, C // self.heads
-        v = self.value_proj(value).view(B, -1, M, D)
-        off = self.sampling_offsets(query).view(B, Q, M, L, K, 2)
+        M, L, K = self.heads, self.levels, self.points
+        n, lay = M * L * K, self.layout(shapes, query.dtype, query.device)
+        table = self.table(self.value_proj(value), shapes)
+        off = F.linear(query, self.sampling_offsets.weight[lay["perm"]], self.sampling_offsets.bias[lay["perm"]])
         aw = self.attention_weights(query).view(B, Q, M, L * K).softmax(-1)
-        norm = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
-        grids = 2 * (ref[:, :, None, None, None, :] + off / norm[None, None, None, :, None, :]) - 1   # (B,Q,M,L,K,2)
-        grids = grids.permute(0, 2, 1, 3, 4, 5).flatten(0, 1)                                       # (B·M,Q,L,K,2)
-        aw = aw.view(B, Q, M, L, K).permute(0, 2, 3, 1, 4).flatten(0, 1)                            # (B·M,L,Q,K)
-        out = 0
-        for l, v_l in enumerate(v.split([h * w for h, w in shapes], dim=1)):
-            h, w = shapes[l]
-            v_l = v_l.permute(0, 2, 3, 1).reshape(B * M, D, h, w)
-            s = F.grid_sample(v_l, grids[:, :, l], mode="bilinear", padding_mode="zeros", align_corners=False)  # (B·M,D,Q,K)
-            out = out + torch.einsum("ndqk,nqk->ndq", s, aw[:, l])
-        out = out.reshape(B, M * D, Q).transpose(1, 2)
-        return self.output_proj(out)
+        r = ref[:1] if ref.stride(0) == 0 else ref                                 # one set of points for the batch
+        # sample position in pixels of its level (grid_sample, align_corners=False: x = loc·W − ½), clamped to [-1, W]:
+        # beyond that every corner is in the zero border, exactly as grid_sample's zero padding
+        px = torch.minimum((off[..., :n] + torch.addcmul(off.new_tensor(-0.5), r[..., :1], lay["W"])).clamp_(min=-1), lay["W"])
+        py = torch.minimum((off[..., n:] + torch.addcmul(off.new_tensor(-0.5), r[..., 1:], lay["H"])).clamp_(min=-1), lay["H"])
+        x0, y0 = px.floor(), py.floor()
+        fx, fy = (px - x0).view(B, Q, M, L * K), (py - y0).view(B, Q, M, L * K)
+        with torch.no_grad():                                                      # flat table rows of the 4 corners
+            idt = torch.int32 if B * M * lay["Sp"] < 2**31 else torch.int64
+            i00 = torch.addcmul(x0 + lay["row"], y0, lay["Wp"]).to(idt).view(B, Q, M, L * K)
+            i00 += (torch.arange(B, device=query.device, dtype=i00.dtype) * (M * lay["Sp"])).view(B, 1, 1, 1)
+            i10 = i00 + lay["down"].to(i00.dtype)
+        a1 = aw * fy; a0 = aw - a1                                                 # bilinear weights × attention weights
+        w01, w11 = a0 * fx, a1 * fx
+        bag = lambda i, w: F.embedding_bag(i.view(-1, L * K), table, per_sample_weights=w.reshape(-1, L * K), mode="sum")
+        out = bag(i00, a0 - w01) + bag(i00 + 1, w01) + bag(i10, a1 - w11) + bag(i10 + 1, w11)   # (B·Q·M, D)
+        return self.output_proj(out.view(B, Q, C))
 
 # %% ../../nbs/09_magnet.ipynb #ec9e2779
 class DeformEncoderLayer(nn.Module):
@@ -130,7 +162,7 @@ class DeformEncoderLayer(nn.Module):
 
     def forward(self, x, pos, ref, shapes):
         x = self.norm1(x + self.attn(x + pos, ref, x, shapes))
-        return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
+        return self.norm2(x + self.linear2(F.relu(self.linear1(x), inplace=True)))
 
 def reference_points(shapes: list[tuple[int, int]], device=None) -> torch.Tensor:
     "Pixel-centre reference points ((j+½)/W, (i+½)/H) of every token of every level, (ΣHW, 2)."
