@@ -160,9 +160,14 @@ class DeformEncoderLayer(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.linear1, self.linear2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
 
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        "linear2(relu(linear1(x))) over chunks of tokens: the wide hidden activation stays a few MB, reused by the allocator"
+        rows, n = x.reshape(-1, x.shape[-1]), max(256, 2**21 // self.linear1.out_features)
+        return torch.cat([self.linear2(F.relu(self.linear1(c), inplace=True)) for c in rows.split(n)]).view_as(x)
+
     def forward(self, x, pos, ref, shapes):
         x = self.norm1(x + self.attn(x + pos, ref, x, shapes))
-        return self.norm2(x + self.linear2(F.relu(self.linear1(x), inplace=True)))
+        return self.norm2(x + self.ffn(x))
 
 def reference_points(shapes: list[tuple[int, int]], device=None) -> torch.Tensor:
     "Pixel-centre reference points ((j+½)/W, (i+½)/H) of every token of every level, (ΣHW, 2)."
