@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Probe, fixture_dir, header, interleaved, paired_ratio, record, stats_cells, table  # noqa: E402
+from common import Probe, busy_note, fixture_dir, header, interleaved, paired_ratio, record, stats_cells, table  # noqa: E402
 
 from ris_nb.core import build_model, get_preset  # noqa: E402
 from ris_nb.models.magnet import load_official  # noqa: E402
@@ -93,7 +93,7 @@ def main():
             m.train(); L = m.losses(m(b), b); opt.zero_grad(); L["loss"].backward(); opt.step()
         st = interleaved({"magnet_tiny forward (eval, batch 8)": fwd, "magnet_tiny train step (MG+CAL, batch 8)": step},
                          probe, reps=args.reps, budget_s=args.budget_s)
-        print(header("MagNet, magnet_tiny preset (128 px)", probe))
+        print(header("MagNet, magnet_tiny preset (128 px)", probe, busy_note(*st.values())))
         print(table([{"what": k, **stats_cells(s)} for k, s in st.items()], ["what", "median ms", "p10–p90 ms", "kept/dropped"]))
         for k, s in st.items(): summary.append({"what": k, "value": round(s.median, 2), "unit": "ms"})
 
@@ -124,7 +124,8 @@ def main():
         note = (f"official: {args.official_src} at commit {commit_of(Path(args.official_src))}; same outputs checked first: "
                 f"max |Δ mask logit| {diff:.1e} (fixture batch 2), {diff8:.1e} (batch 8)")
     st = interleaved(fns, probe, reps=args.reps, budget_s=args.budget_s)
-    print(header("MagNet at the official tiny configuration (fixture weights, batch 8, 128 px), interleaved", probe, note))
+    print(header("MagNet at the official tiny configuration (fixture weights, batch 8, 128 px), interleaved", probe,
+                 "\n".join(x for x in (note, busy_note(*st.values())) if x)))
     rows = [{"what": k, **stats_cells(s)} for k, s in st.items()]
     print(table(rows, ["what", "median ms", "p10–p90 ms", "kept/dropped"]))
     s_ours = st["ours (official_compat) forward"]

@@ -62,10 +62,17 @@ class Stats:
     probe: Probe
     runs: list = field(default_factory=list)
 
+    min_kept = 3                                              # fewer kept runs than this: report every run, flagged
+
     @property
-    def times(self) -> list: return [t for p, t in self.runs if self.probe.quiet(p)]
+    def filtered(self) -> bool: return sum(self.probe.quiet(p) for p, _ in self.runs) >= self.min_kept
     @property
-    def kept(self) -> int: return len(self.times)
+    def times(self) -> list:
+        "Kept runs; all runs when fewer than `min_kept` were quiet (the CPU was busy throughout — see `note`)."
+        kept = [t for p, t in self.runs if self.probe.quiet(p)]
+        return kept if len(kept) >= self.min_kept else [t for _, t in self.runs]
+    @property
+    def kept(self) -> int: return sum(self.probe.quiet(p) for p, _ in self.runs)
     @property
     def dropped(self) -> int: return len(self.runs) - self.kept
     @property
@@ -110,6 +117,13 @@ def paired_ratio(a: Stats, b: Stats) -> float:
     return a.median / b.median if a.times and b.times else float("nan")
 
 
+def busy_note(*stats: Stats) -> str:
+    "A warning when some timed function had fewer than `min_kept` quiet runs (its median is then over every run)."
+    busy = [s.name for s in stats if not s.filtered]
+    return (f"CPU busy throughout for {', '.join(busy)}: fewer than {Stats.min_kept} runs had a quiet probe, so those medians "
+            "are over every run (interleaved, so a ratio still compares like with like, but expect more noise)") if busy else ""
+
+
 def header(title: str, probe: Probe, extra: str = "") -> str:
     "Title line + the probe floor and kept/dropped counts of this run, to print above every table."
     return (f"\n### {title}\n\n{probe.line()}; this run: {probe.kept} kept, {probe.dropped} dropped"
@@ -126,7 +140,8 @@ def table(rows: list[dict], cols: list[str]) -> str:
 
 def stats_cells(s: Stats) -> dict:
     "median / p10–p90 / kept / dropped cells of a table row."
-    return {"median ms": s.median, "p10–p90 ms": f"{s.p10:.2f}–{s.p90:.2f}", "kept/dropped": f"{s.kept}/{s.dropped}"}
+    return {"median ms": s.median, "p10–p90 ms": f"{s.p10:.2f}–{s.p90:.2f}",
+            "kept/dropped": f"{s.kept}/{s.dropped}" + ("" if s.filtered else " (all runs used)")}
 
 
 def repo_root() -> Path:

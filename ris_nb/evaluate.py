@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .core import Config
-from .data.transforms import denormalize, resize_mask
+from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize, encode_text, resize_mask
 from .metrics import RISMetrics, check_protocol, intersection_union, reduce_across_ranks
 
 # %% auto #0
@@ -35,8 +36,56 @@ def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.T
     if batch.orig_masks is None: raise ValueError("original protocol needs batch.orig_masks (ground truth at original size)")
     sizes = [tuple(m.shape[-2:]) for m in batch.orig_masks]
     probs = model.predict(outputs, batch, sizes=sizes)
+    if len(set(sizes)) == 1:                                   # one size (ShapeRefs): one comparison for the batch
+        return intersection_union(torch.stack([p.reshape(sizes[0]) for p in probs]), torch.stack([g.reshape(sizes[0]) for g in batch.orig_masks]))
     iu = [intersection_union(p.reshape(1, *p.shape[-2:]), g.reshape(1, *g.shape[-2:])) for p, g in zip(probs, batch.orig_masks)]
     return torch.cat([i for i, _ in iu]), torch.cat([u for _, u in iu])
+
+# %% ../nbs/13_evaluation.ipynb #b7e18a02
+class _ByImage(torch.utils.data.Dataset):
+    "Items of a `RISDataset` grouped by image: the image transformed once, each ref's masks decoded once, then its sentences."
+    def __init__(self, ds, indices: list[int]):
+        self.ds, groups = ds, {}
+        for i in indices:
+            r, s = ds.base.index(i)
+            groups.setdefault(r["image_id"], []).append((i, r, s))
+        self.groups = list(groups.values())
+    def __len__(self) -> int: return len(self.groups)
+    def __getitem__(self, g: int) -> list[dict]:
+        ds, base, items = self.ds, self.ds.base, self.groups[g]
+        image_id = items[0][1]["image_id"]
+        img, im, masks, out = ds.img_tf(base._image(image_id)), base.refer.imgs[image_id], {}, []
+        for i, r, s in items:
+            if r["ann_id"] not in masks:
+                m = base._mask(r["ann_id"]) if (ds.masks or ds.orig_masks) else None
+                masks[r["ann_id"]] = dict(mask=resize_mask(m, ds.size) if ds.masks else None,
+                                          orig_mask=torch.from_numpy(np.ascontiguousarray(m)) if ds.orig_masks else None)
+            meta = dict(ref_id=r["ref_id"], sent_id=s["sent_id"], ann_id=r["ann_id"], image_id=image_id,
+                        orig_size=(im["height"], im["width"]), sentence=s[base.text_field], expr_type=s.get("type"), split=r["split"])
+            out.append(dict(index=i, image=img, meta=meta, **masks[r["ann_id"]]))
+        return out
+
+def _eval_batches(loader):
+    "(dataset indices | None, Batch) pairs: image-grouped batches for a `RISDataset` loader, else the loader's own batches."
+    ds, coll = loader.dataset, loader.collate_fn
+    if not (isinstance(ds, RISDataset) and isinstance(coll, Collate) and not ds.base.per_ref and loader.batch_size):
+        for b in loader: yield None, b
+        return
+    order = [i[0] if isinstance(i, tuple) else int(i) for i in loader.sampler]
+    groups = DataLoader(_ByImage(ds, order), batch_size=None, num_workers=loader.num_workers, collate_fn=lambda x: x)
+    def emit(items):
+        meta = {k: [it["meta"][k] for it in items] for k in META_KEYS}
+        ids, att = encode_text(coll.tokenizer, meta["sentence"], coll.max_tokens, coll.pad_to)
+        return [it["index"] for it in items], Batch(
+            images=torch.stack([it["image"] for it in items]), input_ids=ids, attention_mask=att,
+            masks=torch.stack([it["mask"] for it in items]) if ds.masks else None,
+            orig_masks=[it["orig_mask"] for it in items] if ds.orig_masks else None, meta=meta)
+    buf = []
+    for items in groups:
+        buf += items
+        while len(buf) >= loader.batch_size:
+            yield emit(buf[:loader.batch_size]); buf = buf[loader.batch_size:]
+    if buf: yield emit(buf)
 
 # %% ../nbs/13_evaluation.ipynb #661330a4
 @torch.no_grad()
@@ -49,21 +98,25 @@ def evaluate(model: nn.Module, loader, protocol: str = "original", device: torch
     model.eval()
     overall, by_type, by_split = RISMetrics(), defaultdict(RISMetrics), defaultdict(RISMetrics)
     samples, seen = [], 0
-    for batch in tqdm(loader, desc=f"eval ({protocol})", disable=None if progress else True, mininterval=1.0):
-        batch = batch.to(device)
-        inter, union = _sample_iu(model, model(batch), batch, protocol)
-        overall.update_iu(inter, union)
-        types = [t or "all" for t in batch.meta["expr_type"]]
-        for groups, keys in ((by_type, types), (by_split, batch.meta["split"])):   # one update per group and batch
-            for key in set(keys):
-                idx = torch.tensor([k for k, x in enumerate(keys) if x == key])
-                groups[key].update_iu(inter[idx], union[idx])
-        if keep_samples:
-            samples += [{"index": seen + k, "ref_id": batch.meta["ref_id"][k], "sent_id": batch.meta["sent_id"][k],
-                         "sentence": batch.meta["sentence"][k], "expr_type": types[k], "I": i, "U": u, "IoU": i / u if u else 0.0}
-                        for k, (i, u) in enumerate(zip(inter.tolist(), union.tolist()))]
-        seen += len(batch)
+    total = len(loader.dataset) if hasattr(loader, "dataset") else None
+    with tqdm(total=total, desc=f"eval ({protocol})", disable=None if progress else True, mininterval=1.0) as bar:
+        for index, batch in _eval_batches(loader):
+            batch = batch.to(device)
+            inter, union = _sample_iu(model, model(batch), batch, protocol)
+            overall.update_iu(inter, union)
+            types = [t or "all" for t in batch.meta["expr_type"]]
+            for groups, keys in ((by_type, types), (by_split, batch.meta["split"])):   # one update per group and batch
+                for key in set(keys):
+                    idx = torch.tensor([k for k, x in enumerate(keys) if x == key])
+                    groups[key].update_iu(inter[idx], union[idx])
+            if keep_samples:
+                index = index or list(range(seen, seen + len(batch)))
+                samples += [{"index": index[k], "ref_id": batch.meta["ref_id"][k], "sent_id": batch.meta["sent_id"][k],
+                             "sentence": batch.meta["sentence"][k], "expr_type": types[k], "I": i, "U": u, "IoU": i / u if u else 0.0}
+                            for k, (i, u) in enumerate(zip(inter.tolist(), union.tolist()))]
+            seen += len(batch); bar.update(len(batch))
     model.train(was_training)
+    samples.sort(key=lambda r: r["index"])
     return {"protocol": protocol, "overall": reduce_across_ranks(overall),
             "by_type": _reduce_groups(by_type), "by_split": _reduce_groups(by_split), "samples": samples}
 
