@@ -173,3 +173,96 @@ def magnet_official(src: str | Path, fixture: Path) -> nn.Module:
     from safetensors.torch import load_file
     model.load_state_dict(load_file(str(fixture / "state_dict.safetensors")), strict=True)
     return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------- SaG
+_SAG_TOP = ("model", "loss", "option", "utils", "data", "eval_cma_recon", "train_cma_recon", "build_batches", "phraseutils",
+            "sync_batchnorm")
+
+
+class _NoCuda:
+    "While active on a machine without CUDA, `Tensor.cuda()` returns the tensor itself (the official forward calls it)."
+    def __enter__(self):
+        self.orig = torch.Tensor.cuda
+        if not torch.cuda.is_available(): torch.Tensor.cuda = lambda self, *a, **k: self
+    def __exit__(self, *exc): torch.Tensor.cuda = self.orig
+
+
+class SaGOfficial(nn.Module):
+    "The official `CrossModalAttentionRecon` plus its training criterion (C³ info-NCE + reconstruction MSE), CPU-callable."
+    def __init__(self, model: nn.Module, criterion: nn.Module, args):
+        super().__init__()
+        self.model, self.criterion, self.args = model, criterion, args
+
+    def forward(self, images, input_ids, txt_len):
+        with _NoCuda(): return self.model(images, input_ids, txt_len)
+
+    def loss(self, images, input_ids, txt_len) -> torch.Tensor:
+        "The official training loss of one batch (train_cma_recon.py, without the warm-up scale)."
+        with _NoCuda():
+            cm_feat, img_emb, txt_emb, img_feat_recon, img_feat, txt_bert = self.model(images, input_ids, txt_len)
+            loss, _ = self.criterion(cm_feat, txt_emb, img_emb, txt_bert=txt_bert)
+            return loss + self.args.recon_weight * nn.functional.mse_loss(img_feat_recon, img_feat.detach())
+
+    def param_groups(self) -> list[dict]:
+        "The official optimizer's parameter groups (train_cma_recon.py)."
+        m, a = self.model, self.args
+        enc = m.encoders.img_enc
+        backbone = set(enc.img_backbone.parameters())
+        return [{"params": list(m.cma.parameters()), "lr": a.lr}, {"params": list(m.decoder.parameters()), "lr": a.lr},
+                {"params": [p for p in enc.parameters() if p not in backbone], "lr": a.lr * a.img_spm_lr_scale},
+                {"params": list(enc.img_backbone.parameters()), "lr": a.lr * a.img_lr_scale},
+                {"params": list(m.encoders.txt_enc.parameters()), "lr": a.lr * a.txt_lr_scale}]
+
+
+def sag_official(src: str | Path, fixture: Path) -> SaGOfficial:
+    "The official SaG model at the fixture's configuration (`config.json` args), fixture weights loaded strictly, eval mode."
+    src = Path(src).resolve()
+    if not (src / "model" / "cross_modal_attention.py").is_file():
+        raise FileNotFoundError(f"--official-src {src}: not a checkout of kdwonn/SaG (no model/cross_modal_attention.py)")
+    try: import einops  # noqa: F401
+    except ImportError: raise SystemExit("the official SaG code imports einops: pip install einops (only the comparison needs it)")
+    cfg = json.loads((fixture / "config.json").read_text())
+    a, d = dict(cfg["args"]), cfg["derived"]
+    args = types.SimpleNamespace(**a)
+    import yaml
+    import timm.models.helpers as th
+    import timm.models.vision_transformer as tv
+    import transformers
+    arch = {"image_size": 480, "patch_size": 16, "d_model": d["vit_d_model"], "n_heads": d["vit_heads"],
+            "n_layers": d["vit_layers"], "normalization": "vit", "distilled": False}
+    yaml_load, had_cfgs, load_pre = yaml.load, hasattr(tv, "default_cfgs"), getattr(th, "load_custom_pretrained", None)
+    def load_with_arch(*x, **k):                          # the fixture's tiny ViT is not among the yaml's architectures
+        out = yaml_load(*x, **k)
+        if isinstance(out, dict) and "model" in out: out["model"].setdefault(args.img_backbone, dict(arch))
+        return out
+    class Bert:                                           # BERT from the fixture's config instead of a download
+        @staticmethod
+        def from_pretrained(*x, **k):
+            return transformers.BertModel(transformers.BertConfig(**a["bert_config"]), add_pooling_layer=True)
+    stubs = {"wandb": _module("wandb"), "cv2": _module("cv2")}
+    _purge(_SAG_TOP + _MAGNET_TOP)
+    yaml.load = load_with_arch
+    if not had_cfgs: tv.default_cfgs = {}
+    th.load_custom_pretrained = lambda *x, **k: None       # no pretrained weights: the fixture's are loaded below
+    try:
+        with _on_path(src, stubs):
+            enc_mod = importlib.import_module("model.encoders")
+            enc_mod.BertModel = Bert
+            from model.cross_modal_attention import CrossModalAttentionRecon
+            from model.encoders import ImageTextEncodersRecon
+            from loss.cma_loss import CMA_Loss
+            model = CrossModalAttentionRecon(ImageTextEncodersRecon(args), args.embed_dim, args)
+            crit = CMA_Loss(margin=args.margin, criterion=args.cma_criterion, mining=args.cma_mining,
+                            detach_target=args.cma_detach_target, detach_img_target=args.cma_detach_img_target,
+                            i_t_loss=None, i_t_weight=args.i_t_weight, temperature=args.info_temperature,
+                            cm_i_weight=args.cm_i_weight, size_p_loss=None, size_p_weight=args.size_p_weight)
+    finally:
+        yaml.load = yaml_load
+        if not had_cfgs: del tv.default_cfgs
+        if load_pre is not None: th.load_custom_pretrained = load_pre
+    from safetensors.torch import load_file
+    sd = load_file(str(fixture / "state_dict.safetensors"))
+    sd.update({k: sd[v] for k, v in json.loads((fixture / "tied_aliases.json").read_text()).items()})
+    model.load_state_dict(sd, strict=True)
+    return SaGOfficial(model, crit, args).eval()
