@@ -36,8 +36,10 @@ test: venv
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
+# Every speed benchmark, then one summary table with the machine's probe floor (≤ 10 min on an idle 2-core machine).
+# Same-run comparisons with the official code: make bench OFFICIAL_MAGNET=/path/to/mask-grounding OFFICIAL_SAG=/path/to/SaG
 bench: venv
-	for f in bench/bench_*.py; do $(PY) $$f || exit 1; done
+	$(PY) bench/run_all.py
 
 clean-venv:
 	rm -rf $(VENV)

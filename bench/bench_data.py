@@ -1,35 +1,33 @@
 """Data pipeline throughput: ShapeRefs generation (images/s) and dataset read + transform + collate (samples/s) at 128 px.
 
 Usage: OMP_NUM_THREADS=1 python bench/bench_data.py [--images 300] [--repeats 5]
-Medians over repeats after one warm-up; each run is bracketed by a 512^3 float32 matmul probe; 'median' keeps only runs where
-the probe stayed within 2x its best time (the machine is shared), 'all runs' keeps every run. Targets (issue #3): >= 200 images/s, >= 1,000 samples/s."""
+Medians over repeats after one warm-up; each run is preceded by a 512^3 float32 matmul probe; 'median' keeps only runs where
+the probe stayed within 2x the floor (min of 50 probes at start, bench/common.py), 'all runs' keeps every run. Targets (issue #3): >= 200 images/s, >= 1,000 samples/s."""
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import Probe, header, record  # noqa: E402
+
 from ris_nb.core import get_preset
 from ris_nb.data import shaperefs as S
 from ris_nb.data import transforms as T
 
 
-def probe() -> float:
-    a = torch.randn(512, 512)
-    t = time.perf_counter(); a @ a; return time.perf_counter() - t
-
-
-def measure(fn, repeats: int, base: float):
-    "Median rate of fn() -> (count, seconds) over clean runs; also the number of dropped runs."
+def measure(fn, repeats: int, probe: Probe):
+    "Median rate of fn() -> (count, seconds) over runs whose probe was quiet; also their number and the median of all runs."
     fn()  # warm-up
-    rates, every = [], []
+    runs = []
     for _ in range(repeats):
-        p0 = probe(); n, secs = fn(); p1 = probe()
-        every.append(n / secs)
-        if max(p0, p1) <= 2 * base: rates.append(n / secs)
-    return (statistics.median(rates) if rates else float("nan")), len(rates), statistics.median(every)
+        p = probe(); n, secs = fn(); runs.append((p, n / secs))
+    rates = [r for p, r in runs if probe.quiet(p)]
+    return (statistics.median(rates) if rates else float("nan")), len(rates), statistics.median(r for _, r in runs)
 
 
 def main():
@@ -38,7 +36,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    base = min(probe() for _ in range(20))
+    probe = Probe()
     tmp = Path(tempfile.mkdtemp())
     rows = []
 
@@ -49,7 +47,7 @@ def main():
             return args.images, time.perf_counter() - t
         return f
     for w in (1, 2):
-        rows.append((f"ShapeRefs generate, workers={w}", "images/s", *measure(gen(w), args.repeats, base), 200))
+        rows.append((f"ShapeRefs generate, workers={w}", "images/s", *measure(gen(w), args.repeats, probe), 200))
 
     S.generate(tmp / "shaperefs", n_images=args.images, seed=0, verbose=False)
     cfg = get_preset("lavt_tiny").override({"data.root": str(tmp), "train.batch_size": 32, "eval.batch_size": 32})
@@ -61,15 +59,17 @@ def main():
         def f():
             t = time.perf_counter(); n = sum(len(b) for b in loader); return n, time.perf_counter() - t
         return f
-    rows.append(("read+collate, no cache, every sentence", "samples/s", *measure(load(False, False), args.repeats, base), 1000))
-    rows.append(("read+collate, cache warm, every sentence", "samples/s", *measure(load(True, False), args.repeats, base), 1000))
-    rows.append(("read+collate, cache warm, per_ref", "samples/s", *measure(load(True, True), args.repeats, base), 1000))
+    rows.append(("read+collate, no cache, every sentence", "samples/s", *measure(load(False, False), args.repeats, probe), 1000))
+    rows.append(("read+collate, cache warm, every sentence", "samples/s", *measure(load(True, False), args.repeats, probe), 1000))
+    rows.append(("read+collate, cache warm, per_ref", "samples/s", *measure(load(True, True), args.repeats, probe), 1000))
 
-    print(f"\nmatmul probe 512^3: best {base * 1e3:.2f} ms; {args.images} images at 128 px; torch threads 1\n")
+    print(header(f"Data pipeline: {args.images} images at 128 px, torch threads 1", probe))
     print(f"| {'what':42s} | {'unit':9s} | {'median':>8s} | runs kept | median, all runs | target |")
     print(f"|{'-' * 44}|{'-' * 11}|{'-' * 10}|-----------|------------------|--------|")
     for what, unit, rate, kept, every, target in rows:
         print(f"| {what:42s} | {unit:9s} | {rate:8.0f} | {kept:5d}/{args.repeats:<3d} | {every:16.0f} | {target:6d} |")
+    record("data", [{"what": w, "value": round(r, 0), "unit": u, "target": f"≥ {t}", "verdict": "met" if r >= t else "missed"}
+                    for w, u, r, _, _, t in rows], probe)
 
 
 if __name__ == "__main__":

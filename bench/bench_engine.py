@@ -1,6 +1,6 @@
-"""Engine benchmark: training throughput per tiny/mini preset, batched evaluation vs a batch-1 loop (target ≥ 10×).
-Run: OMP_NUM_THREADS=2 .venv/bin/python bench/bench_engine.py   (the quickstart's peak RSS and the test-suite wall
-times are measured by bench/bench_quickstart.sh)."""
+"""Engine benchmark: training throughput (samples/s) of one step per tiny/mini preset, batch 8, 128 px, probe-filtered.
+Run: OMP_NUM_THREADS=2 .venv/bin/python bench/bench_engine.py [presets…]   (evaluation throughput: bench/bench_eval.py;
+the test-suite wall times and the quickstart's peak RSS: bench/bench_suite.sh)."""
 import sys
 import tempfile
 import time
@@ -10,12 +10,11 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import table, timed  # noqa: E402
+from common import Probe, header, record, table, timed  # noqa: E402
 
 from ris_nb.core import build_model, get_preset, seed_everything
 from ris_nb.data.shaperefs import generate
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-from ris_nb.evaluate import evaluate
 
 
 def setup(preset: str, root: Path):
@@ -27,42 +26,33 @@ def setup(preset: str, root: Path):
     return cfg, loaders, build_model(cfg)
 
 
-def train_throughput(cfg, loaders, model) -> dict:
+def train_throughput(cfg, loaders, model, probe) -> dict:
     opt = torch.optim.AdamW(model.param_groups(cfg), lr=cfg.train.lr)
     batch = next(iter(loaders["train"]))
     model.train()
     def step():
         out = model(batch); loss = model.losses(out, batch)["loss"]
         opt.zero_grad(); loss.backward(); opt.step()
-    t = timed(step, n=10)
-    return {"train samples/s": 8 / (t["median_ms"] / 1e3), "step ms": t["median_ms"]}
-
-
-def eval_speedup(cfg, loaders, model, n: int = 64) -> dict:
-    ds = torch.utils.data.Subset(loaders["val"].dataset, range(min(n, len(loaders["val"].dataset))))
-    coll = loaders["val"].collate_fn
-    batched, single = DataLoader(ds, batch_size=32, collate_fn=coll), DataLoader(ds, batch_size=1, collate_fn=coll)
-    tb = timed(lambda: evaluate(model, batched, cfg.eval.protocol, progress=False), n=3, warmup=1)
-    t1 = timed(lambda: evaluate(model, single, cfg.eval.protocol, progress=False), n=3, warmup=1)
-    return {"eval samples/s (batch 32)": len(ds) / (tb["median_ms"] / 1e3),
-            "eval samples/s (batch 1)": len(ds) / (t1["median_ms"] / 1e3), "eval speed-up": t1["median_ms"] / tb["median_ms"]}
+    t = timed(step, probe, reps=10, budget_s=40)
+    return {"train samples/s": 8 / (t.median / 1e3), "step ms": t.median, "kept/dropped": f"{t.kept}/{t.dropped}"}
 
 
 def main(presets=("lavt_tiny", "lavt_mg_tiny", "magnet_tiny", "sag_tiny", "lavt_mini", "magnet_mini", "sag_mini")):
     torch.set_num_threads(2)
+    probe = Probe()
     root = Path(tempfile.mkdtemp())
     t = time.perf_counter(); generate(root / "shaperefs", n_images=200, seed=0, size=128)
     rows = []
     for p in presets:
         try:
             cfg, loaders, model = setup(p, root)
-            rows.append({"preset": p, **train_throughput(cfg, loaders, model), **eval_speedup(cfg, loaders, model)})
+            rows.append({"preset": p, **train_throughput(cfg, loaders, model, probe)})
         except Exception as e:   # a preset whose model is not built yet is reported, not hidden
             rows.append({"preset": p, "error": f"{type(e).__name__}: {str(e)[:60]}"})
-        print(table(rows[-1:], list(rows[-1])), flush=True)
-    print("\n## Engine benchmark (2 threads, batch 8, 128 px, medians after warm-up)\n")
-    print(table(rows, ["preset", "train samples/s", "step ms", "eval samples/s (batch 32)", "eval samples/s (batch 1)",
-                       "eval speed-up", "error"]))
+    print(header("Engine benchmark: one training step (batch 8, 128 px, medians after warm-up)", probe))
+    print(table(rows, ["preset", "train samples/s", "step ms", "kept/dropped", "error"]))
+    record("engine", [{"what": f"train step {r['preset']}, batch 8, 128 px", "value": round(r["step ms"], 1), "unit": "ms"}
+                      for r in rows if "step ms" in r], probe)
 
 
 if __name__ == "__main__":

@@ -2,25 +2,24 @@
 
 Usage: OMP_NUM_THREADS=2 python bench/bench_lavt.py [--reps 10] [--warmup 2] [--threads 2]
 Medians over `reps` runs after warm-up, presets interleaved A/B/C in every round; each run is bracketed by a 512³ float32
-matmul probe and discarded when the probe is slower than 2× its best time (the machine is shared, DESIGN.md).
+matmul probe and discarded when the probe is slower than 2× the floor (min of 50 probes at start, bench/common.py).
 Memory: on GPU, CUDA max_memory_allocated over the warm-up steps. On CPU (no allocator statistics) the two parts that
 dominate a training step are counted exactly: the model state (weights + gradients + AdamW's two moments) and the
 activations autograd saves for backward (distinct storages, parameters excluded) — the peak is at least their sum.
 """
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
-from ris_nb.core import build_model, get_device, get_preset, special_token_ids
+sys.path.insert(0, str(Path(__file__).parent))
+from common import Probe, header, record  # noqa: E402
 
-
-def probe(n=512):
-    a = torch.randn(n, n); b = torch.randn(n, n)
-    t = time.perf_counter(); a @ b
-    return time.perf_counter() - t
+from ris_nb.core import build_model, get_device, get_preset, special_token_ids  # noqa: E402
 
 
 def make_batch(cfg, B, device, vocab):
@@ -61,6 +60,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--budget-s", type=float, default=120)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = get_device(args.device)
@@ -83,24 +83,23 @@ def main():
         mem[name] = ((torch.cuda.max_memory_allocated() / 2**20,) if device.type == "cuda"
                      else cpu_train_memory_mib(model, opt, batch))
         runs[name] = dict(step=step, times=[], params=sum(p.numel() for p in model.parameters()))
-    best_probe, dropped = min(probe() for _ in range(20)), 0
-    for _ in range(args.reps):
-        for name in names:                  # interleaved A/B rounds
-            p0 = probe(); t = time.perf_counter(); runs[name]["step"](); dt = time.perf_counter() - t; p1 = probe()
-            if max(p0, p1) > 2 * best_probe: dropped += 1; continue
-            runs[name]["times"].append(dt)
-    print(f"device {device}, threads {args.threads}, batch {args.batch}, {args.reps} rounds after {args.warmup} warm-up; "
-          f"512³ matmul probe best {best_probe * 1e3:.2f} ms; {dropped} busy runs dropped")
+    from common import interleaved
+    probe = Probe()
+    st = interleaved({n: runs[n]["step"] for n in names}, probe, reps=args.reps, warmup=0, budget_s=args.budget_s)
+    for n in names: runs[n]["times"] = [t / 1e3 for t in st[n].times]
+    print(header(f"LAVT training step: device {device}, threads {args.threads}, batch {args.batch}, up to {args.reps} kept runs "
+                 f"after {args.warmup} warm-up, interleaved", probe))
     mem_cols = "peak allocated (MiB)" if device.type == "cuda" else "model state (MiB) | saved activations (MiB)"
-    print(f"| preset | params (M) | step median (ms) | runs kept | MG overhead | {mem_cols} |")
+    print(f"| preset | params (M) | step median (ms) | kept/dropped | MG overhead | {mem_cols} |")
     print("|---|---|---|---|---|---|" + "---|" * (device.type != "cuda"))
     med = {n: statistics.median(r["times"]) if r["times"] else float("nan") for n, r in runs.items()}
     for name in names:
         base = name.replace("_mg_", "_")
         ovh = f"{(med[name] / med[base] - 1) * 100:+.1f} %" if base != name and base in med else ""
         mem_cells = " | ".join(f"{v:.1f}" for v in mem[name])
-        print(f"| {name} | {runs[name]['params'] / 1e6:.2f} | {med[name] * 1e3:.0f} | {len(runs[name]['times'])} | {ovh} | "
+        print(f"| {name} | {runs[name]['params'] / 1e6:.2f} | {med[name] * 1e3:.0f} | {st[name].kept}/{st[name].dropped} | {ovh} | "
               f"{mem_cells} |")
+    record("lavt", [{"what": f"train step {n}, batch {args.batch}", "value": round(med[n] * 1e3, 1), "unit": "ms"} for n in names], probe)
 
 
 if __name__ == "__main__":
