@@ -68,8 +68,8 @@ def main():
     print(f"|{'-' * 44}|{'-' * 11}|{'-' * 10}|-----------|------------------|--------|")
     for what, unit, rate, kept, every, target in rows:
         print(f"| {what:42s} | {unit:9s} | {rate:8.0f} | {kept:5d}/{args.repeats:<3d} | {every:16.0f} | {target:6d} |")
-    record("data", [{"what": w, "value": round(r, 0), "unit": u, "target": f"≥ {t}", "verdict": "met" if r >= t else "missed"}
-                    for w, u, r, _, _, t in rows], probe)
+    record("data", [{"what": w, "value": round(r, 0), "unit": u, "target": f"≥ {t}", "verdict": "met" if r >= t else "missed",
+                     "kept": k, "dropped": args.repeats - k} for w, u, r, k, _, t in rows], probe)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ class Probe:
 
 @dataclass
 class Stats:
-    "(probe ms, time ms) of every run of one timed function; `times` are the kept ones (probe ≤ tolerance × floor)."
+    "(probe ms, time ms, round) of every run of one timed function; `times` are the kept ones (probe ≤ tolerance × floor)."
     name: str
     probe: Probe
     runs: list = field(default_factory=list)
@@ -65,14 +65,14 @@ class Stats:
     min_kept = 3                                              # fewer kept runs than this: report every run, flagged
 
     @property
-    def filtered(self) -> bool: return sum(self.probe.quiet(p) for p, _ in self.runs) >= self.min_kept
+    def filtered(self) -> bool: return self.kept >= self.min_kept
     @property
     def times(self) -> list:
         "Kept runs; all runs when fewer than `min_kept` were quiet (the CPU was busy throughout — see `note`)."
-        kept = [t for p, t in self.runs if self.probe.quiet(p)]
-        return kept if len(kept) >= self.min_kept else [t for _, t in self.runs]
+        kept = [t for p, t, _ in self.runs if self.probe.quiet(p)]
+        return kept if len(kept) >= self.min_kept else [t for _, t, _ in self.runs]
     @property
-    def kept(self) -> int: return sum(self.probe.quiet(p) for p, _ in self.runs)
+    def kept(self) -> int: return sum(self.probe.quiet(p) for p, _, _ in self.runs)
     @property
     def dropped(self) -> int: return len(self.runs) - self.kept
     @property
@@ -100,9 +100,9 @@ def interleaved(fns: dict[str, Callable], probe: Probe, reps: int = 20, warmup: 
         order = names if rnd % 2 == 0 else names[::-1]
         rnd += 1
         for n in order:
-            if stats[n].kept >= reps: continue
+            if stats[n].kept >= reps and len(names) == 1: continue   # A/B: every function runs every round (paired)
             p = probe()
-            t = time.perf_counter(); fns[n](); stats[n].runs.append((p, (time.perf_counter() - t) * 1e3))
+            t = time.perf_counter(); fns[n](); stats[n].runs.append((p, (time.perf_counter() - t) * 1e3, rnd))
     probe.stats += list(stats.values())
     return stats
 
@@ -113,8 +113,13 @@ def timed(fn: Callable, probe: Probe, reps: int = 20, warmup: int = 2, budget_s:
 
 
 def paired_ratio(a: Stats, b: Stats) -> float:
-    "median(a) / median(b) over the kept runs of one interleaved measurement (> 1: b is faster)."
-    return a.median / b.median if a.times and b.times else float("nan")
+    """a/b of one interleaved measurement (> 1: b is faster): the median over rounds of a's time / b's time in the same
+    round, both runs kept; with fewer than `Stats.min_kept` such rounds, over every round (see `busy_note`)."""
+    A, B = ({r: (p, t) for p, t, r in s.runs} for s in (a, b))
+    pairs = [(A[r], B[r]) for r in A if r in B]
+    quiet = [ta / tb for (pa, ta), (pb, tb) in pairs if a.probe.quiet(pa) and b.probe.quiet(pb)]
+    use = quiet if len(quiet) >= Stats.min_kept else [ta / tb for (_, ta), (_, tb) in pairs]
+    return statistics.median(use) if use else float("nan")
 
 
 def busy_note(*stats: Stats) -> str:
@@ -126,7 +131,8 @@ def busy_note(*stats: Stats) -> str:
 
 def header(title: str, probe: Probe, extra: str = "") -> str:
     "Title line + the probe floor and kept/dropped counts of this run, to print above every table."
-    return (f"\n### {title}\n\n{probe.line()}; this run: {probe.kept} kept, {probe.dropped} dropped"
+    counts = f"; this run: {probe.kept} kept, {probe.dropped} dropped" if probe.stats else ""
+    return (f"\n### {title}\n\n{probe.line()}{counts}"
             + (f"\n{extra}" if extra else "") + "\n")
 
 
@@ -164,4 +170,4 @@ def record(bench: str, rows: list[dict], probe: Probe):
     with open(path, "a") as f:
         for r in rows:
             f.write(json.dumps({"bench": bench, "probe_floor_ms": round(probe.floor, 3), "kept": probe.kept,
-                                "dropped": probe.dropped, **r}) + "\n")
+                                "dropped": probe.dropped, **r}) + "\n")      # a row may carry its own kept/dropped
