@@ -86,7 +86,7 @@ def split_ours(cfg, coll, model, dataset, n: int) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["magnet_tiny"])
-    ap.add_argument("--sentences", type=int, default=96, help="first N val sentences (the same for both patterns)")
+    ap.add_argument("--sentences", type=int, default=64, help="first N val sentences (the same for both patterns)")
     ap.add_argument("--images", type=int, default=200, help="ShapeRefs scenes to generate (10 %% are val)")
     ap.add_argument("--size", type=int, default=64, help="image size (the quickstart's 64 px)")
     ap.add_argument("--reps", type=int, default=5)
@@ -103,17 +103,19 @@ def main():
     for preset in args.presets:
         cfg, coll, model, dataset = setup(preset, root, args.size, refer)
         n = min(args.sentences, len(dataset(False)))
-        a, b = ours(cfg, coll, model, dataset, n), official_pattern(cfg, coll, model, dataset, n)
-        same = sum(x == y for x, y in zip(a, b))
-        if same != n: notes.append(f"{preset}: {n - same} of {n} sentences differ in I/U between the two patterns")
+        got = {}
+        def run(name, fn):
+            def f(): got[name] = fn(cfg, coll, model, dataset, n)
+            return f
         if args.profile:
             po = split_ours(cfg, coll, model, dataset, n)
             pb = {"data": 0.0, "model": 0.0}; official_pattern(cfg, coll, model, dataset, n, pb)
             notes.append(f"{preset}, where the time goes ({n} sentences): official pattern data {pb['data'] * 1e3:.0f} ms, "
                          f"model {pb['model'] * 1e3:.0f} ms; ris_nb eval data {po['data'] * 1e3:.0f} ms, model {po['model'] * 1e3:.0f} ms")
-        st = interleaved({"ris_nb eval": lambda: ours(cfg, coll, model, dataset, n),
-                          "official pattern": lambda: official_pattern(cfg, coll, model, dataset, n)},
-                         probe, reps=args.reps, warmup=1, budget_s=args.budget_s)
+        st = interleaved({"ris_nb eval": run("ours", ours), "official pattern": run("official", official_pattern)},
+                         probe, reps=args.reps, warmup=0, budget_s=args.budget_s)
+        same = sum(x == y for x, y in zip(got["ours"], got["official"]))
+        if same != n: notes.append(f"{preset}: {n - same} of {n} sentences differ in I/U between the two patterns")
         r = paired_ratio(st["official pattern"], st["ris_nb eval"])
         if busy_note(*st.values()): notes.append(f"{preset}: " + busy_note(*st.values()))
         for k, s in st.items():

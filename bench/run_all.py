@@ -24,7 +24,7 @@ BENCHES = [
     ("data", "bench_data.py", ["--images", "150", "--repeats", "5"], 120),
     ("magnet", "bench_magnet.py", ["--reps", "10", "--budget-s", "60"], 240),
     ("sag", "bench_sag.py", ["--reps", "20", "--budget-s", "60"], 150),
-    ("eval", "bench_eval.py", ["--reps", "3", "--budget-s", "90"], 200),
+    ("eval", "bench_eval.py", ["--reps", "3", "--budget-s", "100"], 300),
     ("lavt", "bench_lavt.py", ["--presets", "lavt_tiny,lavt_mg_tiny", "--reps", "5", "--budget-s", "45"], 120),
     ("engine", "bench_engine.py", ["lavt_tiny", "magnet_tiny", "sag_tiny"], 150),
 ]
