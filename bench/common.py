@@ -79,7 +79,7 @@ class Stats:
     def median(self) -> float: return statistics.median(self.times) if self.times else float("nan")
     def q(self, i: int) -> float:
         if len(self.times) < 2: return self.median
-        return statistics.quantiles(self.times, n=10)[i]
+        return statistics.quantiles(self.times, n=10, method="inclusive")[i]
     @property
     def p10(self) -> float: return self.q(0)
     @property
