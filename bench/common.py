@@ -113,20 +113,20 @@ def timed(fn: Callable, probe: Probe, reps: int = 20, warmup: int = 2, budget_s:
 
 
 def paired_ratio(a: Stats, b: Stats) -> float:
-    """a/b of one interleaved measurement (> 1: b is faster): the median over rounds of a's time / b's time in the same
-    round, both runs kept; with fewer than `Stats.min_kept` such rounds, over every round (see `busy_note`)."""
-    A, B = ({r: (p, t) for p, t, r in s.runs} for s in (a, b))
-    pairs = [(A[r], B[r]) for r in A if r in B]
-    quiet = [ta / tb for (pa, ta), (pb, tb) in pairs if a.probe.quiet(pa) and b.probe.quiet(pb)]
-    use = quiet if len(quiet) >= Stats.min_kept else [ta / tb for (_, ta), (_, tb) in pairs]
-    return statistics.median(use) if use else float("nan")
+    """a/b of one interleaved measurement (> 1: b is faster): median of a's kept runs / median of b's kept runs (both were
+    sampled over the same stretch of time, alternating); when either side has fewer than `Stats.min_kept` kept runs, the
+    median over rounds of a/b within the same round, every round (flagged by `busy_note`)."""
+    if a.filtered and b.filtered: return a.median / b.median
+    A, B = ({r: t for _, t, r in s.runs} for s in (a, b))
+    pairs = [A[r] / B[r] for r in A if r in B]
+    return statistics.median(pairs) if pairs else float("nan")
 
 
 def busy_note(*stats: Stats) -> str:
     "A warning when some timed function had fewer than `min_kept` quiet runs (its median is then over every run)."
     busy = [s.name for s in stats if not s.filtered]
     return (f"CPU busy throughout for {', '.join(busy)}: fewer than {Stats.min_kept} runs had a quiet probe, so those medians "
-            "are over every run (interleaved, so a ratio still compares like with like, but expect more noise)") if busy else ""
+            "are over every run and a ratio is the median of same-round ratios (like with like, but expect more noise)") if busy else ""
 
 
 def header(title: str, probe: Probe, extra: str = "") -> str:
