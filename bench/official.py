@@ -18,8 +18,8 @@ MagNet (yxchng/mask-grounding)
 SaG (kdwonn/SaG)
 - `.cuda()` calls on the forward path: `Tensor.cuda` returns the tensor itself while the official forward runs on a
   machine without CUDA.
-- No downloads: the ViT config comes from the fixture (not from the yaml's named architectures), BERT is built from the
-  fixture's `BertConfig`, timm's pretrained loader is a no-op.
+- No downloads: the fixture's tiny ViT is added to the architectures the official yaml lists, timm's pretrained loader
+  does nothing (and timm ≥ 1.0's missing `default_cfgs` is an empty dict), BERT is built from the fixture's `BertConfig`.
 - `wandb`, `cv2`: empty modules (never called on these paths).
 """
 from __future__ import annotations
