@@ -2,9 +2,10 @@
 
 The machine is shared and machines differ (a 512³ float32 matmul takes 0.8 ms on one, 4 ms on another), so nothing here
 holds a machine constant. At start `Probe()` takes the minimum of ~50 matmul probes: that is this machine's floor (a
-faster probe seen later lowers it: the start was busy). Every timed run is preceded by one probe; the run is kept when
-that probe is within `Probe.tolerance` (2×) of the final floor, and dropped otherwise (another process had the cores). Comparisons are made A/B in one process, rep by rep, in alternating
-order, so both sides see the same machine; their ratio is the verdict, never a number remembered from elsewhere.
+faster probe seen later lowers it: the start was busy). Every timed run is bracketed by two probes; the run is kept when
+both are within `Probe.tolerance` (2×) of the final floor, and dropped otherwise (another process had the cores).
+Comparisons are made A/B in one process, rep by rep, in alternating order, so both sides see the same machine; their
+ratio is the verdict, never a number remembered from elsewhere.
 Every table is printed with the floor and the kept/dropped counts (`header`).
 """
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Probe:
     def line(self) -> str:
         low = f", lowered from {self.start_floor:.2f} by a later probe" if self.floor < self.start_floor else ""
         return (f"probe floor {self.floor:.2f} ms (min of {len(self.samples)} 512³ float32 matmuls at start{low}; "
-                f"{torch.get_num_threads()} threads); a run is kept when the probe just before it is ≤ {self.tolerance:g}× the floor")
+                f"{torch.get_num_threads()} threads); a run is kept when the probes just before and after it are ≤ {self.tolerance:g}× the floor")
 
 
 @dataclass
@@ -102,7 +103,8 @@ def interleaved(fns: dict[str, Callable], probe: Probe, reps: int = 20, warmup: 
         for n in order:
             if stats[n].kept >= reps and len(names) == 1: continue   # A/B: every function runs every round (paired)
             p = probe()
-            t = time.perf_counter(); fns[n](); stats[n].runs.append((p, (time.perf_counter() - t) * 1e3, rnd))
+            t = time.perf_counter(); fns[n](); dt = (time.perf_counter() - t) * 1e3
+            stats[n].runs.append((max(p, probe()), dt, rnd))          # bracketed: quiet before AND after the run
     probe.stats += list(stats.values())
     return stats
 
