@@ -8,7 +8,7 @@ Usage: OMP_NUM_THREADS=2 python bench/bench_magnet.py [--official-src DIR] [--fi
   are checked to give the same mask logits on the fixture inputs, then timed interleaved, rep by rep (batch 8 = the
   fixture's 2 inputs repeated 4 times). Without it, only our times are printed and no comparison is made.
 - `--fixtures DIR`: folder holding magnet_official_tiny/ (default: the repository's tests/fixtures).
-- `--profile`: where the forward's time goes (pixel decoder vs the rest), ours and official, from torch.profiler.
+- `--profile`: where the forward's time goes (pixel decoder, mask decoder, the rest), ours and official, by wall clock.
 Probe-relative filtering and the printed floor: bench/common.py.
 """
 from __future__ import annotations

@@ -58,7 +58,7 @@ class Probe:
 
 @dataclass
 class Stats:
-    "(probe ms, time ms, round) of every run of one timed function; `times` are the kept ones (probe ≤ tolerance × floor)."
+    "(probe ms, time ms, round) of every run of one timed function; `times` are the kept ones (probes ≤ tolerance × floor)."
     name: str
     probe: Probe
     runs: list = field(default_factory=list)
@@ -69,7 +69,7 @@ class Stats:
     def filtered(self) -> bool: return self.kept >= self.min_kept
     @property
     def times(self) -> list:
-        "Kept runs; all runs when fewer than `min_kept` were quiet (the CPU was busy throughout — see `note`)."
+        "Kept runs; all runs when fewer than `min_kept` were quiet (the CPU was busy throughout — see `busy_note`)."
         kept = [t for p, t, _ in self.runs if self.probe.quiet(p)]
         return kept if len(kept) >= self.min_kept else [t for _, t, _ in self.runs]
     @property
@@ -87,10 +87,9 @@ class Stats:
     def p90(self) -> float: return self.q(-1)
 
 
-def interleaved(fns: dict[str, Callable], probe: Probe, reps: int = 20, warmup: int = 2, budget_s: float = 120.0,
-                min_kept: int | None = None) -> dict[str, Stats]:
+def interleaved(fns: dict[str, Callable], probe: Probe, reps: int = 20, warmup: int = 2, budget_s: float = 120.0) -> dict[str, Stats]:
     """Time every function in `fns` rep by rep, in one process, order alternating each round (A B, B A, …).
-    Each run is preceded by a probe and kept only when the probe is quiet. Stops when every function has `reps`
+    Each run is bracketed by probes and kept only when both are quiet. Stops when every function has `reps`
     kept runs, or after `budget_s` seconds (then whatever was kept is reported, with the drop count)."""
     names = list(fns)
     for _ in range(warmup):
