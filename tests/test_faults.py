@@ -59,3 +59,85 @@ def test_validate_config_names_the_key(updates, fragment):
     with pytest.raises(ValueError, match="expected") as e:
         validate_config(get_preset("lavt_tiny").override(updates))
     assert fragment in str(e.value), e.value
+
+
+# ---------------------------------------------------------------- data files (02_refer, 03_shaperefs)
+
+@pytest.fixture(scope="module")
+def shaperefs(tmp_path_factory):
+    from ris_nb.data.shaperefs import generate
+    out = tmp_path_factory.mktemp("data") / "shaperefs"
+    generate(out, n_images=40, seed=3, size=64, verbose=False)
+    return out
+
+
+@pytest.fixture
+def data_copy(shaperefs, tmp_path):
+    "A private copy of the dataset a test may damage."
+    import shutil
+    dst = tmp_path / "shaperefs"
+    shutil.copytree(shaperefs, dst)
+    return dst
+
+
+def shared_pickle(depth: int) -> bytes:
+    "Python-2 pickle: a non-ASCII BINSTRING, then `depth` levels of [x, x] each sharing the level below through the memo."
+    out = bytearray(b"\x80\x02U\x01\xe9q\x00")
+    for i in range(1, depth + 1): out += b"](h" + bytes([i - 1]) + b"h" + bytes([i - 1]) + b"eq" + bytes([i])
+    return bytes(out + b".")
+
+
+def test_shared_refs_pickle_does_not_hang(data_copy):
+    refs = data_copy / "refs(shaperefs).p"
+    refs.write_bytes(shared_pickle(40))
+    assert refs.stat().st_size < 400
+    code = ("import sys; from ris_nb.data.refer import Refer\n"
+            "try: Refer(sys.argv[1], 'shaperefs', 'shaperefs')\n"
+            "except ValueError as e: print('refused:', e)\n")
+    t0 = time.time()   # today's decoder copies 2**40 paths: hours; the fix decodes each shared list once
+    p = subprocess.run([sys.executable, "-c", code, str(data_copy.parent)], capture_output=True, text=True, env=ENV, timeout=60)
+    assert time.time() - t0 < 60 and p.returncode == 0, p.stderr
+    assert "refused:" in p.stdout and "refs(shaperefs).p" in p.stdout, p.stdout
+
+
+def test_self_referencing_pickle_is_refused(tmp_path):
+    from ris_nb.data.refer import safe_load_pickle
+    (tmp_path / "loop.p").write_bytes(b"\x80\x02]q\x00(h\x00U\x01\xe9e.")
+    with pytest.raises(ValueError, match="loop.p: containers nested deeper"):
+        safe_load_pickle(tmp_path / "loop.p")
+
+
+def test_16_bit_greyscale_is_scaled_not_white(tmp_path):
+    from ris_nb.data.refer import load_image
+    ramp = (np.arange(256, dtype=np.uint32) * 257).astype(np.uint16).reshape(16, 16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    img = load_image(tmp_path / "g16.png")
+    assert img.shape == (16, 16, 3) and img[..., 0].ravel().tolist() == list(range(256))
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path):
+    from ris_nb.data.refer import load_image
+    Image.new("1", (20000, 10000)).save(tmp_path / "bomb.png")
+    with pytest.raises(ValueError, match=r"bomb.png.*200,000,000 pixels|bomb.png.*exceeds limit"):
+        load_image(tmp_path / "bomb.png")
+
+
+def _edit_instances(ddir: Path, fn) -> None:
+    inst = json.loads((ddir / "instances.json").read_text())
+    fn(inst)
+    (ddir / "instances.json").write_text(json.dumps(inst))
+
+
+def test_height_as_string_is_named(data_copy):
+    from ris_nb.data.refer import Refer
+    _edit_instances(data_copy, lambda inst: inst["images"][0].update(height="64"))
+    with pytest.raises(ValueError, match=r"instances.json: images\[0\] field 'height' should be int, got '64' \(str\)"):
+        Refer(data_copy.parent, "shaperefs", "shaperefs")
+
+
+def test_utf16_instances_names_the_file(data_copy):
+    from ris_nb.data.refer import Refer
+    f = data_copy / "instances.json"
+    f.write_bytes(f.read_text().encode("utf-16"))
+    with pytest.raises(ValueError, match=r"instances.json: not UTF-8 text \(it looks like UTF-16\)"):
+        Refer(data_copy.parent, "shaperefs", "shaperefs")
