@@ -141,3 +141,20 @@ def test_utf16_instances_names_the_file(data_copy):
     f.write_bytes(f.read_text().encode("utf-16"))
     with pytest.raises(ValueError, match=r"instances.json: not UTF-8 text \(it looks like UTF-16\)"):
         Refer(data_copy.parent, "shaperefs", "shaperefs")
+
+
+def test_synth_refuses_a_huge_size(tmp_path):
+    p = cli("synth", "--out", tmp_path / "s", "--n-images", 1, "--size", 100000)
+    refused(p, "size must be between 64 and 1024", "100000")
+    assert not any(tmp_path.iterdir())
+
+
+def test_synth_removes_stale_temp_folders(tmp_path):
+    from ris_nb.data.shaperefs import generate
+    stale = tmp_path / ".shaperefs.tmp-999999999"       # a killed run's leftover (pid beyond pid_max: dead)
+    (stale / "images").mkdir(parents=True)
+    live = tmp_path / f".shaperefs.tmp-{os.getpid()}x"  # not ours to judge: not a pid suffix
+    live.mkdir()
+    with pytest.warns(UserWarning, match="interrupted run"):
+        generate(tmp_path / "shaperefs", n_images=4, seed=0, size=64, verbose=False)
+    assert not stale.exists() and live.exists() and (tmp_path / "shaperefs" / "meta.json").exists()
