@@ -185,3 +185,12 @@ def test_cli_bad_split_and_predict_inputs(shaperefs, tmp_path):
     if os.geteuid() != 0:   # root ignores permissions
         p = run(CLI + ["eval", "--ckpt", ck, "--split", "val", "--out", str(ro / "x")], check=False)
         assert p.returncode == 2 and "not writable" in p.stderr
+
+
+@pytest.mark.parametrize("preset", ["lavt_mini", "lavt_mg_mini", "magnet_mini", "sag_mini"])
+def test_every_mini_preset_resumes_bit_identically(preset, shaperefs, tmp_path):
+    "As tests/test_faults.py does for the tiny presets (packaged MobileNetV2 + MiniLM; BatchNorm statistics included)."
+    from resume_check import resume_difference
+    diff, straight, resumed = resume_difference(preset, shaperefs.parent, tmp_path, steps=3)
+    assert straight == resumed and sorted(resumed) == [1, 2, 3]
+    assert diff == 0.0, f"{preset}: max |Δ| of the final weights {diff:.3g}"

@@ -158,3 +158,14 @@ def test_synth_removes_stale_temp_folders(tmp_path):
     with pytest.warns(UserWarning, match="interrupted run"):
         generate(tmp_path / "shaperefs", n_images=4, seed=0, size=64, verbose=False)
     assert not stale.exists() and live.exists() and (tmp_path / "shaperefs" / "meta.json").exists()
+
+
+# ---------------------------------------------------------------- training engine (12_training)
+
+@pytest.mark.parametrize("preset", ["lavt_tiny", "lavt_mg_tiny", "magnet_tiny", "sag_tiny"])
+def test_every_tiny_preset_resumes_bit_identically(preset, shaperefs, tmp_path):
+    "Crash after the step-2 checkpoint, resume into a fresh model: same weights and losses as an uninterrupted run."
+    from resume_check import resume_difference
+    diff, straight, resumed = resume_difference(preset, shaperefs.parent, tmp_path)
+    assert straight == resumed and sorted(resumed) == [1, 2, 3, 4]
+    assert diff == 0.0, f"{preset}: max |Δ| of the final weights {diff:.3g}"
