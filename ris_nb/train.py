@@ -574,7 +574,8 @@ def check_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[Path,
 
 def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[str] = ("train", "val")) -> None:
     "Refuse, before any training, a missing training split and an empty one among `splits` (naming the split and the file)."
-    if "train" not in loaders: raise ValueError(f"no 'train' loader (got {', '.join(loaders) or 'none'}); expected make_dataloaders(cfg)")
+    if "train" in splits and "train" not in loaders:
+        raise ValueError(f"no 'train' loader (got {', '.join(loaders) or 'none'}); expected make_dataloaders(cfg)")
     for name in splits:
         if name in loaders and len(loaders[name].dataset) == 0:
             refer = getattr(getattr(loaders[name].dataset, "base", None), "refer", None)
