@@ -77,7 +77,7 @@ def test_paper_presets_build(name):
     cfg = offline_random(get_preset(name))
     model = build_model(cfg)
     n = sum(p.numel() for p in model.parameters())
-    assert 190e6 < n < 260e6, n                      # LAVT ≈ 228 M with its 512-wide decoder (MAGNET.md §2.10); MG adds ≈ 9 M
+    assert 190e6 < n < 260e6, n                      # LAVT ≈ 228 M with its 512-wide decoder (hand count from the official constructors); MG adds ≈ 9 M
     # LAVT's recipe: BERT layers 0-9 train, 10-11 and embeddings frozen, and the frozen ones are in no group
     text = model.text.bert
     assert all(p.requires_grad for p in text.encoder.layer[9].parameters())

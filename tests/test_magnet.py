@@ -10,7 +10,7 @@ from ris_nb.core import official_fixture, build_model, get_preset, seed_everythi
 from ris_nb.models.encoders import offline_random
 from ris_nb.models.magnet import MagNet, convert_official_magnet, load_official
 
-FIX = official_fixture("magnet_official_tiny")   # env RIS_NB_FIXTURES, else ../shared/fixtures beside the repo
+FIX = official_fixture("magnet_official_tiny")   # tests/fixtures/, shipped with the repository
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 def _batch(B=2, size=64, vocab=50, T=8, masks=True):

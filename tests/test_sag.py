@@ -14,7 +14,7 @@ import torch
 from ris_nb.core import official_fixture, build_model, get_preset, seed_everything
 from ris_nb.models.sag import (SaG, c3_logits, load_official, relevance_grid, upsample_minmax)
 
-FIX = official_fixture("sag_official_tiny")   # env RIS_NB_FIXTURES, else ../shared/fixtures beside the repo
+FIX = official_fixture("sag_official_tiny")   # tests/fixtures/, shipped with the repository
 
 
 def official():
