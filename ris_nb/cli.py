@@ -70,18 +70,11 @@ def _check_writable(d: Path) -> None:
 
 # %% ../nbs/15_cli.ipynb #c7dc8cd7
 def _run_train(args) -> None:
-    from ris_nb.core import build_model, seed_everything
-    from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-    from ris_nb.train import finish_distributed, fit, init_distributed, resolve_epochs
+    from ris_nb.train import finish_distributed, fit, init_distributed, prepare
     cfg = config_from_args(args)
     run_dir = Path(cfg.train.out_dir); _check_writable(run_dir)
     info = init_distributed(cfg.train.device)
-    tok = build_tokenizer(cfg)
-    if cfg.model.text.vocab_size == 0: cfg = cfg.override({"model.text.vocab_size": len(tok)})
-    loaders = make_dataloaders(cfg, tok)
-    cfg = resolve_epochs(cfg, len(loaders["train"].dataset), info.world)   # the report states the steps trained
-    seed_everything(cfg.seed)
-    model = build_model(cfg)
+    tok, loaders, model, cfg = prepare(cfg, world=info.world)   # cfg: vocabulary size and steps filled in, as the report states
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True); tok.save_pretrained(run_dir / "tokenizer")
         n = sum(p.numel() for p in model.parameters())

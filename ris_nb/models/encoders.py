@@ -349,7 +349,7 @@ def build_text_encoder(tcfg: TextConfig) -> TextEncoder:
     from transformers import BertConfig, BertModel
     if tcfg.encoder == "bert":
         if tcfg.vocab_size <= 0:
-            raise ValueError("model.text.vocab_size is 0: set it from the tokenizer first (cfg.override({'model.text.vocab_size': len(tok)}))")
+            raise ValueError("model.text.vocab_size is 0: set it from the tokenizer first (cfg.override({'model.text.vocab_size': len(tok)})), or let ris_nb.train.prepare(cfg) do it")
         conf = BertConfig(vocab_size=tcfg.vocab_size, hidden_size=tcfg.hidden_size, num_hidden_layers=tcfg.num_layers,
                           num_attention_heads=tcfg.num_heads, intermediate_size=tcfg.intermediate_size,
                           max_position_embeddings=512, attn_implementation="eager")
