@@ -2,7 +2,7 @@
 
 Usage: OMP_NUM_THREADS=2 python bench/bench_lavt.py [--reps 10] [--warmup 2] [--threads 2]
 Medians over `reps` runs after warm-up, presets interleaved A/B/C in every round; each run is bracketed by a 512³ float32
-matmul probe and discarded when the probe is slower than 2× its best time (the machine is shared, DESIGN.md).
+matmul probe and discarded when the probe is slower than 2× its best time (the machine is shared).
 Memory: on GPU, CUDA max_memory_allocated over the warm-up steps. On CPU (no allocator statistics) the two parts that
 dominate a training step are counted exactly: the model state (weights + gradients + AdamW's two moments) and the
 activations autograd saves for backward (distinct storages, parameters excluded) — the peak is at least their sum.

@@ -3,7 +3,7 @@
 Run: OMP_NUM_THREADS=2 .venv/bin/python bench/bench_sag.py [--reps 60] [--threads 2]
 Prints medians after warm-up; a 512³ float32 matmul probe brackets each timed run and runs where it was slow (the CPU
 busy with other work) are discarded. The official code's times at this configuration are recorded in
-shared/fixtures/sag_official_tiny/README.md (32.6 ms train step, 8.44 ms eval forward; 2 threads, same torch)."""
+tests/fixtures/sag_official_tiny/README.md (32.6 ms train step, 8.44 ms eval forward; 2 threads, same torch)."""
 from __future__ import annotations
 
 import argparse
@@ -18,7 +18,7 @@ import torch
 from ris_nb.models.sag import load_official, official_to_config, SaG
 
 OFFICIAL_MS = {"train step": 32.6, "eval forward": 8.44}
-FIX = Path(__file__).resolve().parents[2] / "shared/fixtures/sag_official_tiny"
+FIX = Path(__file__).resolve().parents[1] / "tests/fixtures/sag_official_tiny"
 
 
 def probe() -> float:

@@ -4,7 +4,7 @@ import time
 
 import torch
 
-PROBE_FREE_MS = 0.8   # a 512³ float32 matmul on this machine when its 2 cores are free (DESIGN.md)
+PROBE_FREE_MS = 0.8   # a 512³ float32 matmul on this machine when its 2 cores are free (the probe floor is re-measured per run; this is only a reference)
 
 
 def probe_ms() -> float:

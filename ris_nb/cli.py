@@ -93,17 +93,10 @@ def _run_train(args) -> None:
 
 def _train_locked(args, cfg, run_dir: Path, info) -> None:
     "Check the run directory against this run, then write the tokenizer, train, evaluate."
-    from ris_nb.core import build_model, seed_everything
-    from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-    from ris_nb.train import check_loaders, check_run_dir, fit, resolve_epochs, run_fingerprints
-    tok = build_tokenizer(cfg)
-    if cfg.model.text.vocab_size == 0: cfg = cfg.override({"model.text.vocab_size": len(tok)})
-    loaders = make_dataloaders(cfg, tok)
+    from ris_nb.train import check_loaders, check_run_dir, fit, prepare, run_fingerprints
+    tok, loaders, model, cfg = prepare(cfg, world=info.world)   # cfg: vocabulary size and steps filled in, as the report states
     check_loaders(loaders, cfg, splits=list(loaders))
-    cfg = resolve_epochs(cfg, len(loaders["train"].dataset), info.world)   # the report states the steps trained
     check_run_dir(run_dir, cfg, run_fingerprints(loaders))        # check first, write after: a refused run changes nothing
-    seed_everything(cfg.seed)
-    model = build_model(cfg)
     if info.is_main:
         save_tokenizer(tok, run_dir / "tokenizer")
         n = sum(p.numel() for p in model.parameters())

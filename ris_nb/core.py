@@ -29,7 +29,7 @@ __all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'Da
            'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override',
            'parse_override', 'register_preset', 'list_presets', 'get_preset', 'flat_config', 'source_table',
            'register_model', 'build_model', 'check_field', 'validate_config', 'seed_everything', 'get_device',
-           'amp_dtype', 'official_fixture']
+           'amp_dtype', 'repo_root', 'official_fixture']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -535,7 +535,7 @@ def _import_model_modules():
     for m in pkgutil.iter_modules(pkg.__path__): importlib.import_module(f"{pkg.__name__}.{m.name}")
 
 def build_model(cfg: Config) -> torch.nn.Module:
-    "Build the model named by `cfg.model.name` (the model protocol of DESIGN.md)."
+    "Build the model named by `cfg.model.name` (the model protocol: forward, losses, predict, param_groups)."
     if cfg.model.name not in _MODELS: _import_model_modules()
     if cfg.model.name not in _MODELS:
         raise ValueError(f"unknown model {cfg.model.name!r}; available models: {', '.join(sorted(_MODELS)) or '(none yet)'}")
@@ -660,10 +660,14 @@ def amp_dtype(device: torch.device | str, mode: str = "auto") -> torch.dtype | N
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 # %% ../nbs/00_core.ipynb #fx000002
+def repo_root() -> Path:
+    "The checkout that holds the `ris_nb` package (the folder with `settings.ini`)."
+    return Path(importlib.import_module("ris_nb").__file__).resolve().parents[1]
+
 def official_fixture(name: str) -> Path:
-    "Folder of the official-implementation fixture `name` (e.g. 'magnet_official_tiny')."
-    roots = [Path(os.environ["RIS_NB_FIXTURES"])] if os.environ.get("RIS_NB_FIXTURES") else []
-    roots.append(Path(importlib.import_module("ris_nb").__file__).resolve().parents[2] / "shared" / "fixtures")  # beside a checkout
-    for r in roots:
-        if (r / name).is_dir(): return r / name
-    raise FileNotFoundError(f"fixture {name!r} not found in {', '.join(map(str, roots))}; set RIS_NB_FIXTURES")
+    "Folder of the official-implementation fixture `name` (e.g. 'magnet_official_tiny'), shipped in `tests/fixtures/`."
+    path = repo_root() / "tests" / "fixtures" / name
+    if not path.is_dir():
+        raise FileNotFoundError(f"fixture {name!r} not found: expected the folder tests/fixtures/{name} of the repository "
+                                f"(looked in {path}); the fixtures ship with a git checkout, not with an installed wheel")
+    return path

@@ -35,7 +35,7 @@ __all__ = ['REFER_TRAIN_SIZES', 'CancelFitException', 'Callback', 'run_callbacks
            'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB',
            'CheckpointCB', 'gather_objects', 'resume', 'SamplerCB', 'config_diff', 'saved_config', 'check_same_run',
            'run_fingerprints', 'check_fingerprints', 'check_run_dir', 'check_loaders', 'make_train_loader',
-           'make_eval_loader', 'default_callbacks', 'fit']
+           'make_eval_loader', 'default_callbacks', 'fit', 'Prepared', 'prepare']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -637,3 +637,25 @@ def _fit_locked(model: nn.Module, loaders: dict, cfg: Config, cbs: Sequence[Call
         if info.is_main: print(f"resumed from {found[0]} at step {learn.step}")
     learn.fit()
     return run_dir
+
+# %% ../nbs/12_training.ipynb #pr000002
+from typing import NamedTuple
+
+class Prepared(NamedTuple):
+    "What `prepare` returns: unpack as `tok, loaders, model, cfg = prepare(cfg)`."
+    tokenizer: Any
+    loaders: dict[str, DataLoader]
+    model: nn.Module
+    cfg: Config
+
+def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) -> Prepared:
+    "Tokenizer → `model.text.vocab_size` → data loaders of `splits` (default: all) → model seeded with `cfg.seed`."
+    from ris_nb.core import build_model
+    from ris_nb.data.transforms import build_tokenizer, make_dataloaders
+    tok = build_tokenizer(cfg)
+    if cfg.model.text.vocab_size == 0: cfg = cfg.override({"model.text.vocab_size": len(tok)})
+    loaders = make_dataloaders(cfg, tok, splits)
+    if cfg.data.train_split in loaders:                     # `train.epochs` → steps, so the config states what will run
+        cfg = resolve_epochs(cfg, len(loaders[cfg.data.train_split].dataset), world)
+    seed_everything(cfg.seed)
+    return Prepared(tok, loaders, build_model(cfg), cfg)
