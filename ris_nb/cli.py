@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,7 +18,8 @@ import torch
 import ris_nb
 
 # %% auto #0
-__all__ = ['apply_data_arg', 'config_from_args', 'evaluate_run', 'load_run', 'predict_image', 'build_parser', 'main']
+__all__ = ['EXPECTED_ERRORS', 'apply_data_arg', 'config_from_args', 'check_out_dir', 'save_tokenizer', 'evaluate_run', 'load_run',
+           'predict_image', 'check_mask_path', 'build_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -51,44 +54,67 @@ def apply_data_arg(cfg, data: str | None):
     if data is None: return cfg
     d = Path(data)
     if not d.exists(): raise FileNotFoundError(f"--data {d} does not exist; create ShapeRefs with `ris_nb synth --out {d}`")
+    if not d.is_dir(): raise NotADirectoryError(f"--data {d} is a file; expected the data root (holding <dataset>/) "
+                                                "or a dataset folder (holding refs(<split_by>).p)")
     if any(d.glob("refs(*).p")): return cfg.override({"data.root": str(d.parent), "data.dataset": d.name})
     return cfg.override({"data.root": str(d)})
 
 def config_from_args(args):
     "Preset + --data + --set overrides + --out."
-    from ris_nb.core import get_preset, parse_override
+    from ris_nb.core import get_preset, parse_override, validate_config
     cfg = get_preset(args.preset)
     cfg = apply_data_arg(cfg, args.data)
     cfg = cfg.override(dict(parse_override(o) for o in args.overrides))
     out = args.out or str(Path("runs") / args.preset)
-    return cfg.override({"train.out_dir": out})
+    return validate_config(cfg.override({"train.out_dir": out}))
 
 def _check_writable(d: Path) -> None:
     d = d.resolve(); probe = d
     while not probe.exists(): probe = probe.parent
+    if not probe.is_dir(): raise NotADirectoryError(f"cannot write under {d}: {probe} is a file, expected a directory")
     if not os.access(probe, os.W_OK): raise PermissionError(f"output directory {d} is not writable")
+
+def check_out_dir(d: Path, flag: str = "--out") -> Path:
+    "Refuse, before any work, an output directory that is an existing file or not writable."
+    if d.exists() and not d.is_dir(): raise NotADirectoryError(f"{flag} {d} is a file; expected a directory (existing or new)")
+    _check_writable(d)
+    return d
 
 # %% ../nbs/15_cli.ipynb #c7dc8cd7
 def _run_train(args) -> None:
-    from ris_nb.core import build_model, seed_everything
-    from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-    from ris_nb.train import finish_distributed, fit, init_distributed, resolve_epochs
-    cfg = config_from_args(args)
-    run_dir = Path(cfg.train.out_dir); _check_writable(run_dir)
+    from contextlib import nullcontext
+    from ris_nb.train import finish_distributed, init_distributed, run_lock
+    cfg = config_from_args(args)                          # validated as a whole: nothing has been read or written yet
+    run_dir = check_out_dir(Path(cfg.train.out_dir))
     info = init_distributed(cfg.train.device)
-    tok = build_tokenizer(cfg)
-    if cfg.model.text.vocab_size == 0: cfg = cfg.override({"model.text.vocab_size": len(tok)})
-    loaders = make_dataloaders(cfg, tok)
-    cfg = resolve_epochs(cfg, len(loaders["train"].dataset), info.world)   # the report states the steps trained
-    seed_everything(cfg.seed)
-    model = build_model(cfg)
+    with run_lock(run_dir) if info.is_main else nullcontext():   # one training per run directory
+        _train_locked(args, cfg, run_dir, info)
+    finish_distributed()
+
+def _train_locked(args, cfg, run_dir: Path, info) -> None:
+    "Check the run directory against this run, then write the tokenizer, train, evaluate."
+    from ris_nb.train import check_loaders, check_run_dir, fit, prepare, run_fingerprints
+    tok, loaders, model, cfg = prepare(cfg, world=info.world)   # cfg: vocabulary size and steps filled in, as the report states
+    check_loaders(loaders, cfg, splits=list(loaders))
+    check_run_dir(run_dir, cfg, run_fingerprints(loaders))        # check first, write after: a refused run changes nothing
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True); tok.save_pretrained(run_dir / "tokenizer")
+        save_tokenizer(tok, run_dir / "tokenizer")
         n = sum(p.numel() for p in model.parameters())
         print(f"ris_nb train: {cfg.name} ({n / 1e6:.2f} M parameters) on {cfg.data.dataset} → {run_dir}")
     fit(model, loaders, cfg)
     if not args.no_eval: evaluate_run(run_dir, cfg, loaders, model, info)
-    finish_distributed()
+
+def save_tokenizer(tok, path: Path) -> Path:
+    "`save_pretrained` into a temporary sibling, then swap it in: `path` is never half-written."
+    tmp, old = path.with_name(f".{path.name}.tmp-{os.getpid()}"), path.with_name(f".{path.name}.old-{os.getpid()}")
+    for p in (tmp, old): shutil.rmtree(p, ignore_errors=True)
+    try:
+        tok.save_pretrained(tmp)
+        if path.exists(): path.rename(old)
+        tmp.rename(path)
+    finally:
+        for p in (tmp, old): shutil.rmtree(p, ignore_errors=True)
+    return path
 
 def evaluate_run(run_dir: Path, cfg, loaders, model, info) -> None:
     "Load best.pt, evaluate val and test splits, write report.md + best/worst figures (rank 0 writes)."
@@ -115,19 +141,25 @@ def evaluate_run(run_dir: Path, cfg, loaders, model, info) -> None:
 # %% ../nbs/15_cli.ipynb #fb827638
 def load_run(ckpt: str | Path, data: str | None = None):
     "(cfg, tokenizer, model) from a checkpoint written by `ris_nb train`."
-    from ris_nb.core import Config, build_model
-    from ris_nb.data.transforms import load_tokenizer
-    from ris_nb.train import load_checkpoint
+    from ris_nb.core import Config, build_model, validate_config
+    from ris_nb.data.transforms import load_tokenizer, tokenizer_fingerprint
+    from ris_nb.train import check_fingerprints, load_checkpoint, saved_config
     ck = load_checkpoint(ckpt)
-    cfg = apply_data_arg(Config.from_json(ck["config"]), data)
+    saved = saved_config(ck["config"], ckpt)              # not JSON: a ValueError naming the file
+    try: cfg = Config.from_dict(saved)
+    except ValueError as e: raise ValueError(f"checkpoint {ckpt}: stored config: {e}") from None
+    cfg = validate_config(apply_data_arg(cfg, data))
     tok_dir = Path(ckpt).resolve().parent / "tokenizer"
     if not tok_dir.exists(): tok_dir = Path(ckpt).resolve().parent.parent / "tokenizer"
     if not tok_dir.exists(): raise FileNotFoundError(f"no tokenizer/ folder next to {ckpt} (ris_nb train saves one in the run directory)")
+    tok = load_tokenizer(tok_dir)
+    check_fingerprints(ck, {"tokenizer_fingerprint": tokenizer_fingerprint(tok)}, f"{ckpt} (tokenizer {tok_dir})",
+                       keys=["tokenizer_fingerprint"])
     model = build_model(cfg)
     try: model.load_state_dict(ck["model"])
     except RuntimeError as e:
         raise ValueError(f"checkpoint {ckpt} does not fit preset {cfg.name!r}: {str(e).splitlines()[0]}") from None
-    return cfg, load_tokenizer(tok_dir), model.eval()
+    return cfg, tok, model.eval()
 
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on one split")
@@ -141,15 +173,15 @@ def _add_eval(sub) -> None:
 def _run_eval(args) -> None:
     from ris_nb.data.transforms import make_dataloaders
     from ris_nb.evaluate import evaluate, write_report
-    from ris_nb.train import finish_distributed, init_distributed, make_eval_loader
+    from ris_nb.train import check_loaders, finish_distributed, init_distributed, make_eval_loader
+    out = check_out_dir(Path(args.out) if args.out else Path(args.ckpt).resolve().parent)   # before any work
     cfg, tok, model = load_run(args.ckpt, args.data)
     if args.protocol: cfg = cfg.override({"eval.protocol": args.protocol})
     loaders = make_dataloaders(cfg, tok, splits=[args.split])
+    check_loaders(loaders, cfg, splits=[args.split])
     info = init_distributed(cfg.train.device); model.to(info.device)
     res = evaluate(model, make_eval_loader(loaders[args.split], cfg, info), protocol=cfg.eval.protocol, device=info.device)
     if info.is_main:
-        out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent
-        _check_writable(out)
         print(write_report({args.split: res}, cfg, out, {"checkpoint": str(args.ckpt)}).read_text())
     finish_distributed()
 
@@ -164,13 +196,13 @@ def _add_predict(sub) -> None:
 
 def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[np.ndarray, np.ndarray]:
     "(binary mask (h,w), RGB image (h,w,3)) for `text` on the image at `image_path`."
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+    from ris_nb.data.refer import load_image
     from ris_nb.data.transforms import Batch, encode_text, image_transform
     if not text.strip(): raise ValueError("--text is empty; give the expression to segment, e.g. --text 'the red circle'")
     path = Path(image_path)
     if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
-    try: img = Image.open(path).convert("RGB")
-    except (UnidentifiedImageError, OSError) as e: raise ValueError(f"{path} is not a readable image ({e})") from None
+    img = Image.fromarray(load_image(path))          # 16-bit scaled, oversized refused, unreadable named
     ids, att = encode_text(tok, [text], cfg.data.max_tokens, cfg.data.pad_to)
     x = image_transform(cfg)(img)[None]
     batch = Batch(images=x, input_ids=ids, attention_mask=att, masks=None, orig_masks=None,
@@ -179,11 +211,20 @@ def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[n
         prob = model.predict(model(batch), batch, sizes=[(img.height, img.width)])[0]
     return (prob.reshape(img.height, img.width) >= 0.5).numpy(), np.asarray(img)
 
+def check_mask_path(out: Path) -> Path:
+    "Refuse, before any work, a `predict --out` that is a directory or not an image file name PIL can write."
+    from PIL import Image
+    if out.is_dir(): raise IsADirectoryError(f"--out {out} is a directory; expected a file name for the mask, e.g. {out / 'mask.png'}")
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise ValueError(f"--out {out}: unknown image extension {out.suffix or '(none)'!r}; expected e.g. .png")
+    _check_writable(out.parent)
+    return out
+
 def _run_predict(args) -> None:
     from PIL import Image
+    out = check_mask_path(Path(args.out))
     cfg, tok, model = load_run(args.ckpt)
     mask, rgb = predict_image(cfg, tok, model, args.image, args.text)
-    out = Path(args.out); _check_writable(out.parent if str(out.parent) else Path("."))
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((mask * 255).astype(np.uint8)).save(out)
     over = rgb.astype(np.float32); over[mask] = 0.45 * over[mask] + 0.55 * np.array([255, 40, 40])
@@ -202,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     for add in _SUBCOMMANDS: add(sub)
     return parser
 
+# what bad input, bad files and a full disk raise: one line, exit code 2. Anything else is a bug and keeps its traceback.
+# OSError covers FileNotFoundError, NotADirectoryError, PermissionError and ENOSPC; UnpicklingError covers UnsafePickleError.
+EXPECTED_ERRORS = (ValueError, OSError, pickle.UnpicklingError, FloatingPointError)
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `ris_nb` console script."
     parser = build_parser()
@@ -210,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(); return 0
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+    except EXPECTED_ERRORS as e:
         print(f"ris_nb {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -8,9 +8,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import os
 import pkgutil
 import random
+import re
 import types
 import typing
 from copy import deepcopy
@@ -22,11 +24,12 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['WORD_SPECIALS', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig',
-           'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict',
-           'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset',
-           'flat_config', 'source_table', 'register_model', 'build_model', 'seed_everything', 'get_device', 'amp_dtype',
-           'official_fixture']
+__all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'DataConfig', 'VisionConfig', 'TextConfig',
+           'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig',
+           'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override',
+           'parse_override', 'register_preset', 'list_presets', 'get_preset', 'flat_config', 'source_table',
+           'register_model', 'build_model', 'check_field', 'validate_config', 'seed_everything', 'get_device',
+           'amp_dtype', 'repo_root', 'official_fixture']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -320,15 +323,26 @@ def _resolve(cfg, key: str):
         raise ValueError(f"unknown config key {key!r}; allowed keys in {'.'.join(done) or 'config'}: {', '.join(names)}")
     return node, last
 
+def _apply(cfg, key: str, value) -> None:
+    "Set dotted `key` of `cfg` in place; a mapping given for a section updates only the keys it names."
+    node, name = _resolve(cfg, key)
+    tp = _field_types(type(node))[name]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{key} is a section: expected a mapping of its keys (e.g. {{'lr': 1e-4}} for train), "
+                             f"got {value!r} ({type(value).__name__})")
+        for k, v in value.items(): _apply(cfg, f"{key}.{k}", v)
+    else: setattr(node, name, _check_value(value, tp, key))
+
 def override(cfg: Config, updates: dict[str, Any]) -> Config:
-    "A copy of `cfg` with dotted-key `updates` applied and type-checked."
+    "A copy of `cfg` with dotted-key `updates` applied and type-checked; a section's mapping is merged into it."
+    if not isinstance(updates, dict):
+        raise ValueError(f"override expects a dict of dotted keys to values, e.g. {{'train.lr': 1e-4}}, "
+                         f"got {type(updates).__name__}")
     new = deepcopy(cfg)
     for key, value in updates.items():
-        node, name = _resolve(new, key)
-        tp = _field_types(type(node))[name]
-        if dataclasses.is_dataclass(tp): value = config_from_dict(tp, value, key + ".")
-        else: value = _check_value(value, tp, key)
-        setattr(node, name, value)
+        if not isinstance(key, str): raise ValueError(f"override: config keys are dotted strings, got {key!r}")
+        _apply(new, key, value)
     return new
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -521,11 +535,106 @@ def _import_model_modules():
     for m in pkgutil.iter_modules(pkg.__path__): importlib.import_module(f"{pkg.__name__}.{m.name}")
 
 def build_model(cfg: Config) -> torch.nn.Module:
-    "Build the model named by `cfg.model.name` (the model protocol of DESIGN.md)."
+    "Build the model named by `cfg.model.name` (the model protocol: forward, losses, predict, param_groups)."
     if cfg.model.name not in _MODELS: _import_model_modules()
     if cfg.model.name not in _MODELS:
         raise ValueError(f"unknown model {cfg.model.name!r}; available models: {', '.join(sorted(_MODELS)) or '(none yet)'}")
     return _MODELS[cfg.model.name](cfg)
+
+# %% ../nbs/00_core.ipynb #1c8662c7
+BACKBONES = ("swin", "vit", "efficientnet_lite0", "mobilenetv2")
+SELECT_METRICS = ("oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9")
+MIN_IMAGE_SIZE = 32                    # ours: the coarsest feature map of every backbone (stride 32) keeps at least one cell
+
+def check_field(ok: bool, key: str, value: Any, expected: str) -> None:
+    "Raise a `ValueError` naming config field `key`, its `value` and what was `expected`, unless `ok`."
+    if not ok: raise ValueError(f"{key}={value!r}: expected {expected}")
+
+def _is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
+def _int_at_least(lo: int): return (lambda v: _is_int(v) and v >= lo), f"an integer >= {lo}"
+def _number(lo: float = 0.0, strict: bool = False, hi: float = math.inf):
+    ok = lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    and (v > lo if strict else v >= lo) and v <= hi)
+    return ok, f"a finite number {'>' if strict else '>='} {lo:g}" + (f" and <= {hi:g}" if hi < math.inf else "")
+def _one_of(*xs): return (lambda v: v in xs), "one of " + ", ".join(map(repr, xs))
+def _int_list(lo: int = 1): return (lambda v: isinstance(v, list) and all(_is_int(x) and x >= lo for x in v)), f"a list of integers >= {lo}"
+_NAME = (lambda v: isinstance(v, str) and v.strip() != ""), "a non-empty string"
+_POS, _NONNEG, _PROB = _int_at_least(1), _int_at_least(0), _number(0.0, hi=1.0)
+
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.root": _NAME, "data.dataset": _NAME, "data.split_by": _NAME, "data.train_split": _NAME, "data.val_split": _NAME,
+    "data.image_size": _int_at_least(MIN_IMAGE_SIZE), "data.normalize": _one_of("imagenet", "half"),
+    "data.text_field": _one_of("raw", "sent"), "data.tokenizer": _NAME, "data.max_tokens": _int_at_least(3),
+    "data.pad_to": _one_of("max_tokens", "longest"), "data.num_workers": _NONNEG,
+    "model.name": _NAME, "model.vision.backbone": _one_of(*BACKBONES), "model.vision.embed_dim": _POS,
+    "model.vision.depths": _int_list(), "model.vision.num_heads": _int_list(), "model.vision.window_size": _POS,
+    "model.vision.patch_size": _POS, "model.vision.mlp_ratio": _number(strict=True), "model.vision.drop_path": _PROB,
+    "model.vision.abs_pos": _one_of("none", "sine"),
+    "model.text.vocab_size": _NONNEG, "model.text.hidden_size": _POS, "model.text.num_layers": _POS,
+    "model.text.num_heads": _POS, "model.text.intermediate_size": _POS, "model.text.layer_groups": _int_list(),
+    "model.text.trainable_layers": _int_at_least(-1),
+    "model.lavt.pwam_heads": _POS, "model.lavt.decoder_dim": _POS, "model.lavt.loss": _one_of("ce", "dice", "dice_bce"),
+    "model.mg.weight": _number(), "model.mg.select_prob": _PROB, "model.mg.mask_prob": _PROB, "model.mg.min_masked": _NONNEG,
+    "model.mg.width": _POS, "model.mg.layers": _POS, "model.mg.heads": _POS, "model.mg.ffn": _POS,
+    "model.mg.mask_patch": _POS, "model.mg.visual_stride": _POS, "model.mg.visual_source": _one_of("clean", "masked"),
+    "model.cal.pool_sizes": _int_list(), "model.cal.weight": _number(), "model.cal.tau_text": _number(strict=True),
+    "model.cal.tau_pixel": _number(strict=True), "model.cal.w_text": _number(), "model.cal.w_pixel": _number(),
+    "model.cal.n_fg": _POS, "model.cal.n_bg": _POS,
+    "model.magnet.hidden_dim": _POS, "model.magnet.enc_layers": _POS, "model.magnet.dec_layers": _POS,
+    "model.magnet.n_heads": _POS, "model.magnet.n_points": _POS, "model.magnet.enc_ffn": _POS, "model.magnet.dec_ffn": _POS,
+    "model.magnet.w_bce": _number(), "model.magnet.w_dice": _number(), "model.magnet.w_class": _number(),
+    "model.sag.slot_type": _one_of("entity", "random", "query"), "model.sag.n_gaussians": _POS, "model.sag.n_samples": _POS,
+    "model.sag.dim": _POS, "model.sag.iterations": _POS, "model.sag.slot_heads": _POS, "model.sag.slot_head_dim": _POS,
+    "model.sag.interaction_heads": _POS, "model.sag.interaction_head_dim": _POS, "model.sag.fusion_heads": _POS,
+    "model.sag.fusion_head_dim": _POS, "model.sag.ffn_mult": _number(strict=True), "model.sag.var_scaling": _number(strict=True),
+    "model.sag.slot_softmax": _one_of("slots", "pixels"), "model.sag.recon_weight": _number(),
+    "model.sag.recon_target": _one_of("tokens", "pixels"), "model.sag.c3_temperature": _number(strict=True),
+    "model.sag.inference": _one_of("weighted", "max", "avg", "min"), "model.sag.dropout": _PROB,
+    "model.sag.eval_seed": _NONNEG, "model.sag.vit_build_size": _NONNEG, "model.sag.vit_lr_scale": _number(),
+    "model.sag.text_lr_scale": _number(), "model.sag.bert_max_positions": _POS,
+    "train.max_steps": _POS, "train.epochs": _NONNEG, "train.batch_size": _POS, "train.lr": _number(strict=True),
+    "train.weight_decay": _number(), "train.schedule": _one_of("poly", "cosine", "constant"),
+    "train.poly_power": _number(strict=True), "train.warmup_steps": _NONNEG, "train.warmup": _one_of("lr", "loss_scale"),
+    "train.grad_clip": _number(), "train.accum_steps": _POS, "train.amp": _one_of("auto", "off"),
+    "train.eval_every": _POS, "train.ckpt_every": _POS, "train.log_every": _POS, "train.out_dir": _NAME,
+    "train.device": ((lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None),
+                     "auto, cpu, mps, cuda or cuda:N"),
+    "eval.protocol": _one_of("square", "original"), "eval.batch_size": _POS, "eval.select_metric": _one_of(*SELECT_METRICS),
+}
+
+def _cross_checks(cfg: Config) -> list[str]:
+    "Problems that involve more than one field (sizes the model's blocks must agree on)."
+    v, t, d, errs = cfg.model.vision, cfg.model.text, cfg.data, []
+    if v.backbone in ("swin", "vit") and v.patch_size and d.image_size % v.patch_size:
+        errs.append(f"data.image_size={d.image_size}: expected a multiple of model.vision.patch_size={v.patch_size} "
+                    f"for the {v.backbone} backbone (e.g. {max(1, round(d.image_size / v.patch_size)) * v.patch_size})")
+    if v.backbone == "swin" and len(v.depths) != len(v.num_heads):
+        errs.append(f"model.vision.depths={v.depths} and num_heads={v.num_heads}: expected one entry per stage in both")
+    if v.backbone == "vit" and (len(v.depths) != 1 or len(v.num_heads) != 1):
+        errs.append(f"model.vision.depths={v.depths}, num_heads={v.num_heads}: expected one entry each for vit ([n_layers], [n_heads])")
+    if t.encoder == "bert" and t.num_heads and t.hidden_size % t.num_heads:
+        errs.append(f"model.text.hidden_size={t.hidden_size}: expected a multiple of model.text.num_heads={t.num_heads}")
+    if t.encoder == "bert" and t.layer_groups and sum(t.layer_groups) != t.num_layers:
+        errs.append(f"model.text.layer_groups={t.layer_groups}: expected them to sum to model.text.num_layers={t.num_layers}")
+    for sec, dim, heads in (("mg", "width", "heads"), ("magnet", "hidden_dim", "n_heads")):
+        s = getattr(cfg.model, sec)
+        if getattr(s, heads) and getattr(s, dim) % getattr(s, heads):
+            errs.append(f"model.{sec}.{dim}={getattr(s, dim)}: expected a multiple of model.{sec}.{heads}={getattr(s, heads)}")
+    if cfg.model.name not in _MODELS: _import_model_modules()
+    if _MODELS and cfg.model.name not in _MODELS:     # (empty only inside this notebook, before the models exist)
+        errs.append(f"model.name={cfg.model.name!r}: expected one of {', '.join(sorted(_MODELS))}")
+    return errs
+
+def validate_config(cfg: Config) -> Config:
+    "Check every section of `cfg` before any work; one `ValueError` lists each offending key, its value and what was expected."
+    if not isinstance(cfg, Config): raise ValueError(f"expected a ris_nb Config, got {type(cfg).__name__}")
+    flat, errs = flat_config(cfg), []
+    for key, (ok, expected) in _RULES.items():
+        try: check_field(ok(flat[key]), key, flat[key], expected)
+        except ValueError as e: errs.append(str(e))
+    if not errs: errs = _cross_checks(cfg)
+    if errs: raise ValueError(f"invalid config{' ' + repr(cfg.name) if cfg.name != 'custom' else ''}: " + "; ".join(errs))
+    return cfg
 
 # %% ../nbs/00_core.ipynb #f02664fb
 def seed_everything(seed: int) -> torch.Generator:
@@ -551,10 +660,14 @@ def amp_dtype(device: torch.device | str, mode: str = "auto") -> torch.dtype | N
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 # %% ../nbs/00_core.ipynb #fx000002
+def repo_root() -> Path:
+    "The checkout that holds the `ris_nb` package (the folder with `settings.ini`)."
+    return Path(importlib.import_module("ris_nb").__file__).resolve().parents[1]
+
 def official_fixture(name: str) -> Path:
-    "Folder of the official-implementation fixture `name` (e.g. 'magnet_official_tiny')."
-    roots = [Path(os.environ["RIS_NB_FIXTURES"])] if os.environ.get("RIS_NB_FIXTURES") else []
-    roots.append(Path(importlib.import_module("ris_nb").__file__).resolve().parents[2] / "shared" / "fixtures")  # beside a checkout
-    for r in roots:
-        if (r / name).is_dir(): return r / name
-    raise FileNotFoundError(f"fixture {name!r} not found in {', '.join(map(str, roots))}; set RIS_NB_FIXTURES")
+    "Folder of the official-implementation fixture `name` (e.g. 'magnet_official_tiny'), shipped in `tests/fixtures/`."
+    path = repo_root() / "tests" / "fixtures" / name
+    if not path.is_dir():
+        raise FileNotFoundError(f"fixture {name!r} not found: expected the folder tests/fixtures/{name} of the repository "
+                                f"(looked in {path}); the fixtures ship with a git checkout, not with an installed wheel")
+    return path

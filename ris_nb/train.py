@@ -5,13 +5,14 @@
 # %% ../nbs/12_training.ipynb #dea27e01
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import random
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -23,16 +24,18 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .core import Config, amp_dtype, get_device, seed_everything
+from .core import Config, amp_dtype, get_device, seed_everything, validate_config
 
 # %% auto #0
 __all__ = ['REFER_TRAIN_SIZES', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo',
            'init_distributed', 'finish_distributed', 'ResumableSampler', 'ShardSampler', 'epochs_to_steps',
-           'resolve_epochs', 'rng_state', 'set_rng_state', 'atomic_save', 'load_checkpoint', 'checkpoint_paths',
-           'latest_checkpoint', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB',
+           'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states',
+           'set_generator_states', 'atomic_save', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint',
+           'RunLockedError', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB',
            'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB',
-           'CheckpointCB', 'gather_objects', 'resume', 'SamplerCB', 'config_diff', 'check_same_run',
-           'make_train_loader', 'make_eval_loader', 'default_callbacks', 'fit']
+           'CheckpointCB', 'gather_objects', 'resume', 'SamplerCB', 'config_diff', 'saved_config', 'check_same_run',
+           'run_fingerprints', 'check_fingerprints', 'check_run_dir', 'check_loaders', 'make_train_loader',
+           'make_eval_loader', 'default_callbacks', 'fit', 'Prepared', 'prepare']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -165,6 +168,24 @@ def set_rng_state(st: dict) -> None:
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st["cuda"])
 
+def module_generators(model: nn.Module) -> dict[str, torch.Generator]:
+    "Every `torch.Generator` a submodule keeps as an attribute (e.g. Mask Grounding's token-masking one), by dotted name."
+    return {f"{name}.{attr}" if name else attr: g for name, m in model.named_modules()
+            for attr, g in vars(m).items() if isinstance(g, torch.Generator)}
+
+def generator_states(model: nn.Module) -> dict[str, torch.Tensor]:
+    "States of `module_generators(model)` (weights_only-loadable byte tensors)."
+    return {k: g.get_state() for k, g in module_generators(model).items()}
+
+def set_generator_states(model: nn.Module, states: dict[str, torch.Tensor]) -> None:
+    "Restore `generator_states`; a generator the checkpoint lacks (written before they were saved) keeps its seed, with a warning."
+    gens = module_generators(model)
+    missing = sorted(set(gens) - set(states))
+    if missing: warnings.warn(f"checkpoint has no state for generator(s) {', '.join(missing)}: they restart from their seed, "
+                              "so this resume is not exact")
+    for k, g in gens.items():
+        if k in states: g.set_state(states[k])
+
 # %% ../nbs/12_training.ipynb #b3a7b187
 def atomic_save(obj: Any, path: str | Path) -> Path:
     "torch.save to a temp file in the same folder, fsync, then rename over `path`."
@@ -199,6 +220,38 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
         try: return p, load_checkpoint(p)
         except ValueError as e: warnings.warn(f"{e}; falling back to the previous checkpoint")
     return None
+
+# %% ../nbs/12_training.ipynb #11c8e0e3
+class RunLockedError(ValueError):
+    "Another process is training in this run directory."
+
+_HELD_LOCKS: dict[str, list] = {}      # resolved run dir -> [fd, depth] held by this process
+
+@contextmanager
+def run_lock(run_dir: str | Path):
+    "Hold an exclusive lock on `run_dir` (created if needed); raises `RunLockedError` naming the holder's pid."
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"run directory {run_dir} is a file; expected a directory (or a path that does not exist yet)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key = str(run_dir.resolve())
+    if key in _HELD_LOCKS: _HELD_LOCKS[key][1] += 1
+    else:
+        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLockedError(f"{run_dir} is in use by another training (pid {holder}); wait for it to finish "
+                                 "or give another --out") from None
+        os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD_LOCKS[key] = [fd, 1]
+    try: yield run_dir
+    finally:
+        _HELD_LOCKS[key][1] -= 1
+        if _HELD_LOCKS[key][1] == 0:
+            fd = _HELD_LOCKS.pop(key)[0]
+            fcntl.flock(fd, fcntl.LOCK_UN); os.close(fd)
 
 # %% ../nbs/12_training.ipynb #009c5559
 class LossWrapper(nn.Module):
@@ -237,6 +290,7 @@ class Learner:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step, self.epoch, self.batches_done, self.micro = 0, 0, 0, 0
         self.best: float | None = None
+        self.fingerprints: dict = {}     # tokenizer_fingerprint / data_fingerprint, stored in every checkpoint
 
     def __call__(self, hook: str) -> None: run_callbacks(self.cbs, hook)
 
@@ -405,7 +459,7 @@ class EvalCB(Callback):
             l.best = metric
             if l.dist.is_main:
                 atomic_save({"model": model_state(l.core), "config": l.cfg.to_json(), "step": l.step,
-                             "best": metric, "select_metric": l.cfg.eval.select_metric, "val": res},
+                             "best": metric, "select_metric": l.cfg.eval.select_metric, "val": res, **l.fingerprints},
                             self.run_dir / "best.pt")
 
 class CheckpointCB(Callback):
@@ -416,11 +470,12 @@ class CheckpointCB(Callback):
         l = self.learn
         if l.step % l.cfg.train.ckpt_every and l.step != l.cfg.train.max_steps: return
         states = gather_objects(rng_state(), l.dist)
+        gens = gather_objects(generator_states(l.core), l.dist)
         if l.dist.is_main:
             ck = {"model": model_state(l.core), "optimizer": l.opt.state_dict(), "scheduler": l.sched.state_dict(),
-                  "scaler": l.scaler.state_dict(), "rng": states, "step": l.step, "epoch": l.epoch,
+                  "scaler": l.scaler.state_dict(), "rng": states, "generators": gens, "step": l.step, "epoch": l.epoch,
                   "batches_done": l.batches_done, "micro": l.micro, "best": l.best, "world": l.dist.world,
-                  "config": l.cfg.to_json()}
+                  "config": l.cfg.to_json(), **l.fingerprints}
             atomic_save(ck, self.run_dir / "checkpoints" / f"step_{l.step:07d}.pt")
             for old in checkpoint_paths(self.run_dir)[self.keep:]: old.unlink(missing_ok=True)
         if l.dist.distributed: dist.barrier()
@@ -444,6 +499,7 @@ def resume(learn: Learner, ck: dict) -> None:
     learn.step, learn.epoch, learn.batches_done, learn.micro = ck["step"], ck["epoch"], ck["batches_done"], ck["micro"]
     learn.best = ck["best"]
     set_rng_state(ck["rng"][learn.dist.rank])
+    set_generator_states(learn.core, ck["generators"][learn.dist.rank] if "generators" in ck else {})
 
 class SamplerCB(Callback):
     "Set the sampler's epoch (and the dataset's, for per-ref sentence sampling) and skip batches already done."
@@ -467,12 +523,65 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 _RESUME_FREE = ("train.max_steps", "train.eval_every", "train.ckpt_every", "train.log_every", "train.out_dir",
                 "train.device", "data.root", "data.image_root", "data.num_workers", "eval.batch_size")
 
+def saved_config(saved_json: str, where: str | Path) -> dict:
+    "The config dict stored in a checkpoint or config.json; anything but a JSON object is a `ValueError` naming `where`."
+    try: d = json.loads(saved_json)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ValueError(f"{where}: the stored config is not JSON ({type(e).__name__}: {str(e)[:80]}); expected a ris_nb config") from None
+    if not isinstance(d, dict): raise ValueError(f"{where}: the stored config is a {type(d).__name__}; expected a JSON object")
+    return d
+
 def check_same_run(saved_json: str, cfg: Config, where: Path) -> None:
     "Refuse to resume a run directory trained with another config (names the differing keys)."
-    diff = [d for d in config_diff(json.loads(saved_json), cfg.to_dict()) if not d.startswith(_RESUME_FREE)]
+    diff = [d for d in config_diff(saved_config(saved_json, where), cfg.to_dict()) if not d.startswith(_RESUME_FREE)]
     if diff:
         raise ValueError(f"{where} holds a run with a different config ({'; '.join(diff[:6])}); "
                          f"use another --out directory or the same preset and settings")
+
+def run_fingerprints(loaders: dict[str, DataLoader]) -> dict:
+    "`tokenizer_fingerprint` and `data_fingerprint` (file → SHA-256) of the training set; absent when its dataset carries neither."
+    from ris_nb.data.transforms import tokenizer_fingerprint
+    ds = loaders["train"].dataset
+    tok, refer = getattr(ds, "tokenizer", None), getattr(getattr(ds, "base", None), "refer", None)
+    out = {}
+    if tok is not None: out["tokenizer_fingerprint"] = tokenizer_fingerprint(tok)
+    if refer is not None: out["data_fingerprint"] = dict(refer.checksums)
+    return out
+
+def check_fingerprints(saved: dict, current: dict, where: str | Path, keys: Sequence[str] = ("tokenizer_fingerprint", "data_fingerprint")) -> None:
+    "Refuse when a fingerprint stored in checkpoint `saved` differs from `current` (both values named); absent ones are not compared."
+    for k in keys:
+        a, b = saved.get(k), current.get(k)
+        if a is None or b is None or a == b: continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            diff = "; ".join(f"{f}: {str(a.get(f))[:16]} vs {str(b.get(f))[:16]}" for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f))
+        else: diff = f"{a} vs {b}"
+        what = "vocabulary (token ids)" if k == "tokenizer_fingerprint" else "dataset files (SHA-256)"
+        raise ValueError(f"{where} was trained with another {what}: {k} {diff} (checkpoint vs now); "
+                         "use the data and tokenizer of that run, or another --out directory")
+
+def check_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[Path, dict] | None:
+    "Before anything is written: the newest checkpoint of `run_dir` (or None), refusing another config or other fingerprints."
+    found = latest_checkpoint(run_dir)
+    if found:
+        check_same_run(found[1]["config"], cfg, run_dir)
+        check_fingerprints(found[1], fingerprints, found[0])
+    elif (run_dir / "config.json").exists():
+        check_same_run((run_dir / "config.json").read_text(), cfg, run_dir)
+    if not found and (run_dir / "best.pt").exists():
+        check_fingerprints(load_checkpoint(run_dir / "best.pt"), fingerprints, run_dir / "best.pt")
+    return found
+
+def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[str] = ("train", "val")) -> None:
+    "Refuse, before any training, a missing training split and an empty one among `splits` (naming the split and the file)."
+    if "train" in splits and "train" not in loaders:
+        raise ValueError(f"no 'train' loader (got {', '.join(loaders) or 'none'}); expected make_dataloaders(cfg)")
+    for name in splits:
+        if name in loaders and len(loaders[name].dataset) == 0:
+            refer = getattr(getattr(loaders[name].dataset, "base", None), "refer", None)
+            src = f" in {refer.refs_file}" if refer is not None else ""
+            raise ValueError(f"split {name!r} of {cfg.data.dataset} has no sentences{src}; expected at least one "
+                             "(its refs may all have empty sentences)")
 
 # %% ../nbs/12_training.ipynb #d5db9c70
 def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataLoader:
@@ -499,15 +608,19 @@ def default_callbacks(run_dir: Path, val_loader: DataLoader | None) -> list[Call
 def fit(model: nn.Module, loaders: dict[str, DataLoader], cfg: Config, cbs: Sequence[Callback] = (),
         resume_run: bool = True) -> Path:
     "Train `model` on `loaders['train']`, validating on `loaders.get('val')`; returns the run directory."
+    validate_config(cfg); check_loaders(loaders, cfg)          # before any work
     info = init_distributed(cfg.train.device)
+    run_dir = Path(cfg.train.out_dir)
+    with run_lock(run_dir) if info.is_main else nullcontext():
+        return _fit_locked(model, loaders, cfg, cbs, resume_run, info, run_dir)
+
+def _fit_locked(model: nn.Module, loaders: dict, cfg: Config, cbs: Sequence[Callback], resume_run: bool, info: DistInfo,
+                run_dir: Path) -> Path:
+    "`fit` once the run directory is locked: check it against the run it holds, then train."
     seed_everything(cfg.seed + info.rank)
     cfg = resolve_epochs(cfg, len(loaders["train"].dataset), info.world, verbose=info.is_main)
-    run_dir = Path(cfg.train.out_dir)
-    if info.is_main: run_dir.mkdir(parents=True, exist_ok=True)
-    found = latest_checkpoint(run_dir) if resume_run else None
-    if found: check_same_run(found[1]["config"], cfg, run_dir)
-    elif info.is_main and (run_dir / "config.json").exists() and resume_run:
-        check_same_run((run_dir / "config.json").read_text(), cfg, run_dir)
+    fingerprints = run_fingerprints(loaders)
+    found = check_run_dir(run_dir, cfg, fingerprints) if resume_run else None
     if info.is_main: (run_dir / "config.json").write_text(cfg.to_json())
     model = model.to(info.device)
     if info.distributed:
@@ -518,8 +631,31 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], cfg: Config, cbs: Sequ
     train_dl = make_train_loader(loaders["train"].dataset, cfg, info, loaders["train"].collate_fn)
     val_dl = make_eval_loader(loaders["val"], cfg, info) if "val" in loaders else None
     learn = Learner(model, train_dl, cfg, default_callbacks(run_dir, val_dl) + list(cbs), info)
+    learn.fingerprints = fingerprints
     if found:
         resume(learn, found[1])
         if info.is_main: print(f"resumed from {found[0]} at step {learn.step}")
     learn.fit()
     return run_dir
+
+# %% ../nbs/12_training.ipynb #pr000002
+from typing import NamedTuple
+
+class Prepared(NamedTuple):
+    "What `prepare` returns: unpack as `tok, loaders, model, cfg = prepare(cfg)`."
+    tokenizer: Any
+    loaders: dict[str, DataLoader]
+    model: nn.Module
+    cfg: Config
+
+def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) -> Prepared:
+    "Tokenizer → `model.text.vocab_size` → data loaders of `splits` (default: all) → model seeded with `cfg.seed`."
+    from ris_nb.core import build_model
+    from ris_nb.data.transforms import build_tokenizer, make_dataloaders
+    tok = build_tokenizer(cfg)
+    if cfg.model.text.vocab_size == 0: cfg = cfg.override({"model.text.vocab_size": len(tok)})
+    loaders = make_dataloaders(cfg, tok, splits)
+    if cfg.data.train_split in loaders:                     # `train.epochs` → steps, so the config states what will run
+        cfg = resolve_epochs(cfg, len(loaders[cfg.data.train_split].dataset), world)
+    seed_everything(cfg.seed)
+    return Prepared(tok, loaders, build_model(cfg), cfg)

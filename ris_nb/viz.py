@@ -50,8 +50,7 @@ def config_tag(cfg: Config) -> str:
 def ensure_checkpoint(preset: str, data_root: str | Path, out_dir: str | Path, overrides: dict | None = None,
                       cbs: Sequence = ()) -> Path:
     "`out_dir/best.pt` of `preset` (+ `overrides`) trained with `fit` on the REFER data under `data_root`; trained only if it is not there yet."
-    from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-    from ris_nb.train import config_diff, fit, load_checkpoint
+    from ris_nb.train import config_diff, fit, load_checkpoint, prepare
     out_dir = Path(out_dir)
     best = out_dir / "best.pt"
     cfg = get_preset(preset).override({"data.root": str(Path(data_root).resolve()), "train.out_dir": str(out_dir.resolve()),
@@ -62,11 +61,7 @@ def ensure_checkpoint(preset: str, data_root: str | Path, out_dir: str | Path, o
         if diff: raise ValueError(f"{out_dir} holds a {preset} run with another config ({'; '.join(diff[:4])}); "
                                   "delete it or choose another folder")
         return best
-    tok = build_tokenizer(cfg)
-    if cfg.model.text.vocab_size == 0: cfg = cfg.override({"model.text.vocab_size": len(tok)})
-    loaders = make_dataloaders(cfg, tok, splits=[cfg.data.train_split, cfg.data.val_split])
-    seed_everything(cfg.seed)
-    model = build_model(cfg)
+    tok, loaders, model, cfg = prepare(cfg, splits=[cfg.data.train_split, cfg.data.val_split])
     out_dir.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(out_dir / "tokenizer")          # `ris_nb.cli.load_run` reads it beside the checkpoint
     fit(model, {"train": loaders[cfg.data.train_split], "val": loaders[cfg.data.val_split]}, cfg, cbs)

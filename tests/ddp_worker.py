@@ -12,7 +12,7 @@ from torch import nn
 
 from ris_nb.core import build_model, get_preset, seed_everything
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-from ris_nb.train import finish_distributed, fit
+from ris_nb.train import finish_distributed, fit, prepare
 
 
 def main(data: str, out: str, steps: int, accum: int = 1) -> None:
@@ -22,11 +22,7 @@ def main(data: str, out: str, steps: int, accum: int = 1) -> None:
         "train.max_steps": steps, "train.log_every": 1, "train.eval_every": 10_000, "train.ckpt_every": 10_000,
         "train.out_dir": out, "train.device": "cpu", "data.image_size": 64,
         "model.mg.enabled": False, "model.cal.enabled": False})
-    tok = build_tokenizer(cfg)
-    cfg = cfg.override({"model.text.vocab_size": len(tok)})
-    loaders = make_dataloaders(cfg, tok, splits=["train"])
-    seed_everything(0)
-    model = build_model(cfg)
+    _, loaders, model, cfg = prepare(cfg, splits=["train"])   # seeded with cfg.seed = 0
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     for m in model.modules():
         if isinstance(m, nn.Dropout): m.p = 0.0

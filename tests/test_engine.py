@@ -107,18 +107,16 @@ def test_gradient_accumulation_matches_the_full_batch(shaperefs, tmp_path):
 
 def test_epochs_become_optimizer_steps(shaperefs, tmp_path):
     "train.epochs overrides max_steps: fit runs exactly `epochs` passes (per-rank drop_last, accumulation) and saves the count."
-    from ris_nb.core import build_model, get_preset
-    from ris_nb.data.transforms import make_dataloaders
-    from ris_nb.train import epochs_to_steps, fit
+    from ris_nb.core import get_preset
+    from ris_nb.train import epochs_to_steps, fit, prepare
     cfg = get_preset("lavt_tiny").override({
         "data.root": str(shaperefs.parent), "data.image_size": 64, "train.batch_size": 8, "train.accum_steps": 2,
         "train.epochs": 2, "train.max_steps": 10_000, "train.log_every": 1, "train.eval_every": 10_000,
         "train.ckpt_every": 10_000, "train.out_dir": str(tmp_path), "train.device": "cpu"})
-    loaders = make_dataloaders(cfg, splits=["train"])
-    cfg = cfg.override({"model.text.vocab_size": len(loaders["train"].dataset.tokenizer)})
+    _, loaders, model, cfg = prepare(cfg, splits=["train"])
     n = len(loaders["train"].dataset)
     threads = torch.get_num_threads(); torch.set_num_threads(1)
-    try: fit(build_model(cfg), loaders, cfg, resume_run=False)
+    try: fit(model, loaders, cfg, resume_run=False)
     finally: torch.set_num_threads(threads)
     expected = epochs_to_steps(2, n, 8, 1, 2)
     assert expected == (2 * (n // 8)) // 2 and 0 < expected < 10_000
@@ -185,3 +183,12 @@ def test_cli_bad_split_and_predict_inputs(shaperefs, tmp_path):
     if os.geteuid() != 0:   # root ignores permissions
         p = run(CLI + ["eval", "--ckpt", ck, "--split", "val", "--out", str(ro / "x")], check=False)
         assert p.returncode == 2 and "not writable" in p.stderr
+
+
+@pytest.mark.parametrize("preset", ["lavt_mini", "lavt_mg_mini", "magnet_mini", "sag_mini"])
+def test_every_mini_preset_resumes_bit_identically(preset, shaperefs, tmp_path):
+    "As tests/test_faults.py does for the tiny presets (packaged MobileNetV2 + MiniLM; BatchNorm statistics included)."
+    from resume_check import resume_difference
+    diff, straight, resumed = resume_difference(preset, shaperefs.parent, tmp_path, steps=3)
+    assert straight == resumed and sorted(resumed) == [1, 2, 3]
+    assert diff == 0.0, f"{preset}: max |Δ| of the final weights {diff:.3g}"

@@ -77,7 +77,7 @@ def test_paper_presets_build(name):
     cfg = offline_random(get_preset(name))
     model = build_model(cfg)
     n = sum(p.numel() for p in model.parameters())
-    assert 190e6 < n < 260e6, n                      # LAVT ≈ 228 M with its 512-wide decoder (MAGNET.md §2.10); MG adds ≈ 9 M
+    assert 190e6 < n < 260e6, n                      # LAVT ≈ 228 M with its 512-wide decoder (hand count from the official constructors); MG adds ≈ 9 M
     # LAVT's recipe: BERT layers 0-9 train, 10-11 and embeddings frozen, and the frozen ones are in no group
     text = model.text.bert
     assert all(p.requires_grad for p in text.encoder.layer[9].parameters())
@@ -220,13 +220,10 @@ def test_mask_swap_probe_tells_mask_readers_from_mask_ignorers():
 def test_lavt_tiny_learns_on_shaperefs(tmp_path):
     "A short CPU training lowers the loss and beats an empty prediction (oIoU 0) on val."
     from ris_nb.data.shaperefs import generate
-    from ris_nb.data.transforms import make_dataloaders
+    from ris_nb.train import prepare
     generate(tmp_path / "shaperefs", n_images=300, seed=0, verbose=False)
     cfg = get_preset("lavt_tiny").override({"data.root": str(tmp_path), "eval.batch_size": 32})
-    loaders = make_dataloaders(cfg, splits=["train", "val"])
-    cfg = cfg.override({"model.text.vocab_size": len(loaders["train"].dataset.tokenizer)})
-    torch.manual_seed(0)
-    model = build_model(cfg)
+    _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])   # seeded with cfg.seed = 0
     opt = torch.optim.AdamW(model.param_groups(cfg))
     hist, step, t0 = [], 0, time.time()
     while step < STEPS:

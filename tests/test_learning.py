@@ -11,7 +11,7 @@ from ris_nb.data.refer import RefDataset
 from ris_nb.data.shaperefs import generate
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders
 from ris_nb.evaluate import evaluate, language_blind_references, sentence_sensitivity
-from ris_nb.train import fit, load_checkpoint
+from ris_nb.train import fit, load_checkpoint, prepare
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -29,11 +29,7 @@ def train_val(root, preset: str, steps: int, run: str | None = None, **upd):
     cfg = get_preset(preset).override({"data.root": str(root), "data.image_size": 64, "train.batch_size": 32,
                                        "train.max_steps": steps, "train.eval_every": steps, "train.ckpt_every": steps,
                                        "train.out_dir": str(root / (run or preset)), **upd})
-    tok = build_tokenizer(cfg)
-    cfg = cfg.override({"model.text.vocab_size": len(tok)})
-    loaders = make_dataloaders(cfg, tok, splits=["train", "val"])
-    seed_everything(0)
-    model = build_model(cfg)
+    _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])   # seeded with cfg.seed = 0
     fit(model, loaders, cfg)
     model.load_state_dict(load_checkpoint(root / (run or preset) / "best.pt")["model"])
     return evaluate(model, loaders["val"], protocol="square", progress=False), sentence_sensitivity(model, loaders["val"])

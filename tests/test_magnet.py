@@ -10,7 +10,7 @@ from ris_nb.core import official_fixture, build_model, get_preset, seed_everythi
 from ris_nb.models.encoders import offline_random
 from ris_nb.models.magnet import MagNet, convert_official_magnet, load_official
 
-FIX = official_fixture("magnet_official_tiny")   # env RIS_NB_FIXTURES, else ../shared/fixtures beside the repo
+FIX = official_fixture("magnet_official_tiny")   # tests/fixtures/, shipped with the repository
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 def _batch(B=2, size=64, vocab=50, T=8, masks=True):
@@ -105,15 +105,13 @@ def test_clean_and_compat_differ():
 
 def test_short_training_learns(tmp_path):
     from ris_nb.data.shaperefs import generate
-    from ris_nb.data.transforms import make_dataloaders
+    from ris_nb.train import prepare
     generate(tmp_path / "shaperefs", n_images=60, seed=0, verbose=False)
     cfg = get_preset("magnet_tiny").override({"data.root": str(tmp_path), "data.image_size": 64, "train.batch_size": 8,
                                               "eval.batch_size": 16})
-    loaders = make_dataloaders(cfg, splits=["train", "val"])
-    tok = loaders["train"].dataset.tokenizer
-    cfg = cfg.override({"model.text.vocab_size": tok.get_vocab_size() if hasattr(tok, "get_vocab_size") else len(tok)})
-    seed_everything(0)
-    model = build_model(cfg).train()
+    with pytest.raises(ValueError, match="vocab_size is 0.*prepare"): build_model(cfg)
+    _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])   # tokenizer → vocabulary → loaders → model seeded with cfg.seed = 0
+    model.train()
     opt = torch.optim.AdamW(model.param_groups(cfg))
     losses, batches = [], [b for _, b in zip(range(4), loaders["train"])]
     for step in range(24):

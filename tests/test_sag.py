@@ -14,7 +14,7 @@ import torch
 from ris_nb.core import official_fixture, build_model, get_preset, seed_everything
 from ris_nb.models.sag import (SaG, c3_logits, load_official, relevance_grid, upsample_minmax)
 
-FIX = official_fixture("sag_official_tiny")   # env RIS_NB_FIXTURES, else ../shared/fixtures beside the repo
+FIX = official_fixture("sag_official_tiny")   # tests/fixtures/, shipped with the repository
 
 
 def official():
@@ -202,14 +202,10 @@ def one_thread():
 
 
 def test_learns_without_masks(shaperefs, one_thread, tmp_path):
-    from ris_nb.data.transforms import make_dataloaders
-    from ris_nb.train import fit
+    from ris_nb.train import fit, prepare
     t0 = time.perf_counter()
     cfg = get_preset("sag_tiny").override({"data.root": str(shaperefs), "data.test_splits": [], "train.out_dir": str(tmp_path)})
-    loaders = make_dataloaders(cfg, splits=["train", "val"])
-    cfg = cfg.override({"model.text.vocab_size": len(loaders["train"].dataset.tokenizer)})
-    seed_everything(0)
-    model = build_model(cfg)
+    _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])   # seeded with cfg.seed = 0
     fit(model, {"train": loaders["train"]}, cfg)      # sag_tiny: 500 steps, batch 32, no masks
     ours, avg = val_miou(model, loaders["val"]), val_miou(model, loaders["val"], "avg")
     blob = val_miou(model, loaders["val"], blob=True)

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pickle
+import time
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -20,9 +21,9 @@ from PIL import Image
 import pycocotools.mask as mask_utils
 
 # %% auto #0
-__all__ = ['REFER_FILES', 'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle', 'validate_refs', 'validate_instances',
-           'sha256', 'segmentation_to_mask', 'Refer', 'load_image', 'RefDataset', 'stats', 'show_ref', 'LayoutReport',
-           'check_layout', 'format_layout']
+__all__ = ['MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'MAX_IMAGE_PIXELS', 'REFER_FILES', 'UnsafePickleError', 'SafeUnpickler',
+           'safe_load_pickle', 'validate_refs', 'validate_instances', 'read_json', 'sha256', 'segmentation_to_mask',
+           'Refer', 'load_image', 'RefDataset', 'stats', 'show_ref', 'LayoutReport', 'check_layout', 'format_layout']
 
 # %% ../../nbs/02_refer.ipynb #3cf3dbba
 class UnsafePickleError(pickle.UnpicklingError):
@@ -38,15 +39,32 @@ class SafeUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self.source}: refusing persistent id {pid!r} in a refs pickle")
 
 # %% ../../nbs/02_refer.ipynb #36bc6a8a
-def _decode_bytes(obj):
-    "Recursively turn bytes (Python-2 str) into str: UTF-8, else Latin-1."
-    if isinstance(obj, bytes):
-        try: return obj.decode("utf-8")
-        except UnicodeDecodeError: return obj.decode("latin-1")
-    if isinstance(obj, dict): return {_decode_bytes(k): _decode_bytes(v) for k, v in obj.items()}
-    if isinstance(obj, list): return [_decode_bytes(v) for v in obj]
-    if isinstance(obj, tuple): return tuple(_decode_bytes(v) for v in obj)
-    return obj
+MAX_PICKLE_DEPTH = 100          # ours: a REFER refs pickle is 5 levels deep (list, ref, sentences, sentence, tokens)
+MAX_PICKLE_ITEMS = 50_000_000   # ours: container entries decoded; RefCOCO's refs(unc).p holds ~2 million
+
+def _text(b: bytes) -> str:
+    try: return b.decode("utf-8")
+    except UnicodeDecodeError: return b.decode("latin-1")
+
+def _decode_bytes(obj, source: str = "<pickle>", max_depth: int = MAX_PICKLE_DEPTH, max_items: int = MAX_PICKLE_ITEMS):
+    "Turn bytes (Python-2 str) into str (UTF-8, else Latin-1) everywhere in `obj`; each shared container is decoded once."
+    memo, count = {}, [0]                 # id(container) -> decoded copy: a list shared n times is walked once, not n times
+    def walk(o, depth: int):
+        if isinstance(o, bytes): return _text(o)
+        if not isinstance(o, (dict, list, tuple)): return o
+        if id(o) in memo: return memo[id(o)]
+        if depth >= max_depth:
+            raise ValueError(f"{source}: containers nested deeper than {max_depth} levels (a refs pickle has about 5); "
+                             "the file is not a REFER refs pickle")
+        count[0] += len(o)
+        if count[0] > max_items:
+            raise ValueError(f"{source}: more than {max_items:,} container entries; the file is not a REFER refs pickle")
+        if isinstance(o, dict): out = {walk(k, depth + 1): walk(v, depth + 1) for k, v in o.items()}
+        elif isinstance(o, list): out = [walk(v, depth + 1) for v in o]
+        else: out = tuple(walk(v, depth + 1) for v in o)
+        memo[id(o)] = out
+        return out
+    return walk(obj, 0)
 
 def safe_load_pickle(path: str | Path) -> Any:
     "Load a pickle that may hold only builtin containers and scalars (Python 2 or 3)."
@@ -58,16 +76,16 @@ def safe_load_pickle(path: str | Path) -> Any:
         return u.load()
     try: return _load()
     except UnsafePickleError: raise
-    except UnicodeDecodeError: return _decode_bytes(_load(encoding="bytes"))
+    except UnicodeDecodeError: return _decode_bytes(_load(encoding="bytes"), str(path))
     except (pickle.UnpicklingError, EOFError, ValueError) as e:
         raise ValueError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
 
 # %% ../../nbs/02_refer.ipynb #d5b6937d
 _REF_FIELDS = {"ref_id": int, "ann_id": int, "image_id": int, "category_id": int, "split": str, "sentences": list}
 _SENT_FIELDS = {"sent_id": int, "raw": str, "sent": str, "tokens": list}
-_INST_FIELDS = {"images": ("id", "file_name", "height", "width"),
-                "annotations": ("id", "image_id", "category_id", "segmentation"),
-                "categories": ("id", "name")}
+_INST_FIELDS = {"images": {"id": int, "file_name": str, "height": int, "width": int},
+                "annotations": {"id": int, "image_id": int, "category_id": int, "segmentation": (list, dict)},
+                "categories": {"id": int, "name": str}}
 
 def _type_ok(v, tp) -> bool: return isinstance(v, tp) and not (tp is int and isinstance(v, bool))
 
@@ -98,7 +116,25 @@ def validate_instances(inst: Any, source: str = "instances.json") -> dict:
         for i, e in enumerate(inst[key]):
             missing = [f for f in fields if not isinstance(e, dict) or f not in e]
             if missing: raise ValueError(f"{source}: {key}[{i}] lacks field(s) {', '.join(missing)}")
+            for f, tp in fields.items():
+                if not _type_ok(e[f], tp):
+                    want = " or ".join(t.__name__ for t in (tp if isinstance(tp, tuple) else (tp,)))
+                    raise ValueError(f"{source}: {key}[{i}] field {f!r} should be {want}, got {e[f]!r} ({type(e[f]).__name__})")
+            for f in ("height", "width") if key == "images" else ():
+                if e[f] < 1: raise ValueError(f"{source}: {key}[{i}] field {f!r} should be a positive int, got {e[f]!r}")
     return inst
+
+def read_json(path: str | Path) -> Any:
+    "Parse a UTF-8 JSON file (a BOM is allowed); another encoding or broken JSON raises `ValueError` naming the file."
+    path = Path(path)
+    raw = path.read_bytes()
+    try: text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        guess = " (it looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ValueError(f"{path}: not UTF-8 text{guess}: byte 0x{raw[e.start]:02x} at offset {e.start}; "
+                         "expected UTF-8 JSON (re-save the file as UTF-8)") from None
+    try: return json.loads(text)
+    except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 def sha256(path: str | Path) -> str:
     "Hex SHA-256 of a file."
@@ -159,9 +195,7 @@ class Refer:
         else:                             # a user-given relative image root is relative to the data root
             self.image_root = Path(image_root) if Path(image_root).is_absolute() else self.root / image_root
         refs = validate_refs(safe_load_pickle(self.refs_file), str(self.refs_file))
-        try: inst = json.loads(self.instances_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e: raise ValueError(f"{self.instances_file}: not valid JSON ({e})") from None
-        self._build(refs, validate_instances(inst, str(self.instances_file)))
+        self._build(refs, validate_instances(read_json(self.instances_file), str(self.instances_file)))
 
     def _build(self, refs: list[dict], inst: dict):
         self.imgs = {im["id"]: im for im in inst["images"]}
@@ -210,14 +244,37 @@ class Refer:
                 f"{len(self.imgs)} images, splits {self.splits})")
 
 # %% ../../nbs/02_refer.ipynb #45371a4e
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024    # ours: 8192 × 8192; RefCOCO's largest image is 640 × 640
+
+class _Refused(ValueError): "An image we decline (too large, float pixels), as opposed to an unreadable one."
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    "16-bit (and 0–65535 32-bit) greyscale scaled to 8 bits (PIL's convert would clip them to white); float images refused."
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise _Refused(f"32-bit integer pixels outside 0–65535 (mode {im.mode}); expected an 8- or 16-bit image")
+        return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8))
+    if im.mode == "F": raise _Refused("floating-point pixels (mode F); expected an 8- or 16-bit image")
+    return im
+
 def load_image(path: str | Path) -> np.ndarray:
-    "RGB image (h,w,3) uint8 from `path`; greyscale/RGBA/palette converted."
+    "RGB image (h,w,3) uint8 from `path`; greyscale/RGBA/palette/16-bit converted; above `MAX_IMAGE_PIXELS` refused."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"image file not found: {path}")
     try:
-        with Image.open(path) as im: return np.array(im.convert("RGB"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # we refuse large images ourselves, below
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise _Refused(f"{im.width} × {im.height} = {im.width * im.height:,} pixels; expected at most "
+                                   f"{MAX_IMAGE_PIXELS:,} (ris_nb.data.refer.MAX_IMAGE_PIXELS)")
+                return np.array(_to_8bit(im).convert("RGB"))
+    except _Refused as e: raise ValueError(f"cannot read image {path}: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"cannot read image {path}: {e}; expected at most {MAX_IMAGE_PIXELS:,} pixels") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
+        raise ValueError(f"cannot read image {path}: not a readable image ({e})") from None
 
 # %% ../../nbs/02_refer.ipynb #efc675a5
 def _mix(*xs: int) -> int:
@@ -386,8 +443,7 @@ def _check_one(root: Path, dataset: str, split_by: str, image_root, needed_by: l
     if not inst_file.is_file(): rep.missing.append(str(inst_file))
     else:
         if inst_file not in instances_cache:
-            try: instances_cache[inst_file] = validate_instances(json.loads(inst_file.read_text(encoding="utf-8")), str(inst_file))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e: instances_cache[inst_file] = f"{inst_file}: not valid JSON ({e})"
+            try: instances_cache[inst_file] = validate_instances(read_json(inst_file), str(inst_file))
             except ValueError as e: instances_cache[inst_file] = str(e)
         inst = instances_cache[inst_file]
         if isinstance(inst, str): rep.unreadable.append(inst); inst = None

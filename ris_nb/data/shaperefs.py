@@ -12,6 +12,7 @@ import pickle
 import shutil
 import struct
 import time
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,9 @@ import shapely
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
-           'P_SAME_COLOR', 'REL_MARGIN', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole',
+           'P_SAME_COLOR', 'REL_MARGIN', 'MAX_SIZE', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole',
            'polygons_to_mask', 'Obj', 'make_scene', 'candidate_expressions', 'pick_sentences', 'png_bytes',
-           'make_image', 'generate']
+           'make_image', 'remove_stale_temps', 'generate']
 
 # %% ../../nbs/03_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -406,17 +407,35 @@ def _is_shaperefs_dir(p: Path) -> bool:
 
 def _make(args): return make_image(*args)
 
+MAX_SIZE = 1024                 # ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
+
+def _pid_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True      # someone else's live process
+    return True
+
+def remove_stale_temps(out_dir: Path) -> list[Path]:
+    "Delete `.<name>.tmp-<pid>` / `.<name>.old-<pid>` siblings of `out_dir` left by a killed `generate` (their pid is dead)."
+    removed = []
+    for p in out_dir.parent.glob(f".{out_dir.name}.*-*"):
+        kind, _, pid = p.name[len(out_dir.name) + 2:].rpartition("-")
+        if kind in ("tmp", "old") and pid.isdigit() and p.is_dir() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True); removed.append(p)
+    return removed
+
 def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed: int = 0, size: int = 128,
              workers: int = 1, verbose: bool = True, n_objects: tuple[int, int] = (2, 6)) -> dict:
     "Write a ShapeRefs dataset in REFER format to `out_dir` (the dataset folder); returns counts and paths."
     if n_images < 1: raise ValueError(f"n_images must be >= 1, got {n_images}")
     if not 2 <= n_objects[0] <= n_objects[1] <= 8: raise ValueError(f"n_objects must be (lo, hi) with 2 <= lo <= hi <= 8, got {n_objects}")
-    if size < 64: raise ValueError(f"size must be >= 64 px, got {size}")
+    if not 64 <= size <= MAX_SIZE: raise ValueError(f"size must be between 64 and {MAX_SIZE} px (ris_nb.data.shaperefs.MAX_SIZE), got {size}")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or not _is_shaperefs_dir(out_dir)):
         raise ValueError(f"{out_dir} exists and is not a ShapeRefs folder (no refs(shaperefs).p / meta.json); "
                          "refusing to overwrite it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for p in remove_stale_temps(out_dir): warnings.warn(f"removed {p}, left by an interrupted run")
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     if tmp.exists(): shutil.rmtree(tmp)
     t0 = time.perf_counter()

@@ -5,6 +5,8 @@
 # %% ../../nbs/04_transforms.ipynb #8a707cc1
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +22,8 @@ from .refer import RefDataset, load_image, _mix
 
 # %% auto #0
 __all__ = ['NORMALIZE', 'PAD_TO', 'META_KEYS', 'ImageTransform', 'image_transform', 'resize_mask', 'denormalize',
-           'word_tokenizer', 'load_tokenizer', 'build_tokenizer', 'encode_text', 'Batch', 'RISDataset', 'Collate',
-           'EpochSampler', 'set_epoch', 'make_loader', 'make_datasets', 'make_dataloaders']
+           'word_tokenizer', 'load_tokenizer', 'build_tokenizer', 'tokenizer_fingerprint', 'encode_text', 'Batch',
+           'RISDataset', 'Collate', 'EpochSampler', 'set_epoch', 'make_loader', 'make_datasets', 'make_dataloaders']
 
 # %% ../../nbs/04_transforms.ipynb #f96a123a
 NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
@@ -99,6 +101,11 @@ def build_tokenizer(cfg: Config, sentences: Sequence[str] | None = None):
     else: tok = load_tokenizer(kind)
     tok.model_max_length = cfg.data.max_tokens
     return tok
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    "16 hex digits of SHA-256 over the vocabulary mapping (token → id), in id order: changes when any word gets another id."
+    pairs = sorted(tokenizer.get_vocab().items(), key=lambda kv: (kv[1], kv[0]))
+    return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 PAD_TO = {"max_tokens": "max_length", "longest": "longest"}   # data.pad_to -> the tokenizer's padding mode
 

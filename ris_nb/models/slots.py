@@ -123,6 +123,7 @@ class SlotOutput:
     entities: torch.Tensor        # Ŝ (B,K,D)
     a_slot: torch.Tensor          # A^slot (B,K,N): last iteration, head mean, before the pixel renormalisation
     slots_init: torch.Tensor      # S⁰ (B,K,D)
+    a_slot_iters: torch.Tensor | None = None   # (B,T,K,N): the same map after every iteration (the last one is A^slot)
 
 class EntityDiscovery(nn.Module):
     "Tokens (B,N,C) on an h×w grid → entities Ŝ (B,K,D) and A^slot (B,K,N): S⁰, T × [slot attention → interaction]."
@@ -157,12 +158,13 @@ class EntityDiscovery(nn.Module):
                 generator: torch.Generator | None = None) -> SlotOutput:
         s0 = self.init(tokens.shape[0], generator) if slots_init is None else slots_init
         k, v = self.attn.project_context(self.features(tokens, hw))
-        slots = s0
+        slots, maps = s0, []
         for _ in range(self.iterations):                                       # weights tied over iterations
             upd, attn = self.attn(slots, k, v)
             slots = self.ffn(slots + upd)
             if self.interaction is not None: slots = self.interaction(slots)
-        return SlotOutput(self.out_norm(self.out_proj(slots)), attn.mean(dim=1), s0)
+            maps.append(attn.mean(dim=1))
+        return SlotOutput(self.out_norm(self.out_proj(slots)), maps[-1], s0, torch.stack(maps, dim=1))
 
 # %% ../../nbs/10_entity_slots.ipynb #0e82afc3
 class BroadcastDecoder(nn.Module):

@@ -1,0 +1,381 @@
+"""Regression tests for the fault probe of issue 13: each bad input or fault gets a clear error (exit code 2 from the CLI,
+no traceback) or survives with nothing lost. FAULTS.md lists them."""
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ris_nb.core import get_preset
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
+CLI = [sys.executable, "-m", "ris_nb.cli"]
+
+
+def cli(*args, check_rc=None, **kw):
+    p = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, env=ENV, timeout=600, **kw)
+    if check_rc is not None:
+        assert p.returncode == check_rc, f"rc {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+    return p
+
+
+def refused(p, *fragments):
+    "The CLI refused with exit code 2, one `error:` line naming every fragment, and no traceback."
+    assert p.returncode == 2, f"rc {p.returncode}\n{p.stdout[-1500:]}\n{p.stderr[-3000:]}"
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    for f in fragments: assert f in p.stderr, (f, p.stderr[-3000:])
+
+
+# ---------------------------------------------------------------- config (00_core)
+
+def test_section_override_merges_into_the_section():
+    cfg = get_preset("lavt_tiny")
+    new = cfg.override({"train": {"max_steps": 2, "batch_size": 4}})
+    assert (new.train.max_steps, new.train.batch_size) == (2, 4)
+    assert new.train.lr == cfg.train.lr == 1e-3 and new.train.eval_every == cfg.train.eval_every
+
+
+def test_override_refuses_a_list():
+    with pytest.raises(ValueError, match="override expects a dict"):
+        get_preset("lavt_tiny").override([("train.lr", 1e-4)])
+
+
+@pytest.mark.parametrize("updates,fragment", [
+    ({"train.max_steps": 0}, "train.max_steps=0"), ({"train.max_steps": -5}, "train.max_steps=-5"),
+    ({"train.eval_every": 0}, "train.eval_every=0"), ({"train.batch_size": -4}, "train.batch_size=-4"),
+    ({"train.lr": math.inf}, "train.lr=inf"), ({"train.lr": math.nan}, "train.lr=nan"),
+    ({"data.image_size": 50}, "data.image_size=50"), ({"data.image_size": 0}, "data.image_size=0"),
+    ({"eval.select_metric": "accuracy"}, "eval.select_metric='accuracy'"),
+])
+def test_validate_config_names_the_key(updates, fragment):
+    from ris_nb.core import validate_config
+    with pytest.raises(ValueError, match="expected") as e:
+        validate_config(get_preset("lavt_tiny").override(updates))
+    assert fragment in str(e.value), e.value
+
+
+# ---------------------------------------------------------------- data files (02_refer, 03_shaperefs)
+
+@pytest.fixture(scope="module")
+def shaperefs(tmp_path_factory):
+    from ris_nb.data.shaperefs import generate
+    out = tmp_path_factory.mktemp("data") / "shaperefs"
+    generate(out, n_images=40, seed=3, size=64, verbose=False)
+    return out
+
+
+@pytest.fixture
+def data_copy(shaperefs, tmp_path):
+    "A private copy of the dataset a test may damage."
+    import shutil
+    dst = tmp_path / "shaperefs"
+    shutil.copytree(shaperefs, dst)
+    return dst
+
+
+def shared_pickle(depth: int) -> bytes:
+    "Python-2 pickle: a non-ASCII BINSTRING, then `depth` levels of [x, x] each sharing the level below through the memo."
+    out = bytearray(b"\x80\x02U\x01\xe9q\x00")
+    for i in range(1, depth + 1): out += b"](h" + bytes([i - 1]) + b"h" + bytes([i - 1]) + b"eq" + bytes([i])
+    return bytes(out + b".")
+
+
+def test_shared_refs_pickle_does_not_hang(data_copy):
+    refs = data_copy / "refs(shaperefs).p"
+    refs.write_bytes(shared_pickle(40))
+    assert refs.stat().st_size < 400
+    code = ("import sys; from ris_nb.data.refer import Refer\n"
+            "try: Refer(sys.argv[1], 'shaperefs', 'shaperefs')\n"
+            "except ValueError as e: print('refused:', e)\n")
+    t0 = time.time()   # today's decoder copies 2**40 paths: hours; the fix decodes each shared list once
+    p = subprocess.run([sys.executable, "-c", code, str(data_copy.parent)], capture_output=True, text=True, env=ENV, timeout=60)
+    assert time.time() - t0 < 60 and p.returncode == 0, p.stderr
+    assert "refused:" in p.stdout and "refs(shaperefs).p" in p.stdout, p.stdout
+
+
+def test_self_referencing_pickle_is_refused(tmp_path):
+    from ris_nb.data.refer import safe_load_pickle
+    (tmp_path / "loop.p").write_bytes(b"\x80\x02]q\x00(h\x00U\x01\xe9e.")
+    with pytest.raises(ValueError, match="loop.p: containers nested deeper"):
+        safe_load_pickle(tmp_path / "loop.p")
+
+
+def test_16_bit_greyscale_is_scaled_not_white(tmp_path):
+    from ris_nb.data.refer import load_image
+    ramp = (np.arange(256, dtype=np.uint32) * 257).astype(np.uint16).reshape(16, 16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    img = load_image(tmp_path / "g16.png")
+    assert img.shape == (16, 16, 3) and img[..., 0].ravel().tolist() == list(range(256))
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path):
+    from ris_nb.data.refer import load_image
+    Image.new("1", (20000, 10000)).save(tmp_path / "bomb.png")
+    with pytest.raises(ValueError, match=r"bomb.png.*200,000,000 pixels|bomb.png.*exceeds limit"):
+        load_image(tmp_path / "bomb.png")
+
+
+def _edit_instances(ddir: Path, fn) -> None:
+    inst = json.loads((ddir / "instances.json").read_text())
+    fn(inst)
+    (ddir / "instances.json").write_text(json.dumps(inst))
+
+
+def test_height_as_string_is_named(data_copy):
+    from ris_nb.data.refer import Refer
+    _edit_instances(data_copy, lambda inst: inst["images"][0].update(height="64"))
+    with pytest.raises(ValueError, match=r"instances.json: images\[0\] field 'height' should be int, got '64' \(str\)"):
+        Refer(data_copy.parent, "shaperefs", "shaperefs")
+
+
+def test_utf16_instances_names_the_file(data_copy):
+    from ris_nb.data.refer import Refer
+    f = data_copy / "instances.json"
+    f.write_bytes(f.read_text().encode("utf-16"))
+    with pytest.raises(ValueError, match=r"instances.json: not UTF-8 text \(it looks like UTF-16\)"):
+        Refer(data_copy.parent, "shaperefs", "shaperefs")
+
+
+def test_synth_refuses_a_huge_size(tmp_path):
+    p = cli("synth", "--out", tmp_path / "s", "--n-images", 1, "--size", 100000)
+    refused(p, "size must be between 64 and 1024", "100000")
+    assert not any(tmp_path.iterdir())
+
+
+def test_synth_removes_stale_temp_folders(tmp_path):
+    from ris_nb.data.shaperefs import generate
+    stale = tmp_path / ".shaperefs.tmp-999999999"       # a killed run's leftover (pid beyond pid_max: dead)
+    (stale / "images").mkdir(parents=True)
+    live = tmp_path / f".shaperefs.tmp-{os.getpid()}x"  # not ours to judge: not a pid suffix
+    live.mkdir()
+    with pytest.warns(UserWarning, match="interrupted run"):
+        generate(tmp_path / "shaperefs", n_images=4, seed=0, size=64, verbose=False)
+    assert not stale.exists() and live.exists() and (tmp_path / "shaperefs" / "meta.json").exists()
+
+
+# ---------------------------------------------------------------- training engine (12_training)
+
+@pytest.mark.parametrize("preset", ["lavt_tiny", "lavt_mg_tiny", "magnet_tiny", "sag_tiny"])
+def test_every_tiny_preset_resumes_bit_identically(preset, shaperefs, tmp_path):
+    "Crash after the step-2 checkpoint, resume into a fresh model: same weights and losses as an uninterrupted run."
+    from resume_check import resume_difference
+    diff, straight, resumed = resume_difference(preset, shaperefs.parent, tmp_path)
+    assert straight == resumed and sorted(resumed) == [1, 2, 3, 4]
+    assert diff == 0.0, f"{preset}: max |Δ| of the final weights {diff:.3g}"
+
+
+def test_fit_validates_the_config_before_any_work(tmp_path):
+    from ris_nb.train import fit
+    cfg = get_preset("lavt_tiny").override({"train.batch_size": -4, "train.lr": math.inf, "train.out_dir": str(tmp_path / "r")})
+    with pytest.raises(ValueError, match=r"train.batch_size=-4.*train.lr=inf"):
+        fit(None, {}, cfg)
+    assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------- the CLI (15_cli), in process: main() is the console script
+
+def main(capsys, *args) -> tuple[int, str]:
+    "Run `ris_nb ARGS` in this process: (exit code, stderr). An exception escaping main() (a traceback) fails the test."
+    from ris_nb.cli import main as cli_main
+    rc = cli_main([str(a) for a in args])
+    return rc, capsys.readouterr().err
+
+
+TINY = ["--preset", "lavt_tiny", "--set", "data.image_size=64", "train.batch_size=4", "train.log_every=1",
+        "train.eval_every=2", "train.ckpt_every=2", "train.device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained(shaperefs, tmp_path_factory):
+    "A 2-step lavt_tiny run (best.pt, checkpoints, tokenizer) on the module's ShapeRefs."
+    from ris_nb.cli import main as cli_main
+    out = tmp_path_factory.mktemp("runs") / "a"
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try: assert cli_main(["train", "--data", str(shaperefs), "--out", str(out), "--no-eval", *TINY, "train.max_steps=2"]) == 0
+    finally: torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_data(tmp_path_factory):
+    "ShapeRefs with another seed: the same 46 words, numbered differently; and a 4-image set with another vocabulary."
+    from ris_nb.data.shaperefs import generate
+    root = tmp_path_factory.mktemp("other")
+    generate(root / "remapped" / "shaperefs", n_images=40, seed=4, size=64, verbose=False)
+    generate(root / "small" / "shaperefs", n_images=4, seed=1, size=64, verbose=False)
+    return root
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_refused_retrain_leaves_the_tokenizer_alone(trained, other_data, capsys):
+    before = snapshot(trained / "tokenizer")
+    rc, err = main(capsys, "train", "--data", other_data / "small" / "shaperefs", "--out", trained, "--no-eval", *TINY,
+                   "train.max_steps=2")
+    assert rc == 2 and "different config" in err and "model.text.vocab_size" in err, err
+    assert snapshot(trained / "tokenizer") == before
+
+
+def test_resume_on_a_remapped_vocabulary_is_refused(trained, other_data, capsys):
+    from ris_nb.data.transforms import load_tokenizer, tokenizer_fingerprint
+    from ris_nb.train import load_checkpoint
+    ours = tokenizer_fingerprint(load_tokenizer(trained / "tokenizer"))
+    assert load_checkpoint(trained / "best.pt")["tokenizer_fingerprint"] == ours
+    rc, err = main(capsys, "train", "--data", other_data / "remapped" / "shaperefs", "--out", trained, "--no-eval", *TINY,
+                   "train.max_steps=4")
+    assert rc == 2 and "tokenizer_fingerprint " + ours in err, err
+    assert max(r["step"] for r in map(json.loads, (trained / "log.jsonl").read_text().splitlines())) == 2   # nothing trained
+
+
+def test_eval_and_predict_refuse_another_runs_tokenizer(trained, other_data, tmp_path, capsys):
+    import shutil
+    from ris_nb.core import get_preset
+    from ris_nb.data.transforms import build_tokenizer
+    run = tmp_path / "run"; run.mkdir()
+    shutil.copy(trained / "best.pt", run / "best.pt")
+    cfg = get_preset("lavt_tiny").override({"data.root": str(other_data / "remapped")})
+    build_tokenizer(cfg).save_pretrained(run / "tokenizer")             # same size, other ids
+    rc, err = main(capsys, "eval", "--ckpt", run / "best.pt", "--data", trained.parent, "--split", "val")
+    assert rc == 2 and "tokenizer_fingerprint" in err and "another vocabulary" in err, err
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
+    rc, err = main(capsys, "predict", "--ckpt", run / "best.pt", "--image", tmp_path / "x.png", "--text", "the red circle",
+                   "--out", tmp_path / "m.png")
+    assert rc == 2 and "tokenizer_fingerprint" in err and not (tmp_path / "m.png").exists(), err
+
+
+def test_second_training_on_the_same_run_directory_is_refused(trained, shaperefs, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ris_nb.train import run_lock\n"
+                               "with run_lock(sys.argv[1]): print('locked', flush=True); time.sleep(60)", str(trained)],
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        lines = (trained / "log.jsonl").read_text()
+        rc, err = main(capsys, "train", "--data", shaperefs, "--out", trained, "--no-eval", *TINY, "train.max_steps=4")
+        assert rc == 2 and f"in use by another training (pid {holder.pid})" in err, err
+        assert (trained / "log.jsonl").read_text() == lines
+    finally:
+        holder.kill(); holder.wait()
+
+
+def test_section_override_from_the_cli_keeps_its_siblings(tmp_path):
+    from ris_nb.cli import build_parser, config_from_args
+    args = build_parser().parse_args(["train", "--preset", "lavt_tiny", "--out", str(tmp_path / "r"),
+                                      "--set", 'train={"max_steps": 2, "batch_size": 4}'])
+    cfg = config_from_args(args)
+    assert (cfg.train.max_steps, cfg.train.batch_size, cfg.train.lr, cfg.train.eval_every) == (2, 4, 1e-3, 100)
+
+
+def test_validation_split_without_sentences_is_refused_before_training(data_copy, tmp_path, capsys):
+    refs_file = data_copy / "refs(shaperefs).p"
+    refs = pickle.loads(refs_file.read_bytes())
+    for r in refs:
+        if r["split"] == "val":
+            for s in r["sentences"]: s["raw"] = s["sent"] = ""
+    refs_file.write_bytes(pickle.dumps(refs, protocol=2))
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="empty"):
+        rc, err = main(capsys, "train", "--data", data_copy, "--out", out, "--no-eval", *TINY, "train.max_steps=2")
+    assert rc == 2 and "split 'val' of shaperefs has no sentences" in err, err
+    assert not (out / "log.jsonl").exists() and not (out / "best.pt").exists()
+
+
+def _evil_refs(path: Path, payload) -> None:
+    class Evil:
+        def __reduce__(self): return payload
+    path.write_bytes(pickle.dumps([{"ref_id": 1, "x": Evil()}], protocol=2))
+
+
+@pytest.mark.parametrize("payload,fragment", [
+    ((os.system, ("touch /tmp/ris_nb_fault_probe",)), "refusing to load global posix.system"),
+    ((__import__("collections").OrderedDict, ()), "refusing to load global collections.OrderedDict"),
+])
+def test_unsafe_refs_pickle_is_one_line(payload, fragment, data_copy, tmp_path, capsys):
+    _evil_refs(data_copy / "refs(shaperefs).p", payload)
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", *TINY)
+    assert rc == 2 and fragment in err and "refs(shaperefs).p" in err, err
+    assert not Path("/tmp/ris_nb_fault_probe").exists()
+
+
+@pytest.mark.parametrize("setting,fragment", [
+    ("train.max_steps=0", "train.max_steps=0: expected an integer >= 1"),
+    ("train.max_steps=-5", "train.max_steps=-5"),
+    ("train.eval_every=0", "train.eval_every=0"),
+    ("data.image_size=50", "data.image_size=50: expected a multiple of model.vision.patch_size=4"),
+    ("data.image_size=0", "data.image_size=0: expected an integer >= 32"),
+    ("eval.select_metric=accuracy", "eval.select_metric='accuracy': expected one of 'oIoU'"),
+    ("train.lr=Infinity", "train.lr=inf: expected a finite number > 0"),
+])
+def test_bad_settings_are_refused_before_any_work(setting, fragment, shaperefs, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", out, *TINY, setting)
+    assert rc == 2 and fragment in err, err
+    assert not out.exists()
+
+
+def test_bad_data_files_are_named(data_copy, tmp_path, capsys):
+    _edit_instances(data_copy, lambda inst: inst["images"][0].update(height="64"))
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "r1", *TINY)
+    assert rc == 2 and "images[0] field 'height' should be int, got '64'" in err, err
+    f = data_copy / "instances.json"
+    f.write_bytes(f.read_text().encode("utf-16"))
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "r2", *TINY)
+    assert rc == 2 and f"{f}: not UTF-8 text" in err, err
+
+
+def test_checkpoint_with_a_non_json_config_is_named(trained, tmp_path, capsys):
+    import shutil
+    from ris_nb.train import load_checkpoint
+    run = tmp_path / "run"; shutil.copytree(trained / "tokenizer", run / "tokenizer")
+    ck = load_checkpoint(trained / "best.pt"); ck["config"] = "lavt_tiny, lr 1e-3"
+    torch.save(ck, run / "bad.pt")
+    rc, err = main(capsys, "eval", "--ckpt", run / "bad.pt")
+    assert rc == 2 and f"{run / 'bad.pt'}: the stored config is not JSON" in err, err
+
+
+def test_output_paths_are_checked_before_any_work(trained, shaperefs, tmp_path, capsys):
+    afile = tmp_path / "afile.txt"; afile.write_text("keep me")
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", afile, *TINY, "train.max_steps=2")
+    assert rc == 2 and f"--out {afile} is a file" in err, err
+    rc, err = main(capsys, "eval", "--ckpt", trained / "best.pt", "--out", afile)
+    assert rc == 2 and f"--out {afile} is a file" in err, err
+    rc, err = main(capsys, "train", "--data", afile, "--out", tmp_path / "run", *TINY)
+    assert rc == 2 and f"--data {afile} is a file" in err and "synth" not in err, err
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
+    rc, err = main(capsys, "predict", "--ckpt", trained / "best.pt", "--image", tmp_path / "x.png", "--text", "red", "--out", tmp_path)
+    assert rc == 2 and "is a directory; expected a file name for the mask" in err, err
+    assert afile.read_text() == "keep me" and not (tmp_path / "run").exists()
+
+
+def test_predict_refuses_a_huge_image(trained, tmp_path, capsys):
+    Image.new("1", (20000, 10000)).save(tmp_path / "bomb.png")
+    rc, err = main(capsys, "predict", "--ckpt", trained / "best.pt", "--image", tmp_path / "bomb.png", "--text", "red",
+                   "--out", tmp_path / "m.png")
+    assert rc == 2 and "bomb.png" in err and "expected at most" in err, err
+
+
+def test_disk_full_is_one_line_and_loses_nothing(shaperefs, tmp_path, capsys, monkeypatch):
+    import errno
+    from ris_nb.train import checkpoint_paths, load_checkpoint
+    out = tmp_path / "run"
+    real_save, calls = torch.save, []
+    def save(obj, f, *a, **k):
+        calls.append(1)
+        if len(calls) >= 2: raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+    monkeypatch.setattr(torch, "save", save)
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", out, "--no-eval", *TINY, "train.max_steps=4",
+                   "train.eval_every=100")
+    assert rc == 2 and "No space left on device" in err, err
+    assert [p.name for p in checkpoint_paths(out)] == ["step_0000002.pt"]
+    assert load_checkpoint(out / "checkpoints" / "step_0000002.pt")["step"] == 2     # the checkpoint before is intact
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp file left
