@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['PWAM_KEYS', 'CAM_BRANCH_KEYS', 'PWAM', 'LayerNorm2d', 'cam_branch', 'CAM', 'convert_official_pwam',
+__all__ = ['PWAM_KEYS', 'CAM_BRANCH_KEYS', 'PWAM', 'LayerNorm2d', 'cam_branch', 'pool_repeats', 'CAM', 'convert_official_pwam',
            'convert_official_cam', 'cal_loss']
 
 # %% ../../nbs/08_alignment.ipynb #02444feb
@@ -65,6 +65,10 @@ def cam_branch(dim: int, pool: int) -> nn.Sequential:
         shrink=nn.Conv2d(4 * dim, dim, 1, bias=False), act=nn.GELU(), proj=nn.Conv2d(dim, dim // 4, 1, bias=False)))
 
 # %% ../../nbs/08_alignment.ipynb #4bea5f36
+def pool_repeats(p: int, H: int, W: int) -> tuple[int, int] | None:
+    "(p/H, p/W) when adaptive average pooling an H×W map to p×p only repeats its pixels, else None."
+    return (p // H, p // W) if p % H == 0 and p % W == 0 else None
+
 class CAM(nn.Module):
     "Cross-modal alignment module of one stage: pooled, word-fused pyramid + full-resolution PWAM output → decoder feature."
     def __init__(self, dim: int, text_dim: int, pool_sizes=(1, 2, 3, 6), heads: int = 1, dropout: float = 0.0):
@@ -78,11 +82,13 @@ class CAM(nn.Module):
 
     def pyramid(self, v: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         "Word-fused pooled maps at each pool size, `v`: (B,d,H,W) → list of (B,d/4,p,p)."
-        out = []
-        for branch, pwam in zip(self.branches, self.pwams):
-            z = branch(v)
-            B, c, p, _ = z.shape
-            out.append(pwam(z.flatten(2).transpose(1, 2), words, mask).transpose(1, 2).reshape(B, c, p, p))
+        out, (H, W) = [], v.shape[-2:]
+        for p, branch, pwam in zip(self.pool_sizes, self.branches, self.pwams):
+            rep = pool_repeats(p, H, W)
+            z = branch[1:](v) if rep else branch(v)      # per-pixel layers on the H×W map when pooling would only repeat it
+            B, c, h, w = z.shape
+            y = pwam(z.flatten(2).transpose(1, 2), words, mask).transpose(1, 2).reshape(B, c, h, w)
+            out.append(y.repeat_interleave(rep[0], 2).repeat_interleave(rep[1], 3) if rep else y)
         return out
 
     def forward(self, v: torch.Tensor, r: torch.Tensor, words: torch.Tensor, mask: torch.Tensor, trace: dict | None = None):
