@@ -129,7 +129,7 @@ def polygons_to_mask(polygons: list[list[float]], h: int, w: int) -> np.ndarray:
     if not polygons: return np.zeros((h, w), bool)
     return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))).astype(bool)
 
-# %% ../../nbs/03_shaperefs.ipynb #d61f45c5
+# %% ../../nbs/03_shaperefs.ipynb #a46e5170
 @dataclass
 class Obj:
     "One object of a scene; `vis` is its visible-pixel mask (h,w) bool, `polygons` the same as COCO polygons."
@@ -156,12 +156,6 @@ class Obj:
     @property
     def name(self) -> str: return f"{self.size} {self.color} {self.shape}"
 
-def _dilate(m: np.ndarray) -> np.ndarray:
-    "`m` grown by one pixel (4-neighbourhood)."
-    out = m.copy()
-    out[1:] |= m[:-1]; out[:-1] |= m[1:]; out[:, 1:] |= m[:, :-1]; out[:, :-1] |= m[:, 1:]
-    return out
-
 def _pick_attrs(rng: np.random.Generator, objs: list[Obj], held_out: bool, first: bool) -> tuple[str, str, str]:
     if held_out and first: color, shape = HELD_OUT[rng.integers(len(HELD_OUT))]
     else:
@@ -170,6 +164,13 @@ def _pick_attrs(rng: np.random.Generator, objs: list[Obj], held_out: bool, first
             color = objs[rng.integers(len(objs))].color if objs and rng.random() < P_SAME_COLOR else list(COLORS)[rng.integers(len(COLORS))]
             if held_out or (color, shape) not in HELD_OUT: break
     return shape, color, ("small", "large")[rng.integers(2)]
+
+# %% ../../nbs/03_shaperefs.ipynb #68cb0391
+def _dilate(m: np.ndarray) -> np.ndarray:
+    "`m` grown by one pixel (4-neighbourhood)."
+    out = m.copy()
+    out[1:] |= m[:-1]; out[:-1] |= m[1:]; out[:, 1:] |= m[:, :-1]; out[:, :-1] |= m[:, 1:]
+    return out
 
 def _window(cx: float, cy: float, d: float, size: int) -> tuple[slice, slice]:
     "Rows, columns holding `shape_mask(…, cx, cy, d, …)` plus a one-pixel margin (all the placement tests need)."
@@ -201,6 +202,7 @@ def _placement_ok(objs: list[Obj], full: np.ndarray, win: tuple[slice, slice], c
                and not (o.color == color and np.count_nonzero(halo & o.full[win])) for o in objs) \
         and not any(_cuts_hole(o, full, win, halo) for o in objs)
 
+# %% ../../nbs/03_shaperefs.ipynb #fbc639e6
 def _rasterised_labels(objs: list[Obj], size: int) -> np.ndarray:
     "Set each object's COCO polygons; the label image (0: background) that pycocotools rasterises from them."
     lab = np.zeros((size, size), np.uint8)
@@ -217,6 +219,7 @@ def _rasterised_labels(objs: list[Obj], size: int) -> np.ndarray:
     for o, p in zip(objs, polys): o.polygons = p
     return out
 
+# %% ../../nbs/03_shaperefs.ipynb #10ec5dfc
 def make_scene(rng: np.random.Generator, size: int = 128, held_out: bool = False, n_objects: tuple[int, int] = (2, 6),
                specs: list[tuple] | None = None) -> tuple[np.ndarray, list[Obj]]:
     "Image (size,size,3) uint8 and its objects (count drawn from `n_objects`, inclusive); `specs` = [(shape, color, size, cx, cy)] draws a fixed scene (ValueError if it has a hole)."
