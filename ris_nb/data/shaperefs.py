@@ -396,7 +396,7 @@ def make_image(seed: int, index: int, split: str, size: int = 128,
         if out: refs.append(dict(ann=k, sentences=out))
     return png_bytes(img), anns, refs
 
-# %% ../../nbs/03_shaperefs.ipynb #ebff382f
+# %% ../../nbs/03_shaperefs.ipynb #cb8b3004
 def _split_of(n: int, seed: int) -> list[str]:
     counts = {k: (max(1, round(f * n)) if n >= 4 else 0) for k, f in SPLIT_FRACTIONS.items() if k != "train"}
     counts["train"] = n - sum(counts.values())
@@ -409,6 +409,30 @@ def _is_shaperefs_dir(p: Path) -> bool:
 
 def _make(args): return make_image(*args)
 
+# %% ../../nbs/03_shaperefs.ipynb #e17def04
+def _number(results, splits: list[str], size: int, image_dir: Path, bar) -> tuple[list, list, list, int]:
+    "Write each image's PNG and number images, annotations, refs and sentences from 1 in order -> (images, annotations, refs, n_sentences)."
+    images, annotations, refs = [], [], []
+    n_sent = 0
+    for i, (png, anns, rrefs) in enumerate(results):
+        image_id, fname = i + 1, f"{i + 1:06d}.png"
+        (image_dir / fname).write_bytes(png)
+        images.append(dict(id=image_id, file_name=fname, height=size, width=size, license=0,
+                           coco_url="", flickr_url="", date_captured="", split=splits[i]))
+        first_ann = len(annotations) + 1
+        for a in anns: annotations.append(dict(id=len(annotations) + 1, image_id=image_id, **a))
+        for r in rrefs:
+            ref_id, ann_id = len(refs) + 1, first_ann + r["ann"]
+            sents = [dict(sent_id=n_sent + j + 1, **s) for j, s in enumerate(r["sentences"])]
+            n_sent += len(sents)
+            refs.append(dict(ref_id=ref_id, ann_id=ann_id, image_id=image_id,
+                             category_id=annotations[ann_id - 1]["category_id"], split=splits[i],
+                             sent_ids=[s["sent_id"] for s in sents], sentences=sents,
+                             file_name=f"{i + 1:06d}_{ref_id}.png"))
+        bar.update(1)
+    return images, annotations, refs, n_sent
+
+# %% ../../nbs/03_shaperefs.ipynb #652720af
 def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed: int = 0, size: int = 128,
              workers: int = 1, verbose: bool = True, n_objects: tuple[int, int] = (2, 6)) -> dict:
     "Write a ShapeRefs dataset in REFER format to `out_dir` (the dataset folder); returns counts and paths."
@@ -434,25 +458,7 @@ def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed:
             pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers)
             results = pool.imap(_make, jobs, chunksize=16)
         else: pool, results = None, map(_make, jobs)
-        images, annotations, refs = [], [], []
-        n_sent = 0
-        try:
-            for i, (png, anns, rrefs) in enumerate(results):
-                image_id, fname = i + 1, f"{i + 1:06d}.png"
-                (tmp / "images" / fname).write_bytes(png)
-                images.append(dict(id=image_id, file_name=fname, height=size, width=size, license=0,
-                                   coco_url="", flickr_url="", date_captured="", split=splits[i]))
-                first_ann = len(annotations) + 1
-                for a in anns: annotations.append(dict(id=len(annotations) + 1, image_id=image_id, **a))
-                for r in rrefs:
-                    ref_id, ann_id = len(refs) + 1, first_ann + r["ann"]
-                    sents = [dict(sent_id=n_sent + j + 1, **s) for j, s in enumerate(r["sentences"])]
-                    n_sent += len(sents)
-                    refs.append(dict(ref_id=ref_id, ann_id=ann_id, image_id=image_id,
-                                     category_id=annotations[ann_id - 1]["category_id"], split=splits[i],
-                                     sent_ids=[s["sent_id"] for s in sents], sentences=sents,
-                                     file_name=f"{i + 1:06d}_{ref_id}.png"))
-                bar.update(1)
+        try: images, annotations, refs, n_sent = _number(results, splits, size, tmp / "images", bar)
         finally:
             bar.close()
             if pool is not None: pool.close(); pool.join()
