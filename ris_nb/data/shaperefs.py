@@ -130,7 +130,7 @@ def polygons_to_mask(polygons: list[list[float]], h: int, w: int) -> np.ndarray:
     if not polygons: return np.zeros((h, w), bool)
     return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))).astype(bool)
 
-# %% ../../nbs/03_shaperefs.ipynb #d61f45c5
+# %% ../../nbs/03_shaperefs.ipynb #a46e5170
 @dataclass
 class Obj:
     "One object of a scene; `vis` is its visible-pixel mask (h,w) bool, `polygons` the same as COCO polygons."
@@ -157,12 +157,6 @@ class Obj:
     @property
     def name(self) -> str: return f"{self.size} {self.color} {self.shape}"
 
-def _dilate(m: np.ndarray) -> np.ndarray:
-    "`m` grown by one pixel (4-neighbourhood)."
-    out = m.copy()
-    out[1:] |= m[:-1]; out[:-1] |= m[1:]; out[:, 1:] |= m[:, :-1]; out[:, :-1] |= m[:, 1:]
-    return out
-
 def _pick_attrs(rng: np.random.Generator, objs: list[Obj], held_out: bool, first: bool) -> tuple[str, str, str]:
     if held_out and first: color, shape = HELD_OUT[rng.integers(len(HELD_OUT))]
     else:
@@ -171,6 +165,13 @@ def _pick_attrs(rng: np.random.Generator, objs: list[Obj], held_out: bool, first
             color = objs[rng.integers(len(objs))].color if objs and rng.random() < P_SAME_COLOR else list(COLORS)[rng.integers(len(COLORS))]
             if held_out or (color, shape) not in HELD_OUT: break
     return shape, color, ("small", "large")[rng.integers(2)]
+
+# %% ../../nbs/03_shaperefs.ipynb #68cb0391
+def _dilate(m: np.ndarray) -> np.ndarray:
+    "`m` grown by one pixel (4-neighbourhood)."
+    out = m.copy()
+    out[1:] |= m[:-1]; out[:-1] |= m[1:]; out[:, 1:] |= m[:, :-1]; out[:, :-1] |= m[:, 1:]
+    return out
 
 def _window(cx: float, cy: float, d: float, size: int) -> tuple[slice, slice]:
     "Rows, columns holding `shape_mask(…, cx, cy, d, …)` plus a one-pixel margin (all the placement tests need)."
@@ -202,6 +203,7 @@ def _placement_ok(objs: list[Obj], full: np.ndarray, win: tuple[slice, slice], c
                and not (o.color == color and np.count_nonzero(halo & o.full[win])) for o in objs) \
         and not any(_cuts_hole(o, full, win, halo) for o in objs)
 
+# %% ../../nbs/03_shaperefs.ipynb #fbc639e6
 def _rasterised_labels(objs: list[Obj], size: int) -> np.ndarray:
     "Set each object's COCO polygons; the label image (0: background) that pycocotools rasterises from them."
     lab = np.zeros((size, size), np.uint8)
@@ -218,6 +220,7 @@ def _rasterised_labels(objs: list[Obj], size: int) -> np.ndarray:
     for o, p in zip(objs, polys): o.polygons = p
     return out
 
+# %% ../../nbs/03_shaperefs.ipynb #10ec5dfc
 def make_scene(rng: np.random.Generator, size: int = 128, held_out: bool = False, n_objects: tuple[int, int] = (2, 6),
                specs: list[tuple] | None = None) -> tuple[np.ndarray, list[Obj]]:
     "Image (size,size,3) uint8 and its objects (count drawn from `n_objects`, inclusive); `specs` = [(shape, color, size, cx, cy)] draws a fixed scene (ValueError if it has a hole)."
@@ -394,7 +397,7 @@ def make_image(seed: int, index: int, split: str, size: int = 128,
         if out: refs.append(dict(ann=k, sentences=out))
     return png_bytes(img), anns, refs
 
-# %% ../../nbs/03_shaperefs.ipynb #ebff382f
+# %% ../../nbs/03_shaperefs.ipynb #cb8b3004
 def _split_of(n: int, seed: int) -> list[str]:
     counts = {k: (max(1, round(f * n)) if n >= 4 else 0) for k, f in SPLIT_FRACTIONS.items() if k != "train"}
     counts["train"] = n - sum(counts.values())
@@ -407,6 +410,30 @@ def _is_shaperefs_dir(p: Path) -> bool:
 
 def _make(args): return make_image(*args)
 
+# %% ../../nbs/03_shaperefs.ipynb #e17def04
+def _number(results, splits: list[str], size: int, image_dir: Path, bar) -> tuple[list, list, list, int]:
+    "Write each image's PNG and number images, annotations, refs and sentences from 1 in order -> (images, annotations, refs, n_sentences)."
+    images, annotations, refs = [], [], []
+    n_sent = 0
+    for i, (png, anns, rrefs) in enumerate(results):
+        image_id, fname = i + 1, f"{i + 1:06d}.png"
+        (image_dir / fname).write_bytes(png)
+        images.append(dict(id=image_id, file_name=fname, height=size, width=size, license=0,
+                           coco_url="", flickr_url="", date_captured="", split=splits[i]))
+        first_ann = len(annotations) + 1
+        for a in anns: annotations.append(dict(id=len(annotations) + 1, image_id=image_id, **a))
+        for r in rrefs:
+            ref_id, ann_id = len(refs) + 1, first_ann + r["ann"]
+            sents = [dict(sent_id=n_sent + j + 1, **s) for j, s in enumerate(r["sentences"])]
+            n_sent += len(sents)
+            refs.append(dict(ref_id=ref_id, ann_id=ann_id, image_id=image_id,
+                             category_id=annotations[ann_id - 1]["category_id"], split=splits[i],
+                             sent_ids=[s["sent_id"] for s in sents], sentences=sents,
+                             file_name=f"{i + 1:06d}_{ref_id}.png"))
+        bar.update(1)
+    return images, annotations, refs, n_sent
+
+# %% ../../nbs/03_shaperefs.ipynb #652720af
 MAX_SIZE = 1024                 # ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
 
 def _pid_alive(pid: int) -> bool:
@@ -450,25 +477,7 @@ def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed:
             pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers)
             results = pool.imap(_make, jobs, chunksize=16)
         else: pool, results = None, map(_make, jobs)
-        images, annotations, refs = [], [], []
-        n_sent = 0
-        try:
-            for i, (png, anns, rrefs) in enumerate(results):
-                image_id, fname = i + 1, f"{i + 1:06d}.png"
-                (tmp / "images" / fname).write_bytes(png)
-                images.append(dict(id=image_id, file_name=fname, height=size, width=size, license=0,
-                                   coco_url="", flickr_url="", date_captured="", split=splits[i]))
-                first_ann = len(annotations) + 1
-                for a in anns: annotations.append(dict(id=len(annotations) + 1, image_id=image_id, **a))
-                for r in rrefs:
-                    ref_id, ann_id = len(refs) + 1, first_ann + r["ann"]
-                    sents = [dict(sent_id=n_sent + j + 1, **s) for j, s in enumerate(r["sentences"])]
-                    n_sent += len(sents)
-                    refs.append(dict(ref_id=ref_id, ann_id=ann_id, image_id=image_id,
-                                     category_id=annotations[ann_id - 1]["category_id"], split=splits[i],
-                                     sent_ids=[s["sent_id"] for s in sents], sentences=sents,
-                                     file_name=f"{i + 1:06d}_{ref_id}.png"))
-                bar.update(1)
+        try: images, annotations, refs, n_sent = _number(results, splits, size, tmp / "images", bar)
         finally:
             bar.close()
             if pool is not None: pool.close(); pool.join()

@@ -15,7 +15,8 @@ from ..core import Config, register_model, special_token_ids
 from .encoders import StagedBackbone, TextEncoder, build_backbone, build_text_encoder
 
 # %% auto #0
-__all__ = ['WordAttention', 'PWAM', 'language_gate', 'SimpleDecoder', 'LavtOutputs', 'dice_loss', 'LAVT', 'build_lavt']
+__all__ = ['WordAttention', 'PWAM', 'language_gate', 'SimpleDecoder', 'LavtOutputs', 'dice_loss', 'seg_loss', 'LAVT',
+           'lavt_param_groups', 'build_lavt']
 
 # %% ../../nbs/06_lavt.ipynb #678fc1b0
 class WordAttention(nn.Module):
@@ -107,7 +108,17 @@ def dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> tor
     inter = (prob * target).flatten(1).sum(1)
     return (1 - (2 * inter + eps) / (prob.flatten(1).sum(1) + target.flatten(1).sum(1) + eps)).mean()
 
-# %% ../../nbs/06_lavt.ipynb #e6a23acc
+# %% ../../nbs/06_lavt.ipynb #1be6835a
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, lc) -> torch.Tensor:
+    "Weighted 2-class CE [bg, fg] (or Dice, or Dice + BCE, as `lc.loss` says): logits (B,2,H,W), target (B,H,W) {0,1}; `lc` = cfg.model.lavt."
+    if lc.loss == "ce":
+        return F.cross_entropy(logits, target.long(), weight=logits.new_tensor(lc.ce_weights))
+    if lc.loss == "dice": return dice_loss(logits.softmax(1)[:, 1], target.float())
+    if lc.loss == "dice_bce":   # ours: unweighted 2-class CE ≡ BCE on the softmax foreground probability
+        return dice_loss(logits.softmax(1)[:, 1], target.float()) + F.cross_entropy(logits, target.long())
+    raise ValueError(f"model.lavt.loss={lc.loss!r}: expected 'ce', 'dice' or 'dice_bce'")
+
+# %% ../../nbs/06_lavt.ipynb #7a7111be
 class LAVT(nn.Module):
     "LAVT: BERT, then per stage: backbone stage -> PWAM -> gated update; LN'd residuals -> SimpleDecoder."
     def __init__(self, backbone: StagedBackbone, text: TextEncoder, cfg: Config):
@@ -164,14 +175,8 @@ class LAVT(nn.Module):
         return self.mg(l, am, visual[self.mg_level], batch.masks)
 
     def losses(self, out: LavtOutputs, batch) -> dict[str, torch.Tensor]:
-        "Weighted 2-class CE [bg, fg] (or Dice, or Dice + BCE) on the input-size logits, + λ_MG·L_MG when computed."
-        lc, target = self.cfg.model.lavt, batch.masks
-        if lc.loss == "ce":
-            seg = F.cross_entropy(out.logits, target.long(), weight=out.logits.new_tensor(lc.ce_weights))
-        elif lc.loss == "dice": seg = dice_loss(out.logits.softmax(1)[:, 1], target.float())
-        elif lc.loss == "dice_bce":   # ours: unweighted 2-class CE ≡ BCE on the softmax foreground probability
-            seg = dice_loss(out.logits.softmax(1)[:, 1], target.float()) + F.cross_entropy(out.logits, target.long())
-        else: raise ValueError(f"model.lavt.loss={lc.loss!r}: expected 'ce', 'dice' or 'dice_bce'")
+        "`seg_loss` on the input-size logits, + λ_MG·L_MG when computed."
+        seg = seg_loss(out.logits, batch.masks, self.cfg.model.lavt)
         d = {"seg": seg}
         if out.mg_logits is not None:
             d["mg"] = self.mg.loss(out.mg_logits, out.mg_targets)
@@ -186,18 +191,23 @@ class LAVT(nn.Module):
         return [F.interpolate(p[i:i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0] for i, s in enumerate(sizes)]
 
     def param_groups(self, cfg: Config) -> list[dict]:
-        "LAVT's groups: backbone+PWAM (no decay on norms/pos tables), decoder, trainable text layers (+MG head)."
-        lr, wd = cfg.train.lr, cfg.train.weight_decay
-        no_decay = lambda n: "norm" in n or "absolute_pos_embed" in n or "relative_position_bias_table" in n
-        vis = [(f"backbone.{n}", p) for n, p in self.backbone.named_parameters()]
-        for name in ("pwams", "gates", "norms"): vis += [(f"{name}.{n}", p) for n, p in getattr(self, name).named_parameters()]
-        vis = [(n, p) for n, p in vis if p.requires_grad]
-        groups = [dict(name="backbone_no_decay", params=[p for n, p in vis if no_decay(n)], lr=lr, weight_decay=0.0),
-                  dict(name="backbone", params=[p for n, p in vis if not no_decay(n)], lr=lr, weight_decay=wd),
-                  dict(name="decoder", params=[p for p in self.decoder.parameters() if p.requires_grad], lr=lr, weight_decay=wd),
-                  dict(name="text", params=[p for p in self.text.parameters() if p.requires_grad], lr=lr, weight_decay=wd)]
-        if self.mg is not None: groups.append(dict(name="mg", params=[p for p in self.mg.parameters() if p.requires_grad], lr=lr, weight_decay=wd))
-        return [g for g in groups if g["params"]]
+        "LAVT's groups (`lavt_param_groups`)."
+        return lavt_param_groups(self, cfg)
+
+# %% ../../nbs/06_lavt.ipynb #ab5da098
+def lavt_param_groups(model: LAVT, cfg: Config) -> list[dict]:
+    "LAVT's groups: backbone+PWAM (no decay on norms/pos tables), decoder, trainable text layers (+MG head)."
+    lr, wd = cfg.train.lr, cfg.train.weight_decay
+    no_decay = lambda n: "norm" in n or "absolute_pos_embed" in n or "relative_position_bias_table" in n
+    vis = [(f"backbone.{n}", p) for n, p in model.backbone.named_parameters()]
+    for name in ("pwams", "gates", "norms"): vis += [(f"{name}.{n}", p) for n, p in getattr(model, name).named_parameters()]
+    vis = [(n, p) for n, p in vis if p.requires_grad]
+    groups = [dict(name="backbone_no_decay", params=[p for n, p in vis if no_decay(n)], lr=lr, weight_decay=0.0),
+              dict(name="backbone", params=[p for n, p in vis if not no_decay(n)], lr=lr, weight_decay=wd),
+              dict(name="decoder", params=[p for p in model.decoder.parameters() if p.requires_grad], lr=lr, weight_decay=wd),
+              dict(name="text", params=[p for p in model.text.parameters() if p.requires_grad], lr=lr, weight_decay=wd)]
+    if model.mg is not None: groups.append(dict(name="mg", params=[p for p in model.mg.parameters() if p.requires_grad], lr=lr, weight_decay=wd))
+    return [g for g in groups if g["params"]]
 
 # %% ../../nbs/06_lavt.ipynb #4cc10f71
 @register_model("lavt")

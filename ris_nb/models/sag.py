@@ -256,12 +256,9 @@ def build_sag(cfg: Config) -> SaG:
     "Model-protocol builder for `cfg.model.name == 'sag'`."
     return SaG(cfg)
 
-# %% ../../nbs/11_sag.ipynb #8bea6705
-OFFICIAL_UNUSED = ("encoders.img_enc.img_backbone.head.", "encoders.img_enc.set_pred_module.fc.",
-                   "encoders.img_enc.residual_fc.", "encoders.txt_enc.bert.pooler.")
+# %% ../../nbs/11_sag.ipynb #eef156f4
 _VIT_HEADS = {"vit_tiny_patch16_384": 3, "vit_small_patch16_384": 6, "vit_base_patch16_384": 12,
               "vit_tinytest_d64_patch16": 2, "vit_tinytest_d96_patch16": 3}
-_TIED = re.compile(r"(.*\.agg\.agg_blocks\.)(\d+)(\..*)")
 
 def official_to_config(sd: dict[str, torch.Tensor], official_config: dict) -> Config:
     "A `Config` reproducing the official model described by `official_config` (args [+ derived]) and `sd`'s shapes."
@@ -315,6 +312,7 @@ def official_to_config(sd: dict[str, torch.Tensor], official_config: dict) -> Co
         "train.grad_clip": float(a.get("grad_clip", 0.1)), "train.warmup_steps": int(a.get("lr_warmup_iter", 5000)),
         "train.warmup": "loss_scale", "train.batch_size": int(a.get("batch_size", 32))})
 
+# %% ../../nbs/11_sag.ipynb #40c0e812
 def official_key_map(model: SaG) -> tuple[dict[str, str], dict[str, list[str]]]:
     "Our state_dict names → official names (and the concatenated ones)."
     if not isinstance(model.vision, ViTBackbone): raise ValueError("official weights need model.vision.backbone='vit'")
@@ -341,6 +339,11 @@ def _official_init_keys(model: SaG) -> dict[str, str]:
     if model.cfg.model.sag.slot_type == "query": return {"slots.init.queries": q + "slots"}
     if model.cfg.model.sag.slot_type == "random": return {"slots.init.mu": q + "slots_mu", "slots.init.logvar": q + "slots_log_sigma"}
     return {}
+
+# %% ../../nbs/11_sag.ipynb #0145a861
+OFFICIAL_UNUSED = ("encoders.img_enc.img_backbone.head.", "encoders.img_enc.set_pred_module.fc.",
+                   "encoders.img_enc.residual_fc.", "encoders.txt_enc.bert.pooler.")
+_TIED = re.compile(r"(.*\.agg\.agg_blocks\.)(\d+)(\..*)")
 
 def load_official(state_dict: dict[str, torch.Tensor], official_config: dict) -> SaG:
     "Build a `SaG` from the official hyper-parameters and load the official `state_dict` strictly (names converted)."
