@@ -21,8 +21,9 @@ from .encoders import build_backbone, build_text_encoder, extended_mask, sine_po
 
 # %% auto #0
 __all__ = ['PRESET_SOURCES', 'TanhGate', 'WordPWAM', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder',
-           'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs', 'MagNet',
-           'build_magnet', 'convert_official_magnet', 'config_from_official', 'load_converted', 'load_official']
+           'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs', 'MagNetEncoder',
+           'MagNetTraining', 'MagNet', 'build_magnet', 'convert_official_magnet', 'config_from_official',
+           'load_converted', 'load_official']
 
 # %% ../../nbs/09_magnet.ipynb #200176b8
 class TanhGate(nn.Module):
@@ -308,38 +309,9 @@ class MagNetOutputs:
     mg: dict | None = None                                 # Mask Grounding logits/targets when MG is on and training
     trace: dict | None = None                              # named intermediates (fixture names) when forward(trace=True)
 
-# %% ../../nbs/09_magnet.ipynb #74ae306d
-class MagNet(nn.Module):
-    "MagNet: staged vision + grouped text with bidirectional PWAMs, CAM to a one-query Mask2Former head."
-    def __init__(self, cfg: Config):
-        super().__init__()
-        self.cfg, m = cfg, cfg.model
-        mc = m.magnet
-        self.official_compat = mc.official_compat
-        self.backbone = build_backbone(m.vision, img_size=cfg.data.image_size)
-        self.text = build_text_encoder(m.text)
-        dims, t = list(self.backbone.channels), self.text.hidden_size
-        if len(dims) != 4 or self.text.num_groups != 4:
-            raise ValueError(f"MagNet needs 4 visual stages and 4 text layer groups; got {len(dims)} stages and "
-                             f"model.text.layer_groups={m.text.layer_groups}")
-        self.pwams = nn.ModuleList(PWAM(d, t, m.lavt.pwam_heads) for d in dims)           # language → vision
-        self.gates = nn.ModuleList(TanhGate(d, "gelu") for d in dims)
-        self.cams = nn.ModuleList(CAM(d, t, m.cal.pool_sizes, m.lavt.pwam_heads) for d in dims) if m.cal.cam else None
-        self.word_pwams = nn.ModuleList(WordPWAM(t, d, mc.official_compat) for d in dims)  # vision → language
-        self.word_gates = nn.ModuleList(TanhGate(t, "relu") for _ in dims)
-        self.pixel_decoder = PixelDecoder(dims, mc.hidden_dim, mc.enc_layers, mc.n_heads, mc.n_points, mc.enc_ffn)
-        self.decoder = MaskDecoder(mc.hidden_dim, mc.dec_layers, mc.n_heads, mc.dec_ffn, levels=3)
-        self.lang_proj = nn.Linear(t, mc.hidden_dim) if (mc.official_compat or m.cal.enabled) else None
-        if mc.official_compat:   # present in the released checkpoint, never applied (official test.py builds them, the forward skips them)
-            self.unused = nn.ModuleDict(dict(swin_norms=nn.ModuleList(nn.LayerNorm(d) for d in dims),
-                                             word_norms=nn.ModuleList(nn.LayerNorm(t) for _ in dims)))
-        self.mg = None
-        if m.mg.enabled:   # Mask Grounding (07): masked sentence (text-only path) + a pixel-decoder map + GT mask
-            from ris_nb.models.mask_grounding import MaskGrounding, mg_visual_index
-            self.mg_level = mg_visual_index(self.backbone.strides[::-1][:3], m.mg)   # the decoder's 3 maps, coarse → fine
-            self.mg = MaskGrounding(t, mc.hidden_dim, self.text.vocab_size, m.mg, special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
-
-    # --- encoder: vision and text in lock-step -------------------------------------------------------
+# %% ../../nbs/09_magnet.ipynb #82a86495
+class MagNetEncoder:
+    "Mixin of `MagNet`: the encoder, vision and text in lock-step (uses the modules `MagNet.__init__` builds)."
     def _stage(self, s: int, x: torch.Tensor, trace: dict | None) -> torch.Tensor:
         "Visual stage s on (B,C,H,W); with a trace on Swin, record the merged input (`v{s}_next`) separately."
         bb = self.backbone
@@ -380,50 +352,9 @@ class MagNet(nn.Module):
             outs.append(o)
         return outs, l
 
-    def forward(self, batch, trace: bool = False) -> MagNetOutputs:
-        "batch.images (B,3,H,W), batch.input_ids / attention_mask (B,N) → `MagNetOutputs` (mask logits at stride 4)."
-        tr = {} if trace else None
-        feats, words = self.encode(batch.images, batch.input_ids, batch.attention_mask, tr)
-        mf, maps = self.pixel_decoder(feats, tr)
-        dec = self.decoder(maps, mf)
-        out = MagNetOutputs(dec.mask_logits[-1], dec.class_logits[-1], dec.mask_logits[:-1], dec.class_logits[:-1],
-                            mask_features=mf, words=words, coarse=maps[0], trace=tr)
-        if self.mg is not None and self.training and getattr(batch, "masks", None) is not None:
-            out.mg = self.mask_grounding(batch, maps)
-        if tr is not None:
-            tr.update(pred_logits=out.class_logits, pred_masks=out.mask_logits,
-                      aux_pred_logits=torch.stack(out.aux_class_logits), aux_pred_masks=torch.stack(out.aux_mask_logits))
-            tr["prob_full"] = self.predict(out, batch)
-            tr["mask_full"] = tr["prob_full"] > 0.5
-        return out
-
-    def mask_grounding(self, batch, maps: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        "MG in training (07): hide words with MG's masking, predict them -> {'logits': (B,N,V), 'targets': (B,N)}."
-        masked, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
-        return {"logits": self.fill_masked(batch, masked, maps), "targets": targets}
-
-    def fill_masked(self, batch, masked_ids: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
-        "MG's vocabulary logits (B,N,V): masked sentence (text-only path), pixel-decoder map P (per `mg.visual_source`), `batch.masks`."
-        am = batch.attention_mask
-        if self.cfg.model.mg.visual_source == "masked":   # a second encoder + pixel-decoder pass that never sees the hidden words
-            maps = self.pixel_decoder(self.encode(batch.images, masked_ids, am)[0])[1]
-        elif maps is None:
-            maps = self.pixel_decoder(self.encode(batch.images, batch.input_ids, am)[0])[1]
-        return self.mg(self.text(masked_ids, am).tokens, am, maps[self.mg_level], batch.masks)
-    # --- model protocol -------------------------------------------------------------------------------
-    def predict(self, outputs: MagNetOutputs, batch, sizes: list[tuple[int, int]] | None = None):
-        "Foreground probability (B,1,H,W) at the input size, or a list of (1,h,w) at `sizes`; threshold 0.5 outside."
-        w = 1.0 if self.official_compat else outputs.class_logits.softmax(-1)[:, :, :1, None]   # released: softmax over queries ≡ 1
-        up = lambda x, size: F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-        if sizes is None: return up(outputs.mask_logits, tuple(batch.images.shape[-2:])).sigmoid() * w
-        return [(up(outputs.mask_logits[i:i + 1], tuple(hw)).sigmoid() * (w if isinstance(w, float) else w[i:i + 1]))[0]
-                for i, hw in enumerate(sizes)]
-
-    def sentence_embedding(self, outputs: MagNetOutputs, batch) -> torch.Tensor:
-        "lang_proj of the masked mean of the final word states: (B,C) (CAL's text side, ours)."
-        m = batch.attention_mask.to(outputs.words.dtype)[..., None]
-        return self.lang_proj((outputs.words * m).sum(1) / m.sum(1).clamp(min=1))
-
+# %% ../../nbs/09_magnet.ipynb #298faaeb
+class MagNetTraining:
+    "Mixin of `MagNet`: the training signals (segmentation, CAL and MG losses) and learning-rate groups."
     def losses(self, outputs: MagNetOutputs, batch) -> dict[str, torch.Tensor]:
         "Σ over predictions of w_bce·BCE + w_dice·Dice + w_class·CE (ours) + λ_MG·L_MG + λ_CAL·L_CAL; key 'loss' + parts."
         mc, m = self.cfg.model.magnet, self.cfg.model
@@ -460,6 +391,81 @@ class MagNet(nn.Module):
             groups.setdefault((part, nd), []).append(p)
         return [dict(params=ps, lr=cfg.train.lr, weight_decay=0.0 if nd else cfg.train.weight_decay,
                      name=f"{part}{'_no_decay' if nd else ''}") for (part, nd), ps in groups.items()]
+
+# %% ../../nbs/09_magnet.ipynb #a87b7e8c
+class MagNet(MagNetEncoder, MagNetTraining, nn.Module):
+    "MagNet: staged vision + grouped text with bidirectional PWAMs, CAM to a one-query Mask2Former head."
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg, m = cfg, cfg.model
+        mc = m.magnet
+        self.official_compat = mc.official_compat
+        self.backbone = build_backbone(m.vision, img_size=cfg.data.image_size)
+        self.text = build_text_encoder(m.text)
+        dims, t = list(self.backbone.channels), self.text.hidden_size
+        if len(dims) != 4 or self.text.num_groups != 4:
+            raise ValueError(f"MagNet needs 4 visual stages and 4 text layer groups; got {len(dims)} stages and "
+                             f"model.text.layer_groups={m.text.layer_groups}")
+        self.pwams = nn.ModuleList(PWAM(d, t, m.lavt.pwam_heads) for d in dims)           # language → vision
+        self.gates = nn.ModuleList(TanhGate(d, "gelu") for d in dims)
+        self.cams = nn.ModuleList(CAM(d, t, m.cal.pool_sizes, m.lavt.pwam_heads) for d in dims) if m.cal.cam else None
+        self.word_pwams = nn.ModuleList(WordPWAM(t, d, mc.official_compat) for d in dims)  # vision → language
+        self.word_gates = nn.ModuleList(TanhGate(t, "relu") for _ in dims)
+        self.pixel_decoder = PixelDecoder(dims, mc.hidden_dim, mc.enc_layers, mc.n_heads, mc.n_points, mc.enc_ffn)
+        self.decoder = MaskDecoder(mc.hidden_dim, mc.dec_layers, mc.n_heads, mc.dec_ffn, levels=3)
+        self.lang_proj = nn.Linear(t, mc.hidden_dim) if (mc.official_compat or m.cal.enabled) else None
+        if mc.official_compat:   # present in the released checkpoint, never applied (official test.py builds them, the forward skips them)
+            self.unused = nn.ModuleDict(dict(swin_norms=nn.ModuleList(nn.LayerNorm(d) for d in dims),
+                                             word_norms=nn.ModuleList(nn.LayerNorm(t) for _ in dims)))
+        self.mg = None
+        if m.mg.enabled:   # Mask Grounding (07): masked sentence (text-only path) + a pixel-decoder map + GT mask
+            from ris_nb.models.mask_grounding import MaskGrounding, mg_visual_index
+            self.mg_level = mg_visual_index(self.backbone.strides[::-1][:3], m.mg)   # the decoder's 3 maps, coarse → fine
+            self.mg = MaskGrounding(t, mc.hidden_dim, self.text.vocab_size, m.mg, special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
+
+    def forward(self, batch, trace: bool = False) -> MagNetOutputs:
+        "batch.images (B,3,H,W), batch.input_ids / attention_mask (B,N) → `MagNetOutputs` (mask logits at stride 4)."
+        tr = {} if trace else None
+        feats, words = self.encode(batch.images, batch.input_ids, batch.attention_mask, tr)
+        mf, maps = self.pixel_decoder(feats, tr)
+        dec = self.decoder(maps, mf)
+        out = MagNetOutputs(dec.mask_logits[-1], dec.class_logits[-1], dec.mask_logits[:-1], dec.class_logits[:-1],
+                            mask_features=mf, words=words, coarse=maps[0], trace=tr)
+        if self.mg is not None and self.training and getattr(batch, "masks", None) is not None:
+            out.mg = self.mask_grounding(batch, maps)
+        if tr is not None:
+            tr.update(pred_logits=out.class_logits, pred_masks=out.mask_logits,
+                      aux_pred_logits=torch.stack(out.aux_class_logits), aux_pred_masks=torch.stack(out.aux_mask_logits))
+            tr["prob_full"] = self.predict(out, batch)
+            tr["mask_full"] = tr["prob_full"] > 0.5
+        return out
+
+    def mask_grounding(self, batch, maps: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        "MG in training (07): hide words with MG's masking, predict them -> {'logits': (B,N,V), 'targets': (B,N)}."
+        masked, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
+        return {"logits": self.fill_masked(batch, masked, maps), "targets": targets}
+
+    def fill_masked(self, batch, masked_ids: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        "MG's vocabulary logits (B,N,V): masked sentence (text-only path), pixel-decoder map P (per `mg.visual_source`), `batch.masks`."
+        am = batch.attention_mask
+        if self.cfg.model.mg.visual_source == "masked":   # a second encoder + pixel-decoder pass that never sees the hidden words
+            maps = self.pixel_decoder(self.encode(batch.images, masked_ids, am)[0])[1]
+        elif maps is None:
+            maps = self.pixel_decoder(self.encode(batch.images, batch.input_ids, am)[0])[1]
+        return self.mg(self.text(masked_ids, am).tokens, am, maps[self.mg_level], batch.masks)
+    def predict(self, outputs: MagNetOutputs, batch, sizes: list[tuple[int, int]] | None = None):
+        "Foreground probability (B,1,H,W) at the input size, or a list of (1,h,w) at `sizes`; threshold 0.5 outside."
+        w = 1.0 if self.official_compat else outputs.class_logits.softmax(-1)[:, :, :1, None]   # released: softmax over queries ≡ 1
+        up = lambda x, size: F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+        if sizes is None: return up(outputs.mask_logits, tuple(batch.images.shape[-2:])).sigmoid() * w
+        return [(up(outputs.mask_logits[i:i + 1], tuple(hw)).sigmoid() * (w if isinstance(w, float) else w[i:i + 1]))[0]
+                for i, hw in enumerate(sizes)]
+
+    def sentence_embedding(self, outputs: MagNetOutputs, batch) -> torch.Tensor:
+        "lang_proj of the masked mean of the final word states: (B,C) (CAL's text side, ours)."
+        m = batch.attention_mask.to(outputs.words.dtype)[..., None]
+        return self.lang_proj((outputs.words * m).sum(1) / m.sum(1).clamp(min=1))
+
 
 @register_model("magnet")
 def build_magnet(cfg: Config) -> MagNet:
