@@ -309,7 +309,7 @@ class MagNetOutputs:
     mg: dict | None = None                                 # Mask Grounding logits/targets when MG is on and training
     trace: dict | None = None                              # named intermediates (fixture names) when forward(trace=True)
 
-# %% ../../nbs/09_magnet.ipynb #82a86495
+# %% ../../nbs/09_magnet.ipynb #ff23fdbb
 class MagNetEncoder:
     "Mixin of `MagNet`: the encoder, vision and text in lock-step (uses the modules `MagNet.__init__` builds)."
     def _stage(self, s: int, x: torch.Tensor, trace: dict | None) -> torch.Tensor:
@@ -352,7 +352,7 @@ class MagNetEncoder:
             outs.append(o)
         return outs, l
 
-# %% ../../nbs/09_magnet.ipynb #298faaeb
+# %% ../../nbs/09_magnet.ipynb #9f333ef2
 class MagNetTraining:
     "Mixin of `MagNet`: the training signals (segmentation, CAL and MG losses) and learning-rate groups."
     def losses(self, outputs: MagNetOutputs, batch) -> dict[str, torch.Tensor]:
@@ -392,7 +392,7 @@ class MagNetTraining:
         return [dict(params=ps, lr=cfg.train.lr, weight_decay=0.0 if nd else cfg.train.weight_decay,
                      name=f"{part}{'_no_decay' if nd else ''}") for (part, nd), ps in groups.items()]
 
-# %% ../../nbs/09_magnet.ipynb #a87b7e8c
+# %% ../../nbs/09_magnet.ipynb #c3b0541b
 class MagNet(MagNetEncoder, MagNetTraining, nn.Module):
     "MagNet: staged vision + grouped text with bidirectional PWAMs, CAM to a one-query Mask2Former head."
     def __init__(self, cfg: Config):
