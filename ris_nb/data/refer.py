@@ -391,7 +391,7 @@ def show_ref(refer: Refer, ref_id: int, ax=None, dim: float = 0.4):
     ax.set_title("\n".join(f"{s['raw']}" + (f" [{s['type']}]" if s.get("type") else "") for s in r["sentences"]), fontsize=8)
     return ax
 
-# %% ../../nbs/02_refer.ipynb #a6671706
+# %% ../../nbs/02_refer.ipynb #b11a68d7
 from dataclasses import dataclass, field
 
 REFER_FILES = {"shaperefs": ("shaperefs",), "refcoco": ("unc", "google"), "refcoco+": ("unc",), "refcocog": ("umd", "google")}
@@ -429,7 +429,7 @@ def _layout_image_root(root: Path, ddir: Path, image_root: str | Path | None) ->
         return ddir / "images" if (ddir / "images").is_dir() else root / "images/mscoco/images/train2014"
     return Path(image_root) if Path(image_root).is_absolute() else root / image_root
 
-# %% ../../nbs/02_refer.ipynb #7e3bd52c
+# %% ../../nbs/02_refer.ipynb #cedb87c9
 def _check_one(root: Path, dataset: str, split_by: str, image_root, needed_by: list[str], required: bool,
                instances_cache: dict, n_examples: int) -> LayoutReport:
     ddir = root / dataset
@@ -463,7 +463,7 @@ def _check_one(root: Path, dataset: str, split_by: str, image_root, needed_by: l
     elif inst is not None: rep.present.append(f"{img_root}/ ({rep.images_referenced - rep.images_missing} of {rep.images_referenced} referenced images)")
     return rep
 
-# %% ../../nbs/02_refer.ipynb #e250a45e
+# %% ../../nbs/02_refer.ipynb #9794fd27
 def check_layout(root: str | Path, dataset: str | None = None, split_by: str | None = None,
                  image_root: str | Path | None = None, n_examples: int = 5) -> list[LayoutReport]:
     "Check a data root against the REFER layout: one `LayoutReport` per dataset and split-by."
