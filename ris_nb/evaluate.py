@@ -65,6 +65,10 @@ class _ByImage(torch.utils.data.Dataset):
             out.append(dict(index=i, image=img, meta=meta, **masks[r["ann_id"]]))
         return out
 
+def _as_is(x):
+    "Collate that keeps an image group as it is (a named function: picklable for spawned workers)."
+    return x
+
 def _eval_batches(loader):
     "(dataset indices | None, Batch) pairs: image-grouped batches for a `RISDataset` loader, else the loader's own batches."
     ds, coll = loader.dataset, loader.collate_fn
@@ -72,7 +76,7 @@ def _eval_batches(loader):
         for b in loader: yield None, b
         return
     order = [i[0] if isinstance(i, tuple) else int(i) for i in loader.sampler]
-    groups = DataLoader(_ByImage(ds, order), batch_size=None, num_workers=loader.num_workers, collate_fn=lambda x: x)
+    groups = DataLoader(_ByImage(ds, order), batch_size=None, num_workers=loader.num_workers, collate_fn=_as_is)
     def emit(items):
         meta = {k: [it["meta"][k] for it in items] for k in META_KEYS}
         ids, att = encode_text(coll.tokenizer, meta["sentence"], coll.max_tokens, coll.pad_to)
