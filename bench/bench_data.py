@@ -2,7 +2,7 @@
 
 Usage: OMP_NUM_THREADS=1 python bench/bench_data.py [--images 300] [--repeats 5]
 Medians over repeats after one warm-up; each run is preceded by a 512^3 float32 matmul probe; 'median' keeps only runs where
-the probe stayed within 2x the floor (min of 50 probes at start, bench/common.py), 'all runs' keeps every run. Targets (issue #3): >= 200 images/s, >= 1,000 samples/s."""
+the probe stayed within 2x the floor (min of 50 probes at start, bench/common.py), 'all runs' keeps every run. Targets: >= 200 images/s, >= 1,000 samples/s."""
 import argparse
 import statistics
 import sys

@@ -29,7 +29,7 @@ from ris_nb.data.shaperefs import generate  # noqa: E402
 from ris_nb.data.transforms import Collate, RISDataset, build_tokenizer  # noqa: E402
 from ris_nb.evaluate import evaluate  # noqa: E402
 
-TARGET = 10.0   # issue 18: ris_nb eval ≥ 10× the official loop's pattern, same model
+TARGET = 10.0   # our target: ris_nb eval ≥ 10× the official loop's pattern, same model
 
 
 def setup(preset: str, root: Path, size: int, refer: Refer):

@@ -27,7 +27,7 @@ from common import Probe, busy_note, fixture_dir, header, interleaved, paired_ra
 from ris_nb.core import build_model, get_preset  # noqa: E402
 from ris_nb.models.magnet import load_official  # noqa: E402
 
-TARGET = 1.5   # issue 18: ours ≥ 1.5× the official network's forward throughput at the official tiny config, batch 8
+TARGET = 1.5   # our target: ours ≥ 1.5× the official network's forward throughput at the official tiny config, batch 8
 
 
 def tiny_batch(B: int = 8):

@@ -25,7 +25,7 @@ from common import Probe, busy_note, fixture_dir, header, interleaved, paired_ra
 
 from ris_nb.models.sag import load_official  # noqa: E402
 
-TARGET = 2.0   # ours ≥ 2× the official training step (issue 4)
+TARGET = 2.0   # our target: ours ≥ 2× the official training step
 
 
 def make_batch(bs: int, size: int, vocab: int, g: torch.Generator) -> SimpleNamespace:
