@@ -79,7 +79,7 @@ class WordPWAM(nn.Module):
 
 # %% ../../nbs/09_magnet.ipynb #2fed74c6
 class MSDeformAttn(nn.Module):
-    "Multi-scale deformable attention (Deformable DETR) in plain PyTorch: all levels' bilinear samples and their softmax mix in one `embedding_bag` per corner."
+    "Multi-scale deformable attention (Deformable DETR) in plain PyTorch: one `embedding_bag` per corner at inference, per-level `grid_sample` when training."
     def __init__(self, dim: int = 256, levels: int = 4, heads: int = 8, points: int = 4):
         super().__init__()
         if dim % heads: raise ValueError(f"deformable attention width {dim} is not divisible by heads={heads}")
@@ -130,11 +130,36 @@ class MSDeformAttn(nn.Module):
         "query (B,Q,C), reference points `ref` (B,Q,2) in [0,1] (x,y), value tokens (B,ΣHW,C) of levels `shapes` → (B,Q,C)."
         B, Q, C = query.shape
         M, L, K = self.heads, self.levels, self.points
-        n, lay = M * L * K, self.layout(shapes, query.dtype, query.device)
-        table = self.table(self.value_proj(value), shapes)
-        off = F.linear(query, self.sampling_offsets.weight[lay["perm"]], self.sampling_offsets.bias[lay["perm"]])
+        v = self.value_proj(value)
+        perm = self.layout(shapes, query.dtype, query.device)["perm"]
+        off = F.linear(query, self.sampling_offsets.weight[perm], self.sampling_offsets.bias[perm])   # x's, then y's
         aw = self.attention_weights(query).view(B, Q, M, L * K).softmax(-1)
         r = ref[:1] if ref.stride(0) == 0 else ref                                 # one set of points for the batch
+        # embedding_bag's backward is ~5× slower on CPU than grid_sample's (09, below): train with the per-level form
+        sample = self.sample_by_level if torch.is_grad_enabled() and (v.requires_grad or off.requires_grad) else self.sample_by_table
+        return self.output_proj(sample(v, shapes, r, off, aw).view(B, Q, C))
+
+    def sample_by_level(self, v, shapes, r, off, aw) -> torch.Tensor:
+        "The textbook form: one `grid_sample` per level (zeros, align_corners=False), mixed by the attention weights → (B,Q,M,D)."
+        B, Q, M, _ = aw.shape
+        L, K, D = self.levels, self.points, v.shape[-1] // M
+        n = M * L * K
+        norm = off.new_tensor([[w, h] for h, w in shapes]).view(1, 1, 1, L, 1, 2)
+        loc = r.view(r.shape[0], Q, 1, 1, 1, 2) + torch.stack([off[..., :n], off[..., n:]], -1).view(B, Q, M, L, K, 2) / norm
+        grid = (2 * loc - 1).permute(0, 2, 1, 3, 4, 5).reshape(B * M, Q, L, K, 2)
+        maps = v.split([h * w for h, w in shapes], 1)
+        s = torch.cat([F.grid_sample(m.view(B, h, w, M, D).permute(0, 3, 4, 1, 2).reshape(B * M, D, h, w), grid[:, :, l],
+                                     mode="bilinear", padding_mode="zeros", align_corners=False)
+                       for l, (m, (h, w)) in enumerate(zip(maps, shapes))], -1)                       # (B·M, D, Q, L·K)
+        out = (s * aw.transpose(1, 2).reshape(B * M, 1, Q, L * K)).sum(-1)                            # (B·M, D, Q)
+        return out.view(B, M, D, Q).permute(0, 3, 1, 2)
+
+    def sample_by_table(self, v, shapes, r, off, aw) -> torch.Tensor:
+        "All levels of a head in one zero-bordered table; each bilinear corner is one `embedding_bag` over L·K samples → (B·M·Q, D)."
+        B, Q, M, _ = aw.shape
+        L, K = self.levels, self.points
+        n, lay = M * L * K, self.layout(shapes, v.dtype, v.device)
+        table = self.table(v, shapes)
         # sample position in pixels of its level (grid_sample, align_corners=False: x = loc·W − ½), clamped to [-1, W]:
         # beyond that every corner is in the zero border, exactly as grid_sample's zero padding
         px = torch.minimum((off[..., :n] + torch.addcmul(off.new_tensor(-0.5), r[..., :1], lay["W"])).clamp_(min=-1), lay["W"])
@@ -144,13 +169,13 @@ class MSDeformAttn(nn.Module):
         with torch.no_grad():                                                      # flat table rows of the 4 corners
             idt = torch.int32 if B * M * lay["Sp"] < 2**31 else torch.int64
             i00 = torch.addcmul(x0 + lay["row"], y0, lay["Wp"]).to(idt).view(B, Q, M, L * K)
-            i00 += (torch.arange(B, device=query.device, dtype=i00.dtype) * (M * lay["Sp"])).view(B, 1, 1, 1)
+            i00 += (torch.arange(B, device=v.device, dtype=i00.dtype) * (M * lay["Sp"])).view(B, 1, 1, 1)
             i10 = i00 + lay["down"].to(i00.dtype)
         a1 = aw * fy; a0 = aw - a1                                                 # bilinear weights × attention weights
         w01, w11 = a0 * fx, a1 * fx
         bag = lambda i, w: F.embedding_bag(i.view(-1, L * K), table, per_sample_weights=w.reshape(-1, L * K), mode="sum")
-        out = bag(i00, a0 - w01) + bag(i00 + 1, w01) + bag(i10, a1 - w11) + bag(i10 + 1, w11)   # (B·Q·M, D)
-        return self.output_proj(out.view(B, Q, C))
+        return bag(i00, a0 - w01) + bag(i00 + 1, w01) + bag(i10, a1 - w11) + bag(i10 + 1, w11)
+
 
 # %% ../../nbs/09_magnet.ipynb #ec9e2779
 class DeformEncoderLayer(nn.Module):
