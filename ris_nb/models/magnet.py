@@ -146,12 +146,13 @@ class MSDeformAttn(nn.Module):
         n = M * L * K
         norm = off.new_tensor([[w, h] for h, w in shapes]).view(1, 1, 1, L, 1, 2)
         loc = r.view(r.shape[0], Q, 1, 1, 1, 2) + torch.stack([off[..., :n], off[..., n:]], -1).view(B, Q, M, L, K, 2) / norm
-        grid = (2 * loc - 1).permute(0, 2, 1, 3, 4, 5).reshape(B * M, Q, L, K, 2)
-        maps = v.split([h * w for h, w in shapes], 1)
-        s = torch.cat([F.grid_sample(m.view(B, h, w, M, D).permute(0, 3, 4, 1, 2).reshape(B * M, D, h, w), grid[:, :, l],
-                                     mode="bilinear", padding_mode="zeros", align_corners=False)
-                       for l, (m, (h, w)) in enumerate(zip(maps, shapes))], -1)                       # (B·M, D, Q, L·K)
-        out = (s * aw.transpose(1, 2).reshape(B * M, 1, Q, L * K)).sum(-1)                            # (B·M, D, Q)
+        grid = (2 * loc - 1).permute(3, 0, 2, 1, 4, 5).reshape(L, B * M, Q, K, 2)        # level first: grid[l] contiguous
+        mix = aw.view(B, Q, M, L, K).permute(3, 0, 2, 1, 4).reshape(L, B * M, 1, Q, K)
+        out = 0
+        for l, (m, (h, w)) in enumerate(zip(v.split([h * w for h, w in shapes], 1), shapes)):
+            s = F.grid_sample(m.view(B, h, w, M, D).permute(0, 3, 4, 1, 2).reshape(B * M, D, h, w), grid[l],
+                              mode="bilinear", padding_mode="zeros", align_corners=False)          # (B·M, D, Q, K)
+            out = out + (s * mix[l]).sum(-1)                                                      # (B·M, D, Q)
         return out.view(B, M, D, Q).permute(0, 3, 1, 2)
 
     def sample_by_table(self, v, shapes, r, off, aw) -> torch.Tensor:
