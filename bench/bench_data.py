@@ -35,8 +35,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (generation and reading are single-threaded Python)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     probe = Probe()
     tmp = Path(tempfile.mkdtemp())
     rows = []
@@ -64,7 +65,7 @@ def main():
     rows.append(("read+collate, cache warm, every sentence", "samples/s", *measure(load(True, False), args.repeats, probe), 1000))
     rows.append(("read+collate, cache warm, per_ref", "samples/s", *measure(load(True, True), args.repeats, probe), 1000))
 
-    print(header(f"Data pipeline: {args.images} images at 128 px, torch threads 1", probe))
+    print(header(f"Data pipeline: {args.images} images at 128 px, torch threads {args.threads}", probe))
     print(f"| {'what':42s} | {'unit':9s} | {'median':>8s} | runs kept | median, all runs | target |")
     print(f"|{'-' * 44}|{'-' * 11}|{'-' * 10}|-----------|------------------|--------|")
     for what, unit, rate, kept, every, target in rows:
