@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Probe, header, record, table, timed  # noqa: E402
+from common import Probe, header, record, table, time_left, timed  # noqa: E402
 
 from ris_nb.core import build_model, get_preset, seed_everything
 from ris_nb.data.shaperefs import generate
@@ -51,6 +51,7 @@ def main():
     generate(root / "shaperefs", n_images=200, seed=0, size=128, verbose=False)
     rows = []
     for p in args.presets:
+        if time_left() <= 0: rows.append({"preset": p, "error": "not measured: the run's time limit came first"}); continue
         try:
             cfg, loaders, model = setup(p, root)
             rows.append({"preset": p, **train_throughput(cfg, loaders, model, probe, args.reps, args.budget_s)})

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Probe, busy_note, header, interleaved, paired_ratio, record, stats_cells, table  # noqa: E402
+from common import Probe, busy_note, header, interleaved, paired_ratio, record, stats_cells, table, time_left  # noqa: E402
 
 from ris_nb.core import build_model, get_preset, seed_everything  # noqa: E402
 from ris_nb.data.refer import RefDataset, Refer  # noqa: E402
@@ -32,10 +32,11 @@ from ris_nb.data.transforms import Collate, RISDataset, build_tokenizer  # noqa:
 from ris_nb.evaluate import evaluate  # noqa: E402
 
 TARGET = 10.0   # our target: ris_nb eval ≥ 10× the official loop's pattern, same model
+EVAL_BATCH = 32
 
 
 def setup(preset: str, root: Path, size: int, refer: Refer):
-    cfg = get_preset(preset).override({"data.root": str(root), "data.image_size": size, "eval.batch_size": 32})
+    cfg = get_preset(preset).override({"data.root": str(root), "data.image_size": size, "eval.batch_size": EVAL_BATCH})
     tok = build_tokenizer(cfg)
     cfg = cfg.override({"model.text.vocab_size": len(tok)})
     seed_everything(0)
@@ -118,6 +119,7 @@ def main():
     refer = Refer(root, "shaperefs", "shaperefs")
     rows, summary, notes, bound = [], [], [], []
     for preset in args.presets:
+        if time_left() <= 0: notes.append(f"{preset}: not measured (the run's time limit came first)"); continue
         cfg, coll, model, dataset = setup(preset, root, args.size, refer)
         n = min(args.sentences, len(dataset(False)))
         got = {}
@@ -155,7 +157,7 @@ def main():
                      f"probe's rate a sentence would take {fl / rate * 1e3:.2f} ms, against {t1 * 1e3:.1f} ms for the official "
                      f"pattern: a ceiling of {t1 / (fl / rate):.0f}× for this model")
     print(header(f"Evaluation throughput: first {args.sentences} val sentences of ShapeRefs at {args.size} px, batch "
-                 f"{cfg.eval.batch_size} vs one at a time, interleaved", probe,
+                 f"{EVAL_BATCH} vs one at a time, interleaved", probe,
                  "\n".join(notes + [f"both patterns give the same I/U for every sentence (up to the pixels noted above): "
                                      f"{'yes' if not any('DIFFER' in x for x in notes) else 'NO'}"])))
     print(table(rows, ["preset", "pattern", "sentences/s", "median ms", "p10–p90 ms", "kept/dropped", "speed-up"]))
