@@ -1,9 +1,11 @@
 """Evaluation throughput (sentences/s): what `ris_nb eval` does (`evaluate` on the eval loader: each image decoded once,
-each ref's mask once, batched forward) against the official evaluation loop's pattern (one sentence at a time, the image
-re-read and re-decoded and the mask re-decoded for every sentence, batch-1 forward) — same model, same process,
-interleaved rep by rep. Both must give the same intersection/union for every sentence.
+each ref's mask once, each image's image-only layers once, batched forward) against the official evaluation loop's
+pattern (one sentence at a time, the image re-read and re-decoded and the mask re-decoded for every sentence, batch-1
+forward) — same model, same process, interleaved rep by rep. Both must give the same intersection/union for every
+sentence (random-init models put a few pixels within float rounding of the 0.5 threshold: a sentence may then differ by a
+pixel or two, and the table says how many did).
 
-Usage: OMP_NUM_THREADS=2 python bench/bench_eval.py [--presets magnet_tiny lavt_tiny sag_tiny] [--sentences 96]
+Usage: OMP_NUM_THREADS=1 python bench/bench_eval.py [--presets lavt_tiny magnet_tiny sag_tiny] [--sentences 64]
        [--size 64] [--reps 5] [--threads 2] [--profile]
 `--profile` first splits each pattern's time into data (read, decode, transform, collate) and model (forward + predict).
 Random-init models on a freshly generated ShapeRefs (the timing does not depend on the weights).
@@ -21,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Probe, busy_note, header, interleaved, paired_ratio, record, stats_cells, table  # noqa: E402
+from common import Probe, busy_note, header, interleaved, paired_ratio, record, stats_cells, table, time_left  # noqa: E402
 
 from ris_nb.core import build_model, get_preset, seed_everything  # noqa: E402
 from ris_nb.data.refer import RefDataset, Refer  # noqa: E402
@@ -30,10 +32,11 @@ from ris_nb.data.transforms import Collate, RISDataset, build_tokenizer  # noqa:
 from ris_nb.evaluate import evaluate  # noqa: E402
 
 TARGET = 10.0   # our target: ris_nb eval ≥ 10× the official loop's pattern, same model
+EVAL_BATCH = 32
 
 
 def setup(preset: str, root: Path, size: int, refer: Refer):
-    cfg = get_preset(preset).override({"data.root": str(root), "data.image_size": size, "eval.batch_size": 32})
+    cfg = get_preset(preset).override({"data.root": str(root), "data.image_size": size, "eval.batch_size": EVAL_BATCH})
     tok = build_tokenizer(cfg)
     cfg = cfg.override({"model.text.vocab_size": len(tok)})
     seed_everything(0)
@@ -72,20 +75,35 @@ def official_pattern(cfg, coll, model, dataset, n: int, parts: dict | None = Non
 
 def split_ours(cfg, coll, model, dataset, n: int) -> dict:
     "Data (image-grouped batches) and model (forward + predict + IoU) seconds of `ris_nb eval`'s path."
-    from ris_nb.evaluate import _eval_batches, _sample_iu
+    from ris_nb.evaluate import _eval_batches, _forward, _sample_iu
     loader = DataLoader(dataset(True), batch_size=cfg.eval.batch_size, sampler=list(range(n)), collate_fn=coll)
     parts, t = {"data": 0.0, "model": 0.0}, time.perf_counter()
     with torch.no_grad():
-        for _, b in _eval_batches(loader):
+        for _, b, image_index in _eval_batches(loader):
             t1 = time.perf_counter(); parts["data"] += t1 - t
-            _sample_iu(model, model(b), b, cfg.eval.protocol)
+            _sample_iu(model, _forward(model, b, image_index), b, cfg.eval.protocol)
             t = time.perf_counter(); parts["model"] += t - t1
     return parts
 
 
+def flops_per_sentence(cfg, coll, model, dataset, n: int) -> float:
+    "Matmul/convolution FLOPs per sentence of `ris_nb eval`'s forward + predict (torch's FlopCounterMode; element-wise ops not counted)."
+    from torch.utils.flop_counter import FlopCounterMode
+    from ris_nb.evaluate import _eval_batches, _forward, _sample_iu
+    loader = DataLoader(dataset(True), batch_size=cfg.eval.batch_size, sampler=list(range(n)), collate_fn=coll)
+    grads = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters(): p.requires_grad_(False)           # the counter's module tracker wants no autograd at all
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            for _, b, image_index in _eval_batches(loader): _sample_iu(model, _forward(model, b, image_index), b, cfg.eval.protocol)
+    finally:
+        for p, g in zip(model.parameters(), grads): p.requires_grad_(g)
+    return fc.get_total_flops() / n
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", nargs="+", default=["magnet_tiny"])
+    ap.add_argument("--presets", nargs="+", default=["lavt_tiny", "magnet_tiny", "sag_tiny"])
     ap.add_argument("--sentences", type=int, default=64, help="first N val sentences (the same for both patterns)")
     ap.add_argument("--images", type=int, default=200, help="ShapeRefs scenes to generate (10 %% are val)")
     ap.add_argument("--size", type=int, default=64, help="image size (the quickstart's 64 px)")
@@ -99,8 +117,9 @@ def main():
     root = Path(tempfile.mkdtemp())
     generate(root / "shaperefs", n_images=args.images, seed=0, size=args.size, verbose=False)
     refer = Refer(root, "shaperefs", "shaperefs")
-    rows, summary, notes = [], [], []
+    rows, summary, notes, bound = [], [], [], []
     for preset in args.presets:
+        if time_left() <= 0: notes.append(f"{preset}: not measured (the run's time limit came first)"); continue
         cfg, coll, model, dataset = setup(preset, root, args.size, refer)
         n = min(args.sentences, len(dataset(False)))
         got = {}
@@ -112,14 +131,16 @@ def main():
             pb = {"data": 0.0, "model": 0.0}; official_pattern(cfg, coll, model, dataset, n, pb)
             notes.append(f"{preset}, where the time goes ({n} sentences): official pattern data {pb['data'] * 1e3:.0f} ms, "
                          f"model {pb['model'] * 1e3:.0f} ms; ris_nb eval data {po['data'] * 1e3:.0f} ms, model {po['model'] * 1e3:.0f} ms")
+            bound.append((preset, flops_per_sentence(cfg, coll, model, dataset, n), po["model"] / n))
         st = interleaved({"ris_nb eval": run("ours", ours), "official pattern": run("official", official_pattern)},
                          probe, reps=args.reps, warmup=0, budget_s=args.budget_s)
-        same = sum(x == y for x, y in zip(got["ours"], got["official"]))
-        if same != n and cfg.model.name == "sag":     # its evaluation slot noise is drawn per forward: batch-dependent
-            notes.append(f"{preset}: {n - same} of {n} sentences differ in I/U — expected: SaG's slot noise at evaluation comes "
-                         "from a fixed generator per forward, so a batch of 1 and a batch of 32 draw different noise")
-        elif same != n: notes.append(f"{preset}: {n - same} of {n} sentences DIFFER in I/U between the two patterns")
+        diff = [abs(a[0] - b[0]) + abs(a[1] - b[1]) for a, b in zip(got["ours"], got["official"])]
+        same = sum(d == 0 for d in diff)
+        if same != n:
+            notes.append(f"{preset}: {n - same} of {n} sentences differ in I/U by at most {max(diff)} pixel(s)"
+                         + (" (float rounding at the 0.5 threshold of a random-init model)" if max(diff) <= 4 else " — DIFFER"))
         r = paired_ratio(st["official pattern"], st["ris_nb eval"])
+        if bound and bound[-1][0] == preset: bound[-1] += (st["official pattern"].median / 1e3 / n,)
         if busy_note(*st.values()): notes.append(f"{preset}: " + busy_note(*st.values()))
         for k, s in st.items():
             rows.append({"preset": preset, "pattern": k, "sentences/s": n / (s.median / 1e3), **stats_cells(s),
@@ -129,10 +150,16 @@ def main():
                         "verdict": ("met" if r >= TARGET else "missed") + ("" if all(x.filtered for x in st.values()) else " (CPU busy: unfiltered)")})
         summary.append({"what": f"eval throughput {preset} {args.size}px, ris_nb eval", "value": round(n / (st["ris_nb eval"].median / 1e3), 1),
                         "unit": "sentences/s"})
+    rate = 2 * 512 ** 3 / (probe.floor * 1e-3)                            # FLOP/s of the probe at its floor
+    for preset, fl, t_ours, t1 in bound:
+        notes.append(f"{preset}, compute: ris_nb eval does {fl / 1e6:.1f} MFLOP of matmuls/convolutions per sentence "
+                     f"({fl / t_ours / 1e9:.0f} GFLOP/s in the profiling pass; the probe's matmul runs at {rate / 1e9:.0f}); at the "
+                     f"probe's rate a sentence would take {fl / rate * 1e3:.2f} ms, against {t1 * 1e3:.1f} ms for the official "
+                     f"pattern: a ceiling of {t1 / (fl / rate):.0f}× for this model")
     print(header(f"Evaluation throughput: first {args.sentences} val sentences of ShapeRefs at {args.size} px, batch "
-                 f"{cfg.eval.batch_size} vs one at a time, interleaved", probe,
-                 "\n".join(notes + [f"every sentence gives the same I/U in both patterns: {'yes' if not any('DIFFER' in x for x in notes) else 'NO'}"
-                                     + ("" if args.presets == ["magnet_tiny"] else " (SaG aside, see above)")])))
+                 f"{EVAL_BATCH} vs one at a time, interleaved", probe,
+                 "\n".join(notes + [f"both patterns give the same I/U for every sentence (up to the pixels noted above): "
+                                     f"{'yes' if not any('DIFFER' in x for x in notes) else 'NO'}"])))
     print(table(rows, ["preset", "pattern", "sentences/s", "median ms", "p10–p90 ms", "kept/dropped", "speed-up"]))
     print(f"\ntarget: ris_nb eval ≥ {TARGET:g}× the official pattern")
     record("eval", summary, probe)

@@ -87,16 +87,24 @@ class Stats:
     def p90(self) -> float: return self.q(-1)
 
 
+def time_left() -> float:
+    """Seconds until $BENCH_DEADLINE (epoch seconds; `run_all.py` sets it so that a bench stops measuring and prints what it
+    has before its time limit); infinite without it."""
+    d = os.environ.get("BENCH_DEADLINE")
+    return float(d) - time.time() if d else float("inf")
+
+
 def interleaved(fns: dict[str, Callable], probe: Probe, reps: int = 20, warmup: int = 2, budget_s: float = 120.0) -> dict[str, Stats]:
     """Time every function in `fns` rep by rep, in one process, order alternating each round (A B, B A, …).
     Each run is bracketed by probes and kept only when both are quiet. Stops when every function has `reps`
-    kept runs, or after `budget_s` seconds (then whatever was kept is reported, with the drop count)."""
+    kept runs, or after `budget_s` seconds or at $BENCH_DEADLINE (then whatever was measured is reported, with the drop
+    count); at least one round is always run."""
     names = list(fns)
-    for _ in range(warmup):
+    for _ in range(warmup if time_left() > 0 else 0):
         for n in names: fns[n]()
     stats = {n: Stats(n, probe) for n in names}
-    end, rnd = time.perf_counter() + budget_s, 0
-    while min(s.kept for s in stats.values()) < reps and time.perf_counter() < end:
+    end, rnd = time.perf_counter() + min(budget_s, max(time_left(), 0.0)), 0
+    while rnd == 0 or (min(s.kept for s in stats.values()) < reps and time.perf_counter() < end):
         order = names if rnd % 2 == 0 else names[::-1]
         rnd += 1
         for n in order:

@@ -5,6 +5,8 @@
 # %% ../nbs/13_evaluation.ipynb #194ec504
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 from collections import defaultdict
 from itertools import combinations
@@ -70,26 +72,37 @@ def _as_is(x):
     return x
 
 def _eval_batches(loader):
-    "(dataset indices | None, Batch) pairs: image-grouped batches for a `RISDataset` loader, else the loader's own batches."
+    """(dataset indices | None, Batch, image_index | None): image-grouped batches for a `RISDataset` loader — each image
+    once in `images` (U,3,H,W), `image_index` (B,) the row of each sentence's image — else the loader's own batches."""
     ds, coll = loader.dataset, loader.collate_fn
     if not (isinstance(ds, RISDataset) and isinstance(coll, Collate) and not ds.base.per_ref and loader.batch_size):
-        for b in loader: yield None, b
+        for b in loader: yield None, b, None
         return
     order = [i[0] if isinstance(i, tuple) else int(i) for i in loader.sampler]
     groups = DataLoader(_ByImage(ds, order), batch_size=None, num_workers=loader.num_workers, collate_fn=_as_is)
     def emit(items):
         meta = {k: [it["meta"][k] for it in items] for k in META_KEYS}
         ids, att = encode_text(coll.tokenizer, meta["sentence"], coll.max_tokens, coll.pad_to)
+        rows = {}                                                           # image_id -> row among the batch's images
+        image_index = torch.tensor([rows.setdefault(i, len(rows)) for i in meta["image_id"]])
+        first = {r: k for k, r in reversed(list(enumerate(image_index.tolist())))}
         return [it["index"] for it in items], Batch(
-            images=torch.stack([it["image"] for it in items]), input_ids=ids, attention_mask=att,
+            images=torch.stack([items[first[r]]["image"] for r in range(len(rows))]), input_ids=ids, attention_mask=att,
             masks=torch.stack([it["mask"] for it in items]) if ds.masks else None,
-            orig_masks=[it["orig_mask"] for it in items] if ds.orig_masks else None, meta=meta)
+            orig_masks=[it["orig_mask"] for it in items] if ds.orig_masks else None, meta=meta), image_index
     buf = []
     for items in groups:
         buf += items
         while len(buf) >= loader.batch_size:
             yield emit(buf[:loader.batch_size]); buf = buf[loader.batch_size:]
     if buf: yield emit(buf)
+
+def _forward(model: nn.Module, batch, image_index: torch.Tensor | None):
+    "model(batch) for a batch with one image per sentence, or an image-grouped one (`image_index`, see `_eval_batches`)."
+    if image_index is None: return model(batch)
+    if "image_index" in inspect.signature(model.forward).parameters:
+        return model(batch, image_index=image_index.to(batch.images.device))
+    return model(dataclasses.replace(batch, images=batch.images[image_index.to(batch.images.device)]))
 
 # %% ../nbs/13_evaluation.ipynb #661330a4
 @torch.no_grad()
@@ -104,21 +117,22 @@ def evaluate(model: nn.Module, loader, protocol: str = "original", device: torch
     samples, seen = [], 0
     total = len(loader.dataset) if hasattr(loader, "dataset") else None
     with tqdm(total=total, desc=f"eval ({protocol})", disable=None if progress else True, mininterval=1.0) as bar:
-        for index, batch in _eval_batches(loader):
+        for index, batch, image_index in _eval_batches(loader):
             batch = batch.to(device)
-            inter, union = _sample_iu(model, model(batch), batch, protocol)
+            inter, union = _sample_iu(model, _forward(model, batch, image_index), batch, protocol)
             overall.update_iu(inter, union)
             types = [t or "all" for t in batch.meta["expr_type"]]
             for groups, keys in ((by_type, types), (by_split, batch.meta["split"])):   # one update per group and batch
                 for key in set(keys):
                     idx = torch.tensor([k for k, x in enumerate(keys) if x == key])
                     groups[key].update_iu(inter[idx], union[idx])
+            n = len(batch.input_ids)                                   # sentences (an image-grouped batch holds fewer images)
             if keep_samples:
-                index = index or list(range(seen, seen + len(batch)))
+                index = index or list(range(seen, seen + n))
                 samples += [{"index": index[k], "ref_id": batch.meta["ref_id"][k], "sent_id": batch.meta["sent_id"][k],
                              "sentence": batch.meta["sentence"][k], "expr_type": types[k], "I": i, "U": u, "IoU": i / u if u else 0.0}
                             for k, (i, u) in enumerate(zip(inter.tolist(), union.tolist()))]
-            seen += len(batch); bar.update(len(batch))
+            seen += n; bar.update(n)
     model.train(was_training)
     samples.sort(key=lambda r: r["index"])
     return {"protocol": protocol, "overall": reduce_across_ranks(overall),

@@ -136,12 +136,14 @@ class LAVT(nn.Module):
             self.mg = MaskGrounding(D, backbone.channels[self.mg_level], text.vocab_size, cfg.model.mg,
                                     special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
 
-    def encode(self, images: torch.Tensor, l: torch.Tensor, mask: torch.Tensor,
-               stages: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        "images (B,3,H,W), words l (B,T,D), mask (B,T) -> (language-aware maps LN(r_s), backbone maps entering PWAM), NCHW, first `stages` (all)."
+    def encode(self, images: torch.Tensor, l: torch.Tensor, mask: torch.Tensor, stages: int | None = None,
+               image_index: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """images (B,3,H,W), words l (B,T,D), mask (B,T) -> (language-aware maps LN(r_s), backbone maps entering PWAM), NCHW, first `stages` (all).
+        `image_index` (B,) long: `images` holds U distinct images, sentence b reads image_index[b] (evaluation)."""
         x, outs, visual = self.backbone.stem(images), [], []
         for i in range(stages or self.backbone.num_stages):
             x = self.backbone.stage(i, x)
+            if i == 0 and image_index is not None: x = x[image_index]      # no language before the first PWAM: once per image
             visual.append(x)
             B, C, h, w = x.shape
             v = x.flatten(2).transpose(1, 2)                               # (B,hw,C)
@@ -150,9 +152,10 @@ class LAVT(nn.Module):
             outs.append(self.norms[i](r).transpose(1, 2).reshape(B, C, h, w))
         return outs, visual
 
-    def forward(self, batch) -> LavtOutputs:
+    def forward(self, batch, image_index: torch.Tensor | None = None) -> LavtOutputs:
+        "`image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b] (see `encode`)."
         l = self.text(batch.input_ids, batch.attention_mask).tokens
-        stages, visual = self.encode(batch.images, l, batch.attention_mask)
+        stages, visual = self.encode(batch.images, l, batch.attention_mask, image_index=image_index)
         logits = F.interpolate(self.decoder(stages), size=batch.images.shape[-2:], mode="bilinear", align_corners=True)
         out = LavtOutputs(logits, stages, visual, l)
         if self.mg is not None and self.training and batch.masks is not None:

@@ -348,8 +348,9 @@ class MagNetEncoder:
         return bb.stage(s, x)
 
     def encode(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               trace: dict | None = None, attn: list | None = None):
-        "images (B,3,H,W), ids/mask (B,N) → decoder inputs [(B,d_s,H_s,W_s)] × 4 and final words (B,N,t)."
+               trace: dict | None = None, attn: list | None = None, image_index: torch.Tensor | None = None):
+        """images (B,3,H,W), ids/mask (B,N) → decoder inputs [(B,d_s,H_s,W_s)] × 4 and final words (B,N,t).
+        `image_index` (B,) long: `images` holds U distinct images, sentence b reads image_index[b] (evaluation)."""
         m = attention_mask.to(images.dtype)
         ext = extended_mask(attention_mask, images.dtype)
         x, l = self.backbone.stem(images), self.text.embed(input_ids)
@@ -357,6 +358,7 @@ class MagNetEncoder:
         outs = []
         for s in range(4):
             x, l = self._stage(s, x, trace), self.text.group(s, l, ext)
+            if s == 0 and image_index is not None: x = x[image_index]   # no language before the first fusion: once per image
             B, C, H, W = x.shape
             v = x.flatten(2).transpose(1, 2)
             if attn is not None:
@@ -449,10 +451,11 @@ class MagNet(MagNetEncoder, MagNetTraining, nn.Module):
             self.mg_level = mg_visual_index(self.backbone.strides[::-1][:3], m.mg)   # the decoder's 3 maps, coarse → fine
             self.mg = MaskGrounding(t, mc.hidden_dim, self.text.vocab_size, m.mg, special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
 
-    def forward(self, batch, trace: bool = False) -> MagNetOutputs:
-        "batch.images (B,3,H,W), batch.input_ids / attention_mask (B,N) → `MagNetOutputs` (mask logits at stride 4)."
+    def forward(self, batch, trace: bool = False, image_index: torch.Tensor | None = None) -> MagNetOutputs:
+        """batch.images (B,3,H,W), batch.input_ids / attention_mask (B,N) → `MagNetOutputs` (mask logits at stride 4).
+        `image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b] (evaluation)."""
         tr = {} if trace else None
-        feats, words = self.encode(batch.images, batch.input_ids, batch.attention_mask, tr)
+        feats, words = self.encode(batch.images, batch.input_ids, batch.attention_mask, tr, image_index=image_index)
         mf, maps = self.pixel_decoder(feats, tr)
         dec = self.decoder(maps, mf)
         out = MagNetOutputs(dec.mask_logits[-1], dec.class_logits[-1], dec.mask_logits[:-1], dec.class_logits[:-1],

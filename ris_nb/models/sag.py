@@ -169,7 +169,7 @@ class SaGOutputs:
     entities: torch.Tensor              # Ŝ (B,K,D)
     a_slot: torch.Tensor                # A^slot (B,K,N), columns sum to 1 over slots
     a_fuse: torch.Tensor                # A^fuse (B,K): image i with its own expression
-    a_fuse_all: torch.Tensor            # (B_img,B_txt,K) every text over every image (B_img: all ranks' in training)
+    a_fuse_all: torch.Tensor            # (B_img,B_txt,K) every text over every image (B_img: all ranks' in training; U with image_index)
     fused: torch.Tensor                 # ẑ (B_img,B_txt,D), unit norm
     text: torch.Tensor                  # t (B,D), not normalised
     hw: tuple[int, int]                 # token grid
@@ -204,18 +204,24 @@ class SaG(nn.Module):
         self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout) if s.fusion else None
 
     def forward(self, batch, slots_init: torch.Tensor | None = None, recon: bool | None = None,
-                generator: torch.Generator | None = None) -> SaGOutputs:
-        "batch: images (B,3,H,W), input_ids/attention_mask (B,T); `slots_init` (B,K,D) replaces the sampled S⁰."
+                generator: torch.Generator | None = None, image_index: torch.Tensor | None = None) -> SaGOutputs:
+        """batch: images (B,3,H,W), input_ids/attention_mask (B,T); `slots_init` (B,K,D) replaces the sampled S⁰.
+        `image_index` (B,) long (evaluation): batch.images holds U distinct images (U,3,H,W), sentence b reads image_index[b]."""
         tokens, hw = image_tokens(self.vision, batch.images)
+        if slots_init is None and generator is None and not self.training and isinstance(self.slots, EntityDiscovery):
+            slots_init = self.slots.init(1).expand(len(tokens), -1, -1)    # ours: one fixed S⁰ for every image at evaluation
         so = self.slots(tokens, hw, slots_init, generator)
         t = self.text(batch.input_ids, batch.attention_mask)
         ents, off = gather_batch(so.entities) if self.training else (so.entities, 0)   # C³ over all ranks' images
         fused, a_all = (self.fusion if self.fusion is not None else entity_similarity)(t, ents)
-        a_fuse = a_all[off:off + len(t)].diagonal(dim1=0, dim2=1).T
+        if image_index is None: a_fuse = a_all[off:off + len(t)].diagonal(dim1=0, dim2=1).T
+        else:                                                                # each sentence's own image, then per sentence
+            a_fuse = a_all[image_index, torch.arange(len(t), device=t.device)]
+            so = SlotOutput(*(None if x is None else x[image_index] for x in (so.entities, so.a_slot, so.slots_init, so.a_slot_iters)))
         out = SaGOutputs(so.entities, so.a_slot, a_fuse, a_all, fused, t, hw, so.slots_init, offset=off)
         if self.decoder is not None and (self.training if recon is None else recon):
             target = tokens if self.cfg.model.sag.recon_target == "tokens" else F.unfold(batch.images, self.patch, stride=self.patch).transpose(1, 2)
-            out.recon, out.target = self.decoder(so.entities, hw)[0], target
+            out.recon, out.target = self.decoder(so.entities, hw)[0], target if image_index is None else target[image_index]
         return out
 
     def losses(self, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor]:
@@ -237,6 +243,7 @@ class SaG(nn.Module):
         if sizes is None:
             size = tuple(batch.images.shape[-2:]) if batch is not None else tuple(self.cfg.data.image_size for _ in range(2))
             return upsample_minmax(grid, size)[:, None]
+        if len(set(map(tuple, sizes))) == 1: return list(upsample_minmax(grid, tuple(sizes[0]))[:, None])   # one call for one size
         return [upsample_minmax(g[None], hw) for g, hw in zip(grid, sizes)]
 
     def param_groups(self, cfg: Config | None = None) -> list[dict]:
