@@ -171,6 +171,9 @@ class SaGConfig:
     recon_weight: float = 1.0          # official code: 1 (--recon_weight)
     recon_target: str = "tokens"       # tokens (official code: the ViT's own tokens) | pixels (ours: each token's image patch,
                                        # 3·p² values; a random-init ViT's tokens carry no object structure to reconstruct, 11)
+    text_pool: str = "cls"             # cls (official code: t = Linear([CLS] of the last layer)) | mean (ours: masked mean of the
+                                       # last layer's tokens; a random-init BERT's [CLS] is the same vector for every sentence,
+                                       # cos 0.99998 between sentences at init, so C³ has nothing to contrast; 11_sag)
     fusion: bool = True                # False = paper's ablation "w/o modality fusion module and C³ loss" (table 2); wiring ours: an
                                        # image–text contrastive loss on the mean entity, A^fuse = softmax_k ⟨t, ŝ_k⟩/√D
     c3_temperature: float = 1.0        # τ (official code: 1, option.py --info_temperature)
@@ -588,7 +591,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.sag.interaction_heads": _POS, "model.sag.interaction_head_dim": _POS, "model.sag.fusion_heads": _POS,
     "model.sag.fusion_head_dim": _POS, "model.sag.ffn_mult": _number(strict=True), "model.sag.var_scaling": _number(strict=True),
     "model.sag.slot_softmax": _one_of("slots", "pixels"), "model.sag.recon_weight": _number(),
-    "model.sag.recon_target": _one_of("tokens", "pixels"), "model.sag.c3_temperature": _number(strict=True),
+    "model.sag.recon_target": _one_of("tokens", "pixels"), "model.sag.text_pool": _one_of("cls", "mean"), "model.sag.c3_temperature": _number(strict=True),
     "model.sag.inference": _one_of("weighted", "max", "avg", "min"), "model.sag.dropout": _PROB,
     "model.sag.eval_seed": _NONNEG, "model.sag.vit_build_size": _NONNEG, "model.sag.vit_lr_scale": _number(),
     "model.sag.text_lr_scale": _number(), "model.sag.bert_max_positions": _POS,

@@ -62,13 +62,17 @@ def build_text(cfg: Config) -> TextEncoder:
     return TextEncoder(bert, None).freeze_(t.trainable_layers, t.train_embeddings)
 
 class TextCLS(nn.Module):
-    "Sentence embedding t = Linear(last-layer [CLS]): input_ids, attention_mask (B,T) → (B,D)."
-    def __init__(self, encoder: TextEncoder, dim: int):
+    "Sentence embedding t = Linear(last-layer [CLS]) (`pool='cls'`, official) or Linear(masked token mean) (`'mean'`, ours): input_ids, attention_mask (B,T) → (B,D)."
+    def __init__(self, encoder: TextEncoder, dim: int, pool: str = "cls"):
         super().__init__()
-        self.encoder, self.proj = encoder, nn.Linear(encoder.hidden_size, dim)
+        if pool not in ("cls", "mean"): raise ValueError(f"model.sag.text_pool: expected 'cls' or 'mean', got {pool!r}")
+        self.encoder, self.proj, self.pool = encoder, nn.Linear(encoder.hidden_size, dim), pool
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.encoder(input_ids, attention_mask).cls)
+        f = self.encoder(input_ids, attention_mask)
+        if self.pool == "cls": return self.proj(f.cls)
+        m = f.mask[..., None].to(f.tokens.dtype)
+        return self.proj((f.tokens * m).sum(1) / m.sum(1).clamp(min=1))
 
 # %% ../../nbs/11_sag.ipynb #9ca0fd89
 class Fusion(nn.Module):
@@ -191,7 +195,7 @@ class SaG(nn.Module):
         self.cfg, s, v = cfg, cfg.model.sag, cfg.model.vision
         self.vision = build_vision(cfg)
         C = self.vision.channels[-1]
-        self.text = TextCLS(build_text(cfg), s.dim)
+        self.text = TextCLS(build_text(cfg), s.dim, s.text_pool)
         self.slots = EntityDiscovery(C, s.dim, s.n_gaussians, s.n_samples, s.iterations, s.slot_heads,
                                      s.slot_head_dim, s.interaction_heads, s.interaction_head_dim, s.slot_type,
                                      s.interaction, s.slot_softmax, s.ffn_mult, s.dropout, s.var_scaling, s.eval_seed
@@ -397,7 +401,8 @@ PRESET_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where 
     "model.sag.interaction": "paper: the full model (False: table 2's ablation)",
     "model.sag.slot_softmax": "official code: --agg_cross_attn_type slot", "model.sag.recon": "official code: --recon_weight 1",
     "model.sag.recon_target": "official code: model/decoder.py reconstructs the detached ViT tokens",
-    "model.sag.recon_weight": "official code: --recon_weight", "model.sag.fusion": "paper: the full model (False: table 2's ablation, our wiring)",
+    "model.sag.recon_weight": "official code: --recon_weight", "model.sag.text_pool": "official code: model/encoders.py (t from the last layer's [CLS])",
+    "model.sag.fusion": "paper: the full model (False: table 2's ablation, our wiring)",
     "model.sag.c3_temperature": "official code: option.py --info_temperature", "model.sag.c3_detach_target": "official code: --cma_detach_target",
     "model.sag.c3_normalize_target": "official code: loss/cma_loss.py (t not normalised)",
     "model.sag.inference": "paper: table 3 (A^fuse·A^slot); official code: eval_cma_recon.py", "model.sag.dropout": "official code: --dropout",
