@@ -176,6 +176,9 @@ class SaGConfig:
                                        # cos 0.99998 between sentences at init, so C³ has nothing to contrast; 11_sag)
     fusion: bool = True                # False = paper's ablation "w/o modality fusion module and C³ loss" (table 2); wiring ours: an
                                        # image–text contrastive loss on the mean entity, A^fuse = softmax_k ⟨t, ŝ_k⟩/√D
+    fusion_residual: bool = True       # official code: ẑ = norm(FFN(t + attention output)), t itself in the residual | False (ours):
+                                       # ẑ from the gathered entities only; with random-init encoders ẑ ≈ t̂ for every image, ‖t‖
+                                       # grows and C³ stays at chance (11_sag)
     c3_temperature: float = 1.0        # τ (official code: 1, option.py --info_temperature)
     c3_detach_target: bool = True      # stop-gradient on the text target t (official code: --cma_detach_target)
     c3_normalize_target: bool = False  # official code: t is not L2-normalised (effective temperature 1/‖t‖)
