@@ -145,7 +145,8 @@ def test_paper_ablation_switches(over, parts):
     assert all(p.grad is not None for p in model.text.parameters() if p.requires_grad)
     names = {n.split(".")[0] for n, _ in model.named_parameters()}
     if "model.sag.entity_discovery" in over:
-        assert out.entities.shape == (4, 16, 64) and torch.equal(out.a_slot[0], torch.eye(16)) and "decoder" not in names
+        N = (64 // model.cfg.model.vision.patch_size) ** 2                      # one entity per token
+        assert out.entities.shape == (4, N, 64) and torch.equal(out.a_slot[0], torch.eye(N)) and "decoder" not in names
         torch.testing.assert_close(relevance_grid(out.a_slot, out.a_fuse, out.hw).flatten(1), out.a_fuse)
     else:
         assert "fusion" not in names and out.fused.shape == (4, 4, 64)
