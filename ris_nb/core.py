@@ -487,7 +487,8 @@ def _sag_paper() -> Config:
 def _sag_tiny() -> Config:  # ours: CPU-sized, random init, word-level tokenizer
     # ours, each measured in 11_sag (ShapeRefs, one change at a time at equal samples):
     # patch 8 → 12×12 tokens at 96 px (6×6 caps the best single slot at val mIoU 12, below one random shape of the scene);
-    # pixels as the reconstruction target (a random-init ViT's tokens hold no object structure to reconstruct);
+    # pixels as the reconstruction target, weight 10 (a random-init ViT's tokens hold no object structure to reconstruct;
+    # at weight 10 the best single slot reaches val mIoU 33.7 instead of 21.2 and covers 25 % of the objects instead of 4.6 %);
     # text_pool "mean" (a random-init BERT's [CLS] is the same vector for every sentence: cosine 0.99998);
     # C³ target not detached (the text encoder then learns from C³ directly: L_C³ 3.42 → 3.35 at 9,600 samples);
     # ViT at 1× lr (0.1× is for a pretrained ViT); K = 4 × 2 slots for 2–6 shapes and the background
@@ -495,7 +496,7 @@ def _sag_tiny() -> Config:  # ours: CPU-sized, random init, word-level tokenizer
                   model=ModelConfig(name="sag",
                                     vision=VisionConfig(backbone="vit", embed_dim=64, depths=[2], num_heads=[2], patch_size=8),
                                     text=TextConfig(num_layers=1, layer_groups=[1]),
-                                    sag=SaGConfig(dropout=0.0, n_gaussians=4, recon_target="pixels", text_pool="mean",
+                                    sag=SaGConfig(dropout=0.0, n_gaussians=4, recon_target="pixels", recon_weight=10.0, text_pool="mean",
                                                   c3_detach_target=False, vit_lr_scale=1.0)),
                   train=TrainConfig(max_steps=500, batch_size=32, lr=1e-3, weight_decay=1e-4, schedule="cosine",
                                     warmup_steps=20, grad_clip=1.0, eval_every=100, ckpt_every=100),
