@@ -145,7 +145,8 @@ def test_paper_ablation_switches(over, parts):
     assert all(p.grad is not None for p in model.text.parameters() if p.requires_grad)
     names = {n.split(".")[0] for n, _ in model.named_parameters()}
     if "model.sag.entity_discovery" in over:
-        assert out.entities.shape == (4, 16, 64) and torch.equal(out.a_slot[0], torch.eye(16)) and "decoder" not in names
+        N = (64 // model.cfg.model.vision.patch_size) ** 2                      # one entity per token
+        assert out.entities.shape == (4, N, 64) and torch.equal(out.a_slot[0], torch.eye(N)) and "decoder" not in names
         torch.testing.assert_close(relevance_grid(out.a_slot, out.a_fuse, out.hw).flatten(1), out.a_fuse)
     else:
         assert "fusion" not in names and out.fused.shape == (4, 4, 64)
@@ -199,18 +200,6 @@ def one_thread():
     n = torch.get_num_threads(); torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def test_learns_without_masks(shaperefs, one_thread, tmp_path):
-    from ris_nb.train import fit, prepare
-    t0 = time.perf_counter()
-    cfg = get_preset("sag_tiny").override({"data.root": str(shaperefs), "data.test_splits": [], "train.out_dir": str(tmp_path)})
-    _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])   # seeded with cfg.seed = 0
-    fit(model, {"train": loaders["train"]}, cfg)      # sag_tiny: 500 steps, batch 32, no masks
-    ours, avg = val_miou(model, loaders["val"]), val_miou(model, loaders["val"], "avg")
-    blob = val_miou(model, loaders["val"], blob=True)
-    print(f"val mIoU: weighted {ours:.2f}, avg {avg:.2f}, centred blob {blob:.2f} ({time.perf_counter() - t0:.0f} s)")
-    assert ours > avg + 3 and ours > blob + 1.5, (ours, avg, blob)
 
 
 def test_c3_two_processes_match_one_process(tmp_path):

@@ -62,21 +62,25 @@ def build_text(cfg: Config) -> TextEncoder:
     return TextEncoder(bert, None).freeze_(t.trainable_layers, t.train_embeddings)
 
 class TextCLS(nn.Module):
-    "Sentence embedding t = Linear(last-layer [CLS]): input_ids, attention_mask (B,T) → (B,D)."
-    def __init__(self, encoder: TextEncoder, dim: int):
+    "Sentence embedding t = Linear(last-layer [CLS]) (`pool='cls'`, official) or Linear(masked token mean) (`'mean'`, ours): input_ids, attention_mask (B,T) → (B,D)."
+    def __init__(self, encoder: TextEncoder, dim: int, pool: str = "cls"):
         super().__init__()
-        self.encoder, self.proj = encoder, nn.Linear(encoder.hidden_size, dim)
+        if pool not in ("cls", "mean"): raise ValueError(f"model.sag.text_pool: expected 'cls' or 'mean', got {pool!r}")
+        self.encoder, self.proj, self.pool = encoder, nn.Linear(encoder.hidden_size, dim), pool
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.encoder(input_ids, attention_mask).cls)
+        f = self.encoder(input_ids, attention_mask)
+        if self.pool == "cls": return self.proj(f.cls)
+        m = f.mask[..., None].to(f.tokens.dtype)
+        return self.proj((f.tokens * m).sum(1) / m.sum(1).clamp(min=1))
 
 # %% ../../nbs/11_sag.ipynb #9ca0fd89
 class Fusion(nn.Module):
     "Text queries t (B_txt,D) over entities (B_img,K,D) → ẑ (B_img,B_txt,D) unit-norm and A^fuse (B_img,B_txt,K)."
-    def __init__(self, dim: int, heads: int, head_dim: int, mult: float = 4.0, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, head_dim: int, mult: float = 4.0, dropout: float = 0.0, residual: bool = True):
         super().__init__()
         inner = heads * head_dim
-        self.heads, self.scale = heads, head_dim ** -0.5
+        self.heads, self.scale, self.residual = heads, head_dim ** -0.5, residual
         self.norm, self.norm_context = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.to_q, self.to_kv = nn.Linear(dim, inner, bias=False), nn.Linear(dim, 2 * inner, bias=False)
         self.to_out, self.drop = nn.Linear(inner, dim), nn.Dropout(dropout)
@@ -87,7 +91,8 @@ class Fusion(nn.Module):
         k, v = (_heads(x, self.heads) for x in self.to_kv(self.norm_context(entities)).chunk(2, dim=-1))  # (I,h,K,d)
         attn = torch.einsum("jhd,ihkd->ihjk", q * self.scale, k).softmax(dim=-1)  # softmax over entities
         out = (attn @ v).permute(0, 2, 1, 3).flatten(2)                          # (I,J,h·d)
-        z = self.ffn(text[None] + self.drop(self.to_out(out)))                   # residual carries t itself
+        z = self.drop(self.to_out(out))
+        z = self.ffn(text[None] + z if self.residual else z)                    # official: the residual carries t itself
         return F.normalize(z, dim=-1), attn.mean(dim=1)
 
 # %% ../../nbs/11_sag.ipynb #88abf810
@@ -191,7 +196,7 @@ class SaG(nn.Module):
         self.cfg, s, v = cfg, cfg.model.sag, cfg.model.vision
         self.vision = build_vision(cfg)
         C = self.vision.channels[-1]
-        self.text = TextCLS(build_text(cfg), s.dim)
+        self.text = TextCLS(build_text(cfg), s.dim, s.text_pool)
         self.slots = EntityDiscovery(C, s.dim, s.n_gaussians, s.n_samples, s.iterations, s.slot_heads,
                                      s.slot_head_dim, s.interaction_heads, s.interaction_head_dim, s.slot_type,
                                      s.interaction, s.slot_softmax, s.ffn_mult, s.dropout, s.var_scaling, s.eval_seed
@@ -201,7 +206,7 @@ class SaG(nn.Module):
         self.patch = self.vision.strides[-1]                     # pixels per token side
         out_dim = C if s.recon_target == "tokens" else 3 * self.patch ** 2
         self.decoder = BroadcastDecoder(s.dim, out_dim) if s.recon and s.entity_discovery else None
-        self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout) if s.fusion else None
+        self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout, s.fusion_residual) if s.fusion else None
 
     def forward(self, batch, slots_init: torch.Tensor | None = None, recon: bool | None = None,
                 generator: torch.Generator | None = None, image_index: torch.Tensor | None = None) -> SaGOutputs:
@@ -310,6 +315,7 @@ def official_to_config(sd: dict[str, torch.Tensor], official_config: dict) -> Co
         "model.sag.ffn_mult": float(a.get("agg_ff_mult", 4.0)), "model.sag.var_scaling": float(a.get("agg_var_scaling", 1.0)),
         "model.sag.dropout": float(a.get("dropout", 0.1)), "model.sag.recon": a.get("recon_weight", 1.0) > 0,
         "model.sag.recon_weight": float(a.get("recon_weight", 1.0)),
+        "model.sag.text_pool": "cls", "model.sag.fusion_residual": True, "model.sag.recon_target": "tokens",
         "model.sag.c3_temperature": float(a.get("info_temperature", 1.0)),
         "model.sag.c3_detach_target": bool(a.get("cma_detach_target", True)),
         "model.sag.c3_normalize_target": bool(a.get("info_txt_l2", False)),
@@ -404,7 +410,9 @@ PRESET_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where 
     "model.sag.interaction": "paper: the full model (False: table 2's ablation)",
     "model.sag.slot_softmax": "official code: --agg_cross_attn_type slot", "model.sag.recon": "official code: --recon_weight 1",
     "model.sag.recon_target": "official code: model/decoder.py reconstructs the detached ViT tokens",
-    "model.sag.recon_weight": "official code: --recon_weight", "model.sag.fusion": "paper: the full model (False: table 2's ablation, our wiring)",
+    "model.sag.recon_weight": "official code: --recon_weight", "model.sag.text_pool": "official code: model/encoders.py (t from the last layer's [CLS])",
+    "model.sag.fusion_residual": "official code: model/cross_modal_attention.py (pre-LN residual on the query t)",
+    "model.sag.fusion": "paper: the full model (False: table 2's ablation, our wiring)",
     "model.sag.c3_temperature": "official code: option.py --info_temperature", "model.sag.c3_detach_target": "official code: --cma_detach_target",
     "model.sag.c3_normalize_target": "official code: loss/cma_loss.py (t not normalised)",
     "model.sag.inference": "paper: table 3 (A^fuse·A^slot); official code: eval_cma_recon.py", "model.sag.dropout": "official code: --dropout",
