@@ -22,7 +22,7 @@ import torch
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'KINDS', 'STUDENT_README', 'CheckError', 'compare',
            'check_function', 'answer_digest', 'check_choice', 'check_fields', 'check_in_range', 'clear_regions',
            'read_notebook', 'exercise_start', 'nbgrader_available', 'clear_hidden', 'to_student', 'CheckResult',
-           'is_check_cell', 'run_exercises', 'make_course']
+           'is_check_cell', 'run_exercises', 'make_course', 'probe_ms', 'shaperefs_data', 'short_run']
 
 # %% ../nbs/19_course.ipynb #c1be4e60
 class CheckError(AssertionError):
@@ -340,3 +340,54 @@ def make_course(nbs: str | Path = "nbs", out: str | Path = "course", backend: st
         how = "nbgrader's ClearSolutions + ClearHiddenTests" if (backend == "nbgrader" or backend == "auto" and nbgrader_available()) else "ris_nb.course.clear_regions"
         print(f"ris_nb course: {len(paths)} student notebooks in {out} ({how})")
     return paths
+
+# %% ../nbs/19_course.ipynb #830b899a
+_DATA: dict[tuple, Path] = {}
+
+def probe_ms(n: int = 512, reps: int = 5) -> float:
+    "Fastest of `reps` n³ float32 matmuls (ms): the probe every reported time carries."
+    import time
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
+    return best * 1e3
+
+def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
+    "A ShapeRefs data root (holding shaperefs/) generated once per process in a temporary folder."
+    import tempfile
+    from ris_nb.data.shaperefs import generate
+    key = (n_images, size, seed)
+    if key not in _DATA:
+        root = Path(tempfile.mkdtemp(prefix="ris_nb_course_"))
+        generate(root / "shaperefs", n_images=n_images, seed=seed, size=size, verbose=False)
+        _DATA[key] = root
+    return _DATA[key]
+
+def short_run(preset: str, overrides: dict | None = None, seed: int = 0, steps: int = 200, batch_size: int = 32,
+              n_images: int = 600, size: int = 64, threads: int | None = None) -> dict:
+    "Train `preset` (+ `overrides`) for `steps` × `batch_size` samples on a small ShapeRefs set; val numbers and cost."
+    import tempfile, time
+    from ris_nb.core import get_preset
+    from ris_nb.evaluate import evaluate, sentence_sensitivity
+    from ris_nb.train import fit, prepare
+    if threads: torch.set_num_threads(threads)
+    root = shaperefs_data(n_images, size)
+    with tempfile.TemporaryDirectory(prefix="ris_nb_run_") as out:
+        cfg = get_preset(preset).override({"data.root": str(root), "data.image_size": size, "train.batch_size": batch_size,
+                                           "train.max_steps": steps, "train.epochs": 0, "train.eval_every": 10**9,
+                                           "train.ckpt_every": 10**9, "train.out_dir": out, "train.device": "cpu",
+                                           "seed": seed, **(overrides or {})})
+        probe = probe_ms()
+        t0 = time.perf_counter()
+        tok, loaders, model, cfg = prepare(cfg, splits=["train", "val"])
+        fit(model, loaders, cfg)
+        seconds = time.perf_counter() - t0
+        res = evaluate(model, loaders["val"], protocol="square", progress=False, keep_samples=False)
+        sens = sentence_sensitivity(model, loaders["val"])
+    r = lambda x: round(float(x), 2)
+    return {"preset": preset, "overrides": dict(overrides or {}), "seed": seed, "samples": steps * batch_size,
+            "oIoU": r(res["overall"]["oIoU"]), "mIoU": r(res["overall"]["mIoU"]),
+            "by_type": {k: r(v["oIoU"]) for k, v in sorted(res["by_type"].items())},
+            "cross_referent_iou": r(sens["cross_referent_iou"]), "train_seconds": r(seconds), "probe_ms": r(probe),
+            "threads": torch.get_num_threads()}
