@@ -46,9 +46,14 @@ def _with_answer(nb: dict, marker: str, body: str) -> dict:
 
 # one deliberately wrong answer per kind: (notebook, solution cell marker, wrong body, what the message must name)
 WRONG = [
-    ("01_metrics", "def my_oiou_miou", 'iou = inter / union.clamp(min=1)\nreturn {"oIoU": 100 * iou.mean().item(), "mIoU": 100 * inter.sum().item() / union.sum().item()}', "value"),
+    ("01_metrics", "def my_oiou_miou",        # write it yourself: oIoU and mIoU swapped
+     'iou = inter / union.clamp(min=1)\nreturn {"oIoU": 100 * iou.mean().item(), "mIoU": 100 * inter.sum().item() / union.sum().item()}', "value"),
     ("01_metrics", "def my_intersection_union", "return (pred & gt).sum((1, 2)), (pred | gt).sum()", "shape"),
-    ("01_metrics", "think_q1 =", 'think_q1 = "b"\nthink_q2 = "a"', "not the expected answer"),
+    ("06_lavt", "def my_dice_loss",            # right values, but detached: no gradient reaches the prediction
+     "inter = (prob * target).flatten(1).sum(1)\nreturn (1 - (2 * inter + 1) / (prob.flatten(1).sum(1) + target.flatten(1).sum(1) + 1)).mean().detach()", "gradient"),
+    ("07_mask_grounding", "WITH_MG =",        # run an experiment: the wrong preset for the MG arm
+     'WITHOUT_MG, WITH_MG = "lavt_tiny", "magnet_tiny"', "model.name"),
+    ("01_metrics", "think_q1 =", 'think_q1 = "b"\nthink_q2 = "a"', "not the expected answer"),   # think
 ]
 
 @pytest.mark.parametrize("stem,marker,body,says", WRONG, ids=[f"{w[0]}:{w[1]}" for w in WRONG])
