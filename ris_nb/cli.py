@@ -286,6 +286,19 @@ def _run_check_data(args) -> None:
 
 _SUBCOMMANDS.append(_add_check_data)
 
+# %% ../nbs/15_cli.ipynb #46e2ffeb
+def _add_course(sub) -> None:
+    p = sub.add_parser("course", help="write student copies of the notebooks (solutions → stubs, hidden tests removed)")
+    p.add_argument("--out", default="course", help="folder for the student notebooks (default: course)")
+    p.add_argument("--nbs", default="nbs", help="folder of the instructor notebooks (default: nbs)")
+    p.set_defaults(func=_run_course)
+
+def _run_course(args) -> None:
+    from ris_nb.course import make_course
+    make_course(args.nbs, check_out_dir(Path(args.out)))
+
+_SUBCOMMANDS.append(_add_course)
+
 # %% ../nbs/15_cli.ipynb #a2c3c283
 #| eval: false
 if __name__ == "__main__" and "ipykernel" not in sys.modules:   # python -m ris_nb.cli / torchrun
