@@ -26,7 +26,7 @@ def test_experiments_cli_writes_tables_and_resumes(tmp_path, monkeypatch):
     for title, _ in E.GROUPS.values(): assert f"## {title}" in md, title
     assert "## Claims" in md and md.count("inconclusive (one seed)") == len(claims)
     study = json.loads((out / "study.json").read_text())
-    assert set(study["rows"]) == {r.name for r in rows} and study["runs_trained_now"] == len(rows)
+    assert set(study["rows"]) == {r.name for r in rows} and study["runs_done_now"] == len(rows)
     assert (out / "study.png").stat().st_size > 10_000
     before = result_mtimes(out)
     assert set(before) == {r.name for r in rows}
@@ -42,7 +42,7 @@ def test_experiments_cli_writes_tables_and_resumes(tmp_path, monkeypatch):
     assert trained == ["lavt"], trained                                   # lavt_mg (a LAVT model) is the only training
     changed = {k for k in after if after[k] != before.get(k)}
     assert changed == {"lavt_mg", "sag_infer_max"}, changed
-    assert json.loads((out / "study.json").read_text())["runs_trained_now"] == 2
+    assert json.loads((out / "study.json").read_text())["runs_done_now"] == 2
 
     # a different budget in the same folder is refused, naming the run
     assert main(["experiments", "--quick", "--seeds", "1", "--steps", "3", "--scenes", "60", "--out", str(out)]) == 2
