@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['STUDIES', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'Row', 'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows',
-           'sag_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config', 'write_json_atomic', 'finished',
-           'study_data', 'train_and_score', 'rescore', 'run_one', 'blind_floors', 'aggregate', 'study_markdown',
-           'plot_study', 'write_outputs', 'run_study']
+           'sag_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config', 'write_atomic',
+           'write_json_atomic', 'finished', 'study_data', 'train_and_score', 'rescore', 'run_one', 'blind_floors',
+           'aggregate', 'study_markdown', 'plot_study', 'write_outputs', 'run_study']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -159,13 +159,16 @@ def row_config(row: Row, seed: int, budget: Budget, data_root: str | Path, run_d
     return validate_config(cfg.override(row.overrides))
 
 # %% ../nbs/16_experiments.ipynb #3289dce9
-def write_json_atomic(obj: Any, path: str | Path) -> Path:
-    "Write JSON to a temporary sibling, then rename it: `path` is either absent or complete."
+def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    "Call `write(tmp)` on a temporary sibling (same suffix), then rename it: `path` is either absent or complete."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    write(tmp)
     os.replace(tmp, path)
     return path
+
+def write_json_atomic(obj: Any, path: str | Path) -> Path:
+    return write_atomic(path, lambda t: t.write_text(json.dumps(obj, indent=1)))
 
 def finished(run_dir: Path, cfg) -> dict | None:
     "The stored result of a finished run with this config; None when it has not finished; an error when it ran another config."
@@ -348,10 +351,11 @@ def write_outputs(study: dict, out: str | Path) -> dict[str, Path]:
     "OUT/study.json, OUT/study.md, OUT/study.png (each written to a temporary file first)."
     import matplotlib.pyplot as plt
     out = Path(out)
-    paths = {"json": write_json_atomic(study, out / "study.json"), "md": out / "study.md", "png": out / "study.png"}
-    tmp = out / f".study.md.tmp-{os.getpid()}"; tmp.write_text(study_markdown(study)); os.replace(tmp, paths["md"])
     fig = plot_study(study)
-    tmp = out / f".study.tmp-{os.getpid()}.png"; fig.savefig(tmp, dpi=110); plt.close(fig); os.replace(tmp, paths["png"])
+    paths = {"json": write_json_atomic(study, out / "study.json"),
+             "md": write_atomic(out / "study.md", lambda t: t.write_text(study_markdown(study))),
+             "png": write_atomic(out / "study.png", lambda t: fig.savefig(t, dpi=110))}
+    plt.close(fig)
     return paths
 
 # %% ../nbs/16_experiments.ipynb #af94e25c
