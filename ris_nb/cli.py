@@ -299,6 +299,30 @@ def _run_course(args) -> None:
 
 _SUBCOMMANDS.append(_add_course)
 
+# %% ../nbs/15_cli.ipynb #df7bd987
+def _add_experiments(sub) -> None:
+    p = sub.add_parser("experiments", help="the papers' ablations in miniature on ShapeRefs (CPU; resumable)")
+    p.add_argument("--out", required=True, help="study folder: data, one directory per (row, seed), study.json/.md/.png")
+    p.add_argument("--quick", action="store_true", help="the small budget: 300 scenes, 50 steps of 16 per run (default: 800, 400 of 32)")
+    p.add_argument("--only", choices=["magnet", "sag"], default=None, help="one paper's rows only (default: both)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3; one seed gives no verdict)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the budget's)")
+    p.add_argument("--scenes", type=int, default=None, help="ShapeRefs scenes generated for the study (default: the budget's)")
+    p.set_defaults(func=_run_experiments)
+
+def _run_experiments(args) -> None:
+    from dataclasses import replace
+    from ris_nb.experiments import FULL, QUICK, run_study, study_markdown
+    budget = QUICK if args.quick else FULL
+    budget = replace(budget, **{k: v for k, v in (("steps", args.steps), ("n_images", args.scenes)) if v is not None})  # validated
+    if args.seeds < 1: raise ValueError(f"--seeds {args.seeds}: expected a positive integer")
+    out = check_out_dir(Path(args.out))
+    study = run_study(out, only=args.only, seeds=args.seeds, budget=budget)
+    print(study_markdown(study))
+    print(f"written: {out / 'study.json'}, {out / 'study.md'}, {out / 'study.png'}")
+
+_SUBCOMMANDS.append(_add_experiments)
+
 # %% ../nbs/15_cli.ipynb #a2c3c283
 #| eval: false
 if __name__ == "__main__" and "ipykernel" not in sys.modules:   # python -m ris_nb.cli / torchrun

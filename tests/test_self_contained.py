@@ -9,7 +9,7 @@ NBS = sorted((ROOT / "nbs").glob("*.ipynb"))
 STEMS = {p.stem for p in NBS}
 FILES = [p for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts and ".venv" not in p.parts]
 NAMES = {p.name for p in FILES}
-GENERATED = {"report.md"}            # written by `fit`/`evaluate` into a run folder, not shipped
+GENERATED = {"report.md", "study.md"}   # written by `fit`/`evaluate` into a run folder, by `ris_nb experiments` into a study folder
 
 MD_REF = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.md)\b")          # a markdown document: `MAGNET.md`, `data/README.md`
 NB_REF = re.compile(r"(?<![\w/.-])(\d\d[a-z]?_[a-z][a-z0-9_]*?)(?:\.ipynb)?(?![\w])")  # a notebook: `12_training`, `03_shaperefs.ipynb`
