@@ -99,9 +99,10 @@ def test_slot_noise_fixed_at_eval_random_in_train():
 def test_a_slot_columns_sum_to_one():
     model, b = build_model(tiny_cfg()).eval(), rand_batch()
     with torch.no_grad(): out = model(b)
-    K = model.slots.n_slots
-    assert out.a_slot.shape == (4, K, 16) and out.entities.shape == (4, K, 64) and out.a_fuse.shape == (4, K)
-    torch.testing.assert_close(out.a_slot.sum(1), torch.ones(4, 16), atol=1e-5, rtol=0)
+    K, (h, w) = model.slots.n_slots, out.hw
+    assert (h, w) == (64 // model.cfg.model.vision.patch_size,) * 2
+    assert out.a_slot.shape == (4, K, h * w) and out.entities.shape == (4, K, 64) and out.a_fuse.shape == (4, K)
+    torch.testing.assert_close(out.a_slot.sum(1), torch.ones(4, h * w), atol=1e-5, rtol=0)
     torch.testing.assert_close(out.a_fuse.sum(1), torch.ones(4), atol=1e-5, rtol=0)
 
 

@@ -173,9 +173,9 @@ def test_plot_sag(runs, preset):
     assert len(fig.axes[4].collections) == model.slots.init.n_gaussians + 1
     assert all(varied(ax) for ax in image_axes(fig))
     with viz.eval_mode(model): out = model(b)
-    comp = viz.entity_composite(out.a_slot[2], viz.slot_colours(3, 2), out.hw)
+    comp = viz.entity_composite(out.a_slot[2], viz.slot_colours(model.slots.init.n_gaussians, model.slots.init.n_samples), out.hw)
     assert comp.shape == (*out.hw, 3)
-    np.testing.assert_allclose(comp.reshape(-1, 3), out.a_slot[2].T.numpy() @ viz.slot_colours(3, 2), atol=1e-6)
+    np.testing.assert_allclose(comp.reshape(-1, 3), out.a_slot[2].T.numpy() @ viz.slot_colours(model.slots.init.n_gaussians, model.slots.init.n_samples), atol=1e-6)
 
 
 @pytest.mark.parametrize("slot_type", ["random", "query"])
