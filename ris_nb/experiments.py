@@ -19,6 +19,8 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from .course import probe_ms
+
 # %% auto #0
 __all__ = ['STUDIES', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'Row', 'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows',
            'sag_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config', 'write_atomic',
@@ -155,7 +157,7 @@ def row_config(row: Row, seed: int, budget: Budget, data_root: str | Path, run_d
         "seed": seed, "data.root": str(data_root), "data.dataset": "shaperefs", "data.split_by": "shaperefs",
         "data.image_size": budget.image_size, "data.test_splits": [], "train.epochs": 0, "train.max_steps": budget.steps,
         "train.batch_size": budget.batch_size, "train.eval_every": budget.steps, "train.ckpt_every": budget.steps,
-        "train.out_dir": str(Path(run_dir) / "train"), "train.device": "cpu"})
+        "train.out_dir": str(Path(run_dir) / "train")})
     return validate_config(cfg.override(row.overrides))
 
 # %% ../nbs/16_experiments.ipynb #3289dce9
@@ -163,8 +165,11 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
     "Call `write(tmp)` on a temporary sibling (same suffix), then rename it: `path` is either absent or complete."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()                          # a failed write leaves nothing behind
     return path
 
 def write_json_atomic(obj: Any, path: str | Path) -> Path:
@@ -176,7 +181,7 @@ def finished(run_dir: Path, cfg) -> dict | None:
     p = Path(run_dir) / "result.json"
     if not p.exists(): return None
     r = json.loads(p.read_text())
-    diff = [d for d in config_diff(r["config"], cfg.to_dict()) if not d.startswith(("data.root", "train.out_dir"))]  # may move
+    diff = [d for d in config_diff(r["config"], cfg.to_dict()) if not d.startswith(("data.root", "train.out_dir", "train.device"))]  # may move
     if diff: raise ValueError(f"{p} was run with another config ({'; '.join(diff[:3])}); "
                               "use another --out for a different budget, or delete that run directory")
     return r
@@ -196,14 +201,6 @@ def study_data(out: str | Path, budget: Budget) -> Path:
     return d
 
 # %% ../nbs/16_experiments.ipynb #634cffd8
-def _probe_ms(n: int = 512, reps: int = 5) -> float:
-    "Fastest of `reps` n³ float32 matmuls (ms): the machine-speed probe reported beside every time."
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    best = math.inf
-    for _ in range(reps):
-        t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
-    return best * 1e3
-
 def _scores(model, loaders, cfg) -> dict:
     "Val metrics overall and per expression type, plus the grounding figures of the method."
     from ris_nb.evaluate import evaluate, sentence_sensitivity, shatter_gather
@@ -244,7 +241,7 @@ def run_one(row: Row, seed: int, budget: Budget, out: str | Path, on_train: Call
     if run_dir.exists(): shutil.rmtree(run_dir)                  # half-finished (or its source was re-run): start over
     run_dir.mkdir(parents=True)
     if on_train: on_train(row.name, seed)
-    probe = _probe_ms()
+    probe = probe_ms()
     res = rescore(cfg, out / row.source / f"seed{seed}") if row.source else train_and_score(cfg)
     res = {"row": row.name, "seed": seed, "run_id": uuid.uuid4().hex, "config": cfg.to_dict(), "probe_ms": probe,
            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **res}
@@ -376,6 +373,6 @@ def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: 
             bar.update(1)
     study = aggregate(rows, claims, results, budget, seeds, blind_floors(out))
     study["wall_s"] = time.perf_counter() - t0
-    study["probe_ms"] = _probe_ms()
+    study["probe_ms"] = probe_ms()
     write_outputs(study, out)
     return study
