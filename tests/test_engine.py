@@ -162,27 +162,37 @@ def test_cli_bad_inputs(args, fragment):
     assert p.returncode == 2 and fragment in p.stderr, p.stderr
 
 
-def test_cli_bad_split_and_predict_inputs(shaperefs, tmp_path):
+def cli_in_process(args, capsys) -> tuple[int, str]:
+    "Run `ris_nb ARGS` in this process (no interpreter start-up): exit code and stderr."
+    from ris_nb.cli import main
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def test_cli_bad_split_and_predict_inputs(shaperefs, tmp_path, capsys):
+    "Bad --split, --image, --text, a second preset in one run directory, an unwritable --out: one error line, exit 2."
     out = tmp_path / "run"
-    run(CLI + ["train", "--data", str(shaperefs), "--out", str(out), "--no-eval"] + TRAIN + ["train.max_steps=1"])
-    ck = str(out / "checkpoints" / "step_0000001.pt")
-    p = run(CLI + ["eval", "--ckpt", ck, "--split", "tset"], check=False)
-    assert p.returncode == 2 and "testA" in p.stderr, p.stderr
-    p = run(CLI + ["predict", "--ckpt", ck, "--image", str(tmp_path / "none.png"), "--text", "x"], check=False)
-    assert p.returncode == 2 and "image not found" in p.stderr
+    code, err = cli_in_process(["train", "--data", shaperefs, "--out", out, "--no-eval"] + TRAIN + ["train.max_steps=1"], capsys)
+    assert code == 0, err
+    ck = out / "checkpoints" / "step_0000001.pt"
+    code, err = cli_in_process(["eval", "--ckpt", ck, "--split", "tset"], capsys)
+    assert code == 2 and "testA" in err, err
+    code, err = cli_in_process(["predict", "--ckpt", ck, "--image", tmp_path / "none.png", "--text", "x"], capsys)
+    assert code == 2 and "image not found" in err, err
     (tmp_path / "notimg.png").write_text("hello")
-    p = run(CLI + ["predict", "--ckpt", ck, "--image", str(tmp_path / "notimg.png"), "--text", "x"], check=False)
-    assert p.returncode == 2 and "not a readable image" in p.stderr
-    p = run(CLI + ["predict", "--ckpt", ck, "--image", str(tmp_path / "notimg.png"), "--text", "  "], check=False)
-    assert p.returncode == 2 and "--text is empty" in p.stderr
+    code, err = cli_in_process(["predict", "--ckpt", ck, "--image", tmp_path / "notimg.png", "--text", "x"], capsys)
+    assert code == 2 and "not a readable image" in err, err
+    code, err = cli_in_process(["predict", "--ckpt", ck, "--image", tmp_path / "notimg.png", "--text", "  "], capsys)
+    assert code == 2 and "--text is empty" in err, err
     # another preset in the same run directory: the differing keys are named
-    p = run(CLI + ["train", "--preset", "magnet_tiny", "--data", str(shaperefs), "--out", str(out)] + TRAIN[2:] +
-            ["train.max_steps=1"], check=False)
-    assert p.returncode == 2 and "model.name" in p.stderr, p.stderr
+    code, err = cli_in_process(["train", "--preset", "magnet_tiny", "--data", shaperefs, "--out", out] + TRAIN[2:] +
+                               ["train.max_steps=1"], capsys)
+    assert code == 2 and "model.name" in err, err
     ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(0o500)
     if os.geteuid() != 0:   # root ignores permissions
-        p = run(CLI + ["eval", "--ckpt", ck, "--split", "val", "--out", str(ro / "x")], check=False)
-        assert p.returncode == 2 and "not writable" in p.stderr
+        code, err = cli_in_process(["eval", "--ckpt", ck, "--split", "val", "--out", ro / "x"], capsys)
+        assert code == 2 and "not writable" in err, err
 
 
 @pytest.mark.parametrize("preset", ["lavt_mini", "lavt_mg_mini", "magnet_mini", "sag_mini"])

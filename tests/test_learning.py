@@ -25,7 +25,7 @@ def shaperefs(tmp_path_factory):
 
 def train_val(root, preset: str, steps: int, run: str | None = None, **upd):
     "Train `preset` for `steps` batches of 32 at 64 px; return (val result, sentence sensitivity)."
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)   # `make test` runs two pytest workers on two cores
     cfg = get_preset(preset).override({"data.root": str(root), "data.image_size": 64, "train.batch_size": 32,
                                        "train.max_steps": steps, "train.eval_every": steps, "train.ckpt_every": steps,
                                        "train.out_dir": str(root / (run or preset)), **upd})

@@ -11,7 +11,7 @@ from ris_nb.models.encoders import offline_random
 from ris_nb.models.magnet import MagNet, convert_official_magnet, load_official
 
 FIX = official_fixture("magnet_official_tiny")   # tests/fixtures/, shipped with the repository
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+torch.set_num_threads(1)   # `make test` runs two pytest workers on two cores
 
 def _batch(B=2, size=64, vocab=50, T=8, masks=True):
     g = torch.Generator().manual_seed(0)
