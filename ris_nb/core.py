@@ -13,6 +13,7 @@ import os
 import pkgutil
 import random
 import re
+import time
 import types
 import typing
 from copy import deepcopy
@@ -29,7 +30,7 @@ __all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'Da
            'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override',
            'parse_override', 'register_preset', 'list_presets', 'get_preset', 'flat_config', 'source_table',
            'register_model', 'build_model', 'check_field', 'validate_config', 'seed_everything', 'get_device',
-           'amp_dtype', 'repo_root', 'official_fixture']
+           'amp_dtype', 'repo_root', 'official_fixture', 'probe_ms']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -685,3 +686,12 @@ def official_fixture(name: str) -> Path:
         raise FileNotFoundError(f"fixture {name!r} not found: expected the folder tests/fixtures/{name} of the repository "
                                 f"(looked in {path}); the fixtures ship with a git checkout, not with an installed wheel")
     return path
+
+# %% ../nbs/00_core.ipynb #ut000002
+def probe_ms(n: int = 512, reps: int = 5) -> float:
+    "Fastest of `reps` n³ float32 matmuls (ms): the probe every reported time carries."
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
+    return best * 1e3

@@ -18,11 +18,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .core import probe_ms   # not used here: exercise cells import it with the checks
+
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'KINDS', 'STUDENT_README', 'CheckError', 'compare',
            'check_function', 'answer_digest', 'check_choice', 'check_fields', 'check_in_range', 'clear_regions',
            'read_notebook', 'exercise_start', 'nbgrader_available', 'clear_hidden', 'to_student', 'CheckResult',
-           'is_check_cell', 'run_exercises', 'make_course', 'probe_ms', 'shaperefs_data', 'short_run']
+           'is_check_cell', 'run_exercises', 'make_course', 'shaperefs_data', 'short_run']
 
 # %% ../nbs/19_course.ipynb #c1be4e60
 class CheckError(AssertionError):
@@ -343,15 +345,6 @@ def make_course(nbs: str | Path = "nbs", out: str | Path = "course", backend: st
 
 # %% ../nbs/19_course.ipynb #830b899a
 _DATA: dict[tuple, Path] = {}
-
-def probe_ms(n: int = 512, reps: int = 5) -> float:
-    "Fastest of `reps` n³ float32 matmuls (ms): the probe every reported time carries."
-    import time
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
-    return best * 1e3
 
 def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
     "A ShapeRefs data root (holding shaperefs/) generated once per process in a temporary folder."

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from .course import probe_ms
+from .core import probe_ms
 
 # %% auto #0
 __all__ = ['STUDIES', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'Row', 'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows',
