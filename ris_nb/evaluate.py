@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .core import Config
+from .core import Config, write_atomic
 from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize, encode_text, resize_mask
 from .metrics import RISMetrics, check_protocol, intersection_union, reduce_across_ranks
 
@@ -224,10 +224,10 @@ def report_markdown(results: dict[str, dict], cfg: Config, run_info: dict | None
 
 def write_report(results: dict[str, dict], cfg: Config, out_dir: str | Path, run_info: dict | None = None) -> Path:
     "Write `report.md` (and `results.json`) into `out_dir` atomically."
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
     for name, text in [("report.md", report_markdown(results, cfg, run_info)),
                        ("results.json", json.dumps({s: {k: v for k, v in r.items() if k != "samples"} for s, r in results.items()}, indent=1))]:
-        tmp = out_dir / f".{name}.tmp"; tmp.write_text(text); tmp.replace(out_dir / name)
+        write_atomic(out_dir / name, lambda tmp: tmp.write_text(text))
     return out_dir / "report.md"
 
 # %% ../nbs/13_evaluation.ipynb #be5f19f3
