@@ -97,11 +97,14 @@ def _eval_batches(loader):
             yield emit(buf[:loader.batch_size]); buf = buf[loader.batch_size:]
     if buf: yield emit(buf)
 
-def _forward(model: nn.Module, batch, image_index: torch.Tensor | None):
-    "model(batch) for a batch with one image per sentence, or an image-grouped one (`image_index`, see `_eval_batches`)."
+def _takes_image_index(model: nn.Module) -> bool:
+    "Whether `model.forward` accepts `image_index` (then it encodes each image of a grouped batch once)."
+    return "image_index" in inspect.signature(model.forward).parameters
+
+def _forward(model: nn.Module, batch, image_index: torch.Tensor | None, takes_index: bool):
+    "model(batch) for a batch with one image per sentence, or an image-grouped one (`image_index`, see `_eval_batches`); `takes_index`: `_takes_image_index(model)`, computed once per model."
     if image_index is None: return model(batch)
-    if "image_index" in inspect.signature(model.forward).parameters:
-        return model(batch, image_index=image_index.to(batch.images.device))
+    if takes_index: return model(batch, image_index=image_index.to(batch.images.device))
     return model(dataclasses.replace(batch, images=batch.images[image_index.to(batch.images.device)]))
 
 # %% ../nbs/13_evaluation.ipynb #661330a4
@@ -116,10 +119,11 @@ def evaluate(model: nn.Module, loader, protocol: str = "original", device: torch
     overall, by_type, by_split = RISMetrics(), defaultdict(RISMetrics), defaultdict(RISMetrics)
     samples, seen = [], 0
     total = len(loader.dataset) if hasattr(loader, "dataset") else None
+    takes_index = _takes_image_index(model)
     with tqdm(total=total, desc=f"eval ({protocol})", disable=None if progress else True, mininterval=1.0) as bar:
         for index, batch, image_index in _eval_batches(loader):
             batch = batch.to(device)
-            inter, union = _sample_iu(model, _forward(model, batch, image_index), batch, protocol)
+            inter, union = _sample_iu(model, _forward(model, batch, image_index, takes_index), batch, protocol)
             overall.update_iu(inter, union)
             types = [t or "all" for t in batch.meta["expr_type"]]
             for groups, keys in ((by_type, types), (by_split, batch.meta["split"])):   # one update per group and batch
