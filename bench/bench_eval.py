@@ -75,13 +75,14 @@ def official_pattern(cfg, coll, model, dataset, n: int, parts: dict | None = Non
 
 def split_ours(cfg, coll, model, dataset, n: int) -> dict:
     "Data (image-grouped batches) and model (forward + predict + IoU) seconds of `ris_nb eval`'s path."
-    from ris_nb.evaluate import _eval_batches, _forward, _sample_iu
+    from ris_nb.evaluate import _eval_batches, _forward, _sample_iu, _takes_image_index
     loader = DataLoader(dataset(True), batch_size=cfg.eval.batch_size, sampler=list(range(n)), collate_fn=coll)
+    takes_index = _takes_image_index(model)
     parts, t = {"data": 0.0, "model": 0.0}, time.perf_counter()
     with torch.no_grad():
         for _, b, image_index in _eval_batches(loader):
             t1 = time.perf_counter(); parts["data"] += t1 - t
-            _sample_iu(model, _forward(model, b, image_index), b, cfg.eval.protocol)
+            _sample_iu(model, _forward(model, b, image_index, takes_index), b, cfg.eval.protocol)
             t = time.perf_counter(); parts["model"] += t - t1
     return parts
 
@@ -89,13 +90,14 @@ def split_ours(cfg, coll, model, dataset, n: int) -> dict:
 def flops_per_sentence(cfg, coll, model, dataset, n: int) -> float:
     "Matmul/convolution FLOPs per sentence of `ris_nb eval`'s forward + predict (torch's FlopCounterMode; element-wise ops not counted)."
     from torch.utils.flop_counter import FlopCounterMode
-    from ris_nb.evaluate import _eval_batches, _forward, _sample_iu
+    from ris_nb.evaluate import _eval_batches, _forward, _sample_iu, _takes_image_index
     loader = DataLoader(dataset(True), batch_size=cfg.eval.batch_size, sampler=list(range(n)), collate_fn=coll)
+    takes_index = _takes_image_index(model)
     grads = [p.requires_grad for p in model.parameters()]
     for p in model.parameters(): p.requires_grad_(False)           # the counter's module tracker wants no autograd at all
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as fc:
-            for _, b, image_index in _eval_batches(loader): _sample_iu(model, _forward(model, b, image_index), b, cfg.eval.protocol)
+            for _, b, image_index in _eval_batches(loader): _sample_iu(model, _forward(model, b, image_index, takes_index), b, cfg.eval.protocol)
     finally:
         for p, g in zip(model.parameters(), grads): p.requires_grad_(g)
     return fc.get_total_flops() / n

@@ -315,7 +315,6 @@ def _run_experiments(args) -> None:
     from ris_nb.experiments import FULL, QUICK, run_study, study_markdown
     budget = QUICK if args.quick else FULL
     budget = replace(budget, **{k: v for k, v in (("steps", args.steps), ("n_images", args.scenes)) if v is not None})  # validated
-    if args.seeds < 1: raise ValueError(f"--seeds {args.seeds}: expected a positive integer")
     out = check_out_dir(Path(args.out))
     study = run_study(out, only=args.only, seeds=args.seeds, budget=budget)
     print(study_markdown(study))

@@ -13,6 +13,7 @@ import os
 import pkgutil
 import random
 import re
+import time
 import types
 import typing
 from copy import deepcopy
@@ -29,7 +30,7 @@ __all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'Da
            'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override',
            'parse_override', 'register_preset', 'list_presets', 'get_preset', 'flat_config', 'source_table',
            'register_model', 'build_model', 'check_field', 'validate_config', 'seed_everything', 'get_device',
-           'amp_dtype', 'repo_root', 'official_fixture']
+           'amp_dtype', 'repo_root', 'official_fixture', 'probe_ms', 'write_atomic']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -684,4 +685,27 @@ def official_fixture(name: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"fixture {name!r} not found: expected the folder tests/fixtures/{name} of the repository "
                                 f"(looked in {path}); the fixtures ship with a git checkout, not with an installed wheel")
+    return path
+
+# %% ../nbs/00_core.ipynb #ut000002
+def probe_ms(n: int = 512, reps: int = 5) -> float:
+    "Fastest of `reps` n³ float32 matmuls (ms): the probe every reported time carries."
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
+    return best * 1e3
+
+# %% ../nbs/00_core.ipynb #ut000005
+def write_atomic(path: str | Path, write: Callable[[Path], Any], fsync: bool = False) -> Path:
+    "Call `write(tmp)` on a temporary sibling (same suffix), optionally fsync it, then rename it over `path`."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        if fsync:
+            with open(tmp, "rb") as f: os.fsync(f.fileno())   # on disk before the rename makes it visible
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()                          # a failed write leaves nothing behind
     return path

@@ -18,11 +18,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .core import probe_ms
+
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'KINDS', 'STUDENT_README', 'CheckError', 'compare',
            'check_function', 'answer_digest', 'check_choice', 'check_fields', 'check_in_range', 'clear_regions',
            'read_notebook', 'exercise_start', 'nbgrader_available', 'clear_hidden', 'to_student', 'CheckResult',
-           'is_check_cell', 'run_exercises', 'make_course', 'probe_ms', 'shaperefs_data', 'short_run']
+           'is_check_cell', 'run_exercises', 'make_course', 'shaperefs_data', 'short_run']
 
 # %% ../nbs/19_course.ipynb #c1be4e60
 class CheckError(AssertionError):
@@ -344,15 +346,6 @@ def make_course(nbs: str | Path = "nbs", out: str | Path = "course", backend: st
 # %% ../nbs/19_course.ipynb #830b899a
 _DATA: dict[tuple, Path] = {}
 
-def probe_ms(n: int = 512, reps: int = 5) -> float:
-    "Fastest of `reps` n³ float32 matmuls (ms): the probe every reported time carries."
-    import time
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
-    return best * 1e3
-
 def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
     "A ShapeRefs data root (holding shaperefs/) generated once per process in a temporary folder."
     import tempfile
@@ -364,13 +357,18 @@ def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
         _DATA[key] = root
     return _DATA[key]
 
+def _short_scores(model, loaders: dict, cfg) -> dict:
+    "`short_run`'s val numbers, whatever the preset: the square protocol and the sentence sensitivity."
+    from ris_nb.evaluate import evaluate, sentence_sensitivity
+    res = evaluate(model, loaders["val"], protocol="square", progress=False, keep_samples=False)
+    return {"overall": res["overall"], "by_type": res["by_type"], "grounding": sentence_sensitivity(model, loaders["val"])}
+
 def short_run(preset: str, overrides: dict | None = None, seed: int = 0, steps: int = 200, batch_size: int = 32,
               n_images: int = 600, size: int = 64, threads: int | None = None) -> dict:
     "Train `preset` (+ `overrides`) for `steps` × `batch_size` samples on a small ShapeRefs set; val numbers and cost."
-    import tempfile, time
+    import tempfile
     from ris_nb.core import get_preset
-    from ris_nb.evaluate import evaluate, sentence_sensitivity
-    from ris_nb.train import fit, prepare
+    from ris_nb.experiments import train_and_score
     if threads: torch.set_num_threads(threads)
     root = shaperefs_data(n_images, size)
     with tempfile.TemporaryDirectory(prefix="ris_nb_run_") as out:
@@ -379,15 +377,10 @@ def short_run(preset: str, overrides: dict | None = None, seed: int = 0, steps: 
                                            "train.ckpt_every": 10**9, "train.out_dir": out, "train.device": "cpu",
                                            "seed": seed, **(overrides or {})})
         probe = probe_ms()
-        t0 = time.perf_counter()
-        tok, loaders, model, cfg = prepare(cfg, splits=["train", "val"])
-        fit(model, loaders, cfg)
-        seconds = time.perf_counter() - t0
-        res = evaluate(model, loaders["val"], protocol="square", progress=False, keep_samples=False)
-        sens = sentence_sensitivity(model, loaders["val"])
+        res = train_and_score(cfg, score=_short_scores)
     r = lambda x: round(float(x), 2)
     return {"preset": preset, "overrides": dict(overrides or {}), "seed": seed, "samples": steps * batch_size,
             "oIoU": r(res["overall"]["oIoU"]), "mIoU": r(res["overall"]["mIoU"]),
             "by_type": {k: r(v["oIoU"]) for k, v in sorted(res["by_type"].items())},
-            "cross_referent_iou": r(sens["cross_referent_iou"]), "train_seconds": r(seconds), "probe_ms": r(probe),
-            "threads": torch.get_num_threads()}
+            "cross_referent_iou": r(res["grounding"]["cross_referent_iou"]), "train_seconds": r(res["train_s"]),
+            "probe_ms": r(probe), "threads": torch.get_num_threads()}

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .core import Config
+from .core import Config, write_atomic
 from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize, encode_text, resize_mask
 from .metrics import RISMetrics, check_protocol, intersection_union, reduce_across_ranks
 
@@ -97,11 +97,14 @@ def _eval_batches(loader):
             yield emit(buf[:loader.batch_size]); buf = buf[loader.batch_size:]
     if buf: yield emit(buf)
 
-def _forward(model: nn.Module, batch, image_index: torch.Tensor | None):
-    "model(batch) for a batch with one image per sentence, or an image-grouped one (`image_index`, see `_eval_batches`)."
+def _takes_image_index(model: nn.Module) -> bool:
+    "Whether `model.forward` accepts `image_index` (then it encodes each image of a grouped batch once)."
+    return "image_index" in inspect.signature(model.forward).parameters
+
+def _forward(model: nn.Module, batch, image_index: torch.Tensor | None, takes_index: bool):
+    "model(batch) for a batch with one image per sentence, or an image-grouped one (`image_index`, see `_eval_batches`); `takes_index`: `_takes_image_index(model)`, computed once per model."
     if image_index is None: return model(batch)
-    if "image_index" in inspect.signature(model.forward).parameters:
-        return model(batch, image_index=image_index.to(batch.images.device))
+    if takes_index: return model(batch, image_index=image_index.to(batch.images.device))
     return model(dataclasses.replace(batch, images=batch.images[image_index.to(batch.images.device)]))
 
 # %% ../nbs/13_evaluation.ipynb #661330a4
@@ -116,10 +119,11 @@ def evaluate(model: nn.Module, loader, protocol: str = "original", device: torch
     overall, by_type, by_split = RISMetrics(), defaultdict(RISMetrics), defaultdict(RISMetrics)
     samples, seen = [], 0
     total = len(loader.dataset) if hasattr(loader, "dataset") else None
+    takes_index = _takes_image_index(model)
     with tqdm(total=total, desc=f"eval ({protocol})", disable=None if progress else True, mininterval=1.0) as bar:
         for index, batch, image_index in _eval_batches(loader):
             batch = batch.to(device)
-            inter, union = _sample_iu(model, _forward(model, batch, image_index), batch, protocol)
+            inter, union = _sample_iu(model, _forward(model, batch, image_index, takes_index), batch, protocol)
             overall.update_iu(inter, union)
             types = [t or "all" for t in batch.meta["expr_type"]]
             for groups, keys in ((by_type, types), (by_split, batch.meta["split"])):   # one update per group and batch
@@ -224,10 +228,10 @@ def report_markdown(results: dict[str, dict], cfg: Config, run_info: dict | None
 
 def write_report(results: dict[str, dict], cfg: Config, out_dir: str | Path, run_info: dict | None = None) -> Path:
     "Write `report.md` (and `results.json`) into `out_dir` atomically."
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
     for name, text in [("report.md", report_markdown(results, cfg, run_info)),
                        ("results.json", json.dumps({s: {k: v for k, v in r.items() if k != "samples"} for s, r in results.items()}, indent=1))]:
-        tmp = out_dir / f".{name}.tmp"; tmp.write_text(text); tmp.replace(out_dir / name)
+        write_atomic(out_dir / name, lambda tmp: tmp.write_text(text))
     return out_dir / "report.md"
 
 # %% ../nbs/13_evaluation.ipynb #be5f19f3

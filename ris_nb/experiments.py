@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import statistics
 import time
@@ -19,13 +18,13 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from .course import probe_ms
+from .core import probe_ms, write_atomic
 
 # %% auto #0
 __all__ = ['STUDIES', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'Row', 'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows',
-           'sag_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config', 'write_atomic',
-           'write_json_atomic', 'finished', 'study_data', 'train_and_score', 'rescore', 'run_one', 'blind_floors',
-           'aggregate', 'study_markdown', 'plot_study', 'write_outputs', 'run_study']
+           'sag_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config', 'write_json_atomic', 'finished',
+           'study_data', 'train_and_score', 'rescore', 'run_one', 'blind_floors', 'aggregate', 'study_markdown',
+           'plot_study', 'write_outputs', 'run_study']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -165,18 +164,8 @@ def row_config(row: Row, seed: int, budget: Budget, data_root: str | Path, run_d
     return validate_config(cfg.override(row.overrides))
 
 # %% ../nbs/16_experiments.ipynb #3289dce9
-def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
-    "Call `write(tmp)` on a temporary sibling (same suffix), then rename it: `path` is either absent or complete."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()                          # a failed write leaves nothing behind
-    return path
-
 def write_json_atomic(obj: Any, path: str | Path) -> Path:
+    "`obj` as indented JSON, written whole (`ris_nb.core.write_atomic`)."
     return write_atomic(path, lambda t: t.write_text(json.dumps(obj, indent=1)))
 
 def finished(run_dir: Path, cfg) -> dict | None:
@@ -212,14 +201,14 @@ def _scores(model, loaders, cfg) -> dict:
     g = shatter_gather(model, loaders["val"]) if cfg.model.name == "sag" else sentence_sensitivity(model, loaders["val"])
     return {"overall": r["overall"], "by_type": r["by_type"], "grounding": g}
 
-def train_and_score(cfg) -> dict:
-    "Train from scratch (no mask reaches a weakly supervised model), then score the final weights on val."
+def train_and_score(cfg, score: Callable[..., dict] = _scores) -> dict:
+    "Train from scratch (no mask reaches a weakly supervised model), then `score(model, loaders, cfg)` the final weights on val."
     from ris_nb.train import fit, prepare
     _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])
     t0 = time.perf_counter()
     fit(model, {"train": loaders["train"]}, cfg, resume_run=False)   # no selection on val: val is a held-out split here
     t1 = time.perf_counter()
-    out = _scores(model, loaders, cfg)
+    out = score(model, loaders, cfg)
     return {**out, "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
 
 def rescore(cfg, source_dir: Path) -> dict:

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .core import Config, amp_dtype, get_device, seed_everything, validate_config
+from .core import Config, amp_dtype, get_device, seed_everything, validate_config, write_atomic
 
 # %% auto #0
 __all__ = ['REFER_TRAIN_SIZES', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo',
@@ -188,16 +188,8 @@ def set_generator_states(model: nn.Module, states: dict[str, torch.Tensor]) -> N
 
 # %% ../nbs/12_training.ipynb #b3a7b187
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    "torch.save to a temp file in the same folder, fsync, then rename over `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
+    "torch.save to a temp file in the same folder, fsync, then rename over `path` (`write_atomic`)."
+    return write_atomic(path, lambda tmp: torch.save(obj, tmp), fsync=True)
 
 def load_checkpoint(path: str | Path) -> dict:
     "Load a checkpoint safely (weights_only); a truncated/corrupt file raises ValueError naming it."
