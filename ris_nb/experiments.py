@@ -201,14 +201,14 @@ def _scores(model, loaders, cfg) -> dict:
     g = shatter_gather(model, loaders["val"]) if cfg.model.name == "sag" else sentence_sensitivity(model, loaders["val"])
     return {"overall": r["overall"], "by_type": r["by_type"], "grounding": g}
 
-def train_and_score(cfg, score: Callable[..., dict] = _scores) -> dict:
-    "Train from scratch (no mask reaches a weakly supervised model), then `score(model, loaders, cfg)` the final weights on val."
+def train_and_score(cfg) -> dict:
+    "Train from scratch (no mask reaches a weakly supervised model), then score the final weights on val."
     from ris_nb.train import fit, prepare
     _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])
     t0 = time.perf_counter()
     fit(model, {"train": loaders["train"]}, cfg, resume_run=False)   # no selection on val: val is a held-out split here
     t1 = time.perf_counter()
-    out = score(model, loaders, cfg)
+    out = _scores(model, loaders, cfg)
     return {**out, "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
 
 def rescore(cfg, source_dir: Path) -> dict:
