@@ -34,7 +34,7 @@ quickstart: venv
 # The tests: every notebook under nbdev_test, then pytest (pytest-xdist: one worker per core, at most 4, one thread each).
 test: venv
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider -n auto --maxprocesses 4 --durations=25
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadgroup --durations=25
 
 # Every speed benchmark, then one summary table with the machine's probe floor (≤ 10 min on an idle 2-core machine).
 # Same-run comparisons with the official code: make bench OFFICIAL_MAGNET=/path/to/mask-grounding OFFICIAL_SAG=/path/to/SaG

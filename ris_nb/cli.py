@@ -301,6 +301,7 @@ _SUBCOMMANDS.append(_add_course)
 
 # %% ../nbs/15_cli.ipynb #df7bd987
 def _add_experiments(sub) -> None:
+    from ris_nb.core import usable_cores
     p = sub.add_parser("experiments", help="the papers' ablations in miniature on ShapeRefs (CPU; resumable)")
     p.add_argument("--out", required=True, help="study folder: data, one directory per (row, seed), study.json/.md/.png")
     p.add_argument("--quick", action="store_true", help="the small budget: 300 scenes, 50 steps of 16 per run (default: 800, 400 of 32)")
@@ -308,6 +309,8 @@ def _add_experiments(sub) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3; one seed gives no verdict)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the budget's)")
     p.add_argument("--scenes", type=int, default=None, help="ShapeRefs scenes generated for the study (default: the budget's)")
+    p.add_argument("--jobs", type=int, default=usable_cores(), help="runs trained at once, one process each, the torch threads "
+                   f"shared between them (default: one per usable core, {usable_cores()} here)")
     p.set_defaults(func=_run_experiments)
 
 def _run_experiments(args) -> None:
@@ -316,7 +319,7 @@ def _run_experiments(args) -> None:
     budget = QUICK if args.quick else FULL
     budget = replace(budget, **{k: v for k, v in (("steps", args.steps), ("n_images", args.scenes)) if v is not None})  # validated
     out = check_out_dir(Path(args.out))
-    study = run_study(out, only=args.only, seeds=args.seeds, budget=budget)
+    study = run_study(out, only=args.only, seeds=args.seeds, budget=budget, jobs=args.jobs)
     print(study_markdown(study))
     print(f"written: {out / 'study.json'}, {out / 'study.md'}, {out / 'study.png'}")
 

@@ -30,7 +30,7 @@ __all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'Da
            'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override',
            'parse_override', 'register_preset', 'list_presets', 'get_preset', 'flat_config', 'source_table',
            'register_model', 'build_model', 'check_field', 'validate_config', 'seed_everything', 'get_device',
-           'amp_dtype', 'repo_root', 'official_fixture', 'probe_ms', 'write_atomic']
+           'amp_dtype', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'write_atomic']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -695,6 +695,12 @@ def probe_ms(n: int = 512, reps: int = 5) -> float:
     for _ in range(reps):
         t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
     return best * 1e3
+
+# %% ../nbs/00_core.ipynb #ut000005
+def usable_cores() -> int:
+    "Cores this process may run on (its affinity where the OS reports one, else the machine's count)."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
 
 # %% ../nbs/00_core.ipynb #ut000005
 def write_atomic(path: str | Path, write: Callable[[Path], Any], fsync: bool = False) -> Path:

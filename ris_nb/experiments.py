@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import shutil
 import statistics
 import time
 import uuid
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -349,23 +352,53 @@ def write_outputs(study: dict, out: str | Path) -> dict[str, Path]:
     return paths
 
 # %% ../nbs/16_experiments.ipynb #af94e25c
+def _run_in_pool(row: Row, seed: int, budget: Budget, out: Path, keep_checkpoint: bool, threads: int) -> dict:
+    "`run_one` inside a pool process: `threads` torch threads, no per-run bar (bars of parallel runs would interleave)."
+    os.environ["TQDM_DISABLE"] = "1"
+    torch.set_num_threads(threads)
+    return run_one(row, seed, budget, out, keep_checkpoint=keep_checkpoint)
+
+def _run_parallel(jobs: list[tuple[Row, int]], budget: Budget, out: Path, sources: set[str], n_jobs: int, bar,
+                  on_train: Callable[[str, int], None] | None) -> list[dict]:
+    "Every (row, seed) on `n_jobs` processes; a re-scored row starts once its source run of the same seed has finished."
+    threads = max(1, torch.get_num_threads() // n_jobs)
+    waiting = [(r, s) for r, s in jobs if r.source]
+    done: dict[tuple[str, int], dict] = {}
+    with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        submit = lambda r, s: pool.submit(_run_in_pool, r, s, budget, out, r.name in sources, threads)
+        running = {submit(r, s): (r, s) for r, s in jobs if not r.source}
+        while running:
+            finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished_now:
+                r, s = running.pop(f)
+                done[(r.name, s)] = res = f.result()          # a failed run stops the study; finished runs are kept
+                if on_train and not res["reused"]: on_train(r.name, s)
+                bar.set_postfix_str(f"{r.name} seed{s} done"); bar.update(1)
+                for w in [w for w in waiting if w[0].source == r.name and w[1] == s]:
+                    waiting.remove(w); running[submit(*w)] = w
+    return [done[(r.name, s)] for r, s in jobs]
+
 def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: Budget = FULL, progress: bool = True,
-              on_train: Callable[[str, int], None] | None = None) -> dict:
-    "Run (or resume) every (row, seed) in seed-major order, then aggregate into OUT/study.json, study.md and study.png."
+              on_train: Callable[[str, int], None] | None = None, jobs: int = 1) -> dict:
+    "Run (or resume) every (row, seed), seed-major, on `jobs` processes; aggregate into OUT/study.json, .md and .png."
     if not isinstance(seeds, int) or seeds < 1: raise ValueError(f"--seeds {seeds!r}: expected a positive integer")
+    if not isinstance(jobs, int) or jobs < 1: raise ValueError(f"--jobs {jobs!r}: expected a positive integer")
     out = Path(out)
     rows, claims = study_rows(only)
     study_data(out, budget)
     sources = {r.source for r in rows if r.source}
-    results, t0 = [], time.perf_counter()
-    jobs = [(row, s) for s in range(seeds) for row in rows]   # seed-major: an interrupted study has whole seeds first
-    with tqdm(total=len(jobs), desc="study", unit="run", disable=None if progress else True) as bar:
-        for row, s in jobs:
-            bar.set_postfix_str(f"{row.name} seed{s}")
-            results.append(run_one(row, s, budget, out, on_train, keep_checkpoint=row.name in sources))
-            bar.update(1)
+    t0 = time.perf_counter()
+    todo = [(row, s) for s in range(seeds) for row in rows]   # seed-major: an interrupted study has whole seeds first
+    with tqdm(total=len(todo), desc="study", unit="run", disable=None if progress else True) as bar:
+        if jobs > 1: results = _run_parallel(todo, budget, out, sources, jobs, bar, on_train)
+        else:
+            results = []
+            for row, s in todo:
+                bar.set_postfix_str(f"{row.name} seed{s}")
+                results.append(run_one(row, s, budget, out, on_train, keep_checkpoint=row.name in sources))
+                bar.update(1)
     study = aggregate(rows, claims, results, budget, seeds, blind_floors(out))
-    study["wall_s"] = time.perf_counter() - t0
+    study["wall_s"], study["jobs"] = time.perf_counter() - t0, jobs
     study["probe_ms"] = probe_ms()
     write_outputs(study, out)
     return study

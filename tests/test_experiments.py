@@ -10,7 +10,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from ris_nb import experiments as E
 from ris_nb.cli import main
 
-TOY = ["--quick", "--seeds", "1", "--steps", "2", "--scenes", "60"]   # two optimizer steps a run, 60 scenes
+TOY = ["--quick", "--seeds", "1", "--steps", "2", "--scenes", "60", "--jobs", "1"]   # two optimizer steps a run, 60 scenes
 
 
 def result_mtimes(out):
@@ -46,3 +46,28 @@ def test_experiments_cli_writes_tables_and_resumes(tmp_path, monkeypatch):
 
     # a different budget in the same folder is refused, naming the run
     assert main(["experiments", "--quick", "--seeds", "1", "--steps", "3", "--scenes", "60", "--out", str(out)]) == 2
+
+
+def test_parallel_study_matches_serial_and_resumes(tmp_path):
+    """--jobs 2 (two spawned processes, one thread each) gives the very numbers of --jobs 1, and resumes the same way."""
+    serial, par = tmp_path / "serial", tmp_path / "parallel"
+    toy = TOY[:-2] + ["--only", "sag"]                  # TOY without its --jobs 1
+    torch.set_num_threads(1)                           # the same float sums in both: one thread per run
+    assert main(["experiments", *toy, "--jobs", "1", "--out", str(serial)]) == 0
+    torch.set_num_threads(2)                           # shared out between the two pool processes: one each
+    assert main(["experiments", *toy, "--jobs", "2", "--out", str(par)]) == 0
+    a, b = (json.loads((d / "study.json").read_text()) for d in (serial, par))
+    assert b["jobs"] == 2 and b["runs_done_now"] == len(E.sag_rows())
+    for name, row in a["rows"].items():
+        assert row["overall"] == b["rows"][name]["overall"], name
+        assert row["by_type"] == b["rows"][name]["by_type"], name
+    before = result_mtimes(par)
+    (par / "sag" / "seed0" / "result.json").unlink()     # the source of the four inference rows: they are re-scored too
+    assert main(["experiments", *toy, "--jobs", "2", "--out", str(par)]) == 0
+    changed = {k for k, t in result_mtimes(par).items() if t != before.get(k)}
+    assert changed == {"sag", "sag_infer_weighted", "sag_infer_max", "sag_infer_avg", "sag_infer_min"}, changed
+    assert json.loads((par / "study.json").read_text())["runs_done_now"] == 5
+
+
+def test_jobs_must_be_positive(tmp_path):
+    assert main(["experiments", *TOY[:-2], "--jobs", "0", "--out", str(tmp_path / "s")]) == 2

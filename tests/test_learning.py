@@ -39,7 +39,9 @@ def train_val(root, preset: str, steps: int, run: str | None = None, **upd):
 # lavt_tiny new defaults 28.4 oIoU, cross-ref 0.32, right shape 46.3 %; old recipe (abs_pos none, Dice only) 23.7, 0.67, 32.1 %.
 # magnet_tiny (one thread) new defaults 27.2, 0.34, 44.2 %; old recipe (no absolute position) 24.4, 0.51, 36.9 %.
 # The best language-blind answer on this val: 21.2 oIoU.
-@pytest.mark.parametrize("preset,margin,max_cross_ref", [("lavt_tiny", 4.5, 0.5), ("magnet_tiny", 3.0, 0.45)])
+@pytest.mark.parametrize("preset,margin,max_cross_ref", [
+    pytest.param("lavt_tiny", 4.5, 0.5, marks=pytest.mark.xdist_group("learning_lavt_sag")),    # worker A: lavt then sag
+    pytest.param("magnet_tiny", 3.0, 0.45, marks=pytest.mark.xdist_group("learning_magnet"))])  # worker B: the longest run
 def test_tiny_preset_learns_to_refer(shaperefs, preset, margin, max_cross_ref):
     blind = language_blind_references(RefDataset(shaperefs, "shaperefs", "shaperefs", "val"))
     res, sens = train_val(shaperefs, preset, steps=300)
@@ -54,6 +56,7 @@ def test_tiny_preset_learns_to_refer(shaperefs, preset, margin, max_cross_ref):
 SAG_STEPS = 300
 
 
+@pytest.mark.xdist_group("learning_lavt_sag")
 def test_sag_tiny_learns_from_text(shaperefs):
     """SaG sees no mask in training; after 300 steps at 64 px its sentence gathers a slot and its mask beats the old recipe.
     Measured at this budget (seed 0, 1 thread): new sag_tiny val mIoU 11.1, A^fuse picks the best slot for 48.3 % of the
