@@ -142,7 +142,7 @@ class Budget:
     "What every run of a study gets: ShapeRefs scenes (generated once), image side, optimizer steps of `batch_size`."
     n_images: int = 800                # ours: 560 training scenes, 80 for validation
     image_size: int = 64
-    steps: int = 400                   # ours: ≈ 30 min for the full study (3 seeds) on an idle 2-core machine, see below
+    steps: int = 400                   # ours: the full study (3 seeds) took 41 min on 2 idle cores here, see below
     batch_size: int = 32
     data_seed: int = 3
 
@@ -352,9 +352,18 @@ def write_outputs(study: dict, out: str | Path) -> dict[str, Path]:
     return paths
 
 # %% ../nbs/16_experiments.ipynb #af94e25c
+_slot: int = 0     # this pool process's number, set once when it starts
+
+def _start_pool_process(counter, bar_lock) -> None:
+    "Pool process start-up: take the next number (its progress bar's line) and share the parent's terminal lock."
+    global _slot
+    with counter.get_lock(): _slot, counter.value = counter.value, counter.value + 1
+    tqdm.set_lock(bar_lock)
+
 def _run_in_pool(row: Row, seed: int, budget: Budget, out: Path, keep_checkpoint: bool, threads: int) -> dict:
-    "`run_one` inside a pool process: `threads` torch threads, no per-run bar (bars of parallel runs would interleave)."
-    os.environ["TQDM_DISABLE"] = "1"
+    "`run_one` inside a pool process: `threads` torch threads, its training bar on the line below the study's, one per process."
+    from ris_nb.train import ProgressCB
+    ProgressCB.position, ProgressCB.desc = _slot + 1, f"{row.name} seed{seed}"
     torch.set_num_threads(threads)
     return run_one(row, seed, budget, out, keep_checkpoint=keep_checkpoint)
 
@@ -364,18 +373,25 @@ def _run_parallel(jobs: list[tuple[Row, int]], budget: Budget, out: Path, source
     threads = max(1, torch.get_num_threads() // n_jobs)
     waiting = [(r, s) for r, s in jobs if r.source]
     done: dict[tuple[str, int], dict] = {}
-    with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    ctx = multiprocessing.get_context("spawn")
+    tqdm.set_lock(ctx.RLock())                                # one lock for every bar on the terminal
+    with ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_start_pool_process,
+                             initargs=(ctx.Value("i", 0), tqdm.get_lock())) as pool:
         submit = lambda r, s: pool.submit(_run_in_pool, r, s, budget, out, r.name in sources, threads)
         running = {submit(r, s): (r, s) for r, s in jobs if not r.source}
-        while running:
-            finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
-            for f in finished_now:
-                r, s = running.pop(f)
-                done[(r.name, s)] = res = f.result()          # a failed run stops the study; finished runs are kept
-                if on_train and not res["reused"]: on_train(r.name, s)
-                bar.set_postfix_str(f"{r.name} seed{s} done"); bar.update(1)
-                for w in [w for w in waiting if w[0].source == r.name and w[1] == s]:
-                    waiting.remove(w); running[submit(*w)] = w
+        try:
+            while running:
+                finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished_now:
+                    r, s = running.pop(f)
+                    done[(r.name, s)] = res = f.result()
+                    if on_train and not res["reused"]: on_train(r.name, s)
+                    bar.set_postfix_str(f"{r.name} seed{s} done"); bar.update(1)
+                    for w in [w for w in waiting if w[0].source == r.name and w[1] == s]:
+                        waiting.remove(w); running[submit(*w)] = w
+        except BaseException:       # a failed run (or Ctrl-C) stops the study: queued runs are dropped, finished ones kept
+            pool.shutdown(cancel_futures=True)
+            raise
     return [done[(r.name, s)] for r, s in jobs]
 
 def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: Budget = FULL, progress: bool = True,

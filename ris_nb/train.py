@@ -355,11 +355,13 @@ class GradClipCB(Callback):
 # %% ../nbs/12_training.ipynb #304034c2
 class ProgressCB(Callback):
     "A tqdm bar over optimizer steps with the loss and training throughput (main rank, on a terminal)."
+    position: int | None = None    # the bar's terminal line: parallel study runs (16_experiments) each take their own
+    desc: str = "train"
     def before_fit(self):
         l = self.learn
         # disable=None: shown on a terminal, hidden when stderr is not a tty (saved notebook outputs, CI logs)
-        self.bar = tqdm(total=l.cfg.train.max_steps, initial=l.step, desc="train", disable=None if l.dist.is_main else True,
-                        mininterval=1.0, dynamic_ncols=True)
+        self.bar = tqdm(total=l.cfg.train.max_steps, initial=l.step, desc=self.desc, disable=None if l.dist.is_main else True,
+                        mininterval=1.0, dynamic_ncols=True, position=self.position, leave=self.position is None)
         self.t0, self.n0 = time.perf_counter(), 0
     def before_batch(self): self.n0 += len(self.learn.batch) * self.learn.dist.world
     def after_step(self):
