@@ -696,7 +696,7 @@ def probe_ms(n: int = 512, reps: int = 5) -> float:
         t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
     return best * 1e3
 
-# %% ../nbs/00_core.ipynb #ut000005
+# %% ../nbs/00_core.ipynb #uc000002
 def usable_cores() -> int:
     "Cores this process may run on (its affinity where the OS reports one, else the machine's count)."
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
