@@ -16,7 +16,7 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -204,12 +204,12 @@ def _scores(model, loaders, cfg) -> dict:
     g = shatter_gather(model, loaders["val"]) if cfg.model.name == "sag" else sentence_sensitivity(model, loaders["val"])
     return {"overall": r["overall"], "by_type": r["by_type"], "grounding": g}
 
-def train_and_score(cfg) -> dict:
-    "Train from scratch (no mask reaches a weakly supervised model), then score the final weights on val."
+def train_and_score(cfg, cbs: Sequence = ()) -> dict:
+    "Train from scratch (no mask reaches a weakly supervised model), then score the final weights on val; `cbs` go to `fit`."
     from ris_nb.train import fit, prepare
     _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])
     t0 = time.perf_counter()
-    fit(model, {"train": loaders["train"]}, cfg, resume_run=False)   # no selection on val: val is a held-out split here
+    fit(model, {"train": loaders["train"]}, cfg, cbs=cbs, resume_run=False)   # no selection on val: val is a held-out split here
     t1 = time.perf_counter()
     out = _scores(model, loaders, cfg)
     return {**out, "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
@@ -226,7 +226,7 @@ def rescore(cfg, source_dir: Path) -> dict:
 
 # %% ../nbs/16_experiments.ipynb #e09d50fe
 def run_one(row: Row, seed: int, budget: Budget, out: str | Path, on_train: Callable[[str, int], None] | None = None,
-            keep_checkpoint: bool = False) -> dict:
+            keep_checkpoint: bool = False, cbs: Sequence = ()) -> dict:
     "`OUT/<row>/seed<k>/result.json`: reused when finished, otherwise (re-)run from scratch and written atomically."
     out = Path(out)
     run_dir = out / row.name / f"seed{seed}"
@@ -238,7 +238,7 @@ def run_one(row: Row, seed: int, budget: Budget, out: str | Path, on_train: Call
     run_dir.mkdir(parents=True)
     if on_train: on_train(row.name, seed)
     probe = probe_ms()
-    res = rescore(cfg, out / row.source / f"seed{seed}") if row.source else train_and_score(cfg)
+    res = rescore(cfg, out / row.source / f"seed{seed}") if row.source else train_and_score(cfg, cbs)
     res = {"row": row.name, "seed": seed, "run_id": uuid.uuid4().hex, "config": cfg.to_dict(), "probe_ms": probe,
            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **res}
     if src is not None: res["source_run_id"] = src["run_id"]
@@ -363,9 +363,9 @@ def _start_pool_process(counter, bar_lock) -> None:
 def _run_in_pool(row: Row, seed: int, budget: Budget, out: Path, keep_checkpoint: bool, threads: int) -> dict:
     "`run_one` inside a pool process: `threads` torch threads, its training bar on the line below the study's, one per process."
     from ris_nb.train import ProgressCB
-    ProgressCB.position, ProgressCB.desc = _slot + 1, f"{row.name} seed{seed}"
     torch.set_num_threads(threads)
-    return run_one(row, seed, budget, out, keep_checkpoint=keep_checkpoint)
+    bar = ProgressCB(position=_slot + 1, desc=f"{row.name} seed{seed}")
+    return run_one(row, seed, budget, out, keep_checkpoint=keep_checkpoint, cbs=[bar])
 
 def _run_parallel(jobs: list[tuple[Row, int]], budget: Budget, out: Path, sources: set[str], n_jobs: int, bar,
                   on_train: Callable[[str, int], None] | None) -> list[dict]:

@@ -355,8 +355,8 @@ class GradClipCB(Callback):
 # %% ../nbs/12_training.ipynb #304034c2
 class ProgressCB(Callback):
     "A tqdm bar over optimizer steps with the loss and training throughput (main rank, on a terminal)."
-    position: int | None = None    # the bar's terminal line: parallel study runs (16_experiments) each take their own
-    desc: str = "train"
+    def __init__(self, position: int | None = None, desc: str = "train"):
+        self.position, self.desc = position, desc   # position: the bar's terminal line (parallel study runs, 16_experiments)
     def before_fit(self):
         l = self.learn
         # disable=None: shown on a terminal, hidden when stderr is not a tty (saved notebook outputs, CI logs)
@@ -624,7 +624,9 @@ def _fit_locked(model: nn.Module, loaders: dict, cfg: Config, cbs: Sequence[Call
                     find_unused_parameters=True)
     train_dl = make_train_loader(loaders["train"].dataset, cfg, info, loaders["train"].collate_fn)
     val_dl = make_eval_loader(loaders["val"], cfg, info) if "val" in loaders else None
-    learn = Learner(model, train_dl, cfg, default_callbacks(run_dir, val_dl) + list(cbs), info)
+    own_bar = any(isinstance(c, ProgressCB) for c in cbs)      # a caller's ProgressCB replaces the default one
+    defaults = [c for c in default_callbacks(run_dir, val_dl) if not (own_bar and isinstance(c, ProgressCB))]
+    learn = Learner(model, train_dl, cfg, defaults + list(cbs), info)
     learn.fingerprints = fingerprints
     if found:
         resume(learn, found[1])

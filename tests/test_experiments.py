@@ -36,7 +36,7 @@ def test_experiments_cli_writes_tables_and_resumes(tmp_path, monkeypatch):
     (out / "sag_infer_max" / "seed0" / "result.json").unlink()
     trained = []
     real = E.train_and_score
-    monkeypatch.setattr(E, "train_and_score", lambda cfg: trained.append(cfg.model.name) or real(cfg))
+    monkeypatch.setattr(E, "train_and_score", lambda cfg, cbs=(): trained.append(cfg.model.name) or real(cfg, cbs))
     assert main(["experiments", *TOY, "--out", str(out)]) == 0
     after = result_mtimes(out)
     assert trained == ["lavt"], trained                                   # lavt_mg (a LAVT model) is the only training
