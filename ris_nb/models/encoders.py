@@ -22,10 +22,10 @@ from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, 
 from ..core import Config, TextConfig, VisionConfig
 
 # %% auto #0
-__all__ = ['read_state_dict', 'load_in_order', 'StagedBackbone', 'SwinBlockPadFirst', 'swin_official_to_timm', 'SwinBackbone',
-           'packaged_weights_path', 'timm_classifier', 'TimmCNNBackbone', 'resize_pos_grid', 'ViTBackbone',
-           'sine_pos_2d', 'build_backbone', 'offline_random', 'TextFeatures', 'extended_mask', 'TextEncoder',
-           'build_text_encoder']
+__all__ = ['read_state_dict', 'load_in_order', 'StagedBackbone', 'SwinBlockPadFirst', 'swin_official_to_timm', 'conv_stem',
+           'SwinBackbone', 'packaged_weights_path', 'timm_classifier', 'TimmCNNBackbone', 'resize_pos_grid',
+           'ViTBackbone', 'sine_pos_2d', 'build_backbone', 'offline_random', 'TextFeatures', 'extended_mask',
+           'TextEncoder', 'build_text_encoder']
 
 # %% ../../nbs/05_encoders.ipynb #69a4b835
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -108,18 +108,29 @@ def swin_official_to_timm(sd: dict[str, torch.Tensor], prefix: str = "") -> dict
         out[k] = v
     return out
 
+# %% ../../nbs/05_encoders.ipynb #cs000001
+def conv_stem(dim: int) -> nn.Sequential:
+    "Ours: three 3×3 convolutions (strides 1, 2, 2) in place of Swin's 4×4 patch projection: (B,3,H,W) -> (B,dim,H/4,W/4)."
+    return nn.Sequential(nn.Conv2d(3, dim // 2, 3, 1, 1), nn.GELU(), nn.Conv2d(dim // 2, dim, 3, 2, 1), nn.GELU(),
+                         nn.Conv2d(dim, dim, 3, 2, 1))
+
+
 # %% ../../nbs/05_encoders.ipynb #d0c3d2b0
 class SwinBackbone(StagedBackbone):
     "Staged Swin over timm's `SwinTransformer` (official pad-then-shift blocks); stage i = merge (i>0) + blocks."
     def __init__(self, embed_dim: int = 32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size: int = 4,
-                 patch_size: int = 4, mlp_ratio: float = 4.0, drop_path: float = 0.0, img_size: int = 224, abs_pos: str = "none"):
+                 patch_size: int = 4, mlp_ratio: float = 4.0, drop_path: float = 0.0, img_size: int = 224, abs_pos: str = "none",
+                 stem: str = "patch"):
         super().__init__()
         if abs_pos not in ("none", "sine"): raise ValueError(f"model.vision.abs_pos={abs_pos!r}: expected 'none' or 'sine'")
+        if stem not in ("patch", "conv"): raise ValueError(f"model.vision.stem={stem!r}: expected 'patch' or 'conv'")
+        if stem == "conv" and patch_size != 4: raise ValueError(f"model.vision.stem='conv' makes stride-4 tokens; got patch_size={patch_size}")
         self.abs_pos = abs_pos
         self.body = SwinTransformer(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depths=tuple(depths),
                                     num_heads=tuple(num_heads), window_size=window_size, mlp_ratio=mlp_ratio,
                                     drop_path_rate=drop_path, num_classes=0, strict_img_size=False, always_partition=True)
         self.body.norm, self.body.head = nn.Identity(), nn.Identity()   # never used by LAVT/MagNet stages
+        if stem == "conv": self.body.patch_embed.proj = conv_stem(embed_dim)   # ours; the patch embedding's LayerNorm stays
         for m in self.body.modules():
             if isinstance(m, SwinTransformerBlock): m.__class__ = SwinBlockPadFirst
         self.channels = [embed_dim * 2 ** i for i in range(len(depths))]
@@ -261,7 +272,7 @@ def build_backbone(vcfg: VisionConfig, img_size: int = 224) -> StagedBackbone:
     if vcfg.backbone == "swin":
         if w == "packaged": raise ValueError("model.vision.weights='packaged': no pip package ships Swin weights; use a path or 'random'")
         bb = SwinBackbone(vcfg.embed_dim, vcfg.depths, vcfg.num_heads, vcfg.window_size, vcfg.patch_size, vcfg.mlp_ratio,
-                          vcfg.drop_path, img_size=img_size, abs_pos=vcfg.abs_pos)
+                          vcfg.drop_path, img_size=img_size, abs_pos=vcfg.abs_pos, stem=vcfg.stem)
         if w != "random": bb.load_official(read_state_dict(w))
         return bb
     if vcfg.backbone == "vit":

@@ -15,8 +15,8 @@ from ..core import Config, register_model, special_token_ids
 from .encoders import StagedBackbone, TextEncoder, build_backbone, build_text_encoder
 
 # %% auto #0
-__all__ = ['WordAttention', 'PWAM', 'language_gate', 'SimpleDecoder', 'LavtOutputs', 'dice_loss', 'seg_loss', 'LAVT',
-           'lavt_param_groups', 'build_lavt']
+__all__ = ['WordAttention', 'PWAM', 'language_gate', 'SimpleDecoder', 'RefineHead', 'LavtOutputs', 'dice_loss', 'seg_loss',
+           'LAVT', 'lavt_param_groups', 'build_lavt']
 
 # %% ../../nbs/06_lavt.ipynb #678fc1b0
 class WordAttention(nn.Module):
@@ -91,6 +91,21 @@ class SimpleDecoder(nn.Module):
             x = block(torch.cat([x, skip], 1))
         return self.classifier(x)
 
+# %% ../../nbs/06_lavt.ipynb #rf000002
+class RefineHead(nn.Module):
+    "Ours: logits (B,k,h,w) + images (B,3,H,W) -> bilinear logits at (H,W) + a correction read from [logits, image] by small convs."
+    def __init__(self, n_logits: int, hidden: int, dilations: tuple[int, ...] = (1, 2, 1), align_corners: bool = True):
+        super().__init__()
+        layers, cin = [], n_logits + 3
+        for d in dilations: layers += [nn.Conv2d(cin, hidden, 3, padding=d, dilation=d), nn.ReLU()]; cin = hidden
+        self.body, self.out, self.align_corners = nn.Sequential(*layers), nn.Conv2d(hidden, n_logits, 3, padding=1), align_corners
+        nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)   # start as plain bilinear upsampling
+
+    def forward(self, logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=self.align_corners)
+        return up + self.out(self.body(torch.cat([up, images.to(up.dtype)], 1)))
+
+
 # %% ../../nbs/06_lavt.ipynb #b924c9ae
 @dataclass
 class LavtOutputs:
@@ -129,6 +144,7 @@ class LAVT(nn.Module):
         self.gates = nn.ModuleList(language_gate(c, "relu") for c in backbone.channels[:-1])   # no stage after the last
         self.norms = nn.ModuleList(nn.LayerNorm(c) for c in backbone.channels)
         self.decoder = SimpleDecoder(backbone.channels, lc.decoder_dim)
+        self.refine = RefineHead(2, lc.refine) if lc.refine else None      # ours, off in lavt_paper
         self.mg = None
         if cfg.model.mg.enabled:
             from ris_nb.models.mask_grounding import MaskGrounding, mg_visual_index
@@ -156,7 +172,10 @@ class LAVT(nn.Module):
         "`image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b] (see `encode`)."
         l = self.text(batch.input_ids, batch.attention_mask).tokens
         stages, visual = self.encode(batch.images, l, batch.attention_mask, image_index=image_index)
-        logits = F.interpolate(self.decoder(stages), size=batch.images.shape[-2:], mode="bilinear", align_corners=True)
+        coarse = self.decoder(stages)
+        if self.refine is not None:
+            logits = self.refine(coarse, batch.images if image_index is None else batch.images[image_index])
+        else: logits = F.interpolate(coarse, size=batch.images.shape[-2:], mode="bilinear", align_corners=True)
         out = LavtOutputs(logits, stages, visual, l)
         if self.mg is not None and self.training and batch.masks is not None:
             out.mg_logits, out.mg_targets = self.mask_grounding(batch, visual)
@@ -199,7 +218,7 @@ class LAVT(nn.Module):
 
 # %% ../../nbs/06_lavt.ipynb #ab5da098
 def lavt_param_groups(model: LAVT, cfg: Config) -> list[dict]:
-    "LAVT's groups: backbone+PWAM (no decay on norms/pos tables), decoder, trainable text layers (+MG head)."
+    "LAVT's groups: backbone+PWAM (no decay on norms/pos tables), decoder (+ refine head), trainable text layers (+MG head)."
     lr, wd = cfg.train.lr, cfg.train.weight_decay
     no_decay = lambda n: "norm" in n or "absolute_pos_embed" in n or "relative_position_bias_table" in n
     vis = [(f"backbone.{n}", p) for n, p in model.backbone.named_parameters()]
@@ -207,7 +226,8 @@ def lavt_param_groups(model: LAVT, cfg: Config) -> list[dict]:
     vis = [(n, p) for n, p in vis if p.requires_grad]
     groups = [dict(name="backbone_no_decay", params=[p for n, p in vis if no_decay(n)], lr=lr, weight_decay=0.0),
               dict(name="backbone", params=[p for n, p in vis if not no_decay(n)], lr=lr, weight_decay=wd),
-              dict(name="decoder", params=[p for p in model.decoder.parameters() if p.requires_grad], lr=lr, weight_decay=wd),
+              dict(name="decoder", params=[p for m in (model.decoder, model.refine) if m is not None for p in m.parameters()
+                                           if p.requires_grad], lr=lr, weight_decay=wd),
               dict(name="text", params=[p for p in model.text.parameters() if p.requires_grad], lr=lr, weight_decay=wd)]
     if model.mg is not None: groups.append(dict(name="mg", params=[p for p in model.mg.parameters() if p.requires_grad], lr=lr, weight_decay=wd))
     return [g for g in groups if g["params"]]

@@ -18,6 +18,7 @@ from ..core import (Config, DataConfig, ModelConfig, TextConfig, VisionConfig, M
                          LavtConfig, register_model, special_token_ids)
 from .alignment import CAM, PWAM, cal_loss, convert_official_cam, convert_official_pwam
 from .encoders import build_backbone, build_text_encoder, extended_mask, sine_pos_2d, swin_official_to_timm
+from .lavt import RefineHead
 
 # %% auto #0
 __all__ = ['PRESET_SOURCES', 'TanhGate', 'WordPWAM', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder',
@@ -325,7 +326,7 @@ class MaskDecoder(nn.Module):
 @dataclass
 class MagNetOutputs:
     "What `MagNet.forward` returns; training-only fields are None when not computed."
-    mask_logits: torch.Tensor                              # (B,1,H/4,W/4) final mask logits (official `pred_masks`)
+    mask_logits: torch.Tensor                              # (B,1,H/4,W/4) final mask logits (official `pred_masks`); (B,1,H,W) with the refine head
     class_logits: torch.Tensor                             # (B,1,2) foreground / no-object of the final prediction
     aux_mask_logits: list[torch.Tensor] = field(default_factory=list)    # earlier predictions (deep supervision)
     aux_class_logits: list[torch.Tensor] = field(default_factory=list)
@@ -414,7 +415,7 @@ class MagNetTraining:
         groups = {}
         for n, p in self.named_parameters():
             if not p.requires_grad: continue
-            part = "text" if n.startswith(("text.", "word_")) else "head" if n.startswith(("pixel_decoder.", "decoder.", "lang_proj.", "mg.")) else "vision"
+            part = "text" if n.startswith(("text.", "word_")) else "head" if n.startswith(("pixel_decoder.", "decoder.", "refine.", "lang_proj.", "mg.")) else "vision"
             nd = any(s in n for s in ("norm", "relative_position_bias_table", "absolute_pos_embed"))
             groups.setdefault((part, nd), []).append(p)
         return [dict(params=ps, lr=cfg.train.lr, weight_decay=0.0 if nd else cfg.train.weight_decay,
@@ -441,6 +442,7 @@ class MagNet(MagNetEncoder, MagNetTraining, nn.Module):
         self.word_gates = nn.ModuleList(TanhGate(t, "relu") for _ in dims)
         self.pixel_decoder = PixelDecoder(dims, mc.hidden_dim, mc.enc_layers, mc.n_heads, mc.n_points, mc.enc_ffn)
         self.decoder = MaskDecoder(mc.hidden_dim, mc.dec_layers, mc.n_heads, mc.dec_ffn, levels=3)
+        self.refine = RefineHead(1, m.lavt.refine, align_corners=False) if m.lavt.refine else None   # ours (06_lavt), off in magnet_paper
         self.lang_proj = nn.Linear(t, mc.hidden_dim) if (mc.official_compat or m.cal.enabled) else None
         if mc.official_compat:   # present in the released checkpoint, never applied (official test.py builds them, the forward skips them)
             self.unused = nn.ModuleDict(dict(swin_norms=nn.ModuleList(nn.LayerNorm(d) for d in dims),
@@ -458,7 +460,10 @@ class MagNet(MagNetEncoder, MagNetTraining, nn.Module):
         feats, words = self.encode(batch.images, batch.input_ids, batch.attention_mask, tr, image_index=image_index)
         mf, maps = self.pixel_decoder(feats, tr)
         dec = self.decoder(maps, mf)
-        out = MagNetOutputs(dec.mask_logits[-1], dec.class_logits[-1], dec.mask_logits[:-1], dec.class_logits[:-1],
+        final = dec.mask_logits[-1]
+        if self.refine is not None:
+            final = self.refine(final, batch.images if image_index is None else batch.images[image_index])
+        out = MagNetOutputs(final, dec.class_logits[-1], dec.mask_logits[:-1], dec.class_logits[:-1],
                             mask_features=mf, words=words, coarse=maps[0], trace=tr)
         if self.mg is not None and self.training and getattr(batch, "masks", None) is not None:
             out.mg = self.mask_grounding(batch, maps)
@@ -630,7 +635,8 @@ PRESET_SOURCES = {  # magnet_paper: dotted key (or section ending in '.') -> whe
     "model.text.": "official code: bert/multimodal_bert.py (BERT-base, 4 groups of 3 layers)",
     "model.text.trainable_layers": "ours: all 12 layers (LAVT's train.py trains 10; MagNet's fusion reaches every group)",
     "model.text.train_embeddings": _LAVT + " (train.py freezes BERT's embeddings)",
-    "model.lavt.pwam_heads": "official code: args.py --mha (one head)", "model.lavt.": "not used by MagNet",
+    "model.lavt.pwam_heads": "official code: args.py --mha (one head)",
+    "model.lavt.refine": "official code: bilinear upsampling of the stride-4 mask (ours: refine head off)", "model.lavt.": "not used by MagNet",
     "model.mg.enabled": "paper (abstract): Mask Grounding", "model.mg.select_prob": "authors' reply in the official issue #5",
     "model.mg.mask_prob": "authors' reply in the official issue #5", "model.mg.": "ours — MG's implementation is not public",
     "model.cal.cam": "paper (abstract) and official code: lib/backbone.py",
