@@ -21,15 +21,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
 
 
-def probe_floor(n: int = 50) -> float:
-    "Minimum over `n` runs of a 512³ float32 matmul, in ms."
-    a, b = torch.randn(512, 512), torch.randn(512, 512)
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter(); a @ b; ts.append((time.perf_counter() - t0) * 1e3)
-    return min(ts)
-
-
 def _train_speed(log_path: Path) -> float:
     "Median training samples/s the engine logged (validation excluded)."
     from ris_nb.train import read_log
@@ -86,7 +77,8 @@ def main():
     p.add_argument("--out", default="runs/bench_learning")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    floor = probe_floor()
+    from ris_nb.core import probe_ms
+    floor = probe_ms(reps=50)   # the floor: fastest of 50 probes
     from ris_nb.data.refer import RefDataset
     from ris_nb.data.shaperefs import generate
     from ris_nb.evaluate import language_blind_references

@@ -20,11 +20,12 @@ from typing import Callable
 
 import torch
 
+from ris_nb.core import probe_ms as _fastest_probe
+
 
 def probe_ms(n: int = 512) -> float:
-    "Wall time (ms) of one n³ float32 matmul — the probe."
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    t = time.perf_counter(); a @ b; return (time.perf_counter() - t) * 1e3
+    "Wall time (ms) of one n³ float32 matmul — the probe (`ris_nb.core.probe_ms` with a single repetition)."
+    return _fastest_probe(n, reps=1)
 
 
 class Probe:
