@@ -11,7 +11,7 @@ sys.path.insert(0, '.')
 from ris_nb.core import get_preset
 from ris_nb.train import prepare
 from ris_nb.evaluate import evaluate, shatter_gather
-from bench.common import probe_ms
+from ris_nb.core import probe_ms
 torch.set_num_threads(1)
 ap = argparse.ArgumentParser()
 ap.add_argument('--data', required=True, help='the dataset folder (holding refs(*).p)'); ap.add_argument('--preset', default='sag_tiny')
@@ -32,7 +32,7 @@ groups = model.param_groups(cfg)
 opt = torch.optim.AdamW(groups)
 for g in opt.param_groups: g['base_lr'] = g['lr']
 W = cfg.train.warmup_steps
-probe0 = min(probe_ms() for _ in range(20))
+probe0 = probe_ms(reps=20)
 t0 = time.time(); step = 0; model.train(); hist = []
 names = [g['name'] for g in groups]
 while step < steps:
@@ -65,7 +65,7 @@ res = {'tag': a.tag, 'set': ov, 'samples': steps * cfg.train.batch_size, 'steps'
        'mIoU': r['overall']['mIoU'], 'oIoU': r['overall']['oIoU'], **{k: v for k, v in sg.items()},
        'by_type': {k: round(v['mIoU'], 1) for k, v in r['by_type'].items()},
        'c3_last': float(np.mean([h.get('loss_c3', h.get('loss_itc', 0)) for h in hist[-50:]])), 'acc_last': float(np.mean([h['acc'] for h in hist[-50:]])),
-       'probe_ms': round(probe0, 2), 'probe_end_ms': round(min(probe_ms() for _ in range(20)), 2)}
+       'probe_ms': round(probe0, 2), 'probe_end_ms': round(probe_ms(reps=20), 2)}
 for sc in ('max',):
     cfg2 = model.cfg.model.sag; old = cfg2.inference; cfg2.inference = sc
     res[f'mIoU_{sc}'] = evaluate(model, vl, protocol=cfg.eval.protocol, progress=False, keep_samples=False)['overall']['mIoU']; cfg2.inference = old

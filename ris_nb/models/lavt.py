@@ -101,7 +101,9 @@ class RefineHead(nn.Module):
         self.body, self.out, self.align_corners = nn.Sequential(*layers), nn.Conv2d(hidden, n_logits, 3, padding=1), align_corners
         nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)   # start as plain bilinear upsampling
 
-    def forward(self, logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, images: torch.Tensor, image_index: torch.Tensor | None = None) -> torch.Tensor:
+        "`image_index` (B,) long: row b of `logits` reads image image_index[b] (evaluation that encodes each image once)."
+        if image_index is not None: images = images[image_index]
         up = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=self.align_corners)
         return up + self.out(self.body(torch.cat([up, images.to(up.dtype)], 1)))
 
@@ -174,7 +176,7 @@ class LAVT(nn.Module):
         stages, visual = self.encode(batch.images, l, batch.attention_mask, image_index=image_index)
         coarse = self.decoder(stages)
         if self.refine is not None:
-            logits = self.refine(coarse, batch.images if image_index is None else batch.images[image_index])
+            logits = self.refine(coarse, batch.images, image_index)
         else: logits = F.interpolate(coarse, size=batch.images.shape[-2:], mode="bilinear", align_corners=True)
         out = LavtOutputs(logits, stages, visual, l)
         if self.mg is not None and self.training and batch.masks is not None:

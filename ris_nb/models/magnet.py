@@ -462,7 +462,7 @@ class MagNet(MagNetEncoder, MagNetTraining, nn.Module):
         dec = self.decoder(maps, mf)
         final = dec.mask_logits[-1]
         if self.refine is not None:
-            final = self.refine(final, batch.images if image_index is None else batch.images[image_index])
+            final = self.refine(final, batch.images, image_index)
         out = MagNetOutputs(final, dec.class_logits[-1], dec.mask_logits[:-1], dec.class_logits[:-1],
                             mask_features=mf, words=words, coarse=maps[0], trace=tr)
         if self.mg is not None and self.training and getattr(batch, "masks", None) is not None:
