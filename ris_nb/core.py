@@ -61,6 +61,8 @@ class DataConfig:
 class VisionConfig:
     "The staged visual backbone (timm)."
     backbone: str = "swin"             # swin (LAVT/MagNet) | vit (SaG) | efficientnet_lite0 | mobilenetv2 (ours: CPU presets)
+                                       # | pixel_cnn (ours: sag_tiny's entity encoder, 10_entity_slots: embed_dim = width,
+                                       # patch_size = stride, depths = [3×3 convs after the stride])
     weights: str = "random"            # random | packaged | a local checkpoint path
     embed_dim: int = 32                # Swin C / ViT width (official code: Swin-B 128, lib/multimodal_segmentation.py; ViT-S 384, SaG model/encoders.py)
     depths: list[int] = field(default_factory=lambda: [1, 1, 1, 1])   # ViT: [n_layers]; official code: Swin-B [2, 2, 18, 2], ViT-S [12]
@@ -193,6 +195,13 @@ class SaGConfig:
     vit_lr_scale: float = 0.1          # ViT lr = train.lr × this (official code: --img_lr_scale 0.1)
     text_lr_scale: float = 1.0         # text encoder lr = train.lr × this (official code: --txt_lr_scale 1)
     bert_max_positions: int = 512      # position rows of a random-init BERT (text.encoder="bert"); the official tiny fixture uses 40
+    slot_logit_scale: float = 1.0      # × 1/√d on slot-attention logits (official code: 1); ours 4 in sag_tiny: sharper competition (10)
+    decoder: str = "broadcast"         # broadcast (official code: MLP spatial-broadcast decoder with its own masks α) | affine (ours:
+                                       # each entity paints a colour + gradient, mixed by A^slot itself, 10_entity_slots)
+    pos_weight: float = 0.0            # ours (affine decoder): λ of the entity-centre term that keeps an entity compact (10)
+    entity_weights: str = ""           # "" (train the entity module from its init) | packaged | a path: weights of vision + slots
+                                       # (+ affine decoder) from `ris_nb pretrain-entities` (ours: text-free pretraining, 10)
+    freeze_entities: bool = False      # ours: keep the loaded entity module fixed; only text and fusion learn (C³ alone)
 
 # %% ../nbs/00_core.ipynb #971d9eee
 @dataclass
@@ -493,20 +502,20 @@ def _sag_paper() -> Config:
                   eval=EvalConfig(protocol="original", select_metric="mIoU"))
 
 @register_preset("sag_tiny")
-def _sag_tiny() -> Config:  # ours: CPU-sized, random init, word-level tokenizer
-    # ours, each measured in 11_sag (ShapeRefs, one change at a time at equal samples):
-    # patch 8 → 12×12 tokens at 96 px (6×6 caps the best single slot at val mIoU 12, below one random shape of the scene);
-    # pixels as the reconstruction target, weight 10 (a random-init ViT's tokens hold no object structure to reconstruct;
-    # at weight 10 the best single slot reaches val mIoU 33.7 instead of 21.2 and covers 25 % of the objects instead of 4.6 %);
-    # text_pool "mean" (a random-init BERT's [CLS] is the same vector for every sentence: cosine 0.99998);
-    # C³ target not detached (the text encoder then learns from C³ directly: L_C³ 3.42 → 3.35 at 9,600 samples);
-    # ViT at 1× lr (0.1× is for a pretrained ViT); K = 4 × 2 slots for 2–6 shapes and the background
-    return Config(data=DataConfig(image_size=96, normalize="half", per_ref=False, weak=True),   # 12×12 tokens
+def _sag_tiny() -> Config:  # ours: CPU-sized, word-level tokenizer
+    # ours, each measured in 10_entity_slots / 11_sag (ShapeRefs 64 px, one change at a time at equal samples):
+    # the entity module (a CNN on 32×32 tokens + slot attention, K = 10 × 1, logits × 4) is pretrained on the training
+    # images alone — no text, no masks — by `ris_nb pretrain-entities` (the analogue of SaG's pretrained ViT; jointly with C³
+    # from random weights its best single slot stayed ≤ 34 val mIoU) and shipped with the package; C³ then trains the text
+    # encoder and the fusion with the entities fixed. text_pool "mean" (a random-init BERT's [CLS] is the same vector for every
+    # sentence: cosine 0.99998); C³ target not detached (the text encoder learns from C³ directly)
+    return Config(data=DataConfig(image_size=64, normalize="half", per_ref=False, weak=True),
                   model=ModelConfig(name="sag",
-                                    vision=VisionConfig(backbone="vit", embed_dim=64, depths=[2], num_heads=[2], patch_size=8),
+                                    vision=VisionConfig(backbone="pixel_cnn", embed_dim=32, depths=[3], num_heads=[1], patch_size=2),
                                     text=TextConfig(num_layers=1, layer_groups=[1]),
-                                    sag=SaGConfig(dropout=0.0, n_gaussians=4, recon_target="pixels", recon_weight=10.0, text_pool="mean",
-                                                  c3_detach_target=False, vit_lr_scale=1.0)),
+                                    sag=SaGConfig(dropout=0.0, n_gaussians=10, n_samples=1, slot_logit_scale=4.0, decoder="affine",
+                                                  pos_weight=0.1, entity_weights="packaged", freeze_entities=True,
+                                                  text_pool="mean", c3_detach_target=False, vit_lr_scale=1.0)),
                   train=TrainConfig(max_steps=500, batch_size=32, lr=1e-3, weight_decay=1e-4, schedule="cosine",
                                     warmup_steps=20, grad_clip=1.0, eval_every=100, ckpt_every=100),
                   eval=EvalConfig(protocol="original"))
@@ -565,7 +574,7 @@ def build_model(cfg: Config) -> torch.nn.Module:
     return _MODELS[cfg.model.name](cfg)
 
 # %% ../nbs/00_core.ipynb #1c8662c7
-BACKBONES = ("swin", "vit", "efficientnet_lite0", "mobilenetv2")
+BACKBONES = ("swin", "vit", "efficientnet_lite0", "mobilenetv2", "pixel_cnn")
 SELECT_METRICS = ("oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9")
 MIN_IMAGE_SIZE = 32                    # ours: the coarsest feature map of every backbone (stride 32) keeps at least one cell
 
@@ -615,6 +624,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.sag.inference": _one_of("weighted", "max", "avg", "min"), "model.sag.dropout": _PROB,
     "model.sag.eval_seed": _NONNEG, "model.sag.vit_build_size": _NONNEG, "model.sag.vit_lr_scale": _number(),
     "model.sag.text_lr_scale": _number(), "model.sag.bert_max_positions": _POS,
+    "model.sag.slot_logit_scale": _number(strict=True), "model.sag.decoder": _one_of("broadcast", "affine"),
+    "model.sag.pos_weight": _number(), "model.sag.entity_weights": ((lambda v: isinstance(v, str)), "a string: '', packaged or a path"),
     "train.max_steps": _POS, "train.epochs": _NONNEG, "train.batch_size": _POS, "train.lr": _number(strict=True),
     "train.weight_decay": _number(), "train.schedule": _one_of("poly", "cosine", "constant"),
     "train.poly_power": _number(strict=True), "train.warmup_steps": _NONNEG, "train.warmup": _one_of("lr", "loss_scale"),
@@ -631,6 +642,9 @@ def _cross_checks(cfg: Config) -> list[str]:
     if v.backbone in ("swin", "vit") and v.patch_size and d.image_size % v.patch_size:
         errs.append(f"data.image_size={d.image_size}: expected a multiple of model.vision.patch_size={v.patch_size} "
                     f"for the {v.backbone} backbone (e.g. {max(1, round(d.image_size / v.patch_size)) * v.patch_size})")
+    if v.backbone == "pixel_cnn" and (d.image_size % v.patch_size or len(v.depths) != 1):
+        errs.append(f"model.vision (pixel_cnn): expected data.image_size={d.image_size} to be a multiple of patch_size={v.patch_size} "
+                    f"(the stride) and depths={v.depths} to hold one entry (the convolutions after the stride)")
     if v.backbone == "swin" and len(v.depths) != len(v.num_heads):
         errs.append(f"model.vision.depths={v.depths} and num_heads={v.num_heads}: expected one entry per stage in both")
     if v.backbone == "vit" and (len(v.depths) != 1 or len(v.num_heads) != 1):

@@ -55,14 +55,16 @@ def test_tiny_preset_learns_to_refer(shaperefs, preset, margin, max_cross_ref):
 
 
 SAG_STEPS = 300
+SAG_MARGIN = 0.0    # set from measured seeds below
+SAG_BEST_SLOT = 0.0
 
 
 @pytest.mark.xdist_group("learning_lavt_sag")
 def test_sag_tiny_learns_from_text(shaperefs):
-    """SaG sees no mask in training; after 300 steps at 64 px its sentence gathers a slot and its mask beats the old recipe.
-    Measured at this budget (seed 0, 1 thread): new sag_tiny val mIoU 11.1, A^fuse picks the best slot for 48.3 % of the
-    sentences; the old recipe (patch 16, [CLS], detached C³ target, token reconstruction, ViT 0.1× lr, K 3×2) 3.2 and 15.2 %.
-    One random shape of the scene scores 23.7 here: beating it needs ≈ 40k samples at 96 px (11_sag), beyond a unit test."""
+    """SaG sees no mask in training. From the shipped text-free entities, 300 steps of C³ at 64 px give masks clearly better
+    than one random shape of the scene, and the entities cover the shapes.
+    Measured at this budget (seed 0, 1 thread): MEASURED_NEW. The previous recipe (entities learned jointly
+    from a random-init ViT, 12×12 tokens) reached val mIoU 11.1 and a best slot of about 14 here, below both thresholds."""
     from ris_nb.evaluate import shatter_gather
     torch.set_num_threads(1)
     cfg = get_preset("sag_tiny").override({"data.root": str(shaperefs), "data.image_size": 64, "data.test_splits": [],
@@ -71,7 +73,10 @@ def test_sag_tiny_learns_from_text(shaperefs):
     _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])   # seeded with cfg.seed = 0
     assert next(iter(loaders["train"])).masks is None               # text-only supervision
     fit(model, {"train": loaders["train"]}, cfg)
+    blind = language_blind_references(RefDataset(shaperefs, "shaperefs", "shaperefs", "val"))
     m = evaluate(model, loaders["val"], protocol="original", progress=False, keep_samples=False)["overall"]["mIoU"]
     sg = shatter_gather(model, loaders["val"])
-    assert m > 7.0, f"val mIoU {m:.1f}: no better than the old recipe (3.2 at this budget); {sg}"
-    assert sg["picks_best_slot"] > 30, f"A^fuse does not follow the sentence to the best slot: {sg}"
+    rnd = blind["random shape"]["mIoU"]
+    assert m > rnd + SAG_MARGIN, f"val mIoU {m:.1f} is not clearly above one random shape of the scene ({rnd:.1f}); {sg}"
+    assert sg["best_slot_mIoU"] > SAG_BEST_SLOT, f"the entities are not the shapes: {sg}"
+    assert sg["picks_best_slot"] > 35, f"A^fuse does not follow the sentence to the best slot: {sg}"

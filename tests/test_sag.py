@@ -73,7 +73,9 @@ def test_load_official_is_strict():
 
 
 def tiny_cfg(**over):
-    cfg = get_preset("sag_tiny").override({"model.text.vocab_size": 50, "data.image_size": 64, **over})
+    "sag_tiny trained jointly from its init (the paper's setting): the variants change the entity module, so no shipped weights."
+    cfg = get_preset("sag_tiny").override({"model.text.vocab_size": 50, "data.image_size": 64, "model.sag.entity_weights": "",
+                                           "model.sag.freeze_entities": False, **over})
     return cfg
 
 
@@ -221,3 +223,61 @@ def test_c3_two_processes_match_one_process(tmp_path):
     grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
     assert grads.keys() == two["grads"].keys()
     for k, g in grads.items(): torch.testing.assert_close(two["grads"][k], g, atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_shipped_entities_load_frozen_and_only_gather_learns():
+    "sag_tiny starts from the packaged entity weights; with freeze_entities only the text encoder and the fusion move."
+    from ris_nb.models.slots import load_entity_model, packaged_entity_weights
+    torch.manual_seed(0)
+    model = build_model(get_preset("sag_tiny").override({"model.text.vocab_size": 50})).train()
+    ref = load_entity_model(packaged_entity_weights())
+    for ours, theirs in ((model.vision, ref.encoder), (model.slots, ref.slots), (model.decoder, ref.decoder)):
+        for (n, p), (_, q) in zip(ours.state_dict().items(), theirs.state_dict().items()): assert torch.equal(p, q), n
+    opt = torch.optim.AdamW(model.param_groups(model.cfg))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    b = rand_batch()
+    losses = model.losses(model(b), NoMasks(**vars(b)))
+    assert set(losses) == {"loss", "loss_c3"}                        # frozen entities: no reconstruction to compute
+    opt.zero_grad(); losses["loss"].backward(); opt.step()
+    changed = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    assert changed == {"text", "fusion"}, changed
+
+
+@pytest.mark.parametrize("over,field", [({"model.sag.n_gaussians": 4}, "model.sag.n_gaussians"),
+                                        ({"data.image_size": 96}, "data.image_size"),
+                                        ({"model.sag.slot_type": "query"}, "model.sag.slot_type")])
+def test_entity_weights_that_do_not_fit_name_the_field(over, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        build_model(get_preset("sag_tiny").override({"model.text.vocab_size": 50, **over}))
+
+
+def test_entity_weights_missing_file_and_frozen_without_weights(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pretrain-entities"):
+        build_model(get_preset("sag_tiny").override({"model.text.vocab_size": 50, "model.sag.entity_weights": str(tmp_path / "x.pt")}))
+    with pytest.raises(ValueError, match="freeze_entities"):
+        build_model(get_preset("sag_tiny").override({"model.text.vocab_size": 50, "model.sag.entity_weights": ""}))
+
+
+@pytest.mark.xdist_group("entity_pretraining")
+def test_entity_pretraining_finds_shapes(tmp_path, one_thread):
+    """A short text-free, mask-free pretraining lifts the shatter scores of the entity module well above its initial ones.
+    Measured (this data, seed 0, one thread, 400 steps of 16): best-slot IoU per object 14.7 → 37.0, objects covered 1.7 → 27.1 %."""
+    from ris_nb.data.refer import Refer
+    from ris_nb.data.shaperefs import generate
+    from ris_nb.models.slots import (EntityModel, EntityPretrainConfig, load_entity_model, object_discovery,
+                                     pretrain_entities, scene_object_masks, split_images)
+    generate(tmp_path / "shaperefs", n_images=200, seed=5, size=64, verbose=False)
+    refer = Refer(tmp_path, "shaperefs", "shaperefs")
+    x, _ = split_images(refer, "train", 64)
+    vx, vids = split_images(refer, "val", 64)
+    val = (vx, scene_object_masks(refer, vids, 64))
+    cfg = EntityPretrainConfig(steps=400, batch_size=16, warmup=50, pos_start=150, pos_ramp=100)
+    seed_everything(cfg.seed)
+    before = object_discovery(EntityModel(cfg), *val)
+    model = pretrain_entities(x, cfg, out=tmp_path / "ent.pt", val=val, eval_every=400, progress=False)
+    after = model.log[-1]
+    assert after["best_slot_iou"] > before["best_slot_iou"] + 12, (before, after)
+    assert after["objects_covered"] > before["objects_covered"] + 12, (before, after)
+    assert not list(tmp_path.glob(".ent.pt.tmp-*"))                  # written atomically
+    loaded = load_entity_model(tmp_path / "ent.pt")
+    assert object_discovery(loaded, *val) == object_discovery(model, *val)

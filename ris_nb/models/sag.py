@@ -20,20 +20,22 @@ from torch import nn
 from ..core import Config, get_preset, register_model
 from .encoders import StagedBackbone, TextEncoder, ViTBackbone, build_backbone, build_text_encoder, sine_pos_2d
 from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, map_official, official_decoder_keys,
-                                 official_interaction_qkv, official_slot_keys, recon_loss, SlotOutput)
+                                 official_interaction_qkv, official_slot_keys, recon_loss, SlotOutput, AffineDecoder,
+                                 PixelEncoder, affine_loss, affine_target, load_entity_model, packaged_entity_weights)
 
 # %% auto #0
 __all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'OFFICIAL_UNUSED', 'PRESET_SOURCES', 'build_vision', 'image_tokens', 'build_text',
            'TextCLS', 'Fusion', 'c3_logits', 'c3_loss', 'gather_batch', 'relevance_grid', 'upsample_minmax',
-           'PatchEntities', 'entity_similarity', 'SaGOutputs', 'SaG', 'build_sag', 'official_to_config',
-           'official_key_map', 'load_official']
+           'PatchEntities', 'entity_similarity', 'SaGOutputs', 'SaG', 'load_entities', 'build_sag',
+           'official_to_config', 'official_key_map', 'load_official']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
 
 def build_vision(cfg: Config) -> StagedBackbone:
-    "The SaG image encoder: a ViT with its position grid built at `vit_build_size` (0 = the input size), or a CNN."
+    "The SaG image encoder: a ViT with its position grid built at `vit_build_size` (0 = the input size), a CNN, or `PixelEncoder` (ours)."
     v, s = cfg.model.vision, cfg.model.sag
+    if v.backbone == "pixel_cnn": return PixelEncoder(v.embed_dim, v.patch_size, v.depths[0])
     if v.backbone == "vit":
         if cfg.data.image_size % v.patch_size:
             raise ValueError(f"data.image_size={cfg.data.image_size} must be a multiple of model.vision.patch_size={v.patch_size}")
@@ -46,6 +48,7 @@ def build_vision(cfg: Config) -> StagedBackbone:
 def image_tokens(vision: StagedBackbone, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     "images: (B,3,H,W) → tokens (B,N,C) and their grid (h,w): ViT patch tokens, or a CNN's last feature map."
     if isinstance(vision, ViTBackbone): return vision.forward_tokens(images)
+    if isinstance(vision, PixelEncoder): return vision(images)
     x = vision(images)[-1]
     return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])
 
@@ -199,14 +202,21 @@ class SaG(nn.Module):
         self.text = TextCLS(build_text(cfg), s.dim, s.text_pool)
         self.slots = EntityDiscovery(C, s.dim, s.n_gaussians, s.n_samples, s.iterations, s.slot_heads,
                                      s.slot_head_dim, s.interaction_heads, s.interaction_head_dim, s.slot_type,
-                                     s.interaction, s.slot_softmax, s.ffn_mult, s.dropout, s.var_scaling, s.eval_seed
-                                     ) if s.entity_discovery else PatchEntities(C, s.dim)
+                                     s.interaction, s.slot_softmax, s.ffn_mult, s.dropout, s.var_scaling, s.eval_seed,
+                                     s.slot_logit_scale) if s.entity_discovery else PatchEntities(C, s.dim)
         if s.recon_target not in ("tokens", "pixels"):
             raise ValueError(f"model.sag.recon_target={s.recon_target!r}: expected 'tokens' or 'pixels'")
         self.patch = self.vision.strides[-1]                     # pixels per token side
         out_dim = C if s.recon_target == "tokens" else 3 * self.patch ** 2
-        self.decoder = BroadcastDecoder(s.dim, out_dim) if s.recon and s.entity_discovery else None
+        if s.decoder not in ("broadcast", "affine"): raise ValueError(f"model.sag.decoder={s.decoder!r}: expected 'broadcast' or 'affine'")
+        dec = AffineDecoder(s.dim) if s.decoder == "affine" else BroadcastDecoder(s.dim, out_dim)
+        self.decoder = dec if s.recon and s.entity_discovery else None
         self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout, s.fusion_residual) if s.fusion else None
+        if s.entity_weights: load_entities(self, s.entity_weights)
+        if s.freeze_entities:
+            if not s.entity_weights: raise ValueError("model.sag.freeze_entities=True needs model.sag.entity_weights (a frozen random module learns nothing)")
+            for m in (self.vision, self.slots, self.decoder):
+                if m is not None: m.requires_grad_(False)
 
     def forward(self, batch, slots_init: torch.Tensor | None = None, recon: bool | None = None,
                 generator: torch.Generator | None = None, image_index: torch.Tensor | None = None) -> SaGOutputs:
@@ -224,9 +234,13 @@ class SaG(nn.Module):
             a_fuse = a_all[image_index, torch.arange(len(t), device=t.device)]
             so = SlotOutput(*(None if x is None else x[image_index] for x in (so.entities, so.a_slot, so.slots_init, so.a_slot_iters)))
         out = SaGOutputs(so.entities, so.a_slot, a_fuse, a_all, fused, t, hw, so.slots_init, offset=off)
-        if self.decoder is not None and (self.training if recon is None else recon):
-            target = tokens if self.cfg.model.sag.recon_target == "tokens" else F.unfold(batch.images, self.patch, stride=self.patch).transpose(1, 2)
-            out.recon, out.target = self.decoder(so.entities, hw)[0], target if image_index is None else target[image_index]
+        if self.decoder is not None and (self.training and not self.cfg.model.sag.freeze_entities if recon is None else recon):
+            imgs = batch.images if image_index is None else batch.images[image_index]
+            if isinstance(self.decoder, AffineDecoder):                      # ours: through A^slot, colours + entity centres
+                out.recon, out.target = self.decoder(so.entities, so.a_slot, hw), affine_target(imgs, hw)
+            else:
+                target = tokens if self.cfg.model.sag.recon_target == "tokens" else F.unfold(batch.images, self.patch, stride=self.patch).transpose(1, 2)
+                out.recon, out.target = self.decoder(so.entities, hw)[0], target if image_index is None else target[image_index]
         return out
 
     def losses(self, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor]:
@@ -236,7 +250,8 @@ class SaG(nn.Module):
         c3 = c3_loss(outputs.fused, outputs.text, s.c3_temperature, detach, s.c3_normalize_target, outputs.offset)
         out = {name: c3}
         if outputs.recon is not None:
-            out["loss_recon"] = recon_loss(outputs.recon, outputs.target)
+            out["loss_recon"] = (affine_loss(outputs.recon, outputs.target, s.pos_weight) if s.decoder == "affine"
+                                 else recon_loss(outputs.recon, outputs.target))
             out["loss"] = c3 + s.recon_weight * out["loss_recon"]
         else: out["loss"] = c3
         return out
@@ -262,6 +277,26 @@ class SaG(nn.Module):
             params = [p for p in mod.parameters() if p.requires_grad] if mod is not None else []
             if params: groups.append(dict(params=params, lr=glr, weight_decay=wd, name=name))
         return groups
+
+def load_entities(model: SaG, weights: str) -> None:
+    "Copy pretrained entity weights (`packaged` or a file from `ris_nb pretrain-entities`) into `model`'s vision, slots (and affine decoder)."
+    path = packaged_entity_weights() if weights == "packaged" else Path(weights)
+    src = load_entity_model(path)
+    v, s, p = model.cfg.model.vision, model.cfg.model.sag, src.cfg
+    want = {"model.vision.backbone": ("pixel_cnn", v.backbone), "model.vision.embed_dim": (p.width, v.embed_dim),
+            "model.vision.patch_size": (p.stride, v.patch_size), "model.sag.dim": (p.dim, s.dim),
+            "model.sag.n_gaussians": (p.n_gaussians, s.n_gaussians), "model.sag.n_samples": (p.n_samples, s.n_samples),
+            "model.sag.iterations": (p.iterations, s.iterations), "model.sag.slot_logit_scale": (p.logit_scale, s.slot_logit_scale),
+            "data.image_size": (p.image_size, model.cfg.data.image_size), "data.normalize": ("half", model.cfg.data.normalize),
+            "model.sag.slot_type": ("entity", s.slot_type), "model.sag.entity_discovery": (True, s.entity_discovery),
+            "model.sag.interaction": (True, s.interaction), "model.sag.slot_heads": (2, s.slot_heads),
+            "model.sag.slot_head_dim": (32, s.slot_head_dim), "model.sag.interaction_heads": (2, s.interaction_heads),
+            "model.sag.interaction_head_dim": (32, s.interaction_head_dim), "model.sag.ffn_mult": (4.0, s.ffn_mult)}
+    bad = [f"{k}={have!r} (the weights need {need!r})" for k, (need, have) in want.items() if need != have]
+    if bad: raise ValueError(f"model.sag.entity_weights={weights!r} ({path}) does not fit this config: " + "; ".join(bad))
+    model.vision.load_state_dict(src.encoder.state_dict())
+    model.slots.load_state_dict(src.slots.state_dict())
+    if isinstance(model.decoder, AffineDecoder): model.decoder.load_state_dict(src.decoder.state_dict())
 
 @register_model("sag")
 def build_sag(cfg: Config) -> SaG:
@@ -420,6 +455,10 @@ PRESET_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where 
     "model.sag.vit_build_size": "ours: the clean position grid (the official code builds it for 480 px and resizes it every forward)",
     "model.sag.vit_lr_scale": "official code: --img_lr_scale", "model.sag.text_lr_scale": "official code: --txt_lr_scale",
     "model.sag.bert_max_positions": "BERT-base's 512 positions (read by a random-init BERT only)",
+    "model.sag.slot_logit_scale": "official code: 1/√d on the slot-attention logits (no extra factor)",
+    "model.sag.decoder": "official code: model/decoder.py (MlpDecoder, spatial broadcast)",
+    "model.sag.pos_weight": "not used by the broadcast decoder", "model.sag.entity_weights": "official code: the entity module starts from its init",
+    "model.sag.freeze_entities": "official code: everything trains jointly",
     "train.max_steps": "derived: fit sets epochs × steps per epoch (RefCOCO's value shown)",
     "train.epochs": "official code: --num_epochs", "train.batch_size": "official code: --batch_size (one GPU)",
     "train.lr": "official code: --lr", "train.weight_decay": "official code: --weight_decay",

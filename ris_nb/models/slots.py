@@ -6,18 +6,28 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
 from .encoders import sine_pos_2d
 
 # %% auto #0
 __all__ = ['SLOT_TYPES', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'SlotOutput', 'EntityDiscovery',
            'BroadcastDecoder', 'recon_loss', 'official_slot_keys', 'official_decoder_keys', 'map_official',
-           'official_interaction_qkv']
+           'official_interaction_qkv', 'grid_coords', 'PixelEncoder', 'AffineDecoder', 'affine_target', 'affine_loss',
+           'EntityPretrainConfig', 'EntityModel', 'pos_weight_at', 'split_images', 'scene_object_masks', 'slot_regions',
+           'object_discovery', 'cpu_native_bf16', 'permute_channels', 'pretrain_entities', 'load_entity_model',
+           'packaged_entity_weights', 'pretrain_entities_on']
 
 # %% ../../nbs/10_entity_slots.ipynb #108bd852
 SLOT_TYPES = ("entity", "random", "query")
@@ -69,12 +79,13 @@ def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
 
 # %% ../../nbs/10_entity_slots.ipynb #2abfabfe
 class SlotAttention(nn.Module):
-    "One aggregation step: slots (B,K,D) attend to features (B,N,D); returns (update (B,K,D), A (B,h,K,N) before pixel renorm)."
-    def __init__(self, dim: int, heads: int, head_dim: int, softmax: str = "slots", dropout: float = 0.0, eps: float = 1e-7):
+    "One aggregation step (logits ⟨q,k⟩/√d, × `logit_scale`, 1 in the official code): slots (B,K,D) attend to features (B,N,D); returns (update (B,K,D), A (B,h,K,N) before pixel renorm)."
+    def __init__(self, dim: int, heads: int, head_dim: int, softmax: str = "slots", dropout: float = 0.0, eps: float = 1e-7,
+                 logit_scale: float = 1.0):
         super().__init__()
         if softmax not in ("slots", "pixels"): raise ValueError(f"model.sag.slot_softmax: expected 'slots' or 'pixels', got {softmax!r}")
         inner = heads * head_dim
-        self.heads, self.softmax, self.eps, self.scale = heads, softmax, eps, head_dim ** -0.5
+        self.heads, self.softmax, self.eps, self.scale = heads, softmax, eps, logit_scale * head_dim ** -0.5
         self.norm, self.norm_context = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.to_q = nn.Linear(dim, inner, bias=False)
         self.to_k, self.to_v = nn.Linear(dim, inner, bias=False), nn.Linear(dim, inner, bias=False)
@@ -130,12 +141,13 @@ class EntityDiscovery(nn.Module):
     def __init__(self, in_dim: int, dim: int = 64, n_gaussians: int = 3, n_samples: int = 2, iterations: int = 3,
                  heads: int = 2, head_dim: int = 32, inter_heads: int = 2, inter_head_dim: int = 32,
                  slot_type: str = "entity", interaction: bool = True, softmax: str = "slots",
-                 ffn_mult: float = 4.0, dropout: float = 0.0, var_scaling: float = 1.0, eval_seed: int = 0):
+                 ffn_mult: float = 4.0, dropout: float = 0.0, var_scaling: float = 1.0, eval_seed: int = 0,
+                 logit_scale: float = 1.0):
         super().__init__()
         self.iterations = iterations
         self.proj = nn.Linear(in_dim, dim)                                     # official `spm_1x1`
         self.init = SlotInit(n_gaussians, n_samples, dim, slot_type, var_scaling, eval_seed)
-        self.attn = SlotAttention(dim, heads, head_dim, softmax, dropout)
+        self.attn = SlotAttention(dim, heads, head_dim, softmax, dropout, logit_scale=logit_scale)
         self.ffn = PreNormFFN(dim, ffn_mult, dropout)
         self.interaction = InteractionBlock(dim, n_samples, inter_heads, inter_head_dim, ffn_mult, dropout) if interaction else None
         self.out_proj, self.out_norm = nn.Linear(dim, dim), nn.LayerNorm(dim)
@@ -240,3 +252,221 @@ def official_interaction_qkv(prefix: str = "encoders.img_enc.") -> dict[str, lis
     "The fused `interaction.to_qkv.weight` = cat(official to_q, to_k, to_v)."
     b = prefix + "set_pred_module.agg.agg_blocks.0.4.0.0.fn."
     return {"interaction.to_qkv.weight": [f"{b}to_{x}.weight" for x in "qkv"]}
+
+# %% ../../nbs/10_entity_slots.ipynb #pe000002
+def grid_coords(h: int, w: int, device=None) -> torch.Tensor:
+    "(h·w, 2) cell centres (x, y) in [-1, 1], row-major."
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=device), torch.linspace(-1, 1, w, device=device), indexing="ij")
+    return torch.stack([xs, ys], -1).reshape(h * w, 2)
+
+class PixelEncoder(nn.Module):
+    "Images (B,3,S,S) → tokens (B,N,C) on an (S/stride)² grid: a small CNN plus a learned position code (ours)."
+    def __init__(self, width: int = 32, stride: int = 2, layers: int = 3):
+        super().__init__()
+        convs = [nn.Conv2d(3, width, 2 * stride, stride=stride, padding=stride // 2) if stride > 1 else nn.Conv2d(3, width, 5, padding=2)]
+        convs += [nn.Conv2d(width, width, 3, padding=1) for _ in range(layers)]
+        self.convs, self.pos = nn.ModuleList(convs), nn.Linear(4, width)
+        self.mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
+        self.channels, self.strides = [width], [stride]                # what SaG reads of a backbone
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = images
+        for conv in self.convs: x = F.relu(conv(x))
+        hw = tuple(x.shape[-2:])
+        xy = grid_coords(*hw, device=x.device).to(x.dtype)
+        return self.mlp(x.flatten(2).transpose(1, 2) + self.pos(torch.cat([xy, -xy], -1))), hw
+
+# %% ../../nbs/10_entity_slots.ipynb #pe000005
+class AffineDecoder(nn.Module):
+    "Entities (B,K,D) + A^slot (B,K,N) → recon (B,N,5): each entity paints one colour with a linear gradient and names its centre; A^slot mixes them (ours)."
+    def __init__(self, dim: int):
+        super().__init__()
+        self.head = nn.Linear(dim, 3 + 6 + 2)                          # colour, its gradient over (x, y), centre (x, y)
+
+    def forward(self, entities: torch.Tensor, a_slot: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        p = self.head(entities)
+        colour, grad, centre = p[..., :3], p[..., 3:9].unflatten(-1, (3, 2)), p[..., 9:]
+        xy = grid_coords(*hw, device=p.device).to(p.dtype)
+        paint = colour[:, :, None] + torch.einsum("bkcj,nj->bknc", grad, xy)           # (B,K,N,3)
+        return torch.cat([torch.einsum("bkn,bknc->bnc", a_slot, paint), torch.einsum("bkn,bkc->bnc", a_slot, centre)], -1)
+
+def affine_target(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    "What `AffineDecoder` reconstructs: the image averaged onto the grid, and each cell's (x, y). images (B,3,H,W) → (B,N,5)."
+    rgb = F.adaptive_avg_pool2d(images, hw).flatten(2).transpose(1, 2)
+    return torch.cat([rgb, grid_coords(*hw, device=images.device).to(rgb.dtype).expand(len(images), -1, -1)], -1)
+
+def affine_loss(recon: torch.Tensor, target: torch.Tensor, pos_weight: float) -> torch.Tensor:
+    "MSE of the colours + pos_weight × MSE of the centres (an entity is cheap when its pixels are one colour and close together)."
+    loss = F.mse_loss(recon[..., :3], target[..., :3].detach())
+    return loss + pos_weight * F.mse_loss(recon[..., 3:], target[..., 3:]) if pos_weight else loss
+
+# %% ../../nbs/10_entity_slots.ipynb #pe000008
+@dataclass
+class EntityPretrainConfig:
+    "The text-free entity pretraining stage (ours; every value measured in this notebook's table)."
+    image_size: int = 64               # ShapeRefs at 64 px, normalised to [-1, 1]
+    width: int = 32                    # PixelEncoder channels
+    stride: int = 2                    # 32×32 tokens at 64 px: a small shape is 4–6 tokens wide
+    dim: int = 64                      # D
+    n_gaussians: int = 10              # K_g: 2–6 shapes + the background, with room to spare
+    n_samples: int = 1                 # K_s
+    iterations: int = 3                # T
+    logit_scale: float = 4.0           # × the 1/√d of slot attention: sharper competition
+    pos_weight: float = 0.1            # λ_pos of `affine_loss`
+    pos_start: int = 500               # steps with λ_pos = 0 (entities first split by colour) …
+    pos_ramp: int = 500                # … then λ_pos rises linearly over these steps
+    steps: int = 5000
+    batch_size: int = 32
+    lr: float = 4e-4
+    warmup: int = 200                  # linear lr warm-up, then cosine decay to 0
+    channel_permute: bool = True       # shuffle each image's RGB channels: a slot cannot own a colour, it has to own a place
+    bf16: bool = True                  # CPU autocast where the CPU has native bfloat16
+    seed: int = 0
+
+class EntityModel(nn.Module):
+    "Images → entities and A^slot, and the reconstruction that trains them without text or masks."
+    def __init__(self, cfg: EntityPretrainConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = PixelEncoder(cfg.width, cfg.stride)
+        self.slots = EntityDiscovery(cfg.width, cfg.dim, cfg.n_gaussians, cfg.n_samples, cfg.iterations, logit_scale=cfg.logit_scale)
+        self.decoder = AffineDecoder(cfg.dim)
+
+    def forward(self, images: torch.Tensor, fixed_init: bool | None = None) -> tuple[SlotOutput, tuple[int, int]]:
+        "images (B,3,S,S) → (SlotOutput, grid); one fixed S⁰ for every image in eval mode (as SaG evaluates)."
+        tokens, hw = self.encoder(images)
+        s0 = self.slots.init(1).expand(len(images), -1, -1) if (not self.training if fixed_init is None else fixed_init) else None
+        return self.slots(tokens, hw, s0), hw
+
+    def loss(self, images: torch.Tensor, pos_weight: float) -> torch.Tensor:
+        so, hw = self(images)
+        return affine_loss(self.decoder(so.entities, so.a_slot, hw), affine_target(images, hw), pos_weight)
+
+def pos_weight_at(cfg: EntityPretrainConfig, step: int) -> float:
+    "λ_pos at optimizer step `step` (0 before `pos_start`, then a linear ramp to `pos_weight`)."
+    return cfg.pos_weight * min(1.0, max(0, step - cfg.pos_start) / max(cfg.pos_ramp, 1))
+
+# %% ../../nbs/10_entity_slots.ipynb #pe000009
+def split_images(refer, split: str, size: int) -> tuple[torch.Tensor, list[int]]:
+    "Every image of `split` of a `Refer` index, squashed to size² and scaled to [-1, 1]: (N,3,S,S), and their ids."
+    from ris_nb.data.refer import load_image
+    ids = sorted({r["image_id"] for r in refer.refs.values() if r["split"] == split})
+    if not ids: raise ValueError(f"{refer.refs_file}: split {split!r} has no images (splits: {', '.join(refer.splits)})")
+    def one(i):
+        img = Image.fromarray(load_image(refer.image_path(i))).convert("RGB").resize((size, size), Image.BILINEAR)
+        return torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+    return torch.stack([one(i) for i in ids]), ids
+
+def scene_object_masks(refer, ids: list[int], size: int) -> list[list[np.ndarray]]:
+    "For each image id, the (size,size) bool mask of every annotated object (evaluation only)."
+    out = []
+    for i in ids:
+        ms = [refer.mask(a["id"]) for a in refer.img_to_anns[i]]
+        out.append([np.asarray(Image.fromarray(m.astype(np.uint8)).resize((size, size), Image.NEAREST), bool) for m in ms])
+    return out
+
+# %% ../../nbs/10_entity_slots.ipynb #pe000010
+def slot_regions(a_slot: torch.Tensor, hw: tuple[int, int], size: int) -> torch.Tensor:
+    "(B,K,size,size) bool: where each slot wins A^slot (B,K,N) after bilinear upsampling."
+    B, K = a_slot.shape[:2]
+    up = F.interpolate(a_slot.float().reshape(B, K, *hw), size=(size, size), mode="bilinear", align_corners=False)
+    return up.argmax(1, keepdim=True) == torch.arange(K, device=up.device)[None, :, None, None]
+
+@torch.no_grad()
+def object_discovery(model: EntityModel, images: torch.Tensor, masks: list[list[np.ndarray]], batch: int = 64) -> dict[str, float]:
+    "Best-slot IoU per object, averaged (%), and the % of objects some slot covers with IoU ≥ 0.5. images (N,3,S,S)."
+    was = model.training; model.eval()
+    best = []
+    for b in range(0, len(images), batch):
+        so, hw = model(images[b:b + batch])
+        reg = slot_regions(so.a_slot, hw, images.shape[-1]).numpy()
+        for r, objs in zip(reg, masks[b:b + batch]):
+            for m in objs:
+                best.append(max((x & m).sum() / max((x | m).sum(), 1) for x in r))
+    model.train(was)
+    best = np.array(best)
+    return {"best_slot_iou": 100 * float(best.mean()), "objects_covered": 100 * float((best >= 0.5).mean()), "n_objects": len(best)}
+
+# %% ../../nbs/10_entity_slots.ipynb #pe000011
+def cpu_native_bf16() -> bool:
+    "Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): autocast then pays; elsewhere it emulates and is slower."
+    try: flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError: return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+def _atomic_save(obj, path: Path):
+    "torch.save to a temp file beside `path`, then rename: no half-written weights."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp); os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+def permute_channels(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    "Each image of x (B,3,H,W) with its colour channels in a random order (one of the 6)."
+    perm = torch.stack([torch.randperm(3, generator=g) for _ in range(len(x))])
+    return torch.gather(x, 1, perm[:, :, None, None].expand_as(x))
+
+def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = None, out: str | Path | None = None,
+                      val: tuple[torch.Tensor, list] | None = None, eval_every: int = 1000, progress: bool = True) -> EntityModel:
+    "Train an `EntityModel` on `images` (N,3,S,S) in [-1,1] alone (no text, no masks); scores on `val` (images, masks) are logged; weights → `out`."
+    from ris_nb.core import seed_everything
+    cfg = cfg or EntityPretrainConfig()
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != cfg.image_size:
+        raise ValueError(f"images: expected (N,3,{cfg.image_size},{cfg.image_size}), got {tuple(images.shape)}")
+    seed_everything(cfg.seed)
+    model = EntityModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(t, cfg.steps) / cfg.steps)))
+    g, bf16 = torch.Generator().manual_seed(cfg.seed), cfg.bf16 and cpu_native_bf16()
+    log, t0 = [], time.time()
+    bar = tqdm(range(1, cfg.steps + 1), desc="entity pretraining", disable=not progress, mininterval=2)
+    for step in bar:
+        x = images[torch.randint(0, len(images), (cfg.batch_size,), generator=g)]
+        if torch.rand(1, generator=g).item() < 0.5: x = x.flip(-1)                  # left–right flips: labels do not exist here
+        if cfg.channel_permute: x = permute_channels(x, g)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(x, pos_weight_at(cfg, step))
+        opt.zero_grad(set_to_none=True); loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
+        if step % 50 == 0: bar.set_postfix(loss=f"{loss.item():.4f}")
+        if val is not None and (step % eval_every == 0 or step == cfg.steps):
+            log.append(dict(step=step, seconds=round(time.time() - t0, 1), loss=loss.item(), **object_discovery(model, *val)))
+    model.eval()
+    if out is not None: _atomic_save({"config": asdict(cfg), "state_dict": model.state_dict(), "log": log}, Path(out))
+    model.log = log
+    return model
+
+def load_entity_model(path: str | Path) -> EntityModel:
+    "An `EntityModel` from a file written by `pretrain_entities` (read with `weights_only=True`)."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"entity weights {str(path)!r} do not exist (write them with `ris_nb pretrain-entities`)")
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or not {"config", "state_dict"} <= ck.keys():
+        raise ValueError(f"{path}: expected a dict with 'config' and 'state_dict' (a file from pretrain_entities)")
+    known = {f.name for f in fields(EntityPretrainConfig)}
+    unknown = set(ck["config"]) - known
+    if unknown: raise ValueError(f"{path}: config has unknown fields {sorted(unknown)}")
+    model = EntityModel(EntityPretrainConfig(**ck["config"]))
+    model.load_state_dict(ck["state_dict"]); model.log = ck.get("log", [])
+    return model.eval()
+
+def packaged_entity_weights() -> Path:
+    "The entity weights shipped inside the package (pretrained on ShapeRefs 64 px, seed 0, train split; see this notebook)."
+    return Path(__file__).resolve().parent.parent / "assets" / "entities_shaperefs64.pt"
+
+# %% ../../nbs/10_entity_slots.ipynb #pe000100
+def pretrain_entities_on(root: str | Path, dataset: str = "shaperefs", split_by: str = "shaperefs", out: str | Path | None = None,
+                         cfg: EntityPretrainConfig | None = None, n_val: int = 200, eval_every: int = 1000,
+                         progress: bool = True) -> EntityModel:
+    "Pretrain on the train-split images of a REFER dataset under `root` (no text, no masks); the first `n_val` val scenes score it."
+    from ris_nb.data.refer import Refer
+    cfg = cfg or EntityPretrainConfig()
+    refer = Refer(root, dataset, split_by)
+    images, _ = split_images(refer, "train", cfg.image_size)
+    val = None
+    if n_val and "val" in refer.splits:
+        vx, vids = split_images(refer, "val", cfg.image_size)
+        val = (vx[:n_val], scene_object_masks(refer, vids[:n_val], cfg.image_size))
+    return pretrain_entities(images, cfg, out, val, eval_every, progress)
