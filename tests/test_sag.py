@@ -281,3 +281,17 @@ def test_entity_pretraining_finds_shapes(tmp_path, one_thread):
     assert not list(tmp_path.glob(".ent.pt.tmp-*"))                  # written atomically
     loaded = load_entity_model(tmp_path / "ent.pt")
     assert object_discovery(loaded, *val) == object_discovery(model, *val)
+
+
+def test_pretrain_entities_cli_writes_loadable_weights(tmp_path, one_thread):
+    from ris_nb.cli import main
+    from ris_nb.data.shaperefs import generate
+    from ris_nb.models.slots import load_entity_model
+    generate(tmp_path / "shaperefs", n_images=40, seed=2, size=64, verbose=False)
+    out = tmp_path / "w" / "ent.pt"
+    assert main(["pretrain-entities", "--data", str(tmp_path / "shaperefs"), "--out", str(out), "--steps", "3", "--n-val", "3"]) == 0
+    m = load_entity_model(out)
+    assert m.cfg.steps == 3 and m.log[-1]["step"] == 3 and m.log[-1]["n_objects"] > 0
+    model = build_model(get_preset("sag_tiny").override({"model.text.vocab_size": 50, "model.sag.entity_weights": str(out)}))
+    assert torch.equal(model.slots.init.mu, m.slots.init.mu)
+    assert main(["pretrain-entities", "--data", str(tmp_path / "shaperefs"), "--out", str(tmp_path / "x.txt")]) == 2
