@@ -55,15 +55,16 @@ def test_tiny_preset_learns_to_refer(shaperefs, preset, margin, max_cross_ref):
 
 
 SAG_STEPS = 300
-SAG_MARGIN = 0.0    # set from measured seeds below
-SAG_BEST_SLOT = 0.0
+SAG_MARGIN = 0.7    # seeds 0/1/2 measured 26.8 / 25.1 / 27.2 val mIoU against 23.7 for one random shape (1 thread)
+SAG_BEST_SLOT = 45.0  # measured 50.9 (the shipped entities are fixed, so every seed gets the same slots)
 
 
 @pytest.mark.xdist_group("learning_lavt_sag")
 def test_sag_tiny_learns_from_text(shaperefs):
     """SaG sees no mask in training. From the shipped text-free entities, 300 steps of C³ at 64 px give masks clearly better
     than one random shape of the scene, and the entities cover the shapes.
-    Measured at this budget (seed 0, 1 thread): MEASURED_NEW. The previous recipe (entities learned jointly
+    Measured at this budget (1 thread, seeds 0/1/2): val mIoU 26.8 / 25.1 / 27.2, best slot 50.9, A^fuse on it for
+    51.6 / 46.9 / 53.1 % of the sentences. The previous recipe (entities learned jointly
     from a random-init ViT, 12×12 tokens) reached val mIoU 11.1 and a best slot of about 14 here, below both thresholds."""
     from ris_nb.evaluate import shatter_gather
     torch.set_num_threads(1)

@@ -183,7 +183,8 @@ def test_plot_sag_other_slot_types(runs, slot_type):
     from ris_nb.core import build_model
     cfg, tok, _, b, _ = runs["sag_tiny"]
     torch.manual_seed(0)
-    model = build_model(cfg.override({"model.sag.slot_type": slot_type}))
+    model = build_model(cfg.override({"model.sag.slot_type": slot_type, "model.sag.entity_weights": "",   # other slots: no shipped weights
+                                      "model.sag.freeze_entities": False}))
     fig = viz.plot_sag(model, b)
     assert len(fig.axes[2].patches) == model.slots.n_slots
     if slot_type == "query":

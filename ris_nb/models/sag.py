@@ -333,6 +333,8 @@ def official_to_config(sd: dict[str, torch.Tensor], official_config: dict) -> Co
         raise ValueError(f"agg_cross_attn_type={a['agg_cross_attn_type']!r} is not supported (slot | transformer)")
     return get_preset("sag_tiny").override({
         "data.image_size": a.get("crop_size", 384), "data.normalize": "half",
+        "model.vision.backbone": "vit", "model.sag.decoder": "broadcast", "model.sag.slot_logit_scale": 1.0,
+        "model.sag.pos_weight": 0.0, "model.sag.entity_weights": "", "model.sag.freeze_entities": False,
         "model.vision.embed_dim": C, "model.vision.depths": [depth], "model.vision.num_heads": [heads],
         "model.vision.patch_size": ps, "model.vision.mlp_ratio": mlp, "model.vision.weights": "random",
         "model.vision.drop_path": d.get("vit_drop_path_rate", 0.1),
