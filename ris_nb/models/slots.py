@@ -454,7 +454,8 @@ def load_entity_model(path: str | Path) -> EntityModel:
 
 def packaged_entity_weights() -> Path:
     "The entity weights shipped inside the package (pretrained on ShapeRefs 64 px, seed 0, train split; see this notebook)."
-    return Path(__file__).resolve().parent.parent / "assets" / "entities_shaperefs64.pt"
+    import ris_nb
+    return Path(ris_nb.__file__).resolve().parent / "assets" / "entities_shaperefs64.pt"
 
 # %% ../../nbs/10_entity_slots.ipynb #pe000100
 def pretrain_entities_on(root: str | Path, dataset: str = "shaperefs", split_by: str = "shaperefs", out: str | Path | None = None,
