@@ -284,7 +284,7 @@ def load_entities(model: SaG, weights: str) -> None:
     src = load_entity_model(path)
     v, s, p = model.cfg.model.vision, model.cfg.model.sag, src.cfg
     want = {"model.vision.backbone": ("pixel_cnn", v.backbone), "model.vision.embed_dim": (p.width, v.embed_dim),
-            "model.vision.patch_size": (p.stride, v.patch_size), "model.sag.dim": (p.dim, s.dim),
+            "model.vision.patch_size": (p.stride, v.patch_size), "model.vision.depths": ([3], v.depths), "model.sag.dim": (p.dim, s.dim),
             "model.sag.n_gaussians": (p.n_gaussians, s.n_gaussians), "model.sag.n_samples": (p.n_samples, s.n_samples),
             "model.sag.iterations": (p.iterations, s.iterations), "model.sag.slot_logit_scale": (p.logit_scale, s.slot_logit_scale),
             "data.image_size": (p.image_size, model.cfg.data.image_size), "data.normalize": ("half", model.cfg.data.normalize),
