@@ -118,6 +118,7 @@ def save_tokenizer(tok, path: Path) -> Path:
 
 def evaluate_run(run_dir: Path, cfg, loaders, model, info) -> None:
     "Load best.pt, evaluate val and test splits, write report.md + best/worst figures (rank 0 writes)."
+    from ris_nb.core import precision_line
     from ris_nb.evaluate import evaluate, plot_best_worst, write_report
     from ris_nb.train import load_checkpoint, make_eval_loader, read_log
     best = run_dir / "best.pt"
@@ -129,7 +130,8 @@ def evaluate_run(run_dir: Path, cfg, loaders, model, info) -> None:
     if info.is_main:
         val_log = [r for r in read_log(run_dir / "log.jsonl") if r.get("split") == "val"]
         info_ = {"checkpoint": f"{best} (step {load_checkpoint(best)['step']})" if best.exists() else "last weights",
-                 "training steps": cfg.train.max_steps, "validations during training": len(val_log)}
+                 "training steps": cfg.train.max_steps, "validations during training": len(val_log),
+                 "precision": precision_line(info.device, cfg.train.amp).removeprefix("precision: ")}
         from ris_nb.evaluate import grounding_line
         if loaders[splits[0]].dataset.masks: info_["grounding on " + splits[0]] = grounding_line(model, loaders[splits[0]], info.device)
         path = write_report(results, cfg, run_dir, info_)

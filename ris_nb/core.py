@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'DataConfig', 'VisionConfig', 'TextConfig',
-           'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig',
-           'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override',
+__all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'AMP_MODES', 'DataConfig', 'VisionConfig',
+           'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig',
+           'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override',
            'parse_override', 'register_preset', 'list_presets', 'get_preset', 'flat_config', 'source_table',
            'register_model', 'build_model', 'check_field', 'validate_config', 'seed_everything', 'get_device',
-           'amp_dtype', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'write_atomic']
+           'cpu_native_bf16', 'amp_dtype', 'precision_line', 'repo_root', 'official_fixture', 'probe_ms',
+           'usable_cores', 'write_atomic']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -232,7 +233,7 @@ class TrainConfig:
     warmup: str = "lr"                 # lr (ours: linear lr warm-up) | loss_scale (official code: SaG scales the loss, train_cma_recon.py)
     grad_clip: float = 0.0             # global norm; 0 = off (official code: SaG 0.1, --grad_clip; LAVT none)
     accum_steps: int = 1               # ours: micro-batches per optimizer step (SaG's C³ then contrasts within each micro-batch)
-    amp: str = "auto"                  # ours: auto (bf16 on capable CUDA, fp16 on older CUDA, off on CPU) | off
+    amp: str = "auto"                  # ours: auto (bf16 on capable CUDA, fp16 on older CUDA, fp32 on CPU) | bf16 (also CPUs with native bf16) | off
     eval_every: int = 100              # steps between validations (both released training codes validate once per epoch)
     ckpt_every: int = 100
     log_every: int = 10
@@ -629,7 +630,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.max_steps": _POS, "train.epochs": _NONNEG, "train.batch_size": _POS, "train.lr": _number(strict=True),
     "train.weight_decay": _number(), "train.schedule": _one_of("poly", "cosine", "constant"),
     "train.poly_power": _number(strict=True), "train.warmup_steps": _NONNEG, "train.warmup": _one_of("lr", "loss_scale"),
-    "train.grad_clip": _number(), "train.accum_steps": _POS, "train.amp": _one_of("auto", "off"),
+    "train.grad_clip": _number(), "train.accum_steps": _POS, "train.amp": _one_of("auto", "bf16", "off"),
     "train.eval_every": _POS, "train.ckpt_every": _POS, "train.log_every": _POS, "train.out_dir": _NAME,
     "train.device": ((lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None),
                      "auto, cpu, mps, cuda or cuda:N"),
@@ -689,12 +690,35 @@ def get_device(pref: str = "auto") -> torch.device:
         raise ValueError(f"device {pref!r} requested but CUDA is not available; use 'cpu' or 'auto'")
     return dev
 
+AMP_MODES = ("auto", "bf16", "off")
+
+def cpu_native_bf16() -> bool:
+    "Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): autocast then pays; elsewhere it is emulated and slower."
+    try: flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError: return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
 def amp_dtype(device: torch.device | str, mode: str = "auto") -> torch.dtype | None:
-    "Autocast dtype for `device`: bf16 on capable CUDA, fp16 on older CUDA, None (float32) on CPU or mode='off'."
+    "Autocast dtype for `device` and `train.amp` (`auto`|`bf16`|`off`); None means float32."
     device = torch.device(device)
-    if mode not in ("auto", "off"): raise ValueError(f"train.amp must be 'auto' or 'off', got {mode!r}")
-    if mode == "off" or device.type != "cuda": return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if mode not in AMP_MODES: raise ValueError(f"train.amp must be one of {AMP_MODES}, got {mode!r}")
+    if mode == "off": return None
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(): return torch.bfloat16
+        return torch.float16 if mode == "auto" else None
+    return torch.bfloat16 if mode == "bf16" and device.type == "cpu" and cpu_native_bf16() else None
+
+def precision_line(device: torch.device | str, mode: str = "auto") -> str:
+    "One line: the precision a run on `device` with `train.amp=mode` uses, and why."
+    dtype, device = amp_dtype(device, mode), torch.device(device)
+    name = {torch.bfloat16: "bfloat16 autocast", torch.float16: "float16 autocast with gradient scaling", None: "float32"}[dtype]
+    if mode == "off": why = "autocast off"
+    elif device.type == "cuda": why = "the GPU supports bf16" if dtype == torch.bfloat16 else (
+        "the GPU has no bf16" + ("" if dtype else "; falling back to float32"))
+    elif mode == "auto": why = "autocast only on GPUs by default; train.amp=bf16 uses it on CPUs with native bf16"
+    elif dtype is None: why = "this CPU has no native bfloat16 (emulated bf16 is slower than float32); falling back to float32"
+    else: why = "this CPU computes bf16 natively"
+    return f"precision: {name} (train.amp={mode}: {why})"
 
 # %% ../nbs/00_core.ipynb #fx000002
 def repo_root() -> Path:

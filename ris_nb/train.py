@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .core import Config, amp_dtype, get_device, seed_everything, validate_config, write_atomic
+from .core import Config, amp_dtype, get_device, precision_line, seed_everything, validate_config, write_atomic
 
 # %% auto #0
 __all__ = ['REFER_TRAIN_SIZES', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo',
@@ -628,6 +628,7 @@ def _fit_locked(model: nn.Module, loaders: dict, cfg: Config, cbs: Sequence[Call
     defaults = [c for c in default_callbacks(run_dir, val_dl) if not (own_bar and isinstance(c, ProgressCB))]
     learn = Learner(model, train_dl, cfg, defaults + list(cbs), info)
     learn.fingerprints = fingerprints
+    if info.is_main: print(precision_line(info.device, cfg.train.amp))
     if found:
         resume(learn, found[1])
         if info.is_main: print(f"resumed from {found[0]} at step {learn.step}")

@@ -20,11 +20,11 @@ class CrashAt(Callback):
         if self.learn.step == self.step: raise Crash
 
 
-def _train(preset: str, data_root: Path, out: Path, steps: int, crash_at: int | None = None):
+def _train(preset: str, data_root: Path, out: Path, steps: int, crash_at: int | None = None, extra: dict | None = None):
     cfg = get_preset(preset).override({
         "data.root": str(data_root), "data.image_size": 64, "train.batch_size": 2, "train.max_steps": steps,
         "train.ckpt_every": 2, "train.eval_every": 1000, "train.log_every": 1, "train.warmup_steps": 1,
-        "train.out_dir": str(out), "train.device": "cpu"})
+        "train.out_dir": str(out), "train.device": "cpu", **(extra or {})})
     tok = build_tokenizer(cfg)
     cfg = cfg.override({"model.text.vocab_size": len(tok)})
     loaders = make_dataloaders(cfg, tok, splits=["train"])
@@ -35,13 +35,13 @@ def _train(preset: str, data_root: Path, out: Path, steps: int, crash_at: int | 
     return model
 
 
-def resume_difference(preset: str, data_root: Path, tmp: Path, steps: int = 4) -> tuple[float, dict, dict]:
+def resume_difference(preset: str, data_root: Path, tmp: Path, steps: int = 4, extra: dict | None = None) -> tuple[float, dict, dict]:
     "(max |Δ| of the final weights, losses of the straight run, losses of the crashed-and-resumed run)."
     threads = torch.get_num_threads(); torch.set_num_threads(1)
     try:
-        a = _train(preset, data_root, tmp / "straight", steps)
-        assert _train(preset, data_root, tmp / "crashed", steps, crash_at=steps) is None   # last checkpoint: step 2
-        b = _train(preset, data_root, tmp / "crashed", steps)
+        a = _train(preset, data_root, tmp / "straight", steps, extra=extra)
+        assert _train(preset, data_root, tmp / "crashed", steps, crash_at=steps, extra=extra) is None   # last checkpoint: step 2
+        b = _train(preset, data_root, tmp / "crashed", steps, extra=extra)
     finally: torch.set_num_threads(threads)
     sa, sb = model_state(a), model_state(b)
     assert sa.keys() == sb.keys()

@@ -202,3 +202,29 @@ def test_every_mini_preset_resumes_bit_identically(preset, shaperefs, tmp_path):
     diff, straight, resumed = resume_difference(preset, shaperefs.parent, tmp_path, steps=3)
     assert straight == resumed and sorted(resumed) == [1, 2, 3]
     assert diff == 0.0, f"{preset}: max |Δ| of the final weights {diff:.3g}"
+
+
+@pytest.mark.skipif(not __import__("ris_nb.core").core.cpu_native_bf16(), reason="this CPU has no native bfloat16")
+@pytest.mark.parametrize("preset", ["lavt_tiny", "magnet_tiny"])
+def test_cpu_bf16_autocast_trains_and_resumes_bit_identically(preset, shaperefs, tmp_path, capsys):
+    "train.amp=bf16 on a CPU with native bf16: the step runs under autocast (losses differ from float32) and resumes exactly."
+    from resume_check import resume_difference
+    diff, straight, resumed = resume_difference(preset, shaperefs.parent, tmp_path / "bf16", steps=3, extra={"train.amp": "bf16"})
+    assert "precision: bfloat16 autocast" in capsys.readouterr().out
+    assert straight == resumed and sorted(resumed) == [1, 2, 3]
+    assert diff == 0.0, f"{preset} bf16: max |Δ| of the final weights {diff:.3g}"
+    _, fp32, _ = resume_difference(preset, shaperefs.parent, tmp_path / "fp32", steps=3, extra={"train.amp": "off"})
+    assert fp32[1] != straight[1], "bf16 and float32 gave the same first loss: autocast did not run"
+
+
+def test_cpu_without_native_bf16_falls_back_to_float32_with_a_message(shaperefs, tmp_path, capsys, monkeypatch):
+    import ris_nb.core
+    from ris_nb.core import amp_dtype, precision_line
+    from resume_check import _train
+    monkeypatch.setattr(ris_nb.core, "cpu_native_bf16", lambda: False)
+    assert amp_dtype("cpu", "bf16") is None and amp_dtype("cpu", "auto") is None
+    assert "no native bfloat16" in precision_line("cpu", "bf16") and "falling back to float32" in precision_line("cpu", "bf16")
+    model = _train("lavt_tiny", shaperefs.parent, tmp_path / "run", 1, extra={"train.amp": "bf16"})
+    out = capsys.readouterr().out
+    assert "precision: float32 (train.amp=bf16: this CPU has no native bfloat16" in out, out
+    assert all(p.dtype == torch.float32 for p in model.parameters())

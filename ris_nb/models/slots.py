@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from ..core import cpu_native_bf16
 from .encoders import sine_pos_2d
 
 # %% auto #0
@@ -26,8 +27,8 @@ __all__ = ['SLOT_TYPES', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'Interaction
            'BroadcastDecoder', 'recon_loss', 'official_slot_keys', 'official_decoder_keys', 'map_official',
            'official_interaction_qkv', 'grid_coords', 'PixelEncoder', 'AffineDecoder', 'affine_target', 'affine_loss',
            'EntityPretrainConfig', 'EntityModel', 'pos_weight_at', 'split_images', 'scene_object_masks', 'slot_regions',
-           'object_discovery', 'cpu_native_bf16', 'permute_channels', 'pretrain_entities', 'load_entity_model',
-           'packaged_entity_weights', 'pretrain_entities_on']
+           'object_discovery', 'permute_channels', 'pretrain_entities', 'load_entity_model', 'packaged_entity_weights',
+           'pretrain_entities_on']
 
 # %% ../../nbs/10_entity_slots.ipynb #108bd852
 SLOT_TYPES = ("entity", "random", "query")
@@ -388,12 +389,6 @@ def object_discovery(model: EntityModel, images: torch.Tensor, masks: list[list[
     return {"best_slot_iou": 100 * float(best.mean()), "objects_covered": 100 * float((best >= 0.5).mean()), "n_objects": len(best)}
 
 # %% ../../nbs/10_entity_slots.ipynb #pe000011
-def cpu_native_bf16() -> bool:
-    "Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): autocast then pays; elsewhere it emulates and is slower."
-    try: flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError: return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
 def _atomic_save(obj, path: Path):
     "torch.save to a temp file beside `path`, then rename: no half-written weights."
     path.parent.mkdir(parents=True, exist_ok=True)
