@@ -1,7 +1,7 @@
 """Shared timing helpers for the benchmarks: a probe floor measured on this machine, probe-filtered medians, interleaved A/B.
 
-The machine is shared and machines differ (a 512³ float32 matmul takes 0.8 ms on one, 4 ms on another), so nothing here
-holds a machine constant. At start `Probe()` takes the minimum of ~50 matmul probes: that is this machine's floor (a
+The machine is shared and machines differ (a 512³ float32 matmul takes 2.3 ms on one thread of one of our machines, 4 ms on
+another), so nothing here holds a machine constant. At start `Probe()` takes the minimum of ~50 matmul probes: that is this machine's floor (a
 faster probe seen later lowers it: the start was busy). Every timed run is bracketed by two probes; the run is kept when
 both are within `Probe.tolerance` (2×) of the final floor, and dropped otherwise (another process had the cores).
 Comparisons are made A/B in one process, rep by rep, in alternating order, so both sides see the same machine; their

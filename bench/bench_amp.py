@@ -1,0 +1,110 @@
+"""CPU bfloat16 autocast against float32 at the quickstart's budget: learning (val oIoU, per expression type) and speed.
+
+Each row is one `ris_nb train` run: preset × seed × `train.amp` (off = float32, bf16 = autocast on a CPU with native
+bf16), 1,800 steps of 32 at 64 px on the 3,000-scene ShapeRefs (the `make quickstart` recipe). Rows are appended to
+`nbs/results/amp_12a.csv` as they finish, so an interrupted run resumes where it stopped; runs alternate fp32/bf16 per
+seed so both precisions see the same machine. The 512³ probe (one and two threads) is taken before every run.
+
+    python bench/bench_amp.py --data data/shaperefs --presets lavt_tiny magnet_tiny --seeds 0 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ris_nb.core import probe_ms
+
+QUICKSTART = ["data.image_size=64", "train.batch_size=32", "train.max_steps=1800", "train.eval_every=600",
+              "train.ckpt_every=600"]
+FIELDS = ["preset", "seed", "amp", "samples", "oIoU", "mIoU", "P@0.5", "attribute", "location", "relation", "ordinal",
+          "negation", "wall_s", "samples_per_s", "probe_1t_ms", "probe_2t_ms", "threads"]
+
+
+def probes() -> tuple[float, float]:
+    "512³ float32 matmul (ms) on one thread and on two."
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1); one = probe_ms()
+        torch.set_num_threads(2); two = probe_ms()
+    finally: torch.set_num_threads(n)
+    return one, two
+
+
+def training_rate(run: Path) -> float:
+    "Median training samples/s over the logged steps of `log.jsonl` (start-up and validation excluded)."
+    rows = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines() if l.strip()]
+    rates = sorted(r["samples_per_s"] for r in rows if r.get("samples_per_s"))
+    return rates[len(rates) // 2] if rates else float("nan")
+
+
+def one_run(preset: str, seed: int, amp: str, data: Path, out: Path) -> dict:
+    "Train and evaluate one configuration; its metrics, time and probes."
+    one, two = probes()
+    run = out / f"{preset}-{amp}-s{seed}"
+    cmd = [sys.executable, "-m", "ris_nb.cli", "train", "--preset", preset, "--data", str(data), "--out", str(run),
+           "--set", *QUICKSTART, f"seed={seed}", f"train.amp={amp}"]
+    t0 = time.time()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.time() - t0
+    val = json.loads((run / "results.json").read_text())["val"]
+    res, by_type = val["overall"], val.get("by_type", {})
+    steps = int(json.loads((run / "config.json").read_text())["train"]["max_steps"])
+    return {"preset": preset, "seed": seed, "amp": amp, "samples": steps * 32, "oIoU": round(res["oIoU"], 1),
+            "mIoU": round(res["mIoU"], 1), "P@0.5": round(res["P@0.5"], 1),
+            **{t: round(by_type[t]["oIoU"], 1) if t in by_type else "" for t in FIELDS[7:12]},
+            "wall_s": round(wall, 1), "samples_per_s": round(training_rate(run), 1),
+            "probe_1t_ms": round(one, 2), "probe_2t_ms": round(two, 2), "threads": os.environ.get("OMP_NUM_THREADS", "")}
+
+
+def done_rows(path: Path) -> list[dict]:
+    if not path.exists(): return []
+    with open(path, newline="") as f: return list(csv.DictReader(f))
+
+
+def append_row(path: Path, row: dict) -> None:
+    "Rewrite the CSV with `row` added, through a temp file (never half-written)."
+    rows = done_rows(path) + [row]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS); w.writeheader(); w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("data/shaperefs"))
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_amp"))
+    ap.add_argument("--results", type=Path, default=Path("nbs/results/amp_12a.csv"))
+    ap.add_argument("--presets", nargs="+", default=["lavt_tiny", "magnet_tiny"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    args = ap.parse_args(argv)
+    have = {(r["preset"], r["seed"], r["amp"]) for r in done_rows(args.results)}
+    for preset in args.presets:
+        for seed in args.seeds:
+            for amp in ("off", "bf16"):
+                if (preset, str(seed), amp) in have: continue
+                row = one_run(preset, seed, amp, args.data, args.out)
+                append_row(args.results, row)
+                print(" | ".join(str(row[k]) for k in FIELDS), flush=True)
+    rows = done_rows(args.results)
+    print(f"\n{'preset':12} {'amp':5} {'n':>2} {'val oIoU':>14} {'samples/s':>10}")
+    for preset in args.presets:
+        for amp in ("off", "bf16"):
+            r = [x for x in rows if x["preset"] == preset and x["amp"] == amp]
+            if not r: continue
+            v = torch.tensor([float(x["oIoU"]) for x in r])
+            sd = v.std().item() if len(v) > 1 else float("nan")
+            sps = sum(float(x["samples_per_s"]) for x in r) / len(r)
+            print(f"{preset:12} {amp:5} {len(r):>2} {v.mean().item():8.1f} ± {sd:3.1f} {sps:10.1f}")
+
+
+if __name__ == "__main__":
+    main()
