@@ -137,6 +137,24 @@ def _sample(idx: torch.Tensor, n: int, generator: torch.Generator | None) -> tor
     if idx.numel() <= n: return idx
     return idx[torch.randperm(idx.numel(), generator=generator, device="cpu")[:n].to(idx.device)]
 
+def _cal_positions(gt: torch.Tensor, n_fg: int, n_bg: int, generator: torch.Generator | None):
+    "Foreground and background selections (B,P) bool of `gt` (B,P): all positions, or `n` drawn per image (fg, then bg)."
+    fg, bg = gt.clone(), ~gt
+    counts = torch.stack([fg.sum(1), bg.sum(1)], 1).tolist()
+    for b, (nf, nb) in enumerate(counts):        # draws in the order of the per-image definition: same samples, same generator state
+        for sel, c, n in ((fg, nf, n_fg), (bg, nb, n_bg)):
+            if c > n:
+                keep = _sample(sel[b].nonzero()[:, 0], n, generator)
+                sel[b] = False; sel[b, keep] = True
+    return fg, bg
+
+def _gather_positions(pix: torch.Tensor, sel: torch.Tensor):
+    "Selected columns of `pix` (B,C,P) packed left → (B,C,K) and their validity (B,K), K = the largest count."
+    n = sel.sum(1)
+    k = int(n.max()) if len(n) else 0
+    idx = torch.sort((~sel).to(torch.uint8), dim=1, stable=True).indices[:, :k]      # selected positions first, in order
+    return pix.gather(2, idx[:, None].expand(-1, pix.shape[1], -1)), torch.arange(k, device=pix.device) < n[:, None]
+
 def cal_loss(pix: torch.Tensor, text: torch.Tensor, masks: torch.Tensor, tau_text: float = 0.1, tau_pixel: float = 0.1,
              w_text: float = 1.0, w_pixel: float = 1.0, n_fg: int = 512, n_bg: int = 512,
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -145,24 +163,23 @@ def cal_loss(pix: torch.Tensor, text: torch.Tensor, masks: torch.Tensor, tau_tex
     pix = F.normalize(pix.flatten(2), dim=1)                                  # (B,C,hw)
     text = F.normalize(text, dim=-1)
     gt = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest").flatten(1) > 0.5
-    p2t, p2p = [], []
-    for b in range(B):
-        fg = _sample(gt[b].nonzero()[:, 0], n_fg, generator)
-        bg = _sample((~gt[b]).nonzero()[:, 0], n_bg, generator)
-        if fg.numel() == 0: continue
-        pf, pb = pix[b][:, fg], pix[b][:, bg]                                # (C,F), (C,Bg)
-        st_f, st_b = (text[b] @ pf) / tau_text, (text[b] @ pb) / tau_text    # (F,), (Bg,)
-        denom = torch.logaddexp(st_f, torch.logsumexp(st_b, 0)) if bg.numel() else st_f
-        p2t.append((denom - st_f).mean())
-        if fg.numel() >= 2:
-            allp = torch.cat([pf, pb], 1)
-            sim = (pf.t() @ allp) / tau_pixel                                # (F, F+Bg)
-            nf = fg.numel()
-            eye = torch.eye(nf, allp.shape[1], dtype=torch.bool, device=sim.device)
-            lse = torch.logsumexp(sim.masked_fill(eye, float("-inf")), 1, keepdim=True)
-            pos = (lse - sim[:, :nf]).masked_fill(eye[:, :nf], 0.0)
-            p2p.append((pos.sum(1) / (nf - 1)).mean())
+    fsel, bsel = _cal_positions(gt, n_fg, n_bg, generator)
+    (pf, vf), (pb, vb) = _gather_positions(pix, fsel), _gather_positions(pix, bsel)      # (B,C,F), (B,C,Bg): padded
+    nf, kf, inf = vf.sum(1), pf.shape[2], float("-inf")
     zero = pix.sum() * 0.0
-    lt = torch.stack(p2t).mean() if p2t else zero
-    lp = torch.stack(p2p).mean() if p2p else zero
+    st_f, st_b = (text[:, None] @ pf)[:, 0] / tau_text, (text[:, None] @ pb)[:, 0] / tau_text   # (B,F), (B,Bg)
+    lse_b = torch.logsumexp(st_b.masked_fill(~vb, inf), 1, keepdim=True)     # −inf without background: logaddexp(s, −inf) = s
+    per_f = (torch.logaddexp(st_f, lse_b) - st_f).masked_fill(~vf, 0.0)
+    has = nf > 0
+    lt = (per_f.sum(1) / nf.clamp(min=1))[has].mean() if has.any() else zero
+    two = nf >= 2
+    if two.any():
+        valid = torch.cat([vf, vb], 1)[:, None]                               # (B,1,F+Bg)
+        sim = (pf.transpose(1, 2) @ torch.cat([pf, pb], 2)) / tau_pixel       # (B,F,F+Bg)
+        eye = torch.eye(kf, sim.shape[2], dtype=torch.bool, device=sim.device)
+        lse = torch.logsumexp(sim.masked_fill(eye | ~valid, inf), 2, keepdim=True)          # over every j ≠ a
+        pos = (lse - sim[..., :kf]).masked_fill(eye[:, :kf] | ~vf[:, None], 0.0)          # (B,F,F)
+        per_a = (pos.sum(2) / (nf - 1).clamp(min=1)[:, None]).masked_fill(~vf, 0.0)
+        lp = (per_a.sum(1) / nf.clamp(min=1))[two].mean()
+    else: lp = zero
     return {"cal": w_text * lt + w_pixel * lp, "cal_p2t": lt, "cal_p2p": lp}
