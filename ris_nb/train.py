@@ -615,7 +615,8 @@ def _fit_locked(model: nn.Module, loaders: dict, cfg: Config, cbs: Sequence[Call
     cfg = resolve_epochs(cfg, len(loaders["train"].dataset), info.world, verbose=info.is_main)
     fingerprints = run_fingerprints(loaders)
     found = check_run_dir(run_dir, cfg, fingerprints) if resume_run else None
-    if info.is_main: (run_dir / "config.json").write_text(cfg.to_json())
+    if info.distributed: dist.barrier()     # every rank has read config.json before rank 0 rewrites it (a busy rank 1 read it half-written)
+    if info.is_main: write_atomic(run_dir / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
     model = model.to(info.device)
     if info.distributed:
         if info.device.type == "cuda": model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
