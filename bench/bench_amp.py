@@ -6,6 +6,7 @@ bf16), 1,800 steps of 32 at 64 px on the 3,000-scene ShapeRefs (the `make quicks
 seed so both precisions see the same machine. The 512³ probe (one and two threads) is taken before every run.
 
     python bench/bench_amp.py --data data/shaperefs --presets lavt_tiny magnet_tiny --seeds 0 1 2
+    python bench/bench_amp.py --speed --data data/shaperefs     # step time only: fp32 and bf16 steps interleaved in one process
 """
 from __future__ import annotations
 
@@ -64,6 +65,41 @@ def one_run(preset: str, seed: int, amp: str, data: Path, out: Path) -> dict:
             "probe_1t_ms": round(one, 2), "probe_2t_ms": round(two, 2), "threads": os.environ.get("OMP_NUM_THREADS", "")}
 
 
+def step_times(preset: str, data: Path, reps: int = 12, batch: int = 32) -> dict[str, float]:
+    "Median seconds of one training step (forward, losses, backward, AdamW) in float32 and under bf16 autocast, interleaved."
+    import statistics
+    from ris_nb.train import prepare
+    from ris_nb.core import get_preset
+    cfg = get_preset(preset).override({"data.root": str(data.parent), "data.dataset": data.name, "data.image_size": 64,
+                                       "train.batch_size": batch})
+    _, loaders, model, cfg = prepare(cfg, splits=["train"])
+    batch_ = next(iter(loaders["train"]))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    def step(bf16: bool) -> float:
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model.losses(model(batch_), batch_)["loss"]
+        opt.zero_grad(); loss.backward(); opt.step()
+        return time.perf_counter() - t
+    model.train(); step(False); step(True)                     # warm-up
+    times = {False: [], True: []}
+    for i in range(reps):
+        for bf16 in ((False, True) if i % 2 == 0 else (True, False)): times[bf16].append(step(bf16))
+    return {"fp32_ms": 1000 * statistics.median(times[False]), "bf16_ms": 1000 * statistics.median(times[True])}
+
+
+def speed_table(presets: list[str], data: Path) -> None:
+    "Print fp32 and bf16 step times per preset with both probes."
+    one, two = probes()
+    print(f"512³ float32 matmul probe: {one:.2f} ms on one thread, {two:.2f} ms on two; {torch.get_num_threads()} threads; batch 32, 64 px")
+    print("| preset | fp32 step (ms) | bf16 step (ms) | speed-up |\n|---|---|---|---|")
+    for p in presets:
+        t = step_times(p, data)
+        print(f"| {p} | {t['fp32_ms']:.0f} | {t['bf16_ms']:.0f} | {t['fp32_ms'] / t['bf16_ms']:.2f}× |", flush=True)
+    one2, two2 = probes()
+    print(f"probe after: {one2:.2f} ms on one thread, {two2:.2f} ms on two")
+
+
 def done_rows(path: Path) -> list[dict]:
     if not path.exists(): return []
     with open(path, newline="") as f: return list(csv.DictReader(f))
@@ -85,7 +121,9 @@ def main(argv=None) -> None:
     ap.add_argument("--results", type=Path, default=Path("nbs/results/amp_12a.csv"))
     ap.add_argument("--presets", nargs="+", default=["lavt_tiny", "magnet_tiny"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--speed", action="store_true", help="only the interleaved step times (fp32 vs bf16) of the presets")
     args = ap.parse_args(argv)
+    if args.speed: return speed_table(args.presets + (["sag_tiny"] if "sag_tiny" not in args.presets else []), args.data)
     have = {(r["preset"], r["seed"], r["amp"]) for r in done_rows(args.results)}
     for preset in args.presets:
         for seed in args.seeds:
