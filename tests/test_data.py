@@ -71,8 +71,8 @@ def build_refer(root: Path, mutate=None, refs_bytes=None):
                      dict(id=11, image_id=1, category_id=2, segmentation=_uncompressed(_rle_mask()), bbox=[0, 0, 1, 1], area=1.0, iscrowd=0),
                      dict(id=20, image_id=2, category_id=1, segmentation={"size": [H2, W2], "counts": comp["counts"].decode()},
                           bbox=[0, 0, 1, 1], area=1.0, iscrowd=1),
-                     dict(id=21, image_id=2, category_id=2, segmentation=[], bbox=[0, 0, 0, 0], area=0.0, iscrowd=0),
-                     dict(id=22, image_id=2, category_id=2, segmentation=[[1, 1, 5, 1], [1, 1, 6, 1, 6, 6, 1, 6], [1, 2, 3]],
+                     dict(id=21, image_id=2, category_id=2, segmentation=[[20, 15, 23, 15, 23, 18, 20, 18]], bbox=[20, 15, 3, 3], area=9.0, iscrowd=0),
+                     dict(id=22, image_id=2, category_id=2, segmentation=[[1, 1, 5, 1], [1, 1, 6, 1, 6, 6, 1, 6]],
                           bbox=[1, 1, 5, 5], area=1.0, iscrowd=0)],
         categories=[dict(id=1, name="person", supercategory="person"), dict(id=2, name="chair", supercategory="furniture")])
     refs = [dict(ref_id=1, ann_id=10, image_id=1, category_id=1, split="train", sent_ids=[1, 2], file_name="x_1.jpg",
@@ -131,8 +131,8 @@ def test_dataset_items(refer_root):
     for _ in range(2):
         c = cached[0]
         assert np.array_equal(c["mask"], it["mask"]) and c["mask"].dtype == bool and np.array_equal(c["image"], it["image"])
-    zero = R.RefDataset(refer_root, "refcoco", "unc", "testB")[0]["mask"]             # zero-area kept
-    assert zero.shape == (H2, W2) and not zero.any()
+    small = R.RefDataset(refer_root, "refcoco", "unc", "testB")[0]["mask"]            # a 3×3 object
+    assert small.shape == (H2, W2) and small.sum() == 9 and small[15:18, 20:23].all()
 
 
 def test_malformed_polygons_skipped(refer_root):
@@ -270,11 +270,12 @@ def test_empty_sentences(tmp_path):
 
 def test_rle_size_mismatch(tmp_path):
     root = build_refer(tmp_path / "data", mutate=lambda refs, inst: inst["annotations"][2]["segmentation"].update(size=[5, 5]))
-    with pytest.raises(ValueError, match="annotation 20: RLE size"): R.Refer(root, "refcoco", "unc").mask(20)
+    with pytest.raises(ValueError, match=r"annotation 20 \(RLE size \[5, 5\] does not match the image size \[24, 30\]"):
+        R.Refer(root, "refcoco", "unc")
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Transforms, tokenisers, loaders on the fixture (long + non-ASCII sentences, zero-area mask)
+# Transforms, tokenisers, loaders on the fixture (long + non-ASCII sentences, a 3×3 object)
 # --------------------------------------------------------------------------------------------------------------------
 def _cfg(root, **kw):
     cfg = get_preset("lavt_tiny").override({"data.root": str(root), "data.dataset": "refcoco", "data.split_by": "unc",
@@ -297,7 +298,7 @@ def test_loaders_on_fixture(refer_root, tmp_path):
     assert b.input_ids[0, 2].item() == special_token_ids("word")["unk"]                                       # café: unseen
     assert b.meta["sentence"][0] == "the café guy ünïcode" and b.meta["orig_size"] == [(H2, W2), (H2, W2)]
     zb = next(iter(loaders["testB"]))
-    assert zb.masks.sum() == 0 and not zb.orig_masks[0].any()
+    assert 0 < zb.masks.sum() and zb.orig_masks[0].sum() == 9
     assert len(b.to("cpu")) == 2
     # tokenizer round trip
     tok.save_pretrained(tmp_path / "tok")

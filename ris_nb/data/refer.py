@@ -10,20 +10,25 @@ import io
 import json
 import os
 import pickle
+import random
 import time
 import warnings
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 import pycocotools.mask as mask_utils
+from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'MAX_IMAGE_PIXELS', 'REFER_FILES', 'UnsafePickleError', 'SafeUnpickler',
-           'safe_load_pickle', 'validate_refs', 'validate_instances', 'read_json', 'sha256', 'segmentation_to_mask',
-           'Refer', 'load_image', 'RefDataset', 'stats', 'show_ref', 'LayoutReport', 'check_layout', 'format_layout']
+__all__ = ['MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'POLYGON_TOLERANCE', 'SHOWN', 'MAX_IMAGE_PIXELS', 'REFER_FILES',
+           'QUICK_SAMPLE', 'MAX_LISTED', 'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle', 'validate_refs',
+           'validate_instances', 'read_json', 'sha256', 'rle_counts', 'rle_problem', 'segmentation_to_mask', 'Findings',
+           'check_ids', 'check_geometry', 'check_index', 'Refer', 'load_image', 'RefDataset', 'stats', 'show_ref',
+           'LayoutReport', 'decode_images', 'check_layout', 'format_layout']
 
 # %% ../../nbs/02_refer.ipynb #3cf3dbba
 class UnsafePickleError(pickle.UnpicklingError):
@@ -143,15 +148,50 @@ def sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
     return h.hexdigest()
 
+# %% ../../nbs/02_refer.ipynb #fdf9e08b
+def rle_counts(counts: str | bytes) -> list[int]:
+    "Run lengths of a compressed COCO RLE string (5 bits a character from offset 48; from the fourth run on, deltas to the run two back)."
+    b = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    out, i = [], 0
+    while i < len(b):
+        x = k = 0
+        while True:
+            c = b[i] - 48
+            if not 0 <= c < 64: raise ValueError(f"character {chr(b[i])!r} at offset {i} is not RLE")
+            x |= (c & 0x1F) << (5 * k); i += 1; k += 1
+            if not c & 0x20:
+                if c & 0x10: x |= -1 << (5 * k)      # a negative delta
+                break
+            if i == len(b): raise ValueError("the string ends inside a run")
+        out.append(x + out[-2] if len(out) > 2 else x)
+    return out
+
+def rle_problem(seg: dict, h: int, w: int, empty_ok: bool = False) -> str | None:
+    "Why an RLE segmentation cannot be the mask of an h×w image, or None."
+    if "counts" not in seg or "size" not in seg: return "an RLE segmentation needs 'counts' and 'size'"
+    if list(seg["size"]) != [h, w]: return f"RLE size {list(seg['size'])} does not match the image size [{h}, {w}]"
+    try: runs = np.asarray(seg["counts"] if isinstance(seg["counts"], list) else rle_counts(seg["counts"]))
+    except (ValueError, TypeError, AttributeError) as e: return f"RLE counts are not readable ({e})"
+    if runs.ndim != 1 or runs.dtype.kind not in "iu" or (runs < 0).any(): return "RLE counts should be non-negative integers"
+    if runs.sum() != h * w: return f"RLE runs cover {runs.sum()} pixels, expected {h} × {w} = {h * w}"
+    if not empty_ok and not runs[1::2].any(): return "the RLE mask is empty"
+    return None
+
 # %% ../../nbs/02_refer.ipynb #67e5b548
+def _coordinates(p, what: str, k: int) -> list[float]:
+    try: xy = [float(v) for v in p]
+    except (TypeError, ValueError): raise ValueError(f"{what}: polygon #{k} holds a value that is not a number; "
+                                                     "expected pixel coordinates [x1, y1, x2, y2, …]") from None
+    if not np.isfinite(xy).all():      # pycocotools crashes the process (segfault) on NaN or infinite coordinates
+        raise ValueError(f"{what}: polygon #{k} has NaN or infinite coordinates; expected finite pixel coordinates")
+    return xy
+
 def segmentation_to_mask(seg: Any, h: int, w: int, what: str = "annotation") -> np.ndarray:
     "Binary mask (h,w) bool from a COCO segmentation: polygons (merged), or RLE (compressed or not)."
     if isinstance(seg, dict):
-        if "counts" not in seg or "size" not in seg: raise ValueError(f"{what}: RLE segmentation needs 'counts' and 'size'")
-        rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
-        if list(rle["size"]) != [h, w]:
-            raise ValueError(f"{what}: RLE size {list(rle['size'])} does not match the image size [{h}, {w}]")
-        return mask_utils.decode(rle).astype(bool)
+        why = rle_problem(seg, h, w, empty_ok=True)
+        if why: raise ValueError(f"{what}: {why}")
+        return mask_utils.decode(mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg).astype(bool)
     if not isinstance(seg, list): raise ValueError(f"{what}: segmentation must be a list of polygons or an RLE dict")
     polys = []
     for k, p in enumerate(seg):
@@ -159,9 +199,178 @@ def segmentation_to_mask(seg: Any, h: int, w: int, what: str = "annotation") -> 
             warnings.warn(f"{what}: skipping malformed polygon #{k} ({len(p) if hasattr(p, '__len__') else p!r} "
                           "coordinates; need an even number >= 6)")
             continue
-        polys.append([float(v) for v in p])
+        polys.append(_coordinates(p, what, k))
     if not polys: return np.zeros((h, w), bool)
     return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, h, w))).astype(bool)
+
+# %% ../../nbs/02_refer.ipynb #66df8ae9
+POLYGON_TOLERANCE = 2.0   # ours: px a polygon may reach outside its image (a few COCO polygons do, by a pixel or two)
+SHOWN = 5                 # ours: offenders of one kind named in a message; the rest are counted
+
+@dataclass
+class Findings:
+    "What a data check found: `errors` (training would fail, or learn from the wrong pixels) and counted `warnings` (a known quirk, and what is done about it)."
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def extend(self, other: Findings) -> Findings:
+        self.errors += other.errors; self.warnings += other.warnings
+        return self
+
+    def raise_errors(self):
+        "Emit each warning; raise one `ValueError` listing every error."
+        for w in self.warnings: warnings.warn(w, stacklevel=3)
+        if len(self.errors) == 1: raise ValueError(self.errors[0])
+        if self.errors: raise ValueError(f"{len(self.errors)} problems in the data files: " +
+                                         " ".join(f"({i}) {e}" for i, e in enumerate(self.errors, 1)))
+
+def _named(items: list, n: int | None = None) -> str:
+    "The first `SHOWN` items, then how many more."
+    n = len(items) if n is None else n
+    return ", ".join(map(str, items[:SHOWN])) + (f" and {n - SHOWN} more" if n > SHOWN else "")
+
+def _repeated(ids: list) -> dict:
+    "id → positions, for the ids that occur more than once."
+    count = Counter(ids)
+    if len(count) == len(ids): return {}
+    pos = defaultdict(list)
+    for i, k in enumerate(ids):
+        if count[k] > 1: pos[k].append(i)
+    return pos
+
+# %% ../../nbs/02_refer.ipynb #90fc8e41
+def _unique_ids(entries: list[dict], key: str, what: str, where: str, source) -> list[str]:
+    rep = _repeated([e[key] for e in entries])
+    if not rep: return []
+    shown = [f"{k} ({' and '.join(f'{where}[{i}]' for i in v[:3])})" for k, v in list(rep.items())[:SHOWN]]
+    return [f"{source}: {len(rep)} {what}(s) used more than once: {_named(shown, len(rep))}; expected each {what} once"]
+
+def _outside_root(name: str) -> bool:
+    p = Path(name)
+    return not name.strip() or "\0" in name or p.is_absolute() or ".." in p.parts
+
+def _link_errors(refs: list[dict], imgs: dict, anns: dict, refs_file, instances_file) -> list[str]:
+    "Refs whose annotation or image is missing, or whose annotation lies on another image."
+    out = []
+    no_ann = [f"ref #{i} (ref_id {r['ref_id']}) field 'ann_id': annotation {r['ann_id']}" for i, r in enumerate(refs) if r["ann_id"] not in anns]
+    if no_ann: out.append(f"{refs_file}: {len(no_ann)} ref(s) name an annotation that is not in {instances_file}: {_named(no_ann)}")
+    no_img = [f"ref #{i} (ref_id {r['ref_id']}) field 'image_id': image {r['image_id']}" for i, r in enumerate(refs) if r["image_id"] not in imgs]
+    if no_img: out.append(f"{refs_file}: {len(no_img)} ref(s) name an image that is not in {instances_file}: {_named(no_img)}")
+    other = [f"ref_id {r['ref_id']} (ann_id {r['ann_id']} lies on image {anns[r['ann_id']]['image_id']}, the ref on image {r['image_id']})"
+             for r in refs if r["ann_id"] in anns and r["image_id"] in imgs and anns[r["ann_id"]]["image_id"] != r["image_id"]]
+    if other: out.append(f"{refs_file}: {len(other)} ref(s) whose annotation belongs to another image: {_named(other)}; "
+                         "expected an annotation of the ref's own image_id")
+    return out
+
+def check_ids(refs: list[dict], inst: dict, refs_file="refs", instances_file="instances.json") -> Findings:
+    "Unique image/annotation/category/ref/sentence ids; every ref's annotation exists and lies on the ref's image; image files named inside the image root."
+    f = Findings()
+    for entries, key, what, where, src in ((inst["images"], "id", "image id", "images", instances_file),
+                                           (inst["annotations"], "id", "annotation id", "annotations", instances_file),
+                                           (inst["categories"], "id", "category id", "categories", instances_file),
+                                           (refs, "ref_id", "ref_id", "refs", refs_file),
+                                           ([s for r in refs for s in r["sentences"]], "sent_id", "sent_id", "sentences", refs_file)):
+        f.errors += _unique_ids(entries, key, what, where, src)
+    imgs = {im["id"]: im for im in inst["images"]}
+    anns = {a["id"]: a for a in inst["annotations"]}
+    bad = [f"image {im['id']} ({im['file_name']!r})" for im in inst["images"] if _outside_root(im["file_name"])]
+    if bad: f.errors.append(f"{instances_file}: {len(bad)} image(s) with a file_name outside the image root: {_named(bad)}; "
+                            "expected a relative path without '..'")
+    orphans = [f"annotation {a['id']} (image_id {a['image_id']})" for a in inst["annotations"] if a["image_id"] not in imgs]
+    if orphans: f.errors.append(f"{instances_file}: {len(orphans)} annotation(s) of an image that is not in 'images': {_named(orphans)}")
+    f.errors += _link_errors(refs, imgs, anns, refs_file, instances_file)
+    return f
+
+# %% ../../nbs/02_refer.ipynb #64734d46
+def _number(v) -> float:
+    try: return float(v)
+    except (TypeError, ValueError): return float("nan")      # reported as "not finite"
+
+def _flat_polygons(anns: list[dict], sizes: dict) -> tuple[dict, dict]:
+    "One pass over the segmentations: every drawable polygon (≥ 3 points) as flat arrays, and the annotations of each other kind."
+    owner, lens, flat = [], [], []
+    kinds = dict(short=[], odd=[], not_list=[], rle=[])
+    for k, a in enumerate(anns):
+        if a["image_id"] not in sizes: continue                  # reported by `check_ids`
+        if isinstance(a["segmentation"], dict): kinds["rle"].append(k); continue
+        for p in a["segmentation"]:
+            if not isinstance(p, (list, tuple)): kinds["not_list"].append(k)
+            elif len(p) % 2: kinds["odd"].append(k)
+            elif len(p) < 6: kinds["short"].append(k)
+            else: owner.append(k); lens.append(len(p)); flat.extend(p)
+    try: coords = np.array(flat, dtype=float)
+    except (TypeError, ValueError): coords = np.array([_number(v) for v in flat], dtype=float)
+    return dict(owner=np.array(owner, int), lens=np.array(lens, int), coords=coords), kinds
+
+def _polygon_measures(P: dict, hs: np.ndarray, ws: np.ndarray) -> dict:
+    "Per polygon: all coordinates finite, how far (px) it reaches outside its image, its area (shoelace formula)."
+    lens, c = P["lens"], P["coords"]
+    if not len(lens): return dict(finite=np.ones(0, bool), outside=np.zeros(0), area=np.zeros(0))
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    finite = np.logical_and.reduceat(np.isfinite(c), starts)
+    c = np.where(np.isfinite(c), c, 0.0)
+    xs, ys, ps = c[0::2], c[1::2], starts // 2
+    nxt = np.arange(1, len(xs) + 1)
+    nxt[np.append(ps[1:], len(xs)) - 1] = ps                  # the last point of each polygon closes it
+    area = 0.5 * np.abs(np.add.reduceat(xs * ys[nxt] - xs[nxt] * ys, ps))
+    h, w = hs[P["owner"]], ws[P["owner"]]
+    outside = np.max([-np.minimum.reduceat(xs, ps), -np.minimum.reduceat(ys, ps),
+                      np.maximum.reduceat(xs, ps) - w, np.maximum.reduceat(ys, ps) - h], axis=0)
+    return dict(finite=finite, outside=np.maximum(outside, 0.0), area=area)
+
+# %% ../../nbs/02_refer.ipynb #61ca11ad
+def check_geometry(inst: dict, instances_file="instances.json", tolerance: float = POLYGON_TOLERANCE) -> Findings:
+    "Every segmentation: polygons of finite numbers enclosing some area inside the image (± `tolerance` px), or an RLE of the image's size."
+    f, anns = Findings(), inst["annotations"]
+    sizes = {im["id"]: (im["height"], im["width"]) for im in inst["images"]}
+    P, kinds = _flat_polygons(anns, sizes)
+    hw = np.array([sizes.get(a["image_id"], (0, 0)) for a in anns], int).reshape(-1, 2)
+    m = _polygon_measures(P, hw[:, 0], hw[:, 1])
+    name = lambda k, extra="": f"annotation {anns[k]['id']}{extra}"
+    def error(ks: list, what: str, expected: str):
+        ks = list(dict.fromkeys(ks))
+        if ks: f.errors.append(f"{instances_file}: {len(ks)} annotation(s) {what}: {_named([name(k) for k in ks])}; expected {expected}")
+    error(kinds["not_list"], "with a polygon that is not a list", "a list of polygons, each a flat list [x1, y1, x2, y2, …]")
+    error(kinds["odd"], "with a polygon of an odd number of coordinates", "x, y pairs")
+    nan = P["owner"][~m["finite"]].tolist()
+    error(nan, "with NaN, infinite or non-numeric polygon coordinates", "finite pixel coordinates")
+    worst = {}
+    for j in np.flatnonzero(m["finite"] & (m["outside"] > tolerance)):
+        worst[P["owner"][j]] = max(worst.get(P["owner"][j], 0.0), m["outside"][j])
+    if worst: f.errors.append(f"{instances_file}: {len(worst)} annotation(s) with a polygon outside its image: " +
+                              _named([name(k, f" ({d:.1f} px outside the {hw[k, 1]}×{hw[k, 0]} image {anns[k]['image_id']})")
+                                      for k, d in worst.items()]) +
+                              f"; expected coordinates within [0, width] × [0, height] (± {tolerance:g} px)")
+    rle = [(k, why) for k in kinds["rle"] if (why := rle_problem(anns[k]["segmentation"], *hw[k]))]
+    if rle: f.errors.append(f"{instances_file}: {len(rle)} RLE segmentation(s) that cannot be the image's mask: "
+                            f"{_named([name(k, f' ({why})') for k, why in rle])}")
+    drawn = np.zeros(len(anns), bool)
+    drawn[P["owner"][m["finite"] & (m["area"] > 0)]] = True
+    drawn[kinds["rle"]] = True
+    told = set(kinds["not_list"]) | set(kinds["odd"]) | set(nan)
+    error([k for k in np.flatnonzero(~drawn).tolist() if k not in told and anns[k]["image_id"] in sizes],
+          "with an empty segmentation (no polygon of 3 or more points enclosing any area)",
+          "at least one polygon around the object (with none, a ref would learn an empty mask)")
+    f.warnings += _quirks(P, m, kinds, drawn, name, instances_file, tolerance)
+    return f
+
+def _quirks(P, m, kinds, drawn, name, instances_file, tolerance) -> list[str]:
+    "Counted warnings for RefCOCO's known quirks: polygons of 1–2 points, polygons a pixel or two outside the image."
+    out = []
+    short = [k for k in kinds["short"] if drawn[k]]                 # annotations left empty are errors above
+    if short: out.append(f"{instances_file}: {len(short)} polygon(s) with fewer than 3 points in {len(set(short))} annotation(s), "
+                         f"e.g. {_named([name(k) for k in dict.fromkeys(short)])}: skipped when drawing the masks")
+    near = np.flatnonzero(m["finite"] & (m["outside"] > 0) & (m["outside"] <= tolerance))
+    if len(near):
+        ks = list(dict.fromkeys(P["owner"][near].tolist()))
+        out.append(f"{instances_file}: {len(near)} polygon(s) of {len(ks)} annotation(s) reach up to {m['outside'][near].max():.2g} px "
+                   f"outside their image (tolerance {tolerance:g} px), e.g. {_named([name(k) for k in ks])}: "
+                   "their masks are clipped to the image")
+    return out
+
+def check_index(refs: list[dict], inst: dict, refs_file="refs", instances_file="instances.json") -> Findings:
+    "Everything `Refer` checks before it builds its index: `check_ids`, then `check_geometry`."
+    return check_ids(refs, inst, refs_file, instances_file).extend(check_geometry(inst, instances_file))
 
 # %% ../../nbs/02_refer.ipynb #c70570d0
 _HINTS = {"shaperefs": "create it with `ris_nb synth --out {root}/shaperefs` (or ris_nb.data.shaperefs.generate)"}
@@ -169,6 +378,8 @@ _HINTS = {"shaperefs": "create it with `ris_nb synth --out {root}/shaperefs` (or
 def _missing(path: Path, what: str, dataset: str, root: Path, extra: str = "") -> FileNotFoundError:
     hint = _HINTS.get(dataset, "get the REFER files (see data/README.md) and unpack them under the data root")
     return FileNotFoundError(f"{what} not found: {path}{extra}; {hint.format(root=root)}")
+
+_CHECKED: set[tuple[str, ...]] = set()    # SHA-256 pairs of the files `check_index` passed in this process
 
 class Refer:
     "Index over one REFER dataset: refs, annotations, images, categories and sentences."
@@ -195,7 +406,11 @@ class Refer:
         else:                             # a user-given relative image root is relative to the data root
             self.image_root = Path(image_root) if Path(image_root).is_absolute() else self.root / image_root
         refs = validate_refs(safe_load_pickle(self.refs_file), str(self.refs_file))
-        self._build(refs, validate_instances(read_json(self.instances_file), str(self.instances_file)))
+        inst = validate_instances(read_json(self.instances_file), str(self.instances_file))
+        if tuple(self.checksums.values()) not in _CHECKED:
+            check_index(refs, inst, self.refs_file, self.instances_file).raise_errors()
+            _CHECKED.add(tuple(self.checksums.values()))
+        self._build(refs, inst)
 
     def _build(self, refs: list[dict], inst: dict):
         self.imgs = {im["id"]: im for im in inst["images"]}
@@ -205,13 +420,7 @@ class Refer:
         self.img_to_refs, self.img_to_anns, self.cat_to_refs = defaultdict(list), defaultdict(list), defaultdict(list)
         self.ref_to_ann, self.ann_to_ref = {}, {}
         for a in inst["annotations"]: self.img_to_anns[a["image_id"]].append(a)
-        for i, r in enumerate(refs):
-            if r["ann_id"] not in self.anns:
-                raise ValueError(f"{self.refs_file}: ref #{i} (ref_id {r['ref_id']}) field 'ann_id': annotation {r['ann_id']} "
-                                 f"is not in {self.instances_file}")
-            if r["image_id"] not in self.imgs:
-                raise ValueError(f"{self.refs_file}: ref #{i} (ref_id {r['ref_id']}) field 'image_id': image {r['image_id']} "
-                                 f"is not in {self.instances_file}")
+        for r in refs:                    # ids and links were checked by `check_index`
             self.refs[r["ref_id"]] = r
             self.ref_to_ann[r["ref_id"]], self.ann_to_ref[r["ann_id"]] = self.anns[r["ann_id"]], r
             self.img_to_refs[r["image_id"]].append(r)
@@ -392,8 +601,6 @@ def show_ref(refer: Refer, ref_id: int, ax=None, dim: float = 0.4):
     return ax
 
 # %% ../../nbs/02_refer.ipynb #b11a68d7
-from dataclasses import dataclass, field
-
 REFER_FILES = {"shaperefs": ("shaperefs",), "refcoco": ("unc", "google"), "refcoco+": ("unc",), "refcocog": ("umd", "google")}
 
 @dataclass
@@ -410,9 +617,15 @@ class LayoutReport:
     images_referenced: int = 0
     images_missing: int = 0
     missing_examples: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)      # `check_index` errors, then `decode_images` problems
+    warnings: list[str] = field(default_factory=list)      # counted quirks (`check_index`)
+    decoded: int = 0                                       # images read, of `to_decode` referenced by the checked splits
+    to_decode: int = 0
+    sampled: bool = False                                  # `decoded` is a random sample
+    splits: list[str] = field(default_factory=list)        # the splits whose images were decoded ([]: all)
 
     @property
-    def ok(self) -> bool: return not (self.missing or self.unreadable or self.images_missing)
+    def ok(self) -> bool: return not (self.missing or self.unreadable or self.images_missing or self.problems)
 
 def _preset_needs() -> dict[tuple[str, str], list[str]]:
     "(dataset, split_by) → names of the presets that train on it."
@@ -429,9 +642,44 @@ def _layout_image_root(root: Path, ddir: Path, image_root: str | Path | None) ->
         return ddir / "images" if (ddir / "images").is_dir() else root / "images/mscoco/images/train2014"
     return Path(image_root) if Path(image_root).is_absolute() else root / image_root
 
+# %% ../../nbs/02_refer.ipynb #f6353ebf
+QUICK_SAMPLE = 200      # ours: images decoded per dataset by `ris_nb check-data --quick`
+
+def _mask_problem(ann: dict, im: dict, instances_file) -> str | None:
+    what = f"{instances_file}: annotation {ann['id']} (image {im['id']})"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                       # skipped polygons are counted by `check_geometry`
+        try: m = segmentation_to_mask(ann["segmentation"], im["height"], im["width"], what)
+        except ValueError as e: return str(e)
+    return None if m.any() else f"{what}: the mask has no pixel; expected at least one pixel of the object"
+
+def decode_images(image_root: str | Path, refs: list[dict], inst: dict, splits: list[str] | None = None,
+                  sample: int | None = None, masks: bool = True, progress: bool = False,
+                  instances_file="instances.json") -> tuple[int, int, list[str]]:
+    "Decode the images the refs of `splits` point at (all, or a seeded `sample`) and draw their refs' masks: (images read, images referenced, problems)."
+    image_root = Path(image_root)
+    imgs, anns = {im["id"]: im for im in inst["images"]}, {a["id"]: a for a in inst["annotations"]}
+    wanted = defaultdict(set)
+    for r in refs:
+        if (splits is None or r["split"] in splits) and r["image_id"] in imgs: wanted[r["image_id"]].add(r["ann_id"])
+    ids = sorted(wanted)
+    if sample is not None and len(ids) > sample: ids = sorted(random.Random(0).sample(ids, sample))
+    decoded, problems = 0, []
+    for i in tqdm(ids, desc=f"decoding {image_root}", unit="image", disable=not progress, leave=False):
+        im, path = imgs[i], image_root / imgs[i]["file_name"]
+        if not path.is_file(): continue                         # counted as missing by the layout check
+        decoded += 1
+        try: shape = load_image(path).shape[:2]
+        except ValueError as e: problems.append(str(e)); continue
+        if shape != (im["height"], im["width"]):
+            problems.append(f"{path}: {shape[1]}×{shape[0]} pixels, but {instances_file} says image {i} is {im['width']}×{im['height']}")
+        if masks: problems += [p for k in sorted(wanted[i]) if k in anns and (p := _mask_problem(anns[k], im, instances_file))]
+    return decoded, len(wanted), problems
+
 # %% ../../nbs/02_refer.ipynb #cedb87c9
 def _check_one(root: Path, dataset: str, split_by: str, image_root, needed_by: list[str], required: bool,
-               instances_cache: dict, n_examples: int) -> LayoutReport:
+               instances_cache: dict, n_examples: int, decode: bool = False, splits: list[str] | None = None,
+               sample: int | None = None, progress: bool = False) -> LayoutReport:
     ddir = root / dataset
     img_root = _layout_image_root(root, ddir, image_root)
     rep = LayoutReport(dataset, split_by, needed_by, required, str(img_root))
@@ -452,21 +700,40 @@ def _check_one(root: Path, dataset: str, split_by: str, image_root, needed_by: l
     if inst is not None:
         names = {im["id"]: im["file_name"] for im in inst["images"]}
         ids = {r["image_id"] for r in refs} if refs is not None else set(names)
-        unknown = sorted(i for i in ids if i not in names)
-        if unknown: rep.unreadable.append(f"{refs_file}: {len(unknown)} image id(s) not in {inst_file} (e.g. {unknown[0]})")
-        wanted = sorted(names[i] for i in ids if i in names)
+        wanted = sorted(names[i] for i in ids if i in names)     # unknown ids: reported by `check_ids`
         rep.images_referenced = len(wanted)
         have = {e.name for e in os.scandir(img_root) if e.is_file()} if img_root.is_dir() else set()
         absent = [f for f in wanted if f not in have and not (img_root / f).is_file()]
         rep.images_missing, rep.missing_examples = len(absent), absent[:n_examples]
     if not img_root.is_dir(): rep.missing.append(f"{img_root}/")
     elif inst is not None: rep.present.append(f"{img_root}/ ({rep.images_referenced - rep.images_missing} of {rep.images_referenced} referenced images)")
+    if refs is not None and inst is not None:
+        _check_contents(rep, refs, inst, refs_file, inst_file, img_root, instances_cache, decode and required, splits, sample, progress)
     return rep
 
+def _check_contents(rep: LayoutReport, refs, inst, refs_file, inst_file, img_root: Path, cache: dict, decode: bool,
+                    splits, sample, progress):
+    "`check_index` (the geometry once per instances file), the splits asked for, then `decode_images`."
+    if (inst_file, "geometry") not in cache: cache[(inst_file, "geometry")] = check_geometry(inst, inst_file)
+    found = check_ids(refs, inst, refs_file, inst_file).extend(cache[(inst_file, "geometry")])
+    rep.problems += found.errors; rep.warnings += found.warnings
+    have = {r["split"] for r in refs}
+    unknown = [s for s in splits or [] if s not in have]
+    if unknown: rep.problems.append(f"{refs_file}: no refs of split(s) {', '.join(unknown)}; splits present: {', '.join(sorted(have))}")
+    if decode and img_root.is_dir():
+        rep.splits = list(splits or [])
+        rep.decoded, rep.to_decode, bad = decode_images(img_root, refs, inst, splits, sample, masks=not found.errors,
+                                                        progress=progress, instances_file=inst_file)
+        rep.problems += bad
+        rep.sampled = sample is not None and rep.to_decode > sample
+
 # %% ../../nbs/02_refer.ipynb #9794fd27
+MAX_LISTED = 50     # ours: problems printed per dataset by `format_layout`; the rest are counted
+
 def check_layout(root: str | Path, dataset: str | None = None, split_by: str | None = None,
-                 image_root: str | Path | None = None, n_examples: int = 5) -> list[LayoutReport]:
-    "Check a data root against the REFER layout: one `LayoutReport` per dataset and split-by."
+                 image_root: str | Path | None = None, n_examples: int = 5, decode: bool = False,
+                 splits: list[str] | None = None, sample: int | None = None, progress: bool = False) -> list[LayoutReport]:
+    "Check a data root against the REFER layout and `check_index` (with `decode`, also `decode_images`): one `LayoutReport` per dataset and split-by."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"data root not found: {root} (see data/README.md for the layout)")
     needs = _preset_needs()
@@ -485,20 +752,30 @@ def check_layout(root: str | Path, dataset: str | None = None, split_by: str | N
         pairs += [k for k in needs if k not in pairs]
         asked = set()
     cache: dict = {}
-    return [_check_one(root, d, s, image_root, needs.get((d, s), []), (d, s) in asked or (d, s) in needs, cache, n_examples)
-            for d, s in pairs]
+    return [_check_one(root, d, s, image_root, needs.get((d, s), []), (d, s) in asked or (d, s) in needs, cache, n_examples,
+                       decode, splits, sample, progress) for d, s in pairs]
+
+def _status(r: LayoutReport) -> str:
+    if r.ok: return "ok"
+    if not r.required: return "incomplete" if r.present or r.unreadable else "absent"
+    return "MISSING" if r.missing or r.unreadable or r.images_missing else "ERRORS"
 
 def format_layout(reports: list[LayoutReport]) -> str:
     "A plain-text report: one block per dataset and split-by."
     out = []
     for r in reports:
-        status = "ok" if r.ok else "MISSING" if r.required else "incomplete" if r.present or r.unreadable else "absent"
         why = (f"needed by {', '.join(r.needed_by)}" if r.needed_by else "asked for") if r.required else "optional: no preset uses it"
-        out.append(f"[{status}] {r.dataset} / {r.split_by} — {why}")
+        out.append(f"[{_status(r)}] {r.dataset} / {r.split_by} — {why}")
         if r.present: out.append(f"    present: {', '.join(r.present)}")
         if r.missing: out.append(f"    missing: {', '.join(r.missing)}")
         for u in r.unreadable: out.append(f"    refused: {u}")
         if r.images_missing:
             out.append(f"    images: {r.images_missing} of {r.images_referenced} referenced files absent from {r.image_root}, "
                        f"e.g. {', '.join(r.missing_examples)}")
+        if r.to_decode:
+            of = f"the {r.to_decode} referenced by split(s) {', '.join(r.splits)}" if r.splits else f"the {r.to_decode} referenced"
+            out.append(f"    decoded: {r.decoded} of {of}{' (a random sample)' if r.sampled else ''}")
+        out += [f"    error: {p}" for p in r.problems[:MAX_LISTED]]
+        if len(r.problems) > MAX_LISTED: out.append(f"    … and {len(r.problems) - MAX_LISTED} more errors")
+        out += [f"    warning: {w}" for w in r.warnings]
     return "\n".join(out)
