@@ -270,21 +270,28 @@ def _add_check_data(sub) -> None:
     p.add_argument("--split-by", default=None, help="with --dataset: only this split-by (unc, google, umd, shaperefs)")
     p.add_argument("--preset", default=None, help="check only what this preset trains on")
     p.add_argument("--image-root", default=None, help="image folder, absolute or under --root (default: where the reader looks)")
+    p.add_argument("--splits", nargs="+", default=None, metavar="SPLIT",
+                   help="decode the images of these splits (default: the preset's train, val and test splits; without --preset all)")
+    p.add_argument("--quick", action="store_true", help="decode a random sample of 200 images per dataset instead of all of them")
     p.set_defaults(func=_run_check_data)
 
 def _run_check_data(args) -> None:
-    from ris_nb.data.refer import check_layout, format_layout
-    dataset, split_by, image_root = args.dataset, args.split_by, args.image_root
+    from ris_nb.data.refer import QUICK_SAMPLE, check_layout, format_layout
+    dataset, split_by, image_root, splits = args.dataset, args.split_by, args.image_root, args.splits
     if args.preset:
         from ris_nb.core import get_preset
         d = get_preset(args.preset).data
         dataset, split_by, image_root = dataset or d.dataset, split_by or d.split_by, image_root or d.image_root or None
+        splits = splits or list(dict.fromkeys([d.train_split, d.val_split, *d.test_splits]))
     if split_by and not dataset: raise ValueError("--split-by needs --dataset (or --preset)")
-    reports = check_layout(args.root, dataset, split_by, image_root)
+    reports = check_layout(args.root, dataset, split_by, image_root, decode=True, splits=splits,
+                           sample=QUICK_SAMPLE if args.quick else None, progress=sys.stderr.isatty())
     print(f"data root: {args.root}\n{format_layout(reports)}")
     bad = [f"{r.dataset}/{r.split_by}" for r in reports if r.required and not r.ok]
-    if bad: raise FileNotFoundError(f"incomplete under {args.root}: {', '.join(bad)} (see the report above and data/README.md)")
-    print("everything required is in place")
+    if bad: raise ValueError(f"incomplete or unusable under {args.root}: {', '.join(bad)} (see the report above and data/README.md)")
+    n = sum(r.decoded for r in reports if r.required)
+    print(f"everything required is in place: {n} images decoded" +
+          (" (--quick: a sample; run without --quick to decode them all)" if any(r.sampled for r in reports) else ""))
 
 _SUBCOMMANDS.append(_add_check_data)
 

@@ -379,3 +379,139 @@ def test_disk_full_is_one_line_and_loses_nothing(shaperefs, tmp_path, capsys, mo
     assert [p.name for p in checkpoint_paths(out)] == ["step_0000002.pt"]
     assert load_checkpoint(out / "checkpoints" / "step_0000002.pt")["step"] == 2     # the checkpoint before is intact
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+# ---------------------------------------------------------------- data consistency (02_refer `check_index`, 15_cli `check-data`, issue 36)
+
+def _plant(ddir: Path, fault: str) -> str:
+    "Plant one `fault` in the ShapeRefs copy `ddir`; return what the error must name (a file, an id, a path)."
+    from ris_nb.data.refer import safe_load_pickle
+    inst = json.loads((ddir / "instances.json").read_text())
+    refs = safe_load_pickle(ddir / "refs(shaperefs).p")
+    anns, imgs = {a["id"]: a for a in inst["annotations"]}, {im["id"]: im for im in inst["images"]}
+    ref = refs[0]
+    ann, img = anns[ref["ann_id"]], imgs[ref["image_id"]]
+    image_file = ddir / "images" / img["file_name"]
+    if fault == "duplicate image id":
+        inst["images"].append(dict(inst["images"][1], id=img["id"]))
+        want = f"instances.json: 1 image id(s) used more than once: {img['id']} "
+    elif fault == "duplicate annotation id":
+        inst["annotations"].append(dict(next(a for a in inst["annotations"] if a["image_id"] != img["id"]), id=ann["id"]))
+        want = f"instances.json: 1 annotation id(s) used more than once: {ann['id']} "
+    elif fault == "duplicate ref id":
+        refs[1]["ref_id"] = ref["ref_id"]
+        want = f"refs(shaperefs).p: 1 ref_id(s) used more than once: {ref['ref_id']} "
+    elif fault == "duplicate sentence id":
+        refs[1]["sentences"][0]["sent_id"] = ref["sentences"][0]["sent_id"]
+        want = f"refs(shaperefs).p: 1 sent_id(s) used more than once: {ref['sentences'][0]['sent_id']} "
+    elif fault == "annotation of another image":
+        other = next(a for a in inst["annotations"] if a["image_id"] != img["id"])
+        ref["ann_id"] = other["id"]
+        want = f"ref_id {ref['ref_id']} (ann_id {other['id']} lies on image {other['image_id']}, the ref on image {img['id']})"
+    elif fault == "NaN polygon":
+        ann["segmentation"][0][1] = float("nan")
+        want = f"with NaN, infinite or non-numeric polygon coordinates: annotation {ann['id']}"
+    elif fault == "empty segmentation":
+        ann["segmentation"] = [[]]
+        want = f"with an empty segmentation (no polygon of 3 or more points enclosing any area): annotation {ann['id']}"
+    elif fault == "polygon outside the image":
+        ann["segmentation"][0][0] = img["width"] + 30
+        want = f"with a polygon outside its image: annotation {ann['id']} ("
+    elif fault == "RLE of another size":
+        ann["segmentation"] = {"size": [img["height"], img["width"]], "counts": [5, 10]}
+        want = f"annotation {ann['id']} (RLE runs cover 15 pixels, expected {img['height']} × {img['width']}"
+    elif fault == "file name outside the image root":
+        img["file_name"] = "../" + img["file_name"]
+        want = f"image {img['id']} ('../{image_file.name}'); expected a relative path without '..'"
+    elif fault == "truncated image":
+        image_file.write_bytes(image_file.read_bytes()[:100])
+        want = f"cannot read image {image_file}: not a readable image"
+    elif fault == "image of another size":
+        Image.new("RGB", (img["width"] + 1, img["height"])).save(image_file)
+        want = f"{image_file}: {img['width'] + 1}×{img['height']} pixels, but"
+    elif fault == "missing image":
+        image_file.unlink()
+        want = image_file.name
+    else: raise KeyError(fault)
+    (ddir / "instances.json").write_text(json.dumps(inst))
+    (ddir / "refs(shaperefs).p").write_bytes(pickle.dumps(refs, protocol=2))
+    return want
+
+
+INDEX_FAULTS = ["duplicate image id", "duplicate annotation id", "duplicate ref id", "duplicate sentence id",
+                "annotation of another image", "NaN polygon", "empty segmentation", "polygon outside the image",
+                "RLE of another size", "file name outside the image root"]
+IMAGE_FAULTS = ["truncated image", "image of another size", "missing image"]
+
+
+@pytest.mark.parametrize("fault", INDEX_FAULTS)
+def test_reader_refuses_files_that_disagree(fault, data_copy):
+    "Every dataset the reader opens is checked once (train, eval, predict and check-data all open it): one error naming file and id."
+    from ris_nb.data.refer import Refer
+    want = _plant(data_copy, fault)
+    with pytest.raises(ValueError) as e:
+        Refer(data_copy.parent, "shaperefs", "shaperefs")
+    assert want in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("fault", INDEX_FAULTS + IMAGE_FAULTS)
+def test_check_data_refuses_every_planted_fault(fault, data_copy, capsys):
+    from ris_nb.cli import main as cli_main
+    want = _plant(data_copy, fault)
+    rc = cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"])
+    out, err = capsys.readouterr()
+    assert rc == 2, out
+    assert want in out, out
+    assert "ris_nb check-data: error:" in err and "shaperefs/shaperefs" in err and "Traceback" not in err, err
+
+
+def test_check_data_passes_a_valid_dataset(shaperefs, capsys):
+    from ris_nb.cli import main as cli_main
+    assert cli_main(["check-data", "--root", str(shaperefs.parent), "--dataset", "shaperefs"]) == 0
+    out = capsys.readouterr().out
+    assert "[ok] shaperefs / shaperefs" in out and "error:" not in out and "warning:" not in out, out
+    assert "everything required is in place: " in out and "images decoded" in out, out
+    assert cli_main(["check-data", "--root", str(shaperefs.parent), "--dataset", "shaperefs", "--quick", "--splits", "val"]) == 0
+    assert cli_main(["check-data", "--root", str(shaperefs.parent), "--dataset", "shaperefs", "--splits", "tset"]) == 2
+    assert "no refs of split(s) tset" in capsys.readouterr().out
+
+
+def test_refcoco_quirks_are_counted_warnings_not_errors(data_copy):
+    "A polygon of two points and one 1.5 px outside its image (both in RefCOCO's own files): opened, each a counted warning."
+    from ris_nb.data.refer import Refer
+    def edit(inst):
+        a, b = inst["annotations"][0], inst["annotations"][1]
+        a["segmentation"].append([1, 1, 3, 1])
+        w = next(im["width"] for im in inst["images"] if im["id"] == b["image_id"])
+        b["segmentation"][0][0] = w + 1.5
+    _edit_instances(data_copy, edit)
+    with pytest.warns(UserWarning) as record:
+        refer = Refer(data_copy.parent, "shaperefs", "shaperefs")
+    text = " | ".join(str(w.message) for w in record)
+    assert "1 polygon(s) with fewer than 3 points in 1 annotation(s)" in text and "skipped when drawing the masks" in text, text
+    assert "reach up to 1.5 px outside their image" in text and "clipped to the image" in text, text
+    assert refer.mask(next(iter(refer.anns))).any()
+
+
+def test_the_index_is_checked_once_per_dataset(data_copy, monkeypatch):
+    from ris_nb.data import refer as R
+    calls = []
+    real = R.check_index
+    monkeypatch.setattr(R, "check_index", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for split in ("train", "val", "testA"): R.RefDataset(data_copy.parent, "shaperefs", "shaperefs", split)
+    assert len(calls) <= 1, calls            # 0 when another test of this process opened the same files
+    before = len(calls)
+    _edit_instances(data_copy, lambda inst: inst["categories"].append(dict(id=999, name="new")))   # other files: checked again
+    R.Refer(data_copy.parent, "shaperefs", "shaperefs")
+    assert len(calls) == before + 1, calls
+
+
+def test_pycocotools_never_sees_nan_or_overlong_runs():
+    "pycocotools segfaults on NaN polygon coordinates: refused first (run in a child process, so a crash shows as one)."
+    code = ("from ris_nb.data.refer import segmentation_to_mask\n"
+            "for seg in ([[2.0, float('nan'), 8.0, 2.0, 8.0, 8.0]], [[2, 2, float('inf'), 2, 8, 8]], {'size': [4, 4], 'counts': [100]}):\n"
+            "    try: segmentation_to_mask(seg, 16, 16) if isinstance(seg, list) else segmentation_to_mask(seg, 4, 4)\n"
+            "    except ValueError as e: print('refused:', e)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+    assert p.stdout.count("refused:") == 3 and "NaN or infinite coordinates" in p.stdout and "RLE runs cover 100 pixels" in p.stdout, p.stdout

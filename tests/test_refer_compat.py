@@ -171,7 +171,11 @@ def test_check_data_cli_exit_codes(fake_root, capsys):
     assert main(["check-data", "--root", str(root), "--preset", "magnet_paper"]) == 2
     out = capsys.readouterr()
     assert gone[0] in out.out and "refcoco/unc" in out.err
-    for f in gone: (root / "images" / "mscoco" / "images" / "train2014" / f).write_bytes(b"")
+    coco = root / "images" / "mscoco" / "images" / "train2014"
+    for f in gone: (coco / f).write_bytes(b"")                                # present, but not images
+    assert main(["check-data", "--root", str(root), "--preset", "magnet_paper"]) == 2
+    assert f"cannot read image {coco / gone[0]}" in capsys.readouterr().out
+    for f in gone: (coco / f).write_bytes((root / "shaperefs" / "images" / f).read_bytes())
     assert main(["check-data", "--root", str(root), "--preset", "magnet_paper"]) == 0
     assert main(["check-data", "--root", str(root)]) == 0                     # refcocog is optional: reported, not fatal
     assert main(["check-data", "--root", str(root), "--dataset", "refcocog", "--split-by", "umd"]) == 2
