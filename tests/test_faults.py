@@ -507,7 +507,7 @@ def test_the_index_is_checked_once_per_dataset(data_copy, monkeypatch):
 
 
 def test_pycocotools_never_sees_nan_or_overlong_runs():
-    "pycocotools segfaults on NaN polygon coordinates: refused first (run in a child process, so a crash shows as one)."
+    "pycocotools takes the process down on NaN polygon coordinates (segfault or memory): refused first (in a child process, so a crash shows as one)."
     code = ("from ris_nb.data.refer import segmentation_to_mask\n"
             "for seg in ([[2.0, float('nan'), 8.0, 2.0, 8.0, 8.0]], [[2, 2, float('inf'), 2, 8, 8]], {'size': [4, 4], 'counts': [100]}):\n"
             "    try: segmentation_to_mask(seg, 16, 16) if isinstance(seg, list) else segmentation_to_mask(seg, 4, 4)\n"

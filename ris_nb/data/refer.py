@@ -182,7 +182,7 @@ def _coordinates(p, what: str, k: int) -> list[float]:
     try: xy = [float(v) for v in p]
     except (TypeError, ValueError): raise ValueError(f"{what}: polygon #{k} holds a value that is not a number; "
                                                      "expected pixel coordinates [x1, y1, x2, y2, …]") from None
-    if not np.isfinite(xy).all():      # pycocotools crashes the process (segfault) on NaN or infinite coordinates
+    if not np.isfinite(xy).all():      # pycocotools takes the process down (segfault or out of memory) on NaN/inf
         raise ValueError(f"{what}: polygon #{k} has NaN or infinite coordinates; expected finite pixel coordinates")
     return xy
 
