@@ -7,6 +7,7 @@ seed so both precisions see the same machine. The 512³ probe (one and two threa
 
     python bench/bench_amp.py --data data/shaperefs --presets lavt_tiny magnet_tiny --seeds 0 1 2
     python bench/bench_amp.py --speed --data data/shaperefs     # step time only: fp32 and bf16 steps interleaved in one process
+                                                                # (written to nbs/results/amp_speed_12a.csv)
 """
 from __future__ import annotations
 
@@ -88,16 +89,34 @@ def step_times(preset: str, data: Path, reps: int = 12, batch: int = 32) -> dict
     return {"fp32_ms": 1000 * statistics.median(times[False]), "bf16_ms": 1000 * statistics.median(times[True])}
 
 
-def speed_table(presets: list[str], data: Path) -> None:
-    "Print fp32 and bf16 step times per preset with both probes."
-    one, two = probes()
-    print(f"512³ float32 matmul probe: {one:.2f} ms on one thread, {two:.2f} ms on two; {torch.get_num_threads()} threads; batch 32, 64 px")
+SPEED_FIELDS = ["preset", "fp32_ms", "bf16_ms", "speedup", "probe_1t_ms", "probe_2t_ms", "probe_after_1t_ms",
+                "probe_after_2t_ms", "load_before", "load_after", "threads"]
+
+
+def speed_table(presets: list[str], data: Path, results: Path | None = None) -> None:
+    "Print fp32 and bf16 step times per preset with both probes (before and after); write them to `results` if given."
+    one, two = probes(); load0 = os.getloadavg()[0]
+    print(f"512³ float32 matmul probe: {one:.2f} ms on one thread, {two:.2f} ms on two; {torch.get_num_threads()} threads; "
+          f"batch 32, 64 px; load average {load0:.1f} on {os.cpu_count()} cores")
     print("| preset | fp32 step (ms) | bf16 step (ms) | speed-up |\n|---|---|---|---|")
+    rows = []
     for p in presets:
         t = step_times(p, data)
+        rows.append({"preset": p, "fp32_ms": round(t["fp32_ms"], 1), "bf16_ms": round(t["bf16_ms"], 1),
+                     "speedup": round(t["fp32_ms"] / t["bf16_ms"], 2)})
         print(f"| {p} | {t['fp32_ms']:.0f} | {t['bf16_ms']:.0f} | {t['fp32_ms'] / t['bf16_ms']:.2f}× |", flush=True)
-    one2, two2 = probes()
-    print(f"probe after: {one2:.2f} ms on one thread, {two2:.2f} ms on two")
+    one2, two2 = probes(); load1 = os.getloadavg()[0]
+    print(f"probe after: {one2:.2f} ms on one thread, {two2:.2f} ms on two; load average {load1:.1f}")
+    if results is None: return
+    for r in rows:
+        r.update(probe_1t_ms=round(one, 2), probe_2t_ms=round(two, 2), probe_after_1t_ms=round(one2, 2),
+                 probe_after_2t_ms=round(two2, 2), load_before=round(load0, 1), load_after=round(load1, 1),
+                 threads=torch.get_num_threads())
+    tmp = results.with_name(f".{results.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SPEED_FIELDS); w.writeheader(); w.writerows(rows)
+    os.replace(tmp, results)
+    print(f"written: {results}")
 
 
 def done_rows(path: Path) -> list[dict]:
@@ -122,8 +141,11 @@ def main(argv=None) -> None:
     ap.add_argument("--presets", nargs="+", default=["lavt_tiny", "magnet_tiny"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--speed", action="store_true", help="only the interleaved step times (fp32 vs bf16) of the presets")
+    ap.add_argument("--speed-results", type=Path, default=Path("nbs/results/amp_speed_12a.csv"),
+                    help="CSV the --speed table is written to")
     args = ap.parse_args(argv)
-    if args.speed: return speed_table(args.presets + (["sag_tiny"] if "sag_tiny" not in args.presets else []), args.data)
+    if args.speed: return speed_table(args.presets + (["sag_tiny"] if "sag_tiny" not in args.presets else []), args.data,
+                                      args.speed_results)
     have = {(r["preset"], r["seed"], r["amp"]) for r in done_rows(args.results)}
     for preset in args.presets:
         for seed in args.seeds:
