@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'AMP_MODES', 'DataConfig', 'VisionConfig',
-           'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig',
-           'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override',
-           'parse_override', 'register_preset', 'list_presets', 'get_preset', 'flat_config', 'source_table',
-           'register_model', 'build_model', 'check_field', 'validate_config', 'seed_everything', 'get_device',
-           'cpu_native_bf16', 'amp_dtype', 'precision_line', 'repo_root', 'official_fixture', 'probe_ms',
-           'usable_cores', 'write_atomic']
+__all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_SEED', 'AMP_MODES', 'DataConfig',
+           'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig',
+           'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict',
+           'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset',
+           'flat_config', 'source_table', 'register_model', 'build_model', 'check_field', 'text_positions',
+           'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line',
+           'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'write_atomic']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -593,8 +593,13 @@ def _one_of(*xs): return (lambda v: v in xs), "one of " + ", ".join(map(repr, xs
 def _int_list(lo: int = 1): return (lambda v: isinstance(v, list) and all(_is_int(x) and x >= lo for x in v)), f"a list of integers >= {lo}"
 _NAME = (lambda v: isinstance(v, str) and v.strip() != ""), "a non-empty string"
 _POS, _NONNEG, _PROB = _int_at_least(1), _int_at_least(0), _number(0.0, hi=1.0)
+MAX_SEED = 2**32 - 1                   # NumPy's seed range; torch's generators take it too
+_SEED = (lambda v: _is_int(v) and 0 <= v <= MAX_SEED), f"an integer from 0 to {MAX_SEED:,} (2**32 - 1)"
+_CE_WEIGHTS = ((lambda v: isinstance(v, list) and len(v) == 2 and all(_number()[0](x) for x in v) and sum(v) > 0),
+               "two finite weights >= 0, not both 0: [background, foreground]")
 
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": _SEED,
     "data.root": _NAME, "data.dataset": _NAME, "data.split_by": _NAME, "data.train_split": _NAME, "data.val_split": _NAME,
     "data.image_size": _int_at_least(MIN_IMAGE_SIZE), "data.normalize": _one_of("imagenet", "half"),
     "data.text_field": _one_of("raw", "sent"), "data.tokenizer": _NAME, "data.max_tokens": _int_at_least(3),
@@ -607,6 +612,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.text.num_heads": _POS, "model.text.intermediate_size": _POS, "model.text.layer_groups": _int_list(),
     "model.text.trainable_layers": _int_at_least(-1),
     "model.lavt.pwam_heads": _POS, "model.lavt.decoder_dim": _POS, "model.lavt.refine": _NONNEG, "model.lavt.loss": _one_of("ce", "dice", "dice_bce"),
+    "model.lavt.ce_weights": _CE_WEIGHTS,
     "model.mg.weight": _number(), "model.mg.select_prob": _PROB, "model.mg.mask_prob": _PROB, "model.mg.min_masked": _NONNEG,
     "model.mg.width": _POS, "model.mg.layers": _POS, "model.mg.heads": _POS, "model.mg.ffn": _POS,
     "model.mg.mask_patch": _POS, "model.mg.visual_stride": _POS, "model.mg.visual_source": _one_of("clean", "masked"),
@@ -623,7 +629,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.sag.slot_softmax": _one_of("slots", "pixels"), "model.sag.recon_weight": _number(),
     "model.sag.recon_target": _one_of("tokens", "pixels"), "model.sag.text_pool": _one_of("cls", "mean"), "model.sag.c3_temperature": _number(strict=True),
     "model.sag.inference": _one_of("weighted", "max", "avg", "min"), "model.sag.dropout": _PROB,
-    "model.sag.eval_seed": _NONNEG, "model.sag.vit_build_size": _NONNEG, "model.sag.vit_lr_scale": _number(),
+    "model.sag.eval_seed": _SEED, "model.sag.vit_build_size": _NONNEG, "model.sag.vit_lr_scale": _number(),
     "model.sag.text_lr_scale": _number(), "model.sag.bert_max_positions": _POS,
     "model.sag.slot_logit_scale": _number(strict=True), "model.sag.decoder": _one_of("broadcast", "affine"),
     "model.sag.pos_weight": _number(), "model.sag.entity_weights": ((lambda v: isinstance(v, str)), "a string: '', packaged or a path"),
@@ -637,9 +643,25 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.protocol": _one_of("square", "original"), "eval.batch_size": _POS, "eval.select_metric": _one_of(*SELECT_METRICS),
 }
 
+def text_positions(cfg: Config) -> int | None:
+    "Position rows of the text encoder `cfg` builds: the longest sentence in tokens it can read (None: unknown before loading)."
+    t = cfg.model.text
+    if t.encoder == "bert": return cfg.model.sag.bert_max_positions if cfg.model.name == "sag" else 512
+    if t.encoder == "minilm": return 512
+    try: return int(json.loads((Path(t.encoder) / "config.json").read_text())["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError): return None     # the encoder's loader names a missing folder
+
 def _cross_checks(cfg: Config) -> list[str]:
-    "Problems that involve more than one field (sizes the model's blocks must agree on)."
+    "Problems that involve more than one field (sizes the model's blocks must agree on, sizes that exhaust memory)."
     v, t, d, errs = cfg.model.vision, cfg.model.text, cfg.data, []
+    side = d.image_size // v.patch_size if v.patch_size else 0
+    if v.backbone == "swin" and v.window_size > side:   # a larger window only pads the map: attention grows as window_size**4
+        errs.append(f"model.vision.window_size={v.window_size}: expected at most {side}, the side of the first Swin feature map "
+                    f"(data.image_size={d.image_size} / model.vision.patch_size={v.patch_size})")
+    n_pos = text_positions(cfg)
+    if n_pos is not None and d.max_tokens > n_pos:
+        errs.append(f"data.max_tokens={d.max_tokens}: expected at most {n_pos}, the positions of the text encoder "
+                    f"(model.text.encoder={t.encoder!r})")
     if v.backbone in ("swin", "vit") and v.patch_size and d.image_size % v.patch_size:
         errs.append(f"data.image_size={d.image_size}: expected a multiple of model.vision.patch_size={v.patch_size} "
                     f"for the {v.backbone} backbone (e.g. {max(1, round(d.image_size / v.patch_size)) * v.patch_size})")
@@ -685,9 +707,17 @@ def seed_everything(seed: int) -> torch.Generator:
 def get_device(pref: str = "auto") -> torch.device:
     "`auto` → cuda if available else cpu; otherwise the named device (checked)."
     if pref == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(pref)
+    try: dev = torch.device(pref)
+    except (RuntimeError, TypeError): dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"train.device={pref!r}: expected auto, cpu, mps, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {pref!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {pref!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                         f"expected cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {pref!r} requested but this machine has no MPS (Apple GPU) device; use 'cpu' or 'auto'")
     return dev
 
 AMP_MODES = ("auto", "bf16", "off")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 import pycocotools.mask as mask_utils
 from tqdm import tqdm
 
@@ -392,6 +392,8 @@ class Refer:
             have = sorted(p.name for p in self.root.iterdir() if p.is_dir())
             raise _missing(ddir, f"dataset folder {dataset!r}", dataset, self.root, f" (folders under the root: {', '.join(have) or 'none'})")
         self.refs_file, self.instances_file = ddir / f"refs({split_by}).p", ddir / "instances.json"
+        for f, what in ((self.refs_file, "refs pickle"), (self.instances_file, "instances JSON file")):
+            if f.is_dir(): raise IsADirectoryError(f"{f} is a directory; expected the {what} itself")
         if not self.refs_file.is_file():
             have = sorted(p.name for p in ddir.glob("refs(*).p"))
             raise _missing(self.refs_file, f"refs file for split_by={split_by!r}", dataset, self.root,
@@ -467,8 +469,8 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     if im.mode == "F": raise _Refused("floating-point pixels (mode F); expected an 8- or 16-bit image")
     return im
 
-def load_image(path: str | Path) -> np.ndarray:
-    "RGB image (h,w,3) uint8 from `path`; greyscale/RGBA/palette/16-bit converted; above `MAX_IMAGE_PIXELS` refused."
+def load_image(path: str | Path, exif_transpose: bool = False) -> np.ndarray:
+    "RGB image (h,w,3) uint8 from `path`; greyscale/RGBA/palette/16-bit converted; above `MAX_IMAGE_PIXELS` refused; `exif_transpose`: upright as the EXIF orientation says."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"image file not found: {path}")
     try:
@@ -478,6 +480,7 @@ def load_image(path: str | Path) -> np.ndarray:
                 if im.width * im.height > MAX_IMAGE_PIXELS:
                     raise _Refused(f"{im.width} × {im.height} = {im.width * im.height:,} pixels; expected at most "
                                    f"{MAX_IMAGE_PIXELS:,} (ris_nb.data.refer.MAX_IMAGE_PIXELS)")
+                if exif_transpose: im = ImageOps.exif_transpose(im)   # photos: as the camera held them (datasets: as annotated)
                 return np.array(_to_8bit(im).convert("RGB"))
     except _Refused as e: raise ValueError(f"cannot read image {path}: {e}") from None
     except Image.DecompressionBombError as e:
