@@ -28,11 +28,14 @@ def _add_synth(sub) -> None:
     p.add_argument("--n-images", type=int, default=2000, help="number of scenes (default: 2000)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default: 128)")
+    p.add_argument("--language", choices=["plain", "rich"], default="plain",
+                   help="plain: the small regular language; rich: synonyms with a long tail, more templates, relational chains, "
+                        "a per-sentence rare-word tag (default: plain)")
     p.set_defaults(func=_run_synth)
 
 def _run_synth(args) -> None:
     from ris_nb.data.shaperefs import generate
-    generate(args.out, n_images=args.n_images, seed=args.seed, size=args.size)
+    generate(args.out, n_images=args.n_images, seed=args.seed, size=args.size, language=args.language)
 
 # %% ../nbs/15_cli.ipynb #067048a6
 def _add_train(sub) -> None:

@@ -330,10 +330,10 @@ def test_minilm_tokenizer():
 # --------------------------------------------------------------------------------------------------------------------
 # ShapeRefs
 # --------------------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def shaperefs_root(tmp_path_factory):
+@pytest.fixture(scope="module", params=S.LANGUAGES)
+def shaperefs_root(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("sr")
-    S.generate(root / "shaperefs", n_images=160, seed=5, verbose=False)
+    S.generate(root / "shaperefs", n_images=160, seed=5, verbose=False, language=request.param)
     return root
 
 
@@ -396,10 +396,46 @@ class Scene:
         return out
 
 
+# The rich language, rewritten into the plain one: surface words back to their canonical word, then phrasings.
+_CANONICAL_WORD = {w: c for c, ws in S.LEXICON.items() for w in ws} | {"an": "a"}
+_REWRITES = [(r" in the (?:image|picture)$", ""), (r"^the only ", "the "), (r" that is not (\w+) in colour$", r" that is not \1"),
+             (r"^the westernmost ", "the leftmost "), (r"^the easternmost ", "the rightmost "),
+             (r"^the (?:uppermost|northernmost) ", "the topmost "), (r"^the (?:lowermost|southernmost) ", "the bottommost "),
+             (r"^the (.+) on the far (left|right)$", r"the \1 furthest to the \2"),
+             (r"^the (.+) at the very top$", r"the topmost \1"), (r"^the (.+) at the very bottom$", r"the bottommost \1"),
+             (r"^the (.+) counting from the ", r"the \1 from the "), (r"^the (.+) that is (second|third) from the ", r"the \2 \1 from the "),
+             (r"\b(?:on the left side of|on the left of|west of)\b", "left of"),
+             (r"\b(?:on the right side of|on the right of|east of)\b", "right of"),
+             (r"\b(?:over|higher than|north of)\b", "above"), (r"\b(?:beneath|underneath|lower than|south of)\b", "below"),
+             (r"\bnearest (?!to )", "nearest to "), (r"\bnext to\b", "nearest to"), (r"\b(?:which is|sitting)\b", "that is")]
+
+
+def to_plain(sent: str) -> str:
+    "A rich-language sentence in the plain language's words and phrasings (a plain sentence comes back unchanged)."
+    sent = " ".join(_CANONICAL_WORD.get(w, w) for w in sent.split())
+    for pattern, repl in _REWRITES: sent = re.sub(pattern, repl, sent)
+    return sent
+
+
+_RELS = "to the left of|left of|to the right of|right of|above|below|under"
+
+
+def _beyond(o, b, rel):
+    "Signed offset of object `o` from landmark `b` in the direction of `rel` (px)."
+    return {"left": b["x"] - o["x"], "right": o["x"] - b["x"], "above": b["y"] - o["y"], "below": o["y"] - b["y"],
+            "under": o["y"] - b["y"]}[rel.split()[-2] if rel.endswith(" of") else rel]
+
+
 def evaluate(scene, sent):
-    "The set of annotation ids the sentence denotes (raises if it cannot parse)."
+    "The set of annotation ids the sentence (plain or rich) denotes (raises if it cannot parse)."
+    sent = to_plain(sent)
     key = {"left": lambda o: o["x"], "right": lambda o: -o["x"], "top": lambda o: o["y"], "bottom": lambda o: -o["y"]}
     ids = lambda objs: {o["id"] for o in objs}
+    if m := re.fullmatch(rf"the {_NP} (?P<rel>{_RELS}) (?P<inner>the {_NP} that is (?:{_RELS}) the {_NP})", sent):   # a chain
+        _, inner = evaluate(scene, m["inner"].replace(" that is ", " ", 1))        # its landmark: "the b <rel> the c"
+        if len(inner) != 1: return "chain", set()
+        (y,) = [o for o in scene.objs if o["id"] in inner]
+        return "chain", ids(o for o in scene.np(m[1]) if o["id"] != y["id"] and _beyond(o, y, m["rel"]) > S.REL_MARGIN)
 
     def extreme(objs, k):
         v = sorted(objs, key=key[k])
@@ -436,18 +472,20 @@ def evaluate(scene, sent):
 
 def test_shaperefs_expressions_unique(shaperefs_root):
     ref = R.Refer(shaperefs_root, "shaperefs", "shaperefs")
+    rich = json.loads((shaperefs_root / "shaperefs" / "meta.json").read_text()).get("language", "plain") == "rich"
     assert ref.splits == ["train", "val", "testA", "testB"]
     scenes, types, n = {}, set(), 0
     for r in ref.refs.values():
         assert 2 <= len(r["sentences"]) <= 3 and len({s["type"] for s in r["sentences"]}) == len(r["sentences"])
         sc = scenes.setdefault(r["image_id"], Scene(ref, r["image_id"]))
         for s in r["sentences"]:
-            assert s["raw"].lower() == s["sent"] and s["tokens"] == s["sent"].split()
+            assert s["raw"].lower() == s["sent"] and s["tokens"] == s["sent"].split() and len(s["tokens"]) <= S.MAX_WORDS
+            assert ("rare" in s) == rich and s.get("rare", False) == bool(set(s["tokens"]) & S.RARE_WORDS)
             typ, den = evaluate(sc, s["sent"])
             assert typ == s["type"], (s["sent"], typ, s["type"])
             assert den == {r["ann_id"]}, (r["ref_id"], s["sent"], den, r["ann_id"])
             types.add(typ); n += 1
-    assert types == set(S.EXPR_TYPES) and n > 300
+    assert types == set(S.RICH_EXPR_TYPES if rich else S.EXPR_TYPES) and n > 300
 
 
 def test_shaperefs_scenes_and_splits(shaperefs_root):

@@ -5,6 +5,7 @@
 # %% ../../nbs/03_shaperefs.ipynb #c635f4da
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -14,8 +15,10 @@ import struct
 import time
 import warnings
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -24,9 +27,12 @@ import shapely
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
-           'P_SAME_COLOR', 'REL_MARGIN', 'MAX_SIZE', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole',
-           'polygons_to_mask', 'Obj', 'make_scene', 'candidate_expressions', 'pick_sentences', 'png_bytes',
-           'make_image', 'remove_stale_temps', 'generate']
+           'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'ZIPF_S', 'MAX_WORDS', 'LEXICON',
+           'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'MAX_SIZE', 'shape_mask',
+           'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj', 'make_scene',
+           'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences', 'zipf_weights',
+           'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings', 'word_shares', 'is_rare',
+           'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'remove_stale_temps', 'generate']
 
 # %% ../../nbs/03_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -287,77 +293,262 @@ _REL = {"left": (0, -1, ["the {a} to the left of the {b}", "the {a} left of the 
 _ORD = {"second": 1, "third": 2}
 REL_MARGIN = 4.0   # px at 128: a relation holds when the signed centroid offset exceeds this
 
-def candidate_expressions(objs: list[Obj], target: int, size: int = 128) -> dict[str, list[str]]:
-    "Every expression of each type that denotes exactly `objs[target]` (with margins)."
+def _related(cen: list[tuple[float, float]], A: frozenset, b: int, target: int, axis: int, sign: int,
+             margin: float, gap: float) -> bool:
+    "Whether, of the objects `A` other than the landmark `b` (at least two), only `target` lies clearly on the `sign` side of `b` along `axis`."
+    others = [i for i in A if i != target and i != b]
+    off = lambda i: sign * (cen[i][axis] - cen[b][axis])
+    return bool(others) and off(target) >= margin + gap and all(off(i) <= margin - gap for i in others)
+
+def expression_meanings(objs: list[Obj], target: int, size: int = 128) -> dict[str, list[tuple]]:
+    """Every meaning of each type that denotes exactly `objs[target]` (with margins), as tuples: ('np', phrase),
+    ('loc', phrase, side), ('ord', phrase, 'second'|'third', side), ('rel', phrase, relation, landmark phrase),
+    ('not_color', shape, colour), ('not_size', shape, size), ('not_shape', colour, shape)."""
     s = size / 128
     gap, margin = 6 * s, REL_MARGIN * s
     cen = [o.centroid() for o in objs]
     nps = _nps(objs)
     out = {t: [] for t in EXPR_TYPES}
     for text, S in nps:
-        if S == {target}: out["attribute"].append(f"the {text}")
+        if S == {target}: out["attribute"].append(("np", text))
     for text, S in nps:
         if target not in S or len(S) < 2: continue
-        for axis, sign, tpls in _LOC.values():
+        for side, (axis, sign, _) in _LOC.items():
             v = sorted(((sign * cen[i][axis], i) for i in S), reverse=True)   # most extreme first
-            if v[0][1] == target and v[0][0] - v[1][0] >= gap:
-                out["location"] += [t.format(np=text) for t in tpls]
+            if v[0][1] == target and v[0][0] - v[1][0] >= gap: out["location"].append(("loc", text, side))
         if len(S) >= 3:
-            for (axis, sign, _), side in zip(_LOC.values(), _LOC):
+            for side, (axis, sign, _) in _LOC.items():
                 v = sorted((-sign * cen[i][axis], i) for i in S)             # rank from that side ("from the left": x up)
                 for word, k in _ORD.items():
                     if k < len(v) and v[k][1] == target and v[k][0] - v[k - 1][0] >= gap \
                             and (k + 1 >= len(v) or v[k + 1][0] - v[k][0] >= gap):
-                        out["ordinal"].append(f"the {word} {text} from the {side}")
+                        out["ordinal"].append(("ord", text, word, side))
     # relations: a unique landmark b, a phrase a denoting >= 2 objects (target included, landmark excluded)
     for btext, B in nps:
         if len(B) != 1 or target in B: continue
         (b,) = B
-        off = [(x - cen[b][0], y - cen[b][1]) for x, y in cen]
-        dist = [float(np.hypot(dx, dy)) for dx, dy in off]
+        dist = [float(np.hypot(x - cen[b][0], y - cen[b][1])) for x, y in cen]
         for atext, A in nps:
             if target not in A: continue
             others = [i for i in A if i != target and i != b]
             if not others: continue
-            for axis, sign, tpls in _REL.values():
-                if sign * off[target][axis] >= margin + gap and all(sign * off[i][axis] <= margin - gap for i in others):
-                    out["relation"] += [t.format(a=atext, b=btext) for t in tpls]
-            if all(dist[i] - dist[target] >= 2 * gap for i in others):
-                out["relation"] += [f"the {atext} closest to the {btext}", f"the {atext} nearest to the {btext}"]
+            for rel, (axis, sign, _) in _REL.items():
+                if _related(cen, A, b, target, axis, sign, margin, gap): out["relation"].append(("rel", atext, rel, btext))
+            if all(dist[i] - dist[target] >= 2 * gap for i in others): out["relation"].append(("rel", atext, "closest", btext))
     # negation
     t = objs[target]
     same_shape = [i for i, o in enumerate(objs) if o.shape == t.shape]
     if len(same_shape) >= 2:
         for c in sorted({objs[i].color for i in same_shape} - {t.color}):
-            if [i for i in same_shape if objs[i].color != c] == [target]:
-                out["negation"] += [f"the {t.shape} that is not {c}", f"the {t.shape} which is not {c}"]
+            if [i for i in same_shape if objs[i].color != c] == [target]: out["negation"].append(("not_color", t.shape, c))
         for z in sorted({objs[i].size for i in same_shape} - {t.size}):
-            if [i for i in same_shape if objs[i].size != z] == [target]:
-                out["negation"].append(f"the {t.shape} that is not {z}")
+            if [i for i in same_shape if objs[i].size != z] == [target]: out["negation"].append(("not_size", t.shape, z))
     same_color = [i for i, o in enumerate(objs) if o.color == t.color]
     if len(same_color) >= 2:
         for sh in sorted({objs[i].shape for i in same_color} - {t.shape}):
-            if [i for i in same_color if objs[i].shape != sh] == [target]:
-                out["negation"].append(f"the {t.color} object that is not a {sh}")
+            if [i for i in same_color if objs[i].shape != sh] == [target]: out["negation"].append(("not_shape", t.color, sh))
     return out
+
+# %% ../../nbs/03_shaperefs.ipynb #b3e1f2a0
+_PLAIN_NOT = {"not_color": ["the {0} that is not {1}", "the {0} which is not {1}"], "not_size": ["the {0} that is not {1}"],
+              "not_shape": ["the {0} object that is not a {1}"]}
+
+def plain_sentences(m: tuple) -> list[str]:
+    "The plain phrasings of meaning `m` (one of `expression_meanings`)."
+    kind = m[0]
+    if kind == "np": return [f"the {m[1]}"]
+    if kind == "loc": return [t.format(np=m[1]) for t in _LOC[m[2]][2]]
+    if kind == "ord": return [f"the {m[2]} {m[1]} from the {m[3]}"]
+    if kind == "rel" and m[2] == "closest": return [f"the {m[1]} closest to the {m[3]}", f"the {m[1]} nearest to the {m[3]}"]
+    if kind == "rel": return [t.format(a=m[1], b=m[3]) for t in _REL[m[2]][2]]
+    return [t.format(*m[1:]) for t in _PLAIN_NOT[kind]]
+
+def candidate_expressions(objs: list[Obj], target: int, size: int = 128) -> dict[str, list[str]]:
+    "Every expression of each type that denotes exactly `objs[target]` (with margins)."
+    return {t: [s for m in ms for s in plain_sentences(m)] for t, ms in expression_meanings(objs, target, size).items()}
+
 
 # %% ../../nbs/03_shaperefs.ipynb #c7ef265e
 _TYPE_WEIGHT = {"attribute": 0.5, "location": 1.0, "relation": 1.2, "ordinal": 1.0, "negation": 1.0}
 
-def pick_sentences(cands: dict[str, list[str]], rng: np.random.Generator) -> list[tuple[str, str]]:
-    "2–3 (type, text) pairs of distinct types, or [] if fewer than two types are available."
-    types = [t for t in EXPR_TYPES if cands[t]]
+def _n_words(text: str) -> int: return len(text.split())
+
+def pick_sentences(cands: dict[str, list], rng: np.random.Generator, weights: dict[str, float] = _TYPE_WEIGHT,
+                   length=_n_words) -> list[tuple[str, Any]]:
+    "2–3 (type, candidate) pairs of distinct types, or [] if fewer than two types are available; `length(candidate)` in words."
+    types = [t for t in cands if cands[t]]
     if len(types) < 2: return []
-    w = np.array([_TYPE_WEIGHT[t] for t in types]); w /= w.sum()
+    w = np.array([weights[t] for t in types]); w /= w.sum()
     k = min(len(types), int(rng.integers(2, 4)))
     chosen = rng.choice(len(types), size=k, replace=False, p=w)
     out = []
     for i in sorted(chosen):
         c = cands[types[i]]
-        shortest = min(len(x.split()) for x in c)
-        c = [x for x in c if len(x.split()) <= shortest + 1]     # prefer short phrasings
+        shortest = min(length(x) for x in c)
+        c = [x for x in c if length(x) <= shortest + 1]     # prefer short phrasings
         out.append((types[i], c[rng.integers(len(c))]))
     return out
+
+# %% ../../nbs/03_shaperefs.ipynb #d1a0c002
+LANGUAGES = ["plain", "rich"]
+RICH_EXPR_TYPES = EXPR_TYPES + ["chain"]
+ZIPF_S = 1.5            # ours: the k-th option of a list is drawn with probability ∝ k^-ZIPF_S
+MAX_WORDS = 18          # ours: the tiny presets keep 20 tokens including [CLS] and [SEP]
+LEXICON = {             # canonical word -> its surface words, most frequent first (the canonical word itself)
+    "red": ["red", "crimson", "scarlet", "ruby"], "green": ["green", "emerald", "jade", "verdant"],
+    "blue": ["blue", "azure", "cobalt", "sapphire"], "yellow": ["yellow", "golden", "lemon", "canary"],
+    "purple": ["purple", "violet", "plum", "amethyst"], "orange": ["orange", "amber", "tangerine", "apricot"],
+    "circle": ["circle", "disc", "dot", "orb"], "square": ["square", "box", "block", "tile"],
+    "triangle": ["triangle", "wedge", "pyramid", "trigon"], "diamond": ["diamond", "rhombus", "lozenge", "rhomb"],
+    "star": ["star", "pentagram", "starburst"], "hexagon": ["hexagon", "hex", "honeycomb"],
+    "object": ["object", "shape", "thing", "item", "piece"],
+    "small": ["small", "little", "tiny", "mini", "wee"], "large": ["large", "big", "huge", "giant", "massive"]}
+REL_PHRASES = {         # relation -> its phrasings, most frequent first
+    "left": ["to the left of", "left of", "on the left of", "on the left side of", "west of"],
+    "right": ["to the right of", "right of", "on the right of", "on the right side of", "east of"],
+    "above": ["above", "over", "higher than", "north of"],
+    "below": ["below", "under", "beneath", "underneath", "lower than", "south of"],
+    "closest": ["closest to", "nearest to", "nearest", "next to"]}
+RICH_TEMPLATES = {      # kind of meaning -> its templates, most frequent first
+    "np": ["the {np}", "the only {np}", "the {np} in the image", "the {np} in the picture"],
+    "loc_left": ["the leftmost {np}", "the {np} furthest to the left", "the {np} on the far left", "the westernmost {np}"],
+    "loc_right": ["the rightmost {np}", "the {np} furthest to the right", "the {np} on the far right", "the easternmost {np}"],
+    "loc_top": ["the topmost {np}", "the highest {np}", "the uppermost {np}", "the {np} at the very top", "the northernmost {np}"],
+    "loc_bottom": ["the bottommost {np}", "the lowest {np}", "the lowermost {np}", "the {np} at the very bottom",
+                   "the southernmost {np}"],
+    "ord": ["the {ord} {np} from the {side}", "the {ord} {np} counting from the {side}", "the {np} that is {ord} from the {side}"],
+    "rel": ["the {a} {rel} the {b}"],
+    "not_color": ["the {x} that is not {y}", "the {x} which is not {y}", "the only {x} that is not {y}", "the {x} that is not {y} in colour"],
+    "not_size": ["the {x} that is not {y}", "the {x} which is not {y}", "the only {x} that is not {y}"],
+    "not_shape": ["the {x} {object} that is not {y}", "the {x} {object} which is not {y}", "the only {x} {object} that is not {y}"],
+    "chain": ["the {a} {rel} the {b} {conn} {rel2} the {c}"]}
+CONNECTORS = ["that is", "which is", "sitting"]
+
+
+# %% ../../nbs/03_shaperefs.ipynb #d1a0c003
+def zipf_weights(n: int) -> np.ndarray:
+    "Probabilities (n,) of ranks 1..n, ∝ k^-ZIPF_S."
+    w = 1.0 / np.arange(1, n + 1) ** ZIPF_S
+    return w / w.sum()
+
+@functools.lru_cache
+def _zipf_cdf(n: int) -> np.ndarray: return np.cumsum(zipf_weights(n))
+
+def _zipf_draw(options: list[str], rng: np.random.Generator) -> str:
+    "One of `options`, drawn with `zipf_weights`."
+    i = int(np.searchsorted(_zipf_cdf(len(options)), rng.random(), side="right"))
+    return options[min(i, len(options) - 1)]
+
+def _first(options: list[str], rng=None) -> str: return options[0]
+def _shortest(options: list[str], rng=None) -> str: return min(options, key=_n_words)
+
+def _words(text: str, draw, rng) -> str:
+    "Canonical words of `text` replaced by surface words of `LEXICON` (others kept)."
+    return " ".join(draw(LEXICON.get(w, [w]), rng) for w in text.split())
+
+def _with_article(word: str) -> str: return ("an " if word[0] in "aeiou" else "a ") + word
+
+def _slots(m: tuple, draw, rng) -> dict[str, str]:
+    "The template slots of meaning `m`, each filled with `draw` (tuples of `expression_meanings` and `chain_meanings`)."
+    kind, w = m[0], lambda t: _words(t, draw, rng)
+    if kind in ("np", "loc"): return dict(np=w(m[1]))
+    if kind == "ord": return dict(np=w(m[1]), ord=m[2], side=m[3])
+    if kind == "rel": return dict(a=w(m[1]), rel=draw(REL_PHRASES[m[2]], rng), b=w(m[3]))
+    if kind == "chain": return dict(a=w(m[1]), rel=draw(REL_PHRASES[m[2]], rng), b=w(m[3]), conn=draw(CONNECTORS, rng),
+                                    rel2=draw(REL_PHRASES[m[4]], rng), c=w(m[5]))
+    if kind == "not_shape": return dict(x=w(m[1]), object=w("object"), y=_with_article(w(m[2])))
+    return dict(x=w(m[1]), y=w(m[2]))
+
+def _templates(m: tuple) -> list[str]: return RICH_TEMPLATES[f"loc_{m[2]}" if m[0] == "loc" else m[0]]
+
+def _render(m: tuple, draw, rng=None) -> str:
+    "Meaning `m` in words: template and every word chosen by `draw(options, rng)`."
+    t = draw(_templates(m), rng)
+    return t.format(**_slots(m, draw, rng))
+
+def canonical_sentence(m: tuple) -> str:
+    "Meaning `m` with the first (most frequent) template, phrase and word everywhere."
+    return _render(m, _first)
+
+def rich_sentence(m: tuple, rng: np.random.Generator, tries: int = 8) -> str:
+    "Meaning `m` with Zipf-drawn templates, phrases and words, at most `MAX_WORDS` words (the shortest choices after `tries` longer draws)."
+    for _ in range(tries):
+        text = _render(m, _zipf_draw, rng)
+        if _n_words(text) <= MAX_WORDS: return text
+    return _render(m, _shortest)
+
+
+# %% ../../nbs/03_shaperefs.ipynb #d1a0c004
+def relational_landmarks(objs: list[Obj], size: int = 128) -> list[tuple[int, str, str, str, int]]:
+    """(y, b, relation, c, c's index): "the b <relation> the c" picks out `objs[y]` alone, where c (its shortest unique
+    noun phrase) denotes one object and the noun phrase b at least two besides c — landmarks that need a relation to be named."""
+    s = size / 128
+    gap, margin = 6 * s, REL_MARGIN * s
+    cen, nps = [o.centroid() for o in objs], _nps(objs)
+    unique = {}
+    for text, S in sorted(nps, key=lambda p: _n_words(p[0])):
+        if len(S) == 1: unique.setdefault(next(iter(S)), text)
+    out = []
+    for c, ctext in sorted(unique.items()):
+        for btext, B in nps:
+            for rel, (axis, sign, _) in _REL.items():
+                out += [(y, btext, rel, ctext, c) for y in sorted(B) if y != c and _related(cen, B, c, y, axis, sign, margin, gap)]
+    return out
+
+def chain_meanings(objs: list[Obj], target: int, landmarks: list[tuple], size: int = 128) -> list[tuple]:
+    "('chain', a, relation, b, relation2, c): the a <relation> the (b <relation2> the c) denotes exactly `objs[target]`; `landmarks` from `relational_landmarks`."
+    s = size / 128
+    gap, margin = 6 * s, REL_MARGIN * s
+    cen, nps = [o.centroid() for o in objs], _nps(objs)
+    out, fits = [], {}
+    for y, btext, rel2, ctext, c in landmarks:
+        if target in (y, c): continue
+        if y not in fits:        # (a, relation) pairs that single out the target against landmark y
+            fits[y] = [(atext, rel) for atext, A in nps if target in A for rel, (axis, sign, _) in _REL.items()
+                       if _related(cen, A, y, target, axis, sign, margin, gap)]
+        out += [("chain", atext, rel, btext, rel2, ctext) for atext, rel in fits[y]]
+    return out
+
+
+# %% ../../nbs/03_shaperefs.ipynb #d1a0c005
+RARE_SHARE = 0.01       # ours: a word is rare when fewer than this share of the training sentences contain it
+RARE_WORDS = frozenset({    # measured on `generate(n_images=3000, seed=0, size=64, language="rich")`'s training sentences (below)
+    "amethyst", "an", "at", "colour", "east", "easternmost", "lower", "lowermost", "massive", "next", "north", "northernmost",
+    "sapphire", "side", "south", "southernmost", "underneath", "uppermost", "verdant", "very", "wee", "west", "westernmost"})
+
+def word_shares(sentences: list[list[str]]) -> dict[str, float]:
+    "Share of `sentences` (token lists) that contain each word (lower-cased), most frequent first."
+    counts = Counter(w for toks in sentences for w in {t.lower() for t in toks})
+    return {w: n / len(sentences) for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+def is_rare(tokens: list[str]) -> bool:
+    "Whether a sentence (its tokens) contains a word of `RARE_WORDS`."
+    return any(t.lower() in RARE_WORDS for t in tokens)
+
+
+# %% ../../nbs/03_shaperefs.ipynb #d1a0c006
+_RICH_TYPE_WEIGHT = {**_TYPE_WEIGHT, "chain": 1.2}
+
+def rich_candidates(objs: list[Obj], target: int, landmarks: list[tuple], size: int = 128) -> dict[str, list[tuple]]:
+    "Meanings of every type of `RICH_EXPR_TYPES` that denote exactly `objs[target]`."
+    return {**expression_meanings(objs, target, size), "chain": chain_meanings(objs, target, landmarks, size)}
+
+def _canonical_length(m: tuple) -> int: return _n_words(canonical_sentence(m))
+
+def ref_sentences(objs: list[Obj], target: int, rng: np.random.Generator, size: int = 128, language: str = "plain",
+                  landmarks: list[tuple] | None = None) -> list[dict]:
+    "Sentences (REFER dicts without ids, with their `type`; rich ones also `rare`) of a ref to `objs[target]`, [] if it gets none."
+    if language == "plain": picks = pick_sentences(candidate_expressions(objs, target, size), rng)
+    else:
+        cands = rich_candidates(objs, target, landmarks, size)
+        picks = [(t, rich_sentence(m, rng)) for t, m in pick_sentences(cands, rng, _RICH_TYPE_WEIGHT, _canonical_length)]
+    out = []
+    for typ, text in picks:
+        raw = text[0].upper() + text[1:] if rng.random() < 0.25 else text
+        out.append(dict(raw=raw, sent=text, tokens=text.split(), type=typ))
+        if language == "rich": out[-1]["rare"] = is_rare(out[-1]["tokens"])
+    return out
+
 
 # %% ../../nbs/03_shaperefs.ipynb #97f2b685
 def _deflate(data: bytes, level: int) -> bytes:
@@ -378,22 +569,19 @@ def _bbox(polygons: list[list[float]]) -> list[float]:
     xs = [v for p in polygons for v in p[0::2]]; ys = [v for p in polygons for v in p[1::2]]
     return [min(xs) + 0.5, min(ys) + 0.5, max(xs) - min(xs), max(ys) - min(ys)]
 
-def make_image(seed: int, index: int, split: str, size: int = 128,
-               n_objects: tuple[int, int] = (2, 6)) -> tuple[bytes, list[dict], list[dict]]:
-    "PNG bytes, annotations (without ids) and refs (ann index + sentences) of image `index`."
+def make_image(seed: int, index: int, split: str, size: int = 128, n_objects: tuple[int, int] = (2, 6),
+               language: str = "plain") -> tuple[bytes, list[dict], list[dict]]:
+    "PNG bytes, annotations (without ids) and refs (ann index + sentences in `language`) of image `index`."
     rng = np.random.default_rng([seed, index])
     held = split == "testB"
     img, objs = make_scene(rng, size, held_out=held, n_objects=n_objects)
+    landmarks = relational_landmarks(objs, size) if language == "rich" else None
     anns, refs = [], []
     for k, o in enumerate(objs):
         anns.append(dict(category_id=SHAPES.index(o.shape) + 1, bbox=_bbox(o.polygons), area=float(o.vis.sum()), iscrowd=0,
                          segmentation=o.polygons, color=o.color, size=o.size))
         if held and (o.color, o.shape) not in HELD_OUT: continue
-        sents = pick_sentences(candidate_expressions(objs, k, size), rng)
-        out = []
-        for typ, text in sents:
-            raw = text[0].upper() + text[1:] if rng.random() < 0.25 else text
-            out.append(dict(raw=raw, sent=text, tokens=text.split(), type=typ))
+        out = ref_sentences(objs, k, rng, size, language, landmarks)
         if out: refs.append(dict(ann=k, sentences=out))
     return png_bytes(img), anns, refs
 
@@ -452,11 +640,12 @@ def remove_stale_temps(out_dir: Path) -> list[Path]:
     return removed
 
 def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed: int = 0, size: int = 128,
-             workers: int = 1, verbose: bool = True, n_objects: tuple[int, int] = (2, 6)) -> dict:
-    "Write a ShapeRefs dataset in REFER format to `out_dir` (the dataset folder); returns counts and paths."
+             workers: int = 1, verbose: bool = True, n_objects: tuple[int, int] = (2, 6), language: str = "plain") -> dict:
+    "Write a ShapeRefs dataset in REFER format to `out_dir` (the dataset folder), its sentences in `language`; returns counts and paths."
     if n_images < 1: raise ValueError(f"n_images must be >= 1, got {n_images}")
     if not 2 <= n_objects[0] <= n_objects[1] <= 8: raise ValueError(f"n_objects must be (lo, hi) with 2 <= lo <= hi <= 8, got {n_objects}")
     if not 64 <= size <= MAX_SIZE: raise ValueError(f"size must be between 64 and {MAX_SIZE} px (ris_nb.data.shaperefs.MAX_SIZE), got {size}")
+    if language not in LANGUAGES: raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or not _is_shaperefs_dir(out_dir)):
         raise ValueError(f"{out_dir} exists and is not a ShapeRefs folder (no refs(shaperefs).p / meta.json); "
@@ -469,7 +658,7 @@ def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed:
     try:
         (tmp / "images").mkdir(parents=True)
         splits = _split_of(n_images, seed)
-        jobs = [(seed, i, splits[i], size, tuple(n_objects)) for i in range(n_images)]
+        jobs = [(seed, i, splits[i], size, tuple(n_objects), language) for i in range(n_images)]
         from tqdm.auto import tqdm
         bar = tqdm(total=n_images, desc="ShapeRefs", unit="img", disable=not verbose or n_images < 500)
         if workers > 1:
@@ -490,6 +679,7 @@ def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed:
                             sentences=sum(len(r["sentences"]) for r in refs if r["split"] == sp)) for sp in SPLIT_FRACTIONS}
         meta = dict(generator="ris_nb.data.shaperefs", version=2, segmentation="polygons", seed=seed, n_images=n_images, size=size,
                     n_objects=list(n_objects), splits=summary)
+        if language != "plain": meta["language"] = language       # absent: plain (datasets made before the option are plain)
         (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1), encoding="utf-8")
         if out_dir.exists():
             old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
@@ -499,8 +689,8 @@ def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     secs = time.perf_counter() - t0
-    res = dict(path=str(out_dir), images=n_images, refs=len(refs), sentences=n_sent, splits=summary, seconds=secs)
+    res = dict(path=str(out_dir), images=n_images, refs=len(refs), sentences=n_sent, splits=summary, seconds=secs, language=language)
     if verbose:
-        print(f"ShapeRefs: {n_images} images, {len(refs)} refs, {n_sent} sentences in {secs:.1f}s → {out_dir}  "
+        print(f"ShapeRefs{' (' + language + ' language)' if language != 'plain' else ''}: {n_images} images, {len(refs)} refs, {n_sent} sentences in {secs:.1f}s → {out_dir}  "
               + "  ".join(f"{k}: {v['images']} img/{v['refs']} refs/{v['sentences']} sents" for k, v in summary.items()))
     return res

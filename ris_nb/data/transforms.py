@@ -21,9 +21,10 @@ from ..core import Config, WORD_SPECIALS, special_token_ids
 from .refer import RefDataset, load_image, _mix
 
 # %% auto #0
-__all__ = ['NORMALIZE', 'PAD_TO', 'META_KEYS', 'ImageTransform', 'image_transform', 'resize_mask', 'denormalize',
-           'word_tokenizer', 'load_tokenizer', 'build_tokenizer', 'tokenizer_fingerprint', 'encode_text', 'Batch',
-           'RISDataset', 'Collate', 'EpochSampler', 'set_epoch', 'make_loader', 'make_datasets', 'make_dataloaders']
+__all__ = ['NORMALIZE', 'TOKENIZER_JSON', 'PAD_TO', 'META_KEYS', 'ImageTransform', 'image_transform', 'resize_mask',
+           'denormalize', 'word_tokenizer', 'check_tokenizer_files', 'load_tokenizer', 'build_tokenizer',
+           'tokenizer_fingerprint', 'encode_text', 'Batch', 'RISDataset', 'Collate', 'EpochSampler', 'set_epoch',
+           'make_loader', 'check_splits', 'check_config_arg', 'make_datasets', 'make_dataloaders']
 
 # %% ../../nbs/04_transforms.ipynb #f96a123a
 NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
@@ -75,14 +76,33 @@ def word_tokenizer(sentences: Sequence[str], max_tokens: int = 20, min_freq: int
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_tokens, pad_token="[PAD]", unk_token="[UNK]",
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+def check_tokenizer_files(path: Path) -> None:
+    "Refuse a tokenizer folder without a vocabulary (tokenizer.json / vocab.txt) or with a JSON file cut short, naming the file."
+    if not any((path / f).is_file() and (path / f).stat().st_size for f in ("tokenizer.json", "vocab.txt")):
+        have = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
+        raise FileNotFoundError(f"{path}: no tokenizer.json or vocab.txt (the folder holds {have}); expected the files "
+                                "save_pretrained writes")
+    for name in TOKENIZER_JSON:
+        f = path / name
+        if not f.is_file(): continue
+        try: json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{f}: not valid JSON ({str(e)[:80]}); the file is damaged or cut short") from None
+
 def load_tokenizer(path: str | Path):
-    "A tokenizer saved with `save_pretrained` (or any local HF tokenizer dir)."
+    "A tokenizer saved with `save_pretrained` (or any local HF tokenizer dir); an empty or damaged folder names the file."
     from transformers import AutoTokenizer
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory not found: {path}; data.tokenizer must be 'word', 'minilm' or a local "
                                 "folder holding a HF tokenizer (tokenizer.json / vocab.txt) — ris_nb never downloads")
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True)
+    check_tokenizer_files(path)
+    try: tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: cannot load the tokenizer ({type(e).__name__}: {str(e)[:160]}); expected the files "
+                         "save_pretrained writes") from None
     if not tok.is_fast: raise ValueError(f"{path}: need a fast tokenizer (tokenizer.json), got {type(tok).__name__}")
     return tok
 
@@ -196,13 +216,29 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, sample
                       drop_last=drop_last and len(dataset) > batch_size, pin_memory=pin_memory)
 
 # %% ../../nbs/04_transforms.ipynb #a59dce61
+def check_splits(splits: Sequence[str] | None, arg: str = "splits") -> list[str] | None:
+    "`splits` as a list of split names (None stays None); a bare string is refused rather than read letter by letter."
+    if splits is None: return None
+    if isinstance(splits, str) or not isinstance(splits, (list, tuple)) or not all(isinstance(s, str) and s for s in splits):
+        example = [splits] if isinstance(splits, str) else ["val"]
+        raise TypeError(f"{arg}={splits!r}: expected a list of split names, e.g. {example}")
+    return list(splits)
+
+def check_config_arg(cfg: Any, arg: str = "cfg") -> Config:
+    "`cfg` if it is a `Config`; otherwise a `TypeError` naming the argument (a preset name is a common slip)."
+    if not isinstance(cfg, Config):
+        hint = f"get_preset({cfg!r})" if isinstance(cfg, str) else "get_preset('lavt_tiny')"
+        raise TypeError(f"{arg}={cfg!r}: expected a ris_nb Config, e.g. {hint}; got {type(cfg).__name__}")
+    return cfg
+
 def _splits(cfg: Config, splits: Sequence[str] | None) -> list[str]:
+    check_config_arg(cfg); splits = check_splits(splits)
     d = cfg.data
     return list(dict.fromkeys(splits if splits is not None else [d.train_split, d.val_split, *d.test_splits]))
 
 def make_datasets(cfg: Config, tokenizer=None, splits: Sequence[str] | None = None, cache: bool | None = None) -> dict[str, RISDataset]:
     "One `RISDataset` per split (train: per_ref, masks dropped when weak); each carries `.collate`."
-    d = cfg.data
+    d = check_config_arg(cfg).data
     from ris_nb.data.refer import Refer
     refer = Refer(d.root, d.dataset, d.split_by, d.image_root or None)
     if tokenizer is None: tokenizer = build_tokenizer(cfg, RefDataset(d.root, d.dataset, d.split_by, d.train_split,
