@@ -203,6 +203,12 @@ class SaGConfig:
     entity_weights: str = ""           # "" (train the entity module from its init) | packaged | a path: weights of vision + slots
                                        # (+ affine decoder) from `ris_nb pretrain-entities` (ours: text-free pretraining, 10)
     freeze_entities: bool = False      # ours: keep the loaded entity module fixed; only text and fusion learn (C³ alone)
+    entity_appearance: bool = False    # ours: each entity also carries a small CNN's code of its own pixels (A^slot_k and the
+                                       # image under it), learned by C³; pretrained slots say colour and centre, not shape (11_sag)
+    entity_pieces: int = 0             # 0: the slots are the entities (paper) | n ≥ 1 (ours): every 4-connected piece of a slot's
+                                       # hard region with ≥ n tokens is an entity (at most 2K; needs entity_appearance; 11_sag)
+    in_image_negatives: bool = False   # ours: each training sentence comes with a sentence of its image about another object;
+                                       # its own image gathered the partner's way is one more C³ negative (11_sag)
 
 # %% ../nbs/00_core.ipynb #971d9eee
 @dataclass
@@ -633,6 +639,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.sag.text_lr_scale": _number(), "model.sag.bert_max_positions": _POS,
     "model.sag.slot_logit_scale": _number(strict=True), "model.sag.decoder": _one_of("broadcast", "affine"),
     "model.sag.pos_weight": _number(), "model.sag.entity_weights": ((lambda v: isinstance(v, str)), "a string: '', packaged or a path"),
+    "model.sag.entity_pieces": _NONNEG,
     "train.max_steps": _POS, "train.epochs": _NONNEG, "train.batch_size": _POS, "train.lr": _number(strict=True),
     "train.weight_decay": _number(), "train.schedule": _one_of("poly", "cosine", "constant"),
     "train.poly_power": _number(strict=True), "train.warmup_steps": _NONNEG, "train.warmup": _one_of("lr", "loss_scale"),
@@ -672,6 +679,14 @@ def _cross_checks(cfg: Config) -> list[str]:
         errs.append(f"model.vision.depths={v.depths} and num_heads={v.num_heads}: expected one entry per stage in both")
     if v.backbone == "vit" and (len(v.depths) != 1 or len(v.num_heads) != 1):
         errs.append(f"model.vision.depths={v.depths}, num_heads={v.num_heads}: expected one entry each for vit ([n_layers], [n_heads])")
+    if cfg.model.name == "sag" and cfg.model.sag.in_image_negatives and (cfg.train.batch_size % 2 or not cfg.model.sag.fusion):
+        errs.append(f"model.sag.in_image_negatives=True: expected an even train.batch_size (sentences come in pairs; got "
+                    f"{cfg.train.batch_size}) and model.sag.fusion=True (got {cfg.model.sag.fusion})")
+    sg = cfg.model.sag
+    if cfg.model.name == "sag" and sg.entity_pieces and not (sg.entity_appearance and sg.fusion and sg.entity_discovery):
+        errs.append(f"model.sag.entity_pieces={sg.entity_pieces}: expected model.sag.entity_appearance=True (pieces of one slot share "
+                    f"its vector; their appearance tells them apart), fusion=True and entity_discovery=True (got "
+                    f"{sg.entity_appearance}, {sg.fusion}, {sg.entity_discovery})")
     if t.encoder == "bert" and t.num_heads and t.hidden_size % t.num_heads:
         errs.append(f"model.text.hidden_size={t.hidden_size}: expected a multiple of model.text.num_heads={t.num_heads}")
     if t.encoder == "bert" and t.layer_groups and sum(t.layer_groups) != t.num_layers:

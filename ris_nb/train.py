@@ -28,14 +28,14 @@ from .core import Config, amp_dtype, get_device, precision_line, seed_everything
 
 # %% auto #0
 __all__ = ['REFER_TRAIN_SIZES', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo',
-           'init_distributed', 'finish_distributed', 'ResumableSampler', 'ShardSampler', 'epochs_to_steps',
-           'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states',
-           'set_generator_states', 'atomic_save', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint',
-           'RunLockedError', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB',
-           'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB',
-           'CheckpointCB', 'gather_objects', 'resume', 'SamplerCB', 'config_diff', 'saved_config', 'check_same_run',
-           'run_fingerprints', 'check_fingerprints', 'check_run_dir', 'check_loaders', 'make_train_loader',
-           'make_eval_loader', 'default_callbacks', 'fit', 'Prepared', 'prepare']
+           'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners',
+           'pairs_sentences', 'ShardSampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state',
+           'module_generators', 'generator_states', 'set_generator_states', 'atomic_save', 'load_checkpoint',
+           'checkpoint_paths', 'latest_checkpoint', 'RunLockedError', 'run_lock', 'LossWrapper', 'unwrap_wrapper',
+           'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks',
+           'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'resume', 'SamplerCB',
+           'config_diff', 'saved_config', 'check_same_run', 'run_fingerprints', 'check_fingerprints', 'check_run_dir',
+           'check_loaders', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'fit', 'Prepared', 'prepare']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -121,6 +121,37 @@ class ResumableSampler(Sampler):
 
     def __iter__(self): return iter(self.indices()[self.skip:])
     def __len__(self): return self.per_rank - self.skip
+
+class PairedSampler(ResumableSampler):
+    "Like `ResumableSampler`, but every item is followed by a partner drawn from `partners[item]` (itself where that is empty)."
+    def __init__(self, partners: list[list[int]], rank: int = 0, world: int = 1, seed: int = 0, batch_size: int = 2):
+        if batch_size % 2: raise ValueError(f"paired batches need an even batch per rank, got {batch_size}")
+        self.partners = partners
+        super().__init__(2 * len(partners), rank, world, seed, batch_size)
+        self.per_rank = 2 * (len(partners) // world) - (2 * (len(partners) // world)) % batch_size
+
+    def indices(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        anchors = torch.randperm(len(self.partners), generator=g).tolist()[self.rank::self.world]
+        picks = torch.rand(len(anchors), generator=g).tolist()
+        out = []
+        for a, u in zip(anchors, picks):
+            cands = self.partners[a]
+            out += [a, cands[int(u * len(cands))] if cands else a]
+        return out[:self.per_rank]
+
+def image_partners(dataset) -> list[list[int]]:
+    "Per item of a `RefDataset` (or a dataset wrapping one as `.base`): the items of its image whose ref names another annotation."
+    base = getattr(dataset, "base", dataset)
+    refs = base.refs if base.per_ref else [base.refs[ri] for ri, _ in base.samples]
+    keys = [(r["image_id"], r["ann_id"]) for r, _ in refs]
+    by_image = {}
+    for i, (im, _) in enumerate(keys): by_image.setdefault(im, []).append(i)
+    return [[j for j in by_image[im] if keys[j][1] != ann] for im, ann in keys]
+
+def pairs_sentences(cfg: Config) -> bool:
+    "Whether training batches hold sentence pairs from one image (SaG's in-image negatives)."
+    return cfg.model.name == "sag" and cfg.model.sag.in_image_negatives
 
 class ShardSampler(Sampler):
     "Items rank, rank+world, … in order: every item exactly once over all ranks."
@@ -583,7 +614,8 @@ def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataL
     if cfg.train.batch_size % info.world:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the number of processes ({info.world})")
     bs = cfg.train.batch_size // info.world
-    sampler = ResumableSampler(len(dataset), info.rank, info.world, seed=cfg.seed, batch_size=bs)
+    sampler = (PairedSampler(image_partners(dataset), info.rank, info.world, seed=cfg.seed, batch_size=bs) if pairs_sentences(cfg)
+               else ResumableSampler(len(dataset), info.rank, info.world, seed=cfg.seed, batch_size=bs))
     # its own generator: creating a loader iterator must not draw from the global RNG (exact resume)
     return DataLoader(dataset, batch_size=bs, sampler=sampler, collate_fn=collate_fn, num_workers=cfg.data.num_workers,
                       pin_memory=info.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
@@ -612,7 +644,8 @@ def _fit_locked(model: nn.Module, loaders: dict, cfg: Config, cbs: Sequence[Call
                 run_dir: Path) -> Path:
     "`fit` once the run directory is locked: check it against the run it holds, then train."
     seed_everything(cfg.seed + info.rank)
-    cfg = resolve_epochs(cfg, len(loaders["train"].dataset), info.world, verbose=info.is_main)
+    n_train = len(loaders["train"].dataset) * (2 if pairs_sentences(cfg) else 1)    # paired: every item once as the anchor
+    cfg = resolve_epochs(cfg, n_train, info.world, verbose=info.is_main)
     fingerprints = run_fingerprints(loaders)
     found = check_run_dir(run_dir, cfg, fingerprints) if resume_run else None
     if info.distributed: dist.barrier()     # every rank has read config.json before rank 0 rewrites it (a busy rank 1 read it half-written)
@@ -654,6 +687,6 @@ def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) ->
     if cfg.model.text.vocab_size == 0: cfg = cfg.override({"model.text.vocab_size": len(tok)})
     loaders = make_dataloaders(cfg, tok, splits)
     if cfg.data.train_split in loaders:                     # `train.epochs` → steps, so the config states what will run
-        cfg = resolve_epochs(cfg, len(loaders[cfg.data.train_split].dataset), world)
+        cfg = resolve_epochs(cfg, len(loaders[cfg.data.train_split].dataset) * (2 if pairs_sentences(cfg) else 1), world)
     seed_everything(cfg.seed)
     return Prepared(tok, loaders, build_model(cfg), cfg)

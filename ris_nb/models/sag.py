@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -25,9 +25,10 @@ from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, map_o
 
 # %% auto #0
 __all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'OFFICIAL_UNUSED', 'PRESET_SOURCES', 'build_vision', 'image_tokens', 'build_text',
-           'TextCLS', 'Fusion', 'c3_logits', 'c3_loss', 'gather_batch', 'relevance_grid', 'upsample_minmax',
-           'PatchEntities', 'entity_similarity', 'SaGOutputs', 'SaG', 'load_entities', 'build_sag',
-           'official_to_config', 'official_key_map', 'load_official']
+           'TextCLS', 'Fusion', 'c3_logits', 'c3_loss', 'gather_batch', 'batch_partners', 'gather_ids',
+           'own_image_copies', 'c3_in_image_loss', 'relevance_grid', 'upsample_minmax', 'PatchEntities',
+           'entity_similarity', 'EntityAppearance', 'map_geometry', 'connected_pieces', 'entity_pieces', 'SaGOutputs',
+           'SaG', 'load_entities', 'build_sag', 'official_to_config', 'official_key_map', 'load_official']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -89,14 +90,27 @@ class Fusion(nn.Module):
         self.to_out, self.drop = nn.Linear(inner, dim), nn.Dropout(dropout)
         self.ffn = PreNormFFN(dim, mult, 0.0)
 
-    def forward(self, text: torch.Tensor, entities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, text: torch.Tensor, entities: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        "`valid` (B_img,K) bool: entities that exist (False = padding, never attended)."
         q = self.to_q(self.norm(text)).unflatten(-1, (self.heads, -1))           # (J,h,d)
         k, v = (_heads(x, self.heads) for x in self.to_kv(self.norm_context(entities)).chunk(2, dim=-1))  # (I,h,K,d)
-        attn = torch.einsum("jhd,ihkd->ihjk", q * self.scale, k).softmax(dim=-1)  # softmax over entities
+        logits = torch.einsum("jhd,ihkd->ihjk", q * self.scale, k)
+        if valid is not None: logits = logits.masked_fill(~valid[:, None, None], float("-inf"))
+        attn = logits.softmax(dim=-1)                                            # softmax over entities
         out = (attn @ v).permute(0, 2, 1, 3).flatten(2)                          # (I,J,h·d)
         z = self.drop(self.to_out(out))
         z = self.ffn(text[None] + z if self.residual else z)                    # official: the residual carries t itself
         return F.normalize(z, dim=-1), attn.mean(dim=1)
+
+    def swapped(self, text: torch.Tensor, entities: torch.Tensor, partner: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        "ẑ of text j over its own image's entities (B,K,D), gathered with the attention of text `partner[j]`: (B,D) unit-norm."
+        q = self.to_q(self.norm(text[partner])).unflatten(-1, (self.heads, -1))                      # (B,h,d)
+        k, v = (_heads(x, self.heads) for x in self.to_kv(self.norm_context(entities)).chunk(2, dim=-1))  # (B,h,K,d)
+        logits = torch.einsum("bhd,bhkd->bhk", q * self.scale, k)
+        if valid is not None: logits = logits.masked_fill(~valid[:, None], float("-inf"))
+        attn = logits.softmax(dim=-1)
+        z = self.drop(self.to_out(torch.einsum("bhk,bhkd->bhd", attn, v).flatten(1)))
+        return F.normalize(self.ffn(text + z if self.residual else z), dim=-1)
 
 # %% ../../nbs/11_sag.ipynb #88abf810
 def c3_logits(fused: torch.Tensor, text: torch.Tensor, temperature: float = 1.0, detach_target: bool = True,
@@ -132,6 +146,37 @@ def gather_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     "x (B,…) of every rank (same B on each) concatenated → (W·B,…), and this rank's offset; (x, 0) without torch.distributed."
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return x, 0
     return _GatherWithGrad.apply(x), dist.get_rank() * x.shape[0]
+
+# %% ../../nbs/11_sag.ipynb #96ce6a48
+def batch_partners(image_ids: Sequence[int], ann_ids: Sequence[int]) -> torch.Tensor:
+    "(B,) for item j the first other item of the same image about another annotation; −1 where there is none."
+    out = torch.full((len(image_ids),), -1, dtype=torch.long)
+    for j, (im, ann) in enumerate(zip(image_ids, ann_ids)):
+        out[j] = next((k for k, (im2, ann2) in enumerate(zip(image_ids, ann_ids)) if im2 == im and ann2 != ann), -1)
+    return out
+
+def gather_ids(x: torch.Tensor) -> torch.Tensor:
+    "Every rank's (B,) integer tensor concatenated (no gradient); `x` itself without torch.distributed."
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+def own_image_copies(text_images: torch.Tensor, all_images: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    "(B_txt,B_img) True where column i shows text j's own image but is not its own column `offset + j`."
+    same = text_images[:, None] == all_images[None]
+    same[torch.arange(len(text_images)), offset + torch.arange(len(text_images))] = False
+    return same
+
+def c3_in_image_loss(fused: torch.Tensor, text: torch.Tensor, swapped: torch.Tensor, partner: torch.Tensor,
+                     exclude: torch.Tensor, temperature: float = 1.0, detach_target: bool = True,
+                     normalize_target: bool = False, offset: int = 0) -> torch.Tensor:
+    "C³ over the other images (copies of the own image left out) plus the own image gathered as the partner sentence gathers it."
+    logits = c3_logits(fused, text, temperature, detach_target, normalize_target).masked_fill(exclude, float("-inf"))
+    t = text.detach() if detach_target else text
+    if normalize_target: t = F.normalize(t, dim=-1)
+    extra = ((t * swapped).sum(-1) / temperature).masked_fill(partner < 0, float("-inf"))
+    return F.cross_entropy(torch.cat([logits, extra[:, None]], dim=1), torch.arange(len(t), device=t.device) + offset)
 
 # %% ../../nbs/11_sag.ipynb #1aefb052
 SCHEMES = ("weighted", "max", "avg", "min")
@@ -170,6 +215,67 @@ def entity_similarity(text: torch.Tensor, entities: torch.Tensor) -> tuple[torch
     attn = (torch.einsum("jd,ikd->ijk", text, entities) * text.shape[-1] ** -0.5).softmax(dim=-1)
     return g[:, None].expand(-1, text.shape[0], -1), attn
 
+# %% ../../nbs/11_sag.ipynb #c44e6708
+class EntityAppearance(nn.Module):
+    "Entities (B,K,D) + their maps A^slot (B,K,N) + images → entities plus a CNN code of [A^slot_k, A^slot_k·image] (ours)."
+    def __init__(self, dim: int, width: int = 16):
+        super().__init__()
+        self.cnn = nn.Sequential(nn.Conv2d(4, width, 3, stride=2, padding=1), nn.ReLU(),
+                                 nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+                                 nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))
+        self.proj = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 16, dim))
+        self.geometry = nn.Sequential(nn.Linear(9, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+    def forward(self, entities: torch.Tensor, a_slot: torch.Tensor, images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        B, K = a_slot.shape[:2]
+        masks = a_slot.unflatten(-1, hw)[:, :, None]                                   # (B,K,1,h,w)
+        img = F.adaptive_avg_pool2d(images, hw)[:, None]                               # (B,1,3,h,w)
+        x = torch.cat([masks, masks * img], dim=2).flatten(0, 1)                       # (B·K,4,h,w)
+        return entities + self.proj(self.cnn(x)).view(B, K, -1) + self.geometry(map_geometry(a_slot, images, hw))
+
+def map_geometry(maps: torch.Tensor, images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    "(B,K,9) per map: log mass, centre (x, y), spread (σx, σy, cov) in [-1, 1] grid units, and its mean colour."
+    xy = torch.stack(torch.meshgrid(torch.linspace(-1, 1, hw[0], device=maps.device), torch.linspace(-1, 1, hw[1], device=maps.device),
+                                    indexing="ij")[::-1], -1).flatten(0, 1)           # (N,2): x, y
+    mass = maps.sum(-1, keepdim=True)
+    w = maps / mass.clamp(min=1e-6)
+    c = w @ xy                                                                          # (B,K,2)
+    d = xy[None, None] - c[:, :, None]                                                  # (B,K,N,2)
+    cov = torch.einsum("bkn,bkni,bknj->bkij", w, d, d)
+    colour = torch.einsum("bkn,bcn->bkc", w, F.adaptive_avg_pool2d(images, hw).flatten(2))
+    return torch.cat([(mass / maps.shape[-1]).clamp(min=1e-6).log(), c, cov[..., 0, 0:1].sqrt(), cov[..., 1, 1:2].sqrt(),
+                      cov[..., 0, 1:2], colour], -1)
+
+# %% ../../nbs/11_sag.ipynb #e080904c
+def connected_pieces(masks: torch.Tensor) -> torch.Tensor:
+    "Labels (M,h,w) long of the 4-connected pieces of boolean maps (M,h,w): one positive id per piece, 0 off the map."
+    M, h, w = masks.shape
+    lab = torch.arange(1, h * w + 1, device=masks.device).view(1, h, w).expand(M, h, w) * masks
+    for _ in range(h * w):                                   # max-label propagation; stops once nothing changes
+        p = F.pad(lab, (1, 1, 1, 1))
+        new = torch.stack([lab, p[:, :-2, 1:-1], p[:, 2:, 1:-1], p[:, 1:-1, :-2], p[:, 1:-1, 2:]]).amax(0) * masks
+        if torch.equal(new, lab): break
+        lab = new
+    return lab
+
+def entity_pieces(a_slot: torch.Tensor, hw: tuple[int, int], min_tokens: int, max_pieces: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Pieces of the slots' hard regions as entities: maps (B,E,N), parent slot (B,E) long, valid (B,E) bool; E = `max_pieces`."
+    B, K, N = a_slot.shape
+    hard = a_slot.detach().argmax(1)
+    lab = connected_pieces((hard[:, None] == torch.arange(K, device=a_slot.device)[None, :, None]).view(B * K, *hw)).view(B, K, N)
+    parent = torch.zeros(B, max_pieces, dtype=torch.long, device=a_slot.device)
+    support = torch.zeros(B, max_pieces, N, device=a_slot.device)
+    valid = torch.zeros(B, max_pieces, dtype=torch.bool, device=a_slot.device)
+    for b in range(B):
+        ids, counts = lab[b].unique(return_counts=True)        # ids are global per (slot, piece): a token belongs to one slot
+        keep = [(int(c), int(i)) for i, c in zip(ids, counts) if i > 0 and c >= min_tokens]
+        for e, (_, i) in enumerate(sorted(keep, reverse=True)[:max_pieces]):
+            k = int((lab[b] == i).any(-1).nonzero()[0])
+            parent[b, e], valid[b, e], support[b, e] = k, True, (lab[b, k] == i).float()
+    support = F.max_pool2d(support.view(B * max_pieces, 1, *hw), 3, stride=1, padding=1).view(B, max_pieces, N)
+    return a_slot.gather(1, parent[..., None].expand(-1, -1, N)) * support, parent, valid
+
 # %% ../../nbs/11_sag.ipynb #10e36552
 @dataclass
 class SaGOutputs:
@@ -185,6 +291,10 @@ class SaGOutputs:
     recon: torch.Tensor | None = None   # (B,N,C) reconstructed ViT tokens
     target: torch.Tensor | None = None  # (B,N,C) the ViT tokens (detached in the loss)
     offset: int = 0                     # index of this rank's first image among the gathered B_img (training under torchrun)
+    swapped: torch.Tensor | None = None # (B,D) text j over its own image, gathered as its partner sentence gathers (in_image_negatives)
+    partner: torch.Tensor | None = None # (B,) the partner's index in the batch, −1 where the image has no other object's sentence
+    exclude: torch.Tensor | None = None # (B_txt,B_img) True at copies of a text's own image (not negatives)
+    valid: torch.Tensor | None = None   # (B,K) bool: entities that exist (entity_pieces pads to 2K); None = all
 
     @property
     def fused_diag(self) -> torch.Tensor:
@@ -212,6 +322,7 @@ class SaG(nn.Module):
         dec = AffineDecoder(s.dim) if s.decoder == "affine" else BroadcastDecoder(s.dim, out_dim)
         self.decoder = dec if s.recon and s.entity_discovery else None
         self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout, s.fusion_residual) if s.fusion else None
+        self.appearance = EntityAppearance(s.dim) if s.entity_appearance else None
         if s.entity_weights: load_entities(self, s.entity_weights)
         if s.freeze_entities:
             if not s.entity_weights: raise ValueError("model.sag.freeze_entities=True needs model.sag.entity_weights (a frozen random module learns nothing)")
@@ -227,27 +338,53 @@ class SaG(nn.Module):
             slots_init = self.slots.init(1).expand(len(tokens), -1, -1)    # ours: one fixed S⁰ for every image at evaluation
         so = self.slots(tokens, hw, slots_init, generator)
         t = self.text(batch.input_ids, batch.attention_mask)
+        raw, raw_a, valid, s = so.entities, so.a_slot, None, self.cfg.model.sag   # the slots, as the decoder repaints them
+        if s.entity_pieces:                                                  # ours: connected pieces of the slots' regions
+            maps, parent, valid = entity_pieces(so.a_slot, hw, s.entity_pieces, 2 * so.a_slot.shape[1])
+            so = replace(so, a_slot=maps, entities=so.entities.gather(1, parent[..., None].expand(-1, -1, so.entities.shape[-1])))
+        if self.appearance is not None: so = replace(so, entities=self.appearance(so.entities, so.a_slot, batch.images, hw))
         ents, off = gather_batch(so.entities) if self.training else (so.entities, 0)   # C³ over all ranks' images
-        fused, a_all = (self.fusion if self.fusion is not None else entity_similarity)(t, ents)
+        valid_all = gather_ids(valid) if self.training and valid is not None else valid
+        fused, a_all = self.fusion(t, ents, valid_all) if self.fusion is not None else entity_similarity(t, ents)
         if image_index is None: a_fuse = a_all[off:off + len(t)].diagonal(dim1=0, dim2=1).T
         else:                                                                # each sentence's own image, then per sentence
             a_fuse = a_all[image_index, torch.arange(len(t), device=t.device)]
             so = SlotOutput(*(None if x is None else x[image_index] for x in (so.entities, so.a_slot, so.slots_init, so.a_slot_iters)))
-        out = SaGOutputs(so.entities, so.a_slot, a_fuse, a_all, fused, t, hw, so.slots_init, offset=off)
+        out = SaGOutputs(so.entities, so.a_slot, a_fuse, a_all, fused, t, hw, so.slots_init, offset=off,
+                         valid=valid if image_index is None or valid is None else valid[image_index])
+        if self.training and self.cfg.model.sag.in_image_negatives and image_index is None:
+            self._in_image_negatives(out, batch)
         if self.decoder is not None and (self.training and not self.cfg.model.sag.freeze_entities if recon is None else recon):
             imgs = batch.images if image_index is None else batch.images[image_index]
             if isinstance(self.decoder, AffineDecoder):                      # ours: through A^slot, colours + entity centres
-                out.recon, out.target = self.decoder(so.entities, so.a_slot, hw), affine_target(imgs, hw)
+                ents_a = (raw, raw_a) if image_index is None else (raw[image_index], raw_a[image_index])
+                out.recon, out.target = self.decoder(*ents_a, hw), affine_target(imgs, hw)
             else:
                 target = tokens if self.cfg.model.sag.recon_target == "tokens" else F.unfold(batch.images, self.patch, stride=self.patch).transpose(1, 2)
-                out.recon, out.target = self.decoder(so.entities, hw)[0], target if image_index is None else target[image_index]
+                out.recon, out.target = (self.decoder(raw if image_index is None else raw[image_index], hw)[0],
+                                         target if image_index is None else target[image_index])
         return out
+
+    def _in_image_negatives(self, out: SaGOutputs, batch) -> None:
+        "Fill `out.partner`, `out.swapped` and `out.exclude` from the batch's image and annotation ids (ours, see above)."
+        if self.fusion is None: raise ValueError("model.sag.in_image_negatives=True needs model.sag.fusion=True")
+        missing = [k for k in ("image_id", "ann_id") if k not in getattr(batch, "meta", {})]
+        if missing: raise ValueError(f"model.sag.in_image_negatives=True needs batch.meta {missing} (a ris_nb Collate batch)")
+        dev = out.text.device
+        images = torch.as_tensor(batch.meta["image_id"], dtype=torch.long, device=dev)
+        out.partner = batch_partners(batch.meta["image_id"], batch.meta["ann_id"]).to(dev)
+        own = torch.where(out.partner < 0, torch.arange(len(images), device=dev), out.partner)
+        out.swapped = self.fusion.swapped(out.text, out.entities, own, out.valid)
+        out.exclude = own_image_copies(images, gather_ids(images), out.offset)
 
     def losses(self, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor]:
         "{'loss': L_C3 + λ·L_recon, 'loss_c3', 'loss_recon'} ('loss_itc' without fusion); `batch.masks` is never read."
         s = self.cfg.model.sag
         name, detach = ("loss_c3", s.c3_detach_target) if s.fusion else ("loss_itc", False)
-        c3 = c3_loss(outputs.fused, outputs.text, s.c3_temperature, detach, s.c3_normalize_target, outputs.offset)
+        if outputs.swapped is not None:
+            c3 = c3_in_image_loss(outputs.fused, outputs.text, outputs.swapped, outputs.partner, outputs.exclude,
+                                  s.c3_temperature, detach, s.c3_normalize_target, outputs.offset)
+        else: c3 = c3_loss(outputs.fused, outputs.text, s.c3_temperature, detach, s.c3_normalize_target, outputs.offset)
         out = {name: c3}
         if outputs.recon is not None:
             out["loss_recon"] = (affine_loss(outputs.recon, outputs.target, s.pos_weight) if s.decoder == "affine"
@@ -271,7 +408,8 @@ class SaG(nn.Module):
         cfg = cfg or self.cfg
         lr, wd, s = cfg.train.lr, cfg.train.weight_decay, cfg.model.sag
         parts = [("vision", self.vision, lr * s.vit_lr_scale), ("text", self.text, lr * s.text_lr_scale),
-                 ("slots", self.slots, lr), ("decoder", self.decoder, lr), ("fusion", self.fusion, lr)]
+                 ("slots", self.slots, lr), ("decoder", self.decoder, lr), ("fusion", self.fusion, lr),
+                 ("appearance", self.appearance, lr)]
         groups = []
         for name, mod, glr in parts:
             params = [p for p in mod.parameters() if p.requires_grad] if mod is not None else []
@@ -335,6 +473,7 @@ def official_to_config(sd: dict[str, torch.Tensor], official_config: dict) -> Co
         "data.image_size": a.get("crop_size", 384), "data.normalize": "half",
         "model.vision.backbone": "vit", "model.sag.decoder": "broadcast", "model.sag.slot_logit_scale": 1.0,
         "model.sag.pos_weight": 0.0, "model.sag.entity_weights": "", "model.sag.freeze_entities": False,
+        "model.sag.entity_appearance": False, "model.sag.entity_pieces": 0, "model.sag.in_image_negatives": False,
         "model.vision.embed_dim": C, "model.vision.depths": [depth], "model.vision.num_heads": [heads],
         "model.vision.patch_size": ps, "model.vision.mlp_ratio": mlp, "model.vision.weights": "random",
         "model.vision.drop_path": d.get("vit_drop_path_rate", 0.1),
@@ -461,6 +600,8 @@ PRESET_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where 
     "model.sag.decoder": "official code: model/decoder.py (MlpDecoder, spatial broadcast)",
     "model.sag.pos_weight": "not used by the broadcast decoder", "model.sag.entity_weights": "official code: the entity module starts from its init",
     "model.sag.freeze_entities": "official code: everything trains jointly",
+    "model.sag.entity_appearance": "official code: the entities are the slot vectors", "model.sag.entity_pieces": "official code: the slots are the entities",
+    "model.sag.in_image_negatives": "official code: C³'s negatives are the batch's other images",
     "train.max_steps": "derived: fit sets epochs × steps per epoch (RefCOCO's value shown)",
     "train.epochs": "official code: --num_epochs", "train.batch_size": "official code: --batch_size (one GPU)",
     "train.lr": "official code: --lr", "train.weight_decay": "official code: --weight_decay",
