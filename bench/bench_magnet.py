@@ -3,12 +3,17 @@ fixture's configuration — against the OFFICIAL network in the same process whe
 
 Usage: OMP_NUM_THREADS=2 python bench/bench_magnet.py [--official-src DIR] [--fixtures DIR] [--threads 2] [--reps 15]
        [--profile]
+       OMP_NUM_THREADS=2 python bench/bench_magnet.py --step [--before REV] [--results nbs/results/magnet_step_profile.csv]
 - `--official-src DIR`: a checkout of yxchng/mask-grounding you fetched yourself (README.md, "Benchmarks"). The official
   `WrapperModel` is built at the fixture's configuration with the fixture's weights (bench/official.py), both networks
   are checked to give the same mask logits on the fixture inputs, then timed interleaved, rep by rep (batch 8 = the
   fixture's 2 inputs repeated 4 times). Without it, only our times are printed and no comparison is made.
 - `--fixtures DIR`: folder holding magnet_official_tiny/ (default: the repository's tests/fixtures).
 - `--profile`: where the forward's time goes (pixel decoder, mask decoder, the rest), ours and official, by wall clock.
+- `--step`: only the magnet_tiny training step at the quickstart's shape (batch 32, 64 px, fused AdamW), the code at git
+  revision `--before` (default: the last commit before the step was restructured, imported from `git archive` under
+  another package name) against the code now, fp32 and bf16 autocast, interleaved in one process on the same batch:
+  median step time and operator calls per step (torch.profiler), with the 512³ probe on one and on two threads.
 Probe-relative filtering and the printed floor: bench/common.py.
 """
 from __future__ import annotations
@@ -76,10 +81,15 @@ def main():
     ap.add_argument("--budget-s", type=float, default=90, help="seconds of measuring per table at most")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--skip-tiny", action="store_true", help="only the official-config comparison")
+    ap.add_argument("--step", action="store_true", help="only the magnet_tiny training step, before vs now")
+    ap.add_argument("--before", default=BEFORE, help="git revision of the 'before' code for --step")
+    ap.add_argument("--results", default=None, help="CSV to write the --step table to")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     probe = Probe()
     summary = []
+    if args.step:
+        record("magnet", step_profile(args, probe), probe); return
 
     if not args.skip_tiny:
         cfg = get_preset("magnet_tiny").override({"model.text.vocab_size": 200})
@@ -144,6 +154,103 @@ def main():
             print(profile("official", fns["official WrapperModel forward"],
                           {"pixel decoder": (off.classifier.pixel_decoder, "forward_features"), "mask decoder": (off.classifier.predictor, "forward")}))
     record("magnet", summary, probe)
+
+
+# ---- the magnet_tiny training step before/after (issue: fewer, larger operations) ----------------------------------------
+BEFORE = "aa4151b"   # the last commit before the step was restructured (cal_loss batched onward)
+STEP_COLS = ["code", "precision", "median ms", "p10–p90 ms", "kept/dropped", "aten::mm", "aten::copy_", "aten::_to_copy", "ops"]
+
+
+def package_at(rev: str, name: str = "ris_nb_before"):
+    "The `ris_nb` package as it was at git revision `rev`, imported under `name` (a temp copy; modules renamed inside)."
+    import importlib, re, subprocess, tempfile
+    root = Path(__file__).resolve().parents[1]
+    d = Path(tempfile.mkdtemp(prefix="ris_nb_at_"))
+    tar = subprocess.run(["git", "-C", str(root), "archive", rev, "ris_nb"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(d)], input=tar, check=True)
+    (d / "ris_nb").rename(d / name)
+    for p in (d / name).rglob("*.py"):
+        p.write_text(re.sub(r"\bris_nb(\.| import)", rf"{name}\1", p.read_text()))
+    sys.path.insert(0, str(d))
+    return importlib.import_module(f"{name}.core")
+
+
+def step_fn(model, batch, opt, bf16: bool):
+    "One training step as `fit` runs it: forward + losses under autocast (bf16) or not, backward, fused AdamW, zero_grad."
+    from contextlib import nullcontext
+    def step():
+        model.train()
+        with (torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()):
+            loss = model.losses(model(batch), batch)["loss"]
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    return step
+
+
+def op_counts(fn) -> dict:
+    "Calls per step of aten::mm, copy_, _to_copy and of every operator (torch.profiler, nested calls counted), one step."
+    from torch.profiler import ProfilerActivity, profile as tprofile
+    with tprofile(activities=[ProfilerActivity.CPU]) as prof: fn()
+    ev = {e.key: e.count for e in prof.key_averages()}
+    return {"aten::mm": ev.get("aten::mm", 0), "aten::copy_": ev.get("aten::copy_", 0),
+            "aten::_to_copy": ev.get("aten::_to_copy", 0), "ops": sum(c for k, c in ev.items() if k.startswith("aten::"))}
+
+
+def step_profile(args, probe) -> list[dict]:
+    "magnet_tiny, batch 32 at 64 px on a 200-image ShapeRefs: the step at `--before` and now, fp32 and bf16, interleaved."
+    import os, tempfile, time
+    from ris_nb.core import cpu_native_bf16, probe_ms
+    from ris_nb.data.shaperefs import generate
+    from ris_nb.train import prepare
+    def probes():
+        n = torch.get_num_threads(); torch.set_num_threads(1); one = probe_ms(); torch.set_num_threads(2); two = probe_ms()
+        torch.set_num_threads(n); return one, two
+    load0, p0 = os.getloadavg()[0], probes()
+    root = Path(tempfile.mkdtemp(prefix="magnet_step_"))
+    generate(root / "shaperefs", 200, 0, 64)
+    over = {"data.root": str(root), "data.image_size": 64, "train.batch_size": 32, "data.num_workers": 0}
+    cfg = get_preset("magnet_tiny").override(over)
+    prep = prepare(cfg, ["train"])
+    batch = next(iter(prep.loaders["train"]))
+    old_core = package_at(args.before)
+    # the old code knows fewer config keys: build its config from its own preset with the same overrides
+    old_cfg = old_core.get_preset("magnet_tiny").override({**over, "model.text.vocab_size": prep.cfg.model.text.vocab_size})
+    for sec in ("vision", "text", "lavt", "mg", "cal", "magnet"):
+        if old_cfg.to_dict()["model"][sec] != prep.cfg.to_dict()["model"][sec]:
+            raise SystemExit(f"model.{sec} of magnet_tiny differs between {args.before} and now; the step comparison needs the same model")
+    old = old_core.build_model(old_cfg)
+    old.load_state_dict(prep.model.state_dict())
+    models = {f"before ({args.before})": old, "now": prep.model}
+    precisions = ["fp32"] + (["bf16"] if cpu_native_bf16() else [])
+    fns, counts = {}, {}
+    for code, m in models.items():
+        opt = torch.optim.AdamW(m.param_groups(prep.cfg), lr=prep.cfg.train.lr, fused=True)
+        for prec in precisions:
+            fns[(code, prec)] = step_fn(m, batch, opt, prec == "bf16")
+    for k, f in fns.items(): f(); counts[k] = op_counts(f)
+    st = interleaved({f"{c} {p}": f for (c, p), f in fns.items()}, probe, reps=args.reps, budget_s=args.budget_s)
+    load1, p1 = os.getloadavg()[0], probes()
+    rows = [{"code": c, "precision": p, **stats_cells(st[f"{c} {p}"]), **counts[(c, p)],
+             "median_ms": round(st[f"{c} {p}"].median, 1), "probe_1t_ms": round(min(p0[0], p1[0]), 2),
+             "probe_2t_ms": round(min(p0[1], p1[1]), 2), "threads": torch.get_num_threads()} for (c, p) in fns]
+    note = (f"512³ float32 matmul probe: {p0[0]:.2f} / {p1[0]:.2f} ms on one thread, {p0[1]:.2f} / {p1[1]:.2f} ms on two "
+            f"(start / end); load average {load0:.1f} → {load1:.1f} on {os.cpu_count()} cores")
+    print(header("magnet_tiny training step (batch 32, 64 px, fused AdamW), before vs now, interleaved", probe,
+                 "\n".join(x for x in (note, busy_note(*st.values())) if x)))
+    print(table(rows, STEP_COLS))
+    for prec in precisions:
+        r = paired_ratio(st[f"{list(models)[0]} {prec}"], st[f"now {prec}"])
+        print(f"{prec}: now is {r:.2f}× the speed of before (same run)")
+    b, n = (st[f"{c} bf16"] for c in models) if "bf16" in precisions else (None, None)
+    if b: print(f"bf16 over fp32: before {paired_ratio(st[f'{list(models)[0]} fp32'], b):.2f}×, now {paired_ratio(st['now fp32'], n):.2f}×")
+    if args.results:
+        import csv, io
+        from ris_nb.core import write_atomic
+        cols = ["code", "precision", "median_ms", "p10–p90 ms", "kept/dropped", "aten::mm", "aten::copy_", "aten::_to_copy", "ops",
+                "probe_1t_ms", "probe_2t_ms", "threads"]
+        buf = io.StringIO(); w = csv.DictWriter(buf, cols, extrasaction="ignore"); w.writeheader(); w.writerows(rows)
+        write_atomic(args.results, lambda p: p.write_text(buf.getvalue()))
+        print(f"\nwritten: {args.results}")
+    return [{"what": f"magnet_tiny step {r['code']} {r['precision']}", "value": r["median_ms"], "unit": "ms"} for r in rows]
 
 
 if __name__ == "__main__":
