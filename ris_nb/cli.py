@@ -220,8 +220,9 @@ def check_mask_path(out: Path) -> Path:
     "Refuse, before any work, a `predict --out` that is a directory or not an image file name PIL can write."
     from PIL import Image
     if out.is_dir(): raise IsADirectoryError(f"--out {out} is a directory; expected a file name for the mask, e.g. {out / 'mask.png'}")
-    if out.suffix.lower() not in Image.registered_extensions():
-        raise ValueError(f"--out {out}: unknown image extension {out.suffix or '(none)'!r}; expected e.g. .png")
+    fmt = Image.registered_extensions().get(out.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:           # PIL reads some formats it cannot write (.psd)
+        raise ValueError(f"--out {out}: {out.suffix or '(no extension)'!r} is not an image format PIL can write; expected e.g. .png")
     _check_writable(out.parent)
     return out
 
@@ -260,9 +261,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(); return 0
     try:
         args.func(args)
+    except BrokenPipeError:                             # `ris_nb eval … | head -1`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except EXPECTED_ERRORS as e:
         print(f"ris_nb {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        again = "; run the same command again to resume from the last checkpoint" if args.command == "train" else ""
+        print(f"\nris_nb {args.command}: interrupted{again}", file=sys.stderr)
+        return 130
     return 0
 
 # %% ../nbs/15_cli.ipynb #c81e4f07

@@ -26,8 +26,9 @@ from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize,
 from .metrics import RISMetrics, check_protocol, intersection_union, reduce_across_ranks
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report', 'plot_best_worst',
-           'scene_masks', 'language_blind_references', 'sentence_sensitivity', 'shatter_gather', 'grounding_line']
+__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report',
+           'plot_best_worst', 'scene_masks', 'language_blind_references', 'sentence_sensitivity', 'shatter_gather',
+           'grounding_line']
 
 # %% ../nbs/13_evaluation.ipynb #7c44d9ce
 def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,10 +110,17 @@ def _forward(model: nn.Module, batch, image_index: torch.Tensor | None, takes_in
 
 # %% ../nbs/13_evaluation.ipynb #661330a4
 @torch.no_grad()
+def check_eval_args(model: Any, loader: Any) -> None:
+    "A `TypeError` naming the argument when `model` is not a module or `loader` is not an iterable of batches (e.g. None)."
+    if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module (e.g. from prepare), got {type(model).__name__}")
+    if loader is None or isinstance(loader, (str, bytes, dict)) or not hasattr(loader, "__iter__"):
+        raise TypeError(f"loader: expected a DataLoader from make_dataloaders/prepare (its .dataset a RISDataset), got {type(loader).__name__}")
+
 def evaluate(model: nn.Module, loader, protocol: str = "original", device: torch.device | str | None = None,
              progress: bool = True, keep_samples: bool = True) -> dict[str, Any]:
     "Score every sample of `loader`: {'overall', 'by_type', 'by_split', 'protocol', 'samples'}."
     check_protocol(protocol)
+    check_eval_args(model, loader)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()

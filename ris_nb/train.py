@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -256,6 +257,7 @@ def run_lock(run_dir: str | Path):
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise NotADirectoryError(f"run directory {run_dir} is a file; expected a directory (or a path that does not exist yet)")
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     key = str(run_dir.resolve())
     if key in _HELD_LOCKS: _HELD_LOCKS[key][1] += 1
@@ -275,6 +277,8 @@ def run_lock(run_dir: str | Path):
         if _HELD_LOCKS[key][1] == 0:
             fd = _HELD_LOCKS.pop(key)[0]
             fcntl.flock(fd, fcntl.LOCK_UN); os.close(fd)
+            if created and {p.name for p in run_dir.iterdir()} <= {".lock"}:   # a refused start leaves no empty run folder
+                shutil.rmtree(run_dir, ignore_errors=True)
 
 # %% ../nbs/12_training.ipynb #009c5559
 class LossWrapper(nn.Module):
@@ -682,7 +686,10 @@ class Prepared(NamedTuple):
 def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) -> Prepared:
     "Tokenizer → `model.text.vocab_size` → data loaders of `splits` (default: all) → model seeded with `cfg.seed`."
     from ris_nb.core import build_model
-    from ris_nb.data.transforms import build_tokenizer, make_dataloaders
+    from ris_nb.data.transforms import build_tokenizer, check_config_arg, make_dataloaders
+    check_config_arg(cfg)
+    if not isinstance(world, int) or isinstance(world, bool) or world < 1:
+        raise ValueError(f"world={world!r}: expected the number of processes, an integer >= 1")
     tok = build_tokenizer(cfg)
     if cfg.model.text.vocab_size == 0: cfg = cfg.override({"model.text.vocab_size": len(tok)})
     loaders = make_dataloaders(cfg, tok, splits)

@@ -515,3 +515,52 @@ def test_pycocotools_never_sees_nan_or_overlong_runs():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
     assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
     assert p.stdout.count("refused:") == 3 and "NaN or infinite coordinates" in p.stdout and "RLE runs cover 100 pixels" in p.stdout, p.stdout
+
+
+# ---- the API and the CLI at their edges (issue 36) ------------------------------------------------------------------------
+def test_api_names_wrong_argument_types():
+    from ris_nb.evaluate import evaluate
+    from ris_nb.train import prepare
+    with pytest.raises(TypeError, match=r"cfg='lavt_tiny': expected a ris_nb Config, e.g. get_preset\('lavt_tiny'\)"): prepare("lavt_tiny")
+    with pytest.raises(ValueError, match="world=0: expected the number of processes"):
+        prepare(get_preset("lavt_tiny"), world=0)
+    with pytest.raises(TypeError, match="loader: expected a DataLoader"): evaluate(torch.nn.Linear(2, 2), None)
+    with pytest.raises(TypeError, match="model: expected a torch nn.Module"): evaluate("best.pt", [])
+
+
+def test_predict_out_format_pil_cannot_write_is_refused_first(tmp_path):
+    from ris_nb.cli import check_mask_path
+    with pytest.raises(ValueError, match="not an image format PIL can write"): check_mask_path(tmp_path / "mask.psd")
+    assert check_mask_path(tmp_path / "mask.png") == tmp_path / "mask.png"
+
+
+def test_refused_start_leaves_no_lock_only_folder(tmp_path):
+    from ris_nb.train import run_lock
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        with run_lock(run): raise RuntimeError("refused before anything was written")
+    assert not run.exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError):
+        with run_lock(tmp_path / "kept"): raise RuntimeError("an existing folder is the user's")
+    assert (tmp_path / "kept").is_dir()
+
+
+def test_cli_interrupt_is_one_line(monkeypatch, capsys):
+    import ris_nb.cli as cli
+    def interrupted(args): raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_run_presets", interrupted, raising=False)
+    parser = cli.build_parser()
+    args = parser.parse_args(["presets"]); args.func = interrupted
+    monkeypatch.setattr(cli, "build_parser", lambda: type("P", (), {"parse_args": lambda self, a: args})())
+    assert cli.main(["presets"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ris_nb presets: interrupted"], err
+
+
+def test_cli_output_into_a_closed_pipe_is_quiet():
+    "`ris_nb … | head -1`: the reader leaves; no 'Broken pipe' error line, exit 1."
+    r, w = os.pipe(); os.close(r)
+    p = subprocess.run([sys.executable, "-m", "ris_nb.cli", "presets"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(w)
+    assert p.returncode == 1 and "Broken pipe" not in p.stderr, (p.returncode, p.stderr)
