@@ -344,7 +344,7 @@ class SaG(nn.Module):
             so = replace(so, a_slot=maps, entities=so.entities.gather(1, parent[..., None].expand(-1, -1, so.entities.shape[-1])))
         if self.appearance is not None: so = replace(so, entities=self.appearance(so.entities, so.a_slot, batch.images, hw))
         ents, off = gather_batch(so.entities) if self.training else (so.entities, 0)   # C³ over all ranks' images
-        valid_all = gather_ids(valid) if self.training and valid is not None else valid
+        valid_all = gather_ids(valid.long()).bool() if self.training and valid is not None else valid   # gloo gathers no bool
         fused, a_all = self.fusion(t, ents, valid_all) if self.fusion is not None else entity_similarity(t, ents)
         if image_index is None: a_fuse = a_all[off:off + len(t)].diagonal(dim1=0, dim2=1).T
         else:                                                                # each sentence's own image, then per sentence
