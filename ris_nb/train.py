@@ -36,7 +36,8 @@ __all__ = ['REFER_TRAIN_SIZES', 'CancelFitException', 'Callback', 'run_callbacks
            'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks',
            'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'resume', 'SamplerCB',
            'config_diff', 'saved_config', 'check_same_run', 'run_fingerprints', 'check_fingerprints', 'check_run_dir',
-           'check_loaders', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'fit', 'Prepared', 'prepare']
+           'stale_temp_files', 'check_loaders', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'fit',
+           'Prepared', 'prepare']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -406,6 +407,11 @@ class ProgressCB(Callback):
         self.bar.update(1)
     def after_fit(self): self.bar.close()
 
+def _log_record(line: str) -> dict | None:
+    "One line of `log.jsonl`, or None for an empty or cut-off one (a process killed while writing it)."
+    try: return json.loads(line) if line.strip() else None
+    except json.JSONDecodeError: return None
+
 class LogCB(Callback):
     "Append one JSON line per logged step to `log.jsonl` (main rank); draw `curves.png` at the end."
     order = 5
@@ -413,7 +419,7 @@ class LogCB(Callback):
     def before_fit(self):
         l = self.learn
         if l.dist.is_main and self.path.exists():   # resumed: drop lines written after the checkpoint
-            keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= l.step]
+            keep = [ln for ln in self.path.read_text().splitlines() if (r := _log_record(ln)) is not None and r.get("step", 0) <= l.step]
             self.path.write_text("".join(k + "\n" for k in keep))
     def after_step(self):
         l = self.learn
@@ -437,8 +443,8 @@ def mean_over_ranks(values: dict[str, torch.Tensor], info: DistInfo) -> dict[str
     return {k: float(x) for k, x in zip(keys, t.cpu())}
 
 def read_log(path: str | Path) -> list[dict]:
-    "Records of a `log.jsonl`."
-    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+    "Records of a `log.jsonl` (a line cut off by a killed process is skipped)."
+    return [r for ln in Path(path).read_text().splitlines() if (r := _log_record(ln)) is not None]
 
 def plot_curves(log_path: str | Path, out: str | Path | None = None):
     "Training loss (and its parts) and validation metrics against steps; saved to `out` if given."
@@ -595,11 +601,25 @@ def check_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[Path,
     if found:
         check_same_run(found[1]["config"], cfg, run_dir)
         check_fingerprints(found[1], fingerprints, found[0])
+        if found[1].get("step", 0) > cfg.train.max_steps:
+            raise ValueError(f"{run_dir} holds a run already at step {found[1]['step']}, past train.max_steps={cfg.train.max_steps}; "
+                             f"give train.max_steps >= {found[1]['step']} to continue it, or another --out for a shorter run")
     elif (run_dir / "config.json").exists():
         check_same_run((run_dir / "config.json").read_text(), cfg, run_dir)
     if not found and (run_dir / "best.pt").exists():
         check_fingerprints(load_checkpoint(run_dir / "best.pt"), fingerprints, run_dir / "best.pt")
     return found
+
+def stale_temp_files(run_dir: Path) -> list[Path]:
+    "`write_atomic` temp files (`.<name>.tmp-<pid><suffix>`) in `run_dir` and its `checkpoints/` whose process is gone."
+    out = []
+    for p in [*Path(run_dir).glob(".*.tmp-*"), *Path(run_dir).glob("checkpoints/.*.tmp-*")]:
+        pid = p.name.rpartition(".tmp-")[2].split(".")[0]
+        if not pid.isdigit() or not p.is_file(): continue
+        try: os.kill(int(pid), 0)
+        except ProcessLookupError: out.append(p)
+        except PermissionError: pass                       # another user's live process
+    return out
 
 def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[str] = ("train", "val")) -> None:
     "Refuse, before any training, a missing training split and an empty one among `splits` (naming the split and the file)."
@@ -653,7 +673,9 @@ def _fit_locked(model: nn.Module, loaders: dict, cfg: Config, cbs: Sequence[Call
     fingerprints = run_fingerprints(loaders)
     found = check_run_dir(run_dir, cfg, fingerprints) if resume_run else None
     if info.distributed: dist.barrier()     # every rank has read config.json before rank 0 rewrites it (a busy rank 1 read it half-written)
-    if info.is_main: write_atomic(run_dir / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
+    if info.is_main:
+        for p in stale_temp_files(run_dir): p.unlink(missing_ok=True); warnings.warn(f"removed {p}, left by a killed run")
+        write_atomic(run_dir / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
     model = model.to(info.device)
     if info.distributed:
         if info.device.type == "cuda": model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -692,6 +714,9 @@ def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) ->
         raise ValueError(f"world={world!r}: expected the number of processes, an integer >= 1")
     tok = build_tokenizer(cfg)
     if cfg.model.text.vocab_size == 0: cfg = cfg.override({"model.text.vocab_size": len(tok)})
+    elif cfg.model.text.vocab_size < len(tok):
+        raise ValueError(f"model.text.vocab_size={cfg.model.text.vocab_size}: expected at least {len(tok)}, the size of the "
+                         f"tokenizer's vocabulary (0 = take it from the tokenizer)")
     loaders = make_dataloaders(cfg, tok, splits)
     if cfg.data.train_split in loaders:                     # `train.epochs` → steps, so the config states what will run
         cfg = resolve_epochs(cfg, len(loaders[cfg.data.train_split].dataset) * (2 if pairs_sentences(cfg) else 1), world)

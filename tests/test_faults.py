@@ -564,3 +564,29 @@ def test_cli_output_into_a_closed_pipe_is_quiet():
     p = subprocess.run([sys.executable, "-m", "ris_nb.cli", "presets"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
     os.close(w)
     assert p.returncode == 1 and "Broken pipe" not in p.stderr, (p.returncode, p.stderr)
+
+
+def test_run_folder_edge_cases(tmp_path):
+    "A shorter re-run of a finished run, a vocabulary below the tokenizer's, a cut-off log line, a killed run's temp file."
+    import warnings as _w
+    from ris_nb.data.shaperefs import generate
+    from ris_nb.train import fit, prepare, read_log, stale_temp_files
+    generate(tmp_path / "shaperefs", n_images=40, seed=0, size=64, verbose=False)
+    cfg = get_preset("lavt_tiny").override({"data.root": str(tmp_path), "data.image_size": 64, "train.batch_size": 8,
+                                            "train.max_steps": 4, "train.eval_every": 4, "train.ckpt_every": 2,
+                                            "data.test_splits": [], "train.out_dir": str(tmp_path / "run")})
+    _, loaders, model, c = prepare(cfg)
+    fit(model, loaders, c)
+    shorter = c.override({"train.max_steps": 2})
+    with pytest.raises(ValueError, match="already at step 4, past train.max_steps=2"): fit(model, loaders, shorter)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["max_steps"] == 4   # untouched
+    with pytest.raises(ValueError, match="model.text.vocab_size=5: expected at least"):
+        prepare(cfg.override({"model.text.vocab_size": 5}))
+    log = tmp_path / "run" / "log.jsonl"
+    log.write_text(log.read_text()[:-20])                                      # killed while writing its last line
+    assert len(read_log(log)) >= 1
+    dead = tmp_path / "run" / "checkpoints" / ".step_0000006.tmp-999999999.pt"; dead.write_bytes(b"half")
+    assert stale_temp_files(tmp_path / "run") == [dead]
+    with _w.catch_warnings(record=True):
+        _w.simplefilter("always"); fit(model, loaders, c.override({"train.max_steps": 6}))   # resumes past the cut line
+    assert not dead.exists() and read_log(log)[-1]["step"] == 6
