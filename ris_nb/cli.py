@@ -10,6 +10,8 @@ import os
 import pickle
 import shutil
 import sys
+import unicodedata
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -205,10 +207,17 @@ def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[n
     from ris_nb.data.refer import load_image
     from ris_nb.data.transforms import Batch, encode_text, image_transform
     if not text.strip(): raise ValueError("--text is empty; give the expression to segment, e.g. --text 'the red circle'")
+    if not any(not unicodedata.category(ch).startswith(("C", "Z")) for ch in text):
+        raise ValueError(f"--text {text!r} has no visible character (only spaces or invisible ones such as zero-width spaces); "
+                         "give the expression to segment, e.g. --text 'the red circle'")
     path = Path(image_path)
     if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
     img = Image.fromarray(load_image(path))          # 16-bit scaled, oversized refused, unreadable named
     ids, att = encode_text(tok, [text], cfg.data.max_tokens, cfg.data.pad_to)
+    words = [i for i in ids[0][att[0].bool()].tolist() if i not in tok.all_special_ids or i == tok.unk_token_id]
+    if words and all(i == tok.unk_token_id for i in words):
+        warnings.warn(f"none of the words of --text {text!r} is in the model's vocabulary (they all read as "
+                      f"{tok.unk_token!r}): the mask cannot follow this sentence")
     x = image_transform(cfg)(img)[None]
     batch = Batch(images=x, input_ids=ids, attention_mask=att, masks=None, orig_masks=None,
                   meta={"orig_size": [(img.height, img.width)], "sentence": [text]})

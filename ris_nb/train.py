@@ -597,6 +597,9 @@ def check_fingerprints(saved: dict, current: dict, where: str | Path, keys: Sequ
 
 def check_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[Path, dict] | None:
     "Before anything is written: the newest checkpoint of `run_dir` (or None), refusing another config or other fingerprints."
+    for sub in ("checkpoints", "tokenizer"):
+        if (Path(run_dir) / sub).exists() and not (Path(run_dir) / sub).is_dir():
+            raise NotADirectoryError(f"{Path(run_dir) / sub} is a file; the run writes a folder there (move the file, or give another --out)")
     found = latest_checkpoint(run_dir)
     if found:
         check_same_run(found[1]["config"], cfg, run_dir)

@@ -590,3 +590,24 @@ def test_run_folder_edge_cases(tmp_path):
     with _w.catch_warnings(record=True):
         _w.simplefilter("always"); fit(model, loaders, c.override({"train.max_steps": 6}))   # resumes past the cut line
     assert not dead.exists() and read_log(log)[-1]["step"] == 6
+
+
+def test_predict_text_without_visible_or_known_words(tmp_path):
+    "Zero-width spaces are refused; words the model never saw give a warning, not a silent mask."
+    import types
+    from ris_nb.cli import predict_image
+    from ris_nb.data.shaperefs import generate
+    from ris_nb.train import prepare
+    generate(tmp_path / "shaperefs", n_images=20, seed=0, size=64, verbose=False)
+    cfg = get_preset("lavt_tiny").override({"data.root": str(tmp_path), "data.image_size": 64, "data.test_splits": []})
+    tok, _, model, cfg = prepare(cfg, splits=["train"])
+    img = next((tmp_path / "shaperefs" / "images").iterdir())
+    with pytest.raises(ValueError, match="no visible character"): predict_image(cfg, tok, model.eval(), img, "\u200b\u200b")
+    with pytest.warns(UserWarning, match="none of the words .* is in the model's vocabulary"):
+        predict_image(cfg, tok, model, img, "zebra quokka")
+
+
+def test_run_folder_with_a_file_where_a_folder_goes(tmp_path):
+    from ris_nb.train import check_run_dir
+    (tmp_path / "checkpoints").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="checkpoints is a file"): check_run_dir(tmp_path, get_preset("lavt_tiny"), {})
