@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .core import probe_ms
+from .core import probe_ms, write_atomic
 
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'KINDS', 'STUDENT_README', 'CheckError', 'compare',
@@ -208,8 +208,12 @@ def _src(cell: dict) -> str:
     return s if isinstance(s, str) else "".join(s)
 
 def read_notebook(path: str | Path) -> dict:
-    "A notebook as a dict, every cell's source one string."
-    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    "A notebook as a dict, every cell's source one string; a file that is not a notebook is named."
+    try: nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a notebook: not valid JSON ({e})") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise ValueError(f"{path} is not a notebook: expected a JSON object with a 'cells' list")
     for c in nb["cells"]: c["source"] = _src(c)
     return nb
 
@@ -326,16 +330,14 @@ def make_course(nbs: str | Path = "nbs", out: str | Path = "course", backend: st
     if not nbs.is_dir(): raise FileNotFoundError(f"notebook folder {nbs} not found (run from the repository root or pass --nbs)")
     if out.resolve() == nbs.resolve(): raise ValueError(f"--out {out} is the instructor folder itself; choose another folder")
     if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file; expected a folder")
-    paths = []
+    students = {}                                    # every notebook converted before any file is written
     for p in sorted(nbs.glob("*.ipynb")):
         nb = read_notebook(p)
-        if exercise_start(nb) is None: continue
-        st = to_student(nb, backend)
-        out.mkdir(parents=True, exist_ok=True)
-        q = out / p.name
-        q.write_text(json.dumps(st, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        paths.append(q)
-    if not paths: raise ValueError(f"no notebook in {nbs} has an '{EXERCISES}' section")
+        if exercise_start(nb) is not None: students[p.name] = to_student(nb, backend)
+    if not students: raise ValueError(f"no notebook in {nbs} has an '{EXERCISES}' section")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [write_atomic(out / name, lambda tmp, st=st: tmp.write_text(json.dumps(st, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"))
+             for name, st in students.items()]
     if (nbs / "images").is_dir(): shutil.copytree(nbs / "images", out / "images", dirs_exist_ok=True)
     (out / "README.md").write_text(STUDENT_README.format(notebooks=", ".join(p.stem for p in paths)), encoding="utf-8")
     if verbose:

@@ -611,3 +611,13 @@ def test_run_folder_with_a_file_where_a_folder_goes(tmp_path):
     from ris_nb.train import check_run_dir
     (tmp_path / "checkpoints").write_text("not a folder")
     with pytest.raises(NotADirectoryError, match="checkpoints is a file"): check_run_dir(tmp_path, get_preset("lavt_tiny"), {})
+
+
+def test_course_names_a_broken_notebook_and_writes_nothing(tmp_path):
+    import shutil as _sh
+    from ris_nb.course import make_course
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    _sh.copy(Path(__file__).parents[1] / "nbs" / "01_metrics.ipynb", nbs)
+    (nbs / "03_bad.ipynb").write_text("{not json")
+    with pytest.raises(ValueError, match=r"03_bad.ipynb is not a notebook"): make_course(nbs, tmp_path / "course", verbose=False)
+    assert not (tmp_path / "course").exists()
