@@ -1,0 +1,58 @@
+"""The MG diagnosis rows on the rich-language ShapeRefs: evaluate the last checkpoint of each run on val and write one row per
+run (overall, per expression type, sentences with and without a rare word) to a CSV that `12a_learning` reads.
+
+    python tools/mg_rich_table.py --runs RUN_DIR [RUN_DIR ...] --out nbs/results/mg_rich_12a.csv
+"""
+from __future__ import annotations
+import argparse, csv, io, json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ris_nb.core import Config, write_atomic
+from ris_nb.evaluate import evaluate
+from ris_nb.train import checkpoint_paths, load_checkpoint, prepare
+
+
+def miou(rows: list[dict]) -> float: return 100 * float(np.mean([r["IoU"] for r in rows])) if rows else float("nan")
+def oiou(rows: list[dict]) -> float: return 100 * sum(r["I"] for r in rows) / max(sum(r["U"] for r in rows), 1)
+
+
+def run_row(run: Path) -> dict:
+    "One run's last checkpoint on val: preset, seed, samples, oIoU, mIoU, per type, rare / common."
+    cfg = Config.from_dict(json.loads((run / "config.json").read_text()))
+    _, loaders, model, cfg = prepare(cfg, ["val"])
+    last = checkpoint_paths(run)[0]
+    ck = load_checkpoint(last)
+    model.load_state_dict(ck["model"])
+    res = evaluate(model, loaders["val"], progress=False)
+    refer = loaders["val"].dataset.base.refer
+    rare = {s["sent_id"]: bool(s.get("rare")) for r in refer.refs.values() for s in r["sentences"]}
+    samples = res["samples"]
+    row = {"preset": cfg.name, "seed": cfg.seed, "step": ck["step"], "samples": ck["step"] * cfg.train.batch_size,
+           "oIoU": round(res["overall"]["oIoU"], 2), "mIoU": round(res["overall"]["mIoU"], 2)}
+    row.update({t: round(v["mIoU"], 2) for t, v in sorted(res["by_type"].items())})
+    row["rare_mIoU"] = round(miou([s for s in samples if rare[s["sent_id"]]]), 2)
+    row["common_mIoU"] = round(miou([s for s in samples if not rare[s["sent_id"]]]), 2)
+    row["n_rare"] = sum(rare[s["sent_id"]] for s in samples)
+    t = run.with_suffix(".time")
+    row["wall_s"] = float(t.read_text().split()[0]) if t.exists() else ""
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", nargs="+", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    rows = [run_row(Path(r)) for r in a.runs]
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO(); w = csv.DictWriter(buf, cols); w.writeheader(); w.writerows(rows)
+    write_atomic(a.out, lambda tmp: tmp.write_text(buf.getvalue()))
+    print(buf.getvalue())
+
+
+if __name__ == "__main__":
+    main()
