@@ -618,6 +618,6 @@ def test_course_names_a_broken_notebook_and_writes_nothing(tmp_path):
     from ris_nb.course import make_course
     nbs = tmp_path / "nbs"; nbs.mkdir()
     _sh.copy(Path(__file__).parents[1] / "nbs" / "01_metrics.ipynb", nbs)
-    (nbs / "03_bad.ipynb").write_text("{not json")
-    with pytest.raises(ValueError, match=r"03_bad.ipynb is not a notebook"): make_course(nbs, tmp_path / "course", verbose=False)
+    (nbs / "broken.ipynb").write_text("{not json")
+    with pytest.raises(ValueError, match=r"broken.ipynb is not a notebook"): make_course(nbs, tmp_path / "course", verbose=False)
     assert not (tmp_path / "course").exists()
