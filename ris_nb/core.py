@@ -31,7 +31,7 @@ __all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MA
            'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset',
            'flat_config', 'source_table', 'register_model', 'build_model', 'check_field', 'text_positions',
            'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line',
-           'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'write_atomic']
+           'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_atomic']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -794,6 +794,13 @@ def usable_cores() -> int:
 
 
 # %% ../nbs/00_core.ipynb #ut000005
+def pid_alive(pid: int) -> bool:
+    "Whether process `pid` runs on this machine (a temp file named after a dead pid is left over and safe to remove)."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True      # someone else's live process
+    return True
+
 def write_atomic(path: str | Path, write: Callable[[Path], Any], fsync: bool = False) -> Path:
     "Call `write(tmp)` on a temporary sibling (same suffix), optionally fsync it, then rename it over `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)

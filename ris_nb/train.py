@@ -25,19 +25,19 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .core import Config, amp_dtype, get_device, precision_line, seed_everything, validate_config, write_atomic
+from .core import Config, amp_dtype, get_device, precision_line, seed_everything, validate_config, pid_alive, write_atomic
 
 # %% auto #0
 __all__ = ['REFER_TRAIN_SIZES', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo',
            'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners',
-           'pairs_sentences', 'ShardSampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state',
-           'module_generators', 'generator_states', 'set_generator_states', 'atomic_save', 'load_checkpoint',
-           'checkpoint_paths', 'latest_checkpoint', 'RunLockedError', 'run_lock', 'LossWrapper', 'unwrap_wrapper',
-           'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks',
-           'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'resume', 'SamplerCB',
-           'config_diff', 'saved_config', 'check_same_run', 'run_fingerprints', 'check_fingerprints', 'check_run_dir',
-           'stale_temp_files', 'check_loaders', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'fit',
-           'Prepared', 'prepare']
+           'pairs_sentences', 'epoch_items', 'ShardSampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state',
+           'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'atomic_save',
+           'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'RunLockedError', 'run_lock', 'LossWrapper',
+           'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB',
+           'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects',
+           'resume', 'SamplerCB', 'config_diff', 'saved_config', 'check_same_run', 'run_fingerprints',
+           'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader',
+           'make_eval_loader', 'default_callbacks', 'fit', 'Prepared', 'prepare']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -154,6 +154,10 @@ def image_partners(dataset) -> list[list[int]]:
 def pairs_sentences(cfg: Config) -> bool:
     "Whether training batches hold sentence pairs from one image (SaG's in-image negatives)."
     return cfg.model.name == "sag" and cfg.model.sag.in_image_negatives
+
+def epoch_items(cfg: Config, dataset) -> int:
+    "Items one epoch of the training sampler yields: every item once, or every item once as the anchor of a pair."
+    return len(dataset) * (2 if pairs_sentences(cfg) else 1)
 
 class ShardSampler(Sampler):
     "Items rank, rank+world, … in order: every item exactly once over all ranks."
@@ -618,10 +622,7 @@ def stale_temp_files(run_dir: Path) -> list[Path]:
     out = []
     for p in [*Path(run_dir).glob(".*.tmp-*"), *Path(run_dir).glob("checkpoints/.*.tmp-*")]:
         pid = p.name.rpartition(".tmp-")[2].split(".")[0]
-        if not pid.isdigit() or not p.is_file(): continue
-        try: os.kill(int(pid), 0)
-        except ProcessLookupError: out.append(p)
-        except PermissionError: pass                       # another user's live process
+        if pid.isdigit() and p.is_file() and not pid_alive(int(pid)): out.append(p)
     return out
 
 def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[str] = ("train", "val")) -> None:
@@ -671,8 +672,7 @@ def _fit_locked(model: nn.Module, loaders: dict, cfg: Config, cbs: Sequence[Call
                 run_dir: Path) -> Path:
     "`fit` once the run directory is locked: check it against the run it holds, then train."
     seed_everything(cfg.seed + info.rank)
-    n_train = len(loaders["train"].dataset) * (2 if pairs_sentences(cfg) else 1)    # paired: every item once as the anchor
-    cfg = resolve_epochs(cfg, n_train, info.world, verbose=info.is_main)
+    cfg = resolve_epochs(cfg, epoch_items(cfg, loaders["train"].dataset), info.world, verbose=info.is_main)
     fingerprints = run_fingerprints(loaders)
     found = check_run_dir(run_dir, cfg, fingerprints) if resume_run else None
     if info.distributed: dist.barrier()     # every rank has read config.json before rank 0 rewrites it (a busy rank 1 read it half-written)
@@ -722,6 +722,6 @@ def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) ->
                          f"tokenizer's vocabulary (0 = take it from the tokenizer)")
     loaders = make_dataloaders(cfg, tok, splits)
     if cfg.data.train_split in loaders:                     # `train.epochs` → steps, so the config states what will run
-        cfg = resolve_epochs(cfg, len(loaders[cfg.data.train_split].dataset) * (2 if pairs_sentences(cfg) else 1), world)
+        cfg = resolve_epochs(cfg, epoch_items(cfg, loaders[cfg.data.train_split].dataset), world)
     seed_everything(cfg.seed)
     return Prepared(tok, loaders, build_model(cfg), cfg)

@@ -16,7 +16,6 @@ from ris_nb.train import checkpoint_paths, load_checkpoint, prepare
 
 
 def miou(rows: list[dict]) -> float: return 100 * float(np.mean([r["IoU"] for r in rows])) if rows else float("nan")
-def oiou(rows: list[dict]) -> float: return 100 * sum(r["I"] for r in rows) / max(sum(r["U"] for r in rows), 1)
 
 
 def run_row(run: Path) -> dict:

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 import pycocotools.mask as mask_utils
+
+from ..core import pid_alive
 import shapely
 
 # %% auto #0
@@ -624,18 +626,12 @@ def _number(results, splits: list[str], size: int, image_dir: Path, bar) -> tupl
 # %% ../../nbs/03_shaperefs.ipynb #652720af
 MAX_SIZE = 1024                 # ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
 
-def _pid_alive(pid: int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True      # someone else's live process
-    return True
-
 def remove_stale_temps(out_dir: Path) -> list[Path]:
     "Delete `.<name>.tmp-<pid>` / `.<name>.old-<pid>` siblings of `out_dir` left by a killed `generate` (their pid is dead)."
     removed = []
     for p in out_dir.parent.glob(f".{out_dir.name}.*-*"):
         kind, _, pid = p.name[len(out_dir.name) + 2:].rpartition("-")
-        if kind in ("tmp", "old") and pid.isdigit() and p.is_dir() and not _pid_alive(int(pid)):
+        if kind in ("tmp", "old") and pid.isdigit() and p.is_dir() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True); removed.append(p)
     return removed
 

@@ -21,11 +21,11 @@ from ..core import Config, get_preset, register_model
 from .encoders import StagedBackbone, TextEncoder, ViTBackbone, build_backbone, build_text_encoder, sine_pos_2d
 from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, map_official, official_decoder_keys,
                                  official_interaction_qkv, official_slot_keys, recon_loss, SlotOutput, AffineDecoder,
-                                 PixelEncoder, affine_loss, affine_target, load_entity_model, packaged_entity_weights)
+                                 PixelEncoder, affine_loss, grid_coords, affine_target, load_entity_model, packaged_entity_weights)
 
 # %% auto #0
 __all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'OFFICIAL_UNUSED', 'PRESET_SOURCES', 'build_vision', 'image_tokens', 'build_text',
-           'TextCLS', 'Fusion', 'c3_logits', 'c3_loss', 'gather_batch', 'batch_partners', 'gather_ids',
+           'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'batch_partners', 'gather_ids',
            'own_image_copies', 'c3_in_image_loss', 'relevance_grid', 'upsample_minmax', 'PatchEntities',
            'entity_similarity', 'EntityAppearance', 'map_geometry', 'connected_pieces', 'entity_pieces', 'SaGOutputs',
            'SaG', 'load_entities', 'build_sag', 'official_to_config', 'official_key_map', 'load_official']
@@ -90,35 +90,43 @@ class Fusion(nn.Module):
         self.to_out, self.drop = nn.Linear(inner, dim), nn.Dropout(dropout)
         self.ffn = PreNormFFN(dim, mult, 0.0)
 
+    def _qkv(self, text: torch.Tensor, entities: torch.Tensor):
+        "Queries (J,h,d) of the texts, keys and values (I,h,K,d) of the entities."
+        q = self.to_q(self.norm(text)).unflatten(-1, (self.heads, -1))
+        k, v = (_heads(x, self.heads) for x in self.to_kv(self.norm_context(entities)).chunk(2, dim=-1))
+        return q * self.scale, k, v
+
+    def _readout(self, text: torch.Tensor, gathered: torch.Tensor) -> torch.Tensor:
+        "ẑ = norm(FFN(t + W_o·gathered)) (official: the residual carries t itself); `gathered` (…,h·d)."
+        z = self.drop(self.to_out(gathered))
+        return F.normalize(self.ffn(text + z if self.residual else z), dim=-1)
+
     def forward(self, text: torch.Tensor, entities: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         "`valid` (B_img,K) bool: entities that exist (False = padding, never attended)."
-        q = self.to_q(self.norm(text)).unflatten(-1, (self.heads, -1))           # (J,h,d)
-        k, v = (_heads(x, self.heads) for x in self.to_kv(self.norm_context(entities)).chunk(2, dim=-1))  # (I,h,K,d)
-        logits = torch.einsum("jhd,ihkd->ihjk", q * self.scale, k)
-        if valid is not None: logits = logits.masked_fill(~valid[:, None, None], float("-inf"))
-        attn = logits.softmax(dim=-1)                                            # softmax over entities
-        out = (attn @ v).permute(0, 2, 1, 3).flatten(2)                          # (I,J,h·d)
-        z = self.drop(self.to_out(out))
-        z = self.ffn(text[None] + z if self.residual else z)                    # official: the residual carries t itself
-        return F.normalize(z, dim=-1), attn.mean(dim=1)
+        q, k, v = self._qkv(text, entities)
+        attn = _masked_softmax(torch.einsum("jhd,ihkd->ihjk", q, k), None if valid is None else valid[:, None, None])
+        return self._readout(text[None], (attn @ v).permute(0, 2, 1, 3).flatten(2)), attn.mean(dim=1)   # (I,J,D), (I,J,K)
 
     def swapped(self, text: torch.Tensor, entities: torch.Tensor, partner: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         "ẑ of text j over its own image's entities (B,K,D), gathered with the attention of text `partner[j]`: (B,D) unit-norm."
-        q = self.to_q(self.norm(text[partner])).unflatten(-1, (self.heads, -1))                      # (B,h,d)
-        k, v = (_heads(x, self.heads) for x in self.to_kv(self.norm_context(entities)).chunk(2, dim=-1))  # (B,h,K,d)
-        logits = torch.einsum("bhd,bhkd->bhk", q * self.scale, k)
-        if valid is not None: logits = logits.masked_fill(~valid[:, None], float("-inf"))
-        attn = logits.softmax(dim=-1)
-        z = self.drop(self.to_out(torch.einsum("bhk,bhkd->bhd", attn, v).flatten(1)))
-        return F.normalize(self.ffn(text + z if self.residual else z), dim=-1)
+        q, k, v = self._qkv(text[partner], entities)
+        attn = _masked_softmax(torch.einsum("bhd,bhkd->bhk", q, k), None if valid is None else valid[:, None])
+        return self._readout(text, torch.einsum("bhk,bhkd->bhd", attn, v).flatten(1))
+
+def _masked_softmax(logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    "Softmax over the last axis (the entities), padding entities (`valid` False, broadcast) at zero."
+    return (logits if valid is None else logits.masked_fill(~valid, float("-inf"))).softmax(dim=-1)
 
 # %% ../../nbs/11_sag.ipynb #88abf810
 def c3_logits(fused: torch.Tensor, text: torch.Tensor, temperature: float = 1.0, detach_target: bool = True,
               normalize_target: bool = False) -> torch.Tensor:
     "sim[j,i] = ⟨t_j, ẑ(i,j)⟩/τ: (B_txt,B_img). fused: (B_img,B_txt,D), text: (B_txt,D)."
-    t = text.detach() if detach_target else text
-    if normalize_target: t = F.normalize(t, dim=-1)
-    return torch.einsum("jd,ijd->ji", t, fused) / temperature
+    return torch.einsum("jd,ijd->ji", c3_target(text, detach_target, normalize_target), fused) / temperature
+
+def c3_target(text: torch.Tensor, detach: bool = True, normalize: bool = False) -> torch.Tensor:
+    "t as C³ compares with it: stop-gradient (official `--cma_detach_target`) and optionally unit-norm."
+    t = text.detach() if detach else text
+    return F.normalize(t, dim=-1) if normalize else t
 
 def c3_loss(fused: torch.Tensor, text: torch.Tensor, temperature: float = 1.0, detach_target: bool = True,
             normalize_target: bool = False, offset: int = 0) -> torch.Tensor:
@@ -173,8 +181,7 @@ def c3_in_image_loss(fused: torch.Tensor, text: torch.Tensor, swapped: torch.Ten
                      normalize_target: bool = False, offset: int = 0) -> torch.Tensor:
     "C³ over the other images (copies of the own image left out) plus the own image gathered as the partner sentence gathers it."
     logits = c3_logits(fused, text, temperature, detach_target, normalize_target).masked_fill(exclude, float("-inf"))
-    t = text.detach() if detach_target else text
-    if normalize_target: t = F.normalize(t, dim=-1)
+    t = c3_target(text, detach_target, normalize_target)
     extra = ((t * swapped).sum(-1) / temperature).masked_fill(partner < 0, float("-inf"))
     return F.cross_entropy(torch.cat([logits, extra[:, None]], dim=1), torch.arange(len(t), device=t.device) + offset)
 
@@ -228,21 +235,20 @@ class EntityAppearance(nn.Module):
 
     def forward(self, entities: torch.Tensor, a_slot: torch.Tensor, images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         B, K = a_slot.shape[:2]
+        img = F.adaptive_avg_pool2d(images, hw)                                        # (B,3,h,w): the image on the token grid
         masks = a_slot.unflatten(-1, hw)[:, :, None]                                   # (B,K,1,h,w)
-        img = F.adaptive_avg_pool2d(images, hw)[:, None]                               # (B,1,3,h,w)
-        x = torch.cat([masks, masks * img], dim=2).flatten(0, 1)                       # (B·K,4,h,w)
-        return entities + self.proj(self.cnn(x)).view(B, K, -1) + self.geometry(map_geometry(a_slot, images, hw))
+        x = torch.cat([masks, masks * img[:, None]], dim=2).flatten(0, 1)              # (B·K,4,h,w)
+        return entities + self.proj(self.cnn(x)).view(B, K, -1) + self.geometry(map_geometry(a_slot, img))
 
-def map_geometry(maps: torch.Tensor, images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    "(B,K,9) per map: log mass, centre (x, y), spread (σx, σy, cov) in [-1, 1] grid units, and its mean colour."
-    xy = torch.stack(torch.meshgrid(torch.linspace(-1, 1, hw[0], device=maps.device), torch.linspace(-1, 1, hw[1], device=maps.device),
-                                    indexing="ij")[::-1], -1).flatten(0, 1)           # (N,2): x, y
+def map_geometry(maps: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+    "(B,K,9) per map (B,K,N) over an (h,w) grid: log mass, centre (x, y), spread (σx, σy, cov) in [-1, 1] grid units, and its mean colour in `img` (B,3,h,w)."
+    xy = grid_coords(*img.shape[-2:], device=maps.device).to(maps.dtype)            # (N,2): x, y
     mass = maps.sum(-1, keepdim=True)
     w = maps / mass.clamp(min=1e-6)
     c = w @ xy                                                                          # (B,K,2)
     d = xy[None, None] - c[:, :, None]                                                  # (B,K,N,2)
     cov = torch.einsum("bkn,bkni,bknj->bkij", w, d, d)
-    colour = torch.einsum("bkn,bcn->bkc", w, F.adaptive_avg_pool2d(images, hw).flatten(2))
+    colour = torch.einsum("bkn,bcn->bkc", w, img.flatten(2))
     return torch.cat([(mass / maps.shape[-1]).clamp(min=1e-6).log(), c, cov[..., 0, 0:1].sqrt(), cov[..., 1, 1:2].sqrt(),
                       cov[..., 0, 1:2], colour], -1)
 
@@ -271,7 +277,7 @@ def entity_pieces(a_slot: torch.Tensor, hw: tuple[int, int], min_tokens: int, ma
         ids, counts = lab[b].unique(return_counts=True)        # ids are global per (slot, piece): a token belongs to one slot
         keep = [(int(c), int(i)) for i, c in zip(ids, counts) if i > 0 and c >= min_tokens]
         for e, (_, i) in enumerate(sorted(keep, reverse=True)[:max_pieces]):
-            k = int((lab[b] == i).any(-1).nonzero()[0])
+            k = int(hard[b, i - 1])                            # label = the piece's largest token index + 1 (connected_pieces)
             parent[b, e], valid[b, e], support[b, e] = k, True, (lab[b, k] == i).float()
     support = F.max_pool2d(support.view(B * max_pieces, 1, *hw), 3, stride=1, padding=1).view(B, max_pieces, N)
     return a_slot.gather(1, parent[..., None].expand(-1, -1, N)) * support, parent, valid
