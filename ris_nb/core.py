@@ -360,6 +360,7 @@ def _apply(cfg, key: str, value) -> None:
         for k, v in value.items(): _apply(cfg, f"{key}.{k}", v)
     else: setattr(node, name, _check_value(value, tp, key))
 
+# %% ../nbs/00_core.ipynb #fc54386a
 def override(cfg: Config, updates: dict[str, Any]) -> Config:
     "A copy of `cfg` with dotted-key `updates` applied and type-checked; a section's mapping is merged into it."
     if not isinstance(updates, dict):
@@ -428,6 +429,7 @@ def _minilm() -> TextConfig:
                       layer_groups=[2, 2, 1, 1], train_embeddings=False)
 def _mobilenet() -> VisionConfig: return VisionConfig(backbone="mobilenetv2", weights="packaged")
 
+# %% ../nbs/00_core.ipynb #5e0608f1
 @register_preset("lavt_paper")
 def _lavt_paper() -> Config:
     # official code (yz93/LAVT-RIS args.py, train.py): 40 epochs, batch 32, AdamW 5e-5 / 0.01, poly 0.9. max_steps is RefCOCO's
@@ -453,6 +455,7 @@ def _lavt_mini() -> Config:
                   model=ModelConfig(name="lavt", vision=_mobilenet(), text=_minilm(), lavt=LavtConfig(loss="dice")),
                   train=TrainConfig(max_steps=300, batch_size=8, lr=3e-4, eval_every=100, ckpt_every=100))
 
+# %% ../nbs/00_core.ipynb #167d2d21
 def _with_mg(cfg: Config, width: int) -> Config:
     "MG on, our predictor sizes: heads width/32 (≥4), FFN 4×width, mask patch 32 at ≥384 px (ours, see 07_mask_grounding)."
     return cfg.override({"model.mg.enabled": True, "model.mg.width": width, "model.mg.ffn": 4 * width,
@@ -508,6 +511,7 @@ def _sag_paper() -> Config:
                                     warmup_steps=5_000, grad_clip=0.1, eval_every=3_769, ckpt_every=3_769, log_every=50),
                   eval=EvalConfig(protocol="original", select_metric="mIoU"))
 
+# %% ../nbs/00_core.ipynb #cd4ee9dc
 @register_preset("sag_tiny")
 def _sag_tiny() -> Config:  # ours: CPU-sized, word-level tokenizer
     # ours, each measured in 10_entity_slots / 11_sag (ShapeRefs 64 px, one change at a time at equal samples):
@@ -604,6 +608,7 @@ _SEED = (lambda v: _is_int(v) and 0 <= v <= MAX_SEED), f"an integer from 0 to {M
 _CE_WEIGHTS = ((lambda v: isinstance(v, list) and len(v) == 2 and all(_number()[0](x) for x in v) and sum(v) > 0),
                "two finite weights >= 0, not both 0: [background, foreground]")
 
+# %% ../nbs/00_core.ipynb #0ac64935
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": _SEED,
     "data.root": _NAME, "data.dataset": _NAME, "data.split_by": _NAME, "data.train_split": _NAME, "data.val_split": _NAME,
@@ -628,6 +633,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.magnet.hidden_dim": _POS, "model.magnet.enc_layers": _POS, "model.magnet.dec_layers": _POS,
     "model.magnet.n_heads": _POS, "model.magnet.n_points": _POS, "model.magnet.enc_ffn": _POS, "model.magnet.dec_ffn": _POS,
     "model.magnet.w_bce": _number(), "model.magnet.w_dice": _number(), "model.magnet.w_class": _number(),
+}
+
+# %% ../nbs/00_core.ipynb #559f3198
+_RULES.update({
     "model.sag.slot_type": _one_of("entity", "random", "query"), "model.sag.n_gaussians": _POS, "model.sag.n_samples": _POS,
     "model.sag.dim": _POS, "model.sag.iterations": _POS, "model.sag.slot_heads": _POS, "model.sag.slot_head_dim": _POS,
     "model.sag.interaction_heads": _POS, "model.sag.interaction_head_dim": _POS, "model.sag.fusion_heads": _POS,
@@ -648,8 +657,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.device": ((lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None),
                      "auto, cpu, mps, cuda or cuda:N"),
     "eval.protocol": _one_of("square", "original"), "eval.batch_size": _POS, "eval.select_metric": _one_of(*SELECT_METRICS),
-}
+})
 
+# %% ../nbs/00_core.ipynb #335efde5
 def text_positions(cfg: Config) -> int | None:
     "Position rows of the text encoder `cfg` builds: the longest sentence in tokens it can read (None: unknown before loading)."
     t = cfg.model.text
@@ -658,8 +668,8 @@ def text_positions(cfg: Config) -> int | None:
     try: return int(json.loads((Path(t.encoder) / "config.json").read_text())["max_position_embeddings"])
     except (OSError, ValueError, KeyError, TypeError): return None     # the encoder's loader names a missing folder
 
-def _cross_checks(cfg: Config) -> list[str]:
-    "Problems that involve more than one field (sizes the model's blocks must agree on, sizes that exhaust memory)."
+def _input_checks(cfg: Config) -> list[str]:
+    "Sizes the image and the sentence must fit: the Swin window, patches, stages, text positions."
     v, t, d, errs = cfg.model.vision, cfg.model.text, cfg.data, []
     side = d.image_size // v.patch_size if v.patch_size else 0
     if v.backbone == "swin" and v.window_size > side:   # a larger window only pads the map: attention grows as window_size**4
@@ -679,6 +689,12 @@ def _cross_checks(cfg: Config) -> list[str]:
         errs.append(f"model.vision.depths={v.depths} and num_heads={v.num_heads}: expected one entry per stage in both")
     if v.backbone == "vit" and (len(v.depths) != 1 or len(v.num_heads) != 1):
         errs.append(f"model.vision.depths={v.depths}, num_heads={v.num_heads}: expected one entry each for vit ([n_layers], [n_heads])")
+    return errs
+
+# %% ../nbs/00_core.ipynb #d5883c96
+def _model_checks(cfg: Config) -> list[str]:
+    "Options that need other options (SaG's pairs and pieces), widths their head counts must divide, a known model name."
+    t, errs = cfg.model.text, []
     if cfg.model.name == "sag" and cfg.model.sag.in_image_negatives and (cfg.train.batch_size % 2 or not cfg.model.sag.fusion):
         errs.append(f"model.sag.in_image_negatives=True: expected an even train.batch_size (sentences come in pairs; got "
                     f"{cfg.train.batch_size}) and model.sag.fusion=True (got {cfg.model.sag.fusion})")
@@ -699,6 +715,10 @@ def _cross_checks(cfg: Config) -> list[str]:
     if _MODELS and cfg.model.name not in _MODELS:     # (empty only inside this notebook, before the models exist)
         errs.append(f"model.name={cfg.model.name!r}: expected one of {', '.join(sorted(_MODELS))}")
     return errs
+
+def _cross_checks(cfg: Config) -> list[str]:
+    "Problems that involve more than one field (sizes the model's blocks must agree on, sizes that exhaust memory)."
+    return _input_checks(cfg) + _model_checks(cfg)
 
 def validate_config(cfg: Config) -> Config:
     "Check every section of `cfg` before any work; one `ValueError` lists each offending key, its value and what was expected."
@@ -735,6 +755,7 @@ def get_device(pref: str = "auto") -> torch.device:
         raise ValueError(f"device {pref!r} requested but this machine has no MPS (Apple GPU) device; use 'cpu' or 'auto'")
     return dev
 
+# %% ../nbs/00_core.ipynb #668ab308
 AMP_MODES = ("auto", "bf16", "off")
 
 def cpu_native_bf16() -> bool:
