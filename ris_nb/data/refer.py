@@ -71,6 +71,7 @@ def _decode_bytes(obj, source: str = "<pickle>", max_depth: int = MAX_PICKLE_DEP
         return out
     return walk(obj, 0)
 
+# %% ../../nbs/02_refer.ipynb #5eb7f5d1
 def safe_load_pickle(path: str | Path) -> Any:
     "Load a pickle that may hold only builtin containers and scalars (Python 2 or 3)."
     path = Path(path)
@@ -113,6 +114,7 @@ def validate_refs(refs: Any, source: str = "refs") -> list[dict]:
                                      f"got {type(s[k]).__name__}")
     return refs
 
+# %% ../../nbs/02_refer.ipynb #7f813542
 def validate_instances(inst: Any, source: str = "instances.json") -> dict:
     "Check the COCO keys REFER relies on; raise `ValueError` naming file, index and field."
     if not isinstance(inst, dict): raise ValueError(f"{source}: expected a JSON object, got {type(inst).__name__}")
@@ -262,6 +264,7 @@ def _link_errors(refs: list[dict], imgs: dict, anns: dict, refs_file, instances_
                          "expected an annotation of the ref's own image_id")
     return out
 
+# %% ../../nbs/02_refer.ipynb #e4a923dd
 def check_ids(refs: list[dict], inst: dict, refs_file="refs", instances_file="instances.json") -> Findings:
     "Unique image/annotation/category/ref/sentence ids; every ref's annotation exists and lies on the ref's image; image files named inside the image root."
     f = Findings()
@@ -354,6 +357,7 @@ def check_geometry(inst: dict, instances_file="instances.json", tolerance: float
     f.warnings += _quirks(P, m, kinds, drawn, name, instances_file, tolerance)
     return f
 
+# %% ../../nbs/02_refer.ipynb #4cd0bbcc
 def _quirks(P, m, kinds, drawn, name, instances_file, tolerance) -> list[str]:
     "Counted warnings for RefCOCO's known quirks: polygons of 1–2 points, polygons a pixel or two outside the image."
     out = []
@@ -379,41 +383,27 @@ def _missing(path: Path, what: str, dataset: str, root: Path, extra: str = "") -
     hint = _HINTS.get(dataset, "get the REFER files (see data/README.md) and unpack them under the data root")
     return FileNotFoundError(f"{what} not found: {path}{extra}; {hint.format(root=root)}")
 
+def _refer_files(root: Path, dataset: str, split_by: str) -> tuple[Path, Path, Path]:
+    "The dataset folder, refs pickle and instances file under `root`; a missing one is named, with what is there instead."
+    ddir = root / dataset
+    if not root.is_dir(): raise _missing(root, "data root", dataset, root)
+    if not ddir.is_dir():
+        have = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise _missing(ddir, f"dataset folder {dataset!r}", dataset, root, f" (folders under the root: {', '.join(have) or 'none'})")
+    refs_file, instances_file = ddir / f"refs({split_by}).p", ddir / "instances.json"
+    for f, what in ((refs_file, "refs pickle"), (instances_file, "instances JSON file")):
+        if f.is_dir(): raise IsADirectoryError(f"{f} is a directory; expected the {what} itself")
+    if not refs_file.is_file():
+        have = sorted(p.name for p in ddir.glob("refs(*).p"))
+        raise _missing(refs_file, f"refs file for split_by={split_by!r}", dataset, root,
+                       f" (refs files present: {', '.join(have) or 'none'})")
+    if not instances_file.is_file(): raise _missing(instances_file, "instances file", dataset, root)
+    return ddir, refs_file, instances_file
+
+# %% ../../nbs/02_refer.ipynb #757cf3c2
 _CHECKED: set[tuple[str, ...]] = set()    # SHA-256 pairs of the files `check_index` passed in this process
-
-class Refer:
-    "Index over one REFER dataset: refs, annotations, images, categories and sentences."
-    def __init__(self, root: str | Path, dataset: str, split_by: str, image_root: str | Path | None = None,
-                 checksums: dict[str, str] | None = None):
-        self.root, self.dataset, self.split_by = Path(root), dataset, split_by
-        ddir = self.root / dataset
-        if not self.root.is_dir(): raise _missing(self.root, "data root", dataset, self.root)
-        if not ddir.is_dir():
-            have = sorted(p.name for p in self.root.iterdir() if p.is_dir())
-            raise _missing(ddir, f"dataset folder {dataset!r}", dataset, self.root, f" (folders under the root: {', '.join(have) or 'none'})")
-        self.refs_file, self.instances_file = ddir / f"refs({split_by}).p", ddir / "instances.json"
-        for f, what in ((self.refs_file, "refs pickle"), (self.instances_file, "instances JSON file")):
-            if f.is_dir(): raise IsADirectoryError(f"{f} is a directory; expected the {what} itself")
-        if not self.refs_file.is_file():
-            have = sorted(p.name for p in ddir.glob("refs(*).p"))
-            raise _missing(self.refs_file, f"refs file for split_by={split_by!r}", dataset, self.root,
-                           f" (refs files present: {', '.join(have) or 'none'})")
-        if not self.instances_file.is_file(): raise _missing(self.instances_file, "instances file", dataset, self.root)
-        self.checksums = {f.name: sha256(f) for f in (self.refs_file, self.instances_file)}
-        for name, want in (checksums or {}).items():
-            if self.checksums.get(name) != want:
-                raise ValueError(f"{ddir / name}: SHA-256 {self.checksums.get(name)} differs from the expected {want}")
-        if image_root in (None, ""):      # defaults are already under the root (relative roots stay relative)
-            self.image_root = ddir / "images" if (ddir / "images").is_dir() else self.root / "images/mscoco/images/train2014"
-        else:                             # a user-given relative image root is relative to the data root
-            self.image_root = Path(image_root) if Path(image_root).is_absolute() else self.root / image_root
-        refs = validate_refs(safe_load_pickle(self.refs_file), str(self.refs_file))
-        inst = validate_instances(read_json(self.instances_file), str(self.instances_file))
-        if tuple(self.checksums.values()) not in _CHECKED:
-            check_index(refs, inst, self.refs_file, self.instances_file).raise_errors()
-            _CHECKED.add(tuple(self.checksums.values()))
-        self._build(refs, inst)
-
+class _ReferIndex:
+    "Mixin of `Refer`: the lookup tables built from refs and instances, and the queries on them."
     def _build(self, refs: list[dict], inst: dict):
         self.imgs = {im["id"]: im for im in inst["images"]}
         self.anns = {a["id"]: a for a in inst["annotations"]}
@@ -449,6 +439,28 @@ class Refer:
         "Binary mask (h,w) bool of annotation `ann_id`."
         a = self.anns[ann_id]; im = self.imgs[a["image_id"]]
         return segmentation_to_mask(a["segmentation"], im["height"], im["width"], f"{self.instances_file} annotation {ann_id}")
+
+# %% ../../nbs/02_refer.ipynb #5fa2b7e8
+class Refer(_ReferIndex):
+    "Index over one REFER dataset: refs, annotations, images, categories and sentences."
+    def __init__(self, root: str | Path, dataset: str, split_by: str, image_root: str | Path | None = None,
+                 checksums: dict[str, str] | None = None):
+        self.root, self.dataset, self.split_by = Path(root), dataset, split_by
+        ddir, self.refs_file, self.instances_file = _refer_files(self.root, dataset, split_by)
+        self.checksums = {f.name: sha256(f) for f in (self.refs_file, self.instances_file)}
+        for name, want in (checksums or {}).items():
+            if self.checksums.get(name) != want:
+                raise ValueError(f"{ddir / name}: SHA-256 {self.checksums.get(name)} differs from the expected {want}")
+        if image_root in (None, ""):      # defaults are already under the root (relative roots stay relative)
+            self.image_root = ddir / "images" if (ddir / "images").is_dir() else self.root / "images/mscoco/images/train2014"
+        else:                             # a user-given relative image root is relative to the data root
+            self.image_root = Path(image_root) if Path(image_root).is_absolute() else self.root / image_root
+        refs = validate_refs(safe_load_pickle(self.refs_file), str(self.refs_file))
+        inst = validate_instances(read_json(self.instances_file), str(self.instances_file))
+        if tuple(self.checksums.values()) not in _CHECKED:
+            check_index(refs, inst, self.refs_file, self.instances_file).raise_errors()
+            _CHECKED.add(tuple(self.checksums.values()))
+        self._build(refs, inst)
 
     def __repr__(self):
         return (f"Refer({self.dataset}, split_by={self.split_by}: {len(self.refs)} refs, {len(self.sents)} sentences, "
@@ -498,39 +510,35 @@ def _mix(*xs: int) -> int:
         h ^= h >> 29
     return h
 
-class RefDataset:
-    "Items of one split: every (ref, sentence), or one sentence per ref per epoch (`per_ref`)."
-    def __init__(self, root: str | Path, dataset: str, split_by: str, split: str, image_root: str | Path | None = None,
-                 text_field: str = "raw", per_ref: bool = False, seed: int = 0, with_mask: bool = True,
-                 cache: bool = False, on_empty: str = "warn", refer: Refer | None = None):
-        if text_field not in ("raw", "sent"): raise ValueError(f"text_field must be 'raw' or 'sent', got {text_field!r}")
-        if on_empty not in ("warn", "error"): raise ValueError(f"on_empty must be 'warn' or 'error', got {on_empty!r}")
-        self.refer = refer or Refer(root, dataset, split_by, image_root)
-        self.split, self.text_field, self.per_ref, self.seed, self.epoch = split, text_field, per_ref, seed, 0
-        self.with_mask, self.cache = with_mask, cache
-        self._img_cache, self._mask_cache = {}, {}
-        self.refs, self.samples = [], []   # refs: (ref, [sentences]); samples: (ref index, sentence index)
-        dropped = []
-        for rid in self.refer.ref_ids(split):
-            r = self.refer.refs[rid]
-            sents = [s for s in r["sentences"] if s[text_field].strip()]
-            if len(sents) < len(r["sentences"]):
-                bad = [s["sent_id"] for s in r["sentences"] if not s[text_field].strip()]
-                msg = f"{self.refer.refs_file}: ref_id {rid} has empty {text_field!r} sentence(s) sent_id {bad}"
-                if on_empty == "error": raise ValueError(msg)
-                dropped.append(msg)
-            if not sents: continue
-            for j in range(len(sents)): self.samples.append((len(self.refs), j))
-            self.refs.append((r, sents))
-        if dropped: warnings.warn(f"dropped {len(dropped)} empty sentence group(s); first: {dropped[0]}")
-        missing = sorted({str(self.refer.image_path(r["image_id"])) for r, _ in self.refs
-                          if not self.refer.image_path(r["image_id"]).is_file()})
-        if missing: raise FileNotFoundError(f"{len(missing)} image file(s) of split {split!r} not found, e.g. {missing[0]} "
-                                            f"(image_root={self.refer.image_root})")
+# %% ../../nbs/02_refer.ipynb #4862ad10
+def _split_items(refer: Refer, split: str, text_field: str, on_empty: str) -> tuple[list, list]:
+    "(ref, [sentences]) of `split` and its (ref index, sentence index) items; empty sentences warn (or raise) and are dropped."
+    refs, samples = [], []   # refs: (ref, [sentences]); samples: (ref index, sentence index)
+    dropped = []
+    for rid in refer.ref_ids(split):
+        r = refer.refs[rid]
+        sents = [s for s in r["sentences"] if s[text_field].strip()]
+        if len(sents) < len(r["sentences"]):
+            bad = [s["sent_id"] for s in r["sentences"] if not s[text_field].strip()]
+            msg = f"{refer.refs_file}: ref_id {rid} has empty {text_field!r} sentence(s) sent_id {bad}"
+            if on_empty == "error": raise ValueError(msg)
+            dropped.append(msg)
+        if not sents: continue
+        for j in range(len(sents)): samples.append((len(refs), j))
+        refs.append((r, sents))
+    if dropped: warnings.warn(f"dropped {len(dropped)} empty sentence group(s); first: {dropped[0]}")
+    return refs, samples
 
-    def __len__(self) -> int: return len(self.refs) if self.per_ref else len(self.samples)
-    def set_epoch(self, epoch: int): self.epoch = int(epoch)
+def _check_images(refer: Refer, refs: list, split: str) -> None:
+    "Raise `FileNotFoundError` naming the image files of `refs` that are missing."
+    missing = sorted({str(refer.image_path(r["image_id"])) for r, _ in refs
+                      if not refer.image_path(r["image_id"]).is_file()})
+    if missing: raise FileNotFoundError(f"{len(missing)} image file(s) of split {split!r} not found, e.g. {missing[0]} "
+                                        f"(image_root={refer.image_root})")
 
+# %% ../../nbs/02_refer.ipynb #d03b485c
+class _RefReading:
+    "Mixin of `RefDataset`: the image and mask of an item (cached on request), and which (ref, sentence) an index means."
     def _image(self, image_id: int) -> np.ndarray:
         if image_id in self._img_cache: return self._img_cache[image_id]
         img = load_image(self.refer.image_path(image_id))
@@ -559,6 +567,24 @@ class RefDataset:
             return r, sents[_mix(self.seed, epoch, i) % len(sents)]
         ri, j = self.samples[i]
         return self.refs[ri][0], self.refs[ri][1][j]
+
+# %% ../../nbs/02_refer.ipynb #f9646ea8
+class RefDataset(_RefReading):
+    "Items of one split: every (ref, sentence), or one sentence per ref per epoch (`per_ref`)."
+    def __init__(self, root: str | Path, dataset: str, split_by: str, split: str, image_root: str | Path | None = None,
+                 text_field: str = "raw", per_ref: bool = False, seed: int = 0, with_mask: bool = True,
+                 cache: bool = False, on_empty: str = "warn", refer: Refer | None = None):
+        if text_field not in ("raw", "sent"): raise ValueError(f"text_field must be 'raw' or 'sent', got {text_field!r}")
+        if on_empty not in ("warn", "error"): raise ValueError(f"on_empty must be 'warn' or 'error', got {on_empty!r}")
+        self.refer = refer or Refer(root, dataset, split_by, image_root)
+        self.split, self.text_field, self.per_ref, self.seed, self.epoch = split, text_field, per_ref, seed, 0
+        self.with_mask, self.cache = with_mask, cache
+        self._img_cache, self._mask_cache = {}, {}
+        self.refs, self.samples = _split_items(self.refer, split, text_field, on_empty)
+        _check_images(self.refer, self.refs, split)
+
+    def __len__(self) -> int: return len(self.refs) if self.per_ref else len(self.samples)
+    def set_epoch(self, epoch: int): self.epoch = int(epoch)
 
     def __getitem__(self, idx) -> dict:
         r, s = self.index(idx)
@@ -630,6 +656,7 @@ class LayoutReport:
     @property
     def ok(self) -> bool: return not (self.missing or self.unreadable or self.images_missing or self.problems)
 
+# %% ../../nbs/02_refer.ipynb #4b360726
 def _preset_needs() -> dict[tuple[str, str], list[str]]:
     "(dataset, split_by) → names of the presets that train on it."
     from ris_nb.core import get_preset, list_presets
@@ -714,6 +741,7 @@ def _check_one(root: Path, dataset: str, split_by: str, image_root, needed_by: l
         _check_contents(rep, refs, inst, refs_file, inst_file, img_root, instances_cache, decode and required, splits, sample, progress)
     return rep
 
+# %% ../../nbs/02_refer.ipynb #4b8b9c00
 def _check_contents(rep: LayoutReport, refs, inst, refs_file, inst_file, img_root: Path, cache: dict, decode: bool,
                     splits, sample, progress):
     "`check_index` (the geometry once per instances file), the splits asked for, then `decode_images`."
@@ -763,6 +791,7 @@ def _status(r: LayoutReport) -> str:
     if not r.required: return "incomplete" if r.present or r.unreadable else "absent"
     return "MISSING" if r.missing or r.unreadable or r.images_missing else "ERRORS"
 
+# %% ../../nbs/02_refer.ipynb #1a0250f4
 def format_layout(reports: list[LayoutReport]) -> str:
     "A plain-text report: one block per dataset and split-by."
     out = []

@@ -49,6 +49,7 @@ class WordAttention(nn.Module):
         o = sim.softmax(-1) @ v.reshape(B, h, -1, T).transpose(2, 3)     # (B,h,HW,value/h)
         return self._chan(self.W, o.transpose(1, 2).reshape(B, N, self.value))
 
+# %% ../../nbs/06_lavt.ipynb #b4eaf871
 class PWAM(nn.Module):
     "Pixel-word attention module: x (B,HW,C), l (B,T,D), mask (B,T) -> multimodal residual (B,HW,C)."
     def __init__(self, dim: int, l_in: int, heads: int = 1, norm: str = "instance", dropout: float = 0.0):
@@ -136,24 +137,8 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, lc) -> torch.Tensor:
     raise ValueError(f"model.lavt.loss={lc.loss!r}: expected 'ce', 'dice' or 'dice_bce'")
 
 # %% ../../nbs/06_lavt.ipynb #7a7111be
-class LAVT(nn.Module):
-    "LAVT: BERT, then per stage: backbone stage -> PWAM -> gated update; LN'd residuals -> SimpleDecoder."
-    def __init__(self, backbone: StagedBackbone, text: TextEncoder, cfg: Config):
-        super().__init__()
-        self.cfg, self.backbone, self.text = cfg, backbone, text
-        D, lc = text.hidden_size, cfg.model.lavt
-        self.pwams = nn.ModuleList(PWAM(c, D, heads=lc.pwam_heads) for c in backbone.channels)
-        self.gates = nn.ModuleList(language_gate(c, "relu") for c in backbone.channels[:-1])   # no stage after the last
-        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in backbone.channels)
-        self.decoder = SimpleDecoder(backbone.channels, lc.decoder_dim)
-        self.refine = RefineHead(2, lc.refine) if lc.refine else None      # ours, off in lavt_paper
-        self.mg = None
-        if cfg.model.mg.enabled:
-            from ris_nb.models.mask_grounding import MaskGrounding, mg_visual_index
-            self.mg_level = mg_visual_index(backbone.strides, cfg.model.mg)
-            self.mg = MaskGrounding(D, backbone.channels[self.mg_level], text.vocab_size, cfg.model.mg,
-                                    special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
-
+class _LAVTEncoder:
+    "Mixin of `LAVT`: the backbone stages with a PWAM and a gated update after each (uses the modules `LAVT.__init__` builds)."
     def encode(self, images: torch.Tensor, l: torch.Tensor, mask: torch.Tensor, stages: int | None = None,
                image_index: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """images (B,3,H,W), words l (B,T,D), mask (B,T) -> (language-aware maps LN(r_s), backbone maps entering PWAM), NCHW, first `stages` (all).
@@ -170,19 +155,9 @@ class LAVT(nn.Module):
             outs.append(self.norms[i](r).transpose(1, 2).reshape(B, C, h, w))
         return outs, visual
 
-    def forward(self, batch, image_index: torch.Tensor | None = None) -> LavtOutputs:
-        "`image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b] (see `encode`)."
-        l = self.text(batch.input_ids, batch.attention_mask).tokens
-        stages, visual = self.encode(batch.images, l, batch.attention_mask, image_index=image_index)
-        coarse = self.decoder(stages)
-        if self.refine is not None:
-            logits = self.refine(coarse, batch.images, image_index)
-        else: logits = F.interpolate(coarse, size=batch.images.shape[-2:], mode="bilinear", align_corners=True)
-        out = LavtOutputs(logits, stages, visual, l)
-        if self.mg is not None and self.training and batch.masks is not None:
-            out.mg_logits, out.mg_targets = self.mask_grounding(batch, visual)
-        return out
-
+# %% ../../nbs/06_lavt.ipynb #22811f9c
+class _LAVTTraining:
+    "Mixin of `LAVT`: Mask Grounding in training, the losses and the learning-rate groups."
     def mask_grounding(self, batch, visual: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         "MG in training (07): hide words with MG's masking, predict them -> (logits (B,T,V), targets (B,T))."
         masked, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
@@ -207,16 +182,45 @@ class LAVT(nn.Module):
             d["loss"] = seg + self.cfg.model.mg.weight * d["mg"]
         else: d["loss"] = seg
         return d
+    def param_groups(self, cfg: Config) -> list[dict]:
+        "LAVT's groups (`lavt_param_groups`)."
+        return lavt_param_groups(self, cfg)
 
+# %% ../../nbs/06_lavt.ipynb #00e5955b
+class LAVT(_LAVTEncoder, _LAVTTraining, nn.Module):
+    "LAVT: BERT, then per stage: backbone stage -> PWAM -> gated update; LN'd residuals -> SimpleDecoder."
+    def __init__(self, backbone: StagedBackbone, text: TextEncoder, cfg: Config):
+        super().__init__()
+        self.cfg, self.backbone, self.text = cfg, backbone, text
+        D, lc = text.hidden_size, cfg.model.lavt
+        self.pwams = nn.ModuleList(PWAM(c, D, heads=lc.pwam_heads) for c in backbone.channels)
+        self.gates = nn.ModuleList(language_gate(c, "relu") for c in backbone.channels[:-1])   # no stage after the last
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in backbone.channels)
+        self.decoder = SimpleDecoder(backbone.channels, lc.decoder_dim)
+        self.refine = RefineHead(2, lc.refine) if lc.refine else None      # ours, off in lavt_paper
+        self.mg = None
+        if cfg.model.mg.enabled:
+            from ris_nb.models.mask_grounding import MaskGrounding, mg_visual_index
+            self.mg_level = mg_visual_index(backbone.strides, cfg.model.mg)
+            self.mg = MaskGrounding(D, backbone.channels[self.mg_level], text.vocab_size, cfg.model.mg,
+                                    special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
+    def forward(self, batch, image_index: torch.Tensor | None = None) -> LavtOutputs:
+        "`image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b] (see `encode`)."
+        l = self.text(batch.input_ids, batch.attention_mask).tokens
+        stages, visual = self.encode(batch.images, l, batch.attention_mask, image_index=image_index)
+        coarse = self.decoder(stages)
+        if self.refine is not None:
+            logits = self.refine(coarse, batch.images, image_index)
+        else: logits = F.interpolate(coarse, size=batch.images.shape[-2:], mode="bilinear", align_corners=True)
+        out = LavtOutputs(logits, stages, visual, l)
+        if self.mg is not None and self.training and batch.masks is not None:
+            out.mg_logits, out.mg_targets = self.mask_grounding(batch, visual)
+        return out
     def predict(self, out: LavtOutputs, batch, sizes: list[tuple[int, int]] | None = None):
         "Foreground probability softmax(logits)[:,1] (>=0.5 ⇔ LAVT's argmax): (B,1,H,W), or a list of (1,h,w) at `sizes`."
         p = out.logits.softmax(1)[:, 1:2]
         if sizes is None: return p
         return [F.interpolate(p[i:i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0] for i, s in enumerate(sizes)]
-
-    def param_groups(self, cfg: Config) -> list[dict]:
-        "LAVT's groups (`lavt_param_groups`)."
-        return lavt_param_groups(self, cfg)
 
 # %% ../../nbs/06_lavt.ipynb #ab5da098
 def lavt_param_groups(model: LAVT, cfg: Config) -> list[dict]:

@@ -79,29 +79,8 @@ class WordPWAM(nn.Module):
         return (r, attn) if return_attn else r
 
 # %% ../../nbs/09_magnet.ipynb #2fed74c6
-class MSDeformAttn(nn.Module):
-    "Multi-scale deformable attention (Deformable DETR) in plain PyTorch: one `embedding_bag` per corner at inference, per-level `grid_sample` when training."
-    def __init__(self, dim: int = 256, levels: int = 4, heads: int = 8, points: int = 4):
-        super().__init__()
-        if dim % heads: raise ValueError(f"deformable attention width {dim} is not divisible by heads={heads}")
-        self.dim, self.levels, self.heads, self.points = dim, levels, heads, points
-        self.sampling_offsets = nn.Linear(dim, heads * levels * points * 2)
-        self.attention_weights = nn.Linear(dim, heads * levels * points)
-        self.value_proj, self.output_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
-        self.reset_parameters()
-        self._layouts = {}                                    # per (shapes, dtype, device): column constants
-
-    def reset_parameters(self):
-        "Deformable DETR init: offsets start on a ring of head directions at radius k+1; uniform attention."
-        nn.init.zeros_(self.sampling_offsets.weight)
-        th = torch.arange(self.heads, dtype=torch.float32) * (2 * math.pi / self.heads)
-        grid = torch.stack([th.cos(), th.sin()], -1)
-        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.heads, 1, 1, 2).repeat(1, self.levels, self.points, 1)
-        grid = grid * torch.arange(1, self.points + 1, dtype=torch.float32).view(1, 1, -1, 1)
-        with torch.no_grad(): self.sampling_offsets.bias.copy_(grid.flatten())
-        for lin in (self.attention_weights,): nn.init.zeros_(lin.weight); nn.init.zeros_(lin.bias)
-        for lin in (self.value_proj, self.output_proj): nn.init.xavier_uniform_(lin.weight); nn.init.zeros_(lin.bias)
-
+class _DeformTable:
+    "Mixin of `MSDeformAttn`: the zero-bordered value table that holds every level of a head, and its per-column constants."
     def layout(self, shapes: list[tuple[int, int]], dtype, device) -> dict:
         "Constants per sample column (columns ordered head, level, point) for the padded value table of `shapes`."
         key = (tuple(map(tuple, shapes)), dtype, device)
@@ -127,19 +106,9 @@ class MSDeformAttn(nn.Module):
         lv = [t.view(B, h, w, M, D).permute(0, 3, 1, 2, 4) for t, (h, w) in zip(v.split([h * w for h, w in shapes], 1), shapes)]
         return torch.cat([F.pad(t, (0, 0, 1, 2, 1, 2)).flatten(2, 3) for t in lv], 2).reshape(-1, D)
 
-    def forward(self, query: torch.Tensor, ref: torch.Tensor, value: torch.Tensor, shapes: list[tuple[int, int]]) -> torch.Tensor:
-        "query (B,Q,C), reference points `ref` (B,Q,2) in [0,1] (x,y), value tokens (B,ΣHW,C) of levels `shapes` → (B,Q,C)."
-        B, Q, C = query.shape
-        M, L, K = self.heads, self.levels, self.points
-        v = self.value_proj(value)
-        perm = self.layout(shapes, query.dtype, query.device)["perm"]
-        off = F.linear(query, self.sampling_offsets.weight[perm], self.sampling_offsets.bias[perm])   # x's, then y's
-        aw = self.attention_weights(query).view(B, Q, M, L * K).softmax(-1)
-        r = ref[:1] if ref.stride(0) == 0 else ref                                 # one set of points for the batch
-        # embedding_bag's backward is ~5× slower on CPU than grid_sample's (09, below): train with the per-level form
-        sample = self.sample_by_level if torch.is_grad_enabled() and (v.requires_grad or off.requires_grad) else self.sample_by_table
-        return self.output_proj(sample(v, shapes, r, off, aw).view(B, Q, C))
-
+# %% ../../nbs/09_magnet.ipynb #874ef696
+class _DeformSampling:
+    "Mixin of `MSDeformAttn`: the two ways to sample — per-level `grid_sample` (training) and `embedding_bag` over the table."
     def sample_by_level(self, v, shapes, r, off, aw) -> torch.Tensor:
         "The textbook form: one `grid_sample` per level (zeros, align_corners=False), mixed by the attention weights → (B,Q,M,D)."
         B, Q, M, _ = aw.shape
@@ -178,6 +147,41 @@ class MSDeformAttn(nn.Module):
         bag = lambda i, w: F.embedding_bag(i.view(-1, L * K), table, per_sample_weights=w.reshape(-1, L * K), mode="sum")
         return bag(i00, a0 - w01) + bag(i00 + 1, w01) + bag(i10, a1 - w11) + bag(i10 + 1, w11)
 
+# %% ../../nbs/09_magnet.ipynb #91cf8342
+class MSDeformAttn(_DeformSampling, _DeformTable, nn.Module):
+    "Multi-scale deformable attention (Deformable DETR) in plain PyTorch: one `embedding_bag` per corner at inference, per-level `grid_sample` when training."
+    def __init__(self, dim: int = 256, levels: int = 4, heads: int = 8, points: int = 4):
+        super().__init__()
+        if dim % heads: raise ValueError(f"deformable attention width {dim} is not divisible by heads={heads}")
+        self.dim, self.levels, self.heads, self.points = dim, levels, heads, points
+        self.sampling_offsets = nn.Linear(dim, heads * levels * points * 2)
+        self.attention_weights = nn.Linear(dim, heads * levels * points)
+        self.value_proj, self.output_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.reset_parameters()
+        self._layouts = {}                                    # per (shapes, dtype, device): column constants
+
+    def reset_parameters(self):
+        "Deformable DETR init: offsets start on a ring of head directions at radius k+1; uniform attention."
+        nn.init.zeros_(self.sampling_offsets.weight)
+        th = torch.arange(self.heads, dtype=torch.float32) * (2 * math.pi / self.heads)
+        grid = torch.stack([th.cos(), th.sin()], -1)
+        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.heads, 1, 1, 2).repeat(1, self.levels, self.points, 1)
+        grid = grid * torch.arange(1, self.points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        with torch.no_grad(): self.sampling_offsets.bias.copy_(grid.flatten())
+        for lin in (self.attention_weights,): nn.init.zeros_(lin.weight); nn.init.zeros_(lin.bias)
+        for lin in (self.value_proj, self.output_proj): nn.init.xavier_uniform_(lin.weight); nn.init.zeros_(lin.bias)
+    def forward(self, query: torch.Tensor, ref: torch.Tensor, value: torch.Tensor, shapes: list[tuple[int, int]]) -> torch.Tensor:
+        "query (B,Q,C), reference points `ref` (B,Q,2) in [0,1] (x,y), value tokens (B,ΣHW,C) of levels `shapes` → (B,Q,C)."
+        B, Q, C = query.shape
+        M, L, K = self.heads, self.levels, self.points
+        v = self.value_proj(value)
+        perm = self.layout(shapes, query.dtype, query.device)["perm"]
+        off = F.linear(query, self.sampling_offsets.weight[perm], self.sampling_offsets.bias[perm])   # x's, then y's
+        aw = self.attention_weights(query).view(B, Q, M, L * K).softmax(-1)
+        r = ref[:1] if ref.stride(0) == 0 else ref                                 # one set of points for the batch
+        # embedding_bag's backward is ~5× slower on CPU than grid_sample's (09, below): train with the per-level form
+        sample = self.sample_by_level if torch.is_grad_enabled() and (v.requires_grad or off.requires_grad) else self.sample_by_table
+        return self.output_proj(sample(v, shapes, r, off, aw).view(B, Q, C))
 
 # %% ../../nbs/09_magnet.ipynb #ec9e2779
 class DeformEncoderLayer(nn.Module):
@@ -258,6 +262,7 @@ class Attention(nn.Module):
                                            attn_mask=allowed)
         return self.out_proj(o.transpose(1, 2).reshape(B, Q, C))
 
+# %% ../../nbs/09_magnet.ipynb #beba9b0b
 class DecoderLayer(nn.Module):
     "Masked cross-attention → self-attention → FFN, each with residual + post-LayerNorm (Mask2Former)."
     def __init__(self, dim: int, heads: int, ffn: int):
@@ -287,6 +292,7 @@ class DecoderOutput:
     class_logits: list[torch.Tensor]     # each (B,1,2): foreground, no-object
     mask_logits: list[torch.Tensor]      # each (B,1,H/4,W/4)
 
+# %% ../../nbs/09_magnet.ipynb #4512d78c
 class MaskDecoder(nn.Module):
     "Mask2Former's masked-attention transformer decoder with ONE query (MagNet)."
     def __init__(self, dim: int = 256, layers: int = 9, heads: int = 8, ffn: int = 2048, levels: int = 3):
@@ -422,37 +428,8 @@ class MagNetTraining:
                      name=f"{part}{'_no_decay' if nd else ''}") for (part, nd), ps in groups.items()]
 
 # %% ../../nbs/09_magnet.ipynb #c3b0541b
-class MagNet(MagNetEncoder, MagNetTraining, nn.Module):
-    "MagNet: staged vision + grouped text with bidirectional PWAMs, CAM to a one-query Mask2Former head."
-    def __init__(self, cfg: Config):
-        super().__init__()
-        self.cfg, m = cfg, cfg.model
-        mc = m.magnet
-        self.official_compat = mc.official_compat
-        self.backbone = build_backbone(m.vision, img_size=cfg.data.image_size)
-        self.text = build_text_encoder(m.text)
-        dims, t = list(self.backbone.channels), self.text.hidden_size
-        if len(dims) != 4 or self.text.num_groups != 4:
-            raise ValueError(f"MagNet needs 4 visual stages and 4 text layer groups; got {len(dims)} stages and "
-                             f"model.text.layer_groups={m.text.layer_groups}")
-        self.pwams = nn.ModuleList(PWAM(d, t, m.lavt.pwam_heads) for d in dims)           # language → vision
-        self.gates = nn.ModuleList(TanhGate(d, "gelu") for d in dims)
-        self.cams = nn.ModuleList(CAM(d, t, m.cal.pool_sizes, m.lavt.pwam_heads) for d in dims) if m.cal.cam else None
-        self.word_pwams = nn.ModuleList(WordPWAM(t, d, mc.official_compat) for d in dims)  # vision → language
-        self.word_gates = nn.ModuleList(TanhGate(t, "relu") for _ in dims)
-        self.pixel_decoder = PixelDecoder(dims, mc.hidden_dim, mc.enc_layers, mc.n_heads, mc.n_points, mc.enc_ffn)
-        self.decoder = MaskDecoder(mc.hidden_dim, mc.dec_layers, mc.n_heads, mc.dec_ffn, levels=3)
-        self.refine = RefineHead(1, m.lavt.refine, align_corners=False) if m.lavt.refine else None   # ours (06_lavt), off in magnet_paper
-        self.lang_proj = nn.Linear(t, mc.hidden_dim) if (mc.official_compat or m.cal.enabled) else None
-        if mc.official_compat:   # present in the released checkpoint, never applied (official test.py builds them, the forward skips them)
-            self.unused = nn.ModuleDict(dict(swin_norms=nn.ModuleList(nn.LayerNorm(d) for d in dims),
-                                             word_norms=nn.ModuleList(nn.LayerNorm(t) for _ in dims)))
-        self.mg = None
-        if m.mg.enabled:   # Mask Grounding (07): masked sentence (text-only path) + a pixel-decoder map + GT mask
-            from ris_nb.models.mask_grounding import MaskGrounding, mg_visual_index
-            self.mg_level = mg_visual_index(self.backbone.strides[::-1][:3], m.mg)   # the decoder's 3 maps, coarse → fine
-            self.mg = MaskGrounding(t, mc.hidden_dim, self.text.vocab_size, m.mg, special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
-
+class _MagNetForward:
+    "Mixin of `MagNet`: encoder → pixel decoder → masked-attention decoder, and Mask Grounding in training."
     def forward(self, batch, trace: bool = False, image_index: torch.Tensor | None = None) -> MagNetOutputs:
         """batch.images (B,3,H,W), batch.input_ids / attention_mask (B,N) → `MagNetOutputs` (mask logits at stride 4).
         `image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b] (evaluation)."""
@@ -487,6 +464,10 @@ class MagNet(MagNetEncoder, MagNetTraining, nn.Module):
         elif maps is None:
             maps = self.pixel_decoder(self.encode(batch.images, batch.input_ids, am)[0])[1]
         return self.mg(self.text(masked_ids, am).tokens, am, maps[self.mg_level], batch.masks)
+
+# %% ../../nbs/09_magnet.ipynb #60e56bef
+class _MagNetReadouts:
+    "Mixin of `MagNet`: the foreground probability and the sentence embedding read off its outputs."
     def predict(self, outputs: MagNetOutputs, batch, sizes: list[tuple[int, int]] | None = None):
         "Foreground probability (B,1,H,W) at the input size, or a list of (1,h,w) at `sizes`; threshold 0.5 outside."
         w = 1.0 if self.official_compat else outputs.class_logits.softmax(-1)[:, :, :1, None]   # released: softmax over queries ≡ 1
@@ -500,6 +481,37 @@ class MagNet(MagNetEncoder, MagNetTraining, nn.Module):
         m = batch.attention_mask.to(outputs.words.dtype)[..., None]
         return self.lang_proj((outputs.words * m).sum(1) / m.sum(1).clamp(min=1))
 
+# %% ../../nbs/09_magnet.ipynb #d8adca64
+class MagNet(MagNetEncoder, _MagNetForward, _MagNetReadouts, MagNetTraining, nn.Module):
+    "MagNet: staged vision + grouped text with bidirectional PWAMs, CAM to a one-query Mask2Former head."
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg, m = cfg, cfg.model
+        mc = m.magnet
+        self.official_compat = mc.official_compat
+        self.backbone = build_backbone(m.vision, img_size=cfg.data.image_size)
+        self.text = build_text_encoder(m.text)
+        dims, t = list(self.backbone.channels), self.text.hidden_size
+        if len(dims) != 4 or self.text.num_groups != 4:
+            raise ValueError(f"MagNet needs 4 visual stages and 4 text layer groups; got {len(dims)} stages and "
+                             f"model.text.layer_groups={m.text.layer_groups}")
+        self.pwams = nn.ModuleList(PWAM(d, t, m.lavt.pwam_heads) for d in dims)           # language → vision
+        self.gates = nn.ModuleList(TanhGate(d, "gelu") for d in dims)
+        self.cams = nn.ModuleList(CAM(d, t, m.cal.pool_sizes, m.lavt.pwam_heads) for d in dims) if m.cal.cam else None
+        self.word_pwams = nn.ModuleList(WordPWAM(t, d, mc.official_compat) for d in dims)  # vision → language
+        self.word_gates = nn.ModuleList(TanhGate(t, "relu") for _ in dims)
+        self.pixel_decoder = PixelDecoder(dims, mc.hidden_dim, mc.enc_layers, mc.n_heads, mc.n_points, mc.enc_ffn)
+        self.decoder = MaskDecoder(mc.hidden_dim, mc.dec_layers, mc.n_heads, mc.dec_ffn, levels=3)
+        self.refine = RefineHead(1, m.lavt.refine, align_corners=False) if m.lavt.refine else None   # ours (06_lavt), off in magnet_paper
+        self.lang_proj = nn.Linear(t, mc.hidden_dim) if (mc.official_compat or m.cal.enabled) else None
+        if mc.official_compat:   # present in the released checkpoint, never applied (official test.py builds them, the forward skips them)
+            self.unused = nn.ModuleDict(dict(swin_norms=nn.ModuleList(nn.LayerNorm(d) for d in dims),
+                                             word_norms=nn.ModuleList(nn.LayerNorm(t) for _ in dims)))
+        self.mg = None
+        if m.mg.enabled:   # Mask Grounding (07): masked sentence (text-only path) + a pixel-decoder map + GT mask
+            from ris_nb.models.mask_grounding import MaskGrounding, mg_visual_index
+            self.mg_level = mg_visual_index(self.backbone.strides[::-1][:3], m.mg)   # the decoder's 3 maps, coarse → fine
+            self.mg = MaskGrounding(t, mc.hidden_dim, self.text.vocab_size, m.mg, special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
 
 @register_model("magnet")
 def build_magnet(cfg: Config) -> MagNet:
@@ -537,6 +549,7 @@ def _rel_index(ws: int) -> torch.Tensor:
     r = (c[:, :, None] - c[:, None, :]).permute(1, 2, 0) + (ws - 1)
     return r[..., 0] * (2 * ws - 1) + r[..., 1]
 
+# %% ../../nbs/09_magnet.ipynb #67bbbe55
 def convert_official_magnet(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     "Official MagNet `WrapperModel` state dict (yxchng/mask-grounding) → ris_nb `MagNet` (official_compat=True) names."
     sd = state_dict.get("model", state_dict) if isinstance(state_dict, dict) else state_dict
@@ -600,6 +613,7 @@ def config_from_official(official_config: dict | None = None) -> Config:
                                     mg=MGConfig(enabled=False), cal=CALConfig(cam=True, pool_sizes=list(fu["cam_pool_sizes"]), enabled=False),
                                     magnet=magnet))
 
+# %% ../../nbs/09_magnet.ipynb #6e2788f8
 def load_converted(model: MagNet, converted: dict[str, torch.Tensor]) -> MagNet:
     "Strict load of converted weights; errors name every missing / unexpected key."
     own = set(model.state_dict())
@@ -639,6 +653,10 @@ PRESET_SOURCES = {  # magnet_paper: dotted key (or section ending in '.') -> whe
     "model.lavt.refine": "official code: bilinear upsampling of the stride-4 mask (ours: refine head off)", "model.lavt.": "not used by MagNet",
     "model.mg.enabled": "paper (abstract): Mask Grounding", "model.mg.select_prob": "authors' reply in the official issue #5",
     "model.mg.mask_prob": "authors' reply in the official issue #5", "model.mg.": "ours — MG's implementation is not public",
+}
+
+# %% ../../nbs/09_magnet.ipynb #7a909eda
+PRESET_SOURCES.update({
     "model.cal.cam": "paper (abstract) and official code: lib/backbone.py",
     "model.cal.pool_sizes": "official code: lib/backbone.py", "model.cal.enabled": "paper (abstract): the CAL loss",
     "model.cal.": "ours — CAL's formula is not public",
@@ -660,4 +678,4 @@ PRESET_SOURCES = {  # magnet_paper: dotted key (or section ending in '.') -> whe
     "train.ckpt_every": "ours: every RefCOCO epoch", "train.log_every": _RUN, "train.out_dir": _RUN, "train.device": _RUN,
     "eval.protocol": "official code: test.py (480 px square, GT resized with nearest)", "eval.batch_size": _RUN,
     "eval.select_metric": _LAVT + " (train.py keeps the best val oIoU)",
-}
+})
