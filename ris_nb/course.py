@@ -52,6 +52,7 @@ def _compare_tensors(got, want, what: str, atol: float, rtol: float) -> None:
         raise CheckError(f"{what}: value: {int(bad.sum())} of {bad.numel()} entries differ (largest |difference| {big:.3g}); "
                          f"first at index {list(i)}: got {g[i].item():.6g}, expected {w[i].item():.6g}")
 
+# %% ../nbs/19_course.ipynb #1064905d
 def compare(got: Any, want: Any, what: str = "output", atol: float = 1e-5, rtol: float = 1e-4) -> None:
     "Raise `CheckError` naming the first difference (type, length/keys, shape, value) between `got` and `want`."
     if isinstance(want, (torch.Tensor, np.ndarray)):
@@ -111,6 +112,7 @@ def _call(fn: Callable, args: tuple, name: str):
     except Exception as e:
         raise CheckError(f"{name} raised {type(e).__name__}: {e}") from e
 
+# %% ../nbs/19_course.ipynb #2453e644
 def check_function(student: Callable, reference: Callable, make_inputs: Callable[[torch.Generator], tuple], n: int = 3,
                    grad: bool = False, name: str | None = None, atol: float = 1e-5, rtol: float = 1e-4, seed: int = 0) -> None:
     "Compare `student(*args)` with `reference(*args)` on `n` random argument sets (values, and gradients when `grad`)."
@@ -229,6 +231,7 @@ def nbgrader_available() -> bool:
         return True
     except Exception: return False
 
+# %% ../nbs/19_course.ipynb #714fdd7c
 def _student_cells_nbgrader(nb: dict) -> dict:
     import nbformat
     from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
@@ -283,6 +286,7 @@ def _kind(title: str) -> str:
     t = title.lower().lstrip("#").strip()
     return next((k for k in KINDS if t.startswith(k)), "")
 
+# %% ../nbs/19_course.ipynb #efeeb829
 def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bool = False) -> list[CheckResult]:
     "Run the `## Exercises` section of `nb` in a fresh namespace; one `CheckResult` per check cell."
     start = exercise_start(nb)

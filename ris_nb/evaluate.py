@@ -72,6 +72,7 @@ def _as_is(x):
     "Collate that keeps an image group as it is (a named function: picklable for spawned workers)."
     return x
 
+# %% ../nbs/13_evaluation.ipynb #72b911cb
 def _eval_batches(loader):
     """(dataset indices | None, Batch, image_index | None): image-grouped batches for a `RISDataset` loader — each image
     once in `images` (U,3,H,W), `image_index` (B,) the row of each sentence's image — else the loader's own batches."""
@@ -116,6 +117,15 @@ def check_eval_args(model: Any, loader: Any) -> None:
     if loader is None or isinstance(loader, (str, bytes, dict)) or not hasattr(loader, "__iter__"):
         raise TypeError(f"loader: expected a DataLoader from make_dataloaders/prepare (its .dataset a RISDataset), got {type(loader).__name__}")
 
+def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:
+    "Reduce each named group across ranks (the union of names over ranks)."
+    names = sorted(groups)
+    if dist.is_available() and dist.is_initialized():
+        allnames = [None] * dist.get_world_size(); dist.all_gather_object(allnames, names)
+        names = sorted(set().union(*allnames))
+    return {n: reduce_across_ranks(groups[n]) for n in names}
+
+# %% ../nbs/13_evaluation.ipynb #61edc80c
 def evaluate(model: nn.Module, loader, protocol: str = "original", device: torch.device | str | None = None,
              progress: bool = True, keep_samples: bool = True) -> dict[str, Any]:
     "Score every sample of `loader`: {'overall', 'by_type', 'by_split', 'protocol', 'samples'}."
@@ -150,14 +160,6 @@ def evaluate(model: nn.Module, loader, protocol: str = "original", device: torch
     return {"protocol": protocol, "overall": reduce_across_ranks(overall),
             "by_type": _reduce_groups(by_type), "by_split": _reduce_groups(by_split), "samples": samples}
 
-def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:
-    "Reduce each named group across ranks (the union of names over ranks)."
-    names = sorted(groups)
-    if dist.is_available() and dist.is_initialized():
-        allnames = [None] * dist.get_world_size(); dist.all_gather_object(allnames, names)
-        names = sorted(set().union(*allnames))
-    return {n: reduce_across_ranks(groups[n]) for n in names}
-
 # %% ../nbs/13_evaluation.ipynb #f310d475
 _P = ["P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"]
 
@@ -169,6 +171,7 @@ def _lavt(dataset: str, split_by: str, split: str, p: list[float], o: float, m: 
     "One LAVT README row: P@0.5–0.9 `p`, oIoU `o`, mIoU `m`."
     return {("lavt", dataset, split_by, split): {"oIoU": o, "mIoU": m, **dict(zip(_P, p))}}
 
+# %% ../nbs/13_evaluation.ipynb #0d3cc6a0
 _ABC = ["val", "testA", "testB"]
 PAPER_RESULTS = {  # (method, dataset, split_by, split) -> {metric: value}
     # MagNet, official README: oIoU only

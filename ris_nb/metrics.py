@@ -84,6 +84,7 @@ class RISMetrics:
         "oIoU, mIoU, P@t (percent) and n."
         return metrics_from_sums(self.sums(), self.thresholds)
 
+# %% ../nbs/01_metrics.ipynb #33a13272
 def iou_from(inter: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
     "IoU per sample in float64; 0 where the union is empty."
     inter, union = inter.double(), union.double()

@@ -76,6 +76,7 @@ def word_tokenizer(sentences: Sequence[str], max_tokens: int = 20, min_freq: int
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_tokens, pad_token="[PAD]", unk_token="[UNK]",
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
+# %% ../../nbs/04_transforms.ipynb #18d20334
 TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 def check_tokenizer_files(path: Path) -> None:
@@ -106,6 +107,7 @@ def load_tokenizer(path: str | Path):
     if not tok.is_fast: raise ValueError(f"{path}: need a fast tokenizer (tokenizer.json), got {type(tok).__name__}")
     return tok
 
+# %% ../../nbs/04_transforms.ipynb #baabe48a
 def build_tokenizer(cfg: Config, sentences: Sequence[str] | None = None):
     "Tokenizer of `cfg.data.tokenizer`; 'word' reads the train split's sentences unless given."
     kind = cfg.data.tokenizer
@@ -236,6 +238,7 @@ def _splits(cfg: Config, splits: Sequence[str] | None) -> list[str]:
     d = cfg.data
     return list(dict.fromkeys(splits if splits is not None else [d.train_split, d.val_split, *d.test_splits]))
 
+# %% ../../nbs/04_transforms.ipynb #44551273
 def make_datasets(cfg: Config, tokenizer=None, splits: Sequence[str] | None = None, cache: bool | None = None) -> dict[str, RISDataset]:
     "One `RISDataset` per split (train: per_ref, masks dropped when weak); each carries `.collate`."
     d = check_config_arg(cfg).data

@@ -155,6 +155,7 @@ def _gather_positions(pix: torch.Tensor, sel: torch.Tensor):
     idx = torch.sort((~sel).to(torch.uint8), dim=1, stable=True).indices[:, :k]      # selected positions first, in order
     return pix.gather(2, idx[:, None].expand(-1, pix.shape[1], -1)), torch.arange(k, device=pix.device) < n[:, None]
 
+# %% ../../nbs/08_alignment.ipynb #ec592c99
 def cal_loss(pix: torch.Tensor, text: torch.Tensor, masks: torch.Tensor, tau_text: float = 0.1, tau_pixel: float = 0.1,
              w_text: float = 1.0, w_pixel: float = 1.0, n_fg: int = 512, n_bg: int = 512,
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

@@ -116,15 +116,30 @@ def conv_stem(dim: int) -> nn.Sequential:
 
 
 # %% ../../nbs/05_encoders.ipynb #d0c3d2b0
+def _check_swin_args(abs_pos: str, stem: str, patch_size: int) -> None:
+    "Raise `ValueError` naming the `model.vision` option of a Swin backbone that is not one we build."
+    if abs_pos not in ("none", "sine"): raise ValueError(f"model.vision.abs_pos={abs_pos!r}: expected 'none' or 'sine'")
+    if stem not in ("patch", "conv"): raise ValueError(f"model.vision.stem={stem!r}: expected 'patch' or 'conv'")
+    if stem == "conv" and patch_size != 4: raise ValueError(f"model.vision.stem='conv' makes stride-4 tokens; got patch_size={patch_size}")
+
+def _load_swin_body(body: nn.Module, sd: dict[str, torch.Tensor], prefix: str = "") -> None:
+    "Load official-layout Swin weights `sd` into timm's `body`; every tensor must match (the relative-position index is recomputed)."
+    new = swin_official_to_timm(sd, prefix)
+    own = {k for k in body.state_dict() if "relative_position_index" not in k}
+    missing, unexpected = sorted(own - set(new)), sorted(set(new) - own)
+    if missing or unexpected:
+        raise ValueError(f"Swin checkpoint does not match the config: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+                         f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
+    body.load_state_dict(new, strict=False)
+
+# %% ../../nbs/05_encoders.ipynb #0bb83ea3
 class SwinBackbone(StagedBackbone):
     "Staged Swin over timm's `SwinTransformer` (official pad-then-shift blocks); stage i = merge (i>0) + blocks."
     def __init__(self, embed_dim: int = 32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size: int = 4,
                  patch_size: int = 4, mlp_ratio: float = 4.0, drop_path: float = 0.0, img_size: int = 224, abs_pos: str = "none",
                  stem: str = "patch"):
         super().__init__()
-        if abs_pos not in ("none", "sine"): raise ValueError(f"model.vision.abs_pos={abs_pos!r}: expected 'none' or 'sine'")
-        if stem not in ("patch", "conv"): raise ValueError(f"model.vision.stem={stem!r}: expected 'patch' or 'conv'")
-        if stem == "conv" and patch_size != 4: raise ValueError(f"model.vision.stem='conv' makes stride-4 tokens; got patch_size={patch_size}")
+        _check_swin_args(abs_pos, stem, patch_size)
         self.abs_pos = abs_pos
         self.body = SwinTransformer(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depths=tuple(depths),
                                     num_heads=tuple(num_heads), window_size=window_size, mlp_ratio=mlp_ratio,
@@ -153,13 +168,7 @@ class SwinBackbone(StagedBackbone):
 
     def load_official(self, sd: dict[str, torch.Tensor], prefix: str = "") -> "SwinBackbone":
         "Load an official-layout Swin state dict (e.g. swin_base_patch4_window12_384_22k.pth) strictly on the backbone's tensors."
-        new = swin_official_to_timm(sd, prefix)
-        own = {k for k in self.body.state_dict() if "relative_position_index" not in k}
-        missing, unexpected = sorted(own - set(new)), sorted(set(new) - own)
-        if missing or unexpected:
-            raise ValueError(f"Swin checkpoint does not match the config: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-                             f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
-        self.body.load_state_dict(new, strict=False)
+        _load_swin_body(self.body, sd, prefix)
         return self
 
 # %% ../../nbs/05_encoders.ipynb #e0b825b4
