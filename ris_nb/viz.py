@@ -30,7 +30,7 @@ __all__ = ['PICTURE_PRESETS', 'SPECIAL_TOKENS', 'config_tag', 'ensure_checkpoint
            'to_image', 'fit_to', 'mask_iou', 'wrap', 'tokens_of', 'draw_overlay', 'predict_probs', 'plot_predictions',
            'capture', 'eval_mode', 'lavt_word_attention', 'AttentionMaps', 'token_grid', 'word_attention', 'pick_words',
            'plot_word_attention', 'CamMaps', 'cam_maps', 'plot_cam_pyramid', 'default_hidden_word', 'mg_topk',
-           'plot_mask_grounding', 'slot_colours', 'entity_composite', 'slot_clouds', 'plot_sag', 'fit_to_rgb',
+           'plot_mask_grounding', 'slot_colours', 'entity_composite', 'slot_clouds', 'fit_to_rgb', 'plot_sag',
            'plot_log', 'plot_by_type', 'single_batch', 'stage_mean', 'plot_story']
 
 # %% ../nbs/14_visualize.ipynb #03503cd8
@@ -68,6 +68,7 @@ def ensure_checkpoint(preset: str, data_root: str | Path, out_dir: str | Path, o
     if not best.is_file(): raise RuntimeError(f"training {preset} into {out_dir} wrote no best.pt (no validation ran?)")
     return best
 
+# %% ../nbs/14_visualize.ipynb #8912cffa
 _PICTURE_RECIPE = {"data.image_size": 64, "train.batch_size": 32, "train.max_steps": 600, "train.eval_every": 300, "train.ckpt_every": 300}
 PICTURE_PRESETS = {"magnet_tiny": _PICTURE_RECIPE, "lavt_mg_tiny": _PICTURE_RECIPE, "sag_tiny": {}}   # 600 × 32 at 64 px, as in 12a_learning
 
@@ -148,6 +149,7 @@ def predict_probs(model: nn.Module, batch) -> tuple[Any, torch.Tensor]:
         return out, model.predict(out, batch)[:, 0].float().cpu()
     finally: model.train(was)
 
+# %% ../nbs/14_visualize.ipynb #3701d490
 def plot_predictions(images: torch.Tensor, probs: torch.Tensor, masks: torch.Tensor | None = None,
                      sentences: Sequence[str] | None = None, normalize: str = "imagenet", ncols: int = 4,
                      threshold: float = 0.5, size: float = 2.6) -> Figure:
@@ -251,6 +253,7 @@ def _heat(ax, image: np.ndarray, heat, vmin: float | None = None, vmax: float | 
     ax.imshow(h, cmap=cmap, alpha=alpha, vmin=lo, vmax=max(hi, lo + 1e-9))
     _blank(ax)
 
+# %% ../nbs/14_visualize.ipynb #af56dc4f
 def plot_word_attention(model: nn.Module, batch, tokenizer, i: int = 0, words: Sequence[str | int] | None = None,
                         normalize: str | None = None, maps: AttentionMaps | None = None, size: float = 1.7) -> Figure:
     "Per word (rows) and stage (columns): language→vision PWAM weight of each pixel on the word; MagNet adds vision→language (the word's attention over pixels)."
@@ -297,6 +300,7 @@ def cam_maps(model: nn.Module, batch) -> CamMaps:
         outputs = model(batch)
     return CamMaps([g[0] for g in got], [g[1] for g in got], outputs)
 
+# %% ../nbs/14_visualize.ipynb #b6292bcf
 def plot_cam_pyramid(model: nn.Module, batch, i: int = 0, normalize: str | None = None, maps: CamMaps | None = None,
                      size: float = 1.7) -> Figure:
     "CAM per stage (rows): channel norm of each pooled, word-fused map (p = 1, 2, 3, 6) and of the CAM output; the image and prediction on the left."
@@ -348,6 +352,7 @@ def mg_topk(model: nn.Module, batch, i: int, position: int, masks: dict[str, tor
             out[name] = (p.cpu(), j.cpu())
     return out
 
+# %% ../nbs/14_visualize.ipynb #923d87f1
 def plot_mask_grounding(model: nn.Module, batch, tokenizer, i: int = 0, position: int | None = None,
                         masks: dict[str, Any] | None = None, k: int = 5, normalize: str | None = None,
                         size: float = 2.6) -> Figure:
@@ -407,6 +412,31 @@ def slot_clouds(model: nn.Module, n: int = 150, seed: int = 0) -> tuple[np.ndarr
     eps = torch.randn((mu.shape[0], n, mu.shape[1]), generator=torch.Generator().manual_seed(seed))
     return mu.numpy(), (mu[:, None] + std[:, None] * eps).numpy()
 
+def fit_to_rgb(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    "An (h,w,3) picture resized to `hw` with nearest neighbour (token cells stay visible)."
+    t = torch.as_tensor(x, dtype=torch.float32).permute(2, 0, 1)[None]
+    return F.interpolate(t, size=tuple(hw), mode="nearest")[0].permute(1, 2, 0).numpy()
+
+# %% ../nbs/14_visualize.ipynb #fe05a27e
+def _draw_slot_init(ax, model: nn.Module, out, i: int, colours: np.ndarray, G: int, R: int) -> None:
+    "Where sample i's slots start, on `ax`: each Gaussian's draws and the slots S⁰ (PCA to 2-D); query slots have no Gaussian."
+    init = model.slots.init
+    if init.kind == "query":
+        ax.text(0.5, 0.5, "query slots:\nno Gaussian sampling", ha="center", va="center", fontsize=8); ax.axis("off")
+    else:
+        mu, cloud = slot_clouds(model)
+        s0 = out.slots_init[i].float().cpu().numpy()
+        P = _pca2(np.concatenate([cloud.reshape(-1, cloud.shape[-1]), s0]))
+        centre = np.concatenate([cloud.reshape(-1, cloud.shape[-1]), s0]).mean(0)
+        for g in range(cloud.shape[0]):
+            c2 = (cloud[g] - centre) @ P
+            ax.scatter(c2[:, 0], c2[:, 1], s=3, alpha=0.25, color=colours[g * R] if init.kind == "entity" else "gray")
+        d2 = (s0 - centre) @ P
+        ax.scatter(d2[:, 0], d2[:, 1], s=45, c=colours, edgecolors="black", linewidths=0.6, zorder=3)
+        ax.set_title(f"slot init S⁰: {G}×{R} draws (PCA)" if init.kind == "entity" else "slot init S⁰ (PCA)", fontsize=8)
+        ax.set_xticks([]); ax.set_yticks([])
+
+# %% ../nbs/14_visualize.ipynb #196b2728
 def plot_sag(model: nn.Module, batch, i: int = 0, normalize: str | None = None, outputs=None, size: float = 2.6) -> Figure:
     "SaG on sample i: the image, each entity's A^slot in its colour, the relevance A^fuse per entity, the gathered mask, and the Gaussian slot sampling."
     from ris_nb.models.sag import relevance_grid
@@ -433,28 +463,9 @@ def plot_sag(model: nn.Module, batch, i: int = 0, normalize: str | None = None, 
     _heat(axs[3], img, grid, cmap="magma", alpha=0.55)                      # min–max, as SaG's prediction
     axs[3].contour(prob >= 0.5, levels=[0.5], colors="white", linewidths=1.5)
     axs[3].set_title(f"gathered: Σ A^fuse·A^slot, mask ≥ 0.5" + (f"\nIoU {mask_iou(prob >= 0.5, gt > 0.5):.2f}" if gt is not None else ""), fontsize=8)
-    ax = axs[4]
-    if init.kind == "query":
-        ax.text(0.5, 0.5, "query slots:\nno Gaussian sampling", ha="center", va="center", fontsize=8); ax.axis("off")
-    else:
-        mu, cloud = slot_clouds(model)
-        s0 = out.slots_init[i].float().cpu().numpy()
-        P = _pca2(np.concatenate([cloud.reshape(-1, cloud.shape[-1]), s0]))
-        centre = np.concatenate([cloud.reshape(-1, cloud.shape[-1]), s0]).mean(0)
-        for g in range(cloud.shape[0]):
-            c2 = (cloud[g] - centre) @ P
-            ax.scatter(c2[:, 0], c2[:, 1], s=3, alpha=0.25, color=colours[g * R] if init.kind == "entity" else "gray")
-        d2 = (s0 - centre) @ P
-        ax.scatter(d2[:, 0], d2[:, 1], s=45, c=colours, edgecolors="black", linewidths=0.6, zorder=3)
-        ax.set_title(f"slot init S⁰: {G}×{R} draws (PCA)" if init.kind == "entity" else "slot init S⁰ (PCA)", fontsize=8)
-        ax.set_xticks([]); ax.set_yticks([])
+    _draw_slot_init(axs[4], model, out, i, colours, G, R)
     fig.tight_layout()
     return fig
-
-def fit_to_rgb(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    "An (h,w,3) picture resized to `hw` with nearest neighbour (token cells stay visible)."
-    t = torch.as_tensor(x, dtype=torch.float32).permute(2, 0, 1)[None]
-    return F.interpolate(t, size=tuple(hw), mode="nearest")[0].permute(1, 2, 0).numpy()
 
 # %% ../nbs/14_visualize.ipynb #eda4f857
 _NOT_LOSSES = {"step", "epoch", "lr", "samples_per_s", "split"}
@@ -546,17 +557,9 @@ def _bars(ax, words: Sequence[str], probs: Sequence[float], truth: str, title: s
     ax.set_yticks(range(k)[::-1], words, fontsize=7); ax.set_xlim(0, 1); ax.tick_params(axis="x", labelsize=7)
     ax.set_title(title, fontsize=8)
 
-def plot_story(image: np.ndarray, sentence: str, gt: np.ndarray, magnet: tuple, sag: tuple, word: str | None = None,
-               size: float = 2.4) -> Figure:
-    "The project in one picture: a scene (h,w,3 uint8), its expression and mask (h,w); MagNet's mask with its PWAM attention and MG guess; SaG's entities, relevance and mask. `magnet`, `sag`: (cfg, tokenizer, model)."
-    from ris_nb.models.sag import relevance_grid
-    fig = plt.figure(figsize=(size * 5.6, size * 2.3))
-    gs = fig.add_gridspec(2, 5, width_ratios=[1.5, 1, 1, 1.15, 1], wspace=0.4, hspace=0.42)
-    ax0 = fig.add_subplot(gs[:, 0])
-    draw_overlay(ax0, image.astype(np.float32) / 255, gt=gt, dim=1.0)
-    ax0.set_title(wrap(f'"{sentence}"', 26), fontsize=12)
-    ax0.text(0.5, -0.03, "the referred object outlined in white", transform=ax0.transAxes, ha="center", va="top", fontsize=8)
-    # MagNet: PWAM in both directions for one word, Mask Grounding's guess of that word hidden, the mask
+# %% ../nbs/14_visualize.ipynb #5a3fce27
+def _story_magnet(fig, gs, image: np.ndarray, sentence: str, gt: np.ndarray, magnet: tuple, word: str | None) -> None:
+    "The story's MagNet row: PWAM in both directions for one word, Mask Grounding's guess of that word hidden, the mask."
     cfg, tok, model = magnet
     b = single_batch(cfg, tok, image, sentence, gt)
     maps = word_attention(model, b)
@@ -580,7 +583,11 @@ def plot_story(image: np.ndarray, sentence: str, gt: np.ndarray, magnet: tuple, 
     else: _blank(ax)
     ax = fig.add_subplot(gs[0, 4])
     draw_overlay(ax, img, prob >= 0.5, gt_net, title=f"MagNet mask (dashed)\nIoU {mask_iou(prob >= 0.5, gt_net):.2f}")
-    # SaG: entities, the sentence's relevance to each, the gathered map, the mask
+
+# %% ../nbs/14_visualize.ipynb #d231490a
+def _story_sag(fig, gs, image: np.ndarray, sentence: str, gt: np.ndarray, sag: tuple) -> None:
+    "The story's SaG row: entities, the sentence's relevance to each, the gathered map, the mask."
+    from ris_nb.models.sag import relevance_grid
     cfg, tok, model = sag
     b = single_batch(cfg, tok, image, sentence, gt)
     with eval_mode(model): out = model(b)
@@ -601,4 +608,16 @@ def plot_story(image: np.ndarray, sentence: str, gt: np.ndarray, magnet: tuple, 
     ax.set_title("Σ A^fuse·A^slot", fontsize=8)
     ax = fig.add_subplot(gs[1, 4])
     draw_overlay(ax, img, prob >= 0.5, gt_net, title=f"SaG mask (dashed)\nIoU {mask_iou(prob >= 0.5, gt_net):.2f}")
+
+def plot_story(image: np.ndarray, sentence: str, gt: np.ndarray, magnet: tuple, sag: tuple, word: str | None = None,
+               size: float = 2.4) -> Figure:
+    "The project in one picture: a scene (h,w,3 uint8), its expression and mask (h,w); MagNet's mask with its PWAM attention and MG guess; SaG's entities, relevance and mask. `magnet`, `sag`: (cfg, tokenizer, model)."
+    fig = plt.figure(figsize=(size * 5.6, size * 2.3))
+    gs = fig.add_gridspec(2, 5, width_ratios=[1.5, 1, 1, 1.15, 1], wspace=0.4, hspace=0.42)
+    ax0 = fig.add_subplot(gs[:, 0])
+    draw_overlay(ax0, image.astype(np.float32) / 255, gt=gt, dim=1.0)
+    ax0.set_title(wrap(f'"{sentence}"', 26), fontsize=12)
+    ax0.text(0.5, -0.03, "the referred object outlined in white", transform=ax0.transAxes, ha="center", va="top", fontsize=8)
+    _story_magnet(fig, gs, image, sentence, gt, magnet, word)
+    _story_sag(fig, gs, image, sentence, gt, sag)
     return fig

@@ -111,6 +111,7 @@ def _faces(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     inner = shapely.get_coordinates(shapely.point_on_surface(faces))     # a point inside each face → its pixel
     return faces, lab[np.floor(inner[:, 1] + 0.5).astype(int), np.floor(inner[:, 0] + 0.5).astype(int)]
 
+# %% ../../nbs/03_shaperefs.ipynb #754fbdb6
 def labels_to_polygons(lab: np.ndarray, n: int) -> list[list[list[float]]]:
     "COCO polygons of labels 1..n of `lab` (h,w) uint8 (0: background), one flat [x1, y1, …] per 4-connected piece."
     if not 0 <= n <= 15: raise ValueError(f"labels_to_polygons handles labels 1..15, got n={n}")
@@ -229,6 +230,17 @@ def _rasterised_labels(objs: list[Obj], size: int) -> np.ndarray:
     return out
 
 # %% ../../nbs/03_shaperefs.ipynb #10ec5dfc
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    "Background (size,size,3) float32: a gradient at a random angle between two muted colours (noise comes after the objects)."
+    c0, c1 = rng.uniform(95, 175, (2, 3)).astype(np.float32)
+    t = np.linspace(0, 1, size, dtype=np.float32)
+    ang = rng.uniform(0, 2 * np.pi)
+    g = (np.float32(np.cos(ang)) * t[None, :] + np.float32(np.sin(ang)) * t[:, None])
+    g = (g - g.min()) / (np.ptp(g) + np.float32(1e-6))
+    img = c0 + (c1 - c0) * g[..., None]
+    return img
+
+# %% ../../nbs/03_shaperefs.ipynb #549f2264
 def make_scene(rng: np.random.Generator, size: int = 128, held_out: bool = False, n_objects: tuple[int, int] = (2, 6),
                specs: list[tuple] | None = None) -> tuple[np.ndarray, list[Obj]]:
     "Image (size,size,3) uint8 and its objects (count drawn from `n_objects`, inclusive); `specs` = [(shape, color, size, cx, cy)] draws a fixed scene (ValueError if it has a hole)."
@@ -259,13 +271,7 @@ def make_scene(rng: np.random.Generator, size: int = 128, held_out: bool = False
         occ |= o.full
     lab = _rasterised_labels(objs, size)               # what every reader gets back from the polygons
     for k, o in enumerate(objs): o.vis = lab == k + 1
-    # background: gradient between two muted colours + noise
-    c0, c1 = rng.uniform(95, 175, (2, 3)).astype(np.float32)
-    t = np.linspace(0, 1, size, dtype=np.float32)
-    ang = rng.uniform(0, 2 * np.pi)
-    g = (np.float32(np.cos(ang)) * t[None, :] + np.float32(np.sin(ang)) * t[:, None])
-    g = (g - g.min()) / (np.ptp(g) + np.float32(1e-6))
-    img = c0 + (c1 - c0) * g[..., None]
+    img = _background(rng, size)
     for o in objs: img[o.vis] = COLORS[o.color]        # painted from the rasterised polygons
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(6)
     for o in objs: o.centroid()
@@ -302,17 +308,9 @@ def _related(cen: list[tuple[float, float]], A: frozenset, b: int, target: int, 
     off = lambda i: sign * (cen[i][axis] - cen[b][axis])
     return bool(others) and off(target) >= margin + gap and all(off(i) <= margin - gap for i in others)
 
-def expression_meanings(objs: list[Obj], target: int, size: int = 128) -> dict[str, list[tuple]]:
-    """Every meaning of each type that denotes exactly `objs[target]` (with margins), as tuples: ('np', phrase),
-    ('loc', phrase, side), ('ord', phrase, 'second'|'third', side), ('rel', phrase, relation, landmark phrase),
-    ('not_color', shape, colour), ('not_size', shape, size), ('not_shape', colour, shape)."""
-    s = size / 128
-    gap, margin = 6 * s, REL_MARGIN * s
-    cen = [o.centroid() for o in objs]
-    nps = _nps(objs)
-    out = {t: [] for t in EXPR_TYPES}
-    for text, S in nps:
-        if S == {target}: out["attribute"].append(("np", text))
+# %% ../../nbs/03_shaperefs.ipynb #c6830674
+def _add_positions(out: dict, nps: list, cen: list, target: int, gap: float) -> None:
+    "Append to `out` the location and ordinal meanings: the target is the most extreme, second or third object a phrase denotes."
     for text, S in nps:
         if target not in S or len(S) < 2: continue
         for side, (axis, sign, _) in _LOC.items():
@@ -325,7 +323,9 @@ def expression_meanings(objs: list[Obj], target: int, size: int = 128) -> dict[s
                     if k < len(v) and v[k][1] == target and v[k][0] - v[k - 1][0] >= gap \
                             and (k + 1 >= len(v) or v[k + 1][0] - v[k][0] >= gap):
                         out["ordinal"].append(("ord", text, word, side))
-    # relations: a unique landmark b, a phrase a denoting >= 2 objects (target included, landmark excluded)
+
+def _add_relations(out: dict, nps: list, cen: list, target: int, margin: float, gap: float) -> None:
+    "Append to `out` the relation meanings: a unique landmark b, a phrase a denoting >= 2 objects (target included, landmark excluded)."
     for btext, B in nps:
         if len(B) != 1 or target in B: continue
         (b,) = B
@@ -337,7 +337,10 @@ def expression_meanings(objs: list[Obj], target: int, size: int = 128) -> dict[s
             for rel, (axis, sign, _) in _REL.items():
                 if _related(cen, A, b, target, axis, sign, margin, gap): out["relation"].append(("rel", atext, rel, btext))
             if all(dist[i] - dist[target] >= 2 * gap for i in others): out["relation"].append(("rel", atext, "closest", btext))
-    # negation
+
+# %% ../../nbs/03_shaperefs.ipynb #d4b92461
+def _add_negations(out: dict, objs: list[Obj], target: int) -> None:
+    "Append to `out` the negation meanings: among the objects sharing a shape (or colour), only the target lacks a value."
     t = objs[target]
     same_shape = [i for i, o in enumerate(objs) if o.shape == t.shape]
     if len(same_shape) >= 2:
@@ -349,6 +352,21 @@ def expression_meanings(objs: list[Obj], target: int, size: int = 128) -> dict[s
     if len(same_color) >= 2:
         for sh in sorted({objs[i].shape for i in same_color} - {t.shape}):
             if [i for i in same_color if objs[i].shape != sh] == [target]: out["negation"].append(("not_shape", t.color, sh))
+
+def expression_meanings(objs: list[Obj], target: int, size: int = 128) -> dict[str, list[tuple]]:
+    """Every meaning of each type that denotes exactly `objs[target]` (with margins), as tuples: ('np', phrase),
+    ('loc', phrase, side), ('ord', phrase, 'second'|'third', side), ('rel', phrase, relation, landmark phrase),
+    ('not_color', shape, colour), ('not_size', shape, size), ('not_shape', colour, shape)."""
+    s = size / 128
+    gap, margin = 6 * s, REL_MARGIN * s
+    cen = [o.centroid() for o in objs]
+    nps = _nps(objs)
+    out = {t: [] for t in EXPR_TYPES}
+    for text, S in nps:
+        if S == {target}: out["attribute"].append(("np", text))
+    _add_positions(out, nps, cen, target, gap)
+    _add_relations(out, nps, cen, target, margin, gap)
+    _add_negations(out, objs, target)
     return out
 
 # %% ../../nbs/03_shaperefs.ipynb #b3e1f2a0
@@ -450,6 +468,7 @@ def _words(text: str, draw, rng) -> str:
 
 def _with_article(word: str) -> str: return ("an " if word[0] in "aeiou" else "a ") + word
 
+# %% ../../nbs/03_shaperefs.ipynb #7256a44f
 def _slots(m: tuple, draw, rng) -> dict[str, str]:
     "The template slots of meaning `m`, each filled with `draw` (tuples of `expression_meanings` and `chain_meanings`)."
     kind, w = m[0], lambda t: _words(t, draw, rng)
@@ -478,7 +497,6 @@ def rich_sentence(m: tuple, rng: np.random.Generator, tries: int = 8) -> str:
         text = _render(m, _zipf_draw, rng)
         if _n_words(text) <= MAX_WORDS: return text
     return _render(m, _shortest)
-
 
 # %% ../../nbs/03_shaperefs.ipynb #d1a0c004
 def relational_landmarks(objs: list[Obj], size: int = 128) -> list[tuple[int, str, str, str, int]]:
@@ -635,13 +653,57 @@ def remove_stale_temps(out_dir: Path) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True); removed.append(p)
     return removed
 
-def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed: int = 0, size: int = 128,
-             workers: int = 1, verbose: bool = True, n_objects: tuple[int, int] = (2, 6), language: str = "plain") -> dict:
-    "Write a ShapeRefs dataset in REFER format to `out_dir` (the dataset folder), its sentences in `language`; returns counts and paths."
+def _check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], language: str) -> None:
+    "Raise `ValueError` naming the argument of `generate` that is out of range, and the range."
     if n_images < 1: raise ValueError(f"n_images must be >= 1, got {n_images}")
     if not 2 <= n_objects[0] <= n_objects[1] <= 8: raise ValueError(f"n_objects must be (lo, hi) with 2 <= lo <= hi <= 8, got {n_objects}")
     if not 64 <= size <= MAX_SIZE: raise ValueError(f"size must be between 64 and {MAX_SIZE} px (ris_nb.data.shaperefs.MAX_SIZE), got {size}")
     if language not in LANGUAGES: raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
+
+# %% ../../nbs/03_shaperefs.ipynb #a7823928
+def _make_all(jobs: list, workers: int, splits: list[str], size: int, image_dir: Path, verbose: bool) -> tuple:
+    "Draw every scene (in `workers` processes), save its image and number it: `_number`'s (images, annotations, refs, n_sent)."
+    n_images = len(jobs)
+    from tqdm.auto import tqdm
+    bar = tqdm(total=n_images, desc="ShapeRefs", unit="img", disable=not verbose or n_images < 500)
+    if workers > 1:
+        import multiprocessing as mp
+        pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers)
+        results = pool.imap(_make, jobs, chunksize=16)
+    else: pool, results = None, map(_make, jobs)
+    try: return _number(results, splits, size, image_dir, bar)
+    finally:
+        bar.close()
+        if pool is not None: pool.close(); pool.join()
+
+def _write_refer(tmp: Path, images: list, annotations: list, refs: list, splits: list[str], seed: int, n_images: int,
+                 size: int, n_objects: tuple[int, int], language: str) -> dict:
+    "Write instances.json, refs(shaperefs).p and meta.json into `tmp`; return the per-split counts."
+    cats = [dict(id=k + 1, name=s, supercategory="shape") for k, s in enumerate(SHAPES)]
+    inst = dict(images=images, annotations=annotations, categories=cats,
+                info=dict(description="ShapeRefs (ris_nb synthetic referring dataset)", version="1"))
+    (tmp / "instances.json").write_text(json.dumps(inst, sort_keys=True, separators=(",", ":")), encoding="utf-8")
+    (tmp / "refs(shaperefs).p").write_bytes(pickle.dumps(refs, protocol=2))
+    summary = {sp: dict(images=splits.count(sp), refs=sum(r["split"] == sp for r in refs),
+                        sentences=sum(len(r["sentences"]) for r in refs if r["split"] == sp)) for sp in SPLIT_FRACTIONS}
+    meta = dict(generator="ris_nb.data.shaperefs", version=2, segmentation="polygons", seed=seed, n_images=n_images, size=size,
+                n_objects=list(n_objects), splits=summary)
+    if language != "plain": meta["language"] = language       # absent: plain (datasets made before the option are plain)
+    (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1), encoding="utf-8")
+    return summary
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    "Put the finished folder `tmp` in place of `out_dir` (the old one is removed only after the rename)."
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        out_dir.rename(old); tmp.rename(out_dir); shutil.rmtree(old)
+    else: tmp.rename(out_dir)
+
+# %% ../../nbs/03_shaperefs.ipynb #ea151397
+def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed: int = 0, size: int = 128,
+             workers: int = 1, verbose: bool = True, n_objects: tuple[int, int] = (2, 6), language: str = "plain") -> dict:
+    "Write a ShapeRefs dataset in REFER format to `out_dir` (the dataset folder), its sentences in `language`; returns counts and paths."
+    _check_generate_args(n_images, size, n_objects, language)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or not _is_shaperefs_dir(out_dir)):
         raise ValueError(f"{out_dir} exists and is not a ShapeRefs folder (no refs(shaperefs).p / meta.json); "
@@ -655,32 +717,9 @@ def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed:
         (tmp / "images").mkdir(parents=True)
         splits = _split_of(n_images, seed)
         jobs = [(seed, i, splits[i], size, tuple(n_objects), language) for i in range(n_images)]
-        from tqdm.auto import tqdm
-        bar = tqdm(total=n_images, desc="ShapeRefs", unit="img", disable=not verbose or n_images < 500)
-        if workers > 1:
-            import multiprocessing as mp
-            pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers)
-            results = pool.imap(_make, jobs, chunksize=16)
-        else: pool, results = None, map(_make, jobs)
-        try: images, annotations, refs, n_sent = _number(results, splits, size, tmp / "images", bar)
-        finally:
-            bar.close()
-            if pool is not None: pool.close(); pool.join()
-        cats = [dict(id=k + 1, name=s, supercategory="shape") for k, s in enumerate(SHAPES)]
-        inst = dict(images=images, annotations=annotations, categories=cats,
-                    info=dict(description="ShapeRefs (ris_nb synthetic referring dataset)", version="1"))
-        (tmp / "instances.json").write_text(json.dumps(inst, sort_keys=True, separators=(",", ":")), encoding="utf-8")
-        (tmp / "refs(shaperefs).p").write_bytes(pickle.dumps(refs, protocol=2))
-        summary = {sp: dict(images=splits.count(sp), refs=sum(r["split"] == sp for r in refs),
-                            sentences=sum(len(r["sentences"]) for r in refs if r["split"] == sp)) for sp in SPLIT_FRACTIONS}
-        meta = dict(generator="ris_nb.data.shaperefs", version=2, segmentation="polygons", seed=seed, n_images=n_images, size=size,
-                    n_objects=list(n_objects), splits=summary)
-        if language != "plain": meta["language"] = language       # absent: plain (datasets made before the option are plain)
-        (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1), encoding="utf-8")
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            out_dir.rename(old); tmp.rename(out_dir); shutil.rmtree(old)
-        else: tmp.rename(out_dir)
+        images, annotations, refs, n_sent = _make_all(jobs, workers, splits, size, tmp / "images", verbose)
+        summary = _write_refer(tmp, images, annotations, refs, splits, seed, n_images, size, n_objects, language)
+        _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -343,6 +343,14 @@ class MagNetOutputs:
     trace: dict | None = None                              # named intermediates (fixture names) when forward(trace=True)
 
 # %% ../../nbs/09_magnet.ipynb #ff23fdbb
+def _record_stage(trace: dict, s: int, v, l, r, o, q, tr: dict, word_norm: nn.Module | None) -> None:
+    "Record stage s's tensors under the official trace's names; `word_norm`: the unused V→L LayerNorm (official_compat only)."
+    k = s + 1
+    trace.update({f"v{k}_swin": v, f"l{k}_bert": l, f"r{k}_l2v": r, f"s{k}": o, f"l{k}_res_v2l": q})
+    if "mixer_in" in tr: trace[f"cam{k}_mixer_in"] = tr["mixer_in"]
+    if word_norm is not None: trace[f"l{k}_res_norm"] = word_norm(q)
+
+# %% ../../nbs/09_magnet.ipynb #ebf12ea8
 class MagNetEncoder:
     "Mixin of `MagNet`: the encoder, vision and text in lock-step (uses the modules `MagNet.__init__` builds)."
     def _stage(self, s: int, x: torch.Tensor, trace: dict | None) -> torch.Tensor:
@@ -374,11 +382,7 @@ class MagNetEncoder:
             tr = {} if trace is not None else None
             o = self.cams[s](x, r, l, m, trace=tr) if self.cams is not None else r.transpose(1, 2).reshape(B, C, H, W).contiguous()
             q = self.word_pwams[s](l, v, m)                              # both directions read the pre-update v, l
-            if trace is not None:
-                k = s + 1
-                trace.update({f"v{k}_swin": v, f"l{k}_bert": l, f"r{k}_l2v": r, f"s{k}": o, f"l{k}_res_v2l": q})
-                if "mixer_in" in tr: trace[f"cam{k}_mixer_in"] = tr["mixer_in"]
-                if self.official_compat: trace[f"l{k}_res_norm"] = self.unused.word_norms[s](q)
+            if trace is not None: _record_stage(trace, s, v, l, r, o, q, tr, self.unused.word_norms[s] if self.official_compat else None)
             v, l = v + self.gates[s](r) * r, l + self.word_gates[s](q) * q
             x = v.transpose(1, 2).reshape(B, C, H, W)
             if trace is not None:
