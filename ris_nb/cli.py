@@ -383,7 +383,4 @@ _SUBCOMMANDS.append(_add_pretrain_entities)
 # %% ../nbs/15_cli.ipynb #a2c3c283
 #| eval: false
 if __name__ == "__main__" and "ipykernel" not in sys.modules:   # python -m ris_nb.cli / torchrun
-    rc = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # under torchrun: skip interpreter teardown, where a rank can abort
-        sys.stdout.flush(); sys.stderr.flush(); os._exit(rc)  # in gloo's C++ threads after all work is done (seen in CI)
-    sys.exit(rc)
+    sys.exit(main())   # under torchrun too: `finish_distributed` has ended the process group's threads

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import fcntl
+import gc
+import importlib
 import json
 import math
 import os
@@ -13,6 +15,7 @@ import random
 import shutil
 import time
 import warnings
+import weakref
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -93,14 +96,23 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device_pref != "cpu"
     if use_cuda: torch.cuda.set_device(local_rank)
+    # its functions take `group=group.WORLD` as a default argument, evaluated at import: imported while a group exists
+    # (DDP imports it, through torch._dynamo), they hold that group for good and `destroy_process_group` cannot free it
+    importlib.import_module("torch.distributed.nn")
     if not dist.is_initialized(): dist.init_process_group("nccl" if use_cuda else "gloo")
     return DistInfo(rank, world, local_rank, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
 
 def finish_distributed() -> None:
-    "Wait for every rank, then tear the process group down (a rank that exits with it alive can abort in gloo's threads)."
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    "Wait for every rank, then destroy the process group, so that its threads end here and not at interpreter exit."
+    if not (dist.is_available() and dist.is_initialized()): return
+    gc.collect()                             # a finished Learner and its callbacks (a cycle) still hold the DDP wrapper
+    group = weakref.ref(dist.group.WORLD)
+    dist.barrier()
+    dist.destroy_process_group()             # frees the group, joining its threads, when nothing else holds it
+    if group() is not None:
+        warnings.warn("the process group outlived destroy_process_group(): something still holds it (a live "
+                      "DistributedDataParallel wrapper? delete it first), so its gloo threads run on into interpreter "
+                      "shutdown, where one that still needs the GIL aborts the process")
 
 # %% ../nbs/12_training.ipynb #6473f080
 class ResumableSampler(Sampler):

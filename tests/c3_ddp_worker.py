@@ -1,6 +1,7 @@
 """One SaG training step under torchrun (gloo): each of the W ranks takes its slice of a fixed global batch of 8, fixed
 initial slots and dropout off, so the only thing that depends on the split is C³'s contrast. Rank 0 writes the loss of
-the global batch (the mean over ranks) and DDP's averaged gradients to OUT. Usage: python c3_ddp_worker.py OUT"""
+the global batch (the mean over ranks) and DDP's averaged gradients to OUT, then each rank prints how many gloo threads
+are left after `finish_distributed` (0 expected). Usage: python c3_ddp_worker.py OUT"""
 import sys
 
 import torch
@@ -8,6 +9,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ddp_worker import report_teardown
 from ris_nb.train import finish_distributed, init_distributed
 
 
@@ -48,7 +50,9 @@ def main(out: str) -> None:
     total = loss.detach().clone(); dist.all_reduce(total); total /= info.world
     if info.is_main:
         torch.save({"loss": total, "grads": {k: p.grad for k, p in model.named_parameters() if p.grad is not None}}, out)
+    del step                 # the wrapper holds the process group: gone first, so that destroying the group frees it
     finish_distributed()
+    report_teardown()
 
 
 if __name__ == "__main__":

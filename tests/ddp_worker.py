@@ -3,7 +3,8 @@ One process with the global batch and two processes with half each compute the s
 order when nothing depends on how the batch is split: dropout is switched off, Mask Grounding (its loss averages over
 the masked tokens of the whole batch) and CAL are off, and the model has no BatchNorm (SyncBN needs GPUs; LAVT's
 decoder has BatchNorm, so it is not used here). Also used for gradient accumulation (ACCUM micro-batches of
-8/ACCUM samples per optimizer step). Usage: python ddp_worker.py DATA_DIR OUT_DIR STEPS [ACCUM]"""
+8/ACCUM samples per optimizer step). Each rank prints how many gloo threads are left after `finish_distributed`
+(0: the process group was freed there, not at interpreter exit). Usage: python ddp_worker.py DATA_DIR OUT_DIR STEPS [ACCUM]"""
 import os
 import sys
 
@@ -13,6 +14,20 @@ from torch import nn
 from ris_nb.core import build_model, get_preset, seed_everything
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders
 from ris_nb.train import finish_distributed, fit, prepare
+
+
+def gloo_threads() -> int:
+    "Threads of this process whose name says gloo (its TCP loop and the process group's workers); Linux only."
+    n = 0
+    for t in os.listdir("/proc/self/task"):
+        try: n += "gloo" in open(f"/proc/self/task/{t}/comm").read()
+        except OSError: pass
+    return n
+
+
+def report_teardown() -> None:
+    "After `finish_distributed`: the gloo threads still alive in this rank (the tests want 0)."
+    if "RANK" in os.environ: print(f"rank {os.environ['RANK']}: {gloo_threads()} gloo threads after finish_distributed", flush=True)
 
 
 def main(data: str, out: str, steps: int, accum: int = 1) -> None:
@@ -30,6 +45,7 @@ def main(data: str, out: str, steps: int, accum: int = 1) -> None:
             m.config.attention_probs_dropout_prob = 0.0; m.config.hidden_dropout_prob = 0.0
     fit(model, loaders, cfg, resume_run=False)
     finish_distributed()
+    report_teardown()
 
 
 if __name__ == "__main__":

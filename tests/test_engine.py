@@ -85,8 +85,10 @@ def test_corrupt_checkpoint_falls_back_to_previous(shaperefs, tmp_path):
 def test_ddp_two_processes_match_one_process(shaperefs, tmp_path):
     worker = str(HERE / "ddp_worker.py")
     run([sys.executable, worker, str(shaperefs), str(tmp_path / "one"), "4"])
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         worker, str(shaperefs), str(tmp_path / "two"), "4"])
+    p = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+             worker, str(shaperefs), str(tmp_path / "two"), "4"])
+    for r in (0, 1):   # fit's DDP wrapper was freed and the group destroyed with its threads, not left to interpreter exit
+        assert f"rank {r}: 0 gloo threads after finish_distributed" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for s in a:   # tolerance: float summation order differs between one batch of 8 and two of 4
@@ -125,8 +127,9 @@ def test_epochs_become_optimizer_steps(shaperefs, tmp_path):
 
 def test_torchrun_cli_runs(shaperefs, tmp_path):
     out = tmp_path / "tr"
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518", "-m",
-         "ris_nb.cli", "train", "--data", str(shaperefs), "--out", str(out)] + TRAIN + ["train.max_steps=2"])
+    p = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518", "-m",
+             "ris_nb.cli", "train", "--data", str(shaperefs), "--out", str(out)] + TRAIN + ["train.max_steps=2"])
+    assert "outlived destroy_process_group" not in p.stderr    # the group (and its gloo threads) ended before exit
     assert (out / "report.md").exists() and (out / "best.pt").exists()
     assert len([r for r in read_log(out / "log.jsonl") if "loss" in r]) == 2   # rank 0 writes, once per step
 

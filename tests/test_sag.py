@@ -215,6 +215,8 @@ def test_c3_two_processes_match_one_process(tmp_path):
                         str(Path(__file__).parent / "c3_ddp_worker.py"), str(tmp_path / "two.pt")],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
+    for r in (0, 1):   # the DDP wrapper was deleted and the group destroyed with its threads, not left to interpreter exit
+        assert f"rank {r}: 0 gloo threads after finish_distributed" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
     two = torch.load(tmp_path / "two.pt", weights_only=True)
     model, batch, s0 = sag_tiny_step_inputs()
     loss = model.losses(model(batch, slots_init=s0))["loss"]

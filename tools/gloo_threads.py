@@ -7,10 +7,16 @@ teardown abort ("terminate called without an active exception") can strike.
 
     torchrun --nproc_per_node 2 tools/gloo_threads.py all_reduce
     torchrun --nproc_per_node 2 tools/gloo_threads.py ddp          # also: verify_params, broadcast, ddp_step
+    torchrun --nproc_per_node 2 tools/gloo_threads.py ddp first    # torch.distributed.nn imported before the group
+
+What holds the group after `ddp`: DDP's constructor imports torch._dynamo, which imports torch.distributed.nn.functional,
+whose functions take `group=group.WORLD` as a default argument, evaluated at that import: the live group. With `first`
+that module is imported while no group exists (the defaults are None), as `ris_nb.train.init_distributed` does.
 """
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import sys
 import weakref
@@ -48,12 +54,13 @@ def run_case(case: str) -> str:
 
 def main() -> None:
     case = sys.argv[1] if len(sys.argv) > 1 else "ddp"
+    if sys.argv[2:] == ["first"]: importlib.import_module("torch.distributed.nn")
     dist.init_process_group("gloo")
     before = gloo_threads()
     note = run_case(case)
     dist.barrier(); dist.destroy_process_group(); gc.collect()
     if int(os.environ.get("RANK", 0)) == 0:
-        print(f"{case}: {before} gloo threads with the group, {gloo_threads()} after destroy_process_group() {note}".rstrip(),
+        print(f"{' '.join(sys.argv[1:]) or case}: {before} gloo threads with the group, {gloo_threads()} after destroy_process_group() {note}".rstrip(),
               flush=True)
 
 
