@@ -110,7 +110,6 @@ def _forward(model: nn.Module, batch, image_index: torch.Tensor | None, takes_in
     return model(dataclasses.replace(batch, images=batch.images[image_index.to(batch.images.device)]))
 
 # %% ../nbs/13_evaluation.ipynb #661330a4
-@torch.no_grad()
 def check_eval_args(model: Any, loader: Any) -> None:
     "A `TypeError` naming the argument when `model` is not a module or `loader` is not an iterable of batches (e.g. None)."
     if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module (e.g. from prepare), got {type(model).__name__}")
@@ -126,6 +125,7 @@ def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:
     return {n: reduce_across_ranks(groups[n]) for n in names}
 
 # %% ../nbs/13_evaluation.ipynb #61edc80c
+@torch.no_grad()
 def evaluate(model: nn.Module, loader, protocol: str = "original", device: torch.device | str | None = None,
              progress: bool = True, keep_samples: bool = True) -> dict[str, Any]:
     "Score every sample of `loader`: {'overall', 'by_type', 'by_split', 'protocol', 'samples'}."
