@@ -114,7 +114,7 @@ def finish_distributed() -> None:
                       "DistributedDataParallel wrapper? delete it first), so its gloo threads run on into interpreter "
                       "shutdown, where one that still needs the GIL aborts the process")
 
-# %% ../nbs/12_training.ipynb #6473f080
+# %% ../nbs/12_training.ipynb #54bc2b86
 class ResumableSampler(Sampler):
     "Per-epoch permutation from `seed + epoch`, this rank's share, optionally skipping the first `skip` indices."
     def __init__(self, n: int, rank: int = 0, world: int = 1, seed: int = 0, batch_size: int = 1):
@@ -136,6 +136,7 @@ class ResumableSampler(Sampler):
     def __iter__(self): return iter(self.indices()[self.skip:])
     def __len__(self): return self.per_rank - self.skip
 
+# %% ../nbs/12_training.ipynb #0ae1680b
 class PairedSampler(ResumableSampler):
     "Like `ResumableSampler`, but every item is followed by a partner drawn from `partners[item]` (itself where that is empty)."
     def __init__(self, partners: list[list[int]], rank: int = 0, world: int = 1, seed: int = 0, batch_size: int = 2):
@@ -171,6 +172,7 @@ def epoch_items(cfg: Config, dataset) -> int:
     "Items one epoch of the training sampler yields: every item once, or every item once as the anchor of a pair."
     return len(dataset) * (2 if pairs_sentences(cfg) else 1)
 
+# %% ../nbs/12_training.ipynb #a56ea06c
 class ShardSampler(Sampler):
     "Items rank, rank+world, … in order: every item exactly once over all ranks."
     def __init__(self, n: int, rank: int = 0, world: int = 1): self.idx = list(range(rank, n, world))
@@ -315,7 +317,15 @@ def unwrap(model: nn.Module) -> nn.Module:
     if isinstance(model, DDP): model = model.module
     return model.core if isinstance(model, LossWrapper) else model
 
-# %% ../nbs/12_training.ipynb #6d2f3170
+# %% ../nbs/12_training.ipynb #84b3c502
+def _optimizer_and_schedule(core: nn.Module, cfg: Config, device: torch.device):
+    "AdamW over `core.param_groups(cfg)` and a `LambdaLR` following `lr_factor`."
+    # fused AdamW: one kernel over all parameters instead of a Python loop over hundreds of small tensors
+    opt = torch.optim.AdamW(core.param_groups(cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                            fused=device.type in ("cpu", "cuda"))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+
+# %% ../nbs/12_training.ipynb #8bdf1bac
 class Learner:
     "Trains `model` (the model protocol) on `train_loader`; callbacks add everything else."
     def __init__(self, model: nn.Module, train_loader: DataLoader, cfg: Config, cbs: Sequence[Callback] = (),
@@ -326,10 +336,7 @@ class Learner:
         for cb in self.cbs: cb.learn = self
         self.core = unwrap(model)
         self.trainer = model if isinstance(model, DDP) else LossWrapper(model)
-        # fused AdamW: one kernel over all parameters instead of a Python loop over hundreds of small tensors
-        self.opt = torch.optim.AdamW(self.core.param_groups(cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                     fused=self.dist.device.type in ("cpu", "cuda"))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
+        self.opt, self.sched = _optimizer_and_schedule(self.core, cfg, self.dist.device)
         self.amp_dtype = amp_dtype(self.dist.device, cfg.train.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step, self.epoch, self.batches_done, self.micro = 0, 0, 0, 0
@@ -337,7 +344,6 @@ class Learner:
         self.fingerprints: dict = {}     # tokenizer_fingerprint / data_fingerprint, stored in every checkpoint
 
     def __call__(self, hook: str) -> None: run_callbacks(self.cbs, hook)
-
     def fit(self) -> None:
         self.trainer.train()
         self("before_fit")
@@ -345,41 +351,44 @@ class Learner:
             while self.step < self.cfg.train.max_steps: self.one_epoch()
         except CancelFitException: pass
         finally: self("after_fit")
-
     def one_epoch(self) -> None:
         self("before_epoch")
         for self.batch in self.train_loader:
             self.one_batch()
             if self.step >= self.cfg.train.max_steps: break
-        else:
-            self.epoch, self.batches_done = self.epoch + 1, 0
+        else: self.epoch, self.batches_done = self.epoch + 1, 0      # the epoch ran to its end
         self("after_epoch")
-
     def one_batch(self) -> None:
         self("before_batch")
-        accum = self.cfg.train.accum_steps
-        last_micro = (self.micro + 1) % accum == 0
-        sync = self.trainer.no_sync() if isinstance(self.trainer, DDP) and not last_micro else nullcontext()
-        with sync:
-            with self.autocast(): self.losses = self.trainer(self.batch)
-            self.outputs = unwrap_wrapper(self.trainer).outputs
-            self.loss = self.losses["loss"]
-            self("after_loss")
-            self.scaler.scale(self.loss * loss_scale(self.step, self.cfg) / accum).backward()
-        self.micro += 1; self.batches_done += 1
-        parts = {k: v.detach().float().mean() / accum for k, v in self.losses.items()}
-        self.acc_losses = parts if self.micro % accum == 1 or accum == 1 else {k: self.acc_losses[k] + v for k, v in parts.items()}
-        if last_micro:
-            self.step_losses = self.acc_losses   # mean over the micro-batches of this optimizer step
-            self("before_step")
-            self.scaler.step(self.opt); self.scaler.update()
-            self.opt.zero_grad(set_to_none=True); self.sched.step()
-            self.step += 1
-            self("after_step")
-
+        last_micro = (self.micro + 1) % self.cfg.train.accum_steps == 0
+        _forward_backward(self, last_micro)
+        if last_micro: _optimizer_step(self)
     def autocast(self):
-        if self.amp_dtype is None: return nullcontext()
-        return torch.autocast(self.dist.device.type, dtype=self.amp_dtype)
+        return nullcontext() if self.amp_dtype is None else torch.autocast(self.dist.device.type, dtype=self.amp_dtype)
+
+# %% ../nbs/12_training.ipynb #c9d5e501
+def _forward_backward(learn: Learner, last_micro: bool) -> None:
+    "Forward, losses and backward of `learn.batch`; its loss parts (÷ accum_steps) are summed into `learn.acc_losses`."
+    accum = learn.cfg.train.accum_steps
+    sync = learn.trainer.no_sync() if isinstance(learn.trainer, DDP) and not last_micro else nullcontext()
+    with sync:
+        with learn.autocast(): learn.losses = learn.trainer(learn.batch)
+        learn.outputs = unwrap_wrapper(learn.trainer).outputs
+        learn.loss = learn.losses["loss"]
+        learn("after_loss")
+        learn.scaler.scale(learn.loss * loss_scale(learn.step, learn.cfg) / accum).backward()
+    learn.micro += 1; learn.batches_done += 1
+    parts = {k: v.detach().float().mean() / accum for k, v in learn.losses.items()}
+    learn.acc_losses = parts if learn.micro % accum == 1 or accum == 1 else {k: learn.acc_losses[k] + v for k, v in parts.items()}
+
+def _optimizer_step(learn: Learner) -> None:
+    "Step the optimizer, scaler and schedule with the accumulated gradients, between the `before_step` and `after_step` hooks."
+    learn.step_losses = learn.acc_losses   # mean over the micro-batches of this optimizer step
+    learn("before_step")
+    learn.scaler.step(learn.opt); learn.scaler.update()
+    learn.opt.zero_grad(set_to_none=True); learn.sched.step()
+    learn.step += 1
+    learn("after_step")
 
 # %% ../nbs/12_training.ipynb #67805e87
 class DeviceCB(Callback):
@@ -404,7 +413,7 @@ class GradClipCB(Callback):
             l.scaler.unscale_(l.opt)
             l.grad_norm = float(nn.utils.clip_grad_norm_(l.core.parameters(), l.cfg.train.grad_clip))
 
-# %% ../nbs/12_training.ipynb #304034c2
+# %% ../nbs/12_training.ipynb #5ca50a49
 class ProgressCB(Callback):
     "A tqdm bar over optimizer steps with the loss and training throughput (main rank, on a terminal)."
     def __init__(self, position: int | None = None, desc: str = "train"):
@@ -423,6 +432,7 @@ class ProgressCB(Callback):
         self.bar.update(1)
     def after_fit(self): self.bar.close()
 
+# %% ../nbs/12_training.ipynb #476ee43c
 def _log_record(line: str) -> dict | None:
     "One line of `log.jsonl`, or None for an empty or cut-off one (a process killed while writing it)."
     try: return json.loads(line) if line.strip() else None
@@ -482,7 +492,7 @@ def plot_curves(log_path: str | Path, out: str | Path | None = None):
     if out: fig.savefig(out, dpi=100); plt.close(fig)
     return fig
 
-# %% ../nbs/12_training.ipynb #f810ec8c
+# %% ../nbs/12_training.ipynb #1725fa22
 def model_state(core: nn.Module) -> dict:
     "State dict without the `_orig_mod.` prefix torch.compile adds."
     return {k.replace("_orig_mod.", ""): v for k, v in core.state_dict().items()}
@@ -513,6 +523,7 @@ class EvalCB(Callback):
                              "best": metric, "select_metric": l.cfg.eval.select_metric, "val": res, **l.fingerprints},
                             self.run_dir / "best.pt")
 
+# %% ../nbs/12_training.ipynb #99135495
 class CheckpointCB(Callback):
     "Every `ckpt_every` steps write a resumable checkpoint (atomic, two newest kept)."
     order = 20
@@ -561,7 +572,7 @@ class SamplerCB(Callback):
         sampler.set_epoch(l.epoch, skip=l.batches_done * l.train_loader.batch_size)
         if hasattr(ds, "set_epoch"): ds.set_epoch(l.epoch)
 
-# %% ../nbs/12_training.ipynb #9b71dc7e
+# %% ../nbs/12_training.ipynb #466ec905
 def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     "Dotted keys whose values differ between two config dicts."
     out = []
@@ -589,6 +600,7 @@ def check_same_run(saved_json: str, cfg: Config, where: Path) -> None:
         raise ValueError(f"{where} holds a run with a different config ({'; '.join(diff[:6])}); "
                          f"use another --out directory or the same preset and settings")
 
+# %% ../nbs/12_training.ipynb #33b98a3d
 def run_fingerprints(loaders: dict[str, DataLoader]) -> dict:
     "`tokenizer_fingerprint` and `data_fingerprint` (file → SHA-256) of the training set; absent when its dataset carries neither."
     from ris_nb.data.transforms import tokenizer_fingerprint
@@ -611,6 +623,7 @@ def check_fingerprints(saved: dict, current: dict, where: str | Path, keys: Sequ
         raise ValueError(f"{where} was trained with another {what}: {k} {diff} (checkpoint vs now); "
                          "use the data and tokenizer of that run, or another --out directory")
 
+# %% ../nbs/12_training.ipynb #afb8cc44
 def check_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[Path, dict] | None:
     "Before anything is written: the newest checkpoint of `run_dir` (or None), refusing another config or other fingerprints."
     for sub in ("checkpoints", "tokenizer"):
@@ -637,6 +650,7 @@ def stale_temp_files(run_dir: Path) -> list[Path]:
         if pid.isdigit() and p.is_file() and not pid_alive(int(pid)): out.append(p)
     return out
 
+# %% ../nbs/12_training.ipynb #b8e5108f
 def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[str] = ("train", "val")) -> None:
     "Refuse, before any training, a missing training split and an empty one among `splits` (naming the split and the file)."
     if "train" in splits and "train" not in loaders:
