@@ -39,7 +39,7 @@ def _run_synth(args) -> None:
     from ris_nb.data.shaperefs import generate
     generate(args.out, n_images=args.n_images, seed=args.seed, size=args.size, language=args.language)
 
-# %% ../nbs/15_cli.ipynb #067048a6
+# %% ../nbs/15_cli.ipynb #681260ec
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a preset (also under torchrun)")
     p.add_argument("--preset", required=True, help="preset name (see `ris_nb presets`)")
@@ -54,6 +54,7 @@ def _add_presets(sub) -> None:
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=lambda args: print("\n".join(__import__("ris_nb.core", fromlist=["x"]).list_presets())))
 
+# %% ../nbs/15_cli.ipynb #bfe32cf8
 def apply_data_arg(cfg, data: str | None):
     "`--data` as the root (holding <dataset>/) or as the dataset folder itself (holding refs(*).p)."
     if data is None: return cfg
@@ -73,6 +74,7 @@ def config_from_args(args):
     out = args.out or str(Path("runs") / args.preset)
     return validate_config(cfg.override({"train.out_dir": out}))
 
+# %% ../nbs/15_cli.ipynb #9e3a5986
 def _check_writable(d: Path) -> None:
     d = d.resolve(); probe = d
     while not probe.exists(): probe = probe.parent
@@ -85,7 +87,7 @@ def check_out_dir(d: Path, flag: str = "--out") -> Path:
     _check_writable(d)
     return d
 
-# %% ../nbs/15_cli.ipynb #c7dc8cd7
+# %% ../nbs/15_cli.ipynb #a6a8a891
 def _run_train(args) -> None:
     from contextlib import nullcontext
     from ris_nb.train import finish_distributed, init_distributed, run_lock
@@ -109,6 +111,7 @@ def _train_locked(args, cfg, run_dir: Path, info) -> None:
     fit(model, loaders, cfg)
     if not args.no_eval: evaluate_run(run_dir, cfg, loaders, model, info)
 
+# %% ../nbs/15_cli.ipynb #71a8dcc9
 def save_tokenizer(tok, path: Path) -> Path:
     "`save_pretrained` into a temporary sibling, then swap it in: `path` is never half-written."
     tmp, old = path.with_name(f".{path.name}.tmp-{os.getpid()}"), path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -121,6 +124,7 @@ def save_tokenizer(tok, path: Path) -> Path:
         for p in (tmp, old): shutil.rmtree(p, ignore_errors=True)
     return path
 
+# %% ../nbs/15_cli.ipynb #0acdd247
 def evaluate_run(run_dir: Path, cfg, loaders, model, info) -> None:
     "Load best.pt, evaluate val and test splits, write report.md + best/worst figures (rank 0 writes)."
     from ris_nb.core import precision_line
@@ -145,7 +149,7 @@ def evaluate_run(run_dir: Path, cfg, loaders, model, info) -> None:
                         out=run_dir / f"best_worst_{s0}.png")
         print(path.read_text())
 
-# %% ../nbs/15_cli.ipynb #fb827638
+# %% ../nbs/15_cli.ipynb #5154e7db
 def load_run(ckpt: str | Path, data: str | None = None):
     "(cfg, tokenizer, model) from a checkpoint written by `ris_nb train`."
     from ris_nb.core import Config, build_model, validate_config
@@ -168,6 +172,7 @@ def load_run(ckpt: str | Path, data: str | None = None):
         raise ValueError(f"checkpoint {ckpt} does not fit preset {cfg.name!r}: {str(e).splitlines()[0]}") from None
     return cfg, tok, model.eval()
 
+# %% ../nbs/15_cli.ipynb #c6fe76f5
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on one split")
     p.add_argument("--ckpt", required=True, help="best.pt or a checkpoint from a run directory")
@@ -192,7 +197,41 @@ def _run_eval(args) -> None:
         print(write_report({args.split: res}, cfg, out, {"checkpoint": str(args.ckpt)}).read_text())
     finish_distributed()
 
-# %% ../nbs/15_cli.ipynb #95ff717a
+# %% ../nbs/15_cli.ipynb #b6096b04
+def _check_text(text: str) -> None:
+    "Refuse an empty `--text`, or one without a visible character."
+    if not text.strip(): raise ValueError("--text is empty; give the expression to segment, e.g. --text 'the red circle'")
+    if not any(not unicodedata.category(ch).startswith(("C", "Z")) for ch in text):
+        raise ValueError(f"--text {text!r} has no visible character (only spaces or invisible ones such as zero-width spaces); "
+                         "give the expression to segment, e.g. --text 'the red circle'")
+
+def _warn_if_unknown_words(tok, ids: torch.Tensor, att: torch.Tensor, text: str) -> None:
+    "Warn when every word of `text` (`ids`, `att`: its encoding, (1,T)) reads as the unknown token."
+    words = [i for i in ids[0][att[0].bool()].tolist() if i not in tok.all_special_ids or i == tok.unk_token_id]
+    if words and all(i == tok.unk_token_id for i in words):
+        warnings.warn(f"none of the words of --text {text!r} is in the model's vocabulary (they all read as "
+                      f"{tok.unk_token!r}): the mask cannot follow this sentence")
+
+# %% ../nbs/15_cli.ipynb #c0111487
+def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[np.ndarray, np.ndarray]:
+    "(binary mask (h,w), RGB image (h,w,3)) for `text` on the image at `image_path`."
+    from PIL import Image
+    from ris_nb.data.refer import load_image
+    from ris_nb.data.transforms import Batch, encode_text, image_transform
+    _check_text(text)
+    path = Path(image_path)
+    if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
+    img = Image.fromarray(load_image(path))          # 16-bit scaled, oversized refused, unreadable named
+    ids, att = encode_text(tok, [text], cfg.data.max_tokens, cfg.data.pad_to)
+    _warn_if_unknown_words(tok, ids, att, text)
+    x = image_transform(cfg)(img)[None]
+    batch = Batch(images=x, input_ids=ids, attention_mask=att, masks=None, orig_masks=None,
+                  meta={"orig_size": [(img.height, img.width)], "sentence": [text]})
+    with torch.no_grad():
+        prob = model.predict(model(batch), batch, sizes=[(img.height, img.width)])[0]
+    return (prob.reshape(img.height, img.width) >= 0.5).numpy(), np.asarray(img)
+
+# %% ../nbs/15_cli.ipynb #b05ba0c2
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="segment the object a sentence describes in any image")
     p.add_argument("--ckpt", required=True)
@@ -200,30 +239,6 @@ def _add_predict(sub) -> None:
     p.add_argument("--text", required=True, help="the referring expression")
     p.add_argument("--out", default="mask.png", help="mask PNG to write; the overlay goes next to it (default: mask.png)")
     p.set_defaults(func=_run_predict)
-
-def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[np.ndarray, np.ndarray]:
-    "(binary mask (h,w), RGB image (h,w,3)) for `text` on the image at `image_path`."
-    from PIL import Image
-    from ris_nb.data.refer import load_image
-    from ris_nb.data.transforms import Batch, encode_text, image_transform
-    if not text.strip(): raise ValueError("--text is empty; give the expression to segment, e.g. --text 'the red circle'")
-    if not any(not unicodedata.category(ch).startswith(("C", "Z")) for ch in text):
-        raise ValueError(f"--text {text!r} has no visible character (only spaces or invisible ones such as zero-width spaces); "
-                         "give the expression to segment, e.g. --text 'the red circle'")
-    path = Path(image_path)
-    if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
-    img = Image.fromarray(load_image(path))          # 16-bit scaled, oversized refused, unreadable named
-    ids, att = encode_text(tok, [text], cfg.data.max_tokens, cfg.data.pad_to)
-    words = [i for i in ids[0][att[0].bool()].tolist() if i not in tok.all_special_ids or i == tok.unk_token_id]
-    if words and all(i == tok.unk_token_id for i in words):
-        warnings.warn(f"none of the words of --text {text!r} is in the model's vocabulary (they all read as "
-                      f"{tok.unk_token!r}): the mask cannot follow this sentence")
-    x = image_transform(cfg)(img)[None]
-    batch = Batch(images=x, input_ids=ids, attention_mask=att, masks=None, orig_masks=None,
-                  meta={"orig_size": [(img.height, img.width)], "sentence": [text]})
-    with torch.no_grad():
-        prob = model.predict(model(batch), batch, sizes=[(img.height, img.width)])[0]
-    return (prob.reshape(img.height, img.width) >= 0.5).numpy(), np.asarray(img)
 
 def check_mask_path(out: Path) -> Path:
     "Refuse, before any work, a `predict --out` that is a directory or not an image file name PIL can write."
