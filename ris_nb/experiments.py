@@ -68,8 +68,9 @@ def magnet_claims() -> list[Claim]:
             Claim("the CAL loss helps (on top of MG + CAM)", "magnet_mg_cam", "magnet", "oIoU", _NO_MAGNET_ABLATION),
             Claim("MagNet beats LAVT", "lavt", "magnet", "oIoU", "+2.51 oIoU, RefCOCO val (official README: 72.73 → 75.24)")]
 
-# %% ../nbs/16_experiments.ipynb #523bcdac
+# %% ../nbs/16_experiments.ipynb #83a5ca84
 _S = "sag_tiny"
+
 _NO_SLOT_NUMBERS = "no number (the paper compares slot types in a figure only)"
 
 _JOINT = {"model.sag.entity_weights": "", "model.sag.freeze_entities": False}   # the paper's recipe: entities learned with C³
@@ -97,6 +98,7 @@ def sag_rows() -> list[Row]:
                  paper[s], source="sag") for s in ("weighted", "max", "avg", "min")]
     return rows
 
+# %% ../nbs/16_experiments.ipynb #7902c3c0
 def sag_claims() -> list[Claim]:
     c = [Claim("fusion + C³ beat a plain image–text contrastive loss", "sag_no_fusion", "sag", "mIoU",
                "+20.11 mIoU (paper, table 2)"),
@@ -111,6 +113,7 @@ def sag_claims() -> list[Claim]:
                 f"+{34.76 - v:.2f} mIoU (paper, table 3)") for s, v in (("max", 19.54), ("avg", 8.16), ("min", 0.14))]
     return c
 
+# %% ../nbs/16_experiments.ipynb #fb7644ee
 STUDIES = {"magnet": (magnet_rows, magnet_claims), "sag": (sag_rows, sag_claims)}
 
 def study_rows(only: str | None = None) -> tuple[list[Row], list[Claim]]:
@@ -283,7 +286,7 @@ def aggregate(rows: list[Row], claims: list[Claim], results: list[dict], budget:
             "train_s": sum(x["train_s"] for x in results), "runs_done_now": sum(not x["reused"] for x in results),
             "runs": len(results)}
 
-# %% ../nbs/16_experiments.ipynb #15bab51e
+# %% ../nbs/16_experiments.ipynb #f91df370
 def _ms(m: float, s: float) -> str:
     if math.isnan(m): return "–"
     return f"{m:.1f}" if math.isnan(s) else f"{m:.1f} ± {s:.1f}"
@@ -293,38 +296,52 @@ GROUPS = {"magnet": ("MagNet: Mask Grounding, CAM, CAL (supervised with masks)",
           "sag_joint": ("SaG trained jointly from init: the entity module's parts", "mIoU"),
           "sag_k": ("SaG trained jointly: K_g × K_s", "mIoU"), "sag_inference": ("SaG: inference schemes (same checkpoints)", "mIoU")}
 
-def study_markdown(study: dict) -> str:
-    "The study's markdown: budget, language-blind floors, one table per group (papers' numbers beside ours), verdicts."
-    b, rows = study["budget"], study["rows"]
-    lines = [f"# Ablations in miniature (ShapeRefs val, {b['image_size']} px)", "",
-             f"{study['seeds']} seed(s) per row; every run: {b['steps']} steps of batch {b['batch_size']} on {b['n_images']} "
-             f"generated scenes (data seed {b['data_seed']}), scored on val with its final weights. Training time "
-             f"{study['train_s'] / 60:.1f} min for the runs of this study ({study['runs_done_now']} of {study['runs']} runs done "
-             f"in this call, the others read back); 512³ matmul probe {study['probe_ms']:.2f} ms. Paper numbers are RefCOCO val at full scale: compare "
-             "directions, not values.", "",
-             "Answers that ignore the sentence: " + ", ".join(f"{k} {v['oIoU']:.1f} oIoU / {v['mIoU']:.1f} mIoU"
-                                                              for k, v in study["blind"].items()) + ".", ""]
-    for g, (title, metric) in GROUPS.items():
-        names = [n for n, r in rows.items() if r["group"] == g]
-        if not names: continue
-        lines += [f"## {title}", "", f"| row | change | {metric} (ours) | " + " | ".join(TYPES) + " | paper |",
-                  "|---|---|---|" + "---|" * len(TYPES) + "---|"]
-        for n in names:
-            r = rows[n]
-            lines.append(f"| `{n}` | {r['change']} | {_ms(*r['overall'][metric])} | "
-                         + " | ".join(_ms(*r["by_type"][t][metric]) for t in TYPES) + f" | {r['paper'] or '–'} |")
-        lines.append("")
-    lines += ["## Claims", "", "| claim | base → variant | metric | ours: difference | seeds' spread | verdict | paper |",
-              "|---|---|---|---|---|---|---|"]
-    for c in study["claims"]:
+# %% ../nbs/16_experiments.ipynb #9696cd01
+def _study_header(study: dict) -> list[str]:
+    "Title, budget, training time and probe, and the language-blind answers."
+    b = study["budget"]
+    return [f"# Ablations in miniature (ShapeRefs val, {b['image_size']} px)", "",
+            f"{study['seeds']} seed(s) per row; every run: {b['steps']} steps of batch {b['batch_size']} on {b['n_images']} "
+            f"generated scenes (data seed {b['data_seed']}), scored on val with its final weights. Training time "
+            f"{study['train_s'] / 60:.1f} min for the runs of this study ({study['runs_done_now']} of {study['runs']} runs done "
+            f"in this call, the others read back); 512³ matmul probe {study['probe_ms']:.2f} ms. Paper numbers are RefCOCO val at full scale: compare "
+            "directions, not values.", "",
+            "Answers that ignore the sentence: " + ", ".join(f"{k} {v['oIoU']:.1f} oIoU / {v['mIoU']:.1f} mIoU"
+                                                             for k, v in study["blind"].items()) + ".", ""]
+
+def _group_table(rows: dict, group: str, title: str, metric: str) -> list[str]:
+    "The markdown table of the rows of `group` (none when it has no rows): ours per expression type, the paper's number."
+    names = [n for n, r in rows.items() if r["group"] == group]
+    if not names: return []
+    lines = [f"## {title}", "", f"| row | change | {metric} (ours) | " + " | ".join(TYPES) + " | paper |",
+             "|---|---|---|" + "---|" * len(TYPES) + "---|"]
+    for n in names:
+        r = rows[n]
+        lines.append(f"| `{n}` | {r['change']} | {_ms(*r['overall'][metric])} | "
+                     + " | ".join(_ms(*r["by_type"][t][metric]) for t in TYPES) + f" | {r['paper'] or '–'} |")
+    return lines + [""]
+
+# %% ../nbs/16_experiments.ipynb #b92709e6
+def _claims_table(claims: list[dict]) -> list[str]:
+    "One line per claim: the difference, the seeds' spread, the verdict, the paper's number; then how to read it."
+    lines = ["## Claims", "", "| claim | base → variant | metric | ours: difference | seeds' spread | verdict | paper |",
+             "|---|---|---|---|---|---|---|"]
+    for c in claims:
         sp = "–" if math.isnan(c["spread"]) else f"{c['spread']:.1f}"
         lines.append(f"| {c['claim']} | `{c['base']}` → `{c['variant']}` | {c['metric']} | {c['diff']:+.1f} | {sp} | "
                      f"{c['verdict']}{' (both below the language-blind floor)' if c['below_floor'] else ''} | {c['paper']} |")
     lines += ["", "Spread = the larger of the two rows' sample standard deviations over seeds; a difference counts only "
               "when it is larger than that. \"Below the language-blind floor\": neither row beats the best answer that ignores the "
               "sentence, so the comparison is between models that have not yet learned to refer."]
-    return "\n".join(lines) + "\n"
+    return lines
 
+def study_markdown(study: dict) -> str:
+    "The study's markdown: budget, language-blind floors, one table per group (papers' numbers beside ours), verdicts."
+    lines = _study_header(study)
+    for g, (title, metric) in GROUPS.items(): lines += _group_table(study["rows"], g, title, metric)
+    return "\n".join(lines + _claims_table(study["claims"])) + "\n"
+
+# %% ../nbs/16_experiments.ipynb #597764ab
 def plot_study(study: dict):
     "Bar chart, mean ± std over seeds per row (MagNet rows in oIoU, SaG rows in mIoU), the best language-blind answer dashed."
     import matplotlib.pyplot as plt
@@ -343,6 +360,7 @@ def plot_study(study: dict):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/16_experiments.ipynb #83b95862
 def write_outputs(study: dict, out: str | Path) -> dict[str, Path]:
     "OUT/study.json, OUT/study.md, OUT/study.png (each written to a temporary file first)."
     import matplotlib.pyplot as plt
@@ -354,7 +372,7 @@ def write_outputs(study: dict, out: str | Path) -> dict[str, Path]:
     plt.close(fig)
     return paths
 
-# %% ../nbs/16_experiments.ipynb #af94e25c
+# %% ../nbs/16_experiments.ipynb #e39c996e
 _slot: int = 0     # this pool process's number, set once when it starts
 
 def _start_pool_process(counter, bar_lock) -> None:
@@ -370,6 +388,7 @@ def _run_in_pool(row: Row, seed: int, budget: Budget, out: Path, keep_checkpoint
     bar = ProgressCB(position=_slot + 1, desc=f"{row.name} seed{seed}")
     return run_one(row, seed, budget, out, keep_checkpoint=keep_checkpoint, cbs=[bar])
 
+# %% ../nbs/16_experiments.ipynb #12add131
 def _run_parallel(jobs: list[tuple[Row, int]], budget: Budget, out: Path, sources: set[str], n_jobs: int, bar,
                   on_train: Callable[[str, int], None] | None) -> list[dict]:
     "Every (row, seed) on `n_jobs` processes; a re-scored row starts once its source run of the same seed has finished."
@@ -397,6 +416,17 @@ def _run_parallel(jobs: list[tuple[Row, int]], budget: Budget, out: Path, source
             raise
     return [done[(r.name, s)] for r, s in jobs]
 
+# %% ../nbs/16_experiments.ipynb #a1afc72c
+def _run_serial(jobs: list[tuple[Row, int]], budget: Budget, out: Path, sources: set[str], bar,
+                on_train: Callable[[str, int], None] | None) -> list[dict]:
+    "Every (row, seed) in this process, in order; rows that another row re-scores keep their checkpoints."
+    results = []
+    for row, s in jobs:
+        bar.set_postfix_str(f"{row.name} seed{s}")
+        results.append(run_one(row, s, budget, out, on_train, keep_checkpoint=row.name in sources))
+        bar.update(1)
+    return results
+
 def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: Budget = FULL, progress: bool = True,
               on_train: Callable[[str, int], None] | None = None, jobs: int = 1) -> dict:
     "Run (or resume) every (row, seed), seed-major, on `jobs` processes; aggregate into OUT/study.json, .md and .png."
@@ -410,12 +440,7 @@ def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: 
     todo = [(row, s) for s in range(seeds) for row in rows]   # seed-major: an interrupted study has whole seeds first
     with tqdm(total=len(todo), desc="study", unit="run", disable=None if progress else True) as bar:
         if jobs > 1: results = _run_parallel(todo, budget, out, sources, jobs, bar, on_train)
-        else:
-            results = []
-            for row, s in todo:
-                bar.set_postfix_str(f"{row.name} seed{s}")
-                results.append(run_one(row, s, budget, out, on_train, keep_checkpoint=row.name in sources))
-                bar.update(1)
+        else: results = _run_serial(todo, budget, out, sources, bar, on_train)
     study = aggregate(rows, claims, results, budget, seeds, blind_floors(out))
     study["wall_s"], study["jobs"] = time.perf_counter() - t0, jobs
     study["probe_ms"] = probe_ms()
