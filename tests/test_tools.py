@@ -22,3 +22,34 @@ def test_sanitise_removes_temp_paths_bars_and_widget_state():
     assert [o["output_type"] for o in outputs] == ["execute_result", "stream"]        # the bar goes, the app widget stays
     assert outputs[1]["text"] == ["written to <tmp>/shaperefs and <tmp>/ris_nb_demo/run\n"]
     assert out["cells"][1]["source"] == [f"{tmp}/kept in prose"]                      # only outputs are rewritten
+
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gather_probe_shape_code_tells_square_disc_triangle_apart():
+    import torch
+    probe = _load_tool("sag_gather_probe")
+    yy, xx = torch.meshgrid(torch.arange(32.), torch.arange(32.), indexing="ij")
+    square = ((xx - 10).abs() <= 4) & ((yy - 10).abs() <= 4)
+    disc = ((xx - 20) ** 2 + (yy - 20) ** 2) <= 25
+    triangle = (yy >= 5) & (yy <= 14) & ((xx - 20).abs() <= (yy - 5) / 2)
+    code = probe.shape_moments(torch.stack([square, disc, triangle]).float().flatten(1)[None], (32, 32))[0]
+    fill = code[:, 4]
+    assert fill[0] > 0.9 and 0.6 < fill[1] < 0.85 and fill[2] < 0.6          # a square fills its box, a disc ≈ π/4, a triangle ≈ ½
+    assert code[2, 2] > code[0, 2] + 5                                         # only the triangle is not point-symmetric (φ3)
+    shifted = probe.shape_moments(torch.roll(square, (7, 5), (0, 1)).float().flatten()[None, None], (32, 32))[0, 0]
+    assert torch.allclose(shifted, code[0], atol=1e-4)                         # the code does not depend on where the shape is
+
+
+def test_gather_probe_context_fusion_masks_padding_and_sums_to_one():
+    import torch
+    probe = _load_tool("sag_gather_probe")
+    fusion = probe.ContextFusion(16, 2, 8)
+    valid = torch.tensor([[True, True, False], [True, True, True]])
+    z, a = fusion(torch.randn(4, 16), torch.randn(2, 3, 16), valid)
+    assert z.shape == (2, 4, 16) and a.shape == (2, 4, 3)
+    assert torch.allclose(a.sum(-1), torch.ones(2, 4)) and (a[0, :, 2] == 0).all()

@@ -5,19 +5,81 @@ set) are trained with masks, on purpose: the target of A^fuse is the slot whose 
 (cross-entropy on log A^fuse). Its val picks and mIoU bound what C³ could reach with these entities and this fusion; the gap
 between them and C³'s own numbers is what the text-only signal fails to teach.
 
+`--variant` swaps one part of the gather for a stronger one, to ask which part holds the told gather back (diagnostic
+variants, not options of the model): `context` runs two transformer layers over [t_j; the entities of image i] before the
+fusion's cross-attention, so an entity's key can depend on the other entities (for "the second star from the left");
+`moments` adds to each entity a code of its map's shape (Hu's first four moment invariants and how much of its bounding
+box it fills), which a circle, a square and a triangle do not share.
+
 Usage: OMP_NUM_THREADS=2 python tools/sag_gather_probe.py --data data/shaperefs [--steps 500] [--set key=value ...]
-       [--results nbs/results/sag_gather_probe.csv --row NAME]
+       [--variant context|moments] [--results nbs/results/sag_gather_probe.csv --row NAME]
 """
 from __future__ import annotations
 import argparse, csv, io, os, time
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+import ris_nb.models.sag as sag
 from ris_nb.core import get_preset, parse_override, probe_ms, write_atomic
 from ris_nb.evaluate import evaluate, shatter_gather
+from ris_nb.models.slots import grid_coords
 from ris_nb.train import prepare
+
+
+class ContextFusion(sag.Fusion):
+    "Fusion whose keys and values come from the entities after `layers` transformer layers over [t_j; entities of image i]."
+    def __init__(self, dim: int, heads: int, head_dim: int, mult: float = 4.0, dropout: float = 0.0, residual: bool = True,
+                 layers: int = 2):
+        super().__init__(dim, heads, head_dim, mult, dropout, residual)
+        layer = nn.TransformerEncoderLayer(dim, heads, int(dim * mult), dropout, batch_first=True, norm_first=True)
+        self.context = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, text, entities, valid=None):
+        (I, K, D), J = entities.shape, len(text)
+        seq = torch.cat([text[None, :, None].expand(I, J, 1, D), entities[:, None].expand(I, J, K, D)], 2).flatten(0, 1)
+        pad = None if valid is None else ~torch.cat([valid.new_ones(I, 1), valid], 1)[:, None].expand(I, J, K + 1).flatten(0, 1)
+        ctx = self.context(seq, src_key_padding_mask=pad)[:, 1:].unflatten(0, (I, J))                 # (I,J,K,D)
+        q = self.to_q(self.norm(text)).unflatten(-1, (self.heads, -1)) * self.scale
+        k, v = (x.unflatten(-1, (self.heads, -1)).transpose(-2, -3) for x in self.to_kv(self.norm_context(ctx)).chunk(2, -1))
+        attn = sag._masked_softmax(torch.einsum("jhd,ijhkd->ijhk", q, k), None if valid is None else valid[:, None, None])
+        return self._readout(text[None], torch.einsum("ijhk,ijhkd->ijhd", attn, v).flatten(2)), attn.mean(2)
+
+
+def shape_moments(maps: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    "(B,K,5) of maps (B,K,N): Hu's φ1–φ4 (signed log) and the bounding-box fill of each map's core (≥ half its peak)."
+    xy = grid_coords(*hw, device=maps.device).to(maps.dtype) * (hw[0] / 2)                 # token units
+    core = (maps >= 0.5 * maps.amax(-1, keepdim=True).clamp(min=1e-6)).to(maps.dtype)
+    m0 = core.sum(-1).clamp(min=1)
+    c = (core @ xy) / m0[..., None]
+    x, y = (xy[None, None] - c[:, :, None]).unbind(-1)
+    eta = lambda p, q: (core * x ** p * y ** q).sum(-1) / m0 ** (1 + (p + q) / 2)
+    n20, n02, n11, n30, n03, n21, n12 = eta(2, 0), eta(0, 2), eta(1, 1), eta(3, 0), eta(0, 3), eta(2, 1), eta(1, 2)
+    phis = [n20 + n02, (n20 - n02) ** 2 + 4 * n11 ** 2, (n30 - 3 * n12) ** 2 + (3 * n21 - n03) ** 2,
+            (n30 + n12) ** 2 + (n21 + n03) ** 2]
+    on = core > 0
+    span = lambda v: torch.where(on, v, -1e4).amax(-1) - torch.where(on, v, 1e4).amin(-1) + 1
+    fill = m0 / (span(x) * span(y)).clamp(min=1)
+    return torch.stack([(p + 1e-6).log() for p in phis] + [fill], -1)
+
+
+class MomentAppearance(sag.EntityAppearance):
+    "`EntityAppearance` plus an MLP code of `shape_moments`."
+    def __init__(self, dim: int, width: int = 16):
+        super().__init__(dim, width)
+        self.shape = nn.Sequential(nn.Linear(5, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+    def forward(self, entities, a_slot, images, hw):
+        return super().forward(entities, a_slot, images, hw) + self.shape(shape_moments(a_slot, hw))
+
+
+def use_variant(name: str | None) -> None:
+    "Swap the class `SaG` builds for the fusion (`context`) or the appearance code (`moments`, needs entity_appearance)."
+    if name == "context": sag.Fusion = ContextFusion
+    elif name == "moments": sag.EntityAppearance = MomentAppearance
+    elif name: raise SystemExit(f"--variant {name!r}: expected 'context' or 'moments'")
 
 
 def best_slot_targets(a_slot: torch.Tensor, hw: tuple[int, int], masks: torch.Tensor) -> torch.Tensor:
@@ -36,6 +98,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], help="config overrides of sag_tiny, key=value")
+    ap.add_argument("--variant", default=None, help="context | moments (see above)")
     ap.add_argument("--results", default=None)
     ap.add_argument("--row", default="probe")
     a = ap.parse_args()
@@ -44,6 +107,7 @@ def main():
     two = probe_ms()
     cfg = get_preset("sag_tiny").override({"data.root": str(Path(a.data).parent), "data.weak": False, "seed": a.seed,
                                            "train.max_steps": a.steps, **dict(parse_override(o) for o in a.set)})
+    use_variant(a.variant)
     tok, loaders, model, cfg = prepare(cfg, ["train", "val"])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=cfg.train.weight_decay)
@@ -60,7 +124,7 @@ def main():
     secs = time.perf_counter() - t0
     sg = shatter_gather(model, loaders["val"])
     res = evaluate(model, loaders["val"], progress=False, keep_samples=False)
-    row = {"row": a.row, "overrides": " ".join(a.set), "steps": a.steps, "samples": a.steps * cfg.train.batch_size,
+    row = {"row": a.row, "overrides": " ".join(a.set + ([f"--variant {a.variant}"] if a.variant else [])), "steps": a.steps, "samples": a.steps * cfg.train.batch_size,
            "val_mIoU": round(res["overall"]["mIoU"], 2), "val_oIoU": round(res["overall"]["oIoU"], 2),
            "picks_best_slot": round(sg["picks_best_slot"], 1), "best_slot_mIoU": round(sg["best_slot_mIoU"], 1),
            **{f"mIoU_{k}": round(v["mIoU"], 2) for k, v in sorted(res["by_type"].items())},
