@@ -182,12 +182,21 @@ def _add_eval(sub) -> None:
     p.add_argument("--out", default=None, help="where to write report.md (default: next to the checkpoint)")
     p.set_defaults(func=_run_eval)
 
+def _check_data_root(cfg, ckpt, data: str | None) -> None:
+    "Without --data, the run's own data root must be found from here; a relative one was relative to where training started."
+    root = Path(cfg.data.root)
+    if data is None and not root.is_dir():
+        where = f" (relative: from {Path.cwd()})" if not root.is_absolute() else ""
+        raise FileNotFoundError(f"checkpoint {ckpt}: the data root it was trained on, {str(root)!r}, is not here{where}; "
+                                "pass --data DIR (the data root, or the dataset folder itself)")
+
 def _run_eval(args) -> None:
     from ris_nb.data.transforms import make_dataloaders
     from ris_nb.evaluate import evaluate, write_report
     from ris_nb.train import check_loaders, finish_distributed, init_distributed, make_eval_loader
     out = check_out_dir(Path(args.out) if args.out else Path(args.ckpt).resolve().parent)   # before any work
     cfg, tok, model = load_run(args.ckpt, args.data)
+    _check_data_root(cfg, args.ckpt, args.data)
     if args.protocol: cfg = cfg.override({"eval.protocol": args.protocol})
     loaders = make_dataloaders(cfg, tok, splits=[args.split])
     check_loaders(loaders, cfg, splits=[args.split])
