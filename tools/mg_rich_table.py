@@ -1,5 +1,5 @@
 """The MG diagnosis rows on the rich-language ShapeRefs: evaluate the last checkpoint of each run on val and write one row per
-run (preset, MG weight, seed; overall, per expression type, sentences with and without a rare word) to a CSV that
+run (preset, MG weight, train.amp, seed; overall, per expression type, sentences with and without a rare word) to a CSV that
 `12a_learning` reads.
 
     python tools/mg_rich_table.py --runs RUN_DIR [RUN_DIR ...] --out nbs/results/mg_rich_12a.csv
@@ -30,7 +30,8 @@ def run_row(run: Path) -> dict:
     refer = loaders["val"].dataset.base.refer
     rare = {s["sent_id"]: bool(s.get("rare")) for r in refer.refs.values() for s in r["sentences"]}
     samples = res["samples"]
-    row = {"preset": cfg.name, "mg_weight": cfg.model.mg.weight if cfg.model.mg.enabled else "", "seed": cfg.seed, "step": ck["step"], "samples": ck["step"] * cfg.train.batch_size,
+    row = {"preset": cfg.name, "mg_weight": cfg.model.mg.weight if cfg.model.mg.enabled else "", "amp": cfg.train.amp,
+           "seed": cfg.seed, "step": ck["step"], "samples": ck["step"] * cfg.train.batch_size,
            "oIoU": round(res["overall"]["oIoU"], 2), "mIoU": round(res["overall"]["mIoU"], 2)}
     row.update({t: round(v["mIoU"], 2) for t, v in sorted(res["by_type"].items())})
     row["rare_mIoU"] = round(miou([s for s in samples if rare[s["sent_id"]]]), 2)
