@@ -15,14 +15,8 @@ from ris_nb.core import build_model, get_preset, seed_everything
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders
 from ris_nb.train import finish_distributed, fit, prepare
 
-
-def gloo_threads() -> int:
-    "Threads of this process whose name says gloo (its TCP loop and the process group's workers); Linux only."
-    n = 0
-    for t in os.listdir("/proc/self/task"):
-        try: n += "gloo" in open(f"/proc/self/task/{t}/comm").read()
-        except OSError: pass
-    return n
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from gloo_threads import gloo_threads   # noqa: E402  (the diagnostic tool owns the count)
 
 
 def report_teardown() -> None:

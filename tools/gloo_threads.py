@@ -27,7 +27,7 @@ import torch.nn as nn
 
 
 def gloo_threads() -> int:
-    "Threads of this process whose name says gloo."
+    "Threads of this process whose name says gloo (its TCP loop and the process group's workers); Linux only."
     n = 0
     for t in os.listdir("/proc/self/task"):
         try: n += "gloo" in open(f"/proc/self/task/{t}/comm").read()
