@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -24,11 +25,11 @@ from .encoders import sine_pos_2d
 
 # %% auto #0
 __all__ = ['SLOT_TYPES', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'SlotOutput', 'EntityDiscovery',
-           'BroadcastDecoder', 'recon_loss', 'official_slot_keys', 'official_decoder_keys', 'map_official',
-           'official_interaction_qkv', 'grid_coords', 'PixelEncoder', 'AffineDecoder', 'affine_target', 'affine_loss',
-           'EntityPretrainConfig', 'EntityModel', 'pos_weight_at', 'split_images', 'scene_object_masks', 'slot_regions',
-           'object_discovery', 'permute_channels', 'pretrain_entities', 'load_entity_model', 'packaged_entity_weights',
-           'pretrain_entities_on']
+           'BroadcastDecoder', 'recon_loss', 'official_slot_keys', 'official_interaction_qkv', 'official_decoder_keys',
+           'map_official', 'grid_coords', 'PixelEncoder', 'AffineDecoder', 'affine_target', 'affine_loss',
+           'EntityPretrainConfig', 'pos_weight_at', 'EntityModel', 'split_images', 'scene_object_masks', 'slot_regions',
+           'object_discovery', 'permute_channels', 'pretrain_batch', 'warmup_cosine', 'pretrain_entities',
+           'load_entity_model', 'packaged_entity_weights', 'pretrain_entities_on']
 
 # %% ../../nbs/10_entity_slots.ipynb #108bd852
 SLOT_TYPES = ("entity", "random", "query")
@@ -137,7 +138,21 @@ class SlotOutput:
     slots_init: torch.Tensor      # S⁰ (B,K,D)
     a_slot_iters: torch.Tensor | None = None   # (B,T,K,N): the same map after every iteration (the last one is A^slot)
 
-class EntityDiscovery(nn.Module):
+class _EntityFeatures:
+    "Mixin of `EntityDiscovery`: the features F the slots attend to (uses the `proj` that `EntityDiscovery.__init__` builds)."
+    def pos(self, hw: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        "The sine encoding (N,D), cached per grid/device/dtype (it has no parameters)."
+        key = (tuple(hw), like.device, like.dtype)
+        cache = self.__dict__.setdefault("_pos_cache", {})
+        if key not in cache: cache[key] = sine_pos_2d(*hw, self.proj.out_features).to(like.device, like.dtype)
+        return cache[key]
+
+    def features(self, tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        "F = tokens·W_p + sine PE: (B,N,D)."
+        return self.proj(tokens) + self.pos(hw, tokens)
+
+# %% ../../nbs/10_entity_slots.ipynb #4328c3e1
+class EntityDiscovery(_EntityFeatures, nn.Module):
     "Tokens (B,N,C) on an h×w grid → entities Ŝ (B,K,D) and A^slot (B,K,N): S⁰, T × [slot attention → interaction]."
     def __init__(self, in_dim: int, dim: int = 64, n_gaussians: int = 3, n_samples: int = 2, iterations: int = 3,
                  heads: int = 2, head_dim: int = 32, inter_heads: int = 2, inter_head_dim: int = 32,
@@ -155,17 +170,6 @@ class EntityDiscovery(nn.Module):
 
     @property
     def n_slots(self) -> int: return self.init.n_slots
-
-    def pos(self, hw: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-        "The sine encoding (N,D), cached per grid/device/dtype (it has no parameters)."
-        key = (tuple(hw), like.device, like.dtype)
-        cache = self.__dict__.setdefault("_pos_cache", {})
-        if key not in cache: cache[key] = sine_pos_2d(*hw, self.proj.out_features).to(like.device, like.dtype)
-        return cache[key]
-
-    def features(self, tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        "F = tokens·W_p + sine PE: (B,N,D)."
-        return self.proj(tokens) + self.pos(hw, tokens)
 
     def forward(self, tokens: torch.Tensor, hw: tuple[int, int], slots_init: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> SlotOutput:
@@ -228,6 +232,12 @@ def official_slot_keys(prefix: str = "encoders.img_enc.") -> dict[str, str]:
             m[f"{ours}.fc1.{p}"], m[f"{ours}.fc2.{p}"] = f"{blk}{theirs}.fn.net.0.{p}", f"{blk}{theirs}.fn.net.3.{p}"
     return m
 
+def official_interaction_qkv(prefix: str = "encoders.img_enc.") -> dict[str, list[str]]:
+    "The fused `interaction.to_qkv.weight` = cat(official to_q, to_k, to_v)."
+    b = prefix + "set_pred_module.agg.agg_blocks.0.4.0.0.fn."
+    return {"interaction.to_qkv.weight": [f"{b}to_{x}.weight" for x in "qkv"]}
+
+# %% ../../nbs/10_entity_slots.ipynb #9a9f156c
 def official_decoder_keys(prefix: str = "decoder.") -> dict[str, str]:
     "Our `BroadcastDecoder` names → official `MlpDecoder` names."
     m = {"col_embed.weight": prefix + "pos_emb.col_embed.weight", "row_embed.weight": prefix + "pos_emb.row_embed.weight"}
@@ -248,11 +258,6 @@ def map_official(module: nn.Module, sd: dict[str, torch.Tensor], keys: dict[str,
         new[ours] = torch.cat([sd[p] for p in parts], dim=0); used.update(parts)
     module.load_state_dict(new, strict=True)
     return used
-
-def official_interaction_qkv(prefix: str = "encoders.img_enc.") -> dict[str, list[str]]:
-    "The fused `interaction.to_qkv.weight` = cat(official to_q, to_k, to_v)."
-    b = prefix + "set_pred_module.agg.agg_blocks.0.4.0.0.fn."
-    return {"interaction.to_qkv.weight": [f"{b}to_{x}.weight" for x in "qkv"]}
 
 # %% ../../nbs/10_entity_slots.ipynb #pe000002
 def grid_coords(h: int, w: int, device=None) -> torch.Tensor:
@@ -324,6 +329,11 @@ class EntityPretrainConfig:
     bf16: bool = True                  # CPU autocast where the CPU has native bfloat16
     seed: int = 0
 
+def pos_weight_at(cfg: EntityPretrainConfig, step: int) -> float:
+    "λ_pos at optimizer step `step` (0 before `pos_start`, then a linear ramp to `pos_weight`)."
+    return cfg.pos_weight * min(1.0, max(0, step - cfg.pos_start) / max(cfg.pos_ramp, 1))
+
+# %% ../../nbs/10_entity_slots.ipynb #515049a5
 class EntityModel(nn.Module):
     "Images → entities and A^slot, and the reconstruction that trains them without text or masks."
     def __init__(self, cfg: EntityPretrainConfig):
@@ -342,10 +352,6 @@ class EntityModel(nn.Module):
     def loss(self, images: torch.Tensor, pos_weight: float) -> torch.Tensor:
         so, hw = self(images)
         return affine_loss(self.decoder(so.entities, so.a_slot, hw), affine_target(images, hw), pos_weight)
-
-def pos_weight_at(cfg: EntityPretrainConfig, step: int) -> float:
-    "λ_pos at optimizer step `step` (0 before `pos_start`, then a linear ramp to `pos_weight`)."
-    return cfg.pos_weight * min(1.0, max(0, step - cfg.pos_start) / max(cfg.pos_ramp, 1))
 
 # %% ../../nbs/10_entity_slots.ipynb #pe000009
 def split_images(refer, split: str, size: int) -> tuple[torch.Tensor, list[int]]:
@@ -389,6 +395,31 @@ def object_discovery(model: EntityModel, images: torch.Tensor, masks: list[list[
     return {"best_slot_iou": 100 * float(best.mean()), "objects_covered": 100 * float((best >= 0.5).mean()), "n_objects": len(best)}
 
 # %% ../../nbs/10_entity_slots.ipynb #pe000011
+def permute_channels(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    "Each image of x (B,3,H,W) with its colour channels in a random order (one of the 6)."
+    perm = torch.stack([torch.randperm(3, generator=g) for _ in range(len(x))])
+    return torch.gather(x, 1, perm[:, :, None, None].expand_as(x))
+
+def pretrain_batch(images: torch.Tensor, cfg: EntityPretrainConfig, g: torch.Generator) -> torch.Tensor:
+    "`cfg.batch_size` random `images`, the whole batch flipped left–right half the time, channels permuted if `cfg.channel_permute`."
+    x = images[torch.randint(0, len(images), (cfg.batch_size,), generator=g)]
+    if torch.rand(1, generator=g).item() < 0.5: x = x.flip(-1)                      # left–right flips: labels do not exist here
+    return permute_channels(x, g) if cfg.channel_permute else x
+
+def warmup_cosine(cfg: EntityPretrainConfig) -> Callable[[int], float]:
+    "The lr factor after t scheduler steps: a linear warm-up over `cfg.warmup` steps times a cosine decay to 0 at `cfg.steps`."
+    return lambda t: min(1.0, (t + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(t, cfg.steps) / cfg.steps))
+
+# %% ../../nbs/10_entity_slots.ipynb #52b0e39f
+def _entity_step(model: EntityModel, opt: torch.optim.Optimizer, sched, x: torch.Tensor, pos_weight: float,
+                 bf16: bool) -> torch.Tensor:
+    "One AdamW step on the affine loss of batch `x` (gradient norm clipped to 1), then one scheduler step; returns the loss."
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model.loss(x, pos_weight)
+    opt.zero_grad(set_to_none=True); loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
+    return loss
+
 def _atomic_save(obj, path: Path):
     "torch.save to a temp file beside `path`, then rename: no half-written weights."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -398,11 +429,7 @@ def _atomic_save(obj, path: Path):
     finally:
         tmp.unlink(missing_ok=True)
 
-def permute_channels(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    "Each image of x (B,3,H,W) with its colour channels in a random order (one of the 6)."
-    perm = torch.stack([torch.randperm(3, generator=g) for _ in range(len(x))])
-    return torch.gather(x, 1, perm[:, :, None, None].expand_as(x))
-
+# %% ../../nbs/10_entity_slots.ipynb #043ba0a7
 def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = None, out: str | Path | None = None,
                       val: tuple[torch.Tensor, list] | None = None, eval_every: int = 1000, progress: bool = True) -> EntityModel:
     "Train an `EntityModel` on `images` (N,3,S,S) in [-1,1] alone (no text, no masks); scores on `val` (images, masks) are logged; weights → `out`."
@@ -413,18 +440,12 @@ def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = N
     seed_everything(cfg.seed)
     model = EntityModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(t, cfg.steps) / cfg.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg))
     g, bf16 = torch.Generator().manual_seed(cfg.seed), cfg.bf16 and cpu_native_bf16()
     log, t0 = [], time.time()
     bar = tqdm(range(1, cfg.steps + 1), desc="entity pretraining", disable=not progress, mininterval=2)
     for step in bar:
-        x = images[torch.randint(0, len(images), (cfg.batch_size,), generator=g)]
-        if torch.rand(1, generator=g).item() < 0.5: x = x.flip(-1)                  # left–right flips: labels do not exist here
-        if cfg.channel_permute: x = permute_channels(x, g)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model.loss(x, pos_weight_at(cfg, step))
-        opt.zero_grad(set_to_none=True); loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
+        loss = _entity_step(model, opt, sched, pretrain_batch(images, cfg, g), pos_weight_at(cfg, step), bf16)
         if step % 50 == 0: bar.set_postfix(loss=f"{loss.item():.4f}")
         if val is not None and (step % eval_every == 0 or step == cfg.steps):
             log.append(dict(step=step, seconds=round(time.time() - t0, 1), loss=loss.item(), **object_discovery(model, *val)))
@@ -433,6 +454,7 @@ def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = N
     model.log = log
     return model
 
+# %% ../../nbs/10_entity_slots.ipynb #c14f3450
 def load_entity_model(path: str | Path) -> EntityModel:
     "An `EntityModel` from a file written by `pretrain_entities` (read with `weights_only=True`)."
     path = Path(path)
