@@ -28,7 +28,8 @@ __all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'OFFICIAL_UNUSED', 'PRESET_SOURCES', '
            'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'batch_partners', 'gather_ids',
            'own_image_copies', 'c3_in_image_loss', 'relevance_grid', 'upsample_minmax', 'PatchEntities',
            'entity_similarity', 'EntityAppearance', 'map_geometry', 'connected_pieces', 'entity_pieces', 'SaGOutputs',
-           'SaG', 'load_entities', 'build_sag', 'official_to_config', 'official_key_map', 'load_official']
+           'build_entity_module', 'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'official_to_config',
+           'official_key_map', 'load_official']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -53,6 +54,7 @@ def image_tokens(vision: StagedBackbone, images: torch.Tensor) -> tuple[torch.Te
     x = vision(images)[-1]
     return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])
 
+# %% ../../nbs/11_sag.ipynb #af7b4565
 def build_text(cfg: Config) -> TextEncoder:
     "The SaG text encoder (`TextEncoder`); a random-init BERT gets `bert_max_positions` position rows."
     t, s = cfg.model.text, cfg.model.sag
@@ -307,48 +309,58 @@ class SaGOutputs:
         "ẑ of each image with its own expression: (B,D)."
         return self.fused[self.offset:self.offset + len(self.text)].diagonal(dim1=0, dim2=1).T
 
-# %% ../../nbs/11_sag.ipynb #1af84fb9
-class SaG(nn.Module):
-    "Shatter and Gather (ICCV'23): entity slots + text fusion + C³, trained without masks."
-    def __init__(self, cfg: Config):
-        super().__init__()
-        self.cfg, s, v = cfg, cfg.model.sag, cfg.model.vision
-        self.vision = build_vision(cfg)
-        C = self.vision.channels[-1]
-        self.text = TextCLS(build_text(cfg), s.dim, s.text_pool)
-        self.slots = EntityDiscovery(C, s.dim, s.n_gaussians, s.n_samples, s.iterations, s.slot_heads,
-                                     s.slot_head_dim, s.interaction_heads, s.interaction_head_dim, s.slot_type,
-                                     s.interaction, s.slot_softmax, s.ffn_mult, s.dropout, s.var_scaling, s.eval_seed,
-                                     s.slot_logit_scale) if s.entity_discovery else PatchEntities(C, s.dim)
-        if s.recon_target not in ("tokens", "pixels"):
-            raise ValueError(f"model.sag.recon_target={s.recon_target!r}: expected 'tokens' or 'pixels'")
-        self.patch = self.vision.strides[-1]                     # pixels per token side
-        out_dim = C if s.recon_target == "tokens" else 3 * self.patch ** 2
-        if s.decoder not in ("broadcast", "affine"): raise ValueError(f"model.sag.decoder={s.decoder!r}: expected 'broadcast' or 'affine'")
-        dec = AffineDecoder(s.dim) if s.decoder == "affine" else BroadcastDecoder(s.dim, out_dim)
-        self.decoder = dec if s.recon and s.entity_discovery else None
-        self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout, s.fusion_residual) if s.fusion else None
-        self.appearance = EntityAppearance(s.dim) if s.entity_appearance else None
-        if s.entity_weights: load_entities(self, s.entity_weights)
-        if s.freeze_entities:
-            if not s.entity_weights: raise ValueError("model.sag.freeze_entities=True needs model.sag.entity_weights (a frozen random module learns nothing)")
-            for m in (self.vision, self.slots, self.decoder):
-                if m is not None: m.requires_grad_(False)
+# %% ../../nbs/11_sag.ipynb #53ac86a9
+def build_entity_module(in_dim: int, s) -> nn.Module:
+    "Ŝ, A^slot from the tokens: `EntityDiscovery` (the paper's entity slots) or, for table 2's ablation, `PatchEntities`."
+    if not s.entity_discovery: return PatchEntities(in_dim, s.dim)
+    return EntityDiscovery(in_dim, s.dim, s.n_gaussians, s.n_samples, s.iterations, s.slot_heads,
+                           s.slot_head_dim, s.interaction_heads, s.interaction_head_dim, s.slot_type,
+                           s.interaction, s.slot_softmax, s.ffn_mult, s.dropout, s.var_scaling, s.eval_seed,
+                           s.slot_logit_scale)
 
-    def forward(self, batch, slots_init: torch.Tensor | None = None, recon: bool | None = None,
-                generator: torch.Generator | None = None, image_index: torch.Tensor | None = None) -> SaGOutputs:
-        """batch: images (B,3,H,W), input_ids/attention_mask (B,T); `slots_init` (B,K,D) replaces the sampled S⁰.
-        `image_index` (B,) long (evaluation): batch.images holds U distinct images (U,3,H,W), sentence b reads image_index[b]."""
-        tokens, hw = image_tokens(self.vision, batch.images)
+def build_recon_decoder(in_dim: int, s, patch: int) -> nn.Module:
+    "The decoder that repaints the slots: ViT tokens or pixel patches (`BroadcastDecoder`), or colours + centres (`AffineDecoder`, ours)."
+    if s.recon_target not in ("tokens", "pixels"):
+        raise ValueError(f"model.sag.recon_target={s.recon_target!r}: expected 'tokens' or 'pixels'")
+    out_dim = in_dim if s.recon_target == "tokens" else 3 * patch ** 2
+    if s.decoder not in ("broadcast", "affine"): raise ValueError(f"model.sag.decoder={s.decoder!r}: expected 'broadcast' or 'affine'")
+    return AffineDecoder(s.dim) if s.decoder == "affine" else BroadcastDecoder(s.dim, out_dim)
+
+# %% ../../nbs/11_sag.ipynb #a889828c
+class _SaGImage:
+    "Mixin of `SaG`: slots → entities → reconstruction, the image-only half of `forward` (uses the modules `SaG.__init__` builds)."
+    def _slots(self, tokens: torch.Tensor, hw: tuple[int, int], slots_init: torch.Tensor | None,
+               generator: torch.Generator | None) -> SlotOutput:
+        "Ŝ, A^slot of the tokens; in eval mode with no S⁰ and no generator, one fixed S⁰ for every image (ours)."
         if slots_init is None and generator is None and not self.training and isinstance(self.slots, EntityDiscovery):
-            slots_init = self.slots.init(1).expand(len(tokens), -1, -1)    # ours: one fixed S⁰ for every image at evaluation
-        so = self.slots(tokens, hw, slots_init, generator)
-        t = self.text(batch.input_ids, batch.attention_mask)
-        raw, raw_a, valid, s = so.entities, so.a_slot, None, self.cfg.model.sag   # the slots, as the decoder repaints them
-        if s.entity_pieces:                                                  # ours: connected pieces of the slots' regions
+            slots_init = self.slots.init(1).expand(len(tokens), -1, -1)
+        return self.slots(tokens, hw, slots_init, generator)
+
+    def _entities(self, so: SlotOutput, hw: tuple[int, int], images: torch.Tensor) -> tuple[SlotOutput, torch.Tensor | None]:
+        "The entities the text meets: the slots or their connected pieces (ours), plus their appearance (ours); valid (B,K) or None."
+        s, valid = self.cfg.model.sag, None
+        if s.entity_pieces:
             maps, parent, valid = entity_pieces(so.a_slot, hw, s.entity_pieces, 2 * so.a_slot.shape[1])
             so = replace(so, a_slot=maps, entities=so.entities.gather(1, parent[..., None].expand(-1, -1, so.entities.shape[-1])))
-        if self.appearance is not None: so = replace(so, entities=self.appearance(so.entities, so.a_slot, batch.images, hw))
+        if self.appearance is not None: so = replace(so, entities=self.appearance(so.entities, so.a_slot, images, hw))
+        return so, valid
+
+    def _reconstruct(self, out: SaGOutputs, raw: SlotOutput, tokens: torch.Tensor, images: torch.Tensor,
+                     image_index: torch.Tensor | None) -> None:
+        "Fill `out.recon`/`out.target` from the slots as the entity module made them (`raw`, before pieces and appearance)."
+        pick = (lambda x: x) if image_index is None else (lambda x: x[image_index])
+        if isinstance(self.decoder, AffineDecoder):                          # ours: through A^slot, colours + entity centres
+            out.recon, out.target = self.decoder(pick(raw.entities), pick(raw.a_slot), out.hw), affine_target(pick(images), out.hw)
+        else:
+            target = tokens if self.cfg.model.sag.recon_target == "tokens" else F.unfold(images, self.patch, stride=self.patch).transpose(1, 2)
+            out.recon, out.target = self.decoder(pick(raw.entities), out.hw)[0], pick(target)
+
+# %% ../../nbs/11_sag.ipynb #741fba9e
+class _SaGGather:
+    "Mixin of `SaG`: the sentences meet the entities — A^fuse, ẑ and the in-image negatives (uses the modules `SaG.__init__` builds)."
+    def _gather(self, t: torch.Tensor, so: SlotOutput, valid: torch.Tensor | None, hw: tuple[int, int],
+                image_index: torch.Tensor | None) -> SaGOutputs:
+        "Fuse every text with every image's entities; with `image_index`, the per-image results are spread to the sentences."
         ents, off = gather_batch(so.entities) if self.training else (so.entities, 0)   # C³ over all ranks' images
         valid_all = gather_ids(valid.long()).bool() if self.training and valid is not None else valid   # gloo gathers no bool
         fused, a_all = self.fusion(t, ents, valid_all) if self.fusion is not None else entity_similarity(t, ents)
@@ -356,20 +368,8 @@ class SaG(nn.Module):
         else:                                                                # each sentence's own image, then per sentence
             a_fuse = a_all[image_index, torch.arange(len(t), device=t.device)]
             so = SlotOutput(*(None if x is None else x[image_index] for x in (so.entities, so.a_slot, so.slots_init, so.a_slot_iters)))
-        out = SaGOutputs(so.entities, so.a_slot, a_fuse, a_all, fused, t, hw, so.slots_init, offset=off,
-                         valid=valid if image_index is None or valid is None else valid[image_index])
-        if self.training and self.cfg.model.sag.in_image_negatives and image_index is None:
-            self._in_image_negatives(out, batch)
-        if self.decoder is not None and (self.training and not self.cfg.model.sag.freeze_entities if recon is None else recon):
-            imgs = batch.images if image_index is None else batch.images[image_index]
-            if isinstance(self.decoder, AffineDecoder):                      # ours: through A^slot, colours + entity centres
-                ents_a = (raw, raw_a) if image_index is None else (raw[image_index], raw_a[image_index])
-                out.recon, out.target = self.decoder(*ents_a, hw), affine_target(imgs, hw)
-            else:
-                target = tokens if self.cfg.model.sag.recon_target == "tokens" else F.unfold(batch.images, self.patch, stride=self.patch).transpose(1, 2)
-                out.recon, out.target = (self.decoder(raw if image_index is None else raw[image_index], hw)[0],
-                                         target if image_index is None else target[image_index])
-        return out
+        return SaGOutputs(so.entities, so.a_slot, a_fuse, a_all, fused, t, hw, so.slots_init, offset=off,
+                          valid=valid if image_index is None or valid is None else valid[image_index])
 
     def _in_image_negatives(self, out: SaGOutputs, batch) -> None:
         "Fill `out.partner`, `out.swapped` and `out.exclude` from the batch's image and annotation ids (ours, see above)."
@@ -383,6 +383,9 @@ class SaG(nn.Module):
         out.swapped = self.fusion.swapped(out.text, out.entities, own, out.valid)
         out.exclude = own_image_copies(images, gather_ids(images), out.offset)
 
+# %% ../../nbs/11_sag.ipynb #64045c04
+class _SaGTraining:
+    "Mixin of `SaG`: the losses and the AdamW learning-rate groups."
     def losses(self, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor]:
         "{'loss': L_C3 + λ·L_recon, 'loss_c3', 'loss_recon'} ('loss_itc' without fusion); `batch.masks` is never read."
         s = self.cfg.model.sag
@@ -399,16 +402,6 @@ class SaG(nn.Module):
         else: out["loss"] = c3
         return out
 
-    def predict(self, outputs: SaGOutputs, batch=None, sizes: list[tuple[int, int]] | None = None,
-                scheme: str | None = None):
-        "Foreground probabilities: (B,1,H,W) at the input size, or a list of (1,h,w) at `sizes` (bilinear + min–max)."
-        grid = relevance_grid(outputs.a_slot, outputs.a_fuse, outputs.hw, scheme or self.cfg.model.sag.inference)
-        if sizes is None:
-            size = tuple(batch.images.shape[-2:]) if batch is not None else tuple(self.cfg.data.image_size for _ in range(2))
-            return upsample_minmax(grid, size)[:, None]
-        if len(set(map(tuple, sizes))) == 1: return list(upsample_minmax(grid, tuple(sizes[0]))[:, None])   # one call for one size
-        return [upsample_minmax(g[None], hw) for g, hw in zip(grid, sizes)]
-
     def param_groups(self, cfg: Config | None = None) -> list[dict]:
         "AdamW groups (official): ViT at lr·vit_lr_scale (0.1), text at lr·text_lr_scale (1), slots/decoder/fusion at lr."
         cfg = cfg or self.cfg
@@ -422,6 +415,55 @@ class SaG(nn.Module):
             if params: groups.append(dict(params=params, lr=glr, weight_decay=wd, name=name))
         return groups
 
+# %% ../../nbs/11_sag.ipynb #a70a68f6
+class _SaGPredict:
+    "Mixin of `SaG`: the foreground probability read off its outputs."
+    def predict(self, outputs: SaGOutputs, batch=None, sizes: list[tuple[int, int]] | None = None,
+                scheme: str | None = None):
+        "Foreground probabilities: (B,1,H,W) at the input size, or a list of (1,h,w) at `sizes` (bilinear + min–max)."
+        grid = relevance_grid(outputs.a_slot, outputs.a_fuse, outputs.hw, scheme or self.cfg.model.sag.inference)
+        if sizes is None:
+            size = tuple(batch.images.shape[-2:]) if batch is not None else tuple(self.cfg.data.image_size for _ in range(2))
+            return upsample_minmax(grid, size)[:, None]
+        if len(set(map(tuple, sizes))) == 1: return list(upsample_minmax(grid, tuple(sizes[0]))[:, None])   # one call for one size
+        return [upsample_minmax(g[None], hw) for g, hw in zip(grid, sizes)]
+
+# %% ../../nbs/11_sag.ipynb #1af84fb9
+class SaG(_SaGImage, _SaGGather, _SaGTraining, _SaGPredict, nn.Module):
+    "Shatter and Gather (ICCV'23): entity slots + text fusion + C³, trained without masks."
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg, s = cfg, cfg.model.sag
+        self.vision = build_vision(cfg)
+        C = self.vision.channels[-1]
+        self.text = TextCLS(build_text(cfg), s.dim, s.text_pool)
+        self.slots = build_entity_module(C, s)
+        self.patch = self.vision.strides[-1]                     # pixels per token side
+        dec = build_recon_decoder(C, s, self.patch)              # built even when unused: the same random draws either way
+        self.decoder = dec if s.recon and s.entity_discovery else None
+        self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout, s.fusion_residual) if s.fusion else None
+        self.appearance = EntityAppearance(s.dim) if s.entity_appearance else None
+        if s.entity_weights: load_entities(self, s.entity_weights)
+        if s.freeze_entities:
+            if not s.entity_weights: raise ValueError("model.sag.freeze_entities=True needs model.sag.entity_weights (a frozen random module learns nothing)")
+            for m in (self.vision, self.slots, self.decoder):
+                if m is not None: m.requires_grad_(False)
+
+    def forward(self, batch, slots_init: torch.Tensor | None = None, recon: bool | None = None,
+                generator: torch.Generator | None = None, image_index: torch.Tensor | None = None) -> SaGOutputs:
+        """batch: images (B,3,H,W), input_ids/attention_mask (B,T); `slots_init` (B,K,D) replaces the sampled S⁰.
+        `image_index` (B,) long (evaluation): batch.images holds U distinct images (U,3,H,W), sentence b reads image_index[b]."""
+        tokens, hw = image_tokens(self.vision, batch.images)
+        raw = self._slots(tokens, hw, slots_init, generator)                 # the slots, as the decoder repaints them
+        t = self.text(batch.input_ids, batch.attention_mask)
+        out = self._gather(t, *self._entities(raw, hw, batch.images), hw, image_index)
+        if self.training and self.cfg.model.sag.in_image_negatives and image_index is None:
+            self._in_image_negatives(out, batch)
+        if self.decoder is not None and (self.training and not self.cfg.model.sag.freeze_entities if recon is None else recon):
+            self._reconstruct(out, raw, tokens, batch.images, image_index)
+        return out
+
+# %% ../../nbs/11_sag.ipynb #09473b42
 def load_entities(model: SaG, weights: str) -> None:
     "Copy pretrained entity weights (`packaged` or a file from `ris_nb pretrain-entities`) into `model`'s vision, slots (and affine decoder)."
     path = packaged_entity_weights() if weights == "packaged" else Path(weights)
@@ -447,10 +489,67 @@ def build_sag(cfg: Config) -> SaG:
     "Model-protocol builder for `cfg.model.name == 'sag'`."
     return SaG(cfg)
 
-# %% ../../nbs/11_sag.ipynb #eef156f4
+# %% ../../nbs/11_sag.ipynb #581dd657
 _VIT_HEADS = {"vit_tiny_patch16_384": 3, "vit_small_patch16_384": 6, "vit_base_patch16_384": 12,
               "vit_tinytest_d64_patch16": 2, "vit_tinytest_d96_patch16": 3}
 
+def _official_vit(sd: dict[str, torch.Tensor], a: dict, d: dict, pe: torch.Tensor, patch: torch.Tensor) -> dict[str, Any]:
+    "The ViT the weights describe (width, depth, heads, patch, MLP ratio, position grid) as config overrides."
+    pre = "encoders.img_enc."
+    C, ps = patch.shape[0], patch.shape[-1]
+    grid = math.isqrt(pe.shape[1] - 1)
+    depth = len({k.split(".")[4] for k in sd if k.startswith(pre + "img_backbone.blocks.")})
+    heads = d.get("vit_heads") or _VIT_HEADS.get(a.get("img_backbone", ""))
+    if heads is None: raise ValueError(f"cannot tell the ViT head count of img_backbone={a.get('img_backbone')!r}; add derived.vit_heads")
+    mlp = sd[pre + "img_backbone.blocks.0.mlp.fc1.weight"].shape[0] / C
+    return {"model.vision.embed_dim": C, "model.vision.depths": [depth], "model.vision.num_heads": [heads],
+            "model.vision.patch_size": ps, "model.vision.mlp_ratio": mlp, "model.sag.vit_build_size": grid * ps,
+            "model.vision.drop_path": d.get("vit_drop_path_rate", 0.1)}
+
+def _official_bert(sd: dict[str, torch.Tensor], a: dict) -> dict[str, Any]:
+    "BERT's geometry (`bert_config`, or read off the weights: bert-base-uncased) as config overrides."
+    bc = a.get("bert_config")
+    we = sd["encoders.txt_enc.bert.embeddings.word_embeddings.weight"]
+    if bc is None:
+        nl = len({k.split(".")[5] for k in sd if k.startswith("encoders.txt_enc.bert.encoder.layer.")})
+        bc = dict(vocab_size=we.shape[0], hidden_size=we.shape[1], num_hidden_layers=nl, num_attention_heads=we.shape[1] // 64,
+                  intermediate_size=sd["encoders.txt_enc.bert.encoder.layer.0.intermediate.dense.weight"].shape[0],
+                  max_position_embeddings=sd["encoders.txt_enc.bert.embeddings.position_embeddings.weight"].shape[0])
+    return {"model.text.vocab_size": bc["vocab_size"], "model.text.hidden_size": bc["hidden_size"],
+            "model.text.num_layers": bc["num_hidden_layers"], "model.text.num_heads": bc["num_attention_heads"],
+            "model.text.intermediate_size": bc["intermediate_size"], "model.text.layer_groups": [bc["num_hidden_layers"]],
+            "model.sag.bert_max_positions": bc.get("max_position_embeddings", 512)}
+
+# %% ../../nbs/11_sag.ipynb #ca31c9c7
+_OFFICIAL_FIXED = {
+    "data.normalize": "half", "model.vision.backbone": "vit", "model.vision.weights": "random", "model.text.encoder": "bert",
+    "model.sag.decoder": "broadcast", "model.sag.slot_logit_scale": 1.0, "model.sag.pos_weight": 0.0, "model.sag.entity_weights": "",
+    "model.sag.freeze_entities": False, "model.sag.entity_appearance": False, "model.sag.entity_pieces": 0,
+    "model.sag.in_image_negatives": False, "model.sag.text_pool": "cls", "model.sag.fusion_residual": True,
+    "model.sag.recon_target": "tokens", "train.warmup": "loss_scale"}
+
+def _official_args(a: dict, K: int, D: int, Kg: int) -> dict[str, Any]:
+    "Config overrides from the official arguments: slots, fusion, C³, reconstruction, optimiser."
+    return {
+        "data.image_size": a.get("crop_size", 384), "model.sag.slot_type": a["agg_query_type"], "model.sag.n_gaussians": Kg,
+        "model.sag.n_samples": K // Kg, "model.sag.dim": D, "model.sag.iterations": a["agg_depth"],
+        "model.sag.slot_heads": a["agg_cross_head"], "model.sag.slot_head_dim": a["agg_cross_dim"],
+        "model.sag.interaction_heads": a["agg_latent_head"], "model.sag.interaction_head_dim": a["agg_latent_dim"],
+        "model.sag.interaction": a.get("agg_self_per_cross_attn", 1) > 0,
+        "model.sag.slot_softmax": "slots" if a.get("agg_cross_attn_type", "slot") == "slot" else "pixels",
+        "model.sag.fusion_heads": a["cma_heads"], "model.sag.fusion_head_dim": a["cma_head_dim"],
+        "model.sag.ffn_mult": float(a.get("agg_ff_mult", 4.0)), "model.sag.var_scaling": float(a.get("agg_var_scaling", 1.0)),
+        "model.sag.dropout": float(a.get("dropout", 0.1)), "model.sag.recon": a.get("recon_weight", 1.0) > 0,
+        "model.sag.recon_weight": float(a.get("recon_weight", 1.0)),
+        "model.sag.c3_temperature": float(a.get("info_temperature", 1.0)),
+        "model.sag.c3_detach_target": bool(a.get("cma_detach_target", True)),
+        "model.sag.c3_normalize_target": bool(a.get("info_txt_l2", False)),
+        "model.sag.vit_lr_scale": float(a.get("img_lr_scale", 0.1)), "model.sag.text_lr_scale": float(a.get("txt_lr_scale", 1.0)),
+        "train.lr": float(a.get("lr", 1e-5)), "train.weight_decay": float(a.get("weight_decay", 1e-4)),
+        "train.grad_clip": float(a.get("grad_clip", 0.1)), "train.warmup_steps": int(a.get("lr_warmup_iter", 5000)),
+        "train.batch_size": int(a.get("batch_size", 32))}
+
+# %% ../../nbs/11_sag.ipynb #eef156f4
 def official_to_config(sd: dict[str, torch.Tensor], official_config: dict) -> Config:
     "A `Config` reproducing the official model described by `official_config` (args [+ derived]) and `sd`'s shapes."
     a, d = official_config.get("args", official_config), official_config.get("derived", {})
@@ -460,52 +559,10 @@ def official_to_config(sd: dict[str, torch.Tensor], official_config: dict) -> Co
         Kg = sd[pre + "set_pred_module.agg.queries.slots_mu"].shape[1] if a["agg_query_type"] != "query" else d.get("K_g", K)
         pe, patch = sd[pre + "img_backbone.pos_embed"], sd[pre + "img_backbone.patch_embed.proj.weight"]
     except KeyError as e: raise ValueError(f"official config/state_dict lacks {e}") from None
-    C, ps = patch.shape[0], patch.shape[-1]
-    grid = math.isqrt(pe.shape[1] - 1)
-    depth = len({k.split(".")[4] for k in sd if k.startswith(pre + "img_backbone.blocks.")})
-    heads = d.get("vit_heads") or _VIT_HEADS.get(a.get("img_backbone", ""))
-    if heads is None: raise ValueError(f"cannot tell the ViT head count of img_backbone={a.get('img_backbone')!r}; add derived.vit_heads")
-    mlp = sd[pre + "img_backbone.blocks.0.mlp.fc1.weight"].shape[0] / C
-    bc = a.get("bert_config")
-    we = sd["encoders.txt_enc.bert.embeddings.word_embeddings.weight"]
-    if bc is None:                                                             # bert-base-uncased geometry from the weights
-        nl = len({k.split(".")[5] for k in sd if k.startswith("encoders.txt_enc.bert.encoder.layer.")})
-        bc = dict(vocab_size=we.shape[0], hidden_size=we.shape[1], num_hidden_layers=nl, num_attention_heads=we.shape[1] // 64,
-                  intermediate_size=sd["encoders.txt_enc.bert.encoder.layer.0.intermediate.dense.weight"].shape[0],
-                  max_position_embeddings=sd["encoders.txt_enc.bert.embeddings.position_embeddings.weight"].shape[0])
+    vit, bert = _official_vit(sd, a, d, pe, patch), _official_bert(sd, a)
     if a.get("agg_cross_attn_type", "slot") not in ("slot", "transformer"):
         raise ValueError(f"agg_cross_attn_type={a['agg_cross_attn_type']!r} is not supported (slot | transformer)")
-    return get_preset("sag_tiny").override({
-        "data.image_size": a.get("crop_size", 384), "data.normalize": "half",
-        "model.vision.backbone": "vit", "model.sag.decoder": "broadcast", "model.sag.slot_logit_scale": 1.0,
-        "model.sag.pos_weight": 0.0, "model.sag.entity_weights": "", "model.sag.freeze_entities": False,
-        "model.sag.entity_appearance": False, "model.sag.entity_pieces": 0, "model.sag.in_image_negatives": False,
-        "model.vision.embed_dim": C, "model.vision.depths": [depth], "model.vision.num_heads": [heads],
-        "model.vision.patch_size": ps, "model.vision.mlp_ratio": mlp, "model.vision.weights": "random",
-        "model.vision.drop_path": d.get("vit_drop_path_rate", 0.1),
-        "model.text.encoder": "bert", "model.text.vocab_size": bc["vocab_size"], "model.text.hidden_size": bc["hidden_size"],
-        "model.text.num_layers": bc["num_hidden_layers"], "model.text.num_heads": bc["num_attention_heads"],
-        "model.text.intermediate_size": bc["intermediate_size"], "model.text.layer_groups": [bc["num_hidden_layers"]],
-        "model.sag.bert_max_positions": bc.get("max_position_embeddings", 512),
-        "model.sag.slot_type": a["agg_query_type"], "model.sag.n_gaussians": Kg, "model.sag.n_samples": K // Kg,
-        "model.sag.dim": D, "model.sag.iterations": a["agg_depth"],
-        "model.sag.slot_heads": a["agg_cross_head"], "model.sag.slot_head_dim": a["agg_cross_dim"],
-        "model.sag.interaction_heads": a["agg_latent_head"], "model.sag.interaction_head_dim": a["agg_latent_dim"],
-        "model.sag.interaction": a.get("agg_self_per_cross_attn", 1) > 0,
-        "model.sag.slot_softmax": "slots" if a.get("agg_cross_attn_type", "slot") == "slot" else "pixels",
-        "model.sag.fusion_heads": a["cma_heads"], "model.sag.fusion_head_dim": a["cma_head_dim"],
-        "model.sag.ffn_mult": float(a.get("agg_ff_mult", 4.0)), "model.sag.var_scaling": float(a.get("agg_var_scaling", 1.0)),
-        "model.sag.dropout": float(a.get("dropout", 0.1)), "model.sag.recon": a.get("recon_weight", 1.0) > 0,
-        "model.sag.recon_weight": float(a.get("recon_weight", 1.0)),
-        "model.sag.text_pool": "cls", "model.sag.fusion_residual": True, "model.sag.recon_target": "tokens",
-        "model.sag.c3_temperature": float(a.get("info_temperature", 1.0)),
-        "model.sag.c3_detach_target": bool(a.get("cma_detach_target", True)),
-        "model.sag.c3_normalize_target": bool(a.get("info_txt_l2", False)),
-        "model.sag.vit_build_size": grid * ps,
-        "model.sag.vit_lr_scale": float(a.get("img_lr_scale", 0.1)), "model.sag.text_lr_scale": float(a.get("txt_lr_scale", 1.0)),
-        "train.lr": float(a.get("lr", 1e-5)), "train.weight_decay": float(a.get("weight_decay", 1e-4)),
-        "train.grad_clip": float(a.get("grad_clip", 0.1)), "train.warmup_steps": int(a.get("lr_warmup_iter", 5000)),
-        "train.warmup": "loss_scale", "train.batch_size": int(a.get("batch_size", 32))})
+    return get_preset("sag_tiny").override(_OFFICIAL_FIXED | vit | bert | _official_args(a, K, D, Kg))
 
 # %% ../../nbs/11_sag.ipynb #40c0e812
 def official_key_map(model: SaG) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -581,6 +638,10 @@ PRESET_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where 
     "model.text.trainable_layers": "official code: train_eval_*.sh --txt_finetune",
     "model.text.train_embeddings": "official code: train_eval_*.sh --txt_finetune",
     "model.lavt.": "not used by SaG", "model.mg.": "not used by SaG", "model.cal.": "not used by SaG", "model.magnet.": "not used by SaG",
+}
+
+# %% ../../nbs/11_sag.ipynb #2a85f36d
+PRESET_SOURCES.update({  # model.sag
     "model.sag.slot_type": "paper: entity slots (--agg_query_type entity)",
     "model.sag.n_gaussians": "paper: table 3, best row 18 × 2 (official code: 12 × 3)", "model.sag.n_samples": "paper: table 3 (official code: 3)",
     "model.sag.dim": "official code: train_eval_*.sh --embed_dim", "model.sag.iterations": "official code: --agg_depth, tied (--agg_weight_sharing)",
@@ -608,6 +669,10 @@ PRESET_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where 
     "model.sag.freeze_entities": "official code: everything trains jointly",
     "model.sag.entity_appearance": "official code: the entities are the slot vectors", "model.sag.entity_pieces": "official code: the slots are the entities",
     "model.sag.in_image_negatives": "official code: C³'s negatives are the batch's other images",
+})
+
+# %% ../../nbs/11_sag.ipynb #a01b7981
+PRESET_SOURCES.update({  # train and eval
     "train.max_steps": "derived: fit sets epochs × steps per epoch (RefCOCO's value shown)",
     "train.epochs": "official code: --num_epochs", "train.batch_size": "official code: --batch_size (one GPU)",
     "train.lr": "official code: --lr", "train.weight_decay": "official code: --weight_decay",
@@ -620,4 +685,4 @@ PRESET_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where 
     "train.log_every": _RUN, "train.out_dir": _RUN, "train.device": _RUN,
     "eval.protocol": "official code: eval_cma_recon.py (bilinear to the original size, min–max, ≥ 0.5)", "eval.batch_size": _RUN,
     "eval.select_metric": "official code: train_cma_recon.py keeps the best val mIoU",
-}
+})
