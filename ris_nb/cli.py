@@ -183,12 +183,13 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=_run_eval)
 
 def _check_data_root(cfg, ckpt, data: str | None) -> None:
-    "Without --data, the run's own data root must be found from here; a relative one was relative to where training started."
+    "Without --data, the run's own dataset folder must be found from here; a relative root was relative to where training started."
     root = Path(cfg.data.root)
-    if data is None and not root.is_dir():
+    folder = root / cfg.data.dataset        # `--data data` (the dataset folder itself) stores root '.', which is found anywhere
+    if data is None and not folder.is_dir():
         where = f" (relative: from {Path.cwd()})" if not root.is_absolute() else ""
-        raise FileNotFoundError(f"checkpoint {ckpt}: the data root it was trained on, {str(root)!r}, is not here{where}; "
-                                "pass --data DIR (the data root, or the dataset folder itself)")
+        raise FileNotFoundError(f"checkpoint {ckpt}: the data it was trained on, {str(folder)!r} (data root {str(root)!r}), "
+                                f"is not here{where}; pass --data DIR (the data root, or the dataset folder itself)")
 
 def _run_eval(args) -> None:
     from ris_nb.data.transforms import make_dataloaders
@@ -230,7 +231,7 @@ def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[n
     _check_text(text)
     path = Path(image_path)
     if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
-    img = Image.fromarray(load_image(path))          # 16-bit scaled, oversized refused, unreadable named
+    img = Image.fromarray(load_image(path, exif_transpose=True))   # upright as shown; 16-bit scaled, oversized refused
     ids, att = encode_text(tok, [text], cfg.data.max_tokens, cfg.data.pad_to)
     _warn_if_unknown_words(tok, ids, att, text)
     x = image_transform(cfg)(img)[None]

@@ -637,3 +637,31 @@ def test_eval_of_a_run_trained_on_a_relative_data_root_asks_for_data(trained, tm
     rc, err = main(capsys, "eval", "--ckpt", run / "best.pt")
     assert rc == 2 and "'data'" in err and str(tmp_path) in err and "--data" in err and "synth" not in err, err
     assert not (run / "report.md").exists()
+
+
+def test_eval_of_a_run_trained_on_the_dataset_folder_itself_asks_for_data(trained, tmp_path, capsys, monkeypatch):
+    "`train --data data` (the dataset folder itself) stores root '.', which exists anywhere: eval from elsewhere must still ask for --data."
+    import shutil
+    from ris_nb.train import load_checkpoint
+    run = tmp_path / "run"; run.mkdir()
+    shutil.copytree(trained / "tokenizer", run / "tokenizer")
+    ck = load_checkpoint(trained / "best.pt")
+    saved = json.loads(ck["config"]); saved["data"].update(root=".", dataset="data")
+    ck["config"] = json.dumps(saved)
+    torch.save(ck, run / "best.pt")
+    monkeypatch.chdir(tmp_path)                                  # no data/ here
+    rc, err = main(capsys, "eval", "--ckpt", run / "best.pt")
+    assert rc == 2 and "'data'" in err and str(tmp_path) in err and "--data" in err and "synth" not in err, err
+    assert not (run / "report.md").exists()
+
+
+def test_predict_follows_the_exif_orientation(trained, tmp_path, capsys):
+    "A photo stored sideways with EXIF orientation 6 (shown upright, 64 wide × 40 high): the mask has the shown size (was: the stored one)."
+    upright = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 64, 3), dtype=np.uint8))
+    exif = Image.Exif(); exif[0x0112] = 6                        # viewers rotate the stored image 90° clockwise
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "photo.jpg", exif=exif.tobytes())
+    assert Image.open(tmp_path / "photo.jpg").size == (40, 64)
+    rc, err = main(capsys, "predict", "--ckpt", trained / "best.pt", "--image", tmp_path / "photo.jpg", "--text", "the red circle",
+                   "--out", tmp_path / "mask.png")
+    assert rc == 0, err
+    assert Image.open(tmp_path / "mask.png").size == (64, 40)
