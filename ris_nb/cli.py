@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pickle
 import shutil
@@ -21,7 +22,7 @@ import ris_nb
 
 # %% auto #0
 __all__ = ['EXPECTED_ERRORS', 'apply_data_arg', 'config_from_args', 'check_out_dir', 'save_tokenizer', 'evaluate_run', 'load_run',
-           'predict_image', 'check_mask_path', 'build_parser', 'main']
+           'predict_image', 'check_mask_path', 'build_parser', 'main', 'one_line_warnings']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -230,6 +231,7 @@ def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[n
     from ris_nb.data.transforms import Batch, encode_text, image_transform
     _check_text(text)
     path = Path(image_path)
+    if path.is_dir(): raise IsADirectoryError(f"image {path} is a directory; expected an image file")
     if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
     img = Image.fromarray(load_image(path, exif_transpose=True))   # upright as shown; 16-bit scaled, oversized refused
     ids, att = encode_text(tok, [text], cfg.data.max_tokens, cfg.data.pad_to)
@@ -294,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(); return 0
     try:
-        args.func(args)
+        with one_line_warnings(args.command): args.func(args)
     except BrokenPipeError:                             # `ris_nb eval … | head -1`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -306,6 +308,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nris_nb {args.command}: interrupted{again}", file=sys.stderr)
         return 130
     return 0
+
+# %% ../nbs/15_cli.ipynb #e097f25b
+@contextlib.contextmanager
+def one_line_warnings(command: str):
+    "Within the block, warnings print as one line `ris_nb <command>: warning: <message>`."
+    def one_line(message, category, *_, **__) -> str:
+        kind = "" if category is UserWarning else f"{category.__name__}: "
+        return f"ris_nb {command}: warning: {kind}{message}\n"
+    before, warnings.formatwarning = warnings.formatwarning, one_line
+    try: yield
+    finally: warnings.formatwarning = before
 
 # %% ../nbs/15_cli.ipynb #c81e4f07
 def _add_check_data(sub) -> None:

@@ -665,3 +665,17 @@ def test_predict_follows_the_exif_orientation(trained, tmp_path, capsys):
                    "--out", tmp_path / "mask.png")
     assert rc == 0, err
     assert Image.open(tmp_path / "mask.png").size == (64, 40)
+
+
+def test_predict_names_a_directory_and_warns_in_one_line(trained, tmp_path):
+    "--image a folder: 'is a directory' (was: 'image not found'); a warning is one `ris_nb predict: warning:` line (was: file:line and the warn call's source)."
+    (tmp_path / "photos.png").mkdir()
+    p = cli("predict", "--ckpt", trained / "best.pt", "--image", tmp_path / "photos.png", "--text", "the red circle",
+            "--out", tmp_path / "m.png")
+    refused(p, f"image {tmp_path / 'photos.png'} is a directory; expected an image file")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
+    p = cli("predict", "--ckpt", trained / "best.pt", "--image", tmp_path / "x.png", "--text", "zebra quokka", "--out", tmp_path / "m.png",
+            check_rc=0)
+    lines = [l for l in p.stderr.splitlines() if "none of the words" in l]
+    assert len(lines) == 1 and lines[0].startswith("ris_nb predict: warning: none of the words"), p.stderr
+    assert "warnings.warn" not in p.stderr and "UserWarning" not in p.stderr, p.stderr
