@@ -652,9 +652,13 @@ def stale_temp_files(run_dir: Path) -> list[Path]:
 
 # %% ../nbs/12_training.ipynb #b8e5108f
 def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[str] = ("train", "val")) -> None:
-    "Refuse, before any training, a missing training split and an empty one among `splits` (naming the split and the file)."
+    "Refuse, before any training, a missing training split, one smaller than a batch, and an empty one among `splits` (naming the split and the file)."
     if "train" in splits and "train" not in loaders:
         raise ValueError(f"no 'train' loader (got {', '.join(loaders) or 'none'}); expected make_dataloaders(cfg)")
+    n, bs = (epoch_items(cfg, loaders["train"].dataset), cfg.train.batch_size) if "train" in splits else (0, 0)
+    if 0 < n < bs:      # the sampler drops the last partial batch: an epoch of no batch at all
+        raise ValueError(f"train.batch_size={bs}: expected at most {n}, the training items of one epoch "
+                         f"(split {cfg.data.train_split!r} of {cfg.data.dataset})")
     for name in splits:
         if name in loaders and len(loaders[name].dataset) == 0:
             refer = getattr(getattr(loaders[name].dataset, "base", None), "refer", None)
