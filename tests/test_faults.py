@@ -679,3 +679,13 @@ def test_predict_names_a_directory_and_warns_in_one_line(trained, tmp_path):
     lines = [l for l in p.stderr.splitlines() if "none of the words" in l]
     assert len(lines) == 1 and lines[0].startswith("ris_nb predict: warning: none of the words"), p.stderr
     assert "warnings.warn" not in p.stderr and "UserWarning" not in p.stderr, p.stderr
+
+
+def test_batch_larger_than_the_training_set_is_refused_before_any_file(shaperefs, tmp_path, capsys):
+    "Refused before config.json and tokenizer/ are written (was: written first, so the corrected command met 'a different config')."
+    out = tmp_path / "run"
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", out, "--no-eval", *TINY, "train.batch_size=100000", "train.max_steps=2")
+    assert rc == 2 and "train.batch_size=100000: expected at most" in err and "the training items of one epoch" in err, err
+    assert not out.exists()
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", out, "--no-eval", *TINY, "train.max_steps=1")
+    assert rc == 0, err
