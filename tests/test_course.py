@@ -8,7 +8,7 @@ from ris_nb.course import (KINDS, SOLUTION, HIDDEN, exercise_start, make_course,
                            to_student)
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHING = ["01_metrics", "02_refer", "03_shaperefs", "05_encoders", "06_lavt", "07_mask_grounding", "08_alignment", "09_magnet",
+TEACHING = ["01_metrics", "02_shaperefs", "03_refer", "05_encoders", "06_lavt", "07_mask_grounding", "08_alignment", "09_magnet",
             "10_entity_slots", "11_sag", "12_training", "13_evaluation"]
 TEACHING = [t for t in TEACHING if exercise_start(read_notebook(ROOT / "nbs" / f"{t}.ipynb")) is not None]
 

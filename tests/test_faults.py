@@ -62,7 +62,7 @@ def test_validate_config_names_the_key(updates, fragment):
     assert fragment in str(e.value), e.value
 
 
-# ---------------------------------------------------------------- data files (02_refer, 03_shaperefs)
+# ---------------------------------------------------------------- data files (02_shaperefs, 03_refer)
 
 @pytest.fixture(scope="module")
 def shaperefs(tmp_path_factory):
@@ -381,7 +381,7 @@ def test_disk_full_is_one_line_and_loses_nothing(shaperefs, tmp_path, capsys, mo
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp file left
 
 
-# ---------------------------------------------------------------- data consistency (02_refer `check_index`, 15_cli `check-data`, issue 36)
+# ---------------------------------------------------------------- data consistency (03_refer `check_index`, 15_cli `check-data`, issue 36)
 
 def _plant(ddir: Path, fault: str) -> str:
     "Plant one `fault` in the ShapeRefs copy `ddir`; return what the error must name (a file, an id, a path)."

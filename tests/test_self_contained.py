@@ -12,7 +12,7 @@ NAMES = {p.name for p in FILES}
 GENERATED = {"report.md", "study.md"}   # written by `fit`/`evaluate` into a run folder, by `ris_nb experiments` into a study folder
 
 MD_REF = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.md)\b")          # a markdown document: `MAGNET.md`, `data/README.md`
-NB_REF = re.compile(r"(?<![\w/.-])(\d\d[a-z]?_[a-z][a-z0-9_]*?)(?:\.ipynb)?(?![\w])")  # a notebook: `12_training`, `03_shaperefs.ipynb`
+NB_REF = re.compile(r"(?<![\w/.-])(\d\d[a-z]?_[a-z][a-z0-9_]*?)(?:\.ipynb)?(?![\w])")  # a notebook: `12_training`, `02_shaperefs.ipynb`
 OUTSIDE = re.compile(r"\.\./shared|\bshared/(?:fixtures|methods|seeds)|/work/|RIS_NB_FIXTURES")
 MACHINE = re.compile(r"(?:/tmp/|/var/folders/|/private/var/|/home/\w+|/Users/\w+|/work/|/root/|C:\\\\Users)")
 
@@ -42,7 +42,7 @@ def test_scanner_catches_known_defects():
     assert _bad_refs("see `MAGNET.md` and HELPERS.md") == ["MAGNET.md", "HELPERS.md"]
     assert _bad_refs("as in 19_refcoco_tpu and 12_training") == ["19_refcoco_tpu"]
     assert _bad_refs("FIX = Path('../shared/fixtures')") == ["../shared"]
-    assert _bad_refs("read `tests/fixtures/magnet_official_tiny/README.md`, then `03_shaperefs.ipynb`") == []
+    assert _bad_refs("read `tests/fixtures/magnet_official_tiny/README.md`, then `02_shaperefs.ipynb`") == []
     assert MACHINE.search("saved to /tmp/tmpab12/run") and not MACHINE.search("saved to <tmp>/run")
 
 @pytest.mark.parametrize("path", NBS, ids=lambda p: p.name)
