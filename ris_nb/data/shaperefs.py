@@ -34,7 +34,7 @@ __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYP
            'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj', 'make_scene',
            'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences', 'zipf_weights',
            'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings', 'word_shares', 'is_rare',
-           'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'remove_stale_temps', 'generate']
+           'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'remove_stale_temps', 'generate', 'read_refs']
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -729,3 +729,13 @@ def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed:
         print(f"ShapeRefs{' (' + language + ' language)' if language != 'plain' else ''}: {n_images} images, {len(refs)} refs, {n_sent} sentences in {secs:.1f}s → {out_dir}  "
               + "  ".join(f"{k}: {v['images']} img/{v['refs']} refs/{v['sentences']} sents" for k, v in summary.items()))
     return res
+
+# %% ../../nbs/02_shaperefs.ipynb #1df54651
+class _PlainData(pickle.Unpickler):
+    "Unpickler that builds only plain containers and scalars: every global (class or function) is refused."
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: a ShapeRefs refs file holds plain data only")
+
+def read_refs(dataset_dir: str | Path) -> list[dict]:
+    "The refs of a generated ShapeRefs folder (`refs(shaperefs).p`), read without running any code from the file."
+    with open(Path(dataset_dir) / "refs(shaperefs).p", "rb") as f: return _PlainData(f).load()
