@@ -2,12 +2,12 @@
 
 Each row is one `ris_nb train` run: preset × seed × `train.amp` (off = float32, bf16 = autocast on a CPU with native
 bf16), 1,800 steps of 32 at 64 px on the 3,000-scene ShapeRefs (the `make quickstart` recipe). Rows are appended to
-`nbs/results/amp_12a.csv` as they finish, so an interrupted run resumes where it stopped; runs alternate fp32/bf16 per
+`nbs/results/amp_13a.csv` as they finish, so an interrupted run resumes where it stopped; runs alternate fp32/bf16 per
 seed so both precisions see the same machine. The 512³ probe (one and two threads) is taken before every run.
 
     python bench/bench_amp.py --data data/shaperefs --presets lavt_tiny magnet_tiny --seeds 0 1 2
     python bench/bench_amp.py --speed --data data/shaperefs     # step time only: fp32 and bf16 steps interleaved in one process
-                                                                # (written to nbs/results/amp_speed_12a.csv)
+                                                                # (written to nbs/results/amp_speed_13a.csv)
 """
 from __future__ import annotations
 
@@ -137,11 +137,11 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("data/shaperefs"))
     ap.add_argument("--out", type=Path, default=Path("runs/bench_amp"))
-    ap.add_argument("--results", type=Path, default=Path("nbs/results/amp_12a.csv"))
+    ap.add_argument("--results", type=Path, default=Path("nbs/results/amp_13a.csv"))
     ap.add_argument("--presets", nargs="+", default=["lavt_tiny", "magnet_tiny"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--speed", action="store_true", help="only the interleaved step times (fp32 vs bf16) of the presets")
-    ap.add_argument("--speed-results", type=Path, default=Path("nbs/results/amp_speed_12a.csv"),
+    ap.add_argument("--speed-results", type=Path, default=Path("nbs/results/amp_speed_13a.csv"),
                     help="CSV the --speed table is written to")
     args = ap.parse_args(argv)
     if args.speed: return speed_table(args.presets + (["sag_tiny"] if "sag_tiny" not in args.presets else []), args.data,

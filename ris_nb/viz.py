@@ -70,7 +70,7 @@ def ensure_checkpoint(preset: str, data_root: str | Path, out_dir: str | Path, o
 
 # %% ../nbs/14_visualize.ipynb #8912cffa
 _PICTURE_RECIPE = {"data.image_size": 64, "train.batch_size": 32, "train.max_steps": 600, "train.eval_every": 300, "train.ckpt_every": 300}
-PICTURE_PRESETS = {"magnet_tiny": _PICTURE_RECIPE, "lavt_mg_tiny": _PICTURE_RECIPE, "sag_tiny": {}}   # 600 × 32 at 64 px, as in 12a_learning
+PICTURE_PRESETS = {"magnet_tiny": _PICTURE_RECIPE, "lavt_mg_tiny": _PICTURE_RECIPE, "sag_tiny": {}}   # 600 × 32 at 64 px, as in 13a_learning
 
 def ensure_shaperefs(root: str | Path, n_images: int = 3000, size: int = 64, seed: int = 0) -> Path:
     "`root/shaperefs`, generated when missing (by default as `make quickstart` does: 3,000 scenes at 64 px)."

@@ -1,5 +1,5 @@
 """Learning happens: a short CPU training run of the teaching presets on a small ShapeRefs beats every answer that ignores
-the sentence, and its masks change with the sentence. Thresholds come from measured runs (see 12a_learning) with a margin
+the sentence, and its masks change with the sentence. Thresholds come from measured runs (see 13a_learning) with a margin
 for seed noise; the same budget on the old lavt_tiny recipe (no absolute position, Dice only) stays below them."""
 import os
 
@@ -36,7 +36,7 @@ def train_val(root, preset: str, steps: int, run: str | None = None, **upd):
 
 
 # (preset, oIoU margin over the best language-blind answer, cross-referent IoU ceiling), measured at this budget, seed 0:
-# lavt_tiny current defaults (12a's fifth round) 29.2 oIoU, cross-ref 0.30, right shape 44.8 %; the fourth round's 28.4,
+# lavt_tiny current defaults (13a's fifth round) 29.2 oIoU, cross-ref 0.30, right shape 44.8 %; the fourth round's 28.4,
 # 0.32, 46.3 %; old recipe (abs_pos none, Dice only) 23.7, 0.67, 32.1 %. At 150 steps the current lavt_tiny is at 21.2.
 # magnet_tiny (one thread): current defaults 30.9, 0.34, 46.8 % (26.7, 0.42, 41.6 % after only 200 steps); the fourth
 # round's 27.2, 0.34, 44.2 %; old recipe (no absolute position) 24.4, 0.51, 36.9 %. The best language-blind answer on this val: 21.2.

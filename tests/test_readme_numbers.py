@@ -42,24 +42,24 @@ def expected_snippets() -> list[tuple[str, str]]:
     out.append((f"val oIoU {q['val oIoU']} / mIoU {q['mIoU']} / P@0.5 {q['P@0.5']}", "learning_log/09_quickstart_current.csv"))
     out.append(("| oIoU | " + " | ".join(q[t] for t in ("attribute", "location", "relation", "ordinal", "negation"))
                 + f" | **{q['val oIoU']}** |", "learning_log/09_quickstart_current.csv"))
-    curve = [r["val_oIoU"] for r in rows("curves_12a.csv") if r["change"] == "defaults (make quickstart)"]
-    out.append((f"Val oIoU after 600 / 1,200 / 1,800 steps: {' / '.join(curve)}", "curves_12a.csv"))
+    curve = [r["val_oIoU"] for r in rows("curves_13a.csv") if r["change"] == "defaults (make quickstart)"]
+    out.append((f"Val oIoU after 600 / 1,200 / 1,800 steps: {' / '.join(curve)}", "curves_13a.csv"))
     long_run = rows("learning_log/18_long_run_105600.csv")[0]
     out.append((f"reaches {long_run['val oIoU after 1,100 / 2,200 / 3,300 steps'].split(' / ')[-1]}", "learning_log/18_long_run_105600.csv"))
-    seeds = rows("mg_seeds_12a.csv")
+    seeds = rows("mg_seeds_13a.csv")
     lavt, mg = by_seed(seeds, preset="lavt_tiny"), by_seed(seeds, preset="lavt_mg_tiny")
     out.append((f"lavt_tiny {mean_std(r['oIoU'] for r in lavt)} val oIoU, lavt_mg_tiny {mean_std(r['oIoU'] for r in mg)}",
-                "mg_seeds_12a.csv"))
+                "mg_seeds_13a.csv"))
     gaps = [float(a["oIoU"]) - float(b["oIoU"]) for a, b in zip(lavt, mg)]
-    out.append((f"(by {gaps[0]:.1f}, {gaps[1]:.1f} and {gaps[2]:.1f} points)", "mg_seeds_12a.csv"))
-    rich = rows("mg_rich_12a.csv")
+    out.append((f"(by {gaps[0]:.1f}, {gaps[1]:.1f} and {gaps[2]:.1f} points)", "mg_seeds_13a.csv"))
+    rich = rows("mg_rich_13a.csv")
     rl, r1, r01 = by_seed(rich, preset="lavt_tiny"), by_seed(rich, preset="lavt_mg_tiny", mg_weight="1.0"), \
         by_seed(rich, preset="lavt_mg_tiny", mg_weight="0.1")
-    out.append((f"{mean_std(r['oIoU'] for r in rl)} against {mean_std(r['oIoU'] for r in r1)}", "mg_rich_12a.csv"))
+    out.append((f"{mean_std(r['oIoU'] for r in rl)} against {mean_std(r['oIoU'] for r in r1)}", "mg_rich_13a.csv"))
     out.append((f"({np.mean([float(r['rare_mIoU']) for r in rl]):.1f} against {np.mean([float(r['rare_mIoU']) for r in r1]):.1f} mIoU)",
-                "mg_rich_12a.csv"))
+                "mg_rich_13a.csv"))
     paired = ", ".join(f"{float(b['oIoU']) - float(a['oIoU']):+.1f}".replace("-", "−") for a, b in zip(rl, r01))
-    out.append((f"{mean_std(r['oIoU'] for r in r01)}, paired {paired}", "mg_rich_12a.csv"))
+    out.append((f"{mean_std(r['oIoU'] for r in r01)}, paired {paired}", "mg_rich_13a.csv"))
     probe = {r["row"]: r for r in rows("sag_gather_probe.csv")}
     out.append((f"best single entity of {probe['pieces + appearance']['best_slot_mIoU']} mIoU", "sag_gather_probe.csv"))
     return out
