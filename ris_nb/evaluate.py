@@ -27,8 +27,7 @@ from .metrics import RISMetrics, check_protocol, intersection_union, reduce_acro
 
 # %% auto #0
 __all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report',
-           'plot_best_worst', 'scene_masks', 'language_blind_references', 'sentence_sensitivity', 'shatter_gather',
-           'grounding_line']
+           'plot_best_worst', 'sentence_sensitivity', 'grounding_line']
 
 # %% ../nbs/13_evaluation.ipynb #7c44d9ce
 def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,36 +266,8 @@ def plot_best_worst(model: nn.Module, dataset, collate_fn, samples: list[dict], 
     if out: fig.savefig(out, dpi=90); plt.close(fig)
     return fig
 
-# %% ../nbs/13_evaluation.ipynb #cc084149
-def _iu(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
-    "Intersection and union (pixel counts) of two boolean masks."
-    return int(np.logical_and(a, b).sum()), int(np.logical_or(a, b).sum())
-
-def _ratio(i: int, u: int, empty: float = 0.0) -> float: return i / u if u else empty
-
-def scene_masks(refer, image_id: int) -> dict[int, np.ndarray]:
-    "Every annotated shape of one image: {ann_id: (h,w) bool} at the original size."
-    return {a["id"]: refer.mask(a["id"]) for a in refer.img_to_anns[image_id]}
-
-def language_blind_references(dataset) -> dict[str, dict[str, float]]:
-    "oIoU/mIoU of answers that ignore the sentence (a random shape of the scene, the union of all shapes, the largest shape), from the ground truth of a `RefDataset`."
-    acc = {k: {"I": 0.0, "U": 0.0, "ious": []} for k in ("random shape", "all shapes", "largest shape")}
-    cache: dict[int, dict[int, np.ndarray]] = {}
-    for i in range(len(dataset)):
-        ref, _ = dataset.index(i)
-        masks = cache.setdefault(ref["image_id"], scene_masks(dataset.refer, ref["image_id"]))
-        gt = masks[ref["ann_id"]]
-        ius = [_iu(m, gt) for m in masks.values()]          # the expectation over a uniformly drawn shape
-        rnd = acc["random shape"]
-        rnd["I"] += sum(i_ for i_, _ in ius) / len(ius); rnd["U"] += sum(u for _, u in ius) / len(ius)
-        rnd["ious"].append(float(np.mean([_ratio(*iu) for iu in ius])))
-        for name, pred in (("all shapes", np.logical_or.reduce(list(masks.values()))),
-                           ("largest shape", max(masks.values(), key=lambda m: m.sum()))):
-            i_, u = _iu(pred, gt)
-            acc[name]["I"] += i_; acc[name]["U"] += u; acc[name]["ious"].append(_ratio(i_, u))
-    return {k: {"oIoU": 100 * _ratio(v["I"], v["U"]), "mIoU": 100 * float(np.mean(v["ious"])) if v["ious"] else 0.0,
-                "n": len(v["ious"])} for k, v in acc.items()}
-
+# %% ../nbs/13_evaluation.ipynb #a7d3c5e2
+from .data.refer import _iu, _ratio, scene_masks, language_blind_references   # built in 03_refer
 
 # %% ../nbs/13_evaluation.ipynb #9895026f
 @torch.no_grad()
@@ -338,38 +309,8 @@ def sentence_sensitivity(model: nn.Module, loader, device: torch.device | str | 
             "right_shape": 100 * float(np.mean(right)), "n": len(preds)}
 
 
-# %% ../nbs/13_evaluation.ipynb #91faec86
-def _slot_regions(a_slot: torch.Tensor, hw: tuple[int, int], size: int) -> np.ndarray:
-    "Hard slot regions (B,K,S,S) bool: where each slot wins A^slot (B,K,N) upsampled to S×S."
-    B, K = a_slot.shape[:2]
-    up = F.interpolate(a_slot.reshape(B, K, *hw), size=(size, size), mode="bilinear", align_corners=False)
-    return (up.argmax(1, keepdim=True) == torch.arange(K, device=up.device)[None, :, None, None]).cpu().numpy()
-
-@torch.no_grad()
-def shatter_gather(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
-    "SaG's halves on a masked split: best-slot mIoU (the ceiling), % scene objects covered by a slot (IoU ≥ 0.5), % samples where A^fuse picks the best slot."
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    refer, best, picked, covered, n_obj, seen = loader.dataset.base.refer, [], [], 0, 0, set()
-    for batch in loader:
-        batch = batch.to(device)
-        out, size = model(batch), batch.images.shape[-1]
-        regions, gt = _slot_regions(out.a_slot, out.hw, size), batch.masks.bool().cpu().numpy()
-        for i in range(len(batch)):
-            ious = [_ratio(*_iu(r, gt[i])) for r in regions[i]]
-            best.append(max(ious)); picked.append(int(np.argmax(ious)) == int(out.a_fuse[i].argmax()))
-            img = batch.meta["image_id"][i]
-            if img in seen: continue
-            seen.add(img)
-            for m in scene_masks(refer, img).values():
-                m = resize_mask(m, size).numpy() > 0.5
-                n_obj += 1; covered += any(_ratio(*_iu(r, m)) >= 0.5 for r in regions[i])
-    model.train(was_training)
-    if not best: raise ValueError("shatter_gather: the loader yielded no samples")
-    return {"best_slot_mIoU": 100 * float(np.mean(best)), "objects_covered": 100 * covered / max(n_obj, 1),
-            "picks_best_slot": 100 * float(np.mean(picked)), "n": len(best)}
-
+# %% ../nbs/13_evaluation.ipynb #5e0b9d47
+from .models.sag import shatter_gather
 
 # %% ../nbs/13_evaluation.ipynb #fd0445f0
 def grounding_line(model: nn.Module, loader, device: torch.device | str | None = None) -> str:

@@ -28,7 +28,7 @@ __all__ = ['MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'POLYGON_TOLERANCE', 'SHOWN',
            'QUICK_SAMPLE', 'MAX_LISTED', 'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle', 'validate_refs',
            'validate_instances', 'read_json', 'sha256', 'rle_counts', 'rle_problem', 'segmentation_to_mask', 'Findings',
            'check_ids', 'check_geometry', 'check_index', 'Refer', 'load_image', 'RefDataset', 'stats', 'show_ref',
-           'LayoutReport', 'decode_images', 'check_layout', 'format_layout']
+           'scene_masks', 'language_blind_references', 'LayoutReport', 'decode_images', 'check_layout', 'format_layout']
 
 # %% ../../nbs/03_refer.ipynb #3cf3dbba
 class UnsafePickleError(pickle.UnpicklingError):
@@ -628,6 +628,37 @@ def show_ref(refer: Refer, ref_id: int, ax=None, dim: float = 0.4):
     if m.any(): ax.contour(m, [0.5], colors="white", linewidths=1)
     ax.set_title("\n".join(f"{s['raw']}" + (f" [{s['type']}]" if s.get("type") else "") for s in r["sentences"]), fontsize=8)
     return ax
+
+# %% ../../nbs/03_refer.ipynb #cc084149
+def _iu(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    "Intersection and union (pixel counts) of two boolean masks."
+    return int(np.logical_and(a, b).sum()), int(np.logical_or(a, b).sum())
+
+def _ratio(i: int, u: int, empty: float = 0.0) -> float: return i / u if u else empty
+
+def scene_masks(refer, image_id: int) -> dict[int, np.ndarray]:
+    "Every annotated shape of one image: {ann_id: (h,w) bool} at the original size."
+    return {a["id"]: refer.mask(a["id"]) for a in refer.img_to_anns[image_id]}
+
+def language_blind_references(dataset) -> dict[str, dict[str, float]]:
+    "oIoU/mIoU of answers that ignore the sentence (a random shape of the scene, the union of all shapes, the largest shape), from the ground truth of a `RefDataset`."
+    acc = {k: {"I": 0.0, "U": 0.0, "ious": []} for k in ("random shape", "all shapes", "largest shape")}
+    cache: dict[int, dict[int, np.ndarray]] = {}
+    for i in range(len(dataset)):
+        ref, _ = dataset.index(i)
+        masks = cache.setdefault(ref["image_id"], scene_masks(dataset.refer, ref["image_id"]))
+        gt = masks[ref["ann_id"]]
+        ius = [_iu(m, gt) for m in masks.values()]          # the expectation over a uniformly drawn shape
+        rnd = acc["random shape"]
+        rnd["I"] += sum(i_ for i_, _ in ius) / len(ius); rnd["U"] += sum(u for _, u in ius) / len(ius)
+        rnd["ious"].append(float(np.mean([_ratio(*iu) for iu in ius])))
+        for name, pred in (("all shapes", np.logical_or.reduce(list(masks.values()))),
+                           ("largest shape", max(masks.values(), key=lambda m: m.sum()))):
+            i_, u = _iu(pred, gt)
+            acc[name]["I"] += i_; acc[name]["U"] += u; acc[name]["ious"].append(_ratio(i_, u))
+    return {k: {"oIoU": 100 * _ratio(v["I"], v["U"]), "mIoU": 100 * float(np.mean(v["ious"])) if v["ious"] else 0.0,
+                "n": len(v["ious"])} for k, v in acc.items()}
+
 
 # %% ../../nbs/03_refer.ipynb #b11a68d7
 REFER_FILES = {"shaperefs": ("shaperefs",), "refcoco": ("unc", "google"), "refcoco+": ("unc",), "refcocog": ("umd", "google")}

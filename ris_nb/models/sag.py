@@ -12,24 +12,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from ..core import Config, get_preset, register_model
+from ..data.refer import _iu, _ratio, scene_masks
+from ..data.transforms import resize_mask
 from .encoders import StagedBackbone, TextEncoder, ViTBackbone, build_backbone, build_text_encoder, sine_pos_2d
 from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, map_official, official_decoder_keys,
                                  official_interaction_qkv, official_slot_keys, recon_loss, SlotOutput, AffineDecoder,
-                                 PixelEncoder, affine_loss, grid_coords, affine_target, load_entity_model, packaged_entity_weights)
+                                 PixelEncoder, affine_loss, grid_coords, affine_target, load_entity_model, packaged_entity_weights,
+                                 connected_pieces, entity_pieces, slot_regions)
 
 # %% auto #0
 __all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'OFFICIAL_UNUSED', 'PRESET_SOURCES', 'build_vision', 'image_tokens', 'build_text',
            'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'batch_partners', 'gather_ids',
            'own_image_copies', 'c3_in_image_loss', 'relevance_grid', 'upsample_minmax', 'PatchEntities',
-           'entity_similarity', 'EntityAppearance', 'map_geometry', 'connected_pieces', 'entity_pieces', 'SaGOutputs',
-           'build_entity_module', 'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'official_to_config',
-           'official_key_map', 'load_official']
+           'entity_similarity', 'EntityAppearance', 'map_geometry', 'SaGOutputs', 'build_entity_module',
+           'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'official_to_config', 'official_key_map',
+           'load_official', 'shatter_gather']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -253,36 +257,6 @@ def map_geometry(maps: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
     colour = torch.einsum("bkn,bcn->bkc", w, img.flatten(2))
     return torch.cat([(mass / maps.shape[-1]).clamp(min=1e-6).log(), c, cov[..., 0, 0:1].sqrt(), cov[..., 1, 1:2].sqrt(),
                       cov[..., 0, 1:2], colour], -1)
-
-# %% ../../nbs/11_sag.ipynb #e080904c
-def connected_pieces(masks: torch.Tensor) -> torch.Tensor:
-    "Labels (M,h,w) long of the 4-connected pieces of boolean maps (M,h,w): one positive id per piece, 0 off the map."
-    M, h, w = masks.shape
-    lab = torch.arange(1, h * w + 1, device=masks.device).view(1, h, w).expand(M, h, w) * masks
-    for _ in range(h * w):                                   # max-label propagation; stops once nothing changes
-        p = F.pad(lab, (1, 1, 1, 1))
-        new = torch.stack([lab, p[:, :-2, 1:-1], p[:, 2:, 1:-1], p[:, 1:-1, :-2], p[:, 1:-1, 2:]]).amax(0) * masks
-        if torch.equal(new, lab): break
-        lab = new
-    return lab
-
-def entity_pieces(a_slot: torch.Tensor, hw: tuple[int, int], min_tokens: int, max_pieces: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Pieces of the slots' hard regions as entities: maps (B,E,N), parent slot (B,E) long, valid (B,E) bool; E = `max_pieces`."
-    B, K, N = a_slot.shape
-    hard = a_slot.detach().argmax(1)
-    lab = connected_pieces((hard[:, None] == torch.arange(K, device=a_slot.device)[None, :, None]).view(B * K, *hw)).view(B, K, N)
-    parent = torch.zeros(B, max_pieces, dtype=torch.long, device=a_slot.device)
-    support = torch.zeros(B, max_pieces, N, device=a_slot.device)
-    valid = torch.zeros(B, max_pieces, dtype=torch.bool, device=a_slot.device)
-    for b in range(B):
-        ids, counts = lab[b].unique(return_counts=True)        # ids are global per (slot, piece): a token belongs to one slot
-        keep = [(int(c), int(i)) for i, c in zip(ids, counts) if i > 0 and c >= min_tokens]
-        for e, (_, i) in enumerate(sorted(keep, reverse=True)[:max_pieces]):
-            k = int(hard[b, i - 1])                            # label = the piece's largest token index + 1 (connected_pieces)
-            parent[b, e], valid[b, e], support[b, e] = k, True, (lab[b, k] == i).float()
-    support = F.max_pool2d(support.view(B * max_pieces, 1, *hw), 3, stride=1, padding=1).view(B, max_pieces, N)
-    return a_slot.gather(1, parent[..., None].expand(-1, -1, N)) * support, parent, valid
 
 # %% ../../nbs/11_sag.ipynb #10e36552
 @dataclass
@@ -616,6 +590,32 @@ def load_official(state_dict: dict[str, torch.Tensor], official_config: dict) ->
         elif not k.startswith(OFFICIAL_UNUSED): leftover.append(k)
     if leftover: raise ValueError(f"official state_dict has keys the converter does not know: {sorted(leftover)[:10]}")
     return model
+
+# %% ../../nbs/11_sag.ipynb #3d7f2b91
+@torch.no_grad()
+def shatter_gather(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
+    "SaG's halves on a masked split: best-slot mIoU (the ceiling), % scene objects covered by a slot (IoU ≥ 0.5), % samples where A^fuse picks the best slot."
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    refer, best, picked, covered, n_obj, seen = loader.dataset.base.refer, [], [], 0, 0, set()
+    for batch in loader:
+        batch = batch.to(device)
+        out, size = model(batch), batch.images.shape[-1]
+        regions, gt = slot_regions(out.a_slot, out.hw, size).cpu().numpy(), batch.masks.bool().cpu().numpy()
+        for i in range(len(batch)):
+            ious = [_ratio(*_iu(r, gt[i])) for r in regions[i]]
+            best.append(max(ious)); picked.append(int(np.argmax(ious)) == int(out.a_fuse[i].argmax()))
+            img = batch.meta["image_id"][i]
+            if img in seen: continue
+            seen.add(img)
+            for m in scene_masks(refer, img).values():
+                m = resize_mask(m, size).numpy() > 0.5
+                n_obj += 1; covered += any(_ratio(*_iu(r, m)) >= 0.5 for r in regions[i])
+    model.train(was_training)
+    if not best: raise ValueError("shatter_gather: the loader yielded no samples")
+    return {"best_slot_mIoU": 100 * float(np.mean(best)), "objects_covered": 100 * covered / max(n_obj, 1),
+            "picks_best_slot": 100 * float(np.mean(picked)), "n": len(best)}
 
 # %% ../../nbs/11_sag.ipynb #e0c4a051
 _RUN = "run setting, not a hyper-parameter"

@@ -29,7 +29,7 @@ __all__ = ['SLOT_TYPES', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'Interaction
            'map_official', 'grid_coords', 'PixelEncoder', 'AffineDecoder', 'affine_target', 'affine_loss',
            'EntityPretrainConfig', 'pos_weight_at', 'EntityModel', 'split_images', 'scene_object_masks', 'slot_regions',
            'object_discovery', 'permute_channels', 'pretrain_batch', 'warmup_cosine', 'pretrain_entities',
-           'load_entity_model', 'packaged_entity_weights', 'pretrain_entities_on']
+           'load_entity_model', 'packaged_entity_weights', 'pretrain_entities_on', 'connected_pieces', 'entity_pieces']
 
 # %% ../../nbs/10_entity_slots.ipynb #108bd852
 SLOT_TYPES = ("entity", "random", "query")
@@ -488,3 +488,33 @@ def pretrain_entities_on(root: str | Path, dataset: str = "shaperefs", split_by:
         vx, vids = split_images(refer, "val", cfg.image_size)
         val = (vx[:n_val], scene_object_masks(refer, vids[:n_val], cfg.image_size))
     return pretrain_entities(images, cfg, out, val, eval_every, progress)
+
+# %% ../../nbs/10_entity_slots.ipynb #e080904c
+def connected_pieces(masks: torch.Tensor) -> torch.Tensor:
+    "Labels (M,h,w) long of the 4-connected pieces of boolean maps (M,h,w): one positive id per piece, 0 off the map."
+    M, h, w = masks.shape
+    lab = torch.arange(1, h * w + 1, device=masks.device).view(1, h, w).expand(M, h, w) * masks
+    for _ in range(h * w):                                   # max-label propagation; stops once nothing changes
+        p = F.pad(lab, (1, 1, 1, 1))
+        new = torch.stack([lab, p[:, :-2, 1:-1], p[:, 2:, 1:-1], p[:, 1:-1, :-2], p[:, 1:-1, 2:]]).amax(0) * masks
+        if torch.equal(new, lab): break
+        lab = new
+    return lab
+
+def entity_pieces(a_slot: torch.Tensor, hw: tuple[int, int], min_tokens: int, max_pieces: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Pieces of the slots' hard regions as entities: maps (B,E,N), parent slot (B,E) long, valid (B,E) bool; E = `max_pieces`."
+    B, K, N = a_slot.shape
+    hard = a_slot.detach().argmax(1)
+    lab = connected_pieces((hard[:, None] == torch.arange(K, device=a_slot.device)[None, :, None]).view(B * K, *hw)).view(B, K, N)
+    parent = torch.zeros(B, max_pieces, dtype=torch.long, device=a_slot.device)
+    support = torch.zeros(B, max_pieces, N, device=a_slot.device)
+    valid = torch.zeros(B, max_pieces, dtype=torch.bool, device=a_slot.device)
+    for b in range(B):
+        ids, counts = lab[b].unique(return_counts=True)        # ids are global per (slot, piece): a token belongs to one slot
+        keep = [(int(c), int(i)) for i, c in zip(ids, counts) if i > 0 and c >= min_tokens]
+        for e, (_, i) in enumerate(sorted(keep, reverse=True)[:max_pieces]):
+            k = int(hard[b, i - 1])                            # label = the piece's largest token index + 1 (connected_pieces)
+            parent[b, e], valid[b, e], support[b, e] = k, True, (lab[b, k] == i).float()
+    support = F.max_pool2d(support.view(B * max_pieces, 1, *hw), 3, stride=1, padding=1).view(B, max_pieces, N)
+    return a_slot.gather(1, parent[..., None].expand(-1, -1, N)) * support, parent, valid
