@@ -120,6 +120,7 @@ class MGConfig:
     visual_source: str = "clean"       # ours: P from the normal forward ("clean", sees the unmasked sentence) or from a second
                                        # forward driven by the masked sentence ("masked", the hidden words cannot leak into P)
     region_to_text: bool = True        # ours: add the mask-pooled P (mean of P under the mask) to every text token
+    vision_grad: bool = True           # ours: False detaches P, so L_MG trains only the text encoder and the MG head
 
 # %% ../nbs/00_core.ipynb #e70f6a9b
 @dataclass

@@ -105,6 +105,7 @@ class MaskGrounding(_MGMasking, nn.Module):
         "text (B,T,D) features of the masked sentence, attention_mask (B,T), visual (B,C,h,w), mask (B,H,W) -> logits (B,T,V)."
         B, T, _ = text.shape
         h, w = visual.shape[-2:]
+        if not self.cfg.vision_grad: visual = visual.detach()                    # L_MG stops at P: text encoder + head only
         pos = centre_sine_pos_2d(h, w, self.type_embed.shape[1], visual.device).to(visual.dtype)
         o = self.lang_proj(text) + self.type_embed[0]
         v = self.vis_proj(visual).flatten(2).transpose(1, 2)                      # (B,hw,w)
