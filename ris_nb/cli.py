@@ -21,8 +21,8 @@ import torch
 import ris_nb
 
 # %% auto #0
-__all__ = ['EXPECTED_ERRORS', 'apply_data_arg', 'config_from_args', 'check_out_dir', 'save_tokenizer', 'evaluate_run', 'load_run',
-           'predict_image', 'check_mask_path', 'build_parser', 'main', 'one_line_warnings']
+__all__ = ['EXPECTED_ERRORS', 'config_from_args', 'check_out_dir', 'save_tokenizer', 'evaluate_run', 'predict_image',
+           'check_mask_path', 'build_parser', 'main', 'one_line_warnings']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -56,15 +56,7 @@ def _add_presets(sub) -> None:
     p.set_defaults(func=lambda args: print("\n".join(__import__("ris_nb.core", fromlist=["x"]).list_presets())))
 
 # %% ../nbs/15_cli.ipynb #bfe32cf8
-def apply_data_arg(cfg, data: str | None):
-    "`--data` as the root (holding <dataset>/) or as the dataset folder itself (holding refs(*).p)."
-    if data is None: return cfg
-    d = Path(data)
-    if not d.exists(): raise FileNotFoundError(f"--data {d} does not exist; create ShapeRefs with `ris_nb synth --out {d}`")
-    if not d.is_dir(): raise NotADirectoryError(f"--data {d} is a file; expected the data root (holding <dataset>/) "
-                                                "or a dataset folder (holding refs(<split_by>).p)")
-    if any(d.glob("refs(*).p")): return cfg.override({"data.root": str(d.parent), "data.dataset": d.name})
-    return cfg.override({"data.root": str(d)})
+from .train import apply_data_arg, load_run   # built in 12_training: `train`, `eval`, `predict` and the demo use them
 
 def config_from_args(args):
     "Preset + --data + --set overrides + --out."
@@ -149,29 +141,6 @@ def evaluate_run(run_dir: Path, cfg, loaders, model, info) -> None:
         plot_best_worst(model, loaders[s0].dataset, loaders[s0].collate_fn, results[s0]["samples"], cfg,
                         out=run_dir / f"best_worst_{s0}.png")
         print(path.read_text())
-
-# %% ../nbs/15_cli.ipynb #5154e7db
-def load_run(ckpt: str | Path, data: str | None = None):
-    "(cfg, tokenizer, model) from a checkpoint written by `ris_nb train`."
-    from ris_nb.core import Config, build_model, validate_config
-    from ris_nb.data.transforms import load_tokenizer, tokenizer_fingerprint
-    from ris_nb.train import check_fingerprints, load_checkpoint, saved_config
-    ck = load_checkpoint(ckpt)
-    saved = saved_config(ck["config"], ckpt)              # not JSON: a ValueError naming the file
-    try: cfg = Config.from_dict(saved)
-    except ValueError as e: raise ValueError(f"checkpoint {ckpt}: stored config: {e}") from None
-    cfg = validate_config(apply_data_arg(cfg, data))
-    tok_dir = Path(ckpt).resolve().parent / "tokenizer"
-    if not tok_dir.exists(): tok_dir = Path(ckpt).resolve().parent.parent / "tokenizer"
-    if not tok_dir.exists(): raise FileNotFoundError(f"no tokenizer/ folder next to {ckpt} (ris_nb train saves one in the run directory)")
-    tok = load_tokenizer(tok_dir)
-    check_fingerprints(ck, {"tokenizer_fingerprint": tokenizer_fingerprint(tok)}, f"{ckpt} (tokenizer {tok_dir})",
-                       keys=["tokenizer_fingerprint"])
-    model = build_model(cfg)
-    try: model.load_state_dict(ck["model"])
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint {ckpt} does not fit preset {cfg.name!r}: {str(e).splitlines()[0]}") from None
-    return cfg, tok, model.eval()
 
 # %% ../nbs/15_cli.ipynb #c6fe76f5
 def _add_eval(sub) -> None:

@@ -73,7 +73,7 @@ class VisionConfig:
     mlp_ratio: float = 4.0             # official code: 4 (Swin-B and ViT-S)
     drop_path: float = 0.0             # official code: 0.3 Swin-B (MagNet lib/multimodal_segmentation.py), 0.1 ViT-S (SaG model/encoders.py)
     abs_pos: str = "none"              # Swin only: none (official: relative position inside windows only) | sine (ours: DETR sine
-                                       # encoding added to the patch tokens, so "leftmost"/"third from the left" can be read; 12a)
+                                       # encoding added to the patch tokens, so "leftmost"/"third from the left" can be read; results/learning_log.md)
     stem: str = "patch"                # Swin only: patch (official: a 4×4 patch projection) | conv (ours: three 3×3 convs, 05_encoders)
 
 @dataclass
@@ -97,7 +97,7 @@ class LavtConfig:
     pwam_heads: int = 1                # official code: 1 (LAVT/MagNet args.py --mha empty)
     decoder_dim: int = 64              # SimpleDecoder width; official code: C4/2 = 512 for Swin-B (LAVT lib/mask_predictor.py)
     loss: str = "ce"                   # ce (official code: 2-class, weighted, LAVT train.py) | dice (official code: LAVT's lavt_one)
-                                       # | dice_bce (ours: Dice + unweighted BCE, see 12a)
+                                       # | dice_bce (ours: Dice + unweighted BCE, see results/learning_log.md)
     ce_weights: list[float] = field(default_factory=lambda: [0.9, 1.1])  # official code: LAVT train.py (background, foreground)
     refine: int = 0                    # width of a full-resolution refinement of the mask logits from the image (ours, 06_lavt;
                                        # LAVT and MagNet use it); 0 = off (official code: bilinear upsampling of stride-4 logits)
@@ -425,8 +425,8 @@ def _refcoco_data(size: int, normalize: str = "imagenet") -> DataConfig:
 
 def _tiny_swin() -> VisionConfig:
     # ours: + a sine absolute position on the patch tokens; Swin alone knows only relative position inside a window.
-    # Measured (12a, lavt_tiny, 19,200 samples at 64 px): val oIoU 25.6 → 29.6, location 25.2 → 36.7.
-    # ours: a conv stem and two blocks in stage 1 (a shifted window at stride 4): 12a's fifth round found the wrong picks
+    # Measured (results/learning_log.md, lavt_tiny, 19,200 samples at 64 px): val oIoU 25.6 → 29.6, location 25.2 → 36.7.
+    # ours: a conv stem and two blocks in stage 1 (a shifted window at stride 4): the fifth round of results/learning_log.md found the wrong picks
     # are mostly the right colour and the wrong shape, i.e. shape is what the tiny Swin fails to see at 64 px
     return VisionConfig(abs_pos="sine", stem="conv", depths=[2, 1, 1, 1])
 def _tiny_bert() -> TextConfig: return TextConfig()
@@ -449,8 +449,8 @@ def _lavt_paper() -> Config:
 @register_preset("lavt_tiny")
 def _lavt_tiny() -> Config:
     # ours: Dice + BCE. With ~3 % foreground, LAVT's weighted CE settles on all-background within a few hundred CPU steps
-    # (val oIoU 0.0 after 400 steps); Dice alone learns but slowly; Dice + BCE (12a, 19,200 samples): 29.6 → 34.8 val oIoU
-    # ours: refine the stride-4 logits at full resolution (06_lavt): a 9×9-px shape is a blur on a 16×16 grid (12a, fifth round)
+    # (val oIoU 0.0 after 400 steps); Dice alone learns but slowly; Dice + BCE (learning log, 19,200 samples): 29.6 → 34.8 val oIoU
+    # ours: refine the stride-4 logits at full resolution (06_lavt): a 9×9-px shape is a blur on a 16×16 grid (learning log, fifth round)
     return Config(model=ModelConfig(name="lavt", vision=_tiny_swin(), text=_tiny_bert(), lavt=LavtConfig(loss="dice_bce", refine=16)),
                   train=TrainConfig(max_steps=300, batch_size=8, lr=1e-3, eval_every=100, ckpt_every=100))
 
@@ -490,7 +490,7 @@ def _magnet_paper() -> Config:
 
 @register_preset("magnet_tiny")
 def _magnet_tiny() -> Config:
-    # ours: 4 masked-attention decoder layers instead of 2; each costs ≈ 1 % of a step here (12a, fifth round)
+    # ours: 4 masked-attention decoder layers instead of 2; each costs ≈ 1 % of a step here (learning log, fifth round)
     return _magnet_on(_lavt_tiny(), 64).override({"model.magnet.dec_layers": 4})
 
 @register_preset("magnet_mini")

@@ -40,7 +40,7 @@ __all__ = ['REFER_TRAIN_SIZES', 'CancelFitException', 'Callback', 'run_callbacks
            'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects',
            'resume', 'SamplerCB', 'config_diff', 'saved_config', 'check_same_run', 'run_fingerprints',
            'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader',
-           'make_eval_loader', 'default_callbacks', 'fit', 'Prepared', 'prepare']
+           'make_eval_loader', 'default_callbacks', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -755,3 +755,37 @@ def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) ->
         cfg = resolve_epochs(cfg, epoch_items(cfg, loaders[cfg.data.train_split].dataset), world)
     seed_everything(cfg.seed)
     return Prepared(tok, loaders, build_model(cfg), cfg)
+
+# %% ../nbs/12_training.ipynb #e17f9ea8
+def apply_data_arg(cfg: Config, data: str | None) -> Config:
+    "`--data` as the root (holding <dataset>/) or as the dataset folder itself (holding refs(*).p)."
+    if data is None: return cfg
+    d = Path(data)
+    if not d.exists(): raise FileNotFoundError(f"--data {d} does not exist; create ShapeRefs with `ris_nb synth --out {d}`")
+    if not d.is_dir(): raise NotADirectoryError(f"--data {d} is a file; expected the data root (holding <dataset>/) "
+                                                "or a dataset folder (holding refs(<split_by>).p)")
+    if any(d.glob("refs(*).p")): return cfg.override({"data.root": str(d.parent), "data.dataset": d.name})
+    return cfg.override({"data.root": str(d)})
+
+
+# %% ../nbs/12_training.ipynb #745555a8
+def load_run(ckpt: str | Path, data: str | None = None) -> tuple[Config, Any, nn.Module]:
+    "(cfg, tokenizer, model) from a checkpoint written by `ris_nb train`."
+    from ris_nb.core import build_model
+    from ris_nb.data.transforms import load_tokenizer, tokenizer_fingerprint
+    ck = load_checkpoint(ckpt)
+    saved = saved_config(ck["config"], ckpt)              # not JSON: a ValueError naming the file
+    try: cfg = Config.from_dict(saved)
+    except ValueError as e: raise ValueError(f"checkpoint {ckpt}: stored config: {e}") from None
+    cfg = validate_config(apply_data_arg(cfg, data))
+    tok_dir = Path(ckpt).resolve().parent / "tokenizer"
+    if not tok_dir.exists(): tok_dir = Path(ckpt).resolve().parent.parent / "tokenizer"
+    if not tok_dir.exists(): raise FileNotFoundError(f"no tokenizer/ folder next to {ckpt} (ris_nb train saves one in the run directory)")
+    tok = load_tokenizer(tok_dir)
+    check_fingerprints(ck, {"tokenizer_fingerprint": tokenizer_fingerprint(tok)}, f"{ckpt} (tokenizer {tok_dir})",
+                       keys=["tokenizer_fingerprint"])
+    model = build_model(cfg)
+    try: model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {ckpt} does not fit preset {cfg.name!r}: {str(e).splitlines()[0]}") from None
+    return cfg, tok, model.eval()

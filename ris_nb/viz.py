@@ -63,7 +63,7 @@ def ensure_checkpoint(preset: str, data_root: str | Path, out_dir: str | Path, o
         return best
     tok, loaders, model, cfg = prepare(cfg, splits=[cfg.data.train_split, cfg.data.val_split])
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(out_dir / "tokenizer")          # `ris_nb.cli.load_run` reads it beside the checkpoint
+    tok.save_pretrained(out_dir / "tokenizer")          # `ris_nb.train.load_run` reads it beside the checkpoint
     fit(model, {"train": loaders[cfg.data.train_split], "val": loaders[cfg.data.val_split]}, cfg, cbs)
     if not best.is_file(): raise RuntimeError(f"training {preset} into {out_dir} wrote no best.pt (no validation ran?)")
     return best
