@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_SEED', 'AMP_MODES', 'DataConfig',
-           'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig',
-           'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict',
-           'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset',
-           'flat_config', 'source_table', 'register_model', 'build_model', 'check_field', 'text_positions',
-           'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line',
-           'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_atomic']
+__all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED',
+           'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig',
+           'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids',
+           'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets',
+           'get_preset', 'flat_config', 'source_table', 'register_model', 'build_model', 'check_field',
+           'text_positions', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype',
+           'precision_line', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_atomic']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -594,6 +594,8 @@ def build_model(cfg: Config) -> torch.nn.Module:
 BACKBONES = ("swin", "vit", "efficientnet_lite0", "mobilenetv2", "pixel_cnn")
 SELECT_METRICS = ("oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9")
 MIN_IMAGE_SIZE = 32                    # ours: the coarsest feature map of every backbone (stride 32) keeps at least one cell
+MAX_IMAGE_SIZE = 2048                  # ours: 4× the papers' largest input (480 px); larger sides exhaust memory before training
+MAX_WORKERS = 64                       # ours: each data-loader worker is a process with its own copy of the dataset index
 
 def check_field(ok: bool, key: str, value: Any, expected: str) -> None:
     "Raise a `ValueError` naming config field `key`, its `value` and what was `expected`, unless `ok`."
@@ -601,6 +603,7 @@ def check_field(ok: bool, key: str, value: Any, expected: str) -> None:
 
 def _is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
 def _int_at_least(lo: int): return (lambda v: _is_int(v) and v >= lo), f"an integer >= {lo}"
+def _int_between(lo: int, hi: int): return (lambda v: _is_int(v) and lo <= v <= hi), f"an integer from {lo} to {hi}"
 def _number(lo: float = 0.0, strict: bool = False, hi: float = math.inf):
     ok = lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                     and (v > lo if strict else v >= lo) and v <= hi)
@@ -618,9 +621,9 @@ _CE_WEIGHTS = ((lambda v: isinstance(v, list) and len(v) == 2 and all(_number()[
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": _SEED,
     "data.root": _NAME, "data.dataset": _NAME, "data.split_by": _NAME, "data.train_split": _NAME, "data.val_split": _NAME,
-    "data.image_size": _int_at_least(MIN_IMAGE_SIZE), "data.normalize": _one_of("imagenet", "half"),
+    "data.image_size": _int_between(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), "data.normalize": _one_of("imagenet", "half"),
     "data.text_field": _one_of("raw", "sent"), "data.tokenizer": _NAME, "data.max_tokens": _int_at_least(3),
-    "data.pad_to": _one_of("max_tokens", "longest"), "data.num_workers": _NONNEG,
+    "data.pad_to": _one_of("max_tokens", "longest"), "data.num_workers": _int_between(0, MAX_WORKERS),
     "model.name": _NAME, "model.vision.backbone": _one_of(*BACKBONES), "model.vision.embed_dim": _POS,
     "model.vision.depths": _int_list(), "model.vision.num_heads": _int_list(), "model.vision.window_size": _POS,
     "model.vision.patch_size": _POS, "model.vision.mlp_ratio": _number(strict=True), "model.vision.drop_path": _PROB,
