@@ -1,8 +1,8 @@
 """The MG diagnosis rows on the rich-language ShapeRefs: evaluate the last checkpoint of each run on val and write one row per
-run (preset, MG weight, train.amp, seed; overall, per expression type, sentences with and without a rare word) to a CSV that
-`12a_learning` reads.
+run (preset, MG weight, other MG settings that differ from the preset, train.amp, seed; overall, per expression type, sentences with and without a rare word) to a CSV that
+`13a_learning` reads.
 
-    python tools/mg_rich_table.py --runs RUN_DIR [RUN_DIR ...] --out nbs/results/mg_rich_12a.csv
+    python tools/mg_rich_table.py --runs RUN_DIR [RUN_DIR ...] --out nbs/results/mg_rich_13a.csv
 """
 from __future__ import annotations
 import argparse, csv, io, json
@@ -11,12 +11,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ris_nb.core import Config, write_atomic
+from ris_nb.core import Config, get_preset, write_atomic
 from ris_nb.evaluate import evaluate
 from ris_nb.train import checkpoint_paths, load_checkpoint, prepare
 
 
 def miou(rows: list[dict]) -> float: return 100 * float(np.mean([r["IoU"] for r in rows])) if rows else float("nan")
+
+
+def mg_changes(cfg: Config) -> str:
+    "The Mask Grounding settings that differ from the run's preset, as `field=value; ...` (empty for the preset's own)."
+    mine, preset = cfg.to_dict()["model"]["mg"], get_preset(cfg.name).to_dict()["model"]["mg"]
+    return "; ".join(f"mg.{k}={v}" for k, v in mine.items() if v != preset[k] and k != "weight")
 
 
 def run_row(run: Path) -> dict:
@@ -30,7 +36,8 @@ def run_row(run: Path) -> dict:
     refer = loaders["val"].dataset.base.refer
     rare = {s["sent_id"]: bool(s.get("rare")) for r in refer.refs.values() for s in r["sentences"]}
     samples = res["samples"]
-    row = {"preset": cfg.name, "mg_weight": cfg.model.mg.weight if cfg.model.mg.enabled else "", "amp": cfg.train.amp,
+    row = {"preset": cfg.name, "mg_weight": cfg.model.mg.weight if cfg.model.mg.enabled else "", "mg_changes": mg_changes(cfg),
+           "amp": cfg.train.amp,
            "seed": cfg.seed, "step": ck["step"], "samples": ck["step"] * cfg.train.batch_size,
            "oIoU": round(res["overall"]["oIoU"], 2), "mIoU": round(res["overall"]["mIoU"], 2)}
     row.update({t: round(v["mIoU"], 2) for t, v in sorted(res["by_type"].items())})
