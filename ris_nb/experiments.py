@@ -71,7 +71,7 @@ def magnet_claims() -> list[Claim]:
 # %% ../nbs/16_experiments.ipynb #83a5ca84
 _S = "sag_tiny"
 
-_NO_SLOT_NUMBERS = "no number (the paper compares slot types in a figure only)"
+_NO_SLOT_NUMBERS = "no number (project page: a figure only)"
 
 _JOINT = {"model.sag.entity_weights": "", "model.sag.freeze_entities": False}   # the paper's recipe: entities learned with C³
 
