@@ -702,7 +702,7 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
 # %% ../../nbs/02_shaperefs.ipynb #ea151397
 def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed: int = 0, size: int = 128,
              workers: int = 1, verbose: bool = True, n_objects: tuple[int, int] = (2, 6), language: str = "plain") -> dict:
-    "Write a ShapeRefs dataset in REFER format to `out_dir` (the dataset folder), its sentences in `language`; returns counts and paths."
+    "Write `n_images` scenes of (min, max) `n_objects` shapes to `out_dir` (the dataset folder) in REFER format, sentences in `language`; returns counts and paths."
     _check_generate_args(n_images, size, n_objects, language)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or not _is_shaperefs_dir(out_dir)):
