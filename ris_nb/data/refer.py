@@ -442,7 +442,7 @@ class _ReferIndex:
 
 # %% ../../nbs/03_refer.ipynb #5fa2b7e8
 class Refer(_ReferIndex):
-    "Index over one REFER dataset: refs, annotations, images, categories and sentences."
+    "Index over `root`/`dataset`/refs(`split_by`).p and its instances.json (images under `image_root`): refs, annotations, images, categories, sentences."
     def __init__(self, root: str | Path, dataset: str, split_by: str, image_root: str | Path | None = None,
                  checksums: dict[str, str] | None = None):
         self.root, self.dataset, self.split_by = Path(root), dataset, split_by
@@ -570,7 +570,7 @@ class _RefReading:
 
 # %% ../../nbs/03_refer.ipynb #f9646ea8
 class RefDataset(_RefReading):
-    "Items of one split: every (ref, sentence), or one sentence per ref per epoch (`per_ref`)."
+    "Items of `split` (from `refer`, else a `Refer` opened here): every (ref, sentence), or one sentence per ref per epoch (`per_ref`)."
     def __init__(self, root: str | Path, dataset: str, split_by: str, split: str, image_root: str | Path | None = None,
                  text_field: str = "raw", per_ref: bool = False, seed: int = 0, with_mask: bool = True,
                  cache: bool = False, on_empty: str = "warn", refer: Refer | None = None):
