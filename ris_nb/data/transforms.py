@@ -239,7 +239,7 @@ def _splits(cfg: Config, splits: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(splits if splits is not None else [d.train_split, d.val_split, *d.test_splits]))
 
 # %% ../../nbs/04_transforms.ipynb #44551273
-def make_datasets(cfg: Config, tokenizer=None, splits: Sequence[str] | None = None, cache: bool | None = None) -> dict[str, RISDataset]:
+def make_datasets(cfg: Config, tokenizer: Any = None, splits: Sequence[str] | None = None, cache: bool | None = None) -> dict[str, RISDataset]:
     "One `RISDataset` per split (train: per_ref, masks dropped when weak); each carries `.collate`."
     d = check_config_arg(cfg).data
     from ris_nb.data.refer import Refer
@@ -257,8 +257,8 @@ def make_datasets(cfg: Config, tokenizer=None, splits: Sequence[str] | None = No
         out[sp] = ds
     return out
 
-def make_dataloaders(cfg: Config, tokenizer=None, splits: Sequence[str] | None = None) -> dict[str, DataLoader]:
-    "DataLoaders keyed by split name: train (shuffled, per_ref, weak) from `cfg.data.train_split`, then val and tests."
+def make_dataloaders(cfg: Config, tokenizer: Any = None, splits: Sequence[str] | None = None) -> dict[str, DataLoader]:
+    "DataLoaders keyed by split, for `splits` (default: train, val, tests of `cfg.data`); train shuffled; `tokenizer=None` builds `cfg.data.tokenizer`."
     dss = make_datasets(cfg, tokenizer, splits)
     out = {}
     for sp, ds in dss.items():
