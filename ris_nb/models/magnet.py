@@ -631,7 +631,7 @@ def load_converted(model: MagNet, converted: dict[str, torch.Tensor]) -> MagNet:
     return model
 
 def load_official(state_dict: dict[str, torch.Tensor], official_config: dict | None = None) -> MagNet:
-    "Build MagNet (official_compat=True) from the official hyper-parameters, convert the official weights, load strictly; eval mode."
+    "Build MagNet (official_compat=True) from the official hyper-parameters `official_config` (None: the released network), convert and strictly load `state_dict`; eval mode."
     model = MagNet(config_from_official(official_config))
     return load_converted(model, convert_official_magnet(state_dict)).eval()
 
