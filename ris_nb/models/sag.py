@@ -571,8 +571,8 @@ OFFICIAL_UNUSED = ("encoders.img_enc.img_backbone.head.", "encoders.img_enc.set_
                    "encoders.img_enc.residual_fc.", "encoders.txt_enc.bert.pooler.")
 _TIED = re.compile(r"(.*\.agg\.agg_blocks\.)(\d+)(\..*)")
 
-def load_official(state_dict: dict[str, torch.Tensor], official_config: dict) -> SaG:
-    "Build a `SaG` from the official hyper-parameters and load the official `state_dict` strictly (names converted)."
+def load_official(state_dict: dict[str, torch.Tensor], official_config: dict | str | Path) -> SaG:
+    "Build a `SaG` from the official hyper-parameters `official_config` (a dict or a JSON file) and strictly load the official `state_dict` (names converted)."
     sd = dict(state_dict)
     if isinstance(official_config, (str, Path)): official_config = json.loads(Path(official_config).read_text())
     cfg = official_to_config(sd, official_config)
