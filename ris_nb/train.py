@@ -691,7 +691,7 @@ def default_callbacks(run_dir: Path, val_loader: DataLoader | None) -> list[Call
 # %% ../nbs/12_training.ipynb #5169ffc7
 def fit(model: nn.Module, loaders: dict[str, DataLoader], cfg: Config, cbs: Sequence[Callback] = (),
         resume_run: bool = True) -> Path:
-    "Train `model` on `loaders['train']`, validating on `loaders.get('val')`; returns the run directory."
+    "Train `model` on `loaders['train']` (validating on `loaders.get('val')`, `cbs` beside the default callbacks) in `cfg.train.out_dir`, resuming its newest checkpoint if `resume_run`; returns that directory."
     validate_config(cfg); check_loaders(loaders, cfg)          # before any work
     info = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.out_dir)
@@ -770,7 +770,7 @@ def apply_data_arg(cfg: Config, data: str | None) -> Config:
 
 # %% ../nbs/12_training.ipynb #745555a8
 def load_run(ckpt: str | Path, data: str | None = None) -> tuple[Config, Any, nn.Module]:
-    "(cfg, tokenizer, model) from a checkpoint written by `ris_nb train`."
+    "(cfg, tokenizer, model in eval mode) from a checkpoint written by `ris_nb train`; `data` gives a moved data root (the CLI's `--data`)."
     from ris_nb.core import build_model
     from ris_nb.data.transforms import load_tokenizer, tokenizer_fingerprint
     ck = load_checkpoint(ckpt)
