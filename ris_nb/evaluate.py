@@ -127,7 +127,7 @@ def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, protocol: str = "original", device: torch.device | str | None = None,
              progress: bool = True, keep_samples: bool = True) -> dict[str, Any]:
-    "Score every sample of `loader`: {'overall', 'by_type', 'by_split', 'protocol', 'samples'}."
+    "Score every sample of `loader` under `protocol` (square | original) on `device` (default: the model's): {'overall', 'by_type', 'by_split', 'protocol', 'samples'}."
     check_protocol(protocol)
     check_eval_args(model, loader)
     device = torch.device(device) if device is not None else next(model.parameters()).device
