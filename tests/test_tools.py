@@ -53,3 +53,17 @@ def test_gather_probe_context_fusion_masks_padding_and_sums_to_one():
     z, a = fusion(torch.randn(4, 16), torch.randn(2, 3, 16), valid)
     assert z.shape == (2, 4, 16) and a.shape == (2, 4, 3)
     assert torch.allclose(a.sum(-1), torch.ones(2, 4)) and (a[0, :, 2] == 0).all()
+
+
+def test_rerun_cells_replaces_only_the_chosen_outputs(tmp_path):
+    import json
+    code = lambda src, out: {"cell_type": "code", "execution_count": None, "id": f"c{len(src)}", "metadata": {}, "source": src,
+                             "outputs": [{"output_type": "stream", "name": "stdout", "text": out}]}
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}},
+          "cells": [code("x = 41", "old 0\n"), code("print('slow')", "saved long run\n"), code("print(x + 1)", "stale\n")]}
+    p = tmp_path / "nb.ipynb"; p.write_text(json.dumps(nb))
+    assert rerun_notebook.parse_cells("0,2-3") == [0, 2, 3]
+    rerun_notebook.rerun_cells(p, [0, 2])
+    outs = [c["outputs"] for c in json.loads(p.read_text())["cells"]]
+    text = lambda o: "".join(o[0]["text"])
+    assert outs[0] == [] and text(outs[1]) == "saved long run\n" and text(outs[2]) == "42\n"

@@ -1,5 +1,8 @@
 """Re-execute notebooks in place and make their saved outputs fit to commit: `python tools/rerun_notebook.py nbs/13_evaluation.ipynb ...`
 
+`--cells 1-48,65` re-executes only those cells of one notebook, in order, in one kernel, and replaces only their outputs: for
+a notebook whose long training cells must keep their saved outputs (list every cell the chosen ones depend on).
+
 A saved output must not show this machine's temporary folder (`tests/test_self_contained.py` rejects it), a progress bar's
 widget, or the widgets' state; everything else the run printed or drew is kept. Run `nbdev_clean` afterwards."""
 import json, re, sys, tempfile
@@ -34,5 +37,35 @@ def rerun(path: Path, timeout: int = 3600) -> None:
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     path.write_text(json.dumps(sanitise(json.loads(nbformat.writes(nb))), indent=1, ensure_ascii=False) + "\n")
 
+def parse_cells(spec: str) -> list[int]:
+    "'1-3,7' -> [1, 2, 3, 7]"
+    out = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    return out
+
+def rerun_cells(path: Path, cells: list[int], timeout: int = 3600) -> None:
+    "Execute the code cells `cells` of `path` alone, in order, in its own folder; write back only their outputs, sanitised."
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.read(path, as_version=4)
+    code = [i for i in cells if nb.cells[i].cell_type == "code"]
+    sub = nbformat.v4.new_notebook(metadata=nb.metadata, cells=[nb.cells[i] for i in code])
+    NotebookClient(sub, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    done = sanitise(json.loads(nbformat.writes(sub)))
+    saved = json.loads(path.read_text())                  # re-read: outputs of the other cells stay as they were
+    for i, cell in zip(code, done["cells"]): saved["cells"][i]["outputs"] = cell["outputs"]
+    path.write_text(json.dumps(saved, indent=1, ensure_ascii=False) + "\n")
+
 if __name__ == "__main__":
-    for p in sys.argv[1:]: rerun(Path(p)); print(f"re-ran {p}")
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("notebooks", nargs="+", type=Path)
+    ap.add_argument("--cells", help="re-execute only these cells of one notebook, e.g. 1-48,65")
+    args = ap.parse_args()
+    if args.cells and len(args.notebooks) != 1: ap.error("--cells takes exactly one notebook")
+    for p in args.notebooks:
+        if args.cells: rerun_cells(p, parse_cells(args.cells))
+        else: rerun(p)
+        print(f"re-ran {p}" + (f" (cells {args.cells})" if args.cells else ""))
