@@ -731,7 +731,9 @@ def _cross_checks(cfg: Config) -> list[str]:
 
 def validate_config(cfg: Config) -> Config:
     "Check every section of `cfg` before any work; one `ValueError` lists each offending key, its value and what was expected."
-    if not isinstance(cfg, Config): raise ValueError(f"expected a ris_nb Config, got {type(cfg).__name__}")
+    if not isinstance(cfg, Config):
+        hint = f"get_preset({cfg!r})" if isinstance(cfg, str) else "get_preset('lavt_tiny')"
+        raise TypeError(f"cfg={cfg!r}: expected a ris_nb Config, e.g. {hint}; got {type(cfg).__name__}")
     flat, errs = flat_config(cfg), []
     for key, (ok, expected) in _RULES.items():
         try: check_field(ok(flat[key]), key, flat[key], expected)

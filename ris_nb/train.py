@@ -40,7 +40,8 @@ __all__ = ['REFER_TRAIN_SIZES', 'CancelFitException', 'Callback', 'run_callbacks
            'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects',
            'resume', 'SamplerCB', 'config_diff', 'saved_config', 'check_same_run', 'run_fingerprints',
            'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader',
-           'make_eval_loader', 'default_callbacks', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run']
+           'make_eval_loader', 'default_callbacks', 'check_fit_args', 'fit', 'Prepared', 'prepare', 'apply_data_arg',
+           'load_run']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -689,10 +690,20 @@ def default_callbacks(run_dir: Path, val_loader: DataLoader | None) -> list[Call
     return cbs
 
 # %% ../nbs/12_training.ipynb #5169ffc7
+def check_fit_args(model: Any, loaders: Any, cfg: Any, cbs: Any = ()) -> None:
+    "The config first (`validate_config`), then a `TypeError` naming the argument of `fit` that is not of the type it takes."
+    validate_config(cfg)
+    if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module (e.g. from prepare), got {type(model).__name__}")
+    if not isinstance(loaders, dict) or not all(isinstance(v, DataLoader) for v in loaders.values()):
+        got = [type(v).__name__ for v in loaders.values()] if isinstance(loaders, dict) else type(loaders).__name__
+        raise TypeError(f"loaders: expected a dict of split name → DataLoader (from prepare or make_dataloaders), got {got}")
+    if not isinstance(cbs, (list, tuple)) or not all(isinstance(c, Callback) for c in cbs):
+        raise TypeError(f"cbs={cbs!r}: expected a list of Callback objects, e.g. [ProgressCB()]")
+
 def fit(model: nn.Module, loaders: dict[str, DataLoader], cfg: Config, cbs: Sequence[Callback] = (),
         resume_run: bool = True) -> Path:
     "Train `model` on `loaders['train']` (validating on `loaders.get('val')`, `cbs` beside the default callbacks) in `cfg.train.out_dir`, resuming its newest checkpoint if `resume_run`; returns that directory."
-    validate_config(cfg); check_loaders(loaders, cfg)          # before any work
+    check_fit_args(model, loaders, cfg, cbs); check_loaders(loaders, cfg)          # before any work
     info = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.out_dir)
     with run_lock(run_dir) if info.is_main else nullcontext():

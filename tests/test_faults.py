@@ -691,3 +691,69 @@ def test_batch_larger_than_the_training_set_is_refused_before_any_file(shaperefs
     assert not out.exists()
     rc, err = main(capsys, "train", "--data", shaperefs, "--out", out, "--no-eval", *TINY, "train.max_steps=1")
     assert rc == 0, err
+
+
+# ---- the fault probe of issue 36, second pass (tools/fault_probe.py) ------------------------------------------------------
+@pytest.mark.parametrize("w,h", [(64, 10**8), (10**9, 10**9)])
+def test_declared_image_size_beyond_what_load_image_reads_is_refused_first(w, h, data_copy, tmp_path):
+    "instances.json declaring a 64 × 10⁸ or 10⁹ × 10⁹ image: refused when the files are opened, by train and check-data alike "
+    "(was: train drew 6.4 GB masks for two minutes, then stopped with the run folder written; check-data was killed for "
+    "memory, exit 137, or crashed in pycocotools, exit 139)."
+    from ris_nb.data.refer import Refer
+    def edit(inst): inst["images"][0].update(width=w, height=h)
+    _edit_instances(data_copy, edit)
+    want = f"images[0] (image id {json.loads((data_copy / 'instances.json').read_text())['images'][0]['id']}) declares {w} × {h}"
+    with pytest.raises(ValueError, match="pixels; expected at most 67,108,864") as e:
+        Refer(data_copy.parent, "shaperefs", "shaperefs")
+    assert want in str(e.value), e.value
+    p = cli("check-data", "--root", data_copy.parent, "--dataset", "shaperefs")   # a child process: a crash shows
+    refused(p, "ris_nb check-data: error:")
+    assert want in p.stdout, p.stdout[-2000:]
+    out = tmp_path / "run"
+    p = cli("train", "--data", data_copy, "--out", out, "--no-eval", *TINY, "train.max_steps=1")
+    refused(p, want)
+    assert not out.exists()
+
+
+def test_invisible_sentences_are_empty_sentences(data_copy, capsys):
+    "A sentence of zero-width spaces is dropped with the warning empty ones get; a split of nothing else is refused by "
+    "check-data as training refuses it (was: trained on `[CLS][SEP]` without a word, and check-data passed)."
+    from ris_nb.cli import main as cli_main
+    from ris_nb.data.refer import RefDataset, safe_load_pickle
+    f = data_copy / "refs(shaperefs).p"
+    refs = safe_load_pickle(f)
+    first = next(r for r in refs if r["split"] == "train")
+    for s in first["sentences"]: s["raw"] = s["sent"] = "\u200b\u200b"
+    f.write_bytes(pickle.dumps(refs, protocol=2))
+    with pytest.warns(UserWarning, match=f"dropped 1 empty sentence group.*ref_id {first['ref_id']} has empty 'raw'"):
+        ds = RefDataset(data_copy.parent, "shaperefs", "shaperefs", "train")
+    assert all(r["ref_id"] != first["ref_id"] for r, _ in ds.refs)
+    assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 0
+    out = capsys.readouterr().out
+    assert f"sentence(s) of split 'train' with blank 'raw' text: ref_id {first['ref_id']}" in out, out
+    for r in refs:
+        if r["split"] == "val":
+            for s in r["sentences"]: s["raw"] = s["sent"] = "\ufeff \u200b"
+    f.write_bytes(pickle.dumps(refs, protocol=2))
+    assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 2
+    out = capsys.readouterr().out
+    assert "split 'val' has no sentence with visible 'raw' text" in out, out
+
+
+def test_fit_names_wrong_argument_types_before_writing(tmp_path):
+    "fit('best.pt', loaders, cfg) and fit(model, loaders, 'lavt_tiny'): a TypeError naming the argument, nothing written "
+    "(was: AttributeError \"'str' object has no attribute 'to'\" after `.lock` and `config.json` were written)."
+    from torch.utils.data import DataLoader
+    from ris_nb.data.shaperefs import generate
+    from ris_nb.train import fit, prepare
+    generate(tmp_path / "shaperefs", n_images=12, seed=0, size=64, verbose=False)
+    cfg = get_preset("lavt_tiny").override({"data.root": str(tmp_path), "data.image_size": 64, "train.batch_size": 2,
+                                            "data.test_splits": [], "train.out_dir": str(tmp_path / "run")})
+    _, loaders, model, cfg = prepare(cfg)
+    with pytest.raises(TypeError, match="model: expected a torch nn.Module"): fit("best.pt", loaders, cfg)
+    with pytest.raises(TypeError, match=r"cfg='lavt_tiny': expected a ris_nb Config, e.g. get_preset\('lavt_tiny'\)"):
+        fit(model, loaders, "lavt_tiny")
+    with pytest.raises(TypeError, match="loaders: expected a dict of split name → DataLoader"): fit(model, None, cfg)
+    with pytest.raises(TypeError, match="loaders: .* got list"): fit(model, [loaders["train"]], cfg)
+    with pytest.raises(TypeError, match="cbs=3: expected a list of Callback"): fit(model, {"train": DataLoader([1])}, cfg, cbs=3)
+    assert not (tmp_path / "run").exists()

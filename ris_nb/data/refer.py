@@ -12,6 +12,7 @@ import os
 import pickle
 import random
 import time
+import unicodedata
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -24,11 +25,12 @@ import pycocotools.mask as mask_utils
 from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'POLYGON_TOLERANCE', 'SHOWN', 'MAX_IMAGE_PIXELS', 'REFER_FILES',
+__all__ = ['MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'MAX_IMAGE_PIXELS', 'POLYGON_TOLERANCE', 'SHOWN', 'REFER_FILES',
            'QUICK_SAMPLE', 'MAX_LISTED', 'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle', 'validate_refs',
            'validate_instances', 'read_json', 'sha256', 'rle_counts', 'rle_problem', 'segmentation_to_mask', 'Findings',
-           'check_ids', 'check_geometry', 'check_index', 'Refer', 'load_image', 'RefDataset', 'stats', 'show_ref',
-           'scene_masks', 'language_blind_references', 'LayoutReport', 'decode_images', 'check_layout', 'format_layout']
+           'check_ids', 'check_geometry', 'check_index', 'Refer', 'load_image', 'is_blank', 'RefDataset', 'stats',
+           'show_ref', 'scene_masks', 'language_blind_references', 'LayoutReport', 'decode_images', 'check_sentences',
+           'check_layout', 'format_layout']
 
 # %% ../../nbs/03_refer.ipynb #3cf3dbba
 class UnsafePickleError(pickle.UnpicklingError):
@@ -115,6 +117,8 @@ def validate_refs(refs: Any, source: str = "refs") -> list[dict]:
     return refs
 
 # %% ../../nbs/03_refer.ipynb #7f813542
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024    # ours: 8192 × 8192; RefCOCO's largest image is 640 × 640
+
 def validate_instances(inst: Any, source: str = "instances.json") -> dict:
     "Check the COCO keys REFER relies on; raise `ValueError` naming file, index and field."
     if not isinstance(inst, dict): raise ValueError(f"{source}: expected a JSON object, got {type(inst).__name__}")
@@ -129,6 +133,10 @@ def validate_instances(inst: Any, source: str = "instances.json") -> dict:
                     raise ValueError(f"{source}: {key}[{i}] field {f!r} should be {want}, got {e[f]!r} ({type(e[f]).__name__})")
             for f in ("height", "width") if key == "images" else ():
                 if e[f] < 1: raise ValueError(f"{source}: {key}[{i}] field {f!r} should be a positive int, got {e[f]!r}")
+            if key == "images" and e["width"] * e["height"] > MAX_IMAGE_PIXELS:   # its masks alone would exhaust memory
+                raise ValueError(f"{source}: {key}[{i}] (image id {e['id']}) declares {e['width']} × {e['height']} = "
+                                 f"{e['width'] * e['height']:,} pixels; expected at most {MAX_IMAGE_PIXELS:,} "
+                                 "(ris_nb.data.refer.MAX_IMAGE_PIXELS, the largest image load_image reads)")
     return inst
 
 def read_json(path: str | Path) -> Any:
@@ -467,8 +475,6 @@ class Refer(_ReferIndex):
                 f"{len(self.imgs)} images, splits {self.splits})")
 
 # %% ../../nbs/03_refer.ipynb #45371a4e
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024    # ours: 8192 × 8192; RefCOCO's largest image is 640 × 640
-
 class _Refused(ValueError): "An image we decline (too large, float pixels), as opposed to an unreadable one."
 
 def _to_8bit(im: Image.Image) -> Image.Image:
@@ -511,15 +517,19 @@ def _mix(*xs: int) -> int:
     return h
 
 # %% ../../nbs/03_refer.ipynb #4862ad10
+def is_blank(text: str) -> bool:
+    "True when `text` shows nothing: only spaces, control or format characters (zero-width spaces, BOMs)."
+    return not any(not unicodedata.category(ch).startswith(("C", "Z")) for ch in text)
+
 def _split_items(refer: Refer, split: str, text_field: str, on_empty: str) -> tuple[list, list]:
     "(ref, [sentences]) of `split` and its (ref index, sentence index) items; empty sentences warn (or raise) and are dropped."
     refs, samples = [], []   # refs: (ref, [sentences]); samples: (ref index, sentence index)
     dropped = []
     for rid in refer.ref_ids(split):
         r = refer.refs[rid]
-        sents = [s for s in r["sentences"] if s[text_field].strip()]
+        sents = [s for s in r["sentences"] if not is_blank(s[text_field])]
         if len(sents) < len(r["sentences"]):
-            bad = [s["sent_id"] for s in r["sentences"] if not s[text_field].strip()]
+            bad = [s["sent_id"] for s in r["sentences"] if is_blank(s[text_field])]
             msg = f"{refer.refs_file}: ref_id {rid} has empty {text_field!r} sentence(s) sent_id {bad}"
             if on_empty == "error": raise ValueError(msg)
             dropped.append(msg)
@@ -773,11 +783,28 @@ def _check_one(root: Path, dataset: str, split_by: str, image_root, needed_by: l
     return rep
 
 # %% ../../nbs/03_refer.ipynb #4b8b9c00
+def check_sentences(refs: list[dict], refs_file="refs", splits: list[str] | None = None) -> Findings:
+    "Per split (of `splits`, default all) and text field: an error when no sentence shows any text, a counted warning when some are blank."
+    f, by_split = Findings(), defaultdict(list)
+    for r in refs:
+        if splits is None or r["split"] in splits: by_split[r["split"]] += [(r["ref_id"], s) for s in r["sentences"]]
+    for split, sents in sorted(by_split.items()):
+        for fld in ("raw", "sent"):
+            blank = [f"ref_id {rid} sent_id {s['sent_id']}" for rid, s in sents if is_blank(s[fld])]
+            if len(blank) == len(sents):
+                f.errors.append(f"{refs_file}: split {split!r} has no sentence with visible {fld!r} text ({len(sents)} blank, "
+                                f"e.g. {blank[0]}); expected at least one: training on it would be refused")
+            elif blank:
+                f.warnings.append(f"{refs_file}: {len(blank)} of {len(sents)} sentence(s) of split {split!r} with blank {fld!r} "
+                                  f"text: {_named(blank)}; training drops them with a warning")
+    return f
+
 def _check_contents(rep: LayoutReport, refs, inst, refs_file, inst_file, img_root: Path, cache: dict, decode: bool,
                     splits, sample, progress):
     "`check_index` (the geometry once per instances file), the splits asked for, then `decode_images`."
     if (inst_file, "geometry") not in cache: cache[(inst_file, "geometry")] = check_geometry(inst, inst_file)
     found = check_ids(refs, inst, refs_file, inst_file).extend(cache[(inst_file, "geometry")])
+    found.extend(check_sentences(refs, refs_file, splits))
     rep.problems += found.errors; rep.warnings += found.warnings
     have = {r["split"] for r in refs}
     unknown = [s for s in splits or [] if s not in have]
