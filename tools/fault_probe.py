@@ -1,0 +1,413 @@
+"""Fault probe of issue 36: try every class of bad data, bad setting and misuse as a user would, and classify what happens.
+
+It generates a small ShapeRefs, trains one tiny run, then builds corrupted copies in a temporary folder and runs the
+`ris_nb` CLI (or a few lines of the Python API) on each. It prints one row per case: the exit code, the first line of
+stderr that matters, and a verdict:
+
+- `clear`: the expected refusal, exit 2, one `ris_nb <command>: error:` line naming what it should, no traceback, no file left;
+- `works`: the case is not an error and the command did the right thing;
+- `unclear`: a traceback, a crash, a message that names nothing, or the wrong advice;
+- `wrong`: a silent wrong result (exit 0 where it should refuse) or a file left behind.
+
+    OMP_NUM_THREADS=1 python tools/fault_probe.py                 # every case (a few minutes on 2 busy cores)
+    OMP_NUM_THREADS=1 python tools/fault_probe.py -k seed tokenizer   # only cases whose name holds one of these words
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
+RIS = [sys.executable, "-m", "ris_nb.cli"]
+TINY = ["train.max_steps=2", "train.batch_size=4", "data.image_size=64", "train.eval_every=2"]
+
+
+@dataclass
+class Row:
+    case: str
+    rc: int | str
+    line: str
+    verdict: str
+    note: str = ""
+
+
+def run(args: list, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    "Run `ris_nb args` (a list of str/Path) and capture its output."
+    return subprocess.run(RIS + [str(a) for a in args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=timeout)
+
+
+def train(data: Path, out: Path, *sets: str, cwd: Path | None = None, no_eval: bool = True) -> subprocess.CompletedProcess:
+    "`ris_nb train` of lavt_tiny for 2 steps on `data` into `out`, with extra `--set` values."
+    return run(["train", "--preset", "lavt_tiny", "--data", data, "--out", out, *(["--no-eval"] if no_eval else []),
+                "--set", *TINY, *sets], cwd=cwd)
+
+
+def first_line(stderr: str) -> str:
+    "The `error:` line if there is one, else the last line of a traceback, else the first non-empty line."
+    lines = [l for l in stderr.splitlines() if l.strip()]
+    for l in lines:
+        if ": error:" in l: return l
+    if any(l.startswith("Traceback") for l in lines): return lines[-1]
+    return lines[0] if lines else ""
+
+
+def refusal(p: subprocess.CompletedProcess, *names: str, left: Path | None = None) -> tuple[str, str]:
+    "Verdict for a case that must be refused: clear only with exit 2, one error line naming every one of `names`, `left` absent."
+    line = first_line(p.stderr)
+    if "Traceback" in p.stderr or p.returncode not in (0, 2): return "unclear", "traceback or crash"
+    if p.returncode == 0: return "wrong", "exit 0: accepted silently"
+    if left is not None and left.exists(): return "wrong", f"{left.name} left behind"
+    missing = [n for n in names if n not in line]
+    if missing: return "unclear", f"does not name {missing}"
+    if sum(": error:" in l for l in p.stderr.splitlines()) != 1: return "unclear", "more than one error line"
+    return "clear", ""
+
+
+def success(p: subprocess.CompletedProcess, ok: bool = True, why: str = "") -> tuple[str, str]:
+    "Verdict for a case that must work: exit 0, no traceback, and the case's own check `ok`."
+    if "Traceback" in p.stderr or p.returncode != 0: return "unclear", f"exit {p.returncode}"
+    return ("works", "") if ok else ("wrong", why)
+
+
+# ---------------------------------------------------------------- corrupted copies of the dataset
+
+def load_files(ddir: Path) -> tuple[dict, list]:
+    from ris_nb.data.refer import safe_load_pickle
+    return json.loads((ddir / "instances.json").read_text()), safe_load_pickle(ddir / "refs(shaperefs).p")
+
+
+def save_files(ddir: Path, inst: dict, refs: list) -> None:
+    (ddir / "instances.json").write_text(json.dumps(inst))
+    (ddir / "refs(shaperefs).p").write_bytes(pickle.dumps(refs, protocol=2))
+
+
+def plant(ddir: Path, fault: str) -> list[str]:
+    "Plant `fault` in the dataset copy `ddir` (an image and a ref of the train split); return what an error must name."
+    inst, refs = load_files(ddir)
+    anns, imgs = {a["id"]: a for a in inst["annotations"]}, {im["id"]: im for im in inst["images"]}
+    ref = next(r for r in refs if r["split"] == "train")
+    ann, img = anns[ref["ann_id"]], imgs[ref["image_id"]]
+    other = next(a for a in inst["annotations"] if a["image_id"] != img["id"])
+    image_file = ddir / "images" / img["file_name"]
+    if fault == "duplicate image id":
+        inst["images"].append(dict(next(i for i in inst["images"] if i["id"] != img["id"]), id=img["id"])); want = ["image id", str(img["id"])]
+    elif fault == "duplicate annotation id":
+        inst["annotations"].append(dict(other, id=ann["id"])); want = ["annotation id", str(ann["id"])]
+    elif fault == "duplicate ref id":
+        refs[1]["ref_id"] = refs[0]["ref_id"]; want = ["ref_id", str(refs[0]["ref_id"])]
+    elif fault == "duplicate sentence id":
+        refs[1]["sentences"][0]["sent_id"] = refs[0]["sentences"][0]["sent_id"]; want = ["sent_id", str(refs[0]["sentences"][0]["sent_id"])]
+    elif fault == "ann_id of another image":
+        ref["ann_id"] = other["id"]; want = [f"ref_id {ref['ref_id']}", f"ann_id {other['id']}"]
+    elif fault == "empty segmentation []":
+        ann["segmentation"] = []; want = ["empty segmentation", f"annotation {ann['id']}"]
+    elif fault == "empty polygon [[]]":
+        ann["segmentation"] = [[]]; want = ["empty segmentation", f"annotation {ann['id']}"]
+    elif fault == "NaN polygon":
+        ann["segmentation"][0][1] = float("nan"); want = ["NaN", f"annotation {ann['id']}"]
+    elif fault == "inf polygon":
+        ann["segmentation"][0][0] = float("inf"); want = ["infinite", f"annotation {ann['id']}"]
+    elif fault == "polygon outside the image":
+        ann["segmentation"][0] = [x + 3 * img["width"] for x in ann["segmentation"][0]]; want = ["outside", f"annotation {ann['id']}"]
+    elif fault == "truncated image":
+        image_file.write_bytes(image_file.read_bytes()[:200]); want = [image_file.name]
+    elif fault == "missing image":
+        image_file.unlink(); want = [image_file.name]
+    elif fault == "declared image 64 x 10^8 px":
+        img["height"] = 10**8; want = [f"image id {img['id']}", "pixels; expected at most"]
+    elif fault == "declared image 10^9 x 10^9 px":
+        img["height"] = img["width"] = 10**9; want = [f"image id {img['id']}", "pixels; expected at most"]
+    elif fault == "zero-width-space sentences of a ref":
+        for s in ref["sentences"]: s["raw"] = s["sent"] = "\u200b\u200b"
+        want = []                   # training drops them with a warning; check-data warns
+    elif fault == "every val sentence blank":
+        for r in refs:
+            if r["split"] == "val":
+                for s in r["sentences"]: s["raw"] = s["sent"] = "\u200b"
+        want = ["val"]
+    elif fault == "refs directory instead of file":
+        (ddir / "refs(shaperefs).p").unlink(); (ddir / "refs(shaperefs).p").mkdir(); want = ["refs(shaperefs).p", "directory"]
+        return want
+    else: raise KeyError(fault)
+    save_files(ddir, inst, refs)
+    return want
+
+
+DATA_FAULTS = ["duplicate image id", "duplicate annotation id", "duplicate ref id", "duplicate sentence id",
+               "ann_id of another image", "empty segmentation []", "empty polygon [[]]", "NaN polygon", "inf polygon",
+               "polygon outside the image", "truncated image", "missing image", "refs directory instead of file",
+               "declared image 64 x 10^8 px", "declared image 10^9 x 10^9 px", "zero-width-space sentences of a ref",
+               "every val sentence blank"]
+WARN_FAULTS = {"zero-width-space sentences of a ref": "dropped 1 empty sentence group"}   # not an error: dropped, with a warning
+
+
+# ---------------------------------------------------------------- the cases
+
+class Probe:
+    def __init__(self, tmp: Path):
+        self.tmp, self.rows = tmp, []
+        self.base = tmp / "data" / "shaperefs"
+        from ris_nb.data.shaperefs import generate
+        generate(self.base, n_images=80, seed=0, size=64, verbose=False)
+        p = train(self.base, tmp / "run0", no_eval=False)
+        assert p.returncode == 0, p.stderr[-2000:]
+        self.run0 = tmp / "run0"
+
+    def copy_data(self, name: str) -> Path:
+        dst = self.tmp / "cases" / name.replace(" ", "_").replace("/", "_") / "shaperefs"
+        shutil.copytree(self.base, dst)
+        return dst
+
+    def copy_run(self, name: str) -> Path:
+        dst = self.tmp / "runs" / name.replace(" ", "_")
+        shutil.copytree(self.run0, dst, ignore=shutil.ignore_patterns(".lock"))
+        return dst
+
+    def add(self, case: str, p, verdict_note: tuple[str, str]) -> None:
+        rc = p.returncode if hasattr(p, "returncode") else p[0]
+        line = first_line(p.stderr) if hasattr(p, "stderr") else p[1]
+        self.rows.append(Row(case, rc, line, *verdict_note))
+
+    # -- data: train and check-data on each planted fault
+    def data_faults(self) -> None:
+        for fault in DATA_FAULTS:
+            ddir = self.copy_data(fault)
+            want = plant(ddir, fault)
+            out = ddir.parent / "run"
+            p = train(ddir, out)
+            if fault in WARN_FAULTS:
+                self.add(f"train: {fault}", p, success(p, WARN_FAULTS[fault] in p.stderr, "no warning"))
+                p = run(["check-data", "--root", ddir.parent, "--dataset", "shaperefs"])
+                self.add(f"check-data: {fault}", p, success(p, "warning:" in p.stdout and "blank" in p.stdout, "no warning"))
+                continue
+            image_fault = fault in ("truncated image", "missing image")
+            # an image that cannot be read is found when training reads it (decoding every image up front is check-data's job)
+            self.add(f"train: {fault}", p, refusal(p, *want, left=None if image_fault else out))
+            p = run(["check-data", "--root", ddir.parent, "--dataset", "shaperefs"])
+            v = refusal(p, "shaperefs")
+            if v[0] == "clear" and not all(w in p.stdout for w in want): v = ("unclear", f"listing does not name {want}")
+            self.add(f"check-data: {fault}", p, v)
+
+    def check_data_valid(self) -> None:
+        p = run(["check-data", "--root", self.base.parent, "--dataset", "shaperefs"])
+        self.add("check-data: the valid dataset", p, success(p, "everything required is in place" in p.stdout, "no ok line"))
+
+    # -- tokenizer folders of a trained run
+    def tokenizer_faults(self) -> None:
+        for kind in ("empty", "truncated"):
+            run_dir = self.copy_run(f"tok_{kind}")
+            tok = run_dir / "tokenizer"
+            if kind == "empty":
+                for f in tok.iterdir(): f.unlink()
+                want = [str(tok)]
+            else:
+                f = tok / "tokenizer.json"; f.write_text(f.read_text()[: len(f.read_text()) // 2]); want = ["tokenizer.json"]
+            p = run(["eval", "--ckpt", run_dir / "best.pt", "--data", self.base, "--out", run_dir / "ev"])
+            self.add(f"eval: {kind} tokenizer folder", p, refusal(p, *want, left=run_dir / "ev" / "report.md"))
+            img = next((self.base / "images").iterdir())
+            p = run(["predict", "--ckpt", run_dir / "best.pt", "--image", img, "--text", "the red circle", "--out", run_dir / "m.png"])
+            self.add(f"predict: {kind} tokenizer folder", p, refusal(p, *want, left=run_dir / "m.png"))
+
+    # -- config values (item 3)
+    def config_faults(self) -> None:
+        cases = [("window_size too big", "model.vision.window_size=100", "model.vision.window_size=100"),
+                 ("device=mps (none here)", "train.device=mps", "mps"),
+                 ("device=tpu", "train.device=tpu", "train.device='tpu'"),
+                 ("vocab_size below the tokenizer", "model.text.vocab_size=5", "model.text.vocab_size=5"),
+                 ("max_tokens over 512", "data.max_tokens=5000", "data.max_tokens=5000"),
+                 ("ce_weights of length 3", "model.lavt.ce_weights=[0.5,0.5,0.5]", "model.lavt.ce_weights"),
+                 ("ce_weights with NaN", "model.lavt.ce_weights=[NaN,1.0]", "model.lavt.ce_weights"),
+                 ("ce_weights a number", "model.lavt.ce_weights=1.0", "model.lavt.ce_weights"),
+                 ("21-digit seed", "seed=123456789012345678901", "seed=123456789012345678901"),
+                 ("negative seed", "seed=-1", "seed=-1"),
+                 ("batch_size over the training set", "train.batch_size=100000", "train.batch_size=100000"),
+                 ("image_size 100000", "data.image_size=100000", "data.image_size=100000")]
+        for name, setting, fragment in cases:
+            out = self.tmp / "cfg" / name.replace(" ", "_")
+            p = train(self.base, out, setting)
+            self.add(f"train: {name}", p, refusal(p, fragment, left=out))
+
+    # -- runs and checkpoints
+    def eval_relative_data(self) -> None:
+        a, b = self.tmp / "elsewhere_a", self.tmp / "elsewhere_b"
+        shutil.copytree(self.base, a / "data" / "shaperefs"); b.mkdir()
+        p = train(Path("data"), Path("run"), cwd=a)
+        assert p.returncode == 0, p.stderr[-2000:]
+        p = run(["eval", "--ckpt", a / "run" / "best.pt"], cwd=b)
+        v = refusal(p, "--data", left=a / "run" / "report.md")
+        if v[0] == "clear" and "synth" in first_line(p.stderr): v = ("unclear", "advises synth")
+        self.add("eval: relative --data from another folder", p, v)
+        p = run(["eval", "--ckpt", a / "run" / "best.pt", "--data", a / "data"], cwd=b)
+        self.add("eval: the same with --data", p, success(p, "oIoU" in p.stdout, "no table"))
+        shutil.copytree(self.base, a / "dsfolder")                              # `--data dsfolder`: the dataset folder itself
+        p = train(Path("dsfolder"), Path("run2"), cwd=a)
+        assert p.returncode == 0, p.stderr[-2000:]
+        p = run(["eval", "--ckpt", a / "run2" / "best.pt"], cwd=b)
+        self.add("eval: relative dataset folder from another folder", p, refusal(p, "--data", left=a / "run2" / "report.md"))
+
+    def truncated_log(self) -> None:
+        run_dir = self.copy_run("cut_log")
+        log = run_dir / "log.jsonl"; log.write_text(log.read_text()[:-15])
+        p = train(self.base, run_dir, "train.max_steps=4", "train.eval_every=4")
+        from ris_nb.train import read_log
+        steps = [r.get("step") for r in read_log(log)]
+        self.add("train: resume after a cut last line of log.jsonl", p, success(p, steps and steps[-1] == 4, f"log steps {steps}"))
+
+    def shorter_rerun(self) -> None:
+        run_dir = self.copy_run("shorter")
+        before = (run_dir / "config.json").read_text()
+        p = train(self.base, run_dir, "train.max_steps=1")
+        v = refusal(p, "train.max_steps=1")
+        if (run_dir / "config.json").read_text() != before: v = ("wrong", "config.json rewritten")
+        self.add("train: rerun a finished run with fewer steps", p, v)
+
+    def checkpoints_file(self) -> None:
+        for name in ("checkpoints", "tokenizer"):
+            out = self.tmp / f"{name}_file"; out.mkdir(); (out / name).write_text("a file")
+            p = train(self.base, out)
+            v = refusal(p, f"{name} is a file")
+            if v[0] == "clear" and (out / "config.json").exists(): v = ("wrong", "config.json written first")
+            self.add(f"train: {name} is a file", p, v)
+
+    def stale_temp(self) -> None:
+        run_dir = self.copy_run("stale")
+        dead = run_dir / "checkpoints" / ".step_0000009.tmp-999999999.pt"; dead.write_bytes(b"half")
+        p = train(self.base, run_dir, "train.max_steps=3", "train.eval_every=3")
+        self.add("train: a dead process's checkpoint temp file", p, success(p, not dead.exists(), "temp file left"))
+
+    def refused_start(self) -> None:
+        ddir = self.copy_data("refused_start")
+        plant(ddir, "duplicate ref id")
+        out = self.tmp / "refused_run"
+        p = train(ddir, out)
+        v = refusal(p, "ref_id")
+        if out.exists(): v = ("wrong", f"left {sorted(x.name for x in out.iterdir())}")
+        self.add("train: refused start (no .lock-only folder)", p, v)
+
+    # -- predict
+    def predict_cases(self) -> None:
+        img = next((self.base / "images").iterdir())
+        ck = self.run0 / "best.pt"
+        out = self.tmp / "pred"
+        p = run(["predict", "--ckpt", ck, "--image", img, "--text", "the red circle", "--out", out / "x.psd"])
+        self.add("predict: --out x.psd", p, refusal(p, ".psd", left=out / "x.psd"))
+        p = run(["predict", "--ckpt", ck, "--image", img, "--text", "\u200b\u200b", "--out", out / "zw.png"])
+        self.add("predict: zero-width-space sentence", p, refusal(p, "no visible character", left=out / "zw.png"))
+        p = run(["predict", "--ckpt", ck, "--image", img, "--text", "zebra quokka", "--out", out / "unk.png"])
+        self.add("predict: no word in the vocabulary", p, success(p, "warning: none of the words" in p.stderr, "no warning"))
+        p = run(["predict", "--ckpt", ck, "--image", img, "--text", "the red circle", "--out", out / "ok.png"])
+        self.add("predict: a good sentence", p, success(p, (out / "ok.png").exists(), "no mask"))
+
+    # -- course
+    def course_invalid(self) -> None:
+        nbs = self.tmp / "nbs"; nbs.mkdir()
+        shutil.copy(REPO / "nbs" / "01_metrics.ipynb", nbs)
+        (nbs / "02_broken.ipynb").write_text("{not json")
+        out = self.tmp / "course"
+        p = run(["course", "--nbs", nbs, "--out", out])
+        self.add("course: a folder with an invalid notebook", p, refusal(p, "02_broken.ipynb", left=out))
+
+    # -- signals
+    def interrupt(self, sig: signal.Signals) -> None:
+        out = self.tmp / f"sig_{sig.name}"
+        args = RIS + ["train", "--preset", "lavt_tiny", "--data", str(self.base), "--out", str(out), "--no-eval", "--set", *TINY,
+                      "train.max_steps=60", "train.ckpt_every=5", "train.eval_every=1000"]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        t0 = time.time()
+        while time.time() - t0 < 300 and not list((out / "checkpoints").glob("step_*.pt")): time.sleep(0.2)
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        rc = proc.returncode
+        if sig == signal.SIGINT:
+            lines = [l for l in err.splitlines() if l.strip() and not l.startswith(("precision:",))]
+            ok = rc == 130 and "Traceback" not in err and any("interrupted; run the same command again" in l for l in lines)
+            self.rows.append(Row("train: Ctrl-C", rc, first_line(err) or (lines[-1] if lines else ""), "clear" if ok else "unclear",
+                                 "" if ok else f"{len(lines)} stderr lines"))
+        else:
+            ok = rc == -signal.SIGTERM and "Traceback" not in err
+            self.rows.append(Row("train: SIGTERM", rc, first_line(err), "works" if ok else "unclear", "" if ok else "unexpected exit"))
+        p = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
+        from ris_nb.train import read_log
+        left = [x.name for x in (out / "checkpoints").iterdir() if x.name.startswith(".")]
+        steps = [r.get("step") for r in read_log(out / "log.jsonl") if "loss" in r]
+        good = not left and steps and steps[-1] == 60
+        self.add(f"train: rerun after {'Ctrl-C' if sig == signal.SIGINT else 'SIGTERM'}", p,
+                 success(p, good, f"temp files {left}, last step {steps[-1:] }"))
+
+    # -- pipes
+    def closed_pipe(self) -> None:
+        cmd = " ".join(map(str, RIS)) + f" eval --ckpt {self.run0 / 'best.pt'} --out {self.tmp / 'pipe'} | head -1 >/dev/null"
+        p = subprocess.run(["bash", "-c", cmd + "; exit ${PIPESTATUS[0]}"], capture_output=True, text=True, env=ENV, timeout=600)
+        bad = "Broken pipe" in p.stderr or "Traceback" in p.stderr or p.returncode not in (0, 1)
+        self.rows.append(Row("eval ... | head -1", p.returncode, first_line(p.stderr), "unclear" if bad else "works"))
+
+    # -- the Python API
+    def api_cases(self) -> None:
+        setup = (f"import torch\nfrom ris_nb.core import get_preset\nfrom ris_nb.train import prepare\nfrom ris_nb.evaluate import evaluate\n"
+                 f"cfg = get_preset('lavt_tiny').override({{'data.root': {str(self.base.parent)!r}, 'data.image_size': 64, 'data.test_splits': []}})\n"
+                 f"OUT = cfg.override({{'train.out_dir': {str(self.tmp / 'api_run')!r}}})\n")
+        cases = [("prepare('lavt_tiny')", "prepare('lavt_tiny')", "TypeError", "cfg="),
+                 ("prepare(cfg, splits='val')", "prepare(cfg, splits='val')", "TypeError", "splits='val'"),
+                 ("prepare(cfg, world=0)", "prepare(cfg, world=0)", "ValueError", "world=0"),
+                 ("prepare(cfg, world='2')", "prepare(cfg, world='2')", "ValueError", "world='2'"),
+                 ("evaluate(model, None)", "evaluate(torch.nn.Linear(2, 2), None)", "TypeError", "loader"),
+                 ("evaluate('best.pt', loader)", "evaluate('best.pt', [])", "TypeError", "model"),
+                 ("fit(model, loaders, 'lavt_tiny')", "from ris_nb.train import fit; fit(torch.nn.Linear(2, 2), {}, 'lavt_tiny')", "TypeError", "cfg="),
+                 ("fit('best.pt', loaders, cfg)", "from ris_nb.train import fit; t, L, m, c = prepare(OUT); fit('best.pt', L, c)", "TypeError", "model"),
+                 ("fit(model, None, cfg)", "from ris_nb.train import fit; fit(torch.nn.Linear(2, 2), None, OUT)", "TypeError", "loaders"),
+                 ("fit(model, loaders, cfg, cbs=3)", "from ris_nb.train import fit; fit(torch.nn.Linear(2, 2), {'train': torch.utils.data.DataLoader([1])}, OUT, cbs=3)", "TypeError", "cbs")]
+        for name, code, kind, fragment in cases:
+            body = setup + f"try:\n    {code}\nexcept Exception as e:\n    print(f'RAISED {{type(e).__name__}}: {{e}}')\n"
+            p = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, env=ENV, timeout=600)
+            line = next((l for l in p.stdout.splitlines() if l.startswith(("RAISED", "SPLITS"))), first_line(p.stderr))
+            if (self.tmp / "api_run").exists(): v = ("wrong", f"left {sorted(x.name for x in (self.tmp / 'api_run').iterdir())}")
+            elif line.startswith(f"RAISED {kind}") and fragment in line: v = ("clear", "")
+            else: v = ("unclear", "wrong exception or message")
+            self.rows.append(Row(f"API: {name}", p.returncode, line, *v))
+            shutil.rmtree(self.tmp / "api_run", ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-k", nargs="*", default=None, help="run only the groups whose method name holds one of these words")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args(argv)
+    groups = ["data_faults", "check_data_valid", "tokenizer_faults", "config_faults", "eval_relative_data", "truncated_log",
+              "shorter_rerun", "checkpoints_file", "stale_temp", "refused_start", "predict_cases", "course_invalid",
+              "interrupt_int", "interrupt_term", "closed_pipe", "api_cases"]
+    if args.k: groups = [g for g in groups if any(k in g for k in args.k)]
+    tmp = Path(tempfile.mkdtemp(prefix="ris_nb_fault_probe_"))
+    t0 = time.time()
+    try:
+        probe = Probe(tmp)
+        for g in groups:
+            if g.startswith("interrupt_"): probe.interrupt(signal.SIGINT if g.endswith("int") else signal.SIGTERM)
+            else: getattr(probe, g)()
+    finally:
+        if not args.keep: shutil.rmtree(tmp, ignore_errors=True)
+        else: print(f"kept {tmp}")
+    print(f"| case | exit | first line of stderr | verdict |\n|---|---|---|---|")
+    for r in probe.rows:
+        line = r.line.replace(str(tmp), "<tmp>").replace("|", "\\|")
+        line = line if len(line) <= 150 else line[:147] + "..."
+        print(f"| {r.case} | {r.rc} | {line} | {r.verdict}{' (' + r.note + ')' if r.note else ''} |")
+    counts = {v: sum(r.verdict == v for r in probe.rows) for v in ("clear", "works", "unclear", "wrong")}
+    print(f"\n{len(probe.rows)} cases in {time.time() - t0:.0f} s: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    return 1 if counts["unclear"] or counts["wrong"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
