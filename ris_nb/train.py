@@ -247,6 +247,10 @@ def load_checkpoint(path: str | Path) -> dict:
     "Load a checkpoint safely (weights_only); a truncated/corrupt file raises ValueError naming it."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():                       # a run folder given for its checkpoint: name the files it holds
+        found = [p for p in (path / "best.pt", *checkpoint_paths(path), *sorted(path.glob("step_*.pt"), reverse=True)) if p.is_file()]
+        raise IsADirectoryError(f"checkpoint {path} is a directory; expected a checkpoint file, "
+                                + (f"e.g. {found[0]}" if found else "such as best.pt or checkpoints/step_*.pt of a run"))
     try: ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {str(e)[:120]})") from None

@@ -757,3 +757,13 @@ def test_fit_names_wrong_argument_types_before_writing(tmp_path):
     with pytest.raises(TypeError, match="loaders: .* got list"): fit(model, [loaders["train"]], cfg)
     with pytest.raises(TypeError, match="cbs=3: expected a list of Callback"): fit(model, {"train": DataLoader([1])}, cfg, cbs=3)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_given_as_checkpoint_names_its_checkpoint(trained, tmp_path, capsys):
+    "eval/predict --ckpt RUN_DIR: 'is a directory', pointing at RUN_DIR/best.pt (was: 'truncated or corrupt (IsADirectoryError …)')."
+    rc, err = main(capsys, "eval", "--ckpt", trained, "--out", tmp_path / "ev")
+    assert rc == 2 and f"checkpoint {trained} is a directory; expected a checkpoint file, e.g. {trained / 'best.pt'}" in err, err
+    assert "corrupt" not in err, err
+    rc, err = main(capsys, "predict", "--ckpt", tmp_path, "--image", tmp_path / "x.png", "--text", "the red circle",
+                   "--out", tmp_path / "m.png")
+    assert rc == 2 and "is a directory; expected a checkpoint file, such as best.pt or checkpoints/step_*.pt" in err, err

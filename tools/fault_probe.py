@@ -220,6 +220,11 @@ class Probe:
             p = run(["predict", "--ckpt", run_dir / "best.pt", "--image", img, "--text", "the red circle", "--out", run_dir / "m.png"])
             self.add(f"predict: {kind} tokenizer folder", p, refusal(p, *want, left=run_dir / "m.png"))
 
+    def ckpt_folder(self) -> None:
+        p = run(["eval", "--ckpt", self.run0, "--out", self.tmp / "ev_dir"])
+        v = refusal(p, "is a directory", "best.pt")
+        self.add("eval: --ckpt a run folder", p, ("unclear", "says corrupt") if "corrupt" in first_line(p.stderr) else v)
+
     # -- config values (item 3)
     def config_faults(self) -> None:
         cases = [("window_size too big", "model.vision.window_size=100", "model.vision.window_size=100"),
@@ -385,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-k", nargs="*", default=None, help="run only the groups whose method name holds one of these words")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args(argv)
-    groups = ["data_faults", "check_data_valid", "tokenizer_faults", "config_faults", "eval_relative_data", "truncated_log",
+    groups = ["data_faults", "check_data_valid", "tokenizer_faults", "ckpt_folder", "config_faults", "eval_relative_data", "truncated_log",
               "shorter_rerun", "checkpoints_file", "stale_temp", "refused_start", "predict_cases", "course_invalid",
               "interrupt_int", "interrupt_term", "closed_pipe", "api_cases"]
     if args.k: groups = [g for g in groups if any(k in g for k in args.k)]
