@@ -35,10 +35,10 @@ __all__ = ['REFER_TRAIN_SIZES', 'CancelFitException', 'Callback', 'run_callbacks
            'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners',
            'pairs_sentences', 'epoch_items', 'ShardSampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state',
            'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'atomic_save',
-           'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'RunLockedError', 'run_lock', 'LossWrapper',
-           'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB',
-           'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects',
-           'resume', 'SamplerCB', 'config_diff', 'saved_config', 'check_same_run', 'run_fingerprints',
+           'load_error_reason', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'RunLockedError',
+           'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB',
+           'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB',
+           'gather_objects', 'resume', 'SamplerCB', 'config_diff', 'saved_config', 'check_same_run', 'run_fingerprints',
            'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader',
            'make_eval_loader', 'default_callbacks', 'check_fit_args', 'fit', 'Prepared', 'prepare', 'apply_data_arg',
            'load_run']
@@ -243,6 +243,15 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     "torch.save to a temp file in the same folder, fsync, then rename over `path` (`write_atomic`)."
     return write_atomic(path, lambda tmp: torch.save(obj, tmp), fsync=True)
 
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+def load_error_reason(e: Exception) -> str:
+    "What a `torch.load` error says was wrong: torch buries a weights_only refusal under advice; keep only the reason."
+    if not str(e).strip(): return type(e).__name__
+    text = str(e).split("WeightsUnpickler error:")[-1]
+    lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith(_TORCH_ADVICE)]
+    return " ".join(lines) or str(e).strip().splitlines()[0]
+
 def load_checkpoint(path: str | Path) -> dict:
     "Load a checkpoint safely (weights_only); a truncated/corrupt file raises ValueError naming it."
     path = Path(path)
@@ -253,7 +262,10 @@ def load_checkpoint(path: str | Path) -> dict:
                                 + (f"e.g. {found[0]}" if found else "such as best.pt or checkpoints/step_*.pt of a run"))
     try: ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {str(e)[:120]})") from None
+        why = load_error_reason(e)
+        if "GLOBAL" in why: raise ValueError(f"checkpoint {path}: refusing to load the code it holds ({why}); expected a ris_nb "
+                                             "checkpoint, which holds only tensors and plain values") from None
+        raise ValueError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {why.split('. ')[0][:200]})") from None
     if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
         raise ValueError(f"{path} is not a ris_nb checkpoint (expected keys 'model' and 'config')")
     return ck

@@ -767,3 +767,18 @@ def test_a_run_folder_given_as_checkpoint_names_its_checkpoint(trained, tmp_path
     rc, err = main(capsys, "predict", "--ckpt", tmp_path, "--image", tmp_path / "x.png", "--text", "the red circle",
                    "--out", tmp_path / "m.png")
     assert rc == 2 and "is a directory; expected a checkpoint file, such as best.pt or checkpoints/step_*.pt" in err, err
+
+
+def test_checkpoint_errors_say_why_not_torchs_advice(trained, tmp_path, capsys):
+    "A checkpoint holding code: 'refusing to load the code it holds (… GLOBAL posix.system …)'; a random file: the unpickler's "
+    "reason (was: both 'truncated or corrupt (UnpicklingError: Weights only load failed. In PyTorch 2.6, we changed the "
+    "default value of the `weights_only` argument in `torch.load` fr)', torch's advice cut mid-word)."
+    class Code:
+        def __reduce__(self): return (os.system, ("touch /tmp/ris_nb_fault_probe_ckpt",))
+    torch.save({"model": Code(), "config": "{}"}, tmp_path / "code.pt")
+    rc, err = main(capsys, "eval", "--ckpt", tmp_path / "code.pt", "--out", tmp_path / "ev")
+    assert rc == 2 and "refusing to load the code it holds (Trying to load unsupported GLOBAL posix.system" in err, err
+    assert "weights_only" not in err and not Path("/tmp/ris_nb_fault_probe_ckpt").exists(), err
+    (tmp_path / "rand.pt").write_bytes(np.random.default_rng(0).bytes(5000))
+    rc, err = main(capsys, "eval", "--ckpt", tmp_path / "rand.pt", "--out", tmp_path / "ev")
+    assert rc == 2 and "is truncated or corrupt (UnpicklingError:" in err and "weights_only" not in err, err

@@ -224,6 +224,13 @@ class Probe:
         p = run(["eval", "--ckpt", self.run0, "--out", self.tmp / "ev_dir"])
         v = refusal(p, "is a directory", "best.pt")
         self.add("eval: --ckpt a run folder", p, ("unclear", "says corrupt") if "corrupt" in first_line(p.stderr) else v)
+        import torch
+        class Code:
+            def __reduce__(self): return (os.system, ("true",))
+        torch.save({"model": Code(), "config": "{}"}, self.tmp / "code.pt")
+        p = run(["eval", "--ckpt", self.tmp / "code.pt", "--out", self.tmp / "ev_code"])
+        v = refusal(p, "posix.system")
+        self.add("eval: a checkpoint holding code", p, ("unclear", "torch's advice, no reason") if "weights_only" in first_line(p.stderr) else v)
 
     # -- config values (item 3)
     def config_faults(self) -> None:
