@@ -67,3 +67,22 @@ def test_rerun_cells_replaces_only_the_chosen_outputs(tmp_path):
     outs = [c["outputs"] for c in json.loads(p.read_text())["cells"]]
     text = lambda o: "".join(o[0]["text"])
     assert outs[0] == [] and text(outs[1]) == "saved long run\n" and text(outs[2]) == "42\n"
+
+
+def test_oracle_gather_scene_entities_are_the_true_shapes(tmp_path):
+    import numpy as np, torch
+    from ris_nb.data.refer import RefDataset, scene_masks
+    from ris_nb.data.shaperefs import generate
+    oracle = _load_tool("sag_oracle_gather")
+    generate(tmp_path / "shaperefs", n_images=12, seed=3, size=64)
+    ds = RefDataset(tmp_path, "shaperefs", "shaperefs", "train")
+    scene = oracle.SceneEntities(ds.refer, 64, (32, 32))
+    refs = [ds.index(i)[0] for i in range(min(len(ds), 6))]
+    maps, valid, target = scene([r["image_id"] for r in refs], [r["ann_id"] for r in refs])
+    for b, r in enumerate(refs):
+        shapes = scene_masks(ds.refer, r["image_id"])
+        assert valid[b].sum() == len(shapes) and not valid[b, len(shapes):].any()
+        own = torch.from_numpy(np.asarray(shapes[r["ann_id"]], dtype=np.float32))
+        pooled = torch.nn.functional.adaptive_avg_pool2d(own[None, None], (32, 32)).flatten()
+        assert torch.allclose(maps[b, target[b]], pooled, atol=1e-6)               # the target's map is the ref's own shape
+    assert (maps.sum(1) <= 1 + 1e-5).all()                                          # visible masks do not overlap
