@@ -65,6 +65,13 @@ def expected_snippets() -> list[tuple[str, str]]:
     out.append((f"{mean_std(r['oIoU'] for r in stop)}, paired {gain} against λ_MG 1", "mg_rich_13a.csv"))
     probe = {r["row"]: r for r in rows("sag_gather_probe.csv")}
     out.append((f"best single entity of {probe['pieces + appearance']['best_slot_mIoU']} mIoU", "sag_gather_probe.csv"))
+    oracle = rows("sag_oracle_gather.csv")
+    picks = lambda loss: sorted(float(r["picks"]) for r in oracle if r["loss"] == loss)
+    c3, told = picks("c3"), picks("told")
+    out.append((f"only {c3[0]:.1f}–{c3[-1]:.1f} % of the val sentences in every variant we tried, against "
+                f"{float(oracle[0]['random_shape']):.1f} % for one random shape, {float(oracle[0]['words_only']):.1f} % for an answer",
+                "sag_oracle_gather.csv"))
+    out.append((f"and {told[0]:.1f}–{told[-1]:.1f} % when the gather is told the answer", "sag_oracle_gather.csv"))
     return out
 
 
