@@ -112,6 +112,14 @@ def pick_accuracy(model, appearance, scene, loader) -> dict[str, float]:
             **{f"picks_{k}": 100 * float(np.mean(v)) for k, v in sorted(hits.items()) if k != "overall"}}
 
 
+def shape_code_appearance() -> type:
+    "`MomentAppearance` of tools/sag_gather_probe.py (EntityAppearance + a code of the map's shape moments)."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("sag_gather_probe", Path(__file__).with_name("sag_gather_probe.py"))
+    probe = importlib.util.module_from_spec(spec); spec.loader.exec_module(probe)
+    return probe.MomentAppearance
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True)
@@ -120,6 +128,8 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], help="config overrides of sag_tiny, key=value")
+    ap.add_argument("--shape-code", action="store_true",
+                    help="entities also carry sag_gather_probe.py's shape moments (Hu's φ1–φ4, box fill; diagnostic)")
     ap.add_argument("--fusion-scale", type=float, default=1.0, help="× the fusion's attention logits (sharper A^fuse; diagnostic)")
     ap.add_argument("--results", default=None)
     ap.add_argument("--row", default="oracle")
@@ -131,7 +141,7 @@ def main():
     tok, loaders, model, cfg = prepare(cfg, ["train", "val"])
     hw = (cfg.data.image_size // cfg.model.vision.patch_size,) * 2
     scenes = {k: SceneEntities(l.dataset.base.refer, cfg.data.image_size, hw) for k, l in loaders.items()}
-    appearance = EntityAppearance(cfg.model.sag.dim)
+    appearance = (shape_code_appearance() if a.shape_code else EntityAppearance)(cfg.model.sag.dim)
     model.fusion.scale *= a.fusion_scale
     if cfg.model.sag.in_image_negatives:                     # sentence pairs from one image, as ris_nb.train builds them
         train = loaders["train"]
@@ -152,7 +162,8 @@ def main():
             if step % 100 == 0: print(f"step {step}: loss {loss.item():.3f}", flush=True)
             if step == a.steps: break
     secs = time.perf_counter() - t0
-    row = {"row": a.row, "loss": a.loss, "overrides": " ".join(a.set + ([f"--fusion-scale {a.fusion_scale:g}"] if a.fusion_scale != 1 else [])), "steps": a.steps, "samples": a.steps * cfg.train.batch_size,
+    row = {"row": a.row, "loss": a.loss, "overrides": " ".join(a.set + ([f"--fusion-scale {a.fusion_scale:g}"] if a.fusion_scale != 1 else [])
+                                     + (["--shape-code"] if a.shape_code else [])), "steps": a.steps, "samples": a.steps * cfg.train.batch_size,
            **{k: round(v, 1) for k, v in pick_accuracy(model, appearance, scenes["val"], loaders["val"]).items()},
            "train_s": round(secs), "probe_1t_ms": round(one, 2), "probe_2t_ms": round(two, 2)}
     print(row)
