@@ -130,14 +130,17 @@ def main():
            **{f"mIoU_{k}": round(v["mIoU"], 2) for k, v in sorted(res["by_type"].items())},
            "train_s": round(secs), "probe_1t_ms": round(one, 2), "probe_2t_ms": round(two, 2)}
     print(row)
-    if a.results:
-        p = Path(a.results)
-        rows = list(csv.DictReader(p.open())) if p.exists() else []
-        rows = [r for r in rows if r["row"] != a.row] + [row]
-        cols = list(dict.fromkeys(k for r in rows for k in r))
-        buf = io.StringIO(); w = csv.DictWriter(buf, cols); w.writeheader(); w.writerows(rows)
-        write_atomic(p, lambda tmp: tmp.write_text(buf.getvalue()))
-        print("written:", p)
+    if a.results: write_row(Path(a.results), row)
+
+
+def write_row(path: Path, row: dict) -> None:
+    "Add `row` to the results CSV at `path`, replacing a row of the same name; written atomically."
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
+    rows = [r for r in rows if r["row"] != row["row"]] + [row]
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO(); w = csv.DictWriter(buf, cols); w.writeheader(); w.writerows(rows)
+    write_atomic(path, lambda tmp: tmp.write_text(buf.getvalue()))
+    print("written:", path)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,13 @@ argmax A^fuse is the fraction of sentences whose shape is picked; the language-b
 It separates SaG's two halves: if C³ picks well here, the gather is learnable from text on this data and the wall is the shatter.
 
 Usage: OMP_NUM_THREADS=2 python tools/sag_oracle_gather.py --data data/shaperefs --loss c3|told [--steps 500]
-       [--set key=value ...] [--results nbs/results/sag_oracle_gather.csv --row NAME]
+       [--set key=value ...] [--shape-code] [--fusion-scale S] [--results nbs/results/sag_oracle_gather.csv --row NAME]
+The rows of nbs/results/sag_oracle_gather.csv: `--loss told|c3 --steps 500` (and 2000), `--set model.sag.fusion_residual=false`,
+`--set model.sag.c3_normalize_target=true model.sag.c3_temperature=0.1`, both, `--set model.sag.in_image_negatives=true`,
+`--fusion-scale 4`, `--shape-code` (its `overrides` column).
 """
 from __future__ import annotations
-import argparse, csv, io, os, time
+import argparse, os, time
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ris_nb.core import get_preset, parse_override, probe_ms, write_atomic
+from ris_nb.core import get_preset, parse_override, probe_ms
 from ris_nb.data.refer import scene_masks
 from ris_nb.data.transforms import resize_mask
 from ris_nb.models.sag import EntityAppearance, batch_partners, c3_in_image_loss, c3_loss, own_image_copies
@@ -112,12 +115,12 @@ def pick_accuracy(model, appearance, scene, loader) -> dict[str, float]:
             **{f"picks_{k}": 100 * float(np.mean(v)) for k, v in sorted(hits.items()) if k != "overall"}}
 
 
-def shape_code_appearance() -> type:
-    "`MomentAppearance` of tools/sag_gather_probe.py (EntityAppearance + a code of the map's shape moments)."
+def gather_probe():
+    "tools/sag_gather_probe.py as a module (its shape code and its results writer)."
     import importlib.util
     spec = importlib.util.spec_from_file_location("sag_gather_probe", Path(__file__).with_name("sag_gather_probe.py"))
     probe = importlib.util.module_from_spec(spec); spec.loader.exec_module(probe)
-    return probe.MomentAppearance
+    return probe
 
 
 def main():
@@ -141,7 +144,7 @@ def main():
     tok, loaders, model, cfg = prepare(cfg, ["train", "val"])
     hw = (cfg.data.image_size // cfg.model.vision.patch_size,) * 2
     scenes = {k: SceneEntities(l.dataset.base.refer, cfg.data.image_size, hw) for k, l in loaders.items()}
-    appearance = (shape_code_appearance() if a.shape_code else EntityAppearance)(cfg.model.sag.dim)
+    appearance = (gather_probe().MomentAppearance if a.shape_code else EntityAppearance)(cfg.model.sag.dim)
     model.fusion.scale *= a.fusion_scale
     if cfg.model.sag.in_image_negatives:                     # sentence pairs from one image, as ris_nb.train builds them
         train = loaders["train"]
@@ -149,7 +152,7 @@ def main():
             sampler=PairedSampler(image_partners(train.dataset), seed=cfg.seed, batch_size=cfg.train.batch_size))
     params = list(model.text.parameters()) + list(model.fusion.parameters()) + list(appearance.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=cfg.train.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=max(0.05, 2 / a.steps))
     s, step, t0 = cfg.model.sag, 0, time.perf_counter()
     while step < a.steps:
         for batch in loaders["train"]:
@@ -167,14 +170,7 @@ def main():
            **{k: round(v, 1) for k, v in pick_accuracy(model, appearance, scenes["val"], loaders["val"]).items()},
            "train_s": round(secs), "probe_1t_ms": round(one, 2), "probe_2t_ms": round(two, 2)}
     print(row)
-    if a.results:
-        p = Path(a.results)
-        rows = list(csv.DictReader(p.open())) if p.exists() else []
-        rows = [r for r in rows if r["row"] != a.row] + [row]
-        cols = list(dict.fromkeys(k for r in rows for k in r))
-        buf = io.StringIO(); w = csv.DictWriter(buf, cols); w.writeheader(); w.writerows(rows)
-        write_atomic(p, lambda tmp: tmp.write_text(buf.getvalue()))
-        print("written:", p)
+    if a.results: gather_probe().write_row(Path(a.results), row)
 
 
 if __name__ == "__main__":
