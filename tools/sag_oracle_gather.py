@@ -43,6 +43,11 @@ class SceneEntities:
             self.cache[image_id] = (list(masks), F.adaptive_avg_pool2d(grid, self.hw).flatten(1))
         return self.cache[image_id]
 
+    def category(self, image_id: int, index: int) -> int:
+        "Category id of the `index`-th true shape of an image."
+        ann = self._image(int(image_id))[0][index]
+        return self.refer.anns[ann]["category_id"]
+
     def __call__(self, image_ids, ann_ids) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, N = len(image_ids), self.hw[0] * self.hw[1]
         maps, valid, target = torch.zeros(B, self.E, N), torch.zeros(B, self.E, dtype=torch.bool), torch.zeros(B, dtype=torch.long)
@@ -102,16 +107,19 @@ def words_only_reference(dataset) -> float:
 def pick_accuracy(model, appearance, scene, loader) -> dict[str, float]:
     "% of sentences whose shape has the largest A^fuse, overall and by expression type; and the random-shape reference."
     model.eval(); appearance.eval()
-    hits, blind = defaultdict(list), []
+    hits, blind, wrong_shape = defaultdict(list), [], []
     for batch in loader:
         a_all, _, _, _, valid, target = gather(model, appearance, scene, batch)
         own = a_all.diagonal(dim1=0, dim2=1).T                                      # (B,E) each sentence over its image
-        right = (own.argmax(1) == target).tolist()
-        for r, typ in zip(right, batch.meta["expr_type"]): hits[typ].append(r); hits["overall"].append(r)
+        pick = own.argmax(1)
+        for b, (p, t, typ) in enumerate(zip(pick.tolist(), target.tolist(), batch.meta["expr_type"])):
+            hits[typ].append(p == t); hits["overall"].append(p == t)
+            if typ == "attribute" and p != t: wrong_shape.append(scene.category(batch.meta["image_id"][b], p) != scene.category(batch.meta["image_id"][b], t))
         blind += (1 / valid.sum(1).float()).tolist()
     model.train(); appearance.train()
     return {"picks": 100 * float(np.mean(hits["overall"])), "random_shape": 100 * float(np.mean(blind)),
             "words_only": words_only_reference(loader.dataset),
+            "attribute_misses_of_another_shape": 100 * float(np.mean(wrong_shape)) if wrong_shape else 0.0,
             **{f"picks_{k}": 100 * float(np.mean(v)) for k, v in sorted(hits.items()) if k != "overall"}}
 
 
