@@ -751,7 +751,7 @@ def _fit_locked(model: nn.Module, loaders: dict, cfg: Config, cbs: Sequence[Call
     if info.is_main: print(precision_line(info.device, cfg.train.amp))
     if found:
         resume(learn, found[1])
-        if info.is_main: print(f"resumed from {found[0]} at step {learn.step}")
+        if info.is_main: print(f"resumed from {os.path.relpath(found[0], run_dir)} in the run folder at step {learn.step}")
     learn.fit()
     return run_dir
 
