@@ -625,30 +625,16 @@ def test_course_names_a_broken_notebook_and_writes_nothing(tmp_path):
     assert not (tmp_path / "course").exists()
 
 
-def test_eval_of_a_run_trained_on_a_relative_data_root_asks_for_data(trained, tmp_path, capsys, monkeypatch):
-    "A run trained with `--data data` from another folder: eval names the root, the folder it looked from, and --data."
+@pytest.mark.parametrize("saved_data", [{"root": "data"}, {"root": ".", "dataset": "data"}], ids=["relative root", "dataset folder itself"])
+def test_eval_of_a_run_trained_on_data_given_relatively_asks_for_data(trained, tmp_path, capsys, monkeypatch, saved_data):
+    """A run trained with `--data data` from another folder stores root 'data' (or '.', dataset 'data' when `data` is the dataset
+    folder itself, a root that exists anywhere): eval from elsewhere names the root, the folder it looked from, and --data."""
     import shutil
     from ris_nb.train import load_checkpoint
     run = tmp_path / "run"; run.mkdir()
     shutil.copytree(trained / "tokenizer", run / "tokenizer")
     ck = load_checkpoint(trained / "best.pt")
-    saved = json.loads(ck["config"]); saved["data"]["root"] = "data"
-    ck["config"] = json.dumps(saved)
-    torch.save(ck, run / "best.pt")
-    monkeypatch.chdir(tmp_path)                                  # no data/ here
-    rc, err = main(capsys, "eval", "--ckpt", run / "best.pt")
-    assert rc == 2 and "'data'" in err and str(tmp_path) in err and "--data" in err and "synth" not in err, err
-    assert not (run / "report.md").exists()
-
-
-def test_eval_of_a_run_trained_on_the_dataset_folder_itself_asks_for_data(trained, tmp_path, capsys, monkeypatch):
-    "`train --data data` (the dataset folder itself) stores root '.', which exists anywhere: eval from elsewhere must still ask for --data."
-    import shutil
-    from ris_nb.train import load_checkpoint
-    run = tmp_path / "run"; run.mkdir()
-    shutil.copytree(trained / "tokenizer", run / "tokenizer")
-    ck = load_checkpoint(trained / "best.pt")
-    saved = json.loads(ck["config"]); saved["data"].update(root=".", dataset="data")
+    saved = json.loads(ck["config"]); saved["data"].update(saved_data)
     ck["config"] = json.dumps(saved)
     torch.save(ck, run / "best.pt")
     monkeypatch.chdir(tmp_path)                                  # no data/ here
