@@ -345,6 +345,8 @@ def _add_experiments(sub) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3; one seed gives no verdict)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the budget's)")
     p.add_argument("--scenes", type=int, default=None, help="ShapeRefs scenes generated for the study (default: the budget's)")
+    p.add_argument("--language", choices=["plain", "rich"], default="plain",
+                   help="ShapeRefs' sentences: plain (default) or rich (synonyms, rare words, chains of relations)")
     p.add_argument("--jobs", type=int, default=usable_cores(), help="runs trained at once, one process each, the torch threads "
                    f"shared between them (default: one per usable core, {usable_cores()} here)")
     p.set_defaults(func=_run_experiments)
@@ -353,7 +355,8 @@ def _run_experiments(args) -> None:
     from dataclasses import replace
     from ris_nb.experiments import FULL, QUICK, run_study, study_markdown
     budget = QUICK if args.quick else FULL
-    budget = replace(budget, **{k: v for k, v in (("steps", args.steps), ("n_images", args.scenes)) if v is not None})  # validated
+    budget = replace(budget, language=args.language,
+                     **{k: v for k, v in (("steps", args.steps), ("n_images", args.scenes)) if v is not None})  # validated
     out = check_out_dir(Path(args.out))
     study = run_study(out, only=args.only, seeds=args.seeds, budget=budget, jobs=args.jobs)
     print(study_markdown(study))

@@ -144,18 +144,20 @@ def verdict(base: list[float], variant: list[float], sign: int = 1) -> dict[str,
 # %% ../nbs/16_experiments.ipynb #ac24ad5d
 @dataclass(frozen=True)
 class Budget:
-    "What every run of a study gets: ShapeRefs scenes (generated once), image side, optimizer steps of `batch_size`."
+    "What every run of a study gets: ShapeRefs scenes (generated once, in `language`), image side, optimizer steps of `batch_size`."
     n_images: int = 800                # ours: 560 training scenes, 80 for validation
     image_size: int = 64
     steps: int = 400                   # ours: the full study (3 seeds) took 41 min on 2 idle cores here, see below
     batch_size: int = 32
     data_seed: int = 3
+    language: str = "plain"            # ShapeRefs' sentences: "plain" or "rich" (synonyms, rare words, relation chains)
 
     def __post_init__(self):
         for k in ("n_images", "image_size", "steps", "batch_size"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
                 raise ValueError(f"budget {k}={getattr(self, k)!r}: expected a positive integer")
         if self.n_images < 20: raise ValueError(f"budget n_images={self.n_images}: expected >= 20 (val needs a few scenes)")
+        if self.language not in ("plain", "rich"): raise ValueError(f"budget language={self.language!r}: expected 'plain' or 'rich'")
 
 FULL = Budget()
 QUICK = Budget(n_images=300, steps=50, batch_size=16)    # ours: the mechanics in ≈ 3–4 min on one slow core
@@ -194,11 +196,11 @@ def study_data(out: str | Path, budget: Budget) -> Path:
     d = Path(out) / "data" / "shaperefs"
     if (d / "meta.json").exists() and (d / "refs(shaperefs).p").exists():
         m = json.loads((d / "meta.json").read_text())
-        want = {"n_images": budget.n_images, "seed": budget.data_seed, "size": budget.image_size}
-        got = {k: m.get(k) for k in want}
+        want = {"n_images": budget.n_images, "seed": budget.data_seed, "size": budget.image_size, "language": budget.language}
+        got = {**{k: m.get(k) for k in want}, "language": m.get("language", "plain")}   # no key: made before the option, plain
         if got != want: raise ValueError(f"{d} holds ShapeRefs {got}, this budget needs {want}; use another --out")
         return d
-    generate(d, n_images=budget.n_images, seed=budget.data_seed, size=budget.image_size, verbose=False)
+    generate(d, n_images=budget.n_images, seed=budget.data_seed, size=budget.image_size, verbose=False, language=budget.language)
     return d
 
 # %% ../nbs/16_experiments.ipynb #634cffd8
@@ -302,7 +304,8 @@ def _study_header(study: dict) -> list[str]:
     b = study["budget"]
     return [f"# Ablations in miniature (ShapeRefs val, {b['image_size']} px)", "",
             f"{study['seeds']} seed(s) per row; every run: {b['steps']} steps of batch {b['batch_size']} on {b['n_images']} "
-            f"generated scenes (data seed {b['data_seed']}), scored on val with its final weights. Training time "
+            f"generated scenes (data seed {b['data_seed']}, {b.get('language', 'plain')} language), scored on val with its "
+            "final weights. Training time "
             f"{study['train_s'] / 60:.1f} min for the runs of this study ({study['runs_done_now']} of {study['runs']} runs done "
             f"in this call, the others read back); 512³ matmul probe {study['probe_ms']:.2f} ms. Paper numbers are RefCOCO val at full scale: compare "
             "directions, not values.", "",
