@@ -26,7 +26,7 @@ from .core import probe_ms, write_atomic
 __all__ = ['STUDIES', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'Row', 'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows',
            'sag_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config', 'write_json_atomic', 'finished',
            'study_data', 'train_and_score', 'rescore', 'run_one', 'blind_floors', 'aggregate', 'study_markdown',
-           'plot_study', 'write_outputs', 'run_study']
+           'plot_study', 'write_outputs', 'probe_on_threads', 'run_study']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -299,6 +299,11 @@ GROUPS = {"magnet": ("MagNet: Mask Grounding, CAM, CAL (supervised with masks)",
           "sag_k": ("SaG trained jointly: K_g × K_s", "mIoU"), "sag_inference": ("SaG: inference schemes (same checkpoints)", "mIoU")}
 
 # %% ../nbs/16_experiments.ipynb #9696cd01
+def _probes(study: dict) -> str:
+    "The study's probe line: one thread (and two, when recorded; studies before it kept one reading)."
+    two = study.get("probe_2t_ms")
+    return f"{study['probe_ms']:.2f} ms" + (f" on one thread, {two:.2f} ms on two, after the runs" if two else "")
+
 def _study_header(study: dict) -> list[str]:
     "Title, budget, training time and probe, and the language-blind answers."
     b = study["budget"]
@@ -307,7 +312,7 @@ def _study_header(study: dict) -> list[str]:
             f"generated scenes (data seed {b['data_seed']}, {b.get('language', 'plain')} language), scored on val with its "
             "final weights. Training time "
             f"{study['train_s'] / 60:.1f} min for the runs of this study ({study['runs_done_now']} of {study['runs']} runs done "
-            f"in this call, the others read back); 512³ matmul probe {study['probe_ms']:.2f} ms. Paper numbers are RefCOCO val at full scale: compare "
+            f"in this call, the others read back); 512³ matmul probe {_probes(study)}. Paper numbers are RefCOCO val at full scale: compare "
             "directions, not values.", "",
             "Answers that ignore the sentence: " + ", ".join(f"{k} {v['oIoU']:.1f} oIoU / {v['mIoU']:.1f} mIoU"
                                                              for k, v in study["blind"].items()) + ".", ""]
@@ -420,6 +425,13 @@ def _run_parallel(jobs: list[tuple[Row, int]], budget: Budget, out: Path, source
     return [done[(r.name, s)] for r, s in jobs]
 
 # %% ../nbs/16_experiments.ipynb #a1afc72c
+def probe_on_threads(threads: int) -> float:
+    "The 512³ probe (ms) on `threads` torch threads, the process's thread count restored after."
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads); return probe_ms()
+    finally: torch.set_num_threads(before)
+
 def _run_serial(jobs: list[tuple[Row, int]], budget: Budget, out: Path, sources: set[str], bar,
                 on_train: Callable[[str, int], None] | None) -> list[dict]:
     "Every (row, seed) in this process, in order; rows that another row re-scores keep their checkpoints."
@@ -446,6 +458,6 @@ def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: 
         else: results = _run_serial(todo, budget, out, sources, bar, on_train)
     study = aggregate(rows, claims, results, budget, seeds, blind_floors(out))
     study["wall_s"], study["jobs"] = time.perf_counter() - t0, jobs
-    study["probe_ms"] = probe_ms()
+    study["probe_ms"], study["probe_2t_ms"] = probe_on_threads(1), probe_on_threads(2)
     write_outputs(study, out)
     return study

@@ -2,13 +2,16 @@
 study resumes without re-training its finished runs. The verdict rule itself is tested in 16_experiments."""
 import json
 import os
+from dataclasses import replace
 
+import pytest
 import torch
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from ris_nb import experiments as E
 from ris_nb.cli import main
+from ris_nb.data.refer import Refer
 
 TOY = ["--quick", "--seeds", "1", "--steps", "2", "--scenes", "60", "--jobs", "1"]   # two optimizer steps a run, 60 scenes
 
@@ -83,9 +86,6 @@ def test_jobs_must_be_positive(tmp_path):
 
 def test_study_data_follows_the_budgets_language(tmp_path):
     """`--language rich` generates the rich sentences once; a folder made with the other language is refused, naming both."""
-    import pytest
-    from dataclasses import replace
-    from ris_nb.data.refer import Refer
     rich = replace(E.QUICK, n_images=20, language="rich")
     d = E.study_data(tmp_path, rich)
     assert json.loads((d / "meta.json").read_text())["language"] == "rich"

@@ -2,6 +2,7 @@
 `nbs/results/` the way the README writes it and asks that the README says exactly that. A re-measured file without an
 updated README (or the reverse) fails here, naming the file."""
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -72,6 +73,11 @@ def expected_snippets() -> list[tuple[str, str]]:
                 f"{float(oracle[0]['random_shape']):.1f} % for one random shape, {float(oracle[0]['words_only']):.1f} % for an answer",
                 "sag_oracle_gather.csv"))
     out.append((f"and {told[0]:.1f}–{told[-1]:.1f} % when the gather is told the answer", "sag_oracle_gather.csv"))
+    study = json.loads((RESULTS / "study_magnet_rich.json").read_text())
+    for c in study["claims"]:
+        floor = " (both below the language-blind floor)" if c["below_floor"] else ""
+        out.append((f"| {c['claim']}, rich language (`{c['base']}` → `{c['variant']}`) | {c['metric']} | {c['diff']:+.1f} | "
+                    f"{c['spread']:.1f} | {c['verdict']}{floor} |", "study_magnet_rich.json"))
     return out
 
 
