@@ -26,7 +26,7 @@ from .core import probe_ms, write_atomic
 __all__ = ['STUDIES', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'Row', 'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows',
            'sag_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config', 'write_json_atomic', 'finished',
            'study_data', 'train_and_score', 'rescore', 'run_one', 'blind_floors', 'aggregate', 'study_markdown',
-           'plot_study', 'write_outputs', 'probe_on_threads', 'run_study']
+           'plot_study', 'write_outputs', 'run_study']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -425,7 +425,7 @@ def _run_parallel(jobs: list[tuple[Row, int]], budget: Budget, out: Path, source
     return [done[(r.name, s)] for r, s in jobs]
 
 # %% ../nbs/16_experiments.ipynb #a1afc72c
-def probe_on_threads(threads: int) -> float:
+def _probe_on_threads(threads: int) -> float:
     "The 512³ probe (ms) on `threads` torch threads, the process's thread count restored after."
     before = torch.get_num_threads()
     try:
@@ -458,6 +458,6 @@ def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: 
         else: results = _run_serial(todo, budget, out, sources, bar, on_train)
     study = aggregate(rows, claims, results, budget, seeds, blind_floors(out))
     study["wall_s"], study["jobs"] = time.perf_counter() - t0, jobs
-    study["probe_ms"], study["probe_2t_ms"] = probe_on_threads(1), probe_on_threads(2)
+    study["probe_ms"], study["probe_2t_ms"] = _probe_on_threads(1), _probe_on_threads(2)
     write_outputs(study, out)
     return study
