@@ -41,7 +41,8 @@ def train_val(root, preset: str, steps: int, **upd):
 # lavt_tiny bf16, seeds 0/1/2: 28.5 / 30.5 / 30.5 oIoU, cross-ref 0.33 / 0.34 / 0.30, right shape 45.6 / 47.2 / 47.5 %;
 #   float32: 28.5 / 33.1 / 31.6, 0.33 / 0.30 / 0.31, 44.5 / 50.1 / 51.4 %. Old recipe (abs_pos none, Dice only), bf16,
 #   seed 0: 23.5, 0.73, 29.0 %.
-# magnet_tiny float32, seeds 1/2: 32.4 / 31.6 oIoU, cross-ref 0.33 / 0.34, right shape 49.3 / 46.9 %; bf16, seeds
+# magnet_tiny float32, seeds 0/1/2: 31.0 / 32.4 / 31.6 oIoU, cross-ref 0.35 / 0.33 / 0.34, right shape 47.8 / 49.3 /
+#   46.9 %; bf16, seeds
 #   0/1/2: 31.1 / 31.8 / 31.3, 0.35 / 0.35 / 0.37, 47.4 / 47.7 / 46.9 %. Old recipe (patch stem, one block per stage, no
 #   absolute position, no refine head), float32, seed 0: 23.9, 0.57, 35.9 % — below all three thresholds. (Dropping
 #   only the absolute position no longer hurts: bf16, seed 0, 32.1.) 200 steps are too few (float32, seeds 0/1/2:
