@@ -32,12 +32,7 @@ FIELDS = ["preset", "seed", "amp", "samples", "oIoU", "mIoU", "P@0.5", "attribut
 
 def probes() -> tuple[float, float]:
     "512³ float32 matmul (ms) on one thread and on two."
-    n = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1); one = probe_ms()
-        torch.set_num_threads(2); two = probe_ms()
-    finally: torch.set_num_threads(n)
-    return one, two
+    return probe_ms(threads=1), probe_ms(threads=2)
 
 
 def training_rate(run: Path) -> float:

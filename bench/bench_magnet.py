@@ -201,9 +201,7 @@ def step_profile(args, probe) -> list[dict]:
     from ris_nb.core import cpu_native_bf16, probe_ms
     from ris_nb.data.shaperefs import generate
     from ris_nb.train import prepare
-    def probes():
-        n = torch.get_num_threads(); torch.set_num_threads(1); one = probe_ms(); torch.set_num_threads(2); two = probe_ms()
-        torch.set_num_threads(n); return one, two
+    def probes(): return probe_ms(threads=1), probe_ms(threads=2)
     load0, p0 = os.getloadavg()[0], probes()
     root = Path(tempfile.mkdtemp(prefix="magnet_step_"))
     generate(root / "shaperefs", 200, 0, 64)

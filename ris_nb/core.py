@@ -811,12 +811,15 @@ def official_fixture(name: str) -> Path:
     return path
 
 # %% ../nbs/00_core.ipynb #ut000002
-def probe_ms(n: int = 512, reps: int = 5) -> float:
-    "Fastest of `reps` n³ float32 matmuls (ms): the probe every reported time carries."
+def probe_ms(n: int = 512, reps: int = 5, threads: int | None = None) -> float:
+    "Fastest of `reps` n³ float32 matmuls (ms) on `threads` torch threads (default: the current count, restored after)."
     a, b = torch.randn(n, n), torch.randn(n, n)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
+    before, best = torch.get_num_threads(), float("inf")
+    try:
+        if threads: torch.set_num_threads(threads)
+        for _ in range(reps):
+            t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
+    finally: torch.set_num_threads(before)
     return best * 1e3
 
 # %% ../nbs/00_core.ipynb #uc000002

@@ -425,13 +425,6 @@ def _run_parallel(jobs: list[tuple[Row, int]], budget: Budget, out: Path, source
     return [done[(r.name, s)] for r, s in jobs]
 
 # %% ../nbs/16_experiments.ipynb #a1afc72c
-def _probe_on_threads(threads: int) -> float:
-    "The 512³ probe (ms) on `threads` torch threads, the process's thread count restored after."
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads); return probe_ms()
-    finally: torch.set_num_threads(before)
-
 def _run_serial(jobs: list[tuple[Row, int]], budget: Budget, out: Path, sources: set[str], bar,
                 on_train: Callable[[str, int], None] | None) -> list[dict]:
     "Every (row, seed) in this process, in order; rows that another row re-scores keep their checkpoints."
@@ -458,6 +451,6 @@ def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: 
         else: results = _run_serial(todo, budget, out, sources, bar, on_train)
     study = aggregate(rows, claims, results, budget, seeds, blind_floors(out))
     study["wall_s"], study["jobs"] = time.perf_counter() - t0, jobs
-    study["probe_ms"], study["probe_2t_ms"] = _probe_on_threads(1), _probe_on_threads(2)
+    study["probe_ms"], study["probe_2t_ms"] = probe_ms(threads=1), probe_ms(threads=2)
     write_outputs(study, out)
     return study

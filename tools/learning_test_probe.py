@@ -8,7 +8,8 @@ Usage: OMP_NUM_THREADS=1 python tools/learning_test_probe.py --preset magnet_tin
        [--set train.amp=bf16 model.vision.abs_pos=none ...] [--recipe NAME] [--results nbs/results/learning_tests.csv]
 The rows of nbs/results/learning_tests.csv: lavt_tiny and magnet_tiny, seeds 0/1/2, `train.amp=bf16` and float32; the old
 recipes (`--recipe old`): lavt_tiny `model.vision.abs_pos=none model.lavt.loss=dice`, magnet_tiny `model.vision.abs_pos=none
-model.vision.stem=patch model.vision.depths=[1,1,1,1] model.lavt.refine=0`; magnet_tiny at 200 steps.
+model.vision.stem=patch model.vision.depths=[1,1,1,1] model.lavt.refine=0`; magnet_tiny at 200 steps; and the budget the
+test now runs, `--set data.image_size=48` (`--recipe "48 px"`, and `"old 48 px"` with the old recipes' overrides added).
 """
 from __future__ import annotations
 import argparse, os, sys, tempfile, time

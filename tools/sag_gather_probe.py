@@ -103,8 +103,7 @@ def main():
     ap.add_argument("--row", default="probe")
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
-    one = (torch.set_num_threads(1), probe_ms())[1]; torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
-    two = probe_ms()
+    one, two = probe_ms(threads=1), probe_ms()
     cfg = get_preset("sag_tiny").override({"data.root": str(Path(a.data).parent), "data.weak": False, "seed": a.seed,
                                            "train.max_steps": a.steps, **dict(parse_override(o) for o in a.set)})
     use_variant(a.variant)

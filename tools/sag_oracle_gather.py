@@ -146,7 +146,7 @@ def main():
     ap.add_argument("--row", default="oracle")
     a = ap.parse_args()
     threads = int(os.environ.get("OMP_NUM_THREADS", 2))
-    torch.set_num_threads(1); one = probe_ms(); torch.set_num_threads(threads); two = probe_ms()
+    one, two = probe_ms(threads=1), probe_ms(threads=threads)
     cfg = get_preset("sag_tiny").override({"data.root": str(Path(a.data).parent), "data.weak": False, "seed": a.seed,
                                            "train.max_steps": a.steps, **dict(parse_override(o) for o in a.set)})
     tok, loaders, model, cfg = prepare(cfg, ["train", "val"])
