@@ -19,6 +19,7 @@ Probe-relative filtering and the printed floor: bench/common.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -213,7 +214,10 @@ def step_profile(args, probe) -> list[dict]:
     # the old code knows fewer config keys: build its config from its own preset with the same overrides
     old_cfg = old_core.get_preset("magnet_tiny").override({**over, "model.text.vocab_size": prep.cfg.model.text.vocab_size})
     for sec in ("vision", "text", "lavt", "mg", "cal", "magnet"):
-        if old_cfg.to_dict()["model"][sec] != prep.cfg.to_dict()["model"][sec]:
+        was, now = old_cfg.to_dict()["model"][sec], prep.cfg.to_dict()["model"][sec]
+        default = dataclasses.asdict(type(getattr(prep.cfg.model, sec))())
+        added_off = all(v == default[k] for k, v in now.items() if k not in was)   # options added since, left at their default
+        if any(now[k] != v for k, v in was.items()) or not added_off:
             raise SystemExit(f"model.{sec} of magnet_tiny differs between {args.before} and now; the step comparison needs the same model")
     old = old_core.build_model(old_cfg)
     old.load_state_dict(prep.model.state_dict())

@@ -22,10 +22,10 @@ from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, 
 from ..core import Config, TextConfig, VisionConfig
 
 # %% auto #0
-__all__ = ['read_state_dict', 'load_in_order', 'StagedBackbone', 'SwinBlockPadFirst', 'swin_official_to_timm', 'conv_stem',
-           'SwinBackbone', 'packaged_weights_path', 'timm_classifier', 'TimmCNNBackbone', 'resize_pos_grid',
-           'ViTBackbone', 'sine_pos_2d', 'build_backbone', 'offline_random', 'TextFeatures', 'extended_mask',
-           'TextEncoder', 'build_text_encoder']
+__all__ = ['read_state_dict', 'load_in_order', 'StagedBackbone', 'SwinBlockPadFirst', 'swin_official_to_timm', 'ChannelsLast',
+           'conv_stem', 'SwinBackbone', 'packaged_weights_path', 'timm_classifier', 'TimmCNNBackbone',
+           'resize_pos_grid', 'ViTBackbone', 'sine_pos_2d', 'build_backbone', 'offline_random', 'TextFeatures',
+           'extended_mask', 'TextEncoder', 'build_text_encoder']
 
 # %% ../../nbs/05_encoders.ipynb #69a4b835
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -109,10 +109,15 @@ def swin_official_to_timm(sd: dict[str, torch.Tensor], prefix: str = "") -> dict
     return out
 
 # %% ../../nbs/05_encoders.ipynb #cs000001
+class ChannelsLast(nn.Sequential):
+    "`nn.Sequential` on a channels-last copy of its (B,C,H,W) input (oneDNN's faster layout for CPU convolutions), output contiguous."
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
 def conv_stem(dim: int) -> nn.Sequential:
     "Ours: three 3×3 convolutions (strides 1, 2, 2) in place of Swin's 4×4 patch projection: (B,3,H,W) -> (B,dim,H/4,W/4)."
-    return nn.Sequential(nn.Conv2d(3, dim // 2, 3, 1, 1), nn.GELU(), nn.Conv2d(dim // 2, dim, 3, 2, 1), nn.GELU(),
-                         nn.Conv2d(dim, dim, 3, 2, 1))
+    return ChannelsLast(nn.Conv2d(3, dim // 2, 3, 1, 1), nn.GELU(), nn.Conv2d(dim // 2, dim, 3, 2, 1), nn.GELU(),
+                        nn.Conv2d(dim, dim, 3, 2, 1))
 
 
 # %% ../../nbs/05_encoders.ipynb #d0c3d2b0

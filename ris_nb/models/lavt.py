@@ -106,7 +106,8 @@ class RefineHead(nn.Module):
         "`image_index` (B,) long: row b of `logits` reads image image_index[b] (evaluation that encodes each image once)."
         if image_index is not None: images = images[image_index]
         up = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=self.align_corners)
-        return up + self.out(self.body(torch.cat([up, images.to(up.dtype)], 1)))
+        x = torch.cat([up, images.to(up.dtype)], 1).contiguous(memory_format=torch.channels_last)   # oneDNN's faster layout
+        return up + self.out(self.body(x)).contiguous()
 
 
 # %% ../../nbs/06_lavt.ipynb #b924c9ae
