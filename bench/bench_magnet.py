@@ -164,9 +164,13 @@ STEP_COLS = ["code", "precision", "median ms", "p10–p90 ms", "kept/dropped", "
 
 def package_at(rev: str, name: str = "ris_nb_before"):
     "The `ris_nb` package as it was at git revision `rev`, imported under `name` (a temp copy; modules renamed inside)."
-    import importlib, re, subprocess, tempfile
+    import atexit, importlib, re, shutil, subprocess, tempfile
     root = Path(__file__).resolve().parents[1]
+    if subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{rev}^{{commit}}"], capture_output=True).returncode:
+        raise SystemExit(f"--step compares with git revision {rev}, which this checkout does not hold (a shallow clone or an "
+                         "installed package?): clone the full history, or name another revision with --before REV")
     d = Path(tempfile.mkdtemp(prefix="ris_nb_at_"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
     tar = subprocess.run(["git", "-C", str(root), "archive", rev, "ris_nb"], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(d)], input=tar, check=True)
     (d / "ris_nb").rename(d / name)
@@ -198,13 +202,14 @@ def op_counts(fn) -> dict:
 
 def step_profile(args, probe) -> list[dict]:
     "magnet_tiny, batch 32 at 64 px on a 200-image ShapeRefs: the step at `--before` and now, fp32 and bf16, interleaved."
-    import os, tempfile, time
+    import atexit, os, shutil, tempfile, time
     from ris_nb.core import cpu_native_bf16, probe_ms
     from ris_nb.data.shaperefs import generate
     from ris_nb.train import prepare
     def probes(): return probe_ms(threads=1), probe_ms(threads=2)
     load0, p0 = os.getloadavg()[0], probes()
     root = Path(tempfile.mkdtemp(prefix="magnet_step_"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     generate(root / "shaperefs", 200, 0, 64)
     over = {"data.root": str(root), "data.image_size": 64, "train.batch_size": 32, "data.num_workers": 0}
     cfg = get_preset("magnet_tiny").override(over)
@@ -252,7 +257,9 @@ def step_profile(args, probe) -> list[dict]:
         buf = io.StringIO(); w = csv.DictWriter(buf, cols, extrasaction="ignore"); w.writeheader(); w.writerows(rows)
         write_atomic(args.results, lambda p: p.write_text(buf.getvalue()))
         print(f"\nwritten: {args.results}")
-    return [{"what": f"magnet_tiny step {r['code']} {r['precision']}", "value": r["median_ms"], "unit": "ms"} for r in rows]
+    speedups = [{"what": f"magnet_tiny step, now over {args.before}, {prec} (same run)",
+                 "value": round(paired_ratio(st[f"{list(models)[0]} {prec}"], st[f"now {prec}"]), 2), "unit": "×"} for prec in precisions]
+    return [{"what": f"magnet_tiny step {r['code']} {r['precision']}", "value": r["median_ms"], "unit": "ms"} for r in rows] + speedups
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES = [
     ("data", "bench_data.py", ["--images", "150", "--repeats", "5"], 60),
     ("magnet", "bench_magnet.py", ["--reps", "8", "--budget-s", "40"], 150),
+    ("magnet_step", "bench_magnet.py", ["--step", "--reps", "6", "--budget-s", "40"], 120),
     ("sag", "bench_sag.py", ["--reps", "15", "--budget-s", "35"], 100),
     ("eval", "bench_eval.py", ["--reps", "3", "--budget-s", "45"], 200),
     ("lavt", "bench_lavt.py", ["--presets", "lavt_tiny,lavt_mg_tiny", "--reps", "5", "--budget-s", "25"], 70),
