@@ -6,6 +6,8 @@ bf16), 1,800 steps of 32 at 64 px on the 3,000-scene ShapeRefs (the `make quicks
 seed so both precisions see the same machine. The 512³ probe (one and two threads) is taken before every run.
 
     python bench/bench_amp.py --data data/shaperefs --presets lavt_tiny magnet_tiny --seeds 0 1 2
+    OMP_NUM_THREADS=1 python bench/bench_amp.py --presets magnet_tiny --seeds 2 --amps off --results a.csv &   # one thread
+    OMP_NUM_THREADS=1 python bench/bench_amp.py --presets magnet_tiny --seeds 2 --amps bf16 --results b.csv  # each, paired
     python bench/bench_amp.py --speed --data data/shaperefs     # step time only: fp32 and bf16 steps interleaved in one process
                                                                 # (written to nbs/results/amp_speed_13a.csv)
 """
@@ -135,6 +137,8 @@ def main(argv=None) -> None:
     ap.add_argument("--results", type=Path, default=Path("nbs/results/amp_13a.csv"))
     ap.add_argument("--presets", nargs="+", default=["lavt_tiny", "magnet_tiny"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--amps", nargs="+", choices=["off", "bf16"], default=["off", "bf16"],
+                    help="precisions to run (one each in two processes runs a seed's pair side by side)")
     ap.add_argument("--speed", action="store_true", help="only the interleaved step times (fp32 vs bf16) of the presets")
     ap.add_argument("--speed-results", type=Path, default=Path("nbs/results/amp_speed_13a.csv"),
                     help="CSV the --speed table is written to")
@@ -144,7 +148,7 @@ def main(argv=None) -> None:
     have = {(r["preset"], r["seed"], r["amp"]) for r in done_rows(args.results)}
     for preset in args.presets:
         for seed in args.seeds:
-            for amp in ("off", "bf16"):
+            for amp in args.amps:
                 if (preset, str(seed), amp) in have: continue
                 row = one_run(preset, seed, amp, args.data, args.out)
                 append_row(args.results, row)

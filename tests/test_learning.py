@@ -37,7 +37,8 @@ def train_val(root, preset: str, steps: int, **upd):
 # measured at 300 steps of 32 at 48 px (the 64-px scenes resized: 0.56× the pixels of 64 px, so about 0.7× the training
 # time), one thread, final weights. Every run: nbs/results/learning_tests.csv (tools/learning_test_probe.py --set
 # data.image_size=48). lavt_tiny runs under bf16 autocast where the CPU has native bf16 (float32 elsewhere: `amp_dtype`
-# falls back); magnet_tiny stays in float32, the quickstart's precision (bf16 gained ≈ 5 % on its step).
+# falls back); magnet_tiny stays in float32, the quickstart's precision (bf16 does not speed its step: 0.98×,
+# bench/bench_magnet.py --step).
 # lavt_tiny bf16, seeds 0/1/2: 28.3 / 31.1 / 30.3 oIoU, cross-ref 0.30 / 0.30 / 0.31, right shape 44.8 / 49.2 / 50.1 %,
 #   61 s each; old recipe (abs_pos none, Dice only), seed 0: 21.1, 0.72, 27.4 % — below all three thresholds.
 # magnet_tiny float32, seeds 0/1/2: 28.3 / 28.7 / 30.0 oIoU, cross-ref 0.35 / 0.38 / 0.35, right shape 44.7 / 45.9 /
