@@ -24,17 +24,13 @@ from pathlib import Path
 
 import torch
 
-from ris_nb.core import probe_ms
+sys.path.insert(0, str(Path(__file__).parent))
+from common import probes_1t_2t  # noqa: E402
 
 QUICKSTART = ["data.image_size=64", "train.batch_size=32", "train.max_steps=1800", "train.eval_every=600",
               "train.ckpt_every=600"]
 FIELDS = ["preset", "seed", "amp", "samples", "oIoU", "mIoU", "P@0.5", "attribute", "location", "relation", "ordinal",
           "negation", "wall_s", "samples_per_s", "probe_1t_ms", "probe_2t_ms", "threads"]
-
-
-def probes() -> tuple[float, float]:
-    "512³ float32 matmul (ms) on one thread and on two."
-    return probe_ms(threads=1), probe_ms(threads=2)
 
 
 def training_rate(run: Path) -> float:
@@ -46,7 +42,7 @@ def training_rate(run: Path) -> float:
 
 def one_run(preset: str, seed: int, amp: str, data: Path, out: Path) -> dict:
     "Train and evaluate one configuration; its metrics, time and probes."
-    one, two = probes()
+    one, two = probes_1t_2t()
     run = out / f"{preset}-{amp}-s{seed}"
     cmd = [sys.executable, "-m", "ris_nb.cli", "train", "--preset", preset, "--data", str(data), "--out", str(run),
            "--set", *QUICKSTART, f"seed={seed}", f"train.amp={amp}"]
@@ -92,7 +88,7 @@ SPEED_FIELDS = ["preset", "fp32_ms", "bf16_ms", "speedup", "probe_1t_ms", "probe
 
 def speed_table(presets: list[str], data: Path, results: Path | None = None) -> None:
     "Print fp32 and bf16 step times per preset with both probes (before and after); write them to `results` if given."
-    one, two = probes(); load0 = os.getloadavg()[0]
+    one, two = probes_1t_2t(); load0 = os.getloadavg()[0]
     print(f"512³ float32 matmul probe: {one:.2f} ms on one thread, {two:.2f} ms on two; {torch.get_num_threads()} threads; "
           f"batch 32, 64 px; load average {load0:.1f} on {os.cpu_count()} cores")
     print("| preset | fp32 step (ms) | bf16 step (ms) | speed-up |\n|---|---|---|---|")
@@ -102,7 +98,7 @@ def speed_table(presets: list[str], data: Path, results: Path | None = None) -> 
         rows.append({"preset": p, "fp32_ms": round(t["fp32_ms"], 1), "bf16_ms": round(t["bf16_ms"], 1),
                      "speedup": round(t["fp32_ms"] / t["bf16_ms"], 2)})
         print(f"| {p} | {t['fp32_ms']:.0f} | {t['bf16_ms']:.0f} | {t['fp32_ms'] / t['bf16_ms']:.2f}× |", flush=True)
-    one2, two2 = probes(); load1 = os.getloadavg()[0]
+    one2, two2 = probes_1t_2t(); load1 = os.getloadavg()[0]
     print(f"probe after: {one2:.2f} ms on one thread, {two2:.2f} ms on two; load average {load1:.1f}")
     if results is None: return
     for r in rows:

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Probe, busy_note, fixture_dir, header, interleaved, paired_ratio, record, stats_cells, table  # noqa: E402
+from common import Probe, busy_note, probes_1t_2t, fixture_dir, header, interleaved, paired_ratio, record, stats_cells, table  # noqa: E402
 
 from ris_nb.core import build_model, get_preset  # noqa: E402
 from ris_nb.models.magnet import load_official  # noqa: E402
@@ -203,11 +203,10 @@ def op_counts(fn) -> dict:
 def step_profile(args, probe) -> list[dict]:
     "magnet_tiny, batch 32 at 64 px on a 200-image ShapeRefs: the step at `--before` and now, fp32 and bf16, interleaved."
     import atexit, os, shutil, tempfile, time
-    from ris_nb.core import cpu_native_bf16, probe_ms
+    from ris_nb.core import cpu_native_bf16
     from ris_nb.data.shaperefs import generate
     from ris_nb.train import prepare
-    def probes(): return probe_ms(threads=1), probe_ms(threads=2)
-    load0, p0 = os.getloadavg()[0], probes()
+    load0, p0 = os.getloadavg()[0], probes_1t_2t()
     root = Path(tempfile.mkdtemp(prefix="magnet_step_"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     generate(root / "shaperefs", 200, 0, 64)
@@ -235,7 +234,7 @@ def step_profile(args, probe) -> list[dict]:
             fns[(code, prec)] = step_fn(m, batch, opt, prec == "bf16")
     for k, f in fns.items(): f(); counts[k] = op_counts(f)
     st = interleaved({f"{c} {p}": f for (c, p), f in fns.items()}, probe, reps=args.reps, budget_s=args.budget_s)
-    load1, p1 = os.getloadavg()[0], probes()
+    load1, p1 = os.getloadavg()[0], probes_1t_2t()
     rows = [{"code": c, "precision": p, **stats_cells(st[f"{c} {p}"]), **counts[(c, p)],
              "median_ms": round(st[f"{c} {p}"].median, 1), "probe_1t_ms": round(min(p0[0], p1[0]), 2),
              "probe_2t_ms": round(min(p0[1], p1[1]), 2), "threads": torch.get_num_threads()} for (c, p) in fns]

@@ -28,6 +28,11 @@ def probe_ms(n: int = 512) -> float:
     return _fastest_probe(n, reps=1)
 
 
+def probes_1t_2t() -> tuple[float, float]:
+    "The 512³ probe (fastest of five, ms) on one thread and on two: the pair quoted beside every time."
+    return _fastest_probe(threads=1), _fastest_probe(threads=2)
+
+
 class Probe:
     "This machine's probe floor (min of `n` probes at start) and the keep rule: probe before a run ≤ tolerance × floor."
     tolerance = 2.0
