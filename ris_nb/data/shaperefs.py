@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import json
 import os
 import pickle
@@ -30,10 +31,11 @@ import shapely
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
            'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'ZIPF_S', 'MAX_WORDS', 'LEXICON',
-           'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'MAX_SIZE', 'shape_mask',
-           'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj', 'make_scene',
-           'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences', 'zipf_weights',
-           'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings', 'word_shares', 'is_rare',
+           'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'APPEARANCE_TEMPLATES',
+           'MAX_SIZE', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj',
+           'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences',
+           'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings',
+           'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks',
            'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'remove_stale_temps', 'generate', 'read_refs']
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
@@ -410,7 +412,7 @@ def pick_sentences(cands: dict[str, list], rng: np.random.Generator, weights: di
     return out
 
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c002
-LANGUAGES = ["plain", "rich"]
+LANGUAGES = ["plain", "appearance", "rich"]   # the analogues of RefCOCO, RefCOCO+, G-Ref
 RICH_EXPR_TYPES = EXPR_TYPES + ["chain"]
 ZIPF_S = 1.5            # ours: the k-th option of a list is drawn with probability ∝ k^-ZIPF_S
 MAX_WORDS = 18          # ours: the tiny presets keep 20 tokens including [CLS] and [SEP]
@@ -546,6 +548,44 @@ def is_rare(tokens: list[str]) -> bool:
     return any(t.lower() in RARE_WORDS for t in tokens)
 
 
+# %% ../../nbs/02_shaperefs.ipynb #a9a0c002
+APPEARANCE_TEMPLATES = {   # ours: which attributes a template names -> its templates, most frequent first
+    "np": ["the {np}", "the only {np}", "the {np} in the image"],
+    "size_after": ["the {np} that is {size}", "the {np} which is {size}"],
+    "color_after": ["the {np} that is {color}", "the {np} in {color}", "the {np} coloured {color}"]}
+
+def appearance_meanings(objs: list[Obj], target: int) -> list[tuple]:
+    "('app', size | None, colour | None, shape | None) for every non-empty subset of the target's attributes that denotes it alone."
+    t, out = objs[target], []
+    for use in itertools.product((False, True), repeat=3):
+        if not any(use): continue
+        want = [v if u else None for v, u in zip((t.size, t.color, t.shape), use)]
+        fits = lambda o: all(w is None or w == v for w, v in zip(want, (o.size, o.color, o.shape)))
+        if [i for i, o in enumerate(objs) if fits(o)] == [target]: out.append(("app", *want))
+    return out
+
+def appearance_sentence(m: tuple, rng: np.random.Generator) -> str:
+    "Meaning `m` of `appearance_meanings` in words: a template (one attribute may follow the noun) and Zipf-drawn synonyms."
+    _, size, color, shape = m
+    kinds = ["np"] + (["size_after"] if size and (color or shape) else []) + (["color_after"] if color and (size or shape) else [])
+    kind = kinds[rng.integers(len(kinds))]
+    after = {"size_after": "size", "color_after": "color"}.get(kind)
+    head = [w for k, w in (("size", size), ("color", color)) if w and k != after] + [shape or "object"]
+    fill = dict(np=_words(" ".join(head), _zipf_draw, rng))
+    if after: fill[after] = _words(size if after == "size" else color, _zipf_draw, rng)
+    return _zipf_draw(APPEARANCE_TEMPLATES[kind], rng).format(**fill)
+
+def appearance_picks(objs: list[Obj], target: int, rng: np.random.Generator, tries: int = 12) -> list[tuple[str, str]]:
+    "2–3 distinct ('attribute', sentence) pairs naming `objs[target]` by appearance, or [] when appearance cannot single it out."
+    ms = appearance_meanings(objs, target)
+    if not ms: return []
+    k, out = int(rng.integers(2, 4)), []
+    for _ in range(tries):
+        s = appearance_sentence(ms[rng.integers(len(ms))], rng)
+        if s not in out: out.append(s)
+        if len(out) == k: break
+    return [("attribute", s) for s in out] if len(out) >= 2 else []
+
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c006
 _RICH_TYPE_WEIGHT = {**_TYPE_WEIGHT, "chain": 1.2}
 
@@ -559,6 +599,7 @@ def ref_sentences(objs: list[Obj], target: int, rng: np.random.Generator, size: 
                   landmarks: list[tuple] | None = None) -> list[dict]:
     "Sentences (REFER dicts without ids, with their `type`; rich ones also `rare`) of a ref to `objs[target]`, [] if it gets none."
     if language == "plain": picks = pick_sentences(candidate_expressions(objs, target, size), rng)
+    elif language == "appearance": picks = appearance_picks(objs, target, rng)
     else:
         cands = rich_candidates(objs, target, landmarks, size)
         picks = [(t, rich_sentence(m, rng)) for t, m in pick_sentences(cands, rng, _RICH_TYPE_WEIGHT, _canonical_length)]
