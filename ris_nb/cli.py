@@ -31,9 +31,10 @@ def _add_synth(sub) -> None:
     p.add_argument("--n-images", type=int, default=2000, help="number of scenes (default: 2000)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default: 128)")
-    p.add_argument("--language", choices=["plain", "rich"], default="plain",
-                   help="plain: the small regular language; rich: synonyms with a long tail, more templates, relational chains, "
-                        "a per-sentence rare-word tag (default: plain)")
+    p.add_argument("--language", choices=["plain", "appearance", "rich"], default="plain",
+                   help="plain: the small regular language (like RefCOCO); appearance: colour, size and shape only, no position, "
+                        "order, relation or negation words (RefCOCO+'s rule); rich: synonyms with a long tail, more templates, "
+                        "relational chains, a per-sentence rare-word tag (like G-Ref) (default: plain)")
     p.set_defaults(func=_run_synth)
 
 def _run_synth(args) -> None:
@@ -345,8 +346,9 @@ def _add_experiments(sub) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3; one seed gives no verdict)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the budget's)")
     p.add_argument("--scenes", type=int, default=None, help="ShapeRefs scenes generated for the study (default: the budget's)")
-    p.add_argument("--language", choices=["plain", "rich"], default="plain",
-                   help="ShapeRefs' sentences: plain (default) or rich (synonyms, rare words, chains of relations)")
+    p.add_argument("--language", choices=["plain", "appearance", "rich"], default="plain",
+                   help="ShapeRefs' sentences: plain (default), appearance (colour, size, shape only) or rich (synonyms, rare "
+                        "words, chains of relations)")
     p.add_argument("--jobs", type=int, default=usable_cores(), help="runs trained at once, one process each, the torch threads "
                    f"shared between them (default: one per usable core, {usable_cores()} here)")
     p.set_defaults(func=_run_experiments)

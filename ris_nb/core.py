@@ -211,6 +211,8 @@ class SaGConfig(_SaGEntityConfig):
     freeze_entities: bool = False      # ours: keep the loaded entity module fixed; only text and fusion learn (C³ alone)
     entity_appearance: bool = False    # ours: each entity also carries a small CNN's code of its own pixels (A^slot_k and the
                                        # image under it), learned by C³; pretrained slots say colour and centre, not shape (11_sag)
+    appearance_view: str = "grid"      # ours: where that CNN looks — grid (the whole token grid) | crop (a square box around the
+                                       # entity, resampled: the same shape gives the same code anywhere; 11_sag)
     entity_pieces: int = 0             # 0: the slots are the entities (paper) | n ≥ 1 (ours): every 4-connected piece of a slot's
                                        # hard region with ≥ n tokens is an entity (at most 2K; needs entity_appearance; 11_sag)
     in_image_negatives: bool = False   # ours: each training sentence comes with a sentence of its image about another object;
@@ -657,7 +659,7 @@ _RULES.update({
     "model.sag.text_lr_scale": _number(), "model.sag.bert_max_positions": _POS,
     "model.sag.slot_logit_scale": _number(strict=True), "model.sag.decoder": _one_of("broadcast", "affine"),
     "model.sag.pos_weight": _number(), "model.sag.entity_weights": ((lambda v: isinstance(v, str)), "a string: '', packaged or a path"),
-    "model.sag.entity_pieces": _NONNEG,
+    "model.sag.entity_pieces": _NONNEG, "model.sag.appearance_view": _one_of("grid", "crop"),
     "train.max_steps": _POS, "train.epochs": _NONNEG, "train.batch_size": _POS, "train.lr": _number(strict=True),
     "train.weight_decay": _number(), "train.schedule": _one_of("poly", "cosine", "constant"),
     "train.poly_power": _number(strict=True), "train.warmup_steps": _NONNEG, "train.warmup": _one_of("lr", "loss_scale"),

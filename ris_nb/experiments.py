@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .core import probe_ms, write_atomic
+from .data.shaperefs import LANGUAGES
 
 # %% auto #0
 __all__ = ['STUDIES', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'Row', 'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows',
@@ -150,14 +151,14 @@ class Budget:
     steps: int = 400                   # ours: the full study (3 seeds) took 41 min on 2 idle cores here, see below
     batch_size: int = 32
     data_seed: int = 3
-    language: str = "plain"            # ShapeRefs' sentences: "plain" or "rich" (synonyms, rare words, relation chains)
+    language: str = "plain"            # ShapeRefs' sentences: "plain", "appearance" (colour, size, shape) or "rich" (synonyms, chains)
 
     def __post_init__(self):
         for k in ("n_images", "image_size", "steps", "batch_size"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
                 raise ValueError(f"budget {k}={getattr(self, k)!r}: expected a positive integer")
         if self.n_images < 20: raise ValueError(f"budget n_images={self.n_images}: expected >= 20 (val needs a few scenes)")
-        if self.language not in ("plain", "rich"): raise ValueError(f"budget language={self.language!r}: expected 'plain' or 'rich'")
+        if self.language not in LANGUAGES: raise ValueError(f"budget language={self.language!r}: expected one of {LANGUAGES}")
 
 FULL = Budget()
 QUICK = Budget(n_images=300, steps=50, batch_size=16)    # ours: the mechanics in ≈ 3–4 min on one slow core

@@ -407,7 +407,11 @@ _REWRITES = [(r" in the (?:image|picture)$", ""), (r"^the only ", "the "), (r" t
              (r"\b(?:on the left side of|on the left of|west of)\b", "left of"),
              (r"\b(?:on the right side of|on the right of|east of)\b", "right of"),
              (r"\b(?:over|higher than|north of)\b", "above"), (r"\b(?:beneath|underneath|lower than|south of)\b", "below"),
-             (r"\bnearest (?!to )", "nearest to "), (r"\bnext to\b", "nearest to"), (r"\b(?:which is|sitting)\b", "that is")]
+             (r"\bnearest (?!to )", "nearest to "), (r"\bnext to\b", "nearest to"), (r"\b(?:which is|sitting)\b", "that is"),
+             # the appearance language: an attribute after the noun goes back in front of it
+             (r"^the (.+) (?:that is|in|coloured) (red|green|blue|yellow|purple|orange)$", r"the \1 <\2>"),
+             (r"^the (small |large )?(.+) <(\w+)>$", r"the \1\3 \2"),
+             (r"^the (.+) that is (small|large)$", r"the \2 \1")]
 
 
 def to_plain(sent: str) -> str:
@@ -475,17 +479,43 @@ def test_shaperefs_expressions_unique(shaperefs_root):
     rich = json.loads((shaperefs_root / "shaperefs" / "meta.json").read_text()).get("language", "plain") == "rich"
     assert ref.splits == ["train", "val", "testA", "testB"]
     scenes, types, n = {}, set(), 0
+    language = json.loads((shaperefs_root / "shaperefs" / "meta.json").read_text()).get("language", "plain")
     for r in ref.refs.values():
-        assert 2 <= len(r["sentences"]) <= 3 and len({s["type"] for s in r["sentences"]}) == len(r["sentences"])
+        distinct = {s["sent"] for s in r["sentences"]} if language == "appearance" else {s["type"] for s in r["sentences"]}
+        assert 2 <= len(r["sentences"]) <= 3 and len(distinct) == len(r["sentences"])
         sc = scenes.setdefault(r["image_id"], Scene(ref, r["image_id"]))
         for s in r["sentences"]:
             assert s["raw"].lower() == s["sent"] and s["tokens"] == s["sent"].split() and len(s["tokens"]) <= S.MAX_WORDS
-            assert ("rare" in s) == rich and s.get("rare", False) == bool(set(s["tokens"]) & S.RARE_WORDS)
+            assert ("rare" in s) == rich and (not rich or s["rare"] == bool(set(s["tokens"]) & S.RARE_WORDS))
             typ, den = evaluate(sc, s["sent"])
             assert typ == s["type"], (s["sent"], typ, s["type"])
             assert den == {r["ann_id"]}, (r["ref_id"], s["sent"], den, r["ann_id"])
             types.add(typ); n += 1
-    assert types == set(S.RICH_EXPR_TYPES if rich else S.EXPR_TYPES) and n > 300
+    assert types == ({"attribute"} if language == "appearance" else set(S.RICH_EXPR_TYPES if rich else S.EXPR_TYPES)) and n > 300
+
+
+def _words_of(templates) -> set[str]:
+    "Every word of a list (or dict of lists) of templates, slots left out."
+    ts = [t for v in templates.values() for t in v] if isinstance(templates, dict) else list(templates)
+    return {w for t in ts for w in t.split() if not w.startswith("{")}
+
+
+def test_appearance_language_has_no_position_order_relation_or_negation_word(tmp_path):
+    "RefCOCO+'s rule: every appearance sentence names its referent by colour, size and shape only, and denotes it alone."
+    S.generate(tmp_path / "app", n_images=300, seed=3, size=64, verbose=False, language="appearance")
+    other = (_words_of({k: v for k, v in S.RICH_TEMPLATES.items() if k != "np"}) | _words_of(S.REL_PHRASES)
+             | _words_of(S.CONNECTORS) | set(S._ORD) | {"left", "right", "top", "bottom", "not", "closest", "nearest"})
+    other -= _words_of(S.APPEARANCE_TEMPLATES) | {w for ws in S.LEXICON.values() for w in ws}
+    assert {"leftmost", "above", "second", "not", "west", "nearest"} <= other
+    ref = R.Refer(tmp_path, "app", "shaperefs")
+    sents = [(r, s) for r in ref.refs.values() for s in r["sentences"]]
+    assert len(sents) > 1000 and all(s["type"] == "attribute" for _, s in sents)
+    assert not [s["sent"] for _, s in sents if set(s["tokens"]) & other]
+    scenes = {}
+    for r, s in sents:
+        sc = scenes.setdefault(r["image_id"], Scene(ref, r["image_id"]))
+        assert evaluate(sc, s["sent"]) == ("attribute", {r["ann_id"]}), (r["ref_id"], s["sent"])
+    assert len({s["sent"] for _, s in sents}) > 300                             # varied phrasings, not one template
 
 
 def test_shaperefs_scenes_and_splits(shaperefs_root):

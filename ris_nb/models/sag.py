@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import roi_align
 
 from ..core import Config, get_preset, register_model
 from ..data.refer import _iu, _ratio, scene_masks
@@ -31,7 +32,7 @@ from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, map_o
 __all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'OFFICIAL_UNUSED', 'PRESET_SOURCES', 'build_vision', 'image_tokens', 'build_text',
            'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'batch_partners', 'gather_ids',
            'own_image_copies', 'c3_in_image_loss', 'relevance_grid', 'upsample_minmax', 'PatchEntities',
-           'entity_similarity', 'EntityAppearance', 'map_geometry', 'SaGOutputs', 'build_entity_module',
+           'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module',
            'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'official_to_config', 'official_key_map',
            'load_official', 'shatter_gather']
 
@@ -230,9 +231,12 @@ def entity_similarity(text: torch.Tensor, entities: torch.Tensor) -> tuple[torch
 
 # %% ../../nbs/11_sag.ipynb #c44e6708
 class EntityAppearance(nn.Module):
-    "Entities (B,K,D) + their maps A^slot (B,K,N) + images → entities plus a CNN code of [A^slot_k, A^slot_k·image] (ours)."
-    def __init__(self, dim: int, width: int = 16):
+    """Entities (B,K,D) + their maps A^slot (B,K,N) + images → entities plus a CNN code of [A^slot_k, A^slot_k·image] (ours):
+    on the whole token grid (`view="grid"`) or on a square crop around each map, resampled to `crop`² (`view="crop"`)."""
+    def __init__(self, dim: int, width: int = 16, view: str = "grid", crop: int = 16):
         super().__init__()
+        if view not in ("grid", "crop"): raise ValueError(f"model.sag.appearance_view={view!r}: expected 'grid' or 'crop'")
+        self.view, self.crop = view, crop
         self.cnn = nn.Sequential(nn.Conv2d(4, width, 3, stride=2, padding=1), nn.ReLU(),
                                  nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
                                  nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))
@@ -242,9 +246,35 @@ class EntityAppearance(nn.Module):
     def forward(self, entities: torch.Tensor, a_slot: torch.Tensor, images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         B, K = a_slot.shape[:2]
         img = F.adaptive_avg_pool2d(images, hw)                                        # (B,3,h,w): the image on the token grid
-        masks = a_slot.unflatten(-1, hw)[:, :, None]                                   # (B,K,1,h,w)
-        x = torch.cat([masks, masks * img[:, None]], dim=2).flatten(0, 1)              # (B·K,4,h,w)
+        x = self._crops(a_slot, images, hw) if self.view == "crop" else self._grid(a_slot, img, hw)
         return entities + self.proj(self.cnn(x)).view(B, K, -1) + self.geometry(map_geometry(a_slot, img))
+
+    def _grid(self, a_slot: torch.Tensor, img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        "(B·K,4,h,w): each map and the image under it, on the whole token grid."
+        masks = a_slot.unflatten(-1, hw)[:, :, None]                                   # (B,K,1,h,w)
+        return torch.cat([masks, masks * img[:, None]], dim=2).flatten(0, 1)
+
+    def _crops(self, a_slot: torch.Tensor, images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        "(B·K,4,crop,crop): each map and the full-resolution image under it, in the map's square box (`map_boxes`)."
+        B, K = a_slot.shape[:2]
+        boxes = map_boxes(a_slot, hw, images.shape[-1]).flatten(0, 1)                 # (B·K,4) in image pixels
+        owner = torch.arange(B, device=boxes.device).repeat_interleave(K)[:, None].to(boxes)
+        pix = roi_align(images, torch.cat([owner, boxes], 1), self.crop, aligned=True)
+        own = torch.arange(B * K, device=boxes.device)[:, None].to(boxes)              # each map is its own "image"
+        maps = roi_align(a_slot.reshape(B * K, 1, *hw), torch.cat([own, boxes], 1), self.crop,
+                         spatial_scale=hw[1] / images.shape[-1], aligned=True)
+        return torch.cat([maps, maps * pix], 1)
+
+def map_boxes(maps: torch.Tensor, hw: tuple[int, int], size: int, spread: float = 2.5) -> torch.Tensor:
+    "(B,K,4) square boxes x1, y1, x2, y2 (pixels of a `size`² image) centred on each map's (B,K,N) mass, side 2·spread·max(σx, σy) + 2 tokens."
+    h, w = hw
+    ys, xs = torch.meshgrid(torch.arange(h, device=maps.device), torch.arange(w, device=maps.device), indexing="ij")
+    xy = torch.stack([xs.flatten(), ys.flatten()], -1).to(maps.dtype) + 0.5                       # (N,2) token centres
+    wgt = maps / maps.sum(-1, keepdim=True).clamp(min=1e-6)
+    c = wgt @ xy                                                                                     # (B,K,2)
+    var = torch.einsum("bkn,bknd->bkd", wgt, (xy[None, None] - c[:, :, None]) ** 2)
+    half = spread * var.clamp(min=0).sqrt().amax(-1, keepdim=True) + 1.0                           # tokens
+    return torch.cat([c - half, c + half], -1) * (size / w)
 
 def map_geometry(maps: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
     "(B,K,9) per map (B,K,N) over an (h,w) grid: log mass, centre (x, y), spread (σx, σy, cov) in [-1, 1] grid units, and its mean colour in `img` (B,3,h,w)."
@@ -416,7 +446,7 @@ class SaG(_SaGImage, _SaGGather, _SaGTraining, _SaGPredict, nn.Module):
         dec = build_recon_decoder(C, s, self.patch)              # built even when unused: the same random draws either way
         self.decoder = dec if s.recon and s.entity_discovery else None
         self.fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout, s.fusion_residual) if s.fusion else None
-        self.appearance = EntityAppearance(s.dim) if s.entity_appearance else None
+        self.appearance = EntityAppearance(s.dim, view=s.appearance_view) if s.entity_appearance else None
         if s.entity_weights: load_entities(self, s.entity_weights)
         if s.freeze_entities:
             if not s.entity_weights: raise ValueError("model.sag.freeze_entities=True needs model.sag.entity_weights (a frozen random module learns nothing)")
@@ -498,7 +528,7 @@ def _official_bert(sd: dict[str, torch.Tensor], a: dict) -> dict[str, Any]:
 _OFFICIAL_FIXED = {
     "data.normalize": "half", "model.vision.backbone": "vit", "model.vision.weights": "random", "model.text.encoder": "bert",
     "model.sag.decoder": "broadcast", "model.sag.slot_logit_scale": 1.0, "model.sag.pos_weight": 0.0, "model.sag.entity_weights": "",
-    "model.sag.freeze_entities": False, "model.sag.entity_appearance": False, "model.sag.entity_pieces": 0,
+    "model.sag.freeze_entities": False, "model.sag.entity_appearance": False, "model.sag.entity_pieces": 0, "model.sag.appearance_view": "grid",
     "model.sag.in_image_negatives": False, "model.sag.text_pool": "cls", "model.sag.fusion_residual": True,
     "model.sag.recon_target": "tokens", "train.warmup": "loss_scale"}
 
@@ -668,6 +698,7 @@ PRESET_SOURCES.update({  # model.sag
     "model.sag.pos_weight": "not used by the broadcast decoder", "model.sag.entity_weights": "official code: the entity module starts from its init",
     "model.sag.freeze_entities": "official code: everything trains jointly",
     "model.sag.entity_appearance": "official code: the entities are the slot vectors", "model.sag.entity_pieces": "official code: the slots are the entities",
+    "model.sag.appearance_view": "not used without entity_appearance",
     "model.sag.in_image_negatives": "official code: C³'s negatives are the batch's other images",
 })
 
