@@ -675,8 +675,8 @@ def run_fingerprints(loaders: dict[str, DataLoader], fresh: bool = False) -> dic
         out["images_fingerprint"] = image_fingerprint(refer)
     return out
 
-FINGERPRINTS = {"tokenizer_fingerprint": "vocabulary (token ids)", "data_fingerprint": "dataset files (SHA-256)",
-                "images_fingerprint": "image files (names, sizes, a sample of their bytes)"}
+FINGERPRINTS = {"tokenizer_fingerprint": "another vocabulary (token ids)", "data_fingerprint": "other dataset files (SHA-256)",
+                "images_fingerprint": "other image files (names, sizes, a sample of their bytes)"}
 
 def fingerprint_diff(saved: dict, current: dict, keys: Sequence[str] = tuple(FINGERPRINTS)) -> list[str]:
     "`key what: saved vs current` for each fingerprint among `keys` that both dicts hold and that differs."
@@ -687,7 +687,7 @@ def fingerprint_diff(saved: dict, current: dict, keys: Sequence[str] = tuple(FIN
         if isinstance(a, dict) and isinstance(b, dict):
             diff = "; ".join(f"{f}: {str(a.get(f))[:16]} vs {str(b.get(f))[:16]}" for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f))
         else: diff = f"{a} vs {b}"
-        out.append(f"another {FINGERPRINTS.get(k, k)}: {k} {diff}")
+        out.append(f"{FINGERPRINTS.get(k, 'another ' + k)}: {k} {diff}")
     return out
 
 def check_fingerprints(saved: dict, current: dict, where: str | Path, keys: Sequence[str] = tuple(FINGERPRINTS)) -> None:
