@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import json
 import math
@@ -16,6 +17,8 @@ import re
 import time
 import types
 import typing
+import warnings
+import zipfile
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +29,13 @@ import torch
 
 # %% auto #0
 __all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED',
-           'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig',
-           'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids',
-           'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets',
-           'get_preset', 'flat_config', 'source_table', 'register_model', 'build_model', 'check_field',
+           'AMP_MODES', 'MAX_INFLATE', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig',
+           'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config',
+           'special_token_ids', 'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset',
+           'list_presets', 'get_preset', 'flat_config', 'source_table', 'register_model', 'build_model', 'check_field',
            'text_positions', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype',
-           'precision_line', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_atomic']
+           'precision_line', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_error',
+           'write_atomic', 'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -838,8 +842,19 @@ def pid_alive(pid: int) -> bool:
     except PermissionError: return True      # someone else's live process
     return True
 
+_NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EFBIG: "a file size limit (ulimit -f) was reached",
+            errno.EDQUOT: "the disk quota is exceeded"}
+
+def write_error(path: str | Path, e: Exception) -> OSError:
+    "An `OSError` naming `path` (and saying so when the disk is full or a size limit was hit) for a failed write."
+    if isinstance(e, OSError) and str(path) in str(e): return e
+    code = getattr(e, "errno", None) or errno.EIO
+    why = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip().splitlines() or [type(e).__name__])[0]
+    hint = _NO_ROOM.get(code, "the disk may be full or a file size limit (ulimit -f) reached" if code == errno.EIO else "")
+    return OSError(code, f"cannot write {path}: {why}" + (f"; {hint}" if hint else ""))
+
 def write_atomic(path: str | Path, write: Callable[[Path], Any], fsync: bool = False) -> Path:
-    "Call `write(tmp)` on a temporary sibling (same suffix), optionally fsync it, then rename it over `path`."
+    "Call `write(tmp)` on a temporary sibling (same suffix), optionally fsync it, then rename it over `path`; a failed write names `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
@@ -847,6 +862,70 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any], fsync: bool = F
         if fsync:
             with open(tmp, "rb") as f: os.fsync(f.fileno())   # on disk before the rename makes it visible
         os.replace(tmp, path)
+    except OSError as e: raise write_error(path, e) from None  # a full disk, `ulimit -f`: say which file
     finally:
         if tmp.exists(): tmp.unlink()                          # a failed write leaves nothing behind
     return path
+
+# %% ../nbs/00_core.ipynb #ld000002
+MAX_INFLATE = 2          # declared uncompressed bytes a weights file may hold per byte on disk (+ 1 MiB); torch stores tensors uncompressed
+
+def check_weights_file(path: str | Path, what: str = "checkpoint") -> None:
+    "Refuse a zip whose records declare more than `MAX_INFLATE`× its size, or whose bytes fail a record's CRC-32; other files pass (torch's legacy format)."
+    path = Path(path)
+    if not zipfile.is_zipfile(path): return
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            declared = sum(i.file_size for i in infos)
+            if declared > MAX_INFLATE * size + (1 << 20):
+                big = max(infos, key=lambda i: i.file_size)
+                raise ValueError(f"{what} {path}: its records declare {declared:,} bytes in a file of {size:,} (largest: {big.filename}, "
+                                 f"{big.file_size:,} bytes); expected at most {MAX_INFLATE}× the file's size (torch stores tensors "
+                                 "uncompressed), so it is not inflated")
+            unchecked = [i.filename for i in infos if i.CRC == 0 and i.file_size]   # written with torch's CRC-32 turned off
+            for i in infos:
+                if i.filename in unchecked: continue
+                with z.open(i) as f:
+                    while f.read(1 << 22): pass                  # zipfile compares the CRC-32 at the end of the record
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{what} {path} is corrupt ({e}); expected the bytes torch.save wrote (the file was changed or damaged "
+                         "after it was written)") from None
+    if unchecked: warnings.warn(f"{what} {path} has no checksum for {len(unchecked)} record(s); its bytes cannot be verified")
+
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+def load_error_reason(e: Exception) -> str:
+    "What a `torch.load` error says was wrong: torch buries a weights_only refusal under advice; keep only the reason."
+    if not str(e).strip(): return type(e).__name__
+    text = str(e).split("WeightsUnpickler error:")[-1]
+    lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith(_TORCH_ADVICE)]
+    return " ".join(lines) or str(e).strip().splitlines()[0]
+
+def torch_load_checked(path: str | Path, what: str = "checkpoint", expected: str = "a ris_nb checkpoint") -> Any:
+    "`torch.load(path, weights_only=True)` after `check_weights_file`; code, truncation or corruption is a `ValueError` naming `path`."
+    path = Path(path)
+    check_weights_file(path, what)
+    try: return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        why = load_error_reason(e)
+        if "GLOBAL" in why: raise ValueError(f"{what} {path}: refusing to load the code it holds ({why}); expected {expected}, "
+                                             "which holds only tensors and plain values") from None
+        raise ValueError(f"{what} {path} is truncated or corrupt ({type(e).__name__}: {why.split('. ')[0][:200]}); "
+                         f"expected {expected}") from None
+
+def load_state_checked(module: torch.nn.Module, state: dict, where: str | Path, target: str = "") -> torch.nn.Module:
+    "`module.load_state_dict(state)` (strict); a mismatch is one `ValueError` naming `where` and the first keys and shapes that differ."
+    if not isinstance(state, dict): raise ValueError(f"{where}: expected a state dict of tensors, got {type(state).__name__}")
+    have = module.state_dict()
+    missing, unexpected = [k for k in have if k not in state], [k for k in state if k not in have]
+    shapes = [f"{k} {tuple(state[k].shape)} in the file vs {tuple(v.shape)} in the model" for k, v in have.items()
+              if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape]
+    few = lambda ks: ", ".join(ks[:3]) + (f" (+{len(ks) - 3} more)" if len(ks) > 3 else "")
+    parts = [f"{len(shapes)} shape mismatch(es): {few(shapes)}"] * bool(shapes) + [f"{len(missing)} missing key(s): {few(missing)}"] * bool(missing) \
+          + [f"{len(unexpected)} unexpected key(s): {few(unexpected)}"] * bool(unexpected)
+    if parts: raise ValueError(f"{where} does not fit {target or 'this ' + type(module).__name__} ({'; '.join(parts)}); expected weights of the "
+                               "same architecture and width (another preset or setting wrote them)")
+    module.load_state_dict(state)
+    return module

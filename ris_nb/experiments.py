@@ -12,6 +12,7 @@ import shutil
 import statistics
 import time
 import uuid
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,9 +26,9 @@ from .data.shaperefs import LANGUAGES
 
 # %% auto #0
 __all__ = ['STUDIES', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'Row', 'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows',
-           'sag_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config', 'write_json_atomic', 'finished',
-           'study_data', 'train_and_score', 'rescore', 'run_one', 'blind_floors', 'aggregate', 'study_markdown',
-           'plot_study', 'write_outputs', 'run_study']
+           'sag_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config', 'write_json_atomic',
+           'read_result', 'finished', 'study_data', 'train_and_score', 'rescore', 'run_one', 'blind_floors',
+           'aggregate', 'study_markdown', 'plot_study', 'write_outputs', 'run_study']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -179,12 +180,22 @@ def write_json_atomic(obj: Any, path: str | Path) -> Path:
     "`obj` as indented JSON, written whole (`ris_nb.core.write_atomic`)."
     return write_atomic(path, lambda t: t.write_text(json.dumps(obj, indent=1)))
 
+def read_result(p: Path) -> dict:
+    "A run's `result.json`; not JSON, or not a run's result: a `ValueError` naming the file."
+    try: r = json.loads(Path(p).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not valid JSON ({e}); expected the result.json a finished run writes") from None
+    if not isinstance(r, dict) or not isinstance(r.get("config"), dict) or "run_id" not in r:
+        raise ValueError(f"{p}: expected a run's result (a JSON object with 'config' and 'run_id')")
+    return r
+
 def finished(run_dir: Path, cfg) -> dict | None:
-    "The stored result of a finished run with this config; None when it has not finished; an error when it ran another config."
+    "The stored result of a finished run with this config; None when it has not finished (or its result is unreadable: said, then run again); an error when it ran another config."
     from ris_nb.train import config_diff
     p = Path(run_dir) / "result.json"
     if not p.exists(): return None
-    r = json.loads(p.read_text())
+    try: r = read_result(p)
+    except ValueError as e: warnings.warn(f"{e}; running it again"); return None
     diff = [d for d in config_diff(r["config"], cfg.to_dict()) if not d.startswith(("data.root", "train.out_dir", "train.device"))]  # may move
     if diff: raise ValueError(f"{p} was run with another config ({'; '.join(diff[:3])}); "
                               "use another --out for a different budget, or delete that run directory")
@@ -196,7 +207,12 @@ def study_data(out: str | Path, budget: Budget) -> Path:
     from ris_nb.data.shaperefs import generate
     d = Path(out) / "data" / "shaperefs"
     if (d / "meta.json").exists() and (d / "refs(shaperefs).p").exists():
-        m = json.loads((d / "meta.json").read_text())
+        try: m = json.loads((d / "meta.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: m = f"not valid JSON ({e})"
+        if not isinstance(m, dict):
+            raise ValueError(f"{d / 'meta.json'}: {m if isinstance(m, str) else 'not a JSON object'}; expected the description "
+                             f"`ris_nb synth` writes: delete {d} to generate the study's scenes again (the same ones; finished runs "
+                             "are kept), or use another --out")
         want = {"n_images": budget.n_images, "seed": budget.data_seed, "size": budget.image_size, "language": budget.language}
         got = {**{k: m.get(k) for k in want}, "language": m.get("language", "plain")}   # no key: made before the option, plain
         if got != want: raise ValueError(f"{d} holds ShapeRefs {got}, this budget needs {want}; use another --out")
@@ -239,7 +255,7 @@ def run_one(row: Row, seed: int, budget: Budget, out: str | Path, on_train: Call
     out = Path(out)
     run_dir = out / row.name / f"seed{seed}"
     cfg = row_config(row, seed, budget, out / "data", run_dir)
-    src = json.loads((out / row.source / f"seed{seed}" / "result.json").read_text()) if row.source else None
+    src = read_result(out / row.source / f"seed{seed}" / "result.json") if row.source else None
     r = finished(run_dir, cfg)
     if r is not None and (src is None or r.get("source_run_id") == src["run_id"]): return {**r, "reused": True}
     if run_dir.exists(): shutil.rmtree(run_dir)                  # half-finished (or its source was re-run): start over
@@ -441,17 +457,19 @@ def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: 
     "Run (or resume) every (row, seed), seed-major, on `jobs` processes; aggregate into OUT/study.json, .md and .png."
     if not isinstance(seeds, int) or seeds < 1: raise ValueError(f"--seeds {seeds!r}: expected a positive integer")
     if not isinstance(jobs, int) or jobs < 1: raise ValueError(f"--jobs {jobs!r}: expected a positive integer")
+    from ris_nb.train import run_lock
     out = Path(out)
     rows, claims = study_rows(only)
-    study_data(out, budget)
-    sources = {r.source for r in rows if r.source}
-    t0 = time.perf_counter()
-    todo = [(row, s) for s in range(seeds) for row in rows]   # seed-major: an interrupted study has whole seeds first
-    with tqdm(total=len(todo), desc="study", unit="run", disable=None if progress else True) as bar:
-        if jobs > 1: results = _run_parallel(todo, budget, out, sources, jobs, bar, on_train)
-        else: results = _run_serial(todo, budget, out, sources, bar, on_train)
-    study = aggregate(rows, claims, results, budget, seeds, blind_floors(out))
-    study["wall_s"], study["jobs"] = time.perf_counter() - t0, jobs
-    study["probe_ms"], study["probe_2t_ms"] = probe_ms(threads=1), probe_ms(threads=2)
-    write_outputs(study, out)
+    with run_lock(out, "study"):          # a second study in this folder would delete the first one's unfinished runs
+        study_data(out, budget)
+        sources = {r.source for r in rows if r.source}
+        t0 = time.perf_counter()
+        todo = [(row, s) for s in range(seeds) for row in rows]   # seed-major: an interrupted study has whole seeds first
+        with tqdm(total=len(todo), desc="study", unit="run", disable=None if progress else True) as bar:
+            if jobs > 1: results = _run_parallel(todo, budget, out, sources, jobs, bar, on_train)
+            else: results = _run_serial(todo, budget, out, sources, bar, on_train)
+        study = aggregate(rows, claims, results, budget, seeds, blind_floors(out))
+        study["wall_s"], study["jobs"] = time.perf_counter() - t0, jobs
+        study["probe_ms"], study["probe_2t_ms"] = probe_ms(threads=1), probe_ms(threads=2)
+        write_outputs(study, out)
     return study

@@ -5,13 +5,16 @@
 # %% ../nbs/12_training.ipynb #dea27e01
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
+import hashlib
 import importlib
 import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 import warnings
@@ -28,20 +31,21 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .core import Config, amp_dtype, get_device, precision_line, seed_everything, validate_config, pid_alive, write_atomic
+from .core import (Config, amp_dtype, get_device, load_error_reason, load_state_checked, pid_alive, precision_line, seed_everything,
+                   torch_load_checked, validate_config, write_atomic, write_error)
 
 # %% auto #0
-__all__ = ['REFER_TRAIN_SIZES', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo',
-           'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners',
-           'pairs_sentences', 'epoch_items', 'ShardSampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state',
-           'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'atomic_save',
-           'load_error_reason', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'RunLockedError',
-           'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB',
-           'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB',
-           'gather_objects', 'resume', 'SamplerCB', 'config_diff', 'saved_config', 'check_same_run', 'run_fingerprints',
-           'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader',
-           'make_eval_loader', 'default_callbacks', 'check_fit_args', 'fit', 'Prepared', 'prepare', 'apply_data_arg',
-           'load_run']
+__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'FINGERPRINTS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor',
+           'loss_scale', 'DistInfo', 'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler',
+           'image_partners', 'pairs_sentences', 'epoch_items', 'ShardSampler', 'epochs_to_steps', 'resolve_epochs',
+           'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'atomic_save',
+           'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'RunLockedError', 'run_lock', 'LossWrapper',
+           'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB',
+           'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects',
+           'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'saved_config',
+           'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints',
+           'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader', 'make_eval_loader',
+           'default_callbacks', 'check_fit_args', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -240,32 +244,25 @@ def set_generator_states(model: nn.Module, states: dict[str, torch.Tensor]) -> N
 
 # %% ../nbs/12_training.ipynb #b3a7b187
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    "torch.save to a temp file in the same folder, fsync, then rename over `path` (`write_atomic`)."
-    return write_atomic(path, lambda tmp: torch.save(obj, tmp), fsync=True)
+    "torch.save to a temp file in the same folder, fsync, then rename over `path` (`write_atomic`); a failed write names `path`."
+    def save(tmp: Path):
+        try: torch.save(obj, tmp)
+        except RuntimeError as e:   # a full disk or `ulimit -f` inside torch's zip writer: `[enforce fail at …] unexpected pos …`
+            why = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", str(e).strip().splitlines()[0])
+            raise OSError(errno.EIO, f"torch.save failed ({why})") from None
+    return write_atomic(path, save, fsync=True)
 
-_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
-
-def load_error_reason(e: Exception) -> str:
-    "What a `torch.load` error says was wrong: torch buries a weights_only refusal under advice; keep only the reason."
-    if not str(e).strip(): return type(e).__name__
-    text = str(e).split("WeightsUnpickler error:")[-1]
-    lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith(_TORCH_ADVICE)]
-    return " ".join(lines) or str(e).strip().splitlines()[0]
+RESUME_KEYS = ("optimizer", "scheduler", "step")     # what a step checkpoint holds beyond best.pt's model weights
 
 def load_checkpoint(path: str | Path) -> dict:
-    "Load a checkpoint safely (weights_only); a truncated/corrupt file raises ValueError naming it."
+    "Load a checkpoint safely (`torch_load_checked`: weights_only, CRC-32 checked, no zip bomb); a bad file raises ValueError naming it."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():                       # a run folder given for its checkpoint: name the files it holds
         found = [p for p in (path / "best.pt", *checkpoint_paths(path), *sorted(path.glob("step_*.pt"), reverse=True)) if p.is_file()]
         raise IsADirectoryError(f"checkpoint {path} is a directory; expected a checkpoint file, "
                                 + (f"e.g. {found[0]}" if found else "such as best.pt or checkpoints/step_*.pt of a run"))
-    try: ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        why = load_error_reason(e)
-        if "GLOBAL" in why: raise ValueError(f"checkpoint {path}: refusing to load the code it holds ({why}); expected a ris_nb "
-                                             "checkpoint, which holds only tensors and plain values") from None
-        raise ValueError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {why.split('. ')[0][:200]})") from None
+    ck = torch_load_checked(path, "checkpoint", "a ris_nb checkpoint")
     if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
         raise ValueError(f"{path} is not a ris_nb checkpoint (expected keys 'model' and 'config')")
     return ck
@@ -275,10 +272,22 @@ def checkpoint_paths(run_dir: str | Path) -> list[Path]:
     return sorted(Path(run_dir, "checkpoints").glob("step_*.pt"), reverse=True)
 
 def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
-    "Newest loadable checkpoint; a corrupt one is reported and the previous one is used."
-    for p in checkpoint_paths(run_dir):
-        try: return p, load_checkpoint(p)
-        except ValueError as e: warnings.warn(f"{e}; falling back to the previous checkpoint")
+    "Newest loadable step checkpoint (a corrupt one is reported and the one before used); None when there is none; all unreadable: refused."
+    paths, errors = checkpoint_paths(run_dir), []
+    for i, p in enumerate(paths):
+        try: ck = load_checkpoint(p)
+        except ValueError as e:
+            errors.append(str(e))
+            if i + 1 < len(paths): warnings.warn(f"{e}; falling back to the previous checkpoint, {paths[i + 1].name}")
+            continue
+        if missing := [k for k in RESUME_KEYS if k not in ck]:
+            raise ValueError(f"{p} is not a resumable checkpoint (no {', '.join(map(repr, missing))}): it holds model weights only, "
+                             f"like best.pt; move it out of {p.parent}, where training keeps its own step checkpoints")
+        return p, ck
+    if errors:          # never start again from step 0 over a run's checkpoints (and its best.pt) without being told to
+        raise ValueError(f"{run_dir} cannot be resumed: none of its {len(paths)} step checkpoint(s) is readable "
+                         f"({', '.join(p.name for p in paths)}; newest: {errors[0]}); delete the run folder {run_dir} to train "
+                         "it again from step 0, or give another --out")
     return None
 
 # %% ../nbs/12_training.ipynb #11c8e0e3
@@ -288,8 +297,8 @@ class RunLockedError(ValueError):
 _HELD_LOCKS: dict[str, list] = {}      # resolved run dir -> [fd, depth] held by this process
 
 @contextmanager
-def run_lock(run_dir: str | Path):
-    "Hold an exclusive lock on `run_dir` (created if needed); raises `RunLockedError` naming the holder's pid."
+def run_lock(run_dir: str | Path, what: str = "training"):
+    "Hold an exclusive lock on `run_dir` (created if needed); raises `RunLockedError` naming the holder's pid and `what` it runs."
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise NotADirectoryError(f"run directory {run_dir} is a file; expected a directory (or a path that does not exist yet)")
@@ -303,7 +312,7 @@ def run_lock(run_dir: str | Path):
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise RunLockedError(f"{run_dir} is in use by another training (pid {holder}); wait for it to finish "
+            raise RunLockedError(f"{run_dir} is in use by another {what} (pid {holder}); wait for it to finish "
                                  "or give another --out") from None
         os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
         _HELD_LOCKS[key] = [fd, 1]
@@ -463,7 +472,7 @@ class LogCB(Callback):
         l = self.learn
         if l.dist.is_main and self.path.exists():   # resumed: drop lines written after the checkpoint
             keep = [ln for ln in self.path.read_text().splitlines() if (r := _log_record(ln)) is not None and r.get("step", 0) <= l.step]
-            self.path.write_text("".join(k + "\n" for k in keep))
+            write_atomic(self.path, lambda t: t.write_text("".join(k + "\n" for k in keep)))
     def after_step(self):
         l = self.learn
         if l.step % l.cfg.train.log_every and l.step != l.cfg.train.max_steps: return
@@ -472,7 +481,9 @@ class LogCB(Callback):
             self.write({"step": l.step, "epoch": l.epoch, "lr": l.opt.param_groups[0]["lr"], **parts,
                         "samples_per_s": round(getattr(l, "samples_per_s", 0.0), 2)})
     def write(self, rec: dict):
-        with open(self.path, "a") as f: f.write(json.dumps(rec) + "\n")
+        try:
+            with open(self.path, "a") as f: f.write(json.dumps(rec) + "\n")
+        except OSError as e: raise write_error(self.path, e) from None      # a full disk: say which file
     def after_fit(self):
         if self.learn.dist.is_main and self.path.exists(): plot_curves(self.path, self.path.with_name("curves.png"))
 
@@ -506,7 +517,7 @@ def plot_curves(log_path: str | Path, out: str | Path | None = None):
     axs[1].set_xlabel("step"); axs[1].set_title("validation (%)" if val else "validation (none: no val loader)")
     if val: axs[1].legend(fontsize=7)
     fig.tight_layout()
-    if out: fig.savefig(out, dpi=100); plt.close(fig)
+    if out: write_atomic(out, lambda t: fig.savefig(t, dpi=100)); plt.close(fig)      # never a half-written png
     return fig
 
 # %% ../nbs/12_training.ipynb #1725fa22
@@ -566,13 +577,31 @@ def gather_objects(obj: Any, info: DistInfo) -> list:
     dist.all_gather_object(out, obj)
     return out
 
+# %% ../nbs/12_training.ipynb #dg000002
+def check_data_unchanged(learn: Learner, when: str) -> None:
+    "Refuse to go on when the training data's files differ from the fingerprints the run started with (`learn.fingerprints`)."
+    keys = ("data_fingerprint", "images_fingerprint")
+    if not any(k in learn.fingerprints for k in keys): return
+    if diff := fingerprint_diff(learn.fingerprints, run_fingerprints({"train": learn.train_loader}, fresh=True), keys):
+        raise ValueError(f"the data of the run in {learn.cfg.train.out_dir} changed while it trained ({diff[0]}; started vs now); "
+                         f"it stops {when}, before saving anything from the new files: restore the data and run the same command "
+                         "to resume from the last checkpoint, or train on the new data with another --out")
+
+class DataGuardCB(Callback):
+    "Check the data files against the run's fingerprints before each validation and checkpoint (`check_data_unchanged`)."
+    order = 8
+    def after_step(self):
+        l, t = self.learn, self.learn.cfg.train
+        if l.step % t.eval_every == 0 or l.step % t.ckpt_every == 0 or l.step == t.max_steps:
+            check_data_unchanged(l, f"at step {l.step}")
+
 # %% ../nbs/12_training.ipynb #6c79acda
-def resume(learn: Learner, ck: dict) -> None:
-    "Restore a `CheckpointCB` checkpoint into `learn`."
+def resume(learn: Learner, ck: dict, where: str | Path = "checkpoint") -> None:
+    "Restore a `CheckpointCB` checkpoint (read from `where`) into `learn`."
     if ck.get("world", 1) != learn.dist.world:
         raise ValueError(f"checkpoint was written with {ck.get('world')} rank(s), this run has {learn.dist.world}; "
                          f"resume with the same number of processes")
-    learn.core.load_state_dict(ck["model"])
+    load_state_checked(learn.core, ck["model"], where)
     learn.opt.load_state_dict(ck["optimizer"]); learn.sched.load_state_dict(ck["scheduler"])
     learn.scaler.load_state_dict(ck["scaler"])
     learn.step, learn.epoch, learn.batches_done, learn.micro = ck["step"], ck["epoch"], ck["batches_done"], ck["micro"]
@@ -618,26 +647,53 @@ def check_same_run(saved_json: str, cfg: Config, where: Path) -> None:
                          f"use another --out directory or the same preset and settings")
 
 # %% ../nbs/12_training.ipynb #33b98a3d
-def run_fingerprints(loaders: dict[str, DataLoader]) -> dict:
-    "`tokenizer_fingerprint` and `data_fingerprint` (file → SHA-256) of the training set; absent when its dataset carries neither."
+def image_fingerprint(refer, sample: int = 16) -> dict:
+    "The image files `refer` names: their count, a digest of every name and size, and a SHA-256 of the first MiB of `sample` of them."
+    names = sorted({im["file_name"] for im in refer.imgs.values()})
+    sizes, picked = hashlib.sha256(), hashlib.sha256()
+    for n in names:
+        try: size = os.stat(refer.image_root / n).st_size
+        except OSError: size = -1                              # missing: training names it when it reads it
+        sizes.update(f"{n}\0{size}\n".encode())
+    for n in names[:: max(1, len(names) // sample)][:sample]:
+        try:
+            with open(refer.image_root / n, "rb") as f: picked.update(f.read(1 << 20))
+        except OSError: picked.update(b"missing")
+    return {"images": len(names), "names_sizes": sizes.hexdigest()[:16], "sample": picked.hexdigest()[:16]}
+
+def run_fingerprints(loaders: dict[str, DataLoader], fresh: bool = False) -> dict:
+    "`tokenizer_fingerprint`, `data_fingerprint` (file → SHA-256, read again if `fresh`) and `images_fingerprint` of the training set; absent when its dataset has none."
     from ris_nb.data.transforms import tokenizer_fingerprint
+    from ris_nb.data.refer import sha256
     ds = loaders["train"].dataset
     tok, refer = getattr(ds, "tokenizer", None), getattr(getattr(ds, "base", None), "refer", None)
     out = {}
     if tok is not None: out["tokenizer_fingerprint"] = tokenizer_fingerprint(tok)
-    if refer is not None: out["data_fingerprint"] = dict(refer.checksums)
+    if refer is not None:
+        out["data_fingerprint"] = dict(refer.checksums)
+        if fresh: out["data_fingerprint"] = {f.name: sha256(f) if f.is_file() else "missing" for f in (refer.refs_file, refer.instances_file)}
+        out["images_fingerprint"] = image_fingerprint(refer)
     return out
 
-def check_fingerprints(saved: dict, current: dict, where: str | Path, keys: Sequence[str] = ("tokenizer_fingerprint", "data_fingerprint")) -> None:
-    "Refuse when a fingerprint stored in checkpoint `saved` differs from `current` (both values named); absent ones are not compared."
+FINGERPRINTS = {"tokenizer_fingerprint": "another vocabulary (token ids)", "data_fingerprint": "other dataset files (SHA-256)",
+                "images_fingerprint": "other image files (names, sizes, a sample of their bytes)"}
+
+def fingerprint_diff(saved: dict, current: dict, keys: Sequence[str] = tuple(FINGERPRINTS)) -> list[str]:
+    "`key what: saved vs current` for each fingerprint among `keys` that both dicts hold and that differs."
+    out = []
     for k in keys:
         a, b = saved.get(k), current.get(k)
         if a is None or b is None or a == b: continue
         if isinstance(a, dict) and isinstance(b, dict):
             diff = "; ".join(f"{f}: {str(a.get(f))[:16]} vs {str(b.get(f))[:16]}" for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f))
         else: diff = f"{a} vs {b}"
-        what = "vocabulary (token ids)" if k == "tokenizer_fingerprint" else "dataset files (SHA-256)"
-        raise ValueError(f"{where} was trained with another {what}: {k} {diff} (checkpoint vs now); "
+        out.append(f"{FINGERPRINTS.get(k, 'another ' + k)}: {k} {diff}")
+    return out
+
+def check_fingerprints(saved: dict, current: dict, where: str | Path, keys: Sequence[str] = tuple(FINGERPRINTS)) -> None:
+    "Refuse when a fingerprint stored in checkpoint `saved` differs from `current` (both values named); absent ones are not compared."
+    if diff := fingerprint_diff(saved, current, keys):
+        raise ValueError(f"{where} was trained with {diff[0]} (checkpoint vs now); "
                          "use the data and tokenizer of that run, or another --out directory")
 
 # %% ../nbs/12_training.ipynb #afb8cc44
@@ -655,8 +711,13 @@ def check_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[Path,
                              f"give train.max_steps >= {found[1]['step']} to continue it, or another --out for a shorter run")
     elif (run_dir / "config.json").exists():
         check_same_run((run_dir / "config.json").read_text(), cfg, run_dir)
-    if not found and (run_dir / "best.pt").exists():
-        check_fingerprints(load_checkpoint(run_dir / "best.pt"), fingerprints, run_dir / "best.pt")
+    best = Path(run_dir) / "best.pt"
+    if best.exists():            # read now: a damaged best.pt is named before any work, not at the final evaluation
+        try: ck = load_checkpoint(best)
+        except ValueError as e:
+            raise ValueError(f"{e}; it is this run's best model: move it away to go on (the next validation writes a new one), "
+                             "or give another --out") from None
+        if not found: check_same_run(ck["config"], cfg, best); check_fingerprints(ck, fingerprints, best)
     return found
 
 def stale_temp_files(run_dir: Path) -> list[Path]:
@@ -701,7 +762,7 @@ def make_eval_loader(loader: DataLoader, cfg: Config, info: DistInfo) -> DataLoa
                       collate_fn=loader.collate_fn, num_workers=cfg.data.num_workers)
 
 def default_callbacks(run_dir: Path, val_loader: DataLoader | None) -> list[Callback]:
-    cbs = [SamplerCB(), DeviceCB(), NaNGuardCB(), GradClipCB(), ProgressCB(), LogCB(run_dir), CheckpointCB(run_dir)]
+    cbs = [SamplerCB(), DeviceCB(), NaNGuardCB(), GradClipCB(), ProgressCB(), LogCB(run_dir), DataGuardCB(), CheckpointCB(run_dir)]
     if val_loader is not None: cbs.append(EvalCB(val_loader, run_dir))
     return cbs
 
@@ -749,10 +810,17 @@ def _fit_locked(model: nn.Module, loaders: dict, cfg: Config, cbs: Sequence[Call
     learn = Learner(model, train_dl, cfg, defaults + list(cbs), info)
     learn.fingerprints = fingerprints
     if info.is_main: print(precision_line(info.device, cfg.train.amp))
+    best = run_dir / "best.pt"
     if found:
-        resume(learn, found[1])
+        resume(learn, found[1], found[0])
         if info.is_main: print(f"resumed from {os.path.relpath(found[0], run_dir)} in the run folder at step {learn.step}")
+        if learn.best is not None and not best.exists(): learn.best = None     # best.pt was moved away: the next validation writes one
+    elif resume_run and best.exists():      # no step checkpoint yet: start again, keeping best.pt until a validation beats it
+        learn.best = load_checkpoint(best).get("best")
+        if info.is_main: warnings.warn(f"{run_dir} has no step checkpoint to resume: training starts at step 0; {best} "
+                                       f"({cfg.eval.select_metric} {learn.best}) is kept until a validation beats it")
     learn.fit()
+    check_data_unchanged(learn, "at the end of training")       # the run's final evaluation reads the same files
     return run_dir
 
 # %% ../nbs/12_training.ipynb #pr000002
@@ -812,7 +880,5 @@ def load_run(ckpt: str | Path, data: str | None = None) -> tuple[Config, Any, nn
     check_fingerprints(ck, {"tokenizer_fingerprint": tokenizer_fingerprint(tok)}, f"{ckpt} (tokenizer {tok_dir})",
                        keys=["tokenizer_fingerprint"])
     model = build_model(cfg)
-    try: model.load_state_dict(ck["model"])
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint {ckpt} does not fit preset {cfg.name!r}: {str(e).splitlines()[0]}") from None
+    load_state_checked(model, ck["model"], f"checkpoint {ckpt}", f"preset {cfg.name!r}")   # names the first keys and shapes that differ
     return cfg, tok, model.eval()

@@ -768,3 +768,173 @@ def test_checkpoint_errors_say_why_not_torchs_advice(trained, tmp_path, capsys):
     (tmp_path / "rand.pt").write_bytes(np.random.default_rng(0).bytes(5000))
     rc, err = main(capsys, "eval", "--ckpt", tmp_path / "rand.pt", "--out", tmp_path / "ev")
     assert rc == 2 and "is truncated or corrupt (UnpicklingError:" in err and "weights_only" not in err, err
+
+
+# ---- round 3 (checkpoints, resume, run folders, experiments; issue 47)
+
+def _run_copy(trained: Path, dst: Path) -> Path:
+    "A private copy of the module's trained run a test may damage (its lock left out)."
+    import shutil
+    shutil.copytree(trained, dst, ignore=shutil.ignore_patterns(".lock"))
+    return dst
+
+
+def test_resume_with_every_checkpoint_unreadable_is_refused_and_best_pt_kept(trained, shaperefs, tmp_path, capsys):
+    "Every step checkpoint unreadable: refused, naming them and what to do (was: 'falling back to the previous checkpoint' "
+    "when there was none, training again from step 0, best.pt replaced by a worse model)."
+    run = _run_copy(trained, tmp_path / "run")
+    for p in (run / "checkpoints").glob("step_*.pt"): p.write_bytes(p.read_bytes()[:100])
+    best = (run / "best.pt").read_bytes()
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY, "train.max_steps=4")
+    assert rc == 2 and "cannot be resumed: none of its 1 step checkpoint(s) is readable (step_0000002.pt" in err, err
+    assert f"delete the run folder {run}" in err and "falling back" not in err, err
+    assert (run / "best.pt").read_bytes() == best
+
+
+def test_resume_checks_best_pt_and_model_only_files_in_checkpoints(trained, shaperefs, tmp_path, capsys):
+    "A truncated best.pt is named when resuming (was: at the final evaluation, on every re-run); moved away, the run goes on and "
+    "writes a new one. A best.pt copied into checkpoints/ is named as model-only (was: KeyError: 'optimizer')."
+    import shutil
+    run = _run_copy(trained, tmp_path / "run")
+    shutil.copy(run / "best.pt", run / "checkpoints" / "step_0000003.pt")
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY, "train.max_steps=4")
+    assert rc == 2 and "step_0000003.pt is not a resumable checkpoint (no 'optimizer', 'scheduler')" in err, err
+    (run / "checkpoints" / "step_0000003.pt").unlink()
+    (run / "best.pt").write_bytes((run / "best.pt").read_bytes()[:1000])
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY, "train.max_steps=4")
+    assert rc == 2 and f"{run / 'best.pt'} is truncated or corrupt" in err and "move it away" in err, err
+    (run / "best.pt").unlink()
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY, "train.max_steps=4")
+    from ris_nb.train import load_checkpoint
+    assert rc == 0 and load_checkpoint(run / "best.pt")["step"] == 4, err
+
+
+def test_swapped_image_files_are_refused_on_resume_and_a_copy_is_not(trained, shaperefs, tmp_path, capsys):
+    "The run pins a fingerprint of its image files (names, sizes, a sample of bytes): swapped images refuse the resume "
+    "(was: accepted, the fingerprint covered refs and instances only); an exact copy of the data is accepted."
+    import shutil
+    run, data = _run_copy(trained, tmp_path / "run"), tmp_path / "d" / "shaperefs"
+    shutil.copytree(shaperefs, data)
+    files = sorted((data / "images").iterdir(), key=lambda p: p.stat().st_size)
+    a, b = files[0], files[-1]
+    ba, bb = a.read_bytes(), b.read_bytes(); a.write_bytes(bb); b.write_bytes(ba)
+    rc, err = main(capsys, "train", "--data", data, "--out", run, "--no-eval", *TINY, "train.max_steps=4")
+    assert rc == 2 and "images_fingerprint names_sizes" in err, err
+    a.write_bytes(ba); b.write_bytes(bb)
+    rc, err = main(capsys, "train", "--data", data, "--out", run, "--no-eval", *TINY, "train.max_steps=4")
+    assert rc == 0, err
+
+
+def test_data_changed_under_a_running_training_stops_it_before_saving(data_copy, tmp_path):
+    "Image files rewritten while training runs (`ris_nb synth` into its folder): it stops before the next validation or "
+    "checkpoint, naming the change (was: finished on the new pixels under the old masks, exit 0)."
+    from ris_nb.train import Callback, checkpoint_paths, fit, prepare
+    cfg = get_preset("lavt_tiny").override({"data.root": str(data_copy.parent), "data.image_size": 64, "train.batch_size": 4,
+                                            "train.max_steps": 4, "train.eval_every": 2, "train.ckpt_every": 2,
+                                            "train.device": "cpu", "data.test_splits": [], "train.out_dir": str(tmp_path / "run")})
+    class Rewrite(Callback):
+        order = 0
+        def after_step(self):
+            if self.learn.step == 3:
+                for p in sorted((data_copy / "images").iterdir())[:20]: p.write_bytes(p.read_bytes() + b"\0" * 7)
+    _, loaders, model, cfg = prepare(cfg)
+    with pytest.raises(ValueError, match="changed while it trained") as e:
+        fit(model, loaders, cfg, cbs=[Rewrite()])
+    assert "it stops at step 4" in str(e.value) and "images_fingerprint" in str(e.value), e.value
+    assert [p.name for p in checkpoint_paths(tmp_path / "run")] == ["step_0000002.pt"]
+
+
+def _record_offset(path: Path, name_end: str) -> tuple[int, int]:
+    "Byte offset and size of the data of the largest zip record whose name ends with `name_end` (a tensor of a checkpoint)."
+    import struct
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if i.filename.endswith(name_end) or "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = path.read_bytes()
+    n, m = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+    return info.header_offset + 30 + n + m, info.file_size
+
+
+def test_flipped_bytes_and_zip_bombs_in_a_checkpoint_are_refused(trained, tmp_path, capsys):
+    "64 bytes flipped inside a tensor of best.pt: refused by the records' CRC-32 (was: evaluated silently, 5.71 vs 5.72); "
+    "a record declaring 16 MiB in a few kB: refused before it is inflated (was: inflated first)."
+    import shutil
+    import zipfile
+    run = _run_copy(trained, tmp_path / "run")
+    raw = bytearray((run / "best.pt").read_bytes())
+    off, size = _record_offset(run / "best.pt", "")
+    raw[off + size // 2: off + size // 2 + 64] = bytes(b ^ 0xFF for b in raw[off + size // 2: off + size // 2 + 64])
+    (run / "best.pt").write_bytes(bytes(raw))
+    rc, err = main(capsys, "eval", "--ckpt", run / "best.pt", "--data", trained.parent, "--out", tmp_path / "ev")
+    assert rc == 2 and f"checkpoint {run / 'best.pt'} is corrupt (Bad CRC-32" in err, err
+    bomb = tmp_path / "bomb.pt"; shutil.copy(trained / "best.pt", bomb)
+    with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as z: z.writestr("best/data/999", bytes(16 << 20))
+    rc, err = main(capsys, "eval", "--ckpt", bomb, "--data", trained.parent, "--out", tmp_path / "ev2")
+    assert rc == 2 and f"checkpoint {bomb}: its records declare" in err and "best/data/999, 16,777,216 bytes" in err, err
+
+
+def test_weights_files_of_another_width_truncated_or_holding_code_are_named(trained, tmp_path, capsys):
+    "A checkpoint of another width: the file, the first keys and shapes (was: 'Error(s) in loading state_dict' alone); "
+    "truncated or code-holding model.vision.weights / model.sag.entity_weights files: the file named (was: torch's error)."
+    from ris_nb.models.encoders import read_state_dict
+    from ris_nb.models.slots import load_entity_model
+    from ris_nb.train import load_checkpoint
+    ck = load_checkpoint(trained / "best.pt")
+    k = next(k for k, v in ck["model"].items() if v.ndim == 2)
+    ck["model"][k] = torch.zeros(ck["model"][k].shape[0] + 1, ck["model"][k].shape[1])
+    run = _run_copy(trained, tmp_path / "run"); torch.save(ck, run / "best.pt")
+    rc, err = main(capsys, "eval", "--ckpt", run / "best.pt", "--data", trained.parent, "--out", tmp_path / "ev")
+    assert rc == 2 and f"checkpoint {run / 'best.pt'} does not fit preset 'lavt_tiny' (1 shape mismatch(es): {k} (" in err, err
+    cut = tmp_path / "cut.pt"; cut.write_bytes((trained / "best.pt").read_bytes()[:3000])
+    class Code:
+        def __reduce__(self): return (os.system, ("true",))
+    torch.save({"state_dict": Code()}, tmp_path / "code.pt")
+    for f, why in ((cut, "is truncated or corrupt"), (tmp_path / "code.pt", "refusing to load the code it holds")):
+        with pytest.raises(ValueError, match="weights file") as e: read_state_dict(f)
+        assert str(f) in str(e.value) and why in str(e.value), e.value
+        with pytest.raises(ValueError, match="entity weights") as e: load_entity_model(f)
+        assert str(f) in str(e.value) and why in str(e.value), e.value
+
+
+def test_writes_past_a_file_size_limit_name_the_file_and_leave_nothing(tmp_path):
+    "`ulimit -f` (or a full disk) at a checkpoint or at curves.png: one error naming the file (was: a C++ 'enforce fail' "
+    "traceback, or no file named); no 0-byte curves.png and no temp file left."
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 30)))
+    code = ("import resource, sys, torch\nresource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
+            "from ris_nb.train import atomic_save, plot_curves\nfrom pathlib import Path\nd = Path(sys.argv[1])\n"
+            "for f in (lambda: atomic_save({'w': torch.zeros(10000)}, d / 'ck.pt'), lambda: plot_curves(d / 'log.jsonl', d / 'curves.png')):\n"
+            "    try: f(); print('no error')\n    except OSError as e: print('OSError', e)\n")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=300)
+    lines = p.stdout.splitlines()
+    assert len(lines) == 2, p.stdout + p.stderr
+    assert f"cannot write {tmp_path / 'ck.pt'}: torch.save failed" in lines[0] and "file size limit" in lines[0], lines
+    assert f"cannot write {tmp_path / 'curves.png'}" in lines[1] and "ulimit -f" in lines[1], lines
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["log.jsonl"]
+
+
+def test_pretrain_entities_refuses_a_negative_n_val(shaperefs, tmp_path, capsys):
+    "`pretrain-entities --n-val -5`: refused (was: exit 0, printing nan)."
+    rc, err = main(capsys, "pretrain-entities", "--data", shaperefs, "--out", tmp_path / "e.pt", "--n-val", "-5", "--steps", "1")
+    assert rc == 2 and "n_val=-5 (--n-val): expected an integer >= 0" in err and not (tmp_path / "e.pt").exists(), err
+
+
+def test_experiments_name_unreadable_results_and_refuse_a_second_study(tmp_path):
+    "A cut-off result.json: named and that run done again; an empty meta.json: named, with what to do (both were a bare "
+    "JSON error); a second study into the same --out: refused by the folder's run lock (was: one deleted the other's runs)."
+    from ris_nb.experiments import QUICK, finished, run_study, study_data
+    (tmp_path / "r").mkdir(); (tmp_path / "r" / "result.json").write_text('{"row": "sag", "con')
+    with pytest.warns(UserWarning, match=r"result.json: not valid JSON .*running it again"):
+        assert finished(tmp_path / "r", get_preset("lavt_tiny")) is None
+    d = tmp_path / "study" / "data" / "shaperefs"; d.mkdir(parents=True)
+    (d / "meta.json").write_text(""); (d / "refs(shaperefs).p").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"meta.json: not valid JSON .*delete"): study_data(tmp_path / "study", QUICK)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ris_nb.train import run_lock\n"
+                               "with run_lock(sys.argv[1], 'study'): print('locked', flush=True); time.sleep(60)",
+                               str(tmp_path / "study")], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match=f"in use by another study \\(pid {holder.pid}\\)"):
+            run_study(tmp_path / "study", only="magnet", seeds=1, budget=QUICK, progress=False)
+    finally:
+        holder.kill(); holder.wait()

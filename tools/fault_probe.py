@@ -391,6 +391,128 @@ class Probe:
             self.rows.append(Row(f"API: {name}", p.returncode, line, *v))
             shutil.rmtree(self.tmp / "api_run", ignore_errors=True)
 
+    # ---- round 3 (checkpoints, resume, run folders, experiments)
+    def r3_resume(self) -> None:
+        run_dir = self.copy_run("every_ckpt_cut")
+        for f in (run_dir / "checkpoints").glob("step_*.pt"): f.write_bytes(f.read_bytes()[:100])
+        best = (run_dir / "best.pt").read_bytes()
+        p = train(self.base, run_dir, "train.max_steps=4")
+        v = refusal(p, "none of its", "step_0000002.pt", "delete the run folder")
+        if (run_dir / "best.pt").read_bytes() != best: v = ("wrong", "best.pt replaced")
+        self.add("train: resume with every step checkpoint unreadable", p, v)
+        run_dir = self.copy_run("best_cut")
+        (run_dir / "best.pt").write_bytes((run_dir / "best.pt").read_bytes()[:2000])
+        p = train(self.base, run_dir, "train.max_steps=4")
+        self.add("train: resume with a truncated best.pt", p, refusal(p, "best.pt is truncated or corrupt", "move it away"))
+        run_dir = self.copy_run("best_in_ckpts")
+        shutil.copy(run_dir / "best.pt", run_dir / "checkpoints" / "step_0000003.pt")
+        p = train(self.base, run_dir, "train.max_steps=4")
+        self.add("train: best.pt copied into checkpoints/", p, refusal(p, "step_0000003.pt is not a resumable checkpoint"))
+
+    def r3_data_changed(self) -> None:
+        ddir = self.copy_data("swapped images")
+        run_dir = ddir.parent / "run"
+        assert train(ddir, run_dir).returncode == 0
+        files = sorted((ddir / "images").iterdir(), key=lambda f: f.stat().st_size)
+        a, b = files[0], files[-1]; ba, bb = a.read_bytes(), b.read_bytes(); a.write_bytes(bb); b.write_bytes(ba)
+        p = train(ddir, run_dir, "train.max_steps=4")
+        self.add("train: resume after image files were swapped", p, refusal(p, "images_fingerprint"))
+        a.write_bytes(ba); b.write_bytes(bb)
+        moved = self.tmp / "cases" / "moved_data" / "shaperefs"; shutil.copytree(ddir, moved)   # a copy: other folder, other mtimes
+        p = train(moved, run_dir, "train.max_steps=4")
+        self.add("train: resume on an exact copy of the data", p, success(p))
+        ddir = self.copy_data("synth under train")
+        out = ddir.parent / "run"
+        args = RIS + ["train", "--preset", "lavt_tiny", "--data", str(ddir), "--out", str(out), "--set", *TINY,
+                      "train.max_steps=400", "train.ckpt_every=5", "train.eval_every=5"]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        t0 = time.time()
+        while time.time() - t0 < 300 and not list((out / "checkpoints").glob("step_*.pt")): time.sleep(0.2)
+        s = run(["synth", "--out", ddir, "--n-images", "80", "--seed", "7", "--size", "64"])
+        if s.returncode != 0:           # synth refuses an existing folder: the same change by hand
+            from ris_nb.data.shaperefs import generate
+            generate(self.tmp / "cases" / "seed7" / "shaperefs", n_images=80, seed=7, size=64, verbose=False)
+            shutil.copytree(self.tmp / "cases" / "seed7" / "shaperefs", ddir, dirs_exist_ok=True)
+        _, err = proc.communicate(timeout=600)
+        p = subprocess.CompletedProcess(args, proc.returncode, "", err)
+        self.add("train: synth with another seed into the data folder of a running train", p, refusal(p, "changed while it trained"))
+
+    def r3_checkpoint_bytes(self) -> None:
+        import struct, zipfile
+        import torch
+        run_dir = self.copy_run("flipped")
+        with zipfile.ZipFile(run_dir / "best.pt") as z: info = max(z.infolist(), key=lambda i: i.file_size)
+        raw = bytearray((run_dir / "best.pt").read_bytes())
+        n, m = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+        at = info.header_offset + 30 + n + m + info.file_size // 2
+        raw[at: at + 64] = bytes(x ^ 0xFF for x in raw[at: at + 64]); (run_dir / "best.pt").write_bytes(bytes(raw))
+        p = run(["eval", "--ckpt", run_dir / "best.pt", "--data", self.base, "--out", run_dir / "ev"])
+        self.add("eval: 64 bytes flipped inside a tensor of best.pt", p, refusal(p, "best.pt", "CRC-32", left=run_dir / "ev" / "report.md"))
+        run_dir = self.copy_run("bomb")
+        with zipfile.ZipFile(run_dir / "best.pt", "a", zipfile.ZIP_DEFLATED) as z: z.writestr("best/data/999", bytes(256 << 20))
+        p = run(["eval", "--ckpt", run_dir / "best.pt", "--data", self.base, "--out", run_dir / "ev"])
+        self.add("eval: a best.pt whose record inflates to 256 MiB", p, refusal(p, "best.pt", "records declare", "best/data/999"))
+        run_dir = self.copy_run("wider")
+        ck = torch.load(run_dir / "best.pt", weights_only=True)
+        k = next(k for k, t in ck["model"].items() if t.ndim == 2)
+        ck["model"][k] = torch.zeros(ck["model"][k].shape[0] + 1, ck["model"][k].shape[1]); torch.save(ck, run_dir / "best.pt")
+        p = run(["eval", "--ckpt", run_dir / "best.pt", "--data", self.base, "--out", run_dir / "ev"])
+        self.add("eval: a checkpoint of another width", p, refusal(p, "best.pt", "does not fit", k))
+
+    def r3_weights_files(self) -> None:
+        import torch
+        class Code:
+            def __reduce__(self): return (os.system, ("true",))
+        cut, code = self.tmp / "w_cut.pt", self.tmp / "w_code.pt"
+        cut.write_bytes((self.run0 / "best.pt").read_bytes()[:3000]); torch.save({"state_dict": Code()}, code)
+        for kind, f, why in (("truncated", cut, "truncated or corrupt"), ("code-holding", code, "refusing to load the code")):
+            out = self.tmp / "r3w" / f"vision_{f.stem}"
+            p = train(self.base, out, f"model.vision.weights={f}")
+            self.add(f"train: {kind} model.vision.weights", p, refusal(p, str(f), why, left=out))
+            out = self.tmp / "r3w" / f"entity_{f.stem}"
+            p = run(["train", "--preset", "sag_tiny", "--data", self.base, "--out", out, "--no-eval", "--set", *TINY,
+                     f"model.sag.entity_weights={f}"])
+            self.add(f"train: {kind} model.sag.entity_weights", p, refusal(p, str(f), why, left=out))
+
+    def r3_disk_full(self) -> None:
+        import resource
+        limit = (self.run0 / "best.pt").stat().st_size // 2
+        out = self.tmp / "ulimit_run"
+        p = subprocess.run(RIS + ["train", "--preset", "lavt_tiny", "--data", str(self.base), "--out", str(out), "--set", *TINY],
+                           capture_output=True, text=True, env=ENV, timeout=600,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+        v = refusal(p, "cannot write", "ulimit -f")
+        left = [f.name for f in out.rglob("*") if f.name.startswith(".") and ".tmp-" in f.name]
+        if (out / "curves.png").exists() and (out / "curves.png").stat().st_size == 0: v = ("wrong", "0-byte curves.png")
+        elif left: v = ("wrong", f"left {left}")
+        self.add(f"train: ulimit -f {limit} bytes (checkpoints cannot be written)", p, v)
+
+    def r3_n_val(self) -> None:
+        p = run(["pretrain-entities", "--data", self.base, "--out", self.tmp / "ent.pt", "--n-val", "-5", "--steps", "1"])
+        self.add("pretrain-entities --n-val -5", p, refusal(p, "n_val=-5", left=self.tmp / "ent.pt"))
+
+    def r3_experiments(self) -> None:
+        toy = ["experiments", "--quick", "--seeds", "1", "--steps", "2", "--scenes", "40", "--only", "magnet", "--jobs", "1"]
+        out = self.tmp / "study"
+        assert run(toy + ["--out", out]).returncode == 0
+        res = out / "lavt" / "seed0" / "result.json"; res.write_text(res.read_text()[:100])
+        p = run(toy + ["--out", out])
+        ok = "result.json: not valid JSON" in p.stderr and json.loads(res.read_text())["row"] == "lavt"
+        self.add("experiments: re-run over a cut-off result.json", p, success(p, ok, "not named or not redone"))
+        meta = out / "data" / "shaperefs" / "meta.json"; meta.write_text("")
+        p = run(toy + ["--out", out])
+        self.add("experiments: an empty meta.json", p, refusal(p, "meta.json", "delete"))
+        out2 = self.tmp / "study2"
+        first = subprocess.Popen(RIS + [str(a) for a in toy + ["--out", out2]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=ENV)
+        t0 = time.time()
+        while time.time() - t0 < 120 and not ((out2 / ".lock").exists() and (out2 / ".lock").read_text().strip()): time.sleep(0.1)
+        p = run(toy + ["--out", out2])
+        first.communicate(timeout=600)
+        v = refusal(p, "in use by another study")
+        if first.returncode != 0: v = ("wrong", f"the first study failed (exit {first.returncode})")
+        self.add("experiments: two studies into one --out", p, v)
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -399,7 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     groups = ["data_faults", "check_data_valid", "tokenizer_faults", "ckpt_folder", "config_faults", "eval_relative_data", "truncated_log",
               "shorter_rerun", "checkpoints_file", "stale_temp", "refused_start", "predict_cases", "course_invalid",
-              "interrupt_int", "interrupt_term", "closed_pipe", "api_cases"]
+              "interrupt_int", "interrupt_term", "closed_pipe", "api_cases",
+              # ---- round 3 (checkpoints, resume, run folders, experiments)
+              "r3_resume", "r3_data_changed", "r3_checkpoint_bytes", "r3_weights_files", "r3_disk_full", "r3_n_val", "r3_experiments"]
     if args.k: groups = [g for g in groups if any(k in g for k in args.k)]
     tmp = Path(tempfile.mkdtemp(prefix="ris_nb_fault_probe_"))
     t0 = time.time()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, window_partition, window_reverse
 
-from ..core import Config, TextConfig, VisionConfig
+from ..core import Config, TextConfig, VisionConfig, torch_load_checked
 
 # %% auto #0
 __all__ = ['read_state_dict', 'load_in_order', 'StagedBackbone', 'SwinBlockPadFirst', 'swin_official_to_timm', 'ChannelsLast',
@@ -34,8 +34,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file(): raise FileNotFoundError(f"weights file {str(path)!r} does not exist (expected a .pth/.pt/.bin/.safetensors file)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        sd = load_file(str(path))
-    else: sd = torch.load(path, map_location="cpu", weights_only=True)
+        try: sd = load_file(str(path))
+        except Exception as e: raise ValueError(f"weights file {path} is truncated or corrupt ({type(e).__name__}: {e}); "
+                                                "expected a .safetensors file of tensors") from None
+    else: sd = torch_load_checked(path, "weights file", "a state dict of tensors (.pth/.pt/.bin)")   # no code, checksums
     for key in ("model", "state_dict", "module"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict): sd = sd[key]
     if not isinstance(sd, dict): raise ValueError(f"{str(path)!r}: expected a dict of tensors, got {type(sd).__name__}")
@@ -200,7 +202,9 @@ def timm_classifier(backbone: str, weights: str = "packaged") -> nn.Module:
     path = packaged_weights_path(backbone) if weights == "packaged" else Path(weights)
     sd = read_state_dict(path)
     try: model.load_state_dict(sd)                       # a timm-layout file
-    except RuntimeError: load_in_order(model, sd)        # torchvision / original layout: same tensors, same order
+    except RuntimeError:                                 # torchvision / original layout: same tensors, same order
+        try: load_in_order(model, sd)
+        except ValueError as e: raise ValueError(f"weights file {path} does not fit {backbone} ({e})") from None
     return model
 
 # %% ../../nbs/05_encoders.ipynb #493578f4

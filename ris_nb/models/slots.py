@@ -21,7 +21,7 @@ from scipy import ndimage
 from torch import nn
 from tqdm import tqdm
 
-from ..core import cpu_native_bf16
+from ..core import cpu_native_bf16, load_state_checked, torch_load_checked
 from .encoders import sine_pos_2d
 
 # %% auto #0
@@ -457,17 +457,17 @@ def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = N
 
 # %% ../../nbs/10_entity_slots.ipynb #c14f3450
 def load_entity_model(path: str | Path) -> EntityModel:
-    "An `EntityModel` from a file written by `pretrain_entities` (read with `weights_only=True`)."
+    "An `EntityModel` from a file written by `pretrain_entities` (`torch_load_checked`: weights only, checksums); a bad file is named."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"entity weights {str(path)!r} do not exist (write them with `ris_nb pretrain-entities`)")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ck, dict) or not {"config", "state_dict"} <= ck.keys():
+    ck = torch_load_checked(path, "entity weights", "a file from `ris_nb pretrain-entities`")
+    if not isinstance(ck, dict) or not {"config", "state_dict"} <= ck.keys() or not isinstance(ck["config"], dict):
         raise ValueError(f"{path}: expected a dict with 'config' and 'state_dict' (a file from pretrain_entities)")
     known = {f.name for f in fields(EntityPretrainConfig)}
     unknown = set(ck["config"]) - known
     if unknown: raise ValueError(f"{path}: config has unknown fields {sorted(unknown)}")
     model = EntityModel(EntityPretrainConfig(**ck["config"]))
-    model.load_state_dict(ck["state_dict"]); model.log = ck.get("log", [])
+    load_state_checked(model, ck["state_dict"], f"entity weights {path}"); model.log = ck.get("log", [])
     return model.eval()
 
 def packaged_entity_weights() -> Path:
@@ -481,6 +481,8 @@ def pretrain_entities_on(root: str | Path, dataset: str = "shaperefs", split_by:
                          progress: bool = True) -> EntityModel:
     "Pretrain on the train-split images of a REFER dataset under `root` (no text, no masks); the first `n_val` val scenes score it."
     from ris_nb.data.refer import Refer
+    if not isinstance(n_val, int) or isinstance(n_val, bool) or n_val < 0:
+        raise ValueError(f"n_val={n_val!r} (--n-val): expected an integer >= 0, the val scenes that score the run (0: none)")
     cfg = cfg or EntityPretrainConfig()
     refer = Refer(root, dataset, split_by)
     images, _ = split_images(refer, "train", cfg.image_size)
