@@ -149,7 +149,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--split", default="val", help="split name (default: val)")
     p.add_argument("--protocol", choices=["original", "square"], default=None, help="default: the preset's")
     p.add_argument("--data", default=None, help="data root or dataset folder (default: the one used in training)")
-    p.add_argument("--out", default=None, help="where to write report.md (default: next to the checkpoint)")
+    p.add_argument("--out", default=None, help="where to write report.md (default: next to the checkpoint; in a run folder "
+                   "report_<split>.md and results_<split>.json, beside the run's own report)")
     p.set_defaults(func=_run_eval)
 
 def _check_data_root(cfg, ckpt, data: str | None) -> None:
@@ -174,7 +175,8 @@ def _run_eval(args) -> None:
     info = init_distributed(cfg.train.device); model.to(info.device)
     res = evaluate(model, make_eval_loader(loaders[args.split], cfg, info), protocol=cfg.eval.protocol, device=info.device)
     if info.is_main:
-        print(write_report({args.split: res}, cfg, out, {"checkpoint": str(args.ckpt)}).read_text())
+        suffix = f"_{args.split}" if (out / "log.jsonl").exists() else ""   # a run folder: never over the run's own report
+        print(write_report({args.split: res}, cfg, out, {"checkpoint": str(args.ckpt)}, suffix=suffix).read_text())
     finish_distributed()
 
 # %% ../nbs/15_cli.ipynb #b6096b04
@@ -327,11 +329,13 @@ def _add_course(sub) -> None:
     p = sub.add_parser("course", help="write student copies of the notebooks (solutions → stubs, hidden tests removed)")
     p.add_argument("--out", default="course", help="folder for the student notebooks (default: course)")
     p.add_argument("--nbs", default="nbs", help="folder of the instructor notebooks (default: nbs)")
+    p.add_argument("--update", action="store_true", help="write into a non-empty --out: add the notebooks it lacks, keep the "
+                   "ones already there as they are (a student's edits are never overwritten)")
     p.set_defaults(func=_run_course)
 
 def _run_course(args) -> None:
     from ris_nb.course import make_course
-    make_course(args.nbs, check_out_dir(Path(args.out)))
+    make_course(args.nbs, check_out_dir(Path(args.out)), update=args.update)
 
 _SUBCOMMANDS.append(_add_course)
 

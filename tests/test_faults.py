@@ -768,3 +768,63 @@ def test_checkpoint_errors_say_why_not_torchs_advice(trained, tmp_path, capsys):
     (tmp_path / "rand.pt").write_bytes(np.random.default_rng(0).bytes(5000))
     rc, err = main(capsys, "eval", "--ckpt", tmp_path / "rand.pt", "--out", tmp_path / "ev")
     assert rc == 2 and "is truncated or corrupt (UnpicklingError:" in err and "weights_only" not in err, err
+
+
+# ---- round 3 (CLI, data reading, tokenizers, course, demo) — issue 47 ---------------------------------------------------
+def _run_copy(trained, dst: Path) -> Path:
+    import shutil
+    shutil.copytree(trained, dst, ignore=shutil.ignore_patterns(".lock"))
+    return dst
+
+
+def test_a_run_tokenizer_with_auto_map_is_refused_without_a_prompt(trained, tmp_path):
+    "tokenizer/tokenizer_config.json with `auto_map` (code beside it): one error line naming the file; nothing asked, nothing "
+    "run (was: transformers asked 'Do you wish to run the custom code? [y/N]', and `y` ran the .py)."
+    run = _run_copy(trained, tmp_path / "run")
+    f = run / "tokenizer" / "tokenizer_config.json"
+    f.write_text(json.dumps({**json.loads(f.read_text()), "auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}}))
+    marker = tmp_path / "ran"
+    (run / "tokenizer" / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\nfrom transformers import PreTrainedTokenizerFast as EvilTokenizer\n")
+    p = cli("eval", "--ckpt", run / "best.pt", "--out", tmp_path / "ev", input="y\n")
+    refused(p, f"{f}: has an 'auto_map' entry")
+    assert "Do you wish" not in p.stdout + p.stderr and not marker.exists() and not (tmp_path / "ev" / "report.md").exists()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
+    p = cli("predict", "--ckpt", run / "best.pt", "--image", tmp_path / "x.png", "--text", "the red circle",
+            "--out", tmp_path / "m.png", input="y\n")
+    refused(p, "auto_map")
+    assert "Do you wish" not in p.stdout + p.stderr and not (tmp_path / "m.png").exists()
+    from ris_nb.data.transforms import load_tokenizer
+    with pytest.raises(ValueError, match="auto_map"): load_tokenizer(run / "tokenizer")
+    assert not marker.exists()
+
+
+def test_eval_of_another_split_writes_beside_the_runs_report(trained, tmp_path, capsys):
+    "`eval --split testA` with the default --out: report_testA.md / results_testA.json beside the run's own report "
+    "(was: the run's report.md and results.json replaced by a testA-only report)."
+    run = _run_copy(trained, tmp_path / "run")
+    (run / "report.md").write_text("the run's report"); (run / "results.json").write_text("{}")
+    rc, err = main(capsys, "eval", "--ckpt", run / "best.pt", "--split", "testA")
+    assert rc == 0, err
+    assert (run / "report.md").read_text() == "the run's report" and (run / "results.json").read_text() == "{}"
+    assert "testA" in (run / "report_testA.md").read_text() and "testA" in json.loads((run / "results_testA.json").read_text())
+
+
+def test_course_into_a_student_folder_keeps_the_students_work(tmp_path, capsys):
+    "A second `ris_nb course` into a student folder: refused unless --update; --update adds what is missing and never "
+    "overwrites an edited notebook (was: exit 0, the student's notebooks overwritten)."
+    import shutil as _sh
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    _sh.copy(Path(__file__).parents[1] / "nbs" / "01_metrics.ipynb", nbs)
+    out = tmp_path / "course"
+    rc, err = main(capsys, "course", "--nbs", nbs, "--out", out)
+    assert rc == 0, err
+    nb = out / "01_metrics.ipynb"
+    edited = nb.read_text().replace("raise NotImplementedError()", "return 42  # my answer")
+    assert edited != nb.read_text(); nb.write_text(edited)
+    rc, err = main(capsys, "course", "--nbs", nbs, "--out", out)
+    assert rc == 2 and f"--out {out} is not empty" in err and "--update" in err, err
+    assert nb.read_text() == edited
+    _sh.copy(Path(__file__).parents[1] / "nbs" / "03_refer.ipynb", nbs)
+    rc, err = main(capsys, "course", "--nbs", nbs, "--out", out, "--update")
+    assert rc == 0, err
+    assert nb.read_text() == edited and (out / "03_refer.ipynb").exists()
