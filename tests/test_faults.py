@@ -828,3 +828,48 @@ def test_course_into_a_student_folder_keeps_the_students_work(tmp_path, capsys):
     rc, err = main(capsys, "course", "--nbs", nbs, "--out", out, "--update")
     assert rc == 0, err
     assert nb.read_text() == edited and (out / "03_refer.ipynb").exists()
+
+
+def test_sentences_without_a_word_are_blank_for_training_and_check_data(data_copy, tmp_path, capsys):
+    "Punctuation-only sentences ('?!...') are dropped with the warning blank ones get, and a val split of nothing else is "
+    "refused by train and check-data alike (was: trained as `[CLS] ? ! . . . [SEP]`; a val of '...' selected best.pt)."
+    from ris_nb.cli import main as cli_main
+    from ris_nb.data.refer import RefDataset, safe_load_pickle
+    f = data_copy / "refs(shaperefs).p"
+    refs = safe_load_pickle(f)
+    first = next(r for r in refs if r["split"] == "train")
+    for s in first["sentences"]: s["raw"] = s["sent"] = "?!..."
+    f.write_bytes(pickle.dumps(refs, protocol=2))
+    with pytest.warns(UserWarning, match=f"dropped 1 empty sentence group.*ref_id {first['ref_id']} has empty 'raw'"):
+        ds = RefDataset(data_copy.parent, "shaperefs", "shaperefs", "train")
+    assert all(r["ref_id"] != first["ref_id"] for r, _ in ds.refs)
+    assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 0
+    assert f"sentence(s) of split 'train' with blank 'raw' text: ref_id {first['ref_id']}" in capsys.readouterr().out
+    for r in refs:
+        if r["split"] == "val":
+            for s in r["sentences"]: s["raw"] = s["sent"] = "..."
+    f.write_bytes(pickle.dumps(refs, protocol=2))
+    assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 2
+    assert "split 'val' has no sentence with visible 'raw' text" in capsys.readouterr().out
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", *TINY, "train.max_steps=1")
+    assert rc == 2 and "split 'val'" in err and "refs(shaperefs).p" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_polygon_too_small_to_draw_is_refused_by_train_and_check_data(data_copy, tmp_path, capsys):
+    "A 0.02 px² polygon encloses area but draws no pixel: train's geometry check refuses it as check-data does, with the "
+    "same line (was: passed train's check and trained on an empty mask; only check-data caught it)."
+    from ris_nb.cli import main as cli_main
+    from ris_nb.data.refer import Refer, safe_load_pickle
+    inst = json.loads((data_copy / "instances.json").read_text())
+    ref = next(r for r in safe_load_pickle(data_copy / "refs(shaperefs).p") if r["split"] == "train")
+    ann = next(a for a in inst["annotations"] if a["id"] == ref["ann_id"])
+    ann["segmentation"] = [[10.1, 10.1, 10.3, 10.1, 10.3, 10.3]]
+    (data_copy / "instances.json").write_text(json.dumps(inst))
+    want = f"whose polygons cover no pixel (too small or too thin to draw): annotation {ann['id']}"
+    with pytest.raises(ValueError, match=r"cover no pixel") as e: Refer(data_copy.parent, "shaperefs", "shaperefs")
+    assert want in str(e.value), e.value
+    assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 2
+    assert want in capsys.readouterr().out
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", "--no-eval", *TINY, "train.max_steps=1")
+    assert rc == 2 and want in err and not (tmp_path / "run").exists(), err

@@ -314,9 +314,9 @@ def _flat_polygons(anns: list[dict], sizes: dict) -> tuple[dict, dict]:
     return dict(owner=np.array(owner, int), lens=np.array(lens, int), coords=coords), kinds
 
 def _polygon_measures(P: dict, hs: np.ndarray, ws: np.ndarray) -> dict:
-    "Per polygon: all coordinates finite, how far (px) it reaches outside its image, its area (shoelace formula)."
+    "Per polygon: all coordinates finite, how far (px) it reaches outside its image, its area (shoelace formula), its longest side of bounding box."
     lens, c = P["lens"], P["coords"]
-    if not len(lens): return dict(finite=np.ones(0, bool), outside=np.zeros(0), area=np.zeros(0))
+    if not len(lens): return dict(finite=np.ones(0, bool), outside=np.zeros(0), area=np.zeros(0), span=np.zeros(0))
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
     finite = np.logical_and.reduceat(np.isfinite(c), starts)
     c = np.where(np.isfinite(c), c, 0.0)
@@ -327,7 +327,8 @@ def _polygon_measures(P: dict, hs: np.ndarray, ws: np.ndarray) -> dict:
     h, w = hs[P["owner"]], ws[P["owner"]]
     outside = np.max([-np.minimum.reduceat(xs, ps), -np.minimum.reduceat(ys, ps),
                       np.maximum.reduceat(xs, ps) - w, np.maximum.reduceat(ys, ps) - h], axis=0)
-    return dict(finite=finite, outside=np.maximum(outside, 0.0), area=area)
+    span = np.maximum(np.maximum.reduceat(xs, ps) - np.minimum.reduceat(xs, ps), np.maximum.reduceat(ys, ps) - np.minimum.reduceat(ys, ps))
+    return dict(finite=finite, outside=np.maximum(outside, 0.0), area=area, span=span)
 
 # %% ../../nbs/03_refer.ipynb #61ca11ad
 def check_geometry(inst: dict, instances_file="instances.json", tolerance: float = POLYGON_TOLERANCE) -> Findings:
@@ -362,8 +363,24 @@ def check_geometry(inst: dict, instances_file="instances.json", tolerance: float
     error([k for k in np.flatnonzero(~drawn).tolist() if k not in told and anns[k]["image_id"] in sizes],
           "with an empty segmentation (no polygon of 3 or more points enclosing any area)",
           "at least one polygon around the object (with none, a ref would learn an empty mask)")
+    error([k for k in _slivers(P, m, len(anns)) if drawn[k] and k not in told and not _draws_a_pixel(anns[k], *hw[k])],
+          "whose polygons cover no pixel (too small or too thin to draw)",
+          "at least one pixel of the object (with none, a ref would learn an empty mask)")
     f.warnings += _quirks(P, m, kinds, drawn, name, instances_file, tolerance)
     return f
+
+def _slivers(P: dict, m: dict, n: int) -> list[int]:
+    "Annotations whose polygons enclose little area for their extent (< 4 px², or < 1.5 px × their longest side): they may cover no pixel centre."
+    ok, area, span = m["finite"], np.zeros(n), np.zeros(n)
+    np.add.at(area, P["owner"][ok], m["area"][ok]); np.maximum.at(span, P["owner"][ok], m["span"][ok])
+    return np.flatnonzero((area > 0) & (area < np.maximum(4.0, 1.5 * span))).tolist()
+
+def _draws_a_pixel(ann: dict, h: int, w: int) -> bool:
+    "Whether the annotation's mask, drawn as training draws it, has a pixel (a segmentation that cannot be drawn is reported elsewhere)."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try: return bool(segmentation_to_mask(ann["segmentation"], h, w).any())
+        except ValueError: return True
 
 # %% ../../nbs/03_refer.ipynb #4cd0bbcc
 def _quirks(P, m, kinds, drawn, name, instances_file, tolerance) -> list[str]:
@@ -518,8 +535,8 @@ def _mix(*xs: int) -> int:
 
 # %% ../../nbs/03_refer.ipynb #4862ad10
 def is_blank(text: str) -> bool:
-    "True when `text` shows nothing: only spaces, control or format characters (zero-width spaces, BOMs)."
-    return not any(not unicodedata.category(ch).startswith(("C", "Z")) for ch in text)
+    "True when `text` holds no word: only spaces, punctuation (`?!...`), control or format characters (zero-width spaces, BOMs)."
+    return not any(unicodedata.category(ch).startswith(("L", "N", "S")) for ch in text)   # letters, digits, symbols (emoji)
 
 def _split_items(refer: Refer, split: str, text_field: str, on_empty: str) -> tuple[list, list]:
     "(ref, [sentences]) of `split` and its (ref index, sentence index) items; empty sentences warn (or raise) and are dropped."
@@ -530,7 +547,7 @@ def _split_items(refer: Refer, split: str, text_field: str, on_empty: str) -> tu
         sents = [s for s in r["sentences"] if not is_blank(s[text_field])]
         if len(sents) < len(r["sentences"]):
             bad = [s["sent_id"] for s in r["sentences"] if is_blank(s[text_field])]
-            msg = f"{refer.refs_file}: ref_id {rid} has empty {text_field!r} sentence(s) sent_id {bad}"
+            msg = f"{refer.refs_file}: ref_id {rid} has empty {text_field!r} sentence(s) (no word) sent_id {bad}"
             if on_empty == "error": raise ValueError(msg)
             dropped.append(msg)
         if not sents: continue
@@ -784,7 +801,7 @@ def _check_one(root: Path, dataset: str, split_by: str, image_root, needed_by: l
 
 # %% ../../nbs/03_refer.ipynb #4b8b9c00
 def check_sentences(refs: list[dict], refs_file="refs", splits: list[str] | None = None) -> Findings:
-    "Per split (of `splits`, default all) and text field: an error when no sentence shows any text, a counted warning when some are blank."
+    "Per split (of `splits`, default all) and text field: an error when no sentence has a word (`is_blank`), a counted warning when some are blank."
     f, by_split = Findings(), defaultdict(list)
     for r in refs:
         if splits is None or r["split"] in splits: by_split[r["split"]] += [(r["ref_id"], s) for s in r["sentences"]]
@@ -796,7 +813,7 @@ def check_sentences(refs: list[dict], refs_file="refs", splits: list[str] | None
                                 f"e.g. {blank[0]}); expected at least one: training on it would be refused")
             elif blank:
                 f.warnings.append(f"{refs_file}: {len(blank)} of {len(sents)} sentence(s) of split {split!r} with blank {fld!r} "
-                                  f"text: {_named(blank)}; training drops them with a warning")
+                                  f"text: {_named(blank)}; training drops them with a warning (blank: no word, e.g. '?!...')")
     return f
 
 def _check_contents(rep: LayoutReport, refs, inst, refs_file, inst_file, img_root: Path, cache: dict, decode: bool,
