@@ -873,3 +873,57 @@ def test_a_polygon_too_small_to_draw_is_refused_by_train_and_check_data(data_cop
     assert want in capsys.readouterr().out
     rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", "--no-eval", *TINY, "train.max_steps=1")
     assert rc == 2 and want in err and not (tmp_path / "run").exists(), err
+
+
+def test_predict_says_when_a_long_text_is_cut(trained, tmp_path):
+    "`predict --text` of 504 words: one warning line naming how many tokens the model reads (was: cut to 20 tokens silently)."
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
+    p = cli("predict", "--ckpt", trained / "best.pt", "--image", tmp_path / "x.png", "--text", "the red circle " * 168,
+            "--out", tmp_path / "m.png", check_rc=0)
+    lines = [l for l in p.stderr.splitlines() if "tokens" in l]
+    assert len(lines) == 1 and lines[0].startswith("ris_nb predict: warning: --text has 506 tokens (504 words); the model "
+                                                   "reads only the first 20"), p.stderr
+
+
+def test_data_and_path_errors_are_one_clear_line(data_copy, trained, tmp_path, capsys):
+    "check-data at a symlink loop, --root a file, predict --image /dev/zero, synth --seed -1, a 3-image ShapeRefs, "
+    "a 200,000-deep or 5,000-digit instances.json, one image file of two sizes: one line naming the file and what was "
+    "expected (was: a bare errno, 'not found', 'unknown split', a RecursionError traceback, Python's int-limit advice, a "
+    "failure mid-training after config.json and tokenizer/ were written)."
+    import shutil
+    from ris_nb.data.refer import read_json
+    loop = tmp_path / "loop" / "shaperefs"; shutil.copytree(data_copy, loop)
+    first = sorted((loop / "images").iterdir())[0]; first.unlink(); first.symlink_to(first.name)
+    from ris_nb.cli import main as cli_main
+    assert cli_main(["check-data", "--root", str(loop.parent), "--dataset", "shaperefs"]) == 2
+    assert f"{first}: Too many levels of symbolic links; expected an image file" in capsys.readouterr().out
+    rc, err = main(capsys, "check-data", "--root", data_copy / "instances.json")
+    assert rc == 2 and "instances.json is a file; expected a folder" in err, err
+    rc, err = main(capsys, "predict", "--ckpt", trained / "best.pt", "--image", "/dev/zero", "--text", "the red circle",
+                   "--out", tmp_path / "m.png")
+    assert rc == 2 and "image /dev/zero is not a regular file" in err, err
+    rc, err = main(capsys, "synth", "--seed", "-1", "--out", tmp_path / "neg")
+    assert rc == 2 and "--seed -1: expected an integer >= 0" in err and not (tmp_path / "neg").exists(), err
+    assert main(capsys, "synth", "--n-images", "3", "--size", "64", "--out", tmp_path / "three" / "shaperefs")[0] == 0
+    rc, err = main(capsys, "train", "--data", tmp_path / "three" / "shaperefs", "--out", tmp_path / "r3", *TINY, "train.max_steps=1")
+    assert rc == 2 and "has no 'val' split: it holds 3 image(s)" in err and "from 4 images on" in err, err
+    (tmp_path / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ValueError, match="deep.json: JSON nested too deeply"): read_json(tmp_path / "deep.json")
+    (tmp_path / "long.json").write_text('{"height": ' + "9" * 5000 + "}")
+    with pytest.raises(ValueError, match="long.json: holds a number too long to read") as e: read_json(tmp_path / "long.json")
+    assert "set_int_max_str_digits" not in str(e.value)
+    inst = json.loads((data_copy / "instances.json").read_text())
+    inst["images"][1].update(file_name=inst["images"][0]["file_name"], width=32, height=48)
+    (data_copy / "instances.json").write_text(json.dumps(inst))
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "rdup", "--no-eval", *TINY, "train.max_steps=1")
+    assert rc == 2 and "image file(s) named by image entries of different sizes" in err and not (tmp_path / "rdup").exists(), err
+
+
+def test_a_data_error_in_a_loader_worker_is_one_line(data_copy, tmp_path, capsys):
+    "data.num_workers=2 and an image of another size than instances.json says: the worker's one line (was: a 25-line "
+    "worker traceback inside the error line)."
+    for f in sorted((data_copy / "images").iterdir()): Image.new("RGB", (32, 32)).save(f)
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", "--no-eval", *TINY, "train.max_steps=1",
+                   "data.num_workers=2")
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert rc == 2 and "differs from instances.json" in lines[-1] and "Traceback" not in err and "worker" not in err, err

@@ -150,6 +150,11 @@ def read_json(path: str | Path) -> Any:
                          "expected UTF-8 JSON (re-save the file as UTF-8)") from None
     try: return json.loads(text)
     except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError: raise ValueError(f"{path}: JSON nested too deeply to read; expected a COCO instances file "
+                                            "(a few levels deep)") from None
+    except ValueError as e:             # Python's limit on integer digits (4300), with its advice to raise it
+        raise ValueError(f"{path}: holds a number too long to read ({str(e).split(':')[0]}); expected ids and sizes "
+                         "of ordinary length") from None
 
 def sha256(path: str | Path) -> str:
     "Hex SHA-256 of a file."
@@ -259,6 +264,15 @@ def _outside_root(name: str) -> bool:
     p = Path(name)
     return not name.strip() or "\0" in name or p.is_absolute() or ".." in p.parts
 
+def _shared_files(images: list[dict], instances_file) -> list[str]:
+    "Image files named by several image entries that declare different sizes (one of them fails when read)."
+    by_file = defaultdict(list)
+    for im in images: by_file[im["file_name"]].append(im)
+    bad = [f"{name!r} (" + ", ".join(f"image {im['id']}: {im['width']}×{im['height']}" for im in ims[:3]) + ")"
+           for name, ims in by_file.items() if len({(im["height"], im["width"]) for im in ims}) > 1]
+    return [f"{instances_file}: {len(bad)} image file(s) named by image entries of different sizes: {_named(bad)}; "
+            "expected one size per file"] if bad else []
+
 def _link_errors(refs: list[dict], imgs: dict, anns: dict, refs_file, instances_file) -> list[str]:
     "Refs whose annotation or image is missing, or whose annotation lies on another image."
     out = []
@@ -287,6 +301,7 @@ def check_ids(refs: list[dict], inst: dict, refs_file="refs", instances_file="in
     bad = [f"image {im['id']} ({im['file_name']!r})" for im in inst["images"] if _outside_root(im["file_name"])]
     if bad: f.errors.append(f"{instances_file}: {len(bad)} image(s) with a file_name outside the image root: {_named(bad)}; "
                             "expected a relative path without '..'")
+    f.errors += _shared_files(inst["images"], instances_file)
     orphans = [f"annotation {a['id']} (image_id {a['image_id']})" for a in inst["annotations"] if a["image_id"] not in imgs]
     if orphans: f.errors.append(f"{instances_file}: {len(orphans)} annotation(s) of an image that is not in 'images': {_named(orphans)}")
     f.errors += _link_errors(refs, imgs, anns, refs_file, instances_file)
@@ -455,8 +470,17 @@ class _ReferIndex:
         "Ref ids of one split (exact label match), or all."
         if split is None: return list(self.refs)
         if split not in self.splits:
-            raise ValueError(f"unknown split {split!r} for {self.dataset} ({self.split_by}); valid splits: {', '.join(self.splits)}")
+            raise ValueError(f"unknown split {split!r} for {self.dataset} ({self.split_by}); valid splits: {', '.join(self.splits)}"
+                             + self._split_hint(split))
         return [k for k, r in self.refs.items() if r["split"] == split]
+
+    def _split_hint(self, split: str) -> str:
+        "For ShapeRefs too small to hold `split`: how many images it needs."
+        from ris_nb.data.shaperefs import SPLIT_FRACTIONS, _split_of
+        if self.dataset != "shaperefs" or split not in SPLIT_FRACTIONS: return ""
+        need = next(n for n in range(1, 1000) if split in _split_of(n, 0))
+        return (f"; the data folder {self.refs_file.parent} has no {split!r} split: it holds {len(self.imgs)} image(s), and "
+                f"ShapeRefs writes a {split!r} split from {need} images on (regenerate it, e.g. `ris_nb synth --n-images 40`)")
 
     def image_path(self, image_id: int) -> Path: return self.image_root / self.imgs[image_id]["file_name"]
 
@@ -507,6 +531,8 @@ def _to_8bit(im: Image.Image) -> Image.Image:
 def load_image(path: str | Path, exif_transpose: bool = False) -> np.ndarray:
     "RGB image (h,w,3) uint8 from `path`; greyscale/RGBA/palette/16-bit converted; above `MAX_IMAGE_PIXELS` refused; `exif_transpose`: upright as the EXIF orientation says."
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"cannot read image {path}: not a regular file (a folder, device or pipe); expected an image file")
     if not path.is_file(): raise FileNotFoundError(f"image file not found: {path}")
     try:
         with warnings.catch_warnings():
@@ -724,6 +750,15 @@ def _preset_needs() -> dict[tuple[str, str], list[str]]:
         needs[(d.dataset, d.split_by)].append(name)
     return dict(needs)
 
+def _image_files(img_root: Path) -> tuple[set[str], list[str]]:
+    "Names of the files in `img_root`, and the entries that cannot be followed (a symbolic link loop, …) with why."
+    have, bad = set(), []
+    for e in os.scandir(img_root):
+        try:
+            if e.is_file(): have.add(e.name)
+        except OSError as err: bad.append(f"{img_root / e.name}: {err.strerror}; expected an image file")
+    return have, bad
+
 def _layout_image_root(root: Path, ddir: Path, image_root: str | Path | None) -> Path:
     "The image folder `Refer` would use (same rule)."
     if image_root in (None, ""):
@@ -790,7 +825,8 @@ def _check_one(root: Path, dataset: str, split_by: str, image_root, needed_by: l
         ids = {r["image_id"] for r in refs} if refs is not None else set(names)
         wanted = sorted(names[i] for i in ids if i in names)     # unknown ids: reported by `check_ids`
         rep.images_referenced = len(wanted)
-        have = {e.name for e in os.scandir(img_root) if e.is_file()} if img_root.is_dir() else set()
+        have, loops = _image_files(img_root) if img_root.is_dir() else (set(), [])
+        rep.problems += loops
         absent = [f for f in wanted if f not in have and not (img_root / f).is_file()]
         rep.images_missing, rep.missing_examples = len(absent), absent[:n_examples]
     if not img_root.is_dir(): rep.missing.append(f"{img_root}/")
@@ -841,6 +877,8 @@ def check_layout(root: str | Path, dataset: str | None = None, split_by: str | N
                  splits: list[str] | None = None, sample: int | None = None, progress: bool = False) -> list[LayoutReport]:
     "Check a data root against the REFER layout and `check_index` (with `decode`, also `decode_images`): one `LayoutReport` per dataset and split-by."
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"data root {root} is a file; expected a folder holding one folder per dataset (see data/README.md)")
     if not root.is_dir(): raise FileNotFoundError(f"data root not found: {root} (see data/README.md for the layout)")
     needs = _preset_needs()
     if dataset is not None:
