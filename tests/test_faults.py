@@ -927,3 +927,46 @@ def test_a_data_error_in_a_loader_worker_is_one_line(data_copy, tmp_path, capsys
                    "data.num_workers=2")
     lines = [l for l in err.splitlines() if l.strip()]
     assert rc == 2 and "differs from instances.json" in lines[-1] and "Traceback" not in err and "worker" not in err, err
+
+
+def _demo_app_class():
+    "DemoApp as 17_demo defines it (its import, callback and app cells, run here without Jupyter)."
+    nb = json.loads((Path(__file__).parents[1] / "nbs" / "17_demo.ipynb").read_text())
+    ns: dict = {}
+    for c in nb["cells"]:
+        src = "".join(c["source"])
+        if c["cell_type"] == "code" and (src.startswith("import json") or "class WidgetProgress" in src or "class DemoApp" in src):
+            exec(compile(src, f"17_demo {c.get('id')}", "exec"), ns)
+    return ns["DemoApp"], nb
+
+
+def test_demo_opens_ready_says_unknown_words_and_clears_old_figures(trained, shaperefs, tmp_path, monkeypatch):
+    "The demo app, driven headless: first options and the quickstart's checkpoint selected (was: blank dropdowns, so "
+    "*segment* trained a new model for 6 minutes); an all-unknown sentence shows the mask and one line (was: RuntimeError "
+    "max() … numel() == 0 and no mask); old figures leave the screen under an error or with a new scene; Run All "
+    "trains nothing unless there is no checkpoint at all."
+    import shutil
+    import matplotlib
+    matplotlib.use("Agg")
+    DemoApp, nb = _demo_app_class()
+    runs = tmp_path / "runs"
+    shutil.copytree(trained, runs / "other", ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(trained, runs / "quickstart", ignore=shutil.ignore_patterns(".lock"))
+    app = DemoApp(shaperefs.parent, runs)
+    app.train_quick = lambda *a, **k: pytest.fail("the demo trained a model although a checkpoint was there")
+    assert app.expressions.value == app.expressions.options[0] == app.text.value
+    assert app.hidden.value == "(first word)" and app.ckpt.value == str(runs / "quickstart" / "best.pt")
+    assert app.run() is not None and len(app.figures) == 2 and app.out.outputs, app.status
+    app.text.value = "xyzzy plugh frobnicate"
+    mask = app.run()
+    assert mask is not None and mask.shape == app.scene_objects()[0].shape[:2] and len(app.figures) == 1
+    assert "no word of the sentence is known to this model" in app.status and "RuntimeError" not in app.status, app.status
+    app.text.value = "   "
+    assert app.run() is None and app.out.outputs == () and app.figures == [] and "empty" in app.status
+    app.text.value = app.expressions.options[0]; app.run(); assert app.out.outputs
+    app.scene.value = (app.scene.value + 1) % (app.scene.max + 1)
+    assert app.out.outputs == () and app.figures == [] and app.mask is None
+    tests_at = next(i for i, c in enumerate(nb["cells"]) if "".join(c["source"]).startswith("## Tests"))
+    before = ["".join(c["source"]) for c in nb["cells"][:tests_at] if c["cell_type"] == "code"]
+    runs_app = [s for s in before if "app.run()" in s or "train_btn.click()" in s or "train_quick(" in s.replace("def train_quick(", "")]
+    assert all("if app.ckpt.value:" in s for s in runs_app if "class DemoApp" not in s), runs_app   # Run All: no training
