@@ -926,7 +926,7 @@ def test_a_data_error_in_a_loader_worker_is_one_line(data_copy, tmp_path, capsys
     rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", "--no-eval", *TINY, "train.max_steps=1",
                    "data.num_workers=2")
     lines = [l for l in err.splitlines() if l.strip()]
-    assert rc == 2 and "differs from instances.json" in lines[-1] and "Traceback" not in err and "worker" not in err, err
+    assert rc == 2 and "differs from instances.json" in lines[-1] and "Traceback" not in err and "DataLoader worker" not in err, err
 
 
 def _demo_app_class():
