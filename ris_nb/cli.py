@@ -22,7 +22,7 @@ import ris_nb
 
 # %% auto #0
 __all__ = ['EXPECTED_ERRORS', 'config_from_args', 'check_out_dir', 'save_tokenizer', 'evaluate_run', 'predict_image',
-           'check_mask_path', 'build_parser', 'main', 'one_line_warnings']
+           'check_mask_path', 'build_parser', 'error_line', 'main', 'one_line_warnings']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -39,6 +39,7 @@ def _add_synth(sub) -> None:
 
 def _run_synth(args) -> None:
     from ris_nb.data.shaperefs import generate
+    if args.seed < 0: raise ValueError(f"--seed {args.seed}: expected an integer >= 0")   # before any folder is made
     generate(args.out, n_images=args.n_images, seed=args.seed, size=args.size, language=args.language)
 
 # %% ../nbs/15_cli.ipynb #681260ec
@@ -150,7 +151,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--split", default="val", help="split name (default: val)")
     p.add_argument("--protocol", choices=["original", "square"], default=None, help="default: the preset's")
     p.add_argument("--data", default=None, help="data root or dataset folder (default: the one used in training)")
-    p.add_argument("--out", default=None, help="where to write report.md (default: next to the checkpoint)")
+    p.add_argument("--out", default=None, help="where to write report.md (default: next to the checkpoint; in a run folder "
+                   "report_<split>.md and results_<split>.json, beside the run's own report)")
     p.set_defaults(func=_run_eval)
 
 def _check_data_root(cfg, ckpt, data: str | None) -> None:
@@ -175,7 +177,8 @@ def _run_eval(args) -> None:
     info = init_distributed(cfg.train.device); model.to(info.device)
     res = evaluate(model, make_eval_loader(loaders[args.split], cfg, info), protocol=cfg.eval.protocol, device=info.device)
     if info.is_main:
-        print(write_report({args.split: res}, cfg, out, {"checkpoint": str(args.ckpt)}).read_text())
+        suffix = f"_{args.split}" if (out / "log.jsonl").exists() else ""   # a run folder: never over the run's own report
+        print(write_report({args.split: res}, cfg, out, {"checkpoint": str(args.ckpt)}, suffix=suffix).read_text())
     finish_distributed()
 
 # %% ../nbs/15_cli.ipynb #b6096b04
@@ -193,6 +196,13 @@ def _warn_if_unknown_words(tok, ids: torch.Tensor, att: torch.Tensor, text: str)
         warnings.warn(f"none of the words of --text {text!r} is in the model's vocabulary (they all read as "
                       f"{tok.unk_token!r}): the mask cannot follow this sentence")
 
+def _warn_if_truncated(tok, text: str, max_tokens: int) -> None:
+    "Warn when `text` has more tokens than the model reads (`data.max_tokens`, [CLS] and [SEP] included)."
+    n = len(tok(text, truncation=False, verbose=False)["input_ids"])
+    if n > max_tokens:
+        warnings.warn(f"--text has {n} tokens ({len(text.split())} words); the model reads only the first {max_tokens} "
+                      f"(data.max_tokens, [CLS] and [SEP] included), the rest is cut")
+
 # %% ../nbs/15_cli.ipynb #c0111487
 def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[np.ndarray, np.ndarray]:
     "(binary mask (h,w), RGB image (h,w,3)) for `text` on the image at `image_path`."
@@ -202,10 +212,13 @@ def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[n
     _check_text(text)
     path = Path(image_path)
     if path.is_dir(): raise IsADirectoryError(f"image {path} is a directory; expected an image file")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"image {path} is not a regular file (a device, pipe or socket); expected an image file")
     if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
     img = Image.fromarray(load_image(path, exif_transpose=True))   # upright as shown; 16-bit scaled, oversized refused
     ids, att = encode_text(tok, [text], cfg.data.max_tokens, cfg.data.pad_to)
     _warn_if_unknown_words(tok, ids, att, text)
+    _warn_if_truncated(tok, text, cfg.data.max_tokens)
     x = image_transform(cfg)(img)[None]
     batch = Batch(images=x, input_ids=ids, attention_mask=att, masks=None, orig_masks=None,
                   meta={"orig_size": [(img.height, img.width)], "sentence": [text]})
@@ -259,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
 # OSError covers FileNotFoundError, NotADirectoryError, PermissionError and ENOSPC; UnpicklingError covers UnsafePickleError.
 EXPECTED_ERRORS = (ValueError, OSError, pickle.UnpicklingError, FloatingPointError)
 
+def error_line(e: BaseException) -> str:
+    "The message of `e`; for one re-raised from a DataLoader worker (`data.num_workers > 0`), the worker's own message."
+    msg = str(e)
+    if msg.startswith("Caught ") and "Original Traceback" in msg:      # torch's ExceptionWrapper: a traceback in the message
+        last = msg.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if last.startswith(type(e).__name__ + ": ") else last
+    return msg
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `ris_nb` console script."
     parser = build_parser()
@@ -271,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except EXPECTED_ERRORS as e:
-        print(f"ris_nb {args.command}: error: {e}", file=sys.stderr)
+        print(f"ris_nb {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         again = "; run the same command again to resume from the last checkpoint" if args.command == "train" else ""
@@ -328,11 +349,13 @@ def _add_course(sub) -> None:
     p = sub.add_parser("course", help="write student copies of the notebooks (solutions → stubs, hidden tests removed)")
     p.add_argument("--out", default="course", help="folder for the student notebooks (default: course)")
     p.add_argument("--nbs", default="nbs", help="folder of the instructor notebooks (default: nbs)")
+    p.add_argument("--update", action="store_true", help="write into a non-empty --out: add the notebooks it lacks, keep the "
+                   "ones already there as they are (a student's edits are never overwritten)")
     p.set_defaults(func=_run_course)
 
 def _run_course(args) -> None:
     from ris_nb.course import make_course
-    make_course(args.nbs, check_out_dir(Path(args.out)))
+    make_course(args.nbs, check_out_dir(Path(args.out)), update=args.update)
 
 _SUBCOMMANDS.append(_add_course)
 

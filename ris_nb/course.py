@@ -328,25 +328,39 @@ The exercise cells only need `ris_nb` installed (`pip install -e .` in the repos
 Notebooks in this folder: {notebooks}.
 """
 
-def make_course(nbs: str | Path = "nbs", out: str | Path = "course", backend: str = "auto", verbose: bool = True) -> list[Path]:
-    "Write the student copy of every notebook in `nbs` that has an `## Exercises` section into `out`; return their paths."
+def _check_student_folder(out: Path, update: bool) -> None:
+    "Refuse a non-empty `out` unless `update`: it may hold a student's edited notebooks."
+    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file; expected a folder")
+    have = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if have and not update:
+        raise FileExistsError(f"--out {out} is not empty (it holds {_named(have)}): a student's edited notebooks would be "
+                              "overwritten; choose an empty folder, or pass --update to add only the notebooks it lacks")
+
+def _named(names: list[str], k: int = 3) -> str: return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+def make_course(nbs: str | Path = "nbs", out: str | Path = "course", backend: str = "auto", verbose: bool = True,
+                update: bool = False) -> list[Path]:
+    "Write the student copy of every notebook in `nbs` that has an `## Exercises` section into `out`; return their paths. `update`: a non-empty `out` is allowed, and a notebook already there is kept as it is."
     nbs, out = Path(nbs), Path(out)
     if not nbs.is_dir(): raise FileNotFoundError(f"notebook folder {nbs} not found (run from the repository root or pass --nbs)")
     if out.resolve() == nbs.resolve(): raise ValueError(f"--out {out} is the instructor folder itself; choose another folder")
-    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file; expected a folder")
+    _check_student_folder(out, update)
     students = {}                                    # every notebook converted before any file is written
     for p in sorted(nbs.glob("*.ipynb")):
         nb = read_notebook(p)
         if exercise_start(nb) is not None: students[p.name] = to_student(nb, backend)
     if not students: raise ValueError(f"no notebook in {nbs} has an '{EXERCISES}' section")
     out.mkdir(parents=True, exist_ok=True)
-    paths = [write_atomic(out / name, lambda tmp, st=st: tmp.write_text(json.dumps(st, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"))
+    kept = [name for name in students if (out / name).exists()]     # a student's copy, maybe edited: never overwritten
+    paths = [out / name if name in kept else
+             write_atomic(out / name, lambda tmp, st=st: tmp.write_text(json.dumps(st, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"))
              for name, st in students.items()]
     if (nbs / "images").is_dir(): shutil.copytree(nbs / "images", out / "images", dirs_exist_ok=True)
-    (out / "README.md").write_text(STUDENT_README.format(notebooks=", ".join(p.stem for p in paths)), encoding="utf-8")
+    write_atomic(out / "README.md", lambda tmp: tmp.write_text(STUDENT_README.format(notebooks=", ".join(p.stem for p in paths)), encoding="utf-8"))
     if verbose:
         how = "nbgrader's ClearSolutions + ClearHiddenTests" if (backend == "nbgrader" or backend == "auto" and nbgrader_available()) else "ris_nb.course.clear_regions"
-        print(f"ris_nb course: {len(paths)} student notebooks in {out} ({how})")
+        print(f"ris_nb course: {len(paths) - len(kept)} student notebooks written to {out} ({how})" +
+              (f"; kept {len(kept)} already there as they are: {_named(kept)} (delete one to get a fresh copy)" if kept else ""))
     return paths
 
 # %% ../nbs/19_course.ipynb #830b899a

@@ -236,13 +236,14 @@ def report_markdown(results: dict[str, dict], cfg: Config, run_info: dict | None
             lines += [_row(t, m) for t, m in r["by_type"].items()]
     return "\n".join(lines) + "\n"
 
-def write_report(results: dict[str, dict], cfg: Config, out_dir: str | Path, run_info: dict | None = None) -> Path:
-    "Write `report.md` (and `results.json`) into `out_dir` atomically."
+def write_report(results: dict[str, dict], cfg: Config, out_dir: str | Path, run_info: dict | None = None,
+                 suffix: str = "") -> Path:
+    "Write `report{suffix}.md` (and `results{suffix}.json`) into `out_dir` atomically."
     out_dir = Path(out_dir)
-    for name, text in [("report.md", report_markdown(results, cfg, run_info)),
-                       ("results.json", json.dumps({s: {k: v for k, v in r.items() if k != "samples"} for s, r in results.items()}, indent=1))]:
+    for name, text in [(f"report{suffix}.md", report_markdown(results, cfg, run_info)),
+                       (f"results{suffix}.json", json.dumps({s: {k: v for k, v in r.items() if k != "samples"} for s, r in results.items()}, indent=1))]:
         write_atomic(out_dir / name, lambda tmp: tmp.write_text(text))
-    return out_dir / "report.md"
+    return out_dir / f"report{suffix}.md"
 
 # %% ../nbs/13_evaluation.ipynb #be5f19f3
 def plot_best_worst(model: nn.Module, dataset, collate_fn, samples: list[dict], cfg: Config, k: int = 4, out=None):

@@ -260,6 +260,8 @@ def plot_word_attention(model: nn.Module, batch, tokenizer, i: int = 0, words: S
     maps = maps or word_attention(model, batch)
     toks = tokens_of(tokenizer, batch.input_ids[i], batch.attention_mask[i])
     rows = pick_words(toks, words)
+    if not rows: raise ValueError(f"no word of the sentence is known to the model (its tokens: {' '.join(toks)}): "
+                                  "there is no word's attention to show")
     img = to_image(batch.images, i, _normalize_of(model, normalize))
     panels = [("L→V", s, maps.l2v[s]) for s in range(len(maps.l2v))]
     if maps.v2l is not None: panels += [("V→L", s, maps.v2l[s]) for s in range(len(maps.v2l))]

@@ -938,3 +938,199 @@ def test_experiments_name_unreadable_results_and_refuse_a_second_study(tmp_path)
             run_study(tmp_path / "study", only="magnet", seeds=1, budget=QUICK, progress=False)
     finally:
         holder.kill(); holder.wait()
+
+
+# ---- round 3 (CLI, data reading, tokenizers, course, demo) — issue 47 ---------------------------------------------------
+def test_a_run_tokenizer_with_auto_map_is_refused_without_a_prompt(trained, tmp_path):
+    "tokenizer/tokenizer_config.json with `auto_map` (code beside it): one error line naming the file; nothing asked, nothing "
+    "run (was: transformers asked 'Do you wish to run the custom code? [y/N]', and `y` ran the .py)."
+    run = _run_copy(trained, tmp_path / "run")
+    f = run / "tokenizer" / "tokenizer_config.json"
+    f.write_text(json.dumps({**json.loads(f.read_text()), "auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}}))
+    marker = tmp_path / "ran"
+    (run / "tokenizer" / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\nfrom transformers import PreTrainedTokenizerFast as EvilTokenizer\n")
+    p = cli("eval", "--ckpt", run / "best.pt", "--out", tmp_path / "ev", input="y\n")
+    refused(p, f"{f}: has an 'auto_map' entry")
+    assert "Do you wish" not in p.stdout + p.stderr and not marker.exists() and not (tmp_path / "ev" / "report.md").exists()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
+    p = cli("predict", "--ckpt", run / "best.pt", "--image", tmp_path / "x.png", "--text", "the red circle",
+            "--out", tmp_path / "m.png", input="y\n")
+    refused(p, "auto_map")
+    assert "Do you wish" not in p.stdout + p.stderr and not (tmp_path / "m.png").exists()
+    from ris_nb.data.transforms import load_tokenizer
+    with pytest.raises(ValueError, match="auto_map"): load_tokenizer(run / "tokenizer")
+    assert not marker.exists()
+
+
+def test_eval_of_another_split_writes_beside_the_runs_report(trained, tmp_path, capsys):
+    "`eval --split testA` with the default --out: report_testA.md / results_testA.json beside the run's own report "
+    "(was: the run's report.md and results.json replaced by a testA-only report)."
+    run = _run_copy(trained, tmp_path / "run")
+    (run / "report.md").write_text("the run's report"); (run / "results.json").write_text("{}")
+    rc, err = main(capsys, "eval", "--ckpt", run / "best.pt", "--split", "testA")
+    assert rc == 0, err
+    assert (run / "report.md").read_text() == "the run's report" and (run / "results.json").read_text() == "{}"
+    assert "testA" in (run / "report_testA.md").read_text() and "testA" in json.loads((run / "results_testA.json").read_text())
+
+
+def test_course_into_a_student_folder_keeps_the_students_work(tmp_path, capsys):
+    "A second `ris_nb course` into a student folder: refused unless --update; --update adds what is missing and never "
+    "overwrites an edited notebook (was: exit 0, the student's notebooks overwritten)."
+    import shutil as _sh
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    _sh.copy(Path(__file__).parents[1] / "nbs" / "01_metrics.ipynb", nbs)
+    out = tmp_path / "course"
+    rc, err = main(capsys, "course", "--nbs", nbs, "--out", out)
+    assert rc == 0, err
+    nb = out / "01_metrics.ipynb"
+    edited = nb.read_text().replace("raise NotImplementedError()", "return 42  # my answer")
+    assert edited != nb.read_text(); nb.write_text(edited)
+    rc, err = main(capsys, "course", "--nbs", nbs, "--out", out)
+    assert rc == 2 and f"--out {out} is not empty" in err and "--update" in err, err
+    assert nb.read_text() == edited
+    _sh.copy(Path(__file__).parents[1] / "nbs" / "03_refer.ipynb", nbs)
+    rc, err = main(capsys, "course", "--nbs", nbs, "--out", out, "--update")
+    assert rc == 0, err
+    assert nb.read_text() == edited and (out / "03_refer.ipynb").exists()
+
+
+def test_sentences_without_a_word_are_blank_for_training_and_check_data(data_copy, tmp_path, capsys):
+    "Punctuation-only sentences ('?!...') are dropped with the warning blank ones get, and a val split of nothing else is "
+    "refused by train and check-data alike (was: trained as `[CLS] ? ! . . . [SEP]`; a val of '...' selected best.pt)."
+    from ris_nb.cli import main as cli_main
+    from ris_nb.data.refer import RefDataset, safe_load_pickle
+    f = data_copy / "refs(shaperefs).p"
+    refs = safe_load_pickle(f)
+    first = next(r for r in refs if r["split"] == "train")
+    for s in first["sentences"]: s["raw"] = s["sent"] = "?!..."
+    f.write_bytes(pickle.dumps(refs, protocol=2))
+    with pytest.warns(UserWarning, match=f"dropped 1 empty sentence group.*ref_id {first['ref_id']} has empty 'raw'"):
+        ds = RefDataset(data_copy.parent, "shaperefs", "shaperefs", "train")
+    assert all(r["ref_id"] != first["ref_id"] for r, _ in ds.refs)
+    assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 0
+    assert f"sentence(s) of split 'train' with blank 'raw' text: ref_id {first['ref_id']}" in capsys.readouterr().out
+    for r in refs:
+        if r["split"] == "val":
+            for s in r["sentences"]: s["raw"] = s["sent"] = "..."
+    f.write_bytes(pickle.dumps(refs, protocol=2))
+    assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 2
+    assert "split 'val' has no sentence with visible 'raw' text" in capsys.readouterr().out
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", *TINY, "train.max_steps=1")
+    assert rc == 2 and "split 'val'" in err and "refs(shaperefs).p" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_polygon_too_small_to_draw_is_refused_by_train_and_check_data(data_copy, tmp_path, capsys):
+    "A 0.02 px² polygon encloses area but draws no pixel: train's geometry check refuses it as check-data does, with the "
+    "same line (was: passed train's check and trained on an empty mask; only check-data caught it)."
+    from ris_nb.cli import main as cli_main
+    from ris_nb.data.refer import Refer, safe_load_pickle
+    inst = json.loads((data_copy / "instances.json").read_text())
+    ref = next(r for r in safe_load_pickle(data_copy / "refs(shaperefs).p") if r["split"] == "train")
+    ann = next(a for a in inst["annotations"] if a["id"] == ref["ann_id"])
+    ann["segmentation"] = [[10.1, 10.1, 10.3, 10.1, 10.3, 10.3]]
+    (data_copy / "instances.json").write_text(json.dumps(inst))
+    want = f"whose polygons cover no pixel (too small or too thin to draw): annotation {ann['id']}"
+    with pytest.raises(ValueError, match=r"cover no pixel") as e: Refer(data_copy.parent, "shaperefs", "shaperefs")
+    assert want in str(e.value), e.value
+    assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 2
+    assert want in capsys.readouterr().out
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", "--no-eval", *TINY, "train.max_steps=1")
+    assert rc == 2 and want in err and not (tmp_path / "run").exists(), err
+
+
+def test_predict_says_when_a_long_text_is_cut(trained, tmp_path):
+    "`predict --text` of 504 words: one warning line naming how many tokens the model reads (was: cut to 20 tokens silently)."
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
+    p = cli("predict", "--ckpt", trained / "best.pt", "--image", tmp_path / "x.png", "--text", "the red circle " * 168,
+            "--out", tmp_path / "m.png", check_rc=0)
+    lines = [l for l in p.stderr.splitlines() if "tokens" in l]
+    assert len(lines) == 1 and lines[0].startswith("ris_nb predict: warning: --text has 506 tokens (504 words); the model "
+                                                   "reads only the first 20"), p.stderr
+
+
+def test_data_and_path_errors_are_one_clear_line(data_copy, trained, tmp_path, capsys):
+    "check-data at a symlink loop, --root a file, predict --image /dev/zero, synth --seed -1, a 3-image ShapeRefs, "
+    "a 200,000-deep or 5,000-digit instances.json, one image file of two sizes: one line naming the file and what was "
+    "expected (was: a bare errno, 'not found', 'unknown split', a RecursionError traceback, Python's int-limit advice, a "
+    "failure mid-training after config.json and tokenizer/ were written)."
+    import shutil
+    from ris_nb.data.refer import read_json
+    loop = tmp_path / "loop" / "shaperefs"; shutil.copytree(data_copy, loop)
+    first = sorted((loop / "images").iterdir())[0]; first.unlink(); first.symlink_to(first.name)
+    from ris_nb.cli import main as cli_main
+    assert cli_main(["check-data", "--root", str(loop.parent), "--dataset", "shaperefs"]) == 2
+    assert f"{first}: Too many levels of symbolic links; expected an image file" in capsys.readouterr().out
+    rc, err = main(capsys, "check-data", "--root", data_copy / "instances.json")
+    assert rc == 2 and "instances.json is a file; expected a folder" in err, err
+    rc, err = main(capsys, "predict", "--ckpt", trained / "best.pt", "--image", "/dev/zero", "--text", "the red circle",
+                   "--out", tmp_path / "m.png")
+    assert rc == 2 and "image /dev/zero is not a regular file" in err, err
+    rc, err = main(capsys, "synth", "--seed", "-1", "--out", tmp_path / "neg")
+    assert rc == 2 and "--seed -1: expected an integer >= 0" in err and not (tmp_path / "neg").exists(), err
+    assert main(capsys, "synth", "--n-images", "3", "--size", "64", "--out", tmp_path / "three" / "shaperefs")[0] == 0
+    rc, err = main(capsys, "train", "--data", tmp_path / "three" / "shaperefs", "--out", tmp_path / "r3", *TINY, "train.max_steps=1")
+    assert rc == 2 and "has no 'val' split: it holds 3 image(s)" in err and "from 4 images on" in err, err
+    (tmp_path / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ValueError, match="deep.json: JSON nested too deeply"): read_json(tmp_path / "deep.json")
+    (tmp_path / "long.json").write_text('{"height": ' + "9" * 5000 + "}")
+    with pytest.raises(ValueError, match="long.json: holds a number too long to read") as e: read_json(tmp_path / "long.json")
+    assert "set_int_max_str_digits" not in str(e.value)
+    inst = json.loads((data_copy / "instances.json").read_text())
+    inst["images"][1].update(file_name=inst["images"][0]["file_name"], width=32, height=48)
+    (data_copy / "instances.json").write_text(json.dumps(inst))
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "rdup", "--no-eval", *TINY, "train.max_steps=1")
+    assert rc == 2 and "image file(s) named by image entries of different sizes" in err and not (tmp_path / "rdup").exists(), err
+
+
+def test_a_data_error_in_a_loader_worker_is_one_line(data_copy, tmp_path, capsys):
+    "data.num_workers=2 and an image of another size than instances.json says: the worker's one line (was: a 25-line "
+    "worker traceback inside the error line)."
+    for f in sorted((data_copy / "images").iterdir()): Image.new("RGB", (32, 32)).save(f)
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", "--no-eval", *TINY, "train.max_steps=1",
+                   "data.num_workers=2")
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert rc == 2 and "differs from instances.json" in lines[-1] and "Traceback" not in err and "DataLoader worker" not in err, err
+
+
+def _demo_app_class():
+    "DemoApp as 17_demo defines it (its import, callback and app cells, run here without Jupyter)."
+    nb = json.loads((Path(__file__).parents[1] / "nbs" / "17_demo.ipynb").read_text())
+    ns: dict = {}
+    for c in nb["cells"]:
+        src = "".join(c["source"])
+        if c["cell_type"] == "code" and (src.startswith("import json") or "class WidgetProgress" in src or "class DemoApp" in src):
+            exec(compile(src, f"17_demo {c.get('id')}", "exec"), ns)
+    return ns["DemoApp"], nb
+
+
+def test_demo_opens_ready_says_unknown_words_and_clears_old_figures(trained, shaperefs, tmp_path, monkeypatch):
+    "The demo app, driven headless: first options and the quickstart's checkpoint selected (was: blank dropdowns, so "
+    "*segment* trained a new model for 6 minutes); an all-unknown sentence shows the mask and one line (was: RuntimeError "
+    "max() … numel() == 0 and no mask); old figures leave the screen under an error or with a new scene; Run All "
+    "trains nothing unless there is no checkpoint at all."
+    import shutil
+    import matplotlib
+    matplotlib.use("Agg")
+    DemoApp, nb = _demo_app_class()
+    runs = tmp_path / "runs"
+    shutil.copytree(trained, runs / "other", ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(trained, runs / "quickstart", ignore=shutil.ignore_patterns(".lock"))
+    app = DemoApp(shaperefs.parent, runs)
+    app.train_quick = lambda *a, **k: pytest.fail("the demo trained a model although a checkpoint was there")
+    assert app.expressions.value == app.expressions.options[0] == app.text.value
+    assert app.hidden.value == "(first word)" and app.ckpt.value == str(runs / "quickstart" / "best.pt")
+    assert app.run() is not None and len(app.figures) == 2 and app.out.outputs, app.status
+    app.text.value = "xyzzy plugh frobnicate"
+    mask = app.run()
+    assert mask is not None and mask.shape == app.scene_objects()[0].shape[:2] and len(app.figures) == 1
+    assert "no word of the sentence is known to this model" in app.status and "RuntimeError" not in app.status, app.status
+    app.text.value = "   "
+    assert app.run() is None and app.out.outputs == () and app.figures == [] and "empty" in app.status
+    app.text.value = app.expressions.options[0]; app.run(); assert app.out.outputs
+    app.scene.value = (app.scene.value + 1) % (app.scene.max + 1)
+    assert app.out.outputs == () and app.figures == [] and app.mask is None
+    tests_at = next(i for i, c in enumerate(nb["cells"]) if "".join(c["source"]).startswith("## Tests"))
+    before = ["".join(c["source"]) for c in nb["cells"][:tests_at] if c["cell_type"] == "code"]
+    runs_app = [s for s in before if "app.run()" in s or "train_btn.click()" in s or "train_quick(" in s.replace("def train_quick(", "")]
+    assert all("if app.ckpt.value:" in s for s in runs_app if "class DemoApp" not in s), runs_app   # Run All: no training

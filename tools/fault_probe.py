@@ -514,6 +514,110 @@ class Probe:
         self.add("experiments: two studies into one --out", p, v)
 
 
+# ---- round 3 (CLI, data reading, tokenizers, course, demo) — issue 47 ----------------------------------------------------
+def r3b_cli_cases(self: Probe) -> None:
+    "Tokenizer code, eval beside the run's report, course over a student's work, long --text, odd paths and arguments."
+    run_dir = self.copy_run("r3b_auto_map")
+    f = run_dir / "tokenizer" / "tokenizer_config.json"
+    f.write_text(json.dumps({**json.loads(f.read_text()), "auto_map": {"AutoTokenizer": ["evil.Tok", None]}}))
+    marker = self.tmp / "r3b_ran"
+    (run_dir / "tokenizer" / "evil.py").write_text(f"open({str(marker)!r}, 'w')\nfrom transformers import PreTrainedTokenizerFast as Tok\n")
+    p = subprocess.run(RIS + ["eval", "--ckpt", str(run_dir / "best.pt"), "--out", str(self.tmp / "r3b_ev")], input="y\n",
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    v = refusal(p, "tokenizer_config.json", "auto_map")
+    if marker.exists() or "Do you wish" in p.stdout + p.stderr: v = ("wrong", "asked, or ran the tokenizer's code")
+    self.add("eval: a run tokenizer with auto_map", p, v)
+    run_dir = self.copy_run("r3b_eval_split")
+    report = (run_dir / "report.md").read_text()
+    p = run(["eval", "--ckpt", run_dir / "best.pt", "--split", "testA"])
+    self.add("eval --split testA into the run folder", p, success(p, (run_dir / "report.md").read_text() == report and
+                                                           (run_dir / "report_testA.md").exists(), "the run's report.md replaced"))
+    nbs, out = self.tmp / "r3b_nbs", self.tmp / "r3b_course"
+    nbs.mkdir(); shutil.copy(REPO / "nbs" / "01_metrics.ipynb", nbs)
+    run(["course", "--nbs", nbs, "--out", out])
+    nb = out / "01_metrics.ipynb"; nb.write_text(nb.read_text().replace("raise NotImplementedError()", "return 42  # mine"))
+    edited = nb.read_text()
+    p = run(["course", "--nbs", nbs, "--out", out])
+    v = refusal(p, "is not empty", "--update")
+    if nb.read_text() != edited: v = ("wrong", "the student's notebook overwritten")
+    self.add("course: again into a student folder", p, v)
+    p = run(["course", "--nbs", nbs, "--out", out, "--update"])
+    self.add("course --update keeps an edited notebook", p, success(p, nb.read_text() == edited, "the student's notebook overwritten"))
+    img = next((self.base / "images").iterdir())
+    p = run(["predict", "--ckpt", self.run0 / "best.pt", "--image", img, "--text", "the red circle " * 168, "--out", self.tmp / "r3b_long.png"])
+    self.add("predict: --text of 504 words", p, success(p, "warning: --text has 506 tokens" in p.stderr, "cut silently"))
+    p = run(["predict", "--ckpt", self.run0 / "best.pt", "--image", "/dev/zero", "--text", "the red circle", "--out", self.tmp / "r3b_z.png"])
+    self.add("predict: --image /dev/zero", p, refusal(p, "/dev/zero", "not a regular file", left=self.tmp / "r3b_z.png"))
+    p = run(["synth", "--seed", "-1", "--out", self.tmp / "r3b_neg"])
+    self.add("synth --seed -1", p, refusal(p, "--seed -1", left=self.tmp / "r3b_neg"))
+    p = run(["check-data", "--root", self.base / "instances.json"])
+    self.add("check-data --root a file", p, refusal(p, "is a file; expected a folder"))
+    three = self.tmp / "r3b_three" / "shaperefs"
+    run(["synth", "--n-images", "3", "--size", "64", "--out", three])
+    p = train(three, self.tmp / "r3b_three_run")
+    self.add("train on a 3-image ShapeRefs", p, refusal(p, "no 'val' split", "from 4 images on", left=self.tmp / "r3b_three_run"))
+
+
+def r3b_data_cases(self: Probe) -> None:
+    "Word-less sentences, a polygon drawing no pixel, one file of two sizes, deep or long-number JSON, symlink loops, worker errors."
+    ddir = self.copy_data("r3b punctuation")
+    inst, refs = load_files(ddir)
+    for r in refs:
+        if r["split"] == "val":
+            for s_ in r["sentences"]: s_["raw"] = s_["sent"] = "?!..."
+    save_files(ddir, inst, refs)
+    p = train(ddir, ddir.parent / "run")
+    self.add("train: every val sentence punctuation only", p, refusal(p, "split 'val'", left=ddir.parent / "run"))
+    p = run(["check-data", "--root", ddir.parent, "--dataset", "shaperefs"])
+    v = refusal(p, "shaperefs")
+    if v[0] == "clear" and "split 'val' has no sentence with visible 'raw' text" not in p.stdout: v = ("unclear", "not listed")
+    self.add("check-data: every val sentence punctuation only", p, v)
+    ddir = self.copy_data("r3b sliver")
+    inst, refs = load_files(ddir)
+    ann = next(a for a in inst["annotations"] if a["id"] == next(r for r in refs if r["split"] == "train")["ann_id"])
+    ann["segmentation"] = [[10.1, 10.1, 10.3, 10.1, 10.3, 10.3]]
+    save_files(ddir, inst, refs)
+    want = f"cover no pixel (too small or too thin to draw): annotation {ann['id']}"
+    p = train(ddir, ddir.parent / "run")
+    self.add("train: a 0.02 px² polygon", p, refusal(p, want, left=ddir.parent / "run"))
+    p = run(["check-data", "--root", ddir.parent, "--dataset", "shaperefs"])
+    v = refusal(p, "shaperefs")
+    if v[0] == "clear" and want not in p.stdout: v = ("unclear", "not the same line as train's")
+    self.add("check-data: a 0.02 px² polygon", p, v)
+    ddir = self.copy_data("r3b two sizes")
+    inst, refs = load_files(ddir)
+    inst["images"][1].update(file_name=inst["images"][0]["file_name"], width=32, height=48)
+    save_files(ddir, inst, refs)
+    p = train(ddir, ddir.parent / "run")
+    self.add("train: one image file of two sizes", p, refusal(p, "of different sizes", left=ddir.parent / "run"))
+    for name, text, want in (("200,000-deep instances.json", "[" * 200_000 + "]" * 200_000, "nested too deeply"),
+                             ("5,000-digit number in instances.json", None, "number too long")):
+        ddir = self.copy_data(f"r3b {name}")
+        f = ddir / "instances.json"
+        f.write_text(text if text is not None else f.read_text().replace('"height":64', '"height":' + "9" * 5000, 1))
+        p = train(ddir, ddir.parent / "run")
+        v = refusal(p, "instances.json", want, left=ddir.parent / "run")
+        if v[0] == "clear" and "set_int_max_str_digits" in p.stderr: v = ("unclear", "Python's advice")
+        self.add(f"train: {name}", p, v)
+    ddir = self.copy_data("r3b symlink loop")
+    first = sorted((ddir / "images").iterdir())[0]; first.unlink(); first.symlink_to(first.name)
+    p = run(["check-data", "--root", ddir.parent, "--dataset", "shaperefs"])
+    v = refusal(p, "shaperefs")
+    if v[0] == "clear" and f"{first.name}: Too many levels of symbolic links" not in p.stdout: v = ("unclear", "no report of the loop")
+    self.add("check-data: an image that is a symlink loop", p, v)
+    ddir = self.copy_data("r3b worker error")
+    from PIL import Image
+    for f in sorted((ddir / "images").iterdir()): Image.new("RGB", (32, 32)).save(f)
+    p = train(ddir, ddir.parent / "run", "data.num_workers=2")
+    v = refusal(p, "differs from instances.json")
+    if v[0] == "clear" and ("DataLoader worker" in p.stderr or "Original Traceback" in p.stderr): v = ("unclear", "a worker's traceback")
+    self.add("train: data error with data.num_workers=2", p, v)
+
+
+Probe.r3b_cli_cases, Probe.r3b_data_cases = r3b_cli_cases, r3b_data_cases
+R3B_GROUPS = ["r3b_cli_cases", "r3b_data_cases"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-k", nargs="*", default=None, help="run only the groups whose method name holds one of these words")
@@ -524,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
               "interrupt_int", "interrupt_term", "closed_pipe", "api_cases",
               # ---- round 3 (checkpoints, resume, run folders, experiments)
               "r3_resume", "r3_data_changed", "r3_checkpoint_bytes", "r3_weights_files", "r3_disk_full", "r3_n_val", "r3_experiments"]
+    groups += R3B_GROUPS                                       # round 3 (CLI, data reading, tokenizers, course, demo)
     if args.k: groups = [g for g in groups if any(k in g for k in args.k)]
     tmp = Path(tempfile.mkdtemp(prefix="ris_nb_fault_probe_"))
     t0 = time.time()

@@ -150,6 +150,11 @@ def read_json(path: str | Path) -> Any:
                          "expected UTF-8 JSON (re-save the file as UTF-8)") from None
     try: return json.loads(text)
     except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError: raise ValueError(f"{path}: JSON nested too deeply to read; expected a COCO instances file "
+                                            "(a few levels deep)") from None
+    except ValueError as e:             # Python's limit on integer digits (4300), with its advice to raise it
+        raise ValueError(f"{path}: holds a number too long to read ({str(e).split(':')[0]}); expected ids and sizes "
+                         "of ordinary length") from None
 
 def sha256(path: str | Path) -> str:
     "Hex SHA-256 of a file."
@@ -259,6 +264,15 @@ def _outside_root(name: str) -> bool:
     p = Path(name)
     return not name.strip() or "\0" in name or p.is_absolute() or ".." in p.parts
 
+def _shared_files(images: list[dict], instances_file) -> list[str]:
+    "Image files named by several image entries that declare different sizes (one of them fails when read)."
+    by_file = defaultdict(list)
+    for im in images: by_file[im["file_name"]].append(im)
+    bad = [f"{name!r} (" + ", ".join(f"image {im['id']}: {im['width']}×{im['height']}" for im in ims[:3]) + ")"
+           for name, ims in by_file.items() if len({(im["height"], im["width"]) for im in ims}) > 1]
+    return [f"{instances_file}: {len(bad)} image file(s) named by image entries of different sizes: {_named(bad)}; "
+            "expected one size per file"] if bad else []
+
 def _link_errors(refs: list[dict], imgs: dict, anns: dict, refs_file, instances_file) -> list[str]:
     "Refs whose annotation or image is missing, or whose annotation lies on another image."
     out = []
@@ -287,6 +301,7 @@ def check_ids(refs: list[dict], inst: dict, refs_file="refs", instances_file="in
     bad = [f"image {im['id']} ({im['file_name']!r})" for im in inst["images"] if _outside_root(im["file_name"])]
     if bad: f.errors.append(f"{instances_file}: {len(bad)} image(s) with a file_name outside the image root: {_named(bad)}; "
                             "expected a relative path without '..'")
+    f.errors += _shared_files(inst["images"], instances_file)
     orphans = [f"annotation {a['id']} (image_id {a['image_id']})" for a in inst["annotations"] if a["image_id"] not in imgs]
     if orphans: f.errors.append(f"{instances_file}: {len(orphans)} annotation(s) of an image that is not in 'images': {_named(orphans)}")
     f.errors += _link_errors(refs, imgs, anns, refs_file, instances_file)
@@ -314,9 +329,9 @@ def _flat_polygons(anns: list[dict], sizes: dict) -> tuple[dict, dict]:
     return dict(owner=np.array(owner, int), lens=np.array(lens, int), coords=coords), kinds
 
 def _polygon_measures(P: dict, hs: np.ndarray, ws: np.ndarray) -> dict:
-    "Per polygon: all coordinates finite, how far (px) it reaches outside its image, its area (shoelace formula)."
+    "Per polygon: all coordinates finite, how far (px) it reaches outside its image, its area (shoelace formula), its longest side of bounding box."
     lens, c = P["lens"], P["coords"]
-    if not len(lens): return dict(finite=np.ones(0, bool), outside=np.zeros(0), area=np.zeros(0))
+    if not len(lens): return dict(finite=np.ones(0, bool), outside=np.zeros(0), area=np.zeros(0), span=np.zeros(0))
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
     finite = np.logical_and.reduceat(np.isfinite(c), starts)
     c = np.where(np.isfinite(c), c, 0.0)
@@ -327,7 +342,8 @@ def _polygon_measures(P: dict, hs: np.ndarray, ws: np.ndarray) -> dict:
     h, w = hs[P["owner"]], ws[P["owner"]]
     outside = np.max([-np.minimum.reduceat(xs, ps), -np.minimum.reduceat(ys, ps),
                       np.maximum.reduceat(xs, ps) - w, np.maximum.reduceat(ys, ps) - h], axis=0)
-    return dict(finite=finite, outside=np.maximum(outside, 0.0), area=area)
+    span = np.maximum(np.maximum.reduceat(xs, ps) - np.minimum.reduceat(xs, ps), np.maximum.reduceat(ys, ps) - np.minimum.reduceat(ys, ps))
+    return dict(finite=finite, outside=np.maximum(outside, 0.0), area=area, span=span)
 
 # %% ../../nbs/03_refer.ipynb #61ca11ad
 def check_geometry(inst: dict, instances_file="instances.json", tolerance: float = POLYGON_TOLERANCE) -> Findings:
@@ -362,8 +378,24 @@ def check_geometry(inst: dict, instances_file="instances.json", tolerance: float
     error([k for k in np.flatnonzero(~drawn).tolist() if k not in told and anns[k]["image_id"] in sizes],
           "with an empty segmentation (no polygon of 3 or more points enclosing any area)",
           "at least one polygon around the object (with none, a ref would learn an empty mask)")
+    error([k for k in _slivers(P, m, len(anns)) if drawn[k] and k not in told and not _draws_a_pixel(anns[k], *hw[k])],
+          "whose polygons cover no pixel (too small or too thin to draw)",
+          "at least one pixel of the object (with none, a ref would learn an empty mask)")
     f.warnings += _quirks(P, m, kinds, drawn, name, instances_file, tolerance)
     return f
+
+def _slivers(P: dict, m: dict, n: int) -> list[int]:
+    "Annotations whose polygons enclose little area for their extent (< 4 px², or < 1.5 px × their longest side): they may cover no pixel centre."
+    ok, area, span = m["finite"], np.zeros(n), np.zeros(n)
+    np.add.at(area, P["owner"][ok], m["area"][ok]); np.maximum.at(span, P["owner"][ok], m["span"][ok])
+    return np.flatnonzero((area > 0) & (area < np.maximum(4.0, 1.5 * span))).tolist()
+
+def _draws_a_pixel(ann: dict, h: int, w: int) -> bool:
+    "Whether the annotation's mask, drawn as training draws it, has a pixel (a segmentation that cannot be drawn is reported elsewhere)."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try: return bool(segmentation_to_mask(ann["segmentation"], h, w).any())
+        except ValueError: return True
 
 # %% ../../nbs/03_refer.ipynb #4cd0bbcc
 def _quirks(P, m, kinds, drawn, name, instances_file, tolerance) -> list[str]:
@@ -438,8 +470,17 @@ class _ReferIndex:
         "Ref ids of one split (exact label match), or all."
         if split is None: return list(self.refs)
         if split not in self.splits:
-            raise ValueError(f"unknown split {split!r} for {self.dataset} ({self.split_by}); valid splits: {', '.join(self.splits)}")
+            raise ValueError(f"unknown split {split!r} for {self.dataset} ({self.split_by}); valid splits: {', '.join(self.splits)}"
+                             + self._split_hint(split))
         return [k for k, r in self.refs.items() if r["split"] == split]
+
+    def _split_hint(self, split: str) -> str:
+        "For ShapeRefs too small to hold `split`: how many images it needs."
+        from ris_nb.data.shaperefs import SPLIT_FRACTIONS, _split_of
+        if self.dataset != "shaperefs" or split not in SPLIT_FRACTIONS: return ""
+        need = next(n for n in range(1, 1000) if split in _split_of(n, 0))
+        return (f"; the data folder {self.refs_file.parent} has no {split!r} split: it holds {len(self.imgs)} image(s), and "
+                f"ShapeRefs writes a {split!r} split from {need} images on (regenerate it, e.g. `ris_nb synth --n-images 40`)")
 
     def image_path(self, image_id: int) -> Path: return self.image_root / self.imgs[image_id]["file_name"]
 
@@ -490,6 +531,8 @@ def _to_8bit(im: Image.Image) -> Image.Image:
 def load_image(path: str | Path, exif_transpose: bool = False) -> np.ndarray:
     "RGB image (h,w,3) uint8 from `path`; greyscale/RGBA/palette/16-bit converted; above `MAX_IMAGE_PIXELS` refused; `exif_transpose`: upright as the EXIF orientation says."
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"cannot read image {path}: not a regular file (a folder, device or pipe); expected an image file")
     if not path.is_file(): raise FileNotFoundError(f"image file not found: {path}")
     try:
         with warnings.catch_warnings():
@@ -518,8 +561,8 @@ def _mix(*xs: int) -> int:
 
 # %% ../../nbs/03_refer.ipynb #4862ad10
 def is_blank(text: str) -> bool:
-    "True when `text` shows nothing: only spaces, control or format characters (zero-width spaces, BOMs)."
-    return not any(not unicodedata.category(ch).startswith(("C", "Z")) for ch in text)
+    "True when `text` holds no word: only spaces, punctuation (`?!...`), control or format characters (zero-width spaces, BOMs)."
+    return not any(unicodedata.category(ch).startswith(("L", "N", "S")) for ch in text)   # letters, digits, symbols (emoji)
 
 def _split_items(refer: Refer, split: str, text_field: str, on_empty: str) -> tuple[list, list]:
     "(ref, [sentences]) of `split` and its (ref index, sentence index) items; empty sentences warn (or raise) and are dropped."
@@ -530,7 +573,7 @@ def _split_items(refer: Refer, split: str, text_field: str, on_empty: str) -> tu
         sents = [s for s in r["sentences"] if not is_blank(s[text_field])]
         if len(sents) < len(r["sentences"]):
             bad = [s["sent_id"] for s in r["sentences"] if is_blank(s[text_field])]
-            msg = f"{refer.refs_file}: ref_id {rid} has empty {text_field!r} sentence(s) sent_id {bad}"
+            msg = f"{refer.refs_file}: ref_id {rid} has empty {text_field!r} sentence(s) (no word) sent_id {bad}"
             if on_empty == "error": raise ValueError(msg)
             dropped.append(msg)
         if not sents: continue
@@ -707,6 +750,15 @@ def _preset_needs() -> dict[tuple[str, str], list[str]]:
         needs[(d.dataset, d.split_by)].append(name)
     return dict(needs)
 
+def _image_files(img_root: Path) -> tuple[set[str], list[str]]:
+    "Names of the files in `img_root`, and the entries that cannot be followed (a symbolic link loop, …) with why."
+    have, bad = set(), []
+    for e in os.scandir(img_root):
+        try:
+            if e.is_file(): have.add(e.name)
+        except OSError as err: bad.append(f"{img_root / e.name}: {err.strerror}; expected an image file")
+    return have, bad
+
 def _layout_image_root(root: Path, ddir: Path, image_root: str | Path | None) -> Path:
     "The image folder `Refer` would use (same rule)."
     if image_root in (None, ""):
@@ -773,7 +825,8 @@ def _check_one(root: Path, dataset: str, split_by: str, image_root, needed_by: l
         ids = {r["image_id"] for r in refs} if refs is not None else set(names)
         wanted = sorted(names[i] for i in ids if i in names)     # unknown ids: reported by `check_ids`
         rep.images_referenced = len(wanted)
-        have = {e.name for e in os.scandir(img_root) if e.is_file()} if img_root.is_dir() else set()
+        have, loops = _image_files(img_root) if img_root.is_dir() else (set(), [])
+        rep.problems += loops
         absent = [f for f in wanted if f not in have and not (img_root / f).is_file()]
         rep.images_missing, rep.missing_examples = len(absent), absent[:n_examples]
     if not img_root.is_dir(): rep.missing.append(f"{img_root}/")
@@ -784,7 +837,7 @@ def _check_one(root: Path, dataset: str, split_by: str, image_root, needed_by: l
 
 # %% ../../nbs/03_refer.ipynb #4b8b9c00
 def check_sentences(refs: list[dict], refs_file="refs", splits: list[str] | None = None) -> Findings:
-    "Per split (of `splits`, default all) and text field: an error when no sentence shows any text, a counted warning when some are blank."
+    "Per split (of `splits`, default all) and text field: an error when no sentence has a word (`is_blank`), a counted warning when some are blank."
     f, by_split = Findings(), defaultdict(list)
     for r in refs:
         if splits is None or r["split"] in splits: by_split[r["split"]] += [(r["ref_id"], s) for s in r["sentences"]]
@@ -796,7 +849,7 @@ def check_sentences(refs: list[dict], refs_file="refs", splits: list[str] | None
                                 f"e.g. {blank[0]}); expected at least one: training on it would be refused")
             elif blank:
                 f.warnings.append(f"{refs_file}: {len(blank)} of {len(sents)} sentence(s) of split {split!r} with blank {fld!r} "
-                                  f"text: {_named(blank)}; training drops them with a warning")
+                                  f"text: {_named(blank)}; training drops them with a warning (blank: no word, e.g. '?!...')")
     return f
 
 def _check_contents(rep: LayoutReport, refs, inst, refs_file, inst_file, img_root: Path, cache: dict, decode: bool,
@@ -824,6 +877,8 @@ def check_layout(root: str | Path, dataset: str | None = None, split_by: str | N
                  splits: list[str] | None = None, sample: int | None = None, progress: bool = False) -> list[LayoutReport]:
     "Check a data root against the REFER layout and `check_index` (with `decode`, also `decode_images`): one `LayoutReport` per dataset and split-by."
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"data root {root} is a file; expected a folder holding one folder per dataset (see data/README.md)")
     if not root.is_dir(): raise FileNotFoundError(f"data root not found: {root} (see data/README.md for the layout)")
     needs = _preset_needs()
     if dataset is not None:

@@ -77,7 +77,7 @@ def word_tokenizer(sentences: Sequence[str], max_tokens: int = 20, min_freq: int
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 # %% ../../nbs/04_transforms.ipynb #18d20334
-TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
 
 def check_tokenizer_files(path: Path) -> None:
     "Refuse a tokenizer folder without a vocabulary (tokenizer.json / vocab.txt) or with a JSON file cut short, naming the file."
@@ -88,9 +88,12 @@ def check_tokenizer_files(path: Path) -> None:
     for name in TOKENIZER_JSON:
         f = path / name
         if not f.is_file(): continue
-        try: json.loads(f.read_text(encoding="utf-8"))
+        try: data = json.loads(f.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             raise ValueError(f"{f}: not valid JSON ({str(e)[:80]}); the file is damaged or cut short") from None
+        if isinstance(data, dict) and "auto_map" in data:   # transformers would offer to run the .py files beside it
+            raise ValueError(f"{f}: has an 'auto_map' entry (custom tokenizer code); ris_nb never runs code from a tokenizer "
+                             "folder: expected the files save_pretrained writes, without 'auto_map'")
 
 def load_tokenizer(path: str | Path):
     "A tokenizer saved with `save_pretrained` (or any local HF tokenizer dir); an empty or damaged folder names the file."
@@ -100,7 +103,7 @@ def load_tokenizer(path: str | Path):
         raise FileNotFoundError(f"tokenizer directory not found: {path}; data.tokenizer must be 'word', 'minilm' or a local "
                                 "folder holding a HF tokenizer (tokenizer.json / vocab.txt) — ris_nb never downloads")
     check_tokenizer_files(path)
-    try: tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True)
+    try: tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{path}: cannot load the tokenizer ({type(e).__name__}: {str(e)[:160]}); expected the files "
                          "save_pretrained writes") from None
