@@ -366,6 +366,8 @@ def _add_experiments(sub) -> None:
     p.add_argument("--out", required=True, help="study folder: data, one directory per (row, seed), study.json/.md/.png")
     p.add_argument("--quick", action="store_true", help="the small budget: 300 scenes, 50 steps of 16 per run (default: 800, 400 of 32)")
     p.add_argument("--only", choices=["magnet", "sag"], default=None, help="one paper's rows only (default: both)")
+    p.add_argument("--rows", default=None, help="comma-separated row names: just these rows (and the runs they re-score), and the "
+                   "claims between them (default: every row)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3; one seed gives no verdict)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the budget's)")
     p.add_argument("--scenes", type=int, default=None, help="ShapeRefs scenes generated for the study (default: the budget's)")
@@ -383,7 +385,8 @@ def _run_experiments(args) -> None:
     budget = replace(budget, language=args.language,
                      **{k: v for k, v in (("steps", args.steps), ("n_images", args.scenes)) if v is not None})  # validated
     out = check_out_dir(Path(args.out))
-    study = run_study(out, only=args.only, seeds=args.seeds, budget=budget, jobs=args.jobs)
+    names = [n.strip() for n in args.rows.split(",") if n.strip()] if args.rows is not None else None
+    study = run_study(out, only=args.only, seeds=args.seeds, budget=budget, jobs=args.jobs, names=names)
     print(study_markdown(study))
     print(f"written: {out / 'study.json'}, {out / 'study.md'}, {out / 'study.png'}")
 

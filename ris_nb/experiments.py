@@ -75,16 +75,21 @@ _S = "sag_tiny"
 
 _NO_SLOT_NUMBERS = "no number (project page: a figure only)"
 
-_JOINT = {"model.sag.entity_weights": "", "model.sag.freeze_entities": False}   # the paper's recipe: entities learned with C³
+_JOINT = {"model.sag.entity_weights": "", "model.sag.freeze_entities": False,   # entities learned with C³ from random weights
+          "model.sag.entity_pieces": 0, "model.sag.entity_appearance": False,   # (the paper starts from a pretrained ViT),
+          "model.sag.slot_vector": True}                                   # the slots as entities
 
 def sag_rows() -> list[Row]:
-    """sag_tiny (shipped text-free entities, gather trained) and, trained jointly from init as in the paper, the ablations of the
-    entity module; the four inference schemes re-evaluate the `sag` runs."""
+    """sag_tiny (shipped text-free entities read as pieces, gather trained) and the ablations of the entity module, trained jointly
+    with C³ from random weights (the paper trains jointly too, but from a pretrained ViT); the inference schemes re-evaluate `sag`."""
     J = lambda **kw: {**_JOINT, **{f"model.sag.{k}": v for k, v in kw.items()}}
-    rows = [Row("sag", _S, {}, "sag", "sag_tiny: pretrained entities (K = 10×1), gather trained with C³", "34.76 mIoU, RefCOCO val (paper, table 2)"),
-            Row("sag_no_fusion", _S, {"model.sag.fusion": False}, "sag",
-                "without fusion and C³: a plain image–text contrastive loss on the mean entity", "14.65 (paper, table 2)"),
-            Row("sag_joint", _S, J(), "sag_joint", "entities learned jointly with C³ from init (the paper's recipe)", "34.76 (paper, table 2)"),
+    rows = [Row("sag", _S, {}, "sag", "sag_tiny: pretrained entities (K = 10×1) read as pieces, gather trained with C³",
+                "34.76 mIoU, RefCOCO val (paper, table 2)"),
+            Row("sag_no_fusion", _S, {"model.sag.fusion": False, "model.sag.entity_pieces": 0}, "sag",
+                "without fusion and C³: a plain image–text contrastive loss on the mean entity (slots: pieces need the fusion)",
+                "14.65 (paper, table 2)"),
+            Row("sag_joint", _S, J(), "sag_joint", "entities learned jointly with C³ from random weights (ours; the paper's ViT is "
+                "pretrained)", "34.76 (paper, table 2)"),
             Row("sag_random_slots", _S, J(slot_type="random"), "sag_joint", "joint, random slots (one shared Gaussian)", _NO_SLOT_NUMBERS),
             Row("sag_query_slots", _S, J(slot_type="query"), "sag_joint", "joint, query slots (learned, fixed)", _NO_SLOT_NUMBERS),
             Row("sag_no_interaction", _S, J(interaction=False), "sag_joint", "joint, without the interaction block",
@@ -118,13 +123,17 @@ def sag_claims() -> list[Claim]:
 # %% ../nbs/16_experiments.ipynb #fb7644ee
 STUDIES = {"magnet": (magnet_rows, magnet_claims), "sag": (sag_rows, sag_claims)}
 
-def study_rows(only: str | None = None) -> tuple[list[Row], list[Claim]]:
-    "Rows and claims of both papers, or of `only` ('magnet' | 'sag')."
+def study_rows(only: str | None = None, names: Sequence[str] | None = None) -> tuple[list[Row], list[Claim]]:
+    "Rows and claims of both papers, or of `only` ('magnet' | 'sag'); `names`: just these rows (and the rows they re-score), and the claims between them."
     if only is not None and only not in STUDIES: raise ValueError(f"--only {only!r}: expected one of {', '.join(STUDIES)}")
     rows, claims = [], []
     for k, (r, c) in STUDIES.items():
         if only in (None, k): rows += r(); claims += c()
-    return rows, claims
+    if names is None: return rows, claims
+    unknown = sorted(set(names) - {r.name for r in rows})
+    if unknown: raise ValueError(f"--rows {','.join(unknown)}: expected row names of the study ({', '.join(r.name for r in rows)})")
+    keep = set(names) | {r.source for r in rows if r.name in names and r.source}
+    return [r for r in rows if r.name in keep], [c for c in claims if {c.base, c.variant} <= keep]
 
 # %% ../nbs/16_experiments.ipynb #d16a23e9
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -453,13 +462,13 @@ def _run_serial(jobs: list[tuple[Row, int]], budget: Budget, out: Path, sources:
     return results
 
 def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: Budget = FULL, progress: bool = True,
-              on_train: Callable[[str, int], None] | None = None, jobs: int = 1) -> dict:
+              on_train: Callable[[str, int], None] | None = None, jobs: int = 1, names: Sequence[str] | None = None) -> dict:
     "Run (or resume) every (row, seed), seed-major, on `jobs` processes; aggregate into OUT/study.json, .md and .png."
     if not isinstance(seeds, int) or seeds < 1: raise ValueError(f"--seeds {seeds!r}: expected a positive integer")
     if not isinstance(jobs, int) or jobs < 1: raise ValueError(f"--jobs {jobs!r}: expected a positive integer")
     from ris_nb.train import run_lock
     out = Path(out)
-    rows, claims = study_rows(only)
+    rows, claims = study_rows(only, names)
     with run_lock(out, "study"):          # a second study in this folder would delete the first one's unfinished runs
         study_data(out, budget)
         sources = {r.source for r in rows if r.source}

@@ -73,9 +73,10 @@ def test_load_official_is_strict():
 
 
 def tiny_cfg(**over):
-    "sag_tiny trained jointly from its init (the paper's setting): the variants change the entity module, so no shipped weights."
+    "sag_tiny trained jointly from its init, its slots the entities (the paper's setting): the variants change the entity module."
     cfg = get_preset("sag_tiny").override({"model.text.vocab_size": 50, "data.image_size": 64, "model.sag.entity_weights": "",
-                                           "model.sag.freeze_entities": False, **over})
+                                           "model.sag.freeze_entities": False, "model.sag.entity_pieces": 0,
+                                           "model.sag.entity_appearance": False, "model.sag.slot_vector": True, **over})
     return cfg
 
 
@@ -228,7 +229,7 @@ def test_c3_two_processes_match_one_process(tmp_path):
 
 
 def test_shipped_entities_load_frozen_and_only_gather_learns():
-    "sag_tiny starts from the packaged entity weights; with freeze_entities only the text encoder and the fusion move."
+    "sag_tiny starts from the packaged entity weights; with freeze_entities only the text encoder, the appearance code and the fusion move."
     from ris_nb.models.slots import load_entity_model, packaged_entity_weights
     torch.manual_seed(0)
     model = build_model(get_preset("sag_tiny").override({"model.text.vocab_size": 50})).train()
@@ -242,7 +243,7 @@ def test_shipped_entities_load_frozen_and_only_gather_learns():
     assert set(losses) == {"loss", "loss_c3"}                        # frozen entities: no reconstruction to compute
     opt.zero_grad(); losses["loss"].backward(); opt.step()
     changed = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(before[n], p)}
-    assert changed == {"text", "fusion"}, changed
+    assert changed == {"text", "fusion", "appearance"}, changed
 
 
 @pytest.mark.parametrize("over,field", [({"model.sag.n_gaussians": 4}, "model.sag.n_gaussians"),
@@ -310,9 +311,10 @@ def test_pieces_split_shared_slots_on_shaperefs(shaperefs, one_thread):
     cfg = get_preset("sag_tiny").override({"data.root": str(shaperefs), "data.test_splits": []})
     loaders = make_dataloaders(cfg, splits=["val"])
     cfg = cfg.override({"model.text.vocab_size": len(loaders["val"].dataset.tokenizer)})
-    slots = shatter_gather(build_model(cfg), loaders["val"])
-    pieces = shatter_gather(build_model(cfg.override({"model.sag.entity_pieces": 4, "model.sag.entity_appearance": True})),
-                            loaders["val"])
+    slots = shatter_gather(build_model(cfg.override({"model.sag.entity_pieces": 0, "model.sag.entity_appearance": False,
+                                                     "model.sag.slot_vector": True})),
+                           loaders["val"])
+    pieces = shatter_gather(build_model(cfg), loaders["val"])                 # the preset reads the slots as pieces
     assert pieces["best_slot_mIoU"] > max(65.0, slots["best_slot_mIoU"] + 15), (slots, pieces)
     assert pieces["objects_covered"] > 80, pieces
 
@@ -339,7 +341,8 @@ def test_pieces_mask_padding_and_train_a_step():
                                         ({"model.sag.entity_pieces": -1}, "model.sag.entity_pieces")])
 def test_new_sag_options_are_validated(over, match):
     from ris_nb.core import validate_config
-    with pytest.raises(ValueError, match=match): validate_config(get_preset("sag_tiny").override(over))
+    with pytest.raises(ValueError, match=match):
+        validate_config(get_preset("sag_tiny").override({"model.sag.entity_appearance": False, "model.sag.slot_vector": True, **over}))
 
 
 def test_in_image_negatives_pair_sentences_of_one_image(shaperefs):

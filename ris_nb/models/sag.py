@@ -232,30 +232,36 @@ def entity_similarity(text: torch.Tensor, entities: torch.Tensor) -> tuple[torch
 # %% ../../nbs/11_sag.ipynb #c44e6708
 class EntityAppearance(nn.Module):
     """Entities (B,K,D) + their maps A^slot (B,K,N) + images → entities plus a CNN code of [A^slot_k, A^slot_k·image] (ours):
-    on the whole token grid (`view="grid"`) or on a square crop around each map, resampled to `crop`² (`view="crop"`)."""
+    on the whole token grid (`view="grid"`) or on a square crop around each map, resampled to `crop`² (`view="crop"`, + the image)."""
     def __init__(self, dim: int, width: int = 16, view: str = "grid", crop: int = 16):
         super().__init__()
         if view not in ("grid", "crop"): raise ValueError(f"model.sag.appearance_view={view!r}: expected 'grid' or 'crop'")
         self.view, self.crop = view, crop
-        self.cnn = nn.Sequential(nn.Conv2d(4, width, 3, stride=2, padding=1), nn.ReLU(),
+        first = (8, 1) if view == "crop" else (4, 2)            # a crop also shows the image and the silhouette, full resolution
+        self.cnn = nn.Sequential(nn.Conv2d(first[0], width, 3, stride=first[1], padding=1), nn.ReLU(),
                                  nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
                                  nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))
         self.proj = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 16, dim))
         self.geometry = nn.Sequential(nn.Linear(9, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.silhouette = nn.Linear(crop * crop, dim) if view == "crop" else None   # a direct, linear path from the outline
 
     def forward(self, entities: torch.Tensor, a_slot: torch.Tensor, images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         B, K = a_slot.shape[:2]
         img = F.adaptive_avg_pool2d(images, hw)                                        # (B,3,h,w): the image on the token grid
-        x = self._crops(a_slot, images, hw) if self.view == "crop" else self._grid(a_slot, img, hw)
-        return entities + self.proj(self.cnn(x)).view(B, K, -1) + self.geometry(map_geometry(a_slot, img))
+        geo = map_geometry(a_slot, img)
+        x = self._crops(a_slot, images, hw, geo[..., -3:]) if self.view == "crop" else self._grid(a_slot, img, hw)
+        out = entities + self.proj(self.cnn(x)).view(B, K, -1) + self.geometry(geo)
+        return out if self.silhouette is None else out + self.silhouette(x[:, -1].flatten(1)).view(B, K, -1)
 
     def _grid(self, a_slot: torch.Tensor, img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         "(B·K,4,h,w): each map and the image under it, on the whole token grid."
         masks = a_slot.unflatten(-1, hw)[:, :, None]                                   # (B,K,1,h,w)
         return torch.cat([masks, masks * img[:, None]], dim=2).flatten(0, 1)
 
-    def _crops(self, a_slot: torch.Tensor, images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        "(B·K,4,crop,crop): each map and the full-resolution image under it, in the map's square box (`map_boxes`)."
+    def _crops(self, a_slot: torch.Tensor, images: torch.Tensor, hw: tuple[int, int], colour: torch.Tensor,
+               sigma: float = 0.2) -> torch.Tensor:
+        """(B·K,8,crop,crop) in each map's square box (`map_boxes`), at the image's resolution: the map, the image under it, the
+        image, and the silhouette — how close each pixel is to the map's mean `colour` (B,K,3), exp(−‖pixel − colour‖²/2σ²)."""
         B, K = a_slot.shape[:2]
         boxes = map_boxes(a_slot, hw, images.shape[-1]).flatten(0, 1)                 # (B·K,4) in image pixels
         owner = torch.arange(B, device=boxes.device).repeat_interleave(K)[:, None].to(boxes)
@@ -263,7 +269,8 @@ class EntityAppearance(nn.Module):
         own = torch.arange(B * K, device=boxes.device)[:, None].to(boxes)              # each map is its own "image"
         maps = roi_align(a_slot.reshape(B * K, 1, *hw), torch.cat([own, boxes], 1), self.crop,
                          spatial_scale=hw[1] / images.shape[-1], aligned=True)
-        return torch.cat([maps, maps * pix], 1)
+        sil = torch.exp(-(pix - colour.flatten(0, 1)[:, :, None, None]).pow(2).sum(1, keepdim=True) / (2 * sigma ** 2))
+        return torch.cat([maps, maps * pix, pix, sil], 1)
 
 def map_boxes(maps: torch.Tensor, hw: tuple[int, int], size: int, spread: float = 2.5) -> torch.Tensor:
     "(B,K,4) square boxes x1, y1, x2, y2 (pixels of a `size`² image) centred on each map's (B,K,N) mass, side 2·spread·max(σx, σy) + 2 tokens."
@@ -346,7 +353,9 @@ class _SaGImage:
         if s.entity_pieces:
             maps, parent, valid = entity_pieces(so.a_slot, hw, s.entity_pieces, 2 * so.a_slot.shape[1])
             so = replace(so, a_slot=maps, entities=so.entities.gather(1, parent[..., None].expand(-1, -1, so.entities.shape[-1])))
-        if self.appearance is not None: so = replace(so, entities=self.appearance(so.entities, so.a_slot, images, hw))
+        if self.appearance is not None:
+            own = so.entities if s.slot_vector else torch.zeros_like(so.entities)      # ours: the code alone (slot_vector=False)
+            so = replace(so, entities=self.appearance(own, so.a_slot, images, hw))
         return so, valid
 
     def _reconstruct(self, out: SaGOutputs, raw: SlotOutput, tokens: torch.Tensor, images: torch.Tensor,
@@ -528,7 +537,7 @@ def _official_bert(sd: dict[str, torch.Tensor], a: dict) -> dict[str, Any]:
 _OFFICIAL_FIXED = {
     "data.normalize": "half", "model.vision.backbone": "vit", "model.vision.weights": "random", "model.text.encoder": "bert",
     "model.sag.decoder": "broadcast", "model.sag.slot_logit_scale": 1.0, "model.sag.pos_weight": 0.0, "model.sag.entity_weights": "",
-    "model.sag.freeze_entities": False, "model.sag.entity_appearance": False, "model.sag.entity_pieces": 0, "model.sag.appearance_view": "grid",
+    "model.sag.freeze_entities": False, "model.sag.entity_appearance": False, "model.sag.entity_pieces": 0, "model.sag.appearance_view": "grid", "model.sag.slot_vector": True,
     "model.sag.in_image_negatives": False, "model.sag.text_pool": "cls", "model.sag.fusion_residual": True,
     "model.sag.recon_target": "tokens", "train.warmup": "loss_scale"}
 
@@ -698,7 +707,7 @@ PRESET_SOURCES.update({  # model.sag
     "model.sag.pos_weight": "not used by the broadcast decoder", "model.sag.entity_weights": "official code: the entity module starts from its init",
     "model.sag.freeze_entities": "official code: everything trains jointly",
     "model.sag.entity_appearance": "official code: the entities are the slot vectors", "model.sag.entity_pieces": "official code: the slots are the entities",
-    "model.sag.appearance_view": "not used without entity_appearance",
+    "model.sag.appearance_view": "not used without entity_appearance", "model.sag.slot_vector": "official code: the entities are the slot vectors",
     "model.sag.in_image_negatives": "official code: C³'s negatives are the batch's other images",
 })
 
