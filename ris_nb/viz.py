@@ -30,8 +30,8 @@ __all__ = ['PICTURE_PRESETS', 'SPECIAL_TOKENS', 'config_tag', 'ensure_checkpoint
            'to_image', 'fit_to', 'mask_iou', 'wrap', 'tokens_of', 'draw_overlay', 'predict_probs', 'plot_predictions',
            'capture', 'eval_mode', 'lavt_word_attention', 'AttentionMaps', 'token_grid', 'word_attention', 'pick_words',
            'plot_word_attention', 'CamMaps', 'cam_maps', 'plot_cam_pyramid', 'default_hidden_word', 'mg_topk',
-           'plot_mask_grounding', 'slot_colours', 'entity_composite', 'slot_clouds', 'fit_to_rgb', 'plot_sag',
-           'plot_log', 'plot_by_type', 'single_batch', 'stage_mean', 'plot_story']
+           'plot_mask_grounding', 'slot_colours', 'entity_colours', 'entity_composite', 'slot_clouds', 'fit_to_rgb',
+           'plot_sag', 'plot_log', 'plot_by_type', 'single_batch', 'stage_mean', 'plot_story']
 
 # %% ../nbs/14_visualize.ipynb #03503cd8
 _UNTRAINED_KEYS = ("data.root", "data.image_root", "data.num_workers", "train.out_dir", "train.device", "train.log_every",
@@ -396,6 +396,12 @@ def slot_colours(n_gaussians: int, n_samples: int) -> np.ndarray:
             out.append(hsv_to_rgb((g / n_gaussians, 0.85, v)))
     return np.array(out)
 
+def entity_colours(model: nn.Module, n: int) -> np.ndarray:
+    "(n,3) RGB for `n` entities: the slots' `slot_colours`, or, when the entities are pieces of the slots (n ≠ K), tab20's colours."
+    init = model.slots.init
+    G, R = (init.n_gaussians, init.n_samples) if init.kind == "entity" else (init.n_slots, 1)
+    return slot_colours(G, R) if n == G * R else plt.get_cmap("tab20")(np.arange(n) % 20)[:, :3]
+
 def entity_composite(a_slot: torch.Tensor, colours: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     "A^slot (K,N) of one image as an (h,w,3) picture: each token's colour = Σ_k A^slot[k,n]·colour_k (columns sum to 1)."
     return (a_slot.float().cpu().T.numpy() @ colours).reshape(*hw, 3).clip(0, 1)
@@ -453,11 +459,12 @@ def plot_sag(model: nn.Module, batch, i: int = 0, normalize: str | None = None, 
     gt = batch.masks[i].cpu().numpy() if batch.masks is not None else None
     fig, axs = plt.subplots(1, 5, figsize=(size * 5.4, size * 1.25), gridspec_kw={"width_ratios": [1, 1, 1.3, 1, 1.2]})
     draw_overlay(axs[0], img, gt=gt, title=wrap(batch.meta["sentence"][i] if "sentence" in batch.meta else "image", 32))
-    ent = entity_composite(out.a_slot[i], colours, out.hw)
+    ents = entity_colours(model, out.a_slot.shape[1])
+    ent = entity_composite(out.a_slot[i], ents, out.hw)
     axs[1].imshow(img * 0.35 + 0.65 * fit_to_rgb(ent, img.shape[:2])); axs[1].axis("off")
     axs[1].set_title("entities: A^slot, one colour each", fontsize=8)
     af = out.a_fuse[i].float().cpu().numpy()
-    axs[2].bar(range(len(af)), af, color=colours)
+    axs[2].bar(range(len(af)), af, color=ents)
     for k in np.argsort(af)[::-1][:3]: axs[2].text(k, af[k], str(k), ha="center", va="bottom", fontsize=7)
     axs[2].set_xlabel("entity k", fontsize=8); axs[2].set_title("relevance A^fuse (sums to 1)", fontsize=8)
     axs[2].tick_params(labelsize=7)
@@ -596,8 +603,7 @@ def _story_sag(fig, gs, image: np.ndarray, sentence: str, gt: np.ndarray, sag: t
     img = to_image(b.images, 0, cfg.data.normalize)
     gt_net = b.masks[0].numpy() > 0.5
     prob = model.predict(out, b)[0, 0].float().cpu().numpy()
-    init = model.slots.init
-    colours = slot_colours(*((init.n_gaussians, init.n_samples) if init.kind == "entity" else (init.n_slots, 1)))
+    colours = entity_colours(model, out.a_slot.shape[1])
     ax = fig.add_subplot(gs[1, 1])
     ax.imshow(img * 0.35 + 0.65 * fit_to_rgb(entity_composite(out.a_slot[0], colours, out.hw), img.shape[:2])); _blank(ax)
     ax.set_title("shatter: entities (A^slot),\none colour each", fontsize=8); ax.set_ylabel("SaG\n(learns from text only)", fontsize=10)

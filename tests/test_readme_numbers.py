@@ -64,8 +64,14 @@ def expected_snippets() -> list[tuple[str, str]]:
     stop = by_seed(rich, preset="lavt_mg_tiny", mg_weight="1.0", mg_changes="mg.vision_grad=False")
     gain = ", ".join(f"{float(a['oIoU']) - float(b['oIoU']):+.1f}" for a, b in zip(stop, r1))
     out.append((f"{mean_std(r['oIoU'] for r in stop)}, paired {gain} against λ_MG 1", "mg_rich_13a.csv"))
-    probe = {r["row"]: r for r in rows("sag_gather_probe.csv")}
-    out.append((f"best single entity of {probe['pieces + appearance']['best_slot_mIoU']} mIoU", "sag_gather_probe.csv"))
+    lang = {r["row"]: r for r in rows("sag_languages.csv")}
+    app = [lang[f"appearance, sag_tiny, seed {s}"] for s in range(3)]
+    out.append((f"reaches **val mIoU {' / '.join(r['val_mIoU'] for r in app)}** (seeds 0 / 1 / 2) against {app[0]['random_shape_mIoU']} "
+                "for one random shape", "sag_languages.csv"))
+    out.append((f"its best single entity reaches {app[0]['best_entity_mIoU']} mIoU and A^fuse picks it for {app[0]['picks_best_entity']} %",
+                "sag_languages.csv"))
+    plain = lang["plain, sag_tiny, seed 0"]
+    out.append((f"the same preset reaches {plain['val_mIoU']} against {plain['random_shape_mIoU']}", "sag_languages.csv"))
     oracle = rows("sag_oracle_gather.csv")
     picks = lambda loss: sorted(float(r["picks"]) for r in oracle if r["loss"] == loss)
     c3, told = picks("c3"), picks("told")
@@ -73,6 +79,11 @@ def expected_snippets() -> list[tuple[str, str]]:
                 f"{float(oracle[0]['random_shape']):.1f} % for one random shape, {float(oracle[0]['words_only']):.1f} % for an answer",
                 "sag_oracle_gather.csv"))
     out.append((f"and {told[0]:.1f}–{told[-1]:.1f} % when the gather is told the answer", "sag_oracle_gather.csv"))
+    sag_app = json.loads((RESULTS / "study_sag_appearance.json").read_text())
+    for c in sag_app["claims"]:
+        floor = " (both below the language-blind floor)" if c["below_floor"] else ""
+        out.append((f"| {c['claim']}, appearance language (`{c['base']}` → `{c['variant']}`) | {c['metric']} | {c['diff']:+.1f} | "
+                    f"{c['spread']:.1f} | {c['verdict']}{floor} |", "study_sag_appearance.json"))
     study = json.loads((RESULTS / "study_magnet_rich.json").read_text())
     for c in study["claims"]:
         floor = " (both below the language-blind floor)" if c["below_floor"] else ""

@@ -167,15 +167,15 @@ def test_plot_sag(runs, preset):
         with pytest.raises(ValueError, match="SaG"): viz.plot_sag(model, b)
         return
     fig = viz.plot_sag(model, b, i=2)
-    K = model.slots.n_slots
-    assert len(fig.axes[2].patches) == K
+    with viz.eval_mode(model): out = model(b)
+    K = out.a_slot.shape[1]                                          # the preset's entities: pieces of the K slots, at most 2K
+    assert K == 2 * model.slots.n_slots and len(fig.axes[2].patches) == K
     assert abs(sum(p.get_height() for p in fig.axes[2].patches) - 1) < 1e-4
     assert len(fig.axes[4].collections) == model.slots.init.n_gaussians + 1
     assert all(varied(ax) for ax in image_axes(fig))
-    with viz.eval_mode(model): out = model(b)
-    comp = viz.entity_composite(out.a_slot[2], viz.slot_colours(model.slots.init.n_gaussians, model.slots.init.n_samples), out.hw)
+    comp = viz.entity_composite(out.a_slot[2], viz.entity_colours(model, K), out.hw)
     assert comp.shape == (*out.hw, 3)
-    np.testing.assert_allclose(comp.reshape(-1, 3), out.a_slot[2].T.numpy() @ viz.slot_colours(model.slots.init.n_gaussians, model.slots.init.n_samples), atol=1e-6)
+    np.testing.assert_allclose(comp.reshape(-1, 3), (out.a_slot[2].T.numpy() @ viz.entity_colours(model, K)).clip(0, 1), atol=1e-6)
 
 
 @pytest.mark.parametrize("slot_type", ["random", "query"])
@@ -184,7 +184,8 @@ def test_plot_sag_other_slot_types(runs, slot_type):
     cfg, tok, _, b, _ = runs["sag_tiny"]
     torch.manual_seed(0)
     model = build_model(cfg.override({"model.sag.slot_type": slot_type, "model.sag.entity_weights": "",   # other slots: no shipped weights
-                                      "model.sag.freeze_entities": False}))
+                                      "model.sag.freeze_entities": False, "model.sag.entity_pieces": 0,
+                                      "model.sag.entity_appearance": False, "model.sag.slot_vector": True}))   # the slots themselves
     fig = viz.plot_sag(model, b)
     assert len(fig.axes[2].patches) == model.slots.n_slots
     if slot_type == "query":
@@ -231,7 +232,7 @@ def test_story_and_single_batch(runs):
     torch.testing.assert_close(one.masks[0], b.masks[0])
     fig = viz.plot_story(img, b.meta["sentence"][0], gt, runs["magnet_tiny"][:3], runs["sag_tiny"][:3])
     assert len(image_axes(fig)) == 7 and all(varied(ax) for ax in image_axes(fig))
-    assert sum(len(ax.patches) for ax in fig.axes if not ax.images) == 3 + runs["sag_tiny"][2].slots.n_slots   # MG top-3, A^fuse
+    assert sum(len(ax.patches) for ax in fig.axes if not ax.images) == 3 + 2 * runs["sag_tiny"][2].slots.n_slots   # MG top-3, A^fuse over pieces
     with pytest.raises(ValueError, match="empty"): viz.single_batch(cfg, tok, img, "   ")
     with pytest.raises(ValueError, match="RGB"): viz.single_batch(cfg, tok, img[..., 0], "the circle")
     with pytest.raises(ValueError, match="mask shape"): viz.single_batch(cfg, tok, img, "the circle", gt[1:])
