@@ -58,9 +58,12 @@ def test_tiny_preset_learns_to_refer(shaperefs, preset, amp, margin, max_cross_r
 
 
 SAG_STEPS = 300
-SAG_MARGIN = 0.0      # over the best answer that ignores the sentence; seeds 0/1/2 measured XX (tools/sag_learning_seeds.py)
-SAG_PICKS = 0.0       # % of val sentences whose A^fuse picks the best entity; measured XX
-SAG_BEST_ENTITY = 0.0 # the best single entity (the shipped entity module, read as pieces, is fixed: every seed the same); measured XX
+# tools/sag_learning_seeds.py (nbs/results/sag_learning_test.csv, one thread): seeds 0/1/2 val mIoU 56.0 / 52.1 / 55.5 against
+# 28.5 for the best language-blind answer, A^fuse on the best entity for 69.5 / 61.7 / 67.3 %, best entity 82.9; the previous
+# preset (the slots themselves as entities, no appearance code), seed 0: 44.4, 62.4 %, 57.8 — below the margin and the entity bar.
+SAG_MARGIN = 20.0     # val mIoU over the best answer that ignores the sentence
+SAG_PICKS = 55.0      # % of val sentences whose A^fuse picks the best entity
+SAG_BEST_ENTITY = 75.0  # the best single entity (the shipped entity module, read as pieces, is fixed: every seed the same)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +94,7 @@ def test_sag_tiny_learns_from_text(appearance):
     """SaG sees no mask in training. On the appearance language (referents named by colour, size and shape), 300 steps of C³
     from the shipped text-free entities give masks far above every answer that ignores the sentence, and A^fuse picks the
     entity on the referred shape for most sentences. The previous preset (the slots themselves as entities, no appearance
-    code) stays below every threshold here (tools/sag_learning_seeds.py --old)."""
+    code) fails the margin and the entity bar here (tools/sag_learning_seeds.py --old)."""
     m, sg, blind = train_sag(appearance)
     best_blind = max(r["mIoU"] for r in blind.values())
     assert m > best_blind + SAG_MARGIN, f"val mIoU {m:.1f} is not clearly above the best language-blind answer ({best_blind:.1f}); {sg}"
