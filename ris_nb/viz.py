@@ -72,11 +72,12 @@ def ensure_checkpoint(preset: str, data_root: str | Path, out_dir: str | Path, o
 _PICTURE_RECIPE = {"data.image_size": 64, "train.batch_size": 32, "train.max_steps": 600, "train.eval_every": 300, "train.ckpt_every": 300}
 PICTURE_PRESETS = {"magnet_tiny": _PICTURE_RECIPE, "lavt_mg_tiny": _PICTURE_RECIPE, "sag_tiny": {}}   # 600 × 32 at 64 px, as in 13a_learning
 
-def ensure_shaperefs(root: str | Path, n_images: int = 3000, size: int = 64, seed: int = 0) -> Path:
-    "`root/shaperefs`, generated when missing (by default as `make quickstart` does: 3,000 scenes at 64 px)."
+def ensure_shaperefs(root: str | Path, n_images: int = 3000, size: int = 64, seed: int = 0, language: str = "plain") -> Path:
+    "`root/shaperefs`, generated when missing (by default as `make quickstart` does: 3,000 scenes at 64 px, plain language)."
     from ris_nb.data.shaperefs import generate
     folder = Path(root) / "shaperefs"
-    if not (folder / "refs(shaperefs).p").is_file(): generate(folder, n_images=n_images, seed=seed, size=size, verbose=False)
+    if not (folder / "refs(shaperefs).p").is_file():
+        generate(folder, n_images=n_images, seed=seed, size=size, verbose=False, language=language)
     return folder
 
 def picture_checkpoints(data_root: str | Path, runs_root: str | Path, presets: dict[str, dict] | None = None,
