@@ -260,7 +260,7 @@ def test_empty_sentences(tmp_path):
         refs[0]["sentences"][1].update(raw="   ", sent="")
         refs[1]["sentences"][0].update(raw="", sent="")
     root = build_refer(tmp_path / "data", mutate=mutate)
-    with pytest.warns(UserWarning, match=r"ref_id 1 has empty 'raw' sentence\(s\) sent_id \[2\]"):
+    with pytest.warns(UserWarning, match=r"ref_id 1 has empty 'raw' sentence\(s\) \(no word\) sent_id \[2\]"):
         ds = R.RefDataset(root, "refcoco", "unc", "train")
     assert len(ds) == 1 and ds[0]["sent_id"] == 1
     with pytest.warns(UserWarning):

@@ -10,6 +10,7 @@ STEMS = {p.stem for p in NBS}
 FILES = [p for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts and ".venv" not in p.parts]
 NAMES = {p.name for p in FILES}
 GENERATED = {"report.md", "study.md"}   # written by `fit`/`evaluate` into a run folder, by `ris_nb experiments` into a study folder
+GENERATED_PATTERN = re.compile(r"report_[\w-]+\.md")   # `ris_nb eval --split X` beside a run's own report: report_X.md
 
 MD_REF = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.md)\b")          # a markdown document: `MAGNET.md`, `data/README.md`
 NB_REF = re.compile(r"(?<![\w/.-])(\d\d[a-z]?_[a-z][a-z0-9_]*?)(?:\.ipynb)?(?![\w])")  # a notebook: `12_training`, `02_shaperefs.ipynb`
@@ -33,7 +34,8 @@ def _exists(ref: str) -> bool:
     return (ROOT / ref).exists() or (ROOT / "nbs" / ref).exists() or Path(ref).name in NAMES
 
 def _bad_refs(text: str) -> list[str]:
-    bad = [m for m in MD_REF.findall(text) if not _exists(m) and Path(m).name not in GENERATED]
+    bad = [m for m in MD_REF.findall(text) if not _exists(m) and Path(m).name not in GENERATED
+           and not GENERATED_PATTERN.fullmatch(Path(m).name)]
     bad += [m for m in NB_REF.findall(text) if m not in STEMS]
     bad += OUTSIDE.findall(text)
     return bad
