@@ -701,15 +701,18 @@ def test_declared_image_size_beyond_what_load_image_reads_is_refused_first(w, h,
     assert not out.exists()
 
 
-def test_invisible_sentences_are_empty_sentences(data_copy, capsys):
-    "A sentence of zero-width spaces is dropped with the warning empty ones get; a split of nothing else is refused by "
-    "check-data as training refuses it (was: trained on `[CLS][SEP]` without a word, and check-data passed)."
+@pytest.mark.parametrize("train_text,val_text", [("\u200b\u200b", "\ufeff \u200b"), ("?!...", "...")],
+                         ids=["invisible", "punctuation only"])
+def test_sentences_without_a_word_are_blank_for_training_and_check_data(data_copy, tmp_path, capsys, train_text, val_text):
+    "Sentences of zero-width spaces or of punctuation only ('?!...') are dropped with the warning blank ones get, and a val "
+    "split of nothing else is refused by train and check-data alike (was: trained on `[CLS][SEP]` or `[CLS] ? ! . . . [SEP]`; "
+    "check-data passed; a val of '...' selected best.pt)."
     from ris_nb.cli import main as cli_main
     from ris_nb.data.refer import RefDataset, safe_load_pickle
     f = data_copy / "refs(shaperefs).p"
     refs = safe_load_pickle(f)
     first = next(r for r in refs if r["split"] == "train")
-    for s in first["sentences"]: s["raw"] = s["sent"] = "\u200b\u200b"
+    for s in first["sentences"]: s["raw"] = s["sent"] = train_text
     f.write_bytes(pickle.dumps(refs, protocol=2))
     with pytest.warns(UserWarning, match=f"dropped 1 empty sentence group.*ref_id {first['ref_id']} has empty 'raw'"):
         ds = RefDataset(data_copy.parent, "shaperefs", "shaperefs", "train")
@@ -719,11 +722,14 @@ def test_invisible_sentences_are_empty_sentences(data_copy, capsys):
     assert f"sentence(s) of split 'train' with blank 'raw' text: ref_id {first['ref_id']}" in out, out
     for r in refs:
         if r["split"] == "val":
-            for s in r["sentences"]: s["raw"] = s["sent"] = "\ufeff \u200b"
+            for s in r["sentences"]: s["raw"] = s["sent"] = val_text
     f.write_bytes(pickle.dumps(refs, protocol=2))
     assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 2
     out = capsys.readouterr().out
     assert "split 'val' has no sentence with visible 'raw' text" in out, out
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", *TINY, "train.max_steps=1")
+    assert rc == 2 and "split 'val'" in err and "refs(shaperefs).p" in err, err
+    assert not (tmp_path / "run").exists()
 
 
 def test_fit_names_wrong_argument_types_before_writing(tmp_path):
@@ -992,32 +998,6 @@ def test_course_into_a_student_folder_keeps_the_students_work(tmp_path, capsys):
     rc, err = main(capsys, "course", "--nbs", nbs, "--out", out, "--update")
     assert rc == 0, err
     assert nb.read_text() == edited and (out / "03_refer.ipynb").exists()
-
-
-def test_sentences_without_a_word_are_blank_for_training_and_check_data(data_copy, tmp_path, capsys):
-    "Punctuation-only sentences ('?!...') are dropped with the warning blank ones get, and a val split of nothing else is "
-    "refused by train and check-data alike (was: trained as `[CLS] ? ! . . . [SEP]`; a val of '...' selected best.pt)."
-    from ris_nb.cli import main as cli_main
-    from ris_nb.data.refer import RefDataset, safe_load_pickle
-    f = data_copy / "refs(shaperefs).p"
-    refs = safe_load_pickle(f)
-    first = next(r for r in refs if r["split"] == "train")
-    for s in first["sentences"]: s["raw"] = s["sent"] = "?!..."
-    f.write_bytes(pickle.dumps(refs, protocol=2))
-    with pytest.warns(UserWarning, match=f"dropped 1 empty sentence group.*ref_id {first['ref_id']} has empty 'raw'"):
-        ds = RefDataset(data_copy.parent, "shaperefs", "shaperefs", "train")
-    assert all(r["ref_id"] != first["ref_id"] for r, _ in ds.refs)
-    assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 0
-    assert f"sentence(s) of split 'train' with blank 'raw' text: ref_id {first['ref_id']}" in capsys.readouterr().out
-    for r in refs:
-        if r["split"] == "val":
-            for s in r["sentences"]: s["raw"] = s["sent"] = "..."
-    f.write_bytes(pickle.dumps(refs, protocol=2))
-    assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 2
-    assert "split 'val' has no sentence with visible 'raw' text" in capsys.readouterr().out
-    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", *TINY, "train.max_steps=1")
-    assert rc == 2 and "split 'val'" in err and "refs(shaperefs).p" in err, err
-    assert not (tmp_path / "run").exists()
 
 
 def test_a_polygon_too_small_to_draw_is_refused_by_train_and_check_data(data_copy, tmp_path, capsys):
