@@ -483,6 +483,15 @@ register_preset("lavt_mg_paper")(lambda: _lavt_with_mg(_lavt_paper(), 256, 32)) 
 register_preset("lavt_mg_tiny")(lambda: _lavt_with_mg(_lavt_tiny(), 64, 16))      # 8×8 at 128 px: 4×4 is too coarse
 register_preset("lavt_mg_mini")(lambda: _lavt_with_mg(_lavt_mini(), 128, 16))     # 10×10 at 160 px
 
+def _on_minilm(cfg: Config) -> Config:
+    "The packaged MiniLM (pretrained to predict masked words; fine-tuned here) as the text encoder, with its WordPiece tokenizer."
+    cfg = cfg.override({"data.tokenizer": "minilm", "data.image_size": 64, "model.text.vocab_size": 0})
+    cfg.model.text = _minilm()
+    return cfg
+
+register_preset("lavt_minilm_tiny")(lambda: _on_minilm(_lavt_tiny()))         # the tiny vision side that refers at 64 px
+register_preset("lavt_mg_minilm_tiny")(lambda: _on_minilm(get_preset("lavt_mg_tiny")))   # MG predicts over WordPiece's 30,522
+
 # %% ../nbs/00_core.ipynb #a86a14bc
 def _magnet_on(cfg: Config, mg_width: int) -> Config:
     return _with_mg(cfg, mg_width).override({"model.name": "magnet", "model.cal.cam": True, "model.cal.enabled": True})

@@ -14,10 +14,11 @@ import time
 import uuid
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -25,10 +26,13 @@ from .core import probe_ms, write_atomic
 from .data.shaperefs import LANGUAGES
 
 # %% auto #0
-__all__ = ['STUDIES', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'Row', 'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows',
-           'sag_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config', 'write_json_atomic',
-           'read_result', 'finished', 'study_data', 'train_and_score', 'rescore', 'run_one', 'blind_floors',
-           'aggregate', 'study_markdown', 'plot_study', 'write_outputs', 'run_study']
+__all__ = ['STUDIES', 'DEFAULT_STUDIES', 'SCORED_SPLITS', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'MAIN', 'METRICS', 'FLOOR_NAMES',
+           'PAPER_MAIN', 'LANGUAGE_ANALOGUE', 'Row', 'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows', 'sag_claims',
+           'minilm_rows', 'minilm_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config',
+           'write_json_atomic', 'read_result', 'finished', 'study_data', 'train_and_score', 'rescore', 'run_one',
+           'blind_floors', 'aggregate', 'study_markdown', 'plot_study', 'write_outputs', 'Job', 'run_jobs', 'run_study',
+           'main_rows', 'row_metric', 'first_noun_phrase', 'words_only_answer', 'split_floors', 'main_table_record',
+           'run_main_table', 'main_table_rows', 'main_table_markdown', 'plot_main_table', 'write_main_table']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -121,14 +125,25 @@ def sag_claims() -> list[Claim]:
     return c
 
 # %% ../nbs/16_experiments.ipynb #fb7644ee
-STUDIES = {"magnet": (magnet_rows, magnet_claims), "sag": (sag_rows, sag_claims)}
+def minilm_rows() -> list[Row]:
+    "LAVT and LAVT + MG whose text encoder is the packaged MiniLM (pretrained to predict masked words), fine-tuned; vision tiny."
+    return [Row("lavt_minilm", "lavt_minilm_tiny", {}, "minilm", "LAVT, text encoder: pretrained MiniLM", "–"),
+            Row("lavt_mg_minilm", "lavt_mg_minilm_tiny", {}, "minilm", "LAVT + MG over MiniLM's WordPiece vocabulary",
+                _NO_MAGNET_ABLATION)]
+
+def minilm_claims() -> list[Claim]:
+    return [Claim("MG helps LAVT whose text encoder was pretrained on masked words", "lavt_minilm", "lavt_mg_minilm", "oIoU",
+                  "MagNet's abstract: MG 'can be directly used on prior RIS methods and consistently bring improvements'")]
+
+STUDIES = {"magnet": (magnet_rows, magnet_claims), "sag": (sag_rows, sag_claims), "minilm": (minilm_rows, minilm_claims)}
+DEFAULT_STUDIES = ("magnet", "sag")     # no --only: both papers' ablations
 
 def study_rows(only: str | None = None, names: Sequence[str] | None = None) -> tuple[list[Row], list[Claim]]:
-    "Rows and claims of both papers, or of `only` ('magnet' | 'sag'); `names`: just these rows (and the rows they re-score), and the claims between them."
+    "Rows and claims of both papers, or of `only` ('magnet' | 'sag' | 'minilm'); `names`: just these rows (and the rows they re-score), and the claims between them."
     if only is not None and only not in STUDIES: raise ValueError(f"--only {only!r}: expected one of {', '.join(STUDIES)}")
     rows, claims = [], []
     for k, (r, c) in STUDIES.items():
-        if only in (None, k): rows += r(); claims += c()
+        if only == k or (only is None and k in DEFAULT_STUDIES): rows += r(); claims += c()
     if names is None: return rows, claims
     unknown = sorted(set(names) - {r.name for r in rows})
     if unknown: raise ValueError(f"--rows {','.join(unknown)}: expected row names of the study ({', '.join(r.name for r in rows)})")
@@ -153,15 +168,19 @@ def verdict(base: list[float], variant: list[float], sign: int = 1) -> dict[str,
     return {"diff": diff, "spread": spread, "verdict": v}
 
 # %% ../nbs/16_experiments.ipynb #ac24ad5d
+SCORED_SPLITS = ("val", "testA", "testB")   # ShapeRefs' held-out splits; testB holds colour–shape pairs never seen in training
+
 @dataclass(frozen=True)
 class Budget:
-    "What every run of a study gets: ShapeRefs scenes (generated once, in `language`), image side, optimizer steps of `batch_size`."
+    "What every run of a study gets: ShapeRefs scenes (generated once, in `language`), image side, optimizer steps of `batch_size`, the splits scored."
     n_images: int = 800                # ours: 560 training scenes, 80 for validation
     image_size: int = 64
     steps: int = 400                   # ours: the full study (3 seeds) took 41 min on 2 idle cores here, see below
     batch_size: int = 32
     data_seed: int = 3
     language: str = "plain"            # ShapeRefs' sentences: "plain", "appearance" (colour, size, shape) or "rich" (synonyms, chains)
+    splits: tuple = ("val",)           # scored with the final weights; the first one also per expression type
+    grounding: bool = True             # also measure how each run uses the sentence (`sentence_sensitivity` / `shatter_gather`)
 
     def __post_init__(self):
         for k in ("n_images", "image_size", "steps", "batch_size"):
@@ -169,6 +188,8 @@ class Budget:
                 raise ValueError(f"budget {k}={getattr(self, k)!r}: expected a positive integer")
         if self.n_images < 20: raise ValueError(f"budget n_images={self.n_images}: expected >= 20 (val needs a few scenes)")
         if self.language not in LANGUAGES: raise ValueError(f"budget language={self.language!r}: expected one of {LANGUAGES}")
+        if not self.splits or not set(self.splits) <= set(SCORED_SPLITS) or len(set(self.splits)) < len(self.splits):
+            raise ValueError(f"budget splits={self.splits!r}: expected distinct names among {SCORED_SPLITS}")
 
 FULL = Budget()
 QUICK = Budget(n_images=300, steps=50, batch_size=16)    # ours: the mechanics in ≈ 3–4 min on one slow core
@@ -230,34 +251,41 @@ def study_data(out: str | Path, budget: Budget) -> Path:
     return d
 
 # %% ../nbs/16_experiments.ipynb #634cffd8
-def _scores(model, loaders, cfg) -> dict:
-    "Val metrics overall and per expression type, plus the grounding figures of the method."
+def _scores(model, loaders, cfg, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
+    "Metrics of each split (the first one also per expression type), plus the grounding figures of the method when asked."
     from ris_nb.evaluate import evaluate, sentence_sensitivity, shatter_gather
-    r = evaluate(model, loaders["val"], protocol=cfg.eval.protocol, progress=False, keep_samples=False)
-    g = shatter_gather(model, loaders["val"]) if cfg.model.name == "sag" else sentence_sensitivity(model, loaders["val"])
-    return {"overall": r["overall"], "by_type": r["by_type"], "grounding": g}
+    per = {s: evaluate(model, loaders[s], protocol=cfg.eval.protocol, progress=False, keep_samples=False) for s in splits}
+    first = per[splits[0]]
+    g = {}
+    if grounding: g = shatter_gather(model, loaders[splits[0]]) if cfg.model.name == "sag" else sentence_sensitivity(model, loaders[splits[0]])
+    return {"overall": first["overall"], "by_type": first["by_type"], "splits": {s: r["overall"] for s, r in per.items()},
+            "grounding": g}
 
-def train_and_score(cfg, cbs: Sequence = ()) -> dict:
-    "Train from scratch (no mask reaches a weakly supervised model), then score the final weights on val; `cbs` go to `fit`."
+def train_and_score(cfg, cbs: Sequence = (), splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
+    "Train from scratch (no mask reaches a weakly supervised model), then score the final weights on `splits`; `cbs` go to `fit`."
     from ris_nb.train import fit, prepare
-    _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])
+    _, loaders, model, cfg = prepare(cfg, splits=["train", *splits])
     t0 = time.perf_counter()
     fit(model, {"train": loaders["train"]}, cfg, cbs=cbs, resume_run=False)   # no selection on val: val is a held-out split here
     t1 = time.perf_counter()
-    out = _scores(model, loaders, cfg)
+    out = _scores(model, loaders, cfg, splits, grounding)
     return {**out, "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
 
-def rescore(cfg, source_dir: Path) -> dict:
+def rescore(cfg, source_dir: Path, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
     "Score the final checkpoint of `source_dir` under `cfg` (an eval-time change such as the inference scheme)."
     from ris_nb.train import latest_checkpoint, prepare
     found = latest_checkpoint(Path(source_dir) / "train")
     if found is None: raise FileNotFoundError(f"no checkpoint under {source_dir / 'train'} to re-evaluate")
-    _, loaders, model, cfg = prepare(cfg, splits=["val"])
+    _, loaders, model, cfg = prepare(cfg, splits=list(splits))
     model.load_state_dict(found[1]["model"])
     t0 = time.perf_counter()
-    return {**_scores(model, loaders, cfg), "train_s": 0.0, "eval_s": time.perf_counter() - t0}
+    return {**_scores(model, loaders, cfg, splits, grounding), "train_s": 0.0, "eval_s": time.perf_counter() - t0}
 
 # %% ../nbs/16_experiments.ipynb #e09d50fe
+def _scored_all(r: dict, budget: Budget) -> bool:
+    "Does a stored result hold every split (and the grounding figures) this budget asks for? (Results without `splits` scored val.)"
+    return set(budget.splits) <= set(r.get("splits", {"val": None})) and (bool(r.get("grounding")) or not budget.grounding)
+
 def run_one(row: Row, seed: int, budget: Budget, out: str | Path, on_train: Callable[[str, int], None] | None = None,
             keep_checkpoint: bool = False, cbs: Sequence = ()) -> dict:
     "`OUT/<row>/seed<k>/result.json`: reused when finished, otherwise (re-)run from scratch and written atomically."
@@ -266,14 +294,16 @@ def run_one(row: Row, seed: int, budget: Budget, out: str | Path, on_train: Call
     cfg = row_config(row, seed, budget, out / "data", run_dir)
     src = read_result(out / row.source / f"seed{seed}" / "result.json") if row.source else None
     r = finished(run_dir, cfg)
-    if r is not None and (src is None or r.get("source_run_id") == src["run_id"]): return {**r, "reused": True}
+    if r is not None and _scored_all(r, budget) and (src is None or r.get("source_run_id") == src["run_id"]):
+        return {**r, "reused": True}
     if run_dir.exists(): shutil.rmtree(run_dir)                  # half-finished (or its source was re-run): start over
     run_dir.mkdir(parents=True)
     if on_train: on_train(row.name, seed)
     probe = probe_ms()
-    res = rescore(cfg, out / row.source / f"seed{seed}") if row.source else train_and_score(cfg, cbs)
-    res = {"row": row.name, "seed": seed, "run_id": uuid.uuid4().hex, "config": cfg.to_dict(), "probe_ms": probe,
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **res}
+    how = dict(splits=budget.splits, grounding=budget.grounding)
+    res = rescore(cfg, out / row.source / f"seed{seed}", **how) if row.source else train_and_score(cfg, cbs, **how)
+    res = {"row": row.name, "seed": seed, "language": budget.language, "run_id": uuid.uuid4().hex, "config": cfg.to_dict(),
+           "probe_ms": probe, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **res}
     if src is not None: res["source_run_id"] = src["run_id"]
     if not keep_checkpoint: shutil.rmtree(run_dir / "train" / "checkpoints", ignore_errors=True)  # tens of MB a run
     write_json_atomic(res, run_dir / "result.json")
@@ -322,7 +352,8 @@ def _ms(m: float, s: float) -> str:
 GROUPS = {"magnet": ("MagNet: Mask Grounding, CAM, CAL (supervised with masks)", "oIoU"),
           "sag": ("SaG (`sag_tiny`: shipped text-free entities; text supervision only)", "mIoU"),
           "sag_joint": ("SaG trained jointly from init: the entity module's parts", "mIoU"),
-          "sag_k": ("SaG trained jointly: K_g × K_s", "mIoU"), "sag_inference": ("SaG: inference schemes (same checkpoints)", "mIoU")}
+          "sag_k": ("SaG trained jointly: K_g × K_s", "mIoU"), "sag_inference": ("SaG: inference schemes (same checkpoints)", "mIoU"),
+          "minilm": ("LAVT ± Mask Grounding on a pretrained text encoder (MiniLM)", "oIoU")}
 
 # %% ../nbs/16_experiments.ipynb #9696cd01
 def _probes(study: dict) -> str:
@@ -379,7 +410,7 @@ def study_markdown(study: dict) -> str:
 def plot_study(study: dict):
     "Bar chart, mean ± std over seeds per row (MagNet rows in oIoU, SaG rows in mIoU), the best language-blind answer dashed."
     import matplotlib.pyplot as plt
-    panels = [(g, m) for g, m in (("magnet", "oIoU"), ("sag", "mIoU")) if any(r["group"].startswith(g) for r in study["rows"].values())]
+    panels = [(g, m) for g, m in (("magnet", "oIoU"), ("sag", "mIoU"), ("minilm", "oIoU")) if any(r["group"].startswith(g) for r in study["rows"].values())]
     fig, axs = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
     for ax, (g, metric) in zip(axs[0], panels):
         names = [n for n, r in study["rows"].items() if r["group"].startswith(g)]
@@ -407,6 +438,18 @@ def write_outputs(study: dict, out: str | Path) -> dict[str, Path]:
     return paths
 
 # %% ../nbs/16_experiments.ipynb #e39c996e
+@dataclass(frozen=True)
+class Job:
+    "One run of a study: `row` with `seed` under `budget`, its folder OUT/<row>/seed<k>; `keep`: keep its checkpoint (another row re-scores it)."
+    row: Row
+    seed: int
+    budget: Budget
+    out: Path
+    keep: bool = False
+
+    @property
+    def label(self) -> str: return f"{self.row.name} seed{self.seed}" + (f" ({self.budget.language})" if self.budget.language != "plain" else "")
+
 _slot: int = 0     # this pool process's number, set once when it starts
 
 def _start_pool_process(counter, bar_lock) -> None:
@@ -415,51 +458,56 @@ def _start_pool_process(counter, bar_lock) -> None:
     with counter.get_lock(): _slot, counter.value = counter.value, counter.value + 1
     tqdm.set_lock(bar_lock)
 
-def _run_in_pool(row: Row, seed: int, budget: Budget, out: Path, keep_checkpoint: bool, threads: int) -> dict:
+def _run_in_pool(job: Job, threads: int) -> dict:
     "`run_one` inside a pool process: `threads` torch threads, its training bar on the line below the study's, one per process."
     from ris_nb.train import ProgressCB
     torch.set_num_threads(threads)
-    bar = ProgressCB(position=_slot + 1, desc=f"{row.name} seed{seed}")
-    return run_one(row, seed, budget, out, keep_checkpoint=keep_checkpoint, cbs=[bar])
+    bar = ProgressCB(position=_slot + 1, desc=job.label)
+    return run_one(job.row, job.seed, job.budget, job.out, keep_checkpoint=job.keep, cbs=[bar])
 
 # %% ../nbs/16_experiments.ipynb #12add131
-def _run_parallel(jobs: list[tuple[Row, int]], budget: Budget, out: Path, sources: set[str], n_jobs: int, bar,
-                  on_train: Callable[[str, int], None] | None) -> list[dict]:
-    "Every (row, seed) on `n_jobs` processes; a re-scored row starts once its source run of the same seed has finished."
+def _run_parallel(jobs: list[Job], n_jobs: int, bar, on_train: Callable[[str, int], None] | None) -> list[dict]:
+    "Every job on `n_jobs` processes; a re-scored row starts once its source run (same seed, same folder) has finished."
     threads = max(1, torch.get_num_threads() // n_jobs)
-    waiting = [(r, s) for r, s in jobs if r.source]
-    done: dict[tuple[str, int], dict] = {}
+    waiting = [j for j in jobs if j.row.source]
+    done: dict[Job, dict] = {}
     ctx = multiprocessing.get_context("spawn")
     tqdm.set_lock(ctx.RLock())                                # one lock for every bar on the terminal
     with ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_start_pool_process,
                              initargs=(ctx.Value("i", 0), tqdm.get_lock())) as pool:
-        submit = lambda r, s: pool.submit(_run_in_pool, r, s, budget, out, r.name in sources, threads)
-        running = {submit(r, s): (r, s) for r, s in jobs if not r.source}
+        submit = lambda j: pool.submit(_run_in_pool, j, threads)
+        running = {submit(j): j for j in jobs if not j.row.source}
         try:
             while running:
                 finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
                 for f in finished_now:
-                    r, s = running.pop(f)
-                    done[(r.name, s)] = res = f.result()
-                    if on_train and not res["reused"]: on_train(r.name, s)
-                    bar.set_postfix_str(f"{r.name} seed{s} done"); bar.update(1)
-                    for w in [w for w in waiting if w[0].source == r.name and w[1] == s]:
-                        waiting.remove(w); running[submit(*w)] = w
+                    j = running.pop(f)
+                    done[j] = res = f.result()
+                    if on_train and not res["reused"]: on_train(j.row.name, j.seed)
+                    bar.set_postfix_str(f"{j.label} done"); bar.update(1)
+                    for w in [w for w in waiting if (w.row.source, w.seed, w.out) == (j.row.name, j.seed, j.out)]:
+                        waiting.remove(w); running[submit(w)] = w
         except BaseException:       # a failed run (or Ctrl-C) stops the study: queued runs are dropped, finished ones kept
             pool.shutdown(cancel_futures=True)
             raise
-    return [done[(r.name, s)] for r, s in jobs]
+    return [done[j] for j in jobs]
 
 # %% ../nbs/16_experiments.ipynb #a1afc72c
-def _run_serial(jobs: list[tuple[Row, int]], budget: Budget, out: Path, sources: set[str], bar,
-                on_train: Callable[[str, int], None] | None) -> list[dict]:
-    "Every (row, seed) in this process, in order; rows that another row re-scores keep their checkpoints."
+def _run_serial(jobs: list[Job], bar, on_train: Callable[[str, int], None] | None) -> list[dict]:
+    "Every job in this process, in order."
     results = []
-    for row, s in jobs:
-        bar.set_postfix_str(f"{row.name} seed{s}")
-        results.append(run_one(row, s, budget, out, on_train, keep_checkpoint=row.name in sources))
+    for j in jobs:
+        bar.set_postfix_str(j.label)
+        results.append(run_one(j.row, j.seed, j.budget, j.out, on_train, keep_checkpoint=j.keep))
         bar.update(1)
     return results
+
+def run_jobs(jobs: list[Job], n_jobs: int = 1, progress: bool = True, on_train: Callable[[str, int], None] | None = None,
+             desc: str = "study") -> list[dict]:
+    "Run (or read back) every job, on `n_jobs` processes (the torch threads shared between them) or in this one."
+    if not isinstance(n_jobs, int) or n_jobs < 1: raise ValueError(f"--jobs {n_jobs!r}: expected a positive integer")
+    with tqdm(total=len(jobs), desc=desc, unit="run", disable=None if progress else True) as bar:
+        return _run_parallel(jobs, n_jobs, bar, on_train) if n_jobs > 1 else _run_serial(jobs, bar, on_train)
 
 def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: Budget = FULL, progress: bool = True,
               on_train: Callable[[str, int], None] | None = None, jobs: int = 1, names: Sequence[str] | None = None) -> dict:
@@ -473,12 +521,176 @@ def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: 
         study_data(out, budget)
         sources = {r.source for r in rows if r.source}
         t0 = time.perf_counter()
-        todo = [(row, s) for s in range(seeds) for row in rows]   # seed-major: an interrupted study has whole seeds first
-        with tqdm(total=len(todo), desc="study", unit="run", disable=None if progress else True) as bar:
-            if jobs > 1: results = _run_parallel(todo, budget, out, sources, jobs, bar, on_train)
-            else: results = _run_serial(todo, budget, out, sources, bar, on_train)
+        todo = [Job(row, s, budget, out, row.name in sources) for s in range(seeds) for row in rows]   # seed-major: an interrupted study has whole seeds first
+        results = run_jobs(todo, jobs, progress, on_train)
         study = aggregate(rows, claims, results, budget, seeds, blind_floors(out))
         study["wall_s"], study["jobs"] = time.perf_counter() - t0, jobs
         study["probe_ms"], study["probe_2t_ms"] = probe_ms(threads=1), probe_ms(threads=2)
         write_outputs(study, out)
     return study
+
+# %% ../nbs/16_experiments.ipynb #main0002
+MAIN = Budget(splits=SCORED_SPLITS, grounding=False)    # the study's budget, scored on every split
+
+def main_rows() -> list[Row]:
+    "The main table's methods: LAVT, LAVT + MG, MagNet (with masks), SaG (text only), each its tiny preset unchanged."
+    return [Row("lavt", "lavt_tiny", {}, "main", "LAVT (the prior method)", "RefCOCO val 72.73 oIoU (LAVT)"),
+            Row("lavt_mg", "lavt_mg_tiny", {}, "main", "LAVT + Mask Grounding", _NO_MAGNET_ABLATION),
+            Row("magnet", "magnet_tiny", {}, "main", "MagNet: MG + CAM + CAL", "RefCOCO val 75.24 oIoU (official README)"),
+            Row("sag", "sag_tiny", {}, "main", "SaG: entities gathered by the sentence, text supervision only",
+                "RefCOCO val 34.76 mIoU (paper, table 1)")]
+
+def row_metric(row: Row) -> str:
+    "The metric its paper reports: mIoU for a weakly supervised preset (SaG), oIoU for one trained with masks."
+    from ris_nb.core import get_preset
+    return "mIoU" if get_preset(row.preset).data.weak else "oIoU"
+
+# %% ../nbs/16_experiments.ipynb #main0005
+def first_noun_phrase(tokens: Sequence[str]) -> dict[str, str]:
+    "The canonical colour, size and shape a sentence's first noun phrase asks for ({} when it names no shape or 'object')."
+    from ris_nb.data.shaperefs import COLORS, LEXICON, SHAPES, SIZES
+    canon = {w: c for c, ws in LEXICON.items() for w in ws}
+    words = [canon.get(t.lower(), t.lower()) for t in tokens]
+    nouns = [i for i, w in enumerate(words) if w in SHAPES or w == "object"]
+    if not nouns: return {}
+    end = len(words) if len(nouns) == 1 and "not" not in words else nouns[0] + 1
+    kind = {**{c: "color" for c in COLORS}, **{s: "size" for s in SIZES}, **{s: "shape" for s in SHAPES}}
+    return {kind[w]: w for w in words[:end] if w in kind}
+
+def words_only_answer(dataset) -> dict[str, float]:
+    "oIoU/mIoU of drawing one of the scene's shapes that fit the sentence's first noun phrase (all shapes when none fits)."
+    from ris_nb.data.refer import _iu, _ratio, scene_masks
+    refer, I, U, ious = dataset.refer, 0.0, 0.0, []
+    cache: dict[int, dict[int, Any]] = {}
+    for i in range(len(dataset)):
+        ref, sent = dataset.index(i)
+        masks = cache.setdefault(ref["image_id"], scene_masks(refer, ref["image_id"]))
+        want = first_noun_phrase(sent["tokens"])
+        anns = refer.img_to_anns[ref["image_id"]]
+        attrs = lambda a: {"color": a.get("color"), "size": a.get("size"), "shape": refer.cats[a["category_id"]]}
+        fits = [a["id"] for a in anns if all(attrs(a)[k] == v for k, v in want.items())] or list(masks)
+        ius = [_iu(masks[a], masks[ref["ann_id"]]) for a in fits]
+        I += sum(x for x, _ in ius) / len(ius); U += sum(u for _, u in ius) / len(ius)
+        ious.append(float(np.mean([_ratio(*iu) for iu in ius])))
+    return {"oIoU": 100 * _ratio(I, U), "mIoU": 100 * float(np.mean(ious)) if ious else 0.0, "n": len(ious)}
+
+def split_floors(data_root: str | Path, splits: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    "Per split: the language-blind answers and the words-only answer, on a study's ShapeRefs."
+    from ris_nb.data.refer import RefDataset
+    from ris_nb.evaluate import language_blind_references
+    out = {}
+    for sp in splits:
+        ds = RefDataset(Path(data_root), "shaperefs", "shaperefs", sp)
+        out[sp] = {**language_blind_references(ds), "words only": words_only_answer(ds)}
+    return out
+
+# %% ../nbs/16_experiments.ipynb #main0008
+METRICS = ("oIoU", "mIoU")
+
+def main_table_record(rows: list[Row], results: list[dict], budget: Budget, seeds: int, languages: Sequence[str],
+                      floors: dict) -> dict:
+    "Mean ± std over seeds of every (row, language, split) and metric; the floors; every run's scores, times and probe."
+    cell = lambda rs, sp, m: mean_std([r["splits"][sp][m] for r in rs])
+    table = {}
+    for row in rows:
+        mine = {lang: [r for r in results if r["row"] == row.name and r["language"] == lang] for lang in languages}
+        table[row.name] = {"preset": row.preset, "change": row.change, "paper": row.paper, "metric": row_metric(row),
+                           "scores": {lang: {sp: {m: cell(rs, sp, m) for m in METRICS} for sp in budget.splits}
+                                      for lang, rs in mine.items()}}
+    runs = [{k: r[k] for k in ("row", "language", "seed", "splits", "train_s", "eval_s", "probe_ms", "run_id")} for r in results]
+    return {"table": "main", "budget": {k: v for k, v in asdict(budget).items() if k != "language"}, "seeds": seeds,
+            "languages": list(languages), "splits": list(budget.splits), "rows": table, "floors": floors, "runs": runs,
+            "train_s": sum(r["train_s"] for r in results), "runs_done_now": sum(not r["reused"] for r in results)}
+
+def run_main_table(out: str | Path, seeds: int = 3, budget: Budget = MAIN, languages: Sequence[str] = tuple(LANGUAGES),
+                   jobs: int = 1, progress: bool = True, on_train: Callable[[str, int], None] | None = None,
+                   record: str | Path | None = None) -> dict:
+    "Train (or read back) every main row × language × seed into OUT/<language>/, score every split; OUT/main_table.json/.md/.png (and `record`)."
+    if not isinstance(seeds, int) or seeds < 1: raise ValueError(f"--seeds {seeds!r}: expected a positive integer")
+    bad = [l for l in languages if l not in LANGUAGES]
+    if bad or not languages: raise ValueError(f"languages {list(languages)!r}: expected some of {LANGUAGES}")
+    from ris_nb.train import run_lock
+    out, rows = Path(out), main_rows()
+    with run_lock(out, "main table"):
+        budgets = {lang: replace(budget, language=lang) for lang in languages}
+        for lang, b in budgets.items(): study_data(out / lang, b)       # refused if made with other data or another language
+        t0 = time.perf_counter()
+        todo = [Job(r, s, budgets[lang], out / lang) for s in range(seeds) for lang in languages for r in rows]  # whole seeds first
+        results = run_jobs(todo, jobs, progress, on_train, desc="main table")
+        floors = {lang: split_floors(out / lang / "data", budget.splits) for lang in languages}
+        rec = main_table_record(rows, results, budget, seeds, languages, floors)
+        rec["wall_s"], rec["jobs"] = time.perf_counter() - t0, jobs
+        rec["probe_ms"], rec["probe_2t_ms"] = probe_ms(threads=1), probe_ms(threads=2)
+        write_main_table(rec, out, record)
+    return rec
+
+# %% ../nbs/16_experiments.ipynb #main0009
+FLOOR_NAMES = ("random shape", "all shapes", "largest shape", "words only")
+PAPER_MAIN = {   # the papers' Table 1 at full scale: RefCOCO, RefCOCO+ val/testA/testB, G-Ref val/test (UMD split; SaG: val only)
+    "LAVT (oIoU, MagNet's README)": ["72.73", "75.82", "68.79", "62.14", "68.38", "55.10", "61.24", "62.09"],
+    "MagNet (oIoU, MagNet's README)": ["75.24", "78.24", "71.05", "66.16", "71.32", "58.14", "65.36", "66.03"],
+    "SaG (mIoU, SaG table 1)": ["34.76", "34.58", "35.01", "28.48", "28.60", "27.98", "28.87", "–"]}
+LANGUAGE_ANALOGUE = {"plain": "RefCOCO", "appearance": "RefCOCO+", "rich": "G-Ref"}
+
+def _cols(rec: dict) -> list[tuple[str, str]]: return [(l, s) for l in rec["languages"] for s in rec["splits"]]
+
+def main_table_rows(rec: dict) -> list[list[str]]:
+    "The table's body: per metric block, the methods reported in it, then the four floors in the same metric."
+    body = []
+    for metric in METRICS:
+        names = [n for n, r in rec["rows"].items() if r["metric"] == metric]
+        if not names: continue
+        body += [[f"`{n}`", metric] + [_ms(*rec["rows"][n]["scores"][l][s][metric]) for l, s in _cols(rec)] for n in names]
+        body += [[f"_{f}_", metric] + [f"{rec['floors'][l][s][f][metric]:.1f}" for l, s in _cols(rec)] for f in FLOOR_NAMES]
+    return body
+
+def main_table_markdown(rec: dict) -> str:
+    "The main table laid out like the papers' Table 1 (rows: methods and floors; columns: language × split), then theirs."
+    b, cols = rec["budget"], _cols(rec)
+    head = ["| method | metric | " + " | ".join(f"{l} {s}" for l, s in cols) + " |", "|---|---|" + "---|" * len(cols)]
+    lines = ["# The main table in miniature (ShapeRefs, CPU)", "",
+             f"Mean ± std over {rec['seeds']} seed(s). Every run: {b['steps']} steps of {b['batch_size']} on {b['n_images']} scenes "
+             f"at {b['image_size']} px (data seed {b['data_seed']}), final weights. Languages: "
+             + ", ".join(f"{l} ≈ {LANGUAGE_ANALOGUE[l]}" for l in rec["languages"]) + "; testB: colour–shape pairs unseen in "
+             f"training. {len(rec['runs'])} runs, {rec['train_s'] / 60:.0f} min of training, {rec['wall_s'] / 60:.0f} min wall on "
+             f"{rec['jobs']} process(es); 512³ matmul probe {rec['probe_ms']:.2f} ms on one thread, {rec['probe_2t_ms']:.2f} ms "
+             "on two. Italic rows ignore the sentence, except the words-only answer, which reads it but no pixels.", ""]
+    lines += head + ["| " + " | ".join(r) + " |" for r in main_table_rows(rec)]
+    lines += ["", "The papers' Table 1 at full scale (RefCOCO / RefCOCO+ / G-Ref in place of plain / appearance / rich; G-Ref "
+              "has val and test): compare the ordering of rows, not the values.", "",
+              "| method | " + " | ".join(["RefCOCO val", "testA", "testB", "RefCOCO+ val", "testA", "testB", "G-Ref val", "test"]) + " |",
+              "|---|" + "---|" * 8] + [f"| {k} | " + " | ".join(v) + " |" for k, v in PAPER_MAIN.items()]
+    return "\n".join(lines) + "\n"
+
+# %% ../nbs/16_experiments.ipynb #main0010
+def plot_main_table(rec: dict):
+    "One panel per language: each method's mean ± std per split (in its paper's metric), the best language-blind answer dashed."
+    import matplotlib.pyplot as plt
+    langs, splits, names = rec["languages"], rec["splits"], list(rec["rows"])
+    fig, axs = plt.subplots(1, len(langs), figsize=(4.2 * len(langs), 3.4), squeeze=False, sharey=True)
+    w = 0.8 / len(names)
+    for ax, lang in zip(axs[0], langs):
+        for k, n in enumerate(names):
+            m = rec["rows"][n]["metric"]
+            ms = [rec["rows"][n]["scores"][lang][s][m] for s in splits]
+            ax.bar([i + (k - (len(names) - 1) / 2) * w for i in range(len(splits))], [a for a, _ in ms], w,
+                   yerr=[0 if math.isnan(s) else s for _, s in ms], capsize=2, label=f"{n} ({m})")
+        for m, ls in (("oIoU", "--"), ("mIoU", ":")):
+            best = [max(rec["floors"][lang][s][f][m] for f in FLOOR_NAMES[:3]) for s in splits]
+            ax.hlines(best, [i - 0.45 for i in range(len(splits))], [i + 0.45 for i in range(len(splits))], colors="k",
+                      linestyles=ls, lw=1, label=f"best language-blind ({m})")
+        ax.set_xticks(range(len(splits)), splits); ax.set_title(f"{lang} (≈ {LANGUAGE_ANALOGUE[lang]})", fontsize=10)
+    axs[0][0].set_ylabel("%"); axs[0][-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"the main table: mean ± std over {rec['seeds']} seeds", fontsize=10); fig.tight_layout()
+    return fig
+
+def write_main_table(rec: dict, out: str | Path, record: str | Path | None = None) -> dict[str, Path]:
+    "OUT/main_table.json, .md and .png, each written whole; `record`: the JSON also there (the committed copy)."
+    import matplotlib.pyplot as plt
+    out, fig = Path(out), plot_main_table(rec)
+    paths = {"json": write_json_atomic(rec, out / "main_table.json"),
+             "md": write_atomic(out / "main_table.md", lambda t: t.write_text(main_table_markdown(rec))),
+             "png": write_atomic(out / "main_table.png", lambda t: fig.savefig(t, dpi=110))}
+    plt.close(fig)
+    if record is not None: paths["record"] = write_json_atomic(rec, record)
+    return paths

@@ -1,5 +1,5 @@
 """`ris_nb experiments` end to end at a toy budget (the mechanics, not the science): every table is written, and a killed
-study resumes without re-training its finished runs. The verdict rule itself is tested in 16_experiments."""
+study (or main table) resumes without re-training its finished runs. The verdict rule itself is tested in 16_experiments."""
 import json
 import os
 from dataclasses import replace
@@ -40,7 +40,7 @@ def test_experiments_cli_writes_tables_and_resumes(tmp_path, monkeypatch):
     (out / "lavt_mg" / "seed0" / "result.json").unlink()
     trained = []
     real = E.train_and_score
-    monkeypatch.setattr(E, "train_and_score", lambda cfg, cbs=(): trained.append(cfg.model.name) or real(cfg, cbs))
+    monkeypatch.setattr(E, "train_and_score", lambda cfg, cbs=(), **kw: trained.append(cfg.model.name) or real(cfg, cbs, **kw))
     assert main(["experiments", *toy, "--out", str(out)]) == 0
     after = result_mtimes(out)
     assert trained == ["lavt"], trained                                   # lavt_mg (a LAVT model) is the only training
@@ -97,3 +97,32 @@ def test_study_data_follows_the_budgets_language(tmp_path):
     with pytest.raises(SystemExit) as e:                                   # argparse's choices: usage line, exit 2
         main(["experiments", "--quick", "--language", "klingon", "--out", str(tmp_path / "x")])
     assert e.value.code == 2 and not (tmp_path / "x").exists()
+
+
+def test_main_table_cli_writes_the_record_and_resumes(tmp_path):
+    """`--table main`: four methods × three languages × val/testA/testB in one record; a lost run is the only one re-trained;
+    the ablation study's options are refused with it."""
+    torch.set_num_threads(1)
+    out, record = tmp_path / "main", tmp_path / "results" / "main_table.json"
+    assert main(["experiments", "--table", "main", *TOY, "--out", str(out), "--record", str(record)]) == 0
+    rec = json.loads(record.read_text())
+    assert rec == json.loads((out / "main_table.json").read_text())
+    assert rec["languages"] == ["plain", "appearance", "rich"] and rec["splits"] == ["val", "testA", "testB"]
+    assert len(rec["runs"]) == 12 and rec["runs_done_now"] == 12
+    for name, row in rec["rows"].items():
+        for lang in rec["languages"]:
+            for sp in rec["splits"]:
+                assert 0 <= row["scores"][lang][sp][row["metric"]][0] <= 100, (name, lang, sp)
+    assert {f for fl in rec["floors"].values() for s in fl.values() for f in s} == set(E.FLOOR_NAMES)
+    md = (out / "main_table.md").read_text()
+    assert all("| " + " | ".join(r) + " |" in md for r in E.main_table_rows(rec))
+    lost = out / "rich" / "sag" / "seed0" / "result.json"
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/*/seed0/result.json") if p != lost}
+    lost.unlink()
+    assert main(["experiments", "--table", "main", *TOY, "--out", str(out)]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items()) and lost.exists()
+    assert json.loads((out / "main_table.json").read_text())["runs_done_now"] == 1
+    for extra in (["--only", "sag"], ["--language", "rich"], ["--rows", "lavt"]):
+        assert main(["experiments", "--table", "main", *TOY, *extra, "--out", str(tmp_path / "x")]) == 2
+    assert main(["experiments", *TOY, "--record", str(record), "--out", str(tmp_path / "y")]) == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
