@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ris_nb.experiments import main_table_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "nbs" / "results"
 README = (ROOT / "README.md").read_text()
@@ -84,6 +86,11 @@ def expected_snippets() -> list[tuple[str, str]]:
         floor = " (both below the language-blind floor)" if c["below_floor"] else ""
         out.append((f"| {c['claim']}, appearance language (`{c['base']}` → `{c['variant']}`) | {c['metric']} | {c['diff']:+.1f} | "
                     f"{c['spread']:.1f} | {c['verdict']}{floor} |", "study_sag_appearance.json"))
+    main = json.loads((RESULTS / "main_table.json").read_text())
+    for r in main_table_rows(main):                                  # the README's main table, line by line, as the record prints it
+        out.append(("| " + " | ".join(r) + " |", "main_table.json"))
+    out.append((f"{len(main['runs'])} runs, {main['train_s'] / 60:.0f} min of training, {main['wall_s'] / 60:.0f} min wall",
+                "main_table.json"))
     study = json.loads((RESULTS / "study_magnet_rich.json").read_text())
     for c in study["claims"]:
         floor = " (both below the language-blind floor)" if c["below_floor"] else ""
