@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import os
 import pickle
-import shutil
 import sys
 import unicodedata
 import warnings
@@ -19,10 +18,11 @@ import numpy as np
 import torch
 
 import ris_nb
+from .data.transforms import save_tokenizer   # built in 04_transforms: the run folder holds the tokenizer
 
 # %% auto #0
-__all__ = ['EXPECTED_ERRORS', 'config_from_args', 'check_out_dir', 'save_tokenizer', 'evaluate_run', 'predict_image',
-           'check_mask_path', 'build_parser', 'error_line', 'main', 'one_line_warnings']
+__all__ = ['EXPECTED_ERRORS', 'config_from_args', 'check_out_dir', 'evaluate_run', 'predict_image', 'check_mask_path',
+           'build_parser', 'error_line', 'main', 'one_line_warnings']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -105,19 +105,6 @@ def _train_locked(args, cfg, run_dir: Path, info) -> None:
         print(f"ris_nb train: {cfg.name} ({n / 1e6:.2f} M parameters) on {cfg.data.dataset} → {run_dir}")
     fit(model, loaders, cfg)
     if not args.no_eval: evaluate_run(run_dir, cfg, loaders, model, info)
-
-# %% ../nbs/15_cli.ipynb #71a8dcc9
-def save_tokenizer(tok, path: Path) -> Path:
-    "`save_pretrained` into a temporary sibling, then swap it in: `path` is never half-written."
-    tmp, old = path.with_name(f".{path.name}.tmp-{os.getpid()}"), path.with_name(f".{path.name}.old-{os.getpid()}")
-    for p in (tmp, old): shutil.rmtree(p, ignore_errors=True)
-    try:
-        tok.save_pretrained(tmp)
-        if path.exists(): path.rename(old)
-        tmp.rename(path)
-    finally:
-        for p in (tmp, old): shutil.rmtree(p, ignore_errors=True)
-    return path
 
 # %% ../nbs/15_cli.ipynb #0acdd247
 def evaluate_run(run_dir: Path, cfg, loaders, model, info) -> None:

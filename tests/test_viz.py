@@ -13,6 +13,7 @@ import torch
 from ris_nb import viz
 from ris_nb.cli import load_run
 from ris_nb.data.refer import Refer, load_image
+from ris_nb.data.shaperefs import ensure_shaperefs
 from ris_nb.data.transforms import make_dataloaders
 from ris_nb.evaluate import evaluate
 from ris_nb.metrics import intersection_union
@@ -29,7 +30,7 @@ def runs(tmp_path_factory):
     "Each tiny preset trained for 2 steps on 24 ShapeRefs scenes at 64 px: {preset: (cfg, tokenizer, model, val batch, run dir)}."
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("viz")
-    viz.ensure_shaperefs(root, n_images=24, size=64, seed=3)
+    ensure_shaperefs(root / "shaperefs", n_images=24, size=64, seed=3)
     out = {}
     for p in TINY:
         ckpt = viz.ensure_checkpoint(p, root, root / "runs" / p, QUICK)
