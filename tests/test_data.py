@@ -573,7 +573,7 @@ def test_shaperefs_loaders(shaperefs_root):
 
 def test_relative_data_root_finds_images(refer_root, tmp_path, monkeypatch, shaperefs_data):
     "A relative root (as `make quickstart` passes: --data data/shaperefs) resolves images under it, both layouts."
-    copy_data(shaperefs_data(4, 0, 64), tmp_path / "data")          # named data/, as `make quickstart` has it
+    copy_data(shaperefs_data(4, 0, 64) / "shaperefs", tmp_path / "data" / "shaperefs")   # data/shaperefs, as `make quickstart`
     monkeypatch.chdir(tmp_path)
     ref = R.Refer("data", "shaperefs", "shaperefs")              # images inside the dataset folder
     assert all(ref.image_path(i).is_file() for i in ref.imgs)
