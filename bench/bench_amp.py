@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import probes_1t_2t  # noqa: E402
+from ris_nb.train import read_log  # noqa: E402
 
 QUICKSTART = ["data.image_size=64", "train.batch_size=32", "train.max_steps=1800", "train.eval_every=600",
               "train.ckpt_every=600"]
@@ -35,7 +36,7 @@ FIELDS = ["preset", "seed", "amp", "samples", "oIoU", "mIoU", "P@0.5", "attribut
 
 def training_rate(run: Path) -> float:
     "Median training samples/s over the logged steps of `log.jsonl` (start-up and validation excluded)."
-    rows = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines() if l.strip()]
+    rows = read_log(run)
     rates = sorted(r["samples_per_s"] for r in rows if r.get("samples_per_s"))
     return rates[len(rates) // 2] if rates else float("nan")
 

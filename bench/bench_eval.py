@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -30,6 +29,7 @@ from ris_nb.data.refer import RefDataset, Refer  # noqa: E402
 from ris_nb.data.shaperefs import generate  # noqa: E402
 from ris_nb.data.transforms import Collate, RISDataset, build_tokenizer  # noqa: E402
 from ris_nb.evaluate import evaluate  # noqa: E402
+from ris_nb.metrics import mask_iu  # noqa: E402
 
 TARGET = 10.0   # our target: ris_nb eval ≥ 10× the official loop's pattern, same model
 EVAL_BATCH = 32
@@ -68,7 +68,7 @@ def official_pattern(cfg, coll, model, dataset, n: int, parts: dict | None = Non
             o = model(b)
             if cfg.eval.protocol == "square": p = model.predict(o, b)[0, 0].numpy() >= 0.5; g = b.masks[0].numpy() > 0.5
             else: p = model.predict(o, b, sizes=[tuple(b.orig_masks[0].shape)])[0][0].numpy() >= 0.5; g = b.orig_masks[0].numpy()
-            out.append((int(np.logical_and(p, g).sum()), int(np.logical_or(p, g).sum())))
+            out.append(mask_iu(p, g))
             if parts is not None: parts["data"] += t1 - t0; parts["model"] += time.perf_counter() - t1
     return out
 

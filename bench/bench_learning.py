@@ -80,9 +80,9 @@ def main():
     from ris_nb.core import probe_ms
     floor = probe_ms(reps=50)   # the floor: fastest of 50 probes
     from ris_nb.data.refer import RefDataset
-    from ris_nb.data.shaperefs import generate
+    from ris_nb.data.shaperefs import ensure_shaperefs
     from ris_nb.evaluate import language_blind_references
-    if not Path(args.data).exists(): generate(args.data, n_images=3000, seed=0, size=args.size)
+    ensure_shaperefs(args.data, n_images=3000, seed=0, size=args.size)
     blind = language_blind_references(RefDataset(Path(args.data).parent, Path(args.data).name, "shaperefs", "val"))
     rows = {pr: [train_and_score(pr, s, args) for s in range(args.seeds)] for pr in args.presets}
     types = sorted({t for rs in rows.values() for r in rs for t in r["by_type"]})

@@ -6,8 +6,8 @@ Environment equivalents (used by the Makefile): OFFICIAL_MAGNET, OFFICIAL_SAG, F
 Without the official checkouts the MagNet and SaG rows show our times only, and say that no comparison was made.
 Not run here: bench_learning.py (trains every preset: tens of minutes) and bench_suite.sh (runs the test suite).
 Budgets keep the whole run ≤ 10 minutes on an idle 2-core machine; on a busy one each bench stops at its own time limit\nand the run at TOTAL_S (a bench not reached is listed as skipped).
-Threads: OMP_NUM_THREADS (the Makefile's default 2). On a machine shared with other jobs, 1 thread gives steadier
-ratios: with 2 threads a batch-1 forward waits whenever one of its threads is descheduled.
+Threads: OMP_NUM_THREADS when set, else every usable core (the Makefile pins none). On a machine shared with other jobs,
+1 thread gives steadier ratios: with 2 threads a batch-1 forward waits whenever one of its threads is descheduled.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def main():
     for name, script, extra, timeout in BENCHES:
         if args.only and name not in args.only: continue
         cmd = [sys.executable, str(HERE / script), *extra]
-        cmd += ["--threads", os.environ.get("OMP_NUM_THREADS", "2")]
+        cmd += ["--threads", os.environ.get("OMP_NUM_THREADS") or str(len(os.sched_getaffinity(0)))]
         if name in ("magnet", "sag") and args.fixtures: cmd += ["--fixtures", args.fixtures]
         src = {"magnet": args.official_magnet, "sag": args.official_sag}.get(name)
         if src: cmd += ["--official-src", src]

@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import os
 import pickle
-import shutil
 import sys
 import unicodedata
 import warnings
@@ -19,10 +18,11 @@ import numpy as np
 import torch
 
 import ris_nb
+from .data.transforms import save_tokenizer   # built in 04_transforms: the run folder holds the tokenizer
 
 # %% auto #0
-__all__ = ['EXPECTED_ERRORS', 'config_from_args', 'check_out_dir', 'save_tokenizer', 'evaluate_run', 'predict_image',
-           'check_mask_path', 'build_parser', 'error_line', 'main', 'one_line_warnings']
+__all__ = ['EXPECTED_ERRORS', 'add_threads_arg', 'set_threads', 'config_from_args', 'check_out_dir', 'evaluate_run',
+           'predict_image', 'check_mask_path', 'build_parser', 'error_line', 'main', 'one_line_warnings']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -42,6 +42,20 @@ def _run_synth(args) -> None:
     if args.seed < 0: raise ValueError(f"--seed {args.seed}: expected an integer >= 0")   # before any folder is made
     generate(args.out, n_images=args.n_images, seed=args.seed, size=args.size, language=args.language)
 
+# %% ../nbs/15_cli.ipynb #c15t0002
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    "The `--threads N` option of the commands that compute."
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads (default: $OMP_NUM_THREADS when set, else every usable core)")
+
+def set_threads(n: int | None = None) -> int:
+    "Use `n` torch threads; without `n`, `$OMP_NUM_THREADS` when set, else every usable core. Returns the count in use."
+    from ris_nb.core import usable_cores
+    if n is not None and n < 1: raise ValueError(f"--threads {n}: expected an integer >= 1")
+    if n is None and os.environ.get("OMP_NUM_THREADS", "").strip(): return torch.get_num_threads()   # torch read it at start-up
+    torch.set_num_threads(n or usable_cores())
+    return torch.get_num_threads()
+
 # %% ../nbs/15_cli.ipynb #681260ec
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a preset (also under torchrun)")
@@ -51,6 +65,7 @@ def _add_train(sub) -> None:
                    help="config overrides by dotted key, e.g. train.lr=1e-4 model.mg.enabled=true")
     p.add_argument("--out", default=None, help="run directory (default: runs/<preset>)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation and report")
+    add_threads_arg(p)
     p.set_defaults(func=_run_train)
 
 def _add_presets(sub) -> None:
@@ -106,19 +121,6 @@ def _train_locked(args, cfg, run_dir: Path, info) -> None:
     fit(model, loaders, cfg)
     if not args.no_eval: evaluate_run(run_dir, cfg, loaders, model, info)
 
-# %% ../nbs/15_cli.ipynb #71a8dcc9
-def save_tokenizer(tok, path: Path) -> Path:
-    "`save_pretrained` into a temporary sibling, then swap it in: `path` is never half-written."
-    tmp, old = path.with_name(f".{path.name}.tmp-{os.getpid()}"), path.with_name(f".{path.name}.old-{os.getpid()}")
-    for p in (tmp, old): shutil.rmtree(p, ignore_errors=True)
-    try:
-        tok.save_pretrained(tmp)
-        if path.exists(): path.rename(old)
-        tmp.rename(path)
-    finally:
-        for p in (tmp, old): shutil.rmtree(p, ignore_errors=True)
-    return path
-
 # %% ../nbs/15_cli.ipynb #0acdd247
 def evaluate_run(run_dir: Path, cfg, loaders, model, info) -> None:
     "Load best.pt, evaluate val and test splits, write report.md + best/worst figures (rank 0 writes)."
@@ -153,6 +155,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--data", default=None, help="data root or dataset folder (default: the one used in training)")
     p.add_argument("--out", default=None, help="where to write report.md (default: next to the checkpoint; in a run folder "
                    "report_<split>.md and results_<split>.json, beside the run's own report)")
+    add_threads_arg(p)
     p.set_defaults(func=_run_eval)
 
 def _check_data_root(cfg, ckpt, data: str | None) -> None:
@@ -287,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(); return 0
     try:
-        with one_line_warnings(args.command): args.func(args)
+        with one_line_warnings(args.command):
+            if "threads" in vars(args): set_threads(args.threads)
+            args.func(args)
     except BrokenPipeError:                             # `ris_nb eval … | head -1`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -382,6 +387,7 @@ def _add_experiments(sub) -> None:
                         "words, chains of relations); --table main runs all three")
     p.add_argument("--jobs", type=int, default=usable_cores(), help="runs trained at once, one process each, the torch threads "
                    f"shared between them (default: one per usable core, {usable_cores()} here)")
+    add_threads_arg(p)
     p.set_defaults(func=_run_experiments)
 
 def _check_table_flags(args) -> None:

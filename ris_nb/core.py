@@ -14,11 +14,13 @@ import os
 import pkgutil
 import random
 import re
+import shutil
 import time
 import types
 import typing
 import warnings
 import zipfile
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +36,9 @@ __all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MA
            'special_token_ids', 'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset',
            'list_presets', 'get_preset', 'flat_config', 'source_table', 'register_model', 'build_model', 'check_field',
            'text_positions', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype',
-           'precision_line', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_error',
-           'write_atomic', 'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked']
+           'precision_line', 'eval_mode', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive',
+           'write_error', 'temp_sibling', 'write_atomic', 'check_weights_file', 'load_error_reason',
+           'torch_load_checked', 'load_state_checked']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -821,6 +824,17 @@ def precision_line(device: torch.device | str, mode: str = "auto") -> str:
     else: why = "this CPU computes bf16 natively"
     return f"precision: {name} (train.amp={mode}: {why})"
 
+# %% ../nbs/00_core.ipynb #c0e00002
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    "Evaluation mode and no gradients inside the block; each submodule's previous `training` flag restored after."
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad(): yield model
+    finally:
+        for m, was in flags: m.training = was
+
 # %% ../nbs/00_core.ipynb #fx000002
 def repo_root() -> Path:
     "The checkout that holds the `ris_nb` package (the folder with `settings.ini`)."
@@ -871,18 +885,38 @@ def write_error(path: str | Path, e: Exception) -> OSError:
     hint = _NO_ROOM.get(code, "the disk may be full or a file size limit (ulimit -f) reached" if code == errno.EIO else "")
     return OSError(code, f"cannot write {path}: {why}" + (f"; {hint}" if hint else ""))
 
+def temp_sibling(path: str | Path, kind: str = "tmp") -> Path:
+    "`.<stem>.<kind>-<pid><suffix>` beside `path`: where `write_atomic` writes (`kind='tmp'`) or parks the old folder (`'old'`)."
+    path = Path(path)
+    return path.with_name(f".{path.stem}.{kind}-{os.getpid()}{path.suffix}")
+
+def _remove(p: Path) -> None:
+    "Delete the file or folder `p` if it is there."
+    if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
+    elif p.exists() or p.is_symlink(): p.unlink()
+
+def _swap_dir(tmp: Path, path: Path, old: Path) -> None:
+    "Rename the finished folder `tmp` to `path`; an existing `path` is parked at `old` and put back if the rename fails."
+    if path.exists(): path.rename(old)
+    try: tmp.rename(path)
+    except OSError:
+        if old.exists(): old.rename(path)
+        raise
+
 def write_atomic(path: str | Path, write: Callable[[Path], Any], fsync: bool = False) -> Path:
-    "Call `write(tmp)` on a temporary sibling (same suffix), optionally fsync it, then rename it over `path`; a failed write names `path`."
+    "Call `write(tmp)` on a temporary sibling (same suffix; a file or a folder), optionally fsync a file, then rename it over `path`; a failed write names `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    tmp, old = temp_sibling(path), temp_sibling(path, "old")
+    _remove(tmp)
     try:
         write(tmp)
-        if fsync:
-            with open(tmp, "rb") as f: os.fsync(f.fileno())   # on disk before the rename makes it visible
-        os.replace(tmp, path)
+        if tmp.is_dir(): _swap_dir(tmp, path, old)            # a folder (a tokenizer, a dataset): the old one goes only after the rename
+        else:
+            if fsync:
+                with open(tmp, "rb") as f: os.fsync(f.fileno())   # on disk before the rename makes it visible
+            os.replace(tmp, path)
     except OSError as e: raise write_error(path, e) from None  # a full disk, `ulimit -f`: say which file
-    finally:
-        if tmp.exists(): tmp.unlink()                          # a failed write leaves nothing behind
+    finally: _remove(tmp); _remove(old)                        # a failed write leaves nothing behind
     return path
 
 # %% ../nbs/00_core.ipynb #ld000002

@@ -369,12 +369,12 @@ _DATA: dict[tuple, Path] = {}
 def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
     "A ShapeRefs data root (holding shaperefs/) generated once per process in a temporary folder, removed at exit."
     import atexit, tempfile
-    from ris_nb.data.shaperefs import generate
+    from ris_nb.data.shaperefs import ensure_shaperefs
     key = (n_images, size, seed)
     if key not in _DATA:
         root = Path(tempfile.mkdtemp(prefix="ris_nb_course_"))
         atexit.register(shutil.rmtree, root, ignore_errors=True)
-        generate(root / "shaperefs", n_images=n_images, seed=seed, size=size, verbose=False)
+        ensure_shaperefs(root / "shaperefs", n_images=n_images, seed=seed, size=size)
         _DATA[key] = root
     return _DATA[key]
 

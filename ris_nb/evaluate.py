@@ -21,9 +21,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .core import Config, write_atomic
+from .core import Config, eval_mode, write_atomic
 from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize, encode_text, resize_mask
-from .metrics import RISMetrics, check_protocol, intersection_union, reduce_across_ranks
+from .metrics import RISMetrics, check_protocol, intersection_union, iou_from, reduce_across_ranks
 
 # %% auto #0
 __all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report',
@@ -131,30 +131,28 @@ def evaluate(model: nn.Module, loader, protocol: str = "original", device: torch
     check_protocol(protocol)
     check_eval_args(model, loader)
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    overall, by_type, by_split = RISMetrics(), defaultdict(RISMetrics), defaultdict(RISMetrics)
-    samples, seen = [], 0
-    total = len(loader.dataset) if hasattr(loader, "dataset") else None
-    takes_index = _takes_image_index(model)
-    with tqdm(total=total, desc=f"eval ({protocol})", disable=None if progress else True, mininterval=1.0) as bar:
-        for index, batch, image_index in _eval_batches(loader):
-            batch = batch.to(device)
-            inter, union = _sample_iu(model, _forward(model, batch, image_index, takes_index), batch, protocol)
-            overall.update_iu(inter, union)
-            types = [t or "all" for t in batch.meta["expr_type"]]
-            for groups, keys in ((by_type, types), (by_split, batch.meta["split"])):   # one update per group and batch
-                for key in set(keys):
-                    idx = torch.tensor([k for k, x in enumerate(keys) if x == key])
-                    groups[key].update_iu(inter[idx], union[idx])
-            n = len(batch.input_ids)                                   # sentences (an image-grouped batch holds fewer images)
-            if keep_samples:
-                index = index or list(range(seen, seen + n))
-                samples += [{"index": index[k], "ref_id": batch.meta["ref_id"][k], "sent_id": batch.meta["sent_id"][k],
-                             "sentence": batch.meta["sentence"][k], "expr_type": types[k], "I": i, "U": u, "IoU": i / u if u else 0.0}
-                            for k, (i, u) in enumerate(zip(inter.tolist(), union.tolist()))]
-            seen += n; bar.update(n)
-    model.train(was_training)
+    with eval_mode(model):
+        overall, by_type, by_split = RISMetrics(), defaultdict(RISMetrics), defaultdict(RISMetrics)
+        samples, seen = [], 0
+        total = len(loader.dataset) if hasattr(loader, "dataset") else None
+        takes_index = _takes_image_index(model)
+        with tqdm(total=total, desc=f"eval ({protocol})", disable=None if progress else True, mininterval=1.0) as bar:
+            for index, batch, image_index in _eval_batches(loader):
+                batch = batch.to(device)
+                inter, union = _sample_iu(model, _forward(model, batch, image_index, takes_index), batch, protocol)
+                overall.update_iu(inter, union)
+                types = [t or "all" for t in batch.meta["expr_type"]]
+                for groups, keys in ((by_type, types), (by_split, batch.meta["split"])):   # one update per group and batch
+                    for key in set(keys):
+                        idx = torch.tensor([k for k, x in enumerate(keys) if x == key])
+                        groups[key].update_iu(inter[idx], union[idx])
+                n = len(batch.input_ids)                                   # sentences (an image-grouped batch holds fewer images)
+                if keep_samples:
+                    index = index or list(range(seen, seen + n))
+                    samples += [{"index": index[k], "ref_id": batch.meta["ref_id"][k], "sent_id": batch.meta["sent_id"][k],
+                                 "sentence": batch.meta["sentence"][k], "expr_type": types[k], "I": i, "U": u, "IoU": iou}
+                                for k, (i, u, iou) in enumerate(zip(inter.tolist(), union.tolist(), iou_from(inter, union).tolist()))]
+                seen += n; bar.update(n)
     samples.sort(key=lambda r: r["index"])
     return {"protocol": protocol, "overall": reduce_across_ranks(overall),
             "by_type": _reduce_groups(by_type), "by_split": _reduce_groups(by_split), "samples": samples}
@@ -253,8 +251,7 @@ def plot_best_worst(model: nn.Module, dataset, collate_fn, samples: list[dict], 
     picks = [("worst", r) for r in order[:k]] + [("best", r) for r in order[::-1][:k]]
     device = next(model.parameters()).device
     batch = collate_fn([dataset[r["index"]] for _, r in picks]).to(device)
-    model.eval()
-    with torch.no_grad(): prob = model.predict(model(batch), batch).cpu()[:, 0]
+    with eval_mode(model): prob = model.predict(model(batch), batch).cpu()[:, 0]
     imgs = denormalize(batch.images, cfg.data.normalize)
     fig, axs = plt.subplots(2, k, figsize=(2.6 * k, 6))
     for ax, (tag, r), img, p, g in zip(axs.flat, picks, imgs, prob, batch.masks.cpu()):
@@ -268,7 +265,8 @@ def plot_best_worst(model: nn.Module, dataset, collate_fn, samples: list[dict], 
     return fig
 
 # %% ../nbs/13_evaluation.ipynb #a7d3c5e2
-from .data.refer import _iu, _ratio, scene_masks, language_blind_references   # built in 03_refer
+from .data.refer import scene_masks, language_blind_references   # built in 03_refer
+from .metrics import mask_iou
 
 # %% ../nbs/13_evaluation.ipynb #9895026f
 @torch.no_grad()
@@ -286,24 +284,22 @@ def _cross_referent_iou(masks: list[np.ndarray], keys: list[tuple[int, int]]) ->
     "Mean over images of the mean IoU between masks of samples that refer to different shapes of that image."
     by_img = defaultdict(list)
     for k, (img, ann) in enumerate(keys): by_img[img].append((ann, k))
-    per_img = [np.mean([_ratio(*_iu(masks[a], masks[b]), empty=1.0) for (x, a), (y, b) in combinations(items, 2) if x != y])
+    per_img = [np.mean([mask_iou(masks[a], masks[b], empty=1.0) for (x, a), (y, b) in combinations(items, 2) if x != y])
                for items in by_img.values() if len({ann for ann, _ in items}) > 1]
     return float(np.mean(per_img)) if per_img else float("nan")
 
 def sentence_sensitivity(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
     "Does the mask follow the sentence? `cross_referent_iou` (1 = sentence ignored) beside the ground truth's, and `right_shape` (%): the referred shape has the best IoU with the prediction."
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    preds, gts, keys = _binary_predictions(model, loader, device)
-    model.train(was_training)
+    with eval_mode(model):
+        preds, gts, keys = _binary_predictions(model, loader, device)
     if not preds: raise ValueError("sentence_sensitivity: the loader yielded no samples")
     refer, size = loader.dataset.base.refer, preds[0].shape[-1]
     scenes: dict[int, dict[int, np.ndarray]] = {}
     right = []
     for pred, (img, ann) in zip(preds, keys):
         if img not in scenes: scenes[img] = {a: resize_mask(m, size).numpy() > 0.5 for a, m in scene_masks(refer, img).items()}
-        ious = {a: _ratio(*_iu(pred, m)) for a, m in scenes[img].items()}
+        ious = {a: mask_iou(pred, m) for a, m in scenes[img].items()}
         best = max(ious, key=ious.get)
         right.append(best == ann and ious[best] > 0)
     return {"cross_referent_iou": _cross_referent_iou(preds, keys), "cross_referent_iou_gt": _cross_referent_iou(gts, keys),

@@ -234,21 +234,12 @@ def finished(run_dir: Path, cfg) -> dict | None:
 # %% ../nbs/16_experiments.ipynb #5407959e
 def study_data(out: str | Path, budget: Budget) -> Path:
     "ShapeRefs for the study, generated once into OUT/data/shaperefs and reused (refused if it was made with another budget)."
-    from ris_nb.data.shaperefs import generate
+    from ris_nb.data.shaperefs import ensure_shaperefs
     d = Path(out) / "data" / "shaperefs"
-    if (d / "meta.json").exists() and (d / "refs(shaperefs).p").exists():
-        try: m = json.loads((d / "meta.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e: m = f"not valid JSON ({e})"
-        if not isinstance(m, dict):
-            raise ValueError(f"{d / 'meta.json'}: {m if isinstance(m, str) else 'not a JSON object'}; expected the description "
-                             f"`ris_nb synth` writes: delete {d} to generate the study's scenes again (the same ones; finished runs "
-                             "are kept), or use another --out")
-        want = {"n_images": budget.n_images, "seed": budget.data_seed, "size": budget.image_size, "language": budget.language}
-        got = {**{k: m.get(k) for k in want}, "language": m.get("language", "plain")}   # no key: made before the option, plain
-        if got != want: raise ValueError(f"{d} holds ShapeRefs {got}, this budget needs {want}; use another --out")
-        return d
-    generate(d, n_images=budget.n_images, seed=budget.data_seed, size=budget.image_size, verbose=False, language=budget.language)
-    return d
+    try: return ensure_shaperefs(d, budget.n_images, budget.data_seed, budget.image_size, budget.language)
+    except ValueError as e:
+        raise ValueError(f"{e} (this budget's data: deleting it makes the same scenes again and keeps finished runs; "
+                         "or use another --out)") from None
 
 # %% ../nbs/16_experiments.ipynb #634cffd8
 def _scores(model, loaders, cfg, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
@@ -560,7 +551,8 @@ def first_noun_phrase(tokens: Sequence[str]) -> dict[str, str]:
 
 def words_only_answer(dataset) -> dict[str, float]:
     "oIoU/mIoU of drawing one of the scene's shapes that fit the sentence's first noun phrase (all shapes when none fits)."
-    from ris_nb.data.refer import _iu, _ratio, scene_masks
+    from ris_nb.data.refer import scene_masks
+    from ris_nb.metrics import iou_from, mask_iu
     refer, I, U, ious = dataset.refer, 0.0, 0.0, []
     cache: dict[int, dict[int, Any]] = {}
     for i in range(len(dataset)):
@@ -570,10 +562,10 @@ def words_only_answer(dataset) -> dict[str, float]:
         anns = refer.img_to_anns[ref["image_id"]]
         attrs = lambda a: {"color": a.get("color"), "size": a.get("size"), "shape": refer.cats[a["category_id"]]}
         fits = [a["id"] for a in anns if all(attrs(a)[k] == v for k, v in want.items())] or list(masks)
-        ius = [_iu(masks[a], masks[ref["ann_id"]]) for a in fits]
+        ius = [mask_iu(masks[a], masks[ref["ann_id"]]) for a in fits]
         I += sum(x for x, _ in ius) / len(ius); U += sum(u for _, u in ius) / len(ius)
-        ious.append(float(np.mean([_ratio(*iu) for iu in ius])))
-    return {"oIoU": 100 * _ratio(I, U), "mIoU": 100 * float(np.mean(ious)) if ious else 0.0, "n": len(ious)}
+        ious.append(float(np.mean([iou_from(*iu).item() for iu in ius])))
+    return {"oIoU": 100 * iou_from(I, U).item(), "mIoU": 100 * float(np.mean(ious)) if ious else 0.0, "n": len(ious)}
 
 def split_floors(data_root: str | Path, splits: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
     "Per split: the language-blind answers and the words-only answer, on a study's ShapeRefs."

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['THRESHOLDS', 'PROTOCOLS', 'intersection_union', 'RISMetrics', 'iou_from', 'metrics_from_sums', 'resize_gt_square',
-           'resize_prob', 'check_protocol', 'reduce_across_ranks']
+__all__ = ['THRESHOLDS', 'PROTOCOLS', 'intersection_union', 'RISMetrics', 'iou_from', 'metrics_from_sums', 'mask_iu', 'mask_iou',
+           'resize_gt_square', 'resize_prob', 'check_protocol', 'reduce_across_ranks']
 
 # %% ../nbs/01_metrics.ipynb #a6cff232
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -85,20 +85,31 @@ class RISMetrics:
         return metrics_from_sums(self.sums(), self.thresholds)
 
 # %% ../nbs/01_metrics.ipynb #33a13272
-def iou_from(inter: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
-    "IoU per sample in float64; 0 where the union is empty."
-    inter, union = inter.double(), union.double()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
+def iou_from(inter, union, empty: float = 0.0) -> torch.Tensor:
+    "IoU per sample in float64 from intersections and unions (tensors or numbers); `empty` (default 0) where the union is empty."
+    inter, union = torch.as_tensor(inter, dtype=torch.float64), torch.as_tensor(union, dtype=torch.float64)
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(union, empty))
 
 def metrics_from_sums(s: torch.Tensor, thresholds: Sequence[float] = THRESHOLDS) -> dict[str, float]:
     "Turn the vector of `RISMetrics.sums()` (possibly summed over ranks) into the reported metrics."
     s = s.double().cpu()
     n = int(s[-1].item())
-    out = {"oIoU": 100 * (s[0] / s[1]).item() if s[1] > 0 else 0.0,
+    out = {"oIoU": 100 * iou_from(s[0], s[1]).item(),
            "mIoU": 100 * (s[-2] / n).item() if n else 0.0}
     for k, t in enumerate(thresholds): out[f"P@{t:g}"] = 100 * (s[2 + k] / n).item() if n else 0.0
     out["n"] = n
     return out
+
+# %% ../nbs/01_metrics.ipynb #m1u00002
+def mask_iu(a, b) -> tuple[int, int]:
+    "Intersection and union (pixel counts) of two binary masks of the same shape (numpy or torch; nonzero is inside)."
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape: raise ValueError(f"mask shapes differ: {a.shape} and {b.shape}")
+    return int(np.logical_and(a, b).sum()), int(np.logical_or(a, b).sum())
+
+def mask_iou(a, b, empty: float = 0.0) -> float:
+    "IoU of two binary masks of the same shape (`iou_from`'s rule: `empty` when both are empty)."
+    return float(iou_from(*mask_iu(a, b), empty=empty))
 
 # %% ../nbs/01_metrics.ipynb #27d5e174
 PROTOCOLS = ("square", "original")

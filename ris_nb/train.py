@@ -497,8 +497,10 @@ def mean_over_ranks(values: dict[str, torch.Tensor], info: DistInfo) -> dict[str
     return {k: float(x) for k, x in zip(keys, t.cpu())}
 
 def read_log(path: str | Path) -> list[dict]:
-    "Records of a `log.jsonl` (a line cut off by a killed process is skipped)."
-    return [r for ln in Path(path).read_text().splitlines() if (r := _log_record(ln)) is not None]
+    "Records of a `log.jsonl`, or of a run folder's (a line cut off by a killed process is skipped); a missing log is named."
+    p = Path(path); p = p / "log.jsonl" if p.is_dir() else p
+    if not p.is_file(): raise FileNotFoundError(f"no training log at {p} (fit writes <run>/log.jsonl)")
+    return [r for ln in p.read_text().splitlines() if (r := _log_record(ln)) is not None]
 
 def plot_curves(log_path: str | Path, out: str | Path | None = None):
     "Training loss (and its parts) and validation metrics against steps; saved to `out` if given."

@@ -22,16 +22,17 @@ from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 from torch import nn
 
-from .core import Config, build_model, get_preset, seed_everything
-from .data.transforms import Batch, denormalize, encode_text, image_transform, resize_mask
+from .core import Config, build_model, eval_mode, get_preset, seed_everything
+from .data.transforms import Batch, denormalize, encode_text, image_transform, resize_mask, save_tokenizer
+from .metrics import mask_iou
 
 # %% auto #0
-__all__ = ['PICTURE_PRESETS', 'SPECIAL_TOKENS', 'config_tag', 'ensure_checkpoint', 'ensure_shaperefs', 'picture_checkpoints',
-           'to_image', 'fit_to', 'mask_iou', 'wrap', 'tokens_of', 'draw_overlay', 'predict_probs', 'plot_predictions',
-           'capture', 'eval_mode', 'lavt_word_attention', 'AttentionMaps', 'token_grid', 'word_attention', 'pick_words',
-           'plot_word_attention', 'CamMaps', 'cam_maps', 'plot_cam_pyramid', 'default_hidden_word', 'mg_topk',
-           'plot_mask_grounding', 'slot_colours', 'entity_colours', 'entity_composite', 'slot_clouds', 'fit_to_rgb',
-           'plot_sag', 'plot_log', 'plot_by_type', 'single_batch', 'stage_mean', 'plot_story']
+__all__ = ['PICTURE_PRESETS', 'SPECIAL_TOKENS', 'config_tag', 'ensure_checkpoint', 'picture_checkpoints', 'to_image', 'fit_to',
+           'wrap', 'tokens_of', 'draw_overlay', 'predict_probs', 'plot_predictions', 'capture', 'lavt_word_attention',
+           'AttentionMaps', 'token_grid', 'word_attention', 'pick_words', 'plot_word_attention', 'CamMaps', 'cam_maps',
+           'plot_cam_pyramid', 'default_hidden_word', 'mg_topk', 'plot_mask_grounding', 'slot_colours',
+           'entity_colours', 'entity_composite', 'slot_clouds', 'fit_to_rgb', 'plot_sag', 'plot_log', 'plot_by_type',
+           'single_batch', 'stage_mean', 'plot_story']
 
 # %% ../nbs/14_visualize.ipynb #03503cd8
 _UNTRAINED_KEYS = ("data.root", "data.image_root", "data.num_workers", "train.out_dir", "train.device", "train.log_every",
@@ -63,7 +64,7 @@ def ensure_checkpoint(preset: str, data_root: str | Path, out_dir: str | Path, o
         return best
     tok, loaders, model, cfg = prepare(cfg, splits=[cfg.data.train_split, cfg.data.val_split])
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(out_dir / "tokenizer")          # `ris_nb.train.load_run` reads it beside the checkpoint
+    save_tokenizer(tok, out_dir / "tokenizer")          # `ris_nb.train.load_run` reads it beside the checkpoint
     fit(model, {"train": loaders[cfg.data.train_split], "val": loaders[cfg.data.val_split]}, cfg, cbs)
     if not best.is_file(): raise RuntimeError(f"training {preset} into {out_dir} wrote no best.pt (no validation ran?)")
     return best
@@ -71,14 +72,6 @@ def ensure_checkpoint(preset: str, data_root: str | Path, out_dir: str | Path, o
 # %% ../nbs/14_visualize.ipynb #8912cffa
 _PICTURE_RECIPE = {"data.image_size": 64, "train.batch_size": 32, "train.max_steps": 600, "train.eval_every": 300, "train.ckpt_every": 300}
 PICTURE_PRESETS = {"magnet_tiny": _PICTURE_RECIPE, "lavt_mg_tiny": _PICTURE_RECIPE, "sag_tiny": {}}   # 600 × 32 at 64 px, as in 13a_learning
-
-def ensure_shaperefs(root: str | Path, n_images: int = 3000, size: int = 64, seed: int = 0, language: str = "plain") -> Path:
-    "`root/shaperefs`, generated when missing (by default as `make quickstart` does: 3,000 scenes at 64 px, plain language)."
-    from ris_nb.data.shaperefs import generate
-    folder = Path(root) / "shaperefs"
-    if not (folder / "refs(shaperefs).p").is_file():
-        generate(folder, n_images=n_images, seed=seed, size=size, verbose=False, language=language)
-    return folder
 
 def picture_checkpoints(data_root: str | Path, runs_root: str | Path, presets: dict[str, dict] | None = None,
                         overrides: dict | None = None, cbs: Sequence = ()) -> dict[str, Path]:
@@ -101,12 +94,6 @@ def fit_to(m, hw: tuple[int, int], mode: str = "nearest") -> np.ndarray:
         kw = {} if mode == "nearest" else {"align_corners": False}
         t = F.interpolate(t[None, None], size=tuple(hw), mode=mode, **kw)[0, 0]
     return t.numpy()
-
-def mask_iou(pred, gt) -> float:
-    "IoU of two binary masks of the same shape (0 when both are empty, as `ris_nb.metrics`)."
-    p, g = np.asarray(pred, bool), np.asarray(gt, bool)
-    u = (p | g).sum()
-    return float((p & g).sum() / u) if u else 0.0
 
 def wrap(text: str, width: int = 30) -> str:
     "Text broken into lines of at most `width` characters (titles)."
@@ -178,15 +165,6 @@ def capture(modules: Sequence[nn.Module], fn: Callable):
         yield got
     finally:
         for h in hooks: h.remove()
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    "Evaluation mode and no gradients inside; the previous mode restored after."
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad(): yield model
-    finally: model.train(was)
 
 # %% ../nbs/14_visualize.ipynb #d0278de5
 def lavt_word_attention(att: nn.Module, x: torch.Tensor, l: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -482,12 +460,8 @@ _NOT_LOSSES = {"step", "epoch", "lr", "samples_per_s", "split"}
 
 def _records(log) -> list[dict]:
     "Records of a run: a run directory, a log.jsonl path, or the records themselves."
-    if isinstance(log, (str, Path)):
-        p = Path(log)
-        p = p / "log.jsonl" if p.is_dir() else p
-        if not p.is_file(): raise FileNotFoundError(f"no training log at {p} (fit writes <run>/log.jsonl)")
-        return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
-    return list(log)
+    from ris_nb.train import read_log
+    return read_log(log) if isinstance(log, (str, Path)) else list(log)
 
 def plot_log(log, ncols: int = 4, size: float = 2.6) -> Figure:
     "A run's training curves: total loss, each loss part in its own panel, the learning rate, and the validation metrics."

@@ -1,13 +1,12 @@
 "Config round trip, bad keys, presets and the console script (no network needed)."
 import json
-import subprocess
-import sys
 from configparser import ConfigParser
 from pathlib import Path
 
 import pytest
 
 import ris_nb
+from conftest import cli
 from ris_nb.core import Config, get_preset, list_presets, parse_override, amp_dtype, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,9 +89,9 @@ def test_seed_and_amp():
 
 def test_console_script_version_matches_settings():
     cfg = ConfigParser(); cfg.read(ROOT / "settings.ini")
-    out = subprocess.run([sys.executable, "-m", "ris_nb.cli", "--version"], capture_output=True, text=True, check=True)
+    out = cli("--version", check_rc=0)
     assert out.stdout.strip() == f"ris_nb {cfg['DEFAULT']['version']}" == f"ris_nb {ris_nb.__version__}"
-    out = subprocess.run([sys.executable, "-m", "ris_nb.cli", "--help"], capture_output=True, text=True, check=True)
+    out = cli("--help", check_rc=0)
     assert "synth" in out.stdout
 
 

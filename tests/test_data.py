@@ -18,6 +18,7 @@ from ris_nb.core import get_preset, special_token_ids
 from ris_nb.data import refer as R
 from ris_nb.data import shaperefs as S
 from ris_nb.data import transforms as T
+from conftest import copy_data
 
 # --------------------------------------------------------------------------------------------------------------------
 # A tiny REFER-format dataset, built from scratch
@@ -331,10 +332,8 @@ def test_minilm_tokenizer():
 # ShapeRefs
 # --------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module", params=S.LANGUAGES)
-def shaperefs_root(tmp_path_factory, request):
-    root = tmp_path_factory.mktemp("sr")
-    S.generate(root / "shaperefs", n_images=160, seed=5, verbose=False, language=request.param)
-    return root
+def shaperefs_root(shaperefs_data, request):
+    return shaperefs_data(160, 5, 128, request.param)
 
 
 def _tree(d: Path):
@@ -500,14 +499,14 @@ def _words_of(templates) -> set[str]:
     return {w for t in ts for w in t.split() if not w.startswith("{")}
 
 
-def test_appearance_language_has_no_position_order_relation_or_negation_word(tmp_path):
+def test_appearance_language_has_no_position_order_relation_or_negation_word(shaperefs_data):
     "RefCOCO+'s rule: every appearance sentence names its referent by colour, size and shape only, and denotes it alone."
-    S.generate(tmp_path / "app", n_images=300, seed=3, size=64, verbose=False, language="appearance")
+    app = shaperefs_data(300, 3, 64, "appearance")
     other = (_words_of({k: v for k, v in S.RICH_TEMPLATES.items() if k != "np"}) | _words_of(S.REL_PHRASES)
              | _words_of(S.CONNECTORS) | set(S._ORD) | {"left", "right", "top", "bottom", "not", "closest", "nearest"})
     other -= _words_of(S.APPEARANCE_TEMPLATES) | {w for ws in S.LEXICON.values() for w in ws}
     assert {"leftmost", "above", "second", "not", "west", "nearest"} <= other
-    ref = R.Refer(tmp_path, "app", "shaperefs")
+    ref = R.Refer(app, "shaperefs", "shaperefs")
     sents = [(r, s) for r in ref.refs.values() for s in r["sentences"]]
     assert len(sents) > 1000 and all(s["type"] == "attribute" for _, s in sents)
     assert not [s["sent"] for _, s in sents if set(s["tokens"]) & other]
@@ -572,10 +571,9 @@ def test_shaperefs_loaders(shaperefs_root):
     assert sum(len(bb) for bb in dl) == len(sampler)
 
 
-def test_relative_data_root_finds_images(refer_root, tmp_path, monkeypatch):
+def test_relative_data_root_finds_images(refer_root, tmp_path, monkeypatch, shaperefs_data):
     "A relative root (as `make quickstart` passes: --data data/shaperefs) resolves images under it, both layouts."
-    from ris_nb.data.shaperefs import generate
-    generate(tmp_path / "data" / "shaperefs", n_images=4, seed=0, size=64, verbose=False)
+    copy_data(shaperefs_data(4, 0, 64) / "shaperefs", tmp_path / "data" / "shaperefs")   # data/shaperefs, as `make quickstart`
     monkeypatch.chdir(tmp_path)
     ref = R.Refer("data", "shaperefs", "shaperefs")              # images inside the dataset folder
     assert all(ref.image_path(i).is_file() for i in ref.imgs)

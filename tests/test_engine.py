@@ -13,26 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
-from ris_nb.data.shaperefs import generate
+from conftest import CLI, ENV, run
 from ris_nb.train import load_checkpoint, read_log
 
 HERE = Path(__file__).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
-CLI = [sys.executable, "-m", "ris_nb.cli"]
 
 
 @pytest.fixture(scope="module")
-def shaperefs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "shaperefs"
-    generate(out, n_images=48, seed=3, size=64)
-    return out
-
-
-def run(args, check=True, **kw):
-    p = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600, **kw)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
-    return p
+def shaperefs(shaperefs_data):
+    return shaperefs_data(48, 3, 64) / "shaperefs"
 
 
 def losses(run_dir):

@@ -16,15 +16,7 @@ from PIL import Image
 
 from ris_nb.core import get_preset
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
-CLI = [sys.executable, "-m", "ris_nb.cli"]
-
-
-def cli(*args, check_rc=None, **kw):
-    p = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, env=ENV, timeout=600, **kw)
-    if check_rc is not None:
-        assert p.returncode == check_rc, f"rc {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
-    return p
+from conftest import ENV, cli, copy_data, run
 
 
 def refused(p, *fragments):
@@ -65,20 +57,14 @@ def test_validate_config_names_the_key(updates, fragment):
 # ---------------------------------------------------------------- data files (02_shaperefs, 03_refer)
 
 @pytest.fixture(scope="module")
-def shaperefs(tmp_path_factory):
-    from ris_nb.data.shaperefs import generate
-    out = tmp_path_factory.mktemp("data") / "shaperefs"
-    generate(out, n_images=40, seed=3, size=64, verbose=False)
-    return out
+def shaperefs(shaperefs_data):
+    return shaperefs_data(40, 3, 64) / "shaperefs"
 
 
 @pytest.fixture
 def data_copy(shaperefs, tmp_path):
     "A private copy of the dataset a test may damage."
-    import shutil
-    dst = tmp_path / "shaperefs"
-    shutil.copytree(shaperefs, dst)
-    return dst
+    return copy_data(shaperefs, tmp_path / "shaperefs")
 
 
 def shared_pickle(depth: int) -> bytes:
@@ -96,7 +82,7 @@ def test_shared_refs_pickle_does_not_hang(data_copy):
             "try: Refer(sys.argv[1], 'shaperefs', 'shaperefs')\n"
             "except ValueError as e: print('refused:', e)\n")
     t0 = time.time()   # today's decoder copies 2**40 paths: hours; the fix decodes each shared list once
-    p = subprocess.run([sys.executable, "-c", code, str(data_copy.parent)], capture_output=True, text=True, env=ENV, timeout=60)
+    p = run([sys.executable, "-c", code, data_copy.parent], check=False, timeout=60)
     assert time.time() - t0 < 60 and p.returncode == 0, p.stderr
     assert "refused:" in p.stdout and "refs(shaperefs).p" in p.stdout, p.stdout
 
@@ -205,13 +191,9 @@ def trained(shaperefs, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def other_data(tmp_path_factory):
+def other_data(shaperefs_data):
     "ShapeRefs with another seed: the same 46 words, numbered differently; and a 4-image set with another vocabulary."
-    from ris_nb.data.shaperefs import generate
-    root = tmp_path_factory.mktemp("other")
-    generate(root / "remapped" / "shaperefs", n_images=40, seed=4, size=64, verbose=False)
-    generate(root / "small" / "shaperefs", n_images=4, seed=1, size=64, verbose=False)
-    return root
+    return {"remapped": shaperefs_data(40, 4, 64), "small": shaperefs_data(4, 1, 64)}
 
 
 def snapshot(folder: Path) -> dict:
@@ -220,7 +202,7 @@ def snapshot(folder: Path) -> dict:
 
 def test_refused_retrain_leaves_the_tokenizer_alone(trained, other_data, capsys):
     before = snapshot(trained / "tokenizer")
-    rc, err = main(capsys, "train", "--data", other_data / "small" / "shaperefs", "--out", trained, "--no-eval", *TINY,
+    rc, err = main(capsys, "train", "--data", other_data["small"] / "shaperefs", "--out", trained, "--no-eval", *TINY,
                    "train.max_steps=2")
     assert rc == 2 and "different config" in err and "model.text.vocab_size" in err, err
     assert snapshot(trained / "tokenizer") == before
@@ -231,7 +213,7 @@ def test_resume_on_a_remapped_vocabulary_is_refused(trained, other_data, capsys)
     from ris_nb.train import load_checkpoint
     ours = tokenizer_fingerprint(load_tokenizer(trained / "tokenizer"))
     assert load_checkpoint(trained / "best.pt")["tokenizer_fingerprint"] == ours
-    rc, err = main(capsys, "train", "--data", other_data / "remapped" / "shaperefs", "--out", trained, "--no-eval", *TINY,
+    rc, err = main(capsys, "train", "--data", other_data["remapped"] / "shaperefs", "--out", trained, "--no-eval", *TINY,
                    "train.max_steps=4")
     assert rc == 2 and "tokenizer_fingerprint " + ours in err, err
     assert max(r["step"] for r in map(json.loads, (trained / "log.jsonl").read_text().splitlines())) == 2   # nothing trained
@@ -243,7 +225,7 @@ def test_eval_and_predict_refuse_another_runs_tokenizer(trained, other_data, tmp
     from ris_nb.data.transforms import build_tokenizer
     run = tmp_path / "run"; run.mkdir()
     shutil.copy(trained / "best.pt", run / "best.pt")
-    cfg = get_preset("lavt_tiny").override({"data.root": str(other_data / "remapped")})
+    cfg = get_preset("lavt_tiny").override({"data.root": str(other_data["remapped"])})
     build_tokenizer(cfg).save_pretrained(run / "tokenizer")             # same size, other ids
     rc, err = main(capsys, "eval", "--ckpt", run / "best.pt", "--data", trained.parent, "--split", "val")
     assert rc == 2 and "tokenizer_fingerprint" in err and "another vocabulary" in err, err
@@ -514,7 +496,7 @@ def test_pycocotools_never_sees_nan_or_overlong_runs():
             "for seg in ([[2.0, float('nan'), 8.0, 2.0, 8.0, 8.0]], [[2, 2, float('inf'), 2, 8, 8]], {'size': [4, 4], 'counts': [100]}):\n"
             "    try: segmentation_to_mask(seg, 16, 16) if isinstance(seg, list) else segmentation_to_mask(seg, 4, 4)\n"
             "    except ValueError as e: print('refused:', e)\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    p = run([sys.executable, "-c", code], check=False, timeout=120)
     assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
     assert p.stdout.count("refused:") == 3 and "NaN or infinite coordinates" in p.stdout and "RLE runs cover 100 pixels" in p.stdout, p.stdout
 
@@ -568,13 +550,12 @@ def test_cli_output_into_a_closed_pipe_is_quiet():
     assert p.returncode == 1 and "Broken pipe" not in p.stderr, (p.returncode, p.stderr)
 
 
-def test_run_folder_edge_cases(tmp_path):
+def test_run_folder_edge_cases(tmp_path, shaperefs_data):
     "A shorter re-run of a finished run, a vocabulary below the tokenizer's, a cut-off log line, a killed run's temp file."
     import warnings as _w
-    from ris_nb.data.shaperefs import generate
     from ris_nb.train import fit, prepare, read_log, stale_temp_files
-    generate(tmp_path / "shaperefs", n_images=40, seed=0, size=64, verbose=False)
-    cfg = get_preset("lavt_tiny").override({"data.root": str(tmp_path), "data.image_size": 64, "train.batch_size": 8,
+    data = shaperefs_data(40, 0, 64)
+    cfg = get_preset("lavt_tiny").override({"data.root": str(data), "data.image_size": 64, "train.batch_size": 8,
                                             "train.max_steps": 4, "train.eval_every": 4, "train.ckpt_every": 2,
                                             "data.test_splits": [], "train.out_dir": str(tmp_path / "run")})
     _, loaders, model, c = prepare(cfg)
@@ -594,16 +575,15 @@ def test_run_folder_edge_cases(tmp_path):
     assert not dead.exists() and read_log(log)[-1]["step"] == 6
 
 
-def test_predict_text_without_visible_or_known_words(tmp_path):
+def test_predict_text_without_visible_or_known_words(tmp_path, shaperefs_data):
     "Zero-width spaces are refused; words the model never saw give a warning, not a silent mask."
     import types
     from ris_nb.cli import predict_image
-    from ris_nb.data.shaperefs import generate
     from ris_nb.train import prepare
-    generate(tmp_path / "shaperefs", n_images=20, seed=0, size=64, verbose=False)
-    cfg = get_preset("lavt_tiny").override({"data.root": str(tmp_path), "data.image_size": 64, "data.test_splits": []})
+    data = shaperefs_data(20, 0, 64)
+    cfg = get_preset("lavt_tiny").override({"data.root": str(data), "data.image_size": 64, "data.test_splits": []})
     tok, _, model, cfg = prepare(cfg, splits=["train"])
-    img = next((tmp_path / "shaperefs" / "images").iterdir())
+    img = next((data / "shaperefs" / "images").iterdir())
     with pytest.raises(ValueError, match="no visible character"): predict_image(cfg, tok, model.eval(), img, "\u200b\u200b")
     with pytest.warns(UserWarning, match="none of the words .* is in the model's vocabulary"):
         predict_image(cfg, tok, model, img, "zebra quokka")
@@ -732,14 +712,13 @@ def test_sentences_without_a_word_are_blank_for_training_and_check_data(data_cop
     assert not (tmp_path / "run").exists()
 
 
-def test_fit_names_wrong_argument_types_before_writing(tmp_path):
+def test_fit_names_wrong_argument_types_before_writing(tmp_path, shaperefs_data):
     "fit('best.pt', loaders, cfg) and fit(model, loaders, 'lavt_tiny'): a TypeError naming the argument, nothing written "
     "(was: AttributeError \"'str' object has no attribute 'to'\" after `.lock` and `config.json` were written)."
     from torch.utils.data import DataLoader
-    from ris_nb.data.shaperefs import generate
     from ris_nb.train import fit, prepare
-    generate(tmp_path / "shaperefs", n_images=12, seed=0, size=64, verbose=False)
-    cfg = get_preset("lavt_tiny").override({"data.root": str(tmp_path), "data.image_size": 64, "train.batch_size": 2,
+    data = shaperefs_data(12, 0, 64)
+    cfg = get_preset("lavt_tiny").override({"data.root": str(data), "data.image_size": 64, "train.batch_size": 2,
                                             "data.test_splits": [], "train.out_dir": str(tmp_path / "run")})
     _, loaders, model, cfg = prepare(cfg)
     with pytest.raises(TypeError, match="model: expected a torch nn.Module"): fit("best.pt", loaders, cfg)
@@ -911,7 +890,7 @@ def test_writes_past_a_file_size_limit_name_the_file_and_leave_nothing(tmp_path)
             "from ris_nb.train import atomic_save, plot_curves\nfrom pathlib import Path\nd = Path(sys.argv[1])\n"
             "for f in (lambda: atomic_save({'w': torch.zeros(10000)}, d / 'ck.pt'), lambda: plot_curves(d / 'log.jsonl', d / 'curves.png')):\n"
             "    try: f(); print('no error')\n    except OSError as e: print('OSError', e)\n")
-    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=300)
+    p = run([sys.executable, "-c", code, tmp_path], check=False, timeout=300)
     lines = p.stdout.splitlines()
     assert len(lines) == 2, p.stdout + p.stderr
     assert f"cannot write {tmp_path / 'ck.pt'}: torch.save failed" in lines[0] and "file size limit" in lines[0], lines

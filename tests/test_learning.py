@@ -8,7 +8,6 @@ import torch
 
 from ris_nb.core import get_preset
 from ris_nb.data.refer import RefDataset
-from ris_nb.data.shaperefs import generate
 from ris_nb.evaluate import evaluate, language_blind_references, sentence_sensitivity
 from ris_nb.train import fit, prepare
 
@@ -16,10 +15,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @pytest.fixture(scope="module")
-def shaperefs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("learn")
-    generate(root / "shaperefs", n_images=800, seed=3, size=64)
-    return root
+def shaperefs(shaperefs_data):
+    return shaperefs_data(800, 3, 64)
 
 
 def train_val(root, preset: str, steps: int, **upd):
@@ -67,10 +64,8 @@ SAG_BEST_ENTITY = 75.0  # the best single entity (the shipped entity module, rea
 
 
 @pytest.fixture(scope="module")
-def appearance(tmp_path_factory):
-    root = tmp_path_factory.mktemp("learn_appearance")
-    generate(root / "shaperefs", n_images=800, seed=3, size=64, language="appearance")
-    return root
+def appearance(shaperefs_data):
+    return shaperefs_data(800, 3, 64, "appearance")
 
 
 def train_sag(root, seed: int = 0, upd: dict | None = None):

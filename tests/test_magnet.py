@@ -103,11 +103,9 @@ def test_clean_and_compat_differ():
     c.load_state_dict({k: v for k, v in a.state_dict().items() if not k.startswith("unused.")}, strict=True)
     with torch.no_grad(): assert (a(b).mask_logits - c(b).mask_logits).abs().max() > 1e-4
 
-def test_short_training_learns(tmp_path):
-    from ris_nb.data.shaperefs import generate
+def test_short_training_learns(shaperefs_data):
     from ris_nb.train import prepare
-    generate(tmp_path / "shaperefs", n_images=60, seed=0, verbose=False)
-    cfg = get_preset("magnet_tiny").override({"data.root": str(tmp_path), "data.image_size": 64, "train.batch_size": 8,
+    cfg = get_preset("magnet_tiny").override({"data.root": str(shaperefs_data(60, 0)), "data.image_size": 64, "train.batch_size": 8,
                                               "eval.batch_size": 16})
     with pytest.raises(ValueError, match="vocab_size is 0.*prepare"): build_model(cfg)
     _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])   # tokenizer → vocabulary → loaders → model seeded with cfg.seed = 0

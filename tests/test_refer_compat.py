@@ -16,10 +16,8 @@ from ris_nb.data import shaperefs as S
 
 
 @pytest.fixture(scope="module")
-def sr_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("compat")
-    S.generate(root / "shaperefs", n_images=80, seed=3, verbose=False)
-    return root
+def sr_root(shaperefs_data):
+    return shaperefs_data(80, 3)
 
 
 @pytest.fixture(scope="module")

@@ -158,11 +158,8 @@ def test_paper_ablation_switches(over, parts):
     with torch.no_grad(): assert model.predict(model(b), b).shape == (4, 1, 64, 64)
 
 @pytest.fixture(scope="module")
-def shaperefs(tmp_path_factory):
-    from ris_nb.data.shaperefs import generate
-    root = tmp_path_factory.mktemp("sag_data")
-    generate(root / "shaperefs", n_images=600, seed=0, verbose=False)
-    return root
+def shaperefs(shaperefs_data):
+    return shaperefs_data(600, 0)
 
 
 def test_weak_loader_has_no_masks(shaperefs):
@@ -262,17 +259,15 @@ def test_entity_weights_missing_file_and_frozen_without_weights(tmp_path):
 
 
 @pytest.mark.xdist_group("entity_pretraining")
-def test_entity_pretraining_finds_shapes(tmp_path, one_thread):
+def test_entity_pretraining_finds_shapes(tmp_path, one_thread, shaperefs_data):
     """A short text-free, mask-free pretraining lifts the shatter scores of the entity module well above its initial ones.
     Measured (this data, seed 0, one thread, 300 steps of 32 at lr 2e-3, no centre term): best-slot IoU per object 6.4 → 32.9,
     objects covered 0.0 → 23.2 % (67 s on a busy machine). At lr 4e-4, or with the centre term switched on at step 150, the
     slots had not yet split by step 300-400 (6.0-6.3), so this short run uses the higher rate."""
     from ris_nb.data.refer import Refer
-    from ris_nb.data.shaperefs import generate
     from ris_nb.models.slots import (EntityModel, EntityPretrainConfig, load_entity_model, object_discovery,
                                      pretrain_entities, scene_object_masks, split_images)
-    generate(tmp_path / "shaperefs", n_images=200, seed=5, size=64, verbose=False)
-    refer = Refer(tmp_path, "shaperefs", "shaperefs")
+    refer = Refer(shaperefs_data(200, 5, 64), "shaperefs", "shaperefs")
     x, _ = split_images(refer, "train", 64)
     vx, vids = split_images(refer, "val", 64)
     val = (vx, scene_object_masks(refer, vids, 64))
@@ -283,23 +278,21 @@ def test_entity_pretraining_finds_shapes(tmp_path, one_thread):
     after = model.log[-1]
     assert after["best_slot_iou"] > before["best_slot_iou"] + 12, (before, after)
     assert after["objects_covered"] > before["objects_covered"] + 12, (before, after)
-    assert not list(tmp_path.glob(".ent.pt.tmp-*"))                  # written atomically
+    assert [q.name for q in tmp_path.iterdir()] == ["ent.pt"]           # written atomically: no temporary file left
     loaded = load_entity_model(tmp_path / "ent.pt")
     assert object_discovery(loaded, *val) == object_discovery(model, *val)
 
 
-def test_pretrain_entities_cli_writes_loadable_weights(tmp_path, one_thread):
+def test_pretrain_entities_cli_writes_loadable_weights(tmp_path, one_thread, shaperefs_data):
     from ris_nb.cli import main
-    from ris_nb.data.shaperefs import generate
     from ris_nb.models.slots import load_entity_model
-    generate(tmp_path / "shaperefs", n_images=40, seed=2, size=64, verbose=False)
-    out = tmp_path / "w" / "ent.pt"
-    assert main(["pretrain-entities", "--data", str(tmp_path / "shaperefs"), "--out", str(out), "--steps", "3", "--n-val", "3"]) == 0
+    data, out = shaperefs_data(40, 2, 64) / "shaperefs", tmp_path / "w" / "ent.pt"
+    assert main(["pretrain-entities", "--data", str(data), "--out", str(out), "--steps", "3", "--n-val", "3"]) == 0
     m = load_entity_model(out)
     assert m.cfg.steps == 3 and m.log[-1]["step"] == 3 and m.log[-1]["n_objects"] > 0
     model = build_model(get_preset("sag_tiny").override({"model.text.vocab_size": 50, "model.sag.entity_weights": str(out)}))
     assert torch.equal(model.slots.init.mu, m.slots.init.mu)
-    assert main(["pretrain-entities", "--data", str(tmp_path / "shaperefs"), "--out", str(tmp_path / "x.txt")]) == 2
+    assert main(["pretrain-entities", "--data", str(data), "--out", str(tmp_path / "x.txt")]) == 2
 
 
 # ---- ours: connected pieces of the slots, the entities' appearance code, in-image negatives (11_sag) -----------------------

@@ -69,13 +69,11 @@ def test_rerun_cells_replaces_only_the_chosen_outputs(tmp_path):
     assert outs[0] == [] and text(outs[1]) == "saved long run\n" and text(outs[2]) == "42\n"
 
 
-def test_oracle_gather_scene_entities_are_the_true_shapes(tmp_path):
+def test_oracle_gather_scene_entities_are_the_true_shapes(shaperefs_data):
     import numpy as np, torch
     from ris_nb.data.refer import RefDataset, scene_masks
-    from ris_nb.data.shaperefs import generate
     oracle = _load_tool("sag_oracle_gather")
-    generate(tmp_path / "shaperefs", n_images=12, seed=3, size=64)
-    ds = RefDataset(tmp_path, "shaperefs", "shaperefs", "train")
+    ds = RefDataset(shaperefs_data(12, 3, 64), "shaperefs", "shaperefs", "train")
     scene = oracle.SceneEntities(ds.refer, 64, (32, 32))
     refs = [ds.index(i)[0] for i in range(min(len(ds), 6))]
     maps, valid, target = scene([r["image_id"] for r in refs], [r["ann_id"] for r in refs])

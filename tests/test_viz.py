@@ -25,14 +25,13 @@ QUICK = {"data.image_size": 64, "train.max_steps": 2, "train.eval_every": 2, "tr
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, shaperefs_data):
     "Each tiny preset trained for 2 steps on 24 ShapeRefs scenes at 64 px: {preset: (cfg, tokenizer, model, val batch, run dir)}."
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("viz")
-    viz.ensure_shaperefs(root, n_images=24, size=64, seed=3)
+    root, data = tmp_path_factory.mktemp("viz"), shaperefs_data(24, 3, 64)
     out = {}
     for p in TINY:
-        ckpt = viz.ensure_checkpoint(p, root, root / "runs" / p, QUICK)
+        ckpt = viz.ensure_checkpoint(p, data, root / "runs" / p, QUICK)
         cfg, tok, model = load_run(ckpt)
         batch = next(iter(make_dataloaders(cfg.override({"eval.batch_size": 4}), tok, splits=["val"])["val"]))
         out[p] = (cfg, tok, model, batch, ckpt.parent)

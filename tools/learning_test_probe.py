@@ -20,7 +20,7 @@ import torch
 
 from ris_nb.core import get_preset, parse_override, probe_ms
 from ris_nb.data.refer import RefDataset
-from ris_nb.data.shaperefs import generate
+from ris_nb.data.shaperefs import ensure_shaperefs
 from ris_nb.evaluate import evaluate, language_blind_references, sentence_sensitivity
 from ris_nb.train import fit, prepare
 
@@ -30,7 +30,7 @@ from sag_gather_probe import write_row  # noqa: E402
 
 def test_data(root: Path) -> Path:
     "The learning tests' ShapeRefs under `root` (generated once)."
-    if not (root / "shaperefs" / "meta.json").exists(): generate(root / "shaperefs", n_images=800, seed=3, size=64, verbose=False)
+    ensure_shaperefs(root / "shaperefs", n_images=800, seed=3, size=64)
     return root
 
 

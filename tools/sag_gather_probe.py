@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import ris_nb.models.sag as sag
 from ris_nb.core import get_preset, parse_override, probe_ms, write_atomic
 from ris_nb.evaluate import evaluate, shatter_gather
+from ris_nb.metrics import iou_from
 from ris_nb.models.slots import grid_coords
 from ris_nb.train import prepare
 
@@ -88,7 +89,7 @@ def best_slot_targets(a_slot: torch.Tensor, hw: tuple[int, int], masks: torch.Te
     regions = a_slot.argmax(1)[:, None] == torch.arange(K)[None, :, None]                  # (B,K,N)
     gt = F.interpolate(masks[:, None].float(), size=hw, mode="area").flatten(1)[:, None] > 0.5   # (B,1,N)
     inter, union = (regions & gt).sum(-1), (regions | gt).sum(-1)
-    return (inter / union.clamp(min=1)).argmax(1)
+    return iou_from(inter, union).argmax(1)
 
 
 def main():

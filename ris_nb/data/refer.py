@@ -683,11 +683,7 @@ def show_ref(refer: Refer, ref_id: int, ax=None, dim: float = 0.4):
     return ax
 
 # %% ../../nbs/03_refer.ipynb #cc084149
-def _iu(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
-    "Intersection and union (pixel counts) of two boolean masks."
-    return int(np.logical_and(a, b).sum()), int(np.logical_or(a, b).sum())
-
-def _ratio(i: int, u: int, empty: float = 0.0) -> float: return i / u if u else empty
+from ..metrics import iou_from, mask_iu
 
 def scene_masks(refer, image_id: int) -> dict[int, np.ndarray]:
     "Every annotated shape of one image: {ann_id: (h,w) bool} at the original size."
@@ -701,17 +697,16 @@ def language_blind_references(dataset) -> dict[str, dict[str, float]]:
         ref, _ = dataset.index(i)
         masks = cache.setdefault(ref["image_id"], scene_masks(dataset.refer, ref["image_id"]))
         gt = masks[ref["ann_id"]]
-        ius = [_iu(m, gt) for m in masks.values()]          # the expectation over a uniformly drawn shape
+        ius = [mask_iu(m, gt) for m in masks.values()]          # the expectation over a uniformly drawn shape
         rnd = acc["random shape"]
         rnd["I"] += sum(i_ for i_, _ in ius) / len(ius); rnd["U"] += sum(u for _, u in ius) / len(ius)
-        rnd["ious"].append(float(np.mean([_ratio(*iu) for iu in ius])))
+        rnd["ious"].append(float(np.mean([iou_from(*iu).item() for iu in ius])))
         for name, pred in (("all shapes", np.logical_or.reduce(list(masks.values()))),
                            ("largest shape", max(masks.values(), key=lambda m: m.sum()))):
-            i_, u = _iu(pred, gt)
-            acc[name]["I"] += i_; acc[name]["U"] += u; acc[name]["ious"].append(_ratio(i_, u))
-    return {k: {"oIoU": 100 * _ratio(v["I"], v["U"]), "mIoU": 100 * float(np.mean(v["ious"])) if v["ious"] else 0.0,
+            i_, u = mask_iu(pred, gt)
+            acc[name]["I"] += i_; acc[name]["U"] += u; acc[name]["ious"].append(iou_from(i_, u).item())
+    return {k: {"oIoU": 100 * iou_from(v["I"], v["U"]).item(), "mIoU": 100 * float(np.mean(v["ious"])) if v["ious"] else 0.0,
                 "n": len(v["ious"])} for k, v in acc.items()}
-
 
 # %% ../../nbs/03_refer.ipynb #b11a68d7
 REFER_FILES = {"shaperefs": ("shaperefs",), "refcoco": ("unc", "google"), "refcoco+": ("unc",), "refcocog": ("umd", "google")}

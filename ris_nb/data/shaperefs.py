@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 import pycocotools.mask as mask_utils
 
-from ..core import pid_alive
+from ..core import pid_alive, write_atomic
 import shapely
 
 # %% auto #0
@@ -36,7 +36,8 @@ __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYP
            'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences',
            'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings',
            'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks',
-           'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'remove_stale_temps', 'generate', 'read_refs']
+           'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'remove_stale_temps', 'generate',
+           'shaperefs_settings', 'ensure_shaperefs', 'read_refs']
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -686,12 +687,14 @@ def _number(results, splits: list[str], size: int, image_dir: Path, bar) -> tupl
 MAX_SIZE = 1024                 # ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
 
 def remove_stale_temps(out_dir: Path) -> list[Path]:
-    "Delete `.<name>.tmp-<pid>` / `.<name>.old-<pid>` siblings of `out_dir` left by a killed `generate` (their pid is dead)."
-    removed = []
-    for p in out_dir.parent.glob(f".{out_dir.name}.*-*"):
-        kind, _, pid = p.name[len(out_dir.name) + 2:].rpartition("-")
-        if kind in ("tmp", "old") and pid.isdigit() and p.is_dir() and not pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True); removed.append(p)
+    "Delete the `write_atomic` siblings of `out_dir` (`.<stem>.tmp-<pid><suffix>`, `.old-`) left by a killed `generate` (their pid is dead)."
+    removed, out_dir = [], Path(out_dir)
+    for kind in ("tmp", "old"):
+        head = f".{out_dir.stem}.{kind}-"
+        for p in out_dir.parent.glob(f"{head}*{out_dir.suffix}"):
+            pid = p.name[len(head):len(p.name) - len(out_dir.suffix)]
+            if pid.isdigit() and p.is_dir() and not pid_alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True); removed.append(p)
     return removed
 
 def _check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], language: str) -> None:
@@ -733,13 +736,6 @@ def _write_refer(tmp: Path, images: list, annotations: list, refs: list, splits:
     (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1), encoding="utf-8")
     return summary
 
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    "Put the finished folder `tmp` in place of `out_dir` (the old one is removed only after the rename)."
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        out_dir.rename(old); tmp.rename(out_dir); shutil.rmtree(old)
-    else: tmp.rename(out_dir)
-
 # %% ../../nbs/02_shaperefs.ipynb #ea151397
 def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed: int = 0, size: int = 128,
              workers: int = 1, verbose: bool = True, n_objects: tuple[int, int] = (2, 6), language: str = "plain") -> dict:
@@ -749,27 +745,43 @@ def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed:
     if out_dir.exists() and (not out_dir.is_dir() or not _is_shaperefs_dir(out_dir)):
         raise ValueError(f"{out_dir} exists and is not a ShapeRefs folder (no refs(shaperefs).p / meta.json); "
                          "refusing to overwrite it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     for p in remove_stale_temps(out_dir): warnings.warn(f"removed {p}, left by an interrupted run")
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if tmp.exists(): shutil.rmtree(tmp)
-    t0 = time.perf_counter()
-    try:
+    t0, made = time.perf_counter(), {}
+    def write(tmp: Path):
         (tmp / "images").mkdir(parents=True)
         splits = _split_of(n_images, seed)
         jobs = [(seed, i, splits[i], size, tuple(n_objects), language) for i in range(n_images)]
-        images, annotations, refs, n_sent = _make_all(jobs, workers, splits, size, tmp / "images", verbose)
-        summary = _write_refer(tmp, images, annotations, refs, splits, seed, n_images, size, n_objects, language)
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    secs = time.perf_counter() - t0
+        images, annotations, made["refs"], made["n_sent"] = _make_all(jobs, workers, splits, size, tmp / "images", verbose)
+        made["summary"] = _write_refer(tmp, images, annotations, made["refs"], splits, seed, n_images, size, n_objects, language)
+    write_atomic(out_dir, write)
+    secs, refs, n_sent, summary = time.perf_counter() - t0, made["refs"], made["n_sent"], made["summary"]
     res = dict(path=str(out_dir), images=n_images, refs=len(refs), sentences=n_sent, splits=summary, seconds=secs, language=language)
     if verbose:
         print(f"ShapeRefs{' (' + language + ' language)' if language != 'plain' else ''}: {n_images} images, {len(refs)} refs, {n_sent} sentences in {secs:.1f}s → {out_dir}  "
               + "  ".join(f"{k}: {v['images']} img/{v['refs']} refs/{v['sentences']} sents" for k, v in summary.items()))
     return res
+
+# %% ../../nbs/02_shaperefs.ipynb #e5a1b002
+def shaperefs_settings(folder: str | Path) -> dict:
+    "The settings (`n_images`, `seed`, `size`, `language`) a ShapeRefs `folder` was generated with, read from its `meta.json`."
+    meta = Path(folder) / "meta.json"
+    try: m = json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: m = f"not valid JSON ({e})"
+    if not isinstance(m, dict):
+        raise ValueError(f"{meta}: {m if isinstance(m, str) else 'not a JSON object'}; expected the description `generate` "
+                         f"writes: delete {folder} to generate it again")
+    return {"n_images": m.get("n_images"), "seed": m.get("seed"), "size": m.get("size"), "language": m.get("language", "plain")}
+
+def ensure_shaperefs(folder: str | Path, n_images: int = 3000, seed: int = 0, size: int = 64, language: str = "plain") -> Path:
+    "ShapeRefs in `folder` made with these settings (default: as `make quickstart`): generated once, then reused; a folder made with others is refused."
+    folder = Path(folder)
+    if (folder / "meta.json").is_file() and (folder / "refs(shaperefs).p").is_file():
+        want, got = dict(n_images=n_images, seed=seed, size=size, language=language), shaperefs_settings(folder)
+        if got != want: raise ValueError(f"{folder / 'meta.json'}: {folder} holds ShapeRefs {got}, these settings need {want}; "
+                                         "delete it or use another folder")
+        return folder
+    generate(folder, n_images=n_images, seed=seed, size=size, verbose=False, language=language)
+    return folder
 
 # %% ../../nbs/02_shaperefs.ipynb #1df54651
 class _PlainData(pickle.Unpickler):

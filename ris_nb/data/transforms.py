@@ -17,14 +17,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..core import Config, WORD_SPECIALS, special_token_ids
+from ..core import Config, WORD_SPECIALS, special_token_ids, write_atomic
 from .refer import RefDataset, load_image, _mix
 
 # %% auto #0
 __all__ = ['NORMALIZE', 'TOKENIZER_JSON', 'PAD_TO', 'META_KEYS', 'ImageTransform', 'image_transform', 'resize_mask',
-           'denormalize', 'word_tokenizer', 'check_tokenizer_files', 'load_tokenizer', 'build_tokenizer',
-           'tokenizer_fingerprint', 'encode_text', 'Batch', 'RISDataset', 'Collate', 'EpochSampler', 'set_epoch',
-           'make_loader', 'check_splits', 'check_config_arg', 'make_datasets', 'make_dataloaders']
+           'denormalize', 'word_tokenizer', 'check_tokenizer_files', 'load_tokenizer', 'save_tokenizer',
+           'build_tokenizer', 'tokenizer_fingerprint', 'encode_text', 'Batch', 'RISDataset', 'Collate', 'EpochSampler',
+           'set_epoch', 'make_loader', 'check_splits', 'check_config_arg', 'make_datasets', 'make_dataloaders']
 
 # %% ../../nbs/04_transforms.ipynb #f96a123a
 NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
@@ -109,6 +109,11 @@ def load_tokenizer(path: str | Path):
                          "save_pretrained writes") from None
     if not tok.is_fast: raise ValueError(f"{path}: need a fast tokenizer (tokenizer.json), got {type(tok).__name__}")
     return tok
+
+# %% ../../nbs/04_transforms.ipynb #t4s00002
+def save_tokenizer(tok, path: str | Path) -> Path:
+    "`tok.save_pretrained` into a temporary sibling of `path`, swapped in whole (`write_atomic`): `path` is never half-written."
+    return write_atomic(path, tok.save_pretrained)
 
 # %% ../../nbs/04_transforms.ipynb #baabe48a
 def build_tokenizer(cfg: Config, sentences: Sequence[str] | None = None):

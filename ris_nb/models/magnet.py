@@ -18,7 +18,7 @@ from ..core import (Config, DataConfig, ModelConfig, TextConfig, VisionConfig, M
                          LavtConfig, register_model, special_token_ids)
 from .alignment import CAM, PWAM, cal_loss, convert_official_cam, convert_official_pwam
 from .encoders import build_backbone, build_text_encoder, extended_mask, sine_pos_2d, swin_official_to_timm
-from .lavt import RefineHead
+from .lavt import RefineHead, dice_loss
 
 # %% auto #0
 __all__ = ['PRESET_SOURCES', 'TanhGate', 'WordPWAM', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder',
@@ -405,8 +405,7 @@ class MagNetTraining:
         for cls, logits in preds:
             up = F.interpolate(logits, size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             bce = bce + F.binary_cross_entropy_with_logits(up, gt)
-            p = up.sigmoid().flatten(1)
-            dice = dice + (1 - (2 * (p * gt.flatten(1)).sum(1) + 1) / (p.sum(1) + gt.flatten(1).sum(1) + 1)).mean()
+            dice = dice + dice_loss(up.sigmoid(), gt)
             ce = ce + F.cross_entropy(cls[:, 0], torch.zeros(len(cls), dtype=torch.long, device=cls.device))
         out = {"bce": bce, "dice": dice, "cls": ce}
         loss = mc.w_bce * bce + mc.w_dice * dice + mc.w_class * ce

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import MGConfig
+from ..core import MGConfig, eval_mode
 
 # %% auto #0
 __all__ = ['mask_tokens', 'centre_sine_pos_2d', 'MaskEncoder', 'masked_mean', 'lm_head', 'MaskGrounding', 'mg_visual_index',
@@ -129,24 +129,23 @@ def mg_visual_index(strides: list[int], cfg: MGConfig) -> int:
 @torch.no_grad()
 def mask_swap_probe(model: nn.Module, loader, word_ids: Iterable[int], max_batches: int | None = None) -> dict[str, float]:
     "MG's accuracy on one hidden word per sentence (the first from `word_ids`) with the true mask, another sample's mask and none."
-    was_training, words = model.training, torch.tensor(sorted(set(word_ids)))
-    model.eval()
-    hits, n = {}, 0
-    for k, b in enumerate(loader):
-        if max_batches is not None and k >= max_batches: break
-        found = torch.isin(b.input_ids, words.to(b.input_ids.device))
-        first = found & (found.cumsum(1) == 1)
-        keep = first.any(1)
-        if keep.sum() < 2: continue                                  # "another sample's mask" needs two
-        ids, first, masks = b.input_ids[keep], first[keep], b.masks[keep]
-        masked = ids.masked_fill(first, model.mg.special_ids["mask"])
-        for name, m in (("true", masks), ("other", masks.roll(1, 0)), ("empty", torch.zeros_like(masks))):
-            x = SimpleNamespace(images=b.images[keep], input_ids=ids, attention_mask=b.attention_mask[keep], masks=m)
-            logits, truth = model.fill_masked(x, masked)[first], ids[first]
-            among = words.to(logits.device)[logits[:, words].argmax(-1)]  # best of `word_ids` only
-            hits[f"top1_{name}"] = hits.get(f"top1_{name}", 0) + (logits.argmax(-1) == truth).sum().item()
-            hits[f"among_{name}"] = hits.get(f"among_{name}", 0) + (among == truth).sum().item()
-        n += int(keep.sum())
-    model.train(was_training)
+    words = torch.tensor(sorted(set(word_ids)))
+    with eval_mode(model):
+        hits, n = {}, 0
+        for k, b in enumerate(loader):
+            if max_batches is not None and k >= max_batches: break
+            found = torch.isin(b.input_ids, words.to(b.input_ids.device))
+            first = found & (found.cumsum(1) == 1)
+            keep = first.any(1)
+            if keep.sum() < 2: continue                                  # "another sample's mask" needs two
+            ids, first, masks = b.input_ids[keep], first[keep], b.masks[keep]
+            masked = ids.masked_fill(first, model.mg.special_ids["mask"])
+            for name, m in (("true", masks), ("other", masks.roll(1, 0)), ("empty", torch.zeros_like(masks))):
+                x = SimpleNamespace(images=b.images[keep], input_ids=ids, attention_mask=b.attention_mask[keep], masks=m)
+                logits, truth = model.fill_masked(x, masked)[first], ids[first]
+                among = words.to(logits.device)[logits[:, words].argmax(-1)]  # best of `word_ids` only
+                hits[f"top1_{name}"] = hits.get(f"top1_{name}", 0) + (logits.argmax(-1) == truth).sum().item()
+                hits[f"among_{name}"] = hits.get(f"among_{name}", 0) + (among == truth).sum().item()
+            n += int(keep.sum())
     if n == 0: raise ValueError("mask_swap_probe: no batch holds two sentences with a word from `word_ids`")
     return {k: v / n for k, v in hits.items()} | {"sentences": n}

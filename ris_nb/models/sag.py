@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from ..core import Config, get_preset, register_model
-from ..data.refer import _iu, _ratio, scene_masks
+from ..core import Config, eval_mode, get_preset, register_model
+from ..data.refer import scene_masks
+from ..metrics import mask_iou
 from ..data.transforms import resize_mask
 from .encoders import StagedBackbone, TextEncoder, ViTBackbone, build_backbone, build_text_encoder, sine_pos_2d
 from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, map_official, official_decoder_keys,
@@ -635,23 +636,21 @@ def load_official(state_dict: dict[str, torch.Tensor], official_config: dict | s
 def shatter_gather(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
     "SaG's halves on a masked split: best-slot mIoU (the ceiling), % scene objects covered by a slot (IoU ≥ 0.5), % samples where A^fuse picks the best slot."
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    refer, best, picked, covered, n_obj, seen = loader.dataset.base.refer, [], [], 0, 0, set()
-    for batch in loader:
-        batch = batch.to(device)
-        out, size = model(batch), batch.images.shape[-1]
-        regions, gt = slot_regions(out.a_slot, out.hw, size).cpu().numpy(), batch.masks.bool().cpu().numpy()
-        for i in range(len(batch)):
-            ious = [_ratio(*_iu(r, gt[i])) for r in regions[i]]
-            best.append(max(ious)); picked.append(int(np.argmax(ious)) == int(out.a_fuse[i].argmax()))
-            img = batch.meta["image_id"][i]
-            if img in seen: continue
-            seen.add(img)
-            for m in scene_masks(refer, img).values():
-                m = resize_mask(m, size).numpy() > 0.5
-                n_obj += 1; covered += any(_ratio(*_iu(r, m)) >= 0.5 for r in regions[i])
-    model.train(was_training)
+    with eval_mode(model):
+        refer, best, picked, covered, n_obj, seen = loader.dataset.base.refer, [], [], 0, 0, set()
+        for batch in loader:
+            batch = batch.to(device)
+            out, size = model(batch), batch.images.shape[-1]
+            regions, gt = slot_regions(out.a_slot, out.hw, size).cpu().numpy(), batch.masks.bool().cpu().numpy()
+            for i in range(len(batch)):
+                ious = [mask_iou(r, gt[i]) for r in regions[i]]
+                best.append(max(ious)); picked.append(int(np.argmax(ious)) == int(out.a_fuse[i].argmax()))
+                img = batch.meta["image_id"][i]
+                if img in seen: continue
+                seen.add(img)
+                for m in scene_masks(refer, img).values():
+                    m = resize_mask(m, size).numpy() > 0.5
+                    n_obj += 1; covered += any(mask_iou(r, m) >= 0.5 for r in regions[i])
     if not best: raise ValueError("shatter_gather: the loader yielded no samples")
     return {"best_slot_mIoU": 100 * float(np.mean(best)), "objects_covered": 100 * covered / max(n_obj, 1),
             "picks_best_slot": 100 * float(np.mean(picked)), "n": len(best)}

@@ -21,7 +21,8 @@ from scipy import ndimage
 from torch import nn
 from tqdm import tqdm
 
-from ..core import cpu_native_bf16, load_state_checked, torch_load_checked
+from ..core import cpu_native_bf16, eval_mode, load_state_checked, torch_load_checked, write_atomic
+from ..metrics import mask_iou
 from .encoders import sine_pos_2d
 
 # %% auto #0
@@ -383,15 +384,14 @@ def slot_regions(a_slot: torch.Tensor, hw: tuple[int, int], size: int) -> torch.
 @torch.no_grad()
 def object_discovery(model: EntityModel, images: torch.Tensor, masks: list[list[np.ndarray]], batch: int = 64) -> dict[str, float]:
     "Best-slot IoU per object, averaged (%), and the % of objects some slot covers with IoU ≥ 0.5. images (N,3,S,S)."
-    was = model.training; model.eval()
-    best = []
-    for b in range(0, len(images), batch):
-        so, hw = model(images[b:b + batch])
-        reg = slot_regions(so.a_slot, hw, images.shape[-1]).numpy()
-        for r, objs in zip(reg, masks[b:b + batch]):
-            for m in objs:
-                best.append(max((x & m).sum() / max((x | m).sum(), 1) for x in r))
-    model.train(was)
+    with eval_mode(model):
+        best = []
+        for b in range(0, len(images), batch):
+            so, hw = model(images[b:b + batch])
+            reg = slot_regions(so.a_slot, hw, images.shape[-1]).numpy()
+            for r, objs in zip(reg, masks[b:b + batch]):
+                for m in objs:
+                    best.append(max(mask_iou(x, m) for x in r))
     best = np.array(best)
     return {"best_slot_iou": 100 * float(best.mean()), "objects_covered": 100 * float((best >= 0.5).mean()), "n_objects": len(best)}
 
@@ -421,15 +421,6 @@ def _entity_step(model: EntityModel, opt: torch.optim.Optimizer, sched, x: torch
     nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
     return loss
 
-def _atomic_save(obj, path: Path):
-    "torch.save to a temp file beside `path`, then rename: no half-written weights."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp); os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 # %% ../../nbs/10_entity_slots.ipynb #043ba0a7
 def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = None, out: str | Path | None = None,
                       val: tuple[torch.Tensor, list] | None = None, eval_every: int = 1000, progress: bool = True) -> EntityModel:
@@ -451,7 +442,8 @@ def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = N
         if val is not None and (step % eval_every == 0 or step == cfg.steps):
             log.append(dict(step=step, seconds=round(time.time() - t0, 1), loss=loss.item(), **object_discovery(model, *val)))
     model.eval()
-    if out is not None: _atomic_save({"config": asdict(cfg), "state_dict": model.state_dict(), "log": log}, Path(out))
+    if out is not None:                    # no half-written weights (`write_atomic`)
+        write_atomic(out, lambda t: torch.save({"config": asdict(cfg), "state_dict": model.state_dict(), "log": log}, t), fsync=True)
     model.log = log
     return model
 
