@@ -75,14 +75,18 @@ def _add_presets(sub) -> None:
 # %% ../nbs/15_cli.ipynb #bfe32cf8
 from .train import apply_data_arg, load_run   # built in 12_training: `train`, `eval`, `predict` and the demo use them
 
-def config_from_args(args):
-    "Preset + --data + --set overrides + --out."
-    from ris_nb.core import get_preset, parse_override, validate_config
+def _config_of(args):
+    "Preset + --data + --set overrides + --out, not validated yet."
+    from ris_nb.core import get_preset, parse_override
     cfg = get_preset(args.preset)
     cfg = apply_data_arg(cfg, args.data)
     cfg = cfg.override(dict(parse_override(o) for o in args.overrides))
-    out = args.out or str(Path("runs") / args.preset)
-    return validate_config(cfg.override({"train.out_dir": out}))
+    return cfg.override({"train.out_dir": args.out or str(Path("runs") / args.preset)})
+
+def config_from_args(args):
+    "Preset + --data + --set overrides + --out, validated as a whole."
+    from ris_nb.core import validate_config
+    return validate_config(_config_of(args))
 
 # %% ../nbs/15_cli.ipynb #9e3a5986
 def _check_writable(d: Path) -> None:
@@ -99,51 +103,44 @@ def check_out_dir(d: Path, flag: str = "--out") -> Path:
 
 # %% ../nbs/15_cli.ipynb #a6a8a891
 def _run_train(args) -> None:
-    from contextlib import nullcontext
-    from ris_nb.train import finish_distributed, init_distributed, run_lock
-    cfg = config_from_args(args)                          # validated as a whole: nothing has been read or written yet
-    run_dir = check_out_dir(Path(cfg.train.out_dir))
-    info = init_distributed(cfg.train.device)
-    with run_lock(run_dir) if info.is_main else nullcontext():   # one training per run directory
-        _train_locked(args, cfg, run_dir, info)
-    finish_distributed()
+    from ris_nb.train import TrainingRun, finish_distributed
+    _train(TrainingRun(_config_of(args)), args.no_eval)   # the config validated as a whole: nothing read or written yet
+    finish_distributed()                                  # the run, its DDP wrapper with it, is gone by now
 
-def _train_locked(args, cfg, run_dir: Path, info) -> None:
-    "Check the run directory against this run, then write the tokenizer, train, evaluate."
-    from ris_nb.train import check_loaders, check_run_dir, fit, prepare, run_fingerprints
-    tok, loaders, model, cfg = prepare(cfg, world=info.world)   # cfg: vocabulary size and steps filled in, as the report states
-    check_loaders(loaders, cfg, splits=list(loaders))
-    check_run_dir(run_dir, cfg, run_fingerprints(loaders))        # check first, write after: a refused run changes nothing
-    if info.is_main:
-        save_tokenizer(tok, run_dir / "tokenizer")
-        n = sum(p.numel() for p in model.parameters())
-        print(f"ris_nb train: {cfg.name} ({n / 1e6:.2f} M parameters) on {cfg.data.dataset} → {run_dir}")
-    fit(model, loaders, cfg)
-    if not args.no_eval: evaluate_run(run_dir, cfg, loaders, model, info)
+def _train(run, no_eval: bool) -> None:
+    "`--out` checked, the run folder locked, data, tokenizer and model prepared, the folder checked against this run, then the tokenizer written, training, evaluation."
+    check_out_dir(run.run_dir)
+    with run.locked():                                    # one training per run directory
+        run.prepare().check()                             # check first, write after: a refused run changes nothing
+        if run.info.is_main:
+            save_tokenizer(run.tokenizer, run.run_dir / "tokenizer")
+            n = sum(p.numel() for p in run.model.parameters())
+            print(f"ris_nb train: {run.cfg.name} ({n / 1e6:.2f} M parameters) on {run.cfg.data.dataset} → {run.run_dir}")
+        run.train()
+        if not no_eval: evaluate_run(run)
 
 # %% ../nbs/15_cli.ipynb #0acdd247
-def evaluate_run(run_dir: Path, cfg, loaders, model, info) -> None:
-    "Load best.pt, evaluate val and test splits, write report.md + best/worst figures (rank 0 writes)."
+def evaluate_run(run) -> None:
+    "Load the `TrainingRun`'s best.pt (once), evaluate val and test splits, write report.md + best/worst figures (rank 0 writes)."
     from ris_nb.core import precision_line
-    from ris_nb.evaluate import evaluate, plot_best_worst, write_report
-    from ris_nb.train import load_checkpoint, make_eval_loader, read_log
-    best = run_dir / "best.pt"
-    if best.exists(): model.load_state_dict(load_checkpoint(best)["model"])
+    from ris_nb.evaluate import evaluate, grounding_line, plot_best_worst, write_report
+    from ris_nb.train import load_checkpoint, read_log
+    cfg, info, model, best = run.cfg, run.info, run.model, run.run_dir / "best.pt"
+    ck = load_checkpoint(best) if best.exists() else None
+    if ck is not None: model.load_state_dict(ck["model"])
     model.to(info.device)
-    splits = [s for s in [cfg.data.val_split, *cfg.data.test_splits] if s in loaders]
-    results = {s: evaluate(model, make_eval_loader(loaders[s], cfg, info), protocol=cfg.eval.protocol, device=info.device,
-                           progress=info.is_main) for s in splits}
+    splits = [s for s in [cfg.data.val_split, *cfg.data.test_splits] if s in run.data]
+    results = {s: evaluate(model, run.eval_loader(s), protocol=cfg.eval.protocol, device=info.device, progress=info.is_main)
+               for s in splits}
     if info.is_main:
-        val_log = [r for r in read_log(run_dir / "log.jsonl") if r.get("split") == "val"]
-        info_ = {"checkpoint": f"{best} (step {load_checkpoint(best)['step']})" if best.exists() else "last weights",
+        val_log = [r for r in read_log(run.run_dir / "log.jsonl") if r.get("split") == "val"]
+        info_ = {"checkpoint": f"{best} (step {ck['step']})" if ck is not None else "last weights",
                  "training steps": cfg.train.max_steps, "validations during training": len(val_log),
                  "precision": precision_line(info.device, cfg.train.amp).removeprefix("precision: ")}
-        from ris_nb.evaluate import grounding_line
-        if loaders[splits[0]].dataset.masks: info_["grounding on " + splits[0]] = grounding_line(model, loaders[splits[0]], info.device)
-        path = write_report(results, cfg, run_dir, info_)
         s0 = splits[0]
-        plot_best_worst(model, loaders[s0].dataset, loaders[s0].collate_fn, results[s0]["samples"], cfg,
-                        out=run_dir / f"best_worst_{s0}.png")
+        if run.data[s0].masks: info_["grounding on " + s0] = grounding_line(model, run.eval_loader(s0, whole=True), info.device)
+        path = write_report(results, cfg, run.run_dir, info_)
+        plot_best_worst(model, run.data[s0], run.collate[s0], results[s0]["samples"], cfg, out=run.run_dir / f"best_worst_{s0}.png")
         print(path.read_text())
 
 # %% ../nbs/15_cli.ipynb #c6fe76f5

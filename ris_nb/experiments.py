@@ -221,14 +221,14 @@ def read_result(p: Path) -> dict:
 
 def finished(run_dir: Path, cfg) -> dict | None:
     "The stored result of a finished run with this config; None when it has not finished (or its result is unreadable: said, then run again); an error when it ran another config."
-    from ris_nb.train import config_diff
+    from ris_nb.train import weight_changes
     p = Path(run_dir) / "result.json"
     if not p.exists(): return None
     try: r = read_result(p)
     except ValueError as e: warnings.warn(f"{e}; running it again"); return None
-    diff = [d for d in config_diff(r["config"], cfg.to_dict()) if not d.startswith(("data.root", "train.out_dir", "train.device"))]  # may move
-    if diff: raise ValueError(f"{p} was run with another config ({'; '.join(diff[:3])}); "
-                              "use another --out for a different budget, or delete that run directory")
+    if diff := weight_changes(r["config"], cfg):           # paths, device, logging may differ (`WEIGHT_FREE_KEYS`)
+        raise ValueError(f"{p} was run with another config ({'; '.join(diff[:3])}); "
+                         "use another --out for a different budget, or delete that run directory")
     return r
 
 # %% ../nbs/16_experiments.ipynb #5407959e
@@ -253,13 +253,15 @@ def _scores(model, loaders, cfg, splits: Sequence[str] = ("val",), grounding: bo
             "grounding": g}
 
 def train_and_score(cfg, cbs: Sequence = (), splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
-    "Train from scratch (no mask reaches a weakly supervised model), then score the final weights on `splits`; `cbs` go to `fit`."
-    from ris_nb.train import fit, prepare
-    _, loaders, model, cfg = prepare(cfg, splits=["train", *splits])
-    t0 = time.perf_counter()
-    fit(model, {"train": loaders["train"]}, cfg, cbs=cbs, resume_run=False)   # no selection on val: val is a held-out split here
+    "Train from scratch (no mask reaches a weakly supervised model), then score the final weights on `splits`; `cbs` go to the Learner."
+    from ris_nb.train import TrainingRun
+    run = TrainingRun(cfg, resume=False)
+    with run.locked():
+        run.prepare(["train", *splits]).check()
+        t0 = time.perf_counter()
+        run.train(list(cbs), validate=False)             # no selection on val: val is a held-out split here
     t1 = time.perf_counter()
-    out = _scores(model, loaders, cfg, splits, grounding)
+    out = _scores(run.model, {s: run.eval_loader(s) for s in splits}, run.cfg, splits, grounding)
     return {**out, "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
 
 def rescore(cfg, source_dir: Path, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:

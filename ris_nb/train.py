@@ -35,17 +35,18 @@ from .core import (Config, amp_dtype, get_device, load_error_reason, load_state_
                    torch_load_checked, validate_config, write_atomic, write_error)
 
 # %% auto #0
-__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'FINGERPRINTS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor',
-           'loss_scale', 'DistInfo', 'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler',
-           'image_partners', 'pairs_sentences', 'epoch_items', 'ShardSampler', 'epochs_to_steps', 'resolve_epochs',
-           'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'atomic_save',
-           'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'RunLockedError', 'run_lock', 'LossWrapper',
-           'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB',
-           'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects',
-           'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'saved_config',
-           'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints',
-           'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader', 'make_eval_loader',
-           'default_callbacks', 'check_fit_args', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run']
+__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'CancelFitException',
+           'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed', 'finish_distributed',
+           'ResumableSampler', 'PairedSampler', 'image_partners', 'pairs_sentences', 'epoch_items', 'ShardSampler',
+           'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states',
+           'set_generator_states', 'atomic_save', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint',
+           'RunLockedError', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB',
+           'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB',
+           'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB',
+           'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints',
+           'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders',
+           'make_train_loader', 'make_eval_loader', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'fit',
+           'Prepared', 'prepare', 'apply_data_arg', 'load_run']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -630,8 +631,16 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif va != vb: out.append(f"{prefix}{k}: {va!r} vs {vb!r}")
     return out
 
-_RESUME_FREE = ("train.max_steps", "train.eval_every", "train.ckpt_every", "train.log_every", "train.out_dir",
-                "train.device", "data.root", "data.image_root", "data.num_workers", "eval.batch_size")
+# the one list of config keys that do not change the weights a run trains: where the files are, which device, how often it
+# logs, how large its evaluation batches are. Training (resume), pictures (14) and experiments (16) reuse a run by it.
+WEIGHT_FREE_KEYS = ("data.root", "data.image_root", "data.num_workers", "train.out_dir", "train.device", "train.log_every",
+                    "eval.batch_size")
+CONTINUE_KEYS = ("train.max_steps", "train.eval_every", "train.ckpt_every")   # a resumed run may go on longer, on another beat
+
+def weight_changes(saved: dict, cfg: Config, allow: Sequence[str] = ()) -> list[str]:
+    "`key: saved vs now` for each key outside `WEIGHT_FREE_KEYS` and `allow` that differs; a `model.text.vocab_size` of 0 (the tokenizer's size, not known yet) matches any."
+    skip = {*WEIGHT_FREE_KEYS, *allow, *(["model.text.vocab_size"] if cfg.model.text.vocab_size == 0 else [])}
+    return [d for d in config_diff(saved, cfg.to_dict()) if d.partition(": ")[0] not in skip]
 
 def saved_config(saved_json: str, where: str | Path) -> dict:
     "The config dict stored in a checkpoint or config.json; anything but a JSON object is a `ValueError` naming `where`."
@@ -642,9 +651,8 @@ def saved_config(saved_json: str, where: str | Path) -> dict:
     return d
 
 def check_same_run(saved_json: str, cfg: Config, where: Path) -> None:
-    "Refuse to resume a run directory trained with another config (names the differing keys)."
-    diff = [d for d in config_diff(saved_config(saved_json, where), cfg.to_dict()) if not d.startswith(_RESUME_FREE)]
-    if diff:
+    "Refuse to resume a run directory trained with another config (names the differing keys); going on longer is the same run (`CONTINUE_KEYS`)."
+    if diff := weight_changes(saved_config(saved_json, where), cfg, CONTINUE_KEYS):
         raise ValueError(f"{where} holds a run with a different config ({'; '.join(diff[:6])}); "
                          f"use another --out directory or the same preset and settings")
 
@@ -663,11 +671,15 @@ def image_fingerprint(refer, sample: int = 16) -> dict:
         except OSError: picked.update(b"missing")
     return {"images": len(names), "names_sizes": sizes.hexdigest()[:16], "sample": picked.hexdigest()[:16]}
 
+def _dataset(data: DataLoader | Any) -> Any:
+    "The dataset of a DataLoader; a dataset as it is."
+    return data.dataset if isinstance(data, DataLoader) else data
+
 def run_fingerprints(loaders: dict[str, DataLoader], fresh: bool = False) -> dict:
-    "`tokenizer_fingerprint`, `data_fingerprint` (file → SHA-256, read again if `fresh`) and `images_fingerprint` of the training set; absent when its dataset has none."
+    "`tokenizer_fingerprint`, `data_fingerprint` (file → SHA-256, read again if `fresh`) and `images_fingerprint` of the training set (`loaders['train']`, a loader or its dataset); absent when its dataset has none."
     from ris_nb.data.transforms import tokenizer_fingerprint
     from ris_nb.data.refer import sha256
-    ds = loaders["train"].dataset
+    ds = _dataset(loaders["train"])
     tok, refer = getattr(ds, "tokenizer", None), getattr(getattr(ds, "base", None), "refer", None)
     out = {}
     if tok is not None: out["tokenizer_fingerprint"] = tokenizer_fingerprint(tok)
@@ -701,6 +713,10 @@ def check_fingerprints(saved: dict, current: dict, where: str | Path, keys: Sequ
 # %% ../nbs/12_training.ipynb #afb8cc44
 def check_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[Path, dict] | None:
     "Before anything is written: the newest checkpoint of `run_dir` (or None), refusing another config or other fingerprints."
+    return _read_run_dir(run_dir, cfg, fingerprints)[0]
+
+def _read_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[tuple[Path, dict] | None, dict | None]:
+    "`check_run_dir`'s checks; returns its newest step checkpoint and its `best.pt` (each read once, or None)."
     for sub in ("checkpoints", "tokenizer"):
         if (Path(run_dir) / sub).exists() and not (Path(run_dir) / sub).is_dir():
             raise NotADirectoryError(f"{Path(run_dir) / sub} is a file; the run writes a folder there (move the file, or give another --out)")
@@ -713,14 +729,14 @@ def check_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[Path,
                              f"give train.max_steps >= {found[1]['step']} to continue it, or another --out for a shorter run")
     elif (run_dir / "config.json").exists():
         check_same_run((run_dir / "config.json").read_text(), cfg, run_dir)
-    best = Path(run_dir) / "best.pt"
+    best, ck = Path(run_dir) / "best.pt", None
     if best.exists():            # read now: a damaged best.pt is named before any work, not at the final evaluation
         try: ck = load_checkpoint(best)
         except ValueError as e:
             raise ValueError(f"{e}; it is this run's best model: move it away to go on (the next validation writes a new one), "
                              "or give another --out") from None
         if not found: check_same_run(ck["config"], cfg, best); check_fingerprints(ck, fingerprints, best)
-    return found
+    return found, ck
 
 def stale_temp_files(run_dir: Path) -> list[Path]:
     "`write_atomic` temp files (`.<name>.tmp-<pid><suffix>`) in `run_dir` and its `checkpoints/` whose process is gone."
@@ -732,16 +748,16 @@ def stale_temp_files(run_dir: Path) -> list[Path]:
 
 # %% ../nbs/12_training.ipynb #b8e5108f
 def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[str] = ("train", "val")) -> None:
-    "Refuse, before any training, a missing training split, one smaller than a batch, and an empty one among `splits` (naming the split and the file)."
+    "Refuse, before any training, a missing training split, one smaller than a batch, and an empty one among `splits` (naming the split and the file); `loaders` may hold the datasets themselves."
     if "train" in splits and "train" not in loaders:
         raise ValueError(f"no 'train' loader (got {', '.join(loaders) or 'none'}); expected make_dataloaders(cfg)")
-    n, bs = (epoch_items(cfg, loaders["train"].dataset), cfg.train.batch_size) if "train" in splits else (0, 0)
+    n, bs = (epoch_items(cfg, _dataset(loaders["train"])), cfg.train.batch_size) if "train" in splits else (0, 0)
     if 0 < n < bs:      # the sampler drops the last partial batch: an epoch of no batch at all
         raise ValueError(f"train.batch_size={bs}: expected at most {n}, the training items of one epoch "
                          f"(split {cfg.data.train_split!r} of {cfg.data.dataset})")
     for name in splits:
-        if name in loaders and len(loaders[name].dataset) == 0:
-            refer = getattr(getattr(loaders[name].dataset, "base", None), "refer", None)
+        if name in loaders and len(_dataset(loaders[name])) == 0:
+            refer = getattr(getattr(_dataset(loaders[name]), "base", None), "refer", None)
             src = f" in {refer.refs_file}" if refer is not None else ""
             raise ValueError(f"split {name!r} of {cfg.data.dataset} has no sentences{src}; expected at least one "
                              "(its refs may all have empty sentences)")
@@ -758,10 +774,11 @@ def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataL
     return DataLoader(dataset, batch_size=bs, sampler=sampler, collate_fn=collate_fn, num_workers=cfg.data.num_workers,
                       pin_memory=info.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
 
-def make_eval_loader(loader: DataLoader, cfg: Config, info: DistInfo) -> DataLoader:
-    "Evaluation loader sharded over ranks without padding."
-    return DataLoader(loader.dataset, batch_size=cfg.eval.batch_size, sampler=ShardSampler(len(loader.dataset), info.rank, info.world),
-                      collate_fn=loader.collate_fn, num_workers=cfg.data.num_workers)
+def make_eval_loader(loader: DataLoader, cfg: Config, info: DistInfo, collate_fn: Any = None) -> DataLoader:
+    "Evaluation loader sharded over ranks without padding, over `loader`'s dataset (or a dataset and its `collate_fn`)."
+    ds, collate_fn = _dataset(loader), collate_fn or loader.collate_fn
+    return DataLoader(ds, batch_size=cfg.eval.batch_size, sampler=ShardSampler(len(ds), info.rank, info.world),
+                      collate_fn=collate_fn, num_workers=cfg.data.num_workers)
 
 def default_callbacks(run_dir: Path, val_loader: DataLoader | None) -> list[Callback]:
     cbs = [SamplerCB(), DeviceCB(), NaNGuardCB(), GradClipCB(), ProgressCB(), LogCB(run_dir), DataGuardCB(), CheckpointCB(run_dir)]
@@ -769,9 +786,8 @@ def default_callbacks(run_dir: Path, val_loader: DataLoader | None) -> list[Call
     return cbs
 
 # %% ../nbs/12_training.ipynb #5169ffc7
-def check_fit_args(model: Any, loaders: Any, cfg: Any, cbs: Any = ()) -> None:
-    "The config first (`validate_config`), then a `TypeError` naming the argument of `fit` that is not of the type it takes."
-    validate_config(cfg)
+def _check_parts(model: Any, loaders: Any, cbs: Any = ()) -> None:
+    "A `TypeError` naming the argument of `fit` (model, loaders, cbs) that is not of the type it takes."
     if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module (e.g. from prepare), got {type(model).__name__}")
     if not isinstance(loaders, dict) or not all(isinstance(v, DataLoader) for v in loaders.values()):
         got = [type(v).__name__ for v in loaders.values()] if isinstance(loaders, dict) else type(loaders).__name__
@@ -779,51 +795,116 @@ def check_fit_args(model: Any, loaders: Any, cfg: Any, cbs: Any = ()) -> None:
     if not isinstance(cbs, (list, tuple)) or not all(isinstance(c, Callback) for c in cbs):
         raise TypeError(f"cbs={cbs!r}: expected a list of Callback objects, e.g. [ProgressCB()]")
 
+def check_fit_args(model: Any, loaders: Any, cfg: Any, cbs: Any = ()) -> None:
+    "The config first (`validate_config`), then a `TypeError` naming the argument of `fit` that is not of the type it takes."
+    validate_config(cfg); _check_parts(model, loaders, cbs)
+
+class TrainingRun:
+    "One training run whose start-up steps each run once: `cfg` validated here, then `locked()` → `prepare()` (or `use`) → `check()` → `train()`."
+    def __init__(self, cfg: Config, resume: bool = True):
+        self.cfg, self.resume = validate_config(cfg), resume        # before anything is read or written
+        self.run_dir = Path(self.cfg.train.out_dir)
+        self.tokenizer, self.model, self.data, self.collate = None, None, {}, {}
+        self.fingerprints, self.found, self.best_info = {}, None, None
+        self._info, self._eval = None, {}
+
+    @property
+    def info(self) -> DistInfo:
+        "Rank, world size and device of this process (`init_distributed`, on first use)."
+        if self._info is None: self._info = init_distributed(self.cfg.train.device)
+        return self._info
+
+    @contextmanager
+    def locked(self):
+        "Hold the run folder's lock for the block (`run_lock`, main rank): one training per run directory."
+        with run_lock(self.run_dir) if self.info.is_main else nullcontext(): yield self
+
+    def prepare(self, splits: Sequence[str] | None = None) -> "TrainingRun":
+        "Tokenizer, datasets of `splits` (default: all; one REFER index) and the model seeded with `cfg.seed`, as `prepare` makes them."
+        self.tokenizer, data, self.cfg = _ready(self.cfg, splits)
+        self._set_data(data, {k: ds.collate for k, ds in data.items()}, ["train", *data])
+        self.model = _seeded_model(self.cfg)
+        return self
+
+    def use(self, model: nn.Module, loaders: dict[str, DataLoader], cbs: Sequence[Callback] = ()) -> "TrainingRun":
+        "Train a model and loaders made elsewhere (`fit`'s arguments) instead of `prepare`'s; checked before any work."
+        _check_parts(model, loaders, cbs)
+        self.model = model
+        return self._set_data({k: dl.dataset for k, dl in loaders.items()}, {k: dl.collate_fn for k, dl in loaders.items()}, ("train", "val"))
+
+    def _set_data(self, data: dict, collate: dict, splits: Sequence[str]) -> "TrainingRun":
+        "Refuse missing or empty `splits`, keep the datasets, and turn `train.epochs` into optimizer steps for this many ranks."
+        check_loaders(data, self.cfg, splits)
+        self.data, self.collate = data, collate
+        self.cfg = resolve_epochs(self.cfg, epoch_items(self.cfg, data["train"]), self.info.world, verbose=self.info.is_main)
+        return self
+
+    def check(self) -> "TrainingRun":
+        "Before anything is written: the training data's fingerprints, then the run folder (`check_run_dir`): the checkpoint to resume, or a refusal."
+        self.fingerprints = run_fingerprints(self.data)
+        if self.resume:
+            self.found, best = _read_run_dir(self.run_dir, self.cfg, self.fingerprints)
+            self.best_info = None if best is None else {k: v for k, v in best.items() if k != "model"}   # not its weights: read at the end
+        return self
+
+    def eval_loader(self, split: str, whole: bool = False) -> DataLoader:
+        "The evaluation loader of `split`, sharded over ranks (`whole`: every item, for rank 0 alone), built once for validation and the final evaluation."
+        key = (split, whole and self.info.distributed)
+        if key not in self._eval:
+            info = DistInfo(device=self.info.device) if key[1] else self.info
+            self._eval[key] = make_eval_loader(self.data[split], self.cfg, info, self.collate[split])
+        return self._eval[key]
+
+    def train(self, cbs: Sequence[Callback] = (), validate: bool = True) -> Path:
+        "Write `config.json`, then train from the checkpoint `check` found (or step 0), validating on val if `validate`; returns the run folder."
+        info, cfg, run_dir = self.info, self.cfg, self.run_dir
+        # not a repeat of prepare's seed (the initial weights, the same on every rank): the stream this rank trains with
+        seed_everything(cfg.seed + info.rank)
+        if info.distributed: dist.barrier()     # every rank has read config.json before rank 0 rewrites it (a busy rank 1 read it half-written)
+        if info.is_main:
+            for p in stale_temp_files(run_dir): p.unlink(missing_ok=True); warnings.warn(f"removed {p}, left by a killed run")
+            write_atomic(run_dir / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
+        learn = self._learner(cbs, validate)
+        self._restore(learn)
+        learn.fit()
+        check_data_unchanged(learn, "at the end of training")       # the run's final evaluation reads the same files
+        return run_dir
+
+    def _learner(self, cbs: Sequence[Callback], validate: bool) -> Learner:
+        "The model on this rank's device (DDP with several ranks, SyncBN on GPUs), the training loader and the callbacks."
+        info, cfg = self.info, self.cfg
+        model = self.model = self.model.to(info.device)
+        if info.distributed:
+            if info.device.type == "cuda": model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            # switchable parts (MG, CAL, aux heads) may leave parameters without gradient in some configs
+            model = DDP(LossWrapper(model), device_ids=[info.local_rank] if info.device.type == "cuda" else None,
+                        find_unused_parameters=True)
+        train_dl = make_train_loader(self.data["train"], cfg, info, self.collate["train"])
+        val_dl = self.eval_loader("val") if validate and "val" in self.data else None
+        own_bar = any(isinstance(c, ProgressCB) for c in cbs)      # a caller's ProgressCB replaces the default one
+        defaults = [c for c in default_callbacks(self.run_dir, val_dl) if not (own_bar and isinstance(c, ProgressCB))]
+        learn = Learner(model, train_dl, cfg, defaults + list(cbs), info)
+        learn.fingerprints = self.fingerprints
+        if info.is_main: print(precision_line(info.device, cfg.train.amp))
+        return learn
+
+    def _restore(self, learn: Learner) -> None:
+        "Resume the checkpoint `check` found; without one, keep the run's best.pt until a validation beats it."
+        info, best = self.info, self.run_dir / "best.pt"
+        if self.found:
+            resume(learn, self.found[1], self.found[0])
+            if info.is_main: print(f"resumed from {os.path.relpath(self.found[0], self.run_dir)} in the run folder at step {learn.step}")
+            if learn.best is not None and not best.exists(): learn.best = None     # best.pt was moved away: the next validation writes one
+        elif self.best_info is not None:       # no step checkpoint yet: start again, keeping best.pt until a validation beats it
+            learn.best = self.best_info.get("best")
+            if info.is_main: warnings.warn(f"{self.run_dir} has no step checkpoint to resume: training starts at step 0; {best} "
+                                           f"({self.cfg.eval.select_metric} {learn.best}) is kept until a validation beats it")
+
 def fit(model: nn.Module, loaders: dict[str, DataLoader], cfg: Config, cbs: Sequence[Callback] = (),
         resume_run: bool = True) -> Path:
     "Train `model` on `loaders['train']` (validating on `loaders.get('val')`, `cbs` beside the default callbacks) in `cfg.train.out_dir`, resuming its newest checkpoint if `resume_run`; returns that directory."
-    check_fit_args(model, loaders, cfg, cbs); check_loaders(loaders, cfg)          # before any work
-    info = init_distributed(cfg.train.device)
-    run_dir = Path(cfg.train.out_dir)
-    with run_lock(run_dir) if info.is_main else nullcontext():
-        return _fit_locked(model, loaders, cfg, cbs, resume_run, info, run_dir)
-
-def _fit_locked(model: nn.Module, loaders: dict, cfg: Config, cbs: Sequence[Callback], resume_run: bool, info: DistInfo,
-                run_dir: Path) -> Path:
-    "`fit` once the run directory is locked: check it against the run it holds, then train."
-    seed_everything(cfg.seed + info.rank)
-    cfg = resolve_epochs(cfg, epoch_items(cfg, loaders["train"].dataset), info.world, verbose=info.is_main)
-    fingerprints = run_fingerprints(loaders)
-    found = check_run_dir(run_dir, cfg, fingerprints) if resume_run else None
-    if info.distributed: dist.barrier()     # every rank has read config.json before rank 0 rewrites it (a busy rank 1 read it half-written)
-    if info.is_main:
-        for p in stale_temp_files(run_dir): p.unlink(missing_ok=True); warnings.warn(f"removed {p}, left by a killed run")
-        write_atomic(run_dir / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
-    model = model.to(info.device)
-    if info.distributed:
-        if info.device.type == "cuda": model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        # switchable parts (MG, CAL, aux heads) may leave parameters without gradient in some configs
-        model = DDP(LossWrapper(model), device_ids=[info.local_rank] if info.device.type == "cuda" else None,
-                    find_unused_parameters=True)
-    train_dl = make_train_loader(loaders["train"].dataset, cfg, info, loaders["train"].collate_fn)
-    val_dl = make_eval_loader(loaders["val"], cfg, info) if "val" in loaders else None
-    own_bar = any(isinstance(c, ProgressCB) for c in cbs)      # a caller's ProgressCB replaces the default one
-    defaults = [c for c in default_callbacks(run_dir, val_dl) if not (own_bar and isinstance(c, ProgressCB))]
-    learn = Learner(model, train_dl, cfg, defaults + list(cbs), info)
-    learn.fingerprints = fingerprints
-    if info.is_main: print(precision_line(info.device, cfg.train.amp))
-    best = run_dir / "best.pt"
-    if found:
-        resume(learn, found[1], found[0])
-        if info.is_main: print(f"resumed from {os.path.relpath(found[0], run_dir)} in the run folder at step {learn.step}")
-        if learn.best is not None and not best.exists(): learn.best = None     # best.pt was moved away: the next validation writes one
-    elif resume_run and best.exists():      # no step checkpoint yet: start again, keeping best.pt until a validation beats it
-        learn.best = load_checkpoint(best).get("best")
-        if info.is_main: warnings.warn(f"{run_dir} has no step checkpoint to resume: training starts at step 0; {best} "
-                                       f"({cfg.eval.select_metric} {learn.best}) is kept until a validation beats it")
-    learn.fit()
-    check_data_unchanged(learn, "at the end of training")       # the run's final evaluation reads the same files
-    return run_dir
+    run = TrainingRun(cfg, resume=resume_run).use(model, loaders, cbs)    # checked before any work
+    with run.locked(): return run.check().train(cbs)
 
 # %% ../nbs/12_training.ipynb #pr000002
 from typing import NamedTuple
@@ -835,23 +916,33 @@ class Prepared(NamedTuple):
     model: nn.Module
     cfg: Config
 
-def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) -> Prepared:
-    "Tokenizer → `model.text.vocab_size` → data loaders of `splits` (default: all) → model seeded with `cfg.seed`."
-    from ris_nb.core import build_model
-    from ris_nb.data.transforms import build_tokenizer, check_config_arg, make_dataloaders
-    check_config_arg(cfg)
-    if not isinstance(world, int) or isinstance(world, bool) or world < 1:
-        raise ValueError(f"world={world!r}: expected the number of processes, an integer >= 1")
-    tok = build_tokenizer(cfg)
+def _ready(cfg: Config, splits: Sequence[str] | None) -> tuple[Any, dict, Config]:
+    "Datasets of `splits` (one REFER index), their tokenizer, and `cfg` with `model.text.vocab_size` taken from it (when 0)."
+    from ris_nb.data.transforms import build_tokenizer, make_datasets
+    data = make_datasets(cfg, None, splits)
+    tok = next(iter(data.values())).tokenizer if data else build_tokenizer(cfg)
     if cfg.model.text.vocab_size == 0: cfg = cfg.override({"model.text.vocab_size": len(tok)})
     elif cfg.model.text.vocab_size < len(tok):
         raise ValueError(f"model.text.vocab_size={cfg.model.text.vocab_size}: expected at least {len(tok)}, the size of the "
                          f"tokenizer's vocabulary (0 = take it from the tokenizer)")
-    loaders = make_dataloaders(cfg, tok, splits)
+    return tok, data, cfg
+
+def _seeded_model(cfg: Config) -> nn.Module:
+    "`build_model(cfg)` after `seed_everything(cfg.seed)`: the same initial weights in every process."
+    from ris_nb.core import build_model
+    seed_everything(cfg.seed)
+    return build_model(cfg)
+
+def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) -> Prepared:
+    "Tokenizer → `model.text.vocab_size` → data loaders of `splits` (default: all) → model seeded with `cfg.seed`."
+    from ris_nb.data.transforms import make_loaders
+    if not isinstance(world, int) or isinstance(world, bool) or world < 1:
+        raise ValueError(f"world={world!r}: expected the number of processes, an integer >= 1")
+    tok, data, cfg = _ready(cfg, splits)
+    loaders = make_loaders(data, cfg)
     if cfg.data.train_split in loaders:                     # `train.epochs` → steps, so the config states what will run
         cfg = resolve_epochs(cfg, epoch_items(cfg, loaders[cfg.data.train_split].dataset), world)
-    seed_everything(cfg.seed)
-    return Prepared(tok, loaders, build_model(cfg), cfg)
+    return Prepared(tok, loaders, _seeded_model(cfg), cfg)
 
 # %% ../nbs/12_training.ipynb #e17f9ea8
 def apply_data_arg(cfg: Config, data: str | None) -> Config:

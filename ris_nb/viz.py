@@ -35,13 +35,11 @@ __all__ = ['PICTURE_PRESETS', 'SPECIAL_TOKENS', 'config_tag', 'ensure_checkpoint
            'single_batch', 'stage_mean', 'plot_story']
 
 # %% ../nbs/14_visualize.ipynb #03503cd8
-_UNTRAINED_KEYS = ("data.root", "data.image_root", "data.num_workers", "train.out_dir", "train.device", "train.log_every",
-                   "eval.batch_size", "model.text.vocab_size")
-
 def config_tag(cfg: Config) -> str:
-    "8 hex digits of a hash of `cfg` without the keys that do not change the trained weights (paths, logging, vocabulary size)."
+    "8 hex digits of a hash of `cfg` without the keys that do not change the trained weights (`WEIGHT_FREE_KEYS`; the vocabulary size, the tokenizer's)."
+    from ris_nb.train import WEIGHT_FREE_KEYS
     d = cfg.to_dict()
-    for key in _UNTRAINED_KEYS:
+    for key in (*WEIGHT_FREE_KEYS, "model.text.vocab_size"):      # a request holds 0: the tokenizer's size, known once it is built
         *path, name = key.split(".")
         node = d
         for part in path: node = node[part]
@@ -50,22 +48,22 @@ def config_tag(cfg: Config) -> str:
 
 def ensure_checkpoint(preset: str, data_root: str | Path, out_dir: str | Path, overrides: dict | None = None,
                       cbs: Sequence = ()) -> Path:
-    "`out_dir/best.pt` of `preset` (+ `overrides`) trained with `fit` on the REFER data under `data_root`; trained only if it is not there yet."
-    from ris_nb.train import config_diff, fit, load_checkpoint, prepare
+    "`out_dir/best.pt` of `preset` (+ `overrides`) trained by a `TrainingRun` on the REFER data under `data_root`; trained only if it is not there yet."
+    from ris_nb.train import TrainingRun, load_checkpoint, saved_config, weight_changes
     out_dir = Path(out_dir)
     best = out_dir / "best.pt"
     cfg = get_preset(preset).override({"data.root": str(Path(data_root).resolve()), "train.out_dir": str(out_dir.resolve()),
                                        **(overrides or {})})
     if best.is_file() and (out_dir / "tokenizer").is_dir():
-        saved = json.loads(load_checkpoint(best)["config"])
-        diff = [d for d in config_diff(saved, cfg.to_dict()) if not d.startswith(_UNTRAINED_KEYS)]
-        if diff: raise ValueError(f"{out_dir} holds a {preset} run with another config ({'; '.join(diff[:4])}); "
-                                  "delete it or choose another folder")
+        if diff := weight_changes(saved_config(load_checkpoint(best)["config"], best), cfg):
+            raise ValueError(f"{out_dir} holds a {preset} run with another config ({'; '.join(diff[:4])}); "
+                             "delete it or choose another folder")
         return best
-    tok, loaders, model, cfg = prepare(cfg, splits=[cfg.data.train_split, cfg.data.val_split])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_tokenizer(tok, out_dir / "tokenizer")          # `ris_nb.train.load_run` reads it beside the checkpoint
-    fit(model, {"train": loaders[cfg.data.train_split], "val": loaders[cfg.data.val_split]}, cfg, cbs)
+    run = TrainingRun(cfg)
+    with run.locked():
+        run.prepare([cfg.data.train_split, cfg.data.val_split]).check()
+        save_tokenizer(run.tokenizer, out_dir / "tokenizer")          # `ris_nb.train.load_run` reads it beside the checkpoint
+        run.train(list(cbs))
     if not best.is_file(): raise RuntimeError(f"training {preset} into {out_dir} wrote no best.pt (no validation ran?)")
     return best
 

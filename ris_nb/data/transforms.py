@@ -24,7 +24,8 @@ from .refer import RefDataset, load_image, _mix
 __all__ = ['NORMALIZE', 'TOKENIZER_JSON', 'PAD_TO', 'META_KEYS', 'ImageTransform', 'image_transform', 'resize_mask',
            'denormalize', 'word_tokenizer', 'check_tokenizer_files', 'load_tokenizer', 'save_tokenizer',
            'build_tokenizer', 'tokenizer_fingerprint', 'encode_text', 'Batch', 'RISDataset', 'Collate', 'EpochSampler',
-           'set_epoch', 'make_loader', 'check_splits', 'check_config_arg', 'make_datasets', 'make_dataloaders']
+           'set_epoch', 'make_loader', 'check_splits', 'check_config_arg', 'make_datasets', 'make_loaders',
+           'make_dataloaders']
 
 # %% ../../nbs/04_transforms.ipynb #f96a123a
 NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
@@ -242,35 +243,40 @@ def check_config_arg(cfg: Any, arg: str = "cfg") -> Config:
     return cfg
 
 def _splits(cfg: Config, splits: Sequence[str] | None) -> list[str]:
-    check_config_arg(cfg); splits = check_splits(splits)
+    splits = check_splits(splits)         # `cfg` was checked by the caller
     d = cfg.data
     return list(dict.fromkeys(splits if splits is not None else [d.train_split, d.val_split, *d.test_splits]))
 
 # %% ../../nbs/04_transforms.ipynb #44551273
 def make_datasets(cfg: Config, tokenizer: Any = None, splits: Sequence[str] | None = None, cache: bool | None = None) -> dict[str, RISDataset]:
-    "One `RISDataset` per split (train: per_ref, masks dropped when weak); each carries `.collate`."
+    "One `RISDataset` per split (train: per_ref, masks dropped when weak), all read from one REFER index; each carries `.collate` and `.tokenizer` (`None`: built from the train split's sentences)."
     d = check_config_arg(cfg).data
+    names = _splits(cfg, splits)
     from ris_nb.data.refer import Refer
     refer = Refer(d.root, d.dataset, d.split_by, d.image_root or None)
-    if tokenizer is None: tokenizer = build_tokenizer(cfg, RefDataset(d.root, d.dataset, d.split_by, d.train_split,
-                                                                     refer=refer, text_field=d.text_field).sentences())
     cache = (d.dataset == "shaperefs") if cache is None else cache
+    bases = {sp: RefDataset(d.root, d.dataset, d.split_by, sp, refer=refer, text_field=d.text_field,
+                            per_ref=sp == d.train_split and d.per_ref, seed=cfg.seed, cache=cache) for sp in names}
+    if tokenizer is None:
+        train = bases.get(d.train_split) or RefDataset(d.root, d.dataset, d.split_by, d.train_split, refer=refer, text_field=d.text_field)
+        tokenizer = build_tokenizer(cfg, train.sentences())
     out = {}
-    for sp in _splits(cfg, splits):
+    for sp, base in bases.items():
         train = sp == d.train_split
-        base = RefDataset(d.root, d.dataset, d.split_by, sp, refer=refer, text_field=d.text_field,
-                          per_ref=train and d.per_ref, seed=cfg.seed, cache=cache)
         ds = RISDataset(base, d.image_size, d.normalize, masks=not (train and d.weak), orig_masks=not train)
         ds.collate, ds.tokenizer = Collate(tokenizer, d.max_tokens, d.pad_to), tokenizer
         out[sp] = ds
     return out
 
-def make_dataloaders(cfg: Config, tokenizer: Any = None, splits: Sequence[str] | None = None) -> dict[str, DataLoader]:
-    "DataLoaders keyed by split, for `splits` (default: train, val, tests of `cfg.data`); train shuffled; `tokenizer=None` builds `cfg.data.tokenizer`."
-    dss = make_datasets(cfg, tokenizer, splits)
+def make_loaders(datasets: dict[str, RISDataset], cfg: Config) -> dict[str, DataLoader]:
+    "A DataLoader over each of `make_datasets`' datasets: train shuffled, batches of `cfg.train.batch_size`, others of `cfg.eval.batch_size`."
     out = {}
-    for sp, ds in dss.items():
+    for sp, ds in datasets.items():
         train = sp == cfg.data.train_split
         out[sp] = make_loader(ds, cfg.train.batch_size if train else cfg.eval.batch_size, shuffle=train,
                               num_workers=cfg.data.num_workers, drop_last=train, seed=cfg.seed)
     return out
+
+def make_dataloaders(cfg: Config, tokenizer: Any = None, splits: Sequence[str] | None = None) -> dict[str, DataLoader]:
+    "DataLoaders keyed by split, for `splits` (default: train, val, tests of `cfg.data`); train shuffled; `tokenizer=None` builds `cfg.data.tokenizer`."
+    return make_loaders(make_datasets(cfg, tokenizer, splits), cfg)
