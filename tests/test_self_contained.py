@@ -9,7 +9,7 @@ NBS = sorted((ROOT / "nbs").glob("*.ipynb"))
 STEMS = {p.stem for p in NBS}
 FILES = [p for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts and ".venv" not in p.parts]
 NAMES = {p.name for p in FILES}
-GENERATED = {"report.md", "study.md"}   # written by `fit`/`evaluate` into a run folder, by `ris_nb experiments` into a study folder
+GENERATED = {"report.md", "study.md", "main_table.md"}   # written by `fit`/`evaluate` into a run folder, by `ris_nb experiments` into a study folder
 GENERATED_PATTERN = re.compile(r"report_[\w-]+\.md")   # `ris_nb eval --split X` beside a run's own report: report_X.md
 
 MD_REF = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.md)\b")          # a markdown document: `MAGNET.md`, `data/README.md`
