@@ -647,8 +647,8 @@ def main_table_markdown(rec: dict) -> str:
              f"Mean ± std over {rec['seeds']} seed(s). Every run: {b['steps']} steps of {b['batch_size']} on {b['n_images']} scenes "
              f"at {b['image_size']} px (data seed {b['data_seed']}), final weights. Languages: "
              + ", ".join(f"{l} ≈ {LANGUAGE_ANALOGUE[l]}" for l in rec["languages"]) + "; testB: colour–shape pairs unseen in "
-             f"training. {len(rec['runs'])} runs, {rec['train_s'] / 60:.0f} min of training, {rec['wall_s'] / 60:.0f} min wall on "
-             f"{rec['jobs']} process(es); 512³ matmul probe {rec['probe_ms']:.2f} ms on one thread, {rec['probe_2t_ms']:.2f} ms "
+             f"training. {len(rec['runs'])} runs, {rec['train_s'] / 60:.0f} min of training summed over them ({rec['runs_done_now']} "
+             f"trained in this call, {rec['wall_s'] / 60:.0f} min wall on {rec['jobs']} process(es)); 512³ matmul probe {rec['probe_ms']:.2f} ms on one thread, {rec['probe_2t_ms']:.2f} ms "
              "on two. Italic rows ignore the sentence, except the words-only answer, which reads it but no pixels.", ""]
     lines += head + ["| " + " | ".join(r) + " |" for r in main_table_rows(rec)]
     lines += ["", "The papers' Table 1 at full scale (RefCOCO / RefCOCO+ / G-Ref in place of plain / appearance / rich; G-Ref "
