@@ -240,7 +240,7 @@ def lavt_param_groups(model: LAVT, cfg: Config) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 # %% ../../nbs/06_lavt.ipynb #4cc10f71
-@register_model("lavt")
+@register_model("lavt", LAVT, takes_image_index=True)
 def build_lavt(cfg: Config) -> LAVT:
     "LAVT from `cfg` (model.vision, model.text, model.lavt, model.mg)."
     return LAVT(build_backbone(cfg.model.vision, cfg.data.image_size), build_text_encoder(cfg.model.text), cfg)

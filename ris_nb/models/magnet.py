@@ -516,7 +516,7 @@ class MagNet(MagNetEncoder, _MagNetForward, _MagNetReadouts, MagNetTraining, nn.
             self.mg_level = mg_visual_index(self.backbone.strides[::-1][:3], m.mg)   # the decoder's 3 maps, coarse → fine
             self.mg = MaskGrounding(t, mc.hidden_dim, self.text.vocab_size, m.mg, special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
 
-@register_model("magnet")
+@register_model("magnet", MagNet, takes_image_index=True)
 def build_magnet(cfg: Config) -> MagNet:
     "Registered builder: `build_model(cfg)` with `cfg.model.name == 'magnet'`."
     return MagNet(cfg)

@@ -498,7 +498,8 @@ def load_entities(model: SaG, weights: str) -> None:
     model.slots.load_state_dict(src.slots.state_dict())
     if isinstance(model.decoder, AffineDecoder): model.decoder.load_state_dict(src.decoder.state_dict())
 
-@register_model("sag")
+@register_model("sag", SaG, takes_image_index=True, grounding="shatter_gather",
+                pairs_sentences=lambda cfg: cfg.model.sag.in_image_negatives)   # SaG's in-image negatives
 def build_sag(cfg: Config) -> SaG:
     "Model-protocol builder for `cfg.model.name == 'sag'`."
     return SaG(cfg)
