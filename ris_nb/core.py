@@ -160,10 +160,11 @@ class MagNetConfig:
     w_class: float = 2.0               # ours: same
     deep_supervision: bool = True      # ours: a loss on the 9 auxiliary outputs the released head returns
 
-# %% ../nbs/00_core.ipynb #3a5b343e
+# %% ../nbs/00_core.ipynb #a595ad0a
 @dataclass
-class _SaGEntityConfig:
-    "The first fields of `SaGConfig`: entity discovery (slot sampling, slot attention, the interaction block)."
+class SaGConfig:
+    "Shatter and Gather: entity slots, fusion and the C³ loss (kdwonn/SaG; see 10_entity_slots, 11_sag)."
+    # entity discovery: slot sampling, slot attention, the interaction block (10_entity_slots)
     slot_type: str = "entity"          # entity (paper: K_g Gaussians × K_s draws) | random (one shared Gaussian) | query (learned fixed queries)
     n_gaussians: int = 3               # K_g (paper, table 3: 18 is best; official code: 12, train_eval_*.sh 36 slots / --cascade_factor 3)
     n_samples: int = 2                 # K_s draws per Gaussian (paper: 2 best; official code: 3); also the interaction group size
@@ -181,11 +182,7 @@ class _SaGEntityConfig:
                                        # the patch tokens are the entities (A^fuse over patches is the mask), no reconstruction
     interaction: bool = True           # False = paper's ablation "w/o interaction block" (table 2)
     slot_softmax: str = "slots"        # slots (paper) | pixels (paper's ablation "aggregation with transformer", table 2)
-
-# %% ../nbs/00_core.ipynb #a595ad0a
-@dataclass
-class SaGConfig(_SaGEntityConfig):
-    "Shatter and Gather: entity slots, fusion and the C³ loss (kdwonn/SaG; see 10_entity_slots, 11_sag)."
+    # the rest of the model: reconstruction, text pooling, fusion and the C³ loss (11_sag)
     recon: bool = True                 # False = paper's ablation "w/o reconstruction loss" (table 2)
     recon_weight: float = 1.0          # official code: 1 (--recon_weight)
     recon_target: str = "tokens"       # tokens (official code: the ViT's own tokens) | pixels (ours: each token's image patch,
