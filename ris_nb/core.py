@@ -11,7 +11,6 @@ import importlib
 import json
 import math
 import os
-import pkgutil
 import random
 import re
 import shutil
@@ -34,11 +33,11 @@ __all__ = ['WORD_SPECIALS', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MA
            'AMP_MODES', 'MAX_INFLATE', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig',
            'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config',
            'special_token_ids', 'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset',
-           'list_presets', 'get_preset', 'flat_config', 'source_table', 'register_model', 'build_model', 'check_field',
-           'text_positions', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype',
-           'precision_line', 'eval_mode', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive',
-           'write_error', 'temp_sibling', 'write_atomic', 'check_weights_file', 'load_error_reason',
-           'torch_load_checked', 'load_state_checked']
+           'list_presets', 'get_preset', 'flat_config', 'source_table', 'ModelSpec', 'register_model', 'model_spec',
+           'build_model', 'check_field', 'text_positions', 'validate_config', 'seed_everything', 'get_device',
+           'cpu_native_bf16', 'amp_dtype', 'precision_line', 'eval_mode', 'repo_root', 'official_fixture', 'probe_ms',
+           'usable_cores', 'pid_alive', 'write_error', 'temp_sibling', 'write_atomic', 'check_weights_file',
+           'load_error_reason', 'torch_load_checked', 'load_state_checked']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -161,10 +160,11 @@ class MagNetConfig:
     w_class: float = 2.0               # ours: same
     deep_supervision: bool = True      # ours: a loss on the 9 auxiliary outputs the released head returns
 
-# %% ../nbs/00_core.ipynb #3a5b343e
+# %% ../nbs/00_core.ipynb #a595ad0a
 @dataclass
-class _SaGEntityConfig:
-    "The first fields of `SaGConfig`: entity discovery (slot sampling, slot attention, the interaction block)."
+class SaGConfig:
+    "Shatter and Gather: entity slots, fusion and the C³ loss (kdwonn/SaG; see 10_entity_slots, 11_sag)."
+    # entity discovery: slot sampling, slot attention, the interaction block (10_entity_slots)
     slot_type: str = "entity"          # entity (paper: K_g Gaussians × K_s draws) | random (one shared Gaussian) | query (learned fixed queries)
     n_gaussians: int = 3               # K_g (paper, table 3: 18 is best; official code: 12, train_eval_*.sh 36 slots / --cascade_factor 3)
     n_samples: int = 2                 # K_s draws per Gaussian (paper: 2 best; official code: 3); also the interaction group size
@@ -182,11 +182,7 @@ class _SaGEntityConfig:
                                        # the patch tokens are the entities (A^fuse over patches is the mask), no reconstruction
     interaction: bool = True           # False = paper's ablation "w/o interaction block" (table 2)
     slot_softmax: str = "slots"        # slots (paper) | pixels (paper's ablation "aggregation with transformer", table 2)
-
-# %% ../nbs/00_core.ipynb #a595ad0a
-@dataclass
-class SaGConfig(_SaGEntityConfig):
-    "Shatter and Gather: entity slots, fusion and the C³ loss (kdwonn/SaG; see 10_entity_slots, 11_sag)."
+    # the rest of the model: reconstruction, text pooling, fusion and the C³ loss (11_sag)
     recon: bool = True                 # False = paper's ablation "w/o reconstruction loss" (table 2)
     recon_weight: float = 1.0          # official code: 1 (--recon_weight)
     recon_target: str = "tokens"       # tokens (official code: the ViT's own tokens) | pixels (ours: each token's image patch,
@@ -594,26 +590,39 @@ def source_table(cfg: Config, sources: dict[str, str]) -> str:
     return "\n".join(rows)
 
 # %% ../nbs/00_core.ipynb #e9f43a25
-_MODELS: dict[str, Callable[[Config], torch.nn.Module]] = {}
+def _no_pairs(cfg: Config) -> bool: return False
 
-def register_model(name: str):
-    "Decorator: register a builder `fn(cfg) -> nn.Module` for `cfg.model.name == name`."
+@dataclass(frozen=True)
+class ModelSpec:
+    "A registered model: its builder, the class it builds, and the capabilities callers ask for instead of its name."
+    build: Callable[[Config], torch.nn.Module] | None   # None: a module built by hand (every capability at its default)
+    model_type: type = torch.nn.Module                   # `model_spec(model)` finds a built model's entry by this class
+    pairs_sentences: Callable[[Config], bool] = _no_pairs   # training batches hold sentence pairs of one image (the sampler)
+    grounding: str = "sentence_sensitivity"             # the grounding diagnostic of its reports: sentence_sensitivity | shatter_gather
+    takes_image_index: bool = False                      # forward(batch, image_index=…) encodes each image of a grouped batch once
+
+_MODELS: dict[str, ModelSpec] = {}
+
+def register_model(name: str, model_type: type = torch.nn.Module, **capabilities):
+    "Decorator: register a builder `fn(cfg) -> model_type` for `cfg.model.name == name`, with its `ModelSpec` capabilities."
     def deco(fn):
-        _MODELS[name] = fn
+        _MODELS[name] = ModelSpec(fn, model_type, **capabilities)
         return fn
     return deco
 
-def _import_model_modules():
-    "Import every module of `ris_nb.models` so that their `@register_model` calls run."
-    import ris_nb.models as pkg
-    for m in pkgutil.iter_modules(pkg.__path__): importlib.import_module(f"{pkg.__name__}.{m.name}")
+def model_spec(model: str | torch.nn.Module) -> ModelSpec:
+    "The registry entry of a model name, or of a built model (by its class; a module no entry builds gets the defaults)."
+    if not isinstance(model, str):
+        return next((s for s in _MODELS.values() if s.model_type is not torch.nn.Module and isinstance(model, s.model_type)),
+                    ModelSpec(None))
+    if model not in _MODELS:
+        raise ValueError(f"unknown model {model!r}; available models: "
+                         f"{', '.join(sorted(_MODELS)) or '(none registered: import ris_nb.models first)'}")
+    return _MODELS[model]
 
 def build_model(cfg: Config) -> torch.nn.Module:
     "Build the model named by `cfg.model.name` (the model protocol: forward, losses, predict, param_groups)."
-    if cfg.model.name not in _MODELS: _import_model_modules()
-    if cfg.model.name not in _MODELS:
-        raise ValueError(f"unknown model {cfg.model.name!r}; available models: {', '.join(sorted(_MODELS)) or '(none yet)'}")
-    return _MODELS[cfg.model.name](cfg)
+    return model_spec(cfg.model.name).build(cfg)
 
 # %% ../nbs/00_core.ipynb #1c8662c7
 BACKBONES = ("swin", "vit", "efficientnet_lite0", "mobilenetv2", "pixel_cnn")
@@ -747,8 +756,7 @@ def _model_checks(cfg: Config) -> list[str]:
         s = getattr(cfg.model, sec)
         if getattr(s, heads) and getattr(s, dim) % getattr(s, heads):
             errs.append(f"model.{sec}.{dim}={getattr(s, dim)}: expected a multiple of model.{sec}.{heads}={getattr(s, heads)}")
-    if cfg.model.name not in _MODELS: _import_model_modules()
-    if _MODELS and cfg.model.name not in _MODELS:     # (empty only inside this notebook, before the models exist)
+    if _MODELS and cfg.model.name not in _MODELS:     # (empty until `ris_nb.models` is imported)
         errs.append(f"model.name={cfg.model.name!r}: expected one of {', '.join(sorted(_MODELS))}")
     return errs
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from collections import defaultdict
 from itertools import combinations
@@ -21,13 +20,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .core import Config, eval_mode, write_atomic
+from .core import Config, eval_mode, model_spec, write_atomic
 from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize, encode_text, resize_mask
 from .metrics import RISMetrics, check_protocol, intersection_union, iou_from, reduce_across_ranks
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report',
-           'plot_best_worst', 'sentence_sensitivity', 'grounding_line']
+__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown',
+           'write_report', 'plot_best_worst', 'sentence_sensitivity', 'grounding_figures', 'grounding_line']
 
 # %% ../nbs/13_evaluation.ipynb #7c44d9ce
 def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,12 +97,8 @@ def _eval_batches(loader):
             yield emit(buf[:loader.batch_size]); buf = buf[loader.batch_size:]
     if buf: yield emit(buf)
 
-def _takes_image_index(model: nn.Module) -> bool:
-    "Whether `model.forward` accepts `image_index` (then it encodes each image of a grouped batch once)."
-    return "image_index" in inspect.signature(model.forward).parameters
-
 def _forward(model: nn.Module, batch, image_index: torch.Tensor | None, takes_index: bool):
-    "model(batch) for a batch with one image per sentence, or an image-grouped one (`image_index`, see `_eval_batches`); `takes_index`: `_takes_image_index(model)`, computed once per model."
+    "model(batch) for a batch with one image per sentence, or an image-grouped one (`image_index`, see `_eval_batches`); `takes_index`: its registry entry's `takes_image_index` (`model_spec`)."
     if image_index is None: return model(batch)
     if takes_index: return model(batch, image_index=image_index.to(batch.images.device))
     return model(dataclasses.replace(batch, images=batch.images[image_index.to(batch.images.device)]))
@@ -135,7 +130,7 @@ def evaluate(model: nn.Module, loader, protocol: str = "original", device: torch
         overall, by_type, by_split = RISMetrics(), defaultdict(RISMetrics), defaultdict(RISMetrics)
         samples, seen = [], 0
         total = len(loader.dataset) if hasattr(loader, "dataset") else None
-        takes_index = _takes_image_index(model)
+        takes_index = model_spec(model).takes_image_index      # a module no entry builds: False
         with tqdm(total=total, desc=f"eval ({protocol})", disable=None if progress else True, mininterval=1.0) as bar:
             for index, batch, image_index in _eval_batches(loader):
                 batch = batch.to(device)
@@ -309,13 +304,18 @@ def sentence_sensitivity(model: nn.Module, loader, device: torch.device | str | 
 # %% ../nbs/13_evaluation.ipynb #5e0b9d47
 from .models.sag import shatter_gather
 
+GROUNDING = {"shatter_gather": shatter_gather, "sentence_sensitivity": sentence_sensitivity}   # what a `ModelSpec.grounding` names
+
+def grounding_figures(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
+    "The grounding diagnostic that the model's registry entry names (`model_spec(model).grounding`), on `loader`."
+    return GROUNDING[model_spec(model).grounding](model, loader, device)
+
 # %% ../nbs/13_evaluation.ipynb #fd0445f0
 def grounding_line(model: nn.Module, loader, device: torch.device | str | None = None) -> str:
-    "One report line: shatter/gather figures for SaG, sentence sensitivity for the fully supervised models."
-    if hasattr(model, "slots"):
-        g = shatter_gather(model, loader, device)
+    "One report line of `grounding_figures`: shatter/gather figures for SaG, sentence sensitivity for the fully supervised models."
+    g = grounding_figures(model, loader, device)
+    if model_spec(model).grounding == "shatter_gather":
         return (f"best-slot mIoU {g['best_slot_mIoU']:.1f} (the ceiling of gathering), {g['objects_covered']:.1f} % of scene "
                 f"objects covered by a slot, A^fuse picks the best slot for {g['picks_best_slot']:.1f} % of sentences")
-    s = sentence_sensitivity(model, loader, device)
-    return (f"cross-referent IoU {s['cross_referent_iou']:.2f} (1 = the sentence is ignored; ground truth "
-            f"{s['cross_referent_iou_gt']:.2f}), {s['right_shape']:.1f} % of masks land on the referred shape")
+    return (f"cross-referent IoU {g['cross_referent_iou']:.2f} (1 = the sentence is ignored; ground truth "
+            f"{g['cross_referent_iou_gt']:.2f}), {g['right_shape']:.1f} % of masks land on the referred shape")

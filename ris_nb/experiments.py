@@ -244,11 +244,11 @@ def study_data(out: str | Path, budget: Budget) -> Path:
 # %% ../nbs/16_experiments.ipynb #634cffd8
 def _scores(model, loaders, cfg, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
     "Metrics of each split (the first one also per expression type), plus the grounding figures of the method when asked."
-    from ris_nb.evaluate import evaluate, sentence_sensitivity, shatter_gather
+    from ris_nb.evaluate import evaluate, grounding_figures
     per = {s: evaluate(model, loaders[s], protocol=cfg.eval.protocol, progress=False, keep_samples=False) for s in splits}
     first = per[splits[0]]
     g = {}
-    if grounding: g = shatter_gather(model, loaders[splits[0]]) if cfg.model.name == "sag" else sentence_sensitivity(model, loaders[splits[0]])
+    if grounding: g = grounding_figures(model, loaders[splits[0]])      # the diagnostic its registry entry names
     return {"overall": first["overall"], "by_type": first["by_type"], "splits": {s: r["overall"] for s, r in per.items()},
             "grounding": g}
 

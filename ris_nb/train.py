@@ -170,9 +170,12 @@ def image_partners(dataset) -> list[list[int]]:
     for i, (im, _) in enumerate(keys): by_image.setdefault(im, []).append(i)
     return [[j for j in by_image[im] if keys[j][1] != ann] for im, ann in keys]
 
+import ris_nb.models                 # registers every model: `model_spec` answers for each name
+from .core import model_spec
+
 def pairs_sentences(cfg: Config) -> bool:
-    "Whether training batches hold sentence pairs from one image (SaG's in-image negatives)."
-    return cfg.model.name == "sag" and cfg.model.sag.in_image_negatives
+    "Whether training batches hold sentence pairs from one image: the model's registry entry says (SaG's in-image negatives)."
+    return model_spec(cfg.model.name).pairs_sentences(cfg)
 
 def epoch_items(cfg: Config, dataset) -> int:
     "Items one epoch of the training sampler yields: every item once, or every item once as the anchor of a pair."

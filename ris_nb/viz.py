@@ -22,7 +22,8 @@ from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 from torch import nn
 
-from .core import Config, build_model, eval_mode, get_preset, seed_everything
+from .core import Config, eval_mode, get_preset, seed_everything
+from .models import build_model   # importing the package registers every model
 from .data.transforms import Batch, denormalize, encode_text, image_transform, resize_mask, save_tokenizer
 from .metrics import mask_iou
 

@@ -1,12 +1,13 @@
 "Config round trip, bad keys, presets and the console script (no network needed)."
 import json
+import sys
 from configparser import ConfigParser
 from pathlib import Path
 
 import pytest
 
 import ris_nb
-from conftest import cli
+from conftest import cli, run
 from ris_nb.core import Config, get_preset, list_presets, parse_override, amp_dtype, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,10 +96,30 @@ def test_console_script_version_matches_settings():
     assert "synth" in out.stdout
 
 
+def test_core_does_not_import_the_models():
+    "`ris_nb.core` holds the registry only: importing it loads no model module; importing `ris_nb.models` fills the registry."
+    code = ("import sys, ris_nb.core as c; assert not [m for m in sys.modules if m.startswith('ris_nb.models')], sys.modules.keys(); "
+            "assert not c._MODELS; import ris_nb.models; print(sorted(c._MODELS))")
+    assert run([sys.executable, "-c", code]).stdout.split() == ["['lavt',", "'magnet',", "'sag']"]
+
+
+def test_model_capabilities_come_from_the_registry():
+    "What callers ask of a model (its sampler, grounding diagnostic, image index) is in its registry entry, by name or by class."
+    import torch
+    from ris_nb.models import model_spec
+    from ris_nb.models.sag import SaG
+    assert model_spec("sag").model_type is SaG and model_spec("sag").grounding == "shatter_gather"
+    assert model_spec("sag").pairs_sentences(get_preset("sag_tiny").override({"model.sag.in_image_negatives": True}))
+    assert not model_spec("lavt").pairs_sentences(get_preset("lavt_tiny"))
+    assert all(model_spec(n).takes_image_index for n in ("lavt", "magnet", "sag"))
+    assert model_spec(torch.nn.Linear(2, 2)).build is None and not model_spec(torch.nn.Linear(2, 2)).takes_image_index
+    with pytest.raises(ValueError, match="unknown model 'nope'; available models: lavt, magnet, sag"): model_spec("nope")
+
+
 def test_builds_tiny_models_without_network(monkeypatch):
     "Every tiny preset builds offline (random init, no hub access)."
     import socket
-    from ris_nb.core import build_model
+    from ris_nb.models import build_model       # importing the package registers every model
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     def no_network(*a, **k): raise OSError("network access attempted")
     monkeypatch.setattr(socket, "create_connection", no_network)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastcore.basics import patch
 import numpy as np
 from PIL import Image, ImageOps
 import pycocotools.mask as mask_utils
@@ -442,55 +443,9 @@ def _refer_files(root: Path, dataset: str, split_by: str) -> tuple[Path, Path, P
 
 # %% ../../nbs/03_refer.ipynb #757cf3c2
 _CHECKED: set[tuple[str, ...]] = set()    # SHA-256 pairs of the files `check_index` passed in this process
-class _ReferIndex:
-    "Mixin of `Refer`: the lookup tables built from refs and instances, and the queries on them."
-    def _build(self, refs: list[dict], inst: dict):
-        self.imgs = {im["id"]: im for im in inst["images"]}
-        self.anns = {a["id"]: a for a in inst["annotations"]}
-        self.cats = {c["id"]: c["name"] for c in inst["categories"]}
-        self.refs, self.sents, self.sent_to_ref = {}, {}, {}
-        self.img_to_refs, self.img_to_anns, self.cat_to_refs = defaultdict(list), defaultdict(list), defaultdict(list)
-        self.ref_to_ann, self.ann_to_ref = {}, {}
-        for a in inst["annotations"]: self.img_to_anns[a["image_id"]].append(a)
-        for r in refs:                    # ids and links were checked by `check_index`
-            self.refs[r["ref_id"]] = r
-            self.ref_to_ann[r["ref_id"]], self.ann_to_ref[r["ann_id"]] = self.anns[r["ann_id"]], r
-            self.img_to_refs[r["image_id"]].append(r)
-            self.cat_to_refs[r["category_id"]].append(r)
-            for s in r["sentences"]: self.sents[s["sent_id"]], self.sent_to_ref[s["sent_id"]] = s, r
-
-    @property
-    def splits(self) -> list[str]:
-        "Split labels present in the refs file: train, val, testA, testB, test, then any others sorted."
-        have = {r["split"] for r in self.refs.values()}
-        order = ["train", "val", "testA", "testB", "test"]
-        return [s for s in order if s in have] + sorted(have - set(order))
-
-    def ref_ids(self, split: str | None = None) -> list[int]:
-        "Ref ids of one split (exact label match), or all."
-        if split is None: return list(self.refs)
-        if split not in self.splits:
-            raise ValueError(f"unknown split {split!r} for {self.dataset} ({self.split_by}); valid splits: {', '.join(self.splits)}"
-                             + self._split_hint(split))
-        return [k for k, r in self.refs.items() if r["split"] == split]
-
-    def _split_hint(self, split: str) -> str:
-        "For ShapeRefs too small to hold `split`: how many images it needs."
-        from ris_nb.data.shaperefs import SPLIT_FRACTIONS, _split_of
-        if self.dataset != "shaperefs" or split not in SPLIT_FRACTIONS: return ""
-        need = next(n for n in range(1, 1000) if split in _split_of(n, 0))
-        return (f"; the data folder {self.refs_file.parent} has no {split!r} split: it holds {len(self.imgs)} image(s), and "
-                f"ShapeRefs writes a {split!r} split from {need} images on (regenerate it, e.g. `ris_nb synth --n-images 40`)")
-
-    def image_path(self, image_id: int) -> Path: return self.image_root / self.imgs[image_id]["file_name"]
-
-    def mask(self, ann_id: int) -> np.ndarray:
-        "Binary mask (h,w) bool of annotation `ann_id`."
-        a = self.anns[ann_id]; im = self.imgs[a["image_id"]]
-        return segmentation_to_mask(a["segmentation"], im["height"], im["width"], f"{self.instances_file} annotation {ann_id}")
 
 # %% ../../nbs/03_refer.ipynb #5fa2b7e8
-class Refer(_ReferIndex):
+class Refer:
     "Index over `root`/`dataset`/refs(`split_by`).p and its instances.json (images under `image_root`): refs, annotations, images, categories, sentences."
     def __init__(self, root: str | Path, dataset: str, split_by: str, image_root: str | Path | None = None,
                  checksums: dict[str, str] | None = None):
@@ -514,6 +469,57 @@ class Refer(_ReferIndex):
     def __repr__(self):
         return (f"Refer({self.dataset}, split_by={self.split_by}: {len(self.refs)} refs, {len(self.sents)} sentences, "
                 f"{len(self.imgs)} images, splits {self.splits})")
+
+# %% ../../nbs/03_refer.ipynb #p57cf3c2
+@patch
+def _build(self: Refer, refs: list[dict], inst: dict):
+    self.imgs = {im["id"]: im for im in inst["images"]}
+    self.anns = {a["id"]: a for a in inst["annotations"]}
+    self.cats = {c["id"]: c["name"] for c in inst["categories"]}
+    self.refs, self.sents, self.sent_to_ref = {}, {}, {}
+    self.img_to_refs, self.img_to_anns, self.cat_to_refs = defaultdict(list), defaultdict(list), defaultdict(list)
+    self.ref_to_ann, self.ann_to_ref = {}, {}
+    for a in inst["annotations"]: self.img_to_anns[a["image_id"]].append(a)
+    for r in refs:                    # ids and links were checked by `check_index`
+        self.refs[r["ref_id"]] = r
+        self.ref_to_ann[r["ref_id"]], self.ann_to_ref[r["ann_id"]] = self.anns[r["ann_id"]], r
+        self.img_to_refs[r["image_id"]].append(r)
+        self.cat_to_refs[r["category_id"]].append(r)
+        for s in r["sentences"]: self.sents[s["sent_id"]], self.sent_to_ref[s["sent_id"]] = s, r
+
+@patch(as_prop=True)
+def splits(self: Refer) -> list[str]:
+    "Split labels present in the refs file: train, val, testA, testB, test, then any others sorted."
+    have = {r["split"] for r in self.refs.values()}
+    order = ["train", "val", "testA", "testB", "test"]
+    return [s for s in order if s in have] + sorted(have - set(order))
+
+@patch
+def ref_ids(self: Refer, split: str | None = None) -> list[int]:
+    "Ref ids of one split (exact label match), or all."
+    if split is None: return list(self.refs)
+    if split not in self.splits:
+        raise ValueError(f"unknown split {split!r} for {self.dataset} ({self.split_by}); valid splits: {', '.join(self.splits)}"
+                         + self._split_hint(split))
+    return [k for k, r in self.refs.items() if r["split"] == split]
+
+@patch
+def _split_hint(self: Refer, split: str) -> str:
+    "For ShapeRefs too small to hold `split`: how many images it needs."
+    from ris_nb.data.shaperefs import SPLIT_FRACTIONS, _split_of
+    if self.dataset != "shaperefs" or split not in SPLIT_FRACTIONS: return ""
+    need = next(n for n in range(1, 1000) if split in _split_of(n, 0))
+    return (f"; the data folder {self.refs_file.parent} has no {split!r} split: it holds {len(self.imgs)} image(s), and "
+            f"ShapeRefs writes a {split!r} split from {need} images on (regenerate it, e.g. `ris_nb synth --n-images 40`)")
+
+@patch
+def image_path(self: Refer, image_id: int) -> Path: return self.image_root / self.imgs[image_id]["file_name"]
+
+@patch
+def mask(self: Refer, ann_id: int) -> np.ndarray:
+    "Binary mask (h,w) bool of annotation `ann_id`."
+    a = self.anns[ann_id]; im = self.imgs[a["image_id"]]
+    return segmentation_to_mask(a["segmentation"], im["height"], im["width"], f"{self.instances_file} annotation {ann_id}")
 
 # %% ../../nbs/03_refer.ipynb #45371a4e
 class _Refused(ValueError): "An image we decline (too large, float pixels), as opposed to an unreadable one."
@@ -589,40 +595,8 @@ def _check_images(refer: Refer, refs: list, split: str) -> None:
     if missing: raise FileNotFoundError(f"{len(missing)} image file(s) of split {split!r} not found, e.g. {missing[0]} "
                                         f"(image_root={refer.image_root})")
 
-# %% ../../nbs/03_refer.ipynb #d03b485c
-class _RefReading:
-    "Mixin of `RefDataset`: the image and mask of an item (cached on request), and which (ref, sentence) an index means."
-    def _image(self, image_id: int) -> np.ndarray:
-        if image_id in self._img_cache: return self._img_cache[image_id]
-        img = load_image(self.refer.image_path(image_id))
-        im = self.refer.imgs[image_id]
-        if img.shape[:2] != (im["height"], im["width"]):
-            raise ValueError(f"{self.refer.image_path(image_id)}: size {img.shape[:2]} differs from instances.json "
-                             f"({im['height']}, {im['width']})")
-        if self.cache: self._img_cache[image_id] = img
-        return img
-
-    def _mask(self, ann_id: int) -> np.ndarray:
-        if ann_id in self._mask_cache:
-            bits, shape = self._mask_cache[ann_id]
-            return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).view(bool)
-        m = self.refer.mask(ann_id)
-        if self.cache: self._mask_cache[ann_id] = (np.packbits(m), m.shape)   # 1 bit per pixel
-        return m
-
-    def index(self, idx) -> tuple[dict, dict]:
-        "(ref, sentence) of item `idx`; `idx` may be `(i, epoch)` as yielded by an epoch-aware sampler."
-        i, epoch = (idx if isinstance(idx, tuple) else (idx, self.epoch))
-        if i < 0: i += len(self)
-        if not 0 <= i < len(self): raise IndexError(f"index {i} out of range for {len(self)} items")
-        if self.per_ref:
-            r, sents = self.refs[i]
-            return r, sents[_mix(self.seed, epoch, i) % len(sents)]
-        ri, j = self.samples[i]
-        return self.refs[ri][0], self.refs[ri][1][j]
-
 # %% ../../nbs/03_refer.ipynb #f9646ea8
-class RefDataset(_RefReading):
+class RefDataset:
     "Items of `split` (from `refer`, else a `Refer` opened here): every (ref, sentence), or one sentence per ref per epoch (`per_ref`)."
     def __init__(self, root: str | Path, dataset: str, split_by: str, split: str, image_root: str | Path | None = None,
                  text_field: str = "raw", per_ref: bool = False, seed: int = 0, with_mask: bool = True,
@@ -655,6 +629,39 @@ class RefDataset(_RefReading):
     def __repr__(self):
         return (f"RefDataset({self.refer.dataset}/{self.refer.split_by} {self.split}: {len(self.refs)} refs, "
                 f"{len(self.samples)} sentences, {len(self)} items{' per ref' if self.per_ref else ''})")
+
+# %% ../../nbs/03_refer.ipynb #d03b485c
+@patch
+def _image(self: RefDataset, image_id: int) -> np.ndarray:
+    if image_id in self._img_cache: return self._img_cache[image_id]
+    img = load_image(self.refer.image_path(image_id))
+    im = self.refer.imgs[image_id]
+    if img.shape[:2] != (im["height"], im["width"]):
+        raise ValueError(f"{self.refer.image_path(image_id)}: size {img.shape[:2]} differs from instances.json "
+                         f"({im['height']}, {im['width']})")
+    if self.cache: self._img_cache[image_id] = img
+    return img
+
+@patch
+def _mask(self: RefDataset, ann_id: int) -> np.ndarray:
+    if ann_id in self._mask_cache:
+        bits, shape = self._mask_cache[ann_id]
+        return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).view(bool)
+    m = self.refer.mask(ann_id)
+    if self.cache: self._mask_cache[ann_id] = (np.packbits(m), m.shape)   # 1 bit per pixel
+    return m
+
+@patch
+def index(self: RefDataset, idx) -> tuple[dict, dict]:
+    "(ref, sentence) of item `idx`; `idx` may be `(i, epoch)` as yielded by an epoch-aware sampler."
+    i, epoch = (idx if isinstance(idx, tuple) else (idx, self.epoch))
+    if i < 0: i += len(self)
+    if not 0 <= i < len(self): raise IndexError(f"index {i} out of range for {len(self)} items")
+    if self.per_ref:
+        r, sents = self.refs[i]
+        return r, sents[_mix(self.seed, epoch, i) % len(sents)]
+    ri, j = self.samples[i]
+    return self.refs[ri][0], self.refs[ri][1][j]
 
 # %% ../../nbs/03_refer.ipynb #d1586b8f
 def stats(refer: Refer) -> dict:

@@ -1,6 +1,8 @@
-"The model modules (lavt, mask_grounding, alignment, magnet, slots, sag, encoders); each registers its builder with `ris_nb.core.register_model`."
-# Hand-written (nbdev creates sub-package __init__ files empty and never rewrites them): the public entry point
-# `ris_nb.models.build_model` is the same function as `ris_nb.core.build_model`.
-from ..core import build_model
+"The model modules (lavt, mask_grounding, alignment, magnet, slots, sag, encoders); each model registers its builder and capabilities with `ris_nb.core.register_model`."
+# Hand-written (nbdev creates sub-package __init__ files empty and never rewrites them). Importing this package registers
+# every model, so whoever builds one (training, evaluation, the CLI: all built after the models) imports it; `ris_nb.core`
+# holds only the registry and never imports the models. `ris_nb.models.build_model` is `ris_nb.core.build_model`.
+from ..core import build_model, model_spec
+from . import lavt, magnet, sag   # noqa: F401  (their `@register_model` lines run)
 
-__all__ = ["build_model"]
+__all__ = ["build_model", "model_spec"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastcore.basics import patch
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -137,58 +138,8 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, lc) -> torch.Tensor:
         return dice_loss(logits.softmax(1)[:, 1], target.float()) + F.cross_entropy(logits, target.long())
     raise ValueError(f"model.lavt.loss={lc.loss!r}: expected 'ce', 'dice' or 'dice_bce'")
 
-# %% ../../nbs/06_lavt.ipynb #7a7111be
-class _LAVTEncoder:
-    "Mixin of `LAVT`: the backbone stages with a PWAM and a gated update after each (uses the modules `LAVT.__init__` builds)."
-    def encode(self, images: torch.Tensor, l: torch.Tensor, mask: torch.Tensor, stages: int | None = None,
-               image_index: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """images (B,3,H,W), words l (B,T,D), mask (B,T) -> (language-aware maps LN(r_s), backbone maps entering PWAM), NCHW, first `stages` (all).
-        `image_index` (B,) long: `images` holds U distinct images, sentence b reads image_index[b] (evaluation)."""
-        x, outs, visual = self.backbone.stem(images), [], []
-        for i in range(stages or self.backbone.num_stages):
-            x = self.backbone.stage(i, x)
-            if i == 0 and image_index is not None: x = x[image_index]      # no language before the first PWAM: once per image
-            visual.append(x)
-            B, C, h, w = x.shape
-            v = x.flatten(2).transpose(1, 2)                               # (B,hw,C)
-            r = self.pwams[i](v, l, mask)
-            if i < len(self.gates): x = (v + self.gates[i](r) * r).transpose(1, 2).reshape(B, C, h, w)
-            outs.append(self.norms[i](r).transpose(1, 2).reshape(B, C, h, w))
-        return outs, visual
-
-# %% ../../nbs/06_lavt.ipynb #22811f9c
-class _LAVTTraining:
-    "Mixin of `LAVT`: Mask Grounding in training, the losses and the learning-rate groups."
-    def mask_grounding(self, batch, visual: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        "MG in training (07): hide words with MG's masking, predict them -> (logits (B,T,V), targets (B,T))."
-        masked, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
-        return self.fill_masked(batch, masked, visual), targets
-
-    def fill_masked(self, batch, masked_ids: torch.Tensor, visual: list[torch.Tensor] | None = None) -> torch.Tensor:
-        "MG's vocabulary logits (B,T,V) for `masked_ids`, the images and `batch.masks`; P (a backbone map) as `mg.visual_source` says."
-        am = batch.attention_mask
-        l = self.text(masked_ids, am).tokens
-        if self.cfg.model.mg.visual_source == "masked":   # a second pass, up to P's stage, that never sees the hidden words
-            visual = self.encode(batch.images, l, am, stages=self.mg_level + 1)[1]
-        elif visual is None:
-            visual = self.encode(batch.images, self.text(batch.input_ids, am).tokens, am, stages=self.mg_level + 1)[1]
-        return self.mg(l, am, visual[self.mg_level], batch.masks)
-
-    def losses(self, out: LavtOutputs, batch) -> dict[str, torch.Tensor]:
-        "`seg_loss` on the input-size logits, + λ_MG·L_MG when computed."
-        seg = seg_loss(out.logits, batch.masks, self.cfg.model.lavt)
-        d = {"seg": seg}
-        if out.mg_logits is not None:
-            d["mg"] = self.mg.loss(out.mg_logits, out.mg_targets)
-            d["loss"] = seg + self.cfg.model.mg.weight * d["mg"]
-        else: d["loss"] = seg
-        return d
-    def param_groups(self, cfg: Config) -> list[dict]:
-        "LAVT's groups (`lavt_param_groups`)."
-        return lavt_param_groups(self, cfg)
-
 # %% ../../nbs/06_lavt.ipynb #00e5955b
-class LAVT(_LAVTEncoder, _LAVTTraining, nn.Module):
+class LAVT(nn.Module):
     "LAVT: BERT, then per stage: backbone stage -> PWAM -> gated update; LN'd residuals -> SimpleDecoder."
     def __init__(self, backbone: StagedBackbone, text: TextEncoder, cfg: Config):
         super().__init__()
@@ -223,6 +174,58 @@ class LAVT(_LAVTEncoder, _LAVTTraining, nn.Module):
         if sizes is None: return p
         return [F.interpolate(p[i:i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0] for i, s in enumerate(sizes)]
 
+# %% ../../nbs/06_lavt.ipynb #7a7111be
+@patch
+def encode(self: LAVT, images: torch.Tensor, l: torch.Tensor, mask: torch.Tensor, stages: int | None = None,
+           image_index: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """images (B,3,H,W), words l (B,T,D), mask (B,T) -> (language-aware maps LN(r_s), backbone maps entering PWAM), NCHW, first `stages` (all).
+    `image_index` (B,) long: `images` holds U distinct images, sentence b reads image_index[b] (evaluation)."""
+    x, outs, visual = self.backbone.stem(images), [], []
+    for i in range(stages or self.backbone.num_stages):
+        x = self.backbone.stage(i, x)
+        if i == 0 and image_index is not None: x = x[image_index]      # no language before the first PWAM: once per image
+        visual.append(x)
+        B, C, h, w = x.shape
+        v = x.flatten(2).transpose(1, 2)                               # (B,hw,C)
+        r = self.pwams[i](v, l, mask)
+        if i < len(self.gates): x = (v + self.gates[i](r) * r).transpose(1, 2).reshape(B, C, h, w)
+        outs.append(self.norms[i](r).transpose(1, 2).reshape(B, C, h, w))
+    return outs, visual
+
+# %% ../../nbs/06_lavt.ipynb #22811f9c
+@patch
+def mask_grounding(self: LAVT, batch, visual: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    "MG in training (07): hide words with MG's masking, predict them -> (logits (B,T,V), targets (B,T))."
+    masked, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
+    return self.fill_masked(batch, masked, visual), targets
+
+@patch
+def fill_masked(self: LAVT, batch, masked_ids: torch.Tensor, visual: list[torch.Tensor] | None = None) -> torch.Tensor:
+    "MG's vocabulary logits (B,T,V) for `masked_ids`, the images and `batch.masks`; P (a backbone map) as `mg.visual_source` says."
+    am = batch.attention_mask
+    l = self.text(masked_ids, am).tokens
+    if self.cfg.model.mg.visual_source == "masked":   # a second pass, up to P's stage, that never sees the hidden words
+        visual = self.encode(batch.images, l, am, stages=self.mg_level + 1)[1]
+    elif visual is None:
+        visual = self.encode(batch.images, self.text(batch.input_ids, am).tokens, am, stages=self.mg_level + 1)[1]
+    return self.mg(l, am, visual[self.mg_level], batch.masks)
+
+@patch
+def losses(self: LAVT, out: LavtOutputs, batch) -> dict[str, torch.Tensor]:
+    "`seg_loss` on the input-size logits, + λ_MG·L_MG when computed."
+    seg = seg_loss(out.logits, batch.masks, self.cfg.model.lavt)
+    d = {"seg": seg}
+    if out.mg_logits is not None:
+        d["mg"] = self.mg.loss(out.mg_logits, out.mg_targets)
+        d["loss"] = seg + self.cfg.model.mg.weight * d["mg"]
+    else: d["loss"] = seg
+    return d
+
+@patch
+def param_groups(self: LAVT, cfg: Config) -> list[dict]:
+    "LAVT's groups (`lavt_param_groups`)."
+    return lavt_param_groups(self, cfg)
+
 # %% ../../nbs/06_lavt.ipynb #ab5da098
 def lavt_param_groups(model: LAVT, cfg: Config) -> list[dict]:
     "LAVT's groups: backbone+PWAM (no decay on norms/pos tables), decoder (+ refine head), trainable text layers (+MG head)."
@@ -240,7 +243,7 @@ def lavt_param_groups(model: LAVT, cfg: Config) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 # %% ../../nbs/06_lavt.ipynb #4cc10f71
-@register_model("lavt")
+@register_model("lavt", LAVT, takes_image_index=True)
 def build_lavt(cfg: Config) -> LAVT:
     "LAVT from `cfg` (model.vision, model.text, model.lavt, model.mg)."
     return LAVT(build_backbone(cfg.model.vision, cfg.data.image_size), build_text_encoder(cfg.model.text), cfg)

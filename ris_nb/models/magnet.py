@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastcore.basics import patch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -22,9 +23,8 @@ from .lavt import RefineHead, dice_loss
 
 # %% auto #0
 __all__ = ['PRESET_SOURCES', 'TanhGate', 'WordPWAM', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder',
-           'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs', 'MagNetEncoder',
-           'MagNetTraining', 'MagNet', 'build_magnet', 'convert_official_magnet', 'config_from_official',
-           'load_converted', 'load_official']
+           'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs', 'MagNet',
+           'build_magnet', 'convert_official_magnet', 'config_from_official', 'load_converted', 'load_official']
 
 # %% ../../nbs/09_magnet.ipynb #200176b8
 class TanhGate(nn.Module):
@@ -78,77 +78,8 @@ class WordPWAM(nn.Module):
         if not self.official_compat: r = r * m[..., None]
         return (r, attn) if return_attn else r
 
-# %% ../../nbs/09_magnet.ipynb #2fed74c6
-class _DeformTable:
-    "Mixin of `MSDeformAttn`: the zero-bordered value table that holds every level of a head, and its per-column constants."
-    def layout(self, shapes: list[tuple[int, int]], dtype, device) -> dict:
-        "Constants per sample column (columns ordered head, level, point) for the padded value table of `shapes`."
-        key = (tuple(map(tuple, shapes)), dtype, device)
-        if key not in self._layouts:
-            M, L, K = self.heads, self.levels, self.points
-            f = lambda v: torch.tensor(v, dtype=dtype, device=device)
-            W, H = f([w for _, w in shapes]), f([h for h, _ in shapes])
-            Wp, size = W + 3, (H + 3) * (W + 3)                                    # each level padded by 1 before, 2 after
-            start = torch.cat([size.new_zeros(1), size.cumsum(0)[:-1]])
-            col = lambda t: t.view(1, L, 1).expand(M, L, K).reshape(-1)            # (M·L·K,)
-            m = torch.arange(M, dtype=dtype, device=device).view(M, 1, 1).expand(M, L, K).reshape(-1)
-            Sp = int(size.sum())
-            self._layouts[key] = dict(
-                perm=torch.arange(2 * M * L * K, device=device).view(M, L, K, 2).permute(3, 0, 1, 2).reshape(-1),  # x's, then y's
-                W=col(W), H=col(H), Wp=col(Wp), Sp=Sp, row=m * Sp + col(start + Wp + 1),   # flat row of pixel (0,0) of head m, level l
-                down=Wp.long().view(L, 1).expand(L, K).reshape(-1))                        # +1 row, per (level, point)
-        return self._layouts[key]
-
-    def table(self, v: torch.Tensor, shapes: list[tuple[int, int]]) -> torch.Tensor:
-        "Value tokens (B,ΣHW,C) → (B·M·S', D): per head, every level's map with a zero border (1 before, 2 after)."
-        B, _, C = v.shape
-        M, D = self.heads, C // self.heads
-        lv = [t.view(B, h, w, M, D).permute(0, 3, 1, 2, 4) for t, (h, w) in zip(v.split([h * w for h, w in shapes], 1), shapes)]
-        return torch.cat([F.pad(t, (0, 0, 1, 2, 1, 2)).flatten(2, 3) for t in lv], 2).reshape(-1, D)
-
-# %% ../../nbs/09_magnet.ipynb #874ef696
-class _DeformSampling:
-    "Mixin of `MSDeformAttn`: the two ways to sample — per-level `grid_sample` (training) and `embedding_bag` over the table."
-    def sample_by_level(self, v, shapes, r, off, aw) -> torch.Tensor:
-        "The textbook form: one `grid_sample` per level (zeros, align_corners=False), mixed by the attention weights → (B,Q,M,D)."
-        B, Q, M, _ = aw.shape
-        L, K, D = self.levels, self.points, v.shape[-1] // M
-        n = M * L * K
-        norm = off.new_tensor([[w, h] for h, w in shapes]).view(1, 1, 1, L, 1, 2)
-        loc = r.view(r.shape[0], Q, 1, 1, 1, 2) + torch.stack([off[..., :n], off[..., n:]], -1).view(B, Q, M, L, K, 2) / norm
-        grid = (2 * loc - 1).permute(3, 0, 2, 1, 4, 5).reshape(L, B * M, Q, K, 2)        # level first: grid[l] contiguous
-        mix = aw.view(B, Q, M, L, K).permute(3, 0, 2, 1, 4).reshape(L, B * M, 1, Q, K)
-        out = 0
-        for l, (m, (h, w)) in enumerate(zip(v.split([h * w for h, w in shapes], 1), shapes)):
-            s = F.grid_sample(m.view(B, h, w, M, D).permute(0, 3, 4, 1, 2).reshape(B * M, D, h, w), grid[l],
-                              mode="bilinear", padding_mode="zeros", align_corners=False)          # (B·M, D, Q, K)
-            out = out + (s * mix[l]).sum(-1)                                                      # (B·M, D, Q)
-        return out.view(B, M, D, Q).permute(0, 3, 1, 2)
-
-    def sample_by_table(self, v, shapes, r, off, aw) -> torch.Tensor:
-        "All levels of a head in one zero-bordered table; each bilinear corner is one `embedding_bag` over L·K samples → (B·M·Q, D)."
-        B, Q, M, _ = aw.shape
-        L, K = self.levels, self.points
-        n, lay = M * L * K, self.layout(shapes, v.dtype, v.device)
-        table = self.table(v, shapes)
-        # sample position in pixels of its level (grid_sample, align_corners=False: x = loc·W − ½), clamped to [-1, W]:
-        # beyond that every corner is in the zero border, exactly as grid_sample's zero padding
-        px = torch.minimum((off[..., :n] + torch.addcmul(off.new_tensor(-0.5), r[..., :1], lay["W"])).clamp_(min=-1), lay["W"])
-        py = torch.minimum((off[..., n:] + torch.addcmul(off.new_tensor(-0.5), r[..., 1:], lay["H"])).clamp_(min=-1), lay["H"])
-        x0, y0 = px.floor(), py.floor()
-        fx, fy = (px - x0).view(B, Q, M, L * K), (py - y0).view(B, Q, M, L * K)
-        with torch.no_grad():                                                      # flat table rows of the 4 corners
-            idt = torch.int32 if B * M * lay["Sp"] < 2**31 else torch.int64
-            i00 = torch.addcmul(x0 + lay["row"], y0, lay["Wp"]).to(idt).view(B, Q, M, L * K)
-            i00 += (torch.arange(B, device=v.device, dtype=i00.dtype) * (M * lay["Sp"])).view(B, 1, 1, 1)
-            i10 = i00 + lay["down"].to(i00.dtype)
-        a1 = aw * fy; a0 = aw - a1                                                 # bilinear weights × attention weights
-        w01, w11 = a0 * fx, a1 * fx
-        bag = lambda i, w: F.embedding_bag(i.view(-1, L * K), table, per_sample_weights=w.reshape(-1, L * K), mode="sum")
-        return bag(i00, a0 - w01) + bag(i00 + 1, w01) + bag(i10, a1 - w11) + bag(i10 + 1, w11)
-
 # %% ../../nbs/09_magnet.ipynb #91cf8342
-class MSDeformAttn(_DeformSampling, _DeformTable, nn.Module):
+class MSDeformAttn(nn.Module):
     "Multi-scale deformable attention (Deformable DETR) in plain PyTorch: one `embedding_bag` per corner at inference, per-level `grid_sample` when training."
     def __init__(self, dim: int = 256, levels: int = 4, heads: int = 8, points: int = 4):
         super().__init__()
@@ -182,6 +113,75 @@ class MSDeformAttn(_DeformSampling, _DeformTable, nn.Module):
         # embedding_bag's backward is ~5× slower on CPU than grid_sample's (09, below): train with the per-level form
         sample = self.sample_by_level if torch.is_grad_enabled() and (v.requires_grad or off.requires_grad) else self.sample_by_table
         return self.output_proj(sample(v, shapes, r, off, aw).view(B, Q, C))
+
+# %% ../../nbs/09_magnet.ipynb #2fed74c6
+@patch
+def layout(self: MSDeformAttn, shapes: list[tuple[int, int]], dtype, device) -> dict:
+    "Constants per sample column (columns ordered head, level, point) for the padded value table of `shapes`."
+    key = (tuple(map(tuple, shapes)), dtype, device)
+    if key not in self._layouts:
+        M, L, K = self.heads, self.levels, self.points
+        f = lambda v: torch.tensor(v, dtype=dtype, device=device)
+        W, H = f([w for _, w in shapes]), f([h for h, _ in shapes])
+        Wp, size = W + 3, (H + 3) * (W + 3)                                    # each level padded by 1 before, 2 after
+        start = torch.cat([size.new_zeros(1), size.cumsum(0)[:-1]])
+        col = lambda t: t.view(1, L, 1).expand(M, L, K).reshape(-1)            # (M·L·K,)
+        m = torch.arange(M, dtype=dtype, device=device).view(M, 1, 1).expand(M, L, K).reshape(-1)
+        Sp = int(size.sum())
+        self._layouts[key] = dict(
+            perm=torch.arange(2 * M * L * K, device=device).view(M, L, K, 2).permute(3, 0, 1, 2).reshape(-1),  # x's, then y's
+            W=col(W), H=col(H), Wp=col(Wp), Sp=Sp, row=m * Sp + col(start + Wp + 1),   # flat row of pixel (0,0) of head m, level l
+            down=Wp.long().view(L, 1).expand(L, K).reshape(-1))                        # +1 row, per (level, point)
+    return self._layouts[key]
+
+@patch
+def table(self: MSDeformAttn, v: torch.Tensor, shapes: list[tuple[int, int]]) -> torch.Tensor:
+    "Value tokens (B,ΣHW,C) → (B·M·S', D): per head, every level's map with a zero border (1 before, 2 after)."
+    B, _, C = v.shape
+    M, D = self.heads, C // self.heads
+    lv = [t.view(B, h, w, M, D).permute(0, 3, 1, 2, 4) for t, (h, w) in zip(v.split([h * w for h, w in shapes], 1), shapes)]
+    return torch.cat([F.pad(t, (0, 0, 1, 2, 1, 2)).flatten(2, 3) for t in lv], 2).reshape(-1, D)
+
+# %% ../../nbs/09_magnet.ipynb #874ef696
+@patch
+def sample_by_level(self: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
+    "The textbook form: one `grid_sample` per level (zeros, align_corners=False), mixed by the attention weights → (B,Q,M,D)."
+    B, Q, M, _ = aw.shape
+    L, K, D = self.levels, self.points, v.shape[-1] // M
+    n = M * L * K
+    norm = off.new_tensor([[w, h] for h, w in shapes]).view(1, 1, 1, L, 1, 2)
+    loc = r.view(r.shape[0], Q, 1, 1, 1, 2) + torch.stack([off[..., :n], off[..., n:]], -1).view(B, Q, M, L, K, 2) / norm
+    grid = (2 * loc - 1).permute(3, 0, 2, 1, 4, 5).reshape(L, B * M, Q, K, 2)        # level first: grid[l] contiguous
+    mix = aw.view(B, Q, M, L, K).permute(3, 0, 2, 1, 4).reshape(L, B * M, 1, Q, K)
+    out = 0
+    for l, (m, (h, w)) in enumerate(zip(v.split([h * w for h, w in shapes], 1), shapes)):
+        s = F.grid_sample(m.view(B, h, w, M, D).permute(0, 3, 4, 1, 2).reshape(B * M, D, h, w), grid[l],
+                          mode="bilinear", padding_mode="zeros", align_corners=False)          # (B·M, D, Q, K)
+        out = out + (s * mix[l]).sum(-1)                                                      # (B·M, D, Q)
+    return out.view(B, M, D, Q).permute(0, 3, 1, 2)
+
+@patch
+def sample_by_table(self: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
+    "All levels of a head in one zero-bordered table; each bilinear corner is one `embedding_bag` over L·K samples → (B·M·Q, D)."
+    B, Q, M, _ = aw.shape
+    L, K = self.levels, self.points
+    n, lay = M * L * K, self.layout(shapes, v.dtype, v.device)
+    table = self.table(v, shapes)
+    # sample position in pixels of its level (grid_sample, align_corners=False: x = loc·W − ½), clamped to [-1, W]:
+    # beyond that every corner is in the zero border, exactly as grid_sample's zero padding
+    px = torch.minimum((off[..., :n] + torch.addcmul(off.new_tensor(-0.5), r[..., :1], lay["W"])).clamp_(min=-1), lay["W"])
+    py = torch.minimum((off[..., n:] + torch.addcmul(off.new_tensor(-0.5), r[..., 1:], lay["H"])).clamp_(min=-1), lay["H"])
+    x0, y0 = px.floor(), py.floor()
+    fx, fy = (px - x0).view(B, Q, M, L * K), (py - y0).view(B, Q, M, L * K)
+    with torch.no_grad():                                                      # flat table rows of the 4 corners
+        idt = torch.int32 if B * M * lay["Sp"] < 2**31 else torch.int64
+        i00 = torch.addcmul(x0 + lay["row"], y0, lay["Wp"]).to(idt).view(B, Q, M, L * K)
+        i00 += (torch.arange(B, device=v.device, dtype=i00.dtype) * (M * lay["Sp"])).view(B, 1, 1, 1)
+        i10 = i00 + lay["down"].to(i00.dtype)
+    a1 = aw * fy; a0 = aw - a1                                                 # bilinear weights × attention weights
+    w01, w11 = a0 * fx, a1 * fx
+    bag = lambda i, w: F.embedding_bag(i.view(-1, L * K), table, per_sample_weights=w.reshape(-1, L * K), mode="sum")
+    return bag(i00, a0 - w01) + bag(i00 + 1, w01) + bag(i10, a1 - w11) + bag(i10 + 1, w11)
 
 # %% ../../nbs/09_magnet.ipynb #ec9e2779
 class DeformEncoderLayer(nn.Module):
@@ -342,150 +342,8 @@ class MagNetOutputs:
     mg: dict | None = None                                 # Mask Grounding logits/targets when MG is on and training
     trace: dict | None = None                              # named intermediates (fixture names) when forward(trace=True)
 
-# %% ../../nbs/09_magnet.ipynb #ff23fdbb
-def _record_stage(trace: dict, s: int, v, l, r, o, q, tr: dict, word_norm: nn.Module | None) -> None:
-    "Record stage s's tensors under the official trace's names; `word_norm`: the unused V→L LayerNorm (official_compat only)."
-    k = s + 1
-    trace.update({f"v{k}_swin": v, f"l{k}_bert": l, f"r{k}_l2v": r, f"s{k}": o, f"l{k}_res_v2l": q})
-    if "mixer_in" in tr: trace[f"cam{k}_mixer_in"] = tr["mixer_in"]
-    if word_norm is not None: trace[f"l{k}_res_norm"] = word_norm(q)
-
-# %% ../../nbs/09_magnet.ipynb #ebf12ea8
-class MagNetEncoder:
-    "Mixin of `MagNet`: the encoder, vision and text in lock-step (uses the modules `MagNet.__init__` builds)."
-    def _stage(self, s: int, x: torch.Tensor, trace: dict | None) -> torch.Tensor:
-        "Visual stage s on (B,C,H,W); with a trace on Swin, record the merged input (`v{s}_next`) separately."
-        bb = self.backbone
-        if trace is not None and s > 0 and hasattr(bb, "stage_blocks"):
-            x = bb.body.layers[s].downsample(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-            trace[f"v{s}_next"] = x.flatten(2).transpose(1, 2)
-            return bb.stage_blocks(s, x)
-        return bb.stage(s, x)
-
-    def encode(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               trace: dict | None = None, attn: list | None = None, image_index: torch.Tensor | None = None):
-        """images (B,3,H,W), ids/mask (B,N) → decoder inputs [(B,d_s,H_s,W_s)] × 4 and final words (B,N,t).
-        `image_index` (B,) long: `images` holds U distinct images, sentence b reads image_index[b] (evaluation)."""
-        m = attention_mask.to(images.dtype)
-        ext = extended_mask(attention_mask, images.dtype)
-        x, l = self.backbone.stem(images), self.text.embed(input_ids)
-        if trace is not None: trace.update(v0=x.flatten(2).transpose(1, 2), l0=l, ext_mask=ext)
-        outs = []
-        for s in range(4):
-            x, l = self._stage(s, x, trace), self.text.group(s, l, ext)
-            if s == 0 and image_index is not None: x = x[image_index]   # no language before the first fusion: once per image
-            B, C, H, W = x.shape
-            v = x.flatten(2).transpose(1, 2)
-            if attn is not None:
-                r, a = self.pwams[s](v, l, m, return_attn=True); attn.append(a.mean(1).transpose(1, 2).reshape(B, -1, H, W))
-            else: r = self.pwams[s](v, l, m)
-            tr = {} if trace is not None else None
-            o = self.cams[s](x, r, l, m, trace=tr) if self.cams is not None else r.transpose(1, 2).reshape(B, C, H, W).contiguous()
-            q = self.word_pwams[s](l, v, m)                              # both directions read the pre-update v, l
-            if trace is not None: _record_stage(trace, s, v, l, r, o, q, tr, self.unused.word_norms[s] if self.official_compat else None)
-            v, l = v + self.gates[s](r) * r, l + self.word_gates[s](q) * q
-            x = v.transpose(1, 2).reshape(B, C, H, W)
-            if trace is not None:
-                trace[f"l{s+1}_fused"] = l
-                if s == 3: trace["v4_next"] = v
-            outs.append(o)
-        return outs, l
-
-# %% ../../nbs/09_magnet.ipynb #9f333ef2
-class MagNetTraining:
-    "Mixin of `MagNet`: the training signals (segmentation, CAL and MG losses) and learning-rate groups."
-    def losses(self, outputs: MagNetOutputs, batch) -> dict[str, torch.Tensor]:
-        "Σ over predictions of w_bce·BCE + w_dice·Dice + w_class·CE (ours) + λ_MG·L_MG + λ_CAL·L_CAL; key 'loss' + parts."
-        mc, m = self.cfg.model.magnet, self.cfg.model
-        if batch.masks is None: raise ValueError("MagNet.losses needs batch.masks (fully supervised); got None")
-        gt = batch.masks.float()
-        preds = list(zip(outputs.aux_class_logits, outputs.aux_mask_logits)) if mc.deep_supervision else []
-        preds.append((outputs.class_logits, outputs.mask_logits))
-        bce = dice = ce = 0.0
-        for cls, logits in preds:
-            up = F.interpolate(logits, size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-            bce = bce + F.binary_cross_entropy_with_logits(up, gt)
-            dice = dice + dice_loss(up.sigmoid(), gt)
-            ce = ce + F.cross_entropy(cls[:, 0], torch.zeros(len(cls), dtype=torch.long, device=cls.device))
-        out = {"bce": bce, "dice": dice, "cls": ce}
-        loss = mc.w_bce * bce + mc.w_dice * dice + mc.w_class * ce
-        if m.cal.enabled and self.lang_proj is not None:
-            c = m.cal
-            cal = cal_loss(outputs.mask_features, self.sentence_embedding(outputs, batch), gt, c.tau_text, c.tau_pixel,
-                           c.w_text, c.w_pixel, c.n_fg, c.n_bg)
-            out.update(cal); loss = loss + c.weight * cal["cal"]
-        if outputs.mg is not None:
-            out["mg"] = self.mg.loss(outputs.mg["logits"], outputs.mg["targets"]); loss = loss + m.mg.weight * out["mg"]
-        out["loss"] = loss
-        return out
-
-    def param_groups(self, cfg: Config) -> list[dict]:
-        "LAVT's recipe: one lr for all; no weight decay for norms and relative-position tables; frozen params excluded."
-        groups = {}
-        for n, p in self.named_parameters():
-            if not p.requires_grad: continue
-            part = "text" if n.startswith(("text.", "word_")) else "head" if n.startswith(("pixel_decoder.", "decoder.", "refine.", "lang_proj.", "mg.")) else "vision"
-            nd = any(s in n for s in ("norm", "relative_position_bias_table", "absolute_pos_embed"))
-            groups.setdefault((part, nd), []).append(p)
-        return [dict(params=ps, lr=cfg.train.lr, weight_decay=0.0 if nd else cfg.train.weight_decay,
-                     name=f"{part}{'_no_decay' if nd else ''}") for (part, nd), ps in groups.items()]
-
-# %% ../../nbs/09_magnet.ipynb #c3b0541b
-class _MagNetForward:
-    "Mixin of `MagNet`: encoder → pixel decoder → masked-attention decoder, and Mask Grounding in training."
-    def forward(self, batch, trace: bool = False, image_index: torch.Tensor | None = None) -> MagNetOutputs:
-        """batch.images (B,3,H,W), batch.input_ids / attention_mask (B,N) → `MagNetOutputs` (mask logits at stride 4).
-        `image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b] (evaluation)."""
-        tr = {} if trace else None
-        feats, words = self.encode(batch.images, batch.input_ids, batch.attention_mask, tr, image_index=image_index)
-        mf, maps = self.pixel_decoder(feats, tr)
-        dec = self.decoder(maps, mf)
-        final = dec.mask_logits[-1]
-        if self.refine is not None:
-            final = self.refine(final, batch.images, image_index)
-        out = MagNetOutputs(final, dec.class_logits[-1], dec.mask_logits[:-1], dec.class_logits[:-1],
-                            mask_features=mf, words=words, coarse=maps[0], trace=tr)
-        if self.mg is not None and self.training and getattr(batch, "masks", None) is not None:
-            out.mg = self.mask_grounding(batch, maps)
-        if tr is not None:
-            tr.update(pred_logits=out.class_logits, pred_masks=out.mask_logits,
-                      aux_pred_logits=torch.stack(out.aux_class_logits), aux_pred_masks=torch.stack(out.aux_mask_logits))
-            tr["prob_full"] = self.predict(out, batch)
-            tr["mask_full"] = tr["prob_full"] > 0.5
-        return out
-
-    def mask_grounding(self, batch, maps: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        "MG in training (07): hide words with MG's masking, predict them -> {'logits': (B,N,V), 'targets': (B,N)}."
-        masked, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
-        return {"logits": self.fill_masked(batch, masked, maps), "targets": targets}
-
-    def fill_masked(self, batch, masked_ids: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
-        "MG's vocabulary logits (B,N,V): masked sentence (text-only path), pixel-decoder map P (per `mg.visual_source`), `batch.masks`."
-        am = batch.attention_mask
-        if self.cfg.model.mg.visual_source == "masked":   # a second encoder + pixel-decoder pass that never sees the hidden words
-            maps = self.pixel_decoder(self.encode(batch.images, masked_ids, am)[0])[1]
-        elif maps is None:
-            maps = self.pixel_decoder(self.encode(batch.images, batch.input_ids, am)[0])[1]
-        return self.mg(self.text(masked_ids, am).tokens, am, maps[self.mg_level], batch.masks)
-
-# %% ../../nbs/09_magnet.ipynb #60e56bef
-class _MagNetReadouts:
-    "Mixin of `MagNet`: the foreground probability and the sentence embedding read off its outputs."
-    def predict(self, outputs: MagNetOutputs, batch, sizes: list[tuple[int, int]] | None = None):
-        "Foreground probability (B,1,H,W) at the input size, or a list of (1,h,w) at `sizes`; threshold 0.5 outside."
-        w = 1.0 if self.official_compat else outputs.class_logits.softmax(-1)[:, :, :1, None]   # released: softmax over queries ≡ 1
-        up = lambda x, size: F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-        if sizes is None: return up(outputs.mask_logits, tuple(batch.images.shape[-2:])).sigmoid() * w
-        return [(up(outputs.mask_logits[i:i + 1], tuple(hw)).sigmoid() * (w if isinstance(w, float) else w[i:i + 1]))[0]
-                for i, hw in enumerate(sizes)]
-
-    def sentence_embedding(self, outputs: MagNetOutputs, batch) -> torch.Tensor:
-        "lang_proj of the masked mean of the final word states: (B,C) (CAL's text side, ours)."
-        m = batch.attention_mask.to(outputs.words.dtype)[..., None]
-        return self.lang_proj((outputs.words * m).sum(1) / m.sum(1).clamp(min=1))
-
 # %% ../../nbs/09_magnet.ipynb #d8adca64
-class MagNet(MagNetEncoder, _MagNetForward, _MagNetReadouts, MagNetTraining, nn.Module):
+class MagNet(nn.Module):
     "MagNet: staged vision + grouped text with bidirectional PWAMs, CAM to a one-query Mask2Former head."
     def __init__(self, cfg: Config):
         super().__init__()
@@ -516,10 +374,153 @@ class MagNet(MagNetEncoder, _MagNetForward, _MagNetReadouts, MagNetTraining, nn.
             self.mg_level = mg_visual_index(self.backbone.strides[::-1][:3], m.mg)   # the decoder's 3 maps, coarse → fine
             self.mg = MaskGrounding(t, mc.hidden_dim, self.text.vocab_size, m.mg, special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
 
-@register_model("magnet")
+@register_model("magnet", MagNet, takes_image_index=True)
 def build_magnet(cfg: Config) -> MagNet:
     "Registered builder: `build_model(cfg)` with `cfg.model.name == 'magnet'`."
     return MagNet(cfg)
+
+# %% ../../nbs/09_magnet.ipynb #ff23fdbb
+def _record_stage(trace: dict, s: int, v, l, r, o, q, tr: dict, word_norm: nn.Module | None) -> None:
+    "Record stage s's tensors under the official trace's names; `word_norm`: the unused V→L LayerNorm (official_compat only)."
+    k = s + 1
+    trace.update({f"v{k}_swin": v, f"l{k}_bert": l, f"r{k}_l2v": r, f"s{k}": o, f"l{k}_res_v2l": q})
+    if "mixer_in" in tr: trace[f"cam{k}_mixer_in"] = tr["mixer_in"]
+    if word_norm is not None: trace[f"l{k}_res_norm"] = word_norm(q)
+
+# %% ../../nbs/09_magnet.ipynb #ebf12ea8
+@patch
+def _stage(self: MagNet, s: int, x: torch.Tensor, trace: dict | None) -> torch.Tensor:
+    "Visual stage s on (B,C,H,W); with a trace on Swin, record the merged input (`v{s}_next`) separately."
+    bb = self.backbone
+    if trace is not None and s > 0 and hasattr(bb, "stage_blocks"):
+        x = bb.body.layers[s].downsample(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        trace[f"v{s}_next"] = x.flatten(2).transpose(1, 2)
+        return bb.stage_blocks(s, x)
+    return bb.stage(s, x)
+
+@patch
+def encode(self: MagNet, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+           trace: dict | None = None, attn: list | None = None, image_index: torch.Tensor | None = None):
+    """images (B,3,H,W), ids/mask (B,N) → decoder inputs [(B,d_s,H_s,W_s)] × 4 and final words (B,N,t).
+    `image_index` (B,) long: `images` holds U distinct images, sentence b reads image_index[b] (evaluation)."""
+    m = attention_mask.to(images.dtype)
+    ext = extended_mask(attention_mask, images.dtype)
+    x, l = self.backbone.stem(images), self.text.embed(input_ids)
+    if trace is not None: trace.update(v0=x.flatten(2).transpose(1, 2), l0=l, ext_mask=ext)
+    outs = []
+    for s in range(4):
+        x, l = self._stage(s, x, trace), self.text.group(s, l, ext)
+        if s == 0 and image_index is not None: x = x[image_index]   # no language before the first fusion: once per image
+        B, C, H, W = x.shape
+        v = x.flatten(2).transpose(1, 2)
+        if attn is not None:
+            r, a = self.pwams[s](v, l, m, return_attn=True); attn.append(a.mean(1).transpose(1, 2).reshape(B, -1, H, W))
+        else: r = self.pwams[s](v, l, m)
+        tr = {} if trace is not None else None
+        o = self.cams[s](x, r, l, m, trace=tr) if self.cams is not None else r.transpose(1, 2).reshape(B, C, H, W).contiguous()
+        q = self.word_pwams[s](l, v, m)                              # both directions read the pre-update v, l
+        if trace is not None: _record_stage(trace, s, v, l, r, o, q, tr, self.unused.word_norms[s] if self.official_compat else None)
+        v, l = v + self.gates[s](r) * r, l + self.word_gates[s](q) * q
+        x = v.transpose(1, 2).reshape(B, C, H, W)
+        if trace is not None:
+            trace[f"l{s+1}_fused"] = l
+            if s == 3: trace["v4_next"] = v
+        outs.append(o)
+    return outs, l
+
+# %% ../../nbs/09_magnet.ipynb #9f333ef2
+@patch
+def losses(self: MagNet, outputs: MagNetOutputs, batch) -> dict[str, torch.Tensor]:
+    "Σ over predictions of w_bce·BCE + w_dice·Dice + w_class·CE (ours) + λ_MG·L_MG + λ_CAL·L_CAL; key 'loss' + parts."
+    mc, m = self.cfg.model.magnet, self.cfg.model
+    if batch.masks is None: raise ValueError("MagNet.losses needs batch.masks (fully supervised); got None")
+    gt = batch.masks.float()
+    preds = list(zip(outputs.aux_class_logits, outputs.aux_mask_logits)) if mc.deep_supervision else []
+    preds.append((outputs.class_logits, outputs.mask_logits))
+    bce = dice = ce = 0.0
+    for cls, logits in preds:
+        up = F.interpolate(logits, size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        bce = bce + F.binary_cross_entropy_with_logits(up, gt)
+        dice = dice + dice_loss(up.sigmoid(), gt)
+        ce = ce + F.cross_entropy(cls[:, 0], torch.zeros(len(cls), dtype=torch.long, device=cls.device))
+    out = {"bce": bce, "dice": dice, "cls": ce}
+    loss = mc.w_bce * bce + mc.w_dice * dice + mc.w_class * ce
+    if m.cal.enabled and self.lang_proj is not None:
+        c = m.cal
+        cal = cal_loss(outputs.mask_features, self.sentence_embedding(outputs, batch), gt, c.tau_text, c.tau_pixel,
+                       c.w_text, c.w_pixel, c.n_fg, c.n_bg)
+        out.update(cal); loss = loss + c.weight * cal["cal"]
+    if outputs.mg is not None:
+        out["mg"] = self.mg.loss(outputs.mg["logits"], outputs.mg["targets"]); loss = loss + m.mg.weight * out["mg"]
+    out["loss"] = loss
+    return out
+
+@patch
+def param_groups(self: MagNet, cfg: Config) -> list[dict]:
+    "LAVT's recipe: one lr for all; no weight decay for norms and relative-position tables; frozen params excluded."
+    groups = {}
+    for n, p in self.named_parameters():
+        if not p.requires_grad: continue
+        part = "text" if n.startswith(("text.", "word_")) else "head" if n.startswith(("pixel_decoder.", "decoder.", "refine.", "lang_proj.", "mg.")) else "vision"
+        nd = any(s in n for s in ("norm", "relative_position_bias_table", "absolute_pos_embed"))
+        groups.setdefault((part, nd), []).append(p)
+    return [dict(params=ps, lr=cfg.train.lr, weight_decay=0.0 if nd else cfg.train.weight_decay,
+                 name=f"{part}{'_no_decay' if nd else ''}") for (part, nd), ps in groups.items()]
+
+# %% ../../nbs/09_magnet.ipynb #c3b0541b
+@patch
+def forward(self: MagNet, batch, trace: bool = False, image_index: torch.Tensor | None = None) -> MagNetOutputs:
+    """batch.images (B,3,H,W), batch.input_ids / attention_mask (B,N) → `MagNetOutputs` (mask logits at stride 4).
+    `image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b] (evaluation)."""
+    tr = {} if trace else None
+    feats, words = self.encode(batch.images, batch.input_ids, batch.attention_mask, tr, image_index=image_index)
+    mf, maps = self.pixel_decoder(feats, tr)
+    dec = self.decoder(maps, mf)
+    final = dec.mask_logits[-1]
+    if self.refine is not None:
+        final = self.refine(final, batch.images, image_index)
+    out = MagNetOutputs(final, dec.class_logits[-1], dec.mask_logits[:-1], dec.class_logits[:-1],
+                        mask_features=mf, words=words, coarse=maps[0], trace=tr)
+    if self.mg is not None and self.training and getattr(batch, "masks", None) is not None:
+        out.mg = self.mask_grounding(batch, maps)
+    if tr is not None:
+        tr.update(pred_logits=out.class_logits, pred_masks=out.mask_logits,
+                  aux_pred_logits=torch.stack(out.aux_class_logits), aux_pred_masks=torch.stack(out.aux_mask_logits))
+        tr["prob_full"] = self.predict(out, batch)
+        tr["mask_full"] = tr["prob_full"] > 0.5
+    return out
+
+@patch
+def mask_grounding(self: MagNet, batch, maps: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    "MG in training (07): hide words with MG's masking, predict them -> {'logits': (B,N,V), 'targets': (B,N)}."
+    masked, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
+    return {"logits": self.fill_masked(batch, masked, maps), "targets": targets}
+
+@patch
+def fill_masked(self: MagNet, batch, masked_ids: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
+    "MG's vocabulary logits (B,N,V): masked sentence (text-only path), pixel-decoder map P (per `mg.visual_source`), `batch.masks`."
+    am = batch.attention_mask
+    if self.cfg.model.mg.visual_source == "masked":   # a second encoder + pixel-decoder pass that never sees the hidden words
+        maps = self.pixel_decoder(self.encode(batch.images, masked_ids, am)[0])[1]
+    elif maps is None:
+        maps = self.pixel_decoder(self.encode(batch.images, batch.input_ids, am)[0])[1]
+    return self.mg(self.text(masked_ids, am).tokens, am, maps[self.mg_level], batch.masks)
+
+# %% ../../nbs/09_magnet.ipynb #60e56bef
+@patch
+def predict(self: MagNet, outputs: MagNetOutputs, batch, sizes: list[tuple[int, int]] | None = None):
+    "Foreground probability (B,1,H,W) at the input size, or a list of (1,h,w) at `sizes`; threshold 0.5 outside."
+    w = 1.0 if self.official_compat else outputs.class_logits.softmax(-1)[:, :, :1, None]   # released: softmax over queries ≡ 1
+    up = lambda x, size: F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    if sizes is None: return up(outputs.mask_logits, tuple(batch.images.shape[-2:])).sigmoid() * w
+    return [(up(outputs.mask_logits[i:i + 1], tuple(hw)).sigmoid() * (w if isinstance(w, float) else w[i:i + 1]))[0]
+            for i, hw in enumerate(sizes)]
+
+@patch
+def sentence_embedding(self: MagNet, outputs: MagNetOutputs, batch) -> torch.Tensor:
+    "lang_proj of the masked mean of the final word states: (B,C) (CAL's text side, ours)."
+    m = batch.attention_mask.to(outputs.words.dtype)[..., None]
+    return self.lang_proj((outputs.words * m).sum(1) / m.sum(1).clamp(min=1))
 
 # %% ../../nbs/09_magnet.ipynb #9c52e142
 _WORD_PWAM_KEYS = {"vis_project.0": "word_proj", "image_lang_att.f_query.0": "q", "image_lang_att.f_key.0": "k",

@@ -9,6 +9,7 @@ import math
 from types import SimpleNamespace
 from typing import Iterable
 
+from fastcore.basics import patch, patch_to
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,24 +71,8 @@ def lm_head(width: int, vocab_size: int) -> nn.Sequential:
     "BERT-style prediction head: Linear, GELU, LayerNorm, Linear to the vocabulary."
     return nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, vocab_size))
 
-# %% ../../nbs/07_mask_grounding.ipynb #2b8487e6
-class _MGMasking:
-    "Mixin of `MaskGrounding`: which words to hide (the head's rates and generator) and the loss on them."
-    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        "`mask_tokens` with this head's rates and generator: -> (masked ids (B,T), targets (B,T))."
-        c = self.cfg
-        return mask_tokens(input_ids, attention_mask, self.special_ids, generator or self.generator,
-                           c.select_prob, c.mask_prob, c.min_masked)
-
-    @staticmethod
-    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        "L_MG: cross-entropy over masked positions, mean over masked tokens (0 if none)."
-        if (targets != -100).sum() == 0: return logits.sum() * 0.0
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-
 # %% ../../nbs/07_mask_grounding.ipynb #b19486e8
-class MaskGrounding(_MGMasking, nn.Module):
+class MaskGrounding(nn.Module):
     "Masked-token predictor over [text O; visual P; mask C] tokens; `forward` -> vocabulary logits (B,T,V) at the text positions."
     def __init__(self, text_dim: int, vis_dim: int, vocab_size: int, cfg: MGConfig, special_ids: dict[str, int], seed: int = 0):
         super().__init__()
@@ -115,6 +100,21 @@ class MaskGrounding(_MGMasking, nn.Module):
         pad = torch.cat([attention_mask == 0, attention_mask.new_zeros(B, 2 * h * w, dtype=torch.bool)], 1)
         z = self.fusion(torch.cat([o, p, c], 1), src_key_padding_mask=pad)
         return self.head(z[:, :T])
+
+# %% ../../nbs/07_mask_grounding.ipynb #2b8487e6
+@patch
+def mask(self: MaskGrounding, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "`mask_tokens` with this head's rates and generator: -> (masked ids (B,T), targets (B,T))."
+    c = self.cfg
+    return mask_tokens(input_ids, attention_mask, self.special_ids, generator or self.generator,
+                       c.select_prob, c.mask_prob, c.min_masked)
+
+@patch_to(MaskGrounding, static_method=True)
+def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    "L_MG: cross-entropy over masked positions, mean over masked tokens (0 if none)."
+    if (targets != -100).sum() == 0: return logits.sum() * 0.0
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 # %% ../../nbs/07_mask_grounding.ipynb #692183b2
 def mg_visual_index(strides: list[int], cfg: MGConfig) -> int:

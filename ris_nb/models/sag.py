@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from fastcore.basics import patch
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -338,112 +339,8 @@ def build_recon_decoder(in_dim: int, s, patch: int) -> nn.Module:
     if s.decoder not in ("broadcast", "affine"): raise ValueError(f"model.sag.decoder={s.decoder!r}: expected 'broadcast' or 'affine'")
     return AffineDecoder(s.dim) if s.decoder == "affine" else BroadcastDecoder(s.dim, out_dim)
 
-# %% ../../nbs/11_sag.ipynb #a889828c
-class _SaGImage:
-    "Mixin of `SaG`: slots → entities → reconstruction, the image-only half of `forward` (uses the modules `SaG.__init__` builds)."
-    def _slots(self, tokens: torch.Tensor, hw: tuple[int, int], slots_init: torch.Tensor | None,
-               generator: torch.Generator | None) -> SlotOutput:
-        "Ŝ, A^slot of the tokens; in eval mode with no S⁰ and no generator, one fixed S⁰ for every image (ours)."
-        if slots_init is None and generator is None and not self.training and isinstance(self.slots, EntityDiscovery):
-            slots_init = self.slots.init(1).expand(len(tokens), -1, -1)
-        return self.slots(tokens, hw, slots_init, generator)
-
-    def _entities(self, so: SlotOutput, hw: tuple[int, int], images: torch.Tensor) -> tuple[SlotOutput, torch.Tensor | None]:
-        "The entities the text meets: the slots or their connected pieces (ours), plus their appearance (ours); valid (B,K) or None."
-        s, valid = self.cfg.model.sag, None
-        if s.entity_pieces:
-            maps, parent, valid = entity_pieces(so.a_slot, hw, s.entity_pieces, 2 * so.a_slot.shape[1])
-            so = replace(so, a_slot=maps, entities=so.entities.gather(1, parent[..., None].expand(-1, -1, so.entities.shape[-1])))
-        if self.appearance is not None:
-            own = so.entities if s.slot_vector else torch.zeros_like(so.entities)      # ours: the code alone (slot_vector=False)
-            so = replace(so, entities=self.appearance(own, so.a_slot, images, hw))
-        return so, valid
-
-    def _reconstruct(self, out: SaGOutputs, raw: SlotOutput, tokens: torch.Tensor, images: torch.Tensor,
-                     image_index: torch.Tensor | None) -> None:
-        "Fill `out.recon`/`out.target` from the slots as the entity module made them (`raw`, before pieces and appearance)."
-        pick = (lambda x: x) if image_index is None else (lambda x: x[image_index])
-        if isinstance(self.decoder, AffineDecoder):                          # ours: through A^slot, colours + entity centres
-            out.recon, out.target = self.decoder(pick(raw.entities), pick(raw.a_slot), out.hw), affine_target(pick(images), out.hw)
-        else:
-            target = tokens if self.cfg.model.sag.recon_target == "tokens" else F.unfold(images, self.patch, stride=self.patch).transpose(1, 2)
-            out.recon, out.target = self.decoder(pick(raw.entities), out.hw)[0], pick(target)
-
-# %% ../../nbs/11_sag.ipynb #741fba9e
-class _SaGGather:
-    "Mixin of `SaG`: the sentences meet the entities — A^fuse, ẑ and the in-image negatives (uses the modules `SaG.__init__` builds)."
-    def _gather(self, t: torch.Tensor, so: SlotOutput, valid: torch.Tensor | None, hw: tuple[int, int],
-                image_index: torch.Tensor | None) -> SaGOutputs:
-        "Fuse every text with every image's entities; with `image_index`, the per-image results are spread to the sentences."
-        ents, off = gather_batch(so.entities) if self.training else (so.entities, 0)   # C³ over all ranks' images
-        valid_all = gather_ids(valid.long()).bool() if self.training and valid is not None else valid   # gloo gathers no bool
-        fused, a_all = self.fusion(t, ents, valid_all) if self.fusion is not None else entity_similarity(t, ents)
-        if image_index is None: a_fuse = a_all[off:off + len(t)].diagonal(dim1=0, dim2=1).T
-        else:                                                                # each sentence's own image, then per sentence
-            a_fuse = a_all[image_index, torch.arange(len(t), device=t.device)]
-            so = SlotOutput(*(None if x is None else x[image_index] for x in (so.entities, so.a_slot, so.slots_init, so.a_slot_iters)))
-        return SaGOutputs(so.entities, so.a_slot, a_fuse, a_all, fused, t, hw, so.slots_init, offset=off,
-                          valid=valid if image_index is None or valid is None else valid[image_index])
-
-    def _in_image_negatives(self, out: SaGOutputs, batch) -> None:
-        "Fill `out.partner`, `out.swapped` and `out.exclude` from the batch's image and annotation ids (ours, see above)."
-        if self.fusion is None: raise ValueError("model.sag.in_image_negatives=True needs model.sag.fusion=True")
-        missing = [k for k in ("image_id", "ann_id") if k not in getattr(batch, "meta", {})]
-        if missing: raise ValueError(f"model.sag.in_image_negatives=True needs batch.meta {missing} (a ris_nb Collate batch)")
-        dev = out.text.device
-        images = torch.as_tensor(batch.meta["image_id"], dtype=torch.long, device=dev)
-        out.partner = batch_partners(batch.meta["image_id"], batch.meta["ann_id"]).to(dev)
-        own = torch.where(out.partner < 0, torch.arange(len(images), device=dev), out.partner)
-        out.swapped = self.fusion.swapped(out.text, out.entities, own, out.valid)
-        out.exclude = own_image_copies(images, gather_ids(images), out.offset)
-
-# %% ../../nbs/11_sag.ipynb #64045c04
-class _SaGTraining:
-    "Mixin of `SaG`: the losses and the AdamW learning-rate groups."
-    def losses(self, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor]:
-        "{'loss': L_C3 + λ·L_recon, 'loss_c3', 'loss_recon'} ('loss_itc' without fusion); `batch.masks` is never read."
-        s = self.cfg.model.sag
-        name, detach = ("loss_c3", s.c3_detach_target) if s.fusion else ("loss_itc", False)
-        if outputs.swapped is not None:
-            c3 = c3_in_image_loss(outputs.fused, outputs.text, outputs.swapped, outputs.partner, outputs.exclude,
-                                  s.c3_temperature, detach, s.c3_normalize_target, outputs.offset)
-        else: c3 = c3_loss(outputs.fused, outputs.text, s.c3_temperature, detach, s.c3_normalize_target, outputs.offset)
-        out = {name: c3}
-        if outputs.recon is not None:
-            out["loss_recon"] = (affine_loss(outputs.recon, outputs.target, s.pos_weight) if s.decoder == "affine"
-                                 else recon_loss(outputs.recon, outputs.target))
-            out["loss"] = c3 + s.recon_weight * out["loss_recon"]
-        else: out["loss"] = c3
-        return out
-
-    def param_groups(self, cfg: Config | None = None) -> list[dict]:
-        "AdamW groups (official): ViT at lr·vit_lr_scale (0.1), text at lr·text_lr_scale (1), slots/decoder/fusion at lr."
-        cfg = cfg or self.cfg
-        lr, wd, s = cfg.train.lr, cfg.train.weight_decay, cfg.model.sag
-        parts = [("vision", self.vision, lr * s.vit_lr_scale), ("text", self.text, lr * s.text_lr_scale),
-                 ("slots", self.slots, lr), ("decoder", self.decoder, lr), ("fusion", self.fusion, lr),
-                 ("appearance", self.appearance, lr)]
-        groups = []
-        for name, mod, glr in parts:
-            params = [p for p in mod.parameters() if p.requires_grad] if mod is not None else []
-            if params: groups.append(dict(params=params, lr=glr, weight_decay=wd, name=name))
-        return groups
-
-# %% ../../nbs/11_sag.ipynb #a70a68f6
-class _SaGPredict:
-    "Mixin of `SaG`: the foreground probability read off its outputs."
-    def predict(self, outputs: SaGOutputs, batch=None, sizes: list[tuple[int, int]] | None = None,
-                scheme: str | None = None):
-        "Foreground probabilities: (B,1,H,W) at the input size, or a list of (1,h,w) at `sizes` (bilinear + min–max)."
-        grid = relevance_grid(outputs.a_slot, outputs.a_fuse, outputs.hw, scheme or self.cfg.model.sag.inference)
-        if sizes is None:
-            size = tuple(batch.images.shape[-2:]) if batch is not None else tuple(self.cfg.data.image_size for _ in range(2))
-            return upsample_minmax(grid, size)[:, None]
-        if len(set(map(tuple, sizes))) == 1: return list(upsample_minmax(grid, tuple(sizes[0]))[:, None])   # one call for one size
-        return [upsample_minmax(g[None], hw) for g, hw in zip(grid, sizes)]
-
 # %% ../../nbs/11_sag.ipynb #1af84fb9
-class SaG(_SaGImage, _SaGGather, _SaGTraining, _SaGPredict, nn.Module):
+class SaG(nn.Module):
     "Shatter and Gather (ICCV'23): entity slots + text fusion + C³, trained without masks."
     def __init__(self, cfg: Config):
         super().__init__()
@@ -477,6 +374,110 @@ class SaG(_SaGImage, _SaGGather, _SaGTraining, _SaGPredict, nn.Module):
             self._reconstruct(out, raw, tokens, batch.images, image_index)
         return out
 
+# %% ../../nbs/11_sag.ipynb #a889828c
+@patch
+def _slots(self: SaG, tokens: torch.Tensor, hw: tuple[int, int], slots_init: torch.Tensor | None,
+           generator: torch.Generator | None) -> SlotOutput:
+    "Ŝ, A^slot of the tokens; in eval mode with no S⁰ and no generator, one fixed S⁰ for every image (ours)."
+    if slots_init is None and generator is None and not self.training and isinstance(self.slots, EntityDiscovery):
+        slots_init = self.slots.init(1).expand(len(tokens), -1, -1)
+    return self.slots(tokens, hw, slots_init, generator)
+
+@patch
+def _entities(self: SaG, so: SlotOutput, hw: tuple[int, int], images: torch.Tensor) -> tuple[SlotOutput, torch.Tensor | None]:
+    "The entities the text meets: the slots or their connected pieces (ours), plus their appearance (ours); valid (B,K) or None."
+    s, valid = self.cfg.model.sag, None
+    if s.entity_pieces:
+        maps, parent, valid = entity_pieces(so.a_slot, hw, s.entity_pieces, 2 * so.a_slot.shape[1])
+        so = replace(so, a_slot=maps, entities=so.entities.gather(1, parent[..., None].expand(-1, -1, so.entities.shape[-1])))
+    if self.appearance is not None:
+        own = so.entities if s.slot_vector else torch.zeros_like(so.entities)      # ours: the code alone (slot_vector=False)
+        so = replace(so, entities=self.appearance(own, so.a_slot, images, hw))
+    return so, valid
+
+@patch
+def _reconstruct(self: SaG, out: SaGOutputs, raw: SlotOutput, tokens: torch.Tensor, images: torch.Tensor,
+                 image_index: torch.Tensor | None) -> None:
+    "Fill `out.recon`/`out.target` from the slots as the entity module made them (`raw`, before pieces and appearance)."
+    pick = (lambda x: x) if image_index is None else (lambda x: x[image_index])
+    if isinstance(self.decoder, AffineDecoder):                          # ours: through A^slot, colours + entity centres
+        out.recon, out.target = self.decoder(pick(raw.entities), pick(raw.a_slot), out.hw), affine_target(pick(images), out.hw)
+    else:
+        target = tokens if self.cfg.model.sag.recon_target == "tokens" else F.unfold(images, self.patch, stride=self.patch).transpose(1, 2)
+        out.recon, out.target = self.decoder(pick(raw.entities), out.hw)[0], pick(target)
+
+# %% ../../nbs/11_sag.ipynb #741fba9e
+@patch
+def _gather(self: SaG, t: torch.Tensor, so: SlotOutput, valid: torch.Tensor | None, hw: tuple[int, int],
+            image_index: torch.Tensor | None) -> SaGOutputs:
+    "Fuse every text with every image's entities; with `image_index`, the per-image results are spread to the sentences."
+    ents, off = gather_batch(so.entities) if self.training else (so.entities, 0)   # C³ over all ranks' images
+    valid_all = gather_ids(valid.long()).bool() if self.training and valid is not None else valid   # gloo gathers no bool
+    fused, a_all = self.fusion(t, ents, valid_all) if self.fusion is not None else entity_similarity(t, ents)
+    if image_index is None: a_fuse = a_all[off:off + len(t)].diagonal(dim1=0, dim2=1).T
+    else:                                                                # each sentence's own image, then per sentence
+        a_fuse = a_all[image_index, torch.arange(len(t), device=t.device)]
+        so = SlotOutput(*(None if x is None else x[image_index] for x in (so.entities, so.a_slot, so.slots_init, so.a_slot_iters)))
+    return SaGOutputs(so.entities, so.a_slot, a_fuse, a_all, fused, t, hw, so.slots_init, offset=off,
+                      valid=valid if image_index is None or valid is None else valid[image_index])
+
+@patch
+def _in_image_negatives(self: SaG, out: SaGOutputs, batch) -> None:
+    "Fill `out.partner`, `out.swapped` and `out.exclude` from the batch's image and annotation ids (ours, see above)."
+    if self.fusion is None: raise ValueError("model.sag.in_image_negatives=True needs model.sag.fusion=True")
+    missing = [k for k in ("image_id", "ann_id") if k not in getattr(batch, "meta", {})]
+    if missing: raise ValueError(f"model.sag.in_image_negatives=True needs batch.meta {missing} (a ris_nb Collate batch)")
+    dev = out.text.device
+    images = torch.as_tensor(batch.meta["image_id"], dtype=torch.long, device=dev)
+    out.partner = batch_partners(batch.meta["image_id"], batch.meta["ann_id"]).to(dev)
+    own = torch.where(out.partner < 0, torch.arange(len(images), device=dev), out.partner)
+    out.swapped = self.fusion.swapped(out.text, out.entities, own, out.valid)
+    out.exclude = own_image_copies(images, gather_ids(images), out.offset)
+
+# %% ../../nbs/11_sag.ipynb #64045c04
+@patch
+def losses(self: SaG, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor]:
+    "{'loss': L_C3 + λ·L_recon, 'loss_c3', 'loss_recon'} ('loss_itc' without fusion); `batch.masks` is never read."
+    s = self.cfg.model.sag
+    name, detach = ("loss_c3", s.c3_detach_target) if s.fusion else ("loss_itc", False)
+    if outputs.swapped is not None:
+        c3 = c3_in_image_loss(outputs.fused, outputs.text, outputs.swapped, outputs.partner, outputs.exclude,
+                              s.c3_temperature, detach, s.c3_normalize_target, outputs.offset)
+    else: c3 = c3_loss(outputs.fused, outputs.text, s.c3_temperature, detach, s.c3_normalize_target, outputs.offset)
+    out = {name: c3}
+    if outputs.recon is not None:
+        out["loss_recon"] = (affine_loss(outputs.recon, outputs.target, s.pos_weight) if s.decoder == "affine"
+                             else recon_loss(outputs.recon, outputs.target))
+        out["loss"] = c3 + s.recon_weight * out["loss_recon"]
+    else: out["loss"] = c3
+    return out
+
+@patch
+def param_groups(self: SaG, cfg: Config | None = None) -> list[dict]:
+    "AdamW groups (official): ViT at lr·vit_lr_scale (0.1), text at lr·text_lr_scale (1), slots/decoder/fusion at lr."
+    cfg = cfg or self.cfg
+    lr, wd, s = cfg.train.lr, cfg.train.weight_decay, cfg.model.sag
+    parts = [("vision", self.vision, lr * s.vit_lr_scale), ("text", self.text, lr * s.text_lr_scale),
+             ("slots", self.slots, lr), ("decoder", self.decoder, lr), ("fusion", self.fusion, lr),
+             ("appearance", self.appearance, lr)]
+    groups = []
+    for name, mod, glr in parts:
+        params = [p for p in mod.parameters() if p.requires_grad] if mod is not None else []
+        if params: groups.append(dict(params=params, lr=glr, weight_decay=wd, name=name))
+    return groups
+
+# %% ../../nbs/11_sag.ipynb #a70a68f6
+@patch
+def predict(self: SaG, outputs: SaGOutputs, batch=None, sizes: list[tuple[int, int]] | None = None,
+            scheme: str | None = None):
+    "Foreground probabilities: (B,1,H,W) at the input size, or a list of (1,h,w) at `sizes` (bilinear + min–max)."
+    grid = relevance_grid(outputs.a_slot, outputs.a_fuse, outputs.hw, scheme or self.cfg.model.sag.inference)
+    if sizes is None:
+        size = tuple(batch.images.shape[-2:]) if batch is not None else tuple(self.cfg.data.image_size for _ in range(2))
+        return upsample_minmax(grid, size)[:, None]
+    if len(set(map(tuple, sizes))) == 1: return list(upsample_minmax(grid, tuple(sizes[0]))[:, None])   # one call for one size
+    return [upsample_minmax(g[None], hw) for g, hw in zip(grid, sizes)]
+
 # %% ../../nbs/11_sag.ipynb #09473b42
 def load_entities(model: SaG, weights: str) -> None:
     "Copy pretrained entity weights (`packaged` or a file from `ris_nb pretrain-entities`) into `model`'s vision, slots (and affine decoder)."
@@ -498,7 +499,8 @@ def load_entities(model: SaG, weights: str) -> None:
     model.slots.load_state_dict(src.slots.state_dict())
     if isinstance(model.decoder, AffineDecoder): model.decoder.load_state_dict(src.decoder.state_dict())
 
-@register_model("sag")
+@register_model("sag", SaG, takes_image_index=True, grounding="shatter_gather",
+                pairs_sentences=lambda cfg: cfg.model.sag.in_image_negatives)   # SaG's in-image negatives
 def build_sag(cfg: Config) -> SaG:
     "Model-protocol builder for `cfg.model.name == 'sag'`."
     return SaG(cfg)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from fastcore.basics import patch
 import numpy as np
 
 import torch
@@ -140,21 +141,8 @@ class SlotOutput:
     slots_init: torch.Tensor      # S⁰ (B,K,D)
     a_slot_iters: torch.Tensor | None = None   # (B,T,K,N): the same map after every iteration (the last one is A^slot)
 
-class _EntityFeatures:
-    "Mixin of `EntityDiscovery`: the features F the slots attend to (uses the `proj` that `EntityDiscovery.__init__` builds)."
-    def pos(self, hw: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-        "The sine encoding (N,D), cached per grid/device/dtype (it has no parameters)."
-        key = (tuple(hw), like.device, like.dtype)
-        cache = self.__dict__.setdefault("_pos_cache", {})
-        if key not in cache: cache[key] = sine_pos_2d(*hw, self.proj.out_features).to(like.device, like.dtype)
-        return cache[key]
-
-    def features(self, tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        "F = tokens·W_p + sine PE: (B,N,D)."
-        return self.proj(tokens) + self.pos(hw, tokens)
-
 # %% ../../nbs/10_entity_slots.ipynb #4328c3e1
-class EntityDiscovery(_EntityFeatures, nn.Module):
+class EntityDiscovery(nn.Module):
     "Tokens (B,N,C) on an h×w grid → entities Ŝ (B,K,D) and A^slot (B,K,N): S⁰, T × [slot attention → interaction]."
     def __init__(self, in_dim: int, dim: int = 64, n_gaussians: int = 3, n_samples: int = 2, iterations: int = 3,
                  heads: int = 2, head_dim: int = 32, inter_heads: int = 2, inter_head_dim: int = 32,
@@ -184,6 +172,20 @@ class EntityDiscovery(_EntityFeatures, nn.Module):
             if self.interaction is not None: slots = self.interaction(slots)
             maps.append(attn.mean(dim=1))
         return SlotOutput(self.out_norm(self.out_proj(slots)), maps[-1], s0, torch.stack(maps, dim=1))
+
+# %% ../../nbs/10_entity_slots.ipynb #p076e2ce
+@patch
+def pos(self: EntityDiscovery, hw: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    "The sine encoding (N,D), cached per grid/device/dtype (it has no parameters)."
+    key = (tuple(hw), like.device, like.dtype)
+    cache = self.__dict__.setdefault("_pos_cache", {})
+    if key not in cache: cache[key] = sine_pos_2d(*hw, self.proj.out_features).to(like.device, like.dtype)
+    return cache[key]
+
+@patch
+def features(self: EntityDiscovery, tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    "F = tokens·W_p + sine PE: (B,N,D)."
+    return self.proj(tokens) + self.pos(hw, tokens)
 
 # %% ../../nbs/10_entity_slots.ipynb #0e82afc3
 class BroadcastDecoder(nn.Module):
