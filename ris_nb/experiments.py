@@ -475,8 +475,8 @@ def _run_parallel(jobs: list[Job], n_jobs: int, bar, on_train: Callable[[str, in
                 finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
                 for f in finished_now:
                     k = running.pop(f)
-                    j, done[k] = jobs[k], f.result()
-                    res = done[k]
+                    j, res = jobs[k], f.result()
+                    done[k] = res
                     if on_train and not res["reused"]: on_train(j.row.name, j.seed)
                     bar.set_postfix_str(f"{j.label} done"); bar.update(1)
                     for w in [w for w in waiting if (jobs[w].row.source, jobs[w].seed, jobs[w].out) == (j.row.name, j.seed, j.out)]:
@@ -540,16 +540,18 @@ def row_metric(row: Row) -> str:
     return "mIoU" if get_preset(row.preset).data.weak else "oIoU"
 
 # %% ../nbs/16_experiments.ipynb #main0005
+from .data.shaperefs import COLORS, LEXICON, SHAPES, SIZES
+
+_CANONICAL = {w: c for c, ws in LEXICON.items() for w in ws}            # surface word -> canonical word
+_KIND = {**{c: "color" for c in COLORS}, **{s: "size" for s in SIZES}, **{s: "shape" for s in SHAPES}}
+
 def first_noun_phrase(tokens: Sequence[str]) -> dict[str, str]:
     "The canonical colour, size and shape a sentence's first noun phrase asks for ({} when it names no shape or 'object')."
-    from ris_nb.data.shaperefs import COLORS, LEXICON, SHAPES, SIZES
-    canon = {w: c for c, ws in LEXICON.items() for w in ws}
-    words = [canon.get(t.lower(), t.lower()) for t in tokens]
+    words = [_CANONICAL.get(t.lower(), t.lower()) for t in tokens]
     nouns = [i for i, w in enumerate(words) if w in SHAPES or w == "object"]
     if not nouns: return {}
     end = len(words) if len(nouns) == 1 and "not" not in words else nouns[0] + 1
-    kind = {**{c: "color" for c in COLORS}, **{s: "size" for s in SIZES}, **{s: "shape" for s in SHAPES}}
-    return {kind[w]: w for w in words[:end] if w in kind}
+    return {_KIND[w]: w for w in words[:end] if w in _KIND}
 
 def words_only_answer(dataset) -> dict[str, float]:
     "oIoU/mIoU of drawing one of the scene's shapes that fit the sentence's first noun phrase (all shapes when none fits)."
