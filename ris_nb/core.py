@@ -77,6 +77,7 @@ class TextConfig:
                                        # (official code: MagNet 3/3/3/3, bert/multimodal_bert.py)
     trainable_layers: int = -1         # the first n layers get gradients; -1 = all (official code: LAVT train.py trains 10 of 12)
     train_embeddings: bool = True      # official code: LAVT freezes BERT's embeddings (train.py); random-init presets must train them
+    lr_scale: float = 1.0              # text encoder lr = train.lr × this (ours: a pretrained encoder beside a random-init vision side)
 
 # %% ../nbs/00_core.ipynb #2da231fd
 @dataclass
@@ -453,6 +454,7 @@ def _on_minilm(cfg: Config) -> Config:
     "The packaged MiniLM (pretrained to predict masked words; fine-tuned here) as the text encoder, with its WordPiece tokenizer."
     cfg = cfg.override({"data.tokenizer": "minilm", "data.image_size": 64, "model.text.vocab_size": 0})
     cfg.model.text = _minilm()
+    cfg.model.text.lr_scale = 0.05    # the papers fine-tune BERT at 5e-5 (LAVT's recipe); at the tiny side's 1e-3 it collapsed (16)
     return cfg
 
 register_preset("lavt_minilm_tiny")(lambda: _on_minilm(_lavt_tiny()))         # the tiny vision side that refers at 64 px
@@ -751,7 +753,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.vision.abs_pos": _one_of("none", "sine"), "model.vision.stem": _one_of("patch", "conv"),
     "model.text.vocab_size": _NONNEG, "model.text.hidden_size": _POS, "model.text.num_layers": _POS,
     "model.text.num_heads": _POS, "model.text.intermediate_size": _POS, "model.text.layer_groups": _int_list(),
-    "model.text.trainable_layers": _int_at_least(-1),
+    "model.text.trainable_layers": _int_at_least(-1), "model.text.lr_scale": _number(),
     "model.lavt.pwam_heads": _POS, "model.lavt.decoder_dim": _POS, "model.lavt.refine": _NONNEG, "model.lavt.loss": _one_of("ce", "dice", "dice_bce"),
     "model.lavt.ce_weights": _CE_WEIGHTS,
     "model.mg.weight": _number(), "model.mg.select_prob": _PROB, "model.mg.mask_prob": _PROB, "model.mg.min_masked": _NONNEG,

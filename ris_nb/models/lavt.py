@@ -238,7 +238,7 @@ def lavt_param_groups(model: LAVT, cfg: Config) -> list[dict]:
               dict(name="backbone", params=[p for n, p in vis if not no_decay(n)], lr=lr, weight_decay=wd),
               dict(name="decoder", params=[p for m in (model.decoder, model.refine) if m is not None for p in m.parameters()
                                            if p.requires_grad], lr=lr, weight_decay=wd),
-              dict(name="text", params=[p for p in model.text.parameters() if p.requires_grad], lr=lr, weight_decay=wd)]
+              dict(name="text", params=[p for p in model.text.parameters() if p.requires_grad], lr=lr * cfg.model.text.lr_scale, weight_decay=wd)]
     if model.mg is not None: groups.append(dict(name="mg", params=[p for p in model.mg.parameters() if p.requires_grad], lr=lr, weight_decay=wd))
     return [g for g in groups if g["params"]]
 

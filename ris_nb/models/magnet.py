@@ -464,7 +464,7 @@ def param_groups(self: MagNet, cfg: Config) -> list[dict]:
         part = "text" if n.startswith(("text.", "word_")) else "head" if n.startswith(("pixel_decoder.", "decoder.", "refine.", "lang_proj.", "mg.")) else "vision"
         nd = any(s in n for s in ("norm", "relative_position_bias_table", "absolute_pos_embed"))
         groups.setdefault((part, nd), []).append(p)
-    return [dict(params=ps, lr=cfg.train.lr, weight_decay=0.0 if nd else cfg.train.weight_decay,
+    return [dict(params=ps, lr=cfg.train.lr * (cfg.model.text.lr_scale if part == "text" else 1.0), weight_decay=0.0 if nd else cfg.train.weight_decay,
                  name=f"{part}{'_no_decay' if nd else ''}") for (part, nd), ps in groups.items()]
 
 # %% ../../nbs/09_magnet.ipynb #c3b0541b
