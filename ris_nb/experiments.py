@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .core import probe_ms, write_atomic
+from .core import get_preset, probe_ms, write_atomic
 from .data.shaperefs import LANGUAGES
 
 # %% auto #0
@@ -30,9 +30,10 @@ __all__ = ['STUDIES', 'DEFAULT_STUDIES', 'SCORED_SPLITS', 'FULL', 'QUICK', 'TYPE
            'PAPER_MAIN', 'LANGUAGE_ANALOGUE', 'Row', 'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows', 'sag_claims',
            'minilm_rows', 'minilm_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config',
            'write_json_atomic', 'read_result', 'finished', 'study_data', 'train_and_score', 'rescore', 'run_one',
-           'blind_floors', 'aggregate', 'study_markdown', 'plot_study', 'write_outputs', 'Job', 'run_jobs', 'run_study',
-           'main_rows', 'row_metric', 'first_noun_phrase', 'words_only_answer', 'split_floors', 'main_table_record',
-           'run_main_table', 'main_table_rows', 'main_table_markdown', 'plot_main_table', 'write_main_table']
+           'blind_floors', 'aggregate', 'text_regime', 'study_markdown', 'plot_study', 'write_outputs', 'Job',
+           'run_jobs', 'run_study', 'main_rows', 'row_metric', 'first_noun_phrase', 'words_only_answer', 'split_floors',
+           'main_table_record', 'run_main_table', 'main_table_rows', 'main_table_markdown', 'plot_main_table',
+           'write_main_table']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -380,14 +381,21 @@ def _group_table(rows: dict, group: str, title: str, metric: str) -> list[str]:
     return lines + [""]
 
 # %% ../nbs/16_experiments.ipynb #b92709e6
-def _claims_table(claims: list[dict]) -> list[str]:
-    "One line per claim: the difference, the seeds' spread, the verdict, the paper's number; then how to read it."
-    lines = ["## Claims", "", "| claim | base → variant | metric | ours: difference | seeds' spread | verdict | paper |",
-             "|---|---|---|---|---|---|---|"]
+def text_regime(preset: str, overrides: dict | None = None) -> str:
+    "The text encoder a row trains, in words: the regime a verdict was measured in."
+    t = get_preset(preset).override(overrides or {}).model.text
+    if t.encoder == "bert": return f"random-init {t.num_layers}-layer text encoder"
+    return f"pretrained {'MiniLM' if t.encoder == 'minilm' else t.encoder}, fine-tuned at lr × {t.lr_scale:g}"
+
+def _claims_table(claims: list[dict], rows: dict) -> list[str]:
+    "One line per claim: the difference, the seeds' spread, the verdict, the regime, the paper's number; then how to read it."
+    lines = ["## Claims", "", "| claim | base → variant | metric | ours: difference | seeds' spread | verdict | regime | paper |",
+             "|---|---|---|---|---|---|---|---|"]
     for c in claims:
         sp = "–" if math.isnan(c["spread"]) else f"{c['spread']:.1f}"
         lines.append(f"| {c['claim']} | `{c['base']}` → `{c['variant']}` | {c['metric']} | {c['diff']:+.1f} | {sp} | "
-                     f"{c['verdict']}{' (both below the language-blind floor)' if c['below_floor'] else ''} | {c['paper']} |")
+                     f"{c['verdict']}{' (both below the language-blind floor)' if c['below_floor'] else ''} | "
+                     f"{text_regime(rows[c['base']]['preset'], rows[c['base']].get('overrides'))} | {c['paper']} |")
     lines += ["", "Spread = the larger of the two rows' sample standard deviations over seeds; a difference counts only "
               "when it is larger than that. \"Below the language-blind floor\": neither row beats the best answer that ignores the "
               "sentence, so the comparison is between models that have not yet learned to refer."]
@@ -397,7 +405,7 @@ def study_markdown(study: dict) -> str:
     "The study's markdown: budget, language-blind floors, one table per group (papers' numbers beside ours), verdicts."
     lines = _study_header(study)
     for g, (title, metric) in GROUPS.items(): lines += _group_table(study["rows"], g, title, metric)
-    return "\n".join(lines + _claims_table(study["claims"])) + "\n"
+    return "\n".join(lines + _claims_table(study["claims"], study["rows"])) + "\n"
 
 # %% ../nbs/16_experiments.ipynb #597764ab
 def plot_study(study: dict):
