@@ -19,25 +19,16 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 import pycocotools.mask as mask_utils
 
-from ..core import pid_alive, write_atomic
 import shapely
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
-           'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'ZIPF_S', 'MAX_WORDS', 'LEXICON',
-           'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'APPEARANCE_TEMPLATES',
-           'MAX_SIZE', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj',
-           'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences',
-           'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings',
-           'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks',
-           'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'remove_stale_temps', 'generate',
-           'shaperefs_settings', 'ensure_shaperefs', 'read_refs']
+__all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE', 'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'ZIPF_S', 'MAX_WORDS', 'LEXICON', 'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'APPEARANCE_TEMPLATES', 'MAX_SIZE', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences', 'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings', 'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks', 'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'generate', 'shaperefs_settings', 'ensure_shaperefs', 'read_refs', 'remove_stale_temps', 'read_refs']
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -686,17 +677,6 @@ def _number(results, splits: list[str], size: int, image_dir: Path, bar) -> tupl
 # %% ../../nbs/02_shaperefs.ipynb #652720af
 MAX_SIZE = 1024                 # ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
 
-def remove_stale_temps(out_dir: Path) -> list[Path]:
-    "Delete the `write_atomic` siblings of `out_dir` (`.<stem>.tmp-<pid><suffix>`, `.old-`) left by a killed `generate` (their pid is dead)."
-    removed, out_dir = [], Path(out_dir)
-    for kind in ("tmp", "old"):
-        head = f".{out_dir.stem}.{kind}-"
-        for p in out_dir.parent.glob(f"{head}*{out_dir.suffix}"):
-            pid = p.name[len(head):len(p.name) - len(out_dir.suffix)]
-            if pid.isdigit() and p.is_dir() and not pid_alive(int(pid)):
-                shutil.rmtree(p, ignore_errors=True); removed.append(p)
-    return removed
-
 def _check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], language: str) -> None:
     "Raise `ValueError` naming the argument of `generate` that is out of range, and the range."
     if n_images < 1: raise ValueError(f"n_images must be >= 1, got {n_images}")
@@ -736,6 +716,13 @@ def _write_refer(tmp: Path, images: list, annotations: list, refs: list, splits:
     (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1), encoding="utf-8")
     return summary
 
+# %% ../../nbs/02_shaperefs.ipynb #c02w0001
+def _write_folder(out_dir: Path, write: Callable[[Path], Any]) -> None:
+    "Call `write(folder)` on a fresh, empty `out_dir` (appendix 92 writes into a temporary folder, renamed when complete)."
+    if out_dir.exists(): shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    write(out_dir)
+
 # %% ../../nbs/02_shaperefs.ipynb #ea151397
 def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed: int = 0, size: int = 128,
              workers: int = 1, verbose: bool = True, n_objects: tuple[int, int] = (2, 6), language: str = "plain") -> dict:
@@ -745,7 +732,6 @@ def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed:
     if out_dir.exists() and (not out_dir.is_dir() or not _is_shaperefs_dir(out_dir)):
         raise ValueError(f"{out_dir} exists and is not a ShapeRefs folder (no refs(shaperefs).p / meta.json); "
                          "refusing to overwrite it")
-    for p in remove_stale_temps(out_dir): warnings.warn(f"removed {p}, left by an interrupted run")
     t0, made = time.perf_counter(), {}
     def write(tmp: Path):
         (tmp / "images").mkdir(parents=True)
@@ -753,7 +739,7 @@ def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed:
         jobs = [(seed, i, splits[i], size, tuple(n_objects), language) for i in range(n_images)]
         images, annotations, made["refs"], made["n_sent"] = _make_all(jobs, workers, splits, size, tmp / "images", verbose)
         made["summary"] = _write_refer(tmp, images, annotations, made["refs"], splits, seed, n_images, size, n_objects, language)
-    write_atomic(out_dir, write)
+    _write_folder(out_dir, write)
     secs, refs, n_sent, summary = time.perf_counter() - t0, made["refs"], made["n_sent"], made["summary"]
     res = dict(path=str(out_dir), images=n_images, refs=len(refs), sentences=n_sent, splits=summary, seconds=secs, language=language)
     if verbose:
@@ -784,6 +770,31 @@ def ensure_shaperefs(folder: str | Path, n_images: int = 3000, seed: int = 0, si
     return folder
 
 # %% ../../nbs/02_shaperefs.ipynb #1df54651
+def read_refs(dataset_dir: str | Path) -> list[dict]:
+    "The refs of a generated ShapeRefs folder (`refs(shaperefs).p`)."
+    with open(Path(dataset_dir) / "refs(shaperefs).p", "rb") as f: return pickle.load(f)
+
+# %% ../../nbs/92_dataset_writing.ipynb #a92i0001
+from ..core import pid_alive, write_atomic
+
+# %% ../../nbs/92_dataset_writing.ipynb #a92a0001
+def remove_stale_temps(out_dir: Path) -> list[Path]:
+    "Delete the `write_atomic` siblings of `out_dir` (`.<stem>.tmp-<pid><suffix>`, `.old-`) left by a killed `generate` (their pid is dead)."
+    removed, out_dir = [], Path(out_dir)
+    for kind in ("tmp", "old"):
+        head = f".{out_dir.stem}.{kind}-"
+        for p in out_dir.parent.glob(f"{head}*{out_dir.suffix}"):
+            pid = p.name[len(head):len(p.name) - len(out_dir.suffix)]
+            if pid.isdigit() and p.is_dir() and not pid_alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True); removed.append(p)
+    return removed
+
+def _write_folder(out_dir: Path, write: Callable[[Path], Any]) -> None:
+    "Call `write(tmp)` on a temporary sibling of `out_dir`, renamed over it only when complete; stale temporaries are removed first."
+    for p in remove_stale_temps(out_dir): warnings.warn(f"removed {p}, left by an interrupted run")
+    write_atomic(out_dir, write)
+
+# %% ../../nbs/92_dataset_writing.ipynb #a92p0001
 class _PlainData(pickle.Unpickler):
     "Unpickler that builds only plain containers and scalars: every global (class or function) is refused."
     def find_class(self, module: str, name: str):
