@@ -544,9 +544,9 @@ class Findings:
         self.errors += other.errors; self.warnings += other.warnings
         return self
 
-    def raise_errors(self):
-        "Emit each warning; raise one `ValueError` listing every error."
-        for w in self.warnings: warnings.warn(w, stacklevel=3)
+    def raise_errors(self, stacklevel: int = 3):
+        "Emit each warning (attributed `stacklevel` frames up); raise one `ValueError` listing every error."
+        for w in self.warnings: warnings.warn(w, stacklevel=stacklevel)
         if len(self.errors) == 1: raise ValueError(self.errors[0])
         if self.errors: raise ValueError(f"{len(self.errors)} problems in the data files: " +
                                          " ".join(f"({i}) {e}" for i, e in enumerate(self.errors, 1)))
@@ -741,7 +741,7 @@ def _read(self: Refer, checksums: dict[str, str] | None = None) -> tuple[list[di
     refs = validate_refs(safe_load_pickle(self.refs_file), str(self.refs_file))
     inst = validate_instances(read_json(self.instances_file), str(self.instances_file))
     if tuple(self.checksums.values()) not in _CHECKED:
-        check_index(refs, inst, self.refs_file, self.instances_file).raise_errors()
+        check_index(refs, inst, self.refs_file, self.instances_file).raise_errors(stacklevel=4)   # the warnings name the caller of Refer()
         _CHECKED.add(tuple(self.checksums.values()))
     return refs, inst
 
