@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, busy_note, probes_1t_2t, fixture_dir, header, interleaved, paired_ratio, record, stats_cells, table  # noqa: E402
 
 from ris_nb.core import build_model, get_preset  # noqa: E402
-from ris_nb.models.magnet import load_official  # noqa: E402
+from ris_nb.official import load_magnet  # noqa: E402
 
 TARGET = 1.5   # our target: ours ≥ 1.5× the official network's forward throughput at the official tiny config, batch 8
 
@@ -112,7 +112,7 @@ def main():
     except FileNotFoundError as e:
         print(f"\n(no official-config rows: {e})"); record("magnet", summary, probe); return
     sd = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(fix / "state_dict.safetensors"))
-    ours = load_official(sd, json.loads((fix / "config.json").read_text()))
+    ours = load_magnet(sd, json.loads((fix / "config.json").read_text()))
     ob = fixture_batch(fix)
     def ours_fwd():
         with torch.no_grad(): ours(ob)

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, busy_note, fixture_dir, header, interleaved, paired_ratio, record, stats_cells, table  # noqa: E402
 
-from ris_nb.models.sag import load_official  # noqa: E402
+from ris_nb.official import load_sag  # noqa: E402
 
 TARGET = 2.0   # our target: ours ≥ 2× the official training step
 
@@ -56,7 +56,7 @@ def main():
     from safetensors.torch import load_file
     sd = load_file(str(fix / "state_dict.safetensors"))
     sd.update({k: sd[v] for k, v in json.loads((fix / "tied_aliases.json").read_text()).items()})
-    model = load_official(sd, json.loads((fix / "config.json").read_text()))
+    model = load_sag(sd, json.loads((fix / "config.json").read_text()))
     cfg = model.cfg
     batch = make_batch(args.batch, cfg.data.image_size, cfg.model.text.vocab_size, torch.Generator().manual_seed(0))
     kw = {"fused": dict(fused=True), "foreach": dict(foreach=True), "forloop": dict(foreach=False)}[args.adamw]

@@ -8,7 +8,8 @@ import torch
 
 from ris_nb.core import official_fixture, build_model, get_preset, seed_everything
 from ris_nb.models.encoders import offline_random
-from ris_nb.models.magnet import MagNet, convert_official_magnet, load_official
+from ris_nb.models.magnet import MagNet
+from ris_nb.official import convert_magnet, load_magnet
 
 FIX = official_fixture("magnet_official_tiny")   # tests/fixtures/, shipped with the repository
 torch.set_num_threads(1)   # `make test` runs two pytest workers on two cores
@@ -31,7 +32,7 @@ def fixture():
 
 def test_parity_with_official(fixture):
     sd, inp, ref, oc = fixture
-    model = load_official(sd, oc)
+    model = load_magnet(sd, oc)
     batch = SimpleNamespace(images=inp["image"], input_ids=inp["input_ids"], attention_mask=inp["attention_mask"], masks=None)
     with torch.no_grad(): out = model(batch, trace=True)
     assert (out.mask_logits - ref["pred_masks"]).abs().max() <= 1e-4
@@ -44,14 +45,14 @@ def test_parity_with_official(fixture):
 def test_converter_names_keys(fixture):
     sd, _, _, oc = fixture
     with pytest.raises(ValueError, match="missing keys.*lang_proj.weight"):
-        load_official({k: v for k, v in sd.items() if k != "lang_proj.weight"}, oc)
+        load_magnet({k: v for k, v in sd.items() if k != "lang_proj.weight"}, oc)
     with pytest.raises(ValueError, match="bogus.weight"):
-        convert_official_magnet(sd | {"bogus.weight": torch.zeros(1)})
-    conv = convert_official_magnet(sd)
-    model = MagNet(load_official(sd, oc).cfg)
+        convert_magnet(sd | {"bogus.weight": torch.zeros(1)})
+    conv = convert_magnet(sd)
+    model = MagNet(load_magnet(sd, oc).cfg)
     with pytest.raises(ValueError, match="unexpected keys.*extra.weight"):
-        from ris_nb.models.magnet import load_converted
-        load_converted(model, conv | {"extra.weight": torch.zeros(1)})
+        from ris_nb.official import load_magnet_state
+        load_magnet_state(model, conv | {"extra.weight": torch.zeros(1)})
 
 @pytest.mark.parametrize("name", ["magnet_tiny", "magnet_mini"])
 def test_preset_forward_backward(name):

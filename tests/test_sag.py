@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ris_nb.core import official_fixture, build_model, get_preset, seed_everything
-from ris_nb.models.sag import (SaG, c3_logits, load_official, relevance_grid, upsample_minmax)
+from ris_nb.models.sag import (SaG, c3_logits, relevance_grid, upsample_minmax)
+from ris_nb.official import load_sag
 
 FIX = official_fixture("sag_official_tiny")   # tests/fixtures/, shipped with the repository
 
@@ -28,7 +29,7 @@ def parity_errors() -> dict[str, float]:
     "Max abs error of every compared tensor (our model with the official weights and initial slots vs the fixture)."
     sd, conf = official()
     fin, fo = (torch.load(FIX / f, weights_only=True) for f in ("inputs.pt", "outputs.pt"))
-    model = load_official(sd, conf).eval()
+    model = load_sag(sd, conf).eval()
     batch = SimpleNamespace(images=fin["images"], input_ids=fin["input_ids"], attention_mask=fin["attention_mask"].long())
     with torch.no_grad():
         out = model(batch, slots_init=fin["slots_init"], recon=True)
@@ -60,16 +61,16 @@ def test_parity_with_official():
     assert not bad, f"parity errors above 1e-4: {bad}"
 
 
-def test_load_official_is_strict():
+def test_load_sag_is_strict():
     sd, conf = official()
     with pytest.raises(ValueError, match="does not know"):
-        load_official({**sd, "encoders.img_enc.something_new.weight": torch.zeros(1)}, conf)
+        load_sag({**sd, "encoders.img_enc.something_new.weight": torch.zeros(1)}, conf)
     with pytest.raises(ValueError, match="lacks"):
-        load_official({k: v for k, v in sd.items() if not k.startswith("cma.ff.")}, conf)
+        load_sag({k: v for k, v in sd.items() if not k.startswith("cma.ff.")}, conf)
     bad = dict(sd)
     k1 = "encoders.img_enc.set_pred_module.agg.agg_blocks.1.0.fn.to_q.weight"
     bad[k1] = bad[k1] + 1
-    with pytest.raises(ValueError, match="tied copy"): load_official(bad, conf)
+    with pytest.raises(ValueError, match="tied copy"): load_sag(bad, conf)
 
 
 def tiny_cfg(**over):

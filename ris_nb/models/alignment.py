@@ -12,8 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['PWAM_KEYS', 'CAM_BRANCH_KEYS', 'PWAM', 'LayerNorm2d', 'cam_branch', 'pool_repeats', 'CAM', 'convert_official_pwam',
-           'convert_official_cam', 'cal_loss']
+__all__ = ['PWAM', 'LayerNorm2d', 'cam_branch', 'pool_repeats', 'CAM', 'cal_loss']
 
 # %% ../../nbs/08_alignment.ipynb #02444feb
 class PWAM(nn.Module):
@@ -99,37 +98,6 @@ class CAM(nn.Module):
         x = torch.cat(ups + [r], dim=-1)                           # (B,HW,2d)
         if trace is not None: trace["mixer_in"] = x
         return self.mixer(x).transpose(1, 2).reshape(B, d, H, W).contiguous()   # NCHW-contiguous, as released
-
-# %% ../../nbs/08_alignment.ipynb #0d48f522
-PWAM_KEYS = {"vis_project.0": "vis_proj", "image_lang_att.f_query.0": "q", "image_lang_att.f_query.1": "q_norm",
-             "image_lang_att.f_key.0": "k", "image_lang_att.f_value.0": "v", "image_lang_att.W.0": "out",
-             "image_lang_att.W.1": "out_norm", "project_mm.0": "mm"}
-CAM_BRANCH_KEYS = {"1": "expand", "2": "norm", "3": "shrink", "5": "proj"}
-
-def convert_official_pwam(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    "Our `PWAM` state dict from the official keys under `prefix` (e.g. 'image_model.layers.0.fusion.')."
-    out = {}
-    for k, v in sd.items():
-        if not k.startswith(prefix): continue
-        head, leaf = k[len(prefix):].rsplit(".", 1)
-        if head not in PWAM_KEYS: raise ValueError(f"unexpected official PWAM key {k!r}")
-        out[f"{PWAM_KEYS[head]}.{leaf}"] = v[..., 0] if v.dim() == 3 else v
-    return out
-
-def convert_official_cam(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    "Our `CAM` state dict from the official stage keys under `prefix` (e.g. 'image_model.layers.0.')."
-    out = {}
-    for k, v in sd.items():
-        if not k.startswith(prefix): continue
-        rest = k[len(prefix):]
-        if rest.startswith("pyramids."):
-            _, i, j, leaf = rest.split(".")
-            out[f"branches.{i}.{CAM_BRANCH_KEYS[j]}.{leaf}"] = v
-        elif rest.startswith("mixer."): out[rest] = v
-        elif rest.startswith("fusions."):
-            i = rest.split(".")[1]
-            out.update({f"pwams.{i}.{kk}": vv for kk, vv in convert_official_pwam(sd, f"{prefix}fusions.{i}.").items()})
-    return out
 
 # %% ../../nbs/08_alignment.ipynb #dd9d6b87
 def _sample(idx: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:

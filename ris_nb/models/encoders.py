@@ -22,10 +22,10 @@ from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, 
 from ..core import Config, TextConfig, VisionConfig, torch_load_checked
 
 # %% auto #0
-__all__ = ['read_state_dict', 'load_in_order', 'StagedBackbone', 'SwinBlockPadFirst', 'swin_official_to_timm', 'ChannelsLast',
-           'conv_stem', 'SwinBackbone', 'packaged_weights_path', 'timm_classifier', 'TimmCNNBackbone',
-           'resize_pos_grid', 'ViTBackbone', 'sine_pos_2d', 'build_backbone', 'offline_random', 'TextFeatures',
-           'extended_mask', 'TextEncoder', 'build_text_encoder']
+__all__ = ['read_state_dict', 'load_in_order', 'StagedBackbone', 'SwinBlockPadFirst', 'ChannelsLast', 'conv_stem', 'SwinBackbone',
+           'packaged_weights_path', 'timm_classifier', 'TimmCNNBackbone', 'resize_pos_grid', 'ViTBackbone',
+           'sine_pos_2d', 'build_backbone', 'offline_random', 'TextFeatures', 'extended_mask', 'TextEncoder',
+           'build_text_encoder']
 
 # %% ../../nbs/05_encoders.ipynb #69a4b835
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -93,23 +93,6 @@ class SwinBlockPadFirst(SwinTransformerBlock):
         if shift: x = torch.roll(x, shifts=self.shift_size, dims=(1, 2))
         return x[:, :H, :W, :].contiguous()
 
-# %% ../../nbs/05_encoders.ipynb #ec13bf8b
-def swin_official_to_timm(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-    "Official Swin keys (layers.i.downsample = end of stage i) -> timm keys (layers.i+1.downsample); drops buffers, head and norms."
-    out = {}
-    for k, v in sd.items():
-        if prefix:
-            if not k.startswith(prefix): continue
-            k = k[len(prefix):]
-        if k.startswith("backbone."): k = k[len("backbone."):]
-        if re.search(r"relative_position_index|attn_mask|^head\.|^norm\d*\.", k): continue
-        if not (k.startswith("patch_embed.") or k.startswith("layers.")): continue
-        if ".fusion" in k or ".res_gate" in k or ".mixer" in k or ".pyramids" in k: continue   # LAVT/MagNet fusion parts
-        m = re.match(r"layers\.(\d+)\.downsample\.(.*)", k)
-        if m: k = f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"
-        out[k] = v
-    return out
-
 # %% ../../nbs/05_encoders.ipynb #cs000001
 class ChannelsLast(nn.Sequential):
     "`nn.Sequential` on a channels-last copy of its (B,C,H,W) input (oneDNN's faster layout for CPU convolutions), output contiguous."
@@ -128,16 +111,6 @@ def _check_swin_args(abs_pos: str, stem: str, patch_size: int) -> None:
     if abs_pos not in ("none", "sine"): raise ValueError(f"model.vision.abs_pos={abs_pos!r}: expected 'none' or 'sine'")
     if stem not in ("patch", "conv"): raise ValueError(f"model.vision.stem={stem!r}: expected 'patch' or 'conv'")
     if stem == "conv" and patch_size != 4: raise ValueError(f"model.vision.stem='conv' makes stride-4 tokens; got patch_size={patch_size}")
-
-def _load_swin_body(body: nn.Module, sd: dict[str, torch.Tensor], prefix: str = "") -> None:
-    "Load official-layout Swin weights `sd` into timm's `body`; every tensor must match (the relative-position index is recomputed)."
-    new = swin_official_to_timm(sd, prefix)
-    own = {k for k in body.state_dict() if "relative_position_index" not in k}
-    missing, unexpected = sorted(own - set(new)), sorted(set(new) - own)
-    if missing or unexpected:
-        raise ValueError(f"Swin checkpoint does not match the config: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-                         f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
-    body.load_state_dict(new, strict=False)
 
 # %% ../../nbs/05_encoders.ipynb #0bb83ea3
 class SwinBackbone(StagedBackbone):
@@ -175,7 +148,8 @@ class SwinBackbone(StagedBackbone):
 
     def load_official(self, sd: dict[str, torch.Tensor], prefix: str = "") -> "SwinBackbone":
         "Load an official-layout Swin state dict (e.g. swin_base_patch4_window12_384_22k.pth) strictly on the backbone's tensors."
-        _load_swin_body(self.body, sd, prefix)
+        from ris_nb.official import load_swin   # the key map: appendix 94
+        load_swin(self.body, sd, prefix)
         return self
 
 # %% ../../nbs/05_encoders.ipynb #e0b825b4

@@ -25,18 +25,16 @@ from ..data.refer import scene_masks
 from ..metrics import mask_iou
 from ..data.transforms import resize_mask
 from .encoders import StagedBackbone, TextEncoder, ViTBackbone, build_backbone, build_text_encoder, sine_pos_2d
-from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, map_official, official_decoder_keys,
-                                 official_interaction_qkv, official_slot_keys, recon_loss, SlotOutput, AffineDecoder,
+from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, recon_loss, SlotOutput, AffineDecoder,
                                  PixelEncoder, affine_loss, grid_coords, affine_target, load_entity_model, packaged_entity_weights,
                                  connected_pieces, entity_pieces, slot_regions)
 
 # %% auto #0
-__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'OFFICIAL_UNUSED', 'PRESET_SOURCES', 'build_vision', 'image_tokens', 'build_text',
-           'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'batch_partners', 'gather_ids',
-           'own_image_copies', 'c3_in_image_loss', 'relevance_grid', 'upsample_minmax', 'PatchEntities',
-           'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module',
-           'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'official_to_config', 'official_key_map',
-           'load_official', 'shatter_gather']
+__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'PRESET_SOURCES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion',
+           'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'batch_partners', 'gather_ids', 'own_image_copies',
+           'c3_in_image_loss', 'relevance_grid', 'upsample_minmax', 'PatchEntities', 'entity_similarity',
+           'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder',
+           'SaG', 'load_entities', 'build_sag', 'shatter_gather']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -504,134 +502,6 @@ def load_entities(model: SaG, weights: str) -> None:
 def build_sag(cfg: Config) -> SaG:
     "Model-protocol builder for `cfg.model.name == 'sag'`."
     return SaG(cfg)
-
-# %% ../../nbs/11_sag.ipynb #581dd657
-_VIT_HEADS = {"vit_tiny_patch16_384": 3, "vit_small_patch16_384": 6, "vit_base_patch16_384": 12,
-              "vit_tinytest_d64_patch16": 2, "vit_tinytest_d96_patch16": 3}
-
-def _official_vit(sd: dict[str, torch.Tensor], a: dict, d: dict, pe: torch.Tensor, patch: torch.Tensor) -> dict[str, Any]:
-    "The ViT the weights describe (width, depth, heads, patch, MLP ratio, position grid) as config overrides."
-    pre = "encoders.img_enc."
-    C, ps = patch.shape[0], patch.shape[-1]
-    grid = math.isqrt(pe.shape[1] - 1)
-    depth = len({k.split(".")[4] for k in sd if k.startswith(pre + "img_backbone.blocks.")})
-    heads = d.get("vit_heads") or _VIT_HEADS.get(a.get("img_backbone", ""))
-    if heads is None: raise ValueError(f"cannot tell the ViT head count of img_backbone={a.get('img_backbone')!r}; add derived.vit_heads")
-    mlp = sd[pre + "img_backbone.blocks.0.mlp.fc1.weight"].shape[0] / C
-    return {"model.vision.embed_dim": C, "model.vision.depths": [depth], "model.vision.num_heads": [heads],
-            "model.vision.patch_size": ps, "model.vision.mlp_ratio": mlp, "model.sag.vit_build_size": grid * ps,
-            "model.vision.drop_path": d.get("vit_drop_path_rate", 0.1)}
-
-def _official_bert(sd: dict[str, torch.Tensor], a: dict) -> dict[str, Any]:
-    "BERT's geometry (`bert_config`, or read off the weights: bert-base-uncased) as config overrides."
-    bc = a.get("bert_config")
-    we = sd["encoders.txt_enc.bert.embeddings.word_embeddings.weight"]
-    if bc is None:
-        nl = len({k.split(".")[5] for k in sd if k.startswith("encoders.txt_enc.bert.encoder.layer.")})
-        bc = dict(vocab_size=we.shape[0], hidden_size=we.shape[1], num_hidden_layers=nl, num_attention_heads=we.shape[1] // 64,
-                  intermediate_size=sd["encoders.txt_enc.bert.encoder.layer.0.intermediate.dense.weight"].shape[0],
-                  max_position_embeddings=sd["encoders.txt_enc.bert.embeddings.position_embeddings.weight"].shape[0])
-    return {"model.text.vocab_size": bc["vocab_size"], "model.text.hidden_size": bc["hidden_size"],
-            "model.text.num_layers": bc["num_hidden_layers"], "model.text.num_heads": bc["num_attention_heads"],
-            "model.text.intermediate_size": bc["intermediate_size"], "model.text.layer_groups": [bc["num_hidden_layers"]],
-            "model.sag.bert_max_positions": bc.get("max_position_embeddings", 512)}
-
-# %% ../../nbs/11_sag.ipynb #ca31c9c7
-_OFFICIAL_FIXED = {
-    "data.normalize": "half", "model.vision.backbone": "vit", "model.vision.weights": "random", "model.text.encoder": "bert",
-    "model.sag.decoder": "broadcast", "model.sag.slot_logit_scale": 1.0, "model.sag.pos_weight": 0.0, "model.sag.entity_weights": "",
-    "model.sag.freeze_entities": False, "model.sag.entity_appearance": False, "model.sag.entity_pieces": 0, "model.sag.appearance_view": "grid", "model.sag.slot_vector": True,
-    "model.sag.in_image_negatives": False, "model.sag.text_pool": "cls", "model.sag.fusion_residual": True,
-    "model.sag.recon_target": "tokens", "train.warmup": "loss_scale"}
-
-def _official_args(a: dict, K: int, D: int, Kg: int) -> dict[str, Any]:
-    "Config overrides from the official arguments: slots, fusion, C³, reconstruction, optimiser."
-    return {
-        "data.image_size": a.get("crop_size", 384), "model.sag.slot_type": a["agg_query_type"], "model.sag.n_gaussians": Kg,
-        "model.sag.n_samples": K // Kg, "model.sag.dim": D, "model.sag.iterations": a["agg_depth"],
-        "model.sag.slot_heads": a["agg_cross_head"], "model.sag.slot_head_dim": a["agg_cross_dim"],
-        "model.sag.interaction_heads": a["agg_latent_head"], "model.sag.interaction_head_dim": a["agg_latent_dim"],
-        "model.sag.interaction": a.get("agg_self_per_cross_attn", 1) > 0,
-        "model.sag.slot_softmax": "slots" if a.get("agg_cross_attn_type", "slot") == "slot" else "pixels",
-        "model.sag.fusion_heads": a["cma_heads"], "model.sag.fusion_head_dim": a["cma_head_dim"],
-        "model.sag.ffn_mult": float(a.get("agg_ff_mult", 4.0)), "model.sag.var_scaling": float(a.get("agg_var_scaling", 1.0)),
-        "model.sag.dropout": float(a.get("dropout", 0.1)), "model.sag.recon": a.get("recon_weight", 1.0) > 0,
-        "model.sag.recon_weight": float(a.get("recon_weight", 1.0)),
-        "model.sag.c3_temperature": float(a.get("info_temperature", 1.0)),
-        "model.sag.c3_detach_target": bool(a.get("cma_detach_target", True)),
-        "model.sag.c3_normalize_target": bool(a.get("info_txt_l2", False)),
-        "model.sag.vit_lr_scale": float(a.get("img_lr_scale", 0.1)), "model.sag.text_lr_scale": float(a.get("txt_lr_scale", 1.0)),
-        "train.lr": float(a.get("lr", 1e-5)), "train.weight_decay": float(a.get("weight_decay", 1e-4)),
-        "train.grad_clip": float(a.get("grad_clip", 0.1)), "train.warmup_steps": int(a.get("lr_warmup_iter", 5000)),
-        "train.batch_size": int(a.get("batch_size", 32))}
-
-# %% ../../nbs/11_sag.ipynb #eef156f4
-def official_to_config(sd: dict[str, torch.Tensor], official_config: dict) -> Config:
-    "A `Config` reproducing the official model described by `official_config` (args [+ derived]) and `sd`'s shapes."
-    a, d = official_config.get("args", official_config), official_config.get("derived", {})
-    pre = "encoders.img_enc."
-    try:
-        K, D = a["img_num_embeds"], a["embed_dim"]
-        Kg = sd[pre + "set_pred_module.agg.queries.slots_mu"].shape[1] if a["agg_query_type"] != "query" else d.get("K_g", K)
-        pe, patch = sd[pre + "img_backbone.pos_embed"], sd[pre + "img_backbone.patch_embed.proj.weight"]
-    except KeyError as e: raise ValueError(f"official config/state_dict lacks {e}") from None
-    vit, bert = _official_vit(sd, a, d, pe, patch), _official_bert(sd, a)
-    if a.get("agg_cross_attn_type", "slot") not in ("slot", "transformer"):
-        raise ValueError(f"agg_cross_attn_type={a['agg_cross_attn_type']!r} is not supported (slot | transformer)")
-    return get_preset("sag_tiny").override(_OFFICIAL_FIXED | vit | bert | _official_args(a, K, D, Kg))
-
-# %% ../../nbs/11_sag.ipynb #40c0e812
-def official_key_map(model: SaG) -> tuple[dict[str, str], dict[str, list[str]]]:
-    "Our state_dict names → official names (and the concatenated ones)."
-    if not isinstance(model.vision, ViTBackbone): raise ValueError("official weights need model.vision.backbone='vit'")
-    keys = {f"vision.vit.{k}": f"encoders.img_enc.img_backbone.{k}" for k in model.vision.vit.state_dict()}
-    keys |= {f"text.encoder.bert.{k}": f"encoders.txt_enc.bert.{k}" for k in model.text.encoder.bert.state_dict()}
-    keys |= {"text.proj.weight": "encoders.txt_enc.linear.weight", "text.proj.bias": "encoders.txt_enc.linear.bias"}
-    keys |= {f"slots.{k}": v for k, v in official_slot_keys().items() if model.slots.interaction is not None or "interaction" not in k}
-    if model.cfg.model.sag.slot_type != "entity":
-        keys = {k: v for k, v in keys.items() if not k.startswith("slots.init.")}
-    concat = {f"slots.{k}": v for k, v in official_interaction_qkv().items()} if model.slots.interaction is not None else {}
-    if model.decoder is not None: keys |= {f"decoder.{k}": v for k, v in official_decoder_keys().items()}
-    c = "cma."
-    for p in ("weight", "bias"):
-        keys |= {f"fusion.norm.{p}": f"{c}attn.norm.{p}", f"fusion.norm_context.{p}": f"{c}attn.norm_context.{p}",
-                 f"fusion.to_out.{p}": f"{c}attn.fn.to_out.0.{p}", f"fusion.ffn.norm.{p}": f"{c}ff.norm.{p}",
-                 f"fusion.ffn.fc1.{p}": f"{c}ff.fn.net.0.{p}", f"fusion.ffn.fc2.{p}": f"{c}ff.fn.net.3.{p}"}
-    keys["fusion.to_q.weight"] = f"{c}attn.fn.to_q.weight"
-    concat["fusion.to_kv.weight"] = [f"{c}attn.fn.to_k.weight", f"{c}attn.fn.to_v.weight"]
-    return keys, concat
-
-def _official_init_keys(model: SaG) -> dict[str, str]:
-    "Slot-init parameters of the `random`/`query` variants (official `Queries` names)."
-    q = "encoders.img_enc.set_pred_module.agg.queries."
-    if model.cfg.model.sag.slot_type == "query": return {"slots.init.queries": q + "slots"}
-    if model.cfg.model.sag.slot_type == "random": return {"slots.init.mu": q + "slots_mu", "slots.init.logvar": q + "slots_log_sigma"}
-    return {}
-
-# %% ../../nbs/11_sag.ipynb #0145a861
-OFFICIAL_UNUSED = ("encoders.img_enc.img_backbone.head.", "encoders.img_enc.set_pred_module.fc.",
-                   "encoders.img_enc.residual_fc.", "encoders.txt_enc.bert.pooler.")
-_TIED = re.compile(r"(.*\.agg\.agg_blocks\.)(\d+)(\..*)")
-
-def load_official(state_dict: dict[str, torch.Tensor], official_config: dict | str | Path) -> SaG:
-    "Build a `SaG` from the official hyper-parameters `official_config` (a dict or a JSON file) and strictly load the official `state_dict` (names converted)."
-    sd = dict(state_dict)
-    if isinstance(official_config, (str, Path)): official_config = json.loads(Path(official_config).read_text())
-    cfg = official_to_config(sd, official_config)
-    model = SaG(cfg)
-    keys, concat = official_key_map(model)
-    keys |= _official_init_keys(model)
-    used = map_official(model, sd, keys, concat)
-    leftover = []
-    for k in sd.keys() - used:
-        m = _TIED.match(k)
-        if m and m.group(2) != "0":                                            # tied iteration copies must equal block 0
-            base = f"{m.group(1)}0{m.group(3)}"
-            if base not in sd or not torch.equal(sd[k], sd[base]):
-                raise ValueError(f"official key {k!r} should be a tied copy of {base!r} but differs")
-        elif not k.startswith(OFFICIAL_UNUSED): leftover.append(k)
-    if leftover: raise ValueError(f"official state_dict has keys the converter does not know: {sorted(leftover)[:10]}")
-    return model
 
 # %% ../../nbs/11_sag.ipynb #3d7f2b91
 @torch.no_grad()

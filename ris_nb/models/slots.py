@@ -28,11 +28,11 @@ from .encoders import sine_pos_2d
 
 # %% auto #0
 __all__ = ['SLOT_TYPES', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'SlotOutput', 'EntityDiscovery',
-           'BroadcastDecoder', 'recon_loss', 'official_slot_keys', 'official_interaction_qkv', 'official_decoder_keys',
-           'map_official', 'grid_coords', 'PixelEncoder', 'AffineDecoder', 'affine_target', 'affine_loss',
-           'EntityPretrainConfig', 'pos_weight_at', 'EntityModel', 'split_images', 'scene_object_masks', 'slot_regions',
-           'object_discovery', 'permute_channels', 'pretrain_batch', 'warmup_cosine', 'pretrain_entities',
-           'load_entity_model', 'packaged_entity_weights', 'pretrain_entities_on', 'connected_pieces', 'entity_pieces']
+           'BroadcastDecoder', 'recon_loss', 'grid_coords', 'PixelEncoder', 'AffineDecoder', 'affine_target',
+           'affine_loss', 'EntityPretrainConfig', 'pos_weight_at', 'EntityModel', 'split_images', 'scene_object_masks',
+           'slot_regions', 'object_discovery', 'permute_channels', 'pretrain_batch', 'warmup_cosine',
+           'pretrain_entities', 'load_entity_model', 'packaged_entity_weights', 'pretrain_entities_on',
+           'connected_pieces', 'entity_pieces']
 
 # %% ../../nbs/10_entity_slots.ipynb #108bd852
 SLOT_TYPES = ("entity", "random", "query")
@@ -214,54 +214,6 @@ class BroadcastDecoder(nn.Module):
 def recon_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     "MSE over every element against the detached target tokens. recon, target: (B,N,C)."
     return F.mse_loss(recon, target.detach())
-
-# %% ../../nbs/10_entity_slots.ipynb #d02e0d51
-def official_slot_keys(prefix: str = "encoders.img_enc.") -> dict[str, str]:
-    "Our `EntityDiscovery` parameter names → official ones (to_qkv of the interaction block is a concatenation, see below)."
-    a = prefix + "set_pred_module.agg."
-    blk = a + "agg_blocks.0."
-    m = {"proj.weight": prefix + "spm_1x1.weight", "proj.bias": prefix + "spm_1x1.bias",
-         "init.mu": a + "queries.slots_mu", "init.logvar": a + "queries.slots_log_sigma",
-         "out_proj.weight": a + "last_layer.1.weight", "out_proj.bias": a + "last_layer.1.bias",
-         "out_norm.weight": prefix + "set_pred_module.residual_norm.weight",
-         "out_norm.bias": prefix + "set_pred_module.residual_norm.bias"}
-    for ours, theirs in [("attn.norm", "0.norm"), ("attn.norm_context", "0.norm_context"),
-                         ("ffn.norm", "2.norm"), ("interaction.norm", "4.0.0.norm"), ("interaction.ffn.norm", "4.0.2.norm")]:
-        for p in ("weight", "bias"): m[f"{ours}.{p}"] = f"{blk}{theirs}.{p}"
-    for x in "qkv": m[f"attn.to_{x}.weight"] = f"{blk}0.fn.to_{x}.weight"
-    for p in ("weight", "bias"):
-        m[f"attn.to_out.{p}"] = f"{blk}0.fn.to_out.0.{p}"
-        m[f"interaction.to_out.{p}"] = f"{blk}4.0.0.fn.to_out.0.{p}"
-        for ours, theirs in [("ffn", "2"), ("interaction.ffn", "4.0.2")]:
-            m[f"{ours}.fc1.{p}"], m[f"{ours}.fc2.{p}"] = f"{blk}{theirs}.fn.net.0.{p}", f"{blk}{theirs}.fn.net.3.{p}"
-    return m
-
-def official_interaction_qkv(prefix: str = "encoders.img_enc.") -> dict[str, list[str]]:
-    "The fused `interaction.to_qkv.weight` = cat(official to_q, to_k, to_v)."
-    b = prefix + "set_pred_module.agg.agg_blocks.0.4.0.0.fn."
-    return {"interaction.to_qkv.weight": [f"{b}to_{x}.weight" for x in "qkv"]}
-
-# %% ../../nbs/10_entity_slots.ipynb #9a9f156c
-def official_decoder_keys(prefix: str = "decoder.") -> dict[str, str]:
-    "Our `BroadcastDecoder` names → official `MlpDecoder` names."
-    m = {"col_embed.weight": prefix + "pos_emb.col_embed.weight", "row_embed.weight": prefix + "pos_emb.row_embed.weight"}
-    for i in range(4):
-        for p in ("weight", "bias"): m[f"layers.{i}.{p}"] = f"{prefix}mlp.{2 * i}.{p}"
-    return m
-
-def map_official(module: nn.Module, sd: dict[str, torch.Tensor], keys: dict[str, str],
-                 concat: dict[str, list[str]] | None = None) -> set[str]:
-    "Load `module` strictly from official `sd` via `keys` (ours → theirs) and `concat` (ours → theirs, cat on dim 0); returns the official keys used."
-    new, used = {}, set()
-    for ours, theirs in keys.items():
-        if theirs not in sd: raise ValueError(f"official state_dict lacks {theirs!r} (needed for {ours!r})")
-        new[ours] = sd[theirs]; used.add(theirs)
-    for ours, parts in (concat or {}).items():
-        missing = [p for p in parts if p not in sd]
-        if missing: raise ValueError(f"official state_dict lacks {missing} (needed for {ours!r})")
-        new[ours] = torch.cat([sd[p] for p in parts], dim=0); used.update(parts)
-    module.load_state_dict(new, strict=True)
-    return used
 
 # %% ../../nbs/10_entity_slots.ipynb #pe000002
 def grid_coords(h: int, w: int, device=None) -> torch.Tensor:
