@@ -102,3 +102,13 @@ def test_readme_says_what_the_results_file_holds(snippet, source):
 @pytest.mark.parametrize("snippet,source", times_snippets(), ids=lambda x: x[:40])
 def test_bench_readme_says_what_the_results_file_holds(snippet, source):
     assert flat(snippet) in flat(BENCH_README), f"bench/README.md should say {snippet!r} (from nbs/results/{source})"
+
+
+def test_nbdev_never_rewrites_the_readme():
+    "README.md is kept by hand: settings.ini's readme_nb must name no notebook, or nbdev_prepare would render one over it."
+    from nbdev.config import get_config
+    from nbdev.quarto import _doc_mtime_not_older   # the check nbdev_prepare and nbdev_docs run before rendering README.md
+    cfg = get_config(path=ROOT)
+    assert not (cfg.nbs_path / cfg.readme_nb).exists(), (
+        f"settings.ini: readme_nb = {cfg.readme_nb} exists, so nbdev_prepare / nbdev_docs would overwrite README.md")
+    assert _doc_mtime_not_older(ROOT / "README.md", cfg.nbs_path / cfg.readme_nb), "this nbdev would render README.md anyway"
