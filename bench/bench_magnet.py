@@ -4,7 +4,7 @@ fixture's configuration — against the OFFICIAL network in the same process whe
 Usage: OMP_NUM_THREADS=2 python bench/bench_magnet.py [--official-src DIR] [--fixtures DIR] [--threads 2] [--reps 15]
        [--profile]
        OMP_NUM_THREADS=2 python bench/bench_magnet.py --step [--before REV] [--results nbs/results/magnet_step_profile.csv]
-- `--official-src DIR`: a checkout of yxchng/mask-grounding you fetched yourself (README.md, "Benchmarks"). The official
+- `--official-src DIR`: a checkout of yxchng/mask-grounding you fetched yourself (bench/README.md). The official
   `WrapperModel` is built at the fixture's configuration with the fixture's weights (bench/official.py), both networks
   are checked to give the same mask logits on the fixture inputs, then timed interleaved, rep by rep (batch 8 = the
   fixture's 2 inputs repeated 4 times). Without it, only our times are printed and no comparison is made.
@@ -75,7 +75,7 @@ def profile(label: str, fn, parts: dict[str, tuple[object, str]], reps: int = 6)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official-src", default=None, help="checkout of yxchng/mask-grounding (see README)")
+    ap.add_argument("--official-src", default=None, help="checkout of yxchng/mask-grounding (see bench/README.md)")
     ap.add_argument("--fixtures", default=None, help="folder holding magnet_official_tiny/ (default: tests/fixtures)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=15)

@@ -2,7 +2,7 @@
 the OFFICIAL code in the same process when `--official-src` is given.
 
 Usage: OMP_NUM_THREADS=2 python bench/bench_sag.py [--official-src DIR] [--fixtures DIR] [--reps 30] [--threads 2]
-- `--official-src DIR`: a checkout of kdwonn/SaG you fetched yourself (README.md, "Benchmarks"; it imports einops). The
+- `--official-src DIR`: a checkout of kdwonn/SaG you fetched yourself (bench/README.md; it imports einops). The
   official model is built at the fixture's configuration with the fixture's weights (bench/official.py); both are checked
   to reproduce the fixture's fused embeddings ẑ from the same initial slots, then the training step (forward, C³ +
   reconstruction loss, backward, clip 0.1, AdamW) and the eval forward are timed interleaved, ours and official, rep by
@@ -39,7 +39,7 @@ def make_batch(bs: int, size: int, vocab: int, g: torch.Generator) -> SimpleName
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official-src", default=None, help="checkout of kdwonn/SaG (see README)")
+    ap.add_argument("--official-src", default=None, help="checkout of kdwonn/SaG (see bench/README.md)")
     ap.add_argument("--fixtures", default=None, help="folder holding sag_official_tiny/ (default: tests/fixtures)")
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)

@@ -1,7 +1,7 @@
 """Build the OFFICIAL MagNet / SaG networks from a checkout the user fetched (`--official-src DIR`), on CPU, at a fixture's
 configuration, and load the fixture's weights into them. Nothing of the official code lives in this repository: it is
 imported from DIR at run time. What the import needs on a CPU-only machine without the authors' full environment is
-stubbed here, in memory, for the duration of the import (each stub is described in README.md, "Benchmarks"):
+stubbed here, in memory, for the duration of the import (each stub is described in bench/README.md):
 
 MagNet (yxchng/mask-grounding)
 - `mmcv`, `mmseg` (imported only to load ImageNet checkpoints into the Swin backbone, never called here): empty modules

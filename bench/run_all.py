@@ -72,7 +72,7 @@ def main():
     if not args.official_magnet or not args.official_sag:
         print("\nNo comparison with the official code for " + " and ".join(
             n for n, s in (("MagNet", args.official_magnet), ("SaG", args.official_sag)) if not s)
-              + ": pass OFFICIAL_MAGNET=DIR / OFFICIAL_SAG=DIR (checkouts of the official repositories, README.md).")
+              + ": pass OFFICIAL_MAGNET=DIR / OFFICIAL_SAG=DIR (checkouts of the official repositories, bench/README.md).")
     summary.unlink()
     sys.exit(0 if all(rc == 0 for rc, _ in status.values()) else 1)
 

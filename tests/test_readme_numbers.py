@@ -1,12 +1,11 @@
-"""The README's headline numbers are the committed results files' numbers: each check below formats a value read from
-`nbs/results/` the way the README writes it and asks that the README says exactly that. A re-measured file without an
-updated README (or the reverse) fails here, naming the file."""
+"""The numbers of README.md and bench/README.md are the committed results files' numbers: each check below formats a
+value read from `nbs/results/` the way the page writes it and asks that the page says exactly that. A re-measured file
+without an updated page (or the reverse) fails here, naming the file."""
 import csv
 import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ris_nb.experiments import main_table_rows
@@ -14,6 +13,7 @@ from ris_nb.experiments import main_table_rows
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "nbs" / "results"
 README = (ROOT / "README.md").read_text()
+BENCH_README = (ROOT / "bench" / "README.md").read_text()
 
 
 def rows(name: str) -> list[dict]:
@@ -25,17 +25,50 @@ def flat(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-def mean_std(values) -> str:
-    v = np.array([float(x) for x in values])
-    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}"
-
-
-def by_seed(rs: list[dict], **match) -> list[dict]:
-    return sorted((r for r in rs if all(r[k] == v for k, v in match.items())), key=lambda r: int(r["seed"]))
-
-
 def quickstart_row() -> dict:
     return next(r for r in rows("learning_log/09_quickstart_current.csv") if "make quickstart" in r["magnet_tiny, quickstart"])
+
+
+def log_match(pattern: str) -> tuple[str, ...]:
+    "Groups of `pattern` in `nbs/results/learning_log.md` (the quickstart's test splits and the language-blind floors)."
+    m = re.search(pattern, flat((RESULTS / "learning_log.md").read_text()))
+    assert m, f"nbs/results/learning_log.md no longer matches {pattern!r}"
+    return m.groups()
+
+
+def probes(r: dict) -> str:
+    return f"{r['probe_1t_ms']} ms / " + (f"{r['probe_2t_ms']} ms" if r["probe_2t_ms"] else "—")
+
+
+def times_snippets() -> list[tuple[str, str]]:
+    "(text bench/README.md must contain, source): every measured command time, and sag_tiny's."
+    out = [(f"| `{r['command']}` ({r['commit']}) | {r['wall']} | {r['threads']} | {probes(r)} | {r['result']} |", "command_times.csv")
+           for r in rows("command_times.csv")]
+    sag = next(r for r in rows("sag_languages.csv") if r["row"] == "appearance, sag_tiny, seed 0")
+    out.append((f"took {float(sag['train_eval_s']):.0f} s for training and evaluation on two threads (probe "
+                f"{sag['probe_1t_ms'].split('/')[0]} ms on one thread, {sag['probe_2t_ms'].split('/')[0]} ms on two;", "sag_languages.csv"))
+    return out
+
+
+def main_table_snippets(main: dict) -> list[str]:
+    "The main table's rows and the numbers its reading quotes, computed from the record."
+    out = ["| " + " | ".join(r) + " |" for r in main_table_rows(main)]  # the README's main table, line by line
+    out.append(f"{len(main['runs'])} runs, {main['train_s'] / 60:.0f} min of training summed over them")
+    out.append(f"512³ probe {main['probe_ms']:.2f} ms on one thread, {main['probe_2t_ms']:.2f} ms on two")
+    score = lambda n, lang, split="val": main["rows"][n]["scores"][lang][split][main["rows"][n]["metric"]]
+    blind = lambda n, lang, split: max(main["floors"][lang][split][f][main["rows"][n]["metric"]]
+                                       for f in ("random shape", "all shapes", "largest shape"))
+    margin = lambda n, lang, split: score(n, lang, split)[0] - blind(n, lang, split)
+    app = min(margin(n, "appearance", s) for n in main["rows"] for s in main["splits"])
+    out.append(f"On appearance every row is more than {int(app)} points above the best answer")
+    sup = [margin(n, l, s) for n in main["rows"] if n != "sag" for l in ("plain", "rich") for s in main["splits"]]
+    out.append(f"supervised rows are {min(sup):.1f}–{max(sup):.1f} points above it")
+    assert all(margin("sag", l, "testB") < 0 for l in ("plain", "rich")), "the README says SaG drops under the floor on testB"
+    gap = lambda a, b, lang: (score(b, lang)[0] - score(a, lang)[0], max(score(a, lang)[1], score(b, lang)[1]))
+    (d_app, s_app), (d_rich, s_rich) = gap("lavt", "magnet", "appearance"), gap("lavt", "magnet", "rich")
+    out.append(f"(+{d_app:.1f} val oIoU, spread {s_app:.1f}) and barely on rich (+{d_rich:.1f}, spread {s_rich:.1f})")
+    out.append(f"costs {-gap('lavt', 'lavt_mg', 'plain')[0]:.1f} and {-gap('lavt', 'lavt_mg', 'rich')[0]:.1f} val oIoU on plain and rich")
+    return out
 
 
 def expected_snippets() -> list[tuple[str, str]]:
@@ -43,59 +76,20 @@ def expected_snippets() -> list[tuple[str, str]]:
     out = []
     q = quickstart_row()
     out.append((f"val oIoU {q['val oIoU']} / mIoU {q['mIoU']} / P@0.5 {q['P@0.5']}", "learning_log/09_quickstart_current.csv"))
-    out.append(("| oIoU | " + " | ".join(q[t] for t in ("attribute", "location", "relation", "ordinal", "negation"))
-                + f" | **{q['val oIoU']}** |", "learning_log/09_quickstart_current.csv"))
-    curve = [r["val_oIoU"] for r in rows("curves_13a.csv") if r["change"] == "defaults (make quickstart)"]
-    out.append((f"Val oIoU after 600 / 1,200 / 1,800 steps: {' / '.join(curve)}", "curves_13a.csv"))
-    long_run = rows("learning_log/18_long_run_105600.csv")[0]
-    out.append((f"reaches {long_run['val oIoU after 1,100 / 2,200 / 3,300 steps'].split(' / ')[-1]}", "learning_log/18_long_run_105600.csv"))
-    seeds = rows("mg_seeds_13a.csv")
-    lavt, mg = by_seed(seeds, preset="lavt_tiny"), by_seed(seeds, preset="lavt_mg_tiny")
-    out.append((f"lavt_tiny {mean_std(r['oIoU'] for r in lavt)} val oIoU, lavt_mg_tiny {mean_std(r['oIoU'] for r in mg)}",
-                "mg_seeds_13a.csv"))
-    gaps = [float(a["oIoU"]) - float(b["oIoU"]) for a, b in zip(lavt, mg)]
-    out.append((f"(by {gaps[0]:.1f}, {gaps[1]:.1f} and {gaps[2]:.1f} points)", "mg_seeds_13a.csv"))
-    rich = rows("mg_rich_13a.csv")
-    rl, r1, r01 = by_seed(rich, preset="lavt_tiny"), by_seed(rich, preset="lavt_mg_tiny", mg_weight="1.0", mg_changes=""), \
-        by_seed(rich, preset="lavt_mg_tiny", mg_weight="0.1")
-    out.append((f"{mean_std(r['oIoU'] for r in rl)} against {mean_std(r['oIoU'] for r in r1)}", "mg_rich_13a.csv"))
-    out.append((f"({np.mean([float(r['rare_mIoU']) for r in rl]):.1f} against {np.mean([float(r['rare_mIoU']) for r in r1]):.1f} mIoU)",
-                "mg_rich_13a.csv"))
-    paired = ", ".join(f"{float(b['oIoU']) - float(a['oIoU']):+.1f}".replace("-", "−") for a, b in zip(rl, r01))
-    out.append((f"{mean_std(r['oIoU'] for r in r01)}, paired {paired}", "mg_rich_13a.csv"))
-    stop = by_seed(rich, preset="lavt_mg_tiny", mg_weight="1.0", mg_changes="mg.vision_grad=False")
-    gain = ", ".join(f"{float(a['oIoU']) - float(b['oIoU']):+.1f}" for a, b in zip(stop, r1))
-    out.append((f"{mean_std(r['oIoU'] for r in stop)}, paired {gain} against λ_MG 1", "mg_rich_13a.csv"))
+    val, _, test_a, test_b = log_match(r"\*\*([\d.]+) val oIoU\*\* \(mIoU ([\d.]+), testA ([\d.]+), testB ([\d.]+)\)")
+    assert val == q["val oIoU"], "learning_log.md and learning_log/09_quickstart_current.csv disagree on the quickstart"
+    all_shapes = log_match(r"all shapes ([\d.]+) / [\d.]+")[0]
+    out.append((f"(testA {test_a}, testB {test_b}) against {all_shapes} oIoU for the best answer", "learning_log.md"))
+    for r in rows("command_times.csv")[:2] + [r for r in rows("command_times.csv") if r["command"].startswith("CI=")]:
+        out.append((f"| **{r['wall']}** | {r['threads']} | {probes(r)} | {r['result']} |", "command_times.csv"))
     lang = {r["row"]: r for r in rows("sag_languages.csv")}
     app = [lang[f"appearance, sag_tiny, seed {s}"] for s in range(3)]
     out.append((f"reaches **val mIoU {' / '.join(r['val_mIoU'] for r in app)}** (seeds 0 / 1 / 2) against {app[0]['random_shape_mIoU']} "
                 "for one random shape", "sag_languages.csv"))
-    out.append((f"its best single entity reaches {app[0]['best_entity_mIoU']} mIoU and A^fuse picks it for {app[0]['picks_best_entity']} %",
-                "sag_languages.csv"))
     plain = lang["plain, sag_tiny, seed 0"]
     out.append((f"the same preset reaches {plain['val_mIoU']} against {plain['random_shape_mIoU']}", "sag_languages.csv"))
-    oracle = rows("sag_oracle_gather.csv")
-    picks = lambda loss: sorted(float(r["picks"]) for r in oracle if r["loss"] == loss)
-    c3, told = picks("c3"), picks("told")
-    out.append((f"only {c3[0]:.1f}–{c3[-1]:.1f} % of the val sentences in every variant we tried, against "
-                f"{float(oracle[0]['random_shape']):.1f} % for one random shape, {float(oracle[0]['words_only']):.1f} % for an answer",
-                "sag_oracle_gather.csv"))
-    out.append((f"and {told[0]:.1f}–{told[-1]:.1f} % when the gather is told the answer", "sag_oracle_gather.csv"))
-    sag_app = json.loads((RESULTS / "study_sag_appearance.json").read_text())
-    for c in sag_app["claims"]:
-        floor = " (both below the language-blind floor)" if c["below_floor"] else ""
-        out.append((f"| {c['claim']}, appearance language (`{c['base']}` → `{c['variant']}`) | {c['metric']} | {c['diff']:+.1f} | "
-                    f"{c['spread']:.1f} | {c['verdict']}{floor} |", "study_sag_appearance.json"))
     main = json.loads((RESULTS / "main_table.json").read_text())
-    for r in main_table_rows(main):                                  # the README's main table, line by line, as the record prints it
-        out.append(("| " + " | ".join(r) + " |", "main_table.json"))
-    out.append((f"{len(main['runs'])} runs, {main['train_s'] / 60:.0f} min of training summed over them",
-                "main_table.json"))
-    study = json.loads((RESULTS / "study_magnet_rich.json").read_text())
-    for c in study["claims"]:
-        floor = " (both below the language-blind floor)" if c["below_floor"] else ""
-        out.append((f"| {c['claim']}, rich language (`{c['base']}` → `{c['variant']}`) | {c['metric']} | {c['diff']:+.1f} | "
-                    f"{c['spread']:.1f} | {c['verdict']}{floor} |", "study_magnet_rich.json"))
+    out += [(s, "main_table.json") for s in main_table_snippets(main)]
     return out
 
 
@@ -103,3 +97,18 @@ def expected_snippets() -> list[tuple[str, str]]:
 def test_readme_says_what_the_results_file_holds(snippet, source):
     assert flat(snippet) in flat(README), f"README.md should say {snippet!r} (from nbs/results/{source})"
 
+
+
+@pytest.mark.parametrize("snippet,source", times_snippets(), ids=lambda x: x[:40])
+def test_bench_readme_says_what_the_results_file_holds(snippet, source):
+    assert flat(snippet) in flat(BENCH_README), f"bench/README.md should say {snippet!r} (from nbs/results/{source})"
+
+
+def test_nbdev_never_rewrites_the_readme():
+    "README.md is kept by hand: settings.ini's readme_nb must name no notebook, or nbdev_prepare would render one over it."
+    from nbdev.config import get_config
+    from nbdev.quarto import _doc_mtime_not_older   # the check nbdev_prepare and nbdev_docs run before rendering README.md
+    cfg = get_config(path=ROOT)
+    assert not (cfg.nbs_path / cfg.readme_nb).exists(), (
+        f"settings.ini: readme_nb = {cfg.readme_nb} exists, so nbdev_prepare / nbdev_docs would overwrite README.md")
+    assert _doc_mtime_not_older(ROOT / "README.md", cfg.nbs_path / cfg.readme_nb), "this nbdev would render README.md anyway"
