@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -25,8 +24,7 @@ from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize,
 from .metrics import RISMetrics, check_protocol, intersection_union, iou_from, reduce_across_ranks
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown',
-           'write_report', 'plot_best_worst', 'sentence_sensitivity', 'grounding_figures', 'grounding_line']
+__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report', 'plot_best_worst', 'sentence_sensitivity', 'grounding_figures', 'grounding_line']
 
 # %% ../nbs/13_evaluation.ipynb #7c44d9ce
 def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,12 +109,8 @@ def check_eval_args(model: Any, loader: Any) -> None:
         raise TypeError(f"loader: expected a DataLoader from make_dataloaders/prepare (its .dataset a RISDataset), got {type(loader).__name__}")
 
 def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:
-    "Reduce each named group across ranks (the union of names over ranks)."
-    names = sorted(groups)
-    if dist.is_available() and dist.is_initialized():
-        allnames = [None] * dist.get_world_size(); dist.all_gather_object(allnames, names)
-        names = sorted(set().union(*allnames))
-    return {n: reduce_across_ranks(groups[n]) for n in names}
+    "Each named group's metrics (one process; appendix 93 takes the union of names over ranks and sums them)."
+    return {n: reduce_across_ranks(groups[n]) for n in sorted(groups)}
 
 # %% ../nbs/13_evaluation.ipynb #61edc80c
 @torch.no_grad()
@@ -319,3 +313,13 @@ def grounding_line(model: nn.Module, loader, device: torch.device | str | None =
                 f"objects covered by a slot, A^fuse picks the best slot for {g['picks_best_slot']:.1f} % of sentences")
     return (f"cross-referent IoU {g['cross_referent_iou']:.2f} (1 = the sentence is ignored; ground truth "
             f"{g['cross_referent_iou_gt']:.2f}), {g['right_shape']:.1f} % of masks land on the referred shape")
+
+# %% ../nbs/93_distributed.ipynb #d93m0003
+def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:
+    "Reduce each named group across ranks (the union of names over ranks)."
+    import torch.distributed as dist
+    names = sorted(groups)
+    if dist.is_available() and dist.is_initialized():
+        allnames = [None] * dist.get_world_size(); dist.all_gather_object(allnames, names)
+        names = sorted(set().union(*allnames))
+    return {n: reduce_across_ranks(groups[n]) for n in names}

@@ -397,7 +397,7 @@ def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = N
             log.append(dict(step=step, seconds=round(time.time() - t0, 1), loss=loss.item(), **object_discovery(model, *val)))
     model.eval()
     if out is not None:                    # no half-written weights (`write_atomic`)
-        write_atomic(out, lambda t: torch.save({"config": asdict(cfg), "state_dict": model.state_dict(), "log": log}, t), fsync=True)
+        write_atomic(out, lambda t: torch.save({"config": asdict(cfg), "state_dict": model.state_dict(), "log": log}, t))
     model.log = log
     return model
 

@@ -1,0 +1,70 @@
+"""The course path (notebooks numbered below 90) teaches ideas; the engineering that hardens them lives in the appendix
+notebooks (90 and up), which extend the same modules. These checks keep it that way: no hardening in the exported cells of
+the course path, short exported cells, concise prose, and a figure in every course notebook."""
+import io
+import json
+import re
+import tokenize
+from pathlib import Path
+
+import pytest
+
+NBS = Path(__file__).resolve().parents[1] / "nbs"
+COURSE = sorted(NBS.glob("[0-8][0-9]*.ipynb"))
+HARDENING = {                       # what belongs in the appendix, as it shows in code
+    "a custom unpickler": r"\bUnpickler\b|find_class",
+    "a memo cap": r"\bmemo(_cap|_limit)?\b|\bMAX_MEMO\w*",
+    "file locks (fcntl)": r"\bfcntl\b",
+    "fsync": r"\bfsync\b",
+    "an atomic swap": r"\bos\.replace\b|\.replace\(\s*(dst|dest|target|path)\b",
+    "process groups / DDP": r"\btorch\.distributed\b|\binit_process_group\b|\bDistributedDataParallel\b|\bdist\.\w+\(",
+    "fault planting": r"\bplant\w*\b",
+    "official key maps": r"\bofficial_(key|to|slot|interaction|decoder)\w*|\bconvert_official\w*|\bkey_map\b|\bmap_official\b",
+}
+MAX_EXPORTED_LINES = 40
+MAX_COURSE_MARKDOWN = 130_000
+
+
+def cells(nb: Path) -> list[dict]: return json.loads(nb.read_text())["cells"]
+def src(cell: dict) -> str: return "".join(cell["source"])
+def is_exported(cell: dict) -> bool: return cell["cell_type"] == "code" and bool(re.match(r"\s*#\|\s*export", src(cell)))
+
+
+def code_only(source: str) -> str:
+    "A cell's code with comments and string literals blanked, so that a word in a docstring or a citation does not count as use."
+    lines = ["" if l.lstrip().startswith(("%", "!")) else l for l in source.splitlines()]
+    prose = {tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", -1)}
+    toks = [t._replace(string='""' if t.type == tokenize.STRING else "") if t.type in prose else t
+            for t in tokenize.generate_tokens(io.StringIO("\n".join(lines) + "\n").readline) if t.type != tokenize.COMMENT]
+    return tokenize.untokenize(toks)
+
+
+@pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
+def test_no_hardening_in_the_course_path(nb):
+    found = [f"cell {i}: {what}" for i, c in enumerate(cells(nb)) if is_exported(c)
+             for what, pat in HARDENING.items() if re.search(pat, code_only(src(c)))]
+    assert not found, f"{nb.name} exports engineering that belongs in an appendix notebook (90+): {found}"
+
+
+@pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
+def test_exported_cells_are_short(nb):
+    long = [(i, n) for i, c in enumerate(cells(nb)) if is_exported(c) and (n := len(src(c).splitlines())) > MAX_EXPORTED_LINES]
+    assert not long, f"{nb.name}: exported cells over {MAX_EXPORTED_LINES} lines (cell index, lines): {long}"
+
+
+def test_course_prose_is_concise():
+    chars = {nb.stem: sum(len(src(c)) for c in cells(nb) if c["cell_type"] == "markdown") for nb in COURSE}
+    assert sum(chars.values()) <= MAX_COURSE_MARKDOWN, f"course markdown {sum(chars.values()):,} chars; the largest: " \
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(chars.items(), key=lambda kv: -kv[1])[:5])
+
+
+@pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
+def test_every_course_notebook_has_a_figure(nb):
+    assert any("image/png" in o.get("data", {}) for c in cells(nb) if c["cell_type"] == "code" for o in c.get("outputs", [])), \
+        f"{nb.name} has no saved figure"
+
+
+def test_a_model_refers_by_the_third_notebook():
+    first = [nb for nb in COURSE if nb.stem < "03"]
+    assert any("backward()" in src(c) and "image/png" in json.dumps(c.get("outputs", [])) or "backward()" in src(c)
+               for nb in first for c in cells(nb)), "no notebook before 03 trains a model with a bare loop"
