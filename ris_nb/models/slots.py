@@ -22,17 +22,12 @@ from scipy import ndimage
 from torch import nn
 from tqdm import tqdm
 
-from ..core import cpu_native_bf16, eval_mode, load_state_checked, torch_load_checked, write_atomic
+from ..core import cpu_native_bf16, eval_mode, load_state_checked, torch_load_checked
 from ..metrics import mask_iou
 from .encoders import sine_pos_2d
 
 # %% auto #0
-__all__ = ['SLOT_TYPES', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'SlotOutput', 'EntityDiscovery',
-           'BroadcastDecoder', 'recon_loss', 'official_slot_keys', 'official_interaction_qkv', 'official_decoder_keys',
-           'map_official', 'grid_coords', 'PixelEncoder', 'AffineDecoder', 'affine_target', 'affine_loss',
-           'EntityPretrainConfig', 'pos_weight_at', 'EntityModel', 'split_images', 'scene_object_masks', 'slot_regions',
-           'object_discovery', 'permute_channels', 'pretrain_batch', 'warmup_cosine', 'pretrain_entities',
-           'load_entity_model', 'packaged_entity_weights', 'pretrain_entities_on', 'connected_pieces', 'entity_pieces']
+__all__ = ['SLOT_TYPES', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'SlotOutput', 'EntityDiscovery', 'BroadcastDecoder', 'recon_loss', 'official_slot_keys', 'official_interaction_qkv', 'official_decoder_keys', 'map_official', 'grid_coords', 'PixelEncoder', 'AffineDecoder', 'affine_target', 'affine_loss', 'EntityPretrainConfig', 'pos_weight_at', 'EntityModel', 'split_images', 'scene_object_masks', 'slot_regions', 'object_discovery', 'permute_channels', 'pretrain_batch', 'warmup_cosine', 'save_entity_model', 'pretrain_entities', 'load_entity_model', 'packaged_entity_weights', 'pretrain_entities_on', 'connected_pieces', 'entity_pieces', 'save_entity_model']
 
 # %% ../../nbs/10_entity_slots.ipynb #108bd852
 SLOT_TYPES = ("entity", "random", "query")
@@ -423,6 +418,10 @@ def _entity_step(model: EntityModel, opt: torch.optim.Optimizer, sched, x: torch
     nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
     return loss
 
+def save_entity_model(model: EntityModel, log: list[dict], out: str | Path) -> None:
+    "Write `model`'s config, weights and training log to `out` (appendix 95 makes the write atomic)."
+    torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), "log": log}, out)
+
 # %% ../../nbs/10_entity_slots.ipynb #043ba0a7
 def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = None, out: str | Path | None = None,
                       val: tuple[torch.Tensor, list] | None = None, eval_every: int = 1000, progress: bool = True) -> EntityModel:
@@ -444,8 +443,7 @@ def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = N
         if val is not None and (step % eval_every == 0 or step == cfg.steps):
             log.append(dict(step=step, seconds=round(time.time() - t0, 1), loss=loss.item(), **object_discovery(model, *val)))
     model.eval()
-    if out is not None:                    # no half-written weights (`write_atomic`)
-        write_atomic(out, lambda t: torch.save({"config": asdict(cfg), "state_dict": model.state_dict(), "log": log}, t), fsync=True)
+    if out is not None: save_entity_model(model, log, out)
     model.log = log
     return model
 
@@ -516,3 +514,10 @@ def entity_pieces(a_slot: torch.Tensor, hw: tuple[int, int], min_tokens: int, ma
             parent[b, e], valid[b, e], support[b, e] = k, True, (lab[b, k] == i).float()
     support = F.max_pool2d(support.view(B * max_pieces, 1, *hw), 3, stride=1, padding=1).view(B, max_pieces, N)
     return a_slot.gather(1, parent[..., None].expand(-1, -1, N)) * support, parent, valid
+
+# %% ../../nbs/95_sag_diagnosis.ipynb #d95a0024
+from ..core import write_atomic
+
+def save_entity_model(model: EntityModel, log: list[dict], out: str | Path) -> None:
+    "Write `model`'s config, weights and training log to `out` atomically and durably: a killed run leaves the old file or the new one."
+    write_atomic(out, lambda t: torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), "log": log}, t), fsync=True)
