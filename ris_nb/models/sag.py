@@ -15,7 +15,6 @@ from typing import Any, Sequence
 from fastcore.basics import patch
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
@@ -30,11 +29,7 @@ from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, recon
                                  connected_pieces, entity_pieces, slot_regions)
 
 # %% auto #0
-__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'PRESET_SOURCES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion',
-           'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'batch_partners', 'gather_ids', 'own_image_copies',
-           'c3_in_image_loss', 'relevance_grid', 'upsample_minmax', 'PatchEntities', 'entity_similarity',
-           'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder',
-           'SaG', 'load_entities', 'build_sag', 'shatter_gather']
+__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'gather_ids', 'relevance_grid', 'upsample_minmax', 'PatchEntities', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'shatter_gather', 'PRESET_SOURCES', 'batch_partners', 'own_image_copies', 'c3_in_image_loss', 'gather_batch', 'gather_ids']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -142,55 +137,13 @@ def c3_loss(fused: torch.Tensor, text: torch.Tensor, temperature: float = 1.0, d
     return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device) + offset)
 
 # %% ../../nbs/11_sag.ipynb #e0c4a021
-class _GatherWithGrad(torch.autograd.Function):
-    "All-gather along dim 0; backward: sum the gradients of all ranks, return this rank's slice."
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)                          # every rank's loss reaches every slice
-        n = grad.shape[0] // dist.get_world_size()
-        return grad[dist.get_rank() * n:(dist.get_rank() + 1) * n]
-
 def gather_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    "x (B,…) of every rank (same B on each) concatenated → (W·B,…), and this rank's offset; (x, 0) without torch.distributed."
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return x, 0
-    return _GatherWithGrad.apply(x), dist.get_rank() * x.shape[0]
-
-# %% ../../nbs/11_sag.ipynb #96ce6a48
-def batch_partners(image_ids: Sequence[int], ann_ids: Sequence[int]) -> torch.Tensor:
-    "(B,) for item j the first other item of the same image about another annotation; −1 where there is none."
-    out = torch.full((len(image_ids),), -1, dtype=torch.long)
-    for j, (im, ann) in enumerate(zip(image_ids, ann_ids)):
-        out[j] = next((k for k, (im2, ann2) in enumerate(zip(image_ids, ann_ids)) if im2 == im and ann2 != ann), -1)
-    return out
+    "Every rank's x (B,…) concatenated, and this rank's offset; in one process (x, 0) (the torchrun version: appendix 95)."
+    return x, 0
 
 def gather_ids(x: torch.Tensor) -> torch.Tensor:
-    "Every rank's (B,) integer tensor concatenated (no gradient); `x` itself without torch.distributed."
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
-
-def own_image_copies(text_images: torch.Tensor, all_images: torch.Tensor, offset: int = 0) -> torch.Tensor:
-    "(B_txt,B_img) True where column i shows text j's own image but is not its own column `offset + j`."
-    same = text_images[:, None] == all_images[None]
-    same[torch.arange(len(text_images)), offset + torch.arange(len(text_images))] = False
-    return same
-
-def c3_in_image_loss(fused: torch.Tensor, text: torch.Tensor, swapped: torch.Tensor, partner: torch.Tensor,
-                     exclude: torch.Tensor, temperature: float = 1.0, detach_target: bool = True,
-                     normalize_target: bool = False, offset: int = 0) -> torch.Tensor:
-    "C³ over the other images (copies of the own image left out) plus the own image gathered as the partner sentence gathers it."
-    logits = c3_logits(fused, text, temperature, detach_target, normalize_target).masked_fill(exclude, float("-inf"))
-    t = c3_target(text, detach_target, normalize_target)
-    extra = ((t * swapped).sum(-1) / temperature).masked_fill(partner < 0, float("-inf"))
-    return F.cross_entropy(torch.cat([logits, extra[:, None]], dim=1), torch.arange(len(t), device=t.device) + offset)
+    "Every rank's (B,) integer tensor concatenated (no gradient); in one process x itself (appendix 95)."
+    return x
 
 # %% ../../nbs/11_sag.ipynb #1aefb052
 SCHEMES = ("weighted", "max", "avg", "min")
@@ -253,25 +206,29 @@ class EntityAppearance(nn.Module):
         out = entities + self.proj(self.cnn(x)).view(B, K, -1) + self.geometry(geo)
         return out if self.silhouette is None else out + self.silhouette(x[:, -1].flatten(1)).view(B, K, -1)
 
-    def _grid(self, a_slot: torch.Tensor, img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        "(B·K,4,h,w): each map and the image under it, on the whole token grid."
-        masks = a_slot.unflatten(-1, hw)[:, :, None]                                   # (B,K,1,h,w)
-        return torch.cat([masks, masks * img[:, None]], dim=2).flatten(0, 1)
+# %% ../../nbs/11_sag.ipynb #c44e670a
+@patch
+def _grid(self: EntityAppearance, a_slot: torch.Tensor, img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    "(B·K,4,h,w): each map and the image under it, on the whole token grid."
+    masks = a_slot.unflatten(-1, hw)[:, :, None]                                   # (B,K,1,h,w)
+    return torch.cat([masks, masks * img[:, None]], dim=2).flatten(0, 1)
 
-    def _crops(self, a_slot: torch.Tensor, images: torch.Tensor, hw: tuple[int, int], colour: torch.Tensor,
-               sigma: float = 0.2) -> torch.Tensor:
-        """(B·K,8,crop,crop) in each map's square box (`map_boxes`), at the image's resolution: the map, the image under it, the
-        image, and the silhouette — how close each pixel is to the map's mean `colour` (B,K,3), exp(−‖pixel − colour‖²/2σ²)."""
-        B, K = a_slot.shape[:2]
-        boxes = map_boxes(a_slot, hw, images.shape[-1]).flatten(0, 1)                 # (B·K,4) in image pixels
-        owner = torch.arange(B, device=boxes.device).repeat_interleave(K)[:, None].to(boxes)
-        pix = roi_align(images, torch.cat([owner, boxes], 1), self.crop, aligned=True)
-        own = torch.arange(B * K, device=boxes.device)[:, None].to(boxes)              # each map is its own "image"
-        maps = roi_align(a_slot.reshape(B * K, 1, *hw), torch.cat([own, boxes], 1), self.crop,
-                         spatial_scale=hw[1] / images.shape[-1], aligned=True)
-        sil = torch.exp(-(pix - colour.flatten(0, 1)[:, :, None, None]).pow(2).sum(1, keepdim=True) / (2 * sigma ** 2))
-        return torch.cat([maps, maps * pix, pix, sil], 1)
+@patch
+def _crops(self: EntityAppearance, a_slot: torch.Tensor, images: torch.Tensor, hw: tuple[int, int], colour: torch.Tensor,
+           sigma: float = 0.2) -> torch.Tensor:
+    """(B·K,8,crop,crop) in each map's square box (`map_boxes`), at the image's resolution: the map, the image under it, the
+    image, and the silhouette — how close each pixel is to the map's mean `colour` (B,K,3), exp(−‖pixel − colour‖²/2σ²)."""
+    B, K = a_slot.shape[:2]
+    boxes = map_boxes(a_slot, hw, images.shape[-1]).flatten(0, 1)                 # (B·K,4) in image pixels
+    owner = torch.arange(B, device=boxes.device).repeat_interleave(K)[:, None].to(boxes)
+    pix = roi_align(images, torch.cat([owner, boxes], 1), self.crop, aligned=True)
+    own = torch.arange(B * K, device=boxes.device)[:, None].to(boxes)              # each map is its own "image"
+    maps = roi_align(a_slot.reshape(B * K, 1, *hw), torch.cat([own, boxes], 1), self.crop,
+                     spatial_scale=hw[1] / images.shape[-1], aligned=True)
+    sil = torch.exp(-(pix - colour.flatten(0, 1)[:, :, None, None]).pow(2).sum(1, keepdim=True) / (2 * sigma ** 2))
+    return torch.cat([maps, maps * pix, pix, sil], 1)
 
+# %% ../../nbs/11_sag.ipynb #c44e670c
 def map_boxes(maps: torch.Tensor, hw: tuple[int, int], size: int, spread: float = 2.5) -> torch.Tensor:
     "(B,K,4) square boxes x1, y1, x2, y2 (pixels of a `size`² image) centred on each map's (B,K,N) mass, side 2·spread·max(σx, σy) + 2 tokens."
     h, w = hw
@@ -527,7 +484,61 @@ def shatter_gather(model: nn.Module, loader, device: torch.device | str | None =
     return {"best_slot_mIoU": 100 * float(np.mean(best)), "objects_covered": 100 * covered / max(n_obj, 1),
             "picks_best_slot": 100 * float(np.mean(picked)), "n": len(best)}
 
-# %% ../../nbs/11_sag.ipynb #e0c4a051
+# %% ../../nbs/95_sag_diagnosis.ipynb #96ce6a48
+def batch_partners(image_ids: Sequence[int], ann_ids: Sequence[int]) -> torch.Tensor:
+    "(B,) for item j the first other item of the same image about another annotation; −1 where there is none."
+    out = torch.full((len(image_ids),), -1, dtype=torch.long)
+    for j, (im, ann) in enumerate(zip(image_ids, ann_ids)):
+        out[j] = next((k for k, (im2, ann2) in enumerate(zip(image_ids, ann_ids)) if im2 == im and ann2 != ann), -1)
+    return out
+
+def own_image_copies(text_images: torch.Tensor, all_images: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    "(B_txt,B_img) True where column i shows text j's own image but is not its own column `offset + j`."
+    same = text_images[:, None] == all_images[None]
+    same[torch.arange(len(text_images)), offset + torch.arange(len(text_images))] = False
+    return same
+
+def c3_in_image_loss(fused: torch.Tensor, text: torch.Tensor, swapped: torch.Tensor, partner: torch.Tensor,
+                     exclude: torch.Tensor, temperature: float = 1.0, detach_target: bool = True,
+                     normalize_target: bool = False, offset: int = 0) -> torch.Tensor:
+    "C³ over the other images (copies of the own image left out) plus the own image gathered as the partner sentence gathers it."
+    logits = c3_logits(fused, text, temperature, detach_target, normalize_target).masked_fill(exclude, float("-inf"))
+    t = c3_target(text, detach_target, normalize_target)
+    extra = ((t * swapped).sum(-1) / temperature).masked_fill(partner < 0, float("-inf"))
+    return F.cross_entropy(torch.cat([logits, extra[:, None]], dim=1), torch.arange(len(t), device=t.device) + offset)
+
+# %% ../../nbs/95_sag_diagnosis.ipynb #e0c4a021
+import torch.distributed as dist
+
+class _GatherWithGrad(torch.autograd.Function):
+    "All-gather along dim 0; backward: sum the gradients of all ranks, return this rank's slice."
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)                          # every rank's loss reaches every slice
+        n = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * n:(dist.get_rank() + 1) * n]
+
+def gather_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    "The torchrun version of `11`'s one-process `gather_batch`: x (B,…) of every rank (same B on each) concatenated → (W·B,…), and this rank's offset; (x, 0) without torch.distributed."
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return x, 0
+    return _GatherWithGrad.apply(x), dist.get_rank() * x.shape[0]
+
+# %% ../../nbs/95_sag_diagnosis.ipynb #d95a0019
+def gather_ids(x: torch.Tensor) -> torch.Tensor:
+    "The torchrun version of `11`'s `gather_ids`: every rank's (B,) integer tensor concatenated (no gradient); `x` itself without torch.distributed."
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+# %% ../../nbs/95_sag_diagnosis.ipynb #e0c4a051
 _RUN = "run setting, not a hyper-parameter"
 PRESET_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where its value comes from
     "name": _RUN, "seed": "ours (the official scripts use --seed 1)", "data.root": _RUN, "data.image_root": _RUN,
@@ -550,7 +561,7 @@ PRESET_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where 
     "model.lavt.": "not used by SaG", "model.mg.": "not used by SaG", "model.cal.": "not used by SaG", "model.magnet.": "not used by SaG",
 }
 
-# %% ../../nbs/11_sag.ipynb #2a85f36d
+# %% ../../nbs/95_sag_diagnosis.ipynb #2a85f36d
 PRESET_SOURCES.update({  # model.sag
     "model.sag.slot_type": "paper: entity slots (--agg_query_type entity)",
     "model.sag.n_gaussians": "paper: table 3, best row 18 × 2 (official code: 12 × 3)", "model.sag.n_samples": "paper: table 3 (official code: 3)",
@@ -582,7 +593,7 @@ PRESET_SOURCES.update({  # model.sag
     "model.sag.in_image_negatives": "official code: C³'s negatives are the batch's other images",
 })
 
-# %% ../../nbs/11_sag.ipynb #a01b7981
+# %% ../../nbs/95_sag_diagnosis.ipynb #a01b7981
 PRESET_SOURCES.update({  # train and eval
     "train.max_steps": "derived: fit sets epochs × steps per epoch (RefCOCO's value shown)",
     "train.epochs": "official code: --num_epochs", "train.batch_size": "official code: --batch_size (one GPU)",
