@@ -223,6 +223,7 @@ def report_markdown(results: dict[str, dict], cfg: Config, run_info: dict | None
             lines += [_row(t, m) for t, m in r["by_type"].items()]
     return "\n".join(lines) + "\n"
 
+# %% ../nbs/13_evaluation.ipynb #13wr0001
 def write_report(results: dict[str, dict], cfg: Config, out_dir: str | Path, run_info: dict | None = None,
                  suffix: str = "") -> Path:
     "Write `report{suffix}.md` (and `results{suffix}.json`) into `out_dir` atomically."

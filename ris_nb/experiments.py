@@ -579,6 +579,7 @@ def words_only_answer(dataset) -> dict[str, float]:
         ious.append(float(np.mean([iou_from(*iu).item() for iu in ius])))
     return {"oIoU": 100 * iou_from(I, U).item(), "mIoU": 100 * float(np.mean(ious)) if ious else 0.0, "n": len(ious)}
 
+# %% ../nbs/16_experiments.ipynb #main0005b
 def split_floors(data_root: str | Path, splits: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
     "Per split: the language-blind answers and the words-only answer, on a study's ShapeRefs."
     from ris_nb.data.refer import RefDataset

@@ -17,7 +17,7 @@ HARDENING = {                       # what belongs in the appendix, as it shows 
     "file locks (fcntl)": r"\bfcntl\b",
     "fsync": r"\bfsync\b",
     "an atomic swap": r"\bos\.replace\b|\.replace\(\s*(dst|dest|target|path)\b",
-    "process groups / DDP": r"\btorch\.distributed\b|\binit_process_group\b|\bDistributedDataParallel\b|\bdist\.\w+\(",
+    "process groups / DDP": r"\btorch\.distributed\b|\binit_process_group\b|\bDistributedDataParallel\b|(?<![\w.])dist\.\w+\(",
     "fault planting": r"\bplant\w*\b",
     "official key maps": r"\bofficial_(key|to|slot|interaction|decoder)\w*|\bconvert_official\w*|\bkey_map\b|\bmap_official\b",
 }
