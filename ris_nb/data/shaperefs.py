@@ -37,7 +37,7 @@ __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYP
            'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings',
            'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks',
            'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'remove_stale_temps', 'generate',
-           'shaperefs_settings', 'ensure_shaperefs', 'read_refs']
+           'shaperefs_settings', 'ensure_shaperefs', 'read_refs', 'shaperefs_data']
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -792,3 +792,17 @@ class _PlainData(pickle.Unpickler):
 def read_refs(dataset_dir: str | Path) -> list[dict]:
     "The refs of a generated ShapeRefs folder (`refs(shaperefs).p`), read without running any code from the file."
     with open(Path(dataset_dir) / "refs(shaperefs).p", "rb") as f: return _PlainData(f).load()
+
+# %% ../../nbs/02_shaperefs.ipynb #c02sd002
+_COURSE_DATA: dict[tuple, Path] = {}
+
+def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
+    "A ShapeRefs data root (holding shaperefs/) generated once per process in a temporary folder, removed at exit."
+    import atexit, tempfile
+    key = (n_images, size, seed)
+    if key not in _COURSE_DATA:
+        root = Path(tempfile.mkdtemp(prefix="ris_nb_course_"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        ensure_shaperefs(root / "shaperefs", n_images=n_images, seed=seed, size=size)
+        _COURSE_DATA[key] = root
+    return _COURSE_DATA[key]
