@@ -289,7 +289,7 @@ def error_line(e: BaseException) -> str:
     return msg
 
 def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `ris_nb` console script."
+    "Run `ris_nb ARGV` with the subcommands registered so far; the console script (`ris_nb.app.main`) registers them all."
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -183,7 +183,8 @@ Each notebook explains one idea of referring image segmentation and ends with a 
   (shape, values, gradient). It fails until your answer is right.
 - *Run an experiment*: write the set-up, run its check, then the run cell (marked `#| slow`; a few minutes on a laptop CPU).
   The notebook gives the range we measured over seeds: yours should fall inside it.
-- *Think*: set `answer = "a"` (or b, c, …) and run the check; write your reasoning where it says YOUR ANSWER HERE.
+- *Think*: set `think_q1 = "a"` (or b, c, …) and run the check: it records that you answered (your copy holds no key;
+  the teacher grades it with `ris_nb.course.grade`); write your reasoning where it says YOUR ANSWER HERE.
 
 The exercise cells only need `ris_nb` installed (`pip install -e .` in the repository); the cells above them are the lesson.
 Notebooks in this folder: {notebooks}.
