@@ -13,6 +13,7 @@ import sys
 import unicodedata
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from .data.transforms import save_tokenizer   # built in 04_transforms: the run 
 
 # %% auto #0
 __all__ = ['EXPECTED_ERRORS', 'add_threads_arg', 'set_threads', 'config_from_args', 'check_out_dir', 'evaluate_run',
-           'predict_image', 'check_mask_path', 'build_parser', 'error_line', 'main', 'one_line_warnings']
+           'predict_image', 'check_mask_path', 'subcommand', 'build_parser', 'error_line', 'main', 'one_line_warnings']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -258,14 +259,21 @@ def _run_predict(args) -> None:
     print(f"mask: {out} ({mask.mean() * 100:.1f}% of the image), overlay: {overlay}")
 
 # %% ../nbs/15_cli.ipynb #665d3051
-_SUBCOMMANDS = [_add_synth, _add_train, _add_eval, _add_predict, _add_presets]
+_SUBCOMMANDS: dict[str, Callable] = {}
+
+def subcommand(add: Callable) -> Callable:
+    "Register `add(subparsers)` as a `ris_nb` subcommand (a later module registers its own; the same name again replaces it)."
+    _SUBCOMMANDS[add.__name__] = add
+    return add
+
+for _add in (_add_synth, _add_train, _add_eval, _add_predict, _add_presets): subcommand(_add)
 
 def build_parser() -> argparse.ArgumentParser:
     "The `ris_nb` argument parser."
     parser = argparse.ArgumentParser(prog="ris_nb", description="Referring image segmentation (MagNet, SaG) in literate notebooks.")
     parser.add_argument("--version", action="version", version=f"ris_nb {ris_nb.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in _SUBCOMMANDS: add(sub)
+    for add in _SUBCOMMANDS.values(): add(sub)
     return parser
 
 # what bad input, bad files and a full disk raise: one line, exit code 2. Anything else is a bug and keeps its traceback.
@@ -281,7 +289,7 @@ def error_line(e: BaseException) -> str:
     return msg
 
 def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `ris_nb` console script."
+    "Run `ris_nb ARGV` with the subcommands registered so far; the console script (`ris_nb.app.main`) registers them all."
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -344,81 +352,7 @@ def _run_check_data(args) -> None:
     print(f"everything required is in place: {n} images decoded" +
           (" (--quick: a sample; run without --quick to decode them all)" if any(r.sampled for r in reports) else ""))
 
-_SUBCOMMANDS.append(_add_check_data)
-
-# %% ../nbs/15_cli.ipynb #46e2ffeb
-def _add_course(sub) -> None:
-    p = sub.add_parser("course", help="write student copies of the notebooks (solutions → stubs, hidden tests removed)")
-    p.add_argument("--out", default="course", help="folder for the student notebooks (default: course)")
-    p.add_argument("--nbs", default="nbs", help="folder of the instructor notebooks (default: nbs)")
-    p.add_argument("--update", action="store_true", help="write into a non-empty --out: add the notebooks it lacks, keep the "
-                   "ones already there as they are (a student's edits are never overwritten)")
-    p.set_defaults(func=_run_course)
-
-def _run_course(args) -> None:
-    from ris_nb.course import make_course
-    make_course(args.nbs, check_out_dir(Path(args.out)), update=args.update)
-
-_SUBCOMMANDS.append(_add_course)
-
-# %% ../nbs/15_cli.ipynb #df7bd987
-def _add_experiments(sub) -> None:
-    from ris_nb.core import usable_cores
-    p = sub.add_parser("experiments", help="the papers' main table and ablations in miniature on ShapeRefs (CPU; resumable)")
-    p.add_argument("--out", required=True, help="study folder: data, one directory per (row, seed), study.json/.md/.png "
-                   "(--table main: one study folder per language and main_table.json/.md/.png)")
-    p.add_argument("--table", choices=["ablations", "main"], default="ablations",
-                   help="ablations (default): the papers' ablation rows on one language; main: LAVT, LAVT + MG, MagNet and SaG "
-                        "on all three languages, scored on val, testA and testB")
-    p.add_argument("--record", default=None, help="--table main: also write the record here (e.g. nbs/results/main_table.json)")
-    p.add_argument("--quick", action="store_true", help="the small budget: 300 scenes, 50 steps of 16 per run (default: 800, 400 of 32)")
-    p.add_argument("--only", choices=["magnet", "sag", "minilm"], default=None,
-                   help="one study's rows only (default: both papers'; minilm: LAVT and LAVT + MG on the pretrained MiniLM)")
-    p.add_argument("--rows", default=None, help="comma-separated row names: just these rows (and the runs they re-score), and the "
-                   "claims between them (default: every row)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3; one seed gives no verdict)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the budget's)")
-    p.add_argument("--scenes", type=int, default=None, help="ShapeRefs scenes generated for the study (default: the budget's)")
-    p.add_argument("--language", choices=["plain", "appearance", "rich"], default=None,
-                   help="ShapeRefs' sentences: plain (default), appearance (colour, size, shape only) or rich (synonyms, rare "
-                        "words, chains of relations); --table main runs all three")
-    p.add_argument("--jobs", type=int, default=usable_cores(), help="runs trained at once, one process each, the torch threads "
-                   f"shared between them (default: one per usable core, {usable_cores()} here)")
-    add_threads_arg(p)
-    p.set_defaults(func=_run_experiments)
-
-def _check_table_flags(args) -> None:
-    "Refuse, before any work, options that belong to the other table."
-    if args.table == "main":
-        for flag, v in (("--only", args.only), ("--rows", args.rows), ("--language", args.language)):
-            if v is not None: raise ValueError(f"{flag} {v}: the main table always runs its four methods on all three languages; "
-                                               "drop it, or use --table ablations")
-    elif args.record is not None: raise ValueError(f"--record {args.record}: only --table main writes a record")
-
-def _run_main_table(args, budget, out: Path) -> None:
-    from ris_nb.experiments import main_table_markdown, run_main_table
-    record = Path(args.record) if args.record else None
-    if record is not None: check_out_dir(record.parent, "--record")
-    rec = run_main_table(out, seeds=args.seeds, budget=budget, jobs=args.jobs, record=record)
-    print(main_table_markdown(rec))
-    print(f"written: {out / 'main_table.json'}, {out / 'main_table.md'}, {out / 'main_table.png'}" + (f", {record}" if record else ""))
-
-def _run_experiments(args) -> None:
-    from dataclasses import replace
-    from ris_nb.experiments import FULL, MAIN, QUICK, run_study, study_markdown
-    _check_table_flags(args)
-    budget = QUICK if args.quick else FULL
-    if args.table == "main": budget = replace(budget, splits=MAIN.splits, grounding=MAIN.grounding)
-    budget = replace(budget, language=args.language or "plain",
-                     **{k: v for k, v in (("steps", args.steps), ("n_images", args.scenes)) if v is not None})  # validated
-    out = check_out_dir(Path(args.out))
-    if args.table == "main": return _run_main_table(args, budget, out)
-    names = [n.strip() for n in args.rows.split(",") if n.strip()] if args.rows is not None else None
-    study = run_study(out, only=args.only, seeds=args.seeds, budget=budget, jobs=args.jobs, names=names)
-    print(study_markdown(study))
-    print(f"written: {out / 'study.json'}, {out / 'study.md'}, {out / 'study.png'}")
-
-_SUBCOMMANDS.append(_add_experiments)
+subcommand(_add_check_data)
 
 # %% ../nbs/15_cli.ipynb #cli0pe02
 def _add_pretrain_entities(sub) -> None:
@@ -444,7 +378,7 @@ def _run_pretrain_entities(args) -> None:
     print(f"entity weights → {out}" + (f" (val: best-slot IoU {last['best_slot_iou']:.1f}, "
                                         f"{last['objects_covered']:.1f} % of objects covered)" if last else ""))
 
-_SUBCOMMANDS.append(_add_pretrain_entities)
+subcommand(_add_pretrain_entities)
 
 # %% ../nbs/15_cli.ipynb #a2c3c283
 #| eval: false

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .core import get_preset, probe_ms, write_atomic
+from .cli import add_threads_arg, check_out_dir, subcommand
+from .core import get_preset, probe_ms, usable_cores, write_atomic
 from .data.shaperefs import LANGUAGES
 
 # %% auto #0
@@ -700,3 +701,57 @@ def write_main_table(rec: dict, out: str | Path, record: str | Path | None = Non
     plt.close(fig)
     if record is not None: paths["record"] = write_json_atomic(rec, record)
     return paths
+
+# %% ../nbs/16_experiments.ipynb #c16cli02
+@subcommand
+def _add_experiments(sub) -> None:
+    p = sub.add_parser("experiments", help="the papers' main table and ablations in miniature on ShapeRefs (CPU; resumable)")
+    p.add_argument("--out", required=True, help="study folder: data, one directory per (row, seed), study.json/.md/.png "
+                   "(--table main: one study folder per language and main_table.json/.md/.png)")
+    p.add_argument("--table", choices=["ablations", "main"], default="ablations",
+                   help="ablations (default): the papers' ablation rows on one language; main: LAVT, LAVT + MG, MagNet and SaG "
+                        "on all three languages, scored on val, testA and testB")
+    p.add_argument("--record", default=None, help="--table main: also write the record here (e.g. nbs/results/main_table.json)")
+    p.add_argument("--quick", action="store_true", help="the small budget: 300 scenes, 50 steps of 16 per run (default: 800, 400 of 32)")
+    p.add_argument("--only", choices=["magnet", "sag", "minilm"], default=None,
+                   help="one study's rows only (default: both papers'; minilm: LAVT and LAVT + MG on the pretrained MiniLM)")
+    p.add_argument("--rows", default=None, help="comma-separated row names: just these rows (and the runs they re-score), and the "
+                   "claims between them (default: every row)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3; one seed gives no verdict)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the budget's)")
+    p.add_argument("--scenes", type=int, default=None, help="ShapeRefs scenes generated for the study (default: the budget's)")
+    p.add_argument("--language", choices=["plain", "appearance", "rich"], default=None,
+                   help="ShapeRefs' sentences: plain (default), appearance (colour, size, shape only) or rich (synonyms, rare "
+                        "words, chains of relations); --table main runs all three")
+    p.add_argument("--jobs", type=int, default=usable_cores(), help="runs trained at once, one process each, the torch threads "
+                   f"shared between them (default: one per usable core, {usable_cores()} here)")
+    add_threads_arg(p)
+    p.set_defaults(func=_run_experiments)
+
+def _check_table_flags(args) -> None:
+    "Refuse, before any work, options that belong to the other table."
+    if args.table == "main":
+        for flag, v in (("--only", args.only), ("--rows", args.rows), ("--language", args.language)):
+            if v is not None: raise ValueError(f"{flag} {v}: the main table always runs its four methods on all three languages; "
+                                               "drop it, or use --table ablations")
+    elif args.record is not None: raise ValueError(f"--record {args.record}: only --table main writes a record")
+
+def _run_main_table(args, budget, out: Path) -> None:
+    record = Path(args.record) if args.record else None
+    if record is not None: check_out_dir(record.parent, "--record")
+    rec = run_main_table(out, seeds=args.seeds, budget=budget, jobs=args.jobs, record=record)
+    print(main_table_markdown(rec))
+    print(f"written: {out / 'main_table.json'}, {out / 'main_table.md'}, {out / 'main_table.png'}" + (f", {record}" if record else ""))
+
+def _run_experiments(args) -> None:
+    _check_table_flags(args)
+    budget = QUICK if args.quick else FULL
+    if args.table == "main": budget = replace(budget, splits=MAIN.splits, grounding=MAIN.grounding)
+    budget = replace(budget, language=args.language or "plain",
+                     **{k: v for k, v in (("steps", args.steps), ("n_images", args.scenes)) if v is not None})  # validated
+    out = check_out_dir(Path(args.out))
+    if args.table == "main": return _run_main_table(args, budget, out)
+    names = [n.strip() for n in args.rows.split(",") if n.strip()] if args.rows is not None else None
+    study = run_study(out, only=args.only, seeds=args.seeds, budget=budget, jobs=args.jobs, names=names)
+    print(study_markdown(study))
+    print(f"written: {out / 'study.json'}, {out / 'study.md'}, {out / 'study.png'}")

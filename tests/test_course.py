@@ -1,10 +1,11 @@
 "The exercises are real: in the student copies every check fails; a wrong answer of each kind fails its check; nbgrader and our own few lines make the same copies."
+import hashlib
 import re
 from pathlib import Path
 
 import pytest
 
-from ris_nb.course import (KINDS, SOLUTION, HIDDEN, exercise_start, make_course, nbgrader_available, read_notebook, run_exercises,
+from ris_nb.course import (KINDS, SOLUTION, HIDDEN, exercise_start, grade, make_course, nbgrader_available, read_notebook, run_exercises,
                            to_student)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,25 @@ def test_student_copies_written(course):
         assert SOLUTION[0] not in text and HIDDEN[0] not in text, f"{p.name}: a solution or hidden test left in the student copy"
         assert "raise NotImplementedError()" in text, f"{p.name}: no stub"
     assert (next(iter(course.values())).parent / "README.md").exists()
+
+def _digests(answer: str) -> set[str]:
+    "Hex digests of an answer as a check might store them (sha256, sha1, md5; prefixes of 8 characters and more)."
+    full = [h(s.encode()).hexdigest() for h in (hashlib.sha256, hashlib.sha1, hashlib.md5) for s in (answer, answer.upper())]
+    return {d[:k] for d in full for k in (8, 10, 12, 16, len(d))}
+
+def test_student_copies_hold_no_answer(course):
+    "A think check in a student copy names its question only: no key, no hash of one, no instructor's answer (issue 50)."
+    digests = set().union(*(_digests(a) for a in "abcdef"))
+    for stem, p in course.items():
+        text, nb = p.read_text(), read_notebook(p)
+        calls = [args for c in nb["cells"] if c["cell_type"] == "code" for args in re.findall(r"check_choice\(([^)]*)\)", c["source"])]
+        assert calls or stem not in TEACHING, f"{p.name}: no think check"
+        for args in calls:
+            assert "key" not in args and len(args.split(",")) == 2, f"{p.name}: check_choice({args}) holds more than the question"
+        leaked = sorted(d for d in digests if d in text)
+        assert not leaked, f"{p.name}: holds {leaked}, a hash of a one-letter answer"
+        assert not any(re.search(r"^think_q\d+ = [\"'][a-f][\"']", c["source"], re.M) for c in nb["cells"]), f"{p.name}: a think answer is set"
+        assert "Instructor's answer" not in text, f"{p.name}: the instructor's answer is in the student copy"
 
 @pytest.mark.parametrize("stem", TEACHING)
 def test_every_check_fails_on_the_stub(course, stem):
@@ -69,3 +89,13 @@ def test_wrong_answer_fails_its_check(stem, marker, body, says):
 def test_nbgrader_and_own_lines_agree(stem):
     nb = read_notebook(ROOT / "nbs" / f"{stem}.ipynb")
     assert to_student(nb, "nbgrader")["cells"] == to_student(nb, "own")["cells"]
+
+
+@pytest.mark.parametrize("answers,passed", [("a", True), ("b", False)])
+def test_teacher_grades_a_student_copy(course, answers, passed):
+    "The teacher's `grade` puts the hidden keys back: the student's think answers are right or wrong by them."
+    student = read_notebook(course["01_metrics"])
+    cell = next(c for c in student["cells"] if c["cell_type"] == "code" and c["source"].startswith("think_q1 = think_q2 = None"))
+    cell["source"] = f"think_q1 = {answers!r}\nthink_q2 = {answers!r}"
+    think = [r for r in grade(student, ROOT / "nbs" / "01_metrics.ipynb") if r.kind == "think"]
+    assert [r.passed for r in think] == [passed], think

@@ -1,7 +1,7 @@
 """The notebooks are a course: a numbered notebook below 90 uses only the `ris_nb` modules that it or an earlier notebook
-builds (the exercise checker `ris_nb.course` aside). What counts as a use: every import in a cell the reader runs, and the
-module-level imports of exported cells. An import inside a function of an exported cell is a plug-in point that runs only
-when a later notebook's feature is asked for (e.g. the config's model registry), so it is not a use."""
+builds. What counts as a use: every import in a code cell, exported or not, inside a function body or not — a library
+function that imports a later module is a forward reference too (a later notebook plugs in by registering itself into an
+earlier one, never the other way round)."""
 import ast
 import json
 import re
@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 NBS = Path(__file__).resolve().parents[1] / "nbs"
-EXEMPT = {"ris_nb.course"}
 
 
 def numbered_notebooks() -> list[Path]:
@@ -37,16 +36,10 @@ def python_of(src: str) -> str:
     return "\n".join("" if l.lstrip().startswith(("%", "!")) else l for l in src.splitlines())
 
 
-def imported_modules(src: str, exported: bool) -> list[str]:
-    "Dotted `ris_nb` names a cell imports (for an exported cell only those outside function bodies)."
-    tree = ast.parse(python_of(src))
-    nested = set()
-    if exported:
-        for fn in ast.walk(tree):
-            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)): nested |= {id(n) for n in ast.walk(fn) if n is not fn}
+def imported_modules(src: str) -> list[str]:
+    "Dotted `ris_nb` names a cell imports, anywhere in it (function bodies included)."
     names = []
-    for node in ast.walk(tree):
-        if id(node) in nested: continue
+    for node in ast.walk(ast.parse(python_of(src))):
         if isinstance(node, ast.Import): names += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.append(node.module)
@@ -63,18 +56,16 @@ def owner(name: str, modules: dict[str, Path]) -> str | None:
 def later_uses(nb: Path, modules: dict[str, Path]) -> list[str]:
     out = []
     for i, src in enumerate(cells(nb)):
-        exported = re.search(r"^#\|\s*export", src, re.M) is not None
-        for name in imported_modules(src, exported):
+        for name in imported_modules(src):
             m = owner(name, modules)
-            if m and m not in EXEMPT and modules[m].name > nb.name: out.append(f"code cell {i}: {m} (built in {modules[m].name})")
+            if m and modules[m].name > nb.name: out.append(f"code cell {i}: {m} (built in {modules[m].name})")
     return out
 
 
-def test_the_checker_sees_top_level_and_ignores_lazy_imports():
+def test_the_checker_sees_top_level_and_lazy_imports():
     src = "#| export\nfrom ris_nb.train import fit\ndef f():\n    from ris_nb.cli import main\n    return main\n"
-    assert imported_modules(src, exported=True) == ["ris_nb.train"]
-    assert imported_modules(src, exported=False) == ["ris_nb.train", "ris_nb.cli"]
-    assert imported_modules("%time x = 1\nfrom ris_nb import viz, core", exported=False) == ["ris_nb", "ris_nb.viz", "ris_nb.core"]
+    assert imported_modules(src) == ["ris_nb.train", "ris_nb.cli"]
+    assert imported_modules("%time x = 1\nfrom ris_nb import viz, core") == ["ris_nb", "ris_nb.viz", "ris_nb.core"]
     modules = {"ris_nb.metrics": NBS / "01_metrics.ipynb", "ris_nb.train": NBS / "12_training.ipynb"}
     assert owner("ris_nb.train", modules) == "ris_nb.train" and owner("ris_nb.models", modules) is None
 

@@ -170,7 +170,7 @@ def test_fit_validates_the_config_before_any_work(tmp_path):
 
 def main(capsys, *args) -> tuple[int, str]:
     "Run `ris_nb ARGS` in this process: (exit code, stderr). An exception escaping main() (a traceback) fails the test."
-    from ris_nb.cli import main as cli_main
+    from ris_nb.app import main as cli_main   # every subcommand, `course` and `experiments` included
     rc = cli_main([str(a) for a in args])
     return rc, capsys.readouterr().err
 

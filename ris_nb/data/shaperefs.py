@@ -28,7 +28,7 @@ import pycocotools.mask as mask_utils
 import shapely
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE', 'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'ZIPF_S', 'MAX_WORDS', 'LEXICON', 'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'APPEARANCE_TEMPLATES', 'MAX_SIZE', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences', 'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings', 'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks', 'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'generate', 'shaperefs_settings', 'ensure_shaperefs', 'read_refs', 'remove_stale_temps', 'read_refs']
+__all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE', 'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'ZIPF_S', 'MAX_WORDS', 'LEXICON', 'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'APPEARANCE_TEMPLATES', 'MAX_SIZE', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences', 'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings', 'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks', 'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'generate', 'shaperefs_settings', 'ensure_shaperefs', 'read_refs', 'shaperefs_data', 'remove_stale_temps', 'read_refs']
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -773,6 +773,20 @@ def ensure_shaperefs(folder: str | Path, n_images: int = 3000, seed: int = 0, si
 def read_refs(dataset_dir: str | Path) -> list[dict]:
     "The refs of a generated ShapeRefs folder (`refs(shaperefs).p`)."
     with open(Path(dataset_dir) / "refs(shaperefs).p", "rb") as f: return pickle.load(f)
+
+# %% ../../nbs/02_shaperefs.ipynb #c02sd002
+_COURSE_DATA: dict[tuple, Path] = {}
+
+def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
+    "A ShapeRefs data root (holding shaperefs/) generated once per process in a temporary folder, removed at exit."
+    import atexit, tempfile
+    key = (n_images, size, seed)
+    if key not in _COURSE_DATA:
+        root = Path(tempfile.mkdtemp(prefix="ris_nb_course_"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        ensure_shaperefs(root / "shaperefs", n_images=n_images, seed=seed, size=size)
+        _COURSE_DATA[key] = root
+    return _COURSE_DATA[key]
 
 # %% ../../nbs/92_dataset_writing.ipynb #a92i0001
 from ..core import pid_alive, write_atomic

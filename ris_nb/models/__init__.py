@@ -3,6 +3,6 @@
 # every model, so whoever builds one (training, evaluation, the CLI: all built after the models) imports it; `ris_nb.core`
 # holds only the registry and never imports the models. `ris_nb.models.build_model` is `ris_nb.core.build_model`.
 from ..core import build_model, model_spec
-from . import lavt, magnet, sag   # noqa: F401  (their `@register_model` lines run)
+from . import lavt, mask_grounding, magnet, sag   # noqa: F401  (their `@register_model` lines run; mask_grounding attaches MG to LAVT)
 
 __all__ = ["build_model", "model_spec"]

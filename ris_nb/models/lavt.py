@@ -151,11 +151,7 @@ class LAVT(nn.Module):
         self.decoder = SimpleDecoder(backbone.channels, lc.decoder_dim)
         self.refine = RefineHead(2, lc.refine) if lc.refine else None      # ours, off in lavt_paper
         self.mg = None
-        if cfg.model.mg.enabled:
-            from ris_nb.models.mask_grounding import MaskGrounding, mg_visual_index
-            self.mg_level = mg_visual_index(backbone.strides, cfg.model.mg)
-            self.mg = MaskGrounding(D, backbone.channels[self.mg_level], text.vocab_size, cfg.model.mg,
-                                    special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
+        if cfg.model.mg.enabled: self.attach_mg(cfg)       # 07_mask_grounding supplies the head
     def forward(self, batch, image_index: torch.Tensor | None = None) -> LavtOutputs:
         "`image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b] (see `encode`)."
         l = self.text(batch.input_ids, batch.attention_mask).tokens
@@ -173,6 +169,13 @@ class LAVT(nn.Module):
         p = out.logits.softmax(1)[:, 1:2]
         if sizes is None: return p
         return [F.interpolate(p[i:i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0] for i, s in enumerate(sizes)]
+
+# %% ../../nbs/06_lavt.ipynb #c06mg001
+@patch
+def attach_mg(self: LAVT, cfg: Config) -> None:
+    "Add Mask Grounding's head (`model.mg.enabled`); the next notebook, 07_mask_grounding, replaces this placeholder."
+    raise ValueError("model.mg.enabled=True: Mask Grounding's head is built by ris_nb.models.mask_grounding; "
+                     "import it (or ris_nb.models) before building the model")
 
 # %% ../../nbs/06_lavt.ipynb #7a7111be
 @patch

@@ -125,6 +125,17 @@ def mg_visual_index(strides: list[int], cfg: MGConfig) -> int:
         raise ValueError(f"model.mg.visual_stride={cfg.visual_stride}: this model's visual maps have strides {list(strides)}")
     return list(strides).index(cfg.visual_stride)
 
+# %% ../../nbs/07_mask_grounding.ipynb #c07mg001
+from ..core import special_token_ids
+from .lavt import LAVT
+
+@patch
+def attach_mg(self: LAVT, cfg) -> None:
+    "LAVT + MG: the head reads the visual map `mg_visual_index` picks and predicts over the text encoder's vocabulary."
+    self.mg_level = mg_visual_index(self.backbone.strides, cfg.model.mg)
+    self.mg = MaskGrounding(self.text.hidden_size, self.backbone.channels[self.mg_level], self.text.vocab_size, cfg.model.mg,
+                            special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
+
 # %% ../../nbs/07_mask_grounding.ipynb #5c1d6a13
 @torch.no_grad()
 def mask_swap_probe(model: nn.Module, loader, word_ids: Iterable[int], max_batches: int | None = None) -> dict[str, float]:
