@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .core import (Config, DataConfig, ModelConfig, TextConfig, VisionConfig, MagNetConfig, CALConfig, MGConfig,
                          LavtConfig, get_preset)
-from .models.encoders import ViTBackbone
+from .models.encoders import SwinBackbone, ViTBackbone
 from .models.magnet import MagNet
 from .models.sag import SaG
 
@@ -52,6 +53,12 @@ def load_swin(body: nn.Module, sd: dict[str, torch.Tensor], prefix: str = "") ->
         raise ValueError(f"Swin checkpoint does not match the config: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
                          f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
     body.load_state_dict(new, strict=False)
+
+@patch
+def load_official(self: SwinBackbone, sd: dict[str, torch.Tensor], prefix: str = "") -> SwinBackbone:
+    "Load an official-layout Swin state dict (e.g. swin_base_patch4_window12_384_22k.pth) strictly on the backbone's tensors."
+    load_swin(self.body, sd, prefix)
+    return self
 
 # %% ../nbs/94_official_weights.ipynb #od48f522
 PWAM_KEYS = {"vis_project.0": "vis_proj", "image_lang_att.f_query.0": "q", "image_lang_att.f_query.1": "q_norm",

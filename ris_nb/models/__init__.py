@@ -4,5 +4,6 @@
 # holds only the registry and never imports the models. `ris_nb.models.build_model` is `ris_nb.core.build_model`.
 from ..core import build_model, model_spec
 from . import lavt, mask_grounding, magnet, sag   # noqa: F401  (their `@register_model` lines run; mask_grounding attaches MG to LAVT)
+from .. import official   # noqa: F401,E402  (appendix 94: official Swin weights for SwinBackbone.load_official)
 
 __all__ = ["build_model", "model_spec"]

@@ -147,10 +147,8 @@ class SwinBackbone(StagedBackbone):
         return self.body.layers[i].blocks(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def load_official(self, sd: dict[str, torch.Tensor], prefix: str = "") -> "SwinBackbone":
-        "Load an official-layout Swin state dict (e.g. swin_base_patch4_window12_384_22k.pth) strictly on the backbone's tensors."
-        from ris_nb.official import load_swin   # the key map: appendix 94
-        load_swin(self.body, sd, prefix)
-        return self
+        "Load an official-layout Swin state dict; the key map is appendix 94's (`ris_nb.official` replaces this method)."
+        raise NotImplementedError("loading official Swin weights needs the key map of ris_nb.official (appendix 94_official_weights)")
 
 # %% ../../nbs/05_encoders.ipynb #e0b825b4
 _CNN_TIMM = {"mobilenetv2": "mobilenetv2_100", "efficientnet_lite0": "tf_efficientnet_lite0"}
