@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in _SUBCOMMANDS.values(): add(sub)
     return parser
 
+# %% ../nbs/15_cli.ipynb #15main01
 # what bad input, bad files and a full disk raise: one line, exit code 2. Anything else is a bug and keeps its traceback.
 # OSError covers FileNotFoundError, NotADirectoryError, PermissionError and ENOSPC; UnpicklingError covers UnsafePickleError.
 EXPECTED_ERRORS = (ValueError, OSError, pickle.UnpicklingError, FloatingPointError)
@@ -288,6 +289,7 @@ def error_line(e: BaseException) -> str:
         return last.split(": ", 1)[1] if last.startswith(type(e).__name__ + ": ") else last
     return msg
 
+# %% ../nbs/15_cli.ipynb #15main02
 def main(argv: list[str] | None = None) -> int:
     "Run `ris_nb ARGV` with the subcommands registered so far; the console script (`ris_nb.app.main`) registers them all."
     parser = build_parser()

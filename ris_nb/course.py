@@ -190,6 +190,7 @@ The exercise cells only need `ris_nb` installed (`pip install -e .` in the repos
 Notebooks in this folder: {notebooks}.
 """
 
+# %% ../nbs/19_course.ipynb #19mc0001
 def _check_student_folder(out: Path, update: bool) -> None:
     "Refuse a non-empty `out` unless `update`: it may hold a student's edited notebooks."
     if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file; expected a folder")

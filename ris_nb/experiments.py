@@ -728,6 +728,7 @@ def _add_experiments(sub) -> None:
     add_threads_arg(p)
     p.set_defaults(func=_run_experiments)
 
+# %% ../nbs/16_experiments.ipynb #c16cli02b
 def _check_table_flags(args) -> None:
     "Refuse, before any work, options that belong to the other table."
     if args.table == "main":
