@@ -112,3 +112,9 @@ def test_nbdev_never_rewrites_the_readme():
     assert not (cfg.nbs_path / cfg.readme_nb).exists(), (
         f"settings.ini: readme_nb = {cfg.readme_nb} exists, so nbdev_prepare / nbdev_docs would overwrite README.md")
     assert _doc_mtime_not_older(ROOT / "README.md", cfg.nbs_path / cfg.readme_nb), "this nbdev would render README.md anyway"
+
+
+def test_readme_is_a_front_page():
+    "The README stays a front page (≤ 150 lines); benchmarks live in bench/README.md, the learning log in 13a."
+    n = len((ROOT / "README.md").read_text().splitlines())
+    assert n <= 150, f"README.md has {n} lines; move details to bench/README.md or the notebooks"
