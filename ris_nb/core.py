@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['WORD_SPECIALS', 'CONFIG_CHECKS', 'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset', 'flat_config', 'source_table', 'ModelSpec', 'register_model', 'model_spec', 'build_model', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line', 'eval_mode', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'MAX_INFLATE', 'check_field', 'text_positions', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_error', 'temp_sibling', 'write_atomic', 'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked']
+__all__ = ['WORD_SPECIALS', 'CONFIG_CHECKS', 'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset', 'flat_config', 'source_table', 'ModelSpec', 'register_model', 'model_spec', 'build_model', 'register_part', 'model_part', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line', 'eval_mode', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'MAX_INFLATE', 'check_field', 'text_positions', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_error', 'temp_sibling', 'write_atomic', 'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -592,6 +592,20 @@ def model_spec(model: str | torch.nn.Module) -> ModelSpec:
 def build_model(cfg: Config) -> torch.nn.Module:
     "Build the model named by `cfg.model.name` (the model protocol: forward, losses, predict, param_groups)."
     return model_spec(cfg.model.name).build(cfg)
+
+_PARTS: dict[str, Callable] = {}
+
+def register_part(name: str):
+    "Decorator: a later notebook's module supplies a named part of an earlier model (e.g. 'mask_grounding' for LAVT)."
+    def deco(fn):
+        _PARTS[name] = fn
+        return fn
+    return deco
+
+def model_part(name: str) -> Callable:
+    "The registered part `name`; a clear error when the module that supplies it was not imported."
+    if name not in _PARTS: raise ValueError(f"model part {name!r} is not registered: import ris_nb.models (its module registers it)")
+    return _PARTS[name]
 
 # %% ../nbs/00_core.ipynb #vc000001
 CONFIG_CHECKS: dict[str, Callable[[Config], list[str]]] = {}   # name → check, run in order; appendix 90 registers the library's

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Config, register_model, special_token_ids
+from ..core import Config, model_part, register_model, special_token_ids
 from .encoders import StagedBackbone, TextEncoder, build_backbone, build_text_encoder
 
 # %% auto #0
@@ -173,9 +173,8 @@ class LAVT(nn.Module):
 # %% ../../nbs/06_lavt.ipynb #c06mg001
 @patch
 def attach_mg(self: LAVT, cfg: Config) -> None:
-    "Add Mask Grounding's head (`model.mg.enabled`); the next notebook, 07_mask_grounding, replaces this placeholder."
-    raise ValueError("model.mg.enabled=True: Mask Grounding's head is built by ris_nb.models.mask_grounding; "
-                     "import it (or ris_nb.models) before building the model")
+    "Add Mask Grounding's head (`model.mg.enabled`): the next notebook, 07_mask_grounding, registers the part that builds it."
+    model_part("mask_grounding")(self, cfg)
 
 # %% ../../nbs/06_lavt.ipynb #7a7111be
 @patch

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import MGConfig, eval_mode
+from ..core import MGConfig, eval_mode, register_part
 
 # %% auto #0
 __all__ = ['mask_tokens', 'centre_sine_pos_2d', 'MaskEncoder', 'masked_mean', 'lm_head', 'MaskGrounding', 'mg_visual_index',
-           'mask_swap_probe']
+           'attach_mask_grounding', 'mask_swap_probe']
 
 # %% ../../nbs/07_mask_grounding.ipynb #efb07454
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: dict[str, int], generator: torch.Generator,
@@ -129,12 +129,12 @@ def mg_visual_index(strides: list[int], cfg: MGConfig) -> int:
 from ..core import special_token_ids
 from .lavt import LAVT
 
-@patch
-def attach_mg(self: LAVT, cfg) -> None:
+@register_part("mask_grounding")
+def attach_mask_grounding(model: LAVT, cfg) -> None:
     "LAVT + MG: the head reads the visual map `mg_visual_index` picks and predicts over the text encoder's vocabulary."
-    self.mg_level = mg_visual_index(self.backbone.strides, cfg.model.mg)
-    self.mg = MaskGrounding(self.text.hidden_size, self.backbone.channels[self.mg_level], self.text.vocab_size, cfg.model.mg,
-                            special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
+    model.mg_level = mg_visual_index(model.backbone.strides, cfg.model.mg)
+    model.mg = MaskGrounding(model.text.hidden_size, model.backbone.channels[model.mg_level], model.text.vocab_size, cfg.model.mg,
+                             special_token_ids(cfg.data.tokenizer), seed=cfg.seed)
 
 # %% ../../nbs/07_mask_grounding.ipynb #5c1d6a13
 @torch.no_grad()
