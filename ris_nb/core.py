@@ -593,6 +593,7 @@ def build_model(cfg: Config) -> torch.nn.Module:
     "Build the model named by `cfg.model.name` (the model protocol: forward, losses, predict, param_groups)."
     return model_spec(cfg.model.name).build(cfg)
 
+# %% ../nbs/00_core.ipynb #c00part1
 _PARTS: dict[str, Callable] = {}
 
 def register_part(name: str):
