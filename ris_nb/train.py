@@ -23,11 +23,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .core import (Config, amp_dtype, get_device, load_state_checked, pid_alive, precision_line, seed_everything,
+from .core import (Config, amp_dtype, get_device, load_state_checked, precision_line, seed_everything,
                    torch_load_checked, validate_config, write_atomic, write_error)
 
 # %% auto #0
-__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed', 'EpochSampler', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'save_checkpoint', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler', 'train_sampler', 'eval_sampler', 'atomic_save', 'save_checkpoint', 'RunLockedError', 'run_lock', 'library_evaluate']
+__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed', 'EpochSampler', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'save_checkpoint', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler', 'train_sampler', 'eval_sampler', 'atomic_save', 'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'library_evaluate']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -652,12 +652,8 @@ def _read_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[tuple
     return found, ck
 
 def stale_temp_files(run_dir: Path) -> list[Path]:
-    "`write_atomic` temp files (`.<name>.tmp-<pid><suffix>`) in `run_dir` and its `checkpoints/` whose process is gone."
-    out = []
-    for p in [*Path(run_dir).glob(".*.tmp-*"), *Path(run_dir).glob("checkpoints/.*.tmp-*")]:
-        pid = p.name.rpartition(".tmp-")[2].split(".")[0]
-        if pid.isdigit() and p.is_file() and not pid_alive(int(pid)): out.append(p)
-    return out
+    "Temporary files a killed run left in `run_dir` (none in one plain process; appendix 93 finds `write_atomic`'s by their dead pid)."
+    return []
 
 # %% ../nbs/12_training.ipynb #b8e5108f
 def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[str] = ("train", "val")) -> None:
@@ -1030,19 +1026,6 @@ def eval_sampler(n: int, info: DistInfo) -> Sampler | None:
     "This rank's share of the evaluation items, without padding (`ShardSampler`)."
     return ShardSampler(n, info.rank, info.world)
 
-# %% ../nbs/93_distributed.ipynb #d9300018
-def finish_distributed() -> None:
-    "Wait for every rank, then destroy the process group, so that its threads end here and not at interpreter exit."
-    if not (dist.is_available() and dist.is_initialized()): return
-    gc.collect()                             # a finished Learner and its callbacks (a cycle) still hold the DDP wrapper
-    group = weakref.ref(dist.group.WORLD)
-    dist.barrier()
-    dist.destroy_process_group()             # frees the group, joining its threads, when nothing else holds it
-    if group() is not None:
-        warnings.warn("the process group outlived destroy_process_group(): something still holds it (a live "
-                      "DistributedDataParallel wrapper? delete it first), so its gloo threads run on into interpreter "
-                      "shutdown, where one that still needs the GIL aborts the process")
-
 # %% ../nbs/93_distributed.ipynb #d9300020
 def atomic_save(obj: Any, path: str | Path) -> Path:
     "torch.save to a temp file in the same folder, fsync, then rename over `path` (`write_atomic`); a failed write names `path`."
@@ -1055,6 +1038,17 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 def save_checkpoint(obj: Any, path: str | Path) -> Path:
     "Write a checkpoint whole or not at all (`atomic_save`)."
     return atomic_save(obj, path)
+
+# %% ../nbs/93_distributed.ipynb #d93st001
+from .core import pid_alive
+
+def stale_temp_files(run_dir: Path) -> list[Path]:
+    "`write_atomic` temp files (`.<name>.tmp-<pid><suffix>`) in `run_dir` and its `checkpoints/` whose process is gone."
+    out = []
+    for p in [*Path(run_dir).glob(".*.tmp-*"), *Path(run_dir).glob("checkpoints/.*.tmp-*")]:
+        pid = p.name.rpartition(".tmp-")[2].split(".")[0]
+        if pid.isdigit() and p.is_file() and not pid_alive(int(pid)): out.append(p)
+    return out
 
 # %% ../nbs/93_distributed.ipynb #d9300024
 class RunLockedError(ValueError):
