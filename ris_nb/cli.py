@@ -368,7 +368,8 @@ def _add_pretrain_entities(sub) -> None:
 
 def _run_pretrain_entities(args) -> None:
     from ris_nb.core import get_preset
-    from ris_nb.models.slots import EntityPretrainConfig, pretrain_entities_on
+    from ris_nb.models.slots import EntityPretrainConfig
+    from ris_nb.pretrain import pretrain_entities_on
     out = Path(args.out)
     if out.suffix != ".pt": raise ValueError(f"--out {out}: expected a .pt file")
     if out.is_dir(): raise IsADirectoryError(f"--out {out} is a folder; expected a .pt file")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['WORD_SPECIALS', 'CONFIG_CHECKS', 'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset', 'flat_config', 'source_table', 'ModelSpec', 'register_model', 'model_spec', 'build_model', 'register_part', 'model_part', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line', 'eval_mode', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'MAX_INFLATE', 'check_field', 'text_positions', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_error', 'temp_sibling', 'write_atomic', 'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked']
+__all__ = ['WORD_SPECIALS', 'CONFIG_CHECKS', 'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset', 'flat_config', 'source_table', 'ModelSpec', 'register_model', 'model_spec', 'build_model', 'register_part', 'model_part', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line', 'eval_mode', 'write_atomic', 'write_error', 'torch_load_checked', 'load_state_checked', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'MAX_INFLATE', 'check_field', 'text_positions', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_error', 'temp_sibling', 'write_atomic', 'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -686,6 +686,26 @@ def eval_mode(model: torch.nn.Module):
         with torch.no_grad(): yield model
     finally:
         for m, was in flags: m.training = was
+
+# %% ../nbs/00_core.ipynb #fi000002
+def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    "Write `path` with `write(path)`, parent folders made (appendix 90: a temporary sibling renamed over `path`, so no half-written file)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    write(path)
+    return path
+
+def write_error(path: str | Path, e: Exception) -> OSError:
+    "An `OSError` naming `path` for a failed write (appendix 90 adds why: a full disk, a quota, a size limit)."
+    return OSError(f"cannot write {path}: {e}")
+
+def torch_load_checked(path: str | Path, what: str = "checkpoint", expected: str = "a ris_nb checkpoint") -> Any:
+    "`torch.load(path, weights_only=True)`: tensors and plain values, never code (appendix 90 checks the bytes first and names a bad `what`)."
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+def load_state_checked(module: torch.nn.Module, state: dict, where: str | Path, target: str = "") -> torch.nn.Module:
+    "`module.load_state_dict(state)`, strict (appendix 90 names `where` and the keys and shapes that differ)."
+    module.load_state_dict(state)
+    return module
 
 # %% ../nbs/90_config_validation.ipynb #cv000002
 import errno

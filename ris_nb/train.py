@@ -27,7 +27,7 @@ from .core import (Config, amp_dtype, get_device, load_state_checked, precision_
                    torch_load_checked, validate_config, write_atomic, write_error)
 
 # %% auto #0
-__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed', 'EpochSampler', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'save_checkpoint', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler', 'train_sampler', 'eval_sampler', 'atomic_save', 'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'library_evaluate']
+__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed', 'EpochSampler', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'save_checkpoint', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler', 'train_sampler', 'eval_sampler', 'atomic_save', 'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'library_evaluate']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -248,10 +248,11 @@ class LossWrapper(nn.Module):
     "forward(batch) -> the loss dict of a protocol model (outputs kept in `.outputs`): the unit that `DistInfo.wrap` wraps."
     def __init__(self, core: nn.Module):
         super().__init__(); self.core = core
+        self.loss_func: Callable | None = None      # a callback's `losses(outputs, batch)` in place of the model's (`provided`)
     def forward(self, batch):
         # only the losses are returned: a wrapper over ranks marks parameters unreachable from them as unused
         self.outputs = self.core(batch)
-        return self.core.losses(self.outputs, batch)
+        return (self.loss_func or self.core.losses)(self.outputs, batch)
 
 def unwrap_wrapper(model: nn.Module) -> nn.Module:
     "The `LossWrapper` inside a wrapper over ranks (which keeps it as `.module`); `model` otherwise."
@@ -264,12 +265,18 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.core if isinstance(model, LossWrapper) else model
 
 # %% ../nbs/12_training.ipynb #84b3c502
-def _optimizer_and_schedule(core: nn.Module, cfg: Config, device: torch.device):
-    "AdamW over `core.param_groups(cfg)` and a `LambdaLR` following `lr_factor`."
+def provided(cbs: Iterable[Callback], name: str, default: Callable | None) -> Callable | None:
+    "The `name` method of the first callback (by `order`) that has one, else `default`: how a callback supplies the loss, the parameter groups or the lr schedule."
+    return next((fn for cb in sorted(cbs, key=lambda c: c.order) if callable(fn := getattr(cb, name, None))), default)
+
+def _optimizer_and_schedule(core: nn.Module, cfg: Config, device: torch.device, cbs: Iterable[Callback] = ()):
+    "AdamW over the parameter groups (`core.param_groups(cfg)`, or a callback's) and a `LambdaLR` following `lr_factor` (or a callback's)."
+    groups = provided(cbs, "param_groups", getattr(core, "param_groups", None))
+    if groups is None: raise TypeError(f"{type(core).__name__} has no param_groups(cfg), and no callback supplies one")
+    factor = provided(cbs, "lr_factor", lambda s: lr_factor(s, cfg))
     # fused AdamW: one kernel over all parameters instead of a Python loop over hundreds of small tensors
-    opt = torch.optim.AdamW(core.param_groups(cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                            fused=device.type in ("cpu", "cuda"))
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    opt = torch.optim.AdamW(groups(cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type in ("cpu", "cuda"))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 # %% ../nbs/12_training.ipynb #8bdf1bac
 class Learner:
@@ -282,7 +289,8 @@ class Learner:
         for cb in self.cbs: cb.learn = self
         self.core = unwrap(model)
         self.trainer = model if isinstance(unwrap_wrapper(model), LossWrapper) else LossWrapper(model)
-        self.opt, self.sched = _optimizer_and_schedule(self.core, cfg, self.dist.device)
+        self.opt, self.sched = _optimizer_and_schedule(self.core, cfg, self.dist.device, self.cbs)
+        unwrap_wrapper(self.trainer).loss_func = provided(self.cbs, "losses", None)
         self.amp_dtype = amp_dtype(self.dist.device, cfg.train.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step, self.epoch, self.batches_done, self.micro = 0, 0, 0, 0
@@ -530,7 +538,7 @@ class SamplerCB(Callback):
     def before_epoch(self):
         l = self.learn
         sampler, ds = l.train_loader.sampler, l.train_loader.dataset
-        sampler.set_epoch(l.epoch, skip=l.batches_done * l.train_loader.batch_size)
+        if hasattr(sampler, "set_epoch"): sampler.set_epoch(l.epoch, skip=l.batches_done * l.train_loader.batch_size)
         if hasattr(ds, "set_epoch"): ds.set_epoch(l.epoch)
 
 # %% ../nbs/12_training.ipynb #466ec905

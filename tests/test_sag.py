@@ -267,7 +267,8 @@ def test_entity_pretraining_finds_shapes(tmp_path, one_thread, shaperefs_data):
     slots had not yet split by step 300-400 (6.0-6.3), so this short run uses the higher rate."""
     from ris_nb.data.refer import Refer
     from ris_nb.models.slots import (EntityModel, EntityPretrainConfig, load_entity_model, object_discovery,
-                                     pretrain_entities, scene_object_masks, split_images)
+                                     scene_object_masks, split_images)
+    from ris_nb.pretrain import pretrain_entities
     refer = Refer(shaperefs_data(200, 5, 64), "shaperefs", "shaperefs")
     x, _ = split_images(refer, "train", 64)
     vx, vids = split_images(refer, "val", 64)

@@ -27,7 +27,7 @@ from ris_nb.core import get_preset, parse_override, probe_ms, write_atomic
 from ris_nb.evaluate import evaluate, shatter_gather
 from ris_nb.metrics import iou_from
 from ris_nb.models.slots import grid_coords
-from ris_nb.train import prepare
+from ris_nb.train import Callback, DeviceCB, DistInfo, Learner, NaNGuardCB, SamplerCB, make_train_loader, prepare
 
 
 class ContextFusion(sag.Fusion):
@@ -92,6 +92,35 @@ def best_slot_targets(a_slot: torch.Tensor, hw: tuple[int, int], masks: torch.Te
     return iou_from(inter, union).argmax(1)
 
 
+class ToldSlotLoss(Callback):
+    "For the engine: the told gather's loss (cross-entropy of log A^fuse against `best_slot_targets`) over the trainable parameters."
+    def __init__(self, lr: float): self.lr = lr
+    def param_groups(self, cfg) -> list[dict]:
+        return [{"params": [p for p in self.learn.core.parameters() if p.requires_grad], "lr": self.lr}]
+    def losses(self, out, batch) -> dict[str, torch.Tensor]:
+        target = best_slot_targets(out.a_slot.detach(), out.hw, batch.masks)
+        return {"loss": F.nll_loss(out.a_fuse.clamp(min=1e-8).log(), target)}
+
+
+class PrintLossCB(Callback):
+    "A line with the loss every 100 optimizer steps (these tools run in the background, without a terminal for a bar)."
+    def after_step(self):
+        if self.learn.step % 100 == 0: print(f"step {self.learn.step}: loss {float(self.learn.loss):.3f}", flush=True)
+
+
+def train_on_engine(module: nn.Module, loaders: dict, cfg, cb: Callback, steps: int, lr: float) -> float:
+    """Train `module` for `steps` optimizer steps with the library's `Learner` and training loader (its sampler: SaG's sentence
+    pairs when the config asks for them), `cb` supplying the loss and the parameters; AdamW at `lr` with a 5 % linear warm-up,
+    then cosine to 0, no gradient clipping. Returns the seconds it took."""
+    cfg = cfg.override({"train.max_steps": steps, "train.lr": lr, "train.schedule": "cosine", "train.warmup": "lr",
+                        "train.warmup_steps": max(1, steps // 20), "train.grad_clip": 0.0})
+    train = loaders["train"]
+    loader = make_train_loader(train.dataset, cfg, DistInfo(device=torch.device("cpu")), train.collate_fn)
+    t0 = time.perf_counter()
+    Learner(module, loader, cfg, [SamplerCB(), DeviceCB(), NaNGuardCB(), PrintLossCB(), cb]).fit()
+    return time.perf_counter() - t0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True)
@@ -109,19 +138,7 @@ def main():
                                            "train.max_steps": a.steps, **dict(parse_override(o) for o in a.set)})
     use_variant(a.variant)
     tok, loaders, model, cfg = prepare(cfg, ["train", "val"])
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=cfg.train.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=0.05)
-    model.train(); step, t0 = 0, time.perf_counter()
-    while step < a.steps:
-        for batch in loaders["train"]:
-            out = model(batch)
-            target = best_slot_targets(out.a_slot.detach(), out.hw, batch.masks)
-            loss = F.nll_loss(out.a_fuse.clamp(min=1e-8).log(), target)
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step(); step += 1
-            if step % 100 == 0: print(f"step {step}: loss {loss.item():.3f}", flush=True)
-            if step == a.steps: break
-    secs = time.perf_counter() - t0
+    secs = train_on_engine(model, loaders, cfg, ToldSlotLoss(a.lr), a.steps, a.lr)
     sg = shatter_gather(model, loaders["val"])
     res = evaluate(model, loaders["val"], progress=False, keep_samples=False)
     row = {"row": a.row, "overrides": " ".join(a.set + ([f"--variant {a.variant}"] if a.variant else [])), "steps": a.steps, "samples": a.steps * cfg.train.batch_size,

@@ -16,19 +16,20 @@ The rows of nbs/results/sag_oracle_gather.csv: `--loss told|c3 --steps 500` (and
 `--fusion-scale 4`, `--shape-code` (its `overrides` column).
 """
 from __future__ import annotations
-import argparse, os, time
+import argparse, os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ris_nb.core import get_preset, parse_override, probe_ms
 from ris_nb.data.refer import scene_masks
 from ris_nb.data.transforms import resize_mask
 from ris_nb.models.sag import EntityAppearance, batch_partners, c3_in_image_loss, c3_loss, own_image_copies
-from ris_nb.train import PairedSampler, image_partners, prepare
+from ris_nb.train import Callback, prepare
 
 
 class SceneEntities:
@@ -64,6 +65,28 @@ def gather(model, appearance, scene, batch):
     t = model.text(batch.input_ids, batch.attention_mask)
     fused, a_all = model.fusion(t, ents, valid)
     return a_all, fused, t, ents, valid, target
+
+
+class OracleGather(nn.Module):
+    "SaG's text encoder and fusion over the scene's true shapes, described by `appearance`: forward(batch) → `gather`'s outputs."
+    def __init__(self, model: nn.Module, appearance: nn.Module, scene: SceneEntities):
+        super().__init__(); self.model, self.appearance, self.scene = model, appearance, scene
+    def forward(self, batch): return gather(self.model, self.appearance, self.scene, batch)
+
+
+class OracleLoss(Callback):
+    "For the engine: the told loss (cross-entropy on log A^fuse) or C³, over the text encoder, the fusion and the appearance code."
+    def __init__(self, kind: str, lr: float): self.kind, self.lr = kind, lr
+    def param_groups(self, cfg) -> list[dict]:
+        m = self.learn.core
+        return [{"params": [*m.model.text.parameters(), *m.model.fusion.parameters(), *m.appearance.parameters()], "lr": self.lr}]
+    def losses(self, out, batch) -> dict[str, torch.Tensor]:
+        a_all, fused, t, ents, valid, target = out
+        model = self.learn.core.model; s = model.cfg.model.sag
+        if self.kind == "told": loss = F.nll_loss(a_all.diagonal(dim1=0, dim2=1).T.clamp(min=1e-8).log(), target)
+        elif s.in_image_negatives: loss = c3_with_in_image(model, fused, t, ents, valid, batch)
+        else: loss = c3_loss(fused, t, s.c3_temperature, s.c3_detach_target, s.c3_normalize_target)
+        return {"loss": loss}
 
 
 def c3_with_in_image(model, fused, t, ents, valid, batch) -> torch.Tensor:
@@ -152,33 +175,16 @@ def main():
     tok, loaders, model, cfg = prepare(cfg, ["train", "val"])
     hw = (cfg.data.image_size // cfg.model.vision.patch_size,) * 2
     scenes = {k: SceneEntities(l.dataset.base.refer, cfg.data.image_size, hw) for k, l in loaders.items()}
-    appearance = (gather_probe().MomentAppearance if a.shape_code else EntityAppearance)(cfg.model.sag.dim)
+    probe = gather_probe()
+    appearance = (probe.MomentAppearance if a.shape_code else EntityAppearance)(cfg.model.sag.dim)
     model.fusion.scale *= a.fusion_scale
-    if cfg.model.sag.in_image_negatives:                     # sentence pairs from one image, as ris_nb.train builds them
-        train = loaders["train"]
-        loaders["train"] = torch.utils.data.DataLoader(train.dataset, batch_size=cfg.train.batch_size, collate_fn=train.collate_fn,
-            sampler=PairedSampler(image_partners(train.dataset), seed=cfg.seed, batch_size=cfg.train.batch_size))
-    params = list(model.text.parameters()) + list(model.fusion.parameters()) + list(appearance.parameters())
-    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=cfg.train.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=max(0.05, 2 / a.steps))
-    s, step, t0 = cfg.model.sag, 0, time.perf_counter()
-    while step < a.steps:
-        for batch in loaders["train"]:
-            a_all, fused, t, ents, valid, target = gather(model, appearance, scenes["train"], batch)
-            if a.loss == "told":
-                loss = F.nll_loss(a_all.diagonal(dim1=0, dim2=1).T.clamp(min=1e-8).log(), target)
-            elif s.in_image_negatives: loss = c3_with_in_image(model, fused, t, ents, valid, batch)
-            else: loss = c3_loss(fused, t, s.c3_temperature, s.c3_detach_target, s.c3_normalize_target)
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step(); step += 1
-            if step % 100 == 0: print(f"step {step}: loss {loss.item():.3f}", flush=True)
-            if step == a.steps: break
-    secs = time.perf_counter() - t0
+    secs = probe.train_on_engine(OracleGather(model, appearance, scenes["train"]), loaders, cfg, OracleLoss(a.loss, a.lr), a.steps, a.lr)
     row = {"row": a.row, "loss": a.loss, "overrides": " ".join(a.set + ([f"--fusion-scale {a.fusion_scale:g}"] if a.fusion_scale != 1 else [])
                                      + (["--shape-code"] if a.shape_code else [])), "steps": a.steps, "samples": a.steps * cfg.train.batch_size,
            **{k: round(v, 1) for k, v in pick_accuracy(model, appearance, scenes["val"], loaders["val"]).items()},
            "train_s": round(secs), "probe_1t_ms": round(one, 2), "probe_2t_ms": round(two, 2)}
     print(row)
-    if a.results: gather_probe().write_row(Path(a.results), row)
+    if a.results: probe.write_row(Path(a.results), row)
 
 
 if __name__ == "__main__":

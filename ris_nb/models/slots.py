@@ -6,9 +6,6 @@
 from __future__ import annotations
 
 import math
-import os
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -20,14 +17,17 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 from torch import nn
-from tqdm import tqdm
 
-from ..core import cpu_native_bf16, eval_mode, load_state_checked, torch_load_checked
+from ..core import eval_mode, load_state_checked, torch_load_checked
 from ..metrics import mask_iou
 from .encoders import sine_pos_2d
 
 # %% auto #0
-__all__ = ['SLOT_TYPES', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'SlotOutput', 'EntityDiscovery', 'BroadcastDecoder', 'recon_loss', 'grid_coords', 'PixelEncoder', 'AffineDecoder', 'affine_target', 'affine_loss', 'EntityPretrainConfig', 'pos_weight_at', 'EntityModel', 'split_images', 'scene_object_masks', 'slot_regions', 'object_discovery', 'permute_channels', 'pretrain_batch', 'warmup_cosine', 'save_entity_model', 'pretrain_entities', 'load_entity_model', 'packaged_entity_weights', 'pretrain_entities_on', 'connected_pieces', 'entity_pieces', 'save_entity_model']
+__all__ = ['SLOT_TYPES', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'SlotOutput', 'EntityDiscovery',
+           'BroadcastDecoder', 'recon_loss', 'grid_coords', 'PixelEncoder', 'AffineDecoder', 'affine_target',
+           'affine_loss', 'EntityPretrainConfig', 'pos_weight_at', 'EntityModel', 'split_images', 'scene_object_masks',
+           'slot_regions', 'object_discovery', 'load_entity_model', 'packaged_entity_weights', 'connected_pieces',
+           'entity_pieces']
 
 # %% ../../nbs/10_entity_slots.ipynb #108bd852
 SLOT_TYPES = ("entity", "random", "query")
@@ -300,9 +300,10 @@ class EntityModel(nn.Module):
         s0 = self.slots.init(1).expand(len(images), -1, -1) if (not self.training if fixed_init is None else fixed_init) else None
         return self.slots(tokens, hw, s0), hw
 
-    def loss(self, images: torch.Tensor, pos_weight: float) -> torch.Tensor:
-        so, hw = self(images)
-        return affine_loss(self.decoder(so.entities, so.a_slot, hw), affine_target(images, hw), pos_weight)
+    def losses(self, outputs: tuple[SlotOutput, tuple[int, int]], images: torch.Tensor, pos_weight: float = 0.0) -> dict[str, torch.Tensor]:
+        "`forward`'s outputs on `images` → {'loss': the affine reconstruction through A^slot, centre term weighted `pos_weight`}."
+        so, hw = outputs
+        return {"loss": affine_loss(self.decoder(so.entities, so.a_slot, hw), affine_target(images, hw), pos_weight)}
 
 # %% ../../nbs/10_entity_slots.ipynb #pe000009
 def split_images(refer, split: str, size: int) -> tuple[torch.Tensor, list[int]]:
@@ -344,61 +345,6 @@ def object_discovery(model: EntityModel, images: torch.Tensor, masks: list[list[
     best = np.array(best)
     return {"best_slot_iou": 100 * float(best.mean()), "objects_covered": 100 * float((best >= 0.5).mean()), "n_objects": len(best)}
 
-# %% ../../nbs/10_entity_slots.ipynb #pe000011
-def permute_channels(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    "Each image of x (B,3,H,W) with its colour channels in a random order (one of the 6)."
-    perm = torch.stack([torch.randperm(3, generator=g) for _ in range(len(x))])
-    return torch.gather(x, 1, perm[:, :, None, None].expand_as(x))
-
-def pretrain_batch(images: torch.Tensor, cfg: EntityPretrainConfig, g: torch.Generator) -> torch.Tensor:
-    "`cfg.batch_size` random `images`, the whole batch flipped left–right half the time, channels permuted if `cfg.channel_permute`."
-    x = images[torch.randint(0, len(images), (cfg.batch_size,), generator=g)]
-    if torch.rand(1, generator=g).item() < 0.5: x = x.flip(-1)                      # left–right flips: labels do not exist here
-    return permute_channels(x, g) if cfg.channel_permute else x
-
-def warmup_cosine(cfg: EntityPretrainConfig) -> Callable[[int], float]:
-    "The lr factor after t scheduler steps: a linear warm-up over `cfg.warmup` steps times a cosine decay to 0 at `cfg.steps`."
-    return lambda t: min(1.0, (t + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(t, cfg.steps) / cfg.steps))
-
-# %% ../../nbs/10_entity_slots.ipynb #52b0e39f
-def _entity_step(model: EntityModel, opt: torch.optim.Optimizer, sched, x: torch.Tensor, pos_weight: float,
-                 bf16: bool) -> torch.Tensor:
-    "One AdamW step on the affine loss of batch `x` (gradient norm clipped to 1), then one scheduler step; returns the loss."
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = model.loss(x, pos_weight)
-    opt.zero_grad(set_to_none=True); loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
-    return loss
-
-def save_entity_model(model: EntityModel, log: list[dict], out: str | Path) -> None:
-    "Write `model`'s config, weights and training log to `out` (appendix 95 makes the write atomic)."
-    torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), "log": log}, out)
-
-# %% ../../nbs/10_entity_slots.ipynb #043ba0a7
-def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = None, out: str | Path | None = None,
-                      val: tuple[torch.Tensor, list] | None = None, eval_every: int = 1000, progress: bool = True) -> EntityModel:
-    "Train an `EntityModel` on `images` (N,3,S,S) in [-1,1] alone (no text, no masks); scores on `val` (images, masks) are logged; weights → `out`."
-    from ris_nb.core import seed_everything
-    cfg = cfg or EntityPretrainConfig()
-    if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != cfg.image_size:
-        raise ValueError(f"images: expected (N,3,{cfg.image_size},{cfg.image_size}), got {tuple(images.shape)}")
-    seed_everything(cfg.seed)
-    model = EntityModel(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg))
-    g, bf16 = torch.Generator().manual_seed(cfg.seed), cfg.bf16 and cpu_native_bf16()
-    log, t0 = [], time.time()
-    bar = tqdm(range(1, cfg.steps + 1), desc="entity pretraining", disable=not progress, mininterval=2)
-    for step in bar:
-        loss = _entity_step(model, opt, sched, pretrain_batch(images, cfg, g), pos_weight_at(cfg, step), bf16)
-        if step % 50 == 0: bar.set_postfix(loss=f"{loss.item():.4f}")
-        if val is not None and (step % eval_every == 0 or step == cfg.steps):
-            log.append(dict(step=step, seconds=round(time.time() - t0, 1), loss=loss.item(), **object_discovery(model, *val)))
-    model.eval()
-    if out is not None: save_entity_model(model, log, out)
-    model.log = log
-    return model
-
 # %% ../../nbs/10_entity_slots.ipynb #c14f3450
 def load_entity_model(path: str | Path) -> EntityModel:
     "An `EntityModel` from a file written by `pretrain_entities` (`torch_load_checked`: weights only, checksums); a bad file is named."
@@ -418,23 +364,6 @@ def packaged_entity_weights() -> Path:
     "The entity weights shipped inside the package (pretrained on ShapeRefs 64 px, seed 0, train split; see this notebook)."
     import ris_nb
     return Path(ris_nb.__file__).resolve().parent / "assets" / "entities_shaperefs64.pt"
-
-# %% ../../nbs/10_entity_slots.ipynb #pe000100
-def pretrain_entities_on(root: str | Path, dataset: str = "shaperefs", split_by: str = "shaperefs", out: str | Path | None = None,
-                         cfg: EntityPretrainConfig | None = None, n_val: int = 200, eval_every: int = 1000,
-                         progress: bool = True) -> EntityModel:
-    "Pretrain on the train-split images of a REFER dataset under `root` (no text, no masks); the first `n_val` val scenes score it."
-    from ris_nb.data.refer import Refer
-    if not isinstance(n_val, int) or isinstance(n_val, bool) or n_val < 0:
-        raise ValueError(f"n_val={n_val!r} (--n-val): expected an integer >= 0, the val scenes that score the run (0: none)")
-    cfg = cfg or EntityPretrainConfig()
-    refer = Refer(root, dataset, split_by)
-    images, _ = split_images(refer, "train", cfg.image_size)
-    val = None
-    if n_val and "val" in refer.splits:
-        vx, vids = split_images(refer, "val", cfg.image_size)
-        val = (vx[:n_val], scene_object_masks(refer, vids[:n_val], cfg.image_size))
-    return pretrain_entities(images, cfg, out, val, eval_every, progress)
 
 # %% ../../nbs/10_entity_slots.ipynb #e080904c
 _NO_LINK_ACROSS_MAPS = np.pad(ndimage.generate_binary_structure(2, 1)[None], ((1, 1), (0, 0), (0, 0)))   # 4-neighbours, one map
@@ -466,10 +395,3 @@ def entity_pieces(a_slot: torch.Tensor, hw: tuple[int, int], min_tokens: int, ma
             parent[b, e], valid[b, e], support[b, e] = k, True, (lab[b, k] == i).float()
     support = F.max_pool2d(support.view(B * max_pieces, 1, *hw), 3, stride=1, padding=1).view(B, max_pieces, N)
     return a_slot.gather(1, parent[..., None].expand(-1, -1, N)) * support, parent, valid
-
-# %% ../../nbs/95_sag_diagnosis.ipynb #d95a0024
-from ..core import write_atomic
-
-def save_entity_model(model: EntityModel, log: list[dict], out: str | Path) -> None:
-    "Write `model`'s config, weights and training log to `out` atomically and durably: a killed run leaves the old file or the new one."
-    write_atomic(out, lambda t: torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), "log": log}, t), fsync=True)
