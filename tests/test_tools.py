@@ -84,3 +84,20 @@ def test_oracle_gather_scene_entities_are_the_true_shapes(shaperefs_data):
         pooled = torch.nn.functional.adaptive_avg_pool2d(own[None, None], (32, 32)).flatten()
         assert torch.allclose(maps[b, target[b]], pooled, atol=1e-6)               # the target's map is the ref's own shape
     assert (maps.sum(1) <= 1 + 1e-5).all()                                          # visible masks do not overlap
+
+
+def test_probe_tools_train_on_the_engine(shaperefs_data, tmp_path):
+    "Both SaG probes run end to end on the library's `Learner` (their loss and parameters from a callback) and write a row."
+    import csv, os, subprocess, sys
+    data = shaperefs_data(40, 3, 64) / "shaperefs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for tool, extra in [("sag_gather_probe", []), ("sag_oracle_gather", ["--loss", "told"]),
+                        ("sag_oracle_gather", ["--set", "model.sag.in_image_negatives=true"])]:
+        out = tmp_path / f"{tool}.csv"
+        p = subprocess.run([sys.executable, str(ROOT / "tools" / f"{tool}.py"), "--data", str(data), "--steps", "3",
+                            "--results", str(out), "--row", "t", *extra], capture_output=True, text=True, timeout=600, env=env)
+        assert p.returncode == 0, p.stderr[-2000:]
+        row = list(csv.DictReader(out.open()))[-1]
+        assert row["row"] == "t" and row["steps"] == "3", row
+        score = row.get("picks_best_slot") or row["picks"]
+        assert 0 <= float(score) <= 100, row

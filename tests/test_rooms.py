@@ -1,0 +1,86 @@
+"""Each module holds one concern (issue 49's "rooms"), read from the exported source with `ast`: `core` imports no model; no
+module below `viz` trains; diagnostics live with evaluation; entity pretraining and the official converters have their own
+module; each idea is written once (one atomic write, one IoU, one Dice, one tokenizer saver, one log reader); no single-use
+private base class."""
+import ast
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "ris_nb"
+MODULES = {p.relative_to(PKG).with_suffix("").as_posix().replace("/", "."): p for p in PKG.rglob("*.py") if p.name != "_modidx.py"}
+# below `viz` in the package's layering: they build, load and score models, and never train one
+BELOW_VIZ = [m for m in MODULES if m.split(".")[0] in ("core", "metrics", "checks", "data", "models", "evaluate", "official")]
+
+
+def tree(module: str) -> ast.Module: return ast.parse(MODULES[module].read_text())
+
+
+def defined(name: str) -> list[str]:
+    "The modules that define a function or class called `name` at any depth (an appendix may redefine it in the same module)."
+    return sorted({m for m in MODULES for n in ast.walk(tree(m))
+                   if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name})
+
+
+def imports(module: str) -> list[str]:
+    "Dotted names `module` imports, relative imports resolved against the package (function bodies included)."
+    out, parts = [], ["ris_nb", *module.split(".")[:-1]]
+    for n in ast.walk(tree(module)):
+        if isinstance(n, ast.Import): out += [a.name for a in n.names]
+        elif isinstance(n, ast.ImportFrom):
+            base = parts[:len(parts) - n.level + 1] if n.level else []
+            out.append(".".join(base + ([n.module] if n.module else [])))
+    return out
+
+
+def test_the_checks_see_the_package():
+    assert {"core", "train", "pretrain", "evaluate", "viz", "official", "models.sag", "models.slots"} <= set(MODULES)
+    assert "ris_nb.models.slots" in imports("pretrain") and "ris_nb.core" in imports("models.slots")
+
+
+def test_core_imports_no_model():
+    assert not [i for i in imports("core") if i.startswith("ris_nb.models")], imports("core")
+
+
+def training_calls(module: str) -> list[str]:
+    "Calls in `module` that train: `.backward()`, an optimizer's `.step()` on `torch.optim`, a `Learner` or a `TrainingRun`."
+    found = []
+    for n in ast.walk(tree(module)):
+        if not isinstance(n, ast.Call): continue
+        f = n.func
+        name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+        if name in ("backward", "Learner", "TrainingRun", "fit") or (isinstance(f, ast.Attribute) and "optim" in ast.unparse(f.value)):
+            found.append(f"line {n.lineno}: {ast.unparse(f)}")
+    return found
+
+
+@pytest.mark.parametrize("module", BELOW_VIZ)
+def test_nothing_below_viz_trains(module):
+    assert not training_calls(module), f"ris_nb.{module} trains: {training_calls(module)}"
+
+
+def test_the_training_check_catches_a_loop(tmp_path):
+    MODULES["_probe"] = tmp_path / "probe.py"
+    MODULES["_probe"].write_text("def f(m, opt, x):\n    m(x).sum().backward()\n    opt.step()\n    torch.optim.AdamW(m.parameters())\n")
+    try: assert len(training_calls("_probe")) == 2
+    finally: del MODULES["_probe"]
+
+
+@pytest.mark.parametrize("name, home", [
+    ("shatter_gather", "evaluate"), ("sentence_sensitivity", "evaluate"),          # diagnostics: with evaluation
+    ("pretrain_entities", "pretrain"), ("EntityPretrainCB", "pretrain"),           # entity pretraining: its own module, on the Learner
+    ("convert_magnet", "official"), ("swin_to_timm", "official"), ("sag_key_map", "official"),   # converters with their key maps
+    ("write_atomic", "core"), ("mask_iou", "metrics"), ("dice_loss", "models.lavt"), ("save_tokenizer", "data.transforms"),
+    ("read_log", "train"), ("ensure_shaperefs", "data.shaperefs"), ("eval_mode", "core")])
+def test_each_idea_lives_in_one_module(name, home):
+    assert defined(name) == [home], f"{name}: defined in {defined(name)}, expected only in ris_nb.{home}"
+
+
+def test_no_single_use_private_base_class():
+    bases = Counter()
+    for m in MODULES:
+        for n in ast.walk(tree(m)):
+            if isinstance(n, ast.ClassDef):
+                bases.update(b.id for b in n.bases if isinstance(b, ast.Name) and b.id.startswith("_"))
+    assert not bases, f"private base classes (split a class with fastcore's @patch instead): {dict(bases)}"
