@@ -143,10 +143,11 @@ class MagNetConfig:
     w_class: float = 2.0               # ours: same
     deep_supervision: bool = True      # ours: a loss on the 9 auxiliary outputs the released head returns
 
-# %% ../nbs/00_core.ipynb #a595ad0a
+# %% ../nbs/00_core.ipynb #sg000003
 @dataclass
-class _SaGEntityConfig:
-    "SaG's entity discovery: slot sampling, slot attention, the interaction block (10_entity_slots)."
+class SaGConfig:
+    "Shatter and Gather: entity slots, fusion and the C³ loss (kdwonn/SaG; see 10_entity_slots, 11_sag)."
+    # entity discovery: slot sampling, slot attention, the interaction block (10_entity_slots)
     slot_type: str = "entity"          # entity (paper: K_g Gaussians × K_s draws) | random (one shared Gaussian) | query (learned fixed queries)
     n_gaussians: int = 3               # K_g (paper, table 3: 18 is best; official code: 12, train_eval_*.sh 36 slots / --cascade_factor 3)
     n_samples: int = 2                 # K_s draws per Gaussian (paper: 2 best; official code: 3); also the interaction group size
@@ -164,11 +165,7 @@ class _SaGEntityConfig:
                                        # the patch tokens are the entities (A^fuse over patches is the mask), no reconstruction
     interaction: bool = True           # False = paper's ablation "w/o interaction block" (table 2)
     slot_softmax: str = "slots"        # slots (paper) | pixels (paper's ablation "aggregation with transformer", table 2)
-
-# %% ../nbs/00_core.ipynb #sg000002
-@dataclass
-class _SaGFusionConfig(_SaGEntityConfig):
-    "SaG's reconstruction, text pooling, fusion and the C³ loss (11_sag)."
+    # reconstruction, text pooling, fusion and the C³ loss (11_sag)
     recon: bool = True                 # False = paper's ablation "w/o reconstruction loss" (table 2)
     recon_weight: float = 1.0          # official code: 1 (--recon_weight)
     recon_target: str = "tokens"       # tokens (official code: the ViT's own tokens) | pixels (ours: each token's image patch,
@@ -184,11 +181,6 @@ class _SaGFusionConfig(_SaGEntityConfig):
     c3_temperature: float = 1.0        # τ (official code: 1, option.py --info_temperature)
     c3_detach_target: bool = True      # stop-gradient on the text target t (official code: --cma_detach_target)
     c3_normalize_target: bool = False  # official code: t is not L2-normalised (effective temperature 1/‖t‖)
-
-# %% ../nbs/00_core.ipynb #sg000003
-@dataclass
-class SaGConfig(_SaGFusionConfig):
-    "Shatter and Gather: entity slots, fusion and the C³ loss (kdwonn/SaG; see 10_entity_slots, 11_sag)."
     # inference, optimisation, and our additions to the entity module and the fusion
     inference: str = "weighted"        # weighted (paper: Σ A^fuse·A^slot) | max | avg | min (paper's table 3 rows)
     dropout: float = 0.1               # official code: 0.1 (--dropout)
