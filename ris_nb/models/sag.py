@@ -19,17 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from ..core import Config, eval_mode, get_preset, register_model
-from ..data.refer import scene_masks
-from ..metrics import mask_iou
-from ..data.transforms import resize_mask
+from ..core import Config, get_preset, register_model
 from .encoders import StagedBackbone, TextEncoder, ViTBackbone, build_backbone, build_text_encoder, sine_pos_2d
 from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, recon_loss, SlotOutput, AffineDecoder,
                                  PixelEncoder, affine_loss, grid_coords, affine_target, load_entity_model, packaged_entity_weights,
-                                 connected_pieces, entity_pieces, slot_regions)
+                                 connected_pieces, entity_pieces)
 
 # %% auto #0
-__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'gather_ids', 'relevance_grid', 'upsample_minmax', 'PatchEntities', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'shatter_gather', 'batch_partners', 'own_image_copies', 'c3_in_image_loss', 'gather_batch', 'gather_ids']
+__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'gather_ids', 'relevance_grid', 'upsample_minmax', 'PatchEntities', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'batch_partners', 'own_image_copies', 'c3_in_image_loss', 'gather_batch', 'gather_ids']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -459,30 +456,6 @@ def load_entities(model: SaG, weights: str) -> None:
 def build_sag(cfg: Config) -> SaG:
     "Model-protocol builder for `cfg.model.name == 'sag'`."
     return SaG(cfg)
-
-# %% ../../nbs/11_sag.ipynb #3d7f2b91
-@torch.no_grad()
-def shatter_gather(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
-    "SaG's halves on a masked split: best-slot mIoU (the ceiling), % scene objects covered by a slot (IoU ≥ 0.5), % samples where A^fuse picks the best slot."
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    with eval_mode(model):
-        refer, best, picked, covered, n_obj, seen = loader.dataset.base.refer, [], [], 0, 0, set()
-        for batch in loader:
-            batch = batch.to(device)
-            out, size = model(batch), batch.images.shape[-1]
-            regions, gt = slot_regions(out.a_slot, out.hw, size).cpu().numpy(), batch.masks.bool().cpu().numpy()
-            for i in range(len(batch)):
-                ious = [mask_iou(r, gt[i]) for r in regions[i]]
-                best.append(max(ious)); picked.append(int(np.argmax(ious)) == int(out.a_fuse[i].argmax()))
-                img = batch.meta["image_id"][i]
-                if img in seen: continue
-                seen.add(img)
-                for m in scene_masks(refer, img).values():
-                    m = resize_mask(m, size).numpy() > 0.5
-                    n_obj += 1; covered += any(mask_iou(r, m) >= 0.5 for r in regions[i])
-    if not best: raise ValueError("shatter_gather: the loader yielded no samples")
-    return {"best_slot_mIoU": 100 * float(np.mean(best)), "objects_covered": 100 * covered / max(n_obj, 1),
-            "picks_best_slot": 100 * float(np.mean(picked)), "n": len(best)}
 
 # %% ../../nbs/95_sag_diagnosis.ipynb #96ce6a48
 def batch_partners(image_ids: Sequence[int], ann_ids: Sequence[int]) -> torch.Tensor:
