@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['WORD_SPECIALS', 'CONFIG_CHECKS', 'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset', 'flat_config', 'source_table', 'ModelSpec', 'register_model', 'model_spec', 'build_model', 'register_part', 'model_part', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line', 'eval_mode', 'write_atomic', 'write_error', 'torch_load_checked', 'load_state_checked', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'MAX_INFLATE', 'check_field', 'text_positions', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_error', 'temp_sibling', 'write_atomic', 'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked']
+__all__ = ['WORD_SPECIALS', 'CONFIG_CHECKS', 'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset', 'preset_sources', 'flat_config', 'source_table', 'ModelSpec', 'register_model', 'model_spec', 'build_model', 'register_part', 'model_part', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line', 'eval_mode', 'write_atomic', 'write_error', 'torch_load_checked', 'load_state_checked', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'MAX_INFLATE', 'check_field', 'text_positions', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_error', 'temp_sibling', 'write_atomic', 'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -143,10 +143,11 @@ class MagNetConfig:
     w_class: float = 2.0               # ours: same
     deep_supervision: bool = True      # ours: a loss on the 9 auxiliary outputs the released head returns
 
-# %% ../nbs/00_core.ipynb #a595ad0a
+# %% ../nbs/00_core.ipynb #sg000003
 @dataclass
-class _SaGEntityConfig:
-    "SaG's entity discovery: slot sampling, slot attention, the interaction block (10_entity_slots)."
+class SaGConfig:
+    "Shatter and Gather: entity slots, fusion and the C³ loss (kdwonn/SaG; see 10_entity_slots, 11_sag)."
+    # entity discovery: slot sampling, slot attention, the interaction block (10_entity_slots)
     slot_type: str = "entity"          # entity (paper: K_g Gaussians × K_s draws) | random (one shared Gaussian) | query (learned fixed queries)
     n_gaussians: int = 3               # K_g (paper, table 3: 18 is best; official code: 12, train_eval_*.sh 36 slots / --cascade_factor 3)
     n_samples: int = 2                 # K_s draws per Gaussian (paper: 2 best; official code: 3); also the interaction group size
@@ -164,11 +165,7 @@ class _SaGEntityConfig:
                                        # the patch tokens are the entities (A^fuse over patches is the mask), no reconstruction
     interaction: bool = True           # False = paper's ablation "w/o interaction block" (table 2)
     slot_softmax: str = "slots"        # slots (paper) | pixels (paper's ablation "aggregation with transformer", table 2)
-
-# %% ../nbs/00_core.ipynb #sg000002
-@dataclass
-class _SaGFusionConfig(_SaGEntityConfig):
-    "SaG's reconstruction, text pooling, fusion and the C³ loss (11_sag)."
+    # reconstruction, text pooling, fusion and the C³ loss (11_sag)
     recon: bool = True                 # False = paper's ablation "w/o reconstruction loss" (table 2)
     recon_weight: float = 1.0          # official code: 1 (--recon_weight)
     recon_target: str = "tokens"       # tokens (official code: the ViT's own tokens) | pixels (ours: each token's image patch,
@@ -184,11 +181,6 @@ class _SaGFusionConfig(_SaGEntityConfig):
     c3_temperature: float = 1.0        # τ (official code: 1, option.py --info_temperature)
     c3_detach_target: bool = True      # stop-gradient on the text target t (official code: --cma_detach_target)
     c3_normalize_target: bool = False  # official code: t is not L2-normalised (effective temperature 1/‖t‖)
-
-# %% ../nbs/00_core.ipynb #sg000003
-@dataclass
-class SaGConfig(_SaGFusionConfig):
-    "Shatter and Gather: entity slots, fusion and the C³ loss (kdwonn/SaG; see 10_entity_slots, 11_sag)."
     # inference, optimisation, and our additions to the entity module and the fusion
     inference: str = "weighted"        # weighted (paper: Σ A^fuse·A^slot) | max | avg | min (paper's table 3 rows)
     dropout: float = 0.1               # official code: 0.1 (--dropout)
@@ -365,11 +357,13 @@ Config.override = override
 
 # %% ../nbs/00_core.ipynb #0acdb37a
 _PRESETS: dict[str, Callable[[], Config]] = {}
+_SOURCES: dict[str, dict[str, str]] = {}   # preset name -> {dotted key (or section ending in '.'): where its value comes from}
 
-def register_preset(name: str):
-    "Decorator: register a zero-argument function returning a `Config` under `name`."
+def register_preset(name: str, sources: dict[str, str] | None = None):
+    "Decorator: register a zero-argument function returning a `Config` under `name`, with the provenance of its values if given."
     def deco(fn):
         _PRESETS[name] = fn
+        if sources is not None: _SOURCES[name] = sources
         return fn
     return deco
 
@@ -384,6 +378,12 @@ def get_preset(name: str) -> Config:
     cfg = _PRESETS[name]()
     cfg.name = name
     return cfg
+
+def preset_sources(name: str) -> dict[str, str]:
+    "Where each value of preset `name` comes from (dotted key, or a section ending in '.', → source), as registered with it."
+    if name not in _SOURCES:
+        raise ValueError(f"preset {name!r} has no recorded sources; presets with sources: {', '.join(sorted(_SOURCES))}")
+    return dict(_SOURCES[name])
 
 # %% ../nbs/00_core.ipynb #82f6f93a
 def _swin_b() -> VisionConfig:
@@ -460,11 +460,60 @@ def _on_minilm(cfg: Config) -> Config:
 register_preset("lavt_minilm_tiny")(lambda: _on_minilm(_lavt_tiny()))         # the tiny vision side that refers at 64 px
 register_preset("lavt_mg_minilm_tiny")(lambda: _on_minilm(get_preset("lavt_mg_tiny")))   # MG predicts over WordPiece's 30,522
 
+# %% ../nbs/00_core.ipynb #ps000001
+_RUN, _LAVT = "run setting, not a hyper-parameter", "LAVT's recipe — MagNet released no training code"
+_MAGNET_PAPER_SOURCES = {  # magnet_paper: dotted key (or section ending in '.') -> where its value comes from
+    "name": _RUN, "seed": "ours (MagNet's and LAVT's args.py default to 0 too)", "data.root": _RUN, "data.image_root": _RUN,
+    "data.num_workers": _RUN, "model.text.vocab_size": "filled in from the tokenizer", "model.vision.weights": _RUN
+    + " (official README: start from ImageNet-22K Swin-B, window 12, 384 px — a file you supply)",
+    "data.dataset": "paper: RefCOCO, RefCOCO+, G-Ref, one model each", "data.split_by": "official README: unc; G-Ref umd and google",
+    "data.image_size": "official code: args.py --img_size 480, squash resize in test.py",
+    "data.normalize": "official code: test.py (ImageNet mean/std)", "data.text_field": "official code: data/dataset_refer_bert.py",
+    "data.tokenizer": "official code: args.py --bert_tokenizer", "data.max_tokens": "official code: data/dataset_refer_bert.py",
+    "data.pad_to": "official code: data/dataset_refer_bert.py", "data.weak": "paper: trained with masks",
+    "data.per_ref": _LAVT + " (LAVT's data/dataset_refer_bert.py: one random sentence per ref)",
+    "data.train_split": "official README (splits of the reported table)", "data.val_split": "official README",
+    "data.test_splits": "official README", "model.name": "—",
+    "model.vision.": "official code: lib/multimodal_segmentation.py (Swin-B, window 12, drop-path 0.3)",
+    "model.text.": "official code: bert/multimodal_bert.py (BERT-base, 4 groups of 3 layers)",
+    "model.text.trainable_layers": "ours: all 12 layers (LAVT's train.py trains 10; MagNet's fusion reaches every group)",
+    "model.text.train_embeddings": _LAVT + " (train.py freezes BERT's embeddings)",
+    "model.lavt.pwam_heads": "official code: args.py --mha (one head)",
+    "model.lavt.refine": "official code: bilinear upsampling of the stride-4 mask (ours: refine head off)", "model.lavt.": "not used by MagNet",
+    "model.mg.enabled": "paper (abstract): Mask Grounding", "model.mg.select_prob": "authors' reply in the official issue #5",
+    "model.mg.mask_prob": "authors' reply in the official issue #5", "model.mg.": "ours — MG's implementation is not public",
+}
+
+# %% ../nbs/00_core.ipynb #ps000002
+_MAGNET_PAPER_SOURCES.update({
+    "model.cal.cam": "paper (abstract) and official code: lib/backbone.py",
+    "model.cal.pool_sizes": "official code: lib/backbone.py", "model.cal.enabled": "paper (abstract): the CAL loss",
+    "model.cal.": "ours — CAL's formula is not public",
+    "model.magnet.official_compat": "ours: the clean network (True reproduces the released quirks)",
+    "model.magnet.hidden_dim": "official code: test.py", "model.magnet.enc_layers": "official code: test.py",
+    "model.magnet.dec_layers": "official code: test.py (DEC_LAYERS 10 = 9 layers + the query-only prediction)",
+    "model.magnet.n_heads": "official code: test.py", "model.magnet.dec_ffn": "official code: test.py",
+    "model.magnet.enc_ffn": "official code: modeling/MaskFormerModel.py",
+    "model.magnet.n_points": "official code: modeling/pixel_decoder/msdeformattn.py",
+    "model.magnet.": "ours — MagNet's segmentation loss is not public (Mask2Former's coefficients, deep supervision)",
+    "model.sag.": "not used by MagNet",
+    "train.max_steps": "derived: fit sets epochs × steps per epoch (RefCOCO's value shown)",
+    "train.epochs": _LAVT + " (args.py --epochs 40; MagNet's args.py keeps it)",
+    "train.batch_size": _LAVT + " (README: 8 per GPU × 4 GPUs)", "train.lr": _LAVT + " (args.py; MagNet's args.py keeps it)",
+    "train.weight_decay": _LAVT + " (args.py; MagNet's args.py keeps it)", "train.schedule": _LAVT + " (train.py)",
+    "train.poly_power": _LAVT + " (train.py)", "train.warmup_steps": _LAVT + " (none)", "train.warmup": "unused: no warm-up",
+    "train.grad_clip": _LAVT + " (none)", "train.accum_steps": "ours: the whole batch in one forward",
+    "train.amp": "ours: bf16/fp16 where the GPU supports it", "train.eval_every": _LAVT + " (validate every epoch; RefCOCO's epoch)",
+    "train.ckpt_every": "ours: every RefCOCO epoch", "train.log_every": _RUN, "train.out_dir": _RUN, "train.device": _RUN,
+    "eval.protocol": "official code: test.py (480 px square, GT resized with nearest)", "eval.batch_size": _RUN,
+    "eval.select_metric": _LAVT + " (train.py keeps the best val oIoU)",
+})
+
 # %% ../nbs/00_core.ipynb #a86a14bc
 def _magnet_on(cfg: Config, mg_width: int) -> Config:
     return _with_mg(cfg, mg_width).override({"model.name": "magnet", "model.cal.cam": True, "model.cal.enabled": True})
 
-@register_preset("magnet_paper")
+@register_preset("magnet_paper", sources=_MAGNET_PAPER_SOURCES)
 def _magnet_paper() -> Config:
     # widths: official code (test.py, modeling/MaskFormerModel.py). Recipe: LAVT's (MagNet released no training code).
     # Ours: all 12 BERT layers trainable (LAVT trains 10), MG and CAL internals.
@@ -481,8 +530,78 @@ def _magnet_tiny() -> Config:
 @register_preset("magnet_mini")
 def _magnet_mini() -> Config: return _magnet_on(_lavt_mini(), 128)
 
+# %% ../nbs/00_core.ipynb #ps000003
+_SAG_PAPER_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where its value comes from
+    "name": _RUN, "seed": "ours (the official scripts use --seed 1)", "data.root": _RUN, "data.image_root": _RUN,
+    "data.num_workers": _RUN, "model.text.vocab_size": "filled in from the tokenizer",
+    "model.vision.weights": _RUN + " (official code: timm's ImageNet ViT-S/16 at 384 — a file you supply)",
+    "data.dataset": "paper: RefCOCO, RefCOCO+, G-Ref (and PhraseCut), one model each",
+    "data.split_by": "official code: train_eval_unc.sh (unc); train_eval_gref.sh trains G-Ref on google",
+    "data.image_size": "official code: train_eval_*.sh --crop_size 384 (build_batches.py first resizes training images "
+                       "to a longer side of 480; we squash once — ours)",
+    "data.normalize": "official code: data.py (0.5/0.5 for the ViT)", "data.text_field": "official code: build_batches.py",
+    "data.tokenizer": "official code: data.py", "data.max_tokens": "official code: data.py has no cap (512 = BERT's positions)",
+    "data.pad_to": "official code: data.py collate_fn", "data.per_ref": "official code: build_batches.py (one item per sentence)",
+    "data.weak": "paper: text supervision only", "data.train_split": "official code: train_cma_recon.py",
+    "data.val_split": "official code: eval_cma_recon.py", "data.test_splits": "paper: table 1 (the released eval needs a code change)",
+    "model.name": "—", "model.vision.": "official code: model/encoders.py (Segmenter's ViT-S/16, drop-path 0.1)",
+    "model.vision.window_size": "not used by a ViT", "model.text.": "official code: model/encoders.py (BERT-base, [CLS])",
+    "model.text.layer_groups": "— (one group: SaG runs the whole text encoder at once)",
+    "model.text.trainable_layers": "official code: train_eval_*.sh --txt_finetune",
+    "model.text.train_embeddings": "official code: train_eval_*.sh --txt_finetune",
+    "model.lavt.": "not used by SaG", "model.mg.": "not used by SaG", "model.cal.": "not used by SaG", "model.magnet.": "not used by SaG",
+}
+
+# %% ../nbs/00_core.ipynb #ps000004
+_SAG_PAPER_SOURCES.update({  # model.sag
+    "model.sag.slot_type": "paper: entity slots (--agg_query_type entity)",
+    "model.sag.n_gaussians": "paper: table 3, best row 18 × 2 (official code: 12 × 3)", "model.sag.n_samples": "paper: table 3 (official code: 3)",
+    "model.sag.dim": "official code: train_eval_*.sh --embed_dim", "model.sag.iterations": "official code: --agg_depth, tied (--agg_weight_sharing)",
+    "model.sag.slot_heads": "official code: --agg_cross_head", "model.sag.slot_head_dim": "official code: --agg_cross_dim",
+    "model.sag.interaction_heads": "official code: --agg_latent_head", "model.sag.interaction_head_dim": "official code: --agg_latent_dim",
+    "model.sag.fusion_heads": "official code: --cma_heads", "model.sag.fusion_head_dim": "official code: --cma_head_dim",
+    "model.sag.ffn_mult": "official code: --agg_ff_mult", "model.sag.var_scaling": "official code: --agg_var_scaling",
+    "model.sag.entity_discovery": "paper: the full model (False: table 2's ablation, our wiring)",
+    "model.sag.interaction": "paper: the full model (False: table 2's ablation)",
+    "model.sag.slot_softmax": "official code: --agg_cross_attn_type slot", "model.sag.recon": "official code: --recon_weight 1",
+    "model.sag.recon_target": "official code: model/decoder.py reconstructs the detached ViT tokens",
+    "model.sag.recon_weight": "official code: --recon_weight", "model.sag.text_pool": "official code: model/encoders.py (t from the last layer's [CLS])",
+    "model.sag.fusion_residual": "official code: model/cross_modal_attention.py (pre-LN residual on the query t)",
+    "model.sag.fusion": "paper: the full model (False: table 2's ablation, our wiring)",
+    "model.sag.c3_temperature": "official code: option.py --info_temperature", "model.sag.c3_detach_target": "official code: --cma_detach_target",
+    "model.sag.c3_normalize_target": "official code: loss/cma_loss.py (t not normalised)",
+    "model.sag.inference": "paper: table 3 (A^fuse·A^slot); official code: eval_cma_recon.py", "model.sag.dropout": "official code: --dropout",
+    "model.sag.eval_seed": "ours: the official evaluation draws unseeded slot noise",
+    "model.sag.vit_build_size": "ours: the clean position grid (the official code builds it for 480 px and resizes it every forward)",
+    "model.sag.vit_lr_scale": "official code: --img_lr_scale", "model.sag.text_lr_scale": "official code: --txt_lr_scale",
+    "model.sag.bert_max_positions": "BERT-base's 512 positions (read by a random-init BERT only)",
+    "model.sag.slot_logit_scale": "official code: 1/√d on the slot-attention logits (no extra factor)",
+    "model.sag.decoder": "official code: model/decoder.py (MlpDecoder, spatial broadcast)",
+    "model.sag.pos_weight": "not used by the broadcast decoder", "model.sag.entity_weights": "official code: the entity module starts from its init",
+    "model.sag.freeze_entities": "official code: everything trains jointly",
+    "model.sag.entity_appearance": "official code: the entities are the slot vectors", "model.sag.entity_pieces": "official code: the slots are the entities",
+    "model.sag.appearance_view": "not used without entity_appearance", "model.sag.slot_vector": "official code: the entities are the slot vectors",
+    "model.sag.in_image_negatives": "official code: C³'s negatives are the batch's other images",
+})
+
+# %% ../nbs/00_core.ipynb #ps000005
+_SAG_PAPER_SOURCES.update({  # train and eval
+    "train.max_steps": "derived: fit sets epochs × steps per epoch (RefCOCO's value shown)",
+    "train.epochs": "official code: --num_epochs", "train.batch_size": "official code: --batch_size (one GPU)",
+    "train.lr": "official code: --lr", "train.weight_decay": "official code: --weight_decay",
+    "train.schedule": "official code: --lr_scheduler cosine (train_cma_recon.py: T_max = iterations per epoch × epochs)",
+    "train.poly_power": "not used by the cosine schedule", "train.warmup_steps": "official code: --lr_warmup_iter",
+    "train.warmup": "ours: a linear lr warm-up (the official code scales the loss instead: 'loss_scale')",
+    "train.grad_clip": "official code: --grad_clip", "train.accum_steps": "ours: the whole batch in one forward (C³'s negatives)",
+    "train.amp": "ours: bf16/fp16 where the GPU supports it (the official code: fp16, --amp)",
+    "train.eval_every": "official code: option.py --eval_epoch 1 (RefCOCO's epoch)", "train.ckpt_every": "ours: every RefCOCO epoch",
+    "train.log_every": _RUN, "train.out_dir": _RUN, "train.device": _RUN,
+    "eval.protocol": "official code: eval_cma_recon.py (bilinear to the original size, min–max, ≥ 0.5)", "eval.batch_size": _RUN,
+    "eval.select_metric": "official code: train_cma_recon.py keeps the best val mIoU",
+})
+
 # %% ../nbs/00_core.ipynb #e6c4a9d8
-@register_preset("sag_paper")
+@register_preset("sag_paper", sources=_SAG_PAPER_SOURCES)
 def _sag_paper() -> Config:
     # official code (kdwonn/SaG train_eval_unc.sh, train_cma_recon.py, data.py, build_batches.py: the `sent` field)
     # except K_g × K_s = 18 × 2 (paper, table 3).

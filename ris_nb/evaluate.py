@@ -24,7 +24,7 @@ from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize,
 from .metrics import RISMetrics, check_protocol, intersection_union, iou_from, reduce_across_ranks
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report', 'plot_best_worst', 'sentence_sensitivity', 'grounding_figures', 'grounding_line']
+__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report', 'plot_best_worst', 'sentence_sensitivity', 'shatter_gather', 'grounding_figures', 'grounding_line']
 
 # %% ../nbs/13_evaluation.ipynb #7c44d9ce
 def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,8 +297,32 @@ def sentence_sensitivity(model: nn.Module, loader, device: torch.device | str | 
 
 
 # %% ../nbs/13_evaluation.ipynb #5e0b9d47
-from .models.sag import shatter_gather
+from .models.slots import slot_regions   # built in 10_entity_slots
 
+@torch.no_grad()
+def shatter_gather(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
+    "SaG's halves on a masked split: best-slot mIoU (the ceiling), % scene objects covered by a slot (IoU ≥ 0.5), % samples where A^fuse picks the best slot."
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    with eval_mode(model):
+        refer, best, picked, covered, n_obj, seen = loader.dataset.base.refer, [], [], 0, 0, set()
+        for batch in loader:
+            batch = batch.to(device)
+            out, size = model(batch), batch.images.shape[-1]
+            regions, gt = slot_regions(out.a_slot, out.hw, size).cpu().numpy(), batch.masks.bool().cpu().numpy()
+            for i in range(len(batch)):
+                ious = [mask_iou(r, gt[i]) for r in regions[i]]
+                best.append(max(ious)); picked.append(int(np.argmax(ious)) == int(out.a_fuse[i].argmax()))
+                img = batch.meta["image_id"][i]
+                if img in seen: continue
+                seen.add(img)
+                for m in scene_masks(refer, img).values():
+                    m = resize_mask(m, size).numpy() > 0.5
+                    n_obj += 1; covered += any(mask_iou(r, m) >= 0.5 for r in regions[i])
+    if not best: raise ValueError("shatter_gather: the loader yielded no samples")
+    return {"best_slot_mIoU": 100 * float(np.mean(best)), "objects_covered": 100 * covered / max(n_obj, 1),
+            "picks_best_slot": 100 * float(np.mean(picked)), "n": len(best)}
+
+# %% ../nbs/13_evaluation.ipynb #sg13gr01
 GROUNDING = {"shatter_gather": shatter_gather, "sentence_sensitivity": sentence_sensitivity}   # what a `ModelSpec.grounding` names
 
 def grounding_figures(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:

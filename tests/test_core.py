@@ -126,3 +126,17 @@ def test_builds_tiny_models_without_network(monkeypatch):
     for name in ["lavt_tiny", "lavt_mg_tiny", "magnet_tiny", "sag_tiny"]:
         model = build_model(get_preset(name).override({"model.text.vocab_size": 100}))
         assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("name", ["magnet_paper", "sag_paper"])
+def test_paper_preset_sources(name):
+    "A paper preset's provenance is registered with it and names a source for every field (source_table raises otherwise)."
+    from ris_nb.core import flat_config, preset_sources, source_table
+    tab = source_table(get_preset(name), preset_sources(name))
+    assert len(tab.splitlines()) == 2 + len(flat_config(get_preset(name)))
+    assert preset_sources(name) is not preset_sources(name)          # a copy: a caller cannot edit the registry
+
+
+def test_preset_sources_missing():
+    from ris_nb.core import preset_sources
+    with pytest.raises(ValueError, match="lavt_tiny.*no recorded sources"): preset_sources("lavt_tiny")

@@ -22,9 +22,8 @@ from .encoders import build_backbone, build_text_encoder, extended_mask, sine_po
 from .lavt import RefineHead, dice_loss
 
 # %% auto #0
-__all__ = ['PRESET_SOURCES', 'TanhGate', 'WordPWAM', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder',
-           'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs', 'MagNet',
-           'build_magnet']
+__all__ = ['TanhGate', 'WordPWAM', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder', 'Attention',
+           'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs', 'MagNet', 'build_magnet']
 
 # %% ../../nbs/09_magnet.ipynb #200176b8
 class TanhGate(nn.Module):
@@ -521,52 +520,3 @@ def sentence_embedding(self: MagNet, outputs: MagNetOutputs, batch) -> torch.Ten
     "lang_proj of the masked mean of the final word states: (B,C) (CAL's text side, ours)."
     m = batch.attention_mask.to(outputs.words.dtype)[..., None]
     return self.lang_proj((outputs.words * m).sum(1) / m.sum(1).clamp(min=1))
-
-# %% ../../nbs/09_magnet.ipynb #e0c4a041
-_RUN, _LAVT = "run setting, not a hyper-parameter", "LAVT's recipe — MagNet released no training code"
-PRESET_SOURCES = {  # magnet_paper: dotted key (or section ending in '.') -> where its value comes from
-    "name": _RUN, "seed": "ours (MagNet's and LAVT's args.py default to 0 too)", "data.root": _RUN, "data.image_root": _RUN,
-    "data.num_workers": _RUN, "model.text.vocab_size": "filled in from the tokenizer", "model.vision.weights": _RUN
-    + " (official README: start from ImageNet-22K Swin-B, window 12, 384 px — a file you supply)",
-    "data.dataset": "paper: RefCOCO, RefCOCO+, G-Ref, one model each", "data.split_by": "official README: unc; G-Ref umd and google",
-    "data.image_size": "official code: args.py --img_size 480, squash resize in test.py",
-    "data.normalize": "official code: test.py (ImageNet mean/std)", "data.text_field": "official code: data/dataset_refer_bert.py",
-    "data.tokenizer": "official code: args.py --bert_tokenizer", "data.max_tokens": "official code: data/dataset_refer_bert.py",
-    "data.pad_to": "official code: data/dataset_refer_bert.py", "data.weak": "paper: trained with masks",
-    "data.per_ref": _LAVT + " (LAVT's data/dataset_refer_bert.py: one random sentence per ref)",
-    "data.train_split": "official README (splits of the reported table)", "data.val_split": "official README",
-    "data.test_splits": "official README", "model.name": "—",
-    "model.vision.": "official code: lib/multimodal_segmentation.py (Swin-B, window 12, drop-path 0.3)",
-    "model.text.": "official code: bert/multimodal_bert.py (BERT-base, 4 groups of 3 layers)",
-    "model.text.trainable_layers": "ours: all 12 layers (LAVT's train.py trains 10; MagNet's fusion reaches every group)",
-    "model.text.train_embeddings": _LAVT + " (train.py freezes BERT's embeddings)",
-    "model.lavt.pwam_heads": "official code: args.py --mha (one head)",
-    "model.lavt.refine": "official code: bilinear upsampling of the stride-4 mask (ours: refine head off)", "model.lavt.": "not used by MagNet",
-    "model.mg.enabled": "paper (abstract): Mask Grounding", "model.mg.select_prob": "authors' reply in the official issue #5",
-    "model.mg.mask_prob": "authors' reply in the official issue #5", "model.mg.": "ours — MG's implementation is not public",
-}
-
-# %% ../../nbs/09_magnet.ipynb #7a909eda
-PRESET_SOURCES.update({
-    "model.cal.cam": "paper (abstract) and official code: lib/backbone.py",
-    "model.cal.pool_sizes": "official code: lib/backbone.py", "model.cal.enabled": "paper (abstract): the CAL loss",
-    "model.cal.": "ours — CAL's formula is not public",
-    "model.magnet.official_compat": "ours: the clean network (True reproduces the released quirks)",
-    "model.magnet.hidden_dim": "official code: test.py", "model.magnet.enc_layers": "official code: test.py",
-    "model.magnet.dec_layers": "official code: test.py (DEC_LAYERS 10 = 9 layers + the query-only prediction)",
-    "model.magnet.n_heads": "official code: test.py", "model.magnet.dec_ffn": "official code: test.py",
-    "model.magnet.enc_ffn": "official code: modeling/MaskFormerModel.py",
-    "model.magnet.n_points": "official code: modeling/pixel_decoder/msdeformattn.py",
-    "model.magnet.": "ours — MagNet's segmentation loss is not public (Mask2Former's coefficients, deep supervision)",
-    "model.sag.": "not used by MagNet",
-    "train.max_steps": "derived: fit sets epochs × steps per epoch (RefCOCO's value shown)",
-    "train.epochs": _LAVT + " (args.py --epochs 40; MagNet's args.py keeps it)",
-    "train.batch_size": _LAVT + " (README: 8 per GPU × 4 GPUs)", "train.lr": _LAVT + " (args.py; MagNet's args.py keeps it)",
-    "train.weight_decay": _LAVT + " (args.py; MagNet's args.py keeps it)", "train.schedule": _LAVT + " (train.py)",
-    "train.poly_power": _LAVT + " (train.py)", "train.warmup_steps": _LAVT + " (none)", "train.warmup": "unused: no warm-up",
-    "train.grad_clip": _LAVT + " (none)", "train.accum_steps": "ours: the whole batch in one forward",
-    "train.amp": "ours: bf16/fp16 where the GPU supports it", "train.eval_every": _LAVT + " (validate every epoch; RefCOCO's epoch)",
-    "train.ckpt_every": "ours: every RefCOCO epoch", "train.log_every": _RUN, "train.out_dir": _RUN, "train.device": _RUN,
-    "eval.protocol": "official code: test.py (480 px square, GT resized with nearest)", "eval.batch_size": _RUN,
-    "eval.select_metric": _LAVT + " (train.py keeps the best val oIoU)",
-})

@@ -19,17 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from ..core import Config, eval_mode, get_preset, register_model
-from ..data.refer import scene_masks
-from ..metrics import mask_iou
-from ..data.transforms import resize_mask
+from ..core import Config, get_preset, register_model
 from .encoders import StagedBackbone, TextEncoder, ViTBackbone, build_backbone, build_text_encoder, sine_pos_2d
 from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, recon_loss, SlotOutput, AffineDecoder,
                                  PixelEncoder, affine_loss, grid_coords, affine_target, load_entity_model, packaged_entity_weights,
-                                 connected_pieces, entity_pieces, slot_regions)
+                                 connected_pieces, entity_pieces)
 
 # %% auto #0
-__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'gather_ids', 'relevance_grid', 'upsample_minmax', 'PatchEntities', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'shatter_gather', 'PRESET_SOURCES', 'batch_partners', 'own_image_copies', 'c3_in_image_loss', 'gather_batch', 'gather_ids']
+__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'gather_ids', 'relevance_grid', 'upsample_minmax', 'PatchEntities', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'batch_partners', 'own_image_copies', 'c3_in_image_loss', 'gather_batch', 'gather_ids']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -460,30 +457,6 @@ def build_sag(cfg: Config) -> SaG:
     "Model-protocol builder for `cfg.model.name == 'sag'`."
     return SaG(cfg)
 
-# %% ../../nbs/11_sag.ipynb #3d7f2b91
-@torch.no_grad()
-def shatter_gather(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
-    "SaG's halves on a masked split: best-slot mIoU (the ceiling), % scene objects covered by a slot (IoU ≥ 0.5), % samples where A^fuse picks the best slot."
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    with eval_mode(model):
-        refer, best, picked, covered, n_obj, seen = loader.dataset.base.refer, [], [], 0, 0, set()
-        for batch in loader:
-            batch = batch.to(device)
-            out, size = model(batch), batch.images.shape[-1]
-            regions, gt = slot_regions(out.a_slot, out.hw, size).cpu().numpy(), batch.masks.bool().cpu().numpy()
-            for i in range(len(batch)):
-                ious = [mask_iou(r, gt[i]) for r in regions[i]]
-                best.append(max(ious)); picked.append(int(np.argmax(ious)) == int(out.a_fuse[i].argmax()))
-                img = batch.meta["image_id"][i]
-                if img in seen: continue
-                seen.add(img)
-                for m in scene_masks(refer, img).values():
-                    m = resize_mask(m, size).numpy() > 0.5
-                    n_obj += 1; covered += any(mask_iou(r, m) >= 0.5 for r in regions[i])
-    if not best: raise ValueError("shatter_gather: the loader yielded no samples")
-    return {"best_slot_mIoU": 100 * float(np.mean(best)), "objects_covered": 100 * covered / max(n_obj, 1),
-            "picks_best_slot": 100 * float(np.mean(picked)), "n": len(best)}
-
 # %% ../../nbs/95_sag_diagnosis.ipynb #96ce6a48
 def batch_partners(image_ids: Sequence[int], ann_ids: Sequence[int]) -> torch.Tensor:
     "(B,) for item j the first other item of the same image about another annotation; −1 where there is none."
@@ -537,74 +510,3 @@ def gather_ids(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts)
-
-# %% ../../nbs/95_sag_diagnosis.ipynb #e0c4a051
-_RUN = "run setting, not a hyper-parameter"
-PRESET_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> where its value comes from
-    "name": _RUN, "seed": "ours (the official scripts use --seed 1)", "data.root": _RUN, "data.image_root": _RUN,
-    "data.num_workers": _RUN, "model.text.vocab_size": "filled in from the tokenizer",
-    "model.vision.weights": _RUN + " (official code: timm's ImageNet ViT-S/16 at 384 — a file you supply)",
-    "data.dataset": "paper: RefCOCO, RefCOCO+, G-Ref (and PhraseCut), one model each",
-    "data.split_by": "official code: train_eval_unc.sh (unc); train_eval_gref.sh trains G-Ref on google",
-    "data.image_size": "official code: train_eval_*.sh --crop_size 384 (build_batches.py first resizes training images "
-                       "to a longer side of 480; we squash once — ours)",
-    "data.normalize": "official code: data.py (0.5/0.5 for the ViT)", "data.text_field": "official code: build_batches.py",
-    "data.tokenizer": "official code: data.py", "data.max_tokens": "official code: data.py has no cap (512 = BERT's positions)",
-    "data.pad_to": "official code: data.py collate_fn", "data.per_ref": "official code: build_batches.py (one item per sentence)",
-    "data.weak": "paper: text supervision only", "data.train_split": "official code: train_cma_recon.py",
-    "data.val_split": "official code: eval_cma_recon.py", "data.test_splits": "paper: table 1 (the released eval needs a code change)",
-    "model.name": "—", "model.vision.": "official code: model/encoders.py (Segmenter's ViT-S/16, drop-path 0.1)",
-    "model.vision.window_size": "not used by a ViT", "model.text.": "official code: model/encoders.py (BERT-base, [CLS])",
-    "model.text.layer_groups": "— (one group: SaG runs the whole text encoder at once)",
-    "model.text.trainable_layers": "official code: train_eval_*.sh --txt_finetune",
-    "model.text.train_embeddings": "official code: train_eval_*.sh --txt_finetune",
-    "model.lavt.": "not used by SaG", "model.mg.": "not used by SaG", "model.cal.": "not used by SaG", "model.magnet.": "not used by SaG",
-}
-
-# %% ../../nbs/95_sag_diagnosis.ipynb #2a85f36d
-PRESET_SOURCES.update({  # model.sag
-    "model.sag.slot_type": "paper: entity slots (--agg_query_type entity)",
-    "model.sag.n_gaussians": "paper: table 3, best row 18 × 2 (official code: 12 × 3)", "model.sag.n_samples": "paper: table 3 (official code: 3)",
-    "model.sag.dim": "official code: train_eval_*.sh --embed_dim", "model.sag.iterations": "official code: --agg_depth, tied (--agg_weight_sharing)",
-    "model.sag.slot_heads": "official code: --agg_cross_head", "model.sag.slot_head_dim": "official code: --agg_cross_dim",
-    "model.sag.interaction_heads": "official code: --agg_latent_head", "model.sag.interaction_head_dim": "official code: --agg_latent_dim",
-    "model.sag.fusion_heads": "official code: --cma_heads", "model.sag.fusion_head_dim": "official code: --cma_head_dim",
-    "model.sag.ffn_mult": "official code: --agg_ff_mult", "model.sag.var_scaling": "official code: --agg_var_scaling",
-    "model.sag.entity_discovery": "paper: the full model (False: table 2's ablation, our wiring)",
-    "model.sag.interaction": "paper: the full model (False: table 2's ablation)",
-    "model.sag.slot_softmax": "official code: --agg_cross_attn_type slot", "model.sag.recon": "official code: --recon_weight 1",
-    "model.sag.recon_target": "official code: model/decoder.py reconstructs the detached ViT tokens",
-    "model.sag.recon_weight": "official code: --recon_weight", "model.sag.text_pool": "official code: model/encoders.py (t from the last layer's [CLS])",
-    "model.sag.fusion_residual": "official code: model/cross_modal_attention.py (pre-LN residual on the query t)",
-    "model.sag.fusion": "paper: the full model (False: table 2's ablation, our wiring)",
-    "model.sag.c3_temperature": "official code: option.py --info_temperature", "model.sag.c3_detach_target": "official code: --cma_detach_target",
-    "model.sag.c3_normalize_target": "official code: loss/cma_loss.py (t not normalised)",
-    "model.sag.inference": "paper: table 3 (A^fuse·A^slot); official code: eval_cma_recon.py", "model.sag.dropout": "official code: --dropout",
-    "model.sag.eval_seed": "ours: the official evaluation draws unseeded slot noise",
-    "model.sag.vit_build_size": "ours: the clean position grid (the official code builds it for 480 px and resizes it every forward)",
-    "model.sag.vit_lr_scale": "official code: --img_lr_scale", "model.sag.text_lr_scale": "official code: --txt_lr_scale",
-    "model.sag.bert_max_positions": "BERT-base's 512 positions (read by a random-init BERT only)",
-    "model.sag.slot_logit_scale": "official code: 1/√d on the slot-attention logits (no extra factor)",
-    "model.sag.decoder": "official code: model/decoder.py (MlpDecoder, spatial broadcast)",
-    "model.sag.pos_weight": "not used by the broadcast decoder", "model.sag.entity_weights": "official code: the entity module starts from its init",
-    "model.sag.freeze_entities": "official code: everything trains jointly",
-    "model.sag.entity_appearance": "official code: the entities are the slot vectors", "model.sag.entity_pieces": "official code: the slots are the entities",
-    "model.sag.appearance_view": "not used without entity_appearance", "model.sag.slot_vector": "official code: the entities are the slot vectors",
-    "model.sag.in_image_negatives": "official code: C³'s negatives are the batch's other images",
-})
-
-# %% ../../nbs/95_sag_diagnosis.ipynb #a01b7981
-PRESET_SOURCES.update({  # train and eval
-    "train.max_steps": "derived: fit sets epochs × steps per epoch (RefCOCO's value shown)",
-    "train.epochs": "official code: --num_epochs", "train.batch_size": "official code: --batch_size (one GPU)",
-    "train.lr": "official code: --lr", "train.weight_decay": "official code: --weight_decay",
-    "train.schedule": "official code: --lr_scheduler cosine (train_cma_recon.py: T_max = iterations per epoch × epochs)",
-    "train.poly_power": "not used by the cosine schedule", "train.warmup_steps": "official code: --lr_warmup_iter",
-    "train.warmup": "ours: a linear lr warm-up (the official code scales the loss instead: 'loss_scale')",
-    "train.grad_clip": "official code: --grad_clip", "train.accum_steps": "ours: the whole batch in one forward (C³'s negatives)",
-    "train.amp": "ours: bf16/fp16 where the GPU supports it (the official code: fp16, --amp)",
-    "train.eval_every": "official code: option.py --eval_epoch 1 (RefCOCO's epoch)", "train.ckpt_every": "ours: every RefCOCO epoch",
-    "train.log_every": _RUN, "train.out_dir": _RUN, "train.device": _RUN,
-    "eval.protocol": "official code: eval_cma_recon.py (bilinear to the original size, min–max, ≥ 0.5)", "eval.batch_size": _RUN,
-    "eval.select_metric": "official code: train_cma_recon.py keeps the best val mIoU",
-})
