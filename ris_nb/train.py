@@ -296,7 +296,6 @@ class Learner:
         self.step, self.epoch, self.batches_done, self.micro = 0, 0, 0, 0
         self.best: float | None = None
         self.fingerprints: dict = {}     # tokenizer_fingerprint / data_fingerprint, stored in every checkpoint
-
     def __call__(self, hook: str) -> None: run_callbacks(self.cbs, hook)
     def fit(self) -> None:
         self.trainer.train()
