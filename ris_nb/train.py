@@ -537,7 +537,7 @@ class SamplerCB(Callback):
     def before_epoch(self):
         l = self.learn
         sampler, ds = l.train_loader.sampler, l.train_loader.dataset
-        if hasattr(sampler, "set_epoch"): sampler.set_epoch(l.epoch, skip=l.batches_done * l.train_loader.batch_size)
+        sampler.set_epoch(l.epoch, skip=l.batches_done * l.train_loader.batch_size)
         if hasattr(ds, "set_epoch"): ds.set_epoch(l.epoch)
 
 # %% ../nbs/12_training.ipynb #466ec905
