@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['WORD_SPECIALS', 'CONFIG_CHECKS', 'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'SaGConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset', 'preset_sources', 'flat_config', 'source_table', 'ModelSpec', 'register_model', 'model_spec', 'build_model', 'register_part', 'model_part', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line', 'eval_mode', 'write_atomic', 'write_error', 'torch_load_checked', 'load_state_checked', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'MAX_INFLATE', 'check_field', 'text_positions', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_error', 'temp_sibling', 'write_atomic', 'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked']
+__all__ = ['SAG_ENTITY_FIELDS', 'SAG_FUSION_FIELDS', 'SAG_EXTRA_FIELDS', 'SaGConfig', 'WORD_SPECIALS', 'CONFIG_CHECKS', 'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig', 'MagNetConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset', 'preset_sources', 'flat_config', 'source_table', 'ModelSpec', 'register_model', 'model_spec', 'build_model', 'register_part', 'model_part', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line', 'eval_mode', 'write_atomic', 'write_error', 'torch_load_checked', 'load_state_checked', 'BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'MAX_INFLATE', 'check_field', 'text_positions', 'repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'pid_alive', 'write_error', 'temp_sibling', 'write_atomic', 'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -143,69 +143,78 @@ class MagNetConfig:
     w_class: float = 2.0               # ours: same
     deep_supervision: bool = True      # ours: a loss on the 9 auxiliary outputs the released head returns
 
+# %% ../nbs/00_core.ipynb #sg000010
+SAG_ENTITY_FIELDS = [  # (name, type, default): entity discovery: slot sampling, slot attention, the interaction block (10_entity_slots)
+    ("slot_type", str, "entity"),           # entity (paper: K_g Gaussians × K_s draws) | random (one shared Gaussian) | query (learned fixed queries)
+    ("n_gaussians", int, 3),                # K_g (paper, table 3: 18 is best; official code: 12, train_eval_*.sh 36 slots / --cascade_factor 3)
+    ("n_samples", int, 2),                  # K_s draws per Gaussian (paper: 2 best; official code: 3); also the interaction group size
+    ("dim", int, 64),                       # D (official code: 512, train_eval_*.sh --embed_dim)
+    ("iterations", int, 3),                 # T, weights tied (official code: 6, --agg_depth and --agg_weight_sharing)
+    ("slot_heads", int, 2),                 # slot attention heads × head dim (official code: 4 × 256, --agg_cross_head/--agg_cross_dim)
+    ("slot_head_dim", int, 32),
+    ("interaction_heads", int, 2),          # interaction block heads × head dim (official code: 4 × 128, --agg_latent_head/--agg_latent_dim)
+    ("interaction_head_dim", int, 32),
+    ("fusion_heads", int, 2),               # fusion heads × head dim (official code: 4 × 256, --cma_heads/--cma_head_dim)
+    ("fusion_head_dim", int, 32),
+    ("ffn_mult", float, 4.0),               # FFN width = ffn_mult·D in slot, interaction and fusion blocks (official code: 4, --agg_ff_mult)
+    ("var_scaling", float, 1.0),            # v in the log-variance init log(1/(D·v)) (official code: 1, --agg_var_scaling)
+    ("entity_discovery", bool, True),       # False = paper's ablation "w/o entity discovery module" (table 2); its wiring is not public, ours:
+                                            # the patch tokens are the entities (A^fuse over patches is the mask), no reconstruction
+    ("interaction", bool, True),            # False = paper's ablation "w/o interaction block" (table 2)
+    ("slot_softmax", str, "slots"),         # slots (paper) | pixels (paper's ablation "aggregation with transformer", table 2)
+]
+
+# %% ../nbs/00_core.ipynb #sg000011
+SAG_FUSION_FIELDS = [  # (name, type, default): reconstruction, text pooling, fusion and the C³ loss (11_sag)
+    ("recon", bool, True),                  # False = paper's ablation "w/o reconstruction loss" (table 2)
+    ("recon_weight", float, 1.0),           # official code: 1 (--recon_weight)
+    ("recon_target", str, "tokens"),        # tokens (official code: the ViT's own tokens) | pixels (ours: each token's image patch,
+                                            # 3·p² values; a random-init ViT's tokens carry no object structure to reconstruct, 11)
+    ("text_pool", str, "cls"),              # cls (official code: t = Linear([CLS] of the last layer)) | mean (ours: masked mean of the
+                                            # last layer's tokens; a random-init BERT's [CLS] is the same vector for every sentence,
+                                            # cos 0.99998 between sentences at init, so C³ has nothing to contrast; 11_sag)
+    ("fusion", bool, True),                 # False = paper's ablation "w/o modality fusion module and C³ loss" (table 2); wiring ours: an
+                                            # image–text contrastive loss on the mean entity, A^fuse = softmax_k ⟨t, ŝ_k⟩/√D
+    ("fusion_residual", bool, True),        # official code: ẑ = norm(FFN(t + attention output)), t itself in the residual | False (ours):
+                                            # ẑ from the gathered entities only; with random-init encoders ẑ ≈ t̂ for every image, ‖t‖
+                                            # grows and C³ stays at chance (11_sag)
+    ("c3_temperature", float, 1.0),         # τ (official code: 1, option.py --info_temperature)
+    ("c3_detach_target", bool, True),       # stop-gradient on the text target t (official code: --cma_detach_target)
+    ("c3_normalize_target", bool, False),   # official code: t is not L2-normalised (effective temperature 1/‖t‖)
+]
+
+# %% ../nbs/00_core.ipynb #sg000012
+SAG_EXTRA_FIELDS = [  # (name, type, default): inference, optimisation, and our additions to the entity module and the fusion
+    ("inference", str, "weighted"),         # weighted (paper: Σ A^fuse·A^slot) | max | avg | min (paper's table 3 rows)
+    ("dropout", float, 0.1),                # official code: 0.1 (--dropout)
+    ("eval_seed", int, 0),                  # ours: fixed generator for slot noise at evaluation (official eval is unseeded)
+    ("vit_build_size", int, 0),             # 0 = ViT pos grid built at the input size (ours, clean); 480 = official quirk (30×30 grid resized every forward)
+    ("vit_lr_scale", float, 0.1),           # ViT lr = train.lr × this (official code: --img_lr_scale 0.1)
+    ("text_lr_scale", float, 1.0),          # text encoder lr = train.lr × this (official code: --txt_lr_scale 1)
+    ("bert_max_positions", int, 512),       # position rows of a random-init BERT (text.encoder="bert"); the official tiny fixture uses 40
+    ("slot_logit_scale", float, 1.0),       # × 1/√d on slot-attention logits (official code: 1); ours 4 in sag_tiny: sharper competition (10)
+    ("decoder", str, "broadcast"),          # broadcast (official code: MLP spatial-broadcast decoder with its own masks α) | affine (ours:
+                                            # each entity paints a colour + gradient, mixed by A^slot itself, 10_entity_slots)
+    ("pos_weight", float, 0.0),             # ours (affine decoder): λ of the entity-centre term that keeps an entity compact (10)
+    ("entity_weights", str, ""),            # "" (train the entity module from its init) | packaged | a path: weights of vision + slots
+                                            # (+ affine decoder) from `ris_nb pretrain-entities` (ours: text-free pretraining, 10)
+    ("freeze_entities", bool, False),       # ours: keep the loaded entity module fixed; only text and fusion learn (C³ alone)
+    ("entity_appearance", bool, False),     # ours: each entity also carries a small CNN's code of its own pixels (A^slot_k and the
+                                            # image under it), learned by C³; pretrained slots say colour and centre, not shape (11_sag)
+    ("slot_vector", bool, True),            # ours: False → an entity is its appearance code alone, without its slot's vector (pieces
+                                            # of one slot share that vector, and it drowned their codes: 11_sag); needs entity_appearance
+    ("appearance_view", str, "grid"),       # ours: where that CNN looks — grid (the whole token grid) | crop (a square box around the
+                                            # entity, resampled: the same shape gives the same code anywhere; 11_sag)
+    ("entity_pieces", int, 0),              # 0: the slots are the entities (paper) | n ≥ 1 (ours): every 4-connected piece of a slot's
+                                            # hard region with ≥ n tokens is an entity (at most 2K; needs entity_appearance; 11_sag)
+    ("in_image_negatives", bool, False),    # ours: each training sentence comes with a sentence of its image about another object;
+                                            # its own image gathered the partner's way is one more C³ negative (11_sag)
+]
+
 # %% ../nbs/00_core.ipynb #sg000003
-@dataclass
-class SaGConfig:
-    "Shatter and Gather: entity slots, fusion and the C³ loss (kdwonn/SaG; see 10_entity_slots, 11_sag)."
-    # entity discovery: slot sampling, slot attention, the interaction block (10_entity_slots)
-    slot_type: str = "entity"          # entity (paper: K_g Gaussians × K_s draws) | random (one shared Gaussian) | query (learned fixed queries)
-    n_gaussians: int = 3               # K_g (paper, table 3: 18 is best; official code: 12, train_eval_*.sh 36 slots / --cascade_factor 3)
-    n_samples: int = 2                 # K_s draws per Gaussian (paper: 2 best; official code: 3); also the interaction group size
-    dim: int = 64                      # D (official code: 512, train_eval_*.sh --embed_dim)
-    iterations: int = 3                # T, weights tied (official code: 6, --agg_depth and --agg_weight_sharing)
-    slot_heads: int = 2                # slot attention heads × head dim (official code: 4 × 256, --agg_cross_head/--agg_cross_dim)
-    slot_head_dim: int = 32
-    interaction_heads: int = 2         # interaction block heads × head dim (official code: 4 × 128, --agg_latent_head/--agg_latent_dim)
-    interaction_head_dim: int = 32
-    fusion_heads: int = 2              # fusion heads × head dim (official code: 4 × 256, --cma_heads/--cma_head_dim)
-    fusion_head_dim: int = 32
-    ffn_mult: float = 4.0              # FFN width = ffn_mult·D in slot, interaction and fusion blocks (official code: 4, --agg_ff_mult)
-    var_scaling: float = 1.0           # v in the log-variance init log(1/(D·v)) (official code: 1, --agg_var_scaling)
-    entity_discovery: bool = True      # False = paper's ablation "w/o entity discovery module" (table 2); its wiring is not public, ours:
-                                       # the patch tokens are the entities (A^fuse over patches is the mask), no reconstruction
-    interaction: bool = True           # False = paper's ablation "w/o interaction block" (table 2)
-    slot_softmax: str = "slots"        # slots (paper) | pixels (paper's ablation "aggregation with transformer", table 2)
-    # reconstruction, text pooling, fusion and the C³ loss (11_sag)
-    recon: bool = True                 # False = paper's ablation "w/o reconstruction loss" (table 2)
-    recon_weight: float = 1.0          # official code: 1 (--recon_weight)
-    recon_target: str = "tokens"       # tokens (official code: the ViT's own tokens) | pixels (ours: each token's image patch,
-                                       # 3·p² values; a random-init ViT's tokens carry no object structure to reconstruct, 11)
-    text_pool: str = "cls"             # cls (official code: t = Linear([CLS] of the last layer)) | mean (ours: masked mean of the
-                                       # last layer's tokens; a random-init BERT's [CLS] is the same vector for every sentence,
-                                       # cos 0.99998 between sentences at init, so C³ has nothing to contrast; 11_sag)
-    fusion: bool = True                # False = paper's ablation "w/o modality fusion module and C³ loss" (table 2); wiring ours: an
-                                       # image–text contrastive loss on the mean entity, A^fuse = softmax_k ⟨t, ŝ_k⟩/√D
-    fusion_residual: bool = True       # official code: ẑ = norm(FFN(t + attention output)), t itself in the residual | False (ours):
-                                       # ẑ from the gathered entities only; with random-init encoders ẑ ≈ t̂ for every image, ‖t‖
-                                       # grows and C³ stays at chance (11_sag)
-    c3_temperature: float = 1.0        # τ (official code: 1, option.py --info_temperature)
-    c3_detach_target: bool = True      # stop-gradient on the text target t (official code: --cma_detach_target)
-    c3_normalize_target: bool = False  # official code: t is not L2-normalised (effective temperature 1/‖t‖)
-    # inference, optimisation, and our additions to the entity module and the fusion
-    inference: str = "weighted"        # weighted (paper: Σ A^fuse·A^slot) | max | avg | min (paper's table 3 rows)
-    dropout: float = 0.1               # official code: 0.1 (--dropout)
-    eval_seed: int = 0                 # ours: fixed generator for slot noise at evaluation (official eval is unseeded)
-    vit_build_size: int = 0            # 0 = ViT pos grid built at the input size (ours, clean); 480 = official quirk (30×30 grid resized every forward)
-    vit_lr_scale: float = 0.1          # ViT lr = train.lr × this (official code: --img_lr_scale 0.1)
-    text_lr_scale: float = 1.0         # text encoder lr = train.lr × this (official code: --txt_lr_scale 1)
-    bert_max_positions: int = 512      # position rows of a random-init BERT (text.encoder="bert"); the official tiny fixture uses 40
-    slot_logit_scale: float = 1.0      # × 1/√d on slot-attention logits (official code: 1); ours 4 in sag_tiny: sharper competition (10)
-    decoder: str = "broadcast"         # broadcast (official code: MLP spatial-broadcast decoder with its own masks α) | affine (ours:
-                                       # each entity paints a colour + gradient, mixed by A^slot itself, 10_entity_slots)
-    pos_weight: float = 0.0            # ours (affine decoder): λ of the entity-centre term that keeps an entity compact (10)
-    entity_weights: str = ""           # "" (train the entity module from its init) | packaged | a path: weights of vision + slots
-                                       # (+ affine decoder) from `ris_nb pretrain-entities` (ours: text-free pretraining, 10)
-    freeze_entities: bool = False      # ours: keep the loaded entity module fixed; only text and fusion learn (C³ alone)
-    entity_appearance: bool = False    # ours: each entity also carries a small CNN's code of its own pixels (A^slot_k and the
-                                       # image under it), learned by C³; pretrained slots say colour and centre, not shape (11_sag)
-    slot_vector: bool = True           # ours: False → an entity is its appearance code alone, without its slot's vector (pieces
-                                       # of one slot share that vector, and it drowned their codes: 11_sag); needs entity_appearance
-    appearance_view: str = "grid"      # ours: where that CNN looks — grid (the whole token grid) | crop (a square box around the
-                                       # entity, resampled: the same shape gives the same code anywhere; 11_sag)
-    entity_pieces: int = 0             # 0: the slots are the entities (paper) | n ≥ 1 (ours): every 4-connected piece of a slot's
-                                       # hard region with ≥ n tokens is an entity (at most 2K; needs entity_appearance; 11_sag)
-    in_image_negatives: bool = False   # ours: each training sentence comes with a sentence of its image about another object;
-                                       # its own image gathered the partner's way is one more C³ negative (11_sag)
+SaGConfig = dataclasses.make_dataclass("SaGConfig", SAG_ENTITY_FIELDS + SAG_FUSION_FIELDS + SAG_EXTRA_FIELDS, namespace={
+    "__doc__": "Shatter and Gather: entity slots, fusion and the C³ loss (kdwonn/SaG; see 10_entity_slots, 11_sag).",
+    "__module__": __name__})      # one dataclass, keys `model.sag.<name>`; the three tables above keep each field's why beside it
 
 # %% ../nbs/00_core.ipynb #971d9eee
 @dataclass

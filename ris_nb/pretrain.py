@@ -44,8 +44,8 @@ def warmup_cosine(cfg: EntityPretrainConfig) -> Callable[[int], float]:
 # %% ../nbs/12a_entity_pretraining.ipynb #pt000008
 def pretrain_config(cfg: EntityPretrainConfig) -> Config:
     "The `Config` the `Learner` reads for this stage: steps, batch, lr, no weight decay, gradient norm clipped to 1, bf16 if `cfg.bf16`."
-    return Config(seed=cfg.seed, train=TrainConfig(max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=0.0,
-                                                   grad_clip=1.0, amp="bf16" if cfg.bf16 else "off", device="cpu"))
+    return Config(train=TrainConfig(max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=0.0, grad_clip=1.0,
+                                    amp="bf16" if cfg.bf16 else "off"))
 
 class EntityPretrainCB(Callback):
     "Entity pretraining's loss (λ_pos ramping with the step), parameters and lr schedule; object-discovery scores on `val` every `eval_every` steps into `.log`."

@@ -1,7 +1,6 @@
 """The course path (notebooks numbered below 90) teaches ideas; the engineering that hardens them lives in the appendix
 notebooks (90 and up), which extend the same modules. These checks keep it that way: no hardening in the exported cells of
 the course path, short exported cells, concise prose, and a figure in every numbered notebook."""
-import ast
 import io
 import json
 import re
@@ -48,41 +47,9 @@ def test_no_hardening_in_the_course_path(nb):
     assert not found, f"{nb.name} exports engineering that belongs in an appendix notebook (90+): {found}"
 
 
-def _is_field(node: ast.stmt) -> bool:
-    "`name: type` or `name: type = default`, the default a literal or a `field(...)` call."
-    if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)): return False
-    v = node.value
-    if isinstance(v, ast.UnaryOp) and isinstance(v.op, ast.USub): v = v.operand
-    return v is None or isinstance(v, ast.Constant) or (isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "field")
-
-
-def is_settings_table(source: str) -> bool:
-    """One `@dataclass` class and nothing else, its body only a docstring and fields (their comments are not statements):
-    a table of settings, not code, so it may run past MAX_EXPORTED_LINES rather than be split into private base classes."""
-    try: body = ast.parse(source).body
-    except SyntaxError: return False
-    if len(body) != 1 or not isinstance(cls := body[0], ast.ClassDef) or cls.bases or cls.keywords: return False
-    decos = [d.func if isinstance(d, ast.Call) else d for d in cls.decorator_list]
-    if [getattr(d, "id", None) for d in decos] != ["dataclass"]: return False
-    rest = cls.body[1:] if ast.get_docstring(cls) is not None else cls.body
-    return bool(rest) and all(_is_field(n) for n in rest)
-
-
-def test_settings_table_rule():
-    table = '#| export\n@dataclass\nclass C:\n    "Doc."\n    a: int = 1   # why\n    # a section\n    b: list = field(default_factory=list)\n'
-    assert is_settings_table(table) and is_settings_table(table.replace("= 1", "= -1"))
-    assert not is_settings_table(table + "    def f(self): return 1\n")                        # a method is code
-    assert not is_settings_table(table + "x = 1\n")                                            # a second statement
-    assert not is_settings_table(table.replace("@dataclass\n", ""))                            # not a dataclass
-    assert not is_settings_table(table.replace("class C:", "class C(_Base):"))                 # a base class
-    assert not is_settings_table(table.replace("= 1", "= compute()"))                          # a computed default
-    assert not is_settings_table(table.replace("@dataclass", "@dataclass\n@patch"))            # another decorator
-
-
 @pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
 def test_exported_cells_are_short(nb):
-    long = [(i, n) for i, c in enumerate(cells(nb)) if is_exported(c) and (n := len(src(c).splitlines())) > MAX_EXPORTED_LINES
-            and not is_settings_table(src(c))]
+    long = [(i, n) for i, c in enumerate(cells(nb)) if is_exported(c) and (n := len(src(c).splitlines())) > MAX_EXPORTED_LINES]
     assert not long, f"{nb.name}: exported cells over {MAX_EXPORTED_LINES} lines (cell index, lines): {long}"
 
 
