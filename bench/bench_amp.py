@@ -45,7 +45,7 @@ def one_run(preset: str, seed: int, amp: str, data: Path, out: Path) -> dict:
     "Train and evaluate one configuration; its metrics, time and probes."
     one, two = probes_1t_2t()
     run = out / f"{preset}-{amp}-s{seed}"
-    cmd = [sys.executable, "-m", "ris_nb.cli", "train", "--preset", preset, "--data", str(data), "--out", str(run),
+    cmd = [sys.executable, "-m", "ris_nb", "train", "--preset", preset, "--data", str(data), "--out", str(run),
            "--set", *QUICKSTART, f"seed={seed}", f"train.amp={amp}"]
     t0 = time.time()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

@@ -13,17 +13,16 @@ import sys
 import unicodedata
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 import ris_nb
-from .data.transforms import save_tokenizer   # built in 04_transforms: the run folder holds the tokenizer
 
 # %% auto #0
-__all__ = ['EXPECTED_ERRORS', 'add_threads_arg', 'set_threads', 'config_from_args', 'check_out_dir', 'evaluate_run',
-           'predict_image', 'check_mask_path', 'subcommand', 'build_parser', 'error_line', 'main', 'one_line_warnings']
+__all__ = ['SUBCOMMANDS', 'EXPECTED_ERRORS', 'config_from_args', 'predict_image', 'check_mask_path', 'build_parser', 'error_line',
+           'main', 'one_line_warnings']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -44,18 +43,7 @@ def _run_synth(args) -> None:
     generate(args.out, n_images=args.n_images, seed=args.seed, size=args.size, language=args.language)
 
 # %% ../nbs/15_cli.ipynb #c15t0002
-def add_threads_arg(p: argparse.ArgumentParser) -> None:
-    "The `--threads N` option of the commands that compute."
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads (default: $OMP_NUM_THREADS when set, else every usable core)")
-
-def set_threads(n: int | None = None) -> int:
-    "Use `n` torch threads; without `n`, `$OMP_NUM_THREADS` when set, else every usable core. Returns the count in use."
-    from ris_nb.core import usable_cores
-    if n is not None and n < 1: raise ValueError(f"--threads {n}: expected an integer >= 1")
-    if n is None and os.environ.get("OMP_NUM_THREADS", "").strip(): return torch.get_num_threads()   # torch read it at start-up
-    torch.set_num_threads(n or usable_cores())
-    return torch.get_num_threads()
+from .train import add_threads_arg, check_out_dir, check_writable, set_threads   # built in 12_training: the run checks its folder
 
 # %% ../nbs/15_cli.ipynb #681260ec
 def _add_train(sub) -> None:
@@ -89,60 +77,12 @@ def config_from_args(args):
     from ris_nb.core import validate_config
     return validate_config(_config_of(args))
 
-# %% ../nbs/15_cli.ipynb #9e3a5986
-def _check_writable(d: Path) -> None:
-    d = d.resolve(); probe = d
-    while not probe.exists(): probe = probe.parent
-    if not probe.is_dir(): raise NotADirectoryError(f"cannot write under {d}: {probe} is a file, expected a directory")
-    if not os.access(probe, os.W_OK): raise PermissionError(f"output directory {d} is not writable")
-
-def check_out_dir(d: Path, flag: str = "--out") -> Path:
-    "Refuse, before any work, an output directory that is an existing file or not writable."
-    if d.exists() and not d.is_dir(): raise NotADirectoryError(f"{flag} {d} is a file; expected a directory (existing or new)")
-    _check_writable(d)
-    return d
-
 # %% ../nbs/15_cli.ipynb #a6a8a891
 def _run_train(args) -> None:
+    from ris_nb.evaluate import evaluate_run
     from ris_nb.train import TrainingRun, finish_distributed
-    _train(TrainingRun(_config_of(args)), args.no_eval)   # the config validated as a whole: nothing read or written yet
+    TrainingRun(_config_of(args)).start(finish=None if args.no_eval else evaluate_run, banner="ris_nb train", out_flag="--out")
     finish_distributed()                                  # the run, its DDP wrapper with it, is gone by now
-
-def _train(run, no_eval: bool) -> None:
-    "`--out` checked, the run folder locked, data, tokenizer and model prepared, the folder checked against this run, then the tokenizer written, training, evaluation."
-    check_out_dir(run.run_dir)
-    with run.locked():                                    # one training per run directory
-        run.prepare().check()                             # check first, write after: a refused run changes nothing
-        if run.info.is_main:
-            save_tokenizer(run.tokenizer, run.run_dir / "tokenizer")
-            n = sum(p.numel() for p in run.model.parameters())
-            print(f"ris_nb train: {run.cfg.name} ({n / 1e6:.2f} M parameters) on {run.cfg.data.dataset} → {run.run_dir}")
-        run.train()
-        if not no_eval: evaluate_run(run)
-
-# %% ../nbs/15_cli.ipynb #0acdd247
-def evaluate_run(run) -> None:
-    "Load the `TrainingRun`'s best.pt (once), evaluate val and test splits, write report.md + best/worst figures (rank 0 writes)."
-    from ris_nb.core import precision_line
-    from ris_nb.evaluate import evaluate, grounding_line, plot_best_worst, write_report
-    from ris_nb.train import load_checkpoint, read_log
-    cfg, info, model, best = run.cfg, run.info, run.model, run.run_dir / "best.pt"
-    ck = load_checkpoint(best) if best.exists() else None
-    if ck is not None: model.load_state_dict(ck["model"])
-    model.to(info.device)
-    splits = [s for s in [cfg.data.val_split, *cfg.data.test_splits] if s in run.data]
-    results = {s: evaluate(model, run.eval_loader(s), protocol=cfg.eval.protocol, device=info.device, progress=info.is_main)
-               for s in splits}
-    if info.is_main:
-        val_log = [r for r in read_log(run.run_dir / "log.jsonl") if r.get("split") == "val"]
-        info_ = {"checkpoint": f"{best} (step {ck['step']})" if ck is not None else "last weights",
-                 "training steps": cfg.train.max_steps, "validations during training": len(val_log),
-                 "precision": precision_line(info.device, cfg.train.amp).removeprefix("precision: ")}
-        s0 = splits[0]
-        if run.data[s0].masks: info_["grounding on " + s0] = grounding_line(model, run.eval_loader(s0, whole=True), info.device)
-        path = write_report(results, cfg, run.run_dir, info_)
-        plot_best_worst(model, run.data[s0], run.collate[s0], results[s0]["samples"], cfg, out=run.run_dir / f"best_worst_{s0}.png")
-        print(path.read_text())
 
 # %% ../nbs/15_cli.ipynb #c6fe76f5
 def _add_eval(sub) -> None:
@@ -243,7 +183,7 @@ def check_mask_path(out: Path) -> Path:
     fmt = Image.registered_extensions().get(out.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:           # PIL reads some formats it cannot write (.psd)
         raise ValueError(f"--out {out}: {out.suffix or '(no extension)'!r} is not an image format PIL can write; expected e.g. .png")
-    _check_writable(out.parent)
+    check_writable(out.parent)
     return out
 
 def _run_predict(args) -> None:
@@ -259,21 +199,14 @@ def _run_predict(args) -> None:
     print(f"mask: {out} ({mask.mean() * 100:.1f}% of the image), overlay: {overlay}")
 
 # %% ../nbs/15_cli.ipynb #665d3051
-_SUBCOMMANDS: dict[str, Callable] = {}
+SUBCOMMANDS: list[Callable] = [_add_synth, _add_train, _add_eval, _add_predict, _add_presets]   # the pipeline's (more below)
 
-def subcommand(add: Callable) -> Callable:
-    "Register `add(subparsers)` as a `ris_nb` subcommand (a later module registers its own; the same name again replaces it)."
-    _SUBCOMMANDS[add.__name__] = add
-    return add
-
-for _add in (_add_synth, _add_train, _add_eval, _add_predict, _add_presets): subcommand(_add)
-
-def build_parser() -> argparse.ArgumentParser:
-    "The `ris_nb` argument parser."
+def build_parser(commands: Sequence[Callable] | None = None) -> argparse.ArgumentParser:
+    "The `ris_nb` argument parser with `commands`, each `add(subparsers)` (default: the pipeline's, `SUBCOMMANDS`)."
     parser = argparse.ArgumentParser(prog="ris_nb", description="Referring image segmentation (MagNet, SaG) in literate notebooks.")
     parser.add_argument("--version", action="version", version=f"ris_nb {ris_nb.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in _SUBCOMMANDS.values(): add(sub)
+    for add in SUBCOMMANDS if commands is None else commands: add(sub)
     return parser
 
 # %% ../nbs/15_cli.ipynb #15main01
@@ -290,9 +223,9 @@ def error_line(e: BaseException) -> str:
     return msg
 
 # %% ../nbs/15_cli.ipynb #15main02
-def main(argv: list[str] | None = None) -> int:
-    "Run `ris_nb ARGV` with the subcommands registered so far; the console script (`ris_nb.app.main`) registers them all."
-    parser = build_parser()
+def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = None) -> int:
+    "Run `ris_nb ARGV` with `commands` (default: the pipeline's); `python -m ris_nb` (`ris_nb.__main__.main`) passes every module's."
+    parser = build_parser(commands)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(); return 0
@@ -354,7 +287,7 @@ def _run_check_data(args) -> None:
     print(f"everything required is in place: {n} images decoded" +
           (" (--quick: a sample; run without --quick to decode them all)" if any(r.sampled for r in reports) else ""))
 
-subcommand(_add_check_data)
+SUBCOMMANDS.append(_add_check_data)
 
 # %% ../nbs/15_cli.ipynb #cli0pe02
 def _add_pretrain_entities(sub) -> None:
@@ -381,9 +314,9 @@ def _run_pretrain_entities(args) -> None:
     print(f"entity weights → {out}" + (f" (val: best-slot IoU {last['best_slot_iou']:.1f}, "
                                         f"{last['objects_covered']:.1f} % of objects covered)" if last else ""))
 
-subcommand(_add_pretrain_entities)
+SUBCOMMANDS.append(_add_pretrain_entities)
 
 # %% ../nbs/15_cli.ipynb #a2c3c283
 #| eval: false
-if __name__ == "__main__" and "ipykernel" not in sys.modules:   # python -m ris_nb.cli / torchrun
-    sys.exit(main())   # under torchrun too: `finish_distributed` has ended the process group's threads
+if __name__ == "__main__" and "ipykernel" not in sys.modules:   # the old `python -m ris_nb.cli`: pointed to the whole command
+    sys.exit("ris_nb.cli holds the pipeline's subcommands; run `python -m ris_nb …` (or `torchrun … -m ris_nb …`)")

@@ -17,13 +17,14 @@ from typing import Any
 import torch
 
 from .checks import CheckError, check_choice, check_fields, check_function, check_in_range, compare  # noqa: F401 (re-exported)
-from .cli import check_out_dir, subcommand
 from .core import probe_ms, write_atomic
+from .train import check_out_dir
 
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'KINDS', 'STUDENT_README', 'clear_regions',
            'read_notebook', 'exercise_start', 'nbgrader_available', 'clear_hidden', 'to_student', 'CheckResult',
-           'is_check_cell', 'run_exercises', 'with_teacher_checks', 'grade', 'make_course', 'short_run']
+           'is_check_cell', 'run_exercises', 'with_teacher_checks', 'grade', 'make_course', 'add_subcommand',
+           'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
@@ -227,8 +228,8 @@ def make_course(nbs: str | Path = "nbs", out: str | Path = "course", backend: st
     return paths
 
 # %% ../nbs/19_course.ipynb #c19cli02
-@subcommand
-def _add_course(sub) -> None:
+def add_subcommand(sub) -> None:
+    "`ris_nb course`: `python -m ris_nb` (99_app) adds it to the pipeline's subcommands."
     p = sub.add_parser("course", help="write student copies of the notebooks (solutions → stubs, hidden tests removed)")
     p.add_argument("--out", default="course", help="folder for the student notebooks (default: course)")
     p.add_argument("--nbs", default="nbs", help="folder of the instructor notebooks (default: nbs)")

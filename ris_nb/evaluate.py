@@ -24,7 +24,7 @@ from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize,
 from .metrics import RISMetrics, check_protocol, intersection_union, iou_from, reduce_across_ranks
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report', 'plot_best_worst', 'sentence_sensitivity', 'shatter_gather', 'grounding_figures', 'grounding_line']
+__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report', 'plot_best_worst', 'sentence_sensitivity', 'shatter_gather', 'grounding_figures', 'grounding_line', 'evaluate_run']
 
 # %% ../nbs/13_evaluation.ipynb #7c44d9ce
 def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,6 +338,28 @@ def grounding_line(model: nn.Module, loader, device: torch.device | str | None =
                 f"objects covered by a slot, A^fuse picks the best slot for {g['picks_best_slot']:.1f} % of sentences")
     return (f"cross-referent IoU {g['cross_referent_iou']:.2f} (1 = the sentence is ignored; ground truth "
             f"{g['cross_referent_iou_gt']:.2f}), {g['right_shape']:.1f} % of masks land on the referred shape")
+
+# %% ../nbs/13_evaluation.ipynb #13evrun1
+from .core import precision_line
+
+def evaluate_run(run: Any) -> Path | None:
+    "The end of a trained run (12_training's `TrainingRun`): its best.pt, val and test splits scored, report.md and the best/worst figure written and the report printed by rank 0; the report's path (rank 0)."
+    cfg, info, model = run.cfg, run.info, run.model
+    ck = run.load_best()
+    model.to(info.device)
+    splits = [s for s in [cfg.data.val_split, *cfg.data.test_splits] if s in run.data]
+    results = {s: evaluate(model, run.eval_loader(s), protocol=cfg.eval.protocol, device=info.device, progress=info.is_main)
+               for s in splits}
+    if not info.is_main: return None
+    best, s0 = run.run_dir / "best.pt", splits[0]
+    about = {"checkpoint": f"{best} (step {ck['step']})" if ck is not None else "last weights",
+             "training steps": cfg.train.max_steps, "validations during training": run.validations(),
+             "precision": precision_line(info.device, cfg.train.amp).removeprefix("precision: ")}
+    if run.data[s0].masks: about["grounding on " + s0] = grounding_line(model, run.eval_loader(s0, whole=True), info.device)
+    path = write_report(results, cfg, run.run_dir, about)
+    plot_best_worst(model, run.data[s0], run.collate[s0], results[s0]["samples"], cfg, out=run.run_dir / f"best_worst_{s0}.png")
+    print(path.read_text())
+    return path
 
 # %% ../nbs/93_distributed.ipynb #d93m0003
 def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:

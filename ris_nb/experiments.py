@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cli import add_threads_arg, check_out_dir, subcommand
 from .core import get_preset, probe_ms, usable_cores, write_atomic
 from .data.shaperefs import LANGUAGES
+from .train import add_threads_arg, check_out_dir
 
 # %% auto #0
 __all__ = ['STUDIES', 'DEFAULT_STUDIES', 'SCORED_SPLITS', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'MAIN', 'METRICS', 'FLOOR_NAMES',
@@ -34,7 +34,7 @@ __all__ = ['STUDIES', 'DEFAULT_STUDIES', 'SCORED_SPLITS', 'FULL', 'QUICK', 'TYPE
            'blind_floors', 'aggregate', 'text_regime', 'study_markdown', 'plot_study', 'write_outputs', 'Job',
            'run_jobs', 'run_study', 'main_rows', 'row_metric', 'first_noun_phrase', 'words_only_answer', 'split_floors',
            'main_table_record', 'run_main_table', 'main_table_rows', 'main_table_markdown', 'plot_main_table',
-           'write_main_table']
+           'write_main_table', 'add_subcommand']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -257,14 +257,12 @@ def _scores(model, loaders, cfg, splits: Sequence[str] = ("val",), grounding: bo
 def train_and_score(cfg, cbs: Sequence = (), splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
     "Train from scratch (no mask reaches a weakly supervised model), then score the final weights on `splits`; `cbs` go to the Learner."
     from ris_nb.train import TrainingRun
-    run = TrainingRun(cfg, resume=False)
-    with run.locked():
-        run.prepare(["train", *splits]).check()
-        t0 = time.perf_counter()
-        run.train(list(cbs), validate=False)             # no selection on val: val is a held-out split here
-    t1 = time.perf_counter()
-    out = _scores(run.model, {s: run.eval_loader(s) for s in splits}, run.cfg, splits, grounding)
-    return {**out, "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
+    def score(run) -> dict:
+        t1 = time.perf_counter()
+        out = _scores(run.model, {s: run.eval_loader(s) for s in splits}, run.cfg, splits, grounding)
+        return {**out, "train_s": run.train_seconds, "eval_s": time.perf_counter() - t1}
+    # no selection on val: val is a held-out split here
+    return TrainingRun(cfg, resume=False).start(["train", *splits], list(cbs), validate=False, finish=score)
 
 def rescore(cfg, source_dir: Path, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
     "Score the final checkpoint of `source_dir` under `cfg` (an eval-time change such as the inference scheme)."
@@ -703,8 +701,8 @@ def write_main_table(rec: dict, out: str | Path, record: str | Path | None = Non
     return paths
 
 # %% ../nbs/16_experiments.ipynb #c16cli02
-@subcommand
-def _add_experiments(sub) -> None:
+def add_subcommand(sub) -> None:
+    "`ris_nb experiments`: `python -m ris_nb` (99_app) adds it to the pipeline's subcommands."
     p = sub.add_parser("experiments", help="the papers' main table and ablations in miniature on ShapeRefs (CPU; resumable)")
     p.add_argument("--out", required=True, help="study folder: data, one directory per (row, seed), study.json/.md/.png "
                    "(--table main: one study folder per language and main_table.json/.md/.png)")

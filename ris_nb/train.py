@@ -27,7 +27,7 @@ from .core import (Config, amp_dtype, get_device, load_state_checked, precision_
                    torch_load_checked, validate_config, write_atomic, write_error)
 
 # %% auto #0
-__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed', 'EpochSampler', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'save_checkpoint', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler', 'train_sampler', 'eval_sampler', 'atomic_save', 'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'library_evaluate']
+__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed', 'EpochSampler', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'save_checkpoint', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'loader_key', 'make_train_loader', 'make_eval_loader', 'make_run_loaders', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'check_writable', 'check_out_dir', 'add_threads_arg', 'set_threads', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler', 'train_sampler', 'eval_sampler', 'atomic_save', 'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'library_evaluate']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -679,6 +679,11 @@ def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[
                              "(its refs may all have empty sentences)")
 
 # %% ../nbs/12_training.ipynb #d5db9c70
+def loader_key(cfg: Config, info: DistInfo, train: bool) -> tuple:
+    "What a run's loader depends on: a loader made for the same key is the loader the run would make."
+    bs = cfg.train.batch_size if train else cfg.eval.batch_size
+    return (train, bs, cfg.seed, cfg.data.num_workers, info.rank, info.world, str(info.device), train and pairs_sentences(cfg))
+
 def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataLoader:
     "Training loader: this rank's share of the global batch, resumable order, drop_last."
     if cfg.train.batch_size % info.world:
@@ -686,14 +691,22 @@ def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataL
     bs = cfg.train.batch_size // info.world
     sampler = train_sampler(dataset, cfg, info, bs)
     # its own generator: creating a loader iterator must not draw from the global RNG (exact resume)
-    return DataLoader(dataset, batch_size=bs, sampler=sampler, collate_fn=collate_fn, num_workers=cfg.data.num_workers,
-                      pin_memory=info.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+    dl = DataLoader(dataset, batch_size=bs, sampler=sampler, collate_fn=collate_fn, num_workers=cfg.data.num_workers,
+                    pin_memory=info.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+    dl.made_for = loader_key(cfg, info, True)
+    return dl
 
 def make_eval_loader(loader: DataLoader, cfg: Config, info: DistInfo, collate_fn: Any = None) -> DataLoader:
     "Evaluation loader sharded over ranks without padding, over `loader`'s dataset (or a dataset and its `collate_fn`)."
     ds, collate_fn = _dataset(loader), collate_fn or loader.collate_fn
-    return DataLoader(ds, batch_size=cfg.eval.batch_size, sampler=eval_sampler(len(ds), info),
-                      collate_fn=collate_fn, num_workers=cfg.data.num_workers)
+    dl = DataLoader(ds, batch_size=cfg.eval.batch_size, sampler=eval_sampler(len(ds), info),
+                    collate_fn=collate_fn, num_workers=cfg.data.num_workers)
+    dl.made_for = loader_key(cfg, info, False)
+    return dl
+
+def make_run_loaders(data: dict, cfg: Config, info: DistInfo) -> dict[str, DataLoader]:
+    "The loaders a run trains and validates on, one per split of `data` (datasets carrying `.collate`): train's, then evaluation's."
+    return {k: (make_train_loader if k == cfg.data.train_split else make_eval_loader)(ds, cfg, info, ds.collate) for k, ds in data.items()}
 
 def default_callbacks(run_dir: Path, val_loader: DataLoader | None, evaluate: Callable | None = None) -> list[Callback]:
     "The engine's callbacks; `EvalCB` when there is a validation loader and an `evaluate` function."
@@ -719,14 +732,15 @@ def check_fit_args(model: Any, loaders: Any, cfg: Any, cbs: Any = ()) -> None:
 EVALUATORS: list[Callable] = []   # the validation `fit` uses when given none: 13_evaluation's `evaluate`, added by 93_distributed
 
 class TrainingRun:
-    "One training run whose start-up steps each run once: `cfg` validated here, then `locked()` → `prepare()` (or `use`) → `check()` → `train()`."
+    "One training run, started once by `start()`: `cfg` validated here; every other step is `start`'s, in its order."
     def __init__(self, cfg: Config, resume: bool = True, evaluate: Callable | None = None):
         self.cfg, self.resume = validate_config(cfg), resume        # before anything is read or written
         self.evaluate = evaluate or (EVALUATORS[-1] if EVALUATORS else None)   # validation: `evaluate` or the library's
         self.run_dir = Path(self.cfg.train.out_dir)
         self.tokenizer, self.model, self.data, self.collate = None, None, {}, {}
-        self.fingerprints, self.found, self.best_info = {}, None, None
-        self._info, self._eval = None, {}
+        self.fingerprints, self.found, self.best_info, self.train_seconds = {}, None, None, None
+        self._info, self._eval, self._train_dl = None, {}, None
+        self._started = self._held = self._checked = False
 
     @property
     def info(self) -> DistInfo:
@@ -735,13 +749,16 @@ class TrainingRun:
         return self._info
 
     @contextmanager
-    def locked(self):
+    def _locked(self):
         "Hold the run folder for the block (`run_lock`, main rank): one training per run directory."
-        with run_lock(self.run_dir) if self.info.is_main else nullcontext(): yield self
+        with run_lock(self.run_dir) if self.info.is_main else nullcontext():
+            self._held = True
+            try: yield self
+            finally: self._held = False
 
 # %% ../nbs/12_training.ipynb #trun0011
 @patch
-def prepare(self: TrainingRun, splits: Sequence[str] | None = None) -> "TrainingRun":
+def _prepare(self: TrainingRun, splits: Sequence[str] | None = None) -> "TrainingRun":
     "Tokenizer, datasets of `splits` (default: all; one REFER index) and the model seeded with `cfg.seed`, as `prepare` makes them."
     self.tokenizer, data, self.cfg = _ready(self.cfg, splits)
     self._set_data(data, {k: ds.collate for k, ds in data.items()}, ["train", *data])
@@ -750,10 +767,15 @@ def prepare(self: TrainingRun, splits: Sequence[str] | None = None) -> "Training
 
 @patch
 def use(self: TrainingRun, model: nn.Module, loaders: dict[str, DataLoader], cbs: Sequence[Callback] = ()) -> "TrainingRun":
-    "Train a model and loaders made elsewhere (`fit`'s arguments) instead of `prepare`'s; checked before any work."
+    "Train a model and loaders made elsewhere (`fit`'s arguments); checked before any work. Loaders made for this run are kept."
     _check_parts(model, loaders, cbs)
     self.model = model
-    return self._set_data({k: dl.dataset for k, dl in loaders.items()}, {k: dl.collate_fn for k, dl in loaders.items()}, ("train", "val"))
+    self._set_data({k: dl.dataset for k, dl in loaders.items()}, {k: dl.collate_fn for k, dl in loaders.items()}, ("train", "val"))
+    for k, dl in loaders.items():       # `prepare`'s loaders (`make_run_loaders`) are the ones this run would build
+        if getattr(dl, "made_for", None) != loader_key(self.cfg, self.info, k == "train"): continue
+        if k == "train": self._train_dl = dl
+        else: self._eval[(k, False)] = dl
+    return self
 
 @patch
 def _set_data(self: TrainingRun, data: dict, collate: dict, splits: Sequence[str]) -> "TrainingRun":
@@ -764,12 +786,13 @@ def _set_data(self: TrainingRun, data: dict, collate: dict, splits: Sequence[str
     return self
 
 @patch
-def check(self: TrainingRun) -> "TrainingRun":
+def _check(self: TrainingRun) -> "TrainingRun":
     "Before anything is written: the training data's fingerprints, then the run folder (`check_run_dir`): the checkpoint to resume, or a refusal."
     self.fingerprints = run_fingerprints(self.data)
     if self.resume:
         self.found, best = _read_run_dir(self.run_dir, self.cfg, self.fingerprints)
         self.best_info = None if best is None else {k: v for k, v in best.items() if k != "model"}   # not its weights: read at the end
+    self._checked = True
     return self
 
 # %% ../nbs/12_training.ipynb #trun0012
@@ -783,8 +806,10 @@ def eval_loader(self: TrainingRun, split: str, whole: bool = False) -> DataLoade
     return self._eval[key]
 
 @patch
-def train(self: TrainingRun, cbs: Sequence[Callback] = (), validate: bool = True) -> Path:
-    "Write `config.json`, then train from the checkpoint `check` found (or step 0), validating on val if `validate`; returns the run folder."
+def _train(self: TrainingRun, cbs: Sequence[Callback] = (), validate: bool = True) -> Path:
+    "Write `config.json`, then train from the checkpoint `_check` found (or step 0), validating on val if `validate`; returns the run folder."
+    if not (self._checked and self._held):
+        raise RuntimeError("TrainingRun: training begins in start(), which checks and locks the run folder first")
     info, cfg, run_dir = self.info, self.cfg, self.run_dir
     # not a repeat of prepare's seed (the initial weights, the same on every rank): the stream this rank trains with
     seed_everything(cfg.seed + info.rank)
@@ -805,7 +830,8 @@ def _learner(self: TrainingRun, cbs: Sequence[Callback], validate: bool) -> Lear
     info, cfg = self.info, self.cfg
     model = self.model = self.model.to(info.device)
     model = info.wrap(model)
-    train_dl = make_train_loader(self.data["train"], cfg, info, self.collate["train"])
+    if self._train_dl is None: self._train_dl = make_train_loader(self.data["train"], cfg, info, self.collate["train"])
+    train_dl = self._train_dl
     val_dl = self.eval_loader("val") if validate and "val" in self.data else None
     if val_dl is not None and self.evaluate is None:
         warnings.warn("no evaluate function: training without validation (pass evaluate=, e.g. 13_evaluation's)")
@@ -818,7 +844,7 @@ def _learner(self: TrainingRun, cbs: Sequence[Callback], validate: bool) -> Lear
 
 @patch
 def _restore(self: TrainingRun, learn: Learner) -> None:
-    "Resume the checkpoint `check` found; without one, keep the run's best.pt until a validation beats it."
+    "Resume the checkpoint `_check` found; without one, keep the run's best.pt until a validation beats it."
     info, best = self.info, self.run_dir / "best.pt"
     if self.found:
         resume(learn, self.found[1], self.found[0])
@@ -829,12 +855,76 @@ def _restore(self: TrainingRun, learn: Learner) -> None:
         if info.is_main: warnings.warn(f"{self.run_dir} has no step checkpoint to resume: training starts at step 0; {best} "
                                        f"({self.cfg.eval.select_metric} {learn.best}) is kept until a validation beats it")
 
+# %% ../nbs/12_training.ipynb #trun0020
+import argparse
+
+from .core import usable_cores
+from .data.transforms import save_tokenizer   # built in 04_transforms: the run folder holds the tokenizer
+
+def check_writable(d: Path) -> None:
+    "Refuse a folder `d` (existing or not) that cannot be written: its nearest existing parent is a file or read-only."
+    d = Path(d).resolve(); probe = d
+    while not probe.exists(): probe = probe.parent
+    if not probe.is_dir(): raise NotADirectoryError(f"cannot write under {d}: {probe} is a file, expected a directory")
+    if not os.access(probe, os.W_OK): raise PermissionError(f"output directory {d} is not writable")
+
+def check_out_dir(d: Path, flag: str = "--out") -> Path:
+    "Refuse, before any work, an output directory that is an existing file or not writable (`flag`: how the user named it)."
+    if d.exists() and not d.is_dir(): raise NotADirectoryError(f"{flag} {d} is a file; expected a directory (existing or new)")
+    check_writable(d)
+    return d
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    "The `--threads N` option of the commands that compute."
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads (default: $OMP_NUM_THREADS when set, else every usable core)")
+
+def set_threads(n: int | None = None) -> int:
+    "Use `n` torch threads; without `n`, `$OMP_NUM_THREADS` when set, else every usable core. Returns the count in use."
+    if n is not None and n < 1: raise ValueError(f"--threads {n}: expected an integer >= 1")
+    if n is None and os.environ.get("OMP_NUM_THREADS", "").strip(): return torch.get_num_threads()   # torch read it at start-up
+    torch.set_num_threads(n or usable_cores())
+    return torch.get_num_threads()
+
+# %% ../nbs/12_training.ipynb #trun0021
+@patch
+def start(self: TrainingRun, splits: Sequence[str] | None = None, cbs: Sequence[Callback] = (), validate: bool = True,
+          finish: Callable[[TrainingRun], Any] | None = None, banner: str = "", out_flag: str = "train.out_dir") -> Any:
+    "The run, once, in order: folder checked and locked, data and model prepared (unless `use`d), folder checked against this run, tokenizer and config written, trained, then `finish(run)` under the lock; returns its result (default: the run folder)."
+    if self._started: raise RuntimeError(f"this TrainingRun ({self.run_dir}) has started already; make a new one")
+    self._started = True
+    check_out_dir(self.run_dir, out_flag)
+    with self._locked():                                  # one training per run directory
+        if self.model is None: self._prepare(splits)
+        self._check()                                     # check first, write after: a refused run changes nothing
+        if self.info.is_main and self.tokenizer is not None:
+            save_tokenizer(self.tokenizer, self.run_dir / "tokenizer")     # `load_run` reads it beside the checkpoint
+            n = sum(p.numel() for p in self.model.parameters())
+            if banner: print(f"{banner}: {self.cfg.name} ({n / 1e6:.2f} M parameters) on {self.cfg.data.dataset} → {self.run_dir}")
+        t0 = time.perf_counter()
+        self._train(cbs, validate)
+        self.train_seconds = time.perf_counter() - t0
+        return finish(self) if finish is not None else self.run_dir
+
+@patch
+def load_best(self: TrainingRun) -> dict | None:
+    "Put best.pt's weights into the model (once, at the end); its other fields (`step`, `best`), or None when no validation wrote one."
+    best = self.run_dir / "best.pt"
+    if not best.exists(): return None
+    ck = load_checkpoint(best)
+    self.model.load_state_dict(ck["model"])
+    return {k: v for k, v in ck.items() if k != "model"}
+
+@patch
+def validations(self: TrainingRun) -> int:
+    "How many validations the run's log holds."
+    return sum(r.get("split") == "val" for r in read_log(self.run_dir / "log.jsonl"))
+
 # %% ../nbs/12_training.ipynb #trun0014
 def fit(model: nn.Module, loaders: dict[str, DataLoader], cfg: Config, cbs: Sequence[Callback] = (),
         resume_run: bool = True, evaluate: Callable | None = None) -> Path:
     "Train `model` on `loaders['train']` (validating on `loaders.get('val')`, `cbs` beside the default callbacks) in `cfg.train.out_dir`, resuming its newest checkpoint if `resume_run`, validating with `evaluate`; returns that directory."
-    run = TrainingRun(cfg, resume=resume_run, evaluate=evaluate).use(model, loaders, cbs)    # checked before any work
-    with run.locked(): return run.check().train(cbs)
+    return TrainingRun(cfg, resume=resume_run, evaluate=evaluate).use(model, loaders, cbs).start(cbs=cbs)
 
 # %% ../nbs/12_training.ipynb #pr000002
 from typing import NamedTuple
@@ -864,14 +954,14 @@ def _seeded_model(cfg: Config) -> nn.Module:
     return build_model(cfg)
 
 def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) -> Prepared:
-    "Tokenizer → `model.text.vocab_size` → data loaders of `splits` (default: all) → model seeded with `cfg.seed`."
-    from ris_nb.data.transforms import make_loaders
+    "Tokenizer → `model.text.vocab_size` → the loaders of `splits` (default: all) that a run in this process trains on → model seeded with `cfg.seed`."
     if not isinstance(world, int) or isinstance(world, bool) or world < 1:
         raise ValueError(f"world={world!r}: expected the number of processes, an integer >= 1")
     tok, data, cfg = _ready(cfg, splits)
-    loaders = make_loaders(data, cfg)
-    if cfg.data.train_split in loaders:                     # `train.epochs` → steps, so the config states what will run
-        cfg = resolve_epochs(cfg, epoch_items(cfg, loaders[cfg.data.train_split].dataset), world)
+    if (train := data.get(cfg.data.train_split)) is not None:   # `train.epochs` → steps, so the config states what will run
+        check_loaders({"train": train}, cfg, ["train"])             # a batch larger than the split: named before the sampler
+        cfg = resolve_epochs(cfg, epoch_items(cfg, train), world)
+    loaders = make_run_loaders(data, cfg, init_distributed(cfg.train.device))    # the ones `fit` trains on
     return Prepared(tok, loaders, _seeded_model(cfg), cfg)
 
 # %% ../nbs/12_training.ipynb #e17f9ea8

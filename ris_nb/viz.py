@@ -24,7 +24,7 @@ from torch import nn
 
 from .core import Config, eval_mode, get_preset, seed_everything
 from .models import build_model   # importing the package registers every model
-from .data.transforms import Batch, denormalize, encode_text, image_transform, resize_mask, save_tokenizer
+from .data.transforms import Batch, denormalize, encode_text, image_transform, resize_mask
 from .metrics import mask_iou
 
 # %% auto #0
@@ -60,11 +60,7 @@ def ensure_checkpoint(preset: str, data_root: str | Path, out_dir: str | Path, o
             raise ValueError(f"{out_dir} holds a {preset} run with another config ({'; '.join(diff[:4])}); "
                              "delete it or choose another folder")
         return best
-    run = TrainingRun(cfg)
-    with run.locked():
-        run.prepare([cfg.data.train_split, cfg.data.val_split]).check()
-        save_tokenizer(run.tokenizer, out_dir / "tokenizer")          # `ris_nb.train.load_run` reads it beside the checkpoint
-        run.train(list(cbs))
+    TrainingRun(cfg).start([cfg.data.train_split, cfg.data.val_split], list(cbs))    # the tokenizer beside best.pt, for `load_run`
     if not best.is_file(): raise RuntimeError(f"training {preset} into {out_dir} wrote no best.pt (no validation ran?)")
     return best
 

@@ -15,7 +15,7 @@ from typing import Callable
 import pytest
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
-CLI = [sys.executable, "-m", "ris_nb.cli"]
+CLI = [sys.executable, "-m", "ris_nb"]
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -117,7 +117,7 @@ def test_epochs_become_optimizer_steps(shaperefs, tmp_path):
 def test_torchrun_cli_runs(shaperefs, tmp_path):
     out = tmp_path / "tr"
     p = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518", "-m",
-             "ris_nb.cli", "train", "--data", str(shaperefs), "--out", str(out)] + TRAIN + ["train.max_steps=2"])
+             "ris_nb", "train", "--data", str(shaperefs), "--out", str(out)] + TRAIN + ["train.max_steps=2"])
     assert "outlived destroy_process_group" not in p.stderr    # the group (and its gloo threads) ended before exit
     assert (out / "report.md").exists() and (out / "best.pt").exists()
     assert len([r for r in read_log(out / "log.jsonl") if "loss" in r]) == 2   # rank 0 writes, once per step

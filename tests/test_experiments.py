@@ -10,7 +10,7 @@ import torch
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from ris_nb import experiments as E
-from ris_nb.app import main   # the whole command: `experiments` is registered by ris_nb.experiments
+from ris_nb.__main__ import main   # the whole command: `python -m ris_nb` (99_app)
 from ris_nb.data.refer import Refer
 
 TOY = ["--quick", "--seeds", "1", "--steps", "2", "--scenes", "60", "--jobs", "1"]   # two optimizer steps a run, 60 scenes

@@ -170,7 +170,7 @@ def test_fit_validates_the_config_before_any_work(tmp_path):
 
 def main(capsys, *args) -> tuple[int, str]:
     "Run `ris_nb ARGS` in this process: (exit code, stderr). An exception escaping main() (a traceback) fails the test."
-    from ris_nb.app import main as cli_main   # every subcommand, `course` and `experiments` included
+    from ris_nb.__main__ import main as cli_main   # every subcommand, `course` and `experiments` included
     rc = cli_main([str(a) for a in args])
     return rc, capsys.readouterr().err
 
@@ -536,7 +536,7 @@ def test_cli_interrupt_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_run_presets", interrupted, raising=False)
     parser = cli.build_parser()
     args = parser.parse_args(["presets"]); args.func = interrupted
-    monkeypatch.setattr(cli, "build_parser", lambda: type("P", (), {"parse_args": lambda self, a: args})())
+    monkeypatch.setattr(cli, "build_parser", lambda *_: type("P", (), {"parse_args": lambda self, a: args})())
     assert cli.main(["presets"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["ris_nb presets: interrupted"], err
@@ -545,7 +545,7 @@ def test_cli_interrupt_is_one_line(monkeypatch, capsys):
 def test_cli_output_into_a_closed_pipe_is_quiet():
     "`ris_nb … | head -1`: the reader leaves; no 'Broken pipe' error line, exit 1."
     r, w = os.pipe(); os.close(r)
-    p = subprocess.run([sys.executable, "-m", "ris_nb.cli", "presets"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "ris_nb", "presets"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
     os.close(w)
     assert p.returncode == 1 and "Broken pipe" not in p.stderr, (p.returncode, p.stderr)
 

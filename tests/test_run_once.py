@@ -1,6 +1,7 @@
-"""One `ris_nb train` starts its run once (issue 49): during a fresh run, and again during a resumed one, every start-up step
-(config validation, rank set-up, lock, REFER index, tokenizer and data, run-folder check, fingerprints, seeding, the train
-split's DataLoader) runs once. Each step is counted by a wrapper put in place of the function wherever `ris_nb` holds it."""
+"""One `ris_nb train` starts its run once (issue 49), through one `TrainingRun.start`: during a fresh run, and again during a
+resumed one, every start-up step (config validation, rank set-up, lock, REFER index, tokenizer and data, run-folder check,
+fingerprints, seeding, the train split's DataLoader) runs once. Each step is counted by a wrapper put in place of the
+function wherever `ris_nb` holds it, and each of the run's own steps by a wrapper put on `TrainingRun`."""
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,7 @@ from ris_nb.data.refer import Refer
 STEPS = [(core, "validate_config"), (transforms, "check_config_arg"), (train, "check_loaders"), (train, "init_distributed"),
          (train, "run_fingerprints"), (train, "run_lock"), (train, "check_run_dir"), (train, "_read_run_dir"),
          (train, "resolve_epochs"), (core, "seed_everything")]
+RUN_STEPS = ["start", "_prepare", "_check", "_train", "load_best"]   # `TrainingRun`'s: the one start and what it calls
 ARGS = ["--preset", "lavt_tiny", "--set", "data.image_size=64", "train.batch_size=4", "train.log_every=1", "train.eval_every=2",
         "train.ckpt_every=2", "train.device=cpu"]
 
@@ -38,11 +40,21 @@ def count_everywhere(monkeypatch, module, name: str, calls: Counter) -> None:
         if getattr(mod, name, None) is original: monkeypatch.setattr(mod, name, counted)
 
 
+def count_method(monkeypatch, cls, name: str, calls: Counter) -> None:
+    "Replace the method `cls.name` by a counting wrapper."
+    original = getattr(cls, name)
+    def counted(self, *a, **k):
+        calls[f"{cls.__name__}.{name}"] += 1
+        return original(self, *a, **k)
+    monkeypatch.setattr(cls, name, counted)
+
+
 def counted_train(monkeypatch, capsys, *args) -> Counter:
     "Run `ris_nb train ARGS` in this process, counting each start-up step; the exit code must be 0."
     from ris_nb.cli import main
     calls = Counter()
     for module, name in STEPS: count_everywhere(monkeypatch, module, name, calls)
+    for name in RUN_STEPS: count_method(monkeypatch, train.TrainingRun, name, calls)
     refer_init, loader_init, torch_load = Refer.__init__, torch.utils.data.DataLoader.__init__, torch.load
     def refer(self, *a, **k): calls["Refer"] += 1; refer_init(self, *a, **k)
     def loader(self, dataset, *a, **k):
@@ -59,7 +71,7 @@ def counted_train(monkeypatch, capsys, *args) -> Counter:
 
 
 ONCE = ["validate_config", "check_config_arg", "check_loaders", "init_distributed", "run_fingerprints", "run_lock",
-        "_read_run_dir", "resolve_epochs", "Refer", "train DataLoader"]
+        "_read_run_dir", "resolve_epochs", "Refer", "train DataLoader", *(f"TrainingRun.{m}" for m in RUN_STEPS)]
 
 
 def test_a_fresh_and_a_resumed_train_start_once(shaperefs, tmp_path, monkeypatch, capsys):

@@ -9,7 +9,7 @@ reaches interpreter shutdown soonest after the last collective; with `--hold-gil
 blocks, from just before `finish_distributed`, so a gloo thread that still needs the GIL after the last collective waits
 for it, as a descheduled one does on a busy machine); or `--worker cli`: the CLI's
 `main()` training lavt_tiny for 2 steps on a small ShapeRefs (DDP through `fit`, then the report), ended by a normal
-interpreter exit (`sys.exit(main())`, as `python -m ris_nb.cli` does).
+interpreter exit (`sys.exit(main())`, as `python -m ris_nb` does).
 
     python tools/ddp_stress.py --runs 40 --load 2
     python tools/ddp_stress.py --runs 15 --load 2 --worker cli

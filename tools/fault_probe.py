@@ -30,7 +30,7 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
-RIS = [sys.executable, "-m", "ris_nb.app"]   # the whole command: course and experiments included
+RIS = [sys.executable, "-m", "ris_nb"]   # the whole command: course and experiments included
 TINY = ["train.max_steps=2", "train.batch_size=4", "data.image_size=64", "train.eval_every=2"]
 
 
