@@ -43,7 +43,7 @@ def _run_synth(args) -> None:
     generate(args.out, n_images=args.n_images, seed=args.seed, size=args.size, language=args.language)
 
 # %% ../nbs/15_cli.ipynb #c15t0002
-from .train import add_threads_arg, check_out_dir, check_writable, set_threads   # built in 12_training: the run checks its folder
+from .train import add_threads_arg, check_out_dir, check_writable, set_threads   # built in 12_training
 
 # %% ../nbs/15_cli.ipynb #681260ec
 def _add_train(sub) -> None:
@@ -81,7 +81,8 @@ def config_from_args(args):
 def _run_train(args) -> None:
     from ris_nb.evaluate import evaluate_run
     from ris_nb.train import TrainingRun, finish_distributed
-    TrainingRun(_config_of(args)).start(finish=None if args.no_eval else evaluate_run, banner="ris_nb train", out_flag="--out")
+    finish = None if args.no_eval else evaluate_run      # the final evaluation and report (13_evaluation)
+    TrainingRun(_config_of(args)).start(finish=finish, banner="ris_nb train", out_flag="--out")
     finish_distributed()                                  # the run, its DDP wrapper with it, is gone by now
 
 # %% ../nbs/15_cli.ipynb #c6fe76f5
@@ -199,7 +200,7 @@ def _run_predict(args) -> None:
     print(f"mask: {out} ({mask.mean() * 100:.1f}% of the image), overlay: {overlay}")
 
 # %% ../nbs/15_cli.ipynb #665d3051
-SUBCOMMANDS: list[Callable] = [_add_synth, _add_train, _add_eval, _add_predict, _add_presets]   # the pipeline's (more below)
+SUBCOMMANDS: list[Callable] = [_add_synth, _add_train, _add_eval, _add_predict, _add_presets]   # the pipeline's
 
 def build_parser(commands: Sequence[Callable] | None = None) -> argparse.ArgumentParser:
     "The `ris_nb` argument parser with `commands`, each `add(subparsers)` (default: the pipeline's, `SUBCOMMANDS`)."
@@ -224,7 +225,7 @@ def error_line(e: BaseException) -> str:
 
 # %% ../nbs/15_cli.ipynb #15main02
 def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = None) -> int:
-    "Run `ris_nb ARGV` with `commands` (default: the pipeline's); `python -m ris_nb` (`ris_nb.__main__.main`) passes every module's."
+    "Run `ris_nb ARGV` with `commands` (default: the pipeline's); `python -m ris_nb` passes every module's."
     parser = build_parser(commands)
     args = parser.parse_args(argv)
     if args.command is None:
@@ -318,5 +319,5 @@ SUBCOMMANDS.append(_add_pretrain_entities)
 
 # %% ../nbs/15_cli.ipynb #a2c3c283
 #| eval: false
-if __name__ == "__main__" and "ipykernel" not in sys.modules:   # the old `python -m ris_nb.cli`: pointed to the whole command
-    sys.exit("ris_nb.cli holds the pipeline's subcommands; run `python -m ris_nb …` (or `torchrun … -m ris_nb …`)")
+if __name__ == "__main__" and "ipykernel" not in sys.modules:   # the old `python -m ris_nb.cli`: pointed to the command
+    sys.exit("ris_nb.cli holds the pipeline's subcommands; run `python -m ris_nb …` (torchrun: `-m ris_nb`)")

@@ -343,21 +343,24 @@ def grounding_line(model: nn.Module, loader, device: torch.device | str | None =
 from .core import precision_line
 
 def evaluate_run(run: Any) -> Path | None:
-    "The end of a trained run (12_training's `TrainingRun`): its best.pt, val and test splits scored, report.md and the best/worst figure written and the report printed by rank 0; the report's path (rank 0)."
+    """The end of a trained run (12_training's `TrainingRun`): its best.pt scored on val and test splits; rank 0 writes
+    report.md and the best/worst figure, prints the report and returns its path."""
     cfg, info, model = run.cfg, run.info, run.model
     ck = run.load_best()
     model.to(info.device)
     splits = [s for s in [cfg.data.val_split, *cfg.data.test_splits] if s in run.data]
-    results = {s: evaluate(model, run.eval_loader(s), protocol=cfg.eval.protocol, device=info.device, progress=info.is_main)
-               for s in splits}
+    results = {s: evaluate(model, run.eval_loader(s), protocol=cfg.eval.protocol, device=info.device,
+                           progress=info.is_main) for s in splits}
     if not info.is_main: return None
     best, s0 = run.run_dir / "best.pt", splits[0]
     about = {"checkpoint": f"{best} (step {ck['step']})" if ck is not None else "last weights",
              "training steps": cfg.train.max_steps, "validations during training": run.validations(),
              "precision": precision_line(info.device, cfg.train.amp).removeprefix("precision: ")}
-    if run.data[s0].masks: about["grounding on " + s0] = grounding_line(model, run.eval_loader(s0, whole=True), info.device)
+    if run.data[s0].masks:
+        about["grounding on " + s0] = grounding_line(model, run.eval_loader(s0, whole=True), info.device)
     path = write_report(results, cfg, run.run_dir, about)
-    plot_best_worst(model, run.data[s0], run.collate[s0], results[s0]["samples"], cfg, out=run.run_dir / f"best_worst_{s0}.png")
+    plot_best_worst(model, run.data[s0], run.collate[s0], results[s0]["samples"], cfg,
+                    out=run.run_dir / f"best_worst_{s0}.png")
     print(path.read_text())
     return path
 

@@ -682,7 +682,8 @@ def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[
 def loader_key(cfg: Config, info: DistInfo, train: bool) -> tuple:
     "What a run's loader depends on: a loader made for the same key is the loader the run would make."
     bs = cfg.train.batch_size if train else cfg.eval.batch_size
-    return (train, bs, cfg.seed, cfg.data.num_workers, info.rank, info.world, str(info.device), train and pairs_sentences(cfg))
+    return (train, bs, cfg.seed, cfg.data.num_workers, info.rank, info.world, str(info.device),
+            train and pairs_sentences(cfg))
 
 def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataLoader:
     "Training loader: this rank's share of the global batch, resumable order, drop_last."
@@ -705,8 +706,9 @@ def make_eval_loader(loader: DataLoader, cfg: Config, info: DistInfo, collate_fn
     return dl
 
 def make_run_loaders(data: dict, cfg: Config, info: DistInfo) -> dict[str, DataLoader]:
-    "The loaders a run trains and validates on, one per split of `data` (datasets carrying `.collate`): train's, then evaluation's."
-    return {k: (make_train_loader if k == cfg.data.train_split else make_eval_loader)(ds, cfg, info, ds.collate) for k, ds in data.items()}
+    "The loaders a run trains and validates on, one per split of `data` (datasets carrying `.collate`)."
+    make = lambda k: make_train_loader if k == cfg.data.train_split else make_eval_loader
+    return {k: make(k)(ds, cfg, info, ds.collate) for k, ds in data.items()}
 
 def default_callbacks(run_dir: Path, val_loader: DataLoader | None, evaluate: Callable | None = None) -> list[Callback]:
     "The engine's callbacks; `EvalCB` when there is a validation loader and an `evaluate` function."
@@ -767,10 +769,11 @@ def _prepare(self: TrainingRun, splits: Sequence[str] | None = None) -> "Trainin
 
 @patch
 def use(self: TrainingRun, model: nn.Module, loaders: dict[str, DataLoader], cbs: Sequence[Callback] = ()) -> "TrainingRun":
-    "Train a model and loaders made elsewhere (`fit`'s arguments); checked before any work. Loaders made for this run are kept."
+    "Train a model and loaders made elsewhere (`fit`'s arguments), checked before any work; loaders made for this run are kept."
     _check_parts(model, loaders, cbs)
     self.model = model
-    self._set_data({k: dl.dataset for k, dl in loaders.items()}, {k: dl.collate_fn for k, dl in loaders.items()}, ("train", "val"))
+    data, collate = {k: dl.dataset for k, dl in loaders.items()}, {k: dl.collate_fn for k, dl in loaders.items()}
+    self._set_data(data, collate, ("train", "val"))
     for k, dl in loaders.items():       # `prepare`'s loaders (`make_run_loaders`) are the ones this run would build
         if getattr(dl, "made_for", None) != loader_key(self.cfg, self.info, k == "train"): continue
         if k == "train": self._train_dl = dl
@@ -807,7 +810,7 @@ def eval_loader(self: TrainingRun, split: str, whole: bool = False) -> DataLoade
 
 @patch
 def _train(self: TrainingRun, cbs: Sequence[Callback] = (), validate: bool = True) -> Path:
-    "Write `config.json`, then train from the checkpoint `_check` found (or step 0), validating on val if `validate`; returns the run folder."
+    "Write `config.json`, train from the checkpoint `_check` found (or step 0), validating on val if `validate`; the run folder."
     if not (self._checked and self._held):
         raise RuntimeError("TrainingRun: training begins in start(), which checks and locks the run folder first")
     info, cfg, run_dir = self.info, self.cfg, self.run_dir
@@ -869,8 +872,9 @@ def check_writable(d: Path) -> None:
     if not os.access(probe, os.W_OK): raise PermissionError(f"output directory {d} is not writable")
 
 def check_out_dir(d: Path, flag: str = "--out") -> Path:
-    "Refuse, before any work, an output directory that is an existing file or not writable (`flag`: how the user named it)."
-    if d.exists() and not d.is_dir(): raise NotADirectoryError(f"{flag} {d} is a file; expected a directory (existing or new)")
+    "Refuse, before any work, an output directory that is an existing file or not writable (`flag`: the user's name for it)."
+    if d.exists() and not d.is_dir():
+        raise NotADirectoryError(f"{flag} {d} is a file; expected a directory (existing or new)")
     check_writable(d)
     return d
 
@@ -882,7 +886,7 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
 def set_threads(n: int | None = None) -> int:
     "Use `n` torch threads; without `n`, `$OMP_NUM_THREADS` when set, else every usable core. Returns the count in use."
     if n is not None and n < 1: raise ValueError(f"--threads {n}: expected an integer >= 1")
-    if n is None and os.environ.get("OMP_NUM_THREADS", "").strip(): return torch.get_num_threads()   # torch read it at start-up
+    if n is None and os.environ.get("OMP_NUM_THREADS", "").strip(): return torch.get_num_threads()   # read at start-up
     torch.set_num_threads(n or usable_cores())
     return torch.get_num_threads()
 
@@ -890,7 +894,8 @@ def set_threads(n: int | None = None) -> int:
 @patch
 def start(self: TrainingRun, splits: Sequence[str] | None = None, cbs: Sequence[Callback] = (), validate: bool = True,
           finish: Callable[[TrainingRun], Any] | None = None, banner: str = "", out_flag: str = "train.out_dir") -> Any:
-    "The run, once, in order: folder checked and locked, data and model prepared (unless `use`d), folder checked against this run, tokenizer and config written, trained, then `finish(run)` under the lock; returns its result (default: the run folder)."
+    """The run, once, in order: folder checked and locked, data and model prepared (unless `use`d), the folder checked
+    against this run, tokenizer and config written, trained, then `finish(run)` under the lock; its result, else the folder."""
     if self._started: raise RuntimeError(f"this TrainingRun ({self.run_dir}) has started already; make a new one")
     self._started = True
     check_out_dir(self.run_dir, out_flag)
@@ -900,7 +905,8 @@ def start(self: TrainingRun, splits: Sequence[str] | None = None, cbs: Sequence[
         if self.info.is_main and self.tokenizer is not None:
             save_tokenizer(self.tokenizer, self.run_dir / "tokenizer")     # `load_run` reads it beside the checkpoint
             n = sum(p.numel() for p in self.model.parameters())
-            if banner: print(f"{banner}: {self.cfg.name} ({n / 1e6:.2f} M parameters) on {self.cfg.data.dataset} → {self.run_dir}")
+            if banner: print(f"{banner}: {self.cfg.name} ({n / 1e6:.2f} M parameters) on {self.cfg.data.dataset} → "
+                             f"{self.run_dir}")
         t0 = time.perf_counter()
         self._train(cbs, validate)
         self.train_seconds = time.perf_counter() - t0
@@ -908,7 +914,7 @@ def start(self: TrainingRun, splits: Sequence[str] | None = None, cbs: Sequence[
 
 @patch
 def load_best(self: TrainingRun) -> dict | None:
-    "Put best.pt's weights into the model (once, at the end); its other fields (`step`, `best`), or None when no validation wrote one."
+    "best.pt's weights into the model (once, at the end); its other fields (`step`, `best`), or None if no validation wrote it."
     best = self.run_dir / "best.pt"
     if not best.exists(): return None
     ck = load_checkpoint(best)
@@ -954,12 +960,13 @@ def _seeded_model(cfg: Config) -> nn.Module:
     return build_model(cfg)
 
 def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) -> Prepared:
-    "Tokenizer → `model.text.vocab_size` → the loaders of `splits` (default: all) that a run in this process trains on → model seeded with `cfg.seed`."
+    """Tokenizer → `model.text.vocab_size` → the loaders of `splits` (default: all) that a run in this process trains on
+    (`make_run_loaders`) → model seeded with `cfg.seed`."""
     if not isinstance(world, int) or isinstance(world, bool) or world < 1:
         raise ValueError(f"world={world!r}: expected the number of processes, an integer >= 1")
     tok, data, cfg = _ready(cfg, splits)
-    if (train := data.get(cfg.data.train_split)) is not None:   # `train.epochs` → steps, so the config states what will run
-        check_loaders({"train": train}, cfg, ["train"])             # a batch larger than the split: named before the sampler
+    if (train := data.get(cfg.data.train_split)) is not None:   # `train.epochs` → steps: the config states what will run
+        check_loaders({"train": train}, cfg, ["train"])             # a batch larger than the split, named before the sampler
         cfg = resolve_epochs(cfg, epoch_items(cfg, train), world)
     loaders = make_run_loaders(data, cfg, init_distributed(cfg.train.device))    # the ones `fit` trains on
     return Prepared(tok, loaders, _seeded_model(cfg), cfg)

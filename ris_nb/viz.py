@@ -60,7 +60,7 @@ def ensure_checkpoint(preset: str, data_root: str | Path, out_dir: str | Path, o
             raise ValueError(f"{out_dir} holds a {preset} run with another config ({'; '.join(diff[:4])}); "
                              "delete it or choose another folder")
         return best
-    TrainingRun(cfg).start([cfg.data.train_split, cfg.data.val_split], list(cbs))    # the tokenizer beside best.pt, for `load_run`
+    TrainingRun(cfg).start([cfg.data.train_split, cfg.data.val_split], list(cbs))    # tokenizer beside best.pt: `load_run`
     if not best.is_file(): raise RuntimeError(f"training {preset} into {out_dir} wrote no best.pt (no validation ran?)")
     return best
 

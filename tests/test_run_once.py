@@ -1,7 +1,7 @@
-"""One `ris_nb train` starts its run once (issue 49), through one `TrainingRun.start`: during a fresh run, and again during a
-resumed one, every start-up step (config validation, rank set-up, lock, REFER index, tokenizer and data, run-folder check,
-fingerprints, seeding, the train split's DataLoader) runs once. Each step is counted by a wrapper put in place of the
-function wherever `ris_nb` holds it, and each of the run's own steps by a wrapper put on `TrainingRun`."""
+"""One `ris_nb train` starts its run once (issue 49), through one `TrainingRun.start`: during a fresh run, and again
+during a resumed one, every start-up step (config validation, rank set-up, lock, REFER index, tokenizer and data,
+run-folder check, fingerprints, seeding, the train split's DataLoader) runs once. Each step is counted by a wrapper put
+in place of the function wherever `ris_nb` holds it, and each of the run's own steps by a wrapper put on `TrainingRun`."""
 import sys
 from collections import Counter
 from pathlib import Path
