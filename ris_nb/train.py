@@ -707,8 +707,8 @@ def make_eval_loader(loader: DataLoader, cfg: Config, info: DistInfo, collate_fn
 
 def make_run_loaders(data: dict, cfg: Config, info: DistInfo) -> dict[str, DataLoader]:
     "The loaders a run trains and validates on, one per split of `data` (datasets carrying `.collate`)."
-    make = lambda k: make_train_loader if k == cfg.data.train_split else make_eval_loader
-    return {k: make(k)(ds, cfg, info, ds.collate) for k, ds in data.items()}
+    return {k: make_train_loader(ds, cfg, info, ds.collate) if k == cfg.data.train_split
+            else make_eval_loader(ds, cfg, info, ds.collate) for k, ds in data.items()}
 
 def default_callbacks(run_dir: Path, val_loader: DataLoader | None, evaluate: Callable | None = None) -> list[Callback]:
     "The engine's callbacks; `EvalCB` when there is a validation loader and an `evaluate` function."
