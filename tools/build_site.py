@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_ROW = re.compile(r"^\| `(\w+)` \|")
 DIRECTIVE = re.compile(r"^\s*#\|\s*(.*)$")
 WIDE_CODE_CSS = """/* lines of 100+ characters readable without scrolling sideways */
-.bd-page-width { max-width: 110rem; }
-.bd-main .bd-content .bd-article-container { max-width: 100%; }
-div.cell_input pre, div.cell_output pre { font-size: 0.82rem; }
+.bd-page-width { max-width: none !important; }
+.bd-main .bd-content .bd-article-container { max-width: none !important; }
+:root { --pst-sidebar-secondary: 13rem; }
+div.cell_input pre, div.cell_output pre, .highlight pre { font-size: 0.74rem !important; }
 """
 
 
@@ -114,8 +115,6 @@ html:
 sphinx:
   config:
     mathjax_path: mathjax/tex-chtml.js
-    html_static_path: [_static]
-    html_css_files: [wide.css]
     suppress_warnings: [mystnb.unknown_mime_type, myst.header]  # show_doc renders each name as an H3
 """
 
