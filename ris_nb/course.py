@@ -18,7 +18,8 @@ import torch
 
 from .checks import CheckError, check_choice, check_fields, check_function, check_in_range, compare  # noqa: F401 (re-exported)
 from .cli import check_out_dir, subcommand
-from .core import probe_ms, write_atomic
+from .testing import probe_ms
+from .io import write_atomic
 
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'KINDS', 'STUDENT_README', 'clear_regions',

@@ -23,8 +23,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .core import (Config, amp_dtype, get_device, load_state_checked, precision_line, seed_everything,
-                   torch_load_checked, validate_config, write_atomic, write_error)
+from .core import Config, amp_dtype, get_device, precision_line, seed_everything, validate_config
+from .io import load_state_checked, torch_load_checked, write_atomic, write_error
 
 # %% auto #0
 __all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed', 'EpochSampler', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'save_checkpoint', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler', 'train_sampler', 'eval_sampler', 'atomic_save', 'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'library_evaluate']
@@ -597,7 +597,7 @@ def _dataset(data: DataLoader | Any) -> Any:
 def run_fingerprints(loaders: dict[str, DataLoader], fresh: bool = False) -> dict:
     "`tokenizer_fingerprint`, `data_fingerprint` (file → SHA-256, read again if `fresh`) and `images_fingerprint` of the training set (`loaders['train']`, a loader or its dataset); absent when its dataset has none."
     from ris_nb.data.transforms import tokenizer_fingerprint
-    from ris_nb.data.refer import sha256
+    from ris_nb.io import sha256
     ds = _dataset(loaders["train"])
     tok, refer = getattr(ds, "tokenizer", None), getattr(getattr(ds, "base", None), "refer", None)
     out = {}
@@ -1047,7 +1047,7 @@ def save_checkpoint(obj: Any, path: str | Path) -> Path:
     return atomic_save(obj, path)
 
 # %% ../nbs/93_distributed.ipynb #d93st001
-from .core import pid_alive
+from .io import pid_alive
 
 def stale_temp_files(run_dir: Path) -> list[Path]:
     "`write_atomic` temp files (`.<name>.tmp-<pid><suffix>`) in `run_dir` and its `checkpoints/` whose process is gone."
