@@ -103,7 +103,9 @@ def step_clock():
         def after_step(self):
             t = self.sync(); self.times.append((t - self.t0) * 1e3); self.t0 = t
             l = self.learn
-            if (self.stop_at and l.step >= self.stop_at) or (self.stop_s and t - self.start > self.stop_s):
+            if len(self.times) <= 2: self.start = t    # the budget starts after two warm-up steps (CUDA's first kernels)
+            over = self.stop_s and len(self.times) > 2 and t - self.start > self.stop_s
+            if (self.stop_at and l.step >= self.stop_at) or over:
                 self.save(); raise CancelFitException
         def after_fit(self):
             if self.learn.step >= self.learn.cfg.train.max_steps: self.save()
@@ -138,6 +140,14 @@ def run_config(preset: str, data: str, out: str, device: str, precision: str, st
     return cfg.override(sets)
 
 
+def reset_peak(device: str) -> None:
+    "Zero CUDA's peak-memory counter; the caching allocator exists only once CUDA is initialised in this process."
+    torch = _torch()
+    torch.cuda.init()
+    torch.empty(1, device=device)
+    torch.cuda.reset_peak_memory_stats(device)
+
+
 def without_bf16() -> None:
     "This process answers `torch.cuda.is_bf16_supported() == False`: `train.amp=auto` takes the fp16 + GradScaler path."
     _torch().cuda.is_bf16_supported = lambda *a, **k: False
@@ -152,7 +162,7 @@ def train_run(preset: str, precision: str, data: str, out: str, device: str, ste
     from ris_nb.train import TrainingRun, read_log
     torch = _torch()
     if precision == "fp16": without_bf16()
-    if device.startswith("cuda"): torch.cuda.reset_peak_memory_stats(device)
+    if device.startswith("cuda"): reset_peak(device)
     cfg = run_config(preset, data, out, device, precision, steps, ckpt_every, tiny)
     clock = step_clock()(stop_at, stop_s, Path(out) / "final.pt")
     run = TrainingRun(cfg)
@@ -208,7 +218,7 @@ def paper_step(preset: str, device: str, tiny: bool, steps: int) -> dict:
         batch = random_batch(bs, cfg.data.image_size, cfg.model.text.vocab_size)
         c = cfg.override({"train.batch_size": bs, "train.max_steps": steps})
         clock, oom = step_clock()(), False
-        if device.startswith("cuda"): torch.cuda.reset_peak_memory_stats(device)
+        if device.startswith("cuda"): reset_peak(device)
         try: Learner(model, [batch] * steps, c, [DeviceCB(), clock]).fit()
         except torch.OutOfMemoryError: oom = True
         if oom:                                  # outside the except block: its traceback no longer holds the tensors
@@ -231,7 +241,8 @@ def paper_eval(preset: str, device: str, tiny: bool, data: str, out: str) -> dic
     from ris_nb.data.transforms import build_tokenizer, save_tokenizer, tokenizer_fingerprint
     from ris_nb.train import model_state, save_checkpoint
     torch = _torch()
-    cfg = paper_config(preset, device, tiny).override({"data.root": data, "data.tokenizer": "word"})
+    cfg = paper_config(preset, device, tiny).override({"data.root": data, "data.dataset": "shaperefs",
+                                                       "data.split_by": "shaperefs", "data.tokenizer": "word"})
     tok = build_tokenizer(cfg)
     if cfg.model.text.vocab_size < len(tok): cfg = cfg.override({"model.text.vocab_size": len(tok)})
     seed_everything(0)
@@ -457,6 +468,8 @@ def parse_args(argv=None):
                     help="planned steps of each precision run (default 300; --tiny 4)")
     ap.add_argument("--budget-s", type=float, default=None, help="time for all checks (default 450; --tiny 240)")
     ap.add_argument("--checks", nargs="+", choices=CHECKS, default=CHECKS, help="which checks to run (default: all)")
+    ap.add_argument("--presets", nargs="+", choices=TINY_PRESETS, default=TINY_PRESETS,
+                    help="the presets the precision checks train (default: both)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per check (default: torch's; --tiny 1)")
     a = ap.parse_args(argv)
     a.steps = a.steps or (4 if a.tiny else 300)
@@ -510,7 +523,7 @@ def main(argv=None) -> int:
         def emit(row):                                         # written at once: a killed check run keeps its rows
             rows.append({**row, **stamp}); write_rows(a.out, rows[-1:])
             show(rows[-1], time.monotonic() - clock[0]); clock[0] = time.monotonic()
-        for preset in TINY_PRESETS if "precision" in a.checks else []:
+        for preset in a.presets if "precision" in a.checks else []:
             for precision in precisions:
                 if precision == "bf16" and not info["bf16"]:
                     emit({"check": "precision", "preset": preset, "precision": precision,
