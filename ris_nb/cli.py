@@ -104,7 +104,8 @@ def check_out_dir(d: Path, flag: str = "--out") -> Path:
 
 # %% ../nbs/15_cli.ipynb #a6a8a891
 def _run_train(args) -> None:
-    from ris_nb.train import TrainingRun, finish_distributed
+    from ris_nb.distributed import finish_distributed
+    from ris_nb.train import TrainingRun
     _train(TrainingRun(_config_of(args)), args.no_eval)   # the config validated as a whole: nothing read or written yet
     finish_distributed()                                  # the run, its DDP wrapper with it, is gone by now
 
@@ -168,7 +169,8 @@ def _check_data_root(cfg, ckpt, data: str | None) -> None:
 def _run_eval(args) -> None:
     from ris_nb.data.transforms import make_dataloaders
     from ris_nb.evaluate import evaluate, write_report
-    from ris_nb.train import check_loaders, finish_distributed, init_distributed, make_eval_loader
+    from ris_nb.distributed import finish_distributed, init_distributed
+    from ris_nb.train import check_loaders, make_eval_loader
     out = check_out_dir(Path(args.out) if args.out else Path(args.ckpt).resolve().parent)   # before any work
     cfg, tok, model = load_run(args.ckpt, args.data)
     _check_data_root(cfg, args.ckpt, args.data)

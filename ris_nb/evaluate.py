@@ -25,7 +25,9 @@ from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize,
 from .metrics import RISMetrics, check_protocol, intersection_union, iou_from, reduce_across_ranks
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report', 'plot_best_worst', 'sentence_sensitivity', 'shatter_gather', 'grounding_figures', 'grounding_line']
+__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown',
+           'write_report', 'plot_best_worst', 'sentence_sensitivity', 'shatter_gather', 'grounding_figures',
+           'grounding_line']
 
 # %% ../nbs/13_evaluation.ipynb #7c44d9ce
 def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,9 +111,11 @@ def check_eval_args(model: Any, loader: Any) -> None:
     if loader is None or isinstance(loader, (str, bytes, dict)) or not hasattr(loader, "__iter__"):
         raise TypeError(f"loader: expected a DataLoader from make_dataloaders/prepare (its .dataset a RISDataset), got {type(loader).__name__}")
 
-def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:
-    "Each named group's metrics (one process; appendix 93 takes the union of names over ranks and sums them)."
-    return {n: reduce_across_ranks(groups[n]) for n in sorted(groups)}
+from .distributed import names_over_ranks   # built in appendix 93
+
+def _reduce_groups(groups: defaultdict[str, RISMetrics]) -> dict[str, dict]:
+    "Each named group's metrics over all ranks: the union of names seen (`names_over_ranks`), each group's sums added."
+    return {n: reduce_across_ranks(groups[n]) for n in names_over_ranks(groups)}
 
 # %% ../nbs/13_evaluation.ipynb #61edc80c
 @torch.no_grad()
@@ -339,13 +343,3 @@ def grounding_line(model: nn.Module, loader, device: torch.device | str | None =
                 f"objects covered by a slot, A^fuse picks the best slot for {g['picks_best_slot']:.1f} % of sentences")
     return (f"cross-referent IoU {g['cross_referent_iou']:.2f} (1 = the sentence is ignored; ground truth "
             f"{g['cross_referent_iou_gt']:.2f}), {g['right_shape']:.1f} % of masks land on the referred shape")
-
-# %% ../nbs/93_distributed.ipynb #d93m0003
-def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:
-    "Reduce each named group across ranks (the union of names over ranks)."
-    import torch.distributed as dist
-    names = sorted(groups)
-    if dist.is_available() and dist.is_initialized():
-        allnames = [None] * dist.get_world_size(); dist.all_gather_object(allnames, names)
-        names = sorted(set().union(*allnames))
-    return {n: reduce_across_ranks(groups[n]) for n in names}

@@ -519,7 +519,7 @@ def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: 
     "Run (or resume) every (row, seed), seed-major, on `jobs` processes; aggregate into OUT/study.json, .md and .png."
     if not isinstance(seeds, int) or seeds < 1: raise ValueError(f"--seeds {seeds!r}: expected a positive integer")
     if not isinstance(jobs, int) or jobs < 1: raise ValueError(f"--jobs {jobs!r}: expected a positive integer")
-    from ris_nb.train import run_lock
+    from ris_nb.distributed import run_lock
     out = Path(out)
     rows, claims = study_rows(only, names)
     with run_lock(out, "study"):          # a second study in this folder would delete the first one's unfinished runs
@@ -618,7 +618,7 @@ def run_main_table(out: str | Path, seeds: int = 3, budget: Budget = MAIN, langu
     if not isinstance(seeds, int) or seeds < 1: raise ValueError(f"--seeds {seeds!r}: expected a positive integer")
     bad = [l for l in languages if l not in LANGUAGES]
     if bad or not languages: raise ValueError(f"languages {list(languages)!r}: expected some of {LANGUAGES}")
-    from ris_nb.train import run_lock
+    from ris_nb.distributed import run_lock
     out, rows = Path(out), main_rows()
     with run_lock(out, "main table"):
         budgets = {lang: replace(budget, language=lang) for lang in languages}

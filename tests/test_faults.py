@@ -236,7 +236,7 @@ def test_eval_and_predict_refuse_another_runs_tokenizer(trained, other_data, tmp
 
 
 def test_second_training_on_the_same_run_directory_is_refused(trained, shaperefs, capsys):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ris_nb.train import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ris_nb.distributed import run_lock\n"
                                "with run_lock(sys.argv[1]): print('locked', flush=True); time.sleep(60)", str(trained)],
                               stdout=subprocess.PIPE, text=True, env=ENV)
     try:
@@ -519,7 +519,7 @@ def test_predict_out_format_pil_cannot_write_is_refused_first(tmp_path):
 
 
 def test_refused_start_leaves_no_lock_only_folder(tmp_path):
-    from ris_nb.train import run_lock
+    from ris_nb.distributed import run_lock
     run = tmp_path / "run"
     with pytest.raises(RuntimeError):
         with run_lock(run): raise RuntimeError("refused before anything was written")
@@ -553,7 +553,8 @@ def test_cli_output_into_a_closed_pipe_is_quiet():
 def test_run_folder_edge_cases(tmp_path, shaperefs_data):
     "A shorter re-run of a finished run, a vocabulary below the tokenizer's, a cut-off log line, a killed run's temp file."
     import warnings as _w
-    from ris_nb.train import fit, prepare, read_log, stale_temp_files
+    from ris_nb.distributed import stale_temp_files
+    from ris_nb.train import fit, prepare, read_log
     data = shaperefs_data(40, 0, 64)
     cfg = get_preset("lavt_tiny").override({"data.root": str(data), "data.image_size": 64, "train.batch_size": 8,
                                             "train.max_steps": 4, "train.eval_every": 4, "train.ckpt_every": 2,
@@ -888,8 +889,10 @@ def test_writes_past_a_file_size_limit_name_the_file_and_leave_nothing(tmp_path)
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 30)))
     code = ("import resource, sys, torch\nresource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
-            "from ris_nb.train import atomic_save, plot_curves\nfrom pathlib import Path\nd = Path(sys.argv[1])\n"
-            "for f in (lambda: atomic_save({'w': torch.zeros(10000)}, d / 'ck.pt'), lambda: plot_curves(d / 'log.jsonl', d / 'curves.png')):\n"
+            "from ris_nb.distributed import save_checkpoint\nfrom ris_nb.train import plot_curves\n"
+            "from pathlib import Path\nd = Path(sys.argv[1])\n"
+            "for f in (lambda: save_checkpoint({'w': torch.zeros(10000)}, d / 'ck.pt'),\n"
+            "          lambda: plot_curves(d / 'log.jsonl', d / 'curves.png')):\n"
             "    try: f(); print('no error')\n    except OSError as e: print('OSError', e)\n")
     p = run([sys.executable, "-c", code, tmp_path], check=False, timeout=300)
     lines = p.stdout.splitlines()
@@ -915,7 +918,7 @@ def test_experiments_name_unreadable_results_and_refuse_a_second_study(tmp_path)
     d = tmp_path / "study" / "data" / "shaperefs"; d.mkdir(parents=True)
     (d / "meta.json").write_text(""); (d / "refs(shaperefs).p").write_bytes(b"")
     with pytest.raises(ValueError, match=r"meta.json: not valid JSON .*delete"): study_data(tmp_path / "study", QUICK)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ris_nb.train import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ris_nb.distributed import run_lock\n"
                                "with run_lock(sys.argv[1], 'study'): print('locked', flush=True); time.sleep(60)",
                                str(tmp_path / "study")], stdout=subprocess.PIPE, text=True, env=ENV)
     try:

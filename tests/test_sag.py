@@ -344,7 +344,7 @@ def test_new_sag_options_are_validated(over, match):
 def test_in_image_negatives_pair_sentences_of_one_image(shaperefs):
     "The paired sampler puts a sentence of another object of the same image after every sentence; the loss then adds it."
     from ris_nb.data.transforms import make_datasets
-    from ris_nb.train import PairedSampler, image_partners
+    from ris_nb.distributed import PairedSampler, image_partners
     cfg = get_preset("sag_tiny").override({"data.root": str(shaperefs), "data.test_splits": []})
     ds = make_datasets(cfg, splits=["train"])["train"]
     partners = image_partners(ds)
