@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 import ris_nb.checks as checks_module
-from .checks import ANSWER
+from .checks import ANSWER, CHECK_NAMES
 from .checks import CheckError, check_choice, check_fields, check_function, check_in_range, compare  # noqa: F401 (re-exported)
 from .cli import check_out_dir, subcommand
 from .core import probe_ms, write_atomic
@@ -254,13 +254,23 @@ class _TakeKeys(ast.NodeTransformer):
         call = ast.Call(ast.Name(ANSWER, ast.Load()), [ast.Constant(len(self.keys) - 1), answer, q], [])
         return ast.copy_location(call, node)
 
+# %% ../nbs/19_course.ipynb #c19grd16
+class _FreshImports(ast.NodeTransformer):
+    "Drop `from ris_nb.checks import check_…` from a teacher's check: the grading process binds those names fresh."
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | list[ast.AST]:
+        if node.module not in ("ris_nb.checks", "ris_nb.course"): return node
+        fresh = [a for a in node.names if a.name in CHECK_NAMES]
+        node.names = [a for a in node.names if a.name not in CHECK_NAMES]
+        aliases = [ast.Assign([ast.Name(a.asname, ast.Store())], ast.Name(a.name, ast.Load())) for a in fresh if a.asname]
+        return ([node] if node.names else []) + aliases
+
 def take_keys(source: str, where: str) -> tuple[str, list[tuple[str, Any]]]:
-    "`source` with its keyed `check_choice` calls made recording calls (comments dropped), and the keys."
+    "`source` as graded (keyed `check_choice` calls made recording calls, check imports dropped; no comments), and the keys."
     try: tree = ast.parse(source)
     except SyntaxError as e: raise ValueError(f"{where}: not valid Python ({e.msg}, line {e.lineno})") from None
     taker = _TakeKeys(where)
-    tree = ast.fix_missing_locations(taker.visit(tree))
-    return (ast.unparse(tree) if taker.keys else source), taker.keys
+    tree = ast.fix_missing_locations(_FreshImports().visit(taker.visit(tree)))
+    return ast.unparse(tree), taker.keys
 
 # %% ../nbs/19_course.ipynb #c19grd04
 def teacher_checks(teacher: dict, where: str, skip: tuple[str, ...] = ("slow", "gpu")) -> list[TeacherCheck]:
