@@ -358,8 +358,8 @@ def _limits() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 30, 1 << 30))
 
 # %% ../nbs/19_course.ipynb #c19grd14
-def scratch_copy(folder: Path | None, dst: Path, leave_out: set[Path]) -> None:
-    "Copy `folder` to `dst` without symbolic links, checkpoints or the notebooks in `leave_out`; refuse a big one."
+def scratch_copy(folder: Path | None, dst: Path, own: Path | None = None) -> None:
+    "Copy `folder` to `dst` without symbolic links or notebooks other than `own` (keys, others' work); refuse a big one."
     dst.mkdir(parents=True)
     if folder is None: return
     size = sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(folder) for f in fs)
@@ -368,7 +368,7 @@ def scratch_copy(folder: Path | None, dst: Path, leave_out: set[Path]) -> None:
                          f"at most {MAX_FOLDER >> 20} MiB: put each student's notebook in a folder of its own")
     def ignore(d: str, names: list[str]) -> list[str]:
         return [n for n in names if n == ".ipynb_checkpoints" or os.path.islink(os.path.join(d, n))
-                or Path(d, n).resolve() in leave_out]
+                or n.endswith(".ipynb") and Path(d, n).resolve() != own]
     shutil.copytree(folder, dst, ignore=ignore, dirs_exist_ok=True)
 
 class _Reader(threading.Thread):
@@ -399,11 +399,11 @@ def _wait(p: subprocess.Popen, reader: _Reader, timeout: float) -> str:
     try: p.wait(timeout); return ""
     except subprocess.TimeoutExpired: return f"timed out after {timeout:g} s"
 
-def run_student(cells: list[dict], folder: Path | None, leave_out: set[Path], timeout: float) -> ChildRun:
-    "Run `cells` in a fresh Python process, in a scratch copy of `folder`, for at most `timeout` s once it has started."
+def run_student(cells: list[dict], notebook: Path | None, timeout: float) -> ChildRun:
+    "Run `cells` in a fresh Python process, in a scratch copy of `notebook`'s folder, for `timeout` s once started."
     with tempfile.TemporaryDirectory(prefix="ris_nb_grade_") as work, \
          tempfile.TemporaryDirectory(prefix="ris_nb_grader_") as own:
-        scratch_copy(folder, Path(work) / "work", leave_out)
+        scratch_copy(notebook.parent if notebook else None, Path(work) / "work", notebook)
         (Path(own) / "job.json").write_text(json.dumps({"cells": cells}), encoding="utf-8")
         r, w = os.pipe()
         with open(Path(own) / "job.json", "rb") as job, open(Path(own) / "stderr", "wb+") as err:
@@ -437,6 +437,10 @@ def _record(line: str) -> dict | None:
             and type(r["answers"]) is list and all(ok(a) for a in r["answers"]): return r
     return None
 
+def _signal_name(n: int) -> str:
+    try: return f"({signal.Signals(n).name}) "
+    except ValueError: return ""
+
 def read_report(data: bytes, check_cells: set[int], rc: int, stopped: str, stderr_line: str = "") -> ChildRun:
     "The check records of a student's process and how it ended; a report of another shape is garbled: not trusted."
     records, at, end, done = {}, None, "", False
@@ -451,7 +455,7 @@ def read_report(data: bytes, check_cells: set[int], rc: int, stopped: str, stder
     where = f"in cell {at}" if at is not None else "before its first cell"
     if stopped: return ChildRun(records, f"{stopped} ({where})")
     if end: return ChildRun(records, f"the notebook ended: {end}")
-    if rc < 0: return ChildRun(records, f"its process was killed by {signal.Signals(-rc).name} {where}")
+    if rc < 0: return ChildRun(records, f"its process was killed by signal {-rc} {_signal_name(-rc)}{where}")
     if not done or rc != 0:
         why = f": {stderr_line[:200]}" if rc and stderr_line else ""
         return ChildRun(records, f"its process exited with code {rc} {where}, before the end of the notebook{why}")
@@ -514,12 +518,12 @@ def _load(x: str | Path | dict, name: str) -> tuple[dict, str, Path | None]:
     return (x, name, None) if isinstance(x, dict) else (read_notebook(x), str(x), Path(x).resolve())
 
 def _grade_one(nb: dict, name: str, path: Path | None, checks: list[TeacherCheck], lesson: str | None,
-               leave_out: set[Path], timeout: float, skip: tuple[str, ...]) -> Graded:
+               timeout: float, skip: tuple[str, ...]) -> Graded:
     start = exercise_start(nb)
     placed = place_checks(nb, checks, start) if start is not None else {}
     if why := refusal(nb, name, lesson, checks, placed): return Graded(name, [], why)
     cells = grading_job(nb, checks, placed, start, skip)
-    run = run_student(cells, path.parent if path else None, leave_out - {path}, timeout)
+    run = run_student(cells, path, timeout)
     return Graded(name, score(checks, placed, run), ended=run.garbled or run.ended)
 
 # %% ../nbs/19_course.ipynb #c19grd15
@@ -535,11 +539,10 @@ def grade_notebooks(teacher: str | Path | dict, students: list[str | Path | dict
     for k, s in enumerate(students):
         try: subs.append(_load(s, f"student notebook {k + 1}"))
         except (OSError, ValueError) as e: subs.append((None, str(s), None, str(e)))
-    leave_out = {s[2] for s in subs if s[2]} | ({t_path} if t_path else set())   # no run sees another's notebook
     digest, graded = _package_digest(), []
     for s in subs:
         if s[0] is None: graded.append(Graded(s[1], [], s[3])); continue
-        graded.append(_grade_one(*s, checks, lesson, leave_out, timeout, skip))
+        graded.append(_grade_one(*s, checks, lesson, timeout, skip))
         _check_unchanged(digest, s[1])
     return graded
 

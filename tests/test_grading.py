@@ -1,7 +1,7 @@
 """Grading that students cannot subvert: hostile student notebooks neither pass nor change another student's grade.
 
-Every notebook here is a tiny two-exercise lesson written in `tmp_path`; each student notebook runs in a Python process of
-its own, so the hostile ones share one `grade_notebooks` call with an honest wrong and an honest right student."""
+Every notebook here is a tiny two-exercise lesson written in `tmp_path`; each student notebook runs in a Python process
+of its own, so the hostile ones share one `grade_notebooks` call with an honest wrong and an honest right student."""
 import copy
 import csv
 import json
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ris_nb.cli import main
-from ris_nb.course import (HIDDEN, SOLUTION, grade, grade_notebooks, grading_job, make_course, place_checks, read_notebook,
-                           teacher_checks, to_student)
+from ris_nb.course import (HIDDEN, SOLUTION, grade, grade_notebooks, grading_job, make_course, place_checks,
+                           read_notebook, teacher_checks, to_student)
 
 KEY = "kiwi"
 RIGHT = {"sol-double": "def double(x): return 2 * x", "sol-think": f"think_q1 = {KEY!r}"}
@@ -88,7 +88,7 @@ def graded(tmp_path_factory):
     honest_wrong = tmp / "honest_wrong" / "lesson_a.ipynb"
     writes = (f"open('inside.txt', 'w').write('x')\nopen('../escape.txt', 'w').write('x')\n"
               f"open({str(tmp / 'absolute.txt')!r}, 'w').write('x')\n"
-              f"open({str(honest_wrong)!r}, 'w').write('{{}}')\n"       # another student's notebook, overwritten on disk
+              f"open({str(honest_wrong)!r}, 'w').write('{{}}')\n"       # another student's notebook, on disk
               "def double(x): return x")
     def rename(nb, cid):
         cell = next(c for c in nb["cells"] if c.get("id") == cid)
@@ -99,7 +99,7 @@ def graded(tmp_path_factory):
     notebooks = {
         "patch_checker": wrong_with(**{"sol-double": PATCH}),
         "rebind_checks": wrong_with(**{"sol-double": REBIND}),
-        "read_frames": wrong_with(**{"sol-think": "import json\n" + SCAN.replace("LEAK", repr(str(tmp / "leak.json")))}),
+        "read_frames": wrong_with(**{"sol-think": "import json\n" + SCAN.replace("LEAK", repr(str(tmp / "leak")))}),
         "str_subclass": wrong_with(**{"sol-think": SLY}),
         "os_exit": wrong_with(**{"sol-double": "import os\nos._exit(0)"}),
         "system_exit": wrong_with(**{"sol-double": "raise SystemExit(0)"}),
@@ -120,8 +120,8 @@ def outcome(g) -> dict[str, tuple[bool, str]]:
     return {r.name: (r.passed, r.message) for r in g.results}
 
 
-HOSTILE = ["patch_checker", "rebind_checks", "read_frames", "str_subclass", "os_exit", "system_exit", "keyboard_interrupt",
-           "writes"]
+HOSTILE = ["patch_checker", "rebind_checks", "read_frames", "str_subclass", "os_exit", "system_exit",
+           "keyboard_interrupt", "writes"]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
@@ -153,7 +153,7 @@ def test_how_each_hostile_notebook_failed(graded):
 
 
 def test_keys_never_reach_the_student_process(graded):
-    leak = json.loads((graded[1] / "leak.json").read_text())
+    leak = json.loads((graded[1] / "leak").read_text())
     assert KEY not in leak, f"the student's process found the key: {leak}"
     checks = teacher_checks(TEACHER, "teacher")
     nb = student(WRONG)
@@ -163,11 +163,11 @@ def test_keys_never_reach_the_student_process(graded):
 
 
 def test_writes_outside_the_scratch_copy(graded):
-    "Relative writes land in the scratch copy (removed after); absolute ones are not contained, but grades are kept apart."
+    "Relative writes land in the scratch copy (removed after); absolute ones are not contained; grades stay apart."
     tmp = graded[1]
     assert not (tmp / "writes" / "inside.txt").exists() and not (tmp / "escape.txt").exists()
     assert (tmp / "absolute.txt").exists()                                   # not contained: the teacher's rights
-    assert (tmp / "honest_wrong" / "lesson_a.ipynb").read_text() == "{}"     # overwritten on disk, graded as it was read
+    assert (tmp / "honest_wrong" / "lesson_a.ipynb").read_text() == "{}"     # overwritten, graded as it was read
 
 
 def test_missing_and_renamed_checks(graded):
@@ -229,13 +229,14 @@ def test_unbalanced_markers_name_notebook_and_cell(tmp_path):
     (tmp_path / "nbs").mkdir()
     (tmp_path / "nbs" / "lesson_a.ipynb").write_text(json.dumps(bad))
     for backend in ("own", "nbgrader", "auto"):
-        with pytest.raises(ValueError, match=r"lesson_a.ipynb, cell 5 \(id sol-think\): line 2: 'BEGIN SOLUTION' without"):
+        with pytest.raises(ValueError, match=r"lesson_a.ipynb, cell 5 \(id sol-think\): line 2: 'BEGIN SOLUTION' with"):
             make_course(tmp_path / "nbs", tmp_path / f"course_{backend}", backend=backend, verbose=False)
     bad["cells"][6]["source"] += "\n### BEGIN HIDDEN TESTS"
     with pytest.raises(ValueError, match=r"teacher, cell 5"):
         teacher_checks(bad, "teacher")
     with pytest.raises(ValueError, match="key=KEYS\\['q1'\\]\\) is an expression"):
-        teacher_checks({**TEACHER, "cells": TEACHER["cells"][:6] + [code("k", "check_choice(q, 'Q1', key=KEYS['q1'])")]}, "t")
+        keyed = code("k", "check_choice(q, 'Q1', key=KEYS['q1'])")
+        teacher_checks({**TEACHER, "cells": TEACHER["cells"][:6] + [keyed]}, "t")
 
 
 def test_student_copies_carry_the_check_names(tmp_path):
@@ -262,3 +263,19 @@ def test_a_failed_check_shows_its_message_not_a_traceback():
     lines = "".join(t for o in out if o.get("output_type") == "stream" for t in o["text"]).strip().splitlines()
     assert lines[-1].startswith("CheckError: mine raised AttributeError") and "checks.py" not in "\n".join(lines), lines
     assert len(lines) <= 6, lines
+
+
+def test_a_report_of_another_shape_is_trusted_in_nothing():
+    "A line the grading process does not write (a forged record, a record twice, one after the end) fails every check."
+    from ris_nb.course import read_report
+    good = b'{"at": 3}\n{"cell": 3, "error": "", "answers": []}\n{"done": true}\n'
+    assert read_report(good, {3}, 0, "").records == {3: {"cell": 3, "error": "", "answers": []}}
+    for bad in (good + b'{"cell": 3, "error": "", "answers": []}\n',                       # a record twice
+                b'{"cell": 3, "error": "", "answers": [[0, {"value": 1, "x": 2}]]}\n',      # an answer of another shape
+                b'{"cell": 4, "error": "", "answers": []}\n',                               # a cell that is no check
+                b"[" * 100_000 + b"\n", good.replace(b'"done": true', b'"done": 1')):
+        run = read_report(bad, {3}, 0, "")
+        assert run.garbled.startswith("its report to the grader is garbled") and not run.records, bad[:80]
+    ended = "its process exited with code 0 in cell 3, before the end of the notebook"
+    assert read_report(b'{"at": 3}\n', {3}, 0, "").ended == ended
+    assert read_report(b'{"at": 3}\n', {3}, -9, "").ended == "its process was killed by signal 9 (SIGKILL) in cell 3"
