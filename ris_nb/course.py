@@ -651,7 +651,7 @@ def format_grades(graded: list[Graded]) -> str:
 @subcommand
 def _add_grade(sub) -> None:
     p = sub.add_parser("grade", help="grade student notebooks with the teacher's checks, each in a process of its own")
-    p.add_argument("teacher", help="the teacher's notebook of the lesson (solutions, hidden tests and keys)")
+    p.add_argument("teacher", metavar="TEACHER", help="the teacher's notebook of the lesson (with its keys)")
     p.add_argument("students", nargs="+", metavar="STUDENT", help="student notebooks of that lesson")
     p.add_argument("--csv", default=None, help="file for one row per check (default: grades-<teacher notebook>.csv)")
     p.add_argument("--timeout", type=float, default=300, help="seconds each notebook's cells may run (default: 300)")
