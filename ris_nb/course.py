@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,9 @@ __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADE
            'MAX_FOLDER', 'STUDENT_README', 'CSV_FIELDS', 'clear_regions', 'check_markers', 'read_notebook',
            'exercise_start', 'nbgrader_available', 'check_name', 'is_check_cell', 'mark_checks', 'clear_hidden',
            'to_student', 'CheckResult', 'run_exercises', 'TeacherCheck', 'take_keys', 'teacher_checks', 'lesson_of',
-           'place_checks', 'refusal', 'grading_job', 'scratch_copy', 'ChildRun', 'run_student', 'read_report',
-           'answer_mismatch', 'score', 'Graded', 'grade_notebooks', 'grade', 'make_course', 'write_grades_csv',
-           'format_grades', 'short_run']
+           'place_checks', 'refusal', 'grading_job', 'scratch_copy', 'landlock_abi', 'sandbox_rules', 'ChildRun',
+           'run_student', 'read_report', 'answer_mismatch', 'score', 'Graded', 'grade_notebooks', 'grade',
+           'make_course', 'write_grades_csv', 'format_grades', 'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
@@ -261,11 +262,12 @@ class _FreshImports(ast.NodeTransformer):
         if node.module not in ("ris_nb.checks", "ris_nb.course"): return node
         fresh = [a for a in node.names if a.name in CHECK_NAMES]
         node.names = [a for a in node.names if a.name not in CHECK_NAMES]
-        aliases = [ast.Assign([ast.Name(a.asname, ast.Store())], ast.Name(a.name, ast.Load())) for a in fresh if a.asname]
+        aliases = [ast.Assign([ast.Name(a.asname, ast.Store())], ast.Name(a.name, ast.Load()))
+                   for a in fresh if a.asname]
         return ([node] if node.names else []) + aliases
 
 def take_keys(source: str, where: str) -> tuple[str, list[tuple[str, Any]]]:
-    "`source` as graded (keyed `check_choice` calls made recording calls, check imports dropped; no comments), and the keys."
+    "`source` as graded (keyed `check_choice` made recording calls, check imports dropped, no comments), and the keys."
     try: tree = ast.parse(source)
     except SyntaxError as e: raise ValueError(f"{where}: not valid Python ({e.msg}, line {e.lineno})") from None
     taker = _TakeKeys(where)
@@ -351,15 +353,16 @@ def _child_command() -> list[str]:
             "s.loader.exec_module(m); m.graded_child()")
     return [sys.executable, "-I", "-c", boot]
 
-def _limits() -> None:
-    "In the student's process before it starts: no core files, no file over 1 GiB."
+def _limits(rules: list[tuple[str, int]], abi: int) -> None:
+    "In the student's process before it starts: no core file, no file over 1 GiB, the Landlock `rules` (if `abi`)."
     import resource
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 30, 1 << 30))
+    if abi: _confine(rules, abi)
 
 # %% ../nbs/19_course.ipynb #c19grd14
 def scratch_copy(folder: Path | None, dst: Path, own: Path | None = None) -> None:
-    "Copy `folder` to `dst` without symbolic links or notebooks other than `own` (keys, others' work); refuse a big one."
+    "Copy `folder` to `dst` without symbolic links or notebooks but `own` (keys, others' work); refuse a big one."
     dst.mkdir(parents=True)
     if folder is None: return
     size = sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(folder) for f in fs)
@@ -382,7 +385,46 @@ class _Reader(threading.Thread):
             if len(self.data) < MAX_REPORT: self.data += chunk[:MAX_REPORT - len(self.data)]
         self.started.set()
 
-# %% ../nbs/19_course.ipynb #c19grd07
+# %% ../nbs/19_course.ipynb #c19grd17
+_LL_READ, _LL_WRITE_FILE, _LL_DIR_ONLY = 1 | 4 | 8, 2, 8     # execute + read file + read dir; write file; list a folder
+_LL_FILE_RIGHTS = 1 | 2 | 4 | 1 << 14 | 1 << 15               # the rights a rule on a single file may hold
+
+def landlock_abi() -> int:
+    "The Landlock ABI this Linux kernel offers (0: none): what confines a student's process."
+    import ctypes
+    try: return max(0, ctypes.CDLL(None, use_errno=True).syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
+    except (OSError, AttributeError): return 0
+
+def _confine(rules: list[tuple[str, int]], abi: int) -> None:
+    "In the student's process before it starts: Landlock rules (path, rights) only, no TCP, no signals or sockets out."
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fs = (1 << 13) - 1 | (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0) | (1 << 15 if abi >= 5 else 0)
+    attr = (ctypes.c_uint64 * 3)(fs, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)
+    ruleset = libc.syscall(444, ctypes.byref(attr), ctypes.c_size_t(8 * (1 if abi < 4 else 2 if abi < 6 else 3)), 0)
+    if ruleset < 0: raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    class Beneath(ctypes.Structure): _pack_, _fields_ = 1, [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
+    for path, rights in rules:
+        try: fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError: continue
+        rights = (rights if os.path.isdir(path) else rights & _LL_FILE_RIGHTS) & fs
+        libc.syscall(445, ruleset, 1, ctypes.byref(Beneath(rights, fd)), 0); os.close(fd)
+    if libc.prctl(38, 1, 0, 0, 0) or libc.syscall(446, ruleset, 0):       # no new privileges, then restrict
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+
+def sandbox_rules(scratch: Path, teacher: Path | None) -> list[tuple[str, int]]:
+    "Read Python, its packages and ris_nb (its repository's other files only listed); write the scratch copy and /dev."
+    pkg = Path(checks_module.__file__).resolve().parent
+    import site
+    roots = [sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), "/usr", "/lib", "/lib64", "/bin",
+             "/etc", "/proc", "/sys", *[p for p in sys.path if {"site-packages", "dist-packages"} & set(Path(p).parts)]]
+    keep = lambda p: Path(p).is_dir() and not (teacher and teacher.is_relative_to(Path(p).resolve())) \
+        and not pkg.parent.is_relative_to(Path(p).resolve())
+    own = [(str(pkg.parent), _LL_DIR_ONLY), (str(pkg), _LL_READ), ("/dev", _LL_READ | _LL_WRITE_FILE),
+           (str(scratch), -1)]
+    return [(p, _LL_READ) for p in dict.fromkeys(roots) if keep(p)] + own
+
+# %% ../nbs/19_course.ipynb #c19grd18
 @dataclasses.dataclass
 class ChildRun:
     "What a student's process reported, and how it ended."
@@ -399,16 +441,21 @@ def _wait(p: subprocess.Popen, reader: _Reader, timeout: float) -> str:
     try: p.wait(timeout); return ""
     except subprocess.TimeoutExpired: return f"timed out after {timeout:g} s"
 
-def run_student(cells: list[dict], notebook: Path | None, timeout: float) -> ChildRun:
+# %% ../nbs/19_course.ipynb #c19grd07
+def run_student(cells: list[dict], notebook: Path | None, timeout: float, teacher: Path | None = None) -> ChildRun:
     "Run `cells` in a fresh Python process, in a scratch copy of `notebook`'s folder, for `timeout` s once started."
     with tempfile.TemporaryDirectory(prefix="ris_nb_grade_") as work, \
          tempfile.TemporaryDirectory(prefix="ris_nb_grader_") as own:
-        scratch_copy(notebook.parent if notebook else None, Path(work) / "work", notebook)
+        scratch = Path(work) / "work"
+        scratch_copy(notebook.parent if notebook else None, scratch, notebook)
+        abi = landlock_abi()                              # where the kernel has it, confined (else as the teacher)
+        rules = sandbox_rules(scratch, teacher) if abi else []
+        env = {**os.environ, "TMPDIR": str(scratch), "MPLCONFIGDIR": str(scratch / ".matplotlib")}
         (Path(own) / "job.json").write_text(json.dumps({"cells": cells}), encoding="utf-8")
         r, w = os.pipe()
         with open(Path(own) / "job.json", "rb") as job, open(Path(own) / "stderr", "wb+") as err:
-            try: p = subprocess.Popen(_child_command(), cwd=Path(work) / "work", stdin=job, stdout=w, stderr=err,
-                                      start_new_session=True, preexec_fn=_limits)
+            try: p = subprocess.Popen(_child_command(), cwd=scratch, stdin=job, stdout=w, stderr=err, env=env,
+                                      start_new_session=True, preexec_fn=lambda: _limits(rules, abi))
             except BaseException: os.close(r); raise
             finally: os.close(w)
             reader = _Reader(r); reader.start()
@@ -518,12 +565,12 @@ def _load(x: str | Path | dict, name: str) -> tuple[dict, str, Path | None]:
     return (x, name, None) if isinstance(x, dict) else (read_notebook(x), str(x), Path(x).resolve())
 
 def _grade_one(nb: dict, name: str, path: Path | None, checks: list[TeacherCheck], lesson: str | None,
-               timeout: float, skip: tuple[str, ...]) -> Graded:
+               timeout: float, skip: tuple[str, ...], teacher: Path | None) -> Graded:
     start = exercise_start(nb)
     placed = place_checks(nb, checks, start) if start is not None else {}
     if why := refusal(nb, name, lesson, checks, placed): return Graded(name, [], why)
     cells = grading_job(nb, checks, placed, start, skip)
-    run = run_student(cells, path, timeout)
+    run = run_student(cells, path, timeout, teacher)
     return Graded(name, score(checks, placed, run), ended=run.garbled or run.ended)
 
 # %% ../nbs/19_course.ipynb #c19grd15
@@ -542,7 +589,7 @@ def grade_notebooks(teacher: str | Path | dict, students: list[str | Path | dict
     digest, graded = _package_digest(), []
     for s in subs:
         if s[0] is None: graded.append(Graded(s[1], [], s[3])); continue
-        graded.append(_grade_one(*s, checks, lesson, timeout, skip))
+        graded.append(_grade_one(*s, checks, lesson, timeout, skip, t_path))
         _check_unchanged(digest, s[1])
     return graded
 
@@ -661,6 +708,9 @@ def _run_grade(args) -> None:
     out = Path(args.csv or f"grades-{Path(args.teacher).stem}.csv")
     if out.is_dir(): raise IsADirectoryError(f"--csv {out} is a folder; expected a file name such as grades.csv")
     check_out_dir(out.parent, "--csv")
+    if not landlock_abi():
+        warnings.warn("this kernel has no Landlock: the students' code runs with your rights (it can read your files, "
+                      "the teacher's notebook included); grade untrusted notebooks in a container")
     graded = grade_notebooks(args.teacher, args.students, timeout=args.timeout)
     write_grades_csv(out, graded)
     print(format_grades(graded) + f"\nris_nb grade: one row per check in {out}")

@@ -11,7 +11,7 @@ import pytest
 
 from ris_nb.cli import main
 from ris_nb.course import (HIDDEN, SOLUTION, grade, grade_notebooks, grading_job, make_course, place_checks,
-                           read_notebook, teacher_checks, to_student)
+                           landlock_abi, read_notebook, teacher_checks, to_student)
 
 KEY = "kiwi"
 RIGHT = {"sol-double": "def double(x): return 2 * x", "sol-think": f"think_q1 = {KEY!r}"}
@@ -65,10 +65,11 @@ SCAN = ("import gc, re, sys\nseen, f = set(), sys._getframe()\n"
         "    if isinstance(o, str): seen.add(o)\n"
         "    elif isinstance(o, dict): seen |= {v for v in o.values() if isinstance(v, str)}\n"
         "    elif isinstance(o, (list, tuple)): seen |= {v for v in o if isinstance(v, str)}\n"
-        "seen.add(open('/proc/self/fd/0').read() if __import__('os').path.exists('/proc/self/fd/0') else '')\n"
-        "keys = sorted({k for s in seen for k in re.findall(r\"key\\s*=\\s*['\\\"](\\w+)\", s)})\n"
-        "open(LEAK, 'w').write(json.dumps(keys))\n"
-        "think_q1 = keys[0] if keys else 'apple'")
+        "try: seen.add(open('/proc/self/fd/0').read())\n"                  # the job, on stdin
+        "except OSError: pass\n"
+        "near = [s for s in seen if 'check_choice' in s]\n"
+        "keys = sorted({k for s in near for k in re.findall(r\"key\\s*=\\s*['\\\"](\\w+)\", s)})\n"
+        "think_q1 = ','.join(keys) or 'nothing'")
 SLY = ("class Sly(str):\n    def __eq__(self, other): return True\n    def __ne__(self, other): return False\n"
        "    __hash__ = str.__hash__\n    def strip(self, *a): return self\n    def lower(self): return self\n"
        "think_q1 = Sly('apple')")
@@ -99,7 +100,10 @@ def graded(tmp_path_factory):
     notebooks = {
         "patch_checker": wrong_with(**{"sol-double": PATCH}),
         "rebind_checks": wrong_with(**{"sol-double": REBIND}),
-        "read_frames": wrong_with(**{"sol-think": "import json\n" + SCAN.replace("LEAK", repr(str(tmp / "leak")))}),
+        "read_frames": wrong_with(**{"sol-think": SCAN}),
+        "read_teacher": wrong_with(**{"sol-think": f"think_q1 = open({str(teacher)!r}).read()[-300:]"}),
+        "signal_grader": wrong_with(**{"sol-think": "import os\ntry: os.kill(os.getppid(), 0); think_q1 = 'reached'\n"
+                                                    "except PermissionError: think_q1 = 'blocked'"}),
         "str_subclass": wrong_with(**{"sol-think": SLY}),
         "os_exit": wrong_with(**{"sol-double": "import os\nos._exit(0)"}),
         "system_exit": wrong_with(**{"sol-double": "raise SystemExit(0)"}),
@@ -153,8 +157,7 @@ def test_how_each_hostile_notebook_failed(graded):
 
 
 def test_keys_never_reach_the_student_process(graded):
-    leak = json.loads((graded[1] / "leak").read_text())
-    assert KEY not in leak, f"the student's process found the key: {leak}"
+    assert outcome(graded[0]["read_frames"])["chk-think"] == (False, "Q1: 'nothing' is not the expected answer")
     checks = teacher_checks(TEACHER, "teacher")
     nb = student(WRONG)
     job = json.dumps(grading_job(nb, checks, place_checks(nb, checks, 1), 1))
@@ -163,11 +166,23 @@ def test_keys_never_reach_the_student_process(graded):
 
 
 def test_writes_outside_the_scratch_copy(graded):
-    "Relative writes land in the scratch copy (removed after); absolute ones are not contained; grades stay apart."
+    "Relative writes land in the scratch copy (removed after); others are refused under Landlock; grades stay apart."
     tmp = graded[1]
     assert not (tmp / "writes" / "inside.txt").exists() and not (tmp / "escape.txt").exists()
-    assert (tmp / "absolute.txt").exists()                                   # not contained: the teacher's rights
-    assert (tmp / "honest_wrong" / "lesson_a.ipynb").read_text() == "{}"     # overwritten, graded as it was read
+    if landlock_abi():
+        assert not (tmp / "absolute.txt").exists() and (tmp / "honest_wrong" / "lesson_a.ipynb").read_text() != "{}"
+    else:                                                                    # not contained: the teacher's rights
+        assert (tmp / "absolute.txt").exists()
+        assert (tmp / "honest_wrong" / "lesson_a.ipynb").read_text() == "{}"     # overwritten, graded as it was read
+
+
+@pytest.mark.skipif(not landlock_abi(), reason="no Landlock in this kernel: reads and signals are not contained")
+def test_landlock_contains_reads_and_signals(graded):
+    "Under Landlock a student's process cannot read the teacher's notebook by its path, nor signal the grader (ABI 6)."
+    read = outcome(graded[0]["read_teacher"])["chk-think"]
+    assert not read[0] and KEY not in read[1], read
+    if landlock_abi() >= 6:
+        assert outcome(graded[0]["signal_grader"])["chk-think"] == (False, "Q1: 'blocked' is not the expected answer")
 
 
 def test_missing_and_renamed_checks(graded):

@@ -683,7 +683,7 @@ def _grades(csv_path: Path) -> dict[str, list[tuple[str, bool, str]]]:
 
 
 def grading_cases(self: Probe) -> None:
-    "Hostile students graded beside honest ones; a hang, lost ids, another lesson, broken markers, two known limits."
+    "Hostile students graded beside honest ones; a hang, lost ids, another lesson, broken markers, reads, writes, kills."
     teacher, student = _grading_lesson(self.tmp / "grading")
     t_path = self.tmp / "grading" / "teacher" / "lesson.ipynb"
     t_path.parent.mkdir(parents=True); t_path.write_text(json.dumps(teacher))
@@ -738,17 +738,22 @@ def grading_cases(self: Probe) -> None:
     self.add("grade: teacher's BEGIN SOLUTION without END", p, refusal(p, where, "without 'END SOLUTION'"))
     p = run(["course", "--nbs", b_path.parent, "--out", self.tmp / "grading" / "course"])
     self.add("course: BEGIN SOLUTION without END", p, refusal(p, where, left=self.tmp / "grading" / "course"))
-    # known limits: the student's process has the teacher's rights (no OS sandbox), documented in FAULTS.md
+    # contained only where the kernel has Landlock (FAULTS.md): else the student's process has the teacher's rights
     steal = f"import re\nthink_q1 = re.findall(r\"key='(\\w+)'\", open({str(t_path)!r}).read())[0]"
     reader = student("reads the teacher file", {**GRADE_WRONG, "sol-think": steal})
     p = run(["grade", t_path, reader, "--csv", out])
     stolen = [ok for c, ok, _ in _grades(out).get(str(reader), []) if c == "chk-think"] == [True]
-    self.add("grade: a student reading the teacher's notebook by its path (limit)", p,
-             ("wrong", "not contained: same user, no sandbox") if stolen else ("works", ""))
+    self.add("grade: a student reading the teacher's notebook by its path", p,
+             ("wrong", "not contained: no Landlock") if stolen else success(p))
+    target = self.tmp / "grading" / "absolute.txt"
+    writer = student("writes by absolute path", {**GRADE_WRONG, "sol-think": f"open({str(target)!r}, 'w').write('x')"})
+    p = run(["grade", t_path, writer, "--csv", out])
+    self.add("grade: a student writing by absolute path", p,
+             ("wrong", "not contained: no Landlock") if target.exists() else success(p))
     kill = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"
     killer = student("kills the grader", {**GRADE_WRONG, "sol-double": kill})
     p = run(["grade", t_path, killer, "--csv", out])
-    self.add("grade: a student killing the grading process (limit)", p,
+    self.add("grade: a student killing the grading process", p,
              ("unclear", "not contained: grading killed, no CSV") if p.returncode == -9 else success(p))
 
 
