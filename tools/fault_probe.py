@@ -683,7 +683,7 @@ def _grades(csv_path: Path) -> dict[str, list[tuple[str, bool, str]]]:
 
 
 def grading_cases(self: Probe) -> None:
-    "Hostile students graded beside honest ones; a hang, lost ids, another lesson, broken markers, reads, writes, kills."
+    "Hostile students beside honest ones; a hang, lost ids, another lesson, broken markers, reads, writes, kills."
     teacher, student = _grading_lesson(self.tmp / "grading")
     t_path = self.tmp / "grading" / "teacher" / "lesson.ipynb"
     t_path.parent.mkdir(parents=True); t_path.write_text(json.dumps(teacher))
