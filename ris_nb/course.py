@@ -392,6 +392,7 @@ _LL_FILE_RIGHTS = 1 | 2 | 4 | 1 << 14 | 1 << 15               # the rights a rul
 def landlock_abi() -> int:
     "The Landlock ABI this Linux kernel offers (0: none): what confines a student's process."
     import ctypes
+    if not sys.platform.startswith("linux"): return 0          # 444 is Linux's landlock_create_ruleset, nobody else's
     try: return max(0, ctypes.CDLL(None, use_errno=True).syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
     except (OSError, AttributeError): return 0
 
