@@ -51,7 +51,7 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
 
 def set_threads(n: int | None = None) -> int:
     "Use `n` torch threads; without `n`, `$OMP_NUM_THREADS` when set, else every usable core. Returns the count in use."
-    from ris_nb.core import usable_cores
+    from ris_nb.testing import usable_cores
     if n is not None and n < 1: raise ValueError(f"--threads {n}: expected an integer >= 1")
     if n is None and os.environ.get("OMP_NUM_THREADS", "").strip(): return torch.get_num_threads()   # torch read it at start-up
     torch.set_num_threads(n or usable_cores())
@@ -208,7 +208,7 @@ def _warn_if_truncated(tok, text: str, max_tokens: int) -> None:
 def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[np.ndarray, np.ndarray]:
     "(binary mask (h,w), RGB image (h,w,3)) for `text` on the image at `image_path`."
     from PIL import Image
-    from ris_nb.data.refer import load_image
+    from ris_nb.io import load_image
     from ris_nb.data.transforms import Batch, encode_text, image_transform
     _check_text(text)
     path = Path(image_path)
@@ -337,7 +337,7 @@ def _add_check_data(sub) -> None:
     p.set_defaults(func=_run_check_data)
 
 def _run_check_data(args) -> None:
-    from ris_nb.data.refer import QUICK_SAMPLE, check_layout, format_layout
+    from ris_nb.data.checks import QUICK_SAMPLE, check_layout, format_layout
     dataset, split_by, image_root, splits = args.dataset, args.split_by, args.image_root, args.splits
     if args.preset:
         from ris_nb.core import get_preset

@@ -33,7 +33,8 @@ import ris_nb.checks as checks_module
 from .checks import ANSWER, CHECK_NAMES
 from .checks import CheckError, check_choice, check_fields, check_function, check_in_range, compare  # noqa: F401 (re-exported)
 from .cli import check_out_dir, subcommand
-from .core import probe_ms, write_atomic
+from .testing import probe_ms
+from .io import write_atomic
 
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'STARTUP_S', 'MAX_REPORT',

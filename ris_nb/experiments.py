@@ -23,7 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .cli import add_threads_arg, check_out_dir, subcommand
-from .core import get_preset, probe_ms, usable_cores, write_atomic
+from .core import get_preset
+from .testing import probe_ms, usable_cores
+from .io import write_atomic
 from .data.shaperefs import LANGUAGES
 
 # %% auto #0

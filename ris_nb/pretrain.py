@@ -97,7 +97,7 @@ def pretrain_entities_on(root: str | Path, dataset: str = "shaperefs", split_by:
     return pretrain_entities(images, cfg, out, val, eval_every, progress)
 
 # %% ../nbs/95_sag_diagnosis.ipynb #d95a0024
-from .core import write_atomic
+from .io import write_atomic
 
 def save_entity_model(model: EntityModel, log: list[dict], out: str | Path) -> None:
     "Write `model`'s config, weights and training log to `out` atomically and durably: a killed run leaves the old file or the new one."

@@ -23,11 +23,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .core import (Config, amp_dtype, get_device, load_state_checked, precision_line, seed_everything,
-                   torch_load_checked, validate_config, write_atomic, write_error)
+from .core import Config, amp_dtype, get_device, precision_line, seed_everything, validate_config
+from .io import load_state_checked, torch_load_checked, write_atomic, write_error
 
 # %% auto #0
-__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed', 'EpochSampler', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'save_checkpoint', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler', 'train_sampler', 'eval_sampler', 'atomic_save', 'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'library_evaluate']
+__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'FUSED_ADAMW_DEVICES', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed', 'EpochSampler', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'save_checkpoint', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'adamw_kernel', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'make_train_loader', 'make_eval_loader', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler', 'train_sampler', 'eval_sampler', 'atomic_save', 'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'library_evaluate']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -269,13 +269,26 @@ def provided(cbs: Iterable[Callback], name: str, default: Callable | None) -> Ca
     "The `name` method of the first callback (by `order`) that has one, else `default`: how a callback supplies the loss, the parameter groups or the lr schedule."
     return next((fn for cb in sorted(cbs, key=lambda c: c.order) if callable(fn := getattr(cb, name, None))), default)
 
-def _optimizer_and_schedule(core: nn.Module, cfg: Config, device: torch.device, cbs: Iterable[Callback] = ()):
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")   # measured in bench/bench_optimizer.py: on CPU fused beats foreach too
+
+def adamw_kernel(params: Iterable[torch.Tensor]) -> dict[str, bool]:
+    "AdamW's kernel for the parameters' device: `fused` on CPU and CUDA, else torch's default (foreach where it can)."
+    types = {p.device.type for p in params}
+    return {"fused": True} if len(types) == 1 and types <= set(FUSED_ADAMW_DEVICES) else {}
+
+def _tensors(params) -> list[torch.Tensor]:
+    "A group's `params` (one tensor or an iterable of them) as a list, read once."
+    return [params] if isinstance(params, torch.Tensor) else list(params)
+
+def _optimizer_and_schedule(core: nn.Module, cfg: Config, cbs: Iterable[Callback] = ()):
     "AdamW over the parameter groups (`core.param_groups(cfg)`, or a callback's) and a `LambdaLR` following `lr_factor` (or a callback's)."
     groups = provided(cbs, "param_groups", getattr(core, "param_groups", None))
     if groups is None: raise TypeError(f"{type(core).__name__} has no param_groups(cfg), and no callback supplies one")
     factor = provided(cbs, "lr_factor", lambda s: lr_factor(s, cfg))
-    # fused AdamW: one kernel over all parameters instead of a Python loop over hundreds of small tensors
-    opt = torch.optim.AdamW(groups(cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type in ("cpu", "cuda"))
+    groups = [{**g, "params": _tensors(g["params"])} for g in groups(cfg)]   # the protocol: a list of dicts
+    # fused: one kernel over all parameters instead of a loop over hundreds of small tensors (foreach: a few per group)
+    kernel = adamw_kernel(p for g in groups for p in g["params"])
+    opt = torch.optim.AdamW(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, **kernel)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 # %% ../nbs/12_training.ipynb #8bdf1bac
@@ -289,7 +302,7 @@ class Learner:
         for cb in self.cbs: cb.learn = self
         self.core = unwrap(model)
         self.trainer = model if isinstance(unwrap_wrapper(model), LossWrapper) else LossWrapper(model)
-        self.opt, self.sched = _optimizer_and_schedule(self.core, cfg, self.dist.device, self.cbs)
+        self.opt, self.sched = _optimizer_and_schedule(self.core, cfg, self.cbs)
         unwrap_wrapper(self.trainer).loss_func = provided(self.cbs, "losses", None)
         self.amp_dtype = amp_dtype(self.dist.device, cfg.train.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -597,7 +610,7 @@ def _dataset(data: DataLoader | Any) -> Any:
 def run_fingerprints(loaders: dict[str, DataLoader], fresh: bool = False) -> dict:
     "`tokenizer_fingerprint`, `data_fingerprint` (file → SHA-256, read again if `fresh`) and `images_fingerprint` of the training set (`loaders['train']`, a loader or its dataset); absent when its dataset has none."
     from ris_nb.data.transforms import tokenizer_fingerprint
-    from ris_nb.data.refer import sha256
+    from ris_nb.io import sha256
     ds = _dataset(loaders["train"])
     tok, refer = getattr(ds, "tokenizer", None), getattr(getattr(ds, "base", None), "refer", None)
     out = {}
@@ -1047,7 +1060,7 @@ def save_checkpoint(obj: Any, path: str | Path) -> Path:
     return atomic_save(obj, path)
 
 # %% ../nbs/93_distributed.ipynb #d93st001
-from .core import pid_alive
+from .io import pid_alive
 
 def stale_temp_files(run_dir: Path) -> list[Path]:
     "`write_atomic` temp files (`.<name>.tmp-<pid><suffix>`) in `run_dir` and its `checkpoints/` whose process is gone."

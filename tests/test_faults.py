@@ -88,14 +88,14 @@ def test_shared_refs_pickle_does_not_hang(data_copy):
 
 
 def test_self_referencing_pickle_is_refused(tmp_path):
-    from ris_nb.data.refer import safe_load_pickle
+    from ris_nb.io import safe_load_pickle
     (tmp_path / "loop.p").write_bytes(b"\x80\x02]q\x00(h\x00U\x01\xe9e.")
     with pytest.raises(ValueError, match="loop.p: containers nested deeper"):
         safe_load_pickle(tmp_path / "loop.p")
 
 
 def test_16_bit_greyscale_is_scaled_not_white(tmp_path):
-    from ris_nb.data.refer import load_image
+    from ris_nb.io import load_image
     ramp = (np.arange(256, dtype=np.uint32) * 257).astype(np.uint16).reshape(16, 16)
     Image.fromarray(ramp).save(tmp_path / "g16.png")
     img = load_image(tmp_path / "g16.png")
@@ -103,7 +103,7 @@ def test_16_bit_greyscale_is_scaled_not_white(tmp_path):
 
 
 def test_huge_image_is_refused_before_decoding(tmp_path):
-    from ris_nb.data.refer import load_image
+    from ris_nb.io import load_image
     Image.new("1", (20000, 10000)).save(tmp_path / "bomb.png")
     with pytest.raises(ValueError, match=r"bomb.png.*200,000,000 pixels|bomb.png.*exceeds limit"):
         load_image(tmp_path / "bomb.png")
@@ -369,7 +369,7 @@ def test_disk_full_is_one_line_and_loses_nothing(shaperefs, tmp_path, capsys, mo
 
 def _plant(ddir: Path, fault: str) -> str:
     "Plant one `fault` in the ShapeRefs copy `ddir`; return what the error must name (a file, an id, a path)."
-    from ris_nb.data.refer import safe_load_pickle
+    from ris_nb.io import safe_load_pickle
     inst = json.loads((ddir / "instances.json").read_text())
     refs = safe_load_pickle(ddir / "refs(shaperefs).p")
     anns, imgs = {a["id"]: a for a in inst["annotations"]}, {im["id"]: im for im in inst["images"]}
@@ -688,7 +688,8 @@ def test_sentences_without_a_word_are_blank_for_training_and_check_data(data_cop
     "split of nothing else is refused by train and check-data alike (was: trained on `[CLS][SEP]` or `[CLS] ? ! . . . [SEP]`; "
     "check-data passed; a val of '...' selected best.pt)."
     from ris_nb.cli import main as cli_main
-    from ris_nb.data.refer import RefDataset, safe_load_pickle
+    from ris_nb.data.refer import RefDataset
+    from ris_nb.io import safe_load_pickle
     f = data_copy / "refs(shaperefs).p"
     refs = safe_load_pickle(f)
     first = next(r for r in refs if r["split"] == "train")
@@ -983,7 +984,8 @@ def test_a_polygon_too_small_to_draw_is_refused_by_train_and_check_data(data_cop
     "A 0.02 px² polygon encloses area but draws no pixel: train's geometry check refuses it as check-data does, with the "
     "same line (was: passed train's check and trained on an empty mask; only check-data caught it)."
     from ris_nb.cli import main as cli_main
-    from ris_nb.data.refer import Refer, safe_load_pickle
+    from ris_nb.data.refer import Refer
+    from ris_nb.io import safe_load_pickle
     inst = json.loads((data_copy / "instances.json").read_text())
     ref = next(r for r in safe_load_pickle(data_copy / "refs(shaperefs).p") if r["split"] == "train")
     ann = next(a for a in inst["annotations"] if a["id"] == ref["ann_id"])
@@ -1014,7 +1016,7 @@ def test_data_and_path_errors_are_one_clear_line(data_copy, trained, tmp_path, c
     "expected (was: a bare errno, 'not found', 'unknown split', a RecursionError traceback, Python's int-limit advice, a "
     "failure mid-training after config.json and tokenizer/ were written)."
     import shutil
-    from ris_nb.data.refer import read_json
+    from ris_nb.io import read_json
     loop = tmp_path / "loop" / "shaperefs"; shutil.copytree(data_copy, loop)
     first = sorted((loop / "images").iterdir())[0]; first.unlink(); first.symlink_to(first.name)
     from ris_nb.cli import main as cli_main

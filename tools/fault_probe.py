@@ -84,7 +84,7 @@ def success(p: subprocess.CompletedProcess, ok: bool = True, why: str = "") -> t
 # ---------------------------------------------------------------- corrupted copies of the dataset
 
 def load_files(ddir: Path) -> tuple[dict, list]:
-    from ris_nb.data.refer import safe_load_pickle
+    from ris_nb.io import safe_load_pickle
     return json.loads((ddir / "instances.json").read_text()), safe_load_pickle(ddir / "refs(shaperefs).p")
 
 

@@ -17,8 +17,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..core import Config, WORD_SPECIALS, special_token_ids, write_atomic
-from .refer import RefDataset, load_image, _mix
+from ..core import Config, WORD_SPECIALS, special_token_ids
+from ..io import write_atomic
+from .refer import RefDataset, _mix
+from ..io import load_image
 
 # %% auto #0
 __all__ = ['NORMALIZE', 'TOKENIZER_JSON', 'PAD_TO', 'META_KEYS', 'ImageTransform', 'image_transform', 'resize_mask',
