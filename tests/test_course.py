@@ -112,3 +112,12 @@ def test_student_copies_name_their_checks(course):
         want = [c.name for c in teacher_checks(teacher, stem, skip=())]
         got = [c["metadata"]["nbgrader"]["grade_id"] for c in nb["cells"] if "nbgrader" in c.get("metadata", {})]
         assert got == want, f"{stem}: grade_ids {got}, expected the teacher's check cells {want}"
+
+
+@pytest.mark.parametrize("stem", TEACHING)
+def test_teacher_notebook_passes_its_own_grading(stem):
+    "Graded as a student (own process, scratch copy, Landlock where the kernel has it), a teacher notebook passes every check."
+    path = ROOT / "nbs" / f"{stem}.ipynb"
+    g = grade_notebooks(path, [path])[0]
+    failed = [(r.name, r.message) for r in g.results if not r.passed]
+    assert not g.refused and not g.ended and not failed, f"{stem}: {g.refused or g.ended or failed}"
