@@ -77,7 +77,7 @@ def main():
     p.add_argument("--out", default="runs/bench_learning")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from ris_nb.core import probe_ms
+    from ris_nb.testing import probe_ms
     floor = probe_ms(reps=50)   # the floor: fastest of 50 probes
     from ris_nb.data.refer import RefDataset
     from ris_nb.data.shaperefs import ensure_shaperefs

@@ -250,7 +250,7 @@ def step_profile(args, probe) -> list[dict]:
     if b: print(f"bf16 over fp32: before {paired_ratio(st[f'{list(models)[0]} fp32'], b):.2f}×, now {paired_ratio(st['now fp32'], n):.2f}×")
     if args.results:
         import csv, io
-        from ris_nb.core import write_atomic
+        from ris_nb.io import write_atomic
         cols = ["code", "precision", "median_ms", "p10–p90 ms", "kept/dropped", "aten::mm", "aten::copy_", "aten::_to_copy", "ops",
                 "probe_1t_ms", "probe_2t_ms", "threads"]
         buf = io.StringIO(); w = csv.DictWriter(buf, cols, extrasaction="ignore"); w.writeheader(); w.writerows(rows)

@@ -10,7 +10,7 @@ import torch, numpy as np
 from ris_nb.core import get_preset
 from ris_nb.train import prepare
 from ris_nb.evaluate import evaluate, shatter_gather
-from ris_nb.core import probe_ms
+from ris_nb.testing import probe_ms
 torch.set_num_threads(1)
 ap = argparse.ArgumentParser()
 ap.add_argument('--data', required=True, help='the dataset folder (holding refs(*).p)'); ap.add_argument('--preset', default='sag_tiny')

@@ -11,7 +11,7 @@ from typing import Callable
 
 from . import cli, course, experiments
 
-COMMANDS: list[Callable] = [*cli.SUBCOMMANDS, experiments.add_subcommand, course.add_subcommand]   # pipeline first
+COMMANDS: list[Callable] = [*cli.SUBCOMMANDS, experiments.add_subcommands, course.add_subcommands]   # pipeline first
 
 def build_parser() -> argparse.ArgumentParser:
     "The whole `ris_nb` parser: every module's subcommands."

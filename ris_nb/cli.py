@@ -80,7 +80,8 @@ def config_from_args(args):
 # %% ../nbs/15_cli.ipynb #a6a8a891
 def _run_train(args) -> None:
     from ris_nb.evaluate import evaluate_run
-    from ris_nb.train import TrainingRun, finish_distributed
+    from ris_nb.distributed import finish_distributed
+    from ris_nb.train import TrainingRun
     finish = None if args.no_eval else evaluate_run      # the final evaluation and report (13_evaluation)
     TrainingRun(_config_of(args)).start(finish=finish, banner="ris_nb train", out_flag="--out")
     finish_distributed()                                  # the run, its DDP wrapper with it, is gone by now
@@ -109,7 +110,8 @@ def _check_data_root(cfg, ckpt, data: str | None) -> None:
 def _run_eval(args) -> None:
     from ris_nb.data.transforms import make_dataloaders
     from ris_nb.evaluate import evaluate, write_report
-    from ris_nb.train import check_loaders, finish_distributed, init_distributed, make_eval_loader
+    from ris_nb.distributed import finish_distributed, init_distributed
+    from ris_nb.train import check_loaders, make_eval_loader
     out = check_out_dir(Path(args.out) if args.out else Path(args.ckpt).resolve().parent)   # before any work
     cfg, tok, model = load_run(args.ckpt, args.data)
     _check_data_root(cfg, args.ckpt, args.data)
@@ -149,7 +151,7 @@ def _warn_if_truncated(tok, text: str, max_tokens: int) -> None:
 def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[np.ndarray, np.ndarray]:
     "(binary mask (h,w), RGB image (h,w,3)) for `text` on the image at `image_path`."
     from PIL import Image
-    from ris_nb.data.refer import load_image
+    from ris_nb.io import load_image
     from ris_nb.data.transforms import Batch, encode_text, image_transform
     _check_text(text)
     path = Path(image_path)
@@ -271,7 +273,7 @@ def _add_check_data(sub) -> None:
     p.set_defaults(func=_run_check_data)
 
 def _run_check_data(args) -> None:
-    from ris_nb.data.refer import QUICK_SAMPLE, check_layout, format_layout
+    from ris_nb.data.checks import QUICK_SAMPLE, check_layout, format_layout
     dataset, split_by, image_root, splits = args.dataset, args.split_by, args.image_root, args.splits
     if args.preset:
         from ris_nb.core import get_preset

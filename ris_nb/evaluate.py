@@ -19,12 +19,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .core import Config, eval_mode, model_spec, write_atomic
+from .core import Config, eval_mode, model_spec
+from .io import write_atomic
 from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize, encode_text, resize_mask
 from .metrics import RISMetrics, check_protocol, intersection_union, iou_from, reduce_across_ranks
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown', 'write_report', 'plot_best_worst', 'sentence_sensitivity', 'shatter_gather', 'grounding_figures', 'grounding_line', 'evaluate_run']
+__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown',
+           'write_report', 'plot_best_worst', 'sentence_sensitivity', 'shatter_gather', 'grounding_figures',
+           'grounding_line', 'evaluate_run']
 
 # %% ../nbs/13_evaluation.ipynb #7c44d9ce
 def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,9 +111,11 @@ def check_eval_args(model: Any, loader: Any) -> None:
     if loader is None or isinstance(loader, (str, bytes, dict)) or not hasattr(loader, "__iter__"):
         raise TypeError(f"loader: expected a DataLoader from make_dataloaders/prepare (its .dataset a RISDataset), got {type(loader).__name__}")
 
-def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:
-    "Each named group's metrics (one process; appendix 93 takes the union of names over ranks and sums them)."
-    return {n: reduce_across_ranks(groups[n]) for n in sorted(groups)}
+from .distributed import names_over_ranks   # built in appendix 93
+
+def _reduce_groups(groups: defaultdict[str, RISMetrics]) -> dict[str, dict]:
+    "Each named group's metrics over all ranks: the union of names seen (`names_over_ranks`), each group's sums added."
+    return {n: reduce_across_ranks(groups[n]) for n in names_over_ranks(groups)}
 
 # %% ../nbs/13_evaluation.ipynb #61edc80c
 @torch.no_grad()
@@ -363,13 +368,3 @@ def evaluate_run(run: Any) -> Path | None:
                     out=run.run_dir / f"best_worst_{s0}.png")
     print(path.read_text())
     return path
-
-# %% ../nbs/93_distributed.ipynb #d93m0003
-def _reduce_groups(groups: dict[str, RISMetrics]) -> dict[str, dict]:
-    "Reduce each named group across ranks (the union of names over ranks)."
-    import torch.distributed as dist
-    names = sorted(groups)
-    if dist.is_available() and dist.is_initialized():
-        allnames = [None] * dist.get_world_size(); dist.all_gather_object(allnames, names)
-        names = sorted(set().union(*allnames))
-    return {n: reduce_across_ranks(groups[n]) for n in names}

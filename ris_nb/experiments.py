@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .core import get_preset, probe_ms, usable_cores, write_atomic
-from .data.shaperefs import LANGUAGES
+from .core import get_preset
+from .testing import probe_ms, usable_cores
+from .io import write_atomic
 from .train import add_threads_arg, check_out_dir
+from .data.shaperefs import LANGUAGES
 
 # %% auto #0
 __all__ = ['STUDIES', 'DEFAULT_STUDIES', 'SCORED_SPLITS', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'MAIN', 'METRICS', 'FLOOR_NAMES',
@@ -34,7 +36,7 @@ __all__ = ['STUDIES', 'DEFAULT_STUDIES', 'SCORED_SPLITS', 'FULL', 'QUICK', 'TYPE
            'blind_floors', 'aggregate', 'text_regime', 'study_markdown', 'plot_study', 'write_outputs', 'Job',
            'run_jobs', 'run_study', 'main_rows', 'row_metric', 'first_noun_phrase', 'words_only_answer', 'split_floors',
            'main_table_record', 'run_main_table', 'main_table_rows', 'main_table_markdown', 'plot_main_table',
-           'write_main_table', 'add_subcommand']
+           'write_main_table', 'add_subcommands']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -515,7 +517,7 @@ def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: 
     "Run (or resume) every (row, seed), seed-major, on `jobs` processes; aggregate into OUT/study.json, .md and .png."
     if not isinstance(seeds, int) or seeds < 1: raise ValueError(f"--seeds {seeds!r}: expected a positive integer")
     if not isinstance(jobs, int) or jobs < 1: raise ValueError(f"--jobs {jobs!r}: expected a positive integer")
-    from ris_nb.train import run_lock
+    from ris_nb.distributed import run_lock
     out = Path(out)
     rows, claims = study_rows(only, names)
     with run_lock(out, "study"):          # a second study in this folder would delete the first one's unfinished runs
@@ -614,7 +616,7 @@ def run_main_table(out: str | Path, seeds: int = 3, budget: Budget = MAIN, langu
     if not isinstance(seeds, int) or seeds < 1: raise ValueError(f"--seeds {seeds!r}: expected a positive integer")
     bad = [l for l in languages if l not in LANGUAGES]
     if bad or not languages: raise ValueError(f"languages {list(languages)!r}: expected some of {LANGUAGES}")
-    from ris_nb.train import run_lock
+    from ris_nb.distributed import run_lock
     out, rows = Path(out), main_rows()
     with run_lock(out, "main table"):
         budgets = {lang: replace(budget, language=lang) for lang in languages}
@@ -701,7 +703,7 @@ def write_main_table(rec: dict, out: str | Path, record: str | Path | None = Non
     return paths
 
 # %% ../nbs/16_experiments.ipynb #c16cli02
-def add_subcommand(sub) -> None:
+def add_subcommands(sub) -> None:
     "`ris_nb experiments`: `python -m ris_nb` (99_app) adds it to the pipeline's subcommands."
     p = sub.add_parser("experiments", help="the papers' main table and ablations in miniature on ShapeRefs (CPU; resumable)")
     p.add_argument("--out", required=True, help="study folder: data, one directory per (row, seed), study.json/.md/.png "

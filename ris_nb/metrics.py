@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['THRESHOLDS', 'PROTOCOLS', 'intersection_union', 'RISMetrics', 'iou_from', 'metrics_from_sums', 'mask_iu', 'mask_iou', 'resize_gt_square', 'resize_prob', 'check_protocol', 'reduce_across_ranks', 'reduce_across_ranks']
+__all__ = ['THRESHOLDS', 'PROTOCOLS', 'intersection_union', 'RISMetrics', 'iou_from', 'metrics_from_sums', 'mask_iu', 'mask_iou',
+           'resize_gt_square', 'resize_prob', 'check_protocol', 'reduce_across_ranks']
 
 # %% ../nbs/01_metrics.ipynb #a6cff232
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -134,16 +135,8 @@ def check_protocol(protocol: str) -> str:
     return protocol
 
 # %% ../nbs/01_metrics.ipynb #62089abc
-def reduce_across_ranks(metrics: RISMetrics) -> dict[str, float]:
-    "The metrics from `metrics`' sums (one process; appendix 93 adds every rank's sums first)."
-    return metrics_from_sums(metrics.sums(), metrics.thresholds)
+from .distributed import sum_over_ranks
 
-# %% ../nbs/93_distributed.ipynb #d93m0002
 def reduce_across_ranks(metrics: RISMetrics) -> dict[str, float]:
-    "Sum I, U, hits and n over all ranks (torch.distributed) and compute the metrics; identity when not distributed."
-    import torch.distributed as dist
-    s = metrics.sums()
-    if dist.is_available() and dist.is_initialized():
-        dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-        s = s.to(dev); dist.all_reduce(s, op=dist.ReduceOp.SUM); s = s.cpu()
-    return metrics_from_sums(s, metrics.thresholds)
+    "The metrics of every rank's shard together: `metrics`' sums added over ranks (`sum_over_ranks`), then computed."
+    return metrics_from_sums(sum_over_ranks(metrics.sums()), metrics.thresholds)

@@ -15,11 +15,13 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from .core import Config, TrainConfig, seed_everything
+from .distributed import save_checkpoint
 from .models.slots import EntityModel, EntityPretrainConfig, object_discovery, pos_weight_at, scene_object_masks, split_images
 from .train import Callback, DeviceCB, GradClipCB, Learner, NaNGuardCB, ProgressCB
 
 # %% auto #0
-__all__ = ['permute_channels', 'pretrain_loader', 'warmup_cosine', 'pretrain_config', 'EntityPretrainCB', 'save_entity_model', 'pretrain_entities', 'pretrain_entities_on', 'save_entity_model']
+__all__ = ['permute_channels', 'pretrain_loader', 'warmup_cosine', 'pretrain_config', 'EntityPretrainCB', 'save_entity_model',
+           'pretrain_entities', 'pretrain_entities_on']
 
 # %% ../nbs/12a_entity_pretraining.ipynb #pt000005
 def permute_channels(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -61,9 +63,9 @@ class EntityPretrainCB(Callback):
         self.log.append(dict(step=l.step, seconds=round(time.time() - self.t0, 1), loss=float(l.loss.detach()), **object_discovery(l.core, *self.val)))
 
 # %% ../nbs/12a_entity_pretraining.ipynb #pt000009
-def save_entity_model(model: EntityModel, log: list[dict], out: str | Path) -> None:
-    "Write `model`'s config, weights and training log to `out` (appendix 95 makes the write atomic)."
-    torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), "log": log}, out)
+def save_entity_model(model: EntityModel, log: list[dict], out: str | Path) -> Path:
+    "Write `model`'s config, weights and training log to `out`, whole or not at all (`save_checkpoint`, appendix 93)."
+    return save_checkpoint({"config": asdict(model.cfg), "state_dict": model.state_dict(), "log": log}, out)
 
 def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = None, out: str | Path | None = None,
                       val: tuple[torch.Tensor, list] | None = None, eval_every: int = 1000, progress: bool = True) -> EntityModel:
@@ -95,10 +97,3 @@ def pretrain_entities_on(root: str | Path, dataset: str = "shaperefs", split_by:
         vx, vids = split_images(refer, "val", cfg.image_size)
         val = (vx[:n_val], scene_object_masks(refer, vids[:n_val], cfg.image_size))
     return pretrain_entities(images, cfg, out, val, eval_every, progress)
-
-# %% ../nbs/95_sag_diagnosis.ipynb #d95a0024
-from .core import write_atomic
-
-def save_entity_model(model: EntityModel, log: list[dict], out: str | Path) -> None:
-    "Write `model`'s config, weights and training log to `out` atomically and durably: a killed run leaves the old file or the new one."
-    write_atomic(out, lambda t: torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), "log": log}, t), fsync=True)

@@ -23,11 +23,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .core import (Config, amp_dtype, get_device, load_state_checked, precision_line, seed_everything,
-                   torch_load_checked, validate_config, write_atomic, write_error)
+from .core import Config, amp_dtype, get_device, precision_line, seed_everything, validate_config
+from .io import load_state_checked, torch_load_checked, write_atomic, write_error
 
 # %% auto #0
-__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'DistInfo', 'init_distributed', 'EpochSampler', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'save_checkpoint', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'run_lock', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'stale_temp_files', 'check_loaders', 'loader_key', 'make_train_loader', 'make_eval_loader', 'make_run_loaders', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'check_writable', 'check_out_dir', 'add_threads_arg', 'set_threads', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'init_distributed', 'finish_distributed', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler', 'train_sampler', 'eval_sampler', 'atomic_save', 'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'library_evaluate']
+__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'FUSED_ADAMW_DEVICES', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'adamw_kernel', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'check_loaders', 'loader_key', 'make_train_loader', 'make_eval_loader', 'make_run_loaders', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'check_writable', 'check_out_dir', 'add_threads_arg', 'set_threads', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'library_evaluate']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -65,49 +65,8 @@ def loss_scale(step: int, cfg: Config) -> float:
     return 1.0
 
 # %% ../nbs/12_training.ipynb #1b993697
-class DistInfo:
-    "Rank, world size and device of this process, and its collective steps (for one process: nothing to exchange)."
-    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0, device: torch.device | None = None):
-        self.rank, self.world, self.local_rank = rank, world, local_rank
-        self.device = device or torch.device("cpu")
-    @property
-    def is_main(self) -> bool: return self.rank == 0
-    @property
-    def distributed(self) -> bool: return self.world > 1
-    def __repr__(self): return f"DistInfo(rank={self.rank}, world={self.world}, device={self.device})"
-    def mean(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
-        "Scalar tensors averaged over ranks: one process holds the whole batch."
-        return {k: float(v) for k, v in values.items()}
-    def gather(self, obj: Any) -> list:
-        "`obj` from every rank: just this one."
-        return [obj]
-    def barrier(self) -> None:
-        "Wait for every rank: there is no other."
-    def wrap(self, model: nn.Module) -> nn.Module:
-        "The module the learner trains: the model itself."
-        return model
-
-def init_distributed(device_pref: str = "auto") -> DistInfo:
-    "This process: one, on `device_pref`'s device (93_distributed reads `torchrun`'s ranks instead)."
-    return DistInfo(device=get_device(device_pref))
-
-# %% ../nbs/12_training.ipynb #54bc2b86
-class EpochSampler(Sampler):
-    "Per-epoch permutation from `seed + epoch`, whole batches only, optionally skipping the first `skip` indices."
-    def __init__(self, n: int, seed: int = 0, batch_size: int = 1):
-        self.n, self.seed, self.bs, self.epoch, self.skip = n, seed, batch_size, 0, 0
-        self.per_rank = n - n % batch_size                    # drop_last
-        if self.per_rank == 0: raise ValueError(f"training set of {n} samples is too small for batch {batch_size}")
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def permutation(self) -> list[int]:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-
-    def indices(self) -> list[int]: return self.permutation()[:self.per_rank]
-    def __iter__(self): return iter(self.indices()[self.skip:])
-    def __len__(self): return self.per_rank - self.skip
+from .distributed import (DistInfo, PairedSampler, ResumableSampler, ShardSampler, image_partners, init_distributed,
+                          run_lock, save_checkpoint, stale_temp_files)
 
 # %% ../nbs/12_training.ipynb #0ae1680b
 import ris_nb.models                 # registers every model: `model_spec` answers for each name
@@ -122,14 +81,14 @@ def epoch_items(cfg: Config, dataset) -> int:
     return len(dataset) * (2 if pairs_sentences(cfg) else 1)
 
 def train_sampler(dataset, cfg: Config, info: DistInfo, batch_size: int) -> Sampler:
-    "The training order of one process (93_distributed: shards over ranks, pairs SaG's sentences)."
-    if pairs_sentences(cfg) or info.distributed:
-        raise ValueError(f"{cfg.model.name} on {info.world} process(es) needs the paired or sharded samplers of 93_distributed")
-    return EpochSampler(len(dataset), seed=cfg.seed, batch_size=batch_size)
+    "This rank's training order: SaG's sentence pairs of one image (`PairedSampler`), else each item once (`ResumableSampler`)."
+    if pairs_sentences(cfg):
+        return PairedSampler(image_partners(dataset), info.rank, info.world, seed=cfg.seed, batch_size=batch_size)
+    return ResumableSampler(len(dataset), info.rank, info.world, seed=cfg.seed, batch_size=batch_size)
 
-def eval_sampler(n: int, info: DistInfo) -> Sampler | None:
-    "The evaluation order: every item in turn (93_distributed shards them over ranks)."
-    return None
+def eval_sampler(n: int, info: DistInfo) -> Sampler:
+    "This rank's share of the evaluation items, in order and without padding (`ShardSampler`)."
+    return ShardSampler(n, info.rank, info.world)
 
 # %% ../nbs/12_training.ipynb #e0c4a002
 REFER_TRAIN_SIZES = {  # (dataset, split_by) -> (refs, sentences) of the train split
@@ -190,12 +149,6 @@ def set_generator_states(model: nn.Module, states: dict[str, torch.Tensor]) -> N
         if k in states: g.set_state(states[k])
 
 # %% ../nbs/12_training.ipynb #b3a7b187
-def save_checkpoint(obj: Any, path: str | Path) -> Path:
-    "`torch.save` to `path` (93_distributed makes the write survive a crash)."
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path)
-    return Path(path)
-
 RESUME_KEYS = ("optimizer", "scheduler", "step")     # what a step checkpoint holds beyond best.pt's model weights
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -235,14 +188,6 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
                          "it again from step 0, or give another --out")
     return None
 
-# %% ../nbs/12_training.ipynb #11c8e0e3
-@contextmanager
-def run_lock(run_dir: str | Path, what: str = "training"):
-    "The run folder `run_dir` (created if needed) for the block (93_distributed locks it against a second process)."
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    yield run_dir
-
 # %% ../nbs/12_training.ipynb #009c5559
 class LossWrapper(nn.Module):
     "forward(batch) -> the loss dict of a protocol model (outputs kept in `.outputs`): the unit that `DistInfo.wrap` wraps."
@@ -269,13 +214,26 @@ def provided(cbs: Iterable[Callback], name: str, default: Callable | None) -> Ca
     "The `name` method of the first callback (by `order`) that has one, else `default`: how a callback supplies the loss, the parameter groups or the lr schedule."
     return next((fn for cb in sorted(cbs, key=lambda c: c.order) if callable(fn := getattr(cb, name, None))), default)
 
-def _optimizer_and_schedule(core: nn.Module, cfg: Config, device: torch.device, cbs: Iterable[Callback] = ()):
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")   # measured in bench/bench_optimizer.py: on CPU fused beats foreach too
+
+def adamw_kernel(params: Iterable[torch.Tensor]) -> dict[str, bool]:
+    "AdamW's kernel for the parameters' device: `fused` on CPU and CUDA, else torch's default (foreach where it can)."
+    types = {p.device.type for p in params}
+    return {"fused": True} if len(types) == 1 and types <= set(FUSED_ADAMW_DEVICES) else {}
+
+def _tensors(params) -> list[torch.Tensor]:
+    "A group's `params` (one tensor or an iterable of them) as a list, read once."
+    return [params] if isinstance(params, torch.Tensor) else list(params)
+
+def _optimizer_and_schedule(core: nn.Module, cfg: Config, cbs: Iterable[Callback] = ()):
     "AdamW over the parameter groups (`core.param_groups(cfg)`, or a callback's) and a `LambdaLR` following `lr_factor` (or a callback's)."
     groups = provided(cbs, "param_groups", getattr(core, "param_groups", None))
     if groups is None: raise TypeError(f"{type(core).__name__} has no param_groups(cfg), and no callback supplies one")
     factor = provided(cbs, "lr_factor", lambda s: lr_factor(s, cfg))
-    # fused AdamW: one kernel over all parameters instead of a Python loop over hundreds of small tensors
-    opt = torch.optim.AdamW(groups(cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type in ("cpu", "cuda"))
+    groups = [{**g, "params": _tensors(g["params"])} for g in groups(cfg)]   # the protocol: a list of dicts
+    # fused: one kernel over all parameters instead of a loop over hundreds of small tensors (foreach: a few per group)
+    kernel = adamw_kernel(p for g in groups for p in g["params"])
+    opt = torch.optim.AdamW(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, **kernel)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 # %% ../nbs/12_training.ipynb #8bdf1bac
@@ -289,7 +247,7 @@ class Learner:
         for cb in self.cbs: cb.learn = self
         self.core = unwrap(model)
         self.trainer = model if isinstance(unwrap_wrapper(model), LossWrapper) else LossWrapper(model)
-        self.opt, self.sched = _optimizer_and_schedule(self.core, cfg, self.dist.device, self.cbs)
+        self.opt, self.sched = _optimizer_and_schedule(self.core, cfg, self.cbs)
         unwrap_wrapper(self.trainer).loss_func = provided(self.cbs, "losses", None)
         self.amp_dtype = amp_dtype(self.dist.device, cfg.train.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -597,7 +555,7 @@ def _dataset(data: DataLoader | Any) -> Any:
 def run_fingerprints(loaders: dict[str, DataLoader], fresh: bool = False) -> dict:
     "`tokenizer_fingerprint`, `data_fingerprint` (file → SHA-256, read again if `fresh`) and `images_fingerprint` of the training set (`loaders['train']`, a loader or its dataset); absent when its dataset has none."
     from ris_nb.data.transforms import tokenizer_fingerprint
-    from ris_nb.data.refer import sha256
+    from ris_nb.io import sha256
     ds = _dataset(loaders["train"])
     tok, refer = getattr(ds, "tokenizer", None), getattr(getattr(ds, "base", None), "refer", None)
     out = {}
@@ -657,10 +615,6 @@ def _read_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[tuple
                              "or give another --out") from None
         if not found: check_same_run(ck["config"], cfg, best); check_fingerprints(ck, fingerprints, best)
     return found, ck
-
-def stale_temp_files(run_dir: Path) -> list[Path]:
-    "Temporary files a killed run left in `run_dir` (none in one plain process; appendix 93 finds `write_atomic`'s by their dead pid)."
-    return []
 
 # %% ../nbs/12_training.ipynb #b8e5108f
 def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[str] = ("train", "val")) -> None:
@@ -731,7 +685,7 @@ def check_fit_args(model: Any, loaders: Any, cfg: Any, cbs: Any = ()) -> None:
     validate_config(cfg); _check_parts(model, loaders, cbs)
 
 # %% ../nbs/12_training.ipynb #trun0010
-EVALUATORS: list[Callable] = []   # the validation `fit` uses when given none: 13_evaluation's `evaluate`, added by 93_distributed
+EVALUATORS: list[Callable] = []   # the validation `fit` uses when given none: 13_evaluation's `evaluate`, added there
 
 class TrainingRun:
     "One training run, started once by `start()`: `cfg` validated here; every other step is `start`'s, in its order."
@@ -832,7 +786,7 @@ def _learner(self: TrainingRun, cbs: Sequence[Callback], validate: bool) -> Lear
     "The model on this rank's device (`info.wrap`ped), the training loader and the callbacks."
     info, cfg = self.info, self.cfg
     model = self.model = self.model.to(info.device)
-    model = info.wrap(model)
+    model = info.wrap(LossWrapper(model))            # several ranks: DDP around the loss
     if self._train_dl is None: self._train_dl = make_train_loader(self.data["train"], cfg, info, self.collate["train"])
     train_dl = self._train_dl
     val_dl = self.eval_loader("val") if validate and "val" in self.data else None
@@ -861,7 +815,7 @@ def _restore(self: TrainingRun, learn: Learner) -> None:
 # %% ../nbs/12_training.ipynb #trun0020
 import argparse
 
-from .core import usable_cores
+from .testing import usable_cores   # built in 96_testing (appendix)
 from .data.transforms import save_tokenizer   # built in 04_transforms: the run folder holds the tokenizer
 
 def check_writable(d: Path) -> None:
@@ -1003,196 +957,10 @@ def load_run(ckpt: str | Path, data: str | None = None) -> tuple[Config, Any, nn
     load_state_checked(model, ck["model"], f"checkpoint {ckpt}", f"preset {cfg.name!r}")   # names the first keys and shapes that differ
     return cfg, tok, model.eval()
 
-# %% ../nbs/93_distributed.ipynb #d9300002
-import errno
-import fcntl
-import gc
-import importlib
-import re
-import shutil
-import weakref
-
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
-
-# %% ../nbs/93_distributed.ipynb #d9300005
-def init_distributed(device_pref: str = "auto") -> DistInfo:
-    "Initialise torch.distributed from torchrun's environment (gloo on CPU, nccl on GPU); single process otherwise."
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1: return DistInfo(device=get_device(device_pref))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_pref != "cpu"
-    if use_cuda: torch.cuda.set_device(local_rank)
-    # its functions take `group=group.WORLD` as a default argument, evaluated at import: imported while a group exists
-    # (DDP imports it, through torch._dynamo), they hold that group for good and `destroy_process_group` cannot free it
-    importlib.import_module("torch.distributed.nn")
-    if not dist.is_initialized(): dist.init_process_group("nccl" if use_cuda else "gloo")
-    return DistInfo(rank, world, local_rank, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
-
-def finish_distributed() -> None:
-    "Wait for every rank, then destroy the process group, so that its threads end here and not at interpreter exit."
-    if not (dist.is_available() and dist.is_initialized()): return
-    gc.collect()                             # a finished Learner and its callbacks (a cycle) still hold the DDP wrapper
-    group = weakref.ref(dist.group.WORLD)
-    dist.barrier()
-    dist.destroy_process_group()             # frees the group, joining its threads, when nothing else holds it
-    if group() is not None:
-        warnings.warn("the process group outlived destroy_process_group(): something still holds it (a live "
-                      "DistributedDataParallel wrapper? delete it first), so its gloo threads run on into interpreter "
-                      "shutdown, where one that still needs the GIL aborts the process")
-
-# %% ../nbs/93_distributed.ipynb #d9300007
-@patch
-def mean(self: DistInfo, values: dict[str, torch.Tensor]) -> dict[str, float]:
-    "Scalar tensors averaged over ranks (the loss of the global batch); plain floats without distribution."
-    if not self.distributed: return {k: float(v) for k, v in values.items()}
-    keys = sorted(values)
-    t = torch.stack([values[k].to(self.device, torch.float64) for k in keys])
-    dist.all_reduce(t); t /= self.world
-    return {k: float(x) for k, x in zip(keys, t.cpu())}
-
-@patch
-def gather(self: DistInfo, obj: Any) -> list:
-    "`obj` from every rank (just `[obj]` without distribution)."
-    if not self.distributed: return [obj]
-    out = [None] * self.world
-    dist.all_gather_object(out, obj)
-    return out
-
-@patch
-def barrier(self: DistInfo) -> None:
-    "Wait for every rank (nothing without distribution)."
-    if self.distributed: dist.barrier()
-
-@patch
-def wrap(self: DistInfo, model: nn.Module) -> nn.Module:
-    "With several ranks: DDP around the model's `LossWrapper` (SyncBN on GPUs); the model itself otherwise."
-    if not self.distributed: return model
-    if self.device.type == "cuda": model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    # switchable parts (MG, CAL, aux heads) may leave parameters without gradient in some configs
-    return DDP(LossWrapper(model), device_ids=[self.local_rank] if self.device.type == "cuda" else None,
-               find_unused_parameters=True)
-
-# %% ../nbs/93_distributed.ipynb #d9300010
-class ResumableSampler(EpochSampler):
-    "Per-epoch permutation from `seed + epoch`, this rank's share, optionally skipping the first `skip` indices."
-    def __init__(self, n: int, rank: int = 0, world: int = 1, seed: int = 0, batch_size: int = 1):
-        self.n, self.rank, self.world, self.seed, self.bs = n, rank, world, seed, batch_size
-        self.epoch, self.skip = 0, 0
-        per_rank = n // world
-        self.per_rank = per_rank - per_rank % batch_size      # drop_last, identically on every rank
-        if self.per_rank == 0:
-            raise ValueError(f"training set of {n} samples is too small for {world} rank(s) × batch {batch_size}")
-
-    def indices(self) -> list[int]: return self.permutation()[self.rank::self.world][:self.per_rank]
-
-# %% ../nbs/93_distributed.ipynb #d9300013
-class PairedSampler(ResumableSampler):
-    "Like `ResumableSampler`, but every item is followed by a partner drawn from `partners[item]` (itself where that is empty)."
-    def __init__(self, partners: list[list[int]], rank: int = 0, world: int = 1, seed: int = 0, batch_size: int = 2):
-        if batch_size % 2: raise ValueError(f"paired batches need an even batch per rank, got {batch_size}")
-        self.partners = partners
-        super().__init__(2 * len(partners), rank, world, seed, batch_size)
-        self.per_rank = 2 * (len(partners) // world) - (2 * (len(partners) // world)) % batch_size
-
-    def indices(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        anchors = torch.randperm(len(self.partners), generator=g).tolist()[self.rank::self.world]
-        picks = torch.rand(len(anchors), generator=g).tolist()
-        out = []
-        for a, u in zip(anchors, picks):
-            cands = self.partners[a]
-            out += [a, cands[int(u * len(cands))] if cands else a]
-        return out[:self.per_rank]
-
-def image_partners(dataset) -> list[list[int]]:
-    "Per item of a `RefDataset` (or a dataset wrapping one as `.base`): the items of its image whose ref names another annotation."
-    base = getattr(dataset, "base", dataset)
-    refs = base.refs if base.per_ref else [base.refs[ri] for ri, _ in base.samples]
-    keys = [(r["image_id"], r["ann_id"]) for r, _ in refs]
-    by_image = {}
-    for i, (im, _) in enumerate(keys): by_image.setdefault(im, []).append(i)
-    return [[j for j in by_image[im] if keys[j][1] != ann] for im, ann in keys]
-
-# %% ../nbs/93_distributed.ipynb #d9300015
-class ShardSampler(Sampler):
-    "Items rank, rank+world, … in order: every item exactly once over all ranks."
-    def __init__(self, n: int, rank: int = 0, world: int = 1): self.idx = list(range(rank, n, world))
-    def __iter__(self): return iter(self.idx)
-    def __len__(self): return len(self.idx)
-
-def train_sampler(dataset, cfg: Config, info: DistInfo, batch_size: int) -> Sampler:
-    "This rank's training order: sentence pairs of one image where the model asks for them (`PairedSampler`), else `ResumableSampler`."
-    if pairs_sentences(cfg): return PairedSampler(image_partners(dataset), info.rank, info.world, seed=cfg.seed, batch_size=batch_size)
-    return ResumableSampler(len(dataset), info.rank, info.world, seed=cfg.seed, batch_size=batch_size)
-
-def eval_sampler(n: int, info: DistInfo) -> Sampler | None:
-    "This rank's share of the evaluation items, without padding (`ShardSampler`)."
-    return ShardSampler(n, info.rank, info.world)
-
-# %% ../nbs/93_distributed.ipynb #d9300020
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    "torch.save to a temp file in the same folder, fsync, then rename over `path` (`write_atomic`); a failed write names `path`."
-    def save(tmp: Path):
-        try: torch.save(obj, tmp)
-        except RuntimeError as e:   # a full disk or `ulimit -f` inside torch's zip writer: `[enforce fail at …] unexpected pos …`
-            why = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", str(e).strip().splitlines()[0])
-            raise OSError(errno.EIO, f"torch.save failed ({why})") from None
-    return write_atomic(path, save, fsync=True)
-def save_checkpoint(obj: Any, path: str | Path) -> Path:
-    "Write a checkpoint whole or not at all (`atomic_save`)."
-    return atomic_save(obj, path)
-
-# %% ../nbs/93_distributed.ipynb #d93st001
-from .core import pid_alive
-
-def stale_temp_files(run_dir: Path) -> list[Path]:
-    "`write_atomic` temp files (`.<name>.tmp-<pid><suffix>`) in `run_dir` and its `checkpoints/` whose process is gone."
-    out = []
-    for p in [*Path(run_dir).glob(".*.tmp-*"), *Path(run_dir).glob("checkpoints/.*.tmp-*")]:
-        pid = p.name.rpartition(".tmp-")[2].split(".")[0]
-        if pid.isdigit() and p.is_file() and not pid_alive(int(pid)): out.append(p)
-    return out
-
-# %% ../nbs/93_distributed.ipynb #d9300024
-class RunLockedError(ValueError):
-    "Another process is training in this run directory."
-
-_HELD_LOCKS: dict[str, list] = {}      # resolved run dir -> [fd, depth] held by this process
-
-@contextmanager
-def run_lock(run_dir: str | Path, what: str = "training"):
-    "Hold an exclusive lock on `run_dir` (created if needed); raises `RunLockedError` naming the holder's pid and `what` it runs."
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NotADirectoryError(f"run directory {run_dir} is a file; expected a directory (or a path that does not exist yet)")
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    key = str(run_dir.resolve())
-    if key in _HELD_LOCKS: _HELD_LOCKS[key][1] += 1
-    else:
-        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise RunLockedError(f"{run_dir} is in use by another {what} (pid {holder}); wait for it to finish "
-                                 "or give another --out") from None
-        os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
-        _HELD_LOCKS[key] = [fd, 1]
-    try: yield run_dir
-    finally:
-        _HELD_LOCKS[key][1] -= 1
-        if _HELD_LOCKS[key][1] == 0:
-            fd = _HELD_LOCKS.pop(key)[0]
-            fcntl.flock(fd, fcntl.LOCK_UN); os.close(fd)
-            if created and {p.name for p in run_dir.iterdir()} <= {".lock"}:   # a refused start leaves no empty run folder
-                shutil.rmtree(run_dir, ignore_errors=True)
-
-# %% ../nbs/93_distributed.ipynb #d9300027
+# %% ../nbs/13_evaluation.ipynb #hb13ev02
 def library_evaluate(model: nn.Module, loader: DataLoader, **kwargs) -> dict:
-    "`ris_nb.evaluate.evaluate` (13_evaluation), imported on first use."
+    "`ris_nb.evaluate.evaluate` (13_evaluation), imported on first use: the validation of a run given no `evaluate`."
     from ris_nb.evaluate import evaluate
     return evaluate(model, loader, **kwargs)
 
-EVALUATORS.append(library_evaluate)
+EVALUATORS.append(library_evaluate)      # `fit`'s validation when given none (12)

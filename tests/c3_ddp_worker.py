@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ddp_worker import report_teardown
-from ris_nb.train import finish_distributed, init_distributed
+from ris_nb.distributed import finish_distributed, init_distributed
 
 
 def sag_tiny_step_inputs():

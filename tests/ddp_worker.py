@@ -13,7 +13,8 @@ from torch import nn
 
 from ris_nb.core import build_model, get_preset, seed_everything
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-from ris_nb.train import finish_distributed, fit, prepare
+from ris_nb.distributed import finish_distributed
+from ris_nb.train import fit, prepare
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 from gloo_threads import gloo_threads   # noqa: E402  (the diagnostic tool owns the count)

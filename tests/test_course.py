@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ris_nb.course import (KINDS, SOLUTION, HIDDEN, exercise_start, grade, make_course, nbgrader_available, read_notebook, run_exercises,
-                           to_student)
+from ris_nb.course import (KINDS, SOLUTION, HIDDEN, exercise_start, grade_notebooks, make_course, nbgrader_available, read_notebook,
+                           run_exercises, teacher_checks, to_student)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHING = ["01_metrics", "02_shaperefs", "03_refer", "05_encoders", "06_lavt", "07_mask_grounding", "08_alignment", "09_magnet",
@@ -91,11 +91,33 @@ def test_nbgrader_and_own_lines_agree(stem):
     assert to_student(nb, "nbgrader")["cells"] == to_student(nb, "own")["cells"]
 
 
-@pytest.mark.parametrize("answers,passed", [("a", True), ("b", False)])
-def test_teacher_grades_a_student_copy(course, answers, passed):
-    "The teacher's `grade` puts the hidden keys back: the student's think answers are right or wrong by them."
-    student = read_notebook(course["01_metrics"])
-    cell = next(c for c in student["cells"] if c["cell_type"] == "code" and c["source"].startswith("think_q1 = think_q2 = None"))
-    cell["source"] = f"think_q1 = {answers!r}\nthink_q2 = {answers!r}"
-    think = [r for r in grade(student, ROOT / "nbs" / "01_metrics.ipynb") if r.kind == "think"]
-    assert [r.passed for r in think] == [passed], think
+def test_teacher_grades_a_student_copy(course):
+    "The teacher's `grade` compares the think answers with the keys outside the students' processes: right or wrong by them."
+    def answered(answer: str) -> dict:
+        student = read_notebook(course["01_metrics"])
+        cell = next(c for c in student["cells"] if c["cell_type"] == "code" and c["source"].startswith("think_q1 = think_q2 = None"))
+        cell["source"] = f"think_q1 = {answer!r}\nthink_q2 = {answer!r}"
+        return student
+    graded = grade_notebooks(ROOT / "nbs" / "01_metrics.ipynb", [answered("a"), answered("b")])
+    think = [[r.passed for r in g.results if r.kind == "think"] for g in graded]
+    assert think == [[True], [False]], [g.results for g in graded]
+    assert all(len(g.results) == len(graded[0].results) and not g.ended for g in graded)
+
+
+def test_student_copies_name_their_checks(course):
+    "Every check cell of a student copy carries nbgrader's grade_id (the teacher cell's id) and the copy its lesson."
+    for stem in TEACHING:
+        nb, teacher = read_notebook(course[stem]), read_notebook(ROOT / "nbs" / f"{stem}.ipynb")
+        assert nb["metadata"]["ris_nb"] == {"lesson": stem}
+        want = [c.name for c in teacher_checks(teacher, stem, skip=())]
+        got = [c["metadata"]["nbgrader"]["grade_id"] for c in nb["cells"] if "nbgrader" in c.get("metadata", {})]
+        assert got == want, f"{stem}: grade_ids {got}, expected the teacher's check cells {want}"
+
+
+@pytest.mark.parametrize("stem", TEACHING)
+def test_teacher_notebook_passes_its_own_grading(stem):
+    "Graded as a student (own process, scratch copy, Landlock where the kernel has it), a teacher notebook passes every check."
+    path = ROOT / "nbs" / f"{stem}.ipynb"
+    g = grade_notebooks(path, [path])[0]
+    failed = [(r.name, r.message) for r in g.results if not r.passed]
+    assert not g.refused and not g.ended and not failed, f"{stem}: {g.refused or g.ended or failed}"

@@ -1,7 +1,9 @@
-"""The notebooks are a course: a numbered notebook below 90 uses only the `ris_nb` modules that it or an earlier notebook
-builds. What counts as a use: every import in a code cell, exported or not, inside a function body or not — a library
-function that imports a later module is a forward reference too (a later notebook plugs in by registering itself into an
-earlier one, never the other way round)."""
+"""The notebooks are a course: a numbered notebook below 90 uses only the `ris_nb` modules that it or an earlier course
+notebook builds, and the modules the appendix owns (built by a notebook numbered 90 or above: `ris_nb.io`, `ris_nb.validate`,
+`ris_nb.data.checks`, `ris_nb.testing`, `ris_nb.official`, the `ris_nb.models` package, …), which the course calls as black
+boxes. What counts as a use: every import in a code cell, exported or not, inside a function body or not — a library
+function that imports a later course module is a forward reference too (a later notebook plugs in by registering itself
+into an earlier one, never the other way round)."""
 import ast
 import json
 import re
@@ -22,13 +24,18 @@ def cells(nb: Path) -> list[str]:
 
 
 def built_modules() -> dict[str, Path]:
-    "`ris_nb.<default_exp>` → the notebook that builds it."
+    "`ris_nb.<default_exp>` → the notebook that builds it (a package's `__init__` counts as the package)."
     out = {}
     for nb in sorted(NBS.glob("*.ipynb")):
         for src in cells(nb):
             m = re.search(r"^#\|\s*default_exp\s+(\S+)", src, re.M)
-            if m: out[f"ris_nb.{m.group(1)}"] = nb
+            if m: out[f"ris_nb.{m.group(1)}".removesuffix(".__init__")] = nb
     return out
+
+
+def is_appendix(nb: Path) -> bool:
+    "A notebook numbered 90 or above: what it builds, the course may call as a black box."
+    return bool(re.match(r"\d\d", nb.name)) and int(nb.name[:2]) >= 90
 
 
 def python_of(src: str) -> str:
@@ -58,7 +65,8 @@ def later_uses(nb: Path, modules: dict[str, Path]) -> list[str]:
     for i, src in enumerate(cells(nb)):
         for name in imported_modules(src):
             m = owner(name, modules)
-            if m and modules[m].name > nb.name: out.append(f"code cell {i}: {m} (built in {modules[m].name})")
+            if m and modules[m].name > nb.name and not is_appendix(modules[m]):
+                out.append(f"code cell {i}: {m} (built in {modules[m].name})")
     return out
 
 
@@ -68,6 +76,16 @@ def test_the_checker_sees_top_level_and_lazy_imports():
     assert imported_modules("%time x = 1\nfrom ris_nb import viz, core") == ["ris_nb", "ris_nb.viz", "ris_nb.core"]
     modules = {"ris_nb.metrics": NBS / "01_metrics.ipynb", "ris_nb.train": NBS / "12_training.ipynb"}
     assert owner("ris_nb.train", modules) == "ris_nb.train" and owner("ris_nb.models", modules) is None
+
+
+def test_appendix_modules_are_allowed_and_later_course_modules_are_not():
+    modules = {"ris_nb.io": NBS / "92_dataset_writing.ipynb", "ris_nb.train": NBS / "12_training.ipynb",
+               "ris_nb.models": NBS / "97_models_package.ipynb"}
+    nb = NBS / "03_refer.ipynb"
+    assert is_appendix(modules["ris_nb.io"]) and not is_appendix(modules["ris_nb.train"]) and not is_appendix(NBS / "index.ipynb")
+    found = [m for m in ("ris_nb.io", "ris_nb.train", "ris_nb.models") if modules[m].name > nb.name and not is_appendix(modules[m])]
+    assert found == ["ris_nb.train"]
+    assert built_modules()["ris_nb.models"].name == "97_models_package.ipynb"     # `models.__init__` counts as the package
 
 
 @pytest.mark.parametrize("nb", numbered_notebooks(), ids=lambda p: p.stem)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from ris_nb.core import get_preset, special_token_ids
 from ris_nb.data import refer as R
+from ris_nb.io import UnsafePickleError
 from ris_nb.data import shaperefs as S
 from ris_nb.data import transforms as T
 from conftest import copy_data
@@ -174,17 +175,17 @@ def test_malicious_pickle_refused(tmp_path):
     # sanity: a plain pickle.loads would run it (do not: we only check the opcode stream names os.system)
     assert b"system" in evil
     root = build_refer(tmp_path / "data", refs_bytes=evil)
-    with pytest.raises(R.UnsafePickleError, match=r"refs\(unc\)\.p.*(posix|os)\.system"):
+    with pytest.raises(UnsafePickleError, match=r"refs\(unc\)\.p.*(posix|os)\.system"):
         R.Refer(root, "refcoco", "unc")
     assert not flag.exists()
     for proto in (0, 4, 5):
         p = tmp_path / f"e{proto}.p"
         p.write_bytes(pickle.dumps({"x": _Payload()}, protocol=proto))
-        with pytest.raises(R.UnsafePickleError): R.safe_load_pickle(p)
+        with pytest.raises(UnsafePickleError): R.safe_load_pickle(p)
     assert not flag.exists()
     p = tmp_path / "cls.p"
     p.write_bytes(pickle.dumps([np.int64(3)]))
-    with pytest.raises(R.UnsafePickleError, match="numpy"): R.safe_load_pickle(p)
+    with pytest.raises(UnsafePickleError, match="numpy"): R.safe_load_pickle(p)
 
 
 def test_python2_pickle(tmp_path):

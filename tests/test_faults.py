@@ -88,14 +88,14 @@ def test_shared_refs_pickle_does_not_hang(data_copy):
 
 
 def test_self_referencing_pickle_is_refused(tmp_path):
-    from ris_nb.data.refer import safe_load_pickle
+    from ris_nb.io import safe_load_pickle
     (tmp_path / "loop.p").write_bytes(b"\x80\x02]q\x00(h\x00U\x01\xe9e.")
     with pytest.raises(ValueError, match="loop.p: containers nested deeper"):
         safe_load_pickle(tmp_path / "loop.p")
 
 
 def test_16_bit_greyscale_is_scaled_not_white(tmp_path):
-    from ris_nb.data.refer import load_image
+    from ris_nb.io import load_image
     ramp = (np.arange(256, dtype=np.uint32) * 257).astype(np.uint16).reshape(16, 16)
     Image.fromarray(ramp).save(tmp_path / "g16.png")
     img = load_image(tmp_path / "g16.png")
@@ -103,7 +103,7 @@ def test_16_bit_greyscale_is_scaled_not_white(tmp_path):
 
 
 def test_huge_image_is_refused_before_decoding(tmp_path):
-    from ris_nb.data.refer import load_image
+    from ris_nb.io import load_image
     Image.new("1", (20000, 10000)).save(tmp_path / "bomb.png")
     with pytest.raises(ValueError, match=r"bomb.png.*200,000,000 pixels|bomb.png.*exceeds limit"):
         load_image(tmp_path / "bomb.png")
@@ -236,7 +236,7 @@ def test_eval_and_predict_refuse_another_runs_tokenizer(trained, other_data, tmp
 
 
 def test_second_training_on_the_same_run_directory_is_refused(trained, shaperefs, capsys):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ris_nb.train import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ris_nb.distributed import run_lock\n"
                                "with run_lock(sys.argv[1]): print('locked', flush=True); time.sleep(60)", str(trained)],
                               stdout=subprocess.PIPE, text=True, env=ENV)
     try:
@@ -369,7 +369,7 @@ def test_disk_full_is_one_line_and_loses_nothing(shaperefs, tmp_path, capsys, mo
 
 def _plant(ddir: Path, fault: str) -> str:
     "Plant one `fault` in the ShapeRefs copy `ddir`; return what the error must name (a file, an id, a path)."
-    from ris_nb.data.refer import safe_load_pickle
+    from ris_nb.io import safe_load_pickle
     inst = json.loads((ddir / "instances.json").read_text())
     refs = safe_load_pickle(ddir / "refs(shaperefs).p")
     anns, imgs = {a["id"]: a for a in inst["annotations"]}, {im["id"]: im for im in inst["images"]}
@@ -519,7 +519,7 @@ def test_predict_out_format_pil_cannot_write_is_refused_first(tmp_path):
 
 
 def test_refused_start_leaves_no_lock_only_folder(tmp_path):
-    from ris_nb.train import run_lock
+    from ris_nb.distributed import run_lock
     run = tmp_path / "run"
     with pytest.raises(RuntimeError):
         with run_lock(run): raise RuntimeError("refused before anything was written")
@@ -553,7 +553,8 @@ def test_cli_output_into_a_closed_pipe_is_quiet():
 def test_run_folder_edge_cases(tmp_path, shaperefs_data):
     "A shorter re-run of a finished run, a vocabulary below the tokenizer's, a cut-off log line, a killed run's temp file."
     import warnings as _w
-    from ris_nb.train import fit, prepare, read_log, stale_temp_files
+    from ris_nb.distributed import stale_temp_files
+    from ris_nb.train import fit, prepare, read_log
     data = shaperefs_data(40, 0, 64)
     cfg = get_preset("lavt_tiny").override({"data.root": str(data), "data.image_size": 64, "train.batch_size": 8,
                                             "train.max_steps": 4, "train.eval_every": 4, "train.ckpt_every": 2,
@@ -688,7 +689,8 @@ def test_sentences_without_a_word_are_blank_for_training_and_check_data(data_cop
     "split of nothing else is refused by train and check-data alike (was: trained on `[CLS][SEP]` or `[CLS] ? ! . . . [SEP]`; "
     "check-data passed; a val of '...' selected best.pt)."
     from ris_nb.cli import main as cli_main
-    from ris_nb.data.refer import RefDataset, safe_load_pickle
+    from ris_nb.data.refer import RefDataset
+    from ris_nb.io import safe_load_pickle
     f = data_copy / "refs(shaperefs).p"
     refs = safe_load_pickle(f)
     first = next(r for r in refs if r["split"] == "train")
@@ -887,8 +889,10 @@ def test_writes_past_a_file_size_limit_name_the_file_and_leave_nothing(tmp_path)
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 30)))
     code = ("import resource, sys, torch\nresource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
-            "from ris_nb.train import atomic_save, plot_curves\nfrom pathlib import Path\nd = Path(sys.argv[1])\n"
-            "for f in (lambda: atomic_save({'w': torch.zeros(10000)}, d / 'ck.pt'), lambda: plot_curves(d / 'log.jsonl', d / 'curves.png')):\n"
+            "from ris_nb.distributed import save_checkpoint\nfrom ris_nb.train import plot_curves\n"
+            "from pathlib import Path\nd = Path(sys.argv[1])\n"
+            "for f in (lambda: save_checkpoint({'w': torch.zeros(10000)}, d / 'ck.pt'),\n"
+            "          lambda: plot_curves(d / 'log.jsonl', d / 'curves.png')):\n"
             "    try: f(); print('no error')\n    except OSError as e: print('OSError', e)\n")
     p = run([sys.executable, "-c", code, tmp_path], check=False, timeout=300)
     lines = p.stdout.splitlines()
@@ -914,7 +918,7 @@ def test_experiments_name_unreadable_results_and_refuse_a_second_study(tmp_path)
     d = tmp_path / "study" / "data" / "shaperefs"; d.mkdir(parents=True)
     (d / "meta.json").write_text(""); (d / "refs(shaperefs).p").write_bytes(b"")
     with pytest.raises(ValueError, match=r"meta.json: not valid JSON .*delete"): study_data(tmp_path / "study", QUICK)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ris_nb.train import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ris_nb.distributed import run_lock\n"
                                "with run_lock(sys.argv[1], 'study'): print('locked', flush=True); time.sleep(60)",
                                str(tmp_path / "study")], stdout=subprocess.PIPE, text=True, env=ENV)
     try:
@@ -983,7 +987,8 @@ def test_a_polygon_too_small_to_draw_is_refused_by_train_and_check_data(data_cop
     "A 0.02 px² polygon encloses area but draws no pixel: train's geometry check refuses it as check-data does, with the "
     "same line (was: passed train's check and trained on an empty mask; only check-data caught it)."
     from ris_nb.cli import main as cli_main
-    from ris_nb.data.refer import Refer, safe_load_pickle
+    from ris_nb.data.refer import Refer
+    from ris_nb.io import safe_load_pickle
     inst = json.loads((data_copy / "instances.json").read_text())
     ref = next(r for r in safe_load_pickle(data_copy / "refs(shaperefs).p") if r["split"] == "train")
     ann = next(a for a in inst["annotations"] if a["id"] == ref["ann_id"])
@@ -1014,7 +1019,7 @@ def test_data_and_path_errors_are_one_clear_line(data_copy, trained, tmp_path, c
     "expected (was: a bare errno, 'not found', 'unknown split', a RecursionError traceback, Python's int-limit advice, a "
     "failure mid-training after config.json and tokenizer/ were written)."
     import shutil
-    from ris_nb.data.refer import read_json
+    from ris_nb.io import read_json
     loop = tmp_path / "loop" / "shaperefs"; shutil.copytree(data_copy, loop)
     first = sorted((loop / "images").iterdir())[0]; first.unlink(); first.symlink_to(first.name)
     from ris_nb.cli import main as cli_main

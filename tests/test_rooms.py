@@ -1,7 +1,7 @@
 """Each module holds one concern (issue 49's "rooms"), read from the exported source with `ast`: `core` imports no model; no
 module below `viz` trains; diagnostics live with evaluation; entity pretraining and the official converters have their own
-module; each idea is written once (one atomic write, one IoU, one Dice, one tokenizer saver, one log reader); no single-use
-private base class."""
+module; the appendix's foundations (`io`, `validate`) import no other `ris_nb` module; each idea is written once (one atomic
+write, one safe unpickler, one IoU, one Dice, one tokenizer saver, one log reader); no single-use private base class."""
 import ast
 from collections import Counter
 from pathlib import Path
@@ -11,16 +11,16 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "ris_nb"
 MODULES = {p.relative_to(PKG).with_suffix("").as_posix().replace("/", "."): p for p in PKG.rglob("*.py") if p.name != "_modidx.py"}
 # below `viz` in the package's layering: they build, load and score models, and never train one
-BELOW_VIZ = [m for m in MODULES if m.split(".")[0] in ("core", "metrics", "checks", "data", "models", "evaluate", "official")]
+BELOW_VIZ = [m for m in MODULES if m.split(".")[0] in ("io", "validate", "testing", "core", "metrics", "checks", "data", "models",
+                                                       "evaluate", "official")]
 
 
 def tree(module: str) -> ast.Module: return ast.parse(MODULES[module].read_text())
 
 
 def defined(name: str) -> list[str]:
-    "The modules that define a function or class called `name` at any depth (an appendix may redefine it in the same module)."
-    return sorted({m for m in MODULES for n in ast.walk(tree(m))
-                   if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name})
+    "The module of each function or class called `name` at any depth (a module that defines it twice is listed twice)."
+    return sorted(m for m in MODULES for n in ast.walk(tree(m)) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name)
 
 
 def imports(module: str) -> list[str]:
@@ -41,6 +41,17 @@ def test_the_checks_see_the_package():
 
 def test_core_imports_no_model():
     assert not [i for i in imports("core") if i.startswith("ris_nb.models")], imports("core")
+
+
+@pytest.mark.parametrize("module", ["io", "validate"])
+def test_the_foundations_import_no_other_ris_nb_module(module):
+    "`ris_nb.io` and `ris_nb.validate` sit at the bottom of the package: `core`, `data` and the engine import them."
+    assert not [i for i in imports(module) if i.startswith("ris_nb")], imports(module)
+
+
+def test_models_never_import_official():
+    "The Swin key map lives beside the backbone (`models.encoders`), so no model module imports `ris_nb.official`."
+    assert not [m for m in MODULES if m.startswith("models") and "ris_nb.official" in imports(m)]
 
 
 def training_calls(module: str) -> list[str]:
@@ -70,11 +81,16 @@ def test_the_training_check_catches_a_loop(tmp_path):
 @pytest.mark.parametrize("name, home", [
     ("shatter_gather", "evaluate"), ("sentence_sensitivity", "evaluate"),          # diagnostics: with evaluation
     ("pretrain_entities", "pretrain"), ("EntityPretrainCB", "pretrain"),           # entity pretraining: its own module, on the Learner
-    ("convert_magnet", "official"), ("swin_to_timm", "official"), ("sag_key_map", "official"),   # converters with their key maps
-    ("write_atomic", "core"), ("mask_iou", "metrics"), ("dice_loss", "models.lavt"), ("save_tokenizer", "data.transforms"),
+    ("convert_magnet", "official"), ("sag_key_map", "official"),                  # converters with their key maps
+    ("swin_to_timm", "models.encoders"), ("load_swin", "models.encoders"),        # Swin's renaming beside the backbone, as in timm
+    ("write_atomic", "io"), ("safe_load_pickle", "io"), ("SafeUnpickler", "io"), ("torch_load_checked", "io"),   # the foundations
+    ("check_value", "validate"), ("validate_config", "core"), ("check_layout", "data.checks"), ("check_index", "data.checks"),
+    ("read_refs", "data.shaperefs"), ("_write_folder", "data.shaperefs"), ("_read", "data.refer"),
+    ("probe_ms", "testing"), ("official_fixture", "testing"), ("build_model", "core"),
+    ("mask_iou", "metrics"), ("dice_loss", "models.lavt"), ("save_tokenizer", "data.transforms"),
     ("read_log", "train"), ("ensure_shaperefs", "data.shaperefs"), ("eval_mode", "core")])
 def test_each_idea_lives_in_one_module(name, home):
-    assert defined(name) == [home], f"{name}: defined in {defined(name)}, expected only in ris_nb.{home}"
+    assert defined(name) == [home], f"{name}: defined in {defined(name)}, expected once, in ris_nb.{home}"
 
 
 def test_no_single_use_private_base_class():
@@ -84,3 +100,10 @@ def test_no_single_use_private_base_class():
             if isinstance(n, ast.ClassDef):
                 bases.update(b.id for b in n.bases if isinstance(b, ast.Name) and b.id.startswith("_"))
     assert not bases, f"private base classes (split a class with fastcore's @patch instead): {dict(bases)}"
+
+
+def test_one_restricted_unpickler():
+    "Every pickle the package reads from outside (REFER's refs, ShapeRefs' refs) goes through one unpickler, `ris_nb.io`'s."
+    subs = [f"{m}.{n.name}" for m in MODULES for n in ast.walk(tree(m))
+            if isinstance(n, ast.ClassDef) and any(ast.unparse(b).endswith("Unpickler") for b in n.bases)]
+    assert subs == ["io.SafeUnpickler"], subs

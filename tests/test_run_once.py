@@ -10,13 +10,14 @@ import pytest
 import torch
 
 import ris_nb.core as core
+import ris_nb.distributed as distributed
 import ris_nb.data.transforms as transforms
 import ris_nb.train as train
 from ris_nb.data.refer import Refer
 
-STEPS = [(core, "validate_config"), (transforms, "check_config_arg"), (train, "check_loaders"), (train, "init_distributed"),
-         (train, "run_fingerprints"), (train, "run_lock"), (train, "check_run_dir"), (train, "_read_run_dir"),
-         (train, "resolve_epochs"), (core, "seed_everything")]
+STEPS = [(core, "validate_config"), (transforms, "check_config_arg"), (train, "check_loaders"),
+         (distributed, "init_distributed"), (train, "run_fingerprints"), (distributed, "run_lock"),
+         (train, "check_run_dir"), (train, "_read_run_dir"), (train, "resolve_epochs"), (core, "seed_everything")]
 RUN_STEPS = ["start", "_prepare", "_check", "_train", "load_best"]   # `TrainingRun`'s: the one start and what it calls
 ARGS = ["--preset", "lavt_tiny", "--set", "data.image_size=64", "train.batch_size=4", "train.log_every=1", "train.eval_every=2",
         "train.ckpt_every=2", "train.device=cpu"]

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ris_nb.core import official_fixture, build_model, get_preset, seed_everything
+from ris_nb.core import build_model, get_preset, seed_everything
+from ris_nb.testing import official_fixture
 from ris_nb.models.sag import (SaG, c3_logits, relevance_grid, upsample_minmax)
 from ris_nb.official import load_sag
 
@@ -343,7 +344,7 @@ def test_new_sag_options_are_validated(over, match):
 def test_in_image_negatives_pair_sentences_of_one_image(shaperefs):
     "The paired sampler puts a sentence of another object of the same image after every sentence; the loss then adds it."
     from ris_nb.data.transforms import make_datasets
-    from ris_nb.train import PairedSampler, image_partners
+    from ris_nb.distributed import PairedSampler, image_partners
     cfg = get_preset("sag_tiny").override({"data.root": str(shaperefs), "data.test_splits": []})
     ds = make_datasets(cfg, splits=["train"])["train"]
     partners = image_partners(ds)

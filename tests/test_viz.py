@@ -12,7 +12,8 @@ import torch
 
 from ris_nb import viz
 from ris_nb.cli import load_run
-from ris_nb.data.refer import Refer, load_image
+from ris_nb.data.refer import Refer
+from ris_nb.io import load_image
 from ris_nb.data.transforms import make_dataloaders
 from ris_nb.evaluate import evaluate
 from ris_nb.metrics import intersection_union

@@ -38,7 +38,8 @@ def burn(stop_at: float) -> None:
         for i in range(100_000): x += i * i
 
 
-BARE = ("import os\nimport sys\nimport torch\nfrom torch import nn\nfrom ris_nb.train import finish_distributed, init_distributed\n"
+BARE = ("import os\nimport sys\nimport torch\nfrom torch import nn\n"
+        "from ris_nb.distributed import finish_distributed, init_distributed\n"
         "torch.set_num_threads(1)\ninit_distributed('cpu')\nstep = nn.parallel.DistributedDataParallel(nn.Linear(4, 4))\n"
         "step(torch.randn(2, 4)).sum().backward()\ndel step\n"
         "if os.environ.get('DDP_STRESS_HOLD_GIL'): sys.setswitchinterval(30)\nfinish_distributed()\n")

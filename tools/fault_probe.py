@@ -84,7 +84,7 @@ def success(p: subprocess.CompletedProcess, ok: bool = True, why: str = "") -> t
 # ---------------------------------------------------------------- corrupted copies of the dataset
 
 def load_files(ddir: Path) -> tuple[dict, list]:
-    from ris_nb.data.refer import safe_load_pickle
+    from ris_nb.io import safe_load_pickle
     return json.loads((ddir / "instances.json").read_text()), safe_load_pickle(ddir / "refs(shaperefs).p")
 
 
@@ -156,9 +156,10 @@ WARN_FAULTS = {"zero-width-space sentences of a ref": "dropped 1 empty sentence 
 # ---------------------------------------------------------------- the cases
 
 class Probe:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, data: bool = True):
         self.tmp, self.rows = tmp, []
         self.base = tmp / "data" / "shaperefs"
+        if not data: return                                    # the grading cases need no dataset nor run
         from ris_nb.data.shaperefs import generate
         generate(self.base, n_images=80, seed=0, size=64, verbose=False)
         p = train(self.base, tmp / "run0", no_eval=False)
@@ -618,6 +619,148 @@ Probe.r3b_cli_cases, Probe.r3b_data_cases = r3b_cli_cases, r3b_data_cases
 R3B_GROUPS = ["r3b_cli_cases", "r3b_data_cases"]
 
 
+# ---- grading: students who try to subvert `ris_nb grade` -------------------------------------------------------
+GRADE_KEY = "kiwi"
+GRADE_RIGHT = {"sol-double": "def double(x): return 2 * x", "sol-think": f"think_q1 = {GRADE_KEY!r}"}
+GRADE_WRONG = {"sol-double": "def double(x): return 2 * x + 1", "sol-think": "think_q1 = 'apple'"}
+HOSTILE = {   # case → the code a student puts in place of an answer (its other answers wrong)
+    "patches ris_nb.checks (module and __code__)": ("sol-double", "import ris_nb.checks as c\n"
+        "for n in ('check_function', 'check_choice', 'compare'):\n"
+        "    getattr(c, n).__code__ = (lambda *a, **k: None).__code__\n"
+        "    setattr(c, n, lambda *a, **k: None)\ndef double(x): return x"),
+    "rebinds check_choice and check_function": ("sol-double", "check_function = check_choice = lambda *a, **k: None\n"
+                                                "def double(x): return x"),
+    "scans frames and gc for the key": ("sol-think", "import gc, re, sys\nf, seen = sys._getframe(), set()\n"
+        "while f is not None:\n"
+        "    seen |= {v for v in [*f.f_locals.values(), *f.f_globals.values()] if isinstance(v, str)}\n"
+        "    f = f.f_back\nseen |= {o for o in gc.get_objects() if isinstance(o, str)}\n"
+        "keys = sorted({k for s in seen for k in re.findall(r\"key\\s*=\\s*['\\\"](\\w+)\", s)})\n"
+        "think_q1 = keys[0] if keys else 'apple'"),
+    "answers with a str subclass whose == is always True": ("sol-think", "class Sly(str):\n"
+        "    __eq__ = __ne__ = lambda s, o: True\n    __hash__ = str.__hash__\n    strip = lower = lambda s, *a: s\n"
+        "think_q1 = Sly('apple')"),
+    "calls os._exit(0)": ("sol-double", "import os\nos._exit(0)"),
+    "raises SystemExit": ("sol-double", "raise SystemExit(0)"),
+    "raises KeyboardInterrupt": ("sol-double", "raise KeyboardInterrupt"),
+    "writes files (relative and ../)": ("sol-double", "open('mine.txt', 'w').write('x')\n"
+                                                      "open('../escape.txt', 'w').write('x')\ndef double(x): return x"),
+}
+
+
+def _grading_lesson(tmp: Path) -> tuple[dict, Callable[..., Path]]:
+    "A tiny lesson (a function to write, a think question with a hidden key) and a writer of student copies."
+    from ris_nb.course import to_student
+    cell = lambda cid, kind, src: {"cell_type": kind, "id": cid, "metadata": {}, "source": src,
+                                   **({"outputs": [], "execution_count": None} if kind == "code" else {})}
+    teacher = {"cells": [cell("ex", "markdown", "## Exercises\n\n### Write it yourself: double"),
+                         cell("sol-double", "code",
+                              "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+                         cell("chk-double", "code", "import torch\nfrom ris_nb.checks import check_function\n"
+                              "check_function(double, lambda x: 2 * x, lambda g: (torch.randn(3, generator=g),))"),
+                         cell("think", "markdown", "### Think: the fruit"),
+                         cell("sol-think", "code",
+                              f"think_q1 = None\n### BEGIN SOLUTION\nthink_q1 = {GRADE_KEY!r}\n### END SOLUTION"),
+                         cell("chk-think", "code", "from ris_nb.checks import check_choice\n"
+                              "check_choice(think_q1, 'Q1')\n### BEGIN HIDDEN TESTS\n"
+                              f"check_choice(think_q1, 'Q1', key={GRADE_KEY!r})\n### END HIDDEN TESTS")],
+               "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    def student(name: str, answers: dict, edit: Callable | None = None) -> Path:
+        nb = to_student(json.loads(json.dumps(teacher)), backend="own", lesson="lesson")
+        for c in nb["cells"]: c["source"] = answers.get(c["id"], c["source"])
+        if edit: edit(nb)
+        path = tmp / "students" / name.replace(" ", "_").replace("/", "_") / "lesson.ipynb"
+        path.parent.mkdir(parents=True); path.write_text(json.dumps(nb))
+        return path
+    return teacher, student
+
+
+def _grades(csv_path: Path) -> dict[str, list[tuple[str, bool, str]]]:
+    import csv
+    rows = list(csv.DictReader(csv_path.open())) if csv_path.exists() else []
+    out: dict[str, list] = {}
+    for r in rows: out.setdefault(r["notebook"], []).append((r["check"], r["passed"] == "True", r["message"]))
+    return out
+
+
+def grading_cases(self: Probe) -> None:
+    "Hostile students beside honest ones; a hang, lost ids, another lesson, broken markers, reads, writes, kills."
+    teacher, student = _grading_lesson(self.tmp / "grading")
+    t_path = self.tmp / "grading" / "teacher" / "lesson.ipynb"
+    t_path.parent.mkdir(parents=True); t_path.write_text(json.dumps(teacher))
+    hostile = {case: student(case, {**GRADE_WRONG, cell_id: code}) for case, (cell_id, code) in HOSTILE.items()}
+    wrong, right = student("honest wrong", GRADE_WRONG), student("honest right", GRADE_RIGHT)
+    out = self.tmp / "grading" / "grades.csv"
+    p = run(["grade", t_path, *hostile.values(), wrong, right, "--csv", out])
+    g = _grades(out)
+    passes = lambda path: [ok for _, ok, _ in g.get(str(path), [])]
+    honest_ok = passes(right) == [True, True] and passes(wrong) == [False, False] \
+        and "not the expected answer" in g[str(wrong)][1][2]
+    for case, path in hostile.items():
+        rows = g.get(str(path), [])
+        passed = [c for c, ok, _ in rows if ok]
+        why = f"passed {passed}" if passed else "the honest students' grades changed" if not honest_ok else "no rows"
+        v = ("works", "") if rows and not passed and honest_ok else ("wrong", why)
+        if p.returncode != 0 or "Traceback" in p.stderr: v = ("unclear", f"exit {p.returncode}")
+        self.add(f"grade: a student who {case}", p, v)
+    writer = hostile["writes files (relative and ../)"].parent
+    escaped = (writer.parent / "escape.txt").exists() or (writer / "mine.txt").exists()
+    self.add("grade: relative writes stay in the scratch copy", p,
+             ("wrong", "written outside") if escaped else ("works", ""))
+    hang = student("hangs", {**GRADE_WRONG, "sol-double": "while True: pass"})
+    p = run(["grade", t_path, hang, wrong, "--timeout", "5", "--csv", out])
+    g = _grades(out)
+    ok = all("timed out after 5 s" in m for _, _, m in g.get(str(hang), [])) \
+        and (g.get(str(wrong)) or [("", False, "")] * 2)[1][2].endswith("expected answer")
+    self.add("grade: a notebook that hangs (--timeout 5)", p, success(p, ok, "not stopped, or the next one affected"))
+    deleted = student("deleted check", GRADE_RIGHT, lambda nb: nb["cells"].pop(5))
+    def drop_ids(nb: dict) -> None:
+        nb["nbformat_minor"] = 4
+        for c in nb["cells"]: c.pop("id")
+    no_ids = student("nbformat 4.4", GRADE_RIGHT, drop_ids)
+    p = run(["grade", t_path, deleted, no_ids, "--csv", out])
+    g = _grades(out)
+    ok = [(c, ok) for c, ok, _ in g.get(str(deleted), [])] == [("chk-double", True), ("chk-think", False)] \
+        and g[str(deleted)][1][2].startswith("missing: ")
+    self.add("grade: a check cell deleted", p, success(p, ok, "not reported missing"))
+    self.add("grade: cell ids lost (nbformat 4.4)", p, success(p, passes(no_ids) == [True, True], "not matched"))
+    other = student("other lesson", GRADE_RIGHT, lambda nb: nb["metadata"].update(ris_nb={"lesson": "another"}))
+    p = run(["grade", t_path, other, "--csv", out])
+    self.add("grade: a notebook of another lesson", p, refusal(p, "is a copy of lesson 'another', not 'lesson'"))
+    junk = self.tmp / "grading" / "junk.ipynb"; junk.write_text("{not json")
+    p = run(["grade", t_path, junk, "--csv", out])
+    self.add("grade: a student file that is not a notebook", p, refusal(p, "junk.ipynb is not a notebook"))
+    broken = json.loads(json.dumps(teacher))
+    broken["cells"][4]["source"] = broken["cells"][4]["source"].replace("### END SOLUTION", "")
+    b_path = self.tmp / "grading" / "broken" / "lesson.ipynb"
+    b_path.parent.mkdir(); b_path.write_text(json.dumps(broken))
+    p = run(["grade", b_path, right, "--csv", out])
+    where = "lesson.ipynb, cell 4 (id sol-think)"
+    self.add("grade: teacher's BEGIN SOLUTION without END", p, refusal(p, where, "without 'END SOLUTION'"))
+    p = run(["course", "--nbs", b_path.parent, "--out", self.tmp / "grading" / "course"])
+    self.add("course: BEGIN SOLUTION without END", p, refusal(p, where, left=self.tmp / "grading" / "course"))
+    # contained only where the kernel has Landlock (FAULTS.md): else the student's process has the teacher's rights
+    steal = f"import re\nthink_q1 = re.findall(r\"key='(\\w+)'\", open({str(t_path)!r}).read())[0]"
+    reader = student("reads the teacher file", {**GRADE_WRONG, "sol-think": steal})
+    p = run(["grade", t_path, reader, "--csv", out])
+    stolen = [ok for c, ok, _ in _grades(out).get(str(reader), []) if c == "chk-think"] == [True]
+    self.add("grade: a student reading the teacher's notebook by its path", p,
+             ("wrong", "not contained: no Landlock") if stolen else success(p))
+    target = self.tmp / "grading" / "absolute.txt"
+    writer = student("writes by absolute path", {**GRADE_WRONG, "sol-think": f"open({str(target)!r}, 'w').write('x')"})
+    p = run(["grade", t_path, writer, "--csv", out])
+    self.add("grade: a student writing by absolute path", p,
+             ("wrong", "not contained: no Landlock") if target.exists() else success(p))
+    kill = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"
+    killer = student("kills the grader", {**GRADE_WRONG, "sol-double": kill})
+    p = run(["grade", t_path, killer, "--csv", out])
+    self.add("grade: a student killing the grading process", p,
+             ("unclear", "not contained: grading killed, no CSV") if p.returncode == -9 else success(p))
+
+
+Probe.grading_cases = grading_cases
+GRADING_GROUPS = ["grading_cases"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-k", nargs="*", default=None, help="run only the groups whose method name holds one of these words")
@@ -629,11 +772,12 @@ def main(argv: list[str] | None = None) -> int:
               # ---- round 3 (checkpoints, resume, run folders, experiments)
               "r3_resume", "r3_data_changed", "r3_checkpoint_bytes", "r3_weights_files", "r3_disk_full", "r3_n_val", "r3_experiments"]
     groups += R3B_GROUPS                                       # round 3 (CLI, data reading, tokenizers, course, demo)
+    groups += GRADING_GROUPS                                   # students who try to subvert `ris_nb grade`
     if args.k: groups = [g for g in groups if any(k in g for k in args.k)]
     tmp = Path(tempfile.mkdtemp(prefix="ris_nb_fault_probe_"))
     t0 = time.time()
     try:
-        probe = Probe(tmp)
+        probe = Probe(tmp, data=not all(g in GRADING_GROUPS for g in groups))
         for g in groups:
             if g.startswith("interrupt_"): probe.interrupt(signal.SIGINT if g.endswith("int") else signal.SIGTERM)
             else: getattr(probe, g)()

@@ -11,7 +11,7 @@ teardown abort ("terminate called without an active exception") can strike.
 
 What holds the group after `ddp`: DDP's constructor imports torch._dynamo, which imports torch.distributed.nn.functional,
 whose functions take `group=group.WORLD` as a default argument, evaluated at that import: the live group. With `first`
-that module is imported while no group exists (the defaults are None), as `ris_nb.train.init_distributed` does.
+that module is imported while no group exists (the defaults are None), as `ris_nb.distributed.init_distributed` does.
 """
 from __future__ import annotations
 

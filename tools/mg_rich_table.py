@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ris_nb.core import Config, get_preset, write_atomic
+from ris_nb.core import Config, get_preset
+from ris_nb.io import write_atomic
 from ris_nb.evaluate import evaluate
 from ris_nb.train import checkpoint_paths, load_checkpoint, prepare
 

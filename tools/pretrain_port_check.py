@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ris_nb.core import probe_ms, write_atomic
+from ris_nb.testing import probe_ms
+from ris_nb.io import write_atomic
 from ris_nb.data.refer import Refer
 from ris_nb.data.shaperefs import generate
 from ris_nb.models.slots import EntityPretrainConfig, scene_object_masks, split_images

@@ -28,11 +28,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ris_nb.models.sag as sag
-from ris_nb.core import get_preset, parse_override, probe_ms, write_atomic
+from ris_nb.core import get_preset, parse_override
+from ris_nb.testing import probe_ms
+from ris_nb.io import write_atomic
 from ris_nb.evaluate import evaluate, shatter_gather
 from ris_nb.metrics import iou_from
 from ris_nb.models.slots import grid_coords
-from ris_nb.train import Callback, DeviceCB, DistInfo, Learner, NaNGuardCB, SamplerCB, make_train_loader, prepare
+from ris_nb.distributed import DistInfo
+from ris_nb.train import Callback, DeviceCB, Learner, NaNGuardCB, SamplerCB, make_train_loader, prepare
 
 
 class ContextFusion(sag.Fusion):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ris_nb.core import probe_ms, write_atomic
+from ris_nb.testing import probe_ms
+from ris_nb.io import write_atomic
 from ris_nb.data.refer import RefDataset, language_blind_references
 from ris_nb.data.transforms import make_dataloaders
 from ris_nb.evaluate import shatter_gather

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ris_nb.core import get_preset, parse_override, probe_ms
+from ris_nb.core import get_preset, parse_override
+from ris_nb.testing import probe_ms
 from ris_nb.data.refer import scene_masks
 from ris_nb.data.transforms import resize_mask
 from ris_nb.models.sag import EntityAppearance, batch_partners, c3_in_image_loss, c3_loss, own_image_copies

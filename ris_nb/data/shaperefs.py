@@ -27,8 +27,19 @@ import pycocotools.mask as mask_utils
 
 import shapely
 
+from ..io import remove_stale_temps, safe_load_pickle, write_atomic   # files written whole, read safely: appendix 92
+
+
 # %% auto #0
-__all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE', 'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'ZIPF_S', 'MAX_WORDS', 'LEXICON', 'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'APPEARANCE_TEMPLATES', 'MAX_SIZE', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences', 'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings', 'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks', 'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'generate', 'shaperefs_settings', 'ensure_shaperefs', 'read_refs', 'shaperefs_data', 'remove_stale_temps', 'read_refs']
+__all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
+           'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'ZIPF_S', 'MAX_WORDS', 'LEXICON',
+           'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'APPEARANCE_TEMPLATES',
+           'MAX_SIZE', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj',
+           'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences',
+           'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings',
+           'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks',
+           'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'generate', 'shaperefs_settings',
+           'ensure_shaperefs', 'read_refs', 'shaperefs_data']
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -718,10 +729,9 @@ def _write_refer(tmp: Path, images: list, annotations: list, refs: list, splits:
 
 # %% ../../nbs/02_shaperefs.ipynb #c02w0001
 def _write_folder(out_dir: Path, write: Callable[[Path], Any]) -> None:
-    "Call `write(folder)` on a fresh, empty `out_dir` (appendix 92 writes into a temporary folder, renamed when complete)."
-    if out_dir.exists(): shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    write(out_dir)
+    "Call `write(tmp)` on a temporary sibling of `out_dir`, renamed over it only when complete; stale temporaries are removed first."
+    for p in remove_stale_temps(out_dir): warnings.warn(f"removed {p}, left by an interrupted run")
+    write_atomic(out_dir, write)
 
 # %% ../../nbs/02_shaperefs.ipynb #ea151397
 def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed: int = 0, size: int = 128,
@@ -771,8 +781,8 @@ def ensure_shaperefs(folder: str | Path, n_images: int = 3000, seed: int = 0, si
 
 # %% ../../nbs/02_shaperefs.ipynb #1df54651
 def read_refs(dataset_dir: str | Path) -> list[dict]:
-    "The refs of a generated ShapeRefs folder (`refs(shaperefs).p`)."
-    with open(Path(dataset_dir) / "refs(shaperefs).p", "rb") as f: return pickle.load(f)
+    "The refs of a generated ShapeRefs folder (`refs(shaperefs).p`), read without running any code from the file."
+    return safe_load_pickle(Path(dataset_dir) / "refs(shaperefs).p")
 
 # %% ../../nbs/02_shaperefs.ipynb #c02sd002
 _COURSE_DATA: dict[tuple, Path] = {}
@@ -787,33 +797,3 @@ def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
         ensure_shaperefs(root / "shaperefs", n_images=n_images, seed=seed, size=size)
         _COURSE_DATA[key] = root
     return _COURSE_DATA[key]
-
-# %% ../../nbs/92_dataset_writing.ipynb #a92i0001
-from ..core import pid_alive, write_atomic
-
-# %% ../../nbs/92_dataset_writing.ipynb #a92a0001
-def remove_stale_temps(out_dir: Path) -> list[Path]:
-    "Delete the `write_atomic` siblings of `out_dir` (`.<stem>.tmp-<pid><suffix>`, `.old-`) left by a killed `generate` (their pid is dead)."
-    removed, out_dir = [], Path(out_dir)
-    for kind in ("tmp", "old"):
-        head = f".{out_dir.stem}.{kind}-"
-        for p in out_dir.parent.glob(f"{head}*{out_dir.suffix}"):
-            pid = p.name[len(head):len(p.name) - len(out_dir.suffix)]
-            if pid.isdigit() and p.is_dir() and not pid_alive(int(pid)):
-                shutil.rmtree(p, ignore_errors=True); removed.append(p)
-    return removed
-
-def _write_folder(out_dir: Path, write: Callable[[Path], Any]) -> None:
-    "Call `write(tmp)` on a temporary sibling of `out_dir`, renamed over it only when complete; stale temporaries are removed first."
-    for p in remove_stale_temps(out_dir): warnings.warn(f"removed {p}, left by an interrupted run")
-    write_atomic(out_dir, write)
-
-# %% ../../nbs/92_dataset_writing.ipynb #a92p0001
-class _PlainData(pickle.Unpickler):
-    "Unpickler that builds only plain containers and scalars: every global (class or function) is refused."
-    def find_class(self, module: str, name: str):
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: a ShapeRefs refs file holds plain data only")
-
-def read_refs(dataset_dir: str | Path) -> list[dict]:
-    "The refs of a generated ShapeRefs folder (`refs(shaperefs).p`), read without running any code from the file."
-    with open(Path(dataset_dir) / "refs(shaperefs).p", "rb") as f: return _PlainData(f).load()

@@ -17,15 +17,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..core import Config, WORD_SPECIALS, special_token_ids, write_atomic
-from .refer import RefDataset, load_image, _mix
+from ..core import Config, WORD_SPECIALS, special_token_ids
+from ..io import write_atomic
+from .refer import RefDataset, _mix
+from ..io import load_image
 
 # %% auto #0
 __all__ = ['NORMALIZE', 'TOKENIZER_JSON', 'PAD_TO', 'META_KEYS', 'ImageTransform', 'image_transform', 'resize_mask',
            'denormalize', 'word_tokenizer', 'check_tokenizer_files', 'load_tokenizer', 'save_tokenizer',
-           'build_tokenizer', 'tokenizer_fingerprint', 'encode_text', 'Batch', 'RISDataset', 'Collate', 'EpochSampler',
-           'set_epoch', 'make_loader', 'check_splits', 'check_config_arg', 'make_datasets', 'make_loaders',
-           'make_dataloaders']
+           'build_tokenizer', 'tokenizer_fingerprint', 'encode_text', 'Batch', 'RISDataset', 'Collate', 'set_epoch',
+           'make_loader', 'check_splits', 'check_config_arg', 'make_datasets', 'make_loaders', 'make_dataloaders']
 
 # %% ../../nbs/04_transforms.ipynb #f96a123a
 NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
@@ -199,17 +200,7 @@ class Collate:
                      orig_masks=[it["orig_mask"] for it in items] if "orig_mask" in items[0] else None, meta=meta)
 
 # %% ../../nbs/04_transforms.ipynb #d5cea875
-class EpochSampler(Sampler):
-    "Indices of epoch `e` as `(index, e)` pairs; permuted by `torch.Generator(seed + e)` when `shuffle`."
-    def __init__(self, n: int, shuffle: bool = True, seed: int = 0):
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
-    def set_epoch(self, epoch: int): self.epoch = int(epoch)
-    def __len__(self) -> int: return self.n
-    def __iter__(self):
-        e, self.epoch = self.epoch, self.epoch + 1
-        order = (torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + e)).tolist()
-                 if self.shuffle else range(self.n))
-        return iter([(i, e) for i in order])
+from ..distributed import EpochSampler
 
 def set_epoch(loader: DataLoader, epoch: int):
     "Pin the epoch of a loader's sampler and dataset (resume, DDP)."

@@ -12,10 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['PWAM', 'LayerNorm2d', 'cam_branch', 'pool_repeats', 'CAM', 'cal_loss']
+__all__ = ['MagNetPWAM', 'LayerNorm2d', 'cam_branch', 'pool_repeats', 'CAM', 'cal_loss']
 
 # %% ../../nbs/08_alignment.ipynb #02444feb
-class PWAM(nn.Module):
+class MagNetPWAM(nn.Module):
     "Language→vision pixel-word attention, MagNet's LayerNorm form: pixels (B,HW,d) attend over words (B,N,t)."
     def __init__(self, dim: int, text_dim: int, heads: int = 1, dropout: float = 0.0):
         super().__init__()
@@ -75,7 +75,7 @@ class CAM(nn.Module):
         if dim % 4: raise ValueError(f"CAM needs a stage width divisible by 4, got {dim}")
         self.pool_sizes = list(pool_sizes)
         self.branches = nn.ModuleList(cam_branch(dim, p) for p in self.pool_sizes)
-        self.pwams = nn.ModuleList(PWAM(dim // 4, text_dim, heads, dropout) for _ in self.pool_sizes)
+        self.pwams = nn.ModuleList(MagNetPWAM(dim // 4, text_dim, heads, dropout) for _ in self.pool_sizes)
         cat = dim + len(self.pool_sizes) * (dim // 4)
         self.mixer = nn.Sequential(nn.Linear(cat, dim), nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
 

@@ -19,13 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, window_partition, window_reverse
 
-from ..core import Config, TextConfig, VisionConfig, torch_load_checked
+from ..core import Config, TextConfig, VisionConfig
+from ..io import torch_load_checked
 
 # %% auto #0
-__all__ = ['read_state_dict', 'load_in_order', 'StagedBackbone', 'SwinBlockPadFirst', 'ChannelsLast', 'conv_stem', 'SwinBackbone',
-           'packaged_weights_path', 'timm_classifier', 'TimmCNNBackbone', 'resize_pos_grid', 'ViTBackbone',
-           'sine_pos_2d', 'build_backbone', 'offline_random', 'TextFeatures', 'extended_mask', 'TextEncoder',
-           'build_text_encoder']
+__all__ = ['read_state_dict', 'load_in_order', 'StagedBackbone', 'SwinBlockPadFirst', 'ChannelsLast', 'conv_stem', 'swin_to_timm',
+           'load_swin', 'SwinBackbone', 'packaged_weights_path', 'timm_classifier', 'TimmCNNBackbone',
+           'resize_pos_grid', 'ViTBackbone', 'sine_pos_2d', 'build_backbone', 'offline_random', 'TextFeatures',
+           'extended_mask', 'TextEncoder', 'build_text_encoder']
 
 # %% ../../nbs/05_encoders.ipynb #69a4b835
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -112,6 +113,34 @@ def _check_swin_args(abs_pos: str, stem: str, patch_size: int) -> None:
     if stem not in ("patch", "conv"): raise ValueError(f"model.vision.stem={stem!r}: expected 'patch' or 'conv'")
     if stem == "conv" and patch_size != 4: raise ValueError(f"model.vision.stem='conv' makes stride-4 tokens; got patch_size={patch_size}")
 
+# %% ../../nbs/05_encoders.ipynb #ck000002
+def swin_to_timm(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    "Official Swin keys (layers.i.downsample = end of stage i) -> timm keys (layers.i+1.downsample); drops buffers, head and norms."
+    out = {}
+    for k, v in sd.items():
+        if prefix:
+            if not k.startswith(prefix): continue
+            k = k[len(prefix):]
+        if k.startswith("backbone."): k = k[len("backbone."):]
+        if re.search(r"relative_position_index|attn_mask|^head\.|^norm\d*\.", k): continue
+        if not (k.startswith("patch_embed.") or k.startswith("layers.")): continue
+        if ".fusion" in k or ".res_gate" in k or ".mixer" in k or ".pyramids" in k: continue   # LAVT/MagNet fusion parts
+        m = re.match(r"layers\.(\d+)\.downsample\.(.*)", k)
+        if m: k = f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"
+        out[k] = v
+    return out
+
+def load_swin(body: nn.Module, sd: dict[str, torch.Tensor], prefix: str = "") -> None:
+    "Load official-layout Swin weights `sd` into timm's `body`; every tensor must match (the relative-position index is recomputed)."
+    new = swin_to_timm(sd, prefix)
+    own = {k for k in body.state_dict() if "relative_position_index" not in k}
+    missing, unexpected = sorted(own - set(new)), sorted(set(new) - own)
+    if missing or unexpected:
+        raise ValueError(f"Swin checkpoint does not match the config: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+                         f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
+    body.load_state_dict(new, strict=False)
+
+
 # %% ../../nbs/05_encoders.ipynb #0bb83ea3
 class SwinBackbone(StagedBackbone):
     "Staged Swin over timm's `SwinTransformer` (official pad-then-shift blocks); stage i = merge (i>0) + blocks."
@@ -147,8 +176,9 @@ class SwinBackbone(StagedBackbone):
         return self.body.layers[i].blocks(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def load_official(self, sd: dict[str, torch.Tensor], prefix: str = "") -> "SwinBackbone":
-        "Load an official-layout Swin state dict; the key map is appendix 94's (`ris_nb.official` replaces this method)."
-        raise NotImplementedError("loading official Swin weights needs the key map of ris_nb.official (appendix 94_official_weights)")
+        "Load an official-layout Swin state dict (e.g. swin_base_patch4_window12_384_22k.pth) strictly on the backbone's tensors."
+        load_swin(self.body, sd, prefix)
+        return self
 
 # %% ../../nbs/05_encoders.ipynb #e0b825b4
 _CNN_TIMM = {"mobilenetv2": "mobilenetv2_100", "efficientnet_lite0": "tf_efficientnet_lite0"}

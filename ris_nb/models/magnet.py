@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..core import (Config, DataConfig, ModelConfig, TextConfig, VisionConfig, MagNetConfig, CALConfig, MGConfig,
                          LavtConfig, register_model, special_token_ids)
-from .alignment import CAM, PWAM, cal_loss
+from .alignment import CAM, MagNetPWAM, cal_loss
 from .encoders import build_backbone, build_text_encoder, extended_mask, sine_pos_2d
 from .lavt import RefineHead, dice_loss
 
@@ -355,7 +355,7 @@ class MagNet(nn.Module):
         if len(dims) != 4 or self.text.num_groups != 4:
             raise ValueError(f"MagNet needs 4 visual stages and 4 text layer groups; got {len(dims)} stages and "
                              f"model.text.layer_groups={m.text.layer_groups}")
-        self.pwams = nn.ModuleList(PWAM(d, t, m.lavt.pwam_heads) for d in dims)           # language → vision
+        self.pwams = nn.ModuleList(MagNetPWAM(d, t, m.lavt.pwam_heads) for d in dims)           # language → vision
         self.gates = nn.ModuleList(TanhGate(d, "gelu") for d in dims)
         self.cams = nn.ModuleList(CAM(d, t, m.cal.pool_sizes, m.lavt.pwam_heads) for d in dims) if m.cal.cam else None
         self.word_pwams = nn.ModuleList(WordPWAM(t, d, mc.official_compat) for d in dims)  # vision → language

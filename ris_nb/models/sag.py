@@ -26,7 +26,7 @@ from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, recon
                                  connected_pieces, entity_pieces)
 
 # %% auto #0
-__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'gather_batch', 'gather_ids', 'relevance_grid', 'upsample_minmax', 'PatchEntities', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'batch_partners', 'own_image_copies', 'c3_in_image_loss', 'gather_batch', 'gather_ids']
+__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'relevance_grid', 'upsample_minmax', 'PatchEntities', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'batch_partners', 'own_image_copies', 'c3_in_image_loss']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -134,13 +134,7 @@ def c3_loss(fused: torch.Tensor, text: torch.Tensor, temperature: float = 1.0, d
     return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device) + offset)
 
 # %% ../../nbs/11_sag.ipynb #e0c4a021
-def gather_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    "Every rank's x (B,…) concatenated, and this rank's offset; in one process (x, 0) (the torchrun version: appendix 95)."
-    return x, 0
-
-def gather_ids(x: torch.Tensor) -> torch.Tensor:
-    "Every rank's (B,) integer tensor concatenated (no gradient); in one process x itself (appendix 95)."
-    return x
+from ..distributed import gather_batch, gather_ids
 
 # %% ../../nbs/11_sag.ipynb #1aefb052
 SCHEMES = ("weighted", "max", "avg", "min")
@@ -479,34 +473,3 @@ def c3_in_image_loss(fused: torch.Tensor, text: torch.Tensor, swapped: torch.Ten
     t = c3_target(text, detach_target, normalize_target)
     extra = ((t * swapped).sum(-1) / temperature).masked_fill(partner < 0, float("-inf"))
     return F.cross_entropy(torch.cat([logits, extra[:, None]], dim=1), torch.arange(len(t), device=t.device) + offset)
-
-# %% ../../nbs/95_sag_diagnosis.ipynb #e0c4a021
-import torch.distributed as dist
-
-class _GatherWithGrad(torch.autograd.Function):
-    "All-gather along dim 0; backward: sum the gradients of all ranks, return this rank's slice."
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)                          # every rank's loss reaches every slice
-        n = grad.shape[0] // dist.get_world_size()
-        return grad[dist.get_rank() * n:(dist.get_rank() + 1) * n]
-
-def gather_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    "The torchrun version of `11`'s one-process `gather_batch`: x (B,…) of every rank (same B on each) concatenated → (W·B,…), and this rank's offset; (x, 0) without torch.distributed."
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return x, 0
-    return _GatherWithGrad.apply(x), dist.get_rank() * x.shape[0]
-
-# %% ../../nbs/95_sag_diagnosis.ipynb #d95a0019
-def gather_ids(x: torch.Tensor) -> torch.Tensor:
-    "The torchrun version of `11`'s `gather_ids`: every rank's (B,) integer tensor concatenated (no gradient); `x` itself without torch.distributed."
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)

@@ -18,7 +18,8 @@ from PIL import Image
 from scipy import ndimage
 from torch import nn
 
-from ..core import eval_mode, load_state_checked, torch_load_checked
+from ..core import eval_mode
+from ..io import load_state_checked, torch_load_checked
 from ..metrics import mask_iou
 from .encoders import sine_pos_2d
 
@@ -308,7 +309,7 @@ class EntityModel(nn.Module):
 # %% ../../nbs/10_entity_slots.ipynb #pe000009
 def split_images(refer, split: str, size: int) -> tuple[torch.Tensor, list[int]]:
     "Every image of `split` of a `Refer` index, squashed to size² and scaled to [-1, 1]: (N,3,S,S), and their ids."
-    from ris_nb.data.refer import load_image
+    from ris_nb.io import load_image
     ids = sorted({r["image_id"] for r in refer.refs.values() if r["split"] == split})
     if not ids: raise ValueError(f"{refer.refs_file}: split {split!r} has no images (splits: {', '.join(refer.splits)})")
     def one(i):
