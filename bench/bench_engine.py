@@ -3,11 +3,9 @@ Run: OMP_NUM_THREADS=1 .venv/bin/python bench/bench_engine.py [presets…] [--re
 the test-suite wall times and the quickstart's peak RSS: bench/bench_suite.sh)."""
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, header, record, table, time_left, timed  # noqa: E402

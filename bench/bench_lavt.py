@@ -10,7 +10,6 @@ activations autograd saves for backward (distinct storages, parameters excluded)
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 

@@ -50,7 +50,8 @@ def fixture_batch(fix: Path, reps: int = 4) -> SimpleNamespace:
 
 def profile(label: str, fn, parts: dict[str, tuple[object, str]], reps: int = 6) -> str:
     "Median wall time of `fn()` and of the methods in `parts` ({name: (object, method name)}) inside it, over `reps`."
-    import statistics, time
+    import statistics
+    import time
     spent = {k: 0.0 for k in parts}
     orig = {k: getattr(o, meth) for k, (o, meth) in parts.items()}
     def wrap(k, f):
@@ -164,7 +165,12 @@ STEP_COLS = ["code", "precision", "median ms", "p10–p90 ms", "kept/dropped", "
 
 def package_at(rev: str, name: str = "ris_nb_before"):
     "The `ris_nb` package as it was at git revision `rev`, imported under `name` (a temp copy; modules renamed inside)."
-    import atexit, importlib, re, shutil, subprocess, tempfile
+    import atexit
+    import importlib
+    import re
+    import shutil
+    import subprocess
+    import tempfile
     root = Path(__file__).resolve().parents[1]
     if subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{rev}^{{commit}}"], capture_output=True).returncode:
         raise SystemExit(f"--step compares with git revision {rev}, which this checkout does not hold (a shallow clone or an "
@@ -202,7 +208,10 @@ def op_counts(fn) -> dict:
 
 def step_profile(args, probe) -> list[dict]:
     "magnet_tiny, batch 32 at 64 px on a 200-image ShapeRefs: the step at `--before` and now, fp32 and bf16, interleaved."
-    import atexit, os, shutil, tempfile, time
+    import atexit
+    import os
+    import shutil
+    import tempfile
     from ris_nb.core import cpu_native_bf16
     from ris_nb.data.shaperefs import generate
     from ris_nb.train import prepare
@@ -249,7 +258,8 @@ def step_profile(args, probe) -> list[dict]:
     b, n = (st[f"{c} bf16"] for c in models) if "bf16" in precisions else (None, None)
     if b: print(f"bf16 over fp32: before {paired_ratio(st[f'{list(models)[0]} fp32'], b):.2f}×, now {paired_ratio(st['now fp32'], n):.2f}×")
     if args.results:
-        import csv, io
+        import csv
+        import io
         from ris_nb.io import write_atomic
         cols = ["code", "precision", "median_ms", "p10–p90 ms", "kept/dropped", "aten::mm", "aten::copy_", "aten::_to_copy", "ops",
                 "probe_1t_ms", "probe_2t_ms", "threads"]

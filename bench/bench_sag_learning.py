@@ -5,8 +5,12 @@ shatter/gather figures. Runs are compared at equal samples; the 512³ matmul pro
 Run: OMP_NUM_THREADS=1 python bench/bench_sag_learning.py --data DIR/shaperefs --samples 38400 \
         --set model.sag.recon_weight=10 --log results.jsonl
 (DIR from `ris_nb synth --out DIR/shaperefs --n-images 3000 --seed 0`; --preset sag_tiny by default)."""
-import argparse, json, math, time
-import torch, numpy as np
+import argparse
+import json
+import math
+import time
+import torch
+import numpy as np
 from ris_nb.core import get_preset
 from ris_nb.train import prepare
 from ris_nb.evaluate import evaluate, shatter_gather

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import math
 import sys
 import types
 from pathlib import Path

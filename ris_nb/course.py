@@ -207,7 +207,8 @@ def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bo
     if start is None: raise ValueError("this notebook has no '## Exercises' section")
     ns: dict[str, Any] = {"__name__": "__exercises__"}
     title, results = "", []
-    import contextlib, io
+    import contextlib
+    import io
     for i, c in enumerate(nb["cells"][start:], start):
         src = _src(c)
         if c["cell_type"] == "markdown":

@@ -11,7 +11,10 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import TYPE_CHECKING, Any, Callable, Collection
+
+if TYPE_CHECKING:                       # annotations only: core imports this module, so it cannot import core
+    from ris_nb.core import Config
 
 # %% auto #0
 __all__ = ['BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'check_value',

@@ -445,7 +445,7 @@ def plot_sag(model: nn.Module, batch, i: int = 0, normalize: str | None = None, 
     grid = relevance_grid(out.a_slot[i:i + 1], out.a_fuse[i:i + 1], out.hw, model.cfg.model.sag.inference)[0]
     _heat(axs[3], img, grid, cmap="magma", alpha=0.55)                      # min–max, as SaG's prediction
     axs[3].contour(prob >= 0.5, levels=[0.5], colors="white", linewidths=1.5)
-    axs[3].set_title(f"gathered: Σ A^fuse·A^slot, mask ≥ 0.5" + (f"\nIoU {mask_iou(prob >= 0.5, gt > 0.5):.2f}" if gt is not None else ""), fontsize=8)
+    axs[3].set_title("gathered: Σ A^fuse·A^slot, mask ≥ 0.5" + (f"\nIoU {mask_iou(prob >= 0.5, gt > 0.5):.2f}" if gt is not None else ""), fontsize=8)
     _draw_slot_init(axs[4], model, out, i, colours, G, R)
     fig.tight_layout()
     return fig

@@ -11,8 +11,7 @@ import sys
 import torch
 from torch import nn
 
-from ris_nb.core import build_model, get_preset, seed_everything
-from ris_nb.data.transforms import build_tokenizer, make_dataloaders
+from ris_nb.core import get_preset
 from ris_nb.distributed import finish_distributed
 from ris_nb.train import fit, prepare
 

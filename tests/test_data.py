@@ -5,7 +5,6 @@ import json
 import os
 import pickle
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np

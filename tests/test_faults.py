@@ -578,7 +578,6 @@ def test_run_folder_edge_cases(tmp_path, shaperefs_data):
 
 def test_predict_text_without_visible_or_known_words(tmp_path, shaperefs_data):
     "Zero-width spaces are refused; words the model never saw give a warning, not a silent mask."
-    import types
     from ris_nb.cli import predict_image
     from ris_nb.train import prepare
     data = shaperefs_data(20, 0, 64)

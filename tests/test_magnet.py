@@ -1,12 +1,11 @@
 "MagNet: parity with the official network, presets, switches, converter errors, and a short CPU training that learns."
-import json, time
-from pathlib import Path
+import json
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from ris_nb.core import build_model, get_preset, seed_everything
+from ris_nb.core import build_model, get_preset
 from ris_nb.testing import official_fixture
 from ris_nb.models.encoders import offline_random
 from ris_nb.models.magnet import MagNet

@@ -7,7 +7,6 @@ import importlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "ris_nb"
 MODULES = {p.relative_to(PKG).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__"): p

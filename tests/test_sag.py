@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +12,7 @@ import torch
 
 from ris_nb.core import build_model, get_preset, seed_everything
 from ris_nb.testing import official_fixture
-from ris_nb.models.sag import (SaG, c3_logits, relevance_grid, upsample_minmax)
+from ris_nb.models.sag import (c3_logits, relevance_grid, upsample_minmax)
 from ris_nb.official import load_sag
 
 FIX = official_fixture("sag_official_tiny")   # tests/fixtures/, shipped with the repository
@@ -207,7 +206,8 @@ def one_thread():
 
 def test_c3_two_processes_match_one_process(tmp_path):
     "C³ gathers the entities of every rank: 2 gloo processes with 4 samples each give the loss and gradients of 1 with 8."
-    import subprocess, sys
+    import subprocess
+    import sys
     sys.path.insert(0, str(Path(__file__).parent))
     from c3_ddp_worker import sag_tiny_step_inputs
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

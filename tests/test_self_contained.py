@@ -1,5 +1,6 @@
 "The repository stands on its own: notebooks name only files that exist in it, and saved outputs show no machine paths."
-import json, re
+import json
+import re
 from pathlib import Path
 
 import pytest

@@ -1,5 +1,6 @@
 "tools/rerun_notebook.py: saved outputs lose machine temp paths, progress bars and widget state, and keep the rest."
-import importlib.util, tempfile
+import importlib.util
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,8 @@ def test_rerun_cells_replaces_only_the_chosen_outputs(tmp_path):
 
 
 def test_oracle_gather_scene_entities_are_the_true_shapes(shaperefs_data):
-    import numpy as np, torch
+    import numpy as np
+    import torch
     from ris_nb.data.refer import RefDataset, scene_masks
     oracle = _load_tool("sag_oracle_gather")
     ds = RefDataset(shaperefs_data(12, 3, 64), "shaperefs", "shaperefs", "train")
@@ -88,7 +90,10 @@ def test_oracle_gather_scene_entities_are_the_true_shapes(shaperefs_data):
 
 def test_probe_tools_train_on_the_engine(shaperefs_data, tmp_path):
     "Both SaG probes run end to end on the library's `Learner` (their loss and parameters from a callback) and write a row."
-    import csv, os, subprocess, sys
+    import csv
+    import os
+    import subprocess
+    import sys
     data = shaperefs_data(40, 3, 64) / "shaperefs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for tool, extra in [("sag_gather_probe", []), ("sag_oracle_gather", ["--loss", "told"]),

@@ -439,7 +439,8 @@ class Probe:
         self.add("train: synth with another seed into the data folder of a running train", p, refusal(p, "changed while it trained"))
 
     def r3_checkpoint_bytes(self) -> None:
-        import struct, zipfile
+        import struct
+        import zipfile
         import torch
         run_dir = self.copy_run("flipped")
         with zipfile.ZipFile(run_dir / "best.pt") as z: info = max(z.infolist(), key=lambda i: i.file_size)
@@ -784,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep: shutil.rmtree(tmp, ignore_errors=True)
         else: print(f"kept {tmp}")
-    print(f"| case | exit | first line of stderr | verdict |\n|---|---|---|---|")
+    print("| case | exit | first line of stderr | verdict |\n|---|---|---|---|")
     for r in probe.rows:
         line = r.line.replace(str(tmp), "<tmp>").replace("|", "\\|")
         line = line if len(line) <= 150 else line[:147] + "..."

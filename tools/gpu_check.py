@@ -160,15 +160,11 @@ def train_run(preset: str, precision: str, data: str, out: str, device: str, ste
     import ris_nb.models  # noqa: F401  (registers the models)
     from ris_nb.core import precision_line
     from ris_nb.train import TrainingRun, read_log
-    torch = _torch()
     if precision == "fp16": without_bf16()
     if device.startswith("cuda"): reset_peak(device)
     cfg = run_config(preset, data, out, device, precision, steps, ckpt_every, tiny)
     clock = step_clock()(stop_at, stop_s, Path(out) / "final.pt")
-    run = TrainingRun(cfg)
-    with run.locked():
-        run.prepare(["train"]).check()
-        run.train([clock] + ([kill_at(kill)] if kill else []), validate=False)
+    TrainingRun(cfg).start(["train"], cbs=[clock] + ([kill_at(kill)] if kill else []), validate=False)
     losses = {r["step"]: r["loss"] for r in read_log(out) if "loss" in r}
     dw = weight_difference(Path(compare) / "final.pt", Path(out) / "final.pt") if compare else None
     return {"steps": max(losses), "step_ms": clock.median_ms(), "peak_mem_mb": peak_mb(device), "losses": losses,
@@ -422,7 +418,7 @@ def torchrun_check(r: Runner, a, data: Path) -> dict:
     first, last = loss_ends(losses)
     backend = "nccl" if a.device.startswith("cuda") else "gloo"
     return {**row, "batch": 2 if a.tiny else 8, "steps": len(losses), "loss_first": first, "loss_last": last,
-            "note": f"torchrun --standalone --nproc_per_node 1 -m {module} train: {wall:.0f} s in all; "
+            "note": f"torchrun --standalone --nproc_per_node 1 -m ris_nb train: {wall:.0f} s in all; "
                     f"with WORLD_SIZE=1 "
                     f"ris_nb makes no process group, so {backend} itself is checked by the nccl_ddp row"}
 

@@ -12,7 +12,11 @@ model.vision.stem=patch model.vision.depths=[1,1,1,1] model.lavt.refine=0`; magn
 test now runs, `--set data.image_size=48` (`--recipe "48 px"`, and `"old 48 px"` with the old recipes' overrides added).
 """
 from __future__ import annotations
-import argparse, os, sys, tempfile, time
+import argparse
+import os
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")

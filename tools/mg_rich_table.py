@@ -5,7 +5,10 @@ run (preset, MG weight, other MG settings that differ from the preset, train.amp
     python tools/mg_rich_table.py --runs RUN_DIR [RUN_DIR ...] --out nbs/results/mg_rich_13a.csv
 """
 from __future__ import annotations
-import argparse, csv, io, json
+import argparse
+import csv
+import io
+import json
 from pathlib import Path
 
 import numpy as np

@@ -7,7 +7,14 @@ Usage (in a git clone, which holds the old commit): OMP_NUM_THREADS=1 python too
        [--seeds 0 1 2 3 4 5] [--results nbs/results/entity_pretrain_on_engine.csv]  (rows of other seeds in the file are kept)
 """
 from __future__ import annotations
-import argparse, csv, importlib.util, io, subprocess, sys, tempfile, time
+import argparse
+import csv
+import importlib.util
+import io
+import subprocess
+import sys
+import tempfile
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 

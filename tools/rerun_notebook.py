@@ -5,7 +5,9 @@ a notebook whose long training cells must keep their saved outputs (list every c
 
 A saved output must not show this machine's temporary folder (`tests/test_self_contained.py` rejects it), a progress bar's
 widget, or the widgets' state; everything else the run printed or drew is kept. Run `nbdev_clean` afterwards."""
-import json, re, sys, tempfile
+import json
+import re
+import tempfile
 from pathlib import Path
 
 _TMP = re.escape(str(Path(tempfile.gettempdir()).resolve()))

@@ -20,7 +20,11 @@ Usage: OMP_NUM_THREADS=2 python tools/sag_gather_probe.py --data data/shaperefs 
        [--variant context|moments] [--results nbs/results/sag_gather_probe.csv --row NAME]
 """
 from __future__ import annotations
-import argparse, csv, io, os, time
+import argparse
+import csv
+import io
+import os
+import time
 from pathlib import Path
 
 import torch

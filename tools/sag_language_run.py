@@ -6,10 +6,16 @@ Usage: OMP_NUM_THREADS=2 python tools/sag_language_run.py --data D --out R --row
        [--results nbs/results/sag_languages.csv]
 """
 from __future__ import annotations
-import argparse, csv, io, json, os, subprocess, sys, time
+import argparse
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-import torch
 
 from ris_nb.testing import probe_ms
 from ris_nb.io import write_atomic

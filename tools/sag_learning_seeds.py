@@ -5,7 +5,12 @@ Usage: OMP_NUM_THREADS=1 python tools/sag_learning_seeds.py --seeds 0 1 2 [--old
 `--old`: the previous preset (the slots themselves as entities, no appearance code), which the thresholds must reject.
 """
 from __future__ import annotations
-import argparse, csv, io, sys, tempfile, time
+import argparse
+import csv
+import io
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

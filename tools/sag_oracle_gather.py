@@ -21,7 +21,8 @@ The rows of nbs/results/sag_oracle_gather.csv: `--loss told|c3 --steps 500` (and
 `--fusion-scale 4`, `--shape-code` (its `overrides` column).
 """
 from __future__ import annotations
-import argparse, os
+import argparse
+import os
 from collections import defaultdict
 from pathlib import Path
 

@@ -789,7 +789,8 @@ _COURSE_DATA: dict[tuple, Path] = {}
 
 def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
     "A ShapeRefs data root (holding shaperefs/) generated once per process in a temporary folder, removed at exit."
-    import atexit, tempfile
+    import atexit
+    import tempfile
     key = (n_images, size, seed)
     if key not in _COURSE_DATA:
         root = Path(tempfile.mkdtemp(prefix="ris_nb_course_"))
