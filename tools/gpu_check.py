@@ -272,7 +272,8 @@ def ddp_run(preset: str, data: str, out: str, device: str, steps: int, tiny: boo
     import torch.distributed as dist
 
     import ris_nb.models  # noqa: F401
-    from ris_nb.train import DistInfo, TrainingRun, finish_distributed, read_log
+    from ris_nb.distributed import DistInfo, finish_distributed
+    from ris_nb.train import TrainingRun, read_log
     cuda = device.startswith("cuda")
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     if cuda: _torch().cuda.set_device(device)
@@ -284,9 +285,7 @@ def ddp_run(preset: str, data: str, out: str, device: str, steps: int, tiny: boo
     run = TrainingRun(cfg)
     run._info = OneRankGroup(0, 1, 0, _torch().device(device))
     clock = step_clock()()
-    with run.locked():
-        run.prepare(["train", "val"]).check()
-        run.train([clock], validate=True)
+    run.start(["train", "val"], cbs=[clock], validate=True)
     step_ms, backend = clock.median_ms(), dist.get_backend()
     del run, clock                                         # the learner, and its DDP wrapper with it
     finish_distributed()
