@@ -17,12 +17,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 import ris_nb
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'EXPECTED_ERRORS', 'config_from_args', 'predict_image', 'check_mask_path', 'build_parser', 'error_line',
-           'main', 'one_line_warnings']
+__all__ = ['LOSSY_FORMATS', 'SUBCOMMANDS', 'EXPECTED_ERRORS', 'config_from_args', 'as_pil_image', 'predict_image', 'overlay_path',
+           'check_mask_path', 'build_parser', 'error_line', 'main', 'one_line_warnings']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -50,7 +51,7 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a preset (also under torchrun)")
     p.add_argument("--preset", required=True, help="preset name (see `ris_nb presets`)")
     p.add_argument("--data", default=None, help="data root, or the dataset folder itself (default: the preset's)")
-    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", dest="overrides", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides by dotted key, e.g. train.lr=1e-4 model.mg.enabled=true")
     p.add_argument("--out", default=None, help="run directory (default: runs/<preset>)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation and report")
@@ -69,7 +70,10 @@ def _config_of(args):
     from ris_nb.core import get_preset, parse_override
     cfg = get_preset(args.preset)
     cfg = apply_data_arg(cfg, args.data)
-    cfg = cfg.override(dict(parse_override(o) for o in args.overrides))
+    pairs = [parse_override(o) for o in args.overrides]          # every --set, however many times it is given
+    twice = sorted({k for k, _ in pairs if [j for j, _ in pairs].count(k) > 1})
+    if twice: raise ValueError(f"--set gives {', '.join(twice)} more than once; give each key once")
+    cfg = cfg.override(dict(pairs))
     return cfg.override({"train.out_dir": args.out or str(Path("runs") / args.preset)})
 
 def config_from_args(args):
@@ -148,18 +152,29 @@ def _warn_if_truncated(tok, text: str, max_tokens: int) -> None:
                       f"(data.max_tokens, [CLS] and [SEP] included), the rest is cut")
 
 # %% ../nbs/15_cli.ipynb #c0111487
-def predict_image(cfg, tok, model, image_path: str | Path, text: str) -> tuple[np.ndarray, np.ndarray]:
-    "(binary mask (h,w), RGB image (h,w,3)) for `text` on the image at `image_path`."
-    from PIL import Image
+def as_pil_image(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
+    "An RGB PIL image from a file (upright as shown), a PIL image or an (h,w) / (h,w,3|4) uint8 array."
     from ris_nb.io import load_image
-    from ris_nb.data.transforms import Batch, encode_text, image_transform
-    _check_text(text)
-    path = Path(image_path)
+    if isinstance(image, Image.Image): return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise ValueError(f"image array: expected uint8 (h,w) or (h,w,3|4), got {image.dtype} {image.shape}")
+        return Image.fromarray(image).convert("RGB")
+    if not isinstance(image, (str, Path)):
+        raise TypeError(f"image: expected a file path, a PIL image or a uint8 array, got {type(image).__name__}")
+    path = Path(image)
     if path.is_dir(): raise IsADirectoryError(f"image {path} is a directory; expected an image file")
     if path.exists() and not path.is_file():
         raise ValueError(f"image {path} is not a regular file (a device, pipe or socket); expected an image file")
     if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
-    img = Image.fromarray(load_image(path, exif_transpose=True))   # upright as shown; 16-bit scaled, oversized refused
+    return Image.fromarray(load_image(path, exif_transpose=True))   # upright as shown; 16-bit scaled, oversized refused
+
+def predict_image(cfg, tok, model, image: str | Path | Image.Image | np.ndarray, text: str) -> tuple[np.ndarray, np.ndarray]:
+    "(binary mask (h,w), RGB image (h,w,3)) for `text` on `image`: a file, a PIL image or an (h,w[,3]) uint8 array."
+    from ris_nb.data.transforms import Batch, encode_text, image_transform
+    if not isinstance(text, str): raise TypeError(f"text: expected the expression as a str, got {type(text).__name__}")
+    _check_text(text)
+    img = as_pil_image(image)
     ids, att = encode_text(tok, [text], cfg.data.max_tokens, cfg.data.pad_to)
     _warn_if_unknown_words(tok, ids, att, text)
     _warn_if_truncated(tok, text, cfg.data.max_tokens)
@@ -179,27 +194,36 @@ def _add_predict(sub) -> None:
     p.add_argument("--out", default="mask.png", help="mask PNG to write; the overlay goes next to it (default: mask.png)")
     p.set_defaults(func=_run_predict)
 
-def check_mask_path(out: Path) -> Path:
-    "Refuse, before any work, a `predict --out` that is a directory or not an image file name PIL can write."
-    from PIL import Image
+LOSSY_FORMATS = {"JPEG", "WEBP", "JPEG2000", "MPO"}     # a 0/255 mask saved in these comes back with many grey levels
+
+def overlay_path(out: Path) -> Path: return out.with_name(out.stem + "_overlay.png")
+
+def check_mask_path(out: Path, image: Path | None = None) -> Path:
+    "Refuse, before any work, a `predict --out` that is a folder, lossy, not writable, a link, or would replace `image`."
     if out.is_dir(): raise IsADirectoryError(f"--out {out} is a directory; expected a file name for the mask, e.g. {out / 'mask.png'}")
     fmt = Image.registered_extensions().get(out.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:           # PIL reads some formats it cannot write (.psd)
         raise ValueError(f"--out {out}: {out.suffix or '(no extension)'!r} is not an image format PIL can write; expected e.g. .png")
+    if fmt in LOSSY_FORMATS: raise ValueError(f"--out {out}: {fmt} is lossy, a mask would not stay 0/255; use .png")
+    for p, what in ((out, "--out"), (overlay_path(out), "the overlay")):
+        if p.is_symlink(): raise ValueError(f"{what} {p} is a symbolic link; refusing to write through it, give another --out")
+        if image is not None and p.exists() and Path(image).exists() and p.samefile(image):
+            raise ValueError(f"{what} {p} is the input image --image {image}; give another --out")
     check_writable(out.parent)
     return out
 
 def _run_predict(args) -> None:
-    from PIL import Image
-    out = check_mask_path(Path(args.out))
+    out = check_mask_path(Path(args.out), Path(args.image))
+    replaced = [p for p in (out, overlay_path(out)) if p.exists()]
     cfg, tok, model = load_run(args.ckpt)
     mask, rgb = predict_image(cfg, tok, model, args.image, args.text)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((mask * 255).astype(np.uint8)).save(out)
     over = rgb.astype(np.float32); over[mask] = 0.45 * over[mask] + 0.55 * np.array([255, 40, 40])
-    overlay = out.with_name(out.stem + "_overlay.png")
+    overlay = overlay_path(out)
     Image.fromarray(over.astype(np.uint8)).save(overlay)
-    print(f"mask: {out} ({mask.mean() * 100:.1f}% of the image), overlay: {overlay}")
+    print(f"mask: {out} ({mask.mean() * 100:.1f}% of the image), overlay: {overlay}"
+          + (f" (replaced: {', '.join(map(str, replaced))})" if replaced else ""))
 
 # %% ../nbs/15_cli.ipynb #665d3051
 SUBCOMMANDS: list[Callable] = [_add_synth, _add_train, _add_eval, _add_predict, _add_presets]   # the pipeline's

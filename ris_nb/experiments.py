@@ -739,7 +739,10 @@ def _check_table_flags(args) -> None:
 
 def _run_main_table(args, budget, out: Path) -> None:
     record = Path(args.record) if args.record else None
-    if record is not None: check_out_dir(record.parent, "--record")
+    if record is not None:                                  # before any training
+        if record.is_dir() or record.suffix != ".json":
+            raise ValueError(f"--record {record}: expected a .json file name (e.g. nbs/results/main_table.json)")
+        check_out_dir(record.parent, "--record")
     rec = run_main_table(out, seeds=args.seeds, budget=budget, jobs=args.jobs, record=record)
     print(main_table_markdown(rec))
     print(f"written: {out / 'main_table.json'}, {out / 'main_table.md'}, {out / 'main_table.png'}" + (f", {record}" if record else ""))

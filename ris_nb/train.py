@@ -872,7 +872,7 @@ def load_best(self: TrainingRun) -> dict | None:
     best = self.run_dir / "best.pt"
     if not best.exists(): return None
     ck = load_checkpoint(best)
-    self.model.load_state_dict(ck["model"])
+    load_state_checked(self.model, ck["model"], best, f"this run's {self.cfg.name} model")   # not another preset's weights
     return {k: v for k, v in ck.items() if k != "model"}
 
 @patch

@@ -34,10 +34,10 @@ from ..io import remove_stale_temps, safe_load_pickle, write_atomic   # files wr
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
            'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'ZIPF_S', 'MAX_WORDS', 'LEXICON',
            'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'APPEARANCE_TEMPLATES',
-           'MAX_SIZE', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj',
-           'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences',
-           'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks', 'chain_meanings',
-           'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks',
+           'MAX_SIZE', 'MAX_IMAGES', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole',
+           'polygons_to_mask', 'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions',
+           'pick_sentences', 'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks',
+           'chain_meanings', 'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks',
            'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'generate', 'shaperefs_settings',
            'ensure_shaperefs', 'read_refs', 'shaperefs_data']
 
@@ -687,10 +687,12 @@ def _number(results, splits: list[str], size: int, image_dir: Path, bar) -> tupl
 
 # %% ../../nbs/02_shaperefs.ipynb #652720af
 MAX_SIZE = 1024                 # ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
+MAX_IMAGES = 1_000_000          # ours: scenes per folder; the index is built in memory (10¹² scenes: RSS grew by 9 GB in 33 s)
 
 def _check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], language: str) -> None:
     "Raise `ValueError` naming the argument of `generate` that is out of range, and the range."
-    if n_images < 1: raise ValueError(f"n_images must be >= 1, got {n_images}")
+    if not 1 <= n_images <= MAX_IMAGES:
+        raise ValueError(f"n_images must be between 1 and {MAX_IMAGES:,} (ris_nb.data.shaperefs.MAX_IMAGES), got {n_images}")
     if not 2 <= n_objects[0] <= n_objects[1] <= 8: raise ValueError(f"n_objects must be (lo, hi) with 2 <= lo <= hi <= 8, got {n_objects}")
     if not 64 <= size <= MAX_SIZE: raise ValueError(f"size must be between 64 and {MAX_SIZE} px (ris_nb.data.shaperefs.MAX_SIZE), got {size}")
     if language not in LANGUAGES: raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")

@@ -1,0 +1,92 @@
+"""Arguments that take effect or are refused before any work, and outputs that never replace inputs (FAULTS.md, round 4):
+`--set` given twice, `predict --out` onto its own image or through a link or in a lossy format, unbounded `synth`,
+`predict_image` given a PIL image, an array or no text, `experiments --record` that is a folder."""
+import argparse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ris_nb.__main__ import main as full_main
+from ris_nb.cli import _config_of, as_pil_image, build_parser, check_mask_path, main, overlay_path, predict_image
+
+
+def train_args(*sets: str) -> argparse.Namespace:
+    argv = ["train", "--preset", "lavt_tiny"]
+    for s in sets: argv += ["--set", *s.split()]
+    return build_parser().parse_args(argv)
+
+
+def test_set_given_twice_keeps_both_lists():
+    cfg = _config_of(train_args("train.max_steps=7", "train.batch_size=4 train.lr=0.002"))
+    assert (cfg.train.max_steps, cfg.train.batch_size, cfg.train.lr) == (7, 4, 0.002)
+
+
+def test_a_key_set_twice_is_refused():
+    with pytest.raises(ValueError, match="train.max_steps more than once"):
+        _config_of(train_args("train.max_steps=7", "train.max_steps=9"))
+
+
+@pytest.fixture
+def image(tmp_path):
+    p = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(p)
+    return p
+
+
+def predict(image, out, capsys) -> tuple[int, str]:
+    rc = main(["predict", "--ckpt", "missing.pt", "--image", str(image), "--text", "the red circle", "--out", str(out)])
+    return rc, capsys.readouterr().err
+
+
+def test_predict_refuses_to_write_its_mask_over_the_input(image, capsys):
+    before = image.read_bytes()
+    rc, err = predict(image, image, capsys)
+    assert rc == 2 and "is the input image" in err and image.read_bytes() == before
+
+
+def test_predict_refuses_an_overlay_over_the_input(tmp_path, capsys):
+    photo = tmp_path / "x_overlay.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    rc, err = predict(photo, tmp_path / "x.png", capsys)
+    assert rc == 2 and "the overlay" in err and "is the input image" in err
+    assert overlay_path(tmp_path / "x.png") == photo
+
+
+def test_predict_refuses_a_lossy_mask(image, tmp_path, capsys):
+    rc, err = predict(image, tmp_path / "mask.jpg", capsys)
+    assert rc == 2 and "lossy" in err and not (tmp_path / "mask.jpg").exists()
+
+
+def test_predict_refuses_to_write_through_a_link(image, tmp_path):
+    target = tmp_path / "elsewhere.png"
+    target.write_bytes(b"keep")
+    (tmp_path / "mask.png").symlink_to(target)
+    with pytest.raises(ValueError, match="symbolic link"):
+        check_mask_path(tmp_path / "mask.png", image)
+    assert target.read_bytes() == b"keep"
+
+
+def test_synth_refuses_an_unbounded_count_before_any_work(tmp_path, capsys):
+    out = tmp_path / "shaperefs"
+    rc = main(["synth", "--out", str(out), "--n-images", str(10**12)])
+    assert rc == 2 and "n_images must be between 1 and 1,000,000" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_images_come_as_files_pil_images_or_arrays(image):
+    arr = np.asarray(Image.open(image))
+    assert as_pil_image(image).size == as_pil_image(Image.open(image)).size == as_pil_image(arr).size == (8, 8)
+    assert as_pil_image(arr[..., 0]).mode == "RGB"
+    with pytest.raises(ValueError, match="uint8"): as_pil_image(arr.astype(np.float32))
+    with pytest.raises(TypeError, match="file path, a PIL image or a uint8 array"): as_pil_image(42)
+
+
+def test_predict_image_needs_the_text_as_a_string(image):
+    with pytest.raises(TypeError, match="expected the expression as a str, got NoneType"):
+        predict_image(None, None, None, image, None)
+
+
+def test_a_record_that_is_a_folder_is_refused_before_training(tmp_path, capsys):
+    rc = full_main(["experiments", "--table", "main", "--out", str(tmp_path / "t"), "--record", str(tmp_path)])
+    assert rc == 2 and "expected a .json file name" in capsys.readouterr().err and not (tmp_path / "t").exists()
