@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
 import shutil
 import statistics
 import time
@@ -30,13 +31,14 @@ from .data.shaperefs import LANGUAGES
 
 # %% auto #0
 __all__ = ['STUDIES', 'DEFAULT_STUDIES', 'SCORED_SPLITS', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'MAIN', 'METRICS', 'FLOOR_NAMES',
-           'PAPER_MAIN', 'LANGUAGE_ANALOGUE', 'Row', 'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows', 'sag_claims',
-           'minilm_rows', 'minilm_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config',
-           'write_json_atomic', 'read_result', 'finished', 'study_data', 'train_and_score', 'rescore', 'run_one',
-           'blind_floors', 'aggregate', 'text_regime', 'study_markdown', 'plot_study', 'write_outputs', 'Job',
+           'PAPER_MAIN', 'LANGUAGE_ANALOGUE', 'STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS', 'MAX_STEPS', 'Row', 'Claim',
+           'magnet_rows', 'magnet_claims', 'sag_rows', 'sag_claims', 'minilm_rows', 'minilm_claims', 'study_rows',
+           'mean_std', 'verdict', 'Budget', 'row_config', 'write_json_atomic', 'read_result', 'finished', 'study_data',
+           'train_and_score', 'rescore', 'data_settings', 'reusable', 'remove_run_dir', 'run_one', 'blind_floors',
+           'aggregate', 'text_regime', 'study_markdown', 'plot_study', 'write_outputs', 'die_with_parent', 'Job',
            'run_jobs', 'run_study', 'main_rows', 'row_metric', 'first_noun_phrase', 'words_only_answer', 'split_floors',
            'main_table_record', 'run_main_table', 'main_table_rows', 'main_table_markdown', 'plot_main_table',
-           'write_main_table', 'add_subcommands']
+           'write_main_table', 'add_subcommands', 'claim_study_folder']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -276,6 +278,30 @@ def rescore(cfg, source_dir: Path, splits: Sequence[str] = ("val",), grounding: 
     t0 = time.perf_counter()
     return {**_scores(model, loaders, cfg, splits, grounding), "train_s": 0.0, "eval_s": time.perf_counter() - t0}
 
+# %% ../nbs/16_experiments.ipynb #c16own01
+def data_settings(budget: Budget) -> dict:
+    "What a run's data depends on: a finished run is reused only when these match."
+    return {"n_images": budget.n_images, "data_seed": budget.data_seed, "image_size": budget.image_size,
+            "language": budget.language}
+
+def reusable(r: dict | None, budget: Budget) -> bool:
+    "Was the stored result `r` made on this budget's data and scored on all it asks for?"
+    if r is None: return False
+    made_on = r.get("data", {"language": r.get("language", "plain")})    # results before data settings: their language
+    if any(made_on.get(k, v) != v for k, v in data_settings(budget).items()):
+        warnings.warn(f"{r['row']} seed {r['seed']}: trained on other data ({made_on}); running it again")
+        return False
+    return _scored_all(r, budget)
+
+def remove_run_dir(run_dir: Path) -> None:
+    "Delete a stale run folder under its training lock: a run still training there is refused, never deleted."
+    from ris_nb.distributed import run_lock
+    if run_dir.is_symlink(): raise ValueError(f"{run_dir} is a symbolic link; a study deletes only folders of its own")
+    if (run_dir / "train").is_dir():
+        with run_lock(run_dir / "train", "study run"): shutil.rmtree(run_dir)
+    elif run_dir.exists(): shutil.rmtree(run_dir)
+
+
 # %% ../nbs/16_experiments.ipynb #e09d50fe
 def _scored_all(r: dict, budget: Budget) -> bool:
     "Does a stored result hold every split (and the grounding figures) this budget asks for? (Results without `splits` scored val.)"
@@ -286,18 +312,21 @@ def run_one(row: Row, seed: int, budget: Budget, out: str | Path, on_train: Call
     "`OUT/<row>/seed<k>/result.json`: reused when finished, otherwise (re-)run from scratch and written atomically."
     out = Path(out)
     run_dir = out / row.name / f"seed{seed}"
+    for p in (out / row.name, run_dir):
+        if p.is_symlink(): raise ValueError(f"{p} is a symbolic link; a study writes and deletes only folders of its own")
     cfg = row_config(row, seed, budget, out / "data", run_dir)
     src = read_result(out / row.source / f"seed{seed}" / "result.json") if row.source else None
     r = finished(run_dir, cfg)
-    if r is not None and _scored_all(r, budget) and (src is None or r.get("source_run_id") == src["run_id"]):
+    if reusable(r, budget) and (src is None or r.get("source_run_id") == src["run_id"]):
         return {**r, "reused": True}
-    if run_dir.exists(): shutil.rmtree(run_dir)                  # half-finished (or its source was re-run): start over
+    remove_run_dir(run_dir)                   # half-finished, other data, or its source was re-run: start over
     run_dir.mkdir(parents=True)
     if on_train: on_train(row.name, seed)
     probe = probe_ms()
     how = dict(splits=budget.splits, grounding=budget.grounding)
     res = rescore(cfg, out / row.source / f"seed{seed}", **how) if row.source else train_and_score(cfg, cbs, **how)
-    res = {"row": row.name, "seed": seed, "language": budget.language, "run_id": uuid.uuid4().hex, "config": cfg.to_dict(),
+    res = {"row": row.name, "seed": seed, "language": budget.language, "data": data_settings(budget),
+           "run_id": uuid.uuid4().hex, "config": cfg.to_dict(),
            "probe_ms": probe, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **res}
     if src is not None: res["source_run_id"] = src["run_id"]
     if not keep_checkpoint: shutil.rmtree(run_dir / "train" / "checkpoints", ignore_errors=True)  # tens of MB a run
@@ -439,6 +468,17 @@ def write_outputs(study: dict, out: str | Path) -> dict[str, Path]:
     plt.close(fig)
     return paths
 
+# %% ../nbs/16_experiments.ipynb #c16own02
+def die_with_parent(parent: int) -> None:
+    "Linux: this process is killed when `parent` dies (a `kill -9` of a study takes its pool with it, no orphan trains on)."
+    import ctypes
+    import signal
+    import sys
+    if sys.platform != "linux": return
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)       # PR_SET_PDEATHSIG
+    if os.getppid() != parent: os._exit(1)                             # the parent died before the line above
+
+
 # %% ../nbs/16_experiments.ipynb #e39c996e
 @dataclass(frozen=True)
 class Job:
@@ -454,9 +494,10 @@ class Job:
 
 _slot: int = 0     # this pool process's number, set once when it starts
 
-def _start_pool_process(counter, bar_lock) -> None:
-    "Pool process start-up: take the next number (its progress bar's line) and share the parent's terminal lock."
+def _start_pool_process(counter, bar_lock, parent: int) -> None:
+    "Pool process start-up: die with the study, take the next number (its progress bar's line), share the terminal lock."
     global _slot
+    die_with_parent(parent)
     with counter.get_lock(): _slot, counter.value = counter.value, counter.value + 1
     tqdm.set_lock(bar_lock)
 
@@ -476,7 +517,7 @@ def _run_parallel(jobs: list[Job], n_jobs: int, bar, on_train: Callable[[str, in
     ctx = multiprocessing.get_context("spawn")
     tqdm.set_lock(ctx.RLock())                                # one lock for every bar on the terminal
     with ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_start_pool_process,
-                             initargs=(ctx.Value("i", 0), tqdm.get_lock())) as pool:
+                             initargs=(ctx.Value("i", 0), tqdm.get_lock(), os.getpid())) as pool:
         submit = lambda k: pool.submit(_run_in_pool, jobs[k], threads)
         running = {submit(k): k for k, j in enumerate(jobs) if not j.row.source}
         try:
@@ -728,6 +769,27 @@ def add_subcommands(sub) -> None:
     add_threads_arg(p)
     p.set_defaults(func=_run_experiments)
 
+# %% ../nbs/16_experiments.ipynb #c16own03
+STUDY_MARK = ".ris_nb_study"           # written into every study folder: another study may not nest inside it
+MAX_SEEDS, MAX_JOBS, MAX_STEPS = 20, 64, 1_000_000
+
+def claim_study_folder(out: Path) -> Path:
+    "Refuse an `--out` inside another study's folder (its runs could be deleted), then mark `out` as a study's."
+    for parent in out.resolve().parents:
+        if any((parent / f).exists() for f in (STUDY_MARK, "study.json", "main_table.json")):
+            raise ValueError(f"--out {out} lies inside the study folder {parent}; give a folder outside it")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STUDY_MARK).touch()
+    return out
+
+def _check_counts(args) -> None:
+    "Every count within its bounds, before any work."
+    from ris_nb.data.shaperefs import MAX_IMAGES
+    for flag, v, hi in (("--seeds", args.seeds, MAX_SEEDS), ("--jobs", args.jobs, MAX_JOBS),
+                        ("--steps", args.steps, MAX_STEPS), ("--scenes", args.scenes, MAX_IMAGES)):
+        if v is not None and not 1 <= v <= hi: raise ValueError(f"{flag} {v}: expected an integer from 1 to {hi:,}")
+
+
 # %% ../nbs/16_experiments.ipynb #c16cli02b
 def _check_table_flags(args) -> None:
     "Refuse, before any work, options that belong to the other table."
@@ -739,21 +801,21 @@ def _check_table_flags(args) -> None:
 
 def _run_main_table(args, budget, out: Path) -> None:
     record = Path(args.record) if args.record else None
-    if record is not None:                                  # before any training
-        if record.is_dir() or record.suffix != ".json":
-            raise ValueError(f"--record {record}: expected a .json file name (e.g. nbs/results/main_table.json)")
-        check_out_dir(record.parent, "--record")
+    if record is not None: check_out_dir(record.parent, "--record")
     rec = run_main_table(out, seeds=args.seeds, budget=budget, jobs=args.jobs, record=record)
     print(main_table_markdown(rec))
     print(f"written: {out / 'main_table.json'}, {out / 'main_table.md'}, {out / 'main_table.png'}" + (f", {record}" if record else ""))
 
 def _run_experiments(args) -> None:
     _check_table_flags(args)
+    _check_counts(args)
+    if args.record is not None and (Path(args.record).is_dir() or Path(args.record).suffix != ".json"):
+        raise ValueError(f"--record {args.record}: expected a .json file name (e.g. nbs/results/main_table.json)")
     budget = QUICK if args.quick else FULL
     if args.table == "main": budget = replace(budget, splits=MAIN.splits, grounding=MAIN.grounding)
     budget = replace(budget, language=args.language or "plain",
                      **{k: v for k, v in (("steps", args.steps), ("n_images", args.scenes)) if v is not None})  # validated
-    out = check_out_dir(Path(args.out))
+    out = claim_study_folder(check_out_dir(Path(args.out)))
     if args.table == "main": return _run_main_table(args, budget, out)
     names = [n.strip() for n in args.rows.split(",") if n.strip()] if args.rows is not None else None
     study = run_study(out, only=args.only, seeds=args.seeds, budget=budget, jobs=args.jobs, names=names)

@@ -2,6 +2,10 @@
 `--set` given twice, `predict --out` onto its own image or through a link or in a lossy format, unbounded `synth`,
 `predict_image` given a PIL image, an array or no text, `experiments --record` that is a folder."""
 import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +94,80 @@ def test_predict_image_needs_the_text_as_a_string(image):
 def test_a_record_that_is_a_folder_is_refused_before_training(tmp_path, capsys):
     rc = full_main(["experiments", "--table", "main", "--out", str(tmp_path / "t"), "--record", str(tmp_path)])
     assert rc == 2 and "expected a .json file name" in capsys.readouterr().err and not (tmp_path / "t").exists()
+
+
+# --- studies own their folders ---------------------------------------------------------------------------------------
+
+from ris_nb.experiments import (QUICK, claim_study_folder, data_settings, die_with_parent, magnet_rows,  # noqa: E402
+                                remove_run_dir, reusable, run_one)
+
+
+def test_a_study_inside_another_study_is_refused(tmp_path):
+    claim_study_folder(tmp_path / "main_table")
+    with pytest.raises(ValueError, match="lies inside the study folder"):
+        claim_study_folder(tmp_path / "main_table" / "plain" / "ablation")
+    assert claim_study_folder(tmp_path / "beside").is_dir()
+
+
+def test_a_row_folder_that_is_a_link_is_never_deleted_through(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "seed0").mkdir(parents=True)
+    (elsewhere / "seed0" / "keep.txt").write_text("mine")
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "lavt").symlink_to(elsewhere)
+    with pytest.raises(ValueError, match="symbolic link"):
+        run_one(magnet_rows()[0], 0, QUICK, tmp_path / "study")
+    assert (elsewhere / "seed0" / "keep.txt").read_text() == "mine"
+    with pytest.raises(ValueError, match="symbolic link"):
+        remove_run_dir(tmp_path / "study" / "lavt")
+
+
+def test_a_run_still_training_is_not_deleted(tmp_path):
+    from ris_nb.distributed import RunLockedError
+    code = ("import sys, time; from ris_nb.distributed import run_lock\n"
+            "with run_lock(sys.argv[1]): print('locked', flush=True); time.sleep(30)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run" / "train")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError):
+            remove_run_dir(tmp_path / "run")
+        assert (tmp_path / "run" / "train").is_dir()
+    finally:
+        p.kill(); p.wait()
+
+
+def test_a_result_made_on_other_data_is_not_reused():
+    from dataclasses import replace
+    r = {"row": "lavt", "seed": 0, "language": "plain", "splits": {"val": {}}, "grounding": {"n": 1}}
+    assert reusable({**r, "data": data_settings(QUICK)}, QUICK)
+    with pytest.warns(UserWarning, match="trained on other data"):
+        assert not reusable(r, replace(QUICK, language="appearance"))          # a result of before data settings
+    with pytest.warns(UserWarning, match="trained on other data"):
+        assert not reusable({**r, "data": data_settings(QUICK)}, replace(QUICK, n_images=400))
+
+
+def alive(pid: int) -> bool:
+    try: state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError: return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_pool_process_dies_with_its_study():
+    code = ("import os, time; from ris_nb.experiments import die_with_parent\n"
+            "me = os.getpid(); pid = os.fork()\n"
+            "if pid == 0: die_with_parent(me); time.sleep(60); os._exit(0)\n"
+            "print(pid, flush=True); time.sleep(1); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    child = int(out.split()[0])
+    deadline = time.time() + 10
+    while alive(child) and time.time() < deadline: time.sleep(0.1)
+    assert not alive(child), "the pool process outlived the study"
+
+
+@pytest.mark.parametrize("flag, value", [("--seeds", "0"), ("--seeds", "1000"), ("--jobs", "500"),
+                                         ("--steps", "100000000"), ("--scenes", "10000000")])
+def test_study_counts_are_bounded_before_any_work(tmp_path, capsys, flag, value):
+    rc = full_main(["experiments", "--out", str(tmp_path / "s"), flag, value])
+    assert rc == 2 and f"{flag} {value}: expected an integer from 1 to" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
