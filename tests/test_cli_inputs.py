@@ -98,7 +98,7 @@ def test_a_record_that_is_a_folder_is_refused_before_training(tmp_path, capsys):
 
 # --- studies own their folders ---------------------------------------------------------------------------------------
 
-from ris_nb.experiments import (QUICK, claim_study_folder, data_settings, die_with_parent, magnet_rows,  # noqa: E402
+from ris_nb.experiments import (QUICK, claim_study_folder, data_settings, magnet_rows,  # noqa: E402
                                 remove_run_dir, reusable, run_one)
 
 
