@@ -213,7 +213,7 @@ def row_config(row: Row, seed: int, budget: Budget, data_root: str | Path, run_d
 
 # %% ../nbs/16_experiments.ipynb #3289dce9
 def write_json_atomic(obj: Any, path: str | Path) -> Path:
-    "`obj` as indented JSON, written whole (`ris_nb.core.write_atomic`)."
+    "`obj` as indented JSON, written whole (`ris_nb.io.write_atomic`)."
     return write_atomic(path, lambda t: t.write_text(json.dumps(obj, indent=1)))
 
 def read_result(p: Path) -> dict:

@@ -762,6 +762,64 @@ Probe.grading_cases = grading_cases
 GRADING_GROUPS = ["grading_cases"]
 
 
+# ---------------------------------------------------------------- round 4: arguments that vanish, outputs over inputs, studies
+
+def r4_cli_cases(self: Probe) -> None:
+    "`--set` twice, `predict --out` over its input / lossy / through a link, unbounded counts."
+    img = next((self.base / "images").iterdir())
+    ck, out = self.run0 / "best.pt", self.tmp / "r4"
+    out.mkdir(exist_ok=True)
+    p = train(self.base, out / "twice", "--set", "train.max_steps=1")
+    cfg = json.loads((out / "twice" / "config.json").read_text()) if (out / "twice" / "config.json").exists() else {}
+    self.add("train: --set given twice", p, success(p, cfg.get("train", {}).get("max_steps") == 1, "the second --set lost"))
+    p = train(self.base, out / "twice_key", "train.max_steps=1")
+    self.add("train: one key set twice", p, refusal(p, "train.max_steps more than once"))
+    photo = out / "photo.png"
+    shutil.copy(img, photo)
+    before = photo.read_bytes()
+    p = run(["predict", "--ckpt", ck, "--image", photo, "--text", "the red circle", "--out", photo])
+    v = refusal(p, "is the input image")
+    self.add("predict: --out is --image", p, v if photo.read_bytes() == before else ("wrong", "the input was replaced"))
+    shutil.copy(img, out / "x_overlay.png")
+    p = run(["predict", "--ckpt", ck, "--image", out / "x_overlay.png", "--text", "the red circle", "--out", out / "x.png"])
+    self.add("predict: overlay would replace --image", p, refusal(p, "the overlay", left=out / "x.png"))
+    p = run(["predict", "--ckpt", ck, "--image", img, "--text", "the red circle", "--out", out / "mask.jpg"])
+    self.add("predict: --out mask.jpg", p, refusal(p, "lossy", left=out / "mask.jpg"))
+    (out / "target.png").write_bytes(b"keep")
+    (out / "link.png").symlink_to(out / "target.png")
+    p = run(["predict", "--ckpt", ck, "--image", img, "--text", "the red circle", "--out", out / "link.png"])
+    v = refusal(p, "symbolic link")
+    self.add("predict: --out a symbolic link", p, v if (out / "target.png").read_bytes() == b"keep" else ("wrong", "target"))
+    p = run(["synth", "--out", out / "huge", "--n-images", "1000000000000"], timeout=60)
+    self.add("synth: --n-images 10^12", p, refusal(p, "1,000,000", left=out / "huge"))
+    for flag, v in (("--seeds", "1000"), ("--jobs", "500"), ("--steps", "100000000")):
+        p = run(["experiments", "--out", out / f"study{flag}", flag, v], timeout=120)
+        self.add(f"experiments: {flag} {v}", p, refusal(p, flag, left=out / f"study{flag}"))
+
+
+def r4_study_cases(self: Probe) -> None:
+    "A study inside another study's folder; a row folder that is a link; a --record that is a folder."
+    out = self.tmp / "r4s"
+    (out / "table").mkdir(parents=True)
+    (out / "table" / "main_table.json").write_text("{}")
+    p = run(["experiments", "--out", out / "table" / "plain" / "ablation", "--quick", "--seeds", "1"], timeout=120)
+    self.add("experiments: --out inside another study", p, refusal(p, "inside the study folder", left=out / "table" / "plain"))
+    (out / "elsewhere" / "seed0").mkdir(parents=True)
+    (out / "elsewhere" / "seed0" / "keep.txt").write_text("mine")
+    (out / "study").mkdir()
+    (out / "study" / "lavt").symlink_to(out / "elsewhere")
+    p = run(["experiments", "--out", out / "study", "--only", "magnet", "--rows", "lavt", "--quick", "--seeds", "1",
+             "--jobs", "1"], timeout=600)
+    kept = (out / "elsewhere" / "seed0" / "keep.txt").exists()
+    self.add("experiments: a row folder that is a link", p, refusal(p, "symbolic link") if kept else ("wrong", "deleted"))
+    p = run(["experiments", "--table", "main", "--out", out / "main", "--record", out], timeout=120)
+    self.add("experiments: --record a folder", p, refusal(p, "--record", left=out / "main"))
+
+
+Probe.r4_cli_cases, Probe.r4_study_cases = r4_cli_cases, r4_study_cases
+R4_GROUPS = ["r4_cli_cases", "r4_study_cases"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-k", nargs="*", default=None, help="run only the groups whose method name holds one of these words")
@@ -774,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
               "r3_resume", "r3_data_changed", "r3_checkpoint_bytes", "r3_weights_files", "r3_disk_full", "r3_n_val", "r3_experiments"]
     groups += R3B_GROUPS                                       # round 3 (CLI, data reading, tokenizers, course, demo)
     groups += GRADING_GROUPS                                   # students who try to subvert `ris_nb grade`
+    groups += R4_GROUPS                                        # round 4: --set twice, outputs over inputs, studies' folders
     if args.k: groups = [g for g in groups if any(k in g for k in args.k)]
     tmp = Path(tempfile.mkdtemp(prefix="ris_nb_fault_probe_"))
     t0 = time.time()
