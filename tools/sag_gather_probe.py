@@ -12,8 +12,8 @@ fusion's cross-attention, so an entity's key can depend on the other entities (f
 box it fills), which a circle, a square and a triangle do not share.
 
 Training runs on the library's `Learner` and training loader; `ToldSlotLoss` (a callback) brings the loss and the parameters.
-The committed rows were made by this tool's earlier hand-written loop (AdamW + OneCycleLR); the engine reproduces them:
-`nbs/results/probe_tools_on_engine.csv` (e.g. "slots, fusion" with the earlier sag_tiny's entities, 500 steps: 30.62 val
+The committed rows were made by this tool's earlier hand-written loop (AdamW + OneCycleLR); the engine reproduced them when
+the tool moved onto it (e.g. "slots, fusion" with the earlier sag_tiny's entities, 500 steps: 30.62 val
 mIoU and 57.0 % picks on the engine against 30.6 and 57.4).
 
 Usage: OMP_NUM_THREADS=2 python tools/sag_gather_probe.py --data data/shaperefs [--steps 500] [--set key=value ...]

@@ -11,7 +11,7 @@ It separates SaG's two halves: if C³ picks well here, the gather is learnable f
 
 Training runs on the library's `Learner` and training loader (its sampler pairs sentences of one image when
 `model.sag.in_image_negatives` asks for it); `OracleLoss` (a callback) brings the loss and the parameters. The committed rows
-were made by an earlier hand-written loop; the engine reproduces them (`nbs/results/probe_tools_on_engine.csv`: told 58.3
+were made by an earlier hand-written loop; the engine reproduced them when the tool moved onto it (told 58.3
 against 57.6 % picked, C³ 33.0 against 32.3, 500 steps).
 
 Usage: OMP_NUM_THREADS=2 python tools/sag_oracle_gather.py --data data/shaperefs --loss c3|told [--steps 500]
