@@ -23,7 +23,7 @@ import ris_nb
 
 # %% auto #0
 __all__ = ['LOSSY_FORMATS', 'SUBCOMMANDS', 'EXPECTED_ERRORS', 'config_from_args', 'as_pil_image', 'predict_image', 'overlay_path',
-           'check_mask_path', 'build_parser', 'error_line', 'main', 'one_line_warnings']
+           'check_mask_path', 'build_parser', 'error_line', 'refuse_empty_arguments', 'main', 'one_line_warnings']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -250,6 +250,15 @@ def error_line(e: BaseException) -> str:
     return msg
 
 # %% ../nbs/15_cli.ipynb #15main02
+def refuse_empty_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    "An empty or blank argument would quietly mean '.' or a default: refused, naming its option."
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    for action in sub._actions:
+        v = getattr(args, action.dest, None)
+        if any(isinstance(x, str) and not x.strip() for x in (v if isinstance(v, list) else [v])):
+            name = "/".join(action.option_strings) or action.dest.upper()
+            raise ValueError(f"{name}: empty argument; give a value (see `ris_nb {args.command} --help`)")
+
 def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = None) -> int:
     "Run `ris_nb ARGV` with `commands` (default: the pipeline's); `python -m ris_nb` passes every module's."
     parser = build_parser(commands)
@@ -258,6 +267,7 @@ def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = No
         parser.print_help(); return 0
     try:
         with one_line_warnings(args.command):
+            refuse_empty_arguments(parser, args)
             if "threads" in vars(args): set_threads(args.threads)
             args.func(args)
     except BrokenPipeError:                             # `ris_nb eval … | head -1`: the reader left, nothing is wrong

@@ -171,3 +171,11 @@ def test_study_counts_are_bounded_before_any_work(tmp_path, capsys, flag, value)
     rc = full_main(["experiments", "--out", str(tmp_path / "s"), flag, value])
     assert rc == 2 and f"{flag} {value}: expected an integer from 1 to" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("argv", [["experiments", "--out", ""], ["train", "--preset", "lavt_tiny", "--data", " "],
+                                  ["grade", "", "x.ipynb"], ["train", "--preset", "lavt_tiny", "--set", ""]])
+def test_an_empty_argument_is_refused_before_any_work(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    assert full_main(argv) == 2 and "empty argument" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
