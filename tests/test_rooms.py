@@ -23,10 +23,17 @@ def defined(name: str) -> list[str]:
     return sorted(m for m in MODULES for n in ast.walk(tree(m)) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name)
 
 
+def type_checking_only(t: ast.Module) -> set[int]:
+    "ids of the nodes under `if TYPE_CHECKING:` (imports for annotations, never run)."
+    blocks = [n for n in ast.walk(t) if isinstance(n, ast.If) and ast.unparse(n.test).endswith("TYPE_CHECKING")]
+    return {id(m) for b in blocks for s in b.body for m in ast.walk(s)}
+
+
 def imports(module: str) -> list[str]:
-    "Dotted names `module` imports, relative imports resolved against the package (function bodies included)."
-    out, parts = [], ["ris_nb", *module.split(".")[:-1]]
-    for n in ast.walk(tree(module)):
+    "Dotted names `module` imports at run time, relative imports resolved (function bodies included; not TYPE_CHECKING)."
+    out, parts, t = [], ["ris_nb", *module.split(".")[:-1]], tree(module)
+    skip = type_checking_only(t)
+    for n in (n for n in ast.walk(t) if id(n) not in skip):
         if isinstance(n, ast.Import): out += [a.name for a in n.names]
         elif isinstance(n, ast.ImportFrom):
             base = parts[:len(parts) - n.level + 1] if n.level else []
