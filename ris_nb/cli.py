@@ -71,8 +71,8 @@ def _config_of(args):
     cfg = get_preset(args.preset)
     cfg = apply_data_arg(cfg, args.data)
     pairs = [parse_override(o) for o in args.overrides]          # every --set, however many times it is given
-    twice = sorted({k for k, _ in pairs if [j for j, _ in pairs].count(k) > 1})
-    if twice: raise ValueError(f"--set gives {', '.join(twice)} more than once; give each key once")
+    for k in sorted({k for k, _ in pairs if [j for j, _ in pairs].count(k) > 1}):
+        warnings.warn(f"--set {k} is given more than once; the last value, {dict(pairs)[k]!r}, is used")
     cfg = cfg.override(dict(pairs))
     return cfg.override({"train.out_dir": args.out or str(Path("runs") / args.preset)})
 
@@ -252,11 +252,12 @@ def error_line(e: BaseException) -> str:
 # %% ../nbs/15_cli.ipynb #15main02
 def refuse_empty_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     "An empty or blank argument would quietly mean '.' or a default: refused, naming its option."
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
-    for action in sub._actions:
-        v = getattr(args, action.dest, None)
+    subs = [a for a in getattr(parser, "_actions", []) if isinstance(a, argparse._SubParsersAction)]
+    sub = subs[0].choices.get(args.command) if subs else None
+    names = {a.dest: "/".join(a.option_strings) or a.dest.upper() for a in getattr(sub, "_actions", [])}
+    for dest, v in vars(args).items():
         if any(isinstance(x, str) and not x.strip() for x in (v if isinstance(v, list) else [v])):
-            name = "/".join(action.option_strings) or action.dest.upper()
+            name = names.get(dest, "--" + dest.replace("_", "-"))
             raise ValueError(f"{name}: empty argument; give a value (see `ris_nb {args.command} --help`)")
 
 def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = None) -> int:

@@ -26,9 +26,10 @@ def test_set_given_twice_keeps_both_lists():
     assert (cfg.train.max_steps, cfg.train.batch_size, cfg.train.lr) == (7, 4, 0.002)
 
 
-def test_a_key_set_twice_is_refused():
-    with pytest.raises(ValueError, match="train.max_steps more than once"):
-        _config_of(train_args("train.max_steps=7", "train.max_steps=9"))
+def test_a_key_set_twice_takes_the_last_value_and_says_so():
+    with pytest.warns(UserWarning, match="train.max_steps is given more than once; the last value, 9, is used"):
+        cfg = _config_of(train_args("train.max_steps=7", "train.max_steps=9"))
+    assert cfg.train.max_steps == 9
 
 
 @pytest.fixture
