@@ -180,3 +180,13 @@ def test_an_empty_argument_is_refused_before_any_work(tmp_path, monkeypatch, cap
     monkeypatch.chdir(tmp_path)
     assert full_main(argv) == 2 and "empty argument" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_data_and_train_agree_on_a_folder_without_val(tmp_path, capsys):
+    assert full_main(["synth", "--out", str(tmp_path / "shaperefs"), "--n-images", "3", "--size", "64"]) == 0
+    capsys.readouterr()
+    for argv in (["check-data", "--root", str(tmp_path)], ["check-data", "--root", str(tmp_path), "--preset", "lavt_tiny"]):
+        assert full_main(argv) == 2
+        assert "no refs of split(s) val" in capsys.readouterr().out
+    assert full_main(["train", "--preset", "lavt_tiny", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert "no 'val' split" in capsys.readouterr().err

@@ -370,6 +370,15 @@ class LayoutReport:
     def ok(self) -> bool: return not (self.missing or self.unreadable or self.images_missing or self.problems)
 
 # %% ../../nbs/91_refer_safety.ipynb #4b360726
+def _preset_splits() -> dict[tuple[str, str], list[str]]:
+    "(dataset, split_by) → every split a preset training on it reads (train, val, tests): what `train` will refuse without."
+    from ris_nb.core import get_preset, list_presets
+    out = defaultdict(list)
+    for name in list_presets():
+        d = get_preset(name).data
+        out[(d.dataset, d.split_by)] += [s for s in (d.train_split, d.val_split, *d.test_splits) if s not in out[(d.dataset, d.split_by)]]
+    return dict(out)
+
 def _preset_needs() -> dict[tuple[str, str], list[str]]:
     "(dataset, split_by) → names of the presets that train on it."
     from ris_nb.core import get_preset, list_presets
@@ -529,9 +538,9 @@ def check_layout(root: str | Path, dataset: str | None = None, split_by: str | N
         pairs += [(d, p.name[5:-3]) for d in dict.fromkeys(others) for p in sorted((root / d).glob("refs(*).p"))]
         pairs += [k for k in needs if k not in pairs]
         asked = set()
-    cache: dict = {}
+    cache, wanted = {}, _preset_splits()              # without `splits`: the splits the presets on it read, as `train` does
     return [_check_one(root, d, s, image_root, needs.get((d, s), []), (d, s) in asked or (d, s) in needs, cache, n_examples,
-                       decode, splits, sample, progress) for d, s in pairs]
+                       decode, splits or wanted.get((d, s)), sample, progress) for d, s in pairs]
 
 def _status(r: LayoutReport) -> str:
     if r.ok: return "ok"
