@@ -370,23 +370,16 @@ class LayoutReport:
     def ok(self) -> bool: return not (self.missing or self.unreadable or self.images_missing or self.problems)
 
 # %% ../../nbs/91_refer_safety.ipynb #4b360726
-def _preset_splits() -> dict[tuple[str, str], list[str]]:
-    "(dataset, split_by) → every split a preset training on it reads (train, val, tests): what `train` will refuse without."
+def _preset_needs() -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], list[str]]]:
+    "(dataset, split_by) → the presets that train on it, and → every split they read (what `train` refuses without)."
     from ris_nb.core import get_preset, list_presets
-    out = defaultdict(list)
-    for name in list_presets():
-        d = get_preset(name).data
-        out[(d.dataset, d.split_by)] += [s for s in (d.train_split, d.val_split, *d.test_splits) if s not in out[(d.dataset, d.split_by)]]
-    return dict(out)
-
-def _preset_needs() -> dict[tuple[str, str], list[str]]:
-    "(dataset, split_by) → names of the presets that train on it."
-    from ris_nb.core import get_preset, list_presets
-    needs = defaultdict(list)
+    needs, splits = defaultdict(list), defaultdict(list)
     for name in list_presets():
         d = get_preset(name).data
         needs[(d.dataset, d.split_by)].append(name)
-    return dict(needs)
+        splits[(d.dataset, d.split_by)] += [s for s in (d.train_split, d.val_split, *d.test_splits)
+                                            if s not in splits[(d.dataset, d.split_by)]]
+    return dict(needs), dict(splits)
 
 def _image_files(img_root: Path) -> tuple[set[str], list[str]]:
     "Names of the files in `img_root`, and the entries that cannot be followed (a symbolic link loop, …) with why."
@@ -523,7 +516,7 @@ def check_layout(root: str | Path, dataset: str | None = None, split_by: str | N
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"data root {root} is a file; expected a folder holding one folder per dataset (see data/README.md)")
     if not root.is_dir(): raise FileNotFoundError(f"data root not found: {root} (see data/README.md for the layout)")
-    needs = _preset_needs()
+    needs, wanted = _preset_needs()
     if dataset is not None:
         if split_by is not None: pairs = [(dataset, split_by)]
         else:
@@ -538,7 +531,7 @@ def check_layout(root: str | Path, dataset: str | None = None, split_by: str | N
         pairs += [(d, p.name[5:-3]) for d in dict.fromkeys(others) for p in sorted((root / d).glob("refs(*).p"))]
         pairs += [k for k in needs if k not in pairs]
         asked = set()
-    cache, wanted = {}, _preset_splits()              # without `splits`: the splits the presets on it read, as `train` does
+    cache = {}                               # without `splits`: the splits the presets on it read, as `train` does
     return [_check_one(root, d, s, image_root, needs.get((d, s), []), (d, s) in asked or (d, s) in needs, cache, n_examples,
                        decode, splits or wanted.get((d, s)), sample, progress) for d, s in pairs]
 
