@@ -3,19 +3,23 @@
     python tools/format_notebooks.py [NOTEBOOK_OR_PY_OR_FOLDER ...]      (default: nbs/; `make format`)
     python tools/format_notebooks.py --library ris_nb                    (after nbdev_export; `make export`)
 
-Steps: ruff's mechanical fixes (`FIXES`), `ruff format`, then rounds of wrapping the lines ruff cannot shorten, each
-followed by `ruff format`, until nothing changes:
-- a comment over the limit is split at word boundaries into comment lines of the same indent; a trailing one moves above
-  its line first; nbdev directives (`#|`) and pragmas (`# noqa`, `# type:`, `# fmt:`) are never touched;
-- a one-line docstring over the limit becomes a triple-quoted docstring wrapped at word boundaries (its text unchanged
-  but for the line breaks, which `inspect.getdoc` and the docs render as spaces);
-- a string literal over the limit is split at spaces into an implicit concatenation, in parentheses where it has none;
-  never inside an f-string's `{...}` or a `\\N{...}` escape.
-- a long line of a multi-line docstring is wrapped at spaces, at its own indent.
+Steps: ruff's mechanical fixes (`FIXES`; in Python files also unused imports), long trailing comments moved above their
+line, `ruff format`, then rounds of wrapping what ruff leaves over the limit, each followed by `ruff format`, until
+nothing changes:
+- a comment is split at word boundaries into comment lines of the same indent; nbdev directives (`#|`) and pragmas
+  (`# noqa`, `# type:`, `# fmt:`) are never touched;
+- a one-line docstring becomes a triple-quoted one wrapped at word boundaries, and a long line of a multi-line docstring
+  is wrapped, its overflow joining the next line of its paragraph (the text is unchanged but for line breaks);
+- a string literal is split at spaces into an implicit concatenation, in parentheses unless it already stands alone in
+  brackets; never inside an f-string's `{...}` or a `\\N{...}` escape.
 Cells with a cell magic (`%%`) are left alone; line magics (`%time`, `!ls`) are kept as they are. The notebooks keep
 their cell ids, outputs and metadata and are written as `nbdev_clean` writes them. A second run changes nothing. What
 cannot be wrapped automatically (long code, URLs, triple-quoted strings that are not docstrings) is listed for a hand
 edit, and the exit status is 0 either way.
+
+`--library DIR` finishes `nbdev_export`: it makes relative the `from ris_nb… import` that nbdev left absolute (nbdev
+rewrites an import's first line only, so a multi-line import whose last line is short keeps its absolute name), wraps
+the one-line module docstring nbdev writes from a notebook's `>` summary, and runs `ruff format` over DIR.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ MAX_ROUNDS = 12  # a paragraph of a docstring reflows one line per round
 PRAGMA = re.compile(r"#\s*(noqa|type:|fmt:|pragma|pyright:|mypy:|isort:)", re.IGNORECASE)
 DIRECTIVE = re.compile(r"^\s*#\s*\|")
 MAGIC = re.compile(r"^\s*[%!]")
+LIST_ITEM = re.compile(r"^([-*+]|\d+[.)])\s")
 PLACEHOLDER = "\u241fmagic"  # stands for a line magic while the cell is read as Python
 
 
@@ -271,15 +276,29 @@ def wrap_docstring(text: str, col: int) -> str | None:
 
 
 def wrap_docstring_line(lines: list[str], row: int, doc: Span) -> bool:
-    "Wrap line `row` of the multi-line docstring `doc` at spaces, its continuation at the docstring's indent."
+    "Wrap line `row` of the multi-line docstring `doc` at spaces; the overflow joins the next line of its paragraph."
     line = lines[row - 1]
     indent = doc.col if row == doc.row else len(line) - len(line.lstrip(" "))
-    words = [w + " " for w in line[indent:].split(" ")]
-    new = greedy_lines(words, MAX - indent, MAX - indent)
+    text = line[indent:]
+    hang = indent + (2 if LIST_ITEM.match(text) else 0)  # a list item's continuation lines hang under its text
+    words = [w + " " for w in text.split(" ")]
+    new = [w.rstrip(" ") for w in greedy_lines(words, MAX - indent, MAX - hang)]
     if len(new) < 2:
         return False
-    lines[row - 1 : row] = [line[:indent] + new[0].rstrip(" ")] + [" " * indent + w.rstrip(" ") for w in new[1:]]
+    following = lines[row] if row < doc.end_row else ""
+    if len(new) == 2 and continues_paragraph(following, hang):
+        lines[row - 1 : row + 1] = [line[:indent] + new[0], " " * hang + new[1] + " " + following.lstrip(" ")]
+    else:
+        lines[row - 1 : row] = [line[:indent] + new[0]] + [" " * hang + w for w in new[1:]]
     return True
+
+
+def continues_paragraph(line: str, indent: int) -> bool:
+    "Whether a docstring `line` carries on the paragraph above it whose lines start at `indent`."
+    text = line[indent:]
+    if not text.strip() or line[:indent].strip() or text[0].isspace() or text.startswith(('"""', "'''")):
+        return False
+    return not LIST_ITEM.match(text)
 
 
 def long_rows(code: str) -> list[int]:
