@@ -33,17 +33,17 @@ quickstart: venv
 	@echo "quickstart: report in runs/quickstart/report.md, figures runs/quickstart/curves.png and best_worst_val.png"
 
 # The library from the notebooks: nbdev_export, then the module docstrings wrapped and `ruff format`, so that the
-# exported modules are formatted like everything else; running it twice changes nothing (.ci/run checks that it is a no-op).
+# exported modules are formatted like everything else; a second run changes nothing (.ci/run checks that).
 export: venv
 	$(BIN)/nbdev_export
 	$(PY) tools/format_notebooks.py --library ris_nb
 
 # Format everything: the notebooks' code cells (ruff, then wrapping what ruff leaves over 120 characters; what is still
-# too long is listed for a hand edit), tests, benchmarks, tools and the two hand-written sub-package __init__ files; then
-# export the library and clean the notebooks.
+# too long is listed for a hand edit), tests, benchmarks, tools and the library's hand-written files (the exported
+# modules are skipped: `make export` writes and formats them); then export the library and clean the notebooks.
 LINTED := ris_nb tests bench tools
 format: venv
-	$(PY) tools/format_notebooks.py nbs tests bench tools ris_nb/data/__init__.py ris_nb/models/__init__.py
+	$(PY) tools/format_notebooks.py nbs $(LINTED)
 	$(MAKE) export
 	$(BIN)/nbdev_clean
 

@@ -21,7 +21,8 @@ def ruff(*args: str) -> subprocess.CompletedProcess:
     "ruff from this Python's environment (a dev requirement in settings.ini: `make venv` installs it)."
     if importlib.util.find_spec("ruff") is None:
         pytest.fail(f"ruff is not installed in {sys.prefix}: it is a dev requirement (settings.ini); run `make venv`")
-    return subprocess.run([sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "ruff", args[0], "--no-cache", *args[1:]]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
 
 
 def test_ruff_check_passes():
