@@ -19,7 +19,15 @@ def test_module_is_at_most_900_logical_lines(module):
 
 
 ONE_LINE = 'def f(x):\n    "Doc."\n    if x: return g(1, 2)\n    return 0\n'
-FORMATTED = 'def f(x):\n    "Doc."\n    if x:\n        return g(\n            1,\n            2,\n        )\n    return 0\n'
+FORMATTED = """def f(x):
+    "Doc."
+    if x:
+        return g(
+            1,
+            2,
+        )
+    return 0
+"""
 
 
 def test_the_formatters_layout_does_not_count():
