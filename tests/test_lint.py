@@ -65,6 +65,12 @@ def test_comments_and_docstrings_wrap_directives_and_pragmas_stay():
     assert " ".join(line.strip("# ") for line in lines if line.lstrip().startswith("# ")).split() == LONG.split()
 
 
+def test_a_trailing_comment_continued_below_it_moves_above_its_line_whole():
+    src = "x = 1  # the first part of a comment\n       # which goes on here\ny = 2\n"
+    out = fmt.wrap_cell(src, strings=False)
+    assert out == "# the first part of a comment which goes on here\nx = 1\ny = 2\n", out
+
+
 def test_line_magics_and_cell_magics_are_kept():
     src = f"%time x = 1\n!ls\ny = '{LONG.strip()}'"
     out = fmt.wrap_cell(src)

@@ -4,7 +4,7 @@
     python tools/format_notebooks.py --library ris_nb                    (after nbdev_export; `make export`)
 
 Steps: ruff's mechanical fixes (`FIXES`; in Python files also unused imports), long trailing comments moved above their
-line, `ruff format`, then rounds of wrapping what ruff leaves over the limit, each followed by `ruff format`, until
+line (with the comment lines aligned under them that continue them), `ruff format`, then rounds of wrapping what ruff leaves over the limit, each followed by `ruff format`, until
 nothing changes:
 - a comment is split at word boundaries into comment lines of the same indent; nbdev directives (`#|`) and pragmas
   (`# noqa`, `# type:`, `# fmt:`) are never touched;
@@ -365,8 +365,47 @@ def fix_row(lines: list[str], row: int, code: str, toks: list[Span], docs: set, 
     return any(fix_string(lines, s, (s.row, s.col) in docs) for s in strings[:1])
 
 
+def hanging_comments(code: str, toks: list[Span]) -> list[tuple[Span, int]]:
+    "Trailing comments continued below in comment-only lines at their column: (the comment, its continuation lines)."
+    lines = code.split("\n")
+    comments = {s.row: s for s in toks if s.kind == "comment"}
+    found = []
+    for row, s in comments.items():
+        if not lines[row - 1][: s.col].strip():
+            continue
+        end = row + 1
+        while end in comments and comments[end].col == s.col and not lines[end - 1][: s.col].strip():
+            end += 1
+        if end > row + 1:
+            found.append((s, end - row - 1))
+    return found
+
+
+def lift_hanging_comment(lines: list[str], s: Span, n: int, code: str, toks: list[Span]) -> None:
+    "Move the trailing comment `s` and its `n` continuation lines above its code line, as one comment rewrapped."
+    block = [s.text] + [lines[r - 1].strip() for r in range(s.row + 1, s.row + n + 1)]
+    if any(PRAGMA.search(c) for c in block) or not first_token_starts_here(code, s.row, toks):
+        return
+    line = lines[s.row - 1]
+    indent = line[: len(line) - len(line.lstrip())]
+    new = wrap_comment(" ".join(c.lstrip("#").strip() for c in block), indent)
+    new = new or [indent + c for c in block]  # a word over the limit (a URL): the lines as they were
+    lines[s.row - 1 : s.row + n] = new + [line[: s.col].rstrip()]
+
+
+def lift_hanging_comments(code: str) -> str:
+    "Lift every trailing comment that hangs over the lines below (ruff would leave its rest to the next statement)."
+    toks = spans(code)
+    lines = code.split("\n")
+    for s, n in sorted(hanging_comments(code, toks), key=lambda sn: -sn[0].row):
+        lift_hanging_comment(lines, s, n, code, toks)
+    return "\n".join(lines)
+
+
 def wrap_code(code: str, strings: bool = True) -> str:
     "One round of wrapping over the long lines of `code` (plain Python), bottom to top so that rows stay valid."
+    if not strings:  # the first round, before ruff's: a comment's continuation lines are still beside it
+        code = lift_hanging_comments(code)
     toks, docs = spans(code), docstring_starts(code)
     lines = code.split("\n")
     for row in reversed(long_rows(code)):
@@ -377,7 +416,7 @@ def wrap_code(code: str, strings: bool = True) -> str:
 def wrap_cell(src: str, strings: bool = True) -> str:
     "One round of wrapping over a code cell, its line magics kept; unparsable cells come back unchanged."
     parsed = as_python(src)
-    if parsed is None or not long_rows(parsed[0]):
+    if parsed is None or (strings and not long_rows(parsed[0])):
         return src
     code, magics = parsed
     try:
@@ -445,15 +484,22 @@ def too_long(line: str) -> bool:
     return len(line if m is None else line[: m.start()]) > MAX
 
 
-def format_sources(paths: list[Path]) -> list[str]:
-    "Fix, format and wrap the notebooks and Python files at `paths` until nothing changes; what is left over the limit."
-    names = [str(p) for p in paths]
+def fix(names: list[str]) -> None:
+    "ruff's mechanical fixes (`FIXES`) on the notebooks and Python files `names`; in Python files also unused imports."
     scripts, nbs = [n for n in names if n.endswith(".py")], [n for n in names if not n.endswith(".py")]
     for fixes, group in ((FIXES, nbs), (SCRIPT_FIXES, scripts)):
         if group:
             ruff("check", "--fix", "--unsafe-fixes", "--select", fixes, "--exit-zero", "--quiet", *group)
+
+
+def format_sources(paths: list[Path]) -> list[str]:
+    "Fix, format and wrap the notebooks and Python files at `paths` until nothing changes; what is left over the limit."
+    names = [str(p) for p in paths]
+    fix(names)
     for p in paths:  # trailing comments first: ruff would otherwise break the code around them
         wrap_file(p, strings=False)
+    ruff("format", "--quiet", *names)
+    fix(names)  # some fixes apply only once ruff has split a line (`class A: f = lambda: 0` → E731)
     ruff("format", "--quiet", *names)
     for _ in range(MAX_ROUNDS):
         changed = [str(p) for p in paths if wrap_file(p)]
