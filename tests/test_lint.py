@@ -71,6 +71,14 @@ def test_a_trailing_comment_continued_below_it_moves_above_its_line_whole():
     assert out == "# the first part of a comment which goes on here\nx = 1\ny = 2\n", out
 
 
+def test_a_long_comment_line_gives_its_overflow_to_the_next_line_of_its_paragraph():
+    src = f"# {LONG.strip()} end\n# of the paragraph\n#\n# another one\nx = 1"
+    out = fmt.wrap_cell(src)
+    assert out.split("\n")[2:] == ["#", "# another one", "x = 1"] and all(len(ln) <= fmt.MAX for ln in out.split("\n"))
+    words = " ".join(line[2:] for line in out.split("\n")[:2]).split()
+    assert words == LONG.split() + ["end", "of", "the", "paragraph"] and len(out.split("\n")[0]) > 100, out
+
+
 def test_line_magics_and_cell_magics_are_kept():
     src = f"%time x = 1\n!ls\ny = '{LONG.strip()}'"
     out = fmt.wrap_cell(src)

@@ -331,8 +331,29 @@ def fix_comment(lines: list[str], s: Span, code: str, toks: list[Span]) -> bool:
     new = wrap_comment(s.text, indent)
     if new is None or (not trailing and len(new) < 2):
         return False
-    lines[s.row - 1 : s.row] = new + [line[: s.col].rstrip()] if trailing else new
+    if trailing:
+        lines[s.row - 1 : s.row] = new + [line[: s.col].rstrip()]
+    else:
+        push_overflow(lines, s.row, indent, new)
     return True
+
+
+def comment_text(line: str, indent: str) -> str | None:
+    "The text of a comment-only `line` at `indent` that carries on the paragraph above it, or None."
+    if not line.startswith(indent + "# ") or PRAGMA.search(line) or DIRECTIVE.match(line):
+        return None
+    text = line[len(indent) + 2 :]
+    return None if not text.strip() or text[0].isspace() or LIST_ITEM.match(text) else text
+
+
+def push_overflow(lines: list[str], row: int, indent: str, new: list[str]) -> None:
+    "Put the wrapped comment line `new` at `row`; its overflow joins the next line of its paragraph, and so on down."
+    while len(new) > 1 and row < len(lines) and (text := comment_text(lines[row], indent)) is not None:
+        lines[row - 1] = new[0]
+        rest = " ".join(line[len(indent) + 2 :] for line in new[1:])
+        new = wrap_comment(f"# {rest} {text}", indent) or [lines[row]]
+        row += 1
+    lines[row - 1 : row] = new
 
 
 def fix_string(lines: list[str], s: Span, is_doc: bool) -> bool:
