@@ -34,9 +34,9 @@ quickstart: venv
 
 # The library from the notebooks: nbdev_export, then the module docstrings wrapped and `ruff format`, so that the
 # exported modules are formatted like everything else; a second run changes nothing (.ci/run checks that).
+EXPORT := $(BIN)/nbdev_export && $(PY) tools/format_notebooks.py --library ris_nb
 export: venv
-	$(BIN)/nbdev_export
-	$(PY) tools/format_notebooks.py --library ris_nb
+	$(EXPORT)
 
 # Format everything: the notebooks' code cells (ruff, then wrapping what ruff leaves over 120 characters; what is still
 # too long is listed for a hand edit), tests, benchmarks, tools and the library's hand-written files (the exported
@@ -44,7 +44,7 @@ export: venv
 LINTED := ris_nb tests bench tools
 format: venv
 	$(PY) tools/format_notebooks.py nbs $(LINTED)
-	$(MAKE) export
+	$(EXPORT)
 	$(BIN)/nbdev_clean
 
 # Lint (ruff: pyflakes and pycodestyle, lines ≤ 120; settings in pyproject.toml) and formatting, without changing a file.
