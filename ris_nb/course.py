@@ -608,16 +608,16 @@ STUDENT_README = """# Exercises — student copy
 
 Each notebook explains one idea of referring image segmentation and ends with a section **Exercises**:
 
-- *Write it yourself*: replace `# YOUR CODE HERE` / `raise NotImplementedError()` with your code, run the cell, then run the
-  check cell below it. A check compares your function with the library's on random inputs and says what differs
-  (shape, values, gradient). It fails until your answer is right.
-- *Run an experiment*: write the set-up, run its check, then the run cell (marked `#| slow`; a few minutes on a laptop CPU).
-  The notebook gives the range we measured over seeds: yours should fall inside it.
+- *Write it yourself*: replace `# YOUR CODE HERE` / `raise NotImplementedError()` with your code, run the cell, then
+  run the check cell below it. A check compares your function with the library's on random inputs and says what
+  differs (shape, values, gradient). It fails until your answer is right.
+- *Run an experiment*: write the set-up, run its check, then the run cell (marked `#| slow`; a few minutes on a
+  laptop CPU). The notebook gives the range we measured over seeds: yours should fall inside it.
 - *Think*: set `think_q1 = "a"` (or b, c, …) and run the check: it records that you answered (your copy holds no key;
   the teacher grades it with `ris_nb grade`); write your reasoning where it says YOUR ANSWER HERE.
 
-The exercise cells only need `ris_nb` installed (`pip install -e .` in the repository); the cells above them are the lesson.
-Notebooks in this folder: {notebooks}.
+The exercise cells only need `ris_nb` installed (`pip install -e .` in the repository); the cells above them are the
+lesson. Notebooks in this folder: {notebooks}.
 """
 
 # %% ../nbs/19_course.ipynb #19mc0001

@@ -65,7 +65,7 @@ def rerun_cells(path: Path, cells: list[int], timeout: int = 3600) -> None:
 
 if __name__ == "__main__":
     import argparse
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="+", type=Path)
     ap.add_argument("--cells", help="re-execute only these cells of one notebook, e.g. 1-48,65")
     args = ap.parse_args()
