@@ -638,7 +638,7 @@ def _check_student_folder(out: Path, update: bool) -> None:
 def _named(names: list[str], k: int = 3) -> str: return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
 def unlink_missing(nb: dict, present: set[str]) -> dict:
-    "`nb` with each markdown link to a notebook not in `present` turned into its text: a copy never links out of its folder."
+    "`nb` with each markdown link to a notebook not in `present` turned into its text: no link leaves the folder."
     keep = lambda m: m.group(0) if m.group(2) in present else m.group(1)
     for c in nb["cells"]:
         if c["cell_type"] == "markdown": c["source"] = NOTEBOOK_LINK.sub(keep, _src(c))
@@ -658,11 +658,12 @@ def course_copies(nbs: Path, backend: str) -> tuple[dict[str, dict], dict[str, d
 
 # %% ../nbs/19_course.ipynb #19mc0002
 def _write_notebook(path: Path, nb: dict) -> Path:
-    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"))
+    text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 def make_course(nbs: str | Path = "nbs", out: str | Path = "course", backend: str = "auto", verbose: bool = True,
                 update: bool = False) -> list[Path]:
-    "Write the course into `out`: student copies (their paths are returned), the other course notebooks, `COURSE_FOLDERS`, a README. `update`: a non-empty `out` is allowed, and a notebook already there is kept as it is."
+    "Write the course into `out` (`update`: into a non-empty one, keeping its notebooks); return the student copies."
     nbs, out = Path(nbs), Path(out)
     if not nbs.is_dir(): raise FileNotFoundError(f"notebook folder {nbs} not found (run from the repository root or pass --nbs)")
     if out.resolve() == nbs.resolve(): raise ValueError(f"--out {out} is the instructor folder itself; choose another folder")

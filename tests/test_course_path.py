@@ -53,16 +53,16 @@ def test_exported_cells_are_short(nb):
     assert not long, f"{nb.name}: exported cells over {MAX_EXPORTED_LINES} lines (cell index, lines): {long}"
 
 
-# Exercises are counted apart, under their own cap: they are questions and hints, not lecture prose, and a notebook given
-# exercises (as the course promises) must not force the lecture to be cut; the two caps together were 130,000 at the split.
+# Exercises are counted apart, under their own cap: they are questions and hints, not lecture prose, and giving a
+# notebook exercises (as the course promises) must not force its lecture to be cut; together: 130,000 at the split.
 MAX_EXERCISE_MARKDOWN = 36_000
 
 
 def markdown_chars(nb: Path) -> tuple[int, int]:
     "Characters of markdown in `nb`: above its `## Exercises` section (the lecture), and in it."
     cs = cells(nb)
-    start = next((i for i, c in enumerate(cs) if c["cell_type"] == "markdown" and src(c).lstrip().startswith("## Exercises")),
-                 len(cs))
+    opens = [i for i, c in enumerate(cs) if c["cell_type"] == "markdown" and src(c).lstrip().startswith("## Exercises")]
+    start = opens[0] if opens else len(cs)
     size = lambda part: sum(len(src(c)) for c in part if c["cell_type"] == "markdown")
     return size(cs[:start]), size(cs[start:])
 
