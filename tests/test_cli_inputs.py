@@ -99,8 +99,15 @@ def test_a_record_that_is_a_folder_is_refused_before_training(tmp_path, capsys):
 
 # --- studies own their folders ---------------------------------------------------------------------------------------
 
-from ris_nb.experiments import (QUICK, claim_study_folder, data_settings, magnet_rows,  # noqa: E402
-                                remove_run_dir, reusable, run_one)
+from ris_nb.experiments import (  # noqa: E402
+    QUICK,
+    claim_study_folder,
+    data_settings,
+    magnet_rows,
+    remove_run_dir,
+    reusable,
+    run_one,
+)
 
 
 def test_a_study_inside_another_study_is_refused(tmp_path):

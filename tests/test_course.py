@@ -20,7 +20,8 @@ TEACHING = IDEAS + REPORTS
 
 def kinds_expected(stem: str) -> set[str]:
     "The exercise kinds the README promises for a notebook (its 'Teaching' paragraph)."
-    if stem in REPORTS: return {"think"}
+    if stem in REPORTS:
+        return {"think"}
     return {"write it yourself", "think"} | (set() if stem in NO_EXPERIMENT else {"run an experiment"})
 
 

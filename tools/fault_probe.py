@@ -823,7 +823,7 @@ R4_GROUPS = ["r4_cli_cases", "r4_study_cases"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-k", nargs="*", default=None, help="run only the groups whose method name holds one of these words")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args(argv)

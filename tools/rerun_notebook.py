@@ -31,13 +31,16 @@ def sanitise(nb: dict) -> dict:
                            if not _is_progress_bar(o)]
     return nb
 
+EVAL_FALSE = re.compile(r"^\s*#\|\s*eval:\s*false\b", re.MULTILINE)   # nbdev's "never run this cell" (Jupyter ignores it)
+
+def runnable_cells(path: Path) -> list[int]:
+    "Indices of the code cells of `path` that nbdev would run: every one but those marked `#| eval: false`."
+    cells = json.loads(path.read_text())["cells"]
+    return [i for i, c in enumerate(cells) if c["cell_type"] == "code" and not EVAL_FALSE.search("".join(c["source"]))]
+
 def rerun(path: Path, timeout: int = 3600) -> None:
-    "Execute `path` in its own folder, then write it back sanitised."
-    import nbformat
-    from nbclient import NotebookClient
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    path.write_text(json.dumps(sanitise(json.loads(nbformat.writes(nb))), indent=1, ensure_ascii=False) + "\n")
+    "Execute every runnable cell of `path` in its own folder (`#| eval: false` cells keep their outputs); write it back sanitised."
+    rerun_cells(path, runnable_cells(path), timeout)
 
 def parse_cells(spec: str) -> list[int]:
     "'1-3,7' -> [1, 2, 3, 7]"
@@ -62,7 +65,7 @@ def rerun_cells(path: Path, cells: list[int], timeout: int = 3600) -> None:
 
 if __name__ == "__main__":
     import argparse
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="+", type=Path)
     ap.add_argument("--cells", help="re-execute only these cells of one notebook, e.g. 1-48,65")
     args = ap.parse_args()

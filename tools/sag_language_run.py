@@ -35,7 +35,7 @@ def probes() -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, type=Path); ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--row", required=True); ap.add_argument("--set", nargs="*", default=[])
     ap.add_argument("--results", type=Path, default=None)

@@ -24,7 +24,7 @@ COLS = ["recipe", "seed", "steps", "val_mIoU", "best_blind_mIoU", "picks_best_en
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0]); ap.add_argument("--old", action="store_true")
     ap.add_argument("--results", type=Path, default=None)
     a = ap.parse_args(argv)
