@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import math
@@ -34,6 +35,16 @@ class CheckError(AssertionError):
             lines = traceback.format_list(frames) + traceback.format_exception_only(type(cause), cause)
         return [l.rstrip("\n") for l in lines] + [f"CheckError: {self}"]
 
+def _short_traceback(check: Callable) -> Callable:
+    "`check`, re-raising its `CheckError` from the call alone: a traceback outside Jupyter shows no checker internals."
+    @functools.wraps(check)
+    def call_check(*args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except CheckError as e:
+            raise e.with_traceback(None) from e.__cause__
+    return call_check
+
 def _as_tensor(x) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
 
@@ -57,6 +68,7 @@ def _compare_tensors(got, want, what: str, atol: float, rtol: float) -> None:
                          f"first at index {list(i)}: got {g[i].item():.6g}, expected {w[i].item():.6g}")
 
 # %% ../nbs/00a_checks.ipynb #1064905d
+@_short_traceback
 def compare(got: Any, want: Any, what: str = "output", atol: float = 1e-5, rtol: float = 1e-4) -> None:
     "Raise `CheckError` naming the first difference (type, length/keys, shape, value) between `got` and `want`."
     if isinstance(want, (torch.Tensor, np.ndarray)):
@@ -117,6 +129,7 @@ def _call(fn: Callable, args: tuple, name: str):
         raise CheckError(f"{name} raised {type(e).__name__}: {e}") from e
 
 # %% ../nbs/00a_checks.ipynb #2453e644
+@_short_traceback
 def check_function(student: Callable, reference: Callable, make_inputs: Callable[[torch.Generator], tuple], n: int = 3,
                    grad: bool = False, name: str | None = None, atol: float = 1e-5, rtol: float = 1e-4, seed: int = 0) -> None:
     "Compare `student(*args)` with `reference(*args)` on `n` random argument sets (values, and gradients when `grad`)."
@@ -150,6 +163,7 @@ def check_function(student: Callable, reference: Callable, make_inputs: Callable
     print(f"✓ {name} matches the library on {n} random inputs" + (" (values and gradients)" if grad else ""))
 
 # %% ../nbs/00a_checks.ipynb #be3c58a8
+@_short_traceback
 def check_choice(answer: Any, question: str = "your answer", key: str | None = None) -> None:
     "Check a Think answer: against `key` in the teacher's hidden tests; without `key` (the student copy) only that it is given."
     if answer is None or answer is Ellipsis: raise CheckError(f"{question}: not answered yet")
@@ -165,6 +179,7 @@ def _get(obj, dotted: str):
         obj = obj[k] if isinstance(obj, dict) else getattr(obj, k)
     return obj
 
+@_short_traceback
 def check_fields(obj: Any, expected: dict[str, Any], what: str = "config") -> None:
     "Check dotted fields of a config (or any object) against `expected`, naming the first that differs."
     for k, v in expected.items():
@@ -173,6 +188,7 @@ def check_fields(obj: Any, expected: dict[str, Any], what: str = "config") -> No
         compare(got, v, f"{what}.{k}")
     print(f"✓ {what}: {len(expected)} fields as expected")
 
+@_short_traceback
 def check_in_range(value: float, lo: float, hi: float, what: str = "result") -> None:
     "A measured number inside the range we measured over seeds; outside, say so (a student's run may be unusual, or wrong)."
     v = float(value)

@@ -38,12 +38,13 @@ from .train import check_out_dir
 
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'STARTUP_S', 'MAX_REPORT',
-           'MAX_FOLDER', 'STUDENT_README', 'CSV_FIELDS', 'clear_regions', 'check_markers', 'read_notebook',
-           'exercise_start', 'nbgrader_available', 'check_name', 'is_check_cell', 'mark_checks', 'clear_hidden',
-           'to_student', 'CheckResult', 'run_exercises', 'TeacherCheck', 'take_keys', 'teacher_checks', 'lesson_of',
-           'place_checks', 'refusal', 'grading_job', 'scratch_copy', 'landlock_abi', 'sandbox_rules', 'ChildRun',
-           'run_student', 'read_report', 'answer_mismatch', 'score', 'Graded', 'grade_notebooks', 'grade',
-           'make_course', 'write_grades_csv', 'format_grades', 'add_subcommands', 'short_run']
+           'MAX_FOLDER', 'STUDENT_README', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK', 'CSV_FIELDS',
+           'clear_regions', 'check_markers', 'read_notebook', 'exercise_start', 'nbgrader_available', 'check_name',
+           'is_check_cell', 'mark_checks', 'clear_hidden', 'to_student', 'CheckResult', 'run_exercises', 'TeacherCheck',
+           'take_keys', 'teacher_checks', 'lesson_of', 'place_checks', 'refusal', 'grading_job', 'scratch_copy',
+           'landlock_abi', 'sandbox_rules', 'ChildRun', 'run_student', 'read_report', 'answer_mismatch', 'score',
+           'Graded', 'grade_notebooks', 'grade', 'unlink_missing', 'course_copies', 'make_course', 'write_grades_csv',
+           'format_grades', 'add_subcommands', 'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
@@ -606,7 +607,7 @@ def grade(student: str | Path | dict, teacher: str | Path | dict, timeout: float
 # %% ../nbs/19_course.ipynb #3df6c99a
 STUDENT_README = """# Exercises — student copy
 
-Each notebook explains one idea of referring image segmentation and ends with a section **Exercises**:
+Each notebook explains one idea of referring image segmentation; most end with a section **Exercises**:
 
 - *Write it yourself*: replace `# YOUR CODE HERE` / `raise NotImplementedError()` with your code, run the cell, then
   run the check cell below it. A check compares your function with the library's on random inputs and says what
@@ -617,10 +618,15 @@ Each notebook explains one idea of referring image segmentation and ends with a 
   the teacher grades it with `ris_nb grade`); write your reasoning where it says YOUR ANSWER HERE.
 
 The exercise cells only need `ris_nb` installed (`pip install -e .` in the repository); the cells above them are the
-lesson. Notebooks in this folder: {notebooks}.
+lesson. Notebooks with exercises: {notebooks}. To read: {reading}. `images/` and `results/` hold the figures and
+recorded runs the notebooks read; run them from this folder.
 """
 
 # %% ../nbs/19_course.ipynb #19mc0001
+COURSE_FOLDERS = ("images", "results")      # beside the notebooks, read by them: figures, recorded runs
+COURSE_NOTEBOOK = re.compile(r"(index|[0-8]\d\w*)\.ipynb")   # the course path: copied to read when it has no exercises
+NOTEBOOK_LINK = re.compile(r"\[([^\]]*)\]\(([\w.-]+\.ipynb)(#[^)]*)?\)")
+
 def _check_student_folder(out: Path, update: bool) -> None:
     "Refuse a non-empty `out` unless `update`: it may hold a student's edited notebooks."
     if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file; expected a folder")
@@ -631,30 +637,63 @@ def _check_student_folder(out: Path, update: bool) -> None:
 
 def _named(names: list[str], k: int = 3) -> str: return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
+def unlink_missing(nb: dict, present: set[str]) -> dict:
+    "`nb` with each markdown link to a notebook not in `present` turned into its text: no link leaves the folder."
+    def keep(m: re.Match) -> str:
+        return m.group(0) if m.group(2) in present else m.group(1)
+    for c in nb["cells"]:
+        if c["cell_type"] == "markdown":
+            c["source"] = NOTEBOOK_LINK.sub(keep, _src(c))
+    return nb
+
+def course_copies(nbs: Path, backend: str) -> tuple[dict[str, dict], dict[str, dict]]:
+    "The student copy of each notebook of `nbs` with exercises, and each other course notebook as it is (to read)."
+    students, reading = {}, {}
+    for p in sorted(nbs.glob("*.ipynb")):
+        nb = read_notebook(p)
+        if exercise_start(nb) is not None:
+            students[p.name] = to_student(nb, backend, where=str(p), lesson=p.stem)
+        elif COURSE_NOTEBOOK.fullmatch(p.name):
+            reading[p.name] = nb
+    if not students:
+        raise ValueError(f"no notebook in {nbs} has an '{EXERCISES}' section")
+    present = set(students) | set(reading)
+    for nb in (*students.values(), *reading.values()):
+        unlink_missing(nb, present)
+    return students, reading
+
+# %% ../nbs/19_course.ipynb #19mc0002
+def _stems(names) -> str:
+    return ", ".join(Path(n).stem for n in names) or "none"
+
+def _write_notebook(path: Path, nb: dict) -> Path:
+    text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
 def make_course(nbs: str | Path = "nbs", out: str | Path = "course", backend: str = "auto", verbose: bool = True,
                 update: bool = False) -> list[Path]:
-    "Write the student copy of every notebook in `nbs` that has an `## Exercises` section into `out`; return their paths. `update`: a non-empty `out` is allowed, and a notebook already there is kept as it is."
+    "Write the course into `out` (`update`: into a non-empty one, keeping its notebooks); return the student copies."
     nbs, out = Path(nbs), Path(out)
     if not nbs.is_dir(): raise FileNotFoundError(f"notebook folder {nbs} not found (run from the repository root or pass --nbs)")
     if out.resolve() == nbs.resolve(): raise ValueError(f"--out {out} is the instructor folder itself; choose another folder")
     _check_student_folder(out, update)
-    students = {}                                    # every notebook converted before any file is written
-    for p in sorted(nbs.glob("*.ipynb")):
-        nb = read_notebook(p)
-        if exercise_start(nb) is not None: students[p.name] = to_student(nb, backend, where=str(p), lesson=p.stem)
-    if not students: raise ValueError(f"no notebook in {nbs} has an '{EXERCISES}' section")
+    students, reading = course_copies(nbs, backend)      # every notebook converted before any file is written
     out.mkdir(parents=True, exist_ok=True)
-    kept = [name for name in students if (out / name).exists()]     # a student's copy, maybe edited: never overwritten
-    paths = [out / name if name in kept else
-             write_atomic(out / name, lambda tmp, st=st: tmp.write_text(json.dumps(st, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"))
-             for name, st in students.items()]
-    if (nbs / "images").is_dir(): shutil.copytree(nbs / "images", out / "images", dirs_exist_ok=True)
-    write_atomic(out / "README.md", lambda tmp: tmp.write_text(STUDENT_README.format(notebooks=", ".join(p.stem for p in paths)), encoding="utf-8"))
+    kept = [name for name in {**students, **reading} if (out / name).exists()]   # a student's copy, maybe edited: kept
+    for name, nb in {**students, **reading}.items():
+        if name not in kept:
+            _write_notebook(out / name, nb)
+    for folder in COURSE_FOLDERS:
+        if (nbs / folder).is_dir():
+            shutil.copytree(nbs / folder, out / folder, dirs_exist_ok=True)
+    readme = STUDENT_README.format(notebooks=_stems(students), reading=_stems(reading))
+    write_atomic(out / "README.md", lambda tmp: tmp.write_text(readme, encoding="utf-8"))
     if verbose:
         how = "nbgrader's ClearSolutions + ClearHiddenTests" if (backend == "nbgrader" or backend == "auto" and nbgrader_available()) else "ris_nb.course.clear_regions"
-        print(f"ris_nb course: {len(paths) - len(kept)} student notebooks written to {out} ({how})" +
+        written = [n for n in students if n not in kept]
+        print(f"ris_nb course: {len(written)} student notebooks written to {out} ({how}), {len(reading)} to read" +
               (f"; kept {len(kept)} already there as they are: {_named(kept)} (delete one to get a fresh copy)" if kept else ""))
-    return paths
+    return [out / name for name in students]
 
 # %% ../nbs/19_course.ipynb #c19cli02
 def _add_course(sub) -> None:

@@ -5,13 +5,32 @@ from pathlib import Path
 
 import pytest
 
-from ris_nb.course import (KINDS, SOLUTION, HIDDEN, exercise_start, grade_notebooks, make_course, nbgrader_available, read_notebook,
+from ris_nb.course import (SOLUTION, HIDDEN, exercise_start, grade_notebooks, make_course, nbgrader_available, read_notebook,
                            run_exercises, teacher_checks, to_student)
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHING = ["01_metrics", "02_shaperefs", "03_refer", "05_encoders", "06_lavt", "07_mask_grounding", "08_alignment", "09_magnet",
-            "10_entity_slots", "11_sag", "12_training", "13_evaluation"]
-TEACHING = [t for t in TEACHING if exercise_start(read_notebook(ROOT / "nbs" / f"{t}.ipynb")) is not None]
+# The notebooks that build an idea: each has *write it yourself* and *think*; all but three also *run an experiment*.
+IDEAS = ["01_metrics", "02_shaperefs", "02a_first_model", "03_refer", "04_transforms", "05_encoders", "06_lavt",
+         "07_mask_grounding", "08_alignment", "09_magnet", "10_entity_slots", "11_sag", "12_training",
+         "12a_entity_pretraining", "13_evaluation"]
+NO_EXPERIMENT = {"02a_first_model", "04_transforms", "12a_entity_pretraining"}
+REPORTS = ["13a_learning", "14_visualize", "15_cli", "16_experiments", "17_demo", "18_refcoco_gpu"]   # a *think* each
+TEACHING = IDEAS + REPORTS
+
+
+def kinds_expected(stem: str) -> set[str]:
+    "The exercise kinds the README promises for a notebook (its 'Teaching' paragraph)."
+    if stem in REPORTS:
+        return {"think"}
+    return {"write it yourself", "think"} | (set() if stem in NO_EXPERIMENT else {"run an experiment"})
+
+
+def test_exercises_where_the_readme_says():
+    "Every course notebook from 01 to 18 ends with exercises, and no other (the README's and 00a's sentence)."
+    have = sorted(p.stem for p in (ROOT / "nbs").glob("*.ipynb") if exercise_start(read_notebook(p)) is not None)
+    assert have == sorted(TEACHING), f"notebooks with exercises: {have}; the README says 01–18: {sorted(TEACHING)}"
+    assert "The course notebooks 01–18 end with **Exercises**" in (ROOT / "README.md").read_text()
+
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
@@ -49,7 +68,8 @@ def test_student_copies_hold_no_answer(course):
 def test_every_check_fails_on_the_stub(course, stem):
     results = run_exercises(read_notebook(course[stem]))
     kinds = {r.kind for r in results}
-    assert kinds == set(KINDS), f"{stem}: exercises of kinds {sorted(kinds)}; every teaching notebook has all of {KINDS}"
+    want = kinds_expected(stem)
+    assert kinds == want, f"{stem}: exercises of kinds {sorted(kinds)}; expected {sorted(want)}"
     passed = [f"cell {r.index} ({r.title})" for r in results if r.passed]
     assert not passed, f"{stem}: these checks pass on the student copy (stubs), so they check nothing: {passed}"
 
@@ -74,6 +94,10 @@ WRONG = [
     ("07_mask_grounding", "WITH_MG =",        # run an experiment: the wrong preset for the MG arm
      'WITHOUT_MG, WITH_MG = "lavt_tiny", "magnet_tiny"', "model.name"),
     ("01_metrics", "think_q1 =", 'think_q1 = "b"\nthink_q2 = "a"', "not the expected answer"),   # think
+    ("02a_first_model", "def my_bag_of_words",  # padding counted in the mean
+     "return F.embedding(ids, weight).mean(1)", "value"),
+    ("12a_entity_pretraining", "def my_warmup_cosine",   # the warm-up one step late
+     "return min(1.0, t / warmup) * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))", "value"),
 ]
 
 @pytest.mark.parametrize("stem,marker,body,says", WRONG, ids=[f"{w[0]}:{w[1]}" for w in WRONG])
@@ -121,3 +145,56 @@ def test_teacher_notebook_passes_its_own_grading(stem):
     g = grade_notebooks(path, [path])[0]
     failed = [(r.name, r.message) for r in g.results if not r.passed]
     assert not g.refused and not g.ended and not failed, f"{stem}: {g.refused or g.ended or failed}"
+
+
+def _notebook_names(text: str) -> list[str]:
+    "Backticked course notebook names in `text`, in order, each once."
+    return list(dict.fromkeys(re.findall(r"`(index|[0-8]\d\w*)`", text)))
+
+
+def test_syllabus_follows_the_readme():
+    "19_course's syllabus names every course notebook in the README's reading order, so the two cannot drift apart."
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Reading order"):readme.index("## Teaching")]
+    order = re.findall(r"^\| `(index|[0-8]\d\w*)` \|", table, re.M)
+    course_path = {"index"} | {p.stem for p in (ROOT / "nbs").glob("[0-8][0-9]*.ipynb")}
+    assert set(order) == course_path, f"the README's table misses {sorted(course_path - set(order))}"
+    nb = read_notebook(ROOT / "nbs" / "19_course.ipynb")
+    syllabus = next(c["source"] for c in nb["cells"] if c["source"].startswith("## A syllabus"))
+    assert _notebook_names(syllabus) == order, f"syllabus order {_notebook_names(syllabus)}; README's {order}"
+
+
+def test_course_folder_holds_what_its_notebooks_link_and_read(course):
+    "The course folder holds every notebook a copy links to, and the folders the notebooks read (results/, images/)."
+    folder = next(iter(course.values())).parent
+    present = {p.name for p in folder.glob("*.ipynb")}
+    for p in folder.glob("*.ipynb"):
+        links = {m for c in read_notebook(p)["cells"] if c["cell_type"] == "markdown"
+                 for m in re.findall(r"\]\(([\w.-]+\.ipynb)", c["source"])}
+        assert links <= present, f"{p.name} links to {sorted(links - present)}, not in the course folder"
+    for sub in ("results", "images"):
+        want = sorted(f.relative_to(ROOT / "nbs" / sub) for f in (ROOT / "nbs" / sub).rglob("*") if f.is_file())
+        got = sorted(f.relative_to(folder / sub) for f in (folder / sub).rglob("*") if f.is_file())
+        assert got == want, f"course/{sub} lacks {sorted(set(want) - set(got))[:5]}"
+
+
+def test_a_student_copy_runs_top_to_bottom(course):
+    "01_metrics' student copy, run in a Jupyter kernel from the course folder: only exercise cells fail, each showing "
+    "its check's message in one line (no checker traceback)."
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+    path = course["01_metrics"]
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    start = exercise_start(read_notebook(path))
+    errors = [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+              for o in c.outputs if o.output_type == "error"]
+    before = [(i, o.ename, o.evalue[:200]) for i, o in errors if i < start]
+    assert not before, f"cells above the exercises failed: {before}"
+    checks = [(i, o) for i, o in errors if "nbgrader" in nb.cells[i].metadata]
+    assert checks, "no check cell failed: the stubs are answered?"
+    for i, o in checks:
+        assert o.ename == "CheckError" and len(o.traceback) <= 2, f"cell {i} shows {o.traceback}"
+    others = [(i, o.ename) for i, o in errors if "nbgrader" not in nb.cells[i].metadata]
+    assert all(e == "NotImplementedError" for _, e in others), f"exercise cells failed other than at a stub: {others}"
