@@ -627,7 +627,8 @@ GRADE_WRONG = {"sol-double": "def double(x): return 2 * x + 1", "sol-think": "th
 HOSTILE = {   # case → the code a student puts in place of an answer (its other answers wrong)
     "patches ris_nb.checks (module and __code__)": ("sol-double", "import ris_nb.checks as c\n"
         "for n in ('check_function', 'check_choice', 'compare'):\n"
-        "    getattr(c, n).__code__ = (lambda *a, **k: None).__code__\n"
+        "    f = getattr(c, n)\n"
+        "    getattr(f, '__wrapped__', f).__code__ = (lambda *a, **k: None).__code__\n"
         "    setattr(c, n, lambda *a, **k: None)\ndef double(x): return x"),
     "rebinds check_choice and check_function": ("sol-double", "check_function = check_choice = lambda *a, **k: None\n"
                                                 "def double(x): return x"),
