@@ -64,8 +64,8 @@ def test_a_changed_marked_output_fails_and_names_its_cell(tmp_path):
     assert "stale.ipynb cell 0 (#| check_output)" in p.stderr and "saved: '12 presets'" in p.stderr \
         and "now:   '14 presets'" in p.stderr, p.stderr
     assert "cell 1" not in p.stderr and "cell 2" not in p.stderr and "cell 3" not in p.stderr, p.stderr
-    forced = run([sys.executable, TOOL, "--path", nb, "--flags", "slow"], check=False, cwd=ROOT, timeout=300)
-    assert "stale.ipynb cell 3" in forced.stderr and "now:   'not run'" in forced.stderr, forced.stderr  # --flags forces
+    forced = run([sys.executable, TOOL, "--path", nb, "--flags", "slow"], check=False, cwd=ROOT, timeout=300)  # runs it
+    assert "stale.ipynb cell 3" in forced.stderr and "now:   'not run'" in forced.stderr, forced.stderr
 
 
 def test_outputs_as_saved_pass(tmp_path):
