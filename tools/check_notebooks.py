@@ -31,8 +31,10 @@ MARK = "check_output"
 MASKS = [
     (re.compile(r"\b\d+:\d\d(:\d\d)?(\.\d+)?\b"), "<clock>"),
     (re.compile(r"\d[\d,]*(\.\d+)?(e-?\d+)?\s?(\w+ ?)?/s\b"), "<rate>"),
-    (re.compile(r"\d[\d,]*(\.\d+)?(e-?\d+)?\s?(CPU )?(ms|µs|us|ns|s|sec|secs|seconds|min|mins|minutes|h|hours)\b"),
-     "<time>"),
+    (
+        re.compile(r"\d[\d,]*(\.\d+)?(e-?\d+)?\s?(CPU )?(ms|µs|us|ns|s|sec|secs|seconds|min|mins|minutes|h|hours)\b"),
+        "<time>",
+    ),
     (re.compile(r"\b0x[0-9a-fA-F]{6,}\b"), "0x<address>"),
 ]
 WARNING = re.compile(r"^\S.*:\d+: \w*Warning: .*\n(  .*\n)?", re.M)
@@ -77,8 +79,7 @@ def first_difference(saved: list[str], now: list[str]) -> str | None:
         return None
     i = next((i for i, (a, b) in enumerate(zip(saved, now)) if a != b), min(len(saved), len(now)))
     show = lambda lines: repr(lines[i]) if i < len(lines) else "(no more lines)"  # noqa: E731
-    return (f"line {i + 1} of {len(saved)} saved / {len(now)} now\n      saved: {show(saved)}\n"
-            f"      now:   {show(now)}")
+    return f"line {i + 1} of {len(saved)} saved / {len(now)} now\n      saved: {show(saved)}\n      now:   {show(now)}"
 
 
 def is_skipped(cell, flags: set[str]) -> bool:
@@ -89,14 +90,19 @@ def is_skipped(cell, flags: set[str]) -> bool:
     return direc.get("eval:", [""])[0].lower() == "false" or bool(flags & direc.keys())
 
 
-def check_notebook(path: Path, skip_flags: list[str], force_flags: list[str], basepath: Path | None = None,
-                   ) -> tuple[bool, float, list[str]]:
+def check_notebook(
+    path: Path,
+    skip_flags: list[str],
+    force_flags: list[str],
+    basepath: Path | None = None,
+) -> tuple[bool, float, list[str]]:
     "Run `path` as nbdev_test does: (no error and every marked output as saved, seconds, one message per problem)."
     from execnb.shell import CaptureShell
     from fastcore.basics import str2bool
     from fastcore.foundation import working_directory
     from nbdev.frontmatter import FrontmatterProc
     from nbdev.process import NBProcessor, nb_lang
+
     if basepath:
         sys.path.insert(0, str(basepath))
     os.environ["IN_TEST"] = "1"
@@ -129,6 +135,7 @@ def check_notebook(path: Path, skip_flags: list[str], force_flags: list[str], ba
 def notebooks(path: str | None) -> list[Path]:
     "The notebooks nbdev_test would test under `path` (default: settings.ini's nbs_path), sorted, absolute."
     from nbdev.doclinks import nbglob
+
     return [f.absolute() for f in sorted(nbglob(path, as_path=True)) if not (f.parent / ".notest").exists()]
 
 
@@ -137,17 +144,27 @@ def check_all(files: list[Path], force_flags: list[str], n_workers: int | None) 
     from fastcore.foundation import working_directory
     from fastcore.parallel import parallel
     from nbdev.config import get_config
+
     cfg = get_config()
     if n_workers is None:
         n_workers = 0 if len(files) == 1 else min(os.cpu_count() or 1, 8)
     with working_directory(cfg.nbs_path if cfg.nbs_path.exists() else Path.cwd()):
-        return list(parallel(check_notebook, files, skip_flags=cfg.tst_flags.split(), force_flags=force_flags,
-                             basepath=cfg.config_path, n_workers=n_workers, pause=0.01))
+        return list(
+            parallel(
+                check_notebook,
+                files,
+                skip_flags=cfg.tst_flags.split(),
+                force_flags=force_flags,
+                basepath=cfg.config_path,
+                n_workers=n_workers,
+                pause=0.01,
+            )
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     "Check the notebooks like `nbdev_test`; print every problem; 1 when there is one."
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--path", help="a notebook or folder (default: settings.ini's nbs_path)")
     ap.add_argument("--flags", default="", help="space-separated tst_flags to run anyway, e.g. 'slow'")
     ap.add_argument("--n_workers", type=int, default=None, help="parallel notebooks (default: one per core, at most 8)")
