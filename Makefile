@@ -52,9 +52,11 @@ lint: venv
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
-# The tests: every notebook under nbdev_test, then pytest (pytest-xdist: one worker per core, at most 4, one thread each).
+# The tests: every notebook run once as nbdev_test runs it, also failing where a cell marked `#| check_output` now prints
+# other than its saved output (tools/check_notebooks.py), then pytest (pytest-xdist: one worker per core, at most 4,
+# one thread each).
 test: venv
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --n_workers 2 --timing
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadgroup --durations=25
 
 # Every speed benchmark, then one summary table with the machine's probe floor (≤ 10 min on an idle 2-core machine).

@@ -1,0 +1,113 @@
+"""tools/check_notebooks.py (`make test`'s notebook step): a marked cell whose output changed fails the run; a changed
+time, an unmarked cell or a skipped one does not."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from conftest import run
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "check_notebooks.py"
+spec = importlib.util.spec_from_file_location("check_notebooks", TOOL)
+check_notebooks = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(check_notebooks)
+
+
+def stdout(text: str) -> dict:
+    return {"output_type": "stream", "name": "stdout", "text": text.splitlines(True)}
+
+
+def code(source: str, outputs: list) -> dict:
+    return {"cell_type": "code", "execution_count": None, "metadata": {}, "source": source, "outputs": outputs}
+
+
+def test_masks_times_rates_and_addresses_but_not_other_numbers():
+    lines = check_notebooks.reader_lines
+    assert lines([stdout("400 steps in 31.2 s, 880 samples/s, probe 2.86 ms <object at 0x7f3a2b1c9d00>\n")]) == lines(
+        [stdout("400 steps in 4.0 s, 1,718 samples/s, probe 11.72 ms <object at 0x7f00aa11bb22>\n")]
+    )
+    assert lines([stdout("lavt_tiny: 2.41 M parameters\n")]) != lines([stdout("lavt_tiny: 2.42 M parameters\n")])
+
+
+def test_reads_stdout_stderr_and_markdown_but_not_warnings_or_images():
+    md = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {"text/markdown": ["| a |\n", "|---|\n", "| 1 |"], "text/plain": ["<Markdown object>"]},
+    }
+    png = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBOR", "text/plain": ["<Figure>"]}}
+    err = {
+        "output_type": "stream",
+        "name": "stderr",
+        "text": ["x.py:3: UserWarning: something\n", "  warnings.warn(\n", "error: unknown preset 'x'\n"],
+    }
+    assert check_notebooks.reader_lines([stdout("hi\n"), err, md, png]) == [
+        "hi",
+        "error: unknown preset 'x'",
+        "| a |",
+        "|---|",
+        "| 1 |",
+    ]
+
+
+def test_first_difference_names_the_line():
+    diff = check_notebooks.first_difference(["a", "12 presets"], ["a", "14 presets", "more"])
+    assert diff.startswith("line 2 of 2 saved / 3 now") and "'12 presets'" in diff and "'14 presets'" in diff
+    assert check_notebooks.first_difference(["a"], ["a"]) is None
+
+
+def write_notebook(path: Path, cells: list[dict]) -> Path:
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    meta = {"kernelspec": kernel, "language_info": {"name": "python"}}
+    nb = {"cells": cells, "metadata": meta, "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def test_a_changed_marked_output_fails_and_names_its_cell(tmp_path):
+    nb = write_notebook(
+        tmp_path / "stale.ipynb",
+        [
+            code("#| check_output\nprint(len(list(range(14))), 'presets')", [stdout("12 presets\n")]),  # stale
+            code(
+                "#| check_output\nimport time\nprint(f'took {time.perf_counter() % 7:.2f} s')",
+                [stdout("took 9.99 s\n")],
+            ),
+            code("print('now this')", [stdout("an unmarked cell may differ\n")]),
+            code("#| slow\n#| check_output\nprint('not run')", [stdout("a skipped cell is not compared\n")]),
+        ],
+    )
+    p = run([sys.executable, TOOL, "--path", nb], check=False, cwd=ROOT, timeout=300)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert (
+        "stale.ipynb cell 0 (#| check_output)" in p.stderr
+        and "saved: '12 presets'" in p.stderr
+        and "now:   '14 presets'" in p.stderr
+    ), p.stderr
+    assert "cell 1" not in p.stderr and "cell 2" not in p.stderr and "cell 3" not in p.stderr, p.stderr
+    forced = run([sys.executable, TOOL, "--path", nb, "--flags", "slow"], check=False, cwd=ROOT, timeout=300)  # runs it
+    assert "stale.ipynb cell 3" in forced.stderr and "now:   'not run'" in forced.stderr, forced.stderr
+
+
+def test_outputs_as_saved_pass(tmp_path):
+    nb = write_notebook(
+        tmp_path / "fresh.ipynb",
+        [
+            code("#| check_output\nimport os\nprint('IN_TEST', os.environ.get('IN_TEST'))", [stdout("IN_TEST 1\n")]),
+            code(
+                "#| check_output\n{'oIoU': 89.2}",
+                [
+                    {
+                        "output_type": "execute_result",
+                        "execution_count": 1,
+                        "metadata": {},
+                        "data": {"text/plain": ["{'oIoU': 89.2}"]},
+                    }
+                ],
+            ),
+        ],
+    )
+    p = run([sys.executable, TOOL, "--path", nb], check=False, cwd=ROOT, timeout=300)
+    assert p.returncode == 0 and "Success." in p.stdout, p.stdout + p.stderr
