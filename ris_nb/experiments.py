@@ -148,7 +148,7 @@ def sag_entity_rows() -> list[Row]:
     from ris_nb.models.sag import entity_overrides
     from ris_nb.models.slots import EntityPretrainConfig
     from ris_nb.pretrain import ENTITY_VARIANTS
-    return [Row(f"sag_pre_{k}", _S, entity_overrides(EntityPretrainConfig(**ENTITY_VARIANTS[k])), "sag_entities",
+    return [Row(f"sag_pre_{k}", _S, entity_overrides(EntityPretrainConfig(**ENTITY_VARIANTS[k])), "sag",
                 f"text-free entities {change}", paper, own_entities=True)
             for k, (change, paper) in _ENTITY_ROWS.items()]
 
@@ -433,7 +433,6 @@ def _ms(m: float, s: float) -> str:
 
 GROUPS = {"magnet": ("MagNet: Mask Grounding, CAM, CAL (supervised with masks)", "oIoU"),
           "sag": ("SaG (`sag_tiny`: shipped text-free entities; text supervision only)", "mIoU"),
-          "sag_entities": ("SaG on each text-free entity module (run when --rows names them)", "mIoU"),
           "sag_joint": ("SaG trained jointly from init: the entity module's parts", "mIoU"),
           "sag_k": ("SaG trained jointly: K_g × K_s", "mIoU"), "sag_inference": ("SaG: inference schemes (same checkpoints)", "mIoU"),
           "minilm": ("LAVT ± Mask Grounding on a pretrained text encoder (MiniLM)", "oIoU")}
