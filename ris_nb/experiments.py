@@ -359,6 +359,7 @@ def remove_run_dir(run_dir: Path) -> None:
         with run_lock(run_dir / "train", "study run"): shutil.rmtree(run_dir)
     elif run_dir.exists(): shutil.rmtree(run_dir)
 
+
 # %% ../nbs/16_experiments.ipynb #e09d50fe
 def _scored_all(r: dict, budget: Budget) -> bool:
     "Does a stored result hold every split (and the grounding figures) this budget asks for? (Results without `splits` scored val.)"
@@ -535,6 +536,7 @@ def die_with_parent(parent: int) -> None:
     if sys.platform != "linux": return
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)       # PR_SET_PDEATHSIG
     if os.getppid() != parent: os._exit(1)                             # the parent died before the line above
+
 
 # %% ../nbs/16_experiments.ipynb #e39c996e
 @dataclass(frozen=True)
@@ -847,6 +849,7 @@ def _check_counts(args) -> None:
     for flag, v, hi in (("--seeds", args.seeds, MAX_SEEDS), ("--jobs", args.jobs, MAX_JOBS),
                         ("--steps", args.steps, MAX_STEPS), ("--scenes", args.scenes, MAX_IMAGES)):
         if v is not None and not 1 <= v <= hi: raise ValueError(f"{flag} {v}: expected an integer from 1 to {hi:,}")
+
 
 # %% ../nbs/16_experiments.ipynb #c16cli02b
 def _check_table_flags(args) -> None:
