@@ -331,22 +331,27 @@ SUBCOMMANDS.append(_add_check_data)
 def _add_pretrain_entities(sub) -> None:
     p = sub.add_parser("pretrain-entities", help="pretrain SaG's entity module on a dataset's images (no text, no masks)")
     p.add_argument("--data", required=True, help="the data root, or the dataset folder itself (holding refs(*).p)")
-    p.add_argument("--out", required=True, help="weights file to write (.pt), e.g. runs/entities.pt")
+    p.add_argument("--out", required=True, help="weights file to write (.pt), e.g. runs/entities.pt, or a folder: the "
+                   "file is named by the module's variant, where model.sag.entity_weights=FOLDER finds it")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: EntityPretrainConfig's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--n-val", type=int, default=200, help="val scenes that score the run (0: none; default: 200)")
+    p.add_argument("--set", dest="fields", nargs="*", action="extend", default=[], metavar="FIELD=VALUE",
+                   help="EntityPretrainConfig fields, e.g. slot_type=random, recon=false, n_gaussians=5 n_samples=2")
     p.set_defaults(func=_run_pretrain_entities)
 
 def _run_pretrain_entities(args) -> None:
     from ris_nb.core import get_preset
-    from ris_nb.models.slots import EntityPretrainConfig
-    from ris_nb.pretrain import pretrain_entities_on
+    from ris_nb.models.slots import entity_weights_name
+    from ris_nb.pretrain import entity_config_from, pretrain_entities_on
     out = Path(args.out)
-    if out.suffix != ".pt": raise ValueError(f"--out {out}: expected a .pt file")
-    if out.is_dir(): raise IsADirectoryError(f"--out {out} is a folder; expected a .pt file")
+    if out.suffix not in (".pt", "") and not out.is_dir():
+        raise ValueError(f"--out {out}: expected a .pt file or a folder")
+    if out.suffix == ".pt" and out.is_dir(): raise IsADirectoryError(f"--out {out} is a folder; expected a .pt file")
     if args.steps is not None and args.steps < 1: raise ValueError(f"--steps {args.steps}: expected an integer >= 1")
     cfg = apply_data_arg(get_preset("sag_tiny"), args.data)
-    pc = EntityPretrainConfig(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    pc = entity_config_from(args.fields, seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    if out.suffix != ".pt": out = out / f"{entity_weights_name(pc)}.pt"
     m = pretrain_entities_on(cfg.data.root, cfg.data.dataset, cfg.data.split_by, out, pc, n_val=args.n_val)
     last = m.log[-1] if m.log else {}
     print(f"entity weights → {out}" + (f" (val: best-slot IoU {last['best_slot_iou']:.1f}, "

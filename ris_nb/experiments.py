@@ -30,15 +30,16 @@ from .train import add_threads_arg, check_out_dir
 from .data.shaperefs import LANGUAGES
 
 # %% auto #0
-__all__ = ['STUDIES', 'DEFAULT_STUDIES', 'SCORED_SPLITS', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'MAIN', 'METRICS', 'FLOOR_NAMES',
-           'PAPER_MAIN', 'LANGUAGE_ANALOGUE', 'STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS', 'MAX_STEPS', 'Row', 'Claim',
-           'magnet_rows', 'magnet_claims', 'sag_rows', 'sag_claims', 'minilm_rows', 'minilm_claims', 'study_rows',
-           'mean_std', 'verdict', 'Budget', 'row_config', 'write_json_atomic', 'read_result', 'finished', 'study_data',
-           'train_and_score', 'rescore', 'data_settings', 'reusable', 'remove_run_dir', 'run_one', 'blind_floors',
-           'aggregate', 'text_regime', 'study_markdown', 'plot_study', 'write_outputs', 'die_with_parent', 'Job',
-           'run_jobs', 'run_study', 'main_rows', 'row_metric', 'first_noun_phrase', 'words_only_answer', 'split_floors',
-           'main_table_record', 'run_main_table', 'main_table_rows', 'main_table_markdown', 'plot_main_table',
-           'write_main_table', 'add_subcommands', 'claim_study_folder']
+__all__ = ['STUDIES', 'DEFAULT_STUDIES', 'OPT_IN', 'SCORED_SPLITS', 'FULL', 'QUICK', 'TYPES', 'GROUPS', 'MAIN', 'METRICS',
+           'FLOOR_NAMES', 'PAPER_MAIN', 'LANGUAGE_ANALOGUE', 'STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS', 'MAX_STEPS', 'Row',
+           'Claim', 'magnet_rows', 'magnet_claims', 'sag_rows', 'sag_claims', 'sag_entity_rows', 'sag_entity_claims',
+           'minilm_rows', 'minilm_claims', 'study_rows', 'mean_std', 'verdict', 'Budget', 'row_config',
+           'write_json_atomic', 'read_result', 'finished', 'study_data', 'study_entities', 'train_and_score', 'rescore',
+           'data_settings', 'reusable', 'remove_run_dir', 'run_one', 'blind_floors', 'aggregate', 'text_regime',
+           'study_markdown', 'plot_study', 'write_outputs', 'die_with_parent', 'Job', 'run_jobs', 'run_study',
+           'main_rows', 'row_metric', 'first_noun_phrase', 'words_only_answer', 'split_floors', 'main_table_record',
+           'run_main_table', 'main_table_rows', 'main_table_markdown', 'plot_main_table', 'write_main_table',
+           'add_subcommands', 'claim_study_folder']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Row:
     change: str = ""                 # what the row changes, in words (table column)
     paper: str = ""                  # the paper's number for this variant, with its source ("" = none we can cite)
     source: str | None = None        # eval-only row: the trained row whose checkpoints it re-evaluates
+    own_entities: bool = False       # SaG: its entity module is pretrained text-free once per study (OUT/entities)
 
 @dataclass(frozen=True)
 class Claim:
@@ -130,6 +132,41 @@ def sag_claims() -> list[Claim]:
                 f"+{34.76 - v:.2f} mIoU (paper, table 3)") for s, v in (("max", 19.54), ("avg", 8.16), ("min", 0.14))]
     return c
 
+# %% ../nbs/16_experiments.ipynb #hv16e001
+_ENTITY_ROWS = {  # `ENTITY_VARIANTS` (12a) → (the change in words, the paper's number: RefCOCO val mIoU)
+    "random_slots": ("random slots (one shared Gaussian)", _NO_SLOT_NUMBERS),
+    "query_slots": ("query slots (learned, fixed)", _NO_SLOT_NUMBERS),
+    "no_interaction": ("without the interaction block", "33.69 (paper, table 2)"),
+    "no_recon": ("without the reconstruction loss (the module at its initialisation)", "21.84 (paper, table 2)"),
+    "pixel_softmax": ("aggregation as in a transformer (softmax over pixels)", "12.61 (paper, table 2)"),
+    "5x2": ("K_g×K_s = 5×2", "18×2: 34.76 (paper, table 3)"),
+    "2x5": ("K_g×K_s = 2×5", "9×4: 32.34 (paper, table 3)"),
+    "no_discovery": ("without entity discovery: the tokens are the entities", "5.91 (paper, table 2)")}
+
+def sag_entity_rows() -> list[Row]:
+    "`sag_tiny` on each entity-module variant, pretrained text-free once per study and frozen (gather as in `sag`)."
+    from ris_nb.models.sag import entity_overrides
+    from ris_nb.models.slots import EntityPretrainConfig
+    from ris_nb.pretrain import ENTITY_VARIANTS
+    return [Row(f"sag_pre_{k}", _S, entity_overrides(EntityPretrainConfig(**ENTITY_VARIANTS[k])), "sag",
+                f"text-free entities {change}", paper, own_entities=True)
+            for k, (change, paper) in _ENTITY_ROWS.items()]
+
+def sag_entity_claims() -> list[Claim]:
+    "The paper's entity-module claims between `sag` and the text-free variants."
+    P, T = (lambda k: f"sag_pre_{k}"), "text-free entities: "
+    return [Claim(T + "entity slots beat random slots", P("random_slots"), "sag", "mIoU", _NO_SLOT_NUMBERS),
+            Claim(T + "entity slots beat query slots", P("query_slots"), "sag", "mIoU", _NO_SLOT_NUMBERS),
+            Claim(T + "the interaction block helps", P("no_interaction"), "sag", "mIoU", "+1.07 mIoU (paper, table 2)"),
+            Claim(T + "the reconstruction loss helps", P("no_recon"), "sag", "mIoU", "+12.92 mIoU (paper, table 2)"),
+            Claim(T + "softmax over slots beats softmax over pixels", P("pixel_softmax"), "sag", "mIoU",
+                  "+22.15 mIoU (paper, table 2)"),
+            Claim(T + "entity discovery helps", P("no_discovery"), "sag", "mIoU", "+28.85 mIoU (paper, table 2)"),
+            Claim(T + "a few draws per Gaussian beat one (5×2 vs 10×1)", "sag", P("5x2"), "mIoU",
+                  "18×2 vs 36×1: +1.35 mIoU (paper, table 3)"),
+            Claim(T + "more Gaussians beat more draws (5×2 vs 2×5)", P("2x5"), P("5x2"), "mIoU",
+                  "18×2 vs 9×4: +2.42 mIoU (paper, table 3)")]
+
 # %% ../nbs/16_experiments.ipynb #fb7644ee
 def minilm_rows() -> list[Row]:
     "LAVT and LAVT + MG whose text encoder is the packaged MiniLM (pretrained to predict masked words), fine-tuned; vision tiny."
@@ -143,14 +180,16 @@ def minilm_claims() -> list[Claim]:
 
 STUDIES = {"magnet": (magnet_rows, magnet_claims), "sag": (sag_rows, sag_claims), "minilm": (minilm_rows, minilm_claims)}
 DEFAULT_STUDIES = ("magnet", "sag")     # no --only: both papers' ablations
+OPT_IN = {"sag": (sag_entity_rows, sag_entity_claims)}   # rows run only when --rows names them
 
 def study_rows(only: str | None = None, names: Sequence[str] | None = None) -> tuple[list[Row], list[Claim]]:
     "Rows and claims of both papers, or of `only` ('magnet' | 'sag' | 'minilm'); `names`: just these rows (and the rows they re-score), and the claims between them."
     if only is not None and only not in STUDIES: raise ValueError(f"--only {only!r}: expected one of {', '.join(STUDIES)}")
-    rows, claims = [], []
-    for k, (r, c) in STUDIES.items():
-        if only == k or (only is None and k in DEFAULT_STUDIES): rows += r(); claims += c()
+    picked = [k for k in STUDIES if only == k or (only is None and k in DEFAULT_STUDIES)]
+    rows, claims = [r for k in picked for r in STUDIES[k][0]()], [c for k in picked for c in STUDIES[k][1]()]
     if names is None: return rows, claims
+    rows += [r for k in picked if k in OPT_IN for r in OPT_IN[k][0]()]
+    claims += [c for k in picked if k in OPT_IN for c in OPT_IN[k][1]()]
     unknown = sorted(set(names) - {r.name for r in rows})
     if unknown: raise ValueError(f"--rows {','.join(unknown)}: expected row names of the study ({', '.join(r.name for r in rows)})")
     keep = set(names) | {r.source for r in rows if r.name in names and r.source}
@@ -187,9 +226,11 @@ class Budget:
     language: str = "plain"            # ShapeRefs' sentences: "plain", "appearance" (colour, size, shape) or "rich" (synonyms, chains)
     splits: tuple = ("val",)           # scored with the final weights; the first one also per expression type
     grounding: bool = True             # also measure how each run uses the sentence (`sentence_sensitivity` / `shatter_gather`)
+    entity_steps: int = 3000           # a row's own text-free entity module (`Row.own_entities`), pretrained once per
+    entity_scenes: int = 3000          # study: steps and scenes (ShapeRefs seed 0); 3,000 on 3,000 made the shipped one
 
     def __post_init__(self):
-        for k in ("n_images", "image_size", "steps", "batch_size"):
+        for k in ("n_images", "image_size", "steps", "batch_size", "entity_steps", "entity_scenes"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
                 raise ValueError(f"budget {k}={getattr(self, k)!r}: expected a positive integer")
         if self.n_images < 20: raise ValueError(f"budget n_images={self.n_images}: expected >= 20 (val needs a few scenes)")
@@ -198,18 +239,22 @@ class Budget:
             raise ValueError(f"budget splits={self.splits!r}: expected distinct names among {SCORED_SPLITS}")
 
 FULL = Budget()
-QUICK = Budget(n_images=300, steps=50, batch_size=16)    # ours: the mechanics in ≈ 3–4 min on one slow core
+QUICK = Budget(n_images=300, steps=50, batch_size=16,   # ours: the mechanics in ≈ 3–4 min on one slow core
+               entity_steps=100, entity_scenes=300)
 
 # %% ../nbs/16_experiments.ipynb #20d919fb
 def row_config(row: Row, seed: int, budget: Budget, data_root: str | Path, run_dir: str | Path):
-    "The Config of one (row, seed) run: preset → budget → row overrides; one checkpoint, at the end."
+    "The Config of one (row, seed) run: preset → budget → row overrides (→ OUT/entities); one checkpoint, at the end."
     from ris_nb.core import get_preset, validate_config
     cfg = get_preset(row.preset).override({
         "seed": seed, "data.root": str(data_root), "data.dataset": "shaperefs", "data.split_by": "shaperefs",
         "data.image_size": budget.image_size, "data.test_splits": [], "train.epochs": 0, "train.max_steps": budget.steps,
         "train.batch_size": budget.batch_size, "train.eval_every": budget.steps, "train.ckpt_every": budget.steps,
         "train.out_dir": str(Path(run_dir) / "train")})
-    return validate_config(cfg.override(row.overrides))
+    cfg = cfg.override(row.overrides)
+    if row.own_entities:                      # the study's folder of entity modules: OUT/entities
+        cfg = cfg.override({"model.sag.entity_weights": str(Path(data_root).parent / "entities")})
+    return validate_config(cfg)
 
 # %% ../nbs/16_experiments.ipynb #3289dce9
 def write_json_atomic(obj: Any, path: str | Path) -> Path:
@@ -246,6 +291,19 @@ def study_data(out: str | Path, budget: Budget) -> Path:
     except ValueError as e:
         raise ValueError(f"{e} (this budget's data: deleting it makes the same scenes again and keeps finished runs; "
                          "or use another --out)") from None
+
+def study_entities(rows: Sequence[Row], budget: Budget, out: str | Path, progress: bool = False) -> dict[str, Path]:
+    "Each `own_entities` row's module: OUT/entities/<its name>.pt, pretrained once on the budget's entity scenes."
+    from ris_nb.data.shaperefs import ensure_shaperefs
+    from ris_nb.models.sag import entity_pretrain_config
+    from ris_nb.pretrain import cached_entity_weights
+    out, made = Path(out), {}
+    for row in (r for r in rows if r.own_entities):
+        data = ensure_shaperefs(out / "entities" / "data" / "shaperefs", budget.entity_scenes, 0, budget.image_size)
+        cfg = row_config(row, 0, budget, out / "data", out / row.name)
+        pcfg = entity_pretrain_config(cfg, steps=budget.entity_steps)
+        made[row.name] = cached_entity_weights(pcfg, out / "entities", data.parent, progress=progress)
+    return made
 
 # %% ../nbs/16_experiments.ipynb #634cffd8
 def _scores(model, loaders, cfg, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
@@ -321,6 +379,7 @@ def run_one(row: Row, seed: int, budget: Budget, out: str | Path, on_train: Call
         return {**r, "reused": True}
     remove_run_dir(run_dir)                   # half-finished, other data, or its source was re-run: start over
     run_dir.mkdir(parents=True)
+    study_entities([row], budget, out)        # read back: `run_study` pretrains them before any run
     if on_train: on_train(row.name, seed)
     probe = probe_ms()
     how = dict(splits=budget.splits, grounding=budget.grounding)
@@ -563,6 +622,7 @@ def run_study(out: str | Path, only: str | None = None, seeds: int = 3, budget: 
     rows, claims = study_rows(only, names)
     with run_lock(out, "study"):          # a second study in this folder would delete the first one's unfinished runs
         study_data(out, budget)
+        study_entities(rows, budget, out, progress)          # each once, before the runs that load them
         sources = {r.source for r in rows if r.source}
         t0 = time.perf_counter()
         todo = [Job(row, s, budget, out, row.name in sources) for s in range(seeds) for row in rows]   # seed-major: an interrupted study has whole seeds first
@@ -757,7 +817,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--only", choices=["magnet", "sag", "minilm"], default=None,
                    help="one study's rows only (default: both papers'; minilm: LAVT and LAVT + MG on the pretrained MiniLM)")
     p.add_argument("--rows", default=None, help="comma-separated row names: just these rows (and the runs they re-score), and the "
-                   "claims between them (default: every row)")
+                   "claims between them (default: every row but the sag_pre_* ones, which pretrain their own entity "
+                   "modules and run only when named)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3; one seed gives no verdict)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the budget's)")
     p.add_argument("--scenes", type=int, default=None, help="ShapeRefs scenes generated for the study (default: the budget's)")

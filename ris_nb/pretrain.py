@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from .core import Config, TrainConfig, seed_everything
+from .core import Config, TrainConfig, parse_override, seed_everything
 from .distributed import save_checkpoint
-from .models.slots import EntityModel, EntityPretrainConfig, object_discovery, pos_weight_at, scene_object_masks, split_images
+from .models.slots import (EntityModel, EntityPretrainConfig, entity_weights_name, load_entity_model,
+                                 object_discovery, pos_weight_at, scene_object_masks, split_images)
 from .train import Callback, DeviceCB, GradClipCB, Learner, NaNGuardCB, ProgressCB
 
 # %% auto #0
-__all__ = ['permute_channels', 'pretrain_loader', 'warmup_cosine', 'pretrain_config', 'EntityPretrainCB', 'save_entity_model',
-           'pretrain_entities', 'pretrain_entities_on']
+__all__ = ['ENTITY_VARIANTS', 'permute_channels', 'pretrain_loader', 'warmup_cosine', 'pretrain_config', 'EntityPretrainCB',
+           'save_entity_model', 'pretrain_entities', 'pretrain_entities_on', 'entity_config_from',
+           'cached_entity_weights']
 
 # %% ../nbs/12a_entity_pretraining.ipynb #pt000005
 def permute_channels(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -74,9 +76,11 @@ def pretrain_entities(images: torch.Tensor, cfg: EntityPretrainConfig | None = N
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != cfg.image_size:
         raise ValueError(f"images: expected (N,3,{cfg.image_size},{cfg.image_size}), got {tuple(images.shape)}")
     seed_everything(cfg.seed)
+    if not cfg.entity_discovery: val = None                  # one-token entities: no slot to score against an object
     model, stage = EntityModel(cfg), EntityPretrainCB(cfg, val, eval_every)
     cbs = [DeviceCB(), NaNGuardCB(), GradClipCB(), stage] + ([ProgressCB(desc="entity pretraining")] if progress else [])
-    Learner(model, pretrain_loader(images, cfg), pretrain_config(cfg), cbs).fit()
+    if cfg.recon: Learner(model, pretrain_loader(images, cfg), pretrain_config(cfg), cbs).fit()
+    elif val is not None: stage.log.append(dict(step=0, seconds=0.0, **object_discovery(model, *val)))  # no loss: init
     model.eval(); model.log = stage.log
     if out is not None: save_entity_model(model, stage.log, out)
     return model
@@ -97,3 +101,35 @@ def pretrain_entities_on(root: str | Path, dataset: str = "shaperefs", split_by:
         vx, vids = split_images(refer, "val", cfg.image_size)
         val = (vx[:n_val], scene_object_masks(refer, vids[:n_val], cfg.image_size))
     return pretrain_entities(images, cfg, out, val, eval_every, progress)
+
+# %% ../nbs/12a_entity_pretraining.ipynb #hv12v001
+ENTITY_VARIANTS = {   # SaG's tables 2 and 3 as changes to `EntityPretrainConfig`; K_g×K_s 10×1 (the default), 5×2
+    # and 2×5 stand for 36×1, 18×2 and 9×4; without the reconstruction loss this recipe has no loss: the module stays at
+    # its initialisation
+    "random_slots": {"slot_type": "random"}, "query_slots": {"slot_type": "query"},
+    "no_interaction": {"interaction": False}, "no_recon": {"recon": False}, "pixel_softmax": {"slot_softmax": "pixels"},
+    "5x2": {"n_gaussians": 5, "n_samples": 2}, "2x5": {"n_gaussians": 2, "n_samples": 5},
+    "no_discovery": {"entity_discovery": False}}
+
+def entity_config_from(items: list[str], **base) -> EntityPretrainConfig:
+    "An `EntityPretrainConfig` from `base` and `field=value` strings (`pretrain-entities --set`; JSON values)."
+    pairs = dict(parse_override(i) for i in items)
+    known = [f.name for f in fields(EntityPretrainConfig)]
+    unknown = sorted(set(pairs) - set(known))
+    if unknown:
+        raise ValueError(f"--set {', '.join(unknown)}: expected EntityPretrainConfig fields ({', '.join(known)})")
+    return EntityPretrainConfig(**{**base, **pairs})
+
+def cached_entity_weights(cfg: EntityPretrainConfig, folder: str | Path, data_root: str | Path,
+                          dataset: str = "shaperefs", split_by: str = "shaperefs", n_val: int = 200,
+                          progress: bool = False) -> Path:
+    "`folder/<entity_weights_name(cfg)>.pt`, pretrained once on `data_root`'s train images; another recipe's: refused."
+    path = Path(folder) / f"{entity_weights_name(cfg)}.pt"
+    if not path.is_file():
+        pretrain_entities_on(data_root, dataset, split_by, path, cfg, n_val, progress=progress)
+        return path
+    have = load_entity_model(path).cfg
+    diff = [f"{f.name}={getattr(have, f.name)!r} (this run: {getattr(cfg, f.name)!r})" for f in fields(cfg)
+            if getattr(have, f.name) != getattr(cfg, f.name)]
+    if diff: raise ValueError(f"{path} was pretrained with {'; '.join(diff)}: delete it, or use another folder")
+    return path

@@ -136,6 +136,31 @@ def field_problems(flat: dict[str, Any]) -> list[str]:
         except ValueError as e: errs.append(str(e))
     return errs
 
+# %% ../nbs/90_config_validation.ipynb #hv90sg01
+_SLOT_FIELDS = (("slot_type", "entity"), ("interaction", True), ("slot_softmax", "slots"))   # what only slots read
+
+def _sag_checks(cfg: Config) -> list[str]:
+    "SaG's options that need others: sentence pairs, pieces, the slot vector, and what needs slots (entity discovery)."
+    sg, errs = cfg.model.sag, []
+    if cfg.model.name != "sag": return errs
+    if sg.in_image_negatives and (cfg.train.batch_size % 2 or not sg.fusion):
+        errs.append(f"model.sag.in_image_negatives=True: expected an even train.batch_size (sentences come in pairs; got "
+                    f"{cfg.train.batch_size}) and model.sag.fusion=True (got {sg.fusion})")
+    if sg.entity_pieces and not (sg.entity_appearance and sg.fusion and sg.entity_discovery):
+        errs.append(f"model.sag.entity_pieces={sg.entity_pieces}: expected model.sag.entity_appearance=True (pieces of one slot share "
+                    f"its vector; their appearance tells them apart), fusion=True and entity_discovery=True (got "
+                    f"{sg.entity_appearance}, {sg.fusion}, {sg.entity_discovery})")
+    if not sg.slot_vector and not sg.entity_appearance:
+        errs.append("model.sag.slot_vector=False: expected model.sag.entity_appearance=True (without either an entity says nothing)")
+    if not sg.entity_discovery and sg.entity_appearance:
+        errs.append("model.sag.entity_discovery=False: the tokens are the entities; expected model.sag."
+                    "entity_appearance=False (the appearance code reads an entity's map; a token's is one cell)")
+    moot = [f"{k}={getattr(sg, k)!r}" for k, d in _SLOT_FIELDS if getattr(sg, k) != d]
+    if not sg.entity_discovery and moot:
+        errs.append(f"model.sag.entity_discovery=False: there are no slots, so {', '.join(moot)} would change nothing; "
+                    "expected " + ", ".join(f"{k}={d!r}" for k, d in _SLOT_FIELDS))
+    return errs
+
 # %% ../nbs/90_config_validation.ipynb #335efde5
 def text_positions(cfg: Config) -> int | None:
     "Position rows of the text encoder `cfg` builds: the longest sentence in tokens it can read (None: unknown before loading)."
@@ -171,17 +196,7 @@ def _input_checks(cfg: Config) -> list[str]:
 # %% ../nbs/90_config_validation.ipynb #d5883c96
 def _model_checks(cfg: Config, known_models: Collection[str] = ()) -> list[str]:
     "Options that need other options (SaG's pairs and pieces), widths their head counts must divide, a model name among `known_models` (when any are given)."
-    t, errs = cfg.model.text, []
-    if cfg.model.name == "sag" and cfg.model.sag.in_image_negatives and (cfg.train.batch_size % 2 or not cfg.model.sag.fusion):
-        errs.append(f"model.sag.in_image_negatives=True: expected an even train.batch_size (sentences come in pairs; got "
-                    f"{cfg.train.batch_size}) and model.sag.fusion=True (got {cfg.model.sag.fusion})")
-    sg = cfg.model.sag
-    if cfg.model.name == "sag" and sg.entity_pieces and not (sg.entity_appearance and sg.fusion and sg.entity_discovery):
-        errs.append(f"model.sag.entity_pieces={sg.entity_pieces}: expected model.sag.entity_appearance=True (pieces of one slot share "
-                    f"its vector; their appearance tells them apart), fusion=True and entity_discovery=True (got "
-                    f"{sg.entity_appearance}, {sg.fusion}, {sg.entity_discovery})")
-    if cfg.model.name == "sag" and not sg.slot_vector and not sg.entity_appearance:
-        errs.append("model.sag.slot_vector=False: expected model.sag.entity_appearance=True (without either an entity says nothing)")
+    t, errs = cfg.model.text, _sag_checks(cfg)
     if t.encoder == "bert" and t.num_heads and t.hidden_size % t.num_heads:
         errs.append(f"model.text.hidden_size={t.hidden_size}: expected a multiple of model.text.num_heads={t.num_heads}")
     if t.encoder == "bert" and t.layer_groups and sum(t.layer_groups) != t.num_layers:

@@ -19,14 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from ..core import Config, get_preset, register_model
+from ..core import Config, flat_config, get_preset, register_model
 from .encoders import StagedBackbone, TextEncoder, ViTBackbone, build_backbone, build_text_encoder, sine_pos_2d
 from .slots import (BroadcastDecoder, EntityDiscovery, PreNormFFN, _heads, recon_loss, SlotOutput, AffineDecoder,
                                  PixelEncoder, affine_loss, grid_coords, affine_target, load_entity_model, packaged_entity_weights,
-                                 connected_pieces, entity_pieces)
+                                 connected_pieces, entity_pieces, PatchEntities, ENTITY_KEYS, EntityPretrainConfig,
+                                 entity_weights_name)
 
 # %% auto #0
-__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'relevance_grid', 'upsample_minmax', 'PatchEntities', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder', 'SaG', 'load_entities', 'build_sag', 'batch_partners', 'own_image_copies', 'c3_in_image_loss']
+__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'relevance_grid', 'upsample_minmax', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder', 'SaG', 'entity_pretrain_config', 'entity_overrides', 'entity_weights_file', 'load_entities', 'build_sag', 'batch_partners', 'own_image_copies', 'c3_in_image_loss']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5   # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -156,17 +157,6 @@ def upsample_minmax(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return (up - lo) / (hi - lo + 1e-9)
 
 # %% ../../nbs/11_sag.ipynb #e0c4a031
-class PatchEntities(nn.Module):
-    "Ablation 'w/o entity discovery': every token is an entity. tokens (B,N,C) → entities (B,N,D), A^slot = identity (B,N,N)."
-    def __init__(self, in_dim: int, dim: int):
-        super().__init__()
-        self.proj, self.norm = nn.Linear(in_dim, dim), nn.LayerNorm(dim)
-
-    def forward(self, tokens: torch.Tensor, hw: tuple[int, int], slots_init=None, generator=None) -> SlotOutput:
-        f = self.norm(self.proj(tokens) + sine_pos_2d(*hw, self.proj.out_features).to(tokens))
-        B, N, _ = f.shape
-        return SlotOutput(f, torch.eye(N, device=f.device, dtype=f.dtype).expand(B, N, N), f[:, :0])
-
 def entity_similarity(text: torch.Tensor, entities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Ablation 'w/o fusion and C³': ẑ(i,j) = norm(mean_k ŝ_k of image i) for every text (B_img,B_txt,D); A^fuse = softmax_k ⟨t_j,ŝ_k⟩/√D."
     g = F.normalize(entities.mean(dim=1), dim=-1)
@@ -424,22 +414,43 @@ def predict(self: SaG, outputs: SaGOutputs, batch=None, sizes: list[tuple[int, i
     if len(set(map(tuple, sizes))) == 1: return list(upsample_minmax(grid, tuple(sizes[0]))[:, None])   # one call for one size
     return [upsample_minmax(g[None], hw) for g, hw in zip(grid, sizes)]
 
+# %% ../../nbs/11_sag.ipynb #hv11ew01
+def entity_pretrain_config(cfg: Config, **recipe) -> EntityPretrainConfig:
+    "The `EntityPretrainConfig` of the module `cfg` loads (`ENTITY_KEYS`); the other fields from `recipe` or defaults."
+    flat = flat_config(cfg)
+    return EntityPretrainConfig(**{f: flat[k] for f, k in ENTITY_KEYS.items()}, **recipe)
+
+def entity_overrides(pcfg: EntityPretrainConfig) -> dict[str, Any]:
+    """`sag_tiny`'s overrides for `pcfg`'s module: its `ENTITY_KEYS` fields that differ from the default; without entity
+    discovery also no pieces and no appearance code (the tokens themselves are the entities)."""
+    default = EntityPretrainConfig()
+    over = {k: getattr(pcfg, f) for f, k in ENTITY_KEYS.items() if getattr(pcfg, f) != getattr(default, f)}
+    if pcfg.entity_discovery: return over
+    return {**over, "model.sag.entity_pieces": 0, "model.sag.entity_appearance": False, "model.sag.slot_vector": True}
+
+def entity_weights_file(cfg: Config, weights: str) -> Path:
+    "The file `model.sag.entity_weights` names: the shipped one (`packaged`), that file, or in a folder `cfg`'s module."
+    if weights == "packaged": return packaged_entity_weights()
+    folder = Path(weights)
+    if not folder.is_dir(): return folder
+    path = folder / f"{entity_weights_name(entity_pretrain_config(cfg))}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"model.sag.entity_weights={weights!r}: no {path.name} in that folder, the module this "
+                                f"config needs (write it with `ris_nb pretrain-entities --out {weights}` and --set its "
+                                "fields)")
+    return path
+
 # %% ../../nbs/11_sag.ipynb #09473b42
+_ENTITY_MODEL_IS = {"model.vision.backbone": "pixel_cnn", "model.vision.depths": [3], "data.normalize": "half",
+                    "model.sag.slot_heads": 2, "model.sag.slot_head_dim": 32, "model.sag.interaction_heads": 2,
+                    "model.sag.interaction_head_dim": 32, "model.sag.ffn_mult": 4.0}   # what every `EntityModel` is
+
 def load_entities(model: SaG, weights: str) -> None:
-    "Copy pretrained entity weights (`packaged` or a file from `ris_nb pretrain-entities`) into `model`'s vision, slots (and affine decoder)."
-    path = packaged_entity_weights() if weights == "packaged" else Path(weights)
-    src = load_entity_model(path)
-    v, s, p = model.cfg.model.vision, model.cfg.model.sag, src.cfg
-    want = {"model.vision.backbone": ("pixel_cnn", v.backbone), "model.vision.embed_dim": (p.width, v.embed_dim),
-            "model.vision.patch_size": (p.stride, v.patch_size), "model.vision.depths": ([3], v.depths), "model.sag.dim": (p.dim, s.dim),
-            "model.sag.n_gaussians": (p.n_gaussians, s.n_gaussians), "model.sag.n_samples": (p.n_samples, s.n_samples),
-            "model.sag.iterations": (p.iterations, s.iterations), "model.sag.slot_logit_scale": (p.logit_scale, s.slot_logit_scale),
-            "data.image_size": (p.image_size, model.cfg.data.image_size), "data.normalize": ("half", model.cfg.data.normalize),
-            "model.sag.slot_type": ("entity", s.slot_type), "model.sag.entity_discovery": (True, s.entity_discovery),
-            "model.sag.interaction": (True, s.interaction), "model.sag.slot_heads": (2, s.slot_heads),
-            "model.sag.slot_head_dim": (32, s.slot_head_dim), "model.sag.interaction_heads": (2, s.interaction_heads),
-            "model.sag.interaction_head_dim": (32, s.interaction_head_dim), "model.sag.ffn_mult": (4.0, s.ffn_mult)}
-    bad = [f"{k}={have!r} (the weights need {need!r})" for k, (need, have) in want.items() if need != have]
+    "Copy entity weights (`packaged`, a `pretrain-entities` file or a folder of them) into vision, slots (+ decoder)."
+    path = entity_weights_file(model.cfg, weights)
+    src, flat = load_entity_model(path), flat_config(model.cfg)
+    want = {**_ENTITY_MODEL_IS, **{k: getattr(src.cfg, f) for f, k in ENTITY_KEYS.items()}}
+    bad = [f"{k}={flat[k]!r} (the weights need {need!r})" for k, need in want.items() if need != flat[k]]
     if bad: raise ValueError(f"model.sag.entity_weights={weights!r} ({path}) does not fit this config: " + "; ".join(bad))
     model.vision.load_state_dict(src.encoder.state_dict())
     model.slots.load_state_dict(src.slots.state_dict())

@@ -24,11 +24,11 @@ from ..metrics import mask_iou
 from .encoders import sine_pos_2d
 
 # %% auto #0
-__all__ = ['SLOT_TYPES', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'SlotOutput', 'EntityDiscovery',
-           'BroadcastDecoder', 'recon_loss', 'grid_coords', 'PixelEncoder', 'AffineDecoder', 'affine_target',
-           'affine_loss', 'EntityPretrainConfig', 'pos_weight_at', 'EntityModel', 'split_images', 'scene_object_masks',
-           'slot_regions', 'object_discovery', 'load_entity_model', 'packaged_entity_weights', 'connected_pieces',
-           'entity_pieces']
+__all__ = ['SLOT_TYPES', 'ENTITY_KEYS', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'SlotOutput',
+           'EntityDiscovery', 'BroadcastDecoder', 'recon_loss', 'PatchEntities', 'grid_coords', 'PixelEncoder',
+           'AffineDecoder', 'affine_target', 'affine_loss', 'entity_config_problems', 'EntityPretrainConfig',
+           'pos_weight_at', 'EntityModel', 'split_images', 'scene_object_masks', 'slot_regions', 'object_discovery',
+           'load_entity_model', 'packaged_entity_weights', 'entity_weights_name', 'connected_pieces', 'entity_pieces']
 
 # %% ../../nbs/10_entity_slots.ipynb #108bd852
 SLOT_TYPES = ("entity", "random", "query")
@@ -211,6 +211,18 @@ def recon_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     "MSE over every element against the detached target tokens. recon, target: (B,N,C)."
     return F.mse_loss(recon, target.detach())
 
+# %% ../../nbs/10_entity_slots.ipynb #hv10pe01
+class PatchEntities(nn.Module):
+    "Ablation 'w/o entity discovery': every token is an entity. tokens (B,N,C) → entities (B,N,D), A^slot = I (B,N,N)."
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.proj, self.norm = nn.Linear(in_dim, dim), nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor, hw: tuple[int, int], slots_init=None, generator=None) -> SlotOutput:
+        f = self.norm(self.proj(tokens) + sine_pos_2d(*hw, self.proj.out_features).to(tokens))
+        B, N, _ = f.shape
+        return SlotOutput(f, torch.eye(N, device=f.device, dtype=f.dtype).expand(B, N, N), f[:, :0])
+
 # %% ../../nbs/10_entity_slots.ipynb #pe000002
 def grid_coords(h: int, w: int, device=None) -> torch.Tensor:
     "(h·w, 2) cell centres (x, y) in [-1, 1], row-major."
@@ -258,10 +270,42 @@ def affine_loss(recon: torch.Tensor, target: torch.Tensor, pos_weight: float) ->
     loss = F.mse_loss(recon[..., :3], target[..., :3].detach())
     return loss + pos_weight * F.mse_loss(recon[..., 3:], target[..., 3:]) if pos_weight else loss
 
+# %% ../../nbs/10_entity_slots.ipynb #hv10ad01
+@patch
+def own_cells(self: AffineDecoder, entities: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    "`forward` when entity k is cell k (A^slot = I, `PatchEntities`): entities (B,N,D) → recon (B,N,5), no N×N paint."
+    p = self.head(entities)
+    xy = grid_coords(*hw, device=p.device).to(p.dtype)
+    colour = p[..., :3] + torch.einsum("bncj,nj->bnc", p[..., 3:9].unflatten(-1, (3, 2)), xy)
+    return torch.cat([colour, p[..., 9:]], -1)
+
+# %% ../../nbs/10_entity_slots.ipynb #hv10pc01
+_CHOICES = {"slot_type": SLOT_TYPES, "slot_softmax": ("slots", "pixels")}
+_POSITIVE = ("image_size", "width", "stride", "dim", "n_gaussians", "n_samples", "iterations", "steps", "batch_size",
+             "warmup")
+_SLOT_DEFAULTS = {"slot_type": "entity", "interaction": True, "slot_softmax": "slots"}
+
+def _fits(value, want: type) -> bool:
+    "Is `value` of type `want`? (an int fits a float field; a bool fits only a bool field)"
+    if isinstance(value, bool) or want is bool: return type(value) is want
+    return isinstance(value, want) or (want is float and isinstance(value, int))
+
+def entity_config_problems(cfg) -> list[str]:
+    "What is wrong in an `EntityPretrainConfig`: a type unlike the default's, a size < 1, a choice, slot fields."
+    out = [f"{f.name}={getattr(cfg, f.name)!r}: expected a {type(f.default).__name__} like the default {f.default!r}"
+           for f in fields(cfg) if not _fits(getattr(cfg, f.name), type(f.default))]
+    if out: return out
+    out += [f"{k}={getattr(cfg, k)}: expected an integer >= 1" for k in _POSITIVE if getattr(cfg, k) < 1]
+    out += [f"{k}={getattr(cfg, k)!r}: expected one of {c}" for k, c in _CHOICES.items() if getattr(cfg, k) not in c]
+    if not cfg.entity_discovery:
+        out += [f"{k}={getattr(cfg, k)!r}: without entity discovery there are no slots; leave it at {d!r}"
+                for k, d in _SLOT_DEFAULTS.items() if getattr(cfg, k) != d]
+    return out
+
 # %% ../../nbs/10_entity_slots.ipynb #pe000008
 @dataclass
 class EntityPretrainConfig:
-    "The text-free entity pretraining stage (ours; every value measured in appendix 95's table)."
+    "The text-free entity pretraining stage (ours; values measured in appendix 95; variants: the paper's module)."
     image_size: int = 64               # ShapeRefs at 64 px, normalised to [-1, 1]
     width: int = 32                    # PixelEncoder channels
     stride: int = 2                    # 32×32 tokens at 64 px: a small shape is 4–6 tokens wide
@@ -269,6 +313,11 @@ class EntityPretrainConfig:
     n_gaussians: int = 10              # K_g: 2–6 shapes + the background, with room to spare
     n_samples: int = 1                 # K_s
     iterations: int = 3                # T
+    slot_type: str = "entity"          # entity | random | query (the slot kinds above)
+    interaction: bool = True           # False: table 2's "w/o interaction block"
+    slot_softmax: str = "slots"        # pixels: table 2's "aggregation with transformer"
+    recon: bool = True                 # False: table 2's "w/o reconstruction loss"; the only loss here: no step
+    entity_discovery: bool = True      # False: table 2's "w/o entity discovery": tokens as entities (`PatchEntities`)
     logit_scale: float = 4.0           # × the 1/√d of slot attention: sharper competition
     pos_weight: float = 0.1            # λ_pos of `affine_loss`
     pos_start: int = 500               # steps with λ_pos = 0 (entities first split by colour) …
@@ -281,6 +330,12 @@ class EntityPretrainConfig:
     bf16: bool = True                  # CPU autocast where the CPU has native bfloat16
     seed: int = 0
 
+    def __post_init__(self):
+        for f in fields(self):                                   # 4 for a float field: 4.0 (one spelling in file names)
+            v = getattr(self, f.name)
+            if type(f.default) is float and type(v) is int: setattr(self, f.name, float(v))
+        if problems := entity_config_problems(self): raise ValueError("EntityPretrainConfig: " + "; ".join(problems))
+
 def pos_weight_at(cfg: EntityPretrainConfig, step: int) -> float:
     "λ_pos at optimizer step `step` (0 before `pos_start`, then a linear ramp to `pos_weight`)."
     return cfg.pos_weight * min(1.0, max(0, step - cfg.pos_start) / max(cfg.pos_ramp, 1))
@@ -292,19 +347,24 @@ class EntityModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = PixelEncoder(cfg.width, cfg.stride)
-        self.slots = EntityDiscovery(cfg.width, cfg.dim, cfg.n_gaussians, cfg.n_samples, cfg.iterations, logit_scale=cfg.logit_scale)
+        self.slots = (EntityDiscovery(cfg.width, cfg.dim, cfg.n_gaussians, cfg.n_samples, cfg.iterations,
+                                      slot_type=cfg.slot_type, interaction=cfg.interaction, softmax=cfg.slot_softmax,
+                                      logit_scale=cfg.logit_scale)
+                      if cfg.entity_discovery else PatchEntities(cfg.width, cfg.dim))
         self.decoder = AffineDecoder(cfg.dim)
 
     def forward(self, images: torch.Tensor, fixed_init: bool | None = None) -> tuple[SlotOutput, tuple[int, int]]:
         "images (B,3,S,S) → (SlotOutput, grid); one fixed S⁰ for every image in eval mode (as SaG evaluates)."
         tokens, hw = self.encoder(images)
-        s0 = self.slots.init(1).expand(len(images), -1, -1) if (not self.training if fixed_init is None else fixed_init) else None
-        return self.slots(tokens, hw, s0), hw
+        fixed = (not self.training if fixed_init is None else fixed_init) and isinstance(self.slots, EntityDiscovery)
+        return self.slots(tokens, hw, self.slots.init(1).expand(len(images), -1, -1) if fixed else None), hw
 
     def losses(self, outputs: tuple[SlotOutput, tuple[int, int]], images: torch.Tensor, pos_weight: float = 0.0) -> dict[str, torch.Tensor]:
         "`forward`'s outputs on `images` → {'loss': the affine reconstruction through A^slot, centre term weighted `pos_weight`}."
         so, hw = outputs
-        return {"loss": affine_loss(self.decoder(so.entities, so.a_slot, hw), affine_target(images, hw), pos_weight)}
+        recon = (self.decoder.own_cells(so.entities, hw) if isinstance(self.slots, PatchEntities)
+                 else self.decoder(so.entities, so.a_slot, hw))
+        return {"loss": affine_loss(recon, affine_target(images, hw), pos_weight)}
 
 # %% ../../nbs/10_entity_slots.ipynb #pe000009
 def split_images(refer, split: str, size: int) -> tuple[torch.Tensor, list[int]]:
@@ -327,10 +387,11 @@ def scene_object_masks(refer, ids: list[int], size: int) -> list[list[np.ndarray
 
 # %% ../../nbs/10_entity_slots.ipynb #pe000010
 def slot_regions(a_slot: torch.Tensor, hw: tuple[int, int], size: int) -> torch.Tensor:
-    "(B,K,size,size) bool: where each slot wins A^slot (B,K,N) after bilinear upsampling."
-    B, K = a_slot.shape[:2]
-    up = F.interpolate(a_slot.float().reshape(B, K, *hw), size=(size, size), mode="bilinear", align_corners=False)
-    return up.argmax(1, keepdim=True) == torch.arange(K, device=up.device)[None, :, None, None]
+    "(B,K,size,size) bool: where each slot wins A^slot (B,K,N) after bilinear upsampling (image by image: K may be N)."
+    K = a_slot.shape[1]
+    up = lambda a: F.interpolate(a.float().reshape(1, K, *hw), size=(size, size), mode="bilinear", align_corners=False)
+    win = torch.stack([up(a)[0].argmax(0) for a in a_slot])                        # (B,size,size): the winning slot
+    return win[:, None] == torch.arange(K, device=win.device)[None, :, None, None]
 
 @torch.no_grad()
 def object_discovery(model: EntityModel, images: torch.Tensor, masks: list[list[np.ndarray]], batch: int = 64) -> dict[str, float]:
@@ -365,6 +426,20 @@ def packaged_entity_weights() -> Path:
     "The entity weights shipped inside the package (pretrained on ShapeRefs 64 px, seed 0, train split; see this notebook)."
     import ris_nb
     return Path(ris_nb.__file__).resolve().parent / "assets" / "entities_shaperefs64.pt"
+
+ENTITY_KEYS = {  # EntityPretrainConfig field → the `sag_tiny` key that must hold its value for the module to load (11)
+    "image_size": "data.image_size", "width": "model.vision.embed_dim", "stride": "model.vision.patch_size",
+    "dim": "model.sag.dim", "n_gaussians": "model.sag.n_gaussians", "n_samples": "model.sag.n_samples",
+    "iterations": "model.sag.iterations", "logit_scale": "model.sag.slot_logit_scale",
+    "slot_type": "model.sag.slot_type", "interaction": "model.sag.interaction",
+    "slot_softmax": "model.sag.slot_softmax", "recon": "model.sag.recon",
+    "entity_discovery": "model.sag.entity_discovery"}
+
+def entity_weights_name(cfg: EntityPretrainConfig) -> str:
+    "A module's file name (no suffix) in a folder: the shipped file's + `-field=value` per changed `ENTITY_KEYS` field."
+    default = EntityPretrainConfig()
+    changed = [f"-{k}={getattr(cfg, k)}" for k in ENTITY_KEYS if getattr(cfg, k) != getattr(default, k)]
+    return packaged_entity_weights().stem + "".join(changed)
 
 # %% ../../nbs/10_entity_slots.ipynb #e080904c
 _NO_LINK_ACROSS_MAPS = np.pad(ndimage.generate_binary_structure(2, 1)[None], ((1, 1), (0, 0), (0, 0)))   # 4-neighbours, one map
