@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.colors import hsv_to_rgb
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize, hsv_to_rgb
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -28,12 +29,13 @@ from .data.transforms import Batch, denormalize, encode_text, image_transform, r
 from .metrics import mask_iou
 
 # %% auto #0
-__all__ = ['PICTURE_PRESETS', 'SPECIAL_TOKENS', 'config_tag', 'ensure_checkpoint', 'picture_checkpoints', 'to_image', 'fit_to',
-           'wrap', 'tokens_of', 'draw_overlay', 'predict_probs', 'plot_predictions', 'capture', 'lavt_word_attention',
-           'AttentionMaps', 'token_grid', 'word_attention', 'pick_words', 'plot_word_attention', 'CamMaps', 'cam_maps',
+__all__ = ['PICTURE_PRESETS', 'SPECIAL_TOKENS', 'FUNCTION_WORDS', 'EXPLAIN_INCHES', 'GLOSSARY', 'config_tag', 'ensure_checkpoint',
+           'picture_checkpoints', 'to_image', 'fit_to', 'wrap', 'tokens_of', 'draw_overlay', 'predict_probs',
+           'plot_predictions', 'capture', 'lavt_word_attention', 'AttentionMaps', 'token_grid', 'word_attention',
+           'pick_words', 'key_words', 'glossary_line', 'colour_bar', 'plot_word_attention', 'CamMaps', 'cam_maps',
            'plot_cam_pyramid', 'default_hidden_word', 'mg_topk', 'plot_mask_grounding', 'slot_colours',
            'entity_colours', 'entity_composite', 'slot_clouds', 'fit_to_rgb', 'plot_sag', 'plot_log', 'plot_by_type',
-           'single_batch', 'stage_mean', 'plot_story']
+           'single_batch', 'Reading', 'read_sentence', 'stage_mean', 'plot_story']
 
 # %% ../nbs/14_visualize.ipynb #03503cd8
 def config_tag(cfg: Config) -> str:
@@ -227,9 +229,60 @@ def _heat(ax, image: np.ndarray, heat, vmin: float | None = None, vmax: float | 
     ax.imshow(h, cmap=cmap, alpha=alpha, vmin=lo, vmax=max(hi, lo + 1e-9))
     _blank(ax)
 
+# %% ../nbs/14_visualize.ipynb #kw000002
+# a figure shows a few words: *the square that is not yellow* shows square, not, yellow (not the, square, that, is)
+FUNCTION_WORDS = ("the", "a", "an", "is", "that", "which", "of", "to", "from", "object", "shape", "one")
+
+def key_words(tokens: Sequence[str], max_words: int = 4) -> list[int]:
+    "Positions of the first `max_words` distinct words that carry meaning (no special token, none of `FUNCTION_WORDS`)."
+    seen, out = set(), []
+    for k, t in enumerate(tokens):
+        if t in SPECIAL_TOKENS or t.lower() in FUNCTION_WORDS or t in seen:
+            continue
+        seen.add(t)
+        out.append(k)
+    return out[:max_words] or pick_words(tokens, max_words=max_words)   # only function words: the first ones
+
+# %% ../nbs/14_visualize.ipynb #kw000005
+# explain=True: colour bars and one line of glossary, for a reader who has not met PWAM or SaG yet (the demo)
+EXPLAIN_INCHES = 0.8           # room under an explained figure for its colour bars and glossary line
+GLOSSARY = {"L→V": "L→V (language→vision): how much each pixel reads the word",
+            "V→L": "V→L (vision→language): where the word looks in the image",
+            "A^slot": "A^slot: the pixels of each entity",
+            "A^fuse": "A^fuse: how much the sentence picks each entity (sums to 1)",
+            "gathered": "gathered: Σ A^fuse·A^slot, the mask where it is ≥ 0.5"}
+
+def glossary_line(fig: Figure, *keys: str) -> None:
+    "One line at the foot of `fig` saying what each quantity in `keys` (of `GLOSSARY`) is, in plain words."
+    text = " · ".join(GLOSSARY[k] for k in keys)
+    fig.text(0.5, 0.03 / fig.get_figheight(), text, ha="center", va="bottom", fontsize=7)
+
+def colour_bar(fig: Figure, x0: float, x1: float, cmap: str, lo: float, hi: float, label: str,
+               ends: Sequence[str] = ()) -> None:
+    "A horizontal colour bar from x0 to x1 (figure fraction) in the room under the panels; `ends` names its two ends."
+    h = fig.get_figheight()
+    cb = fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap), cax=fig.add_axes([x0, 0.42 / h, x1 - x0, 0.09 / h]),
+                      orientation="horizontal")
+    cb.set_label(label, fontsize=7)
+    cb.ax.xaxis.set_label_position("top")
+    cb.ax.tick_params(labelsize=6)
+    if ends:
+        cb.set_ticks([lo, hi], labels=list(ends))
+
+def _explain_word_attention(fig: Figure, axs, n_lv: int, top: float, v2l: bool) -> None:
+    "Colour bars under the L→V and the V→L columns of `plot_word_attention`, and the glossary line."
+    a, b = axs[-1, 0].get_position(), axs[-1, n_lv - 1].get_position()
+    colour_bar(fig, a.x0, b.x1, "magma", 0.0, top, "L→V: the pixel's weight on the word (one scale)")
+    if v2l:
+        a, b = axs[-1, n_lv].get_position(), axs[-1, -1].get_position()
+        colour_bar(fig, a.x0, b.x1, "viridis", 0.0, 1.0, "V→L: the word's attention (each panel its own range)",
+                   ("low", "high"))
+    glossary_line(fig, "L→V", *(["V→L"] if v2l else []))
+
 # %% ../nbs/14_visualize.ipynb #af56dc4f
 def plot_word_attention(model: nn.Module, batch, tokenizer, i: int = 0, words: Sequence[str | int] | None = None,
-                        normalize: str | None = None, maps: AttentionMaps | None = None, size: float = 1.7) -> Figure:
+                        normalize: str | None = None, maps: AttentionMaps | None = None, size: float = 1.7,
+                        explain: bool = False) -> Figure:                   # explain: colour bars, glossary line
     "Per word (rows) and stage (columns): language→vision PWAM weight of each pixel on the word; MagNet adds vision→language (the word's attention over pixels)."
     maps = maps or word_attention(model, batch)
     toks = tokens_of(tokenizer, batch.input_ids[i], batch.attention_mask[i])
@@ -242,7 +295,9 @@ def plot_word_attention(model: nn.Module, batch, tokenizer, i: int = 0, words: S
     # L→V weights are a distribution over words: one colour scale, 0 to the largest weight shown; V→L maps are each a
     # distribution over that stage's pixels (sizes differ by stage), so each is scaled to its own range
     top = max(float(a[i, rows].max()) for a in maps.l2v)
-    fig, axs = plt.subplots(len(rows), len(panels), figsize=(size * len(panels), size * len(rows) + 0.6), squeeze=False)
+    room = EXPLAIN_INCHES if explain else 0.0
+    fig, axs = plt.subplots(len(rows), len(panels), figsize=(size * len(panels), size * len(rows) + 0.6 + room),
+                            squeeze=False)
     for r, pos in enumerate(rows):
         for c, (kind, s, a) in enumerate(panels):
             ax = axs[r, c]
@@ -250,11 +305,16 @@ def plot_word_attention(model: nn.Module, batch, tokenizer, i: int = 0, words: S
             else: _heat(ax, img, a[i, pos], cmap="viridis")
             if r == 0: ax.set_title(f"{kind} stage {s + 1}", fontsize=8)
             if c == 0: ax.set_ylabel(toks[pos], fontsize=9)
-    sent = " ".join(t for t in toks if t not in SPECIAL_TOKENS)
+    sent = " ".join(t for t in toks if t not in SPECIAL_TOKENS or t == "[UNK]")
     lv = f"L→V: weight each pixel gives the word (0–{top:.2f})"
-    fig.suptitle(f'"{sent}" — {lv}' + ("; V→L: the word's attention over the pixels (own range)" if maps.v2l is not None else ""),
-                 fontsize=9)
-    fig.tight_layout()
+    if explain:
+        lv = "which pixels read each word" + (", and where each word looks" if maps.v2l is not None else "")
+    elif maps.v2l is not None:
+        lv += "; V→L: the word's attention over the pixels (own range)"
+    fig.suptitle(f'"{sent}" — {lv}' + (", stage 1 (fine) to 4 (coarse)" if explain else ""), fontsize=9)
+    fig.tight_layout(rect=(0, room / fig.get_figheight(), 1, 1))
+    if explain:
+        _explain_word_attention(fig, axs, len(maps.l2v), top, maps.v2l is not None)
     return fig
 
 # %% ../nbs/14_visualize.ipynb #b4133c36
@@ -419,7 +479,8 @@ def _draw_slot_init(ax, model: nn.Module, out, i: int, colours: np.ndarray, G: i
         ax.set_xticks([]); ax.set_yticks([])
 
 # %% ../nbs/14_visualize.ipynb #196b2728
-def plot_sag(model: nn.Module, batch, i: int = 0, normalize: str | None = None, outputs=None, size: float = 2.6) -> Figure:
+def plot_sag(model: nn.Module, batch, i: int = 0, normalize: str | None = None, outputs=None, size: float = 2.6,
+             explain: bool = False) -> Figure:                              # explain: colour bar, glossary line
     "SaG on sample i: the image, each entity's A^slot in its colour, the relevance A^fuse per entity, the gathered mask, and the Gaussian slot sampling."
     from ris_nb.models.sag import relevance_grid
     if not (hasattr(model, "slots") and hasattr(model, "fusion")):
@@ -431,7 +492,9 @@ def plot_sag(model: nn.Module, batch, i: int = 0, normalize: str | None = None, 
     img = to_image(batch.images, i, _normalize_of(model, normalize))
     prob = model.predict(out, batch)[i, 0].float().cpu().numpy()
     gt = batch.masks[i].cpu().numpy() if batch.masks is not None else None
-    fig, axs = plt.subplots(1, 5, figsize=(size * 5.4, size * 1.25), gridspec_kw={"width_ratios": [1, 1, 1.3, 1, 1.2]})
+    room = EXPLAIN_INCHES if explain else 0.0
+    fig, axs = plt.subplots(1, 5, figsize=(size * 5.4, size * 1.25 + room),
+                            gridspec_kw={"width_ratios": [1, 1, 1.3, 1, 1.2]})
     draw_overlay(axs[0], img, gt=gt, title=wrap(batch.meta["sentence"][i] if "sentence" in batch.meta else "image", 32))
     ents = entity_colours(model, out.a_slot.shape[1])
     ent = entity_composite(out.a_slot[i], ents, out.hw)
@@ -447,7 +510,11 @@ def plot_sag(model: nn.Module, batch, i: int = 0, normalize: str | None = None, 
     axs[3].contour(prob >= 0.5, levels=[0.5], colors="white", linewidths=1.5)
     axs[3].set_title("gathered: Σ A^fuse·A^slot, mask ≥ 0.5" + (f"\nIoU {mask_iou(prob >= 0.5, gt > 0.5):.2f}" if gt is not None else ""), fontsize=8)
     _draw_slot_init(axs[4], model, out, i, colours, G, R)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, room / fig.get_figheight(), 1, 1))
+    if explain:
+        g = axs[3].get_position()
+        colour_bar(fig, g.x0, g.x1, "magma", 0.0, 1.0, "gathered map (min–max)", ("low", "high"))
+        glossary_line(fig, "A^slot", "A^fuse", "gathered")
     return fig
 
 # %% ../nbs/14_visualize.ipynb #eda4f857
@@ -521,6 +588,36 @@ def single_batch(cfg: Config, tokenizer, image: np.ndarray, sentence: str, mask:
         masks, orig = resize_mask(mask, cfg.data.image_size)[None], [torch.from_numpy(mask.copy())]
     return Batch(images=image_transform(cfg)(image.astype(np.uint8))[None], input_ids=ids, attention_mask=am, masks=masks,
                  orig_masks=orig, meta={"orig_size": [(h, w)], "sentence": [sentence], "expr_type": [None], "split": [None]})
+
+# %% ../nbs/14_visualize.ipynb #rd000001
+@dataclass
+class Reading:
+    "How a model reads a sentence: the words it keeps, those its tokenizer does not know ([UNK]), those max_tokens cuts."
+    kept: list[str]
+    unknown: list[str]
+    cut: list[str]
+
+    def note(self) -> str:
+        "One line for a status bar: '' when every word is read."
+        if not self.kept:
+            words = ", ".join(self.unknown + self.cut)
+            return f"no word of the sentence is known to this model ({words}), so the mask cannot follow it"
+        parts = [f"{what}: {', '.join(ws)}" for what, ws in (("unknown to this model", self.unknown),
+                                                             ("cut, the sentence is too long", self.cut)) if ws]
+        return "; ".join(parts + [f'it reads "{" ".join(self.kept)}"']) if parts else ""
+
+def read_sentence(tokenizer, sentence: str, max_tokens: int) -> Reading:
+    "Which words of `sentence` a model with `tokenizer` and `max_tokens` (special tokens included) reads or misses."
+    enc = tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    room = max_tokens - tokenizer.num_special_tokens_to_add(pair=False)
+    words: dict[int, dict] = {}
+    for k, (w, (a, b), t) in enumerate(zip(enc.word_ids(), enc["offset_mapping"], enc["input_ids"])):
+        d = words.setdefault(w, {"span": [a, b], "unknown": False, "cut": False})
+        d["span"][1], d["unknown"], d["cut"] = b, d["unknown"] or t == tokenizer.unk_token_id, d["cut"] or k >= room
+    text = lambda d: sentence[d["span"][0]:d["span"][1]]
+    return Reading(kept=[text(d) for d in words.values() if not (d["unknown"] or d["cut"])],
+                   unknown=[text(d) for d in words.values() if d["unknown"] and not d["cut"]],
+                   cut=[text(d) for d in words.values() if d["cut"]])
 
 # %% ../nbs/14_visualize.ipynb #d01593a7
 def stage_mean(maps: Sequence[torch.Tensor], hw: tuple[int, int], relative: bool = False) -> torch.Tensor:

@@ -71,6 +71,13 @@ def main_table_snippets(main: dict) -> list[str]:
     return out
 
 
+def best_floor(row: dict) -> tuple[str, str]:
+    "(value, name) of the best language-blind answer of a `sag_languages.csv` row, as the README quotes it."
+    floors = {name: row[f"{name.replace(' ', '_')}_mIoU"] for name in ("random shape", "all shapes", "largest shape")}
+    name = max(floors, key=lambda k: float(floors[k]))
+    return floors[name], name
+
+
 def expected_snippets() -> list[tuple[str, str]]:
     "(text the README must contain, the results file it comes from)."
     out = []
@@ -84,10 +91,11 @@ def expected_snippets() -> list[tuple[str, str]]:
         out.append((f"| **{r['wall']}** | {r['threads']} | {probes(r)} | {r['result']} |", "command_times.csv"))
     lang = {r["row"]: r for r in rows("sag_languages.csv")}
     app = [lang[f"appearance, sag_tiny, seed {s}"] for s in range(3)]
-    out.append((f"reaches **val mIoU {' / '.join(r['val_mIoU'] for r in app)}** (seeds 0 / 1 / 2) against {app[0]['random_shape_mIoU']} "
-                "for one random shape", "sag_languages.csv"))
+    floor, name = best_floor(app[0])
+    out.append((f"reaches **val mIoU {' / '.join(r['val_mIoU'] for r in app)}** (seeds 0 / 1 / 2) against {floor} "
+                f"for the best answer that ignores the sentence ({name})", "sag_languages.csv"))
     plain = lang["plain, sag_tiny, seed 0"]
-    out.append((f"the same preset reaches {plain['val_mIoU']} against {plain['random_shape_mIoU']}", "sag_languages.csv"))
+    out.append((f"the same preset reaches {plain['val_mIoU']} against {best_floor(plain)[0]}", "sag_languages.csv"))
     main = json.loads((RESULTS / "main_table.json").read_text())
     out += [(s, "main_table.json") for s in main_table_snippets(main)]
     return out

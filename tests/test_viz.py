@@ -236,3 +236,45 @@ def test_story_and_single_batch(runs):
     with pytest.raises(ValueError, match="empty"): viz.single_batch(cfg, tok, img, "   ")
     with pytest.raises(ValueError, match="RGB"): viz.single_batch(cfg, tok, img[..., 0], "the circle")
     with pytest.raises(ValueError, match="mask shape"): viz.single_batch(cfg, tok, img, "the circle", gt[1:])
+
+
+def test_key_words_skip_words_without_meaning():
+    "The demo's attention figure shows the words that matter ('the square that is not yellow': square, not, yellow)."
+    toks = ["[CLS]", "the", "square", "that", "is", "not", "yellow", "[SEP]"]
+    assert [toks[k] for k in viz.key_words(toks)] == ["square", "not", "yellow"]
+    assert [toks[k] for k in viz.pick_words(toks, max_words=4)] == ["the", "square", "that", "is"]
+    assert viz.key_words(["[CLS]", "the", "[SEP]"]) == [1]                       # only function words: still something
+
+
+@pytest.mark.parametrize("preset", PWAM)
+def test_word_attention_explained(runs, preset):
+    "explain=True: the same panels, a colour bar per direction labelled in words, and the glossary line."
+    cfg, tok, model, b, _ = runs[preset]
+    fig = viz.plot_word_attention(model, b, tok, i=1, explain=True)
+    words = viz.pick_words(viz.tokens_of(tok, b.input_ids[1], b.attention_mask[1]))
+    assert len(image_axes(fig)) == len(words) * (8 if preset == "magnet_tiny" else 4)
+    bars = [ax.get_xlabel() for ax in fig.axes if not ax.images]
+    assert bars == ["L→V: the pixel's weight on the word (one scale)"] + \
+        (["V→L: the word's attention (each panel its own range)"] if preset == "magnet_tiny" else [])
+    glossary = " ".join(t.get_text() for t in fig.texts)
+    assert viz.GLOSSARY["L→V"] in glossary and (viz.GLOSSARY["V→L"] in glossary) == (preset == "magnet_tiny")
+
+
+def test_plot_sag_explained(runs):
+    cfg, tok, model, b, _ = runs["sag_tiny"]
+    plain, fig = viz.plot_sag(model, b, i=2), viz.plot_sag(model, b, i=2, explain=True)
+    assert len(fig.axes) == len(plain.axes) + 1 and fig.axes[-1].get_xlabel() == "gathered map (min–max)"
+    assert all(viz.GLOSSARY[k] in " ".join(t.get_text() for t in fig.texts) for k in ("A^slot", "A^fuse", "gathered"))
+
+
+def test_read_sentence_names_unknown_and_cut_words(runs):
+    "What a model cannot read is said: an unknown word, words past max_tokens, a sentence of unknown words only."
+    cfg, tok, _, _, _ = runs["magnet_tiny"]
+    n = cfg.data.max_tokens - tok.num_special_tokens_to_add(pair=False)
+    r = viz.read_sentence(tok, "the zorblax circle", cfg.data.max_tokens)
+    assert (r.kept, r.unknown, r.cut) == (["the", "circle"], ["zorblax"], [])
+    assert r.note() == 'unknown to this model: zorblax; it reads "the circle"'
+    long = viz.read_sentence(tok, " ".join(["the circle"] * n), cfg.data.max_tokens)
+    assert len(long.kept) == n and len(long.cut) == n and "cut, the sentence is too long" in long.note()
+    assert viz.read_sentence(tok, "the circle", cfg.data.max_tokens).note() == ""
+    assert "no word of the sentence is known" in viz.read_sentence(tok, "zorblax quux", cfg.data.max_tokens).note()
