@@ -33,8 +33,7 @@ import ris_nb.checks as checks_module
 from .checks import ANSWER, CHECK_NAMES
 from .checks import CheckError, check_choice, check_fields, check_function, check_in_range, compare  # noqa: F401 (re-exported)
 from .testing import probe_ms
-from .io import write_atomic
-from .train import check_out_dir
+from .io import check_out_dir, write_atomic
 
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'STARTUP_S', 'MAX_REPORT',
