@@ -254,27 +254,37 @@ class Learner:
         self.best: float | None = None
         self.fingerprints: dict = {}     # tokenizer_fingerprint / data_fingerprint, stored in every checkpoint
     def __call__(self, hook: str) -> None: run_callbacks(self.cbs, hook)
-    def fit(self) -> None:
-        self.trainer.train()
-        self("before_fit")
-        try:
-            while self.step < self.cfg.train.max_steps: self.one_epoch()
-        except CancelFitException: pass
-        finally: self("after_fit")
-    def one_epoch(self) -> None:
-        self("before_epoch")
-        for self.batch in self.train_loader:
-            self.one_batch()
-            if self.step >= self.cfg.train.max_steps: break
-        else: self.epoch, self.batches_done = self.epoch + 1, 0      # the epoch ran to its end
-        self("after_epoch")
-    def one_batch(self) -> None:
-        self("before_batch")
-        last_micro = (self.micro + 1) % self.cfg.train.accum_steps == 0
-        _forward_backward(self, last_micro)
-        if last_micro: _optimizer_step(self)
     def autocast(self):
         return nullcontext() if self.amp_dtype is None else torch.autocast(self.dist.device.type, dtype=self.amp_dtype)
+
+# %% ../nbs/12_training.ipynb #8bdf1bacb
+@patch
+def fit(self: Learner) -> None:
+    "Train until `cfg.train.max_steps` optimizer steps; a callback may end it early (`CancelFitException`)."
+    self.trainer.train()
+    self("before_fit")
+    try:
+        while self.step < self.cfg.train.max_steps: self.one_epoch()
+    except CancelFitException: pass
+    finally: self("after_fit")
+
+@patch
+def one_epoch(self: Learner) -> None:
+    "One pass over the training loader, cut short at `max_steps`."
+    self("before_epoch")
+    for self.batch in self.train_loader:
+        self.one_batch()
+        if self.step >= self.cfg.train.max_steps: break
+    else: self.epoch, self.batches_done = self.epoch + 1, 0      # the epoch ran to its end
+    self("after_epoch")
+
+@patch
+def one_batch(self: Learner) -> None:
+    "One micro-batch: forward and backward; the optimizer step after the last of `accum_steps`."
+    self("before_batch")
+    last_micro = (self.micro + 1) % self.cfg.train.accum_steps == 0
+    _forward_backward(self, last_micro)
+    if last_micro: _optimizer_step(self)
 
 # %% ../nbs/12_training.ipynb #c9d5e501
 def _forward_backward(learn: Learner, last_micro: bool) -> None:
@@ -699,6 +709,7 @@ def use(self: TrainingRun, model: nn.Module, loaders: dict[str, DataLoader], cbs
         else: self._eval[(k, False)] = dl
     return self
 
+# %% ../nbs/12_training.ipynb #trun0011b
 @patch
 def _set_data(self: TrainingRun, data: dict, collate: dict, splits: Sequence[str]) -> "TrainingRun":
     "Refuse missing or empty `splits`, keep the datasets, and turn `train.epochs` into optimizer steps for this many ranks."
