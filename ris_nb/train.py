@@ -254,20 +254,18 @@ class Learner:
         self.best: float | None = None
         self.fingerprints: dict = {}     # tokenizer_fingerprint / data_fingerprint, stored in every checkpoint
     def __call__(self, hook: str) -> None: run_callbacks(self.cbs, hook)
+    def fit(self) -> None:
+        "Train until `cfg.train.max_steps` optimizer steps; a callback may end it early (`CancelFitException`)."
+        self.trainer.train()
+        self("before_fit")
+        try:
+            while self.step < self.cfg.train.max_steps: self.one_epoch()
+        except CancelFitException: pass
+        finally: self("after_fit")
     def autocast(self):
         return nullcontext() if self.amp_dtype is None else torch.autocast(self.dist.device.type, dtype=self.amp_dtype)
 
 # %% ../nbs/12_training.ipynb #8bdf1bacb
-@patch
-def fit(self: Learner) -> None:
-    "Train until `cfg.train.max_steps` optimizer steps; a callback may end it early (`CancelFitException`)."
-    self.trainer.train()
-    self("before_fit")
-    try:
-        while self.step < self.cfg.train.max_steps: self.one_epoch()
-    except CancelFitException: pass
-    finally: self("after_fit")
-
 @patch
 def one_epoch(self: Learner) -> None:
     "One pass over the training loader, cut short at `max_steps`."
