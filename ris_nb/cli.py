@@ -44,7 +44,8 @@ def _run_synth(args) -> None:
     generate(args.out, n_images=args.n_images, seed=args.seed, size=args.size, language=args.language)
 
 # %% ../nbs/15_cli.ipynb #c15t0002
-from .train import add_threads_arg, check_out_dir, check_writable, set_threads   # built in 12_training
+from .io import check_out_dir, check_writable   # built in 92_dataset_writing (appendix)
+from .testing import add_threads_arg, set_threads   # built in 96_testing (appendix)
 
 # %% ../nbs/15_cli.ipynb #681260ec
 def _add_train(sub) -> None:

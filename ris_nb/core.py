@@ -73,6 +73,7 @@ class VisionConfig:
                                        # encoding added to the patch tokens, so "leftmost"/"third from the left" can be read; results/learning_log.md)
     stem: str = "patch"                # Swin only: patch (official: a 4×4 patch projection) | conv (ours: three 3×3 convs, 05_encoders)
 
+# %% ../nbs/00_core.ipynb #10fbdf81b
 @dataclass
 class TextConfig:
     "The text encoder (HF transformers)."

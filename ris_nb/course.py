@@ -33,8 +33,7 @@ import ris_nb.checks as checks_module
 from .checks import ANSWER, CHECK_NAMES
 from .checks import CheckError, check_choice, check_fields, check_function, check_in_range, compare  # noqa: F401 (re-exported)
 from .testing import probe_ms
-from .io import write_atomic
-from .train import check_out_dir
+from .io import check_out_dir, write_atomic
 
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'STARTUP_S', 'MAX_REPORT',
@@ -298,6 +297,7 @@ def teacher_checks(teacher: dict, where: str, skip: tuple[str, ...] = ("slow", "
     if not out: raise ValueError(f"{where}: no check cell in its exercise section; nothing to grade")
     return out
 
+# %% ../nbs/19_course.ipynb #c19grd04b
 def lesson_of(nb: dict) -> str | None:
     "The lesson a notebook names in its metadata (`ris_nb course` writes it into every copy), or None."
     r = _meta(nb).get("ris_nb")
@@ -416,6 +416,7 @@ def _confine(rules: list[tuple[str, int]], abi: int) -> None:
     if libc.prctl(38, 1, 0, 0, 0) or libc.syscall(446, ruleset, 0):       # no new privileges, then restrict
         raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
 
+# %% ../nbs/19_course.ipynb #c19grd17b
 def sandbox_rules(scratch: Path, teacher: Path | None) -> list[tuple[str, int]]:
     "Read Python, its packages and ris_nb (its repository's other files only listed); write the scratch copy and /dev."
     pkg = Path(checks_module.__file__).resolve().parent
@@ -488,6 +489,7 @@ def _record(line: str) -> dict | None:
             and type(r["answers"]) is list and all(ok(a) for a in r["answers"]): return r
     return None
 
+# %% ../nbs/19_course.ipynb #c19grd08b
 def _signal_name(n: int) -> str:
     try: return f"({signal.Signals(n).name}) "
     except ValueError: return ""

@@ -28,9 +28,9 @@ from .core import get_device
 from .io import pid_alive, write_atomic
 
 # %% auto #0
-__all__ = ['DistInfo', 'init_distributed', 'finish_distributed', 'sum_over_ranks', 'names_over_ranks', 'EpochSampler',
-           'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler', 'save_checkpoint', 'stale_temp_files',
-           'RunLockedError', 'run_lock', 'gather_batch', 'gather_ids']
+__all__ = ['DistInfo', 'init_distributed', 'finish_distributed', 'mean_over_ranks', 'gather_objects', 'sum_over_ranks',
+           'names_over_ranks', 'EpochSampler', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler',
+           'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'gather_batch', 'gather_ids']
 
 # %% ../nbs/93_distributed.ipynb #d9300005
 class DistInfo:
@@ -92,6 +92,15 @@ def finish_distributed() -> None:
         warnings.warn("the process group outlived destroy_process_group(): something still holds it (a live "
                       "DistributedDataParallel wrapper? delete it first), so its gloo threads run on into interpreter "
                       "shutdown, where one that still needs the GIL aborts the process")
+
+# %% ../nbs/93_distributed.ipynb #hg93ro01
+def mean_over_ranks(values: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
+    "Scalar tensors averaged over ranks (the loss of the global batch): `info.mean`."
+    return info.mean(values)
+
+def gather_objects(obj: Any, info: DistInfo) -> list:
+    "List of `obj` from every rank: `info.gather`."
+    return info.gather(obj)
 
 # %% ../nbs/93_distributed.ipynb #d93m0002
 def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:

@@ -24,9 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .core import get_preset
-from .testing import probe_ms, usable_cores
-from .io import write_atomic
-from .train import add_threads_arg, check_out_dir
+from .testing import add_threads_arg, probe_ms, usable_cores
+from .io import check_out_dir, write_atomic
 from .data.shaperefs import LANGUAGES
 
 # %% auto #0

@@ -23,9 +23,9 @@ from PIL import Image, ImageOps
 
 # %% auto #0
 __all__ = ['MAX_INFLATE', 'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'MAX_IMAGE_PIXELS', 'pid_alive', 'write_error', 'temp_sibling',
-           'write_atomic', 'remove_stale_temps', 'check_weights_file', 'load_error_reason', 'torch_load_checked',
-           'load_state_checked', 'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle', 'read_json', 'sha256',
-           'load_image']
+           'write_atomic', 'check_writable', 'check_out_dir', 'remove_stale_temps', 'check_weights_file',
+           'load_error_reason', 'torch_load_checked', 'load_state_checked', 'UnsafePickleError', 'SafeUnpickler',
+           'safe_load_pickle', 'read_json', 'sha256', 'load_image']
 
 # %% ../nbs/92_dataset_writing.ipynb #ut000005
 def pid_alive(pid: int) -> bool:
@@ -79,6 +79,21 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any], fsync: bool = F
     except OSError as e: raise write_error(path, e) from None  # a full disk, `ulimit -f`: say which file
     finally: _remove(tmp); _remove(old)                        # a failed write leaves nothing behind
     return path
+
+# %% ../nbs/92_dataset_writing.ipynb #hg92od01
+def check_writable(d: Path) -> None:
+    "Refuse a folder `d` (existing or not) that cannot be written: its nearest existing parent is a file or read-only."
+    d = Path(d).resolve(); probe = d
+    while not probe.exists(): probe = probe.parent
+    if not probe.is_dir(): raise NotADirectoryError(f"cannot write under {d}: {probe} is a file, expected a directory")
+    if not os.access(probe, os.W_OK): raise PermissionError(f"output directory {d} is not writable")
+
+def check_out_dir(d: Path, flag: str = "--out") -> Path:
+    "Refuse, before any work, an output directory that is an existing file or not writable (`flag`: the user's name for it)."
+    if d.exists() and not d.is_dir():
+        raise NotADirectoryError(f"{flag} {d} is a file; expected a directory (existing or new)")
+    check_writable(d)
+    return d
 
 # %% ../nbs/92_dataset_writing.ipynb #a92a0001
 def remove_stale_temps(out_dir: Path) -> list[Path]:

@@ -5,7 +5,6 @@
 # %% ../nbs/12_training.ipynb #dea27e01
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,7 +26,7 @@ from .core import Config, amp_dtype, get_device, precision_line, seed_everything
 from .io import load_state_checked, torch_load_checked, write_atomic, write_error
 
 # %% auto #0
-__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'FUSED_ADAMW_DEVICES', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'adamw_kernel', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'mean_over_ranks', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'gather_objects', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'image_fingerprint', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'check_loaders', 'loader_key', 'make_train_loader', 'make_eval_loader', 'make_run_loaders', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'check_writable', 'check_out_dir', 'add_threads_arg', 'set_threads', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'library_evaluate']
+__all__ = ['REFER_TRAIN_SIZES', 'RESUME_KEYS', 'FUSED_ADAMW_DEVICES', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps', 'resolve_epochs', 'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'adamw_kernel', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'read_log', 'plot_curves', 'model_state', 'EvalCB', 'CheckpointCB', 'check_data_unchanged', 'DataGuardCB', 'resume', 'SamplerCB', 'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'fingerprint_diff', 'check_fingerprints', 'check_run_dir', 'check_loaders', 'loader_key', 'make_train_loader', 'make_eval_loader', 'make_run_loaders', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'apply_data_arg', 'load_run', 'library_evaluate']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -65,8 +64,8 @@ def loss_scale(step: int, cfg: Config) -> float:
     return 1.0
 
 # %% ../nbs/12_training.ipynb #1b993697
-from .distributed import (DistInfo, PairedSampler, ResumableSampler, ShardSampler, image_partners, init_distributed,
-                          run_lock, save_checkpoint, stale_temp_files)
+from .distributed import (DistInfo, PairedSampler, ResumableSampler, ShardSampler, gather_objects, image_partners,
+                          init_distributed, mean_over_ranks, run_lock, save_checkpoint, stale_temp_files)
 
 # %% ../nbs/12_training.ipynb #0ae1680b
 import ris_nb.models                 # registers every model: `model_spec` answers for each name
@@ -256,26 +255,34 @@ class Learner:
         self.fingerprints: dict = {}     # tokenizer_fingerprint / data_fingerprint, stored in every checkpoint
     def __call__(self, hook: str) -> None: run_callbacks(self.cbs, hook)
     def fit(self) -> None:
+        "Train until `cfg.train.max_steps` optimizer steps; a callback may end it early (`CancelFitException`)."
         self.trainer.train()
         self("before_fit")
         try:
             while self.step < self.cfg.train.max_steps: self.one_epoch()
         except CancelFitException: pass
         finally: self("after_fit")
-    def one_epoch(self) -> None:
-        self("before_epoch")
-        for self.batch in self.train_loader:
-            self.one_batch()
-            if self.step >= self.cfg.train.max_steps: break
-        else: self.epoch, self.batches_done = self.epoch + 1, 0      # the epoch ran to its end
-        self("after_epoch")
-    def one_batch(self) -> None:
-        self("before_batch")
-        last_micro = (self.micro + 1) % self.cfg.train.accum_steps == 0
-        _forward_backward(self, last_micro)
-        if last_micro: _optimizer_step(self)
     def autocast(self):
         return nullcontext() if self.amp_dtype is None else torch.autocast(self.dist.device.type, dtype=self.amp_dtype)
+
+# %% ../nbs/12_training.ipynb #8bdf1bacb
+@patch
+def one_epoch(self: Learner) -> None:
+    "One pass over the training loader, cut short at `max_steps`."
+    self("before_epoch")
+    for self.batch in self.train_loader:
+        self.one_batch()
+        if self.step >= self.cfg.train.max_steps: break
+    else: self.epoch, self.batches_done = self.epoch + 1, 0      # the epoch ran to its end
+    self("after_epoch")
+
+@patch
+def one_batch(self: Learner) -> None:
+    "One micro-batch: forward and backward; the optimizer step after the last of `accum_steps`."
+    self("before_batch")
+    last_micro = (self.micro + 1) % self.cfg.train.accum_steps == 0
+    _forward_backward(self, last_micro)
+    if last_micro: _optimizer_step(self)
 
 # %% ../nbs/12_training.ipynb #c9d5e501
 def _forward_backward(learn: Learner, last_micro: bool) -> None:
@@ -374,10 +381,6 @@ class LogCB(Callback):
         if self.learn.dist.is_main and self.path.exists(): plot_curves(self.path, self.path.with_name("curves.png"))
 
 # %% ../nbs/12_training.ipynb #1427d7d0
-def mean_over_ranks(values: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
-    "Scalar tensors averaged over ranks (the loss of the global batch): `info.mean`."
-    return info.mean(values)
-
 def read_log(path: str | Path) -> list[dict]:
     "Records of a `log.jsonl`, or of a run folder's (a line cut off by a killed process is skipped); a missing log is named."
     p = Path(path); p = p / "log.jsonl" if p.is_dir() else p
@@ -452,10 +455,6 @@ class CheckpointCB(Callback):
             save_checkpoint(ck, self.run_dir / "checkpoints" / f"step_{l.step:07d}.pt")
             for old in checkpoint_paths(self.run_dir)[self.keep:]: old.unlink(missing_ok=True)
         l.dist.barrier()
-
-def gather_objects(obj: Any, info: DistInfo) -> list:
-    "List of `obj` from every rank: `info.gather`."
-    return info.gather(obj)
 
 # %% ../nbs/12_training.ipynb #dg000002
 def check_data_unchanged(learn: Learner, when: str) -> None:
@@ -534,37 +533,7 @@ def check_same_run(saved_json: str, cfg: Config, where: Path) -> None:
                          f"use another --out directory or the same preset and settings")
 
 # %% ../nbs/12_training.ipynb #33b98a3d
-def image_fingerprint(refer, sample: int = 16) -> dict:
-    "The image files `refer` names: their count, a digest of every name and size, and a SHA-256 of the first MiB of `sample` of them."
-    names = sorted({im["file_name"] for im in refer.imgs.values()})
-    sizes, picked = hashlib.sha256(), hashlib.sha256()
-    for n in names:
-        try: size = os.stat(refer.image_root / n).st_size
-        except OSError: size = -1                              # missing: training names it when it reads it
-        sizes.update(f"{n}\0{size}\n".encode())
-    for n in names[:: max(1, len(names) // sample)][:sample]:
-        try:
-            with open(refer.image_root / n, "rb") as f: picked.update(f.read(1 << 20))
-        except OSError: picked.update(b"missing")
-    return {"images": len(names), "names_sizes": sizes.hexdigest()[:16], "sample": picked.hexdigest()[:16]}
-
-def _dataset(data: DataLoader | Any) -> Any:
-    "The dataset of a DataLoader; a dataset as it is."
-    return data.dataset if isinstance(data, DataLoader) else data
-
-def run_fingerprints(loaders: dict[str, DataLoader], fresh: bool = False) -> dict:
-    "`tokenizer_fingerprint`, `data_fingerprint` (file → SHA-256, read again if `fresh`) and `images_fingerprint` of the training set (`loaders['train']`, a loader or its dataset); absent when its dataset has none."
-    from ris_nb.data.transforms import tokenizer_fingerprint
-    from ris_nb.io import sha256
-    ds = _dataset(loaders["train"])
-    tok, refer = getattr(ds, "tokenizer", None), getattr(getattr(ds, "base", None), "refer", None)
-    out = {}
-    if tok is not None: out["tokenizer_fingerprint"] = tokenizer_fingerprint(tok)
-    if refer is not None:
-        out["data_fingerprint"] = dict(refer.checksums)
-        if fresh: out["data_fingerprint"] = {f.name: sha256(f) if f.is_file() else "missing" for f in (refer.refs_file, refer.instances_file)}
-        out["images_fingerprint"] = image_fingerprint(refer)
-    return out
+from .data.checks import run_fingerprints   # built in 91_refer_safety (appendix): vocabulary, data files, images
 
 # %% ../nbs/12_training.ipynb #fp000001
 FINGERPRINTS = {"tokenizer_fingerprint": "another vocabulary (token ids)", "data_fingerprint": "other dataset files (SHA-256)",
@@ -617,6 +586,10 @@ def _read_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[tuple
     return found, ck
 
 # %% ../nbs/12_training.ipynb #b8e5108f
+def _dataset(data: DataLoader | Any) -> Any:
+    "The dataset of a DataLoader; a dataset as it is."
+    return data.dataset if isinstance(data, DataLoader) else data
+
 def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[str] = ("train", "val")) -> None:
     "Refuse, before any training, a missing training split, one smaller than a batch, and an empty one among `splits` (naming the split and the file); `loaders` may hold the datasets themselves."
     if "train" in splits and "train" not in loaders:
@@ -734,6 +707,7 @@ def use(self: TrainingRun, model: nn.Module, loaders: dict[str, DataLoader], cbs
         else: self._eval[(k, False)] = dl
     return self
 
+# %% ../nbs/12_training.ipynb #trun0011b
 @patch
 def _set_data(self: TrainingRun, data: dict, collate: dict, splits: Sequence[str]) -> "TrainingRun":
     "Refuse missing or empty `splits`, keep the datasets, and turn `train.epochs` into optimizer steps for this many ranks."
@@ -813,36 +787,8 @@ def _restore(self: TrainingRun, learn: Learner) -> None:
                                        f"({self.cfg.eval.select_metric} {learn.best}) is kept until a validation beats it")
 
 # %% ../nbs/12_training.ipynb #trun0020
-import argparse
-
-from .testing import usable_cores   # built in 96_testing (appendix)
+from .io import check_out_dir   # built in 92_dataset_writing (appendix): the run folder is checked first
 from .data.transforms import save_tokenizer   # built in 04_transforms: the run folder holds the tokenizer
-
-def check_writable(d: Path) -> None:
-    "Refuse a folder `d` (existing or not) that cannot be written: its nearest existing parent is a file or read-only."
-    d = Path(d).resolve(); probe = d
-    while not probe.exists(): probe = probe.parent
-    if not probe.is_dir(): raise NotADirectoryError(f"cannot write under {d}: {probe} is a file, expected a directory")
-    if not os.access(probe, os.W_OK): raise PermissionError(f"output directory {d} is not writable")
-
-def check_out_dir(d: Path, flag: str = "--out") -> Path:
-    "Refuse, before any work, an output directory that is an existing file or not writable (`flag`: the user's name for it)."
-    if d.exists() and not d.is_dir():
-        raise NotADirectoryError(f"{flag} {d} is a file; expected a directory (existing or new)")
-    check_writable(d)
-    return d
-
-def add_threads_arg(p: argparse.ArgumentParser) -> None:
-    "The `--threads N` option of the commands that compute."
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads (default: $OMP_NUM_THREADS when set, else every usable core)")
-
-def set_threads(n: int | None = None) -> int:
-    "Use `n` torch threads; without `n`, `$OMP_NUM_THREADS` when set, else every usable core. Returns the count in use."
-    if n is not None and n < 1: raise ValueError(f"--threads {n}: expected an integer >= 1")
-    if n is None and os.environ.get("OMP_NUM_THREADS", "").strip(): return torch.get_num_threads()   # read at start-up
-    torch.set_num_threads(n or usable_cores())
-    return torch.get_num_threads()
 
 # %% ../nbs/12_training.ipynb #trun0021
 @patch

@@ -67,6 +67,7 @@ def _polygon(shape: str, r: float) -> np.ndarray | None:
         return np.stack([np.cos(a) * rad, np.sin(a) * rad], 1)
     raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
 
+# %% ../../nbs/02_shaperefs.ipynb #39343742b
 def shape_mask(shape: str, cx: float, cy: float, d: float, h: int, w: int) -> np.ndarray:
     "Mask (h,w) bool of `shape` with extent `d` centred at (cx, cy)."
     r = d / 2
@@ -246,30 +247,40 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img
 
 # %% ../../nbs/02_shaperefs.ipynb #549f2264
+def _fixed_objects(specs: list[tuple], size: int) -> list[Obj]:
+    "The objects `specs` = [(shape, color, size, cx, cy)] name (centres on a 128-px canvas), scaled to `size`."
+    s = size / 128
+    objs: list[Obj] = []
+    for shape, color, sz, cx, cy in specs:
+        d = float(np.mean(SIZES[sz])) * s
+        objs.append(Obj(shape, color, sz, cx * s, cy * s, d, shape_mask(shape, cx * s, cy * s, d, size, size)))
+    return objs
+
+def _random_objects(rng: np.random.Generator, size: int, held_out: bool, n_objects: tuple[int, int]) -> list[Obj]:
+    "Objects placed one by one (count drawn from `n_objects`, inclusive; 30 tries each), each hiding what it covers."
+    s = size / 128
+    objs: list[Obj] = []
+    n = int(rng.integers(n_objects[0], n_objects[1] + 1))
+    for _ in range(n):
+        shape, color, sz = _pick_attrs(rng, objs, held_out, not objs)
+        for _try in range(30):
+            lo, hi = SIZES[sz]
+            d = float(rng.uniform(lo, hi)) * s
+            cx, cy = rng.uniform(d / 2 + 2, size - d / 2 - 2, 2)
+            full = shape_mask(shape, cx, cy, d, size, size)
+            win = _window(cx, cy, d, size)
+            if _placement_ok(objs, full, win, color): break
+        else: continue
+        for o in objs: o.vis[win] &= ~full[win]; o.n_vis = np.count_nonzero(o.vis)
+        objs.append(Obj(shape, color, sz, float(cx), float(cy), d, full, full.copy()))
+        objs[-1].n_full = objs[-1].n_vis = np.count_nonzero(full)
+    return objs
+
+# %% ../../nbs/02_shaperefs.ipynb #549f2264b
 def make_scene(rng: np.random.Generator, size: int = 128, held_out: bool = False, n_objects: tuple[int, int] = (2, 6),
                specs: list[tuple] | None = None) -> tuple[np.ndarray, list[Obj]]:
     "Image (size,size,3) uint8 and its objects (count drawn from `n_objects`, inclusive); `specs` = [(shape, color, size, cx, cy)] draws a fixed scene (ValueError if it has a hole)."
-    s = size / 128
-    objs: list[Obj] = []
-    if specs is not None:
-        for shape, color, sz, cx, cy in specs:
-            d = float(np.mean(SIZES[sz])) * s
-            objs.append(Obj(shape, color, sz, cx * s, cy * s, d, shape_mask(shape, cx * s, cy * s, d, size, size)))
-    else:
-        n = int(rng.integers(n_objects[0], n_objects[1] + 1))
-        for _ in range(n):
-            shape, color, sz = _pick_attrs(rng, objs, held_out, not objs)
-            for _try in range(30):
-                lo, hi = SIZES[sz]
-                d = float(rng.uniform(lo, hi)) * s
-                cx, cy = rng.uniform(d / 2 + 2, size - d / 2 - 2, 2)
-                full = shape_mask(shape, cx, cy, d, size, size)
-                win = _window(cx, cy, d, size)
-                if _placement_ok(objs, full, win, color): break
-            else: continue
-            for o in objs: o.vis[win] &= ~full[win]; o.n_vis = np.count_nonzero(o.vis)
-            objs.append(Obj(shape, color, sz, float(cx), float(cy), d, full, full.copy()))
-            objs[-1].n_full = objs[-1].n_vis = np.count_nonzero(full)
+    objs = _fixed_objects(specs, size) if specs is not None else _random_objects(rng, size, held_out, n_objects)
     occ = np.zeros((size, size), bool)
     for o in reversed(objs):
         o.vis = o.full & ~occ

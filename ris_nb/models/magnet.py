@@ -49,6 +49,7 @@ def _inorm(x: torch.Tensor, dim: int = 1, mask: torch.Tensor | None = None, eps:
         var = ((x - mu).pow(2) * w).sum(dim, keepdim=True) / n
     return (x - mu) / torch.sqrt(var + eps)
 
+# %% ../../nbs/09_magnet.ipynb #1269398db
 class WordPWAM(nn.Module):
     "Vision→language PWAM: words (B,N,t) attend over pixels (B,HW,d) → word residual (B,N,t)."
     def __init__(self, text_dim: int, vis_dim: int, official_compat: bool = False):
@@ -90,16 +91,6 @@ class MSDeformAttn(nn.Module):
         self.reset_parameters()
         self._layouts = {}                                    # per (shapes, dtype, device): column constants
 
-    def reset_parameters(self):
-        "Deformable DETR init: offsets start on a ring of head directions at radius k+1; uniform attention."
-        nn.init.zeros_(self.sampling_offsets.weight)
-        th = torch.arange(self.heads, dtype=torch.float32) * (2 * math.pi / self.heads)
-        grid = torch.stack([th.cos(), th.sin()], -1)
-        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.heads, 1, 1, 2).repeat(1, self.levels, self.points, 1)
-        grid = grid * torch.arange(1, self.points + 1, dtype=torch.float32).view(1, 1, -1, 1)
-        with torch.no_grad(): self.sampling_offsets.bias.copy_(grid.flatten())
-        for lin in (self.attention_weights,): nn.init.zeros_(lin.weight); nn.init.zeros_(lin.bias)
-        for lin in (self.value_proj, self.output_proj): nn.init.xavier_uniform_(lin.weight); nn.init.zeros_(lin.bias)
     def forward(self, query: torch.Tensor, ref: torch.Tensor, value: torch.Tensor, shapes: list[tuple[int, int]]) -> torch.Tensor:
         "query (B,Q,C), reference points `ref` (B,Q,2) in [0,1] (x,y), value tokens (B,ΣHW,C) of levels `shapes` → (B,Q,C)."
         B, Q, C = query.shape
@@ -112,6 +103,19 @@ class MSDeformAttn(nn.Module):
         # embedding_bag's backward is ~5× slower on CPU than grid_sample's (09, below): train with the per-level form
         sample = self.sample_by_level if torch.is_grad_enabled() and (v.requires_grad or off.requires_grad) else self.sample_by_table
         return self.output_proj(sample(v, shapes, r, off, aw).view(B, Q, C))
+
+# %% ../../nbs/09_magnet.ipynb #91cf8342b
+@patch
+def reset_parameters(self: MSDeformAttn) -> None:
+    "Deformable DETR init: offsets start on a ring of head directions at radius k+1; uniform attention."
+    nn.init.zeros_(self.sampling_offsets.weight)
+    th = torch.arange(self.heads, dtype=torch.float32) * (2 * math.pi / self.heads)
+    grid = torch.stack([th.cos(), th.sin()], -1)
+    grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.heads, 1, 1, 2).repeat(1, self.levels, self.points, 1)
+    grid = grid * torch.arange(1, self.points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+    with torch.no_grad(): self.sampling_offsets.bias.copy_(grid.flatten())
+    for lin in (self.attention_weights,): nn.init.zeros_(lin.weight); nn.init.zeros_(lin.bias)
+    for lin in (self.value_proj, self.output_proj): nn.init.xavier_uniform_(lin.weight); nn.init.zeros_(lin.bias)
 
 # %% ../../nbs/09_magnet.ipynb #2fed74c6
 @patch
@@ -159,6 +163,7 @@ def sample_by_level(self: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
         out = out + (s * mix[l]).sum(-1)                                                      # (B·M, D, Q)
     return out.view(B, M, D, Q).permute(0, 3, 1, 2)
 
+# %% ../../nbs/09_magnet.ipynb #874ef696b
 @patch
 def sample_by_table(self: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
     "All levels of a head in one zero-bordered table; each bilinear corner is one `embedding_bag` over L·K samples → (B·M·Q, D)."
@@ -397,6 +402,7 @@ def _stage(self: MagNet, s: int, x: torch.Tensor, trace: dict | None) -> torch.T
         return bb.stage_blocks(s, x)
     return bb.stage(s, x)
 
+# %% ../../nbs/09_magnet.ipynb #ebf12ea8b
 @patch
 def encode(self: MagNet, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
            trace: dict | None = None, attn: list | None = None, image_index: torch.Tensor | None = None):
