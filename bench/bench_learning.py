@@ -2,12 +2,14 @@
 
 Run: .venv/bin/python bench/bench_learning.py [--presets lavt_tiny magnet_tiny sag_tiny] [--seeds 0] [--threads 2]
      [--data data/shaperefs] [--steps N] [--batch B] [--size 64] [--out runs/bench_learning]
-Generates ShapeRefs (3,000 scenes at --size px, seed 0) when --data does not exist. For every preset × seed it trains with
-`ris_nb.train.fit` (the preset's recipe; --steps/--batch override it), then reports val oIoU/mIoU, oIoU per expression type,
-the sentence sensitivity (LAVT/MagNet) or the shatter/gather figures (SaG), the language-blind references of the same
-split, wall time (training + the final validation), training samples/s and the 512³ float32 matmul probe floor (minimum of 50 probes at start, so times from machines
-of different speed can be put side by side). Finished runs are reloaded, not retrained.
+Generates ShapeRefs (3,000 scenes at --size px, seed 0) when --data does not exist. For every preset × seed it trains
+with `ris_nb.train.fit` (the preset's recipe; --steps/--batch override it), then reports val oIoU/mIoU, oIoU per
+expression type, the sentence sensitivity (LAVT/MagNet) or the shatter/gather figures (SaG), the language-blind
+references of the same split, wall time (training + the final validation), training samples/s and the 512³ float32
+matmul probe floor (minimum of 50 probes at start, so times from machines of different speed can be put side by side).
+Finished runs are reloaded, not retrained.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,6 +26,7 @@ import torch
 def _train_speed(log_path: Path) -> float:
     "Median training samples/s the engine logged (validation excluded)."
     from ris_nb.train import read_log
+
     xs = [r["samples_per_s"] for r in read_log(log_path) if "samples_per_s" in r]
     return statistics.median(xs) if xs else float("nan")
 
@@ -34,13 +37,22 @@ def train_and_score(preset: str, seed: int, args) -> dict:
     from ris_nb.data.transforms import build_tokenizer, make_dataloaders
     from ris_nb.evaluate import evaluate, sentence_sensitivity, shatter_gather
     from ris_nb.train import fit, load_checkpoint
+
     out = Path(args.out) / f"{preset}_s{seed}"
     done = out / "bench.json"
-    if done.exists(): return json.loads(done.read_text())
-    upd = {"data.root": str(Path(args.data).parent), "data.dataset": Path(args.data).name, "seed": seed,
-           "data.image_size": args.size, "train.out_dir": str(out)}
-    if args.steps: upd["train.max_steps"] = args.steps
-    if args.batch: upd["train.batch_size"] = args.batch
+    if done.exists():
+        return json.loads(done.read_text())
+    upd = {
+        "data.root": str(Path(args.data).parent),
+        "data.dataset": Path(args.data).name,
+        "seed": seed,
+        "data.image_size": args.size,
+        "train.out_dir": str(out),
+    }
+    if args.steps:
+        upd["train.max_steps"] = args.steps
+    if args.batch:
+        upd["train.batch_size"] = args.batch
     cfg = get_preset(preset).override(upd)
     cfg = cfg.override({"train.eval_every": cfg.train.max_steps, "train.ckpt_every": cfg.train.max_steps})
     tok = build_tokenizer(cfg)
@@ -48,14 +60,27 @@ def train_and_score(preset: str, seed: int, args) -> dict:
     loaders = make_dataloaders(cfg, tok, splits=["train", "val"])
     seed_everything(seed)
     model = build_model(cfg)
-    t0 = time.perf_counter(); fit(model, loaders, cfg); wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit(model, loaders, cfg)
+    wall = time.perf_counter() - t0
     model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
     res = evaluate(model, loaders["val"], protocol=cfg.eval.protocol, progress=False, keep_samples=False)
-    row = {"preset": preset, "seed": seed, "steps": cfg.train.max_steps, "samples": cfg.train.max_steps * cfg.train.batch_size,
-           "wall_s": wall, "samples_per_s": _train_speed(out / "log.jsonl"),
-           "oIoU": res["overall"]["oIoU"], "mIoU": res["overall"]["mIoU"],
-           "by_type": {k: v["oIoU"] for k, v in res["by_type"].items()}}
-    row |= shatter_gather(model, loaders["val"]) if cfg.model.name == "sag" else sentence_sensitivity(model, loaders["val"])
+    row = {
+        "preset": preset,
+        "seed": seed,
+        "steps": cfg.train.max_steps,
+        "samples": cfg.train.max_steps * cfg.train.batch_size,
+        "wall_s": wall,
+        "samples_per_s": _train_speed(out / "log.jsonl"),
+        "oIoU": res["overall"]["oIoU"],
+        "mIoU": res["overall"]["mIoU"],
+        "by_type": {k: v["oIoU"] for k, v in res["by_type"].items()},
+    }
+    row |= (
+        shatter_gather(model, loaders["val"])
+        if cfg.model.name == "sag"
+        else sentence_sensitivity(model, loaders["val"])
+    )
     done.write_text(json.dumps(row))
     return row
 
@@ -78,25 +103,44 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from ris_nb.testing import probe_ms
-    floor = probe_ms(reps=50)   # the floor: fastest of 50 probes
+
+    floor = probe_ms(reps=50)  # the floor: fastest of 50 probes
     from ris_nb.data.refer import RefDataset
     from ris_nb.data.shaperefs import ensure_shaperefs
     from ris_nb.evaluate import language_blind_references
+
     ensure_shaperefs(args.data, n_images=3000, seed=0, size=args.size)
     blind = language_blind_references(RefDataset(Path(args.data).parent, Path(args.data).name, "shaperefs", "val"))
     rows = {pr: [train_and_score(pr, s, args) for s in range(args.seeds)] for pr in args.presets}
     types = sorted({t for rs in rows.values() for r in rs for t in r["by_type"]})
-    print(f"\nprobe floor (512³ float32 matmul, min of 50): {floor:.2f} ms · {args.threads} threads · val of {args.data}\n")
-    print("| preset | seeds | steps × batch | samples/s | wall (s) | val oIoU | val mIoU | " + " | ".join(types) +
-          " | cross-referent IoU | right shape % | best-slot mIoU | picks best slot % |")
+    print(
+        f"\nprobe floor (512³ float32 matmul, min of 50): {floor:.2f} ms · {args.threads} threads · val of "
+        f"{args.data}\n"
+    )
+    print(
+        "| preset | seeds | steps × batch | samples/s | wall (s) | val oIoU | val mIoU | "
+        + " | ".join(types)
+        + " | cross-referent IoU | right shape % | best-slot mIoU | picks best slot % |"
+    )
     print("|" + "---|" * (11 + len(types)))
     for pr, rs in rows.items():
-        g = lambda k: mean_std([r[k] for r in rs], 2 if k == "cross_referent_iou" else 1) if k in rs[0] else "—"
-        print(f"| {pr} | {len(rs)} | {rs[0]['steps']} × {rs[0]['samples'] // rs[0]['steps']} | {g('samples_per_s')} | {g('wall_s')} | "
-              f"{g('oIoU')} | {g('mIoU')} | " + " | ".join(mean_std([r['by_type'].get(t, 0.0) for r in rs]) for t in types) +
-              f" | {g('cross_referent_iou')} | {g('right_shape')} | {g('best_slot_mIoU')} | {g('picks_best_slot')} |")
+
+        def g(k):
+            return mean_std([r[k] for r in rs], 2 if k == "cross_referent_iou" else 1) if k in rs[0] else "—"
+
+        print(
+            f"| {pr} | {len(rs)} | {rs[0]['steps']} × {rs[0]['samples'] // rs[0]['steps']} | "
+            f"{g('samples_per_s')} | {g('wall_s')} | "
+            f"{g('oIoU')} | {g('mIoU')} | "
+            + " | ".join(mean_std([r["by_type"].get(t, 0.0) for r in rs]) for t in types)
+            + f" | {g('cross_referent_iou')} | {g('right_shape')} | {g('best_slot_mIoU')} | {g('picks_best_slot')} |"
+        )
     for name, r in blind.items():
-        print(f"| *{name}* (no model) | | | | | {r['oIoU']:.1f} | {r['mIoU']:.1f} | " + " | ".join("" for _ in types) + " | | | | |")
+        print(
+            f"| *{name}* (no model) | | | | | {r['oIoU']:.1f} | {r['mIoU']:.1f} | "
+            + " | ".join("" for _ in types)
+            + " | | | | |"
+        )
 
 
 if __name__ == "__main__":

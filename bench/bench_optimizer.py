@@ -9,6 +9,7 @@ Usage: python bench/bench_optimizer.py [--reps 20] [--budget-s 240] [--steps 20]
 - `--steps`: length of the short run whose losses are compared.
 The library picks the kernel by the parameters' device (`ris_nb.train.adamw_kernel`); this script measures the choice.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,11 @@ def random_batch(cfg, seed: int = 0) -> Batch:
     "A magnet_tiny batch: random images and ids, a square mask per sample."
     g, b, s = torch.Generator().manual_seed(seed), cfg.train.batch_size, cfg.data.image_size
     ids = torch.randint(4, cfg.model.text.vocab_size, (b, 12), generator=g)
-    masks = torch.zeros(b, s, s); masks[:, s // 4: s // 2, s // 3: 2 * s // 3] = 1
-    return Batch(images=torch.randn(b, 3, s, s, generator=g), input_ids=ids, attention_mask=torch.ones_like(ids),
-                 masks=masks)
+    masks = torch.zeros(b, s, s)
+    masks[:, s // 4 : s // 2, s // 3 : 2 * s // 3] = 1
+    return Batch(
+        images=torch.randn(b, 3, s, s, generator=g), input_ids=ids, attention_mask=torch.ones_like(ids), masks=masks
+    )
 
 
 def with_kernel(learn: Learner, kernel: dict) -> Learner:
@@ -60,14 +63,19 @@ def learner(model, cfg, batches: list, kernel: dict, cbs: tuple = ()) -> Learner
 
 class LossRecord(Callback):
     "The loss of every step."
-    def __init__(self): self.losses = []
-    def after_step(self): self.losses.append(float(self.learn.loss.detach()))
+
+    def __init__(self):
+        self.losses = []
+
+    def after_step(self):
+        self.losses.append(float(self.learn.loss.detach()))
 
 
 def optimizer_steps(model, cfg) -> dict:
     "One `opt.step()` per kernel, each with its own AdamW over the same gradients."
     params = [p for p in model.parameters() if p.requires_grad]
-    for p in params: p.grad = torch.randn_like(p) * 1e-3
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
     opts = {k: torch.optim.AdamW(model.param_groups(cfg), lr=1e-6, weight_decay=0.0, **kw) for k, kw in KERNELS.items()}
     return {k: o.step for k, o in opts.items()}
 
@@ -75,7 +83,9 @@ def optimizer_steps(model, cfg) -> dict:
 def train_steps(model, cfg, batch) -> dict:
     "One `Learner.one_batch()` (forward, losses, backward, optimizer step) per kernel, each on a copy of the model."
     learns = {k: learner(copy.deepcopy(model), cfg, [batch], kw) for k, kw in KERNELS.items() if k != "loop"}
-    for l in learns.values(): l.trainer.train(); l.batch = batch
+    for l in learns.values():
+        l.trainer.train()
+        l.batch = batch
     return {k: l.one_batch for k, l in learns.items()}
 
 
@@ -83,19 +93,23 @@ def short_run_losses(cfg, steps: int) -> dict[str, list[float]]:
     "Losses of `steps` Learner steps from the same initial weights and batches under each of fused and foreach."
     out = {}
     for k in ("fused", "foreach"):
-        seed_everything(cfg.seed); model = build_model(cfg)
+        seed_everything(cfg.seed)
+        model = build_model(cfg)
         batches = [random_batch(cfg, i) for i in range(steps)]
         rec = LossRecord()
         l = learner(model, cfg.override({"train.max_steps": steps}), batches, KERNELS[k], (rec,))
-        seed_everything(cfg.seed); l.fit()
+        seed_everything(cfg.seed)
+        l.fit()
         out[k] = rec.losses
     return out
 
 
 def rows_of(title: str, stats: dict) -> list[dict]:
     ref = stats["fused"]
-    return [{"what": title, "kernel": k, **stats_cells(s), "× fused": f"{paired_ratio(s, ref):.2f}"}
-            for k, s in stats.items()]
+    return [
+        {"what": title, "kernel": k, **stats_cells(s), "× fused": f"{paired_ratio(s, ref):.2f}"}
+        for k, s in stats.items()
+    ]
 
 
 def main():
@@ -106,7 +120,8 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = tiny_config()
-    seed_everything(cfg.seed); model = build_model(cfg)
+    seed_everything(cfg.seed)
+    model = build_model(cfg)
     n_tensors = sum(p.requires_grad for p in model.parameters())
     assert adamw_kernel(model.parameters()) == {"fused": True}, "the library no longer picks fused AdamW on the CPU"
     probe, p0 = Probe(), probes_1t_2t()
@@ -115,18 +130,27 @@ def main():
     step = interleaved(train_steps(model, cfg, random_batch(cfg)), probe, warmup=2, **budget)
     p1 = probes_1t_2t()
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
-    note = (f"magnet_tiny, {n_tensors} parameter tensors ({n_params:.2f} M), batch {cfg.train.batch_size} at "
-            f"{cfg.data.image_size} px, one thread, torch {torch.__version__}; 512³ float32 matmul probe "
-            f"{p0[0]:.2f} / {p1[0]:.2f} ms on one thread, {p0[1]:.2f} / {p1[1]:.2f} ms on two (start / end); "
-            f"load average {os.getloadavg()[0]:.1f}")
-    print(header("AdamW kernels, interleaved: the optimizer step alone and the Learner's whole training step", probe,
-                 "\n".join(x for x in (note, busy_note(*opt.values(), *step.values())) if x)))
+    note = (
+        f"magnet_tiny, {n_tensors} parameter tensors ({n_params:.2f} M), batch {cfg.train.batch_size} at "
+        f"{cfg.data.image_size} px, one thread, torch {torch.__version__}; 512³ float32 matmul probe "
+        f"{p0[0]:.2f} / {p1[0]:.2f} ms on one thread, {p0[1]:.2f} / {p1[1]:.2f} ms on two (start / end); "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        header(
+            "AdamW kernels, interleaved: the optimizer step alone and the Learner's whole training step",
+            probe,
+            "\n".join(x for x in (note, busy_note(*opt.values(), *step.values())) if x),
+        )
+    )
     print(table(rows_of("optimizer step", opt) + rows_of("training step", step), COLS))
     losses = short_run_losses(cfg, args.steps)
     diff = max(abs(a - b) for a, b in zip(losses["fused"], losses["foreach"]))
-    print(f"\nshort run, {args.steps} steps from the same weights and batches: loss {losses['fused'][0]:.4f} → "
-          f"{losses['fused'][-1]:.4f} (fused), {losses['foreach'][0]:.4f} → {losses['foreach'][-1]:.4f} (foreach); "
-          f"largest |Δloss| at any step {diff:.2e}")
+    print(
+        f"\nshort run, {args.steps} steps from the same weights and batches: loss {losses['fused'][0]:.4f} → "
+        f"{losses['fused'][-1]:.4f} (fused), {losses['foreach'][0]:.4f} → {losses['foreach'][-1]:.4f} (foreach); "
+        f"largest |Δloss| at any step {diff:.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Usage: python bench/bench_threads.py [--steps 20] [--max-threads N] [--budget-s 
 Unlike `ris_nb train`, which uses every usable core by default, this script sets the count itself for every step, so
 OMP_NUM_THREADS does not matter here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,13 @@ from ris_nb.testing import usable_cores
 from ris_nb.data.shaperefs import generate  # noqa: E402
 from ris_nb.train import prepare  # noqa: E402
 
-QUICKSTART = {"data.image_size": 64, "train.batch_size": 32}   # the Makefile's QS_SET, as far as one step sees it
+QUICKSTART = {"data.image_size": 64, "train.batch_size": 32}  # the Makefile's QS_SET, as far as one step sees it
 COLS = ["threads", "samples/s", "median ms", "p10–p90 ms", "kept/dropped", "probe 1t ms", "probe 2t ms"]
 
 
 def quickstart_step(scenes: int = 200):
-    "One training step of the quickstart (magnet_tiny, batch 32 at 64 px) as `fit` runs it, on a small ShapeRefs; (step, batch size)."
+    """One training step of the quickstart (magnet_tiny, batch 32 at 64 px) as `fit` runs it, on a small ShapeRefs;
+    (step, batch size)."""
     root = Path(tempfile.mkdtemp(prefix="bench_threads_"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     generate(root / "shaperefs", n_images=scenes, seed=0, size=64, verbose=False)
@@ -44,43 +46,73 @@ def quickstart_step(scenes: int = 200):
     batch = next(iter(loaders["train"]))
     opt = torch.optim.AdamW(model.param_groups(cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=True)
     dtype = amp_dtype("cpu", cfg.train.amp)
+
     def step():
         model.train()
         with torch.autocast("cpu", dtype=dtype) if dtype else nullcontext():
             loss = model.losses(model(batch), batch)["loss"]
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
     return step, len(batch.input_ids)
 
 
 def on_threads(step, n: int):
     "`step` run on `n` torch threads; one thread again afterwards, so that every probe runs on one."
+
     def run():
         torch.set_num_threads(n)
-        try: step()
-        finally: torch.set_num_threads(1)
+        try:
+            step()
+        finally:
+            torch.set_num_threads(1)
+
     return run
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20, help="kept steps per thread count (default 20; 2 for a smoke run)")
-    ap.add_argument("--max-threads", type=int, default=usable_cores(), help="largest thread count (default: usable cores)")
-    ap.add_argument("--budget-s", type=float, default=300.0, help="stop measuring after this many seconds (default 300)")
+    ap.add_argument(
+        "--max-threads", type=int, default=usable_cores(), help="largest thread count (default: usable cores)"
+    )
+    ap.add_argument(
+        "--budget-s", type=float, default=300.0, help="stop measuring after this many seconds (default 300)"
+    )
     args = ap.parse_args()
-    if args.steps < 1 or args.max_threads < 1: raise SystemExit("--steps and --max-threads must be >= 1")
+    if args.steps < 1 or args.max_threads < 1:
+        raise SystemExit("--steps and --max-threads must be >= 1")
     step, bs = quickstart_step()
     torch.set_num_threads(1)
     probe, p0 = Probe(), probes_1t_2t()
     counts = list(range(1, args.max_threads + 1))
-    st = interleaved({f"{n} threads": on_threads(step, n) for n in counts}, probe, reps=args.steps, warmup=1,
-                     budget_s=args.budget_s)
+    st = interleaved(
+        {f"{n} threads": on_threads(step, n) for n in counts}, probe, reps=args.steps, warmup=1, budget_s=args.budget_s
+    )
     p1 = probes_1t_2t()
-    rows = [{"threads": n, "samples/s": round(bs * 1e3 / st[f"{n} threads"].median, 1), **stats_cells(st[f"{n} threads"]),
-             "probe 1t ms": round(min(p0[0], p1[0]), 2), "probe 2t ms": round(min(p0[1], p1[1]), 2)} for n in counts]
-    note = (f"512³ float32 matmul probe: {p0[0]:.2f} / {p1[0]:.2f} ms on one thread, {p0[1]:.2f} / {p1[1]:.2f} ms on two "
-            f"(start / end); {usable_cores()} usable cores, {os.cpu_count()} in the machine; load average {os.getloadavg()[0]:.1f}")
-    print(header(f"quickstart training step (magnet_tiny, batch {bs}, 64 px) by thread count, interleaved", probe,
-                 "\n".join(x for x in (note, busy_note(*st.values())) if x)))
+    rows = [
+        {
+            "threads": n,
+            "samples/s": round(bs * 1e3 / st[f"{n} threads"].median, 1),
+            **stats_cells(st[f"{n} threads"]),
+            "probe 1t ms": round(min(p0[0], p1[0]), 2),
+            "probe 2t ms": round(min(p0[1], p1[1]), 2),
+        }
+        for n in counts
+    ]
+    note = (
+        f"512³ float32 matmul probe: {p0[0]:.2f} / {p1[0]:.2f} ms on one thread, {p0[1]:.2f} / {p1[1]:.2f} ms on two "
+        f"(start / end); {usable_cores()} usable cores, {os.cpu_count()} in the machine; load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
+    print(
+        header(
+            f"quickstart training step (magnet_tiny, batch {bs}, 64 px) by thread count, interleaved",
+            probe,
+            "\n".join(x for x in (note, busy_note(*st.values())) if x),
+        )
+    )
     print(table(rows, COLS))
 
 

@@ -11,20 +11,23 @@ from typing import Callable
 
 from . import cli, course, experiments
 
-COMMANDS: list[Callable] = [*cli.SUBCOMMANDS, experiments.add_subcommands, course.add_subcommands]   # pipeline first
+COMMANDS: list[Callable] = [*cli.SUBCOMMANDS, experiments.add_subcommands, course.add_subcommands]  # pipeline first
+
 
 def build_parser() -> argparse.ArgumentParser:
     "The whole `ris_nb` parser: every module's subcommands."
     return cli.build_parser(COMMANDS)
 
+
 def main(argv: list[str] | None = None) -> int:
     "`ris_nb ARGV` with every subcommand: the console script, `python -m ris_nb` and `torchrun … -m ris_nb`."
     return cli.main(argv, COMMANDS)
 
+
 # %% auto #0
-__all__ = ['COMMANDS', 'build_parser', 'main']
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 # %% ../nbs/99_app.ipynb #c99app06
 #| eval: false
-if __name__ == "__main__" and "ipykernel" not in sys.modules:   # python -m ris_nb …, torchrun … -m ris_nb …
+if __name__ == "__main__" and "ipykernel" not in sys.modules:  # python -m ris_nb …, torchrun … -m ris_nb …
     sys.exit(main())

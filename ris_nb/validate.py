@@ -13,203 +13,387 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
-if TYPE_CHECKING:                       # annotations only: core imports this module, so it cannot import core
+if TYPE_CHECKING:  # annotations only: core imports this module, so it cannot import core
     from ris_nb.core import Config
 
 # %% auto #0
-__all__ = ['BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'check_value',
-           'check_field', 'field_problems', 'text_positions', 'cross_field_problems']
+__all__ = [
+    "BACKBONES",
+    "SELECT_METRICS",
+    "MIN_IMAGE_SIZE",
+    "MAX_IMAGE_SIZE",
+    "MAX_WORKERS",
+    "MAX_SEED",
+    "check_value",
+    "check_field",
+    "field_problems",
+    "text_positions",
+    "cross_field_problems",
+]
+
 
 # %% ../nbs/90_config_validation.ipynb #d3348b7a
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
+
 def check_value(value, tp, key: str):
-    "Return `value` converted to type `tp` or raise a `ValueError` naming `key` (00_core's `from_dict` and `override` call it for every value)."
+    """Return `value` converted to type `tp` or raise a `ValueError` naming `key` (00_core's `from_dict` and
+    `override` call it for every value)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args: return None
+        if value is None and type(None) in args:
+            return None
         errors = []
         for a in (a for a in args if a is not type(None)):
-            try: return check_value(value, a, key)
-            except ValueError as e: errors.append(str(e))
+            try:
+                return check_value(value, a, key)
+            except ValueError as e:
+                errors.append(str(e))
         raise ValueError(errors[0])
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{key}: expected a list of {_type_name(args[0])}, got {value!r}")
         return [check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
-        if isinstance(value, bool): return value
+        if isinstance(value, bool):
+            return value
     elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool): return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool): return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
     elif tp is str:
-        if isinstance(value, str): return value
-    else: raise ValueError(f"{key}: unsupported field type {tp}")
+        if isinstance(value, str):
+            return value
+    else:
+        raise ValueError(f"{key}: unsupported field type {tp}")
     raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
 
 # %% ../nbs/90_config_validation.ipynb #1c8662c7
 BACKBONES = ("swin", "vit", "efficientnet_lite0", "mobilenetv2", "pixel_cnn")
 SELECT_METRICS = ("oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9")
-MIN_IMAGE_SIZE = 32                    # ours: the coarsest feature map of every backbone (stride 32) keeps at least one cell
-MAX_IMAGE_SIZE = 2048                  # ours: 4× the papers' largest input (480 px); larger sides exhaust memory before training
-MAX_WORKERS = 64                       # ours: each data-loader worker is a process with its own copy of the dataset index
+# ours: the coarsest feature map of every backbone (stride 32) keeps at least one cell
+MIN_IMAGE_SIZE = 32
+# ours: 4× the papers' largest input (480 px); larger sides exhaust memory before training
+MAX_IMAGE_SIZE = 2048
+# ours: each data-loader worker is a process with its own copy of the dataset index
+MAX_WORKERS = 64
+
 
 def check_field(ok: bool, key: str, value: Any, expected: str) -> None:
     "Raise a `ValueError` naming config field `key`, its `value` and what was `expected`, unless `ok`."
-    if not ok: raise ValueError(f"{key}={value!r}: expected {expected}")
+    if not ok:
+        raise ValueError(f"{key}={value!r}: expected {expected}")
 
-def _is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
-def _int_at_least(lo: int): return (lambda v: _is_int(v) and v >= lo), f"an integer >= {lo}"
-def _int_between(lo: int, hi: int): return (lambda v: _is_int(v) and lo <= v <= hi), f"an integer from {lo} to {hi}"
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int_at_least(lo: int):
+    return (lambda v: _is_int(v) and v >= lo), f"an integer >= {lo}"
+
+
+def _int_between(lo: int, hi: int):
+    return (lambda v: _is_int(v) and lo <= v <= hi), f"an integer from {lo} to {hi}"
+
+
 def _number(lo: float = 0.0, strict: bool = False, hi: float = math.inf):
-    ok = lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    and (v > lo if strict else v >= lo) and v <= hi)
+    def ok(v):
+        return (
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and (v > lo if strict else v >= lo)
+            and v <= hi
+        )
+
     return ok, f"a finite number {'>' if strict else '>='} {lo:g}" + (f" and <= {hi:g}" if hi < math.inf else "")
-def _one_of(*xs): return (lambda v: v in xs), "one of " + ", ".join(map(repr, xs))
-def _int_list(lo: int = 1): return (lambda v: isinstance(v, list) and all(_is_int(x) and x >= lo for x in v)), f"a list of integers >= {lo}"
+
+
+def _one_of(*xs):
+    return (lambda v: v in xs), "one of " + ", ".join(map(repr, xs))
+
+
+def _int_list(lo: int = 1):
+    return (lambda v: isinstance(v, list) and all(_is_int(x) and x >= lo for x in v)), f"a list of integers >= {lo}"
+
+
 _NAME = (lambda v: isinstance(v, str) and v.strip() != ""), "a non-empty string"
 _POS, _NONNEG, _PROB = _int_at_least(1), _int_at_least(0), _number(0.0, hi=1.0)
-MAX_SEED = 2**32 - 1                   # NumPy's seed range; torch's generators take it too
+MAX_SEED = 2**32 - 1  # NumPy's seed range; torch's generators take it too
 _SEED = (lambda v: _is_int(v) and 0 <= v <= MAX_SEED), f"an integer from 0 to {MAX_SEED:,} (2**32 - 1)"
-_CE_WEIGHTS = ((lambda v: isinstance(v, list) and len(v) == 2 and all(_number()[0](x) for x in v) and sum(v) > 0),
-               "two finite weights >= 0, not both 0: [background, foreground]")
+_CE_WEIGHTS = (
+    (lambda v: isinstance(v, list) and len(v) == 2 and all(_number()[0](x) for x in v) and sum(v) > 0),
+    "two finite weights >= 0, not both 0: [background, foreground]",
+)
 
 # %% ../nbs/90_config_validation.ipynb #0ac64935
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": _SEED,
-    "data.root": _NAME, "data.dataset": _NAME, "data.split_by": _NAME, "data.train_split": _NAME, "data.val_split": _NAME,
-    "data.image_size": _int_between(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), "data.normalize": _one_of("imagenet", "half"),
-    "data.text_field": _one_of("raw", "sent"), "data.tokenizer": _NAME, "data.max_tokens": _int_at_least(3),
-    "data.pad_to": _one_of("max_tokens", "longest"), "data.num_workers": _int_between(0, MAX_WORKERS),
-    "model.name": _NAME, "model.vision.backbone": _one_of(*BACKBONES), "model.vision.embed_dim": _POS,
-    "model.vision.depths": _int_list(), "model.vision.num_heads": _int_list(), "model.vision.window_size": _POS,
-    "model.vision.patch_size": _POS, "model.vision.mlp_ratio": _number(strict=True), "model.vision.drop_path": _PROB,
-    "model.vision.abs_pos": _one_of("none", "sine"), "model.vision.stem": _one_of("patch", "conv"),
-    "model.text.vocab_size": _NONNEG, "model.text.hidden_size": _POS, "model.text.num_layers": _POS,
-    "model.text.num_heads": _POS, "model.text.intermediate_size": _POS, "model.text.layer_groups": _int_list(),
-    "model.text.trainable_layers": _int_at_least(-1), "model.text.lr_scale": _number(),
-    "model.lavt.pwam_heads": _POS, "model.lavt.decoder_dim": _POS, "model.lavt.refine": _NONNEG, "model.lavt.loss": _one_of("ce", "dice", "dice_bce"),
+    "data.root": _NAME,
+    "data.dataset": _NAME,
+    "data.split_by": _NAME,
+    "data.train_split": _NAME,
+    "data.val_split": _NAME,
+    "data.image_size": _int_between(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
+    "data.normalize": _one_of("imagenet", "half"),
+    "data.text_field": _one_of("raw", "sent"),
+    "data.tokenizer": _NAME,
+    "data.max_tokens": _int_at_least(3),
+    "data.pad_to": _one_of("max_tokens", "longest"),
+    "data.num_workers": _int_between(0, MAX_WORKERS),
+    "model.name": _NAME,
+    "model.vision.backbone": _one_of(*BACKBONES),
+    "model.vision.embed_dim": _POS,
+    "model.vision.depths": _int_list(),
+    "model.vision.num_heads": _int_list(),
+    "model.vision.window_size": _POS,
+    "model.vision.patch_size": _POS,
+    "model.vision.mlp_ratio": _number(strict=True),
+    "model.vision.drop_path": _PROB,
+    "model.vision.abs_pos": _one_of("none", "sine"),
+    "model.vision.stem": _one_of("patch", "conv"),
+    "model.text.vocab_size": _NONNEG,
+    "model.text.hidden_size": _POS,
+    "model.text.num_layers": _POS,
+    "model.text.num_heads": _POS,
+    "model.text.intermediate_size": _POS,
+    "model.text.layer_groups": _int_list(),
+    "model.text.trainable_layers": _int_at_least(-1),
+    "model.text.lr_scale": _number(),
+    "model.lavt.pwam_heads": _POS,
+    "model.lavt.decoder_dim": _POS,
+    "model.lavt.refine": _NONNEG,
+    "model.lavt.loss": _one_of("ce", "dice", "dice_bce"),
     "model.lavt.ce_weights": _CE_WEIGHTS,
-    "model.mg.weight": _number(), "model.mg.select_prob": _PROB, "model.mg.mask_prob": _PROB, "model.mg.min_masked": _NONNEG,
-    "model.mg.width": _POS, "model.mg.layers": _POS, "model.mg.heads": _POS, "model.mg.ffn": _POS,
-    "model.mg.mask_patch": _POS, "model.mg.visual_stride": _POS, "model.mg.visual_source": _one_of("clean", "masked"),
-    "model.cal.pool_sizes": _int_list(), "model.cal.weight": _number(), "model.cal.tau_text": _number(strict=True),
-    "model.cal.tau_pixel": _number(strict=True), "model.cal.w_text": _number(), "model.cal.w_pixel": _number(),
-    "model.cal.n_fg": _POS, "model.cal.n_bg": _POS,
-    "model.magnet.hidden_dim": _POS, "model.magnet.enc_layers": _POS, "model.magnet.dec_layers": _POS,
-    "model.magnet.n_heads": _POS, "model.magnet.n_points": _POS, "model.magnet.enc_ffn": _POS, "model.magnet.dec_ffn": _POS,
-    "model.magnet.w_bce": _number(), "model.magnet.w_dice": _number(), "model.magnet.w_class": _number(),
+    "model.mg.weight": _number(),
+    "model.mg.select_prob": _PROB,
+    "model.mg.mask_prob": _PROB,
+    "model.mg.min_masked": _NONNEG,
+    "model.mg.width": _POS,
+    "model.mg.layers": _POS,
+    "model.mg.heads": _POS,
+    "model.mg.ffn": _POS,
+    "model.mg.mask_patch": _POS,
+    "model.mg.visual_stride": _POS,
+    "model.mg.visual_source": _one_of("clean", "masked"),
+    "model.cal.pool_sizes": _int_list(),
+    "model.cal.weight": _number(),
+    "model.cal.tau_text": _number(strict=True),
+    "model.cal.tau_pixel": _number(strict=True),
+    "model.cal.w_text": _number(),
+    "model.cal.w_pixel": _number(),
+    "model.cal.n_fg": _POS,
+    "model.cal.n_bg": _POS,
+    "model.magnet.hidden_dim": _POS,
+    "model.magnet.enc_layers": _POS,
+    "model.magnet.dec_layers": _POS,
+    "model.magnet.n_heads": _POS,
+    "model.magnet.n_points": _POS,
+    "model.magnet.enc_ffn": _POS,
+    "model.magnet.dec_ffn": _POS,
+    "model.magnet.w_bce": _number(),
+    "model.magnet.w_dice": _number(),
+    "model.magnet.w_class": _number(),
 }
 
 # %% ../nbs/90_config_validation.ipynb #559f3198
-_RULES.update({
-    "model.sag.slot_type": _one_of("entity", "random", "query"), "model.sag.n_gaussians": _POS, "model.sag.n_samples": _POS,
-    "model.sag.dim": _POS, "model.sag.iterations": _POS, "model.sag.slot_heads": _POS, "model.sag.slot_head_dim": _POS,
-    "model.sag.interaction_heads": _POS, "model.sag.interaction_head_dim": _POS, "model.sag.fusion_heads": _POS,
-    "model.sag.fusion_head_dim": _POS, "model.sag.ffn_mult": _number(strict=True), "model.sag.var_scaling": _number(strict=True),
-    "model.sag.slot_softmax": _one_of("slots", "pixels"), "model.sag.recon_weight": _number(),
-    "model.sag.recon_target": _one_of("tokens", "pixels"), "model.sag.text_pool": _one_of("cls", "mean"), "model.sag.c3_temperature": _number(strict=True),
-    "model.sag.inference": _one_of("weighted", "max", "avg", "min"), "model.sag.dropout": _PROB,
-    "model.sag.eval_seed": _SEED, "model.sag.vit_build_size": _NONNEG, "model.sag.vit_lr_scale": _number(),
-    "model.sag.text_lr_scale": _number(), "model.sag.bert_max_positions": _POS,
-    "model.sag.slot_logit_scale": _number(strict=True), "model.sag.decoder": _one_of("broadcast", "affine"),
-    "model.sag.pos_weight": _number(), "model.sag.entity_weights": ((lambda v: isinstance(v, str)), "a string: '', packaged or a path"),
-    "model.sag.entity_pieces": _NONNEG, "model.sag.appearance_view": _one_of("grid", "crop"),
-    "train.max_steps": _POS, "train.epochs": _NONNEG, "train.batch_size": _POS, "train.lr": _number(strict=True),
-    "train.weight_decay": _number(), "train.schedule": _one_of("poly", "cosine", "constant"),
-    "train.poly_power": _number(strict=True), "train.warmup_steps": _NONNEG, "train.warmup": _one_of("lr", "loss_scale"),
-    "train.grad_clip": _number(), "train.accum_steps": _POS, "train.amp": _one_of("auto", "bf16", "off"),
-    "train.eval_every": _POS, "train.ckpt_every": _POS, "train.log_every": _POS, "train.out_dir": _NAME,
-    "train.device": ((lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None),
-                     "auto, cpu, mps, cuda or cuda:N"),
-    "eval.protocol": _one_of("square", "original"), "eval.batch_size": _POS, "eval.select_metric": _one_of(*SELECT_METRICS),
-})
+_RULES.update(
+    {
+        "model.sag.slot_type": _one_of("entity", "random", "query"),
+        "model.sag.n_gaussians": _POS,
+        "model.sag.n_samples": _POS,
+        "model.sag.dim": _POS,
+        "model.sag.iterations": _POS,
+        "model.sag.slot_heads": _POS,
+        "model.sag.slot_head_dim": _POS,
+        "model.sag.interaction_heads": _POS,
+        "model.sag.interaction_head_dim": _POS,
+        "model.sag.fusion_heads": _POS,
+        "model.sag.fusion_head_dim": _POS,
+        "model.sag.ffn_mult": _number(strict=True),
+        "model.sag.var_scaling": _number(strict=True),
+        "model.sag.slot_softmax": _one_of("slots", "pixels"),
+        "model.sag.recon_weight": _number(),
+        "model.sag.recon_target": _one_of("tokens", "pixels"),
+        "model.sag.text_pool": _one_of("cls", "mean"),
+        "model.sag.c3_temperature": _number(strict=True),
+        "model.sag.inference": _one_of("weighted", "max", "avg", "min"),
+        "model.sag.dropout": _PROB,
+        "model.sag.eval_seed": _SEED,
+        "model.sag.vit_build_size": _NONNEG,
+        "model.sag.vit_lr_scale": _number(),
+        "model.sag.text_lr_scale": _number(),
+        "model.sag.bert_max_positions": _POS,
+        "model.sag.slot_logit_scale": _number(strict=True),
+        "model.sag.decoder": _one_of("broadcast", "affine"),
+        "model.sag.pos_weight": _number(),
+        "model.sag.entity_weights": ((lambda v: isinstance(v, str)), "a string: '', packaged or a path"),
+        "model.sag.entity_pieces": _NONNEG,
+        "model.sag.appearance_view": _one_of("grid", "crop"),
+        "train.max_steps": _POS,
+        "train.epochs": _NONNEG,
+        "train.batch_size": _POS,
+        "train.lr": _number(strict=True),
+        "train.weight_decay": _number(),
+        "train.schedule": _one_of("poly", "cosine", "constant"),
+        "train.poly_power": _number(strict=True),
+        "train.warmup_steps": _NONNEG,
+        "train.warmup": _one_of("lr", "loss_scale"),
+        "train.grad_clip": _number(),
+        "train.accum_steps": _POS,
+        "train.amp": _one_of("auto", "bf16", "off"),
+        "train.eval_every": _POS,
+        "train.ckpt_every": _POS,
+        "train.log_every": _POS,
+        "train.out_dir": _NAME,
+        "train.device": (
+            (lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None),
+            "auto, cpu, mps, cuda or cuda:N",
+        ),
+        "eval.protocol": _one_of("square", "original"),
+        "eval.batch_size": _POS,
+        "eval.select_metric": _one_of(*SELECT_METRICS),
+    }
+)
+
 
 # %% ../nbs/90_config_validation.ipynb #cv000007
 def field_problems(flat: dict[str, Any]) -> list[str]:
-    "One message per field of a flat config (dotted key → value, `ris_nb.core.flat_config`) that breaks its rule in `_RULES`."
+    """One message per field of a flat config (dotted key → value, `ris_nb.core.flat_config`) that breaks its rule in
+    `_RULES`."""
     errs = []
     for key, (ok, expected) in _RULES.items():
-        try: check_field(ok(flat[key]), key, flat[key], expected)
-        except ValueError as e: errs.append(str(e))
+        try:
+            check_field(ok(flat[key]), key, flat[key], expected)
+        except ValueError as e:
+            errs.append(str(e))
     return errs
 
+
 # %% ../nbs/90_config_validation.ipynb #hv90sg01
-_SLOT_FIELDS = (("slot_type", "entity"), ("interaction", True), ("slot_softmax", "slots"))   # what only slots read
+_SLOT_FIELDS = (("slot_type", "entity"), ("interaction", True), ("slot_softmax", "slots"))  # what only slots read
+
 
 def _sag_checks(cfg: Config) -> list[str]:
     "SaG's options that need others: sentence pairs, pieces, the slot vector, and what needs slots (entity discovery)."
     sg, errs = cfg.model.sag, []
-    if cfg.model.name != "sag": return errs
+    if cfg.model.name != "sag":
+        return errs
     if sg.in_image_negatives and (cfg.train.batch_size % 2 or not sg.fusion):
-        errs.append(f"model.sag.in_image_negatives=True: expected an even train.batch_size (sentences come in pairs; got "
-                    f"{cfg.train.batch_size}) and model.sag.fusion=True (got {sg.fusion})")
+        errs.append(
+            f"model.sag.in_image_negatives=True: expected an even train.batch_size (sentences come in pairs; got "
+            f"{cfg.train.batch_size}) and model.sag.fusion=True (got {sg.fusion})"
+        )
     if sg.entity_pieces and not (sg.entity_appearance and sg.fusion and sg.entity_discovery):
-        errs.append(f"model.sag.entity_pieces={sg.entity_pieces}: expected model.sag.entity_appearance=True (pieces of one slot share "
-                    f"its vector; their appearance tells them apart), fusion=True and entity_discovery=True (got "
-                    f"{sg.entity_appearance}, {sg.fusion}, {sg.entity_discovery})")
+        errs.append(
+            f"model.sag.entity_pieces={sg.entity_pieces}: expected model.sag.entity_appearance=True (pieces of "
+            "one slot share "
+            f"its vector; their appearance tells them apart), fusion=True and entity_discovery=True (got "
+            f"{sg.entity_appearance}, {sg.fusion}, {sg.entity_discovery})"
+        )
     if not sg.slot_vector and not sg.entity_appearance:
-        errs.append("model.sag.slot_vector=False: expected model.sag.entity_appearance=True (without either an entity says nothing)")
+        errs.append(
+            "model.sag.slot_vector=False: expected model.sag.entity_appearance=True (without either an entity "
+            "says nothing)"
+        )
     if not sg.entity_discovery and sg.entity_appearance:
-        errs.append("model.sag.entity_discovery=False: the tokens are the entities; expected model.sag."
-                    "entity_appearance=False (the appearance code reads an entity's map; a token's is one cell)")
+        errs.append(
+            "model.sag.entity_discovery=False: the tokens are the entities; expected model.sag."
+            "entity_appearance=False (the appearance code reads an entity's map; a token's is one cell)"
+        )
     moot = [f"{k}={getattr(sg, k)!r}" for k, d in _SLOT_FIELDS if getattr(sg, k) != d]
     if not sg.entity_discovery and moot:
-        errs.append(f"model.sag.entity_discovery=False: there are no slots, so {', '.join(moot)} would change nothing; "
-                    "expected " + ", ".join(f"{k}={d!r}" for k, d in _SLOT_FIELDS))
+        errs.append(
+            f"model.sag.entity_discovery=False: there are no slots, so {', '.join(moot)} would change nothing; "
+            "expected " + ", ".join(f"{k}={d!r}" for k, d in _SLOT_FIELDS)
+        )
     return errs
+
 
 # %% ../nbs/90_config_validation.ipynb #335efde5
 def text_positions(cfg: Config) -> int | None:
-    "Position rows of the text encoder `cfg` builds: the longest sentence in tokens it can read (None: unknown before loading)."
+    """Position rows of the text encoder `cfg` builds: the longest sentence in tokens it can read (None: unknown
+    before loading)."""
     t = cfg.model.text
-    if t.encoder == "bert": return cfg.model.sag.bert_max_positions if cfg.model.name == "sag" else 512
-    if t.encoder == "minilm": return 512
-    try: return int(json.loads((Path(t.encoder) / "config.json").read_text())["max_position_embeddings"])
-    except (OSError, ValueError, KeyError, TypeError): return None     # the encoder's loader names a missing folder
+    if t.encoder == "bert":
+        return cfg.model.sag.bert_max_positions if cfg.model.name == "sag" else 512
+    if t.encoder == "minilm":
+        return 512
+    try:
+        return int(json.loads((Path(t.encoder) / "config.json").read_text())["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the encoder's loader names a missing folder
+
 
 def _input_checks(cfg: Config) -> list[str]:
     "Sizes the image and the sentence must fit: the Swin window, patches, stages, text positions."
     v, t, d, errs = cfg.model.vision, cfg.model.text, cfg.data, []
     side = d.image_size // v.patch_size if v.patch_size else 0
-    if v.backbone == "swin" and v.window_size > side:   # a larger window only pads the map: attention grows as window_size**4
-        errs.append(f"model.vision.window_size={v.window_size}: expected at most {side}, the side of the first Swin feature map "
-                    f"(data.image_size={d.image_size} / model.vision.patch_size={v.patch_size})")
+    # a larger window only pads the map: attention grows as window_size**4
+    if v.backbone == "swin" and v.window_size > side:
+        errs.append(
+            f"model.vision.window_size={v.window_size}: expected at most {side}, the side of the first Swin "
+            "feature map "
+            f"(data.image_size={d.image_size} / model.vision.patch_size={v.patch_size})"
+        )
     n_pos = text_positions(cfg)
     if n_pos is not None and d.max_tokens > n_pos:
-        errs.append(f"data.max_tokens={d.max_tokens}: expected at most {n_pos}, the positions of the text encoder "
-                    f"(model.text.encoder={t.encoder!r})")
+        errs.append(
+            f"data.max_tokens={d.max_tokens}: expected at most {n_pos}, the positions of the text encoder "
+            f"(model.text.encoder={t.encoder!r})"
+        )
     if v.backbone in ("swin", "vit") and v.patch_size and d.image_size % v.patch_size:
-        errs.append(f"data.image_size={d.image_size}: expected a multiple of model.vision.patch_size={v.patch_size} "
-                    f"for the {v.backbone} backbone (e.g. {max(1, round(d.image_size / v.patch_size)) * v.patch_size})")
+        errs.append(
+            f"data.image_size={d.image_size}: expected a multiple of model.vision.patch_size={v.patch_size} "
+            f"for the {v.backbone} backbone (e.g. {max(1, round(d.image_size / v.patch_size)) * v.patch_size})"
+        )
     if v.backbone == "pixel_cnn" and (d.image_size % v.patch_size or len(v.depths) != 1):
-        errs.append(f"model.vision (pixel_cnn): expected data.image_size={d.image_size} to be a multiple of patch_size={v.patch_size} "
-                    f"(the stride) and depths={v.depths} to hold one entry (the convolutions after the stride)")
+        errs.append(
+            f"model.vision (pixel_cnn): expected data.image_size={d.image_size} to be a multiple of "
+            f"patch_size={v.patch_size} "
+            f"(the stride) and depths={v.depths} to hold one entry (the convolutions after the stride)"
+        )
     if v.backbone == "swin" and len(v.depths) != len(v.num_heads):
         errs.append(f"model.vision.depths={v.depths} and num_heads={v.num_heads}: expected one entry per stage in both")
     if v.backbone == "vit" and (len(v.depths) != 1 or len(v.num_heads) != 1):
-        errs.append(f"model.vision.depths={v.depths}, num_heads={v.num_heads}: expected one entry each for vit ([n_layers], [n_heads])")
+        errs.append(
+            f"model.vision.depths={v.depths}, num_heads={v.num_heads}: expected one entry each for vit "
+            "([n_layers], [n_heads])"
+        )
     return errs
+
 
 # %% ../nbs/90_config_validation.ipynb #d5883c96
 def _model_checks(cfg: Config, known_models: Collection[str] = ()) -> list[str]:
-    "Options that need other options (SaG's pairs and pieces), widths their head counts must divide, a model name among `known_models` (when any are given)."
+    """Options that need other options (SaG's pairs and pieces), widths their head counts must divide, a model name
+    among `known_models` (when any are given)."""
     t, errs = cfg.model.text, _sag_checks(cfg)
     if t.encoder == "bert" and t.num_heads and t.hidden_size % t.num_heads:
-        errs.append(f"model.text.hidden_size={t.hidden_size}: expected a multiple of model.text.num_heads={t.num_heads}")
+        errs.append(
+            f"model.text.hidden_size={t.hidden_size}: expected a multiple of model.text.num_heads={t.num_heads}"
+        )
     if t.encoder == "bert" and t.layer_groups and sum(t.layer_groups) != t.num_layers:
-        errs.append(f"model.text.layer_groups={t.layer_groups}: expected them to sum to model.text.num_layers={t.num_layers}")
+        errs.append(
+            f"model.text.layer_groups={t.layer_groups}: expected them to sum to model.text.num_layers={t.num_layers}"
+        )
     for sec, dim, heads in (("mg", "width", "heads"), ("magnet", "hidden_dim", "n_heads")):
         s = getattr(cfg.model, sec)
         if getattr(s, heads) and getattr(s, dim) % getattr(s, heads):
-            errs.append(f"model.{sec}.{dim}={getattr(s, dim)}: expected a multiple of model.{sec}.{heads}={getattr(s, heads)}")
-    if known_models and cfg.model.name not in known_models:     # (none until `ris_nb.models` is imported)
+            errs.append(
+                f"model.{sec}.{dim}={getattr(s, dim)}: expected a multiple of model.{sec}.{heads}={getattr(s, heads)}"
+            )
+    if known_models and cfg.model.name not in known_models:  # (none until `ris_nb.models` is imported)
         errs.append(f"model.name={cfg.model.name!r}: expected one of {', '.join(sorted(known_models))}")
     return errs
 
+
 # %% ../nbs/90_config_validation.ipynb #cv000010
 def cross_field_problems(cfg: Config, known_models: Collection[str] = ()) -> list[str]:
-    "Problems that involve more than one field (sizes the model's blocks must agree on, sizes that exhaust memory, a registered model name)."
+    """Problems that involve more than one field (sizes the model's blocks must agree on, sizes that exhaust memory,
+    a registered model name)."""
     return _input_checks(cfg) + _model_checks(cfg, known_models)

@@ -1,8 +1,9 @@
-"""Shared by the test files: the ShapeRefs folders they read, generated once per session, and one way to run the command line
-in a subprocess. Scheduling for `make test` (pytest-xdist, `--dist loadgroup`): the three learning runs are most of pytest's
-time, so they are collected first and grouped so that magnet_tiny's run and the lavt_tiny + sag_tiny runs start at once on
-different workers, while every other test fills the gaps; started last, the longest run would leave one worker idle at the end.
-Each xdist worker is its own session, so a folder is generated at most once per worker."""
+"""Shared by the test files: the ShapeRefs folders they read, generated once per session, and one way to run the command
+line in a subprocess. Scheduling for `make test` (pytest-xdist, `--dist loadgroup`): the three learning runs are most of
+pytest's time, so they are collected first and grouped so that magnet_tiny's run and the lavt_tiny + sag_tiny runs start
+at once on different workers, while every other test fills the gaps; started last, the longest run would leave one
+worker idle at the end. Each xdist worker is its own session, so a folder is generated at most once per worker."""
+
 from __future__ import annotations
 
 import os
@@ -19,14 +20,18 @@ CLI = [sys.executable, "-m", "ris_nb"]
 
 
 def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_learning.py") else 1)   # stable: keeps the rest's order
+    # stable: keeps the rest's order
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_learning.py") else 1)
 
 
 def run(args, check: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
-    "Run `args` one-threaded and offline, capturing text output; `check`: a non-zero exit fails with the command and its output's tail."
+    """Run `args` one-threaded and offline, capturing text output; `check`: a non-zero exit fails with the command
+    and its output's tail."""
     p = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=ENV, timeout=timeout, **kw)
     if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+        )
     return p
 
 
@@ -40,10 +45,12 @@ def cli(*args, check_rc: int | None = None, **kw) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="session")
 def shaperefs_data(tmp_path_factory) -> Callable[..., Path]:
-    """`get(n_images, seed, size=128, language="plain")`: a data root holding `shaperefs/` made with those settings, generated
-    once per session and shared: read it only (`copy_data` it into `tmp_path` to change it)."""
+    """`get(n_images, seed, size=128, language="plain")`: a data root holding `shaperefs/` made with those settings,
+    generated once per session and shared: read it only (`copy_data` it into `tmp_path` to change it)."""
     from ris_nb.data.shaperefs import ensure_shaperefs
+
     made: dict[tuple, Path] = {}
+
     def get(n_images: int, seed: int, size: int = 128, language: str = "plain") -> Path:
         key = (n_images, seed, size, language)
         if key not in made:
@@ -51,6 +58,7 @@ def shaperefs_data(tmp_path_factory) -> Callable[..., Path]:
             ensure_shaperefs(root / "shaperefs", *key)
             made[key] = root
         return made[key]
+
     return get
 
 

@@ -4,7 +4,9 @@ order when nothing depends on how the batch is split: dropout is switched off, M
 the masked tokens of the whole batch) and CAL are off, and the model has no BatchNorm (SyncBN needs GPUs; LAVT's
 decoder has BatchNorm, so it is not used here). Also used for gradient accumulation (ACCUM micro-batches of
 8/ACCUM samples per optimizer step). Each rank prints how many gloo threads are left after `finish_distributed`
-(0: the process group was freed there, not at interpreter exit). Usage: python ddp_worker.py DATA_DIR OUT_DIR STEPS [ACCUM]"""
+(0: the process group was freed there, not at interpreter exit). Usage: python ddp_worker.py DATA_DIR OUT_DIR STEPS
+[ACCUM]"""
+
 import os
 import sys
 
@@ -16,27 +18,42 @@ from ris_nb.distributed import finish_distributed
 from ris_nb.train import fit, prepare
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-from gloo_threads import gloo_threads   # noqa: E402  (the diagnostic tool owns the count)
+from gloo_threads import gloo_threads  # noqa: E402  (the diagnostic tool owns the count)
 
 
 def report_teardown() -> None:
     "After `finish_distributed`: the gloo threads still alive in this rank (the tests want 0)."
-    if "RANK" in os.environ: print(f"rank {os.environ['RANK']}: {gloo_threads()} gloo threads after finish_distributed", flush=True)
+    if "RANK" in os.environ:
+        print(f"rank {os.environ['RANK']}: {gloo_threads()} gloo threads after finish_distributed", flush=True)
 
 
 def main(data: str, out: str, steps: int, accum: int = 1) -> None:
     torch.set_num_threads(1)
-    cfg = get_preset("magnet_tiny").override({
-        "data.root": os.path.dirname(data), "data.dataset": os.path.basename(data), "train.batch_size": 8 // accum, "train.accum_steps": accum,
-        "train.max_steps": steps, "train.log_every": 1, "train.eval_every": 10_000, "train.ckpt_every": 10_000,
-        "train.out_dir": out, "train.device": "cpu", "data.image_size": 64,
-        "model.mg.enabled": False, "model.cal.enabled": False})
-    _, loaders, model, cfg = prepare(cfg, splits=["train"])   # seeded with cfg.seed = 0
+    cfg = get_preset("magnet_tiny").override(
+        {
+            "data.root": os.path.dirname(data),
+            "data.dataset": os.path.basename(data),
+            "train.batch_size": 8 // accum,
+            "train.accum_steps": accum,
+            "train.max_steps": steps,
+            "train.log_every": 1,
+            "train.eval_every": 10_000,
+            "train.ckpt_every": 10_000,
+            "train.out_dir": out,
+            "train.device": "cpu",
+            "data.image_size": 64,
+            "model.mg.enabled": False,
+            "model.cal.enabled": False,
+        }
+    )
+    _, loaders, model, cfg = prepare(cfg, splits=["train"])  # seeded with cfg.seed = 0
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     for m in model.modules():
-        if isinstance(m, nn.Dropout): m.p = 0.0
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
         if hasattr(m, "config") and hasattr(m.config, "attention_probs_dropout_prob"):
-            m.config.attention_probs_dropout_prob = 0.0; m.config.hidden_dropout_prob = 0.0
+            m.config.attention_probs_dropout_prob = 0.0
+            m.config.hidden_dropout_prob = 0.0
     fit(model, loaders, cfg, resume_run=False)
     finish_distributed()
     report_teardown()

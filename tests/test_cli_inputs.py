@@ -1,6 +1,7 @@
-"""Arguments that take effect or are refused before any work, and outputs that never replace inputs (FAULTS.md, round 4):
-`--set` given twice, `predict --out` onto its own image or through a link or in a lossy format, unbounded `synth`,
+"""Arguments that take effect or are refused before any work, and outputs that never replace inputs (FAULTS.md, round
+4): `--set` given twice, `predict --out` onto its own image or through a link or in a lossy format, unbounded `synth`,
 `predict_image` given a PIL image, an array or no text, `experiments --record` that is a folder."""
+
 import argparse
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from ris_nb.cli import _config_of, as_pil_image, build_parser, check_mask_path, 
 
 def train_args(*sets: str) -> argparse.Namespace:
     argv = ["train", "--preset", "lavt_tiny"]
-    for s in sets: argv += ["--set", *s.split()]
+    for s in sets:
+        argv += ["--set", *s.split()]
     return build_parser().parse_args(argv)
 
 
@@ -83,8 +85,10 @@ def test_images_come_as_files_pil_images_or_arrays(image):
     arr = np.asarray(Image.open(image))
     assert as_pil_image(image).size == as_pil_image(Image.open(image)).size == as_pil_image(arr).size == (8, 8)
     assert as_pil_image(arr[..., 0]).mode == "RGB"
-    with pytest.raises(ValueError, match="uint8"): as_pil_image(arr.astype(np.float32))
-    with pytest.raises(TypeError, match="file path, a PIL image or a uint8 array"): as_pil_image(42)
+    with pytest.raises(ValueError, match="uint8"):
+        as_pil_image(arr.astype(np.float32))
+    with pytest.raises(TypeError, match="file path, a PIL image or a uint8 array"):
+        as_pil_image(42)
 
 
 def test_predict_image_needs_the_text_as_a_string(image):
@@ -132,57 +136,78 @@ def test_a_row_folder_that_is_a_link_is_never_deleted_through(tmp_path):
 
 def test_a_run_still_training_is_not_deleted(tmp_path):
     from ris_nb.distributed import RunLockedError
-    code = ("import sys, time; from ris_nb.distributed import run_lock\n"
-            "with run_lock(sys.argv[1]): print('locked', flush=True); time.sleep(30)")
-    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run" / "train")], stdout=subprocess.PIPE, text=True)
+
+    code = (
+        "import sys, time; from ris_nb.distributed import run_lock\n"
+        "with run_lock(sys.argv[1]): print('locked', flush=True); time.sleep(30)"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "run" / "train")], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert p.stdout.readline().strip() == "locked"
         with pytest.raises(RunLockedError):
             remove_run_dir(tmp_path / "run")
         assert (tmp_path / "run" / "train").is_dir()
     finally:
-        p.kill(); p.wait()
+        p.kill()
+        p.wait()
 
 
 def test_a_result_made_on_other_data_is_not_reused():
     from dataclasses import replace
+
     r = {"row": "lavt", "seed": 0, "language": "plain", "splits": {"val": {}}, "grounding": {"n": 1}}
     assert reusable({**r, "data": data_settings(QUICK)}, QUICK)
     with pytest.warns(UserWarning, match="trained on other data"):
-        assert not reusable(r, replace(QUICK, language="appearance"))          # a result of before data settings
+        assert not reusable(r, replace(QUICK, language="appearance"))  # a result of before data settings
     with pytest.warns(UserWarning, match="trained on other data"):
         assert not reusable({**r, "data": data_settings(QUICK)}, replace(QUICK, n_images=400))
 
 
 def alive(pid: int) -> bool:
-    try: state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError: return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
     return state not in ("Z", "X")
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_pool_process_dies_with_its_study():
-    code = ("import os, time; from ris_nb.experiments import die_with_parent\n"
-            "me = os.getpid(); pid = os.fork()\n"
-            "if pid == 0: die_with_parent(me); time.sleep(60); os._exit(0)\n"
-            "print(pid, flush=True); time.sleep(1); os._exit(0)")
+    code = (
+        "import os, time; from ris_nb.experiments import die_with_parent\n"
+        "me = os.getpid(); pid = os.fork()\n"
+        "if pid == 0: die_with_parent(me); time.sleep(60); os._exit(0)\n"
+        "print(pid, flush=True); time.sleep(1); os._exit(0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     child = int(out.split()[0])
     deadline = time.time() + 10
-    while alive(child) and time.time() < deadline: time.sleep(0.1)
+    while alive(child) and time.time() < deadline:
+        time.sleep(0.1)
     assert not alive(child), "the pool process outlived the study"
 
 
-@pytest.mark.parametrize("flag, value", [("--seeds", "0"), ("--seeds", "1000"), ("--jobs", "500"),
-                                         ("--steps", "100000000"), ("--scenes", "10000000")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--seeds", "0"), ("--seeds", "1000"), ("--jobs", "500"), ("--steps", "100000000"), ("--scenes", "10000000")],
+)
 def test_study_counts_are_bounded_before_any_work(tmp_path, capsys, flag, value):
     rc = full_main(["experiments", "--out", str(tmp_path / "s"), flag, value])
     assert rc == 2 and f"{flag} {value}: expected an integer from 1 to" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("argv", [["experiments", "--out", ""], ["train", "--preset", "lavt_tiny", "--data", " "],
-                                  ["grade", "", "x.ipynb"], ["train", "--preset", "lavt_tiny", "--set", ""]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["experiments", "--out", ""],
+        ["train", "--preset", "lavt_tiny", "--data", " "],
+        ["grade", "", "x.ipynb"],
+        ["train", "--preset", "lavt_tiny", "--set", ""],
+    ],
+)
 def test_an_empty_argument_is_refused_before_any_work(tmp_path, monkeypatch, capsys, argv):
     monkeypatch.chdir(tmp_path)
     assert full_main(argv) == 2 and "empty argument" in capsys.readouterr().err
@@ -192,7 +217,10 @@ def test_an_empty_argument_is_refused_before_any_work(tmp_path, monkeypatch, cap
 def test_check_data_and_train_agree_on_a_folder_without_val(tmp_path, capsys):
     assert full_main(["synth", "--out", str(tmp_path / "shaperefs"), "--n-images", "3", "--size", "64"]) == 0
     capsys.readouterr()
-    for argv in (["check-data", "--root", str(tmp_path)], ["check-data", "--root", str(tmp_path), "--preset", "lavt_tiny"]):
+    for argv in (
+        ["check-data", "--root", str(tmp_path)],
+        ["check-data", "--root", str(tmp_path), "--preset", "lavt_tiny"],
+    ):
         assert full_main(argv) == 2
         assert "no refs of split(s) val" in capsys.readouterr().out
     assert full_main(["train", "--preset", "lavt_tiny", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2

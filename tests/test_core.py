@@ -1,4 +1,5 @@
 "Config round trip, bad keys, presets and the console script (no network needed)."
+
 import json
 import sys
 from configparser import ConfigParser
@@ -23,19 +24,23 @@ def test_every_preset_round_trips_through_json():
         assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
-
 def test_paper_presets_follow_their_papers():
-    "Each *_paper preset selects on its paper's headline metric, trains the papers' epochs and tokenises as its code does."
-    headline = {"lavt": "oIoU", "magnet": "oIoU", "sag": "mIoU"}   # LAVT train.py / MagNet README: oIoU; SaG train_cma_recon.py: mIoU
+    """Each *_paper preset selects on its paper's headline metric, trains the papers' epochs and tokenises as its
+    code does."""
+    # LAVT train.py / MagNet README: oIoU; SaG train_cma_recon.py: mIoU
+    headline = {"lavt": "oIoU", "magnet": "oIoU", "sag": "mIoU"}
     papers = [n for n in list_presets() if n.endswith("_paper")]
     assert {"lavt_paper", "lavt_mg_paper", "magnet_paper", "sag_paper"} <= set(papers)
     for name in papers:
         cfg = get_preset(name)
         assert cfg.eval.select_metric == headline[cfg.model.name], name
         assert cfg.train.epochs == (50 if cfg.model.name == "sag" else 40), name
-        assert (cfg.data.max_tokens, cfg.data.pad_to) == ((512, "longest") if cfg.model.name == "sag" else (20, "max_tokens")), name
-    for name in [n for n in list_presets() if not n.endswith("_paper")]:   # CPU presets count steps
+        assert (cfg.data.max_tokens, cfg.data.pad_to) == (
+            (512, "longest") if cfg.model.name == "sag" else (20, "max_tokens")
+        ), name
+    for name in [n for n in list_presets() if not n.endswith("_paper")]:  # CPU presets count steps
         assert get_preset(name).train.epochs == 0, name
+
 
 def test_unknown_key_names_key_and_allowed_ones():
     with pytest.raises(ValueError) as e:
@@ -49,14 +54,17 @@ def test_unknown_top_level_key():
         Config.from_dict({"optimizer": {}})
 
 
-@pytest.mark.parametrize("key,value,fragment", [
-    ("train.lr", "fast", "train.lr"),
-    ("train.max_steps", 2.5, "train.max_steps"),
-    ("model.mg.enabled", 1, "model.mg.enabled"),
-    ("data.test_splits", "testA", "data.test_splits"),
-    ("train.nope", 1, "allowed keys in train"),
-    ("nope.lr", 1, "sections here"),
-])
+@pytest.mark.parametrize(
+    "key,value,fragment",
+    [
+        ("train.lr", "fast", "train.lr"),
+        ("train.max_steps", 2.5, "train.max_steps"),
+        ("model.mg.enabled", 1, "model.mg.enabled"),
+        ("data.test_splits", "testA", "data.test_splits"),
+        ("train.nope", 1, "allowed keys in train"),
+        ("nope.lr", 1, "sections here"),
+    ],
+)
 def test_override_type_and_key_errors(key, value, fragment):
     with pytest.raises(ValueError, match=fragment.replace(".", r"\.")):
         get_preset("lavt_tiny").override({key: value})
@@ -71,7 +79,7 @@ def test_override_returns_new_config():
 
 def test_parse_override_values():
     assert parse_override("model.mg.enabled=true") == ("model.mg.enabled", True)
-    assert parse_override("data.test_splits=[\"testA\"]") == ("data.test_splits", ["testA"])
+    assert parse_override('data.test_splits=["testA"]') == ("data.test_splits", ["testA"])
     with pytest.raises(ValueError, match="key=value"):
         parse_override("train.lr")
 
@@ -83,13 +91,17 @@ def test_unknown_preset_lists_choices():
 
 def test_seed_and_amp():
     import torch
-    g1 = seed_everything(3); a = torch.rand(2, generator=g1)
-    g2 = seed_everything(3); assert torch.equal(a, torch.rand(2, generator=g2))
+
+    g1 = seed_everything(3)
+    a = torch.rand(2, generator=g1)
+    g2 = seed_everything(3)
+    assert torch.equal(a, torch.rand(2, generator=g2))
     assert amp_dtype("cpu") is None
 
 
 def test_console_script_version_matches_settings():
-    cfg = ConfigParser(); cfg.read(ROOT / "settings.ini")
+    cfg = ConfigParser()
+    cfg.read(ROOT / "settings.ini")
     out = cli("--version", check_rc=0)
     assert out.stdout.strip() == f"ris_nb {cfg['DEFAULT']['version']}" == f"ris_nb {ris_nb.__version__}"
     out = cli("--help", check_rc=0)
@@ -97,31 +109,42 @@ def test_console_script_version_matches_settings():
 
 
 def test_core_does_not_import_the_models():
-    "`ris_nb.core` holds the registry only: importing it loads no model module; importing `ris_nb.models` fills the registry."
-    code = ("import sys, ris_nb.core as c; assert not [m for m in sys.modules if m.startswith('ris_nb.models')], sys.modules.keys(); "
-            "assert not c._MODELS; import ris_nb.models; print(sorted(c._MODELS))")
+    """`ris_nb.core` holds the registry only: importing it loads no model module; importing `ris_nb.models` fills the
+    registry."""
+    code = (
+        "import sys, ris_nb.core as c; assert not [m for m in sys.modules if m.startswith('ris_nb.models')], "
+        "sys.modules.keys(); "
+        "assert not c._MODELS; import ris_nb.models; print(sorted(c._MODELS))"
+    )
     assert run([sys.executable, "-c", code]).stdout.split() == ["['lavt',", "'magnet',", "'sag']"]
 
 
 def test_model_capabilities_come_from_the_registry():
-    "What callers ask of a model (its sampler, grounding diagnostic, image index) is in its registry entry, by name or by class."
+    """What callers ask of a model (its sampler, grounding diagnostic, image index) is in its registry entry, by name
+    or by class."""
     import torch
     from ris_nb.models import model_spec
     from ris_nb.models.sag import SaG
+
     assert model_spec("sag").model_type is SaG and model_spec("sag").grounding == "shatter_gather"
     assert model_spec("sag").pairs_sentences(get_preset("sag_tiny").override({"model.sag.in_image_negatives": True}))
     assert not model_spec("lavt").pairs_sentences(get_preset("lavt_tiny"))
     assert all(model_spec(n).takes_image_index for n in ("lavt", "magnet", "sag"))
     assert model_spec(torch.nn.Linear(2, 2)).build is None and not model_spec(torch.nn.Linear(2, 2)).takes_image_index
-    with pytest.raises(ValueError, match="unknown model 'nope'; available models: lavt, magnet, sag"): model_spec("nope")
+    with pytest.raises(ValueError, match="unknown model 'nope'; available models: lavt, magnet, sag"):
+        model_spec("nope")
 
 
 def test_builds_tiny_models_without_network(monkeypatch):
     "Every tiny preset builds offline (random init, no hub access)."
     import socket
-    from ris_nb.models import build_model       # importing the package registers every model
+    from ris_nb.models import build_model  # importing the package registers every model
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    def no_network(*a, **k): raise OSError("network access attempted")
+
+    def no_network(*a, **k):
+        raise OSError("network access attempted")
+
     monkeypatch.setattr(socket, "create_connection", no_network)
     for name in ["lavt_tiny", "lavt_mg_tiny", "magnet_tiny", "sag_tiny"]:
         model = build_model(get_preset(name).override({"model.text.vocab_size": 100}))
@@ -130,13 +153,17 @@ def test_builds_tiny_models_without_network(monkeypatch):
 
 @pytest.mark.parametrize("name", ["magnet_paper", "sag_paper"])
 def test_paper_preset_sources(name):
-    "A paper preset's provenance is registered with it and names a source for every field (source_table raises otherwise)."
+    """A paper preset's provenance is registered with it and names a source for every field (source_table raises
+    otherwise)."""
     from ris_nb.core import flat_config, preset_sources, source_table
+
     tab = source_table(get_preset(name), preset_sources(name))
     assert len(tab.splitlines()) == 2 + len(flat_config(get_preset(name)))
-    assert preset_sources(name) is not preset_sources(name)          # a copy: a caller cannot edit the registry
+    assert preset_sources(name) is not preset_sources(name)  # a copy: a caller cannot edit the registry
 
 
 def test_preset_sources_missing():
     from ris_nb.core import preset_sources
-    with pytest.raises(ValueError, match="lavt_tiny.*no recorded sources"): preset_sources("lavt_tiny")
+
+    with pytest.raises(ValueError, match="lavt_tiny.*no recorded sources"):
+        preset_sources("lavt_tiny")

@@ -1,20 +1,46 @@
-"The exercises are real: in the student copies every check fails; a wrong answer of each kind fails its check; nbgrader and our own few lines make the same copies."
+"""The exercises are real: in the student copies every check fails; a wrong answer of each kind fails its check;
+nbgrader and our own few lines make the same copies."""
+
 import hashlib
 import re
 from pathlib import Path
 
 import pytest
 
-from ris_nb.course import (SOLUTION, HIDDEN, exercise_start, grade_notebooks, make_course, nbgrader_available, read_notebook,
-                           run_exercises, teacher_checks, to_student)
+from ris_nb.course import (
+    SOLUTION,
+    HIDDEN,
+    exercise_start,
+    grade_notebooks,
+    make_course,
+    nbgrader_available,
+    read_notebook,
+    run_exercises,
+    teacher_checks,
+    to_student,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The notebooks that build an idea: each has *write it yourself* and *think*; all but three also *run an experiment*.
-IDEAS = ["01_metrics", "02_shaperefs", "02a_first_model", "03_refer", "04_transforms", "05_encoders", "06_lavt",
-         "07_mask_grounding", "08_alignment", "09_magnet", "10_entity_slots", "11_sag", "12_training",
-         "12a_entity_pretraining", "13_evaluation"]
+IDEAS = [
+    "01_metrics",
+    "02_shaperefs",
+    "02a_first_model",
+    "03_refer",
+    "04_transforms",
+    "05_encoders",
+    "06_lavt",
+    "07_mask_grounding",
+    "08_alignment",
+    "09_magnet",
+    "10_entity_slots",
+    "11_sag",
+    "12_training",
+    "12a_entity_pretraining",
+    "13_evaluation",
+]
 NO_EXPERIMENT = {"02a_first_model", "04_transforms", "12a_entity_pretraining"}
-REPORTS = ["13a_learning", "14_visualize", "15_cli", "16_experiments", "17_demo", "18_refcoco_gpu"]   # a *think* each
+REPORTS = ["13a_learning", "14_visualize", "15_cli", "16_experiments", "17_demo", "18_refcoco_gpu"]  # a *think* each
 TEACHING = IDEAS + REPORTS
 
 
@@ -37,32 +63,50 @@ def course(tmp_path_factory):
     out = tmp_path_factory.mktemp("course")
     return {p.stem: p for p in make_course(ROOT / "nbs", out, verbose=False)}
 
+
 def test_student_copies_written(course):
     assert set(TEACHING) <= set(course), f"no student copy of {sorted(set(TEACHING) - set(course))}"
     for stem, p in course.items():
         text = p.read_text()
-        assert SOLUTION[0] not in text and HIDDEN[0] not in text, f"{p.name}: a solution or hidden test left in the student copy"
+        assert SOLUTION[0] not in text and HIDDEN[0] not in text, (
+            f"{p.name}: a solution or hidden test left in the student copy"
+        )
         assert "raise NotImplementedError()" in text, f"{p.name}: no stub"
     assert (next(iter(course.values())).parent / "README.md").exists()
 
+
 def _digests(answer: str) -> set[str]:
     "Hex digests of an answer as a check might store them (sha256, sha1, md5; prefixes of 8 characters and more)."
-    full = [h(s.encode()).hexdigest() for h in (hashlib.sha256, hashlib.sha1, hashlib.md5) for s in (answer, answer.upper())]
+    full = [
+        h(s.encode()).hexdigest() for h in (hashlib.sha256, hashlib.sha1, hashlib.md5) for s in (answer, answer.upper())
+    ]
     return {d[:k] for d in full for k in (8, 10, 12, 16, len(d))}
 
+
 def test_student_copies_hold_no_answer(course):
-    "A think check in a student copy names its question only: no key, no hash of one, no instructor's answer (issue 50)."
+    """A think check in a student copy names its question only: no key, no hash of one, no instructor's answer (issue
+    50)."""
     digests = set().union(*(_digests(a) for a in "abcdef"))
     for stem, p in course.items():
         text, nb = p.read_text(), read_notebook(p)
-        calls = [args for c in nb["cells"] if c["cell_type"] == "code" for args in re.findall(r"check_choice\(([^)]*)\)", c["source"])]
+        calls = [
+            args
+            for c in nb["cells"]
+            if c["cell_type"] == "code"
+            for args in re.findall(r"check_choice\(([^)]*)\)", c["source"])
+        ]
         assert calls or stem not in TEACHING, f"{p.name}: no think check"
         for args in calls:
-            assert "key" not in args and len(args.split(",")) == 2, f"{p.name}: check_choice({args}) holds more than the question"
+            assert "key" not in args and len(args.split(",")) == 2, (
+                f"{p.name}: check_choice({args}) holds more than the question"
+            )
         leaked = sorted(d for d in digests if d in text)
         assert not leaked, f"{p.name}: holds {leaked}, a hash of a one-letter answer"
-        assert not any(re.search(r"^think_q\d+ = [\"'][a-f][\"']", c["source"], re.M) for c in nb["cells"]), f"{p.name}: a think answer is set"
+        assert not any(re.search(r"^think_q\d+ = [\"'][a-f][\"']", c["source"], re.M) for c in nb["cells"]), (
+            f"{p.name}: a think answer is set"
+        )
         assert "Instructor's answer" not in text, f"{p.name}: the instructor's answer is in the student copy"
+
 
 @pytest.mark.parametrize("stem", TEACHING)
 def test_every_check_fails_on_the_stub(course, stem):
@@ -73,6 +117,7 @@ def test_every_check_fails_on_the_stub(course, stem):
     passed = [f"cell {r.index} ({r.title})" for r in results if r.passed]
     assert not passed, f"{stem}: these checks pass on the student copy (stubs), so they check nothing: {passed}"
 
+
 def _with_answer(nb: dict, marker: str, body: str) -> dict:
     "The instructor notebook with the solution region of the cell containing `marker` replaced by `body`."
     for c in nb["cells"]:
@@ -80,33 +125,64 @@ def _with_answer(nb: dict, marker: str, body: str) -> dict:
             src = c["source"]
             i, j = src.index("### " + SOLUTION[0]), src.index("### " + SOLUTION[1]) + len("### " + SOLUTION[1])
             indent = re.search(r"[ \t]*$", src[:i]).group(0)
-            c["source"] = src[:i - len(indent)] + "\n".join(indent + l for l in body.splitlines()) + src[j:]
+            c["source"] = src[: i - len(indent)] + "\n".join(indent + l for l in body.splitlines()) + src[j:]
             return nb
     raise AssertionError(f"no solution cell containing {marker!r}")
 
+
 # one deliberately wrong answer per kind: (notebook, solution cell marker, wrong body, what the message must name)
 WRONG = [
-    ("01_metrics", "def my_oiou_miou",        # write it yourself: oIoU and mIoU swapped
-     'iou = inter / union.clamp(min=1)\nreturn {"oIoU": 100 * iou.mean().item(), "mIoU": 100 * inter.sum().item() / union.sum().item()}', "value"),
+    (
+        "01_metrics",
+        "def my_oiou_miou",  # write it yourself: oIoU and mIoU swapped
+        (
+            'iou = inter / union.clamp(min=1)\nreturn {"oIoU": 100 * iou.mean().item(), "mIoU": 100 * '
+            "inter.sum().item() / union.sum().item()}"
+        ),
+        "value",
+    ),
     ("01_metrics", "def my_intersection_union", "return (pred & gt).sum((1, 2)), (pred | gt).sum()", "shape"),
-    ("06_lavt", "def my_dice_loss",            # right values, but detached: no gradient reaches the prediction
-     "inter = (prob * target).flatten(1).sum(1)\nreturn (1 - (2 * inter + 1) / (prob.flatten(1).sum(1) + target.flatten(1).sum(1) + 1)).mean().detach()", "gradient"),
-    ("07_mask_grounding", "WITH_MG =",        # run an experiment: the wrong preset for the MG arm
-     'WITHOUT_MG, WITH_MG = "lavt_tiny", "magnet_tiny"', "model.name"),
-    ("01_metrics", "think_q1 =", 'think_q1 = "b"\nthink_q2 = "a"', "not the expected answer"),   # think
-    ("02a_first_model", "def my_bag_of_words",  # padding counted in the mean
-     "return F.embedding(ids, weight).mean(1)", "value"),
-    ("12a_entity_pretraining", "def my_warmup_cosine",   # the warm-up one step late
-     "return min(1.0, t / warmup) * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))", "value"),
+    (
+        "06_lavt",
+        "def my_dice_loss",  # right values, but detached: no gradient reaches the prediction
+        (
+            "inter = (prob * target).flatten(1).sum(1)\nreturn (1 - (2 * inter + 1) / (prob.flatten(1).sum(1) + "
+            "target.flatten(1).sum(1) + 1)).mean().detach()"
+        ),
+        "gradient",
+    ),
+    (
+        "07_mask_grounding",
+        "WITH_MG =",  # run an experiment: the wrong preset for the MG arm
+        'WITHOUT_MG, WITH_MG = "lavt_tiny", "magnet_tiny"',
+        "model.name",
+    ),
+    ("01_metrics", "think_q1 =", 'think_q1 = "b"\nthink_q2 = "a"', "not the expected answer"),  # think
+    (
+        "02a_first_model",
+        "def my_bag_of_words",  # padding counted in the mean
+        "return F.embedding(ids, weight).mean(1)",
+        "value",
+    ),
+    (
+        "12a_entity_pretraining",
+        "def my_warmup_cosine",  # the warm-up one step late
+        "return min(1.0, t / warmup) * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))",
+        "value",
+    ),
 ]
+
 
 @pytest.mark.parametrize("stem,marker,body,says", WRONG, ids=[f"{w[0]}:{w[1]}" for w in WRONG])
 def test_wrong_answer_fails_its_check(stem, marker, body, says):
     nb = _with_answer(read_notebook(ROOT / "nbs" / f"{stem}.ipynb"), marker, body)
     results = run_exercises(nb)
     failed = [r for r in results if not r.passed]
-    assert len(failed) == 1 and says in failed[0].message, \
-        f"{stem}: a wrong {marker!r} should fail exactly its own check with a message naming {says!r}; got {[(r.title, r.message) for r in failed]}"
+    assert len(failed) == 1 and says in failed[0].message, (
+        f"{stem}: a wrong {marker!r} should fail exactly its own check with a message naming {says!r}; got "
+        f"{[(r.title, r.message) for r in failed]}"
+    )
+
 
 @pytest.mark.skipif(not nbgrader_available(), reason="nbgrader not installed")
 @pytest.mark.parametrize("stem", TEACHING)
@@ -116,12 +192,19 @@ def test_nbgrader_and_own_lines_agree(stem):
 
 
 def test_teacher_grades_a_student_copy(course):
-    "The teacher's `grade` compares the think answers with the keys outside the students' processes: right or wrong by them."
+    """The teacher's `grade` compares the think answers with the keys outside the students' processes: right or wrong
+    by them."""
+
     def answered(answer: str) -> dict:
         student = read_notebook(course["01_metrics"])
-        cell = next(c for c in student["cells"] if c["cell_type"] == "code" and c["source"].startswith("think_q1 = think_q2 = None"))
+        cell = next(
+            c
+            for c in student["cells"]
+            if c["cell_type"] == "code" and c["source"].startswith("think_q1 = think_q2 = None")
+        )
         cell["source"] = f"think_q1 = {answer!r}\nthink_q2 = {answer!r}"
         return student
+
     graded = grade_notebooks(ROOT / "nbs" / "01_metrics.ipynb", [answered("a"), answered("b")])
     think = [[r.passed for r in g.results if r.kind == "think"] for g in graded]
     assert think == [[True], [False]], [g.results for g in graded]
@@ -140,7 +223,8 @@ def test_student_copies_name_their_checks(course):
 
 @pytest.mark.parametrize("stem", TEACHING)
 def test_teacher_notebook_passes_its_own_grading(stem):
-    "Graded as a student (own process, scratch copy, Landlock where the kernel has it), a teacher notebook passes every check."
+    """Graded as a student (own process, scratch copy, Landlock where the kernel has it), a teacher notebook passes
+    every check."""
     path = ROOT / "nbs" / f"{stem}.ipynb"
     g = grade_notebooks(path, [path])[0]
     failed = [(r.name, r.message) for r in g.results if not r.passed]
@@ -155,7 +239,7 @@ def _notebook_names(text: str) -> list[str]:
 def test_syllabus_follows_the_readme():
     "19_course's syllabus names every course notebook in the README's reading order, so the two cannot drift apart."
     readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("## Reading order"):readme.index("## Teaching")]
+    table = readme[readme.index("## Reading order") : readme.index("## Teaching")]
     order = re.findall(r"^\| `(index|[0-8]\d\w*)` \|", table, re.M)
     course_path = {"index"} | {p.stem for p in (ROOT / "nbs").glob("[0-8][0-9]*.ipynb")}
     assert set(order) == course_path, f"the README's table misses {sorted(course_path - set(order))}"
@@ -169,8 +253,12 @@ def test_course_folder_holds_what_its_notebooks_link_and_read(course):
     folder = next(iter(course.values())).parent
     present = {p.name for p in folder.glob("*.ipynb")}
     for p in folder.glob("*.ipynb"):
-        links = {m for c in read_notebook(p)["cells"] if c["cell_type"] == "markdown"
-                 for m in re.findall(r"\]\(([\w.-]+\.ipynb)", c["source"])}
+        links = {
+            m
+            for c in read_notebook(p)["cells"]
+            if c["cell_type"] == "markdown"
+            for m in re.findall(r"\]\(([\w.-]+\.ipynb)", c["source"])
+        }
         assert links <= present, f"{p.name} links to {sorted(links - present)}, not in the course folder"
     for sub in ("results", "images"):
         want = sorted(f.relative_to(ROOT / "nbs" / sub) for f in (ROOT / "nbs" / sub).rglob("*") if f.is_file())
@@ -179,17 +267,20 @@ def test_course_folder_holds_what_its_notebooks_link_and_read(course):
 
 
 def test_a_student_copy_runs_top_to_bottom(course):
-    "01_metrics' student copy, run in a Jupyter kernel from the course folder: only exercise cells fail, each showing "
+    "01_metrics' student copy, run in a Jupyter kernel from the course folder: only exercise cells fail, each showing"
     "its check's message in one line (no checker traceback)."
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
+
     path = course["01_metrics"]
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     start = exercise_start(read_notebook(path))
-    errors = [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code"
-              for o in c.outputs if o.output_type == "error"]
+    errors = [
+        (i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     before = [(i, o.ename, o.evalue[:200]) for i, o in errors if i < start]
     assert not before, f"cells above the exercises failed: {before}"
     checks = [(i, o) for i, o in errors if "nbgrader" in nb.cells[i].metadata]

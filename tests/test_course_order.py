@@ -1,9 +1,10 @@
 """The notebooks are a course: a numbered notebook below 90 uses only the `ris_nb` modules that it or an earlier course
-notebook builds, and the modules the appendix owns (built by a notebook numbered 90 or above: `ris_nb.io`, `ris_nb.validate`,
-`ris_nb.data.checks`, `ris_nb.testing`, `ris_nb.official`, the `ris_nb.models` package, …), which the course calls as black
-boxes. What counts as a use: every import in a code cell, exported or not, inside a function body or not — a library
-function that imports a later course module is a forward reference too (a later notebook plugs in by registering itself
-into an earlier one, never the other way round)."""
+notebook builds, and the modules the appendix owns (built by a notebook numbered 90 or above: `ris_nb.io`,
+`ris_nb.validate`, `ris_nb.data.checks`, `ris_nb.testing`, `ris_nb.official`, the `ris_nb.models` package, …), which the
+course calls as black boxes. What counts as a use: every import in a code cell, exported or not, inside a function body
+or not — a library function that imports a later course module is a forward reference too (a later notebook plugs in by
+registering itself into an earlier one, never the other way round)."""
+
 import ast
 import json
 import re
@@ -29,7 +30,8 @@ def built_modules() -> dict[str, Path]:
     for nb in sorted(NBS.glob("*.ipynb")):
         for src in cells(nb):
             m = re.search(r"^#\|\s*default_exp\s+(\S+)", src, re.M)
-            if m: out[f"ris_nb.{m.group(1)}".removesuffix(".__init__")] = nb
+            if m:
+                out[f"ris_nb.{m.group(1)}".removesuffix(".__init__")] = nb
     return out
 
 
@@ -47,10 +49,12 @@ def imported_modules(src: str) -> list[str]:
     "Dotted `ris_nb` names a cell imports, anywhere in it (function bodies included)."
     names = []
     for node in ast.walk(ast.parse(python_of(src))):
-        if isinstance(node, ast.Import): names += [a.name for a in node.names]
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.append(node.module)
-            if node.module == "ris_nb": names += [f"ris_nb.{a.name}" for a in node.names]
+            if node.module == "ris_nb":
+                names += [f"ris_nb.{a.name}" for a in node.names]
     return [n for n in names if n == "ris_nb" or n.startswith("ris_nb.")]
 
 
@@ -79,16 +83,30 @@ def test_the_checker_sees_top_level_and_lazy_imports():
 
 
 def test_appendix_modules_are_allowed_and_later_course_modules_are_not():
-    modules = {"ris_nb.io": NBS / "92_dataset_writing.ipynb", "ris_nb.train": NBS / "12_training.ipynb",
-               "ris_nb.models": NBS / "97_models_package.ipynb"}
+    modules = {
+        "ris_nb.io": NBS / "92_dataset_writing.ipynb",
+        "ris_nb.train": NBS / "12_training.ipynb",
+        "ris_nb.models": NBS / "97_models_package.ipynb",
+    }
     nb = NBS / "03_refer.ipynb"
-    assert is_appendix(modules["ris_nb.io"]) and not is_appendix(modules["ris_nb.train"]) and not is_appendix(NBS / "index.ipynb")
-    found = [m for m in ("ris_nb.io", "ris_nb.train", "ris_nb.models") if modules[m].name > nb.name and not is_appendix(modules[m])]
+    assert (
+        is_appendix(modules["ris_nb.io"])
+        and not is_appendix(modules["ris_nb.train"])
+        and not is_appendix(NBS / "index.ipynb")
+    )
+    found = [
+        m
+        for m in ("ris_nb.io", "ris_nb.train", "ris_nb.models")
+        if modules[m].name > nb.name and not is_appendix(modules[m])
+    ]
     assert found == ["ris_nb.train"]
-    assert built_modules()["ris_nb.models"].name == "97_models_package.ipynb"     # `models.__init__` counts as the package
+    # `models.__init__` counts as the package
+    assert built_modules()["ris_nb.models"].name == "97_models_package.ipynb"
 
 
 @pytest.mark.parametrize("nb", numbered_notebooks(), ids=lambda p: p.stem)
 def test_no_notebook_uses_a_module_built_later(nb):
     uses = later_uses(nb, built_modules())
-    assert not uses, f"{nb.name} uses modules that later notebooks build — move the cell after them or use earlier tools: {uses}"
+    assert not uses, (
+        f"{nb.name} uses modules that later notebooks build — move the cell after them or use earlier tools: {uses}"
+    )

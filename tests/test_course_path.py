@@ -1,6 +1,7 @@
 """The course path (notebooks numbered below 90) teaches ideas; the engineering that hardens them lives in the appendix
-notebooks (90 and up), which extend the same modules. These checks keep it that way: no hardening in the exported cells of
-the course path, short exported cells, concise prose, and a figure in every numbered notebook."""
+notebooks (90 and up), which extend the same modules. These checks keep it that way: no hardening in the exported cells
+of the course path, short exported cells, concise prose, and a figure in every numbered notebook."""
+
 import io
 import json
 import re
@@ -9,49 +10,71 @@ from pathlib import Path
 
 import pytest
 
-from logical_lines import logical_lines   # statements, comments, docstring lines: not the formatter's layout
+from logical_lines import logical_lines  # statements, comments, docstring lines: not the formatter's layout
 
 NBS = Path(__file__).resolve().parents[1] / "nbs"
 COURSE = sorted(NBS.glob("[0-8][0-9]*.ipynb"))
-NUMBERED = sorted(NBS.glob("[0-9][0-9]*.ipynb"))             # the course and the appendix
-HARDENING = {                       # what belongs in the appendix, as it shows in code
+NUMBERED = sorted(NBS.glob("[0-9][0-9]*.ipynb"))  # the course and the appendix
+HARDENING = {  # what belongs in the appendix, as it shows in code
     "a custom unpickler": r"\bUnpickler\b|find_class",
     "a memo cap": r"\bmemo(_cap|_limit)?\b|\bMAX_MEMO\w*",
     "file locks (fcntl)": r"\bfcntl\b",
     "fsync": r"\bfsync\b",
     "an atomic swap": r"\bos\.replace\b|\.replace\(\s*(dst|dest|target|path)\b",
-    "process groups / DDP": r"\btorch\.distributed\b|\binit_process_group\b|\bDistributedDataParallel\b|(?<![\w.])dist\.\w+\(",
+    "process groups / DDP": (
+        r"\btorch\.distributed\b|\binit_process_group\b|\bDistributedDataParallel\b|(?<![\w.])dist\.\w+\("
+    ),
     "fault planting": r"\bplant\w*\b",
-    "official key maps": r"\bofficial_(key|to|slot|interaction|decoder)\w*|\bconvert_official\w*|\bkey_map\b|\bmap_official\b",
+    "official key maps": (
+        r"\bofficial_(key|to|slot|interaction|decoder)\w*|\bconvert_official\w*|\bkey_map\b|\bmap_official\b"
+    ),
 }
 MAX_EXPORTED_LINES = 40
-MAX_COURSE_MARKDOWN = 108_400     # lecture prose: the markdown above each notebook's `## Exercises`
+MAX_COURSE_MARKDOWN = 108_400  # lecture prose: the markdown above each notebook's `## Exercises`
 
 
-def cells(nb: Path) -> list[dict]: return json.loads(nb.read_text())["cells"]
-def src(cell: dict) -> str: return "".join(cell["source"])
-def is_exported(cell: dict) -> bool: return cell["cell_type"] == "code" and bool(re.match(r"\s*#\|\s*export", src(cell)))
+def cells(nb: Path) -> list[dict]:
+    return json.loads(nb.read_text())["cells"]
+
+
+def src(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def is_exported(cell: dict) -> bool:
+    return cell["cell_type"] == "code" and bool(re.match(r"\s*#\|\s*export", src(cell)))
 
 
 def code_only(source: str) -> str:
-    "A cell's code with comments and string literals blanked, so that a word in a docstring or a citation does not count as use."
+    """A cell's code with comments and string literals blanked, so that a word in a docstring or a citation does not
+    count as use."""
     lines = ["" if l.lstrip().startswith(("%", "!")) else l for l in source.splitlines()]
     prose = {tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", -1)}
-    toks = [t._replace(string='""' if t.type == tokenize.STRING else "") if t.type in prose else t
-            for t in tokenize.generate_tokens(io.StringIO("\n".join(lines) + "\n").readline) if t.type != tokenize.COMMENT]
+    toks = [
+        t._replace(string='""' if t.type == tokenize.STRING else "") if t.type in prose else t
+        for t in tokenize.generate_tokens(io.StringIO("\n".join(lines) + "\n").readline)
+        if t.type != tokenize.COMMENT
+    ]
     return tokenize.untokenize(toks)
 
 
 @pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
 def test_no_hardening_in_the_course_path(nb):
-    found = [f"cell {i}: {what}" for i, c in enumerate(cells(nb)) if is_exported(c)
-             for what, pat in HARDENING.items() if re.search(pat, code_only(src(c)))]
+    found = [
+        f"cell {i}: {what}"
+        for i, c in enumerate(cells(nb))
+        if is_exported(c)
+        for what, pat in HARDENING.items()
+        if re.search(pat, code_only(src(c)))
+    ]
     assert not found, f"{nb.name} exports engineering that belongs in an appendix notebook (90+): {found}"
 
 
 @pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
 def test_exported_cells_are_short(nb):
-    long = [(i, n) for i, c in enumerate(cells(nb)) if is_exported(c) and (n := logical_lines(src(c))) > MAX_EXPORTED_LINES]
+    long = [
+        (i, n) for i, c in enumerate(cells(nb)) if is_exported(c) and (n := logical_lines(src(c))) > MAX_EXPORTED_LINES
+    ]
     assert not long, f"{nb.name}: exported cells over {MAX_EXPORTED_LINES} logical lines (cell index, lines): {long}"
 
 
@@ -65,8 +88,10 @@ def markdown_chars(nb: Path) -> tuple[int, int]:
     cs = cells(nb)
     opens = [i for i, c in enumerate(cs) if c["cell_type"] == "markdown" and src(c).lstrip().startswith("## Exercises")]
     start = opens[0] if opens else len(cs)
+
     def size(part: list[dict]) -> int:
         return sum(len(src(c)) for c in part if c["cell_type"] == "markdown")
+
     return size(cs[:start]), size(cs[start:])
 
 
@@ -75,27 +100,45 @@ def test_course_prose_is_concise():
     for k, cap, what in ((0, MAX_COURSE_MARKDOWN, "lecture"), (1, MAX_EXERCISE_MARKDOWN, "exercise")):
         total = sum(v[k] for v in chars.values())
         largest = sorted(chars.items(), key=lambda kv: -kv[1][k])[:5]
-        assert total <= cap, f"course {what} markdown {total:,} chars (cap {cap:,}); the largest: " \
-            + ", ".join(f"{name} {v[k]:,}" for name, v in largest)
+        assert total <= cap, f"course {what} markdown {total:,} chars (cap {cap:,}); the largest: " + ", ".join(
+            f"{name} {v[k]:,}" for name, v in largest
+        )
 
 
 @pytest.mark.parametrize("nb", NUMBERED, ids=lambda p: p.stem)
 def test_every_numbered_notebook_has_a_figure(nb):
-    assert any("image/png" in o.get("data", {}) for c in cells(nb) if c["cell_type"] == "code" for o in c.get("outputs", [])), \
-        f"{nb.name} has no saved figure"
+    assert any(
+        "image/png" in o.get("data", {}) for c in cells(nb) if c["cell_type"] == "code" for o in c.get("outputs", [])
+    ), f"{nb.name} has no saved figure"
 
 
 def outputs_text(nb: Path) -> str:
-    return "\n".join("".join(o.get("text", "")) for c in cells(nb) if c["cell_type"] == "code" for o in c.get("outputs", []))
+    return "\n".join(
+        "".join(o.get("text", "")) for c in cells(nb) if c["cell_type"] == "code" for o in c.get("outputs", [])
+    )
 
 
 def test_a_model_refers_by_the_third_notebook():
-    "Before 03, a notebook trains a model with a bare loop, draws it, and prints its score above every language-blind answer."
+    """Before 03, a notebook trains a model with a bare loop, draws it, and prints its score above every
+    language-blind answer."""
+
     def refers(nb: Path) -> bool:
         bare_loop = any("backward()" in src(c) and not is_exported(c) for c in cells(nb))
-        figure = any("image/png" in o.get("data", {}) for c in cells(nb) if c["cell_type"] == "code" for o in c.get("outputs", []))
-        scores = {l.split("oIoU")[0].strip(): float(l.split("oIoU")[1].split()[0]) for l in outputs_text(nb).splitlines() if " oIoU " in l}
+        figure = any(
+            "image/png" in o.get("data", {})
+            for c in cells(nb)
+            if c["cell_type"] == "code"
+            for o in c.get("outputs", [])
+        )
+        scores = {
+            l.split("oIoU")[0].strip(): float(l.split("oIoU")[1].split()[0])
+            for l in outputs_text(nb).splitlines()
+            if " oIoU " in l
+        }
         blind = [v for k, v in scores.items() if k in ("one random shape", "union of all shapes", "largest shape")]
         model = [v for k, v in scores.items() if "reads the sentence" in k]
         return bare_loop and figure and len(blind) == 3 and bool(model) and model[0] > max(blind) + 10
-    assert any(refers(nb) for nb in COURSE if nb.stem < "03"), "no notebook before 03 shows a small model refer beside the floors"
+
+    assert any(refers(nb) for nb in COURSE if nb.stem < "03"), (
+        "no notebook before 03 shows a small model refer beside the floors"
+    )

@@ -1,5 +1,6 @@
 """End-to-end checks of the engine and the CLI: DDP equivalence (gloo, 2 processes), kill -9 + exact resume,
 corrupt checkpoints, the synth → train → eval → predict round trip, and bad inputs."""
+
 import json
 import os
 import signal
@@ -29,23 +30,37 @@ def losses(run_dir):
     return {r["step"]: r["loss"] for r in read_log(Path(run_dir) / "log.jsonl") if "loss" in r}
 
 
-TRAIN = ["--preset", "lavt_tiny", "--set", "data.image_size=64", "train.batch_size=4", "train.log_every=1",
-         "train.eval_every=1000", "train.device=cpu"]
+TRAIN = [
+    "--preset",
+    "lavt_tiny",
+    "--set",
+    "data.image_size=64",
+    "train.batch_size=4",
+    "train.log_every=1",
+    "train.eval_every=1000",
+    "train.device=cpu",
+]
 
 
 def test_kill_9_and_resume_gives_the_same_losses(shaperefs, tmp_path):
     steps = ["train.max_steps=14", "train.ckpt_every=4"]
     ref, crash = tmp_path / "ref", tmp_path / "crash"
     run(CLI + ["train", "--data", str(shaperefs), "--out", str(ref), "--no-eval"] + TRAIN + steps)
-    p = subprocess.Popen(CLI + ["train", "--data", str(shaperefs), "--out", str(crash), "--no-eval"] + TRAIN + steps,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    p = subprocess.Popen(
+        CLI + ["train", "--data", str(shaperefs), "--out", str(crash), "--no-eval"] + TRAIN + steps,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
     log = crash / "log.jsonl"
     deadline = time.time() + 300
-    while time.time() < deadline and p.poll() is None:   # kill mid-epoch, after the step-8 checkpoint
-        if log.exists() and max(losses(crash), default=0) >= 9: break
+    while time.time() < deadline and p.poll() is None:  # kill mid-epoch, after the step-8 checkpoint
+        if log.exists() and max(losses(crash), default=0) >= 9:
+            break
         time.sleep(0.05)
     assert p.poll() is None, "the run finished before it could be killed"
-    os.kill(p.pid, signal.SIGKILL); p.wait()
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
     done = max(losses(crash))
     assert done < 14
     out = run(CLI + ["train", "--data", str(shaperefs), "--out", str(crash), "--no-eval"] + TRAIN + steps)
@@ -57,15 +72,23 @@ def test_kill_9_and_resume_gives_the_same_losses(shaperefs, tmp_path):
 
 def test_corrupt_checkpoint_falls_back_to_previous(shaperefs, tmp_path):
     out = tmp_path / "run"
-    run(CLI + ["train", "--data", str(shaperefs), "--out", str(out), "--no-eval"] + TRAIN +
-        ["train.max_steps=4", "train.ckpt_every=2"])
+    run(
+        CLI
+        + ["train", "--data", str(shaperefs), "--out", str(out), "--no-eval"]
+        + TRAIN
+        + ["train.max_steps=4", "train.ckpt_every=2"]
+    )
     ckpts = sorted((out / "checkpoints").glob("step_*.pt"))
     assert [c.name for c in ckpts] == ["step_0000002.pt", "step_0000004.pt"]
     ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:1000])
     with pytest.raises(ValueError, match="truncated or corrupt"):
         load_checkpoint(ckpts[-1])
-    p = run(CLI + ["train", "--data", str(shaperefs), "--out", str(out), "--no-eval"] + TRAIN +
-            ["train.max_steps=6", "train.ckpt_every=2"])
+    p = run(
+        CLI
+        + ["train", "--data", str(shaperefs), "--out", str(out), "--no-eval"]
+        + TRAIN
+        + ["train.max_steps=6", "train.ckpt_every=2"]
+    )
     assert "falling back to the previous checkpoint" in p.stderr and "resumed from" in p.stdout
     assert "step_0000002.pt" in p.stdout
     assert max(losses(out)) == 6
@@ -74,13 +97,27 @@ def test_corrupt_checkpoint_falls_back_to_previous(shaperefs, tmp_path):
 def test_ddp_two_processes_match_one_process(shaperefs, tmp_path):
     worker = str(HERE / "ddp_worker.py")
     run([sys.executable, worker, str(shaperefs), str(tmp_path / "one"), "4"])
-    p = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-             worker, str(shaperefs), str(tmp_path / "two"), "4"])
-    for r in (0, 1):   # fit's DDP wrapper was freed and the group destroyed with its threads, not left to interpreter exit
+    p = run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            worker,
+            str(shaperefs),
+            str(tmp_path / "two"),
+            "4",
+        ]
+    )
+    # fit's DDP wrapper was freed and the group destroyed with its threads, not left to interpreter exit
+    for r in (0, 1):
         assert f"rank {r}: 0 gloo threads after finish_distributed" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
-    for s in a:   # tolerance: float summation order differs between one batch of 8 and two of 4
+    for s in a:  # tolerance: float summation order differs between one batch of 8 and two of 4
         assert abs(a[s] - b[s]) <= 1e-4, (s, a[s], b[s])
 
 
@@ -95,32 +132,66 @@ def test_gradient_accumulation_matches_the_full_batch(shaperefs, tmp_path):
         assert abs(a[s] - b[s]) <= 1e-4, (s, a[s], b[s])
 
 
-
 def test_epochs_become_optimizer_steps(shaperefs, tmp_path):
-    "train.epochs overrides max_steps: fit runs exactly `epochs` passes (per-rank drop_last, accumulation) and saves the count."
+    """train.epochs overrides max_steps: fit runs exactly `epochs` passes (per-rank drop_last, accumulation) and
+    saves the count."""
     from ris_nb.core import get_preset
     from ris_nb.train import epochs_to_steps, fit, prepare
-    cfg = get_preset("lavt_tiny").override({
-        "data.root": str(shaperefs.parent), "data.image_size": 64, "train.batch_size": 8, "train.accum_steps": 2,
-        "train.epochs": 2, "train.max_steps": 10_000, "train.log_every": 1, "train.eval_every": 10_000,
-        "train.ckpt_every": 10_000, "train.out_dir": str(tmp_path), "train.device": "cpu"})
+
+    cfg = get_preset("lavt_tiny").override(
+        {
+            "data.root": str(shaperefs.parent),
+            "data.image_size": 64,
+            "train.batch_size": 8,
+            "train.accum_steps": 2,
+            "train.epochs": 2,
+            "train.max_steps": 10_000,
+            "train.log_every": 1,
+            "train.eval_every": 10_000,
+            "train.ckpt_every": 10_000,
+            "train.out_dir": str(tmp_path),
+            "train.device": "cpu",
+        }
+    )
     _, loaders, model, cfg = prepare(cfg, splits=["train"])
     n = len(loaders["train"].dataset)
-    threads = torch.get_num_threads(); torch.set_num_threads(1)
-    try: fit(model, loaders, cfg, resume_run=False)
-    finally: torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fit(model, loaders, cfg, resume_run=False)
+    finally:
+        torch.set_num_threads(threads)
     expected = epochs_to_steps(2, n, 8, 1, 2)
     assert expected == (2 * (n // 8)) // 2 and 0 < expected < 10_000
     assert max(losses(tmp_path)) == expected
     assert json.loads((tmp_path / "config.json").read_text())["train"]["max_steps"] == expected
 
+
 def test_torchrun_cli_runs(shaperefs, tmp_path):
     out = tmp_path / "tr"
-    p = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518", "-m",
-             "ris_nb", "train", "--data", str(shaperefs), "--out", str(out)] + TRAIN + ["train.max_steps=2"])
-    assert "outlived destroy_process_group" not in p.stderr    # the group (and its gloo threads) ended before exit
+    p = run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29518",
+            "-m",
+            "ris_nb",
+            "train",
+            "--data",
+            str(shaperefs),
+            "--out",
+            str(out),
+        ]
+        + TRAIN
+        + ["train.max_steps=2"]
+    )
+    assert "outlived destroy_process_group" not in p.stderr  # the group (and its gloo threads) ended before exit
     assert (out / "report.md").exists() and (out / "best.pt").exists()
-    assert len([r for r in read_log(out / "log.jsonl") if "loss" in r]) == 2   # rank 0 writes, once per step
+    assert len([r for r in read_log(out / "log.jsonl") if "loss" in r]) == 2  # rank 0 writes, once per step
 
 
 def test_cli_round_trip_synth_train_eval_predict(tmp_path):
@@ -131,24 +202,51 @@ def test_cli_round_trip_synth_train_eval_predict(tmp_path):
     for f in ["config.json", "log.jsonl", "curves.png", "best.pt", "report.md", "results.json", "tokenizer"]:
         assert (out / f).exists(), f
     assert "oIoU" in (out / "report.md").read_text() and "val" in (out / "report.md").read_text()
-    ev = run(CLI + ["eval", "--ckpt", str(out / "best.pt"), "--split", "testB", "--protocol", "square",
-                    "--out", str(tmp_path / "ev")])
+    ev = run(
+        CLI
+        + [
+            "eval",
+            "--ckpt",
+            str(out / "best.pt"),
+            "--split",
+            "testB",
+            "--protocol",
+            "square",
+            "--out",
+            str(tmp_path / "ev"),
+        ]
+    )
     assert "testB" in ev.stdout and (tmp_path / "ev" / "report.md").exists()
     img = tmp_path / "photo.jpg"
     Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).save(img)
-    pr = run(CLI + ["predict", "--ckpt", str(out / "best.pt"), "--image", str(img), "--text", "the red circle",
-                    "--out", str(tmp_path / "m.png")])
+    pr = run(
+        CLI
+        + [
+            "predict",
+            "--ckpt",
+            str(out / "best.pt"),
+            "--image",
+            str(img),
+            "--text",
+            "the red circle",
+            "--out",
+            str(tmp_path / "m.png"),
+        ]
+    )
     m = np.asarray(Image.open(tmp_path / "m.png"))
     assert m.shape == (50, 70) and set(np.unique(m)) <= {0, 255}
     assert (tmp_path / "m_overlay.png").exists() and "mask:" in pr.stdout
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["train", "--preset", "lavt_huge"], "available presets"),
-    (["train", "--preset", "lavt_tiny", "--set", "train.lrr=1"], "allowed keys in train"),
-    (["train", "--preset", "lavt_tiny", "--set", "train.max_steps=abc"], "train.max_steps"),
-    (["train", "--preset", "lavt_tiny", "--data", "/nonexistent/shaperefs"], "ris_nb synth"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["train", "--preset", "lavt_huge"], "available presets"),
+        (["train", "--preset", "lavt_tiny", "--set", "train.lrr=1"], "allowed keys in train"),
+        (["train", "--preset", "lavt_tiny", "--set", "train.max_steps=abc"], "train.max_steps"),
+        (["train", "--preset", "lavt_tiny", "--data", "/nonexistent/shaperefs"], "ris_nb synth"),
+    ],
+)
 def test_cli_bad_inputs(args, fragment):
     p = run(CLI + args, check=False)
     assert p.returncode == 2 and fragment in p.stderr, p.stderr
@@ -157,6 +255,7 @@ def test_cli_bad_inputs(args, fragment):
 def cli_in_process(args, capsys) -> tuple[int, str]:
     "Run `ris_nb ARGS` in this process (no interpreter start-up): exit code and stderr."
     from ris_nb.cli import main
+
     capsys.readouterr()
     code = main([str(a) for a in args])
     return code, capsys.readouterr().err
@@ -165,7 +264,9 @@ def cli_in_process(args, capsys) -> tuple[int, str]:
 def test_cli_bad_split_and_predict_inputs(shaperefs, tmp_path, capsys):
     "Bad --split, --image, --text, a second preset in one run directory, an unwritable --out: one error line, exit 2."
     out = tmp_path / "run"
-    code, err = cli_in_process(["train", "--data", shaperefs, "--out", out, "--no-eval"] + TRAIN + ["train.max_steps=1"], capsys)
+    code, err = cli_in_process(
+        ["train", "--data", shaperefs, "--out", out, "--no-eval"] + TRAIN + ["train.max_steps=1"], capsys
+    )
     assert code == 0, err
     ck = out / "checkpoints" / "step_0000001.pt"
     code, err = cli_in_process(["eval", "--ckpt", ck, "--split", "tset"], capsys)
@@ -178,11 +279,15 @@ def test_cli_bad_split_and_predict_inputs(shaperefs, tmp_path, capsys):
     code, err = cli_in_process(["predict", "--ckpt", ck, "--image", tmp_path / "notimg.png", "--text", "  "], capsys)
     assert code == 2 and "--text: empty argument" in err, err
     # another preset in the same run directory: the differing keys are named
-    code, err = cli_in_process(["train", "--preset", "magnet_tiny", "--data", shaperefs, "--out", out] + TRAIN[2:] +
-                               ["train.max_steps=1"], capsys)
+    code, err = cli_in_process(
+        ["train", "--preset", "magnet_tiny", "--data", shaperefs, "--out", out] + TRAIN[2:] + ["train.max_steps=1"],
+        capsys,
+    )
     assert code == 2 and "model.name" in err, err
-    ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(0o500)
-    if os.geteuid() != 0:   # root ignores permissions
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    if os.geteuid() != 0:  # root ignores permissions
         code, err = cli_in_process(["eval", "--ckpt", ck, "--split", "val", "--out", ro / "x"], capsys)
         assert code == 2 and "not writable" in err, err
 
@@ -191,6 +296,7 @@ def test_cli_bad_split_and_predict_inputs(shaperefs, tmp_path, capsys):
 def test_every_mini_preset_resumes_bit_identically(preset, shaperefs, tmp_path):
     "As tests/test_faults.py does for the tiny presets (packaged MobileNetV2 + MiniLM; BatchNorm statistics included)."
     from resume_check import resume_difference
+
     diff, straight, resumed = resume_difference(preset, shaperefs.parent, tmp_path, steps=3)
     assert straight == resumed and sorted(resumed) == [1, 2, 3]
     assert diff == 0.0, f"{preset}: max |Δ| of the final weights {diff:.3g}"
@@ -199,9 +305,13 @@ def test_every_mini_preset_resumes_bit_identically(preset, shaperefs, tmp_path):
 @pytest.mark.skipif(not __import__("ris_nb.core").core.cpu_native_bf16(), reason="this CPU has no native bfloat16")
 @pytest.mark.parametrize("preset", ["lavt_tiny", "magnet_tiny"])
 def test_cpu_bf16_autocast_trains_and_resumes_bit_identically(preset, shaperefs, tmp_path, capsys):
-    "train.amp=bf16 on a CPU with native bf16: the step runs under autocast (losses differ from float32) and resumes exactly."
+    """train.amp=bf16 on a CPU with native bf16: the step runs under autocast (losses differ from float32) and
+    resumes exactly."""
     from resume_check import resume_difference
-    diff, straight, resumed = resume_difference(preset, shaperefs.parent, tmp_path / "bf16", steps=3, extra={"train.amp": "bf16"})
+
+    diff, straight, resumed = resume_difference(
+        preset, shaperefs.parent, tmp_path / "bf16", steps=3, extra={"train.amp": "bf16"}
+    )
     assert "precision: bfloat16 autocast" in capsys.readouterr().out
     assert straight == resumed and sorted(resumed) == [1, 2, 3]
     assert diff == 0.0, f"{preset} bf16: max |Δ| of the final weights {diff:.3g}"
@@ -213,9 +323,12 @@ def test_cpu_without_native_bf16_falls_back_to_float32_with_a_message(shaperefs,
     import ris_nb.core
     from ris_nb.core import amp_dtype, precision_line
     from resume_check import _train
+
     monkeypatch.setattr(ris_nb.core, "cpu_native_bf16", lambda: False)
     assert amp_dtype("cpu", "bf16") is None and amp_dtype("cpu", "auto") is None
-    assert "no native bfloat16" in precision_line("cpu", "bf16") and "falling back to float32" in precision_line("cpu", "bf16")
+    assert "no native bfloat16" in precision_line("cpu", "bf16") and "falling back to float32" in precision_line(
+        "cpu", "bf16"
+    )
     model = _train("lavt_tiny", shaperefs.parent, tmp_path / "run", 1, extra={"train.amp": "bf16"})
     out = capsys.readouterr().out
     assert "precision: float32 (train.amp=bf16: this CPU has no native bfloat16" in out, out

@@ -1,5 +1,7 @@
-"""One entry point: `python -m ris_nb` (the module `ris_nb.__main__`, built last in 99_app) runs the `ris_nb` command with
-every subcommand, and the CLI sits on top of the modules whose subcommands it collects: none of them imports `ris_nb.cli`."""
+"""One entry point: `python -m ris_nb` (the module `ris_nb.__main__`, built last in 99_app) runs the `ris_nb` command
+with every subcommand, and the CLI sits on top of the modules whose subcommands it collects: none of them imports
+`ris_nb.cli`."""
+
 import ast
 import re
 from pathlib import Path
@@ -25,7 +27,8 @@ def imports_of(path: Path) -> set[str]:
     "Modules `path` imports (relative ones as `ris_nb.<name>`)."
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import): out |= {a.name for a in node.names}
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             base = ("ris_nb." + (node.module or "")).rstrip(".") if node.level else node.module
             out |= {base} | ({f"{base}.{a.name}" for a in node.names} if base == "ris_nb" else set())
@@ -33,7 +36,11 @@ def imports_of(path: Path) -> set[str]:
 
 
 def test_no_module_below_the_entry_point_imports_the_cli():
-    users = [p.name for p in PKG.rglob("*.py") if p.name not in ("cli.py", "__main__.py", "_modidx.py")
-             if "ris_nb.cli" in imports_of(p)]
+    users = [
+        p.name
+        for p in PKG.rglob("*.py")
+        if p.name not in ("cli.py", "__main__.py", "_modidx.py")
+        if "ris_nb.cli" in imports_of(p)
+    ]
     assert not users, f"modules that import ris_nb.cli (it should sit on top): {users}"
     assert {"ris_nb.cli", "ris_nb.experiments", "ris_nb.course"} <= imports_of(PKG / "__main__.py")

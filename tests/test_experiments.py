@@ -1,5 +1,7 @@
-"""`ris_nb experiments` end to end at a toy budget (the mechanics, not the science): every table is written, and a killed
-study (or main table) resumes without re-training its finished runs. The verdict rule itself is tested in 16_experiments."""
+"""`ris_nb experiments` end to end at a toy budget (the mechanics, not the science): every table is written, and a
+killed study (or main table) resumes without re-training its finished runs. The verdict rule itself is tested in
+16_experiments."""
+
 import json
 import os
 from dataclasses import replace
@@ -10,10 +12,11 @@ import torch
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from ris_nb import experiments as E
-from ris_nb.__main__ import main   # the whole command: `python -m ris_nb` (99_app)
+from ris_nb.__main__ import main  # the whole command: `python -m ris_nb` (99_app)
 from ris_nb.data.refer import Refer
 
-TOY = ["--quick", "--seeds", "1", "--steps", "2", "--scenes", "60", "--jobs", "1"]   # two optimizer steps a run, 60 scenes
+# two optimizer steps a run, 60 scenes
+TOY = ["--quick", "--seeds", "1", "--steps", "2", "--scenes", "60", "--jobs", "1"]
 
 
 def result_mtimes(out):
@@ -40,26 +43,46 @@ def test_experiments_cli_writes_tables_and_resumes(tmp_path, monkeypatch):
     (out / "lavt_mg" / "seed0" / "result.json").unlink()
     trained = []
     real = E.train_and_score
-    monkeypatch.setattr(E, "train_and_score", lambda cfg, cbs=(), **kw: trained.append(cfg.model.name) or real(cfg, cbs, **kw))
+    monkeypatch.setattr(
+        E, "train_and_score", lambda cfg, cbs=(), **kw: trained.append(cfg.model.name) or real(cfg, cbs, **kw)
+    )
     assert main(["experiments", *toy, "--out", str(out)]) == 0
     after = result_mtimes(out)
-    assert trained == ["lavt"], trained                                   # lavt_mg (a LAVT model) is the only training
+    assert trained == ["lavt"], trained  # lavt_mg (a LAVT model) is the only training
     changed = {k for k in after if after[k] != before.get(k)}
     assert changed == {"lavt_mg"}, changed
     assert json.loads((out / "study.json").read_text())["runs_done_now"] == 1
 
     # a different budget in the same folder is refused, naming the run
-    assert main(["experiments", "--quick", "--seeds", "1", "--steps", "3", "--scenes", "60", "--only", "magnet",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "experiments",
+                "--quick",
+                "--seeds",
+                "1",
+                "--steps",
+                "3",
+                "--scenes",
+                "60",
+                "--only",
+                "magnet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
 
 
 def test_parallel_study_matches_serial_and_resumes(tmp_path):
-    """--jobs 2 (two spawned processes, one thread each) gives the very numbers of --jobs 1, and resumes the same way."""
+    """--jobs 2 (two spawned processes, one thread each) gives the very numbers of --jobs 1, and resumes the same
+    way."""
     serial, par = tmp_path / "serial", tmp_path / "parallel"
-    toy = TOY[:-2] + ["--only", "sag"]                  # TOY without its --jobs 1
-    torch.set_num_threads(1)                           # the same float sums in both: one thread per run
+    toy = TOY[:-2] + ["--only", "sag"]  # TOY without its --jobs 1
+    torch.set_num_threads(1)  # the same float sums in both: one thread per run
     assert main(["experiments", *toy, "--jobs", "1", "--out", str(serial)]) == 0
-    torch.set_num_threads(2)                           # shared out between the two pool processes: one each
+    torch.set_num_threads(2)  # shared out between the two pool processes: one each
     assert main(["experiments", *toy, "--jobs", "2", "--out", str(par)]) == 0
     a, b = (json.loads((d / "study.json").read_text()) for d in (serial, par))
     md = (par / "study.md").read_text()
@@ -69,13 +92,14 @@ def test_parallel_study_matches_serial_and_resumes(tmp_path):
         assert row["overall"] == b["rows"][name]["overall"], name
         assert row["by_type"] == b["rows"][name]["by_type"], name
     before = result_mtimes(par)
-    (par / "sag" / "seed0" / "result.json").unlink()     # the source of the four inference rows: they are re-scored too
+    (par / "sag" / "seed0" / "result.json").unlink()  # the source of the four inference rows: they are re-scored too
     assert main(["experiments", *toy, "--jobs", "2", "--out", str(par)]) == 0
     changed = {k for k, t in result_mtimes(par).items() if t != before.get(k)}
     assert changed == {"sag", "sag_infer_weighted", "sag_infer_max", "sag_infer_avg", "sag_infer_min"}, changed
     assert json.loads((par / "study.json").read_text())["runs_done_now"] == 5
     before = result_mtimes(par)
-    (par / "sag_infer_max" / "seed0" / "result.json").unlink()   # an inference row alone: re-scored from the kept checkpoint
+    # an inference row alone: re-scored from the kept checkpoint
+    (par / "sag_infer_max" / "seed0" / "result.json").unlink()
     assert main(["experiments", *toy, "--jobs", "2", "--out", str(par)]) == 0
     assert {k for k, t in result_mtimes(par).items() if t != before.get(k)} == {"sag_infer_max"}
 
@@ -85,23 +109,24 @@ def test_jobs_must_be_positive(tmp_path):
 
 
 def test_study_data_follows_the_budgets_language(tmp_path):
-    """`--language rich` generates the rich sentences once; a folder made with the other language is refused, naming both."""
+    """`--language rich` generates the rich sentences once; a folder made with the other language is refused, naming
+    both."""
     rich = replace(E.QUICK, n_images=20, language="rich")
     d = E.study_data(tmp_path, rich)
     assert json.loads((d / "meta.json").read_text())["language"] == "rich"
     refs = Refer(tmp_path / "data", "shaperefs", "shaperefs").refs.values()
-    assert all("rare" in s for r in refs for s in r["sentences"])            # the rich generator tags every sentence
-    assert E.study_data(tmp_path, rich) == d                                # reused, not regenerated
+    assert all("rare" in s for r in refs for s in r["sentences"])  # the rich generator tags every sentence
+    assert E.study_data(tmp_path, rich) == d  # reused, not regenerated
     with pytest.raises(ValueError, match="'language': 'rich'.*'language': 'plain'"):
         E.study_data(tmp_path, replace(rich, language="plain"))
-    with pytest.raises(SystemExit) as e:                                   # argparse's choices: usage line, exit 2
+    with pytest.raises(SystemExit) as e:  # argparse's choices: usage line, exit 2
         main(["experiments", "--quick", "--language", "klingon", "--out", str(tmp_path / "x")])
     assert e.value.code == 2 and not (tmp_path / "x").exists()
 
 
 def test_main_table_cli_writes_the_record_and_resumes(tmp_path):
-    """`--table main`: four methods × three languages × val/testA/testB in one record; a lost run is the only one re-trained;
-    the ablation study's options are refused with it."""
+    """`--table main`: four methods × three languages × val/testA/testB in one record; a lost run is the only one
+    re-trained; the ablation study's options are refused with it."""
     torch.set_num_threads(1)
     out, record = tmp_path / "main", tmp_path / "results" / "main_table.json"
     assert main(["experiments", "--table", "main", *TOY, "--out", str(out), "--record", str(record)]) == 0

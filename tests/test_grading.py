@@ -2,6 +2,7 @@
 
 Every notebook here is a tiny two-exercise lesson written in `tmp_path`; each student notebook runs in a Python process
 of its own, so the hostile ones share one `grade_notebooks` call with an honest wrong and an honest right student."""
+
 import copy
 import csv
 import json
@@ -9,9 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from ris_nb.__main__ import main   # `grade` is 19_course's: the whole command
-from ris_nb.course import (HIDDEN, SOLUTION, grade, grade_notebooks, grading_job, make_course, place_checks,
-                           landlock_abi, read_notebook, teacher_checks, to_student)
+from ris_nb.__main__ import main  # `grade` is 19_course's: the whole command
+from ris_nb.course import (
+    HIDDEN,
+    SOLUTION,
+    grade,
+    grade_notebooks,
+    grading_job,
+    make_course,
+    place_checks,
+    landlock_abi,
+    read_notebook,
+    teacher_checks,
+    to_student,
+)
 
 KEY = "kiwi"
 RIGHT = {"sol-double": "def double(x): return 2 * x", "sol-think": f"think_q1 = {KEY!r}"}
@@ -22,28 +34,42 @@ def code(cid: str, source: str) -> dict:
     return {"cell_type": "code", "id": cid, "metadata": {}, "execution_count": None, "outputs": [], "source": source}
 
 
-def md(cid: str, source: str) -> dict: return {"cell_type": "markdown", "id": cid, "metadata": {}, "source": source}
+def md(cid: str, source: str) -> dict:
+    return {"cell_type": "markdown", "id": cid, "metadata": {}, "source": source}
 
 
-TEACHER = {"cells": [
-    md("title", "# Lesson A"),
-    md("ex", "## Exercises\n\n### Write it yourself: double"),
-    code("sol-double", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
-    code("chk-double", "import torch\nfrom ris_nb.checks import check_function\n"
-                       "check_function(double, lambda x: 2 * x, lambda g: (torch.randn(3, generator=g),))"),
-    md("think", "### Think: the fruit"),
-    code("sol-think", f"think_q1 = None\n### BEGIN SOLUTION\nthink_q1 = {KEY!r}\n### END SOLUTION"),
-    code("chk-think", "from ris_nb.checks import check_choice\ncheck_choice(think_q1, 'Q1')\n"
-                      f"### BEGIN HIDDEN TESTS\ncheck_choice(think_q1, 'Q1', key={KEY!r})\n### END HIDDEN TESTS")],
-    "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+TEACHER = {
+    "cells": [
+        md("title", "# Lesson A"),
+        md("ex", "## Exercises\n\n### Write it yourself: double"),
+        code("sol-double", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+        code(
+            "chk-double",
+            "import torch\nfrom ris_nb.checks import check_function\n"
+            "check_function(double, lambda x: 2 * x, lambda g: (torch.randn(3, generator=g),))",
+        ),
+        md("think", "### Think: the fruit"),
+        code("sol-think", f"think_q1 = None\n### BEGIN SOLUTION\nthink_q1 = {KEY!r}\n### END SOLUTION"),
+        code(
+            "chk-think",
+            "from ris_nb.checks import check_choice\ncheck_choice(think_q1, 'Q1')\n"
+            f"### BEGIN HIDDEN TESTS\ncheck_choice(think_q1, 'Q1', key={KEY!r})\n### END HIDDEN TESTS",
+        ),
+    ],
+    "metadata": {},
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
 
 
 def student(answers: dict[str, str], edit=None) -> dict:
     "The `ris_nb course` copy of the lesson with `answers` (cell id → source) filled in, then `edit(nb)` applied."
     nb = to_student(copy.deepcopy(TEACHER), backend="own", lesson="lesson_a")
     for c in nb["cells"]:
-        if c.get("id") in answers: c["source"] = answers[c["id"]]
-    if edit: edit(nb)
+        if c.get("id") in answers:
+            c["source"] = answers[c["id"]]
+    if edit:
+        edit(nb)
     return nb
 
 
@@ -53,32 +79,39 @@ def write(folder: Path, nb: dict) -> Path:
     return folder / "lesson_a.ipynb"
 
 
-def wrong_with(**answers) -> dict: return student({**WRONG, **answers})
+def wrong_with(**answers) -> dict:
+    return student({**WRONG, **answers})
 
 
 # What each hostile student tries; every one of them has wrong answers besides.
-SCAN = ("import gc, re, sys\nseen, f = set(), sys._getframe()\n"
-        "while f is not None:\n"
-        "    seen |= {v for v in [*f.f_locals.values(), *f.f_globals.values()] if isinstance(v, str)}\n"
-        "    f = f.f_back\n"
-        "for o in gc.get_objects():\n"
-        "    if isinstance(o, str): seen.add(o)\n"
-        "    elif isinstance(o, dict): seen |= {v for v in o.values() if isinstance(v, str)}\n"
-        "    elif isinstance(o, (list, tuple)): seen |= {v for v in o if isinstance(v, str)}\n"
-        "try: seen.add(open('/proc/self/fd/0').read())\n"                  # the job, on stdin
-        "except OSError: pass\n"
-        "near = [s for s in seen if 'check_choice' in s]\n"
-        "keys = sorted({k for s in near for k in re.findall(r\"key\\s*=\\s*['\\\"](\\w+)\", s)})\n"
-        "think_q1 = ','.join(keys) or 'nothing'")
-SLY = ("class Sly(str):\n    def __eq__(self, other): return True\n    def __ne__(self, other): return False\n"
-       "    __hash__ = str.__hash__\n    def strip(self, *a): return self\n    def lower(self): return self\n"
-       "think_q1 = Sly('apple')")
-PATCH = ("import ris_nb.checks as c\n"
-         "for n in ('check_function', 'check_choice', 'compare', 'check_fields', 'check_in_range'):\n"
-         "    f = getattr(c, n)\n"
-         "    getattr(f, '__wrapped__', f).__code__ = (lambda *a, **k: None).__code__\n"    # the checker's own body
-         "    setattr(c, n, lambda *a, **k: None)\n"
-         "def double(x): return x")
+SCAN = (
+    "import gc, re, sys\nseen, f = set(), sys._getframe()\n"
+    "while f is not None:\n"
+    "    seen |= {v for v in [*f.f_locals.values(), *f.f_globals.values()] if isinstance(v, str)}\n"
+    "    f = f.f_back\n"
+    "for o in gc.get_objects():\n"
+    "    if isinstance(o, str): seen.add(o)\n"
+    "    elif isinstance(o, dict): seen |= {v for v in o.values() if isinstance(v, str)}\n"
+    "    elif isinstance(o, (list, tuple)): seen |= {v for v in o if isinstance(v, str)}\n"
+    "try: seen.add(open('/proc/self/fd/0').read())\n"  # the job, on stdin
+    "except OSError: pass\n"
+    "near = [s for s in seen if 'check_choice' in s]\n"
+    'keys = sorted({k for s in near for k in re.findall(r"key\\s*=\\s*[\'\\"](\\w+)", s)})\n'
+    "think_q1 = ','.join(keys) or 'nothing'"
+)
+SLY = (
+    "class Sly(str):\n    def __eq__(self, other): return True\n    def __ne__(self, other): return False\n"
+    "    __hash__ = str.__hash__\n    def strip(self, *a): return self\n    def lower(self): return self\n"
+    "think_q1 = Sly('apple')"
+)
+PATCH = (
+    "import ris_nb.checks as c\n"
+    "for n in ('check_function', 'check_choice', 'compare', 'check_fields', 'check_in_range'):\n"
+    "    f = getattr(c, n)\n"
+    "    getattr(f, '__wrapped__', f).__code__ = (lambda *a, **k: None).__code__\n"  # the checker's own body
+    "    setattr(c, n, lambda *a, **k: None)\n"
+    "def double(x): return x"
+)
 REBIND = "check_function = check_choice = compare = lambda *a, **k: None\ndef double(x): return x"
 
 
@@ -88,23 +121,33 @@ def graded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grading")
     teacher = write(tmp / "teacher", TEACHER)
     honest_wrong = tmp / "honest_wrong" / "lesson_a.ipynb"
-    writes = (f"open('inside.txt', 'w').write('x')\nopen('../escape.txt', 'w').write('x')\n"
-              f"open({str(tmp / 'absolute.txt')!r}, 'w').write('x')\n"
-              f"open({str(honest_wrong)!r}, 'w').write('{{}}')\n"       # another student's notebook, on disk
-              "def double(x): return x")
+    writes = (
+        f"open('inside.txt', 'w').write('x')\nopen('../escape.txt', 'w').write('x')\n"
+        f"open({str(tmp / 'absolute.txt')!r}, 'w').write('x')\n"
+        f"open({str(honest_wrong)!r}, 'w').write('{{}}')\n"  # another student's notebook, on disk
+        "def double(x): return x"
+    )
+
     def rename(nb, cid):
         cell = next(c for c in nb["cells"] if c.get("id") == cid)
         cell["id"], cell["metadata"] = "renamed", {}
+
     def no_ids(nb):
         nb["nbformat_minor"] = 4
-        for c in nb["cells"]: c.pop("id", None)
+        for c in nb["cells"]:
+            c.pop("id", None)
+
     notebooks = {
         "patch_checker": wrong_with(**{"sol-double": PATCH}),
         "rebind_checks": wrong_with(**{"sol-double": REBIND}),
         "read_frames": wrong_with(**{"sol-think": SCAN}),
         "read_teacher": wrong_with(**{"sol-think": f"think_q1 = open({str(teacher)!r}).read()[-300:]"}),
-        "signal_grader": wrong_with(**{"sol-think": "import os\ntry: os.kill(os.getppid(), 0); think_q1 = 'reached'\n"
-                                                    "except PermissionError: think_q1 = 'blocked'"}),
+        "signal_grader": wrong_with(
+            **{
+                "sol-think": "import os\ntry: os.kill(os.getppid(), 0); think_q1 = 'reached'\n"
+                "except PermissionError: think_q1 = 'blocked'"
+            }
+        ),
         "str_subclass": wrong_with(**{"sol-think": SLY}),
         "os_exit": wrong_with(**{"sol-double": "import os\nos._exit(0)"}),
         "system_exit": wrong_with(**{"sol-double": "raise SystemExit(0)"}),
@@ -125,8 +168,16 @@ def outcome(g) -> dict[str, tuple[bool, str]]:
     return {r.name: (r.passed, r.message) for r in g.results}
 
 
-HOSTILE = ["patch_checker", "rebind_checks", "read_frames", "str_subclass", "os_exit", "system_exit",
-           "keyboard_interrupt", "writes"]
+HOSTILE = [
+    "patch_checker",
+    "rebind_checks",
+    "read_frames",
+    "str_subclass",
+    "os_exit",
+    "system_exit",
+    "keyboard_interrupt",
+    "writes",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
@@ -148,7 +199,7 @@ def test_honest_students_graded_as_ever_after_the_hostile_ones(graded):
 
 def test_how_each_hostile_notebook_failed(graded):
     g = graded[0]
-    assert "value:" in outcome(g["patch_checker"])["chk-double"][1]          # the check ran from a fresh import
+    assert "value:" in outcome(g["patch_checker"])["chk-double"][1]  # the check ran from a fresh import
     assert "value:" in outcome(g["rebind_checks"])["chk-double"][1]
     assert "unreadable answer (Sly" in outcome(g["str_subclass"])["chk-think"][1]
     assert "exited with code 0 in cell 2" in g["os_exit"].ended
@@ -172,9 +223,9 @@ def test_writes_outside_the_scratch_copy(graded):
     assert not (tmp / "writes" / "inside.txt").exists() and not (tmp / "escape.txt").exists()
     if landlock_abi():
         assert not (tmp / "absolute.txt").exists() and (tmp / "honest_wrong" / "lesson_a.ipynb").read_text() != "{}"
-    else:                                                                    # not contained: the teacher's rights
+    else:  # not contained: the teacher's rights
         assert (tmp / "absolute.txt").exists()
-        assert (tmp / "honest_wrong" / "lesson_a.ipynb").read_text() == "{}"     # overwritten, graded as it was read
+        assert (tmp / "honest_wrong" / "lesson_a.ipynb").read_text() == "{}"  # overwritten, graded as it was read
 
 
 @pytest.mark.skipif(not landlock_abi(), reason="no Landlock in this kernel: reads and signals are not contained")
@@ -190,7 +241,7 @@ def test_missing_and_renamed_checks(graded):
     g = graded[0]
     assert outcome(g["deleted_check"])["chk-think"][0] is False
     assert outcome(g["deleted_check"])["chk-think"][1].startswith("missing: ")
-    assert outcome(g["deleted_check"])["chk-double"] == (True, "")           # 1/2, not 1/1
+    assert outcome(g["deleted_check"])["chk-double"] == (True, "")  # 1/2, not 1/1
     assert outcome(g["renamed_no_grade_id"])["chk-think"][1].startswith("missing: ")
     assert outcome(g["nbformat_4_4"]) == {"chk-double": (True, ""), "chk-think": (True, "")}
 
@@ -217,6 +268,7 @@ def test_hanging_student_times_out_and_the_next_is_graded(tmp_path):
 
 def test_changed_package_files_stop_grading(tmp_path, monkeypatch):
     import ris_nb.course as course
+
     digests = iter(["before", "after"])
     monkeypatch.setattr(course, "_package_digest", lambda: next(digests))
     teacher = write(tmp_path / "teacher", TEACHER)
@@ -234,8 +286,11 @@ def test_cli_prints_a_table_and_writes_a_csv(tmp_path, capsys):
     assert f"{right}    2/2" in printed.out and "refused: " in printed.out, printed.out
     assert "ris_nb grade: error: 1 of 2 notebooks not graded" in printed.err
     rows = list(csv.DictReader(out.open()))
-    assert [(r["notebook"], r["check"], r["passed"]) for r in rows] == \
-        [(str(right), "chk-double", "True"), (str(right), "chk-think", "True"), (str(other), "", "False")]
+    assert [(r["notebook"], r["check"], r["passed"]) for r in rows] == [
+        (str(right), "chk-double", "True"),
+        (str(right), "chk-think", "True"),
+        (str(other), "", "False"),
+    ]
     assert rows[2]["message"].startswith("refused: ") and not list(tmp_path.glob("*.tmp*"))
 
 
@@ -261,27 +316,39 @@ def test_student_copies_carry_the_check_names(tmp_path):
     nb = read_notebook(make_course(tmp_path / "nbs", tmp_path / "course", verbose=False)[0])
     assert nb["metadata"]["ris_nb"] == {"lesson": "lesson_a"}
     names = {c["id"]: c["metadata"].get("nbgrader", {}).get("grade_id") for c in nb["cells"]}
-    assert names == {"title": None, "ex": None, "sol-double": None, "chk-double": "chk-double", "think": None,
-                     "sol-think": None, "chk-think": "chk-think"}
+    assert names == {
+        "title": None,
+        "ex": None,
+        "sol-double": None,
+        "chk-double": "chk-double",
+        "think": None,
+        "sol-think": None,
+        "chk-think": "chk-think",
+    }
     assert SOLUTION[0] not in json.dumps(nb) and HIDDEN[0] not in json.dumps(nb) and KEY not in json.dumps(nb)
 
 
 def test_a_failed_check_shows_its_message_not_a_traceback():
-    "In Jupyter (IPython) a failed check prints one line; the student's own error shows its own frames only; a "
+    "In Jupyter (IPython) a failed check prints one line; the student's own error shows its own frames only; a"
     "traceback formatted by Python (execnb, a script) holds one checker frame, not the checker's inner calls."
     from execnb.shell import CaptureShell
+
     shell = CaptureShell()
-    out = shell.run("import torch\nfrom ris_nb.checks import check_function\n"
-                    "check_function(lambda x: x + 1, lambda x: x, lambda g: (torch.zeros(2),), name='f')")
+    out = shell.run(
+        "import torch\nfrom ris_nb.checks import check_function\n"
+        "check_function(lambda x: x + 1, lambda x: x, lambda g: (torch.zeros(2),), name='f')"
+    )
     text = "".join(t for o in out if o.get("output_type") == "stream" for t in o["text"])
-    assert text.strip().splitlines() == ["CheckError: f, random input #1, output: value: 2 of 2 entries differ "
-                                         "(largest |difference| 1); first at index [0]: got 1, expected 0"], text
+    assert text.strip().splitlines() == [
+        "CheckError: f, random input #1, output: value: 2 of 2 entries differ "
+        "(largest |difference| 1); first at index [0]: got 1, expected 0"
+    ], text
     out = shell.run("def mine(x):\n    return x.nope\ncheck_function(mine, lambda x: x, lambda g: (torch.zeros(2),))")
     lines = "".join(t for o in out if o.get("output_type") == "stream" for t in o["text"]).strip().splitlines()
     assert lines[-1].startswith("CheckError: mine raised AttributeError") and "checks.py" not in "\n".join(lines), lines
     assert len(lines) <= 6, lines
     out = shell.run("check_function(lambda x: x + 1, lambda x: x, lambda g: (torch.zeros(2),), name='f', grad=True)")
-    printed = "".join(next(o for o in out if o["output_type"] == "error")["traceback"])     # as execnb saves it
+    printed = "".join(next(o for o in out if o["output_type"] == "error")["traceback"])  # as execnb saves it
     frames = [l for l in printed.splitlines() if l.lstrip().startswith("File ") and "checks.py" in l]
     assert len(frames) == 1 and printed.rstrip().endswith("first at index [0]: got 1, expected 0"), printed
 
@@ -289,12 +356,16 @@ def test_a_failed_check_shows_its_message_not_a_traceback():
 def test_a_report_of_another_shape_is_trusted_in_nothing():
     "A line the grading process does not write (a forged record, a record twice, one after the end) fails every check."
     from ris_nb.course import read_report
+
     good = b'{"at": 3}\n{"cell": 3, "error": "", "answers": []}\n{"done": true}\n'
     assert read_report(good, {3}, 0, "").records == {3: {"cell": 3, "error": "", "answers": []}}
-    for bad in (good + b'{"cell": 3, "error": "", "answers": []}\n',                       # a record twice
-                b'{"cell": 3, "error": "", "answers": [[0, {"value": 1, "x": 2}]]}\n',      # an answer of another shape
-                b'{"cell": 4, "error": "", "answers": []}\n',                               # a cell that is no check
-                b"[" * 100_000 + b"\n", good.replace(b'"done": true', b'"done": 1')):
+    for bad in (
+        good + b'{"cell": 3, "error": "", "answers": []}\n',  # a record twice
+        b'{"cell": 3, "error": "", "answers": [[0, {"value": 1, "x": 2}]]}\n',  # an answer of another shape
+        b'{"cell": 4, "error": "", "answers": []}\n',  # a cell that is no check
+        b"[" * 100_000 + b"\n",
+        good.replace(b'"done": true', b'"done": 1'),
+    ):
         run = read_report(bad, {3}, 0, "")
         assert run.garbled.startswith("its report to the grader is garbled") and not run.records, bad[:80]
     ended = "its process exited with code 0 in cell 3, before the end of the notebook"

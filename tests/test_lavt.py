@@ -1,5 +1,6 @@
 """LAVT + Mask Grounding: presets build, train a step, freeze what they should, MG masking statistics, MG is free at
 inference (that lavt_tiny learns to refer: tests/test_learning.py)."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -22,8 +23,12 @@ def _fake_batch(cfg, B=2, T=10, vocab=None, seed=0):
     if B > 1:
         ids[1, 6:], am[1, 6:] = sp["pad"], 0
         ids[1, 5] = sp["sep"]
-    return SimpleNamespace(images=torch.randn(B, 3, S, S, generator=g), input_ids=ids, attention_mask=am,
-                           masks=(torch.rand(B, S, S, generator=g) > 0.7).float())
+    return SimpleNamespace(
+        images=torch.randn(B, 3, S, S, generator=g),
+        input_ids=ids,
+        attention_mask=am,
+        masks=(torch.rand(B, S, S, generator=g) > 0.7).float(),
+    )
 
 
 def _cfg(name):
@@ -51,7 +56,7 @@ def test_preset_step(name):
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
     assert out.logits.shape == (2, 2, cfg.data.image_size, cfg.data.image_size)
     assert model.predict(out, b).shape == (2, 1, cfg.data.image_size, cfg.data.image_size)
-    if cfg.model.text.encoder == "minilm":   # packaged MiniLM: embeddings frozen (train_embeddings=False)
+    if cfg.model.text.encoder == "minilm":  # packaged MiniLM: embeddings frozen (train_embeddings=False)
         assert not any(p.requires_grad for p in model.text.bert.embeddings.parameters())
 
 
@@ -76,7 +81,8 @@ def test_paper_presets_build(name):
     cfg = offline_random(get_preset(name))
     model = build_model(cfg)
     n = sum(p.numel() for p in model.parameters())
-    assert 190e6 < n < 260e6, n                      # LAVT ≈ 228 M with its 512-wide decoder (hand count from the official constructors); MG adds ≈ 9 M
+    # LAVT ≈ 228 M with its 512-wide decoder (hand count from the official constructors); MG adds ≈ 9 M
+    assert 190e6 < n < 260e6, n
     # LAVT's recipe: BERT layers 0-9 train, 10-11 and embeddings frozen, and the frozen ones are in no group
     text = model.text.bert
     assert all(p.requires_grad for p in text.encoder.layer[9].parameters())
@@ -104,19 +110,19 @@ def test_masking_statistics():
     ids = torch.zeros(3000, 27, dtype=torch.long)
     ids[:, 0] = sp["cls"]
     for i, n in enumerate(lens.tolist()):
-        ids[i, 1:n + 1] = torch.randint(5, 500, (n,), generator=g)
+        ids[i, 1 : n + 1] = torch.randint(5, 500, (n,), generator=g)
         ids[i, n + 1] = sp["sep"]
     am = (ids != 0).long()
     words = am.bool() & (ids >= 5)
     masked, tg = mask_tokens(ids, am, sp, g, min_masked=0)
     sel = tg != -100
-    assert abs(sel.sum() / words.sum() - 0.15) < 0.01                     # ≈15 % of the words
-    assert (sel & ~words).sum() == 0                                       # never a special token or padding
-    assert abs((masked[sel] == sp["mask"]).float().mean() - 0.9) < 0.03   # 90 % -> [MASK], rest unchanged
+    assert abs(sel.sum() / words.sum() - 0.15) < 0.01  # ≈15 % of the words
+    assert (sel & ~words).sum() == 0  # never a special token or padding
+    assert abs((masked[sel] == sp["mask"]).float().mean() - 0.9) < 0.03  # 90 % -> [MASK], rest unchanged
     assert torch.equal(masked[sel & (masked != sp["mask"])], ids[sel & (masked != sp["mask"])])
     assert torch.equal(masked[~sel], ids[~sel])
     masked1, tg1 = mask_tokens(ids, am, sp, torch.Generator().manual_seed(1))
-    assert ((tg1 != -100).sum(1) >= 1).all()                               # our rule: ≥ 1 per sentence
+    assert ((tg1 != -100).sum(1) >= 1).all()  # our rule: ≥ 1 per sentence
     # determinism: same generator seed, same masks
     a = mask_tokens(ids, am, sp, torch.Generator().manual_seed(5))
     b = mask_tokens(ids, am, sp, torch.Generator().manual_seed(5))
@@ -141,17 +147,18 @@ def hidden_word_swap(model, b, seed=3):
     masked, _ = model.mg.mask(b.input_ids, b.attention_mask, torch.Generator().manual_seed(seed))
     hidden = masked == model.mg.special_ids["mask"]
     assert hidden.any()
-    ids = torch.where(hidden, 5 + (b.input_ids - 4) % (model.text.vocab_size - 5), b.input_ids)   # v -> v+1, last -> 5
+    ids = torch.where(hidden, 5 + (b.input_ids - 4) % (model.text.vocab_size - 5), b.input_ids)  # v -> v+1, last -> 5
     assert (ids[hidden] != b.input_ids[hidden]).all()
     return masked, SimpleNamespace(**{**vars(b), "input_ids": ids})
 
 
 @pytest.mark.parametrize("source", ["clean", "masked"])
 def test_mg_hidden_words_leak_only_through_clean_visual_stream(source):
-    "visual_source='masked': the predictor cannot see the hidden words; 'clean': they reach it through PWAM's fused map."
+    """visual_source='masked': the predictor cannot see the hidden words; 'clean': they reach it through PWAM's fused
+    map."""
     cfg = _cfg("lavt_mg_tiny").override({"model.mg.visual_source": source})
     torch.manual_seed(0)
-    model = build_model(cfg).eval()                     # eval: no dropout, so two calls are comparable
+    model = build_model(cfg).eval()  # eval: no dropout, so two calls are comparable
     b = _fake_batch(cfg, vocab=200)
     masked, b2 = hidden_word_swap(model, b)
     with torch.no_grad():
@@ -186,10 +193,12 @@ def test_mg_region_to_text_switch():
 
 class _MaskReader(torch.nn.Module):
     "A stand-in MG model that names the hidden word only when it is given the sentence's own mask (keyed by its area)."
+
     def __init__(self, area_of: dict, vocab: int = 50):
         super().__init__()
         self.area_of, self.vocab = area_of, vocab
         self.mg = SimpleNamespace(special_ids=special_token_ids("word"))
+
     def fill_masked(self, x, masked):
         logits = torch.zeros(*x.input_ids.shape, self.vocab)
         for i, row in enumerate(x.input_ids):
@@ -200,15 +209,24 @@ class _MaskReader(torch.nn.Module):
 
 def test_mask_swap_probe_tells_mask_readers_from_mask_ignorers():
     from ris_nb.models.mask_grounding import mask_swap_probe
+
     g = torch.Generator().manual_seed(0)
     batches = []
     for _ in range(3):
-        ids = torch.randint(5, 50, (4, 6), generator=g); ids[:, 0], ids[:, -1] = 2, 3
-        ids[:, 2] = torch.tensor([10, 11, 12, 13])                      # the probed words
+        ids = torch.randint(5, 50, (4, 6), generator=g)
+        ids[:, 0], ids[:, -1] = 2, 3
+        ids[:, 2] = torch.tensor([10, 11, 12, 13])  # the probed words
         masks = torch.zeros(4, 8, 8)
-        for i in range(4): masks[i, : i + 1, : 2] = 1                    # four different areas
-        batches.append(SimpleNamespace(images=torch.zeros(4, 3, 8, 8), input_ids=ids, attention_mask=torch.ones_like(ids), masks=masks))
-    reader = _MaskReader({tuple(r.tolist()): b.masks[i].sum().item() for b in batches for i, r in enumerate(b.input_ids)})
+        for i in range(4):
+            masks[i, : i + 1, :2] = 1  # four different areas
+        batches.append(
+            SimpleNamespace(
+                images=torch.zeros(4, 3, 8, 8), input_ids=ids, attention_mask=torch.ones_like(ids), masks=masks
+            )
+        )
+    reader = _MaskReader(
+        {tuple(r.tolist()): b.masks[i].sum().item() for b in batches for i, r in enumerate(b.input_ids)}
+    )
     r = mask_swap_probe(reader, batches, [10, 11, 12, 13])
     assert r["sentences"] == 12 and r["top1_true"] == 1.0 and r["top1_other"] == 0.0 and r["top1_empty"] == 0.0
     assert r["among_true"] == 1.0

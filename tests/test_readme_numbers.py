@@ -1,6 +1,7 @@
 """The numbers of README.md and bench/README.md are the committed results files' numbers: each check below formats a
 value read from `nbs/results/` the way the page writes it and asks that the page says exactly that. A re-measured file
 without an updated page (or the reverse) fails here, naming the file."""
+
 import csv
 import json
 import re
@@ -17,7 +18,8 @@ BENCH_README = (ROOT / "bench" / "README.md").read_text()
 
 
 def rows(name: str) -> list[dict]:
-    with open(RESULTS / name, newline="") as f: return list(csv.DictReader(f))
+    with open(RESULTS / name, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def flat(text: str) -> str:
@@ -26,7 +28,9 @@ def flat(text: str) -> str:
 
 
 def quickstart_row() -> dict:
-    return next(r for r in rows("learning_log/09_quickstart_current.csv") if "make quickstart" in r["magnet_tiny, quickstart"])
+    return next(
+        r for r in rows("learning_log/09_quickstart_current.csv") if "make quickstart" in r["magnet_tiny, quickstart"]
+    )
 
 
 def log_match(pattern: str) -> tuple[str, ...]:
@@ -42,11 +46,21 @@ def probes(r: dict) -> str:
 
 def times_snippets() -> list[tuple[str, str]]:
     "(text bench/README.md must contain, source): every measured command time, and sag_tiny's."
-    out = [(f"| `{r['command']}` ({r['commit']}) | {r['wall']} | {r['threads']} | {probes(r)} | {r['result']} |", "command_times.csv")
-           for r in rows("command_times.csv")]
+    out = [
+        (
+            f"| `{r['command']}` ({r['commit']}) | {r['wall']} | {r['threads']} | {probes(r)} | {r['result']} |",
+            "command_times.csv",
+        )
+        for r in rows("command_times.csv")
+    ]
     sag = next(r for r in rows("sag_languages.csv") if r["row"] == "appearance, sag_tiny, seed 0")
-    out.append((f"took {float(sag['train_eval_s']):.0f} s for training and evaluation on two threads (probe "
-                f"{sag['probe_1t_ms'].split('/')[0]} ms on one thread, {sag['probe_2t_ms'].split('/')[0]} ms on two;", "sag_languages.csv"))
+    out.append(
+        (
+            f"took {float(sag['train_eval_s']):.0f} s for training and evaluation on two threads (probe "
+            f"{sag['probe_1t_ms'].split('/')[0]} ms on one thread, {sag['probe_2t_ms'].split('/')[0]} ms on two;",
+            "sag_languages.csv",
+        )
+    )
     return out
 
 
@@ -55,19 +69,36 @@ def main_table_snippets(main: dict) -> list[str]:
     out = ["| " + " | ".join(r) + " |" for r in main_table_rows(main)]  # the README's main table, line by line
     out.append(f"{len(main['runs'])} runs, {main['train_s'] / 60:.0f} min of training summed over them")
     out.append(f"512³ probe {main['probe_ms']:.2f} ms on one thread, {main['probe_2t_ms']:.2f} ms on two")
-    score = lambda n, lang, split="val": main["rows"][n]["scores"][lang][split][main["rows"][n]["metric"]]
-    blind = lambda n, lang, split: max(main["floors"][lang][split][f][main["rows"][n]["metric"]]
-                                       for f in ("random shape", "all shapes", "largest shape"))
-    margin = lambda n, lang, split: score(n, lang, split)[0] - blind(n, lang, split)
+
+    def score(n, lang, split="val"):
+        return main["rows"][n]["scores"][lang][split][main["rows"][n]["metric"]]
+
+    def blind(n, lang, split):
+        return max(
+            main["floors"][lang][split][f][main["rows"][n]["metric"]]
+            for f in ("random shape", "all shapes", "largest shape")
+        )
+
+    def margin(n, lang, split):
+        return score(n, lang, split)[0] - blind(n, lang, split)
+
     app = min(margin(n, "appearance", s) for n in main["rows"] for s in main["splits"])
     out.append(f"On appearance every row is more than {int(app)} points above the best answer")
     sup = [margin(n, l, s) for n in main["rows"] if n != "sag" for l in ("plain", "rich") for s in main["splits"]]
     out.append(f"supervised rows are {min(sup):.1f}–{max(sup):.1f} points above it")
-    assert all(margin("sag", l, "testB") < 0 for l in ("plain", "rich")), "the README says SaG drops under the floor on testB"
-    gap = lambda a, b, lang: (score(b, lang)[0] - score(a, lang)[0], max(score(a, lang)[1], score(b, lang)[1]))
+    assert all(margin("sag", l, "testB") < 0 for l in ("plain", "rich")), (
+        "the README says SaG drops under the floor on testB"
+    )
+
+    def gap(a, b, lang):
+        return (score(b, lang)[0] - score(a, lang)[0], max(score(a, lang)[1], score(b, lang)[1]))
+
     (d_app, s_app), (d_rich, s_rich) = gap("lavt", "magnet", "appearance"), gap("lavt", "magnet", "rich")
     out.append(f"(+{d_app:.1f} val oIoU, spread {s_app:.1f}) and barely on rich (+{d_rich:.1f}, spread {s_rich:.1f})")
-    out.append(f"costs {-gap('lavt', 'lavt_mg', 'plain')[0]:.1f} and {-gap('lavt', 'lavt_mg', 'rich')[0]:.1f} val oIoU on plain and rich")
+    out.append(
+        f"costs {-gap('lavt', 'lavt_mg', 'plain')[0]:.1f} and {-gap('lavt', 'lavt_mg', 'rich')[0]:.1f} val "
+        "oIoU on plain and rich"
+    )
     return out
 
 
@@ -82,7 +113,9 @@ def expected_snippets() -> list[tuple[str, str]]:
     "(text the README must contain, the results file it comes from)."
     out = []
     q = quickstart_row()
-    out.append((f"val oIoU {q['val oIoU']} / mIoU {q['mIoU']} / P@0.5 {q['P@0.5']}", "learning_log/09_quickstart_current.csv"))
+    out.append(
+        (f"val oIoU {q['val oIoU']} / mIoU {q['mIoU']} / P@0.5 {q['P@0.5']}", "learning_log/09_quickstart_current.csv")
+    )
     val, _, test_a, test_b = log_match(r"\*\*([\d.]+) val oIoU\*\* \(mIoU ([\d.]+), testA ([\d.]+), testB ([\d.]+)\)")
     assert val == q["val oIoU"], "learning_log.md and learning_log/09_quickstart_current.csv disagree on the quickstart"
     all_shapes = log_match(r"all shapes ([\d.]+) / [\d.]+")[0]
@@ -92,8 +125,13 @@ def expected_snippets() -> list[tuple[str, str]]:
     lang = {r["row"]: r for r in rows("sag_languages.csv")}
     app = [lang[f"appearance, sag_tiny, seed {s}"] for s in range(3)]
     floor, name = best_floor(app[0])
-    out.append((f"reaches **val mIoU {' / '.join(r['val_mIoU'] for r in app)}** (seeds 0 / 1 / 2) against {floor} "
-                f"for the best answer that ignores the sentence ({name})", "sag_languages.csv"))
+    out.append(
+        (
+            f"reaches **val mIoU {' / '.join(r['val_mIoU'] for r in app)}** (seeds 0 / 1 / 2) against {floor} "
+            f"for the best answer that ignores the sentence ({name})",
+            "sag_languages.csv",
+        )
+    )
     plain = lang["plain, sag_tiny, seed 0"]
     out.append((f"the same preset reaches {plain['val_mIoU']} against {best_floor(plain)[0]}", "sag_languages.csv"))
     main = json.loads((RESULTS / "main_table.json").read_text())
@@ -106,20 +144,26 @@ def test_readme_says_what_the_results_file_holds(snippet, source):
     assert flat(snippet) in flat(README), f"README.md should say {snippet!r} (from nbs/results/{source})"
 
 
-
 @pytest.mark.parametrize("snippet,source", times_snippets(), ids=lambda x: x[:40])
 def test_bench_readme_says_what_the_results_file_holds(snippet, source):
     assert flat(snippet) in flat(BENCH_README), f"bench/README.md should say {snippet!r} (from nbs/results/{source})"
 
 
 def test_nbdev_never_rewrites_the_readme():
-    "README.md is kept by hand: settings.ini's readme_nb must name no notebook, or nbdev_prepare would render one over it."
+    """README.md is kept by hand: settings.ini's readme_nb must name no notebook, or nbdev_prepare would render one
+    over it."""
     from nbdev.config import get_config
-    from nbdev.quarto import _doc_mtime_not_older   # the check nbdev_prepare and nbdev_docs run before rendering README.md
+
+    # the check nbdev_prepare and nbdev_docs run before rendering README.md
+    from nbdev.quarto import _doc_mtime_not_older
+
     cfg = get_config(path=ROOT)
     assert not (cfg.nbs_path / cfg.readme_nb).exists(), (
-        f"settings.ini: readme_nb = {cfg.readme_nb} exists, so nbdev_prepare / nbdev_docs would overwrite README.md")
-    assert _doc_mtime_not_older(ROOT / "README.md", cfg.nbs_path / cfg.readme_nb), "this nbdev would render README.md anyway"
+        f"settings.ini: readme_nb = {cfg.readme_nb} exists, so nbdev_prepare / nbdev_docs would overwrite README.md"
+    )
+    assert _doc_mtime_not_older(ROOT / "README.md", cfg.nbs_path / cfg.readme_nb), (
+        "this nbdev would render README.md anyway"
+    )
 
 
 def test_readme_is_a_front_page():

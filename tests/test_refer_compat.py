@@ -2,6 +2,7 @@
 and a minimal re-implementation of the classic REFER `getMask`) gives identical masks for every ref; `area`/`bbox` agree
 with the rasterised masks; sentences carry the REFER fields; the image pixels agree with the masks. Then the layout
 checker (`check_layout`, `ris_nb check-data`) on a fake data root with files missing."""
+
 import json
 import os
 
@@ -27,8 +28,9 @@ def instances(sr_root):
 
 
 def classic_get_mask(ann: dict, img: dict) -> tuple[np.ndarray, float]:
-    """The classic REFER getMask, written from its description: a polygon list goes through frPyObjects, every polygon is
-    decoded to its own layer, the layers are summed and cast to uint8; the area is the sum of the per-polygon areas."""
+    """The classic REFER getMask, written from its description: a polygon list goes through frPyObjects, every polygon
+    is decoded to its own layer, the layers are summed and cast to uint8; the area is the sum of the per-polygon
+    areas."""
     seg = ann["segmentation"]
     rles = mask_utils.frPyObjects(seg, img["height"], img["width"]) if isinstance(seg[0], list) else seg
     layers = mask_utils.decode(rles)
@@ -54,10 +56,10 @@ def test_three_readers_identical(sr_root, instances):
         m = ours.mask(ann["id"]).astype(np.uint8)
         classic, classic_area = classic_get_mask(ann, img)
         np.testing.assert_array_equal(coco.annToMask(coco.anns[ann["id"]]), m, err_msg=f"COCO, ref {ref['ref_id']}")
-        np.testing.assert_array_equal(classic, m, err_msg=f"getMask, ref {ref['ref_id']}")   # sum is 0/1: no overlaps
+        np.testing.assert_array_equal(classic, m, err_msg=f"getMask, ref {ref['ref_id']}")  # sum is 0/1: no overlaps
         assert classic_area == ann["area"] == m.sum() > 0
         n_pieces += len(ann["segmentation"]) > 1
-    assert n_pieces > 0                                   # some referred objects are visible in several pieces
+    assert n_pieces > 0  # some referred objects are visible in several pieces
 
 
 def test_area_and_bbox_match_rasterised_masks(sr_root, instances):
@@ -93,9 +95,13 @@ def test_pixels_agree_with_masks(sr_root, instances):
             m, colour = ref.mask(a["id"]), np.array(S.COLORS[a["color"]])
             assert (np.abs(img[m] - colour).max(1) <= 36).all(), (image_id, a["id"])
             rim = m.copy()
-            rim[1:] |= m[:-1]; rim[:-1] |= m[1:]; rim[:, 1:] |= m[:, :-1]; rim[:, :-1] |= m[:, 1:]
+            rim[1:] |= m[:-1]
+            rim[:-1] |= m[1:]
+            rim[:, 1:] |= m[:, :-1]
+            rim[:, :-1] |= m[:, 1:]
             rim &= ~m
-            outside_hits += int((np.abs(img[rim] - colour).max(1) <= 18).sum()); outside_total += int(rim.sum())
+            outside_hits += int((np.abs(img[rim] - colour).max(1) <= 18).sum())
+            outside_total += int(rim.sum())
     assert outside_hits < 0.01 * outside_total, (outside_hits, outside_total)
 
 
@@ -121,6 +127,7 @@ def test_rle_datasets_still_read(sr_root, instances, tmp_path):
 class _Evil:
     def __reduce__(self):
         import os
+
         return (os.system, ("echo pwned > /tmp/ris_nb_layout_pwned",))
 
 
@@ -129,6 +136,7 @@ def fake_root(sr_root, tmp_path):
     "ShapeRefs; RefCOCO (unc) built from ShapeRefs' files with 2 images missing; RefCOCOg with a tampered refs(umd).p."
     import pickle
     import shutil
+
     shutil.copytree(sr_root / "shaperefs", tmp_path / "shaperefs")
     (tmp_path / "refcoco").mkdir()
     shutil.copy(sr_root / "shaperefs" / "refs(shaperefs).p", tmp_path / "refcoco" / "refs(unc).p")
@@ -139,7 +147,8 @@ def fake_root(sr_root, tmp_path):
     inst = json.loads((tmp_path / "refcoco" / "instances.json").read_text())
     names = {im["id"]: im["file_name"] for im in inst["images"]}
     gone = sorted({names[r["image_id"]] for r in refs})[:2]
-    for f in gone: (coco / f).unlink()
+    for f in gone:
+        (coco / f).unlink()
     (tmp_path / "refcocog").mkdir()
     (tmp_path / "refcocog" / "refs(umd).p").write_bytes(pickle.dumps([{"ref_id": 1, "x": _Evil()}], protocol=2))
     (tmp_path / "refcocog" / "instances.json").write_text("{not json")
@@ -154,9 +163,14 @@ def test_check_layout_names_what_is_missing(fake_root):
     assert unc.required and "magnet_paper" in unc.needed_by and not unc.ok and not unc.missing
     assert (unc.images_missing, unc.missing_examples) == (2, gone)
     assert not google.required and google.missing == [str(root / "refcoco" / "refs(google).p")]
-    assert by[("refcoco+", "unc")].missing == [str(root / "refcoco+" / "refs(unc).p"), str(root / "refcoco+" / "instances.json")]
+    assert by[("refcoco+", "unc")].missing == [
+        str(root / "refcoco+" / "refs(unc).p"),
+        str(root / "refcoco+" / "instances.json"),
+    ]
     umd = by[("refcocog", "umd")]
-    assert any("refusing to load global" in u for u in umd.unreadable) and any("not valid JSON" in u for u in umd.unreadable)
+    assert any("refusing to load global" in u for u in umd.unreadable) and any(
+        "not valid JSON" in u for u in umd.unreadable
+    )
     assert not os.path.exists("/tmp/ris_nb_layout_pwned")
     text = C.format_layout(list(by.values()))
     assert "[MISSING] refcoco / unc" in text and gone[0] in text and "refs(google).p" in text
@@ -164,18 +178,22 @@ def test_check_layout_names_what_is_missing(fake_root):
 
 def test_check_data_cli_exit_codes(fake_root, capsys):
     from ris_nb.cli import main
+
     root, gone = fake_root
     assert main(["check-data", "--root", str(root), "--dataset", "shaperefs"]) == 0
-    assert main(["check-data", "--root", str(root)]) == 2                     # refcoco/unc lacks 2 images
+    assert main(["check-data", "--root", str(root)]) == 2  # refcoco/unc lacks 2 images
     assert main(["check-data", "--root", str(root), "--preset", "magnet_paper"]) == 2
     out = capsys.readouterr()
     assert gone[0] in out.out and "refcoco/unc" in out.err
     coco = root / "images" / "mscoco" / "images" / "train2014"
-    for f in gone: (coco / f).write_bytes(b"")                                # present, but not images
+    for f in gone:
+        (coco / f).write_bytes(b"")  # present, but not images
     assert main(["check-data", "--root", str(root), "--preset", "magnet_paper"]) == 2
     assert f"cannot read image {coco / gone[0]}" in capsys.readouterr().out
-    for f in gone: (coco / f).write_bytes((root / "shaperefs" / "images" / f).read_bytes())
+    for f in gone:
+        (coco / f).write_bytes((root / "shaperefs" / "images" / f).read_bytes())
     assert main(["check-data", "--root", str(root), "--preset", "magnet_paper"]) == 0
-    assert main(["check-data", "--root", str(root)]) == 0                     # refcocog is optional: reported, not fatal
+    # refcocog is optional: reported, not fatal
+    assert main(["check-data", "--root", str(root)]) == 0
     assert main(["check-data", "--root", str(root), "--dataset", "refcocog", "--split-by", "umd"]) == 2
     assert main(["check-data", "--root", str(root / "nowhere")]) == 2

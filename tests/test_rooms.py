@@ -1,7 +1,9 @@
-"""Each module holds one concern (issue 49's "rooms"), read from the exported source with `ast`: `core` imports no model; no
-module below `viz` trains; diagnostics live with evaluation; entity pretraining and the official converters have their own
-module; the appendix's foundations (`io`, `validate`) import no other `ris_nb` module; each idea is written once (one atomic
-write, one safe unpickler, one IoU, one Dice, one tokenizer saver, one log reader); no single-use private base class."""
+"""Each module holds one concern (issue 49's "rooms"), read from the exported source with `ast`: `core` imports no
+model; no module below `viz` trains; diagnostics live with evaluation; entity pretraining and the official converters
+have their own module; the appendix's foundations (`io`, `validate`) import no other `ris_nb` module; each idea is
+written once (one atomic write, one safe unpickler, one IoU, one Dice, one tokenizer saver, one log reader); no
+single-use private base class."""
+
 import ast
 from collections import Counter
 from pathlib import Path
@@ -9,18 +11,32 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "ris_nb"
-MODULES = {p.relative_to(PKG).with_suffix("").as_posix().replace("/", "."): p for p in PKG.rglob("*.py") if p.name != "_modidx.py"}
+MODULES = {
+    p.relative_to(PKG).with_suffix("").as_posix().replace("/", "."): p
+    for p in PKG.rglob("*.py")
+    if p.name != "_modidx.py"
+}
 # below `viz` in the package's layering: they build, load and score models, and never train one
-BELOW_VIZ = [m for m in MODULES if m.split(".")[0] in ("io", "validate", "testing", "core", "metrics", "checks", "data", "models",
-                                                       "evaluate", "official")]
+BELOW_VIZ = [
+    m
+    for m in MODULES
+    if m.split(".")[0]
+    in ("io", "validate", "testing", "core", "metrics", "checks", "data", "models", "evaluate", "official")
+]
 
 
-def tree(module: str) -> ast.Module: return ast.parse(MODULES[module].read_text())
+def tree(module: str) -> ast.Module:
+    return ast.parse(MODULES[module].read_text())
 
 
 def defined(name: str) -> list[str]:
     "The module of each function or class called `name` at any depth (a module that defines it twice is listed twice)."
-    return sorted(m for m in MODULES for n in ast.walk(tree(m)) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name)
+    return sorted(
+        m
+        for m in MODULES
+        for n in ast.walk(tree(m))
+        if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name
+    )
 
 
 def type_checking_only(t: ast.Module) -> set[int]:
@@ -30,13 +46,15 @@ def type_checking_only(t: ast.Module) -> set[int]:
 
 
 def imports(module: str) -> list[str]:
-    "Dotted names `module` imports at run time, relative imports resolved (function bodies included; not TYPE_CHECKING)."
+    """Dotted names `module` imports at run time, relative imports resolved (function bodies included; not
+    TYPE_CHECKING)."""
     out, parts, t = [], ["ris_nb", *module.split(".")[:-1]], tree(module)
     skip = type_checking_only(t)
     for n in (n for n in ast.walk(t) if id(n) not in skip):
-        if isinstance(n, ast.Import): out += [a.name for a in n.names]
+        if isinstance(n, ast.Import):
+            out += [a.name for a in n.names]
         elif isinstance(n, ast.ImportFrom):
-            base = parts[:len(parts) - n.level + 1] if n.level else []
+            base = parts[: len(parts) - n.level + 1] if n.level else []
             out.append(".".join(base + ([n.module] if n.module else [])))
     return out
 
@@ -62,13 +80,17 @@ def test_models_never_import_official():
 
 
 def training_calls(module: str) -> list[str]:
-    "Calls in `module` that train: `.backward()`, an optimizer's `.step()` on `torch.optim`, a `Learner` or a `TrainingRun`."
+    """Calls in `module` that train: `.backward()`, an optimizer's `.step()` on `torch.optim`, a `Learner` or a
+    `TrainingRun`."""
     found = []
     for n in ast.walk(tree(module)):
-        if not isinstance(n, ast.Call): continue
+        if not isinstance(n, ast.Call):
+            continue
         f = n.func
         name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
-        if name in ("backward", "Learner", "TrainingRun", "fit") or (isinstance(f, ast.Attribute) and "optim" in ast.unparse(f.value)):
+        if name in ("backward", "Learner", "TrainingRun", "fit") or (
+            isinstance(f, ast.Attribute) and "optim" in ast.unparse(f.value)
+        ):
             found.append(f"line {n.lineno}: {ast.unparse(f)}")
     return found
 
@@ -80,22 +102,51 @@ def test_nothing_below_viz_trains(module):
 
 def test_the_training_check_catches_a_loop(tmp_path):
     MODULES["_probe"] = tmp_path / "probe.py"
-    MODULES["_probe"].write_text("def f(m, opt, x):\n    m(x).sum().backward()\n    opt.step()\n    torch.optim.AdamW(m.parameters())\n")
-    try: assert len(training_calls("_probe")) == 2
-    finally: del MODULES["_probe"]
+    MODULES["_probe"].write_text(
+        "def f(m, opt, x):\n    m(x).sum().backward()\n    opt.step()\n    torch.optim.AdamW(m.parameters())\n"
+    )
+    try:
+        assert len(training_calls("_probe")) == 2
+    finally:
+        del MODULES["_probe"]
 
 
-@pytest.mark.parametrize("name, home", [
-    ("shatter_gather", "evaluate"), ("sentence_sensitivity", "evaluate"),          # diagnostics: with evaluation
-    ("pretrain_entities", "pretrain"), ("EntityPretrainCB", "pretrain"),           # entity pretraining: its own module, on the Learner
-    ("convert_magnet", "official"), ("sag_key_map", "official"),                  # converters with their key maps
-    ("swin_to_timm", "models.encoders"), ("load_swin", "models.encoders"),        # Swin's renaming beside the backbone, as in timm
-    ("write_atomic", "io"), ("safe_load_pickle", "io"), ("SafeUnpickler", "io"), ("torch_load_checked", "io"),   # the foundations
-    ("check_value", "validate"), ("validate_config", "core"), ("check_layout", "data.checks"), ("check_index", "data.checks"),
-    ("read_refs", "data.shaperefs"), ("_write_folder", "data.shaperefs"), ("_read", "data.refer"),
-    ("probe_ms", "testing"), ("official_fixture", "testing"), ("build_model", "core"),
-    ("mask_iou", "metrics"), ("dice_loss", "models.lavt"), ("save_tokenizer", "data.transforms"),
-    ("read_log", "train"), ("ensure_shaperefs", "data.shaperefs"), ("eval_mode", "core")])
+@pytest.mark.parametrize(
+    "name, home",
+    [
+        ("shatter_gather", "evaluate"),
+        ("sentence_sensitivity", "evaluate"),  # diagnostics: with evaluation
+        # entity pretraining: its own module, on the Learner
+        ("pretrain_entities", "pretrain"),
+        ("EntityPretrainCB", "pretrain"),
+        ("convert_magnet", "official"),
+        ("sag_key_map", "official"),  # converters with their key maps
+        # Swin's renaming beside the backbone, as in timm
+        ("swin_to_timm", "models.encoders"),
+        ("load_swin", "models.encoders"),
+        # the foundations
+        ("write_atomic", "io"),
+        ("safe_load_pickle", "io"),
+        ("SafeUnpickler", "io"),
+        ("torch_load_checked", "io"),
+        ("check_value", "validate"),
+        ("validate_config", "core"),
+        ("check_layout", "data.checks"),
+        ("check_index", "data.checks"),
+        ("read_refs", "data.shaperefs"),
+        ("_write_folder", "data.shaperefs"),
+        ("_read", "data.refer"),
+        ("probe_ms", "testing"),
+        ("official_fixture", "testing"),
+        ("build_model", "core"),
+        ("mask_iou", "metrics"),
+        ("dice_loss", "models.lavt"),
+        ("save_tokenizer", "data.transforms"),
+        ("read_log", "train"),
+        ("ensure_shaperefs", "data.shaperefs"),
+        ("eval_mode", "core"),
+    ],
+)
 def test_each_idea_lives_in_one_module(name, home):
     assert defined(name) == [home], f"{name}: defined in {defined(name)}, expected once, in ris_nb.{home}"
 
@@ -110,7 +161,12 @@ def test_no_single_use_private_base_class():
 
 
 def test_one_restricted_unpickler():
-    "Every pickle the package reads from outside (REFER's refs, ShapeRefs' refs) goes through one unpickler, `ris_nb.io`'s."
-    subs = [f"{m}.{n.name}" for m in MODULES for n in ast.walk(tree(m))
-            if isinstance(n, ast.ClassDef) and any(ast.unparse(b).endswith("Unpickler") for b in n.bases)]
+    """Every pickle the package reads from outside (REFER's refs, ShapeRefs' refs) goes through one unpickler,
+    `ris_nb.io`'s."""
+    subs = [
+        f"{m}.{n.name}"
+        for m in MODULES
+        for n in ast.walk(tree(m))
+        if isinstance(n, ast.ClassDef) and any(ast.unparse(b).endswith("Unpickler") for b in n.bases)
+    ]
     assert subs == ["io.SafeUnpickler"], subs

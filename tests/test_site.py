@@ -1,4 +1,5 @@
 """`make site`: the course website builds offline from the saved outputs, warnings as errors, one page per notebook."""
+
 import re
 import subprocess
 import sys
@@ -14,15 +15,29 @@ import build_site  # noqa: E402
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, str(ROOT / "tools" / "build_site.py"), "--strict", "--out", str(out / "html"),
-                    "--work", str(out / "work")], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "build_site.py"),
+            "--strict",
+            "--out",
+            str(out / "html"),
+            "--work",
+            str(out / "work"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out / "html"
 
 
 def test_reading_order_names_every_notebook():
     names = build_site.reading_order()
     on_disk = {p.stem for p in (ROOT / "nbs").glob("*.ipynb")}
-    assert set(names) == on_disk, f"README reading order vs nbs/: missing {on_disk - set(names)}, extra {set(names) - on_disk}"
+    assert set(names) == on_disk, (
+        f"README reading order vs nbs/: missing {on_disk - set(names)}, extra {set(names) - on_disk}"
+    )
 
 
 def test_every_notebook_has_its_page(site):

@@ -1,5 +1,6 @@
 """ris_nb.viz: every picture function on every tiny preset it applies to (axes and image content, not only "no error"),
 a clear error on the presets it does not apply to, and the checkpoint helper that the notebooks and the demo share."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -21,13 +22,21 @@ from ris_nb.metrics import intersection_union
 TINY = ["lavt_tiny", "lavt_mg_tiny", "magnet_tiny", "sag_tiny"]
 PWAM = ["lavt_tiny", "lavt_mg_tiny", "magnet_tiny"]
 MG = ["lavt_mg_tiny", "magnet_tiny"]
-QUICK = {"data.image_size": 64, "train.max_steps": 2, "train.eval_every": 2, "train.ckpt_every": 2, "train.log_every": 1,
-         "train.batch_size": 4, "eval.batch_size": 8}
+QUICK = {
+    "data.image_size": 64,
+    "train.max_steps": 2,
+    "train.eval_every": 2,
+    "train.ckpt_every": 2,
+    "train.log_every": 1,
+    "train.batch_size": 4,
+    "eval.batch_size": 8,
+}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, shaperefs_data):
-    "Each tiny preset trained for 2 steps on 24 ShapeRefs scenes at 64 px: {preset: (cfg, tokenizer, model, val batch, run dir)}."
+    """Each tiny preset trained for 2 steps on 24 ShapeRefs scenes at 64 px: {preset: (cfg, tokenizer, model, val
+    batch, run dir)}."""
     torch.set_num_threads(1)
     root, data = tmp_path_factory.mktemp("viz"), shaperefs_data(24, 3, 64)
     out = {}
@@ -59,14 +68,15 @@ def test_ensure_checkpoint_reuses(runs):
     best = run_dir / "best.pt"
     before = best.stat().st_mtime_ns
     assert viz.ensure_checkpoint("magnet_tiny", cfg.data.root, run_dir, QUICK) == best
-    assert best.stat().st_mtime_ns == before                       # found, not retrained
+    assert best.stat().st_mtime_ns == before  # found, not retrained
     assert (run_dir / "tokenizer").is_dir() and (run_dir / "log.jsonl").is_file()
-    with pytest.raises(ValueError, match="another config"):        # never a stale checkpoint for a changed recipe
+    with pytest.raises(ValueError, match="another config"):  # never a stale checkpoint for a changed recipe
         viz.ensure_checkpoint("magnet_tiny", cfg.data.root, run_dir, {**QUICK, "train.lr": 1e-4})
 
 
 def test_config_tag():
     from ris_nb.core import get_preset
+
     base = get_preset("sag_tiny")
     assert viz.config_tag(base) == viz.config_tag(base.override({"data.root": "/elsewhere", "train.out_dir": "x"}))
     assert viz.config_tag(base) != viz.config_tag(base.override({"train.lr": 1e-4}))
@@ -89,12 +99,13 @@ def test_plot_predictions(runs, preset):
 
 def test_overlay_dims_outside_prediction():
     img = np.full((8, 8, 3), 0.8)
-    pred = np.zeros((8, 8), bool); pred[2:5, 2:5] = True
+    pred = np.zeros((8, 8), bool)
+    pred[2:5, 2:5] = True
     fig, ax = plt.subplots()
     viz.draw_overlay(ax, img, pred, pred, dim=0.5)
     shown = np.asarray(ax.images[0].get_array())
     assert np.allclose(shown[3, 3], 0.8) and np.allclose(shown[0, 0], 0.4)
-    assert len(ax.collections) >= 2                                 # two outlines: prediction and ground truth
+    assert len(ax.collections) >= 2  # two outlines: prediction and ground truth
 
 
 @pytest.mark.parametrize("preset", PWAM)
@@ -109,7 +120,8 @@ def test_word_attention(runs, preset):
         for a in maps.v2l:
             s = a.flatten(2).sum(-1)[b.attention_mask.bool()]
             torch.testing.assert_close(s, torch.ones_like(s), atol=1e-4, rtol=0)
-    else: assert maps.v2l is None
+    else:
+        assert maps.v2l is None
     fig = viz.plot_word_attention(model, b, tok, i=1, maps=maps)
     words = viz.pick_words(viz.tokens_of(tok, b.input_ids[1], b.attention_mask[1]))
     assert len(fig.axes) == len(words) * (8 if preset == "magnet_tiny" else 4)
@@ -119,7 +131,8 @@ def test_word_attention(runs, preset):
 def test_lavt_attention_reproduces_the_module(runs):
     cfg, tok, model, b, _ = runs["lavt_tiny"]
     att = model.pwams[1].image_lang_att
-    with viz.eval_mode(model), viz.capture([att], lambda m, a, o: (a, o)) as got: model(b)
+    with viz.eval_mode(model), viz.capture([att], lambda m, a, o: (a, o)) as got:
+        model(b)
     (x, l, m), o = got[0]
     a = viz.lavt_word_attention(att, x, l, m)
     v = (att.f_value(l.transpose(1, 2)) * m[:, None]).reshape(len(b), att.heads, -1, l.shape[1])
@@ -131,11 +144,14 @@ def test_lavt_attention_reproduces_the_module(runs):
 def test_cam_pyramid(runs, preset):
     cfg, tok, model, b, _ = runs[preset]
     if preset != "magnet_tiny":
-        with pytest.raises(ValueError, match="CAM"): viz.cam_maps(model, b)
+        with pytest.raises(ValueError, match="CAM"):
+            viz.cam_maps(model, b)
         return
     cm = viz.cam_maps(model, b)
     for s, pooled in enumerate(cm.pooled):
-        assert {p: tuple(t.shape) for p, t in pooled.items()} == {p: (len(b), model.backbone.channels[s] // 4, p, p) for p in (1, 2, 3, 6)}
+        assert {p: tuple(t.shape) for p, t in pooled.items()} == {
+            p: (len(b), model.backbone.channels[s] // 4, p, p) for p in (1, 2, 3, 6)
+        }
     fig = viz.plot_cam_pyramid(model, b, maps=cm)
     assert len(image_axes(fig)) == 4 * 5 + 2
     assert varied(fig.axes[0])
@@ -145,51 +161,71 @@ def test_cam_pyramid(runs, preset):
 def test_mask_grounding(runs, preset):
     cfg, tok, model, b, _ = runs[preset]
     if preset not in MG:
-        with pytest.raises(ValueError, match="Mask Grounding"): viz.mg_topk(model, b, 0, 1, {"m": b.masks[0]})
+        with pytest.raises(ValueError, match="Mask Grounding"):
+            viz.mg_topk(model, b, 0, 1, {"m": b.masks[0]})
         return
     pos = viz.default_hidden_word(viz.tokens_of(tok, b.input_ids[0], b.attention_mask[0]))
     full, empty = torch.ones_like(b.masks[0]), torch.zeros_like(b.masks[0])
     top = viz.mg_topk(model, b, 0, pos, {"full": full, "empty": empty}, k=4)
     for p, j in top.values():
         assert p.shape == j.shape == (4,) and (p[:-1] >= p[1:]).all() and float(p.sum()) <= 1 + 1e-5
-    assert not torch.equal(top["full"][0], top["empty"][0])        # the mask is an input of the predictor
+    assert not torch.equal(top["full"][0], top["empty"][0])  # the mask is an input of the predictor
     fig = viz.plot_mask_grounding(model, b, tok, i=0, masks={"whole image": full.numpy(), "nothing": empty}, k=4)
     bars = [ax for ax in fig.axes if not ax.images]
     assert [len(ax.patches) for ax in bars] == [4, 4]
     assert "[MASK]" in fig._suptitle.get_text() and all(varied(ax) for ax in image_axes(fig))
-    with pytest.raises(ValueError, match="not a word"): viz.mg_topk(model, b, 0, 0, {"m": full})
+    with pytest.raises(ValueError, match="not a word"):
+        viz.mg_topk(model, b, 0, 0, {"m": full})
 
 
 @pytest.mark.parametrize("preset", TINY)
 def test_plot_sag(runs, preset):
     cfg, tok, model, b, _ = runs[preset]
     if preset != "sag_tiny":
-        with pytest.raises(ValueError, match="SaG"): viz.plot_sag(model, b)
+        with pytest.raises(ValueError, match="SaG"):
+            viz.plot_sag(model, b)
         return
     fig = viz.plot_sag(model, b, i=2)
-    with viz.eval_mode(model): out = model(b)
-    K = out.a_slot.shape[1]                                          # the preset's entities: pieces of the K slots, at most 2K
+    with viz.eval_mode(model):
+        out = model(b)
+    # the preset's entities: pieces of the K slots, at most 2K
+    K = out.a_slot.shape[1]
     assert K == 2 * model.slots.n_slots and len(fig.axes[2].patches) == K
     assert abs(sum(p.get_height() for p in fig.axes[2].patches) - 1) < 1e-4
     assert len(fig.axes[4].collections) == model.slots.init.n_gaussians + 1
     assert all(varied(ax) for ax in image_axes(fig))
     comp = viz.entity_composite(out.a_slot[2], viz.entity_colours(model, K), out.hw)
     assert comp.shape == (*out.hw, 3)
-    np.testing.assert_allclose(comp.reshape(-1, 3), (out.a_slot[2].T.numpy() @ viz.entity_colours(model, K)).clip(0, 1), atol=1e-6)
+    np.testing.assert_allclose(
+        comp.reshape(-1, 3), (out.a_slot[2].T.numpy() @ viz.entity_colours(model, K)).clip(0, 1), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("slot_type", ["random", "query"])
 def test_plot_sag_other_slot_types(runs, slot_type):
     from ris_nb.core import build_model
+
     cfg, tok, _, b, _ = runs["sag_tiny"]
     torch.manual_seed(0)
-    model = build_model(cfg.override({"model.sag.slot_type": slot_type, "model.sag.entity_weights": "",   # other slots: no shipped weights
-                                      "model.sag.freeze_entities": False, "model.sag.entity_pieces": 0,
-                                      "model.sag.entity_appearance": False, "model.sag.slot_vector": True}))   # the slots themselves
+    # other slots: no shipped weights
+    model = build_model(
+        cfg.override(
+            {
+                "model.sag.slot_type": slot_type,
+                "model.sag.entity_weights": "",
+                "model.sag.freeze_entities": False,
+                "model.sag.entity_pieces": 0,
+                # the slots themselves
+                "model.sag.entity_appearance": False,
+                "model.sag.slot_vector": True,
+            }
+        )
+    )
     fig = viz.plot_sag(model, b)
     assert len(fig.axes[2].patches) == model.slots.n_slots
     if slot_type == "query":
-        with pytest.raises(ValueError, match="no Gaussian"): viz.slot_clouds(model)
+        with pytest.raises(ValueError, match="no Gaussian"):
+            viz.slot_clouds(model)
 
 
 @pytest.mark.parametrize("preset", TINY)
@@ -201,7 +237,8 @@ def test_plot_log(runs, preset):
     titled = {ax.get_title(): ax for ax in fig.axes if ax.lines}
     assert set(titled) == parts | {"learning rate", "validation (%)"}
     assert len(titled["loss"].lines[0].get_xdata()) == QUICK["train.max_steps"]
-    with pytest.raises(FileNotFoundError, match="no training log"): viz.plot_log(run_dir / "missing")
+    with pytest.raises(FileNotFoundError, match="no training log"):
+        viz.plot_log(run_dir / "missing")
 
 
 def test_plot_by_type(runs):
@@ -218,7 +255,8 @@ def test_plot_by_type(runs):
     many = viz.plot_by_type(results, metrics=("mIoU",))
     assert len(many.axes[0].patches) == len(types) * len(TINY)
     assert [t.get_text() for t in many.axes[0].get_legend().get_texts()] == TINY
-    with pytest.raises(ValueError, match="not an evaluate"): viz.plot_by_type({"x": {"overall": {}}})
+    with pytest.raises(ValueError, match="not an evaluate"):
+        viz.plot_by_type({"x": {"overall": {}}})
 
 
 def test_story_and_single_batch(runs):
@@ -227,15 +265,19 @@ def test_story_and_single_batch(runs):
     r = refer.refs[b.meta["ref_id"][0]]
     img, gt = load_image(refer.image_path(r["image_id"])), refer.mask(r["ann_id"])
     one = viz.single_batch(cfg, tok, img, b.meta["sentence"][0], gt)
-    torch.testing.assert_close(one.images[0], b.images[0])           # the data pipeline's own transform
+    torch.testing.assert_close(one.images[0], b.images[0])  # the data pipeline's own transform
     torch.testing.assert_close(one.input_ids[0], b.input_ids[0])
     torch.testing.assert_close(one.masks[0], b.masks[0])
     fig = viz.plot_story(img, b.meta["sentence"][0], gt, runs["magnet_tiny"][:3], runs["sag_tiny"][:3])
     assert len(image_axes(fig)) == 7 and all(varied(ax) for ax in image_axes(fig))
-    assert sum(len(ax.patches) for ax in fig.axes if not ax.images) == 3 + 2 * runs["sag_tiny"][2].slots.n_slots   # MG top-3, A^fuse over pieces
-    with pytest.raises(ValueError, match="empty"): viz.single_batch(cfg, tok, img, "   ")
-    with pytest.raises(ValueError, match="RGB"): viz.single_batch(cfg, tok, img[..., 0], "the circle")
-    with pytest.raises(ValueError, match="mask shape"): viz.single_batch(cfg, tok, img, "the circle", gt[1:])
+    # MG top-3, A^fuse over pieces
+    assert sum(len(ax.patches) for ax in fig.axes if not ax.images) == 3 + 2 * runs["sag_tiny"][2].slots.n_slots
+    with pytest.raises(ValueError, match="empty"):
+        viz.single_batch(cfg, tok, img, "   ")
+    with pytest.raises(ValueError, match="RGB"):
+        viz.single_batch(cfg, tok, img[..., 0], "the circle")
+    with pytest.raises(ValueError, match="mask shape"):
+        viz.single_batch(cfg, tok, img, "the circle", gt[1:])
 
 
 def test_key_words_skip_words_without_meaning():
@@ -243,7 +285,7 @@ def test_key_words_skip_words_without_meaning():
     toks = ["[CLS]", "the", "square", "that", "is", "not", "yellow", "[SEP]"]
     assert [toks[k] for k in viz.key_words(toks)] == ["square", "not", "yellow"]
     assert [toks[k] for k in viz.pick_words(toks, max_words=4)] == ["the", "square", "that", "is"]
-    assert viz.key_words(["[CLS]", "the", "[SEP]"]) == [1]                       # only function words: still something
+    assert viz.key_words(["[CLS]", "the", "[SEP]"]) == [1]  # only function words: still something
 
 
 @pytest.mark.parametrize("preset", PWAM)
@@ -254,8 +296,9 @@ def test_word_attention_explained(runs, preset):
     words = viz.pick_words(viz.tokens_of(tok, b.input_ids[1], b.attention_mask[1]))
     assert len(image_axes(fig)) == len(words) * (8 if preset == "magnet_tiny" else 4)
     bars = [ax.get_xlabel() for ax in fig.axes if not ax.images]
-    assert bars == ["L→V: the pixel's weight on the word (one scale)"] + \
-        (["V→L: the word's attention (each panel its own range)"] if preset == "magnet_tiny" else [])
+    assert bars == ["L→V: the pixel's weight on the word (one scale)"] + (
+        ["V→L: the word's attention (each panel its own range)"] if preset == "magnet_tiny" else []
+    )
     glossary = " ".join(t.get_text() for t in fig.texts)
     assert viz.GLOSSARY["L→V"] in glossary and (viz.GLOSSARY["V→L"] in glossary) == (preset == "magnet_tiny")
 

@@ -1,10 +1,12 @@
-"""Fault probe of issue 36: try every class of bad data, bad setting and misuse as a user would, and classify what happens.
+"""Fault probe of issue 36: try every class of bad data, bad setting and misuse as a user would, and classify what
+happens.
 
 It generates a small ShapeRefs, trains one tiny run, then builds corrupted copies in a temporary folder and runs the
 `ris_nb` CLI (or a few lines of the Python API) on each. It prints one row per case: the exit code, the first line of
 stderr that matters, and a verdict:
 
-- `clear`: the expected refusal, exit 2, one `ris_nb <command>: error:` line naming what it should, no traceback, no file left;
+- `clear`: the expected refusal, exit 2, one `ris_nb <command>: error:` line naming what it should, no traceback, no
+  file left;
 - `works`: the case is not an error and the command did the right thing;
 - `unclear`: a traceback, a crash, a message that names nothing, or the wrong advice;
 - `wrong`: a silent wrong result (exit 0 where it should refuse) or a file left behind.
@@ -12,6 +14,7 @@ stderr that matters, and a verdict:
     OMP_NUM_THREADS=1 python tools/fault_probe.py                 # every case (a few minutes on 2 busy cores)
     OMP_NUM_THREADS=1 python tools/fault_probe.py -k seed tokenizer   # only cases whose name holds one of these words
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +33,7 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
-RIS = [sys.executable, "-m", "ris_nb"]   # the whole command: course and experiments included
+RIS = [sys.executable, "-m", "ris_nb"]  # the whole command: course and experiments included
 TINY = ["train.max_steps=2", "train.batch_size=4", "data.image_size=64", "train.eval_every=2"]
 
 
@@ -45,46 +48,75 @@ class Row:
 
 def run(args: list, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     "Run `ris_nb args` (a list of str/Path) and capture its output."
-    return subprocess.run(RIS + [str(a) for a in args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        RIS + [str(a) for a in args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=timeout
+    )
 
 
-def train(data: Path, out: Path, *sets: str, cwd: Path | None = None, no_eval: bool = True) -> subprocess.CompletedProcess:
+def train(
+    data: Path, out: Path, *sets: str, cwd: Path | None = None, no_eval: bool = True
+) -> subprocess.CompletedProcess:
     "`ris_nb train` of lavt_tiny for 2 steps on `data` into `out`, with extra `--set` values."
-    return run(["train", "--preset", "lavt_tiny", "--data", data, "--out", out, *(["--no-eval"] if no_eval else []),
-                "--set", *TINY, *sets], cwd=cwd)
+    return run(
+        [
+            "train",
+            "--preset",
+            "lavt_tiny",
+            "--data",
+            data,
+            "--out",
+            out,
+            *(["--no-eval"] if no_eval else []),
+            "--set",
+            *TINY,
+            *sets,
+        ],
+        cwd=cwd,
+    )
 
 
 def first_line(stderr: str) -> str:
     "The `error:` line if there is one, else the last line of a traceback, else the first non-empty line."
     lines = [l for l in stderr.splitlines() if l.strip()]
     for l in lines:
-        if ": error:" in l: return l
-    if any(l.startswith("Traceback") for l in lines): return lines[-1]
+        if ": error:" in l:
+            return l
+    if any(l.startswith("Traceback") for l in lines):
+        return lines[-1]
     return lines[0] if lines else ""
 
 
 def refusal(p: subprocess.CompletedProcess, *names: str, left: Path | None = None) -> tuple[str, str]:
-    "Verdict for a case that must be refused: clear only with exit 2, one error line naming every one of `names`, `left` absent."
+    """Verdict for a case that must be refused: clear only with exit 2, one error line naming every one of `names`,
+    `left` absent."""
     line = first_line(p.stderr)
-    if "Traceback" in p.stderr or p.returncode not in (0, 2): return "unclear", "traceback or crash"
-    if p.returncode == 0: return "wrong", "exit 0: accepted silently"
-    if left is not None and left.exists(): return "wrong", f"{left.name} left behind"
+    if "Traceback" in p.stderr or p.returncode not in (0, 2):
+        return "unclear", "traceback or crash"
+    if p.returncode == 0:
+        return "wrong", "exit 0: accepted silently"
+    if left is not None and left.exists():
+        return "wrong", f"{left.name} left behind"
     missing = [n for n in names if n not in line]
-    if missing: return "unclear", f"does not name {missing}"
-    if sum(": error:" in l for l in p.stderr.splitlines()) != 1: return "unclear", "more than one error line"
+    if missing:
+        return "unclear", f"does not name {missing}"
+    if sum(": error:" in l for l in p.stderr.splitlines()) != 1:
+        return "unclear", "more than one error line"
     return "clear", ""
 
 
 def success(p: subprocess.CompletedProcess, ok: bool = True, why: str = "") -> tuple[str, str]:
     "Verdict for a case that must work: exit 0, no traceback, and the case's own check `ok`."
-    if "Traceback" in p.stderr or p.returncode != 0: return "unclear", f"exit {p.returncode}"
+    if "Traceback" in p.stderr or p.returncode != 0:
+        return "unclear", f"exit {p.returncode}"
     return ("works", "") if ok else ("wrong", why)
 
 
 # ---------------------------------------------------------------- corrupted copies of the dataset
 
+
 def load_files(ddir: Path) -> tuple[dict, list]:
     from ris_nb.io import safe_load_pickle
+
     return json.loads((ddir / "instances.json").read_text()), safe_load_pickle(ddir / "refs(shaperefs).p")
 
 
@@ -102,65 +134,102 @@ def plant(ddir: Path, fault: str) -> list[str]:
     other = next(a for a in inst["annotations"] if a["image_id"] != img["id"])
     image_file = ddir / "images" / img["file_name"]
     if fault == "duplicate image id":
-        inst["images"].append(dict(next(i for i in inst["images"] if i["id"] != img["id"]), id=img["id"])); want = ["image id", str(img["id"])]
+        inst["images"].append(dict(next(i for i in inst["images"] if i["id"] != img["id"]), id=img["id"]))
+        want = ["image id", str(img["id"])]
     elif fault == "duplicate annotation id":
-        inst["annotations"].append(dict(other, id=ann["id"])); want = ["annotation id", str(ann["id"])]
+        inst["annotations"].append(dict(other, id=ann["id"]))
+        want = ["annotation id", str(ann["id"])]
     elif fault == "duplicate ref id":
-        refs[1]["ref_id"] = refs[0]["ref_id"]; want = ["ref_id", str(refs[0]["ref_id"])]
+        refs[1]["ref_id"] = refs[0]["ref_id"]
+        want = ["ref_id", str(refs[0]["ref_id"])]
     elif fault == "duplicate sentence id":
-        refs[1]["sentences"][0]["sent_id"] = refs[0]["sentences"][0]["sent_id"]; want = ["sent_id", str(refs[0]["sentences"][0]["sent_id"])]
+        refs[1]["sentences"][0]["sent_id"] = refs[0]["sentences"][0]["sent_id"]
+        want = ["sent_id", str(refs[0]["sentences"][0]["sent_id"])]
     elif fault == "ann_id of another image":
-        ref["ann_id"] = other["id"]; want = [f"ref_id {ref['ref_id']}", f"ann_id {other['id']}"]
+        ref["ann_id"] = other["id"]
+        want = [f"ref_id {ref['ref_id']}", f"ann_id {other['id']}"]
     elif fault == "empty segmentation []":
-        ann["segmentation"] = []; want = ["empty segmentation", f"annotation {ann['id']}"]
+        ann["segmentation"] = []
+        want = ["empty segmentation", f"annotation {ann['id']}"]
     elif fault == "empty polygon [[]]":
-        ann["segmentation"] = [[]]; want = ["empty segmentation", f"annotation {ann['id']}"]
+        ann["segmentation"] = [[]]
+        want = ["empty segmentation", f"annotation {ann['id']}"]
     elif fault == "NaN polygon":
-        ann["segmentation"][0][1] = float("nan"); want = ["NaN", f"annotation {ann['id']}"]
+        ann["segmentation"][0][1] = float("nan")
+        want = ["NaN", f"annotation {ann['id']}"]
     elif fault == "inf polygon":
-        ann["segmentation"][0][0] = float("inf"); want = ["infinite", f"annotation {ann['id']}"]
+        ann["segmentation"][0][0] = float("inf")
+        want = ["infinite", f"annotation {ann['id']}"]
     elif fault == "polygon outside the image":
-        ann["segmentation"][0] = [x + 3 * img["width"] for x in ann["segmentation"][0]]; want = ["outside", f"annotation {ann['id']}"]
+        ann["segmentation"][0] = [x + 3 * img["width"] for x in ann["segmentation"][0]]
+        want = ["outside", f"annotation {ann['id']}"]
     elif fault == "truncated image":
-        image_file.write_bytes(image_file.read_bytes()[:200]); want = [image_file.name]
+        image_file.write_bytes(image_file.read_bytes()[:200])
+        want = [image_file.name]
     elif fault == "missing image":
-        image_file.unlink(); want = [image_file.name]
+        image_file.unlink()
+        want = [image_file.name]
     elif fault == "declared image 64 x 10^8 px":
-        img["height"] = 10**8; want = [f"image id {img['id']}", "pixels; expected at most"]
+        img["height"] = 10**8
+        want = [f"image id {img['id']}", "pixels; expected at most"]
     elif fault == "declared image 10^9 x 10^9 px":
-        img["height"] = img["width"] = 10**9; want = [f"image id {img['id']}", "pixels; expected at most"]
+        img["height"] = img["width"] = 10**9
+        want = [f"image id {img['id']}", "pixels; expected at most"]
     elif fault == "zero-width-space sentences of a ref":
-        for s in ref["sentences"]: s["raw"] = s["sent"] = "\u200b\u200b"
-        want = []                   # training drops them with a warning; check-data warns
+        for s in ref["sentences"]:
+            s["raw"] = s["sent"] = "\u200b\u200b"
+        want = []  # training drops them with a warning; check-data warns
     elif fault == "every val sentence blank":
         for r in refs:
             if r["split"] == "val":
-                for s in r["sentences"]: s["raw"] = s["sent"] = "\u200b"
+                for s in r["sentences"]:
+                    s["raw"] = s["sent"] = "\u200b"
         want = ["val"]
     elif fault == "refs directory instead of file":
-        (ddir / "refs(shaperefs).p").unlink(); (ddir / "refs(shaperefs).p").mkdir(); want = ["refs(shaperefs).p", "directory"]
+        (ddir / "refs(shaperefs).p").unlink()
+        (ddir / "refs(shaperefs).p").mkdir()
+        want = ["refs(shaperefs).p", "directory"]
         return want
-    else: raise KeyError(fault)
+    else:
+        raise KeyError(fault)
     save_files(ddir, inst, refs)
     return want
 
 
-DATA_FAULTS = ["duplicate image id", "duplicate annotation id", "duplicate ref id", "duplicate sentence id",
-               "ann_id of another image", "empty segmentation []", "empty polygon [[]]", "NaN polygon", "inf polygon",
-               "polygon outside the image", "truncated image", "missing image", "refs directory instead of file",
-               "declared image 64 x 10^8 px", "declared image 10^9 x 10^9 px", "zero-width-space sentences of a ref",
-               "every val sentence blank"]
-WARN_FAULTS = {"zero-width-space sentences of a ref": "dropped 1 empty sentence group"}   # not an error: dropped, with a warning
+DATA_FAULTS = [
+    "duplicate image id",
+    "duplicate annotation id",
+    "duplicate ref id",
+    "duplicate sentence id",
+    "ann_id of another image",
+    "empty segmentation []",
+    "empty polygon [[]]",
+    "NaN polygon",
+    "inf polygon",
+    "polygon outside the image",
+    "truncated image",
+    "missing image",
+    "refs directory instead of file",
+    "declared image 64 x 10^8 px",
+    "declared image 10^9 x 10^9 px",
+    "zero-width-space sentences of a ref",
+    "every val sentence blank",
+]
+# not an error: dropped, with a warning
+WARN_FAULTS = {"zero-width-space sentences of a ref": "dropped 1 empty sentence group"}
 
 
 # ---------------------------------------------------------------- the cases
+
 
 class Probe:
     def __init__(self, tmp: Path, data: bool = True):
         self.tmp, self.rows = tmp, []
         self.base = tmp / "data" / "shaperefs"
-        if not data: return                                    # the grading cases need no dataset nor run
+        if not data:
+            return  # the grading cases need no dataset nor run
         from ris_nb.data.shaperefs import generate
+
         generate(self.base, n_images=80, seed=0, size=64, verbose=False)
         p = train(self.base, tmp / "run0", no_eval=False)
         assert p.returncode == 0, p.stderr[-2000:]
@@ -191,19 +260,25 @@ class Probe:
             if fault in WARN_FAULTS:
                 self.add(f"train: {fault}", p, success(p, WARN_FAULTS[fault] in p.stderr, "no warning"))
                 p = run(["check-data", "--root", ddir.parent, "--dataset", "shaperefs"])
-                self.add(f"check-data: {fault}", p, success(p, "warning:" in p.stdout and "blank" in p.stdout, "no warning"))
+                self.add(
+                    f"check-data: {fault}", p, success(p, "warning:" in p.stdout and "blank" in p.stdout, "no warning")
+                )
                 continue
             image_fault = fault in ("truncated image", "missing image")
-            # an image that cannot be read is found when training reads it (decoding every image up front is check-data's job)
+            # an image that cannot be read is found when training reads it (decoding every image up front is
+            # check-data's job)
             self.add(f"train: {fault}", p, refusal(p, *want, left=None if image_fault else out))
             p = run(["check-data", "--root", ddir.parent, "--dataset", "shaperefs"])
             v = refusal(p, "shaperefs")
-            if v[0] == "clear" and not all(w in p.stdout for w in want): v = ("unclear", f"listing does not name {want}")
+            if v[0] == "clear" and not all(w in p.stdout for w in want):
+                v = ("unclear", f"listing does not name {want}")
             self.add(f"check-data: {fault}", p, v)
 
     def check_data_valid(self) -> None:
         p = run(["check-data", "--root", self.base.parent, "--dataset", "shaperefs"])
-        self.add("check-data: the valid dataset", p, success(p, "everything required is in place" in p.stdout, "no ok line"))
+        self.add(
+            "check-data: the valid dataset", p, success(p, "everything required is in place" in p.stdout, "no ok line")
+        )
 
     # -- tokenizer folders of a trained run
     def tokenizer_faults(self) -> None:
@@ -211,42 +286,68 @@ class Probe:
             run_dir = self.copy_run(f"tok_{kind}")
             tok = run_dir / "tokenizer"
             if kind == "empty":
-                for f in tok.iterdir(): f.unlink()
+                for f in tok.iterdir():
+                    f.unlink()
                 want = [str(tok)]
             else:
-                f = tok / "tokenizer.json"; f.write_text(f.read_text()[: len(f.read_text()) // 2]); want = ["tokenizer.json"]
+                f = tok / "tokenizer.json"
+                f.write_text(f.read_text()[: len(f.read_text()) // 2])
+                want = ["tokenizer.json"]
             p = run(["eval", "--ckpt", run_dir / "best.pt", "--data", self.base, "--out", run_dir / "ev"])
             self.add(f"eval: {kind} tokenizer folder", p, refusal(p, *want, left=run_dir / "ev" / "report.md"))
             img = next((self.base / "images").iterdir())
-            p = run(["predict", "--ckpt", run_dir / "best.pt", "--image", img, "--text", "the red circle", "--out", run_dir / "m.png"])
+            p = run(
+                [
+                    "predict",
+                    "--ckpt",
+                    run_dir / "best.pt",
+                    "--image",
+                    img,
+                    "--text",
+                    "the red circle",
+                    "--out",
+                    run_dir / "m.png",
+                ]
+            )
             self.add(f"predict: {kind} tokenizer folder", p, refusal(p, *want, left=run_dir / "m.png"))
 
     def ckpt_folder(self) -> None:
         p = run(["eval", "--ckpt", self.run0, "--out", self.tmp / "ev_dir"])
         v = refusal(p, "is a directory", "best.pt")
-        self.add("eval: --ckpt a run folder", p, ("unclear", "says corrupt") if "corrupt" in first_line(p.stderr) else v)
+        self.add(
+            "eval: --ckpt a run folder", p, ("unclear", "says corrupt") if "corrupt" in first_line(p.stderr) else v
+        )
         import torch
+
         class Code:
-            def __reduce__(self): return (os.system, ("true",))
+            def __reduce__(self):
+                return (os.system, ("true",))
+
         torch.save({"model": Code(), "config": "{}"}, self.tmp / "code.pt")
         p = run(["eval", "--ckpt", self.tmp / "code.pt", "--out", self.tmp / "ev_code"])
         v = refusal(p, "posix.system")
-        self.add("eval: a checkpoint holding code", p, ("unclear", "torch's advice, no reason") if "weights_only" in first_line(p.stderr) else v)
+        self.add(
+            "eval: a checkpoint holding code",
+            p,
+            ("unclear", "torch's advice, no reason") if "weights_only" in first_line(p.stderr) else v,
+        )
 
     # -- config values (item 3)
     def config_faults(self) -> None:
-        cases = [("window_size too big", "model.vision.window_size=100", "model.vision.window_size=100"),
-                 ("device=mps (none here)", "train.device=mps", "mps"),
-                 ("device=tpu", "train.device=tpu", "train.device='tpu'"),
-                 ("vocab_size below the tokenizer", "model.text.vocab_size=5", "model.text.vocab_size=5"),
-                 ("max_tokens over 512", "data.max_tokens=5000", "data.max_tokens=5000"),
-                 ("ce_weights of length 3", "model.lavt.ce_weights=[0.5,0.5,0.5]", "model.lavt.ce_weights"),
-                 ("ce_weights with NaN", "model.lavt.ce_weights=[NaN,1.0]", "model.lavt.ce_weights"),
-                 ("ce_weights a number", "model.lavt.ce_weights=1.0", "model.lavt.ce_weights"),
-                 ("21-digit seed", "seed=123456789012345678901", "seed=123456789012345678901"),
-                 ("negative seed", "seed=-1", "seed=-1"),
-                 ("batch_size over the training set", "train.batch_size=100000", "train.batch_size=100000"),
-                 ("image_size 100000", "data.image_size=100000", "data.image_size=100000")]
+        cases = [
+            ("window_size too big", "model.vision.window_size=100", "model.vision.window_size=100"),
+            ("device=mps (none here)", "train.device=mps", "mps"),
+            ("device=tpu", "train.device=tpu", "train.device='tpu'"),
+            ("vocab_size below the tokenizer", "model.text.vocab_size=5", "model.text.vocab_size=5"),
+            ("max_tokens over 512", "data.max_tokens=5000", "data.max_tokens=5000"),
+            ("ce_weights of length 3", "model.lavt.ce_weights=[0.5,0.5,0.5]", "model.lavt.ce_weights"),
+            ("ce_weights with NaN", "model.lavt.ce_weights=[NaN,1.0]", "model.lavt.ce_weights"),
+            ("ce_weights a number", "model.lavt.ce_weights=1.0", "model.lavt.ce_weights"),
+            ("21-digit seed", "seed=123456789012345678901", "seed=123456789012345678901"),
+            ("negative seed", "seed=-1", "seed=-1"),
+            ("batch_size over the training set", "train.batch_size=100000", "train.batch_size=100000"),
+            ("image_size 100000", "data.image_size=100000", "data.image_size=100000"),
+        ]
         for name, setting, fragment in cases:
             out = self.tmp / "cfg" / name.replace(" ", "_")
             p = train(self.base, out, setting)
@@ -255,48 +356,64 @@ class Probe:
     # -- runs and checkpoints
     def eval_relative_data(self) -> None:
         a, b = self.tmp / "elsewhere_a", self.tmp / "elsewhere_b"
-        shutil.copytree(self.base, a / "data" / "shaperefs"); b.mkdir()
+        shutil.copytree(self.base, a / "data" / "shaperefs")
+        b.mkdir()
         p = train(Path("data"), Path("run"), cwd=a)
         assert p.returncode == 0, p.stderr[-2000:]
         p = run(["eval", "--ckpt", a / "run" / "best.pt"], cwd=b)
         v = refusal(p, "--data", left=a / "run" / "report.md")
-        if v[0] == "clear" and "synth" in first_line(p.stderr): v = ("unclear", "advises synth")
+        if v[0] == "clear" and "synth" in first_line(p.stderr):
+            v = ("unclear", "advises synth")
         self.add("eval: relative --data from another folder", p, v)
         p = run(["eval", "--ckpt", a / "run" / "best.pt", "--data", a / "data"], cwd=b)
         self.add("eval: the same with --data", p, success(p, "oIoU" in p.stdout, "no table"))
-        shutil.copytree(self.base, a / "dsfolder")                              # `--data dsfolder`: the dataset folder itself
+        # `--data dsfolder`: the dataset folder itself
+        shutil.copytree(self.base, a / "dsfolder")
         p = train(Path("dsfolder"), Path("run2"), cwd=a)
         assert p.returncode == 0, p.stderr[-2000:]
         p = run(["eval", "--ckpt", a / "run2" / "best.pt"], cwd=b)
-        self.add("eval: relative dataset folder from another folder", p, refusal(p, "--data", left=a / "run2" / "report.md"))
+        self.add(
+            "eval: relative dataset folder from another folder", p, refusal(p, "--data", left=a / "run2" / "report.md")
+        )
 
     def truncated_log(self) -> None:
         run_dir = self.copy_run("cut_log")
-        log = run_dir / "log.jsonl"; log.write_text(log.read_text()[:-15])
+        log = run_dir / "log.jsonl"
+        log.write_text(log.read_text()[:-15])
         p = train(self.base, run_dir, "train.max_steps=4", "train.eval_every=4")
         from ris_nb.train import read_log
+
         steps = [r.get("step") for r in read_log(log)]
-        self.add("train: resume after a cut last line of log.jsonl", p, success(p, steps and steps[-1] == 4, f"log steps {steps}"))
+        self.add(
+            "train: resume after a cut last line of log.jsonl",
+            p,
+            success(p, steps and steps[-1] == 4, f"log steps {steps}"),
+        )
 
     def shorter_rerun(self) -> None:
         run_dir = self.copy_run("shorter")
         before = (run_dir / "config.json").read_text()
         p = train(self.base, run_dir, "train.max_steps=1")
         v = refusal(p, "train.max_steps=1")
-        if (run_dir / "config.json").read_text() != before: v = ("wrong", "config.json rewritten")
+        if (run_dir / "config.json").read_text() != before:
+            v = ("wrong", "config.json rewritten")
         self.add("train: rerun a finished run with fewer steps", p, v)
 
     def checkpoints_file(self) -> None:
         for name in ("checkpoints", "tokenizer"):
-            out = self.tmp / f"{name}_file"; out.mkdir(); (out / name).write_text("a file")
+            out = self.tmp / f"{name}_file"
+            out.mkdir()
+            (out / name).write_text("a file")
             p = train(self.base, out)
             v = refusal(p, f"{name} is a file")
-            if v[0] == "clear" and (out / "config.json").exists(): v = ("wrong", "config.json written first")
+            if v[0] == "clear" and (out / "config.json").exists():
+                v = ("wrong", "config.json written first")
             self.add(f"train: {name} is a file", p, v)
 
     def stale_temp(self) -> None:
         run_dir = self.copy_run("stale")
-        dead = run_dir / "checkpoints" / ".step_0000009.tmp-999999999.pt"; dead.write_bytes(b"half")
+        dead = run_dir / "checkpoints" / ".step_0000009.tmp-999999999.pt"
+        dead.write_bytes(b"half")
         p = train(self.base, run_dir, "train.max_steps=3", "train.eval_every=3")
         self.add("train: a dead process's checkpoint temp file", p, success(p, not dead.exists(), "temp file left"))
 
@@ -306,7 +423,8 @@ class Probe:
         out = self.tmp / "refused_run"
         p = train(ddir, out)
         v = refusal(p, "ref_id")
-        if out.exists(): v = ("wrong", f"left {sorted(x.name for x in out.iterdir())}")
+        if out.exists():
+            v = ("wrong", f"left {sorted(x.name for x in out.iterdir())}")
         self.add("train: refused start (no .lock-only folder)", p, v)
 
     # -- predict
@@ -319,13 +437,16 @@ class Probe:
         p = run(["predict", "--ckpt", ck, "--image", img, "--text", "\u200b\u200b", "--out", out / "zw.png"])
         self.add("predict: zero-width-space sentence", p, refusal(p, "no visible character", left=out / "zw.png"))
         p = run(["predict", "--ckpt", ck, "--image", img, "--text", "zebra quokka", "--out", out / "unk.png"])
-        self.add("predict: no word in the vocabulary", p, success(p, "warning: none of the words" in p.stderr, "no warning"))
+        self.add(
+            "predict: no word in the vocabulary", p, success(p, "warning: none of the words" in p.stderr, "no warning")
+        )
         p = run(["predict", "--ckpt", ck, "--image", img, "--text", "the red circle", "--out", out / "ok.png"])
         self.add("predict: a good sentence", p, success(p, (out / "ok.png").exists(), "no mask"))
 
     # -- course
     def course_invalid(self) -> None:
-        nbs = self.tmp / "nbs"; nbs.mkdir()
+        nbs = self.tmp / "nbs"
+        nbs.mkdir()
         shutil.copy(REPO / "nbs" / "01_metrics.ipynb", nbs)
         (nbs / "02_broken.ipynb").write_text("{not json")
         out = self.tmp / "course"
@@ -335,221 +456,440 @@ class Probe:
     # -- signals
     def interrupt(self, sig: signal.Signals) -> None:
         out = self.tmp / f"sig_{sig.name}"
-        args = RIS + ["train", "--preset", "lavt_tiny", "--data", str(self.base), "--out", str(out), "--no-eval", "--set", *TINY,
-                      "train.max_steps=60", "train.ckpt_every=5", "train.eval_every=1000"]
+        args = RIS + [
+            "train",
+            "--preset",
+            "lavt_tiny",
+            "--data",
+            str(self.base),
+            "--out",
+            str(out),
+            "--no-eval",
+            "--set",
+            *TINY,
+            "train.max_steps=60",
+            "train.ckpt_every=5",
+            "train.eval_every=1000",
+        ]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
         t0 = time.time()
-        while time.time() - t0 < 300 and not list((out / "checkpoints").glob("step_*.pt")): time.sleep(0.2)
+        while time.time() - t0 < 300 and not list((out / "checkpoints").glob("step_*.pt")):
+            time.sleep(0.2)
         time.sleep(0.3)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
         rc = proc.returncode
         if sig == signal.SIGINT:
             lines = [l for l in err.splitlines() if l.strip() and not l.startswith(("precision:",))]
-            ok = rc == 130 and "Traceback" not in err and any("interrupted; run the same command again" in l for l in lines)
-            self.rows.append(Row("train: Ctrl-C", rc, first_line(err) or (lines[-1] if lines else ""), "clear" if ok else "unclear",
-                                 "" if ok else f"{len(lines)} stderr lines"))
+            ok = (
+                rc == 130
+                and "Traceback" not in err
+                and any("interrupted; run the same command again" in l for l in lines)
+            )
+            self.rows.append(
+                Row(
+                    "train: Ctrl-C",
+                    rc,
+                    first_line(err) or (lines[-1] if lines else ""),
+                    "clear" if ok else "unclear",
+                    "" if ok else f"{len(lines)} stderr lines",
+                )
+            )
         else:
             ok = rc == -signal.SIGTERM and "Traceback" not in err
-            self.rows.append(Row("train: SIGTERM", rc, first_line(err), "works" if ok else "unclear", "" if ok else "unexpected exit"))
+            self.rows.append(
+                Row(
+                    "train: SIGTERM", rc, first_line(err), "works" if ok else "unclear", "" if ok else "unexpected exit"
+                )
+            )
         p = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
         from ris_nb.train import read_log
+
         left = [x.name for x in (out / "checkpoints").iterdir() if x.name.startswith(".")]
         steps = [r.get("step") for r in read_log(out / "log.jsonl") if "loss" in r]
         good = not left and steps and steps[-1] == 60
-        self.add(f"train: rerun after {'Ctrl-C' if sig == signal.SIGINT else 'SIGTERM'}", p,
-                 success(p, good, f"temp files {left}, last step {steps[-1:] }"))
+        self.add(
+            f"train: rerun after {'Ctrl-C' if sig == signal.SIGINT else 'SIGTERM'}",
+            p,
+            success(p, good, f"temp files {left}, last step {steps[-1:]}"),
+        )
 
     # -- pipes
     def closed_pipe(self) -> None:
-        cmd = " ".join(map(str, RIS)) + f" eval --ckpt {self.run0 / 'best.pt'} --out {self.tmp / 'pipe'} | head -1 >/dev/null"
-        p = subprocess.run(["bash", "-c", cmd + "; exit ${PIPESTATUS[0]}"], capture_output=True, text=True, env=ENV, timeout=600)
+        cmd = (
+            " ".join(map(str, RIS))
+            + f" eval --ckpt {self.run0 / 'best.pt'} --out {self.tmp / 'pipe'} | head -1 >/dev/null"
+        )
+        p = subprocess.run(
+            ["bash", "-c", cmd + "; exit ${PIPESTATUS[0]}"], capture_output=True, text=True, env=ENV, timeout=600
+        )
         bad = "Broken pipe" in p.stderr or "Traceback" in p.stderr or p.returncode not in (0, 1)
         self.rows.append(Row("eval ... | head -1", p.returncode, first_line(p.stderr), "unclear" if bad else "works"))
 
     # -- the Python API
     def api_cases(self) -> None:
-        setup = (f"import torch\nfrom ris_nb.core import get_preset\nfrom ris_nb.train import prepare\nfrom ris_nb.evaluate import evaluate\n"
-                 f"cfg = get_preset('lavt_tiny').override({{'data.root': {str(self.base.parent)!r}, 'data.image_size': 64, 'data.test_splits': []}})\n"
-                 f"OUT = cfg.override({{'train.out_dir': {str(self.tmp / 'api_run')!r}}})\n")
-        cases = [("prepare('lavt_tiny')", "prepare('lavt_tiny')", "TypeError", "cfg="),
-                 ("prepare(cfg, splits='val')", "prepare(cfg, splits='val')", "TypeError", "splits='val'"),
-                 ("prepare(cfg, world=0)", "prepare(cfg, world=0)", "ValueError", "world=0"),
-                 ("prepare(cfg, world='2')", "prepare(cfg, world='2')", "ValueError", "world='2'"),
-                 ("evaluate(model, None)", "evaluate(torch.nn.Linear(2, 2), None)", "TypeError", "loader"),
-                 ("evaluate('best.pt', loader)", "evaluate('best.pt', [])", "TypeError", "model"),
-                 ("fit(model, loaders, 'lavt_tiny')", "from ris_nb.train import fit; fit(torch.nn.Linear(2, 2), {}, 'lavt_tiny')", "TypeError", "cfg="),
-                 ("fit('best.pt', loaders, cfg)", "from ris_nb.train import fit; t, L, m, c = prepare(OUT); fit('best.pt', L, c)", "TypeError", "model"),
-                 ("fit(model, None, cfg)", "from ris_nb.train import fit; fit(torch.nn.Linear(2, 2), None, OUT)", "TypeError", "loaders"),
-                 ("fit(model, loaders, cfg, cbs=3)", "from ris_nb.train import fit; fit(torch.nn.Linear(2, 2), {'train': torch.utils.data.DataLoader([1])}, OUT, cbs=3)", "TypeError", "cbs")]
+        setup = (
+            "import torch\nfrom ris_nb.core import get_preset\nfrom ris_nb.train import prepare\nfrom "
+            "ris_nb.evaluate import evaluate\n"
+            f"cfg = get_preset('lavt_tiny').override({{'data.root': {str(self.base.parent)!r}, "
+            f"'data.image_size': 64, 'data.test_splits': []}})\n"
+            f"OUT = cfg.override({{'train.out_dir': {str(self.tmp / 'api_run')!r}}})\n"
+        )
+        cases = [
+            ("prepare('lavt_tiny')", "prepare('lavt_tiny')", "TypeError", "cfg="),
+            ("prepare(cfg, splits='val')", "prepare(cfg, splits='val')", "TypeError", "splits='val'"),
+            ("prepare(cfg, world=0)", "prepare(cfg, world=0)", "ValueError", "world=0"),
+            ("prepare(cfg, world='2')", "prepare(cfg, world='2')", "ValueError", "world='2'"),
+            ("evaluate(model, None)", "evaluate(torch.nn.Linear(2, 2), None)", "TypeError", "loader"),
+            ("evaluate('best.pt', loader)", "evaluate('best.pt', [])", "TypeError", "model"),
+            (
+                "fit(model, loaders, 'lavt_tiny')",
+                "from ris_nb.train import fit; fit(torch.nn.Linear(2, 2), {}, 'lavt_tiny')",
+                "TypeError",
+                "cfg=",
+            ),
+            (
+                "fit('best.pt', loaders, cfg)",
+                "from ris_nb.train import fit; t, L, m, c = prepare(OUT); fit('best.pt', L, c)",
+                "TypeError",
+                "model",
+            ),
+            (
+                "fit(model, None, cfg)",
+                "from ris_nb.train import fit; fit(torch.nn.Linear(2, 2), None, OUT)",
+                "TypeError",
+                "loaders",
+            ),
+            (
+                "fit(model, loaders, cfg, cbs=3)",
+                (
+                    "from ris_nb.train import fit; fit(torch.nn.Linear(2, 2), {'train': "
+                    "torch.utils.data.DataLoader([1])}, OUT, cbs=3)"
+                ),
+                "TypeError",
+                "cbs",
+            ),
+        ]
         for name, code, kind, fragment in cases:
-            body = setup + f"try:\n    {code}\nexcept Exception as e:\n    print(f'RAISED {{type(e).__name__}}: {{e}}')\n"
+            body = (
+                setup + f"try:\n    {code}\nexcept Exception as e:\n    print(f'RAISED {{type(e).__name__}}: {{e}}')\n"
+            )
             p = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, env=ENV, timeout=600)
             line = next((l for l in p.stdout.splitlines() if l.startswith(("RAISED", "SPLITS"))), first_line(p.stderr))
-            if (self.tmp / "api_run").exists(): v = ("wrong", f"left {sorted(x.name for x in (self.tmp / 'api_run').iterdir())}")
-            elif line.startswith(f"RAISED {kind}") and fragment in line: v = ("clear", "")
-            else: v = ("unclear", "wrong exception or message")
+            if (self.tmp / "api_run").exists():
+                v = ("wrong", f"left {sorted(x.name for x in (self.tmp / 'api_run').iterdir())}")
+            elif line.startswith(f"RAISED {kind}") and fragment in line:
+                v = ("clear", "")
+            else:
+                v = ("unclear", "wrong exception or message")
             self.rows.append(Row(f"API: {name}", p.returncode, line, *v))
             shutil.rmtree(self.tmp / "api_run", ignore_errors=True)
 
     # ---- round 3 (checkpoints, resume, run folders, experiments)
     def r3_resume(self) -> None:
         run_dir = self.copy_run("every_ckpt_cut")
-        for f in (run_dir / "checkpoints").glob("step_*.pt"): f.write_bytes(f.read_bytes()[:100])
+        for f in (run_dir / "checkpoints").glob("step_*.pt"):
+            f.write_bytes(f.read_bytes()[:100])
         best = (run_dir / "best.pt").read_bytes()
         p = train(self.base, run_dir, "train.max_steps=4")
         v = refusal(p, "none of its", "step_0000002.pt", "delete the run folder")
-        if (run_dir / "best.pt").read_bytes() != best: v = ("wrong", "best.pt replaced")
+        if (run_dir / "best.pt").read_bytes() != best:
+            v = ("wrong", "best.pt replaced")
         self.add("train: resume with every step checkpoint unreadable", p, v)
         run_dir = self.copy_run("best_cut")
         (run_dir / "best.pt").write_bytes((run_dir / "best.pt").read_bytes()[:2000])
         p = train(self.base, run_dir, "train.max_steps=4")
-        self.add("train: resume with a truncated best.pt", p, refusal(p, "best.pt is truncated or corrupt", "move it away"))
+        self.add(
+            "train: resume with a truncated best.pt", p, refusal(p, "best.pt is truncated or corrupt", "move it away")
+        )
         run_dir = self.copy_run("best_in_ckpts")
         shutil.copy(run_dir / "best.pt", run_dir / "checkpoints" / "step_0000003.pt")
         p = train(self.base, run_dir, "train.max_steps=4")
-        self.add("train: best.pt copied into checkpoints/", p, refusal(p, "step_0000003.pt is not a resumable checkpoint"))
+        self.add(
+            "train: best.pt copied into checkpoints/", p, refusal(p, "step_0000003.pt is not a resumable checkpoint")
+        )
 
     def r3_data_changed(self) -> None:
         ddir = self.copy_data("swapped images")
         run_dir = ddir.parent / "run"
         assert train(ddir, run_dir).returncode == 0
         files = sorted((ddir / "images").iterdir(), key=lambda f: f.stat().st_size)
-        a, b = files[0], files[-1]; ba, bb = a.read_bytes(), b.read_bytes(); a.write_bytes(bb); b.write_bytes(ba)
+        a, b = files[0], files[-1]
+        ba, bb = a.read_bytes(), b.read_bytes()
+        a.write_bytes(bb)
+        b.write_bytes(ba)
         p = train(ddir, run_dir, "train.max_steps=4")
         self.add("train: resume after image files were swapped", p, refusal(p, "images_fingerprint"))
-        a.write_bytes(ba); b.write_bytes(bb)
-        moved = self.tmp / "cases" / "moved_data" / "shaperefs"; shutil.copytree(ddir, moved)   # a copy: other folder, other mtimes
+        a.write_bytes(ba)
+        b.write_bytes(bb)
+        # a copy: other folder, other mtimes
+        moved = self.tmp / "cases" / "moved_data" / "shaperefs"
+        shutil.copytree(ddir, moved)
         p = train(moved, run_dir, "train.max_steps=4")
         self.add("train: resume on an exact copy of the data", p, success(p))
         ddir = self.copy_data("synth under train")
         out = ddir.parent / "run"
-        args = RIS + ["train", "--preset", "lavt_tiny", "--data", str(ddir), "--out", str(out), "--set", *TINY,
-                      "train.max_steps=400", "train.ckpt_every=5", "train.eval_every=5"]
+        args = RIS + [
+            "train",
+            "--preset",
+            "lavt_tiny",
+            "--data",
+            str(ddir),
+            "--out",
+            str(out),
+            "--set",
+            *TINY,
+            "train.max_steps=400",
+            "train.ckpt_every=5",
+            "train.eval_every=5",
+        ]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
         t0 = time.time()
-        while time.time() - t0 < 300 and not list((out / "checkpoints").glob("step_*.pt")): time.sleep(0.2)
+        while time.time() - t0 < 300 and not list((out / "checkpoints").glob("step_*.pt")):
+            time.sleep(0.2)
         s = run(["synth", "--out", ddir, "--n-images", "80", "--seed", "7", "--size", "64"])
-        if s.returncode != 0:           # synth refuses an existing folder: the same change by hand
+        if s.returncode != 0:  # synth refuses an existing folder: the same change by hand
             from ris_nb.data.shaperefs import generate
+
             generate(self.tmp / "cases" / "seed7" / "shaperefs", n_images=80, seed=7, size=64, verbose=False)
             shutil.copytree(self.tmp / "cases" / "seed7" / "shaperefs", ddir, dirs_exist_ok=True)
         _, err = proc.communicate(timeout=600)
         p = subprocess.CompletedProcess(args, proc.returncode, "", err)
-        self.add("train: synth with another seed into the data folder of a running train", p, refusal(p, "changed while it trained"))
+        self.add(
+            "train: synth with another seed into the data folder of a running train",
+            p,
+            refusal(p, "changed while it trained"),
+        )
 
     def r3_checkpoint_bytes(self) -> None:
         import struct
         import zipfile
         import torch
+
         run_dir = self.copy_run("flipped")
-        with zipfile.ZipFile(run_dir / "best.pt") as z: info = max(z.infolist(), key=lambda i: i.file_size)
+        with zipfile.ZipFile(run_dir / "best.pt") as z:
+            info = max(z.infolist(), key=lambda i: i.file_size)
         raw = bytearray((run_dir / "best.pt").read_bytes())
-        n, m = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+        n, m = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
         at = info.header_offset + 30 + n + m + info.file_size // 2
-        raw[at: at + 64] = bytes(x ^ 0xFF for x in raw[at: at + 64]); (run_dir / "best.pt").write_bytes(bytes(raw))
+        raw[at : at + 64] = bytes(x ^ 0xFF for x in raw[at : at + 64])
+        (run_dir / "best.pt").write_bytes(bytes(raw))
         p = run(["eval", "--ckpt", run_dir / "best.pt", "--data", self.base, "--out", run_dir / "ev"])
-        self.add("eval: 64 bytes flipped inside a tensor of best.pt", p, refusal(p, "best.pt", "CRC-32", left=run_dir / "ev" / "report.md"))
+        self.add(
+            "eval: 64 bytes flipped inside a tensor of best.pt",
+            p,
+            refusal(p, "best.pt", "CRC-32", left=run_dir / "ev" / "report.md"),
+        )
         run_dir = self.copy_run("bomb")
-        with zipfile.ZipFile(run_dir / "best.pt", "a", zipfile.ZIP_DEFLATED) as z: z.writestr("best/data/999", bytes(256 << 20))
+        with zipfile.ZipFile(run_dir / "best.pt", "a", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("best/data/999", bytes(256 << 20))
         p = run(["eval", "--ckpt", run_dir / "best.pt", "--data", self.base, "--out", run_dir / "ev"])
-        self.add("eval: a best.pt whose record inflates to 256 MiB", p, refusal(p, "best.pt", "records declare", "best/data/999"))
+        self.add(
+            "eval: a best.pt whose record inflates to 256 MiB",
+            p,
+            refusal(p, "best.pt", "records declare", "best/data/999"),
+        )
         run_dir = self.copy_run("wider")
         ck = torch.load(run_dir / "best.pt", weights_only=True)
         k = next(k for k, t in ck["model"].items() if t.ndim == 2)
-        ck["model"][k] = torch.zeros(ck["model"][k].shape[0] + 1, ck["model"][k].shape[1]); torch.save(ck, run_dir / "best.pt")
+        ck["model"][k] = torch.zeros(ck["model"][k].shape[0] + 1, ck["model"][k].shape[1])
+        torch.save(ck, run_dir / "best.pt")
         p = run(["eval", "--ckpt", run_dir / "best.pt", "--data", self.base, "--out", run_dir / "ev"])
         self.add("eval: a checkpoint of another width", p, refusal(p, "best.pt", "does not fit", k))
 
     def r3_weights_files(self) -> None:
         import torch
+
         class Code:
-            def __reduce__(self): return (os.system, ("true",))
+            def __reduce__(self):
+                return (os.system, ("true",))
+
         cut, code = self.tmp / "w_cut.pt", self.tmp / "w_code.pt"
-        cut.write_bytes((self.run0 / "best.pt").read_bytes()[:3000]); torch.save({"state_dict": Code()}, code)
-        for kind, f, why in (("truncated", cut, "truncated or corrupt"), ("code-holding", code, "refusing to load the code")):
+        cut.write_bytes((self.run0 / "best.pt").read_bytes()[:3000])
+        torch.save({"state_dict": Code()}, code)
+        for kind, f, why in (
+            ("truncated", cut, "truncated or corrupt"),
+            ("code-holding", code, "refusing to load the code"),
+        ):
             out = self.tmp / "r3w" / f"vision_{f.stem}"
             p = train(self.base, out, f"model.vision.weights={f}")
             self.add(f"train: {kind} model.vision.weights", p, refusal(p, str(f), why, left=out))
             out = self.tmp / "r3w" / f"entity_{f.stem}"
-            p = run(["train", "--preset", "sag_tiny", "--data", self.base, "--out", out, "--no-eval", "--set", *TINY,
-                     f"model.sag.entity_weights={f}"])
+            p = run(
+                [
+                    "train",
+                    "--preset",
+                    "sag_tiny",
+                    "--data",
+                    self.base,
+                    "--out",
+                    out,
+                    "--no-eval",
+                    "--set",
+                    *TINY,
+                    f"model.sag.entity_weights={f}",
+                ]
+            )
             self.add(f"train: {kind} model.sag.entity_weights", p, refusal(p, str(f), why, left=out))
 
     def r3_disk_full(self) -> None:
         import resource
+
         limit = (self.run0 / "best.pt").stat().st_size // 2
         out = self.tmp / "ulimit_run"
-        p = subprocess.run(RIS + ["train", "--preset", "lavt_tiny", "--data", str(self.base), "--out", str(out), "--set", *TINY],
-                           capture_output=True, text=True, env=ENV, timeout=600,
-                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+        p = subprocess.run(
+            RIS + ["train", "--preset", "lavt_tiny", "--data", str(self.base), "--out", str(out), "--set", *TINY],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=600,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+        )
         v = refusal(p, "cannot write", "ulimit -f")
         left = [f.name for f in out.rglob("*") if f.name.startswith(".") and ".tmp-" in f.name]
-        if (out / "curves.png").exists() and (out / "curves.png").stat().st_size == 0: v = ("wrong", "0-byte curves.png")
-        elif left: v = ("wrong", f"left {left}")
+        if (out / "curves.png").exists() and (out / "curves.png").stat().st_size == 0:
+            v = ("wrong", "0-byte curves.png")
+        elif left:
+            v = ("wrong", f"left {left}")
         self.add(f"train: ulimit -f {limit} bytes (checkpoints cannot be written)", p, v)
 
     def r3_n_val(self) -> None:
-        p = run(["pretrain-entities", "--data", self.base, "--out", self.tmp / "ent.pt", "--n-val", "-5", "--steps", "1"])
+        p = run(
+            ["pretrain-entities", "--data", self.base, "--out", self.tmp / "ent.pt", "--n-val", "-5", "--steps", "1"]
+        )
         self.add("pretrain-entities --n-val -5", p, refusal(p, "n_val=-5", left=self.tmp / "ent.pt"))
 
     def r3_experiments(self) -> None:
-        toy = ["experiments", "--quick", "--seeds", "1", "--steps", "2", "--scenes", "40", "--only", "magnet", "--jobs", "1"]
+        toy = [
+            "experiments",
+            "--quick",
+            "--seeds",
+            "1",
+            "--steps",
+            "2",
+            "--scenes",
+            "40",
+            "--only",
+            "magnet",
+            "--jobs",
+            "1",
+        ]
         out = self.tmp / "study"
         assert run(toy + ["--out", out]).returncode == 0
-        res = out / "lavt" / "seed0" / "result.json"; res.write_text(res.read_text()[:100])
+        res = out / "lavt" / "seed0" / "result.json"
+        res.write_text(res.read_text()[:100])
         p = run(toy + ["--out", out])
         ok = "result.json: not valid JSON" in p.stderr and json.loads(res.read_text())["row"] == "lavt"
         self.add("experiments: re-run over a cut-off result.json", p, success(p, ok, "not named or not redone"))
-        meta = out / "data" / "shaperefs" / "meta.json"; meta.write_text("")
+        meta = out / "data" / "shaperefs" / "meta.json"
+        meta.write_text("")
         p = run(toy + ["--out", out])
         self.add("experiments: an empty meta.json", p, refusal(p, "meta.json", "delete"))
         out2 = self.tmp / "study2"
-        first = subprocess.Popen(RIS + [str(a) for a in toy + ["--out", out2]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True, env=ENV)
+        first = subprocess.Popen(
+            RIS + [str(a) for a in toy + ["--out", out2]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
         t0 = time.time()
-        while time.time() - t0 < 120 and not ((out2 / ".lock").exists() and (out2 / ".lock").read_text().strip()): time.sleep(0.1)
+        while time.time() - t0 < 120 and not ((out2 / ".lock").exists() and (out2 / ".lock").read_text().strip()):
+            time.sleep(0.1)
         p = run(toy + ["--out", out2])
         first.communicate(timeout=600)
         v = refusal(p, "in use by another study")
-        if first.returncode != 0: v = ("wrong", f"the first study failed (exit {first.returncode})")
+        if first.returncode != 0:
+            v = ("wrong", f"the first study failed (exit {first.returncode})")
         self.add("experiments: two studies into one --out", p, v)
 
 
-# ---- round 3 (CLI, data reading, tokenizers, course, demo) — issue 47 ----------------------------------------------------
+# ---- round 3 (CLI, data reading, tokenizers, course, demo) — issue 47
+# ----------------------------------------------------
 def r3b_cli_cases(self: Probe) -> None:
     "Tokenizer code, eval beside the run's report, course over a student's work, long --text, odd paths and arguments."
     run_dir = self.copy_run("r3b_auto_map")
     f = run_dir / "tokenizer" / "tokenizer_config.json"
     f.write_text(json.dumps({**json.loads(f.read_text()), "auto_map": {"AutoTokenizer": ["evil.Tok", None]}}))
     marker = self.tmp / "r3b_ran"
-    (run_dir / "tokenizer" / "evil.py").write_text(f"open({str(marker)!r}, 'w')\nfrom transformers import PreTrainedTokenizerFast as Tok\n")
-    p = subprocess.run(RIS + ["eval", "--ckpt", str(run_dir / "best.pt"), "--out", str(self.tmp / "r3b_ev")], input="y\n",
-                       capture_output=True, text=True, env=ENV, timeout=600)
+    (run_dir / "tokenizer" / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w')\nfrom transformers import PreTrainedTokenizerFast as Tok\n"
+    )
+    p = subprocess.run(
+        RIS + ["eval", "--ckpt", str(run_dir / "best.pt"), "--out", str(self.tmp / "r3b_ev")],
+        input="y\n",
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
     v = refusal(p, "tokenizer_config.json", "auto_map")
-    if marker.exists() or "Do you wish" in p.stdout + p.stderr: v = ("wrong", "asked, or ran the tokenizer's code")
+    if marker.exists() or "Do you wish" in p.stdout + p.stderr:
+        v = ("wrong", "asked, or ran the tokenizer's code")
     self.add("eval: a run tokenizer with auto_map", p, v)
     run_dir = self.copy_run("r3b_eval_split")
     report = (run_dir / "report.md").read_text()
     p = run(["eval", "--ckpt", run_dir / "best.pt", "--split", "testA"])
-    self.add("eval --split testA into the run folder", p, success(p, (run_dir / "report.md").read_text() == report and
-                                                           (run_dir / "report_testA.md").exists(), "the run's report.md replaced"))
+    self.add(
+        "eval --split testA into the run folder",
+        p,
+        success(
+            p,
+            (run_dir / "report.md").read_text() == report and (run_dir / "report_testA.md").exists(),
+            "the run's report.md replaced",
+        ),
+    )
     nbs, out = self.tmp / "r3b_nbs", self.tmp / "r3b_course"
-    nbs.mkdir(); shutil.copy(REPO / "nbs" / "01_metrics.ipynb", nbs)
+    nbs.mkdir()
+    shutil.copy(REPO / "nbs" / "01_metrics.ipynb", nbs)
     run(["course", "--nbs", nbs, "--out", out])
-    nb = out / "01_metrics.ipynb"; nb.write_text(nb.read_text().replace("raise NotImplementedError()", "return 42  # mine"))
+    nb = out / "01_metrics.ipynb"
+    nb.write_text(nb.read_text().replace("raise NotImplementedError()", "return 42  # mine"))
     edited = nb.read_text()
     p = run(["course", "--nbs", nbs, "--out", out])
     v = refusal(p, "is not empty", "--update")
-    if nb.read_text() != edited: v = ("wrong", "the student's notebook overwritten")
+    if nb.read_text() != edited:
+        v = ("wrong", "the student's notebook overwritten")
     self.add("course: again into a student folder", p, v)
     p = run(["course", "--nbs", nbs, "--out", out, "--update"])
-    self.add("course --update keeps an edited notebook", p, success(p, nb.read_text() == edited, "the student's notebook overwritten"))
+    self.add(
+        "course --update keeps an edited notebook",
+        p,
+        success(p, nb.read_text() == edited, "the student's notebook overwritten"),
+    )
     img = next((self.base / "images").iterdir())
-    p = run(["predict", "--ckpt", self.run0 / "best.pt", "--image", img, "--text", "the red circle " * 168, "--out", self.tmp / "r3b_long.png"])
-    self.add("predict: --text of 504 words", p, success(p, "warning: --text has 506 tokens" in p.stderr, "cut silently"))
-    p = run(["predict", "--ckpt", self.run0 / "best.pt", "--image", "/dev/zero", "--text", "the red circle", "--out", self.tmp / "r3b_z.png"])
-    self.add("predict: --image /dev/zero", p, refusal(p, "/dev/zero", "not a regular file", left=self.tmp / "r3b_z.png"))
+    p = run(
+        [
+            "predict",
+            "--ckpt",
+            self.run0 / "best.pt",
+            "--image",
+            img,
+            "--text",
+            "the red circle " * 168,
+            "--out",
+            self.tmp / "r3b_long.png",
+        ]
+    )
+    self.add(
+        "predict: --text of 504 words", p, success(p, "warning: --text has 506 tokens" in p.stderr, "cut silently")
+    )
+    p = run(
+        [
+            "predict",
+            "--ckpt",
+            self.run0 / "best.pt",
+            "--image",
+            "/dev/zero",
+            "--text",
+            "the red circle",
+            "--out",
+            self.tmp / "r3b_z.png",
+        ]
+    )
+    self.add(
+        "predict: --image /dev/zero", p, refusal(p, "/dev/zero", "not a regular file", left=self.tmp / "r3b_z.png")
+    )
     p = run(["synth", "--seed", "-1", "--out", self.tmp / "r3b_neg"])
     self.add("synth --seed -1", p, refusal(p, "--seed -1", left=self.tmp / "r3b_neg"))
     p = run(["check-data", "--root", self.base / "instances.json"])
@@ -557,22 +897,29 @@ def r3b_cli_cases(self: Probe) -> None:
     three = self.tmp / "r3b_three" / "shaperefs"
     run(["synth", "--n-images", "3", "--size", "64", "--out", three])
     p = train(three, self.tmp / "r3b_three_run")
-    self.add("train on a 3-image ShapeRefs", p, refusal(p, "no 'val' split", "from 4 images on", left=self.tmp / "r3b_three_run"))
+    self.add(
+        "train on a 3-image ShapeRefs",
+        p,
+        refusal(p, "no 'val' split", "from 4 images on", left=self.tmp / "r3b_three_run"),
+    )
 
 
 def r3b_data_cases(self: Probe) -> None:
-    "Word-less sentences, a polygon drawing no pixel, one file of two sizes, deep or long-number JSON, symlink loops, worker errors."
+    """Word-less sentences, a polygon drawing no pixel, one file of two sizes, deep or long-number JSON, symlink
+    loops, worker errors."""
     ddir = self.copy_data("r3b punctuation")
     inst, refs = load_files(ddir)
     for r in refs:
         if r["split"] == "val":
-            for s_ in r["sentences"]: s_["raw"] = s_["sent"] = "?!..."
+            for s_ in r["sentences"]:
+                s_["raw"] = s_["sent"] = "?!..."
     save_files(ddir, inst, refs)
     p = train(ddir, ddir.parent / "run")
     self.add("train: every val sentence punctuation only", p, refusal(p, "split 'val'", left=ddir.parent / "run"))
     p = run(["check-data", "--root", ddir.parent, "--dataset", "shaperefs"])
     v = refusal(p, "shaperefs")
-    if v[0] == "clear" and "split 'val' has no sentence with visible 'raw' text" not in p.stdout: v = ("unclear", "not listed")
+    if v[0] == "clear" and "split 'val' has no sentence with visible 'raw' text" not in p.stdout:
+        v = ("unclear", "not listed")
     self.add("check-data: every val sentence punctuation only", p, v)
     ddir = self.copy_data("r3b sliver")
     inst, refs = load_files(ddir)
@@ -584,7 +931,8 @@ def r3b_data_cases(self: Probe) -> None:
     self.add("train: a 0.02 px² polygon", p, refusal(p, want, left=ddir.parent / "run"))
     p = run(["check-data", "--root", ddir.parent, "--dataset", "shaperefs"])
     v = refusal(p, "shaperefs")
-    if v[0] == "clear" and want not in p.stdout: v = ("unclear", "not the same line as train's")
+    if v[0] == "clear" and want not in p.stdout:
+        v = ("unclear", "not the same line as train's")
     self.add("check-data: a 0.02 px² polygon", p, v)
     ddir = self.copy_data("r3b two sizes")
     inst, refs = load_files(ddir)
@@ -592,27 +940,36 @@ def r3b_data_cases(self: Probe) -> None:
     save_files(ddir, inst, refs)
     p = train(ddir, ddir.parent / "run")
     self.add("train: one image file of two sizes", p, refusal(p, "of different sizes", left=ddir.parent / "run"))
-    for name, text, want in (("200,000-deep instances.json", "[" * 200_000 + "]" * 200_000, "nested too deeply"),
-                             ("5,000-digit number in instances.json", None, "number too long")):
+    for name, text, want in (
+        ("200,000-deep instances.json", "[" * 200_000 + "]" * 200_000, "nested too deeply"),
+        ("5,000-digit number in instances.json", None, "number too long"),
+    ):
         ddir = self.copy_data(f"r3b {name}")
         f = ddir / "instances.json"
         f.write_text(text if text is not None else f.read_text().replace('"height":64', '"height":' + "9" * 5000, 1))
         p = train(ddir, ddir.parent / "run")
         v = refusal(p, "instances.json", want, left=ddir.parent / "run")
-        if v[0] == "clear" and "set_int_max_str_digits" in p.stderr: v = ("unclear", "Python's advice")
+        if v[0] == "clear" and "set_int_max_str_digits" in p.stderr:
+            v = ("unclear", "Python's advice")
         self.add(f"train: {name}", p, v)
     ddir = self.copy_data("r3b symlink loop")
-    first = sorted((ddir / "images").iterdir())[0]; first.unlink(); first.symlink_to(first.name)
+    first = sorted((ddir / "images").iterdir())[0]
+    first.unlink()
+    first.symlink_to(first.name)
     p = run(["check-data", "--root", ddir.parent, "--dataset", "shaperefs"])
     v = refusal(p, "shaperefs")
-    if v[0] == "clear" and f"{first.name}: Too many levels of symbolic links" not in p.stdout: v = ("unclear", "no report of the loop")
+    if v[0] == "clear" and f"{first.name}: Too many levels of symbolic links" not in p.stdout:
+        v = ("unclear", "no report of the loop")
     self.add("check-data: an image that is a symlink loop", p, v)
     ddir = self.copy_data("r3b worker error")
     from PIL import Image
-    for f in sorted((ddir / "images").iterdir()): Image.new("RGB", (32, 32)).save(f)
+
+    for f in sorted((ddir / "images").iterdir()):
+        Image.new("RGB", (32, 32)).save(f)
     p = train(ddir, ddir.parent / "run", "data.num_workers=2")
     v = refusal(p, "differs from instances.json")
-    if v[0] == "clear" and ("DataLoader worker" in p.stderr or "Original Traceback" in p.stderr): v = ("unclear", "a worker's traceback")
+    if v[0] == "clear" and ("DataLoader worker" in p.stderr or "Original Traceback" in p.stderr):
+        v = ("unclear", "a worker's traceback")
     self.add("train: data error with data.num_workers=2", p, v)
 
 
@@ -624,63 +981,107 @@ R3B_GROUPS = ["r3b_cli_cases", "r3b_data_cases"]
 GRADE_KEY = "kiwi"
 GRADE_RIGHT = {"sol-double": "def double(x): return 2 * x", "sol-think": f"think_q1 = {GRADE_KEY!r}"}
 GRADE_WRONG = {"sol-double": "def double(x): return 2 * x + 1", "sol-think": "think_q1 = 'apple'"}
-HOSTILE = {   # case → the code a student puts in place of an answer (its other answers wrong)
-    "patches ris_nb.checks (module and __code__)": ("sol-double", "import ris_nb.checks as c\n"
+HOSTILE = {  # case → the code a student puts in place of an answer (its other answers wrong)
+    "patches ris_nb.checks (module and __code__)": (
+        "sol-double",
+        "import ris_nb.checks as c\n"
         "for n in ('check_function', 'check_choice', 'compare'):\n"
         "    f = getattr(c, n)\n"
         "    getattr(f, '__wrapped__', f).__code__ = (lambda *a, **k: None).__code__\n"
-        "    setattr(c, n, lambda *a, **k: None)\ndef double(x): return x"),
-    "rebinds check_choice and check_function": ("sol-double", "check_function = check_choice = lambda *a, **k: None\n"
-                                                "def double(x): return x"),
-    "scans frames and gc for the key": ("sol-think", "import gc, re, sys\nf, seen = sys._getframe(), set()\n"
+        "    setattr(c, n, lambda *a, **k: None)\ndef double(x): return x",
+    ),
+    "rebinds check_choice and check_function": (
+        "sol-double",
+        "check_function = check_choice = lambda *a, **k: None\ndef double(x): return x",
+    ),
+    "scans frames and gc for the key": (
+        "sol-think",
+        "import gc, re, sys\nf, seen = sys._getframe(), set()\n"
         "while f is not None:\n"
         "    seen |= {v for v in [*f.f_locals.values(), *f.f_globals.values()] if isinstance(v, str)}\n"
         "    f = f.f_back\nseen |= {o for o in gc.get_objects() if isinstance(o, str)}\n"
-        "keys = sorted({k for s in seen for k in re.findall(r\"key\\s*=\\s*['\\\"](\\w+)\", s)})\n"
-        "think_q1 = keys[0] if keys else 'apple'"),
-    "answers with a str subclass whose == is always True": ("sol-think", "class Sly(str):\n"
+        'keys = sorted({k for s in seen for k in re.findall(r"key\\s*=\\s*[\'\\"](\\w+)", s)})\n'
+        "think_q1 = keys[0] if keys else 'apple'",
+    ),
+    "answers with a str subclass whose == is always True": (
+        "sol-think",
+        "class Sly(str):\n"
         "    __eq__ = __ne__ = lambda s, o: True\n    __hash__ = str.__hash__\n    strip = lower = lambda s, *a: s\n"
-        "think_q1 = Sly('apple')"),
+        "think_q1 = Sly('apple')",
+    ),
     "calls os._exit(0)": ("sol-double", "import os\nos._exit(0)"),
     "raises SystemExit": ("sol-double", "raise SystemExit(0)"),
     "raises KeyboardInterrupt": ("sol-double", "raise KeyboardInterrupt"),
-    "writes files (relative and ../)": ("sol-double", "open('mine.txt', 'w').write('x')\n"
-                                                      "open('../escape.txt', 'w').write('x')\ndef double(x): return x"),
+    "writes files (relative and ../)": (
+        "sol-double",
+        "open('mine.txt', 'w').write('x')\nopen('../escape.txt', 'w').write('x')\ndef double(x): return x",
+    ),
 }
 
 
 def _grading_lesson(tmp: Path) -> tuple[dict, Callable[..., Path]]:
     "A tiny lesson (a function to write, a think question with a hidden key) and a writer of student copies."
     from ris_nb.course import to_student
-    cell = lambda cid, kind, src: {"cell_type": kind, "id": cid, "metadata": {}, "source": src,
-                                   **({"outputs": [], "execution_count": None} if kind == "code" else {})}
-    teacher = {"cells": [cell("ex", "markdown", "## Exercises\n\n### Write it yourself: double"),
-                         cell("sol-double", "code",
-                              "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
-                         cell("chk-double", "code", "import torch\nfrom ris_nb.checks import check_function\n"
-                              "check_function(double, lambda x: 2 * x, lambda g: (torch.randn(3, generator=g),))"),
-                         cell("think", "markdown", "### Think: the fruit"),
-                         cell("sol-think", "code",
-                              f"think_q1 = None\n### BEGIN SOLUTION\nthink_q1 = {GRADE_KEY!r}\n### END SOLUTION"),
-                         cell("chk-think", "code", "from ris_nb.checks import check_choice\n"
-                              "check_choice(think_q1, 'Q1')\n### BEGIN HIDDEN TESTS\n"
-                              f"check_choice(think_q1, 'Q1', key={GRADE_KEY!r})\n### END HIDDEN TESTS")],
-               "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+    def cell(cid, kind, src):
+        return {
+            "cell_type": kind,
+            "id": cid,
+            "metadata": {},
+            "source": src,
+            **({"outputs": [], "execution_count": None} if kind == "code" else {}),
+        }
+
+    teacher = {
+        "cells": [
+            cell("ex", "markdown", "## Exercises\n\n### Write it yourself: double"),
+            cell(
+                "sol-double", "code", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"
+            ),
+            cell(
+                "chk-double",
+                "code",
+                "import torch\nfrom ris_nb.checks import check_function\n"
+                "check_function(double, lambda x: 2 * x, lambda g: (torch.randn(3, generator=g),))",
+            ),
+            cell("think", "markdown", "### Think: the fruit"),
+            cell(
+                "sol-think", "code", f"think_q1 = None\n### BEGIN SOLUTION\nthink_q1 = {GRADE_KEY!r}\n### END SOLUTION"
+            ),
+            cell(
+                "chk-think",
+                "code",
+                "from ris_nb.checks import check_choice\n"
+                "check_choice(think_q1, 'Q1')\n### BEGIN HIDDEN TESTS\n"
+                f"check_choice(think_q1, 'Q1', key={GRADE_KEY!r})\n### END HIDDEN TESTS",
+            ),
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
     def student(name: str, answers: dict, edit: Callable | None = None) -> Path:
         nb = to_student(json.loads(json.dumps(teacher)), backend="own", lesson="lesson")
-        for c in nb["cells"]: c["source"] = answers.get(c["id"], c["source"])
-        if edit: edit(nb)
+        for c in nb["cells"]:
+            c["source"] = answers.get(c["id"], c["source"])
+        if edit:
+            edit(nb)
         path = tmp / "students" / name.replace(" ", "_").replace("/", "_") / "lesson.ipynb"
-        path.parent.mkdir(parents=True); path.write_text(json.dumps(nb))
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(nb))
         return path
+
     return teacher, student
 
 
 def _grades(csv_path: Path) -> dict[str, list[tuple[str, bool, str]]]:
     import csv
+
     rows = list(csv.DictReader(csv_path.open())) if csv_path.exists() else []
     out: dict[str, list] = {}
-    for r in rows: out.setdefault(r["notebook"], []).append((r["check"], r["passed"] == "True", r["message"]))
+    for r in rows:
+        out.setdefault(r["notebook"], []).append((r["check"], r["passed"] == "True", r["message"]))
     return out
 
 
@@ -688,53 +1089,69 @@ def grading_cases(self: Probe) -> None:
     "Hostile students beside honest ones; a hang, lost ids, another lesson, broken markers, reads, writes, kills."
     teacher, student = _grading_lesson(self.tmp / "grading")
     t_path = self.tmp / "grading" / "teacher" / "lesson.ipynb"
-    t_path.parent.mkdir(parents=True); t_path.write_text(json.dumps(teacher))
+    t_path.parent.mkdir(parents=True)
+    t_path.write_text(json.dumps(teacher))
     hostile = {case: student(case, {**GRADE_WRONG, cell_id: code}) for case, (cell_id, code) in HOSTILE.items()}
     wrong, right = student("honest wrong", GRADE_WRONG), student("honest right", GRADE_RIGHT)
     out = self.tmp / "grading" / "grades.csv"
     p = run(["grade", t_path, *hostile.values(), wrong, right, "--csv", out])
     g = _grades(out)
-    passes = lambda path: [ok for _, ok, _ in g.get(str(path), [])]
-    honest_ok = passes(right) == [True, True] and passes(wrong) == [False, False] \
+
+    def passes(path):
+        return [ok for _, ok, _ in g.get(str(path), [])]
+
+    honest_ok = (
+        passes(right) == [True, True]
+        and passes(wrong) == [False, False]
         and "not the expected answer" in g[str(wrong)][1][2]
+    )
     for case, path in hostile.items():
         rows = g.get(str(path), [])
         passed = [c for c, ok, _ in rows if ok]
         why = f"passed {passed}" if passed else "the honest students' grades changed" if not honest_ok else "no rows"
         v = ("works", "") if rows and not passed and honest_ok else ("wrong", why)
-        if p.returncode != 0 or "Traceback" in p.stderr: v = ("unclear", f"exit {p.returncode}")
+        if p.returncode != 0 or "Traceback" in p.stderr:
+            v = ("unclear", f"exit {p.returncode}")
         self.add(f"grade: a student who {case}", p, v)
     writer = hostile["writes files (relative and ../)"].parent
     escaped = (writer.parent / "escape.txt").exists() or (writer / "mine.txt").exists()
-    self.add("grade: relative writes stay in the scratch copy", p,
-             ("wrong", "written outside") if escaped else ("works", ""))
+    self.add(
+        "grade: relative writes stay in the scratch copy", p, ("wrong", "written outside") if escaped else ("works", "")
+    )
     hang = student("hangs", {**GRADE_WRONG, "sol-double": "while True: pass"})
     p = run(["grade", t_path, hang, wrong, "--timeout", "5", "--csv", out])
     g = _grades(out)
-    ok = all("timed out after 5 s" in m for _, _, m in g.get(str(hang), [])) \
-        and (g.get(str(wrong)) or [("", False, "")] * 2)[1][2].endswith("expected answer")
+    ok = all("timed out after 5 s" in m for _, _, m in g.get(str(hang), [])) and (
+        g.get(str(wrong)) or [("", False, "")] * 2
+    )[1][2].endswith("expected answer")
     self.add("grade: a notebook that hangs (--timeout 5)", p, success(p, ok, "not stopped, or the next one affected"))
     deleted = student("deleted check", GRADE_RIGHT, lambda nb: nb["cells"].pop(5))
+
     def drop_ids(nb: dict) -> None:
         nb["nbformat_minor"] = 4
-        for c in nb["cells"]: c.pop("id")
+        for c in nb["cells"]:
+            c.pop("id")
+
     no_ids = student("nbformat 4.4", GRADE_RIGHT, drop_ids)
     p = run(["grade", t_path, deleted, no_ids, "--csv", out])
     g = _grades(out)
-    ok = [(c, ok) for c, ok, _ in g.get(str(deleted), [])] == [("chk-double", True), ("chk-think", False)] \
-        and g[str(deleted)][1][2].startswith("missing: ")
+    ok = [(c, ok) for c, ok, _ in g.get(str(deleted), [])] == [("chk-double", True), ("chk-think", False)] and g[
+        str(deleted)
+    ][1][2].startswith("missing: ")
     self.add("grade: a check cell deleted", p, success(p, ok, "not reported missing"))
     self.add("grade: cell ids lost (nbformat 4.4)", p, success(p, passes(no_ids) == [True, True], "not matched"))
     other = student("other lesson", GRADE_RIGHT, lambda nb: nb["metadata"].update(ris_nb={"lesson": "another"}))
     p = run(["grade", t_path, other, "--csv", out])
     self.add("grade: a notebook of another lesson", p, refusal(p, "is a copy of lesson 'another', not 'lesson'"))
-    junk = self.tmp / "grading" / "junk.ipynb"; junk.write_text("{not json")
+    junk = self.tmp / "grading" / "junk.ipynb"
+    junk.write_text("{not json")
     p = run(["grade", t_path, junk, "--csv", out])
     self.add("grade: a student file that is not a notebook", p, refusal(p, "junk.ipynb is not a notebook"))
     broken = json.loads(json.dumps(teacher))
     broken["cells"][4]["source"] = broken["cells"][4]["source"].replace("### END SOLUTION", "")
     b_path = self.tmp / "grading" / "broken" / "lesson.ipynb"
-    b_path.parent.mkdir(); b_path.write_text(json.dumps(broken))
+    b_path.parent.mkdir()
+    b_path.write_text(json.dumps(broken))
     p = run(["grade", b_path, right, "--csv", out])
     where = "lesson.ipynb, cell 4 (id sol-think)"
     self.add("grade: teacher's BEGIN SOLUTION without END", p, refusal(p, where, "without 'END SOLUTION'"))
@@ -745,25 +1162,36 @@ def grading_cases(self: Probe) -> None:
     reader = student("reads the teacher file", {**GRADE_WRONG, "sol-think": steal})
     p = run(["grade", t_path, reader, "--csv", out])
     stolen = [ok for c, ok, _ in _grades(out).get(str(reader), []) if c == "chk-think"] == [True]
-    self.add("grade: a student reading the teacher's notebook by its path", p,
-             ("wrong", "not contained: no Landlock") if stolen else success(p))
+    self.add(
+        "grade: a student reading the teacher's notebook by its path",
+        p,
+        ("wrong", "not contained: no Landlock") if stolen else success(p),
+    )
     target = self.tmp / "grading" / "absolute.txt"
     writer = student("writes by absolute path", {**GRADE_WRONG, "sol-think": f"open({str(target)!r}, 'w').write('x')"})
     p = run(["grade", t_path, writer, "--csv", out])
-    self.add("grade: a student writing by absolute path", p,
-             ("wrong", "not contained: no Landlock") if target.exists() else success(p))
+    self.add(
+        "grade: a student writing by absolute path",
+        p,
+        ("wrong", "not contained: no Landlock") if target.exists() else success(p),
+    )
     kill = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"
     killer = student("kills the grader", {**GRADE_WRONG, "sol-double": kill})
     p = run(["grade", t_path, killer, "--csv", out])
-    self.add("grade: a student killing the grading process", p,
-             ("unclear", "not contained: grading killed, no CSV") if p.returncode == -9 else success(p))
+    self.add(
+        "grade: a student killing the grading process",
+        p,
+        ("unclear", "not contained: grading killed, no CSV") if p.returncode == -9 else success(p),
+    )
 
 
 Probe.grading_cases = grading_cases
 GRADING_GROUPS = ["grading_cases"]
 
 
-# ---------------------------------------------------------------- round 4: arguments that vanish, outputs over inputs, studies
+# ---------------------------------------------------------------- round 4: arguments that vanish, outputs over inputs,
+# studies
+
 
 def r4_cli_cases(self: Probe) -> None:
     "`--set` twice, `predict --out` over its input / lossy / through a link, unbounded counts."
@@ -784,7 +1212,9 @@ def r4_cli_cases(self: Probe) -> None:
     v = refusal(p, "is the input image")
     self.add("predict: --out is --image", p, v if photo.read_bytes() == before else ("wrong", "the input was replaced"))
     shutil.copy(img, out / "x_overlay.png")
-    p = run(["predict", "--ckpt", ck, "--image", out / "x_overlay.png", "--text", "the red circle", "--out", out / "x.png"])
+    p = run(
+        ["predict", "--ckpt", ck, "--image", out / "x_overlay.png", "--text", "the red circle", "--out", out / "x.png"]
+    )
     self.add("predict: overlay would replace --image", p, refusal(p, "the overlay", left=out / "x.png"))
     p = run(["predict", "--ckpt", ck, "--image", img, "--text", "the red circle", "--out", out / "mask.jpg"])
     self.add("predict: --out mask.jpg", p, refusal(p, "lossy", left=out / "mask.jpg"))
@@ -792,7 +1222,9 @@ def r4_cli_cases(self: Probe) -> None:
     (out / "link.png").symlink_to(out / "target.png")
     p = run(["predict", "--ckpt", ck, "--image", img, "--text", "the red circle", "--out", out / "link.png"])
     v = refusal(p, "symbolic link")
-    self.add("predict: --out a symbolic link", p, v if (out / "target.png").read_bytes() == b"keep" else ("wrong", "target"))
+    self.add(
+        "predict: --out a symbolic link", p, v if (out / "target.png").read_bytes() == b"keep" else ("wrong", "target")
+    )
     p = run(["synth", "--out", out / "huge", "--n-images", "1000000000000"], timeout=60)
     self.add("synth: --n-images 10^12", p, refusal(p, "1,000,000", left=out / "huge"))
     for flag, v in (("--seeds", "1000"), ("--jobs", "500"), ("--steps", "100000000")):
@@ -806,15 +1238,36 @@ def r4_study_cases(self: Probe) -> None:
     (out / "table").mkdir(parents=True)
     (out / "table" / "main_table.json").write_text("{}")
     p = run(["experiments", "--out", out / "table" / "plain" / "ablation", "--quick", "--seeds", "1"], timeout=120)
-    self.add("experiments: --out inside another study", p, refusal(p, "inside the study folder", left=out / "table" / "plain"))
+    self.add(
+        "experiments: --out inside another study",
+        p,
+        refusal(p, "inside the study folder", left=out / "table" / "plain"),
+    )
     (out / "elsewhere" / "seed0").mkdir(parents=True)
     (out / "elsewhere" / "seed0" / "keep.txt").write_text("mine")
     (out / "study").mkdir()
     (out / "study" / "lavt").symlink_to(out / "elsewhere")
-    p = run(["experiments", "--out", out / "study", "--only", "magnet", "--rows", "lavt", "--quick", "--seeds", "1",
-             "--jobs", "1"], timeout=600)
+    p = run(
+        [
+            "experiments",
+            "--out",
+            out / "study",
+            "--only",
+            "magnet",
+            "--rows",
+            "lavt",
+            "--quick",
+            "--seeds",
+            "1",
+            "--jobs",
+            "1",
+        ],
+        timeout=600,
+    )
     kept = (out / "elsewhere" / "seed0" / "keep.txt").exists()
-    self.add("experiments: a row folder that is a link", p, refusal(p, "symbolic link") if kept else ("wrong", "deleted"))
+    self.add(
+        "experiments: a row folder that is a link", p, refusal(p, "symbolic link") if kept else ("wrong", "deleted")
+    )
     p = run(["experiments", "--table", "main", "--out", out / "main", "--record", out], timeout=120)
     self.add("experiments: --record a folder", p, refusal(p, "--record", left=out / "main"))
 
@@ -825,28 +1278,58 @@ R4_GROUPS = ["r4_cli_cases", "r4_study_cases"]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-k", nargs="*", default=None, help="run only the groups whose method name holds one of these words")
+    ap.add_argument(
+        "-k", nargs="*", default=None, help="run only the groups whose method name holds one of these words"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args(argv)
-    groups = ["data_faults", "check_data_valid", "tokenizer_faults", "ckpt_folder", "config_faults", "eval_relative_data", "truncated_log",
-              "shorter_rerun", "checkpoints_file", "stale_temp", "refused_start", "predict_cases", "course_invalid",
-              "interrupt_int", "interrupt_term", "closed_pipe", "api_cases",
-              # ---- round 3 (checkpoints, resume, run folders, experiments)
-              "r3_resume", "r3_data_changed", "r3_checkpoint_bytes", "r3_weights_files", "r3_disk_full", "r3_n_val", "r3_experiments"]
-    groups += R3B_GROUPS                                       # round 3 (CLI, data reading, tokenizers, course, demo)
-    groups += GRADING_GROUPS                                   # students who try to subvert `ris_nb grade`
-    groups += R4_GROUPS                                        # round 4: --set twice, outputs over inputs, studies' folders
-    if args.k: groups = [g for g in groups if any(k in g for k in args.k)]
+    groups = [
+        "data_faults",
+        "check_data_valid",
+        "tokenizer_faults",
+        "ckpt_folder",
+        "config_faults",
+        "eval_relative_data",
+        "truncated_log",
+        "shorter_rerun",
+        "checkpoints_file",
+        "stale_temp",
+        "refused_start",
+        "predict_cases",
+        "course_invalid",
+        "interrupt_int",
+        "interrupt_term",
+        "closed_pipe",
+        "api_cases",
+        # ---- round 3 (checkpoints, resume, run folders, experiments)
+        "r3_resume",
+        "r3_data_changed",
+        "r3_checkpoint_bytes",
+        "r3_weights_files",
+        "r3_disk_full",
+        "r3_n_val",
+        "r3_experiments",
+    ]
+    groups += R3B_GROUPS  # round 3 (CLI, data reading, tokenizers, course, demo)
+    groups += GRADING_GROUPS  # students who try to subvert `ris_nb grade`
+    # round 4: --set twice, outputs over inputs, studies' folders
+    groups += R4_GROUPS
+    if args.k:
+        groups = [g for g in groups if any(k in g for k in args.k)]
     tmp = Path(tempfile.mkdtemp(prefix="ris_nb_fault_probe_"))
     t0 = time.time()
     try:
         probe = Probe(tmp, data=not all(g in GRADING_GROUPS for g in groups))
         for g in groups:
-            if g.startswith("interrupt_"): probe.interrupt(signal.SIGINT if g.endswith("int") else signal.SIGTERM)
-            else: getattr(probe, g)()
+            if g.startswith("interrupt_"):
+                probe.interrupt(signal.SIGINT if g.endswith("int") else signal.SIGTERM)
+            else:
+                getattr(probe, g)()
     finally:
-        if not args.keep: shutil.rmtree(tmp, ignore_errors=True)
-        else: print(f"kept {tmp}")
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"kept {tmp}")
     print("| case | exit | first line of stderr | verdict |\n|---|---|---|---|")
     for r in probe.rows:
         line = r.line.replace(str(tmp), "<tmp>").replace("|", "\\|")

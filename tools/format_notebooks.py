@@ -4,8 +4,8 @@
     python tools/format_notebooks.py --library ris_nb                    (after nbdev_export; `make export`)
 
 Steps: ruff's mechanical fixes (`FIXES`; in Python files also unused imports), long trailing comments moved above their
-line (with the comment lines aligned under them that continue them), `ruff format`, then rounds of wrapping what ruff leaves over the limit, each followed by `ruff format`, until
-nothing changes:
+line (with the comment lines aligned under them that continue them), `ruff format`, then rounds of wrapping what ruff
+leaves over the limit, each followed by `ruff format`, until nothing changes:
 - a comment is split at word boundaries into comment lines of the same indent; nbdev directives (`#|`) and pragmas
   (`# noqa`, `# type:`, `# fmt:`) are never touched;
 - a one-line docstring becomes a triple-quoted one wrapped at word boundaries, and a long line of a multi-line docstring
@@ -79,7 +79,9 @@ def sources(paths: list[str]) -> list[Path]:
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such notebook, Python file or folder")
         found += [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.suffix in (".ipynb", ".py"))
-    return [p for p in found if ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts and not exported(p)]
+    return [
+        p for p in found if ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts and not exported(p)
+    ]
 
 
 def exported(path: Path) -> bool:

@@ -2,7 +2,8 @@
 
 Usage: timeout 600 python tools/gpu_check.py [--out nbs/results/gpu_check.csv] [--budget-s 450] [--checks precision …]
        python tools/gpu_check.py --device cpu --tiny --out /tmp/gpu_check.csv   # the same code on the CPU, toy sizes
-The CPU run takes 2–3 minutes on a 2-core machine shared with other jobs, most of it starting processes (torchrun's two).
+The CPU run takes 2–3 minutes on a 2-core machine shared with other jobs, most of it starting processes (torchrun's
+two).
 
 Checks (each in a process of its own under its own time limit: a check that fails or runs out of time is a row with a
 note, never a hang):
@@ -23,6 +24,7 @@ note, never a hang):
 With `--tiny` the paper checks run magnet_tiny and sag_tiny at 64 px in the paper presets' place (the paper models are
 143–307 M parameters), the precision checks train a few steps in float32, and the data is a few dozen scenes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,20 +47,37 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))                 # this checkout's ris_nb, here and in every check process
+sys.path.insert(0, str(ROOT))  # this checkout's ris_nb, here and in every check process
 DEFAULT_OUT = ROOT / "nbs" / "results" / "gpu_check.csv"
-COLUMNS = ["check", "device", "precision", "preset", "batch", "steps", "step_ms", "peak_mem_mb", "loss_first",
-           "loss_last", "resume_identical", "samples_per_s", "note", "date", "torch"]
+COLUMNS = [
+    "check",
+    "device",
+    "precision",
+    "preset",
+    "batch",
+    "steps",
+    "step_ms",
+    "peak_mem_mb",
+    "loss_first",
+    "loss_last",
+    "resume_identical",
+    "samples_per_s",
+    "note",
+    "date",
+    "torch",
+]
 PRELOAD = ["ris_nb.__main__", "ris_nb.train", "ris_nb.evaluate", "ris_nb.models", "ris_nb.data.shaperefs"]
-PAPERS = {"magnet_paper": "magnet_tiny", "sag_paper": "sag_tiny"}      # paper preset → its stand-in under --tiny
+PAPERS = {"magnet_paper": "magnet_tiny", "sag_paper": "sag_tiny"}  # paper preset → its stand-in under --tiny
 TINY_PRESETS = ["magnet_tiny", "sag_tiny"]
 CHECKS = ["precision", "torchrun_cli", "nccl_ddp", "paper"]
 
 
 # ---------------------------------------------------------------- helpers run inside the check processes (torch here)
 
+
 def _torch():
     import torch
+
     return torch
 
 
@@ -68,14 +87,18 @@ def device_info(device: str) -> dict:
     cuda = device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         raise RuntimeError(f"--device {device}: torch sees no CUDA device on this machine")
-    return {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
-            "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
-            "nccl": bool(cuda and torch.distributed.is_available() and torch.distributed.is_nccl_available())}
+    return {
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "torch": torch.__version__,
+        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
+        "nccl": bool(cuda and torch.distributed.is_available() and torch.distributed.is_nccl_available()),
+    }
 
 
 def synth(root: str, n_images: int, size: int) -> dict:
     "ShapeRefs under `root`/shaperefs."
     from ris_nb.data.shaperefs import generate
+
     generate(Path(root) / "shaperefs", n_images=n_images, seed=0, size=size, verbose=False)
     return {"ok": True}
 
@@ -83,8 +106,10 @@ def synth(root: str, n_images: int, size: int) -> dict:
 def peak_mb(device: str) -> float:
     "Peak CUDA memory allocated by this process, or on the CPU its peak resident set (MiB)."
     torch = _torch()
-    if device.startswith("cuda"): return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    if device.startswith("cuda"):
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     import resource
+
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
@@ -93,27 +118,44 @@ def step_clock():
     from ris_nb.train import CancelFitException, Callback, model_state, save_checkpoint
 
     class StepClock(Callback):
-        order = 30                               # after the step's log line and checkpoint
+        order = 30  # after the step's log line and checkpoint
+
         def __init__(self, stop_at: int | None = None, stop_s: float | None = None, final: Path | None = None):
             self.stop_at, self.stop_s, self.final, self.times = stop_at, stop_s, final, []
+
         def sync(self):
-            if self.learn.dist.device.type == "cuda": _torch().cuda.synchronize()
+            if self.learn.dist.device.type == "cuda":
+                _torch().cuda.synchronize()
             return time.perf_counter()
-        def before_fit(self): self.t0 = self.start = self.sync()
+
+        def before_fit(self):
+            self.t0 = self.start = self.sync()
+
         def after_step(self):
-            t = self.sync(); self.times.append((t - self.t0) * 1e3); self.t0 = t
+            t = self.sync()
+            self.times.append((t - self.t0) * 1e3)
+            self.t0 = t
             l = self.learn
-            if len(self.times) <= 2: self.start = t    # the budget starts after two warm-up steps (CUDA's first kernels)
+            # the budget starts after two warm-up steps (CUDA's first kernels)
+            if len(self.times) <= 2:
+                self.start = t
             over = self.stop_s and len(self.times) > 2 and t - self.start > self.stop_s
             if (self.stop_at and l.step >= self.stop_at) or over:
-                self.save(); raise CancelFitException
+                self.save()
+                raise CancelFitException
+
         def after_fit(self):
-            if self.learn.step >= self.learn.cfg.train.max_steps: self.save()
+            if self.learn.step >= self.learn.cfg.train.max_steps:
+                self.save()
+
         def save(self):
-            if self.final: save_checkpoint({"model": model_state(self.learn.core), "step": self.learn.step}, self.final)
+            if self.final:
+                save_checkpoint({"model": model_state(self.learn.core), "step": self.learn.step}, self.final)
+
         def median_ms(self, skip: int = 2) -> float:
             t = self.times[skip:] or self.times
             return round(statistics.median(t), 2) if t else float("nan")
+
     return StepClock
 
 
@@ -122,21 +164,35 @@ def kill_at(step: int):
     from ris_nb.train import Callback
 
     class KillAt(Callback):
-        order = 15                               # after the log line (LogCB), before the step's checkpoint
+        order = 15  # after the log line (LogCB), before the step's checkpoint
+
         def after_step(self):
-            if self.learn.step == step: os.kill(os.getpid(), signal.SIGKILL)
+            if self.learn.step == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
     return KillAt()
 
 
 def run_config(preset: str, data: str, out: str, device: str, precision: str, steps: int, ckpt_every: int, tiny: bool):
     "`preset` on the generated ShapeRefs, logging every step, no validation; tiny: 64 px, batch 2."
     from ris_nb.core import get_preset
+
     cfg = get_preset(preset)
     amp = {"fp32": "off", "bf16": "bf16", "fp16": "auto"}[precision]
-    sets = {"data.root": data, "data.num_workers": 0, "train.max_steps": steps, "train.log_every": 1,
-            "train.ckpt_every": ckpt_every, "train.eval_every": steps, "train.out_dir": out, "train.device": device,
-            "train.amp": amp, "train.warmup_steps": min(cfg.train.warmup_steps, steps // 10)}
-    if tiny: sets |= {"data.image_size": 64, "train.batch_size": 2}
+    sets = {
+        "data.root": data,
+        "data.num_workers": 0,
+        "train.max_steps": steps,
+        "train.log_every": 1,
+        "train.ckpt_every": ckpt_every,
+        "train.eval_every": steps,
+        "train.out_dir": out,
+        "train.device": device,
+        "train.amp": amp,
+        "train.warmup_steps": min(cfg.train.warmup_steps, steps // 10),
+    }
+    if tiny:
+        sets |= {"data.image_size": 64, "train.batch_size": 2}
     return cfg.override(sets)
 
 
@@ -153,22 +209,43 @@ def without_bf16() -> None:
     _torch().cuda.is_bf16_supported = lambda *a, **k: False
 
 
-def train_run(preset: str, precision: str, data: str, out: str, device: str, steps: int, tiny: bool, ckpt_every: int,
-              stop_at: int | None = None, stop_s: float | None = None, kill: int | None = None,
-              compare: str | None = None) -> dict:
+def train_run(
+    preset: str,
+    precision: str,
+    data: str,
+    out: str,
+    device: str,
+    steps: int,
+    tiny: bool,
+    ckpt_every: int,
+    stop_at: int | None = None,
+    stop_s: float | None = None,
+    kill: int | None = None,
+    compare: str | None = None,
+) -> dict:
     "Train (or resume) `out` with `TrainingRun` as `ris_nb train` does, no validation; `compare`: a run folder to diff."
     import ris_nb.models  # noqa: F401  (registers the models)
     from ris_nb.core import precision_line
     from ris_nb.train import TrainingRun, read_log
-    if precision == "fp16": without_bf16()
-    if device.startswith("cuda"): reset_peak(device)
+
+    if precision == "fp16":
+        without_bf16()
+    if device.startswith("cuda"):
+        reset_peak(device)
     cfg = run_config(preset, data, out, device, precision, steps, ckpt_every, tiny)
     clock = step_clock()(stop_at, stop_s, Path(out) / "final.pt")
     TrainingRun(cfg).start(["train"], cbs=[clock] + ([kill_at(kill)] if kill else []), validate=False)
     losses = {r["step"]: r["loss"] for r in read_log(out) if "loss" in r}
     dw = weight_difference(Path(compare) / "final.pt", Path(out) / "final.pt") if compare else None
-    return {"steps": max(losses), "step_ms": clock.median_ms(), "peak_mem_mb": peak_mb(device), "losses": losses,
-            "batch": cfg.train.batch_size, "precision_line": precision_line(device, cfg.train.amp), "weight_diff": dw}
+    return {
+        "steps": max(losses),
+        "step_ms": clock.median_ms(),
+        "peak_mem_mb": peak_mb(device),
+        "losses": losses,
+        "batch": cfg.train.batch_size,
+        "precision_line": precision_line(device, cfg.train.amp),
+        "weight_diff": dw,
+    }
 
 
 def weight_difference(a: Path, b: Path) -> float:
@@ -182,21 +259,28 @@ def random_batch(batch_size: int, image_size: int, vocab: int, tokens: int = 20)
     "Random images and token ids, a disc-shaped mask per sample."
     torch = _torch()
     from ris_nb.data.transforms import Batch
+
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, vocab, (batch_size, tokens), generator=g)
     yy, xx = torch.meshgrid(torch.arange(image_size), torch.arange(image_size), indexing="ij")
     disc = (((yy - image_size / 2) ** 2 + (xx - image_size / 3) ** 2) < (image_size / 5) ** 2).float()
-    return Batch(images=torch.randn(batch_size, 3, image_size, image_size, generator=g), input_ids=ids,
-                 attention_mask=torch.ones_like(ids), masks=disc.expand(batch_size, -1, -1).clone())
+    return Batch(
+        images=torch.randn(batch_size, 3, image_size, image_size, generator=g),
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        masks=disc.expand(batch_size, -1, -1).clone(),
+    )
 
 
 def paper_config(preset: str, device: str, tiny: bool):
     "`preset` with random encoders (nothing read from disk); --tiny: its tiny stand-in at 64 px."
     from ris_nb.core import get_preset
     from ris_nb.models.encoders import offline_random
+
     cfg = offline_random(get_preset(PAPERS[preset] if tiny else preset))
     sets = {"train.device": device, "data.num_workers": 0}
-    if tiny: sets |= {"data.image_size": 64, "model.text.vocab_size": 64}
+    if tiny:
+        sets |= {"data.image_size": 64, "model.text.vocab_size": 64}
     return cfg.override(sets)
 
 
@@ -205,26 +289,39 @@ def paper_step(preset: str, device: str, tiny: bool, steps: int) -> dict:
     import ris_nb.models  # noqa: F401
     from ris_nb.core import build_model, precision_line, seed_everything
     from ris_nb.train import DeviceCB, Learner
+
     torch = _torch()
     cfg = paper_config(preset, device, tiny)
     seed_everything(0)
     model = build_model(cfg).to(device)
     tried = []
-    for bs in ([2] if tiny else [8, 4, 2, 1]):
+    for bs in [2] if tiny else [8, 4, 2, 1]:
         batch = random_batch(bs, cfg.data.image_size, cfg.model.text.vocab_size)
         c = cfg.override({"train.batch_size": bs, "train.max_steps": steps})
         clock, oom = step_clock()(), False
-        if device.startswith("cuda"): reset_peak(device)
-        try: Learner(model, [batch] * steps, c, [DeviceCB(), clock]).fit()
-        except torch.OutOfMemoryError: oom = True
-        if oom:                                  # outside the except block: its traceback no longer holds the tensors
-            tried.append(bs); model.zero_grad(set_to_none=True); gc.collect(); torch.cuda.empty_cache(); continue
+        if device.startswith("cuda"):
+            reset_peak(device)
+        try:
+            Learner(model, [batch] * steps, c, [DeviceCB(), clock]).fit()
+        except torch.OutOfMemoryError:
+            oom = True
+        if oom:  # outside the except block: its traceback no longer holds the tensors
+            tried.append(bs)
+            model.zero_grad(set_to_none=True)
+            gc.collect()
+            torch.cuda.empty_cache()
+            continue
         n = sum(p.numel() for p in model.parameters()) / 1e6
         oom = f"; batch {', '.join(map(str, tried))} ran out of memory" if tried else ""
-        return {"steps": steps, "step_ms": clock.median_ms(), "peak_mem_mb": peak_mb(device), "batch": bs,
-                "note": f"{cfg.name} ({n:.1f} M parameters, random weights) at {cfg.data.image_size} px, "
-                        f"batch {bs}{oom}; "
-                        f"median of steps 3..{steps} of the Learner; {precision_line(device, cfg.train.amp)}"}
+        return {
+            "steps": steps,
+            "step_ms": clock.median_ms(),
+            "peak_mem_mb": peak_mb(device),
+            "batch": bs,
+            "note": f"{cfg.name} ({n:.1f} M parameters, random weights) at {cfg.data.image_size} px, "
+            f"batch {bs}{oom}; "
+            f"median of steps 3..{steps} of the Learner; {precision_line(device, cfg.train.amp)}",
+        }
     raise RuntimeError(f"out of memory at every batch size ({tried})")
 
 
@@ -236,35 +333,55 @@ def paper_eval(preset: str, device: str, tiny: bool, data: str, out: str) -> dic
     from ris_nb.core import build_model, seed_everything
     from ris_nb.data.transforms import build_tokenizer, save_tokenizer, tokenizer_fingerprint
     from ris_nb.train import model_state, save_checkpoint
+
     torch = _torch()
-    cfg = paper_config(preset, device, tiny).override({"data.root": data, "data.dataset": "shaperefs",
-                                                       "data.split_by": "shaperefs", "data.tokenizer": "word"})
+    cfg = paper_config(preset, device, tiny).override(
+        {"data.root": data, "data.dataset": "shaperefs", "data.split_by": "shaperefs", "data.tokenizer": "word"}
+    )
     tok = build_tokenizer(cfg)
-    if cfg.model.text.vocab_size < len(tok): cfg = cfg.override({"model.text.vocab_size": len(tok)})
+    if cfg.model.text.vocab_size < len(tok):
+        cfg = cfg.override({"model.text.vocab_size": len(tok)})
     seed_everything(0)
-    run = Path(out); save_tokenizer(tok, run / "tokenizer")
-    save_checkpoint({"model": model_state(build_model(cfg)), "config": cfg.to_json(), "step": 0,
-                     "tokenizer_fingerprint": tokenizer_fingerprint(tok)}, run / "best.pt")
+    run = Path(out)
+    save_tokenizer(tok, run / "tokenizer")
+    save_checkpoint(
+        {
+            "model": model_state(build_model(cfg)),
+            "config": cfg.to_json(),
+            "step": 0,
+            "tokenizer_fingerprint": tokenizer_fingerprint(tok),
+        },
+        run / "best.pt",
+    )
     timed, library_evaluate = [], ris_nb.evaluate.evaluate
-    def evaluate(model, loader, *a, **k):                # the CLI's own call, timed
-        t = time.perf_counter(); res = library_evaluate(model, loader, *a, **k)
-        if device.startswith("cuda"): torch.cuda.synchronize()
-        timed.append((len(res["samples"]), time.perf_counter() - t)); return res
+
+    def evaluate(model, loader, *a, **k):  # the CLI's own call, timed
+        t = time.perf_counter()
+        res = library_evaluate(model, loader, *a, **k)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        timed.append((len(res["samples"]), time.perf_counter() - t))
+        return res
+
     ris_nb.evaluate.evaluate = evaluate
     walls = []
     for _ in range(2):
         t = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):      # the report it prints
+        with contextlib.redirect_stdout(io.StringIO()):  # the report it prints
             rc = main(["eval", "--ckpt", str(run / "best.pt"), "--split", "val", "--out", str(run / "report")])
         if rc:
             raise RuntimeError(f"ris_nb eval exited with {rc}")
         walls.append(time.perf_counter() - t)
     (n, cold), (_, warm) = timed
-    return {"samples_per_s": round(n / warm, 2), "peak_mem_mb": peak_mb(device), "batch": cfg.eval.batch_size,
-            "note": f"{cfg.name} (random weights) on ShapeRefs val, {n} sentences at {cfg.data.image_size} px, "
-                    f"eval batch {cfg.eval.batch_size}, protocol {cfg.eval.protocol}: {n / cold:.1f} sentences/s cold; "
-                    f"whole command "
-                    f"{walls[1]:.1f} s (checkpoint load included); evaluate runs without autocast"}
+    return {
+        "samples_per_s": round(n / warm, 2),
+        "peak_mem_mb": peak_mb(device),
+        "batch": cfg.eval.batch_size,
+        "note": f"{cfg.name} (random weights) on ShapeRefs val, {n} sentences at {cfg.data.image_size} px, "
+        f"eval batch {cfg.eval.batch_size}, protocol {cfg.eval.protocol}: {n / cold:.1f} sentences/s cold; "
+        f"whole command "
+        f"{walls[1]:.1f} s (checkpoint load included); evaluate runs without autocast",
+    }
 
 
 def ddp_run(preset: str, data: str, out: str, device: str, steps: int, tiny: bool) -> dict:
@@ -274,43 +391,56 @@ def ddp_run(preset: str, data: str, out: str, device: str, steps: int, tiny: boo
     import ris_nb.models  # noqa: F401
     from ris_nb.distributed import DistInfo, finish_distributed
     from ris_nb.train import TrainingRun, read_log
+
     cuda = device.startswith("cuda")
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    if cuda: _torch().cuda.set_device(device)
+    if cuda:
+        _torch().cuda.set_device(device)
     dist.init_process_group("nccl" if cuda else "gloo")
 
-    class OneRankGroup(DistInfo):                          # world 1, but every collective goes through the group
+    class OneRankGroup(DistInfo):  # world 1, but every collective goes through the group
         distributed = property(lambda self: True)
+
     cfg = run_config(preset, data, out, device, "bf16" if cuda else "fp32", steps, steps, tiny)
     run = TrainingRun(cfg)
     run._info = OneRankGroup(0, 1, 0, _torch().device(device))
     clock = step_clock()()
     run.start(["train", "val"], cbs=[clock], validate=True)
     step_ms, backend = clock.median_ms(), dist.get_backend()
-    del run, clock                                         # the learner, and its DDP wrapper with it
+    del run, clock  # the learner, and its DDP wrapper with it
     finish_distributed()
     losses = {r["step"]: r["loss"] for r in read_log(out) if "loss" in r}
     val = [r for r in read_log(out) if r.get("split") == "val"]
-    return {"steps": max(losses), "step_ms": step_ms, "peak_mem_mb": peak_mb(device), "losses": losses,
-            "batch": cfg.train.batch_size,
-            "note": f"{backend} group of one rank: DDP over the LossWrapper, losses averaged by all_reduce, RNG states "
-                    f"gathered for the checkpoint, validation sharded and reduced "
-                    f"(val oIoU {val[-1].get('oIoU', float('nan')):.1f})"}
+    return {
+        "steps": max(losses),
+        "step_ms": step_ms,
+        "peak_mem_mb": peak_mb(device),
+        "losses": losses,
+        "batch": cfg.train.batch_size,
+        "note": f"{backend} group of one rank: DDP over the LossWrapper, losses averaged by all_reduce, RNG states "
+        f"gathered for the checkpoint, validation sharded and reduced "
+        f"(val oIoU {val[-1].get('oIoU', float('nan')):.1f})",
+    }
 
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- the check processes
 
+
 def _child(fn: str, kwargs: dict, result: str, threads: int | None) -> None:
     "Run `fn(**kwargs)` and write its result (or its error) to `result` as JSON."
-    if threads: _torch().set_num_threads(threads)
-    try: out = globals()[fn](**kwargs)
-    except BaseException as e:                                 # any failure is a row, not a crash of the check
+    if threads:
+        _torch().set_num_threads(threads)
+    try:
+        out = globals()[fn](**kwargs)
+    except BaseException as e:  # any failure is a row, not a crash of the check
         import traceback
+
         traceback.print_exc()
         out = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
     Path(result).write_text(json.dumps(out))
@@ -318,30 +448,37 @@ def _child(fn: str, kwargs: dict, result: str, threads: int | None) -> None:
 
 class Runner:
     "Each check in a process forked from a server that imported torch and ris_nb once; one deadline over them all."
+
     def __init__(self, budget_s: float, threads: int | None, work: Path):
         self.deadline, self.threads, self.work, self.n = time.monotonic() + budget_s, threads, work, 0
         self.ctx = mp.get_context("forkserver")
         self.ctx.set_forkserver_preload(PRELOAD)
 
-    def left(self) -> float: return self.deadline - time.monotonic()
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
 
     def call(self, fn: str, limit: float, **kwargs) -> dict:
         "`fn(**kwargs)` in a new process, killed after `limit` s (or at the deadline): its result, or {'error': …}."
         limit = min(limit, self.left())
-        if limit < 5: return {"error": "skipped: the check's time budget (--budget-s) was spent"}
+        if limit < 5:
+            return {"error": "skipped: the check's time budget (--budget-s) was spent"}
         self.n += 1
         result = self.work / f"result_{self.n}.json"
         p = self.ctx.Process(target=_child, args=(fn, kwargs, str(result), self.threads))
-        p.start(); p.join(limit)
+        p.start()
+        p.join(limit)
         if p.is_alive():
-            p.kill(); p.join()
+            p.kill()
+            p.join()
             return {"error": f"timed out after {limit:.0f} s"}
-        if result.exists(): return json.loads(result.read_text())
+        if result.exists():
+            return json.loads(result.read_text())
         why = f"process ended by signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
         return {"error": why, "exitcode": p.exitcode}
 
 
 # ---------------------------------------------------------------- the checks (parent side: no torch)
+
 
 def loss_ends(losses: dict) -> tuple[float, float]:
     "Mean loss of the first and of the last tenth of the steps (at least one step each)."
@@ -352,7 +489,10 @@ def loss_ends(losses: dict) -> tuple[float, float]:
 
 def max_diff(a: dict, b: dict, steps) -> float:
     "Largest |Δloss| of two runs over `steps` (inf where one run lacks a step)."
-    both = lambda s: str(s) in a and str(s) in b
+
+    def both(s):
+        return str(s) in a and str(s) in b
+
     return max((abs(a[str(s)] - b[str(s)]) if both(s) else float("inf") for s in steps), default=0.0)
 
 
@@ -361,54 +501,114 @@ def precision_check(r: Runner, a, preset: str, precision: str, data: Path) -> di
     row = {"check": "precision", "preset": preset, "precision": precision}
     base = dict(preset=preset, precision=precision, data=str(data), device=a.device, steps=a.steps, tiny=a.tiny)
     work = r.work / f"{preset}_{precision}"
-    s = r.call("train_run", a.run_limit_s, out=str(work / "straight"), ckpt_every=a.steps,
-               stop_s=None if a.tiny else a.train_s, **base)
-    if "error" in s: return {**row, "note": f"uninterrupted run: {s['error']}"}
-    n = s["steps"]; h = n // 2; k = h + max(1, (n - h) // 3)
+    s = r.call(
+        "train_run",
+        a.run_limit_s,
+        out=str(work / "straight"),
+        ckpt_every=a.steps,
+        stop_s=None if a.tiny else a.train_s,
+        **base,
+    )
+    if "error" in s:
+        return {**row, "note": f"uninterrupted run: {s['error']}"}
+    n = s["steps"]
+    h = n // 2
+    k = h + max(1, (n - h) // 3)
     first, last = loss_ends(s["losses"])
-    row |= {"batch": s["batch"], "steps": n, "step_ms": s["step_ms"], "peak_mem_mb": s["peak_mem_mb"],
-            "loss_first": first, "loss_last": last}
+    row |= {
+        "batch": s["batch"],
+        "steps": n,
+        "step_ms": s["step_ms"],
+        "peak_mem_mb": s["peak_mem_mb"],
+        "loss_first": first,
+        "loss_last": last,
+    }
     falls = "the loss fell" if last < first else "THE LOSS DID NOT FALL"
-    if n < 4: return {**row, "note": f"{falls}; only {n} steps in the time given: too few to kill and resume"}
+    if n < 4:
+        return {**row, "note": f"{falls}; only {n} steps in the time given: too few to kill and resume"}
     killed = r.call("train_run", a.run_limit_s, out=str(work / "resumed"), ckpt_every=h, kill=k, **base)
     if killed.get("exitcode") != -signal.SIGKILL:
         return {**row, "note": f"{falls}; the run to kill did not die by SIGKILL after step {k}: {killed}"}
-    res = r.call("train_run", a.run_limit_s, out=str(work / "resumed"), ckpt_every=h, stop_at=n,
-                 compare=str(work / "straight"), **base)
-    if "error" in res: return {**row, "note": f"{falls}; resumed run: {res['error']}"}
+    res = r.call(
+        "train_run",
+        a.run_limit_s,
+        out=str(work / "resumed"),
+        ckpt_every=h,
+        stop_at=n,
+        compare=str(work / "straight"),
+        **base,
+    )
+    if "error" in res:
+        return {**row, "note": f"{falls}; resumed run: {res['error']}"}
     d_before = max_diff(s["losses"], res["losses"], range(1, h + 1))
     d_after = max_diff(s["losses"], res["losses"], range(h + 1, n + 1))
     dw = res["weight_diff"]
     row["resume_identical"] = d_before == 0 and d_after == 0 and dw == 0
-    why = "" if row["resume_identical"] else (
-        "; steps 1..h differ too, so two uninterrupted runs differ (non-deterministic CUDA kernels, e.g. atomic adds "
-        "in index/embedding backward): not a resume fault" if d_before > 0
-        else "; only the resumed steps differ: a resume fault")
+    why = (
+        ""
+        if row["resume_identical"]
+        else (
+            "; steps 1..h differ too, so two uninterrupted runs differ (non-deterministic CUDA kernels, e.g. "
+            "atomic adds "
+            "in index/embedding backward): not a resume fault"
+            if d_before > 0
+            else "; only the resumed steps differ: a resume fault"
+        )
+    )
     hidden = "bf16 hidden from this process (as on a GPU without it); " if precision == "fp16" else ""
-    row["note"] = (f"{falls}; {hidden}{s['precision_line']}; killed (SIGKILL) after step {k}, resumed from step {h} "
-                   f"in a new process: max |Δloss| steps 1..{h} {d_before:.3g} (two uninterrupted runs), "
-                   f"steps {h + 1}..{n} {d_after:.3g} "
-                   f"(resumed), final weights {dw:.3g}{why}")
+    row["note"] = (
+        f"{falls}; {hidden}{s['precision_line']}; killed (SIGKILL) after step {k}, resumed from step {h} "
+        f"in a new process: max |Δloss| steps 1..{h} {d_before:.3g} (two uninterrupted runs), "
+        f"steps {h + 1}..{n} {d_after:.3g} "
+        f"(resumed), final weights {dw:.3g}{why}"
+    )
     return row
 
 
 def torchrun_check(r: Runner, a, data: Path) -> dict:
     "The console script's `train` under `torchrun --standalone --nproc_per_node 1`, a few steps."
     out, steps = r.work / "torchrun", 2 if a.tiny else 20
-    sets = [f"train.max_steps={steps}", "train.log_every=1", f"train.ckpt_every={steps}", f"train.eval_every={steps}",
-            f"train.device={a.device}", "data.num_workers=0"]
+    sets = [
+        f"train.max_steps={steps}",
+        "train.log_every=1",
+        f"train.ckpt_every={steps}",
+        f"train.eval_every={steps}",
+        f"train.device={a.device}",
+        "data.num_workers=0",
+    ]
     sets += ["data.image_size=64", "train.batch_size=2"] if a.tiny else []
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "ris_nb",
-           "train",
-           "--preset", "magnet_tiny", "--data", str(data), "--out", str(out), "--no-eval", "--set", *sets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+        "-m",
+        "ris_nb",
+        "train",
+        "--preset",
+        "magnet_tiny",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--no-eval",
+        "--set",
+        *sets,
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    if a.threads: env["OMP_NUM_THREADS"] = str(a.threads)
+    if a.threads:
+        env["OMP_NUM_THREADS"] = str(a.threads)
     row = {"check": "torchrun_cli", "preset": "magnet_tiny", "precision": "auto"}
     limit = min(a.run_limit_s, r.left())
-    if limit < 5: return {**row, "note": "skipped: the check's time budget (--budget-s) was spent"}
+    if limit < 5:
+        return {**row, "note": "skipped: the check's time budget (--budget-s) was spent"}
     t = time.perf_counter()
-    try: p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit)
-    except subprocess.TimeoutExpired: return {**row, "note": f"timed out after {limit:.0f} s: {' '.join(cmd[1:])}"}
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return {**row, "note": f"timed out after {limit:.0f} s: {' '.join(cmd[1:])}"}
     wall = time.perf_counter() - t
     if p.returncode:
         return {**row, "note": f"exit code {p.returncode}: {(p.stderr.strip().splitlines() or [''])[-1][:300]}"}
@@ -416,20 +616,39 @@ def torchrun_check(r: Runner, a, data: Path) -> dict:
     losses = {str(x["step"]): x["loss"] for x in log if "loss" in x}
     first, last = loss_ends(losses)
     backend = "nccl" if a.device.startswith("cuda") else "gloo"
-    return {**row, "batch": 2 if a.tiny else 8, "steps": len(losses), "loss_first": first, "loss_last": last,
-            "note": f"torchrun --standalone --nproc_per_node 1 -m ris_nb train: {wall:.0f} s in all; "
-                    f"with WORLD_SIZE=1 "
-                    f"ris_nb makes no process group, so {backend} itself is checked by the nccl_ddp row"}
+    return {
+        **row,
+        "batch": 2 if a.tiny else 8,
+        "steps": len(losses),
+        "loss_first": first,
+        "loss_last": last,
+        "note": f"torchrun --standalone --nproc_per_node 1 -m ris_nb train: {wall:.0f} s in all; "
+        f"with WORLD_SIZE=1 "
+        f"ris_nb makes no process group, so {backend} itself is checked by the nccl_ddp row",
+    }
 
 
 def ddp_check(r: Runner, a, data: Path) -> dict:
     row = {"check": "nccl_ddp", "preset": "magnet_tiny", "precision": "bf16" if a.device.startswith("cuda") else "fp32"}
-    res = r.call("ddp_run", a.run_limit_s, preset="magnet_tiny", data=str(data), out=str(r.work / "ddp"),
-                 device=a.device, steps=2 if a.tiny else 20, tiny=a.tiny)
-    if "error" in res: return {**row, "note": res["error"]}
+    res = r.call(
+        "ddp_run",
+        a.run_limit_s,
+        preset="magnet_tiny",
+        data=str(data),
+        out=str(r.work / "ddp"),
+        device=a.device,
+        steps=2 if a.tiny else 20,
+        tiny=a.tiny,
+    )
+    if "error" in res:
+        return {**row, "note": res["error"]}
     first, last = loss_ends(res["losses"])
-    return {**row, **{k: res[k] for k in ("batch", "steps", "step_ms", "peak_mem_mb", "note")},
-            "loss_first": first, "loss_last": last}
+    return {
+        **row,
+        **{k: res[k] for k in ("batch", "steps", "step_ms", "peak_mem_mb", "note")},
+        "loss_first": first,
+        "loss_last": last,
+    }
 
 
 def paper_checks(r: Runner, a, data: Path):
@@ -437,42 +656,72 @@ def paper_checks(r: Runner, a, data: Path):
     for preset in PAPERS:
         name = PAPERS[preset] if a.tiny else preset
         stand_in = f"--tiny: {name} at 64 px in {preset}'s place; " if a.tiny else ""
-        res = r.call("paper_step", a.run_limit_s, preset=preset, device=a.device, tiny=a.tiny,
-                     steps=3 if a.tiny else 12)
-        yield {"check": "paper_step", "preset": name, "precision": "auto",
-               **{k: res.get(k) for k in ("batch", "steps", "step_ms", "peak_mem_mb")},
-               "note": stand_in + (res.get("note") or res.get("error", ""))}
-        res = r.call("paper_eval", a.run_limit_s, preset=preset, device=a.device, tiny=a.tiny, data=str(data),
-                     out=str(r.work / f"eval_{preset}"))
-        yield {"check": "paper_eval", "preset": name, "precision": "fp32", "batch": res.get("batch"),
-               "samples_per_s": res.get("samples_per_s"),
-               "peak_mem_mb": res.get("peak_mem_mb"), "note": stand_in + (res.get("note") or res.get("error", ""))}
+        res = r.call(
+            "paper_step", a.run_limit_s, preset=preset, device=a.device, tiny=a.tiny, steps=3 if a.tiny else 12
+        )
+        yield {
+            "check": "paper_step",
+            "preset": name,
+            "precision": "auto",
+            **{k: res.get(k) for k in ("batch", "steps", "step_ms", "peak_mem_mb")},
+            "note": stand_in + (res.get("note") or res.get("error", "")),
+        }
+        res = r.call(
+            "paper_eval",
+            a.run_limit_s,
+            preset=preset,
+            device=a.device,
+            tiny=a.tiny,
+            data=str(data),
+            out=str(r.work / f"eval_{preset}"),
+        )
+        yield {
+            "check": "paper_eval",
+            "preset": name,
+            "precision": "fp32",
+            "batch": res.get("batch"),
+            "samples_per_s": res.get("samples_per_s"),
+            "peak_mem_mb": res.get("peak_mem_mb"),
+            "note": stand_in + (res.get("note") or res.get("error", "")),
+        }
 
 
 # ---------------------------------------------------------------- main
+
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     ap.add_argument("--tiny", action="store_true", help="the same checks at toy sizes (the CPU test)")
-    ap.add_argument("--out", default=None,
-                    help=f"CSV to append the rows to (default: {DEFAULT_OUT.relative_to(ROOT)}, GPU rows only)")
-    ap.add_argument("--steps", type=int, default=None,
-                    help="planned steps of each precision run (default 300; --tiny 4)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help=f"CSV to append the rows to (default: {DEFAULT_OUT.relative_to(ROOT)}, GPU rows only)",
+    )
+    ap.add_argument(
+        "--steps", type=int, default=None, help="planned steps of each precision run (default 300; --tiny 4)"
+    )
     ap.add_argument("--budget-s", type=float, default=None, help="time for all checks (default 450; --tiny 240)")
     ap.add_argument("--checks", nargs="+", choices=CHECKS, default=CHECKS, help="which checks to run (default: all)")
-    ap.add_argument("--presets", nargs="+", choices=TINY_PRESETS, default=TINY_PRESETS,
-                    help="the presets the precision checks train (default: both)")
+    ap.add_argument(
+        "--presets",
+        nargs="+",
+        choices=TINY_PRESETS,
+        default=TINY_PRESETS,
+        help="the presets the precision checks train (default: both)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch threads per check (default: torch's; --tiny 1)")
     a = ap.parse_args(argv)
     a.steps = a.steps or (4 if a.tiny else 300)
     a.budget_s = a.budget_s or (240.0 if a.tiny else 450.0)
     a.threads = a.threads or (1 if a.tiny else None)
-    a.run_limit_s = 60.0 if a.tiny else 75.0                   # one process of one check
-    a.train_s = 15.0                                           # GPU: the uninterrupted precision run stops after this
-    if a.steps < 4: ap.error(f"--steps {a.steps}: expected at least 4 (a checkpoint, a kill and a resume fit in them)")
+    a.run_limit_s = 60.0 if a.tiny else 75.0  # one process of one check
+    a.train_s = 15.0  # GPU: the uninterrupted precision run stops after this
+    if a.steps < 4:
+        ap.error(f"--steps {a.steps}: expected at least 4 (a checkpoint, a kill and a resume fit in them)")
     a.out = Path(a.out) if a.out else DEFAULT_OUT
-    if a.device == "cuda": a.device = "cuda:0"
+    if a.device == "cuda":
+        a.device = "cuda:0"
     if a.device == "cpu" and a.out.resolve() == DEFAULT_OUT:
         ap.error(f"--device cpu: {DEFAULT_OUT.relative_to(ROOT)} keeps GPU rows only; pass --out FILE")
     return a
@@ -486,16 +735,24 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         raise ValueError(f"{path}: its header is not {','.join(COLUMNS)}; move it away or pass another --out")
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, COLUMNS)
-        if new: w.writeheader()
+        if new:
+            w.writeheader()
         w.writerows(rows)
 
 
 def show(row: dict, seconds: float) -> None:
     cells = [f"{row['check']:12s}", f"{row.get('preset', ''):13s}", f"{row.get('precision', ''):5s}"]
-    for k, fmt in (("steps", "steps {}"), ("step_ms", "{} ms/step"), ("peak_mem_mb", "peak {} MiB"),
-                   ("samples_per_s", "{} sentences/s"), ("resume_identical", "resume identical: {}")):
-        if row.get(k) not in (None, ""): cells.append(fmt.format(row[k]))
-    if row.get("loss_first") not in (None, ""): cells.append(f"loss {row['loss_first']} → {row['loss_last']}")
+    for k, fmt in (
+        ("steps", "steps {}"),
+        ("step_ms", "{} ms/step"),
+        ("peak_mem_mb", "peak {} MiB"),
+        ("samples_per_s", "{} sentences/s"),
+        ("resume_identical", "resume identical: {}"),
+    ):
+        if row.get(k) not in (None, ""):
+            cells.append(fmt.format(row[k]))
+    if row.get("loss_first") not in (None, ""):
+        cells.append(f"loss {row['loss_first']} → {row['loss_last']}")
     print(" | ".join(cells) + f" | {row.get('note', '')} ({seconds:.0f} s)", flush=True)
 
 
@@ -505,28 +762,48 @@ def main(argv=None) -> int:
     r = Runner(a.budget_s, a.threads, work)
     try:
         info = r.call("device_info", 120, device=a.device)
-        if "error" in info: raise SystemExit(f"gpu_check: {info['error']}")
+        if "error" in info:
+            raise SystemExit(f"gpu_check: {info['error']}")
         data = work / "data"
         made = r.call("synth", 120, root=str(data), n_images=24 if a.tiny else 300, size=64 if a.tiny else 128)
-        if "error" in made: raise SystemExit(f"gpu_check: generating ShapeRefs: {made['error']}")
+        if "error" in made:
+            raise SystemExit(f"gpu_check: generating ShapeRefs: {made['error']}")
         precisions = ["fp32"] if a.device == "cpu" else ["bf16", "fp16"]
-        stamp = {"device": info["device"], "torch": info["torch"],
-                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        stamp = {
+            "device": info["device"],
+            "torch": info["torch"],
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
         rows, clock = [], [time.monotonic()]
-        def emit(row):                                         # written at once: a killed check run keeps its rows
-            rows.append({**row, **stamp}); write_rows(a.out, rows[-1:])
-            show(rows[-1], time.monotonic() - clock[0]); clock[0] = time.monotonic()
+
+        def emit(row):  # written at once: a killed check run keeps its rows
+            rows.append({**row, **stamp})
+            write_rows(a.out, rows[-1:])
+            show(rows[-1], time.monotonic() - clock[0])
+            clock[0] = time.monotonic()
+
         for preset in a.presets if "precision" in a.checks else []:
             for precision in precisions:
                 if precision == "bf16" and not info["bf16"]:
-                    emit({"check": "precision", "preset": preset, "precision": precision,
-                          "note": "skipped: this GPU has no bf16"})
-                else: emit(precision_check(r, a, preset, precision, data))
-        if "torchrun_cli" in a.checks: emit(torchrun_check(r, a, data))
-        if "nccl_ddp" in a.checks: emit(ddp_check(r, a, data))
-        for row in paper_checks(r, a, data) if "paper" in a.checks else []: emit(row)
+                    emit(
+                        {
+                            "check": "precision",
+                            "preset": preset,
+                            "precision": precision,
+                            "note": "skipped: this GPU has no bf16",
+                        }
+                    )
+                else:
+                    emit(precision_check(r, a, preset, precision, data))
+        if "torchrun_cli" in a.checks:
+            emit(torchrun_check(r, a, data))
+        if "nccl_ddp" in a.checks:
+            emit(ddp_check(r, a, data))
+        for row in paper_checks(r, a, data) if "paper" in a.checks else []:
+            emit(row)
         print(f"{len(rows)} rows → {a.out}")
-    finally: shutil.rmtree(work, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -1,16 +1,18 @@
 """One run of `tests/test_learning.py`'s budget, with any overrides: where its thresholds come from.
 
-The test's data (800 ShapeRefs scenes, data seed 3, 64 px), `steps` optimizer steps of `--batch` on one thread, the final
-weights scored on val: oIoU, the best language-blind answer, cross-referent IoU and the share of masks on the referred shape
-(`ris_nb.evaluate.sentence_sensitivity`), and the training seconds with the 512³ probe beside them.
+The test's data (800 ShapeRefs scenes, data seed 3, 64 px), `steps` optimizer steps of `--batch` on one thread, the
+final weights scored on val: oIoU, the best language-blind answer, cross-referent IoU and the share of masks on the
+referred shape (`ris_nb.evaluate.sentence_sensitivity`), and the training seconds with the 512³ probe beside them.
 
 Usage: OMP_NUM_THREADS=1 python tools/learning_test_probe.py --preset magnet_tiny [--steps 300] [--batch 32] [--seed 0]
        [--set train.amp=bf16 model.vision.abs_pos=none ...] [--recipe NAME] [--results nbs/results/learning_tests.csv]
-The rows of nbs/results/learning_tests.csv: lavt_tiny and magnet_tiny, seeds 0/1/2, `train.amp=bf16` and float32; the old
-recipes (`--recipe old`): lavt_tiny `model.vision.abs_pos=none model.lavt.loss=dice`, magnet_tiny `model.vision.abs_pos=none
-model.vision.stem=patch model.vision.depths=[1,1,1,1] model.lavt.refine=0`; magnet_tiny at 200 steps; and the budget the
-test now runs, `--set data.image_size=48` (`--recipe "48 px"`, and `"old 48 px"` with the old recipes' overrides added).
+The rows of nbs/results/learning_tests.csv: lavt_tiny and magnet_tiny, seeds 0/1/2, `train.amp=bf16` and float32; the
+old recipes (`--recipe old`): lavt_tiny `model.vision.abs_pos=none model.lavt.loss=dice`, magnet_tiny
+`model.vision.abs_pos=none model.vision.stem=patch model.vision.depths=[1,1,1,1] model.lavt.refine=0`; magnet_tiny at
+200 steps; and the budget the test now runs, `--set data.image_size=48` (`--recipe "48 px"`, and `"old 48 px"` with the
+old recipes' overrides added).
 """
+
 from __future__ import annotations
 import argparse
 import os
@@ -43,8 +45,18 @@ def run(root: Path, preset: str, steps: int, batch: int, seed: int, overrides: d
     "Train on the test's data, score the final weights on val; the row for the results CSV."
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as out:
-        cfg = get_preset(preset).override({"data.root": str(root), "data.image_size": 64, "train.batch_size": batch, "seed": seed,
-                                           "train.max_steps": steps, "train.ckpt_every": steps, "train.out_dir": out, **overrides})
+        cfg = get_preset(preset).override(
+            {
+                "data.root": str(root),
+                "data.image_size": 64,
+                "train.batch_size": batch,
+                "seed": seed,
+                "train.max_steps": steps,
+                "train.ckpt_every": steps,
+                "train.out_dir": out,
+                **overrides,
+            }
+        )
         t = time.perf_counter()
         _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])
         fit(model, {"train": loaders["train"]}, cfg)
@@ -52,11 +64,21 @@ def run(root: Path, preset: str, steps: int, batch: int, seed: int, overrides: d
     res = evaluate(model, loaders["val"], protocol="square", progress=False)
     sens = sentence_sensitivity(model, loaders["val"])
     blind = language_blind_references(RefDataset(root, "shaperefs", "shaperefs", "val"))
-    return {"preset": preset, "amp": cfg.train.amp, "steps": steps, "batch": batch, "seed": seed,
-            "overrides": " ".join(f"{k}={v}" for k, v in overrides.items() if k != "train.amp"),
-            "oIoU": round(res["overall"]["oIoU"], 2), "best_blind_oIoU": round(max(r["oIoU"] for r in blind.values()), 2),
-            "cross_referent_iou": round(sens["cross_referent_iou"], 3), "right_shape_pct": round(sens["right_shape"], 1),
-            "val_sentences": sens["n"], "train_s": round(train_s, 1), "probe_1t_ms": round(probe_ms(reps=20), 2)}
+    return {
+        "preset": preset,
+        "amp": cfg.train.amp,
+        "steps": steps,
+        "batch": batch,
+        "seed": seed,
+        "overrides": " ".join(f"{k}={v}" for k, v in overrides.items() if k != "train.amp"),
+        "oIoU": round(res["overall"]["oIoU"], 2),
+        "best_blind_oIoU": round(max(r["oIoU"] for r in blind.values()), 2),
+        "cross_referent_iou": round(sens["cross_referent_iou"], 3),
+        "right_shape_pct": round(sens["right_shape"], 1),
+        "val_sentences": sens["n"],
+        "train_s": round(train_s, 1),
+        "probe_1t_ms": round(probe_ms(reps=20), 2),
+    }
 
 
 def main():
@@ -74,7 +96,8 @@ def main():
     row = run(test_data(Path(a.data)), a.preset, a.steps, a.batch, a.seed, overrides)
     row = {"row": f"{a.preset}/{row['amp']}/{a.recipe}/{a.steps}x{a.batch}/seed{a.seed}", "recipe": a.recipe, **row}
     print(row)
-    if a.results: write_row(Path(a.results), row)
+    if a.results:
+        write_row(Path(a.results), row)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""The MG diagnosis rows on the rich-language ShapeRefs: evaluate the last checkpoint of each run on val and write one row per
-run (preset, MG weight, other MG settings that differ from the preset, train.amp, seed; overall, per expression type, sentences with and without a rare word) to a CSV that
-`13a_learning` reads.
+"""The MG diagnosis rows on the rich-language ShapeRefs: evaluate the last checkpoint of each run on val and write one
+row per run (preset, MG weight, other MG settings that differ from the preset, train.amp, seed; overall, per expression
+type, sentences with and without a rare word) to a CSV that `13a_learning` reads.
 
     python tools/mg_rich_table.py --runs RUN_DIR [RUN_DIR ...] --out nbs/results/mg_rich_13a.csv
 """
+
 from __future__ import annotations
 import argparse
 import csv
@@ -20,7 +21,8 @@ from ris_nb.evaluate import evaluate
 from ris_nb.train import checkpoint_paths, load_checkpoint, prepare
 
 
-def miou(rows: list[dict]) -> float: return 100 * float(np.mean([r["IoU"] for r in rows])) if rows else float("nan")
+def miou(rows: list[dict]) -> float:
+    return 100 * float(np.mean([r["IoU"] for r in rows])) if rows else float("nan")
 
 
 def mg_changes(cfg: Config) -> str:
@@ -40,10 +42,17 @@ def run_row(run: Path) -> dict:
     refer = loaders["val"].dataset.base.refer
     rare = {s["sent_id"]: bool(s.get("rare")) for r in refer.refs.values() for s in r["sentences"]}
     samples = res["samples"]
-    row = {"preset": cfg.name, "mg_weight": cfg.model.mg.weight if cfg.model.mg.enabled else "", "mg_changes": mg_changes(cfg),
-           "amp": cfg.train.amp,
-           "seed": cfg.seed, "step": ck["step"], "samples": ck["step"] * cfg.train.batch_size,
-           "oIoU": round(res["overall"]["oIoU"], 2), "mIoU": round(res["overall"]["mIoU"], 2)}
+    row = {
+        "preset": cfg.name,
+        "mg_weight": cfg.model.mg.weight if cfg.model.mg.enabled else "",
+        "mg_changes": mg_changes(cfg),
+        "amp": cfg.train.amp,
+        "seed": cfg.seed,
+        "step": ck["step"],
+        "samples": ck["step"] * cfg.train.batch_size,
+        "oIoU": round(res["overall"]["oIoU"], 2),
+        "mIoU": round(res["overall"]["mIoU"], 2),
+    }
     row.update({t: round(v["mIoU"], 2) for t, v in sorted(res["by_type"].items())})
     row["rare_mIoU"] = round(miou([s for s in samples if rare[s["sent_id"]]]), 2)
     row["common_mIoU"] = round(miou([s for s in samples if not rare[s["sent_id"]]]), 2)
@@ -61,7 +70,10 @@ def main():
     torch.set_num_threads(2)
     rows = [run_row(Path(r)) for r in a.runs]
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO(); w = csv.DictWriter(buf, cols); w.writeheader(); w.writerows(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, cols)
+    w.writeheader()
+    w.writerows(rows)
     write_atomic(a.out, lambda tmp: tmp.write_text(buf.getvalue()))
     print(buf.getvalue())
 

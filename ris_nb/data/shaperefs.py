@@ -27,45 +27,118 @@ import pycocotools.mask as mask_utils
 
 import shapely
 
-from ..io import remove_stale_temps, safe_load_pickle, write_atomic   # files written whole, read safely: appendix 92
-
+# files written whole, read safely: appendix 92
+from ..io import remove_stale_temps, safe_load_pickle, write_atomic
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
-           'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'ZIPF_S', 'MAX_WORDS', 'LEXICON',
-           'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'APPEARANCE_TEMPLATES',
-           'MAX_SIZE', 'MAX_IMAGES', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole',
-           'polygons_to_mask', 'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions',
-           'pick_sentences', 'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks',
-           'chain_meanings', 'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks',
-           'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'generate', 'shaperefs_settings',
-           'ensure_shaperefs', 'read_refs', 'shaperefs_data']
+__all__ = [
+    "SHAPES",
+    "COLORS",
+    "SIZES",
+    "HELD_OUT",
+    "SPLIT_FRACTIONS",
+    "EXPR_TYPES",
+    "MIN_VISIBLE",
+    "P_SAME_SHAPE",
+    "P_SAME_COLOR",
+    "REL_MARGIN",
+    "LANGUAGES",
+    "RICH_EXPR_TYPES",
+    "ZIPF_S",
+    "MAX_WORDS",
+    "LEXICON",
+    "REL_PHRASES",
+    "RICH_TEMPLATES",
+    "CONNECTORS",
+    "RARE_SHARE",
+    "RARE_WORDS",
+    "APPEARANCE_TEMPLATES",
+    "MAX_SIZE",
+    "MAX_IMAGES",
+    "shape_mask",
+    "labels_to_polygons",
+    "mask_to_polygons",
+    "has_hole",
+    "polygons_to_mask",
+    "Obj",
+    "make_scene",
+    "expression_meanings",
+    "plain_sentences",
+    "candidate_expressions",
+    "pick_sentences",
+    "zipf_weights",
+    "canonical_sentence",
+    "rich_sentence",
+    "relational_landmarks",
+    "chain_meanings",
+    "word_shares",
+    "is_rare",
+    "appearance_meanings",
+    "appearance_sentence",
+    "appearance_picks",
+    "rich_candidates",
+    "ref_sentences",
+    "png_bytes",
+    "make_image",
+    "generate",
+    "shaperefs_settings",
+    "ensure_shaperefs",
+    "read_refs",
+    "shaperefs_data",
+]
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
-COLORS = {"red": (225, 35, 35), "green": (30, 165, 55), "blue": (40, 85, 235),
-          "yellow": (240, 210, 30), "purple": (150, 55, 210), "orange": (250, 135, 20)}
-SIZES = {"small": (18, 24), "large": (30, 40)}            # object extent in px at 128×128 (scaled with `size`)
-HELD_OUT = [("red", "star"), ("green", "circle"), ("blue", "hexagon"),
-            ("yellow", "triangle"), ("purple", "square"), ("orange", "diamond")]  # testB only
+COLORS = {
+    "red": (225, 35, 35),
+    "green": (30, 165, 55),
+    "blue": (40, 85, 235),
+    "yellow": (240, 210, 30),
+    "purple": (150, 55, 210),
+    "orange": (250, 135, 20),
+}
+SIZES = {"small": (18, 24), "large": (30, 40)}  # object extent in px at 128×128 (scaled with `size`)
+HELD_OUT = [
+    ("red", "star"),
+    ("green", "circle"),
+    ("blue", "hexagon"),
+    ("yellow", "triangle"),
+    ("purple", "square"),
+    ("orange", "diamond"),
+]  # testB only
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.1, "testA": 0.1, "testB": 0.1}
 EXPR_TYPES = ["attribute", "location", "relation", "ordinal", "negation"]
-MIN_VISIBLE = 0.7                                          # fraction of an object's pixels left visible
-P_SAME_SHAPE, P_SAME_COLOR = 0.35, 0.3                     # a new object copies an earlier one's shape / colour
+MIN_VISIBLE = 0.7  # fraction of an object's pixels left visible
+P_SAME_SHAPE, P_SAME_COLOR = 0.35, 0.3  # a new object copies an earlier one's shape / colour
+
 
 # %% ../../nbs/02_shaperefs.ipynb #39343742
 def _polygon(shape: str, r: float) -> np.ndarray | None:
     "Vertices (n,2) of `shape` with circumradius `r` around the origin (None for the circle)."
-    ang = lambda n, start: np.deg2rad(start + 360.0 * np.arange(n) / n)
-    if shape == "circle": return None
-    if shape == "square": s = 0.82 * r; return np.array([[-s, -s], [s, -s], [s, s], [-s, s]])
-    if shape == "diamond": a = ang(4, -90); return np.stack([np.cos(a), np.sin(a)], 1) * r
-    if shape == "triangle": a = ang(3, -90); return np.stack([np.cos(a), np.sin(a)], 1) * r * np.array([1.0, 1.0]) + [0, 0.18 * r]
-    if shape == "hexagon": a = ang(6, 0); return np.stack([np.cos(a), np.sin(a)], 1) * r
+
+    def ang(n, start):
+        return np.deg2rad(start + 360.0 * np.arange(n) / n)
+
+    if shape == "circle":
+        return None
+    if shape == "square":
+        s = 0.82 * r
+        return np.array([[-s, -s], [s, -s], [s, s], [-s, s]])
+    if shape == "diamond":
+        a = ang(4, -90)
+        return np.stack([np.cos(a), np.sin(a)], 1) * r
+    if shape == "triangle":
+        a = ang(3, -90)
+        return np.stack([np.cos(a), np.sin(a)], 1) * r * np.array([1.0, 1.0]) + [0, 0.18 * r]
+    if shape == "hexagon":
+        a = ang(6, 0)
+        return np.stack([np.cos(a), np.sin(a)], 1) * r
     if shape == "star":
-        a = ang(10, -90); rad = np.where(np.arange(10) % 2 == 0, r, 0.48 * r)
+        a = ang(10, -90)
+        rad = np.where(np.arange(10) % 2 == 0, r, 0.48 * r)
         return np.stack([np.cos(a) * rad, np.sin(a) * rad], 1)
     raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+
 
 # %% ../../nbs/02_shaperefs.ipynb #39343742b
 def shape_mask(shape: str, cx: float, cy: float, d: float, h: int, w: int) -> np.ndarray:
@@ -76,16 +149,19 @@ def shape_mask(shape: str, cx: float, cy: float, d: float, h: int, w: int) -> np
     X = np.arange(x0, x1, dtype=np.float32)[None, :] + 0.5 - cx
     Y = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5 - cy
     poly = _polygon(shape, r)
-    if poly is None: inside = X * X + Y * Y <= r * r
+    if poly is None:
+        inside = X * X + Y * Y <= r * r
     else:
         inside = np.zeros((y1 - y0, x1 - x0), bool)
         for (ax, ay), (bx, by) in zip(poly, np.roll(poly, -1, 0)):
-            if ay == by: continue
+            if ay == by:
+                continue
             cross = (ay > Y) != (by > Y)
             inside ^= cross & (X < ax + (Y - ay) * (bx - ax) / (by - ay))
     out = np.zeros((h, w), bool)
     out[y0:y1, x0:x1] = inside
     return out
+
 
 # %% ../../nbs/02_shaperefs.ipynb #5c0f4a19
 def _edges(lab: np.ndarray) -> np.ndarray:
@@ -93,62 +169,81 @@ def _edges(lab: np.ndarray) -> np.ndarray:
     h, w = lab.shape
     m = np.zeros((h + 2, w + 2), np.uint8)
     m[1:-1, 1:-1] = lab
-    d = np.zeros((h + w + 2, max(h, w) + 2), np.uint8)  # rows 0..h: edges at y = row - 0.5, then edges at x = row - h - 1.5
+    # rows 0..h: edges at y = row - 0.5, then edges at x = row - h - 1.5
+    d = np.zeros((h + w + 2, max(h, w) + 2), np.uint8)
     a, b = m[:-1, 1:-1], m[1:, 1:-1]
-    d[:h + 1, 1:w + 1] = np.where(a != b, a << 4 | b, 0)  # the pair of labels the edge separates (0: no edge)
+    d[: h + 1, 1 : w + 1] = np.where(a != b, a << 4 | b, 0)  # the pair of labels the edge separates (0: no edge)
     a, b = m[1:-1, :-1].T, m[1:-1, 1:].T
-    d[h + 1:, 1:h + 1] = np.where(a != b, a << 4 | b, 0)
-    r, c = np.nonzero(d[:, 1:] != d[:, :-1])            # runs of one pair; they break wherever other edges meet them
+    d[h + 1 :, 1 : h + 1] = np.where(a != b, a << 4 | b, 0)
+    r, c = np.nonzero(d[:, 1:] != d[:, :-1])  # runs of one pair; they break wherever other edges meet them
     i = np.flatnonzero(d[r, c + 1])
     r, a, b = r[i], c[i] - 0.5, c[i + 1] - 0.5
     k = np.searchsorted(r, h + 1)
     seg = np.empty((len(r), 2, 2))
-    seg[:k, :, 1] = (r[:k] - 0.5)[:, None]; seg[:k, 0, 0] = a[:k]; seg[:k, 1, 0] = b[:k]
-    seg[k:, :, 0] = (r[k:] - h - 1.5)[:, None]; seg[k:, 0, 1] = a[k:]; seg[k:, 1, 1] = b[k:]
+    seg[:k, :, 1] = (r[:k] - 0.5)[:, None]
+    seg[:k, 0, 0] = a[:k]
+    seg[:k, 1, 0] = b[:k]
+    seg[k:, :, 0] = (r[k:] - h - 1.5)[:, None]
+    seg[k:, 0, 1] = a[k:]
+    seg[k:, 1, 1] = b[k:]
     return seg
+
 
 def _faces(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "Shapely polygons of the faces between the label edges of `lab` (h,w) uint8, and the label of each."
     rows, cols = np.flatnonzero(lab.any(1)), np.flatnonzero(lab.any(0))
-    if not len(rows): return np.empty(0, object), np.empty(0, np.uint8)
+    if not len(rows):
+        return np.empty(0, object), np.empty(0, np.uint8)
     y0, x0 = rows[0], cols[0]
-    crop = lab[y0:rows[-1] + 1, x0:cols[-1] + 1]
+    crop = lab[y0 : rows[-1] + 1, x0 : cols[-1] + 1]
     faces = shapely.get_parts(shapely.polygonize(shapely.linestrings(_edges(crop) + np.array([x0, y0], np.float64))))
-    inner = shapely.get_coordinates(shapely.point_on_surface(faces))     # a point inside each face → its pixel
+    inner = shapely.get_coordinates(shapely.point_on_surface(faces))  # a point inside each face → its pixel
     return faces, lab[np.floor(inner[:, 1] + 0.5).astype(int), np.floor(inner[:, 0] + 0.5).astype(int)]
+
 
 # %% ../../nbs/02_shaperefs.ipynb #754fbdb6
 def labels_to_polygons(lab: np.ndarray, n: int) -> list[list[list[float]]]:
     "COCO polygons of labels 1..n of `lab` (h,w) uint8 (0: background), one flat [x1, y1, …] per 4-connected piece."
-    if not 0 <= n <= 15: raise ValueError(f"labels_to_polygons handles labels 1..15, got n={n}")
+    if not 0 <= n <= 15:
+        raise ValueError(f"labels_to_polygons handles labels 1..15, got n={n}")
     faces, flab = _faces(lab)
     holed = sorted(set(flab[(shapely.get_num_interior_rings(faces) > 0) & (flab > 0)].tolist()))
-    if holed: raise ValueError(f"label(s) {holed} enclose pixels that are not their own (a hole); COCO polygons cannot express holes")
+    if holed:
+        raise ValueError(
+            f"label(s) {holed} enclose pixels that are not their own (a hole); COCO polygons cannot express holes"
+        )
     rings = shapely.get_exterior_ring(faces)
     xy, ends = shapely.get_coordinates(rings), np.cumsum(shapely.get_num_coordinates(rings))
     out = [[] for _ in range(n)]
     for k, s, e in zip(flab.tolist(), np.r_[0, ends[:-1]].tolist(), ends.tolist()):
-        if 0 < k <= n: out[k - 1].append(xy[s:e - 1].ravel().tolist())    # without the ring's closing point
+        if 0 < k <= n:
+            out[k - 1].append(xy[s : e - 1].ravel().tolist())  # without the ring's closing point
     return out
+
 
 def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
     "COCO polygons of `mask` (h,w) bool; they rasterise back to exactly `mask`."
     return labels_to_polygons(mask.astype(np.uint8), 1)[0]
+
 
 def has_hole(mask: np.ndarray) -> bool:
     "Whether a 4-connected piece of `mask` (h,w) bool encloses pixels that are not in `mask`."
     faces, flab = _faces(mask.astype(np.uint8))
     return bool((shapely.get_num_interior_rings(faces)[flab == 1] > 0).any())
 
+
 def polygons_to_mask(polygons: list[list[float]], h: int, w: int) -> np.ndarray:
     "Mask (h,w) bool that pycocotools rasterises from COCO `polygons` (their union)."
-    if not polygons: return np.zeros((h, w), bool)
+    if not polygons:
+        return np.zeros((h, w), bool)
     return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))).astype(bool)
+
 
 # %% ../../nbs/02_shaperefs.ipynb #a46e5170
 @dataclass
 class Obj:
     "One object of a scene; `vis` is its visible-pixel mask (h,w) bool, `polygons` the same as COCO polygons."
+
     shape: str
     color: str
     size: str
@@ -170,81 +265,124 @@ class Obj:
         return self._cen
 
     @property
-    def name(self) -> str: return f"{self.size} {self.color} {self.shape}"
+    def name(self) -> str:
+        return f"{self.size} {self.color} {self.shape}"
+
 
 def _pick_attrs(rng: np.random.Generator, objs: list[Obj], held_out: bool, first: bool) -> tuple[str, str, str]:
-    if held_out and first: color, shape = HELD_OUT[rng.integers(len(HELD_OUT))]
+    if held_out and first:
+        color, shape = HELD_OUT[rng.integers(len(HELD_OUT))]
     else:
         while True:
-            shape = objs[rng.integers(len(objs))].shape if objs and rng.random() < P_SAME_SHAPE else SHAPES[rng.integers(len(SHAPES))]
-            color = objs[rng.integers(len(objs))].color if objs and rng.random() < P_SAME_COLOR else list(COLORS)[rng.integers(len(COLORS))]
-            if held_out or (color, shape) not in HELD_OUT: break
+            shape = (
+                objs[rng.integers(len(objs))].shape
+                if objs and rng.random() < P_SAME_SHAPE
+                else SHAPES[rng.integers(len(SHAPES))]
+            )
+            color = (
+                objs[rng.integers(len(objs))].color
+                if objs and rng.random() < P_SAME_COLOR
+                else list(COLORS)[rng.integers(len(COLORS))]
+            )
+            if held_out or (color, shape) not in HELD_OUT:
+                break
     return shape, color, ("small", "large")[rng.integers(2)]
+
 
 # %% ../../nbs/02_shaperefs.ipynb #68cb0391
 def _dilate(m: np.ndarray) -> np.ndarray:
     "`m` grown by one pixel (4-neighbourhood)."
     out = m.copy()
-    out[1:] |= m[:-1]; out[:-1] |= m[1:]; out[:, 1:] |= m[:, :-1]; out[:, :-1] |= m[:, 1:]
+    out[1:] |= m[:-1]
+    out[:-1] |= m[1:]
+    out[:, 1:] |= m[:, :-1]
+    out[:, :-1] |= m[:, 1:]
     return out
+
 
 def _window(cx: float, cy: float, d: float, size: int) -> tuple[slice, slice]:
     "Rows, columns holding `shape_mask(…, cx, cy, d, …)` plus a one-pixel margin (all the placement tests need)."
     r = d / 2
-    return (slice(max(int(cy - r) - 2, 0), min(int(cy + r) + 3, size)), slice(max(int(cx - r) - 2, 0), min(int(cx + r) + 3, size)))
+    return (
+        slice(max(int(cy - r) - 2, 0), min(int(cy + r) + 3, size)),
+        slice(max(int(cx - r) - 2, 0), min(int(cx + r) + 3, size)),
+    )
+
 
 def _one_piece(f: np.ndarray) -> bool:
-    "True if each non-empty row of `f` (h,w) bool is one run, the rows are consecutive and neighbouring runs share a column (so `f` is 4-connected)."
+    """True if each non-empty row of `f` (h,w) bool is one run, the rows are consecutive and neighbouring runs share
+    a column (so `f` is 4-connected)."""
     rows = np.flatnonzero(f.any(1))
-    if not len(rows) or rows[-1] - rows[0] + 1 != len(rows): return False
-    g = f[rows[0]:rows[-1] + 1]
+    if not len(rows) or rows[-1] - rows[0] + 1 != len(rows):
+        return False
+    g = f[rows[0] : rows[-1] + 1]
     first, last = g.argmax(1), g.shape[1] - 1 - g[:, ::-1].argmax(1)
-    return bool((np.count_nonzero(g, 1) == last - first + 1).all()
-                and (np.maximum(first[1:], first[:-1]) <= np.minimum(last[1:], last[:-1])).all())
+    return bool(
+        (np.count_nonzero(g, 1) == last - first + 1).all()
+        and (np.maximum(first[1:], first[:-1]) <= np.minimum(last[1:], last[:-1])).all()
+    )
+
 
 def _cuts_hole(o: Obj, full: np.ndarray, win: tuple[slice, slice], halo: np.ndarray) -> bool:
     "Whether covering `full` (inside `win`; `halo` its dilation there) leaves a hole in the visible part of `o`."
     v = o.vis[win]
-    if not np.count_nonzero(v & full[win]): return False
-    if not np.count_nonzero(halo & ~v): return True      # the new shape and its rim lie inside o's visible part
-    if _one_piece(full[win]): return False              # one piece that reaches o's outside: o stays hole-free
-    return has_hole(o.vis & ~full)                      # several pieces (a star's thin tip): ask shapely
+    if not np.count_nonzero(v & full[win]):
+        return False
+    if not np.count_nonzero(halo & ~v):
+        return True  # the new shape and its rim lie inside o's visible part
+    if _one_piece(full[win]):
+        return False  # one piece that reaches o's outside: o stays hole-free
+    return has_hole(o.vis & ~full)  # several pieces (a star's thin tip): ask shapely
+
 
 def _placement_ok(objs: list[Obj], full: np.ndarray, win: tuple[slice, slice], color: str) -> bool:
     "Every earlier object keeps `MIN_VISIBLE` of its pixels and no hole; no same-colour object is touched."
     f = full[win]
     halo = _dilate(f)
-    return all(o.n_vis - np.count_nonzero(o.vis[win] & f) >= MIN_VISIBLE * o.n_full
-               and not (o.color == color and np.count_nonzero(halo & o.full[win])) for o in objs) \
-        and not any(_cuts_hole(o, full, win, halo) for o in objs)
+    return all(
+        o.n_vis - np.count_nonzero(o.vis[win] & f) >= MIN_VISIBLE * o.n_full
+        and not (o.color == color and np.count_nonzero(halo & o.full[win]))
+        for o in objs
+    ) and not any(_cuts_hole(o, full, win, halo) for o in objs)
+
 
 # %% ../../nbs/02_shaperefs.ipynb #fbc639e6
 def _rasterised_labels(objs: list[Obj], size: int) -> np.ndarray:
     "Set each object's COCO polygons; the label image (0: background) that pycocotools rasterises from them."
     lab = np.zeros((size, size), np.uint8)
-    for k, o in enumerate(objs): lab[o.vis] = k + 1
-    try: polys = labels_to_polygons(lab, len(objs))
+    for k, o in enumerate(objs):
+        lab[o.vis] = k + 1
+    try:
+        polys = labels_to_polygons(lab, len(objs))
     except ValueError as e:
-        raise ValueError(f"scene with {', '.join(o.name for o in objs)}: {e} (labels count the objects from 1)") from None
+        raise ValueError(
+            f"scene with {', '.join(o.name for o in objs)}: {e} (labels count the objects from 1)"
+        ) from None
     flat = [p for ps in polys for p in ps]
     owner = np.array([k + 1 for k, ps in enumerate(polys) for _ in ps], np.uint8)
-    layers = mask_utils.decode(mask_utils.frPyObjects(flat, size, size)) if flat else np.zeros((size, size, 0), np.uint8)
+    layers = (
+        mask_utils.decode(mask_utils.frPyObjects(flat, size, size)) if flat else np.zeros((size, size, 0), np.uint8)
+    )
     out = (layers * owner).sum(2, dtype=np.uint8)
-    if layers.sum(dtype=np.int64) != np.count_nonzero(lab) or not np.array_equal(out, lab):   # no overlaps, same pixels
-        raise RuntimeError("the polygons of a scene do not rasterise back to its masks")   # a bug, never bad input
-    for o, p in zip(objs, polys): o.polygons = p
+    if layers.sum(dtype=np.int64) != np.count_nonzero(lab) or not np.array_equal(out, lab):  # no overlaps, same pixels
+        raise RuntimeError("the polygons of a scene do not rasterise back to its masks")  # a bug, never bad input
+    for o, p in zip(objs, polys):
+        o.polygons = p
     return out
+
 
 # %% ../../nbs/02_shaperefs.ipynb #10ec5dfc
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    "Background (size,size,3) float32: a gradient at a random angle between two muted colours (noise comes after the objects)."
+    """Background (size,size,3) float32: a gradient at a random angle between two muted colours (noise comes after
+    the objects)."""
     c0, c1 = rng.uniform(95, 175, (2, 3)).astype(np.float32)
     t = np.linspace(0, 1, size, dtype=np.float32)
     ang = rng.uniform(0, 2 * np.pi)
-    g = (np.float32(np.cos(ang)) * t[None, :] + np.float32(np.sin(ang)) * t[:, None])
+    g = np.float32(np.cos(ang)) * t[None, :] + np.float32(np.sin(ang)) * t[:, None]
     g = (g - g.min()) / (np.ptp(g) + np.float32(1e-6))
     img = c0 + (c1 - c0) * g[..., None]
     return img
+
 
 # %% ../../nbs/02_shaperefs.ipynb #549f2264
 def _fixed_objects(specs: list[tuple], size: int) -> list[Obj]:
@@ -255,6 +393,7 @@ def _fixed_objects(specs: list[tuple], size: int) -> list[Obj]:
         d = float(np.mean(SIZES[sz])) * s
         objs.append(Obj(shape, color, sz, cx * s, cy * s, d, shape_mask(shape, cx * s, cy * s, d, size, size)))
     return objs
+
 
 def _random_objects(rng: np.random.Generator, size: int, held_out: bool, n_objects: tuple[int, int]) -> list[Obj]:
     "Objects placed one by one (count drawn from `n_objects`, inclusive; 30 tries each), each hiding what it covers."
@@ -269,105 +408,156 @@ def _random_objects(rng: np.random.Generator, size: int, held_out: bool, n_objec
             cx, cy = rng.uniform(d / 2 + 2, size - d / 2 - 2, 2)
             full = shape_mask(shape, cx, cy, d, size, size)
             win = _window(cx, cy, d, size)
-            if _placement_ok(objs, full, win, color): break
-        else: continue
-        for o in objs: o.vis[win] &= ~full[win]; o.n_vis = np.count_nonzero(o.vis)
+            if _placement_ok(objs, full, win, color):
+                break
+        else:
+            continue
+        for o in objs:
+            o.vis[win] &= ~full[win]
+            o.n_vis = np.count_nonzero(o.vis)
         objs.append(Obj(shape, color, sz, float(cx), float(cy), d, full, full.copy()))
         objs[-1].n_full = objs[-1].n_vis = np.count_nonzero(full)
     return objs
 
+
 # %% ../../nbs/02_shaperefs.ipynb #549f2264b
-def make_scene(rng: np.random.Generator, size: int = 128, held_out: bool = False, n_objects: tuple[int, int] = (2, 6),
-               specs: list[tuple] | None = None) -> tuple[np.ndarray, list[Obj]]:
-    "Image (size,size,3) uint8 and its objects (count drawn from `n_objects`, inclusive); `specs` = [(shape, color, size, cx, cy)] draws a fixed scene (ValueError if it has a hole)."
+def make_scene(
+    rng: np.random.Generator,
+    size: int = 128,
+    held_out: bool = False,
+    n_objects: tuple[int, int] = (2, 6),
+    specs: list[tuple] | None = None,
+) -> tuple[np.ndarray, list[Obj]]:
+    """Image (size,size,3) uint8 and its objects (count drawn from `n_objects`, inclusive); `specs` = [(shape, color,
+    size, cx, cy)] draws a fixed scene (ValueError if it has a hole)."""
     objs = _fixed_objects(specs, size) if specs is not None else _random_objects(rng, size, held_out, n_objects)
     occ = np.zeros((size, size), bool)
     for o in reversed(objs):
         o.vis = o.full & ~occ
         occ |= o.full
-    lab = _rasterised_labels(objs, size)               # what every reader gets back from the polygons
-    for k, o in enumerate(objs): o.vis = lab == k + 1
+    lab = _rasterised_labels(objs, size)  # what every reader gets back from the polygons
+    for k, o in enumerate(objs):
+        o.vis = lab == k + 1
     img = _background(rng, size)
-    for o in objs: img[o.vis] = COLORS[o.color]        # painted from the rasterised polygons
+    for o in objs:
+        img[o.vis] = COLORS[o.color]  # painted from the rasterised polygons
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(6)
-    for o in objs: o.centroid()
+    for o in objs:
+        o.centroid()
     return np.clip(img, 0, 255).astype(np.uint8), objs
+
 
 # %% ../../nbs/02_shaperefs.ipynb #46b29bde
 def _nps(objs: list[Obj]) -> list[tuple[str, frozenset]]:
     "Noun phrases with the set of object indices each denotes."
     out = {}
     for o in objs:
-        for text, pred in ((o.shape, lambda p, o=o: p.shape == o.shape),
-                           (f"{o.color} {o.shape}", lambda p, o=o: (p.color, p.shape) == (o.color, o.shape)),
-                           (f"{o.size} {o.shape}", lambda p, o=o: (p.size, p.shape) == (o.size, o.shape)),
-                           (f"{o.size} {o.color} {o.shape}", lambda p, o=o: (p.size, p.color, p.shape) == (o.size, o.color, o.shape)),
-                           (f"{o.color} object", lambda p, o=o: p.color == o.color)):
-            if text not in out: out[text] = frozenset(i for i, p in enumerate(objs) if pred(p))
+        for text, pred in (
+            (o.shape, lambda p, o=o: p.shape == o.shape),
+            (f"{o.color} {o.shape}", lambda p, o=o: (p.color, p.shape) == (o.color, o.shape)),
+            (f"{o.size} {o.shape}", lambda p, o=o: (p.size, p.shape) == (o.size, o.shape)),
+            (f"{o.size} {o.color} {o.shape}", lambda p, o=o: (p.size, p.color, p.shape) == (o.size, o.color, o.shape)),
+            (f"{o.color} object", lambda p, o=o: p.color == o.color),
+        ):
+            if text not in out:
+                out[text] = frozenset(i for i, p in enumerate(objs) if pred(p))
     return list(out.items())
 
-_LOC = {"left": (0, -1, ["the leftmost {np}", "the {np} furthest to the left"]),
-        "right": (0, 1, ["the rightmost {np}", "the {np} furthest to the right"]),
-        "top": (1, -1, ["the topmost {np}", "the highest {np}"]),
-        "bottom": (1, 1, ["the bottommost {np}", "the lowest {np}"])}
-_REL = {"left": (0, -1, ["the {a} to the left of the {b}", "the {a} left of the {b}"]),
-        "right": (0, 1, ["the {a} to the right of the {b}", "the {a} right of the {b}"]),
-        "above": (1, -1, ["the {a} above the {b}"]),
-        "below": (1, 1, ["the {a} below the {b}", "the {a} under the {b}"])}
-_ORD = {"second": 1, "third": 2}
-REL_MARGIN = 4.0   # px at 128: a relation holds when the signed centroid offset exceeds this
 
-def _related(cen: list[tuple[float, float]], A: frozenset, b: int, target: int, axis: int, sign: int,
-             margin: float, gap: float) -> bool:
-    "Whether, of the objects `A` other than the landmark `b` (at least two), only `target` lies clearly on the `sign` side of `b` along `axis`."
+_LOC = {
+    "left": (0, -1, ["the leftmost {np}", "the {np} furthest to the left"]),
+    "right": (0, 1, ["the rightmost {np}", "the {np} furthest to the right"]),
+    "top": (1, -1, ["the topmost {np}", "the highest {np}"]),
+    "bottom": (1, 1, ["the bottommost {np}", "the lowest {np}"]),
+}
+_REL = {
+    "left": (0, -1, ["the {a} to the left of the {b}", "the {a} left of the {b}"]),
+    "right": (0, 1, ["the {a} to the right of the {b}", "the {a} right of the {b}"]),
+    "above": (1, -1, ["the {a} above the {b}"]),
+    "below": (1, 1, ["the {a} below the {b}", "the {a} under the {b}"]),
+}
+_ORD = {"second": 1, "third": 2}
+REL_MARGIN = 4.0  # px at 128: a relation holds when the signed centroid offset exceeds this
+
+
+def _related(
+    cen: list[tuple[float, float]], A: frozenset, b: int, target: int, axis: int, sign: int, margin: float, gap: float
+) -> bool:
+    """Whether, of the objects `A` other than the landmark `b` (at least two), only `target` lies clearly on the
+    `sign` side of `b` along `axis`."""
     others = [i for i in A if i != target and i != b]
-    off = lambda i: sign * (cen[i][axis] - cen[b][axis])
+
+    def off(i):
+        return sign * (cen[i][axis] - cen[b][axis])
+
     return bool(others) and off(target) >= margin + gap and all(off(i) <= margin - gap for i in others)
+
 
 # %% ../../nbs/02_shaperefs.ipynb #c6830674
 def _add_positions(out: dict, nps: list, cen: list, target: int, gap: float) -> None:
-    "Append to `out` the location and ordinal meanings: the target is the most extreme, second or third object a phrase denotes."
+    """Append to `out` the location and ordinal meanings: the target is the most extreme, second or third object a
+    phrase denotes."""
     for text, S in nps:
-        if target not in S or len(S) < 2: continue
+        if target not in S or len(S) < 2:
+            continue
         for side, (axis, sign, _) in _LOC.items():
-            v = sorted(((sign * cen[i][axis], i) for i in S), reverse=True)   # most extreme first
-            if v[0][1] == target and v[0][0] - v[1][0] >= gap: out["location"].append(("loc", text, side))
+            v = sorted(((sign * cen[i][axis], i) for i in S), reverse=True)  # most extreme first
+            if v[0][1] == target and v[0][0] - v[1][0] >= gap:
+                out["location"].append(("loc", text, side))
         if len(S) >= 3:
             for side, (axis, sign, _) in _LOC.items():
-                v = sorted((-sign * cen[i][axis], i) for i in S)             # rank from that side ("from the left": x up)
+                # rank from that side ("from the left": x up)
+                v = sorted((-sign * cen[i][axis], i) for i in S)
                 for word, k in _ORD.items():
-                    if k < len(v) and v[k][1] == target and v[k][0] - v[k - 1][0] >= gap \
-                            and (k + 1 >= len(v) or v[k + 1][0] - v[k][0] >= gap):
+                    if (
+                        k < len(v)
+                        and v[k][1] == target
+                        and v[k][0] - v[k - 1][0] >= gap
+                        and (k + 1 >= len(v) or v[k + 1][0] - v[k][0] >= gap)
+                    ):
                         out["ordinal"].append(("ord", text, word, side))
 
+
 def _add_relations(out: dict, nps: list, cen: list, target: int, margin: float, gap: float) -> None:
-    "Append to `out` the relation meanings: a unique landmark b, a phrase a denoting >= 2 objects (target included, landmark excluded)."
+    """Append to `out` the relation meanings: a unique landmark b, a phrase a denoting >= 2 objects (target included,
+    landmark excluded)."""
     for btext, B in nps:
-        if len(B) != 1 or target in B: continue
+        if len(B) != 1 or target in B:
+            continue
         (b,) = B
         dist = [float(np.hypot(x - cen[b][0], y - cen[b][1])) for x, y in cen]
         for atext, A in nps:
-            if target not in A: continue
+            if target not in A:
+                continue
             others = [i for i in A if i != target and i != b]
-            if not others: continue
+            if not others:
+                continue
             for rel, (axis, sign, _) in _REL.items():
-                if _related(cen, A, b, target, axis, sign, margin, gap): out["relation"].append(("rel", atext, rel, btext))
-            if all(dist[i] - dist[target] >= 2 * gap for i in others): out["relation"].append(("rel", atext, "closest", btext))
+                if _related(cen, A, b, target, axis, sign, margin, gap):
+                    out["relation"].append(("rel", atext, rel, btext))
+            if all(dist[i] - dist[target] >= 2 * gap for i in others):
+                out["relation"].append(("rel", atext, "closest", btext))
+
 
 # %% ../../nbs/02_shaperefs.ipynb #d4b92461
 def _add_negations(out: dict, objs: list[Obj], target: int) -> None:
-    "Append to `out` the negation meanings: among the objects sharing a shape (or colour), only the target lacks a value."
+    """Append to `out` the negation meanings: among the objects sharing a shape (or colour), only the target lacks a
+    value."""
     t = objs[target]
     same_shape = [i for i, o in enumerate(objs) if o.shape == t.shape]
     if len(same_shape) >= 2:
         for c in sorted({objs[i].color for i in same_shape} - {t.color}):
-            if [i for i in same_shape if objs[i].color != c] == [target]: out["negation"].append(("not_color", t.shape, c))
+            if [i for i in same_shape if objs[i].color != c] == [target]:
+                out["negation"].append(("not_color", t.shape, c))
         for z in sorted({objs[i].size for i in same_shape} - {t.size}):
-            if [i for i in same_shape if objs[i].size != z] == [target]: out["negation"].append(("not_size", t.shape, z))
+            if [i for i in same_shape if objs[i].size != z] == [target]:
+                out["negation"].append(("not_size", t.shape, z))
     same_color = [i for i, o in enumerate(objs) if o.color == t.color]
     if len(same_color) >= 2:
         for sh in sorted({objs[i].shape for i in same_color} - {t.shape}):
-            if [i for i in same_color if objs[i].shape != sh] == [target]: out["negation"].append(("not_shape", t.color, sh))
+            if [i for i in same_color if objs[i].shape != sh] == [target]:
+                out["negation"].append(("not_shape", t.color, sh))
+
 
 def expression_meanings(objs: list[Obj], target: int, size: int = 128) -> dict[str, list[tuple]]:
     """Every meaning of each type that denotes exactly `objs[target]` (with margins), as tuples: ('np', phrase),
@@ -379,25 +569,37 @@ def expression_meanings(objs: list[Obj], target: int, size: int = 128) -> dict[s
     nps = _nps(objs)
     out = {t: [] for t in EXPR_TYPES}
     for text, S in nps:
-        if S == {target}: out["attribute"].append(("np", text))
+        if S == {target}:
+            out["attribute"].append(("np", text))
     _add_positions(out, nps, cen, target, gap)
     _add_relations(out, nps, cen, target, margin, gap)
     _add_negations(out, objs, target)
     return out
 
+
 # %% ../../nbs/02_shaperefs.ipynb #b3e1f2a0
-_PLAIN_NOT = {"not_color": ["the {0} that is not {1}", "the {0} which is not {1}"], "not_size": ["the {0} that is not {1}"],
-              "not_shape": ["the {0} object that is not a {1}"]}
+_PLAIN_NOT = {
+    "not_color": ["the {0} that is not {1}", "the {0} which is not {1}"],
+    "not_size": ["the {0} that is not {1}"],
+    "not_shape": ["the {0} object that is not a {1}"],
+}
+
 
 def plain_sentences(m: tuple) -> list[str]:
     "The plain phrasings of meaning `m` (one of `expression_meanings`)."
     kind = m[0]
-    if kind == "np": return [f"the {m[1]}"]
-    if kind == "loc": return [t.format(np=m[1]) for t in _LOC[m[2]][2]]
-    if kind == "ord": return [f"the {m[2]} {m[1]} from the {m[3]}"]
-    if kind == "rel" and m[2] == "closest": return [f"the {m[1]} closest to the {m[3]}", f"the {m[1]} nearest to the {m[3]}"]
-    if kind == "rel": return [t.format(a=m[1], b=m[3]) for t in _REL[m[2]][2]]
+    if kind == "np":
+        return [f"the {m[1]}"]
+    if kind == "loc":
+        return [t.format(np=m[1]) for t in _LOC[m[2]][2]]
+    if kind == "ord":
+        return [f"the {m[2]} {m[1]} from the {m[3]}"]
+    if kind == "rel" and m[2] == "closest":
+        return [f"the {m[1]} closest to the {m[3]}", f"the {m[1]} nearest to the {m[3]}"]
+    if kind == "rel":
+        return [t.format(a=m[1], b=m[3]) for t in _REL[m[2]][2]]
     return [t.format(*m[1:]) for t in _PLAIN_NOT[kind]]
+
 
 def candidate_expressions(objs: list[Obj], target: int, size: int = 128) -> dict[str, list[str]]:
     "Every expression of each type that denotes exactly `objs[target]` (with margins)."
@@ -407,57 +609,109 @@ def candidate_expressions(objs: list[Obj], target: int, size: int = 128) -> dict
 # %% ../../nbs/02_shaperefs.ipynb #c7ef265e
 _TYPE_WEIGHT = {"attribute": 0.5, "location": 1.0, "relation": 1.2, "ordinal": 1.0, "negation": 1.0}
 
-def _n_words(text: str) -> int: return len(text.split())
 
-def pick_sentences(cands: dict[str, list], rng: np.random.Generator, weights: dict[str, float] = _TYPE_WEIGHT,
-                   length=_n_words) -> list[tuple[str, Any]]:
-    "2–3 (type, candidate) pairs of distinct types, or [] if fewer than two types are available; `length(candidate)` in words."
+def _n_words(text: str) -> int:
+    return len(text.split())
+
+
+def pick_sentences(
+    cands: dict[str, list], rng: np.random.Generator, weights: dict[str, float] = _TYPE_WEIGHT, length=_n_words
+) -> list[tuple[str, Any]]:
+    """2–3 (type, candidate) pairs of distinct types, or [] if fewer than two types are available;
+    `length(candidate)` in words."""
     types = [t for t in cands if cands[t]]
-    if len(types) < 2: return []
-    w = np.array([weights[t] for t in types]); w /= w.sum()
+    if len(types) < 2:
+        return []
+    w = np.array([weights[t] for t in types])
+    w /= w.sum()
     k = min(len(types), int(rng.integers(2, 4)))
     chosen = rng.choice(len(types), size=k, replace=False, p=w)
     out = []
     for i in sorted(chosen):
         c = cands[types[i]]
         shortest = min(length(x) for x in c)
-        c = [x for x in c if length(x) <= shortest + 1]     # prefer short phrasings
+        c = [x for x in c if length(x) <= shortest + 1]  # prefer short phrasings
         out.append((types[i], c[rng.integers(len(c))]))
     return out
 
+
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c002
-LANGUAGES = ["plain", "appearance", "rich"]   # the analogues of RefCOCO, RefCOCO+, G-Ref
+LANGUAGES = ["plain", "appearance", "rich"]  # the analogues of RefCOCO, RefCOCO+, G-Ref
 RICH_EXPR_TYPES = EXPR_TYPES + ["chain"]
-ZIPF_S = 1.5            # ours: the k-th option of a list is drawn with probability ∝ k^-ZIPF_S
-MAX_WORDS = 18          # ours: the tiny presets keep 20 tokens including [CLS] and [SEP]
-LEXICON = {             # canonical word -> its surface words, most frequent first (the canonical word itself)
-    "red": ["red", "crimson", "scarlet", "ruby"], "green": ["green", "emerald", "jade", "verdant"],
-    "blue": ["blue", "azure", "cobalt", "sapphire"], "yellow": ["yellow", "golden", "lemon", "canary"],
-    "purple": ["purple", "violet", "plum", "amethyst"], "orange": ["orange", "amber", "tangerine", "apricot"],
-    "circle": ["circle", "disc", "dot", "orb"], "square": ["square", "box", "block", "tile"],
-    "triangle": ["triangle", "wedge", "pyramid", "trigon"], "diamond": ["diamond", "rhombus", "lozenge", "rhomb"],
-    "star": ["star", "pentagram", "starburst"], "hexagon": ["hexagon", "hex", "honeycomb"],
+ZIPF_S = 1.5  # ours: the k-th option of a list is drawn with probability ∝ k^-ZIPF_S
+MAX_WORDS = 18  # ours: the tiny presets keep 20 tokens including [CLS] and [SEP]
+LEXICON = {  # canonical word -> its surface words, most frequent first (the canonical word itself)
+    "red": ["red", "crimson", "scarlet", "ruby"],
+    "green": ["green", "emerald", "jade", "verdant"],
+    "blue": ["blue", "azure", "cobalt", "sapphire"],
+    "yellow": ["yellow", "golden", "lemon", "canary"],
+    "purple": ["purple", "violet", "plum", "amethyst"],
+    "orange": ["orange", "amber", "tangerine", "apricot"],
+    "circle": ["circle", "disc", "dot", "orb"],
+    "square": ["square", "box", "block", "tile"],
+    "triangle": ["triangle", "wedge", "pyramid", "trigon"],
+    "diamond": ["diamond", "rhombus", "lozenge", "rhomb"],
+    "star": ["star", "pentagram", "starburst"],
+    "hexagon": ["hexagon", "hex", "honeycomb"],
     "object": ["object", "shape", "thing", "item", "piece"],
-    "small": ["small", "little", "tiny", "mini", "wee"], "large": ["large", "big", "huge", "giant", "massive"]}
-REL_PHRASES = {         # relation -> its phrasings, most frequent first
+    "small": ["small", "little", "tiny", "mini", "wee"],
+    "large": ["large", "big", "huge", "giant", "massive"],
+}
+REL_PHRASES = {  # relation -> its phrasings, most frequent first
     "left": ["to the left of", "left of", "on the left of", "on the left side of", "west of"],
     "right": ["to the right of", "right of", "on the right of", "on the right side of", "east of"],
     "above": ["above", "over", "higher than", "north of"],
     "below": ["below", "under", "beneath", "underneath", "lower than", "south of"],
-    "closest": ["closest to", "nearest to", "nearest", "next to"]}
-RICH_TEMPLATES = {      # kind of meaning -> its templates, most frequent first
+    "closest": ["closest to", "nearest to", "nearest", "next to"],
+}
+RICH_TEMPLATES = {  # kind of meaning -> its templates, most frequent first
     "np": ["the {np}", "the only {np}", "the {np} in the image", "the {np} in the picture"],
-    "loc_left": ["the leftmost {np}", "the {np} furthest to the left", "the {np} on the far left", "the westernmost {np}"],
-    "loc_right": ["the rightmost {np}", "the {np} furthest to the right", "the {np} on the far right", "the easternmost {np}"],
-    "loc_top": ["the topmost {np}", "the highest {np}", "the uppermost {np}", "the {np} at the very top", "the northernmost {np}"],
-    "loc_bottom": ["the bottommost {np}", "the lowest {np}", "the lowermost {np}", "the {np} at the very bottom",
-                   "the southernmost {np}"],
-    "ord": ["the {ord} {np} from the {side}", "the {ord} {np} counting from the {side}", "the {np} that is {ord} from the {side}"],
+    "loc_left": [
+        "the leftmost {np}",
+        "the {np} furthest to the left",
+        "the {np} on the far left",
+        "the westernmost {np}",
+    ],
+    "loc_right": [
+        "the rightmost {np}",
+        "the {np} furthest to the right",
+        "the {np} on the far right",
+        "the easternmost {np}",
+    ],
+    "loc_top": [
+        "the topmost {np}",
+        "the highest {np}",
+        "the uppermost {np}",
+        "the {np} at the very top",
+        "the northernmost {np}",
+    ],
+    "loc_bottom": [
+        "the bottommost {np}",
+        "the lowest {np}",
+        "the lowermost {np}",
+        "the {np} at the very bottom",
+        "the southernmost {np}",
+    ],
+    "ord": [
+        "the {ord} {np} from the {side}",
+        "the {ord} {np} counting from the {side}",
+        "the {np} that is {ord} from the {side}",
+    ],
     "rel": ["the {a} {rel} the {b}"],
-    "not_color": ["the {x} that is not {y}", "the {x} which is not {y}", "the only {x} that is not {y}", "the {x} that is not {y} in colour"],
+    "not_color": [
+        "the {x} that is not {y}",
+        "the {x} which is not {y}",
+        "the only {x} that is not {y}",
+        "the {x} that is not {y} in colour",
+    ],
     "not_size": ["the {x} that is not {y}", "the {x} which is not {y}", "the only {x} that is not {y}"],
-    "not_shape": ["the {x} {object} that is not {y}", "the {x} {object} which is not {y}", "the only {x} {object} that is not {y}"],
-    "chain": ["the {a} {rel} the {b} {conn} {rel2} the {c}"]}
+    "not_shape": [
+        "the {x} {object} that is not {y}",
+        "the {x} {object} which is not {y}",
+        "the only {x} {object} that is not {y}",
+    ],
+    "chain": ["the {a} {rel} the {b} {conn} {rel2} the {c}"],
+}
 CONNECTORS = ["that is", "which is", "sitting"]
 
 
@@ -467,95 +721,167 @@ def zipf_weights(n: int) -> np.ndarray:
     w = 1.0 / np.arange(1, n + 1) ** ZIPF_S
     return w / w.sum()
 
+
 @functools.lru_cache
-def _zipf_cdf(n: int) -> np.ndarray: return np.cumsum(zipf_weights(n))
+def _zipf_cdf(n: int) -> np.ndarray:
+    return np.cumsum(zipf_weights(n))
+
 
 def _zipf_draw(options: list[str], rng: np.random.Generator) -> str:
     "One of `options`, drawn with `zipf_weights`."
     i = int(np.searchsorted(_zipf_cdf(len(options)), rng.random(), side="right"))
     return options[min(i, len(options) - 1)]
 
-def _first(options: list[str], rng=None) -> str: return options[0]
-def _shortest(options: list[str], rng=None) -> str: return min(options, key=_n_words)
+
+def _first(options: list[str], rng=None) -> str:
+    return options[0]
+
+
+def _shortest(options: list[str], rng=None) -> str:
+    return min(options, key=_n_words)
+
 
 def _words(text: str, draw, rng) -> str:
     "Canonical words of `text` replaced by surface words of `LEXICON` (others kept)."
     return " ".join(draw(LEXICON.get(w, [w]), rng) for w in text.split())
 
-def _with_article(word: str) -> str: return ("an " if word[0] in "aeiou" else "a ") + word
+
+def _with_article(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
 
 # %% ../../nbs/02_shaperefs.ipynb #7256a44f
 def _slots(m: tuple, draw, rng) -> dict[str, str]:
     "The template slots of meaning `m`, each filled with `draw` (tuples of `expression_meanings` and `chain_meanings`)."
     kind, w = m[0], lambda t: _words(t, draw, rng)
-    if kind in ("np", "loc"): return dict(np=w(m[1]))
-    if kind == "ord": return dict(np=w(m[1]), ord=m[2], side=m[3])
-    if kind == "rel": return dict(a=w(m[1]), rel=draw(REL_PHRASES[m[2]], rng), b=w(m[3]))
-    if kind == "chain": return dict(a=w(m[1]), rel=draw(REL_PHRASES[m[2]], rng), b=w(m[3]), conn=draw(CONNECTORS, rng),
-                                    rel2=draw(REL_PHRASES[m[4]], rng), c=w(m[5]))
-    if kind == "not_shape": return dict(x=w(m[1]), object=w("object"), y=_with_article(w(m[2])))
+    if kind in ("np", "loc"):
+        return dict(np=w(m[1]))
+    if kind == "ord":
+        return dict(np=w(m[1]), ord=m[2], side=m[3])
+    if kind == "rel":
+        return dict(a=w(m[1]), rel=draw(REL_PHRASES[m[2]], rng), b=w(m[3]))
+    if kind == "chain":
+        return dict(
+            a=w(m[1]),
+            rel=draw(REL_PHRASES[m[2]], rng),
+            b=w(m[3]),
+            conn=draw(CONNECTORS, rng),
+            rel2=draw(REL_PHRASES[m[4]], rng),
+            c=w(m[5]),
+        )
+    if kind == "not_shape":
+        return dict(x=w(m[1]), object=w("object"), y=_with_article(w(m[2])))
     return dict(x=w(m[1]), y=w(m[2]))
 
-def _templates(m: tuple) -> list[str]: return RICH_TEMPLATES[f"loc_{m[2]}" if m[0] == "loc" else m[0]]
+
+def _templates(m: tuple) -> list[str]:
+    return RICH_TEMPLATES[f"loc_{m[2]}" if m[0] == "loc" else m[0]]
+
 
 def _render(m: tuple, draw, rng=None) -> str:
     "Meaning `m` in words: template and every word chosen by `draw(options, rng)`."
     t = draw(_templates(m), rng)
     return t.format(**_slots(m, draw, rng))
 
+
 def canonical_sentence(m: tuple) -> str:
     "Meaning `m` with the first (most frequent) template, phrase and word everywhere."
     return _render(m, _first)
 
+
 def rich_sentence(m: tuple, rng: np.random.Generator, tries: int = 8) -> str:
-    "Meaning `m` with Zipf-drawn templates, phrases and words, at most `MAX_WORDS` words (the shortest choices after `tries` longer draws)."
+    """Meaning `m` with Zipf-drawn templates, phrases and words, at most `MAX_WORDS` words (the shortest choices
+    after `tries` longer draws)."""
     for _ in range(tries):
         text = _render(m, _zipf_draw, rng)
-        if _n_words(text) <= MAX_WORDS: return text
+        if _n_words(text) <= MAX_WORDS:
+            return text
     return _render(m, _shortest)
+
 
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c004
 def relational_landmarks(objs: list[Obj], size: int = 128) -> list[tuple[int, str, str, str, int]]:
     """(y, b, relation, c, c's index): "the b <relation> the c" picks out `objs[y]` alone, where c (its shortest unique
-    noun phrase) denotes one object and the noun phrase b at least two besides c — landmarks that need a relation to be named."""
+    noun phrase) denotes one object and the noun phrase b at least two besides c — landmarks that need a relation to be
+    named."""
     s = size / 128
     gap, margin = 6 * s, REL_MARGIN * s
     cen, nps = [o.centroid() for o in objs], _nps(objs)
     unique = {}
     for text, S in sorted(nps, key=lambda p: _n_words(p[0])):
-        if len(S) == 1: unique.setdefault(next(iter(S)), text)
+        if len(S) == 1:
+            unique.setdefault(next(iter(S)), text)
     out = []
     for c, ctext in sorted(unique.items()):
         for btext, B in nps:
             for rel, (axis, sign, _) in _REL.items():
-                out += [(y, btext, rel, ctext, c) for y in sorted(B) if y != c and _related(cen, B, c, y, axis, sign, margin, gap)]
+                out += [
+                    (y, btext, rel, ctext, c)
+                    for y in sorted(B)
+                    if y != c and _related(cen, B, c, y, axis, sign, margin, gap)
+                ]
     return out
 
+
 def chain_meanings(objs: list[Obj], target: int, landmarks: list[tuple], size: int = 128) -> list[tuple]:
-    "('chain', a, relation, b, relation2, c): the a <relation> the (b <relation2> the c) denotes exactly `objs[target]`; `landmarks` from `relational_landmarks`."
+    """('chain', a, relation, b, relation2, c): the a <relation> the (b <relation2> the c) denotes exactly
+    `objs[target]`; `landmarks` from `relational_landmarks`."""
     s = size / 128
     gap, margin = 6 * s, REL_MARGIN * s
     cen, nps = [o.centroid() for o in objs], _nps(objs)
     out, fits = [], {}
     for y, btext, rel2, ctext, c in landmarks:
-        if target in (y, c): continue
-        if y not in fits:        # (a, relation) pairs that single out the target against landmark y
-            fits[y] = [(atext, rel) for atext, A in nps if target in A for rel, (axis, sign, _) in _REL.items()
-                       if _related(cen, A, y, target, axis, sign, margin, gap)]
+        if target in (y, c):
+            continue
+        if y not in fits:  # (a, relation) pairs that single out the target against landmark y
+            fits[y] = [
+                (atext, rel)
+                for atext, A in nps
+                if target in A
+                for rel, (axis, sign, _) in _REL.items()
+                if _related(cen, A, y, target, axis, sign, margin, gap)
+            ]
         out += [("chain", atext, rel, btext, rel2, ctext) for atext, rel in fits[y]]
     return out
 
 
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c005
-RARE_SHARE = 0.01       # ours: a word is rare when fewer than this share of the training sentences contain it
-RARE_WORDS = frozenset({    # measured on `generate(n_images=3000, seed=0, size=64, language="rich")`'s training sentences (below)
-    "amethyst", "an", "at", "colour", "east", "easternmost", "lower", "lowermost", "massive", "next", "north", "northernmost",
-    "sapphire", "side", "south", "southernmost", "underneath", "uppermost", "verdant", "very", "wee", "west", "westernmost"})
+RARE_SHARE = 0.01  # ours: a word is rare when fewer than this share of the training sentences contain it
+# measured on `generate(n_images=3000, seed=0, size=64, language="rich")`'s training sentences (below)
+RARE_WORDS = frozenset(
+    {
+        "amethyst",
+        "an",
+        "at",
+        "colour",
+        "east",
+        "easternmost",
+        "lower",
+        "lowermost",
+        "massive",
+        "next",
+        "north",
+        "northernmost",
+        "sapphire",
+        "side",
+        "south",
+        "southernmost",
+        "underneath",
+        "uppermost",
+        "verdant",
+        "very",
+        "wee",
+        "west",
+        "westernmost",
+    }
+)
+
 
 def word_shares(sentences: list[list[str]]) -> dict[str, float]:
     "Share of `sentences` (token lists) that contain each word (lower-cased), most frequent first."
     counts = Counter(w for toks in sentences for w in {t.lower() for t in toks})
     return {w: n / len(sentences) for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+
 
 def is_rare(tokens: list[str]) -> bool:
     "Whether a sentence (its tokens) contains a word of `RARE_WORDS`."
@@ -563,65 +889,102 @@ def is_rare(tokens: list[str]) -> bool:
 
 
 # %% ../../nbs/02_shaperefs.ipynb #a9a0c002
-APPEARANCE_TEMPLATES = {   # ours: which attributes a template names -> its templates, most frequent first
+APPEARANCE_TEMPLATES = {  # ours: which attributes a template names -> its templates, most frequent first
     "np": ["the {np}", "the only {np}", "the {np} in the image"],
     "size_after": ["the {np} that is {size}", "the {np} which is {size}"],
-    "color_after": ["the {np} that is {color}", "the {np} in {color}", "the {np} coloured {color}"]}
+    "color_after": ["the {np} that is {color}", "the {np} in {color}", "the {np} coloured {color}"],
+}
+
 
 def appearance_meanings(objs: list[Obj], target: int) -> list[tuple]:
-    "('app', size | None, colour | None, shape | None) for every non-empty subset of the target's attributes that denotes it alone."
+    """('app', size | None, colour | None, shape | None) for every non-empty subset of the target's attributes that
+    denotes it alone."""
     t, out = objs[target], []
     for use in itertools.product((False, True), repeat=3):
-        if not any(use): continue
+        if not any(use):
+            continue
         want = [v if u else None for v, u in zip((t.size, t.color, t.shape), use)]
-        fits = lambda o: all(w is None or w == v for w, v in zip(want, (o.size, o.color, o.shape)))
-        if [i for i, o in enumerate(objs) if fits(o)] == [target]: out.append(("app", *want))
+
+        def fits(o):
+            return all(w is None or w == v for w, v in zip(want, (o.size, o.color, o.shape)))
+
+        if [i for i, o in enumerate(objs) if fits(o)] == [target]:
+            out.append(("app", *want))
     return out
 
+
 def appearance_sentence(m: tuple, rng: np.random.Generator) -> str:
-    "Meaning `m` of `appearance_meanings` in words: a template (one attribute may follow the noun) and Zipf-drawn synonyms."
+    """Meaning `m` of `appearance_meanings` in words: a template (one attribute may follow the noun) and Zipf-drawn
+    synonyms."""
     _, size, color, shape = m
-    kinds = ["np"] + (["size_after"] if size and (color or shape) else []) + (["color_after"] if color and (size or shape) else [])
+    kinds = (
+        ["np"]
+        + (["size_after"] if size and (color or shape) else [])
+        + (["color_after"] if color and (size or shape) else [])
+    )
     kind = kinds[rng.integers(len(kinds))]
     after = {"size_after": "size", "color_after": "color"}.get(kind)
     head = [w for k, w in (("size", size), ("color", color)) if w and k != after] + [shape or "object"]
     fill = dict(np=_words(" ".join(head), _zipf_draw, rng))
-    if after: fill[after] = _words(size if after == "size" else color, _zipf_draw, rng)
+    if after:
+        fill[after] = _words(size if after == "size" else color, _zipf_draw, rng)
     return _zipf_draw(APPEARANCE_TEMPLATES[kind], rng).format(**fill)
 
+
 def appearance_picks(objs: list[Obj], target: int, rng: np.random.Generator, tries: int = 12) -> list[tuple[str, str]]:
-    "2–3 distinct ('attribute', sentence) pairs naming `objs[target]` by appearance, or [] when appearance cannot single it out."
+    """2–3 distinct ('attribute', sentence) pairs naming `objs[target]` by appearance, or [] when appearance cannot
+    single it out."""
     ms = appearance_meanings(objs, target)
-    if not ms: return []
+    if not ms:
+        return []
     k, out = int(rng.integers(2, 4)), []
     for _ in range(tries):
         s = appearance_sentence(ms[rng.integers(len(ms))], rng)
-        if s not in out: out.append(s)
-        if len(out) == k: break
+        if s not in out:
+            out.append(s)
+        if len(out) == k:
+            break
     return [("attribute", s) for s in out] if len(out) >= 2 else []
+
 
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c006
 _RICH_TYPE_WEIGHT = {**_TYPE_WEIGHT, "chain": 1.2}
+
 
 def rich_candidates(objs: list[Obj], target: int, landmarks: list[tuple], size: int = 128) -> dict[str, list[tuple]]:
     "Meanings of every type of `RICH_EXPR_TYPES` that denote exactly `objs[target]`."
     return {**expression_meanings(objs, target, size), "chain": chain_meanings(objs, target, landmarks, size)}
 
-def _canonical_length(m: tuple) -> int: return _n_words(canonical_sentence(m))
 
-def ref_sentences(objs: list[Obj], target: int, rng: np.random.Generator, size: int = 128, language: str = "plain",
-                  landmarks: list[tuple] | None = None) -> list[dict]:
-    "Sentences (REFER dicts without ids, with their `type`; rich ones also `rare`) of a ref to `objs[target]`, [] if it gets none."
-    if language == "plain": picks = pick_sentences(candidate_expressions(objs, target, size), rng)
-    elif language == "appearance": picks = appearance_picks(objs, target, rng)
+def _canonical_length(m: tuple) -> int:
+    return _n_words(canonical_sentence(m))
+
+
+def ref_sentences(
+    objs: list[Obj],
+    target: int,
+    rng: np.random.Generator,
+    size: int = 128,
+    language: str = "plain",
+    landmarks: list[tuple] | None = None,
+) -> list[dict]:
+    """Sentences (REFER dicts without ids, with their `type`; rich ones also `rare`) of a ref to `objs[target]`, []
+    if it gets none."""
+    if language == "plain":
+        picks = pick_sentences(candidate_expressions(objs, target, size), rng)
+    elif language == "appearance":
+        picks = appearance_picks(objs, target, rng)
     else:
         cands = rich_candidates(objs, target, landmarks, size)
-        picks = [(t, rich_sentence(m, rng)) for t, m in pick_sentences(cands, rng, _RICH_TYPE_WEIGHT, _canonical_length)]
+        picks = [
+            (t, rich_sentence(m, rng)) for t, m in pick_sentences(cands, rng, _RICH_TYPE_WEIGHT, _canonical_length)
+        ]
     out = []
     for typ, text in picks:
         raw = text[0].upper() + text[1:] if rng.random() < 0.25 else text
         out.append(dict(raw=raw, sent=text, tokens=text.split(), type=typ))
-        if language == "rich": out[-1]["rare"] = is_rare(out[-1]["tokens"])
+        if language == "rich":
+            out[-1]["rare"] = is_rare(out[-1]["tokens"])
     return out
 
 
@@ -630,22 +993,35 @@ def _deflate(data: bytes, level: int) -> bytes:
     z = zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
     return z.compress(data) + z.flush()
 
+
 def png_bytes(img: np.ndarray, level: int = 1) -> bytes:
-    "Minimal RGB PNG (no metadata, filter 0, deflate at `level` with the run-length strategy) of `img` (h,w,3) uint8: deterministic and fast."
+    """Minimal RGB PNG (no metadata, filter 0, deflate at `level` with the run-length strategy) of `img` (h,w,3)
+    uint8: deterministic and fast."""
     h, w, _ = img.shape
     raw = np.zeros((h, 1 + 3 * w), np.uint8)
     raw[:, 1:] = img.reshape(h, -1)
-    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", _deflate(raw.tobytes(), level)) + chunk(b"IEND", b""))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", _deflate(raw.tobytes(), level))
+        + chunk(b"IEND", b"")
+    )
+
 
 def _bbox(polygons: list[list[float]]) -> list[float]:
     "[x, y, w, h] of the pixels that pixel-edge `polygons` enclose (COCO's box of the rasterised mask)."
-    xs = [v for p in polygons for v in p[0::2]]; ys = [v for p in polygons for v in p[1::2]]
+    xs = [v for p in polygons for v in p[0::2]]
+    ys = [v for p in polygons for v in p[1::2]]
     return [min(xs) + 0.5, min(ys) + 0.5, max(xs) - min(xs), max(ys) - min(ys)]
 
-def make_image(seed: int, index: int, split: str, size: int = 128, n_objects: tuple[int, int] = (2, 6),
-               language: str = "plain") -> tuple[bytes, list[dict], list[dict]]:
+
+def make_image(
+    seed: int, index: int, split: str, size: int = 128, n_objects: tuple[int, int] = (2, 6), language: str = "plain"
+) -> tuple[bytes, list[dict], list[dict]]:
     "PNG bytes, annotations (without ids) and refs (ann index + sentences in `language`) of image `index`."
     rng = np.random.default_rng([seed, index])
     held = split == "testB"
@@ -653,12 +1029,24 @@ def make_image(seed: int, index: int, split: str, size: int = 128, n_objects: tu
     landmarks = relational_landmarks(objs, size) if language == "rich" else None
     anns, refs = [], []
     for k, o in enumerate(objs):
-        anns.append(dict(category_id=SHAPES.index(o.shape) + 1, bbox=_bbox(o.polygons), area=float(o.vis.sum()), iscrowd=0,
-                         segmentation=o.polygons, color=o.color, size=o.size))
-        if held and (o.color, o.shape) not in HELD_OUT: continue
+        anns.append(
+            dict(
+                category_id=SHAPES.index(o.shape) + 1,
+                bbox=_bbox(o.polygons),
+                area=float(o.vis.sum()),
+                iscrowd=0,
+                segmentation=o.polygons,
+                color=o.color,
+                size=o.size,
+            )
+        )
+        if held and (o.color, o.shape) not in HELD_OUT:
+            continue
         out = ref_sentences(objs, k, rng, size, language, landmarks)
-        if out: refs.append(dict(ann=k, sentences=out))
+        if out:
+            refs.append(dict(ann=k, sentences=out))
     return png_bytes(img), anns, refs
+
 
 # %% ../../nbs/02_shaperefs.ipynb #cb8b3004
 def _split_of(n: int, seed: int) -> list[str]:
@@ -668,142 +1056,271 @@ def _split_of(n: int, seed: int) -> list[str]:
     perm = np.random.default_rng([seed, 2**31]).permutation(n)
     return [labels[p] for p in perm]
 
+
 def _is_shaperefs_dir(p: Path) -> bool:
     return not any(p.iterdir()) or (p / "refs(shaperefs).p").exists() or (p / "meta.json").exists()
 
-def _make(args): return make_image(*args)
+
+def _make(args):
+    return make_image(*args)
+
 
 # %% ../../nbs/02_shaperefs.ipynb #e17def04
 def _number(results, splits: list[str], size: int, image_dir: Path, bar) -> tuple[list, list, list, int]:
-    "Write each image's PNG and number images, annotations, refs and sentences from 1 in order -> (images, annotations, refs, n_sentences)."
+    """Write each image's PNG and number images, annotations, refs and sentences from 1 in order -> (images,
+    annotations, refs, n_sentences)."""
     images, annotations, refs = [], [], []
     n_sent = 0
     for i, (png, anns, rrefs) in enumerate(results):
         image_id, fname = i + 1, f"{i + 1:06d}.png"
         (image_dir / fname).write_bytes(png)
-        images.append(dict(id=image_id, file_name=fname, height=size, width=size, license=0,
-                           coco_url="", flickr_url="", date_captured="", split=splits[i]))
+        images.append(
+            dict(
+                id=image_id,
+                file_name=fname,
+                height=size,
+                width=size,
+                license=0,
+                coco_url="",
+                flickr_url="",
+                date_captured="",
+                split=splits[i],
+            )
+        )
         first_ann = len(annotations) + 1
-        for a in anns: annotations.append(dict(id=len(annotations) + 1, image_id=image_id, **a))
+        for a in anns:
+            annotations.append(dict(id=len(annotations) + 1, image_id=image_id, **a))
         for r in rrefs:
             ref_id, ann_id = len(refs) + 1, first_ann + r["ann"]
             sents = [dict(sent_id=n_sent + j + 1, **s) for j, s in enumerate(r["sentences"])]
             n_sent += len(sents)
-            refs.append(dict(ref_id=ref_id, ann_id=ann_id, image_id=image_id,
-                             category_id=annotations[ann_id - 1]["category_id"], split=splits[i],
-                             sent_ids=[s["sent_id"] for s in sents], sentences=sents,
-                             file_name=f"{i + 1:06d}_{ref_id}.png"))
+            refs.append(
+                dict(
+                    ref_id=ref_id,
+                    ann_id=ann_id,
+                    image_id=image_id,
+                    category_id=annotations[ann_id - 1]["category_id"],
+                    split=splits[i],
+                    sent_ids=[s["sent_id"] for s in sents],
+                    sentences=sents,
+                    file_name=f"{i + 1:06d}_{ref_id}.png",
+                )
+            )
         bar.update(1)
     return images, annotations, refs, n_sent
 
+
 # %% ../../nbs/02_shaperefs.ipynb #652720af
-MAX_SIZE = 1024                 # ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
-MAX_IMAGES = 1_000_000          # ours: scenes per folder; the index is built in memory (10¹² scenes: RSS grew by 9 GB in 33 s)
+# ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
+MAX_SIZE = 1024
+# ours: scenes per folder; the index is built in memory (10¹² scenes: RSS grew by 9 GB in 33 s)
+MAX_IMAGES = 1_000_000
+
 
 def _check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], language: str) -> None:
     "Raise `ValueError` naming the argument of `generate` that is out of range, and the range."
     if not 1 <= n_images <= MAX_IMAGES:
-        raise ValueError(f"n_images must be between 1 and {MAX_IMAGES:,} (ris_nb.data.shaperefs.MAX_IMAGES), got {n_images}")
-    if not 2 <= n_objects[0] <= n_objects[1] <= 8: raise ValueError(f"n_objects must be (lo, hi) with 2 <= lo <= hi <= 8, got {n_objects}")
-    if not 64 <= size <= MAX_SIZE: raise ValueError(f"size must be between 64 and {MAX_SIZE} px (ris_nb.data.shaperefs.MAX_SIZE), got {size}")
-    if language not in LANGUAGES: raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
+        raise ValueError(
+            f"n_images must be between 1 and {MAX_IMAGES:,} (ris_nb.data.shaperefs.MAX_IMAGES), got {n_images}"
+        )
+    if not 2 <= n_objects[0] <= n_objects[1] <= 8:
+        raise ValueError(f"n_objects must be (lo, hi) with 2 <= lo <= hi <= 8, got {n_objects}")
+    if not 64 <= size <= MAX_SIZE:
+        raise ValueError(f"size must be between 64 and {MAX_SIZE} px (ris_nb.data.shaperefs.MAX_SIZE), got {size}")
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
+
 
 # %% ../../nbs/02_shaperefs.ipynb #a7823928
 def _make_all(jobs: list, workers: int, splits: list[str], size: int, image_dir: Path, verbose: bool) -> tuple:
-    "Draw every scene (in `workers` processes), save its image and number it: `_number`'s (images, annotations, refs, n_sent)."
+    """Draw every scene (in `workers` processes), save its image and number it: `_number`'s (images, annotations,
+    refs, n_sent)."""
     n_images = len(jobs)
     from tqdm.auto import tqdm
+
     bar = tqdm(total=n_images, desc="ShapeRefs", unit="img", disable=not verbose or n_images < 500)
     if workers > 1:
         import multiprocessing as mp
+
         pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers)
         results = pool.imap(_make, jobs, chunksize=16)
-    else: pool, results = None, map(_make, jobs)
-    try: return _number(results, splits, size, image_dir, bar)
+    else:
+        pool, results = None, map(_make, jobs)
+    try:
+        return _number(results, splits, size, image_dir, bar)
     finally:
         bar.close()
-        if pool is not None: pool.close(); pool.join()
+        if pool is not None:
+            pool.close()
+            pool.join()
 
-def _write_refer(tmp: Path, images: list, annotations: list, refs: list, splits: list[str], seed: int, n_images: int,
-                 size: int, n_objects: tuple[int, int], language: str) -> dict:
+
+def _write_refer(
+    tmp: Path,
+    images: list,
+    annotations: list,
+    refs: list,
+    splits: list[str],
+    seed: int,
+    n_images: int,
+    size: int,
+    n_objects: tuple[int, int],
+    language: str,
+) -> dict:
     "Write instances.json, refs(shaperefs).p and meta.json into `tmp`; return the per-split counts."
     cats = [dict(id=k + 1, name=s, supercategory="shape") for k, s in enumerate(SHAPES)]
-    inst = dict(images=images, annotations=annotations, categories=cats,
-                info=dict(description="ShapeRefs (ris_nb synthetic referring dataset)", version="1"))
+    inst = dict(
+        images=images,
+        annotations=annotations,
+        categories=cats,
+        info=dict(description="ShapeRefs (ris_nb synthetic referring dataset)", version="1"),
+    )
     (tmp / "instances.json").write_text(json.dumps(inst, sort_keys=True, separators=(",", ":")), encoding="utf-8")
     (tmp / "refs(shaperefs).p").write_bytes(pickle.dumps(refs, protocol=2))
-    summary = {sp: dict(images=splits.count(sp), refs=sum(r["split"] == sp for r in refs),
-                        sentences=sum(len(r["sentences"]) for r in refs if r["split"] == sp)) for sp in SPLIT_FRACTIONS}
-    meta = dict(generator="ris_nb.data.shaperefs", version=2, segmentation="polygons", seed=seed, n_images=n_images, size=size,
-                n_objects=list(n_objects), splits=summary)
-    if language != "plain": meta["language"] = language       # absent: plain (datasets made before the option are plain)
+    summary = {
+        sp: dict(
+            images=splits.count(sp),
+            refs=sum(r["split"] == sp for r in refs),
+            sentences=sum(len(r["sentences"]) for r in refs if r["split"] == sp),
+        )
+        for sp in SPLIT_FRACTIONS
+    }
+    meta = dict(
+        generator="ris_nb.data.shaperefs",
+        version=2,
+        segmentation="polygons",
+        seed=seed,
+        n_images=n_images,
+        size=size,
+        n_objects=list(n_objects),
+        splits=summary,
+    )
+    # absent: plain (datasets made before the option are plain)
+    if language != "plain":
+        meta["language"] = language
     (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1), encoding="utf-8")
     return summary
 
+
 # %% ../../nbs/02_shaperefs.ipynb #c02w0001
 def _write_folder(out_dir: Path, write: Callable[[Path], Any]) -> None:
-    "Call `write(tmp)` on a temporary sibling of `out_dir`, renamed over it only when complete; stale temporaries are removed first."
-    for p in remove_stale_temps(out_dir): warnings.warn(f"removed {p}, left by an interrupted run")
+    """Call `write(tmp)` on a temporary sibling of `out_dir`, renamed over it only when complete; stale temporaries
+    are removed first."""
+    for p in remove_stale_temps(out_dir):
+        warnings.warn(f"removed {p}, left by an interrupted run")
     write_atomic(out_dir, write)
 
+
 # %% ../../nbs/02_shaperefs.ipynb #ea151397
-def generate(out_dir: str | Path = "data/shaperefs", n_images: int = 2000, seed: int = 0, size: int = 128,
-             workers: int = 1, verbose: bool = True, n_objects: tuple[int, int] = (2, 6), language: str = "plain") -> dict:
-    "Write `n_images` scenes of (min, max) `n_objects` shapes to `out_dir` (the dataset folder) in REFER format, sentences in `language`; returns counts and paths."
+def generate(
+    out_dir: str | Path = "data/shaperefs",
+    n_images: int = 2000,
+    seed: int = 0,
+    size: int = 128,
+    workers: int = 1,
+    verbose: bool = True,
+    n_objects: tuple[int, int] = (2, 6),
+    language: str = "plain",
+) -> dict:
+    """Write `n_images` scenes of (min, max) `n_objects` shapes to `out_dir` (the dataset folder) in REFER format,
+    sentences in `language`; returns counts and paths."""
     _check_generate_args(n_images, size, n_objects, language)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or not _is_shaperefs_dir(out_dir)):
-        raise ValueError(f"{out_dir} exists and is not a ShapeRefs folder (no refs(shaperefs).p / meta.json); "
-                         "refusing to overwrite it")
+        raise ValueError(
+            f"{out_dir} exists and is not a ShapeRefs folder (no refs(shaperefs).p / meta.json); "
+            "refusing to overwrite it"
+        )
     t0, made = time.perf_counter(), {}
+
     def write(tmp: Path):
         (tmp / "images").mkdir(parents=True)
         splits = _split_of(n_images, seed)
         jobs = [(seed, i, splits[i], size, tuple(n_objects), language) for i in range(n_images)]
-        images, annotations, made["refs"], made["n_sent"] = _make_all(jobs, workers, splits, size, tmp / "images", verbose)
-        made["summary"] = _write_refer(tmp, images, annotations, made["refs"], splits, seed, n_images, size, n_objects, language)
+        images, annotations, made["refs"], made["n_sent"] = _make_all(
+            jobs, workers, splits, size, tmp / "images", verbose
+        )
+        made["summary"] = _write_refer(
+            tmp, images, annotations, made["refs"], splits, seed, n_images, size, n_objects, language
+        )
+
     _write_folder(out_dir, write)
     secs, refs, n_sent, summary = time.perf_counter() - t0, made["refs"], made["n_sent"], made["summary"]
-    res = dict(path=str(out_dir), images=n_images, refs=len(refs), sentences=n_sent, splits=summary, seconds=secs, language=language)
+    res = dict(
+        path=str(out_dir),
+        images=n_images,
+        refs=len(refs),
+        sentences=n_sent,
+        splits=summary,
+        seconds=secs,
+        language=language,
+    )
     if verbose:
-        print(f"ShapeRefs{' (' + language + ' language)' if language != 'plain' else ''}: {n_images} images, {len(refs)} refs, {n_sent} sentences in {secs:.1f}s → {out_dir}  "
-              + "  ".join(f"{k}: {v['images']} img/{v['refs']} refs/{v['sentences']} sents" for k, v in summary.items()))
+        print(
+            (
+                f"ShapeRefs{' (' + language + ' language)' if language != 'plain' else ''}: {n_images} images, "
+                f"{len(refs)} refs, {n_sent} sentences in {secs:.1f}s → {out_dir}  "
+            )
+            + "  ".join(f"{k}: {v['images']} img/{v['refs']} refs/{v['sentences']} sents" for k, v in summary.items())
+        )
     return res
+
 
 # %% ../../nbs/02_shaperefs.ipynb #e5a1b002
 def shaperefs_settings(folder: str | Path) -> dict:
-    "The settings (`n_images`, `seed`, `size`, `language`) a ShapeRefs `folder` was generated with, read from its `meta.json`."
+    """The settings (`n_images`, `seed`, `size`, `language`) a ShapeRefs `folder` was generated with, read from its
+    `meta.json`."""
     meta = Path(folder) / "meta.json"
-    try: m = json.loads(meta.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: m = f"not valid JSON ({e})"
+    try:
+        m = json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        m = f"not valid JSON ({e})"
     if not isinstance(m, dict):
-        raise ValueError(f"{meta}: {m if isinstance(m, str) else 'not a JSON object'}; expected the description `generate` "
-                         f"writes: delete {folder} to generate it again")
-    return {"n_images": m.get("n_images"), "seed": m.get("seed"), "size": m.get("size"), "language": m.get("language", "plain")}
+        raise ValueError(
+            f"{meta}: {m if isinstance(m, str) else 'not a JSON object'}; expected the description `generate` "
+            f"writes: delete {folder} to generate it again"
+        )
+    return {
+        "n_images": m.get("n_images"),
+        "seed": m.get("seed"),
+        "size": m.get("size"),
+        "language": m.get("language", "plain"),
+    }
 
-def ensure_shaperefs(folder: str | Path, n_images: int = 3000, seed: int = 0, size: int = 64, language: str = "plain") -> Path:
-    "ShapeRefs in `folder` made with these settings (default: as `make quickstart`): generated once, then reused; a folder made with others is refused."
+
+def ensure_shaperefs(
+    folder: str | Path, n_images: int = 3000, seed: int = 0, size: int = 64, language: str = "plain"
+) -> Path:
+    """ShapeRefs in `folder` made with these settings (default: as `make quickstart`): generated once, then reused; a
+    folder made with others is refused."""
     folder = Path(folder)
     if (folder / "meta.json").is_file() and (folder / "refs(shaperefs).p").is_file():
         want, got = dict(n_images=n_images, seed=seed, size=size, language=language), shaperefs_settings(folder)
-        if got != want: raise ValueError(f"{folder / 'meta.json'}: {folder} holds ShapeRefs {got}, these settings need {want}; "
-                                         "delete it or use another folder")
+        if got != want:
+            raise ValueError(
+                f"{folder / 'meta.json'}: {folder} holds ShapeRefs {got}, these settings need {want}; "
+                "delete it or use another folder"
+            )
         return folder
     generate(folder, n_images=n_images, seed=seed, size=size, verbose=False, language=language)
     return folder
+
 
 # %% ../../nbs/02_shaperefs.ipynb #1df54651
 def read_refs(dataset_dir: str | Path) -> list[dict]:
     "The refs of a generated ShapeRefs folder (`refs(shaperefs).p`), read without running any code from the file."
     return safe_load_pickle(Path(dataset_dir) / "refs(shaperefs).p")
 
+
 # %% ../../nbs/02_shaperefs.ipynb #c02sd002
 _COURSE_DATA: dict[tuple, Path] = {}
+
 
 def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
     "A ShapeRefs data root (holding shaperefs/) generated once per process in a temporary folder, removed at exit."
     import atexit
     import tempfile
+
     key = (n_images, size, seed)
     if key not in _COURSE_DATA:
         root = Path(tempfile.mkdtemp(prefix="ris_nb_course_"))

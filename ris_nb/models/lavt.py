@@ -16,15 +16,32 @@ from ..core import Config, model_part, register_model, special_token_ids
 from .encoders import StagedBackbone, TextEncoder, build_backbone, build_text_encoder
 
 # %% auto #0
-__all__ = ['WordAttention', 'PWAM', 'language_gate', 'SimpleDecoder', 'RefineHead', 'LavtOutputs', 'dice_loss', 'seg_loss',
-           'LAVT', 'lavt_param_groups', 'build_lavt']
+__all__ = [
+    "WordAttention",
+    "PWAM",
+    "language_gate",
+    "SimpleDecoder",
+    "RefineHead",
+    "LavtOutputs",
+    "dice_loss",
+    "seg_loss",
+    "LAVT",
+    "lavt_param_groups",
+    "build_lavt",
+]
+
 
 # %% ../../nbs/06_lavt.ipynb #678fc1b0
 class WordAttention(nn.Module):
-    "Pixels attend over words: x (B,HW,Cv), l (B,T,Dl), mask (B,T) -> (B,HW,Cout). `norm`: instance (LAVT) | layer (MagNet)."
-    def __init__(self, v_in: int, l_in: int, key: int, value: int, out: int | None = None, heads: int = 1, norm: str = "instance"):
+    """Pixels attend over words: x (B,HW,Cv), l (B,T,Dl), mask (B,T) -> (B,HW,Cout). `norm`: instance (LAVT) | layer
+    (MagNet)."""
+
+    def __init__(
+        self, v_in: int, l_in: int, key: int, value: int, out: int | None = None, heads: int = 1, norm: str = "instance"
+    ):
         super().__init__()
-        if norm not in ("instance", "layer"): raise ValueError(f"PWAM norm={norm!r}: expected 'instance' or 'layer'")
+        if norm not in ("instance", "layer"):
+            raise ValueError(f"PWAM norm={norm!r}: expected 'instance' or 'layer'")
         out = out or value
         self.key, self.value, self.heads, self.norm = key, value, heads, norm
         if norm == "instance":
@@ -41,18 +58,20 @@ class WordAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, l: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
-        m = mask.to(x.dtype)[:, None, :]                                  # (B,1,T)
-        q = self._chan(self.f_query, x)                                   # (B,HW,key)
-        k, v = self.f_key(l.transpose(1, 2)) * m, self.f_value(l.transpose(1, 2)) * m   # (B,key,T), (B,value,T)
+        m = mask.to(x.dtype)[:, None, :]  # (B,1,T)
+        q = self._chan(self.f_query, x)  # (B,HW,key)
+        k, v = self.f_key(l.transpose(1, 2)) * m, self.f_value(l.transpose(1, 2)) * m  # (B,key,T), (B,value,T)
         h, T = self.heads, l.shape[1]
-        q = q.reshape(B, N, h, -1).transpose(1, 2)                        # (B,h,HW,key/h)
-        sim = q @ k.reshape(B, h, -1, T) * self.key ** -0.5 + (1e4 * m[:, None] - 1e4)
-        o = sim.softmax(-1) @ v.reshape(B, h, -1, T).transpose(2, 3)     # (B,h,HW,value/h)
+        q = q.reshape(B, N, h, -1).transpose(1, 2)  # (B,h,HW,key/h)
+        sim = q @ k.reshape(B, h, -1, T) * self.key**-0.5 + (1e4 * m[:, None] - 1e4)
+        o = sim.softmax(-1) @ v.reshape(B, h, -1, T).transpose(2, 3)  # (B,h,HW,value/h)
         return self._chan(self.W, o.transpose(1, 2).reshape(B, N, self.value))
+
 
 # %% ../../nbs/06_lavt.ipynb #b4eaf871
 class PWAM(nn.Module):
     "Pixel-word attention module: x (B,HW,C), l (B,T,D), mask (B,T) -> multimodal residual (B,HW,C)."
+
     def __init__(self, dim: int, l_in: int, heads: int = 1, norm: str = "instance", dropout: float = 0.0):
         super().__init__()
         self.vis_project = nn.Sequential(nn.Conv1d(dim, dim, 1), nn.GELU(), nn.Dropout(dropout))
@@ -60,24 +79,33 @@ class PWAM(nn.Module):
         self.project_mm = nn.Sequential(nn.Conv1d(dim, dim, 1), nn.GELU(), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, l: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        vis = self.vis_project(x.transpose(1, 2))                          # (B,C,HW)
-        lang = self.image_lang_att(x, l, mask).transpose(1, 2)             # (B,C,HW)
+        vis = self.vis_project(x.transpose(1, 2))  # (B,C,HW)
+        lang = self.image_lang_att(x, l, mask).transpose(1, 2)  # (B,C,HW)
         return self.project_mm(vis * lang).transpose(1, 2)
+
 
 # %% ../../nbs/06_lavt.ipynb #c7536f32
 def language_gate(dim: int, act: str = "relu", zero_init: bool = False) -> nn.Sequential:
     "tanh gate over the residual: (…,dim) -> (…,dim) in (-1,1); act relu (LAVT) | gelu (MagNet)."
-    g = nn.Sequential(nn.Linear(dim, dim, bias=False), nn.ReLU() if act == "relu" else nn.GELU(),
-                      nn.Linear(dim, dim, bias=False), nn.Tanh())
-    if zero_init: nn.init.zeros_(g[2].weight)
+    g = nn.Sequential(
+        nn.Linear(dim, dim, bias=False),
+        nn.ReLU() if act == "relu" else nn.GELU(),
+        nn.Linear(dim, dim, bias=False),
+        nn.Tanh(),
+    )
+    if zero_init:
+        nn.init.zeros_(g[2].weight)
     return g
+
 
 # %% ../../nbs/06_lavt.ipynb #7b7e18b2
 def _cbr(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
+
 class SimpleDecoder(nn.Module):
     "LAVT's top-down decoder: [o1..o4] (B,C_i,H/s_i,W/s_i) -> 2-class logits (B,2,H/s_1,W/s_1)."
+
     def __init__(self, channels: list[int], hidden: int):
         super().__init__()
         c1, c2, c3, c4 = channels
@@ -89,38 +117,57 @@ class SimpleDecoder(nn.Module):
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = feats[3]
         for skip, block in zip(feats[2::-1], (self.up4, self.up3, self.up2)):
-            if x.shape[-2:] != skip.shape[-2:]: x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+            if x.shape[-2:] != skip.shape[-2:]:
+                x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
             x = block(torch.cat([x, skip], 1))
         return self.classifier(x)
 
+
 # %% ../../nbs/06_lavt.ipynb #rf000002
 class RefineHead(nn.Module):
-    "Ours: logits (B,k,h,w) + images (B,3,H,W) -> bilinear logits at (H,W) + a correction read from [logits, image] by small convs."
+    """Ours: logits (B,k,h,w) + images (B,3,H,W) -> bilinear logits at (H,W) + a correction read from [logits, image]
+    by small convs."""
+
     def __init__(self, n_logits: int, hidden: int, dilations: tuple[int, ...] = (1, 2, 1), align_corners: bool = True):
         super().__init__()
         layers, cin = [], n_logits + 3
-        for d in dilations: layers += [nn.Conv2d(cin, hidden, 3, padding=d, dilation=d), nn.ReLU()]; cin = hidden
-        self.body, self.out, self.align_corners = nn.Sequential(*layers), nn.Conv2d(hidden, n_logits, 3, padding=1), align_corners
-        nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)   # start as plain bilinear upsampling
+        for d in dilations:
+            layers += [nn.Conv2d(cin, hidden, 3, padding=d, dilation=d), nn.ReLU()]
+            cin = hidden
+        self.body, self.out, self.align_corners = (
+            nn.Sequential(*layers),
+            nn.Conv2d(hidden, n_logits, 3, padding=1),
+            align_corners,
+        )
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)  # start as plain bilinear upsampling
 
-    def forward(self, logits: torch.Tensor, images: torch.Tensor, image_index: torch.Tensor | None = None) -> torch.Tensor:
-        "`image_index` (B,) long: row b of `logits` reads image image_index[b] (evaluation that encodes each image once)."
-        if image_index is not None: images = images[image_index]
+    def forward(
+        self, logits: torch.Tensor, images: torch.Tensor, image_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`image_index` (B,) long: row b of `logits` reads image image_index[b] (evaluation that encodes each image
+        once)."""
+        if image_index is not None:
+            images = images[image_index]
         up = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=self.align_corners)
-        x = torch.cat([up, images.to(up.dtype)], 1).contiguous(memory_format=torch.channels_last)   # oneDNN's faster layout
+        # oneDNN's faster layout
+        x = torch.cat([up, images.to(up.dtype)], 1).contiguous(memory_format=torch.channels_last)
         return up + self.out(self.body(x)).contiguous()
 
 
 # %% ../../nbs/06_lavt.ipynb #b924c9ae
 @dataclass
 class LavtOutputs:
-    "logits (B,2,H,W) at input size; stages: the 4 decoder inputs; visual: the backbone maps entering each PWAM; text (B,T,D); MG fields only in training with MG."
+    """logits (B,2,H,W) at input size; stages: the 4 decoder inputs; visual: the backbone maps entering each PWAM;
+    text (B,T,D); MG fields only in training with MG."""
+
     logits: torch.Tensor
     stages: list[torch.Tensor]
     visual: list[torch.Tensor]
     text: torch.Tensor
-    mg_logits: torch.Tensor | None = None        # (B,T,V)
-    mg_targets: torch.Tensor | None = None       # (B,T), -100 where not masked
+    mg_logits: torch.Tensor | None = None  # (B,T,V)
+    mg_targets: torch.Tensor | None = None  # (B,T), -100 where not masked
+
 
 # %% ../../nbs/06_lavt.ipynb #502acd89
 def dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -128,71 +175,100 @@ def dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> tor
     inter = (prob * target).flatten(1).sum(1)
     return (1 - (2 * inter + eps) / (prob.flatten(1).sum(1) + target.flatten(1).sum(1) + eps)).mean()
 
+
 # %% ../../nbs/06_lavt.ipynb #1be6835a
 def seg_loss(logits: torch.Tensor, target: torch.Tensor, lc) -> torch.Tensor:
-    "Weighted 2-class CE [bg, fg] (or Dice, or Dice + BCE, as `lc.loss` says): logits (B,2,H,W), target (B,H,W) {0,1}; `lc` = cfg.model.lavt."
+    """Weighted 2-class CE [bg, fg] (or Dice, or Dice + BCE, as `lc.loss` says): logits (B,2,H,W), target (B,H,W)
+    {0,1}; `lc` = cfg.model.lavt."""
     if lc.loss == "ce":
         return F.cross_entropy(logits, target.long(), weight=logits.new_tensor(lc.ce_weights))
-    if lc.loss == "dice": return dice_loss(logits.softmax(1)[:, 1], target.float())
-    if lc.loss == "dice_bce":   # ours: unweighted 2-class CE ≡ BCE on the softmax foreground probability
+    if lc.loss == "dice":
+        return dice_loss(logits.softmax(1)[:, 1], target.float())
+    if lc.loss == "dice_bce":  # ours: unweighted 2-class CE ≡ BCE on the softmax foreground probability
         return dice_loss(logits.softmax(1)[:, 1], target.float()) + F.cross_entropy(logits, target.long())
     raise ValueError(f"model.lavt.loss={lc.loss!r}: expected 'ce', 'dice' or 'dice_bce'")
+
 
 # %% ../../nbs/06_lavt.ipynb #00e5955b
 class LAVT(nn.Module):
     "LAVT: BERT, then per stage: backbone stage -> PWAM -> gated update; LN'd residuals -> SimpleDecoder."
+
     def __init__(self, backbone: StagedBackbone, text: TextEncoder, cfg: Config):
         super().__init__()
         self.cfg, self.backbone, self.text = cfg, backbone, text
         D, lc = text.hidden_size, cfg.model.lavt
         self.pwams = nn.ModuleList(PWAM(c, D, heads=lc.pwam_heads) for c in backbone.channels)
-        self.gates = nn.ModuleList(language_gate(c, "relu") for c in backbone.channels[:-1])   # no stage after the last
+        self.gates = nn.ModuleList(language_gate(c, "relu") for c in backbone.channels[:-1])  # no stage after the last
         self.norms = nn.ModuleList(nn.LayerNorm(c) for c in backbone.channels)
         self.decoder = SimpleDecoder(backbone.channels, lc.decoder_dim)
-        self.refine = RefineHead(2, lc.refine) if lc.refine else None      # ours, off in lavt_paper
+        self.refine = RefineHead(2, lc.refine) if lc.refine else None  # ours, off in lavt_paper
         self.mg = None
-        if cfg.model.mg.enabled: self.attach_mg(cfg)       # 07_mask_grounding supplies the head
+        if cfg.model.mg.enabled:
+            self.attach_mg(cfg)  # 07_mask_grounding supplies the head
+
     def forward(self, batch, image_index: torch.Tensor | None = None) -> LavtOutputs:
-        "`image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b] (see `encode`)."
+        """`image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b]
+        (see `encode`)."""
         l = self.text(batch.input_ids, batch.attention_mask).tokens
         stages, visual = self.encode(batch.images, l, batch.attention_mask, image_index=image_index)
         coarse = self.decoder(stages)
         if self.refine is not None:
             logits = self.refine(coarse, batch.images, image_index)
-        else: logits = F.interpolate(coarse, size=batch.images.shape[-2:], mode="bilinear", align_corners=True)
+        else:
+            logits = F.interpolate(coarse, size=batch.images.shape[-2:], mode="bilinear", align_corners=True)
         out = LavtOutputs(logits, stages, visual, l)
         if self.mg is not None and self.training and batch.masks is not None:
             out.mg_logits, out.mg_targets = self.mask_grounding(batch, visual)
         return out
+
     def predict(self, out: LavtOutputs, batch, sizes: list[tuple[int, int]] | None = None):
-        "Foreground probability softmax(logits)[:,1] (>=0.5 ⇔ LAVT's argmax): (B,1,H,W), or a list of (1,h,w) at `sizes`."
+        """Foreground probability softmax(logits)[:,1] (>=0.5 ⇔ LAVT's argmax): (B,1,H,W), or a list of (1,h,w) at
+        `sizes`."""
         p = out.logits.softmax(1)[:, 1:2]
-        if sizes is None: return p
-        return [F.interpolate(p[i:i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0] for i, s in enumerate(sizes)]
+        if sizes is None:
+            return p
+        return [
+            F.interpolate(p[i : i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0]
+            for i, s in enumerate(sizes)
+        ]
+
 
 # %% ../../nbs/06_lavt.ipynb #c06mg001
 @patch
 def attach_mg(self: LAVT, cfg: Config) -> None:
-    "Add Mask Grounding's head (`model.mg.enabled`): the next notebook, 07_mask_grounding, registers the part that builds it."
+    """Add Mask Grounding's head (`model.mg.enabled`): the next notebook, 07_mask_grounding, registers the part that
+    builds it."""
     model_part("mask_grounding")(self, cfg)
+
 
 # %% ../../nbs/06_lavt.ipynb #7a7111be
 @patch
-def encode(self: LAVT, images: torch.Tensor, l: torch.Tensor, mask: torch.Tensor, stages: int | None = None,
-           image_index: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """images (B,3,H,W), words l (B,T,D), mask (B,T) -> (language-aware maps LN(r_s), backbone maps entering PWAM), NCHW, first `stages` (all).
-    `image_index` (B,) long: `images` holds U distinct images, sentence b reads image_index[b] (evaluation)."""
+def encode(
+    self: LAVT,
+    images: torch.Tensor,
+    l: torch.Tensor,
+    mask: torch.Tensor,
+    stages: int | None = None,
+    image_index: torch.Tensor | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """images (B,3,H,W), words l (B,T,D), mask (B,T) -> (language-aware maps LN(r_s), backbone maps entering PWAM),
+    NCHW, first `stages` (all). `image_index` (B,) long: `images` holds U distinct images, sentence b reads
+    image_index[b] (evaluation)."""
     x, outs, visual = self.backbone.stem(images), [], []
     for i in range(stages or self.backbone.num_stages):
         x = self.backbone.stage(i, x)
-        if i == 0 and image_index is not None: x = x[image_index]      # no language before the first PWAM: once per image
+        # no language before the first PWAM: once per image
+        if i == 0 and image_index is not None:
+            x = x[image_index]
         visual.append(x)
         B, C, h, w = x.shape
-        v = x.flatten(2).transpose(1, 2)                               # (B,hw,C)
+        v = x.flatten(2).transpose(1, 2)  # (B,hw,C)
         r = self.pwams[i](v, l, mask)
-        if i < len(self.gates): x = (v + self.gates[i](r) * r).transpose(1, 2).reshape(B, C, h, w)
+        if i < len(self.gates):
+            x = (v + self.gates[i](r) * r).transpose(1, 2).reshape(B, C, h, w)
         outs.append(self.norms[i](r).transpose(1, 2).reshape(B, C, h, w))
     return outs, visual
+
 
 # %% ../../nbs/06_lavt.ipynb #22811f9c
 @patch
@@ -201,16 +277,19 @@ def mask_grounding(self: LAVT, batch, visual: list[torch.Tensor]) -> tuple[torch
     masked, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
     return self.fill_masked(batch, masked, visual), targets
 
+
 @patch
 def fill_masked(self: LAVT, batch, masked_ids: torch.Tensor, visual: list[torch.Tensor] | None = None) -> torch.Tensor:
-    "MG's vocabulary logits (B,T,V) for `masked_ids`, the images and `batch.masks`; P (a backbone map) as `mg.visual_source` says."
+    """MG's vocabulary logits (B,T,V) for `masked_ids`, the images and `batch.masks`; P (a backbone map) as
+    `mg.visual_source` says."""
     am = batch.attention_mask
     l = self.text(masked_ids, am).tokens
-    if self.cfg.model.mg.visual_source == "masked":   # a second pass, up to P's stage, that never sees the hidden words
+    if self.cfg.model.mg.visual_source == "masked":  # a second pass, up to P's stage, that never sees the hidden words
         visual = self.encode(batch.images, l, am, stages=self.mg_level + 1)[1]
     elif visual is None:
         visual = self.encode(batch.images, self.text(batch.input_ids, am).tokens, am, stages=self.mg_level + 1)[1]
     return self.mg(l, am, visual[self.mg_level], batch.masks)
+
 
 @patch
 def losses(self: LAVT, out: LavtOutputs, batch) -> dict[str, torch.Tensor]:
@@ -220,29 +299,54 @@ def losses(self: LAVT, out: LavtOutputs, batch) -> dict[str, torch.Tensor]:
     if out.mg_logits is not None:
         d["mg"] = self.mg.loss(out.mg_logits, out.mg_targets)
         d["loss"] = seg + self.cfg.model.mg.weight * d["mg"]
-    else: d["loss"] = seg
+    else:
+        d["loss"] = seg
     return d
+
 
 @patch
 def param_groups(self: LAVT, cfg: Config) -> list[dict]:
     "LAVT's groups (`lavt_param_groups`)."
     return lavt_param_groups(self, cfg)
 
+
 # %% ../../nbs/06_lavt.ipynb #ab5da098
 def lavt_param_groups(model: LAVT, cfg: Config) -> list[dict]:
-    "LAVT's groups: backbone+PWAM (no decay on norms/pos tables), decoder (+ refine head), trainable text layers (+MG head)."
+    """LAVT's groups: backbone+PWAM (no decay on norms/pos tables), decoder (+ refine head), trainable text layers
+    (+MG head)."""
     lr, wd = cfg.train.lr, cfg.train.weight_decay
-    no_decay = lambda n: "norm" in n or "absolute_pos_embed" in n or "relative_position_bias_table" in n
+
+    def no_decay(n):
+        return "norm" in n or "absolute_pos_embed" in n or "relative_position_bias_table" in n
+
     vis = [(f"backbone.{n}", p) for n, p in model.backbone.named_parameters()]
-    for name in ("pwams", "gates", "norms"): vis += [(f"{name}.{n}", p) for n, p in getattr(model, name).named_parameters()]
+    for name in ("pwams", "gates", "norms"):
+        vis += [(f"{name}.{n}", p) for n, p in getattr(model, name).named_parameters()]
     vis = [(n, p) for n, p in vis if p.requires_grad]
-    groups = [dict(name="backbone_no_decay", params=[p for n, p in vis if no_decay(n)], lr=lr, weight_decay=0.0),
-              dict(name="backbone", params=[p for n, p in vis if not no_decay(n)], lr=lr, weight_decay=wd),
-              dict(name="decoder", params=[p for m in (model.decoder, model.refine) if m is not None for p in m.parameters()
-                                           if p.requires_grad], lr=lr, weight_decay=wd),
-              dict(name="text", params=[p for p in model.text.parameters() if p.requires_grad], lr=lr * cfg.model.text.lr_scale, weight_decay=wd)]
-    if model.mg is not None: groups.append(dict(name="mg", params=[p for p in model.mg.parameters() if p.requires_grad], lr=lr, weight_decay=wd))
+    groups = [
+        dict(name="backbone_no_decay", params=[p for n, p in vis if no_decay(n)], lr=lr, weight_decay=0.0),
+        dict(name="backbone", params=[p for n, p in vis if not no_decay(n)], lr=lr, weight_decay=wd),
+        dict(
+            name="decoder",
+            params=[
+                p for m in (model.decoder, model.refine) if m is not None for p in m.parameters() if p.requires_grad
+            ],
+            lr=lr,
+            weight_decay=wd,
+        ),
+        dict(
+            name="text",
+            params=[p for p in model.text.parameters() if p.requires_grad],
+            lr=lr * cfg.model.text.lr_scale,
+            weight_decay=wd,
+        ),
+    ]
+    if model.mg is not None:
+        groups.append(
+            dict(name="mg", params=[p for p in model.mg.parameters() if p.requires_grad], lr=lr, weight_decay=wd)
+        )
     return [g for g in groups if g["params"]]
+
 
 # %% ../../nbs/06_lavt.ipynb #4cc10f71
 @register_model("lavt", LAVT, takes_image_index=True)
