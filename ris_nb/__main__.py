@@ -23,9 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     "`ris_nb ARGV` with every subcommand: the console script, `python -m ris_nb` and `torchrun … -m ris_nb`."
     return cli.main(argv, COMMANDS)
 
-
 # %% auto #0
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ['COMMANDS', 'build_parser', 'main']
 
 # %% ../nbs/99_app.ipynb #c99app06
 #| eval: false

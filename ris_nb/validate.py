@@ -17,20 +17,8 @@ if TYPE_CHECKING:  # annotations only: core imports this module, so it cannot im
     from ris_nb.core import Config
 
 # %% auto #0
-__all__ = [
-    "BACKBONES",
-    "SELECT_METRICS",
-    "MIN_IMAGE_SIZE",
-    "MAX_IMAGE_SIZE",
-    "MAX_WORKERS",
-    "MAX_SEED",
-    "check_value",
-    "check_field",
-    "field_problems",
-    "text_positions",
-    "cross_field_problems",
-]
-
+__all__ = ['BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'check_value',
+           'check_field', 'field_problems', 'text_positions', 'cross_field_problems']
 
 # %% ../nbs/90_config_validation.ipynb #d3348b7a
 def _type_name(tp) -> str:
@@ -70,7 +58,6 @@ def check_value(value, tp, key: str):
     else:
         raise ValueError(f"{key}: unsupported field type {tp}")
     raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-
 
 # %% ../nbs/90_config_validation.ipynb #1c8662c7
 BACKBONES = ("swin", "vit", "efficientnet_lite0", "mobilenetv2", "pixel_cnn")
@@ -261,7 +248,6 @@ _RULES.update(
     }
 )
 
-
 # %% ../nbs/90_config_validation.ipynb #cv000007
 def field_problems(flat: dict[str, Any]) -> list[str]:
     """One message per field of a flat config (dotted key → value, `ris_nb.core.flat_config`) that breaks its rule in
@@ -273,7 +259,6 @@ def field_problems(flat: dict[str, Any]) -> list[str]:
         except ValueError as e:
             errs.append(str(e))
     return errs
-
 
 # %% ../nbs/90_config_validation.ipynb #hv90sg01
 _SLOT_FIELDS = (("slot_type", "entity"), ("interaction", True), ("slot_softmax", "slots"))  # what only slots read
@@ -313,7 +298,6 @@ def _sag_checks(cfg: Config) -> list[str]:
             "expected " + ", ".join(f"{k}={d!r}" for k, d in _SLOT_FIELDS)
         )
     return errs
-
 
 # %% ../nbs/90_config_validation.ipynb #335efde5
 def text_positions(cfg: Config) -> int | None:
@@ -367,7 +351,6 @@ def _input_checks(cfg: Config) -> list[str]:
         )
     return errs
 
-
 # %% ../nbs/90_config_validation.ipynb #d5883c96
 def _model_checks(cfg: Config, known_models: Collection[str] = ()) -> list[str]:
     """Options that need other options (SaG's pairs and pieces), widths their head counts must divide, a model name
@@ -390,7 +373,6 @@ def _model_checks(cfg: Config, known_models: Collection[str] = ()) -> list[str]:
     if known_models and cfg.model.name not in known_models:  # (none until `ris_nb.models` is imported)
         errs.append(f"model.name={cfg.model.name!r}: expected one of {', '.join(sorted(known_models))}")
     return errs
-
 
 # %% ../nbs/90_config_validation.ipynb #cv000010
 def cross_field_problems(cfg: Config, known_models: Collection[str] = ()) -> list[str]:

@@ -31,61 +31,15 @@ import shapely
 from ..io import remove_stale_temps, safe_load_pickle, write_atomic
 
 # %% auto #0
-__all__ = [
-    "SHAPES",
-    "COLORS",
-    "SIZES",
-    "HELD_OUT",
-    "SPLIT_FRACTIONS",
-    "EXPR_TYPES",
-    "MIN_VISIBLE",
-    "P_SAME_SHAPE",
-    "P_SAME_COLOR",
-    "REL_MARGIN",
-    "LANGUAGES",
-    "RICH_EXPR_TYPES",
-    "ZIPF_S",
-    "MAX_WORDS",
-    "LEXICON",
-    "REL_PHRASES",
-    "RICH_TEMPLATES",
-    "CONNECTORS",
-    "RARE_SHARE",
-    "RARE_WORDS",
-    "APPEARANCE_TEMPLATES",
-    "MAX_SIZE",
-    "MAX_IMAGES",
-    "shape_mask",
-    "labels_to_polygons",
-    "mask_to_polygons",
-    "has_hole",
-    "polygons_to_mask",
-    "Obj",
-    "make_scene",
-    "expression_meanings",
-    "plain_sentences",
-    "candidate_expressions",
-    "pick_sentences",
-    "zipf_weights",
-    "canonical_sentence",
-    "rich_sentence",
-    "relational_landmarks",
-    "chain_meanings",
-    "word_shares",
-    "is_rare",
-    "appearance_meanings",
-    "appearance_sentence",
-    "appearance_picks",
-    "rich_candidates",
-    "ref_sentences",
-    "png_bytes",
-    "make_image",
-    "generate",
-    "shaperefs_settings",
-    "ensure_shaperefs",
-    "read_refs",
-    "shaperefs_data",
-]
+__all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
+           'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'ZIPF_S', 'MAX_WORDS', 'LEXICON',
+           'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'APPEARANCE_TEMPLATES',
+           'MAX_SIZE', 'MAX_IMAGES', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole',
+           'polygons_to_mask', 'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions',
+           'pick_sentences', 'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks',
+           'chain_meanings', 'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks',
+           'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'generate', 'shaperefs_settings',
+           'ensure_shaperefs', 'read_refs', 'shaperefs_data']
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -110,7 +64,6 @@ SPLIT_FRACTIONS = {"train": 0.7, "val": 0.1, "testA": 0.1, "testB": 0.1}
 EXPR_TYPES = ["attribute", "location", "relation", "ordinal", "negation"]
 MIN_VISIBLE = 0.7  # fraction of an object's pixels left visible
 P_SAME_SHAPE, P_SAME_COLOR = 0.35, 0.3  # a new object copies an earlier one's shape / colour
-
 
 # %% ../../nbs/02_shaperefs.ipynb #39343742
 def _polygon(shape: str, r: float) -> np.ndarray | None:
@@ -139,7 +92,6 @@ def _polygon(shape: str, r: float) -> np.ndarray | None:
         return np.stack([np.cos(a) * rad, np.sin(a) * rad], 1)
     raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
 
-
 # %% ../../nbs/02_shaperefs.ipynb #39343742b
 def shape_mask(shape: str, cx: float, cy: float, d: float, h: int, w: int) -> np.ndarray:
     "Mask (h,w) bool of `shape` with extent `d` centred at (cx, cy)."
@@ -161,7 +113,6 @@ def shape_mask(shape: str, cx: float, cy: float, d: float, h: int, w: int) -> np
     out = np.zeros((h, w), bool)
     out[y0:y1, x0:x1] = inside
     return out
-
 
 # %% ../../nbs/02_shaperefs.ipynb #5c0f4a19
 def _edges(lab: np.ndarray) -> np.ndarray:
@@ -200,7 +151,6 @@ def _faces(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     inner = shapely.get_coordinates(shapely.point_on_surface(faces))  # a point inside each face → its pixel
     return faces, lab[np.floor(inner[:, 1] + 0.5).astype(int), np.floor(inner[:, 0] + 0.5).astype(int)]
 
-
 # %% ../../nbs/02_shaperefs.ipynb #754fbdb6
 def labels_to_polygons(lab: np.ndarray, n: int) -> list[list[list[float]]]:
     "COCO polygons of labels 1..n of `lab` (h,w) uint8 (0: background), one flat [x1, y1, …] per 4-connected piece."
@@ -237,7 +187,6 @@ def polygons_to_mask(polygons: list[list[float]], h: int, w: int) -> np.ndarray:
     if not polygons:
         return np.zeros((h, w), bool)
     return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))).astype(bool)
-
 
 # %% ../../nbs/02_shaperefs.ipynb #a46e5170
 @dataclass
@@ -287,7 +236,6 @@ def _pick_attrs(rng: np.random.Generator, objs: list[Obj], held_out: bool, first
             if held_out or (color, shape) not in HELD_OUT:
                 break
     return shape, color, ("small", "large")[rng.integers(2)]
-
 
 # %% ../../nbs/02_shaperefs.ipynb #68cb0391
 def _dilate(m: np.ndarray) -> np.ndarray:
@@ -345,7 +293,6 @@ def _placement_ok(objs: list[Obj], full: np.ndarray, win: tuple[slice, slice], c
         for o in objs
     ) and not any(_cuts_hole(o, full, win, halo) for o in objs)
 
-
 # %% ../../nbs/02_shaperefs.ipynb #fbc639e6
 def _rasterised_labels(objs: list[Obj], size: int) -> np.ndarray:
     "Set each object's COCO polygons; the label image (0: background) that pycocotools rasterises from them."
@@ -370,7 +317,6 @@ def _rasterised_labels(objs: list[Obj], size: int) -> np.ndarray:
         o.polygons = p
     return out
 
-
 # %% ../../nbs/02_shaperefs.ipynb #10ec5dfc
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Background (size,size,3) float32: a gradient at a random angle between two muted colours (noise comes after
@@ -382,7 +328,6 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     g = (g - g.min()) / (np.ptp(g) + np.float32(1e-6))
     img = c0 + (c1 - c0) * g[..., None]
     return img
-
 
 # %% ../../nbs/02_shaperefs.ipynb #549f2264
 def _fixed_objects(specs: list[tuple], size: int) -> list[Obj]:
@@ -419,7 +364,6 @@ def _random_objects(rng: np.random.Generator, size: int, held_out: bool, n_objec
         objs[-1].n_full = objs[-1].n_vis = np.count_nonzero(full)
     return objs
 
-
 # %% ../../nbs/02_shaperefs.ipynb #549f2264b
 def make_scene(
     rng: np.random.Generator,
@@ -445,7 +389,6 @@ def make_scene(
     for o in objs:
         o.centroid()
     return np.clip(img, 0, 255).astype(np.uint8), objs
-
 
 # %% ../../nbs/02_shaperefs.ipynb #46b29bde
 def _nps(objs: list[Obj]) -> list[tuple[str, frozenset]]:
@@ -492,7 +435,6 @@ def _related(
 
     return bool(others) and off(target) >= margin + gap and all(off(i) <= margin - gap for i in others)
 
-
 # %% ../../nbs/02_shaperefs.ipynb #c6830674
 def _add_positions(out: dict, nps: list, cen: list, target: int, gap: float) -> None:
     """Append to `out` the location and ordinal meanings: the target is the most extreme, second or third object a
@@ -538,7 +480,6 @@ def _add_relations(out: dict, nps: list, cen: list, target: int, margin: float, 
             if all(dist[i] - dist[target] >= 2 * gap for i in others):
                 out["relation"].append(("rel", atext, "closest", btext))
 
-
 # %% ../../nbs/02_shaperefs.ipynb #d4b92461
 def _add_negations(out: dict, objs: list[Obj], target: int) -> None:
     """Append to `out` the negation meanings: among the objects sharing a shape (or colour), only the target lacks a
@@ -576,7 +517,6 @@ def expression_meanings(objs: list[Obj], target: int, size: int = 128) -> dict[s
     _add_negations(out, objs, target)
     return out
 
-
 # %% ../../nbs/02_shaperefs.ipynb #b3e1f2a0
 _PLAIN_NOT = {
     "not_color": ["the {0} that is not {1}", "the {0} which is not {1}"],
@@ -605,7 +545,6 @@ def candidate_expressions(objs: list[Obj], target: int, size: int = 128) -> dict
     "Every expression of each type that denotes exactly `objs[target]` (with margins)."
     return {t: [s for m in ms for s in plain_sentences(m)] for t, ms in expression_meanings(objs, target, size).items()}
 
-
 # %% ../../nbs/02_shaperefs.ipynb #c7ef265e
 _TYPE_WEIGHT = {"attribute": 0.5, "location": 1.0, "relation": 1.2, "ordinal": 1.0, "negation": 1.0}
 
@@ -633,7 +572,6 @@ def pick_sentences(
         c = [x for x in c if length(x) <= shortest + 1]  # prefer short phrasings
         out.append((types[i], c[rng.integers(len(c))]))
     return out
-
 
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c002
 LANGUAGES = ["plain", "appearance", "rich"]  # the analogues of RefCOCO, RefCOCO+, G-Ref
@@ -714,7 +652,6 @@ RICH_TEMPLATES = {  # kind of meaning -> its templates, most frequent first
 }
 CONNECTORS = ["that is", "which is", "sitting"]
 
-
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c003
 def zipf_weights(n: int) -> np.ndarray:
     "Probabilities (n,) of ranks 1..n, ∝ k^-ZIPF_S."
@@ -748,7 +685,6 @@ def _words(text: str, draw, rng) -> str:
 
 def _with_article(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
-
 
 # %% ../../nbs/02_shaperefs.ipynb #7256a44f
 def _slots(m: tuple, draw, rng) -> dict[str, str]:
@@ -798,7 +734,6 @@ def rich_sentence(m: tuple, rng: np.random.Generator, tries: int = 8) -> str:
             return text
     return _render(m, _shortest)
 
-
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c004
 def relational_landmarks(objs: list[Obj], size: int = 128) -> list[tuple[int, str, str, str, int]]:
     """(y, b, relation, c, c's index): "the b <relation> the c" picks out `objs[y]` alone, where c (its shortest unique
@@ -844,7 +779,6 @@ def chain_meanings(objs: list[Obj], target: int, landmarks: list[tuple], size: i
         out += [("chain", atext, rel, btext, rel2, ctext) for atext, rel in fits[y]]
     return out
 
-
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c005
 RARE_SHARE = 0.01  # ours: a word is rare when fewer than this share of the training sentences contain it
 # measured on `generate(n_images=3000, seed=0, size=64, language="rich")`'s training sentences (below)
@@ -886,7 +820,6 @@ def word_shares(sentences: list[list[str]]) -> dict[str, float]:
 def is_rare(tokens: list[str]) -> bool:
     "Whether a sentence (its tokens) contains a word of `RARE_WORDS`."
     return any(t.lower() in RARE_WORDS for t in tokens)
-
 
 # %% ../../nbs/02_shaperefs.ipynb #a9a0c002
 APPEARANCE_TEMPLATES = {  # ours: which attributes a template names -> its templates, most frequent first
@@ -946,7 +879,6 @@ def appearance_picks(objs: list[Obj], target: int, rng: np.random.Generator, tri
             break
     return [("attribute", s) for s in out] if len(out) >= 2 else []
 
-
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c006
 _RICH_TYPE_WEIGHT = {**_TYPE_WEIGHT, "chain": 1.2}
 
@@ -986,7 +918,6 @@ def ref_sentences(
         if language == "rich":
             out[-1]["rare"] = is_rare(out[-1]["tokens"])
     return out
-
 
 # %% ../../nbs/02_shaperefs.ipynb #97f2b685
 def _deflate(data: bytes, level: int) -> bytes:
@@ -1047,7 +978,6 @@ def make_image(
             refs.append(dict(ann=k, sentences=out))
     return png_bytes(img), anns, refs
 
-
 # %% ../../nbs/02_shaperefs.ipynb #cb8b3004
 def _split_of(n: int, seed: int) -> list[str]:
     counts = {k: (max(1, round(f * n)) if n >= 4 else 0) for k, f in SPLIT_FRACTIONS.items() if k != "train"}
@@ -1063,7 +993,6 @@ def _is_shaperefs_dir(p: Path) -> bool:
 
 def _make(args):
     return make_image(*args)
-
 
 # %% ../../nbs/02_shaperefs.ipynb #e17def04
 def _number(results, splits: list[str], size: int, image_dir: Path, bar) -> tuple[list, list, list, int]:
@@ -1109,7 +1038,6 @@ def _number(results, splits: list[str], size: int, image_dir: Path, bar) -> tupl
         bar.update(1)
     return images, annotations, refs, n_sent
 
-
 # %% ../../nbs/02_shaperefs.ipynb #652720af
 # ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
 MAX_SIZE = 1024
@@ -1129,7 +1057,6 @@ def _check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], l
         raise ValueError(f"size must be between 64 and {MAX_SIZE} px (ris_nb.data.shaperefs.MAX_SIZE), got {size}")
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
-
 
 # %% ../../nbs/02_shaperefs.ipynb #a7823928
 def _make_all(jobs: list, workers: int, splits: list[str], size: int, image_dir: Path, verbose: bool) -> tuple:
@@ -1201,7 +1128,6 @@ def _write_refer(
     (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1), encoding="utf-8")
     return summary
 
-
 # %% ../../nbs/02_shaperefs.ipynb #c02w0001
 def _write_folder(out_dir: Path, write: Callable[[Path], Any]) -> None:
     """Call `write(tmp)` on a temporary sibling of `out_dir`, renamed over it only when complete; stale temporaries
@@ -1209,7 +1135,6 @@ def _write_folder(out_dir: Path, write: Callable[[Path], Any]) -> None:
     for p in remove_stale_temps(out_dir):
         warnings.warn(f"removed {p}, left by an interrupted run")
     write_atomic(out_dir, write)
-
 
 # %% ../../nbs/02_shaperefs.ipynb #ea151397
 def generate(
@@ -1265,7 +1190,6 @@ def generate(
         )
     return res
 
-
 # %% ../../nbs/02_shaperefs.ipynb #e5a1b002
 def shaperefs_settings(folder: str | Path) -> dict:
     """The settings (`n_images`, `seed`, `size`, `language`) a ShapeRefs `folder` was generated with, read from its
@@ -1305,12 +1229,10 @@ def ensure_shaperefs(
     generate(folder, n_images=n_images, seed=seed, size=size, verbose=False, language=language)
     return folder
 
-
 # %% ../../nbs/02_shaperefs.ipynb #1df54651
 def read_refs(dataset_dir: str | Path) -> list[dict]:
     "The refs of a generated ShapeRefs folder (`refs(shaperefs).p`), read without running any code from the file."
     return safe_load_pickle(Path(dataset_dir) / "refs(shaperefs).p")
-
 
 # %% ../../nbs/02_shaperefs.ipynb #c02sd002
 _COURSE_DATA: dict[tuple, Path] = {}

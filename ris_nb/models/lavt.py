@@ -16,20 +16,8 @@ from ..core import Config, model_part, register_model, special_token_ids
 from .encoders import StagedBackbone, TextEncoder, build_backbone, build_text_encoder
 
 # %% auto #0
-__all__ = [
-    "WordAttention",
-    "PWAM",
-    "language_gate",
-    "SimpleDecoder",
-    "RefineHead",
-    "LavtOutputs",
-    "dice_loss",
-    "seg_loss",
-    "LAVT",
-    "lavt_param_groups",
-    "build_lavt",
-]
-
+__all__ = ['WordAttention', 'PWAM', 'language_gate', 'SimpleDecoder', 'RefineHead', 'LavtOutputs', 'dice_loss', 'seg_loss',
+           'LAVT', 'lavt_param_groups', 'build_lavt']
 
 # %% ../../nbs/06_lavt.ipynb #678fc1b0
 class WordAttention(nn.Module):
@@ -67,7 +55,6 @@ class WordAttention(nn.Module):
         o = sim.softmax(-1) @ v.reshape(B, h, -1, T).transpose(2, 3)  # (B,h,HW,value/h)
         return self._chan(self.W, o.transpose(1, 2).reshape(B, N, self.value))
 
-
 # %% ../../nbs/06_lavt.ipynb #b4eaf871
 class PWAM(nn.Module):
     "Pixel-word attention module: x (B,HW,C), l (B,T,D), mask (B,T) -> multimodal residual (B,HW,C)."
@@ -83,7 +70,6 @@ class PWAM(nn.Module):
         lang = self.image_lang_att(x, l, mask).transpose(1, 2)  # (B,C,HW)
         return self.project_mm(vis * lang).transpose(1, 2)
 
-
 # %% ../../nbs/06_lavt.ipynb #c7536f32
 def language_gate(dim: int, act: str = "relu", zero_init: bool = False) -> nn.Sequential:
     "tanh gate over the residual: (…,dim) -> (…,dim) in (-1,1); act relu (LAVT) | gelu (MagNet)."
@@ -96,7 +82,6 @@ def language_gate(dim: int, act: str = "relu", zero_init: bool = False) -> nn.Se
     if zero_init:
         nn.init.zeros_(g[2].weight)
     return g
-
 
 # %% ../../nbs/06_lavt.ipynb #7b7e18b2
 def _cbr(cin: int, cout: int) -> list[nn.Module]:
@@ -121,7 +106,6 @@ class SimpleDecoder(nn.Module):
                 x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
             x = block(torch.cat([x, skip], 1))
         return self.classifier(x)
-
 
 # %% ../../nbs/06_lavt.ipynb #rf000002
 class RefineHead(nn.Module):
@@ -154,7 +138,6 @@ class RefineHead(nn.Module):
         x = torch.cat([up, images.to(up.dtype)], 1).contiguous(memory_format=torch.channels_last)
         return up + self.out(self.body(x)).contiguous()
 
-
 # %% ../../nbs/06_lavt.ipynb #b924c9ae
 @dataclass
 class LavtOutputs:
@@ -168,13 +151,11 @@ class LavtOutputs:
     mg_logits: torch.Tensor | None = None  # (B,T,V)
     mg_targets: torch.Tensor | None = None  # (B,T), -100 where not masked
 
-
 # %% ../../nbs/06_lavt.ipynb #502acd89
 def dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     "Soft Dice per sample, averaged: prob, target (B,H,W) in [0,1]."
     inter = (prob * target).flatten(1).sum(1)
     return (1 - (2 * inter + eps) / (prob.flatten(1).sum(1) + target.flatten(1).sum(1) + eps)).mean()
-
 
 # %% ../../nbs/06_lavt.ipynb #1be6835a
 def seg_loss(logits: torch.Tensor, target: torch.Tensor, lc) -> torch.Tensor:
@@ -187,7 +168,6 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, lc) -> torch.Tensor:
     if lc.loss == "dice_bce":  # ours: unweighted 2-class CE ≡ BCE on the softmax foreground probability
         return dice_loss(logits.softmax(1)[:, 1], target.float()) + F.cross_entropy(logits, target.long())
     raise ValueError(f"model.lavt.loss={lc.loss!r}: expected 'ce', 'dice' or 'dice_bce'")
-
 
 # %% ../../nbs/06_lavt.ipynb #00e5955b
 class LAVT(nn.Module):
@@ -232,14 +212,12 @@ class LAVT(nn.Module):
             for i, s in enumerate(sizes)
         ]
 
-
 # %% ../../nbs/06_lavt.ipynb #c06mg001
 @patch
 def attach_mg(self: LAVT, cfg: Config) -> None:
     """Add Mask Grounding's head (`model.mg.enabled`): the next notebook, 07_mask_grounding, registers the part that
     builds it."""
     model_part("mask_grounding")(self, cfg)
-
 
 # %% ../../nbs/06_lavt.ipynb #7a7111be
 @patch
@@ -268,7 +246,6 @@ def encode(
             x = (v + self.gates[i](r) * r).transpose(1, 2).reshape(B, C, h, w)
         outs.append(self.norms[i](r).transpose(1, 2).reshape(B, C, h, w))
     return outs, visual
-
 
 # %% ../../nbs/06_lavt.ipynb #22811f9c
 @patch
@@ -309,7 +286,6 @@ def param_groups(self: LAVT, cfg: Config) -> list[dict]:
     "LAVT's groups (`lavt_param_groups`)."
     return lavt_param_groups(self, cfg)
 
-
 # %% ../../nbs/06_lavt.ipynb #ab5da098
 def lavt_param_groups(model: LAVT, cfg: Config) -> list[dict]:
     """LAVT's groups: backbone+PWAM (no decay on norms/pos tables), decoder (+ refine head), trainable text layers
@@ -346,7 +322,6 @@ def lavt_param_groups(model: LAVT, cfg: Config) -> list[dict]:
             dict(name="mg", params=[p for p in model.mg.parameters() if p.requires_grad], lr=lr, weight_decay=wd)
         )
     return [g for g in groups if g["params"]]
-
 
 # %% ../../nbs/06_lavt.ipynb #4cc10f71
 @register_model("lavt", LAVT, takes_image_index=True)
