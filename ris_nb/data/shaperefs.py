@@ -207,7 +207,7 @@ class Obj:
     def name(self) -> str:
         return f"{self.size} {self.color} {self.shape}"
 
-
+# %% ../../nbs/02_shaperefs.ipynb #a46e5171
 def _pick_attrs(rng: np.random.Generator, objs: list[Obj], held_out: bool, first: bool) -> tuple[str, str, str]:
     if held_out and first:
         color, shape = HELD_OUT[rng.integers(len(HELD_OUT))]
@@ -260,7 +260,7 @@ def _one_piece(f: np.ndarray) -> bool:
         and (np.maximum(first[1:], first[:-1]) <= np.minimum(last[1:], last[:-1])).all()
     )
 
-
+# %% ../../nbs/02_shaperefs.ipynb #68cb0392
 def _cuts_hole(o: Obj, full: np.ndarray, win: tuple[slice, slice], halo: np.ndarray) -> bool:
     "Whether covering `full` (inside `win`; `halo` its dilation there) leaves a hole in the visible part of `o`."
     v = o.vis[win]
@@ -396,7 +396,7 @@ def _nps(objs: list[Obj]) -> list[tuple[str, frozenset]]:
                 out[text] = frozenset(i for i, p in enumerate(objs) if pred(p))
     return list(out.items())
 
-
+# %% ../../nbs/02_shaperefs.ipynb #46b29bdf
 _LOC = {
     "left": (0, -1, ["the leftmost {np}", "the {np} furthest to the left"]),
     "right": (0, 1, ["the rightmost {np}", "the {np} furthest to the right"]),
@@ -449,7 +449,7 @@ def _add_positions(out: dict, nps: list, cen: list, target: int, gap: float) -> 
                     ):
                         out["ordinal"].append(("ord", text, word, side))
 
-
+# %% ../../nbs/02_shaperefs.ipynb #c6830675
 def _add_relations(out: dict, nps: list, cen: list, target: int, margin: float, gap: float) -> None:
     """Append to `out` the relation meanings: a unique landmark b, a phrase a denoting >= 2 objects (target included,
     landmark excluded)."""
@@ -565,9 +565,9 @@ RICH_EXPR_TYPES = EXPR_TYPES + ["chain"]
 
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c004
 def relational_landmarks(objs: list[Obj], size: int = 128) -> list[tuple[int, str, str, str, int]]:
-    """(y, b, relation, c, c's index): "the b <relation> the c" picks out `objs[y]` alone, where c (its shortest unique
-    noun phrase) denotes one object and the noun phrase b at least two besides c — landmarks that need a relation to be
-    named."""
+    """(y, b, relation, c, c's index): "the b <relation> the c" picks out `objs[y]` alone, where c (its shortest
+    unique noun phrase) denotes one object and the noun phrase b at least two besides c — landmarks that need a
+    relation to be named."""
     s = size / 128
     gap, margin = 6 * s, REL_MARGIN * s
     cen, nps = [o.centroid() for o in objs], _nps(objs)
@@ -586,7 +586,7 @@ def relational_landmarks(objs: list[Obj], size: int = 128) -> list[tuple[int, st
                 ]
     return out
 
-
+# %% ../../nbs/02_shaperefs.ipynb #d1a0c00c
 def chain_meanings(objs: list[Obj], target: int, landmarks: list[tuple], size: int = 128) -> list[tuple]:
     """('chain', a, relation, b, relation2, c): the a <relation> the (b <relation2> the c) denotes exactly
     `objs[target]`; `landmarks` from `relational_landmarks`."""
