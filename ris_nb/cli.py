@@ -418,7 +418,7 @@ def _add_check_data(sub) -> None:
 
 
 def _run_check_data(args) -> None:
-    from ris_nb.data.checks import QUICK_SAMPLE, check_layout, format_layout
+    from ris_nb.data.layout import QUICK_SAMPLE, check_layout, format_layout
 
     dataset, split_by, image_root, splits = args.dataset, args.split_by, args.image_root, args.splits
     if args.preset:

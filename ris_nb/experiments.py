@@ -1110,7 +1110,8 @@ def row_metric(row: Row) -> str:
     return "mIoU" if get_preset(row.preset).data.weak else "oIoU"
 
 # %% ../nbs/16_experiments.ipynb #main0005
-from .data.shaperefs import COLORS, LEXICON, SHAPES, SIZES
+from .data.shaperefs import COLORS, SHAPES, SIZES
+from .data.words import LEXICON
 
 _CANONICAL = {w: c for c, ws in LEXICON.items() for w in ws}  # surface word -> canonical word
 _KIND = {**{c: "color" for c in COLORS}, **{s: "size" for s in SIZES}, **{s: "shape" for s in SHAPES}}

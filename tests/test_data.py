@@ -18,6 +18,7 @@ from ris_nb.core import get_preset, special_token_ids
 from ris_nb.data import refer as R
 from ris_nb.io import UnsafePickleError
 from ris_nb.data import shaperefs as S
+from ris_nb.data import words as W
 from ris_nb.data import transforms as T
 from conftest import copy_data
 
@@ -565,7 +566,7 @@ class Scene:
 
 
 # The rich language, rewritten into the plain one: surface words back to their canonical word, then phrasings.
-_CANONICAL_WORD = {w: c for c, ws in S.LEXICON.items() for w in ws} | {"an": "a"}
+_CANONICAL_WORD = {w: c for c, ws in W.LEXICON.items() for w in ws} | {"an": "a"}
 _REWRITES = [
     (r" in the (?:image|picture)$", ""),
     (r"^the only ", "the "),
@@ -699,9 +700,9 @@ def test_shaperefs_expressions_unique(shaperefs_root):
         sc = scenes.setdefault(r["image_id"], Scene(ref, r["image_id"]))
         for s in r["sentences"]:
             assert (
-                s["raw"].lower() == s["sent"] and s["tokens"] == s["sent"].split() and len(s["tokens"]) <= S.MAX_WORDS
+                s["raw"].lower() == s["sent"] and s["tokens"] == s["sent"].split() and len(s["tokens"]) <= W.MAX_WORDS
             )
-            assert ("rare" in s) == rich and (not rich or s["rare"] == bool(set(s["tokens"]) & S.RARE_WORDS))
+            assert ("rare" in s) == rich and (not rich or s["rare"] == bool(set(s["tokens"]) & W.RARE_WORDS))
             typ, den = evaluate(sc, s["sent"])
             assert typ == s["type"], (s["sent"], typ, s["type"])
             assert den == {r["ann_id"]}, (r["ref_id"], s["sent"], den, r["ann_id"])
@@ -724,13 +725,13 @@ def test_appearance_language_has_no_position_order_relation_or_negation_word(sha
     alone."""
     app = shaperefs_data(300, 3, 64, "appearance")
     other = (
-        _words_of({k: v for k, v in S.RICH_TEMPLATES.items() if k != "np"})
-        | _words_of(S.REL_PHRASES)
-        | _words_of(S.CONNECTORS)
+        _words_of({k: v for k, v in W.RICH_TEMPLATES.items() if k != "np"})
+        | _words_of(W.REL_PHRASES)
+        | _words_of(W.CONNECTORS)
         | set(S._ORD)
         | {"left", "right", "top", "bottom", "not", "closest", "nearest"}
     )
-    other -= _words_of(S.APPEARANCE_TEMPLATES) | {w for ws in S.LEXICON.values() for w in ws}
+    other -= _words_of(W.APPEARANCE_TEMPLATES) | {w for ws in W.LEXICON.values() for w in ws}
     assert {"leftmost", "above", "second", "not", "west", "nearest"} <= other
     ref = R.Refer(app, "shaperefs", "shaperefs")
     sents = [(r, s) for r in ref.refs.values() for s in r["sentences"]]

@@ -12,7 +12,7 @@ import pytest
 from pycocotools.coco import COCO
 from PIL import Image
 
-from ris_nb.data import checks as C
+from ris_nb.data import layout
 from ris_nb.data import refer as R
 from ris_nb.data import shaperefs as S
 
@@ -157,7 +157,7 @@ def fake_root(sr_root, tmp_path):
 
 def test_check_layout_names_what_is_missing(fake_root):
     root, gone = fake_root
-    by = {(r.dataset, r.split_by): r for r in C.check_layout(root)}
+    by = {(r.dataset, r.split_by): r for r in layout.check_layout(root)}
     sr, unc, google = by[("shaperefs", "shaperefs")], by[("refcoco", "unc")], by[("refcoco", "google")]
     assert sr.ok and sr.required and "magnet_tiny" in sr.needed_by
     assert unc.required and "magnet_paper" in unc.needed_by and not unc.ok and not unc.missing
@@ -172,7 +172,7 @@ def test_check_layout_names_what_is_missing(fake_root):
         "not valid JSON" in u for u in umd.unreadable
     )
     assert not os.path.exists("/tmp/ris_nb_layout_pwned")
-    text = C.format_layout(list(by.values()))
+    text = layout.format_layout(list(by.values()))
     assert "[MISSING] refcoco / unc" in text and gone[0] in text and "refs(google).p" in text
 
 

@@ -5,41 +5,31 @@
 # %% ../../nbs/02_shaperefs.ipynb #c635f4da
 from __future__ import annotations
 
-import functools
-import io
 import itertools
-import json
-import os
-import pickle
 import shutil
-import struct
 import time
-import warnings
-import zlib
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-from PIL import Image
 import pycocotools.mask as mask_utils
 
 import shapely
 
-# files written whole, read safely: appendix 92
-from ..io import remove_stale_temps, safe_load_pickle, write_atomic
+# the words of the rich and appearance languages: appendix 98
+from .words import _n_words, appearance_sentence, canonical_sentence, is_rare, rich_sentence
+
+# the files of a folder, written whole and read back: appendix 92a
+from .shaperefs_files import _make_all, _write_folder, _write_refer, png_bytes, shaperefs_settings
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
-           'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'ZIPF_S', 'MAX_WORDS', 'LEXICON',
-           'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS', 'APPEARANCE_TEMPLATES',
-           'MAX_SIZE', 'MAX_IMAGES', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole',
-           'polygons_to_mask', 'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions',
-           'pick_sentences', 'zipf_weights', 'canonical_sentence', 'rich_sentence', 'relational_landmarks',
-           'chain_meanings', 'word_shares', 'is_rare', 'appearance_meanings', 'appearance_sentence', 'appearance_picks',
-           'rich_candidates', 'ref_sentences', 'png_bytes', 'make_image', 'generate', 'shaperefs_settings',
-           'ensure_shaperefs', 'read_refs', 'shaperefs_data']
+           'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'MAX_SIZE', 'MAX_IMAGES', 'shape_mask',
+           'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj', 'make_scene',
+           'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences', 'relational_landmarks',
+           'chain_meanings', 'appearance_meanings', 'appearance_picks', 'rich_candidates', 'ref_sentences',
+           'make_image', 'generate', 'ensure_shaperefs', 'shaperefs_data']
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -217,7 +207,7 @@ class Obj:
     def name(self) -> str:
         return f"{self.size} {self.color} {self.shape}"
 
-
+# %% ../../nbs/02_shaperefs.ipynb #a46e5171
 def _pick_attrs(rng: np.random.Generator, objs: list[Obj], held_out: bool, first: bool) -> tuple[str, str, str]:
     if held_out and first:
         color, shape = HELD_OUT[rng.integers(len(HELD_OUT))]
@@ -270,7 +260,7 @@ def _one_piece(f: np.ndarray) -> bool:
         and (np.maximum(first[1:], first[:-1]) <= np.minimum(last[1:], last[:-1])).all()
     )
 
-
+# %% ../../nbs/02_shaperefs.ipynb #68cb0392
 def _cuts_hole(o: Obj, full: np.ndarray, win: tuple[slice, slice], halo: np.ndarray) -> bool:
     "Whether covering `full` (inside `win`; `halo` its dilation there) leaves a hole in the visible part of `o`."
     v = o.vis[win]
@@ -406,7 +396,7 @@ def _nps(objs: list[Obj]) -> list[tuple[str, frozenset]]:
                 out[text] = frozenset(i for i, p in enumerate(objs) if pred(p))
     return list(out.items())
 
-
+# %% ../../nbs/02_shaperefs.ipynb #46b29bdf
 _LOC = {
     "left": (0, -1, ["the leftmost {np}", "the {np} furthest to the left"]),
     "right": (0, 1, ["the rightmost {np}", "the {np} furthest to the right"]),
@@ -459,7 +449,7 @@ def _add_positions(out: dict, nps: list, cen: list, target: int, gap: float) -> 
                     ):
                         out["ordinal"].append(("ord", text, word, side))
 
-
+# %% ../../nbs/02_shaperefs.ipynb #c6830675
 def _add_relations(out: dict, nps: list, cen: list, target: int, margin: float, gap: float) -> None:
     """Append to `out` the relation meanings: a unique landmark b, a phrase a denoting >= 2 objects (target included,
     landmark excluded)."""
@@ -549,10 +539,6 @@ def candidate_expressions(objs: list[Obj], target: int, size: int = 128) -> dict
 _TYPE_WEIGHT = {"attribute": 0.5, "location": 1.0, "relation": 1.2, "ordinal": 1.0, "negation": 1.0}
 
 
-def _n_words(text: str) -> int:
-    return len(text.split())
-
-
 def pick_sentences(
     cands: dict[str, list], rng: np.random.Generator, weights: dict[str, float] = _TYPE_WEIGHT, length=_n_words
 ) -> list[tuple[str, Any]]:
@@ -576,169 +562,12 @@ def pick_sentences(
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c002
 LANGUAGES = ["plain", "appearance", "rich"]  # the analogues of RefCOCO, RefCOCO+, G-Ref
 RICH_EXPR_TYPES = EXPR_TYPES + ["chain"]
-ZIPF_S = 1.5  # ours: the k-th option of a list is drawn with probability ∝ k^-ZIPF_S
-MAX_WORDS = 18  # ours: the tiny presets keep 20 tokens including [CLS] and [SEP]
-LEXICON = {  # canonical word -> its surface words, most frequent first (the canonical word itself)
-    "red": ["red", "crimson", "scarlet", "ruby"],
-    "green": ["green", "emerald", "jade", "verdant"],
-    "blue": ["blue", "azure", "cobalt", "sapphire"],
-    "yellow": ["yellow", "golden", "lemon", "canary"],
-    "purple": ["purple", "violet", "plum", "amethyst"],
-    "orange": ["orange", "amber", "tangerine", "apricot"],
-    "circle": ["circle", "disc", "dot", "orb"],
-    "square": ["square", "box", "block", "tile"],
-    "triangle": ["triangle", "wedge", "pyramid", "trigon"],
-    "diamond": ["diamond", "rhombus", "lozenge", "rhomb"],
-    "star": ["star", "pentagram", "starburst"],
-    "hexagon": ["hexagon", "hex", "honeycomb"],
-    "object": ["object", "shape", "thing", "item", "piece"],
-    "small": ["small", "little", "tiny", "mini", "wee"],
-    "large": ["large", "big", "huge", "giant", "massive"],
-}
-REL_PHRASES = {  # relation -> its phrasings, most frequent first
-    "left": ["to the left of", "left of", "on the left of", "on the left side of", "west of"],
-    "right": ["to the right of", "right of", "on the right of", "on the right side of", "east of"],
-    "above": ["above", "over", "higher than", "north of"],
-    "below": ["below", "under", "beneath", "underneath", "lower than", "south of"],
-    "closest": ["closest to", "nearest to", "nearest", "next to"],
-}
-RICH_TEMPLATES = {  # kind of meaning -> its templates, most frequent first
-    "np": ["the {np}", "the only {np}", "the {np} in the image", "the {np} in the picture"],
-    "loc_left": [
-        "the leftmost {np}",
-        "the {np} furthest to the left",
-        "the {np} on the far left",
-        "the westernmost {np}",
-    ],
-    "loc_right": [
-        "the rightmost {np}",
-        "the {np} furthest to the right",
-        "the {np} on the far right",
-        "the easternmost {np}",
-    ],
-    "loc_top": [
-        "the topmost {np}",
-        "the highest {np}",
-        "the uppermost {np}",
-        "the {np} at the very top",
-        "the northernmost {np}",
-    ],
-    "loc_bottom": [
-        "the bottommost {np}",
-        "the lowest {np}",
-        "the lowermost {np}",
-        "the {np} at the very bottom",
-        "the southernmost {np}",
-    ],
-    "ord": [
-        "the {ord} {np} from the {side}",
-        "the {ord} {np} counting from the {side}",
-        "the {np} that is {ord} from the {side}",
-    ],
-    "rel": ["the {a} {rel} the {b}"],
-    "not_color": [
-        "the {x} that is not {y}",
-        "the {x} which is not {y}",
-        "the only {x} that is not {y}",
-        "the {x} that is not {y} in colour",
-    ],
-    "not_size": ["the {x} that is not {y}", "the {x} which is not {y}", "the only {x} that is not {y}"],
-    "not_shape": [
-        "the {x} {object} that is not {y}",
-        "the {x} {object} which is not {y}",
-        "the only {x} {object} that is not {y}",
-    ],
-    "chain": ["the {a} {rel} the {b} {conn} {rel2} the {c}"],
-}
-CONNECTORS = ["that is", "which is", "sitting"]
-
-# %% ../../nbs/02_shaperefs.ipynb #d1a0c003
-def zipf_weights(n: int) -> np.ndarray:
-    "Probabilities (n,) of ranks 1..n, ∝ k^-ZIPF_S."
-    w = 1.0 / np.arange(1, n + 1) ** ZIPF_S
-    return w / w.sum()
-
-
-@functools.lru_cache
-def _zipf_cdf(n: int) -> np.ndarray:
-    return np.cumsum(zipf_weights(n))
-
-
-def _zipf_draw(options: list[str], rng: np.random.Generator) -> str:
-    "One of `options`, drawn with `zipf_weights`."
-    i = int(np.searchsorted(_zipf_cdf(len(options)), rng.random(), side="right"))
-    return options[min(i, len(options) - 1)]
-
-
-def _first(options: list[str], rng=None) -> str:
-    return options[0]
-
-
-def _shortest(options: list[str], rng=None) -> str:
-    return min(options, key=_n_words)
-
-
-def _words(text: str, draw, rng) -> str:
-    "Canonical words of `text` replaced by surface words of `LEXICON` (others kept)."
-    return " ".join(draw(LEXICON.get(w, [w]), rng) for w in text.split())
-
-
-def _with_article(word: str) -> str:
-    return ("an " if word[0] in "aeiou" else "a ") + word
-
-# %% ../../nbs/02_shaperefs.ipynb #7256a44f
-def _slots(m: tuple, draw, rng) -> dict[str, str]:
-    "The template slots of meaning `m`, each filled with `draw` (tuples of `expression_meanings` and `chain_meanings`)."
-    kind, w = m[0], lambda t: _words(t, draw, rng)
-    if kind in ("np", "loc"):
-        return dict(np=w(m[1]))
-    if kind == "ord":
-        return dict(np=w(m[1]), ord=m[2], side=m[3])
-    if kind == "rel":
-        return dict(a=w(m[1]), rel=draw(REL_PHRASES[m[2]], rng), b=w(m[3]))
-    if kind == "chain":
-        return dict(
-            a=w(m[1]),
-            rel=draw(REL_PHRASES[m[2]], rng),
-            b=w(m[3]),
-            conn=draw(CONNECTORS, rng),
-            rel2=draw(REL_PHRASES[m[4]], rng),
-            c=w(m[5]),
-        )
-    if kind == "not_shape":
-        return dict(x=w(m[1]), object=w("object"), y=_with_article(w(m[2])))
-    return dict(x=w(m[1]), y=w(m[2]))
-
-
-def _templates(m: tuple) -> list[str]:
-    return RICH_TEMPLATES[f"loc_{m[2]}" if m[0] == "loc" else m[0]]
-
-
-def _render(m: tuple, draw, rng=None) -> str:
-    "Meaning `m` in words: template and every word chosen by `draw(options, rng)`."
-    t = draw(_templates(m), rng)
-    return t.format(**_slots(m, draw, rng))
-
-
-def canonical_sentence(m: tuple) -> str:
-    "Meaning `m` with the first (most frequent) template, phrase and word everywhere."
-    return _render(m, _first)
-
-
-def rich_sentence(m: tuple, rng: np.random.Generator, tries: int = 8) -> str:
-    """Meaning `m` with Zipf-drawn templates, phrases and words, at most `MAX_WORDS` words (the shortest choices
-    after `tries` longer draws)."""
-    for _ in range(tries):
-        text = _render(m, _zipf_draw, rng)
-        if _n_words(text) <= MAX_WORDS:
-            return text
-    return _render(m, _shortest)
 
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c004
 def relational_landmarks(objs: list[Obj], size: int = 128) -> list[tuple[int, str, str, str, int]]:
-    """(y, b, relation, c, c's index): "the b <relation> the c" picks out `objs[y]` alone, where c (its shortest unique
-    noun phrase) denotes one object and the noun phrase b at least two besides c — landmarks that need a relation to be
-    named."""
+    """(y, b, relation, c, c's index): "the b <relation> the c" picks out `objs[y]` alone, where c (its shortest
+    unique noun phrase) denotes one object and the noun phrase b at least two besides c — landmarks that need a
+    relation to be named."""
     s = size / 128
     gap, margin = 6 * s, REL_MARGIN * s
     cen, nps = [o.centroid() for o in objs], _nps(objs)
@@ -757,7 +586,7 @@ def relational_landmarks(objs: list[Obj], size: int = 128) -> list[tuple[int, st
                 ]
     return out
 
-
+# %% ../../nbs/02_shaperefs.ipynb #d1a0c00c
 def chain_meanings(objs: list[Obj], target: int, landmarks: list[tuple], size: int = 128) -> list[tuple]:
     """('chain', a, relation, b, relation2, c): the a <relation> the (b <relation2> the c) denotes exactly
     `objs[target]`; `landmarks` from `relational_landmarks`."""
@@ -779,56 +608,7 @@ def chain_meanings(objs: list[Obj], target: int, landmarks: list[tuple], size: i
         out += [("chain", atext, rel, btext, rel2, ctext) for atext, rel in fits[y]]
     return out
 
-# %% ../../nbs/02_shaperefs.ipynb #d1a0c005
-RARE_SHARE = 0.01  # ours: a word is rare when fewer than this share of the training sentences contain it
-# measured on `generate(n_images=3000, seed=0, size=64, language="rich")`'s training sentences (below)
-RARE_WORDS = frozenset(
-    {
-        "amethyst",
-        "an",
-        "at",
-        "colour",
-        "east",
-        "easternmost",
-        "lower",
-        "lowermost",
-        "massive",
-        "next",
-        "north",
-        "northernmost",
-        "sapphire",
-        "side",
-        "south",
-        "southernmost",
-        "underneath",
-        "uppermost",
-        "verdant",
-        "very",
-        "wee",
-        "west",
-        "westernmost",
-    }
-)
-
-
-def word_shares(sentences: list[list[str]]) -> dict[str, float]:
-    "Share of `sentences` (token lists) that contain each word (lower-cased), most frequent first."
-    counts = Counter(w for toks in sentences for w in {t.lower() for t in toks})
-    return {w: n / len(sentences) for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
-
-
-def is_rare(tokens: list[str]) -> bool:
-    "Whether a sentence (its tokens) contains a word of `RARE_WORDS`."
-    return any(t.lower() in RARE_WORDS for t in tokens)
-
 # %% ../../nbs/02_shaperefs.ipynb #a9a0c002
-APPEARANCE_TEMPLATES = {  # ours: which attributes a template names -> its templates, most frequent first
-    "np": ["the {np}", "the only {np}", "the {np} in the image"],
-    "size_after": ["the {np} that is {size}", "the {np} which is {size}"],
-    "color_after": ["the {np} that is {color}", "the {np} in {color}", "the {np} coloured {color}"],
-}
-
-
 def appearance_meanings(objs: list[Obj], target: int) -> list[tuple]:
     """('app', size | None, colour | None, shape | None) for every non-empty subset of the target's attributes that
     denotes it alone."""
@@ -844,24 +624,6 @@ def appearance_meanings(objs: list[Obj], target: int) -> list[tuple]:
         if [i for i, o in enumerate(objs) if fits(o)] == [target]:
             out.append(("app", *want))
     return out
-
-
-def appearance_sentence(m: tuple, rng: np.random.Generator) -> str:
-    """Meaning `m` of `appearance_meanings` in words: a template (one attribute may follow the noun) and Zipf-drawn
-    synonyms."""
-    _, size, color, shape = m
-    kinds = (
-        ["np"]
-        + (["size_after"] if size and (color or shape) else [])
-        + (["color_after"] if color and (size or shape) else [])
-    )
-    kind = kinds[rng.integers(len(kinds))]
-    after = {"size_after": "size", "color_after": "color"}.get(kind)
-    head = [w for k, w in (("size", size), ("color", color)) if w and k != after] + [shape or "object"]
-    fill = dict(np=_words(" ".join(head), _zipf_draw, rng))
-    if after:
-        fill[after] = _words(size if after == "size" else color, _zipf_draw, rng)
-    return _zipf_draw(APPEARANCE_TEMPLATES[kind], rng).format(**fill)
 
 
 def appearance_picks(objs: list[Obj], target: int, rng: np.random.Generator, tries: int = 12) -> list[tuple[str, str]]:
@@ -920,29 +682,6 @@ def ref_sentences(
     return out
 
 # %% ../../nbs/02_shaperefs.ipynb #97f2b685
-def _deflate(data: bytes, level: int) -> bytes:
-    z = zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
-    return z.compress(data) + z.flush()
-
-
-def png_bytes(img: np.ndarray, level: int = 1) -> bytes:
-    """Minimal RGB PNG (no metadata, filter 0, deflate at `level` with the run-length strategy) of `img` (h,w,3)
-    uint8: deterministic and fast."""
-    h, w, _ = img.shape
-    raw = np.zeros((h, 1 + 3 * w), np.uint8)
-    raw[:, 1:] = img.reshape(h, -1)
-
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", _deflate(raw.tobytes(), level))
-        + chunk(b"IEND", b"")
-    )
-
-
 def _bbox(polygons: list[list[float]]) -> list[float]:
     "[x, y, w, h] of the pixels that pixel-edge `polygons` enclose (COCO's box of the rasterised mask)."
     xs = [v for p in polygons for v in p[0::2]]
@@ -994,50 +733,6 @@ def _is_shaperefs_dir(p: Path) -> bool:
 def _make(args):
     return make_image(*args)
 
-# %% ../../nbs/02_shaperefs.ipynb #e17def04
-def _number(results, splits: list[str], size: int, image_dir: Path, bar) -> tuple[list, list, list, int]:
-    """Write each image's PNG and number images, annotations, refs and sentences from 1 in order -> (images,
-    annotations, refs, n_sentences)."""
-    images, annotations, refs = [], [], []
-    n_sent = 0
-    for i, (png, anns, rrefs) in enumerate(results):
-        image_id, fname = i + 1, f"{i + 1:06d}.png"
-        (image_dir / fname).write_bytes(png)
-        images.append(
-            dict(
-                id=image_id,
-                file_name=fname,
-                height=size,
-                width=size,
-                license=0,
-                coco_url="",
-                flickr_url="",
-                date_captured="",
-                split=splits[i],
-            )
-        )
-        first_ann = len(annotations) + 1
-        for a in anns:
-            annotations.append(dict(id=len(annotations) + 1, image_id=image_id, **a))
-        for r in rrefs:
-            ref_id, ann_id = len(refs) + 1, first_ann + r["ann"]
-            sents = [dict(sent_id=n_sent + j + 1, **s) for j, s in enumerate(r["sentences"])]
-            n_sent += len(sents)
-            refs.append(
-                dict(
-                    ref_id=ref_id,
-                    ann_id=ann_id,
-                    image_id=image_id,
-                    category_id=annotations[ann_id - 1]["category_id"],
-                    split=splits[i],
-                    sent_ids=[s["sent_id"] for s in sents],
-                    sentences=sents,
-                    file_name=f"{i + 1:06d}_{ref_id}.png",
-                )
-            )
-        bar.update(1)
-    return images, annotations, refs, n_sent
-
 # %% ../../nbs/02_shaperefs.ipynb #652720af
 # ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
 MAX_SIZE = 1024
@@ -1058,83 +753,23 @@ def _check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], l
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
 
-# %% ../../nbs/02_shaperefs.ipynb #a7823928
-def _make_all(jobs: list, workers: int, splits: list[str], size: int, image_dir: Path, verbose: bool) -> tuple:
-    """Draw every scene (in `workers` processes), save its image and number it: `_number`'s (images, annotations,
-    refs, n_sent)."""
-    n_images = len(jobs)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=n_images, desc="ShapeRefs", unit="img", disable=not verbose or n_images < 500)
-    if workers > 1:
-        import multiprocessing as mp
-
-        pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers)
-        results = pool.imap(_make, jobs, chunksize=16)
-    else:
-        pool, results = None, map(_make, jobs)
-    try:
-        return _number(results, splits, size, image_dir, bar)
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
-
-
-def _write_refer(
-    tmp: Path,
-    images: list,
-    annotations: list,
-    refs: list,
-    splits: list[str],
-    seed: int,
-    n_images: int,
-    size: int,
-    n_objects: tuple[int, int],
-    language: str,
-) -> dict:
-    "Write instances.json, refs(shaperefs).p and meta.json into `tmp`; return the per-split counts."
-    cats = [dict(id=k + 1, name=s, supercategory="shape") for k, s in enumerate(SHAPES)]
-    inst = dict(
-        images=images,
-        annotations=annotations,
-        categories=cats,
-        info=dict(description="ShapeRefs (ris_nb synthetic referring dataset)", version="1"),
-    )
-    (tmp / "instances.json").write_text(json.dumps(inst, sort_keys=True, separators=(",", ":")), encoding="utf-8")
-    (tmp / "refs(shaperefs).p").write_bytes(pickle.dumps(refs, protocol=2))
-    summary = {
-        sp: dict(
-            images=splits.count(sp),
-            refs=sum(r["split"] == sp for r in refs),
-            sentences=sum(len(r["sentences"]) for r in refs if r["split"] == sp),
-        )
-        for sp in SPLIT_FRACTIONS
-    }
-    meta = dict(
-        generator="ris_nb.data.shaperefs",
-        version=2,
-        segmentation="polygons",
-        seed=seed,
-        n_images=n_images,
-        size=size,
-        n_objects=list(n_objects),
-        splits=summary,
-    )
-    # absent: plain (datasets made before the option are plain)
+# %% ../../nbs/02_shaperefs.ipynb #ea151396
+def _meta(seed: int, n_images: int, size: int, n_objects: tuple[int, int], language: str) -> dict:
+    "The settings `meta.json` records (`language` absent when plain: datasets made before the option are plain)."
+    meta = dict(generator="ris_nb.data.shaperefs", version=2, segmentation="polygons", seed=seed, n_images=n_images)
+    meta.update(size=size, n_objects=list(n_objects))
     if language != "plain":
         meta["language"] = language
-    (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1), encoding="utf-8")
-    return summary
+    return meta
 
-# %% ../../nbs/02_shaperefs.ipynb #c02w0001
-def _write_folder(out_dir: Path, write: Callable[[Path], Any]) -> None:
-    """Call `write(tmp)` on a temporary sibling of `out_dir`, renamed over it only when complete; stale temporaries
-    are removed first."""
-    for p in remove_stale_temps(out_dir):
-        warnings.warn(f"removed {p}, left by an interrupted run")
-    write_atomic(out_dir, write)
+
+def _summary_line(res: dict) -> str:
+    "What `generate` prints: totals, time and folder, then each split's counts."
+    lang = f" ({res['language']} language)" if res["language"] != "plain" else ""
+    return (
+        f"ShapeRefs{lang}: {res['images']} images, {res['refs']} refs, {res['sentences']} sentences in "
+        f"{res['seconds']:.1f}s → {res['path']}  "
+    ) + "  ".join(f"{k}: {v['images']} img/{v['refs']} refs/{v['sentences']} sents" for k, v in res["splits"].items())
 
 # %% ../../nbs/02_shaperefs.ipynb #ea151397
 def generate(
@@ -1162,56 +797,21 @@ def generate(
         (tmp / "images").mkdir(parents=True)
         splits = _split_of(n_images, seed)
         jobs = [(seed, i, splits[i], size, tuple(n_objects), language) for i in range(n_images)]
-        images, annotations, made["refs"], made["n_sent"] = _make_all(
-            jobs, workers, splits, size, tmp / "images", verbose
+        images, anns, made["refs"], made["n_sent"] = _make_all(
+            _make, jobs, workers, splits, size, tmp / "images", verbose
         )
-        made["summary"] = _write_refer(
-            tmp, images, annotations, made["refs"], splits, seed, n_images, size, n_objects, language
-        )
+        meta = _meta(seed, n_images, size, n_objects, language)
+        made["summary"] = _write_refer(tmp, images, anns, made["refs"], SHAPES, list(SPLIT_FRACTIONS), meta)
 
     _write_folder(out_dir, write)
-    secs, refs, n_sent, summary = time.perf_counter() - t0, made["refs"], made["n_sent"], made["summary"]
-    res = dict(
-        path=str(out_dir),
-        images=n_images,
-        refs=len(refs),
-        sentences=n_sent,
-        splits=summary,
-        seconds=secs,
-        language=language,
-    )
+    secs, refs = time.perf_counter() - t0, made["refs"]
+    res = dict(path=str(out_dir), images=n_images, refs=len(refs), sentences=made["n_sent"], splits=made["summary"])
+    res.update(seconds=secs, language=language)
     if verbose:
-        print(
-            (
-                f"ShapeRefs{' (' + language + ' language)' if language != 'plain' else ''}: {n_images} images, "
-                f"{len(refs)} refs, {n_sent} sentences in {secs:.1f}s → {out_dir}  "
-            )
-            + "  ".join(f"{k}: {v['images']} img/{v['refs']} refs/{v['sentences']} sents" for k, v in summary.items())
-        )
+        print(_summary_line(res))
     return res
 
 # %% ../../nbs/02_shaperefs.ipynb #e5a1b002
-def shaperefs_settings(folder: str | Path) -> dict:
-    """The settings (`n_images`, `seed`, `size`, `language`) a ShapeRefs `folder` was generated with, read from its
-    `meta.json`."""
-    meta = Path(folder) / "meta.json"
-    try:
-        m = json.loads(meta.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        m = f"not valid JSON ({e})"
-    if not isinstance(m, dict):
-        raise ValueError(
-            f"{meta}: {m if isinstance(m, str) else 'not a JSON object'}; expected the description `generate` "
-            f"writes: delete {folder} to generate it again"
-        )
-    return {
-        "n_images": m.get("n_images"),
-        "seed": m.get("seed"),
-        "size": m.get("size"),
-        "language": m.get("language", "plain"),
-    }
-
-
 def ensure_shaperefs(
     folder: str | Path, n_images: int = 3000, seed: int = 0, size: int = 64, language: str = "plain"
 ) -> Path:
@@ -1228,11 +828,6 @@ def ensure_shaperefs(
         return folder
     generate(folder, n_images=n_images, seed=seed, size=size, verbose=False, language=language)
     return folder
-
-# %% ../../nbs/02_shaperefs.ipynb #1df54651
-def read_refs(dataset_dir: str | Path) -> list[dict]:
-    "The refs of a generated ShapeRefs folder (`refs(shaperefs).p`), read without running any code from the file."
-    return safe_load_pickle(Path(dataset_dir) / "refs(shaperefs).p")
 
 # %% ../../nbs/02_shaperefs.ipynb #c02sd002
 _COURSE_DATA: dict[tuple, Path] = {}
