@@ -72,7 +72,9 @@ def test_no_hardening_in_the_course_path(nb):
 @pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
 def test_exported_cells_are_short(nb):
     long = [
-        (i, n) for i, c in enumerate(cells(nb)) if is_exported(c) and (n := len(src(c).splitlines())) > MAX_EXPORTED_LINES
+        (i, n)
+        for i, c in enumerate(cells(nb))
+        if is_exported(c) and (n := len(src(c).splitlines())) > MAX_EXPORTED_LINES
     ]
     assert not long, f"{nb.name}: exported cells over {MAX_EXPORTED_LINES} lines (cell index, lines): {long}"
 
