@@ -142,7 +142,7 @@ def _check_data_root(cfg, ckpt, data: str | None) -> None:
             f"is not here{where}; pass --data DIR (the data root, or the dataset folder itself)"
         )
 
-
+# %% ../nbs/15_cli.ipynb #49af237d
 def _run_eval(args) -> None:
     from ris_nb.data.transforms import make_dataloaders
     from ris_nb.evaluate import evaluate, write_report
@@ -220,7 +220,7 @@ def as_pil_image(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
         raise FileNotFoundError(f"image not found: {path}")
     return Image.fromarray(load_image(path, exif_transpose=True))  # upright as shown; 16-bit scaled, oversized refused
 
-
+# %% ../nbs/15_cli.ipynb #e2124fe9
 def predict_image(
     cfg, tok, model, image: str | Path | Image.Image | np.ndarray, text: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +265,7 @@ LOSSY_FORMATS = {"JPEG", "WEBP", "JPEG2000", "MPO"}  # a 0/255 mask saved in the
 def overlay_path(out: Path) -> Path:
     return out.with_name(out.stem + "_overlay.png")
 
-
+# %% ../nbs/15_cli.ipynb #82856019
 def check_mask_path(out: Path, image: Path | None = None) -> Path:
     """Refuse, before any work, a `predict --out` that is a folder, lossy, not writable, a link, or would replace
     `image`."""
@@ -416,7 +416,7 @@ def _add_check_data(sub) -> None:
     )
     p.set_defaults(func=_run_check_data)
 
-
+# %% ../nbs/15_cli.ipynb #29cd39ab
 def _run_check_data(args) -> None:
     from ris_nb.data.checks import QUICK_SAMPLE, check_layout, format_layout
 
@@ -480,7 +480,7 @@ def _add_pretrain_entities(sub) -> None:
     )
     p.set_defaults(func=_run_pretrain_entities)
 
-
+# %% ../nbs/15_cli.ipynb #d43273c8
 def _run_pretrain_entities(args) -> None:
     from ris_nb.core import get_preset
     from ris_nb.models.slots import entity_weights_name

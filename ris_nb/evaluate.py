@@ -12,6 +12,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from fastcore.basics import patch
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -66,29 +67,31 @@ class _ByImage(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.groups)
 
-    def __getitem__(self, g: int) -> list[dict]:
-        ds, base, items = self.ds, self.ds.base, self.groups[g]
-        image_id = items[0][1]["image_id"]
-        img, im, masks, out = ds.img_tf(base._image(image_id)), base.refer.imgs[image_id], {}, []
-        for i, r, s in items:
-            if r["ann_id"] not in masks:
-                m = base._mask(r["ann_id"]) if (ds.masks or ds.orig_masks) else None
-                masks[r["ann_id"]] = dict(
-                    mask=resize_mask(m, ds.size) if ds.masks else None,
-                    orig_mask=torch.from_numpy(np.ascontiguousarray(m)) if ds.orig_masks else None,
-                )
-            meta = dict(
-                ref_id=r["ref_id"],
-                sent_id=s["sent_id"],
-                ann_id=r["ann_id"],
-                image_id=image_id,
-                orig_size=(im["height"], im["width"]),
-                sentence=s[base.text_field],
-                expr_type=s.get("type"),
-                split=r["split"],
+# %% ../nbs/13_evaluation.ipynb #b3475228
+@patch
+def __getitem__(self: _ByImage, g: int) -> list[dict]:
+    ds, base, items = self.ds, self.ds.base, self.groups[g]
+    image_id = items[0][1]["image_id"]
+    img, im, masks, out = ds.img_tf(base._image(image_id)), base.refer.imgs[image_id], {}, []
+    for i, r, s in items:
+        if r["ann_id"] not in masks:
+            m = base._mask(r["ann_id"]) if (ds.masks or ds.orig_masks) else None
+            masks[r["ann_id"]] = dict(
+                mask=resize_mask(m, ds.size) if ds.masks else None,
+                orig_mask=torch.from_numpy(np.ascontiguousarray(m)) if ds.orig_masks else None,
             )
-            out.append(dict(index=i, image=img, meta=meta, **masks[r["ann_id"]]))
-        return out
+        meta = dict(
+            ref_id=r["ref_id"],
+            sent_id=s["sent_id"],
+            ann_id=r["ann_id"],
+            image_id=image_id,
+            orig_size=(im["height"], im["width"]),
+            sentence=s[base.text_field],
+            expr_type=s.get("type"),
+            split=r["split"],
+        )
+        out.append(dict(index=i, image=img, meta=meta, **masks[r["ann_id"]]))
+    return out
 
 
 def _as_is(x):
@@ -96,6 +99,28 @@ def _as_is(x):
     return x
 
 # %% ../nbs/13_evaluation.ipynb #72b911cb
+def _grouped_batch(items: list[dict], ds, coll) -> tuple[list[int], Batch, torch.Tensor]:
+    """(dataset indices, Batch, image_index) of `_ByImage` items: each image once in `images` (U,3,H,W),
+    `image_index` (B,) the row of each sentence's image."""
+    meta = {k: [it["meta"][k] for it in items] for k in META_KEYS}
+    ids, att = encode_text(coll.tokenizer, meta["sentence"], coll.max_tokens, coll.pad_to)
+    rows = {}  # image_id -> row among the batch's images
+    image_index = torch.tensor([rows.setdefault(i, len(rows)) for i in meta["image_id"]])
+    first = {r: k for k, r in reversed(list(enumerate(image_index.tolist())))}
+    return (
+        [it["index"] for it in items],
+        Batch(
+            images=torch.stack([items[first[r]]["image"] for r in range(len(rows))]),
+            input_ids=ids,
+            attention_mask=att,
+            masks=torch.stack([it["mask"] for it in items]) if ds.masks else None,
+            orig_masks=[it["orig_mask"] for it in items] if ds.orig_masks else None,
+            meta=meta,
+        ),
+        image_index,
+    )
+
+# %% ../nbs/13_evaluation.ipynb #f6ae5fea
 def _eval_batches(loader):
     """(dataset indices | None, Batch, image_index | None): image-grouped batches for a `RISDataset` loader — each image
     once in `images` (U,3,H,W), `image_index` (B,) the row of each sentence's image — else the loader's own batches."""
@@ -106,34 +131,14 @@ def _eval_batches(loader):
         return
     order = [i[0] if isinstance(i, tuple) else int(i) for i in loader.sampler]
     groups = DataLoader(_ByImage(ds, order), batch_size=None, num_workers=loader.num_workers, collate_fn=_as_is)
-
-    def emit(items):
-        meta = {k: [it["meta"][k] for it in items] for k in META_KEYS}
-        ids, att = encode_text(coll.tokenizer, meta["sentence"], coll.max_tokens, coll.pad_to)
-        rows = {}  # image_id -> row among the batch's images
-        image_index = torch.tensor([rows.setdefault(i, len(rows)) for i in meta["image_id"]])
-        first = {r: k for k, r in reversed(list(enumerate(image_index.tolist())))}
-        return (
-            [it["index"] for it in items],
-            Batch(
-                images=torch.stack([items[first[r]]["image"] for r in range(len(rows))]),
-                input_ids=ids,
-                attention_mask=att,
-                masks=torch.stack([it["mask"] for it in items]) if ds.masks else None,
-                orig_masks=[it["orig_mask"] for it in items] if ds.orig_masks else None,
-                meta=meta,
-            ),
-            image_index,
-        )
-
     buf = []
     for items in groups:
         buf += items
         while len(buf) >= loader.batch_size:
-            yield emit(buf[: loader.batch_size])
+            yield _grouped_batch(buf[: loader.batch_size], ds, coll)
             buf = buf[loader.batch_size :]
     if buf:
-        yield emit(buf)
+        yield _grouped_batch(buf, ds, coll)
 
 
 def _forward(model: nn.Module, batch, image_index: torch.Tensor | None, takes_index: bool):
@@ -165,6 +170,34 @@ def _reduce_groups(groups: defaultdict[str, RISMetrics]) -> dict[str, dict]:
     "Each named group's metrics over all ranks: the union of names seen (`names_over_ranks`), each group's sums added."
     return {n: reduce_across_ranks(groups[n]) for n in names_over_ranks(groups)}
 
+# %% ../nbs/13_evaluation.ipynb #1f62f77c
+def _update_metrics(overall: RISMetrics, by_type: dict, by_split: dict, batch, inter, union) -> list[str]:
+    "Add a batch's sentences to `overall` and, one update per group, to their type's and split's metrics; their types."
+    overall.update_iu(inter, union)
+    types = [t or "all" for t in batch.meta["expr_type"]]
+    for groups, keys in ((by_type, types), (by_split, batch.meta["split"])):
+        for key in set(keys):
+            idx = torch.tensor([k for k, x in enumerate(keys) if x == key])
+            groups[key].update_iu(inter[idx], union[idx])
+    return types
+
+
+def _sample_rows(index: list[int], batch, types: list[str], inter: torch.Tensor, union: torch.Tensor) -> list[dict]:
+    "One record per sentence of `batch`: its dataset index, ids, sentence, expression type, I, U and IoU."
+    return [
+        {
+            "index": index[k],
+            "ref_id": batch.meta["ref_id"][k],
+            "sent_id": batch.meta["sent_id"][k],
+            "sentence": batch.meta["sentence"][k],
+            "expr_type": types[k],
+            "I": i,
+            "U": u,
+            "IoU": iou,
+        }
+        for k, (i, u, iou) in enumerate(zip(inter.tolist(), union.tolist(), iou_from(inter, union).tolist()))
+    ]
+
 # %% ../nbs/13_evaluation.ipynb #61edc80c
 @torch.no_grad()
 def evaluate(
@@ -189,32 +222,10 @@ def evaluate(
             for index, batch, image_index in _eval_batches(loader):
                 batch = batch.to(device)
                 inter, union = _sample_iu(model, _forward(model, batch, image_index, takes_index), batch, protocol)
-                overall.update_iu(inter, union)
-                types = [t or "all" for t in batch.meta["expr_type"]]
-                # one update per group and batch
-                for groups, keys in ((by_type, types), (by_split, batch.meta["split"])):
-                    for key in set(keys):
-                        idx = torch.tensor([k for k, x in enumerate(keys) if x == key])
-                        groups[key].update_iu(inter[idx], union[idx])
-                # sentences (an image-grouped batch holds fewer images)
-                n = len(batch.input_ids)
+                types = _update_metrics(overall, by_type, by_split, batch, inter, union)
+                n = len(batch.input_ids)  # sentences (an image-grouped batch holds fewer images)
                 if keep_samples:
-                    index = index or list(range(seen, seen + n))
-                    samples += [
-                        {
-                            "index": index[k],
-                            "ref_id": batch.meta["ref_id"][k],
-                            "sent_id": batch.meta["sent_id"][k],
-                            "sentence": batch.meta["sentence"][k],
-                            "expr_type": types[k],
-                            "I": i,
-                            "U": u,
-                            "IoU": iou,
-                        }
-                        for k, (i, u, iou) in enumerate(
-                            zip(inter.tolist(), union.tolist(), iou_from(inter, union).tolist())
-                        )
-                    ]
+                    samples += _sample_rows(index or list(range(seen, seen + n)), batch, types, inter, union)
                 seen += n
                 bar.update(n)
     samples.sort(key=lambda r: r["index"])
@@ -283,14 +294,14 @@ def _row(name: str, r: dict) -> str:
     return "| " + name + " | " + " | ".join(f"{r[c]:.2f}" if c != "n" else str(r[c]) for c in _COLS) + " |"
 
 
-def report_markdown(results: dict[str, dict], cfg: Config, run_info: dict | None = None) -> str:
-    "Markdown report for `results` = {split: evaluate(...)}."
+def _report_header(results: dict[str, dict], cfg: Config, run_info: dict | None) -> list[str]:
+    "The report's title and its list of what was measured how: protocol, checkpoint choice, data, model, run info."
     run_info = run_info or {}
     weak = "image–text pairs only (masks never used in training)" if cfg.data.weak else "masks (fully supervised)"
     protocol = next(iter(results.values()))["protocol"]
     square = "GT resized to the network input with nearest"
     original = "prediction resized bilinearly to each image’s original size"
-    lines = [
+    return [
         f"# ris_nb evaluation — `{cfg.name}` on {cfg.data.dataset} ({cfg.data.split_by})",
         "",
         f"- **protocol**: `{protocol}` ({square if protocol == 'square' else original}); "
@@ -300,8 +311,12 @@ def report_markdown(results: dict[str, dict], cfg: Config, run_info: dict | None
         f"- **training data**: {cfg.data.dataset} {cfg.data.train_split} split only; supervision: {weak}",
         f"- **model**: {cfg.model.name} (vision {cfg.model.vision.backbone}, text {cfg.model.text.encoder}, "
         f"{cfg.data.image_size}px){', Mask Grounding on' if cfg.model.mg.enabled else ''}",
-    ]
-    lines += [f"- **{k}**: {v}" for k, v in run_info.items()]
+    ] + [f"- **{k}**: {v}" for k, v in run_info.items()]
+
+# %% ../nbs/13_evaluation.ipynb #00f63ecd
+def report_markdown(results: dict[str, dict], cfg: Config, run_info: dict | None = None) -> str:
+    "Markdown report for `results` = {split: evaluate(...)}."
+    lines = _report_header(results, cfg, run_info)
     lines += ["", "## Overall", "", "| split | " + " | ".join(_COLS) + " |", "|---" * (len(_COLS) + 1) + "|"]
     lines += [_row(s, r["overall"]) for s, r in results.items()]
     papers = [(s, paper_numbers(cfg, s)) for s in results]
@@ -397,7 +412,7 @@ def _cross_referent_iou(masks: list[np.ndarray], keys: list[tuple[int, int]]) ->
     ]
     return float(np.mean(per_img)) if per_img else float("nan")
 
-
+# %% ../nbs/13_evaluation.ipynb #d185f1e3
 def sentence_sensitivity(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
     """Does the mask follow the sentence? `cross_referent_iou` (1 = sentence ignored) beside the ground truth's, and
     `right_shape` (%): the referred shape has the best IoU with the prediction."""

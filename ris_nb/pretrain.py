@@ -77,7 +77,7 @@ def pretrain_config(cfg: EntityPretrainConfig) -> Config:
         )
     )
 
-
+# %% ../nbs/12a_entity_pretraining.ipynb #57e44105
 class EntityPretrainCB(Callback):
     """Entity pretraining's loss (λ_pos ramping with the step), parameters and lr schedule; object-discovery scores
     on `val` every `eval_every` steps into `.log`."""
@@ -195,7 +195,7 @@ def entity_config_from(items: list[str], **base) -> EntityPretrainConfig:
         raise ValueError(f"--set {', '.join(unknown)}: expected EntityPretrainConfig fields ({', '.join(known)})")
     return EntityPretrainConfig(**{**base, **pairs})
 
-
+# %% ../nbs/12a_entity_pretraining.ipynb #a739f322
 def cached_entity_weights(
     cfg: EntityPretrainConfig,
     folder: str | Path,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from fastcore.basics import patch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -108,19 +109,21 @@ class CAM(nn.Module):
             out.append(y.repeat_interleave(rep[0], 2).repeat_interleave(rep[1], 3) if rep else y)
         return out
 
-    def forward(
-        self, v: torch.Tensor, r: torch.Tensor, words: torch.Tensor, mask: torch.Tensor, trace: dict | None = None
-    ):
-        "Decoder feature (B,d,H,W) from Swin output `v` (B,d,H,W), PWAM output `r` (B,HW,d), words (B,N,t), mask (B,N)."
-        B, d, H, W = v.shape
-        ups = [
-            F.interpolate(z, size=(H, W), mode="bilinear", align_corners=True).flatten(2).transpose(1, 2)
-            for z in self.pyramid(v, words, mask)
-        ]
-        x = torch.cat(ups + [r], dim=-1)  # (B,HW,2d)
-        if trace is not None:
-            trace["mixer_in"] = x
-        return self.mixer(x).transpose(1, 2).reshape(B, d, H, W).contiguous()  # NCHW-contiguous, as released
+# %% ../../nbs/08_alignment.ipynb #dd25090d
+@patch
+def forward(
+    self: CAM, v: torch.Tensor, r: torch.Tensor, words: torch.Tensor, mask: torch.Tensor, trace: dict | None = None
+):
+    "Decoder feature (B,d,H,W) from Swin output `v` (B,d,H,W), PWAM output `r` (B,HW,d), words (B,N,t), mask (B,N)."
+    B, d, H, W = v.shape
+    ups = [
+        F.interpolate(z, size=(H, W), mode="bilinear", align_corners=True).flatten(2).transpose(1, 2)
+        for z in self.pyramid(v, words, mask)
+    ]
+    x = torch.cat(ups + [r], dim=-1)  # (B,HW,2d)
+    if trace is not None:
+        trace["mixer_in"] = x
+    return self.mixer(x).transpose(1, 2).reshape(B, d, H, W).contiguous()  # NCHW-contiguous, as released
 
 # %% ../../nbs/08_alignment.ipynb #dd9d6b87
 def _sample(idx: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:

@@ -64,7 +64,7 @@ def centre_sine_pos_2d(h: int, w: int, dim: int, device=None, temperature: float
     out = torch.cat(enc, 1)
     return F.pad(out, (0, dim - out.shape[1]))
 
-
+# %% ../../nbs/07_mask_grounding.ipynb #b6b1b1f4
 class MaskEncoder(nn.Module):
     """Mask (B,H,W) -> tokens (B,h*w,w) aligned with an (h,w) visual grid: area-pool to (p·h,p·w), then a p×p/p patch
     embedding."""

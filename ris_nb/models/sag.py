@@ -28,6 +28,11 @@ from ris_nb.models.encoders import (
     build_text_encoder,
     sine_pos_2d,
 )
+
+# %% auto #0
+__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'relevance_grid', 'upsample_minmax', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder', 'SaG', 'entity_pretrain_config', 'entity_overrides', 'entity_weights_file', 'load_entities', 'build_sag', 'batch_partners', 'own_image_copies', 'c3_in_image_loss']
+
+# %% ../../nbs/11_sag.ipynb #22e02bed
 from ris_nb.models.slots import (
     BroadcastDecoder,
     EntityDiscovery,
@@ -49,9 +54,6 @@ from ris_nb.models.slots import (
     EntityPretrainConfig,
     entity_weights_name,
 )
-
-# %% auto #0
-__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'relevance_grid', 'upsample_minmax', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder', 'SaG', 'entity_pretrain_config', 'entity_overrides', 'entity_weights_file', 'load_entities', 'build_sag', 'batch_partners', 'own_image_copies', 'c3_in_image_loss']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5  # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
@@ -112,7 +114,7 @@ def build_text(cfg: Config) -> TextEncoder:
     )
     return TextEncoder(bert, None).freeze_(t.trainable_layers, t.train_embeddings)
 
-
+# %% ../../nbs/11_sag.ipynb #ada928c6
 class TextCLS(nn.Module):
     """Sentence embedding t = Linear(last-layer [CLS]) (`pool='cls'`, official) or Linear(masked token mean)
     (`'mean'`, ours): input_ids, attention_mask (B,T) → (B,D)."""
@@ -145,17 +147,6 @@ class Fusion(nn.Module):
         self.to_out, self.drop = nn.Linear(inner, dim), nn.Dropout(dropout)
         self.ffn = PreNormFFN(dim, mult, 0.0)
 
-    def _qkv(self, text: torch.Tensor, entities: torch.Tensor):
-        "Queries (J,h,d) of the texts, keys and values (I,h,K,d) of the entities."
-        q = self.to_q(self.norm(text)).unflatten(-1, (self.heads, -1))
-        k, v = (_heads(x, self.heads) for x in self.to_kv(self.norm_context(entities)).chunk(2, dim=-1))
-        return q * self.scale, k, v
-
-    def _readout(self, text: torch.Tensor, gathered: torch.Tensor) -> torch.Tensor:
-        "ẑ = norm(FFN(t + W_o·gathered)) (official: the residual carries t itself); `gathered` (…,h·d)."
-        z = self.drop(self.to_out(gathered))
-        return F.normalize(self.ffn(text + z if self.residual else z), dim=-1)
-
     def forward(
         self, text: torch.Tensor, entities: torch.Tensor, valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,14 +156,31 @@ class Fusion(nn.Module):
         # (I,J,D), (I,J,K)
         return self._readout(text[None], (attn @ v).permute(0, 2, 1, 3).flatten(2)), attn.mean(dim=1)
 
-    def swapped(
-        self, text: torch.Tensor, entities: torch.Tensor, partner: torch.Tensor, valid: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """ẑ of text j over its own image's entities (B,K,D), gathered with the attention of text `partner[j]`: (B,D)
-        unit-norm."""
-        q, k, v = self._qkv(text[partner], entities)
-        attn = _masked_softmax(torch.einsum("bhd,bhkd->bhk", q, k), None if valid is None else valid[:, None])
-        return self._readout(text, torch.einsum("bhk,bhkd->bhd", attn, v).flatten(1))
+# %% ../../nbs/11_sag.ipynb #5dcf4137
+@patch
+def _qkv(self: Fusion, text: torch.Tensor, entities: torch.Tensor):
+    "Queries (J,h,d) of the texts, keys and values (I,h,K,d) of the entities."
+    q = self.to_q(self.norm(text)).unflatten(-1, (self.heads, -1))
+    k, v = (_heads(x, self.heads) for x in self.to_kv(self.norm_context(entities)).chunk(2, dim=-1))
+    return q * self.scale, k, v
+
+
+@patch
+def _readout(self: Fusion, text: torch.Tensor, gathered: torch.Tensor) -> torch.Tensor:
+    "ẑ = norm(FFN(t + W_o·gathered)) (official: the residual carries t itself); `gathered` (…,h·d)."
+    z = self.drop(self.to_out(gathered))
+    return F.normalize(self.ffn(text + z if self.residual else z), dim=-1)
+
+
+@patch
+def swapped(
+    self: Fusion, text: torch.Tensor, entities: torch.Tensor, partner: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """ẑ of text j over its own image's entities (B,K,D), gathered with the attention of text `partner[j]`: (B,D)
+    unit-norm."""
+    q, k, v = self._qkv(text[partner], entities)
+    attn = _masked_softmax(torch.einsum("bhd,bhkd->bhk", q, k), None if valid is None else valid[:, None])
+    return self._readout(text, torch.einsum("bhk,bhkd->bhd", attn, v).flatten(1))
 
 
 def _masked_softmax(logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -456,28 +464,30 @@ class SaG(nn.Module):
                 if m is not None:
                     m.requires_grad_(False)
 
-    def forward(
-        self,
-        batch,
-        slots_init: torch.Tensor | None = None,
-        recon: bool | None = None,
-        generator: torch.Generator | None = None,
-        image_index: torch.Tensor | None = None,
-    ) -> SaGOutputs:
-        """batch: images (B,3,H,W), input_ids/attention_mask (B,T); `slots_init` (B,K,D) replaces the sampled S⁰.
-        `image_index` (B,) long (evaluation): batch.images holds U distinct images (U,3,H,W), sentence b reads
-        image_index[b]."""
-        tokens, hw = image_tokens(self.vision, batch.images)
-        raw = self._slots(tokens, hw, slots_init, generator)  # the slots, as the decoder repaints them
-        t = self.text(batch.input_ids, batch.attention_mask)
-        out = self._gather(t, *self._entities(raw, hw, batch.images), hw, image_index)
-        if self.training and self.cfg.model.sag.in_image_negatives and image_index is None:
-            self._in_image_negatives(out, batch)
-        if self.decoder is not None and (
-            self.training and not self.cfg.model.sag.freeze_entities if recon is None else recon
-        ):
-            self._reconstruct(out, raw, tokens, batch.images, image_index)
-        return out
+# %% ../../nbs/11_sag.ipynb #2b8c95ad
+@patch
+def forward(
+    self: SaG,
+    batch,
+    slots_init: torch.Tensor | None = None,
+    recon: bool | None = None,
+    generator: torch.Generator | None = None,
+    image_index: torch.Tensor | None = None,
+) -> SaGOutputs:
+    """batch: images (B,3,H,W), input_ids/attention_mask (B,T); `slots_init` (B,K,D) replaces the sampled S⁰.
+    `image_index` (B,) long (evaluation): batch.images holds U distinct images (U,3,H,W), sentence b reads
+    image_index[b]."""
+    tokens, hw = image_tokens(self.vision, batch.images)
+    raw = self._slots(tokens, hw, slots_init, generator)  # the slots, as the decoder repaints them
+    t = self.text(batch.input_ids, batch.attention_mask)
+    out = self._gather(t, *self._entities(raw, hw, batch.images), hw, image_index)
+    if self.training and self.cfg.model.sag.in_image_negatives and image_index is None:
+        self._in_image_negatives(out, batch)
+    if self.decoder is not None and (
+        self.training and not self.cfg.model.sag.freeze_entities if recon is None else recon
+    ):
+        self._reconstruct(out, raw, tokens, batch.images, image_index)
+    return out
 
 # %% ../../nbs/11_sag.ipynb #a889828c
 @patch
@@ -512,7 +522,7 @@ def _entities(
         so = replace(so, entities=self.appearance(own, so.a_slot, images, hw))
     return so, valid
 
-
+# %% ../../nbs/11_sag.ipynb #76ea54d6
 @patch
 def _reconstruct(
     self: SaG,
@@ -574,7 +584,7 @@ def _gather(
         valid=valid if image_index is None or valid is None else valid[image_index],
     )
 
-
+# %% ../../nbs/11_sag.ipynb #71f6ad12
 @patch
 def _in_image_negatives(self: SaG, out: SaGOutputs, batch) -> None:
     "Fill `out.partner`, `out.swapped` and `out.exclude` from the batch's image and annotation ids (ours, see above)."
@@ -622,7 +632,7 @@ def losses(self: SaG, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor
         out["loss"] = c3
     return out
 
-
+# %% ../../nbs/11_sag.ipynb #f677404d
 @patch
 def param_groups(self: SaG, cfg: Config | None = None) -> list[dict]:
     "AdamW groups (official): ViT at lr·vit_lr_scale (0.1), text at lr·text_lr_scale (1), slots/decoder/fusion at lr."

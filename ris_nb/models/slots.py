@@ -50,14 +50,8 @@ class SlotInit(nn.Module):
         super().__init__()
         if slot_type not in SLOT_TYPES:
             raise ValueError(f"model.sag.slot_type: expected one of {SLOT_TYPES}, got {slot_type!r}")
-        self.kind, self.n_gaussians, self.n_samples, self.dim, self.eval_seed = (
-            slot_type,
-            n_gaussians,
-            n_samples,
-            dim,
-            eval_seed,
-        )
-        self.n_slots = n_gaussians * n_samples
+        self.kind, self.n_gaussians, self.n_samples = slot_type, n_gaussians, n_samples
+        self.dim, self.eval_seed, self.n_slots = dim, eval_seed, n_gaussians * n_samples
         if slot_type == "query":
             self.queries = nn.Parameter(torch.randn(1, self.n_slots, dim))
         else:
@@ -67,22 +61,28 @@ class SlotInit(nn.Module):
                 nn.init.xavier_uniform_(torch.empty(1, g, dim)) + math.log(1 / (dim * var_scaling))
             )
 
-    def noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        "ε: (B,K,D) standard normal drawn on the CPU; a fixed generator in eval mode unless `generator` is given."
-        if generator is None and not self.training:
-            generator = torch.Generator().manual_seed(self.eval_seed)
-        return torch.randn((batch, self.n_slots, self.dim), generator=generator)
-
     def forward(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         "S⁰: (B,K,D)."
         if self.kind == "query":
             return self.queries.expand(batch, -1, -1)
-        eps = self.noise(batch, generator).to(self.mu.device, self.mu.dtype)
-        if self.kind == "entity":  # std = exp(ℓ/2); the K_s draws of Gaussian g are slots g·K_s … g·K_s+K_s-1
-            mu, std = (t.repeat_interleave(self.n_samples, dim=1) for t in (self.mu, (0.5 * self.logvar).exp()))
-        else:  # `random`: ℓ read as log σ (no ½), one Gaussian shared by all slots
-            mu, std = self.mu, self.logvar.exp()
-        return mu + std * eps
+        mu, std = self.gaussians()
+        return mu + std * self.noise(batch, generator).to(self.mu.device, self.mu.dtype)
+
+# %% ../../nbs/10_entity_slots.ipynb #52d483fd
+@patch
+def noise(self: SlotInit, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    "ε: (B,K,D) standard normal drawn on the CPU; a fixed generator in eval mode unless `generator` is given."
+    if generator is None and not self.training:
+        generator = torch.Generator().manual_seed(self.eval_seed)
+    return torch.randn((batch, self.n_slots, self.dim), generator=generator)
+
+
+@patch
+def gaussians(self: SlotInit) -> tuple[torch.Tensor, torch.Tensor]:
+    "Mean and standard deviation of each slot's Gaussian: (1,K,D) each for `entity`, (1,1,D) shared for `random`."
+    if self.kind == "entity":  # std = exp(ℓ/2); the K_s draws of Gaussian g are slots g·K_s … g·K_s+K_s-1
+        return tuple(t.repeat_interleave(self.n_samples, dim=1) for t in (self.mu, (0.5 * self.logvar).exp()))
+    return self.mu, self.logvar.exp()  # `random`: ℓ read as log σ (no ½), one Gaussian shared by all slots
 
 # %% ../../nbs/10_entity_slots.ipynb #49d026fb
 class PreNormFFN(nn.Module):
@@ -213,27 +213,30 @@ class EntityDiscovery(nn.Module):
         )
         self.out_proj, self.out_norm = nn.Linear(dim, dim), nn.LayerNorm(dim)
 
-    @property
-    def n_slots(self) -> int:
-        return self.init.n_slots
+# %% ../../nbs/10_entity_slots.ipynb #66a21b7a
+@patch(as_prop=True)
+def n_slots(self: EntityDiscovery) -> int:
+    return self.init.n_slots
 
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        hw: tuple[int, int],
-        slots_init: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> SlotOutput:
-        s0 = self.init(tokens.shape[0], generator) if slots_init is None else slots_init
-        k, v = self.attn.project_context(self.features(tokens, hw))
-        slots, maps = s0, []
-        for _ in range(self.iterations):  # weights tied over iterations
-            upd, attn = self.attn(slots, k, v)
-            slots = self.ffn(slots + upd)
-            if self.interaction is not None:
-                slots = self.interaction(slots)
-            maps.append(attn.mean(dim=1))
-        return SlotOutput(self.out_norm(self.out_proj(slots)), maps[-1], s0, torch.stack(maps, dim=1))
+
+@patch
+def forward(
+    self: EntityDiscovery,
+    tokens: torch.Tensor,
+    hw: tuple[int, int],
+    slots_init: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> SlotOutput:
+    s0 = self.init(tokens.shape[0], generator) if slots_init is None else slots_init
+    k, v = self.attn.project_context(self.features(tokens, hw))
+    slots, maps = s0, []
+    for _ in range(self.iterations):  # weights tied over iterations
+        upd, attn = self.attn(slots, k, v)
+        slots = self.ffn(slots + upd)
+        if self.interaction is not None:
+            slots = self.interaction(slots)
+        maps.append(attn.mean(dim=1))
+    return SlotOutput(self.out_norm(self.out_proj(slots)), maps[-1], s0, torch.stack(maps, dim=1))
 
 # %% ../../nbs/10_entity_slots.ipynb #p076e2ce
 @patch
@@ -392,7 +395,7 @@ def _fits(value, want: type) -> bool:
         return type(value) is want
     return isinstance(value, want) or (want is float and isinstance(value, int))
 
-
+# %% ../../nbs/10_entity_slots.ipynb #90245268
 def entity_config_problems(cfg) -> list[str]:
     "What is wrong in an `EntityPretrainConfig`: a type unlike the default's, a size < 1, a choice, slot fields."
     out = [
@@ -450,7 +453,7 @@ class EntityPretrainConfig:
         if problems := entity_config_problems(self):
             raise ValueError("EntityPretrainConfig: " + "; ".join(problems))
 
-
+# %% ../../nbs/10_entity_slots.ipynb #d1c716ee
 def pos_weight_at(cfg: EntityPretrainConfig, step: int) -> float:
     "λ_pos at optimizer step `step` (0 before `pos_start`, then a linear ramp to `pos_weight`)."
     return cfg.pos_weight * min(1.0, max(0, step - cfg.pos_start) / max(cfg.pos_ramp, 1))
@@ -486,18 +489,20 @@ class EntityModel(nn.Module):
         fixed = (not self.training if fixed_init is None else fixed_init) and isinstance(self.slots, EntityDiscovery)
         return self.slots(tokens, hw, self.slots.init(1).expand(len(images), -1, -1) if fixed else None), hw
 
-    def losses(
-        self, outputs: tuple[SlotOutput, tuple[int, int]], images: torch.Tensor, pos_weight: float = 0.0
-    ) -> dict[str, torch.Tensor]:
-        """`forward`'s outputs on `images` → {'loss': the affine reconstruction through A^slot, centre term weighted
-        `pos_weight`}."""
-        so, hw = outputs
-        recon = (
-            self.decoder.own_cells(so.entities, hw)
-            if isinstance(self.slots, PatchEntities)
-            else self.decoder(so.entities, so.a_slot, hw)
-        )
-        return {"loss": affine_loss(recon, affine_target(images, hw), pos_weight)}
+# %% ../../nbs/10_entity_slots.ipynb #3d88f223
+@patch
+def losses(
+    self: EntityModel, outputs: tuple[SlotOutput, tuple[int, int]], images: torch.Tensor, pos_weight: float = 0.0
+) -> dict[str, torch.Tensor]:
+    """`forward`'s outputs on `images` → {'loss': the affine reconstruction through A^slot, centre term weighted
+    `pos_weight`}."""
+    so, hw = outputs
+    recon = (
+        self.decoder.own_cells(so.entities, hw)
+        if isinstance(self.slots, PatchEntities)
+        else self.decoder(so.entities, so.a_slot, hw)
+    )
+    return {"loss": affine_loss(recon, affine_target(images, hw), pos_weight)}
 
 # %% ../../nbs/10_entity_slots.ipynb #pe000009
 def split_images(refer, split: str, size: int) -> tuple[torch.Tensor, list[int]]:
@@ -578,7 +583,7 @@ def load_entity_model(path: str | Path) -> EntityModel:
     model.log = ck.get("log", [])
     return model.eval()
 
-
+# %% ../../nbs/10_entity_slots.ipynb #451008ef
 def packaged_entity_weights() -> Path:
     """The entity weights shipped inside the package (pretrained on ShapeRefs 64 px, seed 0, train split; see this
     notebook)."""
@@ -627,7 +632,7 @@ def connected_pieces(masks: torch.Tensor) -> torch.Tensor:
     top = np.concatenate([[0], ndimage.maximum(flat, lab, np.arange(1, n + 1)).astype(np.int64)])
     return torch.from_numpy(top[lab]).to(masks.device)
 
-
+# %% ../../nbs/10_entity_slots.ipynb #5e4c030a
 def entity_pieces(
     a_slot: torch.Tensor, hw: tuple[int, int], min_tokens: int, max_pieces: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
