@@ -1,6 +1,7 @@
 """Regression tests for the fault probe of issue 13: each bad input or fault gets a clear error (exit code 2 from the
 CLI, no traceback) or survives with nothing lost. FAULTS.md lists them."""
 
+import contextlib
 import json
 import math
 import os
@@ -36,6 +37,24 @@ def predict_args(ckpt, folder: Path, text: str = "the red circle", image=None, o
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
     out = folder / "m.png" if out is None else out
     return ["predict", "--ckpt", ckpt, "--image", image, "--text", text, "--out", out]
+
+
+@contextlib.contextmanager
+def lock_held(folder: Path, what: str = "training"):
+    "Another process holding `run_lock(folder, what)` while the block runs: its `Popen`."
+    code = (
+        "import sys, time; from ris_nb.distributed import run_lock\n"
+        "with run_lock(sys.argv[1], sys.argv[2]): print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder), what], stdout=subprocess.PIPE, text=True, env=ENV
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 # ---------------------------------------------------------------- config (00_core)
@@ -301,29 +320,13 @@ def test_eval_and_predict_refuse_another_runs_tokenizer(trained, other_data, tmp
 
 
 def test_second_training_on_the_same_run_directory_is_refused(trained, shaperefs, capsys):
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from ris_nb.distributed import run_lock\n"
-            "with run_lock(sys.argv[1]): print('locked', flush=True); time.sleep(60)",
-            str(trained),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held(trained) as holder:
         lines = (trained / "log.jsonl").read_text()
         rc, err = main(
             capsys, "train", "--data", shaperefs, "--out", trained, "--no-eval", *TINY_RUN, "train.max_steps=4"
         )
         assert rc == 2 and f"in use by another training (pid {holder.pid})" in err, err
         assert (trained / "log.jsonl").read_text() == lines
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_section_override_from_the_cli_keeps_its_siblings(tmp_path):
@@ -1242,25 +1245,9 @@ def test_experiments_name_unreadable_results_and_refuse_a_second_study(tmp_path)
     (d / "refs(shaperefs).p").write_bytes(b"")
     with pytest.raises(ValueError, match=r"meta.json: not valid JSON .*delete"):
         study_data(tmp_path / "study", QUICK)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from ris_nb.distributed import run_lock\n"
-            "with run_lock(sys.argv[1], 'study'): print('locked', flush=True); time.sleep(60)",
-            str(tmp_path / "study"),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held(tmp_path / "study", "study") as holder:
         with pytest.raises(ValueError, match=f"in use by another study \\(pid {holder.pid}\\)"):
             run_study(tmp_path / "study", only="magnet", seeds=1, budget=QUICK, progress=False)
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 # ---- round 3 (CLI, data reading, tokenizers, course, demo) — issue 47

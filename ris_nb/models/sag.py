@@ -30,7 +30,11 @@ from ris_nb.models.encoders import (
 )
 
 # %% auto #0
-__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss', 'relevance_grid', 'upsample_minmax', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs', 'build_entity_module', 'build_recon_decoder', 'SaG', 'entity_pretrain_config', 'entity_overrides', 'entity_weights_file', 'load_entities', 'build_sag', 'batch_partners', 'own_image_copies', 'in_image_logits']
+__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits',
+           'c3_target', 'c3_loss', 'batch_partners', 'own_image_copies', 'in_image_logits', 'relevance_grid',
+           'upsample_minmax', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs',
+           'build_entity_module', 'build_recon_decoder', 'SaG', 'entity_pretrain_config', 'entity_overrides',
+           'entity_weights_file', 'load_entities', 'build_sag']
 
 # %% ../../nbs/11_sag.ipynb #22e02bed
 from ris_nb.models.slots import (
@@ -220,6 +224,36 @@ def c3_loss(
     if in_image is not None:
         logits = in_image_logits(logits, c3_target(text, detach_target, normalize_target), *in_image, temperature)
     return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device) + offset)
+
+# %% ../../nbs/11_sag.ipynb #96ce6a48
+def batch_partners(image_ids: Sequence[int], ann_ids: Sequence[int]) -> torch.Tensor:
+    "(B,) for item j the first other item of the same image about another annotation; −1 where there is none."
+    out = torch.full((len(image_ids),), -1, dtype=torch.long)
+    for j, (im, ann) in enumerate(zip(image_ids, ann_ids)):
+        out[j] = next((k for k, (im2, ann2) in enumerate(zip(image_ids, ann_ids)) if im2 == im and ann2 != ann), -1)
+    return out
+
+
+def own_image_copies(text_images: torch.Tensor, all_images: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    "(B_txt,B_img) True where column i shows text j's own image but is not its own column `offset + j`."
+    same = text_images[:, None] == all_images[None]
+    same[torch.arange(len(text_images)), offset + torch.arange(len(text_images))] = False
+    return same
+
+
+def in_image_logits(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    swapped: torch.Tensor,
+    partner: torch.Tensor,
+    exclude: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """`c3_loss`'s in-image negatives: C³ logits (B_txt,B_img) over the other images (copies of the own image left
+    out) plus a column, the own image gathered as the partner sentence gathers it (`swapped` (B_txt,D), none where
+    `partner` is −1); `target`: t as C³ compares with it (`c3_target`) → (B_txt,B_img+1)."""
+    extra = ((target * swapped).sum(-1) / temperature).masked_fill(partner < 0, float("-inf"))
+    return torch.cat([logits.masked_fill(exclude, float("-inf")), extra[:, None]], dim=1)
 
 # %% ../../nbs/11_sag.ipynb #e0c4a021
 from ..distributed import gather_batch, gather_ids
@@ -731,33 +765,3 @@ def load_entities(model: SaG, weights: str) -> None:
 def build_sag(cfg: Config) -> SaG:
     "Model-protocol builder for `cfg.model.name == 'sag'`."
     return SaG(cfg)
-
-# %% ../../nbs/95_sag_diagnosis.ipynb #96ce6a48
-def batch_partners(image_ids: Sequence[int], ann_ids: Sequence[int]) -> torch.Tensor:
-    "(B,) for item j the first other item of the same image about another annotation; −1 where there is none."
-    out = torch.full((len(image_ids),), -1, dtype=torch.long)
-    for j, (im, ann) in enumerate(zip(image_ids, ann_ids)):
-        out[j] = next((k for k, (im2, ann2) in enumerate(zip(image_ids, ann_ids)) if im2 == im and ann2 != ann), -1)
-    return out
-
-
-def own_image_copies(text_images: torch.Tensor, all_images: torch.Tensor, offset: int = 0) -> torch.Tensor:
-    "(B_txt,B_img) True where column i shows text j's own image but is not its own column `offset + j`."
-    same = text_images[:, None] == all_images[None]
-    same[torch.arange(len(text_images)), offset + torch.arange(len(text_images))] = False
-    return same
-
-
-def in_image_logits(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    swapped: torch.Tensor,
-    partner: torch.Tensor,
-    exclude: torch.Tensor,
-    temperature: float = 1.0,
-) -> torch.Tensor:
-    """`c3_loss`'s in-image negatives: C³ logits (B_txt,B_img) over the other images (copies of the own image left
-    out) plus a column, the own image gathered as the partner sentence gathers it (`swapped` (B_txt,D), none where
-    `partner` is −1); `target`: t as C³ compares with it (`c3_target`) → (B_txt,B_img+1)."""
-    extra = ((target * swapped).sum(-1) / temperature).masked_fill(partner < 0, float("-inf"))
-    return torch.cat([logits.masked_fill(exclude, float("-inf")), extra[:, None]], dim=1)
