@@ -32,15 +32,17 @@ quickstart: venv
 	$(BIN)/ris_nb train --preset magnet_tiny --data data/shaperefs --out runs/quickstart --set $(QS_SET)
 	@echo "quickstart: report in runs/quickstart/report.md, figures runs/quickstart/curves.png and best_worst_val.png"
 
-# The library from the notebooks: nbdev_export, then the module docstrings wrapped and `ruff format`, so that the
-# exported modules are formatted like everything else; a second run changes nothing (.ci/run checks that).
+# The library from the notebooks: plain nbdev_export, so ris_nb/ is exactly what it writes (its own layout of
+# `__all__` and module docstrings; the notebooks' code cells are formatted by `make format`). .ci/run checks that
+# exporting changes no tracked file.
 EXPORT := $(BIN)/nbdev_export
 export: venv
 	$(EXPORT)
 
 # Format everything: the notebooks' code cells (ruff, then wrapping what ruff leaves over 120 characters; what is still
 # too long is listed for a hand edit), tests, benchmarks, tools and the library's hand-written files (the exported
-# modules are skipped: `make export` writes and formats them); then export the library and clean the notebooks.
+# modules are skipped: `make export` writes them from the formatted cells); then export the library and clean the
+# notebooks.
 LINTED := ris_nb tests bench tools
 # ris_nb/ is exactly what nbdev_export writes (its own layout of __all__ and docstrings); its source cells are formatted
 FORMATTED := tests bench tools

@@ -17,6 +17,19 @@ import pytest
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
 CLI = [sys.executable, "-m", "ris_nb"]
+# `ris_nb train` arguments of a seconds-long lavt_tiny run at 64 px that logs every step and evaluates and saves
+# every 2; tests add `--set` items (e.g. "train.max_steps=2")
+TINY_RUN = [
+    "--preset",
+    "lavt_tiny",
+    "--set",
+    "data.image_size=64",
+    "train.batch_size=4",
+    "train.log_every=1",
+    "train.eval_every=2",
+    "train.ckpt_every=2",
+    "train.device=cpu",
+]
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -1,6 +1,7 @@
 """Regression tests for the fault probe of issue 13: each bad input or fault gets a clear error (exit code 2 from the
 CLI, no traceback) or survives with nothing lost. FAULTS.md lists them."""
 
+import contextlib
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from PIL import Image
 
 from ris_nb.core import get_preset
 
-from conftest import ENV, cli, copy_data, run
+from conftest import ENV, TINY_RUN, cli, copy_data, run
 
 
 def refused(p, *fragments):
@@ -26,6 +27,34 @@ def refused(p, *fragments):
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
     for f in fragments:
         assert f in p.stderr, (f, p.stderr[-3000:])
+
+
+def predict_args(ckpt, folder: Path, text: str = "the red circle", image=None, out=None) -> list:
+    """`ris_nb predict` arguments: `image` (default: a black 32×32 `folder/x.png`, written here), the mask to `out`
+    (default: `folder/m.png`)."""
+    if image is None:
+        image = folder / "x.png"
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    out = folder / "m.png" if out is None else out
+    return ["predict", "--ckpt", ckpt, "--image", image, "--text", text, "--out", out]
+
+
+@contextlib.contextmanager
+def lock_held(folder: Path, what: str = "training"):
+    "Another process holding `run_lock(folder, what)` while the block runs: its `Popen`."
+    code = (
+        "import sys, time; from ris_nb.distributed import run_lock\n"
+        "with run_lock(sys.argv[1], sys.argv[2]): print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder), what], stdout=subprocess.PIPE, text=True, env=ENV
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 # ---------------------------------------------------------------- config (00_core)
@@ -205,19 +234,6 @@ def main(capsys, *args) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
-TINY = [
-    "--preset",
-    "lavt_tiny",
-    "--set",
-    "data.image_size=64",
-    "train.batch_size=4",
-    "train.log_every=1",
-    "train.eval_every=2",
-    "train.ckpt_every=2",
-    "train.device=cpu",
-]
-
-
 @pytest.fixture(scope="module")
 def trained(shaperefs, tmp_path_factory):
     "A 2-step lavt_tiny run (best.pt, checkpoints, tokenizer) on the module's ShapeRefs."
@@ -228,7 +244,9 @@ def trained(shaperefs, tmp_path_factory):
     torch.set_num_threads(1)
     try:
         assert (
-            cli_main(["train", "--data", str(shaperefs), "--out", str(out), "--no-eval", *TINY, "train.max_steps=2"])
+            cli_main(
+                ["train", "--data", str(shaperefs), "--out", str(out), "--no-eval", *TINY_RUN, "train.max_steps=2"]
+            )
             == 0
         )
     finally:
@@ -256,7 +274,7 @@ def test_refused_retrain_leaves_the_tokenizer_alone(trained, other_data, capsys)
         "--out",
         trained,
         "--no-eval",
-        *TINY,
+        *TINY_RUN,
         "train.max_steps=2",
     )
     assert rc == 2 and "different config" in err and "model.text.vocab_size" in err, err
@@ -277,7 +295,7 @@ def test_resume_on_a_remapped_vocabulary_is_refused(trained, other_data, capsys)
         "--out",
         trained,
         "--no-eval",
-        *TINY,
+        *TINY_RUN,
         "train.max_steps=4",
     )
     assert rc == 2 and "tokenizer_fingerprint " + ours in err, err
@@ -297,44 +315,18 @@ def test_eval_and_predict_refuse_another_runs_tokenizer(trained, other_data, tmp
     build_tokenizer(cfg).save_pretrained(run / "tokenizer")  # same size, other ids
     rc, err = main(capsys, "eval", "--ckpt", run / "best.pt", "--data", trained.parent, "--split", "val")
     assert rc == 2 and "tokenizer_fingerprint" in err and "another vocabulary" in err, err
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
-    rc, err = main(
-        capsys,
-        "predict",
-        "--ckpt",
-        run / "best.pt",
-        "--image",
-        tmp_path / "x.png",
-        "--text",
-        "the red circle",
-        "--out",
-        tmp_path / "m.png",
-    )
+    rc, err = main(capsys, *predict_args(run / "best.pt", tmp_path))
     assert rc == 2 and "tokenizer_fingerprint" in err and not (tmp_path / "m.png").exists(), err
 
 
 def test_second_training_on_the_same_run_directory_is_refused(trained, shaperefs, capsys):
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from ris_nb.distributed import run_lock\n"
-            "with run_lock(sys.argv[1]): print('locked', flush=True); time.sleep(60)",
-            str(trained),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held(trained) as holder:
         lines = (trained / "log.jsonl").read_text()
-        rc, err = main(capsys, "train", "--data", shaperefs, "--out", trained, "--no-eval", *TINY, "train.max_steps=4")
+        rc, err = main(
+            capsys, "train", "--data", shaperefs, "--out", trained, "--no-eval", *TINY_RUN, "train.max_steps=4"
+        )
         assert rc == 2 and f"in use by another training (pid {holder.pid})" in err, err
         assert (trained / "log.jsonl").read_text() == lines
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_section_override_from_the_cli_keeps_its_siblings(tmp_path):
@@ -365,7 +357,7 @@ def test_validation_split_without_sentences_is_refused_before_training(data_copy
     refs_file.write_bytes(pickle.dumps(refs, protocol=2))
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match="empty"):
-        rc, err = main(capsys, "train", "--data", data_copy, "--out", out, "--no-eval", *TINY, "train.max_steps=2")
+        rc, err = main(capsys, "train", "--data", data_copy, "--out", out, "--no-eval", *TINY_RUN, "train.max_steps=2")
     assert rc == 2 and "split 'val' of shaperefs has no sentences" in err, err
     assert not (out / "log.jsonl").exists() and not (out / "best.pt").exists()
 
@@ -387,7 +379,7 @@ def _evil_refs(path: Path, payload) -> None:
 )
 def test_unsafe_refs_pickle_is_one_line(payload, fragment, data_copy, tmp_path, capsys):
     _evil_refs(data_copy / "refs(shaperefs).p", payload)
-    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", *TINY)
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", *TINY_RUN)
     assert rc == 2 and fragment in err and "refs(shaperefs).p" in err, err
     assert not Path("/tmp/ris_nb_fault_probe").exists()
 
@@ -408,18 +400,18 @@ def test_unsafe_refs_pickle_is_one_line(payload, fragment, data_copy, tmp_path, 
 )
 def test_bad_settings_are_refused_before_any_work(setting, fragment, shaperefs, tmp_path, capsys):
     out = tmp_path / "run"
-    rc, err = main(capsys, "train", "--data", shaperefs, "--out", out, *TINY, setting)
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", out, *TINY_RUN, setting)
     assert rc == 2 and fragment in err, err
     assert not out.exists()
 
 
 def test_bad_data_files_are_named(data_copy, tmp_path, capsys):
     _edit_instances(data_copy, lambda inst: inst["images"][0].update(height="64"))
-    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "r1", *TINY)
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "r1", *TINY_RUN)
     assert rc == 2 and "images[0] field 'height' should be int, got '64'" in err, err
     f = data_copy / "instances.json"
     f.write_bytes(f.read_text().encode("utf-16"))
-    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "r2", *TINY)
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "r2", *TINY_RUN)
     assert rc == 2 and f"{f}: not UTF-8 text" in err, err
 
 
@@ -439,43 +431,20 @@ def test_checkpoint_with_a_non_json_config_is_named(trained, tmp_path, capsys):
 def test_output_paths_are_checked_before_any_work(trained, shaperefs, tmp_path, capsys):
     afile = tmp_path / "afile.txt"
     afile.write_text("keep me")
-    rc, err = main(capsys, "train", "--data", shaperefs, "--out", afile, *TINY, "train.max_steps=2")
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", afile, *TINY_RUN, "train.max_steps=2")
     assert rc == 2 and f"--out {afile} is a file" in err, err
     rc, err = main(capsys, "eval", "--ckpt", trained / "best.pt", "--out", afile)
     assert rc == 2 and f"--out {afile} is a file" in err, err
-    rc, err = main(capsys, "train", "--data", afile, "--out", tmp_path / "run", *TINY)
+    rc, err = main(capsys, "train", "--data", afile, "--out", tmp_path / "run", *TINY_RUN)
     assert rc == 2 and f"--data {afile} is a file" in err and "synth" not in err, err
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
-    rc, err = main(
-        capsys,
-        "predict",
-        "--ckpt",
-        trained / "best.pt",
-        "--image",
-        tmp_path / "x.png",
-        "--text",
-        "red",
-        "--out",
-        tmp_path,
-    )
+    rc, err = main(capsys, *predict_args(trained / "best.pt", tmp_path, "red", out=tmp_path))
     assert rc == 2 and "is a directory; expected a file name for the mask" in err, err
     assert afile.read_text() == "keep me" and not (tmp_path / "run").exists()
 
 
 def test_predict_refuses_a_huge_image(trained, tmp_path, capsys):
     Image.new("1", (20000, 10000)).save(tmp_path / "bomb.png")
-    rc, err = main(
-        capsys,
-        "predict",
-        "--ckpt",
-        trained / "best.pt",
-        "--image",
-        tmp_path / "bomb.png",
-        "--text",
-        "red",
-        "--out",
-        tmp_path / "m.png",
-    )
+    rc, err = main(capsys, *predict_args(trained / "best.pt", tmp_path, "red", image=tmp_path / "bomb.png"))
     assert rc == 2 and "bomb.png" in err and "expected at most" in err, err
 
 
@@ -501,7 +470,7 @@ def test_disk_full_is_one_line_and_loses_nothing(shaperefs, tmp_path, capsys, mo
         "--out",
         out,
         "--no-eval",
-        *TINY,
+        *TINY_RUN,
         "train.max_steps=4",
         "train.eval_every=100",
     )
@@ -867,16 +836,7 @@ def test_predict_follows_the_exif_orientation(trained, tmp_path, capsys):
     upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "photo.jpg", exif=exif.tobytes())
     assert Image.open(tmp_path / "photo.jpg").size == (40, 64)
     rc, err = main(
-        capsys,
-        "predict",
-        "--ckpt",
-        trained / "best.pt",
-        "--image",
-        tmp_path / "photo.jpg",
-        "--text",
-        "the red circle",
-        "--out",
-        tmp_path / "mask.png",
+        capsys, *predict_args(trained / "best.pt", tmp_path, image=tmp_path / "photo.jpg", out=tmp_path / "mask.png")
     )
     assert rc == 0, err
     assert Image.open(tmp_path / "mask.png").size == (64, 40)
@@ -886,31 +846,9 @@ def test_predict_names_a_directory_and_warns_in_one_line(trained, tmp_path):
     """--image a folder: 'is a directory' (was: 'image not found'); a warning is one `ris_nb predict: warning:` line
     (was: file:line and the warn call's source)."""
     (tmp_path / "photos.png").mkdir()
-    p = cli(
-        "predict",
-        "--ckpt",
-        trained / "best.pt",
-        "--image",
-        tmp_path / "photos.png",
-        "--text",
-        "the red circle",
-        "--out",
-        tmp_path / "m.png",
-    )
+    p = cli(*predict_args(trained / "best.pt", tmp_path, image=tmp_path / "photos.png"))
     refused(p, f"image {tmp_path / 'photos.png'} is a directory; expected an image file")
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
-    p = cli(
-        "predict",
-        "--ckpt",
-        trained / "best.pt",
-        "--image",
-        tmp_path / "x.png",
-        "--text",
-        "zebra quokka",
-        "--out",
-        tmp_path / "m.png",
-        check_rc=0,
-    )
+    p = cli(*predict_args(trained / "best.pt", tmp_path, "zebra quokka"), check_rc=0)
     lines = [l for l in p.stderr.splitlines() if "none of the words" in l]
     assert len(lines) == 1 and lines[0].startswith("ris_nb predict: warning: none of the words"), p.stderr
     assert "warnings.warn" not in p.stderr and "UserWarning" not in p.stderr, p.stderr
@@ -928,7 +866,7 @@ def test_batch_larger_than_the_training_set_is_refused_before_any_file(shaperefs
         "--out",
         out,
         "--no-eval",
-        *TINY,
+        *TINY_RUN,
         "train.batch_size=100000",
         "train.max_steps=2",
     )
@@ -936,7 +874,7 @@ def test_batch_larger_than_the_training_set_is_refused_before_any_file(shaperefs
         rc == 2 and "train.batch_size=100000: expected at most" in err and "the training items of one epoch" in err
     ), err
     assert not out.exists()
-    rc, err = main(capsys, "train", "--data", shaperefs, "--out", out, "--no-eval", *TINY, "train.max_steps=1")
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", out, "--no-eval", *TINY_RUN, "train.max_steps=1")
     assert rc == 0, err
 
 
@@ -968,7 +906,7 @@ def test_declared_image_size_beyond_what_load_image_reads_is_refused_first(w, h,
     refused(p, "ris_nb check-data: error:")
     assert want in p.stdout, p.stdout[-2000:]
     out = tmp_path / "run"
-    p = cli("train", "--data", data_copy, "--out", out, "--no-eval", *TINY, "train.max_steps=1")
+    p = cli("train", "--data", data_copy, "--out", out, "--no-eval", *TINY_RUN, "train.max_steps=1")
     refused(p, want)
     assert not out.exists()
 
@@ -1010,7 +948,7 @@ def test_sentences_without_a_word_are_blank_for_training_and_check_data(
     assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 2
     out = capsys.readouterr().out
     assert "split 'val' has no sentence with visible 'raw' text" in out, out
-    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", *TINY, "train.max_steps=1")
+    rc, err = main(capsys, "train", "--data", data_copy, "--out", tmp_path / "run", *TINY_RUN, "train.max_steps=1")
     assert rc == 2 and "split 'val'" in err and "refs(shaperefs).p" in err, err
     assert not (tmp_path / "run").exists()
 
@@ -1055,18 +993,7 @@ def test_a_run_folder_given_as_checkpoint_names_its_checkpoint(trained, tmp_path
         and f"checkpoint {trained} is a directory; expected a checkpoint file, e.g. {trained / 'best.pt'}" in err
     ), err
     assert "corrupt" not in err, err
-    rc, err = main(
-        capsys,
-        "predict",
-        "--ckpt",
-        tmp_path,
-        "--image",
-        tmp_path / "x.png",
-        "--text",
-        "the red circle",
-        "--out",
-        tmp_path / "m.png",
-    )
+    rc, err = main(capsys, *predict_args(tmp_path, tmp_path, image=tmp_path / "x.png"))
     assert rc == 2 and "is a directory; expected a checkpoint file, such as best.pt or checkpoints/step_*.pt" in err, (
         err
     )
@@ -1113,7 +1040,7 @@ def test_resume_with_every_checkpoint_unreadable_is_refused_and_best_pt_kept(tra
     for p in (run / "checkpoints").glob("step_*.pt"):
         p.write_bytes(p.read_bytes()[:100])
     best = (run / "best.pt").read_bytes()
-    rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY, "train.max_steps=4")
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY_RUN, "train.max_steps=4")
     assert rc == 2 and "cannot be resumed: none of its 1 step checkpoint(s) is readable (step_0000002.pt" in err, err
     assert f"delete the run folder {run}" in err and "falling back" not in err, err
     assert (run / "best.pt").read_bytes() == best
@@ -1127,14 +1054,14 @@ def test_resume_checks_best_pt_and_model_only_files_in_checkpoints(trained, shap
 
     run = _run_copy(trained, tmp_path / "run")
     shutil.copy(run / "best.pt", run / "checkpoints" / "step_0000003.pt")
-    rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY, "train.max_steps=4")
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY_RUN, "train.max_steps=4")
     assert rc == 2 and "step_0000003.pt is not a resumable checkpoint (no 'optimizer', 'scheduler')" in err, err
     (run / "checkpoints" / "step_0000003.pt").unlink()
     (run / "best.pt").write_bytes((run / "best.pt").read_bytes()[:1000])
-    rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY, "train.max_steps=4")
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY_RUN, "train.max_steps=4")
     assert rc == 2 and f"{run / 'best.pt'} is truncated or corrupt" in err and "move it away" in err, err
     (run / "best.pt").unlink()
-    rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY, "train.max_steps=4")
+    rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY_RUN, "train.max_steps=4")
     from ris_nb.train import load_checkpoint
 
     assert rc == 0 and load_checkpoint(run / "best.pt")["step"] == 4, err
@@ -1152,11 +1079,11 @@ def test_swapped_image_files_are_refused_on_resume_and_a_copy_is_not(trained, sh
     ba, bb = a.read_bytes(), b.read_bytes()
     a.write_bytes(bb)
     b.write_bytes(ba)
-    rc, err = main(capsys, "train", "--data", data, "--out", run, "--no-eval", *TINY, "train.max_steps=4")
+    rc, err = main(capsys, "train", "--data", data, "--out", run, "--no-eval", *TINY_RUN, "train.max_steps=4")
     assert rc == 2 and "images_fingerprint names_sizes" in err, err
     a.write_bytes(ba)
     b.write_bytes(bb)
-    rc, err = main(capsys, "train", "--data", data, "--out", run, "--no-eval", *TINY, "train.max_steps=4")
+    rc, err = main(capsys, "train", "--data", data, "--out", run, "--no-eval", *TINY_RUN, "train.max_steps=4")
     assert rc == 0, err
 
 
@@ -1318,25 +1245,9 @@ def test_experiments_name_unreadable_results_and_refuse_a_second_study(tmp_path)
     (d / "refs(shaperefs).p").write_bytes(b"")
     with pytest.raises(ValueError, match=r"meta.json: not valid JSON .*delete"):
         study_data(tmp_path / "study", QUICK)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from ris_nb.distributed import run_lock\n"
-            "with run_lock(sys.argv[1], 'study'): print('locked', flush=True); time.sleep(60)",
-            str(tmp_path / "study"),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held(tmp_path / "study", "study") as holder:
         with pytest.raises(ValueError, match=f"in use by another study \\(pid {holder.pid}\\)"):
             run_study(tmp_path / "study", only="magnet", seeds=1, budget=QUICK, progress=False)
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 # ---- round 3 (CLI, data reading, tokenizers, course, demo) — issue 47
@@ -1359,19 +1270,7 @@ def test_a_run_tokenizer_with_auto_map_is_refused_without_a_prompt(trained, tmp_
         and not marker.exists()
         and not (tmp_path / "ev" / "report.md").exists()
     )
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
-    p = cli(
-        "predict",
-        "--ckpt",
-        run / "best.pt",
-        "--image",
-        tmp_path / "x.png",
-        "--text",
-        "the red circle",
-        "--out",
-        tmp_path / "m.png",
-        input="y\n",
-    )
+    p = cli(*predict_args(run / "best.pt", tmp_path), input="y\n")
     refused(p, "auto_map")
     assert "Do you wish" not in p.stdout + p.stderr and not (tmp_path / "m.png").exists()
     from ris_nb.data.transforms import load_tokenizer
@@ -1439,7 +1338,7 @@ def test_a_polygon_too_small_to_draw_is_refused_by_train_and_check_data(data_cop
     assert cli_main(["check-data", "--root", str(data_copy.parent), "--dataset", "shaperefs"]) == 2
     assert want in capsys.readouterr().out
     rc, err = main(
-        capsys, "train", "--data", data_copy, "--out", tmp_path / "run", "--no-eval", *TINY, "train.max_steps=1"
+        capsys, "train", "--data", data_copy, "--out", tmp_path / "run", "--no-eval", *TINY_RUN, "train.max_steps=1"
     )
     assert rc == 2 and want in err and not (tmp_path / "run").exists(), err
 
@@ -1447,19 +1346,7 @@ def test_a_polygon_too_small_to_draw_is_refused_by_train_and_check_data(data_cop
 def test_predict_says_when_a_long_text_is_cut(trained, tmp_path):
     """`predict --text` of 504 words: one warning line naming how many tokens the model reads (was: cut to 20 tokens
     silently)."""
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
-    p = cli(
-        "predict",
-        "--ckpt",
-        trained / "best.pt",
-        "--image",
-        tmp_path / "x.png",
-        "--text",
-        "the red circle " * 168,
-        "--out",
-        tmp_path / "m.png",
-        check_rc=0,
-    )
+    p = cli(*predict_args(trained / "best.pt", tmp_path, "the red circle " * 168), check_rc=0)
     lines = [l for l in p.stderr.splitlines() if "tokens" in l]
     assert len(lines) == 1 and lines[0].startswith(
         "ris_nb predict: warning: --text has 506 tokens (504 words); the model reads only the first 20"
@@ -1488,18 +1375,7 @@ def test_data_and_path_errors_are_one_clear_line(data_copy, trained, tmp_path, c
     assert f"{first}: Too many levels of symbolic links; expected an image file" in capsys.readouterr().out
     rc, err = main(capsys, "check-data", "--root", data_copy / "instances.json")
     assert rc == 2 and "instances.json is a file; expected a folder" in err, err
-    rc, err = main(
-        capsys,
-        "predict",
-        "--ckpt",
-        trained / "best.pt",
-        "--image",
-        "/dev/zero",
-        "--text",
-        "the red circle",
-        "--out",
-        tmp_path / "m.png",
-    )
+    rc, err = main(capsys, *predict_args(trained / "best.pt", tmp_path, image="/dev/zero"))
     assert rc == 2 and "image /dev/zero is not a regular file" in err, err
     rc, err = main(capsys, "synth", "--seed", "-1", "--out", tmp_path / "neg")
     assert rc == 2 and "--seed -1: expected an integer >= 0" in err and not (tmp_path / "neg").exists(), err
@@ -1511,7 +1387,7 @@ def test_data_and_path_errors_are_one_clear_line(data_copy, trained, tmp_path, c
         tmp_path / "three" / "shaperefs",
         "--out",
         tmp_path / "r3",
-        *TINY,
+        *TINY_RUN,
         "train.max_steps=1",
     )
     assert rc == 2 and "has no 'val' split: it holds 3 image(s)" in err and "from 4 images on" in err, err
@@ -1526,7 +1402,7 @@ def test_data_and_path_errors_are_one_clear_line(data_copy, trained, tmp_path, c
     inst["images"][1].update(file_name=inst["images"][0]["file_name"], width=32, height=48)
     (data_copy / "instances.json").write_text(json.dumps(inst))
     rc, err = main(
-        capsys, "train", "--data", data_copy, "--out", tmp_path / "rdup", "--no-eval", *TINY, "train.max_steps=1"
+        capsys, "train", "--data", data_copy, "--out", tmp_path / "rdup", "--no-eval", *TINY_RUN, "train.max_steps=1"
     )
     assert (
         rc == 2
@@ -1548,7 +1424,7 @@ def test_a_data_error_in_a_loader_worker_is_one_line(data_copy, tmp_path, capsys
         "--out",
         tmp_path / "run",
         "--no-eval",
-        *TINY,
+        *TINY_RUN,
         "train.max_steps=1",
         "data.num_workers=2",
     )

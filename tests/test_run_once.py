@@ -17,6 +17,8 @@ import ris_nb.data.transforms as transforms
 import ris_nb.train as train
 from ris_nb.data.refer import Refer
 
+from conftest import TINY_RUN
+
 STEPS = [
     (core, "validate_config"),
     (transforms, "check_config_arg"),
@@ -30,17 +32,6 @@ STEPS = [
     (core, "seed_everything"),
 ]
 RUN_STEPS = ["start", "_prepare", "_check", "_train", "load_best"]  # `TrainingRun`'s: the one start and what it calls
-ARGS = [
-    "--preset",
-    "lavt_tiny",
-    "--set",
-    "data.image_size=64",
-    "train.batch_size=4",
-    "train.log_every=1",
-    "train.eval_every=2",
-    "train.ckpt_every=2",
-    "train.device=cpu",
-]
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +118,9 @@ ONCE = [
 
 def test_a_fresh_and_a_resumed_train_start_once(shaperefs, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    fresh = counted_train(monkeypatch, capsys, "train", "--data", shaperefs, "--out", out, *ARGS, "train.max_steps=2")
+    fresh = counted_train(
+        monkeypatch, capsys, "train", "--data", shaperefs, "--out", out, *TINY_RUN, "train.max_steps=2"
+    )
     assert {k: fresh[k] for k in ONCE} == dict.fromkeys(ONCE, 1), fresh
     # seeded twice, on purpose: cfg.seed before the model is built (the same initial weights on every rank), then
     # cfg.seed + rank as training starts (each rank's own dropout and token masks); neither is a repeat of the other
@@ -137,7 +130,9 @@ def test_a_fresh_and_a_resumed_train_start_once(shaperefs, tmp_path, monkeypatch
     assert fresh["torch.load best.pt"] == 1, fresh  # the final evaluation's weights (and their step)
     assert not any(k.startswith("torch.load step_") for k in fresh), fresh
 
-    resumed = counted_train(monkeypatch, capsys, "train", "--data", shaperefs, "--out", out, *ARGS, "train.max_steps=4")
+    resumed = counted_train(
+        monkeypatch, capsys, "train", "--data", shaperefs, "--out", out, *TINY_RUN, "train.max_steps=4"
+    )
     assert {k: resumed[k] for k in ONCE} == dict.fromkeys(ONCE, 1), resumed
     assert resumed["seed_everything"] == 2, resumed
     assert resumed["torch.load step_0000002.pt"] == 1, resumed  # the checkpoint resumed, read once

@@ -37,7 +37,7 @@ from ris_nb.core import get_preset, parse_override
 from ris_nb.testing import probe_ms
 from ris_nb.data.refer import scene_masks
 from ris_nb.data.transforms import resize_mask
-from ris_nb.models.sag import EntityAppearance, batch_partners, c3_in_image_loss, c3_loss, own_image_copies
+from ris_nb.models.sag import EntityAppearance, batch_partners, c3_loss, own_image_copies
 from ris_nb.train import Callback, prepare
 
 
@@ -124,23 +124,15 @@ class OracleLoss(Callback):
 
 
 def c3_with_in_image(model, fused, t, ents, valid, batch) -> torch.Tensor:
-    """`c3_in_image_loss` as SaG computes it with model.sag.in_image_negatives (the partner sentence's gather is a
-    negative)."""
+    """`c3_loss` with in-image negatives as SaG computes it with model.sag.in_image_negatives (the partner sentence's
+    gather is a negative)."""
     s = model.cfg.model.sag
     images = torch.as_tensor(batch.meta["image_id"])
     partner = batch_partners(batch.meta["image_id"], batch.meta["ann_id"])
     own = torch.where(partner < 0, torch.arange(len(images)), partner)
     swapped = model.fusion.swapped(t, ents, own, valid)
-    return c3_in_image_loss(
-        fused,
-        t,
-        swapped,
-        partner,
-        own_image_copies(images, images),
-        s.c3_temperature,
-        s.c3_detach_target,
-        s.c3_normalize_target,
-    )
+    in_image = (swapped, partner, own_image_copies(images, images))
+    return c3_loss(fused, t, s.c3_temperature, s.c3_detach_target, s.c3_normalize_target, in_image=in_image)
 
 
 def noun_phrase_candidates(refer, ref: dict, tokens: list[str]) -> list[int]:

@@ -201,16 +201,17 @@ class LAVT(nn.Module):
             out.mg_logits, out.mg_targets = self.mask_grounding(batch, visual)
         return out
 
-    def predict(self, out: LavtOutputs, batch, sizes: list[tuple[int, int]] | None = None):
-        """Foreground probability softmax(logits)[:,1] (>=0.5 ⇔ LAVT's argmax): (B,1,H,W), or a list of (1,h,w) at
-        `sizes`."""
-        p = out.logits.softmax(1)[:, 1:2]
-        if sizes is None:
-            return p
-        return [
-            F.interpolate(p[i : i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0]
-            for i, s in enumerate(sizes)
-        ]
+# %% ../../nbs/06_lavt.ipynb #d99f3501
+@patch
+def predict(self: LAVT, out: LavtOutputs, batch, sizes: list[tuple[int, int]] | None = None):
+    """Foreground probability softmax(logits)[:,1] (>=0.5 ⇔ LAVT's argmax): (B,1,H,W), or a list of (1,h,w) at
+    `sizes`."""
+    p = out.logits.softmax(1)[:, 1:2]
+    if sizes is None:
+        return p
+    return [
+        F.interpolate(p[i : i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0] for i, s in enumerate(sizes)
+    ]
 
 # %% ../../nbs/06_lavt.ipynb #c06mg001
 @patch
