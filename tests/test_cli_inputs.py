@@ -103,15 +103,8 @@ def test_a_record_that_is_a_folder_is_refused_before_training(tmp_path, capsys):
 
 # --- studies own their folders ---------------------------------------------------------------------------------------
 
-from ris_nb.experiments import (  # noqa: E402
-    QUICK,
-    claim_study_folder,
-    data_settings,
-    magnet_rows,
-    remove_run_dir,
-    reusable,
-    run_one,
-)
+from ris_nb.experiments import QUICK, magnet_rows  # noqa: E402
+from ris_nb.study_runner import claim_study_folder, data_settings, remove_run_dir, reusable, run_one  # noqa: E402
 
 
 def test_a_study_inside_another_study_is_refused(tmp_path):
@@ -176,7 +169,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_pool_process_dies_with_its_study():
     code = (
-        "import os, time; from ris_nb.experiments import die_with_parent\n"
+        "import os, time; from ris_nb.study_runner import die_with_parent\n"
         "me = os.getpid(); pid = os.fork()\n"
         "if pid == 0: die_with_parent(me); time.sleep(60); os._exit(0)\n"
         "print(pid, flush=True); time.sleep(1); os._exit(0)"

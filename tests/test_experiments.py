@@ -12,6 +12,8 @@ import torch
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from ris_nb import experiments as E
+from ris_nb import study_report as R
+from ris_nb import study_runner as S
 from ris_nb.__main__ import main  # the whole command: `python -m ris_nb` (99_app)
 from ris_nb.data.refer import Refer
 
@@ -31,7 +33,7 @@ def test_experiments_cli_writes_tables_and_resumes(tmp_path, monkeypatch):
     assert main(["experiments", *toy, "--out", str(out)]) == 0
     rows, claims = E.study_rows("magnet")
     md = (out / "study.md").read_text()
-    assert f"## {E.GROUPS['magnet'][0]}" in md and "## SaG" not in md
+    assert f"## {R.GROUPS['magnet'][0]}" in md and "## SaG" not in md
     assert "## Claims" in md and md.count("inconclusive (one seed)") == len(claims)
     study = json.loads((out / "study.json").read_text())
     assert set(study["rows"]) == {r.name for r in rows} and study["runs_done_now"] == len(rows)
@@ -43,8 +45,8 @@ def test_experiments_cli_writes_tables_and_resumes(tmp_path, monkeypatch):
     (out / "lavt_mg" / "seed0" / "result.json").unlink()
     trained = []
     real = E.train_and_score
-    monkeypatch.setattr(
-        E, "train_and_score", lambda cfg, cbs=(), **kw: trained.append(cfg.model.name) or real(cfg, cbs, **kw)
+    monkeypatch.setattr(  # where `run_one` looks it up
+        S, "train_and_score", lambda cfg, cbs=(), **kw: trained.append(cfg.model.name) or real(cfg, cbs, **kw)
     )
     assert main(["experiments", *toy, "--out", str(out)]) == 0
     after = result_mtimes(out)
@@ -86,7 +88,7 @@ def test_parallel_study_matches_serial_and_resumes(tmp_path):
     assert main(["experiments", *toy, "--jobs", "2", "--out", str(par)]) == 0
     a, b = (json.loads((d / "study.json").read_text()) for d in (serial, par))
     md = (par / "study.md").read_text()
-    assert all(f"## {title}" in md for g, (title, _) in E.GROUPS.items() if g.startswith("sag")), md[:500]
+    assert all(f"## {title}" in md for g, (title, _) in R.GROUPS.items() if g.startswith("sag")), md[:500]
     assert b["jobs"] == 2 and b["runs_done_now"] == len(E.sag_rows())
     for name, row in a["rows"].items():
         assert row["overall"] == b["rows"][name]["overall"], name
@@ -138,9 +140,9 @@ def test_main_table_cli_writes_the_record_and_resumes(tmp_path):
         for lang in rec["languages"]:
             for sp in rec["splits"]:
                 assert 0 <= row["scores"][lang][sp][row["metric"]][0] <= 100, (name, lang, sp)
-    assert {f for fl in rec["floors"].values() for s in fl.values() for f in s} == set(E.FLOOR_NAMES)
+    assert {f for fl in rec["floors"].values() for s in fl.values() for f in s} == set(R.FLOOR_NAMES)
     md = (out / "main_table.md").read_text()
-    assert all("| " + " | ".join(r) + " |" in md for r in E.main_table_rows(rec))
+    assert all("| " + " | ".join(r) + " |" in md for r in R.main_table_rows(rec))
     lost = out / "rich" / "sag" / "seed0" / "result.json"
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/*/seed0/result.json") if p != lost}
     lost.unlink()

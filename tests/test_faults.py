@@ -1233,7 +1233,8 @@ def test_experiments_name_unreadable_results_and_refuse_a_second_study(tmp_path)
         "JSON error); a second study into the same --out: refused by the folder's run lock (was: one deleted the "
         "other's runs)."
     )
-    from ris_nb.experiments import QUICK, finished, run_study, study_data
+    from ris_nb.experiments import QUICK, study_data
+    from ris_nb.study_runner import finished, run_study
 
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "result.json").write_text('{"row": "sag", "con')

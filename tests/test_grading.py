@@ -19,11 +19,11 @@ from ris_nb.course import (
     grading_job,
     make_course,
     place_checks,
-    landlock_abi,
     read_notebook,
     teacher_checks,
     to_student,
 )
+from ris_nb.sandbox import landlock_abi
 
 KEY = "kiwi"
 RIGHT = {"sol-double": "def double(x): return 2 * x", "sol-think": f"think_q1 = {KEY!r}"}
@@ -355,7 +355,7 @@ def test_a_failed_check_shows_its_message_not_a_traceback():
 
 def test_a_report_of_another_shape_is_trusted_in_nothing():
     "A line the grading process does not write (a forged record, a record twice, one after the end) fails every check."
-    from ris_nb.course import read_report
+    from ris_nb.sandbox import read_report
 
     good = b'{"at": 3}\n{"cell": 3, "error": "", "answers": []}\n{"done": true}\n'
     assert read_report(good, {3}, 0, "").records == {3: {"cell": 3, "error": "", "answers": []}}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ris_nb.experiments import main_table_rows
+from ris_nb.study_report import main_table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "nbs" / "results"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from ris_nb import picture_inputs as pi
 from ris_nb import viz
 from ris_nb.cli import load_run
 from ris_nb.data.refer import Refer
@@ -41,7 +42,7 @@ def runs(tmp_path_factory, shaperefs_data):
     root, data = tmp_path_factory.mktemp("viz"), shaperefs_data(24, 3, 64)
     out = {}
     for p in TINY:
-        ckpt = viz.ensure_checkpoint(p, data, root / "runs" / p, QUICK)
+        ckpt = pi.ensure_checkpoint(p, data, root / "runs" / p, QUICK)
         cfg, tok, model = load_run(ckpt)
         batch = next(iter(make_dataloaders(cfg.override({"eval.batch_size": 4}), tok, splits=["val"])["val"]))
         out[p] = (cfg, tok, model, batch, ckpt.parent)
@@ -67,20 +68,20 @@ def test_ensure_checkpoint_reuses(runs):
     cfg, _, _, _, run_dir = runs["magnet_tiny"]
     best = run_dir / "best.pt"
     before = best.stat().st_mtime_ns
-    assert viz.ensure_checkpoint("magnet_tiny", cfg.data.root, run_dir, QUICK) == best
+    assert pi.ensure_checkpoint("magnet_tiny", cfg.data.root, run_dir, QUICK) == best
     assert best.stat().st_mtime_ns == before  # found, not retrained
     assert (run_dir / "tokenizer").is_dir() and (run_dir / "log.jsonl").is_file()
     with pytest.raises(ValueError, match="another config"):  # never a stale checkpoint for a changed recipe
-        viz.ensure_checkpoint("magnet_tiny", cfg.data.root, run_dir, {**QUICK, "train.lr": 1e-4})
+        pi.ensure_checkpoint("magnet_tiny", cfg.data.root, run_dir, {**QUICK, "train.lr": 1e-4})
 
 
 def test_config_tag():
     from ris_nb.core import get_preset
 
     base = get_preset("sag_tiny")
-    assert viz.config_tag(base) == viz.config_tag(base.override({"data.root": "/elsewhere", "train.out_dir": "x"}))
-    assert viz.config_tag(base) != viz.config_tag(base.override({"train.lr": 1e-4}))
-    assert len(viz.config_tag(base)) == 8
+    assert pi.config_tag(base) == pi.config_tag(base.override({"data.root": "/elsewhere", "train.out_dir": "x"}))
+    assert pi.config_tag(base) != pi.config_tag(base.override({"train.lr": 1e-4}))
+    assert len(pi.config_tag(base)) == 8
 
 
 @pytest.mark.parametrize("preset", TINY)
@@ -264,7 +265,7 @@ def test_story_and_single_batch(runs):
     refer = Refer(cfg.data.root, cfg.data.dataset, cfg.data.split_by)
     r = refer.refs[b.meta["ref_id"][0]]
     img, gt = load_image(refer.image_path(r["image_id"])), refer.mask(r["ann_id"])
-    one = viz.single_batch(cfg, tok, img, b.meta["sentence"][0], gt)
+    one = pi.single_batch(cfg, tok, img, b.meta["sentence"][0], gt)
     torch.testing.assert_close(one.images[0], b.images[0])  # the data pipeline's own transform
     torch.testing.assert_close(one.input_ids[0], b.input_ids[0])
     torch.testing.assert_close(one.masks[0], b.masks[0])
@@ -273,11 +274,11 @@ def test_story_and_single_batch(runs):
     # MG top-3, A^fuse over pieces
     assert sum(len(ax.patches) for ax in fig.axes if not ax.images) == 3 + 2 * runs["sag_tiny"][2].slots.n_slots
     with pytest.raises(ValueError, match="empty"):
-        viz.single_batch(cfg, tok, img, "   ")
+        pi.single_batch(cfg, tok, img, "   ")
     with pytest.raises(ValueError, match="RGB"):
-        viz.single_batch(cfg, tok, img[..., 0], "the circle")
+        pi.single_batch(cfg, tok, img[..., 0], "the circle")
     with pytest.raises(ValueError, match="mask shape"):
-        viz.single_batch(cfg, tok, img, "the circle", gt[1:])
+        pi.single_batch(cfg, tok, img, "the circle", gt[1:])
 
 
 def test_key_words_skip_words_without_meaning():
@@ -314,10 +315,10 @@ def test_read_sentence_names_unknown_and_cut_words(runs):
     "What a model cannot read is said: an unknown word, words past max_tokens, a sentence of unknown words only."
     cfg, tok, _, _, _ = runs["magnet_tiny"]
     n = cfg.data.max_tokens - tok.num_special_tokens_to_add(pair=False)
-    r = viz.read_sentence(tok, "the zorblax circle", cfg.data.max_tokens)
+    r = pi.read_sentence(tok, "the zorblax circle", cfg.data.max_tokens)
     assert (r.kept, r.unknown, r.cut) == (["the", "circle"], ["zorblax"], [])
     assert r.note() == 'unknown to this model: zorblax; it reads "the circle"'
-    long = viz.read_sentence(tok, " ".join(["the circle"] * n), cfg.data.max_tokens)
+    long = pi.read_sentence(tok, " ".join(["the circle"] * n), cfg.data.max_tokens)
     assert len(long.kept) == n and len(long.cut) == n and "cut, the sentence is too long" in long.note()
-    assert viz.read_sentence(tok, "the circle", cfg.data.max_tokens).note() == ""
-    assert "no word of the sentence is known" in viz.read_sentence(tok, "zorblax quux", cfg.data.max_tokens).note()
+    assert pi.read_sentence(tok, "the circle", cfg.data.max_tokens).note() == ""
+    assert "no word of the sentence is known" in pi.read_sentence(tok, "zorblax quux", cfg.data.max_tokens).note()
