@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SHIPPED_KEYS', 'DATA_RECIPE', 'shipped_dir', 'shipped_names', 'read_shipped', 'word_tokenizer_from_json', 'Shipped',
-           'load_shipped', 'shipped_data', 'measure', 'scores_beside_floors', 'scene_batch', 'show_scene',
-           'build_model', 'model_spec']
+           'load_shipped', 'generate_once', 'shipped_data', 'measure', 'scores_beside_floors', 'scene_batch',
+           'show_scene', 'build_model', 'model_spec']
 
 # %% ../../nbs/97_models_package.ipynb #mp970004
 from ..core import build_model, model_spec
@@ -102,16 +102,31 @@ def load_shipped(name: str) -> Shipped:
     load_state_checked(model, ck["state_dict"], where, f"preset {cfg.name!r}")  # float16 → the model's float32
     return Shipped(name, cfg, tok, model.eval(), ck["data"], ck["train"], ck["scores"])
 
+# %% ../../nbs/97_models_package.ipynb #sh970013
+def generate_once(folder: Path, settings: dict) -> Path:
+    """`ensure_shaperefs(folder / "shaperefs", **settings)` under an exclusive lock on `folder.lock`: notebooks and
+    tests started together generate the data once, then read it."""
+    from ris_nb.data.shaperefs import ensure_shaperefs
+
+    lock = Path(f"{folder}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        except ImportError:  # no fcntl (Windows): processes started together may each generate it
+            pass
+        return ensure_shaperefs(folder / "shaperefs", **settings)
+
 # %% ../../nbs/97_models_package.ipynb #sh970006
 def shipped_data(data: dict, folder: str | Path | None = None) -> Path:
     """The data root (holding `shaperefs/`) of recipe `data`, generated once into `folder` (default: in the temporary
     folder) and checked against the recorded SHA-256 of its REFER files."""
-    from ris_nb.data.shaperefs import ensure_shaperefs
-
     settings = {k: data[k] for k in DATA_RECIPE}
     if folder is None:
         folder = Path(tempfile.gettempdir()) / ("ris_nb_shaperefs_" + "_".join(str(v) for v in settings.values()))
-    ds = ensure_shaperefs(Path(folder) / "shaperefs", **settings)
+    ds = generate_once(Path(folder), settings)
     got = {f: sha256(ds / f) for f in data["fingerprint"]}
     if got != data["fingerprint"]:
         changed = [f for f in got if got[f] != data["fingerprint"][f]]
