@@ -30,6 +30,7 @@ ONE_WORKER = {
     "graded": "test_grading: 15 student notebooks graded, each in a process of its own (32 s)",
     "site": "test_site: the Jupyter Book build of the course website (18 s)",
     "runs": "test_viz: four tiny presets trained for 2 steps (7 s)",
+    "trained": "test_faults: a 2-step lavt_tiny run through the CLI, read by 23 tests (2-5 s)",
     "one_process_run": "test_engine: the one-process magnet_tiny run that DDP and accumulation compare with (13 s)",
 }
 
@@ -41,6 +42,7 @@ SLOWEST = {
     "learning_lavt_sag": 182,
     "tests/test_experiments.py::test_parallel_study_matches_serial_and_resumes": 68,
     "entity_pretraining": 61,
+    "trained": 52,
     "graded": 50,
     "tests/test_gpu_check.py::test_tiny_cpu_check_writes_a_row_per_check": 48,
     "one_process_run": 45,
@@ -55,8 +57,6 @@ SLOWEST = {
     "site": 20,
     "tests/test_engine.py::test_torchrun_cli_runs": 19,
     "tests/test_sag.py::test_c3_two_processes_match_one_process": 16,
-    "tests/test_faults.py::test_a_run_tokenizer_with_auto_map_is_refused_without_a_prompt": 16,
-    "tests/test_faults.py::test_predict_names_a_directory_and_warns_in_one_line": 15,
     "tests/test_entry_point.py::test_python_m_ris_nb_runs_a_subcommand_of_a_later_module": 13,
     "tests/test_engine.py::test_every_mini_preset_resumes_bit_identically": 11,
 }
