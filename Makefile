@@ -58,7 +58,7 @@ lint: venv
 
 # The tests: every notebook run once as nbdev_test runs it, also failing where a cell marked `#| check_output` now prints
 # other than its saved output (tools/check_notebooks.py), then pytest (pytest-xdist: one worker per core, at most 4,
-# one thread each).
+# one thread each; tests/conftest.py hands out the slowest work first and builds each slow fixture on one worker only).
 test: venv
 	OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --n_workers 2 --timing
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadgroup --durations=25

@@ -1,8 +1,14 @@
-"""Shared by the test files: the ShapeRefs folders they read, generated once per session, and one way to run the command
-line in a subprocess. Scheduling for `make test` (pytest-xdist, `--dist loadgroup`): the three learning runs are most of
-pytest's time, so they are collected first and grouped so that magnet_tiny's run and the lavt_tiny + sag_tiny runs start
-at once on different workers, while every other test fills the gaps; started last, the longest run would leave one
-worker idle at the end. Each xdist worker is its own session, so a folder is generated at most once per worker."""
+"""Shared by the test files: the ShapeRefs folders they read, generated once per run, and one way to run the command
+line in a subprocess.
+
+Scheduling for `make test` (pytest-xdist, `--dist loadgroup`, one worker per core): each worker is a session of its
+own, and the wall time is the busier worker's sum. So that no work is done twice and the slow work starts first:
+- `shaperefs_data` generates each folder once per run, in a folder every worker of the run shares, under a file lock;
+- every test that uses a fixture of `ONE_WORKER` goes into one xdist group, so that the fixture is built on one worker
+  instead of on each;
+- the work units (an xdist group, or a test) are handed out slowest first (`SLOWEST`), not by xdist's default (the
+  units with the most tests first): the learning runs start at once on different workers, and the short tests fill the
+  gaps at the end instead of a long run starting last and leaving the other worker idle."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -31,10 +38,93 @@ TINY_RUN = [
     "train.device=cpu",
 ]
 
+# Fixtures slow to build (CPU seconds a build, one thread): the tests using one share a worker, so it is built once.
+ONE_WORKER = {
+    "graded": "test_grading: 15 student notebooks graded, each in a process of its own (32 s)",
+    "site": "test_site: the Jupyter Book build of the course website (18 s)",
+    "runs": "test_viz: four tiny presets trained for 2 steps (7 s)",
+    "trained": "test_faults: a 2-step lavt_tiny run through the CLI, read by 23 tests (2-5 s)",
+    "one_process_run": "test_engine: the one-process magnet_tiny run that DDP and accumulation compare with (13 s)",
+}
 
+# Seconds of the slowest work units on one thread (`make test`'s --durations, a 1.76 ms probe): handed out first, in
+# this order. A unit is an xdist group or a test function (all its parameters, each its own unit); those not listed
+# follow in the order of collection.
+SLOWEST = {
+    "learning_magnet": 188,
+    "learning_lavt_sag": 182,
+    "tests/test_experiments.py::test_parallel_study_matches_serial_and_resumes": 68,
+    "entity_pretraining": 61,
+    "trained": 52,
+    "graded": 50,
+    "tests/test_gpu_check.py::test_tiny_cpu_check_writes_a_row_per_check": 48,
+    "one_process_run": 45,
+    "tests/test_engine.py::test_cli_round_trip_synth_train_eval_predict": 36,
+    "tests/test_magnet.py::test_short_training_learns": 34,
+    "runs": 33,
+    "tests/test_engine.py::test_kill_9_and_resume_gives_the_same_losses": 32,
+    "tests/test_experiments.py::test_main_table_cli_writes_the_record_and_resumes": 32,
+    "tests/test_tools.py::test_probe_tools_train_on_the_engine": 25,
+    "tests/test_experiments.py::test_experiments_cli_writes_tables_and_resumes": 23,
+    "tests/test_engine.py::test_corrupt_checkpoint_falls_back_to_previous": 21,
+    "site": 20,
+    "tests/test_engine.py::test_torchrun_cli_runs": 19,
+    "tests/test_sag.py::test_c3_two_processes_match_one_process": 16,
+    "tests/test_entry_point.py::test_python_m_ris_nb_runs_a_subcommand_of_a_later_module": 13,
+    "tests/test_engine.py::test_every_mini_preset_resumes_bit_identically": 11,
+}
+
+
+def pytest_configure(config):
+    if getattr(config.option, "dist", "no") == "loadgroup":
+        config.option.loadscopereorder = False  # xdist keeps the collection order, set below: slowest unit first
+    config.pluginmanager.register(GroupSuffix(), "ris_nb_group_suffix")
+
+
+class GroupSuffix:
+    """xdist's loadgroup reads a test's group from its node id (`<id>@<group>`, written by xdist after collection);
+    pytest 9.2's structured node ids ignore that write (pytest-xdist issue #1386), so without this every group would
+    be split silently. Writes the suffix where it is missing, and warns where it cannot."""
+
+    @pytest.hookimpl(trylast=True)  # after xdist's own write: only what it missed
+    def pytest_collection_modifyitems(self, config, items):
+        if not getattr(config.option, "loadgroup", False):  # set on xdist workers under --dist loadgroup
+            return
+        for item in items:
+            group = _group(item)
+            if group and not item.nodeid.endswith("@" + group):
+                _suffix_node_id(item, "@" + group)
+
+
+def _suffix_node_id(item, suffix: str) -> None:
+    try:
+        from _pytest.nodeid import NodeId  # pytest ≥ 9.2
+
+        item._id = NodeId.parse(item.nodeid + suffix)
+    except ImportError:
+        pass
+    if not item.nodeid.endswith(suffix):
+        warnings.warn(f"{item.nodeid}: xdist group {suffix[1:]!r} not applied (pytest {pytest.__version__})")
+
+
+def _group(item) -> str | None:
+    "The item's xdist group as xdist names it (several marks: their names sorted, joined by '_'), or None."
+    names = {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+    return "_".join(sorted(names)) or None
+
+
+def _seconds(item) -> float:
+    return SLOWEST.get(_group(item) or item.nodeid.split("[")[0], 0)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(session, config, items):
-    # stable: keeps the rest's order
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_learning.py") else 1)
+    for item in items:
+        shared = [f for f in item.fixturenames if f in ONE_WORKER]
+        if shared and _group(item) is None:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+    if getattr(config.option, "loadgroup", False):  # an xdist worker: the order it reports is the order handed out
+        items.sort(key=_seconds, reverse=True)  # stable: the others keep their order
 
 
 def run(args, check: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
@@ -56,19 +146,29 @@ def cli(*args, check_rc: int | None = None, **kw) -> subprocess.CompletedProcess
     return p
 
 
+def run_folder(tmp_path_factory) -> Path:
+    "A temporary folder of this run that every xdist worker shares (a worker's own folder lies in it)."
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def shaperefs_data(tmp_path_factory) -> Callable[..., Path]:
     """`get(n_images, seed, size=128, language="plain")`: a data root holding `shaperefs/` made with those settings,
-    generated once per session and shared: read it only (`copy_data` it into `tmp_path` to change it)."""
+    generated once per run and shared by every test and worker: read it only (`copy_data` it into `tmp_path` to change
+    it)."""
+    from filelock import FileLock
+
     from ris_nb.data.shaperefs import ensure_shaperefs
 
-    made: dict[tuple, Path] = {}
+    shared, made = run_folder(tmp_path_factory), {}
 
     def get(n_images: int, seed: int, size: int = 128, language: str = "plain") -> Path:
         key = (n_images, seed, size, language)
         if key not in made:
-            root = tmp_path_factory.mktemp(f"shaperefs-{n_images}-{seed}-{size}-{language}")
-            ensure_shaperefs(root / "shaperefs", *key)
+            root = shared / f"shaperefs-{n_images}-{seed}-{size}-{language}"
+            with FileLock(f"{root}.lock"):  # the first worker to ask generates it, the others wait and read it
+                ensure_shaperefs(root / "shaperefs", *key)
             made[key] = root
         return made[key]
 

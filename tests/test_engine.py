@@ -25,6 +25,14 @@ def shaperefs(shaperefs_data):
     return shaperefs_data(48, 3, 64) / "shaperefs"
 
 
+@pytest.fixture(scope="module")
+def one_process_run(shaperefs, tmp_path_factory):
+    "tests/ddp_worker.py's run in one process: batch 8, 4 steps (what DDP and gradient accumulation must reproduce)."
+    out = tmp_path_factory.mktemp("one_process") / "run"
+    run([sys.executable, str(HERE / "ddp_worker.py"), str(shaperefs), str(out), "4"])
+    return out
+
+
 def losses(run_dir):
     "step -> training loss from a run's log (later lines win, as after a resume)."
     return {r["step"]: r["loss"] for r in read_log(Path(run_dir) / "log.jsonl") if "loss" in r}
@@ -94,9 +102,8 @@ def test_corrupt_checkpoint_falls_back_to_previous(shaperefs, tmp_path):
     assert max(losses(out)) == 6
 
 
-def test_ddp_two_processes_match_one_process(shaperefs, tmp_path):
+def test_ddp_two_processes_match_one_process(shaperefs, one_process_run, tmp_path):
     worker = str(HERE / "ddp_worker.py")
-    run([sys.executable, worker, str(shaperefs), str(tmp_path / "one"), "4"])
     p = run(
         [
             sys.executable,
@@ -115,18 +122,16 @@ def test_ddp_two_processes_match_one_process(shaperefs, tmp_path):
     # fit's DDP wrapper was freed and the group destroyed with its threads, not left to interpreter exit
     for r in (0, 1):
         assert f"rank {r}: 0 gloo threads after finish_distributed" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
-    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    a, b = losses(one_process_run), losses(tmp_path / "two")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for s in a:  # tolerance: float summation order differs between one batch of 8 and two of 4
         assert abs(a[s] - b[s]) <= 1e-4, (s, a[s], b[s])
 
 
-def test_gradient_accumulation_matches_the_full_batch(shaperefs, tmp_path):
+def test_gradient_accumulation_matches_the_full_batch(shaperefs, one_process_run, tmp_path):
     "2 micro-batches of 4 per optimizer step log the losses of one batch of 8 (same samples, per-sample losses)."
-    worker = str(HERE / "ddp_worker.py")
-    run([sys.executable, worker, str(shaperefs), str(tmp_path / "full"), "4"])
-    run([sys.executable, worker, str(shaperefs), str(tmp_path / "accum"), "4", "2"])
-    a, b = losses(tmp_path / "full"), losses(tmp_path / "accum")
+    run([sys.executable, str(HERE / "ddp_worker.py"), str(shaperefs), str(tmp_path / "accum"), "4", "2"])
+    a, b = losses(one_process_run), losses(tmp_path / "accum")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for s in a:
         assert abs(a[s] - b[s]) <= 1e-4, (s, a[s], b[s])
