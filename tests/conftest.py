@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -78,33 +77,24 @@ SLOWEST = {
 def pytest_configure(config):
     if getattr(config.option, "dist", "no") == "loadgroup":
         config.option.loadscopereorder = False  # xdist keeps the collection order, set below: slowest unit first
-    config.pluginmanager.register(GroupSuffix(), "ris_nb_group_suffix")
+    config.pluginmanager.register(GroupCheck(), "ris_nb_group_check")
 
 
-class GroupSuffix:
+class GroupCheck:
     """xdist's loadgroup reads a test's group from its node id (`<id>@<group>`, written by xdist after collection);
-    pytest 9.2's structured node ids ignore that write (pytest-xdist issue #1386), so without this every group would
-    be split silently. Writes the suffix where it is missing, and warns where it cannot."""
+    pytest 9.2's structured node ids ignore that write (pytest-xdist issue #1386), which splits every group silently:
+    hence `pytest<9.2` in settings.ini. Stops the run if a group was not applied anyway."""
 
-    @pytest.hookimpl(trylast=True)  # after xdist's own write: only what it missed
+    @pytest.hookimpl(trylast=True)  # after xdist's own write
     def pytest_collection_modifyitems(self, config, items):
         if not getattr(config.option, "loadgroup", False):  # set on xdist workers under --dist loadgroup
             return
-        for item in items:
-            group = _group(item)
-            if group and not item.nodeid.endswith("@" + group):
-                _suffix_node_id(item, "@" + group)
-
-
-def _suffix_node_id(item, suffix: str) -> None:
-    try:
-        from _pytest.nodeid import NodeId  # pytest ≥ 9.2
-
-        item._id = NodeId.parse(item.nodeid + suffix)
-    except ImportError:
-        pass
-    if not item.nodeid.endswith(suffix):
-        warnings.warn(f"{item.nodeid}: xdist group {suffix[1:]!r} not applied (pytest {pytest.__version__})")
+        missed = [item.nodeid for item in items if (g := _group(item)) and not item.nodeid.endswith("@" + g)]
+        if missed:
+            raise pytest.UsageError(
+                f"pytest {pytest.__version__} drops xdist groups (pytest-xdist issue #1386), e.g. {missed[0]}: "
+                "install pytest<9.2 (settings.ini's dev_requirements)"
+            )
 
 
 def _group(item) -> str | None:
