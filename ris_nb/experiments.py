@@ -518,7 +518,7 @@ def read_result(p: Path) -> dict:
 def finished(run_dir: Path, cfg) -> dict | None:
     """The stored result of a finished run with this config; None when it has not finished (or its result is
     unreadable: said, then run again); an error when it ran another config."""
-    from ris_nb.train import weight_changes
+    from ris_nb.run_folder import weight_changes
 
     p = Path(run_dir) / "result.json"
     if not p.exists():
@@ -602,7 +602,8 @@ def train_and_score(cfg, cbs: Sequence = (), splits: Sequence[str] = ("val",), g
 
 def rescore(cfg, source_dir: Path, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
     "Score the final checkpoint of `source_dir` under `cfg` (an eval-time change such as the inference scheme)."
-    from ris_nb.train import latest_checkpoint, prepare
+    from ris_nb.train import prepare
+    from ris_nb.run_folder import latest_checkpoint
 
     found = latest_checkpoint(Path(source_dir) / "train")
     if found is None:

@@ -41,7 +41,7 @@ __all__ = ['PICTURE_PRESETS', 'SPECIAL_TOKENS', 'FUNCTION_WORDS', 'EXPLAIN_INCHE
 def config_tag(cfg: Config) -> str:
     """8 hex digits of a hash of `cfg` without the keys that do not change the trained weights (`WEIGHT_FREE_KEYS`;
     the vocabulary size, the tokenizer's)."""
-    from ris_nb.train import WEIGHT_FREE_KEYS
+    from ris_nb.run_folder import WEIGHT_FREE_KEYS
 
     d = cfg.to_dict()
     # a request holds 0: the tokenizer's size, known once it is built
@@ -59,7 +59,8 @@ def ensure_checkpoint(
 ) -> Path:
     """`out_dir/best.pt` of `preset` (+ `overrides`) trained by a `TrainingRun` on the REFER data under `data_root`;
     trained only if it is not there yet."""
-    from ris_nb.train import TrainingRun, load_checkpoint, saved_config, weight_changes
+    from ris_nb.train import TrainingRun
+    from ris_nb.run_folder import load_checkpoint, saved_config, weight_changes
 
     out_dir = Path(out_dir)
     best = out_dir / "best.pt"
@@ -739,7 +740,7 @@ _NOT_LOSSES = {"step", "epoch", "lr", "samples_per_s", "split"}
 
 def _records(log) -> list[dict]:
     "Records of a run: a run directory, a log.jsonl path, or the records themselves."
-    from ris_nb.train import read_log
+    from ris_nb.run_folder import read_log
 
     return read_log(log) if isinstance(log, (str, Path)) else list(log)
 
