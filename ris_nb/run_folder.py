@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import ris_nb.models  # registers every model: `load_run` builds whichever a checkpoint names
 from .core import Config, validate_config
 from .io import load_state_checked, torch_load_checked, write_atomic
 
