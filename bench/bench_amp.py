@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import probes_1t_2t  # noqa: E402
-from ris_nb.train import read_log  # noqa: E402
+from ris_nb.run_folder import read_log  # noqa: E402
 
 QUICKSTART = [
     "data.image_size=64",

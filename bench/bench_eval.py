@@ -88,10 +88,11 @@ def official_pattern(cfg, coll, model, dataset, n: int, parts: dict | None = Non
 
 def split_ours(cfg, coll, model, dataset, n: int) -> dict:
     "Data (image-grouped batches) and model (forward + predict + IoU) seconds of `ris_nb eval`'s path."
-    from ris_nb.evaluate import _eval_batches, _forward, _sample_iu, _takes_image_index
+    from ris_nb.core import model_spec
+    from ris_nb.evaluate import _eval_batches, _forward, _sample_iu
 
     loader = DataLoader(dataset(True), batch_size=cfg.eval.batch_size, sampler=list(range(n)), collate_fn=coll)
-    takes_index = _takes_image_index(model)
+    takes_index = model_spec(model).takes_image_index
     parts, t = {"data": 0.0, "model": 0.0}, time.perf_counter()
     with torch.no_grad():
         for _, b, image_index in _eval_batches(loader):
@@ -107,10 +108,11 @@ def flops_per_sentence(cfg, coll, model, dataset, n: int) -> float:
     """Matmul/convolution FLOPs per sentence of `ris_nb eval`'s forward + predict (torch's FlopCounterMode;
     element-wise ops not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
-    from ris_nb.evaluate import _eval_batches, _forward, _sample_iu, _takes_image_index
+    from ris_nb.core import model_spec
+    from ris_nb.evaluate import _eval_batches, _forward, _sample_iu
 
     loader = DataLoader(dataset(True), batch_size=cfg.eval.batch_size, sampler=list(range(n)), collate_fn=coll)
-    takes_index = _takes_image_index(model)
+    takes_index = model_spec(model).takes_image_index
     grads = [p.requires_grad for p in model.parameters()]
     # the counter's module tracker wants no autograd at all
     for p in model.parameters():

@@ -25,7 +25,7 @@ import torch
 
 def _train_speed(log_path: Path) -> float:
     "Median training samples/s the engine logged (validation excluded)."
-    from ris_nb.train import read_log
+    from ris_nb.run_folder import read_log
 
     xs = [r["samples_per_s"] for r in read_log(log_path) if "samples_per_s" in r]
     return statistics.median(xs) if xs else float("nan")
@@ -36,7 +36,8 @@ def train_and_score(preset: str, seed: int, args) -> dict:
     from ris_nb.core import build_model, get_preset, seed_everything
     from ris_nb.data.transforms import build_tokenizer, make_dataloaders
     from ris_nb.evaluate import evaluate, sentence_sensitivity, shatter_gather
-    from ris_nb.train import fit, load_checkpoint
+    from ris_nb.train import fit
+    from ris_nb.run_folder import load_checkpoint
 
     out = Path(args.out) / f"{preset}_s{seed}"
     done = out / "bench.json"

@@ -80,7 +80,7 @@ def _add_presets(sub) -> None:
 
 # %% ../nbs/15_cli.ipynb #bfe32cf8
 # built in 12_training: `train`, `eval`, `predict` and the demo use them
-from .train import apply_data_arg, load_run
+from .run_folder import apply_data_arg, load_run
 
 
 def _config_of(args):
@@ -147,7 +147,7 @@ def _run_eval(args) -> None:
     from ris_nb.data.transforms import make_dataloaders
     from ris_nb.evaluate import evaluate, write_report
     from ris_nb.distributed import finish_distributed, init_distributed
-    from ris_nb.train import check_loaders, make_eval_loader
+    from ris_nb.loaders import check_loaders, make_eval_loader
 
     out = check_out_dir(Path(args.out) if args.out else Path(args.ckpt).resolve().parent)  # before any work
     cfg, tok, model = load_run(args.ckpt, args.data)

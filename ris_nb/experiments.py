@@ -532,7 +532,8 @@ def train_and_score(cfg, cbs: Sequence = (), splits: Sequence[str] = ("val",), g
 
 def rescore(cfg, source_dir: Path, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
     "Score the final checkpoint of `source_dir` under `cfg` (an eval-time change such as the inference scheme)."
-    from ris_nb.train import latest_checkpoint, prepare
+    from ris_nb.train import prepare
+    from ris_nb.run_folder import latest_checkpoint
 
     found = latest_checkpoint(Path(source_dir) / "train")
     if found is None:

@@ -63,7 +63,7 @@ def read_result(p: Path) -> dict:
 def finished(run_dir: Path, cfg) -> dict | None:
     """The stored result of a finished run with this config; None when it has not finished (or its result is
     unreadable: said, then run again); an error when it ran another config."""
-    from ris_nb.train import weight_changes
+    from ris_nb.run_folder import weight_changes
 
     p = Path(run_dir) / "result.json"
     if not p.exists():

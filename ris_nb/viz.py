@@ -686,7 +686,7 @@ _NOT_LOSSES = {"step", "epoch", "lr", "samples_per_s", "split"}
 
 def _records(log) -> list[dict]:
     "Records of a run: a run directory, a log.jsonl path, or the records themselves."
-    from ris_nb.train import read_log
+    from ris_nb.run_folder import read_log
 
     return read_log(log) if isinstance(log, (str, Path)) else list(log)
 

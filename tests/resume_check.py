@@ -8,7 +8,8 @@ import torch
 
 from ris_nb.core import build_model, get_preset, seed_everything
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-from ris_nb.train import Callback, fit, model_state, read_log
+from ris_nb.train import Callback, fit, model_state
+from ris_nb.run_folder import read_log
 
 
 class Crash(Exception):

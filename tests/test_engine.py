@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import CLI, ENV, run
-from ris_nb.train import load_checkpoint, read_log
+from ris_nb.run_folder import load_checkpoint, read_log
 
 HERE = Path(__file__).parent
 
@@ -141,7 +141,8 @@ def test_epochs_become_optimizer_steps(shaperefs, tmp_path):
     """train.epochs overrides max_steps: fit runs exactly `epochs` passes (per-rank drop_last, accumulation) and
     saves the count."""
     from ris_nb.core import get_preset
-    from ris_nb.train import epochs_to_steps, fit, prepare
+    from ris_nb.train import fit, prepare
+    from ris_nb.loaders import epochs_to_steps
 
     cfg = get_preset("lavt_tiny").override(
         {

@@ -142,7 +142,7 @@ def test_the_training_check_catches_a_loop(tmp_path):
         ("mask_iou", "metrics"),
         ("dice_loss", "models.lavt"),
         ("save_tokenizer", "data.transforms"),
-        ("read_log", "train"),
+        ("read_log", "run_folder"),
         ("ensure_shaperefs", "data.shaperefs"),
         ("eval_mode", "core"),
     ],

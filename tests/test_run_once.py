@@ -14,6 +14,8 @@ import torch
 import ris_nb.core as core
 import ris_nb.distributed as distributed
 import ris_nb.data.transforms as transforms
+import ris_nb.loaders as loaders
+import ris_nb.run_folder as run_folder
 import ris_nb.train as train
 from ris_nb.data.refer import Refer
 
@@ -22,13 +24,13 @@ from conftest import TINY_RUN
 STEPS = [
     (core, "validate_config"),
     (transforms, "check_config_arg"),
-    (train, "check_loaders"),
+    (loaders, "check_loaders"),
     (distributed, "init_distributed"),
     (train, "run_fingerprints"),
     (distributed, "run_lock"),
-    (train, "check_run_dir"),
-    (train, "_read_run_dir"),
-    (train, "resolve_epochs"),
+    (run_folder, "check_run_dir"),
+    (run_folder, "read_run_dir"),
+    (loaders, "resolve_epochs"),
     (core, "seed_everything"),
 ]
 RUN_STEPS = ["start", "_prepare", "_check", "_train", "load_best"]  # `TrainingRun`'s: the one start and what it calls
@@ -108,7 +110,7 @@ ONCE = [
     "init_distributed",
     "run_fingerprints",
     "run_lock",
-    "_read_run_dir",
+    "read_run_dir",
     "resolve_epochs",
     "Refer",
     "train DataLoader",
@@ -125,7 +127,7 @@ def test_a_fresh_and_a_resumed_train_start_once(shaperefs, tmp_path, monkeypatch
     # seeded twice, on purpose: cfg.seed before the model is built (the same initial weights on every rank), then
     # cfg.seed + rank as training starts (each rank's own dropout and token masks); neither is a repeat of the other
     assert fresh["seed_everything"] == 2, fresh
-    # the run reads its folder once, through `_read_run_dir`
+    # the run reads its folder once, through `read_run_dir`
     assert fresh["check_run_dir"] == 0, fresh
     assert fresh["torch.load best.pt"] == 1, fresh  # the final evaluation's weights (and their step)
     assert not any(k.startswith("torch.load step_") for k in fresh), fresh

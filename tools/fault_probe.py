@@ -381,7 +381,7 @@ class Probe:
         log = run_dir / "log.jsonl"
         log.write_text(log.read_text()[:-15])
         p = train(self.base, run_dir, "train.max_steps=4", "train.eval_every=4")
-        from ris_nb.train import read_log
+        from ris_nb.run_folder import read_log
 
         steps = [r.get("step") for r in read_log(log)]
         self.add(
@@ -503,7 +503,7 @@ class Probe:
                 )
             )
         p = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
-        from ris_nb.train import read_log
+        from ris_nb.run_folder import read_log
 
         left = [x.name for x in (out / "checkpoints").iterdir() if x.name.startswith(".")]
         steps = [r.get("step") for r in read_log(out / "log.jsonl") if "loss" in r]

@@ -226,7 +226,8 @@ def train_run(
     "Train (or resume) `out` with `TrainingRun` as `ris_nb train` does, no validation; `compare`: a run folder to diff."
     import ris_nb.models  # noqa: F401  (registers the models)
     from ris_nb.core import precision_line
-    from ris_nb.train import TrainingRun, read_log
+    from ris_nb.train import TrainingRun
+    from ris_nb.run_folder import read_log
 
     if precision == "fp16":
         without_bf16()
@@ -390,7 +391,8 @@ def ddp_run(preset: str, data: str, out: str, device: str, steps: int, tiny: boo
 
     import ris_nb.models  # noqa: F401
     from ris_nb.distributed import DistInfo, finish_distributed
-    from ris_nb.train import TrainingRun, read_log
+    from ris_nb.train import TrainingRun
+    from ris_nb.run_folder import read_log
 
     cuda = device.startswith("cuda")
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")

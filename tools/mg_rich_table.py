@@ -18,7 +18,8 @@ import torch
 from ris_nb.core import Config, get_preset
 from ris_nb.io import write_atomic
 from ris_nb.evaluate import evaluate
-from ris_nb.train import checkpoint_paths, load_checkpoint, prepare
+from ris_nb.train import prepare
+from ris_nb.run_folder import checkpoint_paths, load_checkpoint
 
 
 def miou(rows: list[dict]) -> float:

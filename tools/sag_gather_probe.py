@@ -42,7 +42,8 @@ from ris_nb.evaluate import evaluate, shatter_gather
 from ris_nb.metrics import iou_from
 from ris_nb.models.slots import grid_coords
 from ris_nb.distributed import DistInfo
-from ris_nb.train import Callback, DeviceCB, Learner, NaNGuardCB, SamplerCB, make_train_loader, prepare
+from ris_nb.train import Callback, DeviceCB, Learner, NaNGuardCB, SamplerCB, prepare
+from ris_nb.loaders import make_train_loader
 
 
 class ContextFusion(sag.Fusion):
