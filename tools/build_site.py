@@ -30,10 +30,13 @@ div.cell_input pre, div.cell_output pre, .highlight pre { font-size: 0.74rem !im
 
 
 def reading_order(readme: Path = ROOT / "README.md") -> list[str]:
-    "Notebook names in the README's 'Reading order' table, in order."
+    "Notebook names in the README's 'Reading order': the table's rows, then the appendix paragraph's, in order."
     text = readme.read_text()
     start = text.index("## Reading order")
-    names = [m.group(1) for line in text[start:].splitlines() if (m := NOTEBOOK_ROW.match(line))]
+    section = text[start:].split("\n## ", 1)[0]
+    names = [m.group(1) for line in section.splitlines() if (m := NOTEBOOK_ROW.match(line))]
+    # the appendix is listed in a paragraph under the table: `90_config_validation` (`ris_nb.validate`), ...
+    names += [n for n in re.findall(r"`(9\d[a-z]?_\w+)`", section) if n not in names]
     if not names:
         raise ValueError(f"{readme}: no notebook rows found under '## Reading order'")
     return names
