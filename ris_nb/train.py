@@ -25,7 +25,7 @@ from .core import Config, amp_dtype, get_device, precision_line, seed_everything
 from .io import load_state_checked, write_atomic, write_error
 
 # %% auto #0
-__all__ = ['FUSED_ADAMW_DEVICES', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'adamw_kernel', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'model_state', 'EvalCB', 'CheckpointCB', 'DataGuardCB', 'resume', 'SamplerCB', 'default_callbacks', 'check_fit_args', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'library_evaluate']
+__all__ = ['FUSED_ADAMW_DEVICES', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'adamw_kernel', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'model_state', 'EvalCB', 'CheckpointCB', 'DataGuardCB', 'resume', 'SamplerCB', 'default_callbacks', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'library_evaluate']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -556,13 +556,6 @@ def _check_parts(model: Any, loaders: Any, cbs: Any = ()) -> None:
         )
     if not isinstance(cbs, (list, tuple)) or not all(isinstance(c, Callback) for c in cbs):
         raise TypeError(f"cbs={cbs!r}: expected a list of Callback objects, e.g. [ProgressCB()]")
-
-
-def check_fit_args(model: Any, loaders: Any, cfg: Any, cbs: Any = ()) -> None:
-    """The config first (`validate_config`), then a `TypeError` naming the argument of `fit` that is not of the type
-    it takes."""
-    validate_config(cfg)
-    _check_parts(model, loaders, cbs)
 
 # %% ../nbs/12_training.ipynb #trun0010
 EVALUATORS: list[Callable] = []  # the validation `fit` uses when given none: 13_evaluation's `evaluate`, added there
