@@ -3,6 +3,7 @@ notebooks (90 and up), which extend the same modules. These checks keep it that 
 of the course path, short exported cells, concise prose, and a figure in every numbered notebook."""
 
 import io
+import math
 import json
 import re
 import tokenize
@@ -143,3 +144,23 @@ def test_a_model_refers_by_the_third_notebook():
     assert any(refers(nb) for nb in COURSE if nb.stem < "03"), (
         "no notebook before 03 shows a small model refer beside the floors"
     )
+
+
+RUN_ALL_TIMES = NBS / "results" / "run_all_times.csv"  # tools/run_all_times.py
+RUN_ALL = re.compile(r"\*\*Run All:\*\* about (\d+) min")
+
+
+def measured_run_all() -> dict[str, float]:
+    import csv
+
+    with RUN_ALL_TIMES.open() as f:
+        return {r["notebook"]: float(r["seconds"]) for r in csv.DictReader(f) if not r["error"]}
+
+
+@pytest.mark.parametrize("name,seconds", sorted(measured_run_all().items()))
+def test_first_cell_states_the_measured_run_all(name, seconds):
+    "A measured notebook's first cell says what Run All costs, in whole minutes rounded up from the measurement."
+    first = src(cells(NBS / f"{name}.ipynb")[0])
+    m = RUN_ALL.search(first)
+    assert m, f"{name}: the first cell should say '**Run All:** about N min …' (measured {seconds:.0f} s)"
+    assert int(m.group(1)) == max(1, math.ceil(seconds / 60)), f"{name}: states {m.group(1)} min, measured {seconds} s"

@@ -5,12 +5,18 @@ folder, in a fresh kernel, without `IN_TEST`, the way a student's first Run All 
 It records each notebook's wall seconds, the first cell error if any, the tracked files the run changed (a notebook
 must not rewrite them) and the machine's 512³ float32 matmul probe on one and two threads, measured just before the
 notebook, into `nbs/results/run_all_times.csv` (one row per notebook, replaced on a re-run).
+
+`--state` writes what the record says into each measured notebook's first cell (`**Run All:** about N min …`, N the
+seconds rounded up to whole minutes; `tests/test_course_path.py` checks the two agree), replacing an older statement.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import math
+import re
 import os
 import subprocess
 import sys
@@ -74,12 +80,39 @@ def write_record(rows: dict[str, dict]) -> None:
     tmp.replace(RECORD)
 
 
+STATEMENT = re.compile(r"\n*\*\*Run All:\*\*[^\n]*")
+
+
+def statement(row: dict) -> str:
+    "The first cell's sentence for a record row."
+    minutes = max(1, math.ceil(float(row["seconds"]) / 60))
+    return (
+        f"**Run All:** about {minutes} min on a laptop CPU (measured {float(row['seconds']):.0f} s on 2 cores, 512³ "
+        f"matmul probe {row['probe_1t_ms']} ms on one thread); it needs nothing run before it."
+    )
+
+
+def state(rows: dict[str, dict]) -> None:
+    "Write each error-free row's statement into its notebook's first cell (nothing else in the notebook changes)."
+    for name, row in rows.items():
+        path = ROOT / "nbs" / f"{name}.ipynb"
+        if row["error"] or not path.exists():
+            continue
+        nb = json.loads(path.read_text())
+        first = STATEMENT.sub("", "".join(nb["cells"][0]["source"])).rstrip("\n")
+        nb["cells"][0]["source"] = (first + "\n\n" + statement(row)).splitlines(keepends=True)
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebooks", nargs="*", type=Path, help="default: every course notebook (00–89)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    ap.add_argument("--state", action="store_true", help="only write the record into the notebooks' first cells")
     args = ap.parse_args()
     rows = read_record()
+    if args.state:
+        return state(rows)
     for path in [p.resolve() for p in args.notebooks] or course_notebooks():
         before = tracked_changes()
         p1, p2 = probe(1), probe(2)
