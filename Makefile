@@ -40,7 +40,7 @@ export: venv
 	$(EXPORT)
 
 # Format everything: the notebooks' code cells (ruff, then wrapping what ruff leaves over 120 characters; what is still
-# too long is listed for a hand edit), tests, benchmarks, tools and the library's hand-written files (the exported
+# too long is listed for a hand edit), tests, benchmarks and tools (the library has no hand-written file: the exported
 # modules are skipped: `make export` writes them from the formatted cells); then export the library and clean the
 # notebooks.
 LINTED := ris_nb tests bench tools
