@@ -620,8 +620,10 @@ METRICS = ("oIoU", "mIoU")  # each cell of the main table holds both
 
 
 def main_rows() -> list[Row]:
-    "The main table's methods: LAVT, LAVT + MG, MagNet (with masks), SaG (text only), each its tiny preset unchanged."
+    """The main table's methods: TinyRefer (02a), LAVT, LAVT + MG, MagNet (with masks), SaG (text only), each its
+    preset unchanged."""
     return [
+        Row("tiny_refer", "tiny_refer", {}, "main", "TinyRefer: a bag of words FiLM-modulating a small CNN (02a)"),
         Row("lavt", "lavt_tiny", {}, "main", "LAVT (the prior method)", "RefCOCO val 72.73 oIoU (LAVT)"),
         Row("lavt_mg", "lavt_mg_tiny", {}, "main", "LAVT + Mask Grounding", _NO_MAGNET_ABLATION),
         Row("magnet", "magnet_tiny", {}, "main", "MagNet: MG + CAM + CAL", "RefCOCO val 75.24 oIoU (official README)"),

@@ -538,3 +538,23 @@ def _sag_mini() -> Config:  # ours: packaged ImageNet MobileNetV2 (last feature 
         train=_sag_recipe(max_steps=300, batch_size=16, lr=3e-4, warmup_steps=20, grad_clip=1.0, every=100),
         eval=EvalConfig(protocol="original"),
     )
+
+# %% ../nbs/90a_presets.ipynb #tr90a002
+@register_preset("tiny_refer")
+def _tiny_refer() -> Config:
+    # ours: 02a's recipe (AdamW, lr 5e-3, weight decay 1e-4, 400 steps of 32 at 64 px); 02a's one-cycle schedule
+    # (20 % warm-up, then cosine) as a linear warm-up of 80 steps and a cosine decay; word-level tokenizer
+    return Config(
+        data=DataConfig(image_size=64),
+        model=ModelConfig(name="tiny_refer"),
+        train=TrainConfig(
+            max_steps=400,
+            batch_size=32,
+            lr=5e-3,
+            weight_decay=1e-4,
+            schedule="cosine",
+            warmup_steps=80,
+            eval_every=100,
+            ckpt_every=100,
+        ),
+    )

@@ -13,7 +13,7 @@ import time
 import uuid
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -44,8 +44,9 @@ from .study_report import main_table_markdown, study_markdown, write_json_atomic
 from .testing import probe_ms
 
 # %% auto #0
-__all__ = ['STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS', 'MAX_STEPS', 'read_result', 'finished', 'data_settings', 'reusable',
-           'remove_run_dir', 'run_one', 'die_with_parent', 'Job', 'run_jobs', 'run_study', 'run_main_table',
+__all__ = ['SHARED_BUDGET', 'CALL_KEYS', 'STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS', 'MAX_STEPS', 'read_result', 'finished',
+           'data_settings', 'reusable', 'remove_run_dir', 'run_one', 'die_with_parent', 'Job', 'run_jobs', 'run_study',
+           'named_main_rows', 'record_header', 'check_addable', 'merge_main_records', 'run_main_table',
            'claim_study_folder', 'run_experiments']
 
 # %% ../nbs/98b_study_runner.ipynb #3289dce9
@@ -325,6 +326,67 @@ def run_study(
         write_outputs(study, out)
     return study
 
+# %% ../nbs/98b_study_runner.ipynb #r98bmg02
+# what rows added to a main-table record must share with it (the main rows have no entity modules of their own)
+SHARED_BUDGET = ("n_images", "image_size", "steps", "batch_size", "data_seed", "splits", "grounding")
+CALL_KEYS = ("runs_done_now", "wall_s", "jobs", "probe_ms", "probe_2t_ms")  # what one call of `run_main_table` measured
+
+
+def named_main_rows(names: Sequence[str] | None = None) -> list[Row]:
+    "The main rows called `names` (all when None), in the table's order; an unknown name is refused."
+    rows = main_rows()
+    unknown = sorted(set(names or ()) - {r.name for r in rows})
+    if unknown or (names is not None and not names):
+        raise ValueError(f"--rows {','.join(names or [])}: expected names among {', '.join(r.name for r in rows)}")
+    return [r for r in rows if names is None or r.name in names]
+
+
+def record_header(rec: dict) -> dict:
+    "What every run of a main-table record shares: the budget's `SHARED_BUDGET`, seeds, languages, splits."
+    b = json.loads(json.dumps(rec["budget"]))  # tuples as lists, as the record on disk holds them
+    return {
+        "budget": {k: b.get(k) for k in SHARED_BUDGET},
+        **{k: json.loads(json.dumps(rec.get(k))) for k in ("seeds", "languages", "splits")},
+    }
+
+
+def check_addable(old: dict, new: dict, where: str | Path) -> None:
+    "Refuse to add `new`'s rows to the record `old` (file `where`) unless both share `record_header` (and floors)."
+    a, b = record_header(old), record_header(new)
+    if "floors" in new and "floors" in old:
+        a["floors"], b["floors"] = old["floors"], new["floors"]
+    for k in b:
+        if not _same(a[k], b[k]):
+            raise ValueError(
+                f"{where}: its {k} is {a[k]!r}, these rows' {b[k]!r}; rows are added only to a record of the same "
+                "budget, seeds, languages and splits, on the same data (run every row again without --rows, or "
+                "give another --record)"
+            )
+
+# %% ../nbs/98b_study_runner.ipynb #r98bmg03
+def _same(a, b) -> bool:
+    "Equal, floats to 1e-9 (floors recomputed from the same data)."
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-9 * max(1, abs(a))
+    return a == b
+
+
+def merge_main_records(old: dict, new: dict, where: str | Path = "the record") -> dict:
+    """`new` with the rows and runs of record `old` that it does not hold, in the table's order; what earlier calls
+    measured kept under `earlier_calls`."""
+    check_addable(old, new, where)
+    order = [r.name for r in main_rows()]
+    mine = {**{n: r for n, r in old["rows"].items() if n not in new["rows"]}, **new["rows"]}
+    rows = {n: mine[n] for n in sorted(mine, key=lambda n: order.index(n) if n in order else len(order))}
+    runs = [r for r in old["runs"] if r["row"] not in new["rows"]] + new["runs"]
+    before = {"rows": [n for n in old["rows"] if n not in new["rows"]], **{k: old[k] for k in CALL_KEYS if k in old}}
+    calls = old.get("earlier_calls", []) + ([before] if before["rows"] else [])
+    return {**new, "rows": rows, "runs": runs, "train_s": sum(r["train_s"] for r in runs), "earlier_calls": calls}
+
 # %% ../nbs/98b_study_runner.ipynb #r98b0007
 def run_main_table(
     out: str | Path,
@@ -335,9 +397,10 @@ def run_main_table(
     progress: bool = True,
     on_train: Callable[[str, int], None] | None = None,
     record: str | Path | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict:
-    """Train (or read back) every main row × language × seed into OUT/<language>/, score every split;
-    OUT/main_table.json/.md/.png (and `record`)."""
+    """Train (or read back) every main row (or those `names`) × language × seed into OUT/<language>/, score every
+    split; OUT/main_table.json/.md/.png (and `record`, to which `names` are added when it exists)."""
     if not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"--seeds {seeds!r}: expected a positive integer")
     bad = [l for l in languages if l not in LANGUAGES]
@@ -345,7 +408,11 @@ def run_main_table(
         raise ValueError(f"languages {list(languages)!r}: expected some of {LANGUAGES}")
     from ris_nb.distributed import run_lock
 
-    out, rows = Path(out), main_rows()
+    out, rows = Path(out), named_main_rows(names)
+    old = json.loads(Path(record).read_text()) if names is not None and record and Path(record).is_file() else None
+    header = {"budget": asdict(budget), "seeds": seeds, "languages": list(languages), "splits": list(budget.splits)}
+    if old is not None:  # before any work
+        check_addable(old, header, record)
     with run_lock(out, "main table"):
         budgets = {lang: replace(budget, language=lang) for lang in languages}
         # refused if made with other data or another language
@@ -359,6 +426,8 @@ def run_main_table(
         rec = main_table_record(rows, results, budget, seeds, languages, floors)
         rec["wall_s"], rec["jobs"] = time.perf_counter() - t0, jobs
         rec["probe_ms"], rec["probe_2t_ms"] = probe_ms(threads=1), probe_ms(threads=2)
+        if old is not None:
+            rec = merge_main_records(old, rec, record)
         write_main_table(rec, out, record)
     return rec
 
@@ -394,21 +463,28 @@ def _check_counts(args) -> None:
 def _check_table_flags(args) -> None:
     "Refuse, before any work, options that belong to the other table."
     if args.table == "main":
-        for flag, v in (("--only", args.only), ("--rows", args.rows), ("--language", args.language)):
+        for flag, v in (("--only", args.only), ("--language", args.language)):
             if v is not None:
                 raise ValueError(
-                    f"{flag} {v}: the main table always runs its four methods on all three languages; "
-                    "drop it, or use --table ablations"
+                    f"{flag} {v}: the main table always runs its methods (or those of --rows) on all three "
+                    "languages; drop it, or use --table ablations"
                 )
+        if args.rows is not None:
+            named_main_rows(_row_names(args))
     elif args.record is not None:
         raise ValueError(f"--record {args.record}: only --table main writes a record")
+
+
+def _row_names(args) -> list[str] | None:
+    "--rows as a list of names (None: every row)."
+    return [n.strip() for n in args.rows.split(",") if n.strip()] if args.rows is not None else None
 
 
 def _run_main_table(args, budget, out: Path) -> None:
     record = Path(args.record) if args.record else None
     if record is not None:
         check_out_dir(record.parent, "--record")
-    rec = run_main_table(out, seeds=args.seeds, budget=budget, jobs=args.jobs, record=record)
+    rec = run_main_table(out, seeds=args.seeds, budget=budget, jobs=args.jobs, record=record, names=_row_names(args))
     print(main_table_markdown(rec))
     print(
         f"written: {out / 'main_table.json'}, {out / 'main_table.md'}, {out / 'main_table.png'}"
@@ -434,7 +510,6 @@ def run_experiments(args) -> None:
     out = claim_study_folder(check_out_dir(Path(args.out)))
     if args.table == "main":
         return _run_main_table(args, budget, out)
-    names = [n.strip() for n in args.rows.split(",") if n.strip()] if args.rows is not None else None
-    study = run_study(out, only=args.only, seeds=args.seeds, budget=budget, jobs=args.jobs, names=names)
+    study = run_study(out, only=args.only, seeds=args.seeds, budget=budget, jobs=args.jobs, names=_row_names(args))
     print(study_markdown(study))
     print(f"written: {out / 'study.json'}, {out / 'study.md'}, {out / 'study.png'}")

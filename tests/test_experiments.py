@@ -127,15 +127,15 @@ def test_study_data_follows_the_budgets_language(tmp_path):
 
 
 def test_main_table_cli_writes_the_record_and_resumes(tmp_path):
-    """`--table main`: four methods × three languages × val/testA/testB in one record; a lost run is the only one
-    re-trained; the ablation study's options are refused with it."""
+    """`--table main`: five methods × three languages × val/testA/testB in one record; a lost run is the only one
+    re-trained; the ablation study's options are refused with it; `--rows` adds rows to the record."""
     torch.set_num_threads(1)
     out, record = tmp_path / "main", tmp_path / "results" / "main_table.json"
     assert main(["experiments", "--table", "main", *TOY, "--out", str(out), "--record", str(record)]) == 0
     rec = json.loads(record.read_text())
     assert rec == json.loads((out / "main_table.json").read_text())
     assert rec["languages"] == ["plain", "appearance", "rich"] and rec["splits"] == ["val", "testA", "testB"]
-    assert len(rec["runs"]) == 12 and rec["runs_done_now"] == 12
+    assert len(rec["runs"]) == 15 and rec["runs_done_now"] == 15
     for name, row in rec["rows"].items():
         for lang in rec["languages"]:
             for sp in rec["splits"]:
@@ -149,7 +149,15 @@ def test_main_table_cli_writes_the_record_and_resumes(tmp_path):
     assert main(["experiments", "--table", "main", *TOY, "--out", str(out)]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in before.items()) and lost.exists()
     assert json.loads((out / "main_table.json").read_text())["runs_done_now"] == 1
-    for extra in (["--only", "sag"], ["--language", "rich"], ["--rows", "lavt"]):
+    for extra in (["--only", "sag"], ["--language", "rich"], ["--rows", "lavt,nope"]):
         assert main(["experiments", "--table", "main", *TOY, *extra, "--out", str(tmp_path / "x")]) == 2
     assert main(["experiments", *TOY, "--record", str(record), "--out", str(tmp_path / "y")]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    # --rows adds its rows to the record, whose other rows' folders are gone; another budget is refused
+    one = ["experiments", "--table", "main", *TOY, "--rows", "tiny_refer", "--record", str(record)]
+    assert main([*one, "--out", str(tmp_path / "z")]) == 0
+    merged = json.loads(record.read_text())
+    assert list(merged["rows"]) == list(rec["rows"]) and len(merged["runs"]) == 15
+    assert merged["runs_done_now"] == 3 and merged["earlier_calls"][0]["runs_done_now"] == 1
+    assert main([*one, "--steps", "3", "--out", str(tmp_path / "w")]) == 2
+    assert json.loads(record.read_text()) == merged
