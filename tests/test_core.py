@@ -116,7 +116,7 @@ def test_core_does_not_import_the_models():
         "sys.modules.keys(); "
         "assert not c._MODELS; import ris_nb.models; print(sorted(c._MODELS))"
     )
-    assert run([sys.executable, "-c", code]).stdout.split() == ["['lavt',", "'magnet',", "'sag']"]
+    assert run([sys.executable, "-c", code]).stdout.split() == ["['lavt',", "'magnet',", "'sag',", "'tiny_refer']"]
 
 
 def test_model_capabilities_come_from_the_registry():
