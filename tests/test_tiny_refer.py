@@ -25,12 +25,13 @@ def appearance(shaperefs_data):
     return shaperefs_data(300, 3, 64, "appearance")
 
 
-# 150 steps of 32 at 48 px on 300 appearance scenes, one thread, final weights: MARGIN is below the measured margins
-# over the best language-blind answer (see the assert's message for the run's numbers) with room for seed noise
-STEPS, MARGIN = 150, 10.0
+# measured at this test's settings (seeds 0 / 1, one thread, 41 / 43 s with the 512³ probe at 1.90 / 2.56 ms):
+# val oIoU 36.7 / 35.4 and mIoU 38.0 / 37.2 against 25.3 and 29.6 for the best language-blind answers (+11.5 / +10.1
+# oIoU, +8.4 / +7.6 mIoU); the thresholds take about half of those margins
+STEPS, MARGIN = 100, {"oIoU": 5.0, "mIoU": 3.5}
 
 
-def test_tiny_refer_learns_to_refer(appearance):
+def test_tiny_refer_learns_to_refer(appearance, tmp_path):
     torch.set_num_threads(1)
     cfg = get_preset("tiny_refer").override(
         {
@@ -39,7 +40,7 @@ def test_tiny_refer_learns_to_refer(appearance):
             "train.max_steps": STEPS,
             "train.warmup_steps": STEPS // 5,
             "train.ckpt_every": STEPS,
-            "train.out_dir": str(appearance.parent / "tiny_refer_runs"),
+            "train.out_dir": str(tmp_path),
         }
     )
     _, loaders, model, cfg = prepare(cfg, splits=["train", "val"])
@@ -47,7 +48,7 @@ def test_tiny_refer_learns_to_refer(appearance):
     res = evaluate(model, loaders["val"], protocol="square", progress=False)["overall"]
     blind = language_blind_references(RefDataset(appearance, "shaperefs", "shaperefs", "val"))
     best = {m: max(b[m] for b in blind.values()) for m in ("oIoU", "mIoU")}
-    assert all(res[m] > best[m] + MARGIN for m in best), f"tiny_refer val {res} vs the best language-blind {best}"
+    assert all(res[m] > best[m] + MARGIN[m] for m in best), f"tiny_refer val {res} vs the best language-blind {best}"
 
 
 def record() -> dict:
