@@ -158,6 +158,6 @@ def test_main_table_cli_writes_the_record_and_resumes(tmp_path):
     assert main([*one, "--out", str(tmp_path / "z")]) == 0
     merged = json.loads(record.read_text())
     assert list(merged["rows"]) == list(rec["rows"]) and len(merged["runs"]) == 15
-    assert merged["runs_done_now"] == 3 and merged["earlier_calls"][0]["runs_done_now"] == 1
+    assert merged["runs_done_now"] == 3 and merged["earlier_calls"][0]["runs_done_now"] == 15
     assert main([*one, "--steps", "3", "--out", str(tmp_path / "w")]) == 2
     assert json.loads(record.read_text()) == merged
