@@ -147,9 +147,7 @@ def shaperefs_data(tmp_path_factory) -> Callable[..., Path]:
     """`get(n_images, seed, size=128, language="plain")`: a data root holding `shaperefs/` made with those settings,
     generated once per run and shared by every test and worker: read it only (`copy_data` it into `tmp_path` to change
     it)."""
-    from filelock import FileLock
-
-    from ris_nb.data.shaperefs import ensure_shaperefs
+    from ris_nb.models import generate_once
 
     shared, made = run_folder(tmp_path_factory), {}
 
@@ -157,8 +155,8 @@ def shaperefs_data(tmp_path_factory) -> Callable[..., Path]:
         key = (n_images, seed, size, language)
         if key not in made:
             root = shared / f"shaperefs-{n_images}-{seed}-{size}-{language}"
-            with FileLock(f"{root}.lock"):  # the first worker to ask generates it, the others wait and read it
-                ensure_shaperefs(root / "shaperefs", *key)
+            # the first worker to ask generates it under a file lock, the others wait and read it
+            generate_once(root, {"n_images": n_images, "seed": seed, "size": size, "language": language})
             made[key] = root
         return made[key]
 
