@@ -14,7 +14,7 @@ from ris_nb.models import DATA_RECIPE, SHIPPED_KEYS, load_shipped, read_shipped,
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 30_000_000
-EXPECTED = ["lavt_tiny", "magnet_tiny"]  # 06_lavt, 07_mask_grounding and 09_magnet load these
+EXPECTED = ["lavt_tiny", "magnet_tiny", "sag_tiny"]  # 06_lavt, 07_mask_grounding, 09_magnet and 11_sag load these
 
 
 def test_the_course_checkpoints_are_shipped_and_small():
@@ -45,7 +45,7 @@ def test_setup_ships_them_as_package_data():
 
 
 def test_an_unknown_name_is_named():
-    with pytest.raises(FileNotFoundError, match="shipped: lavt_tiny, magnet_tiny"):
+    with pytest.raises(FileNotFoundError, match="shipped: lavt_tiny, magnet_tiny, sag_tiny"):
         read_shipped("lavt_huge")
 
 
