@@ -15,12 +15,14 @@ from pathlib import Path
 
 _TMP = re.escape(str(Path(tempfile.gettempdir()).resolve()))
 MKDTEMP, TMP_ROOT = re.compile(_TMP + r"/tmp\w+"), re.compile(_TMP + "/")
+REPO_ROOT = re.compile(re.escape(str(Path(__file__).resolve().parents[1])) + "/")  # a warning's library file path
 PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's text form: "ShapeRefs:  40%|████      | 320/800"
 
 
 def sanitise_text(s: str) -> str:
-    "Machine temp paths -> `<tmp>/...`; a `tempfile.mkdtemp()` folder collapses to `<tmp>`."
-    return TMP_ROOT.sub("<tmp>/", MKDTEMP.sub("<tmp>", s))
+    """Machine temp paths -> `<tmp>/...` (a `tempfile.mkdtemp()` folder collapses to `<tmp>`); the checkout's own
+    path -> relative (`ris_nb/...`)."""
+    return REPO_ROOT.sub("", TMP_ROOT.sub("<tmp>/", MKDTEMP.sub("<tmp>", s)))
 
 
 def _is_progress_bar(output: dict) -> bool:
