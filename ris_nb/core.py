@@ -578,6 +578,10 @@ def _no_pairs(cfg: Config) -> bool:
     return False
 
 
+def _config_parts(cfg: Config) -> tuple[str, str]:
+    return cfg.model.vision.backbone, cfg.model.text.encoder
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     "A registered model: its builder, the class it builds, and the capabilities callers ask for instead of its name."
@@ -590,6 +594,8 @@ class ModelSpec:
     grounding: str = "sentence_sensitivity"
     # forward(batch, image_index=…) encodes each image of a grouped batch once
     takes_image_index: bool = False
+    # the vision and text parts it reads, named for listings (a model with parts of its own overrides this)
+    parts: Callable[[Config], tuple[str, str]] = _config_parts
 
 # %% ../nbs/00_core.ipynb #e9f43a26
 _MODELS: dict[str, ModelSpec] = {}
