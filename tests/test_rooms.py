@@ -140,7 +140,7 @@ def test_the_training_check_catches_a_loop(tmp_path):
         ("official_fixture", "testing"),
         ("build_model", "core"),
         ("mask_iou", "metrics"),
-        ("dice_loss", "models.lavt"),
+        ("dice_loss", "models.tiny_refer"),
         ("save_tokenizer", "data.transforms"),
         ("read_log", "run_folder"),
         ("ensure_shaperefs", "data.shaperefs"),

@@ -224,6 +224,7 @@ def show_scene(model: nn.Module, batch, normalize: str = "imagenet", title: str 
 import torch.nn.functional as F
 
 from ..core import register_model, special_token_ids
+from .lavt import at_sizes
 from .tiny_refer import TinyRefer, bce_dice_loss
 
 
@@ -265,12 +266,7 @@ class TinyReferModel(nn.Module):
 @patch
 def predict(self: TinyReferModel, out: TinyReferOutputs, batch, sizes: list[tuple[int, int]] | None = None):
     "Foreground probability sigmoid(logits): (B,1,H,W), or a list of (1,h,w) at `sizes` (the original sizes)."
-    p = out.logits.sigmoid()
-    if sizes is None:
-        return p
-    return [
-        F.interpolate(p[i : i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0] for i, s in enumerate(sizes)
-    ]
+    return at_sizes(out.logits.sigmoid(), sizes)  # 06's resize to the original sizes
 
 
 @patch

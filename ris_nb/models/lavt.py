@@ -16,8 +16,8 @@ from ..core import Config, model_part, register_model, special_token_ids
 from .encoders import StagedBackbone, TextEncoder, build_backbone, build_text_encoder
 
 # %% auto #0
-__all__ = ['WordAttention', 'PWAM', 'language_gate', 'SimpleDecoder', 'RefineHead', 'LavtOutputs', 'dice_loss', 'seg_loss',
-           'LAVT', 'lavt_param_groups', 'build_lavt']
+__all__ = ['WordAttention', 'PWAM', 'language_gate', 'SimpleDecoder', 'RefineHead', 'LavtOutputs', 'seg_loss', 'LAVT', 'at_sizes',
+           'lavt_param_groups', 'build_lavt']
 
 # %% ../../nbs/06_lavt.ipynb #678fc1b0
 class WordAttention(nn.Module):
@@ -152,10 +152,7 @@ class LavtOutputs:
     mg_targets: torch.Tensor | None = None  # (B,T), -100 where not masked
 
 # %% ../../nbs/06_lavt.ipynb #502acd89
-def dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    "Soft Dice per sample, averaged: prob, target (B,H,W) in [0,1]."
-    inter = (prob * target).flatten(1).sum(1)
-    return (1 - (2 * inter + eps) / (prob.flatten(1).sum(1) + target.flatten(1).sum(1) + eps)).mean()
+from .tiny_refer import dice_loss  # 02a's soft Dice, on softmax(z)_1 here
 
 # %% ../../nbs/06_lavt.ipynb #1be6835a
 def seg_loss(logits: torch.Tensor, target: torch.Tensor, lc) -> torch.Tensor:
@@ -202,16 +199,20 @@ class LAVT(nn.Module):
         return out
 
 # %% ../../nbs/06_lavt.ipynb #d99f3501
-@patch
-def predict(self: LAVT, out: LavtOutputs, batch, sizes: list[tuple[int, int]] | None = None):
-    """Foreground probability softmax(logits)[:,1] (>=0.5 ⇔ LAVT's argmax): (B,1,H,W), or a list of (1,h,w) at
-    `sizes`."""
-    p = out.logits.softmax(1)[:, 1:2]
+def at_sizes(p: torch.Tensor, sizes: list[tuple[int, int]] | None) -> torch.Tensor | list[torch.Tensor]:
+    "Probabilities `p` (B,1,H,W) as they are, or each resized (bilinear) to its original size: a list of (1,h,w)."
     if sizes is None:
         return p
     return [
         F.interpolate(p[i : i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0] for i, s in enumerate(sizes)
     ]
+
+
+@patch
+def predict(self: LAVT, out: LavtOutputs, batch, sizes: list[tuple[int, int]] | None = None):
+    """Foreground probability softmax(logits)[:,1] (>=0.5 ⇔ LAVT's argmax): (B,1,H,W), or a list of (1,h,w) at
+    `sizes`."""
+    return at_sizes(out.logits.softmax(1)[:, 1:2], sizes)
 
 # %% ../../nbs/06_lavt.ipynb #c06mg001
 @patch
