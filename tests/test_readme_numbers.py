@@ -149,6 +149,7 @@ def expected_snippets() -> list[tuple[str, str]]:
     main = json.loads((RESULTS / "main_table.json").read_text())
     out += [(s, "main_table.json") for s in main_table_snippets(main)]
     out.append((mg_quickstart_snippet(rows("mg_quickstart_appearance.csv")), "mg_quickstart_appearance.csv"))
+    out.append((magnet_mg_snippet(rows("mg_quickstart_appearance.csv")), "mg_quickstart_appearance.csv"))
     return out
 
 
@@ -159,6 +160,18 @@ def mg_quickstart_snippet(runs: list[dict]) -> str:
     diffs = [by["lavt_mg", s] - by["lavt", s] for s in seeds]
     assert all(d < 0 for d in diffs), f"MG is not below LAVT in every seed: {diffs}"
     return f"below LAVT in every seed ({len(seeds)} seeds, mean {sum(diffs) / len(diffs):.1f}".replace("-", "−")
+
+
+def magnet_mg_snippet(runs: list[dict]) -> str:
+    "MagNet with against without MG at the quickstart's budget: mean difference, seeds, spread and verdict."
+    from ris_nb.experiments import verdict
+
+    def scores(row: str) -> list[float]:
+        return [float(r["val_oIoU"]) for r in sorted(runs, key=lambda r: int(r["seed"])) if r["row"] == row]
+
+    base, variant = scores("magnet_no_mg"), scores("magnet")
+    v = verdict(base, variant)
+    return f"on MagNet there {v['diff']:+.1f} ({len(base)} seeds, spread {v['spread']:.1f}: {v['verdict']};"
 
 
 @pytest.mark.parametrize("snippet,source", expected_snippets(), ids=lambda x: x[:40])
