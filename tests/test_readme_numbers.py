@@ -153,11 +153,16 @@ def expected_snippets() -> list[tuple[str, str]]:
     return out
 
 
+def seed_scores(runs: list[dict], row: str) -> dict[int, float]:
+    "Val oIoU of `row`'s runs in a quickstart-budget record, by seed."
+    return {int(r["seed"]): float(r["val_oIoU"]) for r in runs if r["row"] == row}
+
+
 def mg_quickstart_snippet(runs: list[dict]) -> str:
     "MG against LAVT at the quickstart's budget: seeds where both finished, MG below in every one, the mean."
-    by = {(r["row"], r["seed"]): float(r["val_oIoU"]) for r in runs}
-    seeds = sorted(s for row, s in by if row == "lavt" and ("lavt_mg", s) in by)
-    diffs = [by["lavt_mg", s] - by["lavt", s] for s in seeds]
+    lavt, mg = seed_scores(runs, "lavt"), seed_scores(runs, "lavt_mg")
+    seeds = sorted(set(lavt) & set(mg))
+    diffs = [mg[s] - lavt[s] for s in seeds]
     assert all(d < 0 for d in diffs), f"MG is not below LAVT in every seed: {diffs}"
     return f"below LAVT in every seed ({len(seeds)} seeds, mean {sum(diffs) / len(diffs):.1f}".replace("-", "−")
 
@@ -166,10 +171,7 @@ def magnet_mg_snippet(runs: list[dict]) -> str:
     "MagNet with against without MG at the quickstart's budget: mean difference, seeds, spread and verdict."
     from ris_nb.experiments import verdict
 
-    def scores(row: str) -> list[float]:
-        return [float(r["val_oIoU"]) for r in sorted(runs, key=lambda r: int(r["seed"])) if r["row"] == row]
-
-    base, variant = scores("magnet_no_mg"), scores("magnet")
+    base, variant = (list(seed_scores(runs, row).values()) for row in ("magnet_no_mg", "magnet"))
     v = verdict(base, variant)
     return f"on MagNet there {v['diff']:+.1f} ({len(base)} seeds, spread {v['spread']:.1f}: {v['verdict']};"
 
