@@ -17,8 +17,21 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1] / "nbs" / "results"
 BUDGET = {"n_images": 3000, "steps": 1800, "batch_size": 32, "image_size": 64, "data_seed": 3}
-RUN_FIELDS = ["row", "preset", "seed", "language", "scenes", "steps", "batch", "image_size", "val_oIoU", "val_mIoU",
-              "train_s", "probe_1t_ms", "finished"]
+RUN_FIELDS = [
+    "row",
+    "preset",
+    "seed",
+    "language",
+    "scenes",
+    "steps",
+    "batch",
+    "image_size",
+    "val_oIoU",
+    "val_mIoU",
+    "train_s",
+    "probe_1t_ms",
+    "finished",
+]
 FLOOR_FIELDS = ["language", "answer", "val_oIoU", "val_mIoU", "n"]
 
 
@@ -51,11 +64,19 @@ def run_line(study: dict, row: str, seed: int, res: dict) -> dict:
     assert res["language"] == lang and c["seed"] == seed and res["data"]["n_images"] == BUDGET["n_images"]
     assert c["train"]["max_steps"] == BUDGET["steps"] and c["train"]["batch_size"] == BUDGET["batch_size"]
     return {
-        "row": row, "preset": study["rows"][row]["preset"], "seed": seed, "language": lang,
-        "scenes": BUDGET["n_images"], "steps": BUDGET["steps"], "batch": BUDGET["batch_size"],
-        "image_size": BUDGET["image_size"], "val_oIoU": round(res["overall"]["oIoU"], 2),
-        "val_mIoU": round(res["overall"]["mIoU"], 2), "train_s": round(res["train_s"]),
-        "probe_1t_ms": round(res["probe_ms"], 2), "finished": res["finished"],
+        "row": row,
+        "preset": study["rows"][row]["preset"],
+        "seed": seed,
+        "language": lang,
+        "scenes": BUDGET["n_images"],
+        "steps": BUDGET["steps"],
+        "batch": BUDGET["batch_size"],
+        "image_size": BUDGET["image_size"],
+        "val_oIoU": round(res["overall"]["oIoU"], 2),
+        "val_mIoU": round(res["overall"]["mIoU"], 2),
+        "train_s": round(res["train_s"]),
+        "probe_1t_ms": round(res["probe_ms"], 2),
+        "finished": res["finished"],
     }
 
 
