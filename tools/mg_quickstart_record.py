@@ -98,7 +98,7 @@ def main() -> None:
     write_csv(runs_csv, RUN_FIELDS, old + sorted(new, key=lambda r: r["finished"]))
     floors_csv = RESULTS / "mg_quickstart_floors.csv"
     floors = [r for r in read_csv(floors_csv) if r["language"] != lang] + [
-        {"language": lang, "answer": k, "val_oIoU": round(v["oIoU"], 2), "val_mIoU": round(v["mIoU"], 2), "n": v["n"]}
+        {"language": lang, "answer": k, "val_oIoU": round(v["oIoU"], 3), "val_mIoU": round(v["mIoU"], 3), "n": v["n"]}
         for k, v in study["blind"].items()
     ]
     write_csv(floors_csv, FLOOR_FIELDS, floors)
