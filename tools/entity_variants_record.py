@@ -10,9 +10,6 @@ spreads over other things). These are the module's raw slots, before `sag_tiny` 
 """
 
 import argparse
-import csv
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +27,8 @@ from ris_nb.models.slots import (
     split_images,
 )
 from ris_nb.pretrain import ENTITY_VARIANTS
+
+from mg_quickstart_record import write_csv  # tools/: the same atomic CSV writer
 
 OUT = Path(__file__).resolve().parents[1] / "nbs" / "results" / "entity_variants.csv"
 FIELDS = [
@@ -94,12 +93,7 @@ def main() -> None:
             }
         )
         print(lines[-1])
-    fd, tmp = tempfile.mkstemp(dir=OUT.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(lines)
-    os.replace(tmp, OUT)
+    write_csv(OUT, FIELDS, lines)
     print(f"wrote {OUT}")
 
 

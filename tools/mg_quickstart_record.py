@@ -11,9 +11,9 @@ The study folder is one made by `ris_nb experiments --only magnet --rows lavt,la
 import argparse
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ris_nb.io import write_atomic
 
 RESULTS = Path(__file__).resolve().parents[1] / "nbs" / "results"
 BUDGET = {"n_images": 3000, "steps": 1800, "batch_size": 32, "image_size": 64, "data_seed": 3}
@@ -36,13 +36,15 @@ FLOOR_FIELDS = ["language", "answer", "val_oIoU", "val_mIoU", "n"]
 
 
 def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
-    "Write `rows` to `path` through a temporary file in the same folder (no half-written record)."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    "Write `rows` to `path` through a temporary sibling (`ris_nb.io.write_atomic`: no half-written record)."
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+
+    write_atomic(path, write)
 
 
 def read_csv(path: Path) -> list[dict]:
