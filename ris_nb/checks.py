@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib.util
 import json
 import math
@@ -19,8 +20,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['MAX_VALUES', 'ANSWER', 'CHECK_NAMES', 'CheckError', 'compare', 'check_function', 'check_choice', 'check_fields',
-           'check_in_range', 'Unreadable', 'plain_answer', 'run_graded', 'fresh_checks', 'graded_child']
+__all__ = ['MAX_VALUES', 'ANSWER', 'CHECK_NAMES', 'CheckError', 'compare', 'describe_args', 'check_function', 'answer_digest',
+           'check_choice', 'check_fields', 'check_in_range', 'Unreadable', 'plain_answer', 'run_graded', 'fresh_checks',
+           'graded_child']
 
 # %% ../nbs/00a_checks.ipynb #c1be4e60
 _HERE = globals().get("__file__", "")
@@ -194,6 +196,24 @@ def _compare_gradients(want, got, a_r: tuple, a_s: tuple, what: str, seed: int, 
         gr = torch.zeros_like(a) if gr is None else gr
         compare(gs, gr, f"{what}, gradient w.r.t. argument {i}", atol, rtol)
 
+# %% ../nbs/00a_checks.ipynb #0a0cdesc
+def _describe(x: Any, k: int = 6) -> str:
+    "One short line for an argument: small tensors in full, large ones by shape, dtype and first values."
+    if isinstance(x, torch.Tensor):
+        flat = x.detach().flatten()
+        vals = ", ".join(f"{v:.4g}" if flat.is_floating_point() else str(v) for v in flat[:k].tolist())
+        if flat.numel() <= k:
+            return f"tensor([{vals}]) of shape {tuple(x.shape)}, {x.dtype}"
+        return f"tensor of shape {tuple(x.shape)}, {x.dtype}, first values [{vals}, …]"
+    text = repr(x)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def describe_args(args: tuple) -> str:
+    "The arguments a check called both functions with, one per line, short enough to read."
+    return "".join(f"\n    argument {i}: {_describe(a)}" for i, a in enumerate(args))
+
+
 # %% ../nbs/00a_checks.ipynb #2453e644
 @_short_traceback
 def check_function(
@@ -215,27 +235,45 @@ def check_function(
         a_s, a_r = _fresh(args, grad), _fresh(args, grad)
         want = reference(*a_r)
         got = _call(student, a_s, name)
-        compare(got, want, f"{name}, random input #{t + 1}, output", atol, rtol)
-        if grad:
-            _compare_gradients(want, got, a_r, a_s, f"{name}, random input #{t + 1}", seed + t, atol, rtol)
+        try:
+            compare(got, want, f"{name}, random input #{t + 1}, output", atol, rtol)
+            if grad:
+                _compare_gradients(want, got, a_r, a_s, f"{name}, random input #{t + 1}", seed + t, atol, rtol)
+        except CheckError as e:
+            raise CheckError(f"{e}\n  on these inputs:{describe_args(args)}") from None
     print(f"✓ {name} matches the library on {n} random inputs" + (" (values and gradients)" if grad else ""))
 
 # %% ../nbs/00a_checks.ipynb #be3c58a8
+def answer_digest(key: str, salt: str) -> str:
+    "A salted fingerprint of a Think key: `salt:hex`; a student copy checks an answer with it without holding the key."
+    h = hashlib.sha256(f"{salt}\0{str(key).strip().lower()}".encode()).hexdigest()[:16]
+    return f"{salt}:{h}"
+
+
+def _matches_digest(answer: Any, digest: str) -> bool:
+    salt, _, _ = str(digest).rpartition(":")
+    if not salt:
+        raise ValueError(f"digest={digest!r}: expected 'salt:hex' as answer_digest writes it")
+    return answer_digest(str(answer), salt) == digest
+
+
 @_short_traceback
-def check_choice(answer: Any, question: str = "your answer", key: str | None = None) -> None:
-    """Check a Think answer: against `key` in the teacher's hidden tests; without `key` (the student copy) only that
-    it is given."""
+def check_choice(answer: Any, question: str = "your answer", key: str | None = None, digest: str | None = None) -> None:
+    """Check a Think answer: against `key` (the teacher's hidden tests) or its salted `digest` (the student copy);
+    with neither, only that it is given."""
     if answer is None or answer is Ellipsis:
         raise CheckError(f"{question}: not answered yet")
     got = str(answer).strip().lower()
-    if key is None:
+    if key is None and digest is None:
         print(f"✓ {question}: answer {got!r} recorded; the teacher's copy grades it")
         return
-    if got != str(key).strip().lower():
+    right = got == str(key).strip().lower() if key is not None else _matches_digest(got, digest)
+    if not right:
         raise CheckError(
             f"{question}: {answer!r} is not the expected answer; re-read the section the question points to"
         )
     print(f"✓ {question}: right")
+
 
 # %% ../nbs/00a_checks.ipynb #0a0c0c04
 def _get(obj, dotted: str):
@@ -318,7 +356,9 @@ def _recorder(answers: dict) -> Callable:
 
 
 def _last_line(e: BaseException) -> str:
-    return (traceback.format_exception_only(type(e), e)[-1].strip() or type(e).__name__)[:500]
+    "`Type: message` of an exception, without its module (a fresh copy's `CheckError` is still `CheckError`)."
+    text = str(e).strip()
+    return (f"{type(e).__name__}: {text}" if text else type(e).__name__)[:500]
 
 
 def run_graded(cells: list[dict], report: Callable[[dict], None], checks: Callable[[], dict]) -> None:
