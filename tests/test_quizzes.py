@@ -1,0 +1,140 @@
+"""Quizzes that need the lesson: statistics a test-wise student would exploit, computed from the teacher's notebooks.
+
+- the keys of the multiple-choice questions are spread over the letters (no letter holds more than 40 % of them);
+- the key is the longest option in at most a third of the questions;
+- every question's key is one of its options, and every question with options has a key;
+- no check cell of a student copy shows a from-scratch reference (`def ref_…` / `def reference…`);
+- every notebook with exercises has one that the cells above do not answer (marked `**Not in the lesson:**`).
+
+Run with `-s` to see the per-notebook table."""
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ris_nb.course import HIDDEN, SOLUTION, clear_regions, exercise_start, read_notebook, to_student
+
+NBS = Path(__file__).resolve().parents[1] / "nbs"
+QUESTION = re.compile(r"\*\*(Q\d+)\.\*\*(.*?)(?=\*\*Q\d+\.\*\*|Set each answer|\Z)", re.S)
+OPTION = re.compile(r"(?:^|\s)\(([a-e])\)\s")
+KEYED = re.compile(r"check_choice\(\s*[\w.\[\]'\"]+\s*,\s*[\"'](Q\d+)[\"']\s*,\s*key\s*=\s*[\"'](\w)[\"']")
+REFERENCE = re.compile(r"^\s*def\s+(ref_\w*|reference\w*)\s*\(", re.M)
+NEW_TASK = "**Not in the lesson:**"
+
+
+def _visible_text(s: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[`*_]", "", s)).strip()
+
+
+def exercise_notebooks() -> list[Path]:
+    return [p for p in sorted(NBS.glob("*.ipynb")) if exercise_start(read_notebook(p)) is not None]
+
+
+def questions(nb: dict) -> dict[str, dict[str, str]]:
+    "Each multiple-choice question of the exercise section: label → {letter: option text}."
+    out: dict[str, dict[str, str]] = {}
+    for c in nb["cells"][exercise_start(nb) :]:
+        if c["cell_type"] != "markdown":
+            continue
+        for label, block in QUESTION.findall(clear_regions(c["source"], SOLUTION, None)):
+            parts = OPTION.split(block)
+            options = {parts[i]: _visible_text(parts[i + 1]) for i in range(1, len(parts) - 1, 2)}
+            if options:
+                assert label not in out, f"question label {label} used twice in one notebook"
+                out[label] = options
+    return out
+
+
+def keys(nb: dict) -> dict[str, str]:
+    "label → key, from the keyed `check_choice` calls of the exercise section's hidden tests."
+    found: dict[str, str] = {}
+    for c in nb["cells"][exercise_start(nb) :]:
+        if c["cell_type"] == "code":
+            for label, key in KEYED.findall(c["source"]):
+                found[label] = key.lower()
+    return found
+
+
+def quiz_table() -> list[dict]:
+    "One row per multiple-choice question of every notebook with exercises."
+    rows = []
+    for p in exercise_notebooks():
+        nb = read_notebook(p)
+        qs, ks = questions(nb), keys(nb)
+        for label, options in qs.items():
+            key = ks.get(label)
+            longest = max(len(t) for t in options.values())
+            rows.append(
+                {
+                    "notebook": p.stem,
+                    "question": label,
+                    "key": key,
+                    "options": "".join(sorted(options)),
+                    "key_longest": key in options and len(options[key]) == longest,
+                }
+            )
+        for label in set(ks) - set(qs):
+            rows.append({"notebook": p.stem, "question": label, "key": ks[label], "options": "", "key_longest": False})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def table():
+    rows = quiz_table()
+    print("\nnotebook               questions  keys      longest")
+    for stem in dict.fromkeys(r["notebook"] for r in rows):
+        mine = [r for r in rows if r["notebook"] == stem]
+        ks = "".join(r["key"] or "?" for r in mine)
+        print(f"{stem:<22} {len(mine):>9}  {ks:<9} {sum(r['key_longest'] for r in mine)}")
+    letters = Counter(r["key"] for r in rows)
+    print(
+        f"all: {len(rows)} questions, keys {dict(sorted(letters.items()))}, key longest in "
+        f"{sum(r['key_longest'] for r in rows)}"
+    )
+    return rows
+
+
+def test_every_question_has_a_key_among_its_options(table):
+    bad = [
+        f"{r['notebook']} {r['question']}: key {r['key']!r}, options ({r['options']})"
+        for r in table
+        if not r["options"] or r["key"] not in r["options"]
+    ]
+    assert not bad, "questions whose key is missing or not one of their options:\n" + "\n".join(bad)
+
+
+def test_keys_spread_over_the_letters(table):
+    counts = Counter(r["key"] for r in table)
+    top, n = counts.most_common(1)[0]
+    assert n <= 0.4 * len(table), f"key {top!r} holds {n} of {len(table)} keys (> 40 %): {dict(counts)}"
+
+
+def test_key_is_rarely_the_longest_option(table):
+    longest = [f"{r['notebook']} {r['question']}" for r in table if r["key_longest"]]
+    assert len(longest) <= len(table) / 3, (
+        f"the key is the longest option in {len(longest)} of {len(table)} questions (> a third): {longest}"
+    )
+
+
+@pytest.mark.parametrize("path", exercise_notebooks(), ids=lambda p: p.stem)
+def test_no_reference_in_plain_sight(path):
+    student = to_student(read_notebook(path), backend="own", where=str(path))
+    start = exercise_start(student)
+    shown = [
+        f"cell {i}: def {m}"
+        for i, c in enumerate(student["cells"][start:], start)
+        if c["cell_type"] == "code"
+        for m in REFERENCE.findall(clear_regions(c["source"], HIDDEN, None))
+    ]
+    assert not shown, f"{path.name}: the student copy shows a reference implementation ({shown}); hide it"
+
+
+@pytest.mark.parametrize("path", exercise_notebooks(), ids=lambda p: p.stem)
+def test_an_exercise_the_lesson_does_not_answer(path):
+    nb = read_notebook(path)
+    text = "".join(c["source"] for c in nb["cells"][exercise_start(nb) :] if c["cell_type"] == "markdown")
+    assert NEW_TASK in text, (
+        f"{path.name}: no exercise marked {NEW_TASK!r} (a changed specification, a derivation or a prediction)"
+    )
