@@ -213,7 +213,6 @@ def describe_args(args: tuple) -> str:
     "The arguments a check called both functions with, one per line, short enough to read."
     return "".join(f"\n    argument {i}: {_describe(a)}" for i, a in enumerate(args))
 
-
 # %% ../nbs/00a_checks.ipynb #2453e644
 @_short_traceback
 def check_function(
@@ -273,7 +272,6 @@ def check_choice(answer: Any, question: str = "your answer", key: str | None = N
             f"{question}: {answer!r} is not the expected answer; re-read the section the question points to"
         )
     print(f"✓ {question}: right")
-
 
 # %% ../nbs/00a_checks.ipynb #0a0c0c04
 def _get(obj, dotted: str):
