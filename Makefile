@@ -52,9 +52,10 @@ format: venv
 	$(BIN)/nbdev_clean
 
 # Lint (ruff: pyflakes and pycodestyle, lines ≤ 120; settings in pyproject.toml) and formatting, without changing a file.
+# The notebooks' code cells are under the same gate (ruff reads .ipynb): `make format` fixes what it can.
 lint: venv
-	$(BIN)/ruff check $(LINTED)
-	$(BIN)/ruff format --check $(FORMATTED)
+	$(BIN)/ruff check $(LINTED) nbs
+	$(BIN)/ruff format --check $(FORMATTED) nbs
 
 # The tests: every notebook run once as nbdev_test runs it, also failing where a cell marked `#| check_output` now prints
 # other than its saved output (tools/check_notebooks.py), then pytest (pytest-xdist: one worker per core, at most 4,
