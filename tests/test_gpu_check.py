@@ -1,9 +1,12 @@
-"tools/gpu_check.py on the CPU (`--device cpu --tiny`): one row per check, finite falling losses, an exact resume."
+"""tools/gpu_check.py on the CPU (`--device cpu --tiny`): one row per check, finite falling losses, an exact resume;
+its profile mode (`--profile`): sweep, profile and graphs rows with numbers, and the markdown tables beside the CSV."""
 
 import csv
 import importlib.util
 import math
+import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,70 @@ def test_tiny_cpu_check_writes_a_row_per_check(tmp_path):
         if r["check"] == "paper_eval":
             assert float(r["samples_per_s"]) > 0, r
     assert p.stdout.count("\n") >= len(EXPECTED)  # one printed line per check
+
+
+PROFILE_EXPECTED = {  # (check, preset): rows of `--profile --device cpu --tiny`
+    **{("paper_step", p): 1 for p in ("magnet_tiny", "sag_tiny")},
+    **{("sweep", p): 3 for p in ("magnet_tiny", "sag_tiny")},
+    **{("profile", p): 1 for p in ("magnet_tiny", "sag_tiny")},
+    **{("graphs", p): 1 for p in ("magnet_tiny", "sag_tiny")},
+}
+
+
+def test_profile_flag_and_verdict():
+    gc = _tool()
+    a = gc.parse_args(["--device", "cpu", "--tiny", "--profile", "--out", "d/x.csv"])
+    assert a.checks == gc.PROFILE_CHECKS and a.md == Path("d/x_profile.md")
+    with pytest.raises(SystemExit):
+        gc.parse_args(["--device", "cpu", "--profile", "--checks", "sweep", "--out", "x.csv"])
+    assert "GPU-bound" in gc.verdict(100.0, 190.0) and "host-bound" in gc.verdict(100.0, 110.0)
+    assert gc.verdict(100.0, 150.0).endswith("mixed")
+
+
+def test_old_csv_gains_the_commit_column(tmp_path):
+    gc = _tool()
+    out = tmp_path / "g.csv"
+    out.write_text(",".join(gc.COLUMNS[:-1]) + "\npaper_step,NVIDIA H100,auto,magnet_paper,8,12,597.5,,,,,,n,d,t\n")
+    gc.write_rows(out, [{"check": "sweep", "device": "cpu", "batch": 4, "commit": "abc"}])
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["commit"] for r in rows] == ["", "abc"] and rows[0]["step_ms"] == "597.5"
+
+
+def _numbers(line: str) -> list[float]:
+    "The numeric cells of a markdown table row."
+    out = []
+    for c in line.strip("|").split("|"):
+        try:
+            out.append(float(c.strip().replace(",", "").rstrip(" %")))
+        except ValueError:
+            pass
+    return out
+
+
+def test_tiny_cpu_profile_mode_writes_rows_and_tables(tmp_path):
+    out = tmp_path / "gpu_check.csv"
+    cmd = [sys.executable, TOOL, "--device", "cpu", "--tiny", "--profile", "--out", out, "--budget-s", "600"]
+    p = run(cmd, timeout=900)
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert Counter((r["check"], r["preset"]) for r in rows) == PROFILE_EXPECTED, p.stdout
+    assert all(r["device"] == "cpu" and r["date"] and r["commit"] for r in rows)
+    for r in rows:  # every row measured something: a positive step time and peak memory
+        assert float(r["step_ms"]) > 0 and float(r["peak_mem_mb"]) > 0, r
+    sweep = [r for r in rows if r["check"] == "sweep"]
+    assert sorted(int(r["batch"]) for r in sweep) == [4, 4, 8, 8, 16, 16]
+    for r in sweep:
+        assert float(r["samples_per_s"]) > 0, r
+        assert ("batch 8 / batch 4 = " in r["note"]) == (r["batch"] == "8"), r
+    for r in (r for r in rows if r["check"] == "profile"):
+        calls = re.search(r"top-level aten calls ([\d,]+)", r["note"])
+        assert calls and int(calls[1].replace(",", "")) > 100, r["note"]
+    assert all("CUDA graphs skipped" in r["note"] for r in rows if r["check"] == "graphs")
+    md = out.with_name("gpu_check_profile.md").read_text()
+    for head in ("### Batch sweep", "### Two-step profile", "### CUDA graphs", "#### magnet_tiny, batch 2"):
+        assert head in md, md
+    ops = [l for l in md.splitlines() if l.startswith("| aten::")]
+    assert len(ops) >= 20, md  # top 15 CPU ops of each model (the rest may be torchvision's or the profiler's)
+    assert all(len(_numbers(l)) == 3 and _numbers(l)[0] >= 1 for l in ops), ops
+    assert "nan" not in md.lower() and "timed out" not in md, md

@@ -65,11 +65,15 @@ COLUMNS = [
     "note",
     "date",
     "torch",
+    "commit",
 ]
 PRELOAD = ["ris_nb.__main__", "ris_nb.train", "ris_nb.evaluate", "ris_nb.models", "ris_nb.data.shaperefs"]
 PAPERS = {"magnet_paper": "magnet_tiny", "sag_paper": "sag_tiny"}  # paper preset → its stand-in under --tiny
 TINY_PRESETS = ["magnet_tiny", "sag_tiny"]
-CHECKS = ["precision", "torchrun_cli", "nccl_ddp", "paper"]
+CHECKS = ["precision", "torchrun_cli", "nccl_ddp", "paper", "paper_step", "sweep", "profile", "graphs"]
+DEFAULT_CHECKS = CHECKS[:4]  # "paper": paper_step and paper_eval
+PROFILE_CHECKS = ["paper_step", "sweep", "profile", "graphs"]  # --profile; paper_step is the baseline
+LIMITS_S = {"sweep": 100, "profile": 100, "eager": 45, "capture": 45, "compile": 120}  # GPU; --tiny: run_limit_s
 
 
 # ---------------------------------------------------------------- helpers run inside the check processes (torch here)
@@ -431,6 +435,409 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# ---------------------------------------------------------------- the profile mode (--profile), inside the processes
+
+SWEEP = [4, 8, 16]
+DIRECT = ("stem", "stage", "embed", "group")  # a top-level module's methods that models call directly, not via __call__
+LAUNCH = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch")
+
+
+def sync(device: str) -> float:
+    "perf_counter after the device finished its queued work."
+    if device.startswith("cuda"):
+        _torch().cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def step_learner(model, cfg, batch_size: int):
+    "A Learner over `model` (its optimizer, schedule, autocast and scaler as `fit` builds them), no callbacks."
+    from ris_nb.train import Learner
+
+    learn = Learner(model, [], cfg.override({"train.batch_size": batch_size, "train.max_steps": 10**6}))
+    learn.trainer.train()
+    return learn
+
+
+def learner_steps(learn, batch, n: int, device: str) -> list[float]:
+    "`n` training steps of the Learner (`one_batch`: forward, losses, backward, optimizer) on `batch`: ms each."
+    times, t = [], sync(device)
+    for _ in range(n):
+        learn.batch = batch
+        learn.one_batch()
+        t, t0 = sync(device), t
+        times.append((t - t0) * 1e3)
+    return times
+
+
+def free_cuda(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda"):
+        _torch().cuda.empty_cache()
+
+
+def sweep_run(preset: str, device: str, tiny: bool, budget_s: float) -> dict:
+    """Training steps at batch 4, 8, 16 on one model: median ms and peak memory per batch; a batch whose steps
+    would not fit in what is left of `budget_s` (projected at twice the previous batch's time) is skipped."""
+    import ris_nb.models  # noqa: F401
+    from ris_nb.core import build_model, precision_line, seed_everything
+
+    torch, end = _torch(), time.monotonic() + budget_s
+    cfg = paper_config(preset, device, tiny)
+    seed_everything(0)
+    model = build_model(cfg).to(device)
+    warm, timed = (1, 2) if tiny else (2, 6)
+    rows, last = [], None
+    for bs in SWEEP:
+        left = end - time.monotonic()
+        if last and (warm + timed) * 2 * last[1] / 1e3 * bs / last[0] / 2 > left:
+            rows.append(
+                {
+                    "batch": bs,
+                    "note": f"skipped: batch {last[0]} took {last[1]:.0f} ms per step, so {warm + timed} steps of "
+                    f"{bs} (projected ≈ {(warm + timed) * last[1] * bs / last[0] / 1e3:.0f} s) would not fit in the "
+                    f"{left:.0f} s left of this check's {budget_s:.0f} s",
+                }
+            )
+            continue
+        batch = random_batch(bs, cfg.data.image_size, cfg.model.text.vocab_size).to(device)
+        if device.startswith("cuda"):
+            reset_peak(device)
+        learn, oom = step_learner(model, cfg, bs), False
+        try:
+            ms = learner_steps(learn, batch, warm + timed, device)
+        except torch.OutOfMemoryError:
+            oom = True
+        if oom:  # outside the except block: its traceback no longer holds the tensors
+            del learn, batch
+            model.zero_grad(set_to_none=True)
+            free_cuda(device)
+            rows.append({"batch": bs, "note": "out of memory"})
+            continue
+        med = statistics.median(ms[warm:])
+        rows.append(
+            {
+                "batch": bs,
+                "steps": timed,
+                "step_ms": round(med, 2),
+                "peak_mem_mb": peak_mb(device),
+                "samples_per_s": round(bs / med * 1e3, 2),
+            }
+        )
+        last = (bs, med)
+        del learn, batch
+        model.zero_grad(set_to_none=True)
+        free_cuda(device)
+    return {
+        "rows": rows,
+        "note": f"{cfg.name} (random weights) at {cfg.data.image_size} px; median of {timed} Learner steps after "
+        f"{warm} warm-up; {precision_line(device, cfg.train.amp)}",
+    }
+
+
+def md_table(rows: list[dict], cols: list[str]) -> str:
+    "A markdown table of `rows` restricted to `cols`."
+
+    def cell(v):
+        return f"{v:,.2f}" if isinstance(v, float) else (f"{v:,}" if isinstance(v, int) else str(v))
+
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(out + ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows])
+
+
+def short_site(path: str, line: int) -> str:
+    "A call site relative to this checkout or to site-packages."
+    for root in (str(ROOT) + os.sep, "site-packages" + os.sep):
+        if root in path:
+            path = path.split(root, 1)[1]
+    return f"{path}:{line}"
+
+
+def top_ops(prof, cuda: bool, steps: int, top: int) -> tuple[list[dict], float]:
+    "The `top` kernels (CUDA) or CPU ops (self time) by time, per step; and the total of that time per step (ms)."
+    from torch.autograd import DeviceType
+
+    tot, n = {}, {}
+    for e in prof.events():
+        if cuda and e.device_type != DeviceType.CPU:
+            t = e.time_range.elapsed_us()
+        elif not cuda and e.device_type == DeviceType.CPU and not e.is_async:
+            t = e.self_cpu_time_total
+        else:
+            continue
+        tot[e.name], n[e.name] = tot.get(e.name, 0) + t, n.get(e.name, 0) + 1
+    if cuda and not tot:  # no device events listed: the ops' own device time instead
+        for e in prof.key_averages():
+            if e.self_device_time_total > 0:
+                tot[e.key], n[e.key] = e.self_device_time_total, e.count
+    all_us = sum(tot.values()) or 1
+    rows = [
+        {
+            "kernel" if cuda else "op": name[:90],
+            "calls per step": n[name] // steps,
+            "ms per step": round(us / 1e3 / steps, 3),
+            "share": f"{100 * us / all_us:.1f} %",
+        }
+        for name, us in sorted(tot.items(), key=lambda kv: -kv[1])[:top]
+    ]
+    return rows, all_us / 1e3 / steps
+
+
+def launch_counts(prof, cuda: bool, steps: int) -> dict:
+    "Per step: kernel launches and kernels (CUDA), or aten calls (all, and those not called by another aten op)."
+    from torch.autograd import DeviceType
+
+    ev = list(prof.events())
+    if cuda:
+        dev = [e for e in ev if e.device_type != DeviceType.CPU]
+        return {
+            "launch calls": sum(e.name in LAUNCH for e in ev) // steps,
+            "kernels": sum(not e.name.startswith(("Memcpy", "Memset")) for e in dev) // steps,
+            "memcpy/memset": sum(e.name.startswith(("Memcpy", "Memset")) for e in dev) // steps,
+            "sync runtime calls": sum("Synchronize" in e.name for e in ev) // steps,
+        }
+    aten = [e for e in ev if e.name.startswith("aten::")]
+    top = sum(not (e.cpu_parent and e.cpu_parent.name.startswith("aten::")) for e in aten)
+    return {"aten calls": len(aten) // steps, "top-level aten calls": top // steps}
+
+
+def count_syncs(learn, batch, device: str) -> tuple[int, list[dict]]:
+    "One step under `torch.cuda.set_sync_debug_mode('warn')`: the synchronizing calls it warns of, by call site."
+    import warnings
+    from collections import Counter
+
+    torch = _torch()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            learn.batch = batch
+            learn.one_batch()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    sync(device)
+    hits = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    sites = Counter(short_site(w.filename, w.lineno) for w in hits)
+    return len(hits), [{"call site": s, "syncs": c} for s, c in sites.most_common(10)]
+
+
+def module_memory(model, learn, batch, device: str) -> list[dict]:
+    """One step with hooks on the model's top-level modules (and their directly called methods): per module, the
+    memory still held after its forward (activations kept for backward, summed over calls) and its peak above the
+    memory at entry (largest over calls), MiB."""
+    torch = _torch()
+    stats, depth, handles = {}, [0], []
+
+    def enter(name):
+        depth[0] += 1
+        if depth[0] == 1:
+            torch.cuda.reset_peak_memory_stats(device)
+            stats.setdefault(name, {"module": name, "calls": 0, "kept MiB": 0.0, "peak above entry MiB": 0.0})
+            stats[name]["_start"] = torch.cuda.memory_allocated(device)
+
+    def leave(name):
+        depth[0] -= 1
+        if depth[0] == 0:
+            s, now = stats[name], torch.cuda.memory_allocated(device)
+            s["calls"] += 1
+            s["kept MiB"] += round((now - s["_start"]) / 2**20, 1)
+            s["peak above entry MiB"] = max(
+                s["peak above entry MiB"], round((torch.cuda.max_memory_allocated(device) - s["_start"]) / 2**20, 1)
+            )
+
+    def wrap(fn, name):
+        def g(*a, **k):
+            enter(name)
+            try:
+                return fn(*a, **k)
+            finally:
+                leave(name)
+
+        return g
+
+    tops = [
+        (name, m)
+        for name, mod in model.named_children()
+        for m in (mod.children() if isinstance(mod, (torch.nn.ModuleList, torch.nn.ModuleDict)) else [mod])
+    ]
+    for name, mod in tops:
+        handles.append(mod.register_forward_pre_hook(lambda m, a, name=name: enter(name)))
+        handles.append(mod.register_forward_hook(lambda m, a, o, name=name: leave(name)))
+        for meth in DIRECT:
+            if callable(getattr(mod, meth, None)) and not isinstance(getattr(mod, meth), torch.nn.Module):
+                setattr(mod, meth, wrap(getattr(mod, meth), name))
+    try:
+        learn.batch = batch
+        learn.one_batch()
+    finally:
+        for h in handles:
+            h.remove()
+        for _, mod in tops:
+            for meth in DIRECT:
+                mod.__dict__.pop(meth, None)
+    return sorted(({k: v for k, v in s.items() if k != "_start"} for s in stats.values()), key=lambda s: -s["kept MiB"])
+
+
+def profile_run(preset: str, device: str, tiny: bool, top: int = 15) -> dict:
+    """Two training steps at batch 8 (--tiny: one at batch 2) under torch.profiler after two warm-up steps: top kernels
+    (CPU: ops) by time, launches per step; on CUDA also a step's host syncs and the memory of each top-level module."""
+    import ris_nb.models  # noqa: F401
+    from torch.profiler import ProfilerActivity, profile
+
+    from ris_nb.core import build_model, precision_line, seed_everything
+
+    cuda = device.startswith("cuda")
+    cfg = paper_config(preset, device, tiny)
+    seed_everything(0)
+    model = build_model(cfg).to(device)
+    bs, steps = (2, 1) if tiny else (8, 2)  # --tiny: one profiled step (parsing the trace is most of the time)
+    batch = random_batch(bs, cfg.data.image_size, cfg.model.text.vocab_size).to(device)
+    if cuda:
+        reset_peak(device)
+    learn = step_learner(model, cfg, bs)
+    warm = learner_steps(learn, batch, 2, device)
+    peak = peak_mb(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        profiled = learner_steps(learn, batch, steps, device)
+    kernels, busy_ms = top_ops(prof, cuda, steps, top)
+    counts = launch_counts(prof, cuda, steps)
+    host_ms = sum(e.self_cpu_time_total for e in prof.events() if not e.is_async) / 1e3 / steps
+    del prof
+    syncs, sites = count_syncs(learn, batch, device) if cuda else (None, [])
+    memory = module_memory(model, learn, batch, device) if cuda else []
+    what = "kernels by device time" if cuda else "CPU ops by self time"
+    md = [
+        f"#### {cfg.name}, batch {bs} at {cfg.data.image_size} px ({precision_line(device, cfg.train.amp)})",
+        "",
+        f"Step {warm[-1]:.1f} ms unprofiled (second warm-up step), {statistics.mean(profiled):.1f} ms under the "
+        f"profiler; per step: host self time {host_ms:.1f} ms, "
+        + (f"device busy {busy_ms:.1f} ms (kernels, summed); " if cuda else "")
+        + "; ".join(f"{k} {v:,}" for k, v in counts.items())
+        + (f"; host-device syncs {syncs}" if cuda else "; host-device syncs n/a (CUDA only)"),
+        "",
+        f"Top {top} {what}, per step (of {steps} profiled step{'s' if steps > 1 else ''}):",
+        "",
+        md_table(kernels, ["kernel" if cuda else "op", "calls per step", "ms per step", "share"]),
+    ]
+    if cuda:
+        md += ["", "Synchronizing calls of one step (`torch.cuda.set_sync_debug_mode('warn')`), by call site:", ""]
+        md += [md_table(sites, ["call site", "syncs"]) if sites else "none"]
+        md += ["", "Memory by top-level module, one step (forward hooks; `torch.cuda.max_memory_allocated`):", ""]
+        md += [md_table(memory, ["module", "calls", "kept MiB", "peak above entry MiB"])]
+    else:
+        md += ["", "Host-device syncs and memory by module: n/a on the CPU (CUDA's allocator and sync debug mode)."]
+    return {
+        "batch": bs,
+        "steps": steps,
+        "step_ms": round(warm[-1], 2),
+        "peak_mem_mb": peak,
+        "counts": counts,
+        "syncs": syncs,
+        "host_ms": round(host_ms, 1),
+        "busy_ms": round(busy_ms, 1) if cuda else None,
+        "markdown": "\n".join(md),
+    }
+
+
+def failed_at(e: BaseException) -> str:
+    "The exception's first line and the innermost frame of this checkout's code where it was raised."
+    import traceback
+
+    ours = [f for f in traceback.extract_tb(e.__traceback__) if str(ROOT) in f.filename]
+    where = f" (at {short_site(ours[-1].filename, ours[-1].lineno)})" if ours else ""
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}{where}"
+
+
+def tiny_config(preset: str, device: str):
+    "A tiny preset with random encoders at 64 px (the quickstart's size), on `device`."
+    from ris_nb.core import get_preset
+    from ris_nb.models.encoders import offline_random
+
+    sets = {"train.device": device, "data.num_workers": 0, "data.image_size": 64, "model.text.vocab_size": 64}
+    return offline_random(get_preset(preset)).override(sets)
+
+
+def graphs_run(preset: str, device: str, tiny: bool, mode: str) -> dict:
+    """A tiny preset's training step (forward, losses, backward, fused AdamW) at batch 32 (--tiny: 4): `eager`;
+    `compile`: forward and losses under torch.compile(mode='reduce-overhead') (CUDA graphs); `capture`: the whole
+    step captured in one torch.cuda.CUDAGraph and replayed."""
+    import ris_nb.models  # noqa: F401
+    from ris_nb.core import amp_dtype, build_model, seed_everything
+
+    torch = _torch()
+    cfg = tiny_config(preset, device)
+    seed_everything(0)
+    model = build_model(cfg).to(device).train()
+    bs = 4 if tiny else 32
+    batch = random_batch(bs, 64, 64).to(device)
+    dtype = amp_dtype(torch.device(device), cfg.train.amp)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=mode == "capture")
+    amp = torch.autocast(device.split(":")[0], dtype=dtype, cache_enabled=False) if dtype else contextlib.nullcontext()
+
+    def loss_of(b):
+        return model.losses(model(b), b)["loss"]
+
+    f, note = loss_of, ""
+    if mode == "compile":
+        f = torch.compile(loss_of, mode="reduce-overhead")
+
+    def step():  # gradients set to None before each step: a captured step allocates them in its graph's pool
+        opt.zero_grad(set_to_none=True)
+        if mode == "compile":
+            torch.compiler.cudagraph_mark_step_begin()
+        with amp:
+            loss = f(batch)
+        loss.backward()
+        opt.step()
+
+    warm, timed = (1, 2) if tiny else (3, 20)
+    t = time.perf_counter()
+    if mode == "capture":
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warm):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        try:
+            with torch.cuda.graph(graph):
+                with amp:
+                    loss = loss_of(batch)
+                loss.backward()
+                opt.step()
+        except Exception as e:
+            raise RuntimeError(f"the whole step cannot be captured: {failed_at(e)}") from None
+        run = graph.replay
+    else:
+        for _ in range(warm):
+            step()
+        run = step
+    first_s = sync(device) - t
+    ms, t = [], sync(device)
+    for _ in range(timed):
+        run()
+        t, t0 = sync(device), t
+        ms.append((t - t0) * 1e3)
+    if mode == "compile":
+        from torch._dynamo.utils import counters
+
+        breaks = sum(counters["graph_break"].values())
+        note = f"; {counters['stats'].get('unique_graphs', 0)} graphs, {breaks} graph breaks"
+    med = statistics.median(ms)
+    return {
+        "batch": bs,
+        "steps": timed,
+        "step_ms": round(med, 2),
+        "samples_per_s": round(bs / med * 1e3, 2),
+        "peak_mem_mb": peak_mb(device),
+        "first_s": round(first_s, 1),
+        "precision": {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype],
+        "note": f"{warm} warm-up steps took {first_s:.1f} s" + note,
+    }
+
+
 # ---------------------------------------------------------------- the check processes
 
 
@@ -653,8 +1060,8 @@ def ddp_check(r: Runner, a, data: Path) -> dict:
     }
 
 
-def paper_checks(r: Runner, a, data: Path):
-    "The rows of `paper_step` and `paper_eval` for each paper preset, one at a time."
+def paper_checks(r: Runner, a, data: Path | None, evals: bool = True):
+    "The rows of `paper_step` and (`evals`) `paper_eval` for each paper preset, one at a time."
     for preset in PAPERS:
         name = PAPERS[preset] if a.tiny else preset
         stand_in = f"--tiny: {name} at 64 px in {preset}'s place; " if a.tiny else ""
@@ -668,6 +1075,8 @@ def paper_checks(r: Runner, a, data: Path):
             **{k: res.get(k) for k in ("batch", "steps", "step_ms", "peak_mem_mb")},
             "note": stand_in + (res.get("note") or res.get("error", "")),
         }
+        if not evals:
+            continue
         res = r.call(
             "paper_eval",
             a.run_limit_s,
@@ -688,6 +1097,118 @@ def paper_checks(r: Runner, a, data: Path):
         }
 
 
+def verdict(ms4: float, ms8: float) -> str:
+    "The batch sweep's reading: how the step time grows from batch 4 to batch 8 says what to work on first."
+    q = ms8 / ms4
+    what = "GPU-bound: kernels first" if q >= 1.7 else "host-bound: launches and syncs first" if q <= 1.2 else "mixed"
+    return f"step time batch 8 / batch 4 = {q:.2f}: {what}"
+
+
+def limit(r: Runner, a, what: str) -> float:
+    "Seconds for one process of the profile mode: its own limit on a GPU (--tiny: run_limit_s), within the budget."
+    return min(a.run_limit_s if a.tiny else LIMITS_S[what], r.left())
+
+
+def sweep_checks(r: Runner, a, md: list):
+    "Rows of the batch sweep (4, 8, 16) of each paper preset, the verdict in the batch-8 row; its table into `md`."
+    table, notes = [], []
+    for preset in PAPERS:
+        name = PAPERS[preset] if a.tiny else preset
+        stand_in = f"--tiny: {name} at 64 px in {preset}'s place; " if a.tiny else ""
+        lim = limit(r, a, "sweep")
+        res = r.call("sweep_run", lim, preset=preset, device=a.device, tiny=a.tiny, budget_s=max(lim - 15, 1))
+        if "error" in res:
+            yield {"check": "sweep", "preset": name, "precision": "auto", "note": stand_in + res["error"]}
+            table.append({"preset": name, "verdict": res["error"]})
+            continue
+        notes.append(f"{name}: {res['note']}.")
+        ms = {x["batch"]: x["step_ms"] for x in res["rows"] if x.get("step_ms")}
+        v = verdict(ms[4], ms[8]) if 4 in ms and 8 in ms else "no verdict: batch 4 or 8 did not run"
+        for x in res["rows"]:
+            yield {
+                "check": "sweep",
+                "preset": name,
+                "precision": "auto",
+                **{k: x.get(k) for k in ("batch", "steps", "step_ms", "peak_mem_mb", "samples_per_s")},
+                "note": stand_in
+                + "; ".join(n for n in (x.get("note"), res["note"], v if x["batch"] == 8 else "") if n),
+            }
+            table.append({"preset": name, **x, "verdict": v if x["batch"] == 8 else ""})
+    md += [
+        "### Batch sweep",
+        "",
+        md_table(table, ["preset", "batch", "step_ms", "peak_mem_mb", "samples_per_s", "verdict", "note"]),
+        "",
+        *notes,
+        "",
+    ]
+
+
+def profile_checks(r: Runner, a, md: list):
+    "One row per paper preset from its two-step profile; the profile's tables into `md`."
+    md += ["### Two-step profile", ""]
+    for preset in PAPERS:
+        name = PAPERS[preset] if a.tiny else preset
+        stand_in = f"--tiny: {name} at 64 px in {preset}'s place; " if a.tiny else ""
+        res = r.call("profile_run", limit(r, a, "profile"), preset=preset, device=a.device, tiny=a.tiny)
+        if "error" in res:
+            md += [f"#### {name}: {res['error']}", ""]
+            yield {"check": "profile", "preset": name, "precision": "auto", "note": stand_in + res["error"]}
+            continue
+        md += [res["markdown"], ""]
+        counts = "; ".join(f"{k} {v:,}" for k, v in res["counts"].items())
+        syncs = f"host-device syncs {res['syncs']}" if res["syncs"] is not None else "host-device syncs n/a (CPU)"
+        busy = f"device busy {res['busy_ms']} ms, " if res["busy_ms"] is not None else ""
+        yield {
+            "check": "profile",
+            "preset": name,
+            "precision": "auto",
+            **{k: res[k] for k in ("batch", "steps", "step_ms", "peak_mem_mb")},
+            "note": f"{stand_in}per step under torch.profiler: {busy}host self time {res['host_ms']} ms; {counts}; "
+            f"{syncs}; tables in {a.md.name}",
+        }
+
+
+def graphs_checks(r: Runner, a, md: list):
+    "The tiny presets' step eager, then (CUDA) under torch.compile's CUDA graphs and as one captured graph."
+    cuda = a.device.startswith("cuda")
+    modes = ["eager", "capture", "compile"] if cuda else ["eager"]
+    eager, table = {}, []
+    for mode in modes:
+        for preset in TINY_PRESETS:
+            res = r.call("graphs_run", limit(r, a, mode), preset=preset, device=a.device, tiny=a.tiny, mode=mode)
+            what = {
+                "eager": "eager",
+                "compile": "torch.compile(mode='reduce-overhead') over forward and losses",
+                "capture": "the whole step (forward, losses, backward, fused AdamW) as one CUDA graph",
+            }[mode]
+            if "error" in res:
+                note = f"{what}: {res['error']}"
+            else:
+                if mode == "eager":
+                    eager[preset] = res["step_ms"]
+                gain = (
+                    f"; {eager[preset] / res['step_ms']:.2f}× eager (same call)"
+                    if mode != "eager" and preset in eager
+                    else ""
+                )
+                note = f"{what}, batch {res['batch']} at 64 px, random weights: {res['note']}{gain}"
+                if not cuda:
+                    note += "; CUDA graphs skipped: they need a CUDA device"
+            row = {
+                "check": "graphs",
+                "preset": preset,
+                "precision": res.get("precision", ""),
+                **{k: res.get(k) for k in ("batch", "steps", "step_ms", "peak_mem_mb", "samples_per_s")},
+                "note": note,
+            }
+            table.append({**row, "mode": mode})
+            yield row
+    md += ["### CUDA graphs", "", md_table(table, ["preset", "mode", "batch", "step_ms", "samples_per_s", "note"]), ""]
+
+
+PROFILED = [("sweep", sweep_checks), ("profile", profile_checks), ("graphs", graphs_checks)]
+
 # ---------------------------------------------------------------- main
 
 
@@ -703,8 +1224,23 @@ def parse_args(argv=None):
     ap.add_argument(
         "--steps", type=int, default=None, help="planned steps of each precision run (default 300; --tiny 4)"
     )
-    ap.add_argument("--budget-s", type=float, default=None, help="time for all checks (default 450; --tiny 240)")
-    ap.add_argument("--checks", nargs="+", choices=CHECKS, default=CHECKS, help="which checks to run (default: all)")
+    ap.add_argument(
+        "--budget-s", type=float, default=None, help="time for all checks (default 450; --profile 420; --tiny 240)"
+    )
+    ap.add_argument(
+        "--checks",
+        nargs="+",
+        choices=CHECKS,
+        default=None,
+        help=f"which checks to run (default: {' '.join(DEFAULT_CHECKS)}; 'paper' is paper_step and paper_eval)",
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help=f"the profile mode: --checks {' '.join(PROFILE_CHECKS)} (paper_step: the baseline, rerun in the same "
+        "call); tables also in a markdown file beside --out",
+    )
+    ap.add_argument("--commit", default=None, help="the commit to record (default: this checkout's, from git)")
     ap.add_argument(
         "--presets",
         nargs="+",
@@ -714,8 +1250,11 @@ def parse_args(argv=None):
     )
     ap.add_argument("--threads", type=int, default=None, help="torch threads per check (default: torch's; --tiny 1)")
     a = ap.parse_args(argv)
+    if a.profile and a.checks:
+        ap.error(f"--profile runs {' '.join(PROFILE_CHECKS)}; pass either --profile or --checks")
+    a.checks = PROFILE_CHECKS if a.profile else a.checks or DEFAULT_CHECKS
     a.steps = a.steps or (4 if a.tiny else 300)
-    a.budget_s = a.budget_s or (240.0 if a.tiny else 450.0)
+    a.budget_s = a.budget_s or (240.0 if a.tiny else 420.0 if a.profile else 450.0)
     a.threads = a.threads or (1 if a.tiny else None)
     a.run_limit_s = 60.0 if a.tiny else 75.0  # one process of one check
     a.train_s = 15.0  # GPU: the uninterrupted precision run stops after this
@@ -726,20 +1265,52 @@ def parse_args(argv=None):
         a.device = "cuda:0"
     if a.device == "cpu" and a.out.resolve() == DEFAULT_OUT:
         ap.error(f"--device cpu: {DEFAULT_OUT.relative_to(ROOT)} keeps GPU rows only; pass --out FILE")
+    a.md = a.out.with_name(a.out.stem + "_profile.md")
+    a.commit = a.commit or commit_id()
     return a
 
 
+def commit_id() -> str:
+    "This checkout's commit (short), '+changes' when ris_nb/ or tools/ differ from it; 'unknown' without git."
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        if head.returncode:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "ris_nb", "tools"], capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
 def write_rows(path: Path, rows: list[dict]) -> None:
-    "Append `rows` to the CSV at `path` (header written when the file is new)."
+    "Append `rows` to the CSV at `path` (header written when the file is new; a file without `commit` gains it)."
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
-    if not new and path.read_text().splitlines()[0].split(",") != COLUMNS:
+    header = [] if new else path.read_text().splitlines()[0].split(",")
+    if header == COLUMNS[:-1]:  # written before the commit column: the same rows with an empty commit
+        with open(path, newline="") as f:
+            old = list(csv.DictReader(f))
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, COLUMNS)
+            w.writeheader()
+            w.writerows(old)
+        os.replace(tmp, path)
+    elif not new and header != COLUMNS:
         raise ValueError(f"{path}: its header is not {','.join(COLUMNS)}; move it away or pass another --out")
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, COLUMNS)
         if new:
             w.writeheader()
         w.writerows(rows)
+
+
+def append_md(path: Path, lines: list[str]) -> None:
+    "Append `lines` to the markdown file at `path`."
+    with open(path, "a") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def show(row: dict, seconds: float) -> None:
@@ -767,14 +1338,16 @@ def main(argv=None) -> int:
         if "error" in info:
             raise SystemExit(f"gpu_check: {info['error']}")
         data = work / "data"
-        made = r.call("synth", 120, root=str(data), n_images=24 if a.tiny else 300, size=64 if a.tiny else 128)
-        if "error" in made:
-            raise SystemExit(f"gpu_check: generating ShapeRefs: {made['error']}")
+        if set(a.checks) & set(DEFAULT_CHECKS):  # the profile mode's checks use random batches
+            made = r.call("synth", 120, root=str(data), n_images=24 if a.tiny else 300, size=64 if a.tiny else 128)
+            if "error" in made:
+                raise SystemExit(f"gpu_check: generating ShapeRefs: {made['error']}")
         precisions = ["fp32"] if a.device == "cpu" else ["bf16", "fp16"]
         stamp = {
             "device": info["device"],
             "torch": info["torch"],
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": a.commit,
         }
         rows, clock = [], [time.monotonic()]
 
@@ -801,9 +1374,26 @@ def main(argv=None) -> int:
             emit(torchrun_check(r, a, data))
         if "nccl_ddp" in a.checks:
             emit(ddp_check(r, a, data))
-        for row in paper_checks(r, a, data) if "paper" in a.checks else []:
+        paper = "paper" in a.checks or "paper_step" in a.checks
+        for row in paper_checks(r, a, data, evals="paper" in a.checks) if paper else []:
             emit(row)
-        print(f"{len(rows)} rows → {a.out}")
+        profiled = [(c, f) for c, f in PROFILED if c in a.checks]
+        if profiled:
+            append_md(
+                a.md,
+                [
+                    f"## {stamp['date']} · {info['device']} · commit {a.commit} · torch {info['torch']}",
+                    "",
+                    f"`tools/gpu_check.py {' '.join(sys.argv[1:] if argv is None else argv)}`; rows in {a.out.name}.",
+                    "",
+                ],
+            )
+        for _, check in profiled:
+            md = []
+            for row in check(r, a, md):
+                emit(row)
+            append_md(a.md, md)
+        print(f"{len(rows)} rows → {a.out}" + (f"; tables → {a.md}" if profiled else ""))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -1,0 +1,387 @@
+"""Operators per training step: magnet_paper narrowed to one small sample, counted by module; and the magnet_tiny
+quickstart step's time on this machine, with the 512³ probe beside it.
+
+Usage: python bench/bench_ops.py [--size 128] [--batch 1] [--threads N] [--reps 8] [--budget-s 60] [--top 12]
+
+1. `magnet_paper` with random encoders (nothing read from disk), `--size` px and `--batch` samples, otherwise the
+   paper's architecture (Swin-B, BERT-base, 4 deformable encoder layers, 9 decoder layers, MG and CAL on): one training
+   step of the Learner (forward, losses, backward, fused AdamW, schedule) in float32 under `torch.profiler`, every
+   `aten::` call counted (nested calls too; "top-level" counts only those called from Python or autograd, not from
+   another aten op). Each call is given to the module that issued it: forward ops to the innermost module running
+   (forward hooks open a `record_function` range per module), backward ops to the module whose forward op made their
+   autograd node (matched by sequence number), the optimizer's to `optimizer`, the loss code's to `losses`. On a GPU
+   each top-level op launches about one kernel, so the count stands in for launches per step.
+2. The magnet_tiny quickstart step (batch 32 at 64 px on a generated ShapeRefs, the Learner's step at the preset's
+   precision): median ms, samples/s and operators per step, with the probe on one and on two threads at start and end.
+Run it on an otherwise idle machine for the times; the counts do not depend on load. Writes nothing in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import torch
+from torch.autograd.profiler import record_function
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import Probe, busy_note, header, probes_1t_2t, record, stats_cells, table, timed  # noqa: E402
+
+import ris_nb.models  # noqa: E402,F401  (registers the models)
+from ris_nb.core import build_model, get_preset, seed_everything  # noqa: E402
+from ris_nb.models.encoders import offline_random  # noqa: E402
+from ris_nb.models.magnet import DeformEncoderLayer  # noqa: E402
+from ris_nb.train import Learner  # noqa: E402
+
+PAPER_ROWS = 8 * sum((480 // s) ** 2 for s in (4, 8, 16, 32))  # deformable-encoder tokens of a batch of 8 at 480 px
+# methods of a top-level module called directly (not through __call__), so no forward hook sees them
+DIRECT = {"backbone": ("stem", "stage"), "text": ("embed", "group")}
+MARK = "mod:"  # prefix of our record_function labels: "mod:<module path>|<class or class.method>"
+
+
+# ---------------------------------------------------------------- labelling the step
+
+
+def _enter(label: str, stack: list):
+    rf = record_function(label)
+    rf.__enter__()
+    stack.append(rf)
+
+
+def _leave(stack: list):
+    stack.pop().__exit__(None, None, None)
+
+
+def _wrap(fn, label: str, stack: list):
+    def g(*a, **k):
+        _enter(label, stack)
+        try:
+            return fn(*a, **k)
+        finally:
+            _leave(stack)
+
+    return g
+
+
+def label_model(model: torch.nn.Module) -> list:
+    """A `record_function` range around every submodule's forward, around the top-level modules' directly called
+    methods (`DIRECT`), each `DeformEncoderLayer.ffn` and the losses; returns the hook handles."""
+    stack, handles = [], []
+    for name, mod in model.named_modules():
+        if not name:
+            continue
+        label = f"{MARK}{name}|{type(mod).__name__}"
+        handles.append(mod.register_forward_pre_hook(lambda m, a, label=label: _enter(label, stack)))
+        handles.append(mod.register_forward_hook(lambda m, a, o: _leave(stack)))
+        for meth in DIRECT.get(name, ()):
+            setattr(mod, meth, _wrap(getattr(mod, meth), f"{MARK}{name}|{type(mod).__name__}.{meth}", stack))
+        if isinstance(mod, DeformEncoderLayer):
+            mod.ffn = _wrap(mod.ffn, f"{MARK}{name}.ffn|DeformEncoderLayer.ffn", stack)
+    model.losses = _wrap(model.losses, f"{MARK}losses|losses", stack)
+    return handles
+
+
+def _own_label(e, labels: dict) -> str | None:
+    "The innermost of our labels enclosing event `e` (memoised per event id)."
+    chain, p, found = [], e, None
+    while p is not None:
+        if id(p) in labels:
+            found = labels[id(p)]
+            break
+        if p.name.startswith(MARK):
+            found = p.name[len(MARK) :]
+            break
+        chain.append(p)
+        p = p.cpu_parent
+    for q in chain:
+        labels[id(q)] = found
+    return found
+
+
+def attribute(events) -> list[tuple[str, str, str, bool]]:
+    """(label, phase, op name, top-level) of every `aten::` call: phase forward / backward / optimizer / other; label
+    'module path|class' of the module that issued it (backward: of the forward op whose autograd node ran)."""
+    labels, fwd_label = {}, {}
+    for e in events:  # forward ops that made an autograd node: its sequence number → their label
+        if e.sequence_nr >= 0 and not e.name.startswith("autograd::") and e.name.startswith("aten::"):
+            lab = _own_label(e, labels)
+            if lab is not None:
+                fwd_label.setdefault(e.sequence_nr, lab)
+    out = []
+    for e in events:
+        if not e.name.startswith("aten::"):
+            continue
+        phase, lab, p = "forward", None, e.cpu_parent
+        while p is not None:
+            if p.name.startswith("autograd::engine::evaluate_function"):
+                phase = "backward"
+                acc = "AccumulateGrad" in p.name
+                lab = "gradient accumulation|AccumulateGrad" if acc else fwd_label.get(p.sequence_nr)
+                break
+            if p.name.startswith("Optimizer.") or p.name.startswith("Optimizer.step"):
+                phase, lab = "optimizer", "optimizer|AdamW"
+                break
+            p = p.cpu_parent
+        if phase == "forward":
+            lab = _own_label(e, labels)
+        parent = e.cpu_parent
+        top = parent is None or not parent.name.startswith("aten::")
+        out.append((lab or "(outside any module)|", phase, e.name, top))
+    return out
+
+
+def profile_step(fn) -> list[tuple[str, str, str, bool]]:
+    "`fn()` once under torch.profiler (CPU), its aten calls attributed (`attribute`)."
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return attribute(prof.events())
+
+
+# ---------------------------------------------------------------- the two models
+
+
+def learner_step(model, batch, cfg):
+    "The Learner's training step (`one_batch`: forward, losses, backward, optimizer and schedule) on `batch`."
+    learn = Learner(model, [batch], cfg.override({"train.max_steps": 10**6}))
+    learn.trainer.train()
+
+    def step():
+        learn.batch = batch
+        learn.one_batch()
+
+    return step
+
+
+def synthetic_batch(batch_size: int, size: int, vocab: int, tokens: int = 20):
+    "Random images and token ids, a disc-shaped mask per sample (a fixed seed)."
+    from ris_nb.data.transforms import Batch
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, vocab, (batch_size, tokens), generator=g)
+    ids[:, 0], ids[:, -1] = 101, 102  # BERT's [CLS] and [SEP]
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disc = (((yy - size / 2) ** 2 + (xx - size / 3) ** 2) < (size / 5) ** 2).float()
+    return Batch(
+        images=torch.randn(batch_size, 3, size, size, generator=g),
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        masks=disc.expand(batch_size, -1, -1).clone(),
+    )
+
+
+def narrowed_paper(size: int, batch: int):
+    "magnet_paper, random encoders, `size` px, `batch` samples, float32: (model, batch, cfg)."
+    cfg = offline_random(get_preset("magnet_paper")).override(
+        {"data.image_size": size, "train.batch_size": batch, "train.device": "cpu", "train.amp": "off"}
+    )
+    seed_everything(0)
+    model = build_model(cfg)
+    return model, synthetic_batch(batch, size, cfg.model.text.vocab_size), cfg
+
+
+def quickstart(root: Path):
+    "magnet_tiny as the quickstart trains it (batch 32 at 64 px) on a generated 200-image ShapeRefs: model, batch, cfg."
+    from ris_nb.data.shaperefs import generate
+    from ris_nb.train import prepare
+
+    generate(root / "shaperefs", 200, 0, 64, verbose=False)
+    over = {"data.root": str(root), "data.image_size": 64, "train.batch_size": 32, "data.num_workers": 0}
+    prep = prepare(get_preset("magnet_tiny").override(over), ["train"])
+    return prep.model, next(iter(prep.loaders["train"])), prep.cfg
+
+
+# ---------------------------------------------------------------- tables
+
+
+def by_module(calls, depth: int) -> list[dict]:
+    "Calls per step grouped by module path cut to `depth` components (forward, backward, all, top-level)."
+    groups = defaultdict(Counter)
+    for lab, phase, _, top in calls:
+        path = lab.split("|")[0]
+        key = ".".join(path.split(".")[:depth]) if path and not path.startswith("(") else lab.split("|")[0]
+        groups[key][phase] += 1
+        groups[key]["all"] += 1
+        groups[key]["top-level"] += top
+    total = len(calls)
+    rows = [
+        {
+            "module": k,
+            "forward": c["forward"],
+            "backward": c["backward"],
+            "optimizer": c["optimizer"],
+            "aten calls": c["all"],
+            "top-level": c["top-level"],
+            "share": f"{100 * c['all'] / total:.1f} %",
+        }
+        for k, c in groups.items()
+    ]
+    return sorted(rows, key=lambda r: -r["aten calls"])
+
+
+def by_kind(calls) -> list[dict]:
+    "Calls per step grouped by (top-level module, innermost class or method): where inside each module they come from."
+    groups = defaultdict(Counter)
+    for lab, _, _, top in calls:
+        path, kind = (lab.split("|") + [""])[:2]
+        groups[(path.split(".")[0], kind)]["all"] += 1
+        groups[(path.split(".")[0], kind)]["top"] += top
+    rows = [
+        {"module": m, "innermost": k or "—", "aten calls": c["all"], "top-level": c["top"]}
+        for (m, k), c in groups.items()
+    ]
+    return sorted(rows, key=lambda r: -r["aten calls"])
+
+
+def by_op(calls, top: int) -> list[dict]:
+    "The `top` most called aten ops, with their calls from the pixel decoder and from the backbone."
+    n = Counter(op for _, _, op, _ in calls)
+    pd = Counter(op for lab, _, op, _ in calls if lab.startswith("pixel_decoder"))
+    bb = Counter(op for lab, _, op, _ in calls if lab.startswith("backbone"))
+    return [{"op": op, "calls": c, "pixel_decoder": pd[op], "backbone": bb[op]} for op, c in n.most_common(top)]
+
+
+def ffn_projection(model, calls, batch: int, size: int) -> dict:
+    "Calls in the deformable encoder's FFN per chunk, and what the chunking gives at the paper's 480 px, batch 8."
+    layers = [m for m in model.modules() if isinstance(m, DeformEncoderLayer)]
+    rows = batch * sum(math.ceil(size / s) ** 2 for s in (4, 8, 16, 32))
+    chunk = max(256, 2**21 // layers[0].linear1.out_features)  # DeformEncoderLayer.ffn's chunk length
+    here, paper = math.ceil(rows / chunk), math.ceil(PAPER_ROWS / chunk)
+    # the FFN's own ops and those of its two Linear layers (called only from it)
+    ffn = [c for c in calls if c[0].split("|")[0].rsplit(".", 1)[-1] in ("ffn", "linear1", "linear2")]
+    ffn = [c for c in ffn if c[0].startswith("pixel_decoder.")]
+    per_chunk = len(ffn) / (len(layers) * here)
+    top = sum(c[3] for c in ffn) / (len(layers) * here)
+    return {
+        "layers": len(layers),
+        "chunk": chunk,
+        "rows": rows,
+        "chunks here": here,
+        "calls here": len(ffn),
+        "per chunk": per_chunk,
+        "top per chunk": top,
+        "paper rows": PAPER_ROWS,
+        "paper chunks": paper,
+        "paper calls": round(per_chunk * paper * len(layers)),
+        "paper top": round(top * paper * len(layers)),
+    }
+
+
+# ---------------------------------------------------------------- main
+
+COLS = ["module", "forward", "backward", "optimizer", "aten calls", "top-level", "share"]
+
+
+def census(args) -> list[dict]:
+    "Part 1: the narrowed magnet_paper step, counted and attributed; prints its tables, returns summary rows."
+    t = time.perf_counter()
+    model, batch, cfg = narrowed_paper(args.size, args.batch)
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    label_model(model)
+    step = learner_step(model, batch, cfg)
+    step()  # warm-up: the optimizer's state, first-call caches
+    t1 = time.perf_counter()
+    calls = profile_step(step)
+    secs = time.perf_counter() - t1
+    total, top = len(calls), sum(c[3] for c in calls)
+    print(
+        f"\n### Operators per training step: magnet_paper narrowed to batch {args.batch} at {args.size} px "
+        f"({n_params:.1f} M parameters, random weights, float32, {torch.get_num_threads()} threads)\n\n"
+        f"{total:,} aten calls per step ({top:,} top-level: called from Python or autograd, ≈ kernel launches on a "
+        f"GPU); profiled step {secs:.1f} s, build and warm-up {t1 - t:.1f} s\n"
+    )
+    print(table(by_module(calls, 1), COLS))
+    print("\nBy top-level module and the innermost module (class) or method that issued the call:\n")
+    print(table(by_kind(calls)[: args.top], ["module", "innermost", "aten calls", "top-level"]))
+    print(f"\nThe {args.top} most called aten ops (all calls; of them from the pixel decoder, from the backbone):\n")
+    print(table(by_op(calls, args.top), ["op", "calls", "pixel_decoder", "backbone"]))
+    f = ffn_projection(model, calls, args.batch, args.size)
+    print(
+        f"\nDeformable encoder FFN (`DeformEncoderLayer.ffn`, chunks of {f['chunk']:,} tokens): {f['rows']:,} tokens "
+        f"here → {f['chunks here']} chunk(s) per layer, {f['calls here']} aten calls in {f['layers']} layers "
+        f"(forward and backward) = {f['per chunk']:.0f} per chunk per layer ({f['top per chunk']:.0f} top-level). At "
+        f"480 px, batch 8 ({f['paper rows']:,} tokens) the same code makes {f['paper chunks']} chunks per layer: ≈ "
+        f"{f['paper calls']:,} calls ({f['paper top']:,} top-level) per step from the FFN alone (computed: calls per "
+        f"chunk × chunks × layers)."
+    )
+    grid = sum(1 for _, _, op, _ in calls if op.startswith("aten::grid_sampler_2d"))
+    bag = sum(
+        1 for _, _, op, _ in calls if op.startswith("aten::embedding_bag") or op.startswith("aten::_embedding_bag")
+    )
+    print(f"grid_sampler_2d calls (forward and backward): {grid}; embedding_bag calls: {bag}")
+    return [
+        {
+            "what": f"magnet_paper narrowed ({args.size} px, batch {args.batch}): aten calls per step",
+            "value": total,
+            "unit": "calls",
+        },
+        {"what": "same, top-level aten calls per step", "value": top, "unit": "calls"},
+    ]
+
+
+def quickstart_step(args, probe) -> list[dict]:
+    "Part 2: the magnet_tiny quickstart step timed (probe-filtered) with the probes beside it; its op count."
+    root = Path(tempfile.mkdtemp(prefix="bench_ops_"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    model, batch, cfg = quickstart(root)
+    step = learner_step(model, batch, cfg)
+    p0, load0 = probes_1t_2t(), os.getloadavg()[0]
+    st = timed(step, probe, reps=args.reps, budget_s=args.budget_s)
+    p1, load1 = probes_1t_2t(), os.getloadavg()[0]
+    calls = profile_step(step)
+    bs = cfg.train.batch_size
+    row = {
+        "what": f"magnet_tiny quickstart step (batch {bs}, 64 px, train.amp={cfg.train.amp})",
+        **stats_cells(st),
+        "samples/s": round(bs / st.median * 1e3, 1),
+        "aten calls": len(calls),
+        "top-level": sum(c[3] for c in calls),
+        "probe 1t ms": f"{p0[0]:.2f} / {p1[0]:.2f}",
+        "probe 2t ms": f"{p0[1]:.2f} / {p1[1]:.2f}",
+        "threads": torch.get_num_threads(),
+    }
+    note = "\n".join(
+        x
+        for x in (
+            f"probes at start / end of the timing; load average {load0:.1f} → {load1:.1f} on {os.cpu_count()} cores",
+            busy_note(st),
+        )
+        if x
+    )
+    print(header("The magnet_tiny quickstart step on this machine", probe, note))
+    cols = ["what", "median ms", "p10–p90 ms", "kept/dropped", "samples/s", "aten calls", "top-level"]
+    print(table([row], cols + ["probe 1t ms", "probe 2t ms", "threads"]))
+    return [
+        {"what": "magnet_tiny quickstart step", "value": round(st.median, 1), "unit": "ms"},
+        {"what": "magnet_tiny quickstart", "value": row["samples/s"], "unit": "samples/s"},
+        {"what": "magnet_tiny quickstart: aten calls per step", "value": row["aten calls"], "unit": "calls"},
+    ]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=128, help="image size of the narrowed magnet_paper (default 128)")
+    ap.add_argument("--batch", type=int, default=1, help="its batch (default 1)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--reps", type=int, default=8, help="kept timings of the quickstart step wanted (default 8)")
+    ap.add_argument("--budget-s", type=float, default=60.0, help="time for those timings (default 60)")
+    ap.add_argument("--top", type=int, default=12, help="rows of the by-class and by-op tables (default 12)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    summary = census(args)
+    probe = Probe()
+    summary += quickstart_step(args, probe)
+    record("ops", summary, probe)
+
+
+if __name__ == "__main__":
+    main()
