@@ -134,18 +134,32 @@ def check_out_dir(d: Path, flag: str = "--out") -> Path:
     return d
 
 # %% ../nbs/92_dataset_writing.ipynb #a92a0001
-def remove_stale_temps(out_dir: Path) -> list[Path]:
-    """Delete the `write_atomic` siblings of `out_dir` (`.<stem>.tmp-<pid><suffix>`, `.old-`) left by a killed writer
-    (their pid is dead)."""
-    removed, out_dir = [], Path(out_dir)
-    for kind in ("tmp", "old"):
-        head = f".{out_dir.stem}.{kind}-"
-        for p in out_dir.parent.glob(f"{head}*{out_dir.suffix}"):
-            pid = p.name[len(head) : len(p.name) - len(out_dir.suffix)]
-            if pid.isdigit() and p.is_dir() and not pid_alive(int(pid)):
-                shutil.rmtree(p, ignore_errors=True)
-                removed.append(p)
-    return removed
+def _dead_siblings(out_dir: Path, kind: str) -> list[Path]:
+    "The `write_atomic` siblings of `out_dir` of `kind` ('tmp' or 'old') whose writer's pid is dead."
+    head, found = f".{out_dir.stem}.{kind}-", []
+    for p in out_dir.parent.glob(f"{head}*{out_dir.suffix}"):
+        pid = p.name[len(head) : len(p.name) - len(out_dir.suffix)]
+        if pid.isdigit() and p.is_dir() and not pid_alive(int(pid)):
+            found.append(p)
+    return found
+
+
+def remove_stale_temps(out_dir: Path) -> list[str]:
+    """Clear what a killed writer left beside `out_dir`: a folder it set aside comes back when `out_dir` is missing
+    (else it is removed), its unfinished temporary is removed; one sentence per action."""
+    out_dir, done = Path(out_dir), []
+    for old in _dead_siblings(out_dir, "old"):
+        if not out_dir.exists():
+            old.rename(out_dir)
+            done.append(f"restored {out_dir} from {old.name}, set aside by an interrupted run")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"removed {old}, an older copy of {out_dir} left by an interrupted run")
+    for tmp in _dead_siblings(out_dir, "tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+        done.append(f"removed {tmp}, left unfinished by an interrupted run")
+    return done
+
 
 # %% ../nbs/92_dataset_writing.ipynb #ld000002
 # declared uncompressed bytes a weights file may hold per byte on disk (+ 1 MiB); torch stores tensors uncompressed

@@ -198,6 +198,21 @@ def test_synth_removes_stale_temp_folders(tmp_path):
     assert not stale.exists() and live.exists() and (tmp_path / "shaperefs" / "meta.json").exists()
 
 
+def test_synth_killed_mid_swap_restores_the_set_aside_dataset(tmp_path):
+    from ris_nb.data.shaperefs import generate
+    from ris_nb.io import remove_stale_temps
+
+    generate(tmp_path / "shaperefs", n_images=4, seed=0, size=64, verbose=False)
+    before = sorted(p.name for p in (tmp_path / "shaperefs" / "images").iterdir())
+    # killed between parking the old folder and renaming the new one in: only the parked copy is left
+    (tmp_path / "shaperefs").rename(tmp_path / ".shaperefs.old-999999999")
+    (tmp_path / ".shaperefs.tmp-999999999" / "images").mkdir(parents=True)
+    done = remove_stale_temps(tmp_path / "shaperefs")
+    assert done[0].startswith(f"restored {tmp_path / 'shaperefs'}"), done
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shaperefs"]
+    assert sorted(p.name for p in (tmp_path / "shaperefs" / "images").iterdir()) == before
+
+
 # ---------------------------------------------------------------- training engine (12_training)
 
 

@@ -144,8 +144,8 @@ def _write_refer(
 def _write_folder(out_dir: Path, write: Callable[[Path], Any]) -> None:
     """Call `write(tmp)` on a temporary sibling of `out_dir`, renamed over it only when complete; stale temporaries
     are removed first."""
-    for p in remove_stale_temps(out_dir):
-        warnings.warn(f"removed {p}, left by an interrupted run")
+    for done in remove_stale_temps(out_dir):
+        warnings.warn(done)
     write_atomic(out_dir, write)
 
 # %% ../../nbs/92a_shaperefs_files.ipynb #e5a1b002b
