@@ -1,15 +1,26 @@
-"""Build the course website (`make site`): Jupyter Book 1 over the notebooks' saved outputs, offline, into `_site/`.
+"""Build the course website: Jupyter Book 1 over the notebooks' saved outputs, offline. Two editions:
 
-The table of contents is the README's reading order (course first, the appendix as its own part). nbdev directives
-(`#| export`, ...) are stripped, `#| hide` cells dropped, and MathJax is served from the `sphinx-mathjax-offline`
-package, so a page opened without network still renders its math. Nothing is executed.
+- `student` (`make site`, into `_site/`): the student copies exactly as `ris_nb course` writes them (solutions →
+  stubs, hidden tests, instructor's answers and exercise outputs out), the course notebooks without exercises and the
+  appendix as they are (refused if one holds a solution marker). Safe to publish to students.
+- `teacher` (`make site-teacher`, into `_site_teacher/`): the notebooks of nbs/ as they are, solutions included, with
+  a banner on every page saying so.
 
-    python tools/build_site.py [--out _site] [--strict]
+The table of contents is the README's reading order (course first, the appendix as its own part), each entry titled
+with its notebook number ("01 · …"). nbdev directive lines are stripped; `#| hide` cells stay in the notebook a page
+offers for download (tagged `remove-cell`: not on the page), so a download runs top to bottom. Cells that only call
+`show_doc` show their output (signature and docstring) without the call. A notebook cited by number in the prose
+("appendix 94", "`06_lavt`", "(12a)") links to its page. MathJax is served from one file (`mathjax/tex-chtml.js`
+and the fonts it loads, outside `_static`, which Jupyter Book would add to every page whole), so a page opened without
+network still renders its math. Nothing is executed.
+
+    python tools/build_site.py [--edition student|teacher] [--out DIR] [--strict]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.metadata
 import json
 import re
@@ -19,14 +30,29 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT / "nbs"
+EDITIONS = ("student", "teacher")
+BANNER = "Teacher's edition — contains solutions; do not publish to students"
 NOTEBOOK_ROW = re.compile(r"^\| `(\w+)` \|")
 DIRECTIVE = re.compile(r"^\s*#\|\s*(.*)$")
-WIDE_CODE_CSS = """/* lines of 100+ characters readable without scrolling sideways */
+SECRET_MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "Instructor's answer")
+# Lines of up to 120 characters fit at 1280 px: code a little smaller, the page's own table of contents (right-hand
+# sidebar) folded into its header button below 1400 px, the article as wide as what is left.
+SITE_CSS = """/* code lines of up to 120 characters readable at 1280 px without scrolling sideways */
 .bd-page-width { max-width: none !important; }
 .bd-main .bd-content .bd-article-container { max-width: none !important; }
-:root { --pst-sidebar-secondary: 13rem; }
-div.cell_input pre, div.cell_output pre, .highlight pre { font-size: 0.74rem !important; }
+div.cell_input pre, div.cell_output pre, .highlight pre { font-size: 0.72rem !important; }
+@media (max-width: 1399.98px) {
+  .bd-sidebar-secondary { display: none !important; }
+  .bd-main .bd-content { justify-content: flex-start; }
+}
 """
+# Theme scripts a page does not need: the Font Awesome SVG library (1.5 MB; the theme's CSS already draws the icons
+# from its web font) and, but on search.html, the search index with its tools (the search box submits to search.html).
+FONTAWESOME_JS = re.compile(r'\s*<script[^>]*src="_static/scripts/fontawesome\.js[^"]*"[^>]*></script>')
+SEARCH_JS = re.compile(
+    r'\s*<script src="(?:_static/searchtools\.js|_static/language_data\.js|searchindex\.js)"></script>'
+)
 
 
 def reading_order(readme: Path = ROOT / "README.md") -> list[str]:
@@ -52,21 +78,37 @@ def without_directives(source: str) -> str:
 
 
 def clean_markdown_output(text: str) -> str:
-    "show_doc's markdown output: a bare `---` line reads as a docutils transition and breaks the build."
-    return "\n".join(line for line in text.splitlines() if line.strip() != "---")
+    """show_doc's markdown output as MyST reads it: without the bare `---` line (a docutils transition that breaks the
+    build) and the `[source](…){target=…}` line (Quarto attributes MyST prints as text)."""
+    drop = re.compile(r"^\s*(---|\[source\]\([^)]*\)\{[^}]*\})\s*$")
+    return "\n".join(line for line in text.splitlines() if not drop.match(line)).strip("\n")
+
+
+def only_show_doc(source: str) -> bool:
+    "A cell whose every statement is a `show_doc(…)` call."
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return False
+    return bool(body) and all(
+        isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and getattr(s.value.func, "id", "") == "show_doc"
+        for s in body
+    )
 
 
 def web_cell(cell: dict) -> dict | None:
-    "One cell as the website shows it, or None when nbdev hides it."
+    "One cell as the website shows it (tags say what the page hides), or None when nothing of it is left."
     if cell["cell_type"] != "code":
         return cell
     src = "".join(cell["source"])
     flags = directives(src)
-    if any(f.startswith("hide") or f in ("include: false",) for f in flags):
-        return None
     cell = {**cell, "source": without_directives(src)}
+    if not cell["source"].strip():  # `#| default_exp …` alone
+        return None
     tags = list(cell.get("metadata", {}).get("tags", []))
-    if "echo: false" in flags:
+    if any(f.startswith("hide") or f == "include: false" for f in flags):
+        tags.append("remove-cell")  # run by a download, not shown
+    if "echo: false" in flags or only_show_doc(cell["source"]):
         tags.append("remove-input")
     if "output: false" in flags:
         tags.append("remove-output")
@@ -74,15 +116,97 @@ def web_cell(cell: dict) -> dict | None:
     for out in cell.get("outputs", []):
         md = out.get("data", {}).get("text/markdown")
         if md is not None:
-            text = md if isinstance(md, str) else "".join(md)
-            out["data"]["text/markdown"] = clean_markdown_output(text)
+            out["data"]["text/markdown"] = clean_markdown_output(md if isinstance(md, str) else "".join(md))
     return cell
 
 
-def stage_notebook(src: Path, dst: Path) -> None:
-    nb = json.loads(src.read_text())
-    nb["cells"] = [c for c in map(web_cell, nb["cells"]) if c is not None]
-    dst.write_text(json.dumps(nb, indent=1))
+# --- a notebook cited by number in the prose becomes a link to its page ---------------------------------------------
+# Left as they are: fenced code, inline math, existing links and images, HTML, headings.
+PROTECTED = re.compile(r"```.*?```|\$\$.*?\$\$|\$[^$\n]+\$|!?\[[^\]]*\]\([^)]*\)|<[^>\n]+>|^#+ [^\n]*", re.S | re.M)
+NUMBER = r"\d{2}[a-z]?"
+CITATION = re.compile(
+    rf"(?P<code>`(?P<cstem>{NUMBER}_\w+)`)"  # `06_lavt`
+    rf"|(?<![\w/.])(?P<stem>{NUMBER}_[a-z]\w*)(?![\w.])"  # 06_lavt
+    rf"|(?P<phrase>\b(?:[Nn]otebooks?|[Aa]ppendix) (?P<pnum>{NUMBER}))\b"  # notebook 07, appendix 94
+    rf"|\((?P<paren>{NUMBER})\)"  # (12a)
+)
+
+
+def link_citations(text: str, stems: set[str], own: str) -> str:
+    "`text` (markdown) with each citation of another notebook in `stems` turned into a link to it."
+    by_number = {s.split("_", 1)[0]: s for s in stems}
+
+    def link(m: re.Match) -> str:
+        stem = m["cstem"] or m["stem"] or by_number.get(m["pnum"] or m["paren"] or "")
+        if stem not in stems or stem == own:
+            return m.group(0)
+        if m["paren"]:
+            return f"([{m['paren']}]({stem}.ipynb))"
+        return f"[{m['code'] or m['stem'] or m['phrase']}]({stem}.ipynb)"
+
+    out, last = [], 0
+    for p in PROTECTED.finditer(text):
+        out += [CITATION.sub(link, text[last : p.start()]), p.group(0)]
+        last = p.end()
+    return "".join(out + [CITATION.sub(link, text[last:])])
+
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def web_notebook(nb: dict, stems: set[str], own: str) -> dict:
+    "A notebook as a page shows it and its download holds it."
+    cells = [c for c in map(web_cell, nb["cells"]) if c is not None]
+    for c in cells:
+        if c["cell_type"] == "markdown":
+            c["source"] = link_citations("".join(c["source"]), stems, own)
+        for out in c.get("outputs", []):  # a widget shows its text: its view needs require.js from a CDN
+            data = out.get("data", {})
+            if WIDGET in data and len(data) > 1:
+                out["data"] = {k: v for k, v in data.items() if k != WIDGET}
+    meta = {k: v for k, v in nb.get("metadata", {}).items() if k != "widgets"}
+    return {**nb, "metadata": meta, "cells": cells}
+
+
+# --- the two editions ------------------------------------------------------------------------------------------------
+def read_notebook(path: Path) -> dict:
+    from ris_nb.course import read_notebook
+
+    return read_notebook(path)
+
+
+def refuse_secrets(nb: dict, path: Path) -> None:
+    "Refuse a notebook read as it is into the student edition when it holds a solution, hidden test or answer."
+    for i, c in enumerate(nb["cells"]):
+        found = [m for m in SECRET_MARKERS if m in "".join(c["source"])]
+        if found:
+            raise ValueError(
+                f"{path}, cell {i} (id {c.get('id', '?')}) holds {found[0]!r}, but the notebook has no "
+                f"'## Exercises' section, so the student edition would show it as it is; expected no such marker "
+                "outside a notebook with exercises"
+            )
+
+
+def edition_notebooks(names: list[str], edition: str, nbs: Path = NBS) -> dict[str, dict]:
+    "name → the notebook the `edition` publishes: the student copy, or the notebook as it is."
+    for n in names:
+        if not (nbs / f"{n}.ipynb").exists():
+            raise FileNotFoundError(f"README reading order names {n}, but {nbs / n}.ipynb does not exist")
+    if edition == "teacher":
+        return {n: read_notebook(nbs / f"{n}.ipynb") for n in names}
+    if edition != "student":
+        raise ValueError(f"edition={edition!r}: expected one of {EDITIONS}")
+    from ris_nb.course import course_copies
+
+    students, reading = course_copies(nbs, "auto")  # what `ris_nb course` writes
+    out = {}
+    for n in names:
+        nb = students.get(f"{n}.ipynb") or reading.get(f"{n}.ipynb")
+        if nb is None:  # the appendix, read as it is
+            nb = read_notebook(nbs / f"{n}.ipynb")
+            refuse_secrets(nb, nbs / f"{n}.ipynb")
+        out[n] = nb
+    return out
 
 
 def mathjax_dir() -> Path:
@@ -94,73 +218,148 @@ def mathjax_dir() -> Path:
     return Path(js[0].locate()).parent
 
 
+def copy_mathjax(dst: Path) -> None:
+    "The one script a page with math loads (TeX input, CommonHTML output) and the web fonts it fetches."
+    src = mathjax_dir()
+    dst.mkdir(parents=True)
+    shutil.copy2(src / "tex-chtml.js", dst / "tex-chtml.js")
+    fonts = Path("output/chtml/fonts/woff-v2")
+    shutil.copytree(src / fonts, dst / fonts)
+
+
 def is_appendix(name: str) -> bool:
     return name[:2].isdigit() and int(name[:2]) >= 90
 
 
-def toc(names: list[str]) -> str:
+def title(nb: dict, name: str) -> str:
+    "The navigation title: the notebook's number and its first heading (`01 · Metrics …`)."
+    for c in nb["cells"]:
+        m = re.match(r"#\s+(.+)", "".join(c["source"])) if c["cell_type"] == "markdown" else None
+        if m:
+            return f"{name.split('_', 1)[0]} · {m.group(1).strip()}"
+    return name
+
+
+def toc(names: list[str], titles: dict[str, str] | None = None) -> str:
+    titles = titles or {}
     appendix = [n for n in names if is_appendix(n)]
     course = [n for n in names if n != "index" and not is_appendix(n)]
+
+    def entry(n: str) -> list[str]:
+        return [f"  - file: {n}"] + ([f"    title: {json.dumps(titles[n], ensure_ascii=False)}"] if n in titles else [])
+
     lines = ["format: jb-book", "root: index", "parts:", "- caption: The course", "  chapters:"]
-    lines += [f"  - file: {n}" for n in course]
-    lines += ["- caption: Appendix", "  chapters:"] + [f"  - file: {n}" for n in appendix]
+    lines += [line for n in course for line in entry(n)]
+    lines += ["- caption: Appendix", "  chapters:"] + [line for n in appendix for line in entry(n)]
     return "\n".join(lines) + "\n"
 
 
-def config() -> str:
-    return """title: ris_nb
+def config(edition: str) -> str:
+    name = "student edition" if edition == "student" else "teacher's edition"
+    banner = f"  announcement: {json.dumps(BANNER, ensure_ascii=False)}\n" if edition == "teacher" else ""
+    return f"""title: ris_nb ({name})
 author: ris_nb developers
 only_build_toc_files: true
 execute:
   execute_notebooks: "off"
 html:
   use_repository_button: false
-sphinx:
+{banner}sphinx:
   config:
-    mathjax_path: mathjax/tex-chtml.js
+    mathjax_path: ../mathjax/tex-chtml.js  # relative to _static: the page's folder, mathjax/
+    html_extra_path: [_extra]
     suppress_warnings: [mystnb.unknown_mime_type, myst.header]  # show_doc renders each name as an H3
 """
 
 
-def stage(names: list[str], src_dir: Path) -> None:
+def stage(names: list[str], src_dir: Path, edition: str = "student") -> None:
     if src_dir.exists():
         shutil.rmtree(src_dir)
     (src_dir / "_static").mkdir(parents=True)
-    for n in names:
-        nb = ROOT / "nbs" / f"{n}.ipynb"
-        if not nb.exists():
-            raise FileNotFoundError(f"README reading order names {n}, but {nb} does not exist")
-        stage_notebook(nb, src_dir / nb.name)
+    notebooks = edition_notebooks(names, edition)
+    stems = set(names) - {"index"}
+    for n, nb in notebooks.items():
+        (src_dir / f"{n}.ipynb").write_text(json.dumps(web_notebook(nb, stems, n), indent=1, ensure_ascii=False))
     for folder in ("images", "results"):
-        if (ROOT / "nbs" / folder).exists():
-            shutil.copytree(ROOT / "nbs" / folder, src_dir / folder)
-    shutil.copytree(mathjax_dir(), src_dir / "_static" / "mathjax")
-    (src_dir / "_static" / "wide.css").write_text(WIDE_CODE_CSS)
-    (src_dir / "_toc.yml").write_text(toc(names))
-    (src_dir / "_config.yml").write_text(config())
+        if (NBS / folder).exists():
+            shutil.copytree(NBS / folder, src_dir / folder)
+    copy_mathjax(src_dir / "_extra" / "mathjax")
+    (src_dir / "_static" / "site.css").write_text(SITE_CSS)
+    titles = {n: title(nb, n) for n, nb in notebooks.items() if n != "index"}
+    (src_dir / "_toc.yml").write_text(toc(names, titles))
+    (src_dir / "_config.yml").write_text(config(edition))
 
 
-def build(out: Path, strict: bool, work: Path = ROOT / "_site_build") -> Path:
-    "Stage into `work`, build with Jupyter Book, copy the HTML to `out`; returns `out`."
+def trim_page(html: str, page: str) -> str:
+    """A built page without the theme scripts it does not need (`FONTAWESOME_JS`, `SEARCH_JS`) and without the second
+    copy of the inline scripts Jupyter Book writes twice (a second `const THEBE_JS_URL` is a SyntaxError), with an
+    empty icon (no request for favicon.ico) and the colour mode `auto` on a first visit (the theme logs an error for
+    its empty default; sphinx-book-theme takes no `default_mode` option)."""
+    html, n = FONTAWESOME_JS.subn("", html)
+    m = 0 if page == "search.html" else 3
+    html, k = SEARCH_JS.subn("", html) if m else (html, 0)
+    if (n, k) != (1, m):
+        raise ValueError(f"{page}: expected 1 fontawesome.js and {m} search script tags to drop, found {n} and {k}")
+    seen, lines = set(), []
+    for line in html.split("\n"):
+        inline = re.fullmatch(r"\s*<script>.*</script>\s*", line)
+        if not (inline and line.strip() in seen):
+            lines.append(line)
+            seen |= {line.strip()} if inline else set()
+    html = "\n".join(lines).replace("<head>", '<head>\n    <link rel="icon" href="data:,">', 1)
+    return html.replace('localStorage.getItem("mode") || ""', 'localStorage.getItem("mode") || "auto"', 1)
+
+
+def webp_images(out: Path, min_bytes: int = 40_000) -> None:
+    """Each figure of `out/_images` over `min_bytes` served as WebP (quality 90: ≈ 10× smaller than the PNG, the noise
+    of a ShapeRefs scene kept), its pages pointing at it. The downloads keep the notebooks' own PNGs."""
+    from PIL import Image
+
+    renamed = {}
+    for png in sorted((out / "_images").glob("*.png")):
+        if png.stat().st_size > min_bytes:
+            webp = png.with_suffix(".webp")
+            with Image.open(png) as im:
+                im.save(webp, "WEBP", quality=90)
+            if webp.stat().st_size < png.stat().st_size:
+                renamed[f"_images/{png.name}"] = f"_images/{webp.name}"
+                png.unlink()
+            else:
+                webp.unlink()
+    for page in out.glob("*.html"):
+        text = page.read_text()
+        new = re.sub(r"_images/[\w.-]+\.png", lambda m: renamed.get(m.group(0), m.group(0)), text)
+        if new != text:
+            page.write_text(new)
+
+
+def build(out: Path, strict: bool, work: Path = ROOT / "_site_build", edition: str = "student") -> Path:
+    "Stage `edition` into `work`, build with Jupyter Book, copy the HTML to `out`; returns `out`."
     names = reading_order()
-    stage(names, work / "src")
+    stage(names, work / "src", edition)
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(work / "src"), "--path-output", str(work)]
     cmd += ["-W", "-n", "--keep-going"] if strict else []
     subprocess.run(cmd, check=True)
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(work / "_build" / "html", out)
+    for page in out.glob("*.html"):
+        page.write_text(trim_page(page.read_text(), page.name))
+    webp_images(out)
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(ROOT / "_site"), help="where the HTML goes (default: _site/)")
-    p.add_argument("--work", default=str(ROOT / "_site_build"), help="staging and build folder (default: _site_build/)")
+    p.add_argument("--edition", choices=EDITIONS, default="student", help="student (default) or teacher")
+    p.add_argument("--out", help="where the HTML goes (default: _site/, or _site_teacher/ for the teacher's edition)")
+    p.add_argument("--work", help="staging and build folder (default: _site_build/ or _site_teacher_build/)")
     p.add_argument("--strict", action="store_true", help="warnings are errors (broken cross-links fail)")
     a = p.parse_args()
-    out = build(Path(a.out), a.strict, Path(a.work))
-    print(f"site: {out / 'index.html'}")
+    suffix = "" if a.edition == "student" else "_teacher"
+    out = Path(a.out or ROOT / f"_site{suffix}")
+    out = build(out, a.strict, Path(a.work or ROOT / f"_site{suffix}_build"), a.edition)
+    print(f"site ({a.edition} edition): {out / 'index.html'}")
 
 
 if __name__ == "__main__":
