@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import Sampler
 
 from .core import get_device
-from .io import pid_alive, write_atomic
+from .io import die_with_parent, pid_alive, write_atomic
 
 # %% auto #0
 __all__ = ['DistInfo', 'init_distributed', 'finish_distributed', 'mean_over_ranks', 'gather_objects', 'sum_over_ranks',
@@ -91,6 +91,8 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
     if world <= 1:
         return DistInfo(device=get_device(device_pref))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun's agent: a worker never outlives it
+        die_with_parent(os.getppid())
     use_cuda = torch.cuda.is_available() and device_pref != "cpu"
     if use_cuda:
         torch.cuda.set_device(local_rank)

@@ -25,7 +25,7 @@ from PIL import Image, ImageOps
 __all__ = ['MAX_INFLATE', 'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'MAX_IMAGE_PIXELS', 'pid_alive', 'write_error', 'temp_sibling',
            'write_atomic', 'check_writable', 'check_out_dir', 'remove_stale_temps', 'check_weights_file',
            'load_error_reason', 'torch_load_checked', 'load_state_checked', 'UnsafePickleError', 'SafeUnpickler',
-           'safe_load_pickle', 'read_json', 'sha256', 'load_image']
+           'safe_load_pickle', 'read_json', 'sha256', 'load_image', 'die_with_parent']
 
 # %% ../nbs/92_dataset_writing.ipynb #ut000005
 def pid_alive(pid: int) -> bool:
@@ -435,3 +435,17 @@ def load_image(path: str | Path, exif_transpose: bool = False) -> np.ndarray:
         raise ValueError(f"cannot read image {path}: {e}; expected at most {MAX_IMAGE_PIXELS:,} pixels") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read image {path}: not a readable image ({e})") from None
+
+# %% ../nbs/92_dataset_writing.ipynb #a92pd002
+def die_with_parent(parent: int) -> None:
+    "Linux: this process is killed when `parent` dies (elsewhere: nothing); exits now if `parent` is already gone."
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform != "linux":
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)  # the parent died before the line above
+

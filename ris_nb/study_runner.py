@@ -39,15 +39,15 @@ from ris_nb.experiments import (
     study_rows,
     train_and_score,
 )
-from .io import check_out_dir
+from .io import check_out_dir, die_with_parent  # die_with_parent: built in 92_dataset_writing
 from .study_report import main_table_markdown, study_markdown, write_json_atomic, write_main_table, write_outputs
 from .testing import probe_ms
 
 # %% auto #0
 __all__ = ['SHARED_BUDGET', 'CALL_KEYS', 'STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS', 'MAX_STEPS', 'read_result', 'finished',
-           'data_settings', 'reusable', 'remove_run_dir', 'run_one', 'die_with_parent', 'Job', 'run_jobs', 'run_study',
-           'named_main_rows', 'record_header', 'check_addable', 'merge_main_records', 'run_main_table',
-           'claim_study_folder', 'run_experiments']
+           'data_settings', 'reusable', 'remove_run_dir', 'run_one', 'Job', 'run_jobs', 'run_study', 'named_main_rows',
+           'record_header', 'check_addable', 'merge_main_records', 'run_main_table', 'claim_study_folder',
+           'run_experiments']
 
 # %% ../nbs/98b_study_runner.ipynb #3289dce9
 def read_result(p: Path) -> dict:
@@ -169,20 +169,6 @@ def run_one(
         shutil.rmtree(run_dir / "train" / "checkpoints", ignore_errors=True)  # tens of MB a run
     write_json_atomic(res, run_dir / "result.json")
     return {**res, "reused": False}
-
-# %% ../nbs/98b_study_runner.ipynb #c16own02
-def die_with_parent(parent: int) -> None:
-    """Linux: this process is killed when `parent` dies (a `kill -9` of a study takes its pool with it, no orphan
-    trains on)."""
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform != "linux":
-        return
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)  # the parent died before the line above
 
 # %% ../nbs/98b_study_runner.ipynb #e39c996e
 @dataclass(frozen=True)

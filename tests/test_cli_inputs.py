@@ -3,6 +3,9 @@
 `predict_image` given a PIL image, an array or no text, `experiments --record` that is a folder."""
 
 import argparse
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -169,7 +172,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_pool_process_dies_with_its_study():
     code = (
-        "import os, time; from ris_nb.study_runner import die_with_parent\n"
+        "import os, time; from ris_nb.io import die_with_parent\n"
         "me = os.getpid(); pid = os.fork()\n"
         "if pid == 0: die_with_parent(me); time.sleep(60); os._exit(0)\n"
         "print(pid, flush=True); time.sleep(1); os._exit(0)"
@@ -180,6 +183,41 @@ def test_a_pool_process_dies_with_its_study():
     while alive(child) and time.time() < deadline:
         time.sleep(0.1)
     assert not alive(child), "the pool process outlived the study"
+
+
+TORCHRUN_WORKER = """import os, sys, time
+from ris_nb.distributed import init_distributed
+info = init_distributed("cpu")
+open(os.path.join(sys.argv[1], f"pid{info.rank}"), "w").write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_torchrun_workers_die_with_a_killed_agent(tmp_path):
+    (tmp_path / "worker.py").write_text(TORCHRUN_WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    agent = subprocess.Popen(
+        [*cmd, str(tmp_path / "worker.py"), str(tmp_path)], env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    pids: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while len(pids) < 2 and time.time() < deadline and agent.poll() is None:
+            time.sleep(0.2)
+            pids = [int(p.read_text()) for p in tmp_path.glob("pid*") if p.read_text()]
+        assert len(pids) == 2, f"the two ranks did not start (agent exit code {agent.poll()})"
+        agent.kill()  # SIGKILL: no handler of the agent runs
+        agent.wait()
+        deadline = time.time() + 15
+        while any(alive(p) for p in pids) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(p) for p in pids), "a torchrun worker outlived its killed agent"
+    finally:
+        agent.kill()
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(
