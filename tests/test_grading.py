@@ -283,7 +283,8 @@ def test_cli_prints_a_table_and_writes_a_csv(tmp_path, capsys):
     out = tmp_path / "grades.csv"
     assert main(["grade", str(teacher), str(right), str(other), "--csv", str(out), "--timeout", "120"]) == 2
     printed = capsys.readouterr()
-    assert f"{right}    2/2" in printed.out and "refused: " in printed.out, printed.out
+    # points: write it yourself 2, one Think question 1 (19_course's rule)
+    assert f"{right}     3/3" in printed.out and "refused: " in printed.out, printed.out
     assert "ris_nb grade: error: 1 of 2 notebooks not graded" in printed.err
     rows = list(csv.DictReader(out.open()))
     assert [(r["notebook"], r["check"], r["passed"]) for r in rows] == [
@@ -291,6 +292,7 @@ def test_cli_prints_a_table_and_writes_a_csv(tmp_path, capsys):
         (str(right), "chk-think", "True"),
         (str(other), "", "False"),
     ]
+    assert [(r["score"], r["points"]) for r in rows] == [("2", "2"), ("1", "1"), ("", "")], rows
     assert rows[2]["message"].startswith("refused: ") and not list(tmp_path.glob("*.tmp*"))
 
 
