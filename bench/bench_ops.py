@@ -2,6 +2,7 @@
 quickstart step's time on this machine, with the 512³ probe beside it.
 
 Usage: python bench/bench_ops.py [--size 128] [--batch 1] [--threads N] [--reps 8] [--budget-s 60] [--top 12]
+       [--only census|quickstart]
 
 1. `magnet_paper` with random encoders (nothing read from disk), `--size` px and `--batch` samples, otherwise the
    paper's architecture (Swin-B, BERT-base, 4 deformable encoder layers, 9 decoder layers, MG and CAL on): one training
@@ -13,7 +14,8 @@ Usage: python bench/bench_ops.py [--size 128] [--batch 1] [--threads N] [--reps 
    each top-level op launches about one kernel, so the count stands in for launches per step.
 2. The magnet_tiny quickstart step (batch 32 at 64 px on a generated ShapeRefs, the Learner's step at the preset's
    precision): median ms, samples/s and operators per step, with the probe on one and on two threads at start and end.
-Run it on an otherwise idle machine for the times; the counts do not depend on load. Writes nothing in the repository.
+Run it on an otherwise idle machine for the times; the counts do not depend on load (with two threads on a machine
+whose cores are taken by other jobs a step can take 20× longer than on one thread). Writes nothing in the repository.
 """
 
 from __future__ import annotations
@@ -374,12 +376,16 @@ def main():
     ap.add_argument("--reps", type=int, default=8, help="kept timings of the quickstart step wanted (default 8)")
     ap.add_argument("--budget-s", type=float, default=60.0, help="time for those timings (default 60)")
     ap.add_argument("--top", type=int, default=12, help="rows of the by-class and by-op tables (default 12)")
+    ap.add_argument(
+        "--only", choices=["census", "quickstart"], default=None, help="one of the two parts (default: both)"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    summary = census(args)
+    summary = census(args) if args.only != "quickstart" else []
     probe = Probe()
-    summary += quickstart_step(args, probe)
+    if args.only != "census":
+        summary += quickstart_step(args, probe)
     record("ops", summary, probe)
 
 

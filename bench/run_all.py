@@ -32,6 +32,8 @@ BENCHES = [
     ("eval", "bench_eval.py", ["--reps", "3", "--budget-s", "45"], 200),
     ("lavt", "bench_lavt.py", ["--presets", "lavt_tiny,lavt_mg_tiny", "--reps", "5", "--budget-s", "25"], 70),
     ("engine", "bench_engine.py", ["lavt_tiny", "magnet_tiny", "sag_tiny", "--reps", "6", "--budget-s", "15"], 80),
+    # last: building the 307 M-parameter model and profiling its step take about two minutes on one thread
+    ("ops", "bench_ops.py", ["--reps", "6", "--budget-s", "30"], 240),
 ]
 TOTAL_S = 590  # the whole run stops here: a bench gets at most the time left (so ≤ 10 min even on a busy machine)
 

@@ -1,9 +1,11 @@
 """The GPU check: our training, evaluation and launch paths on one CUDA device in ≤ 8 minutes, one CSV row per check.
 
 Usage: timeout 600 python tools/gpu_check.py [--out nbs/results/gpu_check.csv] [--budget-s 450] [--checks precision …]
+       timeout 500 python tools/gpu_check.py --profile [--commit SHA]   # where a step's time goes, ≤ 8 minutes
        python tools/gpu_check.py --device cpu --tiny --out /tmp/gpu_check.csv   # the same code on the CPU, toy sizes
 The CPU run takes 2–3 minutes on a 2-core machine shared with other jobs, most of it starting processes (torchrun's
-two).
+two). Every row carries the date, the device, torch's version and the commit (git's, '+changes' when ris_nb/ or tools/
+differ from it; --commit where the checkout has no git).
 
 Checks (each in a process of its own under its own time limit: a check that fails or runs out of time is a row with a
 note, never a hang):
@@ -23,6 +25,22 @@ note, never a hang):
   resolution): evaluation throughput in sentences/s (the second of two runs; the first, cold, is in the note).
 With `--tiny` the paper checks run magnet_tiny and sag_tiny at 64 px in the paper presets' place (the paper models are
 143–307 M parameters), the precision checks train a few steps in float32, and the data is a few dozen scenes.
+
+The profile mode (`--profile` = `--checks paper_step sweep profile graphs`, budget 420 s; `paper_step` is the baseline,
+rerun in the same call so that every number can be compared with it). Its tables also go to a markdown file beside the
+CSV (`gpu_check_profile.md` for `gpu_check.csv`), one dated section per run:
+- `sweep`: magnet_paper and sag_paper training steps (random weights, paper resolution) at batch 4, 8 and 16 on one
+  model: median step time, peak memory, samples/s; a batch whose steps would not fit in the check's time is skipped
+  (said in its row). The batch-8 row gives the verdict: step time ×≥ 1.7 from batch 4 to 8 → GPU-bound, kernels first;
+  ≤ 1.2 → host-bound, launches and syncs first; in between, mixed.
+- `profile`: two training steps at batch 8 under `torch.profiler` after two warm-up steps: the top 15 kernels by device
+  time (CPU: ops by self time), kernel launches and kernels per step (CPU: aten calls), the host-device syncs of one
+  step by call site (`torch.cuda.set_sync_debug_mode('warn')`; CUDA only) and each top-level module's memory over one
+  step (forward hooks; CUDA only).
+- `graphs`: magnet_tiny and sag_tiny training steps at batch 32, 64 px: eager; the whole step captured as one CUDA
+  graph (`torch.cuda.graph`; the row says where capture fails); forward and losses under
+  `torch.compile(mode='reduce-overhead')` (compile time and graph breaks in the note). On the CPU only eager runs.
+Under `--tiny` the sweep takes 1 warm-up and 2 timed steps, the profile one step at batch 2, graphs batch 4.
 """
 
 from __future__ import annotations
@@ -73,7 +91,7 @@ TINY_PRESETS = ["magnet_tiny", "sag_tiny"]
 CHECKS = ["precision", "torchrun_cli", "nccl_ddp", "paper", "paper_step", "sweep", "profile", "graphs"]
 DEFAULT_CHECKS = CHECKS[:4]  # "paper": paper_step and paper_eval
 PROFILE_CHECKS = ["paper_step", "sweep", "profile", "graphs"]  # --profile; paper_step is the baseline
-LIMITS_S = {"sweep": 100, "profile": 100, "eager": 45, "capture": 45, "compile": 120}  # GPU; --tiny: run_limit_s
+LIMITS_S = {"sweep": 100, "profile": 100, "eager": 45, "capture": 45, "compile": 120}  # GPU; --tiny: 90 s each
 
 
 # ---------------------------------------------------------------- helpers run inside the check processes (torch here)
@@ -476,8 +494,9 @@ def free_cuda(device: str) -> None:
 
 
 def sweep_run(preset: str, device: str, tiny: bool, budget_s: float) -> dict:
-    """Training steps at batch 4, 8, 16 on one model: median ms and peak memory per batch; a batch whose steps
-    would not fit in what is left of `budget_s` (projected at twice the previous batch's time) is skipped."""
+    """Training steps at batch 4, 8, 16 on one model: median ms and peak memory per batch; a batch whose steps would
+    not fit in what is left of `budget_s` (projected from the previous batch's, as if time grew with the batch) is
+    skipped."""
     import ris_nb.models  # noqa: F401
     from ris_nb.core import build_model, precision_line, seed_everything
 
@@ -489,7 +508,7 @@ def sweep_run(preset: str, device: str, tiny: bool, budget_s: float) -> dict:
     rows, last = [], None
     for bs in SWEEP:
         left = end - time.monotonic()
-        if last and (warm + timed) * 2 * last[1] / 1e3 * bs / last[0] / 2 > left:
+        if last and (warm + timed) * last[1] / 1e3 * bs / last[0] > left:  # as if the time grew with the batch
             rows.append(
                 {
                     "batch": bs,
@@ -593,7 +612,7 @@ def launch_counts(prof, cuda: bool, steps: int) -> dict:
             "launch calls": sum(e.name in LAUNCH for e in ev) // steps,
             "kernels": sum(not e.name.startswith(("Memcpy", "Memset")) for e in dev) // steps,
             "memcpy/memset": sum(e.name.startswith(("Memcpy", "Memset")) for e in dev) // steps,
-            "sync runtime calls": sum("Synchronize" in e.name for e in ev) // steps,
+            "sync runtime calls (one is the timing's)": sum("Synchronize" in e.name for e in ev) // steps,
         }
     aten = [e for e in ev if e.name.startswith("aten::")]
     top = sum(not (e.cpu_parent and e.cpu_parent.name.startswith("aten::")) for e in aten)
@@ -740,12 +759,20 @@ def profile_run(preset: str, device: str, tiny: bool, top: int = 15) -> dict:
 
 
 def failed_at(e: BaseException) -> str:
-    "The exception's first line and the innermost frame of this checkout's code where it was raised."
+    """The first error of `e`'s chain (the one raised while capturing, not a later one from ending the capture), with
+    the innermost frame of this checkout's code where it was raised."""
     import traceback
 
-    ours = [f for f in traceback.extract_tb(e.__traceback__) if str(ROOT) in f.filename]
+    chain = [e]
+    while (nxt := chain[-1].__context__ or chain[-1].__cause__) is not None and len(chain) < 8:
+        chain.append(nxt)
+    first = chain[-1]
+    for x in chain[::-1]:  # the first error's frames, else a later one's
+        ours = [f for f in traceback.extract_tb(x.__traceback__) if f"{ROOT}{os.sep}ris_nb" in f.filename]
+        if ours:
+            break
     where = f" (at {short_site(ours[-1].filename, ours[-1].lineno)})" if ours else ""
-    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}{where}"
+    return f"{type(first).__name__}: {(str(first).splitlines() or [''])[0][:200]}{where}"
 
 
 def tiny_config(preset: str, device: str):
@@ -772,7 +799,11 @@ def graphs_run(preset: str, device: str, tiny: bool, mode: str) -> dict:
     batch = random_batch(bs, 64, 64).to(device)
     dtype = amp_dtype(torch.device(device), cfg.train.amp)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=mode == "capture")
-    amp = torch.autocast(device.split(":")[0], dtype=dtype, cache_enabled=False) if dtype else contextlib.nullcontext()
+
+    def amp():  # autocast's weight cache off: a captured graph must not hold casts made outside it
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.split(":")[0], dtype=dtype, cache_enabled=False)
 
     def loss_of(b):
         return model.losses(model(b), b)["loss"]
@@ -785,7 +816,7 @@ def graphs_run(preset: str, device: str, tiny: bool, mode: str) -> dict:
         opt.zero_grad(set_to_none=True)
         if mode == "compile":
             torch.compiler.cudagraph_mark_step_begin()
-        with amp:
+        with amp():
             loss = f(batch)
         loss.backward()
         opt.step()
@@ -803,7 +834,7 @@ def graphs_run(preset: str, device: str, tiny: bool, mode: str) -> dict:
         opt.zero_grad(set_to_none=True)
         try:
             with torch.cuda.graph(graph):
-                with amp:
+                with amp():
                     loss = loss_of(batch)
                 loss.backward()
                 opt.step()
@@ -1105,8 +1136,8 @@ def verdict(ms4: float, ms8: float) -> str:
 
 
 def limit(r: Runner, a, what: str) -> float:
-    "Seconds for one process of the profile mode: its own limit on a GPU (--tiny: run_limit_s), within the budget."
-    return min(a.run_limit_s if a.tiny else LIMITS_S[what], r.left())
+    "Seconds for one process of the profile mode: its own limit on a GPU (--tiny: 90), within the budget."
+    return min(90.0 if a.tiny else LIMITS_S[what], r.left())
 
 
 def sweep_checks(r: Runner, a, md: list):
