@@ -1,4 +1,4 @@
-"""nbgrader's settings for the ris_nb course (explained in nbs/19_course.ipynb, "An nbgrader course").
+"""nbgrader's settings for the ris_nb course (explained in nbs/19_course.ipynb).
 
 `ris_nb course --nbgrader DIR` lays out an nbgrader course in DIR (`source/<lesson>/<lesson>.ipynb`: the marked teacher
 notebooks, with `images/` and `results/`) and writes this file there; run nbgrader from DIR."""

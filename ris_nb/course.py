@@ -261,9 +261,7 @@ def _questions(src: str) -> int:
         tree = ast.parse(src)
     except SyntaxError:
         return 0
-    return sum(
-        _is_choice(n) and (len(n.args) > 2 or any(k.arg == "key" for k in n.keywords)) for n in ast.walk(tree)
-    )
+    return sum(_is_choice(n) and (len(n.args) > 2 or any(k.arg == "key" for k in n.keywords)) for n in ast.walk(tree))
 
 
 def cell_points(cell: dict, kind: str) -> float:
@@ -643,8 +641,8 @@ def _choice_args(node: ast.Call) -> dict[str, ast.AST]:
 
 
 def with_digests(src: str, salt: str, where: str) -> str:
-    """`src` with each visible `check_choice(answer, "QN")` given `digest=answer_digest(key, salt/QN)`, the key taken from
-    the keyed call of the same question in the cell's hidden tests."""
+    """`src` with each visible `check_choice(answer, "QN")` given `digest=answer_digest(key, salt/QN)`, the key that
+    the cell's hidden tests hold for that question."""
     try:
         tree = ast.parse(src)
     except SyntaxError as e:
@@ -684,7 +682,9 @@ def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: st
     c["source"] = src = with_digests(_with_fresh_line(src), cid, at)
     if _flags(src) & {"slow", "gpu"}:
         if HIDDEN[0] in src:
-            raise ValueError(f"{at}: a #| slow or gpu cell holds hidden tests, which no grader runs; expected a fast cell")
+            raise ValueError(
+                f"{at}: a #| slow or gpu cell holds hidden tests, which no grader runs; expected them in a check cell"
+            )
         return _nbgrader_meta(cid, False, False, True)
     questions[title] = _questions(src)
     return _nbgrader_meta(cid, True, False, True, check_points(kind, questions[title]))
@@ -874,7 +874,7 @@ def exercise_executor() -> type:
     return ExecuteExercises
 
 # %% ../nbs/19_course.ipynb #c19nbg09
-NBGRADER_CONFIG = '''"""nbgrader's settings for the ris_nb course (explained in nbs/19_course.ipynb, "An nbgrader course").
+NBGRADER_CONFIG = '''"""nbgrader's settings for the ris_nb course (explained in nbs/19_course.ipynb).
 
 `ris_nb course --nbgrader DIR` lays out an nbgrader course in DIR (`source/<lesson>/<lesson>.ipynb`: the marked teacher
 notebooks, with `images/` and `results/`) and writes this file there; run nbgrader from DIR."""
@@ -941,7 +941,8 @@ def nbgrader_course(
     if not kept:
         write_atomic(config, lambda tmp: tmp.write_text(NBGRADER_CONFIG, encoding="utf-8"))
     if verbose:
-        print(f"ris_nb course: {len(marked)} assignments in {out / 'source'}; {config} " + ("kept" if kept else "written"))
+        done = "kept as it was" if kept else "written"
+        print(f"ris_nb course: {len(marked)} assignments in {out / 'source'}; {config} {done}")
     return [out / "source" / stem / f"{stem}.ipynb" for stem in marked]
 
 # %% ../nbs/19_course.ipynb #c19cli02
@@ -979,7 +980,7 @@ def _run_course(args) -> None:
         paths = [p for p in sorted(folder.glob("*.ipynb")) if exercise_start(read_notebook(p)) is not None]
         changed = mark_notebooks(paths)
         n = sum(1 for k in changed.values() if k)
-        print(f"ris_nb course --mark: {sum(changed.values())} cells marked in {n} of {len(paths)} notebooks with exercises")
+        print(f"ris_nb course --mark: {sum(changed.values())} cells marked in {n} of {len(paths)} with exercises")
     elif args.nbgrader:
         nbgrader_course(args.nbs, check_out_dir(Path(args.nbgrader), "--nbgrader"))
     else:
