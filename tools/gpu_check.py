@@ -772,7 +772,7 @@ def failed_at(e: BaseException) -> str:
         if ours:
             break
     where = f" (at {short_site(ours[-1].filename, ours[-1].lineno)})" if ours else ""
-    return f"{type(first).__name__}: {(str(first).splitlines() or [''])[0][:200]}{where}"
+    return f"{type(first).__name__}: {(str(first).splitlines() or [''])[0][:140]}{where}"  # a row's error: ≤ 300
 
 
 def tiny_config(preset: str, device: str):
@@ -839,7 +839,7 @@ def graphs_run(preset: str, device: str, tiny: bool, mode: str) -> dict:
                 loss.backward()
                 opt.step()
         except Exception as e:
-            raise RuntimeError(f"the whole step cannot be captured: {failed_at(e)}") from None
+            raise RuntimeError(f"capture failed: {failed_at(e)}") from None
         run = graph.replay
     else:
         for _ in range(warm):
