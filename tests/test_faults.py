@@ -199,18 +199,18 @@ def test_synth_removes_stale_temp_folders(tmp_path):
 
 
 def test_synth_killed_mid_swap_restores_the_set_aside_dataset(tmp_path):
-    from ris_nb.data.shaperefs import generate
-    from ris_nb.io import remove_stale_temps
+    from ris_nb.data.shaperefs import ensure_shaperefs, generate
 
     generate(tmp_path / "shaperefs", n_images=4, seed=0, size=64, verbose=False)
-    before = sorted(p.name for p in (tmp_path / "shaperefs" / "images").iterdir())
+    (tmp_path / "shaperefs" / "mine.txt").write_text("the user's own file in the dataset folder")
     # killed between parking the old folder and renaming the new one in: only the parked copy is left
     (tmp_path / "shaperefs").rename(tmp_path / ".shaperefs.old-999999999")
     (tmp_path / ".shaperefs.tmp-999999999" / "images").mkdir(parents=True)
-    done = remove_stale_temps(tmp_path / "shaperefs")
-    assert done[0].startswith(f"restored {tmp_path / 'shaperefs'}"), done
+    with pytest.warns(UserWarning) as said:
+        ensure_shaperefs(tmp_path / "shaperefs", n_images=4, seed=0, size=64)
+    assert [str(w.message).split(" ")[0] for w in said] == ["restored", "removed"], [str(w.message) for w in said]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shaperefs"]
-    assert sorted(p.name for p in (tmp_path / "shaperefs" / "images").iterdir()) == before
+    assert (tmp_path / "shaperefs" / "mine.txt").exists()  # put back, not generated again
 
 
 # ---------------------------------------------------------------- training engine (12_training)

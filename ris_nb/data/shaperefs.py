@@ -21,7 +21,14 @@ import shapely
 from .words import _n_words, appearance_sentence, canonical_sentence, is_rare, rich_sentence
 
 # the files of a folder, written whole and read back: appendix 92a
-from .shaperefs_files import _make_all, _write_folder, _write_refer, png_bytes, shaperefs_settings
+from ris_nb.data.shaperefs_files import (
+    _make_all,
+    _write_folder,
+    _write_refer,
+    png_bytes,
+    recover_interrupted,
+    shaperefs_settings,
+)
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
@@ -818,6 +825,7 @@ def ensure_shaperefs(
     """ShapeRefs in `folder` made with these settings (default: as `make quickstart`): generated once, then reused; a
     folder made with others is refused."""
     folder = Path(folder)
+    recover_interrupted(folder)  # a dataset an interrupted `generate` set aside is put back, never regenerated over
     if (folder / "meta.json").is_file() and (folder / "refs(shaperefs).p").is_file():
         want, got = dict(n_images=n_images, seed=seed, size=size, language=language), shaperefs_settings(folder)
         if got != want:

@@ -20,7 +20,7 @@ import numpy as np
 from ..io import remove_stale_temps, safe_load_pickle, write_atomic
 
 # %% auto #0
-__all__ = ['png_bytes', 'shaperefs_settings', 'read_refs']
+__all__ = ['png_bytes', 'recover_interrupted', 'shaperefs_settings', 'read_refs']
 
 # %% ../../nbs/92a_shaperefs_files.ipynb #97f2b685b
 def _deflate(data: bytes, level: int) -> bytes:
@@ -144,9 +144,14 @@ def _write_refer(
 def _write_folder(out_dir: Path, write: Callable[[Path], Any]) -> None:
     """Call `write(tmp)` on a temporary sibling of `out_dir`, renamed over it only when complete; stale temporaries
     are removed first."""
+    recover_interrupted(out_dir)
+    write_atomic(out_dir, write)
+
+
+def recover_interrupted(out_dir: Path) -> None:
+    "Clear what a killed `generate` left beside `out_dir` (a dataset it set aside comes back), warning about each."
     for done in remove_stale_temps(out_dir):
         warnings.warn(done)
-    write_atomic(out_dir, write)
 
 # %% ../../nbs/92a_shaperefs_files.ipynb #e5a1b002b
 def shaperefs_settings(folder: str | Path) -> dict:
