@@ -73,15 +73,21 @@ def directives(source: str) -> list[str]:
     return [m.group(1).strip() for line in source.splitlines() if (m := DIRECTIVE.match(line))]
 
 
+def hidden(flags: list[str]) -> bool:
+    "nbdev leaves the cell out of the docs (`#| hide`, `#| include: false`)."
+    return any(f.startswith("hide") or f == "include: false" for f in flags)
+
+
 def without_directives(source: str) -> str:
     return "\n".join(line for line in source.splitlines() if not DIRECTIVE.match(line)).strip("\n")
 
 
 def clean_markdown_output(text: str) -> str:
     """show_doc's markdown output as MyST reads it: without the bare `---` line (a docutils transition that breaks the
-    build) and the `[source](…){target=…}` line (Quarto attributes MyST prints as text)."""
+    build) and the `[source](…){target=…}` line (Quarto attributes MyST prints as text); caret math typeset (a
+    results table names `A^slot`)."""
     drop = re.compile(r"^\s*(---|\[source\]\([^)]*\)\{[^}]*\})\s*$")
-    return "\n".join(line for line in text.splitlines() if not drop.match(line)).strip("\n")
+    return caret_math("\n".join(line for line in text.splitlines() if not drop.match(line)).strip("\n"))
 
 
 def only_show_doc(source: str) -> bool:
@@ -106,7 +112,7 @@ def web_cell(cell: dict) -> dict | None:
     if not cell["source"].strip():  # `#| default_exp …` alone
         return None
     tags = list(cell.get("metadata", {}).get("tags", []))
-    if any(f.startswith("hide") or f == "include: false" for f in flags):
+    if hidden(flags):
         tags.append("remove-cell")  # run by a download, not shown
     if "echo: false" in flags or only_show_doc(cell["source"]):
         tags.append("remove-input")
@@ -120,16 +126,28 @@ def web_cell(cell: dict) -> dict | None:
     return cell
 
 
-# --- a notebook cited by number in the prose becomes a link to its page ---------------------------------------------
-# Left as they are: fenced code, inline math, existing links and images, HTML, headings.
-PROTECTED = re.compile(r"```.*?```|\$\$.*?\$\$|\$[^$\n]+\$|!?\[[^\]]*\]\([^)]*\)|<[^>\n]+>|^#+ [^\n]*", re.S | re.M)
+# --- prose: a notebook cited by number becomes a link to its page; caret math in a markdown output is typeset -------
+# Left as they are: fenced and inline code, math, existing links and images, HTML, headings.
+PROTECTED = re.compile(
+    r"```.*?```|`[^`\n]+`|\$\$.*?\$\$|\$[^$\n]+\$|!?\[[^\]]*\]\([^)]*\)|<[^>\n]+>|^#+ [^\n]*", re.S | re.M
+)
 NUMBER = r"\d{2}[a-z]?"
 CITATION = re.compile(
-    rf"(?P<code>`(?P<cstem>{NUMBER}_\w+)`)"  # `06_lavt`
-    rf"|(?<![\w/.])(?P<stem>{NUMBER}_[a-z]\w*)(?![\w.])"  # 06_lavt
+    rf"(?<![\w/.])(?P<stem>{NUMBER}_[a-z]\w*)(?!\w|\.\w)"  # 06_lavt, not 06_lavt.ipynb
     rf"|(?P<phrase>\b(?:[Nn]otebooks?|[Aa]ppendix) (?P<pnum>{NUMBER}))\b"  # notebook 07, appendix 94
     rf"|\((?P<paren>{NUMBER})\)"  # (12a)
 )
+CODE_STEM = re.compile(rf"`({NUMBER}_[a-z]\w*)`")  # `06_lavt`, a whole code span
+CARET = re.compile(r"(?<![\w$\\{])([A-Za-z])\^(\w+)")  # A^slot, A^fuse_k
+
+
+def outside_protected(text: str, plain, protected=lambda s: s) -> str:
+    "`text` with `plain` applied to each stretch outside `PROTECTED` regions and `protected` to each such region."
+    out, last = [], 0
+    for p in PROTECTED.finditer(text):
+        out += [plain(text[last : p.start()]), protected(p.group(0))]
+        last = p.end()
+    return "".join(out + [plain(text[last:])])
 
 
 def link_citations(text: str, stems: set[str], own: str) -> str:
@@ -137,18 +155,23 @@ def link_citations(text: str, stems: set[str], own: str) -> str:
     by_number = {s.split("_", 1)[0]: s for s in stems}
 
     def link(m: re.Match) -> str:
-        stem = m["cstem"] or m["stem"] or by_number.get(m["pnum"] or m["paren"] or "")
+        stem = m["stem"] or by_number.get(m["pnum"] or m["paren"] or "")
         if stem not in stems or stem == own:
             return m.group(0)
         if m["paren"]:
             return f"([{m['paren']}]({stem}.ipynb))"
-        return f"[{m['code'] or m['stem'] or m['phrase']}]({stem}.ipynb)"
+        return f"[{m['stem'] or m['phrase']}]({stem}.ipynb)"
 
-    out, last = [], 0
-    for p in PROTECTED.finditer(text):
-        out += [CITATION.sub(link, text[last : p.start()]), p.group(0)]
-        last = p.end()
-    return "".join(out + [CITATION.sub(link, text[last:])])
+    def code(span: str) -> str:
+        m = CODE_STEM.fullmatch(span)
+        return f"[{span}]({m.group(1)}.ipynb)" if m and m.group(1) in stems and m.group(1) != own else span
+
+    return outside_protected(text, lambda t: CITATION.sub(link, t), code)
+
+
+def caret_math(text: str) -> str:
+    "Markdown with `A^slot` written as text typeset as math: `$A^{slot}$`."
+    return outside_protected(text, lambda t: CARET.sub(r"$\1^{\2}$", t))
 
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -268,21 +291,22 @@ html:
   config:
     mathjax_path: ../mathjax/tex-chtml.js  # relative to _static: the page's folder, mathjax/
     html_extra_path: [_extra]
+    nb_render_markdown_format: myst  # a markdown output's tables and math rendered (commonmark prints them as text)
     suppress_warnings: [mystnb.unknown_mime_type, myst.header]  # show_doc renders each name as an H3
 """
 
 
-def stage(names: list[str], src_dir: Path, edition: str = "student") -> None:
+def stage(names: list[str], src_dir: Path, edition: str = "student", nbs: Path = NBS) -> None:
     if src_dir.exists():
         shutil.rmtree(src_dir)
     (src_dir / "_static").mkdir(parents=True)
-    notebooks = edition_notebooks(names, edition)
+    notebooks = edition_notebooks(names, edition, nbs)
     stems = set(names) - {"index"}
     for n, nb in notebooks.items():
         (src_dir / f"{n}.ipynb").write_text(json.dumps(web_notebook(nb, stems, n), indent=1, ensure_ascii=False))
     for folder in ("images", "results"):
-        if (NBS / folder).exists():
-            shutil.copytree(NBS / folder, src_dir / folder)
+        if (nbs / folder).exists():
+            shutil.copytree(nbs / folder, src_dir / folder)
     copy_mathjax(src_dir / "_extra" / "mathjax")
     (src_dir / "_static" / "site.css").write_text(SITE_CSS)
     titles = {n: title(nb, n) for n, nb in notebooks.items() if n != "index"}
@@ -333,10 +357,12 @@ def webp_images(out: Path, min_bytes: int = 40_000) -> None:
             page.write_text(new)
 
 
-def build(out: Path, strict: bool, work: Path = ROOT / "_site_build", edition: str = "student") -> Path:
-    "Stage `edition` into `work`, build with Jupyter Book, copy the HTML to `out`; returns `out`."
+def build(
+    out: Path, strict: bool, work: Path = ROOT / "_site_build", edition: str = "student", nbs: Path = NBS
+) -> Path:
+    "Stage `edition` of the notebooks in `nbs` into `work`, build with Jupyter Book, copy the HTML to `out`."
     names = reading_order()
-    stage(names, work / "src", edition)
+    stage(names, work / "src", edition, nbs)
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(work / "src"), "--path-output", str(work)]
     cmd += ["-W", "-n", "--keep-going"] if strict else []
     subprocess.run(cmd, check=True)
@@ -354,11 +380,12 @@ def main() -> None:
     p.add_argument("--edition", choices=EDITIONS, default="student", help="student (default) or teacher")
     p.add_argument("--out", help="where the HTML goes (default: _site/, or _site_teacher/ for the teacher's edition)")
     p.add_argument("--work", help="staging and build folder (default: _site_build/ or _site_teacher_build/)")
+    p.add_argument("--nbs", default=str(NBS), help="the teacher's notebooks (default: nbs/)")
     p.add_argument("--strict", action="store_true", help="warnings are errors (broken cross-links fail)")
     a = p.parse_args()
     suffix = "" if a.edition == "student" else "_teacher"
     out = Path(a.out or ROOT / f"_site{suffix}")
-    out = build(out, a.strict, Path(a.work or ROOT / f"_site{suffix}_build"), a.edition)
+    out = build(out, a.strict, Path(a.work or ROOT / f"_site{suffix}_build"), a.edition, Path(a.nbs))
     print(f"site ({a.edition} edition): {out / 'index.html'}")
 
 
