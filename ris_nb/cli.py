@@ -51,7 +51,7 @@ def _run_synth(args) -> None:
     generate(args.out, n_images=args.n_images, seed=args.seed, size=args.size, language=args.language)
 
 # %% ../nbs/15_cli.ipynb #c15t0002
-from .io import check_out_dir, check_writable  # built in 92_dataset_writing (appendix)
+from .io import check_out_dir, check_writable, write_atomic  # built in 92_dataset_writing (appendix)
 from .testing import add_threads_arg, set_threads  # built in 96_testing (appendix)
 
 # %% ../nbs/15_cli.ipynb #681260ec
@@ -295,11 +295,12 @@ def _run_predict(args) -> None:
     cfg, tok, model = load_run(args.ckpt)
     mask, rgb = predict_image(cfg, tok, model, args.image, args.text)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((mask * 255).astype(np.uint8)).save(out)
+    # each file written whole beside itself, then renamed: a full disk leaves the previous one and names the file
+    write_atomic(out, Image.fromarray((mask * 255).astype(np.uint8)).save)
     over = rgb.astype(np.float32)
     over[mask] = 0.45 * over[mask] + 0.55 * np.array([255, 40, 40])
     overlay = overlay_path(out)
-    Image.fromarray(over.astype(np.uint8)).save(overlay)
+    write_atomic(overlay, Image.fromarray(over.astype(np.uint8)).save)
     print(
         f"mask: {out} ({mask.mean() * 100:.1f}% of the image), overlay: {overlay}"
         + (f" (replaced: {', '.join(map(str, replaced))})" if replaced else "")

@@ -463,6 +463,33 @@ def test_predict_refuses_a_huge_image(trained, tmp_path, capsys):
     assert rc == 2 and "bomb.png" in err and "expected at most" in err, err
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_predict_under_a_file_size_limit_keeps_the_previous_outputs(trained, tmp_path, capsys):
+    import resource
+
+    args = [str(a) for a in predict_args(trained / "best.pt", tmp_path, "red")]
+    rc, err = main(capsys, *args)
+    assert rc == 0, err
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("m*.png")}
+    assert sorted(before) == ["m.png", "m_overlay.png"]
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16, resource.RLIM_INFINITY))  # no image fits in 16 bytes
+
+    p = subprocess.run(
+        [sys.executable, "-m", "ris_nb", *args[:-3], "blue", *args[-2:]],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert p.returncode != 0 and f"cannot write {tmp_path / 'm.png'}" in p.stderr, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert {q.name: q.read_bytes() for q in tmp_path.glob("m*.png")} == before  # nothing half-written, nothing lost
+    assert not [q.name for q in tmp_path.iterdir() if ".tmp-" in q.name]
+
+
 def test_disk_full_is_one_line_and_loses_nothing(shaperefs, tmp_path, capsys, monkeypatch):
     import errno
     from ris_nb.run_folder import checkpoint_paths, load_checkpoint
