@@ -37,10 +37,10 @@ __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADE
            'NBGRADER_CONFIG', 'CSV_FIELDS', 'clear_regions', 'check_markers', 'read_notebook', 'exercise_start',
            'nbgrader_available', 'check_name', 'is_check_cell', 'mark_checks', 'clear_hidden', 'to_student',
            'CheckResult', 'check_points', 'cell_points', 'run_exercises', 'TeacherCheck', 'take_keys', 'teacher_checks',
-           'lesson_of', 'place_checks', 'refusal', 'grading_job', 'answer_mismatch', 'score', 'Graded',
-           'grade_notebooks', 'grade', 'with_digests', 'mark_for_nbgrader', 'mark_notebooks', 'unlink_missing',
-           'course_copies', 'make_course', 'exercise_executor', 'nbgrader_course', 'write_grades_csv', 'format_grades',
-           'add_subcommands', 'short_run']
+           'lesson_of', 'locked_sources', 'place_checks', 'refusal', 'grading_job', 'answer_mismatch', 'score',
+           'Graded', 'grade_notebooks', 'grade', 'with_digests', 'mark_for_nbgrader', 'mark_notebooks',
+           'unlink_missing', 'course_copies', 'make_course', 'exercise_executor', 'nbgrader_course', 'write_grades_csv',
+           'format_grades', 'add_subcommands', 'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
@@ -416,6 +416,17 @@ def lesson_of(nb: dict) -> str | None:
     return r.get("lesson") if isinstance(r, dict) and isinstance(r.get("lesson"), str) else None
 
 
+def locked_sources(teacher: dict) -> dict[str, str]:
+    "The teacher's locked exercise code cells that are not checks (nbgrader restores them when grading), by cell id."
+    start = exercise_start(teacher)
+    out = {}
+    for c in teacher["cells"][start:] if start is not None else []:
+        nbg = _meta(c).get("nbgrader")
+        if c["cell_type"] == "code" and isinstance(nbg, dict) and nbg.get("locked") and not nbg.get("grade"):
+            out[c["id"]] = _src(c)
+    return out
+
+
 def place_checks(student: dict, checks: list[TeacherCheck], start: int) -> dict[str, int]:
     "The student's code cell each teacher check runs in: the one with its id, else its grade_id; absent: not found."
     by_id, by_gid = {}, {}
@@ -456,15 +467,17 @@ def grading_job(
     placed: dict[str, int],
     start: int,
     skip: tuple[str, ...] = ("slow", "gpu"),
+    locked: dict[str, str] | None = None,
 ) -> list[dict]:
-    "The cells a student's process runs: its exercises' code cells, each matched check replaced by the teacher's."
+    """The cells a student's process runs: its exercises' code cells, each matched check replaced by the teacher's, each
+    cell of `locked` (`locked_sources`) by the teacher's source."""
     at = {placed[ch.name]: ch for ch in checks if ch.name in placed}
     cells = []
     for i, c in enumerate(student["cells"][start:], start):
         if c["cell_type"] != "code":
             continue
         ch = at.get(i)
-        src = ch.source if ch else _src(c)
+        src = ch.source if ch else (locked or {}).get(c.get("id"), _src(c))
         if (ch.flags if ch else _flags(src)) & set(skip):
             continue
         cells.append({"index": i, "source": src, "check": ch is not None})
@@ -553,12 +566,13 @@ def _grade_one(
     timeout: float,
     skip: tuple[str, ...],
     teacher: Path | None,
+    locked: dict[str, str],
 ) -> Graded:
     start = exercise_start(nb)
     placed = place_checks(nb, checks, start) if start is not None else {}
     if why := refusal(nb, name, lesson, checks, placed):
         return Graded(name, [], why)
-    cells = grading_job(nb, checks, placed, start, skip)
+    cells = grading_job(nb, checks, placed, start, skip, locked)
     run = run_student(cells, path, timeout, teacher)
     return Graded(name, score(checks, placed, run), ended=run.garbled or run.ended)
 
@@ -586,7 +600,7 @@ def grade_notebooks(
         if s[0] is None:
             graded.append(Graded(s[1], [], s[3]))
             continue
-        graded.append(_grade_one(*s, checks, lesson, timeout, skip, t_path))
+        graded.append(_grade_one(*s, checks, lesson, timeout, skip, t_path, locked_sources(t_nb)))
         _check_unchanged(digest, s[1])
     return graded
 

@@ -318,13 +318,13 @@ def test_student_copies_carry_the_check_names(tmp_path):
     nb = read_notebook(make_course(tmp_path / "nbs", tmp_path / "course", verbose=False)[0])
     assert nb["metadata"]["ris_nb"] == {"lesson": "lesson_a"}
     names = {c["id"]: c["metadata"].get("nbgrader", {}).get("grade_id") for c in nb["cells"]}
-    assert names == {
+    assert names == {  # marked for nbgrader: every exercise code cell, its grade_id its cell id
         "title": None,
         "ex": None,
-        "sol-double": None,
+        "sol-double": "sol-double",
         "chk-double": "chk-double",
         "think": None,
-        "sol-think": None,
+        "sol-think": "sol-think",
         "chk-think": "chk-think",
     }
     assert SOLUTION[0] not in json.dumps(nb) and HIDDEN[0] not in json.dumps(nb) and KEY not in json.dumps(nb)
@@ -343,7 +343,9 @@ def test_a_failed_check_shows_its_message_not_a_traceback():
     text = "".join(t for o in out if o.get("output_type") == "stream" for t in o["text"])
     assert text.strip().splitlines() == [
         "CheckError: f, random input #1, output: value: 2 of 2 entries differ "
-        "(largest |difference| 1); first at index [0]: got 1, expected 0"
+        "(largest |difference| 1); first at index [0]: got 1, expected 0",
+        "  on these inputs:",
+        "    argument 0: tensor([0, 0]) of shape (2,), torch.float32",
     ], text
     out = shell.run("def mine(x):\n    return x.nope\ncheck_function(mine, lambda x: x, lambda g: (torch.zeros(2),))")
     lines = "".join(t for o in out if o.get("output_type") == "stream" for t in o["text"]).strip().splitlines()
@@ -352,7 +354,8 @@ def test_a_failed_check_shows_its_message_not_a_traceback():
     out = shell.run("check_function(lambda x: x + 1, lambda x: x, lambda g: (torch.zeros(2),), name='f', grad=True)")
     printed = "".join(next(o for o in out if o["output_type"] == "error")["traceback"])  # as execnb saves it
     frames = [l for l in printed.splitlines() if l.lstrip().startswith("File ") and "checks.py" in l]
-    assert len(frames) == 1 and printed.rstrip().endswith("first at index [0]: got 1, expected 0"), printed
+    assert len(frames) == 1 and printed.rstrip().endswith("argument 0: tensor([0, 0]) of shape (2,), torch.float32")
+    assert "first at index [0]: got 1, expected 0\n  on these inputs:" in printed, printed
 
 
 def test_a_report_of_another_shape_is_trusted_in_nothing():

@@ -81,9 +81,15 @@ def _digests(src: str) -> dict[str, str]:
     }
 
 
+def _locked_only(m: dict) -> bool:
+    "nbgrader metadata of a cell nbgrader restores when grading that is neither an answer nor a check."
+    return bool(m.get("locked")) and not m.get("grade") and not m.get("solution")
+
+
 def submissions(teacher: dict, release: dict) -> tuple[dict[str, dict], str]:
     """The four submissions of a lesson (the released copy untouched; the teacher's solutions in it; those with the
-    first Think answer wrong; the untouched copy rebinding the checks atop each solution cell) and the wrong check."""
+    first Think answer wrong and the locked imports cell emptied; the untouched copy rebinding the checks atop each
+    solution cell) and the check the wrong answer fails."""
     solutions = {c["id"]: c["source"] for c in teacher["cells"] if SOLUTION[0] in c["source"]}
     untouched, solved, rebind = (copy.deepcopy(release) for _ in range(3))
     for c in solved["cells"]:
@@ -97,6 +103,8 @@ def submissions(teacher: dict, release: dict) -> tuple[dict[str, dict], str]:
     name, _, key = _keyed(teacher_src[cells[at]["id"]])[0]
     answer = next(c for c in reversed(cells[:at]) if c["id"] in solutions and c["cell_type"] == "code")
     answer["source"] += f"\n{name} = {next(x for x in 'abcd' if x != str(key).lower())!r}"
+    imports = next(c for c in cells if c["cell_type"] == "code" and _locked_only(c["metadata"].get("nbgrader", {})))
+    imports["source"] = "# the student emptied a locked cell (the imports): both graders run the teacher's"
     return {"untouched": untouched, "solution": solved, "wrong": wrong, "rebind": rebind}, cells[at]["id"]
 
 
