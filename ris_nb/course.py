@@ -693,7 +693,9 @@ def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: st
         return _nbgrader_meta(cid, False, True, False)
     if not is_check_cell(src):
         return _nbgrader_meta(cid, False, False, True)
-    c["source"] = src = with_digests(_with_fresh_line(src), cid, at)
+    marked = with_digests(_with_fresh_line(src), cid, at)
+    if marked != src:  # its saved outputs show what it printed before: gone
+        c["source"], c["outputs"], c["execution_count"], src = marked, [], None, marked
     if _flags(src) & {"slow", "gpu"}:
         if HIDDEN[0] in src:
             raise ValueError(
