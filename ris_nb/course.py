@@ -151,9 +151,9 @@ def check_name(cell: dict) -> str | None:
 
 
 def is_check_cell(src: str) -> bool:
-    "A code cell that checks (calls a check_… helper, asserts or holds hidden tests) and holds no solution region."
+    "A code cell that checks (calls `compare` or a check_… helper, asserts, holds hidden tests) and holds no solution."
     return SOLUTION[0] not in src and (
-        HIDDEN[0] in src or bool(re.search(r"\bcheck_\w+\(|^\s*assert\b|\btest_\w+\(", src, re.M))
+        HIDDEN[0] in src or bool(re.search(r"\b(check_\w+|compare|test_\w+)\(|^\s*assert\b", src, re.M))
     )
 
 
