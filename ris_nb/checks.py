@@ -240,7 +240,7 @@ def check_function(
                 _compare_gradients(want, got, a_r, a_s, f"{name}, random input #{t + 1}", seed + t, atol, rtol)
         except CheckError as e:
             raise CheckError(f"{e}\n  on these inputs:{describe_args(args)}") from None
-    print(f"✓ {name} matches the library on {n} random inputs" + (" (values and gradients)" if grad else ""))
+    print(f"✓ {name} matches the reference on {n} random inputs" + (" (values and gradients)" if grad else ""))
 
 # %% ../nbs/00a_checks.ipynb #be3c58a8
 def answer_digest(key: str, salt: str) -> str:
