@@ -12,9 +12,10 @@ offers for download (tagged `remove-cell`: not on the page), so a download runs 
 `show_doc` show their output (signature and docstring) without the call. A notebook cited by number in the prose
 ("appendix 94", "`06_lavt`", "(12a)") links to its page. MathJax is served from one file (`mathjax/tex-chtml.js`
 and the fonts it loads, outside `_static`, which Jupyter Book would add to every page whole), so a page opened without
-network still renders its math. Nothing is executed.
+network still renders its math. Pages stay light: the theme's scripts a page does not use are dropped, figures over
+40 kB are served as WebP. Nothing is executed.
 
-    python tools/build_site.py [--edition student|teacher] [--out DIR] [--strict]
+    python tools/build_site.py [--edition student|teacher] [--nbs nbs] [--out DIR] [--work DIR] [--strict]
 """
 
 from __future__ import annotations
