@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 # %% auto #0
 __all__ = ['MAX_INFLATE', 'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'MAX_IMAGE_PIXELS', 'pid_alive', 'write_error', 'temp_sibling',
-           'write_atomic', 'check_writable', 'check_out_dir', 'remove_stale_temps', 'check_weights_file',
+           'write_atomic', 'check_writable', 'check_out_dir', 'check_apart', 'remove_stale_temps', 'check_weights_file',
            'load_error_reason', 'torch_load_checked', 'load_state_checked', 'UnsafePickleError', 'SafeUnpickler',
            'safe_load_pickle', 'read_json', 'sha256', 'load_image', 'die_with_parent']
 
@@ -133,6 +133,19 @@ def check_out_dir(d: Path, flag: str = "--out") -> Path:
     check_writable(d)
     return d
 
+# %% ../nbs/92_dataset_writing.ipynb #a92ap002
+def check_apart(out: Path, data: Path, flag: str = "--out") -> None:
+    """Refuse an output folder that is, lies inside, or holds the dataset folder: a later write to one would replace the
+    other."""
+    o, d = Path(out).resolve(), Path(data).resolve()
+    if o == d or d in o.parents:
+        raise ValueError(
+            f"{flag} {out} is inside the dataset folder {data}: the next `synth` there would delete it; "
+            "choose a folder outside the data"
+        )
+    if o in d.parents:
+        raise ValueError(f"{flag} {out} holds the dataset folder {data}; choose a folder that does not contain it")
+
 # %% ../nbs/92_dataset_writing.ipynb #a92a0001
 def _dead_siblings(out_dir: Path, kind: str) -> list[Path]:
     "The `write_atomic` siblings of `out_dir` of `kind` ('tmp' or 'old') whose writer's pid is dead."
@@ -159,7 +172,6 @@ def remove_stale_temps(out_dir: Path) -> list[str]:
         shutil.rmtree(tmp, ignore_errors=True)
         done.append(f"removed {tmp}, left unfinished by an interrupted run")
     return done
-
 
 # %% ../nbs/92_dataset_writing.ipynb #ld000002
 # declared uncompressed bytes a weights file may hold per byte on disk (+ 1 MiB); torch stores tensors uncompressed
@@ -448,4 +460,3 @@ def die_with_parent(parent: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
         os._exit(1)  # the parent died before the line above
-

@@ -723,7 +723,8 @@ def _restore(self: TrainingRun, learn: Learner) -> None:
             )
 
 # %% ../nbs/12_training.ipynb #trun0020
-from .io import check_out_dir  # built in 92_dataset_writing (appendix): the run folder is checked first
+# built in 92_dataset_writing (appendix): the run folder is checked first
+from .io import check_apart, check_out_dir
 from .data.transforms import save_tokenizer  # built in 04_transforms: the run folder holds the tokenizer
 
 # %% ../nbs/12_training.ipynb #trun0021
@@ -744,6 +745,7 @@ def start(
         raise RuntimeError(f"this TrainingRun ({self.run_dir}) has started already; make a new one")
     self._started = True
     check_out_dir(self.run_dir, out_flag)
+    check_apart(self.run_dir, Path(self.cfg.data.root) / self.cfg.data.dataset, out_flag)  # the folder synth replaces
     with self._locked():  # one training per run directory
         if self.model is None:
             self._prepare(splits)

@@ -457,6 +457,18 @@ def test_output_paths_are_checked_before_any_work(trained, shaperefs, tmp_path, 
     assert afile.read_text() == "keep me" and not (tmp_path / "run").exists()
 
 
+def test_train_out_inside_the_data_is_refused(shaperefs, tmp_path, capsys):
+    before = sorted(p.name for p in shaperefs.iterdir())
+    for out, said in (
+        (shaperefs, "is inside the dataset folder"),
+        (shaperefs / "images" / "run", "is inside the dataset folder"),
+        (shaperefs.parent, "holds the dataset folder"),
+    ):
+        rc, err = main(capsys, "train", "--data", shaperefs, "--out", out, *TINY_RUN)
+        assert rc == 2 and said in err and "Traceback" not in err, err
+    assert sorted(p.name for p in shaperefs.iterdir()) == before and not (shaperefs / "images" / "run").exists()
+
+
 def test_predict_refuses_a_huge_image(trained, tmp_path, capsys):
     Image.new("1", (20000, 10000)).save(tmp_path / "bomb.png")
     rc, err = main(capsys, *predict_args(trained / "best.pt", tmp_path, "red", image=tmp_path / "bomb.png"))
