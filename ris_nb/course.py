@@ -348,8 +348,8 @@ class _TakeKeys(ast.NodeTransformer):
 # %% ../nbs/19_course.ipynb #c19grd16
 # the first line of every marked check cell (`mark_for_nbgrader`): the check names bound again from a new copy of
 # ris_nb.checks, so that a solution cell that rebinds them changes nothing under nbgrader either
-FRESH_LINE = "from ris_nb.checks import fresh_checks; globals().update(fresh_checks())  # the checks as shipped"
-_FRESH_CALL = "globals().update(fresh_checks())"
+FRESH_LINE = 'globals().update(__import__("ris_nb.checks").checks.fresh_checks())  # the check functions as shipped'
+_FRESH_CALL = ast.unparse(ast.parse(FRESH_LINE))
 
 
 class _FreshImports(ast.NodeTransformer):
@@ -630,7 +630,7 @@ def _with_fresh_line(src: str) -> str:
     "`src` with `FRESH_LINE` first after its `#|` directives (an earlier fresh line replaced)."
     lines = src.split("\n")
     k = next((i for i, line in enumerate(lines) if not line.startswith("#|")), len(lines))
-    fresh = k < len(lines) and lines[k].startswith(FRESH_LINE.split(";")[0] + ";")
+    fresh = k < len(lines) and lines[k] == FRESH_LINE
     return "\n".join(lines[:k] + [FRESH_LINE] + lines[k + fresh :])
 
 
