@@ -51,12 +51,14 @@ ONE_WORKER = {
 # follow in the order of collection.
 SLOWEST = {
     "learning_magnet": 188,
+    "nbgrader": 120,  # generate_assignment, autograde and feedback of three lessons (236 s on a loaded machine)
     "learning_lavt_sag": 182,
     "tests/test_experiments.py::test_parallel_study_matches_serial_and_resumes": 68,
     "entity_pretraining": 61,
     "trained": 52,
     "graded": 50,
     "tests/test_gpu_check.py::test_tiny_cpu_check_writes_a_row_per_check": 48,
+    "tests/test_gpu_check.py::test_tiny_cpu_profile_mode_writes_rows_and_tables": 32,
     "one_process_run": 45,
     "tests/test_engine.py::test_cli_round_trip_synth_train_eval_predict": 36,
     "tests/test_magnet.py::test_short_training_learns": 34,
