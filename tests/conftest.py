@@ -40,7 +40,7 @@ TINY_RUN = [
 # Fixtures slow to build (CPU seconds a build, one thread): the tests using one share a worker, so it is built once.
 ONE_WORKER = {
     "graded": "test_grading: 15 student notebooks graded, each in a process of its own (32 s)",
-    "site": "test_site: the Jupyter Book build of the course website (18 s)",
+    "site": "test_site: both editions of the course website built, read in Chromium, downloads run (260 s)",
     "runs": "test_viz: four tiny presets trained for 2 steps (7 s)",
     "trained": "test_faults: a 2-step lavt_tiny run through the CLI, read by 23 tests (2-5 s)",
     "one_process_run": "test_engine: the one-process magnet_tiny run that DDP and accumulation compare with (13 s)",
@@ -51,6 +51,7 @@ ONE_WORKER = {
 # follow in the order of collection.
 SLOWEST = {
     "learning_magnet": 188,
+    "site": 260,  # two Jupyter Book builds (97 s), Chromium over 46 pages (67 s), three downloads run (52 s)
     "nbgrader": 120,  # generate_assignment, autograde and feedback of three lessons (236 s on a loaded machine)
     "learning_lavt_sag": 182,
     "tests/test_experiments.py::test_parallel_study_matches_serial_and_resumes": 68,
@@ -68,7 +69,6 @@ SLOWEST = {
     "tests/test_tools.py::test_probe_tools_train_on_the_engine": 25,
     "tests/test_experiments.py::test_experiments_cli_writes_tables_and_resumes": 23,
     "tests/test_engine.py::test_corrupt_checkpoint_falls_back_to_previous": 21,
-    "site": 20,
     "tests/test_engine.py::test_torchrun_cli_runs": 19,
     "tests/test_sag.py::test_c3_two_processes_match_one_process": 16,
     "tests/test_entry_point.py::test_python_m_ris_nb_runs_a_subcommand_of_a_later_module": 13,
