@@ -4,15 +4,8 @@
 notebooks, with `images/` and `results/`) and writes this file there; run nbgrader from DIR."""
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import (
-    AssignLatePenalties,
-    CheckCellMetadata,
-    ClearHiddenTests,
-    GetGrades,
-    IgnorePattern,
-    LimitOutput,
-    SaveAutoGrades,
-)
+from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, GetGrades
+from nbgrader.preprocessors import IgnorePattern, LimitOutput, SaveAutoGrades
 
 from ris_nb.course import exercise_executor
 

@@ -9,9 +9,14 @@ import argparse
 import sys
 from typing import Callable
 
-from . import cli, course, experiments
+from . import cli, course, experiments, grading
 
-COMMANDS: list[Callable] = [*cli.SUBCOMMANDS, experiments.add_subcommands, course.add_subcommands]  # pipeline first
+COMMANDS: list[Callable] = [  # the pipeline first
+    *cli.SUBCOMMANDS,
+    experiments.add_subcommands,
+    course.add_subcommands,
+    grading.add_subcommands,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

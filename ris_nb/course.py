@@ -9,14 +9,9 @@ import ast
 import copy
 import csv
 import dataclasses
-import hashlib
-import io
 import json
-import math
 import re
 import shutil
-import traceback
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +24,15 @@ from .checks import ANSWER, CHECK_NAMES, answer_digest
 from .checks import CheckError, check_choice, check_fields, check_function, check_in_range, compare  # noqa: F401
 from .testing import probe_ms
 from .io import check_out_dir, write_atomic
-from .sandbox import ChildRun, landlock_abi, run_student  # built in 98c_student_sandbox (appendix)
 
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'POINTS', 'FRESH_LINE',
            'GRADE_ID', 'STUDENT_README', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK', 'GRADING_SKIP',
-           'NBGRADER_CONFIG', 'CSV_FIELDS', 'clear_regions', 'check_markers', 'read_notebook', 'exercise_start',
-           'nbgrader_available', 'check_name', 'is_check_cell', 'mark_checks', 'clear_hidden', 'to_student',
-           'CheckResult', 'check_points', 'cell_points', 'run_exercises', 'TeacherCheck', 'take_keys', 'teacher_checks',
-           'lesson_of', 'locked_sources', 'place_checks', 'refusal', 'grading_job', 'answer_mismatch', 'score',
-           'Graded', 'grade_notebooks', 'grade', 'with_digests', 'mark_for_nbgrader', 'mark_notebooks',
-           'unlink_missing', 'course_copies', 'make_course', 'exercise_executor', 'nbgrader_course', 'write_grades_csv',
-           'format_grades', 'add_subcommands', 'short_run']
+           'NBGRADER_CONFIG', 'clear_regions', 'check_markers', 'read_notebook', 'exercise_start', 'nbgrader_available',
+           'check_name', 'is_check_cell', 'mark_checks', 'clear_hidden', 'to_student', 'CheckResult', 'check_points',
+           'cell_points', 'run_exercises', 'take_keys', 'with_digests', 'mark_for_nbgrader', 'mark_notebooks',
+           'unlink_missing', 'course_copies', 'make_course', 'exercise_executor', 'nbgrader_course', 'add_subcommands',
+           'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
@@ -304,20 +296,6 @@ def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bo
     return results
 
 # %% ../nbs/19_course.ipynb #c19grd02
-@dataclasses.dataclass
-class TeacherCheck:
-    "A check cell of the teacher's notebook as the grader sends it: its keys taken out."
-
-    name: str  # nbgrader grade_id, else the cell id: how a student's copy is matched
-    index: int
-    kind: str
-    title: str
-    source: str  # the cell, each keyed check_choice made a recording call
-    keys: list[tuple[str, Any]]  # (question, key), one per recording slot
-    flags: set[str]
-    points: float = 0  # `cell_points`: what nbgrader gives it too
-
-
 class _TakeKeys(ast.NodeTransformer):
     "Turn `check_choice(answer, question, key=K)` into `_ris_nb_answer(slot, answer, question)`, keeping K aside."
 
@@ -379,243 +357,6 @@ def take_keys(source: str, where: str) -> tuple[str, list[tuple[str, Any]]]:
     taker = _TakeKeys(where)
     tree = ast.fix_missing_locations(_FreshImports().visit(taker.visit(tree)))
     return ast.unparse(tree), taker.keys
-
-# %% ../nbs/19_course.ipynb #c19grd04
-def teacher_checks(teacher: dict, where: str, skip: tuple[str, ...] = ("slow", "gpu")) -> list[TeacherCheck]:
-    "The check cells of `teacher`'s exercises (none flagged `skip`), keys taken out; a malformed notebook is named."
-    check_markers(teacher, where)
-    start = exercise_start(teacher)
-    if start is None:
-        raise ValueError(f"{where} has no '{EXERCISES}' section; expected a teacher's notebook")
-    out, title = [], ""
-    for i, c in enumerate(teacher["cells"][start:], start):
-        src = _src(c)
-        if c["cell_type"] == "markdown":
-            title = _heading(src) or title
-        if c["cell_type"] != "code" or not is_check_cell(src) or _flags(src) & set(skip):
-            continue
-        name = check_name(c)
-        if name is None:
-            raise ValueError(
-                f"{where}, cell {i}: a check cell with neither an id nor a grade_id; "
-                "expected one (save it as nbformat 4.5)"
-            )
-        if any(o.name == name for o in out):
-            raise ValueError(f"{where}, cell {i}: check name {name!r} used twice; expected unique ids")
-        source, keys = take_keys(src, f"{where}, cell {i} (id {name})")
-        kind = _kind(title)
-        out.append(TeacherCheck(name, i, kind, title, source, keys, _flags(src), cell_points(c, kind)))
-    if not out:
-        raise ValueError(f"{where}: no check cell in its exercise section; nothing to grade")
-    return out
-
-# %% ../nbs/19_course.ipynb #c19grd04b
-def lesson_of(nb: dict) -> str | None:
-    "The lesson a notebook names in its metadata (`ris_nb course` writes it into every copy), or None."
-    r = _meta(nb).get("ris_nb")
-    return r.get("lesson") if isinstance(r, dict) and isinstance(r.get("lesson"), str) else None
-
-
-def locked_sources(teacher: dict) -> dict[str, str]:
-    "The teacher's locked exercise code cells that are not checks (nbgrader restores them when grading), by cell id."
-    start = exercise_start(teacher)
-    out = {}
-    for c in teacher["cells"][start:] if start is not None else []:
-        nbg = _meta(c).get("nbgrader")
-        if c["cell_type"] == "code" and isinstance(nbg, dict) and nbg.get("locked") and not nbg.get("grade"):
-            out[c["id"]] = _src(c)
-    return out
-
-
-def place_checks(student: dict, checks: list[TeacherCheck], start: int) -> dict[str, int]:
-    "The student's code cell each teacher check runs in: the one with its id, else its grade_id; absent: not found."
-    by_id, by_gid = {}, {}
-    for i, c in enumerate(student["cells"][start:], start):
-        if c["cell_type"] != "code":
-            continue
-        if isinstance(c.get("id"), str):
-            by_id.setdefault(c["id"], i)
-        nbg = _meta(c).get("nbgrader")
-        if isinstance(nbg, dict) and isinstance(nbg.get("grade_id"), str):
-            by_gid.setdefault(nbg["grade_id"], i)
-    placed: dict[str, int] = {}
-    for ch in checks:
-        i = by_id.get(ch.name, by_gid.get(ch.name))
-        if i is not None and i not in placed.values():
-            placed[ch.name] = i
-    return placed
-
-# %% ../nbs/19_course.ipynb #c19grd13
-def refusal(student: dict, where: str, lesson: str | None, checks: list[TeacherCheck], placed: dict[str, int]) -> str:
-    "Why `student` cannot be graded with these checks ('' if it can): no exercises, another lesson, none of the checks."
-    if exercise_start(student) is None:
-        return f"{where} has no '{EXERCISES}' section; expected a student copy of lesson {lesson}"
-    theirs = lesson_of(student)
-    if theirs and lesson and theirs != lesson:
-        return f"{where} is a copy of lesson {theirs!r}, not {lesson!r}; grade it with that lesson's teacher notebook"
-    if not placed:
-        return (
-            f"{where} holds none of the {len(checks)} checks of lesson {lesson!r} (by cell id or grade_id): "
-            "a notebook of another lesson, or one saved without its cell ids"
-        )
-    return ""
-
-
-def grading_job(
-    student: dict,
-    checks: list[TeacherCheck],
-    placed: dict[str, int],
-    start: int,
-    skip: tuple[str, ...] = ("slow", "gpu"),
-    locked: dict[str, str] | None = None,
-) -> list[dict]:
-    """The cells a student's process runs: its exercises' code cells, each matched check replaced by the teacher's, each
-    cell of `locked` (`locked_sources`) by the teacher's source."""
-    at = {placed[ch.name]: ch for ch in checks if ch.name in placed}
-    cells = []
-    for i, c in enumerate(student["cells"][start:], start):
-        if c["cell_type"] != "code":
-            continue
-        ch = at.get(i)
-        src = ch.source if ch else (locked or {}).get(c.get("id"), _src(c))
-        if (ch.flags if ch else _flags(src)) & set(skip):
-            continue
-        cells.append({"index": i, "source": src, "check": ch is not None})
-    return cells
-
-# %% ../nbs/19_course.ipynb #c19grd10
-def answer_mismatch(answer: Any, key: Any, question: str) -> str:
-    "'' when `answer` is `key` (exact type; for a str, case and outer spaces aside), else why not, without the key."
-    shown = repr(answer) if len(repr(answer)) <= 60 else repr(answer)[:57] + "..."
-    if type(answer) is not type(key):
-        return f"{question}: {shown} is a {type(answer).__name__}; expected a {type(key).__name__}"
-    same = answer.strip().lower() == key.strip().lower() if type(key) is str else answer == key
-    return "" if same else f"{question}: {shown} is not the expected answer"
-
-
-def _judge(record: dict, check: TeacherCheck) -> str:
-    if record["error"]:
-        return record["error"]
-    answers = {slot: a for slot, a in record["answers"]}
-    for slot, (question, key) in enumerate(check.keys):
-        a = answers.get(slot)
-        if a is None:
-            return f"{question}: no answer recorded"
-        if "unreadable" in a:
-            return f"{question}: unreadable answer ({a['unreadable']}); expected plain data"
-        if msg := answer_mismatch(a["value"], key, question):
-            return msg
-    return ""
-
-
-def score(checks: list[TeacherCheck], placed: dict[str, int], run: ChildRun) -> list[CheckResult]:
-    "One `CheckResult` per teacher check: missing, not run (and why), or judged from the report."
-    out = []
-    for ch in checks:
-        i = placed.get(ch.name)
-        if i is None:
-            msg = f"missing: no code cell with id or grade_id {ch.name!r} in the exercise section"
-        elif run.garbled:
-            msg = run.garbled
-        elif i in run.records:
-            msg = _judge(run.records[i], ch)
-        else:
-            msg = f"not run: {run.ended or 'no report of it'}"
-        out.append(CheckResult(-1 if i is None else i, ch.kind, ch.title, not msg, msg, ch.name, ch.points))
-    return out
-
-# %% ../nbs/19_course.ipynb #c19grd11
-@dataclasses.dataclass
-class Graded:
-    "A student notebook after grading: one result per teacher check, or why it was refused."
-
-    notebook: str
-    results: list[CheckResult]
-    refused: str = ""
-    ended: str = ""  # why its process did not finish ('' when it did)
-
-
-def _package_digest() -> str:
-    "A digest of ris_nb's own source files, the code every student's process imports."
-    h = hashlib.sha256()
-    for f in sorted(Path(checks_module.__file__).parent.rglob("*.py")):
-        h.update(str(f).encode() + f.read_bytes())
-    return h.hexdigest()
-
-
-def _check_unchanged(digest: str, graded: str) -> None:
-    "Stop grading when ris_nb's files changed while `graded` ran: every later notebook would run changed code."
-    if _package_digest() != digest:
-        raise ValueError(
-            f"ris_nb's own files changed while {graded} was graded: grading stopped; restore them "
-            "(e.g. git checkout ris_nb) and grade again"
-        )
-
-# %% ../nbs/19_course.ipynb #c19s0003
-def _load(x: str | Path | dict, name: str) -> tuple[dict, str, Path | None]:
-    "A notebook given as a path or a dict: the dict, how to name it, its file (None for a dict)."
-    return (x, name, None) if isinstance(x, dict) else (read_notebook(x), str(x), Path(x).resolve())
-
-
-def _grade_one(
-    nb: dict,
-    name: str,
-    path: Path | None,
-    checks: list[TeacherCheck],
-    lesson: str | None,
-    timeout: float,
-    skip: tuple[str, ...],
-    teacher: Path | None,
-    locked: dict[str, str],
-) -> Graded:
-    start = exercise_start(nb)
-    placed = place_checks(nb, checks, start) if start is not None else {}
-    if why := refusal(nb, name, lesson, checks, placed):
-        return Graded(name, [], why)
-    cells = grading_job(nb, checks, placed, start, skip, locked)
-    run = run_student(cells, path, timeout, teacher)
-    return Graded(name, score(checks, placed, run), ended=run.garbled or run.ended)
-
-# %% ../nbs/19_course.ipynb #c19grd15
-def grade_notebooks(
-    teacher: str | Path | dict,
-    students: list[str | Path | dict],
-    timeout: float = 300,
-    skip: tuple[str, ...] = ("slow", "gpu"),
-) -> list[Graded]:
-    "Grade each student notebook with the teacher's checks, each in a process of its own; all are read before any runs."
-    if not (type(timeout) in (int, float) and 0 < timeout < math.inf):
-        raise ValueError(f"timeout={timeout!r}: expected a number of seconds > 0")
-    t_nb, t_name, t_path = _load(teacher, "the teacher's notebook")
-    checks = teacher_checks(t_nb, t_name, skip)
-    lesson = lesson_of(t_nb) or (t_path.stem if t_path else None)
-    subs = []
-    for k, s in enumerate(students):
-        try:
-            subs.append(_load(s, f"student notebook {k + 1}"))
-        except (OSError, ValueError) as e:
-            subs.append((None, str(s), None, str(e)))
-    digest, graded = _package_digest(), []
-    for s in subs:
-        if s[0] is None:
-            graded.append(Graded(s[1], [], s[3]))
-            continue
-        graded.append(_grade_one(*s, checks, lesson, timeout, skip, t_path, locked_sources(t_nb)))
-        _check_unchanged(digest, s[1])
-    return graded
-
-
-def grade(
-    student: str | Path | dict,
-    teacher: str | Path | dict,
-    timeout: float = 300,
-    skip: tuple[str, ...] = ("slow", "gpu"),
-) -> list[CheckResult]:
-    "Grade one student notebook with the teacher's checks in a process of its own: one `CheckResult` per teacher check."
-    g = grade_notebooks(teacher, [student], timeout, skip)[0]
-    if g.refused:
-        raise ValueError(g.refused)
-    return g.results
 
 # %% ../nbs/19_course.ipynb #c19nbg02
 GRADE_ID = re.compile(r"[A-Za-z0-9_-]+")  # what nbgrader accepts as a grade id
@@ -705,7 +446,7 @@ def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: st
     questions[title] = _questions(src)
     return _nbgrader_meta(cid, True, False, True, check_points(kind, questions[title]))
 
-
+# %% ../nbs/19_course.ipynb #c19nbg4b
 def mark_for_nbgrader(nb: dict, where: str = "notebook") -> dict:
     """Give every exercise cell of a teacher's `nb` its nbgrader metadata (grade id = cell id, points by
     `check_points`), each check cell `FRESH_LINE` and its Think checks their digests; in place, idempotent."""
@@ -896,15 +637,8 @@ NBGRADER_CONFIG = '''"""nbgrader's settings for the ris_nb course (explained in 
 notebooks, with `images/` and `results/`) and writes this file there; run nbgrader from DIR."""
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import (
-    AssignLatePenalties,
-    CheckCellMetadata,
-    ClearHiddenTests,
-    GetGrades,
-    IgnorePattern,
-    LimitOutput,
-    SaveAutoGrades,
-)
+from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, GetGrades
+from nbgrader.preprocessors import IgnorePattern, LimitOutput, SaveAutoGrades
 
 from ris_nb.course import exercise_executor
 
@@ -985,7 +719,7 @@ def _add_course(sub) -> None:
     )
     p.set_defaults(func=_run_course)
 
-
+# %% ../nbs/19_course.ipynb #c19cli2b
 def _run_course(args) -> None:
     if args.mark and args.nbgrader:
         raise ValueError("--mark and --nbgrader: expected one of them")
@@ -1002,85 +736,10 @@ def _run_course(args) -> None:
     else:
         make_course(args.nbs, check_out_dir(Path(args.out)), update=args.update)
 
-# %% ../nbs/19_course.ipynb #c19cli05
-CSV_FIELDS = ("notebook", "check", "kind", "title", "passed", "score", "points", "message")
-
-
-def _csv_safe(v: Any) -> Any:
-    "A text cell a spreadsheet would read as a formula, quoted (a student's error message lands in the CSV)."
-    return "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
-
-
-def write_grades_csv(path: str | Path, graded: list[Graded]) -> Path:
-    "One row per notebook and check (a refused notebook: one row saying why) in `path`."
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, CSV_FIELDS)
-    w.writeheader()
-    for g in graded:
-        rows = (
-            [dict(check="", kind="", title="", passed=False, score="", points="", message=f"refused: {g.refused}")]
-            if g.refused
-            else [
-                dict(
-                    check=r.name,
-                    kind=r.kind,
-                    title=r.title,
-                    passed=r.passed,
-                    score=r.points if r.passed else 0,
-                    points=r.points,
-                    message=r.message,
-                )
-                for r in g.results
-            ]
-        )
-        w.writerows({k: _csv_safe(v) for k, v in {"notebook": g.notebook, **row}.items()} for row in rows)
-    return write_atomic(Path(path), lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
-
-
-def format_grades(graded: list[Graded]) -> str:
-    "A table: one line per notebook, its points out of the checks' points and the first reason it lost points."
-    w = max(8, *(len(g.notebook) for g in graded))
-    lines = [f"{'notebook':{w}}  points  first problem"]
-    for g in graded:
-        bad = next((f"{r.title or r.name}: {r.message}" for r in g.results if not r.passed), "")
-        why = f"refused: {g.refused}" if g.refused else g.ended or bad
-        got, total = sum(r.points for r in g.results if r.passed), sum(r.points for r in g.results)
-        score = "-" if g.refused else f"{got:g}/{total:g}"
-        lines.append(f"{g.notebook:{w}}  {score:>6}  {why if len(why) <= 110 else why[:107] + '...'}")
-    return "\n".join(lines)
-
-# %% ../nbs/19_course.ipynb #c19cli06
-def _add_grade(sub) -> None:
-    p = sub.add_parser("grade", help="grade student notebooks with the teacher's checks, each in a process of its own")
-    p.add_argument("teacher", metavar="TEACHER", help="the teacher's notebook of the lesson (with its keys)")
-    p.add_argument("students", nargs="+", metavar="STUDENT", help="student notebooks of that lesson")
-    p.add_argument("--csv", default=None, help="file for one row per check (default: grades-<teacher notebook>.csv)")
-    p.add_argument("--timeout", type=float, default=300, help="seconds each notebook's cells may run (default: 300)")
-    p.set_defaults(func=_run_grade)
-
-
-def _run_grade(args) -> None:
-    out = Path(args.csv or f"grades-{Path(args.teacher).stem}.csv")
-    if out.is_dir():
-        raise IsADirectoryError(f"--csv {out} is a folder; expected a file name such as grades.csv")
-    check_out_dir(out.parent, "--csv")
-    if not landlock_abi():
-        warnings.warn(
-            "this kernel has no Landlock: the students' code runs with your rights (it can read your files, "
-            "the teacher's notebook included); grade untrusted notebooks in a container"
-        )
-    graded = grade_notebooks(args.teacher, args.students, timeout=args.timeout)
-    write_grades_csv(out, graded)
-    print(format_grades(graded) + f"\nris_nb grade: one row per check in {out}")
-    refused = [g for g in graded if g.refused]
-    if refused:
-        raise ValueError(f"{len(refused)} of {len(graded)} notebooks not graded; first: {refused[0].refused}")
-
 
 def add_subcommands(sub) -> None:
-    "`ris_nb course` and `ris_nb grade`: `python -m ris_nb` (99_app) adds them to the pipeline's subcommands."
+    "`ris_nb course`: `python -m ris_nb` (99_app) adds it to the pipeline's subcommands."
     _add_course(sub)
-    _add_grade(sub)
 
 # %% ../nbs/19_course.ipynb #830b899a
 from .data.shaperefs import shaperefs_data  # re-exported: built in 02_shaperefs

@@ -11,14 +11,13 @@ from ris_nb.course import (
     SOLUTION,
     HIDDEN,
     exercise_start,
-    grade_notebooks,
     make_course,
     nbgrader_available,
     read_notebook,
     run_exercises,
-    teacher_checks,
     to_student,
 )
+from ris_nb.grading import grade_notebooks, teacher_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 # The notebooks that build an idea: each has *write it yourself* and *think*; all but three also *run an experiment*.

@@ -11,18 +11,8 @@ from pathlib import Path
 import pytest
 
 from ris_nb.__main__ import main  # `grade` is 19_course's: the whole command
-from ris_nb.course import (
-    HIDDEN,
-    SOLUTION,
-    grade,
-    grade_notebooks,
-    grading_job,
-    make_course,
-    place_checks,
-    read_notebook,
-    teacher_checks,
-    to_student,
-)
+from ris_nb.course import HIDDEN, SOLUTION, make_course, read_notebook, to_student
+from ris_nb.grading import grade, grade_notebooks, grading_job, place_checks, teacher_checks
 from ris_nb.sandbox import landlock_abi
 
 KEY = "kiwi"
@@ -267,10 +257,10 @@ def test_hanging_student_times_out_and_the_next_is_graded(tmp_path):
 
 
 def test_changed_package_files_stop_grading(tmp_path, monkeypatch):
-    import ris_nb.course as course
+    import ris_nb.grading as grading
 
     digests = iter(["before", "after"])
-    monkeypatch.setattr(course, "_package_digest", lambda: next(digests))
+    monkeypatch.setattr(grading, "_package_digest", lambda: next(digests))
     teacher = write(tmp_path / "teacher", TEACHER)
     with pytest.raises(ValueError, match="ris_nb's own files changed while .* was graded"):
         grade_notebooks(teacher, [write(tmp_path / "s", student(RIGHT))], timeout=120)

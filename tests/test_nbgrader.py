@@ -28,13 +28,12 @@ from ris_nb.course import (
     NBGRADER_CONFIG,
     SOLUTION,
     exercise_start,
-    grade_notebooks,
     mark_for_nbgrader,
     nbgrader_available,
     nbgrader_course,
     read_notebook,
-    teacher_checks,
 )
+from ris_nb.grading import grade_notebooks, teacher_checks
 
 pytestmark = [
     pytest.mark.xdist_group("nbgrader"),
