@@ -32,8 +32,8 @@ from .models.sag import SaG
 
 # %% auto #0
 __all__ = ['PWAM_KEYS', 'CAM_BRANCH_KEYS', 'SAG_UNUSED', 'convert_pwam', 'convert_cam', 'convert_magnet', 'magnet_config',
-           'load_magnet_state', 'load_magnet', 'slot_keys', 'interaction_qkv', 'decoder_keys', 'load_mapped',
-           'sag_config', 'sag_key_map', 'load_sag']
+           'check_values', 'load_magnet_state', 'load_magnet', 'slot_keys', 'interaction_qkv', 'decoder_keys',
+           'load_mapped', 'sag_config', 'sag_key_map', 'load_sag']
 
 # %% ../nbs/94_official_weights.ipynb #od48f522
 PWAM_KEYS = {
@@ -254,6 +254,26 @@ def magnet_config(official_config: dict | None = None) -> Config:
         ),
     )
 
+# %% ../nbs/94_official_weights.ipynb #o94val02
+def _first(keys: list[str], k: int = 3) -> str:
+    return ", ".join(keys[:k]) + (f" (+{len(keys) - k} more)" if len(keys) > k else "")
+
+
+def check_values(module: nn.Module, new: dict[str, Any], what: str) -> None:
+    "Refuse weights for `module` that are not tensors, integers where it holds floats, or hold NaN/inf; keys named."
+    own = module.state_dict()
+    not_tensor = [k for k, v in new.items() if not isinstance(v, torch.Tensor)]
+    tensors = {k: v for k, v in new.items() if isinstance(v, torch.Tensor)}
+    as_int = [k for k, v in tensors.items() if k in own and own[k].is_floating_point() and not v.is_floating_point()]
+    not_finite = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    problems = (
+        [f"{len(not_tensor)} not a tensor: {_first(not_tensor)}"] * bool(not_tensor)
+        + [f"{len(as_int)} integer where the model holds floats: {_first(as_int)}"] * bool(as_int)
+        + [f"{len(not_finite)} with NaN or infinity: {_first(not_finite)}"] * bool(not_finite)
+    )
+    if problems:
+        raise ValueError(f"{what}: {'; '.join(problems)}; expected the float weights the official code saved")
+
 # %% ../nbs/94_official_weights.ipynb #oe2788f8
 def load_magnet_state(model: MagNet, converted: dict[str, torch.Tensor]) -> MagNet:
     "Strict load of converted weights; errors name every missing / unexpected key."
@@ -263,6 +283,7 @@ def load_magnet_state(model: MagNet, converted: dict[str, torch.Tensor]) -> MagN
         raise ValueError(
             f"official MagNet weights do not match the model: missing keys {missing}, unexpected keys {unexpected}"
         )
+    check_values(model, converted, "official MagNet weights")
     bad = [k for k, v in model.state_dict().items() if v.shape != converted[k].shape]
     if bad:
         raise ValueError(
@@ -350,8 +371,11 @@ def load_mapped(
         missing = [p for p in parts if p not in sd]
         if missing:
             raise ValueError(f"official state_dict lacks {missing} (needed for {ours!r})")
+        for p in parts:  # each part on its own: torch.cat would turn an integer part into floats
+            check_values(module, {ours: sd[p]}, f"official weights ({p})")
         new[ours] = torch.cat([sd[p] for p in parts], dim=0)
         used.update(parts)
+    check_values(module, new, "official weights")
     module.load_state_dict(new, strict=True)
     return used
 

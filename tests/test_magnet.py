@@ -77,6 +77,17 @@ def test_converter_names_keys(fixture):
         load_magnet_state(model, conv | {"extra.weight": torch.zeros(1)})
 
 
+def test_loader_refuses_integer_and_nan_weights(fixture):
+    sd, _, _, oc = fixture
+    k = "lang_proj.weight"
+    with pytest.raises(ValueError, match="integer where the model holds floats: .*lang_proj"):
+        load_magnet(sd | {k: sd[k].round().long()}, oc)  # float weights cast to int64: would load rounded
+    bad = sd[k].clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinity: .*lang_proj"):
+        load_magnet(sd | {k: bad}, oc)
+
+
 @pytest.mark.parametrize("name", ["magnet_tiny", "magnet_mini"])
 def test_preset_forward_backward(name):
     cfg = get_preset(name).override({"data.image_size": 64})

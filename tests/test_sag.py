@@ -28,6 +28,17 @@ def official():
     return sd, json.loads((FIX / "config.json").read_text())
 
 
+def test_loader_refuses_integer_and_nan_weights():
+    sd, conf = official()
+    k = next(k for k, v in sd.items() if v.is_floating_point() and v.dim() == 2)
+    with pytest.raises(ValueError, match="integer where the model holds floats"):
+        load_sag(sd | {k: sd[k].round().long()}, conf)
+    bad = sd[k].clone()
+    bad[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        load_sag(sd | {k: bad}, conf)
+
+
 def parity_errors() -> dict[str, float]:
     "Max abs error of every compared tensor (our model with the official weights and initial slots vs the fixture)."
     sd, conf = official()
