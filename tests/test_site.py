@@ -230,7 +230,7 @@ def test_student_edition_holds_no_solution_key_or_check_result(site, teacher_not
     assert not leaks, f"{len(leaks)} teacher lines in the student edition, e.g. {leaks[:5]}"
 
 
-ABOUT_CHECKS = ("00a_checks", "19_course")  # lessons that show a keyed check and a graded answer as examples
+ABOUT_CHECKS = ("00a_checks", "19_course", "98e_grading")  # they show a keyed check or a graded answer as examples
 
 
 def test_student_edition_shows_no_instructor_answer_or_check_output(site):
