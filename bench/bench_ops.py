@@ -38,6 +38,9 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, busy_note, header, probes_1t_2t, record, stats_cells, table, timed  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from gpu_check import random_batch  # noqa: E402  (the GPU check's batch: the same shapes on both)
+
 import ris_nb.models  # noqa: E402,F401  (registers the models)
 from ris_nb.core import build_model, get_preset, seed_everything  # noqa: E402
 from ris_nb.models.encoders import offline_random  # noqa: E402
@@ -163,23 +166,6 @@ def learner_step(model, batch, cfg):
     return step
 
 
-def synthetic_batch(batch_size: int, size: int, vocab: int, tokens: int = 20):
-    "Random images and token ids, a disc-shaped mask per sample (a fixed seed)."
-    from ris_nb.data.transforms import Batch
-
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, vocab, (batch_size, tokens), generator=g)
-    ids[:, 0], ids[:, -1] = 101, 102  # BERT's [CLS] and [SEP]
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    disc = (((yy - size / 2) ** 2 + (xx - size / 3) ** 2) < (size / 5) ** 2).float()
-    return Batch(
-        images=torch.randn(batch_size, 3, size, size, generator=g),
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        masks=disc.expand(batch_size, -1, -1).clone(),
-    )
-
-
 def narrowed_paper(size: int, batch: int):
     "magnet_paper, random encoders, `size` px, `batch` samples, float32: (model, batch, cfg)."
     cfg = offline_random(get_preset("magnet_paper")).override(
@@ -187,7 +173,7 @@ def narrowed_paper(size: int, batch: int):
     )
     seed_everything(0)
     model = build_model(cfg)
-    return model, synthetic_batch(batch, size, cfg.model.text.vocab_size), cfg
+    return model, random_batch(batch, size, cfg.model.text.vocab_size), cfg
 
 
 def quickstart(root: Path):
