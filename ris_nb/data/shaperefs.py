@@ -32,11 +32,12 @@ from ris_nb.data.shaperefs_files import (
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
-           'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'MAX_SIZE', 'MAX_IMAGES', 'shape_mask',
-           'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask', 'Obj', 'make_scene',
-           'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences', 'relational_landmarks',
-           'chain_meanings', 'appearance_meanings', 'appearance_picks', 'rich_candidates', 'ref_sentences',
-           'make_image', 'generate', 'ensure_shaperefs', 'shaperefs_data']
+           'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'MAX_SIZE', 'MAX_IMAGES', 'RUNNING_INDEX',
+           'RUNNING_TARGET', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask',
+           'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences',
+           'relational_landmarks', 'chain_meanings', 'appearance_meanings', 'appearance_picks', 'rich_candidates',
+           'ref_sentences', 'make_image', 'generate', 'ensure_shaperefs', 'shaperefs_data', 'RunningScene',
+           'running_scene']
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -853,3 +854,37 @@ def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
         ensure_shaperefs(root / "shaperefs", n_images=n_images, seed=seed, size=size)
         _COURSE_DATA[key] = root
     return _COURSE_DATA[key]
+
+# %% ../../nbs/02_shaperefs.ipynb #0930e441
+RUNNING_INDEX, RUNNING_TARGET = 137, 0  # ours: image 138 of seed 0 (val in folders of 300, 600, 3,000), its object 0
+
+
+@dataclass
+class RunningScene:
+    "One scene and its target: `image` (S,S,3) uint8, `mask` (S,S) bool, the target's `sentences` (of `types`)."
+
+    image: np.ndarray
+    mask: np.ndarray
+    sentence: str  # the first of `sentences`
+    sentences: list[str]
+    types: list[str]
+    objects: list[str]  # every object's name; `objects[target]` is the one referred to
+    target: int
+    image_id: int  # as in every seed-0 ShapeRefs folder that holds it
+    language: str
+
+
+def running_scene(language: str = "plain", size: int = 64) -> RunningScene:
+    """The course's running example, followed from data (02) to mask (17): val image 138 of seed 0 and its small orange
+    circle, not the largest shape and named by no colour alone; its sentences in `language` are verified to fit it
+    alone and are those a seed-0 folder of that language holds. Built in memory, no folder written."""
+    _check_generate_args(1, size, (2, 6), language)
+    img, objs = make_scene(np.random.default_rng([0, RUNNING_INDEX]), size)  # what make_image draws first
+    t, refs = RUNNING_TARGET, make_image(0, RUNNING_INDEX, "val", size, language=language)[2]
+    sents = next((r["sentences"] for r in refs if r["ann"] == t), None)
+    if sents is None:
+        raise ValueError(f"running_scene: at size={size} the {language} language gives the target no sentence; use 64")
+    texts, types = [s["sent"] for s in sents], [s["type"] for s in sents]
+    return RunningScene(
+        img, objs[t].vis, texts[0], texts, types, [o.name for o in objs], t, RUNNING_INDEX + 1, language
+    )
