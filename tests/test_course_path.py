@@ -30,7 +30,8 @@ HARDENING = {  # what belongs in the appendix, as it shows in code
     ),
 }
 MAX_EXPORTED_LINES = 40
-MAX_COURSE_MARKDOWN = 110_500  # lecture prose above each `## Exercises` (+2.1k: 06, 07, 09 show trained models)
+# lecture prose above each `## Exercises`; with the exercises' cap below, the course's markdown may reach 140,000
+MAX_COURSE_MARKDOWN = 104_000
 
 
 def cells(nb: Path) -> list[dict]:
@@ -39,6 +40,11 @@ def cells(nb: Path) -> list[dict]:
 
 def src(cell: dict) -> str:
     return "".join(cell["source"])
+
+
+def code_lines(cell: dict) -> int:
+    "A cell's lines less the output check's mark (`#| check_output`: tools/check_notebooks.py adds it; not code)."
+    return sum(1 for line in src(cell).splitlines() if not re.match(r"\s*#\|\s*check_output\b", line))
 
 
 def is_exported(cell: dict) -> bool:
@@ -72,16 +78,13 @@ def test_no_hardening_in_the_course_path(nb):
 
 @pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
 def test_exported_cells_are_short(nb):
-    long = [
-        (i, n)
-        for i, c in enumerate(cells(nb))
-        if is_exported(c) and (n := len(src(c).splitlines())) > MAX_EXPORTED_LINES
-    ]
+    long = [(i, n) for i, c in enumerate(cells(nb)) if is_exported(c) and (n := code_lines(c)) > MAX_EXPORTED_LINES]
     assert not long, f"{nb.name}: exported cells over {MAX_EXPORTED_LINES} lines (cell index, lines): {long}"
 
 
 # Exercises are counted apart, under their own cap: they are questions and hints, not lecture prose, and giving a
-# notebook exercises (as the course promises) must not force its lecture to be cut; together: 130,000 at the split.
+# notebook exercises (as the course promises) must not force its lecture to be cut; together: 140,000 (room for the
+# architecture figures' captions, the equations and the summaries).
 MAX_EXERCISE_MARKDOWN = 36_000
 RUN_ALL_LINE = re.compile(r"\*\*Run All:\*\*[^\n]*")
 
@@ -147,14 +150,14 @@ def test_a_model_refers_by_the_third_notebook():
     )
 
 
-RUN_ALL_TIMES = NBS / "results" / "run_all_times.csv"  # tools/run_all_times.py
+RUN_MANIFEST = NBS / "results" / "run_manifest.csv"  # tools/run_all.py: the run that saved each notebook's outputs
 RUN_ALL = re.compile(r"\*\*Run All:\*\* about (\d+) min")
 
 
 def measured_run_all() -> dict[str, float]:
     import csv
 
-    with RUN_ALL_TIMES.open() as f:
+    with RUN_MANIFEST.open() as f:
         return {r["notebook"]: float(r["seconds"]) for r in csv.DictReader(f) if not r["error"]}
 
 

@@ -7,17 +7,29 @@ its folder, `--n_workers` at a time), and a marked cell whose text now differs f
 with its first differing line. Compared: stdout, stderr less Python's warnings, and the text of results and displays
 (markdown where there is some, else plain text). Not compared: images, widgets, blank lines. Masked on both sides:
 times and rates (`12.3 s`, `31 CPU s`, `4 ms`, `250 images/s`, `0:01:02`), the temporary folder (`<tmp>`, as
-`tools/rerun_notebook.py` writes it), memory addresses, progress-bar lines; every other number must match exactly.
-Mark only cells whose output does not depend on `IN_TEST` or on the CPU (a trained model's loss and scores move in
-their last digits between CPU models: 02a's TinyRefer scored 50.4 val oIoU on one, 50.7 on another); refresh a
-stale one with `python tools/rerun_notebook.py nbs/X.ipynb --cells N,...` (and the cells it depends on).
+`tools/rerun_notebook.py` writes it), memory addresses, progress-bar lines; under `#| check_output` every other number
+must match exactly. Under `#| check_output: numbers` (for numbers that move in their last digits between CPU models: a
+trained model's loss and scores; 02a's TinyRefer scored 50.4 val oIoU on one, 50.7 on another) the text and the lines
+must match exactly and each number only within 5 % or one unit of its last printed digit.
+
+`--mark` proposes the marks: it runs the notebooks as the check does, compares every unmarked code cell's text output
+with its saved one, and marks the cells that match: `#| check_output` when exactly, else `#| check_output: numbers`
+when within the tolerance. A cell whose output depends on `IN_TEST` (a shorter loop under test) matches under neither
+and stays unmarked; each one is listed. Run it after the notebooks' outputs were saved by one run
+(`tools/run_all.py`); the marks are not part of the sources `tools/run_all.py` hashes. `--coverage` counts, without
+running anything, the code cells with text output and the share of them marked (the course: 00–89, and all).
+Refresh a stale output with `python tools/rerun_notebook.py nbs/X.ipynb --cells N,...` (and the cells it depends
+on), or `python tools/run_all.py nbs/X.ipynb`.
 
     python tools/check_notebooks.py [--path nbs/00_core.ipynb] [--flags slow] [--n_workers 2] [--timing]
+    python tools/check_notebooks.py --mark [--path nbs/06_lavt.ipynb] [--n_workers 2]
+    python tools/check_notebooks.py --coverage
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -29,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rerun_notebook import sanitise_text  # noqa: E402  (the temp-folder rule the saved outputs were written with)
 
 MARK = "check_output"
+NUMBERS = "numbers"  # `#| check_output: numbers`: numbers within a tolerance
+REL_TOL = 0.05
 MASKS = [
     (re.compile(r"\b\d+:\d\d(:\d\d)?(\.\d+)?\b"), "<clock>"),
     (re.compile(r"\d[\d,]*(\.\d+)?(e-?\d+)?\s?(\w+ ?)?/s\b"), "<rate>"),
@@ -74,11 +88,37 @@ def reader_lines(outputs: list) -> list[str]:
     return [mask(line.rstrip()) for line in text.splitlines() if line.strip() and not PROGRESS_LINE.search(line)]
 
 
-def first_difference(saved: list[str], now: list[str]) -> str | None:
-    "None when the two agree, else where they first differ, quoted."
+# a number standing alone (not inside a name such as float32): 1,718  -0.25  3.2e-05  50.4
+NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def _unit(number: str) -> float:
+    "One unit of the last printed digit: '50.4' -> 0.1, '1,718' -> 1, '3.25e-05' -> 1e-07."
+    mantissa, _, exponent = number.lower().partition("e")
+    decimals = len(mantissa.partition(".")[2])
+    return 10.0 ** (int(exponent or 0) - decimals)
+
+
+def numbers_close(saved: str, now: str) -> bool:
+    "Two printed numbers within `REL_TOL` of the larger, or one unit of the saved one's last digit."
+    a, b = float(saved.replace(",", "")), float(now.replace(",", ""))
+    return abs(a - b) <= max(REL_TOL * max(abs(a), abs(b)), _unit(saved) * 1.000001)
+
+
+def lines_agree(saved: str, now: str, mode: str) -> bool:
+    "One line each: equal; under `numbers`, equal text around numbers that are `numbers_close`."
     if saved == now:
+        return True
+    if mode != NUMBERS or NUMBER.sub("#", saved) != NUMBER.sub("#", now):
+        return False
+    return all(numbers_close(a, b) for a, b in zip(NUMBER.findall(saved), NUMBER.findall(now)))
+
+
+def first_difference(saved: list[str], now: list[str], mode: str = "") -> str | None:
+    "None when the two agree (under `mode`: '' exact, 'numbers' within the tolerance), else where they first differ."
+    if len(saved) == len(now) and all(lines_agree(a, b, mode) for a, b in zip(saved, now)):
         return None
-    i = next((i for i, (a, b) in enumerate(zip(saved, now)) if a != b), min(len(saved), len(now)))
+    i = next((i for i, (a, b) in enumerate(zip(saved, now)) if not lines_agree(a, b, mode)), min(len(saved), len(now)))
     show = lambda lines: repr(lines[i]) if i < len(lines) else "(no more lines)"  # noqa: E731
     return f"line {i + 1} of {len(saved)} saved / {len(now)} now\n      saved: {show(saved)}\n      now:   {show(now)}"
 
@@ -91,13 +131,26 @@ def is_skipped(cell, flags: set[str]) -> bool:
     return direc.get("eval:", [""])[0].lower() == "false" or bool(flags & direc.keys())
 
 
+def mark_mode(directives: dict) -> str | None:
+    "None for an unmarked cell, '' for `#| check_output`, 'numbers' for `#| check_output: numbers`."
+    for key in (MARK, MARK + ":"):
+        if key in directives:
+            args = directives[key]
+            if args not in ([], [NUMBERS]):
+                raise ValueError(f"#| {MARK}: expected no argument or '{NUMBERS}', got {' '.join(args)!r}")
+            return args[0] if args else ""
+    return None
+
+
 def check_notebook(
     path: Path,
     skip_flags: list[str],
     force_flags: list[str],
     basepath: Path | None = None,
-) -> tuple[bool, float, list[str]]:
-    "Run `path` as nbdev_test does: (no error and every marked output as saved, seconds, one message per problem)."
+    collect: bool = False,
+) -> tuple[bool, float, list[str], dict[int, tuple[list[str], list[str], str]]]:
+    """Run `path` as nbdev_test does: (no error and every marked output as saved, seconds, one message per problem,
+    and with `collect` each unmarked cell's saved and new text lines and its source as run, by cell index)."""
     from execnb.shell import CaptureShell
     from fastcore.basics import str2bool
     from fastcore.foundation import working_directory
@@ -107,21 +160,31 @@ def check_notebook(
     if basepath:
         sys.path.insert(0, str(basepath))
     os.environ["IN_TEST"] = "1"
+    sources = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]]  # directives included
     nb = NBProcessor(path, procs=FrontmatterProc, process=True).nb
     if str2bool(getattr(nb, "frontmatter_", {}).get("skip_exec", False)) or nb_lang(nb) != "python":
-        return True, 0.0, []
-    flags, saved, problems = set(skip_flags) - set(force_flags), {}, []
+        return True, 0.0, [], {}
+    flags, saved, problems, collected = set(skip_flags) - set(force_flags), {}, [], {}
 
     def before(cell) -> bool:
         if is_skipped(cell, flags):
             return True
-        if MARK in (getattr(cell, "directives_", {}) or {}):
-            saved[cell.idx_], cell.outputs = reader_lines(cell.get("outputs", [])), []
+        mode = mark_mode(getattr(cell, "directives_", {}) or {})
+        if mode is not None or collect:
+            saved[cell.idx_], cell.outputs = (reader_lines(cell.get("outputs", [])), mode), []
         return False
 
     def after(cell) -> None:
-        if cell.idx_ in saved and (diff := first_difference(saved[cell.idx_], reader_lines(cell.outputs))):
-            problems.append(f"{path.name} cell {cell.idx_} (#| {MARK}): saved output is not what it prints now, {diff}")
+        if cell.idx_ not in saved:
+            return
+        (lines, mode), now = saved[cell.idx_], reader_lines(cell.outputs)
+        if mode is None:
+            collected[cell.idx_] = (lines, now, sources[cell.idx_])
+        elif diff := first_difference(lines, now, mode):
+            label = MARK + (f": {mode}" if mode else "")
+            problems.append(
+                f"{path.name} cell {cell.idx_} (#| {label}): saved output is not what it prints now, {diff}"
+            )
 
     start, shell = time.time(), CaptureShell(path)
     try:
@@ -130,7 +193,59 @@ def check_notebook(
     except Exception:
         tb = shell.prettytb(fname=path) if shell.exc is not None else traceback.format_exc()
         problems.append(f"{path.name}: stopped by an error\n{tb}")
-    return not problems, time.time() - start, problems
+    return not problems, time.time() - start, problems, collected
+
+
+def proposed_marks(collected: dict[int, tuple]) -> tuple[dict[int, str], list[int]]:
+    "The mark for each collected cell with saved text that matches ('' exact, else 'numbers'); the cells that differ."
+    marks, differ = {}, []
+    for i, (saved, now, _) in sorted(collected.items()):
+        if not saved:
+            continue
+        mode = next((m for m in ("", NUMBERS) if first_difference(saved, now, m) is None), None)
+        if mode is None:
+            differ.append(i)
+        else:
+            marks[i] = mode
+    return marks, differ
+
+
+DIRECTIVE = re.compile(r"\s*#\|")
+
+
+def add_marks(path: Path, marks: dict[int, str], ran_sources: dict[int, str]) -> int:
+    """Write `marks` into `path`'s cells (after their leading directives), skipping a cell whose source changed since
+    it ran or that opens with a cell magic; how many were written."""
+    nb, done = json.loads(path.read_text()), 0
+    for i, mode in marks.items():
+        cell = nb["cells"][i]
+        source = "".join(cell["source"])
+        if source != ran_sources.get(i) or source.startswith("%%"):
+            continue
+        lines = source.splitlines(keepends=True)
+        at = next((k for k, line in enumerate(lines) if not DIRECTIVE.match(line)), len(lines))
+        lines.insert(at, f"#| {MARK}" + (f": {mode}" if mode else "") + "\n")
+        cell["source"], done = lines, done + 1
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return done
+
+
+def has_text_output(cell: dict) -> bool:
+    "A code cell whose saved outputs hold text a reader sees (what the check compares)."
+    return cell["cell_type"] == "code" and bool(reader_lines(cell.get("outputs", [])))
+
+
+def is_marked(cell: dict) -> bool:
+    return bool(re.search(rf"^\s*#\|\s*{MARK}\b", "".join(cell["source"]), re.M))
+
+
+def coverage(files: list[Path]) -> dict[str, tuple[int, int]]:
+    "Per notebook: (code cells with text output, those marked for the output check)."
+    out = {}
+    for f in files:
+        cells = [c for c in json.loads(f.read_text())["cells"] if has_text_output(c)]
+        out[f.stem] = (len(cells), sum(map(is_marked, cells)))
+    return out
 
 
 def notebooks(path: str | None) -> list[Path]:
@@ -140,7 +255,7 @@ def notebooks(path: str | None) -> list[Path]:
     return [f.absolute() for f in sorted(nbglob(path, as_path=True)) if not (f.parent / ".notest").exists()]
 
 
-def check_all(files: list[Path], force_flags: list[str], n_workers: int | None) -> list[tuple[bool, float, list[str]]]:
+def check_all(files: list[Path], force_flags: list[str], n_workers: int | None, collect: bool = False) -> list[tuple]:
     "`check_notebook` over `files` in parallel, from the notebooks' folder, as nbdev_test runs them."
     from fastcore.foundation import working_directory
     from fastcore.parallel import parallel
@@ -157,9 +272,35 @@ def check_all(files: list[Path], force_flags: list[str], n_workers: int | None) 
                 skip_flags=cfg.tst_flags.split(),
                 force_flags=force_flags,
                 basepath=cfg.config_path,
+                collect=collect,
                 n_workers=n_workers,
                 pause=0.01,
             )
+        )
+
+
+def report_coverage(files: list[Path]) -> None:
+    "Print the marked share of code cells with text output: each notebook, the course (00–89) and all."
+    cov = coverage(files)
+    for name, (n, marked) in cov.items():
+        print(f"{name}: {marked} of {n} marked")
+    for what, names in (("course (00-89)", [k for k in cov if re.match(r"[0-8]\d", k)]), ("all", list(cov))):
+        n, marked = sum(cov[k][0] for k in names), sum(cov[k][1] for k in names)
+        print(f"{what}: {marked} of {n} code cells with text output marked ({100 * marked / max(n, 1):.1f} %)")
+
+
+def mark(files: list[Path], results: list[tuple]) -> None:
+    "Write the proposed marks into each notebook that ran without a problem; print what was marked and what differs."
+    for f, (ok, _, problems, collected) in zip(files, results):
+        if not ok:
+            print(f"{f.name}: not marked ({len(problems)} problem(s) above)")
+            continue
+        marks, differ = proposed_marks(collected)
+        written = add_marks(f, marks, {i: c[2] for i, c in collected.items()}) if marks else 0
+        exact = sum(1 for m in marks.values() if not m)
+        print(
+            f"{f.name}: marked {written} ({exact} exact, {len(marks) - exact} numbers); "
+            f"{len(differ)} differ from their saved output (IN_TEST or the CPU): cells {differ}"
         )
 
 
@@ -170,19 +311,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flags", default="", help="space-separated tst_flags to run anyway, e.g. 'slow'")
     ap.add_argument("--n_workers", type=int, default=None, help="parallel notebooks (default: one per core, at most 8)")
     ap.add_argument("--timing", action="store_true", help="print each notebook's seconds, slowest first")
+    ap.add_argument("--mark", action="store_true", help="mark the unmarked cells whose output matches")
+    ap.add_argument("--coverage", action="store_true", help="count the marked cells (runs nothing)")
     args = ap.parse_args(argv)
     files = notebooks(args.path)
     if not files:
         print("No files were eligible for testing")
         return 0
-    results = check_all(files, args.flags.split(), args.n_workers)
-    for _, _, problems in results:
+    if args.coverage:
+        return report_coverage(files) or 0
+    results = check_all(files, args.flags.split(), args.n_workers, collect=args.mark)
+    for _, _, problems, _ in results:
         for p in problems:
             sys.stderr.write(p + "\n\n")
-    failed = [f.name for f, (ok, _, _) in zip(files, results) if not ok]
+    if args.mark:
+        mark(files, results)
+    failed = [f.name for f, (ok, *_) in zip(files, results) if not ok]
     print("Success." if not failed else "Notebooks failing (an error or a stale marked output): " + ", ".join(failed))
     if args.timing:
-        for f, (_, secs, _) in sorted(zip(files, results), key=lambda r: r[1][1], reverse=True):
+        for f, (_, secs, *_) in sorted(zip(files, results), key=lambda r: r[1][1], reverse=True):
             print(f"{f.name}: {int(secs)} secs")
     return 1 if failed else 0
 

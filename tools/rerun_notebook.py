@@ -81,7 +81,11 @@ def rerun_cells(path: Path, cells: list[int], timeout: int = 3600) -> None:
     code = [i for i in cells if nb.cells[i].cell_type == "code"]
     sub = nbformat.v4.new_notebook(metadata=nb.metadata, cells=[nb.cells[i] for i in code])
     NotebookClient(
-        sub, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        sub,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+        coalesce_streams=True,
     ).execute()
     done = sanitise(json.loads(nbformat.writes(sub)))
     saved = json.loads(path.read_text())  # re-read: outputs of the other cells stay as they were

@@ -1,0 +1,143 @@
+"""One run behind every saved output: `nbs/results/run_manifest.csv` (written by `tools/run_all.py`) holds, for every
+notebook, the run whose outputs it saved, and the hash of the sources that ran; a notebook edited since fails here. And
+the output check's tolerant mode (`#| check_output: numbers`, tools/check_notebooks.py) and its marking. Nothing is
+executed."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT / "nbs"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_all, check_notebooks = load("run_all"), load("check_notebooks")
+COURSE = sorted(NBS.glob("[0-8][0-9]*.ipynb"))
+
+
+def manifest() -> dict[str, dict]:
+    with run_all.MANIFEST.open() as f:
+        return {r["notebook"]: r for r in csv.DictReader(f)}
+
+
+def rerun(name: str) -> str:
+    return f"re-run it: python tools/run_all.py nbs/{name}.ipynb (then commit the notebook and {run_all.MANIFEST.name})"
+
+
+def test_every_course_notebook_has_a_recorded_run():
+    rows = manifest()
+    missing = [nb.stem for nb in COURSE if nb.stem not in rows]
+    assert not missing, f"no row in nbs/results/{run_all.MANIFEST.name} for {missing}: {rerun(missing[0])}"
+    gone = [name for name in rows if not (NBS / f"{name}.ipynb").exists()]
+    assert not gone, f"nbs/results/{run_all.MANIFEST.name} has rows for notebooks that do not exist: {gone}"
+
+
+@pytest.mark.parametrize("name", sorted(manifest()))
+def test_saved_outputs_come_from_the_recorded_run_of_these_sources(name):
+    row = manifest()[name]
+    assert not row["error"], f"{name}: its recorded Run All stopped on an error ({row['error']}); {rerun(name)}"
+    assert row["sources_sha256"], f"{name}: no run of its current sources is recorded; {rerun(name)}"
+    now = run_all.sources_hash(NBS / f"{name}.ipynb")
+    assert now == row["sources_sha256"], (
+        f"{name}: its sources changed after the run that saved its outputs (recorded {row['sources_sha256']} at "
+        f"{row['commit']} on {row['date']}, now {now}); {rerun(name)}"
+    )
+
+
+def notebook(*sources: str) -> dict:
+    return {"cells": [{"cell_type": "code", "source": s, "outputs": [], "metadata": {}} for s in sources]}
+
+
+def test_sources_hash_ignores_outputs_metadata_and_check_marks_but_not_code(tmp_path):
+    p = tmp_path / "x.ipynb"
+
+    def hashed(nb: dict) -> str:
+        p.write_text(json.dumps(nb))
+        return run_all.sources_hash(p)
+
+    base = hashed(notebook("#| export\nx = 1", "print(x)"))
+    ran = notebook("#| export\nx = 1", "print(x)")
+    ran["cells"][1] |= {"outputs": [{"output_type": "stream", "name": "stdout", "text": "1\n"}], "execution_count": 3}
+    ran["metadata"] = {"kernelspec": {"name": "python3"}}
+    assert hashed(ran) == base
+    assert hashed(notebook("#| export\nx = 1", "#| check_output: numbers\nprint(x)")) == base
+    assert hashed(notebook("#| export\nx = 1", "#| check_output\nprint(x)")) == base
+    assert hashed(notebook("#| export\nx = 2", "print(x)")) != base
+    md = notebook("#| export\nx = 1", "print(x)")
+    md["cells"][1]["cell_type"] = "markdown"
+    assert hashed(md) != base
+
+
+def test_statement_rounds_up_and_says_when_run_beside_another():
+    row = {"seconds": "61.0", "probe_1t_ms": "2.3", "jobs": "1"}
+    assert run_all.statement(row).startswith("**Run All:** about 2 min") and "beside" not in run_all.statement(row)
+    assert "beside another notebook" in run_all.statement(row | {"jobs": "2"})
+    assert run_all.STATEMENT.search("intro\n\n" + run_all.statement(row))
+
+
+def stdout(text: str) -> dict:
+    return {"output_type": "stream", "name": "stdout", "text": text}
+
+
+def test_numbers_mode_compares_numbers_within_the_tolerance_and_the_rest_exactly():
+    diff = check_notebooks.first_difference
+    saved = ["val oIoU 50.4, loss 0.6931 after 1,800 steps", "tensor([0.1250, 2.0000])"]
+    cpu = ["val oIoU 50.7, loss 0.6925 after 1,800 steps", "tensor([0.1262, 2.0010])"]
+    assert diff(saved, cpu) is not None and diff(saved, cpu, "numbers") is None
+    assert diff(saved, ["val oIoU 35.2, loss 0.6931 after 1,800 steps", saved[1]], "numbers")  # beyond 5 %
+    assert diff(saved, ["val mIoU 50.4, loss 0.6931 after 1,800 steps", saved[1]], "numbers")  # other text
+    assert diff(saved, saved[:1], "numbers")  # a line less
+    assert diff(["float32 lavt_tiny 12"], ["float16 lavt_tiny 12"], "numbers")  # a number inside a name is text
+    assert check_notebooks.numbers_close("3", "4") and not check_notebooks.numbers_close("3", "5")
+    assert check_notebooks.numbers_close("3.25e-05", "3.3e-05") and not check_notebooks.numbers_close("40", "400")
+
+
+def test_mark_modes_are_read_from_the_directives():
+    mode = check_notebooks.mark_mode
+    assert mode({}) is None and mode({"check_output": []}) == "" and mode({"check_output:": ["numbers"]}) == "numbers"
+    with pytest.raises(ValueError, match="check_output"):
+        mode({"check_output:": ["loose"]})
+
+
+def test_marks_go_where_the_output_matches_after_the_leading_directives(tmp_path):
+    cells = [
+        "#| echo: false\nprint('exact')",
+        "print('loss', 0.6931)",
+        "print('steps', 400)",
+        "print('unchanged since the run')",
+        "%%time\nprint(1)",
+    ]
+    p = tmp_path / "m.ipynb"
+    p.write_text(json.dumps(notebook(*cells)))
+    collected = {
+        0: (["exact"], ["exact"], cells[0]),
+        1: (["loss 0.6931"], ["loss 0.6925"], cells[1]),
+        2: (["steps 400"], ["steps 40"], cells[2]),  # IN_TEST runs fewer
+        3: (["same"], ["same"], "print('edited after the run')"),
+        4: (["1"], ["1"], cells[4]),
+        5: ([], [], ""),  # no text output: nothing to mark
+    }
+    marks, differ = check_notebooks.proposed_marks(collected)
+    assert marks == {0: "", 1: "numbers", 3: "", 4: ""} and differ == [2]
+    assert check_notebooks.add_marks(p, marks, {i: c[2] for i, c in collected.items()}) == 2
+    got = ["".join(c["source"]) for c in json.loads(p.read_text())["cells"]]
+    assert got[0] == "#| echo: false\n#| check_output\nprint('exact')"
+    assert got[1] == "#| check_output: numbers\nprint('loss', 0.6931)"
+    assert got[2:] == cells[2:]  # differs; edited since the run; a cell magic must stay first
+
+
+def test_coverage_counts_cells_with_text_output(tmp_path):
+    nb = notebook("#| check_output\nprint(1)", "print(2)", "x = 3")
+    nb["cells"][0]["outputs"] = nb["cells"][1]["outputs"] = [stdout("1\n")]
+    (tmp_path / "01_x.ipynb").write_text(json.dumps(nb))
+    assert check_notebooks.coverage([tmp_path / "01_x.ipynb"]) == {"01_x": (2, 1)}

@@ -1,0 +1,206 @@
+"""Re-execute notebooks as a student's *Run All* does and save what they print: `python tools/run_all.py` (default:
+every notebook in nbs/), or `python tools/run_all.py nbs/06_lavt.ipynb ...`.
+
+Each notebook runs in a fresh kernel, in nbs/, every code cell in order (Jupyter's Run All ignores nbdev's `#| slow`
+and `#| eval: false`), without `IN_TEST`, `OMP_NUM_THREADS` or `MPLBACKEND` (every core, figures drawn inline). Just
+before it, the 512³ float32 matmul probe is measured on one and on two threads, each in a fresh process. When the run
+ends without an error, the outputs are written into the notebook (sanitised as `tools/rerun_notebook.py` does: no temp
+folder, progress bar or widget state), the first cell's `**Run All:** about N min …` statement is rewritten from this
+run (course notebooks, and any notebook that already states one), and `nbdev_clean --fname` cleans the file. A
+notebook that stops on an error keeps its file as it was.
+
+Every run, failed or not, replaces the notebook's row in `nbs/results/run_manifest.csv`: notebook, commit (HEAD at the
+run; `+dirty` when run with `--allow-dirty`), date (UTC), seconds (wall, whole Run All), error (the first one, or
+empty), probe_1t_ms, probe_2t_ms, jobs (notebooks run at once), sources_sha256 (`sources_hash`: the cells' types and
+sources once the statement is written; outputs, metadata and `#| check_output` marks are left out, so saving outputs
+or marking a cell for the output check keeps the hash). `tests/test_manifest.py` fails when a notebook's sources no
+longer hash to its row.
+
+The tool refuses a notebook with uncommitted changes, or a run while `ris_nb/`, settings.ini or setup.py differ from
+HEAD (the record names a commit: the run must be that commit's); `--allow-dirty` runs anyway and records `+dirty`.
+`--jobs 2` runs two notebooks at once (longest recorded first): faster, but the notebooks share the cores, so each
+one's seconds and probe come out larger than alone, and its statement says it was measured beside another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rerun_notebook import sanitise  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT / "nbs"
+MANIFEST = NBS / "results" / "run_manifest.csv"
+FIELDS = ["notebook", "commit", "date", "seconds", "error", "probe_1t_ms", "probe_2t_ms", "jobs", "sources_sha256"]
+LIBRARY = ["ris_nb", "settings.ini", "setup.py"]  # what a notebook imports: it must be the recorded commit's
+KERNEL_ENV_DROP = ("IN_TEST", "OMP_NUM_THREADS", "MPLBACKEND")  # a student's kernel has none of them
+STATEMENT = re.compile(r"\n*\*\*Run All:\*\*[^\n]*")
+CHECK_MARK = re.compile(r"^#\|\s*check_output\b[^\n]*\n?", re.M)  # tools/check_notebooks.py's mark
+
+
+def course_notebooks() -> list[Path]:
+    "The course path: notebooks numbered 00–89."
+    return sorted(NBS.glob("[0-8][0-9]*.ipynb"))
+
+
+def sources_hash(path: Path) -> str:
+    "SHA-256 (first 16 hex digits) of `path`'s cell types and sources, `#| check_output` marks left out."
+    cells = json.loads(path.read_text())["cells"]
+    parts = [[c["cell_type"], CHECK_MARK.sub("", "".join(c["source"]))] for c in cells]
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def probe(threads: int) -> float:
+    "The 512³ float32 matmul probe (ms, fastest of 5) on `threads` threads, in a fresh process."
+    code = f"from ris_nb.testing import probe_ms; print(probe_ms(threads={threads}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    return round(float(out.stdout.strip().splitlines()[-1]), 2)
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+
+
+def dirty(paths: list[str]) -> list[str]:
+    "Those of `paths` (files or folders) with tracked changes against HEAD."
+    out = git("status", "--porcelain", "--untracked-files=no", "--", *paths)
+    return [line[3:] for line in out.splitlines()]
+
+
+def execute(path: Path, timeout: int) -> tuple[dict, float, str]:
+    "Run All of `path` in a fresh kernel in its folder: (the executed notebook as a dict, wall seconds, first error)."
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_ENV_DROP}
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": path.parent}}, coalesce_streams=True
+    )
+    t0, error = time.perf_counter(), ""
+    try:
+        client.execute(env=env)
+    except CellExecutionError as e:
+        error = str(e).strip().splitlines()[-1][:200]
+    return json.loads(nbformat.writes(nb)), time.perf_counter() - t0, error
+
+
+def statement(row: dict) -> str:
+    "The first cell's sentence for a manifest row."
+    seconds = float(row["seconds"])
+    beside = " beside another notebook" if int(row["jobs"]) > 1 else ""
+    return (
+        f"**Run All:** about {max(1, math.ceil(seconds / 60))} min on a laptop CPU (measured {seconds:.0f} s on "
+        f"{os.cpu_count()} cores{beside}, 512³ matmul probe {row['probe_1t_ms']} ms on one thread); it needs nothing "
+        "run before it."
+    )
+
+
+def save(path: Path, done: dict, row: dict) -> None:
+    "Write the executed outputs (sanitised) and the row's statement into `path`; clean it with nbdev_clean."
+    saved = json.loads(path.read_text())
+    done = sanitise(done)
+    for cell, ran in zip(saved["cells"], done["cells"]):
+        if cell["cell_type"] == "code":
+            cell["outputs"] = ran["outputs"]
+    first = "".join(saved["cells"][0]["source"])
+    if path in course_notebooks() or STATEMENT.search(first):
+        text = STATEMENT.sub("", first).rstrip("\n") + "\n\n" + statement(row)
+        saved["cells"][0]["source"] = text.splitlines(keepends=True)
+    path.write_text(json.dumps(saved, indent=1, ensure_ascii=False) + "\n")
+    subprocess.run([str(Path(sys.executable).parent / "nbdev_clean"), "--fname", str(path)], check=True, cwd=ROOT)
+
+
+def read_manifest() -> dict[str, dict]:
+    if not MANIFEST.exists():
+        return {}
+    with MANIFEST.open() as f:
+        return {r["notebook"]: r for r in csv.DictReader(f)}
+
+
+def write_manifest(rows: dict[str, dict]) -> None:
+    "Write the manifest, sorted by notebook, through a temporary file."
+    tmp = MANIFEST.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        w.writeheader()
+        w.writerows(rows[k] for k in sorted(rows))
+    tmp.replace(MANIFEST)
+
+
+def run_one(path: Path, commit: str, jobs: int, timeout: int) -> dict:
+    "Probe, Run All and (without an error) save `path`; its manifest row."
+    before = sources_hash(path)
+    p1, p2 = probe(1), probe(2)
+    done, seconds, error = execute(path, timeout)
+    if not error and sources_hash(path) != before:
+        error = "the notebook's sources changed on disk during the run: outputs not saved"
+    row = {
+        "notebook": path.stem,
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+        "seconds": round(seconds, 1),
+        "error": error,
+        "probe_1t_ms": p1,
+        "probe_2t_ms": p2,
+        "jobs": jobs,
+        "sources_sha256": "",
+    }
+    if not error:
+        save(path, done, row)
+    row["sources_sha256"] = sources_hash(path)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook in nbs/")
+    ap.add_argument("--jobs", type=int, default=1, help="notebooks at once (more inflates each one's seconds)")
+    ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    ap.add_argument("--allow-dirty", action="store_true", help="run uncommitted notebooks; the commit gets '+dirty'")
+    args = ap.parse_args(argv)
+    paths = [p.resolve() for p in args.notebooks] or sorted(NBS.glob("*.ipynb"))
+    if missing := [str(p) for p in paths if not p.exists() or p.suffix != ".ipynb"]:
+        ap.error(f"no such notebook: {', '.join(missing)}")
+    changed = dirty([*LIBRARY, *(str(p.relative_to(ROOT)) for p in paths)])
+    if changed and not args.allow_dirty:
+        ap.error(f"uncommitted changes in {', '.join(changed)}: commit them first (or --allow-dirty)")
+    commit = git("rev-parse", "--short=12", "HEAD").strip() + ("+dirty" if changed else "")
+    rows = read_manifest()
+    paths.sort(key=lambda p: -float(rows.get(p.stem, {}).get("seconds") or 0) if args.jobs > 1 else 0)
+    others_before = set(dirty(["."]))
+    failed = []
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run_one, p, commit, args.jobs, args.timeout) for p in paths]
+        for fut in futures:
+            row = fut.result()
+            rows[row["notebook"]] = row
+            write_manifest(rows)
+            failed += [row["notebook"]] * bool(row["error"])
+            err = f"  ERROR {row['error']}" if row["error"] else ""
+            print(
+                f"{row['notebook']}: {row['seconds']:.0f} s (probe {row['probe_1t_ms']} / {row['probe_2t_ms']} ms){err}"
+            )
+    ran = {str(p.relative_to(ROOT)) for p in paths}
+    if extra := sorted(set(dirty(["."])) - others_before - ran - {str(MANIFEST.relative_to(ROOT))}):
+        print(f"tracked files the notebooks changed (a notebook must not): {', '.join(extra)}")
+    if failed:
+        print(f"stopped by an error (outputs not saved): {', '.join(failed)}")
+    return 1 if failed or extra else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
