@@ -1,0 +1,83 @@
+"""Every course lesson (notebooks numbered below 90) reads in one sitting and ends with what it built: a `## Summary`
+(before `## Exercises` when there is one), at most 45 code cells and none over 60 lines, a figure for every 8 exported
+cells, the course's running scene (`running_scene(`) from 02 to 14 and in 17, and the three models' architecture
+figures (ris_nb.diagrams) above the code that builds them."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from test_course_path import cells, code_lines, code_only, is_exported, src
+
+NBS = Path(__file__).resolve().parents[1] / "nbs"
+COURSE = sorted(NBS.glob("[0-8][0-9]*.ipynb"))
+MAX_CODE_CELLS, MAX_CELL_LINES, EXPORTED_PER_FIGURE = 45, 60, 8
+RUNNING_SCENE = [nb for nb in COURSE if "02" <= nb.stem[:2] <= "14" or nb.stem[:2] == "17"]
+ARCHITECTURE = {"LAVT": (["06"], "draw_lavt"), "MagNet": (["09"], "draw_magnet"), "SaG": (["10", "11"], "draw_sag")}
+
+
+def code_cells(nb: Path) -> list[tuple[int, dict]]:
+    return [(i, c) for i, c in enumerate(cells(nb)) if c["cell_type"] == "code"]
+
+
+def calls(cell: dict, name: str) -> bool:
+    "The cell's code (comments and strings aside) calls `name`."
+    return re.search(rf"\b{name}\(", code_only(src(cell))) is not None
+
+
+def headings(nb: Path, title: str) -> list[int]:
+    "Indices of the markdown cells holding a `## <title>` heading."
+    pattern = re.compile(rf"^##\s+{title}\b", re.M)
+    return [i for i, c in enumerate(cells(nb)) if c["cell_type"] == "markdown" and pattern.search(src(c))]
+
+
+@pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
+def test_lesson_ends_with_a_summary(nb):
+    summary, exercises = headings(nb, "Summary"), headings(nb, "Exercises")
+    assert summary, f"{nb.name}: no markdown cell with a '## Summary' heading (what was built, its numbers, what next)"
+    if exercises:
+        assert summary[0] < exercises[0], (
+            f"{nb.name}: '## Summary' (cell {summary[0]}) should come before '## Exercises' (cell {exercises[0]})"
+        )
+
+
+@pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
+def test_lesson_is_one_sitting(nb):
+    code = code_cells(nb)
+    assert len(code) <= MAX_CODE_CELLS, f"{nb.name}: {len(code)} code cells (at most {MAX_CODE_CELLS})"
+    long = [(i, n) for i, c in code if (n := code_lines(c)) > MAX_CELL_LINES]
+    assert not long, f"{nb.name}: code cells over {MAX_CELL_LINES} lines (cell index, lines): {long}"
+
+
+@pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
+def test_a_figure_for_every_eight_exported_cells(nb):
+    code = [c for _, c in code_cells(nb)]
+    figures = sum(any("image/png" in o.get("data", {}) for o in c.get("outputs", [])) for c in code)
+    exported = sum(map(is_exported, code))
+    assert figures * EXPORTED_PER_FIGURE >= exported, (
+        f"{nb.name}: {figures} saved figure(s) for {exported} exported cells "
+        f"(at least {-(-exported // EXPORTED_PER_FIGURE)} needed: one per {EXPORTED_PER_FIGURE})"
+    )
+
+
+@pytest.mark.parametrize("nb", RUNNING_SCENE, ids=lambda p: p.stem)
+def test_lesson_follows_the_running_scene(nb):
+    assert any(calls(c, "running_scene") for _, c in code_cells(nb)), (
+        f"{nb.name}: no code cell calls running_scene( (the course's one scene, followed from 02 to 14 and in 17)"
+    )
+
+
+@pytest.mark.parametrize("model", ARCHITECTURE)
+def test_architecture_figure_comes_before_the_code(model):
+    numbers, draw = ARCHITECTURE[model]
+    found = []
+    for nb in [p for p in COURSE if p.stem[:2] in numbers]:
+        code = code_cells(nb)
+        first_export = next((i for i, c in code if is_exported(c)), len(cells(nb)))
+        drawn = next((i for i, c in code if calls(c, draw)), None)
+        if drawn is not None and drawn < first_export:
+            return
+        where = f"called in cell {drawn}" if drawn is not None else "not called"
+        found.append(f"{nb.name}: {draw}( {where}, first exported cell {first_export}")
+    assert False, f"{model}'s architecture figure ({draw}( from ris_nb.diagrams) is not drawn before the code: {found}"
