@@ -26,7 +26,8 @@ from ..io import load_image
 __all__ = ['NORMALIZE', 'TOKENIZER_JSON', 'PAD_TO', 'META_KEYS', 'ImageTransform', 'image_transform', 'resize_mask',
            'denormalize', 'word_tokenizer', 'check_tokenizer_files', 'load_tokenizer', 'save_tokenizer',
            'build_tokenizer', 'tokenizer_fingerprint', 'encode_text', 'Batch', 'RISDataset', 'Collate', 'set_epoch',
-           'make_loader', 'check_splits', 'check_config_arg', 'make_datasets', 'make_loaders', 'make_dataloaders']
+           'make_loader', 'check_splits', 'check_config_arg', 'make_datasets', 'make_loaders', 'make_dataloaders',
+           'running_batch']
 
 # %% ../../nbs/04_transforms.ipynb #f96a123a
 NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
@@ -412,3 +413,15 @@ def make_dataloaders(cfg: Config, tokenizer: Any = None, splits: Sequence[str] |
     """DataLoaders keyed by split, for `splits` (default: train, val, tests of `cfg.data`); train shuffled;
     `tokenizer=None` builds `cfg.data.tokenizer`."""
     return make_loaders(make_datasets(cfg, tokenizer, splits), cfg)
+
+# %% ../../nbs/04_transforms.ipynb #4b456cba
+def running_batch(scene, tokenizer, cfg: Config) -> Batch:
+    "A `RunningScene` (`ris_nb.data.shaperefs.running_scene`) as a `Batch` of one, transformed as `cfg.data` says."
+    d = cfg.data
+    meta = dict(ref_id=None, sent_id=None, ann_id=None, image_id=scene.image_id, orig_size=scene.mask.shape)
+    meta.update(sentence=scene.sentence, expr_type=scene.types[0], split="val")  # no folder: no ref, sent, ann ids
+    item = dict(
+        image=ImageTransform(d.image_size, d.normalize)(scene.image), mask=resize_mask(scene.mask, d.image_size)
+    )
+    item.update(orig_mask=torch.from_numpy(scene.mask.copy()), meta=meta)
+    return Collate(tokenizer, d.max_tokens, d.pad_to)([item])
