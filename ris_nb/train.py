@@ -82,8 +82,6 @@ from ris_nb.distributed import (
     save_checkpoint,
     stale_temp_files,
 )
-
-# %% ../nbs/12_training.ipynb #rf12a002
 from ris_nb.run_folder import (  # built in 93a_run_folders (appendix)
     check_data_unchanged,
     checkpoint_paths,
@@ -544,7 +542,7 @@ def default_callbacks(run_dir: Path, val_loader: DataLoader | None, evaluate: Ca
         cbs.append(EvalCB(val_loader, run_dir, evaluate))
     return cbs
 
-# %% ../nbs/12_training.ipynb #5169ffc7
+
 def _check_parts(model: Any, loaders: Any, cbs: Any = ()) -> None:
     "A `TypeError` naming the argument of `fit` (model, loaders, cbs) that is not of the type it takes."
     if not isinstance(model, nn.Module):
@@ -558,6 +556,11 @@ def _check_parts(model: Any, loaders: Any, cbs: Any = ()) -> None:
         raise TypeError(f"cbs={cbs!r}: expected a list of Callback objects, e.g. [ProgressCB()]")
 
 # %% ../nbs/12_training.ipynb #trun0010
+# built in 92_dataset_writing (appendix): the run folder is checked first
+from .io import check_apart, check_out_dir
+from .data.transforms import save_tokenizer  # built in 04_transforms: the run folder holds the tokenizer
+
+
 EVALUATORS: list[Callable] = []  # the validation `fit` uses when given none: 13_evaluation's `evaluate`, added there
 
 
@@ -722,11 +725,6 @@ def _restore(self: TrainingRun, learn: Learner) -> None:
                 f"({self.cfg.eval.select_metric} {learn.best}) is kept until a validation beats it"
             )
 
-# %% ../nbs/12_training.ipynb #trun0020
-# built in 92_dataset_writing (appendix): the run folder is checked first
-from .io import check_apart, check_out_dir
-from .data.transforms import save_tokenizer  # built in 04_transforms: the run folder holds the tokenizer
-
 # %% ../nbs/12_training.ipynb #trun0021
 @patch
 def start(
@@ -782,7 +780,7 @@ def validations(self: TrainingRun) -> int:
     "How many validations the run's log holds."
     return sum(r.get("split") == "val" for r in read_log(self.run_dir / "log.jsonl"))
 
-# %% ../nbs/12_training.ipynb #trun0014
+
 def fit(
     model: nn.Module,
     loaders: dict[str, DataLoader],
