@@ -124,7 +124,7 @@ class SwinBlockPadFirst(SwinTransformerBlock):
             x = torch.roll(x, shifts=self.shift_size, dims=(1, 2))
         return x[:, :H, :W, :].contiguous()
 
-# %% ../../nbs/05_encoders.ipynb #cs000001
+
 class ChannelsLast(nn.Sequential):
     """`nn.Sequential` on a channels-last copy of its (B,C,H,W) input (oneDNN's faster layout for CPU convolutions),
     output contiguous."""
@@ -481,7 +481,7 @@ def build_backbone(vcfg: VisionConfig, img_size: int = 224) -> StagedBackbone:
         return TimmCNNBackbone(timm_classifier(vcfg.backbone, w))
     raise ValueError(f"model.vision.backbone={vcfg.backbone!r}: expected swin | vit | mobilenetv2 | efficientnet_lite0")
 
-# %% ../../nbs/05_encoders.ipynb #14c8f49f
+
 def offline_random(cfg: Config) -> Config:
     "`cfg` with random-init vision and text encoders (sizes kept): builds any preset offline, e.g. to count parameters."
     t = cfg.model.text
