@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ris_nb.models import DATA_RECIPE, SHIPPED_KEYS, load_shipped, read_shipped, shipped_dir, shipped_names
+from ris_nb.shipped import DATA_RECIPE, SHIPPED_KEYS, load_shipped, read_shipped, shipped_dir, shipped_names
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 30_000_000

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from ris_nb.evaluate import evaluate
-    from ris_nb.models import load_shipped, shipped_dir
+    from ris_nb.shipped import load_shipped, shipped_dir
 
     ck = shipped_dict(args.run_dir, args)
     out = shipped_dir() / f"{args.name}.pt"
