@@ -1,5 +1,5 @@
 """Ship a trained run's best checkpoint inside the package (`ris_nb/assets/checkpoints/NAME.pt`, read by
-`ris_nb.models.load_shipped`, appendix 97): its config, tokenizer, float16 weights and recipe, then its val scores
+`ris_nb.shipped.load_shipped`, appendix 97a): its config, tokenizer, float16 weights and recipe, then its val scores
 measured on freshly generated data with the float16 weights (`ris_nb.evaluate.evaluate`).
 
     python tools/ship_checkpoint.py runs/lavt_tiny --name lavt_tiny --language plain --n-images 3000 --seed 0 \

@@ -1,9 +1,10 @@
 """Train `sag_tiny` with 11_sag's own cells and ship it (`ris_nb/assets/checkpoints/sag_tiny.pt`, read there and by
-`ris_nb.models.load_shipped`): the notebook's data cell (3,000 appearance-language scenes, seed 0, 64 px) and its bare
-training loop with `FULL_RUN = True` (1,000 steps of 32, one thread), run here as `nbs/11_sag.ipynb` holds them; the
-trained model is written as a run folder (best.pt + tokenizer) and handed to `tools/ship_checkpoint.py`.
+`ris_nb.shipped.load_shipped`, appendix 97a): the notebook's data cell (3,000 appearance-language scenes, seed 0, 64
+px) and its bare training loop with `FULL_RUN = True` (1,000 steps of 32, one thread), run here as
+`nbs/11_sag.ipynb` holds them; the trained model is written as a run folder (best.pt + tokenizer) and handed to
+`tools/ship_checkpoint.py`.
 
-    python tools/ship_sag_tiny.py [--keep runs/sag_tiny_11]"""
+python tools/ship_sag_tiny.py [--keep runs/sag_tiny_11]"""
 
 from __future__ import annotations
 
