@@ -856,17 +856,20 @@ def plot_story(
     sag: tuple,
     word: str | None = None,
     size: float = 2.4,
+    sag_sentence: str | None = None,
 ) -> Figure:
     """The project in one picture: a scene (h,w,3 uint8), its expression and mask (h,w); MagNet's mask with its PWAM
-    attention and MG guess; SaG's entities, relevance and mask. `magnet`, `sag`: (cfg, tokenizer, model)."""
+    attention and MG guess; SaG's entities, relevance and mask. `magnet`, `sag`: (cfg, tokenizer, model); SaG reads
+    `sag_sentence` if given (a checkpoint trained on another language)."""
     fig = plt.figure(figsize=(size * 5.6, size * 2.3))
     gs = fig.add_gridspec(2, 5, width_ratios=[1.5, 1, 1, 1.15, 1], wspace=0.4, hspace=0.42)
     ax0 = fig.add_subplot(gs[:, 0])
     draw_overlay(ax0, image.astype(np.float32) / 255, gt=gt, dim=1.0)
-    ax0.set_title(wrap(f'"{sentence}"', 26), fontsize=12)
+    said = f'"{sentence}"' if sag_sentence in (None, sentence) else f'MagNet: "{sentence}"\nSaG: "{sag_sentence}"'
+    ax0.set_title("\n".join(wrap(s, 26) for s in said.split("\n")), fontsize=12 if sag_sentence is None else 10)
     ax0.text(
         0.5, -0.03, "the referred object outlined in white", transform=ax0.transAxes, ha="center", va="top", fontsize=8
     )
     _story_magnet(fig, gs, image, sentence, gt, magnet, word)
-    _story_sag(fig, gs, image, sentence, gt, sag)
+    _story_sag(fig, gs, image, sag_sentence or sentence, gt, sag)
     return fig
