@@ -6,9 +6,12 @@ executed."""
 import csv
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import run
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs"
@@ -105,6 +108,7 @@ def test_numbers_mode_compares_numbers_within_the_tolerance_and_the_rest_exactly
 def test_mark_modes_are_read_from_the_directives():
     mode = check_notebooks.mark_mode
     assert mode({}) is None and mode({"check_output": []}) == "" and mode({"check_output:": ["numbers"]}) == "numbers"
+    assert mode({"check_output:": ["run_all", "numbers"]}) == "run_all numbers"
     with pytest.raises(ValueError, match="check_output"):
         mode({"check_output:": ["loose"]})
 
@@ -137,7 +141,46 @@ def test_marks_go_where_the_output_matches_after_the_leading_directives(tmp_path
 
 
 def test_coverage_counts_cells_with_text_output(tmp_path):
-    nb = notebook("#| check_output\nprint(1)", "print(2)", "x = 3")
-    nb["cells"][0]["outputs"] = nb["cells"][1]["outputs"] = [stdout("1\n")]
+    nb = notebook("#| check_output\nprint(1)", "print(2)", "x = 3", "#| check_output: run_all numbers\nprint(4)")
+    for i in (0, 1, 3):
+        nb["cells"][i]["outputs"] = [stdout(f"{i}\n")]
     (tmp_path / "01_x.ipynb").write_text(json.dumps(nb))
-    assert check_notebooks.coverage([tmp_path / "01_x.ipynb"]) == {"01_x": (2, 1)}
+    assert check_notebooks.coverage([tmp_path / "01_x.ipynb"]) == {"01_x": (3, 2, 1)}
+
+
+def write_notebook(path: Path, cells: list[tuple[str, str]]) -> Path:
+    "A runnable notebook of (source, saved stdout) code cells."
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb = notebook(*(source for source, _ in cells))
+    for cell, (_, out) in zip(nb["cells"], cells):
+        cell["outputs"] = [stdout(out)] if out else []
+    nb |= {"metadata": {"kernelspec": kernel, "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def test_marking_then_the_run_all_check(tmp_path):
+    "--mark marks what matches under IN_TEST; --mark --run-all the rest that matches as Run All; each check passes."
+    tool = ROOT / "tools" / "check_notebooks.py"
+    steps = "import os\nsteps = 40 if os.environ.get('IN_TEST') else 400\n"
+    nb = write_notebook(
+        tmp_path / "m.ipynb",
+        [
+            ("print('3 presets')", "3 presets\n"),
+            ("print('loss', 0.6925)", "loss 0.6931\n"),
+            (steps + "print(steps, 'steps')", "400 steps\n"),  # saved by Run All: differs under IN_TEST
+            ("print('stale')", "old\n"),
+        ],
+    )
+    sources = lambda: ["".join(c["source"]) for c in json.loads(nb.read_text())["cells"]]  # noqa: E731
+    marked = run([sys.executable, tool, "--mark", "--path", nb], check=False, cwd=ROOT, timeout=300)
+    assert "marked 2 (1 exact, 1 numbers); 2 differ" in marked.stdout, marked.stdout + marked.stderr
+    assert "cell 2: line 1 of 1 saved / 1 now" in marked.stdout and "'400 steps'" in marked.stdout, marked.stdout
+    run([sys.executable, tool, "--mark", "--run-all", "--path", nb], cwd=ROOT, timeout=300)
+    assert sources() == [
+        "#| check_output\nprint('3 presets')",
+        "#| check_output: numbers\nprint('loss', 0.6925)",
+        "#| check_output: run_all\n" + steps + "print(steps, 'steps')",
+        "print('stale')",
+    ]
+    assert "Success." in run([sys.executable, tool, "--path", nb], cwd=ROOT, timeout=300).stdout  # run_all: skipped

@@ -42,6 +42,8 @@ from rerun_notebook import sanitise_text  # noqa: E402  (the temp-folder rule th
 
 MARK = "check_output"
 NUMBERS = "numbers"  # `#| check_output: numbers`: numbers within a tolerance
+RUN_ALL = "run_all"  # `#| check_output: run_all`: compared only by `--run-all` (the output depends on IN_TEST)
+MODES = ("", NUMBERS, RUN_ALL, f"{RUN_ALL} {NUMBERS}")
 REL_TOL = 0.05
 MASKS = [
     (re.compile(r"\b\d+:\d\d(:\d\d)?(\.\d+)?\b"), "<clock>"),
@@ -109,13 +111,13 @@ def lines_agree(saved: str, now: str, mode: str) -> bool:
     "One line each: equal; under `numbers`, equal text around numbers that are `numbers_close`."
     if saved == now:
         return True
-    if mode != NUMBERS or NUMBER.sub("#", saved) != NUMBER.sub("#", now):
+    if NUMBERS not in mode.split() or NUMBER.sub("#", saved) != NUMBER.sub("#", now):
         return False
     return all(numbers_close(a, b) for a, b in zip(NUMBER.findall(saved), NUMBER.findall(now)))
 
 
 def first_difference(saved: list[str], now: list[str], mode: str = "") -> str | None:
-    "None when the two agree (under `mode`: '' exact, 'numbers' within the tolerance), else where they first differ."
+    "None when the two agree (exactly, or under a `numbers` mode within the tolerance), else where they first differ."
     if len(saved) == len(now) and all(lines_agree(a, b, mode) for a, b in zip(saved, now)):
         return None
     i = next((i for i, (a, b) in enumerate(zip(saved, now)) if not lines_agree(a, b, mode)), min(len(saved), len(now)))
@@ -132,13 +134,13 @@ def is_skipped(cell, flags: set[str]) -> bool:
 
 
 def mark_mode(directives: dict) -> str | None:
-    "None for an unmarked cell, '' for `#| check_output`, 'numbers' for `#| check_output: numbers`."
+    "None for an unmarked cell, else its mode: '' for `#| check_output`, 'numbers' for `#| check_output: numbers` …"
     for key in (MARK, MARK + ":"):
         if key in directives:
-            args = directives[key]
-            if args not in ([], [NUMBERS]):
-                raise ValueError(f"#| {MARK}: expected no argument or '{NUMBERS}', got {' '.join(args)!r}")
-            return args[0] if args else ""
+            mode = " ".join(directives[key])
+            if mode not in MODES:
+                raise ValueError(f"#| {MARK}: expected one of {[m for m in MODES if m]} or nothing, got {mode!r}")
+            return mode
     return None
 
 
@@ -148,9 +150,11 @@ def check_notebook(
     force_flags: list[str],
     basepath: Path | None = None,
     collect: bool = False,
+    run_all: bool = False,
 ) -> tuple[bool, float, list[str], dict[int, tuple[list[str], list[str], str]]]:
-    """Run `path` as nbdev_test does: (no error and every marked output as saved, seconds, one message per problem,
-    and with `collect` each unmarked cell's saved and new text lines and its source as run, by cell index)."""
+    """Run `path` as nbdev_test does (with `run_all`: without IN_TEST, every flagged cell too): (no error and every
+    marked output as saved, seconds, one message per problem, and with `collect` each unmarked cell's saved and new text
+    lines and its source as run, by cell index)."""
     from execnb.shell import CaptureShell
     from fastcore.basics import str2bool
     from fastcore.foundation import working_directory
@@ -159,7 +163,11 @@ def check_notebook(
 
     if basepath:
         sys.path.insert(0, str(basepath))
-    os.environ["IN_TEST"] = "1"
+    if run_all:
+        os.environ.pop("IN_TEST", None)
+        skip_flags = []
+    else:
+        os.environ["IN_TEST"] = "1"
     sources = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]]  # directives included
     nb = NBProcessor(path, procs=FrontmatterProc, process=True).nb
     if str2bool(getattr(nb, "frontmatter_", {}).get("skip_exec", False)) or nb_lang(nb) != "python":
@@ -170,6 +178,8 @@ def check_notebook(
         if is_skipped(cell, flags):
             return True
         mode = mark_mode(getattr(cell, "directives_", {}) or {})
+        if mode is not None and RUN_ALL in mode.split() and not run_all:
+            return False  # compared only by --run-all; already marked
         if mode is not None or collect:
             saved[cell.idx_], cell.outputs = (reader_lines(cell.get("outputs", [])), mode), []
         return False
@@ -196,13 +206,15 @@ def check_notebook(
     return not problems, time.time() - start, problems, collected
 
 
-def proposed_marks(collected: dict[int, tuple]) -> tuple[dict[int, str], list[int]]:
-    "The mark for each collected cell with saved text that matches ('' exact, else 'numbers'); the cells that differ."
+def proposed_marks(collected: dict[int, tuple], run_all: bool = False) -> tuple[dict[int, str], list[int]]:
+    """The mark for each collected cell with saved text that matches ('' exact, else 'numbers'; with `run_all` those
+    prefixed 'run_all'); the cells that differ."""
     marks, differ = {}, []
     for i, (saved, now, _) in sorted(collected.items()):
         if not saved:
             continue
-        mode = next((m for m in ("", NUMBERS) if first_difference(saved, now, m) is None), None)
+        modes = MODES[2:] if run_all else MODES[:2]
+        mode = next((m for m in modes if first_difference(saved, now, m) is None), None)
         if mode is None:
             differ.append(i)
         else:
@@ -239,12 +251,16 @@ def is_marked(cell: dict) -> bool:
     return bool(re.search(rf"^\s*#\|\s*{MARK}\b", "".join(cell["source"]), re.M))
 
 
-def coverage(files: list[Path]) -> dict[str, tuple[int, int]]:
-    "Per notebook: (code cells with text output, those marked for the output check)."
+def is_marked_run_all(cell: dict) -> bool:
+    return bool(re.search(rf"^\s*#\|\s*{MARK}:?\s+{RUN_ALL}\b", "".join(cell["source"]), re.M))
+
+
+def coverage(files: list[Path]) -> dict[str, tuple[int, int, int]]:
+    "Per notebook: (code cells with text output, those marked for the output check, those of them marked run_all)."
     out = {}
     for f in files:
         cells = [c for c in json.loads(f.read_text())["cells"] if has_text_output(c)]
-        out[f.stem] = (len(cells), sum(map(is_marked, cells)))
+        out[f.stem] = (len(cells), sum(map(is_marked, cells)), sum(map(is_marked_run_all, cells)))
     return out
 
 
@@ -255,7 +271,9 @@ def notebooks(path: str | None) -> list[Path]:
     return [f.absolute() for f in sorted(nbglob(path, as_path=True)) if not (f.parent / ".notest").exists()]
 
 
-def check_all(files: list[Path], force_flags: list[str], n_workers: int | None, collect: bool = False) -> list[tuple]:
+def check_all(
+    files: list[Path], force_flags: list[str], n_workers: int | None, collect: bool = False, run_all: bool = False
+) -> list[tuple]:
     "`check_notebook` over `files` in parallel, from the notebooks' folder, as nbdev_test runs them."
     from fastcore.foundation import working_directory
     from fastcore.parallel import parallel
@@ -273,6 +291,7 @@ def check_all(files: list[Path], force_flags: list[str], n_workers: int | None, 
                 force_flags=force_flags,
                 basepath=cfg.config_path,
                 collect=collect,
+                run_all=run_all,
                 n_workers=n_workers,
                 pause=0.01,
             )
@@ -282,26 +301,33 @@ def check_all(files: list[Path], force_flags: list[str], n_workers: int | None, 
 def report_coverage(files: list[Path]) -> None:
     "Print the marked share of code cells with text output: each notebook, the course (00–89) and all."
     cov = coverage(files)
-    for name, (n, marked) in cov.items():
-        print(f"{name}: {marked} of {n} marked")
+    for name, (n, marked, run_all) in cov.items():
+        print(f"{name}: {marked} of {n} marked ({run_all} {RUN_ALL})")
     for what, names in (("course (00-89)", [k for k in cov if re.match(r"[0-8]\d", k)]), ("all", list(cov))):
-        n, marked = sum(cov[k][0] for k in names), sum(cov[k][1] for k in names)
-        print(f"{what}: {marked} of {n} code cells with text output marked ({100 * marked / max(n, 1):.1f} %)")
+        n, marked, run_all = (sum(cov[k][j] for k in names) for j in range(3))
+        share = lambda k: f"{k} ({100 * k / max(n, 1):.1f} %)"  # noqa: E731
+        print(
+            f"{what}: {n} code cells with text output, {share(marked)} marked; without the {RUN_ALL} ones "
+            f"(compared by make test): {share(marked - run_all)}"
+        )
 
 
-def mark(files: list[Path], results: list[tuple]) -> None:
+def mark(files: list[Path], results: list[tuple], run_all: bool) -> None:
     "Write the proposed marks into each notebook that ran without a problem; print what was marked and what differs."
     for f, (ok, _, problems, collected) in zip(files, results):
         if not ok:
             print(f"{f.name}: not marked ({len(problems)} problem(s) above)")
             continue
-        marks, differ = proposed_marks(collected)
+        marks, differ = proposed_marks(collected, run_all)
         written = add_marks(f, marks, {i: c[2] for i, c in collected.items()}) if marks else 0
-        exact = sum(1 for m in marks.values() if not m)
+        exact = sum(1 for m in marks.values() if NUMBERS not in m)
         print(
-            f"{f.name}: marked {written} ({exact} exact, {len(marks) - exact} numbers); "
+            f"{f.name}: marked {written}{' run_all' if run_all else ''} ({exact} exact, {len(marks) - exact} numbers); "
             f"{len(differ)} differ from their saved output (IN_TEST or the CPU): cells {differ}"
         )
+        for i in differ:
+            saved, now, _ = collected[i]
+            print(f"  cell {i}: {first_difference(saved, now, NUMBERS)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timing", action="store_true", help="print each notebook's seconds, slowest first")
     ap.add_argument("--mark", action="store_true", help="mark the unmarked cells whose output matches")
     ap.add_argument("--coverage", action="store_true", help="count the marked cells (runs nothing)")
+    ap.add_argument("--run-all", action="store_true", help="run as Run All (no IN_TEST, flagged cells too)")
     args = ap.parse_args(argv)
     files = notebooks(args.path)
     if not files:
@@ -320,12 +347,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.coverage:
         return report_coverage(files) or 0
-    results = check_all(files, args.flags.split(), args.n_workers, collect=args.mark)
+    results = check_all(files, args.flags.split(), args.n_workers, collect=args.mark, run_all=args.run_all)
     for _, _, problems, _ in results:
         for p in problems:
             sys.stderr.write(p + "\n\n")
     if args.mark:
-        mark(files, results)
+        mark(files, results, args.run_all)
     failed = [f.name for f, (ok, *_) in zip(files, results) if not ok]
     print("Success." if not failed else "Notebooks failing (an error or a stale marked output): " + ", ".join(failed))
     if args.timing:
