@@ -9,7 +9,10 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import math
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from ris_nb.course import (
     CheckResult,
     _flags,
     _heading,
+    _is_cell,
     _kind,
     _meta,
     _src,
@@ -32,12 +36,12 @@ from ris_nb.course import (
     take_keys,
 )
 from .io import check_out_dir, write_atomic
-from .sandbox import ChildRun, landlock_abi, run_student
+from .sandbox import Budget, ChildRun, _kind_of, clean_stale, landlock_abi, run_student, stop_on_signals
 
 # %% auto #0
 __all__ = ['CSV_FIELDS', 'TeacherCheck', 'teacher_checks', 'lesson_of', 'locked_sources', 'place_checks', 'refusal',
-           'grading_job', 'answer_mismatch', 'score', 'Graded', 'grade_notebooks', 'grade', 'write_grades_csv',
-           'format_grades', 'add_subcommands']
+           'grading_job', 'answer_mismatch', 'score', 'Graded', 'notebook_from_bytes', 'read_student',
+           'grade_notebooks', 'grade', 'write_grades_csv', 'format_grades', 'budget_from_args', 'add_subcommands']
 
 # %% ../nbs/98e_grading.ipynb #g98e0006
 @dataclasses.dataclass
@@ -206,6 +210,14 @@ class Graded:
     results: list[CheckResult]
     refused: str = ""
     ended: str = ""  # why its process did not finish ('' when it did)
+    skipped: list[str] = dataclasses.field(default_factory=list)  # files of its folder not copied for its run, and why
+
+    def note(self) -> str:
+        "What of its folder was left out of its run, in a few words ('' when nothing was)."
+        if not self.skipped:
+            return ""
+        more = f" and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
+        return f"not copied for its run: {'; '.join(self.skipped[:3])}{more}"
 
 
 def _package_digest() -> str:
@@ -225,8 +237,53 @@ def _check_unchanged(digest: str, graded: str) -> None:
         )
 
 # %% ../nbs/98e_grading.ipynb #c19s0003
+def notebook_from_bytes(data: bytes, where: str) -> dict:
+    "A notebook (nbformat 4) as a dict from its bytes, every cell's source one string; anything else is named."
+    try:
+        nb = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"{where} is not a notebook: not valid JSON ({str(e)[:120]})") from None
+    if isinstance(nb, dict) and nb.get("nbformat") in (1, 2, 3) or isinstance(nb, dict) and "worksheets" in nb:
+        raise ValueError(
+            f"{where} is an nbformat {nb.get('nbformat', 3)} notebook; expected nbformat 4: convert it with "
+            f"`jupyter nbconvert --to notebook --nbformat 4 {where}` (or open and save it in Jupyter)"
+        )
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise ValueError(f"{where} is not a notebook: expected a JSON object with a 'cells' list")
+    bad = next((i for i, c in enumerate(nb["cells"]) if not _is_cell(c)), None)
+    if bad is not None:
+        raise ValueError(f"{where}: cell {bad} is not a notebook cell; expected 'cell_type' and a text 'source'")
+    for c in nb["cells"]:
+        c["source"] = _src(c)
+    return nb
+
+
+def read_student(path: str | Path, limit: int, teacher: Path | None = None) -> dict:
+    """A student's notebook, read without following a link or blocking on a FIFO, at most `limit` bytes; a link, a
+    special file, the teacher's own file or a bigger one is refused by name."""
+    p = Path(path)
+    if os.path.islink(p):
+        raise ValueError(f"{p} is a symbolic link (to {os.readlink(p)}); expected the student's own notebook file")
+    fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(
+                f"{p} is {'a folder' if stat.S_ISDIR(st.st_mode) else _kind_of(st.st_mode)}; expected a notebook file"
+            )
+        if teacher is not None and os.path.samestat(st, os.stat(teacher)):
+            raise ValueError(f"{p} is the teacher's notebook itself (the same file); expected the student's own copy")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(
+            f"{p} holds over {limit >> 20} MiB; expected a notebook under that (clear its outputs, or raise "
+            "--notebook-mib)"
+        )
+    return notebook_from_bytes(data, str(p))
+
+
 def _load(x: str | Path | dict, name: str) -> tuple[dict, str, Path | None]:
-    "A notebook given as a path or a dict: the dict, how to name it, its file (None for a dict)."
+    "The teacher's notebook given as a path or a dict: the dict, how to name it, its file (None for a dict)."
     return (x, name, None) if isinstance(x, dict) else (read_notebook(x), str(x), Path(x).resolve())
 
 
@@ -240,41 +297,59 @@ def _grade_one(
     skip: tuple[str, ...],
     teacher: Path | None,
     locked: dict[str, str],
+    budget: Budget,
 ) -> Graded:
     start = exercise_start(nb)
     placed = place_checks(nb, checks, start) if start is not None else {}
     if why := refusal(nb, name, lesson, checks, placed):
         return Graded(name, [], why)
     cells = grading_job(nb, checks, placed, start, skip, locked)
-    run = run_student(cells, path, timeout, teacher)
-    return Graded(name, score(checks, placed, run), ended=run.garbled or run.ended)
+    try:
+        run = run_student(cells, path, timeout, teacher, budget)
+    except ValueError as e:  # its folder too big to copy
+        return Graded(name, [], str(e))
+    return Graded(name, score(checks, placed, run), ended=run.garbled or run.ended, skipped=run.skipped)
 
 # %% ../nbs/98e_grading.ipynb #c19grd15
+def _student(s: str | Path | dict, k: int, budget: Budget, teacher: Path | None) -> tuple[dict, str, Path | None]:
+    "A student notebook given as a dict or a path (`read_student`): the dict, how to name it, its file."
+    return (
+        (s, f"student notebook {k + 1}", None)
+        if isinstance(s, dict)
+        else (
+            read_student(s, budget.notebook, teacher),
+            str(s),
+            Path(os.path.abspath(s)),
+        )
+    )
+
+
 def grade_notebooks(
     teacher: str | Path | dict,
     students: list[str | Path | dict],
     timeout: float = 300,
     skip: tuple[str, ...] = ("slow", "gpu"),
+    budget: Budget | None = None,
 ) -> list[Graded]:
-    "Grade each student notebook with the teacher's checks, each in a process of its own; all are read before any runs."
+    """Grade each student notebook with the teacher's checks, one at a time (read, then run in a process of its own,
+    within `budget`); one that cannot be read is refused by name and the others are graded."""
     if not (type(timeout) in (int, float) and 0 < timeout < math.inf):
         raise ValueError(f"timeout={timeout!r}: expected a number of seconds > 0")
+    budget = budget or Budget()
+    clean_stale()  # what a grader killed hard left behind
     t_nb, t_name, t_path = _load(teacher, "the teacher's notebook")
     checks = teacher_checks(t_nb, t_name, skip)
     lesson = lesson_of(t_nb) or (t_path.stem if t_path else None)
-    subs = []
-    for k, s in enumerate(students):
-        try:
-            subs.append(_load(s, f"student notebook {k + 1}"))
-        except (OSError, ValueError) as e:
-            subs.append((None, str(s), None, str(e)))
-    digest, graded = _package_digest(), []
-    for s in subs:
-        if s[0] is None:
-            graded.append(Graded(s[1], [], s[3]))
-            continue
-        graded.append(_grade_one(*s, checks, lesson, timeout, skip, t_path, locked_sources(t_nb)))
-        _check_unchanged(digest, s[1])
+    digest, graded, locked = _package_digest(), [], locked_sources(t_nb)
+    with stop_on_signals():
+        for k, s in enumerate(students):
+            try:
+                nb, name, path = _student(s, k, budget, t_path)
+            except (OSError, ValueError) as e:
+                graded.append(Graded(str(s), [], str(e)))
+                continue
+            graded.append(_grade_one(nb, name, path, checks, lesson, timeout, skip, t_path, locked, budget))
+            _check_unchanged(digest, name)
     return graded
 
 
@@ -283,9 +358,10 @@ def grade(
     teacher: str | Path | dict,
     timeout: float = 300,
     skip: tuple[str, ...] = ("slow", "gpu"),
+    budget: Budget | None = None,
 ) -> list[CheckResult]:
     "Grade one student notebook with the teacher's checks in a process of its own: one `CheckResult` per teacher check."
-    g = grade_notebooks(teacher, [student], timeout, skip)[0]
+    g = grade_notebooks(teacher, [student], timeout, skip, budget)[0]
     if g.refused:
         raise ValueError(g.refused)
     return g.results
@@ -316,7 +392,7 @@ def write_grades_csv(path: str | Path, graded: list[Graded]) -> Path:
                     passed=r.passed,
                     score=r.points if r.passed else 0,
                     points=r.points,
-                    message=r.message,
+                    message="; ".join(filter(None, (r.message, g.note()))),
                 )
                 for r in g.results
             ]
@@ -331,7 +407,7 @@ def format_grades(graded: list[Graded]) -> str:
     lines = [f"{'notebook':{w}}  points  first problem"]
     for g in graded:
         bad = next((f"{r.title or r.name}: {r.message}" for r in g.results if not r.passed), "")
-        why = f"refused: {g.refused}" if g.refused else g.ended or bad
+        why = f"refused: {g.refused}" if g.refused else g.ended or bad or g.note()
         got, total = sum(r.points for r in g.results if r.passed), sum(r.points for r in g.results)
         score = "-" if g.refused else f"{got:g}/{total:g}"
         lines.append(f"{g.notebook:{w}}  {score:>6}  {why if len(why) <= 110 else why[:107] + '...'}")
@@ -344,7 +420,34 @@ def _add_grade(sub) -> None:
     p.add_argument("students", nargs="+", metavar="STUDENT", help="student notebooks of that lesson")
     p.add_argument("--csv", default=None, help="file for one row per check (default: grades-<teacher notebook>.csv)")
     p.add_argument("--timeout", type=float, default=300, help="seconds each notebook's cells may run (default: 300)")
+    b = Budget()
+    p.add_argument(
+        "--memory-gib",
+        type=float,
+        default=b.memory / 2**30,
+        help="address space of each student's process, GiB (default: %(default)g)",
+    )
+    p.add_argument(
+        "--file-gib",
+        type=float,
+        default=b.file_size / 2**30,
+        help="largest file a student's process may write, GiB (default: %(default)g)",
+    )
+    p.add_argument(
+        "--notebook-mib",
+        type=float,
+        default=b.notebook / 2**20,
+        help="largest student notebook read, MiB (default: %(default)g)",
+    )
     p.set_defaults(func=_run_grade)
+
+
+def budget_from_args(memory_gib: float, file_gib: float, notebook_mib: float) -> Budget:
+    "The `Budget` of `ris_nb grade --memory-gib/--file-gib/--notebook-mib`; a value that is not > 0 is named."
+    for flag, v in (("--memory-gib", memory_gib), ("--file-gib", file_gib), ("--notebook-mib", notebook_mib)):
+        if not (0 < v < math.inf):
+            raise ValueError(f"{flag} {v:g}: expected a size > 0")
+    return Budget(int(memory_gib * 2**30), int(file_gib * 2**30), int(notebook_mib * 2**20))
 
 
 def _run_grade(args) -> None:
@@ -357,7 +460,8 @@ def _run_grade(args) -> None:
             "this kernel has no Landlock: the students' code runs with your rights (it can read your files, "
             "the teacher's notebook included); grade untrusted notebooks in a container"
         )
-    graded = grade_notebooks(args.teacher, args.students, timeout=args.timeout)
+    budget = budget_from_args(args.memory_gib, args.file_gib, args.notebook_mib)
+    graded = grade_notebooks(args.teacher, args.students, timeout=args.timeout, budget=budget)
     write_grades_csv(out, graded)
     print(format_grades(graded) + f"\nris_nb grade: one row per check in {out}")
     refused = [g for g in graded if g.refused]

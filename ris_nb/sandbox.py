@@ -5,11 +5,13 @@
 # %% ../nbs/98c_student_sandbox.ipynb #s98c0004
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -20,13 +22,25 @@ from pathlib import Path
 import ris_nb.checks as checks_module
 
 # %% auto #0
-__all__ = ['STARTUP_S', 'MAX_REPORT', 'MAX_FOLDER', 'scratch_copy', 'landlock_abi', 'sandbox_rules', 'ChildRun', 'run_student',
+__all__ = ['STARTUP_S', 'MAX_REPORT', 'MAX_FOLDER', 'MAX_DEPTH', 'MARK', 'Budget', 'scratch_copy', 'end_descendants',
+           'clean_stale', 'signals_held', 'stop_on_signals', 'landlock_abi', 'sandbox_rules', 'ChildRun', 'run_student',
            'read_report']
 
 # %% ../nbs/98c_student_sandbox.ipynb #c19grd06
 STARTUP_S = 120  # seconds a student's process may take to start (Python, torch), outside its time limit
 MAX_REPORT = 4 << 20  # bytes of report read back from a student's process
 MAX_FOLDER = 512 << 20  # bytes of a student's folder copied for its run
+MAX_DEPTH = 32  # levels of folders copied from a student's folder; deeper ones are skipped
+MARK = "RIS_NB_GRADER"  # in each student process's environment: its grader, "pid:start", found again after a hard kill
+
+
+@dataclasses.dataclass
+class Budget:
+    "What one student's process may use; a teacher raises them (`ris_nb grade --memory-gib/--file-gib`)."
+
+    memory: int = 6 << 30  # bytes of address space (RLIMIT_AS); Python with torch imported maps about 3.2 GB of it
+    file_size: int = 1 << 30  # bytes of any one file it writes (RLIMIT_FSIZE)
+    notebook: int = 64 << 20  # bytes of a student's notebook read, at most
 
 
 def _child_command() -> list[str]:
@@ -40,39 +54,71 @@ def _child_command() -> list[str]:
     return [sys.executable, "-I", "-c", boot]
 
 
-def _limits(rules: list[tuple[str, int]], abi: int) -> None:
-    "In the student's process before it starts: no core file, no file over 1 GiB, the Landlock `rules` (if `abi`)."
+def _limits(rules: list[tuple[str, int]], abi: int, budget: Budget) -> None:
+    "In the student's process before it starts: killed with the grader, no core file, `budget`, the Landlock `rules`."
+    import ctypes
     import resource
 
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: dies when the grader dies
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 30, 1 << 30))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (budget.file_size, budget.file_size))
+    resource.setrlimit(resource.RLIMIT_AS, (budget.memory, budget.memory))
     if abi:
         _confine(rules, abi)
 
 # %% ../nbs/98c_student_sandbox.ipynb #c19grd14
-def scratch_copy(folder: Path | None, dst: Path, own: Path | None = None) -> None:
-    "Copy `folder` to `dst` without symbolic links or notebooks but `own` (keys, others' work); refuse a big one."
+def _kind_of(mode: int) -> str:
+    "What a file that is not a regular file or a folder is, in words."
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+
+
+def _copy_file(src: str, dst: Path) -> None:
+    "Copy one regular file without following a link or blocking on a FIFO put there meanwhile."
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f, open(dst, "wb") as out:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{_kind_of(os.fstat(fd).st_mode)} now")
+        shutil.copyfileobj(f, out)
+
+
+def scratch_copy(folder: Path | None, dst: Path, own: Path | None = None) -> list[str]:
+    """Copy `folder`'s regular files to `dst` (no links, no notebook but `own`, nothing below `MAX_DEPTH` levels);
+    returns what was skipped and why; a folder over `MAX_FOLDER` bytes is refused."""
     dst.mkdir(parents=True)
-    if folder is None:
-        return
-    size = sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(folder) for f in fs)
-    if size > MAX_FOLDER:
-        raise ValueError(
-            f"{folder} holds {size >> 20} MiB; grading copies a notebook's folder for its run, expected "
-            f"at most {MAX_FOLDER >> 20} MiB: put each student's notebook in a folder of its own"
-        )
-
-    def ignore(d: str, names: list[str]) -> list[str]:
-        return [
-            n
-            for n in names
-            if n == ".ipynb_checkpoints"
-            or os.path.islink(os.path.join(d, n))
-            or n.endswith(".ipynb")
-            and Path(d, n).resolve() != own
-        ]
-
-    shutil.copytree(folder, dst, ignore=ignore, dirs_exist_ok=True)
+    skipped, size, todo = [], 0, [(folder, dst, 0)] if folder is not None else []
+    while todo:
+        src, out, depth = todo.pop()
+        try:
+            entries = sorted(os.scandir(src), key=lambda e: e.name)
+        except OSError as e:
+            skipped.append(f"{src}: unreadable folder ({e.strerror})")
+            continue
+        for e in entries:
+            if e.name == ".ipynb_checkpoints" or e.name.endswith(".ipynb") and (own is None or e.path != str(own)):
+                continue
+            mode = e.stat(follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode) and depth + 1 >= MAX_DEPTH:
+                skipped.append(f"{e.path}: more than {MAX_DEPTH} folder levels")
+            elif stat.S_ISDIR(mode):
+                (out / e.name).mkdir()
+                todo.append((e.path, out / e.name, depth + 1))
+            elif not stat.S_ISREG(mode):
+                skipped.append(f"{e.path}: {_kind_of(mode)}")
+            elif (size := size + e.stat(follow_symlinks=False).st_size) > MAX_FOLDER:
+                raise ValueError(
+                    f"{folder} holds over {MAX_FOLDER >> 20} MiB; grading copies a notebook's folder for its run: "
+                    "put each student's notebook in a folder of its own"
+                )
+            else:
+                try:
+                    _copy_file(e.path, out / e.name)
+                except OSError as err:
+                    skipped.append(f"{e.path}: unreadable ({err.strerror or err})")
+    return skipped
 
 
 class _Reader(threading.Thread):
@@ -88,6 +134,122 @@ class _Reader(threading.Thread):
             if len(self.data) < MAX_REPORT:
                 self.data += chunk[: MAX_REPORT - len(self.data)]
         self.started.set()
+
+# %% ../nbs/98c_student_sandbox.ipynb #s98c0020
+def _start_time(pid: int) -> str:
+    "When process `pid` started (clock ticks since boot; '' when it is gone): with the pid, one process for good."
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _children() -> dict[int, list[int]]:
+    "Each process's children, read from /proc."
+    out: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        try:
+            ppid = int(Path(f"/proc/{d}/stat").read_text().rpartition(")")[2].split()[1]) if d.isdigit() else None
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid is not None:
+            out.setdefault(ppid, []).append(int(d))
+    return out
+
+
+def _subreaper(on: bool) -> bool:
+    "Make the grader adopt its descendants' orphans (setsid() ones too) while on; whether it was on before."
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc, was = ctypes.CDLL(None), ctypes.c_int(0)
+    libc.prctl(37, ctypes.byref(was), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
+    libc.prctl(36, int(on), 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    return bool(was.value)
+
+
+def end_descendants(keep: set[int]) -> int:
+    """Kill and reap every descendant of the grader but `keep` and theirs (a student's, setsid() ones included); how
+    many."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    n = 0
+    for _ in range(100):  # a process that forks while it is killed leaves orphans: the next round takes them
+        kids = _children()
+        todo = [c for c in kids.get(os.getpid(), []) if c not in keep]
+        if not todo:
+            return n
+        found = []
+        while todo:
+            found.append(todo.pop())
+            todo += kids.get(found[-1], [])
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in kids.get(os.getpid(), []):
+            if pid not in keep:
+                with contextlib.suppress(ChildProcessError):
+                    n += os.waitpid(pid, 0)[0] == pid
+        time.sleep(0.01)
+    return n
+
+
+def clean_stale() -> list[str]:
+    """What a grader killed hard (SIGKILL) left: its students' processes (found by `MARK`) and scratch folders, ended
+    and removed; what was cleaned."""
+    done = []
+    if not sys.platform.startswith("linux"):
+        return done
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = Path(f"/proc/{d}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        mark = next((v.partition(b"=")[2].decode() for v in env if v.startswith(MARK.encode() + b"=")), None)
+        pid, _, start = (mark or "").partition(":")
+        if pid.isdigit() and _start_time(int(pid)) != start:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(d), signal.SIGKILL)
+                done.append(f"process {d}")
+    for p in Path(tempfile.gettempdir()).glob("ris_nb_grade*_*-*_*"):
+        pid, _, start = p.name.split("_")[3].partition("-")
+        if pid.isdigit() and _start_time(int(pid)) != start:
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(str(p))
+    return done
+
+
+@contextlib.contextmanager
+def signals_held():
+    "Hold SIGINT, SIGTERM and SIGHUP while a student's processes and folders are cleaned up; they come after it."
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        if main:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    "SIGTERM and SIGHUP stop grading as Ctrl-C does, so its cleanup runs: no student process or folder outlives it."
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(n, _):
+        raise KeyboardInterrupt(f"grading stopped by {signal.Signals(n).name}")
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 # %% ../nbs/98c_student_sandbox.ipynb #c19grd17
 _LL_READ, _LL_WRITE_FILE, _LL_DIR_ONLY = 1 | 4 | 8, 2, 8  # execute + read file + read dir; write file; list a folder
@@ -175,6 +337,7 @@ class ChildRun:
     records: dict[int, dict]  # check cell index → {"error", "answers"}
     ended: str = ""  # '' when it finished; else why not (time limit, exit, signal, SystemExit …)
     garbled: str = ""  # set when its report cannot be trusted at all
+    skipped: list[str] = dataclasses.field(default_factory=list)  # files of its folder not copied, and why
 
 
 def _wait(p: subprocess.Popen, reader: _Reader, timeout: float) -> str:
@@ -192,18 +355,32 @@ def _wait(p: subprocess.Popen, reader: _Reader, timeout: float) -> str:
         return f"timed out after {timeout:g} s"
 
 # %% ../nbs/98c_student_sandbox.ipynb #c19grd07
-def run_student(cells: list[dict], notebook: Path | None, timeout: float, teacher: Path | None = None) -> ChildRun:
-    "Run `cells` in a fresh Python process, in a scratch copy of `notebook`'s folder, for `timeout` s once started."
+def _stop(p: subprocess.Popen, keep: set[int]) -> None:
+    "The student's process, its group and every other descendant (setsid() ones, adopted) killed and reaped."
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    end_descendants(keep)
+
+
+def run_student(
+    cells: list[dict], notebook: Path | None, timeout: float, teacher: Path | None = None, budget: Budget | None = None
+) -> ChildRun:
+    """Run `cells` in a fresh Python process, in a scratch copy of `notebook`'s folder, for `timeout` s once started,
+    within `budget`; nothing it started outlives it."""
+    budget, me = budget or Budget(), f"{os.getpid()}-{_start_time(os.getpid())}"
     with (
-        tempfile.TemporaryDirectory(prefix="ris_nb_grade_") as work,
-        tempfile.TemporaryDirectory(prefix="ris_nb_grader_") as own,
+        tempfile.TemporaryDirectory(prefix=f"ris_nb_grade_{me}_") as work,
+        tempfile.TemporaryDirectory(prefix=f"ris_nb_grader_{me}_") as own,
     ):
         scratch = Path(work) / "work"
-        scratch_copy(notebook.parent if notebook else None, scratch, notebook)
+        skipped = scratch_copy(notebook.parent if notebook else None, scratch, notebook)
         abi = landlock_abi()  # where the kernel has it, confined (else as the teacher)
         rules = sandbox_rules(scratch, teacher) if abi else []
         env = {**os.environ, "TMPDIR": str(scratch), "MPLCONFIGDIR": str(scratch / ".matplotlib")}
+        env[MARK] = me.replace("-", ":")
         (Path(own) / "job.json").write_text(json.dumps({"cells": cells}), encoding="utf-8")
+        keep, was = set(_children().get(os.getpid(), [])), _subreaper(True)
         r, w = os.pipe()
         with open(Path(own) / "job.json", "rb") as job, open(Path(own) / "stderr", "wb+") as err:
             try:
@@ -215,10 +392,11 @@ def run_student(cells: list[dict], notebook: Path | None, timeout: float, teache
                     stderr=err,
                     env=env,
                     start_new_session=True,
-                    preexec_fn=lambda: _limits(rules, abi),
+                    preexec_fn=lambda: _limits(rules, abi, budget),
                 )
             except BaseException:
                 os.close(r)
+                _subreaper(was)
                 raise
             finally:
                 os.close(w)
@@ -227,18 +405,18 @@ def run_student(cells: list[dict], notebook: Path | None, timeout: float, teache
             try:
                 stopped = _wait(p, reader, timeout)
             finally:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)  # the process and whatever it started in its group
-                except (ProcessLookupError, PermissionError):
-                    pass
-                p.wait()
+                with signals_held():
+                    _stop(p, keep)
+                    _subreaper(was)
             reader.join(5)
             if not reader.is_alive():
                 os.close(r)  # else a process that left the group holds the pipe
             err.seek(max(0, err.seek(0, 2) - 2000))
             tail = err.read().decode("utf-8", "replace").strip().splitlines()
     checked = {c["index"] for c in cells if c["check"]}
-    return read_report(bytes(reader.data), checked, p.returncode, stopped, tail[-1] if tail else "")
+    run = read_report(bytes(reader.data), checked, p.returncode, stopped, tail[-1] if tail else "")
+    run.skipped = skipped
+    return run
 
 # %% ../nbs/98c_student_sandbox.ipynb #c19grd08
 def _record(line: str) -> dict | None:
