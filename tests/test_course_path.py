@@ -155,10 +155,13 @@ RUN_ALL = re.compile(r"\*\*Run All:\*\* about (\d+) min")
 
 
 def measured_run_all() -> dict[str, float]:
+    "Seconds of each recorded error-free Run All: of a course notebook, or of one whose first cell states its cost."
     import csv
 
     with RUN_MANIFEST.open() as f:
-        return {r["notebook"]: float(r["seconds"]) for r in csv.DictReader(f) if not r["error"]}
+        rows = {r["notebook"]: float(r["seconds"]) for r in csv.DictReader(f) if not r["error"]}
+    stated = lambda name: (NBS / f"{name}.ipynb").exists() and "**Run All:**" in src(cells(NBS / f"{name}.ipynb")[0])  # noqa: E731
+    return {k: v for k, v in rows.items() if k in {nb.stem for nb in COURSE} or stated(k)}
 
 
 @pytest.mark.parametrize("name,seconds", sorted(measured_run_all().items()))
