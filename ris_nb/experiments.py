@@ -97,7 +97,7 @@ def magnet_claims() -> list[Claim]:
         ),
     ]
 
-# %% ../nbs/16_experiments.ipynb #c16mgq01
+
 def magnet_mg_rows() -> list[Row]:
     "MagNet without Mask Grounding, run when `--rows` names it: beside `magnet`, MG's ablation on MagNet itself."
     off = {"model.mg.enabled": False}  # CAM and the CAL loss kept
@@ -112,22 +112,16 @@ _S = "sag_tiny"
 
 _NO_SLOT_NUMBERS = "no number (project page: a figure only)"
 
-# entities learned with C³ from random weights
-_JOINT = {
-    "model.sag.entity_weights": "",
-    "model.sag.freeze_entities": False,
-    # (the paper starts from a pretrained ViT),
-    "model.sag.entity_pieces": 0,
-    "model.sag.entity_appearance": False,
-    "model.sag.slot_vector": True,
-}  # the slots as entities
+# entities learned with C³ from random weights (the paper starts from a pretrained ViT), the slots as entities
+_JOINT = {"model.sag.entity_weights": "", "model.sag.freeze_entities": False, "model.sag.entity_pieces": 0}
+_JOINT |= {"model.sag.entity_appearance": False, "model.sag.slot_vector": True}
 
 
 def _joint(name: str, group: str, change: str, paper: str, **sag) -> Row:
     "A SaG row whose entity module trains jointly from init (`_JOINT`), with the `model.sag` fields in `sag` changed."
     return Row(name, _S, {**_JOINT, **{f"model.sag.{k}": v for k, v in sag.items()}}, group, change, paper)
 
-# %% ../nbs/16_experiments.ipynb #c16s0002
+
 def _sag_shipped_rows() -> list[Row]:
     "`sag` (sag_tiny: shipped text-free entities read as pieces, gather trained) and `sag` without fusion and C³."
     return [
@@ -441,15 +435,10 @@ class Budget:
         if not self.splits or not set(self.splits) <= set(SCORED_SPLITS) or len(set(self.splits)) < len(self.splits):
             raise ValueError(f"budget splits={self.splits!r}: expected distinct names among {SCORED_SPLITS}")
 
-# %% ../nbs/16_experiments.ipynb #c16s0011
+
 FULL = Budget()
-QUICK = Budget(
-    n_images=300,
-    steps=50,
-    batch_size=16,  # ours: the mechanics in ≈ 3–4 min on one slow core
-    entity_steps=100,
-    entity_scenes=300,
-)
+# ours: the mechanics in ≈ 3–4 min on one slow core
+QUICK = Budget(n_images=300, steps=50, batch_size=16, entity_steps=100, entity_scenes=300)
 
 # %% ../nbs/16_experiments.ipynb #20d919fb
 def row_config(row: Row, seed: int, budget: Budget, data_root: str | Path, run_dir: str | Path):
@@ -699,7 +688,7 @@ def words_only_answer(dataset) -> dict[str, float]:
         ious.append(float(np.mean([iou_from(*iu).item() for iu in ius])))
     return {"oIoU": 100 * iou_from(I, U).item(), "mIoU": 100 * float(np.mean(ious)) if ious else 0.0, "n": len(ious)}
 
-# %% ../nbs/16_experiments.ipynb #main0005b
+
 def split_floors(data_root: str | Path, splits: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
     "Per split: the language-blind answers and the words-only answer, on a study's ShapeRefs."
     from ris_nb.data.refer import RefDataset
