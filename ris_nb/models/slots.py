@@ -27,7 +27,7 @@ from .encoders import sine_pos_2d
 __all__ = ['SLOT_TYPES', 'ENTITY_KEYS', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'SlotOutput',
            'EntityDiscovery', 'BroadcastDecoder', 'recon_loss', 'PatchEntities', 'grid_coords', 'PixelEncoder',
            'AffineDecoder', 'affine_target', 'affine_loss', 'entity_config_problems', 'EntityPretrainConfig',
-           'pos_weight_at', 'EntityModel', 'split_images', 'scene_object_masks', 'slot_regions', 'object_discovery',
+           'EntityModel', 'pos_weight_at', 'split_images', 'scene_object_masks', 'slot_regions', 'object_discovery',
            'load_entity_model', 'packaged_entity_weights', 'entity_weights_name', 'connected_pieces', 'entity_pieces']
 
 # %% ../../nbs/10_entity_slots.ipynb #108bd852
@@ -168,7 +168,7 @@ class InteractionBlock(nn.Module):
         s = s + self.drop(self.to_out(out))
         return self.ffn(s).reshape(B, K, D)
 
-# %% ../../nbs/10_entity_slots.ipynb #0076e2ce
+
 @dataclass
 class SlotOutput:
     "What entity discovery returns."
@@ -238,7 +238,7 @@ def forward(
         maps.append(attn.mean(dim=1))
     return SlotOutput(self.out_norm(self.out_proj(slots)), maps[-1], s0, torch.stack(maps, dim=1))
 
-# %% ../../nbs/10_entity_slots.ipynb #p076e2ce
+
 @patch
 def pos(self: EntityDiscovery, hw: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
     "The sine encoding (N,D), cached per grid/device/dtype (it has no parameters)."
@@ -363,7 +363,7 @@ def affine_loss(recon: torch.Tensor, target: torch.Tensor, pos_weight: float) ->
     loss = F.mse_loss(recon[..., :3], target[..., :3].detach())
     return loss + pos_weight * F.mse_loss(recon[..., 3:], target[..., 3:]) if pos_weight else loss
 
-# %% ../../nbs/10_entity_slots.ipynb #hv10ad01
+
 @patch
 def own_cells(self: AffineDecoder, entities: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     "`forward` when entity k is cell k (A^slot = I, `PatchEntities`): entities (B,N,D) → recon (B,N,5), no N×N paint."
@@ -453,11 +453,6 @@ class EntityPretrainConfig:
         if problems := entity_config_problems(self):
             raise ValueError("EntityPretrainConfig: " + "; ".join(problems))
 
-# %% ../../nbs/10_entity_slots.ipynb #d1c716ee
-def pos_weight_at(cfg: EntityPretrainConfig, step: int) -> float:
-    "λ_pos at optimizer step `step` (0 before `pos_start`, then a linear ramp to `pos_weight`)."
-    return cfg.pos_weight * min(1.0, max(0, step - cfg.pos_start) / max(cfg.pos_ramp, 1))
-
 # %% ../../nbs/10_entity_slots.ipynb #515049a5
 class EntityModel(nn.Module):
     "Images → entities and A^slot, and the reconstruction that trains them without text or masks."
@@ -503,6 +498,11 @@ def losses(
         else self.decoder(so.entities, so.a_slot, hw)
     )
     return {"loss": affine_loss(recon, affine_target(images, hw), pos_weight)}
+
+
+def pos_weight_at(cfg: EntityPretrainConfig, step: int) -> float:
+    "λ_pos at optimizer step `step` (0 before `pos_start`, then a linear ramp to `pos_weight`)."
+    return cfg.pos_weight * min(1.0, max(0, step - cfg.pos_start) / max(cfg.pos_ramp, 1))
 
 # %% ../../nbs/10_entity_slots.ipynb #pe000009
 def split_images(refer, split: str, size: int) -> tuple[torch.Tensor, list[int]]:
@@ -632,7 +632,7 @@ def connected_pieces(masks: torch.Tensor) -> torch.Tensor:
     top = np.concatenate([[0], ndimage.maximum(flat, lab, np.arange(1, n + 1)).astype(np.int64)])
     return torch.from_numpy(top[lab]).to(masks.device)
 
-# %% ../../nbs/10_entity_slots.ipynb #5e4c030a
+
 def entity_pieces(
     a_slot: torch.Tensor, hw: tuple[int, int], min_tokens: int, max_pieces: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -651,8 +651,7 @@ def entity_pieces(
         ids, counts = lab[b].unique(return_counts=True)
         keep = [(int(c), int(i)) for i, c in zip(ids, counts) if i > 0 and c >= min_tokens]
         for e, (_, i) in enumerate(sorted(keep, reverse=True)[:max_pieces]):
-            # label = the piece's largest token index + 1 (connected_pieces)
-            k = int(hard[b, i - 1])
+            k = int(hard[b, i - 1])  # label i = the piece's largest token index + 1
             parent[b, e], valid[b, e], support[b, e] = k, True, (lab[b, k] == i).float()
     support = F.max_pool2d(support.view(B * max_pieces, 1, *hw), 3, stride=1, padding=1).view(B, max_pieces, N)
     return a_slot.gather(1, parent[..., None].expand(-1, -1, N)) * support, parent, valid
