@@ -101,7 +101,7 @@ class WordPWAM(nn.Module):
 # %% ../../nbs/09_magnet.ipynb #91cf8342
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention (Deformable DETR) in plain PyTorch: one `embedding_bag` per corner at
-    inference, per-level `grid_sample` when training."""
+    inference, one `grid_sample` over all levels when training."""
 
     def __init__(self, dim: int = 256, levels: int = 4, heads: int = 8, points: int = 4):
         super().__init__()
@@ -126,9 +126,9 @@ class MSDeformAttn(nn.Module):
         off = F.linear(query, self.sampling_offsets.weight[perm], self.sampling_offsets.bias[perm])  # x's, then y's
         aw = self.attention_weights(query).view(B, Q, M, L * K).softmax(-1)
         r = ref[:1] if ref.stride(0) == 0 else ref  # one set of points for the batch
-        # embedding_bag's backward is ~5× slower on CPU than grid_sample's (09, below): train with the per-level form
+        # embedding_bag's backward is ~5× slower on CPU than grid_sample's (09, below): train with the image form
         sample = (
-            self.sample_by_level
+            self.sample_by_image
             if torch.is_grad_enabled() and (v.requires_grad or off.requires_grad)
             else self.sample_by_table
         )
@@ -172,6 +172,9 @@ def layout(self: MSDeformAttn, shapes: list[tuple[int, int]], dtype, device) -> 
 
         m = torch.arange(M, dtype=dtype, device=device).view(M, 1, 1).expand(M, L, K).reshape(-1)
         Sp = int(size.sum())
+        # the image form: levels stacked top to bottom, a zero row above each and one below the last
+        Hi, Wi = sum(h + 1 for h, _ in shapes) + 1, max(w for _, w in shapes) + 2
+        top = f([1 + sum(h + 1 for h, _ in shapes[:l]) for l in range(L)])
         self._layouts[key] = dict(
             # x's, then y's
             perm=torch.arange(2 * M * L * K, device=device).view(M, L, K, 2).permute(3, 0, 1, 2).reshape(-1),
@@ -181,8 +184,10 @@ def layout(self: MSDeformAttn, shapes: list[tuple[int, int]], dtype, device) -> 
             Wp=col(Wp),
             Sp=Sp,
             row=m * Sp + col(start + Wp + 1),
-            down=Wp.long().view(L, 1).expand(L, K).reshape(-1),
-        )  # +1 row, per (level, point)
+            down=Wp.long().view(L, 1).expand(L, K).reshape(-1),  # +1 row, per (level, point)
+            image=(Hi, Wi),
+            gy=col((2 * top + 1) / Hi - 1),  # grid_sample's y of row 0 of the level, as a pixel y shifts by 2/Hi
+        )
     return self._layouts[key]
 
 # %% ../../nbs/09_magnet.ipynb #2fed74c6b
@@ -199,29 +204,28 @@ def table(self: MSDeformAttn, v: torch.Tensor, shapes: list[tuple[int, int]]) ->
 
 # %% ../../nbs/09_magnet.ipynb #874ef696
 @patch
-def sample_by_level(self: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
-    """The textbook form: one `grid_sample` per level (zeros, align_corners=False), mixed by the attention weights →
-    (B,Q,M,D)."""
+def sample_by_image(self: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
+    """Every level in one zero-bordered image (levels stacked), one `grid_sample` (zeros, align_corners=False) for all
+    samples, mixed by the attention weights → (B,Q,M,D)."""
     B, Q, M, _ = aw.shape
     L, K, D = self.levels, self.points, v.shape[-1] // M
-    n = M * L * K
-    norm = off.new_tensor([[w, h] for h, w in shapes]).view(1, 1, 1, L, 1, 2)
-    loc = (
-        r.view(r.shape[0], Q, 1, 1, 1, 2) + torch.stack([off[..., :n], off[..., n:]], -1).view(B, Q, M, L, K, 2) / norm
+    n, lay = M * L * K, self.layout(shapes, v.dtype, v.device)
+    (Hi, Wi), lv = lay["image"], v.transpose(1, 2).split([h * w for h, w in shapes], 2)
+    # (B,C,h,w) per level with a zero row above, a zero column left and zeros right; a zero row below the last
+    pads = [F.pad(t.unflatten(2, (h, w)), (1, Wi - 1 - w, 1, 0)) for t, (h, w) in zip(lv, shapes)]
+    img = torch.cat(pads + [v.new_zeros(B, v.shape[-1], 1, Wi)], 2).view(B * M, D, Hi, Wi)
+    # pixel position in its level (x = loc·W − ½) clamped to [-1, W] as in the table form (no sample reaches another
+    # level), then in grid_sample's coordinates of the image: g = (2p + 1)/size − 1
+    px = torch.minimum(
+        (off[..., :n] + torch.addcmul(off.new_tensor(-0.5), r[..., :1], lay["W"])).clamp(min=-1), lay["W"]
     )
-    grid = (2 * loc - 1).permute(3, 0, 2, 1, 4, 5).reshape(L, B * M, Q, K, 2)  # level first: grid[l] contiguous
-    mix = aw.view(B, Q, M, L, K).permute(3, 0, 2, 1, 4).reshape(L, B * M, 1, Q, K)
-    out = 0
-    for l, (m, (h, w)) in enumerate(zip(v.split([h * w for h, w in shapes], 1), shapes)):
-        s = F.grid_sample(
-            m.view(B, h, w, M, D).permute(0, 3, 4, 1, 2).reshape(B * M, D, h, w),
-            grid[l],
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=False,
-        )  # (B·M, D, Q, K)
-        out = out + (s * mix[l]).sum(-1)  # (B·M, D, Q)
-    return out.view(B, M, D, Q).permute(0, 3, 1, 2)
+    py = torch.minimum(
+        (off[..., n:] + torch.addcmul(off.new_tensor(-0.5), r[..., 1:], lay["H"])).clamp(min=-1), lay["H"]
+    )
+    g = torch.stack([px * (2 / Wi) + (3 / Wi - 1), torch.add(lay["gy"], py, alpha=2 / Hi)], -1)
+    g = g.view(B, Q, M, L * K, 2).transpose(1, 2).reshape(B * M, Q, L * K, 2)
+    s = F.grid_sample(img, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B·M, D, Q, L·K)
+    return (s * aw.transpose(1, 2).reshape(B * M, 1, Q, L * K)).sum(-1).view(B, M, D, Q).permute(0, 3, 1, 2)
 
 # %% ../../nbs/09_magnet.ipynb #874ef696b
 @patch
@@ -267,8 +271,10 @@ class DeformEncoderLayer(nn.Module):
         self.linear1, self.linear2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
 
     def ffn(self, x: torch.Tensor) -> torch.Tensor:
-        """linear2(relu(linear1(x))) over chunks of tokens: the wide hidden activation stays a few MB, reused by the
-        allocator"""
+        """linear2(relu(linear1(x))); without autograd over chunks of tokens, so the wide hidden activation stays a few
+        MB (under autograd every chunk's would be kept for backward: chunks would only add operators)"""
+        if torch.is_grad_enabled():
+            return self.linear2(F.relu(self.linear1(x), inplace=True))
         rows, n = x.reshape(-1, x.shape[-1]), max(256, 2**21 // self.linear1.out_features)
         return torch.cat([self.linear2(F.relu(self.linear1(c), inplace=True)) for c in rows.split(n)]).view_as(x)
 
