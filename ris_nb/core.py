@@ -171,7 +171,7 @@ class CALConfig:
     n_fg: int = 512  # ours: foreground positions sampled per image
     n_bg: int = 512  # ours: background positions sampled per image
 
-# %% ../nbs/00_core.ipynb #694bab43
+
 @dataclass
 class MagNetConfig:
     "MagNet's bidirectional fusion and single-query Mask2Former head (official network)."
@@ -243,7 +243,7 @@ SAG_FUSION_FIELDS = [  # (name, type, default): reconstruction, text pooling, fu
     ("c3_normalize_target", bool, False),  # official code: t is not L2-normalised (effective temperature 1/‖t‖)
 ]
 
-# %% ../nbs/00_core.ipynb #sg000012
+
 # (name, type, default): inference, optimisation, and our additions to the entity module and the fusion
 SAG_EXTRA_FIELDS = [
     ("inference", str, "weighted"),  # weighted (paper: Σ A^fuse·A^slot) | max | avg | min (paper's table 3 rows)
@@ -302,7 +302,7 @@ SaGConfig = dataclasses.make_dataclass(
     },
 )
 
-# %% ../nbs/00_core.ipynb #971d9eee
+
 @dataclass
 class ModelConfig:
     "Which method, and the blocks it is built from."
@@ -359,7 +359,7 @@ class EvalConfig:
     # training code
     select_metric: str = "oIoU"
 
-# %% ../nbs/00_core.ipynb #5c9f4142
+
 @dataclass
 class Config:
     "Everything a run needs; saved as JSON inside every checkpoint."
@@ -371,7 +371,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
-# %% ../nbs/00_core.ipynb #e330f050
+
 WORD_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -386,7 +386,7 @@ def _field_types(cls) -> dict[str, Any]:
     "Resolved type hints of a dataclass's fields."
     return typing.get_type_hints(cls)
 
-# %% ../nbs/00_core.ipynb #e593a773
+
 def config_to_dict(cfg) -> dict:
     "Plain nested dict of a config dataclass (JSON-ready)."
     return dataclasses.asdict(cfg)

@@ -315,7 +315,7 @@ def _rasterised_labels(objs: list[Obj], size: int) -> np.ndarray:
         o.polygons = p
     return out
 
-# %% ../../nbs/02_shaperefs.ipynb #10ec5dfc
+
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Background (size,size,3) float32: a gradient at a random angle between two muted colours (noise comes after
     the objects)."""
@@ -567,11 +567,11 @@ def pick_sentences(
         out.append((types[i], c[rng.integers(len(c))]))
     return out
 
-# %% ../../nbs/02_shaperefs.ipynb #d1a0c002
+# %% ../../nbs/02_shaperefs.ipynb #d1a0c004
 LANGUAGES = ["plain", "appearance", "rich"]  # the analogues of RefCOCO, RefCOCO+, G-Ref
 RICH_EXPR_TYPES = EXPR_TYPES + ["chain"]
 
-# %% ../../nbs/02_shaperefs.ipynb #d1a0c004
+
 def relational_landmarks(objs: list[Obj], size: int = 128) -> list[tuple[int, str, str, str, int]]:
     """(y, b, relation, c, c's index): "the b <relation> the c" picks out `objs[y]` alone, where c (its shortest
     unique noun phrase) denotes one object and the noun phrase b at least two besides c — landmarks that need a
@@ -741,7 +741,7 @@ def _is_shaperefs_dir(p: Path) -> bool:
 def _make(args):
     return make_image(*args)
 
-# %% ../../nbs/02_shaperefs.ipynb #652720af
+
 # ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
 MAX_SIZE = 1024
 # ours: scenes per folder; the index is built in memory (10¹² scenes: RSS grew by 9 GB in 33 s)
@@ -760,24 +760,6 @@ def _check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], l
         raise ValueError(f"size must be between 64 and {MAX_SIZE} px (ris_nb.data.shaperefs.MAX_SIZE), got {size}")
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
-
-# %% ../../nbs/02_shaperefs.ipynb #ea151396
-def _meta(seed: int, n_images: int, size: int, n_objects: tuple[int, int], language: str) -> dict:
-    "The settings `meta.json` records (`language` absent when plain: datasets made before the option are plain)."
-    meta = dict(generator="ris_nb.data.shaperefs", version=2, segmentation="polygons", seed=seed, n_images=n_images)
-    meta.update(size=size, n_objects=list(n_objects))
-    if language != "plain":
-        meta["language"] = language
-    return meta
-
-
-def _summary_line(res: dict) -> str:
-    "What `generate` prints: totals, time and folder, then each split's counts."
-    lang = f" ({res['language']} language)" if res["language"] != "plain" else ""
-    return (
-        f"ShapeRefs{lang}: {res['images']} images, {res['refs']} refs, {res['sentences']} sentences in "
-        f"{res['seconds']:.1f}s → {res['path']}  "
-    ) + "  ".join(f"{k}: {v['images']} img/{v['refs']} refs/{v['sentences']} sents" for k, v in res["splits"].items())
 
 # %% ../../nbs/02_shaperefs.ipynb #ea151397
 def generate(
@@ -837,6 +819,24 @@ def ensure_shaperefs(
         return folder
     generate(folder, n_images=n_images, seed=seed, size=size, verbose=False, language=language)
     return folder
+
+
+def _meta(seed: int, n_images: int, size: int, n_objects: tuple[int, int], language: str) -> dict:
+    "The settings `meta.json` records (`language` absent when plain: datasets made before the option are plain)."
+    meta = dict(generator="ris_nb.data.shaperefs", version=2, segmentation="polygons", seed=seed, n_images=n_images)
+    meta.update(size=size, n_objects=list(n_objects))
+    if language != "plain":
+        meta["language"] = language
+    return meta
+
+
+def _summary_line(res: dict) -> str:
+    "What `generate` prints: totals, time and folder, then each split's counts."
+    lang = f" ({res['language']} language)" if res["language"] != "plain" else ""
+    return (
+        f"ShapeRefs{lang}: {res['images']} images, {res['refs']} refs, {res['sentences']} sentences in "
+        f"{res['seconds']:.1f}s → {res['path']}  "
+    ) + "  ".join(f"{k}: {v['images']} img/{v['refs']} refs/{v['sentences']} sents" for k, v in res["splits"].items())
 
 # %% ../../nbs/02_shaperefs.ipynb #c02sd002
 _COURSE_DATA: dict[tuple, Path] = {}
