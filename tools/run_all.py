@@ -20,6 +20,11 @@ The tool refuses a notebook with uncommitted changes, or a run while `ris_nb/`, 
 HEAD (the record names a commit: the run must be that commit's); `--allow-dirty` runs anyway and records `+dirty`.
 `--jobs 2` runs two notebooks at once (longest recorded first): faster, but the notebooks share the cores, so each
 one's seconds and probe come out larger than alone, and its statement says it was measured beside another.
+
+The release run, after the last content change, on one idle machine: commit everything; `make run-all` (this tool on
+every notebook); commit the notebooks and the manifest; `make mark-outputs` (tools/check_notebooks.py --mark: marks
+for the output check every cell that prints under IN_TEST what Run All saved) and, time allowing, `make
+mark-outputs-run-all` (the cells whose output depends on IN_TEST); `make output-coverage`; commit the marks.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ FIELDS = ["notebook", "commit", "date", "seconds", "error", "probe_1t_ms", "prob
 LIBRARY = ["ris_nb", "settings.ini", "setup.py"]  # what a notebook imports: it must be the recorded commit's
 KERNEL_ENV_DROP = ("IN_TEST", "OMP_NUM_THREADS", "MPLBACKEND")  # a student's kernel has none of them
 STATEMENT = re.compile(r"\n*\*\*Run All:\*\*[^\n]*")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # a traceback's colours
 CHECK_MARK = re.compile(r"^#\|\s*check_output\b[^\n]*\n?", re.M)  # tools/check_notebooks.py's mark
 
 
@@ -94,7 +100,7 @@ def execute(path: Path, timeout: int) -> tuple[dict, float, str]:
     try:
         client.execute(env=env)
     except CellExecutionError as e:
-        error = str(e).strip().splitlines()[-1][:200]
+        error = ANSI.sub("", str(e)).strip().splitlines()[-1][:200]
     return json.loads(nbformat.writes(nb)), time.perf_counter() - t0, error
 
 
