@@ -276,8 +276,9 @@ def draw_deformable_sampling(
     for l, ax in enumerate(axs[0]):
         h, w_ = shapes[l]
         ax.set(xlim=(0, 1), ylim=(1, 0), aspect="equal")
-        if maps is not None:
+        if maps is not None:  # (h, w) or (h, w, 3)
             ax.imshow(maps[l], cmap="gray", extent=(0, 1, 1, 0))
+            ax.set(xticks=[], yticks=[])
         else:  # the level's token cells
             ax.set_xticks([i / w_ for i in range(w_ + 1)], [])
             ax.set_yticks([i / h for i in range(h + 1)], [])
