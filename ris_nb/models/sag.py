@@ -226,6 +226,9 @@ def c3_loss(
     return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device) + offset)
 
 # %% ../../nbs/11_sag.ipynb #96ce6a48
+from ..distributed import gather_batch, gather_ids
+
+
 def batch_partners(image_ids: Sequence[int], ann_ids: Sequence[int]) -> torch.Tensor:
     "(B,) for item j the first other item of the same image about another annotation; −1 where there is none."
     out = torch.full((len(image_ids),), -1, dtype=torch.long)
@@ -255,9 +258,6 @@ def in_image_logits(
     extra = ((target * swapped).sum(-1) / temperature).masked_fill(partner < 0, float("-inf"))
     return torch.cat([logits.masked_fill(exclude, float("-inf")), extra[:, None]], dim=1)
 
-# %% ../../nbs/11_sag.ipynb #e0c4a021
-from ..distributed import gather_batch, gather_ids
-
 # %% ../../nbs/11_sag.ipynb #1aefb052
 SCHEMES = ("weighted", "max", "avg", "min")
 
@@ -284,7 +284,7 @@ def upsample_minmax(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
     return (up - lo) / (hi - lo + 1e-9)
 
-# %% ../../nbs/11_sag.ipynb #e0c4a031
+
 def entity_similarity(text: torch.Tensor, entities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Ablation 'w/o fusion and C³': ẑ(i,j) = norm(mean_k ŝ_k of image i) for every text (B_img,B_txt,D); A^fuse =
     softmax_k ⟨t_j,ŝ_k⟩/√D."""
@@ -637,7 +637,7 @@ def _in_image_negatives(self: SaG, out: SaGOutputs, batch) -> None:
     out.swapped = self.fusion.swapped(out.text, out.entities, own, out.valid)
     out.exclude = own_image_copies(images, gather_ids(images), out.offset)
 
-# %% ../../nbs/11_sag.ipynb #64045c04
+
 @patch
 def losses(self: SaG, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor]:
     "{'loss': L_C3 + λ·L_recon, 'loss_c3', 'loss_recon'} ('loss_itc' without fusion); `batch.masks` is never read."
@@ -678,7 +678,7 @@ def param_groups(self: SaG, cfg: Config | None = None) -> list[dict]:
             groups.append(dict(params=params, lr=glr, weight_decay=wd, name=name))
     return groups
 
-# %% ../../nbs/11_sag.ipynb #a70a68f6
+
 @patch
 def predict(
     self: SaG, outputs: SaGOutputs, batch=None, sizes: list[tuple[int, int]] | None = None, scheme: str | None = None
