@@ -105,6 +105,12 @@ def test_numbers_mode_compares_numbers_within_the_tolerance_and_the_rest_exactly
     assert check_notebooks.numbers_close("3.25e-05", "3.3e-05") and not check_notebooks.numbers_close("40", "400")
 
 
+def test_a_source_links_line_is_masked():
+    link = "[source](https://github.com/ris-nb/ris_nb/blob/main/ris_nb/train.py#L{})"
+    lines = check_notebooks.reader_lines
+    assert lines([stdout(link.format(784))]) == lines([stdout(link.format(786))])
+
+
 def test_mark_modes_are_read_from_the_directives():
     mode = check_notebooks.mark_mode
     assert mode({}) is None and mode({"check_output": []}) == "" and mode({"check_output:": ["numbers"]}) == "numbers"

@@ -7,22 +7,27 @@ its folder, `--n_workers` at a time), and a marked cell whose text now differs f
 with its first differing line. Compared: stdout, stderr less Python's warnings, and the text of results and displays
 (markdown where there is some, else plain text). Not compared: images, widgets, blank lines. Masked on both sides:
 times and rates (`12.3 s`, `31 CPU s`, `4 ms`, `250 images/s`, `0:01:02`), the temporary folder (`<tmp>`, as
-`tools/rerun_notebook.py` writes it), memory addresses, progress-bar lines; under `#| check_output` every other number
-must match exactly. Under `#| check_output: numbers` (for numbers that move in their last digits between CPU models: a
-trained model's loss and scores; 02a's TinyRefer scored 50.4 val oIoU on one, 50.7 on another) the text and the lines
-must match exactly and each number only within 5 % or one unit of its last printed digit.
+`tools/rerun_notebook.py` writes it), memory addresses, show_doc's source line (`train.py#L784`), progress-bar
+lines; under `#| check_output` every other number must match exactly. Under `#| check_output: numbers` (for numbers
+that move in their last digits between CPU models: a trained model's loss and scores; 02a's TinyRefer scored 50.4 val
+oIoU on one, 50.7 on another) the text and the lines must match exactly and each number only within 5 % or one unit
+of its last printed digit. Under `#| check_output: run_all` (or `run_all numbers`: an output that depends on
+`IN_TEST`, such as a loop shortened under test) a cell is compared only by `--run-all`, which runs the notebooks as
+Run All does (no `IN_TEST`, flagged cells too): slow, so `make check-run-all` and not `make test`.
 
 `--mark` proposes the marks: it runs the notebooks as the check does, compares every unmarked code cell's text output
 with its saved one, and marks the cells that match: `#| check_output` when exactly, else `#| check_output: numbers`
-when within the tolerance. A cell whose output depends on `IN_TEST` (a shorter loop under test) matches under neither
-and stays unmarked; each one is listed. Run it after the notebooks' outputs were saved by one run
+when within the tolerance. A cell whose output depends on `IN_TEST` matches under neither and stays unmarked; each
+one is listed with its first difference. `--mark --run-all` then marks those that match as Run All prints them
+(`run_all`, `run_all numbers`). Run it after the notebooks' outputs were saved by one run
 (`tools/run_all.py`); the marks are not part of the sources `tools/run_all.py` hashes. `--coverage` counts, without
 running anything, the code cells with text output and the share of them marked (the course: 00–89, and all).
 Refresh a stale output with `python tools/rerun_notebook.py nbs/X.ipynb --cells N,...` (and the cells it depends
 on), or `python tools/run_all.py nbs/X.ipynb`.
 
     python tools/check_notebooks.py [--path nbs/00_core.ipynb] [--flags slow] [--n_workers 2] [--timing]
-    python tools/check_notebooks.py --mark [--path nbs/06_lavt.ipynb] [--n_workers 2]
+    python tools/check_notebooks.py --mark [--run-all] [--path nbs/06_lavt.ipynb] [--n_workers 2]
+    python tools/check_notebooks.py --run-all [--path nbs/06_lavt.ipynb]
     python tools/check_notebooks.py --coverage
 """
 
@@ -53,6 +58,7 @@ MASKS = [
         "<time>",
     ),
     (re.compile(r"\b0x[0-9a-fA-F]{6,}\b"), "0x<address>"),
+    (re.compile(r"(\.py)#L\d+\b"), r"\1#L<line>"),  # show_doc's source link: moves when another notebook adds code
 ]
 WARNING = re.compile(r"^\S.*:\d+: \w*Warning: .*\n(  .*\n)?", re.M)
 PROGRESS_LINE = re.compile(r"\d+%\|")  # tqdm's text form: "ShapeRefs:  40%|████      | 320/800"
