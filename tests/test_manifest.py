@@ -190,3 +190,9 @@ def test_marking_then_the_run_all_check(tmp_path):
         "print('stale')",
     ]
     assert "Success." in run([sys.executable, tool, "--path", nb], cwd=ROOT, timeout=300).stdout  # run_all: skipped
+
+
+def test_the_course_table_has_a_row_per_course_notebook():
+    lines = run_all.table(manifest()).splitlines()
+    assert len(lines) == len(COURSE) + 2 and all(line.count("|") == 9 for line in lines), lines[:3]
+    assert [line.split(" | ")[0].strip("| ") for line in lines[2:]] == [nb.stem for nb in COURSE]

@@ -14,7 +14,8 @@ run; `+dirty` when run with `--allow-dirty`), date (UTC), seconds (wall, whole R
 empty), probe_1t_ms, probe_2t_ms, jobs (notebooks run at once), sources_sha256 (`sources_hash`: the cells' types and
 sources once the statement is written; outputs, metadata and `#| check_output` marks are left out, so saving outputs
 or marking a cell for the output check keeps the hash). `tests/test_manifest.py` fails when a notebook's sources no
-longer hash to its row.
+longer hash to its row. `--table` prints, running nothing, a markdown table of the course: code cells, figures,
+exported cells, summary, stated and measured Run All, probe.
 
 The tool refuses a notebook with uncommitted changes, or a run while `ris_nb/`, settings.ini or setup.py differ from
 HEAD (the record names a commit: the run must be that commit's); `--allow-dirty` runs anyway and records `+dirty`.
@@ -171,13 +172,42 @@ def run_one(path: Path, commit: str, jobs: int, timeout: int) -> dict:
     return row
 
 
+def table(rows: dict[str, dict]) -> str:
+    "Markdown: each course notebook's code cells, figures, exported cells, summary, stated and measured Run All, probe."
+    out = [
+        "| notebook | code cells | figures | exported | summary | stated | measured | probe 1t / 2t ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for path in course_notebooks():
+        cells, row = json.loads(path.read_text())["cells"], rows.get(path.stem, {})
+        code = [c for c in cells if c["cell_type"] == "code"]
+        figures = sum(any("image/png" in o.get("data", {}) for o in c.get("outputs", [])) for c in code)
+        exported = sum(bool(re.match(r"\s*#\|\s*export", "".join(c["source"]))) for c in code)
+        summary = any(
+            c["cell_type"] == "markdown" and re.search(r"^##\s+Summary", "".join(c["source"]), re.M) for c in cells
+        )
+        stated = re.search(r"\*\*Run All:\*\* about (\d+) min", "".join(cells[0]["source"]))
+        measured = f"{float(row['seconds']):.0f} s" if row.get("seconds") else "–"
+        probes = f"{row['probe_1t_ms']} / {row['probe_2t_ms']}" if row else "–"
+        out.append(
+            f"| {path.stem} | {len(code)} | {figures} | {exported} | {'yes' if summary else 'no'} | "
+            f"{stated.group(1) + ' min' if stated else '–'} | {measured} | {probes} |"
+        )
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook in nbs/")
     ap.add_argument("--jobs", type=int, default=1, help="notebooks at once (more inflates each one's seconds)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     ap.add_argument("--allow-dirty", action="store_true", help="run uncommitted notebooks; the commit gets '+dirty'")
+    ap.add_argument(
+        "--table", action="store_true", help="only print the course's table from the notebooks and manifest"
+    )
     args = ap.parse_args(argv)
+    if args.table:
+        return print(table(read_manifest())) or 0
     paths = [p.resolve() for p in args.notebooks] or sorted(NBS.glob("*.ipynb"))
     if missing := [str(p) for p in paths if not p.exists() or p.suffix != ".ipynb"]:
         ap.error(f"no such notebook: {', '.join(missing)}")
