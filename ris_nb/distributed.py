@@ -30,7 +30,8 @@ from .io import die_with_parent, pid_alive, write_atomic
 # %% auto #0
 __all__ = ['DistInfo', 'init_distributed', 'finish_distributed', 'mean_over_ranks', 'gather_objects', 'sum_over_ranks',
            'names_over_ranks', 'EpochSampler', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler',
-           'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'gather_batch', 'gather_ids']
+           'written_by', 'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'gather_batch',
+           'gather_ids']
 
 # %% ../nbs/93_distributed.ipynb #d9300005
 class DistInfo:
@@ -241,8 +242,32 @@ class ShardSampler(Sampler):
         return len(self.idx)
 
 # %% ../nbs/93_distributed.ipynb #d9300020
+_WRITTEN_BY: dict[str, str] = {}
+
+
+def written_by() -> dict[str, str]:
+    "The ris_nb version and git commit ('' outside a git checkout) that this process runs: stored in every checkpoint."
+    if not _WRITTEN_BY:
+        import subprocess
+
+        import ris_nb
+
+        repo, commit = Path(ris_nb.__file__).resolve().parents[1], ""
+        if (repo / ".git").exists():
+            try:
+                run = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, timeout=10)
+                commit = run.stdout.decode().strip() if run.returncode == 0 else ""
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        _WRITTEN_BY.update(ris_nb_version=ris_nb.__version__, ris_nb_commit=commit)
+    return dict(_WRITTEN_BY)
+
+
 def save_checkpoint(obj: Any, path: str | Path) -> Path:
-    "torch.save to a temp file beside `path`, fsync, rename over `path` (`write_atomic`); a failed write names `path`."
+    """torch.save to a temp file beside `path`, fsync, rename over `path` (`write_atomic`); a failed write names `path`;
+    a checkpoint (a dict with a 'config') gets the `written_by` record."""
+    if isinstance(obj, dict) and "config" in obj:
+        obj = {**written_by(), **obj}
 
     def save(tmp: Path):
         try:

@@ -26,14 +26,15 @@ from ris_nb.core import (
     LavtConfig,
     get_preset,
 )
+from .io import torch_load_checked
 from .models.encoders import ViTBackbone, swin_to_timm
 from .models.magnet import MagNet
 from .models.sag import SaG
 
 # %% auto #0
 __all__ = ['PWAM_KEYS', 'CAM_BRANCH_KEYS', 'SAG_UNUSED', 'convert_pwam', 'convert_cam', 'convert_magnet', 'magnet_config',
-           'check_values', 'load_magnet_state', 'load_magnet', 'slot_keys', 'interaction_qkv', 'decoder_keys',
-           'load_mapped', 'sag_config', 'sag_key_map', 'load_sag']
+           'check_values', 'official_state', 'load_magnet_state', 'load_magnet', 'slot_keys', 'interaction_qkv',
+           'decoder_keys', 'load_mapped', 'sag_config', 'sag_key_map', 'load_sag']
 
 # %% ../nbs/94_official_weights.ipynb #od48f522
 PWAM_KEYS = {
@@ -274,6 +275,22 @@ def check_values(module: nn.Module, new: dict[str, Any], what: str) -> None:
     if problems:
         raise ValueError(f"{what}: {'; '.join(problems)}; expected the float weights the official code saved")
 
+
+def official_state(x: Any, what: str) -> dict[str, Any]:
+    """The official weights as a state dict: `x` itself, or the file `x` names (read with `torch_load_checked`; a
+    `'model'`/`'state_dict'` entry taken); a DDP `module.` prefix on every key stripped; anything else named."""
+    if isinstance(x, (str, Path)):
+        x = torch_load_checked(x, f"{what} file", "the official checkpoint (a state dict)")
+        if isinstance(x, dict):
+            x = next((x[k] for k in ("model", "state_dict") if isinstance(x.get(k), dict)), x)
+    if not isinstance(x, dict) or not all(isinstance(k, str) for k in x):
+        raise ValueError(
+            f"{what}: got a {type(x).__name__}; expected a state dict (name → tensor) or the path of a file holding one"
+        )
+    if x and all(k.startswith("module.") for k in x):  # saved from a DistributedDataParallel wrapper
+        x = {k[len("module.") :]: v for k, v in x.items()}
+    return x
+
 # %% ../nbs/94_official_weights.ipynb #oe2788f8
 def load_magnet_state(model: MagNet, converted: dict[str, torch.Tensor]) -> MagNet:
     "Strict load of converted weights; errors name every missing / unexpected key."
@@ -281,7 +298,8 @@ def load_magnet_state(model: MagNet, converted: dict[str, torch.Tensor]) -> MagN
     missing, unexpected = sorted(own - set(converted)), sorted(set(converted) - own)
     if missing or unexpected:
         raise ValueError(
-            f"official MagNet weights do not match the model: missing keys {missing}, unexpected keys {unexpected}"
+            f"official MagNet weights do not match the model: {len(missing)} missing keys ({_first(missing)}), "
+            f"{len(unexpected)} unexpected keys ({_first(unexpected)}); expected the released MagNet checkpoint"
         )
     check_values(model, converted, "official MagNet weights")
     bad = [k for k, v in model.state_dict().items() if v.shape != converted[k].shape]
@@ -297,11 +315,12 @@ def load_magnet_state(model: MagNet, converted: dict[str, torch.Tensor]) -> MagN
     return model
 
 
-def load_magnet(state_dict: dict[str, torch.Tensor], official_config: dict | None = None) -> MagNet:
+def load_magnet(state_dict: dict[str, torch.Tensor] | str | Path, official_config: dict | None = None) -> MagNet:
     """Build MagNet (official_compat=True) from the official hyper-parameters `official_config` (None: the released
-    network), convert and strictly load `state_dict`; eval mode."""
+    network), convert and strictly load `state_dict` (a state dict or its file, `official_state`); eval mode."""
+    sd = official_state(state_dict, "official MagNet weights")
     model = MagNet(magnet_config(official_config))
-    return load_magnet_state(model, convert_magnet(state_dict)).eval()
+    return load_magnet_state(model, convert_magnet(sd)).eval()
 
 # %% ../nbs/94_official_weights.ipynb #o02e0d51
 def slot_keys(prefix: str = "encoders.img_enc.") -> dict[str, str]:
@@ -563,12 +582,17 @@ SAG_UNUSED = (
 _TIED = re.compile(r"(.*\.agg\.agg_blocks\.)(\d+)(\..*)")
 
 
-def load_sag(state_dict: dict[str, torch.Tensor], official_config: dict | str | Path) -> SaG:
+def load_sag(state_dict: dict[str, torch.Tensor] | str | Path, official_config: dict | str | Path) -> SaG:
     """Build a `SaG` from the official hyper-parameters `official_config` (a dict or a JSON file) and strictly load
-    the official `state_dict` (names converted)."""
-    sd = dict(state_dict)
+    the official `state_dict` (a state dict or its file, `official_state`; names converted)."""
+    sd = dict(official_state(state_dict, "official SaG weights"))
     if isinstance(official_config, (str, Path)):
-        official_config = json.loads(Path(official_config).read_text())
+        try:
+            official_config = json.loads(Path(official_config).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(
+                f"official SaG config {official_config}: {e}; expected the JSON file of its args"
+            ) from None
     cfg = sag_config(sd, official_config)
     model = SaG(cfg)
     keys, concat = sag_key_map(model)
@@ -585,5 +609,7 @@ def load_sag(state_dict: dict[str, torch.Tensor], official_config: dict | str | 
         elif not k.startswith(SAG_UNUSED):
             leftover.append(k)
     if leftover:
-        raise ValueError(f"official state_dict has keys the converter does not know: {sorted(leftover)[:10]}")
+        raise ValueError(
+            f"official state_dict has {len(leftover)} keys the converter does not know: {_first(sorted(leftover))}"
+        )
     return model

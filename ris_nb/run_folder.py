@@ -5,6 +5,7 @@
 # %% ../nbs/93a_run_folders.ipynb #rf93a004
 from __future__ import annotations
 
+import copy
 import json
 import random
 import warnings
@@ -17,14 +18,15 @@ from torch import nn
 
 import ris_nb.models  # registers every model: `load_run` builds whichever a checkpoint names
 from .core import Config, validate_config
+from .distributed import written_by
 from .io import load_state_checked, torch_load_checked, write_atomic
 
 # %% auto #0
-__all__ = ['RESUME_KEYS', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'rng_state', 'set_rng_state', 'module_generators',
-           'generator_states', 'set_generator_states', 'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint',
-           'config_diff', 'weight_changes', 'saved_config', 'check_same_run', 'fingerprint_diff', 'check_fingerprints',
-           'check_data_unchanged', 'check_run_dir', 'read_run_dir', 'log_record', 'read_log', 'plot_curves',
-           'apply_data_arg', 'load_run']
+__all__ = ['RESUME_KEYS', 'DEFAULT_CHANGES', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'rng_state', 'set_rng_state',
+           'module_generators', 'generator_states', 'set_generator_states', 'load_checkpoint', 'checkpoint_paths',
+           'latest_checkpoint', 'fill_old_defaults', 'version_gap', 'config_diff', 'weight_changes', 'saved_config',
+           'check_same_run', 'fingerprint_diff', 'check_fingerprints', 'check_data_unchanged', 'check_run_dir',
+           'read_run_dir', 'log_record', 'read_log', 'plot_curves', 'apply_data_arg', 'load_run']
 
 # %% ../nbs/93a_run_folders.ipynb #edfef7d2
 def rng_state() -> dict:
@@ -138,6 +140,57 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
         )
     return None
 
+# %% ../nbs/93a_run_folders.ipynb #vg000001
+# config keys added after runs were written, each with the value those runs ran with (the behaviour before the key;
+# today's class default unless it changed since) and the commit that added it: a stored config without the key is
+# read with that value, never with a later default. Add a row whenever a key is added or a default changes.
+DEFAULT_CHANGES: dict[str, tuple[Any, str]] = {
+    "model.vision.stem": ("patch", "17b6e03"),
+    "model.lavt.refine": (0, "17b6e03"),
+    "model.mg.vision_grad": (True, "d9c4b08"),
+    "model.text.lr_scale": (1.0, "30c71b3"),
+    "model.sag.text_pool": ("cls", "ab65b1b"),
+    "model.sag.fusion_residual": (True, "72fe55a"),
+    "model.sag.decoder": ("broadcast", "8f39d93"),
+    "model.sag.pos_weight": (0.0, "8f39d93"),
+    "model.sag.entity_weights": ("", "8f39d93"),
+    "model.sag.freeze_entities": (False, "8f39d93"),
+    "model.sag.slot_logit_scale": (1.0, "8f39d93"),
+    "model.sag.entity_appearance": (False, "23a0c69"),
+    "model.sag.entity_pieces": (0, "23a0c69"),
+    "model.sag.in_image_negatives": (False, "23a0c69"),
+    "model.sag.appearance_view": ("grid", "befe1d3"),
+    "model.sag.slot_vector": (True, "2b13279"),
+}
+
+
+def fill_old_defaults(saved: dict) -> dict:
+    "A copy of stored config `saved` with each `DEFAULT_CHANGES` key it lacks set to the value its version ran with."
+    out = copy.deepcopy(saved)
+    for key, (value, _) in DEFAULT_CHANGES.items():
+        *parents, last = key.split(".")
+        d = out
+        for p in parents:
+            d = d.setdefault(p, {}) if isinstance(d, dict) else None
+        if isinstance(d, dict):
+            d.setdefault(last, value)
+    return out
+
+
+def version_gap(ck: dict) -> str:
+    "'' when checkpoint `ck` was written by this ris_nb (version and commit), else which wrote it and which reads it."
+    now = written_by()
+    then = {k: ck.get(k) if isinstance(ck.get(k), str) else "" for k in now}
+
+    def name(d: dict) -> str:
+        commit = d["ris_nb_commit"][:10]
+        return f"ris_nb {d['ris_nb_version']}" + (f" (commit {commit})" if commit else "")
+
+    if then == now:
+        return ""
+    old = name(then) if then["ris_nb_version"] else "an earlier ris_nb that recorded no version"
+    return f"written by {old}; this is {name(now)}"
+
 # %% ../nbs/93a_run_folders.ipynb #466ec905
 def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     "Dotted keys whose values differ between two config dicts."
@@ -175,8 +228,8 @@ def weight_changes(saved: dict, cfg: Config, allow: Sequence[str] = ()) -> list[
 
 
 def saved_config(saved_json: str, where: str | Path) -> dict:
-    """The config dict stored in a checkpoint or config.json; anything but a JSON object is a `ValueError` naming
-    `where`."""
+    """The config dict stored in a checkpoint or config.json, keys its version lacked filled as that version ran
+    (`fill_old_defaults`); anything but a JSON object is a `ValueError` naming `where`."""
     try:
         d = json.loads(saved_json)
     except (json.JSONDecodeError, TypeError) as e:
@@ -185,13 +238,21 @@ def saved_config(saved_json: str, where: str | Path) -> dict:
         ) from None
     if not isinstance(d, dict):
         raise ValueError(f"{where}: the stored config is a {type(d).__name__}; expected a JSON object")
-    return d
+    return fill_old_defaults(d)
 
 
-def check_same_run(saved_json: str, cfg: Config, where: Path) -> None:
-    """Refuse to resume a run directory trained with another config (names the differing keys); going on longer is
-    the same run (`CONTINUE_KEYS`)."""
-    if diff := weight_changes(saved_config(saved_json, where), cfg, CONTINUE_KEYS):
+def check_same_run(saved_json: str, cfg: Config, where: Path, ck: dict | None = None) -> None:
+    """Refuse to resume a run directory trained with another config (names the differing keys, and the version gap
+    when checkpoint `ck` was written by another ris_nb); going on longer is the same run (`CONTINUE_KEYS`)."""
+    diff = weight_changes(saved_config(saved_json, where), cfg, CONTINUE_KEYS)
+    if diff and ck is not None and (gap := version_gap(ck)):
+        then = ck.get("ris_nb_commit") or ""
+        raise ValueError(
+            f"{where} holds a run {gap}, and this version builds another config for it ({'; '.join(diff[:3])}): "
+            f"resume it with the version that wrote it{f' (git checkout {then[:10]})' if then else ''}, "
+            "or train anew with another --out"
+        )
+    if diff:
         raise ValueError(
             f"{where} holds a run with a different config ({'; '.join(diff[:6])}); "
             f"use another --out directory or the same preset and settings"
@@ -268,7 +329,9 @@ def read_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[tuple[
             )
     found = latest_checkpoint(run_dir)
     if found:
-        check_same_run(found[1]["config"], cfg, run_dir)
+        check_same_run(found[1]["config"], cfg, run_dir, found[1])
+        if gap := version_gap(found[1]):
+            warnings.warn(f"resuming {found[0]}, {gap}; its config reads the same, so it goes on")
         check_fingerprints(found[1], fingerprints, found[0])
         if found[1].get("step", 0) > cfg.train.max_steps:
             raise ValueError(
@@ -288,7 +351,7 @@ def read_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[tuple[
                 "or give another --out"
             ) from None
         if not found:
-            check_same_run(ck["config"], cfg, best)
+            check_same_run(ck["config"], cfg, best, ck)
             check_fingerprints(ck, fingerprints, best)
     return found, ck
 
@@ -366,6 +429,11 @@ def load_run(ckpt: str | Path, data: str | None = None) -> tuple[Config, Any, nn
 
     ck = load_checkpoint(ckpt)
     saved = saved_config(ck["config"], ckpt)  # not JSON: a ValueError naming the file
+    if gap := version_gap(ck):
+        warnings.warn(
+            f"checkpoint {ckpt} was {gap}: keys its config lacks take the values its version ran with "
+            "(DEFAULT_CHANGES), but other code changed since; to compare scores, evaluate it with that version"
+        )
     try:
         cfg = Config.from_dict(saved)
     except ValueError as e:
