@@ -21,8 +21,10 @@ import argparse
 import json
 import os
 import pickle
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -1186,7 +1188,156 @@ def grading_cases(self: Probe) -> None:
 
 
 Probe.grading_cases = grading_cases
-GRADING_GROUPS = ["grading_cases"]
+
+
+# ---- round 5 (issue 70): student folders that would stop or fool grading, processes that would outlive it
+def _procs(tag: str) -> list[int]:
+    "Processes whose command line holds `tag`."
+    out = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            out += [int(d)] if tag.encode() in Path(f"/proc/{d}/cmdline").read_bytes() else []
+        except OSError:
+            pass
+    return out
+
+
+def _scratch_of(pid: int) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"ris_nb_grade*_{pid}-*"))
+
+
+def _grader_stopped(self: Probe, t_path: Path, student, how: signal.Signals) -> None:
+    "A grader stopped by `how` while a student's setsid() child runs leaves none of it (SIGKILL: after the next start)."
+    tag = f"{3000 + random.random():.6f}"
+    nb = student(f"forks then spins {how.name}", {**GRADE_RIGHT, "sol-double": _fork(tag) + "while True: pass"})
+    cmd = [*RIS, "grade", str(t_path), str(nb), "--csv", str(self.tmp / "grading" / f"{how.name}.csv")]
+    g = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while not _procs(tag) and g.poll() is None and time.monotonic() - t0 < 300:
+        time.sleep(0.2)
+    g.send_signal(how)
+    _, err = g.communicate(timeout=120)
+    if how == signal.SIGKILL:
+        run(["grade", t_path, student(f"next {how.name}", GRADE_RIGHT), "--csv", self.tmp / "grading" / "next.csv"])
+    time.sleep(0.5)
+    left = [f"process {p}" for p in _procs(tag)] + [f.name for f in _scratch_of(g.pid)]
+    v = ("wrong", f"left {left[:3]}") if left else ("works", "")
+    self.add(
+        f"grade: the grader stopped by {how.name} while a student's setsid() child runs",
+        (g.returncode, first_line(err)),
+        v,
+    )
+    for pid in _procs(tag):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _fork(tag: str) -> str:
+    return f"import subprocess\nsubprocess.Popen(['setsid', 'sleep', '{tag}'])\n"
+
+
+def r5_grading_cases(self: Probe) -> None:
+    "Links, FIFOs, devices, deep trees, forking, memory, file size and a stopped grader (issue 70)."
+    teacher, student = _grading_lesson(self.tmp / "grading")
+    t_path = self.tmp / "grading" / "teacher" / "lesson.ipynb"
+    t_path.parent.mkdir(parents=True, exist_ok=True)
+    t_path.write_text(json.dumps(teacher))
+    out = self.tmp / "grading" / "r5.csv"
+    linked = self.tmp / "grading" / "linked" / "lesson.ipynb"
+    linked.parent.mkdir()
+    linked.symlink_to(t_path)
+    right = student("r5 right", GRADE_RIGHT)
+    p = run(["grade", t_path, linked, right, "--csv", out])
+    g = _grades(out)
+    v = refusal(p, "linked/lesson.ipynb is a symbolic link")
+    if any(ok for _, ok, _ in g.get(str(linked), [])):
+        v = ("wrong", "the teacher's notebook graded through the link")
+    self.add("grade: a student notebook that is a symbolic link to the teacher's", p, v)
+    fifo = self.tmp / "grading" / "fifo.ipynb"
+    os.mkfifo(fifo)
+    for case, nb, name in (("a FIFO", fifo, "is a FIFO"), ("/dev/zero", Path("/dev/zero"), "/dev/zero is a device")):
+        try:
+            p = run(["grade", t_path, nb, right, "--csv", out], timeout=300)
+            v = refusal(p, name)
+            if [ok for _, ok, _ in _grades(out).get(str(right), [])] != [True, True]:
+                v = ("wrong", "the honest student not graded")
+        except subprocess.TimeoutExpired:
+            p, v = (-1, "hung for 300 s"), ("wrong", "grading blocked")
+        self.add(f"grade: a student notebook that is {case}", p, v)
+    old = self.tmp / "grading" / "v3" / "lesson.ipynb"
+    old.parent.mkdir()
+    old.write_text(json.dumps({"nbformat": 3, "nbformat_minor": 0, "worksheets": [], "metadata": {}}))
+    p = run(["grade", t_path, old, "--csv", out])
+    self.add("grade: an nbformat-3 notebook", p, refusal(p, "is an nbformat 3 notebook", "nbconvert"))
+    messy = student("r5 messy folder", GRADE_RIGHT)
+    os.mkfifo(messy.parent / "pipe")
+    socket.socket(socket.AF_UNIX).bind(str(messy.parent / "sock"))
+    fd = os.open(messy.parent, os.O_RDONLY)
+    for _ in range(1000):  # one level at a time: os.makedirs recurses
+        os.mkdir("d", dir_fd=fd)
+        fd, up = os.open("d", os.O_RDONLY, dir_fd=fd), fd
+        os.close(up)
+    os.close(fd)
+    p = run(["grade", t_path, messy, right, "--csv", out])
+    g = _grades(out)
+    ok = [o for _, o, _ in g.get(str(messy), [])] == [True, True] and "a FIFO" in g[str(messy)][0][2]
+    ok = ok and [o for _, o, _ in g.get(str(right), [])] == [True, True]
+    self.add("grade: a FIFO, a socket and 1,000 nested folders beside a notebook", p, success(p, ok, "not graded"))
+    subprocess.run(["rm", "-rf", str(messy.parent / "d")], check=True)  # shutil.rmtree recurses too deep
+    tag = f"{3000 + random.random():.6f}"
+    forker = student("r5 forks", {**GRADE_RIGHT, "sol-double": _fork(tag) + GRADE_RIGHT["sol-double"]})
+    p = run(["grade", t_path, forker, "--csv", out])
+    left = _procs(tag)
+    self.add("grade: a student's setsid() grandchild", p, success(p, not left, f"still running: {left}"))
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    hog = student("r5 memory", {**GRADE_RIGHT, "sol-double": "x = bytearray(4 << 30)\n" + GRADE_RIGHT["sol-double"]})
+    big = student("r5 file size", {**GRADE_RIGHT, "sol-double": "open('f', 'wb').write(bytes(2 << 20))\n"})
+    p = run(["grade", t_path, hog, big, right, "--csv", out, "--file-gib", "0.001"])
+    g = _grades(out)
+    ok = "MemoryError" in str(g.get(str(hog))) and "File too large" in str(g.get(str(big)))
+    ok = ok and [o for _, o, _ in g.get(str(right), [])] == [True, True]
+    self.add(
+        "grade: a student allocating 4 GiB, one writing 2 MiB under --file-gib 0.001", p, success(p, ok, str(g)[:200])
+    )
+    for how in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+        _grader_stopped(self, t_path, student, how)
+
+
+Probe.r5_grading_cases = r5_grading_cases
+GRADING_GROUPS = ["grading_cases", "r5_grading_cases"]
+
+
+def r5_upgrade_cases(self: Probe) -> None:
+    "A run written by an older ris_nb (no version record, config keys it lacked): eval says so, resume names the gap."
+    import torch
+
+    def older(run_dir: Path) -> list:
+        for f in [run_dir / "best.pt", *(run_dir / "checkpoints").glob("step_*.pt")]:
+            ck = torch.load(f, weights_only=False)
+            written = [ck.pop(k, None) for k in ("ris_nb_version", "ris_nb_commit")]
+            cfg = json.loads(ck["config"])
+            del cfg["model"]["lavt"]["refine"]
+            ck["config"] = json.dumps(cfg)
+            torch.save(ck, f)
+        return written
+
+    run_dir = self.copy_run("older_version")
+    written = older(run_dir)
+    self.add(
+        "train: a checkpoint records the ris_nb version and commit",
+        (0, f"{written}"),
+        ("works", "") if written[0] else ("wrong", "no version recorded"),
+    )
+    p = run(["eval", "--ckpt", run_dir / "best.pt", "--data", self.base, "--out", run_dir / "ev"])
+    said = [l for l in p.stderr.splitlines() if "recorded no version" in l]
+    self.add("eval: a checkpoint of an older version", p, success(p, len(said) == 1, "the version gap not named"))
+    p = train(self.base, run_dir, "train.max_steps=4")
+    self.add(
+        "train: resume a run of an older version", p, refusal(p, "recorded no version", "model.lavt.refine", "--out")
+    )
+
+
+Probe.r5_upgrade_cases = r5_upgrade_cases
 
 
 # ---------------------------------------------------------------- round 4: arguments that vanish, outputs over inputs,
@@ -1314,6 +1465,7 @@ def main(argv: list[str] | None = None) -> int:
     groups += GRADING_GROUPS  # students who try to subvert `ris_nb grade`
     # round 4: --set twice, outputs over inputs, studies' folders
     groups += R4_GROUPS
+    groups += ["r5_upgrade_cases"]  # round 5 (issue 70): runs of an older version
     if args.k:
         groups = [g for g in groups if any(k in g for k in args.k)]
     tmp = Path(tempfile.mkdtemp(prefix="ris_nb_fault_probe_"))
