@@ -126,26 +126,26 @@ def forward(
     return self.mixer(x).transpose(1, 2).reshape(B, d, H, W).contiguous()  # NCHW-contiguous, as released
 
 # %% ../../nbs/08_alignment.ipynb #dd9d6b87
-def _sample(idx: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
-    "At most `n` entries of `idx`, uniformly without replacement."
-    if idx.numel() <= n:
-        return idx
-    return idx[torch.randperm(idx.numel(), generator=generator, device="cpu")[:n].to(idx.device)]
+def _cal_scores(shape: torch.Size, n: int, generator: torch.Generator | None, device) -> torch.Tensor | None:
+    "Uniform random scores (B,P) when an image of P positions may hold more than `n` (`None`: nothing to draw)."
+    if shape[1] <= n:
+        return None
+    dev = device if generator is None else generator.device
+    return torch.rand(shape, generator=generator, device=dev).to(device)
 
 
 def _cal_positions(gt: torch.Tensor, n_fg: int, n_bg: int, generator: torch.Generator | None):
-    """Foreground and background selections (B,P) bool of `gt` (B,P): all positions, or `n` drawn per image (fg, then
-    bg)."""
-    fg, bg = gt.clone(), ~gt
-    counts = torch.stack([fg.sum(1), bg.sum(1)], 1).tolist()
-    # draws in the order of the per-image definition: same samples, same generator state
-    for b, (nf, nb) in enumerate(counts):
-        for sel, c, n in ((fg, nf, n_fg), (bg, nb, n_bg)):
-            if c > n:
-                keep = _sample(sel[b].nonzero()[:, 0], n, generator)
-                sel[b] = False
-                sel[b, keep] = True
-    return fg, bg
+    """Foreground and background selections (B,P) bool of `gt` (B,P): all positions, or the `n` of highest random
+    score per image (uniform without replacement; fg scores drawn first). No host sync."""
+    out = []
+    for sel, n in ((gt, n_fg), (~gt, n_bg)):
+        score = _cal_scores(sel.shape, n, generator, sel.device)
+        if score is not None:  # the draw, kept where an image holds more than n
+            top = score.masked_fill(~sel, -1.0).topk(n, 1).indices
+            drawn = torch.zeros_like(sel).scatter_(1, top, True) & sel
+            sel = torch.where(sel.sum(1, keepdim=True) > n, drawn, sel)
+        out.append(sel)
+    return out[0], out[1]
 
 
 def _gather_positions(pix: torch.Tensor, sel: torch.Tensor):
