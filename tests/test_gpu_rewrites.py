@@ -123,3 +123,34 @@ def test_cal_loss_same_seed_same_value():
     b = cal_loss(pix, text, masks, n_fg=50, n_bg=50, generator=torch.Generator().manual_seed(3))
     c = cal_loss(pix, text, masks, n_fg=50, n_bg=50, generator=torch.Generator().manual_seed(4))
     assert a["cal"] == b["cal"] and a["cal"] != c["cal"]
+
+
+def test_swin_fused_attention_matches_unfused():
+    "build_magnet turns on timm's fused window attention: Swin's outputs and gradients as with the unfused form."
+    from timm.models.swin_transformer import WindowAttention
+
+    import ris_nb.models  # noqa: F401  (registers the models)
+    from ris_nb.core import build_model, get_preset
+    from ris_nb.models.encoders import offline_random
+
+    torch.manual_seed(0)
+    bb = build_model(offline_random(get_preset("magnet_tiny")).override({"model.text.vocab_size": 50})).backbone
+    attns = [m for m in bb.modules() if isinstance(m, WindowAttention)]
+    assert attns and all(a.fused_attn for a in attns)
+    x = torch.randn(2, 3, 64, 64)
+    res = []
+    for fused in (True, False):
+        for a in attns:
+            a.fused_attn = fused
+        bb.zero_grad()
+        xx = x.clone().requires_grad_()
+        h, outs = bb.stem(xx), []
+        for s in range(4):
+            h = bb.stage(s, h)
+            outs.append(h)
+        g = torch.Generator().manual_seed(1)
+        sum((o * torch.randn(o.shape, generator=g)).sum() for o in outs).backward()
+        res.append((outs, [xx.grad] + [p.grad for p in bb.parameters()]))
+    (o1, g1), (o0, g0) = res
+    for a, b in zip(o1 + g1, o0 + g0):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max().clamp(min=1e-6)

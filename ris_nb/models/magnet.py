@@ -14,6 +14,7 @@ from fastcore.basics import patch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.models.swin_transformer import WindowAttention
 
 from ris_nb.core import (
     Config,
@@ -527,8 +528,13 @@ def _build_heads(self: MagNet, cfg: Config, dims: list[int], t: int) -> None:
 
 @register_model("magnet", MagNet, takes_image_index=True)
 def build_magnet(cfg: Config) -> MagNet:
-    "Registered builder: `build_model(cfg)` with `cfg.model.name == 'magnet'`."
-    return MagNet(cfg)
+    """Registered builder: `build_model(cfg)` with `cfg.model.name == 'magnet'`; Swin's window attention through one
+    fused `scaled_dot_product_attention` (timm's experimental switch: same outputs and gradients to 1e-5)."""
+    model = MagNet(cfg)
+    for mod in model.backbone.modules():
+        if isinstance(mod, WindowAttention):
+            mod.fused_attn = True
+    return model
 
 # %% ../../nbs/09_magnet.ipynb #ff23fdbb
 def _record_stage(trace: dict, s: int, v, l, r, o, q, tr: dict, word_norm: nn.Module | None) -> None:
