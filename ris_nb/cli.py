@@ -79,7 +79,7 @@ def _add_presets(sub) -> None:
     p.set_defaults(func=lambda args: print("\n".join(__import__("ris_nb.core", fromlist=["x"]).list_presets())))
 
 # %% ../nbs/15_cli.ipynb #bfe32cf8
-# built in 12_training: `train`, `eval`, `predict` and the demo use them
+# built in 93a_run_folders: `train`, `eval`, `predict` and the demo use them
 from .run_folder import apply_data_arg, load_run
 
 
