@@ -36,7 +36,7 @@ from ris_nb.course import (
     take_keys,
 )
 from .io import check_out_dir, write_atomic
-from .sandbox import Budget, ChildRun, _kind_of, clean_stale, landlock_abi, run_student, stop_on_signals
+from .sandbox import StudentBudget, ChildRun, _kind_of, clean_stale, landlock_abi, run_student, stop_on_signals
 
 # %% auto #0
 __all__ = ['CSV_FIELDS', 'TeacherCheck', 'teacher_checks', 'lesson_of', 'locked_sources', 'place_checks', 'refusal',
@@ -297,7 +297,7 @@ def _grade_one(
     skip: tuple[str, ...],
     teacher: Path | None,
     locked: dict[str, str],
-    budget: Budget,
+    budget: StudentBudget,
 ) -> Graded:
     start = exercise_start(nb)
     placed = place_checks(nb, checks, start) if start is not None else {}
@@ -311,7 +311,9 @@ def _grade_one(
     return Graded(name, score(checks, placed, run), ended=run.garbled or run.ended, skipped=run.skipped)
 
 # %% ../nbs/98e_grading.ipynb #c19grd15
-def _student(s: str | Path | dict, k: int, budget: Budget, teacher: Path | None) -> tuple[dict, str, Path | None]:
+def _student(
+    s: str | Path | dict, k: int, budget: StudentBudget, teacher: Path | None
+) -> tuple[dict, str, Path | None]:
     "A student notebook given as a dict or a path (`read_student`): the dict, how to name it, its file."
     return (
         (s, f"student notebook {k + 1}", None)
@@ -329,13 +331,13 @@ def grade_notebooks(
     students: list[str | Path | dict],
     timeout: float = 300,
     skip: tuple[str, ...] = ("slow", "gpu"),
-    budget: Budget | None = None,
+    budget: StudentBudget | None = None,
 ) -> list[Graded]:
     """Grade each student notebook with the teacher's checks, one at a time (read, then run in a process of its own,
     within `budget`); one that cannot be read is refused by name and the others are graded."""
     if not (type(timeout) in (int, float) and 0 < timeout < math.inf):
         raise ValueError(f"timeout={timeout!r}: expected a number of seconds > 0")
-    budget = budget or Budget()
+    budget = budget or StudentBudget()
     clean_stale()  # what a grader killed hard left behind
     t_nb, t_name, t_path = _load(teacher, "the teacher's notebook")
     checks = teacher_checks(t_nb, t_name, skip)
@@ -358,7 +360,7 @@ def grade(
     teacher: str | Path | dict,
     timeout: float = 300,
     skip: tuple[str, ...] = ("slow", "gpu"),
-    budget: Budget | None = None,
+    budget: StudentBudget | None = None,
 ) -> list[CheckResult]:
     "Grade one student notebook with the teacher's checks in a process of its own: one `CheckResult` per teacher check."
     g = grade_notebooks(teacher, [student], timeout, skip, budget)[0]
@@ -420,7 +422,7 @@ def _add_grade(sub) -> None:
     p.add_argument("students", nargs="+", metavar="STUDENT", help="student notebooks of that lesson")
     p.add_argument("--csv", default=None, help="file for one row per check (default: grades-<teacher notebook>.csv)")
     p.add_argument("--timeout", type=float, default=300, help="seconds each notebook's cells may run (default: 300)")
-    b = Budget()
+    b = StudentBudget()
     p.add_argument(
         "--memory-gib",
         type=float,
@@ -442,12 +444,12 @@ def _add_grade(sub) -> None:
     p.set_defaults(func=_run_grade)
 
 
-def budget_from_args(memory_gib: float, file_gib: float, notebook_mib: float) -> Budget:
-    "The `Budget` of `ris_nb grade --memory-gib/--file-gib/--notebook-mib`; a value that is not > 0 is named."
+def budget_from_args(memory_gib: float, file_gib: float, notebook_mib: float) -> StudentBudget:
+    "The `StudentBudget` of `ris_nb grade --memory-gib/--file-gib/--notebook-mib`; a value that is not > 0 is named."
     for flag, v in (("--memory-gib", memory_gib), ("--file-gib", file_gib), ("--notebook-mib", notebook_mib)):
         if not (0 < v < math.inf):
             raise ValueError(f"{flag} {v:g}: expected a size > 0")
-    return Budget(int(memory_gib * 2**30), int(file_gib * 2**30), int(notebook_mib * 2**20))
+    return StudentBudget(int(memory_gib * 2**30), int(file_gib * 2**30), int(notebook_mib * 2**20))
 
 
 def _run_grade(args) -> None:

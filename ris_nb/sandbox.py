@@ -22,7 +22,7 @@ from pathlib import Path
 import ris_nb.checks as checks_module
 
 # %% auto #0
-__all__ = ['STARTUP_S', 'MAX_REPORT', 'MAX_FOLDER', 'MAX_DEPTH', 'MARK', 'Budget', 'scratch_copy', 'end_descendants',
+__all__ = ['STARTUP_S', 'MAX_REPORT', 'MAX_FOLDER', 'MAX_DEPTH', 'MARK', 'StudentBudget', 'scratch_copy', 'end_descendants',
            'clean_stale', 'signals_held', 'stop_on_signals', 'landlock_abi', 'sandbox_rules', 'ChildRun', 'run_student',
            'read_report']
 
@@ -35,7 +35,7 @@ MARK = "RIS_NB_GRADER"  # in each student process's environment: its grader, "pi
 
 
 @dataclasses.dataclass
-class Budget:
+class StudentBudget:
     "What one student's process may use; a teacher raises them (`ris_nb grade --memory-gib/--file-gib`)."
 
     memory: int = 6 << 30  # bytes of address space (RLIMIT_AS); Python with torch imported maps about 3.2 GB of it
@@ -54,7 +54,7 @@ def _child_command() -> list[str]:
     return [sys.executable, "-I", "-c", boot]
 
 
-def _limits(rules: list[tuple[str, int]], abi: int, budget: Budget) -> None:
+def _limits(rules: list[tuple[str, int]], abi: int, budget: StudentBudget) -> None:
     "In the student's process before it starts: killed with the grader, no core file, `budget`, the Landlock `rules`."
     import ctypes
     import resource
@@ -364,11 +364,15 @@ def _stop(p: subprocess.Popen, keep: set[int]) -> None:
 
 
 def run_student(
-    cells: list[dict], notebook: Path | None, timeout: float, teacher: Path | None = None, budget: Budget | None = None
+    cells: list[dict],
+    notebook: Path | None,
+    timeout: float,
+    teacher: Path | None = None,
+    budget: StudentBudget | None = None,
 ) -> ChildRun:
     """Run `cells` in a fresh Python process, in a scratch copy of `notebook`'s folder, for `timeout` s once started,
     within `budget`; nothing it started outlives it."""
-    budget, me = budget or Budget(), f"{os.getpid()}-{_start_time(os.getpid())}"
+    budget, me = budget or StudentBudget(), f"{os.getpid()}-{_start_time(os.getpid())}"
     with (
         tempfile.TemporaryDirectory(prefix=f"ris_nb_grade_{me}_") as work,
         tempfile.TemporaryDirectory(prefix=f"ris_nb_grader_{me}_") as own,

@@ -16,7 +16,7 @@ import pytest
 
 import ris_nb.grading as grading
 from ris_nb.grading import grade_notebooks, write_grades_csv
-from ris_nb.sandbox import Budget, clean_stale
+from ris_nb.sandbox import StudentBudget, clean_stale
 
 from test_grading import RIGHT, TEACHER, outcome, student, write
 
@@ -72,7 +72,7 @@ def batch(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:  # other work may rebuild ris_nb meanwhile: not what this grading tests
         mp.setattr(grading, "_package_digest", lambda: "")
         graded = grade_notebooks(
-            teacher, [*students, messy, forking, right], timeout=60, budget=Budget(notebook=1 << 20)
+            teacher, [*students, messy, forking, right], timeout=60, budget=StudentBudget(notebook=1 << 20)
         )
     return dict(graded=graded, tag=tag, seconds=time.monotonic() - t0, csv=write_grades_csv(tmp / "g.csv", graded))
 
@@ -134,7 +134,7 @@ def test_memory_and_file_size_are_bounded_by_the_budget(tmp_path, monkeypatch):
         teacher,
         [write(tmp_path / "m", limited), write(tmp_path / "f", writes)],
         timeout=60,
-        budget=Budget(memory=mem, file_size=1 << 20),
+        budget=StudentBudget(memory=mem, file_size=1 << 20),
     )
     assert outcome(g_mem)["chk-double"][0], g_mem  # its address space is the budget's
     assert outcome(g_file)["chk-double"][0], g_file  # a 2 MiB file is refused (EFBIG) under a 1 MiB budget

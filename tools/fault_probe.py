@@ -1290,39 +1290,65 @@ def r5_grading_cases(self: Probe) -> None:
     self.add("grade: a student's setsid() grandchild", p, success(p, not left, f"still running: {left}"))
     for pid in left:
         os.kill(pid, signal.SIGKILL)
-    hog = student("r5 memory", {**GRADE_RIGHT, "sol-double": "x = bytearray(4 << 30)\n" + GRADE_RIGHT["sol-double"]})
-    big = student("r5 file size", {**GRADE_RIGHT, "sol-double": "open('f', 'wb').write(bytes(2 << 20))\n"})
-    p = run(["grade", t_path, hog, big, right, "--csv", out, "--file-gib", "0.001"])
-    g = _grades(out)
-    ok = "MemoryError" in str(g.get(str(hog))) and "File too large" in str(g.get(str(big)))
-    ok = ok and [o for _, o, _ in g.get(str(right), [])] == [True, True]
-    self.add(
-        "grade: a student allocating 4 GiB, one writing 2 MiB under --file-gib 0.001", p, success(p, ok, str(g)[:200])
-    )
     for how in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
         _grader_stopped(self, t_path, student, how)
 
 
 Probe.r5_grading_cases = r5_grading_cases
-GRADING_GROUPS = ["grading_cases", "r5_grading_cases"]
+
+
+def r5_budget_cases(self: Probe) -> None:
+    "A student over the memory or file-size budget; a MemoryError in a cell that is not a check (issue 70)."
+    teacher, student = _grading_lesson(self.tmp / "budget")
+    t_path = self.tmp / "budget" / "teacher" / "lesson.ipynb"
+    t_path.parent.mkdir(parents=True)
+    t_path.write_text(json.dumps(teacher))
+    out = self.tmp / "budget" / "r5.csv"
+
+    def contained(attempt: str, error: str) -> str:  # the think answer is right only when `attempt` raised `error`
+        return f"try:\n    {attempt}\n    think_q1 = 'apple'\nexcept {error}:\n    think_q1 = {GRADE_KEY!r}"
+
+    hog = student("r5 memory", {**GRADE_RIGHT, "sol-think": contained("x = bytearray(4 << 30)", "MemoryError")})
+    big = student(
+        "r5 file", {**GRADE_RIGHT, "sol-think": contained("open('f', 'wb').write(bytes(2 << 20))", "OSError")}
+    )
+    right = student("r5 budget right", GRADE_RIGHT)
+    p = run(["grade", t_path, hog, big, right, "--csv", out, "--file-gib", "0.001"])
+    g = _grades(out)
+    ok = all([o for _, o, _ in g.get(str(s), [])] == [True, True] for s in (hog, big, right))
+    case = "grade: a student allocating 4 GiB, one writing 2 MiB under --file-gib 0.001"
+    self.add(case, p, success(p, ok, str(g)[:200]))
+    hidden = student("r5 hidden", {**GRADE_RIGHT, "sol-double": "x = bytearray(1 << 40)\n" + GRADE_RIGHT["sol-double"]})
+    p = run(["grade", t_path, hidden, "--csv", out])
+    msg = (_grades(out).get(str(hidden)) or [("", False, "")])[0][2]
+    v = (
+        success(p)
+        if "MemoryError" in msg
+        else ("unclear", f"the check says {msg[:60]!r}, not the MemoryError before it")
+    )
+    self.add("grade: a student's MemoryError in a cell before a check", p, v)
+
+
+Probe.r5_budget_cases = r5_budget_cases
+GRADING_GROUPS = ["grading_cases", "r5_grading_cases", "r5_budget_cases"]
 
 
 def r5_upgrade_cases(self: Probe) -> None:
     "A run written by an older ris_nb (no version record, config keys it lacked): eval says so, resume names the gap."
     import torch
 
-    def older(run_dir: Path) -> list:
+    def older(run_dir: Path, section: str, key: str) -> list:
         for f in [run_dir / "best.pt", *(run_dir / "checkpoints").glob("step_*.pt")]:
             ck = torch.load(f, weights_only=False)
             written = [ck.pop(k, None) for k in ("ris_nb_version", "ris_nb_commit")]
             cfg = json.loads(ck["config"])
-            del cfg["model"]["lavt"]["refine"]
+            del cfg["model"][section][key]
             ck["config"] = json.dumps(cfg)
             torch.save(ck, f)
         return written
 
     run_dir = self.copy_run("older_version")
-    written = older(run_dir)
+    written = older(run_dir, "mg", "vision_grad")  # a key this run kept at the value older versions ran with
     self.add(
         "train: a checkpoint records the ris_nb version and commit",
         (0, f"{written}"),
@@ -1331,6 +1357,8 @@ def r5_upgrade_cases(self: Probe) -> None:
     p = run(["eval", "--ckpt", run_dir / "best.pt", "--data", self.base, "--out", run_dir / "ev"])
     said = [l for l in p.stderr.splitlines() if "recorded no version" in l]
     self.add("eval: a checkpoint of an older version", p, success(p, len(said) == 1, "the version gap not named"))
+    run_dir = self.copy_run("older_refine")
+    older(run_dir, "lavt", "refine")  # this run's value (16) is not what older versions ran with (0)
     p = train(self.base, run_dir, "train.max_steps=4")
     self.add(
         "train: resume a run of an older version", p, refusal(p, "recorded no version", "model.lavt.refine", "--out")
