@@ -102,6 +102,8 @@ def execute(path: Path, timeout: int) -> tuple[dict, float, str]:
         client.execute(env=env)
     except CellExecutionError as e:
         error = ANSI.sub("", str(e)).strip().splitlines()[-1][:200]
+    except Exception as e:  # a cell over --timeout, a dead kernel: this notebook fails, the others still run
+        error = f"{type(e).__name__}: {e}".splitlines()[0][:200]
     return json.loads(nbformat.writes(nb)), time.perf_counter() - t0, error
 
 
