@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import copy
 import math
 import os
 import shutil
@@ -237,12 +238,20 @@ def by_op(calls, top: int) -> list[dict]:
     return [{"op": op, "calls": c, "pixel_decoder": pd[op], "backbone": bb[op]} for op, c in n.most_common(top)]
 
 
+def ffn_chunks(layer: DeformEncoderLayer, rows: int) -> int:
+    "How many pieces `layer.ffn` cuts `rows` tokens into under autograd (calls of linear1 on a meta-device copy)."
+    meta, calls = copy.deepcopy(layer).to("meta"), []
+    meta.linear1.register_forward_hook(lambda *a: calls.append(1))
+    with torch.enable_grad():
+        meta.ffn(torch.empty(rows, meta.linear1.in_features, device="meta", requires_grad=True))
+    return len(calls)
+
+
 def ffn_projection(model, calls, batch: int, size: int) -> dict:
-    "Calls in the deformable encoder's FFN per chunk, and what the chunking gives at the paper's 480 px, batch 8."
+    "Calls in the deformable encoder's FFN per piece, and what its pieces under autograd give at 480 px, batch 8."
     layers = [m for m in model.modules() if isinstance(m, DeformEncoderLayer)]
     rows = batch * sum(math.ceil(size / s) ** 2 for s in (4, 8, 16, 32))
-    chunk = max(256, 2**21 // layers[0].linear1.out_features)  # DeformEncoderLayer.ffn's chunk length
-    here, paper = math.ceil(rows / chunk), math.ceil(PAPER_ROWS / chunk)
+    here, paper = ffn_chunks(layers[0], rows), ffn_chunks(layers[0], PAPER_ROWS)
     # the FFN's own ops and those of its two Linear layers (called only from it)
     ffn = [c for c in calls if c[0].split("|")[0].rsplit(".", 1)[-1] in ("ffn", "linear1", "linear2")]
     ffn = [c for c in ffn if c[0].startswith("pixel_decoder.")]
@@ -250,7 +259,6 @@ def ffn_projection(model, calls, batch: int, size: int) -> dict:
     top = sum(c[3] for c in ffn) / (len(layers) * here)
     return {
         "layers": len(layers),
-        "chunk": chunk,
         "rows": rows,
         "chunks here": here,
         "calls here": len(ffn),
@@ -293,12 +301,12 @@ def census(args) -> list[dict]:
     print(table(by_op(calls, args.top), ["op", "calls", "pixel_decoder", "backbone"]))
     f = ffn_projection(model, calls, args.batch, args.size)
     print(
-        f"\nDeformable encoder FFN (`DeformEncoderLayer.ffn`, chunks of {f['chunk']:,} tokens): {f['rows']:,} tokens "
-        f"here → {f['chunks here']} chunk(s) per layer, {f['calls here']} aten calls in {f['layers']} layers "
+        f"\nDeformable encoder FFN (`DeformEncoderLayer.ffn` under autograd): {f['rows']:,} tokens "
+        f"here → {f['chunks here']} piece(s) per layer, {f['calls here']} aten calls in {f['layers']} layers "
         f"(forward and backward) = {f['per chunk']:.0f} per chunk per layer ({f['top per chunk']:.0f} top-level). At "
-        f"480 px, batch 8 ({f['paper rows']:,} tokens) the same code makes {f['paper chunks']} chunks per layer: ≈ "
+        f"480 px, batch 8 ({f['paper rows']:,} tokens) the same code makes {f['paper chunks']} piece(s) per layer: ≈ "
         f"{f['paper calls']:,} calls ({f['paper top']:,} top-level) per step from the FFN alone (computed: calls per "
-        f"chunk × chunks × layers)."
+        f"piece × pieces × layers)."
     )
     grid = sum(1 for _, _, op, _ in calls if op.startswith("aten::grid_sampler_2d"))
     bag = sum(
@@ -312,6 +320,17 @@ def census(args) -> list[dict]:
             "unit": "calls",
         },
         {"what": "same, top-level aten calls per step", "value": top, "unit": "calls"},
+        {
+            "what": "deformable-encoder FFN at 480 px, batch 8: top-level calls per step",
+            "value": f["paper top"],
+            "unit": "calls",
+        },
+        {
+            "what": "top-level calls per step at 480 px, batch 8 (this census with the FFN's pieces at that size)",
+            "value": round(top - f["top per chunk"] * f["chunks here"] * f["layers"] + f["paper top"]),
+            "unit": "calls",
+        },
+        {"what": "grid_sampler_2d calls per step (forward and backward)", "value": grid, "unit": "calls"},
     ]
 
 
@@ -348,7 +367,14 @@ def quickstart_step(args, probe) -> list[dict]:
     cols = ["what", "median ms", "p10–p90 ms", "kept/dropped", "samples/s", "aten calls", "top-level"]
     print(table([row], cols + ["probe 1t ms", "probe 2t ms", "threads"]))
     return [
-        {"what": "magnet_tiny quickstart step", "value": round(st.median, 1), "unit": "ms"},
+        {
+            "what": "magnet_tiny quickstart step",
+            "value": round(st.median, 1),
+            "unit": "ms",
+            "probe_1t_ms": row["probe 1t ms"],
+            "probe_2t_ms": row["probe 2t ms"],
+            "load": f"{load0:.1f} → {load1:.1f}",
+        },
         {"what": "magnet_tiny quickstart", "value": row["samples/s"], "unit": "samples/s"},
         {"what": "magnet_tiny quickstart: aten calls per step", "value": row["aten calls"], "unit": "calls"},
     ]

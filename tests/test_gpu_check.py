@@ -70,6 +70,7 @@ PROFILE_EXPECTED = {  # (check, preset): rows of `--profile --device cpu --tiny`
     **{("paper_step", p): 1 for p in ("magnet_tiny", "sag_tiny")},
     **{("sweep", p): 3 for p in ("magnet_tiny", "sag_tiny")},
     **{("profile", p): 1 for p in ("magnet_tiny", "sag_tiny")},
+    ("msda", "magnet_tiny"): 2,  # the image and the table form
     **{("graphs", p): 1 for p in ("magnet_tiny", "sag_tiny")},
 }
 
@@ -125,7 +126,8 @@ def test_tiny_cpu_profile_mode_writes_rows_and_tables(tmp_path):
         assert calls and int(calls[1].replace(",", "")) > 100, r["note"]
     assert all("CUDA graphs skipped" in r["note"] for r in rows if r["check"] == "graphs")
     md = out.with_name("gpu_check_profile.md").read_text()
-    for head in ("### Batch sweep", "### Two-step profile", "### CUDA graphs", "#### magnet_tiny, batch 2"):
+    heads = ("### Batch sweep", "### Two-step profile", "### Deformable attention alone", "### CUDA graphs")
+    for head in heads + ("#### magnet_tiny, batch 2",):
         assert head in md, md
     ops = [l for l in md.splitlines() if l.startswith("| aten::")]
     assert len(ops) >= 20, md  # top 15 CPU ops of each model (the rest may be torchvision's or the profiler's)

@@ -16,7 +16,9 @@ def by_level(attn: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
     L, K, D = attn.levels, attn.points, v.shape[-1] // M
     n = M * L * K
     norm = off.new_tensor([[w, h] for h, w in shapes]).view(1, 1, 1, L, 1, 2)
-    loc = r.view(r.shape[0], Q, 1, 1, 1, 2) + torch.stack([off[..., :n], off[..., n:]], -1).view(B, Q, M, L, K, 2) / norm
+    loc = (
+        r.view(r.shape[0], Q, 1, 1, 1, 2) + torch.stack([off[..., :n], off[..., n:]], -1).view(B, Q, M, L, K, 2) / norm
+    )
     grid = (2 * loc - 1).permute(3, 0, 2, 1, 4, 5).reshape(L, B * M, Q, K, 2)
     mix = aw.view(B, Q, M, L, K).permute(3, 0, 2, 1, 4).reshape(L, B * M, 1, Q, K)
     out = 0
@@ -92,9 +94,9 @@ def test_ffn_unchunked_under_autograd_matches_chunks():
     g = torch.randn_like(y)
     gx, gw = torch.autograd.grad((y * g).sum(), (x, layer.linear1.weight))
     xc = x.detach().requires_grad_()
-    yc = torch.cat(
-        [layer.linear2(F.relu(layer.linear1(c))) for c in xc.reshape(-1, 16).split(2_048)]
-    ).view_as(xc)  # the chunks under autograd, as before
+    yc = torch.cat([layer.linear2(F.relu(layer.linear1(c))) for c in xc.reshape(-1, 16).split(2_048)]).view_as(
+        xc
+    )  # the chunks under autograd, as before
     hx, hw = torch.autograd.grad((yc * g).sum(), (xc, layer.linear1.weight))
     torch.testing.assert_close(gx, hx, rtol=0, atol=1e-5)
     torch.testing.assert_close(gw, hw, rtol=1e-5, atol=1e-4)  # a sum over 5,000 rows

@@ -26,9 +26,9 @@ note, never a hang):
 With `--tiny` the paper checks run magnet_tiny and sag_tiny at 64 px in the paper presets' place (the paper models are
 143–307 M parameters), the precision checks train a few steps in float32, and the data is a few dozen scenes.
 
-The profile mode (`--profile` = `--checks paper_step sweep profile graphs`, budget 420 s; `paper_step` is the baseline,
-rerun in the same call so that every number can be compared with it). Its tables also go to a markdown file beside the
-CSV (`gpu_check_profile.md` for `gpu_check.csv`), one dated section per run:
+The profile mode (`--profile` = `--checks paper_step sweep profile msda graphs`, budget 420 s; `paper_step` is the
+baseline, rerun in the same call so that every number can be compared with it). Its tables also go to a markdown file
+beside the CSV (`gpu_check_profile.md` for `gpu_check.csv`), one dated section per run:
 - `sweep`: magnet_paper and sag_paper training steps (random weights, paper resolution) at batch 4, 8 and 16 on one
   model: median step time, peak memory, samples/s; a batch whose steps would not fit in the check's time is skipped
   (said in its row). The batch-8 row gives the verdict: step time ×≥ 1.7 from batch 4 to 8 → GPU-bound, kernels first;
@@ -37,6 +37,9 @@ CSV (`gpu_check_profile.md` for `gpu_check.csv`), one dated section per run:
   time (CPU: ops by self time), kernel launches and kernels per step (CPU: aten calls), the host-device syncs of one
   step by call site (`torch.cuda.set_sync_debug_mode('warn')`; CUDA only) and each top-level module's memory over one
   step (forward hooks; CUDA only).
+- `msda`: magnet_paper's deformable attention alone (one layer, batch 8 at 480 px, the step's autocast), forward and
+  backward in its two forms: one grid_sample over all levels (training's) and one embedding_bag per corner; median
+  time and peak memory of each, to choose training's form on the GPU.
 - `graphs`: magnet_tiny and sag_tiny training steps at batch 32, 64 px: eager; the whole step captured as one CUDA
   graph (`torch.cuda.graph`; the row says where capture fails); forward and losses under
   `torch.compile(mode='reduce-overhead')` (compile time and graph breaks in the note). On the CPU only eager runs.
@@ -88,10 +91,17 @@ COLUMNS = [
 PRELOAD = ["ris_nb.__main__", "ris_nb.train", "ris_nb.evaluate", "ris_nb.models", "ris_nb.data.shaperefs"]
 PAPERS = {"magnet_paper": "magnet_tiny", "sag_paper": "sag_tiny"}  # paper preset → its stand-in under --tiny
 TINY_PRESETS = ["magnet_tiny", "sag_tiny"]
-CHECKS = ["precision", "torchrun_cli", "nccl_ddp", "paper", "paper_step", "sweep", "profile", "graphs"]
+CHECKS = ["precision", "torchrun_cli", "nccl_ddp", "paper", "paper_step", "sweep", "profile", "msda", "graphs"]
 DEFAULT_CHECKS = CHECKS[:4]  # "paper": paper_step and paper_eval
-PROFILE_CHECKS = ["paper_step", "sweep", "profile", "graphs"]  # --profile; paper_step is the baseline
-LIMITS_S = {"sweep": 100, "profile": 100, "eager": 45, "capture": 45, "compile": 120}  # GPU; --tiny: 90 s each
+PROFILE_CHECKS = ["paper_step", "sweep", "profile", "msda", "graphs"]  # --profile; paper_step: the baseline
+LIMITS_S = {
+    "sweep": 100,
+    "profile": 100,
+    "msda": 40,
+    "eager": 45,
+    "capture": 45,
+    "compile": 120,
+}  # GPU; --tiny: 90 s each
 
 
 # ---------------------------------------------------------------- helpers run inside the check processes (torch here)
@@ -872,6 +882,44 @@ def graphs_run(preset: str, device: str, tiny: bool, mode: str) -> dict:
 # ---------------------------------------------------------------- the check processes
 
 
+def msda_run(device: str, tiny: bool) -> dict:
+    """magnet_paper's deformable attention alone (one MSDeformAttn: width 256, 8 heads, 4 levels, 4 points; batch 8 at
+    480 px, --tiny: 2 at 64 px), forward and backward under the step's autocast, in its two forms: `image` (one
+    grid_sample over all levels, what training runs) and `table` (one embedding_bag per corner, evaluation's)."""
+    torch = _torch()
+    from ris_nb.models.magnet import MSDeformAttn, reference_points
+
+    cuda = device.startswith("cuda")
+    bs, size = (2, 64) if tiny else (8, 480)
+    shapes = [(size // s, size // s) for s in (4, 8, 16, 32)]
+    tokens = sum(h * w for h, w in shapes)
+    torch.manual_seed(0)
+    attn = MSDeformAttn(256, 4, 8, 4).to(device)
+    q, v = (torch.randn(bs, tokens, 256, device=device, requires_grad=True) for _ in range(2))
+    ref = reference_points(shapes, device)[None].expand(bs, -1, -1)
+    amp = (lambda: torch.autocast("cuda", torch.bfloat16)) if cuda else contextlib.nullcontext
+    rows = {}
+    for form in ("image", "table"):
+        attn.sample_by_image = getattr(attn, f"sample_by_{form}")  # the form forward takes under autograd
+
+        def step():
+            with amp():
+                y = attn(q, ref, v, shapes)
+            y.float().square().mean().backward()
+
+        step()
+        if cuda:
+            reset_peak(device)
+        times = []
+        for _ in range(3):
+            t = sync(device)
+            step()
+            times.append((sync(device) - t) * 1e3)
+        rows[form] = {"step_ms": round(statistics.median(times), 2), "peak_mem_mb": peak_mb(device)}
+        del attn.sample_by_image
+    return {"batch": bs, "size": size, "tokens": tokens, "forms": rows}
+
+
 def _child(fn: str, kwargs: dict, result: str, threads: int | None) -> None:
     "Run `fn(**kwargs)` and write its result (or its error) to `result` as JSON."
     if threads:
@@ -1238,7 +1286,33 @@ def graphs_checks(r: Runner, a, md: list):
     md += ["### CUDA graphs", "", md_table(table, ["preset", "mode", "batch", "step_ms", "samples_per_s", "note"]), ""]
 
 
-PROFILED = [("sweep", sweep_checks), ("profile", profile_checks), ("graphs", graphs_checks)]
+def msda_checks(r: Runner, a, md: list):
+    "Deformable attention's two forms at magnet_paper's pixel-decoder shape: one row each, their table into `md`."
+    name = "magnet_tiny" if a.tiny else "magnet_paper"
+    res = r.call("msda_run", limit(r, a, "msda"), device=a.device, tiny=a.tiny)
+    if "error" in res:
+        md += [f"### Deformable attention: {res['error']}", ""]
+        yield {"check": "msda", "preset": name, "precision": "auto", "note": res["error"]}
+        return
+    what = {"image": "one grid_sample over all levels (training's form)", "table": "one embedding_bag per corner"}
+    table = []
+    for form, x in res["forms"].items():
+        note = (
+            f"{form}: {what[form]}; one MSDeformAttn forward and backward, {res['tokens']:,} tokens at {res['size']} "
+            f"px, median of 3"
+        )
+        row = {"check": "msda", "preset": name, "precision": "auto", "batch": res["batch"], **x, "note": note}
+        table.append({**row, "form": form})
+        yield row
+    md += ["### Deformable attention alone", "", md_table(table, ["form", "batch", "step_ms", "peak_mem_mb"]), ""]
+
+
+PROFILED = [
+    ("sweep", sweep_checks),
+    ("profile", profile_checks),
+    ("msda", msda_checks),
+    ("graphs", graphs_checks),
+]
 
 # ---------------------------------------------------------------- main
 

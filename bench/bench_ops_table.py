@@ -1,0 +1,117 @@
+"""One row per commit: `bench_ops.py` (this checkout's) run against each commit's `ris_nb`, one after the other in one
+invocation, so the operator counts and the magnet_tiny quickstart step of every change sit in one table with the
+512³ probe (one and two threads) and the load average (start → end of the timing) beside each row.
+
+Usage: python bench/bench_ops_table.py COMMIT [COMMIT ...] [--size 128] [--batch 1] [--threads 1] [--budget-s 60]
+       [--reps 8] [--csv nbs/results/bench_ops.csv]
+
+Each commit's `ris_nb/` is extracted with `git archive` into a temporary folder put first on PYTHONPATH (the
+working tree is not touched); `bench_ops.py` writes its summary rows to a JSON-lines file per commit
+(`BENCH_SUMMARY`), read back here. Counts do not depend on load; times do (a shared machine: compare rows only
+beside their probes and load averages). With `--csv` the rows are appended to that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = [
+    "date",
+    "commit",
+    "subject",
+    "size",
+    "batch",
+    "threads",
+    "aten_calls",
+    "top_level",
+    "top_level_480px_b8",
+    "ffn_top_480px_b8",
+    "grid_sampler_calls",
+    "qs_step_ms",
+    "qs_samples_per_s",
+    "qs_aten_calls",
+    "probe_1t_ms",
+    "probe_2t_ms",
+    "load",
+]
+KEYS = {  # bench_ops.py summary row (start of its "what") → column
+    "magnet_paper narrowed": "aten_calls",
+    "same, top-level": "top_level",
+    "top-level calls per step at 480 px": "top_level_480px_b8",
+    "deformable-encoder FFN at 480 px": "ffn_top_480px_b8",
+    "grid_sampler_2d calls": "grid_sampler_calls",
+    "magnet_tiny quickstart step": "qs_step_ms",
+    "magnet_tiny quickstart:": "qs_aten_calls",
+    "magnet_tiny quickstart": "qs_samples_per_s",
+}
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def run_commit(commit: str, args, work: Path) -> dict:
+    "bench_ops.py against `commit`'s ris_nb: its summary as one row (its own output goes to stdout as it runs)."
+    src = work / commit
+    src.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "ris_nb"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    summary = work / f"{commit}.jsonl"
+    env = dict(os.environ, PYTHONPATH=str(src), BENCH_SUMMARY=str(summary))
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_ops.py"), "--size", str(args.size), "--batch", str(args.batch)]
+    cmd += ["--threads", str(args.threads), "--budget-s", str(args.budget_s), "--reps", str(args.reps)]
+    print(f"\n## {commit} {git('log', '-1', '--format=%s', commit)[:100]}\n", flush=True)
+    subprocess.run(cmd, env=env, check=True)
+    row = {"commit": commit, "subject": git("log", "-1", "--format=%s", commit)[:80]}
+    for line in summary.read_text().splitlines():
+        r = json.loads(line)
+        col = next((c for k, c in KEYS.items() if r["what"].startswith(k)), None)
+        if col and col not in row:
+            row[col] = r["value"]
+        for k in ("probe_1t_ms", "probe_2t_ms", "load"):
+            if k in r:
+                row[k] = r[k]
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("commits", nargs="+", help="commits to measure, in table order")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--budget-s", type=float, default=60.0)
+    ap.add_argument("--reps", type=int, default=8)
+    ap.add_argument("--csv", type=Path, default=None, help="append the rows to this CSV")
+    args = ap.parse_args()
+    commits = [git("rev-parse", "--short", c) for c in args.commits]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_ops_table_") as tmp:
+        for c in commits:
+            rows.append(run_commit(c, args, Path(tmp)))
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    for r in rows:
+        r.update(date=date, size=args.size, batch=args.batch, threads=args.threads)
+    print("\n| " + " | ".join(FIELDS[1:]) + " |\n|" + "---|" * (len(FIELDS) - 1))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(k, "")) for k in FIELDS[1:]) + " |")
+    if args.csv:
+        new = not args.csv.exists()
+        with open(args.csv, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
+            if new:
+                w.writeheader()
+            w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
