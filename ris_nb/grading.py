@@ -441,15 +441,24 @@ def _add_grade(sub) -> None:
         default=b.notebook / 2**20,
         help="largest student notebook read, MiB (default: %(default)g)",
     )
+    p.add_argument(
+        "--disk-gib",
+        type=float,
+        default=b.disk / 2**30,
+        help="what each student's scratch folder may hold, GiB (default: %(default)g)",
+    )
     p.set_defaults(func=_run_grade)
 
 
-def budget_from_args(memory_gib: float, file_gib: float, notebook_mib: float) -> StudentBudget:
-    "The `StudentBudget` of `ris_nb grade --memory-gib/--file-gib/--notebook-mib`; a value that is not > 0 is named."
-    for flag, v in (("--memory-gib", memory_gib), ("--file-gib", file_gib), ("--notebook-mib", notebook_mib)):
+def budget_from_args(memory_gib: float, file_gib: float, notebook_mib: float, disk_gib: float) -> StudentBudget:
+    "The `StudentBudget` of `ris_nb grade --memory-gib/--file-gib/--notebook-mib/--disk-gib`; a size not > 0 is named."
+    sizes = {"--memory-gib": memory_gib, "--file-gib": file_gib, "--notebook-mib": notebook_mib, "--disk-gib": disk_gib}
+    for flag, v in sizes.items():
         if not (0 < v < math.inf):
             raise ValueError(f"{flag} {v:g}: expected a size > 0")
-    return StudentBudget(int(memory_gib * 2**30), int(file_gib * 2**30), int(notebook_mib * 2**20))
+    return StudentBudget(
+        int(memory_gib * 2**30), int(file_gib * 2**30), int(notebook_mib * 2**20), int(disk_gib * 2**30)
+    )
 
 
 def _run_grade(args) -> None:
@@ -462,7 +471,7 @@ def _run_grade(args) -> None:
             "this kernel has no Landlock: the students' code runs with your rights (it can read your files, "
             "the teacher's notebook included); grade untrusted notebooks in a container"
         )
-    budget = budget_from_args(args.memory_gib, args.file_gib, args.notebook_mib)
+    budget = budget_from_args(args.memory_gib, args.file_gib, args.notebook_mib, args.disk_gib)
     graded = grade_notebooks(args.teacher, args.students, timeout=args.timeout, budget=budget)
     write_grades_csv(out, graded)
     print(format_grades(graded) + f"\nris_nb grade: one row per check in {out}")

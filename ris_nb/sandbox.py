@@ -36,11 +36,12 @@ MARK = "RIS_NB_GRADER"  # in each student process's environment: its grader, "pi
 
 @dataclasses.dataclass
 class StudentBudget:
-    "What one student's process may use; a teacher raises them (`ris_nb grade --memory-gib/--file-gib`)."
+    "What one student's process may use; a teacher raises them (`ris_nb grade --memory-gib/--file-gib/--disk-gib`)."
 
     memory: int = 6 << 30  # bytes of address space (RLIMIT_AS); Python with torch imported maps about 3.2 GB of it
     file_size: int = 1 << 30  # bytes of any one file it writes (RLIMIT_FSIZE)
     notebook: int = 64 << 20  # bytes of a student's notebook read, at most
+    disk: int = 4 << 30  # bytes its scratch folder may hold (checked each second while it runs)
 
 
 def _child_command() -> list[str]:
@@ -340,19 +341,42 @@ class ChildRun:
     skipped: list[str] = dataclasses.field(default_factory=list)  # files of its folder not copied, and why
 
 
-def _wait(p: subprocess.Popen, reader: _Reader, timeout: float) -> str:
-    "'' when the process ends by itself within `timeout` s of its first report line, else why it is stopped."
+def _disk_used(folder: Path) -> int:
+    "Bytes of disk the files under `folder` take (allocated blocks: a sparse file counts what it holds)."
+    total, todo = 0, [str(folder)]
+    while todo:
+        try:
+            entries = list(os.scandir(todo.pop()))
+        except OSError:
+            continue
+        for e in entries:
+            with contextlib.suppress(OSError):
+                st = e.stat(follow_symlinks=False)
+                total += st.st_blocks * 512
+                if stat.S_ISDIR(st.st_mode):
+                    todo.append(e.path)
+    return total
+
+
+def _wait(p: subprocess.Popen, reader: _Reader, timeout: float, scratch: Path, disk: int) -> str:
+    """'' when the process ends by itself within `timeout` s of its first report line, else why it is stopped (its
+    scratch folder over `disk` bytes, checked each second, too)."""
     t0 = time.monotonic()
     while not reader.started.wait(0.05):
         if p.poll() is not None:
             return ""
         if time.monotonic() - t0 > STARTUP_S:
             return f"did not start within {STARTUP_S} s"
-    try:
-        p.wait(timeout)
-        return ""
-    except subprocess.TimeoutExpired:
-        return f"timed out after {timeout:g} s"
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            p.wait(min(1.0, max(0.0, end - time.monotonic())))
+            return ""
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= end:
+                return f"timed out after {timeout:g} s"
+            if _disk_used(scratch) > disk:
+                return f"stopped: its folder holds over {disk >> 20} MiB (--disk-gib)"
 
 # %% ../nbs/98c_student_sandbox.ipynb #c19grd07
 def _stop(p: subprocess.Popen, keep: set[int]) -> None:
@@ -407,7 +431,7 @@ def run_student(
             reader = _Reader(r)
             reader.start()
             try:
-                stopped = _wait(p, reader, timeout)
+                stopped = _wait(p, reader, timeout, scratch, budget.disk)
             finally:
                 with signals_held():
                     _stop(p, keep)

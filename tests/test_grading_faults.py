@@ -201,3 +201,12 @@ def test_unreadable_file_is_skipped(tmp_path):
     assert scratch_copy(tmp_path / "src", tmp_path / "dst") == [
         f"{tmp_path / 'src' / 'secret'}: unreadable (Permission denied)"
     ]
+
+
+def test_a_student_filling_its_folder_is_stopped_at_the_disk_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(grading, "_package_digest", lambda: "")
+    teacher = write(tmp_path / "teacher", TEACHER)
+    fill = "import time\nfor i in range(100):\n    open(f'f{i}', 'wb').write(bytes(1 << 20))\ntime.sleep(60)\n"
+    nb = write(tmp_path / "fill", student({**RIGHT, "sol-double": fill + RIGHT["sol-double"]}))
+    (g,) = grade_notebooks(teacher, [nb], timeout=50, budget=StudentBudget(disk=20 << 20))
+    assert "its folder holds over 20 MiB" in g.ended, g.ended  # not the 100 MiB it wrote, nor a time-out

@@ -1318,6 +1318,12 @@ def r5_budget_cases(self: Probe) -> None:
     ok = all([o for _, o, _ in g.get(str(s), [])] == [True, True] for s in (hog, big, right))
     case = "grade: a student allocating 4 GiB, one writing 2 MiB under --file-gib 0.001"
     self.add(case, p, success(p, ok, str(g)[:200]))
+    fill = "import time\nfor i in range(100):\n    open(f'f{i}', 'wb').write(bytes(1 << 20))\ntime.sleep(60)\n"
+    filler = student("r5 fills its folder", {**GRADE_RIGHT, "sol-double": fill + GRADE_RIGHT["sol-double"]})
+    p = run(["grade", t_path, filler, "--csv", out, "--disk-gib", "0.01"])
+    msg = str(_grades(out).get(str(filler)))
+    ok = "its folder holds over 10 MiB" in msg
+    self.add("grade: a student writing 100 MiB under --disk-gib 0.01", p, success(p, ok, msg[:120]))
     hidden = student("r5 hidden", {**GRADE_RIGHT, "sol-double": "x = bytearray(1 << 40)\n" + GRADE_RIGHT["sol-double"]})
     p = run(["grade", t_path, hidden, "--csv", out])
     msg = (_grades(out).get(str(hidden)) or [("", False, "")])[0][2]
