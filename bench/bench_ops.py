@@ -243,7 +243,8 @@ def ffn_chunks(layer: DeformEncoderLayer, rows: int) -> int:
     meta, calls = copy.deepcopy(layer).to("meta"), []
     meta.linear1.register_forward_hook(lambda *a: calls.append(1))
     with torch.enable_grad():
-        meta.ffn(torch.empty(rows, meta.linear1.in_features, device="meta", requires_grad=True))
+        # the class's method: the instance's `ffn` may be label_model's wrapper around the original layer
+        type(meta).ffn(meta, torch.empty(rows, meta.linear1.in_features, device="meta", requires_grad=True))
     return len(calls)
 
 
