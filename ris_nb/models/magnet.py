@@ -410,7 +410,7 @@ class MLP(nn.Module):
             x = lin(x) if i == len(self.layers) - 1 else F.relu(lin(x))
         return x
 
-# %% ../../nbs/09_magnet.ipynb #6567f78b
+
 @dataclass
 class DecoderOutput:
     "All predictions of the masked-attention decoder: index 0 from the raw query, index i after layer i."
@@ -470,10 +470,9 @@ class MagNetOutputs:
     words: torch.Tensor | None = None  # (B,N,t) final word states
     coarse: torch.Tensor | None = None  # (B,C,H/32,W/32) the coarsest pixel-decoder map
     mg: dict | None = None  # Mask Grounding logits/targets when MG is on and training
-    # named intermediates (fixture names) when forward(trace=True)
-    trace: dict | None = None
+    trace: dict | None = None  # named intermediates (fixture names) when forward(trace=True)
 
-# %% ../../nbs/09_magnet.ipynb #d8adca64
+
 class MagNet(nn.Module):
     "MagNet: staged vision + grouped text with bidirectional PWAMs, CAM to a one-query Mask2Former head."
 
@@ -547,7 +546,7 @@ def _record_stage(trace: dict, s: int, v, l, r, o, q, tr: dict, word_norm: nn.Mo
     if word_norm is not None:
         trace[f"l{k}_res_norm"] = word_norm(q)
 
-# %% ../../nbs/09_magnet.ipynb #ebf12ea8
+
 @patch
 def _stage(self: MagNet, s: int, x: torch.Tensor, trace: dict | None) -> torch.Tensor:
     "Visual stage s on (B,C,H,W); with a trace on Swin, record the merged input (`v{s}_next`) separately."
