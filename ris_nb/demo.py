@@ -464,10 +464,11 @@ def app_picture(app: DemoApp) -> plt.Figure:
     panel = fig.add_axes([0, 0, 0.52, 1])
     panel.axis("off")
     for k, (name, value) in enumerate(rows):
-        y = 0.93 - k / len(rows)
+        last = k == len(rows) - 1  # the status line: below the controls, as many lines as it needs
+        y = 0.34 if last else 0.95 - k * 0.085
         panel.text(0.22, y, name, ha="right", va="center", fontsize=9)
         box = dict(boxstyle="round", fc="#eef3fb" if name else "#ffffff", ec="#9aa9bf" if name else "#ffffff")
-        panel.text(0.25, y, wrap(str(value), 40), ha="left", va="center", fontsize=9, bbox=box)
+        panel.text(0.25, y, wrap(str(value), 44), ha="left", va="top" if last else "center", fontsize=9, bbox=box)
     shot = fig.add_axes([0.54, 0.02, 0.44, 0.96])
     shot.axis("off")
     canvas = FigureCanvasAgg(app.figures[0])

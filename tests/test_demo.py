@@ -16,7 +16,7 @@ from ris_nb.demo import LOADING, SHIPPED, DemoApp, load_shipped_run, reading_not
 from ris_nb.picture_inputs import read_sentence  # noqa: E402
 
 NBS = Path(__file__).resolve().parents[1] / "nbs"
-LONG = "the highest red square " + " ".join(["left of the blue star"] * 59)  # 300 words
+LONG = "the highest small red square " + " ".join(["left of the blue star"] * 59)  # 300 words
 
 
 @pytest.fixture(scope="module")
