@@ -3,6 +3,7 @@ nbgrader and our own few lines make the same copies."""
 
 import hashlib
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -226,11 +227,14 @@ def test_student_copies_name_their_checks(course):
 
 
 @pytest.mark.parametrize("stem", TEACHING)
-def test_teacher_notebook_passes_its_own_grading(stem):
-    """Graded as a student (own process, scratch copy, Landlock where the kernel has it), a teacher notebook passes
-    every check."""
+def test_teacher_notebook_passes_its_own_grading(stem, tmp_path):
+    """Graded as a student (own process, scratch copy, Landlock where the kernel has it), a copy of a teacher notebook
+    passes every check (the teacher's file itself is refused as a submission)."""
     path = ROOT / "nbs" / f"{stem}.ipynb"
-    g = grade_notebooks(path, [path])[0]
+    submitted = tmp_path / "student" / path.name
+    submitted.parent.mkdir()
+    shutil.copyfile(path, submitted)
+    g = grade_notebooks(path, [submitted])[0]
     failed = [(r.name, r.message) for r in g.results if not r.passed]
     assert not g.refused and not g.ended and not failed, f"{stem}: {g.refused or g.ended or failed}"
 
