@@ -113,7 +113,7 @@ def step_times(preset: str, data: Path, reps: int = 12, batch: int = 32) -> dict
     interleaved."""
     import statistics
     from ris_nb.train import prepare
-    from ris_nb.core import get_preset
+    from ris_nb.presets import get_preset
 
     cfg = get_preset(preset).override(
         {"data.root": str(data.parent), "data.dataset": data.name, "data.image_size": 64, "train.batch_size": batch}

@@ -18,8 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, header, record, time_left  # noqa: E402
 
-from ris_nb.core import get_preset
-from ris_nb.data import shaperefs as S
+from ris_nb.presets import get_preset
+from ris_nb.data import shaperefs_files as S
 from ris_nb.data import transforms as T
 
 

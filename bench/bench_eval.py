@@ -25,9 +25,10 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, busy_note, header, interleaved, paired_ratio, record, stats_cells, table, time_left  # noqa: E402
 
-from ris_nb.core import build_model, get_preset, seed_everything  # noqa: E402
+from ris_nb.core import build_model, seed_everything
+from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.data.refer import RefDataset, Refer  # noqa: E402
-from ris_nb.data.shaperefs import generate  # noqa: E402
+from ris_nb.data.shaperefs_files import generate  # noqa: E402
 from ris_nb.data.transforms import Collate, RISDataset, build_tokenizer  # noqa: E402
 from ris_nb.evaluate import evaluate  # noqa: E402
 from ris_nb.metrics import mask_iu  # noqa: E402

@@ -33,7 +33,8 @@ def _train_speed(log_path: Path) -> float:
 
 def train_and_score(preset: str, seed: int, args) -> dict:
     "Train one preset/seed (or reload it) and score val."
-    from ris_nb.core import build_model, get_preset, seed_everything
+    from ris_nb.core import build_model, seed_everything
+    from ris_nb.presets import get_preset
     from ris_nb.data.transforms import build_tokenizer, make_dataloaders
     from ris_nb.evaluate import evaluate, sentence_sensitivity, shatter_gather
     from ris_nb.train import fit
@@ -107,7 +108,7 @@ def main():
 
     floor = probe_ms(reps=50)  # the floor: fastest of 50 probes
     from ris_nb.data.refer import RefDataset
-    from ris_nb.data.shaperefs import ensure_shaperefs
+    from ris_nb.data.shaperefs_files import ensure_shaperefs
     from ris_nb.evaluate import language_blind_references
 
     ensure_shaperefs(args.data, n_images=3000, seed=0, size=args.size)

@@ -43,7 +43,8 @@ from common import (
     table,
 )  # noqa: E402
 
-from ris_nb.core import build_model, get_preset  # noqa: E402
+from ris_nb.core import build_model
+from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.official import load_magnet  # noqa: E402
 
 TARGET = 1.5  # our target: ours ≥ 1.5× the official network's forward throughput at the official tiny config, batch 8
@@ -348,7 +349,7 @@ def step_profile(args, probe) -> list[dict]:
     import shutil
     import tempfile
     from ris_nb.core import cpu_native_bf16
-    from ris_nb.data.shaperefs import generate
+    from ris_nb.data.shaperefs_files import generate
     from ris_nb.train import prepare
 
     load0, p0 = os.getloadavg()[0], probes_1t_2t()

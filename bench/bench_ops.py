@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from gpu_check import random_batch  # noqa: E402  (the GPU check's batch: the same shapes on both)
 
 import ris_nb.models  # noqa: E402,F401  (registers the models)
-from ris_nb.core import build_model, get_preset, seed_everything  # noqa: E402
+from ris_nb.core import build_model, seed_everything
+from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.models.encoders import offline_random  # noqa: E402
 from ris_nb.models.magnet import DeformEncoderLayer  # noqa: E402
 from ris_nb.train import Learner  # noqa: E402
@@ -179,7 +180,7 @@ def narrowed_paper(size: int, batch: int):
 
 def quickstart(root: Path):
     "magnet_tiny as the quickstart trains it (batch 32 at 64 px) on a generated 200-image ShapeRefs: model, batch, cfg."
-    from ris_nb.data.shaperefs import generate
+    from ris_nb.data.shaperefs_files import generate
     from ris_nb.train import prepare
 
     generate(root / "shaperefs", 200, 0, 64, verbose=False)

@@ -26,9 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, busy_note, header, interleaved, probes_1t_2t, stats_cells, table  # noqa: E402
 
-from ris_nb.core import amp_dtype, get_preset  # noqa: E402
+from ris_nb.core import amp_dtype
+from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.testing import usable_cores
-from ris_nb.data.shaperefs import generate  # noqa: E402
+from ris_nb.data.shaperefs_files import generate  # noqa: E402
 from ris_nb.train import prepare  # noqa: E402
 
 QUICKSTART = {"data.image_size": 64, "train.batch_size": 32}  # the Makefile's QS_SET, as far as one step sees it

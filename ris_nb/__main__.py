@@ -9,11 +9,11 @@ import argparse
 import sys
 from typing import Callable
 
-from . import cli, course, experiments, grading
+from . import cli, course, grading, study_runner
 
 COMMANDS: list[Callable] = [  # the pipeline first
     *cli.SUBCOMMANDS,
-    experiments.add_subcommands,
+    study_runner.add_subcommands,
     course.add_subcommands,
     grading.add_subcommands,
 ]

@@ -44,7 +44,7 @@ def _add_synth(sub) -> None:
 
 
 def _run_synth(args) -> None:
-    from ris_nb.data.shaperefs import generate
+    from ris_nb.data.shaperefs_files import generate
 
     if args.seed < 0:
         raise ValueError(f"--seed {args.seed}: expected an integer >= 0")  # before any folder is made
@@ -85,7 +85,8 @@ from .run_folder import apply_data_arg, load_run
 
 def _config_of(args):
     "Preset + --data + --set overrides + --out, not validated yet."
-    from ris_nb.core import get_preset, parse_override
+    from ris_nb.core import parse_override
+    from ris_nb.presets import get_preset
 
     cfg = get_preset(args.preset)
     cfg = apply_data_arg(cfg, args.data)
@@ -423,7 +424,7 @@ def _run_check_data(args) -> None:
 
     dataset, split_by, image_root, splits = args.dataset, args.split_by, args.image_root, args.splits
     if args.preset:
-        from ris_nb.core import get_preset
+        from ris_nb.presets import get_preset
 
         d = get_preset(args.preset).data
         dataset, split_by, image_root = dataset or d.dataset, split_by or d.split_by, image_root or d.image_root or None
@@ -483,7 +484,7 @@ def _add_pretrain_entities(sub) -> None:
 
 # %% ../nbs/15_cli.ipynb #d43273c8
 def _run_pretrain_entities(args) -> None:
-    from ris_nb.core import get_preset
+    from ris_nb.presets import get_preset
     from ris_nb.models.slots import entity_weights_name
     from ris_nb.pretrain import entity_config_from, pretrain_entities_on
 

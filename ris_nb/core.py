@@ -25,10 +25,9 @@ from .validate import check_value, cross_field_problems, field_problems
 __all__ = ['SAG_ENTITY_FIELDS', 'SAG_FUSION_FIELDS', 'SAG_EXTRA_FIELDS', 'SaGConfig', 'WORD_SPECIALS', 'CONFIG_CHECKS',
            'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig',
            'MagNetConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict',
-           'config_from_dict', 'override', 'parse_override', 'register_preset', 'list_presets', 'get_preset',
-           'preset_sources', 'flat_config', 'source_table', 'ModelSpec', 'register_model', 'model_spec', 'build_model',
-           'register_part', 'model_part', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16',
-           'amp_dtype', 'precision_line', 'eval_mode']
+           'config_from_dict', 'override', 'parse_override', 'flat_config', 'source_table', 'ModelSpec',
+           'register_model', 'model_spec', 'build_model', 'register_part', 'model_part', 'validate_config',
+           'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line', 'eval_mode']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -494,59 +493,6 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 Config.override = override
-
-# %% ../nbs/00_core.ipynb #0acdb37a
-_PRESETS: dict[str, Callable[[], Config]] = {}
-# preset name -> {dotted key (or section ending in '.'): where its value comes from}
-_SOURCES: dict[str, dict[str, str]] = {}
-
-
-def register_preset(name: str, sources: dict[str, str] | None = None):
-    """Decorator: register a zero-argument function returning a `Config` under `name`, with the provenance of its
-    values if given."""
-
-    _load_package_presets()  # the package's first: a name you register again is yours
-
-    def deco(fn):
-        _PRESETS[name] = fn
-        if sources is not None:
-            _SOURCES[name] = sources
-        return fn
-
-    return deco
-
-
-def _load_package_presets() -> None:
-    """The package's presets (`ris_nb.presets`, appendix 90a) register themselves when imported; imported here, on
-    first use, as that module imports this one."""
-    import ris_nb.presets  # noqa: F401
-
-# %% ../nbs/00_core.ipynb #0acdb37b
-def list_presets() -> list[str]:
-    "Names of all registered presets, the package's included."
-    _load_package_presets()
-    return sorted(_PRESETS)
-
-
-def get_preset(name: str) -> Config:
-    "A fresh `Config` for preset `name`."
-    _load_package_presets()
-    if name not in _PRESETS:
-        raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}")
-    cfg = _PRESETS[name]()
-    cfg.name = name
-    return cfg
-
-
-def preset_sources(name: str) -> dict[str, str]:
-    """Where each value of preset `name` comes from (dotted key, or a section ending in '.', → source), as registered
-    with it."""
-    _load_package_presets()
-    if name not in _SOURCES:
-        raise ValueError(
-            f"preset {name!r} has no recorded sources; presets with sources: {', '.join(sorted(_SOURCES))}"
-        )
-    return dict(_SOURCES[name])
 
 # %% ../nbs/00_core.ipynb #e1a7c0d4
 def flat_config(cfg) -> dict[str, Any]:

@@ -742,14 +742,14 @@ def add_subcommands(sub) -> None:
     _add_course(sub)
 
 # %% ../nbs/19_course.ipynb #830b899a
-from .data.shaperefs import shaperefs_data  # re-exported: built in 02_shaperefs
+from .data.shaperefs_files import shaperefs_data  # re-exported: built in 92a_shaperefs_files
 
 
 def _short_config(
     preset: str, overrides: dict | None, seed: int, steps: int, batch_size: int, size: int, root: Path, out: str
 ):
     "The Config of a short run: `preset`, on the CPU, `steps` of `batch_size`, no mid-run evaluation or checkpoint."
-    from ris_nb.core import get_preset
+    from ris_nb.presets import get_preset
 
     return get_preset(preset).override(
         {

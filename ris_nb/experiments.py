@@ -22,7 +22,7 @@ __all__ = ['STUDIES', 'DEFAULT_STUDIES', 'OPT_IN', 'SCORED_SPLITS', 'FULL', 'QUI
            'sag_entity_rows', 'sag_entity_claims', 'minilm_rows', 'minilm_claims', 'study_rows', 'mean_std', 'verdict',
            'Budget', 'row_config', 'study_data', 'study_entities', 'train_and_score', 'rescore', 'blind_floors',
            'aggregate', 'main_rows', 'row_metric', 'first_noun_phrase', 'words_only_answer', 'split_floors',
-           'main_table_record', 'add_subcommands']
+           'main_table_record']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -443,7 +443,8 @@ QUICK = Budget(n_images=300, steps=50, batch_size=16, entity_steps=100, entity_s
 # %% ../nbs/16_experiments.ipynb #20d919fb
 def row_config(row: Row, seed: int, budget: Budget, data_root: str | Path, run_dir: str | Path):
     "The Config of one (row, seed) run: preset → budget → row overrides (→ OUT/entities); one checkpoint, at the end."
-    from ris_nb.core import get_preset, validate_config
+    from ris_nb.core import validate_config
+    from ris_nb.presets import get_preset
 
     cfg = get_preset(row.preset).override(
         {
@@ -470,7 +471,7 @@ def row_config(row: Row, seed: int, budget: Budget, data_root: str | Path, run_d
 def study_data(out: str | Path, budget: Budget) -> Path:
     """ShapeRefs for the study, generated once into OUT/data/shaperefs and reused (refused if it was made with
     another budget)."""
-    from ris_nb.data.shaperefs import ensure_shaperefs
+    from ris_nb.data.shaperefs_files import ensure_shaperefs
 
     d = Path(out) / "data" / "shaperefs"
     try:
@@ -484,7 +485,7 @@ def study_data(out: str | Path, budget: Budget) -> Path:
 
 def study_entities(rows: Sequence[Row], budget: Budget, out: str | Path, progress: bool = False) -> dict[str, Path]:
     "Each `own_entities` row's module: OUT/entities/<its name>.pt, pretrained once on the budget's entity scenes."
-    from ris_nb.data.shaperefs import ensure_shaperefs
+    from ris_nb.data.shaperefs_files import ensure_shaperefs
     from ris_nb.models.sag import entity_pretrain_config
     from ris_nb.pretrain import cached_entity_weights
 
@@ -641,7 +642,7 @@ def main_rows() -> list[Row]:
 
 def row_metric(row: Row) -> str:
     "The metric its paper reports: mIoU for a weakly supervised preset (SaG), oIoU for one trained with masks."
-    from ris_nb.core import get_preset
+    from ris_nb.presets import get_preset
 
     return "mIoU" if get_preset(row.preset).data.weak else "oIoU"
 
@@ -737,82 +738,3 @@ def main_table_record(
         "train_s": sum(r["train_s"] for r in results),
         "runs_done_now": sum(not r["reused"] for r in results),
     }
-
-# %% ../nbs/16_experiments.ipynb #c16cli02
-def _add_table_args(p) -> None:
-    "Which table, where it is written, and its budget."
-    p.add_argument(
-        "--out",
-        required=True,
-        help="study folder: data, one directory per (row, seed), study.json/.md/.png "
-        "(--table main: one study folder per language and main_table.json/.md/.png)",
-    )
-    p.add_argument(
-        "--table",
-        choices=["ablations", "main"],
-        default="ablations",
-        help="ablations (default): the papers' ablation rows on one language; main: LAVT, LAVT + MG, MagNet and SaG "
-        "on all three languages, scored on val, testA and testB",
-    )
-    p.add_argument(
-        "--record", default=None, help="--table main: also write the record here (e.g. nbs/results/main_table.json)"
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="the small budget: 300 scenes, 50 steps of 16 per run (default: 800, 400 of 32)",
-    )
-
-# %% ../nbs/16_experiments.ipynb #c16s0007
-def _add_row_args(p) -> None:
-    "Which rows, how many seeds, steps and scenes, which language, how many processes."
-    p.add_argument(
-        "--only",
-        choices=["magnet", "sag", "minilm"],
-        default=None,
-        help="one study's rows only (default: both papers'; minilm: LAVT and LAVT + MG on the pretrained MiniLM)",
-    )
-    p.add_argument(
-        "--rows",
-        default=None,
-        help="comma-separated row names: just these rows (and the runs they re-score), and the "
-        "claims between them (default: every row but the opt-in ones, run only when named: magnet_no_mg, and the "
-        "sag_pre_* rows, which pretrain their own entity modules)",
-    )
-    p.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3; one seed gives no verdict)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the budget's)")
-    p.add_argument(
-        "--scenes", type=int, default=None, help="ShapeRefs scenes generated for the study (default: the budget's)"
-    )
-    p.add_argument(
-        "--language",
-        choices=["plain", "appearance", "rich"],
-        default=None,
-        help="ShapeRefs' sentences: plain (default), appearance (colour, size, shape only) or rich (synonyms, rare "
-        "words, chains of relations); --table main runs all three",
-    )
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=usable_cores(),
-        help="runs trained at once, one process each, the torch threads "
-        f"shared between them (default: one per usable core, {usable_cores()} here)",
-    )
-
-# %% ../nbs/16_experiments.ipynb #c16s0008
-def add_subcommands(sub) -> None:
-    "`ris_nb experiments`: `python -m ris_nb` (99_app) adds it to the pipeline's subcommands."
-    p = sub.add_parser(
-        "experiments", help="the papers' main table and ablations in miniature on ShapeRefs (CPU; resumable)"
-    )
-    _add_table_args(p)
-    _add_row_args(p)
-    add_threads_arg(p)
-    p.set_defaults(func=_run_experiments)
-
-
-def _run_experiments(args) -> None:
-    "Check the options and run the table: the runs are `ris_nb.study_runner`'s (appendix `98b_study_runner`)."
-    from ris_nb.study_runner import run_experiments
-
-    run_experiments(args)

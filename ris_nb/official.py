@@ -24,8 +24,8 @@ from ris_nb.core import (
     CALConfig,
     MGConfig,
     LavtConfig,
-    get_preset,
 )
+from .presets import get_preset
 from .io import torch_load_checked
 from .models.encoders import ViTBackbone, swin_to_timm
 from .models.magnet import MagNet

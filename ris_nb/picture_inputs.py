@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .core import Config, get_preset
+from .core import Config
+from .presets import get_preset
 from .data.transforms import Batch, encode_text, image_transform, resize_mask
 
 # %% auto #0

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 from ris_nb.core import (
     Config,
@@ -18,12 +19,52 @@ from ris_nb.core import (
     TextConfig,
     TrainConfig,
     VisionConfig,
-    get_preset,
-    register_preset,
 )
 
 # %% auto #0
-__all__ = []
+__all__ = ['register_preset', 'list_presets', 'get_preset', 'preset_sources']
+
+# %% ../nbs/90a_presets.ipynb #0acdb37a
+_PRESETS: dict[str, Callable[[], Config]] = {}
+# preset name -> {dotted key (or section ending in '.'): where its value comes from}
+_SOURCES: dict[str, dict[str, str]] = {}
+
+
+def register_preset(name: str, sources: dict[str, str] | None = None):
+    """Decorator: register a zero-argument function returning a `Config` under `name`, with the provenance of its
+    values if given."""
+
+    def deco(fn):
+        _PRESETS[name] = fn
+        if sources is not None:
+            _SOURCES[name] = sources
+        return fn
+
+    return deco
+
+# %% ../nbs/90a_presets.ipynb #0acdb37b
+def list_presets() -> list[str]:
+    "Names of all registered presets, the package's included."
+    return sorted(_PRESETS)
+
+
+def get_preset(name: str) -> Config:
+    "A fresh `Config` for preset `name`."
+    if name not in _PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}")
+    cfg = _PRESETS[name]()
+    cfg.name = name
+    return cfg
+
+
+def preset_sources(name: str) -> dict[str, str]:
+    """Where each value of preset `name` comes from (dotted key, or a section ending in '.', → source), as registered
+    with it."""
+    if name not in _SOURCES:
+        raise ValueError(
+            f"preset {name!r} has no recorded sources; presets with sources: {', '.join(sorted(_SOURCES))}"
+        )
+    return dict(_SOURCES[name])
 
 # %% ../nbs/90a_presets.ipynb #82f6f93a
 def _swin_b() -> VisionConfig:

@@ -25,8 +25,8 @@ from .io import load_state_checked, torch_load_checked, write_atomic
 __all__ = ['RESUME_KEYS', 'DEFAULT_CHANGES', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'rng_state', 'set_rng_state',
            'module_generators', 'generator_states', 'set_generator_states', 'load_checkpoint', 'checkpoint_paths',
            'latest_checkpoint', 'fill_old_defaults', 'version_gap', 'config_diff', 'weight_changes', 'saved_config',
-           'check_same_run', 'fingerprint_diff', 'check_fingerprints', 'check_data_unchanged', 'check_run_dir',
-           'read_run_dir', 'log_record', 'read_log', 'plot_curves', 'apply_data_arg', 'load_run']
+           'check_same_run', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_data_unchanged',
+           'check_run_dir', 'read_run_dir', 'log_record', 'read_log', 'plot_curves', 'apply_data_arg', 'load_run']
 
 # %% ../nbs/93a_run_folders.ipynb #edfef7d2
 def rng_state() -> dict:
@@ -259,7 +259,30 @@ def check_same_run(saved_json: str, cfg: Config, where: Path, ck: dict | None = 
         )
 
 # %% ../nbs/93a_run_folders.ipynb #33b98a3d
-from .data.checks import run_fingerprints  # built in 91_refer_safety (appendix): vocabulary, data files, images
+from torch.utils.data import DataLoader
+
+from .data.checks import image_fingerprint  # built in 91_refer_safety (appendix)
+from .data.transforms import tokenizer_fingerprint
+from .io import sha256
+
+
+def run_fingerprints(loaders: dict[str, Any], fresh: bool = False) -> dict:
+    """`tokenizer_fingerprint`, `data_fingerprint` (file → SHA-256, read again if `fresh`) and `images_fingerprint`
+    of the training set (`loaders['train']`, a loader or its dataset); absent when its dataset has none."""
+    train = loaders["train"]
+    ds = train.dataset if isinstance(train, DataLoader) else train
+    tok, refer = getattr(ds, "tokenizer", None), getattr(getattr(ds, "base", None), "refer", None)
+    out = {}
+    if tok is not None:
+        out["tokenizer_fingerprint"] = tokenizer_fingerprint(tok)
+    if refer is not None:
+        out["data_fingerprint"] = dict(refer.checksums)
+        if fresh:
+            out["data_fingerprint"] = {
+                f.name: sha256(f) if f.is_file() else "missing" for f in (refer.refs_file, refer.instances_file)
+            }
+        out["images_fingerprint"] = image_fingerprint(refer)
+    return out
 
 # %% ../nbs/93a_run_folders.ipynb #fp000001
 FINGERPRINTS = {

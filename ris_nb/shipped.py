@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import ris_nb
+import ris_nb.models  # noqa: F401  (registers every model: load_shipped builds one)
 from .core import Config, build_model
 from .io import load_state_checked, sha256, torch_load_checked
 
@@ -88,7 +89,6 @@ class Shipped:
 # %% ../nbs/97a_shipped.ipynb #sh970004
 def load_shipped(name: str) -> Shipped:
     "Shipped checkpoint `name`, built from its config, tokenizer (fingerprint checked) and weights."
-    import ris_nb.models  # noqa: F401  (registers every model; TEMPORARY here: ris_nb.models re-exports this module)
     from ris_nb.data.transforms import tokenizer_fingerprint
 
     ck, where = read_shipped(name), shipped_dir() / f"{name}.pt"
@@ -110,7 +110,7 @@ import fcntl
 def generate_once(folder: Path, settings: dict) -> Path:
     """`ensure_shaperefs(folder / "shaperefs", **settings)` under an exclusive lock on `folder.lock`: notebooks and
     tests started together generate the data once, then read it."""
-    from ris_nb.data.shaperefs import ensure_shaperefs
+    from ris_nb.data.shaperefs_files import ensure_shaperefs
 
     lock = Path(f"{folder}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .core import get_preset
+from .presets import get_preset
 from .io import write_atomic
 from .experiments import METRICS, TYPES
 

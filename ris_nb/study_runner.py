@@ -47,7 +47,7 @@ from .testing import probe_ms
 __all__ = ['SHARED_BUDGET', 'CALL_KEYS', 'STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS', 'MAX_STEPS', 'read_result', 'finished',
            'data_settings', 'reusable', 'remove_run_dir', 'run_one', 'Job', 'run_jobs', 'run_study', 'named_main_rows',
            'record_header', 'check_addable', 'merge_main_records', 'run_main_table', 'claim_study_folder',
-           'run_experiments']
+           'run_experiments', 'add_subcommands']
 
 # %% ../nbs/98b_study_runner.ipynb #3289dce9
 def read_result(p: Path) -> dict:
@@ -499,3 +499,83 @@ def run_experiments(args) -> None:
     study = run_study(out, only=args.only, seeds=args.seeds, budget=budget, jobs=args.jobs, names=_row_names(args))
     print(study_markdown(study))
     print(f"written: {out / 'study.json'}, {out / 'study.md'}, {out / 'study.png'}")
+
+# %% ../nbs/98b_study_runner.ipynb #c16cli02
+from .testing import add_threads_arg, usable_cores
+
+
+def _add_table_args(p) -> None:
+    "Which table, where it is written, and its budget."
+    p.add_argument(
+        "--out",
+        required=True,
+        help="study folder: data, one directory per (row, seed), study.json/.md/.png "
+        "(--table main: one study folder per language and main_table.json/.md/.png)",
+    )
+    p.add_argument(
+        "--table",
+        choices=["ablations", "main"],
+        default="ablations",
+        help="ablations (default): the papers' ablation rows on one language; main: LAVT, LAVT + MG, MagNet and SaG "
+        "on all three languages, scored on val, testA and testB",
+    )
+    p.add_argument(
+        "--record", default=None, help="--table main: also write the record here (e.g. nbs/results/main_table.json)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="the small budget: 300 scenes, 50 steps of 16 per run (default: 800, 400 of 32)",
+    )
+
+# %% ../nbs/98b_study_runner.ipynb #c16s0007
+def _add_row_args(p) -> None:
+    "Which rows, how many seeds, steps and scenes, which language, how many processes."
+    p.add_argument(
+        "--only",
+        choices=["magnet", "sag", "minilm"],
+        default=None,
+        help="one study's rows only (default: both papers'; minilm: LAVT and LAVT + MG on the pretrained MiniLM)",
+    )
+    p.add_argument(
+        "--rows",
+        default=None,
+        help="comma-separated row names: just these rows (and the runs they re-score), and the "
+        "claims between them (default: every row but the opt-in ones, run only when named: magnet_no_mg, and the "
+        "sag_pre_* rows, which pretrain their own entity modules)",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3; one seed gives no verdict)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the budget's)")
+    p.add_argument(
+        "--scenes", type=int, default=None, help="ShapeRefs scenes generated for the study (default: the budget's)"
+    )
+    p.add_argument(
+        "--language",
+        choices=["plain", "appearance", "rich"],
+        default=None,
+        help="ShapeRefs' sentences: plain (default), appearance (colour, size, shape only) or rich (synonyms, rare "
+        "words, chains of relations); --table main runs all three",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=usable_cores(),
+        help="runs trained at once, one process each, the torch threads "
+        f"shared between them (default: one per usable core, {usable_cores()} here)",
+    )
+
+# %% ../nbs/98b_study_runner.ipynb #c16s0008
+def add_subcommands(sub) -> None:
+    "`ris_nb experiments`: `python -m ris_nb` (99_app) adds it to the pipeline's subcommands."
+    p = sub.add_parser(
+        "experiments", help="the papers' main table and ablations in miniature on ShapeRefs (CPU; resumable)"
+    )
+    _add_table_args(p)
+    _add_row_args(p)
+    add_threads_arg(p)
+    p.set_defaults(func=_run_experiments)
+
+
+def _run_experiments(args) -> None:
+    "Check the options and run the table (`run_experiments`)."
+    run_experiments(args)

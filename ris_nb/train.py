@@ -106,7 +106,7 @@ from ris_nb.loaders import (  # built in 93b_loaders (appendix)
     resolve_epochs,
     seeded_model,
 )
-from .data.checks import run_fingerprints  # built in 91_refer_safety (appendix)
+from .run_folder import run_fingerprints  # built in 93a_run_folders (appendix)
 
 # %% ../nbs/12_training.ipynb #009c5559
 class LossWrapper(nn.Module):

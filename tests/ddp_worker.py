@@ -13,7 +13,7 @@ import sys
 import torch
 from torch import nn
 
-from ris_nb.core import get_preset
+from ris_nb.presets import get_preset
 from ris_nb.distributed import finish_distributed
 from ris_nb.train import fit, prepare
 

@@ -9,7 +9,8 @@ import pytest
 
 import ris_nb
 from conftest import cli, run
-from ris_nb.core import Config, get_preset, list_presets, parse_override, amp_dtype, seed_everything
+from ris_nb.core import Config, parse_override, amp_dtype, seed_everything
+from ris_nb.presets import get_preset, list_presets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,7 +156,8 @@ def test_builds_tiny_models_without_network(monkeypatch):
 def test_paper_preset_sources(name):
     """A paper preset's provenance is registered with it and names a source for every field (source_table raises
     otherwise)."""
-    from ris_nb.core import flat_config, preset_sources, source_table
+    from ris_nb.core import flat_config, source_table
+    from ris_nb.presets import preset_sources
 
     tab = source_table(get_preset(name), preset_sources(name))
     assert len(tab.splitlines()) == 2 + len(flat_config(get_preset(name)))
@@ -163,7 +165,7 @@ def test_paper_preset_sources(name):
 
 
 def test_preset_sources_missing():
-    from ris_nb.core import preset_sources
+    from ris_nb.presets import preset_sources
 
     with pytest.raises(ValueError, match="lavt_tiny.*no recorded sources"):
         preset_sources("lavt_tiny")

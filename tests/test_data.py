@@ -14,10 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ris_nb.core import get_preset, special_token_ids
+from ris_nb.core import special_token_ids
+from ris_nb.presets import get_preset
 from ris_nb.data import refer as R
 from ris_nb.io import UnsafePickleError
 from ris_nb.data import shaperefs as S
+from ris_nb.data import shaperefs_files as SF
 from ris_nb.data import words as W
 from ris_nb.data import transforms as T
 from conftest import copy_data
@@ -495,16 +497,16 @@ def _tree(d: Path):
 
 
 def test_shaperefs_deterministic(tmp_path):
-    a = S.generate(tmp_path / "a", n_images=40, seed=11, verbose=False)
-    S.generate(tmp_path / "b", n_images=40, seed=11, verbose=False)
-    S.generate(tmp_path / "c", n_images=40, seed=12, verbose=False)
+    a = SF.generate(tmp_path / "a", n_images=40, seed=11, verbose=False)
+    SF.generate(tmp_path / "b", n_images=40, seed=11, verbose=False)
+    SF.generate(tmp_path / "c", n_images=40, seed=12, verbose=False)
     files = _tree(tmp_path / "a")
     assert files == _tree(tmp_path / "b") and len(files) == 40 + 3 and a["images"] == 40
     match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", files, shallow=False)
     assert match == files and not mismatch and not errors
     assert not filecmp.cmp(tmp_path / "a" / "refs(shaperefs).p", tmp_path / "c" / "refs(shaperefs).p", shallow=False)
     # regenerating in place replaces atomically; no temp folders left behind
-    S.generate(tmp_path / "a", n_images=40, seed=11, verbose=False)
+    SF.generate(tmp_path / "a", n_images=40, seed=11, verbose=False)
     assert filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", files, shallow=False)[0] == files
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]
 
@@ -519,14 +521,14 @@ def test_shaperefs_atomic(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return real(*a)
 
-    monkeypatch.setattr(S, "make_image", flaky)
+    monkeypatch.setattr(SF, "make_image", flaky)
     with pytest.raises(RuntimeError):
-        S.generate(tmp_path / "shaperefs", n_images=20, seed=0, verbose=False)
+        SF.generate(tmp_path / "shaperefs", n_images=20, seed=0, verbose=False)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("x")
     with pytest.raises(ValueError, match="not a ShapeRefs folder"):
-        S.generate(tmp_path / "mine", 4, 0, verbose=False)
+        SF.generate(tmp_path / "mine", 4, 0, verbose=False)
     assert (tmp_path / "mine" / "thesis.tex").exists()
 
 

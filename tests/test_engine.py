@@ -140,7 +140,7 @@ def test_gradient_accumulation_matches_the_full_batch(shaperefs, one_process_run
 def test_epochs_become_optimizer_steps(shaperefs, tmp_path):
     """train.epochs overrides max_steps: fit runs exactly `epochs` passes (per-rank drop_last, accumulation) and
     saves the count."""
-    from ris_nb.core import get_preset
+    from ris_nb.presets import get_preset
     from ris_nb.train import fit, prepare
     from ris_nb.loaders import epochs_to_steps
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ris_nb.core import get_preset
+from ris_nb.presets import get_preset
 
 from conftest import ENV, TINY_RUN, cli, copy_data, run
 
@@ -187,7 +187,7 @@ def test_synth_refuses_a_huge_size(tmp_path):
 
 
 def test_synth_removes_stale_temp_folders(tmp_path):
-    from ris_nb.data.shaperefs import generate
+    from ris_nb.data.shaperefs_files import generate
 
     stale = tmp_path / ".shaperefs.tmp-999999999"  # a killed run's leftover (pid beyond pid_max: dead)
     (stale / "images").mkdir(parents=True)
@@ -199,7 +199,7 @@ def test_synth_removes_stale_temp_folders(tmp_path):
 
 
 def test_synth_killed_mid_swap_restores_the_set_aside_dataset(tmp_path):
-    from ris_nb.data.shaperefs import ensure_shaperefs, generate
+    from ris_nb.data.shaperefs_files import ensure_shaperefs, generate
 
     generate(tmp_path / "shaperefs", n_images=4, seed=0, size=64, verbose=False)
     (tmp_path / "shaperefs" / "mine.txt").write_text("the user's own file in the dataset folder")
@@ -320,7 +320,7 @@ def test_resume_on_a_remapped_vocabulary_is_refused(trained, other_data, capsys)
 
 def test_eval_and_predict_refuse_another_runs_tokenizer(trained, other_data, tmp_path, capsys):
     import shutil
-    from ris_nb.core import get_preset
+    from ris_nb.presets import get_preset
     from ris_nb.data.transforms import build_tokenizer
 
     run = tmp_path / "run"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ris_nb.core import Config, get_preset
+from ris_nb.core import Config
+from ris_nb.presets import get_preset
 from ris_nb.distributed import save_checkpoint, written_by
 from ris_nb.official import official_state
 from ris_nb.run_folder import (

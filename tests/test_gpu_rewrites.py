@@ -132,7 +132,8 @@ def test_swin_fused_attention_matches_unfused():
     from timm.models.swin_transformer import WindowAttention
 
     import ris_nb.models  # noqa: F401  (registers the models)
-    from ris_nb.core import build_model, get_preset
+    from ris_nb.core import build_model
+    from ris_nb.presets import get_preset
     from ris_nb.models.encoders import offline_random
 
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from ris_nb.core import get_preset
+from ris_nb.presets import get_preset
 from ris_nb.data.refer import RefDataset
 from ris_nb.evaluate import evaluate, language_blind_references, sentence_sensitivity
 from ris_nb.train import fit, prepare

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ris_nb.core import build_model, get_preset
+from ris_nb.core import build_model
+from ris_nb.presets import get_preset
 from ris_nb.testing import official_fixture
 from ris_nb.models.encoders import offline_random
 from ris_nb.models.magnet import MagNet

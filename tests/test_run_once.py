@@ -38,7 +38,7 @@ RUN_STEPS = ["start", "_prepare", "_check", "_train", "load_best"]  # `TrainingR
 
 @pytest.fixture(scope="module")
 def shaperefs(tmp_path_factory):
-    from ris_nb.data.shaperefs import generate
+    from ris_nb.data.shaperefs_files import generate
 
     out = tmp_path_factory.mktemp("data") / "shaperefs"
     generate(out, n_images=40, seed=3, size=64, verbose=False)

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ris_nb.core import build_model, get_preset, seed_everything
+from ris_nb.core import build_model, seed_everything
+from ris_nb.presets import get_preset
 from ris_nb.testing import official_fixture
 from ris_nb.models.sag import c3_logits, relevance_grid, upsample_minmax
 from ris_nb.official import load_sag

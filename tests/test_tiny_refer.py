@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ris_nb.core import get_preset
+from ris_nb.presets import get_preset
 from ris_nb.data.refer import RefDataset
 from ris_nb.evaluate import evaluate, language_blind_references
 from ris_nb.study_runner import check_addable, merge_main_records, named_main_rows

@@ -76,7 +76,7 @@ def test_ensure_checkpoint_reuses(runs):
 
 
 def test_config_tag():
-    from ris_nb.core import get_preset
+    from ris_nb.presets import get_preset
 
     base = get_preset("sag_tiny")
     assert pi.config_tag(base) == pi.config_tag(base.override({"data.root": "/elsewhere", "train.out_dir": "x"}))

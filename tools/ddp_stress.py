@@ -69,7 +69,7 @@ def worker_args(worker: str, tmp: Path, i: int) -> list[str]:
         return [str(tmp / "bare.py")]
     data, script = tmp / "shaperefs", tmp / "cli_main.py"
     if not script.exists():
-        from ris_nb.data.shaperefs import generate
+        from ris_nb.data.shaperefs_files import generate
 
         generate(data, n_images=48, seed=3, size=64)
         script.write_text(CLI_MAIN)

@@ -230,7 +230,7 @@ class Probe:
         self.base = tmp / "data" / "shaperefs"
         if not data:
             return  # the grading cases need no dataset nor run
-        from ris_nb.data.shaperefs import generate
+        from ris_nb.data.shaperefs_files import generate
 
         generate(self.base, n_images=80, seed=0, size=64, verbose=False)
         p = train(self.base, tmp / "run0", no_eval=False)
@@ -651,7 +651,7 @@ class Probe:
             time.sleep(0.2)
         s = run(["synth", "--out", ddir, "--n-images", "80", "--seed", "7", "--size", "64"])
         if s.returncode != 0:  # synth refuses an existing folder: the same change by hand
-            from ris_nb.data.shaperefs import generate
+            from ris_nb.data.shaperefs_files import generate
 
             generate(self.tmp / "cases" / "seed7" / "shaperefs", n_images=80, seed=7, size=64, verbose=False)
             shutil.copytree(self.tmp / "cases" / "seed7" / "shaperefs", ddir, dirs_exist_ok=True)

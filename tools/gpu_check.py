@@ -129,7 +129,7 @@ def device_info(device: str) -> dict:
 
 def synth(root: str, n_images: int, size: int) -> dict:
     "ShapeRefs under `root`/shaperefs."
-    from ris_nb.data.shaperefs import generate
+    from ris_nb.data.shaperefs_files import generate
 
     generate(Path(root) / "shaperefs", n_images=n_images, seed=0, size=size, verbose=False)
     return {"ok": True}
@@ -207,7 +207,7 @@ def kill_at(step: int):
 
 def run_config(preset: str, data: str, out: str, device: str, precision: str, steps: int, ckpt_every: int, tiny: bool):
     "`preset` on the generated ShapeRefs, logging every step, no validation; tiny: 64 px, batch 2."
-    from ris_nb.core import get_preset
+    from ris_nb.presets import get_preset
 
     cfg = get_preset(preset)
     amp = {"fp32": "off", "bf16": "bf16", "fp16": "auto"}[precision]
@@ -307,7 +307,7 @@ def random_batch(batch_size: int, image_size: int, vocab: int, tokens: int = 20)
 
 def paper_config(preset: str, device: str, tiny: bool):
     "`preset` with random encoders (nothing read from disk); --tiny: its tiny stand-in at 64 px."
-    from ris_nb.core import get_preset
+    from ris_nb.presets import get_preset
     from ris_nb.models.encoders import offline_random
 
     cfg = offline_random(get_preset(PAPERS[preset] if tiny else preset))
@@ -787,7 +787,7 @@ def failed_at(e: BaseException) -> str:
 
 def tiny_config(preset: str, device: str):
     "A tiny preset with random encoders at 64 px (the quickstart's size), on `device`."
-    from ris_nb.core import get_preset
+    from ris_nb.presets import get_preset
     from ris_nb.models.encoders import offline_random
 
     sets = {"train.device": device, "data.num_workers": 0, "data.image_size": 64, "model.text.vocab_size": 64}

@@ -24,10 +24,11 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
 
-from ris_nb.core import get_preset, parse_override
+from ris_nb.core import parse_override
+from ris_nb.presets import get_preset
 from ris_nb.testing import probe_ms
 from ris_nb.data.refer import RefDataset
-from ris_nb.data.shaperefs import ensure_shaperefs
+from ris_nb.data.shaperefs_files import ensure_shaperefs
 from ris_nb.evaluate import evaluate, language_blind_references, sentence_sensitivity
 from ris_nb.train import fit, prepare
 

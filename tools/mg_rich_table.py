@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ris_nb.core import Config, get_preset
+from ris_nb.core import Config
+from ris_nb.presets import get_preset
 from ris_nb.io import write_atomic
 from ris_nb.evaluate import evaluate
 from ris_nb.train import prepare

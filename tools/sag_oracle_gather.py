@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ris_nb.core import get_preset, parse_override
+from ris_nb.core import parse_override
+from ris_nb.presets import get_preset
 from ris_nb.testing import probe_ms
 from ris_nb.data.refer import scene_masks
 from ris_nb.data.transforms import resize_mask

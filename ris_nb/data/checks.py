@@ -23,7 +23,7 @@ from ..io import MAX_IMAGE_PIXELS, sha256
 # %% auto #0
 __all__ = ['POLYGON_TOLERANCE', 'SHOWN', 'validate_refs', 'validate_instances', 'rle_counts', 'rle_problem',
            'segmentation_to_mask', 'Findings', 'check_ids', 'check_geometry', 'check_index', 'image_fingerprint',
-           'run_fingerprints', 'is_blank', 'check_sentences']
+           'is_blank', 'check_sentences']
 
 # %% ../../nbs/91_refer_safety.ipynb #d5b6937d
 _REF_FIELDS = {"ref_id": int, "ann_id": int, "image_id": int, "category_id": int, "split": str, "sentences": list}
@@ -538,27 +538,6 @@ def image_fingerprint(refer, sample: int = 16) -> dict:
         except OSError:
             picked.update(b"missing")
     return {"images": len(names), "names_sizes": sizes.hexdigest()[:16], "sample": picked.hexdigest()[:16]}
-
-
-def run_fingerprints(loaders: dict[str, Any], fresh: bool = False) -> dict:
-    """`tokenizer_fingerprint`, `data_fingerprint` (file → SHA-256, read again if `fresh`) and `images_fingerprint`
-    of the training set (`loaders['train']`, a loader or its dataset); absent when its dataset has none."""
-    from ris_nb.data.transforms import tokenizer_fingerprint
-
-    train = loaders["train"]
-    ds = train.dataset if isinstance(train, DataLoader) else train
-    tok, refer = getattr(ds, "tokenizer", None), getattr(getattr(ds, "base", None), "refer", None)
-    out = {}
-    if tok is not None:
-        out["tokenizer_fingerprint"] = tokenizer_fingerprint(tok)
-    if refer is not None:
-        out["data_fingerprint"] = dict(refer.checksums)
-        if fresh:
-            out["data_fingerprint"] = {
-                f.name: sha256(f) if f.is_file() else "missing" for f in (refer.refs_file, refer.instances_file)
-            }
-        out["images_fingerprint"] = image_fingerprint(refer)
-    return out
 
 # %% ../../nbs/91_refer_safety.ipynb #a91b0001
 def is_blank(text: str) -> bool:

@@ -66,7 +66,7 @@ class LayoutReport:
 # %% ../../nbs/91a_check_data.ipynb #4b360726
 def _preset_needs() -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], list[str]]]:
     "(dataset, split_by) → the presets that train on it, and → every split they read (what `train` refuses without)."
-    from ris_nb.core import get_preset, list_presets
+    from ris_nb.presets import get_preset, list_presets
 
     needs, splits = defaultdict(list), defaultdict(list)
     for name in list_presets():

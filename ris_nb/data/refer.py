@@ -25,7 +25,7 @@ from .checks import check_index, is_blank, segmentation_to_mask, validate_instan
 __all__ = ['Refer', 'RefDataset', 'stats', 'show_ref', 'scene_masks', 'language_blind_references']
 
 # %% ../../nbs/03_refer.ipynb #c70570d0
-_HINTS = {"shaperefs": "create it with `ris_nb synth --out {root}/shaperefs` (or ris_nb.data.shaperefs.generate)"}
+_HINTS = {"shaperefs": "create it with `ris_nb synth --out {root}/shaperefs` (or ris_nb.data.shaperefs_files.generate)"}
 
 
 def _missing(path: Path, what: str, dataset: str, root: Path, extra: str = "") -> FileNotFoundError:

@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import itertools
-import shutil
-import time
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,24 +20,13 @@ import shapely
 # the words of the rich and appearance languages: appendix 98
 from .words import _n_words, appearance_sentence, canonical_sentence, is_rare, rich_sentence
 
-# the files of a folder, written whole and read back: appendix 92a
-from ris_nb.data.shaperefs_files import (
-    _make_all,
-    _write_folder,
-    _write_refer,
-    png_bytes,
-    recover_interrupted,
-    shaperefs_settings,
-)
-
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
            'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'MAX_SIZE', 'MAX_IMAGES', 'RUNNING_INDEX',
            'RUNNING_TARGET', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask',
            'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences',
            'relational_landmarks', 'chain_meanings', 'appearance_meanings', 'appearance_picks', 'rich_candidates',
-           'ref_sentences', 'make_image', 'generate', 'ensure_shaperefs', 'shaperefs_data', 'RunningScene',
-           'running_scene']
+           'ref_sentences', 'png_bytes', 'make_image', 'RunningScene', 'running_scene']
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -689,6 +678,29 @@ def ref_sentences(
             out[-1]["rare"] = is_rare(out[-1]["tokens"])
     return out
 
+# %% ../../nbs/02_shaperefs.ipynb #97f2b685b
+def _deflate(data: bytes, level: int) -> bytes:
+    z = zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
+    return z.compress(data) + z.flush()
+
+
+def png_bytes(img: np.ndarray, level: int = 1) -> bytes:
+    """Minimal RGB PNG (no metadata, filter 0, deflate at `level` with the run-length strategy) of `img` (h,w,3)
+    uint8: deterministic and fast."""
+    h, w, _ = img.shape
+    raw = np.zeros((h, 1 + 3 * w), np.uint8)
+    raw[:, 1:] = img.reshape(h, -1)
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", _deflate(raw.tobytes(), level))
+        + chunk(b"IEND", b"")
+    )
+
 # %% ../../nbs/02_shaperefs.ipynb #97f2b685
 def _bbox(polygons: list[list[float]]) -> list[float]:
     "[x, y, w, h] of the pixels that pixel-edge `polygons` enclose (COCO's box of the rasterised mask)."
@@ -734,14 +746,6 @@ def _split_of(n: int, seed: int) -> list[str]:
     return [labels[p] for p in perm]
 
 
-def _is_shaperefs_dir(p: Path) -> bool:
-    return not any(p.iterdir()) or (p / "refs(shaperefs).p").exists() or (p / "meta.json").exists()
-
-
-def _make(args):
-    return make_image(*args)
-
-
 # ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
 MAX_SIZE = 1024
 # ours: scenes per folder; the index is built in memory (10¹² scenes: RSS grew by 9 GB in 33 s)
@@ -760,100 +764,6 @@ def _check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], l
         raise ValueError(f"size must be between 64 and {MAX_SIZE} px (ris_nb.data.shaperefs.MAX_SIZE), got {size}")
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
-
-# %% ../../nbs/02_shaperefs.ipynb #ea151397
-def generate(
-    out_dir: str | Path = "data/shaperefs",
-    n_images: int = 2000,
-    seed: int = 0,
-    size: int = 128,
-    workers: int = 1,
-    verbose: bool = True,
-    n_objects: tuple[int, int] = (2, 6),
-    language: str = "plain",
-) -> dict:
-    """Write `n_images` scenes of (min, max) `n_objects` shapes to `out_dir` (the dataset folder) in REFER format,
-    sentences in `language`; returns counts and paths."""
-    _check_generate_args(n_images, size, n_objects, language)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or not _is_shaperefs_dir(out_dir)):
-        raise ValueError(
-            f"{out_dir} exists and is not a ShapeRefs folder (no refs(shaperefs).p / meta.json); "
-            "refusing to overwrite it"
-        )
-    t0, made = time.perf_counter(), {}
-
-    def write(tmp: Path):
-        (tmp / "images").mkdir(parents=True)
-        splits = _split_of(n_images, seed)
-        jobs = [(seed, i, splits[i], size, tuple(n_objects), language) for i in range(n_images)]
-        images, anns, made["refs"], made["n_sent"] = _make_all(
-            _make, jobs, workers, splits, size, tmp / "images", verbose
-        )
-        meta = _meta(seed, n_images, size, n_objects, language)
-        made["summary"] = _write_refer(tmp, images, anns, made["refs"], SHAPES, list(SPLIT_FRACTIONS), meta)
-
-    _write_folder(out_dir, write)
-    secs, refs = time.perf_counter() - t0, made["refs"]
-    res = dict(path=str(out_dir), images=n_images, refs=len(refs), sentences=made["n_sent"], splits=made["summary"])
-    res.update(seconds=secs, language=language)
-    if verbose:
-        print(_summary_line(res))
-    return res
-
-# %% ../../nbs/02_shaperefs.ipynb #e5a1b002
-def ensure_shaperefs(
-    folder: str | Path, n_images: int = 3000, seed: int = 0, size: int = 64, language: str = "plain"
-) -> Path:
-    """ShapeRefs in `folder` made with these settings (default: as `make quickstart`): generated once, then reused; a
-    folder made with others is refused."""
-    folder = Path(folder)
-    recover_interrupted(folder)  # a dataset an interrupted `generate` set aside is put back, never regenerated over
-    if (folder / "meta.json").is_file() and (folder / "refs(shaperefs).p").is_file():
-        want, got = dict(n_images=n_images, seed=seed, size=size, language=language), shaperefs_settings(folder)
-        if got != want:
-            raise ValueError(
-                f"{folder / 'meta.json'}: {folder} holds ShapeRefs {got}, these settings need {want}; "
-                "delete it or use another folder"
-            )
-        return folder
-    generate(folder, n_images=n_images, seed=seed, size=size, verbose=False, language=language)
-    return folder
-
-
-def _meta(seed: int, n_images: int, size: int, n_objects: tuple[int, int], language: str) -> dict:
-    "The settings `meta.json` records (`language` absent when plain: datasets made before the option are plain)."
-    meta = dict(generator="ris_nb.data.shaperefs", version=2, segmentation="polygons", seed=seed, n_images=n_images)
-    meta.update(size=size, n_objects=list(n_objects))
-    if language != "plain":
-        meta["language"] = language
-    return meta
-
-
-def _summary_line(res: dict) -> str:
-    "What `generate` prints: totals, time and folder, then each split's counts."
-    lang = f" ({res['language']} language)" if res["language"] != "plain" else ""
-    return (
-        f"ShapeRefs{lang}: {res['images']} images, {res['refs']} refs, {res['sentences']} sentences in "
-        f"{res['seconds']:.1f}s → {res['path']}  "
-    ) + "  ".join(f"{k}: {v['images']} img/{v['refs']} refs/{v['sentences']} sents" for k, v in res["splits"].items())
-
-# %% ../../nbs/02_shaperefs.ipynb #c02sd002
-_COURSE_DATA: dict[tuple, Path] = {}
-
-
-def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
-    "A ShapeRefs data root (holding shaperefs/) generated once per process in a temporary folder, removed at exit."
-    import atexit
-    import tempfile
-
-    key = (n_images, size, seed)
-    if key not in _COURSE_DATA:
-        root = Path(tempfile.mkdtemp(prefix="ris_nb_course_"))
-        atexit.register(shutil.rmtree, root, ignore_errors=True)
-        ensure_shaperefs(root / "shaperefs", n_images=n_images, seed=seed, size=size)
-        _COURSE_DATA[key] = root
-    return _COURSE_DATA[key]
 
 # %% ../../nbs/02_shaperefs.ipynb #0930e441
 RUNNING_INDEX, RUNNING_TARGET = 137, 0  # ours: image 138 of seed 0 (val in folders of 300, 600, 3,000), its object 0

@@ -11,7 +11,4 @@ from ..core import build_model, model_spec
 # imported for their `@register_model` lines; mask_grounding attaches MG to LAVT
 from . import lavt, mask_grounding, magnet, sag, tiny_refer_model  # noqa: F401
 
-# TEMPORARY (lead, until the course notebooks import from ris_nb.shipped): the shipped names, re-exported
-from ..shipped import load_shipped, measure, scene_batch, scores_beside_floors, shipped_data, shipped_names  # noqa
-
 _all_ = ["build_model", "model_spec"]
