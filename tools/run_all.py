@@ -20,7 +20,8 @@ exported cells, summary, stated and measured Run All, probe.
 The tool refuses a notebook with uncommitted changes, or a run while `ris_nb/`, settings.ini or setup.py differ from
 HEAD (the record names a commit: the run must be that commit's); `--allow-dirty` runs anyway and records `+dirty`.
 `--jobs 2` runs two notebooks at once (longest recorded first): faster, but the notebooks share the cores, so each
-one's seconds and probe come out larger than alone, and its statement says it was measured beside another.
+one's seconds and probe come out larger than alone, and its statement says it was measured beside another
+and each kernel gets its share of the cores as threads.
 
 The release run, after the last content change, on one idle machine: commit everything; `make run-all` (this tool on
 every notebook); commit the notebooks and the manifest; `make mark-outputs` (tools/check_notebooks.py --mark: marks
@@ -86,14 +87,17 @@ def dirty(paths: list[str]) -> list[str]:
     return [line[3:] for line in out.splitlines()]
 
 
-def execute(path: Path, timeout: int) -> tuple[dict, float, str]:
-    "Run All of `path` in a fresh kernel in its folder: (the executed notebook as a dict, wall seconds, first error)."
+def execute(path: Path, timeout: int, jobs: int = 1) -> tuple[dict, float, str]:
+    """Run All of `path` in a fresh kernel in its folder: (the executed notebook as a dict, wall seconds, first error).
+    With `jobs` notebooks at once each kernel gets its share of the cores as threads (more would oversubscribe them)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
     env = {k: v for k, v in os.environ.items() if k not in KERNEL_ENV_DROP}
+    if jobs > 1:
+        env["OMP_NUM_THREADS"] = str(kernel_threads(jobs))
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": path.parent}}, coalesce_streams=True
     )
@@ -107,10 +111,16 @@ def execute(path: Path, timeout: int) -> tuple[dict, float, str]:
     return json.loads(nbformat.writes(nb)), time.perf_counter() - t0, error
 
 
+def kernel_threads(jobs: int) -> int:
+    "Threads per kernel when `jobs` notebooks run at once: the cores shared out."
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def statement(row: dict) -> str:
     "The first cell's sentence for a manifest row."
     seconds = float(row["seconds"])
-    beside = " beside another notebook" if int(row["jobs"]) > 1 else ""
+    jobs = int(row["jobs"])
+    beside = f" ({kernel_threads(jobs)} thread(s), beside another notebook)" if jobs > 1 else ""
     return (
         f"**Run All:** about {max(1, math.ceil(seconds / 60))} min on a laptop CPU (measured {seconds:.0f} s on "
         f"{os.cpu_count()} cores{beside}, 512³ matmul probe {row['probe_1t_ms']} ms on one thread); it needs nothing "
@@ -154,7 +164,7 @@ def run_one(path: Path, commit: str, jobs: int, timeout: int) -> dict:
     "Probe, Run All and (without an error) save `path`; its manifest row."
     before = sources_hash(path)
     p1, p2 = probe(1), probe(2)
-    done, seconds, error = execute(path, timeout)
+    done, seconds, error = execute(path, timeout, jobs)
     if not error and sources_hash(path) != before:
         error = "the notebook's sources changed on disk during the run: outputs not saved"
     row = {
