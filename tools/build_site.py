@@ -92,15 +92,18 @@ def clean_markdown_output(text: str) -> str:
 
 
 def only_show_doc(source: str) -> bool:
-    "A cell whose every statement is a `show_doc(…)` call."
+    "A cell of `show_doc(…)` calls, after the imports they need if any."
+
+    def is_show_doc(s: ast.stmt) -> bool:
+        call = isinstance(s, ast.Expr) and isinstance(s.value, ast.Call)
+        return call and getattr(s.value.func, "id", "") == "show_doc"
+
     try:
         body = ast.parse(source).body
     except SyntaxError:
         return False
-    return bool(body) and all(
-        isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and getattr(s.value.func, "id", "") == "show_doc"
-        for s in body
-    )
+    calls = [s for s in body if not isinstance(s, (ast.Import, ast.ImportFrom))]
+    return bool(calls) and all(is_show_doc(s) for s in calls)
 
 
 def web_cell(cell: dict) -> dict | None:
