@@ -106,13 +106,23 @@ def only_show_doc(source: str) -> bool:
     return bool(calls) and all(is_show_doc(s) for s in calls)
 
 
+SHOW_DOC_LINE = re.compile(r"^(display\()?show_doc\([^()\n]*\)\)?\s*$\n?", re.M)
+
+
+def without_show_doc_lines(source: str) -> str:
+    "`source` without its top-level `show_doc(x)` / `display(show_doc(x))` lines (the page shows their output)."
+    if only_show_doc(source):
+        return source  # the whole input is hidden instead
+    return SHOW_DOC_LINE.sub("", source)
+
+
 def web_cell(cell: dict) -> dict | None:
     "One cell as the website shows it (tags say what the page hides), or None when nothing of it is left."
     if cell["cell_type"] != "code":
         return cell
     src = "".join(cell["source"])
     flags = directives(src)
-    cell = {**cell, "source": without_directives(src)}
+    cell = {**cell, "source": without_show_doc_lines(without_directives(src))}
     if not cell["source"].strip():  # `#| default_exp …` alone
         return None
     tags = list(cell.get("metadata", {}).get("tags", []))
