@@ -4,7 +4,6 @@ must find "still loading" on the screen (it was: nothing, for about 76 s), and t
 calls `ready()`. Skipped without Chromium, chromedriver, Selenium or JupyterLab."""
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from test_site import chromium
 
 BUSY_S = 20  # how long the notebook's next cell keeps the kernel busy after the app is shown
 
@@ -68,27 +69,11 @@ def lab(shaperefs_data, tmp_path):
         server.wait(timeout=30)
 
 
-def _browser(profile: Path):
-    browser, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        return None
-    if not (browser and driver):
-        return None
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}", "--window-size=1280,1000"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(driver), options=opts)
-
-
 def test_a_click_during_run_all_sees_still_loading_then_is_answered(lab, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    d = _browser(tmp_path / "chromium")
+    d = chromium(tmp_path / "chromium")  # test_site's headless Chromium
     if d is None:
         pytest.skip("no Chromium, chromedriver or Selenium")
     try:
