@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.lines import Line2D
 
-from .cli import load_run
+from .run_folder import load_run
 from .data.refer import Refer
 from .data.shaperefs_files import shaperefs_settings
 from .io import load_image

@@ -43,4 +43,4 @@ def test_no_module_below_the_entry_point_imports_the_cli():
         if "ris_nb.cli" in imports_of(p)
     ]
     assert not users, f"modules that import ris_nb.cli (it should sit on top): {users}"
-    assert {"ris_nb.cli", "ris_nb.experiments", "ris_nb.course"} <= imports_of(PKG / "__main__.py")
+    assert {"ris_nb.cli", "ris_nb.study_runner", "ris_nb.course", "ris_nb.grading"} <= imports_of(PKG / "__main__.py")

@@ -140,9 +140,10 @@ def test_memory_and_file_size_are_bounded_by_the_budget(tmp_path, monkeypatch):
     assert outcome(g_file)["chk-double"][0], g_file  # a 2 MiB file is refused (EFBIG) under a 1 MiB budget
 
 
-def grader(tmp: Path, teacher: Path, nb: Path) -> subprocess.Popen:
+def grader(tmp: Path, teacher: Path, nb: Path, tmpdir: Path | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "ris_nb", "grade", str(teacher), str(nb), "--csv", str(tmp / "g.csv")]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "TMPDIR": str(tmpdir)} if tmpdir else None
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
 def wait_for(tag: str, p: subprocess.Popen, seconds: float = 240) -> None:
@@ -152,8 +153,8 @@ def wait_for(tag: str, p: subprocess.Popen, seconds: float = 240) -> None:
         time.sleep(0.2)
 
 
-def scratch_of(pid: int) -> list[Path]:
-    return [p for p in Path(tempfile.gettempdir()).glob(f"ris_nb_grade*_{pid}-*")]
+def scratch_of(pid: int, tmpdir: Path | None = None) -> list[Path]:
+    return [p for p in Path(tmpdir or tempfile.gettempdir()).glob(f"ris_nb_grade*_{pid}-*")]
 
 
 @pytest.mark.skipif(not LINUX, reason="/proc and PR_SET_CHILD_SUBREAPER are Linux's")
@@ -169,17 +170,20 @@ def test_a_stopped_grader_leaves_no_student_process_and_no_folder(tmp_path, sig)
 
 
 @pytest.mark.skipif(not LINUX, reason="/proc and PR_SET_PDEATHSIG are Linux's")
-def test_a_grader_killed_hard_is_cleaned_up_at_the_next_start(tmp_path):
+def test_a_grader_killed_hard_is_cleaned_up_at_the_next_start(tmp_path, monkeypatch):
     tag = f"{3000 + random.random():.6f}"
     teacher = write(tmp_path / "teacher", TEACHER)
-    p = grader(tmp_path, teacher, write(tmp_path / "s", forks(tag, "while True: pass")))
+    own_tmp = tmp_path / "tmp"  # graders of other test workers clean the shared temp folder when they start
+    own_tmp.mkdir()
+    p = grader(tmp_path, teacher, write(tmp_path / "s", forks(tag, "while True: pass")), own_tmp)
     wait_for(tag, p)
     p.kill()
     p.wait(60)
-    assert scratch_of(p.pid), "expected the killed grader's scratch folders"
+    assert scratch_of(p.pid, own_tmp), "expected the killed grader's scratch folders"
+    monkeypatch.setattr(tempfile, "tempdir", str(own_tmp))
     cleaned = clean_stale()
     time.sleep(0.5)
-    assert alive(tag) == [] and scratch_of(p.pid) == [], cleaned
+    assert alive(tag) == [] and scratch_of(p.pid, own_tmp) == [], cleaned
 
 
 def test_budget_flags_are_checked(tmp_path, capsys):

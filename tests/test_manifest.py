@@ -150,8 +150,8 @@ def test_coverage_counts_cells_with_text_output(tmp_path):
     nb = notebook("#| check_output\nprint(1)", "print(2)", "x = 3", "#| check_output: run_all numbers\nprint(4)")
     for i in (0, 1, 3):
         nb["cells"][i]["outputs"] = [stdout(f"{i}\n")]
-    (tmp_path / "01_x.ipynb").write_text(json.dumps(nb))
-    assert check_notebooks.coverage([tmp_path / "01_x.ipynb"]) == {"01_x": (3, 2, 1)}
+    (tmp_path / "lesson.ipynb").write_text(json.dumps(nb))
+    assert check_notebooks.coverage([tmp_path / "lesson.ipynb"]) == {"lesson": (3, 2, 1)}
 
 
 def write_notebook(path: Path, cells: list[tuple[str, str]]) -> Path:

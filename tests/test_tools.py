@@ -182,3 +182,21 @@ def test_probe_tools_train_on_the_engine(shaperefs_data, tmp_path):
         assert row["row"] == "t" and row["steps"] == "3", row
         score = row.get("picks_best_slot") or row["picks"]
         assert 0 <= float(score) <= 100, row
+
+
+def test_move_names_splits_an_import_and_keeps_alias_indent_and_comment():
+    spec = importlib.util.spec_from_file_location("move_names", ROOT / "tools" / "move_names.py")
+    move_names = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(move_names)
+    src = "def f():\n    from ris_nb.core import Config, get_preset as gp  # why\n    return gp\nimport os\n"
+    out = move_names.rewrite(src, "ris_nb.core", "ris_nb.presets", {"get_preset"})
+    assert out == (
+        "def f():\n    from ris_nb.core import Config\n    from ris_nb.presets import get_preset as gp  # why\n"
+        "    return gp\nimport os\n"
+    )
+    assert move_names.rewrite("x = ris_nb.core.get_preset\n", "ris_nb.core", "ris_nb.presets", {"get_preset"}) == (
+        "x = ris_nb.core.get_preset\n"
+    )
+    assert move_names.attribute_uses("ris_nb.core.get_preset()", "ris_nb.core", {"get_preset"}) == [
+        "ris_nb.core.get_preset"
+    ]

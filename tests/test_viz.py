@@ -13,7 +13,7 @@ import torch
 
 from ris_nb import picture_inputs as pi
 from ris_nb import viz
-from ris_nb.cli import load_run
+from ris_nb.run_folder import load_run
 from ris_nb.data.refer import Refer
 from ris_nb.io import load_image
 from ris_nb.data.transforms import make_dataloaders
