@@ -1,7 +1,7 @@
 """Every course lesson (notebooks numbered below 90) reads in one sitting and ends with what it built: a `## Summary`
-(before `## Exercises` when there is one), at most 45 code cells and none over 60 lines, a figure for every 8 exported
-cells, the course's running scene (`running_scene(`) from 02 to 14 and in 17, and the three models' architecture
-figures (ris_nb.diagrams) above the code that builds them."""
+as its last section (after `## Exercises` when there is one), at most 45 code cells and none over 60 lines, a figure
+for every 8 exported cells, the course's running scene (`running_scene(`) from 02 to 14 and in 17, and the three
+models' architecture figures (ris_nb.diagrams) above the code that builds them."""
 
 import re
 from pathlib import Path
@@ -34,12 +34,13 @@ def headings(nb: Path, title: str) -> list[int]:
 
 @pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
 def test_lesson_ends_with_a_summary(nb):
-    summary, exercises = headings(nb, "Summary"), headings(nb, "Exercises")
+    summary = headings(nb, "Summary")
     assert summary, f"{nb.name}: no markdown cell with a '## Summary' heading (what was built, its numbers, what next)"
-    if exercises:
-        assert summary[0] < exercises[0], (
-            f"{nb.name}: '## Summary' (cell {summary[0]}) should come before '## Exercises' (cell {exercises[0]})"
-        )
+    later = [i for i in headings(nb, r"\w+") if i > summary[-1]]
+    assert not later, (
+        f"{nb.name}: '## Summary' (cell {summary[-1]}) should be the last section; a '## ' heading follows in cell "
+        f"{later[0]} (move the summary to the end, after the exercises)"
+    )
 
 
 @pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
