@@ -1,7 +1,8 @@
 """Quizzes that need the lesson: statistics a test-wise student would exploit, computed from the teacher's notebooks.
 
 - the keys of the multiple-choice questions are spread over the letters (no letter holds more than 40 % of them);
-- the key is the longest option in at most a third of the questions;
+- the key is the longest option in at most a third of the questions, and no length rank (longest, second, …) holds more
+  than 40 % of the keys (a student who picks the second-longest option must not win either);
 - every question's key is one of its options, and every question with options has a key;
 - no check cell of a student copy shows a from-scratch reference (`def ref_…` / `def reference…`);
 - every notebook with exercises has one that the cells above do not answer (marked `**Not in the lesson:**`).
@@ -66,6 +67,7 @@ def quiz_table() -> list[dict]:
         for label, options in qs.items():
             key = ks.get(label)
             longest = max(len(t) for t in options.values())
+            rank = 1 + sum(len(t) > len(options[key]) for t in options.values()) if key in options else 0
             rows.append(
                 {
                     "notebook": p.stem,
@@ -73,10 +75,20 @@ def quiz_table() -> list[dict]:
                     "key": key,
                     "options": "".join(sorted(options)),
                     "key_longest": key in options and len(options[key]) == longest,
+                    "length_rank": rank,  # 1 + the options strictly longer than the key
                 }
             )
         for label in set(ks) - set(qs):
-            rows.append({"notebook": p.stem, "question": label, "key": ks[label], "options": "", "key_longest": False})
+            rows.append(
+                {
+                    "notebook": p.stem,
+                    "question": label,
+                    "key": ks[label],
+                    "options": "",
+                    "key_longest": False,
+                    "length_rank": 0,
+                }
+            )
     return rows
 
 
@@ -115,6 +127,15 @@ def test_key_is_rarely_the_longest_option(table):
     longest = [f"{r['notebook']} {r['question']}" for r in table if r["key_longest"]]
     assert len(longest) <= len(table) / 3, (
         f"the key is the longest option in {len(longest)} of {len(table)} questions (> a third): {longest}"
+    )
+
+
+def test_key_lengths_spread_over_the_ranks(table):
+    ranks = Counter(r["length_rank"] for r in table if r["length_rank"])
+    top, n = ranks.most_common(1)[0]
+    assert n <= 0.4 * len(table), (
+        f"the key is the option of length rank {top} (1 = longest) in {n} of {len(table)} questions (> 40 %): "
+        f"{dict(sorted(ranks.items()))}; a test-wise student would pick that rank"
     )
 
 
