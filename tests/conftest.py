@@ -8,11 +8,17 @@ own, and the wall time is the busier worker's sum. So that no work is done twice
   instead of on each;
 - the work units (an xdist group, or a test) are handed out slowest first (`SLOWEST`), not by xdist's default (the
   units with the most tests first): the learning runs start at once on different workers, and the short tests fill the
-  gaps at the end instead of a long run starting last and leaving the other worker idle."""
+  gaps at the end instead of a long run starting last and leaving the other worker idle.
+
+Two gates: `make test` runs every test not marked `slow` (≤ 10 minutes on an idle 2-core machine); `make test-all` (CI)
+runs them all. `SLOW` lists the slow ones with what of their claim the fast gate also proves. `--cpu-durations N`
+lists the N tests with the most CPU seconds (this process and its finished children), a measure that the other load
+on a shared machine moves far less than `--durations`' wall seconds, with the 512³ matmul probe before and after."""
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -76,7 +82,41 @@ SLOWEST = {
 }
 
 
+# Left to `make test-all` (CI): long end-to-end runs (seconds as in SLOWEST), each with what `make test` still proves
+# of its claim. A key is a fixture (every test using it), an xdist group or a test function (all its parameters).
+SLOW = {
+    "learning_magnet": "test_learning: magnet_tiny, 300 steps, beats every language-blind answer (188 s). make test: "
+    "test_magnet's 24 steps lower the loss; the shipped magnet_tiny scores its recorded val again",
+    "learning_lavt_sag": "test_learning: lavt_tiny and sag_tiny, 300 steps each, beat every language-blind answer "
+    "(182 s). make test: the shipped lavt_tiny and sag_tiny score their recorded val again; 06_lavt, 11_sag train",
+    "site": "test_site: both website editions built, read in Chromium, three downloads run (260 s). make test: "
+    "test_course's student copies hold no answer and one runs top to bottom; test_site's order, contents, citations",
+    "round_trip": "test_nbgrader: three lessons through nbgrader itself (120 s). make test: each exercise cell's "
+    "nbgrader metadata and the config (test_nbgrader); nbgrader's copies are our own (test_course); ris_nb grade",
+    "entity_pretraining": "test_sag: 300 steps of entity pretraining split the slots into shapes (61 s). make test: "
+    "12a pretrains 30 steps; the pretrain-entities command writes weights that load (test_sag)",
+    "tests/test_gpu_check.py::test_tiny_cpu_check_writes_a_row_per_check": "every check of tools/gpu_check.py on "
+    "the CPU (48 s). make test: its options and table (test_gpu_check); the runs it checks (DDP, torchrun, resume: "
+    "test_engine)",
+    "tests/test_gpu_check.py::test_tiny_cpu_profile_mode_writes_rows_and_tables": "gpu_check's profile mode on the "
+    "CPU (32 s). make test: its options and verdict (test_gpu_check)",
+}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cpu-durations",
+        type=int,
+        default=0,
+        metavar="N",
+        help="list the N tests with the most CPU seconds (setup, call and teardown; the process and its children)",
+    )
+
+
 def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: run by `make test-all`, not `make test` (conftest.SLOW says why)")
+    if config.getoption("cpu_durations") and not hasattr(config, "workerinput"):  # the controller (or no xdist)
+        config.pluginmanager.register(CPUReport(config.getoption("cpu_durations")), "ris_nb_cpu_report")
     if getattr(config.option, "dist", "no") == "loadgroup":
         config.option.loadscopereorder = False  # xdist keeps the collection order, set below: slowest unit first
     config.pluginmanager.register(GroupCheck(), "ris_nb_group_check")
@@ -105,8 +145,13 @@ def _group(item) -> str | None:
     return "_".join(sorted(names)) or None
 
 
+def _unit(item) -> str:
+    "The work unit xdist hands out: the item's group, else its test function (all its parameters)."
+    return _group(item) or item.nodeid.split("@")[0].split("[")[0]
+
+
 def _seconds(item) -> float:
-    return SLOWEST.get(_group(item) or item.nodeid.split("[")[0], 0)
+    return SLOWEST.get(_unit(item), 0)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
@@ -115,8 +160,87 @@ def pytest_collection_modifyitems(session, config, items):
         shared = [f for f in item.fixturenames if f in ONE_WORKER]
         if shared and _group(item) is None:
             item.add_marker(pytest.mark.xdist_group(shared[0]))
+        if _unit(item) in SLOW or SLOW.keys() & set(item.fixturenames):  # before pytest's own hook deselects by -m
+            item.add_marker(pytest.mark.slow)
     if getattr(config.option, "loadgroup", False):  # an xdist worker: the order it reports is the order handed out
         items.sort(key=_seconds, reverse=True)  # stable: the others keep their order
+
+
+CPU = pytest.StashKey[dict]()
+
+
+def _cpu_seconds() -> float:
+    "User and system CPU seconds of this process and of its children that have ended."
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _timed_phase(item, when: str):
+    if not item.config.getoption("cpu_durations"):
+        return (yield)
+    start = _cpu_seconds()
+    try:
+        return (yield)
+    finally:
+        item.stash.setdefault(CPU, {})[when] = _cpu_seconds() - start
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _timed_phase(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _timed_phase(item, "call"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    return (yield from _timed_phase(item, "teardown"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if call.when in item.stash.get(CPU, {}):  # travels to xdist's controller with the report
+        report.user_properties.append(("cpu_s", round(item.stash[CPU][call.when], 3)))
+    return report
+
+
+class CPUReport:
+    "`--cpu-durations N`: the N tests with the most CPU seconds, each worker's summed wall seconds, the probe."
+
+    def __init__(self, n: int):
+        self.n, self.cpu, self.wall, self.worker = n, {}, {}, {}
+        self.probe_before = _probes()
+
+    def pytest_runtest_logreport(self, report):
+        cpu = dict(map(tuple, report.user_properties)).get("cpu_s")
+        if cpu is None:
+            return
+        self.cpu[report.nodeid] = self.cpu.get(report.nodeid, 0.0) + cpu
+        self.wall[report.nodeid] = self.wall.get(report.nodeid, 0.0) + report.duration
+        node = getattr(getattr(getattr(report, "node", None), "gateway", None), "id", "main")
+        self.worker[node] = self.worker.get(node, 0.0) + report.duration
+
+    def pytest_terminal_summary(self, terminalreporter):
+        tr, after = terminalreporter, _probes()
+        tr.write_sep("=", f"{self.n} tests with the most CPU seconds (setup + call + teardown, with child processes)")
+        for nodeid in sorted(self.cpu, key=self.cpu.get, reverse=True)[: self.n]:
+            tr.write_line(f"{self.cpu[nodeid]:8.1f} CPU s {self.wall[nodeid]:8.1f} s  {nodeid}")
+        workers = ", ".join(f"{k} {v:.0f} s" for k, v in sorted(self.worker.items()))
+        tr.write_line(
+            f"{len(self.cpu)} tests: {sum(self.cpu.values()):.0f} CPU s, {sum(self.wall.values()):.0f} s of wall time "
+            f"summed (per worker: {workers}); 512³ matmul probe, 1 / 2 threads: {self.probe_before} ms before, "
+            f"{after} ms after"
+        )
+
+
+def _probes() -> str:
+    from ris_nb.testing import probe_ms  # imports torch: only for --cpu-durations
+
+    return f"{probe_ms(threads=1):.2f} / {probe_ms(threads=2):.2f}"
 
 
 def run(args, check: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
