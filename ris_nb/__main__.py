@@ -9,27 +9,48 @@ import argparse
 import sys
 from typing import Callable
 
-from . import cli, course, grading, study_runner
+from . import cli  # torch-free to import: its commands load the engine when they run
 
-COMMANDS: list[Callable] = [  # the pipeline first
-    *cli.SUBCOMMANDS,
-    study_runner.add_subcommands,
-    course.add_subcommands,
-    grading.add_subcommands,
-]
+# the later modules' subcommands as `ris_nb --help` lists them: importing those modules loads torch and nbgrader
+# (seconds), so `--help` and the pipeline's commands list them from here (a test keeps each line equal to its parser's)
+LATER: dict[str, str] = {
+    "experiments": "the papers' main table and ablations in miniature on ShapeRefs (CPU; resumable)",
+    "course": "write student copies of the notebooks (solutions → stubs, hidden tests removed)",
+    "grade": "grade student notebooks with the teacher's checks, each in a process of its own",
+}
+
+
+def later_commands() -> list[Callable]:
+    "The later modules' `add_subcommands`: `experiments` (98b), `course` (19), `grade` (98e)."
+    from ris_nb import course, grading, study_runner  # they load torch and nbgrader: only when one of them runs
+
+    return [study_runner.add_subcommands, course.add_subcommands, grading.add_subcommands]
+
+
+def listed(name: str) -> Callable:
+    "`add(subparsers)` that lists the later subcommand `name` with its help line, without importing its module."
+    return lambda sub: sub.add_parser(name, help=LATER[name])
+
+
+def commands(command: str | None = None) -> list[Callable]:
+    """Every subcommand's `add(subparsers)`, the pipeline first; the later modules' own only when `command` is one of
+    theirs, else their help lines."""
+    return [*cli.SUBCOMMANDS, *(later_commands() if command in LATER else map(listed, LATER))]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    "The whole `ris_nb` parser: every module's subcommands."
-    return cli.build_parser(COMMANDS)
+    "The whole `ris_nb` parser: every module's subcommands, the later ones imported."
+    return cli.build_parser([*cli.SUBCOMMANDS, *later_commands()])
 
 
 def main(argv: list[str] | None = None) -> int:
     "`ris_nb ARGV` with every subcommand: the console script, `python -m ris_nb` and `torchrun … -m ris_nb`."
-    return cli.main(argv, COMMANDS)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)  # the options before it take no value
+    return cli.main(argv, commands(command))
 
 # %% auto #0
-__all__ = ['COMMANDS', 'build_parser', 'main']
+__all__ = ['LATER', 'later_commands', 'listed', 'commands', 'build_parser', 'main']
 
 # %% ../nbs/99_app.ipynb #c99app06
 #| eval: false

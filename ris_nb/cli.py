@@ -13,13 +13,15 @@ import sys
 import unicodedata
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 import ris_nb
+
+if TYPE_CHECKING:  # annotations only: `ris_nb --help` and `ris_nb presets` run without torch
+    import torch
 
 # %% auto #0
 __all__ = ['LOSSY_FORMATS', 'SUBCOMMANDS', 'EXPECTED_ERRORS', 'config_from_args', 'as_pil_image', 'predict_image', 'overlay_path',
@@ -44,14 +46,16 @@ def _add_synth(sub) -> None:
 
 
 def _run_synth(args) -> None:
-    from ris_nb.data.shaperefs_files import generate
+    from ris_nb.data.shaperefs_files import generate  # pycocotools and shapely: only when `synth` runs
 
     if args.seed < 0:
         raise ValueError(f"--seed {args.seed}: expected an integer >= 0")  # before any folder is made
     generate(args.out, n_images=args.n_images, seed=args.seed, size=args.size, language=args.language)
 
 # %% ../nbs/15_cli.ipynb #c15t0002
-from .io import check_out_dir, check_writable, write_atomic  # built in 92_dataset_writing (appendix)
+from .core import parse_override, validate_config
+from .io import check_out_dir, check_writable, environment_error, load_image, write_atomic  # built in 92_dataset_writing (appendix)
+from .presets import get_preset, list_presets  # built in 90a_presets (appendix)
 from .testing import add_threads_arg, set_threads  # built in 96_testing (appendix)
 
 # %% ../nbs/15_cli.ipynb #681260ec
@@ -76,17 +80,16 @@ def _add_train(sub) -> None:
 
 def _add_presets(sub) -> None:
     p = sub.add_parser("presets", help="list the presets")
-    p.set_defaults(func=lambda args: print("\n".join(__import__("ris_nb.core", fromlist=["x"]).list_presets())))
+    p.set_defaults(func=_run_presets)
+
+
+def _run_presets(args) -> None:
+    print("\n".join(list_presets()))
 
 # %% ../nbs/15_cli.ipynb #bfe32cf8
-# built in 93a_run_folders: `train`, `eval`, `predict` and the demo use them
-from .run_folder import apply_data_arg, load_run
-
-
 def _config_of(args):
     "Preset + --data + --set overrides + --out, not validated yet."
-    from ris_nb.core import parse_override
-    from ris_nb.presets import get_preset
+    from ris_nb.run_folder import apply_data_arg  # run_folder imports torch and every model: only when a command runs
 
     cfg = get_preset(args.preset)
     cfg = apply_data_arg(cfg, args.data)
@@ -99,18 +102,36 @@ def _config_of(args):
 
 def config_from_args(args):
     "Preset + --data + --set overrides + --out, validated as a whole."
-    from ris_nb.core import validate_config
 
     return validate_config(_config_of(args))
 
 # %% ../nbs/15_cli.ipynb #a6a8a891
+def _banner(name: str):
+    "A callback that prints `name: preset (N M parameters) on dataset → run folder` as training starts (main rank)."
+    from ris_nb.train import Callback  # train imports torch: only when a run starts
+
+    class Banner(Callback):
+        order = -30  # before the progress bar
+
+        def before_fit(self):
+            l = self.learn
+            n = sum(p.numel() for p in l.core.parameters())
+            if l.dist.is_main:
+                print(
+                    f"{name}: {l.cfg.name} ({n / 1e6:.2f} M parameters) on {l.cfg.data.dataset} → {l.cfg.train.out_dir}"
+                )
+
+    return Banner()
+
+
 def _run_train(args) -> None:
-    from ris_nb.evaluate import evaluate_run
-    from ris_nb.distributed import finish_distributed
-    from ris_nb.train import TrainingRun
+    from ris_nb.evaluate import evaluate, evaluate_run  # loads torch: not for `--help`
+    from ris_nb.distributed import finish_distributed  # loads torch: not for `--help`
+    from ris_nb.train import TrainingRun  # loads torch: not for `--help`
 
     finish = None if args.no_eval else evaluate_run  # the final evaluation and report (13_evaluation)
-    TrainingRun(_config_of(args)).start(finish=finish, banner="ris_nb train", out_flag="--out")
+    run = TrainingRun(_config_of(args), evaluate=evaluate, out_name="--out")  # validation: 13_evaluation's `evaluate`
+    run.start(cbs=[_banner("ris_nb train")], finish=finish)
     finish_distributed()  # the run, its DDP wrapper with it, is gone by now
 
 # %% ../nbs/15_cli.ipynb #c6fe76f5
@@ -145,10 +166,11 @@ def _check_data_root(cfg, ckpt, data: str | None) -> None:
 
 # %% ../nbs/15_cli.ipynb #49af237d
 def _run_eval(args) -> None:
-    from ris_nb.data.transforms import make_dataloaders
-    from ris_nb.evaluate import evaluate, write_report
-    from ris_nb.distributed import finish_distributed, init_distributed
-    from ris_nb.loaders import check_loaders, make_eval_loader
+    from ris_nb.data.transforms import make_dataloaders  # loads torch: not for `--help`
+    from ris_nb.evaluate import score_splits, write_report  # loads torch: not for `--help`
+    from ris_nb.distributed import finish_distributed, init_distributed  # loads torch: not for `--help`
+    from ris_nb.loaders import check_loaders, make_eval_loader  # loads torch: not for `--help`
+    from ris_nb.run_folder import load_run  # run_folder imports torch and every model: only when a command runs
 
     out = check_out_dir(Path(args.out) if args.out else Path(args.ckpt).resolve().parent)  # before any work
     cfg, tok, model = load_run(args.ckpt, args.data)
@@ -159,9 +181,8 @@ def _run_eval(args) -> None:
     check_loaders(loaders, cfg, splits=[args.split])
     info = init_distributed(cfg.train.device)
     model.to(info.device)
-    res = evaluate(
-        model, make_eval_loader(loaders[args.split], cfg, info), protocol=cfg.eval.protocol, device=info.device
-    )
+    loader = make_eval_loader(loaders[args.split], cfg, info)
+    res = score_splits(model, cfg, {args.split: loader}, info.device, progress=True)[args.split]
     if info.is_main:
         # a run folder: never over the run's own report
         suffix = f"_{args.split}" if (out / "log.jsonl").exists() else ""
@@ -173,6 +194,10 @@ def _check_text(text: str) -> None:
     "Refuse an empty `--text`, or one without a visible character."
     if not text.strip():
         raise ValueError("--text is empty; give the expression to segment, e.g. --text 'the red circle'")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # bytes the shell passed that are not UTF-8 (Python keeps them as surrogates)
+        raise ValueError(f"--text {text!r}: byte {e.start + 1} is not UTF-8; give the expression as UTF-8 text") from None
     if not any(not unicodedata.category(ch).startswith(("C", "Z")) for ch in text):
         raise ValueError(
             f"--text {text!r} has no visible character (only spaces or invisible ones such as zero-width spaces); "
@@ -202,7 +227,6 @@ def _warn_if_truncated(tok, text: str, max_tokens: int) -> None:
 # %% ../nbs/15_cli.ipynb #c0111487
 def as_pil_image(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
     "An RGB PIL image from a file (upright as shown), a PIL image or an (h,w) / (h,w,3|4) uint8 array."
-    from ris_nb.io import load_image
 
     if isinstance(image, Image.Image):
         return image.convert("RGB")
@@ -226,7 +250,9 @@ def predict_image(
     cfg, tok, model, image: str | Path | Image.Image | np.ndarray, text: str
 ) -> tuple[np.ndarray, np.ndarray]:
     "(binary mask (h,w), RGB image (h,w,3)) for `text` on `image`: a file, a PIL image or an (h,w[,3]) uint8 array."
-    from ris_nb.data.transforms import Batch, encode_text, image_transform
+    import torch  # here, not at the top: `ris_nb --help` and `ris_nb presets` run without torch
+
+    from ris_nb.data.transforms import Batch, encode_text, image_transform  # loads torch: not for `--help`
 
     if not isinstance(text, str):
         raise TypeError(f"text: expected the expression as a str, got {type(text).__name__}")
@@ -289,8 +315,10 @@ def check_mask_path(out: Path, image: Path | None = None) -> Path:
     check_writable(out.parent)
     return out
 
-
+# %% ../nbs/15_cli.ipynb #3f5c78af
 def _run_predict(args) -> None:
+    from ris_nb.run_folder import load_run  # run_folder imports torch and every model: only when a command runs
+
     out = check_mask_path(Path(args.out), Path(args.image))
     replaced = [p for p in (out, overlay_path(out)) if p.exists()]
     cfg, tok, model = load_run(args.ckpt)
@@ -362,6 +390,10 @@ def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = No
             refuse_empty_arguments(parser, args)
             if "threads" in vars(args):
                 set_threads(args.threads)
+            if args.command in ("train", "eval"):  # their figures come last: matplotlib checked before any work
+                from ris_nb.run_folder import check_plotting  # loads torch: only when a command runs
+
+                check_plotting()
             args.func(args)
     except BrokenPipeError:  # `ris_nb eval … | head -1`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -373,6 +405,11 @@ def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = No
         again = "; run the same command again to resume from the last checkpoint" if args.command == "train" else ""
         print(f"\nris_nb {args.command}: interrupted{again}", file=sys.stderr)
         return 130
+    except Exception as e:  # a missing package, memory run out, a warning made an error: one line; else a bug
+        if (line := environment_error(e)) is None:
+            raise
+        print(f"ris_nb {args.command}: error: {line}", file=sys.stderr)
+        return 2
     return 0
 
 # %% ../nbs/15_cli.ipynb #e097f25b
@@ -420,12 +457,10 @@ def _add_check_data(sub) -> None:
 
 # %% ../nbs/15_cli.ipynb #29cd39ab
 def _run_check_data(args) -> None:
-    from ris_nb.data.layout import QUICK_SAMPLE, check_layout, format_layout
+    from ris_nb.data.layout import QUICK_SAMPLE, check_layout, format_layout  # loads torch: not for `--help`
 
     dataset, split_by, image_root, splits = args.dataset, args.split_by, args.image_root, args.splits
     if args.preset:
-        from ris_nb.presets import get_preset
-
         d = get_preset(args.preset).data
         dataset, split_by, image_root = dataset or d.dataset, split_by or d.split_by, image_root or d.image_root or None
         splits = splits or list(dict.fromkeys([d.train_split, d.val_split, *d.test_splits]))
@@ -484,9 +519,9 @@ def _add_pretrain_entities(sub) -> None:
 
 # %% ../nbs/15_cli.ipynb #d43273c8
 def _run_pretrain_entities(args) -> None:
-    from ris_nb.presets import get_preset
-    from ris_nb.models.slots import entity_weights_name
-    from ris_nb.pretrain import entity_config_from, pretrain_entities_on
+    from ris_nb.models.slots import entity_weights_name  # loads torch: not for `--help`
+    from ris_nb.pretrain import entity_config_from, pretrain_entities_on  # loads torch: not for `--help`
+    from ris_nb.run_folder import apply_data_arg  # run_folder imports torch and every model: only when a command runs
 
     out = Path(args.out)
     if out.suffix not in (".pt", "") and not out.is_dir():

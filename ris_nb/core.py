@@ -13,10 +13,12 @@ from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # annotations only: each function that computes imports torch, so configs load without it
+    import torch
 
 # type checks and field rules: appendix 90
 from .validate import check_value, cross_field_problems, field_problems
@@ -533,7 +535,7 @@ class ModelSpec:
     "A registered model: its builder, the class it builds, and the capabilities callers ask for instead of its name."
 
     build: Callable[[Config], torch.nn.Module] | None  # None: a module built by hand (every capability at its default)
-    model_type: type = torch.nn.Module  # `model_spec(model)` finds a built model's entry by this class
+    model_type: type | None = None  # `model_spec(model)` finds a built model's entry by this class (None: by name only)
     # training batches hold sentence pairs of one image (the sampler)
     pairs_sentences: Callable[[Config], bool] = _no_pairs
     # the grounding diagnostic of its reports: sentence_sensitivity | shatter_gather
@@ -547,7 +549,7 @@ class ModelSpec:
 _MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, model_type: type = torch.nn.Module, **capabilities):
+def register_model(name: str, model_type: type | None = None, **capabilities):
     """Decorator: register a builder `fn(cfg) -> model_type` for `cfg.model.name == name`, with its `ModelSpec`
     capabilities."""
 
@@ -563,7 +565,7 @@ def model_spec(model: str | torch.nn.Module) -> ModelSpec:
     defaults)."""
     if not isinstance(model, str):
         return next(
-            (s for s in _MODELS.values() if s.model_type is not torch.nn.Module and isinstance(model, s.model_type)),
+            (s for s in _MODELS.values() if s.model_type is not None and isinstance(model, s.model_type)),
             ModelSpec(None),
         )
     if model not in _MODELS:
@@ -627,6 +629,8 @@ def validate_config(cfg: Config) -> Config:
 # %% ../nbs/00_core.ipynb #f02664fb
 def seed_everything(seed: int) -> torch.Generator:
     "Seed python, numpy and torch; return a torch generator seeded with `seed`."
+    import torch  # on first use: `ris_nb presets` reads configs without loading torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -635,6 +639,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def get_device(pref: str = "auto") -> torch.device:
     "`auto` → cuda if available else cpu; otherwise the named device (checked)."
+    import torch  # on first use: `ris_nb presets` reads configs without loading torch
+
     if pref == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -672,6 +678,8 @@ def cpu_native_bf16() -> bool:
 
 def amp_dtype(device: torch.device | str, mode: str = "auto") -> torch.dtype | None:
     "Autocast dtype for `device` and `train.amp` (`auto`|`bf16`|`off`); None means float32."
+    import torch  # on first use: `ris_nb presets` reads configs without loading torch
+
     device = torch.device(device)
     if mode not in AMP_MODES:
         raise ValueError(f"train.amp must be one of {AMP_MODES}, got {mode!r}")
@@ -686,6 +694,8 @@ def amp_dtype(device: torch.device | str, mode: str = "auto") -> torch.dtype | N
 # %% ../nbs/00_core.ipynb #668ab309
 def precision_line(device: torch.device | str, mode: str = "auto") -> str:
     "One line: the precision a run on `device` with `train.amp=mode` uses, and why."
+    import torch  # on first use: `ris_nb presets` reads configs without loading torch
+
     dtype, device = amp_dtype(device, mode), torch.device(device)
     name = {
         torch.bfloat16: "bfloat16 autocast",
@@ -712,6 +722,8 @@ def precision_line(device: torch.device | str, mode: str = "auto") -> str:
 @contextmanager
 def eval_mode(model: torch.nn.Module):
     "Evaluation mode and no gradients inside the block; each submodule's previous `training` flag restored after."
+    import torch  # on first use: `ris_nb presets` reads configs without loading torch
+
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:

@@ -28,8 +28,9 @@ from .io import check_out_dir, write_atomic
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'POINTS', 'FRESH_LINE',
            'GRADE_ID', 'STUDENT_README', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK', 'GRADING_SKIP',
-           'NBGRADER_CONFIG', 'clear_regions', 'check_markers', 'read_notebook', 'exercise_start', 'nbgrader_available',
-           'check_name', 'is_check_cell', 'mark_checks', 'clear_hidden', 'to_student', 'CheckResult', 'check_points',
+           'NBGRADER_CONFIG', 'clear_regions', 'check_markers', 'cell_source', 'is_cell', 'read_notebook',
+           'exercise_start', 'nbgrader_available', 'cell_metadata', 'check_name', 'is_check_cell', 'mark_checks',
+           'clear_hidden', 'to_student', 'CheckResult', 'cell_flags', 'cell_heading', 'heading_kind', 'check_points',
            'cell_points', 'run_exercises', 'take_keys', 'with_digests', 'mark_for_nbgrader', 'mark_notebooks',
            'unlink_missing', 'course_copies', 'make_course', 'exercise_executor', 'nbgrader_course', 'add_subcommands',
            'short_run']
@@ -69,7 +70,7 @@ def check_markers(nb: dict, where: str) -> None:
     for i, c in enumerate(nb["cells"]):
         for markers in (SOLUTION, HIDDEN):
             try:
-                clear_regions(_src(c), markers, None)
+                clear_regions(cell_source(c), markers, None)
             except ValueError as e:
                 raise ValueError(
                     f"{where}, cell {i} (id {c.get('id', '?')}): {e}; expected each {markers[0]} "
@@ -80,12 +81,14 @@ def check_markers(nb: dict, where: str) -> None:
 EXERCISES = "## Exercises"
 
 
-def _src(cell: dict) -> str:
+def cell_source(cell: dict) -> str:
+    "A cell's source as one string (a notebook stores a string or a list of lines)."
     s = cell["source"]
     return s if isinstance(s, str) else "".join(s)
 
 
-def _is_cell(c: Any) -> bool:
+def is_cell(c: Any) -> bool:
+    "Whether `c` is a notebook cell: a dict with a str `cell_type` and a str or list-of-str source."
     s = c.get("source") if isinstance(c, dict) else None
     return isinstance(c.get("cell_type") if isinstance(c, dict) else None, str) and (
         isinstance(s, str) or isinstance(s, list) and all(isinstance(x, str) for x in s)
@@ -100,18 +103,18 @@ def read_notebook(path: str | Path) -> dict:
         raise ValueError(f"{path} is not a notebook: not valid JSON ({e})") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise ValueError(f"{path} is not a notebook: expected a JSON object with a 'cells' list")
-    bad = next((i for i, c in enumerate(nb["cells"]) if not _is_cell(c)), None)
+    bad = next((i for i, c in enumerate(nb["cells"]) if not is_cell(c)), None)
     if bad is not None:
         raise ValueError(f"{path}: cell {bad} is not a notebook cell; expected 'cell_type' and a text 'source'")
     for c in nb["cells"]:
-        c["source"] = _src(c)
+        c["source"] = cell_source(c)
     return nb
 
 # %% ../nbs/19_course.ipynb #c19s0002
 def exercise_start(nb: dict) -> int | None:
     "Index of the markdown cell that opens the `## Exercises` section, or None."
     for i, c in enumerate(nb["cells"]):
-        if c["cell_type"] == "markdown" and _src(c).lstrip().startswith(EXERCISES):
+        if c["cell_type"] == "markdown" and cell_source(c).lstrip().startswith(EXERCISES):
             return i
     return None
 
@@ -128,14 +131,15 @@ def nbgrader_available() -> bool:
 NBGRADER_TEST = {"grade": True, "locked": True, "points": 1, "schema_version": 3, "solution": False, "task": False}
 
 
-def _meta(x: Any) -> dict:
+def cell_metadata(x: Any) -> dict:
+    "The `metadata` dict of a notebook or a cell `x`; {} when it has none or it is not a dict."
     m = x.get("metadata") if isinstance(x, dict) else None
     return m if isinstance(m, dict) else {}
 
 
 def check_name(cell: dict) -> str | None:
     "A check cell's stable name: its nbgrader `grade_id`, else its cell id."
-    nbg = _meta(cell).get("nbgrader")
+    nbg = cell_metadata(cell).get("nbgrader")
     gid = nbg.get("grade_id") if isinstance(nbg, dict) else None
     if isinstance(gid, str) and gid:
         return gid
@@ -155,12 +159,12 @@ def mark_checks(student: dict, teacher: dict, lesson: str | None = None) -> dict
     start = exercise_start(teacher)
     pairs = zip(teacher["cells"][start:], student["cells"][start:]) if start is not None else []
     for t, s in pairs:
-        if t["cell_type"] == "code" and is_check_cell(_src(t)) and check_name(t):
-            marked = _meta(t).get("nbgrader")
+        if t["cell_type"] == "code" and is_check_cell(cell_source(t)) and check_name(t):
+            marked = cell_metadata(t).get("nbgrader")
             nbg = marked if isinstance(marked, dict) else {**NBGRADER_TEST, "grade_id": check_name(t)}
-            s["metadata"] = {**_meta(s), "nbgrader": nbg}
+            s["metadata"] = {**cell_metadata(s), "nbgrader": nbg}
     if lesson:
-        student["metadata"] = {**_meta(student), "ris_nb": {"lesson": lesson}}
+        student["metadata"] = {**cell_metadata(student), "ris_nb": {"lesson": lesson}}
     return student
 
 # %% ../nbs/19_course.ipynb #714fdd7c
@@ -178,7 +182,7 @@ def _student_cells_own(nb: dict) -> dict:
     nb = copy.deepcopy(nb)
     for c in nb["cells"]:
         stub = CODE_STUB if c["cell_type"] == "code" else TEXT_STUB
-        c["source"] = clear_hidden(clear_regions(_src(c), SOLUTION, stub))
+        c["source"] = clear_hidden(clear_regions(cell_source(c), SOLUTION, stub))
     return nb
 
 
@@ -216,7 +220,8 @@ class CheckResult:
     points: float = 0  # what the check is worth (`cell_points`); all of it when passed, none otherwise
 
 
-def _flags(src: str) -> set[str]:
+def cell_flags(src: str) -> set[str]:
+    "The `#|` flags of a cell's first lines (`#| export`, `#| eval: false`: their words)."
     fl = set()
     for line in src.splitlines():
         if not line.startswith("#|"):
@@ -225,12 +230,14 @@ def _flags(src: str) -> set[str]:
     return fl
 
 
-def _heading(src: str) -> str:
+def cell_heading(src: str) -> str:
+    "The first `### ` heading of a markdown source, or ''."
     m = re.search(r"^###\s+(.*)$", src, re.M)
     return m.group(1).strip() if m else ""
 
 
-def _kind(title: str) -> str:
+def heading_kind(title: str) -> str:
+    "Which of `KINDS` an exercise heading `title` names ('' for none)."
     t = title.lower().lstrip("#").strip()
     return next((k for k in KINDS if t.startswith(k)), "")
 
@@ -258,9 +265,9 @@ def _questions(src: str) -> int:
 
 def cell_points(cell: dict, kind: str) -> float:
     "A check cell's points: its nbgrader `points` when marked (what nbgrader grades with), else `check_points`."
-    nbg = _meta(cell).get("nbgrader")
+    nbg = cell_metadata(cell).get("nbgrader")
     p = nbg.get("points") if isinstance(nbg, dict) else None
-    return p if type(p) in (int, float) else check_points(kind, _questions(_src(cell)))
+    return p if type(p) in (int, float) else check_points(kind, _questions(cell_source(cell)))
 
 # %% ../nbs/19_course.ipynb #efeeb829
 def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bool = False) -> list[CheckResult]:
@@ -274,11 +281,11 @@ def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bo
     import io
 
     for i, c in enumerate(nb["cells"][start:], start):
-        src = _src(c)
+        src = cell_source(c)
         if c["cell_type"] == "markdown":
-            title = _heading(src) or title
+            title = cell_heading(src) or title
             continue
-        if c["cell_type"] != "code" or _flags(src) & set(skip):
+        if c["cell_type"] != "code" or cell_flags(src) & set(skip):
             continue
         err = ""
         buf = io.StringIO()
@@ -292,7 +299,9 @@ def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bo
         if verbose and buf.getvalue():
             print(buf.getvalue(), end="")
         if is_check_cell(src):
-            results.append(CheckResult(i, _kind(title), title, not err, err, points=cell_points(c, _kind(title))))
+            results.append(
+                CheckResult(i, heading_kind(title), title, not err, err, points=cell_points(c, heading_kind(title)))
+            )
     return results
 
 # %% ../nbs/19_course.ipynb #c19grd02
@@ -425,7 +434,7 @@ def with_digests(src: str, salt: str, where: str) -> str:
 # %% ../nbs/19_course.ipynb #c19nbg04
 def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: str) -> dict:
     "The nbgrader metadata of one exercise cell (its source made fresh and digested when it is a check)."
-    src, cid = _src(c), c["id"]
+    src, cid = cell_source(c), c["id"]
     if c["cell_type"] == "markdown":
         return _nbgrader_meta(cid, True, True, False, check_points("think", questions.get(title, 1)))
     if SOLUTION[0] in src:
@@ -437,7 +446,7 @@ def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: st
     marked = with_digests(_with_fresh_line(src), cid, at)
     if marked != src:  # its saved outputs show what it printed before: gone
         c["source"], c["outputs"], c["execution_count"], src = marked, [], None, marked
-    if _flags(src) & {"slow", "gpu"}:
+    if cell_flags(src) & {"slow", "gpu"}:
         if HIDDEN[0] in src:
             raise ValueError(
                 f"{at}: a #| slow or gpu cell holds hidden tests, which no grader runs; expected them in a check cell"
@@ -454,21 +463,21 @@ def mark_for_nbgrader(nb: dict, where: str = "notebook") -> dict:
     start = exercise_start(nb)
     title, questions = "", {}
     for i, c in enumerate(nb["cells"][start:] if start is not None else [], start):
-        src, cid = _src(c), c.get("id")
+        src, cid = cell_source(c), c.get("id")
         if c["cell_type"] == "markdown":
-            title = _heading(src) or title
+            title = cell_heading(src) or title
         if c["cell_type"] != "code" and not (c["cell_type"] == "markdown" and SOLUTION[0] in src):
             continue
         at = f"{where}, cell {i} (id {cid})"
         if not (isinstance(cid, str) and GRADE_ID.fullmatch(cid)):
             raise ValueError(f"{at}: nbgrader needs a grade id of letters, digits, _ and -; expected such a cell id")
-        c["metadata"] = {**_meta(c), "nbgrader": _mark_cell(c, _kind(title), questions, title, at)}
+        c["metadata"] = {**cell_metadata(c), "nbgrader": _mark_cell(c, heading_kind(title), questions, title, at)}
     return nb
 
 # %% ../nbs/19_course.ipynb #c19nbg12
 def _nbdev_text(nb: dict) -> str:
     "A notebook as nbdev writes it: sources as lists of lines, keys sorted, one space of indent."
-    cells = [{**c, "source": _src(c).splitlines(keepends=True)} for c in nb["cells"]]
+    cells = [{**c, "source": cell_source(c).splitlines(keepends=True)} for c in nb["cells"]]
     return json.dumps({**nb, "cells": cells}, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
 
@@ -533,7 +542,7 @@ def unlink_missing(nb: dict, present: set[str]) -> dict:
 
     for c in nb["cells"]:
         if c["cell_type"] == "markdown":
-            c["source"] = NOTEBOOK_LINK.sub(keep, _src(c))
+            c["source"] = NOTEBOOK_LINK.sub(keep, cell_source(c))
     return nb
 
 
@@ -623,7 +632,7 @@ def exercise_executor() -> type:
             return super().preprocess(nb, resources, km)
 
         def preprocess_cell(self, cell, resources, index):
-            skip = cell.cell_type != "code" or _flags(cell.source) & set(GRADING_SKIP)
+            skip = cell.cell_type != "code" or cell_flags(cell.source) & set(GRADING_SKIP)
             if skip or self.first is not None and index < self.first:
                 return cell, resources
             return super().preprocess_cell(cell, resources, index)
@@ -743,13 +752,14 @@ def add_subcommands(sub) -> None:
 
 # %% ../nbs/19_course.ipynb #830b899a
 from .data.shaperefs_files import shaperefs_data  # re-exported: built in 92a_shaperefs_files
+from .experiments import train_and_score
+from .presets import get_preset
 
 
 def _short_config(
     preset: str, overrides: dict | None, seed: int, steps: int, batch_size: int, size: int, root: Path, out: str
 ):
     "The Config of a short run: `preset`, on the CPU, `steps` of `batch_size`, no mid-run evaluation or checkpoint."
-    from ris_nb.presets import get_preset
 
     return get_preset(preset).override(
         {
@@ -785,7 +795,6 @@ def short_run(
     """Train `preset` (+ `overrides`) for `steps` × `batch_size` samples on a small ShapeRefs set; val numbers (as
     `train_and_score`) and cost."""
     import tempfile
-    from ris_nb.experiments import train_and_score
 
     if threads:
         torch.set_num_threads(threads)

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import Sampler
 
+import ris_nb
 from .core import get_device
 from .io import die_with_parent, pid_alive, write_atomic
 
@@ -249,8 +250,6 @@ def written_by() -> dict[str, str]:
     "The ris_nb version and git commit ('' outside a git checkout) that this process runs: stored in every checkpoint."
     if not _WRITTEN_BY:
         import subprocess
-
-        import ris_nb
 
         repo, commit = Path(ris_nb.__file__).resolve().parents[1], ""
         if (repo / ".git").exists():

@@ -21,12 +21,12 @@ import ris_nb.checks as checks_module
 from ris_nb.course import (
     EXERCISES,
     CheckResult,
-    _flags,
-    _heading,
-    _is_cell,
-    _kind,
-    _meta,
-    _src,
+    cell_flags,
+    cell_heading,
+    is_cell,
+    heading_kind,
+    cell_metadata,
+    cell_source,
     cell_points,
     check_markers,
     check_name,
@@ -36,7 +36,7 @@ from ris_nb.course import (
     take_keys,
 )
 from .io import check_out_dir, write_atomic
-from .sandbox import StudentBudget, ChildRun, _kind_of, clean_stale, landlock_abi, run_student, stop_on_signals
+from .sandbox import StudentBudget, ChildRun, file_kind, clean_stale, landlock_abi, run_student, stop_on_signals
 
 # %% auto #0
 __all__ = ['CSV_FIELDS', 'TeacherCheck', 'teacher_checks', 'lesson_of', 'locked_sources', 'place_checks', 'refusal',
@@ -66,10 +66,10 @@ def teacher_checks(teacher: dict, where: str, skip: tuple[str, ...] = ("slow", "
         raise ValueError(f"{where} has no '{EXERCISES}' section; expected a teacher's notebook")
     out, title = [], ""
     for i, c in enumerate(teacher["cells"][start:], start):
-        src = _src(c)
+        src = cell_source(c)
         if c["cell_type"] == "markdown":
-            title = _heading(src) or title
-        if c["cell_type"] != "code" or not is_check_cell(src) or _flags(src) & set(skip):
+            title = cell_heading(src) or title
+        if c["cell_type"] != "code" or not is_check_cell(src) or cell_flags(src) & set(skip):
             continue
         name = check_name(c)
         if name is None:
@@ -80,8 +80,8 @@ def teacher_checks(teacher: dict, where: str, skip: tuple[str, ...] = ("slow", "
         if any(o.name == name for o in out):
             raise ValueError(f"{where}, cell {i}: check name {name!r} used twice; expected unique ids")
         source, keys = take_keys(src, f"{where}, cell {i} (id {name})")
-        kind = _kind(title)
-        out.append(TeacherCheck(name, i, kind, title, source, keys, _flags(src), cell_points(c, kind)))
+        kind = heading_kind(title)
+        out.append(TeacherCheck(name, i, kind, title, source, keys, cell_flags(src), cell_points(c, kind)))
     if not out:
         raise ValueError(f"{where}: no check cell in its exercise section; nothing to grade")
     return out
@@ -89,7 +89,7 @@ def teacher_checks(teacher: dict, where: str, skip: tuple[str, ...] = ("slow", "
 # %% ../nbs/98e_grading.ipynb #c19grd04b
 def lesson_of(nb: dict) -> str | None:
     "The lesson a notebook names in its metadata (`ris_nb course` writes it into every copy), or None."
-    r = _meta(nb).get("ris_nb")
+    r = cell_metadata(nb).get("ris_nb")
     return r.get("lesson") if isinstance(r, dict) and isinstance(r.get("lesson"), str) else None
 
 
@@ -98,9 +98,9 @@ def locked_sources(teacher: dict) -> dict[str, str]:
     start = exercise_start(teacher)
     out = {}
     for c in teacher["cells"][start:] if start is not None else []:
-        nbg = _meta(c).get("nbgrader")
+        nbg = cell_metadata(c).get("nbgrader")
         if c["cell_type"] == "code" and isinstance(nbg, dict) and nbg.get("locked") and not nbg.get("grade"):
-            out[c["id"]] = _src(c)
+            out[c["id"]] = cell_source(c)
     return out
 
 
@@ -112,7 +112,7 @@ def place_checks(student: dict, checks: list[TeacherCheck], start: int) -> dict[
             continue
         if isinstance(c.get("id"), str):
             by_id.setdefault(c["id"], i)
-        nbg = _meta(c).get("nbgrader")
+        nbg = cell_metadata(c).get("nbgrader")
         if isinstance(nbg, dict) and isinstance(nbg.get("grade_id"), str):
             by_gid.setdefault(nbg["grade_id"], i)
     placed: dict[str, int] = {}
@@ -154,8 +154,8 @@ def grading_job(
         if c["cell_type"] != "code":
             continue
         ch = at.get(i)
-        src = ch.source if ch else (locked or {}).get(c.get("id"), _src(c))
-        if (ch.flags if ch else _flags(src)) & set(skip):
+        src = ch.source if ch else (locked or {}).get(c.get("id"), cell_source(c))
+        if (ch.flags if ch else cell_flags(src)) & set(skip):
             continue
         cells.append({"index": i, "source": src, "check": ch is not None})
     return cells
@@ -250,11 +250,11 @@ def notebook_from_bytes(data: bytes, where: str) -> dict:
         )
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise ValueError(f"{where} is not a notebook: expected a JSON object with a 'cells' list")
-    bad = next((i for i, c in enumerate(nb["cells"]) if not _is_cell(c)), None)
+    bad = next((i for i, c in enumerate(nb["cells"]) if not is_cell(c)), None)
     if bad is not None:
         raise ValueError(f"{where}: cell {bad} is not a notebook cell; expected 'cell_type' and a text 'source'")
     for c in nb["cells"]:
-        c["source"] = _src(c)
+        c["source"] = cell_source(c)
     return nb
 
 
@@ -269,7 +269,7 @@ def read_student(path: str | Path, limit: int, teacher: Path | None = None) -> d
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(
-                f"{p} is {'a folder' if stat.S_ISDIR(st.st_mode) else _kind_of(st.st_mode)}; expected a notebook file"
+                f"{p} is {'a folder' if stat.S_ISDIR(st.st_mode) else file_kind(st.st_mode)}; expected a notebook file"
             )
         if teacher is not None and os.path.samestat(st, os.stat(teacher)):
             raise ValueError(f"{p} is the teacher's notebook itself (the same file); expected the student's own copy")

@@ -11,21 +11,25 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
+if TYPE_CHECKING:  # annotations only: the CLI imports this module, and `ris_nb --help` runs without torch
+    import torch
+
 # %% auto #0
-__all__ = ['MAX_INFLATE', 'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'MAX_IMAGE_PIXELS', 'pid_alive', 'write_error', 'temp_sibling',
-           'write_atomic', 'check_writable', 'check_out_dir', 'check_apart', 'remove_stale_temps', 'check_weights_file',
-           'load_error_reason', 'torch_load_checked', 'load_state_checked', 'UnsafePickleError', 'SafeUnpickler',
-           'safe_load_pickle', 'read_json', 'sha256', 'load_image', 'die_with_parent']
+__all__ = ['PIP_NAMES', 'MAX_INFLATE', 'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'MAX_IMAGE_PIXELS', 'pid_alive', 'write_error',
+           'temp_sibling', 'write_atomic', 'check_path_arg', 'check_writable', 'check_out_dir', 'environment_error',
+           'check_apart', 'remove_stale_temps', 'check_weights_file', 'load_error_reason', 'torch_load_checked',
+           'load_state_checked', 'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle', 'read_json', 'sha256',
+           'load_image', 'die_with_parent']
 
 # %% ../nbs/92_dataset_writing.ipynb #ut000005
 def pid_alive(pid: int) -> bool:
@@ -113,6 +117,27 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any], fsync: bool = F
     return path
 
 # %% ../nbs/92_dataset_writing.ipynb #hg92od01
+def check_path_arg(p: str | Path, flag: str) -> Path:
+    """Refuse a path argument the shell left with a quoted `~`, or that is (or passes through) a symbolic link loop or a
+    dangling link, naming `flag` (the user's name for it)."""
+    p = Path(p)
+    if p.parts and p.parts[0].startswith("~"):
+        raise ValueError(
+            f"{flag} {p}: '~' was not expanded (the shell expands it only unquoted); write the full path, "
+            f"e.g. {p.expanduser()}"
+        )
+    try:
+        p.resolve()
+    except (RuntimeError, OSError) as e:  # Python < 3.13: RuntimeError('Symlink loop …'); later: OSError(ELOOP)
+        raise ValueError(f"{flag} {p} is or passes through a symbolic link loop ({e}); expected a real folder") from None
+    if p.is_symlink() and not p.exists():
+        raise FileNotFoundError(
+            f"{flag} {p} is a symbolic link to {os.readlink(p)}, which does not exist; create that folder or give "
+            "another path"
+        )
+    return p
+
+
 def check_writable(d: Path) -> None:
     "Refuse a folder `d` (existing or not) that cannot be written: its nearest existing parent is a file or read-only."
     d = Path(d).resolve()
@@ -128,10 +153,38 @@ def check_writable(d: Path) -> None:
 def check_out_dir(d: Path, flag: str = "--out") -> Path:
     """Refuse, before any work, an output directory that is an existing file or not writable (`flag`: the user's name
     for it)."""
+    d = check_path_arg(d, flag)
     if d.exists() and not d.is_dir():
         raise NotADirectoryError(f"{flag} {d} is a file; expected a directory (existing or new)")
     check_writable(d)
     return d
+
+# %% ../nbs/92_dataset_writing.ipynb #44fe0c76
+PIP_NAMES = {"PIL": "pillow", "cv2": "opencv-python", "sklearn": "scikit-learn", "yaml": "pyyaml"}  # import → pip name
+
+
+def environment_error(e: BaseException) -> str | None:
+    """One line for what the environment raised, not the input: a missing package, memory run out, a warning made an
+    error (`PYTHONWARNINGS=error`); None for any other exception."""
+    msg = str(e)
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        pkg = e.name.split(".")[0]
+        return f"{msg}; install it: pip install {PIP_NAMES.get(pkg, pkg)}"
+    if isinstance(e, ImportError):
+        return f"cannot import a package ris_nb needs: {msg}"
+    # torch's CPU allocator raises RuntimeError("… can't allocate memory: you tried to allocate N bytes …")
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in msg:
+        asked = re.search(r"tried to allocate ([\d.]+ ?\w+)", msg)
+        return (
+            f"out of memory{f' (it tried to allocate {asked.group(1)})' if asked else ''}; free memory or lower the "
+            "demand: a smaller image, data.image_size or train.batch_size"
+        )
+    if isinstance(e, Warning):
+        return (
+            f"a {type(e).__name__} turned into an error by PYTHONWARNINGS=error (or -W error): {msg[:300]}; "
+            "unset PYTHONWARNINGS to see it as a warning"
+        )
+    return None
 
 # %% ../nbs/92_dataset_writing.ipynb #a92ap002
 def check_apart(out: Path, data: Path, flag: str = "--out") -> None:
@@ -230,6 +283,8 @@ def torch_load_checked(path: str | Path, what: str = "checkpoint", expected: str
     """`torch.load(path, weights_only=True)` after `check_weights_file`; code, truncation or corruption is a
     `ValueError` naming `path`."""
     path = Path(path)
+    import torch  # here, not at the top: `ris_nb --help` and `ris_nb presets` run without torch
+
     check_weights_file(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -251,6 +306,8 @@ def load_state_checked(module: torch.nn.Module, state: dict, where: str | Path, 
     shapes that differ."""
     if not isinstance(state, dict):
         raise ValueError(f"{where}: expected a state dict of tensors, got {type(state).__name__}")
+    import torch  # loaded already (`module` is a torch module); not at the top, for a torch-free `--help`
+
     have = module.state_dict()
     missing, unexpected = [k for k in have if k not in state], [k for k in state if k not in have]
     shapes = [
@@ -437,6 +494,8 @@ def load_image(path: str | Path, exif_transpose: bool = False) -> np.ndarray:
                         f"{im.width} × {im.height} = {im.width * im.height:,} pixels; expected at most "
                         f"{MAX_IMAGE_PIXELS:,} (ris_nb.io.MAX_IMAGE_PIXELS)"
                     )
+                if getattr(im, "n_frames", 1) > 1:  # an animated GIF/PNG, a multi-page TIFF
+                    warnings.warn(f"{path} holds {im.n_frames} frames (an animation or pages); using the first only")
                 # photos: as the camera held them (datasets: as annotated)
                 if exif_transpose:
                     im = ImageOps.exif_transpose(im)

@@ -18,6 +18,10 @@ from .core import Config
 from .presets import get_preset
 from .data.transforms import Batch, encode_text, image_transform, resize_mask
 
+# built in 93a_run_folders
+from .run_folder import WEIGHT_FREE_KEYS, load_checkpoint, saved_config, weight_changes
+from .train import TrainingRun
+
 # %% auto #0
 __all__ = ['PICTURE_PRESETS', 'config_tag', 'ensure_checkpoint', 'picture_checkpoints', 'single_batch', 'Reading',
            'read_sentence']
@@ -26,7 +30,6 @@ __all__ = ['PICTURE_PRESETS', 'config_tag', 'ensure_checkpoint', 'picture_checkp
 def config_tag(cfg: Config) -> str:
     """8 hex digits of a hash of `cfg` without the keys that do not change the trained weights (`WEIGHT_FREE_KEYS`;
     the vocabulary size, the tokenizer's)."""
-    from ris_nb.run_folder import WEIGHT_FREE_KEYS
 
     d = cfg.to_dict()
     # a request holds 0: the tokenizer's size, known once it is built
@@ -44,8 +47,6 @@ def ensure_checkpoint(
 ) -> Path:
     """`out_dir/best.pt` of `preset` (+ `overrides`) trained by a `TrainingRun` on the REFER data under `data_root`;
     trained only if it is not there yet."""
-    from ris_nb.train import TrainingRun
-    from ris_nb.run_folder import load_checkpoint, saved_config, weight_changes
 
     out_dir = Path(out_dir)
     best = out_dir / "best.pt"

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from .core import Config, TrainConfig, parse_override, seed_everything
+from .data.refer import Refer
 from .distributed import save_checkpoint
 from ris_nb.models.slots import (
     EntityModel,
@@ -156,7 +157,6 @@ def pretrain_entities_on(
 ) -> EntityModel:
     """Pretrain on the train-split images of a REFER dataset under `root` (no text, no masks); the first `n_val` val
     scenes score it."""
-    from ris_nb.data.refer import Refer
 
     if not isinstance(n_val, int) or isinstance(n_val, bool) or n_val < 0:
         raise ValueError(

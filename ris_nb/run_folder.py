@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import warnings
 from pathlib import Path
@@ -17,16 +18,17 @@ import torch
 from torch import nn
 
 import ris_nb.models  # registers every model: `load_run` builds whichever a checkpoint names
-from .core import Config, validate_config
+from .core import Config, build_model, validate_config
 from .distributed import written_by
-from .io import load_state_checked, torch_load_checked, write_atomic
+from .io import check_path_arg, load_state_checked, torch_load_checked, write_atomic
 
 # %% auto #0
 __all__ = ['RESUME_KEYS', 'DEFAULT_CHANGES', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'rng_state', 'set_rng_state',
            'module_generators', 'generator_states', 'set_generator_states', 'load_checkpoint', 'checkpoint_paths',
            'latest_checkpoint', 'fill_old_defaults', 'version_gap', 'config_diff', 'weight_changes', 'saved_config',
            'check_same_run', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_data_unchanged',
-           'check_run_dir', 'read_run_dir', 'log_record', 'read_log', 'plot_curves', 'apply_data_arg', 'load_run']
+           'check_run_dir', 'read_run_dir', 'log_record', 'read_log', 'check_plotting', 'plot_curves', 'apply_data_arg',
+           'load_run']
 
 # %% ../nbs/93a_run_folders.ipynb #edfef7d2
 def rng_state() -> dict:
@@ -262,7 +264,7 @@ def check_same_run(saved_json: str, cfg: Config, where: Path, ck: dict | None = 
 from torch.utils.data import DataLoader
 
 from .data.checks import image_fingerprint  # built in 91_refer_safety (appendix)
-from .data.transforms import tokenizer_fingerprint
+from .data.transforms import load_tokenizer, tokenizer_fingerprint
 from .io import sha256
 
 
@@ -397,6 +399,21 @@ def read_log(path: str | Path) -> list[dict]:
     return [r for ln in p.read_text().splitlines() if (r := log_record(ln)) is not None]
 
 
+def check_plotting() -> None:
+    "Refuse, before any work, a matplotlib that cannot be imported or an `MPLBACKEND` it does not know."
+    try:
+        from matplotlib.rcsetup import validate_backend
+    except ImportError as e:
+        raise ImportError(f"matplotlib cannot be imported ({e}); a run's figures need it: pip install matplotlib") from None
+    backend = os.environ.get("MPLBACKEND", "").strip()
+    try:
+        validate_backend(backend) if backend else None
+    except ValueError:
+        raise ValueError(
+            f"MPLBACKEND={backend!r} is not a matplotlib backend; unset it, or set a valid one such as MPLBACKEND=Agg"
+        ) from None
+
+
 def plot_curves(log_path: str | Path, out: str | Path | None = None):
     "Training loss (and its parts) and validation metrics against steps; saved to `out` if given."
     import matplotlib.pyplot as plt
@@ -431,7 +448,7 @@ def apply_data_arg(cfg: Config, data: str | None) -> Config:
     "`--data` as the root (holding <dataset>/) or as the dataset folder itself (holding refs(*).p)."
     if data is None:
         return cfg
-    d = Path(data)
+    d = check_path_arg(data, "--data")  # a quoted '~', a link loop or a dangling link: named as such
     if not d.exists():
         raise FileNotFoundError(f"--data {d} does not exist; create ShapeRefs with `ris_nb synth --out {d}`")
     if not d.is_dir():
@@ -447,8 +464,6 @@ def apply_data_arg(cfg: Config, data: str | None) -> Config:
 def load_run(ckpt: str | Path, data: str | None = None) -> tuple[Config, Any, nn.Module]:
     """(cfg, tokenizer, model in eval mode) from a checkpoint written by `ris_nb train`; `data` gives a moved data
     root (the CLI's `--data`)."""
-    from ris_nb.core import build_model
-    from ris_nb.data.transforms import load_tokenizer, tokenizer_fingerprint
 
     ck = load_checkpoint(ckpt)
     saved = saved_config(ck["config"], ckpt)  # not JSON: a ValueError naming the file

@@ -22,9 +22,9 @@ from pathlib import Path
 import ris_nb.checks as checks_module
 
 # %% auto #0
-__all__ = ['STARTUP_S', 'MAX_REPORT', 'MAX_FOLDER', 'MAX_DEPTH', 'MARK', 'StudentBudget', 'scratch_copy', 'end_descendants',
-           'clean_stale', 'signals_held', 'stop_on_signals', 'landlock_abi', 'sandbox_rules', 'ChildRun', 'run_student',
-           'read_report']
+__all__ = ['STARTUP_S', 'MAX_REPORT', 'MAX_FOLDER', 'MAX_DEPTH', 'MARK', 'StudentBudget', 'file_kind', 'scratch_copy',
+           'end_descendants', 'clean_stale', 'signals_held', 'stop_on_signals', 'landlock_abi', 'sandbox_rules',
+           'ChildRun', 'run_student', 'read_report']
 
 # %% ../nbs/98c_student_sandbox.ipynb #c19grd06
 STARTUP_S = 120  # seconds a student's process may take to start (Python, torch), outside its time limit
@@ -69,7 +69,7 @@ def _limits(rules: list[tuple[str, int]], abi: int, budget: StudentBudget) -> No
         _confine(rules, abi)
 
 # %% ../nbs/98c_student_sandbox.ipynb #c19grd14
-def _kind_of(mode: int) -> str:
+def file_kind(mode: int) -> str:
     "What a file that is not a regular file or a folder is, in words."
     for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
         if test(mode):
@@ -82,7 +82,7 @@ def _copy_file(src: str, dst: Path) -> None:
     fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f, open(dst, "wb") as out:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{_kind_of(os.fstat(fd).st_mode)} now")
+            raise OSError(f"{file_kind(os.fstat(fd).st_mode)} now")
         shutil.copyfileobj(f, out)
 
 
@@ -108,7 +108,7 @@ def scratch_copy(folder: Path | None, dst: Path, own: Path | None = None) -> lis
                 (out / e.name).mkdir()
                 todo.append((e.path, out / e.name, depth + 1))
             elif not stat.S_ISREG(mode):
-                skipped.append(f"{e.path}: {_kind_of(mode)}")
+                skipped.append(f"{e.path}: {file_kind(mode)}")
             elif (size := size + e.stat(follow_symlinks=False).st_size) > MAX_FOLDER:
                 raise ValueError(
                     f"{folder} holds over {MAX_FOLDER >> 20} MiB; grading copies a notebook's folder for its run: "

@@ -20,7 +20,10 @@ from torch import nn
 import ris_nb
 import ris_nb.models  # noqa: F401  (registers every model: load_shipped builds one)
 from .core import Config, build_model
+from .data.shaperefs_files import ensure_shaperefs
+from .data.transforms import denormalize, make_dataloaders, tokenizer_fingerprint
 from .io import load_state_checked, sha256, torch_load_checked
+from .metrics import RISMetrics
 
 SHIPPED_KEYS = ("config", "state_dict", "tokenizer", "data", "train", "scores")
 DATA_RECIPE = ("language", "n_images", "seed", "size")  # `ensure_shaperefs`'s settings (02_shaperefs)
@@ -81,7 +84,6 @@ class Shipped:
     def loaders(self, splits: tuple[str, ...] = ("val",), folder: str | Path | None = None) -> dict:
         """Loaders of `splits` over the regenerated data (`shipped_data`) with the checkpoint's tokenizer; sets
         data.root."""
-        from ris_nb.data.transforms import make_dataloaders
 
         self.cfg = self.cfg.override({"data.root": str(shipped_data(self.data, folder))})
         return make_dataloaders(self.cfg, self.tokenizer, splits=list(splits))
@@ -89,7 +91,6 @@ class Shipped:
 # %% ../nbs/97a_shipped.ipynb #sh970004
 def load_shipped(name: str) -> Shipped:
     "Shipped checkpoint `name`, built from its config, tokenizer (fingerprint checked) and weights."
-    from ris_nb.data.transforms import tokenizer_fingerprint
 
     ck, where = read_shipped(name), shipped_dir() / f"{name}.pt"
     try:
@@ -110,7 +111,6 @@ import fcntl
 def generate_once(folder: Path, settings: dict) -> Path:
     """`ensure_shaperefs(folder / "shaperefs", **settings)` under an exclusive lock on `folder.lock`: notebooks and
     tests started together generate the data once, then read it."""
-    from ris_nb.data.shaperefs_files import ensure_shaperefs
 
     lock = Path(f"{folder}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,6 @@ def shipped_data(data: dict, folder: str | Path | None = None) -> Path:
 def measure(model: nn.Module, loader) -> dict[str, float]:
     """oIoU, mIoU, P@0.5–0.9 and n (`RISMetrics`, 01_metrics) of `model` on every sample of `loader`, masks compared
     at the network's size (`13_evaluation`'s square protocol, without its breakdowns)."""
-    from ris_nb.metrics import RISMetrics
 
     metrics = RISMetrics()
     model.eval()
@@ -182,8 +181,6 @@ def show_scene(model: nn.Module, batch, normalize: str = "imagenet", title: str 
 
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from ris_nb.data.transforms import denormalize
-    from ris_nb.metrics import RISMetrics
 
     model.eval()
     prob = model.predict(model(batch), batch)[:, 0]

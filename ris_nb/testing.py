@@ -11,8 +11,6 @@ import os
 import time
 from pathlib import Path
 
-import torch
-
 # %% auto #0
 __all__ = ['repo_root', 'official_fixture', 'probe_ms', 'usable_cores', 'add_threads_arg', 'set_threads']
 
@@ -35,6 +33,8 @@ def official_fixture(name: str) -> Path:
 # %% ../nbs/96_testing.ipynb #ut000002
 def probe_ms(n: int = 512, reps: int = 5, threads: int | None = None) -> float:
     "Fastest of `reps` n³ float32 matmuls (ms) on `threads` torch threads (default: the current count, restored after)."
+    import torch  # here, not at the top: the CLI imports this module, `ris_nb --help` runs without torch
+
     a, b = torch.randn(n, n), torch.randn(n, n)
     before, best = torch.get_num_threads(), float("inf")
     try:
@@ -67,8 +67,12 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
 
 def set_threads(n: int | None = None) -> int:
     "Use `n` torch threads; without `n`, `$OMP_NUM_THREADS` when set, else every usable core. Returns the count in use."
+    import torch  # here, not at the top: the CLI imports this module, `ris_nb --help` runs without torch
+
     if n is not None and n < 1:
         raise ValueError(f"--threads {n}: expected an integer >= 1")
+    if n is not None and n > (most := max(64, 4 * usable_cores())):  # each thread reserves memory: 10⁵ run out of it
+        raise ValueError(f"--threads {n}: expected at most {most} ({usable_cores()} usable cores here)")
     if n is None and os.environ.get("OMP_NUM_THREADS", "").strip():
         return torch.get_num_threads()  # read at start-up
     torch.set_num_threads(n or usable_cores())

@@ -25,7 +25,9 @@ from .core import eval_mode, seed_everything
 from .models import build_model  # importing the package registers every model
 from .data.transforms import denormalize
 from .metrics import mask_iou
+from .models.sag import relevance_grid
 from .picture_inputs import single_batch  # built in 98d_picture_inputs (appendix)
+from .run_folder import read_log  # built in 93a_run_folders (appendix)
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'FUNCTION_WORDS', 'EXPLAIN_INCHES', 'GLOSSARY', 'to_image', 'fit_to', 'wrap', 'tokens_of',
@@ -652,7 +654,6 @@ def plot_sag(
 ) -> Figure:  # explain: colour bar, glossary line
     """SaG on sample i: the image, each entity's A^slot in its colour, the relevance A^fuse per entity, the gathered
     mask, and the Gaussian slot sampling."""
-    from ris_nb.models.sag import relevance_grid
 
     if not (hasattr(model, "slots") and hasattr(model, "fusion")):
         raise ValueError(f"plot_sag needs a SaG model (entity slots + fusion), got {type(model).__name__}")
@@ -686,7 +687,6 @@ _NOT_LOSSES = {"step", "epoch", "lr", "samples_per_s", "split"}
 
 def _records(log) -> list[dict]:
     "Records of a run: a run directory, a log.jsonl path, or the records themselves."
-    from ris_nb.run_folder import read_log
 
     return read_log(log) if isinstance(log, (str, Path)) else list(log)
 
@@ -814,7 +814,6 @@ def _story_magnet(fig, gs, image: np.ndarray, sentence: str, gt: np.ndarray, mag
 # %% ../nbs/14_visualize.ipynb #d231490a
 def _story_sag(fig, gs, image: np.ndarray, sentence: str, gt: np.ndarray, sag: tuple) -> None:
     "The story's SaG row: entities, the sentence's relevance to each, the gathered map, the mask."
-    from ris_nb.models.sag import relevance_grid
 
     cfg, tok, model = sag
     b = single_batch(cfg, tok, image, sentence, gt)

@@ -223,3 +223,45 @@ def test_no_import_circle():
     down. A module that needs a later one's work takes it as an argument or the later module registers it."""
     cycle = a_cycle(import_graph())
     assert not cycle, "import circle: " + " → ".join(cycle)
+
+
+# modules whose function-level imports are being given their reasons in this round (issue 71) by the engine's owner;
+# each leaves this set as soon as its reasons are in
+REASONS_PENDING = {"train", "evaluate", "loaders", "study_runner", "experiments"}
+
+
+def function_level_imports(module: str) -> list[str]:
+    "`line N: source` of each `ris_nb` import inside a function body of `module` (relative imports included)."
+    lines, found = MODULES[module].read_text().splitlines(), {}
+    for f in ast.walk(tree(module)):
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for n in ast.walk(f):
+                ours = (isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").split(".")[0] == "ris_nb")) or (
+                    isinstance(n, ast.Import) and any(a.name.split(".")[0] == "ris_nb" for a in n.names)
+                )
+                if ours:
+                    found[n.lineno] = (lines[n.lineno - 1], lines[n.end_lineno - 1])
+    return [f"line {k}: {first.strip()}" for k, (first, last) in sorted(found.items()) if "#" not in first + last]
+
+
+@pytest.mark.parametrize("module", sorted(set(MODULES) - REASONS_PENDING))
+def test_a_function_level_import_says_why(module):
+    """An import inside a function hides an arrow of the drawing: it carries its reason as a trailing comment
+    (torch-free start-up, an optional dependency, …), or it moves to the top of the module."""
+    bare = function_level_imports(module)
+    assert not bare, f"ris_nb.{module}: function-level imports without a reason (`# why` on the line): {bare}"
+
+
+def test_the_reason_check_finds_a_bare_import(tmp_path):
+    MODULES["_probe"] = tmp_path / "probe.py"
+    MODULES["_probe"].write_text(
+        "import ris_nb\n\n\ndef f():\n    from ris_nb.core import Config\n    from . import io  # why\n"
+        "    import ris_nb.models\n    import json\n    return Config, io\n"
+    )
+    try:
+        assert function_level_imports("_probe") == [
+            "line 5: from ris_nb.core import Config",
+            "line 7: import ris_nb.models",
+        ]
+    finally:
+        del MODULES["_probe"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..io import UnsafePickleError, load_image, read_json, safe_load_pickle
+from ..presets import get_preset, list_presets
 from ris_nb.data.checks import (
     check_geometry,
     check_ids,
@@ -66,7 +67,6 @@ class LayoutReport:
 # %% ../../nbs/91a_check_data.ipynb #4b360726
 def _preset_needs() -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], list[str]]]:
     "(dataset, split_by) → the presets that train on it, and → every split they read (what `train` refuses without)."
-    from ris_nb.presets import get_preset, list_presets
 
     needs, splits = defaultdict(list), defaultdict(list)
     for name in list_presets():

@@ -17,12 +17,13 @@ from PIL import Image
 import pycocotools.mask as mask_utils
 
 from ..io import load_image, read_json, safe_load_pickle, sha256  # files read safely: appendix 92
+from .shaperefs import SPLIT_FRACTIONS, split_labels
 
 # REFER checks: appendix 91
 from .checks import check_index, is_blank, segmentation_to_mask, validate_instances, validate_refs
 
 # %% auto #0
-__all__ = ['Refer', 'RefDataset', 'stats', 'show_ref', 'scene_masks', 'language_blind_references']
+__all__ = ['Refer', 'hash_ints', 'RefDataset', 'stats', 'show_ref', 'scene_masks', 'language_blind_references']
 
 # %% ../../nbs/03_refer.ipynb #c70570d0
 _HINTS = {"shaperefs": "create it with `ris_nb synth --out {root}/shaperefs` (or ris_nb.data.shaperefs_files.generate)"}
@@ -175,18 +176,17 @@ def ref_ids(self: Refer, split: str | None = None) -> list[int]:
 @patch
 def _split_hint(self: Refer, split: str) -> str:
     "For ShapeRefs too small to hold `split`: how many images it needs."
-    from ris_nb.data.shaperefs import SPLIT_FRACTIONS, _split_of
 
     if self.dataset != "shaperefs" or split not in SPLIT_FRACTIONS:
         return ""
-    need = next(n for n in range(1, 1000) if split in _split_of(n, 0))
+    need = next(n for n in range(1, 1000) if split in split_labels(n, 0))
     return (
         f"; the data folder {self.refs_file.parent} has no {split!r} split: it holds {len(self.imgs)} image(s), and "
         f"ShapeRefs writes a {split!r} split from {need} images on (regenerate it, e.g. `ris_nb synth --n-images 40`)"
     )
 
 # %% ../../nbs/03_refer.ipynb #efc675a5
-def _mix(*xs: int) -> int:
+def hash_ints(*xs: int) -> int:
     "Deterministic 64-bit integer hash of a few ints (splitmix64 steps)."
     h = 0x9E3779B97F4A7C15
     for x in xs:
@@ -340,7 +340,7 @@ def index(self: RefDataset, idx) -> tuple[dict, dict]:
         raise IndexError(f"index {i} out of range for {len(self)} items")
     if self.per_ref:
         r, sents = self.refs[i]
-        return r, sents[_mix(self.seed, epoch, i) % len(sents)]
+        return r, sents[hash_ints(self.seed, epoch, i) % len(sents)]
     ri, j = self.samples[i]
     return self.refs[ri][0], self.refs[ri][1][j]
 

@@ -18,7 +18,7 @@ import pycocotools.mask as mask_utils
 import shapely
 
 # the words of the rich and appearance languages: appendix 98
-from .words import _n_words, appearance_sentence, canonical_sentence, is_rare, rich_sentence
+from .words import word_count, appearance_sentence, canonical_sentence, is_rare, rich_sentence
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
@@ -26,7 +26,8 @@ __all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYP
            'RUNNING_TARGET', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask',
            'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences',
            'relational_landmarks', 'chain_meanings', 'appearance_meanings', 'appearance_picks', 'rich_candidates',
-           'ref_sentences', 'png_bytes', 'make_image', 'RunningScene', 'running_scene']
+           'ref_sentences', 'png_bytes', 'make_image', 'split_labels', 'check_generate_args', 'RunningScene',
+           'running_scene']
 
 # %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
@@ -537,7 +538,7 @@ _TYPE_WEIGHT = {"attribute": 0.5, "location": 1.0, "relation": 1.2, "ordinal": 1
 
 
 def pick_sentences(
-    cands: dict[str, list], rng: np.random.Generator, weights: dict[str, float] = _TYPE_WEIGHT, length=_n_words
+    cands: dict[str, list], rng: np.random.Generator, weights: dict[str, float] = _TYPE_WEIGHT, length=word_count
 ) -> list[tuple[str, Any]]:
     """2–3 (type, candidate) pairs of distinct types, or [] if fewer than two types are available;
     `length(candidate)` in words."""
@@ -569,7 +570,7 @@ def relational_landmarks(objs: list[Obj], size: int = 128) -> list[tuple[int, st
     gap, margin = 6 * s, REL_MARGIN * s
     cen, nps = [o.centroid() for o in objs], _nps(objs)
     unique = {}
-    for text, S in sorted(nps, key=lambda p: _n_words(p[0])):
+    for text, S in sorted(nps, key=lambda p: word_count(p[0])):
         if len(S) == 1:
             unique.setdefault(next(iter(S)), text)
     out = []
@@ -648,7 +649,7 @@ def rich_candidates(objs: list[Obj], target: int, landmarks: list[tuple], size: 
 
 
 def _canonical_length(m: tuple) -> int:
-    return _n_words(canonical_sentence(m))
+    return word_count(canonical_sentence(m))
 
 
 def ref_sentences(
@@ -738,7 +739,8 @@ def make_image(
     return png_bytes(img), anns, refs
 
 # %% ../../nbs/02_shaperefs.ipynb #cb8b3004
-def _split_of(n: int, seed: int) -> list[str]:
+def split_labels(n: int, seed: int) -> list[str]:
+    "Each of `n` scenes' split: `SPLIT_FRACTIONS` of them (each split one at least from n = 4 on), shuffled by `seed`."
     counts = {k: (max(1, round(f * n)) if n >= 4 else 0) for k, f in SPLIT_FRACTIONS.items() if k != "train"}
     counts["train"] = n - sum(counts.values())
     labels = [k for k in SPLIT_FRACTIONS for _ in range(counts[k])]
@@ -752,7 +754,7 @@ MAX_SIZE = 1024
 MAX_IMAGES = 1_000_000
 
 
-def _check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], language: str) -> None:
+def check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], language: str) -> None:
     "Raise `ValueError` naming the argument of `generate` that is out of range, and the range."
     if not 1 <= n_images <= MAX_IMAGES:
         raise ValueError(
@@ -788,7 +790,7 @@ def running_scene(language: str = "plain", size: int = 64) -> RunningScene:
     """The course's running example, followed from data (02) to mask (17): val image 138 of seed 0 and its small orange
     circle, not the largest shape and named by no colour alone; its sentences in `language` are verified to fit it
     alone and are those a seed-0 folder of that language holds. Built in memory, no folder written."""
-    _check_generate_args(1, size, (2, 6), language)
+    check_generate_args(1, size, (2, 6), language)
     img, objs = make_scene(np.random.default_rng([0, RUNNING_INDEX]), size)  # what make_image draws first
     t, refs = RUNNING_TARGET, make_image(0, RUNNING_INDEX, "val", size, language=language)[2]
     sents = next((r["sentences"] for r in refs if r["ann"] == t), None)

@@ -20,7 +20,7 @@ import numpy as np
 from ..io import remove_stale_temps, safe_load_pickle, write_atomic
 
 # the scenes and their sentences: 02
-from .shaperefs import SHAPES, SPLIT_FRACTIONS, _check_generate_args, _split_of, make_image
+from .shaperefs import SHAPES, SPLIT_FRACTIONS, check_generate_args, split_labels, make_image
 
 # %% auto #0
 __all__ = ['recover_interrupted', 'shaperefs_settings', 'read_refs', 'generate', 'ensure_shaperefs', 'shaperefs_data']
@@ -180,7 +180,7 @@ def generate(
 ) -> dict:
     """Write `n_images` scenes of (min, max) `n_objects` shapes to `out_dir` (the dataset folder) in REFER format,
     sentences in `language`; returns counts and paths."""
-    _check_generate_args(n_images, size, n_objects, language)
+    check_generate_args(n_images, size, n_objects, language)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or not _is_shaperefs_dir(out_dir)):
         raise ValueError(
@@ -191,7 +191,7 @@ def generate(
 
     def write(tmp: Path):
         (tmp / "images").mkdir(parents=True)
-        splits = _split_of(n_images, seed)
+        splits = split_labels(n_images, seed)
         jobs = [(seed, i, splits[i], size, tuple(n_objects), language) for i in range(n_images)]
         images, anns, made["refs"], made["n_sent"] = _make_all(
             _make, jobs, workers, splits, size, tmp / "images", verbose

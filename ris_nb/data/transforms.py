@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..core import Config, WORD_SPECIALS, special_token_ids
 from ..io import write_atomic
-from .refer import RefDataset, _mix
+from .refer import RefDataset, Refer, hash_ints
 from ..io import load_image
 
 # %% auto #0
@@ -360,7 +360,6 @@ def make_datasets(
     carries `.collate` and `.tokenizer` (`None`: built from the train split's sentences)."""
     d = check_config_arg(cfg).data
     names = _splits(cfg, splits)
-    from ris_nb.data.refer import Refer
 
     refer = Refer(d.root, d.dataset, d.split_by, d.image_root or None)
     cache = (d.dataset == "shaperefs") if cache is None else cache

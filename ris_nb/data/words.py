@@ -12,8 +12,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['ZIPF_S', 'MAX_WORDS', 'LEXICON', 'REL_PHRASES', 'RICH_TEMPLATES', 'CONNECTORS', 'RARE_SHARE', 'RARE_WORDS',
-           'APPEARANCE_TEMPLATES', 'zipf_weights', 'canonical_sentence', 'rich_sentence', 'word_shares', 'is_rare',
-           'appearance_sentence']
+           'APPEARANCE_TEMPLATES', 'word_count', 'zipf_weights', 'canonical_sentence', 'rich_sentence', 'word_shares',
+           'is_rare', 'appearance_sentence']
 
 # %% ../../nbs/98_shaperefs_words.ipynb #d1a0c002b
 ZIPF_S = 1.5  # ours: the k-th option of a list is drawn with probability ∝ k^-ZIPF_S
@@ -93,7 +93,8 @@ RICH_TEMPLATES = {  # kind of meaning -> its templates, most frequent first
 CONNECTORS = ["that is", "which is", "sitting"]
 
 # %% ../../nbs/98_shaperefs_words.ipynb #d1a0c003
-def _n_words(text: str) -> int:
+def word_count(text: str) -> int:
+    "Words in `text` (split on whitespace)."
     return len(text.split())
 
 
@@ -119,7 +120,7 @@ def _first(options: list[str], rng=None) -> str:
 
 
 def _shortest(options: list[str], rng=None) -> str:
-    return min(options, key=_n_words)
+    return min(options, key=word_count)
 
 
 def _words(text: str, draw, rng) -> str:
@@ -174,7 +175,7 @@ def rich_sentence(m: tuple, rng: np.random.Generator, tries: int = 8) -> str:
     after `tries` longer draws)."""
     for _ in range(tries):
         text = _render(m, _zipf_draw, rng)
-        if _n_words(text) <= MAX_WORDS:
+        if word_count(text) <= MAX_WORDS:
             return text
     return _render(m, _shortest)
 

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models.swin_transformer import WindowAttention
+from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
 
 from ris_nb.core import (
     Config,
@@ -32,11 +32,12 @@ from ris_nb.core import (
 from .alignment import CAM, MagNetPWAM, cal_loss
 from .encoders import build_backbone, build_text_encoder, extended_mask, sine_pos_2d
 from .lavt import RefineHead, dice_loss
+from .mask_grounding import MaskGrounding, mg_visual_index
 
 # %% auto #0
 __all__ = ['NO_DECAY', 'TanhGate', 'WordPWAM', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder',
            'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs', 'MagNet',
-           'build_magnet']
+           'build_magnet', 'compile_regions']
 
 # %% ../../nbs/09_magnet.ipynb #200176b8
 class TanhGate(nn.Module):
@@ -516,8 +517,6 @@ def _build_heads(self: MagNet, cfg: Config, dims: list[int], t: int) -> None:
         )
     self.mg = None
     if m.mg.enabled:  # Mask Grounding (07): masked sentence (text-only path) + a pixel-decoder map + GT mask
-        from ris_nb.models.mask_grounding import MaskGrounding, mg_visual_index
-
         # the decoder's 3 maps, coarse → fine
         self.mg_level = mg_visual_index(self.backbone.strides[::-1][:3], m.mg)
         self.mg = MaskGrounding(
@@ -764,3 +763,15 @@ def sentence_embedding(self: MagNet, outputs: MagNetOutputs, batch) -> torch.Ten
     "lang_proj of the masked mean of the final word states: (B,C) (CAL's text side, ours)."
     m = batch.attention_mask.to(outputs.words.dtype)[..., None]
     return self.lang_proj((outputs.words * m).sum(1) / m.sum(1).clamp(min=1))
+
+# %% ../../nbs/09_magnet.ipynb #c0a1e7f3
+def compile_regions(model: MagNet) -> MagNet:
+    """Compile, in place, the blocks a training step repeats: Swin blocks, BERT layers, each stage's fusion, the
+    deformable encoder layers and the mask decoder, each for fixed shapes; the losses, MG's masking and the optimizer
+    stay eager. Fewer, fused kernels per step; every new shape compiles once (minutes on a CPU)."""
+    torch._dynamo.config.recompile_limit = 64  # a graph per block kind and shape: stages, shifted windows, drop path
+    blocks = [m for m in model.backbone.modules() if isinstance(m, SwinTransformerBlock)]
+    for mod in blocks + list(model.text.bert.encoder.layer) + list(model.pixel_decoder.layers) + [model.decoder]:
+        mod.forward = torch.compile(mod.forward, dynamic=False)
+    model._fuse = torch.compile(model._fuse, dynamic=False)
+    return model

@@ -42,7 +42,7 @@ from ris_nb.models.slots import (
     BroadcastDecoder,
     EntityDiscovery,
     PreNormFFN,
-    _heads,
+    split_heads,
     recon_loss,
     SlotOutput,
     AffineDecoder,
@@ -166,7 +166,7 @@ class Fusion(nn.Module):
 def _qkv(self: Fusion, text: torch.Tensor, entities: torch.Tensor):
     "Queries (J,h,d) of the texts, keys and values (I,h,K,d) of the entities."
     q = self.to_q(self.norm(text)).unflatten(-1, (self.heads, -1))
-    k, v = (_heads(x, self.heads) for x in self.to_kv(self.norm_context(entities)).chunk(2, dim=-1))
+    k, v = (split_heads(x, self.heads) for x in self.to_kv(self.norm_context(entities)).chunk(2, dim=-1))
     return q * self.scale, k, v
 
 

@@ -19,16 +19,18 @@ from scipy import ndimage
 from torch import nn
 
 from ..core import eval_mode
-from ..io import load_state_checked, torch_load_checked
+import ris_nb
+from ..io import load_image, load_state_checked, torch_load_checked
 from ..metrics import mask_iou
 from .encoders import sine_pos_2d
 
 # %% auto #0
-__all__ = ['SLOT_TYPES', 'ENTITY_KEYS', 'SlotInit', 'PreNormFFN', 'SlotAttention', 'InteractionBlock', 'SlotOutput',
-           'EntityDiscovery', 'BroadcastDecoder', 'recon_loss', 'PatchEntities', 'grid_coords', 'PixelEncoder',
-           'AffineDecoder', 'affine_target', 'affine_loss', 'entity_config_problems', 'EntityPretrainConfig',
-           'EntityModel', 'pos_weight_at', 'split_images', 'scene_object_masks', 'slot_regions', 'object_discovery',
-           'load_entity_model', 'packaged_entity_weights', 'entity_weights_name', 'connected_pieces', 'entity_pieces']
+__all__ = ['SLOT_TYPES', 'ENTITY_KEYS', 'SlotInit', 'PreNormFFN', 'split_heads', 'SlotAttention', 'InteractionBlock',
+           'SlotOutput', 'EntityDiscovery', 'BroadcastDecoder', 'recon_loss', 'PatchEntities', 'grid_coords',
+           'PixelEncoder', 'AffineDecoder', 'affine_target', 'affine_loss', 'entity_config_problems',
+           'EntityPretrainConfig', 'EntityModel', 'pos_weight_at', 'split_images', 'scene_object_masks', 'slot_regions',
+           'object_discovery', 'load_entity_model', 'packaged_entity_weights', 'entity_weights_name',
+           'connected_pieces', 'entity_pieces']
 
 # %% ../../nbs/10_entity_slots.ipynb #108bd852
 SLOT_TYPES = ("entity", "random", "query")
@@ -102,7 +104,7 @@ class PreNormFFN(nn.Module):
         return x + self.fc2(self.drop(F.gelu(self.fc1(self.norm(x)))))
 
 
-def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
+def split_heads(x: torch.Tensor, h: int) -> torch.Tensor:
     "(B,L,h·d) → (B,h,L,d)."
     return x.unflatten(-1, (h, -1)).transpose(1, 2)
 
@@ -134,10 +136,10 @@ class SlotAttention(nn.Module):
     def project_context(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "Keys and values (B,h,N,d) of `feats` (B,N,D); computed once and reused by every tied iteration."
         c = self.norm_context(feats)
-        return _heads(self.to_k(c), self.heads), _heads(self.to_v(c), self.heads)
+        return split_heads(self.to_k(c), self.heads), split_heads(self.to_v(c), self.heads)
 
     def forward(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q = _heads(self.to_q(self.norm(slots)), self.heads)
+        q = split_heads(self.to_q(self.norm(slots)), self.heads)
         logits = (q * self.scale) @ k.transpose(-1, -2)  # (B,h,K,N)
         if self.softmax == "slots":
             attn = logits.softmax(dim=-2)  # slots compete for each pixel
@@ -163,7 +165,7 @@ class InteractionBlock(nn.Module):
     def forward(self, slots: torch.Tensor) -> torch.Tensor:
         B, K, D = slots.shape
         s = slots.reshape(B * K // self.n_samples, self.n_samples, D)  # groups of one Gaussian's draws
-        q, k, v = (_heads(t, self.heads) for t in self.to_qkv(self.norm(s)).chunk(3, dim=-1))
+        q, k, v = (split_heads(t, self.heads) for t in self.to_qkv(self.norm(s)).chunk(3, dim=-1))
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
         s = s + self.drop(self.to_out(out))
         return self.ffn(s).reshape(B, K, D)
@@ -507,7 +509,6 @@ def pos_weight_at(cfg: EntityPretrainConfig, step: int) -> float:
 # %% ../../nbs/10_entity_slots.ipynb #pe000009
 def split_images(refer, split: str, size: int) -> tuple[torch.Tensor, list[int]]:
     "Every image of `split` of a `Refer` index, squashed to size² and scaled to [-1, 1]: (N,3,S,S), and their ids."
-    from ris_nb.io import load_image
 
     ids = sorted({r["image_id"] for r in refer.refs.values() if r["split"] == split})
     if not ids:
@@ -587,7 +588,6 @@ def load_entity_model(path: str | Path) -> EntityModel:
 def packaged_entity_weights() -> Path:
     """The entity weights shipped inside the package (pretrained on ShapeRefs 64 px, seed 0, train split; see this
     notebook)."""
-    import ris_nb
 
     return Path(ris_nb.__file__).resolve().parent / "assets" / "entities_shaperefs64.pt"
 
