@@ -28,7 +28,7 @@ from .metrics import RISMetrics, check_protocol, intersection_union, iou_from, r
 # %% auto #0
 __all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown',
            'write_report', 'plot_best_worst', 'sentence_sensitivity', 'shatter_gather', 'grounding_figures',
-           'grounding_line', 'evaluate_run']
+           'grounding_line', 'score_splits', 'evaluate_run']
 
 # %% ../nbs/13_evaluation.ipynb #7c44d9ce
 def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -498,6 +498,21 @@ def grounding_line(model: nn.Module, loader, device: torch.device | str | None =
         f"{g['cross_referent_iou_gt']:.2f}), {g['right_shape']:.1f} % of masks land on the referred shape"
     )
 
+# %% ../nbs/13_evaluation.ipynb #569843b3
+def score_splits(
+    model: nn.Module,
+    cfg: Config,
+    loaders: dict[str, DataLoader],
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    keep_samples: bool = True,
+) -> dict[str, dict]:
+    "`evaluate` of each split in `loaders` under `cfg.eval.protocol`: how a run, `ris_nb eval` and a study score."
+    return {
+        s: evaluate(model, dl, cfg.eval.protocol, device=device, progress=progress, keep_samples=keep_samples)
+        for s, dl in loaders.items()
+    }
+
 # %% ../nbs/13_evaluation.ipynb #13evrun1
 from .core import precision_line
 
@@ -509,10 +524,7 @@ def evaluate_run(run: Any) -> Path | None:
     ck = run.load_best()
     model.to(info.device)
     splits = [s for s in [cfg.data.val_split, *cfg.data.test_splits] if s in run.data]
-    results = {
-        s: evaluate(model, run.eval_loader(s), protocol=cfg.eval.protocol, device=info.device, progress=info.is_main)
-        for s in splits
-    }
+    results = score_splits(model, cfg, {s: run.eval_loader(s) for s in splits}, info.device, progress=info.is_main)
     if not info.is_main:
         return None
     best, s0 = run.run_dir / "best.pt", splits[0]

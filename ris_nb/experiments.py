@@ -501,11 +501,9 @@ def study_entities(rows: Sequence[Row], budget: Budget, out: str | Path, progres
 def _scores(model, loaders, cfg, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
     """Metrics of each split (the first one also per expression type), plus the grounding figures of the method when
     asked."""
-    from ris_nb.evaluate import evaluate, grounding_figures
+    from ris_nb.evaluate import grounding_figures, score_splits  # evaluate imports the models: only when scoring
 
-    per = {
-        s: evaluate(model, loaders[s], protocol=cfg.eval.protocol, progress=False, keep_samples=False) for s in splits
-    }
+    per = score_splits(model, cfg, {s: loaders[s] for s in splits}, keep_samples=False)  # the run's own scorer
     first = per[splits[0]]
     g = {}
     if grounding:

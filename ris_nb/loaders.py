@@ -16,8 +16,8 @@ from .distributed import DistInfo, PairedSampler, ResumableSampler, ShardSampler
 
 # %% auto #0
 __all__ = ['REFER_TRAIN_SIZES', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps',
-           'resolve_epochs', 'check_loaders', 'loader_key', 'make_train_loader', 'make_eval_loader', 'make_run_loaders',
-           'prepare_data', 'seeded_model']
+           'resolve_epochs', 'check_loaders', 'loader_key', 'loader_settings', 'make_train_loader', 'make_eval_loader',
+           'make_run_loaders', 'prepare_data', 'seeded_model']
 
 # %% ../nbs/93b_loaders.ipynb #0ae1680b
 import ris_nb.models  # registers every model: `model_spec` answers for each name
@@ -108,19 +108,18 @@ def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[
             )
 
 # %% ../nbs/93b_loaders.ipynb #d5db9c70
-def loader_key(cfg: Config, info: DistInfo, train: bool) -> tuple:
-    "What a run's loader depends on: a loader made for the same key is the loader the run would make."
-    bs = cfg.train.batch_size if train else cfg.eval.batch_size
-    return (
-        train,
-        bs,
-        cfg.seed,
-        cfg.data.num_workers,
-        info.rank,
-        info.world,
-        str(info.device),
-        train and pairs_sentences(cfg),
-    )
+def loader_key(cfg: Config, info: DistInfo) -> tuple:
+    "The settings of the training loader a run makes on this rank: a loader whose `loader_settings` equal them is kept."
+    bs, cuda = cfg.train.batch_size // info.world, info.device.type == "cuda"
+    return (bs, cfg.seed, info.rank, info.world, cfg.data.num_workers, cuda, pairs_sentences(cfg))
+
+
+def loader_settings(dl: DataLoader) -> tuple | None:
+    "A training loader's settings read from itself, in `loader_key`'s order; None when its sampler is not a run's."
+    s = dl.sampler
+    if not isinstance(s, ResumableSampler):
+        return None
+    return (dl.batch_size, s.seed, s.rank, s.world, dl.num_workers, dl.pin_memory, isinstance(s, PairedSampler))
 
 
 def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataLoader:
@@ -132,7 +131,7 @@ def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataL
     bs = cfg.train.batch_size // info.world
     sampler = train_sampler(dataset, cfg, info, bs)
     # its own generator: creating a loader iterator must not draw from the global RNG (exact resume)
-    dl = DataLoader(
+    return DataLoader(
         dataset,
         batch_size=bs,
         sampler=sampler,
@@ -141,22 +140,18 @@ def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataL
         pin_memory=info.device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-    dl.made_for = loader_key(cfg, info, True)
-    return dl
 
 
 def make_eval_loader(loader: DataLoader, cfg: Config, info: DistInfo, collate_fn: Any = None) -> DataLoader:
     "Evaluation loader sharded over ranks without padding, over `loader`'s dataset (or a dataset and its `collate_fn`)."
     ds, collate_fn = _dataset(loader), collate_fn or loader.collate_fn
-    dl = DataLoader(
+    return DataLoader(
         ds,
         batch_size=cfg.eval.batch_size,
         sampler=eval_sampler(len(ds), info),
         collate_fn=collate_fn,
         num_workers=cfg.data.num_workers,
     )
-    dl.made_for = loader_key(cfg, info, False)
-    return dl
 
 
 def make_run_loaders(data: dict, cfg: Config, info: DistInfo) -> dict[str, DataLoader]:

@@ -10,13 +10,12 @@ import math
 import os
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from fastcore.basics import patch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -25,7 +24,10 @@ from .core import Config, amp_dtype, get_device, precision_line, seed_everything
 from .io import load_state_checked, write_atomic, write_error
 
 # %% auto #0
-__all__ = ['FUSED_ADAMW_DEVICES', 'EVALUATORS', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'LossWrapper', 'unwrap_wrapper', 'unwrap', 'provided', 'adamw_kernel', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB', 'ProgressCB', 'LogCB', 'model_state', 'EvalCB', 'CheckpointCB', 'DataGuardCB', 'resume', 'SamplerCB', 'default_callbacks', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'library_evaluate']
+__all__ = ['FUSED_ADAMW_DEVICES', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'LossWrapper',
+           'unwrap_wrapper', 'unwrap', 'provided', 'adamw_kernel', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB',
+           'ProgressCB', 'LogCB', 'model_state', 'EvalCB', 'CheckpointCB', 'DataGuardCB', 'resume', 'SamplerCB',
+           'default_callbacks', 'TrainingRun', 'fit', 'Prepared', 'prepare']
 
 # %% ../nbs/12_training.ipynb #44c51150
 class CancelFitException(Exception):
@@ -99,6 +101,7 @@ from ris_nb.loaders import (  # built in 93b_loaders (appendix)
     check_loaders,
     epoch_items,
     loader_key,
+    loader_settings,
     make_eval_loader,
     make_run_loaders,
     make_train_loader,
@@ -171,78 +174,28 @@ def _optimizer_and_schedule(core: nn.Module, cfg: Config, cbs: Iterable[Callback
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 # %% ../nbs/12_training.ipynb #8bdf1bac
-class Learner:
-    "Trains `model` (the model protocol) on `train_loader`; callbacks add everything else."
-
-    def __init__(
-        self,
-        model: nn.Module,
-        train_loader: DataLoader,
-        cfg: Config,
-        cbs: Sequence[Callback] = (),
-        dist_info: DistInfo | None = None,
-    ):
-        self.model, self.train_loader, self.cfg = model, train_loader, cfg
-        self.dist = dist_info or DistInfo(device=next(model.parameters()).device)
-        self.cbs = list(cbs)
-        for cb in self.cbs:
-            cb.learn = self
-        self.core = unwrap(model)
-        self.trainer = model if isinstance(unwrap_wrapper(model), LossWrapper) else LossWrapper(model)
-        self.opt, self.sched = _optimizer_and_schedule(self.core, cfg, self.cbs)
-        unwrap_wrapper(self.trainer).loss_func = provided(self.cbs, "losses", None)
-        self.amp_dtype = amp_dtype(self.dist.device, cfg.train.amp)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.step, self.epoch, self.batches_done, self.micro = 0, 0, 0, 0
-        self.best: float | None = None
-        self.fingerprints: dict = {}  # tokenizer_fingerprint / data_fingerprint, stored in every checkpoint
-
-    def fit(self) -> None:
-        "Train until `cfg.train.max_steps` optimizer steps; a callback may end it early (`CancelFitException`)."
-        self.trainer.train()
-        self("before_fit")
-        try:
-            while self.step < self.cfg.train.max_steps:
-                self.one_epoch()
-        except CancelFitException:
-            pass
-        finally:
-            self("after_fit")
-
-# %% ../nbs/12_training.ipynb #8bdf1bacb
-@patch
-def __call__(self: Learner, hook: str) -> None:
-    "Run callback hook `hook` (`run_callbacks`)."
-    run_callbacks(self.cbs, hook)
+def _set_up(learn: Learner, cbs: Sequence[Callback], dist: DistInfo | None) -> None:
+    """The learner's device, callbacks (each given `learn`), loss wrapper, optimizer, schedule and precision; its
+    counters at 0."""
+    model, cfg = learn.model, learn.cfg
+    learn.dist = dist or DistInfo(device=next(model.parameters()).device)
+    learn.cbs = list(cbs)
+    for cb in learn.cbs:
+        cb.learn = learn
+    learn.core = unwrap(model)
+    learn.trainer = model if isinstance(unwrap_wrapper(model), LossWrapper) else LossWrapper(model)
+    learn.opt, learn.sched = _optimizer_and_schedule(learn.core, cfg, learn.cbs)
+    unwrap_wrapper(learn.trainer).loss_func = provided(learn.cbs, "losses", None)
+    learn.amp_dtype = amp_dtype(learn.dist.device, cfg.train.amp)
+    learn.scaler = torch.amp.GradScaler("cuda", enabled=learn.amp_dtype == torch.float16)
+    learn.step, learn.epoch, learn.batches_done, learn.micro = 0, 0, 0, 0
+    learn.best = None  # the best validation score so far (`EvalCB`)
+    learn.fingerprints = {}  # tokenizer_fingerprint / data_fingerprint, stored in every checkpoint
 
 
-@patch
-def autocast(self: Learner):
+def _autocast(learn: Learner):
     "`torch.autocast` at the run's precision, or nothing in float32."
-    return nullcontext() if self.amp_dtype is None else torch.autocast(self.dist.device.type, dtype=self.amp_dtype)
-
-
-@patch
-def one_epoch(self: Learner) -> None:
-    "One pass over the training loader, cut short at `max_steps`."
-    self("before_epoch")
-    for self.batch in self.train_loader:
-        self.one_batch()
-        if self.step >= self.cfg.train.max_steps:
-            break
-    else:
-        self.epoch, self.batches_done = self.epoch + 1, 0  # the epoch ran to its end
-    self("after_epoch")
-
-
-@patch
-def one_batch(self: Learner) -> None:
-    "One micro-batch: forward and backward; the optimizer step after the last of `accum_steps`."
-    self("before_batch")
-    last_micro = (self.micro + 1) % self.cfg.train.accum_steps == 0
-    _forward_backward(self, last_micro)
-    if last_micro:
-        _optimizer_step(self)
+    return nullcontext() if learn.amp_dtype is None else torch.autocast(learn.dist.device.type, dtype=learn.amp_dtype)
 
 # %% ../nbs/12_training.ipynb #c9d5e501
 def _forward_backward(learn: Learner, last_micro: bool) -> None:
@@ -251,7 +204,7 @@ def _forward_backward(learn: Learner, last_micro: bool) -> None:
     # a wrapper over ranks (93_distributed) offers `no_sync`: gradients are averaged once, at the last micro-batch
     sync = learn.trainer.no_sync() if hasattr(learn.trainer, "no_sync") and not last_micro else nullcontext()
     with sync:
-        with learn.autocast():
+        with _autocast(learn):
             learn.losses = learn.trainer(learn.batch)
         learn.outputs = unwrap_wrapper(learn.trainer).outputs
         learn.loss = learn.losses["loss"]
@@ -276,6 +229,55 @@ def _optimizer_step(learn: Learner) -> None:
     learn.sched.step()
     learn.step += 1
     learn("after_step")
+
+
+def _micro_batch(learn: Learner) -> None:
+    "Forward and backward of `learn.batch`; the optimizer step after the last of `accum_steps` micro-batches."
+    last_micro = (learn.micro + 1) % learn.cfg.train.accum_steps == 0
+    _forward_backward(learn, last_micro)
+    if last_micro:
+        _optimizer_step(learn)
+
+# %% ../nbs/12_training.ipynb #8bdf1bacb
+class Learner:
+    "Trains `model` (the model protocol) on `train_loader`; callbacks add everything else."
+
+    def __init__(
+        self, model: nn.Module, train_loader: DataLoader, cfg: Config, cbs: Sequence = (), dist: DistInfo | None = None
+    ):
+        self.model, self.train_loader, self.cfg = model, train_loader, cfg
+        _set_up(self, cbs, dist)  # device, callbacks, loss wrapper, optimizer, schedule, precision; step 0
+
+    def __call__(self, hook: str) -> None:
+        "Run callback hook `hook` (`run_callbacks`)."
+        run_callbacks(self.cbs, hook)
+
+    def fit(self) -> None:
+        "Train until `cfg.train.max_steps` optimizer steps; a callback may end it early (`CancelFitException`)."
+        self.trainer.train()
+        self("before_fit")
+        try:
+            with suppress(CancelFitException):
+                while self.step < self.cfg.train.max_steps:
+                    self.one_epoch()
+        finally:
+            self("after_fit")
+
+    def one_epoch(self) -> None:
+        "One pass over the training loader, cut short at `max_steps`."
+        self("before_epoch")
+        for self.batch in self.train_loader:
+            self.one_batch()
+            if self.step >= self.cfg.train.max_steps:
+                break
+        else:
+            self.epoch, self.batches_done = self.epoch + 1, 0  # the epoch ran to its end
+        self("after_epoch")
+
+    def one_batch(self) -> None:
+        "One micro-batch: the `before_batch` hook, forward and backward, and the optimizer step when it is due."
+        self("before_batch")
+        _micro_batch(self)
 
 # %% ../nbs/12_training.ipynb #67805e87
 class DeviceCB(Callback):
@@ -344,6 +346,14 @@ class ProgressCB(Callback):
     def after_fit(self):
         self.bar.close()
 
+# %% ../nbs/12_training.ipynb #476ee43e
+def _drop_log_after(path: Path, step: int) -> None:
+    "Keep the lines of the log at `path` up to `step` (a resumed run's checkpoint); drop those written after it."
+    keep = [
+        ln for ln in path.read_text().splitlines() if (r := log_record(ln)) is not None and r.get("step", 0) <= step
+    ]
+    write_atomic(path, lambda t: t.write_text("".join(k + "\n" for k in keep)))
+
 # %% ../nbs/12_training.ipynb #476ee43d
 class LogCB(Callback):
     "Append one JSON line per logged step to `log.jsonl` (main rank); draw `curves.png` at the end."
@@ -354,47 +364,30 @@ class LogCB(Callback):
         self.path = Path(run_dir) / "log.jsonl"
 
     def before_fit(self):
-        l = self.learn
-        if l.dist.is_main and self.path.exists():  # resumed: drop lines written after the checkpoint
-            keep = [
-                ln
-                for ln in self.path.read_text().splitlines()
-                if (r := log_record(ln)) is not None and r.get("step", 0) <= l.step
-            ]
-            write_atomic(self.path, lambda t: t.write_text("".join(k + "\n" for k in keep)))
+        if self.learn.dist.is_main and self.path.exists():  # resumed: drop lines written after the checkpoint
+            _drop_log_after(self.path, self.learn.step)
 
     def after_step(self):
         l = self.learn
         if l.step % l.cfg.train.log_every and l.step != l.cfg.train.max_steps:
             return
-        parts = mean_over_ranks(l.step_losses, l.dist)
+        parts, lr = mean_over_ranks(l.step_losses, l.dist), l.opt.param_groups[0]["lr"]
         if l.dist.is_main:
-            self.write(
-                {
-                    "step": l.step,
-                    "epoch": l.epoch,
-                    "lr": l.opt.param_groups[0]["lr"],
-                    **parts,
-                    "samples_per_s": round(getattr(l, "samples_per_s", 0.0), 2),
-                }
-            )
+            rate = round(getattr(l, "samples_per_s", 0.0), 2)
+            self.write({"step": l.step, "epoch": l.epoch, "lr": lr, **parts, "samples_per_s": rate})
 
-# %% ../nbs/12_training.ipynb #476ee43e
-@patch
-def write(self: LogCB, rec: dict):
-    "Append one record to `log.jsonl`; a full disk is named with the file."
-    try:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-    except OSError as e:
-        raise write_error(self.path, e) from None  # a full disk: say which file
+    def write(self, rec: dict):
+        "Append one record to `log.jsonl`; a full disk is named with the file."
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        except OSError as e:
+            raise write_error(self.path, e) from None  # a full disk: say which file
 
-
-@patch
-def after_fit(self: LogCB):
-    "Draw `curves.png` from the log (main rank)."
-    if self.learn.dist.is_main and self.path.exists():
-        plot_curves(self.path, self.path.with_name("curves.png"))
+    def after_fit(self):
+        "Draw `curves.png` from the log (main rank)."
+        if self.learn.dist.is_main and self.path.exists():
+            plot_curves(self.path, self.path.with_name("curves.png"))
 
 # %% ../nbs/12_training.ipynb #1725fa22
 def model_state(core: nn.Module) -> dict:
@@ -402,6 +395,21 @@ def model_state(core: nn.Module) -> dict:
     return {k.replace("_orig_mod.", ""): v for k, v in core.state_dict().items()}
 
 
+def _best_state(learn: Learner, res: dict) -> dict:
+    """What `best.pt` holds: the weights, config, step, selection metric and its value, the val results, the
+    fingerprints."""
+    metric = learn.cfg.eval.select_metric
+    return {
+        "model": model_state(learn.core),
+        "config": learn.cfg.to_json(),
+        "step": learn.step,
+        "best": res[metric],
+        "select_metric": metric,
+        "val": res,
+        **learn.fingerprints,
+    }
+
+# %% ../nbs/12_training.ipynb #1725fa23
 class EvalCB(Callback):
     "Validate every `eval_every` steps (and at the end); keep `best.pt` by `cfg.eval.select_metric` on val."
 
@@ -415,36 +423,22 @@ class EvalCB(Callback):
         if l.step % l.cfg.train.eval_every == 0 or l.step == l.cfg.train.max_steps:
             self.validate()
 
-# %% ../nbs/12_training.ipynb #1725fa23
-@patch
-def validate(self: EvalCB):
-    "Score val with `evaluate`, log it, and write `best.pt` when `cfg.eval.select_metric` improves."
-    l = self.learn
-    res = self.evaluate(
-        l.core, self.loader, protocol=l.cfg.eval.protocol, device=l.dist.device, progress=False, keep_samples=False
-    )["overall"]
-    l.trainer.train()
-    metric = res[l.cfg.eval.select_metric]
-    l.last_val = res
-    if l.dist.is_main:
-        for cb in l.cbs:
-            if isinstance(cb, LogCB):
-                cb.write({"step": l.step, "split": "val", **res})
-    if l.best is None or metric > l.best:
-        l.best = metric
+    def validate(self):
+        "Score val with `evaluate`, log it, and write `best.pt` when `cfg.eval.select_metric` improves."
+        l = self.learn
+        res = self.evaluate(
+            l.core, self.loader, protocol=l.cfg.eval.protocol, device=l.dist.device, progress=False, keep_samples=False
+        )["overall"]
+        l.trainer.train()
+        metric, l.last_val = res[l.cfg.eval.select_metric], res
         if l.dist.is_main:
-            save_checkpoint(
-                {
-                    "model": model_state(l.core),
-                    "config": l.cfg.to_json(),
-                    "step": l.step,
-                    "best": metric,
-                    "select_metric": l.cfg.eval.select_metric,
-                    "val": res,
-                    **l.fingerprints,
-                },
-                self.run_dir / "best.pt",
-            )
+            for cb in l.cbs:
+                if isinstance(cb, LogCB):
+                    cb.write({"step": l.step, "split": "val", **res})
+        if l.best is None or metric > l.best:
+            l.best = metric
+            if l.dist.is_main:
+                save_checkpoint(_best_state(l, res), self.run_dir / "best.pt")
 
 # %% ../nbs/12_training.ipynb #99135495
 class CheckpointCB(Callback):
@@ -561,20 +555,159 @@ from .io import check_apart, check_out_dir
 from .data.transforms import save_tokenizer  # built in 04_transforms: the run folder holds the tokenizer
 
 
-EVALUATORS: list[Callable] = []  # the validation `fit` uses when given none: 13_evaluation's `evaluate`, added there
+@contextmanager
+def _locked(run: TrainingRun):
+    "Hold the run folder for the block (`run_lock`, main rank): one training per run directory."
+    with run_lock(run.run_dir) if run.info.is_main else nullcontext():
+        run._held = True
+        try:
+            yield run
+        finally:
+            run._held = False
 
 
+def _keep_data(run: TrainingRun, data: dict, collate: dict, splits: Sequence[str]) -> None:
+    """Refuse missing or empty `splits`, keep the datasets, and turn `train.epochs` into optimizer steps for this
+    many ranks."""
+    check_loaders(data, run.cfg, splits)
+    run.data, run.collate = data, collate
+    run.cfg = resolve_epochs(run.cfg, epoch_items(run.cfg, data["train"]), run.info.world, verbose=run.info.is_main)
+
+
+def _prepare_run(run: TrainingRun, splits: Sequence[str] | None = None) -> None:
+    """Tokenizer, datasets of `splits` (default: all; one REFER index) and the model seeded with `cfg.seed`, as
+    `prepare` makes them."""
+    run.tokenizer, data, run.cfg = prepare_data(run.cfg, splits)
+    _keep_data(run, data, {k: ds.collate for k, ds in data.items()}, ["train", *data])
+    run.model = seeded_model(run.cfg)
+
+# %% ../nbs/12_training.ipynb #trun0011
+def _check_run(run: TrainingRun) -> None:
+    """Before anything is written: the training data's fingerprints, then the run folder (`read_run_dir`): the
+    checkpoint to resume, or a refusal."""
+    run.fingerprints = run_fingerprints(run.data)
+    if run.resume:
+        run.found, best = read_run_dir(run.run_dir, run.cfg, run.fingerprints)
+        # not its weights: read at the end
+        run.best_info = None if best is None else {k: v for k, v in best.items() if k != "model"}
+    run._checked = True
+
+
+def _eval_loader(run: TrainingRun, split: str, whole: bool = False) -> DataLoader:
+    """The evaluation loader of `split`, sharded over ranks (`whole`: every item, for rank 0 alone), built once for
+    validation and the final evaluation."""
+    key = (split, whole and run.info.distributed)
+    if key not in run._eval:
+        info = DistInfo(device=run.info.device) if key[1] else run.info
+        run._eval[key] = make_eval_loader(run.data[split], run.cfg, info, run.collate[split])
+    return run._eval[key]
+
+
+def _use_parts(run: TrainingRun, model: nn.Module, loaders: dict[str, DataLoader], cbs: Sequence[Callback]) -> None:
+    """`fit`'s model and loaders, checked before any work; a training loader with the settings this run would choose
+    (`prepare`'s) is kept."""
+    _check_parts(model, loaders, cbs)
+    run.model = model
+    collate = {k: dl.collate_fn for k, dl in loaders.items()}
+    _keep_data(run, {k: dl.dataset for k, dl in loaders.items()}, collate, ("train", "val"))
+    if loader_settings(loaders["train"]) == loader_key(run.cfg, run.info):
+        run._train_dl = loaders["train"]
+
+# %% ../nbs/12_training.ipynb #trun0011b
+def _train_run(run: TrainingRun, cbs: Sequence[Callback] = (), validate: bool = True) -> Path:
+    """Write the tokenizer and `config.json`, train from the checkpoint `_check` found (or step 0), validating on val
+    if `validate`; the run folder."""
+    if not (run._checked and run._held):
+        raise RuntimeError("TrainingRun: training begins in start(), which checks and locks the run folder first")
+    info, cfg, run_dir, t0 = run.info, run.cfg, run.run_dir, time.perf_counter()
+    # not a repeat of prepare's seed (the initial weights, the same on every rank): the stream this rank trains with
+    seed_everything(cfg.seed + info.rank)
+    info.barrier()  # every rank has read config.json before rank 0 rewrites it (a busy rank 1 read it half-written)
+    if info.is_main:
+        if run.tokenizer is not None:
+            save_tokenizer(run.tokenizer, run_dir / "tokenizer")  # `load_run` reads it beside the checkpoint
+        for p in stale_temp_files(run_dir):
+            p.unlink(missing_ok=True)
+            warnings.warn(f"removed {p}, left by a killed run")
+        write_atomic(run_dir / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
+    learn = _run_learner(run, cbs, validate)
+    _restore_run(run, learn)
+    learn.fit()
+    check_data_unchanged(learn, "at the end of training")  # the run's final evaluation reads the same files
+    run.train_seconds = time.perf_counter() - t0
+    return run_dir
+
+# %% ../nbs/12_training.ipynb #trun0012
+def _run_learner(run: TrainingRun, cbs: Sequence[Callback], validate: bool) -> Learner:
+    "The model on this rank's device (`info.wrap`ped), the training loader and the callbacks."
+    info, cfg = run.info, run.cfg
+    model = run.model = run.model.to(info.device)
+    model = info.wrap(LossWrapper(model))  # several ranks: DDP around the loss
+    if run._train_dl is None:
+        run._train_dl = make_train_loader(run.data["train"], cfg, info, run.collate["train"])
+    val_dl = _eval_loader(run, "val") if validate and "val" in run.data else None
+    if val_dl is not None and run.evaluate is None:
+        warnings.warn("no evaluate function: training without validation (pass evaluate=, e.g. 13_evaluation's)")
+    own_bar = any(isinstance(c, ProgressCB) for c in cbs)  # a caller's ProgressCB replaces the default one
+    defaults = [
+        c for c in default_callbacks(run.run_dir, val_dl, run.evaluate) if not (own_bar and isinstance(c, ProgressCB))
+    ]
+    learn = Learner(model, run._train_dl, cfg, defaults + list(cbs), info)
+    learn.fingerprints = run.fingerprints
+    if info.is_main:
+        print(precision_line(info.device, cfg.train.amp))
+    return learn
+
+# %% ../nbs/12_training.ipynb #trun0013
+def _restore_run(run: TrainingRun, learn: Learner) -> None:
+    "Resume the checkpoint `_check` found; without one, keep the run's best.pt until a validation beats it."
+    info, best = run.info, run.run_dir / "best.pt"
+    if run.found:
+        resume(learn, run.found[1], run.found[0])
+        if info.is_main:
+            print(f"resumed from {os.path.relpath(run.found[0], run.run_dir)} in the run folder at step {learn.step}")
+        # best.pt was moved away: the next validation writes one
+        if learn.best is not None and not best.exists():
+            learn.best = None
+    # no step checkpoint yet: start again, keeping best.pt until a validation beats it
+    elif run.best_info is not None:
+        learn.best = run.best_info.get("best")
+        if info.is_main:
+            warnings.warn(
+                f"{run.run_dir} has no step checkpoint to resume: training starts at step 0; {best} "
+                f"({run.cfg.eval.select_metric} {learn.best}) is kept until a validation beats it"
+            )
+
+# %% ../nbs/12_training.ipynb #trun0013b
+def _load_best(run: TrainingRun) -> dict | None:
+    """best.pt's weights into the model (once, at the end); its other fields (`step`, `best`), or None if no
+    validation wrote it."""
+    best = run.run_dir / "best.pt"
+    if not best.exists():
+        return None
+    ck = load_checkpoint(best)
+    # not another preset's weights
+    load_state_checked(run.model, ck["model"], best, f"this run's {run.cfg.name} model")
+    return {k: v for k, v in ck.items() if k != "model"}
+
+
+def _count_validations(run: TrainingRun) -> int:
+    "How many validations the run's log holds."
+    return sum(r.get("split") == "val" for r in read_log(run.run_dir / "log.jsonl"))
+
+# %% ../nbs/12_training.ipynb #trun0021
 class TrainingRun:
     "One training run, started once by `start()`: `cfg` validated here; every other step is `start`'s, in its order."
 
-    def __init__(self, cfg: Config, resume: bool = True, evaluate: Callable | None = None):
-        self.cfg, self.resume = validate_config(cfg), resume  # before anything is read or written
-        self.evaluate = evaluate or (EVALUATORS[-1] if EVALUATORS else None)  # validation: `evaluate` or the library's
+    def __init__(
+        self, cfg: Config, resume: bool = True, evaluate: Callable | None = None, out_name: str = "train.out_dir"
+    ):
+        # `evaluate`: the validation (None: none); `out_name`: what the caller calls the run folder in its messages
+        self.cfg, self.resume, self.evaluate, self.out_name = validate_config(cfg), resume, evaluate, out_name
         self.run_dir = Path(self.cfg.train.out_dir)
-        self.tokenizer, self.model, self.data, self.collate = None, None, {}, {}
-        self.fingerprints, self.found, self.best_info, self.train_seconds = {}, None, None, None
-        self._info, self._eval, self._train_dl = None, {}, None
-        self._started = self._held = self._checked = False
+        self.tokenizer, self.model, self.data, self.collate, self.fingerprints = None, None, {}, {}, {}
+        self.found, self.best_info, self.train_seconds, self._info = None, None, None, None
+        self._eval, self._train_dl, self._started, self._held, self._checked = {}, None, False, False, False
 
     @property
     def info(self) -> DistInfo:
@@ -583,204 +716,27 @@ class TrainingRun:
             self._info = init_distributed(self.cfg.train.device)
         return self._info
 
-    @contextmanager
-    def _locked(self):
-        "Hold the run folder for the block (`run_lock`, main rank): one training per run directory."
-        with run_lock(self.run_dir) if self.info.is_main else nullcontext():
-            self._held = True
-            try:
-                yield self
-            finally:
-                self._held = False
+    def start(
+        self, splits: Sequence | None = None, cbs: Sequence = (), validate: bool = True, finish: Callable | None = None
+    ) -> Any:
+        """The run, once, in order: folder checked and locked, data and model prepared (unless `fit` gave them), the
+        folder checked against this run, trained, then `finish(run)` under the lock; its result, else the folder."""
+        if self._started:
+            raise RuntimeError(f"this TrainingRun ({self.run_dir}) has started already; make a new one")
+        self._started = True
+        check_out_dir(self.run_dir, self.out_name)
+        check_apart(self.run_dir, Path(self.cfg.data.root) / self.cfg.data.dataset, self.out_name)  # synth's folder
+        with _locked(self):  # one training per run directory
+            if self.model is None:
+                self._prepare(splits)
+            self._check()  # check first, write after: a refused run changes nothing
+            self._train(cbs, validate)
+            return finish(self) if finish is not None else self.run_dir
 
-# %% ../nbs/12_training.ipynb #trun0011
-@patch
-def _prepare(self: TrainingRun, splits: Sequence[str] | None = None) -> "TrainingRun":
-    """Tokenizer, datasets of `splits` (default: all; one REFER index) and the model seeded with `cfg.seed`, as
-    `prepare` makes them."""
-    self.tokenizer, data, self.cfg = prepare_data(self.cfg, splits)
-    self._set_data(data, {k: ds.collate for k, ds in data.items()}, ["train", *data])
-    self.model = seeded_model(self.cfg)
-    return self
-
-
-@patch
-def use(
-    self: TrainingRun, model: nn.Module, loaders: dict[str, DataLoader], cbs: Sequence[Callback] = ()
-) -> "TrainingRun":
-    """Train a model and loaders made elsewhere (`fit`'s arguments), checked before any work; loaders made for this
-    run are kept."""
-    _check_parts(model, loaders, cbs)
-    self.model = model
-    data, collate = {k: dl.dataset for k, dl in loaders.items()}, {k: dl.collate_fn for k, dl in loaders.items()}
-    self._set_data(data, collate, ("train", "val"))
-    for k, dl in loaders.items():  # `prepare`'s loaders (`make_run_loaders`) are the ones this run would build
-        if getattr(dl, "made_for", None) != loader_key(self.cfg, self.info, k == "train"):
-            continue
-        if k == "train":
-            self._train_dl = dl
-        else:
-            self._eval[(k, False)] = dl
-    return self
-
-# %% ../nbs/12_training.ipynb #trun0011b
-@patch
-def _set_data(self: TrainingRun, data: dict, collate: dict, splits: Sequence[str]) -> "TrainingRun":
-    """Refuse missing or empty `splits`, keep the datasets, and turn `train.epochs` into optimizer steps for this
-    many ranks."""
-    check_loaders(data, self.cfg, splits)
-    self.data, self.collate = data, collate
-    self.cfg = resolve_epochs(
-        self.cfg, epoch_items(self.cfg, data["train"]), self.info.world, verbose=self.info.is_main
-    )
-    return self
-
-
-@patch
-def _check(self: TrainingRun) -> "TrainingRun":
-    """Before anything is written: the training data's fingerprints, then the run folder (`check_run_dir`): the
-    checkpoint to resume, or a refusal."""
-    self.fingerprints = run_fingerprints(self.data)
-    if self.resume:
-        self.found, best = read_run_dir(self.run_dir, self.cfg, self.fingerprints)
-        # not its weights: read at the end
-        self.best_info = None if best is None else {k: v for k, v in best.items() if k != "model"}
-    self._checked = True
-    return self
-
-# %% ../nbs/12_training.ipynb #trun0012
-@patch
-def eval_loader(self: TrainingRun, split: str, whole: bool = False) -> DataLoader:
-    """The evaluation loader of `split`, sharded over ranks (`whole`: every item, for rank 0 alone), built once for
-    validation and the final evaluation."""
-    key = (split, whole and self.info.distributed)
-    if key not in self._eval:
-        info = DistInfo(device=self.info.device) if key[1] else self.info
-        self._eval[key] = make_eval_loader(self.data[split], self.cfg, info, self.collate[split])
-    return self._eval[key]
-
-
-@patch
-def _train(self: TrainingRun, cbs: Sequence[Callback] = (), validate: bool = True) -> Path:
-    """Write `config.json`, train from the checkpoint `_check` found (or step 0), validating on val if `validate`;
-    the run folder."""
-    if not (self._checked and self._held):
-        raise RuntimeError("TrainingRun: training begins in start(), which checks and locks the run folder first")
-    info, cfg, run_dir = self.info, self.cfg, self.run_dir
-    # not a repeat of prepare's seed (the initial weights, the same on every rank): the stream this rank trains with
-    seed_everything(cfg.seed + info.rank)
-    info.barrier()  # every rank has read config.json before rank 0 rewrites it (a busy rank 1 read it half-written)
-    if info.is_main:
-        for p in stale_temp_files(run_dir):
-            p.unlink(missing_ok=True)
-            warnings.warn(f"removed {p}, left by a killed run")
-        write_atomic(run_dir / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
-    learn = self._learner(cbs, validate)
-    self._restore(learn)
-    learn.fit()
-    check_data_unchanged(learn, "at the end of training")  # the run's final evaluation reads the same files
-    return run_dir
-
-# %% ../nbs/12_training.ipynb #trun0013
-@patch
-def _learner(self: TrainingRun, cbs: Sequence[Callback], validate: bool) -> Learner:
-    "The model on this rank's device (`info.wrap`ped), the training loader and the callbacks."
-    info, cfg = self.info, self.cfg
-    model = self.model = self.model.to(info.device)
-    model = info.wrap(LossWrapper(model))  # several ranks: DDP around the loss
-    if self._train_dl is None:
-        self._train_dl = make_train_loader(self.data["train"], cfg, info, self.collate["train"])
-    train_dl = self._train_dl
-    val_dl = self.eval_loader("val") if validate and "val" in self.data else None
-    if val_dl is not None and self.evaluate is None:
-        warnings.warn("no evaluate function: training without validation (pass evaluate=, e.g. 13_evaluation's)")
-    own_bar = any(isinstance(c, ProgressCB) for c in cbs)  # a caller's ProgressCB replaces the default one
-    defaults = [
-        c for c in default_callbacks(self.run_dir, val_dl, self.evaluate) if not (own_bar and isinstance(c, ProgressCB))
-    ]
-    learn = Learner(model, train_dl, cfg, defaults + list(cbs), info)
-    learn.fingerprints = self.fingerprints
-    if info.is_main:
-        print(precision_line(info.device, cfg.train.amp))
-    return learn
-
-# %% ../nbs/12_training.ipynb #trun0013b
-@patch
-def _restore(self: TrainingRun, learn: Learner) -> None:
-    "Resume the checkpoint `_check` found; without one, keep the run's best.pt until a validation beats it."
-    info, best = self.info, self.run_dir / "best.pt"
-    if self.found:
-        resume(learn, self.found[1], self.found[0])
-        if info.is_main:
-            print(f"resumed from {os.path.relpath(self.found[0], self.run_dir)} in the run folder at step {learn.step}")
-        # best.pt was moved away: the next validation writes one
-        if learn.best is not None and not best.exists():
-            learn.best = None
-    # no step checkpoint yet: start again, keeping best.pt until a validation beats it
-    elif self.best_info is not None:
-        learn.best = self.best_info.get("best")
-        if info.is_main:
-            warnings.warn(
-                f"{self.run_dir} has no step checkpoint to resume: training starts at step 0; {best} "
-                f"({self.cfg.eval.select_metric} {learn.best}) is kept until a validation beats it"
-            )
-
-# %% ../nbs/12_training.ipynb #trun0021
-@patch
-def start(
-    self: TrainingRun,
-    splits: Sequence[str] | None = None,
-    cbs: Sequence[Callback] = (),
-    validate: bool = True,
-    finish: Callable[[TrainingRun], Any] | None = None,
-    banner: str = "",
-    out_flag: str = "train.out_dir",
-) -> Any:
-    """The run, once, in order: folder checked and locked, data and model prepared (unless `use`d), the folder checked
-    against this run, tokenizer and config written, trained, then `finish(run)` under the lock; its result, else the
-    folder."""
-    if self._started:
-        raise RuntimeError(f"this TrainingRun ({self.run_dir}) has started already; make a new one")
-    self._started = True
-    check_out_dir(self.run_dir, out_flag)
-    check_apart(self.run_dir, Path(self.cfg.data.root) / self.cfg.data.dataset, out_flag)  # the folder synth replaces
-    with self._locked():  # one training per run directory
-        if self.model is None:
-            self._prepare(splits)
-        self._check()  # check first, write after: a refused run changes nothing
-        if self.info.is_main and self.tokenizer is not None:
-            save_tokenizer(self.tokenizer, self.run_dir / "tokenizer")  # `load_run` reads it beside the checkpoint
-            n = sum(p.numel() for p in self.model.parameters())
-            if banner:
-                print(
-                    f"{banner}: {self.cfg.name} ({n / 1e6:.2f} M parameters) on {self.cfg.data.dataset} → "
-                    f"{self.run_dir}"
-                )
-        t0 = time.perf_counter()
-        self._train(cbs, validate)
-        self.train_seconds = time.perf_counter() - t0
-        return finish(self) if finish is not None else self.run_dir
+    _prepare, _check, _train = _prepare_run, _check_run, _train_run  # start's steps, built above
+    eval_loader, load_best, validations = _eval_loader, _load_best, _count_validations  # what a `finish` reads
 
 # %% ../nbs/12_training.ipynb #trun0021b
-@patch
-def load_best(self: TrainingRun) -> dict | None:
-    """best.pt's weights into the model (once, at the end); its other fields (`step`, `best`), or None if no
-    validation wrote it."""
-    best = self.run_dir / "best.pt"
-    if not best.exists():
-        return None
-    ck = load_checkpoint(best)
-    # not another preset's weights
-    load_state_checked(self.model, ck["model"], best, f"this run's {self.cfg.name} model")
-    return {k: v for k, v in ck.items() if k != "model"}
-
-
-@patch
-def validations(self: TrainingRun) -> int:
-    "How many validations the run's log holds."
-    return sum(r.get("split") == "val" for r in read_log(self.run_dir / "log.jsonl"))
-
-
 def fit(
     model: nn.Module,
     loaders: dict[str, DataLoader],
@@ -789,10 +745,12 @@ def fit(
     resume_run: bool = True,
     evaluate: Callable | None = None,
 ) -> Path:
-    """Train `model` on `loaders['train']` (validating on `loaders.get('val')`, `cbs` beside the default callbacks)
-    in `cfg.train.out_dir`, resuming its newest checkpoint if `resume_run`, validating with `evaluate`; returns that
+    """Train `model` on `loaders['train']` (validating on `loaders.get('val')` with `evaluate`, when given; `cbs`
+    beside the default callbacks) in `cfg.train.out_dir`, resuming its newest checkpoint if `resume_run`; returns that
     directory."""
-    return TrainingRun(cfg, resume=resume_run, evaluate=evaluate).use(model, loaders, cbs).start(cbs=cbs)
+    run = TrainingRun(cfg, resume=resume_run, evaluate=evaluate)
+    _use_parts(run, model, loaders, cbs)
+    return run.start(cbs=cbs)
 
 # %% ../nbs/12_training.ipynb #pr000002
 from typing import NamedTuple
@@ -815,18 +773,7 @@ def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) ->
     tok, data, cfg = prepare_data(cfg, splits)
     # `train.epochs` → steps: the config states what will run
     if (train := data.get(cfg.data.train_split)) is not None:
-        # a batch larger than the split, named before the sampler
-        check_loaders({"train": train}, cfg, ["train"])
         cfg = resolve_epochs(cfg, epoch_items(cfg, train), world)
-    loaders = make_run_loaders(data, cfg, init_distributed(cfg.train.device))  # the ones `fit` trains on
+    # the ones `fit` trains on: it checks them (`check_loaders`) and keeps the training loader
+    loaders = make_run_loaders(data, cfg, init_distributed(cfg.train.device))
     return Prepared(tok, loaders, seeded_model(cfg), cfg)
-
-# %% ../nbs/13_evaluation.ipynb #hb13ev02
-def library_evaluate(model: nn.Module, loader: DataLoader, **kwargs) -> dict:
-    "`ris_nb.evaluate.evaluate` (13_evaluation), imported on first use: the validation of a run given no `evaluate`."
-    from ris_nb.evaluate import evaluate
-
-    return evaluate(model, loader, **kwargs)
-
-
-EVALUATORS.append(library_evaluate)  # `fit`'s validation when given none (12)
