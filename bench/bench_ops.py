@@ -2,7 +2,7 @@
 quickstart step's time on this machine, with the 512³ probe beside it.
 
 Usage: python bench/bench_ops.py [--size 128] [--batch 1] [--threads N] [--reps 8] [--budget-s 60] [--top 12]
-       [--only census|quickstart]
+       [--only census|quickstart] [--compile none|regional]
 
 1. `magnet_paper` with random encoders (nothing read from disk), `--size` px and `--batch` samples, otherwise the
    paper's architecture (Swin-B, BERT-base, 4 deformable encoder layers, 9 decoder layers, MG and CAL on): one training
@@ -79,19 +79,28 @@ def _wrap(fn, label: str, stack: list):
     return g
 
 
+FUSION = ("pwams", "cams", "word_pwams", "gates", "word_gates")  # the modules `MagNet._fuse` calls
+
+
 def label_model(model: torch.nn.Module) -> list:
     """A `record_function` range around every submodule's forward, around the top-level modules' directly called
-    methods (`DIRECT`), each `DeformEncoderLayer.ffn` and the losses; returns the hook handles."""
+    methods (`DIRECT`), each `DeformEncoderLayer.ffn` and the losses; returns the hook handles. A compiled region
+    (`compile_regions`: a module whose `forward`, or the model's `_fuse`, was replaced) gets one range, its insides
+    none (the compiled code runs no hooks)."""
     stack, handles = [], []
+    compiled = [n for n, m in model.named_modules() if "forward" in vars(m)]
+    if "_fuse" in vars(model):
+        compiled += list(FUSION)
+        model._fuse = _wrap(model._fuse, f"{MARK}fusion|MagNet._fuse", stack)
     for name, mod in model.named_modules():
-        if not name:
+        if not name or any(name.startswith(c + ".") for c in compiled) or (name in FUSION and name in compiled):
             continue
         label = f"{MARK}{name}|{type(mod).__name__}"
         handles.append(mod.register_forward_pre_hook(lambda m, a, label=label: _enter(label, stack)))
         handles.append(mod.register_forward_hook(lambda m, a, o: _leave(stack)))
         for meth in DIRECT.get(name, ()):
             setattr(mod, meth, _wrap(getattr(mod, meth), f"{MARK}{name}|{type(mod).__name__}.{meth}", stack))
-        if isinstance(mod, DeformEncoderLayer):
+        if isinstance(mod, DeformEncoderLayer) and name not in compiled:
             mod.ffn = _wrap(mod.ffn, f"{MARK}{name}.ffn|DeformEncoderLayer.ffn", stack)
     model.losses = _wrap(model.losses, f"{MARK}losses|losses", stack)
     return handles
@@ -114,18 +123,47 @@ def _own_label(e, labels: dict) -> str | None:
     return found
 
 
-def attribute(events) -> list[tuple[str, str, str, bool]]:
-    """(label, phase, op name, top-level) of every `aten::` call: phase forward / backward / optimizer / other; label
-    'module path|class' of the module that issued it (backward: of the forward op whose autograd node ran)."""
+# aten ops that launch no kernel on a GPU: views, aliases, allocations, metadata (a top-level call counts as a launch
+# when it or an op it calls is not one of these)
+NO_KERNEL = {
+    f"aten::{n}"
+    for n in (
+        "view _unsafe_view reshape _reshape_alias transpose t permute expand expand_as slice select narrow unsqueeze "
+        "squeeze as_strided detach alias split split_with_sizes chunk unbind unflatten flatten view_as movedim "
+        "diagonal empty empty_like empty_strided new_empty new_empty_strided resize_ set_ resolve_conj resolve_neg "
+        "lift_fresh to type_as contiguous requires_grad_ result_type unfold real conj _unsafe_split"
+    ).split()
+}
+
+
+def compiled_kernel(name: str) -> bool:
+    "A kernel that torch.compile (inductor, C++ on the CPU) generated, seen through `cpp.enable_kernel_profile`."
+    return "cpp_fused" in name
+
+
+def attribute(events) -> list[tuple[str, str, str, bool, bool]]:
+    """(label, phase, op name, top-level, launch) of every `aten::` call and compiled kernel: phase forward / backward
+    / optimizer / other; label 'module path|class' of the module that issued it (backward: of the forward op whose
+    autograd node ran); launch: a top-level call that runs a kernel (itself or an op it calls not in `NO_KERNEL`;
+    every compiled kernel)."""
     labels, fwd_label = {}, {}
     for e in events:  # forward ops that made an autograd node: its sequence number → their label
-        if e.sequence_nr >= 0 and not e.name.startswith("autograd::") and e.name.startswith("aten::"):
+        made_node = e.name.startswith("aten::") or e.name == "CompiledFunction"
+        if e.sequence_nr >= 0 and not e.name.startswith("autograd::") and made_node:
             lab = _own_label(e, labels)
             if lab is not None:
                 fwd_label.setdefault(e.sequence_nr, lab)
+    launching = set()  # ids of top-level calls that run a kernel
+    for e in events:
+        if e.name.startswith("aten::") and e.name not in NO_KERNEL:
+            p = e
+            while p.cpu_parent is not None and p.cpu_parent.name.startswith("aten::"):
+                p = p.cpu_parent
+            launching.add(id(p))
     out = []
     for e in events:
-        if not e.name.startswith("aten::"):
+        kernel = compiled_kernel(e.name)
+        if not (e.name.startswith("aten::") or kernel):
             continue
         phase, lab, p = "forward", None, e.cpu_parent
         while p is not None:
@@ -141,12 +179,13 @@ def attribute(events) -> list[tuple[str, str, str, bool]]:
         if phase == "forward":
             lab = _own_label(e, labels)
         parent = e.cpu_parent
-        top = parent is None or not parent.name.startswith("aten::")
-        out.append((lab or "(outside any module)|", phase, e.name, top))
+        top = kernel or parent is None or not parent.name.startswith("aten::")
+        name = "compiled kernel" if kernel else e.name
+        out.append((lab or "(outside any module)|", phase, name, top, kernel or (top and id(e) in launching)))
     return out
 
 
-def profile_step(fn) -> list[tuple[str, str, str, bool]]:
+def profile_step(fn) -> list[tuple[str, str, str, bool, bool]]:
     "`fn()` once under torch.profiler (CPU), its aten calls attributed (`attribute`)."
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
@@ -154,6 +193,18 @@ def profile_step(fn) -> list[tuple[str, str, str, bool]]:
 
 
 # ---------------------------------------------------------------- the two models
+
+
+def compiled(model, how: str):
+    "`model` with `ris_nb.models.magnet.compile_regions` applied when `how` is 'regional' (kernels named in profiles)."
+    if how == "none":
+        return model
+    import torch._inductor.config as inductor
+
+    from ris_nb.models.magnet import compile_regions  # only in commits that have it
+
+    inductor.cpp.enable_kernel_profile = True  # each generated C++ kernel opens a profiler range: counted as a launch
+    return compile_regions(model)
 
 
 def learner_step(model, batch, cfg):
@@ -195,12 +246,13 @@ def quickstart(root: Path):
 def by_module(calls, depth: int) -> list[dict]:
     "Calls per step grouped by module path cut to `depth` components (forward, backward, all, top-level)."
     groups = defaultdict(Counter)
-    for lab, phase, _, top in calls:
+    for lab, phase, _, top, launch in calls:
         path = lab.split("|")[0]
         key = ".".join(path.split(".")[:depth]) if path and not path.startswith("(") else lab.split("|")[0]
         groups[key][phase] += 1
         groups[key]["all"] += 1
         groups[key]["top-level"] += top
+        groups[key]["launches"] += launch
     total = len(calls)
     rows = [
         {
@@ -210,6 +262,7 @@ def by_module(calls, depth: int) -> list[dict]:
             "optimizer": c["optimizer"],
             "aten calls": c["all"],
             "top-level": c["top-level"],
+            "launches": c["launches"],
             "share": f"{100 * c['all'] / total:.1f} %",
         }
         for k, c in groups.items()
@@ -220,7 +273,7 @@ def by_module(calls, depth: int) -> list[dict]:
 def by_kind(calls) -> list[dict]:
     "Calls per step grouped by (top-level module, innermost class or method): where inside each module they come from."
     groups = defaultdict(Counter)
-    for lab, _, _, top in calls:
+    for lab, _, _, top, _ in calls:
         path, kind = (lab.split("|") + [""])[:2]
         groups[(path.split(".")[0], kind)]["all"] += 1
         groups[(path.split(".")[0], kind)]["top"] += top
@@ -233,9 +286,9 @@ def by_kind(calls) -> list[dict]:
 
 def by_op(calls, top: int) -> list[dict]:
     "The `top` most called aten ops, with their calls from the pixel decoder and from the backbone."
-    n = Counter(op for _, _, op, _ in calls)
-    pd = Counter(op for lab, _, op, _ in calls if lab.startswith("pixel_decoder"))
-    bb = Counter(op for lab, _, op, _ in calls if lab.startswith("backbone"))
+    n = Counter(op for _, _, op, _, _ in calls)
+    pd = Counter(op for lab, _, op, _, _ in calls if lab.startswith("pixel_decoder"))
+    bb = Counter(op for lab, _, op, _, _ in calls if lab.startswith("backbone"))
     return [{"op": op, "calls": c, "pixel_decoder": pd[op], "backbone": bb[op]} for op, c in n.most_common(top)]
 
 
@@ -259,6 +312,7 @@ def ffn_projection(model, calls, batch: int, size: int) -> dict:
     ffn = [c for c in ffn if c[0].startswith("pixel_decoder.")]
     per_chunk = len(ffn) / (len(layers) * here)
     top = sum(c[3] for c in ffn) / (len(layers) * here)
+    launch = sum(c[4] for c in ffn) / (len(layers) * here)
     return {
         "layers": len(layers),
         "rows": rows,
@@ -266,16 +320,18 @@ def ffn_projection(model, calls, batch: int, size: int) -> dict:
         "calls here": len(ffn),
         "per chunk": per_chunk,
         "top per chunk": top,
+        "launches per chunk": launch,
         "paper rows": PAPER_ROWS,
         "paper chunks": paper,
         "paper calls": round(per_chunk * paper * len(layers)),
         "paper top": round(top * paper * len(layers)),
+        "paper launches": round(launch * paper * len(layers)),
     }
 
 
 # ---------------------------------------------------------------- main
 
-COLS = ["module", "forward", "backward", "optimizer", "aten calls", "top-level", "share"]
+COLS = ["module", "forward", "backward", "optimizer", "aten calls", "top-level", "launches", "share"]
 
 
 def census(args) -> list[dict]:
@@ -283,18 +339,21 @@ def census(args) -> list[dict]:
     t = time.perf_counter()
     model, batch, cfg = narrowed_paper(args.size, args.batch)
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
-    label_model(model)
+    label_model(compiled(model, args.compile))
     step = learner_step(model, batch, cfg)
-    step()  # warm-up: the optimizer's state, first-call caches
+    t0 = time.perf_counter()
+    step()  # warm-up: the optimizer's state, first-call caches, compilation
     t1 = time.perf_counter()
     calls = profile_step(step)
     secs = time.perf_counter() - t1
-    total, top = len(calls), sum(c[3] for c in calls)
+    total, top, launches = len(calls), sum(c[3] for c in calls), sum(c[4] for c in calls)
     print(
         f"\n### Operators per training step: magnet_paper narrowed to batch {args.batch} at {args.size} px "
-        f"({n_params:.1f} M parameters, random weights, float32, {torch.get_num_threads()} threads)\n\n"
-        f"{total:,} aten calls per step ({top:,} top-level: called from Python or autograd, ≈ kernel launches on a "
-        f"GPU); profiled step {secs:.1f} s, build and warm-up {t1 - t:.1f} s\n"
+        f"({n_params:.1f} M parameters, random weights, float32, {torch.get_num_threads()} threads, compile: "
+        f"{args.compile})\n\n{total:,} aten calls and compiled kernels per step ({top:,} top-level: called from "
+        f"Python, autograd or compiled code; {launches:,} launches: the top-level calls that run a kernel, ≈ kernel "
+        f"launches on a GPU); profiled step {secs:.1f} s, build {t0 - t:.1f} s, first step (compilation included) "
+        f"{t1 - t0:.1f} s\n"
     )
     print(table(by_module(calls, 1), COLS))
     print("\nBy top-level module and the innermost module (class) or method that issued the call:\n")
@@ -310,9 +369,9 @@ def census(args) -> list[dict]:
         f"{f['paper calls']:,} calls ({f['paper top']:,} top-level) per step from the FFN alone (computed: calls per "
         f"piece × pieces × layers)."
     )
-    grid = sum(1 for _, _, op, _ in calls if op.startswith("aten::grid_sampler_2d"))
+    grid = sum(1 for _, _, op, _, _ in calls if op.startswith("aten::grid_sampler_2d"))
     bag = sum(
-        1 for _, _, op, _ in calls if op.startswith("aten::embedding_bag") or op.startswith("aten::_embedding_bag")
+        1 for _, _, op, _, _ in calls if op.startswith("aten::embedding_bag") or op.startswith("aten::_embedding_bag")
     )
     print(f"grid_sampler_2d calls (forward and backward): {grid}; embedding_bag calls: {bag}")
     return [
@@ -322,6 +381,7 @@ def census(args) -> list[dict]:
             "unit": "calls",
         },
         {"what": "same, top-level aten calls per step", "value": top, "unit": "calls"},
+        {"what": "same, launches per step", "value": launches, "unit": "calls"},
         {
             "what": "deformable-encoder FFN at 480 px, batch 8: top-level calls per step",
             "value": f["paper top"],
@@ -332,6 +392,12 @@ def census(args) -> list[dict]:
             "value": round(top - f["top per chunk"] * f["chunks here"] * f["layers"] + f["paper top"]),
             "unit": "calls",
         },
+        {
+            "what": "launches per step at 480 px, batch 8 (same projection)",
+            "value": round(launches - f["launches per chunk"] * f["chunks here"] * f["layers"] + f["paper launches"]),
+            "unit": "calls",
+        },
+        {"what": "first step (compilation included)", "value": round(t1 - t0, 1), "unit": "s"},
         {"what": "grid_sampler_2d calls per step (forward and backward)", "value": grid, "unit": "calls"},
     ]
 
@@ -341,7 +407,10 @@ def quickstart_step(args, probe) -> list[dict]:
     root = Path(tempfile.mkdtemp(prefix="bench_ops_"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     model, batch, cfg = quickstart(root)
-    step = learner_step(model, batch, cfg)
+    step = learner_step(compiled(model, args.compile), batch, cfg)
+    t0 = time.perf_counter()
+    step()  # compilation, when compiled
+    first = time.perf_counter() - t0
     p0, load0 = probes_1t_2t(), os.getloadavg()[0]
     st = timed(step, probe, reps=args.reps, budget_s=args.budget_s)
     p1, load1 = probes_1t_2t(), os.getloadavg()[0]
@@ -353,6 +422,8 @@ def quickstart_step(args, probe) -> list[dict]:
         "samples/s": round(bs / st.median * 1e3, 1),
         "aten calls": len(calls),
         "top-level": sum(c[3] for c in calls),
+        "launches": sum(c[4] for c in calls),
+        "first step s": round(first, 1),
         "probe 1t ms": f"{p0[0]:.2f} / {p1[0]:.2f}",
         "probe 2t ms": f"{p0[1]:.2f} / {p1[1]:.2f}",
         "threads": torch.get_num_threads(),
@@ -366,8 +437,8 @@ def quickstart_step(args, probe) -> list[dict]:
         if x
     )
     print(header("The magnet_tiny quickstart step on this machine", probe, note))
-    cols = ["what", "median ms", "p10–p90 ms", "kept/dropped", "samples/s", "aten calls", "top-level"]
-    print(table([row], cols + ["probe 1t ms", "probe 2t ms", "threads"]))
+    cols = ["what", "median ms", "p10–p90 ms", "kept/dropped", "samples/s", "aten calls", "top-level", "launches"]
+    print(table([row], cols + ["first step s", "probe 1t ms", "probe 2t ms", "threads"]))
     return [
         {
             "what": "magnet_tiny quickstart step",
@@ -379,6 +450,8 @@ def quickstart_step(args, probe) -> list[dict]:
         },
         {"what": "magnet_tiny quickstart", "value": row["samples/s"], "unit": "samples/s"},
         {"what": "magnet_tiny quickstart: aten calls per step", "value": row["aten calls"], "unit": "calls"},
+        {"what": "magnet_tiny quickstart: launches per step", "value": row["launches"], "unit": "calls"},
+        {"what": "magnet_tiny quickstart: first step", "value": row["first step s"], "unit": "s"},
     ]
 
 
@@ -392,6 +465,12 @@ def main():
     ap.add_argument("--top", type=int, default=12, help="rows of the by-class and by-op tables (default 12)")
     ap.add_argument(
         "--only", choices=["census", "quickstart"], default=None, help="one of the two parts (default: both)"
+    )
+    ap.add_argument(
+        "--compile",
+        choices=["none", "regional"],
+        default="none",
+        help="regional: both models through ris_nb.models.magnet.compile_regions (inductor; C++ kernels on a CPU)",
     )
     args = ap.parse_args()
     if args.threads:

@@ -157,3 +157,25 @@ def test_swin_fused_attention_matches_unfused():
     (o1, g1), (o0, g0) = res
     for a, b in zip(o1 + g1, o0 + g0):
         assert (a - b).abs().max() <= 1e-5 * b.abs().max().clamp(min=1e-6)
+
+
+def test_compile_regions_wraps_the_repeated_blocks():
+    "compile_regions replaces the forward of every repeated block (compiling waits for the first call) and no key."
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    import ris_nb.models  # noqa: F401  (registers the models)
+    from ris_nb.core import build_model
+    from ris_nb.models.encoders import offline_random
+    from ris_nb.models.magnet import compile_regions
+    from ris_nb.presets import get_preset
+
+    model = build_model(offline_random(get_preset("magnet_tiny")).override({"model.text.vocab_size": 50}))
+    keys = list(model.state_dict())
+    assert compile_regions(model) is model and list(model.state_dict()) == keys
+    blocks = [m for m in model.backbone.modules() if isinstance(m, SwinTransformerBlock)]
+    regions = blocks + list(model.text.bert.encoder.layer) + list(model.pixel_decoder.layers) + [model.decoder]
+    assert len(blocks) == sum(model.cfg.model.vision.depths)
+    for m in regions:
+        assert hasattr(vars(m)["forward"], "_torchdynamo_orig_callable"), type(m).__name__
+    assert hasattr(vars(model)["_fuse"], "_torchdynamo_orig_callable")
+    assert not hasattr(type(model.decoder).forward, "_torchdynamo_orig_callable")  # the class is untouched
