@@ -54,9 +54,11 @@ def _run_synth(args) -> None:
 
 # %% ../nbs/15_cli.ipynb #c15t0002
 from .core import parse_override, validate_config
-from .io import check_out_dir, check_writable, environment_error, load_image, write_atomic  # built in 92_dataset_writing (appendix)
-from .presets import get_preset, list_presets  # built in 90a_presets (appendix)
-from .testing import add_threads_arg, set_threads  # built in 96_testing (appendix)
+
+# built in the appendix: io in 92_dataset_writing, presets in 90a_presets, testing in 96_testing
+from .io import check_out_dir, check_writable, environment_error, load_image, write_atomic
+from .presets import get_preset, list_presets
+from .testing import add_threads_arg, set_threads
 
 # %% ../nbs/15_cli.ipynb #681260ec
 def _add_train(sub) -> None:
