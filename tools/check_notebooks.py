@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import sys
 import time
 import traceback
@@ -157,10 +158,10 @@ def check_notebook(
     basepath: Path | None = None,
     collect: bool = False,
     run_all: bool = False,
-) -> tuple[bool, float, list[str], dict[int, tuple[list[str], list[str], str]]]:
+) -> tuple[bool, float, list[str], dict[int, tuple[list[str], list[str], str]], float]:
     """Run `path` as nbdev_test does (with `run_all`: without IN_TEST, every flagged cell too): (no error and every
-    marked output as saved, seconds, one message per problem, and with `collect` each unmarked cell's saved and new text
-    lines and its source as run, by cell index)."""
+    marked output as saved, seconds, one message per problem, with `collect` each unmarked cell's saved and new text
+    lines and its source as run by cell index, and CPU seconds: this process and the child processes that ended)."""
     from execnb.shell import CaptureShell
     from fastcore.basics import str2bool
     from fastcore.foundation import working_directory
@@ -177,7 +178,7 @@ def check_notebook(
     sources = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]]  # directives included
     nb = NBProcessor(path, procs=FrontmatterProc, process=True).nb
     if str2bool(getattr(nb, "frontmatter_", {}).get("skip_exec", False)) or nb_lang(nb) != "python":
-        return True, 0.0, [], {}
+        return True, 0.0, [], {}, 0.0
     flags, saved, problems, collected = set(skip_flags) - set(force_flags), {}, [], {}
 
     def before(cell) -> bool:
@@ -202,14 +203,20 @@ def check_notebook(
                 f"{path.name} cell {cell.idx_} (#| {label}): saved output is not what it prints now, {diff}"
             )
 
-    start, shell = time.time(), CaptureShell(path)
+    start, cpu, shell = time.time(), cpu_seconds(), CaptureShell(path)
     try:
         with working_directory(path.parent):
             shell.run_all(nb, exc_stop=True, preproc=before, postproc=after)
     except Exception:
         tb = shell.prettytb(fname=path) if shell.exc is not None else traceback.format_exc()
         problems.append(f"{path.name}: stopped by an error\n{tb}")
-    return not problems, time.time() - start, problems, collected
+    return not problems, time.time() - start, problems, collected, cpu_seconds() - cpu
+
+
+def cpu_seconds() -> float:
+    "User and system CPU seconds of this process and of its children that have ended."
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def proposed_marks(collected: dict[int, tuple], run_all: bool = False) -> tuple[dict[int, str], list[int]]:
@@ -277,24 +284,29 @@ def notebooks(path: str | None) -> list[Path]:
     return [f.absolute() for f in sorted(nbglob(path, as_path=True)) if not (f.parent / ".notest").exists()]
 
 
-# Seconds of the slowest notebooks under IN_TEST (`make test`'s --timing, a loaded 2-core machine): started first, so
-# that a long one does not start last while the other worker has nothing left; the rest follow in name order.
+# Seconds of the slowest notebooks under IN_TEST (`make test`'s --timing on a heavily loaded 2-core machine): started
+# first, so that a long one does not start last while the other worker has nothing left; the rest in name order.
 SLOWEST = {
-    "98b_study_runner": 63,
-    "17_demo": 55,
-    "13a_learning": 51,
-    "09_magnet": 49,
-    "02a_first_model": 47,
-    "12a_entity_pretraining": 38,
-    "07_mask_grounding": 38,
-    "18_refcoco_gpu": 36,
-    "11_sag": 29,
-    "06_lavt": 24,
-    "02_shaperefs": 23,
-    "13_evaluation": 22,
-    "14_visualize": 21,
-    "19_course": 20,
-    "98c_student_sandbox": 14,
+    "98b_study_runner": 536,
+    "98g_demo": 421,
+    "13a_learning": 340,
+    "12a_entity_pretraining": 194,
+    "09_magnet": 162,
+    "18_refcoco_gpu": 160,
+    "13_evaluation": 131,
+    "19_course": 101,
+    "14_visualize": 99,
+    "11_sag": 97,
+    "91a_check_data": 80,
+    "98c_student_sandbox": 67,
+    "12_training": 61,
+    "95_sag_diagnosis": 59,
+    "15_cli": 55,
+    "02a_first_model": 54,
+    "93_distributed": 54,
+    "17_demo": 51,
+    "10_entity_slots": 49,
+    "07_mask_grounding": 43,
 }
 
 
@@ -344,7 +356,7 @@ def report_coverage(files: list[Path]) -> None:
 
 def mark(files: list[Path], results: list[tuple], run_all: bool) -> None:
     "Write the proposed marks into each notebook that ran without a problem; print what was marked and what differs."
-    for f, (ok, _, problems, collected) in zip(files, results):
+    for f, (ok, _, problems, collected, _) in zip(files, results):
         if not ok:
             print(f"{f.name}: not marked ({len(problems)} problem(s) above)")
             continue
@@ -366,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--path", help="a notebook or folder (default: settings.ini's nbs_path)")
     ap.add_argument("--flags", default="", help="space-separated tst_flags to run anyway, e.g. 'slow'")
     ap.add_argument("--n_workers", type=int, default=None, help="parallel notebooks (default: one per core, at most 8)")
-    ap.add_argument("--timing", action="store_true", help="print each notebook's seconds, slowest first")
+    ap.add_argument(
+        "--timing", action="store_true", help="print each notebook's seconds and CPU seconds, slowest first"
+    )
     ap.add_argument("--mark", action="store_true", help="mark the unmarked cells whose output matches")
     ap.add_argument("--coverage", action="store_true", help="count the marked cells (runs nothing)")
     ap.add_argument("--run-all", action="store_true", help="run as Run All (no IN_TEST, flagged cells too)")
@@ -377,8 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.coverage:
         return report_coverage(files) or 0
+    start = time.time()
     results = check_all(files, args.flags.split(), args.n_workers, collect=args.mark, run_all=args.run_all)
-    for _, _, problems, _ in results:
+    for _, _, problems, *_ in results:
         for p in problems:
             sys.stderr.write(p + "\n\n")
     if args.mark:
@@ -386,8 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = [f.name for f, (ok, *_) in zip(files, results) if not ok]
     print("Success." if not failed else "Notebooks failing (an error or a stale marked output): " + ", ".join(failed))
     if args.timing:
-        for f, (_, secs, *_) in sorted(zip(files, results), key=lambda r: r[1][1], reverse=True):
-            print(f"{f.name}: {int(secs)} secs")
+        for f, (_, secs, *_, cpu) in sorted(zip(files, results), key=lambda r: r[1][1], reverse=True):
+            print(f"{f.name}: {int(secs)} secs ({cpu:.0f} CPU s)")
+        print(f"{len(files)} notebooks in {time.time() - start:.0f} s: {sum(r[4] for r in results):.0f} CPU s")
     return 1 if failed else 0
 
 
