@@ -231,7 +231,10 @@ def narrowed_paper(size: int, batch: int):
 
 def quickstart(root: Path):
     "magnet_tiny as the quickstart trains it (batch 32 at 64 px) on a generated 200-image ShapeRefs: model, batch, cfg."
-    from ris_nb.data.shaperefs_files import generate
+    try:
+        from ris_nb.data.shaperefs_files import generate
+    except ImportError:  # commits before issue 69 moved the dataset writing out of 02
+        from ris_nb.data.shaperefs import generate
     from ris_nb.train import prepare
 
     generate(root / "shaperefs", 200, 0, 64, verbose=False)
