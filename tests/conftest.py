@@ -64,6 +64,9 @@ SLOWEST = {
     "entity_pretraining": 61,
     "trained": 52,
     "graded": 50,
+    "tests/test_demo_browser.py::test_a_click_during_run_all_sees_still_loading_then_is_answered": "the demo in "
+    "JupyterLab in Chromium (26 CPU s and a 20 s wait). make test: the same clicks on the app's widgets "
+    "(test_demo's test_clicks_during_run_all_see_still_loading_until_ready)",
     "tests/test_gpu_check.py::test_tiny_cpu_check_writes_a_row_per_check": 48,
     "tests/test_gpu_check.py::test_tiny_cpu_profile_mode_writes_rows_and_tables": 32,
     "one_process_run": 45,
@@ -84,6 +87,7 @@ SLOWEST = {
 
 # Left to `make test-all` (CI): long end-to-end runs (seconds as in SLOWEST), each with what `make test` still proves
 # of its claim. A key is a fixture (every test using it), an xdist group or a test function (all its parameters).
+# Some parameters of a test are marked in their file instead (test_course's GRADED_FAST), with the same account.
 SLOW = {
     "learning_magnet": "test_learning: magnet_tiny, 300 steps, beats every language-blind answer (188 s). make test: "
     "test_magnet's 24 steps lower the loss; the shipped magnet_tiny scores its recorded val again",
@@ -95,6 +99,9 @@ SLOW = {
     "nbgrader metadata and the config (test_nbgrader); nbgrader's copies are our own (test_course); ris_nb grade",
     "entity_pretraining": "test_sag: 300 steps of entity pretraining split the slots into shapes (61 s). make test: "
     "12a pretrains 30 steps; the pretrain-entities command writes weights that load (test_sag)",
+    "tests/test_demo_browser.py::test_a_click_during_run_all_sees_still_loading_then_is_answered": "the demo in "
+    "JupyterLab in Chromium (26 CPU s and a 20 s wait). make test: the same clicks on the app's widgets "
+    "(test_demo's test_clicks_during_run_all_see_still_loading_until_ready)",
     "tests/test_gpu_check.py::test_tiny_cpu_check_writes_a_row_per_check": "every check of tools/gpu_check.py on "
     "the CPU (48 s). make test: its options and table (test_gpu_check); the runs it checks (DDP, torchrun, resume: "
     "test_engine)",

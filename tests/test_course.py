@@ -226,7 +226,13 @@ def test_student_copies_name_their_checks(course):
         assert all(m["grade_id"] == c["id"] for c, m in marks), f"{stem}: a grade_id that is not its cell id"
 
 
-@pytest.mark.parametrize("stem", TEACHING)
+# Graded here in `make test`: a lesson, a lesson without an experiment and a report (a few CPU seconds each); the rest
+# only in `make test-all`. `make test`'s notebook step runs every teacher notebook with its solutions and checks, and a
+# failing check stops it, so it fails there too.
+GRADED_FAST = {"01_metrics", "02a_first_model", "13a_learning"}
+
+
+@pytest.mark.parametrize("stem", [s if s in GRADED_FAST else pytest.param(s, marks=pytest.mark.slow) for s in TEACHING])
 def test_teacher_notebook_passes_its_own_grading(stem, tmp_path):
     """Graded as a student (own process, scratch copy, Landlock where the kernel has it), a copy of a teacher notebook
     passes every check (the teacher's file itself is refused as a submission)."""
