@@ -120,11 +120,11 @@ def statement(row: dict) -> str:
     "The first cell's sentence for a manifest row."
     seconds = float(row["seconds"])
     jobs = int(row["jobs"])
-    beside = f" ({kernel_threads(jobs)} thread(s), beside another notebook)" if jobs > 1 else ""
+    threads = kernel_threads(jobs)
+    beside = f", {threads} thread{'s' * (threads > 1)} beside another notebook" if jobs > 1 else ""
     return (
-        f"**Run All:** about {max(1, math.ceil(seconds / 60))} min on a laptop CPU (measured {seconds:.0f} s on "
-        f"{os.cpu_count()} cores{beside}, 512³ matmul probe {row['probe_1t_ms']} ms on one thread); it needs nothing "
-        "run before it."
+        f"**Run All:** about {max(1, math.ceil(seconds / 60))} min on a laptop CPU ({seconds:.0f} s on "
+        f"{os.cpu_count()} cores{beside}; 512³ matmul {row['probe_1t_ms']} ms on 1 thread); needs no other notebook."
     )
 
 
