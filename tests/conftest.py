@@ -219,7 +219,7 @@ class CPUReport:
     "`--cpu-durations N`: the N tests with the most CPU seconds, each worker's summed wall seconds, the probe."
 
     def __init__(self, n: int):
-        self.n, self.cpu, self.wall, self.worker = n, {}, {}, {}
+        self.n, self.cpu, self.wall, self.worker, self.slow = n, {}, {}, {}, set()
         self.probe_before = _probes()
 
     def pytest_runtest_logreport(self, report):
@@ -227,6 +227,8 @@ class CPUReport:
         if cpu is None:
             return
         self.cpu[report.nodeid] = self.cpu.get(report.nodeid, 0.0) + cpu
+        if "slow" in report.keywords:
+            self.slow.add(report.nodeid)
         self.wall[report.nodeid] = self.wall.get(report.nodeid, 0.0) + report.duration
         node = getattr(getattr(getattr(report, "node", None), "gateway", None), "id", "main")
         self.worker[node] = self.worker.get(node, 0.0) + report.duration
@@ -235,12 +237,14 @@ class CPUReport:
         tr, after = terminalreporter, _probes()
         tr.write_sep("=", f"{self.n} tests with the most CPU seconds (setup + call + teardown, with child processes)")
         for nodeid in sorted(self.cpu, key=self.cpu.get, reverse=True)[: self.n]:
-            tr.write_line(f"{self.cpu[nodeid]:8.1f} CPU s {self.wall[nodeid]:8.1f} s  {nodeid}")
+            slow = "  (slow)" if nodeid in self.slow else ""
+            tr.write_line(f"{self.cpu[nodeid]:8.1f} CPU s {self.wall[nodeid]:8.1f} s  {nodeid}{slow}")
         workers = ", ".join(f"{k} {v:.0f} s" for k, v in sorted(self.worker.items()))
+        slow, total = sum(v for k, v in self.cpu.items() if k in self.slow), sum(self.cpu.values())
         tr.write_line(
-            f"{len(self.cpu)} tests: {sum(self.cpu.values()):.0f} CPU s, {sum(self.wall.values()):.0f} s of wall time "
-            f"summed (per worker: {workers}); 512³ matmul probe, 1 / 2 threads: {self.probe_before} ms before, "
-            f"{after} ms after"
+            f"{len(self.cpu)} tests: {total:.0f} CPU s ({len(self.slow)} marked slow: {slow:.0f} CPU s), "
+            f"{sum(self.wall.values()):.0f} s of wall time summed (per worker: {workers}); 512³ matmul probe, 1 / 2 "
+            f"threads: {self.probe_before} ms before, {after} ms after"
         )
 
 
