@@ -87,10 +87,11 @@ SLOWEST = {
 
 # Left to `make test-all` (CI): long end-to-end runs (seconds as in SLOWEST), each with what `make test` still proves
 # of its claim. A key is a fixture (every test using it), an xdist group or a test function (all its parameters).
-# Some parameters of a test are marked in their file instead (test_course's GRADED_FAST), with the same account.
+# Some parameters of a test are marked in their file instead, with the same account (test_course's GRADED_FAST,
+# test_shipped_checkpoints' MEASURED_IN_NOTEBOOKS).
 SLOW = {
     "learning_magnet": "test_learning: magnet_tiny, 300 steps, beats every language-blind answer (188 s). make test: "
-    "test_magnet's 24 steps lower the loss; the shipped magnet_tiny scores its recorded val again",
+    "test_magnet's 24 steps lower the loss; the shipped magnet_tiny scores its recorded val again (09_magnet)",
     "learning_lavt_sag": "test_learning: lavt_tiny and sag_tiny, 300 steps each, beat every language-blind answer "
     "(182 s). make test: the shipped lavt_tiny and sag_tiny score their recorded val again; 06_lavt, 11_sag train",
     "site": "test_site: both website editions built, read in Chromium, three downloads run (260 s). make test: "

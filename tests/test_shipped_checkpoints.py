@@ -49,7 +49,14 @@ def test_an_unknown_name_is_named():
         read_shipped("lavt_huge")
 
 
-@pytest.mark.parametrize("name", EXPECTED)
+# lavt_tiny and magnet_tiny only in `make test-all`: `make test`'s notebook step scores both on every val sentence
+# (06_lavt, 09_magnet: oIoU within 0.1 of the recorded one, oIoU and mIoU printed as saved); sag_tiny here in both.
+MEASURED_IN_NOTEBOOKS = {"lavt_tiny", "magnet_tiny"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in MEASURED_IN_NOTEBOOKS else n for n in EXPECTED]
+)
 def test_the_recorded_val_score_is_measured_again(name, shaperefs_data):
     from ris_nb.evaluate import evaluate
 
