@@ -199,7 +199,9 @@ def _check_text(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:  # bytes the shell passed that are not UTF-8 (Python keeps them as surrogates)
-        raise ValueError(f"--text {text!r}: byte {e.start + 1} is not UTF-8; give the expression as UTF-8 text") from None
+        raise ValueError(
+            f"--text {text!r}: byte {e.start + 1} is not UTF-8; give the expression as UTF-8 text"
+        ) from None
     if not any(not unicodedata.category(ch).startswith(("C", "Z")) for ch in text):
         raise ValueError(
             f"--text {text!r} has no visible character (only spaces or invisible ones such as zero-width spaces); "

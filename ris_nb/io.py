@@ -129,7 +129,9 @@ def check_path_arg(p: str | Path, flag: str) -> Path:
     try:
         p.resolve()
     except (RuntimeError, OSError) as e:  # Python < 3.13: RuntimeError('Symlink loop …'); later: OSError(ELOOP)
-        raise ValueError(f"{flag} {p} is or passes through a symbolic link loop ({e}); expected a real folder") from None
+        raise ValueError(
+            f"{flag} {p} is or passes through a symbolic link loop ({e}); expected a real folder"
+        ) from None
     if p.is_symlink() and not p.exists():
         raise FileNotFoundError(
             f"{flag} {p} is a symbolic link to {os.readlink(p)}, which does not exist; create that folder or give "

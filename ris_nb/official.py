@@ -32,9 +32,10 @@ from .models.magnet import MagNet
 from .models.sag import SaG
 
 # %% auto #0
-__all__ = ['PWAM_KEYS', 'CAM_BRANCH_KEYS', 'SAG_UNUSED', 'convert_pwam', 'convert_cam', 'convert_magnet', 'magnet_config',
-           'check_values', 'official_state', 'load_magnet_state', 'load_magnet', 'slot_keys', 'interaction_qkv',
-           'decoder_keys', 'load_mapped', 'sag_config', 'sag_key_map', 'load_sag']
+__all__ = ['PWAM_KEYS', 'CAM_BRANCH_KEYS', 'SAG_FLOATS', 'SAG_BOOLS', 'SAG_NUMBERS', 'SAG_UNUSED', 'convert_pwam', 'convert_cam',
+           'convert_magnet', 'check_config_numbers', 'magnet_config', 'check_values', 'official_state',
+           'load_magnet_state', 'load_magnet', 'slot_keys', 'interaction_qkv', 'decoder_keys', 'load_mapped',
+           'sag_config', 'sag_key_map', 'load_sag']
 
 # %% ../nbs/94_official_weights.ipynb #od48f522
 PWAM_KEYS = {
@@ -168,6 +169,30 @@ def convert_magnet(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 # %% ../nbs/94_official_weights.ipynb #o8cab451
+def check_config_numbers(
+    values: dict[str, Any], floats: set[str], where: str, bools: frozenset[str] = frozenset()
+) -> None:
+    """Refuse a value that is not a number where the official config holds one (a string, say, which would size a
+    tensor by its text): integers (or lists of them) except the keys in `floats`; `bools`: true/false only."""
+
+    def fits(k: str, v: Any) -> bool:
+        if k in bools:
+            return isinstance(v, bool) or v in (0, 1)
+        if isinstance(v, list):
+            return bool(v) and all(fits(k, x) for x in v)
+        return not isinstance(v, bool) and isinstance(v, (int, float) if k in floats else int)
+
+    bad = [f"{k}={v!r}" for k, v in values.items() if not fits(k, v)]
+    if bad:
+        raise ValueError(
+            f"{where}: {', '.join(bad[:3])}{f' (+{len(bad) - 3} more)' if len(bad) > 3 else ''}; expected "
+            "numbers there (integers, or lists of them, except "
+            + (", ".join(sorted(floats)) or "none")
+            + ")"
+            + (f"; true or false for {', '.join(sorted(bools))}" if bools else "")
+        )
+
+
 def magnet_config(official_config: dict | None = None) -> Config:
     """A `Config` (official_compat=True) from the official hyper-parameters (fixture `config.json` layout); None =
     the released Swin-B/BERT-base network."""
@@ -201,6 +226,9 @@ def magnet_config(official_config: dict | None = None) -> Config:
         "dec_layers": 9,
         "dec_dim_feedforward": 2048,
     } | oc.get("decoder", {})
+    sizes = {"image_size": oc.get("image_size", 480), "max_tokens": oc.get("max_tokens", 20)}
+    for part, values in (("swin", sw), ("bert", bt), ("fusion", fu), ("decoder", de), ("", sizes)):
+        check_config_numbers(values, {"mlp_ratio", "drop_path_rate"}, f"official MagNet config {part}".rstrip())
     if not (de["conv_dim"] == de["mask_dim"] == de["hidden_dim"]):
         raise ValueError(
             f"official decoder widths differ (conv_dim={de['conv_dim']}, mask_dim={de['mask_dim']}, "
@@ -513,10 +541,27 @@ def _sag_args(a: dict, K: int, D: int, Kg: int) -> dict[str, Any]:
     }
 
 # %% ../nbs/94_official_weights.ipynb #oef156f4
+# the official SaG args ris_nb reads as numbers (`_sag_args`); a string there would become a size or a rate
+SAG_FLOATS = {"agg_ff_mult", "agg_var_scaling", "dropout", "recon_weight", "info_temperature", "img_lr_scale"}
+SAG_FLOATS |= {"txt_lr_scale", "lr", "weight_decay", "grad_clip"}
+SAG_BOOLS = frozenset({"cma_detach_target", "info_txt_l2"})
+SAG_NUMBERS = SAG_FLOATS | SAG_BOOLS | {"img_num_embeds", "embed_dim", "agg_depth", "agg_cross_head", "agg_cross_dim"}
+SAG_NUMBERS |= {
+    "agg_latent_head",
+    "agg_latent_dim",
+    "cma_heads",
+    "cma_head_dim",
+    "crop_size",
+    "agg_self_per_cross_attn",
+}
+SAG_NUMBERS |= {"lr_warmup_iter", "batch_size"}
+
+
 def sag_config(sd: dict[str, torch.Tensor], official_config: dict) -> Config:
     "A `Config` reproducing the official model described by `official_config` (args [+ derived]) and `sd`'s shapes."
     a, d = official_config.get("args", official_config), official_config.get("derived", {})
     pre = "encoders.img_enc."
+    check_config_numbers({k: v for k, v in a.items() if k in SAG_NUMBERS}, SAG_FLOATS, "official SaG config", SAG_BOOLS)
     try:
         K, D = a["img_num_embeds"], a["embed_dim"]
         Kg = (

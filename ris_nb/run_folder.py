@@ -401,13 +401,15 @@ def read_log(path: str | Path) -> list[dict]:
 
 def check_plotting() -> None:
     "Refuse, before any work, a matplotlib that cannot be imported or an `MPLBACKEND` it does not know."
-    try:
-        from matplotlib.rcsetup import validate_backend
-    except ImportError as e:
-        raise ImportError(f"matplotlib cannot be imported ({e}); a run's figures need it: pip install matplotlib") from None
     backend = os.environ.get("MPLBACKEND", "").strip()
     try:
+        from matplotlib.rcsetup import validate_backend  # raises ValueError itself on some bad MPLBACKEND values
+
         validate_backend(backend) if backend else None
+    except ImportError as e:
+        raise ImportError(
+            f"matplotlib cannot be imported ({e}); a run's figures need it: pip install matplotlib"
+        ) from None
     except ValueError:
         raise ValueError(
             f"MPLBACKEND={backend!r} is not a matplotlib backend; unset it, or set a valid one such as MPLBACKEND=Agg"

@@ -83,6 +83,7 @@ from ris_nb.distributed import (
     run_lock,
     save_checkpoint,
     stale_temp_files,
+    written_by,
 )
 from ris_nb.run_folder import (  # built in 93a_run_folders (appendix)
     check_data_unchanged,
@@ -630,6 +631,8 @@ def _train_run(run: TrainingRun, cbs: Sequence[Callback] = (), validate: bool = 
             p.unlink(missing_ok=True)
             warnings.warn(f"removed {p}, left by a killed run")
         write_atomic(run_dir / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
+        by = json.dumps(written_by(), indent=1)  # the version and commit that trained this folder, beside its config
+        write_atomic(run_dir / "written_by.json", lambda tmp: tmp.write_text(by))
     learn = _run_learner(run, cbs, validate)
     _restore_run(run, learn)
     learn.fit()

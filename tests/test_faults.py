@@ -1492,3 +1492,127 @@ def test_a_data_error_in_a_loader_worker_is_one_line(data_copy, tmp_path, capsys
         and "Traceback" not in err
         and "DataLoader worker" not in err
     ), err
+
+
+# ---------------------------------------------------------------- round 5 leftovers (issue 70): paths, environment,
+# inputs, the official config
+
+
+@pytest.mark.parametrize("flag", ["--out", "--data"])
+def test_quoted_tilde_loop_and_dangling_link_are_named(flag, shaperefs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nothing")
+    for bad, said in (
+        ("~/x", "'~' was not expanded"),
+        (tmp_path / "loop1", "symbolic link loop"),
+        (tmp_path / "loop1" / "run", "symbolic link loop"),
+        (tmp_path / "dangling", "which does not exist"),
+    ):
+        data, out = (shaperefs, bad) if flag == "--out" else (bad, tmp_path / "run")
+        rc, err = main(capsys, "train", "--data", data, "--out", out, *TINY_RUN)
+        assert rc == 2 and f"error: {flag} {bad}" in err and said in err, err
+    assert not (tmp_path / "~").exists() and not (tmp_path / "nothing").exists()
+
+
+def test_environment_errors_are_one_line():
+    from ris_nb.io import environment_error
+
+    e = ModuleNotFoundError("No module named 'PIL'", name="PIL")
+    assert environment_error(e).endswith("install it: pip install pillow")
+    assert "cannot import a package" in environment_error(ImportError("broken"))
+    torch_oom = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+        "you tried to allocate 417000000000 bytes. Error code 12"
+    )
+    assert "out of memory (it tried to allocate 417000000000 bytes)" in environment_error(torch_oom)
+    assert environment_error(MemoryError()).startswith("out of memory; ")
+    assert "PYTHONWARNINGS" in environment_error(DeprecationWarning("old"))
+    assert environment_error(RuntimeError("a bug")) is None and environment_error(KeyError("k")) is None
+
+
+def test_a_warning_made_an_error_and_memory_run_out_are_one_line(trained, tmp_path, capsys, monkeypatch):
+    import ris_nb.cli
+
+    def oom(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(ris_nb.cli, "predict_image", oom)
+    rc, err = main(capsys, *predict_args(trained / "best.pt", tmp_path))
+    assert rc == 2 and "error: out of memory" in err and "Traceback" not in err, err
+    monkeypatch.undo()
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error")
+        rc, err = main(capsys, *predict_args(trained / "best.pt", tmp_path, text="xyzzy plugh"))
+    assert rc == 2 and "turned into an error by PYTHONWARNINGS=error" in err and "Traceback" not in err, err
+
+
+def ris_env(args: list, **env: str) -> subprocess.CompletedProcess:
+    "`ris_nb ARGS` in a subprocess with `env` added to the tests' environment."
+    cmd = [sys.executable, "-m", "ris_nb", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**ENV, **env}, timeout=600)
+
+
+@pytest.mark.parametrize("backend, said", [("nosuch", "MPLBACKEND='nosuch' is not a matplotlib backend")])
+def test_a_bad_mplbackend_is_refused_before_training(backend, said, shaperefs, tmp_path):
+    p = ris_env(["train", "--data", shaperefs, "--out", tmp_path / "run", *TINY_RUN], MPLBACKEND=backend)
+    assert p.returncode == 2 and said in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_package_names_what_to_install(shaperefs, tmp_path):
+    fake = tmp_path / "hide" / "pycocotools"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'pycocotools'\", name='pycocotools')"
+    )
+    path = os.pathsep.join([str(tmp_path / "hide"), ENV.get("PYTHONPATH", "")])
+    p = ris_env(["train", "--data", shaperefs, "--out", tmp_path / "run", "--no-eval", *TINY_RUN], PYTHONPATH=path)
+    assert p.returncode == 2 and "pip install pycocotools" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+
+
+def test_animated_and_multipage_images_say_frame_one(tmp_path):
+    from ris_nb.io import load_image
+
+    a, b = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    for name in ("a.gif", "a.png", "a.tif"):
+        a.save(tmp_path / name, save_all=True, append_images=[b])
+        with pytest.warns(UserWarning, match="holds 2 frames"):
+            assert load_image(tmp_path / name)[0, 0, 0] > 200  # the first frame: red
+    a.save(tmp_path / "one.png")
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error")
+        load_image(tmp_path / "one.png")
+
+
+def test_text_that_is_not_utf8_is_named(trained, tmp_path, capsys):
+    rc, err = main(capsys, *predict_args(trained / "best.pt", tmp_path, text="the r\udce9d circle"))
+    assert rc == 2 and "is not UTF-8" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("n, said", [(0, "expected an integer >= 1"), (10**5, "expected at most")])
+def test_threads_out_of_range_are_refused(n, said):
+    from ris_nb.testing import set_threads
+
+    with pytest.raises(ValueError, match=said):
+        set_threads(n)
+
+
+def test_official_config_strings_are_refused_by_name():
+    from ris_nb.official import magnet_config, sag_config
+
+    with pytest.raises(ValueError, match=r"official MagNet config swin: embed_dim='128'"):
+        magnet_config({"swin": {"embed_dim": "128"}})
+    with pytest.raises(ValueError, match=r"official MagNet config: image_size='480'"):
+        magnet_config({"image_size": "480"})
+    assert magnet_config({"swin": {"mlp_ratio": 4}}).model.vision.mlp_ratio == 4.0  # an int where a float is: fine
+    with pytest.raises(ValueError, match=r"official SaG config: img_num_embeds='8', lr='fast', info_txt_l2='no'"):
+        sag_config({}, {"args": {"img_num_embeds": "8", "lr": "fast", "info_txt_l2": "no"}})
+
+
+def test_train_writes_who_wrote_the_run_folder(trained):
+    from ris_nb.distributed import written_by
+
+    by = json.loads((trained / "written_by.json").read_text())
+    assert by == written_by() and by["ris_nb_version"]
