@@ -64,9 +64,6 @@ SLOWEST = {
     "entity_pretraining": 61,
     "trained": 52,
     "graded": 50,
-    "tests/test_demo_browser.py::test_a_click_during_run_all_sees_still_loading_then_is_answered": "the demo in "
-    "JupyterLab in Chromium (26 CPU s and a 20 s wait). make test: the same clicks on the app's widgets "
-    "(test_demo's test_clicks_during_run_all_see_still_loading_until_ready)",
     "tests/test_gpu_check.py::test_tiny_cpu_check_writes_a_row_per_check": 48,
     "tests/test_gpu_check.py::test_tiny_cpu_profile_mode_writes_rows_and_tables": 32,
     "one_process_run": 45,

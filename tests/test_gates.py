@@ -35,6 +35,7 @@ def test_every_slow_entry_exists_and_says_what_make_test_keeps(key):
 @pytest.mark.parametrize("key", sorted(SLOWEST))
 def test_every_scheduled_unit_exists(key):
     assert _exists(key), f"tests/conftest.py SLOWEST[{key!r}]: no such test, fixture or xdist group in tests/"
+    assert isinstance(SLOWEST[key], (int, float)), f"tests/conftest.py SLOWEST[{key!r}]: expected seconds"
 
 
 def test_the_notebook_schedule_names_notebooks():
