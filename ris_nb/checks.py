@@ -375,6 +375,8 @@ def run_graded(cells: list[dict], report: Callable[[dict], None], checks: Callab
             err = _last_line(e)
         if c["check"]:
             report({"cell": i, "error": err, "answers": sorted(answers.items())})
+        elif err and not end:  # a later check may fail by its consequence (a NameError): the grader names it
+            report({"raised": i, "error": err})
         if end:
             return report({"end": f"{end} raised in cell {i}"})
     report({"done": True})

@@ -196,6 +196,9 @@ def score(checks: list[TeacherCheck], placed: dict[str, int], run: ChildRun) -> 
             msg = run.garbled
         elif i in run.records:
             msg = _judge(run.records[i], ch)
+            cause = max((j for j in run.raised if j < i), default=None)  # the last cell before it that raised
+            if msg and run.records[i]["error"] and cause is not None:
+                msg += f" (after cell {cause} raised {run.raised[cause]})"
         else:
             msg = f"not run: {run.ended or 'no report of it'}"
         out.append(CheckResult(-1 if i is None else i, ch.kind, ch.title, not msg, msg, ch.name, ch.points))

@@ -32,10 +32,10 @@ from .models.magnet import MagNet
 from .models.sag import SaG
 
 # %% auto #0
-__all__ = ['PWAM_KEYS', 'CAM_BRANCH_KEYS', 'SAG_FLOATS', 'SAG_BOOLS', 'SAG_NUMBERS', 'SAG_UNUSED', 'convert_pwam', 'convert_cam',
-           'convert_magnet', 'check_config_numbers', 'magnet_config', 'check_values', 'official_state',
-           'load_magnet_state', 'load_magnet', 'slot_keys', 'interaction_qkv', 'decoder_keys', 'load_mapped',
-           'sag_config', 'sag_key_map', 'load_sag']
+__all__ = ['PWAM_KEYS', 'CAM_BRANCH_KEYS', 'MAGNET_NUMBERS', 'SAG_FLOATS', 'SAG_BOOLS', 'SAG_NUMBERS', 'SAG_UNUSED',
+           'convert_pwam', 'convert_cam', 'convert_magnet', 'check_config_numbers', 'magnet_config', 'check_values',
+           'official_state', 'load_magnet_state', 'load_magnet', 'slot_keys', 'interaction_qkv', 'decoder_keys',
+           'load_mapped', 'sag_config', 'sag_key_map', 'load_sag']
 
 # %% ../nbs/94_official_weights.ipynb #od48f522
 PWAM_KEYS = {
@@ -193,6 +193,14 @@ def check_config_numbers(
         )
 
 
+# the official MagNet hyper-parameters ris_nb reads as numbers (`magnet_config`'s defaults)
+MAGNET_NUMBERS = {"embed_dim", "depths", "num_heads", "window_size", "patch_size", "mlp_ratio", "drop_path_rate"}
+MAGNET_NUMBERS |= {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"}
+MAGNET_NUMBERS |= {"pwam_idx", "num_heads_fusion", "cam_pool_sizes", "conv_dim", "mask_dim", "hidden_dim", "nheads"}
+MAGNET_NUMBERS |= {"enc_layers", "enc_dim_feedforward", "enc_n_points", "dec_layers", "dec_dim_feedforward"}
+MAGNET_NUMBERS |= {"image_size", "max_tokens"}
+
+
 def magnet_config(official_config: dict | None = None) -> Config:
     """A `Config` (official_compat=True) from the official hyper-parameters (fixture `config.json` layout); None =
     the released Swin-B/BERT-base network."""
@@ -228,7 +236,8 @@ def magnet_config(official_config: dict | None = None) -> Config:
     } | oc.get("decoder", {})
     sizes = {"image_size": oc.get("image_size", 480), "max_tokens": oc.get("max_tokens", 20)}
     for part, values in (("swin", sw), ("bert", bt), ("fusion", fu), ("decoder", de), ("", sizes)):
-        check_config_numbers(values, {"mlp_ratio", "drop_path_rate"}, f"official MagNet config {part}".rstrip())
+        numbers = {k: v for k, v in values.items() if k in MAGNET_NUMBERS}  # qkv_bias, ape …: not ours to check
+        check_config_numbers(numbers, {"mlp_ratio", "drop_path_rate"}, f"official MagNet config {part}".rstrip())
     if not (de["conv_dim"] == de["mask_dim"] == de["hidden_dim"]):
         raise ValueError(
             f"official decoder widths differ (conv_dim={de['conv_dim']}, mask_dim={de['mask_dim']}, "

@@ -339,6 +339,7 @@ class ChildRun:
     ended: str = ""  # '' when it finished; else why not (time limit, exit, signal, SystemExit …)
     garbled: str = ""  # set when its report cannot be trusted at all
     skipped: list[str] = dataclasses.field(default_factory=list)  # files of its folder not copied, and why
+    raised: dict[int, str] = dataclasses.field(default_factory=dict)  # cell index → the error of a cell not a check
 
 
 def _disk_used(folder: Path) -> int:
@@ -459,6 +460,8 @@ def _record(line: str) -> dict | None:
         return r
     if set(r) == {"done"} and r["done"] is True:
         return r
+    if set(r) == {"raised", "error"} and type(r["raised"]) is int and type(r["error"]) is str:
+        return r
 
     def ok(a):
         return (
@@ -489,7 +492,7 @@ def _signal_name(n: int) -> str:
 
 def read_report(data: bytes, check_cells: set[int], rc: int, stopped: str, stderr_line: str = "") -> ChildRun:
     "The check records of a student's process and how it ended; a report of another shape is garbled: not trusted."
-    records, at, end, done = {}, None, "", False
+    records, raised, at, end, done = {}, {}, None, "", False
     for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
         r = _record(line)
         if r is None or done or end or r.get("cell") in records or ("cell" in r and r["cell"] not in check_cells):
@@ -498,18 +501,21 @@ def read_report(data: bytes, check_cells: set[int], rc: int, stopped: str, stder
             at = r["at"]
         elif "cell" in r:
             records[r["cell"]] = r
+        elif "raised" in r:
+            raised[r["raised"]] = r["error"]
         elif "end" in r:
             end = r["end"]
         else:
             done = True
     where = f"in cell {at}" if at is not None else "before its first cell"
+    ended = ""
     if stopped:
-        return ChildRun(records, f"{stopped} ({where})")
-    if end:
-        return ChildRun(records, f"the notebook ended: {end}")
-    if rc < 0:
-        return ChildRun(records, f"its process was killed by signal {-rc} {_signal_name(-rc)}{where}")
-    if not done or rc != 0:
+        ended = f"{stopped} ({where})"
+    elif end:
+        ended = f"the notebook ended: {end}"
+    elif rc < 0:
+        ended = f"its process was killed by signal {-rc} {_signal_name(-rc)}{where}"
+    elif not done or rc != 0:
         why = f": {stderr_line[:200]}" if rc and stderr_line else ""
-        return ChildRun(records, f"its process exited with code {rc} {where}, before the end of the notebook{why}")
-    return ChildRun(records)
+        ended = f"its process exited with code {rc} {where}, before the end of the notebook{why}"
+    return ChildRun(records, ended, raised=raised)

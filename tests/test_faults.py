@@ -1607,6 +1607,7 @@ def test_official_config_strings_are_refused_by_name():
     with pytest.raises(ValueError, match=r"official MagNet config: image_size='480'"):
         magnet_config({"image_size": "480"})
     assert magnet_config({"swin": {"mlp_ratio": 4}}).model.vision.mlp_ratio == 4.0  # an int where a float is: fine
+    assert magnet_config({"swin": {"qkv_bias": True, "ape": False}})  # the official config's switches: not numbers
     with pytest.raises(ValueError, match=r"official SaG config: img_num_embeds='8', lr='fast', info_txt_l2='no'"):
         sag_config({}, {"args": {"img_num_embeds": "8", "lr": "fast", "info_txt_l2": "no"}})
 

@@ -214,3 +214,14 @@ def test_a_student_filling_its_folder_is_stopped_at_the_disk_budget(tmp_path, mo
     nb = write(tmp_path / "fill", student({**RIGHT, "sol-double": fill + RIGHT["sol-double"]}))
     (g,) = grade_notebooks(teacher, [nb], timeout=50, budget=StudentBudget(disk=20 << 20))
     assert "its folder holds over 20 MiB" in g.ended, g.ended  # not the 100 MiB it wrote, nor a time-out
+
+
+def test_an_error_before_a_check_is_named_beside_its_consequence(tmp_path, monkeypatch):
+    "A cell that raised (here MemoryError) before the check that then fails by NameError: the check's row names both."
+    monkeypatch.setattr(grading, "_package_digest", lambda: "")
+    teacher = write(tmp_path / "teacher", TEACHER)
+    hidden = student({**RIGHT, "sol-double": "raise MemoryError('4 GiB')\ndef double(x): return 2 * x"})
+    (g,) = grade_notebooks(teacher, [write(tmp_path / "s", hidden)], timeout=120)
+    passed, msg = outcome(g)["chk-double"]
+    assert not passed and "NameError" in msg and "raised MemoryError: 4 GiB" in msg, msg
+    assert outcome(g)["chk-think"][0]  # a check whose cell ran fine is not blamed on it

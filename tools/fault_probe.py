@@ -1374,6 +1374,71 @@ def r5_upgrade_cases(self: Probe) -> None:
 Probe.r5_upgrade_cases = r5_upgrade_cases
 
 
+def run_env(args: list, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    "`ris_nb args` with `env` added to the probe's environment."
+    cmd = RIS + [str(a) for a in args]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**ENV, **env}, timeout=timeout)
+
+
+def r5_env_cases(self: Probe) -> None:
+    """Paths (a quoted ~, link loops, dangling links, --out in images/), the environment (missing packages, warnings
+    made errors, MPLBACKEND, --threads), odd inputs (animated images, text not UTF-8), official configs (issue 70)."""
+    from PIL import Image
+
+    out = self.tmp / "r5e"
+    out.mkdir()
+    (out / "loop1").symlink_to(out / "loop2")
+    (out / "loop2").symlink_to(out / "loop1")
+    (out / "dangling").symlink_to(out / "nothing")
+    for case, args, names, left in (
+        ("--out '~/x' (quoted)", ["--data", self.base, "--out", "~/x"], ["'~' was not expanded"], out / "~"),
+        ("--out a symbolic link loop", ["--data", self.base, "--out", out / "loop1"], ["link loop"], None),
+        ("--data a symbolic link loop", ["--data", out / "loop1", "--out", out / "r1"], ["link loop"], out / "r1"),
+        (
+            "--out a dangling link",
+            ["--data", self.base, "--out", out / "dangling"],
+            ["does not exist"],
+            out / "nothing",
+        ),
+        ("--data a dangling link", ["--data", out / "dangling", "--out", out / "r2"], ["does not exist"], out / "r2"),
+        ("--out inside images/", ["--data", self.base, "--out", self.base / "images" / "r"], ["inside"], None),
+        ("--threads 100000", ["--data", self.base, "--out", out / "r3", "--threads", "100000"], ["--threads"], None),
+    ):
+        p = run(["train", "--preset", "lavt_tiny", *args, "--no-eval", "--set", *TINY], cwd=out)
+        self.add(f"train: {case}", p, refusal(p, *names, left=left))
+    img, ck = next((self.base / "images").iterdir()), self.run0 / "best.pt"
+    p = run_env(["train", "--data", self.base, "--out", out / "mpl", "--set", *TINY], MPLBACKEND="nosuch")
+    self.add("train: MPLBACKEND=nosuch", p, refusal(p, "MPLBACKEND='nosuch'", left=out / "mpl"))
+    hide = out / "hide" / "pycocotools"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'pycocotools'\", name='pycocotools')"
+    )
+    p = run_env(["train", "--data", self.base, "--out", out / "pcc", "--set", *TINY], PYTHONPATH=str(hide.parent))
+    self.add("train: pycocotools missing", p, refusal(p, "pip install pycocotools"))
+    pred = ["predict", "--ckpt", ck, "--image", img, "--out", out / "w.png", "--text"]
+    p = run_env([*pred, "zebra quokka"], PYTHONWARNINGS="error")
+    self.add("predict: PYTHONWARNINGS=error", p, refusal(p, "PYTHONWARNINGS"))
+    p = run(["predict", "--ckpt", ck, "--image", img, "--out", out / "u.png", "--text", "the r\udce9d circle"])
+    self.add("predict: --text with a byte that is not UTF-8", p, refusal(p, "not UTF-8", left=out / "u.png"))
+    frames = [Image.new("RGB", (64, 64), c) for c in ("red", "blue")]
+    for name in ("anim.gif", "anim.png", "pages.tif"):
+        frames[0].save(out / name, save_all=True, append_images=frames[1:])
+        p = run(["predict", "--ckpt", ck, "--image", out / name, "--text", "the red circle", "--out", out / "a.png"])
+        self.add(f"predict: {name} of 2 frames", p, success(p, "holds 2 frames" in p.stderr, "frame 1 used unsaid"))
+    code = "from ris_nb.official import magnet_config\nmagnet_config({'swin': {'embed_dim': '128'}})"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    line = first_line(p.stderr)
+    v = ("clear", "") if "embed_dim='128'" in line and "expected numbers" in line else ("unclear", "key not named")
+    self.add("official: a string where the MagNet config holds a number", p, v if p.returncode else ("wrong", "built"))
+    by = self.run0 / "written_by.json"
+    said = json.loads(by.read_text()) if by.exists() else {}
+    self.add("train: the run folder records who wrote it", (0, str(said)), ("works", "") if said else ("wrong", "none"))
+
+
+Probe.r5_env_cases = r5_env_cases
+
+
 # ---------------------------------------------------------------- round 4: arguments that vanish, outputs over inputs,
 # studies
 
@@ -1499,7 +1564,7 @@ def main(argv: list[str] | None = None) -> int:
     groups += GRADING_GROUPS  # students who try to subvert `ris_nb grade`
     # round 4: --set twice, outputs over inputs, studies' folders
     groups += R4_GROUPS
-    groups += ["r5_upgrade_cases"]  # round 5 (issue 70): runs of an older version
+    groups += ["r5_upgrade_cases", "r5_env_cases"]  # round 5 (issue 70): older runs, paths, environment, inputs
     if args.k:
         groups = [g for g in groups if any(k in g for k in args.k)]
     tmp = Path(tempfile.mkdtemp(prefix="ris_nb_fault_probe_"))
