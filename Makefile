@@ -58,8 +58,8 @@ lint: venv
 	$(BIN)/ruff check $(LINTED) nbs
 	$(BIN)/ruff format --check $(FORMATTED) nbs
 
-# The tests. `make test`, the fast gate (≤ 10 min on an idle 2-core machine): every notebook run once as nbdev_test
-# runs it, also failing where a cell marked `#| check_output` now prints other than its saved output
+# The tests. `make test`, the fast gate (aim: ≤ 10 min on an idle 2-core machine): every notebook run once as
+# nbdev_test runs it, also failing where a cell marked `#| check_output` now prints other than its saved output
 # (tools/check_notebooks.py, the slowest first), then pytest without the tests marked `slow` (pytest-xdist: one worker
 # per core, at most 4, one thread each; tests/conftest.py hands out the slowest work first and builds each slow fixture
 # on one worker only). `make test-all` (what .ci/run runs): the same with the slow tests too (tests/conftest.py's

@@ -10,10 +10,11 @@ own, and the wall time is the busier worker's sum. So that no work is done twice
   units with the most tests first): the learning runs start at once on different workers, and the short tests fill the
   gaps at the end instead of a long run starting last and leaving the other worker idle.
 
-Two gates: `make test` runs every test not marked `slow` (≤ 10 minutes on an idle 2-core machine); `make test-all` (CI)
-runs them all. `SLOW` lists the slow ones with what of their claim the fast gate also proves. `--cpu-durations N`
-lists the N tests with the most CPU seconds (this process and its finished children), a measure that the other load
-on a shared machine moves far less than `--durations`' wall seconds, with the 512³ matmul probe before and after."""
+Two gates: `make test` runs every test not marked `slow` (the aim: ≤ 10 minutes on an idle 2-core machine);
+`make test-all` (CI) runs them all. `SLOW` lists the slow ones with what of their claim the fast gate also proves.
+`--cpu-durations N` lists the N tests with the most CPU seconds (this process and its finished children), a measure
+that other load on a shared machine moves far less than `--durations`' wall seconds, with the 512³ matmul probe before
+and after."""
 
 from __future__ import annotations
 
@@ -97,6 +98,9 @@ SLOW = {
     "nbgrader metadata and the config (test_nbgrader); nbgrader's copies are our own (test_course); ris_nb grade",
     "entity_pretraining": "test_sag: 300 steps of entity pretraining split the slots into shapes (61 s). make test: "
     "12a pretrains 30 steps; the pretrain-entities command writes weights that load (test_sag)",
+    "tests/test_experiments.py::test_parallel_study_matches_serial_and_resumes": "a SaG study with --jobs 2 gives "
+    "the numbers of --jobs 1 and resumes (68 s). make test: 98b runs the same study both ways and finds the same "
+    "numbers; test_experiments_cli_writes_tables_and_resumes resumes a study",
     "tests/test_demo_browser.py::test_a_click_during_run_all_sees_still_loading_then_is_answered": "the demo in "
     "JupyterLab in Chromium (26 CPU s and a 20 s wait). make test: the same clicks on the app's widgets "
     "(test_demo's test_clicks_during_run_all_see_still_loading_until_ready)",
