@@ -754,6 +754,20 @@ class Probe:
         elif left:
             v = ("wrong", f"left {left}")
         self.add(f"train: ulimit -f {limit} bytes (checkpoints cannot be written)", p, v)
+        out = self.tmp / "ulimit_step"  # the first large write is a step checkpoint: it, not a figure, is named
+        p = subprocess.run(
+            RIS
+            + ["train", "--preset", "lavt_tiny", "--data", str(self.base), "--out", str(out), "--no-eval"]
+            + ["--set", *TINY, "train.max_steps=4", "train.ckpt_every=1", "train.eval_every=100"],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=600,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+        )
+        v = refusal(p, "cannot write", "step_0000001.pt", "ulimit -f")
+        left = [f.name for f in out.rglob("*") if f.name.startswith(".") and ".tmp-" in f.name]
+        self.add(f"train: ulimit -f {limit} bytes at a step checkpoint", p, ("wrong", f"left {left}") if left else v)
 
     def r3_n_val(self) -> None:
         p = run(
