@@ -251,6 +251,7 @@ class Probe:
         rc = p.returncode if hasattr(p, "returncode") else p[0]
         line = first_line(p.stderr) if hasattr(p, "stderr") else p[1]
         self.rows.append(Row(case, rc, line, *verdict_note))
+        print(f"{len(self.rows)}. {case}: {verdict_note[0]} {verdict_note[1]}", file=sys.stderr, flush=True)  # progress
 
     # -- data: train and check-data on each planted fault
     def data_faults(self) -> None:
