@@ -20,6 +20,7 @@ from .data.transforms import Batch, encode_text, image_transform, resize_mask
 
 # built in 93a_run_folders
 from .run_folder import WEIGHT_FREE_KEYS, load_checkpoint, saved_config, weight_changes
+from .evaluate import evaluate  # the validation that picks best.pt
 from .train import TrainingRun
 
 # %% auto #0
@@ -61,7 +62,7 @@ def ensure_checkpoint(
             )
         return best
     # tokenizer beside best.pt: `load_run`
-    TrainingRun(cfg).start([cfg.data.train_split, cfg.data.val_split], list(cbs))
+    TrainingRun(cfg, evaluate=evaluate).start([cfg.data.train_split, cfg.data.val_split], list(cbs))
     if not best.is_file():
         raise RuntimeError(f"training {preset} into {out_dir} wrote no best.pt (no validation ran?)")
     return best
