@@ -355,8 +355,7 @@ def _recorder(answers: dict) -> Callable:
 
 def _last_line(e: BaseException) -> str:
     "`Type: message` of an exception, without its module (a fresh copy's `CheckError` is still `CheckError`)."
-    text = str(e).strip()
-    return (f"{type(e).__name__}: {text}" if text else type(e).__name__)[:500]
+    return (f"{type(e).__name__}: {str(e).strip()}" if str(e).strip() else type(e).__name__)[:500]
 
 
 def run_graded(cells: list[dict], report: Callable[[dict], None], checks: Callable[[], dict]) -> None:
@@ -373,10 +372,9 @@ def run_graded(cells: list[dict], report: Callable[[dict], None], checks: Callab
             err = end = _last_line(e)
         except BaseException as e:
             err = _last_line(e)
-        if c["check"]:
-            report({"cell": i, "error": err, "answers": sorted(answers.items())})
-        elif err and not end:  # a later check may fail by its consequence (a NameError): the grader names it
-            report({"raised": i, "error": err})
+        r = {"cell": i, "error": err, "answers": sorted(answers.items())} if c["check"] else {"raised": i, "error": err}
+        if c["check"] or err and not end:  # a cell that raised is named: a later check may fail by it (a NameError)
+            report(r)
         if end:
             return report({"end": f"{end} raised in cell {i}"})
     report({"done": True})

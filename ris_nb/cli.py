@@ -381,7 +381,7 @@ def refuse_empty_arguments(parser: argparse.ArgumentParser, args: argparse.Names
             name = names.get(dest, "--" + dest.replace("_", "-"))
             raise ValueError(f"{name}: empty argument; give a value (see `ris_nb {args.command} --help`)")
 
-
+# %% ../nbs/15_cli.ipynb #793e3835
 def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = None) -> int:
     "Run `ris_nb ARGV` with `commands` (default: the pipeline's); `python -m ris_nb` passes every module's."
     parser = build_parser(commands)
