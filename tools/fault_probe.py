@@ -1422,14 +1422,20 @@ def r5_env_cases(self: Probe) -> None:
         p = run(["train", "--preset", "lavt_tiny", *args, "--no-eval", "--set", *TINY], cwd=out)
         self.add(f"train: {case}", p, refusal(p, *names, left=left))
     img, ck = next((self.base / "images").iterdir()), self.run0 / "best.pt"
-    p = run_env(["train", "--data", self.base, "--out", out / "mpl", "--set", *TINY], MPLBACKEND="nosuch")
+    p = run_env(
+        ["train", "--preset", "lavt_tiny", "--data", self.base, "--out", out / "mpl", "--set", *TINY],
+        MPLBACKEND="nosuch",
+    )
     self.add("train: MPLBACKEND=nosuch", p, refusal(p, "MPLBACKEND='nosuch'", left=out / "mpl"))
     hide = out / "hide" / "pycocotools"
     hide.mkdir(parents=True)
     (hide / "__init__.py").write_text(
         "raise ModuleNotFoundError(\"No module named 'pycocotools'\", name='pycocotools')"
     )
-    p = run_env(["train", "--data", self.base, "--out", out / "pcc", "--set", *TINY], PYTHONPATH=str(hide.parent))
+    p = run_env(
+        ["train", "--preset", "lavt_tiny", "--data", self.base, "--out", out / "pcc", "--set", *TINY],
+        PYTHONPATH=str(hide.parent),
+    )
     self.add("train: pycocotools missing", p, refusal(p, "pip install pycocotools"))
     pred = ["predict", "--ckpt", ck, "--image", img, "--out", out / "w.png", "--text"]
     p = run_env([*pred, "zebra quokka"], PYTHONWARNINGS="error")
