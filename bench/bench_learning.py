@@ -63,7 +63,7 @@ def train_and_score(preset: str, seed: int, args) -> dict:
     seed_everything(seed)
     model = build_model(cfg)
     t0 = time.perf_counter()
-    fit(model, loaders, cfg)
+    fit(model, loaders, cfg, evaluate=evaluate)
     wall = time.perf_counter() - t0
     model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
     res = evaluate(model, loaders["val"], protocol=cfg.eval.protocol, progress=False, keep_samples=False)

@@ -423,6 +423,7 @@ def ddp_run(preset: str, data: str, out: str, device: str, steps: int, tiny: boo
 
     import ris_nb.models  # noqa: F401
     from ris_nb.distributed import DistInfo, finish_distributed
+    from ris_nb.evaluate import evaluate
     from ris_nb.train import TrainingRun
     from ris_nb.run_folder import read_log
 
@@ -436,7 +437,7 @@ def ddp_run(preset: str, data: str, out: str, device: str, steps: int, tiny: boo
         distributed = property(lambda self: True)
 
     cfg = run_config(preset, data, out, device, "bf16" if cuda else "fp32", steps, steps, tiny)
-    run = TrainingRun(cfg)
+    run = TrainingRun(cfg, evaluate=evaluate)
     run._info = OneRankGroup(0, 1, 0, _torch().device(device))
     clock = step_clock()()
     run.start(["train", "val"], cbs=[clock], validate=True)
