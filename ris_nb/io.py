@@ -181,6 +181,12 @@ def environment_error(e: BaseException) -> str | None:
             f"out of memory{f' (it tried to allocate {asked.group(1)})' if asked else ''}; free memory or lower the "
             "demand: a smaller image, data.image_size or train.batch_size"
         )
+    if isinstance(e, RuntimeError) and ("Too many open files" in msg or "unable to write to file </torch_" in msg):
+        what = "too many open files" if "Too many" in msg else "shared memory (/dev/shm) is full"
+        return (
+            f"{what} for the data-loader workers; set data.num_workers=0, or raise the limit "
+            "(ulimit -n 4096; a larger /dev/shm)"
+        )
     if isinstance(e, Warning):
         return (
             f"a {type(e).__name__} turned into an error by PYTHONWARNINGS=error (or -W error): {msg[:300]}; "

@@ -1528,6 +1528,8 @@ def test_environment_errors_are_one_line():
     )
     assert "out of memory (it tried to allocate 417000000000 bytes)" in environment_error(torch_oom)
     assert environment_error(MemoryError()).startswith("out of memory; ")
+    fds = RuntimeError("Too many open files. Communication with the workers is no longer possible. …")
+    assert "set data.num_workers=0" in environment_error(fds)
     assert "PYTHONWARNINGS" in environment_error(DeprecationWarning("old"))
     assert environment_error(RuntimeError("a bug")) is None and environment_error(KeyError("k")) is None
 

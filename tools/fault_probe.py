@@ -1421,6 +1421,18 @@ def r5_env_cases(self: Probe) -> None:
     ):
         p = run(["train", "--preset", "lavt_tiny", *args, "--no-eval", "--set", *TINY], cwd=out)
         self.add(f"train: {case}", p, refusal(p, *names, left=left))
+    import resource
+
+    p = subprocess.run(
+        [*RIS, "train", "--preset", "lavt_tiny", "--data", str(self.base), "--out", str(out / "fds"), "--no-eval"]
+        + ["--set", *TINY, "data.num_workers=2"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32)),
+    )
+    self.add("train: ulimit -n 32 with 2 data workers", p, refusal(p, "data.num_workers=0", "ulimit -n"))
     img, ck = next((self.base / "images").iterdir()), self.run0 / "best.pt"
     p = run_env(
         ["train", "--preset", "lavt_tiny", "--data", self.base, "--out", out / "mpl", "--set", *TINY],
