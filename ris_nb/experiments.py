@@ -15,6 +15,17 @@ import numpy as np
 
 from .testing import add_threads_arg, usable_cores
 from .data.shaperefs import LANGUAGES
+from .core import validate_config
+from .data.refer import RefDataset, scene_masks
+from .data.shaperefs_files import ensure_shaperefs
+from .evaluate import grounding_figures, language_blind_references, score_splits
+from .metrics import iou_from, mask_iu
+from .models.sag import entity_overrides, entity_pretrain_config
+from .models.slots import EntityPretrainConfig
+from .presets import get_preset
+from .pretrain import ENTITY_VARIANTS, cached_entity_weights
+from .run_folder import latest_checkpoint
+from .train import TrainingRun, prepare
 
 # %% auto #0
 __all__ = ['STUDIES', 'DEFAULT_STUDIES', 'OPT_IN', 'SCORED_SPLITS', 'FULL', 'QUICK', 'TYPES', 'MAIN', 'METRICS', 'Row', 'Claim',
@@ -272,9 +283,6 @@ _ENTITY_ROWS = {  # `ENTITY_VARIANTS` (12a) → (the change in words, the paper'
 
 def sag_entity_rows() -> list[Row]:
     "`sag_tiny` on each entity-module variant, pretrained text-free once per study and frozen (gather as in `sag`)."
-    from ris_nb.models.sag import entity_overrides
-    from ris_nb.models.slots import EntityPretrainConfig
-    from ris_nb.pretrain import ENTITY_VARIANTS
 
     return [
         Row(
@@ -443,8 +451,6 @@ QUICK = Budget(n_images=300, steps=50, batch_size=16, entity_steps=100, entity_s
 # %% ../nbs/16_experiments.ipynb #20d919fb
 def row_config(row: Row, seed: int, budget: Budget, data_root: str | Path, run_dir: str | Path):
     "The Config of one (row, seed) run: preset → budget → row overrides (→ OUT/entities); one checkpoint, at the end."
-    from ris_nb.core import validate_config
-    from ris_nb.presets import get_preset
 
     cfg = get_preset(row.preset).override(
         {
@@ -471,7 +477,6 @@ def row_config(row: Row, seed: int, budget: Budget, data_root: str | Path, run_d
 def study_data(out: str | Path, budget: Budget) -> Path:
     """ShapeRefs for the study, generated once into OUT/data/shaperefs and reused (refused if it was made with
     another budget)."""
-    from ris_nb.data.shaperefs_files import ensure_shaperefs
 
     d = Path(out) / "data" / "shaperefs"
     try:
@@ -485,9 +490,6 @@ def study_data(out: str | Path, budget: Budget) -> Path:
 
 def study_entities(rows: Sequence[Row], budget: Budget, out: str | Path, progress: bool = False) -> dict[str, Path]:
     "Each `own_entities` row's module: OUT/entities/<its name>.pt, pretrained once on the budget's entity scenes."
-    from ris_nb.data.shaperefs_files import ensure_shaperefs
-    from ris_nb.models.sag import entity_pretrain_config
-    from ris_nb.pretrain import cached_entity_weights
 
     out, made = Path(out), {}
     for row in (r for r in rows if r.own_entities):
@@ -501,7 +503,6 @@ def study_entities(rows: Sequence[Row], budget: Budget, out: str | Path, progres
 def _scores(model, loaders, cfg, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
     """Metrics of each split (the first one also per expression type), plus the grounding figures of the method when
     asked."""
-    from ris_nb.evaluate import grounding_figures, score_splits  # evaluate imports the models: only when scoring
 
     per = score_splits(model, cfg, {s: loaders[s] for s in splits}, keep_samples=False)  # the run's own scorer
     first = per[splits[0]]
@@ -519,7 +520,6 @@ def _scores(model, loaders, cfg, splits: Sequence[str] = ("val",), grounding: bo
 def train_and_score(cfg, cbs: Sequence = (), splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
     """Train from scratch (no mask reaches a weakly supervised model), then score the final weights on `splits`;
     `cbs` go to the Learner."""
-    from ris_nb.train import TrainingRun
 
     def score(run) -> dict:
         t1 = time.perf_counter()
@@ -532,8 +532,6 @@ def train_and_score(cfg, cbs: Sequence = (), splits: Sequence[str] = ("val",), g
 
 def rescore(cfg, source_dir: Path, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
     "Score the final checkpoint of `source_dir` under `cfg` (an eval-time change such as the inference scheme)."
-    from ris_nb.train import prepare
-    from ris_nb.run_folder import latest_checkpoint
 
     found = latest_checkpoint(Path(source_dir) / "train")
     if found is None:
@@ -549,8 +547,6 @@ TYPES = ["attribute", "location", "relation", "ordinal", "negation"]
 
 def blind_floors(out: str | Path) -> dict[str, dict[str, float]]:
     "oIoU/mIoU of answers that ignore the sentence, on the study's val split."
-    from ris_nb.data.refer import RefDataset
-    from ris_nb.evaluate import language_blind_references
 
     return language_blind_references(RefDataset(Path(out) / "data", "shaperefs", "shaperefs", "val"))
 
@@ -640,7 +636,6 @@ def main_rows() -> list[Row]:
 
 def row_metric(row: Row) -> str:
     "The metric its paper reports: mIoU for a weakly supervised preset (SaG), oIoU for one trained with masks."
-    from ris_nb.presets import get_preset
 
     return "mIoU" if get_preset(row.preset).data.weak else "oIoU"
 
@@ -666,8 +661,6 @@ def first_noun_phrase(tokens: Sequence[str]) -> dict[str, str]:
 def words_only_answer(dataset) -> dict[str, float]:
     """oIoU/mIoU of drawing one of the scene's shapes that fit the sentence's first noun phrase (all shapes when none
     fits)."""
-    from ris_nb.data.refer import scene_masks
-    from ris_nb.metrics import iou_from, mask_iu
 
     refer, I, U, ious = dataset.refer, 0.0, 0.0, []
     cache: dict[int, dict[int, Any]] = {}
@@ -690,8 +683,6 @@ def words_only_answer(dataset) -> dict[str, float]:
 
 def split_floors(data_root: str | Path, splits: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
     "Per split: the language-blind answers and the words-only answer, on a study's ShapeRefs."
-    from ris_nb.data.refer import RefDataset
-    from ris_nb.evaluate import language_blind_references
 
     out = {}
     for sp in splits:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .core import Config, build_model, seed_everything
 from .distributed import DistInfo, PairedSampler, ResumableSampler, ShardSampler, image_partners
+from .data.transforms import build_tokenizer, make_datasets
 
 # %% auto #0
 __all__ = ['REFER_TRAIN_SIZES', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps',
@@ -167,7 +168,6 @@ def make_run_loaders(data: dict, cfg: Config, info: DistInfo) -> dict[str, DataL
 def prepare_data(cfg: Config, splits: Sequence[str] | None) -> tuple[Any, dict, Config]:
     """Datasets of `splits` (one REFER index), their tokenizer, and `cfg` with `model.text.vocab_size` taken from it
     (when 0)."""
-    from ris_nb.data.transforms import build_tokenizer, make_datasets
 
     data = make_datasets(cfg, None, splits)
     tok = next(iter(data.values())).tokenizer if data else build_tokenizer(cfg)

@@ -42,6 +42,10 @@ from ris_nb.experiments import (
 from .io import check_out_dir, die_with_parent  # die_with_parent: built in 92_dataset_writing
 from .study_report import main_table_markdown, study_markdown, write_json_atomic, write_main_table, write_outputs
 from .testing import probe_ms
+from .data.shaperefs import MAX_IMAGES
+from .distributed import run_lock
+from .run_folder import weight_changes
+from .train import ProgressCB
 
 # %% auto #0
 __all__ = ['SHARED_BUDGET', 'CALL_KEYS', 'STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS', 'MAX_STEPS', 'read_result', 'finished',
@@ -64,7 +68,6 @@ def read_result(p: Path) -> dict:
 def finished(run_dir: Path, cfg) -> dict | None:
     """The stored result of a finished run with this config; None when it has not finished (or its result is
     unreadable: said, then run again); an error when it ran another config."""
-    from ris_nb.run_folder import weight_changes
 
     p = Path(run_dir) / "result.json"
     if not p.exists():
@@ -105,7 +108,6 @@ def reusable(r: dict | None, budget: Budget) -> bool:
 
 def remove_run_dir(run_dir: Path) -> None:
     "Delete a stale run folder under its training lock: a run still training there is refused, never deleted."
-    from ris_nb.distributed import run_lock
 
     if run_dir.is_symlink():
         raise ValueError(f"{run_dir} is a symbolic link; a study deletes only folders of its own")
@@ -205,7 +207,6 @@ def _start_pool_process(counter, bar_lock, parent: int) -> None:
 def _run_in_pool(job: Job, threads: int) -> dict:
     """`run_one` inside a pool process: `threads` torch threads, its training bar on the line below the study's, one
     per process."""
-    from ris_nb.train import ProgressCB
 
     torch.set_num_threads(threads)
     bar = ProgressCB(position=_slot + 1, desc=job.label)
@@ -294,7 +295,6 @@ def run_study(
         raise ValueError(f"--seeds {seeds!r}: expected a positive integer")
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs {jobs!r}: expected a positive integer")
-    from ris_nb.distributed import run_lock
 
     out = Path(out)
     rows, claims = study_rows(only, names)
@@ -392,7 +392,6 @@ def run_main_table(
     bad = [l for l in languages if l not in LANGUAGES]
     if bad or not languages:
         raise ValueError(f"languages {list(languages)!r}: expected some of {LANGUAGES}")
-    from ris_nb.distributed import run_lock
 
     out, rows = Path(out), named_main_rows(names)
     old = json.loads(Path(record).read_text()) if names is not None and record and Path(record).is_file() else None
@@ -434,7 +433,6 @@ def claim_study_folder(out: Path) -> Path:
 
 def _check_counts(args) -> None:
     "Every count within its bounds, before any work."
-    from ris_nb.data.shaperefs import MAX_IMAGES
 
     for flag, v, hi in (
         ("--seeds", args.seeds, MAX_SEEDS),

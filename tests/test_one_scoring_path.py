@@ -35,6 +35,10 @@ def scorers(monkeypatch) -> list[str]:
         return real(*a, **k)
 
     monkeypatch.setattr(EV, "score_splits", recorded)
+    # a module that imported the name holds its own reference: record there too (every module that imports it)
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("ris_nb.") and mod is not EV and getattr(mod, "score_splits", None) is real:
+            monkeypatch.setattr(mod, "score_splits", recorded)
     return callers
 
 

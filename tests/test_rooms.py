@@ -225,11 +225,6 @@ def test_no_import_circle():
     assert not cycle, "import circle: " + " → ".join(cycle)
 
 
-# modules whose function-level imports are still to be given their reasons (issue 71, the engine's owner): each leaves
-# this set as soon as its reasons are in (train and evaluate have theirs)
-REASONS_PENDING = {"loaders", "study_runner", "experiments"}
-
-
 def function_level_imports(module: str) -> list[str]:
     "`line N: source` of each `ris_nb` import inside a function body of `module` (relative imports included)."
     lines, found = MODULES[module].read_text().splitlines(), {}
@@ -244,7 +239,7 @@ def function_level_imports(module: str) -> list[str]:
     return [f"line {k}: {first.strip()}" for k, (first, last) in sorted(found.items()) if "#" not in first + last]
 
 
-@pytest.mark.parametrize("module", sorted(set(MODULES) - REASONS_PENDING))
+@pytest.mark.parametrize("module", sorted(MODULES))
 def test_a_function_level_import_says_why(module):
     """An import inside a function hides an arrow of the drawing: it carries its reason as a trailing comment
     (torch-free start-up, an optional dependency, …), or it moves to the top of the module."""
