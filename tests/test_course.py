@@ -52,10 +52,10 @@ def kinds_expected(stem: str) -> set[str]:
 
 
 def test_exercises_where_the_readme_says():
-    "Every course notebook from 01 to 18 ends with exercises, and no other (the README's and 00a's sentence)."
+    "Every course notebook from 01 to 18 holds exercises, and no other (the README's and 00a's sentence)."
     have = sorted(p.stem for p in (ROOT / "nbs").glob("*.ipynb") if exercise_start(read_notebook(p)) is not None)
     assert have == sorted(TEACHING), f"notebooks with exercises: {have}; the README says 01–18: {sorted(TEACHING)}"
-    assert "The course notebooks 01–18 end with **Exercises**" in (ROOT / "README.md").read_text()
+    assert "The course notebooks 01–18 close with **Exercises**, then a summary" in (ROOT / "README.md").read_text()
 
 
 @pytest.fixture(scope="module")
