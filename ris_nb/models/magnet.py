@@ -764,7 +764,7 @@ def sentence_embedding(self: MagNet, outputs: MagNetOutputs, batch) -> torch.Ten
     m = batch.attention_mask.to(outputs.words.dtype)[..., None]
     return self.lang_proj((outputs.words * m).sum(1) / m.sum(1).clamp(min=1))
 
-# %% ../../nbs/09_magnet.ipynb #c0a1e7f3
+
 def compile_regions(model: MagNet) -> MagNet:
     """Compile, in place, the blocks a training step repeats: Swin blocks, BERT layers, each stage's fusion, the
     deformable encoder layers and the mask decoder, each for fixed shapes; the losses, MG's masking and the optimizer
