@@ -221,7 +221,7 @@ class CheckResult:
 
 
 def cell_flags(src: str) -> set[str]:
-    "The `#|` flags of a cell's first lines (`#| export`, `#| eval: false`: their words)."
+    "The words of the `#|` flags on a cell's first lines (e.g. `export`; `eval: false`)."
     fl = set()
     for line in src.splitlines():
         if not line.startswith("#|"):

@@ -784,6 +784,7 @@ def test_run_folder_edge_cases(tmp_path, shaperefs_data):
     temp file."""
     import warnings as _w
     from ris_nb.distributed import stale_temp_files
+    from ris_nb.evaluate import evaluate
     from ris_nb.train import fit, prepare
     from ris_nb.run_folder import read_log
 
@@ -801,10 +802,10 @@ def test_run_folder_edge_cases(tmp_path, shaperefs_data):
         }
     )
     _, loaders, model, c = prepare(cfg)
-    fit(model, loaders, c)
+    fit(model, loaders, c, evaluate=evaluate)  # validation writes the log's val line
     shorter = c.override({"train.max_steps": 2})
     with pytest.raises(ValueError, match="already at step 4, past train.max_steps=2"):
-        fit(model, loaders, shorter)
+        fit(model, loaders, shorter, evaluate=evaluate)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["max_steps"] == 4  # untouched
     with pytest.raises(ValueError, match="model.text.vocab_size=5: expected at least"):
         prepare(cfg.override({"model.text.vocab_size": 5}))
@@ -816,7 +817,7 @@ def test_run_folder_edge_cases(tmp_path, shaperefs_data):
     assert stale_temp_files(tmp_path / "run") == [dead]
     with _w.catch_warnings(record=True):
         _w.simplefilter("always")
-        fit(model, loaders, c.override({"train.max_steps": 6}))  # resumes past the cut line
+        fit(model, loaders, c.override({"train.max_steps": 6}), evaluate=evaluate)  # resumes past the cut line
     assert not dead.exists() and read_log(log)[-1]["step"] == 6
 
 
