@@ -16,10 +16,9 @@ import ris_nb.distributed as distributed
 import ris_nb.evaluate as EV
 import ris_nb.loaders as loaders
 import ris_nb.run_folder as run_folder
-from ris_nb.data.refer import Refer
 
 from conftest import TINY_RUN
-from test_run_once import count_everywhere
+from test_run_once import count_everywhere, count_refers_and_train_loaders
 
 PACKAGE = Path(EV.__file__).parent
 METRICS = ["oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"]  # the report's columns after the split
@@ -117,19 +116,7 @@ def test_fit_after_prepare_checks_once(shaperefs_data, tmp_path, monkeypatch):
     calls = Counter()
     for module, name in checks:
         count_everywhere(monkeypatch, module, name, calls)
-    refer_init, loader_init = Refer.__init__, torch.utils.data.DataLoader.__init__
-
-    def refer(self, *a, **k):
-        calls["Refer"] += 1
-        refer_init(self, *a, **k)
-
-    def loader(self, dataset, *a, **k):
-        if getattr(getattr(dataset, "base", None), "split", None) == "train":
-            calls["train DataLoader"] += 1
-        loader_init(self, dataset, *a, **k)
-
-    monkeypatch.setattr(Refer, "__init__", refer)
-    monkeypatch.setattr(torch.utils.data.DataLoader, "__init__", loader)
+    count_refers_and_train_loaders(monkeypatch, calls)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -45,6 +45,23 @@ def shaperefs(tmp_path_factory):
     return out
 
 
+def count_refers_and_train_loaders(monkeypatch, calls: Counter) -> None:
+    "Count REFER indexes read (`Refer`) and training DataLoaders built (`train DataLoader`) into `calls`."
+    refer_init, loader_init = Refer.__init__, torch.utils.data.DataLoader.__init__
+
+    def refer(self, *a, **k):
+        calls["Refer"] += 1
+        refer_init(self, *a, **k)
+
+    def loader(self, dataset, *a, **k):
+        if getattr(getattr(dataset, "base", None), "split", None) == "train":
+            calls["train DataLoader"] += 1
+        loader_init(self, dataset, *a, **k)
+
+    monkeypatch.setattr(Refer, "__init__", refer)
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__init__", loader)
+
+
 def count_everywhere(monkeypatch, module, name: str, calls: Counter) -> None:
     "Replace `module.name` by a counting wrapper in every `ris_nb` module that imported it."
     original = getattr(module, name)
@@ -79,23 +96,13 @@ def counted_train(monkeypatch, capsys, *args) -> Counter:
         count_everywhere(monkeypatch, module, name, calls)
     for name in RUN_STEPS:
         count_method(monkeypatch, train.TrainingRun, name, calls)
-    refer_init, loader_init, torch_load = Refer.__init__, torch.utils.data.DataLoader.__init__, torch.load
-
-    def refer(self, *a, **k):
-        calls["Refer"] += 1
-        refer_init(self, *a, **k)
-
-    def loader(self, dataset, *a, **k):
-        if getattr(getattr(dataset, "base", None), "split", None) == "train":
-            calls["train DataLoader"] += 1
-        loader_init(self, dataset, *a, **k)
+    count_refers_and_train_loaders(monkeypatch, calls)
+    torch_load = torch.load
 
     def load(f, *a, **k):
         calls[f"torch.load {Path(f).name}"] += 1
         return torch_load(f, *a, **k)
 
-    monkeypatch.setattr(Refer, "__init__", refer)
-    monkeypatch.setattr(torch.utils.data.DataLoader, "__init__", loader)
     monkeypatch.setattr(torch, "load", load)
     rc = main([str(a) for a in args])
     assert rc == 0, capsys.readouterr().err
