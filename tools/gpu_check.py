@@ -1255,7 +1255,7 @@ def graphs_checks(r: Runner, a, md: list):
     modes = ["eager", "capture", "compile"] if cuda else ["eager"]
     eager, table = {}, []
     for mode in modes:
-        for preset in TINY_PRESETS:
+        for preset in a.presets:
             res = r.call("graphs_run", limit(r, a, mode), preset=preset, device=a.device, tiny=a.tiny, mode=mode)
             what = {
                 "eager": "eager",

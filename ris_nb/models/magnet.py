@@ -188,6 +188,7 @@ def layout(self: MSDeformAttn, shapes: list[tuple[int, int]], dtype, device) -> 
             row=m * Sp + col(start + Wp + 1),
             down=Wp.long().view(L, 1).expand(L, K).reshape(-1),  # +1 row, per (level, point)
             image=(Hi, Wi),
+            half=f(-0.5),  # a device scalar: no host-to-device copy per call (CUDA graphs refuse one)
             gy=col((2 * top + 1) / Hi - 1),  # grid_sample's y of row 0 of the level, as a pixel y shifts by 2/Hi
         )
     return self._layouts[key]
@@ -219,10 +220,10 @@ def sample_by_image(self: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
     # pixel position in its level (x = loc·W − ½) clamped to [-1, W] as in the table form (no sample reaches another
     # level), then in grid_sample's coordinates of the image: g = (2p + 1)/size − 1
     px = torch.minimum(
-        (off[..., :n] + torch.addcmul(off.new_tensor(-0.5), r[..., :1], lay["W"])).clamp(min=-1), lay["W"]
+        (off[..., :n] + torch.addcmul(lay["half"], r[..., :1], lay["W"])).clamp(min=-1), lay["W"]
     )
     py = torch.minimum(
-        (off[..., n:] + torch.addcmul(off.new_tensor(-0.5), r[..., 1:], lay["H"])).clamp(min=-1), lay["H"]
+        (off[..., n:] + torch.addcmul(lay["half"], r[..., 1:], lay["H"])).clamp(min=-1), lay["H"]
     )
     g = torch.stack([px * (2 / Wi) + (3 / Wi - 1), torch.add(lay["gy"], py, alpha=2 / Hi)], -1)
     g = g.view(B, Q, M, L * K, 2).transpose(1, 2).reshape(B * M, Q, L * K, 2)
@@ -237,14 +238,14 @@ def sample_by_table(self: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
     B, Q, M, _ = aw.shape
     L, K = self.levels, self.points
     n, lay = M * L * K, self.layout(shapes, v.dtype, v.device)
-    table = self.table(v, shapes)
+    table = self.table(v, shapes).to(aw.dtype)  # under autocast v is bf16, the weights float32
     # sample position in pixels of its level (grid_sample, align_corners=False: x = loc·W − ½), clamped to [-1, W]:
     # beyond that every corner is in the zero border, exactly as grid_sample's zero padding
     px = torch.minimum(
-        (off[..., :n] + torch.addcmul(off.new_tensor(-0.5), r[..., :1], lay["W"])).clamp_(min=-1), lay["W"]
+        (off[..., :n] + torch.addcmul(lay["half"], r[..., :1], lay["W"])).clamp_(min=-1), lay["W"]
     )
     py = torch.minimum(
-        (off[..., n:] + torch.addcmul(off.new_tensor(-0.5), r[..., 1:], lay["H"])).clamp_(min=-1), lay["H"]
+        (off[..., n:] + torch.addcmul(lay["half"], r[..., 1:], lay["H"])).clamp_(min=-1), lay["H"]
     )
     x0, y0 = px.floor(), py.floor()
     fx, fy = (px - x0).view(B, Q, M, L * K), (py - y0).view(B, Q, M, L * K)
