@@ -347,6 +347,8 @@ class TrainConfig:
     log_every: int = 10
     out_dir: str = "runs"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # ours: none | regional (MagNet: torch.compile of the blocks a step repeats; minutes per new shape on a CPU)
+    compile: str = "none"
 
 # %% ../nbs/00_core.ipynb #d76568a9
 @dataclass

@@ -22,6 +22,7 @@ __all__ = ['REFER_TRAIN_SIZES', 'pairs_sentences', 'epoch_items', 'train_sampler
 
 # %% ../nbs/93b_loaders.ipynb #0ae1680b
 import ris_nb.models  # registers every model: `model_spec` answers for each name
+from .models.magnet import MagNet, compile_regions
 from .core import model_spec
 
 
@@ -182,6 +183,15 @@ def prepare_data(cfg: Config, splits: Sequence[str] | None) -> tuple[Any, dict, 
 
 
 def seeded_model(cfg: Config) -> nn.Module:
-    "`build_model(cfg)` after `seed_everything(cfg.seed)`: the same initial weights in every process."
+    """`build_model(cfg)` after `seed_everything(cfg.seed)`: the same initial weights in every process; with
+    `train.compile=regional`, MagNet's repeated blocks compiled (`compile_regions`)."""
     seed_everything(cfg.seed)
-    return build_model(cfg)
+    model = build_model(cfg)
+    if cfg.train.compile == "none":
+        return model
+    if not isinstance(model, MagNet):
+        raise ValueError(
+            f"train.compile={cfg.train.compile!r}: only MagNet has compiled regions; model.name="
+            f"{cfg.model.name!r} builds a {type(model).__name__}: use train.compile=none"
+        )
+    return compile_regions(model)

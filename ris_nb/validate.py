@@ -238,6 +238,7 @@ _RULES.update(
         "train.ckpt_every": _POS,
         "train.log_every": _POS,
         "train.out_dir": _NAME,
+        "train.compile": _one_of("none", "regional"),
         "train.device": (
             (lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None),
             "auto, cpu, mps, cuda or cuda:N",

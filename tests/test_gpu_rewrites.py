@@ -174,9 +174,55 @@ def test_compile_regions_wraps_the_repeated_blocks():
     keys = list(model.state_dict())
     assert compile_regions(model) is model and list(model.state_dict()) == keys
     blocks = [m for m in model.backbone.modules() if isinstance(m, SwinTransformerBlock)]
-    regions = blocks + list(model.text.bert.encoder.layer) + list(model.pixel_decoder.layers) + [model.decoder]
+    heads = [model.pixel_decoder, model.decoder] + ([model.mg] if model.mg is not None else [])
+    regions = blocks + list(model.text.bert.encoder.layer) + heads
     assert len(blocks) == sum(model.cfg.model.vision.depths)
     for m in regions:
         assert hasattr(vars(m)["forward"], "_torchdynamo_orig_callable"), type(m).__name__
-    assert hasattr(vars(model)["_fuse"], "_torchdynamo_orig_callable")
+    for name in ("_fuse", "mask_losses"):
+        assert hasattr(vars(model)[name], "_torchdynamo_orig_callable"), name
     assert not hasattr(type(model.decoder).forward, "_torchdynamo_orig_callable")  # the class is untouched
+
+
+def test_layout_row_count_from_python_ints():
+    "`layout`'s padded-table length comes from the level shapes (no host sync) and equals the tensor sum it replaced."
+    shapes = [(15, 15), (8, 8), (4, 4), (2, 2)]
+    lay = MSDeformAttn(32, 4, 4, 3).layout(shapes, torch.float32, torch.device("cpu"))
+    size = (torch.tensor([h for h, _ in shapes], dtype=torch.float32) + 3) * (
+        torch.tensor([w for _, w in shapes], dtype=torch.float32) + 3
+    )
+    assert isinstance(lay["Sp"], int) and lay["Sp"] == int(size.sum())
+
+
+def _magnet_tiny_cfg(**train):
+    from ris_nb.models.encoders import offline_random
+    from ris_nb.presets import get_preset
+
+    return offline_random(get_preset("magnet_tiny")).override({"model.text.vocab_size": 50, **train})
+
+
+def test_train_compile_regional_reaches_compile_regions(monkeypatch):
+    "`train.compile=regional`: the run's model goes through compile_regions (recorded here, nothing compiled)."
+    import ris_nb.loaders as loaders
+
+    seen = []
+    monkeypatch.setattr(loaders, "compile_regions", lambda m: seen.append(m) or m)
+    model = loaders.seeded_model(_magnet_tiny_cfg(**{"train.compile": "regional"}))
+    assert seen == [model]
+    loaders.seeded_model(_magnet_tiny_cfg())  # the default, none: not called
+    assert seen == [model]
+
+
+def test_train_compile_checked():
+    "An unknown `train.compile` is refused by name; regional on a model without compiled regions says what to use."
+    import ris_nb.models  # noqa: F401  (registers the models)
+    from ris_nb.core import validate_config
+    from ris_nb.loaders import seeded_model
+    from ris_nb.models.encoders import offline_random
+    from ris_nb.presets import get_preset
+
+    with pytest.raises(ValueError, match="train.compile.*'fast'"):
+        validate_config(_magnet_tiny_cfg(**{"train.compile": "fast"}))
+    lavt = offline_random(get_preset("lavt_tiny")).override({"model.text.vocab_size": 50, "train.compile": "regional"})
+    with pytest.raises(ValueError, match="train.compile='regional'.*use train.compile=none"):
+        seeded_model(lavt)

@@ -173,7 +173,7 @@ def layout(self: MSDeformAttn, shapes: list[tuple[int, int]], dtype, device) -> 
             return t.view(1, L, 1).expand(M, L, K).reshape(-1)  # (M·L·K,)
 
         m = torch.arange(M, dtype=dtype, device=device).view(M, 1, 1).expand(M, L, K).reshape(-1)
-        Sp = int(size.sum())
+        Sp = sum((h + 3) * (w + 3) for h, w in shapes)  # = size.sum(), from Python ints: no host sync
         # the image form: levels stacked top to bottom, a zero row above each and one below the last
         Hi, Wi = sum(h + 1 for h, _ in shapes) + 1, max(w for _, w in shapes) + 2
         top = f([1 + sum(h + 1 for h, _ in shapes[:l]) for l in range(L)])
@@ -625,27 +625,13 @@ def losses(self: MagNet, outputs: MagNetOutputs, batch) -> dict[str, torch.Tenso
     gt = batch.masks.float()
     preds = list(zip(outputs.aux_class_logits, outputs.aux_mask_logits)) if mc.deep_supervision else []
     preds.append((outputs.class_logits, outputs.mask_logits))
-    bce = dice = ce = 0.0
-    for cls, logits in preds:
-        up = F.interpolate(logits, size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        bce = bce + F.binary_cross_entropy_with_logits(up, gt)
-        dice = dice + dice_loss(up.sigmoid(), gt)
-        ce = ce + F.cross_entropy(cls[:, 0], torch.zeros(len(cls), dtype=torch.long, device=cls.device))
+    bce, dice, ce = self.mask_losses(preds, gt)
     out = {"bce": bce, "dice": dice, "cls": ce}
     loss = mc.w_bce * bce + mc.w_dice * dice + mc.w_class * ce
     if m.cal.enabled and self.lang_proj is not None:
         c = m.cal
-        cal = cal_loss(
-            outputs.mask_features,
-            self.sentence_embedding(outputs, batch),
-            gt,
-            c.tau_text,
-            c.tau_pixel,
-            c.w_text,
-            c.w_pixel,
-            c.n_fg,
-            c.n_bg,
-        )
+        rates = (c.tau_text, c.tau_pixel, c.w_text, c.w_pixel, c.n_fg, c.n_bg)
+        cal = cal_loss(outputs.mask_features, self.sentence_embedding(outputs, batch), gt, *rates)
         out.update(cal)
         loss = loss + c.weight * cal["cal"]
     if outputs.mg is not None:
@@ -653,6 +639,18 @@ def losses(self: MagNet, outputs: MagNetOutputs, batch) -> dict[str, torch.Tenso
         loss = loss + m.mg.weight * out["mg"]
     out["loss"] = loss
     return out
+
+
+@patch
+def mask_losses(self: MagNet, preds: list[tuple[torch.Tensor, torch.Tensor]], gt: torch.Tensor):
+    "Σ over (class logits (B,1,2), mask logits (B,1,h,w)) of BCE, Dice and CE (class 0 = foreground); `gt` (B,H,W)."
+    bce = dice = ce = 0.0
+    for cls, logits in preds:
+        up = F.interpolate(logits, size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        bce = bce + F.binary_cross_entropy_with_logits(up, gt)
+        dice = dice + dice_loss(up.sigmoid(), gt)
+        ce = ce + F.cross_entropy(cls[:, 0], torch.zeros(len(cls), dtype=torch.long, device=cls.device))
+    return bce, dice, ce
 
 # %% ../../nbs/09_magnet.ipynb #9f333ef2b
 # LAVT's recipe: parameters whose name holds one of these get no weight decay
@@ -767,12 +765,14 @@ def sentence_embedding(self: MagNet, outputs: MagNetOutputs, batch) -> torch.Ten
 
 
 def compile_regions(model: MagNet) -> MagNet:
-    """Compile, in place, the blocks a training step repeats: Swin blocks, BERT layers, each stage's fusion, the
-    deformable encoder layers and the mask decoder, each for fixed shapes; the losses, MG's masking and the optimizer
+    """Compile, in place, the blocks a training step repeats: Swin blocks, BERT layers, each stage's fusion, the pixel
+    decoder, the mask decoder, MG's head and the mask losses, each for fixed shapes; CAL, MG's masking and the optimizer
     stay eager. Fewer, fused kernels per step; every new shape compiles once (minutes on a CPU)."""
     torch._dynamo.config.recompile_limit = 64  # a graph per block kind and shape: stages, shifted windows, drop path
     blocks = [m for m in model.backbone.modules() if isinstance(m, SwinTransformerBlock)]
-    for mod in blocks + list(model.text.bert.encoder.layer) + list(model.pixel_decoder.layers) + [model.decoder]:
+    heads = [model.pixel_decoder, model.decoder] + ([model.mg] if model.mg is not None else [])
+    for mod in blocks + list(model.text.bert.encoder.layer) + heads:
         mod.forward = torch.compile(mod.forward, dynamic=False)
     model._fuse = torch.compile(model._fuse, dynamic=False)
+    model.mask_losses = torch.compile(model.mask_losses, dynamic=False)
     return model
