@@ -29,6 +29,10 @@ def test_masks_times_rates_and_addresses_but_not_other_numbers():
         [stdout("400 steps in 4.0 s, 1,718 samples/s, probe 11.72 ms <object at 0x7f00aa11bb22>\n")]
     )
     assert lines([stdout("lavt_tiny: 2.41 M parameters\n")]) != lines([stdout("lavt_tiny: 2.42 M parameters\n")])
+    a = "probe 3.1 ms on one thread, 15.90 on two; in use (pid 25253); commit 91382ccc18; swin 1.25M    4.0 s\n"
+    b = "probe 2.9 ms on one thread, 2.10 on two; in use (pid 8070); commit e90a9b37d2; swin 1.25M   12.0 s\n"
+    assert lines([stdout(a)]) == lines([stdout(b)])
+    assert lines([stdout("15.90 on two\n")]) != lines([stdout("15.90 on three\n")])
 
 
 def test_reads_stdout_stderr_and_markdown_but_not_warnings_or_images():

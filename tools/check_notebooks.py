@@ -6,9 +6,9 @@ now. The notebooks run exactly as under `nbdev_test` (nbdev 2.4.14's `test_nb`: 
 its folder, `--n_workers` at a time), and a marked cell whose text now differs from the saved one fails the run, named
 with its first differing line. Compared: stdout, stderr less Python's warnings, and the text of results and displays
 (markdown where there is some, else plain text). Not compared: images, widgets, blank lines. Masked on both sides:
-times and rates (`12.3 s`, `31 CPU s`, `4 ms`, `250 images/s`, `0:01:02`), the temporary folder (`<tmp>`, as
-`tools/rerun_notebook.py` writes it), memory addresses, show_doc's source line (`train.py#L784`), progress-bar
-lines; under `#| check_output` every other number must match exactly. Under `#| check_output: numbers` (for numbers
+times and rates (`12.3 s`, `31 CPU s`, `4 ms`, `250 images/s`, `0:01:02`, the probe's `2.1 on two`), the temporary
+folder (`<tmp>`, as `tools/rerun_notebook.py` writes it), memory addresses, process ids, commit hashes, show_doc's
+source line (`train.py#L784`), progress-bar lines; under `#| check_output` every other number must match exactly. Under `#| check_output: numbers` (for numbers
 that move in their last digits between CPU models: a trained model's loss and scores; 02a's TinyRefer scored 50.4 val
 oIoU on one, 50.7 on another) the text and the lines must match exactly and each number only within 5 % or one unit
 of its last printed digit. Under `#| check_output: run_all` (or `run_all numbers`: an output that depends on
@@ -60,6 +60,10 @@ MASKS = [
     ),
     (re.compile(r"\b0x[0-9a-fA-F]{6,}\b"), "0x<address>"),
     (re.compile(r"(\.py)#L\d+\b"), r"\1#L<line>"),  # show_doc's source link: moves when another notebook adds code
+    (re.compile(r"\b\d+(\.\d+)? on two\b"), "<time> on two"),  # the probe on two threads, printed without its unit
+    (re.compile(r"\(pid \d+\)"), "(pid <pid>)"),
+    (re.compile(r"\bcommit [0-9a-f]{7,40}\b"), "commit <sha>"),
+    (re.compile(r" {2,}(?=<time>)"), " "),  # a column of times realigned when one time is wider
 ]
 WARNING = re.compile(r"^\S.*:\d+: \w*Warning: .*\n(  .*\n)?", re.M)
 PROGRESS_LINE = re.compile(r"\d+%\|")  # tqdm's text form: "ShapeRefs:  40%|████      | 320/800"
