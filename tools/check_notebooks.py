@@ -1,19 +1,19 @@
 """`make test`'s notebook step: every notebook run once as `nbdev_test` runs it, and its marked outputs checked.
 
 A code cell whose leading directives include `#| check_output` promises that its saved output is what the code prints
-now. The notebooks run exactly as under `nbdev_test` (nbdev 2.4.14's `test_nb`: `IN_TEST=1`, settings.ini's
-`tst_flags` skipped unless `--flags` names them, `#| eval: false` and `nbdev_export()` cells skipped, each notebook in
-its folder, `--n_workers` at a time), and a marked cell whose text now differs from the saved one fails the run, named
-with its first differing line. Compared: stdout, stderr less Python's warnings, and the text of results and displays
-(markdown where there is some, else plain text). Not compared: images, widgets, blank lines. Masked on both sides:
-times and rates (`12.3 s`, `31 CPU s`, `4 ms`, `250 images/s`, `0:01:02`, the probe's `2.1 on two`), the temporary
-folder (`<tmp>`, as `tools/rerun_notebook.py` writes it), memory addresses, process ids, commit hashes, show_doc's
-source line (`train.py#L784`), progress-bar lines; under `#| check_output` every other number must match exactly. Under `#| check_output: numbers` (for numbers
-that move in their last digits between CPU models: a trained model's loss and scores; 02a's TinyRefer scored 50.4 val
-oIoU on one, 50.7 on another) the text and the lines must match exactly and each number only within 5 % or one unit
-of its last printed digit. Under `#| check_output: run_all` (or `run_all numbers`: an output that depends on
-`IN_TEST`, such as a loop shortened under test) a cell is compared only by `--run-all`, which runs the notebooks as
-Run All does (no `IN_TEST`, flagged cells too): slow, so `make check-run-all` and not `make test`.
+now. The notebooks run exactly as under `nbdev_test` (nbdev 2.4.14's `test_nb`: `IN_TEST=1`, settings.ini's `tst_flags`
+skipped unless `--flags` names them, `#| eval: false` and `nbdev_export()` cells skipped, each notebook in its folder,
+`--n_workers` at a time), and a marked cell whose text now differs from the saved one fails the run, named with its
+first differing line. Compared: stdout, stderr less Python's warnings, and the text of results and displays (markdown
+where there is some, else plain text). Not compared: images, widgets, blank lines. Masked on both sides: times and rates
+(`12.3 s`, `31 CPU s`, `4 ms`, `250 images/s`, `0:01:02`, the probe's `2.1 on two`), the temporary folder (`<tmp>`, as
+`tools/rerun_notebook.py` writes it), memory addresses, process ids, commit hashes, show_doc's source line
+(`train.py#L784`), progress-bar lines; under `#| check_output` every other number must match exactly. Under `#|
+check_output: numbers` (for numbers that move in their last digits between CPU models: a trained model's loss and
+scores; 02a's TinyRefer scored 50.4 val oIoU on one, 50.7 on another) the text and the lines must match exactly and each
+number only within 5 % or one unit of its last printed digit. Under `#| check_output: run_all` (or `run_all numbers`: an
+output that depends on `IN_TEST`, such as a loop shortened under test) a cell is compared only by `--run-all`, which
+runs the notebooks as Run All does (no `IN_TEST`, flagged cells too): slow, so `make check-run-all` and not `make test`.
 
 `--mark` proposes the marks: it runs the notebooks as the check does, compares every unmarked code cell's text output
 with its saved one, and marks the cells that match: `#| check_output` when exactly, else `#| check_output: numbers`
