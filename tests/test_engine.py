@@ -1,5 +1,9 @@
 """End-to-end checks of the engine and the CLI: DDP equivalence (gloo, 2 processes), kill -9 + exact resume,
-corrupt checkpoints, the synth → train → eval → predict round trip, and bad inputs."""
+corrupt checkpoints, the synth → train → eval → predict round trip, and bad inputs.
+
+A command starts a process of its own only where the claim needs one (a kill, DDP ranks, torchrun, the command line
+itself once): each start imports torch, transformers and timm again (≈ 8 CPU s). The others run `ris_nb.cli.main`
+or `tests/ddp_worker.py`'s `main` in this process, on one thread as a subprocess would (`in_process`)."""
 
 import json
 import os
@@ -7,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +30,43 @@ def shaperefs(shaperefs_data):
     return shaperefs_data(48, 3, 64) / "shaperefs"
 
 
+@contextmanager
+def in_process():
+    "Within the block, torch runs on one thread, as `conftest.ENV` makes a subprocess do; the count is restored after."
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def cli_run(args, capsys) -> tuple[str, str]:
+    "`ris_nb ARGS` in this process on one thread (`--threads 1` where the command has it): stdout and stderr; exit 0."
+    from ris_nb.cli import main
+
+    capsys.readouterr()
+    threads = ["--threads", "1"] if args[0] in ("train", "eval") else []
+    with in_process():
+        code = main([str(a) for a in [args[0], *threads, *args[1:]]])
+    out, err = capsys.readouterr()
+    assert code == 0, f"ris_nb {' '.join(map(str, args))}: exit {code}\n{out[-2000:]}\n{err[-3000:]}"
+    return out, err
+
+
+def worker_run(data: Path, out: Path, steps: int, accum: int = 1) -> None:
+    "tests/ddp_worker.py's run in this process (what it does alone, without torchrun)."
+    from ddp_worker import main
+
+    with in_process():
+        main(str(data), str(out), steps, accum)
+
+
 @pytest.fixture(scope="module")
 def one_process_run(shaperefs, tmp_path_factory):
     "tests/ddp_worker.py's run in one process: batch 8, 4 steps (what DDP and gradient accumulation must reproduce)."
     out = tmp_path_factory.mktemp("one_process") / "run"
-    run([sys.executable, str(HERE / "ddp_worker.py"), str(shaperefs), str(out), "4"])
+    worker_run(shaperefs, out, 4)
     return out
 
 
@@ -50,10 +87,11 @@ TRAIN = [
 ]
 
 
-def test_kill_9_and_resume_gives_the_same_losses(shaperefs, tmp_path):
+def test_kill_9_and_resume_gives_the_same_losses(shaperefs, tmp_path, capsys):
+    "The uninterrupted run and the resume in this process; the run killed with SIGKILL in a process of its own."
     steps = ["train.max_steps=14", "train.ckpt_every=4"]
     ref, crash = tmp_path / "ref", tmp_path / "crash"
-    run(CLI + ["train", "--data", str(shaperefs), "--out", str(ref), "--no-eval"] + TRAIN + steps)
+    cli_run(["train", "--data", shaperefs, "--out", ref, "--no-eval"] + TRAIN + steps, capsys)
     p = subprocess.Popen(
         CLI + ["train", "--data", str(shaperefs), "--out", str(crash), "--no-eval"] + TRAIN + steps,
         stdout=subprocess.DEVNULL,
@@ -71,34 +109,33 @@ def test_kill_9_and_resume_gives_the_same_losses(shaperefs, tmp_path):
     p.wait()
     done = max(losses(crash))
     assert done < 14
-    out = run(CLI + ["train", "--data", str(shaperefs), "--out", str(crash), "--no-eval"] + TRAIN + steps)
-    assert "resumed from" in out.stdout
+    out, _ = cli_run(["train", "--data", shaperefs, "--out", crash, "--no-eval"] + TRAIN + steps, capsys)
+    assert "resumed from" in out
     a, b = losses(ref), losses(crash)
     assert sorted(a) == sorted(b) == list(range(1, 15))
     assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
-def test_corrupt_checkpoint_falls_back_to_previous(shaperefs, tmp_path):
+def test_corrupt_checkpoint_falls_back_to_previous(shaperefs, tmp_path, capsys):
     out = tmp_path / "run"
-    run(
-        CLI
-        + ["train", "--data", str(shaperefs), "--out", str(out), "--no-eval"]
-        + TRAIN
-        + ["train.max_steps=4", "train.ckpt_every=2"]
+    cli_run(
+        ["train", "--data", shaperefs, "--out", out, "--no-eval"] + TRAIN + ["train.max_steps=4", "train.ckpt_every=2"],
+        capsys,
     )
     ckpts = sorted((out / "checkpoints").glob("step_*.pt"))
     assert [c.name for c in ckpts] == ["step_0000002.pt", "step_0000004.pt"]
     ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:1000])
     with pytest.raises(ValueError, match="truncated or corrupt"):
         load_checkpoint(ckpts[-1])
-    p = run(
-        CLI
-        + ["train", "--data", str(shaperefs), "--out", str(out), "--no-eval"]
-        + TRAIN
-        + ["train.max_steps=6", "train.ckpt_every=2"]
-    )
-    assert "falling back to the previous checkpoint" in p.stderr and "resumed from" in p.stdout
-    assert "step_0000002.pt" in p.stdout
+    with pytest.warns(UserWarning, match="falling back to the previous checkpoint"):  # pytest takes it from stderr
+        stdout, _ = cli_run(
+            ["train", "--data", shaperefs, "--out", out, "--no-eval"]
+            + TRAIN
+            + ["train.max_steps=6", "train.ckpt_every=2"],
+            capsys,
+        )
+    assert "resumed from" in stdout
+    assert "step_0000002.pt" in stdout
     assert max(losses(out)) == 6
 
 
@@ -130,7 +167,7 @@ def test_ddp_two_processes_match_one_process(shaperefs, one_process_run, tmp_pat
 
 def test_gradient_accumulation_matches_the_full_batch(shaperefs, one_process_run, tmp_path):
     "2 micro-batches of 4 per optimizer step log the losses of one batch of 8 (same samples, per-sample losses)."
-    run([sys.executable, str(HERE / "ddp_worker.py"), str(shaperefs), str(tmp_path / "accum"), "4", "2"])
+    worker_run(shaperefs, tmp_path / "accum", 4, 2)
     a, b = losses(one_process_run), losses(tmp_path / "accum")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for s in a:
@@ -200,48 +237,29 @@ def test_torchrun_cli_runs(shaperefs, tmp_path):
     assert len([r for r in read_log(out / "log.jsonl") if "loss" in r]) == 2  # rank 0 writes, once per step
 
 
-def test_cli_round_trip_synth_train_eval_predict(tmp_path):
+def test_cli_round_trip_synth_train_eval_predict(tmp_path, capsys):
+    "`ris_nb train` as a command line (a process of its own); synth, eval and predict through the same `main`."
     data = tmp_path / "shaperefs"
-    run(CLI + ["synth", "--out", str(data), "--n-images", "40", "--seed", "1", "--size", "64"])
+    cli_run(["synth", "--out", data, "--n-images", "40", "--seed", "1", "--size", "64"], capsys)
     out = tmp_path / "run"
     run(CLI + ["train", "--data", str(data), "--out", str(out)] + TRAIN + ["train.max_steps=3", "train.eval_every=3"])
     for f in ["config.json", "log.jsonl", "curves.png", "best.pt", "report.md", "results.json", "tokenizer"]:
         assert (out / f).exists(), f
     assert "oIoU" in (out / "report.md").read_text() and "val" in (out / "report.md").read_text()
-    ev = run(
-        CLI
-        + [
-            "eval",
-            "--ckpt",
-            str(out / "best.pt"),
-            "--split",
-            "testB",
-            "--protocol",
-            "square",
-            "--out",
-            str(tmp_path / "ev"),
-        ]
+    ev, _ = cli_run(
+        ["eval", "--ckpt", out / "best.pt", "--split", "testB", "--protocol", "square", "--out", tmp_path / "ev"],
+        capsys,
     )
-    assert "testB" in ev.stdout and (tmp_path / "ev" / "report.md").exists()
+    assert "testB" in ev and (tmp_path / "ev" / "report.md").exists()
     img = tmp_path / "photo.jpg"
     Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).save(img)
-    pr = run(
-        CLI
-        + [
-            "predict",
-            "--ckpt",
-            str(out / "best.pt"),
-            "--image",
-            str(img),
-            "--text",
-            "the red circle",
-            "--out",
-            str(tmp_path / "m.png"),
-        ]
+    pr, _ = cli_run(
+        ["predict", "--ckpt", out / "best.pt", "--image", img, "--text", "the red circle", "--out", tmp_path / "m.png"],
+        capsys,
     )
     m = np.asarray(Image.open(tmp_path / "m.png"))
     assert m.shape == (50, 70) and set(np.unique(m)) <= {0, 255}
-    assert (tmp_path / "m_overlay.png").exists() and "mask:" in pr.stdout
+    assert (tmp_path / "m_overlay.png").exists() and "mask:" in pr
 
 
 @pytest.mark.parametrize(
@@ -253,9 +271,17 @@ def test_cli_round_trip_synth_train_eval_predict(tmp_path):
         (["train", "--preset", "lavt_tiny", "--data", "/nonexistent/shaperefs"], "ris_nb synth"),
     ],
 )
-def test_cli_bad_inputs(args, fragment):
-    p = run(CLI + args, check=False)
-    assert p.returncode == 2 and fragment in p.stderr, p.stderr
+def test_cli_bad_inputs(args, fragment, capsys):
+    "Refused in one line, exit 2 (`main` in this process: argparse's refusals exit through SystemExit)."
+    from ris_nb.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err, err
 
 
 def cli_in_process(args, capsys) -> tuple[int, str]:

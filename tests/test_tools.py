@@ -142,46 +142,36 @@ def test_oracle_gather_scene_entities_are_the_true_shapes(shaperefs_data):
     assert (maps.sum(1) <= 1 + 1e-5).all()  # visible masks do not overlap
 
 
-def test_probe_tools_train_on_the_engine(shaperefs_data, tmp_path):
+def test_probe_tools_train_on_the_engine(shaperefs_data, tmp_path, monkeypatch, capsys):
     """Both SaG probes run end to end on the library's `Learner` (their loss and parameters from a callback) and
-    write a row."""
+    write a row. Each runs as `python tools/<tool>.py …` would, in this process (a process of its own would import
+    torch, transformers and timm again: ≈ 8 CPU s each)."""
     import csv
-    import os
-    import subprocess
+    import runpy
     import sys
 
+    import torch
+
     data = shaperefs_data(40, 3, 64) / "shaperefs"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for tool, extra in [
-        ("sag_gather_probe", []),
-        ("sag_oracle_gather", ["--loss", "told"]),
-        ("sag_oracle_gather", ["--set", "model.sag.in_image_negatives=true"]),
-    ]:
-        out = tmp_path / f"{tool}.csv"
-        p = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "tools" / f"{tool}.py"),
-                "--data",
-                str(data),
-                "--steps",
-                "3",
-                "--results",
-                str(out),
-                "--row",
-                "t",
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-        )
-        assert p.returncode == 0, p.stderr[-2000:]
-        row = list(csv.DictReader(out.open()))[-1]
-        assert row["row"] == "t" and row["steps"] == "3", row
-        score = row.get("picks_best_slot") or row["picks"]
-        assert 0 <= float(score) <= 100, row
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the tools take their thread count from it
+    threads = torch.get_num_threads()
+    try:
+        for tool, extra in [
+            ("sag_gather_probe", []),
+            ("sag_oracle_gather", ["--loss", "told"]),
+            ("sag_oracle_gather", ["--set", "model.sag.in_image_negatives=true"]),
+        ]:
+            out = tmp_path / f"{tool}.csv"
+            args = ["--data", str(data), "--steps", "3", "--results", str(out), "--row", "t", *extra]
+            monkeypatch.setattr(sys, "argv", [str(ROOT / "tools" / f"{tool}.py"), *args])
+            runpy.run_path(str(ROOT / "tools" / f"{tool}.py"), run_name="__main__")
+            assert f"written: {out}" in capsys.readouterr().out
+            row = list(csv.DictReader(out.open()))[-1]
+            assert row["row"] == "t" and row["steps"] == "3", row
+            score = row.get("picks_best_slot") or row["picks"]
+            assert 0 <= float(score) <= 100, row
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_move_names_splits_an_import_and_keeps_alias_indent_and_comment():
