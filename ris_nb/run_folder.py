@@ -163,6 +163,7 @@ DEFAULT_CHANGES: dict[str, tuple[Any, str]] = {
     "model.sag.in_image_negatives": (False, "23a0c69"),
     "model.sag.appearance_view": ("grid", "befe1d3"),
     "model.sag.slot_vector": (True, "2b13279"),
+    "train.compile": ("none", "1d64258"),
 }
 
 
@@ -206,15 +207,16 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-# the one list of config keys that do not change the weights a run trains: where the files are, which device, how often
-# it logs, how large its evaluation batches are. Training (resume), pictures (14) and experiments (16) reuse a run by
-# it.
+# the one list of config keys that do not change the weights a run trains: where the files are, which device (compiled
+# or not), how often it logs, how large its evaluation batches are. Training (resume), pictures (14) and experiments
+# (16) reuse a run by it.
 WEIGHT_FREE_KEYS = (
     "data.root",
     "data.image_root",
     "data.num_workers",
     "train.out_dir",
     "train.device",
+    "train.compile",
     "train.log_every",
     "eval.batch_size",
 )

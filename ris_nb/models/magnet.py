@@ -219,12 +219,8 @@ def sample_by_image(self: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
     img = torch.cat(pads + [v.new_zeros(B, v.shape[-1], 1, Wi)], 2).view(B * M, D, Hi, Wi)
     # pixel position in its level (x = loc·W − ½) clamped to [-1, W] as in the table form (no sample reaches another
     # level), then in grid_sample's coordinates of the image: g = (2p + 1)/size − 1
-    px = torch.minimum(
-        (off[..., :n] + torch.addcmul(lay["half"], r[..., :1], lay["W"])).clamp(min=-1), lay["W"]
-    )
-    py = torch.minimum(
-        (off[..., n:] + torch.addcmul(lay["half"], r[..., 1:], lay["H"])).clamp(min=-1), lay["H"]
-    )
+    px = torch.minimum((off[..., :n] + torch.addcmul(lay["half"], r[..., :1], lay["W"])).clamp(min=-1), lay["W"])
+    py = torch.minimum((off[..., n:] + torch.addcmul(lay["half"], r[..., 1:], lay["H"])).clamp(min=-1), lay["H"])
     g = torch.stack([px * (2 / Wi) + (3 / Wi - 1), torch.add(lay["gy"], py, alpha=2 / Hi)], -1)
     g = g.view(B, Q, M, L * K, 2).transpose(1, 2).reshape(B * M, Q, L * K, 2)
     s = F.grid_sample(img, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B·M, D, Q, L·K)
@@ -241,12 +237,8 @@ def sample_by_table(self: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
     table = self.table(v, shapes).to(aw.dtype)  # under autocast v is bf16, the weights float32
     # sample position in pixels of its level (grid_sample, align_corners=False: x = loc·W − ½), clamped to [-1, W]:
     # beyond that every corner is in the zero border, exactly as grid_sample's zero padding
-    px = torch.minimum(
-        (off[..., :n] + torch.addcmul(lay["half"], r[..., :1], lay["W"])).clamp_(min=-1), lay["W"]
-    )
-    py = torch.minimum(
-        (off[..., n:] + torch.addcmul(lay["half"], r[..., 1:], lay["H"])).clamp_(min=-1), lay["H"]
-    )
+    px = torch.minimum((off[..., :n] + torch.addcmul(lay["half"], r[..., :1], lay["W"])).clamp_(min=-1), lay["W"])
+    py = torch.minimum((off[..., n:] + torch.addcmul(lay["half"], r[..., 1:], lay["H"])).clamp_(min=-1), lay["H"])
     x0, y0 = px.floor(), py.floor()
     fx, fy = (px - x0).view(B, Q, M, L * K), (py - y0).view(B, Q, M, L * K)
     with torch.no_grad():  # flat table rows of the 4 corners
