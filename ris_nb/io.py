@@ -5,6 +5,7 @@
 # %% ../nbs/92_dataset_writing.ipynb #a92i0001
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -13,6 +14,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -27,9 +29,9 @@ if TYPE_CHECKING:  # annotations only: the CLI imports this module, and `ris_nb 
 # %% auto #0
 __all__ = ['PIP_NAMES', 'MAX_INFLATE', 'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'MAX_IMAGE_PIXELS', 'pid_alive', 'write_error',
            'temp_sibling', 'write_atomic', 'check_path_arg', 'check_writable', 'check_out_dir', 'environment_error',
-           'check_apart', 'remove_stale_temps', 'check_weights_file', 'load_error_reason', 'torch_load_checked',
-           'load_state_checked', 'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle', 'read_json', 'sha256',
-           'load_image', 'die_with_parent']
+           'check_open_files', 'check_apart', 'remove_stale_temps', 'check_weights_file', 'load_error_reason',
+           'torch_load_checked', 'load_state_checked', 'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle',
+           'read_json', 'sha256', 'load_image', 'die_with_parent']
 
 # %% ../nbs/92_dataset_writing.ipynb #ut000005
 def pid_alive(pid: int) -> bool:
@@ -193,6 +195,28 @@ def environment_error(e: BaseException) -> str | None:
             "unset PYTHONWARNINGS to see it as a warning"
         )
     return None
+
+
+def check_open_files(num_workers: int) -> None:
+    """Refuse data-loader workers the open-file limit cannot serve: past it, a worker's batch is never received and the
+    run hangs (the soft limit is first raised toward the hard one)."""
+    if num_workers <= 0 or not sys.platform.startswith("linux"):
+        return
+    import resource  # Unix only: checked above
+
+    need = 64 + 40 * num_workers  # the process's own files, then 2 batches in flight per worker, a file per tensor
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else min(need, hard), hard)
+            )
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raise OSError(
+            f"data.num_workers={num_workers} needs about {need} open files, and this process may open {soft} "
+            f"(ulimit -n); set data.num_workers=0, or raise the limit (ulimit -n 4096)"
+        )
 
 # %% ../nbs/92_dataset_writing.ipynb #a92ap002
 def check_apart(out: Path, data: Path, flag: str = "--out") -> None:

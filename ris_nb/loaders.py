@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Sampler
 from .core import Config, build_model, seed_everything
 from .distributed import DistInfo, PairedSampler, ResumableSampler, ShardSampler, image_partners
 from .data.transforms import build_tokenizer, make_datasets
+from .io import check_open_files
 
 # %% auto #0
 __all__ = ['REFER_TRAIN_SIZES', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps',
@@ -132,6 +133,7 @@ def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataL
         )
     bs = cfg.train.batch_size // info.world
     sampler = train_sampler(dataset, cfg, info, bs)
+    check_open_files(cfg.data.num_workers)
     # its own generator: creating a loader iterator must not draw from the global RNG (exact resume)
     return DataLoader(
         dataset,
@@ -147,6 +149,7 @@ def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataL
 def make_eval_loader(loader: DataLoader, cfg: Config, info: DistInfo, collate_fn: Any = None) -> DataLoader:
     "Evaluation loader sharded over ranks without padding, over `loader`'s dataset (or a dataset and its `collate_fn`)."
     ds, collate_fn = _dataset(loader), collate_fn or loader.collate_fn
+    check_open_files(cfg.data.num_workers)
     return DataLoader(
         ds,
         batch_size=cfg.eval.batch_size,

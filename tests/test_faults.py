@@ -1535,6 +1535,26 @@ def test_environment_errors_are_one_line():
     assert environment_error(RuntimeError("a bug")) is None and environment_error(KeyError("k")) is None
 
 
+def test_data_workers_past_the_open_file_limit_are_refused_before_they_hang():
+    """Under `ulimit -n 32`, 2 loader workers hung the run (the main process could not accept their batches): refused
+    in one line before any loader starts; a soft limit below the hard one is raised instead."""
+    code = (
+        "import resource, sys\nfrom ris_nb.io import check_open_files\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (32, int(sys.argv[1])))\n"
+        "try:\n    check_open_files(2)\nexcept OSError as e:\n    print(e)\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\ncheck_open_files(0)\n"
+    )
+    hard = subprocess.run([sys.executable, "-c", code, "32"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert hard.returncode == 0, hard.stderr
+    assert hard.stdout.splitlines() == [
+        "data.num_workers=2 needs about 144 open files, and this process may open 32 (ulimit -n); "
+        "set data.num_workers=0, or raise the limit (ulimit -n 4096)",
+        "32",
+    ]
+    soft = subprocess.run([sys.executable, "-c", code, "4096"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert soft.returncode == 0 and soft.stdout.split() == ["144"], soft.stdout + soft.stderr
+
+
 def test_a_warning_made_an_error_and_memory_run_out_are_one_line(trained, tmp_path, capsys, monkeypatch):
     import ris_nb.cli
 

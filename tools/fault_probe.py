@@ -1226,22 +1226,35 @@ def _grader_stopped(self: Probe, t_path: Path, student, how: signal.Signals) -> 
     tag = f"{3000 + random.random():.6f}"
     nb = student(f"forks then spins {how.name}", {**GRADE_RIGHT, "sol-double": _fork(tag) + "while True: pass"})
     cmd = [*RIS, "grade", str(t_path), str(nb), "--csv", str(self.tmp / "grading" / f"{how.name}.csv")]
-    g = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's foreground job has it: a background job of a script inherits it ignored, and a grader
+    # started so rightly ignores it (it then ends at the student's time limit, 300 s, leaving nothing)
+    g = subprocess.Popen(
+        cmd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     t0 = time.monotonic()
     while not _procs(tag) and g.poll() is None and time.monotonic() - t0 < 300:
         time.sleep(0.2)
     g.send_signal(how)
-    _, err = g.communicate(timeout=120)
-    if how == signal.SIGKILL:
-        run(["grade", t_path, student(f"next {how.name}", GRADE_RIGHT), "--csv", self.tmp / "grading" / "next.csv"])
-    time.sleep(0.5)
-    left = [f"process {p}" for p in _procs(tag)] + [f.name for f in _scratch_of(g.pid)]
-    v = ("wrong", f"left {left[:3]}") if left else ("works", "")
-    self.add(
-        f"grade: the grader stopped by {how.name} while a student's setsid() child runs",
-        (g.returncode, first_line(err)),
-        v,
-    )
+    case = f"grade: the grader stopped by {how.name} while a student's setsid() child runs"
+    try:
+        _, err = g.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # a row, not the end of the probe
+        g.kill()
+        g.communicate()
+        self.add(case, (-1, ""), ("wrong", "still running 120 s later"))
+        err = ""
+    else:
+        if how == signal.SIGKILL:
+            nxt = student(f"next {how.name}", GRADE_RIGHT)
+            run(["grade", t_path, nxt, "--csv", self.tmp / "grading" / "next.csv"])
+        time.sleep(0.5)
+        left = [f"process {p}" for p in _procs(tag)] + [f.name for f in _scratch_of(g.pid)]
+        self.add(case, (g.returncode, first_line(err)), ("wrong", f"left {left[:3]}") if left else ("works", ""))
     for pid in _procs(tag):
         os.kill(pid, signal.SIGKILL)
 
