@@ -327,13 +327,17 @@ def _run_predict(args) -> None:
     replaced = [p for p in (out, overlay_path(out)) if p.exists()]
     cfg, tok, model = load_run(args.ckpt)
     mask, rgb = predict_image(cfg, tok, model, args.image, args.text)
+    over = rgb.astype(np.float32)
+    over[mask] = 0.45 * over[mask] + 0.55 * np.array([255, 40, 40])
+    over, overlay = Image.fromarray(over.astype(np.uint8)), overlay_path(out)  # both made before either is written
     out.parent.mkdir(parents=True, exist_ok=True)
     # each file written whole beside itself, then renamed: a full disk leaves the previous one and names the file
     write_atomic(out, Image.fromarray((mask * 255).astype(np.uint8)).save)
-    over = rgb.astype(np.float32)
-    over[mask] = 0.45 * over[mask] + 0.55 * np.array([255, 40, 40])
-    overlay = overlay_path(out)
-    write_atomic(overlay, Image.fromarray(over.astype(np.uint8)).save)
+    try:
+        write_atomic(overlay, over.save)
+    except (MemoryError, OSError) as e:  # the mask is on disk by now: the error says so
+        why = environment_error(e) if isinstance(e, MemoryError) else str(e)
+        raise OSError(f"{why}; the mask {out} was written, the overlay {overlay} was not") from None
     print(
         f"mask: {out} ({mask.mean() * 100:.1f}% of the image), overlay: {overlay}"
         + (f" (replaced: {', '.join(map(str, replaced))})" if replaced else "")

@@ -1571,6 +1571,25 @@ def test_a_warning_made_an_error_and_memory_run_out_are_one_line(trained, tmp_pa
     assert rc == 2 and "turned into an error by PYTHONWARNINGS=error" in err and "Traceback" not in err, err
 
 
+def test_predict_out_of_memory_after_the_mask_says_the_mask_was_written(trained, tmp_path, capsys, monkeypatch):
+    "Memory or disk run out on the overlay, the mask already on disk: the one line says the mask was written."
+    import ris_nb.cli
+
+    real, calls = ris_nb.cli.write_atomic, []
+
+    def second_fails(path, write, *a, **k):
+        calls.append(path)
+        if len(calls) == 2:
+            raise MemoryError()
+        return real(path, write, *a, **k)
+
+    monkeypatch.setattr(ris_nb.cli, "write_atomic", second_fails)
+    rc, err = main(capsys, *predict_args(trained / "best.pt", tmp_path))
+    mask, overlay = tmp_path / "m.png", tmp_path / "m_overlay.png"
+    assert rc == 2 and mask.exists() and not overlay.exists() and "Traceback" not in err, err
+    assert "error: out of memory" in err and f"the mask {mask} was written, the overlay {overlay} was not" in err, err
+
+
 def ris_env(args: list, **env: str) -> subprocess.CompletedProcess:
     "`ris_nb ARGS` in a subprocess with `env` added to the tests' environment."
     cmd = [sys.executable, "-m", "ris_nb", *map(str, args)]
