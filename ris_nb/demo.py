@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import html
+import warnings
 from pathlib import Path
 
 import ipywidgets as W
@@ -149,6 +150,7 @@ class DemoApp:
         self.refer = Refer(self.data_root, dataset, split_by)
         self.scenes_language = data_language(self.data_root / dataset)
         self.cache, self.mask, self.figures, self.status, self.note = {}, None, [], "", ""
+        self.load_note = ""  # what loading the checkpoint warned of (written by another ris_nb)
         self.loading, self.live = loading, False  # live: scene and expression changes segment at once
         self.source = W.ToggleButtons(options=["ShapeRefs scene", "image file"], description="source")
         splits = self.refer.splits
@@ -328,7 +330,13 @@ def load_with_language(self: DemoApp, ckpt: str) -> tuple:
         key = (str(path.resolve()), path.stat().st_mtime_ns if path.is_file() else 0)
     if key not in self.cache:
         name = ckpt.removeprefix(SHIPPED)
-        self.cache = {key: load_shipped_run(name) if ckpt.startswith(SHIPPED) else load_checkpoint_run(ckpt)}
+        with warnings.catch_warnings(record=True) as said:
+            self.cache = {key: load_shipped_run(name) if ckpt.startswith(SHIPPED) else load_checkpoint_run(ckpt)}
+        gap = [str(w.message) for w in said if str(w.message).startswith(f"checkpoint {ckpt} was ")]
+        for w in said:  # any other warning as it would have been
+            if str(w.message) not in gap:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        self.load_note = gap[0] if gap else ""  # shown beside each mask of this checkpoint
     return self.cache[key]
 
 
@@ -427,6 +435,7 @@ def segment(self: DemoApp) -> tuple[np.ndarray, list]:
     self.note = reading_note(
         reading, language, self.scenes_language if self.source.value == "ShapeRefs scene" else None
     )
+    self.note = "; ".join(filter(None, (self.load_note, self.note)))
     with torch.no_grad():
         out = model(b)
         prob = model.predict(out, b, sizes=[image.shape[:2]])[0]

@@ -25,10 +25,10 @@ from .io import check_path_arg, load_state_checked, torch_load_checked, write_at
 # %% auto #0
 __all__ = ['RESUME_KEYS', 'DEFAULT_CHANGES', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'rng_state', 'set_rng_state',
            'module_generators', 'generator_states', 'set_generator_states', 'load_checkpoint', 'checkpoint_paths',
-           'latest_checkpoint', 'fill_old_defaults', 'version_gap', 'config_diff', 'weight_changes', 'saved_config',
-           'check_same_run', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints', 'check_data_unchanged',
-           'check_run_dir', 'read_run_dir', 'log_record', 'read_log', 'check_plotting', 'plot_curves', 'apply_data_arg',
-           'load_run']
+           'latest_checkpoint', 'fill_old_defaults', 'filled_keys', 'version_gap', 'config_diff', 'weight_changes',
+           'saved_config', 'check_same_run', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints',
+           'check_data_unchanged', 'check_run_dir', 'read_run_dir', 'log_record', 'read_log', 'check_plotting',
+           'plot_curves', 'apply_data_arg', 'load_run']
 
 # %% ../nbs/93a_run_folders.ipynb #edfef7d2
 def rng_state() -> dict:
@@ -177,6 +177,17 @@ def fill_old_defaults(saved: dict) -> dict:
             d = d.setdefault(p, {}) if isinstance(d, dict) else None
         if isinstance(d, dict):
             d.setdefault(last, value)
+    return out
+
+
+def filled_keys(saved: dict) -> list[str]:
+    "The `DEFAULT_CHANGES` keys stored config `saved` lacks, each as `key=value` (the value its version ran with)."
+    out = []
+    for key, (value, _) in DEFAULT_CHANGES.items():
+        d = saved
+        for p in key.split("."):
+            d = d.get(p, KeyError) if isinstance(d, dict) else KeyError
+        out += [f"{key}={value!r}"] if d is KeyError else []
     return out
 
 
@@ -472,9 +483,17 @@ def load_run(ckpt: str | Path, data: str | None = None) -> tuple[Config, Any, nn
     ck = load_checkpoint(ckpt)
     saved = saved_config(ck["config"], ckpt)  # not JSON: a ValueError naming the file
     if gap := version_gap(ck):
+        filled = filled_keys(json.loads(ck["config"]))
+        more = ", …" if len(filled) > 3 else ""
+        keys = (
+            f"{len(filled)} config keys it lacks ({', '.join(filled[:3])}{more}) take the values its version ran with "
+            "(DEFAULT_CHANGES)"
+            if filled
+            else "its config holds every key this version reads"
+        )
         warnings.warn(
-            f"checkpoint {ckpt} was {gap}: keys its config lacks take the values its version ran with "
-            "(DEFAULT_CHANGES), but other code changed since; to compare scores, evaluate it with that version"
+            f"checkpoint {ckpt} was {gap}; {keys}, but other code changed since, so it may score otherwise than its "
+            "version did; to compare scores, evaluate it with that version"
         )
     try:
         cfg = Config.from_dict(saved)

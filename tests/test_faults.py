@@ -1590,6 +1590,37 @@ def test_predict_out_of_memory_after_the_mask_says_the_mask_was_written(trained,
     assert "error: out of memory" in err and f"the mask {mask} was written, the overlay {overlay} was not" in err, err
 
 
+def test_an_older_checkpoint_is_named_with_the_keys_its_config_lacked(trained, shaperefs, tmp_path):
+    """A checkpoint of an older ris_nb (no version recorded, config keys it lacked): loading it says so in one warning
+    naming how many keys were filled and with what; the demo's loader the same."""
+    import shutil
+    import warnings
+
+    from ris_nb.demo import load_checkpoint_run
+    from ris_nb.run_folder import load_run
+
+    ck = torch.load(trained / "best.pt", weights_only=False)
+    ck.pop("ris_nb_version", None), ck.pop("ris_nb_commit", None)
+    cfg = json.loads(ck["config"])
+    del cfg["model"]["mg"]["vision_grad"], cfg["train"]["compile"]
+    ck["config"] = json.dumps(cfg)
+    torch.save(ck, tmp_path / "best.pt")
+    shutil.copytree(trained / "tokenizer", tmp_path / "tokenizer")
+    for load in (load_run, load_checkpoint_run):
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            load(tmp_path / "best.pt")
+        lines = [str(w.message) for w in said if "recorded no version" in str(w.message)]
+        assert len(lines) == 1 and "\n" not in lines[0], [str(w.message) for w in said]
+        assert "2 config keys it lacks (model.mg.vision_grad=True, train.compile='none') take" in lines[0], lines[0]
+        assert "evaluate it with that version" in lines[0]
+    from ris_nb.demo import DemoApp
+
+    app = DemoApp(shaperefs.parent, tmp_path / "runs")  # the demo shows it beside each mask of that checkpoint
+    app.load_with_language(str(tmp_path / "best.pt"))
+    assert "recorded no version" in app.load_note and "2 config keys it lacks" in app.load_note, app.load_note
+
+
 def ris_env(args: list, **env: str) -> subprocess.CompletedProcess:
     "`ris_nb ARGS` in a subprocess with `env` added to the tests' environment."
     cmd = [sys.executable, "-m", "ris_nb", *map(str, args)]
