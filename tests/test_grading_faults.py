@@ -177,9 +177,13 @@ def test_a_grader_killed_hard_is_cleaned_up_at_the_next_start(tmp_path, monkeypa
     own_tmp.mkdir()
     p = grader(tmp_path, teacher, write(tmp_path / "s", forks(tag, "while True: pass")), own_tmp)
     wait_for(tag, p)
+    t0 = time.monotonic()  # under load the student may be seen before its scratch folder is listed: wait for both
+    while not scratch_of(p.pid, own_tmp) and p.poll() is None and time.monotonic() - t0 < 60:
+        time.sleep(0.2)
     p.kill()
     p.wait(60)
-    assert scratch_of(p.pid, own_tmp), "expected the killed grader's scratch folders"
+    held = sorted(x.name for x in own_tmp.iterdir())
+    assert scratch_of(p.pid, own_tmp), f"expected the killed grader's (pid {p.pid}) scratch folders; {own_tmp}: {held}"
     monkeypatch.setattr(tempfile, "tempdir", str(own_tmp))
     cleaned = clean_stale()
     time.sleep(0.5)
