@@ -171,7 +171,7 @@ def _run_eval(args) -> None:
     from ris_nb.data.transforms import make_dataloaders  # loads torch: not for `--help`
     from ris_nb.evaluate import score_splits, write_report  # loads torch: not for `--help`
     from ris_nb.distributed import finish_distributed, init_distributed  # loads torch: not for `--help`
-    from ris_nb.loaders import check_loaders, make_eval_loader  # loads torch: not for `--help`
+    from ris_nb.loaders import check_loaders, check_workers, make_eval_loader  # loads torch: not for `--help`
     from ris_nb.run_folder import load_run  # run_folder imports torch and every model: only when a command runs
 
     out = check_out_dir(Path(args.out) if args.out else Path(args.ckpt).resolve().parent)  # before any work
@@ -183,6 +183,7 @@ def _run_eval(args) -> None:
     check_loaders(loaders, cfg, splits=[args.split])
     info = init_distributed(cfg.train.device)
     model.to(info.device)
+    check_workers(cfg)  # before the loader's workers start
     loader = make_eval_loader(loaders[args.split], cfg, info)
     res = score_splits(model, cfg, {args.split: loader}, info.device, progress=True)[args.split]
     if info.is_main:

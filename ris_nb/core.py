@@ -251,6 +251,8 @@ SAG_EXTRA_FIELDS = [
     ("dropout", float, 0.1),  # official code: 0.1 (--dropout)
     # ours: fixed generator for slot noise at evaluation (official eval is unseeded)
     ("eval_seed", int, 0),
+    # shared (ours): one fixed S⁰ for every image at evaluation | per_sentence: row b of one draw for sentence b (older)
+    ("eval_init", str, "shared"),
     # 0 = ViT pos grid built at the input size (ours, clean); 480 = official quirk (30×30 grid resized every forward)
     ("vit_build_size", int, 0),
     ("vit_lr_scale", float, 0.1),  # ViT lr = train.lr × this (official code: --img_lr_scale 0.1)

@@ -332,11 +332,11 @@ def load_with_language(self: DemoApp, ckpt: str) -> tuple:
         name = ckpt.removeprefix(SHIPPED)
         with warnings.catch_warnings(record=True) as said:
             self.cache = {key: load_shipped_run(name) if ckpt.startswith(SHIPPED) else load_checkpoint_run(ckpt)}
-        gap = [str(w.message) for w in said if str(w.message).startswith(f"checkpoint {ckpt} was ")]
+        # load_run's version-gap line (run_folder), shown beside each mask of this checkpoint instead of as a warning
+        self.load_note = getattr(self.cache[key][2], "load_note", "")
         for w in said:  # any other warning as it would have been
-            if str(w.message) not in gap:
+            if str(w.message) != self.load_note:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        self.load_note = gap[0] if gap else ""  # shown beside each mask of this checkpoint
     return self.cache[key]
 
 

@@ -29,9 +29,9 @@ if TYPE_CHECKING:  # annotations only: the CLI imports this module, and `ris_nb 
 # %% auto #0
 __all__ = ['PIP_NAMES', 'MAX_INFLATE', 'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'MAX_IMAGE_PIXELS', 'pid_alive', 'write_error',
            'temp_sibling', 'write_atomic', 'check_path_arg', 'check_writable', 'check_out_dir', 'environment_error',
-           'check_open_files', 'check_apart', 'remove_stale_temps', 'check_weights_file', 'load_error_reason',
-           'torch_load_checked', 'load_state_checked', 'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle',
-           'read_json', 'sha256', 'load_image', 'die_with_parent']
+           'check_open_files', 'check_shared_memory', 'check_apart', 'remove_stale_temps', 'check_weights_file',
+           'load_error_reason', 'torch_load_checked', 'load_state_checked', 'UnsafePickleError', 'SafeUnpickler',
+           'safe_load_pickle', 'read_json', 'sha256', 'load_image', 'die_with_parent']
 
 # %% ../nbs/92_dataset_writing.ipynb #ut000005
 def pid_alive(pid: int) -> bool:
@@ -216,6 +216,20 @@ def check_open_files(num_workers: int) -> None:
         raise OSError(
             f"data.num_workers={num_workers} needs about {need} open files, and this process may open {soft} "
             f"(ulimit -n); set data.num_workers=0, or raise the limit (ulimit -n 4096)"
+        )
+
+# %% ../nbs/92_dataset_writing.ipynb #63a25470
+def check_shared_memory(num_workers: int, batch_bytes: int, shm: str = "/dev/shm") -> None:
+    "Refuse data-loader workers when shared memory `shm` cannot hold two batches of `batch_bytes` per worker."
+    if num_workers <= 0 or not sys.platform.startswith("linux") or not os.path.isdir(shm):
+        return
+    need = 2 * num_workers * batch_bytes + (1 << 20)  # the batches in flight, then the workers' queues and locks
+    free = shutil.disk_usage(shm).free
+    if free < need:
+        mib = lambda n: f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n // 1024} KiB"  # noqa: E731
+        raise OSError(
+            f"data.num_workers={num_workers} needs about {mib(need)} of shared memory for its batches, and {shm} has "
+            f"{mib(free)} free; set data.num_workers=0, or give {shm} more room (docker run --shm-size=1g)"
         )
 
 # %% ../nbs/92_dataset_writing.ipynb #a92ap002

@@ -14,12 +14,12 @@ from torch.utils.data import DataLoader, Sampler
 from .core import Config, build_model, seed_everything
 from .distributed import DistInfo, PairedSampler, ResumableSampler, ShardSampler, image_partners
 from .data.transforms import build_tokenizer, make_datasets
-from .io import check_open_files
+from .io import check_open_files, check_shared_memory
 
 # %% auto #0
 __all__ = ['REFER_TRAIN_SIZES', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps',
            'resolve_epochs', 'check_loaders', 'loader_key', 'loader_settings', 'make_train_loader', 'make_eval_loader',
-           'make_run_loaders', 'prepare_data', 'seeded_model']
+           'check_workers', 'make_run_loaders', 'prepare_data', 'seeded_model']
 
 # %% ../nbs/93b_loaders.ipynb #0ae1680b
 import ris_nb.models  # registers every model: `model_spec` answers for each name
@@ -133,7 +133,6 @@ def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataL
         )
     bs = cfg.train.batch_size // info.world
     sampler = train_sampler(dataset, cfg, info, bs)
-    check_open_files(cfg.data.num_workers)
     # its own generator: creating a loader iterator must not draw from the global RNG (exact resume)
     return DataLoader(
         dataset,
@@ -149,7 +148,6 @@ def make_train_loader(dataset, cfg: Config, info: DistInfo, collate_fn) -> DataL
 def make_eval_loader(loader: DataLoader, cfg: Config, info: DistInfo, collate_fn: Any = None) -> DataLoader:
     "Evaluation loader sharded over ranks without padding, over `loader`'s dataset (or a dataset and its `collate_fn`)."
     ds, collate_fn = _dataset(loader), collate_fn or loader.collate_fn
-    check_open_files(cfg.data.num_workers)
     return DataLoader(
         ds,
         batch_size=cfg.eval.batch_size,
@@ -159,8 +157,17 @@ def make_eval_loader(loader: DataLoader, cfg: Config, info: DistInfo, collate_fn
     )
 
 
+def check_workers(cfg: Config) -> None:
+    "The open files and the shared memory `cfg`'s data-loader workers need, checked before any of them starts."
+    check_open_files(cfg.data.num_workers)
+    batch = max(cfg.train.batch_size, cfg.eval.batch_size)
+    check_shared_memory(cfg.data.num_workers, batch * 4 * cfg.data.image_size**2 * 4)  # float32 image and mask a sample
+
+
 def make_run_loaders(data: dict, cfg: Config, info: DistInfo) -> dict[str, DataLoader]:
-    "The loaders a run trains and validates on, one per split of `data` (datasets carrying `.collate`)."
+    """The loaders a run trains and validates on, one per split of `data` (datasets carrying `.collate`), what their
+    workers need (open files, shared memory) checked once."""
+    check_workers(cfg)
     return {
         k: make_train_loader(ds, cfg, info, ds.collate)
         if k == cfg.data.train_split

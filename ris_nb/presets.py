@@ -397,6 +397,9 @@ _SAG_PAPER_SOURCES.update(
         "model.sag.inference": "paper: table 3 (A^fuse·A^slot); official code: eval_cma_recon.py",
         "model.sag.dropout": "official code: --dropout",
         "model.sag.eval_seed": "ours: the official evaluation draws unseeded slot noise",
+        "model.sag.eval_init": (
+            "ours: one S⁰ for every image, a score free of the batching (official: a draw per sentence)"
+        ),
         "model.sag.vit_build_size": (
             "ours: the clean position grid (the official code builds it for 480 px and resizes it every forward)"
         ),

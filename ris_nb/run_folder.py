@@ -23,12 +23,12 @@ from .distributed import written_by
 from .io import check_path_arg, load_state_checked, torch_load_checked, write_atomic
 
 # %% auto #0
-__all__ = ['RESUME_KEYS', 'DEFAULT_CHANGES', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS', 'rng_state', 'set_rng_state',
-           'module_generators', 'generator_states', 'set_generator_states', 'load_checkpoint', 'checkpoint_paths',
-           'latest_checkpoint', 'fill_old_defaults', 'filled_keys', 'version_gap', 'config_diff', 'weight_changes',
-           'saved_config', 'check_same_run', 'run_fingerprints', 'fingerprint_diff', 'check_fingerprints',
-           'check_data_unchanged', 'check_run_dir', 'read_run_dir', 'log_record', 'read_log', 'check_plotting',
-           'plot_curves', 'apply_data_arg', 'load_run']
+__all__ = ['RESUME_KEYS', 'DEFAULT_CHANGES', 'CHANGED_BEFORE_KEY', 'WEIGHT_FREE_KEYS', 'CONTINUE_KEYS', 'FINGERPRINTS',
+           'rng_state', 'set_rng_state', 'module_generators', 'generator_states', 'set_generator_states',
+           'load_checkpoint', 'checkpoint_paths', 'latest_checkpoint', 'fill_old_defaults', 'version_gap',
+           'config_diff', 'weight_changes', 'config_dict', 'saved_config', 'check_same_run', 'run_fingerprints',
+           'fingerprint_diff', 'check_fingerprints', 'check_data_unchanged', 'check_run_dir', 'read_run_dir',
+           'log_record', 'read_log', 'check_plotting', 'plot_curves', 'apply_data_arg', 'load_run']
 
 # %% ../nbs/93a_run_folders.ipynb #edfef7d2
 def rng_state() -> dict:
@@ -164,31 +164,37 @@ DEFAULT_CHANGES: dict[str, tuple[Any, str]] = {
     "model.sag.appearance_view": ("grid", "befe1d3"),
     "model.sag.slot_vector": (True, "2b13279"),
     "train.compile": ("none", "1d64258"),
+    "model.sag.eval_init": ("per_sentence", "318265a"),  # the behaviour changed at 318265a, the key came later
 }
+# keys added after the behaviour they name had changed, each with a key added just after that change: a stored config
+# holding the second key was written after the change, so it ran with today's default (text_pool reached main 6 s
+# after 318265a; the shipped checkpoints hold it)
+CHANGED_BEFORE_KEY: dict[str, str] = {"model.sag.eval_init": "model.sag.text_pool"}
 
 
-def fill_old_defaults(saved: dict) -> dict:
-    "A copy of stored config `saved` with each `DEFAULT_CHANGES` key it lacks set to the value its version ran with."
-    out = copy.deepcopy(saved)
+def _holds(config: dict, key: str) -> bool:
+    "Whether config dict `config` holds dotted `key`."
+    d = config
+    for p in key.split("."):
+        d = d.get(p, KeyError) if isinstance(d, dict) else KeyError
+    return d is not KeyError
+
+
+def fill_old_defaults(saved: dict) -> tuple[dict, list[str]]:
+    """A copy of stored config `saved` with each `DEFAULT_CHANGES` key it lacks set to the value its version ran with,
+    and those keys as `key=value`."""
+    out, filled = copy.deepcopy(saved), []
     for key, (value, _) in DEFAULT_CHANGES.items():
+        if key in CHANGED_BEFORE_KEY and _holds(saved, CHANGED_BEFORE_KEY[key]):
+            continue  # written after that change: today's default
         *parents, last = key.split(".")
         d = out
         for p in parents:
             d = d.setdefault(p, {}) if isinstance(d, dict) else None
-        if isinstance(d, dict):
-            d.setdefault(last, value)
-    return out
-
-
-def filled_keys(saved: dict) -> list[str]:
-    "The `DEFAULT_CHANGES` keys stored config `saved` lacks, each as `key=value` (the value its version ran with)."
-    out = []
-    for key, (value, _) in DEFAULT_CHANGES.items():
-        d = saved
-        for p in key.split("."):
-            d = d.get(p, KeyError) if isinstance(d, dict) else KeyError
-        out += [f"{key}={value!r}"] if d is KeyError else []
-    return out
+        if isinstance(d, dict) and last not in d:
+            d[last] = value
+            filled.append(f"{key}={value!r}")
+    return out, filled
 
 
 def version_gap(ck: dict) -> str:
@@ -242,9 +248,9 @@ def weight_changes(saved: dict, cfg: Config, allow: Sequence[str] = ()) -> list[
     return [d for d in config_diff(saved, cfg.to_dict()) if d.partition(": ")[0] not in skip]
 
 
-def saved_config(saved_json: str, where: str | Path) -> dict:
-    """The config dict stored in a checkpoint or config.json, keys its version lacked filled as that version ran
-    (`fill_old_defaults`); anything but a JSON object is a `ValueError` naming `where`."""
+def config_dict(saved_json: str, where: str | Path) -> dict:
+    """The config dict stored in a checkpoint or config.json; anything but a JSON object is a `ValueError` naming
+    `where`."""
     try:
         d = json.loads(saved_json)
     except (json.JSONDecodeError, TypeError) as e:
@@ -253,7 +259,12 @@ def saved_config(saved_json: str, where: str | Path) -> dict:
         ) from None
     if not isinstance(d, dict):
         raise ValueError(f"{where}: the stored config is a {type(d).__name__}; expected a JSON object")
-    return fill_old_defaults(d)
+    return d
+
+
+def saved_config(saved_json: str, where: str | Path) -> dict:
+    "`config_dict`, keys its version lacked filled as that version ran (`fill_old_defaults`)."
+    return fill_old_defaults(config_dict(saved_json, where))[0]
 
 
 def check_same_run(saved_json: str, cfg: Config, where: Path, ck: dict | None = None) -> None:
@@ -478,12 +489,13 @@ def apply_data_arg(cfg: Config, data: str | None) -> Config:
 # %% ../nbs/93a_run_folders.ipynb #745555a8
 def load_run(ckpt: str | Path, data: str | None = None) -> tuple[Config, Any, nn.Module]:
     """(cfg, tokenizer, model in eval mode) from a checkpoint written by `ris_nb train`; `data` gives a moved data
-    root (the CLI's `--data`)."""
+    root (the CLI's `--data`). A checkpoint of another ris_nb is warned of in one line, also kept as `model.load_note`
+    ('' when none)."""
 
     ck = load_checkpoint(ckpt)
-    saved = saved_config(ck["config"], ckpt)  # not JSON: a ValueError naming the file
+    saved, filled = fill_old_defaults(config_dict(ck["config"], ckpt))  # not JSON: a ValueError naming the file
+    note = ""
     if gap := version_gap(ck):
-        filled = filled_keys(json.loads(ck["config"]))
         more = ", …" if len(filled) > 3 else ""
         keys = (
             f"{len(filled)} config keys it lacks ({', '.join(filled[:3])}{more}) take the values its version ran with "
@@ -491,10 +503,11 @@ def load_run(ckpt: str | Path, data: str | None = None) -> tuple[Config, Any, nn
             if filled
             else "its config holds every key this version reads"
         )
-        warnings.warn(
+        note = (
             f"checkpoint {ckpt} was {gap}; {keys}, but other code changed since, so it may score otherwise than its "
             "version did; to compare scores, evaluate it with that version"
         )
+        warnings.warn(note)
     try:
         cfg = Config.from_dict(saved)
     except ValueError as e:
@@ -515,4 +528,5 @@ def load_run(ckpt: str | Path, data: str | None = None) -> tuple[Config, Any, nn
     model = build_model(cfg)
     # names the first keys and shapes that differ
     load_state_checked(model, ck["model"], f"checkpoint {ckpt}", f"preset {cfg.name!r}")
+    model.load_note = note  # the version gap, for a caller that shows it (the demo) without reading warnings
     return cfg, tok, model.eval()

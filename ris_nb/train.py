@@ -100,6 +100,7 @@ from ris_nb.run_folder import (  # built in 93a_run_folders (appendix)
 )
 from ris_nb.loaders import (  # built in 93b_loaders (appendix)
     check_loaders,
+    check_workers,
     epoch_items,
     loader_key,
     loader_settings,
@@ -568,11 +569,15 @@ def _locked(run: TrainingRun):
 
 
 def _keep_data(run: TrainingRun, data: dict, collate: dict, splits: Sequence[str]) -> None:
-    """Refuse missing or empty `splits`, keep the datasets, and turn `train.epochs` into optimizer steps for this
-    many ranks."""
+    "Refuse missing or empty `splits` and keep the datasets."
     check_loaders(data, run.cfg, splits)
     run.data, run.collate = data, collate
-    run.cfg = resolve_epochs(run.cfg, epoch_items(run.cfg, data["train"]), run.info.world, verbose=run.info.is_main)
+
+
+def _size_epochs(run: TrainingRun) -> None:
+    "Turn `train.epochs` into optimizer steps for this run's ranks (`resolve_epochs`)."
+    items, info = epoch_items(run.cfg, run.data["train"]), run.info
+    run.cfg = resolve_epochs(run.cfg, items, info.world, verbose=info.is_main)
 
 
 def _prepare_run(run: TrainingRun, splits: Sequence[str] | None = None) -> None:
@@ -580,6 +585,7 @@ def _prepare_run(run: TrainingRun, splits: Sequence[str] | None = None) -> None:
     `prepare` makes them."""
     run.tokenizer, data, run.cfg = prepare_data(run.cfg, splits)
     _keep_data(run, data, {k: ds.collate for k, ds in data.items()}, ["train", *data])
+    _size_epochs(run)
     run.model = seeded_model(run.cfg)
 
 # %% ../nbs/12_training.ipynb #trun0011
@@ -606,13 +612,15 @@ def _eval_loader(run: TrainingRun, split: str, whole: bool = False) -> DataLoade
 
 def _use_parts(run: TrainingRun, model: nn.Module, loaders: dict[str, DataLoader], cbs: Sequence[Callback]) -> None:
     """`fit`'s model and loaders, checked before any work; a training loader with the settings this run would choose
-    (`prepare`'s) is kept."""
+    (`prepare`'s) is kept, with the steps `prepare` sized `train.epochs` to for these ranks."""
     _check_parts(model, loaders, cbs)
     run.model = model
     collate = {k: dl.collate_fn for k, dl in loaders.items()}
     _keep_data(run, {k: dl.dataset for k, dl in loaders.items()}, collate, ("train", "val"))
     if loader_settings(loaders["train"]) == loader_key(run.cfg, run.info):
         run._train_dl = loaders["train"]
+    else:
+        _size_epochs(run)
 
 # %% ../nbs/12_training.ipynb #trun0011b
 def _train_run(run: TrainingRun, cbs: Sequence[Callback] = (), validate: bool = True) -> Path:
@@ -646,7 +654,8 @@ def _run_learner(run: TrainingRun, cbs: Sequence[Callback], validate: bool) -> L
     info, cfg = run.info, run.cfg
     model = run.model = run.model.to(info.device)
     model = info.wrap(LossWrapper(model))  # several ranks: DDP around the loss
-    if run._train_dl is None:
+    if run._train_dl is None:  # not `prepare`'s (`make_run_loaders` checked the limit for its loaders)
+        check_workers(cfg)  # once, for every loader of the run: they share the workers setting
         run._train_dl = make_train_loader(run.data["train"], cfg, info, run.collate["train"])
     val_dl = _eval_loader(run, "val") if validate and "val" in run.data else None
     if val_dl is not None and run.evaluate is None:
@@ -768,15 +777,14 @@ class Prepared(NamedTuple):
     cfg: Config
 
 
-def prepare(cfg: Config, splits: Sequence[str] | None = None, world: int = 1) -> Prepared:
+def prepare(cfg: Config, splits: Sequence[str] | None = None) -> Prepared:
     """Tokenizer → `model.text.vocab_size` → the loaders of `splits` (default: all) that a run in this process trains on
-    (`make_run_loaders`) → model seeded with `cfg.seed`."""
-    if not isinstance(world, int) or isinstance(world, bool) or world < 1:
-        raise ValueError(f"world={world!r}: expected the number of processes, an integer >= 1")
+    (`make_run_loaders`, for this process's ranks) → model seeded with `cfg.seed`."""
     tok, data, cfg = prepare_data(cfg, splits)
-    # `train.epochs` → steps: the config states what will run
+    info = init_distributed(cfg.train.device)
+    # `train.epochs` → steps for these ranks: the config states what will run, and `fit` keeps it
     if (train := data.get(cfg.data.train_split)) is not None:
-        cfg = resolve_epochs(cfg, epoch_items(cfg, train), world)
+        cfg = resolve_epochs(cfg, epoch_items(cfg, train), info.world, verbose=info.is_main)
     # the ones `fit` trains on: it checks them (`check_loaders`) and keeps the training loader
-    loaders = make_run_loaders(data, cfg, init_distributed(cfg.train.device))
+    loaders = make_run_loaders(data, cfg, info)
     return Prepared(tok, loaders, seeded_model(cfg), cfg)

@@ -212,6 +212,7 @@ _RULES.update(
         "model.sag.inference": _one_of("weighted", "max", "avg", "min"),
         "model.sag.dropout": _PROB,
         "model.sag.eval_seed": _SEED,
+        "model.sag.eval_init": _one_of("shared", "per_sentence"),
         "model.sag.vit_build_size": _NONNEG,
         "model.sag.vit_lr_scale": _number(),
         "model.sag.text_lr_scale": _number(),

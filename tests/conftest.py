@@ -53,7 +53,7 @@ ONE_WORKER = {
     "one_process_run": "test_engine: the one-process magnet_tiny run that DDP and accumulation compare with (13 s)",
 }
 
-# Seconds of the slowest work units on one thread (`make test`'s --durations, a 1.76 ms probe): handed out first, in
+# Seconds of the slowest work units on one thread (CPU seconds of `--cpu-durations`, session 11): handed out first, in
 # this order. A unit is an xdist group or a test function (all its parameters, each its own unit); those not listed
 # follow in the order of collection.
 SLOWEST = {
@@ -66,18 +66,25 @@ SLOWEST = {
     "trained": 52,
     "graded": 50,
     "tests/test_gpu_check.py::test_tiny_cpu_check_writes_a_row_per_check": 48,
+    "one_process_run": 44,  # its run and accumulation's in the worker's process, DDP's two ranks
+    "tests/test_experiments.py::test_main_table_cli_writes_the_record_and_resumes": 43,
+    "tests/test_experiments.py::test_experiments_cli_writes_tables_and_resumes": 32,
     "tests/test_gpu_check.py::test_tiny_cpu_profile_mode_writes_rows_and_tables": 32,
-    "one_process_run": 28,  # its run and accumulation's in the worker's process, DDP's two ranks
+    "tests/test_shipped_checkpoints.py::test_the_recorded_val_score_is_measured_again": 31,
+    "tests/test_engine.py::test_torchrun_cli_runs": 29,
+    "tests/test_sag.py::test_c3_two_processes_match_one_process": 25,
+    "tests/test_faults.py::test_declared_image_size_beyond_what_load_image_reads_is_refused_first": 22,
+    "tests/test_grading_faults.py::test_a_stopped_grader_leaves_no_student_process_and_no_folder": 21,
+    "tests/test_grading_faults.py::test_a_notebook_that_is_no_file_of_the_students_is_refused_by_name": 19,
+    "tests/test_engine.py::test_kill_9_and_resume_gives_the_same_losses": 16,
+    "tests/test_magnet.py::test_short_training_learns": 16,
     "tests/test_engine.py::test_cli_round_trip_synth_train_eval_predict": 16,
-    "tests/test_magnet.py::test_short_training_learns": 34,
-    "runs": 33,
-    "tests/test_engine.py::test_kill_9_and_resume_gives_the_same_losses": 19,
-    "tests/test_experiments.py::test_main_table_cli_writes_the_record_and_resumes": 32,
-    "tests/test_experiments.py::test_experiments_cli_writes_tables_and_resumes": 23,
-    "tests/test_engine.py::test_torchrun_cli_runs": 19,
-    "tests/test_sag.py::test_c3_two_processes_match_one_process": 16,
-    "tests/test_entry_point.py::test_python_m_ris_nb_runs_a_subcommand_of_a_later_module": 13,
+    "runs": 12,
+    "tests/test_tiny_refer.py::test_tiny_refer_learns_to_refer": 11,
+    "tests/test_sag.py::test_pieces_split_shared_slots_on_shaperefs": 11,
     "tests/test_engine.py::test_every_mini_preset_resumes_bit_identically": 11,
+    "tests/test_faults.py::test_writes_past_a_file_size_limit_name_the_file_and_leave_nothing": 10,
+    "tests/test_cli_startup.py::test_a_later_command_imports_its_module_and_torch": 9,
 }
 
 
@@ -107,6 +114,37 @@ SLOW = {
     "test_engine)",
     "tests/test_gpu_check.py::test_tiny_cpu_profile_mode_writes_rows_and_tables": "gpu_check's profile mode on the "
     "CPU (32 s). make test: its options and verdict (test_gpu_check)",
+    "tests/test_experiments.py::test_main_table_cli_writes_the_record_and_resumes": "`experiments --table main` "
+    "through the CLI: 15 runs, resumed, --rows added to a record (43 s). make test: 98b runs the main table (two "
+    "languages), reads every run back, adds a row to a record and refuses another seed count; 98b's parser cells "
+    "refuse --language and --record beside it",
+    "tests/test_experiments.py::test_experiments_cli_writes_tables_and_resumes": "MagNet's study rows through the "
+    "CLI, a killed run re-trained alone, another budget refused (32 s). make test: 98b's run_study does the same with "
+    "SaG's rows (a killed run alone re-trained, another config refused, a cut-off result redone)",
+    "tests/test_engine.py::test_torchrun_cli_runs": "`ris_nb train` under torchrun, two ranks (29 s). make test: "
+    "two torchrun ranks through fit equal one process and free their group (test_ddp_two_processes_match_one_process); "
+    "`ris_nb train`'s start in process (test_run_once)",
+    "tests/test_engine.py::test_every_mini_preset_resumes_bit_identically": "the four mini presets resume "
+    "bit-identically (49 s). make test: each model family's tiny preset does (test_faults' "
+    "test_every_tiny_preset_resumes_bit_identically)",
+    "tests/test_engine.py::test_cli_round_trip_synth_train_eval_predict": "synth → train → eval → predict through "
+    "the CLI (16 s). make test: 15_cli runs the same four commands in process and checks their files",
+    "tests/test_sag.py::test_c3_two_processes_match_one_process": "C³'s gather over two gloo ranks equals one "
+    "process (25 s). make test: two ranks through fit equal one process (test_ddp_two_processes_match_one_process); "
+    "SaG's C³ loss on one process (11_sag)",
+    "tests/test_faults.py::test_declared_image_size_beyond_what_load_image_reads_is_refused_first": "a declared "
+    "10⁹ × 10⁹ image refused by train and check-data in child processes (22 s). make test: Refer's pixel bound "
+    "(91_refer_safety)",
+    "tests/test_faults.py::test_predict_names_a_directory_and_warns_in_one_line": "predict --image a folder, and a "
+    "warning as one line, in child processes (21 s). make test: predict's refusals and one-line warnings (15_cli)",
+    "tests/test_faults.py::test_predict_says_when_a_long_text_is_cut": "predict of 504 words warns once, in a child "
+    "process (11 s). make test: predict's one-line warnings (15_cli)",
+    "tests/test_faults.py::test_predict_under_a_file_size_limit_keeps_the_previous_outputs": "predict under ulimit "
+    "-f keeps its previous outputs (11 s). make test: a checkpoint and curves.png past the limit name the file and "
+    "leave nothing (test_writes_past_a_file_size_limit_name_the_file_and_leave_nothing)",
+    "tests/test_grading_faults.py::test_a_stopped_grader_leaves_no_student_process_and_no_folder": "SIGINT / SIGTERM "
+    "to a grading process (21 s). make test: a grader killed hard is cleaned up at the next start, a hanging student "
+    "times out (test_a_grader_killed_hard_is_cleaned_up_at_the_next_start, test_grading)",
 }
 
 
@@ -167,7 +205,8 @@ def pytest_collection_modifyitems(session, config, items):
         shared = [f for f in item.fixturenames if f in ONE_WORKER]
         if shared and _group(item) is None:
             item.add_marker(pytest.mark.xdist_group(shared[0]))
-        if _unit(item) in SLOW or SLOW.keys() & set(item.fixturenames):  # before pytest's own hook deselects by -m
+        function = item.nodeid.split("@")[0].split("[")[0]  # a test of a group is named by its function too
+        if {_unit(item), function, *item.fixturenames} & SLOW.keys():  # before pytest's own hook deselects by -m
             item.add_marker(pytest.mark.slow)
     if getattr(config.option, "loadgroup", False):  # an xdist worker: the order it reports is the order handed out
         items.sort(key=_seconds, reverse=True)  # stable: the others keep their order

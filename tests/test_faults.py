@@ -721,8 +721,6 @@ def test_api_names_wrong_argument_types():
 
     with pytest.raises(TypeError, match=r"cfg='lavt_tiny': expected a ris_nb Config, e.g. get_preset\('lavt_tiny'\)"):
         prepare("lavt_tiny")
-    with pytest.raises(ValueError, match="world=0: expected the number of processes"):
-        prepare(get_preset("lavt_tiny"), world=0)
     with pytest.raises(TypeError, match="loader: expected a DataLoader"):
         evaluate(torch.nn.Linear(2, 2), None)
     with pytest.raises(TypeError, match="model: expected a torch nn.Module"):

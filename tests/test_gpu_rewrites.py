@@ -128,6 +128,17 @@ def test_cal_loss_same_seed_same_value():
     assert a["cal"] == b["cal"] and a["cal"] != c["cal"]
 
 
+def test_cal_draws_stay_eager_when_compiled():
+    "Compiled (`train.compile=regional`), CAL's draws run eagerly: inductor's own generator would draw other positions."
+    from ris_nb.models.alignment import _cal_scores
+
+    assert _cal_scores._torchdynamo_disable
+    torch.manual_seed(5)
+    a = _cal_scores(torch.Size([2, 600]), 512, None, "cpu")
+    torch.manual_seed(5)
+    assert torch.equal(a, torch.rand(2, 600))  # the wrapper draws exactly what the eager call does
+
+
 def test_swin_fused_attention_matches_unfused():
     "build_magnet turns on timm's fused window attention: Swin's outputs and gradients as with the unfused form."
     from timm.models.swin_transformer import WindowAttention
@@ -179,7 +190,7 @@ def test_compile_regions_wraps_the_repeated_blocks():
     assert len(blocks) == sum(model.cfg.model.vision.depths)
     for m in regions:
         assert hasattr(vars(m)["forward"], "_torchdynamo_orig_callable"), type(m).__name__
-    for name in ("_fuse", "mask_losses"):
+    for name in ("_fuse", "losses"):
         assert hasattr(vars(model)[name], "_torchdynamo_orig_callable"), name
     assert not hasattr(type(model.decoder).forward, "_torchdynamo_orig_callable")  # the class is untouched
 

@@ -143,7 +143,10 @@ def test_memory_and_file_size_are_bounded_by_the_budget(tmp_path, monkeypatch):
 def grader(tmp: Path, teacher: Path, nb: Path, tmpdir: Path | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "ris_nb", "grade", str(teacher), str(nb), "--csv", str(tmp / "g.csv")]
     env = {**os.environ, "TMPDIR": str(tmpdir)} if tmpdir else None
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    # SIGINT as a terminal's foreground job has it: a test run started in the background inherits it ignored, and a
+    # grader rightly keeps ignoring it (as `nohup` asks)
+    default_int = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, preexec_fn=default_int)
 
 
 def wait_for(tag: str, p: subprocess.Popen, seconds: float = 240) -> None:
@@ -165,7 +168,10 @@ def test_a_stopped_grader_leaves_no_student_process_and_no_folder(tmp_path, sig)
     p = grader(tmp_path, teacher, write(tmp_path / "s", forks(tag, "while True: pass")))
     wait_for(tag, p)
     p.send_signal(sig)
-    p.wait(60)
+    try:
+        p.wait(60)
+    finally:  # a grader that did not stop must not outlive the test
+        p.kill()
     assert alive(tag) == [] and scratch_of(p.pid) == [], (alive(tag), scratch_of(p.pid))
 
 

@@ -1,8 +1,8 @@
 """One `ris_nb train` starts its run once (issue 49), through one `TrainingRun.start`: during a fresh run, and again
 during a resumed one, every start-up step (config validation, rank set-up, lock, REFER index, tokenizer and data,
-run-folder check, fingerprints, seeding, the train split's DataLoader) runs once. Each step is counted by a wrapper put
-in place of the function wherever `ris_nb` holds it, and each of the run's own steps by a wrapper put on
-`TrainingRun`."""
+run-folder check, fingerprints, seeding, the open-file limit, the train split's DataLoader) runs once. Each step is
+counted by a wrapper put in place of the function wherever `ris_nb` holds it, and each of the run's own steps by a
+wrapper put on `TrainingRun`."""
 
 import sys
 from collections import Counter
@@ -14,6 +14,7 @@ import torch
 import ris_nb.core as core
 import ris_nb.distributed as distributed
 import ris_nb.data.transforms as transforms
+import ris_nb.io as io
 import ris_nb.loaders as loaders
 import ris_nb.run_folder as run_folder
 import ris_nb.train as train
@@ -31,6 +32,7 @@ STEPS = [
     (run_folder, "check_run_dir"),
     (run_folder, "read_run_dir"),
     (loaders, "resolve_epochs"),
+    (io, "check_open_files"),
     (core, "seed_everything"),
 ]
 RUN_STEPS = ["start", "_prepare", "_check", "_train", "load_best"]  # `TrainingRun`'s: the one start and what it calls
@@ -119,6 +121,7 @@ ONCE = [
     "run_lock",
     "read_run_dir",
     "resolve_epochs",
+    "check_open_files",
     "Refer",
     "train DataLoader",
     *(f"TrainingRun.{m}" for m in RUN_STEPS),

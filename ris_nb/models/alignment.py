@@ -126,6 +126,7 @@ def forward(
     return self.mixer(x).transpose(1, 2).reshape(B, d, H, W).contiguous()  # NCHW-contiguous, as released
 
 # %% ../../nbs/08_alignment.ipynb #dd9d6b87
+@torch.compiler.disable  # compiled (`train.compile`), the draws stay eager: inductor draws other numbers
 def _cal_scores(shape: torch.Size, n: int, generator: torch.Generator | None, device) -> torch.Tensor | None:
     "Uniform random scores (B,P) when an image of P positions may hold more than `n` (`None`: nothing to draw)."
     if shape[1] <= n:

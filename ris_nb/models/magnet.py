@@ -758,13 +758,14 @@ def sentence_embedding(self: MagNet, outputs: MagNetOutputs, batch) -> torch.Ten
 
 def compile_regions(model: MagNet) -> MagNet:
     """Compile, in place, the blocks a training step repeats: Swin blocks, BERT layers, each stage's fusion, the pixel
-    decoder, the mask decoder, MG's head and the mask losses, each for fixed shapes; CAL, MG's masking and the optimizer
-    stay eager. Fewer, fused kernels per step; every new shape compiles once (minutes on a CPU)."""
+    decoder, the mask decoder, MG's head, each for fixed shapes, and the losses (CAL's sample count varies: dynamic
+    after its first change); MG's masking, CAL's draws and the optimizer stay eager. Fewer, fused kernels per step;
+    every new shape compiles once (minutes on a CPU)."""
     torch._dynamo.config.recompile_limit = 64  # a graph per block kind and shape: stages, shifted windows, drop path
     blocks = [m for m in model.backbone.modules() if isinstance(m, SwinTransformerBlock)]
     heads = [model.pixel_decoder, model.decoder] + ([model.mg] if model.mg is not None else [])
     for mod in blocks + list(model.text.bert.encoder.layer) + heads:
         mod.forward = torch.compile(mod.forward, dynamic=False)
     model._fuse = torch.compile(model._fuse, dynamic=False)
-    model.mask_losses = torch.compile(model.mask_losses, dynamic=False)
+    model.losses = torch.compile(model.losses)  # graph breaks at CAL's host syncs (its sample count, `any`)
     return model

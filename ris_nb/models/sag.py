@@ -515,16 +515,19 @@ def forward(
     """batch: images (B,3,H,W), input_ids/attention_mask (B,T); `slots_init` (B,K,D) replaces the sampled S⁰.
     `image_index` (B,) long (evaluation): batch.images holds U distinct images (U,3,H,W), sentence b reads
     image_index[b]."""
-    tokens, hw = image_tokens(self.vision, batch.images)
+    images = batch.images
+    if image_index is not None and not self.training and self.cfg.model.sag.eval_init == "per_sentence":
+        images, image_index = images[image_index], None  # one image row per sentence, as before that key
+    tokens, hw = image_tokens(self.vision, images)
     raw = self._slots(tokens, hw, slots_init, generator)  # the slots, as the decoder repaints them
     t = self.text(batch.input_ids, batch.attention_mask)
-    out = self._gather(t, *self._entities(raw, hw, batch.images), hw, image_index)
+    out = self._gather(t, *self._entities(raw, hw, images), hw, image_index)
     if self.training and self.cfg.model.sag.in_image_negatives and image_index is None:
         self._in_image_negatives(out, batch)
     if self.decoder is not None and (
         self.training and not self.cfg.model.sag.freeze_entities if recon is None else recon
     ):
-        self._reconstruct(out, raw, tokens, batch.images, image_index)
+        self._reconstruct(out, raw, tokens, images, image_index)
     return out
 
 # %% ../../nbs/11_sag.ipynb #a889828c
@@ -536,8 +539,10 @@ def _slots(
     slots_init: torch.Tensor | None,
     generator: torch.Generator | None,
 ) -> SlotOutput:
-    "Ŝ, A^slot of the tokens; in eval mode with no S⁰ and no generator, one fixed S⁰ for every image (ours)."
-    if slots_init is None and generator is None and not self.training and isinstance(self.slots, EntityDiscovery):
+    """Ŝ, A^slot of the tokens; in eval mode with no S⁰ and no generator, one fixed S⁰ for every image (ours;
+    `eval_init="per_sentence"`: row b of one seeded draw for row b, as before that key)."""
+    fixed = self.cfg.model.sag.eval_init == "shared" and not self.training
+    if fixed and slots_init is None and generator is None and isinstance(self.slots, EntityDiscovery):
         slots_init = self.slots.init(1).expand(len(tokens), -1, -1)
     return self.slots(tokens, hw, slots_init, generator)
 
