@@ -3,7 +3,6 @@ refused or contained one student at a time, and nothing a student started outliv
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -23,6 +22,12 @@ from test_grading import RIGHT, TEACHER, outcome, student, write
 LINUX = sys.platform.startswith("linux")
 
 
+def unique_tag() -> str:
+    """A `sleep` argument no other process holds: drawn from os.urandom, since tests that seed the library put `random`
+    in the same state on every worker (two workers once drew the same tag and saw each other's student)."""
+    return f"3000.{int.from_bytes(os.urandom(6), 'big'):015d}"
+
+
 def alive(tag: str) -> list[int]:
     "Processes whose command line holds `tag`."
     out = []
@@ -33,6 +38,14 @@ def alive(tag: str) -> list[int]:
         except OSError:
             pass
     return out
+
+
+def stat_of(pid: int) -> str:
+    "The start of /proc/pid/stat (its state and parent), for a failure message."
+    try:
+        return Path(f"/proc/{pid}/stat").read_text(errors="replace")[:80]
+    except OSError:
+        return f"{pid} (gone)"
 
 
 def forks(tag: str, then: str = "") -> dict:
@@ -64,7 +77,7 @@ def batch(tmp_path_factory):
     for _ in range(40):
         deep = deep / "d"
     deep.mkdir(parents=True)
-    tag = f"{3000 + random.random():.6f}"
+    tag = unique_tag()
     forking = write(tmp / "forking", forks(tag))
     right = write(tmp / "right", student(RIGHT))
     students = [tmp / "link" / "lesson_a.ipynb", tmp / "fifo.ipynb", tmp / "zero" / "lesson_a.ipynb", big, old]
@@ -163,7 +176,7 @@ def scratch_of(pid: int, tmpdir: Path | None = None) -> list[Path]:
 @pytest.mark.skipif(not LINUX, reason="/proc and PR_SET_CHILD_SUBREAPER are Linux's")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_grader_leaves_no_student_process_and_no_folder(tmp_path, sig):
-    tag = f"{3000 + random.random():.6f}"
+    tag = unique_tag()
     teacher = write(tmp_path / "teacher", TEACHER)
     p = grader(tmp_path, teacher, write(tmp_path / "s", forks(tag, "while True: pass")))
     wait_for(tag, p)
@@ -172,12 +185,13 @@ def test_a_stopped_grader_leaves_no_student_process_and_no_folder(tmp_path, sig)
         p.wait(60)
     finally:  # a grader that did not stop must not outlive the test
         p.kill()
-    assert alive(tag) == [] and scratch_of(p.pid) == [], (alive(tag), scratch_of(p.pid))
+    left = [stat_of(q) for q in alive(tag)]
+    assert left == [] and scratch_of(p.pid) == [], (left, scratch_of(p.pid), p.returncode, p.stderr.read()[-500:])
 
 
 @pytest.mark.skipif(not LINUX, reason="/proc and PR_SET_PDEATHSIG are Linux's")
 def test_a_grader_killed_hard_is_cleaned_up_at_the_next_start(tmp_path, monkeypatch):
-    tag = f"{3000 + random.random():.6f}"
+    tag = unique_tag()
     teacher = write(tmp_path / "teacher", TEACHER)
     own_tmp = tmp_path / "tmp"  # graders of other test workers clean the shared temp folder when they start
     own_tmp.mkdir()

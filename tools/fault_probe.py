@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import pickle
-import random
 import shlex
 import shutil
 import signal
@@ -47,6 +46,11 @@ class Row:
     line: str
     verdict: str
     note: str = ""
+
+
+def unique_tag() -> str:
+    "A `sleep` argument no other process holds (from os.urandom: a seeded `random` repeats its draws)."
+    return f"3000.{int.from_bytes(os.urandom(6), 'big'):015d}"
 
 
 def run(args: list, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -1231,7 +1235,7 @@ def _scratch_of(pid: int) -> list[Path]:
 
 def _grader_stopped(self: Probe, t_path: Path, student, how: signal.Signals) -> None:
     "A grader stopped by `how` while a student's setsid() child runs leaves none of it (SIGKILL: after the next start)."
-    tag = f"{3000 + random.random():.6f}"
+    tag = unique_tag()
     nb = student(f"forks then spins {how.name}", {**GRADE_RIGHT, "sol-double": _fork(tag) + "while True: pass"})
     cmd = [*RIS, "grade", str(t_path), str(nb), "--csv", str(self.tmp / "grading" / f"{how.name}.csv")]
     # SIGINT as a terminal's foreground job has it: a background job of a script inherits it ignored, and a grader
@@ -1319,7 +1323,7 @@ def r5_grading_cases(self: Probe) -> None:
     ok = ok and [o for _, o, _ in g.get(str(right), [])] == [True, True]
     self.add("grade: a FIFO, a socket and 1,000 nested folders beside a notebook", p, success(p, ok, "not graded"))
     subprocess.run(["rm", "-rf", str(messy.parent / "d")], check=True)  # shutil.rmtree recurses too deep
-    tag = f"{3000 + random.random():.6f}"
+    tag = unique_tag()
     forker = student("r5 forks", {**GRADE_RIGHT, "sol-double": _fork(tag) + GRADE_RIGHT["sol-double"]})
     p = run(["grade", t_path, forker, "--csv", out])
     left = _procs(tag)
