@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,34 @@ def test_masks_times_rates_and_addresses_but_not_other_numbers():
     b = "probe 2.9 ms on one thread, 2.10 on two; in use (pid 8070); commit e90a9b37d2; swin 1.25M   12.0 s\n"
     assert lines([stdout(a)]) == lines([stdout(b)])
     assert lines([stdout("15.90 on two\n")]) != lines([stdout("15.90 on three\n")])
+
+
+def test_the_cpus_bf16_verdict_is_masked():
+    lines = check_notebooks.reader_lines
+    native = "precision: bfloat16 autocast (train.amp=bf16: this CPU computes bf16 natively)\n"
+    emulated = (
+        "precision: float32 (train.amp=bf16: this CPU has no native bfloat16 (emulated bf16 is slower than float32); "
+        "falling back to float32)\n"
+    )
+    assert lines([stdout(native)]) == lines([stdout(emulated)])
+    off = "precision: float32 (train.amp=off: autocast off)\n"
+    assert lines([stdout(off)]) != lines([stdout(native)])
+
+
+@pytest.mark.parametrize(
+    "saved, now, agree",
+    [
+        ("step  100  loss 0.623", "step  100  loss 0.615", True),  # a trained loss on another CPU: within 5 %
+        ("max abs error 3.3e-07", "max abs error 2.7e-07", True),  # float32 rounding: within 1e-5
+        ("max abs error 8.3e-07", "max abs error 0.0e+00", True),
+        ("max abs error 3.3e-07", "max abs error 2.7e-04", False),
+        ("oIoU 50.3", "oIoU 55.3", False),
+        ("worst: pred_masks 4.5e-06", "worst: l4_res_norm 4.5e-06", False),  # the text must match
+    ],
+)
+def test_numbers_agree_within_a_tolerance_and_only_under_numbers(saved, now, agree):
+    assert check_notebooks.lines_agree(saved, now, "numbers") == agree
+    assert not check_notebooks.lines_agree(saved, now, "")
 
 
 def test_reads_stdout_stderr_and_markdown_but_not_warnings_or_images():
