@@ -145,6 +145,19 @@ def compiled_kernel(name: str) -> bool:
     return "cpp_fused" in name
 
 
+SHIM = "aoti_torch_cpu_"  # with TORCHINDUCTOR_CPP_WRAPPER=1 compiled code calls aten's kernels (mm, bmm) through these
+
+
+def extern_call(name: str) -> bool:
+    "An aten kernel that compiled C++ code calls through inductor's shim (`aoti_torch_cpu_mm_out`): one launch."
+    base = name[len(SHIM) :].removesuffix("_out") if name.startswith(SHIM) else None
+    return base is not None and f"aten::{base}" not in NO_KERNEL
+
+
+def _aten_like(name: str) -> bool:
+    return name.startswith("aten::") or name.startswith(SHIM)
+
+
 def attribute(events) -> list[tuple[str, str, str, bool, bool]]:
     """(label, phase, op name, top-level, launch) of every `aten::` call and compiled kernel: phase forward / backward
     / optimizer / other; label 'module path|class' of the module that issued it (backward: of the forward op whose
@@ -161,12 +174,12 @@ def attribute(events) -> list[tuple[str, str, str, bool, bool]]:
     for e in events:
         if e.name.startswith("aten::") and e.name not in NO_KERNEL:
             p = e
-            while p.cpu_parent is not None and p.cpu_parent.name.startswith("aten::"):
+            while p.cpu_parent is not None and _aten_like(p.cpu_parent.name):
                 p = p.cpu_parent
             launching.add(id(p))
     out = []
     for e in events:
-        kernel = compiled_kernel(e.name)
+        kernel = compiled_kernel(e.name) or extern_call(e.name)
         if not (e.name.startswith("aten::") or kernel):
             continue
         phase, lab, p = "forward", None, e.cpu_parent
@@ -183,8 +196,8 @@ def attribute(events) -> list[tuple[str, str, str, bool, bool]]:
         if phase == "forward":
             lab = _own_label(e, labels)
         parent = e.cpu_parent
-        top = kernel or parent is None or not parent.name.startswith("aten::")
-        name = "compiled kernel" if kernel else e.name
+        top = kernel or parent is None or not _aten_like(parent.name)
+        name = "compiled kernel" if compiled_kernel(e.name) else e.name
         out.append((lab or "(outside any module)|", phase, name, top, kernel or (top and id(e) in launching)))
     return out
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,7 @@ from .mask_grounding import MaskGrounding, mg_visual_index
 # %% auto #0
 __all__ = ['NO_DECAY', 'TanhGate', 'WordPWAM', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder',
            'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs', 'MagNet',
-           'build_magnet', 'compile_regions']
+           'build_magnet', 'shared_input_linears', 'compile_regions']
 
 # %% ../../nbs/09_magnet.ipynb #200176b8
 class TanhGate(nn.Module):
@@ -756,16 +757,63 @@ def sentence_embedding(self: MagNet, outputs: MagNetOutputs, batch) -> torch.Ten
     return self.lang_proj((outputs.words * m).sum(1) / m.sum(1).clamp(min=1))
 
 
+def _linear_key(n: torch.fx.Node) -> tuple | None:
+    "(input, has bias, dtype) of a pre-grad `F.linear` whose weight and bias are graph inputs (parameters), else None."
+    if n.op != "call_function" or n.target not in (F.linear, torch._C._nn.linear) or n.kwargs or len(n.args) < 2:
+        return None
+    params = [a for a in n.args[1:] if a is not None]
+    w = n.args[1].meta.get("example_value") if isinstance(n.args[1], torch.fx.Node) else None
+    if w is None or w.ndim != 2 or not all(isinstance(a, torch.fx.Node) and a.op == "placeholder" for a in params):
+        return None
+    return n.args[0], len(params), w.dtype
+
+
+def _merge_linears(graph: torch.fx.Graph, nodes: list[torch.fx.Node]) -> None:
+    "One linear on the stacked weights (and biases) in place of `nodes`, its output split back along the last dim."
+    rows = [n.args[1].meta["example_value"].shape[0] for n in nodes]
+    bias = len(nodes[0].args) > 2 and nodes[0].args[2] is not None
+    with graph.inserting_before(nodes[0]):
+        stacked = [graph.call_function(torch.cat, ([n.args[i] for n in nodes],)) for i in range(1, 2 + bias)]
+        y = graph.call_function(F.linear, (nodes[0].args[0], *stacked))
+        parts = graph.call_function(torch.split, (y, rows, -1))
+        outs = [graph.call_function(operator.getitem, (parts, i)) for i in range(len(nodes))]
+    for n, o in zip(nodes, outs):
+        n.replace_all_uses_with(o)
+        graph.erase_node(n)
+
+
+def shared_input_linears():
+    """An inductor pre-grad pass (`pre_grad_custom_pass`): the linears that read one input (BERT's and the fusion's
+    queries, keys and values) become one matrix product on their weights stacked, forward and backward."""
+    from torch._inductor.custom_graph_pass import CustomGraphPass  # imports inductor: only when compiling
+
+    class SharedInputLinears(CustomGraphPass):
+        def __call__(self, graph: torch.fx.Graph) -> None:
+            groups = {}
+            for n in graph.nodes:
+                if (key := _linear_key(n)) is not None:
+                    groups.setdefault(key, []).append(n)
+            for nodes in groups.values():
+                if len(nodes) > 1:
+                    _merge_linears(graph, nodes)
+
+        def uuid(self) -> str:
+            return "ris_nb.shared_input_linears.1"
+
+    return SharedInputLinears()
+
+
 def compile_regions(model: MagNet) -> MagNet:
     """Compile, in place, the blocks a training step repeats: Swin blocks, BERT layers, each stage's fusion, the pixel
     decoder, the mask decoder, MG's head, each for fixed shapes, and the losses (CAL's sample count varies: dynamic
     after its first change); MG's masking, CAL's draws and the optimizer stay eager. Fewer, fused kernels per step;
-    every new shape compiles once (minutes on a CPU)."""
+    every new shape compiles once (minutes on a CPU); linears sharing an input become one (`shared_input_linears`)."""
     torch._dynamo.config.recompile_limit = 64  # a graph per block kind and shape: stages, shifted windows, drop path
+    opts = {"pre_grad_custom_pass": shared_input_linears()}
     blocks = [m for m in model.backbone.modules() if isinstance(m, SwinTransformerBlock)]
     heads = [model.pixel_decoder, model.decoder] + ([model.mg] if model.mg is not None else [])
     for mod in blocks + list(model.text.bert.encoder.layer) + heads:
-        mod.forward = torch.compile(mod.forward, dynamic=False)
-    model._fuse = torch.compile(model._fuse, dynamic=False)
-    model.losses = torch.compile(model.losses)  # graph breaks at CAL's host syncs (its sample count, `any`)
+        mod.forward = torch.compile(mod.forward, dynamic=False, options=opts)
+    model._fuse = torch.compile(model._fuse, dynamic=False, options=opts)
+    model.losses = torch.compile(model.losses, options=opts)  # graph breaks at CAL's host syncs (sample count, `any`)
     return model
