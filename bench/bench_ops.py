@@ -14,8 +14,10 @@ Usage: python bench/bench_ops.py [--size 128] [--batch 1] [--threads N] [--reps 
    "Launches" counts the top-level calls that run a kernel (the call or one it makes is not a view, an allocation or a
    `detach`: `NO_KERNEL`), about one GPU kernel launch each. With `--compile regional` both models go through
    `compile_regions` first: each C++ kernel inductor generated counts as one top-level call and one launch (seen
-   through `cpp.enable_kernel_profile`), and a compiled region is labelled as a whole. Compiling takes minutes on a
-   CPU; `TORCHINDUCTOR_DEBUG_COMPILE=1` (-O0) builds the kernels faster and changes no count, only their speed.
+   through `cpp.enable_kernel_profile`), and so does each aten kernel the compiled code calls (`aten::mm`, or with
+   `TORCHINDUCTOR_CPP_WRAPPER=1` its shim `aoti_torch_cpu_mm_out`); a compiled region is labelled as a whole.
+   Compiling takes minutes on a CPU; `TORCHINDUCTOR_DEBUG_COMPILE=1` (-O0) builds the kernels faster and changes no
+   count, only their speed.
 2. The magnet_tiny quickstart step (batch 32 at 64 px on a generated ShapeRefs, the Learner's step at the preset's
    precision): median ms, samples/s and operators per step, with the probe on one and on two threads at start and end.
 Run it on an otherwise idle machine for the times; the counts do not depend on load (with two threads on a machine
