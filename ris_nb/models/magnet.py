@@ -9,7 +9,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastcore.basics import patch
 import torch
@@ -34,6 +34,9 @@ from .alignment import CAM, MagNetPWAM, cal_loss
 from .encoders import build_backbone, build_text_encoder, extended_mask, sine_pos_2d
 from .lavt import RefineHead, dice_loss
 from .mask_grounding import MaskGrounding, mg_visual_index
+
+if TYPE_CHECKING:
+    from torch._inductor.custom_graph_pass import CustomGraphPass
 
 # %% auto #0
 __all__ = ['NO_DECAY', 'TanhGate', 'WordPWAM', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder',
@@ -782,10 +785,10 @@ def _merge_linears(graph: torch.fx.Graph, nodes: list[torch.fx.Node]) -> None:
         graph.erase_node(n)
 
 
-def shared_input_linears():
+def shared_input_linears() -> CustomGraphPass:
     """An inductor pre-grad pass (`pre_grad_custom_pass`): the linears that read one input (BERT's and the fusion's
     queries, keys and values) become one matrix product on their weights stacked, forward and backward."""
-    from torch._inductor.custom_graph_pass import CustomGraphPass  # imports inductor: only when compiling
+    from torch._inductor.custom_graph_pass import CustomGraphPass  # noqa: F811 (imports inductor: only when compiling)
 
     class SharedInputLinears(CustomGraphPass):
         def __call__(self, graph: torch.fx.Graph) -> None:
