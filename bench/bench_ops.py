@@ -215,7 +215,8 @@ def profile_step(fn) -> list[tuple[str, str, str, bool, bool]]:
 
 
 def compiled(model, how: str):
-    "`model` with `ris_nb.models.magnet.compile_regions` applied when `how` is 'regional' (kernels named in profiles)."
+    """`model` compiled as `train.compile=regional` compiles it, when `how` is 'regional' (kernels named in profiles):
+    `compile_regions`, with the run's graph pass where the commit has one."""
     if how == "none":
         return model
     import torch._inductor.config as inductor
@@ -223,7 +224,11 @@ def compiled(model, how: str):
     from ris_nb.models.magnet import compile_regions  # only in commits that have it
 
     inductor.cpp.enable_kernel_profile = True  # each generated C++ kernel opens a profiler range: counted as a launch
-    return compile_regions(model)
+    try:  # since the pass moved to the run's loaders (93b); before, compile_regions applied it itself, or none
+        from ris_nb.loaders import shared_input_linears
+    except ImportError:
+        return compile_regions(model)
+    return compile_regions(model, {"pre_grad_custom_pass": shared_input_linears()})
 
 
 def learner_step(model, batch, cfg):

@@ -217,11 +217,55 @@ def test_train_compile_regional_reaches_compile_regions(monkeypatch):
     import ris_nb.loaders as loaders
 
     seen = []
-    monkeypatch.setattr(loaders, "compile_regions", lambda m: seen.append(m) or m)
+    monkeypatch.setattr(loaders, "compile_regions", lambda m, options=None: seen.append((m, options)) or m)
     model = loaders.seeded_model(_magnet_tiny_cfg(**{"train.compile": "regional"}))
-    assert seen == [model]
+    assert [m for m, _ in seen] == [model]
+    assert seen[0][1]["pre_grad_custom_pass"].uuid() == "ris_nb.shared_input_linears.1"  # the run's graph pass
     loaders.seeded_model(_magnet_tiny_cfg())  # the default, none: not called
-    assert seen == [model]
+    assert len(seen) == 1
+
+
+class ThreeProjections(torch.nn.Module):
+    "Query, key and value of one input (BERT's pattern), and a fourth linear of another input."
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = (torch.nn.Linear(8, 6) for _ in range(3))
+        self.other = torch.nn.Linear(6, 6, bias=False)
+
+    def forward(self, x):
+        return (self.q(x) * self.k(x)).softmax(-1) * self.other(self.v(x))
+
+
+def test_shared_input_linears_makes_one_product_of_three():
+    "The pass merges the three linears that read `x` (not the fourth); outputs and gradients as eager to 1e-6."
+    import torch.nn.functional as F
+
+    from ris_nb.loaders import shared_input_linears
+
+    def linears(graph) -> int:
+        return sum(n.op == "call_function" and n.target in (F.linear, torch._C._nn.linear) for n in graph.nodes)
+
+    counted = []
+
+    class Counted(type(shared_input_linears())):
+        def __call__(self, graph):
+            before = linears(graph)
+            super().__call__(graph)
+            counted.append((before, linears(graph)))
+
+    torch.manual_seed(0)
+    m, x = ThreeProjections(), torch.randn(2, 5, 8)
+    eager = m(x)
+    eager.square().sum().backward()
+    want = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    got = torch.compile(m, dynamic=False, options={"pre_grad_custom_pass": Counted()})(x)
+    got.square().sum().backward()
+    assert counted == [(4, 2)]
+    torch.testing.assert_close(got, eager, rtol=1e-6, atol=1e-6)
+    for p, w in zip(m.parameters(), want):
+        torch.testing.assert_close(p.grad, w, rtol=1e-6, atol=1e-6)
 
 
 def test_train_compile_checked():

@@ -6,10 +6,9 @@
 from __future__ import annotations
 
 import math
-import operator
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastcore.basics import patch
 import torch
@@ -35,13 +34,10 @@ from .encoders import build_backbone, build_text_encoder, extended_mask, sine_po
 from .lavt import RefineHead, dice_loss
 from .mask_grounding import MaskGrounding, mg_visual_index
 
-if TYPE_CHECKING:
-    from torch._inductor.custom_graph_pass import CustomGraphPass
-
 # %% auto #0
 __all__ = ['NO_DECAY', 'TanhGate', 'WordPWAM', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder',
            'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs', 'MagNet',
-           'build_magnet', 'shared_input_linears', 'compile_regions']
+           'build_magnet', 'compile_regions']
 
 # %% ../../nbs/09_magnet.ipynb #200176b8
 class TanhGate(nn.Module):
@@ -735,7 +731,7 @@ def fill_masked(self: MagNet, batch, masked_ids: torch.Tensor, maps: list[torch.
         maps = self.pixel_decoder(self.encode(batch.images, batch.input_ids, am)[0])[1]
     return self.mg(self.text(masked_ids, am).tokens, am, maps[self.mg_level], batch.masks)
 
-# %% ../../nbs/09_magnet.ipynb #60e56bef
+
 @patch
 def predict(self: MagNet, outputs: MagNetOutputs, batch, sizes: list[tuple[int, int]] | None = None):
     "Foreground probability (B,1,H,W) at the input size, or a list of (1,h,w) at `sizes`; threshold 0.5 outside."
@@ -752,7 +748,7 @@ def predict(self: MagNet, outputs: MagNetOutputs, batch, sizes: list[tuple[int, 
         for i, hw in enumerate(sizes)
     ]
 
-
+# %% ../../nbs/09_magnet.ipynb #60e56bef
 @patch
 def sentence_embedding(self: MagNet, outputs: MagNetOutputs, batch) -> torch.Tensor:
     "lang_proj of the masked mean of the final word states: (B,C) (CAL's text side, ours)."
@@ -760,59 +756,14 @@ def sentence_embedding(self: MagNet, outputs: MagNetOutputs, batch) -> torch.Ten
     return self.lang_proj((outputs.words * m).sum(1) / m.sum(1).clamp(min=1))
 
 
-def _linear_key(n: torch.fx.Node) -> tuple | None:
-    "(input, has bias, dtype) of a pre-grad `F.linear` whose weight and bias are graph inputs (parameters), else None."
-    if n.op != "call_function" or n.target not in (F.linear, torch._C._nn.linear) or n.kwargs or len(n.args) < 2:
-        return None
-    params = [a for a in n.args[1:] if a is not None]
-    w = n.args[1].meta.get("example_value") if isinstance(n.args[1], torch.fx.Node) else None
-    if w is None or w.ndim != 2 or not all(isinstance(a, torch.fx.Node) and a.op == "placeholder" for a in params):
-        return None
-    return n.args[0], len(params), w.dtype
-
-
-def _merge_linears(graph: torch.fx.Graph, nodes: list[torch.fx.Node]) -> None:
-    "One linear on the stacked weights (and biases) in place of `nodes`, its output split back along the last dim."
-    rows = [n.args[1].meta["example_value"].shape[0] for n in nodes]
-    bias = len(nodes[0].args) > 2 and nodes[0].args[2] is not None
-    with graph.inserting_before(nodes[0]):
-        stacked = [graph.call_function(torch.cat, ([n.args[i] for n in nodes],)) for i in range(1, 2 + bias)]
-        y = graph.call_function(F.linear, (nodes[0].args[0], *stacked))
-        parts = graph.call_function(torch.split, (y, rows, -1))
-        outs = [graph.call_function(operator.getitem, (parts, i)) for i in range(len(nodes))]
-    for n, o in zip(nodes, outs):
-        n.replace_all_uses_with(o)
-        graph.erase_node(n)
-
-
-def shared_input_linears() -> CustomGraphPass:
-    """An inductor pre-grad pass (`pre_grad_custom_pass`): the linears that read one input (BERT's and the fusion's
-    queries, keys and values) become one matrix product on their weights stacked, forward and backward."""
-    from torch._inductor.custom_graph_pass import CustomGraphPass  # noqa: F811 (imports inductor: only when compiling)
-
-    class SharedInputLinears(CustomGraphPass):
-        def __call__(self, graph: torch.fx.Graph) -> None:
-            groups = {}
-            for n in graph.nodes:
-                if (key := _linear_key(n)) is not None:
-                    groups.setdefault(key, []).append(n)
-            for nodes in groups.values():
-                if len(nodes) > 1:
-                    _merge_linears(graph, nodes)
-
-        def uuid(self) -> str:
-            return "ris_nb.shared_input_linears.1"
-
-    return SharedInputLinears()
-
-
-def compile_regions(model: MagNet) -> MagNet:
+def compile_regions(model: MagNet, options: dict | None = None) -> MagNet:
     """Compile, in place, the blocks a training step repeats: Swin blocks, BERT layers, each stage's fusion, the pixel
     decoder, the mask decoder, MG's head, each for fixed shapes, and the losses (CAL's sample count varies: dynamic
     after its first change); MG's masking, CAL's draws and the optimizer stay eager. Fewer, fused kernels per step;
-    every new shape compiles once (minutes on a CPU); linears sharing an input become one (`shared_input_linears`)."""
+    every new shape compiles once (minutes on a CPU). `options`: inductor's, for every region (a run gives 93b's
+    `shared_input_linears` pass)."""
     torch._dynamo.config.recompile_limit = 64  # a graph per block kind and shape: stages, shifted windows, drop path
-    opts = {"pre_grad_custom_pass": shared_input_linears()}
+    opts = options or {}
     blocks = [m for m in model.backbone.modules() if isinstance(m, SwinTransformerBlock)]
     heads = [model.pixel_decoder, model.decoder] + ([model.mg] if model.mg is not None else [])
     for mod in blocks + list(model.text.bert.encoder.layer) + heads:
