@@ -180,7 +180,7 @@ def make_run_loaders(data: dict, cfg: Config, info: DistInfo) -> dict[str, DataL
         for k, ds in data.items()
     }
 
-# %% ../nbs/93b_loaders.ipynb #e1e4bd90
+# %% ../nbs/93b_loaders.ipynb #792d7c27
 def _linear_key(n: torch.fx.Node) -> tuple | None:
     "(input, has bias, dtype) of a pre-grad `F.linear` whose weight and bias are graph inputs (parameters), else None."
     if n.op != "call_function" or n.target not in (F.linear, torch._C._nn.linear) or n.kwargs or len(n.args) < 2:
