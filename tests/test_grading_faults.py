@@ -24,7 +24,7 @@ LINUX = sys.platform.startswith("linux")
 
 def unique_tag() -> str:
     """A `sleep` argument no other process holds: drawn from os.urandom, since tests that seed the library put `random`
-    in the same state on every worker (two workers once drew the same tag and saw each other's student)."""
+    in the same state on every worker (two workers could draw one tag and see each other's student)."""
     return f"3000.{int.from_bytes(os.urandom(6), 'big'):015d}"
 
 
