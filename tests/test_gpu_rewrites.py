@@ -239,6 +239,8 @@ class ThreeProjections(torch.nn.Module):
 
 def test_shared_input_linears_makes_one_product_of_three():
     "The pass merges the three linears that read `x` (not the fourth); outputs and gradients as eager to 1e-6."
+    import uuid
+
     import torch.nn.functional as F
 
     from ris_nb.loaders import shared_input_linears
@@ -253,6 +255,9 @@ def test_shared_input_linears_makes_one_product_of_three():
             before = linears(graph)
             super().__call__(graph)
             counted.append((before, linears(graph)))
+
+        def uuid(self) -> str:  # a key of its own: inductor's cache would replay a graph without running the pass
+            return f"counted-{uuid.uuid4()}"
 
     torch.manual_seed(0)
     m, x = ThreeProjections(), torch.randn(2, 5, 8)
