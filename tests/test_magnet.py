@@ -139,6 +139,23 @@ def test_mg_hidden_words_leak_only_through_clean_visual_stream(source):
     assert same == (source == "masked")
 
 
+def test_one_query_self_attention_is_its_value_path():
+    "One query: softmax over one key is exactly 1, so `value_path` gives `forward`'s output bit for bit."
+    from ris_nb.models.magnet import Attention
+
+    torch.manual_seed(0)
+    att = Attention(64, 4)
+    torch.nn.init.normal_(att.in_proj_bias)
+    q, qpos = torch.randn(3, 1, 64, requires_grad=True), torch.randn(3, 1, 64)
+    full, short = att(q + qpos, q + qpos, q), att.value_path(q)
+    assert torch.equal(full, short)
+    g = torch.randn_like(full)
+    (dq, dw), (sq, sw) = (torch.autograd.grad(o, [q, att.in_proj_weight], g) for o in (full, short))
+    assert (dq - sq).abs().max() <= 1e-5 * dq.abs().max()  # forward's query/key path adds only rounding noise
+    assert not sw[:128].any() and dw[:128].abs().max() <= 1e-5 * dw.abs().max()
+    assert (dw[128:] - sw[128:]).abs().max() <= 1e-6 * dw.abs().max()
+
+
 def test_mg_visual_stride_must_be_a_decoder_map():
     with pytest.raises(ValueError, match=r"visual_stride=4.*strides \[32, 16, 8\]"):
         build_model(_tiny(**{"model.mg.visual_stride": 4}))

@@ -376,6 +376,11 @@ class Attention(nn.Module):
         )
         return self.out_proj(o.transpose(1, 2).reshape(B, Q, C))
 
+    def value_path(self, v: torch.Tensor) -> torch.Tensor:
+        "What `forward` returns when there is one key: softmax over one score is 1, so (B,1,C) → out_proj(v_proj(v))."
+        C = v.shape[-1]
+        return self.out_proj(F.linear(v, self.in_proj_weight[2 * C :], self.in_proj_bias[2 * C :]))
+
 # %% ../../nbs/09_magnet.ipynb #beba9b0b
 class DecoderLayer(nn.Module):
     "Masked cross-attention → self-attention → FFN, each with residual + post-LayerNorm (Mask2Former)."
@@ -388,7 +393,8 @@ class DecoderLayer(nn.Module):
 
     def forward(self, q, qpos, mem, pos, allowed):
         q = self.cross_norm(q + self.cross_attn(q + qpos, mem + pos, mem, allowed))
-        q = self.self_norm(q + self.self_attn(q + qpos, q + qpos, q))
+        one = q.shape[1] == 1  # one query attends to itself only: no need for its query and key products
+        q = self.self_norm(q + (self.self_attn.value_path(q) if one else self.self_attn(q + qpos, q + qpos, q)))
         return self.ffn_norm(q + self.linear2(F.relu(self.linear1(q))))
 
 
