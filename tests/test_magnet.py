@@ -139,6 +139,41 @@ def test_mg_hidden_words_leak_only_through_clean_visual_stream(source):
     assert same == (source == "masked")
 
 
+def test_mg_masked_sentence_shares_the_sentence_text_calls():
+    "MG's masked sentence rides in the sentence's BERT calls: same logits and gradients as its own text-only pass."
+    torch.manual_seed(0)
+    model = build_model(_tiny()).train()
+    for mod in model.modules():  # no dropout or drop path: both ways see the same network
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+        if hasattr(mod, "drop_prob"):
+            mod.drop_prob = 0.0
+        if isinstance(mod, torch.nn.MultiheadAttention):
+            mod.dropout = 0.0
+    b, state = _batch(), model.mg.generator.get_state()
+    rows = []
+    hook = model.text.bert.encoder.layer[0].register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
+    out = model(b)
+    hook.remove()
+    assert rows == [2 * len(b.input_ids)]  # one call for the sentence and its masked copy
+    shared = out.mask_logits.sum() + out.mg["logits"].sum()
+    grads = torch.autograd.grad(shared, list(model.parameters()), allow_unused=True)
+    model.mg.generator.set_state(state)
+    masked, targets = model.mg.mask(b.input_ids, b.attention_mask)
+    assert torch.equal(targets, out.mg["targets"])
+    feats, _ = model.encode(b.images, b.input_ids, b.attention_mask)
+    mf, maps = model.pixel_decoder(feats)
+    alone = model.mg(model.text(masked, b.attention_mask).tokens, b.attention_mask, maps[model.mg_level], b.masks)
+    final = model.refine(model.decoder(maps, mf).mask_logits[-1], b.images, None)
+    assert (final - out.mask_logits).abs().max() <= 1e-5
+    assert (alone - out.mg["logits"]).abs().max() <= 1e-5
+    separate = final.sum() + alone.sum()
+    ref = torch.autograd.grad(separate, list(model.parameters()), allow_unused=True)
+    pairs = [(g, r) for g, r in zip(grads, ref) if r is not None]
+    assert len(pairs) > 100 and all(g is not None for g, _ in pairs)
+    assert max(((g - r).abs().max() / r.abs().max().clamp(min=1e-3)).item() for g, r in pairs) <= 1e-4
+
+
 def test_one_query_self_attention_is_its_value_path():
     "One query: softmax over one key is exactly 1, so `value_path` gives `forward`'s output bit for bit."
     from ris_nb.models.magnet import Attention

@@ -565,22 +565,34 @@ def encode(
     trace: dict | None = None,
     attn: list | None = None,
     image_index: torch.Tensor | None = None,
+    side: dict | None = None,
 ):
     """images (B,3,H,W), ids/mask (B,N) → decoder inputs [(B,d_s,H_s,W_s)] × 4 and final words (B,N,t).
-    `image_index` (B,) long: `images` holds U distinct images, sentence b reads image_index[b] (evaluation)."""
-    m = attention_mask.to(images.dtype)
-    ext = extended_mask(attention_mask, images.dtype)
-    x, l = self.backbone.stem(images), self.text.embed(input_ids)
+    `image_index` (B,) long: `images` holds U distinct images, sentence b reads image_index[b] (evaluation).
+    `side`: MG's masked sentence `side['ids']` (B,N) goes through the same text-layer calls as the sentence, never
+    fused; its final words are written to `side['words']`."""
+    n, m = len(input_ids), attention_mask.to(images.dtype)
+    ids, am = (
+        (input_ids, attention_mask)
+        if side is None
+        else (torch.cat([input_ids, side["ids"]]), attention_mask.repeat(2, 1))
+    )
+    ext = extended_mask(am, images.dtype)
+    x, l = self.backbone.stem(images), self.text.embed(ids)
     if trace is not None:
-        trace.update(v0=x.flatten(2).transpose(1, 2), l0=l, ext_mask=ext)
+        trace.update(v0=x.flatten(2).transpose(1, 2), l0=l[:n], ext_mask=ext[:n])
     outs = []
     for s in range(4):
         x, l = self._stage(s, x, trace), self.text.group(s, l, ext)
         # no language before the first fusion: once per image
         if s == 0 and image_index is not None:
             x = x[image_index]
+        l, rest = (l, None) if side is None else l.split(n)
         x, l, o = self._fuse(s, x, l, m, trace, attn)
+        l = l if rest is None else torch.cat([l, rest])
         outs.append(o)
+    if side is not None:
+        l, side["words"] = l.split(n)
     return outs, l
 
 # %% ../../nbs/09_magnet.ipynb #ebf12ea8c
@@ -688,7 +700,12 @@ def forward(self: MagNet, batch, trace: bool = False, image_index: torch.Tensor 
     `image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b]
     (evaluation)."""
     tr = {} if trace else None
-    feats, words = self.encode(batch.images, batch.input_ids, batch.attention_mask, tr, image_index=image_index)
+    # MG's masked sentence, encoded in the same text-layer calls unless it needs its own pass
+    side = self.mg_side(batch)
+    shared = side if side is not None and self.cfg.model.mg.visual_source != "masked" else None
+    feats, words = self.encode(
+        batch.images, batch.input_ids, batch.attention_mask, tr, image_index=image_index, side=shared
+    )
     mf, maps = self.pixel_decoder(feats, tr)
     dec = self.decoder(maps, mf)
     final = dec.mask_logits[-1]
@@ -704,8 +721,8 @@ def forward(self: MagNet, batch, trace: bool = False, image_index: torch.Tensor 
         coarse=maps[0],
         trace=tr,
     )
-    if self.mg is not None and self.training and getattr(batch, "masks", None) is not None:
-        out.mg = self.mask_grounding(batch, maps)
+    if side is not None:
+        out.mg = self.mask_grounding(batch, maps, side)
     if tr is not None:
         tr.update(
             pred_logits=out.class_logits,
@@ -719,10 +736,23 @@ def forward(self: MagNet, batch, trace: bool = False, image_index: torch.Tensor 
 
 # %% ../../nbs/09_magnet.ipynb #c3b0541bb
 @patch
-def mask_grounding(self: MagNet, batch, maps: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    "MG in training (07): hide words with MG's masking, predict them -> {'logits': (B,N,V), 'targets': (B,N)}."
-    masked, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
-    return {"logits": self.fill_masked(batch, masked, maps), "targets": targets}
+def mg_side(self: MagNet, batch) -> dict | None:
+    """MG's masking of a training batch (07): {'ids': masked (B,N), 'targets': (B,N)}; None when MG is off or not
+    training."""
+    if self.mg is None or not self.training or getattr(batch, "masks", None) is None:
+        return None
+    ids, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
+    return {"ids": ids, "targets": targets}
+
+
+@patch
+def mask_grounding(self: MagNet, batch, maps: list[torch.Tensor], side: dict) -> dict[str, torch.Tensor]:
+    """MG in training: predict the words `side` hid -> {'logits': (B,N,V), 'targets': (B,N)}, from the masked
+    sentence's words `encode` wrote to `side['words']` (else, `mg.visual_source='masked'`, through `fill_masked`)."""
+    if "words" not in side:
+        return {"logits": self.fill_masked(batch, side["ids"], maps), "targets": side["targets"]}
+    logits = self.mg(side["words"], batch.attention_mask, maps[self.mg_level], batch.masks)
+    return {"logits": logits, "targets": side["targets"]}
 
 
 @patch
