@@ -191,6 +191,30 @@ def test_one_query_self_attention_is_its_value_path():
     assert (dw[128:] - sw[128:]).abs().max() <= 1e-6 * dw.abs().max()
 
 
+def test_cam_branches_run_as_one_batch_like_a_loop():
+    "CAM's four branches through `batched` (vmap): a loop over the branches' outputs, and gradients within 1e-5."
+    from ris_nb.models.alignment import CAM
+
+    torch.manual_seed(0)
+    cam = CAM(32, 16).train()
+    words, mask = torch.randn(2, 5, 16), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    for hw in [(2, 3), (7, 5)]:  # a branch on the map's pixels (pooling would repeat them); pooled branches only
+        v = torch.randn(2, 32, *hw, requires_grad=True)
+        fast = cam.pyramid(v, words, mask)
+        loop = [
+            pw(br(v).flatten(2).transpose(1, 2), words, mask).transpose(1, 2).reshape(2, 8, p, p)
+            for p, br, pw in zip(cam.pool_sizes, cam.branches, cam.pwams)
+        ]
+        assert max((f - s).abs().max() for f, s in zip(fast, loop)) <= 1e-6
+        named = [("v", v), *cam.branches.named_parameters(), *cam.pwams.named_parameters()]
+        g = [torch.randn_like(f) for f in fast]
+        grads = [torch.autograd.grad(o, [p for _, p in named], g) for o in (fast, loop)]
+        for (name, _), a, b in zip(named, *grads):
+            # a key bias shifts every score alike: analytically zero, rounding noise both ways
+            tol = 1e-6 if name.endswith("k.bias") else 1e-5 * b.abs().max()
+            assert (a - b).abs().max() <= tol, name
+
+
 def test_mg_visual_stride_must_be_a_decoder_map():
     with pytest.raises(ValueError, match=r"visual_stride=4.*strides \[32, 16, 8\]"):
         build_model(_tiny(**{"model.mg.visual_stride": 4}))

@@ -6,14 +6,16 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+import warnings
 
 from fastcore.basics import patch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.func import functional_call, vmap
 
 # %% auto #0
-__all__ = ['MagNetPWAM', 'LayerNorm2d', 'cam_branch', 'pool_repeats', 'CAM', 'cal_loss']
+__all__ = ['MagNetPWAM', 'LayerNorm2d', 'cam_branch', 'StackParams', 'batched', 'pool_repeats', 'CAM', 'cal_loss']
 
 # %% ../../nbs/08_alignment.ipynb #02444feb
 class MagNetPWAM(nn.Module):
@@ -77,6 +79,37 @@ def cam_branch(dim: int, pool: int) -> nn.Sequential:
         )
     )
 
+# %% ../../nbs/08_alignment.ipynb #1b646ec5b
+# SDPA has no vmap rule yet: torch runs it once per module (right, not batched) and warns at every call
+warnings.filterwarnings(
+    "ignore", message="There is a performance drop because we have not yet implemented the batching"
+)
+
+
+class StackParams(torch.autograd.Function):
+    """`torch.stack` of parameters whose backward hands each one a gradient in its own layout: one copy for the stack,
+    where vmap's transposed weight gradients would cost each parameter a copy of its own."""
+
+    @staticmethod
+    def forward(*params: torch.Tensor) -> torch.Tensor:
+        return torch.stack(params)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.contiguous().unbind(0)
+
+
+def batched(mods: list[nn.Module], x: torch.Tensor, *shared) -> torch.Tensor:
+    """Modules of one architecture run at once: module k on x[k] (K,...) with `shared` inputs, one batched kernel per
+    layer (`torch.func.vmap` over their stacked parameters; gradients reach each module's own)."""
+    names = [n for n, _ in mods[0].named_parameters()]
+    params = {n: StackParams.apply(*[dict(m.named_parameters())[n] for m in mods]) for n in names}
+    return vmap(lambda p, xk: functional_call(mods[0], p, (xk, *shared)), randomness="different")(params, x)
+
 # %% ../../nbs/08_alignment.ipynb #4bea5f36
 def pool_repeats(p: int, H: int, W: int) -> tuple[int, int] | None:
     "(p/H, p/W) when adaptive average pooling an H×W map to p×p only repeats its pixels, else None."
@@ -98,15 +131,19 @@ class CAM(nn.Module):
         self.mixer = nn.Sequential(nn.Linear(cat, dim), nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
 
     def pyramid(self, v: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        "Word-fused pooled maps at each pool size, `v`: (B,d,H,W) → list of (B,d/4,p,p)."
-        out, (H, W) = [], v.shape[-2:]
-        for p, branch, pwam in zip(self.pool_sizes, self.branches, self.pwams):
-            rep = pool_repeats(p, H, W)
-            # per-pixel layers on the H×W map when pooling would only repeat it
-            z = branch[1:](v) if rep else branch(v)
-            B, c, h, w = z.shape
-            y = pwam(z.flatten(2).transpose(1, 2), words, mask).transpose(1, 2).reshape(B, c, h, w)
-            out.append(y.repeat_interleave(rep[0], 2).repeat_interleave(rep[1], 3) if rep else y)
+        "Word-fused pooled maps at each pool size, `v`: (B,d,H,W) → list of (B,d/4,p,p); the branches run as one batch."
+        B, _, H, W = v.shape
+        reps = [pool_repeats(p, H, W) for p in self.pool_sizes]
+        # per-pixel layers on the H×W map when pooling would only repeat it
+        maps = [v if rep else branch.pool(v) for rep, branch in zip(reps, self.branches)]
+        n = max(m.shape[-2] * m.shape[-1] for m in maps)  # every branch's pixels padded to the most: (K,B,d,n,1)
+        x = torch.stack([F.pad(m.flatten(2), (0, n - m.shape[-2] * m.shape[-1])) for m in maps])[..., None]
+        z = batched([b[1:] for b in self.branches], x)[..., 0].transpose(-1, -2)  # (K,B,n,d/4)
+        y = batched(self.pwams, z, words, mask)
+        out = []
+        for yk, m, rep in zip(y, maps, reps):
+            yk = yk[:, : m.shape[-2] * m.shape[-1]].transpose(1, 2).reshape(B, -1, *m.shape[-2:])
+            out.append(yk.repeat_interleave(rep[0], 2).repeat_interleave(rep[1], 3) if rep else yk)
         return out
 
 # %% ../../nbs/08_alignment.ipynb #dd25090d

@@ -736,16 +736,6 @@ def forward(self: MagNet, batch, trace: bool = False, image_index: torch.Tensor 
 
 # %% ../../nbs/09_magnet.ipynb #c3b0541bb
 @patch
-def mg_side(self: MagNet, batch) -> dict | None:
-    """MG's masking of a training batch (07): {'ids': masked (B,N), 'targets': (B,N)}; None when MG is off or not
-    training."""
-    if self.mg is None or not self.training or getattr(batch, "masks", None) is None:
-        return None
-    ids, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
-    return {"ids": ids, "targets": targets}
-
-
-@patch
 def mask_grounding(self: MagNet, batch, maps: list[torch.Tensor], side: dict) -> dict[str, torch.Tensor]:
     """MG in training: predict the words `side` hid -> {'logits': (B,N,V), 'targets': (B,N)}, from the masked
     sentence's words `encode` wrote to `side['words']` (else, `mg.visual_source='masked'`, through `fill_masked`)."""
@@ -790,6 +780,16 @@ def sentence_embedding(self: MagNet, outputs: MagNetOutputs, batch) -> torch.Ten
     "lang_proj of the masked mean of the final word states: (B,C) (CAL's text side, ours)."
     m = batch.attention_mask.to(outputs.words.dtype)[..., None]
     return self.lang_proj((outputs.words * m).sum(1) / m.sum(1).clamp(min=1))
+
+
+@patch
+def mg_side(self: MagNet, batch) -> dict | None:
+    """MG's masking of a training batch (07): {'ids': masked (B,N), 'targets': (B,N)}; None when MG is off or not
+    training."""
+    if self.mg is None or not self.training or getattr(batch, "masks", None) is None:
+        return None
+    ids, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
+    return {"ids": ids, "targets": targets}
 
 
 def compile_regions(model: MagNet, options: dict | None = None) -> MagNet:
