@@ -212,9 +212,9 @@ def _forward_backward(learn: Learner, last_micro: bool) -> None:
         learn.loss = learn.losses["loss"]
         learn("after_loss")
         learn.scaler.scale(learn.loss * loss_scale(learn.step, learn.cfg) / accum).backward()
-    learn.micro += 1
-    learn.batches_done += 1
-    parts = {k: v.detach().float().mean() / accum for k, v in learn.losses.items()}
+    learn.micro, learn.batches_done = learn.micro + 1, learn.batches_done + 1
+    vals = torch.stack([v.detach().float().mean() if v.dim() else v.detach().float() for v in learn.losses.values()])
+    parts = dict(zip(learn.losses, (vals / accum if accum > 1 else vals).unbind()))  # one copy, not 2 kernels per part
     learn.acc_losses = (
         parts if learn.micro % accum == 1 or accum == 1 else {k: learn.acc_losses[k] + v for k, v in parts.items()}
     )
