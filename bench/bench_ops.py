@@ -95,6 +95,7 @@ def label_model(model: torch.nn.Module) -> list:
     none (the compiled code runs no hooks)."""
     stack, handles = [], []
     compiled = [n for n, m in model.named_modules() if "forward" in vars(m)]
+    compiled += [n for n, meths in DIRECT.items() if any(m in vars(getattr(model, n)) for m in meths)]  # stage, group
     if "_fuse" in vars(model):
         compiled += list(FUSION)
         model._fuse = _wrap(model._fuse, f"{MARK}fusion|MagNet._fuse", stack)
