@@ -192,7 +192,7 @@ def test_one_query_self_attention_is_its_value_path():
 
 
 def test_cam_branches_run_as_one_batch_like_a_loop():
-    "CAM's four branches through `batched` (vmap): a loop over the branches' outputs, and gradients within 1e-5."
+    "CAM's branches as one batch (`pyramid_batched`, vmap): a loop's outputs, and its gradients within 1e-5."
     from ris_nb.models.alignment import CAM
 
     torch.manual_seed(0)
@@ -200,7 +200,7 @@ def test_cam_branches_run_as_one_batch_like_a_loop():
     words, mask = torch.randn(2, 5, 16), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     for hw in [(2, 3), (7, 5)]:  # a branch on the map's pixels (pooling would repeat them); pooled branches only
         v = torch.randn(2, 32, *hw, requires_grad=True)
-        fast = cam.pyramid(v, words, mask)
+        fast = cam.pyramid_batched(v, words, mask)
         loop = [
             pw(br(v).flatten(2).transpose(1, 2), words, mask).transpose(1, 2).reshape(2, 8, p, p)
             for p, br, pw in zip(cam.pool_sizes, cam.branches, cam.pwams)

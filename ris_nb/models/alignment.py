@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 # %% auto #0
-__all__ = ['MagNetPWAM', 'LayerNorm2d', 'cam_branch', 'StackParams', 'batched', 'pool_repeats', 'CAM', 'cal_loss']
+__all__ = ['MagNetPWAM', 'LayerNorm2d', 'cam_branch', 'pool_repeats', 'CAM', 'StackParams', 'batched', 'cal_loss']
 
 # %% ../../nbs/08_alignment.ipynb #02444feb
 class MagNetPWAM(nn.Module):
@@ -79,6 +79,40 @@ def cam_branch(dim: int, pool: int) -> nn.Sequential:
         )
     )
 
+# %% ../../nbs/08_alignment.ipynb #4bea5f36
+def pool_repeats(p: int, H: int, W: int) -> tuple[int, int] | None:
+    "(p/H, p/W) when adaptive average pooling an H×W map to p×p only repeats its pixels, else None."
+    return (p // H, p // W) if p % H == 0 and p % W == 0 else None
+
+
+class CAM(nn.Module):
+    """Cross-modal alignment module of one stage: pooled, word-fused pyramid + full-resolution PWAM output → decoder
+    feature."""
+
+    def __init__(self, dim: int, text_dim: int, pool_sizes=(1, 2, 3, 6), heads: int = 1, dropout: float = 0.0):
+        super().__init__()
+        if dim % 4:
+            raise ValueError(f"CAM needs a stage width divisible by 4, got {dim}")
+        self.pool_sizes = list(pool_sizes)
+        self.branches = nn.ModuleList(cam_branch(dim, p) for p in self.pool_sizes)
+        self.pwams = nn.ModuleList(MagNetPWAM(dim // 4, text_dim, heads, dropout) for _ in self.pool_sizes)
+        cat = dim + len(self.pool_sizes) * (dim // 4)
+        self.mixer = nn.Sequential(nn.Linear(cat, dim), nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
+
+    def pyramid(self, v: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        "Word-fused pooled maps at each pool size, `v`: (B,d,H,W) → list of (B,d/4,p,p)."
+        if torch.compiler.is_compiling():  # compiled: one kernel per layer for the four branches
+            return self.pyramid_batched(v, words, mask)
+        out, (H, W) = [], v.shape[-2:]
+        for p, branch, pwam in zip(self.pool_sizes, self.branches, self.pwams):
+            rep = pool_repeats(p, H, W)
+            # per-pixel layers on the H×W map when pooling would only repeat it
+            z = branch[1:](v) if rep else branch(v)
+            B, c, h, w = z.shape
+            y = pwam(z.flatten(2).transpose(1, 2), words, mask).transpose(1, 2).reshape(B, c, h, w)
+            out.append(y.repeat_interleave(rep[0], 2).repeat_interleave(rep[1], 3) if rep else y)
+        return out
+
 # %% ../../nbs/08_alignment.ipynb #1b646ec5b
 # SDPA has no vmap rule yet: torch runs it once per module (right, not batched) and warns at every call
 warnings.filterwarnings(
@@ -110,41 +144,23 @@ def batched(mods: list[nn.Module], x: torch.Tensor, *shared) -> torch.Tensor:
     params = {n: StackParams.apply(*[dict(m.named_parameters())[n] for m in mods]) for n in names}
     return vmap(lambda p, xk: functional_call(mods[0], p, (xk, *shared)), randomness="different")(params, x)
 
-# %% ../../nbs/08_alignment.ipynb #4bea5f36
-def pool_repeats(p: int, H: int, W: int) -> tuple[int, int] | None:
-    "(p/H, p/W) when adaptive average pooling an H×W map to p×p only repeats its pixels, else None."
-    return (p // H, p // W) if p % H == 0 and p % W == 0 else None
-
-
-class CAM(nn.Module):
-    """Cross-modal alignment module of one stage: pooled, word-fused pyramid + full-resolution PWAM output → decoder
-    feature."""
-
-    def __init__(self, dim: int, text_dim: int, pool_sizes=(1, 2, 3, 6), heads: int = 1, dropout: float = 0.0):
-        super().__init__()
-        if dim % 4:
-            raise ValueError(f"CAM needs a stage width divisible by 4, got {dim}")
-        self.pool_sizes = list(pool_sizes)
-        self.branches = nn.ModuleList(cam_branch(dim, p) for p in self.pool_sizes)
-        self.pwams = nn.ModuleList(MagNetPWAM(dim // 4, text_dim, heads, dropout) for _ in self.pool_sizes)
-        cat = dim + len(self.pool_sizes) * (dim // 4)
-        self.mixer = nn.Sequential(nn.Linear(cat, dim), nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
-
-    def pyramid(self, v: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        "Word-fused pooled maps at each pool size, `v`: (B,d,H,W) → list of (B,d/4,p,p); the branches run as one batch."
-        B, _, H, W = v.shape
-        reps = [pool_repeats(p, H, W) for p in self.pool_sizes]
-        # per-pixel layers on the H×W map when pooling would only repeat it
-        maps = [v if rep else branch.pool(v) for rep, branch in zip(reps, self.branches)]
-        n = max(m.shape[-2] * m.shape[-1] for m in maps)  # every branch's pixels padded to the most: (K,B,d,n,1)
-        x = torch.stack([F.pad(m.flatten(2), (0, n - m.shape[-2] * m.shape[-1])) for m in maps])[..., None]
-        z = batched([b[1:] for b in self.branches], x)[..., 0].transpose(-1, -2)  # (K,B,n,d/4)
-        y = batched(self.pwams, z, words, mask)
-        out = []
-        for yk, m, rep in zip(y, maps, reps):
-            yk = yk[:, : m.shape[-2] * m.shape[-1]].transpose(1, 2).reshape(B, -1, *m.shape[-2:])
-            out.append(yk.repeat_interleave(rep[0], 2).repeat_interleave(rep[1], 3) if rep else yk)
-        return out
+# %% ../../nbs/08_alignment.ipynb #4bea5f36b
+@patch
+def pyramid_batched(self: CAM, v: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    "`pyramid` with the four branches run as one batch (`batched`): one kernel per layer instead of four."
+    B, _, H, W = v.shape
+    reps = [pool_repeats(p, H, W) for p in self.pool_sizes]
+    # per-pixel layers on the H×W map when pooling would only repeat it
+    maps = [v if rep else branch.pool(v) for rep, branch in zip(reps, self.branches)]
+    n = max(m.shape[-2] * m.shape[-1] for m in maps)  # every branch's pixels padded to the most: (K,B,d,n,1)
+    x = torch.stack([F.pad(m.flatten(2), (0, n - m.shape[-2] * m.shape[-1])) for m in maps])[..., None]
+    z = batched([b[1:] for b in self.branches], x)[..., 0].transpose(-1, -2)  # (K,B,n,d/4)
+    y = batched(self.pwams, z, words, mask)
+    out = []
+    for yk, m, rep in zip(y, maps, reps):
+        yk = yk[:, : m.shape[-2] * m.shape[-1]].transpose(1, 2).reshape(B, -1, *m.shape[-2:])
+        out.append(yk.repeat_interleave(rep[0], 2).repeat_interleave(rep[1], 3) if rep else yk)
+    return out
 
 # %% ../../nbs/08_alignment.ipynb #dd25090d
 @patch
