@@ -121,16 +121,11 @@ warnings.filterwarnings(
 
 
 class StackParams(torch.autograd.Function):
-    """`torch.stack` of parameters whose backward hands each one a gradient in its own layout: one copy for the stack,
-    where vmap's transposed weight gradients would cost each parameter a copy of its own."""
+    "`torch.stack` of parameters whose backward hands each its gradient in its own layout (one copy, not one each)."
 
     @staticmethod
-    def forward(*params: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, *params: torch.Tensor) -> torch.Tensor:
         return torch.stack(params)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -138,26 +133,23 @@ class StackParams(torch.autograd.Function):
 
 
 def batched(mods: list[nn.Module], x: torch.Tensor, *shared) -> torch.Tensor:
-    """Modules of one architecture run at once: module k on x[k] (K,...) with `shared` inputs, one batched kernel per
-    layer (`torch.func.vmap` over their stacked parameters; gradients reach each module's own)."""
+    "Modules of one architecture at once: module k on x[k] (K,...), `shared` inputs; vmap over stacked parameters."
     names = [n for n, _ in mods[0].named_parameters()]
     params = {n: StackParams.apply(*[dict(m.named_parameters())[n] for m in mods]) for n in names}
     return vmap(lambda p, xk: functional_call(mods[0], p, (xk, *shared)), randomness="different")(params, x)
 
-# %% ../../nbs/08_alignment.ipynb #4bea5f36b
+
 @patch
 def pyramid_batched(self: CAM, v: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
     "`pyramid` with the four branches run as one batch (`batched`): one kernel per layer instead of four."
     B, _, H, W = v.shape
     reps = [pool_repeats(p, H, W) for p in self.pool_sizes]
-    # per-pixel layers on the H×W map when pooling would only repeat it
-    maps = [v if rep else branch.pool(v) for rep, branch in zip(reps, self.branches)]
+    maps = [v if rep else branch.pool(v) for rep, branch in zip(reps, self.branches)]  # as `pyramid`
     n = max(m.shape[-2] * m.shape[-1] for m in maps)  # every branch's pixels padded to the most: (K,B,d,n,1)
     x = torch.stack([F.pad(m.flatten(2), (0, n - m.shape[-2] * m.shape[-1])) for m in maps])[..., None]
     z = batched([b[1:] for b in self.branches], x)[..., 0].transpose(-1, -2)  # (K,B,n,d/4)
-    y = batched(self.pwams, z, words, mask)
     out = []
-    for yk, m, rep in zip(y, maps, reps):
+    for yk, m, rep in zip(batched(self.pwams, z, words, mask), maps, reps):
         yk = yk[:, : m.shape[-2] * m.shape[-1]].transpose(1, 2).reshape(B, -1, *m.shape[-2:])
         out.append(yk.repeat_interleave(rep[0], 2).repeat_interleave(rep[1], 3) if rep else yk)
     return out
