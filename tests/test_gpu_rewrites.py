@@ -172,7 +172,7 @@ def test_swin_fused_attention_matches_unfused():
 
 
 def test_compile_regions_wraps_the_repeated_blocks():
-    "compile_regions replaces visual stages, BERT layers, fusion, heads and losses (compiled at first call); no key."
+    "compile_regions replaces visual stages, text groups, fusion, heads and losses (compiled at first call); no key."
     import ris_nb.models  # noqa: F401  (registers the models)
     from ris_nb.core import build_model
     from ris_nb.models.encoders import offline_random
@@ -182,10 +182,9 @@ def test_compile_regions_wraps_the_repeated_blocks():
     model = build_model(offline_random(get_preset("magnet_tiny")).override({"model.text.vocab_size": 50}))
     keys = list(model.state_dict())
     assert compile_regions(model) is model and list(model.state_dict()) == keys
-    heads = [model.pixel_decoder, model.decoder] + ([model.mg] if model.mg is not None else [])
-    for m in list(model.text.bert.encoder.layer) + heads:
+    for m in [model.pixel_decoder, model.decoder] + ([model.mg] if model.mg is not None else []):
         assert hasattr(vars(m)["forward"], "_torchdynamo_orig_callable"), type(m).__name__
-    for obj, name in [(model.backbone, "stage"), (model, "_fuse"), (model, "losses")]:
+    for obj, name in [(model.backbone, "stage"), (model.text, "group"), (model, "_fuse"), (model, "losses")]:
         assert hasattr(vars(obj)[name], "_torchdynamo_orig_callable"), name
     assert not hasattr(type(model.decoder).forward, "_torchdynamo_orig_callable")  # the class is untouched
 

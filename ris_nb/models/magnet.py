@@ -793,17 +793,16 @@ def mg_side(self: MagNet, batch) -> dict | None:
 
 
 def compile_regions(model: MagNet, options: dict | None = None) -> MagNet:
-    """Compile, in place, the regions of a training step: each visual stage (patch merging and its blocks), each BERT
-    layer, each stage's fusion, the pixel decoder, the mask decoder, MG's head, each for fixed shapes, and the
+    """Compile, in place, the regions of a training step: each visual stage (patch merging and its blocks), each group
+    of BERT layers, each stage's fusion, the pixel decoder, the mask decoder, MG's head, each for fixed shapes, and the
     losses (CAL's sample count varies: dynamic after its first change); MG's masking, CAL's draws and the optimizer
     stay eager. Fewer, fused kernels per step; every new shape compiles once (minutes on a CPU). `options`: inductor's,
     for every region (a run gives 93b's `shared_input_linears` pass)."""
-    torch._dynamo.config.recompile_limit = 64  # a graph per stage and shape
+    torch._dynamo.config.recompile_limit = 64  # a graph per stage, layer group and shape
     opts = options or {}
-    heads = [model.pixel_decoder, model.decoder] + ([model.mg] if model.mg is not None else [])
-    for mod in list(model.text.bert.encoder.layer) + heads:  # BERT in groups of layers: more launches (measured)
+    for mod in [model.pixel_decoder, model.decoder] + ([model.mg] if model.mg is not None else []):
         mod.forward = torch.compile(mod.forward, dynamic=False, options=opts)
-    for obj, name in [(model.backbone, "stage"), (model, "_fuse")]:
+    for obj, name in [(model.backbone, "stage"), (model.text, "group"), (model, "_fuse")]:
         setattr(obj, name, torch.compile(getattr(obj, name), dynamic=False, options=opts))
     model.losses = torch.compile(model.losses, options=opts)  # graph breaks at CAL's host syncs (sample count, `any`)
     return model
