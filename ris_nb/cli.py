@@ -13,7 +13,7 @@ import sys
 import unicodedata
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -74,7 +74,7 @@ def _add_train(sub) -> None:
         metavar="KEY=VALUE",
         help="config overrides by dotted key, e.g. train.lr=1e-4 model.mg.enabled=true",
     )
-    p.add_argument("--out", default=None, help="run directory (default: runs/<preset>)")
+    p.add_argument("--out", default=None, help="run directory (default: --set train.out_dir, else runs/<preset>)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation and report")
     add_threads_arg(p)
     p.set_defaults(func=_run_train)
@@ -89,6 +89,15 @@ def _run_presets(args) -> None:
     print("\n".join(list_presets()))
 
 # %% ../nbs/15_cli.ipynb #bfe32cf8
+def _out_dir_set(pairs: list[tuple[str, Any]]) -> Any:
+    "The run folder the parsed `--set` pairs give (`train.out_dir=X` or `out_dir` in `train={...}`; the last), or None."
+    found = None
+    for k, v in pairs:
+        if k == "train.out_dir" or (k == "train" and isinstance(v, dict) and "out_dir" in v):
+            found = v["out_dir"] if k == "train" else v
+    return found
+
+
 def _config_of(args):
     "Preset + --data + --set overrides + --out, not validated yet."
     from ris_nb.run_folder import apply_data_arg  # run_folder imports torch and every model: only when a command runs
@@ -98,7 +107,12 @@ def _config_of(args):
     pairs = [parse_override(o) for o in args.overrides]  # every --set, however many times it is given
     for k in sorted({k for k, _ in pairs if [j for j, _ in pairs].count(k) > 1}):
         warnings.warn(f"--set {k} is given more than once; the last value, {dict(pairs)[k]!r}, is used")
+    set_out = _out_dir_set(pairs)  # `--set train.out_dir=X` is the run folder when --out is not given
+    if args.out and set_out is not None and Path(args.out) != Path(str(set_out)):
+        raise ValueError(f"--out {args.out} and --set train.out_dir={set_out} name two run folders; give one of them")
     cfg = cfg.override(dict(pairs))
+    if set_out is not None and not args.out:
+        return cfg
     return cfg.override({"train.out_dir": args.out or str(Path("runs") / args.preset)})
 
 
@@ -132,7 +146,9 @@ def _run_train(args) -> None:
     from ris_nb.train import TrainingRun  # loads torch: not for `--help`
 
     finish = None if args.no_eval else evaluate_run  # the final evaluation and report (13_evaluation)
-    run = TrainingRun(_config_of(args), evaluate=evaluate, out_name="--out")  # validation: 13_evaluation's `evaluate`
+    set_out = not args.out and _out_dir_set([parse_override(o) for o in args.overrides]) is not None
+    out_name = "--set train.out_dir" if set_out else "--out"  # what the user called the run folder
+    run = TrainingRun(_config_of(args), evaluate=evaluate, out_name=out_name)  # validation: 13_evaluation's `evaluate`
     run.start(cbs=[_banner("ris_nb train")], finish=finish)
     finish_distributed()  # the run, its DDP wrapper with it, is gone by now
 
@@ -194,7 +210,7 @@ def _run_eval(args) -> None:
 
 # %% ../nbs/15_cli.ipynb #b6096b04
 def _check_text(text: str) -> None:
-    "Refuse an empty `--text`, or one without a visible character."
+    "Refuse an empty `--text`, one without a visible character, or one without a word (`?!...`: blank to training)."
     if not text.strip():
         raise ValueError("--text is empty; give the expression to segment, e.g. --text 'the red circle'")
     try:
@@ -208,8 +224,15 @@ def _check_text(text: str) -> None:
             f"--text {text!r} has no visible character (only spaces or invisible ones such as zero-width spaces); "
             "give the expression to segment, e.g. --text 'the red circle'"
         )
+    from ris_nb.data.checks import is_blank  # built in 91_refer_safety (appendix): the rule training and check-data use
 
+    if is_blank(text):
+        raise ValueError(
+            f"--text {text!r} has no word (only punctuation and spaces): training and check-data treat such a "
+            "sentence as blank; give the expression to segment, e.g. --text 'the red circle'"
+        )
 
+# %% ../nbs/15_cli.ipynb #c15tx001
 def _warn_if_unknown_words(tok, ids: torch.Tensor, att: torch.Tensor, text: str) -> None:
     "Warn when every word of `text` (`ids`, `att`: its encoding, (1,T)) reads as the unknown token."
     words = [i for i in ids[0][att[0].bool()].tolist() if i not in tok.all_special_ids or i == tok.unk_token_id]
@@ -326,6 +349,7 @@ def _run_predict(args) -> None:
 
     out = check_mask_path(Path(args.out), Path(args.image))
     replaced = [p for p in (out, overlay_path(out)) if p.exists()]
+    _check_text(args.text)  # before the checkpoint is read
     cfg, tok, model = load_run(args.ckpt)
     mask, rgb = predict_image(cfg, tok, model, args.image, args.text)
     over = rgb.astype(np.float32)

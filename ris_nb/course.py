@@ -26,14 +26,14 @@ from .testing import probe_ms
 from .io import check_out_dir, write_atomic
 
 # %% auto #0
-__all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'POINTS', 'FRESH_LINE',
-           'GRADE_ID', 'STUDENT_README', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK', 'GRADING_SKIP',
-           'NBGRADER_CONFIG', 'clear_regions', 'check_markers', 'cell_source', 'is_cell', 'read_notebook',
-           'exercise_start', 'nbgrader_available', 'cell_metadata', 'check_name', 'is_check_cell', 'mark_checks',
-           'clear_hidden', 'to_student', 'CheckResult', 'cell_flags', 'cell_heading', 'heading_kind', 'check_points',
-           'cell_points', 'run_exercises', 'take_keys', 'with_digests', 'mark_for_nbgrader', 'mark_notebooks',
-           'unlink_missing', 'course_copies', 'make_course', 'exercise_executor', 'nbgrader_course', 'add_subcommands',
-           'short_run']
+__all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'POINTS', 'REASONING_POINTS',
+           'FRESH_LINE', 'GRADE_ID', 'STUDENT_README', 'THINK', 'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK',
+           'NOTEBOOK_LINK', 'SELF_STUDY_ID', 'SELF_STUDY_LABEL', 'GRADING_SKIP', 'clear_regions', 'check_markers',
+           'cell_source', 'is_cell', 'read_notebook', 'exercise_start', 'nbgrader_available', 'cell_metadata',
+           'check_name', 'is_check_cell', 'mark_checks', 'without_digests', 'clear_hidden', 'to_student', 'CheckResult',
+           'cell_flags', 'cell_heading', 'heading_kind', 'check_points', 'cell_points', 'one_question', 'run_exercises',
+           'take_keys', 'with_digests', 'mark_for_nbgrader', 'mark_notebooks', 'self_study_label', 'unlink_missing',
+           'course_copies', 'make_course', 'nbgrader_course', 'add_subcommands', 'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
@@ -167,6 +167,40 @@ def mark_checks(student: dict, teacher: dict, lesson: str | None = None) -> dict
         student["metadata"] = {**cell_metadata(student), "ris_nb": {"lesson": lesson}}
     return student
 
+# %% ../nbs/19_course.ipynb #c19self0
+def _graded_checks(nb: dict, where: str, self_check: bool) -> dict:
+    "A copy of `nb` whose exercise checks hold no digest, or (`self_check`) a digest of each Think key."
+    nb, start = copy.deepcopy(nb), exercise_start(nb)
+    for c in nb["cells"][start:] if start is not None else []:
+        src, at = cell_source(c), f"{where}, cell id {c.get('id')}"
+        if c["cell_type"] != "code" or not is_check_cell(src) or not (self_check or "digest" in src):
+            continue  # nothing to add or take out (`with_digests`: below, with the marking)
+        src = without_digests(src, at)
+        c["source"] = with_digests(src, c.get("id") or "check", at) if self_check else src
+    return nb
+
+
+def _recall(src: str, n: ast.Call, extra: list[str]) -> str:
+    "`src` with the call `n` written again without its `digest=` argument, `extra` arguments added."
+    args = [ast.get_source_segment(src, a) for a in n.args]
+    args += [f"{k.arg}={ast.get_source_segment(src, k.value)}" for k in n.keywords if k.arg != "digest"]
+    call = f"{ast.get_source_segment(src, n.func)}({', '.join(args + extra)})"
+    lines = src.split("\n")
+    i, j = _offset(lines, n.lineno, n.col_offset), _offset(lines, n.end_lineno, n.end_col_offset)
+    return src[:i] + call + src[j:]
+
+
+def without_digests(src: str, where: str) -> str:
+    "`src` with no `digest=` in any `check_choice` call: what a graded copy holds (an older marking wrote them)."
+    try:
+        tree = ast.parse(src)
+    except SyntaxError as e:
+        raise ValueError(f"{where}: not valid Python ({e.msg}, line {e.lineno})") from None
+    digested = [n for n in ast.walk(tree) if _is_choice(n) and any(k.arg == "digest" for k in n.keywords)]
+    for n in sorted(digested, key=lambda n: (n.lineno, n.col_offset), reverse=True):
+        src = _recall(src, n, [])
+    return src
+
 # %% ../nbs/19_course.ipynb #714fdd7c
 def _student_cells_nbgrader(nb: dict) -> dict:
     import nbformat
@@ -190,18 +224,23 @@ def clear_hidden(source: str) -> str:
     return clear_regions(source, HIDDEN, None)
 
 
-def to_student(nb: dict, backend: str = "auto", where: str = "notebook", lesson: str | None = None) -> dict:
-    "Student copy of a notebook dict: solutions → stubs, hidden tests out, exercise outputs cleared, checks named."
+def to_student(
+    nb: dict, backend: str = "auto", where: str = "notebook", lesson: str | None = None, self_check: bool = False
+) -> dict:
+    """Student copy of a notebook dict: solutions → stubs, hidden tests out, exercise outputs cleared, checks named, no
+    digest of a key (`self_check`: the labelled self-study edition, a digest per Think question)."""
     if backend not in ("auto", "nbgrader", "own"):
         raise ValueError(f"backend={backend!r}: expected auto, nbgrader or own")
     check_markers(nb, where)  # before nbgrader, whose RuntimeError names no notebook
+    teacher, nb = nb, _graded_checks(nb, where, self_check)
     use_nbgrader = backend == "nbgrader" or (backend == "auto" and nbgrader_available())
     out = _student_cells_nbgrader(nb) if use_nbgrader else _student_cells_own(nb)
     start = exercise_start(out)
     for c in out["cells"][start or 0 :] if start is not None else []:
         if c["cell_type"] == "code":
             c["outputs"], c["execution_count"] = [], None
-    return mark_checks(out, nb, lesson)
+    out = mark_checks(out, teacher, lesson)
+    return self_study_label(out) if self_check else out
 
 # %% ../nbs/19_course.ipynb #284aa9b7
 KINDS = ("write it yourself", "run an experiment", "think")
@@ -242,7 +281,8 @@ def heading_kind(title: str) -> str:
     return next((k for k in KINDS if t.startswith(k)), "")
 
 # %% ../nbs/19_course.ipynb #c19pts02
-POINTS = {"write it yourself": 2, "run an experiment": 1, "think": 1}  # think: per question
+POINTS = {"write it yourself": 2, "run an experiment": 1, "think": 1}  # think: per question, a check cell each
+REASONING_POINTS = 0  # a *Your reasoning* cell: read by the teacher, scored by neither tool
 
 
 def check_points(kind: str, questions: int = 1) -> int:
@@ -268,6 +308,16 @@ def cell_points(cell: dict, kind: str) -> float:
     nbg = cell_metadata(cell).get("nbgrader")
     p = nbg.get("points") if isinstance(nbg, dict) else None
     return p if type(p) in (int, float) else check_points(kind, _questions(cell_source(cell)))
+
+
+def one_question(src: str, kind: str, at: str) -> None:
+    "Refuse a *think* check cell with more than one keyed question: each question is a check cell (a point each)."
+    n = _questions(src)
+    if kind == "think" and n > 1:
+        raise ValueError(
+            f"{at}: a Think check cell with {n} keyed check_choice calls; expected one check cell per question "
+            "(each worth 1 point, graded on its own): split it"
+        )
 
 # %% ../nbs/19_course.ipynb #efeeb829
 def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bool = False) -> list[CheckResult]:
@@ -406,7 +456,7 @@ def _choice_args(node: ast.Call) -> dict[str, ast.AST]:
 
 def with_digests(src: str, salt: str, where: str) -> str:
     """`src` with each visible `check_choice(answer, "QN")` given `digest=answer_digest(key, salt/QN)`, the key that
-    the cell's hidden tests hold for that question."""
+    the cell's hidden tests hold for that question: the self-study edition's checks (trying letters finds the key)."""
     try:
         tree = ast.parse(src)
     except SyntaxError as e:
@@ -420,30 +470,25 @@ def with_digests(src: str, salt: str, where: str) -> str:
             keys[question] = take_keys(ast.unparse(n), where)[1][0][1]  # a literal key, or the error naming it
         elif "key" not in args and "answer" in args and question and n.lineno not in hidden:
             visible.append((n, question))
-    lines = src.split("\n")
     for n, question in sorted(visible, key=lambda v: (v[0].lineno, v[0].col_offset), reverse=True):
         if question in keys:
-            args = [ast.get_source_segment(src, a) for a in n.args]
-            args += [f"{k.arg}={ast.get_source_segment(src, k.value)}" for k in n.keywords if k.arg != "digest"]
             digest = json.dumps(answer_digest(keys[question], f"{salt}/{question}"))
-            call = f"{ast.get_source_segment(src, n.func)}({', '.join(args + [f'digest={digest}'])})"
-            i, j = _offset(lines, n.lineno, n.col_offset), _offset(lines, n.end_lineno, n.end_col_offset)
-            src = src[:i] + call + src[j:]
+            src = _recall(src, n, [f"digest={digest}"])
     return src
 
 # %% ../nbs/19_course.ipynb #c19nbg04
 def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: str) -> dict:
-    "The nbgrader metadata of one exercise cell (its source made fresh and digested when it is a check)."
+    "The nbgrader metadata of one exercise cell (its source made fresh, and without digests, when it is a check)."
     src, cid = cell_source(c), c["id"]
     if c["cell_type"] == "markdown":
-        return _nbgrader_meta(cid, True, True, False, check_points("think", questions.get(title, 1)))
+        return _nbgrader_meta(cid, True, True, False, REASONING_POINTS)
     if SOLUTION[0] in src:
         if HIDDEN[0] in src:
             raise ValueError(f"{at}: a solution cell holds hidden tests; expected them in the check cell below it")
         return _nbgrader_meta(cid, False, True, False)
     if not is_check_cell(src):
         return _nbgrader_meta(cid, False, False, True)
-    marked = with_digests(_with_fresh_line(src), cid, at)
+    marked = without_digests(_with_fresh_line(src), at)
     if marked != src:  # its saved outputs show what it printed before: gone
         c["source"], c["outputs"], c["execution_count"], src = marked, [], None, marked
     if cell_flags(src) & {"slow", "gpu"}:
@@ -452,14 +497,19 @@ def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: st
                 f"{at}: a #| slow or gpu cell holds hidden tests, which no grader runs; expected them in a check cell"
             )
         return _nbgrader_meta(cid, False, False, True)
+    one_question(src, kind, at)
     questions[title] = _questions(src)
     return _nbgrader_meta(cid, True, False, True, check_points(kind, questions[title]))
 
 # %% ../nbs/19_course.ipynb #c19nbg4b
 def mark_for_nbgrader(nb: dict, where: str = "notebook") -> dict:
     """Give every exercise cell of a teacher's `nb` its nbgrader metadata (grade id = cell id, points by
-    `check_points`), each check cell `FRESH_LINE` and its Think checks their digests; in place, idempotent."""
+    `check_points`), each check cell `FRESH_LINE` (and no digest); in place, idempotent;
+    a teacher's slip (`refuse_slips`) refused."""
+    from ris_nb.grading import refuse_slips  # 98e_grading: a teacher's slip named before anything is written
+
     check_markers(nb, where)
+    refuse_slips(nb, where)
     start = exercise_start(nb)
     title, questions = "", {}
     for i, c in enumerate(nb["cells"][start:] if start is not None else [], start):
@@ -495,7 +545,7 @@ def mark_notebooks(paths: list[str | Path]) -> dict[Path, int]:
     return changed
 
 # %% ../nbs/19_course.ipynb #3df6c99a
-STUDENT_README = """# Exercises — student copy
+STUDENT_README = """# Exercises — {edition}
 
 Each notebook explains one idea of referring image segmentation; most end with a section **Exercises**:
 
@@ -504,13 +554,18 @@ Each notebook explains one idea of referring image segmentation; most end with a
   differs (shape, values, gradient). It fails until your answer is right.
 - *Run an experiment*: write the set-up, run its check, then the run cell (marked `#| slow`; a few minutes on a
   laptop CPU). The notebook gives the range we measured over seeds: yours should fall inside it.
-- *Think*: set `think_q1 = "a"` (or b, c, …) and run the check: it says whether your answer is right (your copy holds
-  a salted hash of each key, not the key); write your reasoning where it says YOUR ANSWER HERE (graded by hand).
+{think}
 
 The exercise cells only need `ris_nb` installed (`pip install -e .` in the repository); the cells above them are the
 lesson. Notebooks with exercises: {notebooks}. To read: {reading}. `images/` and `results/` hold the figures and
 recorded runs the notebooks read; run them from this folder.
 """
+THINK = """- *Think*: set `think_q1 = "a"` (or b, c, …) and run its check: it says whether your answer is one
+  of the offered letters; the teacher grades it, 1 point per question. Write your reasoning where it says YOUR ANSWER
+  HERE: the teacher reads it; it carries no points."""
+THINK_SELF_STUDY = """- *Think*: set `think_q1 = "a"` (or b, c, …) and run its check: it says whether your answer is
+  right (this self-study copy holds a salted digest of each key, which trying the letters finds: for practice only).
+  Write your reasoning where it says YOUR ANSWER HERE."""
 
 # %% ../nbs/19_course.ipynb #19mc0001
 COURSE_FOLDERS = ("images", "results")  # beside the notebooks, read by them: figures, recorded runs
@@ -533,6 +588,22 @@ def _check_student_folder(out: Path, update: bool) -> None:
 def _named(names: list[str], k: int = 3) -> str:
     return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
+
+SELF_STUDY_ID = "self-study-edition"  # the id of the label cell atop each self-study copy
+SELF_STUDY_LABEL = (
+    "**Self-study edition.** Each *Think* check here says whether your answer is right, by a salted digest of its key. "
+    "Trying the letters against a digest finds the key, so this copy is for practice, never for graded work: graded "
+    "copies come from `ris_nb course` without `--self-check`."
+)
+
+
+def self_study_label(nb: dict) -> dict:
+    "`nb` with `SELF_STUDY_LABEL` as its second cell (after the title), once."
+    if not any(c.get("id") == SELF_STUDY_ID for c in nb["cells"]):
+        label = {"cell_type": "markdown", "id": SELF_STUDY_ID, "metadata": {}, "source": SELF_STUDY_LABEL}
+        nb["cells"].insert(min(1, len(nb["cells"])), label)
+    return nb
+
 # %% ../nbs/19_course.ipynb #c19s0004
 def unlink_missing(nb: dict, present: set[str]) -> dict:
     "`nb` with each markdown link to a notebook not in `present` turned into its text: no link leaves the folder."
@@ -546,15 +617,20 @@ def unlink_missing(nb: dict, present: set[str]) -> dict:
     return nb
 
 
-def course_copies(nbs: Path, backend: str) -> tuple[dict[str, dict], dict[str, dict]]:
-    "The student copy of each notebook of `nbs` with exercises, and each other course notebook as it is (to read)."
+def course_copies(nbs: Path, backend: str, self_check: bool = False) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The student copy of each notebook of `nbs` with exercises, and each other course notebook as it is (to read);
+    `self_check`: the self-study edition, every notebook labelled; a teacher's slip in any notebook refused."""
+    from ris_nb.grading import refuse_slips  # 98e_grading: a teacher's slip named before anything is written
+
     students, reading = {}, {}
     for p in sorted(nbs.glob("*.ipynb")):
         nb = read_notebook(p)
+        refuse_slips(nb, str(p))  # those without exercises too: a '### Exercises' notebook would be copied whole
         if exercise_start(nb) is not None:
-            students[p.name] = to_student(mark_for_nbgrader(nb, str(p)), backend, where=str(p), lesson=p.stem)
+            marked = mark_for_nbgrader(nb, str(p))
+            students[p.name] = to_student(marked, backend, where=str(p), lesson=p.stem, self_check=self_check)
         elif COURSE_NOTEBOOK.fullmatch(p.name):
-            reading[p.name] = nb
+            reading[p.name] = self_study_label(nb) if self_check else nb
     if not students:
         raise ValueError(f"no notebook in {nbs} has an '{EXERCISES}' section")
     present = set(students) | set(reading)
@@ -595,15 +671,17 @@ def make_course(
     backend: str = "auto",
     verbose: bool = True,
     update: bool = False,
+    self_check: bool = False,
 ) -> list[Path]:
-    "Write the course into `out` (`update`: into a non-empty one, keeping its notebooks); return the student copies."
+    """Write the course into `out` (`update`: into a non-empty one, keeping its notebooks; `self_check`: the labelled
+    self-study edition); return the student copies."""
     nbs, out = Path(nbs), Path(out)
     if not nbs.is_dir():
         raise FileNotFoundError(f"notebook folder {nbs} not found (run from the repository root or pass --nbs)")
     if out.resolve() == nbs.resolve():
         raise ValueError(f"--out {out} is the instructor folder itself; choose another folder")
     _check_student_folder(out, update)
-    students, reading = course_copies(nbs, backend)  # every notebook converted before any file is written
+    students, reading = course_copies(nbs, backend, self_check)  # all converted before any file is written
     out.mkdir(parents=True, exist_ok=True)
     kept = [name for name in {**students, **reading} if (out / name).exists()]  # a student's copy, maybe edited: kept
     for name, nb in {**students, **reading}.items():
@@ -612,67 +690,18 @@ def make_course(
     for folder in COURSE_FOLDERS:
         if (nbs / folder).is_dir():
             shutil.copytree(nbs / folder, out / folder, dirs_exist_ok=True)
-    readme = STUDENT_README.format(notebooks=_stems(students), reading=_stems(reading))
+    edition = "self-study copy (not for graded work)" if self_check else "student copy"
+    think = THINK_SELF_STUDY if self_check else THINK
+    readme = STUDENT_README.format(edition=edition, think=think, notebooks=_stems(students), reading=_stems(reading))
     write_atomic(out / "README.md", lambda tmp: tmp.write_text(readme, encoding="utf-8"))
     if verbose:
         _say_written(out, backend, [n for n in students if n not in kept], kept, len(reading))
+    if verbose and self_check:
+        print("ris_nb course: the self-study edition: each Think check holds a digest of its key (not for graded work)")
     return [out / name for name in students]
 
 # %% ../nbs/19_course.ipynb #c19nbg08
 GRADING_SKIP = ("slow", "gpu")  # cells neither grader runs (`ris_nb grade`'s default `skip`)
-
-
-def exercise_executor() -> type:
-    "nbgrader's `Execute` running what `ris_nb grade` runs: the `## Exercises` code cells not flagged `GRADING_SKIP`."
-    from nbgrader.preprocessors import Execute
-
-    class ExecuteExercises(Execute):
-        def preprocess(self, nb, resources=None, km=None):
-            self.first = exercise_start(nb)  # None: a notebook without exercises runs whole
-            return super().preprocess(nb, resources, km)
-
-        def preprocess_cell(self, cell, resources, index):
-            skip = cell.cell_type != "code" or cell_flags(cell.source) & set(GRADING_SKIP)
-            if skip or self.first is not None and index < self.first:
-                return cell, resources
-            return super().preprocess_cell(cell, resources, index)
-
-    return ExecuteExercises
-
-# %% ../nbs/19_course.ipynb #c19nbg09
-NBGRADER_CONFIG = '''"""nbgrader's settings for the ris_nb course (explained in nbs/19_course.ipynb).
-
-`ris_nb course --nbgrader DIR` lays out an nbgrader course in DIR (`source/<lesson>/<lesson>.ipynb`: the marked teacher
-notebooks, with `images/` and `results/`) and writes this file there; run nbgrader from DIR."""
-
-from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, GetGrades
-from nbgrader.preprocessors import IgnorePattern, LimitOutput, SaveAutoGrades
-
-from ris_nb.course import exercise_executor
-
-c = get_config()  # noqa: F821 (nbgrader defines it when it reads this file)
-
-# Autograde runs what `ris_nb grade` runs: the code cells of the `## Exercises` section (it runs on its own from its
-# first cell), not those marked `#| slow` or `#| gpu` (their checks carry no points). The lesson's cells above it are
-# not run: its training cells cost nothing. The rest is nbgrader's own list.
-c.Autograde.autograde_preprocessors = [
-    exercise_executor(),
-    IgnorePattern,
-    ClearMetadataPreprocessor,
-    LimitOutput,
-    SaveAutoGrades,
-    AssignLatePenalties,
-    CheckCellMetadata,
-]
-
-# Seconds one cell may run under autograde (nbgrader's default: 30). The slowest exercise cell took 10 s (05_encoders'
-# pretrained text encoder, one thread on a loaded 2-core machine): 120 leaves room for a slower machine.
-c.Execute.timeout = 120
-
-# The feedback shows the graded notebook without its hidden tests: no Think key, no hidden check.
-c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
-'''
 
 # %% ../nbs/19_course.ipynb #c19nbg10
 def nbgrader_course(
@@ -683,11 +712,17 @@ def nbgrader_course(
     nbs, out = Path(nbs), Path(out)
     if not nbs.is_dir():
         raise FileNotFoundError(f"notebook folder {nbs} not found (run from the repository root or pass --nbs)")
+    from ris_nb.grading import NBGRADER_CONFIG, refuse_slips  # 98e_grading: what nbgrader runs
+
     marked = {}
     for p in sorted(nbs.glob("*.ipynb")):
-        nb = read_notebook(p) if lessons is None or p.stem in lessons else {"cells": []}
-        if exercise_start(nb) is not None:
+        nb = read_notebook(p)
+        refuse_slips(nb, str(p))  # every notebook: one with a slip is refused, even if not an assignment
+        if exercise_start(nb) is not None and (lessons is None or p.stem in lessons):
             marked[p.stem] = unlink_missing(mark_for_nbgrader(nb, str(p)), {p.name})
+            head = marked[p.stem]["cells"][exercise_start(nb)]  # locked: nbgrader restores it, and puts it back
+            if GRADE_ID.fullmatch(str(head.get("id"))):
+                head["metadata"] = {**cell_metadata(head), "nbgrader": _nbgrader_meta(head["id"], False, False, True)}
     missing = sorted(set(lessons or ()) - set(marked))
     if missing or not marked:
         raise ValueError(f"{nbs} holds no notebook with an '{EXERCISES}' section named {missing or 'anything'}")
@@ -716,6 +751,12 @@ def _add_course(sub) -> None:
         "ones already there as they are (a student's edits are never overwritten)",
     )
     p.add_argument(
+        "--self-check",
+        action="store_true",
+        help="write the self-study edition instead: each Think check says right or wrong by a salted digest of its key "
+        "(trying the letters finds the key: for practice, never for graded work); every notebook labelled",
+    )
+    p.add_argument(
         "--mark",
         metavar="FOLDER",
         help="instead: write nbgrader's metadata into the teacher notebooks of FOLDER, in place (a marked one is left "
@@ -732,18 +773,28 @@ def _add_course(sub) -> None:
 def _run_course(args) -> None:
     if args.mark and args.nbgrader:
         raise ValueError("--mark and --nbgrader: expected one of them")
+    if args.self_check and (args.mark or args.nbgrader):
+        raise ValueError(
+            "--self-check writes the self-study edition of the student copies; expected it without "
+            "--mark and --nbgrader (what nbgrader releases is graded: it never carries a digest)"
+        )
     if args.mark:
         folder = Path(args.mark)
         if not folder.is_dir():
             raise FileNotFoundError(f"--mark {folder}: folder not found; expected the teacher notebooks' folder")
-        paths = [p for p in sorted(folder.glob("*.ipynb")) if exercise_start(read_notebook(p)) is not None]
+        from ris_nb.grading import refuse_slips
+
+        notebooks = {p: read_notebook(p) for p in sorted(folder.glob("*.ipynb"))}
+        for p, nb in notebooks.items():  # every one, before any is written: '### Exercises' marks nothing
+            refuse_slips(nb, str(p))
+        paths = [p for p, nb in notebooks.items() if exercise_start(nb) is not None]
         changed = mark_notebooks(paths)
         n = sum(1 for k in changed.values() if k)
         print(f"ris_nb course --mark: {sum(changed.values())} cells marked in {n} of {len(paths)} with exercises")
     elif args.nbgrader:
         nbgrader_course(args.nbs, check_out_dir(Path(args.nbgrader), "--nbgrader"))
     else:
-        make_course(args.nbs, check_out_dir(Path(args.out)), update=args.update)
+        make_course(args.nbs, check_out_dir(Path(args.out)), update=args.update, self_check=args.self_check)
 
 
 def add_subcommands(sub) -> None:

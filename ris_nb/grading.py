@@ -5,13 +5,16 @@
 # %% ../nbs/98e_grading.ipynb #g98e0004
 from __future__ import annotations
 
+import ast
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import math
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
@@ -20,6 +23,8 @@ from typing import Any
 import ris_nb.checks as checks_module
 from ris_nb.course import (
     EXERCISES,
+    HIDDEN,
+    SOLUTION,
     CheckResult,
     cell_flags,
     cell_heading,
@@ -30,18 +35,23 @@ from ris_nb.course import (
     cell_points,
     check_markers,
     check_name,
+    clear_hidden,
     exercise_start,
     is_check_cell,
+    one_question,
     read_notebook,
     take_keys,
+    _hidden_lines,
 )
 from .io import check_out_dir, write_atomic
 from .sandbox import StudentBudget, ChildRun, file_kind, clean_stale, landlock_abi, run_student, stop_on_signals
 
 # %% auto #0
-__all__ = ['CSV_FIELDS', 'TeacherCheck', 'teacher_checks', 'lesson_of', 'locked_sources', 'place_checks', 'refusal',
-           'grading_job', 'answer_mismatch', 'score', 'Graded', 'notebook_from_bytes', 'read_student',
-           'grade_notebooks', 'grade', 'write_grades_csv', 'format_grades', 'budget_from_args', 'add_subcommands']
+__all__ = ['CSV_FIELDS', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING', 'ANSWER_SHOWN', 'NOT_GRADED', 'VERDICT',
+           'NBGRADER_CONFIG', 'TeacherCheck', 'teacher_checks', 'lesson_of', 'locked_sources', 'place_checks',
+           'refusal', 'grading_job', 'answer_mismatch', 'score', 'Graded', 'notebook_from_bytes', 'read_student',
+           'grade_notebooks', 'grade', 'write_grades_csv', 'format_grades', 'budget_from_args', 'add_subcommands',
+           'refuse_slips', 'nbgrader_parts']
 
 # %% ../nbs/98e_grading.ipynb #g98e0006
 @dataclasses.dataclass
@@ -79,8 +89,9 @@ def teacher_checks(teacher: dict, where: str, skip: tuple[str, ...] = ("slow", "
             )
         if any(o.name == name for o in out):
             raise ValueError(f"{where}, cell {i}: check name {name!r} used twice; expected unique ids")
-        source, keys = take_keys(src, f"{where}, cell {i} (id {name})")
         kind = heading_kind(title)
+        one_question(src, kind, f"{where}, cell {i} (id {name})")  # a point per Think question: a check cell each
+        source, keys = take_keys(src, f"{where}, cell {i} (id {name})")
         out.append(TeacherCheck(name, i, kind, title, source, keys, cell_flags(src), cell_points(c, kind)))
     if not out:
         raise ValueError(f"{where}: no check cell in its exercise section; nothing to grade")
@@ -131,6 +142,12 @@ def refusal(student: dict, where: str, lesson: str | None, checks: list[TeacherC
     if theirs and lesson and theirs != lesson:
         return f"{where} is a copy of lesson {theirs!r}, not {lesson!r}; grade it with that lesson's teacher notebook"
     if not placed:
+        ids = {c.get("id") for c in student["cells"]} | {check_name(c) for c in student["cells"]}
+        if any(ch.name in ids for ch in checks):
+            return (
+                f"{where}: its '{EXERCISES}' heading (cell {exercise_start(student)}) comes after the exercise cells; "
+                "expected it above them, as in the copy handed out (move it back)"
+            )
         return (
             f"{where} holds none of the {len(checks)} checks of lesson {lesson!r} (by cell id or grade_id): "
             "a notebook of another lesson, or one saved without its cell ids"
@@ -486,3 +503,312 @@ def _run_grade(args) -> None:
 def add_subcommands(sub) -> None:
     "`ris_nb grade`: `python -m ris_nb` (99_app) adds it to the pipeline's subcommands."
     _add_grade(sub)
+
+# %% ../nbs/98e_grading.ipynb #g98e0016
+_MARKS = (*SOLUTION, *HIDDEN)
+MARKER_LINE = re.compile(rf"^\s*(<!--)?[\s#]*({'|'.join(_MARKS)})\b")  # a line nbgrader reads as a marker
+NEAR_MARKER = re.compile(r"(?i)\b(begin|end)[\s_-]*(sol|hidden)")  # a marker, maybe misspelled or in another case
+EXERCISES_HEADING = re.compile(r"(?i)^\s*#+\s*exercises\b")  # a heading that looks like the exercise section's
+ANSWER_SHOWN = "Instructor" + "'s answer"  # the summary line of a Think's model answer (apart: a page for students)
+
+
+def _slip_lines(nb: dict, start: int | None, published: bool) -> list[tuple[int, int, str]]:
+    "(cell, line, what is wrong) for each marker out of place, near-miss marker or exercises heading out of place."
+    out = []
+    for i, c in enumerate(nb["cells"]):
+        outside, md = published or start is None or i < start, c["cell_type"] == "markdown"
+        for n, line in enumerate(cell_source(c).split("\n"), 1):
+            if NEAR_MARKER.search(line) and not any(m in line for m in _MARKS):
+                out.append((i, n, f"{line.strip()[:60]!r} looks like a marker but is none of {list(_MARKS)}"))
+            elif outside and (MARKER_LINE.match(line) or md and ANSWER_SHOWN in line):
+                at = "in what students get" if published else f"outside an '{EXERCISES}' section"
+                out.append((i, n, f"{line.strip()[:60]!r} {at}: students would read what it marks"))
+            if md and EXERCISES_HEADING.match(line) and (i != start or n > 1):
+                out.append(
+                    (i, n, f"heading {line.strip()!r}: expected a cell starting {EXERCISES!r} (one per notebook)")
+                )
+    return out
+
+
+def _calls(src: str, name: str) -> list[ast.Call]:
+    "The calls of a function `name` in the Python source `src` (none when it is not Python)."
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return []
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and name in (getattr(n.func, "id", None), getattr(n.func, "attr", None))
+    ]
+
+
+def _key_slips(nb: dict, start: int, published: bool) -> list[tuple[int, int, str]]:
+    "(cell, line, what is wrong) for each `check_choice(…, key=…)` outside a hidden region or with a key of no letters."
+    out = []
+    for i, c in enumerate(nb["cells"][start:], start):
+        src = cell_source(c)
+        hidden = set() if published else _hidden_lines(src)
+        for n in _calls(src, "check_choice") if c["cell_type"] == "code" else []:
+            key = {**dict(zip(("answer", "question", "key"), n.args)), **{k.arg: k.value for k in n.keywords}}.get(
+                "key"
+            )
+            if key is None:
+                continue
+            if n.lineno not in hidden:
+                what = f"check_choice(…, key={ast.unparse(key)}) outside a {HIDDEN[0]} region"
+                out.append((i, n.lineno, f"{what}: students would read the key"))
+            value = key.value if isinstance(key, ast.Constant) else None
+            if not (isinstance(value, str) and re.fullmatch(r"[A-Za-z]+", value)):
+                out.append(
+                    (
+                        i,
+                        n.lineno,
+                        f"key={ast.unparse(key)} is no letter, so no student's answer can match it; "
+                        'expected a letter such as key="a"',
+                    )
+                )
+    return out
+
+
+def _unsolved_checks(nb: dict, start: int) -> list[tuple[int, int, str]]:
+    "(cell, 1, what is wrong) for each graded check of an exercise with no solution region above it in its exercise."
+    out, title, solved = [], "", False
+    for i, c in enumerate(nb["cells"][start:], start):
+        src = cell_source(c)
+        if c["cell_type"] == "markdown" and cell_heading(src):
+            title, solved = cell_heading(src), False
+        solved = solved or SOLUTION[0] in src
+        graded = c["cell_type"] == "code" and heading_kind(title) and is_check_cell(src)
+        if graded and not cell_flags(src) & {"slow", "gpu"} and not solved:
+            out.append(
+                (
+                    i,
+                    1,
+                    f"a check of exercise {title!r} with no {SOLUTION[0]} region above it in the exercise: "
+                    "its answer would be published as it is",
+                )
+            )
+    return out
+
+
+def refuse_slips(nb: dict, where: str, published: bool = False) -> None:
+    """Refuse a teacher's slip, naming notebook, cell and line: duplicate cell ids, a marker or model answer outside
+    the exercises, a near-miss marker or exercises heading, a visible or non-letter key, a check with no solution
+    (`published`: `nb` is what students get, so no marker and no key anywhere)."""
+    start, seen, slips = exercise_start(nb), {}, []
+    for i, c in enumerate(nb["cells"]):
+        cid = c.get("id")
+        if isinstance(cid, str) and cid in seen:
+            slips.append(
+                (i, 1, f"cell id {cid!r} is cell {seen[cid]}'s too; nbgrader grades by id: expected unique ids")
+            )
+        seen.setdefault(cid, i)
+    slips += _slip_lines(nb, start, published)
+    if start is not None:
+        slips += _key_slips(nb, start, published) + ([] if published else _unsolved_checks(nb, start))
+    if slips:
+        i, n, what = min(slips)
+        more = f" ({len(slips) - 1} more in it)" if len(slips) > 1 else ""
+        raise ValueError(f"{where}, cell {i} (id {nb['cells'][i].get('id', '?')}), line {n}: {what}{more}")
+
+# %% ../nbs/98e_grading.ipynb #g98e0019
+NOT_GRADED = "not graded"  # what `NotGradedExport` writes for a submission autograde could not grade
+
+
+def _verdict(r: CheckResult) -> dict:
+    "The output nbgrader grades a check cell by: a line on stdout when it passed, an error naming why when not."
+    import nbformat
+
+    if r.passed:
+        return nbformat.v4.new_output("stream", name="stdout", text=f"passed (graded by ris_nb): {r.points:g} points\n")
+    return nbformat.v4.new_output(
+        "error", ename="CheckFailed", evalue=r.message, traceback=[f"CheckFailed: {r.message}"]
+    )
+
+
+VERDICT = re.compile(r"passed \(graded by ris_nb\): [\d.]+ points\n")  # what `_verdict` prints for a pass
+
+
+def _is_verdict(o: dict) -> bool:
+    "Whether a cell output is one `_verdict` wrote."
+    return (
+        o.get("ename") == "CheckFailed"
+        or o.get("output_type") == "stream"
+        and bool(VERDICT.fullmatch(o.get("text", "")))
+    )
+
+
+def _restored(c, name: str, source: dict, graded: dict[str, float], solutions: set[str]) -> None:
+    "Cell `c` given the nbgrader metadata of the assignment's cell `name` (and its source when that is locked)."
+    s = source[name]
+    m = {"grade": name in graded, "grade_id": name, "locked": s.locked, "schema_version": 3}
+    m |= {"solution": name in solutions, "task": False, "checksum": s.checksum}
+    c.metadata["nbgrader"] = m | ({"points": graded[name]} if name in graded else {})
+    if s.locked and c.cell_type == s.cell_type:
+        c.source = s.source
+
+
+@functools.cache
+def nbgrader_parts() -> dict[str, type]:
+    """ris_nb's preprocessors and export plugin for nbgrader (imported here: nbgrader is optional), by name; the
+    course's `nbgrader_config.py` uses them."""
+    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.plugins import CsvExportPlugin
+    from nbgrader.preprocessors import NbGraderPreprocessor as Preprocessor
+    from traitlets import Float
+
+    def grade_id(c) -> str | None:
+        m = c.metadata.get("nbgrader")
+        return m.get("grade_id") if isinstance(m, dict) else None
+
+    class SanitizeSubmission(Preprocessor):
+        "Each cell's nbgrader metadata as the assignment's: a copy's or a student's own dropped, one removed restored."
+
+        def preprocess(self, nb, resources):
+            info = resources["nbgrader"]
+            with Gradebook(info["db_url"]) as gb:
+                book = gb.find_notebook(info["notebook"], info["assignment"])
+                source = {s.name: s for s in book.source_cells}
+                graded = {g.name: float(g.max_score) for g in book.grade_cells}
+                solutions = {s.name for s in book.solution_cells}
+                owner: dict[str, int] = {}  # grade id → the cell that keeps it: the one with that id, else the first
+                for i, c in enumerate(nb.cells):
+                    g = grade_id(c)
+                    if g in source and (g not in owner or c.get("id") == g != nb.cells[owner[g]].get("id")):
+                        owner[g] = i
+                for i, c in enumerate(nb.cells):  # a cell whose nbgrader metadata was removed
+                    if c.get("id") in source and c["id"] not in owner and c.cell_type == source[c["id"]].cell_type:
+                        owner[c["id"]] = i
+                mine = {i: g for g, i in owner.items()}
+                for i, c in enumerate(nb.cells):
+                    if i in mine:
+                        _restored(c, mine[i], source, graded, solutions)
+                    elif "nbgrader" in c.metadata:
+                        self.log.warning(
+                            "%s, cell %d: its nbgrader metadata (grade id %r) dropped: %s",
+                            info["student"],
+                            i,
+                            grade_id(c),
+                            "a copy of another cell" if grade_id(c) in owner else "no cell of the assignment",
+                        )
+                        del c.metadata["nbgrader"]
+                head = next((i for i in mine if nb.cells[i].source.lstrip().startswith(EXERCISES)), None)
+                first = min((i for i in mine if i != head), default=None)
+                if head is not None and first is not None and head > first:  # a moved heading, put back
+                    self.log.warning(
+                        "%s: its %r heading (cell %d) put back above the exercises", info["student"], EXERCISES, head
+                    )
+                    nb.cells.insert(first, nb.cells.pop(head))
+            return nb, resources
+
+    class GradeConfined(Preprocessor):
+        "Autograde by `ris_nb grade`: the teacher's checks, in a fresh confined process; no student code in a kernel."
+
+        timeout = Float(300, help="seconds one submission's exercises may run").tag(config=True)
+
+        def preprocess(self, nb, resources):
+            info, cd = resources["nbgrader"], CourseDirectory(config=self.config)
+            teacher = Path(cd.format_path(cd.source_directory, ".", info["assignment"])) / f"{info['notebook']}.ipynb"
+            student = Path(resources["metadata"]["path"]) / f"{info['notebook']}.ipynb"
+            data = json.loads(json.dumps(nb))  # on disk, its process reads it: without the restored hidden tests
+            try:
+                for c in data["cells"]:
+                    c["source"] = clear_hidden(cell_source(c))
+            except ValueError as e:
+                raise ValueError(f"{NOT_GRADED}: {student}: {e}") from None
+            write_atomic(student, lambda tmp: tmp.write_text(json.dumps(data), encoding="utf-8"))
+            g = grade_notebooks(teacher, [student], self.timeout)[0]
+            if g.refused:
+                raise ValueError(f"{NOT_GRADED}: {g.refused}")
+            results = {r.name: r for r in g.results}
+            for c in nb.cells:
+                m = c.metadata.get("nbgrader", {})
+                r = results.get(m.get("grade_id")) if c.cell_type == "code" and m.get("grade") else None
+                if c.cell_type == "code":
+                    c.outputs, c.execution_count = ([_verdict(r)] if r else []), None
+            return nb, resources
+
+    class FeedbackOutputs(Preprocessor):
+        "Feedback: a locked or hidden-test cell keeps only the grade's verdict, never what the student's code printed."
+
+        def preprocess_cell(self, cell, resources, index):
+            m = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "code" and (m.get("locked") or HIDDEN[0] in cell.source):
+                cell.outputs = [o for o in cell.outputs if _is_verdict(o)][:1]
+            return cell, resources
+
+    class NotGradedExport(CsvExportPlugin):
+        "nbgrader's CSV, with `NOT_GRADED` as the score of a submission that autograde could not grade (never 0.0)."
+
+        def export(self, gradebook) -> None:
+            super().export(gradebook)
+            dest, cd = self.to or "grades.csv", self.parent.coursedir
+            with open(dest, newline="") as f:
+                rows = list(csv.DictReader(f))
+            for r in rows:
+                try:
+                    gradebook.find_submission(r["assignment"], r["student_id"])
+                except MissingEntry:  # nothing submitted: nbgrader's 0.0
+                    continue
+                if not Path(cd.format_path(cd.autograded_directory, r["student_id"], r["assignment"])).is_dir():
+                    r["raw_score"] = r["score"] = NOT_GRADED
+                    self.log.warning(
+                        "%s, %s: %s (autograde's log says why)", r["student_id"], r["assignment"], NOT_GRADED
+                    )
+            with open(dest, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+                w.writeheader()
+                w.writerows(rows)
+
+    return {k.__name__: k for k in (SanitizeSubmission, GradeConfined, FeedbackOutputs, NotGradedExport)}
+
+# %% ../nbs/98e_grading.ipynb #g98e0022
+NBGRADER_CONFIG = '''"""nbgrader's settings for the ris_nb course (nbs/19_course.ipynb, nbs/98e_grading.ipynb).
+
+`ris_nb course --nbgrader DIR` lays out an nbgrader course in DIR (`source/<lesson>/<lesson>.ipynb`: the marked teacher
+notebooks, with `images/` and `results/`) and writes this file there; run nbgrader from DIR."""
+
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, ClearOutput, DeduplicateIds
+from nbgrader.preprocessors import GetGrades, LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades
+
+from ris_nb.grading import nbgrader_parts
+
+ris_nb = nbgrader_parts()
+c = get_config()  # noqa: F821 (nbgrader defines it when it reads this file)
+
+# Before nbgrader's checks, each cell gets the nbgrader metadata of the assignment's cell it is (from the gradebook): a
+# copied cell's (a duplicated grade id) or a student's own is dropped, a changed one restored, a moved `## Exercises`
+# heading put back; each named in the log. One bad submission no longer stops or blanks the others.
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    ris_nb["SanitizeSubmission"],
+    DeduplicateIds,
+    OverwriteKernelspec,
+    OverwriteCells,
+    CheckCellMetadata,
+]
+
+# Autograde runs no kernel: a student's code could patch the checks there, or read source/. `GradeConfined` grades as
+# `ris_nb grade` does (the teacher's checks, the student's cells in a fresh process that cannot read source/) and
+# writes each check cell's verdict as the output nbgrader scores. A submission it cannot grade raises, named in the log.
+c.Autograde.autograde_preprocessors = [
+    ris_nb["GradeConfined"],
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+
+# Seconds one submission's exercise section may run in its process (its start, Python and torch, not counted).
+c.GradeConfined.timeout = 300
+
+# The feedback: the graded notebook without its hidden tests; locked and hidden-test cells show only the verdict.
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, ris_nb["FeedbackOutputs"], CSSHTMLHeaderPreprocessor]
+
+# `nbgrader export`: a submission autograde could not grade is `not graded` in grades.csv, never 0.0.
+c.ExportApp.plugin_class = ris_nb["NotGradedExport"]
+'''

@@ -270,7 +270,12 @@ def saved_config(saved_json: str, where: str | Path) -> dict:
 def check_same_run(saved_json: str, cfg: Config, where: Path, ck: dict | None = None) -> None:
     """Refuse to resume a run directory trained with another config (names the differing keys, and the version gap
     when checkpoint `ck` was written by another ris_nb); going on longer is the same run (`CONTINUE_KEYS`)."""
-    diff = weight_changes(saved_config(saved_json, where), cfg, CONTINUE_KEYS)
+    saved = saved_config(saved_json, where)
+    try:  # as `eval` reads it (`load_run`): a key added since without a DEFAULT_CHANGES row is at today's default
+        saved = Config.from_dict(saved).to_dict()
+    except ValueError:
+        pass  # a key since removed, a value of another type: compared as stored, each difference named
+    diff = weight_changes(saved, cfg, CONTINUE_KEYS)
     if diff and ck is not None and (gap := version_gap(ck)):
         then = ck.get("ris_nb_commit") or ""
         raise ValueError(

@@ -48,20 +48,34 @@ from .run_folder import weight_changes
 from .train import ProgressCB
 
 # %% auto #0
-__all__ = ['SHARED_BUDGET', 'CALL_KEYS', 'STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS', 'MAX_STEPS', 'read_result', 'finished',
-           'data_settings', 'reusable', 'remove_run_dir', 'run_one', 'Job', 'run_jobs', 'run_study', 'named_main_rows',
-           'record_header', 'check_addable', 'merge_main_records', 'run_main_table', 'claim_study_folder',
-           'run_experiments', 'add_subcommands']
+__all__ = ['SCORE_FIELDS', 'SHARED_BUDGET', 'CALL_KEYS', 'STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS', 'MAX_STEPS', 'read_result',
+           'finished', 'data_settings', 'reusable', 'remove_run_dir', 'run_one', 'Job', 'run_jobs', 'run_study',
+           'named_main_rows', 'record_header', 'check_addable', 'merge_main_records', 'run_main_table',
+           'claim_study_folder', 'run_experiments', 'add_subcommands']
 
 # %% ../nbs/98b_study_runner.ipynb #3289dce9
+SCORE_FIELDS = ("overall", "by_type", "splits", "grounding")  # a result's numbers: what a study's tables average
+
+
+def _not_a_number(d: object, where: str) -> str | None:
+    "`where.key=value` of the first leaf of nested dicts `d` that is not a real number; None when every one is."
+    if isinstance(d, dict):
+        return next((bad for k, v in d.items() if (bad := _not_a_number(v, f"{where}.{k}"))), None)
+    return None if isinstance(d, (int, float)) and not isinstance(d, bool) else f"{where}={repr(d)[:40]}"
+
+
 def read_result(p: Path) -> dict:
-    "A run's `result.json`; not JSON, or not a run's result: a `ValueError` naming the file."
+    """A run's `result.json`; not JSON, not a run's result, or a score that is not a number: a `ValueError` naming the
+    file (and the field)."""
     try:
         r = json.loads(Path(p).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{p}: not valid JSON ({e}); expected the result.json a finished run writes") from None
     if not isinstance(r, dict) or not isinstance(r.get("config"), dict) or "run_id" not in r:
         raise ValueError(f"{p}: expected a run's result (a JSON object with 'config' and 'run_id')")
+    for k in SCORE_FIELDS:
+        if k in r and (bad := _not_a_number(r[k], k)):
+            raise ValueError(f"{p}: {bad}: expected a number, as a finished run writes (a damaged record)")
     return r
 
 

@@ -59,7 +59,8 @@ ONE_WORKER = {
 SLOWEST = {
     "learning_magnet": 188,
     "site": 260,  # two Jupyter Book builds (97 s), Chromium over 46 pages (67 s), three downloads run (52 s)
-    "nbgrader": 120,  # generate_assignment, autograde and feedback of three lessons (236 s on a loaded machine)
+    "hostile": 100,  # nbgrader_config.py: ten submissions autograded by ris_nb grade, their feedback, export
+    "nbgrader": 520,  # nbgrader's round trip of three lessons (120 s) and of 07, 10, 12 (`totals`, 400 s loaded)
     "learning_lavt_sag": 182,
     "tests/test_experiments.py::test_parallel_study_matches_serial_and_resumes": 68,
     "entity_pretraining": 61,
@@ -99,6 +100,12 @@ SLOW = {
     "(182 s). make test: the shipped lavt_tiny and sag_tiny score their recorded val again; 06_lavt, 11_sag train",
     "site": "test_site: both website editions built, read in Chromium, three downloads run (260 s). make test: "
     "test_course's student copies hold no answer and one runs top to bottom; test_site's order, contents, citations",
+    "totals": "test_nbgrader: 07, 10 and 12 through nbgrader and ris_nb grade, equal totals, a point per Think "
+    "question (400 s on a loaded 2-core machine). make test: ris_nb grade scores one wrong Think answer of two 1 "
+    "of 2 (test_course); the marking gives every Think question a check cell of 1 point (test_nbgrader)",
+    "hostile": "test_nbgrader_hostile: a two-exercise lesson through nbgrader with ten hostile or clumsy "
+    "submissions (100 s). make test: every teacher's slip refused (test_teacher_slips); 98e_grading's cells check "
+    "nbgrader_parts' verdicts and ris_nb grade confines a student's reads (test_grading)",
     "round_trip": "test_nbgrader: three lessons through nbgrader itself (120 s). make test: each exercise cell's "
     "nbgrader metadata and the config (test_nbgrader); nbgrader's copies are our own (test_course); ris_nb grade",
     "entity_pretraining": "test_sag: 300 steps of entity pretraining split the slots into shapes (61 s). make test: "
@@ -148,6 +155,26 @@ SLOW = {
 }
 
 
+# Tests whose claim is a number that the CPU's vector path moves (parity, DDP, resume, accumulation, learning): marked
+# `numeric`; `make test-portable` (run by `make test-all`) runs them again under each emulated vector path
+# (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2, ATEN_CPU_CAPABILITY=default), so that a tolerance that holds only
+# on one CPU's kernels fails here. A key is a test function, a fixture or a test file.
+NUMERIC = {
+    "tests/test_engine.py::test_kill_9_and_resume_gives_the_same_losses": "resume: the same losses bit for bit",
+    "tests/test_engine.py::test_ddp_two_processes_match_one_process": "DDP: two ranks' losses equal one process's",
+    "tests/test_engine.py::test_gradient_accumulation_matches_the_full_batch": "accumulation: 2 × 4 equals 8",
+    "tests/test_faults.py::test_every_tiny_preset_resumes_bit_identically": "resume, every model family",
+    "tests/test_sag.py::test_c3_two_processes_match_one_process": "C³'s gather over two ranks equals one process",
+    "tests/test_magnet.py::test_parity_with_official": "parity with the official MagNet's outputs, within 1e-4",
+    "tests/test_sag.py::test_parity_with_official": "parity with the official SaG's outputs, within 1e-4",
+    "tests/test_gpu_rewrites.py": "parity of each fast form with its reference",
+    "tests/test_magnet.py::test_short_training_learns": "learning: 24 steps lower the loss",
+    "tests/test_tiny_refer.py::test_tiny_refer_learns_to_refer": "learning: TinyRefer beats the floors",
+    "tests/test_learning.py": "learning: each tiny preset beats every language-blind answer",
+    "tests/test_shipped_checkpoints.py::test_the_recorded_val_score_is_measured_again": "a shipped val score, ±0.1",
+}
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--cpu-durations",
@@ -160,6 +187,10 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: run by `make test-all`, not `make test` (conftest.SLOW says why)")
+    config.addinivalue_line(
+        "markers",
+        "numeric: a number the CPU's vector path moves; `make test-portable` runs it under each emulated path",
+    )
     if config.getoption("cpu_durations") and not hasattr(config, "workerinput"):  # the controller (or no xdist)
         config.pluginmanager.register(CPUReport(config.getoption("cpu_durations")), "ris_nb_cpu_report")
     if getattr(config.option, "dist", "no") == "loadgroup":
@@ -208,6 +239,8 @@ def pytest_collection_modifyitems(session, config, items):
         function = item.nodeid.split("@")[0].split("[")[0]  # a test of a group is named by its function too
         if {_unit(item), function, *item.fixturenames} & SLOW.keys():  # before pytest's own hook deselects by -m
             item.add_marker(pytest.mark.slow)
+        if {function, item.nodeid.split("::")[0]} & NUMERIC.keys():
+            item.add_marker(pytest.mark.numeric)
     if getattr(config.option, "loadgroup", False):  # an xdist worker: the order it reports is the order handed out
         items.sort(key=_seconds, reverse=True)  # stable: the others keep their order
 

@@ -3,12 +3,13 @@ time, an unmarked cell or a skipped one does not."""
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import run
+from conftest import ENV, run
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "check_notebooks.py"
@@ -145,3 +146,64 @@ def test_outputs_as_saved_pass(tmp_path):
     )
     p = run([sys.executable, TOOL, "--path", nb], check=False, cwd=ROOT, timeout=300)
     assert p.returncode == 0 and "Success." in p.stdout, p.stdout + p.stderr
+
+
+# A cell whose text depends on ATen's kernels, as a trained loss does on the CPU's vector path (make test-portable)
+KERNELS = "#| check_output\nimport os\nprint('kernels', os.environ.get('ATEN_CPU_CAPABILITY', 'native'))"
+
+
+def native_run(args: list) -> subprocess.CompletedProcess:
+    "The tool in a child process on the CPU's own vector path (none of `PATH_VARS` set), whatever this test's path."
+    env = {k: v for k, v in ENV.items() if k not in check_notebooks.PATH_VARS}
+    return subprocess.run([sys.executable, TOOL, *map(str, args)], capture_output=True, text=True, env=env, cwd=ROOT)
+
+
+def test_an_output_saved_on_another_vector_path_is_named_so_not_stale(tmp_path):
+    nb = write_notebook(
+        tmp_path / "vec.ipynb",
+        [
+            code(KERNELS, [stdout("kernels default\n")]),  # saved under ATEN_CPU_CAPABILITY=default
+            code("#| check_output\nprint('12 presets')", [stdout("11 presets\n")]),  # stale on every path
+        ],
+    )
+    p = native_run(["--path", nb])
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert (
+        "vec.ipynb cell 0 (#| check_output): this output depends on the CPU's vector path (reproduced under "
+        "ATEN_CPU_CAPABILITY=default)" in p.stderr
+    ), p.stderr
+    assert "now:   'kernels native'" in p.stderr, p.stderr
+    assert "vec.ipynb cell 1 (#| check_output): saved output is not what it prints now" in p.stderr, p.stderr
+    assert "a stale marked output): vec.ipynb" in p.stdout, p.stdout
+    nb = write_notebook(tmp_path / "vec.ipynb", [code(KERNELS, [stdout("kernels default\n")])])
+    p = native_run(["--path", nb])
+    assert p.returncode == 1 and "vector path, native here): vec.ipynb" in p.stdout, p.stdout + p.stderr
+    assert "stale" not in p.stdout, p.stdout
+    quiet = native_run(["--path", nb, "--no-vector-paths"])  # not re-run: called stale, as it cannot tell
+    assert "saved output is not what it prints now" in quiet.stderr and "re-running" not in quiet.stdout, quiet.stdout
+
+
+def test_a_cell_is_marked_only_where_every_vector_path_prints_it_alike(tmp_path):
+    nb = write_notebook(
+        tmp_path / "m.ipynb",
+        [
+            code(KERNELS.replace("#| check_output\n", ""), [stdout("kernels native\n")]),  # as saved natively only
+            code("print('3 presets')", [stdout("3 presets\n")]),
+        ],
+    )
+    p = native_run(["--mark", "--path", nb])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "m.ipynb: marked 1 (1 exact, 0 numbers); 1 differ" in p.stdout, p.stdout
+    assert (
+        "cell 0: depends on the CPU's vector path: under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2" in p.stdout
+    )
+    sources = ["".join(c["source"]) for c in json.loads(nb.read_text())["cells"]]
+    assert not sources[0].startswith("#| check_output") and sources[1] == "#| check_output\nprint('3 presets')"
+
+
+def test_marked_selects_the_notebooks_the_check_compares(tmp_path):
+    marked = write_notebook(tmp_path / "a.ipynb", [code("#| check_output\nprint(1)", [stdout("1\n")])])
+    run_all = write_notebook(tmp_path / "b.ipynb", [code("#| check_output: run_all\nprint(1)", [stdout("1\n")])])
+    bare = write_notebook(tmp_path / "c.ipynb", [code("print(1)", [stdout("1\n")])])
+    assert check_notebooks.checked_here(marked, False) and not check_notebooks.checked_here(bare, True)
+    assert not check_notebooks.checked_here(run_all, False) and check_notebooks.checked_here(run_all, True)

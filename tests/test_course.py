@@ -2,17 +2,22 @@
 nbgrader and our own few lines make the same copies."""
 
 import hashlib
+import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
+import key_leaks
 from ris_nb.course import (
+    SELF_STUDY_LABEL,
     SOLUTION,
     HIDDEN,
     exercise_start,
     make_course,
+    mark_for_nbgrader,
     nbgrader_available,
     read_notebook,
     run_exercises,
@@ -98,9 +103,9 @@ def test_student_copies_hold_no_answer(course):
         assert calls or stem not in TEACHING, f"{p.name}: no think check"
         for args in calls:
             parts = [a.strip() for a in args.split(",")]
-            salted = len(parts) == 3 and re.fullmatch(r'digest="[\w/-]+:[0-9a-f]{16}"', parts[2])  # 19's marking
-            assert "key" not in args and (len(parts) == 2 or salted), (
-                f"{p.name}: check_choice({args}) holds more than the question and its salted digest"
+            offered = len(parts) == 3 and re.fullmatch(r'choices="[a-f]+"', parts[2])  # the offered letters
+            assert "key" not in args and (len(parts) == 2 or offered), (
+                f"{p.name}: check_choice({args}) holds more than the question and the offered letters"
             )
         leaked = sorted(d for d in digests if d in text)
         assert not leaked, f"{p.name}: holds {leaked}, a hash of a one-letter answer"
@@ -209,7 +214,7 @@ def test_teacher_grades_a_student_copy(course):
 
     graded = grade_notebooks(ROOT / "nbs" / "01_metrics.ipynb", [answered("a"), answered("b")])
     think = [[r.passed for r in g.results if r.kind == "think"] for g in graded]
-    assert think == [[True], [False]], [g.results for g in graded]
+    assert think == [[True, True], [False, False]], [g.results for g in graded]
     assert all(len(g.results) == len(graded[0].results) and not g.ended for g in graded)
 
 
@@ -303,3 +308,64 @@ def test_a_student_copy_runs_top_to_bottom(course):
         assert o.ename == "CheckError" and len(o.traceback) <= 2, f"cell {i} shows {o.traceback}"
     others = [(i, o.ename) for i, o in errors if not nb.cells[i].metadata.get("nbgrader", {}).get("grade")]
     assert all(e == "NotImplementedError" for _, e in others), f"exercise cells failed other than at a stub: {others}"
+
+
+# --- issue 79: no key, and nothing a key can be recovered from, in what a student receives ---------------------------
+def test_student_copies_and_site_sources_hold_nothing_key_derived(course, tmp_path):
+    """The default student copies (`ris_nb course`) and the student site's staged sources (`make site`) hold no
+    digest of a Think key: their exercise sections no `digest=` / `answer_digest`, no file a salted digest of a real
+    key (trying the letters against one finds the key in 2.45 tries)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import build_site
+
+    keys = key_leaks.think_keys()
+    assert sum(map(len, keys.values())) == 44, f"{sum(map(len, keys.values()))} Think questions found"
+    build_site.stage(build_site.reading_order(), tmp_path / "src", "student", ROOT / "nbs")
+    files = sorted(next(iter(course.values())).parent.glob("*.ipynb")) + sorted((tmp_path / "src").glob("*.ipynb"))
+    assert len(files) > 60, f"only {len(files)} notebooks searched"
+    leaks = [f for p in files for f in key_leaks.leaks_in(p, keys)]
+    assert not leaks, f"{len(leaks)} key-derived strings reach the students, e.g. {leaks[:4]}"
+
+
+def test_self_study_edition_is_labelled_and_says_right_or_wrong(tmp_path):
+    "`ris_nb course --self-check`: every notebook labelled; its Think checks tell a right answer from a wrong one."
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    for name in ("00a_checks.ipynb", "07_mask_grounding.ipynb"):
+        shutil.copyfile(ROOT / "nbs" / name, nbs / name)
+    paths = make_course(nbs, tmp_path / "self", verbose=False, self_check=True)
+    for p in (tmp_path / "self").glob("*.ipynb"):
+        assert read_notebook(p)["cells"][1]["source"] == SELF_STUDY_LABEL, f"{p.name}: not labelled"
+    assert "self-study" in (tmp_path / "self" / "README.md").read_text()
+    student = read_notebook(paths[0])
+    assert key_leaks.key_derived(json.dumps(student), key_leaks.think_keys()), "no digest in the self-study copy"
+    answers = next(c for c in student["cells"] if c["source"].startswith("think_q1 = think_q2 = None"))
+    think = {}
+    for answer, q2 in (("c", "d"), ("c", "a")):  # the keys; then the second one wrong
+        answers["source"] = f"think_q1, think_q2 = {answer!r}, {q2!r}"
+        think[q2] = [(r.passed, r.message[:60]) for r in run_exercises(student) if r.kind == "think"]
+    assert think["d"] == [(True, ""), (True, "")], think
+    assert think["a"][0] == (True, "") and "'a' is not the expected answer" in think["a"][1][1], think
+
+
+def test_a_think_question_is_a_point_of_its_own(course):
+    "One wrong answer of two costs one point of two, in `ris_nb grade` (19: 1 point per question; was 0 of 2)."
+    student = read_notebook(course["07_mask_grounding"])
+    cell = next(c for c in student["cells"] if c["source"].startswith("think_q1 = think_q2 = None"))
+    cell["source"] = 'think_q1 = "c"\nthink_q2 = "a"'  # Q1 right, Q2 wrong
+    g = grade_notebooks(ROOT / "nbs" / "07_mask_grounding.ipynb", [student])[0]
+    think = [(r.name, r.passed, r.points) for r in g.results if r.kind == "think"]
+    assert think == [("678d290f", True, 1), ("678d290f-q2", False, 1)], think
+    assert sum(r.points for r in g.results if r.kind == "think" and r.passed) == 1
+
+
+def test_a_think_cell_with_two_keyed_questions_is_refused():
+    "A teacher's Think check cell holding two keyed questions would be all or nothing: refused, naming the cell."
+    nb = read_notebook(ROOT / "nbs" / "07_mask_grounding.ipynb")
+    i = next(i for i, c in enumerate(nb["cells"]) if c["id"] == "678d290f")
+    end = "### END HIDDEN TESTS"
+    nb["cells"][i]["source"] = nb["cells"][i]["source"].replace(end, f'check_choice(think_q2, "Q2", key="d")\n{end}')
+    with pytest.raises(ValueError, match=r"cell \d+ \(id 678d290f\): a Think check cell with 2 keyed .* split it"):
+        mark_for_nbgrader(nb, "07_mask_grounding.ipynb")
+    with pytest.raises(ValueError, match=r"id 678d290f\): a Think check cell with 2 keyed"):
+        teacher_checks(nb, "07_mask_grounding.ipynb")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENV, ONE_WORKER, SLOW, SLOWEST
+from conftest import ENV, NUMERIC, ONE_WORKER, SLOW, SLOWEST
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = {p.name: p.read_text() for p in (ROOT / "tests").glob("test_*.py")}
@@ -60,6 +60,40 @@ def test_make_test_leaves_out_the_slow_tests_and_ci_runs_them():
     assert re.search(r"^make test-all\b", ci, re.M) and not re.search(r"^make test\b(?!-)", ci, re.M)
     readme = (ROOT / "README.md").read_text()
     assert re.search(r"^make test\s+#.*make test-all", readme, re.M), "README names make test and CI's make test-all"
+
+
+@pytest.mark.parametrize("key", sorted(NUMERIC))
+def test_every_numeric_entry_exists(key):
+    there = _exists(key) if "::" in key else (ROOT / key).exists()
+    assert there, f"tests/conftest.py NUMERIC[{key!r}]: no such test or test file in tests/"
+
+
+def test_make_test_all_runs_the_checks_again_under_each_emulated_vector_path():
+    "CI (`make test-all`) runs the marked notebooks and the numeric tests under an AVX2 machine and ATen's own kernels."
+    full = _recipe("test-all")
+    for path in ("ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2", "ATEN_CPU_CAPABILITY=default"):
+        assert f'for path in "{path}"' in full or f' "{path}"' in full, full
+    assert "env $path OMP_NUM_THREADS=1" in full and "tools/check_notebooks.py --marked" in full, full
+    assert re.search(r"env \$path .*-m pytest tests .*-m numeric", full), full
+    numeric = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_engine.py",
+            "-m",
+            "numeric",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    ).stdout
+    assert "test_ddp_two_processes_match_one_process" in numeric and "test_cli_bad_inputs" not in numeric, numeric
 
 
 def test_burn_a_second_in_a_child():  # the workload of the test below, skipped otherwise

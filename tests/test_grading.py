@@ -246,6 +246,13 @@ def test_another_lesson_is_refused(tmp_path):
         grade(write(tmp_path / "s2", unrelated), teacher)
 
 
+def test_a_moved_exercises_heading_is_named(tmp_path):
+    "The `## Exercises` heading moved below the exercise cells: refused, saying so (was: 'holds none of the checks')."
+    moved = student(RIGHT, lambda nb: nb["cells"].append(nb["cells"].pop(1)))
+    with pytest.raises(ValueError, match="heading \\(cell 6\\) comes after the exercise cells"):
+        grade(write(tmp_path / "s", moved), write(tmp_path / "teacher", TEACHER))
+
+
 def test_hanging_student_times_out_and_the_next_is_graded(tmp_path):
     teacher = write(tmp_path / "teacher", TEACHER)
     hang = write(tmp_path / "hang", wrong_with(**{"sol-double": "while True: pass"}))

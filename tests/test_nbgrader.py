@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
+import key_leaks
 from conftest import ENV
-from ris_nb.checks import answer_digest
 from ris_nb.course import (
     FRESH_LINE,
     HIDDEN,
-    NBGRADER_CONFIG,
+    REASONING_POINTS,
     SOLUTION,
     exercise_start,
     mark_for_nbgrader,
@@ -33,7 +33,7 @@ from ris_nb.course import (
     nbgrader_course,
     read_notebook,
 )
-from ris_nb.grading import grade_notebooks, teacher_checks
+from ris_nb.grading import NBGRADER_CONFIG, grade_notebooks, teacher_checks
 
 pytestmark = [
     pytest.mark.xdist_group("nbgrader"),
@@ -217,7 +217,7 @@ def test_feedback_holds_no_key_and_no_hidden_test(round_trip):
 
 
 def test_marking_gives_every_exercise_cell_its_metadata():
-    "Grade id = cell id everywhere; checks graded, locked, fresh; Think checks hold their keys' digests; idempotent."
+    "Grade id = cell id everywhere; checks graded, locked, fresh; no digest of a key; reasoning 0 points; idempotent."
     for lesson in LESSONS:
         nb = mark_for_nbgrader(read_notebook(ROOT / "nbs" / f"{lesson}.ipynb"), lesson)
         assert mark_for_nbgrader(copy.deepcopy(nb), lesson) == nb, f"{lesson}: marking twice changes it"
@@ -227,7 +227,7 @@ def test_marking_gives_every_exercise_cell_its_metadata():
             m = c["metadata"].get("nbgrader")
             if c["cell_type"] == "markdown":
                 assert (m is not None) == (SOLUTION[0] in c["source"]), c["id"]
-                assert m is None or (m["grade"], m["solution"], m["points"] > 0) == (True, True, True), m
+                assert m is None or (m["grade"], m["solution"], m["points"]) == (True, True, REASONING_POINTS), m
                 continue
             assert m["grade_id"] == c["id"] and m["schema_version"] == 3, (lesson, c["id"], m)
             if SOLUTION[0] in c["source"]:
@@ -236,9 +236,8 @@ def test_marking_gives_every_exercise_cell_its_metadata():
                 assert (m["grade"], m["locked"], m["points"]) == (True, True, points[c["id"]]), m
                 body = [line for line in c["source"].splitlines() if not line.startswith("#|")]
                 assert body[0] == FRESH_LINE, c["source"][:200]
-                keys = {question: key for _, question, key in _keyed(c["source"])}
-                want = {q: answer_digest(k, f"{c['id']}/{q}") for q, k in keys.items()}
-                assert _digests(c["source"]) == want, c["source"]
+                assert len(_keyed(c["source"])) <= 1, f"{c['id']}: more than one Think question in a check cell"
+                assert not _digests(c["source"]) and "digest=" not in c["source"], c["source"]
             else:
                 assert (m["grade"], m["solution"], m["locked"]) == (False, False, True), m
 
@@ -255,3 +254,89 @@ def test_every_notebook_with_exercises_is_marked():
 
 def test_the_repository_config_is_the_one_the_course_gets():
     assert (ROOT / "nbgrader_config.py").read_text() == NBGRADER_CONFIG
+
+
+def test_release_and_feedback_hold_nothing_key_derived(round_trip):
+    "nbgrader's release and feedback carry no digest of a Think key (was: each Think check's `digest=` in both)."
+    course, *_ = round_trip
+    keys = key_leaks.think_keys()
+    files = [*(course / "release").rglob("*.ipynb"), *(course / "feedback").rglob("*.html")]
+    assert len(files) >= len(LESSONS) * 2, files
+    leaks = [f for p in files for f in key_leaks.leaks_in(p, keys)]
+    assert not leaks, f"{len(leaks)} key-derived strings in nbgrader's release or feedback, e.g. {leaks[:4]}"
+
+
+# --- issue 79: both graders give a submission the same total; a Think question is a point of its own ---------------
+TOTALS = ["07_mask_grounding", "10_entity_slots", "12_training"]  # the lessons the teacher's review graded
+
+
+@pytest.fixture(scope="module")
+def totals(tmp_path_factory):
+    """07, 10 and 12 through nbgrader (generate_assignment, autograde, generate_feedback) and `ris_nb grade`, three
+    submissions each: untouched, the teacher's solution, the solution with the first Think answer wrong."""
+    course = tmp_path_factory.mktemp("nbgrader_totals")
+    sources = {p.parent.name: p for p in nbgrader_course(ROOT / "nbs", course, TOTALS, verbose=False)}
+    finish(nbgrader("generate_assignment", "*", cwd=course))
+    subs, wrong_check = {}, {}
+    for lesson in TOTALS:
+        release = read_notebook(course / "release" / lesson / f"{lesson}.ipynb")
+        subs[lesson], wrong_check[lesson] = submissions(read_notebook(sources[lesson]), release)
+        del subs[lesson]["rebind"]
+        for student, nb in subs[lesson].items():
+            path = course / "submitted" / student / lesson / f"{lesson}.ipynb"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps(nb))
+    autograde = nbgrader("autograde", "*", cwd=course)
+    ours = {
+        lesson: dict(
+            zip(
+                subs[lesson],
+                grade_notebooks(
+                    sources[lesson], [course / "submitted" / s / lesson / f"{lesson}.ipynb" for s in subs[lesson]]
+                ),
+            )
+        )
+        for lesson in TOTALS
+    }
+    finish(autograde)
+    finish(nbgrader("generate_feedback", "*", cwd=course))
+    return course, subs, wrong_check, ours
+
+
+def test_both_graders_give_the_same_totals(totals):
+    """Per submission, nbgrader's total (score and maximum, *Your reasoning* included) is `ris_nb grade`'s: reasoning
+    is read, not scored, in both (was: nbgrader 9/8/7 against ris_nb grade's 7/6/5 on a solved 07/10/12)."""
+    from nbgrader.api import Gradebook
+
+    course, subs, _, ours = totals
+    seen = {}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for lesson in TOTALS:
+            for student in subs[lesson]:
+                sub = gb.find_submission_notebook(lesson, lesson, student)
+                g = ours[lesson][student]
+                mine = (sum(r.points for r in g.results if r.passed), sum(r.points for r in g.results))
+                seen[lesson, student] = (sub.score, sub.max_score), mine
+    differ = {k: v for k, v in seen.items() if v[0] != v[1]}
+    assert not differ, f"(nbgrader, ris_nb grade) totals differ: {differ}"
+    assert [seen[lesson, "solution"][1] for lesson in TOTALS] == [(7, 7), (6, 6), (5, 5)], seen
+    assert all(seen[lesson, "untouched"][1][0] == 0 for lesson in TOTALS), seen
+
+
+def test_one_wrong_think_answer_costs_one_point_in_both(totals):
+    "The first Think answer wrong: its question scores 0, the other 1, in nbgrader and in `ris_nb grade` (was: 0 of 2)."
+    course, subs, wrong_check, ours = totals
+    for lesson in TOTALS:
+        auto, _ = nbgrader_scores(course, lesson, "wrong")
+        think = {r.name: (r.points if r.passed else 0) for r in ours[lesson]["wrong"].results if r.kind == "think"}
+        assert think == {wrong_check[lesson]: 0, f"{wrong_check[lesson]}-q2": 1}, f"{lesson}: ris_nb grade {think}"
+        assert {k: auto[k] for k in think} == think, f"{lesson}: nbgrader {auto}"
+
+
+def test_release_and_feedback_of_07_10_12_hold_nothing_key_derived(totals):
+    course, *_ = totals
+    keys = key_leaks.think_keys()
+    files = [*(course / "release").rglob("*.ipynb"), *(course / "feedback").rglob("*.html")]
+    assert len(files) == len(TOTALS) * 4, files
+    leaks = [f for p in files for f in key_leaks.leaks_in(p, keys)]
+    assert not leaks, f"{len(leaks)} key-derived strings in nbgrader's release or feedback, e.g. {leaks[:4]}"

@@ -159,3 +159,20 @@ def test_an_exercise_the_lesson_does_not_answer(path):
     assert NEW_TASK in text, (
         f"{path.name}: no exercise marked {NEW_TASK!r} (a changed specification, a derivation or a prediction)"
     )
+
+
+CHOICES = re.compile(r"check_choice\(\s*[\w.\[\]'\"]+\s*,\s*[\"'](Q\d+)[\"']\s*,\s*choices\s*=\s*[\"'](\w+)[\"']")
+
+
+def test_each_think_check_offers_its_questions_letters():
+    "A student copy's Think check accepts exactly the letters its question offers (`choices=`): no more, no fewer."
+    for p in exercise_notebooks():
+        nb = read_notebook(p)
+        offered = {
+            label: letters
+            for c in nb["cells"][exercise_start(nb) :]
+            if c["cell_type"] == "code"
+            for label, letters in CHOICES.findall(c["source"])
+        }
+        want = {label: "".join(sorted(options)) for label, options in questions(nb).items()}
+        assert offered == want, f"{p.name}: checks offer {offered}; the questions offer {want}"

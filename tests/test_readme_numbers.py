@@ -33,6 +33,19 @@ def quickstart_row() -> dict:
     )
 
 
+def quickstart_range() -> str:
+    "The range of val oIoU over every recorded `make quickstart` (a trained score moves with the CPU's vector path)."
+    scores = [
+        float(r["result"].removeprefix("val oIoU "))
+        for r in rows("command_times.csv")
+        if r["command"] == "make quickstart"
+    ]
+    assert all(r["cpu"] for r in rows("command_times.csv")), (
+        "command_times.csv: every row names its CPU (or unrecorded)"
+    )
+    return f"{min(scores):.1f}–{max(scores):.1f}"
+
+
 def log_match(pattern: str) -> tuple[str, ...]:
     "Groups of `pattern` in `nbs/results/learning_log.md` (the quickstart's test splits and the language-blind floors)."
     m = re.search(pattern, flat((RESULTS / "learning_log.md").read_text()))
@@ -48,7 +61,8 @@ def times_snippets() -> list[tuple[str, str]]:
     "(text bench/README.md must contain, source): every measured command time, and sag_tiny's."
     out = [
         (
-            f"| `{r['command']}` ({r['commit']}) | {r['wall']} | {r['threads']} | {probes(r)} | {r['result']} |",
+            f"| `{r['command']}` ({r['commit']}) | {r['wall']} | {r['threads']} | {probes(r)} | {r['result']} "
+            f"| {r['cpu']} |",
             "command_times.csv",
         )
         for r in rows("command_times.csv")
@@ -133,7 +147,10 @@ def expected_snippets() -> list[tuple[str, str]]:
     all_shapes = log_match(r"all shapes ([\d.]+) / [\d.]+")[0]
     out.append((f"(testA {test_a}, testB {test_b}) against {all_shapes} oIoU for the best answer", "learning_log.md"))
     for r in rows("command_times.csv")[:2]:  # the quickstart, on two machines
-        out.append((f"| **{r['wall']}** | {r['threads']} | {probes(r)} | {r['result']} |", "command_times.csv"))
+        out.append(
+            (f"| **{r['wall']}** | {r['threads']} | {probes(r)} | {r['result']} | {r['cpu']} |", "command_times.csv")
+        )
+    out.append((f"Quickstarts reach {quickstart_range()} val oIoU, by CPU", "command_times.csv"))
     lang = {r["row"]: r for r in rows("sag_languages.csv")}
     app = [lang[f"appearance, sag_tiny, seed {s}"] for s in range(3)]
     floor, name = best_floor(app[0])

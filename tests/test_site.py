@@ -29,7 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import build_site  # noqa: E402
-from ris_nb.course import EXERCISES, exercise_start, read_notebook  # noqa: E402
+from ris_nb.course import EXERCISES, SELF_STUDY_LABEL, exercise_start, read_notebook  # noqa: E402
 
 MAX_PAGE_BYTES = 2_000_000
 MAX_SCROLL_SHARE = 0.10
@@ -61,8 +61,8 @@ def _build(edition: str, out: Path) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """Both editions, built side by side once for the module from one copy of nbs/ (`site.nbs`: notebooks edited
-    while the test runs change neither): `site.student`, `site.teacher`."""
+    """Every edition, built side by side once for the module from one copy of nbs/ (`site.nbs`: notebooks edited
+    while the test runs change none): `site.student`, `site.teacher`, `site["self-study"]` (getattr)."""
     out = tmp_path_factory.mktemp("site")
     shutil.copytree(ROOT / "nbs", out / "nbs")
     builds = {e: _build(e, out) for e in build_site.EDITIONS}
@@ -257,6 +257,21 @@ def test_teacher_edition_is_labelled_on_every_page(site):
     assert len(pages(site.teacher)) > 40 and not unlabelled, f"no '{build_site.BANNER}' banner on {unlabelled}"
     assert not [p.name for p in pages(site.student) if build_site.BANNER in html.unescape(p.read_text())]
     assert any("BEGIN SOLUTION" in p.read_text() for p in (site.teacher / "_sources").glob("*.ipynb"))
+
+
+def test_self_study_edition_is_labelled_on_every_page_and_download(site):
+    "The self-study edition (digests that give the keys away) says so on every page and atop every notebook offered."
+    self_study = getattr(site, "self-study")
+    unlabelled = [p.name for p in pages(self_study) if build_site.SELF_STUDY_BANNER not in html.unescape(p.read_text())]
+    assert len(pages(self_study)) > 40 and not unlabelled, f"no self-study banner on {unlabelled}"
+    for edition in (site.student, site.teacher):
+        assert not [p.name for p in pages(edition) if build_site.SELF_STUDY_BANNER in html.unescape(p.read_text())]
+    with_exercises = [p.stem for p in site.nbs.glob("*.ipynb") if exercise_start(read_notebook(p)) is not None]
+    for stem in with_exercises:
+        nb = read_notebook(self_study / "_sources" / f"{stem}.ipynb")
+        assert nb["cells"][1]["source"] == SELF_STUDY_LABEL, f"{stem}: the download is not labelled"
+        assert "digest=" in json.dumps(nb), f"{stem}: no self-check in the self-study edition"
+    assert not [p for p in (site.student / "_sources").glob("*.ipynb") if SELF_STUDY_LABEL in p.read_text()]
 
 
 # --- structure ------------------------------------------------------------------------------------------------------

@@ -5,6 +5,12 @@
   appendix as they are (refused if one holds a solution marker). Safe to publish to students.
 - `teacher` (`make site-teacher`, into `_site_teacher/`): the notebooks of nbs/ as they are, solutions included, with
   a banner on every page saying so.
+- `self-study` (`make site-self-study`, into `_site_self_study/`): the student copies of `ris_nb course --self-check`,
+  whose Think checks say right or wrong by a salted digest of each key (trying the letters finds the key): for
+  practice, never for graded work; a banner on every page and a label atop every notebook say so.
+
+Neither the student copies nor the student edition carry a digest of a key, or anything else a key can be recovered
+from.
 
 The table of contents is the README's reading order (course first, the appendix as its own part), each entry titled
 with its notebook number ("01 · …"). nbdev directive lines are stripped; `#| hide` cells stay in the notebook a page
@@ -15,7 +21,7 @@ and the fonts it loads, outside `_static`, which Jupyter Book would add to every
 network still renders its math. Pages stay light: the theme's scripts a page does not use are dropped, figures over
 40 kB are served as WebP. Nothing is executed.
 
-    python tools/build_site.py [--edition student|teacher] [--nbs nbs] [--out DIR] [--work DIR] [--strict]
+    python tools/build_site.py [--edition student|teacher|self-study] [--nbs nbs] [--out DIR] [--work DIR] [--strict]
 """
 
 from __future__ import annotations
@@ -32,8 +38,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs"
-EDITIONS = ("student", "teacher")
+EDITIONS = ("student", "teacher", "self-study")
 BANNER = "Teacher's edition — contains solutions; do not publish to students"
+SELF_STUDY_BANNER = "Self-study edition — its Think checks give the answers away; not for graded work"
+BANNERS = {"teacher": BANNER, "self-study": SELF_STUDY_BANNER}
+NAMES = {"student": "student edition", "teacher": "teacher's edition", "self-study": "self-study edition"}
 NOTEBOOK_ROW = re.compile(r"^\| `(\w+)` \|")
 DIRECTIVE = re.compile(r"^\s*#\|\s*(.*)$")
 SECRET_MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "Instructor's answer")
@@ -231,17 +240,19 @@ def edition_notebooks(names: list[str], edition: str, nbs: Path = NBS) -> dict[s
             raise FileNotFoundError(f"README reading order names {n}, but {nbs / n}.ipynb does not exist")
     if edition == "teacher":
         return {n: read_notebook(nbs / f"{n}.ipynb") for n in names}
-    if edition != "student":
+    if edition not in EDITIONS:
         raise ValueError(f"edition={edition!r}: expected one of {EDITIONS}")
     from ris_nb.course import course_copies
+    from ris_nb.grading import refuse_slips
 
-    students, reading = course_copies(nbs, "auto")  # what `ris_nb course` writes
+    students, reading = course_copies(nbs, "auto", edition == "self-study")  # `ris_nb course [--self-check]`
     out = {}
     for n in names:
         nb = students.get(f"{n}.ipynb") or reading.get(f"{n}.ipynb")
         if nb is None:  # the appendix, read as it is
             nb = read_notebook(nbs / f"{n}.ipynb")
             refuse_secrets(nb, nbs / f"{n}.ipynb")
+        refuse_slips(nb, f"{nbs / n}.ipynb as the {edition} edition publishes it", published=True)  # every page
         out[n] = nb
     return out
 
@@ -292,8 +303,8 @@ def toc(names: list[str], titles: dict[str, str] | None = None) -> str:
 
 
 def config(edition: str) -> str:
-    name = "student edition" if edition == "student" else "teacher's edition"
-    banner = f"  announcement: {json.dumps(BANNER, ensure_ascii=False)}\n" if edition == "teacher" else ""
+    name = NAMES[edition]
+    banner = f"  announcement: {json.dumps(BANNERS[edition], ensure_ascii=False)}\n" if edition in BANNERS else ""
     return f"""title: ris_nb ({name})
 author: ris_nb developers
 only_build_toc_files: true
@@ -391,13 +402,13 @@ def build(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--edition", choices=EDITIONS, default="student", help="student (default) or teacher")
-    p.add_argument("--out", help="where the HTML goes (default: _site/, or _site_teacher/ for the teacher's edition)")
-    p.add_argument("--work", help="staging and build folder (default: _site_build/ or _site_teacher_build/)")
+    p.add_argument("--edition", choices=EDITIONS, default="student", help="student (default), teacher or self-study")
+    p.add_argument("--out", help="where the HTML goes (default: _site/, _site_teacher/ or _site_self_study/)")
+    p.add_argument("--work", help="staging and build folder (default: _site_build/, _site_teacher_build/, …)")
     p.add_argument("--nbs", default=str(NBS), help="the teacher's notebooks (default: nbs/)")
     p.add_argument("--strict", action="store_true", help="warnings are errors (broken cross-links fail)")
     a = p.parse_args()
-    suffix = "" if a.edition == "student" else "_teacher"
+    suffix = {"student": "", "teacher": "_teacher", "self-study": "_self_study"}[a.edition]
     out = Path(a.out or ROOT / f"_site{suffix}")
     out = build(out, a.strict, Path(a.work or ROOT / f"_site{suffix}_build"), a.edition, Path(a.nbs))
     print(f"site ({a.edition} edition): {out / 'index.html'}")

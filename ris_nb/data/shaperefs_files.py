@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 # files written whole, read safely: appendix 92
-from ..io import remove_stale_temps, safe_load_pickle, write_atomic
+from ..io import check_path_arg, remove_stale_temps, safe_load_pickle, write_atomic
 
 # the scenes and their sentences: 02
 from .shaperefs import SHAPES, SPLIT_FRACTIONS, check_generate_args, split_labels, make_image
@@ -181,7 +181,9 @@ def generate(
     """Write `n_images` scenes of (min, max) `n_objects` shapes to `out_dir` (the dataset folder) in REFER format,
     sentences in `language`; returns counts and paths."""
     check_generate_args(n_images, size, n_objects, language)
-    out_dir = Path(out_dir)
+    given = out_dir = Path(out_dir)
+    if out_dir.is_symlink():  # a link to a folder: written through, the link kept (a loop or a dangling link: named)
+        out_dir = check_path_arg(out_dir, "out_dir").resolve()
     if out_dir.exists() and (not out_dir.is_dir() or not _is_shaperefs_dir(out_dir)):
         raise ValueError(
             f"{out_dir} exists and is not a ShapeRefs folder (no refs(shaperefs).p / meta.json); "
@@ -201,7 +203,7 @@ def generate(
 
     _write_folder(out_dir, write)
     secs, refs = time.perf_counter() - t0, made["refs"]
-    res = dict(path=str(out_dir), images=n_images, refs=len(refs), sentences=made["n_sent"], splits=made["summary"])
+    res = dict(path=str(given), images=n_images, refs=len(refs), sentences=made["n_sent"], splits=made["summary"])
     res.update(seconds=secs, language=language)
     if verbose:
         print(_summary_line(res))

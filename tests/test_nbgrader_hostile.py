@@ -1,0 +1,143 @@
+"""nbgrader that a student cannot fool (issue 79, part 3): the course's nbgrader_config.py, on a tiny two-exercise
+lesson (a function worth 2 points, a Think question worth 1), through nbgrader itself with hostile and clumsy
+submissions: a moved `## Exercises` heading, patched checks printing the keys, a read of the teacher's `source/`, a
+duplicated grade id placed first, a solution cell given points, check cells unlocked and emptied, nbformat 5.
+
+Each gets the right score, or is named and exported as `not graded` (never 0.0), and none stops the others; the
+feedback shows no key, no hidden test and nothing the student's code printed. One nbgrader course, one worker."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ENV
+from ris_nb.course import HIDDEN, nbgrader_available, nbgrader_course, read_notebook
+from test_teacher_slips import LESSON, write_lesson
+
+pytestmark = [
+    pytest.mark.xdist_group("nbgrader_hostile"),
+    pytest.mark.skipif(not nbgrader_available(), reason="nbgrader not installed"),
+]
+
+BIN = Path(sys.executable).parent
+NB_ENV = {**ENV, "PATH": f"{BIN}{os.pathsep}{ENV.get('PATH', '')}"}  # nbgrader calls `alembic` from PATH
+LEAK = "LEAKED"  # what a hostile submission prints beside anything secret it finds (its code writes 'LEAK' 'ED')
+PATCH = (
+    "import ris_nb.checks as _C\n"
+    "_C.fresh_checks = lambda: {n: (lambda *a, **k: print('LEAK' 'ED', a, k)) for n in _C.CHECK_NAMES}\n"
+    "check_choice = check_function = compare = lambda *a, **k: print('LEAK' 'ED', a, k)\n"
+)
+
+
+def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "nbgrader"), *args]
+    return subprocess.run(cmd, cwd=course, env=NB_ENV, capture_output=True, text=True, timeout=600)
+
+
+def submissions(release: dict, teacher: dict, source: Path) -> dict[str, dict]:
+    "Each student's notebook: honest, untouched, and the hostile and clumsy ones of the probe (2.6–2.19)."
+    solved = copy.deepcopy(release)
+    answers = {c["id"]: c["source"] for c in teacher["cells"]}
+    for c in solved["cells"]:
+        if c["metadata"].get("nbgrader", {}).get("solution"):
+            c["source"] = answers[c["id"]]
+    by_id = {c["id"]: i for i, c in enumerate(release["cells"])}
+    head = next(i for i, c in enumerate(release["cells"]) if c["source"].startswith("## Exercises"))
+
+    def changed(nb: dict, edit) -> dict:
+        nb = copy.deepcopy(nb)
+        edit(nb["cells"])
+        return nb
+
+    def moved(cells):
+        cells.append(cells.pop(head))
+
+    def patched(cells):  # 2.17: wrong answers, the checks patched to pass and print what they are given
+        cells[by_id["c5"]]["source"] = PATCH + "def add_one(x):\n    return x"
+        cells[by_id["c8"]]["source"] = "think_q1 = 'b'"
+
+    def reads_source(cells):  # 2.18: the teacher's notebook read by its full path, its hidden tests raised
+        cells[by_id["c5"]]["source"] = (
+            f"try:\n    raise RuntimeError('LEAK' 'ED ' + open({str(source)!r}).read())\n"
+            "except PermissionError:\n    pass\n" + answers["c5"]
+        )
+
+    def dup_first(cells):  # 2.7: a copy of a check cell, its metadata too, above the original
+        cells.insert(by_id["c6"], {**copy.deepcopy(cells[by_id["c6"]]), "id": "copied"})
+
+    def sol_graded(cells):  # 2.11
+        cells[by_id["c5"]]["metadata"]["nbgrader"] |= {"grade": True, "points": 100}
+
+    def checks_unlocked(cells):  # 2.9
+        for k in ("c6", "c9"):
+            cells[by_id[k]]["metadata"]["nbgrader"] |= {"grade": False, "locked": False}
+            cells[by_id[k]]["source"] = "pass"
+
+    nbf5 = copy.deepcopy(solved) | {"nbformat": 5}  # 2.13
+    return {
+        "honest": solved,
+        "untouched": release,
+        "headmoved": changed(release, moved),  # 2.15: the stubs left in
+        "headmoved_solved": changed(solved, moved),
+        "patchchecks": changed(solved, patched),
+        "readsource": changed(solved, reads_source),
+        "dupid_before": changed(solved, dup_first),
+        "solgrade": changed(solved, sol_graded),
+        "gradefalse": changed(solved, checks_unlocked),
+        "nbf5": nbf5,
+    }
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    "The tiny lesson through nbgrader: generate_assignment, autograde, generate_feedback and export."
+    root = tmp_path_factory.mktemp("hostile")
+    (source,) = nbgrader_course(write_lesson(root / "nbs", LESSON).parent, root / "course", verbose=False)
+    course = root / "course"
+    out = nbgrader(course, "generate_assignment", "tiny_lesson")
+    assert out.returncode == 0, out.stdout + out.stderr
+    release = read_notebook(course / "release" / "tiny_lesson" / "tiny_lesson.ipynb")
+    subs = submissions(release, read_notebook(source), source)
+    for student, nb in subs.items():
+        p = course / "submitted" / student / "tiny_lesson" / "tiny_lesson.ipynb"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps(nb))
+    auto = nbgrader(course, "autograde", "tiny_lesson", "--create")
+    feedback = nbgrader(course, "generate_feedback", "tiny_lesson")
+    export = nbgrader(course, "export")
+    assert export.returncode == 0, export.stdout + export.stderr
+    with open(course / "grades.csv") as f:
+        scores = {r["student_id"]: r["score"] for r in csv.DictReader(f)}
+    return course, subs, auto.stdout + auto.stderr, feedback, scores
+
+
+def test_each_submission_gets_the_right_score_or_is_named_not_graded(hostile):
+    course, subs, log, _, scores = hostile
+    assert set(scores) == set(subs), scores
+    assert "old version of the nbgrader metadata" not in log, log[-3000:]
+    want = {"honest": 3.0, "untouched": 0.0, "headmoved": 0.0, "headmoved_solved": 3.0, "patchchecks": 0.0}
+    want |= {"readsource": 3.0, "dupid_before": 3.0, "solgrade": 3.0, "gradefalse": 3.0}
+    got = {s: float(v) for s, v in scores.items() if s != "nbf5"}
+    assert got == want, f"nbgrader's export {got}, expected {want}"
+    assert scores["nbf5"] == "not graded", scores
+    assert "nbf5" in log and "nbformat version 5" in log, log[-3000:]
+
+
+def test_the_feedback_shows_no_key_no_hidden_test_and_nothing_a_student_printed(hostile):
+    course, subs, _, feedback, _ = hostile
+    assert "Error" not in feedback.stderr.replace("No module named 'jupyter_server'", ""), feedback.stderr[-2000:]
+    hidden = ["add_one(-1) == 0", 'key="a"', HIDDEN[0]]
+    for student in set(subs) - {"nbf5"}:
+        page = (course / "feedback" / student / "tiny_lesson" / "tiny_lesson.html").read_text()
+        shown = [s for s in [*hidden, LEAK] if s in page]
+        assert not shown, f"{student}'s feedback shows {shown}"
+    page = (course / "feedback" / "honest" / "tiny_lesson" / "tiny_lesson.html").read_text()
+    assert "passed (graded by ris_nb)" in page, "the honest student's feedback shows no verdict"

@@ -1,0 +1,125 @@
+"""A teacher's slip is refused, loudly (issue 79, part 4): `ris_nb course`, `course --mark`, `course --nbgrader` and the
+student site refuse a notebook that would publish an answer or lose a question, naming notebook, cell and line, and
+write nothing. One parameter per slip, each on a tiny two-exercise teacher's notebook."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from ris_nb.__main__ import main
+from ris_nb.course import HIDDEN, SOLUTION, make_course, nbgrader_course, read_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import build_site  # noqa: E402
+
+SOLVE = f"def add_one(x):\n    ### {SOLUTION[0]}\n    return x + 1\n    ### {SOLUTION[1]}"
+CHECK = f"assert add_one(1) == 2\n### {HIDDEN[0]}\nassert add_one(-1) == 0\n### {HIDDEN[1]}"
+THINK = f"think_q1 = None\n### {SOLUTION[0]}\nthink_q1 = 'a'\n### {SOLUTION[1]}"
+KEYED = f'check_choice(think_q1, "Q1")\n### {HIDDEN[0]}\ncheck_choice(think_q1, "Q1", key="a")\n### {HIDDEN[1]}'
+LESSON = [  # (cell type, source): the lesson, then two exercises
+    ("markdown", "# A tiny lesson\n\n> One plus one."),
+    ("code", "x = 1"),
+    ("markdown", "## Exercises"),
+    ("code", "from ris_nb.checks import check_choice"),
+    ("markdown", "### Write it yourself: one more"),
+    ("code", SOLVE),
+    ("code", CHECK),
+    ("markdown", "### Think: which\n\n(a) this (b) that"),
+    ("code", THINK),
+    ("code", KEYED),
+]
+
+
+def _with(i: int, old: str, new: str) -> list[tuple[str, str]]:
+    cells = list(LESSON)
+    assert old in cells[i][1], (i, old)
+    cells[i] = (cells[i][0], cells[i][1].replace(old, new))
+    return cells
+
+
+# slip → (the notebook's cells, the cell and line the refusal names, what it says)
+SLIPS = {
+    "exercises heading one level down (3.9)": (_with(2, "## ", "### "), "cell 2 (id c2), line 1", "### Exercises"),
+    "misspelt solution markers (3.2)": (_with(5, "SOLUTION", "SOLUTON"), "cell 5 (id c5), line 2", "looks like"),
+    "lower-case solution markers (3.3)": (_with(5, "### BEGIN", "### begin"), "cell 5 (id c5), line 2", "looks like"),
+    "a key outside the hidden tests (3.12)": (
+        _with(9, KEYED, 'check_choice(think_q1, "Q1")\ncheck_choice(think_q1, "Q1", key="a")'),
+        "cell 9 (id c9), line 2",
+        "outside a",
+    ),
+    "a key that is no letter (3.11)": (_with(9, 'key="a"', "key=1"), "cell 9 (id c9), line 3", "no letter"),
+    "a check with no solution region (3.5)": (
+        _with(5, SOLVE, "def add_one(x):\n    return x + 1  # NOMARKSECRET"),
+        "cell 6 (id c6), line 1",
+        "no BEGIN SOLUTION region",
+    ),
+    "a solution above the exercises": (
+        [*LESSON[:2], ("code", SOLVE), *LESSON[2:]],
+        "cell 2 (id c2), line 2",
+        "outside",
+    ),
+}
+
+
+def write_lesson(folder: Path, cells: list[tuple[str, str]], dup: bool = False) -> Path:
+    "The teacher's notebook `tiny_lesson.ipynb` of `cells` in `folder` (ids c0, c1, …; `dup`: a repeated id)."
+    nb = {
+        "cells": [
+            {"cell_type": t, "id": f"c{i}", "metadata": {}, "source": s}
+            | ({"execution_count": None, "outputs": []} if t == "code" else {})
+            for i, (t, s) in enumerate(cells)
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    if dup:
+        nb["cells"][-1]["id"] = nb["cells"][6]["id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tiny_lesson.ipynb").write_text(json.dumps(nb))
+    return folder / "tiny_lesson.ipynb"
+
+
+def refused_everywhere(tmp_path: Path, path: Path, where: str, says: str, capsys) -> None:
+    "`course`, `course --mark`, `course --nbgrader` and the student site each refuse `path` by cell and line."
+    before = path.read_text()
+    named = f"tiny_lesson.ipynb, {where}"
+    with pytest.raises(ValueError) as e:
+        make_course(path.parent, tmp_path / "course", verbose=False)
+    assert named in str(e.value) and says in str(e.value), str(e.value)
+    assert not (tmp_path / "course").exists(), "a student copy was written"
+    with pytest.raises(ValueError) as e:
+        nbgrader_course(path.parent, tmp_path / "nbg", verbose=False)
+    assert named in str(e.value), str(e.value)
+    assert not (tmp_path / "nbg").exists(), "an nbgrader course was written"
+    with pytest.raises(ValueError) as e:
+        build_site.edition_notebooks(["tiny_lesson"], "student", path.parent)
+    assert named in str(e.value), str(e.value)
+    assert main(["course", "--mark", str(path.parent)]) == 2
+    err = capsys.readouterr().err
+    assert named in err and says in err, err
+    assert path.read_text() == before, "--mark wrote the notebook"
+
+
+def test_the_tiny_lesson_itself_is_accepted(tmp_path):
+    path = write_lesson(tmp_path / "nbs", LESSON)
+    assert [p.name for p in make_course(path.parent, tmp_path / "course", verbose=False)] == ["tiny_lesson.ipynb"]
+    student = json.dumps(read_notebook(tmp_path / "course" / "tiny_lesson.ipynb"))
+    assert SOLUTION[0] not in student and "key=" not in student
+
+
+@pytest.mark.parametrize("slip", SLIPS)
+def test_a_teachers_slip_is_refused_by_name(tmp_path, slip, capsys):
+    cells, where, says = SLIPS[slip]
+    refused_everywhere(tmp_path, write_lesson(tmp_path / "nbs", cells), where, says, capsys)
+
+
+def test_duplicate_cell_ids_are_refused_by_name(tmp_path, capsys):
+    "3.6 / 3.7: two cells with one id become one grade id twice, which nbgrader rejects later without naming it."
+    path = write_lesson(tmp_path / "nbs", LESSON, dup=True)
+    refused_everywhere(tmp_path, path, "cell 9 (id c6), line 1", "cell id 'c6' is cell 6's too", capsys)
