@@ -20,6 +20,7 @@ import pytest
 
 from conftest import ENV
 from ris_nb.course import HIDDEN, nbgrader_available, nbgrader_course, read_notebook
+from ris_nb.sandbox import landlock_abi
 from test_teacher_slips import LESSON, write_lesson
 
 pytestmark = [
@@ -29,6 +30,9 @@ pytestmark = [
 
 BIN = Path(sys.executable).parent
 NB_ENV = {**ENV, "PATH": f"{BIN}{os.pathsep}{ENV.get('PATH', '')}"}  # nbgrader calls `alembic` from PATH
+# Without Landlock a student's process can read source/ (the documented limit of `ris_nb grade`): that case is not
+# contained there, so it is not checked there.
+UNCONFINED = set() if landlock_abi() else {"readsource"}
 LEAK = "LEAKED"  # what a hostile submission prints beside anything secret it finds (its code writes 'LEAK' 'ED')
 PATCH = (
     "import ris_nb.checks as _C\n"
@@ -125,7 +129,8 @@ def test_each_submission_gets_the_right_score_or_is_named_not_graded(hostile):
     assert "old version of the nbgrader metadata" not in log, log[-3000:]
     want = {"honest": 3.0, "untouched": 0.0, "headmoved": 0.0, "headmoved_solved": 3.0, "patchchecks": 0.0}
     want |= {"readsource": 3.0, "dupid_before": 3.0, "solgrade": 3.0, "gradefalse": 3.0}
-    got = {s: float(v) for s, v in scores.items() if s != "nbf5"}
+    got = {s: float(v) for s, v in scores.items() if s != "nbf5" and s not in UNCONFINED}
+    want = {s: v for s, v in want.items() if s not in UNCONFINED}
     assert got == want, f"nbgrader's export {got}, expected {want}"
     assert scores["nbf5"] == "not graded", scores
     assert "nbf5" in log and "nbformat version 5" in log, log[-3000:]
@@ -135,7 +140,7 @@ def test_the_feedback_shows_no_key_no_hidden_test_and_nothing_a_student_printed(
     course, subs, _, feedback, _ = hostile
     assert "Error" not in feedback.stderr.replace("No module named 'jupyter_server'", ""), feedback.stderr[-2000:]
     hidden = ["add_one(-1) == 0", 'key="a"', HIDDEN[0]]
-    for student in set(subs) - {"nbf5"}:
+    for student in set(subs) - {"nbf5"} - UNCONFINED:
         page = (course / "feedback" / student / "tiny_lesson" / "tiny_lesson.html").read_text()
         shown = [s for s in [*hidden, LEAK] if s in page]
         assert not shown, f"{student}'s feedback shows {shown}"
