@@ -21,10 +21,10 @@ LATER: dict[str, str] = {
 
 
 def later_commands() -> list[Callable]:
-    "The later modules' `add_subcommands`: `experiments` (98b), `course` (19), `grade` (98e)."
-    from ris_nb import course, grading, study_runner  # they load torch and nbgrader: only when one of them runs
+    "The later modules' subcommands: `experiments` (98b), `course` and `grade` (98e)."
+    from ris_nb import grading, study_runner  # they load torch and nbgrader: only when one of them runs
 
-    return [study_runner.add_subcommands, course.add_subcommands, grading.add_subcommands]
+    return [study_runner.add_subcommands, grading.add_course_subcommand, grading.add_subcommands]
 
 
 def listed(name: str) -> Callable:

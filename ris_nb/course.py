@@ -27,13 +27,14 @@ from .io import check_out_dir, write_atomic
 
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'POINTS', 'REASONING_POINTS',
-           'FRESH_LINE', 'GRADE_ID', 'STUDENT_README', 'THINK', 'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK',
-           'NOTEBOOK_LINK', 'SELF_STUDY_ID', 'SELF_STUDY_LABEL', 'GRADING_SKIP', 'clear_regions', 'check_markers',
-           'cell_source', 'is_cell', 'read_notebook', 'exercise_start', 'nbgrader_available', 'cell_metadata',
-           'check_name', 'is_check_cell', 'mark_checks', 'without_digests', 'clear_hidden', 'to_student', 'CheckResult',
-           'cell_flags', 'cell_heading', 'heading_kind', 'check_points', 'cell_points', 'one_question', 'run_exercises',
-           'take_keys', 'with_digests', 'mark_for_nbgrader', 'mark_notebooks', 'self_study_label', 'unlink_missing',
-           'course_copies', 'make_course', 'nbgrader_course', 'add_subcommands', 'short_run']
+           'FRESH_LINE', 'GRADE_ID', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING', 'ANSWER_SHOWN',
+           'STUDENT_README', 'THINK', 'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK',
+           'SELF_STUDY_ID', 'SELF_STUDY_LABEL', 'clear_regions', 'check_markers', 'cell_source', 'is_cell',
+           'read_notebook', 'exercise_start', 'nbgrader_available', 'cell_metadata', 'check_name', 'is_check_cell',
+           'mark_checks', 'without_digests', 'clear_hidden', 'to_student', 'CheckResult', 'cell_flags', 'cell_heading',
+           'heading_kind', 'check_points', 'cell_points', 'one_question', 'run_exercises', 'take_keys', 'with_digests',
+           'refuse_slips', 'mark_for_nbgrader', 'mark_notebooks', 'self_study_label', 'unlink_missing', 'course_copies',
+           'make_course', 'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
@@ -501,12 +502,119 @@ def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: st
     questions[title] = _questions(src)
     return _nbgrader_meta(cid, True, False, True, check_points(kind, questions[title]))
 
+# %% ../nbs/19_course.ipynb #g98e0016
+_MARKS = (*SOLUTION, *HIDDEN)
+MARKER_LINE = re.compile(rf"^\s*(<!--)?[\s#]*({'|'.join(_MARKS)})\b")  # a line nbgrader reads as a marker
+NEAR_MARKER = re.compile(r"(?i)\b(begin|end)[\s_-]*(sol|hidden)")  # a marker, maybe misspelled or in another case
+EXERCISES_HEADING = re.compile(r"(?i)^\s*#+\s*exercises\b")  # a heading that looks like the exercise section's
+ANSWER_SHOWN = "Instructor" + "'s answer"  # the summary line of a Think's model answer (apart: a page for students)
+
+
+def _slip_lines(nb: dict, start: int | None, published: bool) -> list[tuple[int, int, str]]:
+    "(cell, line, what is wrong) for each marker out of place, near-miss marker or exercises heading out of place."
+    out = []
+    for i, c in enumerate(nb["cells"]):
+        outside, md = published or start is None or i < start, c["cell_type"] == "markdown"
+        for n, line in enumerate(cell_source(c).split("\n"), 1):
+            if NEAR_MARKER.search(line) and not any(m in line for m in _MARKS):
+                out.append((i, n, f"{line.strip()[:60]!r} looks like a marker but is none of {list(_MARKS)}"))
+            elif outside and (MARKER_LINE.match(line) or md and ANSWER_SHOWN in line):
+                at = "in what students get" if published else f"outside an '{EXERCISES}' section"
+                out.append((i, n, f"{line.strip()[:60]!r} {at}: students would read what it marks"))
+            if md and EXERCISES_HEADING.match(line) and (i != start or n > 1):
+                out.append(
+                    (i, n, f"heading {line.strip()!r}: expected a cell starting {EXERCISES!r} (one per notebook)")
+                )
+    return out
+
+
+def _calls(src: str, name: str) -> list[ast.Call]:
+    "The calls of a function `name` in the Python source `src` (none when it is not Python)."
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return []
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and name in (getattr(n.func, "id", None), getattr(n.func, "attr", None))
+    ]
+
+# %% ../nbs/19_course.ipynb #g98e0162
+def _key_slips(nb: dict, start: int, published: bool) -> list[tuple[int, int, str]]:
+    "(cell, line, what is wrong) for each `check_choice(…, key=…)` outside a hidden region or with a key of no letters."
+    out = []
+    for i, c in enumerate(nb["cells"][start:], start):
+        src = cell_source(c)
+        hidden = set() if published else _hidden_lines(src)
+        for n in _calls(src, "check_choice") if c["cell_type"] == "code" else []:
+            key = {**dict(zip(("answer", "question", "key"), n.args)), **{k.arg: k.value for k in n.keywords}}.get(
+                "key"
+            )
+            if key is None:
+                continue
+            if n.lineno not in hidden:
+                what = f"check_choice(…, key={ast.unparse(key)}) outside a {HIDDEN[0]} region"
+                out.append((i, n.lineno, f"{what}: students would read the key"))
+            value = key.value if isinstance(key, ast.Constant) else None
+            if not (isinstance(value, str) and re.fullmatch(r"[A-Za-z]+", value)):
+                out.append(
+                    (
+                        i,
+                        n.lineno,
+                        f"key={ast.unparse(key)} is no letter, so no student's answer can match it; "
+                        'expected a letter such as key="a"',
+                    )
+                )
+    return out
+
+# %% ../nbs/19_course.ipynb #g98e0163
+def _unsolved_checks(nb: dict, start: int) -> list[tuple[int, int, str]]:
+    "(cell, 1, what is wrong) for each graded check of an exercise with no solution region above it in its exercise."
+    out, title, solved = [], "", False
+    for i, c in enumerate(nb["cells"][start:], start):
+        src = cell_source(c)
+        if c["cell_type"] == "markdown" and cell_heading(src):
+            title, solved = cell_heading(src), False
+        solved = solved or SOLUTION[0] in src
+        graded = c["cell_type"] == "code" and heading_kind(title) and is_check_cell(src)
+        if graded and not cell_flags(src) & {"slow", "gpu"} and not solved:
+            out.append(
+                (
+                    i,
+                    1,
+                    f"a check of exercise {title!r} with no {SOLUTION[0]} region above it in the exercise: "
+                    "its answer would be published as it is",
+                )
+            )
+    return out
+
+# %% ../nbs/19_course.ipynb #g98e0164
+def refuse_slips(nb: dict, where: str, published: bool = False) -> None:
+    """Refuse a teacher's slip, naming notebook, cell and line: duplicate cell ids, a marker or model answer outside
+    the exercises, a near-miss marker or exercises heading, a visible or non-letter key, a check with no solution
+    (`published`: `nb` is what students get, so no marker and no key anywhere)."""
+    start, seen, slips = exercise_start(nb), {}, []
+    for i, c in enumerate(nb["cells"]):
+        cid = c.get("id")
+        if isinstance(cid, str) and cid in seen:
+            slips.append(
+                (i, 1, f"cell id {cid!r} is cell {seen[cid]}'s too; nbgrader grades by id: expected unique ids")
+            )
+        seen.setdefault(cid, i)
+    slips += _slip_lines(nb, start, published)
+    if start is not None:
+        slips += _key_slips(nb, start, published) + ([] if published else _unsolved_checks(nb, start))
+    if slips:
+        i, n, what = min(slips)
+        more = f" ({len(slips) - 1} more in it)" if len(slips) > 1 else ""
+        raise ValueError(f"{where}, cell {i} (id {nb['cells'][i].get('id', '?')}), line {n}: {what}{more}")
+
 # %% ../nbs/19_course.ipynb #c19nbg4b
 def mark_for_nbgrader(nb: dict, where: str = "notebook") -> dict:
     """Give every exercise cell of a teacher's `nb` its nbgrader metadata (grade id = cell id, points by
     `check_points`), each check cell `FRESH_LINE` (and no digest); in place, idempotent;
     a teacher's slip (`refuse_slips`) refused."""
-    from ris_nb.grading import refuse_slips  # 98e_grading: a teacher's slip named before anything is written
 
     check_markers(nb, where)
     refuse_slips(nb, where)
@@ -620,7 +728,6 @@ def unlink_missing(nb: dict, present: set[str]) -> dict:
 def course_copies(nbs: Path, backend: str, self_check: bool = False) -> tuple[dict[str, dict], dict[str, dict]]:
     """The student copy of each notebook of `nbs` with exercises, and each other course notebook as it is (to read);
     `self_check`: the self-study edition, every notebook labelled; a teacher's slip in any notebook refused."""
-    from ris_nb.grading import refuse_slips  # 98e_grading: a teacher's slip named before anything is written
 
     students, reading = {}, {}
     for p in sorted(nbs.glob("*.ipynb")):
@@ -699,107 +806,6 @@ def make_course(
     if verbose and self_check:
         print("ris_nb course: the self-study edition: each Think check holds a digest of its key (not for graded work)")
     return [out / name for name in students]
-
-# %% ../nbs/19_course.ipynb #c19nbg08
-GRADING_SKIP = ("slow", "gpu")  # cells neither grader runs (`ris_nb grade`'s default `skip`)
-
-# %% ../nbs/19_course.ipynb #c19nbg10
-def nbgrader_course(
-    nbs: str | Path = "nbs", out: str | Path = "nbgrader_course", lessons: list[str] | None = None, verbose: bool = True
-) -> list[Path]:
-    """Lay out an nbgrader course in `out`: `source/<lesson>/<lesson>.ipynb` (marked) with `images/` and `results/` for
-    each notebook of `nbs` with exercises (or each of `lessons`), and `nbgrader_config.py` unless `out` has one."""
-    nbs, out = Path(nbs), Path(out)
-    if not nbs.is_dir():
-        raise FileNotFoundError(f"notebook folder {nbs} not found (run from the repository root or pass --nbs)")
-    from ris_nb.grading import NBGRADER_CONFIG, refuse_slips  # 98e_grading: what nbgrader runs
-
-    marked = {}
-    for p in sorted(nbs.glob("*.ipynb")):
-        nb = read_notebook(p)
-        refuse_slips(nb, str(p))  # every notebook: one with a slip is refused, even if not an assignment
-        if exercise_start(nb) is not None and (lessons is None or p.stem in lessons):
-            marked[p.stem] = unlink_missing(mark_for_nbgrader(nb, str(p)), {p.name})
-            head = marked[p.stem]["cells"][exercise_start(nb)]  # locked: nbgrader restores it, and puts it back
-            if GRADE_ID.fullmatch(str(head.get("id"))):
-                head["metadata"] = {**cell_metadata(head), "nbgrader": _nbgrader_meta(head["id"], False, False, True)}
-    missing = sorted(set(lessons or ()) - set(marked))
-    if missing or not marked:
-        raise ValueError(f"{nbs} holds no notebook with an '{EXERCISES}' section named {missing or 'anything'}")
-    for stem, nb in marked.items():
-        _write_notebook(out / "source" / stem / f"{stem}.ipynb", nb)
-        for folder in COURSE_FOLDERS:
-            if (nbs / folder).is_dir():
-                shutil.copytree(nbs / folder, out / "source" / stem / folder, dirs_exist_ok=True)
-    config, kept = out / "nbgrader_config.py", (out / "nbgrader_config.py").exists()
-    if not kept:
-        write_atomic(config, lambda tmp: tmp.write_text(NBGRADER_CONFIG, encoding="utf-8"))
-    if verbose:
-        done = "kept as it was" if kept else "written"
-        print(f"ris_nb course: {len(marked)} assignments in {out / 'source'}; {config} {done}")
-    return [out / "source" / stem / f"{stem}.ipynb" for stem in marked]
-
-# %% ../nbs/19_course.ipynb #c19cli02
-def _add_course(sub) -> None:
-    p = sub.add_parser("course", help="write student copies of the notebooks (solutions → stubs, hidden tests removed)")
-    p.add_argument("--out", default="course", help="folder for the student notebooks (default: course)")
-    p.add_argument("--nbs", default="nbs", help="folder of the instructor notebooks (default: nbs)")
-    p.add_argument(
-        "--update",
-        action="store_true",
-        help="write into a non-empty --out: add the notebooks it lacks, keep the "
-        "ones already there as they are (a student's edits are never overwritten)",
-    )
-    p.add_argument(
-        "--self-check",
-        action="store_true",
-        help="write the self-study edition instead: each Think check says right or wrong by a salted digest of its key "
-        "(trying the letters finds the key: for practice, never for graded work); every notebook labelled",
-    )
-    p.add_argument(
-        "--mark",
-        metavar="FOLDER",
-        help="instead: write nbgrader's metadata into the teacher notebooks of FOLDER, in place (a marked one is left "
-        "as it is)",
-    )
-    p.add_argument(
-        "--nbgrader",
-        metavar="DIR",
-        help="instead: lay out an nbgrader course in DIR from --nbs (source/<lesson>/, nbgrader_config.py)",
-    )
-    p.set_defaults(func=_run_course)
-
-# %% ../nbs/19_course.ipynb #c19cli2b
-def _run_course(args) -> None:
-    if args.mark and args.nbgrader:
-        raise ValueError("--mark and --nbgrader: expected one of them")
-    if args.self_check and (args.mark or args.nbgrader):
-        raise ValueError(
-            "--self-check writes the self-study edition of the student copies; expected it without "
-            "--mark and --nbgrader (what nbgrader releases is graded: it never carries a digest)"
-        )
-    if args.mark:
-        folder = Path(args.mark)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"--mark {folder}: folder not found; expected the teacher notebooks' folder")
-        from ris_nb.grading import refuse_slips
-
-        notebooks = {p: read_notebook(p) for p in sorted(folder.glob("*.ipynb"))}
-        for p, nb in notebooks.items():  # every one, before any is written: '### Exercises' marks nothing
-            refuse_slips(nb, str(p))
-        paths = [p for p, nb in notebooks.items() if exercise_start(nb) is not None]
-        changed = mark_notebooks(paths)
-        n = sum(1 for k in changed.values() if k)
-        print(f"ris_nb course --mark: {sum(changed.values())} cells marked in {n} of {len(paths)} with exercises")
-    elif args.nbgrader:
-        nbgrader_course(args.nbs, check_out_dir(Path(args.nbgrader), "--nbgrader"))
-    else:
-        make_course(args.nbs, check_out_dir(Path(args.out)), update=args.update, self_check=args.self_check)
-
-
-def add_subcommands(sub) -> None:
-    "`ris_nb course`: `python -m ris_nb` (99_app) adds it to the pipeline's subcommands."
-    _add_course(sub)
 
 # %% ../nbs/19_course.ipynb #830b899a
 from .data.shaperefs_files import shaperefs_data  # re-exported: built in 92a_shaperefs_files

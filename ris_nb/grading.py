@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shutil
 import stat
 import warnings
 from pathlib import Path
@@ -22,7 +23,9 @@ from typing import Any
 
 import ris_nb.checks as checks_module
 from ris_nb.course import (
+    COURSE_FOLDERS,
     EXERCISES,
+    GRADE_ID,
     HIDDEN,
     SOLUTION,
     CheckResult,
@@ -42,16 +45,22 @@ from ris_nb.course import (
     read_notebook,
     take_keys,
     _hidden_lines,
+    _nbgrader_meta,
+    _write_notebook,
+    make_course,
+    mark_for_nbgrader,
+    mark_notebooks,
+    refuse_slips,
+    unlink_missing,
 )
 from .io import check_out_dir, write_atomic
 from .sandbox import StudentBudget, ChildRun, file_kind, clean_stale, landlock_abi, run_student, stop_on_signals
 
 # %% auto #0
-__all__ = ['CSV_FIELDS', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING', 'ANSWER_SHOWN', 'NOT_GRADED', 'VERDICT',
-           'NBGRADER_CONFIG', 'TeacherCheck', 'teacher_checks', 'lesson_of', 'locked_sources', 'place_checks',
-           'refusal', 'grading_job', 'answer_mismatch', 'score', 'Graded', 'notebook_from_bytes', 'read_student',
-           'grade_notebooks', 'grade', 'write_grades_csv', 'format_grades', 'budget_from_args', 'add_subcommands',
-           'refuse_slips', 'nbgrader_parts']
+__all__ = ['CSV_FIELDS', 'NOT_GRADED', 'VERDICT', 'NBGRADER_CONFIG', 'TeacherCheck', 'teacher_checks', 'lesson_of',
+           'locked_sources', 'place_checks', 'refusal', 'grading_job', 'answer_mismatch', 'score', 'Graded',
+           'notebook_from_bytes', 'read_student', 'grade_notebooks', 'grade', 'write_grades_csv', 'format_grades',
+           'budget_from_args', 'add_subcommands', 'nbgrader_parts', 'nbgrader_course', 'add_course_subcommand']
 
 # %% ../nbs/98e_grading.ipynb #g98e0006
 @dataclasses.dataclass
@@ -504,114 +513,6 @@ def add_subcommands(sub) -> None:
     "`ris_nb grade`: `python -m ris_nb` (99_app) adds it to the pipeline's subcommands."
     _add_grade(sub)
 
-# %% ../nbs/98e_grading.ipynb #g98e0016
-_MARKS = (*SOLUTION, *HIDDEN)
-MARKER_LINE = re.compile(rf"^\s*(<!--)?[\s#]*({'|'.join(_MARKS)})\b")  # a line nbgrader reads as a marker
-NEAR_MARKER = re.compile(r"(?i)\b(begin|end)[\s_-]*(sol|hidden)")  # a marker, maybe misspelled or in another case
-EXERCISES_HEADING = re.compile(r"(?i)^\s*#+\s*exercises\b")  # a heading that looks like the exercise section's
-ANSWER_SHOWN = "Instructor" + "'s answer"  # the summary line of a Think's model answer (apart: a page for students)
-
-
-def _slip_lines(nb: dict, start: int | None, published: bool) -> list[tuple[int, int, str]]:
-    "(cell, line, what is wrong) for each marker out of place, near-miss marker or exercises heading out of place."
-    out = []
-    for i, c in enumerate(nb["cells"]):
-        outside, md = published or start is None or i < start, c["cell_type"] == "markdown"
-        for n, line in enumerate(cell_source(c).split("\n"), 1):
-            if NEAR_MARKER.search(line) and not any(m in line for m in _MARKS):
-                out.append((i, n, f"{line.strip()[:60]!r} looks like a marker but is none of {list(_MARKS)}"))
-            elif outside and (MARKER_LINE.match(line) or md and ANSWER_SHOWN in line):
-                at = "in what students get" if published else f"outside an '{EXERCISES}' section"
-                out.append((i, n, f"{line.strip()[:60]!r} {at}: students would read what it marks"))
-            if md and EXERCISES_HEADING.match(line) and (i != start or n > 1):
-                out.append(
-                    (i, n, f"heading {line.strip()!r}: expected a cell starting {EXERCISES!r} (one per notebook)")
-                )
-    return out
-
-
-def _calls(src: str, name: str) -> list[ast.Call]:
-    "The calls of a function `name` in the Python source `src` (none when it is not Python)."
-    try:
-        tree = ast.parse(src)
-    except SyntaxError:
-        return []
-    return [
-        n
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Call) and name in (getattr(n.func, "id", None), getattr(n.func, "attr", None))
-    ]
-
-
-def _key_slips(nb: dict, start: int, published: bool) -> list[tuple[int, int, str]]:
-    "(cell, line, what is wrong) for each `check_choice(…, key=…)` outside a hidden region or with a key of no letters."
-    out = []
-    for i, c in enumerate(nb["cells"][start:], start):
-        src = cell_source(c)
-        hidden = set() if published else _hidden_lines(src)
-        for n in _calls(src, "check_choice") if c["cell_type"] == "code" else []:
-            key = {**dict(zip(("answer", "question", "key"), n.args)), **{k.arg: k.value for k in n.keywords}}.get(
-                "key"
-            )
-            if key is None:
-                continue
-            if n.lineno not in hidden:
-                what = f"check_choice(…, key={ast.unparse(key)}) outside a {HIDDEN[0]} region"
-                out.append((i, n.lineno, f"{what}: students would read the key"))
-            value = key.value if isinstance(key, ast.Constant) else None
-            if not (isinstance(value, str) and re.fullmatch(r"[A-Za-z]+", value)):
-                out.append(
-                    (
-                        i,
-                        n.lineno,
-                        f"key={ast.unparse(key)} is no letter, so no student's answer can match it; "
-                        'expected a letter such as key="a"',
-                    )
-                )
-    return out
-
-
-def _unsolved_checks(nb: dict, start: int) -> list[tuple[int, int, str]]:
-    "(cell, 1, what is wrong) for each graded check of an exercise with no solution region above it in its exercise."
-    out, title, solved = [], "", False
-    for i, c in enumerate(nb["cells"][start:], start):
-        src = cell_source(c)
-        if c["cell_type"] == "markdown" and cell_heading(src):
-            title, solved = cell_heading(src), False
-        solved = solved or SOLUTION[0] in src
-        graded = c["cell_type"] == "code" and heading_kind(title) and is_check_cell(src)
-        if graded and not cell_flags(src) & {"slow", "gpu"} and not solved:
-            out.append(
-                (
-                    i,
-                    1,
-                    f"a check of exercise {title!r} with no {SOLUTION[0]} region above it in the exercise: "
-                    "its answer would be published as it is",
-                )
-            )
-    return out
-
-
-def refuse_slips(nb: dict, where: str, published: bool = False) -> None:
-    """Refuse a teacher's slip, naming notebook, cell and line: duplicate cell ids, a marker or model answer outside
-    the exercises, a near-miss marker or exercises heading, a visible or non-letter key, a check with no solution
-    (`published`: `nb` is what students get, so no marker and no key anywhere)."""
-    start, seen, slips = exercise_start(nb), {}, []
-    for i, c in enumerate(nb["cells"]):
-        cid = c.get("id")
-        if isinstance(cid, str) and cid in seen:
-            slips.append(
-                (i, 1, f"cell id {cid!r} is cell {seen[cid]}'s too; nbgrader grades by id: expected unique ids")
-            )
-        seen.setdefault(cid, i)
-    slips += _slip_lines(nb, start, published)
-    if start is not None:
-        slips += _key_slips(nb, start, published) + ([] if published else _unsolved_checks(nb, start))
-    if slips:
-        i, n, what = min(slips)
-        more = f" ({len(slips) - 1} more in it)" if len(slips) > 1 else ""
-        raise ValueError(f"{where}, cell {i} (id {nb['cells'][i].get('id', '?')}), line {n}: {what}{more}")
-
 # %% ../nbs/98e_grading.ipynb #g98e0019
 NOT_GRADED = "not graded"  # what `NotGradedExport` writes for a submission autograde could not grade
 
@@ -812,3 +713,97 @@ c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, ris_nb["Feedbac
 # `nbgrader export`: a submission autograde could not grade is `not graded` in grades.csv, never 0.0.
 c.ExportApp.plugin_class = ris_nb["NotGradedExport"]
 '''
+
+# %% ../nbs/98e_grading.ipynb #c19nbg10
+def nbgrader_course(
+    nbs: str | Path = "nbs", out: str | Path = "nbgrader_course", lessons: list[str] | None = None, verbose: bool = True
+) -> list[Path]:
+    """Lay out an nbgrader course in `out`: `source/<lesson>/<lesson>.ipynb` (marked) with `images/` and `results/` for
+    each notebook of `nbs` with exercises (or each of `lessons`), and `nbgrader_config.py` unless `out` has one."""
+    nbs, out = Path(nbs), Path(out)
+    if not nbs.is_dir():
+        raise FileNotFoundError(f"notebook folder {nbs} not found (run from the repository root or pass --nbs)")
+    marked = {}
+    for p in sorted(nbs.glob("*.ipynb")):
+        nb = read_notebook(p)
+        refuse_slips(nb, str(p))  # every notebook: one with a slip is refused, even if not an assignment
+        if exercise_start(nb) is not None and (lessons is None or p.stem in lessons):
+            marked[p.stem] = unlink_missing(mark_for_nbgrader(nb, str(p)), {p.name})
+            head = marked[p.stem]["cells"][exercise_start(nb)]  # locked: nbgrader restores it, and puts it back
+            if GRADE_ID.fullmatch(str(head.get("id"))):
+                head["metadata"] = {**cell_metadata(head), "nbgrader": _nbgrader_meta(head["id"], False, False, True)}
+    missing = sorted(set(lessons or ()) - set(marked))
+    if missing or not marked:
+        raise ValueError(f"{nbs} holds no notebook with an '{EXERCISES}' section named {missing or 'anything'}")
+    for stem, nb in marked.items():
+        _write_notebook(out / "source" / stem / f"{stem}.ipynb", nb)
+        for folder in COURSE_FOLDERS:
+            if (nbs / folder).is_dir():
+                shutil.copytree(nbs / folder, out / "source" / stem / folder, dirs_exist_ok=True)
+    config, kept = out / "nbgrader_config.py", (out / "nbgrader_config.py").exists()
+    if not kept:
+        write_atomic(config, lambda tmp: tmp.write_text(NBGRADER_CONFIG, encoding="utf-8"))
+    if verbose:
+        done = "kept as it was" if kept else "written"
+        print(f"ris_nb course: {len(marked)} assignments in {out / 'source'}; {config} {done}")
+    return [out / "source" / stem / f"{stem}.ipynb" for stem in marked]
+
+# %% ../nbs/98e_grading.ipynb #c19cli02
+def _add_course(sub) -> None:
+    p = sub.add_parser("course", help="write student copies of the notebooks (solutions → stubs, hidden tests removed)")
+    p.add_argument("--out", default="course", help="folder for the student notebooks (default: course)")
+    p.add_argument("--nbs", default="nbs", help="folder of the instructor notebooks (default: nbs)")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="write into a non-empty --out: add the notebooks it lacks, keep the "
+        "ones already there as they are (a student's edits are never overwritten)",
+    )
+    p.add_argument(
+        "--self-check",
+        action="store_true",
+        help="write the self-study edition instead: each Think check says right or wrong by a salted digest of its key "
+        "(trying the letters finds the key: for practice, never for graded work); every notebook labelled",
+    )
+    p.add_argument(
+        "--mark",
+        metavar="FOLDER",
+        help="instead: write nbgrader's metadata into the teacher notebooks of FOLDER, in place (a marked one is left "
+        "as it is)",
+    )
+    p.add_argument(
+        "--nbgrader",
+        metavar="DIR",
+        help="instead: lay out an nbgrader course in DIR from --nbs (source/<lesson>/, nbgrader_config.py)",
+    )
+    p.set_defaults(func=_run_course)
+
+# %% ../nbs/98e_grading.ipynb #c19cli2b
+def _run_course(args) -> None:
+    if args.mark and args.nbgrader:
+        raise ValueError("--mark and --nbgrader: expected one of them")
+    if args.self_check and (args.mark or args.nbgrader):
+        raise ValueError(
+            "--self-check writes the self-study edition of the student copies; expected it without "
+            "--mark and --nbgrader (what nbgrader releases is graded: it never carries a digest)"
+        )
+    if args.mark:
+        folder = Path(args.mark)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--mark {folder}: folder not found; expected the teacher notebooks' folder")
+        notebooks = {p: read_notebook(p) for p in sorted(folder.glob("*.ipynb"))}
+        for p, nb in notebooks.items():  # every one, before any is written: '### Exercises' marks nothing
+            refuse_slips(nb, str(p))
+        paths = [p for p, nb in notebooks.items() if exercise_start(nb) is not None]
+        changed = mark_notebooks(paths)
+        n = sum(1 for k in changed.values() if k)
+        print(f"ris_nb course --mark: {sum(changed.values())} cells marked in {n} of {len(paths)} with exercises")
+    elif args.nbgrader:
+        nbgrader_course(args.nbs, check_out_dir(Path(args.nbgrader), "--nbgrader"))
+    else:
+        make_course(args.nbs, check_out_dir(Path(args.out)), update=args.update, self_check=args.self_check)
+
+
+def add_course_subcommand(sub) -> None:
+    "`ris_nb course`: `python -m ris_nb` (99_app) adds it to the pipeline's subcommands."
+    _add_course(sub)

@@ -30,10 +30,9 @@ from ris_nb.course import (
     exercise_start,
     mark_for_nbgrader,
     nbgrader_available,
-    nbgrader_course,
     read_notebook,
 )
-from ris_nb.grading import NBGRADER_CONFIG, grade_notebooks, teacher_checks
+from ris_nb.grading import NBGRADER_CONFIG, grade_notebooks, nbgrader_course, teacher_checks
 
 pytestmark = [
     pytest.mark.xdist_group("nbgrader"),

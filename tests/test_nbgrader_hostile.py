@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ENV
-from ris_nb.course import HIDDEN, nbgrader_available, nbgrader_course, read_notebook
+from ris_nb.course import HIDDEN, nbgrader_available, read_notebook
+from ris_nb.grading import nbgrader_course
 from ris_nb.sandbox import landlock_abi
 from test_teacher_slips import LESSON, write_lesson
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ris_nb.__main__ import main
-from ris_nb.course import HIDDEN, SOLUTION, make_course, nbgrader_course, read_notebook
+from ris_nb.course import HIDDEN, SOLUTION, make_course, read_notebook
+from ris_nb.grading import nbgrader_course
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
