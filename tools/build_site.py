@@ -243,7 +243,7 @@ def edition_notebooks(names: list[str], edition: str, nbs: Path = NBS) -> dict[s
     if edition not in EDITIONS:
         raise ValueError(f"edition={edition!r}: expected one of {EDITIONS}")
     from ris_nb.course import course_copies
-    from ris_nb.grading import refuse_slips
+    from ris_nb.course import refuse_slips
 
     students, reading = course_copies(nbs, "auto", edition == "self-study")  # `ris_nb course [--self-check]`
     out = {}
