@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import test_faults
 from conftest import CLI, ENV, TINY_RUN
 
 
@@ -43,23 +44,7 @@ def refused(rc: int, err: str, *fragments: str) -> None:
         assert f in lines[0], (f, lines[0])
 
 
-@pytest.fixture(scope="module")
-def trained(shaperefs, tmp_path_factory):
-    "A 2-step lavt_tiny run (best.pt, checkpoints, tokenizer) on the module's ShapeRefs: its folder."
-    from ris_nb.__main__ import main as cli_main
-
-    out, threads = tmp_path_factory.mktemp("runs") / "run", torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert (
-            cli_main(
-                ["train", "--data", str(shaperefs), "--out", str(out), "--no-eval", *TINY_RUN, "train.max_steps=2"]
-            )
-            == 0
-        )
-    finally:
-        torch.set_num_threads(threads)
-    return out
+trained = test_faults.trained  # the same 2-step lavt_tiny run fixture, on this module's ShapeRefs
 
 
 def test_set_train_out_dir_is_the_run_folder(shaperefs, tmp_path, monkeypatch, capsys):
