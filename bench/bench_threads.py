@@ -5,7 +5,7 @@ float32 matmul probe on one and on two threads beside every row.
 Usage: python bench/bench_threads.py [--steps 20] [--max-threads N] [--budget-s 300]
 - `--steps`: kept (quiet) steps wanted per thread count; the thread counts are interleaved round by round (1, 2, …, then
   back), each step bracketed by one-thread probes and kept when both are ≤ 2× the floor (bench/common.py).
-- `--max-threads`: the largest count tried (default: `ris_nb.testing.usable_cores()`).
+- `--max-threads`: the largest count tried (default: `ris_nb.machine.usable_cores()`).
 Unlike `ris_nb train`, which uses every usable core by default, this script sets the count itself for every step, so
 OMP_NUM_THREADS does not matter here.
 """
@@ -28,7 +28,7 @@ from common import Probe, busy_note, header, interleaved, probes_1t_2t, stats_ce
 
 from ris_nb.core import amp_dtype
 from ris_nb.presets import get_preset  # noqa: E402
-from ris_nb.testing import usable_cores
+from ris_nb.machine import usable_cores
 from ris_nb.data.shaperefs_files import generate  # noqa: E402
 from ris_nb.train import prepare  # noqa: E402
 

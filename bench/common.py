@@ -22,11 +22,11 @@ from typing import Callable
 
 import torch
 
-from ris_nb.testing import probe_ms as _fastest_probe
+from ris_nb.machine import probe_ms as _fastest_probe
 
 
 def probe_ms(n: int = 512) -> float:
-    "Wall time (ms) of one n³ float32 matmul — the probe (`ris_nb.testing.probe_ms` with a single repetition)."
+    "Wall time (ms) of one n³ float32 matmul — the probe (`ris_nb.machine.probe_ms` with a single repetition)."
     return _fastest_probe(n, reps=1)
 
 

@@ -24,8 +24,9 @@ if TYPE_CHECKING:  # annotations only: `ris_nb --help` and `ris_nb presets` run 
     import torch
 
 # %% auto #0
-__all__ = ['LOSSY_FORMATS', 'SUBCOMMANDS', 'EXPECTED_ERRORS', 'config_from_args', 'as_pil_image', 'predict_image', 'overlay_path',
-           'check_mask_path', 'build_parser', 'error_line', 'refuse_empty_arguments', 'main', 'one_line_warnings']
+__all__ = ['LOSSY_FORMATS', 'SUBCOMMANDS', 'EXPECTED_ERRORS', 'data_overrides', 'config_from_args', 'as_pil_image',
+           'predict_image', 'overlay_path', 'check_mask_path', 'build_parser', 'error_line', 'refuse_empty_arguments',
+           'main', 'one_line_warnings']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -55,10 +56,28 @@ def _run_synth(args) -> None:
 # %% ../nbs/15_cli.ipynb #c15t0002
 from .core import parse_override, validate_config
 
-# built in the appendix: io in 92_dataset_writing, presets in 90a_presets, testing in 96_testing
-from .io import check_out_dir, check_writable, environment_error, load_image, write_atomic
+# built in the appendix: io in 92_dataset_writing, presets in 90a_presets, machine in 96a_machine
+from .io import check_apart, check_out_dir, check_path_arg, check_writable, environment_error, load_image
+from .io import write_atomic
 from .presets import get_preset, list_presets
-from .testing import add_threads_arg, set_threads
+from .machine import add_threads_arg, set_threads
+
+
+def data_overrides(data: str | None) -> dict:
+    "`--data` as config overrides: the data root (holding <dataset>/) or the dataset folder (holding refs(*).p)."
+    if data is None:
+        return {}
+    d = check_path_arg(data, "--data")  # a quoted '~', a link loop or a dangling link: named as such
+    if not d.exists():
+        raise FileNotFoundError(f"--data {d} does not exist; create ShapeRefs with `ris_nb synth --out {d}`")
+    if not d.is_dir():
+        raise NotADirectoryError(
+            f"--data {d} is a file; expected the data root (holding <dataset>/) "
+            "or a dataset folder (holding refs(<split_by>).p)"
+        )
+    if any(d.glob("refs(*).p")):
+        return {"data.root": str(d.parent), "data.dataset": d.name}
+    return {"data.root": str(d)}
 
 # %% ../nbs/15_cli.ipynb #681260ec
 def _add_train(sub) -> None:
@@ -98,12 +117,9 @@ def _out_dir_set(pairs: list[tuple[str, Any]]) -> Any:
     return found
 
 
-def _config_of(args):
-    "Preset + --data + --set overrides + --out, not validated yet."
-    from ris_nb.run_folder import apply_data_arg  # run_folder imports torch and every model: only when a command runs
-
-    cfg = get_preset(args.preset)
-    cfg = apply_data_arg(cfg, args.data)
+def config_from_args(args):
+    "Preset + --data + --set overrides + --out: the run's config (`TrainingRun` validates it as a whole)."
+    cfg = get_preset(args.preset).override(data_overrides(args.data))
     pairs = [parse_override(o) for o in args.overrides]  # every --set, however many times it is given
     for k in sorted({k for k, _ in pairs if [j for j, _ in pairs].count(k) > 1}):
         warnings.warn(f"--set {k} is given more than once; the last value, {dict(pairs)[k]!r}, is used")
@@ -114,12 +130,6 @@ def _config_of(args):
     if set_out is not None and not args.out:
         return cfg
     return cfg.override({"train.out_dir": args.out or str(Path("runs") / args.preset)})
-
-
-def config_from_args(args):
-    "Preset + --data + --set overrides + --out, validated as a whole."
-
-    return validate_config(_config_of(args))
 
 # %% ../nbs/15_cli.ipynb #a6a8a891
 def _banner(name: str):
@@ -144,12 +154,16 @@ def _run_train(args) -> None:
     from ris_nb.evaluate import evaluate, evaluate_run  # loads torch: not for `--help`
     from ris_nb.distributed import finish_distributed  # loads torch: not for `--help`
     from ris_nb.train import TrainingRun  # loads torch: not for `--help`
+    from ris_nb.viz import CurvesCB  # loads matplotlib and torch: not for `--help`
 
     finish = None if args.no_eval else evaluate_run  # the final evaluation and report (13_evaluation)
     set_out = not args.out and _out_dir_set([parse_override(o) for o in args.overrides]) is not None
     out_name = "--set train.out_dir" if set_out else "--out"  # what the user called the run folder
-    run = TrainingRun(_config_of(args), evaluate=evaluate, out_name=out_name)  # validation: 13_evaluation's `evaluate`
-    run.start(cbs=[_banner("ris_nb train")], finish=finish)
+    run = TrainingRun(config_from_args(args), evaluate=evaluate)  # validation: 13_evaluation's `evaluate`
+    data = Path(run.cfg.data.root) / run.cfg.data.dataset
+    check_out_dir(run.run_dir, out_name)  # named as the user named it, before `start` checks it again
+    check_apart(run.run_dir, data, out_name)  # not synth's folder
+    run.start(cbs=[_banner("ris_nb train"), CurvesCB()], finish=finish)  # curves.png: 14_visualize
     finish_distributed()  # the run, its DDP wrapper with it, is gone by now
 
 # %% ../nbs/15_cli.ipynb #c6fe76f5
@@ -184,23 +198,23 @@ def _check_data_root(cfg, ckpt, data: str | None) -> None:
 
 # %% ../nbs/15_cli.ipynb #49af237d
 def _run_eval(args) -> None:
-    from ris_nb.data.transforms import make_dataloaders  # loads torch: not for `--help`
+    from ris_nb.data.transforms import make_datasets  # loads torch: not for `--help`
     from ris_nb.evaluate import score_splits, write_report  # loads torch: not for `--help`
     from ris_nb.distributed import finish_distributed, init_distributed  # loads torch: not for `--help`
     from ris_nb.loaders import check_loaders, check_workers, make_eval_loader  # loads torch: not for `--help`
-    from ris_nb.run_folder import load_run  # run_folder imports torch and every model: only when a command runs
+    from ris_nb.run_folder import load_run  # run_folder imports torch: only when a command runs
 
     out = check_out_dir(Path(args.out) if args.out else Path(args.ckpt).resolve().parent)  # before any work
-    cfg, tok, model = load_run(args.ckpt, args.data)
+    cfg, tok, model = load_run(args.ckpt, data_overrides(args.data))
     _check_data_root(cfg, args.ckpt, args.data)
     if args.protocol:
         cfg = cfg.override({"eval.protocol": args.protocol})
-    loaders = make_dataloaders(cfg, tok, splits=[args.split])
-    check_loaders(loaders, cfg, splits=[args.split])
+    data = make_datasets(cfg, tok, [args.split])
+    check_loaders(data, cfg, splits=[args.split])
     info = init_distributed(cfg.train.device)
     model.to(info.device)
     check_workers(cfg)  # before the loader's workers start
-    loader = make_eval_loader(loaders[args.split], cfg, info)
+    loader = make_eval_loader(data[args.split], cfg, info, data[args.split].collate)
     res = score_splits(model, cfg, {args.split: loader}, info.device, progress=True)[args.split]
     if info.is_main:
         # a run folder: never over the run's own report
@@ -345,7 +359,7 @@ def check_mask_path(out: Path, image: Path | None = None) -> Path:
 
 # %% ../nbs/15_cli.ipynb #3f5c78af
 def _run_predict(args) -> None:
-    from ris_nb.run_folder import load_run  # run_folder imports torch and every model: only when a command runs
+    from ris_nb.run_folder import load_run  # run_folder imports torch: only when a command runs
 
     out = check_mask_path(Path(args.out), Path(args.image))
     replaced = [p for p in (out, overlay_path(out)) if p.exists()]
@@ -424,7 +438,7 @@ def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = No
             if "threads" in vars(args):
                 set_threads(args.threads)
             if args.command in ("train", "eval"):  # their figures come last: matplotlib checked before any work
-                from ris_nb.run_folder import check_plotting  # loads torch: only when a command runs
+                from ris_nb.io import check_plotting  # built in 92_dataset_writing (appendix)
 
                 check_plotting()
             args.func(args)
@@ -554,7 +568,6 @@ def _add_pretrain_entities(sub) -> None:
 def _run_pretrain_entities(args) -> None:
     from ris_nb.models.slots import entity_weights_name  # loads torch: not for `--help`
     from ris_nb.pretrain import entity_config_from, pretrain_entities_on  # loads torch: not for `--help`
-    from ris_nb.run_folder import apply_data_arg  # run_folder imports torch and every model: only when a command runs
 
     out = Path(args.out)
     if out.suffix not in (".pt", "") and not out.is_dir():
@@ -563,7 +576,7 @@ def _run_pretrain_entities(args) -> None:
         raise IsADirectoryError(f"--out {out} is a folder; expected a .pt file")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps {args.steps}: expected an integer >= 1")
-    cfg = apply_data_arg(get_preset("sag_tiny"), args.data)
+    cfg = get_preset("sag_tiny").override(data_overrides(args.data))
     pc = entity_config_from(args.fields, seed=args.seed, **({"steps": args.steps} if args.steps else {}))
     if out.suffix != ".pt":
         out = out / f"{entity_weights_name(pc)}.pt"

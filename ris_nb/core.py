@@ -24,12 +24,13 @@ if TYPE_CHECKING:  # annotations only: each function that computes imports torch
 from .validate import check_value, cross_field_problems, field_problems
 
 # %% auto #0
-__all__ = ['SAG_ENTITY_FIELDS', 'SAG_FUSION_FIELDS', 'SAG_EXTRA_FIELDS', 'SaGConfig', 'WORD_SPECIALS', 'CONFIG_CHECKS',
-           'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig', 'MGConfig', 'CALConfig',
-           'MagNetConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config', 'special_token_ids', 'config_to_dict',
-           'config_from_dict', 'override', 'parse_override', 'flat_config', 'source_table', 'ModelSpec',
-           'register_model', 'model_spec', 'build_model', 'register_part', 'model_part', 'validate_config',
-           'seed_everything', 'get_device', 'cpu_native_bf16', 'amp_dtype', 'precision_line', 'eval_mode']
+__all__ = ['SAG_ENTITY_FIELDS', 'SAG_FUSION_FIELDS', 'SAG_EXTRA_FIELDS', 'SaGConfig', 'WORD_SPECIALS', 'MODEL_MODULES',
+           'PART_MODULES', 'CONFIG_CHECKS', 'AMP_MODES', 'DataConfig', 'VisionConfig', 'TextConfig', 'LavtConfig',
+           'MGConfig', 'CALConfig', 'MagNetConfig', 'ModelConfig', 'TrainConfig', 'EvalConfig', 'Config',
+           'special_token_ids', 'config_to_dict', 'config_from_dict', 'override', 'parse_override', 'flat_config',
+           'source_table', 'ModelSpec', 'register_model', 'model_names', 'import_home', 'model_spec', 'build_model',
+           'register_part', 'model_part', 'validate_config', 'seed_everything', 'get_device', 'cpu_native_bf16',
+           'amp_dtype', 'precision_line', 'eval_mode']
 
 # %% ../nbs/00_core.ipynb #a3998799
 @dataclass
@@ -311,6 +312,9 @@ class ModelConfig:
     "Which method, and the blocks it is built from."
 
     name: str = "lavt"  # lavt | magnet | sag
+    # ours: reference (each block as its paper writes it: the lessons) | fast (same parameters, faster code; equal
+    # by test, appendix 97c). Only MagNet has fast forms; fast measured faster on a CPU (bench/README)
+    impl: str = "fast"
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     lavt: LavtConfig = field(default_factory=LavtConfig)
@@ -550,7 +554,16 @@ class ModelSpec:
     parts: Callable[[Config], tuple[str, str]] = _config_parts
 
 # %% ../nbs/00_core.ipynb #e9f43a26
+import importlib
+
 _MODELS: dict[str, ModelSpec] = {}
+# name → the module whose `@register_model` line registers it, imported when the name is first looked up
+MODEL_MODULES = {
+    "lavt": "ris_nb.models.lavt",
+    "magnet": "ris_nb.models.magnet",
+    "sag": "ris_nb.models.sag",
+    "tiny_refer": "ris_nb.models.tiny_refer_model",
+}
 
 
 def register_model(name: str, model_type: type | None = None, **capabilities):
@@ -564,19 +577,32 @@ def register_model(name: str, model_type: type | None = None, **capabilities):
     return deco
 
 
+def model_names() -> list[str]:
+    "Every name `cfg.model.name` may give: the registered models and those whose module `MODEL_MODULES` names."
+    return sorted(set(_MODELS) | set(MODEL_MODULES))
+
+
+def import_home(name: str, registry: dict, homes: dict[str, str]) -> None:
+    "Import the module `homes` names for `name` when `registry` lacks it (its decorator registers it)."
+    if name not in registry and name in homes:
+        importlib.import_module(homes[name])
+
+# %% ../nbs/00_core.ipynb #e9f43a2b
+def _spec_of_built(model: torch.nn.Module) -> ModelSpec | None:
+    return next((s for s in _MODELS.values() if s.model_type is not None and isinstance(model, s.model_type)), None)
+
+
 def model_spec(model: str | torch.nn.Module) -> ModelSpec:
-    """The registry entry of a model name, or of a built model (by its class; a module no entry builds gets the
-    defaults)."""
+    """The registry entry of a model name (its module imported on first use), or of a built model (by its class; a
+    module no entry builds gets the defaults)."""
     if not isinstance(model, str):
-        return next(
-            (s for s in _MODELS.values() if s.model_type is not None and isinstance(model, s.model_type)),
-            ModelSpec(None),
-        )
+        if _spec_of_built(model) is None:  # its class's registering module may not be imported yet
+            for name in MODEL_MODULES:
+                import_home(name, _MODELS, MODEL_MODULES)
+        return _spec_of_built(model) or ModelSpec(None)
+    import_home(model, _MODELS, MODEL_MODULES)
     if model not in _MODELS:
-        raise ValueError(
-            f"unknown model {model!r}; available models: "
-            f"{', '.join(sorted(_MODELS)) or '(none registered: import ris_nb.models first)'}"
-        )
+        raise ValueError(f"unknown model {model!r}; available models: {', '.join(model_names())}")
     return _MODELS[model]
 
 
@@ -586,6 +612,12 @@ def build_model(cfg: Config) -> torch.nn.Module:
 
 # %% ../nbs/00_core.ipynb #c00part1
 _PARTS: dict[str, Callable] = {}
+# part name → the module whose `@register_part` line registers it, imported when the part is first asked for
+PART_MODULES = {
+    "mask_grounding": "ris_nb.models.mask_grounding",
+    "fast_forms": "ris_nb.models.fast",  # `model.impl='fast'`
+    "compile_regions": "ris_nb.models.fast",  # `train.compile='regional'`
+}
 
 
 def register_part(name: str):
@@ -599,9 +631,11 @@ def register_part(name: str):
 
 
 def model_part(name: str) -> Callable:
-    "The registered part `name`; a clear error when the module that supplies it was not imported."
+    "The registered part `name` (its module imported on first use); a clear error for an unknown part."
+    import_home(name, _PARTS, PART_MODULES)
     if name not in _PARTS:
-        raise ValueError(f"model part {name!r} is not registered: import ris_nb.models (its module registers it)")
+        known = ", ".join(sorted(set(_PARTS) | set(PART_MODULES)))
+        raise ValueError(f"unknown model part {name!r}; known parts: {known}")
     return _PARTS[name]
 
 # %% ../nbs/00_core.ipynb #vc000001
@@ -610,7 +644,7 @@ def _field_rules(cfg: Config) -> list[str]:
 
 
 def _across_fields(cfg: Config) -> list[str]:
-    return cross_field_problems(cfg, known_models=_MODELS)
+    return cross_field_problems(cfg, known_models=model_names())
 
 
 # name → check, run in order

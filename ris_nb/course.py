@@ -22,7 +22,7 @@ from .checks import ANSWER, CHECK_NAMES, answer_digest
 
 # re-exported: the checks every exercise calls (00a_checks)
 from .checks import CheckError, check_choice, check_fields, check_function, check_in_range, compare  # noqa: F401
-from .testing import probe_ms
+from .machine import probe_ms
 from .io import check_out_dir, write_atomic
 
 # %% auto #0

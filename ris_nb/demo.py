@@ -23,7 +23,7 @@ from .data.shaperefs_files import shaperefs_settings
 from .io import load_image
 from .metrics import mask_iou
 from .shipped import load_shipped, shipped_names
-from .picture_inputs import PICTURE_PRESETS, Reading, picture_checkpoints, read_sentence, single_batch
+from .picture_inputs import PICTURE_PRESETS, SentenceCoverage, picture_checkpoints, read_sentence, single_batch
 from .train import Callback
 from ris_nb.viz import (
     default_hidden_word,
@@ -101,7 +101,7 @@ def words(n: int) -> str:
     return f"{n} word" + ("" if n == 1 else "s")
 
 
-def reading_note(reading: Reading, trained_on: str | None = None, scenes: str | None = None) -> str:
+def reading_note(reading: SentenceCoverage, trained_on: str | None = None, scenes: str | None = None) -> str:
     """One short note on the words a model misses (how many, the first few) and, for unknown words, the language of
     its training sentences (`trained_on`) and of the scenes shown (`scenes`); '' when it reads every word."""
     other = f", these scenes are in the {scenes} one" if scenes and trained_on and scenes != trained_on else ""

@@ -31,8 +31,7 @@ from .io import die_with_parent, pid_alive, write_atomic
 # %% auto #0
 __all__ = ['DistInfo', 'init_distributed', 'finish_distributed', 'mean_over_ranks', 'gather_objects', 'sum_over_ranks',
            'names_over_ranks', 'EpochSampler', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler',
-           'written_by', 'save_checkpoint', 'stale_temp_files', 'RunLockedError', 'run_lock', 'gather_batch',
-           'gather_ids']
+           'written_by', 'stale_temp_files', 'RunLockedError', 'run_lock', 'gather_batch', 'gather_ids']
 
 # %% ../nbs/93_distributed.ipynb #d9300005
 class DistInfo:
@@ -260,23 +259,6 @@ def written_by() -> dict[str, str]:
                 pass
         _WRITTEN_BY.update(ris_nb_version=ris_nb.__version__, ris_nb_commit=commit)
     return dict(_WRITTEN_BY)
-
-
-def save_checkpoint(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temp file beside `path`, fsync, rename over `path` (`write_atomic`); a failed write names `path`;
-    a checkpoint (a dict with a 'config') gets the `written_by` record."""
-    if isinstance(obj, dict) and "config" in obj:
-        obj = {**written_by(), **obj}
-
-    def save(tmp: Path):
-        try:
-            torch.save(obj, tmp)
-        # a full disk or `ulimit -f` inside torch's zip writer: `[enforce fail at …] unexpected pos …`
-        except RuntimeError as e:
-            why = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", str(e).strip().splitlines()[0])
-            raise OSError(errno.EIO, f"torch.save failed ({why})") from None
-
-    return write_atomic(path, save, fsync=True)
 
 # %% ../nbs/93_distributed.ipynb #d93st001
 def stale_temp_files(run_dir: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .testing import add_threads_arg, usable_cores
+from .machine import add_threads_arg, usable_cores
 from .data.shaperefs import LANGUAGES
 from .core import validate_config
 from .data.refer import RefDataset, scene_masks
@@ -24,7 +24,7 @@ from .models.sag import entity_overrides, entity_pretrain_config
 from .models.slots import EntityPretrainConfig
 from .presets import get_preset
 from .pretrain import ENTITY_VARIANTS, cached_entity_weights
-from .run_folder import latest_checkpoint
+from .checkpoints import latest_checkpoint
 from .train import TrainingRun, prepare
 
 # %% auto #0

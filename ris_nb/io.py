@@ -29,9 +29,9 @@ if TYPE_CHECKING:  # annotations only: the CLI imports this module, and `ris_nb 
 # %% auto #0
 __all__ = ['PIP_NAMES', 'MAX_INFLATE', 'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'MAX_IMAGE_PIXELS', 'pid_alive', 'write_error',
            'temp_sibling', 'write_atomic', 'check_path_arg', 'check_writable', 'check_out_dir', 'environment_error',
-           'check_open_files', 'check_shared_memory', 'check_apart', 'remove_stale_temps', 'check_weights_file',
-           'load_error_reason', 'torch_load_checked', 'load_state_checked', 'UnsafePickleError', 'SafeUnpickler',
-           'safe_load_pickle', 'read_json', 'sha256', 'load_image', 'die_with_parent']
+           'check_open_files', 'check_plotting', 'check_shared_memory', 'check_apart', 'remove_stale_temps',
+           'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked', 'UnsafePickleError',
+           'SafeUnpickler', 'safe_load_pickle', 'read_json', 'sha256', 'load_image', 'die_with_parent']
 
 # %% ../nbs/92_dataset_writing.ipynb #ut000005
 def pid_alive(pid: int) -> bool:
@@ -217,6 +217,23 @@ def check_open_files(num_workers: int) -> None:
             f"data.num_workers={num_workers} needs about {need} open files, and this process may open {soft} "
             f"(ulimit -n); set data.num_workers=0, or raise the limit (ulimit -n 4096)"
         )
+
+# %% ../nbs/92_dataset_writing.ipynb #io92plt1
+def check_plotting() -> None:
+    "Refuse, before any work, a matplotlib that cannot be imported or an `MPLBACKEND` it does not know."
+    backend = os.environ.get("MPLBACKEND", "").strip()
+    try:
+        from matplotlib.rcsetup import validate_backend  # raises ValueError itself on some bad MPLBACKEND values
+
+        validate_backend(backend) if backend else None
+    except ImportError as e:
+        raise ImportError(
+            f"matplotlib cannot be imported ({e}); a run's figures need it: pip install matplotlib"
+        ) from None
+    except ValueError:
+        raise ValueError(
+            f"MPLBACKEND={backend!r} is not a matplotlib backend; unset it, or set a valid one such as MPLBACKEND=Agg"
+        ) from None
 
 # %% ../nbs/92_dataset_writing.ipynb #63a25470
 def check_shared_memory(num_workers: int, batch_bytes: int, shm: str = "/dev/shm") -> None:

@@ -5,31 +5,23 @@
 # %% ../nbs/93b_loaders.ipynb #ld93b004
 from __future__ import annotations
 
-import operator
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from .core import Config, build_model, seed_everything
+from .core import Config, build_model, model_part, seed_everything
 from .distributed import DistInfo, PairedSampler, ResumableSampler, ShardSampler, image_partners
 from .data.transforms import build_tokenizer, make_datasets
 from .io import check_open_files, check_shared_memory
 
-if TYPE_CHECKING:
-    from torch._inductor.custom_graph_pass import CustomGraphPass
-
 # %% auto #0
 __all__ = ['REFER_TRAIN_SIZES', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps',
            'resolve_epochs', 'check_loaders', 'loader_key', 'loader_settings', 'make_train_loader', 'make_eval_loader',
-           'check_workers', 'make_run_loaders', 'shared_input_linears', 'check_compiler', 'prepare_data',
-           'seeded_model']
+           'check_workers', 'make_run_loaders', 'check_compiler', 'prepare_data', 'seeded_model']
 
 # %% ../nbs/93b_loaders.ipynb #0ae1680b
-import ris_nb.models  # registers every model: `model_spec` answers for each name
-from .models.magnet import MagNet, compile_regions
 from .core import model_spec
 
 
@@ -181,52 +173,6 @@ def make_run_loaders(data: dict, cfg: Config, info: DistInfo) -> dict[str, DataL
         for k, ds in data.items()
     }
 
-# %% ../nbs/93b_loaders.ipynb #792d7c27
-def _linear_key(n: torch.fx.Node) -> tuple | None:
-    "(input, has bias, dtype) of a pre-grad `F.linear` whose weight and bias are graph inputs (parameters), else None."
-    if n.op != "call_function" or n.target not in (F.linear, torch._C._nn.linear) or n.kwargs or len(n.args) < 2:
-        return None
-    params = [a for a in n.args[1:] if a is not None]
-    w = n.args[1].meta.get("example_value") if isinstance(n.args[1], torch.fx.Node) else None
-    if w is None or w.ndim != 2 or not all(isinstance(a, torch.fx.Node) and a.op == "placeholder" for a in params):
-        return None
-    return n.args[0], len(params), w.dtype
-
-
-def _merge_linears(graph: torch.fx.Graph, nodes: list[torch.fx.Node]) -> None:
-    "One linear on the stacked weights (and biases) in place of `nodes`, its output split back along the last dim."
-    rows = [n.args[1].meta["example_value"].shape[0] for n in nodes]
-    bias = len(nodes[0].args) > 2 and nodes[0].args[2] is not None
-    with graph.inserting_before(nodes[0]):
-        stacked = [graph.call_function(torch.cat, ([n.args[i] for n in nodes],)) for i in range(1, 2 + bias)]
-        y = graph.call_function(F.linear, (nodes[0].args[0], *stacked))
-        parts = graph.call_function(torch.split, (y, rows, -1))
-        outs = [graph.call_function(operator.getitem, (parts, i)) for i in range(len(nodes))]
-    for n, o in zip(nodes, outs):
-        n.replace_all_uses_with(o)
-        graph.erase_node(n)
-
-
-def shared_input_linears() -> CustomGraphPass:
-    """An inductor pre-grad pass (`pre_grad_custom_pass`): the linears that read one input (BERT's and the fusion's
-    queries, keys and values) become one matrix product on their weights stacked, forward and backward."""
-    from torch._inductor.custom_graph_pass import CustomGraphPass  # noqa: F811 (imports inductor: only when compiling)
-
-    class SharedInputLinears(CustomGraphPass):
-        def __call__(self, graph: torch.fx.Graph) -> None:
-            groups = {}
-            for n in graph.nodes:
-                if (key := _linear_key(n)) is not None:
-                    groups.setdefault(key, []).append(n)
-            for nodes in groups.values():
-                if len(nodes) > 1:
-                    _merge_linears(graph, nodes)
-
-        def uuid(self) -> str:
-            return "ris_nb.shared_input_linears.1"
-
-    return SharedInputLinears()
-
 # %% ../nbs/93b_loaders.ipynb #cc93b002
 def check_compiler(setting: str = "train.compile='regional'") -> str:
     """The C++ compiler inductor would build kernels with; when none runs (`--version` fails), a `ValueError` naming
@@ -264,15 +210,15 @@ def prepare_data(cfg: Config, splits: Sequence[str] | None) -> tuple[Any, dict, 
 
 def seeded_model(cfg: Config) -> nn.Module:
     """`build_model(cfg)` after `seed_everything(cfg.seed)`: the same initial weights in every process; with
-    `train.compile=regional`, MagNet's repeated blocks compiled (`compile_regions`, with `shared_input_linears`)."""
+    `train.compile=regional`, MagNet's repeated blocks compiled (`compile_regions`, appendix 97c)."""
     seed_everything(cfg.seed)
     model = build_model(cfg)
     if cfg.train.compile == "none":
         return model
-    if not isinstance(model, MagNet):
+    if cfg.model.name != "magnet":
         raise ValueError(
             f"train.compile={cfg.train.compile!r}: only MagNet has compiled regions; model.name="
             f"{cfg.model.name!r} builds a {type(model).__name__}: use train.compile=none"
         )
     check_compiler(f"train.compile={cfg.train.compile!r}")  # now, not at the first step: nothing is written yet
-    return compile_regions(model, {"pre_grad_custom_pass": shared_input_linears()})
+    return model_part("compile_regions")(model)

@@ -19,12 +19,13 @@ from .presets import get_preset
 from .data.transforms import Batch, encode_text, image_transform, resize_mask
 
 # built in 93a_run_folders
-from .run_folder import WEIGHT_FREE_KEYS, load_checkpoint, saved_config, weight_changes
+from .run_folder import WEIGHT_FREE_KEYS, saved_config, weight_changes
+from .checkpoints import load_checkpoint
 from .evaluate import evaluate  # the validation that picks best.pt
 from .train import TrainingRun
 
 # %% auto #0
-__all__ = ['PICTURE_PRESETS', 'config_tag', 'ensure_checkpoint', 'picture_checkpoints', 'single_batch', 'Reading',
+__all__ = ['PICTURE_PRESETS', 'config_tag', 'ensure_checkpoint', 'picture_checkpoints', 'single_batch', 'SentenceCoverage',
            'read_sentence']
 
 # %% ../nbs/98d_picture_inputs.ipynb #03503cd8
@@ -124,7 +125,7 @@ def single_batch(cfg: Config, tokenizer, image: np.ndarray, sentence: str, mask:
 
 # %% ../nbs/98d_picture_inputs.ipynb #rd000001
 @dataclass
-class Reading:
+class SentenceCoverage:
     """How a model reads a sentence: the words it keeps, those its tokenizer does not know ([UNK]), those max_tokens
     cuts."""
 
@@ -145,7 +146,7 @@ class Reading:
         return "; ".join(parts + [f'it reads "{" ".join(self.kept)}"']) if parts else ""
 
 
-def read_sentence(tokenizer, sentence: str, max_tokens: int) -> Reading:
+def read_sentence(tokenizer, sentence: str, max_tokens: int) -> SentenceCoverage:
     "Which words of `sentence` a model with `tokenizer` and `max_tokens` (special tokens included) reads or misses."
     enc = tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     room = max_tokens - tokenizer.num_special_tokens_to_add(pair=False)
@@ -157,7 +158,7 @@ def read_sentence(tokenizer, sentence: str, max_tokens: int) -> Reading:
     def text(d):
         return sentence[d["span"][0] : d["span"][1]]
 
-    return Reading(
+    return SentenceCoverage(
         kept=[text(d) for d in words.values() if not (d["unknown"] or d["cut"])],
         unknown=[text(d) for d in words.values() if d["unknown"] and not d["cut"]],
         cut=[text(d) for d in words.values() if d["cut"]],

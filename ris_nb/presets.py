@@ -246,6 +246,7 @@ _MAGNET_PAPER_SOURCES = {  # magnet_paper: dotted key (or section ending in '.')
     "data.val_split": "official README",
     "data.test_splits": "official README",
     "model.name": "—",
+    "model.impl": _RUN,
     "model.vision.": "official code: lib/multimodal_segmentation.py (Swin-B, window 12, drop-path 0.3)",
     "model.text.": "official code: bert/multimodal_bert.py (BERT-base, 4 groups of 3 layers)",
     "model.text.trainable_layers": (
@@ -354,6 +355,7 @@ _SAG_PAPER_SOURCES = {  # sag_paper: dotted key (or section ending in '.') -> wh
     "data.val_split": "official code: eval_cma_recon.py",
     "data.test_splits": "paper: table 1 (the released eval needs a code change)",
     "model.name": "—",
+    "model.impl": _RUN,
     "model.vision.": "official code: model/encoders.py (Segmenter's ViT-S/16, drop-path 0.1)",
     "model.vision.window_size": "not used by a ViT",
     "model.text.": "official code: model/encoders.py (BERT-base, [CLS])",

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from .core import Config, TrainConfig, parse_override, seed_everything
 from .data.refer import Refer
-from .distributed import save_checkpoint
+from .checkpoints import save_checkpoint
 from ris_nb.models.slots import (
     EntityModel,
     EntityPretrainConfig,

@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 import ris_nb
-import ris_nb.models  # noqa: F401  (registers every model: load_shipped builds one)
 from .core import Config, build_model
 from .data.shaperefs_files import ensure_shaperefs
-from .data.transforms import denormalize, make_dataloaders, tokenizer_fingerprint
+from .data.transforms import denormalize, make_datasets, tokenizer_fingerprint
+from .distributed import DistInfo
 from .io import load_state_checked, sha256, torch_load_checked
+from .loaders import make_eval_loader  # built in 93b_loaders (appendix): the package's one loader factory
 from .metrics import RISMetrics
 
 SHIPPED_KEYS = ("config", "state_dict", "tokenizer", "data", "train", "scores")
@@ -82,11 +83,12 @@ class Shipped:
         )
 
     def loaders(self, splits: tuple[str, ...] = ("val",), folder: str | Path | None = None) -> dict:
-        """Loaders of `splits` over the regenerated data (`shipped_data`) with the checkpoint's tokenizer; sets
-        data.root."""
+        """Evaluation loaders of `splits` (`make_eval_loader`, every item in order) over the regenerated data
+        (`shipped_data`) with the checkpoint's tokenizer; sets data.root."""
 
         self.cfg = self.cfg.override({"data.root": str(shipped_data(self.data, folder))})
-        return make_dataloaders(self.cfg, self.tokenizer, splits=list(splits))
+        data = make_datasets(self.cfg, self.tokenizer, list(splits))
+        return {s: make_eval_loader(ds, self.cfg, DistInfo(), ds.collate) for s, ds in data.items()}
 
 # %% ../nbs/97a_shipped.ipynb #sh970004
 def load_shipped(name: str) -> Shipped:

@@ -41,7 +41,7 @@ from ris_nb.experiments import (
 )
 from .io import check_out_dir, die_with_parent  # die_with_parent: built in 92_dataset_writing
 from .study_report import main_table_markdown, study_markdown, write_json_atomic, write_main_table, write_outputs
-from .testing import probe_ms
+from .machine import probe_ms
 from .data.shaperefs import MAX_IMAGES
 from .distributed import run_lock
 from .run_folder import weight_changes
@@ -513,7 +513,7 @@ def run_experiments(args) -> None:
     print(f"written: {out / 'study.json'}, {out / 'study.md'}, {out / 'study.png'}")
 
 # %% ../nbs/98b_study_runner.ipynb #c16cli02
-from .testing import add_threads_arg, usable_cores
+from .machine import add_threads_arg, usable_cores
 
 
 def _add_table_args(p) -> None:

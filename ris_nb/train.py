@@ -25,8 +25,8 @@ from .io import load_state_checked, write_atomic, write_error
 
 # %% auto #0
 __all__ = ['FUSED_ADAMW_DEVICES', 'CancelFitException', 'Callback', 'run_callbacks', 'lr_factor', 'loss_scale', 'LossWrapper',
-           'unwrap_wrapper', 'unwrap', 'provided', 'adamw_kernel', 'Learner', 'DeviceCB', 'NaNGuardCB', 'GradClipCB',
-           'ProgressCB', 'LogCB', 'model_state', 'EvalCB', 'CheckpointCB', 'DataGuardCB', 'resume', 'SamplerCB',
+           'unwrap_wrapper', 'unwrap', 'callback_override', 'adamw_kernel', 'Learner', 'DeviceCB', 'NaNGuardCB',
+           'GradClipCB', 'ProgressCB', 'LogCB', 'EvalCB', 'CheckpointCB', 'DataGuardCB', 'SamplerCB',
            'default_callbacks', 'TrainingRun', 'fit', 'Prepared', 'prepare']
 
 # %% ../nbs/12_training.ipynb #44c51150
@@ -81,22 +81,13 @@ from ris_nb.distributed import (
     init_distributed,
     mean_over_ranks,
     run_lock,
-    save_checkpoint,
     stale_temp_files,
     written_by,
 )
 from ris_nb.run_folder import (  # built in 93a_run_folders (appendix)
-    check_data_unchanged,
-    checkpoint_paths,
-    generator_states,
-    load_checkpoint,
     log_record,
-    plot_curves,
     read_log,
     read_run_dir,
-    rng_state,
-    set_generator_states,
-    set_rng_state,
 )
 from ris_nb.loaders import (  # built in 93b_loaders (appendix)
     check_loaders,
@@ -111,7 +102,17 @@ from ris_nb.loaders import (  # built in 93b_loaders (appendix)
     resolve_epochs,
     seeded_model,
 )
-from .run_folder import run_fingerprints  # built in 93a_run_folders (appendix)
+from .fingerprints import check_data_unchanged, run_fingerprints  # built in 93d_fingerprints (appendix)
+from ris_nb.checkpoints import (  # built in 93c_checkpoints (appendix)
+    best_checkpoint,
+    checkpoint_paths,
+    generator_states,
+    load_checkpoint,
+    resume,
+    rng_state,
+    save_checkpoint,
+    step_checkpoint,
+)
 
 # %% ../nbs/12_training.ipynb #009c5559
 class LossWrapper(nn.Module):
@@ -121,7 +122,7 @@ class LossWrapper(nn.Module):
     def __init__(self, core: nn.Module):
         super().__init__()
         self.core = core
-        # a callback's `losses(outputs, batch)` in place of the model's (`provided`)
+        # a callback's `losses(outputs, batch)` in place of the model's (`callback_override`)
         self.loss_func: Callable | None = None
 
     def forward(self, batch):
@@ -142,7 +143,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.core if isinstance(model, LossWrapper) else model
 
 # %% ../nbs/12_training.ipynb #84b3c502
-def provided(cbs: Iterable[Callback], name: str, default: Callable | None) -> Callable | None:
+def callback_override(cbs: Iterable[Callback], name: str, default: Callable | None) -> Callable | None:
     """The `name` method of the first callback (by `order`) that has one, else `default`: how a callback supplies the
     loss, the parameter groups or the lr schedule."""
     return next((fn for cb in sorted(cbs, key=lambda c: c.order) if callable(fn := getattr(cb, name, None))), default)
@@ -165,10 +166,10 @@ def _tensors(params) -> list[torch.Tensor]:
 def _optimizer_and_schedule(core: nn.Module, cfg: Config, cbs: Iterable[Callback] = ()):
     """AdamW over the parameter groups (`core.param_groups(cfg)`, or a callback's) and a `LambdaLR` following
     `lr_factor` (or a callback's)."""
-    groups = provided(cbs, "param_groups", getattr(core, "param_groups", None))
+    groups = callback_override(cbs, "param_groups", getattr(core, "param_groups", None))
     if groups is None:
         raise TypeError(f"{type(core).__name__} has no param_groups(cfg), and no callback supplies one")
-    factor = provided(cbs, "lr_factor", lambda s: lr_factor(s, cfg))
+    factor = callback_override(cbs, "lr_factor", lambda s: lr_factor(s, cfg))
     groups = [{**g, "params": _tensors(g["params"])} for g in groups(cfg)]  # the protocol: a list of dicts
     # fused: one kernel over all parameters instead of a loop over hundreds of small tensors (foreach: a few per group)
     kernel = adamw_kernel(p for g in groups for p in g["params"])
@@ -187,7 +188,7 @@ def _set_up(learn: Learner, cbs: Sequence[Callback], dist: DistInfo | None) -> N
     learn.core = unwrap(model)
     learn.trainer = model if isinstance(unwrap_wrapper(model), LossWrapper) else LossWrapper(model)
     learn.opt, learn.sched = _optimizer_and_schedule(learn.core, cfg, learn.cbs)
-    unwrap_wrapper(learn.trainer).loss_func = provided(learn.cbs, "losses", None)
+    unwrap_wrapper(learn.trainer).loss_func = callback_override(learn.cbs, "losses", None)
     learn.amp_dtype = amp_dtype(learn.dist.device, cfg.train.amp)
     learn.scaler = torch.amp.GradScaler("cuda", enabled=learn.amp_dtype == torch.float16)
     learn.step, learn.epoch, learn.batches_done, learn.micro = 0, 0, 0, 0
@@ -358,7 +359,7 @@ def _drop_log_after(path: Path, step: int) -> None:
 
 # %% ../nbs/12_training.ipynb #476ee43d
 class LogCB(Callback):
-    "Append one JSON line per logged step to `log.jsonl` (main rank); draw `curves.png` at the end."
+    "Append one JSON line per logged step to `log.jsonl` (main rank)."
 
     order = 5
 
@@ -385,31 +386,6 @@ class LogCB(Callback):
                 f.write(json.dumps(rec) + "\n")
         except OSError as e:
             raise write_error(self.path, e) from None  # a full disk: say which file
-
-    def after_fit(self):
-        "Draw `curves.png` from the log (main rank)."
-        if self.learn.dist.is_main and self.path.exists():
-            plot_curves(self.path, self.path.with_name("curves.png"))
-
-# %% ../nbs/12_training.ipynb #1725fa22
-def model_state(core: nn.Module) -> dict:
-    "State dict without the `_orig_mod.` prefix torch.compile adds."
-    return {k.replace("_orig_mod.", ""): v for k, v in core.state_dict().items()}
-
-
-def _best_state(learn: Learner, res: dict) -> dict:
-    """What `best.pt` holds: the weights, config, step, selection metric and its value, the val results, the
-    fingerprints."""
-    metric = learn.cfg.eval.select_metric
-    return {
-        "model": model_state(learn.core),
-        "config": learn.cfg.to_json(),
-        "step": learn.step,
-        "best": res[metric],
-        "select_metric": metric,
-        "val": res,
-        **learn.fingerprints,
-    }
 
 # %% ../nbs/12_training.ipynb #1725fa23
 class EvalCB(Callback):
@@ -440,7 +416,7 @@ class EvalCB(Callback):
         if l.best is None or metric > l.best:
             l.best = metric
             if l.dist.is_main:
-                save_checkpoint(_best_state(l, res), self.run_dir / "best.pt")
+                save_checkpoint(best_checkpoint(l, res), self.run_dir / "best.pt")
 
 # %% ../nbs/12_training.ipynb #99135495
 class CheckpointCB(Callback):
@@ -458,23 +434,7 @@ class CheckpointCB(Callback):
         states = gather_objects(rng_state(), l.dist)
         gens = gather_objects(generator_states(l.core), l.dist)
         if l.dist.is_main:
-            ck = {
-                "model": model_state(l.core),
-                "optimizer": l.opt.state_dict(),
-                "scheduler": l.sched.state_dict(),
-                "scaler": l.scaler.state_dict(),
-                "rng": states,
-                "generators": gens,
-                "step": l.step,
-                "epoch": l.epoch,
-                "batches_done": l.batches_done,
-                "micro": l.micro,
-                "best": l.best,
-                "world": l.dist.world,
-                "config": l.cfg.to_json(),
-                **l.fingerprints,
-            }
-            save_checkpoint(ck, self.run_dir / "checkpoints" / f"step_{l.step:07d}.pt")
+            save_checkpoint(step_checkpoint(l, states, gens), self.run_dir / "checkpoints" / f"step_{l.step:07d}.pt")
             for old in checkpoint_paths(self.run_dir)[self.keep :]:
                 old.unlink(missing_ok=True)
         l.dist.barrier()
@@ -492,23 +452,6 @@ class DataGuardCB(Callback):
             check_data_unchanged(l, f"at step {l.step}")
 
 # %% ../nbs/12_training.ipynb #6c79acda
-def resume(learn: Learner, ck: dict, where: str | Path = "checkpoint") -> None:
-    "Restore a `CheckpointCB` checkpoint (read from `where`) into `learn`."
-    if ck.get("world", 1) != learn.dist.world:
-        raise ValueError(
-            f"checkpoint was written with {ck.get('world')} rank(s), this run has {learn.dist.world}; "
-            f"resume with the same number of processes"
-        )
-    load_state_checked(learn.core, ck["model"], where)
-    learn.opt.load_state_dict(ck["optimizer"])
-    learn.sched.load_state_dict(ck["scheduler"])
-    learn.scaler.load_state_dict(ck["scaler"])
-    learn.step, learn.epoch, learn.batches_done, learn.micro = ck["step"], ck["epoch"], ck["batches_done"], ck["micro"]
-    learn.best = ck["best"]
-    set_rng_state(ck["rng"][learn.dist.rank])
-    set_generator_states(learn.core, ck["generators"][learn.dist.rank] if "generators" in ck else {})
-
-
 class SamplerCB(Callback):
     "Set the sampler's epoch (and the dataset's, for per-ref sentence sampling) and skip batches already done."
 
@@ -711,11 +654,9 @@ def _count_validations(run: TrainingRun) -> int:
 class TrainingRun:
     "One training run, started once by `start()`: `cfg` validated here; every other step is `start`'s, in its order."
 
-    def __init__(
-        self, cfg: Config, resume: bool = True, evaluate: Callable | None = None, out_name: str = "train.out_dir"
-    ):
-        # `evaluate`: the validation (None: none); `out_name`: what the caller calls the run folder in its messages
-        self.cfg, self.resume, self.evaluate, self.out_name = validate_config(cfg), resume, evaluate, out_name
+    def __init__(self, cfg: Config, resume: bool = True, evaluate: Callable | None = None):
+        # `evaluate`: the validation (None: none)
+        self.cfg, self.resume, self.evaluate = validate_config(cfg), resume, evaluate
         self.run_dir = Path(self.cfg.train.out_dir)
         self.tokenizer, self.model, self.data, self.collate, self.fingerprints = None, None, {}, {}, {}
         self.found, self.best_info, self.train_seconds, self._info = None, None, None, None
@@ -736,8 +677,8 @@ class TrainingRun:
         if self._started:
             raise RuntimeError(f"this TrainingRun ({self.run_dir}) has started already; make a new one")
         self._started = True
-        check_out_dir(self.run_dir, self.out_name)
-        check_apart(self.run_dir, Path(self.cfg.data.root) / self.cfg.data.dataset, self.out_name)  # synth's folder
+        check_out_dir(self.run_dir, "train.out_dir")
+        check_apart(self.run_dir, Path(self.cfg.data.root) / self.cfg.data.dataset, "train.out_dir")  # synth's folder
         with _locked(self):  # one training per run directory
             if self.model is None:
                 self._prepare(splits)

@@ -88,7 +88,7 @@ def _int_between(lo: int, hi: int):
     return (lambda v: _is_int(v) and lo <= v <= hi), f"an integer from {lo} to {hi}"
 
 
-def _number(lo: float = 0.0, strict: bool = False, hi: float = math.inf):
+def _real_in_range(lo: float = 0.0, strict: bool = False, hi: float = math.inf):
     def ok(v):
         return (
             isinstance(v, (int, float))
@@ -110,11 +110,11 @@ def _int_list(lo: int = 1):
 
 
 _NAME = (lambda v: isinstance(v, str) and v.strip() != ""), "a non-empty string"
-_POS, _NONNEG, _PROB = _int_at_least(1), _int_at_least(0), _number(0.0, hi=1.0)
+_POS, _NONNEG, _PROB = _int_at_least(1), _int_at_least(0), _real_in_range(0.0, hi=1.0)
 MAX_SEED = 2**32 - 1  # NumPy's seed range; torch's generators take it too
 _SEED = (lambda v: _is_int(v) and 0 <= v <= MAX_SEED), f"an integer from 0 to {MAX_SEED:,} (2**32 - 1)"
 _CE_WEIGHTS = (
-    (lambda v: isinstance(v, list) and len(v) == 2 and all(_number()[0](x) for x in v) and sum(v) > 0),
+    (lambda v: isinstance(v, list) and len(v) == 2 and all(_real_in_range()[0](x) for x in v) and sum(v) > 0),
     "two finite weights >= 0, not both 0: [background, foreground]",
 )
 
@@ -140,7 +140,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.vision.num_heads": _int_list(),
     "model.vision.window_size": _POS,
     "model.vision.patch_size": _POS,
-    "model.vision.mlp_ratio": _number(strict=True),
+    "model.vision.mlp_ratio": _real_in_range(strict=True),
     "model.vision.drop_path": _PROB,
     "model.vision.abs_pos": _one_of("none", "sine"),
     "model.vision.stem": _one_of("patch", "conv"),
@@ -151,13 +151,13 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.text.intermediate_size": _POS,
     "model.text.layer_groups": _int_list(),
     "model.text.trainable_layers": _int_at_least(-1),
-    "model.text.lr_scale": _number(),
+    "model.text.lr_scale": _real_in_range(),
     "model.lavt.pwam_heads": _POS,
     "model.lavt.decoder_dim": _POS,
     "model.lavt.refine": _NONNEG,
     "model.lavt.loss": _one_of("ce", "dice", "dice_bce"),
     "model.lavt.ce_weights": _CE_WEIGHTS,
-    "model.mg.weight": _number(),
+    "model.mg.weight": _real_in_range(),
     "model.mg.select_prob": _PROB,
     "model.mg.mask_prob": _PROB,
     "model.mg.min_masked": _NONNEG,
@@ -168,12 +168,13 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.mg.mask_patch": _POS,
     "model.mg.visual_stride": _POS,
     "model.mg.visual_source": _one_of("clean", "masked"),
+    "model.impl": _one_of("reference", "fast"),
     "model.cal.pool_sizes": _int_list(),
-    "model.cal.weight": _number(),
-    "model.cal.tau_text": _number(strict=True),
-    "model.cal.tau_pixel": _number(strict=True),
-    "model.cal.w_text": _number(),
-    "model.cal.w_pixel": _number(),
+    "model.cal.weight": _real_in_range(),
+    "model.cal.tau_text": _real_in_range(strict=True),
+    "model.cal.tau_pixel": _real_in_range(strict=True),
+    "model.cal.w_text": _real_in_range(),
+    "model.cal.w_pixel": _real_in_range(),
     "model.cal.n_fg": _POS,
     "model.cal.n_bg": _POS,
     "model.magnet.hidden_dim": _POS,
@@ -183,9 +184,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.magnet.n_points": _POS,
     "model.magnet.enc_ffn": _POS,
     "model.magnet.dec_ffn": _POS,
-    "model.magnet.w_bce": _number(),
-    "model.magnet.w_dice": _number(),
-    "model.magnet.w_class": _number(),
+    "model.magnet.w_bce": _real_in_range(),
+    "model.magnet.w_dice": _real_in_range(),
+    "model.magnet.w_class": _real_in_range(),
 }
 
 # %% ../nbs/90_config_validation.ipynb #559f3198
@@ -202,37 +203,37 @@ _RULES.update(
         "model.sag.interaction_head_dim": _POS,
         "model.sag.fusion_heads": _POS,
         "model.sag.fusion_head_dim": _POS,
-        "model.sag.ffn_mult": _number(strict=True),
-        "model.sag.var_scaling": _number(strict=True),
+        "model.sag.ffn_mult": _real_in_range(strict=True),
+        "model.sag.var_scaling": _real_in_range(strict=True),
         "model.sag.slot_softmax": _one_of("slots", "pixels"),
-        "model.sag.recon_weight": _number(),
+        "model.sag.recon_weight": _real_in_range(),
         "model.sag.recon_target": _one_of("tokens", "pixels"),
         "model.sag.text_pool": _one_of("cls", "mean"),
-        "model.sag.c3_temperature": _number(strict=True),
+        "model.sag.c3_temperature": _real_in_range(strict=True),
         "model.sag.inference": _one_of("weighted", "max", "avg", "min"),
         "model.sag.dropout": _PROB,
         "model.sag.eval_seed": _SEED,
         "model.sag.eval_init": _one_of("shared", "per_sentence"),
         "model.sag.vit_build_size": _NONNEG,
-        "model.sag.vit_lr_scale": _number(),
-        "model.sag.text_lr_scale": _number(),
+        "model.sag.vit_lr_scale": _real_in_range(),
+        "model.sag.text_lr_scale": _real_in_range(),
         "model.sag.bert_max_positions": _POS,
-        "model.sag.slot_logit_scale": _number(strict=True),
+        "model.sag.slot_logit_scale": _real_in_range(strict=True),
         "model.sag.decoder": _one_of("broadcast", "affine"),
-        "model.sag.pos_weight": _number(),
+        "model.sag.pos_weight": _real_in_range(),
         "model.sag.entity_weights": ((lambda v: isinstance(v, str)), "a string: '', packaged or a path"),
         "model.sag.entity_pieces": _NONNEG,
         "model.sag.appearance_view": _one_of("grid", "crop"),
         "train.max_steps": _POS,
         "train.epochs": _NONNEG,
         "train.batch_size": _POS,
-        "train.lr": _number(strict=True),
-        "train.weight_decay": _number(),
+        "train.lr": _real_in_range(strict=True),
+        "train.weight_decay": _real_in_range(),
         "train.schedule": _one_of("poly", "cosine", "constant"),
-        "train.poly_power": _number(strict=True),
+        "train.poly_power": _real_in_range(strict=True),
         "train.warmup_steps": _NONNEG,
         "train.warmup": _one_of("lr", "loss_scale"),
-        "train.grad_clip": _number(),
+        "train.grad_clip": _real_in_range(),
         "train.accum_steps": _POS,
         "train.amp": _one_of("auto", "bf16", "off"),
         "train.eval_every": _POS,
@@ -354,9 +355,9 @@ def _input_checks(cfg: Config) -> list[str]:
     return errs
 
 # %% ../nbs/90_config_validation.ipynb #d5883c96
-def _model_checks(cfg: Config, known_models: Collection[str] = ()) -> list[str]:
+def _model_checks(cfg: Config, known_models: Collection[str]) -> list[str]:
     """Options that need other options (SaG's pairs and pieces), widths their head counts must divide, a model name
-    among `known_models` (when any are given)."""
+    among `known_models`."""
     t, errs = cfg.model.text, _sag_checks(cfg)
     if t.encoder == "bert" and t.num_heads and t.hidden_size % t.num_heads:
         errs.append(
@@ -372,12 +373,12 @@ def _model_checks(cfg: Config, known_models: Collection[str] = ()) -> list[str]:
             errs.append(
                 f"model.{sec}.{dim}={getattr(s, dim)}: expected a multiple of model.{sec}.{heads}={getattr(s, heads)}"
             )
-    if known_models and cfg.model.name not in known_models:  # (none until `ris_nb.models` is imported)
+    if cfg.model.name not in known_models:
         errs.append(f"model.name={cfg.model.name!r}: expected one of {', '.join(sorted(known_models))}")
     return errs
 
 # %% ../nbs/90_config_validation.ipynb #cv000010
-def cross_field_problems(cfg: Config, known_models: Collection[str] = ()) -> list[str]:
+def cross_field_problems(cfg: Config, known_models: Collection[str]) -> list[str]:
     """Problems that involve more than one field (sizes the model's blocks must agree on, sizes that exhaust memory,
     a registered model name)."""
     return _input_checks(cfg) + _model_checks(cfg, known_models)

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .core import eval_mode, seed_everything
-from .models import build_model  # importing the package registers every model
+from .models import build_model
 from .data.transforms import denormalize
 from .metrics import mask_iou
 from .models.sag import relevance_grid
@@ -35,7 +35,7 @@ __all__ = ['SPECIAL_TOKENS', 'FUNCTION_WORDS', 'EXPLAIN_INCHES', 'GLOSSARY', 'to
            'token_grid', 'word_attention', 'pick_words', 'key_words', 'glossary_line', 'colour_bar',
            'plot_word_attention', 'CamMaps', 'cam_maps', 'plot_cam_pyramid', 'default_hidden_word', 'mg_topk',
            'plot_mask_grounding', 'slot_colours', 'entity_colours', 'entity_composite', 'slot_clouds', 'fit_to_rgb',
-           'plot_sag', 'plot_log', 'plot_by_type', 'stage_mean', 'plot_story']
+           'plot_sag', 'save_curves', 'CurvesCB', 'plot_log', 'plot_by_type', 'stage_mean', 'plot_story']
 
 # %% ../nbs/14_visualize.ipynb #43a62a8c
 def to_image(images: torch.Tensor, i: int = 0, normalize: str = "imagenet") -> np.ndarray:
@@ -689,6 +689,30 @@ def _records(log) -> list[dict]:
     "Records of a run: a run directory, a log.jsonl path, or the records themselves."
 
     return read_log(log) if isinstance(log, (str, Path)) else list(log)
+
+
+from .io import write_atomic
+from .train import Callback
+
+
+def save_curves(log, out: str | Path) -> Path:
+    "`plot_log(log)` written to `out` atomically (a full disk names `out`; never a half-written png)."
+    fig = plot_log(log)
+    try:
+        return write_atomic(out, lambda t: fig.savefig(t, dpi=100))
+    finally:
+        plt.close(fig)
+
+
+class CurvesCB(Callback):
+    "Draw the run folder's `curves.png` from its `log.jsonl` when training ends (`save_curves`; main rank)."
+
+    order = 6  # after `LogCB` wrote the last line
+
+    def after_fit(self):
+        log = Path(self.learn.cfg.train.out_dir) / "log.jsonl"
+        if self.learn.dist.is_main and log.exists():
+            save_curves(log, log.with_name("curves.png"))
 
 # %% ../nbs/14_visualize.ipynb #v14s0007
 def plot_log(log, ncols: int = 4, size: float = 2.6) -> Figure:

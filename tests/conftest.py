@@ -58,6 +58,7 @@ ONE_WORKER = {
 # follow in the order of collection.
 SLOWEST = {
     "learning_magnet": 188,
+    "tests/test_fast_forms.py::test_compiled_step_matches_eager": 250,  # inductor's C++ kernels, fresh cache
     "site": 260,  # two Jupyter Book builds (97 s), Chromium over 46 pages (67 s), three downloads run (52 s)
     "hostile": 100,  # nbgrader_config.py: ten submissions autograded by ris_nb grade, their feedback, export
     "nbgrader": 520,  # nbgrader's round trip of three lessons (120 s) and of 07, 10, 12 (`totals`, 400 s loaded)
@@ -116,6 +117,13 @@ SLOW = {
     "tests/test_demo_browser.py::test_a_click_during_run_all_sees_still_loading_then_is_answered": "the demo in "
     "JupyterLab in Chromium (26 CPU s and a 20 s wait). make test: the same clicks on the app's widgets "
     "(test_demo's test_clicks_during_run_all_see_still_loading_until_ready)",
+    "tests/test_fast_forms.py::test_compiled_step_matches_eager": "a magnet_tiny step with its pixel decoder and "
+    "decoder compiled by inductor (C++ kernels: minutes on a CPU) against eager. make test: compile_regions compiles "
+    "each region with Module.compile and changes no setting (test_fast_forms); 97c's graph pass leaves one linear of "
+    "three, output as eager",
+    "tests/test_fast_forms.py::test_importing_ris_nb_changes_no_process_setting": "every ris_nb module imported in "
+    "a fresh process leaves warnings and dynamo/inductor settings unchanged. make test: no `is_compiling` in ris_nb; "
+    "compile_regions leaves dynamo's settings unchanged (test_fast_forms)",
     "tests/test_gpu_check.py::test_tiny_cpu_check_writes_a_row_per_check": "every check of tools/gpu_check.py on "
     "the CPU (48 s). make test: its options and table (test_gpu_check); the runs it checks (DDP, torchrun, resume: "
     "test_engine)",
@@ -167,7 +175,8 @@ NUMERIC = {
     "tests/test_sag.py::test_c3_two_processes_match_one_process": "C³'s gather over two ranks equals one process",
     "tests/test_magnet.py::test_parity_with_official": "parity with the official MagNet's outputs, within 1e-4",
     "tests/test_sag.py::test_parity_with_official": "parity with the official SaG's outputs, within 1e-4",
-    "tests/test_gpu_rewrites.py": "parity of each fast form with its reference",
+    "tests/test_fast_forms.py::test_whole_step_fast_matches_reference": "a whole step: fast forms vs reference",
+    "tests/test_fast_forms.py::test_official_parity_with_both_forms": "official parity with both forms, within 1e-4",
     "tests/test_magnet.py::test_short_training_learns": "learning: 24 steps lower the loss",
     "tests/test_tiny_refer.py::test_tiny_refer_learns_to_refer": "learning: TinyRefer beats the floors",
     "tests/test_learning.py": "learning: each tiny preset beats every language-blind answer",
@@ -321,7 +330,7 @@ class CPUReport:
 
 
 def _probes() -> str:
-    from ris_nb.testing import probe_ms  # imports torch: only for --cpu-durations
+    from ris_nb.machine import probe_ms  # imports torch: only for --cpu-durations
 
     return f"{probe_ms(threads=1):.2f} / {probe_ms(threads=2):.2f}"
 

@@ -9,7 +9,8 @@ import torch
 from ris_nb.core import build_model, seed_everything
 from ris_nb.presets import get_preset
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-from ris_nb.train import Callback, fit, model_state
+from ris_nb.train import Callback, fit
+from ris_nb.checkpoints import model_state
 from ris_nb.run_folder import read_log
 
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from ris_nb.__main__ import main as full_main
-from ris_nb.cli import _config_of, as_pil_image, build_parser, check_mask_path, main, overlay_path, predict_image
+from ris_nb.cli import as_pil_image, build_parser, check_mask_path, config_from_args, main, overlay_path, predict_image
 
 
 def train_args(*sets: str) -> argparse.Namespace:
@@ -27,13 +27,13 @@ def train_args(*sets: str) -> argparse.Namespace:
 
 
 def test_set_given_twice_keeps_both_lists():
-    cfg = _config_of(train_args("train.max_steps=7", "train.batch_size=4 train.lr=0.002"))
+    cfg = config_from_args(train_args("train.max_steps=7", "train.batch_size=4 train.lr=0.002"))
     assert (cfg.train.max_steps, cfg.train.batch_size, cfg.train.lr) == (7, 4, 0.002)
 
 
 def test_a_key_set_twice_takes_the_last_value_and_says_so():
     with pytest.warns(UserWarning, match="train.max_steps is given more than once; the last value, 9, is used"):
-        cfg = _config_of(train_args("train.max_steps=7", "train.max_steps=9"))
+        cfg = config_from_args(train_args("train.max_steps=7", "train.max_steps=9"))
     assert cfg.train.max_steps == 9
 
 

@@ -110,14 +110,47 @@ def test_console_script_version_matches_settings():
 
 
 def test_core_does_not_import_the_models():
-    """`ris_nb.core` holds the registry only: importing it loads no model module; importing `ris_nb.models` fills the
-    registry."""
+    """`ris_nb.core` holds the registry only: importing it loads no model module, yet every model name is known
+    (`MODEL_MODULES`) and `validate_config` refuses an unknown one before any model is loaded."""
     code = (
-        "import sys, ris_nb.core as c; assert not [m for m in sys.modules if m.startswith('ris_nb.models')], "
-        "sys.modules.keys(); "
-        "assert not c._MODELS; import ris_nb.models; print(sorted(c._MODELS))"
+        "import sys, ris_nb.core as c; from ris_nb.presets import get_preset; "
+        "assert not [m for m in sys.modules if m.startswith('ris_nb.models')], sys.modules.keys(); "
+        "assert not c._MODELS; "
+        "cfg = get_preset('lavt_tiny').override({'model.name': 'nope'})\n"
+        "try: c.validate_config(cfg)\nexcept ValueError as e: print(e)\n"
+        "print(c.model_names(), [m for m in sys.modules if m.startswith('ris_nb.models')])"
     )
-    assert run([sys.executable, "-c", code]).stdout.split() == ["['lavt',", "'magnet',", "'sag',", "'tiny_refer']"]
+    out = run([sys.executable, "-c", code]).stdout.splitlines()
+    assert "model.name='nope': expected one of lavt, magnet, sag, tiny_refer" in out[0]
+    assert out[1] == "['lavt', 'magnet', 'sag', 'tiny_refer'] []"
+
+
+def test_a_fresh_process_builds_every_preset_from_core_and_presets():
+    """Importing `ris_nb.core` and `ris_nb.presets` only, every preset's model builds: the first lookup of a model
+    name (and of a part, LAVT's MG head) imports the module that registers it. Paper presets at random init."""
+    code = """
+import sys
+from ris_nb.core import build_model, model_spec
+from ris_nb.presets import get_preset, list_presets
+for name in list_presets():
+    cfg = get_preset(name)
+    minilm = cfg.model.text.encoder == "minilm"
+    o = {"model.text.vocab_size": 30522 if minilm else 100}
+    if cfg.model.text.encoder not in ("minilm", "bert"):  # a hub model (bert-base-uncased): the same sizes, random init
+        o["model.text.encoder"] = "bert"
+    if not cfg.model.vision.weights:
+        o["model.vision.weights"] = "random"
+    model = build_model(cfg.override(o))
+    print(name, cfg.model.name, isinstance(model, model_spec(cfg.model.name).model_type))
+print(sorted(m for m in sys.modules if m.startswith("ris_nb.models.")))
+"""
+    out = run([sys.executable, "-W", "ignore", "-c", code]).stdout.splitlines()
+    built = {line.split()[0]: line.split()[1:] for line in out[:-1]}
+    assert set(built) == set(list_presets())
+    assert {n: m for n, (m, _) in built.items()} == {n: get_preset(n).model.name for n in list_presets()}
+    assert all(ok == "True" for _, ok in built.values()), built  # each the class its registry entry names
+    assert {"lavt", "magnet", "sag", "tiny_refer"} == {m for m, _ in built.values()}
+    assert "ris_nb.models.mask_grounding" in out[-1]  # the MG part of lavt_mg_*, imported on its first lookup
 
 
 def test_model_capabilities_come_from_the_registry():
@@ -132,14 +165,14 @@ def test_model_capabilities_come_from_the_registry():
     assert not model_spec("lavt").pairs_sentences(get_preset("lavt_tiny"))
     assert all(model_spec(n).takes_image_index for n in ("lavt", "magnet", "sag"))
     assert model_spec(torch.nn.Linear(2, 2)).build is None and not model_spec(torch.nn.Linear(2, 2)).takes_image_index
-    with pytest.raises(ValueError, match="unknown model 'nope'; available models: lavt, magnet, sag"):
+    with pytest.raises(ValueError, match="unknown model 'nope'; available models: lavt, magnet, sag, tiny_refer"):
         model_spec("nope")
 
 
 def test_builds_tiny_models_without_network(monkeypatch):
     "Every tiny preset builds offline (random init, no hub access)."
     import socket
-    from ris_nb.models import build_model  # importing the package registers every model
+    from ris_nb.models import build_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 

@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from conftest import CLI, ENV, run
-from ris_nb.run_folder import load_checkpoint, read_log
+from ris_nb.run_folder import read_log
+from ris_nb.checkpoints import load_checkpoint
 
 HERE = Path(__file__).parent
 

@@ -298,7 +298,7 @@ def test_refused_retrain_leaves_the_tokenizer_alone(trained, other_data, capsys)
 
 def test_resume_on_a_remapped_vocabulary_is_refused(trained, other_data, capsys):
     from ris_nb.data.transforms import load_tokenizer, tokenizer_fingerprint
-    from ris_nb.run_folder import load_checkpoint
+    from ris_nb.checkpoints import load_checkpoint
 
     ours = tokenizer_fingerprint(load_tokenizer(trained / "tokenizer"))
     assert load_checkpoint(trained / "best.pt")["tokenizer_fingerprint"] == ours
@@ -432,7 +432,7 @@ def test_bad_data_files_are_named(data_copy, tmp_path, capsys):
 
 def test_checkpoint_with_a_non_json_config_is_named(trained, tmp_path, capsys):
     import shutil
-    from ris_nb.run_folder import load_checkpoint
+    from ris_nb.checkpoints import load_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(trained / "tokenizer", run / "tokenizer")
@@ -504,7 +504,7 @@ def test_predict_under_a_file_size_limit_keeps_the_previous_outputs(trained, tmp
 
 def test_disk_full_is_one_line_and_loses_nothing(shaperefs, tmp_path, capsys, monkeypatch):
     import errno
-    from ris_nb.run_folder import checkpoint_paths, load_checkpoint
+    from ris_nb.checkpoints import checkpoint_paths, load_checkpoint
 
     out = tmp_path / "run"
     real_save, calls = torch.save, []
@@ -835,11 +835,11 @@ def test_predict_text_without_visible_or_known_words(tmp_path, shaperefs_data):
 
 
 def test_run_folder_with_a_file_where_a_folder_goes(tmp_path):
-    from ris_nb.run_folder import check_run_dir
+    from ris_nb.run_folder import read_run_dir
 
     (tmp_path / "checkpoints").write_text("not a folder")
     with pytest.raises(NotADirectoryError, match="checkpoints is a file"):
-        check_run_dir(tmp_path, get_preset("lavt_tiny"), {})
+        read_run_dir(tmp_path, get_preset("lavt_tiny"), {})
 
 
 def test_course_names_a_broken_notebook_and_writes_nothing(tmp_path):
@@ -865,7 +865,7 @@ def test_eval_of_a_run_trained_on_data_given_relatively_asks_for_data(
     the dataset folder itself, a root that exists anywhere): eval from elsewhere names the root, the folder it looked
     from, and --data."""
     import shutil
-    from ris_nb.run_folder import load_checkpoint
+    from ris_nb.checkpoints import load_checkpoint
 
     run = tmp_path / "run"
     run.mkdir()
@@ -1116,7 +1116,7 @@ def test_resume_checks_best_pt_and_model_only_files_in_checkpoints(trained, shap
     assert rc == 2 and f"{run / 'best.pt'} is truncated or corrupt" in err and "move it away" in err, err
     (run / "best.pt").unlink()
     rc, err = main(capsys, "train", "--data", shaperefs, "--out", run, "--no-eval", *TINY_RUN, "train.max_steps=4")
-    from ris_nb.run_folder import load_checkpoint
+    from ris_nb.checkpoints import load_checkpoint
 
     assert rc == 0 and load_checkpoint(run / "best.pt")["step"] == 4, err
 
@@ -1145,7 +1145,7 @@ def test_data_changed_under_a_running_training_stops_it_before_saving(data_copy,
     "Image files rewritten while training runs (`ris_nb synth` into its folder): it stops before the next validation or"
     "checkpoint, naming the change (was: finished on the new pixels under the old masks, exit 0)."
     from ris_nb.train import Callback, fit, prepare
-    from ris_nb.run_folder import checkpoint_paths
+    from ris_nb.checkpoints import checkpoint_paths
 
     cfg = get_preset("lavt_tiny").override(
         {
@@ -1224,7 +1224,7 @@ def test_weights_files_of_another_width_truncated_or_holding_code_are_named(trai
     )
     from ris_nb.models.encoders import read_state_dict
     from ris_nb.models.slots import load_entity_model
-    from ris_nb.run_folder import load_checkpoint
+    from ris_nb.checkpoints import load_checkpoint
 
     ck = load_checkpoint(trained / "best.pt")
     k = next(k for k, v in ck["model"].items() if v.ndim == 2)
@@ -1260,10 +1260,10 @@ def test_writes_past_a_file_size_limit_name_the_file_and_leave_nothing(tmp_path)
     log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 30)))
     code = (
         "import resource, sys, torch\nresource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
-        "from ris_nb.distributed import save_checkpoint\nfrom ris_nb.run_folder import plot_curves\n"
+        "from ris_nb.checkpoints import save_checkpoint\nfrom ris_nb.viz import save_curves\n"
         "from pathlib import Path\nd = Path(sys.argv[1])\n"
         "for f in (lambda: save_checkpoint({'w': torch.zeros(10000)}, d / 'ck.pt'),\n"
-        "          lambda: plot_curves(d / 'log.jsonl', d / 'curves.png')):\n"
+        "          lambda: save_curves(d / 'log.jsonl', d / 'curves.png')):\n"
         "    try: f(); print('no error')\n    except OSError as e: print('OSError', e)\n"
     )
     p = run([sys.executable, "-c", code, tmp_path], check=False, timeout=300)
@@ -1664,7 +1664,7 @@ def test_text_that_is_not_utf8_is_named(trained, tmp_path, capsys):
 
 @pytest.mark.parametrize("n, said", [(0, "expected an integer >= 1"), (10**5, "expected at most")])
 def test_threads_out_of_range_are_refused(n, said):
-    from ris_nb.testing import set_threads
+    from ris_nb.machine import set_threads
 
     with pytest.raises(ValueError, match=said):
         set_threads(n)

@@ -10,16 +10,11 @@ import torch
 
 from ris_nb.core import Config
 from ris_nb.presets import get_preset
-from ris_nb.distributed import save_checkpoint, written_by
+from ris_nb.distributed import written_by
+from ris_nb.checkpoints import save_checkpoint
 from ris_nb.official import official_state
-from ris_nb.run_folder import (
-    DEFAULT_CHANGES,
-    check_same_run,
-    fill_old_defaults,
-    load_checkpoint,
-    saved_config,
-    version_gap,
-)
+from ris_nb.run_folder import DEFAULT_CHANGES, check_same_run, fill_old_defaults, saved_config, version_gap
+from ris_nb.checkpoints import load_checkpoint
 
 
 def test_a_checkpoint_records_the_version_and_commit_that_wrote_it(tmp_path):

@@ -69,8 +69,9 @@ def test_tiny_cpu_check_writes_a_row_per_check(tmp_path):
 PROFILE_EXPECTED = {  # (check, preset): rows of `--profile --device cpu --tiny`
     **{("paper_step", p): 1 for p in ("magnet_tiny", "sag_tiny")},
     **{("sweep", p): 3 for p in ("magnet_tiny", "sag_tiny")},
-    **{("profile", p): 1 for p in ("magnet_tiny", "sag_tiny")},
-    ("msda", "magnet_tiny"): 2,  # the image and the table form
+    ("profile", "magnet_tiny"): 2,  # model.impl reference and fast (on CUDA also fast + regional compile)
+    ("profile", "sag_tiny"): 1,
+    ("msda", "magnet_tiny"): 3,  # the reference, the image and the table form
     **{("graphs", p): 1 for p in ("magnet_tiny", "sag_tiny")},
 }
 
@@ -127,7 +128,7 @@ def test_tiny_cpu_profile_mode_writes_rows_and_tables(tmp_path):
     assert all("CUDA graphs skipped" in r["note"] for r in rows if r["check"] == "graphs")
     md = out.with_name("gpu_check_profile.md").read_text()
     heads = ("### Batch sweep", "### Two-step profile", "### Deformable attention alone", "### CUDA graphs")
-    for head in heads + ("#### magnet_tiny, batch 2",):
+    for head in heads + ("#### magnet_tiny, batch 2", "##### form: reference", "##### form: fast"):
         assert head in md, md
     ops = [l for l in md.splitlines() if l.startswith("| aten::")]
     assert len(ops) >= 20, md  # top 15 CPU ops of each model (the rest may be torchvision's or the profiler's)

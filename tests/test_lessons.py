@@ -1,7 +1,8 @@
 """Every course lesson (notebooks numbered below 90) reads in one sitting and ends with what it built: a `## Summary`
-as its last section (after `## Exercises` when there is one), at most 45 code cells and none over 60 lines, a figure
-for every 8 exported cells, the course's running scene (`running_scene(`) from 02 to 14 and in 17, and the three
-models' architecture figures (ris_nb.diagrams) above the code that builds them."""
+as its last section (after `## Exercises` when there is one), 3–5 bullets closed by 2–3 open `### What if?`
+questions; at most 45 code cells and none over 60 lines, a figure for every 8 exported cells, the course's running
+scene (`running_scene(`) from 02 to 14 and in 17, the three models' architecture figures (ris_nb.diagrams) above the
+code that builds them, and in every model lesson (06–11) a prediction asked before the cell that shows it."""
 
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ NBS = Path(__file__).resolve().parents[1] / "nbs"
 COURSE = sorted(NBS.glob("[0-8][0-9]*.ipynb"))
 MAX_CODE_CELLS, MAX_CELL_LINES, EXPORTED_PER_FIGURE = 45, 60, 8
 RUNNING_SCENE = [nb for nb in COURSE if "02" <= nb.stem[:2] <= "14" or nb.stem[:2] == "17"]
+MODEL_LESSONS = [nb for nb in COURSE if "06" <= nb.stem[:2] <= "11"]
 ARCHITECTURE = {"LAVT": (["06"], "draw_lavt"), "MagNet": (["09"], "draw_magnet"), "SaG": (["10", "11"], "draw_sag")}
 
 
@@ -97,3 +99,59 @@ def test_architecture_figure_comes_before_the_code(model):
         where = f"called in cell {drawn}" if drawn is not None else "not called"
         found.append(f"{nb.name}: {draw}( {where}, first exported cell {first_export}")
     assert False, f"{model}'s architecture figure ({draw}( from ris_nb.diagrams) is not drawn before the code: {found}"
+
+
+WHAT_IF = re.compile(r"^###\s+What if\?\s*$", re.M)
+PREDICT = "**Predict, then run.**"
+GUESS = re.compile(r"^my_guess\s*=", re.M)
+
+
+def what_if_questions(text: str) -> list[str]:
+    "The bullet items under a `### What if?` heading of `text`, up to the next heading (continuation lines joined)."
+    body = re.split(r"^#", text[WHAT_IF.search(text).end() :], maxsplit=1, flags=re.M)[0]
+    items: list[str] = []
+    for line in body.splitlines():
+        if line.startswith("- "):
+            items.append(line[2:].strip())
+        elif line.startswith("  ") and items:
+            items[-1] += " " + line.strip()
+    return items
+
+
+@pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
+def test_summary_states_ideas_in_bullets(nb):
+    "The summary restates the lesson in 3–5 `- ` bullets (the idea, a number, its limit, what next), not a name list."
+    text = src(cells(nb)[headings(nb, "Summary")[-1]])
+    body = text[: m.start()] if (m := WHAT_IF.search(text)) else text
+    bullets = re.findall(r"^- ", body, re.M)
+    assert 3 <= len(bullets) <= 5, f"{nb.name}: the summary holds {len(bullets)} '- ' bullets before 'What if' (3–5)"
+
+
+@pytest.mark.parametrize("nb", COURSE, ids=lambda p: p.stem)
+def test_lesson_ends_with_what_if_questions(nb):
+    "After the summary: `### What if?` and 2–3 open questions as `- ` bullets, each with a question mark (d2l style)."
+    summary = headings(nb, "Summary")
+    found = [i for i, c in enumerate(cells(nb)) if c["cell_type"] == "markdown" and WHAT_IF.search(src(c))]
+    assert summary and found and found[-1] >= summary[-1], (
+        f"{nb.name}: no '### What if?' heading in or after the '## Summary' cell (2–3 open questions, ungraded)"
+    )
+    items = what_if_questions(src(cells(nb)[found[-1]]))
+    assert 2 <= len(items) <= 3 and all("?" in q for q in items), (
+        f"{nb.name}: '### What if?' should hold 2–3 '- ' bullets, each a question; found {items}"
+    )
+
+
+@pytest.mark.parametrize("nb", MODEL_LESSONS, ids=lambda p: p.stem)
+def test_model_lesson_asks_a_prediction(nb):
+    """A markdown cell with **Predict, then run.**; the next code cell assigns `my_guess` (the student's guess), and it
+    or one of the two code cells after it (the one that measures, the one that compares) prints `my_guess`."""
+    cs = cells(nb)
+    prompts = [i for i, c in enumerate(cs) if c["cell_type"] == "markdown" and PREDICT in src(c)]
+    assert prompts, f"{nb.name}: no markdown cell with {PREDICT!r} (ask a guess before the cell that shows it)"
+    for i in prompts:
+        code = [c for c in cs[i + 1 :] if c["cell_type"] == "code"][:3]
+        assert code and GUESS.search(src(code[0])), (
+            f"{nb.name}: the code cell after the prompt in cell {i} should start the guess with `my_guess = …`"
+        )
+        shows = [c for c in code if re.search(r"\bprint\([^\n]*\bmy_guess\b", src(c))]
+        assert shows, f"{nb.name}: after the prompt in cell {i}, no cell prints `my_guess` beside the measured value"

@@ -55,6 +55,37 @@ def test_saved_outputs_come_from_the_recorded_run_of_these_sources(name):
         f"{name}: its sources changed after the run that saved its outputs (recorded {row['sources_sha256']} at "
         f"{row['commit']} on {row['date']}, now {now}); {rerun(name)}"
     )
+    lib = run_all.library_hash(NBS / f"{name}.ipynb")
+    assert lib == row.get("library_sha256"), (
+        f"{name}: a ris_nb module it imports changed after the run that saved its outputs (recorded "
+        f"{row.get('library_sha256') or 'nothing'} at {row['commit']}, now {lib}); {rerun(name)}"
+    )
+
+
+def test_library_hash_follows_the_imports(tmp_path, monkeypatch):
+    "A notebook's library hash covers the modules it imports and theirs (relative imports too), and nothing else."
+    pkg = tmp_path / "ris_nb"
+    (pkg / "models").mkdir(parents=True)
+    for f, text in {
+        "__init__.py": "",
+        "core.py": "X = 1",
+        "models/__init__.py": "",
+        "models/a.py": "from ..core import X\nfrom . import b",
+        "models/b.py": "LAZY = {'c': 'ris_nb.models.c'}",
+        "models/c.py": "C = 3",
+        "other.py": "O = 0",
+    }.items():
+        (pkg / f).write_text(text)
+    monkeypatch.setattr(run_all, "ROOT", tmp_path)
+    nb = tmp_path / "x.ipynb"
+    nb.write_text(json.dumps(notebook("from ris_nb.models.a import X")))
+    before = run_all.library_hash(nb)
+    (pkg / "other.py").write_text("O = 1")  # not imported: the hash stays
+    assert run_all.library_hash(nb) == before
+    for f in ("core.py", "models/b.py", "models/c.py"):  # through a relative import, a module, a lazy table
+        (pkg / f).write_text((pkg / f).read_text() + "\n# changed")
+        assert run_all.library_hash(nb) != before, f
+        before = run_all.library_hash(nb)
 
 
 def notebook(*sources: str) -> dict:

@@ -14,6 +14,7 @@ import ris_nb.core as core
 import ris_nb.data.transforms as transforms
 import ris_nb.distributed as distributed
 import ris_nb.evaluate as EV
+import ris_nb.fingerprints as fingerprints
 import ris_nb.io as io
 import ris_nb.loaders as loaders
 import ris_nb.run_folder as run_folder
@@ -112,7 +113,7 @@ def test_fit_after_prepare_checks_once(shaperefs_data, tmp_path, monkeypatch):
         (loaders, "check_loaders"),
         (loaders, "resolve_epochs"),  # `prepare` sizes `train.epochs` for this process's ranks; `fit` keeps it
         (io, "check_open_files"),  # once for the run's loaders, not once a loader
-        (run_folder, "run_fingerprints"),
+        (fingerprints, "run_fingerprints"),
         (run_folder, "read_run_dir"),
         (distributed, "run_lock"),
     ]

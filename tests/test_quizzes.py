@@ -1,8 +1,10 @@
 """Quizzes that need the lesson: statistics a test-wise student would exploit, computed from the teacher's notebooks.
 
 - the keys of the multiple-choice questions are spread over the letters (no letter holds more than 40 % of them);
-- the key is the longest option in at most a third of the questions, and no length rank (longest, second, …) holds more
-  than 40 % of the keys (a student who picks the second-longest option must not win either);
+- the key is the longest option in at most a third of the questions, the shortest in at most a third, and no length
+  rank (longest, second, …) holds more than 40 % of the keys (a student who picks the second-longest option must not
+  win either); ties count: a key as long as the longest option is "the longest", as short as the shortest "the
+  shortest";
 - every question's key is one of its options, and every question with options has a key;
 - no check cell of a student copy shows a from-scratch reference (`def ref_…` / `def reference…`);
 - every notebook with exercises has one that the cells above do not answer (marked `**Not in the lesson:**`).
@@ -67,6 +69,7 @@ def quiz_table() -> list[dict]:
         for label, options in qs.items():
             key = ks.get(label)
             longest = max(len(t) for t in options.values())
+            shortest = min(len(t) for t in options.values())
             rank = 1 + sum(len(t) > len(options[key]) for t in options.values()) if key in options else 0
             rows.append(
                 {
@@ -75,6 +78,7 @@ def quiz_table() -> list[dict]:
                     "key": key,
                     "options": "".join(sorted(options)),
                     "key_longest": key in options and len(options[key]) == longest,
+                    "key_shortest": key in options and len(options[key]) == shortest,
                     "length_rank": rank,  # 1 + the options strictly longer than the key
                 }
             )
@@ -86,6 +90,7 @@ def quiz_table() -> list[dict]:
                     "key": ks[label],
                     "options": "",
                     "key_longest": False,
+                    "key_shortest": False,
                     "length_rank": 0,
                 }
             )
@@ -95,15 +100,16 @@ def quiz_table() -> list[dict]:
 @pytest.fixture(scope="module")
 def table():
     rows = quiz_table()
-    print("\nnotebook               questions  keys      longest")
+    print("\nnotebook               questions  keys      longest  shortest")
     for stem in dict.fromkeys(r["notebook"] for r in rows):
         mine = [r for r in rows if r["notebook"] == stem]
         ks = "".join(r["key"] or "?" for r in mine)
-        print(f"{stem:<22} {len(mine):>9}  {ks:<9} {sum(r['key_longest'] for r in mine)}")
+        long, short = sum(r["key_longest"] for r in mine), sum(r["key_shortest"] for r in mine)
+        print(f"{stem:<22} {len(mine):>9}  {ks:<9} {long:>7}  {short:>8}")
     letters = Counter(r["key"] for r in rows)
     print(
         f"all: {len(rows)} questions, keys {dict(sorted(letters.items()))}, key longest in "
-        f"{sum(r['key_longest'] for r in rows)}"
+        f"{sum(r['key_longest'] for r in rows)}, shortest in {sum(r['key_shortest'] for r in rows)}"
     )
     return rows
 
@@ -127,6 +133,14 @@ def test_key_is_rarely_the_longest_option(table):
     longest = [f"{r['notebook']} {r['question']}" for r in table if r["key_longest"]]
     assert len(longest) <= len(table) / 3, (
         f"the key is the longest option in {len(longest)} of {len(table)} questions (> a third): {longest}"
+    )
+
+
+def test_key_is_rarely_the_shortest_option(table):
+    "The other end of the same tell: a student who always picks the shortest option must not win either."
+    shortest = [f"{r['notebook']} {r['question']}" for r in table if r["key_shortest"]]
+    assert len(shortest) <= len(table) / 3, (
+        f"the key is the shortest option in {len(shortest)} of {len(table)} questions (> a third): {shortest}"
     )
 
 

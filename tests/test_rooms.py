@@ -5,6 +5,8 @@ written once (one atomic write, one safe unpickler, one IoU, one Dice, one token
 single-use private base class."""
 
 import ast
+import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -136,7 +138,7 @@ def test_the_training_check_catches_a_loop(tmp_path):
         ("read_refs", "data.shaperefs_files"),
         ("_write_folder", "data.shaperefs_files"),
         ("_read", "data.refer"),
-        ("probe_ms", "testing"),
+        ("probe_ms", "machine"),
         ("official_fixture", "testing"),
         ("build_model", "core"),
         ("mask_iou", "metrics"),
@@ -260,3 +262,74 @@ def test_the_reason_check_finds_a_bare_import(tmp_path):
         ]
     finally:
         del MODULES["_probe"]
+
+
+def bare_models_imports(text: str) -> list[str]:
+    "Lines of `text` that import the `ris_nb.models` package itself (`import ris_nb.models`, for its effect)."
+    return [line.strip() for line in text.splitlines() if re.match(r"\s*import ris_nb\.models\s*($|#|,)", line)]
+
+
+def test_no_module_imports_the_models_for_their_effect():
+    """The registry imports a model's module when its name is first looked up (`MODEL_MODULES` in `ris_nb.core`):
+    no library module, tool, benchmark or notebook code cell imports `ris_nb.models` to register the models."""
+    root = PKG.parent
+    files = {p: p.read_text() for d in ("ris_nb", "tools", "bench") for p in (root / d).rglob("*.py")}
+    for nb in (root / "nbs").glob("*.ipynb"):
+        cells = json.loads(nb.read_text())["cells"]
+        files[nb] = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    found = {str(p.relative_to(root)): hits for p, text in files.items() if (hits := bare_models_imports(text))}
+    assert not found, found
+    assert bare_models_imports("x = 1\n    import ris_nb.models  # registers\nimport ris_nb.models.sag\n") == [
+        "import ris_nb.models  # registers"
+    ]
+
+
+CHECKPOINT_NAMES = (
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "checkpoint_paths",
+    "rng_state",
+    "set_rng_state",
+    "generator_states",
+    "set_generator_states",
+    "model_state",
+    "step_checkpoint",
+    "best_checkpoint",
+    "resume",
+)
+
+
+def calls(module: str, name: str) -> bool:
+    "Whether `module` calls `name` (a bare name or an attribute, e.g. `torch.save`)."
+    return any(
+        isinstance(n, ast.Call)
+        and ast.unparse(n.func).split(".")[-1] == name.split(".")[-1]
+        and ast.unparse(n.func).endswith(name)
+        for n in ast.walk(tree(module))
+    )
+
+
+def test_checkpoints_live_in_one_module():
+    """What a checkpoint holds, writing it, reading it back, restoring it and the random states it keeps are defined
+    in `ris_nb.checkpoints` alone; only it calls `torch.save`, and every module that saves, reads or restores one
+    imports it (the import graph has one checkpoint room)."""
+    assert {n: defined(n) for n in CHECKPOINT_NAMES} == {n: ["checkpoints"] for n in CHECKPOINT_NAMES}
+    assert [m for m in MODULES if calls(m, "torch.save")] == ["checkpoints"]
+    users = {m for m in MODULES for n in CHECKPOINT_NAMES if m != "checkpoints" and calls(m, n)}
+    assert {"train", "run_folder", "pretrain"} <= users, users
+    assert not [m for m in users if "ris_nb.checkpoints" not in imports(m)], users
+
+
+FINGERPRINT_NAMES = ("image_fingerprint", "run_fingerprints", "fingerprint_diff", "check_fingerprints")
+
+
+def test_fingerprints_live_in_one_module():
+    """The data fingerprints a checkpoint keeps, and the refusals when they differ, are defined in
+    `ris_nb.fingerprints` (the vocabulary's own, `tokenizer_fingerprint`, is taught with the tokenizers in 04)."""
+    names = (*FINGERPRINT_NAMES, "check_data_unchanged", "FINGERPRINTS")
+    assert {n: defined(n) for n in FINGERPRINT_NAMES + ("check_data_unchanged",)} == {
+        n: ["fingerprints"] for n in FINGERPRINT_NAMES + ("check_data_unchanged",)
+    }
+    assert "FINGERPRINTS = " in MODULES["fingerprints"].read_text() and names
+    assert not [m for m in MODULES if m != "fingerprints" and "FINGERPRINTS = " in MODULES[m].read_text()]

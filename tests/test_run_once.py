@@ -29,7 +29,6 @@ STEPS = [
     (distributed, "init_distributed"),
     (train, "run_fingerprints"),
     (distributed, "run_lock"),
-    (run_folder, "check_run_dir"),
     (run_folder, "read_run_dir"),
     (loaders, "resolve_epochs"),
     (io, "check_open_files"),
@@ -138,7 +137,6 @@ def test_a_fresh_and_a_resumed_train_start_once(shaperefs, tmp_path, monkeypatch
     # cfg.seed + rank as training starts (each rank's own dropout and token masks); neither is a repeat of the other
     assert fresh["seed_everything"] == 2, fresh
     # the run reads its folder once, through `read_run_dir`
-    assert fresh["check_run_dir"] == 0, fresh
     assert fresh["torch.load best.pt"] == 1, fresh  # the final evaluation's weights (and their step)
     assert not any(k.startswith("torch.load step_") for k in fresh), fresh
 

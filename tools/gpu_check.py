@@ -33,13 +33,14 @@ beside the CSV (`gpu_check_profile.md` for `gpu_check.csv`), one dated section p
   model: median step time, peak memory, samples/s; a batch whose steps would not fit in the check's time is skipped
   (said in its row). The batch-8 row gives the verdict: step time ×≥ 1.7 from batch 4 to 8 → GPU-bound, kernels first;
   ≤ 1.2 → host-bound, launches and syncs first; in between, mixed.
-- `profile`: two training steps at batch 8 under `torch.profiler` after two warm-up steps: the top 15 kernels by device
+- `profile`: two training steps at batch 8 under `torch.profiler` after two warm-up steps, MagNet in each form
+  (`model.impl` reference and fast; on CUDA also fast with `train.compile=regional`): the top 15 kernels by device
   time (CPU: ops by self time), kernel launches and kernels per step (CPU: aten calls), the host-device syncs of one
   step by call site (`torch.cuda.set_sync_debug_mode('warn')`; CUDA only) and each top-level module's memory over one
   step (forward hooks; CUDA only).
 - `msda`: magnet_paper's deformable attention alone (one layer, batch 8 at 480 px, the step's autocast), forward and
-  backward in its two forms: one grid_sample over all levels (training's) and one embedding_bag per corner; median
-  time and peak memory of each, to choose training's form on the GPU.
+  backward in its three forms: one grid_sample per level (the lesson's), over all levels (training's) and one
+  embedding_bag per corner; median time and peak memory of each, to choose training's form on the GPU.
 - `graphs`: magnet_tiny and sag_tiny training steps at batch 32, 64 px: eager; the whole step captured as one CUDA
   graph (`torch.cuda.graph`; the row says where capture fails); forward and losses under
   `torch.compile(mode='reduce-overhead')` (compile time and graph breaks in the note). On the CPU only eager runs.
@@ -147,7 +148,9 @@ def peak_mb(device: str) -> float:
 
 def step_clock():
     "A callback timing each optimizer step (device synchronised), stopping the run after `stop_at` steps or `stop_s` s."
-    from ris_nb.train import CancelFitException, Callback, model_state, save_checkpoint
+    from ris_nb.train import CancelFitException, Callback
+    from ris_nb.checkpoints import save_checkpoint
+    from ris_nb.checkpoints import model_state
 
     class StepClock(Callback):
         order = 30  # after the step's log line and checkpoint
@@ -256,7 +259,6 @@ def train_run(
     compare: str | None = None,
 ) -> dict:
     "Train (or resume) `out` with `TrainingRun` as `ris_nb train` does, no validation; `compare`: a run folder to diff."
-    import ris_nb.models  # noqa: F401  (registers the models)
     from ris_nb.core import precision_line
     from ris_nb.train import TrainingRun
     from ris_nb.run_folder import read_log
@@ -319,7 +321,6 @@ def paper_config(preset: str, device: str, tiny: bool):
 
 def paper_step(preset: str, device: str, tiny: bool, steps: int) -> dict:
     "Learner steps on random batches at the largest batch of 8, 4, 2, 1 that fits: step time, peak memory."
-    import ris_nb.models  # noqa: F401
     from ris_nb.core import build_model, precision_line, seed_everything
     from ris_nb.train import DeviceCB, Learner
 
@@ -361,11 +362,11 @@ def paper_step(preset: str, device: str, tiny: bool, steps: int) -> dict:
 def paper_eval(preset: str, device: str, tiny: bool, data: str, out: str) -> dict:
     "`ris_nb eval` (the console script, in this process) twice on a random-weight checkpoint: its `evaluate`'s rate."
     import ris_nb.evaluate
-    import ris_nb.models  # noqa: F401
     from ris_nb.__main__ import main
     from ris_nb.core import build_model, seed_everything
     from ris_nb.data.transforms import build_tokenizer, save_tokenizer, tokenizer_fingerprint
-    from ris_nb.train import model_state, save_checkpoint
+    from ris_nb.checkpoints import save_checkpoint
+    from ris_nb.checkpoints import model_state
 
     torch = _torch()
     cfg = paper_config(preset, device, tiny).override(
@@ -421,7 +422,6 @@ def ddp_run(preset: str, data: str, out: str, device: str, steps: int, tiny: boo
     "`TrainingRun` with validation on a one-rank process group (nccl on CUDA, gloo on the CPU), the DDP path forced on."
     import torch.distributed as dist
 
-    import ris_nb.models  # noqa: F401
     from ris_nb.distributed import DistInfo, finish_distributed
     from ris_nb.evaluate import evaluate
     from ris_nb.train import TrainingRun
@@ -508,7 +508,6 @@ def sweep_run(preset: str, device: str, tiny: bool, budget_s: float) -> dict:
     """Training steps at batch 4, 8, 16 on one model: median ms and peak memory per batch; a batch whose steps would
     not fit in what is left of `budget_s` (projected from the previous batch's, as if time grew with the batch) is
     skipped."""
-    import ris_nb.models  # noqa: F401
     from ris_nb.core import build_model, precision_line, seed_everything
 
     torch, end = _torch(), time.monotonic() + budget_s
@@ -707,18 +706,20 @@ def module_memory(model, learn, batch, device: str) -> list[dict]:
     return sorted(({k: v for k, v in s.items() if k != "_start"} for s in stats.values()), key=lambda s: -s["kept MiB"])
 
 
-def profile_run(preset: str, device: str, tiny: bool, top: int = 15) -> dict:
+def profile_run(preset: str, device: str, tiny: bool, top: int = 15, form: str = "fast") -> dict:
     """Two training steps at batch 8 (--tiny: one at batch 2) under torch.profiler after two warm-up steps: top kernels
-    (CPU: ops) by time, launches per step; on CUDA also a step's host syncs and the memory of each top-level module."""
-    import ris_nb.models  # noqa: F401
+    (CPU: ops) by time, launches per step; on CUDA also a step's host syncs and the memory of each top-level module.
+    `form`: the model's `model.impl` ('reference' | 'fast'), or 'fast+compile' (fast, `train.compile=regional`)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from ris_nb.core import build_model, precision_line, seed_everything
+    from ris_nb.core import build_model, model_part, precision_line, seed_everything
 
     cuda = device.startswith("cuda")
-    cfg = paper_config(preset, device, tiny)
+    cfg = paper_config(preset, device, tiny).override({"model.impl": form.split("+")[0]})
     seed_everything(0)
     model = build_model(cfg).to(device)
+    if form.endswith("+compile"):
+        model = model_part("compile_regions")(model)
     bs, steps = (2, 1) if tiny else (8, 2)  # --tiny: one profiled step (parsing the trace is most of the time)
     batch = random_batch(bs, cfg.data.image_size, cfg.model.text.vocab_size).to(device)
     if cuda:
@@ -799,7 +800,6 @@ def graphs_run(preset: str, device: str, tiny: bool, mode: str) -> dict:
     """A tiny preset's training step (forward, losses, backward, fused AdamW) at batch 32 (--tiny: 4): `eager`;
     `compile`: forward and losses under torch.compile(mode='reduce-overhead') (CUDA graphs); `capture`: the whole
     step captured in one torch.cuda.CUDAGraph and replayed."""
-    import ris_nb.models  # noqa: F401
     from ris_nb.core import amp_dtype, build_model, seed_everything
 
     torch = _torch()
@@ -885,10 +885,18 @@ def graphs_run(preset: str, device: str, tiny: bool, mode: str) -> dict:
 
 def msda_run(device: str, tiny: bool) -> dict:
     """magnet_paper's deformable attention alone (one MSDeformAttn: width 256, 8 heads, 4 levels, 4 points; batch 8 at
-    480 px, --tiny: 2 at 64 px), forward and backward under the step's autocast, in its two forms: `image` (one
-    grid_sample over all levels, what training runs) and `table` (one embedding_bag per corner, evaluation's)."""
+    480 px, --tiny: 2 at 64 px), forward and backward under the step's autocast, in three forms: `reference` (one
+    grid_sample per level, the lesson's), `image` (one grid_sample over all levels, what training runs) and `table`
+    (one embedding_bag per corner, evaluation's)."""
     torch = _torch()
+    from ris_nb.models.fast import FastMSDeformAttn
     from ris_nb.models.magnet import MSDeformAttn, reference_points
+
+    class TableForm(FastMSDeformAttn):
+        "The fast form sampling by its table under autograd too."
+
+        def sample_stacked_image(self, *args):
+            return self.sample_table(*args)
 
     cuda = device.startswith("cuda")
     bs, size = (2, 64) if tiny else (8, 480)
@@ -900,8 +908,8 @@ def msda_run(device: str, tiny: bool) -> dict:
     ref = reference_points(shapes, device)[None].expand(bs, -1, -1)
     amp = (lambda: torch.autocast("cuda", torch.bfloat16)) if cuda else contextlib.nullcontext
     rows = {}
-    for form in ("image", "table"):
-        attn.sample_by_image = getattr(attn, f"sample_by_{form}")  # the form forward takes under autograd
+    for form, cls in (("reference", MSDeformAttn), ("image", FastMSDeformAttn), ("table", TableForm)):
+        attn.__class__ = cls  # the same parameters in each form
 
         def step():
             with amp():
@@ -917,7 +925,6 @@ def msda_run(device: str, tiny: bool) -> dict:
             step()
             times.append((sync(device) - t) * 1e3)
         rows[form] = {"step_ms": round(statistics.median(times), 2), "peak_mem_mb": peak_mb(device)}
-        del attn.sample_by_image
     return {"batch": bs, "size": size, "tokens": tokens, "forms": rows}
 
 
@@ -1230,23 +1237,37 @@ def profile_checks(r: Runner, a, md: list):
     for preset in PAPERS:
         name = PAPERS[preset] if a.tiny else preset
         stand_in = f"--tiny: {name} at 64 px in {preset}'s place; " if a.tiny else ""
-        res = r.call("profile_run", limit(r, a, "profile"), preset=preset, device=a.device, tiny=a.tiny)
-        if "error" in res:
-            md += [f"#### {name}: {res['error']}", ""]
-            yield {"check": "profile", "preset": name, "precision": "auto", "note": stand_in + res["error"]}
-            continue
-        md += [res["markdown"], ""]
-        counts = "; ".join(f"{k} {v:,}" for k, v in res["counts"].items())
-        syncs = f"host-device syncs {res['syncs']}" if res["syncs"] is not None else "host-device syncs n/a (CPU)"
-        busy = f"device busy {res['busy_ms']} ms, " if res["busy_ms"] is not None else ""
-        yield {
-            "check": "profile",
-            "preset": name,
-            "precision": "auto",
-            **{k: res[k] for k in ("batch", "steps", "step_ms", "peak_mem_mb")},
-            "note": f"{stand_in}per step under torch.profiler: {busy}host self time {res['host_ms']} ms; {counts}; "
-            f"{syncs}; tables in {a.md.name}",
-        }
+        for form in profile_forms(preset, a.device):
+            yield from profile_rows(r, a, md, preset, name, stand_in, form)
+
+
+def profile_forms(preset: str, device: str) -> list[str]:
+    "MagNet's `model.impl` forms (and, on CUDA, the fast one compiled by regions); one form for the other models."
+    if not preset.startswith("magnet"):
+        return ["fast"]
+    return ["reference", "fast"] + (["fast+compile"] if device.startswith("cuda") else [])
+
+
+def profile_rows(r: Runner, a, md: list, preset: str, name: str, stand_in: str, form: str):
+    "The profile row of one preset in one form; its tables into `md`."
+    res = r.call("profile_run", limit(r, a, "profile"), preset=preset, device=a.device, tiny=a.tiny, form=form)
+    stand_in += f"model.impl {form}; "
+    if "error" in res:
+        md += [f"#### {name} ({form}): {res['error']}", ""]
+        yield {"check": "profile", "preset": name, "precision": "auto", "note": stand_in + res["error"]}
+        return
+    md += [f"##### form: {form}", "", res["markdown"], ""]
+    counts = "; ".join(f"{k} {v:,}" for k, v in res["counts"].items())
+    syncs = f"host-device syncs {res['syncs']}" if res["syncs"] is not None else "host-device syncs n/a (CPU)"
+    busy = f"device busy {res['busy_ms']} ms, " if res["busy_ms"] is not None else ""
+    yield {
+        "check": "profile",
+        "preset": name,
+        "precision": "auto",
+        **{k: res[k] for k in ("batch", "steps", "step_ms", "peak_mem_mb")},
+        "note": f"{stand_in}per step under torch.profiler: {busy}host self time {res['host_ms']} ms; {counts}; "
+        f"{syncs}; tables in {a.md.name}",
+    }
 
 
 def graphs_checks(r: Runner, a, md: list):
@@ -1288,14 +1309,18 @@ def graphs_checks(r: Runner, a, md: list):
 
 
 def msda_checks(r: Runner, a, md: list):
-    "Deformable attention's two forms at magnet_paper's pixel-decoder shape: one row each, their table into `md`."
+    "Deformable attention's three forms at magnet_paper's pixel-decoder shape: one row each, their table into `md`."
     name = "magnet_tiny" if a.tiny else "magnet_paper"
     res = r.call("msda_run", limit(r, a, "msda"), device=a.device, tiny=a.tiny)
     if "error" in res:
         md += [f"### Deformable attention: {res['error']}", ""]
         yield {"check": "msda", "preset": name, "precision": "auto", "note": res["error"]}
         return
-    what = {"image": "one grid_sample over all levels (training's form)", "table": "one embedding_bag per corner"}
+    what = {
+        "reference": "one grid_sample per level (the lesson's form)",
+        "image": "one grid_sample over all levels (training's fast form)",
+        "table": "one embedding_bag per corner",
+    }
     table = []
     for form, x in res["forms"].items():
         note = (

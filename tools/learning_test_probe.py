@@ -26,7 +26,7 @@ import torch
 
 from ris_nb.core import parse_override
 from ris_nb.presets import get_preset
-from ris_nb.testing import probe_ms
+from ris_nb.machine import probe_ms
 from ris_nb.data.refer import RefDataset
 from ris_nb.data.shaperefs_files import ensure_shaperefs
 from ris_nb.evaluate import evaluate, language_blind_references, sentence_sensitivity

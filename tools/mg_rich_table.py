@@ -20,7 +20,7 @@ from ris_nb.presets import get_preset
 from ris_nb.io import write_atomic
 from ris_nb.evaluate import evaluate
 from ris_nb.train import prepare
-from ris_nb.run_folder import checkpoint_paths, load_checkpoint
+from ris_nb.checkpoints import checkpoint_paths, load_checkpoint
 
 
 def miou(rows: list[dict]) -> float:

@@ -13,9 +13,10 @@ Every run, failed or not, replaces the notebook's row in `nbs/results/run_manife
 run; `+dirty` when run with `--allow-dirty`), date (UTC), seconds (wall, whole Run All), error (the first one, or
 empty), probe_1t_ms, probe_2t_ms, jobs (notebooks run at once), sources_sha256 (`sources_hash`: the cells' types and
 sources once the statement is written; outputs, metadata and `#| check_output` marks are left out, so saving outputs
-or marking a cell for the output check keeps the hash). `tests/test_manifest.py` fails when a notebook's sources no
-longer hash to its row. `--table` prints, running nothing, a markdown table of the course: code cells, figures,
-exported cells, summary, stated and measured Run All, probe.
+or marking a cell for the output check keeps the hash), library_sha256 (`library_hash`: the `ris_nb` modules the
+notebook's code imports, directly or through each other). `tests/test_manifest.py` fails when a notebook's sources or
+the modules it imports no longer hash to its row. `--table` prints, running nothing, a markdown table of the course:
+code cells, figures, exported cells, summary, stated and measured Run All, probe.
 
 The tool refuses a notebook with uncommitted changes, or a run while `ris_nb/`, settings.ini or setup.py differ from
 HEAD (the record names a commit: the run must be that commit's); `--allow-dirty` runs anyway and records `+dirty`.
@@ -50,7 +51,18 @@ from rerun_notebook import sanitise  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs"
 MANIFEST = NBS / "results" / "run_manifest.csv"
-FIELDS = ["notebook", "commit", "date", "seconds", "error", "probe_1t_ms", "probe_2t_ms", "jobs", "sources_sha256"]
+FIELDS = [
+    "notebook",
+    "commit",
+    "date",
+    "seconds",
+    "error",
+    "probe_1t_ms",
+    "probe_2t_ms",
+    "jobs",
+    "sources_sha256",
+    "library_sha256",
+]
 LIBRARY = ["ris_nb", "settings.ini", "setup.py"]  # what a notebook imports: it must be the recorded commit's
 KERNEL_ENV_DROP = ("IN_TEST", "OMP_NUM_THREADS", "MPLBACKEND")  # a student's kernel has none of them
 STATEMENT = re.compile(r"\n*\*\*Run All:\*\*[^\n]*")
@@ -70,9 +82,54 @@ def sources_hash(path: Path) -> str:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
+MODULE_NAME = re.compile(r"\bris_nb(?:\.\w+)+")  # `ris_nb.models.magnet`, in an import or a lazy registry's table
+IMPORTED = r"import[ \t]+(\([^)]*\)|[\w \t,]+)"  # the names after `import`, parenthesised over lines or on one line
+FROM_PACKAGE = re.compile(r"^[ \t]*from[ \t]+ris_nb[ \t]+" + IMPORTED, re.M)
+
+
+def module_file(name: str) -> Path | None:
+    "The file of the deepest module of a dotted `ris_nb.…` name (`ris_nb.models.magnet.MagNet` → its magnet.py)."
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        base = ROOT.joinpath(*parts[:i])
+        for f in (base.with_suffix(".py"), base / "__init__.py"):
+            if f.is_file():
+                return f
+    return None
+
+
+def named_modules(text: str, package: str = "ris_nb") -> set[Path]:
+    "Files of the `ris_nb` modules `text` names (imports, strings), and its relative imports from inside `package`."
+    names = set(MODULE_NAME.findall(text))
+    names |= {
+        f"ris_nb.{n.split()[0]}" for m in FROM_PACKAGE.findall(text) for n in m.strip("()").split(",") if n.strip()
+    }
+    for dots, rest, what in re.findall(r"^[ \t]*from[ \t]+(\.+)([\w.]*)[ \t]+" + IMPORTED, text, re.M):
+        base = ".".join(package.split(".")[: len(package.split(".")) - len(dots) + 1] + ([rest] if rest else []))
+        names |= {base} | {f"{base}.{n.split()[0]}" for n in what.strip("()").split(",") if n.strip()}
+    return {f for n in names if (f := module_file(n)) is not None}
+
+
+def library_hash(path: Path) -> str:
+    """SHA-256 (first 16 hex digits) of the `ris_nb` modules `path`'s code imports, directly or through each other (a
+    library change makes the notebook's saved outputs stale)."""
+    code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    todo, seen = named_modules(code) | {ROOT / "ris_nb" / "__init__.py"}, set()
+    while todo:
+        f = todo.pop()
+        seen.add(f)
+        rel = f.relative_to(ROOT).with_suffix("")
+        package = ".".join(rel.parts[:-1])  # what `from .` means in this file
+        todo |= named_modules(f.read_text(), package) - seen
+    h = hashlib.sha256()
+    for f in sorted(seen):
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def probe(threads: int) -> float:
     "The 512³ float32 matmul probe (ms, fastest of 5) on `threads` threads, in a fresh process."
-    code = f"from ris_nb.testing import probe_ms; print(probe_ms(threads={threads}))"
+    code = f"from ris_nb.machine import probe_ms; print(probe_ms(threads={threads}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     return round(float(out.stdout.strip().splitlines()[-1]), 2)
 
@@ -154,7 +211,7 @@ def write_manifest(rows: dict[str, dict]) -> None:
     "Write the manifest, sorted by notebook, through a temporary file."
     tmp = MANIFEST.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, FIELDS)
+        w = csv.DictWriter(f, FIELDS, restval="")
         w.writeheader()
         w.writerows(rows[k] for k in sorted(rows))
     tmp.replace(MANIFEST)
@@ -177,6 +234,7 @@ def run_one(path: Path, commit: str, jobs: int, timeout: int) -> dict:
         "probe_2t_ms": p2,
         "jobs": jobs,
         "sources_sha256": "",
+        "library_sha256": library_hash(path),
     }
     if not error:
         save(path, done, row)

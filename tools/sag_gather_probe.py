@@ -37,7 +37,7 @@ import torch.nn.functional as F
 import ris_nb.models.sag as sag
 from ris_nb.core import parse_override
 from ris_nb.presets import get_preset
-from ris_nb.testing import probe_ms
+from ris_nb.machine import probe_ms
 from ris_nb.io import write_atomic
 from ris_nb.evaluate import evaluate, shatter_gather
 from ris_nb.metrics import iou_from

@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 
-from ris_nb.testing import probe_ms
+from ris_nb.machine import probe_ms
 from ris_nb.io import write_atomic
 from ris_nb.data.refer import RefDataset, language_blind_references
 from ris_nb.data.transforms import make_dataloaders
 from ris_nb.evaluate import shatter_gather
+from ris_nb.cli import data_overrides
 from ris_nb.run_folder import load_run
 
 COLS = [
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     after = probes()
     res = json.loads((a.out / "results.json").read_text())
-    cfg, tok, model = load_run(a.out / "best.pt", str(a.data))
+    cfg, tok, model = load_run(a.out / "best.pt", data_overrides(str(a.data)))
     loaders = make_dataloaders(cfg.override({"data.test_splits": []}), tok, splits=["val"])
     sg = shatter_gather(model, loaders["val"])
     blind = language_blind_references(RefDataset(a.data.parent, a.data.name, "shaperefs", "val"))

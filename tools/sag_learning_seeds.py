@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_learning import SAG_STEPS, train_sag  # noqa: E402
-from ris_nb.testing import probe_ms  # noqa: E402
+from ris_nb.machine import probe_ms  # noqa: E402
 from ris_nb.io import write_atomic
 from ris_nb.data.shaperefs_files import generate  # noqa: E402
 

@@ -35,7 +35,7 @@ from torch import nn
 
 from ris_nb.core import parse_override
 from ris_nb.presets import get_preset
-from ris_nb.testing import probe_ms
+from ris_nb.machine import probe_ms
 from ris_nb.data.refer import scene_masks
 from ris_nb.data.transforms import resize_mask
 from ris_nb.models.sag import EntityAppearance, batch_partners, c3_loss, own_image_copies

@@ -50,7 +50,7 @@ def write_run(ns: dict, run_dir: Path) -> None:
     "The trained model as `fit` leaves a run folder: best.pt (weights, config, step, val, fingerprints) + tokenizer."
     import torch
 
-    from ris_nb.run_folder import run_fingerprints
+    from ris_nb.fingerprints import run_fingerprints
     from ris_nb.data.transforms import save_tokenizer
     from ris_nb.evaluate import evaluate
 

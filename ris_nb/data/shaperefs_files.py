@@ -26,7 +26,9 @@ from .shaperefs import SHAPES, SPLIT_FRACTIONS, check_generate_args, split_label
 __all__ = ['recover_interrupted', 'shaperefs_settings', 'read_refs', 'generate', 'ensure_shaperefs', 'shaperefs_data']
 
 # %% ../../nbs/92a_shaperefs_files.ipynb #e17def04
-def _number(results, splits: list[str], size: int, image_dir: Path, bar) -> tuple[list, list, list, int]:
+def _write_images_and_records(
+    results, splits: list[str], size: int, image_dir: Path, bar
+) -> tuple[list, list, list, int]:
     """Write each image's PNG and number images, annotations, refs and sentences from 1 in order -> (images,
     annotations, refs, n_sentences)."""
     images, annotations, refs = [], [], []
@@ -73,8 +75,8 @@ def _number(results, splits: list[str], size: int, image_dir: Path, bar) -> tupl
 def _make_all(
     make: Callable, jobs: list, workers: int, splits: list[str], size: int, image_dir: Path, verbose: bool
 ) -> tuple:
-    """`make` every scene of `jobs` (in `workers` processes), save its image and number it: `_number`'s (images,
-    annotations, refs, n_sent)."""
+    """`make` every scene of `jobs` (in `workers` processes), save its image and number it:
+    `_write_images_and_records`'s (images, annotations, refs, n_sent)."""
     n_images = len(jobs)
     from tqdm.auto import tqdm
 
@@ -87,7 +89,7 @@ def _make_all(
     else:
         pool, results = None, map(make, jobs)
     try:
-        return _number(results, splits, size, image_dir, bar)
+        return _write_images_and_records(results, splits, size, image_dir, bar)
     finally:
         bar.close()
         if pool is not None:

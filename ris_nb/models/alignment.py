@@ -6,16 +6,14 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-import warnings
 
 from fastcore.basics import patch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call, vmap
 
 # %% auto #0
-__all__ = ['MagNetPWAM', 'LayerNorm2d', 'cam_branch', 'pool_repeats', 'CAM', 'StackParams', 'batched', 'cal_loss']
+__all__ = ['MagNetPWAM', 'LayerNorm2d', 'cam_branch', 'CAM', 'sample_positions', 'p2t_term', 'p2p_term', 'cal_loss']
 
 # %% ../../nbs/08_alignment.ipynb #02444feb
 class MagNetPWAM(nn.Module):
@@ -80,11 +78,6 @@ def cam_branch(dim: int, pool: int) -> nn.Sequential:
     )
 
 # %% ../../nbs/08_alignment.ipynb #4bea5f36
-def pool_repeats(p: int, H: int, W: int) -> tuple[int, int] | None:
-    "(p/H, p/W) when adaptive average pooling an H×W map to p×p only repeats its pixels, else None."
-    return (p // H, p // W) if p % H == 0 and p % W == 0 else None
-
-
 class CAM(nn.Module):
     """Cross-modal alignment module of one stage: pooled, word-fused pyramid + full-resolution PWAM output → decoder
     feature."""
@@ -100,59 +93,13 @@ class CAM(nn.Module):
         self.mixer = nn.Sequential(nn.Linear(cat, dim), nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
 
     def pyramid(self, v: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        "Word-fused pooled maps at each pool size, `v`: (B,d,H,W) → list of (B,d/4,p,p)."
-        if torch.compiler.is_compiling():  # compiled: one kernel per layer for the four branches
-            return self.pyramid_batched(v, words, mask)
-        out, (H, W) = [], v.shape[-2:]
-        for p, branch, pwam in zip(self.pool_sizes, self.branches, self.pwams):
-            rep = pool_repeats(p, H, W)
-            # per-pixel layers on the H×W map when pooling would only repeat it
-            z = branch[1:](v) if rep else branch(v)
+        "Word-fused pooled maps at each pool size, `v`: (B,d,H,W) → list of (B,d/4,p,p), one branch after another."
+        out = []
+        for branch, pwam in zip(self.branches, self.pwams):
+            z = branch(v)  # (B,d/4,p,p)
             B, c, h, w = z.shape
-            y = pwam(z.flatten(2).transpose(1, 2), words, mask).transpose(1, 2).reshape(B, c, h, w)
-            out.append(y.repeat_interleave(rep[0], 2).repeat_interleave(rep[1], 3) if rep else y)
+            out.append(pwam(z.flatten(2).transpose(1, 2), words, mask).transpose(1, 2).reshape(B, c, h, w))
         return out
-
-# %% ../../nbs/08_alignment.ipynb #1b646ec5b
-# SDPA has no vmap rule yet: torch runs it once per module (right, not batched) and warns at every call
-warnings.filterwarnings(
-    "ignore", message="There is a performance drop because we have not yet implemented the batching"
-)
-
-
-class StackParams(torch.autograd.Function):
-    "`torch.stack` of parameters whose backward hands each its gradient in its own layout (one copy, not one each)."
-
-    @staticmethod
-    def forward(ctx, *params: torch.Tensor) -> torch.Tensor:
-        return torch.stack(params)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad.contiguous().unbind(0)
-
-
-def batched(mods: list[nn.Module], x: torch.Tensor, *shared) -> torch.Tensor:
-    "Modules of one architecture at once: module k on x[k] (K,...), `shared` inputs; vmap over stacked parameters."
-    names = [n for n, _ in mods[0].named_parameters()]
-    params = {n: StackParams.apply(*[dict(m.named_parameters())[n] for m in mods]) for n in names}
-    return vmap(lambda p, xk: functional_call(mods[0], p, (xk, *shared)), randomness="different")(params, x)
-
-
-@patch
-def pyramid_batched(self: CAM, v: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-    "`pyramid` with the four branches run as one batch (`batched`): one kernel per layer instead of four."
-    B, _, H, W = v.shape
-    reps = [pool_repeats(p, H, W) for p in self.pool_sizes]
-    maps = [v if rep else branch.pool(v) for rep, branch in zip(reps, self.branches)]  # as `pyramid`
-    n = max(m.shape[-2] * m.shape[-1] for m in maps)  # every branch's pixels padded to the most: (K,B,d,n,1)
-    x = torch.stack([F.pad(m.flatten(2), (0, n - m.shape[-2] * m.shape[-1])) for m in maps])[..., None]
-    z = batched([b[1:] for b in self.branches], x)[..., 0].transpose(-1, -2)  # (K,B,n,d/4)
-    out = []
-    for yk, m, rep in zip(batched(self.pwams, z, words, mask), maps, reps):
-        yk = yk[:, : m.shape[-2] * m.shape[-1]].transpose(1, 2).reshape(B, -1, *m.shape[-2:])
-        out.append(yk.repeat_interleave(rep[0], 2).repeat_interleave(rep[1], 3) if rep else yk)
-    return out
 
 # %% ../../nbs/08_alignment.ipynb #dd25090d
 @patch
@@ -171,22 +118,14 @@ def forward(
     return self.mixer(x).transpose(1, 2).reshape(B, d, H, W).contiguous()  # NCHW-contiguous, as released
 
 # %% ../../nbs/08_alignment.ipynb #dd9d6b87
-@torch.compiler.disable  # compiled (`train.compile`), the draws stay eager: inductor draws other numbers
-def _cal_scores(shape: torch.Size, n: int, generator: torch.Generator | None, device) -> torch.Tensor | None:
-    "Uniform random scores (B,P) when an image of P positions may hold more than `n` (`None`: nothing to draw)."
-    if shape[1] <= n:
-        return None
-    dev = device if generator is None else generator.device
-    return torch.rand(shape, generator=generator, device=dev).to(device)
-
-
-def _cal_positions(gt: torch.Tensor, n_fg: int, n_bg: int, generator: torch.Generator | None):
-    """Foreground and background selections (B,P) bool of `gt` (B,P): all positions, or the `n` of highest random
-    score per image (uniform without replacement; fg scores drawn first). No host sync."""
+def sample_positions(gt: torch.Tensor, n_fg: int, n_bg: int, generator: torch.Generator | None = None):
+    """Foreground and background selections (B,P) bool of `gt` (B,P): every position, or, where an image holds more
+    than `n`, the `n` of highest uniform random score (sampling without replacement; fg scores drawn first)."""
     out = []
     for sel, n in ((gt, n_fg), (~gt, n_bg)):
-        score = _cal_scores(sel.shape, n, generator, sel.device)
-        if score is not None:  # the draw, kept where an image holds more than n
+        if sel.shape[1] > n:  # some image may hold more than n: one score per position, drawn for the whole batch
+            dev = sel.device if generator is None else generator.device
+            score = torch.rand(sel.shape, generator=generator, device=dev).to(sel.device)
             top = score.masked_fill(~sel, -1.0).topk(n, 1).indices
             drawn = torch.zeros_like(sel).scatter_(1, top, True) & sel
             sel = torch.where(sel.sum(1, keepdim=True) > n, drawn, sel)
@@ -194,13 +133,20 @@ def _cal_positions(gt: torch.Tensor, n_fg: int, n_bg: int, generator: torch.Gene
     return out[0], out[1]
 
 
-def _gather_positions(pix: torch.Tensor, sel: torch.Tensor):
-    "Selected columns of `pix` (B,C,P) packed left → (B,C,K) and their validity (B,K), K = the largest count."
-    n = sel.sum(1)
-    k = int(n.max()) if len(n) else 0
-    # selected positions first, in order
-    idx = torch.sort((~sel).to(torch.uint8), dim=1, stable=True).indices[:, :k]
-    return pix.gather(2, idx[:, None].expand(-1, pix.shape[1], -1)), torch.arange(k, device=pix.device) < n[:, None]
+def p2t_term(pf: torch.Tensor, pb: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
+    "L_p2t of one image: foreground `pf` (C,F), background `pb` (C,Bg), sentence `t` (C,), all unit."
+    s_f, s_b = (t @ pf) / tau, (t @ pb) / tau  # (F,), (Bg,)
+    denom = torch.logaddexp(s_f, torch.logsumexp(s_b, 0)) if pb.shape[1] else s_f
+    return (denom - s_f).mean()
+
+
+def p2p_term(pf: torch.Tensor, pb: torch.Tensor, tau: float) -> torch.Tensor:
+    "L_p2p of one image with |F| ≥ 2: each foreground anchor against every other selected position."
+    nf, allp = pf.shape[1], torch.cat([pf, pb], 1)
+    sim = (pf.t() @ allp) / tau  # (F, F+Bg)
+    eye = torch.eye(nf, allp.shape[1], dtype=torch.bool, device=sim.device)
+    lse = torch.logsumexp(sim.masked_fill(eye, float("-inf")), 1, keepdim=True)  # Σ over j ≠ a
+    return ((lse - sim[:, :nf]).masked_fill(eye[:, :nf], 0.0).sum(1) / (nf - 1)).mean()
 
 # %% ../../nbs/08_alignment.ipynb #ec592c99
 def cal_loss(
@@ -217,28 +163,16 @@ def cal_loss(
 ) -> dict[str, torch.Tensor]:
     "CAL (ours): pixels `pix` (B,C,h,w), sentence `text` (B,C), GT `masks` (B,H,W) → {'cal', 'cal_p2t', 'cal_p2p'}."
     B, C, h, w = pix.shape
-    pix = F.normalize(pix.flatten(2), dim=1)  # (B,C,hw)
-    text = F.normalize(text, dim=-1)
+    pix, text = F.normalize(pix.flatten(2), dim=1), F.normalize(text, dim=-1)  # (B,C,hw), (B,C)
     gt = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest").flatten(1) > 0.5
-    fsel, bsel = _cal_positions(gt, n_fg, n_bg, generator)
-    (pf, vf), (pb, vb) = _gather_positions(pix, fsel), _gather_positions(pix, bsel)  # (B,C,F), (B,C,Bg): padded
-    nf, kf, inf = vf.sum(1), pf.shape[2], float("-inf")
-    zero = pix.sum() * 0.0
-    st_f, st_b = (text[:, None] @ pf)[:, 0] / tau_text, (text[:, None] @ pb)[:, 0] / tau_text  # (B,F), (B,Bg)
-    # −inf without background: logaddexp(s, −inf) = s
-    lse_b = torch.logsumexp(st_b.masked_fill(~vb, inf), 1, keepdim=True)
-    per_f = (torch.logaddexp(st_f, lse_b) - st_f).masked_fill(~vf, 0.0)
-    has = nf > 0
-    lt = (per_f.sum(1) / nf.clamp(min=1))[has].mean() if has.any() else zero
-    two = nf >= 2
-    if two.any():
-        valid = torch.cat([vf, vb], 1)[:, None]  # (B,1,F+Bg)
-        sim = (pf.transpose(1, 2) @ torch.cat([pf, pb], 2)) / tau_pixel  # (B,F,F+Bg)
-        eye = torch.eye(kf, sim.shape[2], dtype=torch.bool, device=sim.device)
-        lse = torch.logsumexp(sim.masked_fill(eye | ~valid, inf), 2, keepdim=True)  # over every j ≠ a
-        pos = (lse - sim[..., :kf]).masked_fill(eye[:, :kf] | ~vf[:, None], 0.0)  # (B,F,F)
-        per_a = (pos.sum(2) / (nf - 1).clamp(min=1)[:, None]).masked_fill(~vf, 0.0)
-        lp = (per_a.sum(1) / nf.clamp(min=1))[two].mean()
-    else:
-        lp = zero
+    fsel, bsel = sample_positions(gt, n_fg, n_bg, generator)
+    p2t, p2p = [], []
+    for b in range(B):
+        pf, pb = pix[b][:, fsel[b]], pix[b][:, bsel[b]]  # (C,F), (C,Bg)
+        if pf.shape[1] >= 1:
+            p2t.append(p2t_term(pf, pb, text[b], tau_text))
+        if pf.shape[1] >= 2:
+            p2p.append(p2p_term(pf, pb, tau_pixel))
+    zero = pix.sum() * 0.0  # no foreground anywhere: 0, still in the graph
+    lt, lp = (torch.stack(p2t).mean() if p2t else zero), (torch.stack(p2p).mean() if p2p else zero)
     return {"cal": w_text * lt + w_pixel * lp, "cal_p2t": lt, "cal_p2p": lp}

@@ -199,13 +199,14 @@ class LAVT(nn.Module):
         return out
 
 # %% ../../nbs/06_lavt.ipynb #d99f3501
+from ..metrics import resize_prob  # 01's resize of the original protocol
+
+
 def at_sizes(p: torch.Tensor, sizes: list[tuple[int, int]] | None) -> torch.Tensor | list[torch.Tensor]:
     "Probabilities `p` (B,1,H,W) as they are, or each resized (bilinear) to its original size: a list of (1,h,w)."
     if sizes is None:
         return p
-    return [
-        F.interpolate(p[i : i + 1], size=tuple(s), mode="bilinear", align_corners=False)[0] for i, s in enumerate(sizes)
-    ]
+    return [resize_prob(p[i : i + 1], s)[0] for i, s in enumerate(sizes)]
 
 
 @patch

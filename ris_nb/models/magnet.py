@@ -14,7 +14,6 @@ from fastcore.basics import patch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models.swin_transformer import WindowAttention
 
 from ris_nb.core import (
     Config,
@@ -26,6 +25,7 @@ from ris_nb.core import (
     CALConfig,
     MGConfig,
     LavtConfig,
+    model_part,
     register_model,
     special_token_ids,
 )
@@ -35,9 +35,9 @@ from .lavt import RefineHead, dice_loss
 from .mask_grounding import MaskGrounding, mg_visual_index
 
 # %% auto #0
-__all__ = ['NO_DECAY', 'TanhGate', 'WordPWAM', 'MSDeformAttn', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder',
-           'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs', 'MagNet',
-           'build_magnet', 'compile_regions']
+__all__ = ['NO_DECAY', 'TanhGate', 'WordPWAM', 'MSDeformAttn', 'sample_levels', 'DeformEncoderLayer', 'reference_points',
+           'PixelDecoder', 'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs',
+           'MagNet', 'build_magnet']
 
 # %% ../../nbs/09_magnet.ipynb #200176b8
 class TanhGate(nn.Module):
@@ -102,8 +102,8 @@ class WordPWAM(nn.Module):
 
 # %% ../../nbs/09_magnet.ipynb #91cf8342
 class MSDeformAttn(nn.Module):
-    """Multi-scale deformable attention (Deformable DETR) in plain PyTorch: one `embedding_bag` per corner at
-    inference, one `grid_sample` over all levels when training."""
+    """Multi-scale deformable attention (Deformable DETR, eq. 3) in plain PyTorch: every query reads K points per
+    head and level, each level's map sampled by one `grid_sample`."""
 
     def __init__(self, dim: int = 256, levels: int = 4, heads: int = 8, points: int = 4):
         super().__init__()
@@ -114,7 +114,6 @@ class MSDeformAttn(nn.Module):
         self.attention_weights = nn.Linear(dim, heads * levels * points)
         self.value_proj, self.output_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.reset_parameters()
-        self._layouts = {}  # per (shapes, dtype, device): column constants
 
     def forward(
         self, query: torch.Tensor, ref: torch.Tensor, value: torch.Tensor, shapes: list[tuple[int, int]]
@@ -123,18 +122,25 @@ class MSDeformAttn(nn.Module):
         (B,Q,C)."""
         B, Q, C = query.shape
         M, L, K = self.heads, self.levels, self.points
-        v = self.value_proj(value)
-        perm = self.layout(shapes, query.dtype, query.device)["perm"]
-        off = F.linear(query, self.sampling_offsets.weight[perm], self.sampling_offsets.bias[perm])  # x's, then y's
-        aw = self.attention_weights(query).view(B, Q, M, L * K).softmax(-1)
-        r = ref[:1] if ref.stride(0) == 0 else ref  # one set of points for the batch
-        # embedding_bag's backward is ~5× slower on CPU than grid_sample's (09, below): train with the image form
-        sample = (
-            self.sample_by_image
-            if torch.is_grad_enabled() and (v.requires_grad or off.requires_grad)
-            else self.sample_by_table
-        )
-        return self.output_proj(sample(v, shapes, r, off, aw).view(B, Q, C))
+        off = self.sampling_offsets(query).view(B, Q, M, L, K, 2)  # Δp, in pixels of each level
+        aw = self.attention_weights(query).view(B, Q, M, L * K).softmax(-1).view(B, Q, M, L, K)  # A
+        wh = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)  # (L,2): x, y
+        loc = ref[:, :, None, None, None] + off / wh[:, None]  # φ_l(p̂_q) + Δp, normalised: (B,Q,M,L,K,2)
+        return self.output_proj(sample_levels(self.value_proj(value), shapes, loc, aw))
+
+# %% ../../nbs/09_magnet.ipynb #91cf8342s
+def sample_levels(v: torch.Tensor, shapes: list[tuple[int, int]], loc: torch.Tensor, aw: torch.Tensor) -> torch.Tensor:
+    """Σ over levels l and points k of A · x^l(loc), each head's level map read bilinearly (`grid_sample`, zeros
+    outside, align_corners=False): v (B,ΣHW,C), loc (B,Q,M,L,K,2) in [0,1], aw (B,Q,M,L,K) → (B,Q,C)."""
+    B, _, C = v.shape
+    Q, M = loc.shape[1:3]
+    out = 0
+    for l, (v_l, (h, w)) in enumerate(zip(v.split([h * w for h, w in shapes], 1), shapes)):
+        x_l = v_l.view(B, h, w, M, C // M).permute(0, 3, 4, 1, 2).flatten(0, 1)  # (B·M, D, h, w)
+        grid = (2 * loc[:, :, :, l] - 1).transpose(1, 2).flatten(0, 1)  # (B·M, Q, K, 2) in grid_sample's [-1, 1]
+        s = F.grid_sample(x_l, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B·M, D, Q, K)
+        out = out + (s * aw[:, :, :, l].transpose(1, 2).flatten(0, 1)[:, None]).sum(-1)
+    return out.view(B, C, Q).transpose(1, 2)
 
 # %% ../../nbs/09_magnet.ipynb #91cf8342b
 @patch
@@ -154,107 +160,6 @@ def reset_parameters(self: MSDeformAttn) -> None:
         nn.init.xavier_uniform_(lin.weight)
         nn.init.zeros_(lin.bias)
 
-# %% ../../nbs/09_magnet.ipynb #2fed74c6
-@patch
-def layout(self: MSDeformAttn, shapes: list[tuple[int, int]], dtype, device) -> dict:
-    "Constants per sample column (columns ordered head, level, point) for the padded value table of `shapes`."
-    key = (tuple(map(tuple, shapes)), dtype, device)
-    if key not in self._layouts:
-        M, L, K = self.heads, self.levels, self.points
-
-        def f(v):
-            return torch.tensor(v, dtype=dtype, device=device)
-
-        W, H = f([w for _, w in shapes]), f([h for h, _ in shapes])
-        Wp, size = W + 3, (H + 3) * (W + 3)  # each level padded by 1 before, 2 after
-        start = torch.cat([size.new_zeros(1), size.cumsum(0)[:-1]])
-
-        def col(t):
-            return t.view(1, L, 1).expand(M, L, K).reshape(-1)  # (M·L·K,)
-
-        m = torch.arange(M, dtype=dtype, device=device).view(M, 1, 1).expand(M, L, K).reshape(-1)
-        Sp = sum((h + 3) * (w + 3) for h, w in shapes)  # = size.sum(), from Python ints: no host sync
-        # the image form: levels stacked top to bottom, a zero row above each and one below the last
-        Hi, Wi = sum(h + 1 for h, _ in shapes) + 1, max(w for _, w in shapes) + 2
-        top = f([1 + sum(h + 1 for h, _ in shapes[:l]) for l in range(L)])
-        self._layouts[key] = dict(
-            # x's, then y's
-            perm=torch.arange(2 * M * L * K, device=device).view(M, L, K, 2).permute(3, 0, 1, 2).reshape(-1),
-            # flat row of pixel (0,0) of head m, level l
-            W=col(W),
-            H=col(H),
-            Wp=col(Wp),
-            Sp=Sp,
-            row=m * Sp + col(start + Wp + 1),
-            down=Wp.long().view(L, 1).expand(L, K).reshape(-1),  # +1 row, per (level, point)
-            image=(Hi, Wi),
-            half=f(-0.5),  # a device scalar: no host-to-device copy per call (CUDA graphs refuse one)
-            gy=col((2 * top + 1) / Hi - 1),  # grid_sample's y of row 0 of the level, as a pixel y shifts by 2/Hi
-        )
-    return self._layouts[key]
-
-# %% ../../nbs/09_magnet.ipynb #2fed74c6b
-@patch
-def table(self: MSDeformAttn, v: torch.Tensor, shapes: list[tuple[int, int]]) -> torch.Tensor:
-    "Value tokens (B,ΣHW,C) → (B·M·S', D): per head, every level's map with a zero border (1 before, 2 after)."
-    B, _, C = v.shape
-    M, D = self.heads, C // self.heads
-    lv = [
-        t.view(B, h, w, M, D).permute(0, 3, 1, 2, 4)
-        for t, (h, w) in zip(v.split([h * w for h, w in shapes], 1), shapes)
-    ]
-    return torch.cat([F.pad(t, (0, 0, 1, 2, 1, 2)).flatten(2, 3) for t in lv], 2).reshape(-1, D)
-
-# %% ../../nbs/09_magnet.ipynb #874ef696
-@patch
-def sample_by_image(self: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
-    """Every level in one zero-bordered image (levels stacked), one `grid_sample` (zeros, align_corners=False) for all
-    samples, mixed by the attention weights → (B,Q,M,D)."""
-    B, Q, M, _ = aw.shape
-    L, K, D = self.levels, self.points, v.shape[-1] // M
-    n, lay = M * L * K, self.layout(shapes, v.dtype, v.device)
-    (Hi, Wi), lv = lay["image"], v.transpose(1, 2).split([h * w for h, w in shapes], 2)
-    # (B,C,h,w) per level with a zero row above, a zero column left and zeros right; a zero row below the last
-    pads = [F.pad(t.unflatten(2, (h, w)), (1, Wi - 1 - w, 1, 0)) for t, (h, w) in zip(lv, shapes)]
-    img = torch.cat(pads + [v.new_zeros(B, v.shape[-1], 1, Wi)], 2).view(B * M, D, Hi, Wi)
-    # pixel position in its level (x = loc·W − ½) clamped to [-1, W] as in the table form (no sample reaches another
-    # level), then in grid_sample's coordinates of the image: g = (2p + 1)/size − 1
-    px = torch.minimum((off[..., :n] + torch.addcmul(lay["half"], r[..., :1], lay["W"])).clamp(min=-1), lay["W"])
-    py = torch.minimum((off[..., n:] + torch.addcmul(lay["half"], r[..., 1:], lay["H"])).clamp(min=-1), lay["H"])
-    g = torch.stack([px * (2 / Wi) + (3 / Wi - 1), torch.add(lay["gy"], py, alpha=2 / Hi)], -1)
-    g = g.view(B, Q, M, L * K, 2).transpose(1, 2).reshape(B * M, Q, L * K, 2)
-    s = F.grid_sample(img, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B·M, D, Q, L·K)
-    return (s * aw.transpose(1, 2).reshape(B * M, 1, Q, L * K)).sum(-1).view(B, M, D, Q).permute(0, 3, 1, 2)
-
-# %% ../../nbs/09_magnet.ipynb #874ef696b
-@patch
-def sample_by_table(self: MSDeformAttn, v, shapes, r, off, aw) -> torch.Tensor:
-    """All levels of a head in one zero-bordered table; each bilinear corner is one `embedding_bag` over L·K samples
-    → (B·M·Q, D)."""
-    B, Q, M, _ = aw.shape
-    L, K = self.levels, self.points
-    n, lay = M * L * K, self.layout(shapes, v.dtype, v.device)
-    table = self.table(v, shapes).to(aw.dtype)  # under autocast v is bf16, the weights float32
-    # sample position in pixels of its level (grid_sample, align_corners=False: x = loc·W − ½), clamped to [-1, W]:
-    # beyond that every corner is in the zero border, exactly as grid_sample's zero padding
-    px = torch.minimum((off[..., :n] + torch.addcmul(lay["half"], r[..., :1], lay["W"])).clamp_(min=-1), lay["W"])
-    py = torch.minimum((off[..., n:] + torch.addcmul(lay["half"], r[..., 1:], lay["H"])).clamp_(min=-1), lay["H"])
-    x0, y0 = px.floor(), py.floor()
-    fx, fy = (px - x0).view(B, Q, M, L * K), (py - y0).view(B, Q, M, L * K)
-    with torch.no_grad():  # flat table rows of the 4 corners
-        idt = torch.int32 if B * M * lay["Sp"] < 2**31 else torch.int64
-        i00 = torch.addcmul(x0 + lay["row"], y0, lay["Wp"]).to(idt).view(B, Q, M, L * K)
-        i00 += (torch.arange(B, device=v.device, dtype=i00.dtype) * (M * lay["Sp"])).view(B, 1, 1, 1)
-        i10 = i00 + lay["down"].to(i00.dtype)
-    a1 = aw * fy
-    a0 = aw - a1  # bilinear weights × attention weights
-    w01, w11 = a0 * fx, a1 * fx
-
-    def bag(i, w):
-        return F.embedding_bag(i.view(-1, L * K), table, per_sample_weights=w.reshape(-1, L * K), mode="sum")
-
-    return bag(i00, a0 - w01) + bag(i00 + 1, w01) + bag(i10, a1 - w11) + bag(i10 + 1, w11)
-
 # %% ../../nbs/09_magnet.ipynb #ec9e2779
 class DeformEncoderLayer(nn.Module):
     "Post-norm deformable encoder layer: x ← LN(x + MSDA(x + pos)), x ← LN(x + FFN(x))."
@@ -266,12 +171,8 @@ class DeformEncoderLayer(nn.Module):
         self.linear1, self.linear2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
 
     def ffn(self, x: torch.Tensor) -> torch.Tensor:
-        """linear2(relu(linear1(x))); without autograd over chunks of tokens, so the wide hidden activation stays a few
-        MB (under autograd every chunk's would be kept for backward: chunks would only add operators)"""
-        if torch.is_grad_enabled():
-            return self.linear2(F.relu(self.linear1(x), inplace=True))
-        rows, n = x.reshape(-1, x.shape[-1]), max(256, 2**21 // self.linear1.out_features)
-        return torch.cat([self.linear2(F.relu(self.linear1(c), inplace=True)) for c in rows.split(n)]).view_as(x)
+        "linear2(relu(linear1(x))), per token."
+        return self.linear2(F.relu(self.linear1(x)))
 
     def forward(self, x, pos, ref, shapes):
         x = self.norm1(x + self.attn(x + pos, ref, x, shapes))
@@ -376,11 +277,6 @@ class Attention(nn.Module):
         )
         return self.out_proj(o.transpose(1, 2).reshape(B, Q, C))
 
-    def value_path(self, v: torch.Tensor) -> torch.Tensor:
-        "What `forward` returns when there is one key: softmax over one score is 1, so (B,1,C) → out_proj(v_proj(v))."
-        C = v.shape[-1]
-        return self.out_proj(F.linear(v, self.in_proj_weight[2 * C :], self.in_proj_bias[2 * C :]))
-
 # %% ../../nbs/09_magnet.ipynb #beba9b0b
 class DecoderLayer(nn.Module):
     "Masked cross-attention → self-attention → FFN, each with residual + post-LayerNorm (Mask2Former)."
@@ -393,8 +289,7 @@ class DecoderLayer(nn.Module):
 
     def forward(self, q, qpos, mem, pos, allowed):
         q = self.cross_norm(q + self.cross_attn(q + qpos, mem + pos, mem, allowed))
-        one = q.shape[1] == 1  # one query attends to itself only: no need for its query and key products
-        q = self.self_norm(q + (self.self_attn.value_path(q) if one else self.self_attn(q + qpos, q + qpos, q)))
+        q = self.self_norm(q + self.self_attn(q + qpos, q + qpos, q))
         return self.ffn_norm(q + self.linear2(F.relu(self.linear1(q))))
 
 
@@ -525,13 +420,10 @@ def _build_heads(self: MagNet, cfg: Config, dims: list[int], t: int) -> None:
 
 @register_model("magnet", MagNet, takes_image_index=True)
 def build_magnet(cfg: Config) -> MagNet:
-    """Registered builder: `build_model(cfg)` with `cfg.model.name == 'magnet'`; Swin's window attention through one
-    fused `scaled_dot_product_attention` (timm's experimental switch: same outputs and gradients to 1e-5)."""
+    """Registered builder: `build_model(cfg)` with `cfg.model.name == 'magnet'`; `model.impl='fast'` runs the same
+    parameters through the fast forms (appendix 97c), 'reference' through this notebook's."""
     model = MagNet(cfg)
-    for mod in model.backbone.modules():
-        if isinstance(mod, WindowAttention):
-            mod.fused_attn = True
-    return model
+    return model_part("fast_forms")(model) if cfg.model.impl == "fast" else model
 
 # %% ../../nbs/09_magnet.ipynb #ff23fdbb
 def _record_stage(trace: dict, s: int, v, l, r, o, q, tr: dict, word_norm: nn.Module | None) -> None:
@@ -565,34 +457,20 @@ def encode(
     trace: dict | None = None,
     attn: list | None = None,
     image_index: torch.Tensor | None = None,
-    side: dict | None = None,
 ):
     """images (B,3,H,W), ids/mask (B,N) → decoder inputs [(B,d_s,H_s,W_s)] × 4 and final words (B,N,t).
-    `image_index` (B,) long: `images` holds U distinct images, sentence b reads image_index[b] (evaluation).
-    `side`: MG's masked sentence `side['ids']` (B,N) goes through the same text-layer calls as the sentence, never
-    fused; its final words are written to `side['words']`."""
-    n, m = len(input_ids), attention_mask.to(images.dtype)
-    ids, am = (
-        (input_ids, attention_mask)
-        if side is None
-        else (torch.cat([input_ids, side["ids"]]), attention_mask.repeat(2, 1))
-    )
-    ext = extended_mask(am, images.dtype)
-    x, l = self.backbone.stem(images), self.text.embed(ids)
+    `image_index` (B,) long: `images` holds U distinct images, sentence b reads image_index[b] (evaluation)."""
+    m, ext = attention_mask.to(images.dtype), extended_mask(attention_mask, images.dtype)
+    x, l = self.backbone.stem(images), self.text.embed(input_ids)
     if trace is not None:
-        trace.update(v0=x.flatten(2).transpose(1, 2), l0=l[:n], ext_mask=ext[:n])
+        trace.update(v0=x.flatten(2).transpose(1, 2), l0=l, ext_mask=ext)
     outs = []
     for s in range(4):
         x, l = self._stage(s, x, trace), self.text.group(s, l, ext)
-        # no language before the first fusion: once per image
-        if s == 0 and image_index is not None:
+        if s == 0 and image_index is not None:  # no language before the first fusion: once per image
             x = x[image_index]
-        l, rest = (l, None) if side is None else l.split(n)
         x, l, o = self._fuse(s, x, l, m, trace, attn)
-        l = l if rest is None else torch.cat([l, rest])
         outs.append(o)
-    if side is not None:
-        l, side["words"] = l.split(n)
     return outs, l
 
 # %% ../../nbs/09_magnet.ipynb #ebf12ea8c
@@ -639,11 +517,9 @@ def losses(self: MagNet, outputs: MagNetOutputs, batch) -> dict[str, torch.Tenso
     out = {"bce": bce, "dice": dice, "cls": ce}
     loss = mc.w_bce * bce + mc.w_dice * dice + mc.w_class * ce
     if m.cal.enabled and self.lang_proj is not None:
-        c = m.cal
-        rates = (c.tau_text, c.tau_pixel, c.w_text, c.w_pixel, c.n_fg, c.n_bg)
-        cal = cal_loss(outputs.mask_features, self.sentence_embedding(outputs, batch), gt, *rates)
+        cal = self.alignment_loss(outputs, batch, gt)
         out.update(cal)
-        loss = loss + c.weight * cal["cal"]
+        loss = loss + m.cal.weight * cal["cal"]
     if outputs.mg is not None:
         out["mg"] = self.mg.loss(outputs.mg["logits"], outputs.mg["targets"])
         loss = loss + m.mg.weight * out["mg"]
@@ -693,6 +569,14 @@ def param_groups(self: MagNet, cfg: Config) -> list[dict]:
         for (part, nd), ps in groups.items()
     ]
 
+
+@patch
+def alignment_loss(self: MagNet, outputs: MagNetOutputs, batch, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+    "CAL (08) between the mask features and the sentence embedding, with `model.cal`'s rates."
+    c = self.cfg.model.cal
+    rates = (c.tau_text, c.tau_pixel, c.w_text, c.w_pixel, c.n_fg, c.n_bg)
+    return cal_loss(outputs.mask_features, self.sentence_embedding(outputs, batch), gt, *rates)
+
 # %% ../../nbs/09_magnet.ipynb #c3b0541b
 @patch
 def forward(self: MagNet, batch, trace: bool = False, image_index: torch.Tensor | None = None) -> MagNetOutputs:
@@ -700,12 +584,8 @@ def forward(self: MagNet, batch, trace: bool = False, image_index: torch.Tensor 
     `image_index` (B,) long: batch.images holds each image once (U,3,H,W), sentence b reads image_index[b]
     (evaluation)."""
     tr = {} if trace else None
-    # MG's masked sentence, encoded in the same text-layer calls unless it needs its own pass
-    side = self.mg_side(batch)
-    shared = side if side is not None and self.cfg.model.mg.visual_source != "masked" else None
-    feats, words = self.encode(
-        batch.images, batch.input_ids, batch.attention_mask, tr, image_index=image_index, side=shared
-    )
+    masked = self.masked_sentence(batch)  # MG's masking (07), drawn before the encoder; None outside training
+    feats, words, masked_words = self.encode_texts(batch, masked, tr, image_index)
     mf, maps = self.pixel_decoder(feats, tr)
     dec = self.decoder(maps, mf)
     final = dec.mask_logits[-1]
@@ -721,8 +601,8 @@ def forward(self: MagNet, batch, trace: bool = False, image_index: torch.Tensor 
         coarse=maps[0],
         trace=tr,
     )
-    if side is not None:
-        out.mg = self.mask_grounding(batch, maps, side)
+    if masked is not None:
+        out.mg = {"logits": self.mg_logits(batch, masked[0], masked_words, maps), "targets": masked[1]}
     if tr is not None:
         tr.update(
             pred_logits=out.class_logits,
@@ -734,28 +614,32 @@ def forward(self: MagNet, batch, trace: bool = False, image_index: torch.Tensor 
         tr["mask_full"] = tr["prob_full"] > 0.5
     return out
 
+# %% ../../nbs/09_magnet.ipynb #c3b0541bt
+@patch
+def encode_texts(self: MagNet, batch, masked: tuple | None, trace: dict | None, image_index: torch.Tensor | None):
+    """`encode` of the batch → (decoder inputs, final words (B,N,t), MG's masked sentence's words (B,N,t) by a
+    text-only pass, or None without `masked`)."""
+    feats, words = self.encode(batch.images, batch.input_ids, batch.attention_mask, trace, image_index=image_index)
+    masked_words = None if masked is None else self.text(masked[0], batch.attention_mask).tokens
+    return feats, words, masked_words
+
 # %% ../../nbs/09_magnet.ipynb #c3b0541bb
 @patch
-def mask_grounding(self: MagNet, batch, maps: list[torch.Tensor], side: dict) -> dict[str, torch.Tensor]:
-    """MG in training: predict the words `side` hid -> {'logits': (B,N,V), 'targets': (B,N)}, from the masked
-    sentence's words `encode` wrote to `side['words']` (else, `mg.visual_source='masked'`, through `fill_masked`)."""
-    if "words" not in side:
-        return {"logits": self.fill_masked(batch, side["ids"], maps), "targets": side["targets"]}
-    logits = self.mg(side["words"], batch.attention_mask, maps[self.mg_level], batch.masks)
-    return {"logits": logits, "targets": side["targets"]}
+def mg_logits(self: MagNet, batch, masked_ids: torch.Tensor, masked_words: torch.Tensor, maps: list[torch.Tensor]):
+    """MG's vocabulary logits (B,N,V) from the masked sentence's words (B,N,t), a pixel-decoder map P (per
+    `mg.visual_source`) and `batch.masks`."""
+    if self.cfg.model.mg.visual_source == "masked":  # a second encoder + pixel-decoder pass that never sees the words
+        maps = self.pixel_decoder(self.encode(batch.images, masked_ids, batch.attention_mask)[0])[1]
+    return self.mg(masked_words, batch.attention_mask, maps[self.mg_level], batch.masks)
 
 
 @patch
 def fill_masked(self: MagNet, batch, masked_ids: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """MG's vocabulary logits (B,N,V): masked sentence (text-only path), pixel-decoder map P (per
-    `mg.visual_source`), `batch.masks`."""
+    "MG's vocabulary logits (B,N,V) for `masked_ids` (B,N) of `batch` (figures, demo): `mg_logits` from scratch."
     am = batch.attention_mask
-    # a second encoder + pixel-decoder pass that never sees the hidden words
-    if self.cfg.model.mg.visual_source == "masked":
-        maps = self.pixel_decoder(self.encode(batch.images, masked_ids, am)[0])[1]
-    elif maps is None:
+    if maps is None and self.cfg.model.mg.visual_source != "masked":
         maps = self.pixel_decoder(self.encode(batch.images, batch.input_ids, am)[0])[1]
-    return self.mg(self.text(masked_ids, am).tokens, am, maps[self.mg_level], batch.masks)
+    return self.mg_logits(batch, masked_ids, self.text(masked_ids, am).tokens, maps)
 
 
 @patch
@@ -783,26 +667,9 @@ def sentence_embedding(self: MagNet, outputs: MagNetOutputs, batch) -> torch.Ten
 
 
 @patch
-def mg_side(self: MagNet, batch) -> dict | None:
-    """MG's masking of a training batch (07): {'ids': masked (B,N), 'targets': (B,N)}; None when MG is off or not
+def masked_sentence(self: MagNet, batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """MG's masking of a training batch (07): (masked ids (B,N), targets (B,N)); None when MG is off or not
     training."""
     if self.mg is None or not self.training or getattr(batch, "masks", None) is None:
         return None
-    ids, targets = self.mg.mask(batch.input_ids, batch.attention_mask)
-    return {"ids": ids, "targets": targets}
-
-
-def compile_regions(model: MagNet, options: dict | None = None) -> MagNet:
-    """Compile, in place, the regions of a training step: each visual stage (patch merging and its blocks), each group
-    of BERT layers, each stage's fusion, the pixel decoder, the mask decoder, MG's head, each for fixed shapes, and the
-    losses (CAL's sample count varies: dynamic after its first change); MG's masking, CAL's draws and the optimizer
-    stay eager. Fewer, fused kernels per step; every new shape compiles once (minutes on a CPU). `options`: inductor's,
-    for every region (a run gives 93b's `shared_input_linears` pass)."""
-    torch._dynamo.config.recompile_limit = 64  # a graph per stage, layer group and shape
-    opts = options or {}
-    for mod in [model.pixel_decoder, model.decoder] + ([model.mg] if model.mg is not None else []):
-        mod.forward = torch.compile(mod.forward, dynamic=False, options=opts)
-    for obj, name in [(model.backbone, "stage"), (model.text, "group"), (model, "_fuse")]:
-        setattr(obj, name, torch.compile(getattr(obj, name), dynamic=False, options=opts))
-    model.losses = torch.compile(model.losses, options=opts)  # graph breaks at CAL's host syncs (sample count, `any`)
-    return model
+    return self.mg.mask(batch.input_ids, batch.attention_mask)

@@ -1,0 +1,308 @@
+"""`model.impl`: the fast forms (appendix 97c, which checks each block against its reference on three shape sets) in
+whole training steps against the lessons' reference forms, and compiled against eager; and what the fast code may not
+do: branch on the compiler, change a process-wide setting at import, or appear in a course lesson's code."""
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ris_nb.core import build_model, validate_config
+from ris_nb.models.encoders import offline_random
+from ris_nb.models.fast import FastMagNet, compile_regions, compiled_regions, to_impl
+from ris_nb.models.magnet import MagNet, MSDeformAttn
+from ris_nb.presets import get_preset
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)  # `make test` runs one pytest worker per core
+
+
+def _batch(B: int, size: int, vocab: int, T: int = 8) -> SimpleNamespace:
+    g = torch.Generator().manual_seed(0)
+    am = torch.ones(B, T, dtype=torch.long)
+    am[0, T // 2 :] = 0
+    masks = torch.zeros(B, size, size)
+    masks[:, size // 4 : size // 2, size // 4 : size // 2] = 1
+    ids = torch.randint(5, vocab, (B, T), generator=g) * am
+    images = torch.randn(B, 3, size, size, generator=g)
+    return SimpleNamespace(images=images, input_ids=ids, attention_mask=am, masks=masks)
+
+
+def _reference(preset: str, size: int) -> MagNet:
+    "A reference-form model of `preset` at `size` px, random encoders, dropout off, sampling offsets off the grid."
+    cfg = offline_random(get_preset(preset)).override({"data.image_size": size, "model.impl": "reference"})
+    if preset == "magnet_tiny":
+        cfg = cfg.override({"model.text.vocab_size": 50})
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    g = torch.Generator().manual_seed(0)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+        if hasattr(mod, "drop_prob"):
+            mod.drop_prob = 0.0
+        if isinstance(mod, MSDeformAttn):  # at init every sample sits on a kink of bilinear interpolation (97c)
+            with torch.no_grad():
+                b = mod.sampling_offsets.bias
+                b.add_(torch.rand(b.shape, generator=g) * 0.5 - 0.25)
+    return model
+
+
+def _step(model: torch.nn.Module, batch) -> tuple[dict, dict]:
+    "Loss parts and gradients of one step; MG draws from the model's generator, CAL from the global one (seeded)."
+    model.zero_grad()
+    torch.manual_seed(0)
+    out = model.losses(model(batch), batch)
+    out["loss"].backward()
+    return {k: v.item() for k, v in out.items()}, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _gaps(a: torch.nn.Module, b: torch.nn.Module, batch) -> tuple[float, float]:
+    """Largest relative loss gap; largest gradient gap relative to max(the tensor's scale, 1e-3 × the step's largest
+    gradient) (some gradients are zero in exact arithmetic and hold only rounding)."""
+    (la, ga), (lb, gb) = _step(a, batch), _step(b, batch)
+    assert set(la) == set(lb) and set(ga) == set(gb) and len(ga) > 100
+    floor = 1e-3 * max(g.abs().max().item() for g in ga.values())
+    loss = max(abs(la[k] - lb[k]) / max(1.0, abs(la[k])) for k in la)
+    grad = max((ga[n] - gb[n]).abs().max().item() / max(ga[n].abs().max().item(), floor) for n in ga)
+    return loss, grad
+
+
+@pytest.mark.parametrize(
+    "preset,size,batch", [("magnet_tiny", 64, 2), pytest.param("magnet_paper", 96, 1, marks=pytest.mark.slow)]
+)
+def test_whole_step_fast_matches_reference(preset, size, batch):
+    "One state dict, one seed: the fast forms' losses within 1e-5 and gradients within 1e-3 of the reference's."
+    ref = _reference(preset, size)
+    fast = to_impl(copy.deepcopy(ref), "fast")
+    assert isinstance(fast, FastMagNet) and list(fast.state_dict()) == list(ref.state_dict())
+    loss, grad = _gaps(ref, fast, _batch(batch, size, 50))
+    assert loss <= 1e-5 and grad <= 1e-3, (loss, grad)
+
+
+def test_compiled_step_matches_eager(tmp_path, monkeypatch):
+    """The regions where compiled and eager were seen apart (the deformable pixel decoder, the one-query decoder),
+    compiled as `compile_regions` compiles them (`Module.compile`, inductor, the graph pass): losses within 1e-5,
+    gradients within 1e-3 of eager. Compiling the whole model takes tens of minutes on a CPU (bench_impl --compile)."""
+    from ris_nb.loaders import check_compiler
+    from ris_nb.models.fast import shared_input_linears
+
+    check_compiler()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # kernels of this run only, not a shared cache's
+    eager = to_impl(_reference("magnet_tiny", 64), "fast")
+    compiled = copy.deepcopy(eager)
+    for mod in (compiled.pixel_decoder, compiled.decoder):
+        mod.compile(dynamic=False, options={"pre_grad_custom_pass": shared_input_linears()})
+    loss, grad = _gaps(eager, compiled, _batch(2, 64, 50))
+    assert loss <= 1e-5 and grad <= 1e-3, (loss, grad)
+
+
+def test_impl_switch_keeps_the_state_dict():
+    "`model.impl` builds either form from one config; `to_impl` swaps back and forth; a bad value is refused."
+    cfg = offline_random(get_preset("magnet_tiny")).override({"model.text.vocab_size": 50})
+    assert cfg.model.impl == "fast" and type(build_model(cfg)) is FastMagNet
+    ref = build_model(cfg.override({"model.impl": "reference"}))
+    assert type(ref) is MagNet and not any(type(m).__name__.startswith("Fast") for m in ref.modules())
+    keys = {k: v.shape for k, v in ref.state_dict().items()}
+    fast = to_impl(ref, "fast")
+    assert {k: v.shape for k, v in fast.state_dict().items()} == keys
+    assert type(to_impl(fast, "reference")) is MagNet
+    with pytest.raises(ValueError, match="model.impl='quick': expected one of 'reference', 'fast'"):
+        validate_config(cfg.override({"model.impl": "quick"}))
+    lavt = build_model(offline_random(get_preset("lavt_tiny")).override({"model.text.vocab_size": 50}))
+    assert type(lavt).__name__ == "LAVT"  # no fast forms: `fast` builds the reference
+
+
+def test_compile_regions_uses_module_compile_only():
+    "Each region compiled by `Module.compile` (nothing compiles until a call); methods, keys and settings untouched."
+    import torch._dynamo.config as dynamo_config
+
+    model = to_impl(_reference("magnet_tiny", 64), "fast")
+    keys, before = list(model.state_dict()), dynamo_config.get_config_copy()
+    regions = compiled_regions(model)
+    assert compile_regions(model) is model and list(model.state_dict()) == keys
+    assert all(m._compiled_call_impl is not None for m in regions)
+    assert len(regions) == len({id(m) for m in regions}) > 12
+    assert "forward" not in vars(model.decoder) and "_fuse" not in vars(model)  # no replaced method
+    assert dynamo_config.get_config_copy() == before
+
+
+def test_train_compile_regional_reaches_compile_regions(monkeypatch):
+    "`train.compile=regional`: the run's model goes through the registry's `compile_regions` (recorded, not compiled)."
+    import ris_nb.core as core
+    import ris_nb.loaders as loaders
+
+    seen = []
+    core.model_part("compile_regions")  # registered
+    monkeypatch.setitem(core._PARTS, "compile_regions", lambda m: seen.append(m) or m)
+    cfg = offline_random(get_preset("magnet_tiny")).override({"model.text.vocab_size": 50})
+    model = loaders.seeded_model(cfg.override({"train.compile": "regional"}))
+    assert seen == [model]
+    loaders.seeded_model(cfg)  # the default, none: not called
+    assert len(seen) == 1
+
+
+def test_official_parity_with_both_forms():
+    "The official fixture's outputs within 1e-4 with the reference forms and with the fast ones."
+    from safetensors.torch import load_file
+
+    from ris_nb.official import load_magnet
+    from ris_nb.testing import official_fixture
+
+    fix = official_fixture("magnet_official_tiny")
+    sd, inp = load_file(fix / "state_dict.safetensors"), torch.load(fix / "inputs.pt", weights_only=True)
+    ref = torch.load(fix / "outputs.pt", weights_only=True)["pred_masks"]
+    batch = SimpleNamespace(
+        images=inp["image"], input_ids=inp["input_ids"], attention_mask=inp["attention_mask"], masks=None
+    )
+    model = load_magnet(sd, json.loads((fix / "config.json").read_text()))
+    for impl in ("reference", "fast"):
+        with torch.no_grad():
+            got = to_impl(model, impl)(batch).mask_logits
+        assert (got - ref).abs().max() <= 1e-4, impl
+
+
+IMPORT_ALL = """
+import importlib, json, pkgutil, sys, warnings
+import ris_nb
+names = [m.name for m in pkgutil.walk_packages(ris_nb.__path__, "ris_nb.") if not m.name.endswith("__main__")]
+first = sys.argv[1] == "list"
+if not first:  # every other module ris_nb imports, imported before the snapshot: only ris_nb's own effects count
+    for dep in json.loads(sys.argv[2]):
+        try:
+            importlib.import_module(dep)
+        except Exception:
+            pass
+import torch._dynamo.config as dc, torch._inductor.config as ic
+def snap():
+    configs = [sorted(c.get_config_copy().items()) for c in (dc, ic)]
+    return tuple(repr(x) for x in (warnings.filters, *configs))
+before = snap()
+for n in names:
+    importlib.import_module(n)
+if first:
+    print(json.dumps([m for m in sys.modules if not m.startswith(("ris_nb", "__main__"))]))
+else:
+    print(json.dumps([a == b for a, b in zip(before, snap())]))
+"""
+
+
+def _import_all(*args: str) -> str:
+    run = subprocess.run([sys.executable, "-c", IMPORT_ALL, *args], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout.strip().splitlines()[-1]
+
+
+def test_importing_ris_nb_changes_no_process_setting():
+    "Every `ris_nb` module imported: `warnings.filters` and dynamo's and inductor's configuration unchanged."
+    deps = _import_all("list")
+    assert json.loads(_import_all("check", deps)) == [True, True, True]
+
+
+FORBIDDEN = re.compile(r"torch\.compile\b|\bvmap\b|_dynamo|_inductor|embedding_bag|is_compiling")
+
+
+def test_course_code_teaches_the_reference_forms():
+    "No compile, vmap, dynamo/inductor or table sampler in a course lesson's code (02a's bag of words may bag)."
+    hits = []
+    for nb in sorted((ROOT / "nbs").glob("[0-8][0-9]*.ipynb")):
+        for i, c in enumerate(json.loads(nb.read_text())["cells"]):
+            for line in "".join(c["source"]).splitlines() if c["cell_type"] == "code" else []:
+                code = line.split("#", 1)[0]  # a comment may name them
+                if FORBIDDEN.search(code) and not (nb.stem == "02a_first_model" and "embedding_bag" in code):
+                    hits.append(f"{nb.stem}[{i}]: {line.strip()}")
+    assert not hits, hits
+
+
+def test_library_never_branches_on_the_compiler():
+    hits = [str(p.relative_to(ROOT)) for p in (ROOT / "ris_nb").rglob("*.py") if "is_compiling" in p.read_text()]
+    assert not hits
+
+
+def test_cal_draws_uniform_and_shared():
+    "`sample_positions`: n of each image's positions, uniformly, all where fewer; one seed, one draw, for both forms."
+    from ris_nb.models.alignment import sample_positions
+
+    gt = torch.zeros(3, 400, dtype=torch.bool)
+    gt[0, :300], gt[1, :50], gt[2, 100:400] = True, True, True
+    counts = torch.zeros(3, 400)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        f, b = sample_positions(gt, 100, 60, gen)
+        assert not (f & ~gt).any() and not (b & gt).any()
+        assert f.sum(1).tolist() == [100, 50, 100] and b.sum(1).tolist() == [60, 60, 60]
+        counts += f.float()
+    # each of image 0's 300 fg positions is drawn with probability 1/3: 400 draws, mean 133, sd 9.4
+    assert counts[0, :300].min() > 90 and counts[0, :300].max() < 180
+    assert (counts[1, :50] == 400).all()  # fewer than n: all kept
+    a, b = (sample_positions(gt, 100, 60, torch.Generator().manual_seed(3)) for _ in range(2))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_swin_fused_attention_only_in_the_fast_form():
+    "The fast form turns on timm's fused window attention: Swin's outputs and gradients as unfused, to 1e-5."
+    from timm.models.swin_transformer import WindowAttention
+
+    model = _reference("magnet_tiny", 64)
+    attns = [m for m in model.backbone.modules() if isinstance(m, WindowAttention)]
+    assert attns and not any(a.fused_attn for a in attns)
+    bb = to_impl(model, "fast").backbone
+    assert all(a.fused_attn for a in attns)
+    x = torch.randn(2, 3, 64, 64)
+    res = []
+    for fused in (True, False):
+        for a in attns:
+            a.fused_attn = fused
+        bb.zero_grad()
+        xx = x.clone().requires_grad_()
+        h, outs = bb.stem(xx), []
+        for s in range(4):
+            h = bb.stage(s, h)
+            outs.append(h)
+        g = torch.Generator().manual_seed(1)
+        sum((o * torch.randn(o.shape, generator=g)).sum() for o in outs).backward()
+        res.append((outs, [xx.grad] + [p.grad for p in bb.parameters()]))
+    (o1, g1), (o0, g0) = res
+    for a, b in zip(o1 + g1, o0 + g0):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max().clamp(min=1e-6)
+
+
+def test_fast_deformable_attention_trains_with_one_grid_sample():
+    "Under autograd the fast form samples all levels in one `grid_sample` (the reference: one per level); none without."
+    import torch.nn.functional as F
+
+    from ris_nb.models.fast import FastMSDeformAttn
+    from ris_nb.models.magnet import reference_points
+
+    shapes = [(8, 8), (4, 4), (2, 2)]
+    S = sum(h * w for h, w in shapes)
+    q, v, r = torch.randn(2, S, 32, requires_grad=True), torch.randn(2, S, 32), reference_points(shapes)[None]
+    counts = []
+    for cls, grad in ((MSDeformAttn, True), (FastMSDeformAttn, True), (FastMSDeformAttn, False)):
+        calls, orig = [], F.grid_sample
+        try:
+            F.grid_sample = lambda *a, **k: calls.append(1) or orig(*a, **k)
+            with torch.set_grad_enabled(grad):
+                cls(32, 3, 4, 2)(q, r.expand(2, -1, -1), v, shapes)
+        finally:
+            F.grid_sample = orig
+        counts.append(len(calls))
+    assert counts == [3, 1, 0]
+
+
+def test_train_compile_checked():
+    "An unknown `train.compile` is refused by name; regional on a model without compiled regions says what to use."
+    from ris_nb.loaders import seeded_model
+
+    cfg = offline_random(get_preset("magnet_tiny")).override({"model.text.vocab_size": 50})
+    with pytest.raises(ValueError, match="train.compile.*'fast'"):
+        validate_config(cfg.override({"train.compile": "fast"}))
+    lavt = offline_random(get_preset("lavt_tiny")).override({"model.text.vocab_size": 50, "train.compile": "regional"})
+    with pytest.raises(ValueError, match="train.compile='regional'.*use train.compile=none"):
+        seeded_model(lavt)
