@@ -169,9 +169,10 @@ def test_official_parity_with_both_forms():
 
 
 IMPORT_ALL = """
-import importlib, json, pkgutil, sys, warnings
-import ris_nb
-names = [m.name for m in pkgutil.walk_packages(ris_nb.__path__, "ris_nb.") if not m.name.endswith("__main__")]
+import importlib, importlib.util, json, pathlib, sys, warnings
+root = pathlib.Path(importlib.util.find_spec("ris_nb").submodule_search_locations[0])  # found, not imported
+files = [p.relative_to(root).with_suffix("").parts for p in sorted(root.rglob("*.py")) if p.name != "__main__.py"]
+names = sorted({".".join(("ris_nb",) + (f[:-1] if f[-1] == "__init__" else f)) for f in files})
 first = sys.argv[1] == "list"
 if not first:  # every other module ris_nb imports, imported before the snapshot: only ris_nb's own effects count
     for dep in json.loads(sys.argv[2]):
