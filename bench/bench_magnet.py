@@ -348,7 +348,7 @@ def step_profile(args, probe) -> list[dict]:
     import os
     import shutil
     import tempfile
-    from ris_nb.core import cpu_native_bf16
+    from ris_nb.machine import cpu_native_bf16
     from ris_nb.data.shaperefs_files import generate
     from ris_nb.train import prepare
 

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, busy_note, header, interleaved, probes_1t_2t, stats_cells, table  # noqa: E402
 
-from ris_nb.core import amp_dtype
+from ris_nb.machine import amp_dtype
 from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.machine import usable_cores
 from ris_nb.data.shaperefs_files import generate  # noqa: E402

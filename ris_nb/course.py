@@ -17,21 +17,39 @@ from typing import Any
 
 import torch
 
-import ris_nb.checks as checks_module
-from .checks import ANSWER, CHECK_NAMES, answer_digest
+import ris_nb.exercise_checks as checks_module
+from .exercise_checks import ANSWER, CHECK_NAMES, answer_digest
 
 # re-exported: the checks every exercise calls (00a_checks)
-from .checks import CheckError, check_choice, check_fields, check_function, check_in_range, compare  # noqa: F401
+from ris_nb.exercise_checks import (  # noqa: F401
+    CheckError,
+    check_choice,
+    check_fields,
+    check_function,
+    check_in_range,
+    compare,
+)
 from .machine import probe_ms
 from .io import check_out_dir, write_atomic
+
+# notebooks read and written, their cells looked into: appendix 98h
+from ris_nb.notebook_cells import (
+    cell_flags,
+    cell_heading,
+    cell_metadata,
+    cell_source,
+    clear_regions,
+    is_cell,
+    read_notebook,
+    write_notebook,
+)
 
 # %% auto #0
 __all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'POINTS', 'REASONING_POINTS',
            'FRESH_LINE', 'GRADE_ID', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING', 'ANSWER_SHOWN',
            'STUDENT_README', 'THINK', 'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK',
-           'SELF_STUDY_ID', 'SELF_STUDY_LABEL', 'clear_regions', 'check_markers', 'cell_source', 'is_cell',
-           'read_notebook', 'exercise_start', 'nbgrader_available', 'cell_metadata', 'check_name', 'is_check_cell',
-           'mark_checks', 'without_digests', 'clear_hidden', 'to_student', 'CheckResult', 'cell_flags', 'cell_heading',
+           'SELF_STUDY_ID', 'SELF_STUDY_LABEL', 'check_markers', 'exercise_start', 'nbgrader_available', 'check_name',
+           'is_check_cell', 'mark_checks', 'without_digests', 'clear_hidden', 'to_student', 'CheckResult',
            'heading_kind', 'check_points', 'cell_points', 'one_question', 'run_exercises', 'take_keys', 'with_digests',
            'refuse_slips', 'mark_for_nbgrader', 'mark_notebooks', 'self_study_label', 'unlink_missing', 'course_copies',
            'make_course', 'short_run']
@@ -41,29 +59,7 @@ SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
 HIDDEN = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "YOUR ANSWER HERE"
-
-
-def clear_regions(source: str, markers: tuple[str, str], stub: str | None) -> str:
-    """Replace each `markers` region of `source` (marker lines included) with `stub` indented like its first marker,
-    or drop it."""
-    out, inside = [], 0
-    for n, line in enumerate(source.split("\n"), 1):
-        if markers[0] in line:
-            if inside:
-                raise ValueError(f"line {n}: {markers[0]!r} inside the region opened on line {inside}")
-            inside = n
-            if stub is not None:
-                indent = re.match(r"\s*", line).group(0)
-                out += [indent + s for s in stub.split("\n")]
-        elif markers[1] in line:
-            if not inside:
-                raise ValueError(f"line {n}: {markers[1]!r} without {markers[0]!r}")
-            inside = 0
-        elif not inside:
-            out.append(line)
-    if inside:
-        raise ValueError(f"line {inside}: {markers[0]!r} without {markers[1]!r}")
-    return "\n".join(out)
+EXERCISES = "## Exercises"
 
 # %% ../nbs/19_course.ipynb #c19s0001
 def check_markers(nb: dict, where: str) -> None:
@@ -77,39 +73,6 @@ def check_markers(nb: dict, where: str) -> None:
                     f"{where}, cell {i} (id {c.get('id', '?')}): {e}; expected each {markers[0]} "
                     f"closed by {markers[1]} in the same cell"
                 ) from None
-
-# %% ../nbs/19_course.ipynb #3c0d54f2
-EXERCISES = "## Exercises"
-
-
-def cell_source(cell: dict) -> str:
-    "A cell's source as one string (a notebook stores a string or a list of lines)."
-    s = cell["source"]
-    return s if isinstance(s, str) else "".join(s)
-
-
-def is_cell(c: Any) -> bool:
-    "Whether `c` is a notebook cell: a dict with a str `cell_type` and a str or list-of-str source."
-    s = c.get("source") if isinstance(c, dict) else None
-    return isinstance(c.get("cell_type") if isinstance(c, dict) else None, str) and (
-        isinstance(s, str) or isinstance(s, list) and all(isinstance(x, str) for x in s)
-    )
-
-
-def read_notebook(path: str | Path) -> dict:
-    "A notebook as a dict, every cell's source one string; a file that is not a notebook is named."
-    try:
-        nb = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ValueError(f"{path} is not a notebook: not valid JSON ({e})") from None
-    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
-        raise ValueError(f"{path} is not a notebook: expected a JSON object with a 'cells' list")
-    bad = next((i for i, c in enumerate(nb["cells"]) if not is_cell(c)), None)
-    if bad is not None:
-        raise ValueError(f"{path}: cell {bad} is not a notebook cell; expected 'cell_type' and a text 'source'")
-    for c in nb["cells"]:
-        c["source"] = cell_source(c)
-    return nb
 
 # %% ../nbs/19_course.ipynb #c19s0002
 def exercise_start(nb: dict) -> int | None:
@@ -130,12 +93,6 @@ def nbgrader_available() -> bool:
 
 # %% ../nbs/19_course.ipynb #c19mark1
 NBGRADER_TEST = {"grade": True, "locked": True, "points": 1, "schema_version": 3, "solution": False, "task": False}
-
-
-def cell_metadata(x: Any) -> dict:
-    "The `metadata` dict of a notebook or a cell `x`; {} when it has none or it is not a dict."
-    m = x.get("metadata") if isinstance(x, dict) else None
-    return m if isinstance(m, dict) else {}
 
 
 def check_name(cell: dict) -> str | None:
@@ -260,22 +217,6 @@ class CheckResult:
     points: float = 0  # what the check is worth (`cell_points`); all of it when passed, none otherwise
 
 
-def cell_flags(src: str) -> set[str]:
-    "The words of the `#|` flags on a cell's first lines (e.g. `export`; `eval: false`)."
-    fl = set()
-    for line in src.splitlines():
-        if not line.startswith("#|"):
-            break
-        fl |= set(line[2:].replace(",", " ").split())
-    return fl
-
-
-def cell_heading(src: str) -> str:
-    "The first `### ` heading of a markdown source, or ''."
-    m = re.search(r"^###\s+(.*)$", src, re.M)
-    return m.group(1).strip() if m else ""
-
-
 def heading_kind(title: str) -> str:
     "Which of `KINDS` an exercise heading `title` names ('' for none)."
     t = title.lower().lstrip("#").strip()
@@ -385,20 +326,23 @@ class _TakeKeys(ast.NodeTransformer):
 
 # %% ../nbs/19_course.ipynb #c19grd16
 # the first line of every marked check cell (`mark_for_nbgrader`): the check names bound again from a new copy of
-# ris_nb.checks, so that a solution cell that rebinds them changes nothing under nbgrader either
-FRESH_LINE = 'globals().update(__import__("ris_nb.checks").checks.fresh_checks())  # the check functions as shipped'
+# ris_nb.exercise_checks, so that a solution cell that rebinds them changes nothing under nbgrader either
+FRESH_LINE = (
+    'globals().update(__import__("ris_nb.exercise_checks").exercise_checks.fresh_checks())'
+    "  # the check functions as shipped"
+)
 _FRESH_CALL = ast.unparse(ast.parse(FRESH_LINE))
 
 
 class _FreshImports(ast.NodeTransformer):
-    """Drop `from ris_nb.checks import check_…` and `FRESH_LINE` from a teacher's check: the grading process binds
-    those names fresh itself (a student could have patched `fresh_checks` in their own process)."""
+    """Drop `from ris_nb.exercise_checks import check_…` and `FRESH_LINE` from a teacher's check: the grading process
+    binds those names fresh itself (a student could have patched `fresh_checks` in their own process)."""
 
     def visit_Expr(self, node: ast.Expr) -> ast.AST | None:
         return None if ast.unparse(node) == _FRESH_CALL else node
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | list[ast.AST]:
-        if node.module not in ("ris_nb.checks", "ris_nb.course"):
+        if node.module not in ("ris_nb.exercise_checks", "ris_nb.course"):
             return node
         fresh = [a for a in node.names if a.name in CHECK_NAMES]
         node.names = [a for a in node.names if a.name not in CHECK_NAMES and a.name != "fresh_checks"]
@@ -750,17 +694,12 @@ def _stems(names) -> str:
     return ", ".join(Path(n).stem for n in names) or "none"
 
 
-def _write_notebook(path: Path, nb: dict) -> Path:
-    text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
 def _say_written(out: Path, backend: str, written: list[str], kept: list[str], n_reading: int) -> None:
     "What `make_course` wrote, with which tool, and which student copies it kept."
     how = (
         "nbgrader's ClearSolutions + ClearHiddenTests"
         if (backend == "nbgrader" or backend == "auto" and nbgrader_available())
-        else "ris_nb.course.clear_regions"
+        else "ris_nb.notebook_cells.clear_regions"
     )
     print(
         f"ris_nb course: {len(written)} student notebooks written to {out} ({how}), {n_reading} to read"
@@ -793,7 +732,7 @@ def make_course(
     kept = [name for name in {**students, **reading} if (out / name).exists()]  # a student's copy, maybe edited: kept
     for name, nb in {**students, **reading}.items():
         if name not in kept:
-            _write_notebook(out / name, nb)
+            write_notebook(out / name, nb)
     for folder in COURSE_FOLDERS:
         if (nbs / folder).is_dir():
             shutil.copytree(nbs / folder, out / folder, dirs_exist_ok=True)

@@ -30,8 +30,9 @@ from .io import die_with_parent, pid_alive, write_atomic
 
 # %% auto #0
 __all__ = ['DistInfo', 'init_distributed', 'finish_distributed', 'mean_over_ranks', 'gather_objects', 'sum_over_ranks',
-           'names_over_ranks', 'EpochSampler', 'ResumableSampler', 'PairedSampler', 'image_partners', 'ShardSampler',
-           'written_by', 'stale_temp_files', 'RunLockedError', 'run_lock', 'gather_batch', 'gather_ids']
+           'names_over_ranks', 'reduce_across_ranks', 'EpochSampler', 'ResumableSampler', 'PairedSampler',
+           'image_partners', 'ShardSampler', 'written_by', 'stale_temp_files', 'RunLockedError', 'run_lock',
+           'gather_batch', 'gather_ids']
 
 # %% ../nbs/93_distributed.ipynb #d9300005
 class DistInfo:
@@ -149,6 +150,14 @@ def names_over_ranks(names: Iterable[str]) -> list[str]:
     every = [None] * dist.get_world_size()
     dist.all_gather_object(every, names)
     return sorted(set().union(*every))
+
+
+from .metrics import RISMetrics, metrics_from_sums  # built in 01_metrics
+
+
+def reduce_across_ranks(metrics: RISMetrics) -> dict[str, float]:
+    "The metrics of every rank's shard together: `metrics`' sums added over ranks (`sum_over_ranks`), then computed."
+    return metrics_from_sums(sum_over_ranks(metrics.sums()), metrics.thresholds)
 
 # %% ../nbs/93_distributed.ipynb #d93dx003
 class EpochSampler(Sampler):

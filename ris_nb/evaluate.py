@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .core import Config, eval_mode, model_spec
 from .io import write_atomic
 from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize, encode_text, resize_mask
-from .metrics import RISMetrics, check_protocol, intersection_union, iou_from, reduce_across_ranks
+from .metrics import RISMetrics, check_protocol, intersection_union, iou_from
 
 # %% auto #0
 __all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown',
@@ -163,7 +163,7 @@ def check_eval_args(model: Any, loader: Any) -> None:
         )
 
 
-from .distributed import names_over_ranks  # built in appendix 93
+from .distributed import names_over_ranks, reduce_across_ranks  # built in appendix 93
 
 
 def _reduce_groups(groups: defaultdict[str, RISMetrics]) -> dict[str, dict]:
@@ -514,7 +514,7 @@ def score_splits(
     }
 
 # %% ../nbs/13_evaluation.ipynb #13evrun1
-from .core import precision_line
+from .machine import precision_line
 
 
 def evaluate_run(run: Any) -> Path | None:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['THRESHOLDS', 'PROTOCOLS', 'intersection_union', 'RISMetrics', 'iou_from', 'metrics_from_sums', 'mask_iu', 'mask_iou',
-           'resize_gt_square', 'resize_prob', 'check_protocol', 'reduce_across_ranks']
+           'resize_gt_square', 'resize_prob', 'check_protocol']
 
 # %% ../nbs/01_metrics.ipynb #a6cff232
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -87,7 +87,7 @@ class RISMetrics:
         return torch.cat(xs) if xs else torch.zeros(0, dtype=torch.int64)
 
     def sums(self) -> torch.Tensor:
-        "(ΣI, ΣU, hits per threshold…, ΣIoU, n) as float64 — the quantities a cross-rank sum needs."
+        "(ΣI, ΣU, hits per threshold…, ΣIoU, n) as float64: the metrics come from these (sums of shards add up)."
         inter, union, ious = self._cat(self.inter), self._cat(self.union), self.ious
         hits = [(ious >= t - 1e-12).sum() for t in self.thresholds]  # exact decimals: 0.7 must include IoU == 0.7
         return torch.tensor([inter.sum(), union.sum(), *hits, ious.sum(), len(ious)], dtype=torch.float64)
@@ -105,7 +105,7 @@ def iou_from(inter, union, empty: float = 0.0) -> torch.Tensor:
 
 
 def metrics_from_sums(s: torch.Tensor, thresholds: Sequence[float] = THRESHOLDS) -> dict[str, float]:
-    "Turn the vector of `RISMetrics.sums()` (possibly summed over ranks) into the reported metrics."
+    "Turn the vector of `RISMetrics.sums()` (possibly summed over shards) into the reported metrics."
     s = s.double().cpu()
     n = int(s[-1].item())
     out = {"oIoU": 100 * iou_from(s[0], s[1]).item(), "mIoU": 100 * (s[-2] / n).item() if n else 0.0}
@@ -153,11 +153,3 @@ def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     return protocol
-
-# %% ../nbs/01_metrics.ipynb #62089abc
-from .distributed import sum_over_ranks
-
-
-def reduce_across_ranks(metrics: RISMetrics) -> dict[str, float]:
-    "The metrics of every rank's shard together: `metrics`' sums added over ranks (`sum_over_ranks`), then computed."
-    return metrics_from_sums(sum_over_ranks(metrics.sums()), metrics.thresholds)

@@ -15,11 +15,11 @@ from ris_nb.core import (
     LavtConfig,
     MagNetConfig,
     ModelConfig,
-    SaGConfig,
     TextConfig,
     TrainConfig,
     VisionConfig,
 )
+from .sag_config import SaGConfig  # appendix 90b
 
 # %% auto #0
 __all__ = ['register_preset', 'list_presets', 'get_preset', 'preset_sources']

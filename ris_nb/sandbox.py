@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-import ris_nb.checks as checks_module
+import ris_nb.exercise_checks as checks_module
 
 # %% auto #0
 __all__ = ['STARTUP_S', 'MAX_REPORT', 'MAX_FOLDER', 'MAX_DEPTH', 'MARK', 'StudentBudget', 'file_kind', 'scratch_copy',

@@ -365,7 +365,7 @@ def shaperefs_data(tmp_path_factory) -> Callable[..., Path]:
     """`get(n_images, seed, size=128, language="plain")`: a data root holding `shaperefs/` made with those settings,
     generated once per run and shared by every test and worker: read it only (`copy_data` it into `tmp_path` to change
     it)."""
-    from ris_nb.shipped import generate_once
+    from ris_nb.data.shaperefs_files import generate_once
 
     shared, made = run_folder(tmp_path_factory), {}
 

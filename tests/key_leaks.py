@@ -8,8 +8,9 @@ import json
 import re
 from pathlib import Path
 
-from ris_nb.checks import answer_digest
-from ris_nb.course import HIDDEN, exercise_start, read_notebook, take_keys
+from ris_nb.exercise_checks import answer_digest
+from ris_nb.course import HIDDEN, exercise_start, take_keys
+from ris_nb.notebook_cells import read_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 SALTED = re.compile(r"([\w-]+)/(Q\d+):([0-9a-f]{16})")  # answer_digest's `salt:hex`, salt = check id/question

@@ -9,7 +9,8 @@ import pytest
 
 import ris_nb
 from conftest import cli, run
-from ris_nb.core import Config, parse_override, amp_dtype, seed_everything
+from ris_nb.core import Config, parse_override, seed_everything
+from ris_nb.machine import amp_dtype
 from ris_nb.presets import get_preset, list_presets
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import key_leaks
+from ris_nb.notebook_cells import read_notebook
 from ris_nb.course import (
     SELF_STUDY_LABEL,
     SOLUTION,
@@ -19,7 +20,6 @@ from ris_nb.course import (
     make_course,
     mark_for_nbgrader,
     nbgrader_available,
-    read_notebook,
     run_exercises,
     to_student,
 )

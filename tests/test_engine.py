@@ -354,7 +354,9 @@ def test_every_mini_preset_resumes_bit_identically(preset, shaperefs, tmp_path):
     assert diff == 0.0, f"{preset}: max |Δ| of the final weights {diff:.3g}"
 
 
-@pytest.mark.skipif(not __import__("ris_nb.core").core.cpu_native_bf16(), reason="this CPU has no native bfloat16")
+@pytest.mark.skipif(
+    not __import__("ris_nb.machine").machine.cpu_native_bf16(), reason="this CPU has no native bfloat16"
+)
 @pytest.mark.parametrize("preset", ["lavt_tiny", "magnet_tiny"])
 def test_cpu_bf16_autocast_trains_and_resumes_bit_identically(preset, shaperefs, tmp_path, capsys):
     """train.amp=bf16 on a CPU with native bf16: the step runs under autocast (losses differ from float32) and
@@ -372,11 +374,11 @@ def test_cpu_bf16_autocast_trains_and_resumes_bit_identically(preset, shaperefs,
 
 
 def test_cpu_without_native_bf16_falls_back_to_float32_with_a_message(shaperefs, tmp_path, capsys, monkeypatch):
-    import ris_nb.core
-    from ris_nb.core import amp_dtype, precision_line
+    import ris_nb.machine
+    from ris_nb.machine import amp_dtype, precision_line
     from resume_check import _train
 
-    monkeypatch.setattr(ris_nb.core, "cpu_native_bf16", lambda: False)
+    monkeypatch.setattr(ris_nb.machine, "cpu_native_bf16", lambda: False)
     assert amp_dtype("cpu", "bf16") is None and amp_dtype("cpu", "auto") is None
     assert "no native bfloat16" in precision_line("cpu", "bf16") and "falling back to float32" in precision_line(
         "cpu", "bf16"

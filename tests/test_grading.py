@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ris_nb.__main__ import main  # `grade` is 19_course's: the whole command
-from ris_nb.course import HIDDEN, SOLUTION, make_course, read_notebook, to_student
+from ris_nb.notebook_cells import read_notebook
+from ris_nb.course import HIDDEN, SOLUTION, make_course, to_student
 from ris_nb.grading import grade, grade_notebooks, grading_job, place_checks, teacher_checks
 from ris_nb.sandbox import landlock_abi
 
@@ -35,14 +36,14 @@ TEACHER = {
         code("sol-double", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
         code(
             "chk-double",
-            "import torch\nfrom ris_nb.checks import check_function\n"
+            "import torch\nfrom ris_nb.exercise_checks import check_function\n"
             "check_function(double, lambda x: 2 * x, lambda g: (torch.randn(3, generator=g),))",
         ),
         md("think", "### Think: the fruit"),
         code("sol-think", f"think_q1 = None\n### BEGIN SOLUTION\nthink_q1 = {KEY!r}\n### END SOLUTION"),
         code(
             "chk-think",
-            "from ris_nb.checks import check_choice\ncheck_choice(think_q1, 'Q1')\n"
+            "from ris_nb.exercise_checks import check_choice\ncheck_choice(think_q1, 'Q1')\n"
             f"### BEGIN HIDDEN TESTS\ncheck_choice(think_q1, 'Q1', key={KEY!r})\n### END HIDDEN TESTS",
         ),
     ],
@@ -95,7 +96,7 @@ SLY = (
     "think_q1 = Sly('apple')"
 )
 PATCH = (
-    "import ris_nb.checks as c\n"
+    "import ris_nb.exercise_checks as c\n"
     "for n in ('check_function', 'check_choice', 'compare', 'check_fields', 'check_in_range'):\n"
     "    f = getattr(c, n)\n"
     "    getattr(f, '__wrapped__', f).__code__ = (lambda *a, **k: None).__code__\n"  # the checker's own body
@@ -334,7 +335,7 @@ def test_a_failed_check_shows_its_message_not_a_traceback():
 
     shell = CaptureShell()
     out = shell.run(
-        "import torch\nfrom ris_nb.checks import check_function\n"
+        "import torch\nfrom ris_nb.exercise_checks import check_function\n"
         "check_function(lambda x: x + 1, lambda x: x, lambda g: (torch.zeros(2),), name='f')"
     )
     text = "".join(t for o in out if o.get("output_type") == "stream" for t in o["text"])

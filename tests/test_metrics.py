@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ris_nb.metrics import RISMetrics, metrics_from_sums, resize_gt_square, resize_prob, reduce_across_ranks
+from ris_nb.distributed import reduce_across_ranks
+from ris_nb.metrics import RISMetrics, metrics_from_sums, resize_gt_square, resize_prob
 
 
 def test_hand_computed_oiou_miou():

@@ -22,6 +22,7 @@ import pytest
 
 import key_leaks
 from conftest import ENV
+from ris_nb.notebook_cells import read_notebook
 from ris_nb.course import (
     FRESH_LINE,
     HIDDEN,
@@ -30,7 +31,6 @@ from ris_nb.course import (
     exercise_start,
     mark_for_nbgrader,
     nbgrader_available,
-    read_notebook,
 )
 from ris_nb.grading import NBGRADER_CONFIG, grade_notebooks, nbgrader_course, teacher_checks
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ENV
-from ris_nb.course import HIDDEN, nbgrader_available, read_notebook
+from ris_nb.notebook_cells import read_notebook
+from ris_nb.course import HIDDEN, nbgrader_available
 from ris_nb.grading import nbgrader_course
 from ris_nb.sandbox import landlock_abi
 from test_teacher_slips import LESSON, write_lesson
@@ -36,7 +37,7 @@ NB_ENV = {**ENV, "PATH": f"{BIN}{os.pathsep}{ENV.get('PATH', '')}"}  # nbgrader 
 UNCONFINED = set() if landlock_abi() else {"readsource"}
 LEAK = "LEAKED"  # what a hostile submission prints beside anything secret it finds (its code writes 'LEAK' 'ED')
 PATCH = (
-    "import ris_nb.checks as _C\n"
+    "import ris_nb.exercise_checks as _C\n"
     "_C.fresh_checks = lambda: {n: (lambda *a, **k: print('LEAK' 'ED', a, k)) for n in _C.CHECK_NAMES}\n"
     "check_choice = check_function = compare = lambda *a, **k: print('LEAK' 'ED', a, k)\n"
 )

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ris_nb.course import HIDDEN, SOLUTION, clear_regions, exercise_start, read_notebook, to_student
+from ris_nb.course import HIDDEN, SOLUTION, exercise_start, to_student
+from ris_nb.notebook_cells import clear_regions, read_notebook
 
 NBS = Path(__file__).resolve().parents[1] / "nbs"
 QUESTION = re.compile(r"\*\*(Q\d+)\.\*\*(.*?)(?=\*\*Q\d+\.\*\*|Set each answer|\Z)", re.S)

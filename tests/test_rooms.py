@@ -23,7 +23,7 @@ BELOW_VIZ = [
     m
     for m in MODULES
     if m.split(".")[0]
-    in ("io", "validate", "testing", "core", "metrics", "checks", "data", "models", "evaluate", "official")
+    in ("io", "validate", "testing", "core", "metrics", "exercise_checks", "data", "models", "evaluate", "official")
 ]
 
 

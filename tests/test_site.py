@@ -29,7 +29,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import build_site  # noqa: E402
-from ris_nb.course import EXERCISES, SELF_STUDY_LABEL, exercise_start, read_notebook  # noqa: E402
+from ris_nb.course import EXERCISES, SELF_STUDY_LABEL, exercise_start  # noqa: E402
+from ris_nb.notebook_cells import read_notebook  # noqa: E402
 
 MAX_PAGE_BYTES = 2_000_000
 MAX_SCROLL_SHARE = 0.10

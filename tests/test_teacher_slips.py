@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ris_nb.__main__ import main
-from ris_nb.course import HIDDEN, SOLUTION, make_course, read_notebook
+from ris_nb.notebook_cells import read_notebook
+from ris_nb.course import HIDDEN, SOLUTION, make_course
 from ris_nb.grading import nbgrader_course
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ LESSON = [  # (cell type, source): the lesson, then two exercises
     ("markdown", "# A tiny lesson\n\n> One plus one."),
     ("code", "x = 1"),
     ("markdown", "## Exercises"),
-    ("code", "from ris_nb.checks import check_choice"),
+    ("code", "from ris_nb.exercise_checks import check_choice"),
     ("markdown", "### Write it yourself: one more"),
     ("code", SOLVE),
     ("code", CHECK),

@@ -216,7 +216,7 @@ def web_notebook(nb: dict, stems: set[str], own: str) -> dict:
 
 # --- the two editions ------------------------------------------------------------------------------------------------
 def read_notebook(path: Path) -> dict:
-    from ris_nb.course import read_notebook
+    from ris_nb.notebook_cells import read_notebook
 
     return read_notebook(path)
 

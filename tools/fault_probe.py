@@ -1011,9 +1011,9 @@ GRADE_KEY = "kiwi"
 GRADE_RIGHT = {"sol-double": "def double(x): return 2 * x", "sol-think": f"think_q1 = {GRADE_KEY!r}"}
 GRADE_WRONG = {"sol-double": "def double(x): return 2 * x + 1", "sol-think": "think_q1 = 'apple'"}
 HOSTILE = {  # case → the code a student puts in place of an answer (its other answers wrong)
-    "patches ris_nb.checks (module and __code__)": (
+    "patches ris_nb.exercise_checks (module and __code__)": (
         "sol-double",
-        "import ris_nb.checks as c\n"
+        "import ris_nb.exercise_checks as c\n"
         "for n in ('check_function', 'check_choice', 'compare'):\n"
         "    f = getattr(c, n)\n"
         "    getattr(f, '__wrapped__', f).__code__ = (lambda *a, **k: None).__code__\n"
@@ -1070,7 +1070,7 @@ def _grading_lesson(tmp: Path) -> tuple[dict, Callable[..., Path]]:
             cell(
                 "chk-double",
                 "code",
-                "import torch\nfrom ris_nb.checks import check_function\n"
+                "import torch\nfrom ris_nb.exercise_checks import check_function\n"
                 "check_function(double, lambda x: 2 * x, lambda g: (torch.randn(3, generator=g),))",
             ),
             cell("think", "markdown", "### Think: the fruit"),
@@ -1080,7 +1080,7 @@ def _grading_lesson(tmp: Path) -> tuple[dict, Callable[..., Path]]:
             cell(
                 "chk-think",
                 "code",
-                "from ris_nb.checks import check_choice\n"
+                "from ris_nb.exercise_checks import check_choice\n"
                 "check_choice(think_q1, 'Q1')\n### BEGIN HIDDEN TESTS\n"
                 f"check_choice(think_q1, 'Q1', key={GRADE_KEY!r})\n### END HIDDEN TESTS",
             ),

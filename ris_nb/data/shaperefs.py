@@ -20,16 +20,6 @@ import shapely
 # the words of the rich and appearance languages: appendix 98
 from .words import word_count, appearance_sentence, canonical_sentence, is_rare, rich_sentence
 
-# %% auto #0
-__all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
-           'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'MAX_SIZE', 'MAX_IMAGES', 'RUNNING_INDEX',
-           'RUNNING_TARGET', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask',
-           'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences',
-           'relational_landmarks', 'chain_meanings', 'appearance_meanings', 'appearance_picks', 'rich_candidates',
-           'ref_sentences', 'png_bytes', 'make_image', 'split_labels', 'check_generate_args', 'RunningScene',
-           'running_scene']
-
-# %% ../../nbs/02_shaperefs.ipynb #5b83eb9f
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
 COLORS = {
     "red": (225, 35, 35),
@@ -52,6 +42,15 @@ SPLIT_FRACTIONS = {"train": 0.7, "val": 0.1, "testA": 0.1, "testB": 0.1}
 EXPR_TYPES = ["attribute", "location", "relation", "ordinal", "negation"]
 MIN_VISIBLE = 0.7  # fraction of an object's pixels left visible
 P_SAME_SHAPE, P_SAME_COLOR = 0.35, 0.3  # a new object copies an earlier one's shape / colour
+
+# %% auto #0
+__all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
+           'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'MAX_SIZE', 'MAX_IMAGES', 'RUNNING_INDEX',
+           'RUNNING_TARGET', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask',
+           'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences',
+           'relational_landmarks', 'chain_meanings', 'appearance_meanings', 'appearance_picks', 'rich_candidates',
+           'ref_sentences', 'png_bytes', 'make_image', 'split_labels', 'check_generate_args', 'RunningScene',
+           'running_scene']
 
 # %% ../../nbs/02_shaperefs.ipynb #39343742
 def _polygon(shape: str, r: float) -> np.ndarray | None:

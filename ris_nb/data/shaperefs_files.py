@@ -5,6 +5,7 @@
 # %% ../../nbs/92a_shaperefs_files.ipynb #f92i0001
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
@@ -23,7 +24,8 @@ from ..io import check_path_arg, remove_stale_temps, safe_load_pickle, write_ato
 from .shaperefs import SHAPES, SPLIT_FRACTIONS, check_generate_args, split_labels, make_image
 
 # %% auto #0
-__all__ = ['recover_interrupted', 'shaperefs_settings', 'read_refs', 'generate', 'ensure_shaperefs', 'shaperefs_data']
+__all__ = ['recover_interrupted', 'shaperefs_settings', 'read_refs', 'generate', 'ensure_shaperefs', 'shaperefs_data',
+           'generate_once']
 
 # %% ../../nbs/92a_shaperefs_files.ipynb #e17def04
 def _write_images_and_records(
@@ -264,3 +266,14 @@ def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
         ensure_shaperefs(root / "shaperefs", n_images=n_images, seed=seed, size=size)
         _COURSE_DATA[key] = root
     return _COURSE_DATA[key]
+
+
+def generate_once(folder: Path, settings: dict) -> Path:
+    """`ensure_shaperefs(folder / "shaperefs", **settings)` under an exclusive lock on `folder.lock`: notebooks and
+    tests started together generate the data once, then read it."""
+
+    lock = Path(f"{folder}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        return ensure_shaperefs(folder / "shaperefs", **settings)
