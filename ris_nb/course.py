@@ -21,14 +21,8 @@ import ris_nb.exercise_checks as checks_module
 from .exercise_checks import ANSWER, CHECK_NAMES, answer_digest
 
 # re-exported: the checks every exercise calls (00a_checks)
-from ris_nb.exercise_checks import (  # noqa: F401
-    CheckError,
-    check_choice,
-    check_fields,
-    check_function,
-    check_in_range,
-    compare,
-)
+from .exercise_checks import CheckError, check_choice, check_fields  # noqa: F401
+from .exercise_checks import check_function, check_in_range, compare  # noqa: F401
 from .machine import probe_ms
 from .io import check_out_dir, write_atomic
 
