@@ -84,7 +84,7 @@ test-all: venv
 # learning), with the 512³ matmul probe of each path. A saved output or a tolerance that holds only on the kernels of
 # the machine that recorded it fails here, named by tools/check_notebooks.py as depending on the vector path.
 PORTABLE_PATHS := "ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2" "ATEN_CPU_CAPABILITY=default"
-PROBE := from ris_nb.testing import probe_ms; import torch; \
+PROBE := from ris_nb.machine import probe_ms; import torch; \
          print(f'512³ matmul {probe_ms(threads=1):.2f} ms on one thread, {probe_ms(threads=2):.2f} on two; {torch.backends.cpu.get_cpu_capability()}')
 test-portable: venv
 	@status=0; for path in $(PORTABLE_PATHS); do \
