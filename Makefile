@@ -66,33 +66,39 @@ lint: venv
 # SLOW: long end-to-end runs, each with what of its claim the fast gate proves), then `make test-portable` (below: the
 # checks again under emulated vector paths). Both list the slowest tests by wall
 # and by CPU seconds (the CPU seconds move little with other load on the machine) beside the 512³ matmul probe.
-PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadgroup \
+PYTEST := env OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadgroup \
           --durations=25 --cpu-durations=25
+# Each stage of `make test-all` timed against its budget (seconds on an idle 2-core machine; the budgets of .ci/run's
+# stages sum to 45 min): tools/ci_stage.py prints it, names a stage past its budget, and .ci/run prints them as a table.
+STAGE := python3 tools/ci_stage.py run
 test: venv
 	OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --n_workers 2 --timing
 	$(PYTEST) -m "not slow"
 
 test-all: venv
-	OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --n_workers 2 --timing
-	$(PYTEST)
+	$(STAGE) notebooks 540 -- env OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --n_workers 2 --timing
+	$(STAGE) pytest 1050 -- $(PYTEST)
 	$(MAKE) test-portable
 
 # Green on every CPU: a trained loss or score is a trajectory whose digits move with the CPU's vector path (oneDNN's
 # AVX-512 kernels give other losses than AVX2's from the first steps). `make test-portable` (run by `make test-all`,
-# so by CI) runs, under each emulated path below, the notebook step on every notebook with a cell marked for the
-# output check and the tests marked `numeric` (tests/conftest.py's NUMERIC: parity, DDP, resume, accumulation,
-# learning), with the 512³ matmul probe of each path. A saved output or a tolerance that holds only on the kernels of
-# the machine that recorded it fails here, named by tools/check_notebooks.py as depending on the vector path.
+# so by CI) runs, under each emulated path below, what can move with it: the notebook step on the notebooks with a
+# marked cell that prints a fractional number (`--fractional`: a count or a name cannot move; those notebooks were
+# checked natively) and the tests marked `numeric` (tests/conftest.py's NUMERIC: parity, DDP, resume, accumulation,
+# learning), with the 512³ matmul probe of each path. A path that is this CPU's own (AVX2 on an AVX2-only CPU:
+# tools/vector_path.py same-as-native) is skipped: the native run already checked it. A saved output or a tolerance that
+# holds only on the kernels of the machine that recorded it fails here, named by tools/check_notebooks.py as depending
+# on the vector path. The second path mixes ATen's default kernels with oneDNN's widest (AVX-512 where the CPU has it).
 PORTABLE_PATHS := "ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2" "ATEN_CPU_CAPABILITY=default"
-PROBE := from ris_nb.machine import probe_ms; import torch; \
-         print(f'512³ matmul {probe_ms(threads=1):.2f} ms on one thread, {probe_ms(threads=2):.2f} on two; {torch.backends.cpu.get_cpu_capability()}')
 test-portable: venv
 	@status=0; for path in $(PORTABLE_PATHS); do \
-	  echo "== vector path: $$path"; start=$$(date +%s); \
-	  env $$path $(PY) -c "$(PROBE)"; \
-	  env $$path OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --marked --n_workers 2 --timing || status=1; \
-	  env $$path $(PYTEST) -m numeric || status=1; \
-	  echo "== vector path $$path: $$(( $$(date +%s) - start )) s"; \
+	  echo "== vector path: $$path"; \
+	  if env $$path $(PY) tools/vector_path.py same-as-native; then \
+	    echo "== vector path $$path: this CPU's own, checked by the native run: skipped"; continue; fi; \
+	  env $$path $(PY) tools/vector_path.py probe; \
+	  $(STAGE) "notebooks, $$path" 150 -- env $$path OMP_NUM_THREADS=1 $(PY) tools/check_notebooks.py --fractional \
+	    --n_workers 2 --timing || status=1; \
+	  $(STAGE) "numeric tests, $$path" 180 -- env $$path $(PYTEST) -m numeric || status=1; \
 	done; exit $$status
 
 # One run behind every saved output: each notebook (NB=nbs/06_lavt.ipynb for one; default all) re-executed as a

@@ -63,32 +63,42 @@ def _step(model: torch.nn.Module, batch) -> tuple[dict, dict]:
     return {k: v.item() for k, v in out.items()}, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
+# A fast form's gradient may differ from the reference's by 0.1 % of its tensor's scale, plus 0.01 % of the step's
+# largest gradient: the sampler's bilinear interpolation has a kink at every grid line, and a sampling point that
+# rounding puts on the other side takes the other one-sided derivative, a difference that reaches tensors whose own
+# gradients are small (magnet_paper at 96 px: up to 5e-5 of the largest, on AVX2, AVX-512 and ATen's default
+# kernels alike; 1.2e-3 of linear1's own scale on AVX-512). A wrong form is off by its whole size.
+GRAD_OF_OWN, GRAD_OF_LARGEST = 1e-3, 1e-4
+
+
 def _gaps(a: torch.nn.Module, b: torch.nn.Module, batch) -> tuple[float, float]:
-    """Largest relative loss gap; largest gradient gap relative to max(the tensor's scale, 1e-3 × the step's largest
-    gradient) (some gradients are zero in exact arithmetic and hold only rounding)."""
+    """Largest relative loss gap; largest gradient gap as a share of what it may be (≤ 1 passes: `GRAD_OF_OWN` of the
+    tensor's scale plus `GRAD_OF_LARGEST` of the step's largest gradient)."""
     (la, ga), (lb, gb) = _step(a, batch), _step(b, batch)
     assert set(la) == set(lb) and set(ga) == set(gb) and len(ga) > 100
-    floor = 1e-3 * max(g.abs().max().item() for g in ga.values())
+    largest = max(g.abs().max().item() for g in ga.values())
     loss = max(abs(la[k] - lb[k]) / max(1.0, abs(la[k])) for k in la)
-    grad = max((ga[n] - gb[n]).abs().max().item() / max(ga[n].abs().max().item(), floor) for n in ga)
+    allowed = {n: GRAD_OF_OWN * ga[n].abs().max().item() + GRAD_OF_LARGEST * largest for n in ga}
+    grad = max((ga[n] - gb[n]).abs().max().item() / allowed[n] for n in ga)
     return loss, grad
 
 
 @pytest.mark.parametrize("preset,size,batch", [pytest.param("magnet_paper", 96, 1, marks=pytest.mark.slow)])
 def test_whole_step_fast_matches_reference(preset, size, batch):
-    """One state dict, one seed: the fast forms' losses within 1e-5 and gradients within 1e-3 of the reference's, at
-    paper widths (97c checks `magnet_tiny`'s step, in `make test`; this is not written twice)."""
+    """One state dict, one seed: the fast forms' losses within 1e-5 and gradients within what `_gaps` allows of the
+    reference's, at paper widths (97c checks `magnet_tiny`'s step, in `make test`; this is not written twice)."""
     ref = _reference(preset, size)
     fast = to_impl(copy.deepcopy(ref), "fast")
     assert isinstance(fast, FastMagNet) and list(fast.state_dict()) == list(ref.state_dict())
     loss, grad = _gaps(ref, fast, _batch(batch, size, 50))
-    assert loss <= 1e-5 and grad <= 1e-3, (loss, grad)
+    assert loss <= 1e-5 and grad <= 1, (loss, grad)
 
 
 def test_compiled_step_matches_eager(tmp_path, monkeypatch):
     """The regions where compiled and eager were seen apart (the deformable pixel decoder, the one-query decoder),
     compiled as `compile_regions` compiles them (`Module.compile`, inductor, the graph pass): losses within 1e-5,
-    gradients within 1e-3 of eager. Compiling the whole model takes tens of minutes on a CPU (bench_impl --compile)."""
+    gradients within what `_gaps` allows of eager. Compiling the whole model takes tens of minutes on a CPU
+    (bench_impl --compile)."""
     from ris_nb.loaders import check_compiler
     from ris_nb.models.fast import shared_input_linears
 
@@ -99,7 +109,7 @@ def test_compiled_step_matches_eager(tmp_path, monkeypatch):
     for mod in (compiled.pixel_decoder, compiled.decoder):
         mod.compile(dynamic=False, options={"pre_grad_custom_pass": shared_input_linears()})
     loss, grad = _gaps(eager, compiled, _batch(2, 64, 50))
-    assert loss <= 1e-5 and grad <= 1e-3, (loss, grad)
+    assert loss <= 1e-5 and grad <= 1, (loss, grad)
 
 
 def test_impl_switch_keeps_the_state_dict():

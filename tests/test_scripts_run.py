@@ -28,6 +28,8 @@ RUN_BY_TESTS = {  # script: the test file (or the worker a test starts) that run
     "tools/gloo_threads.py": "ddp_worker.py",
     "tools/check_notebooks.py": "test_check_notebooks.py",
     "tools/format_notebooks.py": "test_lint.py",
+    "tools/ci_stage.py": "test_ci_tools.py",
+    "tools/vector_path.py": "test_ci_tools.py",
 }
 # record-keeping and one-off measuring scripts: each names the results file it wrote; smoke-run here
 SMOKE = [

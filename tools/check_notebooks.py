@@ -34,13 +34,14 @@ notebook runs again in a child process under each other path (`ONEDNN_MAX_CPU_IS
 text, the cell still fails, but as "this output depends on the CPU's vector path (reproduced under X)", not as stale:
 its check should test what the output means (a bound, beating the floors), not its digits. `--mark` marks a cell only
 when every path prints it alike (the native run and the emulated ones). `make test-portable` runs the whole check under
-each emulated path. `--no-vector-paths` runs none of them.
+each emulated path, on the notebooks that print a fractional number in a marked cell (`--fractional`: what a vector
+path can move; the others were checked natively). `--no-vector-paths` runs none of them.
 
     python tools/check_notebooks.py [--path nbs/00_core.ipynb] [--flags slow] [--n_workers 2] [--timing]
     python tools/check_notebooks.py --mark [--run-all] [--path nbs/06_lavt.ipynb] [--n_workers 2]
     python tools/check_notebooks.py --run-all [--path nbs/06_lavt.ipynb]
     python tools/check_notebooks.py --coverage
-    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python tools/check_notebooks.py --marked   (make test-portable)
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python tools/check_notebooks.py --fractional   (make test-portable)
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rerun_notebook import sanitise_text  # noqa: E402  (the temp-folder rule the saved outputs were written with)
+from vector_path import check_environment  # noqa: E402
 
 MARK = "check_output"
 NUMBERS = "numbers"  # `#| check_output: numbers`: numbers within a tolerance
@@ -500,6 +502,17 @@ def mark(files: list[Path], results: list[tuple], run_all: bool, elsewhere: dict
                 print(f"  cell {i}: {first_difference(saved, now, NUMBERS)}")
 
 
+# a number with a fraction or an exponent (50.4, 3.2e-05): what training or a float sum prints, so what a vector path
+# can move; a count, a size or a name cannot
+FRACTIONAL = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+(?:[eE][-+]?\d+)?|[eE][-+]?\d+)")
+
+
+def prints_fractions(path: Path) -> bool:
+    "Whether a cell of `path` marked for `make test`'s check holds a fractional number in its saved output."
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code" and is_marked(c)]
+    return any(not is_marked_run_all(c) and FRACTIONAL.search("\n".join(reader_lines(c["outputs"]))) for c in cells)
+
+
 def checked_here(path: Path, run_all: bool) -> bool:
     "Whether `path` holds a cell that this check compares (`run_all`: any marked cell; else a mark without run_all)."
     cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code" and is_marked(c)]
@@ -529,6 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-all", action="store_true", help="run as Run All (no IN_TEST, flagged cells too)")
     ap.add_argument("--marked", action="store_true", help="only the notebooks with a cell marked for the check")
     ap.add_argument(
+        "--fractional",
+        action="store_true",
+        help="only the notebooks with a marked cell that prints a fractional number (what a vector path can move)",
+    )
+    ap.add_argument(
         "--no-vector-paths",
         dest="vector_paths",
         action="store_false",
@@ -537,9 +555,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help=argparse.SUPPRESS)  # run_under's child: where to write its result
     ap.add_argument("--collect", action="store_true", help=argparse.SUPPRESS)  # run_under's child: unmarked cells too
     args = ap.parse_args(argv)
+    check_environment()  # a misspelt vector path would run the native one and report its success
+    missing = [p for p in args.path or [] if not Path(p).exists()]
+    if missing:
+        print(f"--path {missing[0]}: no such notebook or folder", file=sys.stderr)
+        return 2
     files = [f for p in args.path or [None] for f in notebooks(p)]
-    if args.marked:
+    if args.marked or args.fractional:
         files = [f for f in files if checked_here(f, args.run_all)]
+    if args.fractional:
+        files = [f for f in files if prints_fractions(f)]
     if not files:
         print("No files were eligible for testing")
         return 0

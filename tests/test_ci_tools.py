@@ -1,0 +1,79 @@
+"""The CI's own tools run for real: tools/ci_stage.py times stages and names those past their budget,
+tools/vector_path.py tells an emulated vector path from the machine's own and refuses a value no library reads, and
+tools/check_notebooks.py refuses a --path that does not exist and picks the notebooks a vector path can move."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import ci_stage  # noqa: E402
+import vector_path  # noqa: E402
+
+
+def tool(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / name), *args], capture_output=True, text=True, env=env)
+
+
+def test_stages_are_timed_recorded_and_tabled(tmp_path):
+    env = {"CI_STAGES": str(tmp_path / "stages.tsv"), "PATH": "/usr/bin:/bin"}
+    fast = tool("ci_stage.py", "run", "quick", "60", "--", "true", env=env)
+    slow = tool("ci_stage.py", "run", "slow one", "0.2", "--", "sleep", "0.5", env=env)
+    failed = tool("ci_stage.py", "run", "red", "60", "--", "false", env=env)
+    assert (fast.returncode, slow.returncode, failed.returncode) == (0, 0, 1)
+    assert "== stage slow one:" in slow.stdout and "PAST ITS BUDGET" in slow.stdout
+    assert "PAST" not in fast.stdout
+    rows = ci_stage.read_rows(env["CI_STAGES"])
+    assert [r[0] for r in rows] == ["quick", "slow one", "red"] and rows[1][1] >= 0.5 and rows[2][3] == 1
+    table = tool("ci_stage.py", "table", env["CI_STAGES"]).stdout
+    assert "| slow one | 0 s **past** |" in table or "| slow one | 1 s **past** |" in table
+    assert table.strip().endswith("stages past their budget: slow one")
+    assert tool("ci_stage.py", "table", str(tmp_path / "none.tsv")).returncode == 2
+
+
+def test_an_emulated_path_is_told_from_the_native_one():
+    avx2_only, avx512 = {"avx2", "fma"}, {"avx2", "avx512f"}
+    same = vector_path.onednn_same_as_native
+    assert same(None, avx512) and same("AVX2", avx2_only) and same("avx512_core", avx2_only)
+    assert not same("AVX2", avx512) and not same("AVX", avx2_only)
+    # ATen's default kernels are never a machine's own: checked in a fresh process
+    assert not vector_path.same_as_native({"ATEN_CPU_CAPABILITY": "default", "PATH": "/usr/bin"}, avx2_only)
+    assert not vector_path.same_as_native({"ONEDNN_MAX_CPU_ISA": "AVX2"}, avx512)
+    assert vector_path.same_as_native({"ONEDNN_MAX_CPU_ISA": "AVX2"}, avx2_only)
+    assert not vector_path.same_as_native({}, set())  # no /proc/cpuinfo: run every path
+
+
+@pytest.mark.parametrize("key,value", [("ATEN_CPU_CAPABILITY", "bogus"), ("ONEDNN_MAX_CPU_ISA", "garbage")])
+def test_a_misspelt_vector_path_is_refused_by_name(key, value):
+    with pytest.raises(SystemExit, match=f"{key}='{value}' is no value"):
+        vector_path.check_environment({key: value})
+    vector_path.check_environment({"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "avx2"})
+    p = tool("check_notebooks.py", "--coverage", env={key: value, "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 1 and f"{key}='{value}'" in p.stderr
+
+
+def test_a_missing_notebook_path_is_an_error(tmp_path):
+    p = tool("check_notebooks.py", "--path", str(tmp_path / "nbs" / "06_lavtt.ipynb"))
+    assert p.returncode == 2 and "06_lavtt.ipynb: no such notebook or folder" in p.stderr
+
+
+def test_fractional_picks_the_notebooks_a_vector_path_can_move(tmp_path):
+    import check_notebooks
+
+    def notebook(name: str, text: str, marked: bool = True) -> Path:
+        src = ("#| check_output\n" if marked else "") + "print(x)"
+        out = [{"output_type": "stream", "name": "stdout", "text": text}]
+        cell = {"cell_type": "code", "source": src, "outputs": out, "metadata": {}, "execution_count": 1}
+        path = tmp_path / name
+        path.write_text(json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+        return path
+
+    assert check_notebooks.prints_fractions(notebook("a.ipynb", "val oIoU 54.92\n"))
+    assert check_notebooks.prints_fractions(notebook("b.ipynb", "gap 3e-07\n"))
+    assert not check_notebooks.prints_fractions(notebook("c.ipynb", "600 steps, 3 splits, float32\n"))
+    assert not check_notebooks.prints_fractions(notebook("d.ipynb", "loss 0.693\n", marked=False))
