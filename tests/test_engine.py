@@ -177,6 +177,16 @@ def test_kill_9_and_resume_gives_the_same_losses(shaperefs, tmp_path, capsys):
     assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
+def test_train_prints_each_val_score_as_it_is_measured(shaperefs, tmp_path, capsys):
+    "`ris_nb train` prints one line per validation (step, metric, minutes), where the log holds the same score."
+    steps = ["train.max_steps=4", "train.eval_every=2", "train.ckpt_every=1000"]
+    out, _ = cli_run(["train", "--data", shaperefs, "--out", tmp_path / "run", "--no-eval"] + TRAIN + steps, capsys)
+    lines = [ln for ln in out.splitlines() if ": val oIoU " in ln]
+    vals = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r.get("split") == "val"]
+    assert [ln.split(":")[0] for ln in lines] == ["step 2/4", "step 4/4"] and len(vals) == 2, out
+    assert all(f"val oIoU {r['oIoU']:.2f} (" in ln and ln.endswith(" min)") for ln, r in zip(lines, vals)), out
+
+
 def test_corrupt_checkpoint_falls_back_to_previous(shaperefs, tmp_path, capsys):
     out = tmp_path / "run"
     cli_run(

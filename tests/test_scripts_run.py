@@ -30,6 +30,7 @@ RUN_BY_TESTS = {  # script: the test file (or the worker a test starts) that run
     "tools/format_notebooks.py": "test_lint.py",
     "tools/ci_stage.py": "test_ci_tools.py",
     "tools/vector_path.py": "test_ci_tools.py",
+    "bench/bench_quickstart.py": "test_scripts_run.py",
 }
 # record-keeping and one-off measuring scripts: each names the results file it wrote; smoke-run here
 SMOKE = [
@@ -112,3 +113,18 @@ def test_smoke_run(folder):
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.split("\n")[:-1] == [f"{s} 0 True" for s in scripts], p.stdout + p.stderr[-3000:]
+
+
+def test_bench_quickstart_runs_a_recipe_end_to_end(tmp_path):
+    "bench/bench_quickstart.py --smoke: a recipe trained for real (4 steps on 60 scenes), its row with val scores."
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_quickstart.py"), "--smoke", "--recipe", "today"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    row = [line for line in p.stdout.splitlines() if line.startswith("| today |")]
+    assert len(row) == 1 and row[0].endswith("| 0 |") and row[0].count(": ") == 2, p.stdout  # two val scores
+    assert "512³ matmul probe" in p.stdout and "CPU: " in p.stdout

@@ -284,6 +284,13 @@ def test_reading_order_names_every_notebook():
     )
 
 
+def test_file_names_are_not_made_links_to_other_domains(site):
+    "MyST's linkify makes only written addresses links: a file name such as `args.py` or `main.py` stays text."
+    for p in pages(site.student):
+        fuzzy = re.findall(r'href="https?://[\w-]+\.(?:py|md|json|csv|pt|sh|ipynb|txt|yml)"', p.read_text())
+        assert not fuzzy, f"{p.name}: file names made links {fuzzy[:3]}"
+
+
 def test_every_notebook_has_its_page(site):
     for edition in (site.student, site.teacher):
         missing = [n for n in build_site.reading_order() if not (edition / f"{n}.html").exists()]

@@ -319,6 +319,7 @@ html:
     nb_render_markdown_format: myst  # a markdown output's tables and math rendered (commonmark prints them as text)
     suppress_warnings: [mystnb.unknown_mime_type, myst.header]  # show_doc renders each name as an H3
     myst_heading_anchors: 2  # a link to a section by its slug (`06_lavt.ipynb#notation`) resolves
+    myst_linkify_fuzzy_links: false  # `args.py` stays a file name, not a link to http://args.py
 """
 
 

@@ -561,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--path {missing[0]}: no such notebook or folder", file=sys.stderr)
         return 2
     files = [f for p in args.path or [None] for f in notebooks(p)]
+    if args.path and not files:
+        print(f"--path {' '.join(args.path)}: no notebook there that nbdev_test would test", file=sys.stderr)
+        return 2
     if args.marked or args.fractional:
         files = [f for f in files if checked_here(f, args.run_all)]
     if args.fractional:
