@@ -10,6 +10,7 @@ import contextlib
 import os
 import pickle
 import sys
+import time
 import unicodedata
 import warnings
 from pathlib import Path
@@ -133,19 +134,25 @@ def config_from_args(args):
 
 # %% ../nbs/15_cli.ipynb #a6a8a891
 def _banner(name: str):
-    "A callback that prints `name: preset (N M parameters) on dataset → run folder` as training starts (main rank)."
+    """A callback that prints `name: preset (N M parameters) on dataset → run folder` as training starts, then each
+    validation's score and the minutes since the start (main rank)."""
     from ris_nb.train import Callback  # train imports torch: only when a run starts
 
     class Banner(Callback):
-        order = -30  # before the progress bar
+        order = 20  # after EvalCB, whose scores it prints
 
         def before_fit(self):
-            l = self.learn
-            n = sum(p.numel() for p in l.core.parameters())
+            l, self.start, self.seen = self.learn, time.monotonic(), getattr(self.learn, "last_val", None)
+            n, where = sum(p.numel() for p in l.core.parameters()), f"{l.cfg.data.dataset} → {l.cfg.train.out_dir}"
             if l.dist.is_main:
-                print(
-                    f"{name}: {l.cfg.name} ({n / 1e6:.2f} M parameters) on {l.cfg.data.dataset} → {l.cfg.train.out_dir}"
-                )
+                print(f"{name}: {l.cfg.name} ({n / 1e6:.2f} M parameters) on {where}")
+
+        def after_step(self):
+            l, key, val = self.learn, self.learn.cfg.eval.select_metric, getattr(self.learn, "last_val", None)
+            if val is not None and val is not self.seen and l.dist.is_main:
+                mins = (time.monotonic() - self.start) / 60
+                print(f"step {l.step}/{l.cfg.train.max_steps}: val {key} {val[key]:.2f} ({mins:.1f} min)")
+            self.seen = val
 
     return Banner()
 

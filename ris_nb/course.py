@@ -39,14 +39,15 @@ from ris_nb.notebook_cells import (
 )
 
 # %% auto #0
-__all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'KINDS', 'POINTS', 'REASONING_POINTS',
-           'FRESH_LINE', 'GRADE_ID', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING', 'ANSWER_SHOWN',
-           'STUDENT_README', 'THINK', 'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK',
-           'SELF_STUDY_ID', 'SELF_STUDY_LABEL', 'check_markers', 'exercise_start', 'nbgrader_available', 'check_name',
-           'is_check_cell', 'mark_checks', 'without_digests', 'clear_hidden', 'to_student', 'CheckResult',
-           'heading_kind', 'check_points', 'cell_points', 'one_question', 'run_exercises', 'take_keys', 'with_digests',
-           'refuse_slips', 'mark_for_nbgrader', 'mark_notebooks', 'self_study_label', 'unlink_missing', 'course_copies',
-           'make_course', 'short_run']
+__all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'PREDICT', 'REVEAL', 'KINDS', 'POINTS',
+           'REASONING_POINTS', 'FRESH_LINE', 'GRADE_ID', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING',
+           'ANSWER_SHOWN', 'STUDENT_README', 'THINK', 'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK',
+           'NOTEBOOK_LINK', 'SELF_STUDY_ID', 'SELF_STUDY_LABEL', 'check_markers', 'exercise_start',
+           'nbgrader_available', 'check_name', 'is_check_cell', 'mark_checks', 'without_digests', 'clear_hidden',
+           'to_student', 'prediction_spans', 'clear_predictions', 'CheckResult', 'heading_kind', 'check_points',
+           'cell_points', 'one_question', 'run_exercises', 'take_keys', 'with_digests', 'refuse_slips',
+           'mark_for_nbgrader', 'mark_notebooks', 'self_study_label', 'unlink_missing', 'course_copies', 'make_course',
+           'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
@@ -179,8 +180,8 @@ def clear_hidden(source: str) -> str:
 def to_student(
     nb: dict, backend: str = "auto", where: str = "notebook", lesson: str | None = None, self_check: bool = False
 ) -> dict:
-    """Student copy of a notebook dict: solutions → stubs, hidden tests out, exercise outputs cleared, checks named, no
-    digest of a key (`self_check`: the labelled self-study edition, a digest per Think question)."""
+    """Student copy of a notebook dict: solutions → stubs, hidden tests out, exercise and prediction outputs cleared,
+    checks named, no digest of a key (`self_check`: the labelled self-study edition, a digest per Think question)."""
     if backend not in ("auto", "nbgrader", "own"):
         raise ValueError(f"backend={backend!r}: expected auto, nbgrader or own")
     check_markers(nb, where)  # before nbgrader, whose RuntimeError names no notebook
@@ -191,8 +192,34 @@ def to_student(
     for c in out["cells"][start or 0 :] if start is not None else []:
         if c["cell_type"] == "code":
             c["outputs"], c["execution_count"] = [], None
-    out = mark_checks(out, teacher, lesson)
+    out = mark_checks(clear_predictions(out), teacher, lesson)
     return self_study_label(out) if self_check else out
+
+# %% ../nbs/19_course.ipynb #c19pred01
+PREDICT = "**Predict, then run.**"
+REVEAL = re.compile(r"\bprint\([^\n]*\bmy_guess\b")  # the cell that prints the guess beside the measured value
+
+
+def prediction_spans(nb: dict) -> list[tuple[int, int]]:
+    "(prompt, reveal) cell indices of each Predict prompt: the reveal is the first later code cell printing `my_guess`."
+    cs, spans = nb["cells"], []
+    for i, c in enumerate(cs):
+        if c["cell_type"] == "markdown" and PREDICT in cell_source(c):
+            later = (
+                j for j in range(i + 1, len(cs)) if cs[j]["cell_type"] == "code" and REVEAL.search(cell_source(cs[j]))
+            )
+            if (reveal := next(later, None)) is not None:
+                spans.append((i, reveal))
+    return spans
+
+
+def clear_predictions(nb: dict) -> dict:
+    "`nb` with the outputs of the code cells from each Predict prompt to its reveal cleared."
+    for i, j in prediction_spans(nb):
+        for c in nb["cells"][i + 1 : j + 1]:
+            if c["cell_type"] == "code":
+                c["outputs"], c["execution_count"] = [], None
+    return nb
 
 # %% ../nbs/19_course.ipynb #284aa9b7
 KINDS = ("write it yourself", "run an experiment", "think")

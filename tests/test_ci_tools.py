@@ -58,8 +58,8 @@ def test_a_misspelt_vector_path_is_refused_by_name(key, value):
 
 
 def test_a_missing_notebook_path_is_an_error(tmp_path):
-    p = tool("check_notebooks.py", "--path", str(tmp_path / "nbs" / "06_lavtt.ipynb"))
-    assert p.returncode == 2 and "06_lavtt.ipynb: no such notebook or folder" in p.stderr
+    p = tool("check_notebooks.py", "--path", str(tmp_path / "nbs" / "typo.ipynb"))
+    assert p.returncode == 2 and "typo.ipynb: no such notebook or folder" in p.stderr
     (tmp_path / "empty").mkdir()
     p = tool("check_notebooks.py", "--path", str(tmp_path / "empty"))
     assert p.returncode == 2 and "no notebook there" in p.stderr

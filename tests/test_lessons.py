@@ -155,3 +155,25 @@ def test_model_lesson_asks_a_prediction(nb):
         )
         shows = [c for c in code if re.search(r"\bprint\([^\n]*\bmy_guess\b", src(c))]
         assert shows, f"{nb.name}: after the prompt in cell {i}, no cell prints `my_guess` beside the measured value"
+
+
+def test_student_copies_hide_each_prediction_until_its_reveal():
+    """At least 10 Predict prompts across the course; in each student copy (and so on the site) no code cell from a
+    prompt to the cell that prints `my_guess` keeps an output: the measured value is not shown before the guess."""
+    from ris_nb.course import PREDICT as COURSE_PREDICT, prediction_spans, to_student
+    from ris_nb.notebook_cells import read_notebook
+
+    assert COURSE_PREDICT == PREDICT
+    count = 0
+    for nb in COURSE:
+        teacher = read_notebook(nb)
+        spans = prediction_spans(teacher)
+        prompts = sum(c["cell_type"] == "markdown" and PREDICT in src(c) for c in cells(nb))
+        assert len(spans) == prompts, f"{nb.name}: a Predict prompt without a later cell printing my_guess"
+        count += len(spans)
+        if not spans:
+            continue
+        student = to_student(teacher, backend="own", where=str(nb))
+        shown = [j for i, r in spans for j in range(i + 1, r + 1) if student["cells"][j].get("outputs")]
+        assert not shown, f"{nb.name}: the student copy shows outputs between a prediction and its reveal: {shown}"
+    assert count >= 10, f"{count} Predict prompts in the course: ask at least 10 (where training starts, metrics)"
