@@ -178,11 +178,12 @@ def main(argv=None) -> list[dict]:
     print(table(rows, [c for c in cols if any(c in r for r in rows)]))
     if a.csv:
         with a.csv.open("w", newline="") as f:
-            w = csv.DictWriter(f, ["threads", "probe_1t_ms", "probe_2t_ms", *cols])
+            w = csv.DictWriter(f, ["device", "threads", "probe_1t_ms", "probe_2t_ms", *cols])
             w.writeheader()
             for r in rows:
                 w.writerow(
                     {
+                        "device": "cpu",  # what `model.impl='auto'` reads the verdict per (ris_nb.models.fast)
                         "threads": threads,
                         "probe_1t_ms": round(p1, 2),
                         "probe_2t_ms": round(p2, 2),

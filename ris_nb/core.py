@@ -125,11 +125,11 @@ class LavtConfig:
 # %% ../nbs/00_core.ipynb #63ab446b
 @dataclass
 class MGConfig:
-    """Mask Grounding, the auxiliary masked-word prediction (the task is MagNet's; its implementation is not public,
-    so everything here but the masking is ours)."""
+    """Mask Grounding, the auxiliary masked-word prediction (the task is MagNet's; its code is not in our sources, so
+    everything here but the masking is ours)."""
 
     enabled: bool = False
-    weight: float = 1.0  # ours: λ_MG (not public)
+    weight: float = 1.0  # ours: λ_MG (not in our sources)
     select_prob: float = 0.15  # authors' reply in the official issue #5 (ovr-cnn's default)
     mask_prob: float = 0.9  # same source: of the selected, → [MASK]; the rest stay unchanged
     # ours: at least one token per sentence (RefCOCO sentences average 3.6 words, 03_refer)
@@ -156,7 +156,7 @@ class CALConfig:
     cam: bool = True
     pool_sizes: list[int] = field(default_factory=lambda: [1, 2, 3, 6])  # official code: lib/backbone.py
     enabled: bool = False  # the CAL loss
-    weight: float = 1.0  # ours: λ_CAL (not public)
+    weight: float = 1.0  # ours: λ_CAL (not in our sources)
     tau_text: float = 0.1  # ours
     tau_pixel: float = 0.1  # ours
     w_text: float = 1.0  # ours
@@ -177,7 +177,7 @@ class MagNetConfig:
     n_points: int = 4  # official code: 4 sampling points (modeling/pixel_decoder/msdeformattn.py)
     enc_ffn: int = 128  # official code: 1024 (modeling/MaskFormerModel.py)
     dec_ffn: int = 128  # official code: 2048 (test.py)
-    w_bce: float = 5.0  # ours: MagNet's segmentation loss is not public; Mask2Former's coefficients
+    w_bce: float = 5.0  # ours: MagNet's segmentation loss is not in our sources; Mask2Former's coefficients
     w_dice: float = 5.0  # ours: same
     w_class: float = 2.0  # ours: same
     deep_supervision: bool = True  # ours: a loss on the 9 auxiliary outputs the released head returns
@@ -191,9 +191,9 @@ class ModelConfig:
     "Which method, and the blocks it is built from."
 
     name: str = "lavt"  # lavt | magnet | sag
-    # ours: reference (each block as its paper writes it: the lessons) | fast (same parameters, faster code; equal
-    # by test, appendix 97c). Only MagNet has fast forms; fast measured faster on a CPU (bench/README)
-    impl: str = "fast"
+    # ours: auto (the form measured faster on the run's device, reference where they tie: appendix 97c) | reference
+    # (each block as its paper writes it: the lessons) | fast (same parameters, faster code, equal by test; MagNet only)
+    impl: str = "auto"
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     lavt: LavtConfig = field(default_factory=LavtConfig)
@@ -494,15 +494,17 @@ def model_spec(model: str | torch.nn.Module) -> ModelSpec:
 
 
 def build_model(cfg: Config) -> torch.nn.Module:
-    "Build the model named by `cfg.model.name` (the model protocol: forward, losses, predict, param_groups)."
-    return model_spec(cfg.model.name).build(cfg)
+    """Build the model named by `cfg.model.name` (the model protocol: forward, losses, predict, param_groups); a
+    `model.impl` it has no blocks for is refused (appendix 97c)."""
+    model = model_spec(cfg.model.name).build(cfg)
+    return model_part("impl_forms")(model, cfg) if cfg.model.impl == "fast" else model
 
 # %% ../nbs/00_core.ipynb #c00part1
 _PARTS: dict[str, Callable] = {}
 # part name → the module whose `@register_part` line registers it, imported when the part is first asked for
 PART_MODULES = {
     "mask_grounding": "ris_nb.models.mask_grounding",
-    "fast_forms": "ris_nb.models.fast",  # `model.impl='fast'`
+    "impl_forms": "ris_nb.models.fast",  # `model.impl`
     "compile_regions": "ris_nb.models.fast",  # `train.compile='regional'`
 }
 

@@ -24,6 +24,7 @@ from ris_nb.core import (
     CALConfig,
     MGConfig,
     LavtConfig,
+    model_part,
 )
 from .presets import get_preset
 from .io import torch_load_checked
@@ -352,12 +353,16 @@ def load_magnet_state(model: MagNet, converted: dict[str, torch.Tensor]) -> MagN
     return model
 
 
-def load_magnet(state_dict: dict[str, torch.Tensor] | str | Path, official_config: dict | None = None) -> MagNet:
+def load_magnet(
+    state_dict: dict[str, torch.Tensor] | str | Path, official_config: dict | None = None, impl: str = "auto"
+) -> MagNet:
     """Build MagNet (official_compat=True) from the official hyper-parameters `official_config` (None: the released
-    network), convert and strictly load `state_dict` (a state dict or its file, `official_state`); eval mode."""
+    network), convert and strictly load `state_dict` (a state dict or its file, `official_state`); in the form `impl`
+    names (`model.impl`, appendix 97c); eval mode."""
     sd = official_state(state_dict, "official MagNet weights")
-    model = MagNet(magnet_config(official_config))
-    return load_magnet_state(model, convert_magnet(sd)).eval()
+    cfg = magnet_config(official_config).override({"model.impl": impl})
+    model = load_magnet_state(MagNet(cfg), convert_magnet(sd))
+    return model_part("impl_forms")(model, cfg).eval()
 
 # %% ../nbs/94_official_weights.ipynb #o02e0d51
 def slot_keys(prefix: str = "encoders.img_enc.") -> dict[str, str]:

@@ -259,7 +259,7 @@ _MAGNET_PAPER_SOURCES = {  # magnet_paper: dotted key (or section ending in '.')
     "model.mg.enabled": "paper (abstract): Mask Grounding",
     "model.mg.select_prob": "authors' reply in the official issue #5",
     "model.mg.mask_prob": "authors' reply in the official issue #5",
-    "model.mg.": "ours — MG's implementation is not public",
+    "model.mg.": "ours — MG's implementation is not in our sources",
 }
 
 # %% ../nbs/90a_presets.ipynb #ps000002
@@ -268,7 +268,7 @@ _MAGNET_PAPER_SOURCES.update(
         "model.cal.cam": "paper (abstract) and official code: lib/backbone.py",
         "model.cal.pool_sizes": "official code: lib/backbone.py",
         "model.cal.enabled": "paper (abstract): the CAL loss",
-        "model.cal.": "ours — CAL's formula is not public",
+        "model.cal.": "ours — CAL's formula is not in our sources",
         "model.magnet.official_compat": "ours: the clean network (True reproduces the released quirks)",
         "model.magnet.hidden_dim": "official code: test.py",
         "model.magnet.enc_layers": "official code: test.py",
@@ -278,7 +278,7 @@ _MAGNET_PAPER_SOURCES.update(
         "model.magnet.enc_ffn": "official code: modeling/MaskFormerModel.py",
         "model.magnet.n_points": "official code: modeling/pixel_decoder/msdeformattn.py",
         "model.magnet.": (
-            "ours — MagNet's segmentation loss is not public (Mask2Former's coefficients, deep supervision)"
+            "ours — MagNet's segmentation loss is not in our sources (Mask2Former's coefficients, deep supervision)"
         ),
         "model.sag.": "not used by MagNet",
         "train.max_steps": "derived: fit sets epochs × steps per epoch (RefCOCO's value shown)",

@@ -34,7 +34,7 @@ SAG_ENTITY_FIELDS = [
     ("ffn_mult", float, 4.0),
     # v in the log-variance init log(1/(D·v)) (official code: 1, --agg_var_scaling)
     ("var_scaling", float, 1.0),
-    # False = paper's ablation "w/o entity discovery module" (table 2); its wiring is not public, ours: the patch tokens
+    # False = paper's ablation "w/o entity discovery module" (table 2); wiring not in our sources; ours: patch tokens
     # are the entities (A^fuse over patches is the mask), no reconstruction
     ("entity_discovery", bool, True),
     ("interaction", bool, True),  # False = paper's ablation "w/o interaction block" (table 2)

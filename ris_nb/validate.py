@@ -17,8 +17,8 @@ if TYPE_CHECKING:  # annotations only: core imports this module, so it cannot im
     from ris_nb.core import Config
 
 # %% auto #0
-__all__ = ['BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'check_value',
-           'check_field', 'field_problems', 'text_positions', 'cross_field_problems']
+__all__ = ['BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'MODEL_FORMS',
+           'check_value', 'check_field', 'field_problems', 'text_positions', 'cross_field_problems']
 
 # %% ../nbs/90_config_validation.ipynb #d3348b7a
 def _type_name(tp) -> str:
@@ -168,7 +168,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.mg.mask_patch": _POS,
     "model.mg.visual_stride": _POS,
     "model.mg.visual_source": _one_of("clean", "masked"),
-    "model.impl": _one_of("reference", "fast"),
+    "model.impl": _one_of("auto", "reference", "fast"),
     "model.cal.pool_sizes": _int_list(),
     "model.cal.weight": _real_in_range(),
     "model.cal.tau_text": _real_in_range(strict=True),
@@ -355,9 +355,12 @@ def _input_checks(cfg: Config) -> list[str]:
     return errs
 
 # %% ../nbs/90_config_validation.ipynb #d5883c96
+MODEL_FORMS = {"magnet": ("reference", "fast")}  # the forms each model declares (appendix 97c); others: reference
+
+
 def _model_checks(cfg: Config, known_models: Collection[str]) -> list[str]:
     """Options that need other options (SaG's pairs and pieces), widths their head counts must divide, a model name
-    among `known_models`."""
+    among `known_models` and a form it has."""
     t, errs = cfg.model.text, _sag_checks(cfg)
     if t.encoder == "bert" and t.num_heads and t.hidden_size % t.num_heads:
         errs.append(
@@ -375,6 +378,11 @@ def _model_checks(cfg: Config, known_models: Collection[str]) -> list[str]:
             )
     if cfg.model.name not in known_models:
         errs.append(f"model.name={cfg.model.name!r}: expected one of {', '.join(sorted(known_models))}")
+    forms = ("auto", *MODEL_FORMS.get(cfg.model.name, ("reference",)))
+    if cfg.model.impl not in forms:
+        errs.append(
+            f"model.impl={cfg.model.impl!r}: {cfg.name} has no {cfg.model.impl!r} form; its forms: {', '.join(forms)}"
+        )
     return errs
 
 # %% ../nbs/90_config_validation.ipynb #cv000010

@@ -113,19 +113,53 @@ def test_compiled_step_matches_eager(tmp_path, monkeypatch):
 
 
 def test_impl_switch_keeps_the_state_dict():
-    "`model.impl` builds either form from one config; `to_impl` swaps back and forth; a bad value is refused."
-    cfg = offline_random(get_preset("magnet_tiny")).override({"model.text.vocab_size": 50})
-    assert cfg.model.impl == "fast" and type(build_model(cfg)) is FastMagNet
+    """`model.impl` builds either form from one config ('auto', the default, the reference on a CPU); `to_impl` swaps
+    back and forth; a bad value, or a form a model lacks, is refused by name."""
+    cfg = offline_random(get_preset("magnet_tiny")).override({"model.text.vocab_size": 50, "train.device": "cpu"})
+    assert cfg.model.impl == "auto" and type(build_model(cfg)) is MagNet
+    assert type(build_model(cfg.override({"model.impl": "fast"}))) is FastMagNet
     ref = build_model(cfg.override({"model.impl": "reference"}))
     assert type(ref) is MagNet and not any(type(m).__name__.startswith("Fast") for m in ref.modules())
     keys = {k: v.shape for k, v in ref.state_dict().items()}
     fast = to_impl(ref, "fast")
     assert {k: v.shape for k, v in fast.state_dict().items()} == keys
     assert type(to_impl(fast, "reference")) is MagNet
-    with pytest.raises(ValueError, match="model.impl='quick': expected one of 'reference', 'fast'"):
+    with pytest.raises(ValueError, match="model.impl='quick': expected one of 'auto', 'reference', 'fast'"):
         validate_config(cfg.override({"model.impl": "quick"}))
-    lavt = build_model(offline_random(get_preset("lavt_tiny")).override({"model.text.vocab_size": 50}))
-    assert type(lavt).__name__ == "LAVT"  # no fast forms: `fast` builds the reference
+    lavt_cfg = offline_random(get_preset("lavt_tiny")).override({"model.text.vocab_size": 50})
+    lavt = build_model(lavt_cfg)
+    assert type(lavt).__name__ == "LAVT" and lavt_cfg.model.impl == "auto"
+    with pytest.raises(ValueError, match="model.impl='fast': lavt_tiny has no 'fast' form; its forms: auto, reference"):
+        validate_config(lavt_cfg.override({"model.impl": "fast"}))
+    with pytest.raises(ValueError, match="model.impl='fast': LAVT has no 'fast' form"):
+        build_model(lavt_cfg.override({"model.impl": "fast"}))  # built without validation: refused all the same
+    with pytest.raises(ValueError, match="LAVT has no 'fast' form"):
+        to_impl(lavt, "fast")  # never a silent no-op
+
+
+def test_auto_runs_the_form_measured_faster():
+    "`MEASURED_FASTER` is what nbs/results/impl_speed.csv's whole-step rows say per device: the reference on a tie."
+    import csv
+
+    from ris_nb.models.fast import MEASURED_FASTER, TIE, resolved_impl
+
+    rows = list(csv.DictReader((ROOT / "nbs" / "results" / "impl_speed.csv").open()))
+    steps = {r["device"]: float(r["fast speed-up"]) for r in rows if r["what"].startswith("quickstart training step")}
+    assert steps and MEASURED_FASTER == {d: "fast" if up >= TIE else "reference" for d, up in steps.items()}
+    assert resolved_impl("auto", "cpu") == MEASURED_FASTER["cpu"] and resolved_impl("fast", "cpu") == "fast"
+
+
+def test_official_weights_run_the_form_asked():
+    "`load_magnet` builds the form its `impl` names, as `build_model` does."
+    from safetensors.torch import load_file
+
+    from ris_nb.official import load_magnet
+    from ris_nb.testing import official_fixture
+
+    fix = official_fixture("magnet_official_tiny")
+    sd, conf = load_file(fix / "state_dict.safetensors"), json.loads((fix / "config.json").read_text())
+    assert type(load_magnet(sd, conf)) is MagNet  # auto on a CPU: the reference
+    assert type(load_magnet(sd, conf, impl="fast")) is FastMagNet
 
 
 def test_compile_regions_uses_module_compile_only():

@@ -13,15 +13,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.swin_transformer import WindowAttention
 
-from ..core import register_part
+from ..core import Config, get_device, register_part
 from .alignment import CAM, sample_positions
 from .encoders import extended_mask
 from .magnet import Attention, DecoderLayer, DeformEncoderLayer, MagNet, MSDeformAttn
 
 # %% auto #0
-__all__ = ['FAST_FORMS', 'FastMSDeformAttn', 'FastDeformEncoderLayer', 'value_path', 'FastDecoderLayer', 'pool_repeats',
-           'FastCAM', 'gather_positions', 'cal_loss_packed', 'FastMagNet', 'use_fast_forms', 'to_impl',
-           'shared_input_linears', 'compiled_regions', 'compile_regions']
+__all__ = ['FORMS', 'MEASURED_FASTER', 'TIE', 'FastMSDeformAttn', 'FastDeformEncoderLayer', 'value_path', 'FastDecoderLayer',
+           'pool_repeats', 'FastCAM', 'gather_positions', 'cal_loss_packed', 'FastMagNet', 'resolved_impl',
+           'use_impl_forms', 'to_impl', 'shared_input_linears', 'compiled_regions', 'compile_regions']
 
 # %% ../../nbs/97c_fast_forms.ipynb #fa97c007
 class FastMSDeformAttn(MSDeformAttn):
@@ -273,30 +273,55 @@ class FastMagNet(MagNet):
         return cal_loss_packed(outputs.mask_features, self.sentence_embedding(outputs, batch), gt, *rates)
 
 # %% ../../nbs/97c_fast_forms.ipynb #fa97c026
-FAST_FORMS: dict[type, type] = {
-    MagNet: FastMagNet,
-    MSDeformAttn: FastMSDeformAttn,
-    DeformEncoderLayer: FastDeformEncoderLayer,
-    DecoderLayer: FastDecoderLayer,
-    CAM: FastCAM,
+# a form's name -> each block class that has it -> its class in that form; 'reference' is every block as it is built
+FORMS: dict[str, dict[type, type]] = {
+    "reference": {},
+    "fast": {
+        MagNet: FastMagNet,
+        MSDeformAttn: FastMSDeformAttn,
+        DeformEncoderLayer: FastDeformEncoderLayer,
+        DecoderLayer: FastDecoderLayer,
+        CAM: FastCAM,
+    },
 }
-_REFERENCE_FORMS = {fast: ref for ref, fast in FAST_FORMS.items()}
+# `model.impl='auto'`: per device kind, the form measured faster (nbs/results/impl_speed.csv, bench/bench_impl.py);
+# 'reference' where the two tie (a whole-step speed-up under `TIE`) or nothing was measured
+MEASURED_FASTER = {"cpu": "reference"}  # a CPU: the quickstart step 1.02× with the fast forms, a tie
+TIE = 1.05
 
 
-@register_part("fast_forms")
-def use_fast_forms(model: nn.Module) -> nn.Module:
-    "`to_impl(model, 'fast')` (the registry's part for `model.impl='fast'`)."
-    return to_impl(model, "fast")
+def resolved_impl(impl: str, device: str = "auto") -> str:
+    "The form `model.impl=impl` runs on `device` (`train.device`): 'auto' → `MEASURED_FASTER`'s, else 'reference'."
+    if impl != "auto":
+        return impl
+    return MEASURED_FASTER.get(get_device(device).type, "reference")
+
+
+@register_part("impl_forms")
+def use_impl_forms(model: nn.Module, cfg: Config) -> nn.Module:
+    "`model` in the form `cfg.model.impl` names on `cfg.train.device` (the registry's part for `model.impl`)."
+    return to_impl(model, resolved_impl(cfg.model.impl, cfg.train.device))
+
+
+def _block_classes() -> dict[type, type]:
+    "Every class that has forms, in any form -> its reference class."
+    return {c: ref for table in FORMS.values() for ref, form in table.items() for c in (ref, form)}
 
 
 def to_impl(model: nn.Module, impl: str) -> nn.Module:
-    "Every block of `model` in its `impl` form ('reference' | 'fast'), in place; parameters untouched."
-    if impl not in ("reference", "fast"):
-        raise ValueError(f"model.impl={impl!r}: expected 'reference' or 'fast'")
-    swap = FAST_FORMS if impl == "fast" else _REFERENCE_FORMS
+    """Every block of `model` in its `impl` form (a key of `FORMS`), in place; parameters untouched. Refused for a
+    model none of whose blocks has forms."""
+    if impl not in FORMS:
+        raise ValueError(f"model.impl={impl!r}: expected one of {', '.join(map(repr, FORMS))}")
+    blocks = _block_classes()
+    if not any(type(mod) in blocks for mod in model.modules()):
+        name = type(model).__name__
+        raise ValueError(
+            f"model.impl={impl!r}: {name} has no {impl!r} form (none of its blocks has); its forms: reference"
+        )
     for mod in model.modules():
-        if type(mod) in swap:
-            mod.__class__ = swap[type(mod)]
+        if (ref := blocks.get(type(mod))) is not None:
+            mod.__class__ = FORMS[impl].get(ref, ref)
         if isinstance(mod, WindowAttention):
             mod.fused_attn = impl == "fast"
     return model

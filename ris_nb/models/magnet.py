@@ -420,10 +420,9 @@ def _build_heads(self: MagNet, cfg: Config, dims: list[int], t: int) -> None:
 
 @register_model("magnet", MagNet, takes_image_index=True)
 def build_magnet(cfg: Config) -> MagNet:
-    """Registered builder: `build_model(cfg)` with `cfg.model.name == 'magnet'`; `model.impl='fast'` runs the same
-    parameters through the fast forms (appendix 97c), 'reference' through this notebook's."""
-    model = MagNet(cfg)
-    return model_part("fast_forms")(model) if cfg.model.impl == "fast" else model
+    """Registered builder: `build_model(cfg)` with `cfg.model.name == 'magnet'`, in the form `model.impl` names
+    (appendix 97c: 'reference' is this notebook's; 'auto' picks by measurement, the reference on a CPU)."""
+    return model_part("impl_forms")(MagNet(cfg), cfg)
 
 # %% ../../nbs/09_magnet.ipynb #ff23fdbb
 def _record_stage(trace: dict, s: int, v, l, r, o, q, tr: dict, word_norm: nn.Module | None) -> None:
