@@ -149,7 +149,7 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
         raise ValueError(
             f"{run_dir} cannot be resumed: none of its {len(paths)} step checkpoint(s) is readable "
             f"({', '.join(p.name for p in paths)}; newest: {errors[0]}); delete the run folder {run_dir} to train "
-            "it again from step 0, or give another --out"
+            "it again from step 0, or give another train.out_dir"
         )
     return None
 

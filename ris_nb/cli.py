@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import os
 import pickle
+import re
 import sys
 import time
 import unicodedata
@@ -25,9 +26,9 @@ if TYPE_CHECKING:  # annotations only: `ris_nb --help` and `ris_nb presets` run 
     import torch
 
 # %% auto #0
-__all__ = ['LOSSY_FORMATS', 'SUBCOMMANDS', 'EXPECTED_ERRORS', 'data_overrides', 'config_from_args', 'as_pil_image',
-           'predict_image', 'overlay_path', 'check_mask_path', 'build_parser', 'error_line', 'refuse_empty_arguments',
-           'main', 'one_line_warnings']
+__all__ = ['KEY_FLAGS', 'LOSSY_FORMATS', 'SUBCOMMANDS', 'EXPECTED_ERRORS', 'data_overrides', 'config_from_args', 'in_flags',
+           'as_pil_image', 'predict_image', 'overlay_path', 'check_mask_path', 'build_parser', 'error_line',
+           'refuse_empty_arguments', 'main', 'one_line_warnings']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -131,6 +132,19 @@ def config_from_args(args):
     if set_out is not None and not args.out:
         return cfg
     return cfg.override({"train.out_dir": args.out or str(Path("runs") / args.preset)})
+
+
+# config keys that the engine's messages name → the flag `ris_nb train` sets each with (translated in one place: `main`)
+KEY_FLAGS = {"train.out_dir": "--out"}
+
+
+def in_flags(message: str, args) -> str:
+    "An engine `message` in the words of `ris_nb train`: each config key as the flag that set it (not if `--set` did)."
+    if args.command != "train" or _out_dir_set([parse_override(o) for o in args.overrides]) is not None:
+        return message
+    for key, flag in KEY_FLAGS.items():
+        message = re.sub(rf"(?<!--set )\b{re.escape(key)}\b", flag, message)
+    return message
 
 # %% ../nbs/15_cli.ipynb #a6a8a891
 def _banner(name: str):
@@ -453,7 +467,7 @@ def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = No
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except EXPECTED_ERRORS as e:
-        print(f"ris_nb {args.command}: error: {error_line(e)}", file=sys.stderr)
+        print(f"ris_nb {args.command}: error: {in_flags(error_line(e), args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         again = "; run the same command again to resume from the last checkpoint" if args.command == "train" else ""

@@ -376,7 +376,7 @@ def override(cfg: Config, updates: dict[str, Any]) -> Config:
 def parse_override(item: str) -> tuple[str, Any]:
     "Parse one CLI `key=value`: JSON value if it parses, else the raw string."
     if "=" not in item:
-        raise ValueError(f"--set expects key=value, got {item!r}")
+        raise ValueError(f"an override is key=value, got {item!r}")
     key, raw = item.split("=", 1)
     try:
         value = json.loads(raw)

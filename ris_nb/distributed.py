@@ -308,7 +308,8 @@ def run_lock(run_dir: str | Path, what: str = "training"):
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise RunLockedError(
-                f"{run_dir} is in use by another {what} (pid {holder}); wait for it to finish or give another --out"
+                f"{run_dir} is in use by another {what} (pid {holder}); "
+                "wait for it to finish or give another train.out_dir"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

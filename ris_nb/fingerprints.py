@@ -93,7 +93,7 @@ def check_fingerprints(
     if diff := fingerprint_diff(saved, current, keys):
         raise ValueError(
             f"{where} was trained with {diff[0]} (checkpoint vs now); "
-            "use the data and tokenizer of that run, or another --out directory"
+            "use the data and tokenizer of that run, or another train.out_dir"
         )
 
 # %% ../nbs/93d_fingerprints.ipynb #dg000003
@@ -107,5 +107,5 @@ def check_data_unchanged(learn: Any, when: str) -> None:
         raise ValueError(
             f"the data of the run in {learn.cfg.train.out_dir} changed while it trained ({diff[0]}; started vs now); "
             f"it stops {when}, before saving anything from the new files: restore the data and run the same command "
-            "to resume from the last checkpoint, or train on the new data with another --out"
+            "to resume from the last checkpoint, or train on the new data with another train.out_dir"
         )

@@ -154,7 +154,7 @@ def check_writable(d: Path) -> None:
         raise PermissionError(f"output directory {d} is not writable")
 
 
-def check_out_dir(d: Path, flag: str = "--out") -> Path:
+def check_out_dir(d: Path, flag: str = "train.out_dir") -> Path:
     """Refuse, before any work, an output directory that is an existing file or not writable (`flag`: the user's name
     for it)."""
     d = check_path_arg(d, flag)
@@ -250,7 +250,7 @@ def check_shared_memory(num_workers: int, batch_bytes: int, shm: str = "/dev/shm
         )
 
 # %% ../nbs/92_dataset_writing.ipynb #a92ap002
-def check_apart(out: Path, data: Path, flag: str = "--out") -> None:
+def check_apart(out: Path, data: Path, flag: str = "train.out_dir") -> None:
     """Refuse an output folder that is, lies inside, or holds the dataset folder: a later write to one would replace the
     other."""
     o, d = Path(out).resolve(), Path(data).resolve()

@@ -168,12 +168,12 @@ def check_same_run(saved_json: str, cfg: Config, where: Path, ck: dict | None = 
         raise ValueError(
             f"{where} holds a run {gap}, and this version builds another config for it ({'; '.join(diff[:3])}): "
             f"resume it with the version that wrote it{f' (git checkout {then[:10]})' if then else ''}, "
-            "or train anew with another --out"
+            "or train anew with another train.out_dir"
         )
     if diff:
         raise ValueError(
             f"{where} holds a run with a different config ({'; '.join(diff[:6])}); "
-            f"use another --out directory or the same preset and settings"
+            f"use another train.out_dir or the same preset and settings"
         )
 
 # %% ../nbs/93a_run_folders.ipynb #afb8cc44
@@ -183,7 +183,8 @@ def read_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[tuple[
     for sub in ("checkpoints", "tokenizer"):
         if (Path(run_dir) / sub).exists() and not (Path(run_dir) / sub).is_dir():
             raise NotADirectoryError(
-                f"{Path(run_dir) / sub} is a file; the run writes a folder there (move the file, or give another --out)"
+                f"{Path(run_dir) / sub} is a file; the run writes a folder there "
+                "(move the file, or give another train.out_dir)"
             )
     found = latest_checkpoint(run_dir)
     if found:
@@ -195,7 +196,7 @@ def read_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[tuple[
             raise ValueError(
                 f"{run_dir} holds a run already at step {found[1]['step']}, past "
                 f"train.max_steps={cfg.train.max_steps}; "
-                f"give train.max_steps >= {found[1]['step']} to continue it, or another --out for a shorter run"
+                f"give train.max_steps >= {found[1]['step']} to continue it, or another train.out_dir for a shorter run"
             )
     elif (run_dir / "config.json").exists():
         check_same_run((run_dir / "config.json").read_text(), cfg, run_dir)
@@ -206,7 +207,7 @@ def read_run_dir(run_dir: Path, cfg: Config, fingerprints: dict) -> tuple[tuple[
         except ValueError as e:
             raise ValueError(
                 f"{e}; it is this run's best model: move it away to go on (the next validation writes a new one), "
-                "or give another --out"
+                "or give another train.out_dir"
             ) from None
         if not found:
             check_same_run(ck["config"], cfg, best, ck)

@@ -333,3 +333,55 @@ def test_fingerprints_live_in_one_module():
     }
     assert "FINGERPRINTS = " in MODULES["fingerprints"].read_text() and names
     assert not [m for m in MODULES if m != "fingerprints" and "FINGERPRINTS = " in MODULES[m].read_text()]
+
+
+# the engine under `fit` and the run folder: its messages name config keys; `cli.in_flags` turns them into flags
+ENGINE = ["core", "io", "run_folder", "checkpoints", "fingerprints", "distributed", "train", "loaders", "evaluate"]
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
+
+
+def message_strings(module: str) -> list[str]:
+    "The string pieces of every `raise` and `warnings.warn` in `module` (f-strings' literal parts included)."
+    out = []
+    for node in ast.walk(tree(module)):
+        call = node.exc if isinstance(node, ast.Raise) else node if isinstance(node, ast.Call) else None
+        if call is None or (isinstance(node, ast.Call) and "warn" not in ast.unparse(node.func)):
+            continue
+        out += [c.value for c in ast.walk(call) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+    return out
+
+
+def cli_flags() -> set[str]:
+    "Every `--flag` of every `ris_nb` command."
+    import argparse
+
+    from ris_nb.cli import build_parser
+
+    parsers, flags = [build_parser()], set()
+    while parsers:
+        for a in parsers.pop()._actions:
+            flags |= {o for o in a.option_strings if o.startswith("--") and o != "--help"}
+            if isinstance(a, argparse._SubParsersAction):
+                parsers += list(a.choices.values())
+    return flags
+
+
+@pytest.mark.parametrize("module", ENGINE)
+def test_engine_messages_name_config_keys_not_flags(module):
+    ours = cli_flags()
+    assert {"--out", "--set", "--threads"} <= ours
+    flags = [s for s in message_strings(module) if set(FLAG.findall(s)) & ours]
+    assert not flags, f"ris_nb.{module} names a command-line flag in a message (name the config key): {flags}"
+
+
+def test_the_cli_translates_keys_to_its_flags_in_one_place():
+    from argparse import Namespace
+
+    from ris_nb.cli import in_flags
+
+    msg = "run folder x holds another run; give another train.out_dir"
+    train = Namespace(command="train", overrides=["train.lr=1e-3"])
+    assert in_flags(msg, train) == "run folder x holds another run; give another --out"
+    set_out = Namespace(command="train", overrides=["train.out_dir=runs/a"])  # the user named it by its key
+    assert in_flags(msg, set_out) == msg and in_flags(msg, Namespace(command="eval")) == msg
+    assert FLAG.search("give another --out") and not FLAG.search("train.out_dir, 2--3")
