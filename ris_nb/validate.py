@@ -389,4 +389,21 @@ def _model_checks(cfg: Config, known_models: Collection[str]) -> list[str]:
 def cross_field_problems(cfg: Config, known_models: Collection[str]) -> list[str]:
     """Problems that involve more than one field (sizes the model's blocks must agree on, sizes that exhaust memory,
     a registered model name)."""
-    return _input_checks(cfg) + _model_checks(cfg, known_models)
+    return _input_checks(cfg) + _model_checks(cfg, known_models) + _pixel_decoder_checks(cfg)
+
+
+def _pixel_decoder_checks(cfg: Config) -> list[str]:
+    "MagNet's pixel decoder: GroupNorm on its coarsest map must normalise more than one value per group and sample."
+    v, m = cfg.model.vision, cfg.model.magnet
+    if cfg.model.name != "magnet" or v.backbone != "swin" or not v.patch_size:
+        return []
+    side, per_group = cfg.data.image_size // v.patch_size, m.hidden_dim // math.gcd(32, m.hidden_dim)
+    for _ in v.depths[1:]:
+        side = math.ceil(side / 2)  # Swin's patch merging pads an odd side
+    if per_group * side * side >= 2:
+        return []
+    return [
+        f"data.image_size={cfg.data.image_size}: too small for MagNet: its coarsest map would be {side}×{side}, where "
+        f"the pixel decoder's GroupNorm normalises {per_group} value(s) per group to a constant (and a single image "
+        f"fails); expected an image size whose stage-{len(v.depths)} map is at least 2×2"
+    ]

@@ -187,3 +187,20 @@ def test_short_training_learns(shaperefs_data):
             inter += (p & g).sum().item()
             union += (p | g).sum().item()
     assert union > 0 and inter / union > 0.0  # an empty prediction scores oIoU 0
+
+
+def test_an_image_size_whose_coarsest_map_is_one_pixel_is_refused_and_the_smallest_allowed_predicts():
+    """At 32 px magnet_tiny's stage-4 map is 1×1: the pixel decoder's GroupNorm (one channel per group) normalises a
+    single value, so a batch of one image failed at `predict` after training had run; it is refused before training.
+    At 36 px (a 2×2 map) one image goes through."""
+    from ris_nb.core import validate_config
+
+    cfg = offline_random(get_preset("magnet_tiny")).override({"model.text.vocab_size": 50})
+    with pytest.raises(ValueError, match="data.image_size=32: too small for MagNet: its coarsest map would be 1×1"):
+        validate_config(cfg.override({"data.image_size": 32}))
+    small = cfg.override({"data.image_size": 36})
+    validate_config(small)
+    model = build_model(small).eval()
+    with torch.no_grad():
+        out = model(_batch(1, 36, masks=False))
+    assert out.mask_logits.shape[0] == 1 and torch.isfinite(out.mask_logits).all()
