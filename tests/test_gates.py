@@ -69,12 +69,14 @@ def test_every_numeric_entry_exists(key):
 
 
 def test_make_test_all_runs_the_checks_again_under_each_emulated_vector_path():
-    "CI (`make test-all`) runs the marked notebooks and the numeric tests under an AVX2 machine and ATen's own kernels."
+    """CI (`make test-all`) runs the notebooks whose marked outputs a vector path can move and the numeric tests under
+    an AVX2 machine and ATen's own kernels, each path skipped only where it is the CPU's own."""
     full = _recipe("test-all")
     for path in ("ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2", "ATEN_CPU_CAPABILITY=default"):
         assert f'for path in "{path}"' in full or f' "{path}"' in full, full
-    assert "env $path OMP_NUM_THREADS=1" in full and "tools/check_notebooks.py --marked" in full, full
+    assert "env $path OMP_NUM_THREADS=1" in full and "tools/check_notebooks.py --fractional" in full, full
     assert re.search(r"env \$path .*-m pytest tests .*-m numeric", full), full
+    assert "if env $path .venv/bin/python tools/vector_path.py same-as-native; then" in full, full
     numeric = subprocess.run(
         [
             sys.executable,
