@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # annotations only: the CLI imports this module, `ris_nb --he
     import torch
 
 # %% auto #0
-__all__ = ['AMP_MODES', 'probe_ms', 'usable_cores', 'add_threads_arg', 'set_threads', 'cpu_native_bf16', 'amp_dtype',
+__all__ = ['AMP_MODES', 'BF16_ISAS', 'probe_ms', 'usable_cores', 'add_threads_arg', 'set_threads', 'cpu_native_bf16', 'amp_dtype',
            'precision_line']
 
 # %% ../nbs/96a_machine.ipynb #ut000002
@@ -70,14 +70,19 @@ def set_threads(n: int | None = None) -> int:
 AMP_MODES = ("auto", "bf16", "off")
 
 
+# oneDNN's ISA caps (`ONEDNN_MAX_CPU_ISA`) under which its bfloat16 kernels stay native
+BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "DEFAULT", "ALL")
+
+
 def cpu_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): autocast then pays; elsewhere it is emulated
-    and slower."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX, and oneDNN not capped below them, as an
+    emulated vector path does): autocast then pays; elsewhere it is emulated and slower."""
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() not in BF16_ISAS
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and not capped
 
 
 def amp_dtype(device: torch.device | str, mode: str = "auto") -> torch.dtype | None:

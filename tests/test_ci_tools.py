@@ -80,3 +80,15 @@ def test_fractional_picks_the_notebooks_a_vector_path_can_move(tmp_path):
     assert check_notebooks.prints_fractions(notebook("b.ipynb", "gap 3e-07\n"))
     assert not check_notebooks.prints_fractions(notebook("c.ipynb", "600 steps, 3 splits, float32\n"))
     assert not check_notebooks.prints_fractions(notebook("d.ipynb", "loss 0.693\n", marked=False))
+
+
+def test_an_emulated_avx2_path_has_no_native_bfloat16(monkeypatch):
+    "Under ONEDNN_MAX_CPU_ISA=AVX2 oneDNN emulates bfloat16 whatever the CPU's flags: `train.amp=auto` stays float32."
+    from ris_nb.machine import amp_dtype, cpu_native_bf16
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not cpu_native_bf16() and amp_dtype("cpu", "bf16") is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_amx")
+    native = cpu_native_bf16()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert native == cpu_native_bf16()  # a cap at or above AMX leaves the CPU's own answer
