@@ -26,7 +26,8 @@ $(VENV)/.installed: settings.ini setup.py
 # No thread count is pinned here: ris_nb uses every usable core unless OMP_NUM_THREADS or --threads N says otherwise.
 # The main job: generate ShapeRefs, train the default preset (magnet_tiny at 64 px: 18.5 min on 2 free cores whose 512³ probe is 2.86 ms
 # on one thread; 13.3 min on 2 whose probe is 1.47 ms on one thread, 0.75 on two),
-# evaluate the best-on-val checkpoint on val/testA/testB, write runs/quickstart/report.md + curves and best/worst figures.
+# a val line every 150 steps; evaluate the best-on-val checkpoint on val/testA/testB, write runs/quickstart/report.md +
+# curves and best/worst figures. Recipes tried for a faster one: bench/README (the quickstart in minutes).
 QS_SET := data.image_size=64 train.batch_size=32 train.max_steps=1800 train.eval_every=150 train.ckpt_every=600
 quickstart: venv
 	$(BIN)/ris_nb synth --out data/shaperefs --n-images 3000 --seed 0 --size 64
