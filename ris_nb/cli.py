@@ -140,8 +140,10 @@ KEY_FLAGS = {"train.out_dir": "--out"}
 
 def in_flags(message: str, args) -> str:
     "An engine `message` in the words of `ris_nb train`: each config key as the flag that set it (not if `--set` did)."
-    if args.command != "train" or _out_dir_set([parse_override(o) for o in args.overrides]) is not None:
+    if args.command != "train":
         return message
+    if any(o.split("=", 1)[0].strip() in ("train.out_dir", "train") for o in args.overrides):
+        return message  # the user named it by its key (read, not parsed: a bad --set may be what the message says)
     for key, flag in KEY_FLAGS.items():
         message = re.sub(rf"(?<!--set )\b{re.escape(key)}\b", flag, message)
     return message
@@ -225,7 +227,7 @@ def _run_eval(args) -> None:
     from ris_nb.loaders import check_loaders, check_workers, make_eval_loader  # loads torch: not for `--help`
     from ris_nb.run_folder import load_run  # run_folder imports torch: only when a command runs
 
-    out = check_out_dir(Path(args.out) if args.out else Path(args.ckpt).resolve().parent)  # before any work
+    out = check_out_dir(Path(args.out) if args.out else Path(args.ckpt).resolve().parent, "--out")  # before any work
     cfg, tok, model = load_run(args.ckpt, data_overrides(args.data))
     _check_data_root(cfg, args.ckpt, args.data)
     if args.protocol:

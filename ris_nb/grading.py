@@ -796,7 +796,7 @@ def _run_course(args) -> None:
     elif args.nbgrader:
         nbgrader_course(args.nbs, check_out_dir(Path(args.nbgrader), "--nbgrader"))
     else:
-        make_course(args.nbs, check_out_dir(Path(args.out)), update=args.update, self_check=args.self_check)
+        make_course(args.nbs, check_out_dir(Path(args.out), "--out"), update=args.update, self_check=args.self_check)
 
 
 def add_course_subcommand(sub) -> None:

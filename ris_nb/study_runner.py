@@ -505,7 +505,7 @@ def run_experiments(args) -> None:
         # validated
         **{k: v for k, v in (("steps", args.steps), ("n_images", args.scenes)) if v is not None},
     )
-    out = claim_study_folder(check_out_dir(Path(args.out)))
+    out = claim_study_folder(check_out_dir(Path(args.out), "--out"))
     if args.table == "main":
         return _run_main_table(args, budget, out)
     study = run_study(out, only=args.only, seeds=args.seeds, budget=budget, jobs=args.jobs, names=_row_names(args))

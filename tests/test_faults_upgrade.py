@@ -59,7 +59,7 @@ def test_resuming_a_run_of_another_version_names_the_gap():
     old = json.dumps(old_config("sag_tiny", *DEFAULT_CHANGES))
     with pytest.raises(ValueError, match=r"recorded no version; this is ris_nb .*resume it with the version") as e:
         check_same_run(old, get_preset("sag_tiny"), Path("run"), {"config": old})
-    assert "model.sag" in str(e.value) and "--out" in str(e.value)
+    assert "model.sag" in str(e.value) and "train.out_dir" in str(e.value)  # the key; `ris_nb train` says --out
     same = get_preset("lavt_tiny")  # a config that reads the same resumes
     check_same_run(same.to_json(), same, Path("run"), {"config": same.to_json()})
 

@@ -1246,9 +1246,9 @@ def profile_checks(r: Runner, a, md: list):
 
 
 def profile_forms(preset: str, device: str) -> list[str]:
-    "MagNet's `model.impl` forms (and, on CUDA, the fast one compiled by regions); one form for the other models."
+    "MagNet's `model.impl` forms (and, on CUDA, the fast one compiled by regions); the others' one form, the reference."
     if not preset.startswith("magnet"):
-        return ["fast"]
+        return ["reference"]
     return ["reference", "fast"] + (["fast+compile"] if device.startswith("cuda") else [])
 
 
