@@ -112,28 +112,28 @@ def assert_same_training(a: Path, b: Path, noise: Path) -> None:
 
 def test_same_training_fails_a_run_that_differs(tmp_path):
     "The comparison refuses a first-step loss or gradient off by more than rounding, and a later step past the drift."
-    import shutil
     from ddp_worker import ROUNDING
 
-    def run(name, loss, grad):
+    def recorded_run(name, loss, grad):
+        "A run folder holding only what the comparison reads: its losses and first-step gradients."
         d = tmp_path / name
         d.mkdir()
         (d / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": v}) + "\n" for s, v in loss.items()))
         torch.save({"w": torch.tensor([grad, 20.0])}, d / "first_grads.pt")
         return d
 
-    a = run("a", {1: 51.4, 2: 42.5, 3: 38.35}, 1.0)
-    noise = run("noise", {1: 51.4, 2: 42.5 + 3e-3, 3: 38.35 - 1e-3}, 1.0)
+    a = recorded_run("a", {1: 51.4, 2: 42.5, 3: 38.35}, 1.0)
+    noise = recorded_run("noise", {1: 51.4, 2: 42.5 + 3e-3, 3: 38.35 - 1e-3}, 1.0)
     assert_same_training(a, a, noise)
-    assert_same_training(a, run("near", {1: 51.4 * (1 + ROUNDING / 2), 2: 42.5 + 0.02, 3: 38.35}, 1.0 + 1e-4), noise)
+    near = recorded_run("near", {1: 51.4 * (1 + ROUNDING / 2), 2: 42.5 + 0.02, 3: 38.35}, 1.0 + 1e-4)
+    assert_same_training(a, near, noise)
     for name, loss, grad in [
         ("step1", {1: 51.4 * (1 + 2 * ROUNDING), 2: 42.5, 3: 38.35}, 1.0),  # the forward differs
         ("grad", {1: 51.4, 2: 42.5, 3: 38.35}, 2.0),  # a gradient averaged wrong
         ("later", {1: 51.4, 2: 42.5 + 0.05, 3: 38.35}, 1.0),  # past 10 × the noise's drift at step 2
     ]:
         with pytest.raises(AssertionError):
-            assert_same_training(a, run(name, loss, grad), noise)
-    shutil.rmtree(tmp_path / "a")
+            assert_same_training(a, recorded_run(name, loss, grad), noise)
 
 
 TRAIN = [
