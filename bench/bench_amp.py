@@ -11,6 +11,7 @@ seed so both precisions see the same machine. The 512³ probe (one and two threa
     each, paired python bench/bench_amp.py --speed --data data/shaperefs     # step time only: fp32 and bf16 steps
     interleaved in one process
                                                                 # (written to nbs/results/amp_speed_13a.csv)
+    python bench/bench_amp.py --smoke    # both parts in seconds: lavt_tiny, 2 steps of 4 on 40 scenes, temporary CSVs
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +39,7 @@ QUICKSTART = [
     "train.eval_every=600",
     "train.ckpt_every=600",
 ]
+SMOKE = ["data.image_size=64", "train.batch_size=4", "train.max_steps=2", "train.eval_every=2", "train.ckpt_every=2"]
 FIELDS = [
     "preset",
     "seed",
@@ -65,8 +68,8 @@ def training_rate(run: Path) -> float:
     return rates[len(rates) // 2] if rates else float("nan")
 
 
-def one_run(preset: str, seed: int, amp: str, data: Path, out: Path) -> dict:
-    "Train and evaluate one configuration; its metrics, time and probes."
+def one_run(preset: str, seed: int, amp: str, data: Path, out: Path, recipe: list[str] = QUICKSTART) -> dict:
+    "Train and evaluate one configuration (the `--set` items `recipe`); its metrics, time and probes."
     one, two = probes_1t_2t()
     run = out / f"{preset}-{amp}-s{seed}"
     cmd = [
@@ -81,7 +84,7 @@ def one_run(preset: str, seed: int, amp: str, data: Path, out: Path) -> dict:
         "--out",
         str(run),
         "--set",
-        *QUICKSTART,
+        *recipe,
         f"seed={seed}",
         f"train.amp={amp}",
     ]
@@ -90,12 +93,12 @@ def one_run(preset: str, seed: int, amp: str, data: Path, out: Path) -> dict:
     wall = time.time() - t0
     val = json.loads((run / "results.json").read_text())["val"]
     res, by_type = val["overall"], val.get("by_type", {})
-    steps = int(json.loads((run / "config.json").read_text())["train"]["max_steps"])
+    train = json.loads((run / "config.json").read_text())["train"]
     return {
         "preset": preset,
         "seed": seed,
         "amp": amp,
-        "samples": steps * 32,
+        "samples": int(train["max_steps"]) * int(train["batch_size"]),
         "oIoU": round(res["oIoU"], 1),
         "mIoU": round(res["mIoU"], 1),
         "P@0.5": round(res["P@0.5"], 1),
@@ -156,19 +159,19 @@ SPEED_FIELDS = [
 ]
 
 
-def speed_table(presets: list[str], data: Path, results: Path | None = None) -> None:
+def speed_table(presets: list[str], data: Path, results: Path | None = None, reps: int = 12, batch: int = 32) -> None:
     "Print fp32 and bf16 step times per preset with both probes (before and after); write them to `results` if given."
     one, two = probes_1t_2t()
     load0 = os.getloadavg()[0]
     print(
         f"512³ float32 matmul probe: {one:.2f} ms on one thread, {two:.2f} ms on two; "
         f"{torch.get_num_threads()} threads; "
-        f"batch 32, 64 px; load average {load0:.1f} on {os.cpu_count()} cores"
+        f"batch {batch}, 64 px; load average {load0:.1f} on {os.cpu_count()} cores"
     )
     print("| preset | fp32 step (ms) | bf16 step (ms) | speed-up |\n|---|---|---|---|")
     rows = []
     for p in presets:
-        t = step_times(p, data)
+        t = step_times(p, data, reps, batch)
         rows.append(
             {
                 "preset": p,
@@ -243,21 +246,45 @@ def main(argv=None) -> None:
         default=Path("nbs/results/amp_speed_13a.csv"),
         help="CSV the --speed table is written to",
     )
+    ap.add_argument("--smoke", action="store_true", help="both parts at a tiny budget, temporary files (seconds)")
     args = ap.parse_args(argv)
+    if args.smoke:
+        return smoke()
     if args.speed:
         return speed_table(
             args.presets + (["sag_tiny"] if "sag_tiny" not in args.presets else []), args.data, args.speed_results
         )
-    have = {(r["preset"], r["seed"], r["amp"]) for r in done_rows(args.results)}
+    runs(args)
+
+
+def smoke() -> None:
+    "One run (lavt_tiny, float32, 2 steps of 4) and its step times, on 40 scenes; the CSVs printed."
+    from ris_nb.data.shaperefs_files import generate
+
+    with tempfile.TemporaryDirectory(prefix="bench_amp_") as tmp:
+        data = Path(tmp) / "shaperefs"
+        generate(data, n_images=40, seed=0, size=64, verbose=False)
+        results = Path(tmp) / "amp_13a.csv"
+        args = argparse.Namespace(presets=["lavt_tiny"], seeds=[0], amps=["off"], data=data, out=Path(tmp) / "runs")
+        runs(args, results, SMOKE)
+        speed_table(["lavt_tiny"], data, Path(tmp) / "amp_speed_13a.csv", reps=1, batch=4)
+        for f in (results, Path(tmp) / "amp_speed_13a.csv"):
+            print(f"smoke: {f.name}\n{f.read_text()}", end="")
+
+
+def runs(args: argparse.Namespace, results: Path | None = None, recipe: list[str] = QUICKSTART) -> None:
+    "The training rows `args` asks for that `results` (default: args.results) lacks, each added as it finishes."
+    results = results or args.results
+    have = {(r["preset"], r["seed"], r["amp"]) for r in done_rows(results)}
     for preset in args.presets:
         for seed in args.seeds:
             for amp in args.amps:
                 if (preset, str(seed), amp) in have:
                     continue
-                row = one_run(preset, seed, amp, args.data, args.out)
-                append_row(args.results, row)
+                row = one_run(preset, seed, amp, args.data, args.out, recipe)
+                append_row(results, row)
                 print(" | ".join(str(row[k]) for k in FIELDS), flush=True)
-    rows = done_rows(args.results)
+    rows = done_rows(results)
     print(f"\n{'preset':12} {'amp':5} {'n':>2} {'val oIoU':>14} {'samples/s':>10}")
     for preset in args.presets:
         for amp in ("off", "bf16"):

@@ -3,7 +3,7 @@ presets`, each a fresh process, interleaved round by round, with the 512³ float
 beside the table (taken in this process, before and after); whether each imports torch comes from one untimed
 `-X importtime` run.
 
-Usage: python bench/bench_cli_startup.py [--rounds 10]
+Usage: python bench/bench_cli_startup.py [--rounds 10] [--smoke (one round)]
 Neither command imports torch (tests/test_cli_startup.py checks that); the table says whether a run did.
 """
 
@@ -45,7 +45,10 @@ def imports_torch(args: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=10, help="fresh processes per command (default: 10)")
+    ap.add_argument("--smoke", action="store_true", help="one round (seconds)")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.rounds = 1
     before = probes_1t_2t()
     torch_seen = {name: imports_torch(cmd) for name, cmd in COMMANDS.items()}  # also warms the file cache
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}

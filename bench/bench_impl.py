@@ -8,6 +8,7 @@ quickstart's: Learner steps (forward, losses, backward, AdamW) of magnet_tiny on
 Writes the table to stdout and, with --csv, one row per measurement.
 
 Usage: python bench/bench_impl.py [--reps N] [--budget-s S] [--compile] [--csv FILE] [--blocks-only]
+       python bench/bench_impl.py --smoke   # one kept run each, the step at batch 4 on 40 scenes, a temporary CSV
 """
 
 from __future__ import annotations
@@ -96,14 +97,15 @@ def other_blocks(B: int = 32) -> dict[str, tuple]:
     }
 
 
-def quickstart_steps(root: Path) -> tuple:
-    "Learner steps of magnet_tiny as the quickstart trains it, per form (one state dict), and the batch size."
+def quickstart_steps(root: Path, scenes: int = 200, batch_size: int = 32) -> tuple:
+    """Learner steps of magnet_tiny as the quickstart trains it (batch `batch_size` at 64 px), per form (one state
+    dict), and the batch size."""
     from ris_nb.data.shaperefs_files import generate
     from ris_nb.presets import get_preset
     from ris_nb.train import Learner, prepare
 
-    generate(root / "shaperefs", 200, 0, 64, verbose=False)
-    over = {"data.root": str(root), "data.image_size": 64, "train.batch_size": 32, "data.num_workers": 0}
+    generate(root / "shaperefs", scenes, 0, 64, verbose=False)
+    over = {"data.root": str(root), "data.image_size": 64, "train.batch_size": batch_size, "data.num_workers": 0}
     prep = prepare(get_preset("magnet_tiny").override(over | {"model.impl": "reference"}), ["train"])
     batch, cfg = next(iter(prep.loaders["train"])), prep.cfg.override({"train.max_steps": 10**6})
     models = {"reference": prep.model, "fast": to_impl(copy.deepcopy(prep.model), "fast")}
@@ -125,8 +127,16 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--budget-s", type=float, default=60.0, help="per comparison")
     ap.add_argument("--compile", action="store_true", help="also the fast forms compiled by regions (minutes)")
     ap.add_argument("--blocks-only", action="store_true", help="the blocks, not the whole step")
+    ap.add_argument("--small-step", action="store_true", help="the step at batch 4 on 40 scenes (the smoke run's)")
     ap.add_argument("--csv", type=Path, default=None)
+    ap.add_argument("--smoke", action="store_true", help="one kept run each, a small step, a temporary CSV (seconds)")
     a = ap.parse_args(argv)
+    if a.smoke:
+        with tempfile.TemporaryDirectory(prefix="bench_impl_") as tmp:
+            csv_path = Path(tmp) / "impl_speed.csv"
+            rows = main(["--reps", "1", "--budget-s", "1", "--csv", str(csv_path), "--small-step"])
+            print(f"smoke: {csv_path.name}\n{csv_path.read_text()}", end="")
+            return rows
     seed_everything(0)
     p1, p2 = probes_1t_2t()
     probe = Probe(20)
@@ -143,7 +153,7 @@ def main(argv=None) -> list[dict]:
         )
     if not a.blocks_only:
         with tempfile.TemporaryDirectory() as tmp:
-            steps, bs, fast_model, batch, cfg = quickstart_steps(Path(tmp))
+            steps, bs, fast_model, batch, cfg = quickstart_steps(Path(tmp), *((40, 4) if a.small_step else ()))
             st = interleaved(steps, probe, a.reps, 2, a.budget_s * 2)
             rows.append(
                 {

@@ -2,12 +2,13 @@
 
 Run: .venv/bin/python bench/bench_learning.py [--presets lavt_tiny magnet_tiny sag_tiny] [--seeds 0] [--threads 2]
      [--data data/shaperefs] [--steps N] [--batch B] [--size 64] [--out runs/bench_learning]
-Generates ShapeRefs (3,000 scenes at --size px, seed 0) when --data does not exist. For every preset × seed it trains
-with `ris_nb.train.fit` (the preset's recipe; --steps/--batch override it), then reports val oIoU/mIoU, oIoU per
-expression type, the sentence sensitivity (LAVT/MagNet) or the shatter/gather figures (SaG), the language-blind
+Generates ShapeRefs (--scenes, default 3,000, at --size px, seed 0) when --data does not exist. For every preset × seed
+it trains with `ris_nb.train.fit` (the preset's recipe; --steps/--batch override it), then reports val oIoU/mIoU, oIoU
+per expression type, the sentence sensitivity (LAVT/MagNet) or the shatter/gather figures (SaG), the language-blind
 references of the same split, wall time (training + the final validation), training samples/s and the 512³ float32
 matmul probe floor (minimum of 50 probes at start, so times from machines of different speed can be put side by side).
-Finished runs are reloaded, not retrained.
+Finished runs are reloaded, not retrained. `--smoke`: lavt_tiny, 2 steps of 4 on 40 scenes, one thread, in a temporary
+folder (seconds).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,7 +94,7 @@ def mean_std(xs: list[float], digits: int = 1) -> str:
     return f"{statistics.mean(xs):.{digits}f}" + (f" ± {statistics.stdev(xs):.{digits}f}" if len(xs) > 1 else "")
 
 
-def main():
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", nargs="+", default=["lavt_tiny", "lavt_mg_tiny", "magnet_tiny", "sag_tiny"])
     p.add_argument("--seeds", type=int, default=1)
@@ -102,7 +104,15 @@ def main():
     p.add_argument("--steps", type=int, default=0, help="0 = the preset's max_steps")
     p.add_argument("--batch", type=int, default=0, help="0 = the preset's batch size")
     p.add_argument("--out", default="runs/bench_learning")
-    args = p.parse_args()
+    p.add_argument("--scenes", type=int, default=3000, help="scenes generated when --data does not exist")
+    p.add_argument("--smoke", action="store_true", help="lavt_tiny, 2 steps of 4 on 40 scenes, temporary folder")
+    args = p.parse_args(argv)
+    if args.smoke:
+        with tempfile.TemporaryDirectory(prefix="bench_learning_") as tmp:
+            return main(
+                ["--presets", "lavt_tiny", "--threads", "1", "--steps", "2", "--batch", "4", "--scenes", "40"]
+                + ["--data", f"{tmp}/shaperefs", "--out", f"{tmp}/runs"]
+            )
     torch.set_num_threads(args.threads)
     from ris_nb.machine import probe_ms
 
@@ -111,7 +121,7 @@ def main():
     from ris_nb.data.shaperefs_files import ensure_shaperefs
     from ris_nb.evaluate import language_blind_references
 
-    ensure_shaperefs(args.data, n_images=3000, seed=0, size=args.size)
+    ensure_shaperefs(args.data, n_images=args.scenes, seed=0, size=args.size)
     blind = language_blind_references(RefDataset(Path(args.data).parent, Path(args.data).name, "shaperefs", "val"))
     rows = {pr: [train_and_score(pr, s, args) for s in range(args.seeds)] for pr in args.presets}
     types = sorted({t for rs in rows.values() for r in rs for t in r["by_type"]})

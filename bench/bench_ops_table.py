@@ -11,6 +11,7 @@ working tree is not touched); `bench_ops.py` writes its summary rows to a JSON-l
 beside their probes and load averages). With `--csv` the rows are appended to that file (its header widened when
 this script has new columns). `COMMIT:regional` measures that commit with `bench_ops.py --compile regional` (its
 repeated blocks compiled by inductor: a launch is then a compiled kernel or an eager call that runs one).
+`--smoke`: HEAD's quickstart part, one kept timing, the row appended to a temporary CSV and printed (seconds).
 """
 
 from __future__ import annotations
@@ -100,9 +101,9 @@ def run_commit(spec: str, args, work: Path) -> dict:
     return row
 
 
-def main():
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("commits", nargs="+", help="commits to measure, in table order (COMMIT or COMMIT:regional)")
+    ap.add_argument("commits", nargs="*", help="commits to measure, in table order (COMMIT or COMMIT:regional)")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -110,7 +111,17 @@ def main():
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--csv", type=Path, default=None, help="append the rows to this CSV")
     ap.add_argument("--only", choices=["census", "quickstart"], default=None, help="one part of bench_ops.py")
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="HEAD's quickstart part, one timing, a temporary CSV")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        with tempfile.TemporaryDirectory(prefix="bench_ops_table_smoke_") as tmp:
+            out = Path(tmp) / "bench_ops.csv"
+            main(
+                ["HEAD", "--only", "quickstart", "--reps", "1", "--budget-s", "1", "--threads", "1", "--csv", str(out)]
+            )
+            return print(f"smoke: {out.name}\n{out.read_text()}", end="")
+    if not args.commits:
+        ap.error("name at least one commit")
     commits = [git("rev-parse", "--short", c.partition(":")[0]) + c[len(c.partition(":")[0]) :] for c in args.commits]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_ops_table_") as tmp:

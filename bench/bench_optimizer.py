@@ -6,7 +6,8 @@ short run under fused and foreach side by side (the same numbers up to float rou
 Usage: python bench/bench_optimizer.py [--reps 20] [--budget-s 240] [--steps 20]
 - `--reps`: kept (quiet) runs wanted per kernel (bench/common.py: each run is bracketed by probes, kept when both are
   ≤ 2× the floor);
-- `--steps`: length of the short run whose losses are compared.
+- `--steps`: length of the short run whose losses are compared;
+- `--smoke`: one kept run per kernel, a 2-step short run (seconds).
 The library picks the kernel by the parameters' device (`ris_nb.train.adamw_kernel`); this script measures the choice.
 """
 
@@ -117,7 +118,10 @@ def main():
     ap.add_argument("--reps", type=int, default=20, help="kept runs per kernel (default 20)")
     ap.add_argument("--budget-s", type=float, default=240.0, help="seconds of measuring per table (default 240)")
     ap.add_argument("--steps", type=int, default=20, help="steps of the short run compared (default 20)")
+    ap.add_argument("--smoke", action="store_true", help="--reps 1 --budget-s 1 --steps 2 (seconds)")
     args = ap.parse_args()
+    if args.smoke:
+        args.reps, args.budget_s, args.steps = 1, 1.0, 2
     torch.set_num_threads(1)
     cfg = tiny_config()
     seed_everything(cfg.seed)

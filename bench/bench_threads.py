@@ -6,6 +6,7 @@ Usage: python bench/bench_threads.py [--steps 20] [--max-threads N] [--budget-s 
 - `--steps`: kept (quiet) steps wanted per thread count; the thread counts are interleaved round by round (1, 2, …, then
   back), each step bracketed by one-thread probes and kept when both are ≤ 2× the floor (bench/common.py).
 - `--max-threads`: the largest count tried (default: `ris_nb.machine.usable_cores()`).
+- `--smoke`: one step on one thread, batch 4 on 40 scenes (seconds).
 Unlike `ris_nb train`, which uses every usable core by default, this script sets the count itself for every step, so
 OMP_NUM_THREADS does not matter here.
 """
@@ -36,13 +37,14 @@ QUICKSTART = {"data.image_size": 64, "train.batch_size": 32}  # the Makefile's Q
 COLS = ["threads", "samples/s", "median ms", "p10–p90 ms", "kept/dropped", "probe 1t ms", "probe 2t ms"]
 
 
-def quickstart_step(scenes: int = 200):
-    """One training step of the quickstart (magnet_tiny, batch 32 at 64 px) as `fit` runs it, on a small ShapeRefs;
-    (step, batch size)."""
+def quickstart_step(scenes: int = 200, batch_size: int = 32):
+    """One training step of the quickstart (magnet_tiny, batch `batch_size` at 64 px) as `fit` runs it, on a small
+    ShapeRefs; (step, batch size)."""
     root = Path(tempfile.mkdtemp(prefix="bench_threads_"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     generate(root / "shaperefs", n_images=scenes, seed=0, size=64, verbose=False)
-    cfg = get_preset("magnet_tiny").override({**QUICKSTART, "data.root": str(root), "data.num_workers": 0})
+    over = {**QUICKSTART, "train.batch_size": batch_size, "data.root": str(root), "data.num_workers": 0}
+    cfg = get_preset("magnet_tiny").override(over)
     _, loaders, model, cfg = prepare(cfg, splits=["train"])
     batch = next(iter(loaders["train"]))
     opt = torch.optim.AdamW(model.param_groups(cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=True)
@@ -74,17 +76,20 @@ def on_threads(step, n: int):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20, help="kept steps per thread count (default 20; 2 for a smoke run)")
+    ap.add_argument("--steps", type=int, default=20, help="kept steps per thread count (default 20)")
     ap.add_argument(
         "--max-threads", type=int, default=usable_cores(), help="largest thread count (default: usable cores)"
     )
     ap.add_argument(
         "--budget-s", type=float, default=300.0, help="stop measuring after this many seconds (default 300)"
     )
+    ap.add_argument("--smoke", action="store_true", help="one step on one thread, batch 4 (seconds)")
     args = ap.parse_args()
+    if args.smoke:
+        args.steps, args.max_threads, args.budget_s = 1, 1, 1.0  # two threads on a shared machine: seconds a step
     if args.steps < 1 or args.max_threads < 1:
         raise SystemExit("--steps and --max-threads must be >= 1")
-    step, bs = quickstart_step()
+    step, bs = quickstart_step(*((40, 4) if args.smoke else ()))
     torch.set_num_threads(1)
     probe, p0 = Probe(), probes_1t_2t()
     counts = list(range(1, args.max_threads + 1))

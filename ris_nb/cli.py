@@ -482,6 +482,10 @@ def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = No
         return 2
     return 0
 
+
+if __name__ == "__main__" and "ipykernel" not in sys.modules:  # the old `python -m ris_nb.cli`: pointed to the command
+    sys.exit("ris_nb.cli holds the pipeline's subcommands; run `python -m ris_nb …` (torchrun: `-m ris_nb`)")
+
 # %% ../nbs/15_cli.ipynb #e097f25b
 @contextlib.contextmanager
 def one_line_warnings(command: str):
@@ -616,8 +620,3 @@ def _run_pretrain_entities(args) -> None:
 
 
 SUBCOMMANDS.append(_add_pretrain_entities)
-
-# %% ../nbs/15_cli.ipynb #a2c3c283
-#| eval: false
-if __name__ == "__main__" and "ipykernel" not in sys.modules:  # the old `python -m ris_nb.cli`: pointed to the command
-    sys.exit("ris_nb.cli holds the pipeline's subcommands; run `python -m ris_nb …` (torchrun: `-m ris_nb`)")

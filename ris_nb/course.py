@@ -28,46 +28,37 @@ from .io import check_out_dir, write_atomic
 
 # notebooks read and written, their cells looked into: appendix 98h
 from ris_nb.notebook_cells import (
+    GRADE_ID,
+    HIDDEN,
+    SOLUTION,
     cell_flags,
     cell_heading,
     cell_metadata,
     cell_source,
+    check_markers,
+    clear_hidden,
     clear_regions,
+    hidden_lines,
     is_cell,
+    nbgrader_meta,
     read_notebook,
     write_notebook,
 )
 
 # %% auto #0
-__all__ = ['SOLUTION', 'HIDDEN', 'CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'PREDICT', 'REVEAL', 'KINDS', 'POINTS',
-           'REASONING_POINTS', 'FRESH_LINE', 'GRADE_ID', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING',
-           'ANSWER_SHOWN', 'STUDENT_README', 'THINK', 'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK',
-           'NOTEBOOK_LINK', 'SELF_STUDY_ID', 'SELF_STUDY_LABEL', 'check_markers', 'exercise_start',
-           'nbgrader_available', 'check_name', 'is_check_cell', 'mark_checks', 'without_digests', 'clear_hidden',
-           'to_student', 'prediction_spans', 'clear_predictions', 'CheckResult', 'heading_kind', 'check_points',
-           'cell_points', 'one_question', 'run_exercises', 'take_keys', 'with_digests', 'refuse_slips',
+__all__ = ['CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'PREDICT', 'REVEAL', 'KINDS', 'POINTS', 'REASONING_POINTS',
+           'FRESH_LINE', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING', 'ANSWER_SHOWN', 'STUDENT_README', 'THINK',
+           'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK', 'SELF_STUDY_ID',
+           'SELF_STUDY_LABEL', 'exercise_start', 'nbgrader_available', 'check_name', 'is_check_cell', 'mark_checks',
+           'without_digests', 'to_student', 'prediction_spans', 'clear_predictions', 'CheckResult', 'heading_kind',
+           'check_points', 'cell_points', 'one_question', 'run_exercises', 'take_keys', 'with_digests', 'refuse_slips',
            'mark_for_nbgrader', 'mark_notebooks', 'self_study_label', 'unlink_missing', 'course_copies', 'make_course',
            'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
-SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
-HIDDEN = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "YOUR ANSWER HERE"
 EXERCISES = "## Exercises"
-
-# %% ../nbs/19_course.ipynb #c19s0001
-def check_markers(nb: dict, where: str) -> None:
-    "Refuse unbalanced BEGIN/END markers (solutions, hidden tests), naming the notebook and the cell."
-    for i, c in enumerate(nb["cells"]):
-        for markers in (SOLUTION, HIDDEN):
-            try:
-                clear_regions(cell_source(c), markers, None)
-            except ValueError as e:
-                raise ValueError(
-                    f"{where}, cell {i} (id {c.get('id', '?')}): {e}; expected each {markers[0]} "
-                    f"closed by {markers[1]} in the same cell"
-                ) from None
 
 # %% ../nbs/19_course.ipynb #c19s0002
 def exercise_start(nb: dict) -> int | None:
@@ -171,10 +162,6 @@ def _student_cells_own(nb: dict) -> dict:
         stub = CODE_STUB if c["cell_type"] == "code" else TEXT_STUB
         c["source"] = clear_hidden(clear_regions(cell_source(c), SOLUTION, stub))
     return nb
-
-
-def clear_hidden(source: str) -> str:
-    return clear_regions(source, HIDDEN, None)
 
 
 def to_student(
@@ -384,31 +371,12 @@ def take_keys(source: str, where: str) -> tuple[str, list[tuple[str, Any]]]:
     return ast.unparse(tree), taker.keys
 
 # %% ../nbs/19_course.ipynb #c19nbg02
-GRADE_ID = re.compile(r"[A-Za-z0-9_-]+")  # what nbgrader accepts as a grade id
-
-
-def _nbgrader_meta(grade_id: str, grade: bool, solution: bool, locked: bool, points: float | None = None) -> dict:
-    m = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution}
-    return {**m, "task": False, **({} if points is None else {"points": points})}
-
-
 def _with_fresh_line(src: str) -> str:
     "`src` with `FRESH_LINE` first after its `#|` directives (an earlier fresh line replaced)."
     lines = src.split("\n")
     k = next((i for i, line in enumerate(lines) if not line.startswith("#|")), len(lines))
     fresh = k < len(lines) and lines[k] == FRESH_LINE
     return "\n".join(lines[:k] + [FRESH_LINE] + lines[k + fresh :])
-
-
-def _hidden_lines(src: str) -> set[int]:
-    "The line numbers (from 1) of `src` inside hidden-test regions, markers included."
-    out, inside = set(), False
-    for n, line in enumerate(src.split("\n"), 1):
-        inside = inside or HIDDEN[0] in line
-        if inside:
-            out.add(n)
-        inside = inside and HIDDEN[1] not in line
-    return out
 
 # %% ../nbs/19_course.ipynb #c19nbg03
 def _offset(lines: list[str], lineno: int, col: int) -> int:
@@ -427,7 +395,7 @@ def with_digests(src: str, salt: str, where: str) -> str:
         tree = ast.parse(src)
     except SyntaxError as e:
         raise ValueError(f"{where}: not valid Python ({e.msg}, line {e.lineno})") from None
-    hidden, keys, visible = _hidden_lines(src), {}, []
+    hidden, keys, visible = hidden_lines(src), {}, []
     for n in filter(_is_choice, ast.walk(tree)):
         args = _choice_args(n)
         q = args.get("question")
@@ -447,13 +415,13 @@ def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: st
     "The nbgrader metadata of one exercise cell (its source made fresh, and without digests, when it is a check)."
     src, cid = cell_source(c), c["id"]
     if c["cell_type"] == "markdown":
-        return _nbgrader_meta(cid, True, True, False, REASONING_POINTS)
+        return nbgrader_meta(cid, True, True, False, REASONING_POINTS)
     if SOLUTION[0] in src:
         if HIDDEN[0] in src:
             raise ValueError(f"{at}: a solution cell holds hidden tests; expected them in the check cell below it")
-        return _nbgrader_meta(cid, False, True, False)
+        return nbgrader_meta(cid, False, True, False)
     if not is_check_cell(src):
-        return _nbgrader_meta(cid, False, False, True)
+        return nbgrader_meta(cid, False, False, True)
     marked = without_digests(_with_fresh_line(src), at)
     if marked != src:  # its saved outputs show what it printed before: gone
         c["source"], c["outputs"], c["execution_count"], src = marked, [], None, marked
@@ -462,10 +430,10 @@ def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: st
             raise ValueError(
                 f"{at}: a #| slow or gpu cell holds hidden tests, which no grader runs; expected them in a check cell"
             )
-        return _nbgrader_meta(cid, False, False, True)
+        return nbgrader_meta(cid, False, False, True)
     one_question(src, kind, at)
     questions[title] = _questions(src)
-    return _nbgrader_meta(cid, True, False, True, check_points(kind, questions[title]))
+    return nbgrader_meta(cid, True, False, True, check_points(kind, questions[title]))
 
 # %% ../nbs/19_course.ipynb #g98e0016
 _MARKS = (*SOLUTION, *HIDDEN)
@@ -511,7 +479,7 @@ def _key_slips(nb: dict, start: int, published: bool) -> list[tuple[int, int, st
     out = []
     for i, c in enumerate(nb["cells"][start:], start):
         src = cell_source(c)
-        hidden = set() if published else _hidden_lines(src)
+        hidden = set() if published else hidden_lines(src)
         for n in _calls(src, "check_choice") if c["cell_type"] == "code" else []:
             key = {**dict(zip(("answer", "question", "key"), n.args)), **{k.arg: k.value for k in n.keywords}}.get(
                 "key"

@@ -20,7 +20,7 @@ from .data.refer import RefDataset, scene_masks
 from .data.shaperefs_files import ensure_shaperefs
 from .evaluate import grounding_figures, language_blind_references, score_splits
 from .metrics import iou_from, mask_iu
-from .models.sag import entity_overrides, entity_pretrain_config
+from .models.sag_parts import entity_overrides, entity_pretrain_config
 from .models.slots import EntityPretrainConfig
 from .presets import get_preset
 from .pretrain import ENTITY_VARIANTS, cached_entity_weights

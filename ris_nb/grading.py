@@ -25,21 +25,14 @@ import ris_nb.exercise_checks as checks_module
 from ris_nb.course import (
     COURSE_FOLDERS,
     EXERCISES,
-    GRADE_ID,
-    HIDDEN,
-    SOLUTION,
     CheckResult,
     heading_kind,
     cell_points,
-    check_markers,
     check_name,
-    clear_hidden,
     exercise_start,
     is_check_cell,
     one_question,
     take_keys,
-    _hidden_lines,
-    _nbgrader_meta,
     make_course,
     mark_for_nbgrader,
     mark_notebooks,
@@ -47,8 +40,22 @@ from ris_nb.course import (
     unlink_missing,
 )
 from .io import check_out_dir, write_atomic
-from .notebook_cells import cell_flags, cell_heading, cell_metadata, cell_source, is_cell, read_notebook
-from .notebook_cells import write_notebook
+from ris_nb.notebook_cells import (
+    GRADE_ID,
+    HIDDEN,
+    SOLUTION,
+    cell_flags,
+    cell_heading,
+    cell_metadata,
+    cell_source,
+    check_markers,
+    clear_hidden,
+    hidden_lines,
+    is_cell,
+    nbgrader_meta,
+    read_notebook,
+    write_notebook,
+)
 from .sandbox import StudentBudget, ChildRun, file_kind, clean_stale, landlock_abi, run_student, stop_on_signals
 
 # %% auto #0
@@ -726,7 +733,7 @@ def nbgrader_course(
             marked[p.stem] = unlink_missing(mark_for_nbgrader(nb, str(p)), {p.name})
             head = marked[p.stem]["cells"][exercise_start(nb)]  # locked: nbgrader restores it, and puts it back
             if GRADE_ID.fullmatch(str(head.get("id"))):
-                head["metadata"] = {**cell_metadata(head), "nbgrader": _nbgrader_meta(head["id"], False, False, True)}
+                head["metadata"] = {**cell_metadata(head), "nbgrader": nbgrader_meta(head["id"], False, False, True)}
     missing = sorted(set(lessons or ()) - set(marked))
     if missing or not marked:
         raise ValueError(f"{nbs} holds no notebook with an '{EXERCISES}' section named {missing or 'anything'}")

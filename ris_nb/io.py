@@ -27,11 +27,12 @@ if TYPE_CHECKING:  # annotations only: the CLI imports this module, and `ris_nb 
     import torch
 
 # %% auto #0
-__all__ = ['PIP_NAMES', 'MAX_INFLATE', 'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'MAX_IMAGE_PIXELS', 'pid_alive', 'write_error',
-           'temp_sibling', 'write_atomic', 'check_path_arg', 'check_writable', 'check_out_dir', 'environment_error',
-           'check_open_files', 'check_plotting', 'check_shared_memory', 'check_apart', 'remove_stale_temps',
-           'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked', 'UnsafePickleError',
-           'SafeUnpickler', 'safe_load_pickle', 'read_json', 'sha256', 'load_image', 'die_with_parent']
+__all__ = ['PIP_NAMES', 'MAX_INFLATE', 'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'TOKENIZER_JSON', 'MAX_IMAGE_PIXELS', 'pid_alive',
+           'write_error', 'temp_sibling', 'write_atomic', 'check_path_arg', 'check_writable', 'check_out_dir',
+           'environment_error', 'check_open_files', 'check_plotting', 'check_shared_memory', 'check_apart',
+           'remove_stale_temps', 'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked',
+           'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle', 'check_tokenizer_files', 'read_json', 'sha256',
+           'load_image', 'die_with_parent']
 
 # %% ../nbs/92_dataset_writing.ipynb #ut000005
 def pid_alive(pid: int) -> bool:
@@ -480,6 +481,33 @@ def safe_load_pickle(path: str | Path) -> Any:
         return _decode_bytes(_load(encoding="bytes"), str(path))
     except (pickle.UnpicklingError, EOFError, ValueError) as e:
         raise ValueError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
+
+# %% ../nbs/92_dataset_writing.ipynb #18d20334
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
+
+
+def check_tokenizer_files(path: Path) -> None:
+    """Refuse a tokenizer folder without a vocabulary (tokenizer.json / vocab.txt) or with a JSON file cut short,
+    naming the file."""
+    if not any((path / f).is_file() and (path / f).stat().st_size for f in ("tokenizer.json", "vocab.txt")):
+        have = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
+        raise FileNotFoundError(
+            f"{path}: no tokenizer.json or vocab.txt (the folder holds {have}); expected the files "
+            "save_pretrained writes"
+        )
+    for name in TOKENIZER_JSON:
+        f = path / name
+        if not f.is_file():
+            continue
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{f}: not valid JSON ({str(e)[:80]}); the file is damaged or cut short") from None
+        if isinstance(data, dict) and "auto_map" in data:  # transformers would offer to run the .py files beside it
+            raise ValueError(
+                f"{f}: has an 'auto_map' entry (custom tokenizer code); ris_nb never runs code from a tokenizer "
+                "folder: expected the files save_pretrained writes, without 'auto_map'"
+            )
 
 # %% ../nbs/92_dataset_writing.ipynb #a91j0001
 def read_json(path: str | Path) -> Any:

@@ -19,7 +19,7 @@ from .io import check_open_files, check_shared_memory
 # %% auto #0
 __all__ = ['REFER_TRAIN_SIZES', 'pairs_sentences', 'epoch_items', 'train_sampler', 'eval_sampler', 'epochs_to_steps',
            'resolve_epochs', 'check_loaders', 'loader_key', 'loader_settings', 'make_train_loader', 'make_eval_loader',
-           'check_workers', 'make_run_loaders', 'check_compiler', 'prepare_data', 'seeded_model']
+           'check_workers', 'make_run_loaders', 'prepare_data', 'seeded_model']
 
 # %% ../nbs/93b_loaders.ipynb #0ae1680b
 from .core import model_spec
@@ -173,24 +173,6 @@ def make_run_loaders(data: dict, cfg: Config, info: DistInfo) -> dict[str, DataL
         for k, ds in data.items()
     }
 
-# %% ../nbs/93b_loaders.ipynb #cc93b002
-def check_compiler(setting: str = "train.compile='regional'") -> str:
-    """The C++ compiler inductor would build kernels with; when none runs (`--version` fails), a `ValueError` naming
-    `setting` and what to do."""
-    from torch._inductor import config as inductor_config  # imports inductor: only when compiling
-    from torch._inductor.cpp_builder import get_cpp_compiler
-    from torch._inductor.exc import InvalidCxxCompiler
-
-    try:
-        return get_cpp_compiler()
-    except InvalidCxxCompiler:
-        cxx = inductor_config.cpp.cxx
-        tried = [c for c in (cxx if isinstance(cxx, (list, tuple)) else [cxx]) if c]
-        raise ValueError(
-            f"{setting} needs a working C++ compiler, and none of {tried} runs (the CXX variable chooses it); "
-            "install one (e.g. g++) or point CXX at it, or use train.compile=none"
-        ) from None
-
 # %% ../nbs/93b_loaders.ipynb #pr000003
 def prepare_data(cfg: Config, splits: Sequence[str] | None) -> tuple[Any, dict, Config]:
     """Datasets of `splits` (one REFER index), their tokenizer, and `cfg` with `model.text.vocab_size` taken from it
@@ -210,7 +192,8 @@ def prepare_data(cfg: Config, splits: Sequence[str] | None) -> tuple[Any, dict, 
 
 def seeded_model(cfg: Config) -> nn.Module:
     """`build_model(cfg)` after `seed_everything(cfg.seed)`: the same initial weights in every process; with
-    `train.compile=regional`, MagNet's repeated blocks compiled (`compile_regions`, appendix 97c)."""
+    `train.compile=regional`, MagNet's repeated blocks compiled (`compile_regions`, appendix 97c: it first checks
+    the C++ compiler, before anything is written)."""
     seed_everything(cfg.seed)
     model = build_model(cfg)
     if cfg.train.compile == "none":
@@ -220,5 +203,4 @@ def seeded_model(cfg: Config) -> nn.Module:
             f"train.compile={cfg.train.compile!r}: only MagNet has compiled regions; model.name="
             f"{cfg.model.name!r} builds a {type(model).__name__}: use train.compile=none"
         )
-    check_compiler(f"train.compile={cfg.train.compile!r}")  # now, not at the first step: nothing is written yet
     return model_part("compile_regions")(model)

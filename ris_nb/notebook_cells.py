@@ -13,8 +13,9 @@ from typing import Any
 from .io import write_atomic  # built in 92_dataset_writing
 
 # %% auto #0
-__all__ = ['cell_source', 'is_cell', 'read_notebook', 'write_notebook', 'cell_metadata', 'cell_flags', 'cell_heading',
-           'clear_regions']
+__all__ = ['SOLUTION', 'HIDDEN', 'GRADE_ID', 'cell_source', 'is_cell', 'read_notebook', 'write_notebook', 'cell_metadata',
+           'cell_flags', 'cell_heading', 'clear_regions', 'check_markers', 'clear_hidden', 'hidden_lines',
+           'nbgrader_meta']
 
 # %% ../nbs/98h_notebook_cells.ipynb #nbc98h06
 def cell_source(cell: dict) -> str:
@@ -96,3 +97,44 @@ def clear_regions(source: str, markers: tuple[str, str], stub: str | None) -> st
     if inside:
         raise ValueError(f"line {inside}: {markers[0]!r} without {markers[1]!r}")
     return "\n".join(out)
+
+# %% ../nbs/98h_notebook_cells.ipynb #7629fcd3
+# nbgrader's markers of a solution and of hidden tests (built, so that this cell holds no marker itself)
+SOLUTION = tuple(f"{edge} SOLUTION" for edge in ("BEGIN", "END"))
+HIDDEN = tuple(f"{edge} HIDDEN TESTS" for edge in ("BEGIN", "END"))
+GRADE_ID = re.compile(r"[A-Za-z0-9_-]+")  # what nbgrader accepts as a grade id
+
+
+def check_markers(nb: dict, where: str) -> None:
+    "Refuse unbalanced BEGIN/END markers (solutions, hidden tests), naming the notebook and the cell."
+    for i, c in enumerate(nb["cells"]):
+        for markers in (SOLUTION, HIDDEN):
+            try:
+                clear_regions(cell_source(c), markers, None)
+            except ValueError as e:
+                raise ValueError(
+                    f"{where}, cell {i} (id {c.get('id', '?')}): {e}; expected each {markers[0]} "
+                    f"closed by {markers[1]} in the same cell"
+                ) from None
+
+
+def clear_hidden(source: str) -> str:
+    "`source` without its hidden-test regions."
+    return clear_regions(source, HIDDEN, None)
+
+# %% ../nbs/98h_notebook_cells.ipynb #44d179e1
+def hidden_lines(src: str) -> set[int]:
+    "The line numbers (from 1) of `src` inside hidden-test regions, markers included."
+    out, inside = set(), False
+    for n, line in enumerate(src.split("\n"), 1):
+        inside = inside or HIDDEN[0] in line
+        if inside:
+            out.add(n)
+        inside = inside and HIDDEN[1] not in line
+    return out
+
+
+def nbgrader_meta(grade_id: str, grade: bool, solution: bool, locked: bool, points: float | None = None) -> dict:
+    "The `nbgrader` metadata of a cell (schema 3): graded, a solution or locked, with its points."
+    m = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution}
+    return {**m, "task": False, **({} if points is None else {"points": points})}

@@ -48,7 +48,9 @@ def code_lines(cell: dict) -> int:
 
 
 def is_exported(cell: dict) -> bool:
-    return cell["cell_type"] == "code" and bool(re.match(r"\s*#\|\s*export", src(cell)))
+    "An `#| export` among the cell's leading directives (after `#| eval: false` too)."
+    directives = re.match(r"(\s*#\|.*\n?)*", src(cell)).group(0)
+    return cell["cell_type"] == "code" and bool(re.search(r"^\s*#\|\s*export", directives, re.M))
 
 
 def code_only(source: str) -> str:

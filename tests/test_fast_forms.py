@@ -99,8 +99,7 @@ def test_compiled_step_matches_eager(tmp_path, monkeypatch):
     compiled as `compile_regions` compiles them (`Module.compile`, inductor, the graph pass): losses within 1e-5,
     gradients within what `_gaps` allows of eager. Compiling the whole model takes tens of minutes on a CPU
     (bench_impl --compile)."""
-    from ris_nb.loaders import check_compiler
-    from ris_nb.models.fast import shared_input_linears
+    from ris_nb.models.fast import check_compiler, shared_input_linears
 
     check_compiler()
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # kernels of this run only, not a shared cache's

@@ -8,7 +8,7 @@ import torch
 
 from ris_nb.core import build_model, special_token_ids
 from ris_nb.presets import get_preset
-from ris_nb.models.encoders import offline_random
+from ris_nb.models.encoders import build_text_encoder, offline_random
 from ris_nb.models.mask_grounding import mask_tokens
 
 torch.set_num_threads(1)
@@ -233,3 +233,14 @@ def test_mask_swap_probe_tells_mask_readers_from_mask_ignorers():
     assert r["among_true"] == 1.0
     with pytest.raises(ValueError, match="no batch holds two sentences"):
         mask_swap_probe(reader, batches, [49 + 1000])
+
+
+def test_lavt_paper_freezes_berts_embeddings_and_last_two_layers():
+    "As LAVT's official `trainable_layers=10` (06_lavt's learning-rate groups leave them out)."
+    te = build_text_encoder(offline_random(get_preset("lavt_paper")).model.text)
+    frozen = {
+        n.split(".")[1] if "embeddings" in n else "layer." + n.split(".")[3]
+        for n, p in te.named_parameters()
+        if not p.requires_grad
+    }
+    assert sorted(frozen) == ["embeddings", "layer.10", "layer.11"]

@@ -20,7 +20,8 @@ import pytest
 
 from conftest import ENV
 from ris_nb.notebook_cells import read_notebook
-from ris_nb.course import HIDDEN, nbgrader_available
+from ris_nb.course import nbgrader_available
+from ris_nb.notebook_cells import HIDDEN
 from ris_nb.grading import nbgrader_course
 from ris_nb.sandbox import landlock_abi
 from test_teacher_slips import LESSON, write_lesson

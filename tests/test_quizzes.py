@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ris_nb.course import HIDDEN, SOLUTION, exercise_start, to_student
+from ris_nb.course import exercise_start, to_student
+from ris_nb.notebook_cells import HIDDEN, SOLUTION
 from ris_nb.notebook_cells import clear_regions, read_notebook
 
 NBS = Path(__file__).resolve().parents[1] / "nbs"
@@ -191,3 +192,53 @@ def test_each_think_check_offers_its_questions_letters():
         }
         want = {label: "".join(sorted(options)) for label, options in questions(nb).items()}
         assert offered == want, f"{p.name}: checks offer {offered}; the questions offer {want}"
+
+
+def strategy_scores(rows: list[dict], options: list[dict[str, str]]) -> dict[str, float]:
+    """Expected share of right answers of each length strategy a test-wise student could follow without reading: pick
+    the longest, the shortest, the option of length rank r, or one that is neither the longest nor the shortest
+    (ties drawn at random; a strategy with no candidate guesses blind)."""
+
+    def pick(cands: list[str], key: str, opts: dict[str, str]) -> float:
+        cands = cands or list(opts)
+        return (key in cands) / len(cands)
+
+    def ranked(opts: dict[str, str]) -> list[str]:
+        return sorted(opts, key=lambda o: -len(opts[o]))
+
+    strategies = {
+        "longest": lambda o: [k for k in o if len(o[k]) == max(map(len, o.values()))],
+        "shortest": lambda o: [k for k in o if len(o[k]) == min(map(len, o.values()))],
+        "avoid both extremes": lambda o: [
+            k for k in o if min(map(len, o.values())) < len(o[k]) < max(map(len, o.values()))
+        ],
+        **{f"length rank {r}": (lambda o, r=r: ranked(o)[r - 1 : r]) for r in (2, 3)},
+    }
+    return {
+        name: sum(pick(choose(o), r["key"], o) for r, o in zip(rows, options)) / len(rows)
+        for name, choose in strategies.items()
+    }
+
+
+def test_no_length_strategy_beats_30_percent():
+    "Reading the lengths alone must not pay: every strategy of `strategy_scores` ≤ 30 % (a blind guess: 25–33 %)."
+    rows, options = [], []
+    for p in exercise_notebooks():
+        nb = read_notebook(p)
+        qs, ks = questions(nb), keys(nb)
+        for label, opts in qs.items():
+            rows.append({"key": ks.get(label)})
+            options.append(opts)
+    scores = strategy_scores(rows, options)
+    print({k: f"{v:.0%}" for k, v in scores.items()})
+    assert max(scores.values()) <= 0.30, f"a length strategy pays over {len(rows)} questions: " + ", ".join(
+        f"{k} {v:.0%}" for k, v in scores.items()
+    )
+
+
+def test_strategy_scores_count_ties_and_ranks():
+    opts = [{"a": "xx", "b": "x", "c": "xxx"}, {"a": "x", "b": "x", "c": "xx", "d": "xxx"}]
+    scores = strategy_scores([{"key": "a"}, {"key": "a"}], opts)
+    assert scores["avoid both extremes"] == (1 + 0) / 2  # q1: a is the one middle option; q2: c is
+    assert scores["shortest"] == (0 + 1 / 2) / 2  # q2: a ties b for the shortest
+    assert scores["length rank 2"] == (1 + 0) / 2

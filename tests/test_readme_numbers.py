@@ -247,3 +247,99 @@ def test_readme_is_a_front_page():
     "The README stays a front page (≤ 150 lines); benchmarks live in bench/README.md, the learning log in 13a."
     n = len((ROOT / "README.md").read_text().splitlines())
     assert n <= 150, f"README.md has {n} lines; move details to bench/README.md or the notebooks"
+
+
+# Every number the README's study paragraphs quote has a row: the main table's section (its reading and the Mask
+# Grounding study at the quickstart's budget) quotes scores, differences of two rows' means and seed spreads; each must
+# be one of the regime it names, in `nbs/results/regimes.csv` (the one table of regimes, 13a) or `main_table.json`.
+
+
+def main_table_section() -> str:
+    "The README's '## The main table in miniature' section without its table, line breaks folded."
+    m = re.search(r"^## The main table in miniature\n(.*?)^## ", README, re.M | re.S)
+    assert m, "README.md has no '## The main table in miniature' section"
+    return flat("\n".join(line for line in m.group(1).splitlines() if not line.startswith("|")))
+
+
+def quoted_numbers() -> list[tuple[str, str, str]]:
+    """(kind, number, sentence) for every decimal number of a sentence of that section that quotes a score (names
+    oIoU or mIoU) or a verdict (a seed spread). kind: "spread" after "spread", "difference" when signed or after
+    "costs", else "score"; the sign is dropped ("costs 5.0" and "−5.0" are one difference)."""
+    out = []
+    for s in re.split(r"(?<=\.)\s+(?=[A-Z`])", main_table_section()):
+        if not re.search(r"[om]IoU|spread", s):
+            continue
+        for m in re.finditer(r"(?<![\d.])\d+\.\d+", s):
+            before = s[: m.start()]
+            if before.endswith("spread "):
+                kind = "spread"
+            elif before.endswith(("+", "−", "-")) or re.search(r"costs [\d.]+ and $|costs $", before):
+                kind = "difference"
+            else:
+                kind = "score"
+            out.append((kind, m.group(), s))
+    return out
+
+
+def numbers_of(groups: list[list[tuple[float, float, list[float]]]]) -> dict[str, set[str]]:
+    """Per kind, the numbers of `groups` (each a regime's rows as (mean, std, per-seed scores)) formatted as the README
+    writes them: means and per-seed scores; stds; differences of two means of one group (unrounded)."""
+    out = {"score": set(), "spread": set(), "difference": set()}
+    for rows_ in groups:
+        out["score"] |= {f"{v:.1f}" for mean, _, seeds in rows_ for v in (mean, *seeds)}
+        out["spread"] |= {f"{std:.1f}" for _, std, _ in rows_ if std == std}
+        out["difference"] |= {f"{abs(a[0] - b[0]):.1f}" for a in rows_ for b in rows_ if a is not b}
+    return out
+
+
+def regime_groups(sentence: str) -> list:
+    """The rows of `regimes.csv` at the quickstart's budget (57,600 samples) on the data seed the sentence names, one
+    group per data set and metric."""
+    import statistics
+
+    seed = re.search(r"data seed (\d+)", sentence)
+    assert seed, f"a quickstart-budget sentence names its data seed: {sentence!r}"
+    groups = {}
+    for r in rows("regimes.csv"):
+        if r["samples"] != "57600" or f"data seed {seed.group(1)}" not in r["regime"]:
+            continue
+        seeds = [float(x) for x in r["per_seed"].split()]
+        if seeds:
+            mean, std = statistics.fmean(seeds), statistics.stdev(seeds) if len(seeds) > 1 else float("nan")
+        else:
+            mean, std = float(r["mean"]), float(r["std"])
+        groups.setdefault((r["data"], r["metric"]), []).append((mean, std, seeds))
+    return list(groups.values())
+
+
+def main_table_groups(sentence: str) -> list:
+    "The main table's rows, one group per language, split (val only where the sentence says val) and metric."
+    main = json.loads((RESULTS / "main_table.json").read_text())
+    groups = {}
+    for row in main["rows"].values():
+        for lang, splits in row["scores"].items():
+            for split, metrics in splits.items():
+                if split == "val" or " val " not in sentence:
+                    for metric, (mean, std) in metrics.items():
+                        groups.setdefault((lang, split, metric), []).append((mean, std, []))
+    return list(groups.values())
+
+
+QUOTED = quoted_numbers()
+
+
+def test_readme_study_paragraphs_quote_numbers():
+    "The extraction reads the main table's reading and the quickstart-budget MG sentence (or it would check nothing)."
+    assert len(QUOTED) >= 12, QUOTED
+    assert {k for k, _, _ in QUOTED} == {"score", "spread", "difference"}, QUOTED
+    assert any("quickstart's budget" in s for _, _, s in QUOTED), "no quickstart-budget MG sentence found"
+
+
+@pytest.mark.parametrize("kind,number,sentence", QUOTED, ids=lambda x: x[:30])
+def test_every_readme_score_has_a_regime_row(kind, number, sentence):
+    """A score, spread or difference the README quotes is one of the rows of the regime its sentence names:
+    `regimes.csv`'s rows at the quickstart's budget on that data seed, else `main_table.json`'s."""
+    quickstart = "quickstart" in sentence
+    found = numbers_of(regime_groups(sentence) if quickstart else main_table_groups(sentence))[kind]
+    where = "nbs/results/regimes.csv (quickstart budget)" if quickstart else "nbs/results/main_table.json"
+    assert number in found, f"README.md quotes the {kind} {number} with no row for it in {where}: {sentence!r}"

@@ -385,3 +385,13 @@ def test_the_cli_translates_keys_to_its_flags_in_one_place():
     set_out = Namespace(command="train", overrides=["train.out_dir=runs/a"])  # the user named it by its key
     assert in_flags(msg, set_out) == msg and in_flags(msg, Namespace(command="eval")) == msg
     assert FLAG.search("give another --out") and not FLAG.search("train.out_dir, 2--3")
+
+
+def test_no_module_imports_a_private_name_of_another():
+    "A module's private names stay in it: no `from ris_nb.X import _name` between library modules (issue 89)."
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("ris_nb")):
+                found += [f"{path.name}:{node.lineno} {a.name}" for a in node.names if a.name.startswith("_")]
+    assert not found, f"private names imported across modules (make them public, or move them): {found}"

@@ -12,7 +12,8 @@ import pytest
 
 from ris_nb.__main__ import main
 from ris_nb.notebook_cells import read_notebook
-from ris_nb.course import HIDDEN, SOLUTION, make_course
+from ris_nb.course import make_course
+from ris_nb.notebook_cells import HIDDEN, SOLUTION
 from ris_nb.grading import nbgrader_course
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,6 +14,7 @@ interpreter exit (`sys.exit(main())`, as `python -m ris_nb` does).
     python tools/ddp_stress.py --runs 40 --load 2
     python tools/ddp_stress.py --runs 15 --load 2 --worker cli
     python tools/ddp_stress.py --runs 20 --load 2 --worker bare --hold-gil
+    python tools/ddp_stress.py --smoke   # one bare job, no load, on a free port (tests/test_scripts_run.py)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -125,17 +127,27 @@ def stress(runs: int, load: int, worker: str = "c3", hold_gil: bool = False, por
     return ends
 
 
+def free_port() -> int:
+    "A TCP port no process listens on now."
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--load", type=int, default=2, help="busy-loop processes beside the jobs (default: 2)")
     ap.add_argument("--worker", choices=["c3", "bare", "cli"], default="c3", help="the job to repeat (default: c3)")
     ap.add_argument("--hold-gil", action="store_true", help="bare only: the main thread keeps the GIL at teardown")
+    ap.add_argument("--smoke", action="store_true", help="one bare job, no load, on a free port (seconds)")
     args = ap.parse_args(argv)
     if args.hold_gil and args.worker != "bare":
         ap.error("--hold-gil applies to --worker bare only")
+    if args.smoke:
+        args.runs, args.load, args.worker = 1, 0, "bare"
     t0 = time.time()
-    ends = stress(args.runs, args.load, args.worker, args.hold_gil)
+    ends = stress(args.runs, args.load, args.worker, args.hold_gil, port0=free_port() if args.smoke else 29620)
     print(
         f"\n{args.worker}{' --hold-gil' * args.hold_gil}: {ends['ok']}/{args.runs} clean exits with {args.load} busy "
         f"processes beside them "

@@ -13,6 +13,7 @@ stderr that matters, and a verdict:
 
     OMP_NUM_THREADS=1 python tools/fault_probe.py                 # every case (a few minutes on 2 busy cores)
     OMP_NUM_THREADS=1 python tools/fault_probe.py -k seed tokenizer   # only cases whose name holds one of these words
+    OMP_NUM_THREADS=1 python tools/fault_probe.py --smoke   # the data, the tiny run and `SMOKE_GROUPS`' three cases
 """
 
 from __future__ import annotations
@@ -1591,12 +1592,17 @@ Probe.r4_cli_cases, Probe.r4_study_cases = r4_cli_cases, r4_study_cases
 R4_GROUPS = ["r4_cli_cases", "r4_study_cases"]
 
 
+# `--smoke` (tests/test_scripts_run.py): the probe's whole path (data, tiny run, cases, table, verdicts) on three cases
+SMOKE_GROUPS = ["check_data_valid", "ckpt_folder"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "-k", nargs="*", default=None, help="run only the groups whose method name holds one of these words"
     )
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--smoke", action="store_true", help=f"only {', '.join(SMOKE_GROUPS)} (seconds)")
     args = ap.parse_args(argv)
     groups = [
         "data_faults",
@@ -1632,6 +1638,8 @@ def main(argv: list[str] | None = None) -> int:
     groups += ["r5_upgrade_cases", "r5_env_cases"]  # round 5 (issue 70): older runs, paths, environment, inputs
     if args.k:
         groups = [g for g in groups if any(k in g for k in args.k)]
+    if args.smoke:
+        groups = SMOKE_GROUPS
     tmp = Path(tempfile.mkdtemp(prefix="ris_nb_fault_probe_"))
     t0 = time.time()
     try:

@@ -11,6 +11,7 @@ old recipes (`--recipe old`): lavt_tiny `model.vision.abs_pos=none model.lavt.lo
 `model.vision.abs_pos=none model.vision.stem=patch model.vision.depths=[1,1,1,1] model.lavt.refine=0`; magnet_tiny at
 200 steps; and the budget the test now runs, `--set data.image_size=48` (`--recipe "48 px"`, and `"old 48 px"` with the
 old recipes' overrides added).
+`--smoke`: lavt_tiny, 2 steps of 4 on 40 scenes in a temporary folder, the row written to a temporary CSV (seconds).
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sag_gather_probe import write_row  # noqa: E402
 
 
-def test_data(root: Path) -> Path:
-    "The learning tests' ShapeRefs under `root` (generated once)."
-    ensure_shaperefs(root / "shaperefs", n_images=800, seed=3, size=64)
+def test_data(root: Path, n_images: int = 800) -> Path:
+    "The learning tests' ShapeRefs under `root` (generated once; `n_images` fewer for the smoke run)."
+    ensure_shaperefs(root / "shaperefs", n_images=n_images, seed=3, size=64)
     return root
 
 
@@ -82,9 +83,9 @@ def run(root: Path, preset: str, steps: int, batch: int, seed: int, overrides: d
     }
 
 
-def main():
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", required=True)
+    ap.add_argument("--preset", default=None, help="required but with --smoke")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
@@ -92,9 +93,22 @@ def main():
     ap.add_argument("--recipe", default="preset", help="a name for the overrides in the CSV (e.g. old)")
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "ris_nb_learning_tests"))
     ap.add_argument("--results", default=None, help="CSV to add the row to (replacing a row of the same name)")
-    a = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="lavt_tiny, 2 steps of 4 on 40 scenes, temporary files")
+    a = ap.parse_args(argv)
+    if not a.smoke and a.preset is None:
+        ap.error("--preset is required")
+    if not a.smoke:
+        return probe(a)
+    with tempfile.TemporaryDirectory(prefix="learning_test_probe_") as tmp:
+        a.preset, a.steps, a.batch, a.data, a.results = "lavt_tiny", 2, 4, tmp, Path(tmp) / "learning_tests.csv"
+        probe(a, n_images=40)
+        print(f"smoke: {a.results.name}\n{a.results.read_text()}", end="")
+
+
+def probe(a: argparse.Namespace, n_images: int = 800) -> None:
+    "The run `a` asks for, its row printed and added to `a.results` when given."
     overrides = dict(parse_override(s) for s in a.set)
-    row = run(test_data(Path(a.data)), a.preset, a.steps, a.batch, a.seed, overrides)
+    row = run(test_data(Path(a.data), n_images), a.preset, a.steps, a.batch, a.seed, overrides)
     row = {"row": f"{a.preset}/{row['amp']}/{a.recipe}/{a.steps}x{a.batch}/seed{a.seed}", "recipe": a.recipe, **row}
     print(row)
     if a.results:

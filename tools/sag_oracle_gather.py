@@ -38,7 +38,8 @@ from ris_nb.presets import get_preset
 from ris_nb.machine import probe_ms
 from ris_nb.data.refer import scene_masks
 from ris_nb.data.transforms import resize_mask
-from ris_nb.models.sag import EntityAppearance, batch_partners, c3_loss, own_image_copies
+from ris_nb.models.sag import c3_loss
+from ris_nb.models.sag_parts import EntityAppearance, batch_partners, own_image_copies
 from ris_nb.train import Callback, prepare
 
 

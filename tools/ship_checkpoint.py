@@ -6,7 +6,8 @@ measured on freshly generated data with the float16 weights (`ris_nb.evaluate.ev
         --size 64 --command "ris_nb train --preset lavt_tiny ..." [--wall-s 900 --cpu-s 330 --threads 1] [--note "..."]
 
 `--language/--n-images/--seed/--size` must be the settings the run's data was generated with: the recorded SHA-256 of
-its REFER files is compared with the regenerated ones before anything is scored."""
+its REFER files is compared with the regenerated ones before anything is scored. `--dest DIR` writes the checkpoint in
+DIR instead of the package and regenerates its data there (`tools/ship_sag_tiny.py --smoke` ships that way)."""
 
 from __future__ import annotations
 
@@ -88,17 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="its torch threads, if known")
     ap.add_argument("--cpu-s", type=float, default=None, help="its CPU seconds (user), if known")
     ap.add_argument("--note", default="")
+    ap.add_argument("--dest", type=Path, default=None, help="ship into this folder, not the package (a trial)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    import ris_nb.shipped
     from ris_nb.evaluate import evaluate
-    from ris_nb.shipped import load_shipped, shipped_dir
 
+    if args.dest:  # `load_shipped` reads the checkpoint from `shipped_dir()`: here, from DEST
+        ris_nb.shipped.shipped_dir = lambda: args.dest.resolve()
     ck = shipped_dict(args.run_dir, args)
-    out = shipped_dir() / f"{args.name}.pt"
+    out = ris_nb.shipped.shipped_dir() / f"{args.name}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ck, out)
-    sh = load_shipped(args.name)
-    loader = sh.loaders(["val"])["val"]
+    sh = ris_nb.shipped.load_shipped(args.name)
+    loader = sh.loaders(["val"], folder=args.dest / "data" if args.dest else None)["val"]
     ck["scores"]["val"] = evaluate(sh.model, loader, protocol=sh.cfg.eval.protocol, progress=False)["overall"]
     torch.save(ck, out)
     print(f"{out} ({out.stat().st_size / 1e6:.1f} MB)")

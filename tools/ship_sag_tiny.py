@@ -4,7 +4,9 @@ px) and its bare training loop with `FULL_RUN = True` (1,000 steps of 32, one th
 `nbs/11_sag.ipynb` holds them; the trained model is written as a run folder (best.pt + tokenizer) and handed to
 `tools/ship_checkpoint.py`.
 
-python tools/ship_sag_tiny.py [--keep runs/sag_tiny_11]"""
+python tools/ship_sag_tiny.py [--keep runs/sag_tiny_11]
+python tools/ship_sag_tiny.py --smoke   # the cells as nbdev_test runs them (IN_TEST: 300 scenes, 20 steps), shipped
+                                        # into a temporary folder, not the package"""
 
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "nbs" / "11_sag.ipynb"
-# the notebook's imports, its data + model cell, the loop's helpers and the loop (cell ids)
-CELLS = ("74a65885", "22e02bed", "84234a3c", "dbb1102e", "5a9c1e07", "2317b142")
+# the notebook's imports (FULL_RUN and IN_TEST are set in the first), its data + model cell, the loop's helpers and the
+# loop (cell ids)
+CELLS = ("s11full1", "74a65885", "22e02bed", "dbb1102e", "5a9c1e07", "2317b142")
 DATA = {"language": "appearance", "n_images": 3000, "seed": 0, "size": 64}  # what cell dbb1102e generates
+SMOKE_SCENES = 300  # what it generates under nbdev_test (IN_TEST)
 
 
 def notebook_cells(ids: tuple[str, ...]) -> list[str]:
@@ -33,16 +37,21 @@ def notebook_cells(ids: tuple[str, ...]) -> list[str]:
     return [by_id[i] for i in ids]
 
 
-def train_as_the_notebook() -> tuple[dict, float, float]:
-    "Run the notebook's cells with FULL_RUN = True, outside nbdev_test -> (their namespace, wall s, CPU s)."
+def train_as_the_notebook(in_test: bool = False) -> tuple[dict, float, float]:
+    """Run the notebook's cells with FULL_RUN = True, outside nbdev_test (`in_test`: as nbdev_test runs them) -> (their
+    namespace, wall s, CPU s)."""
     import matplotlib
 
     matplotlib.use("Agg")  # the loss curve is drawn, not shown
-    os.environ.pop("IN_TEST", None)
-    ns: dict = {"__name__": "__ship_sag_tiny__", "FULL_RUN": True}
+    if in_test:
+        os.environ["IN_TEST"] = "1"
+    else:
+        os.environ.pop("IN_TEST", None)
+    ns: dict = {"__name__": "__ship_sag_tiny__"}
     t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_utime
     for src in notebook_cells(CELLS):
         exec(compile(src, str(NOTEBOOK), "exec"), ns)
+        ns["FULL_RUN"] = True  # the first cell sets it False
     return ns, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_utime - c0
 
 
@@ -65,20 +74,32 @@ def write_run(ns: dict, run_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--keep", type=Path, default=None, help="write the run folder here (default: a temporary one)")
+    ap.add_argument(
+        "--smoke", action="store_true", help="the cells as nbdev_test runs them, shipped to a temporary folder"
+    )
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "tools"))
     os.chdir(ROOT / "nbs")  # where the notebook runs
-    ns, wall, cpu = train_as_the_notebook()
-    run_dir = args.keep or Path(tempfile.mkdtemp(prefix="ris_nb_sag_tiny_"))
+    if not args.smoke:
+        return ship(args.keep or Path(tempfile.mkdtemp(prefix="ris_nb_sag_tiny_")))
+    with tempfile.TemporaryDirectory(prefix="ship_sag_tiny_") as tmp:
+        return ship(Path(tmp) / "run", smoke=True, dest=Path(tmp) / "shipped")
+
+
+def ship(run_dir: Path, smoke: bool = False, dest: Path | None = None) -> int:
+    "Train as the notebook does (`smoke`: as nbdev_test runs it), write the run to `run_dir`, ship it (to `dest`)."
+    ns, wall, cpu = train_as_the_notebook(in_test=smoke)
     write_run(ns, run_dir.resolve())
     import ship_checkpoint
 
+    data = DATA | ({"n_images": SMOKE_SCENES} if smoke else {})
     return ship_checkpoint.main(
         [str(run_dir.resolve()), "--name", "sag_tiny"]
-        + [f"--{k.replace('_', '-')}={v}" for k, v in DATA.items()]
+        + [f"--{k.replace('_', '-')}={v}" for k, v in data.items()]
         + ["--command", "python tools/ship_sag_tiny.py", "--wall-s", f"{wall:.0f}", "--cpu-s", f"{cpu:.0f}"]
         + ["--threads", "1", "--note", "11_sag's bare loop (FULL_RUN = True), appearance language, frozen entities"]
+        + (["--dest", str(dest)] if dest else [])
     )
 
 

@@ -18,16 +18,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..core import Config, WORD_SPECIALS, special_token_ids
-from ..io import write_atomic
+from ..io import check_tokenizer_files, write_atomic
 from .refer import RefDataset, Refer, hash_ints
 from ..io import load_image
 
 # %% auto #0
-__all__ = ['NORMALIZE', 'TOKENIZER_JSON', 'PAD_TO', 'META_KEYS', 'ImageTransform', 'image_transform', 'resize_mask',
-           'denormalize', 'word_tokenizer', 'check_tokenizer_files', 'load_tokenizer', 'save_tokenizer',
-           'build_tokenizer', 'tokenizer_fingerprint', 'encode_text', 'Batch', 'RISDataset', 'Collate', 'set_epoch',
-           'make_loader', 'check_splits', 'check_config_arg', 'make_datasets', 'make_loaders', 'make_dataloaders',
-           'running_batch']
+__all__ = ['NORMALIZE', 'PAD_TO', 'META_KEYS', 'ImageTransform', 'image_transform', 'resize_mask', 'denormalize',
+           'word_tokenizer', 'load_tokenizer', 'save_tokenizer', 'build_tokenizer', 'tokenizer_fingerprint',
+           'encode_text', 'Batch', 'RISDataset', 'Collate', 'set_epoch', 'make_loader', 'check_splits',
+           'check_config_arg', 'make_datasets', 'make_loaders', 'make_dataloaders', 'running_batch']
 
 # %% ../../nbs/04_transforms.ipynb #f96a123a
 NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
@@ -99,33 +98,6 @@ def word_tokenizer(sentences: Sequence[str], max_tokens: int = 20, min_freq: int
         sep_token="[SEP]",
         mask_token="[MASK]",
     )
-
-# %% ../../nbs/04_transforms.ipynb #18d20334
-TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
-
-
-def check_tokenizer_files(path: Path) -> None:
-    """Refuse a tokenizer folder without a vocabulary (tokenizer.json / vocab.txt) or with a JSON file cut short,
-    naming the file."""
-    if not any((path / f).is_file() and (path / f).stat().st_size for f in ("tokenizer.json", "vocab.txt")):
-        have = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
-        raise FileNotFoundError(
-            f"{path}: no tokenizer.json or vocab.txt (the folder holds {have}); expected the files "
-            "save_pretrained writes"
-        )
-    for name in TOKENIZER_JSON:
-        f = path / name
-        if not f.is_file():
-            continue
-        try:
-            data = json.loads(f.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"{f}: not valid JSON ({str(e)[:80]}); the file is damaged or cut short") from None
-        if isinstance(data, dict) and "auto_map" in data:  # transformers would offer to run the .py files beside it
-            raise ValueError(
-                f"{f}: has an 'auto_map' entry (custom tokenizer code); ris_nb never runs code from a tokenizer "
-                "folder: expected the files save_pretrained writes, without 'auto_map'"
-            )
 
 # %% ../../nbs/04_transforms.ipynb #18d20335
 def load_tokenizer(path: str | Path):

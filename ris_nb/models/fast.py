@@ -21,7 +21,7 @@ from .magnet import Attention, DecoderLayer, DeformEncoderLayer, MagNet, MSDefor
 # %% auto #0
 __all__ = ['FORMS', 'MEASURED_FASTER', 'TIE', 'FastMSDeformAttn', 'FastDeformEncoderLayer', 'value_path', 'FastDecoderLayer',
            'pool_repeats', 'FastCAM', 'gather_positions', 'cal_loss_packed', 'FastMagNet', 'resolved_impl',
-           'use_impl_forms', 'to_impl', 'shared_input_linears', 'compiled_regions', 'compile_regions']
+           'use_impl_forms', 'to_impl', 'shared_input_linears', 'check_compiler', 'compiled_regions', 'compile_regions']
 
 # %% ../../nbs/97c_fast_forms.ipynb #fa97c007
 class FastMSDeformAttn(MSDeformAttn):
@@ -372,6 +372,24 @@ def shared_input_linears():
 
     return SharedInputLinears()
 
+# %% ../../nbs/97c_fast_forms.ipynb #cc93b002
+def check_compiler(setting: str = "train.compile='regional'") -> str:
+    """The C++ compiler inductor would build kernels with; when none runs (`--version` fails), a `ValueError` naming
+    `setting` and what to do."""
+    from torch._inductor import config as inductor_config  # imports inductor: only when compiling
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        return get_cpp_compiler()
+    except InvalidCxxCompiler:
+        cxx = inductor_config.cpp.cxx
+        tried = [c for c in (cxx if isinstance(cxx, (list, tuple)) else [cxx]) if c]
+        raise ValueError(
+            f"{setting} needs a working C++ compiler, and none of {tried} runs (the CXX variable chooses it); "
+            "install one (e.g. g++) or point CXX at it, or use train.compile=none"
+        ) from None
+
 # %% ../../nbs/97c_fast_forms.ipynb #fa97c033
 def compiled_regions(model: MagNet) -> list[nn.Module]:
     "The blocks `compile_regions` compiles, in the order a step runs them."
@@ -386,6 +404,7 @@ def compiled_regions(model: MagNet) -> list[nn.Module]:
 def compile_regions(model: MagNet, options: dict | None = None) -> MagNet:
     """`Module.compile` (fixed shapes) on each of `compiled_regions(model)`, in place; `options`: inductor's (default:
     the `shared_input_linears` pass)."""
+    check_compiler()  # now, not at the first step: nothing is written yet
     opts = {"pre_grad_custom_pass": shared_input_linears()} if options is None else options
     for mod in compiled_regions(model):
         mod.compile(dynamic=False, options=opts)

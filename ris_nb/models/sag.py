@@ -29,13 +29,19 @@ from ris_nb.models.encoders import (
     build_text_encoder,
     sine_pos_2d,
 )
+from ..distributed import gather_batch, gather_ids
+from ris_nb.models.sag_parts import (  # sag_tiny's parts outside the model class: appendix 95b
+    EntityAppearance,
+    batch_partners,
+    in_image_logits,
+    load_entities,
+    own_image_copies,
+)
 
 # %% auto #0
-__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion', 'c3_logits',
-           'c3_target', 'c3_loss', 'batch_partners', 'own_image_copies', 'in_image_logits', 'relevance_grid',
-           'upsample_minmax', 'entity_similarity', 'EntityAppearance', 'map_boxes', 'map_geometry', 'SaGOutputs',
-           'build_entity_module', 'build_recon_decoder', 'SaG', 'entity_pretrain_config', 'entity_overrides',
-           'entity_weights_file', 'load_entities', 'build_sag']
+__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'SAG_LADDER', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion',
+           'c3_logits', 'c3_target', 'c3_loss', 'relevance_grid', 'upsample_minmax', 'entity_similarity', 'SaGOutputs',
+           'build_entity_module', 'build_recon_decoder', 'SaG', 'build_sag', 'ladder_overrides']
 
 # %% ../../nbs/11_sag.ipynb #22e02bed
 from ris_nb.models.slots import (
@@ -226,39 +232,6 @@ def c3_loss(
         logits = in_image_logits(logits, c3_target(text, detach_target, normalize_target), *in_image, temperature)
     return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device) + offset)
 
-# %% ../../nbs/11_sag.ipynb #96ce6a48
-from ..distributed import gather_batch, gather_ids
-
-
-def batch_partners(image_ids: Sequence[int], ann_ids: Sequence[int]) -> torch.Tensor:
-    "(B,) for item j the first other item of the same image about another annotation; −1 where there is none."
-    out = torch.full((len(image_ids),), -1, dtype=torch.long)
-    for j, (im, ann) in enumerate(zip(image_ids, ann_ids)):
-        out[j] = next((k for k, (im2, ann2) in enumerate(zip(image_ids, ann_ids)) if im2 == im and ann2 != ann), -1)
-    return out
-
-
-def own_image_copies(text_images: torch.Tensor, all_images: torch.Tensor, offset: int = 0) -> torch.Tensor:
-    "(B_txt,B_img) True where column i shows text j's own image but is not its own column `offset + j`."
-    same = text_images[:, None] == all_images[None]
-    same[torch.arange(len(text_images)), offset + torch.arange(len(text_images))] = False
-    return same
-
-
-def in_image_logits(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    swapped: torch.Tensor,
-    partner: torch.Tensor,
-    exclude: torch.Tensor,
-    temperature: float = 1.0,
-) -> torch.Tensor:
-    """`c3_loss`'s in-image negatives: C³ logits (B_txt,B_img) over the other images (copies of the own image left
-    out) plus a column, the own image gathered as the partner sentence gathers it (`swapped` (B_txt,D), none where
-    `partner` is −1); `target`: t as C³ compares with it (`c3_target`) → (B_txt,B_img+1)."""
-    extra = ((target * swapped).sum(-1) / temperature).masked_fill(partner < 0, float("-inf"))
-    return torch.cat([logits.masked_fill(exclude, float("-inf")), extra[:, None]], dim=1)
-
 # %% ../../nbs/11_sag.ipynb #1aefb052
 SCHEMES = ("weighted", "max", "avg", "min")
 
@@ -292,115 +265,6 @@ def entity_similarity(text: torch.Tensor, entities: torch.Tensor) -> tuple[torch
     g = F.normalize(entities.mean(dim=1), dim=-1)
     attn = (torch.einsum("jd,ikd->ijk", text, entities) * text.shape[-1] ** -0.5).softmax(dim=-1)
     return g[:, None].expand(-1, text.shape[0], -1), attn
-
-# %% ../../nbs/11_sag.ipynb #c44e6708
-class EntityAppearance(nn.Module):
-    """Entities (B,K,D) + their maps A^slot (B,K,N) + images → entities plus a CNN code of [A^slot_k, A^slot_k·image]
-    (ours): on the whole token grid (`view="grid"`) or on a square crop around each map, resampled to `crop`²
-    (`view="crop"`, + the image)."""
-
-    def __init__(self, dim: int, width: int = 16, view: str = "grid", crop: int = 16):
-        super().__init__()
-        if view not in ("grid", "crop"):
-            raise ValueError(f"model.sag.appearance_view={view!r}: expected 'grid' or 'crop'")
-        self.view, self.crop = view, crop
-        # a crop also shows the image and the silhouette, full resolution
-        first = (8, 1) if view == "crop" else (4, 2)
-        self.cnn = nn.Sequential(
-            nn.Conv2d(first[0], width, 3, stride=first[1], padding=1),
-            nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4),
-        )
-        self.proj = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 16, dim))
-        self.geometry = nn.Sequential(nn.Linear(9, dim), nn.ReLU(), nn.Linear(dim, dim))
-        # a direct, linear path from the outline
-        self.silhouette = nn.Linear(crop * crop, dim) if view == "crop" else None
-
-    def forward(
-        self, entities: torch.Tensor, a_slot: torch.Tensor, images: torch.Tensor, hw: tuple[int, int]
-    ) -> torch.Tensor:
-        B, K = a_slot.shape[:2]
-        # (B,3,h,w): the image on the token grid
-        img = F.adaptive_avg_pool2d(images, hw)
-        geo = map_geometry(a_slot, img)
-        x = self._crops(a_slot, images, hw, geo[..., -3:]) if self.view == "crop" else self._grid(a_slot, img, hw)
-        out = entities + self.proj(self.cnn(x)).view(B, K, -1) + self.geometry(geo)
-        return out if self.silhouette is None else out + self.silhouette(x[:, -1].flatten(1)).view(B, K, -1)
-
-# %% ../../nbs/11_sag.ipynb #c44e670a
-@patch
-def _grid(self: EntityAppearance, a_slot: torch.Tensor, img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    "(B·K,4,h,w): each map and the image under it, on the whole token grid."
-    masks = a_slot.unflatten(-1, hw)[:, :, None]  # (B,K,1,h,w)
-    return torch.cat([masks, masks * img[:, None]], dim=2).flatten(0, 1)
-
-
-@patch
-def _crops(
-    self: EntityAppearance,
-    a_slot: torch.Tensor,
-    images: torch.Tensor,
-    hw: tuple[int, int],
-    colour: torch.Tensor,
-    sigma: float = 0.2,
-) -> torch.Tensor:
-    """(B·K,8,crop,crop) in each map's square box (`map_boxes`), at the image's resolution: the map, the image under it,
-    the image, and the silhouette — how close each pixel is to the map's mean `colour` (B,K,3), exp(−‖pixel −
-    colour‖²/2σ²)."""
-    B, K = a_slot.shape[:2]
-    boxes = map_boxes(a_slot, hw, images.shape[-1]).flatten(0, 1)  # (B·K,4) in image pixels
-    owner = torch.arange(B, device=boxes.device).repeat_interleave(K)[:, None].to(boxes)
-    pix = roi_align(images, torch.cat([owner, boxes], 1), self.crop, aligned=True)
-    own = torch.arange(B * K, device=boxes.device)[:, None].to(boxes)  # each map is its own "image"
-    maps = roi_align(
-        a_slot.reshape(B * K, 1, *hw),
-        torch.cat([own, boxes], 1),
-        self.crop,
-        spatial_scale=hw[1] / images.shape[-1],
-        aligned=True,
-    )
-    sil = torch.exp(-(pix - colour.flatten(0, 1)[:, :, None, None]).pow(2).sum(1, keepdim=True) / (2 * sigma**2))
-    return torch.cat([maps, maps * pix, pix, sil], 1)
-
-# %% ../../nbs/11_sag.ipynb #c44e670c
-def map_boxes(maps: torch.Tensor, hw: tuple[int, int], size: int, spread: float = 2.5) -> torch.Tensor:
-    """(B,K,4) square boxes x1, y1, x2, y2 (pixels of a `size`² image) centred on each map's (B,K,N) mass, side
-    2·spread·max(σx, σy) + 2 tokens."""
-    h, w = hw
-    ys, xs = torch.meshgrid(torch.arange(h, device=maps.device), torch.arange(w, device=maps.device), indexing="ij")
-    xy = torch.stack([xs.flatten(), ys.flatten()], -1).to(maps.dtype) + 0.5  # (N,2) token centres
-    wgt = maps / maps.sum(-1, keepdim=True).clamp(min=1e-6)
-    c = wgt @ xy  # (B,K,2)
-    var = torch.einsum("bkn,bknd->bkd", wgt, (xy[None, None] - c[:, :, None]) ** 2)
-    half = spread * var.clamp(min=0).sqrt().amax(-1, keepdim=True) + 1.0  # tokens
-    return torch.cat([c - half, c + half], -1) * (size / w)
-
-
-def map_geometry(maps: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
-    """(B,K,9) per map (B,K,N) over an (h,w) grid: log mass, centre (x, y), spread (σx, σy, cov) in [-1, 1] grid
-    units, and its mean colour in `img` (B,3,h,w)."""
-    xy = grid_coords(*img.shape[-2:], device=maps.device).to(maps.dtype)  # (N,2): x, y
-    mass = maps.sum(-1, keepdim=True)
-    w = maps / mass.clamp(min=1e-6)
-    c = w @ xy  # (B,K,2)
-    d = xy[None, None] - c[:, :, None]  # (B,K,N,2)
-    cov = torch.einsum("bkn,bkni,bknj->bkij", w, d, d)
-    colour = torch.einsum("bkn,bcn->bkc", w, img.flatten(2))
-    return torch.cat(
-        [
-            (mass / maps.shape[-1]).clamp(min=1e-6).log(),
-            c,
-            cov[..., 0, 0:1].sqrt(),
-            cov[..., 1, 1:2].sqrt(),
-            cov[..., 0, 1:2],
-            colour,
-        ],
-        -1,
-    )
 
 # %% ../../nbs/11_sag.ipynb #10e36552
 @dataclass
@@ -701,66 +565,7 @@ def predict(
         return list(upsample_minmax(grid, tuple(sizes[0]))[:, None])
     return [upsample_minmax(g[None], hw) for g, hw in zip(grid, sizes)]
 
-# %% ../../nbs/11_sag.ipynb #hv11ew01
-def entity_pretrain_config(cfg: Config, **recipe) -> EntityPretrainConfig:
-    "The `EntityPretrainConfig` of the module `cfg` loads (`ENTITY_KEYS`); the other fields from `recipe` or defaults."
-    flat = flat_config(cfg)
-    return EntityPretrainConfig(**{f: flat[k] for f, k in ENTITY_KEYS.items()}, **recipe)
-
-
-def entity_overrides(pcfg: EntityPretrainConfig) -> dict[str, Any]:
-    """`sag_tiny`'s overrides for `pcfg`'s module: its `ENTITY_KEYS` fields that differ from the default; without entity
-    discovery also no pieces and no appearance code (the tokens themselves are the entities)."""
-    default = EntityPretrainConfig()
-    over = {k: getattr(pcfg, f) for f, k in ENTITY_KEYS.items() if getattr(pcfg, f) != getattr(default, f)}
-    if pcfg.entity_discovery:
-        return over
-    return {**over, "model.sag.entity_pieces": 0, "model.sag.entity_appearance": False, "model.sag.slot_vector": True}
-
-
-def entity_weights_file(cfg: Config, weights: str) -> Path:
-    "The file `model.sag.entity_weights` names: the shipped one (`packaged`), that file, or in a folder `cfg`'s module."
-    if weights == "packaged":
-        return packaged_entity_weights()
-    folder = Path(weights)
-    if not folder.is_dir():
-        return folder
-    path = folder / f"{entity_weights_name(entity_pretrain_config(cfg))}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model.sag.entity_weights={weights!r}: no {path.name} in that folder, the module this "
-            f"config needs (write it with `ris_nb pretrain-entities --out {weights}` and --set its "
-            "fields)"
-        )
-    return path
-
 # %% ../../nbs/11_sag.ipynb #09473b42
-_ENTITY_MODEL_IS = {
-    "model.vision.backbone": "pixel_cnn",
-    "model.vision.depths": [3],
-    "data.normalize": "half",
-    "model.sag.slot_heads": 2,
-    "model.sag.slot_head_dim": 32,
-    "model.sag.interaction_heads": 2,
-    "model.sag.interaction_head_dim": 32,
-    "model.sag.ffn_mult": 4.0,
-}  # what every `EntityModel` is
-
-
-def load_entities(model: SaG, weights: str) -> None:
-    "Copy entity weights (`packaged`, a `pretrain-entities` file or a folder of them) into vision, slots (+ decoder)."
-    path = entity_weights_file(model.cfg, weights)
-    src, flat = load_entity_model(path), flat_config(model.cfg)
-    want = {**_ENTITY_MODEL_IS, **{k: getattr(src.cfg, f) for f, k in ENTITY_KEYS.items()}}
-    bad = [f"{k}={flat[k]!r} (the weights need {need!r})" for k, need in want.items() if need != flat[k]]
-    if bad:
-        raise ValueError(f"model.sag.entity_weights={weights!r} ({path}) does not fit this config: " + "; ".join(bad))
-    model.vision.load_state_dict(src.encoder.state_dict())
-    model.slots.load_state_dict(src.slots.state_dict())
-    if isinstance(model.decoder, AffineDecoder):
-        model.decoder.load_state_dict(src.decoder.state_dict())
-
-
 @register_model(
     "sag",
     SaG,
@@ -771,3 +576,38 @@ def load_entities(model: SaG, weights: str) -> None:
 def build_sag(cfg: Config) -> SaG:
     "Model-protocol builder for `cfg.model.name == 'sag'`."
     return SaG(cfg)
+
+# %% ../../nbs/11_sag.ipynb #acae54e37e7d407bbb7b55eff062a284
+SAG_LADDER = (  # (rung, the model.sag fields it sets); rung 0: sag_paper's values of every field a later rung changes
+    (
+        "paper form",
+        dict(
+            n_gaussians=18,
+            n_samples=2,
+            slot_logit_scale=1.0,
+            entity_weights="",
+            freeze_entities=False,
+            text_pool="cls",
+            c3_detach_target=True,
+            entity_appearance=False,
+            appearance_view="grid",
+            entity_pieces=0,
+            slot_vector=True,
+        ),
+    ),
+    ("K = 10 × 1", dict(n_gaussians=10, n_samples=1)),
+    ("logit scale 4", dict(slot_logit_scale=4.0)),
+    ("frozen pretrained entities", dict(entity_weights="packaged", freeze_entities=True)),
+    ("mean pooling", dict(text_pool="mean")),
+    ("no detach", dict(c3_detach_target=False)),
+    ("appearance code", dict(entity_appearance=True, appearance_view="crop", slot_vector=False)),
+    ("pieces", dict(entity_pieces=4)),
+)
+
+
+def ladder_overrides(rung: int) -> dict[str, Any]:
+    "`sag_tiny`'s dotted-key overrides for rung `rung` of `SAG_LADDER`: every change up to it."
+    fields = {}
+    for _, changes in SAG_LADDER[: rung + 1]:
+        fields.update(changes)
+    return {f"model.sag.{k}": v for k, v in fields.items()}
