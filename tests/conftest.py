@@ -117,8 +117,9 @@ SLOW = {
     "tests/test_demo_browser.py::test_a_click_during_run_all_sees_still_loading_then_is_answered": "the demo in "
     "JupyterLab in Chromium (26 CPU s and a 20 s wait). make test: the same clicks on the app's widgets "
     "(test_demo's test_clicks_during_run_all_see_still_loading_until_ready)",
-    "tests/test_fast_forms.py::test_compiled_step_matches_eager": "a magnet_tiny step with its pixel decoder and "
-    "decoder compiled by inductor (C++ kernels: minutes on a CPU) against eager. make test: compile_regions compiles "
+    "tests/test_fast_forms.py::test_compiled_step_matches_eager": "a magnet_tiny step with its pixel decoder, "
+    "decoder, a BERT layer, a PWAM and a CAM compiled by inductor (C++ kernels: minutes on a CPU) against eager. "
+    "make test: compile_regions compiles "
     "each region with Module.compile and changes no setting (test_fast_forms); 97c's graph pass leaves one linear of "
     "three, output as eager",
     "tests/test_fast_forms.py::test_importing_ris_nb_changes_no_process_setting": "every ris_nb module imported in "

@@ -95,17 +95,18 @@ def test_whole_step_fast_matches_reference(preset, size, batch):
 
 
 def test_compiled_step_matches_eager(tmp_path, monkeypatch):
-    """The regions where compiled and eager were seen apart (the deformable pixel decoder, the one-query decoder),
-    compiled as `compile_regions` compiles them (`Module.compile`, inductor, the graph pass): losses within 1e-5,
-    gradients within what `_gaps` allows of eager. Compiling the whole model takes tens of minutes on a CPU
-    (bench_impl --compile)."""
+    """The regions where compiled and eager were seen apart (the deformable pixel decoder, the one-query decoder), a
+    BERT layer and a fusion block (PWAM, CAM: where the graph pass merges linears of one input), compiled as
+    `compile_regions` compiles them (`Module.compile`, inductor, the graph pass): losses within 1e-5, gradients within
+    what `_gaps` allows of eager. Compiling the whole model takes tens of minutes on a CPU (bench_impl --compile)."""
     from ris_nb.models.fast import check_compiler, shared_input_linears
 
     check_compiler()
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # kernels of this run only, not a shared cache's
     eager = to_impl(_reference("magnet_tiny", 64), "fast")
     compiled = copy.deepcopy(eager)
-    for mod in (compiled.pixel_decoder, compiled.decoder):
+    regions = (compiled.pixel_decoder, compiled.decoder, compiled.text.bert.encoder.layer[0], compiled.pwams[0])
+    for mod in (*regions, *(compiled.cams or [])[:1]):
         mod.compile(dynamic=False, options={"pre_grad_custom_pass": shared_input_linears()})
     loss, grad = _gaps(eager, compiled, _batch(2, 64, 50))
     assert loss <= 1e-5 and grad <= 1, (loss, grad)
@@ -222,10 +223,15 @@ if not first:  # every other module ris_nb imports, imported before the snapshot
             importlib.import_module(dep)
         except Exception:
             pass
-import torch._dynamo.config as dc, torch._inductor.config as ic
+import os, torch, torch._dynamo.config as dc, torch._inductor.config as ic
 def snap():
     configs = [sorted(c.get_config_copy().items()) for c in (dc, ic)]
-    return tuple(repr(x) for x in (warnings.filters, *configs))
+    threads = (torch.get_num_threads(), torch.get_num_interop_threads())
+    b = torch.backends
+    flags = (b.cudnn.benchmark, b.cudnn.deterministic, b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.mkldnn.enabled,
+             torch.are_deterministic_algorithms_enabled(), torch.get_float32_matmul_precision())
+    return tuple(repr(x) for x in (warnings.filters, *configs, threads, flags, torch.get_default_dtype(),
+                                   sorted(os.environ.items())))
 before = snap()
 for n in names:
     importlib.import_module(n)
@@ -242,10 +248,37 @@ def _import_all(*args: str) -> str:
     return run.stdout.strip().splitlines()[-1]
 
 
+SNAPSHOT = [
+    "warnings.filters",
+    "dynamo config",
+    "inductor config",
+    "thread counts",
+    "torch.backends flags",
+    "default dtype",
+    "environment variables",
+]
+
+
 def test_importing_ris_nb_changes_no_process_setting():
-    "Every `ris_nb` module imported: `warnings.filters` and dynamo's and inductor's configuration unchanged."
+    "Every `ris_nb` module imported: each of `SNAPSHOT` unchanged."
     deps = _import_all("list")
-    assert json.loads(_import_all("check", deps)) == [True, True, True]
+    same = json.loads(_import_all("check", deps))
+    assert len(same) == len(SNAPSHOT) and all(same), [n for n, ok in zip(SNAPSHOT, same) if not ok]
+
+
+def test_chunked_ffn_matches_the_reference_over_several_chunks():
+    "`FastDeformEncoderLayer.ffn` without autograd runs 2,000 rows in chunks of 256; with autograd in one piece."
+    from ris_nb.models.fast import FastDeformEncoderLayer
+    from ris_nb.models.magnet import DeformEncoderLayer
+
+    torch.manual_seed(0)
+    ref, fast = DeformEncoderLayer(8, 8192, 1, 1, 1), FastDeformEncoderLayer(8, 8192, 1, 1, 1)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 1000, 8)
+    assert 2 * 1000 > max(256, 2**21 // fast.linear1.out_features) * 7  # eight chunks, the last one short
+    with torch.no_grad():
+        torch.testing.assert_close(fast.ffn(x), ref.ffn(x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.ffn(x), ref.ffn(x), rtol=1e-5, atol=1e-6)
 
 
 FORBIDDEN = re.compile(r"torch\.compile\b|\bvmap\b|_dynamo|_inductor|embedding_bag|is_compiling")
