@@ -31,7 +31,7 @@ HARDENING = {  # what belongs in the appendix, as it shows in code
 }
 MAX_EXPORTED_LINES = 40
 # every markdown character a reader meets in the course notebooks: lecture, exercises and the first cells' Run All lines
-MAX_COURSE_MARKDOWN = 150_000
+MAX_COURSE_MARKDOWN = 125_000
 
 
 def cells(nb: Path) -> list[dict]:
