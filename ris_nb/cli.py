@@ -483,7 +483,9 @@ def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = No
     return 0
 
 
-if __name__ == "__main__" and "ipykernel" not in sys.modules:  # the old `python -m ris_nb.cli`: pointed to the command
+# the old `python -m ris_nb.cli` (its module spec names it; a notebook running this cell has none): pointed to the
+# command
+if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "ris_nb.cli":
     sys.exit("ris_nb.cli holds the pipeline's subcommands; run `python -m ris_nb …` (torchrun: `-m ris_nb`)")
 
 # %% ../nbs/15_cli.ipynb #e097f25b
