@@ -33,13 +33,14 @@ from .notebook_cells import GRADE_ID, HIDDEN, SOLUTION, check_markers, clear_hid
 
 # %% auto #0
 __all__ = ['CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'PREDICT', 'REVEAL', 'KINDS', 'POINTS', 'REASONING_POINTS',
-           'FRESH_LINE', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING', 'ANSWER_SHOWN', 'STUDENT_README', 'THINK',
-           'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK', 'SELF_STUDY_ID',
-           'SELF_STUDY_LABEL', 'exercise_start', 'nbgrader_available', 'check_name', 'is_check_cell', 'mark_checks',
-           'without_digests', 'to_student', 'prediction_spans', 'clear_predictions', 'CheckResult', 'heading_kind',
-           'check_points', 'cell_points', 'one_question', 'run_exercises', 'take_keys', 'with_digests', 'refuse_slips',
-           'mark_for_nbgrader', 'mark_notebooks', 'self_study_label', 'unlink_missing', 'course_copies', 'make_course',
-           'short_run']
+           'FRESH_LINE', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING', 'ANSWER_SHOWN', 'SECTION', 'NBGRADER_KEYS',
+           'REGIONS', 'STUDENT_README', 'THINK', 'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK',
+           'NOTEBOOK_LINK', 'SELF_STUDY_ID', 'SELF_STUDY_LABEL', 'EDITION_README', 'exercise_start',
+           'nbgrader_available', 'check_name', 'is_check_cell', 'mark_checks', 'without_digests', 'to_student',
+           'prediction_spans', 'clear_predictions', 'CheckResult', 'heading_kind', 'check_points', 'cell_points',
+           'one_question', 'run_exercises', 'take_keys', 'with_digests', 'nbgrader_slips', 'refuse_slips',
+           'mark_for_nbgrader', 'mark_notebooks', 'self_study_label', 'unlink_missing', 'course_copies', 'copy_edition',
+           'refuse_other_edition', 'make_course', 'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
@@ -421,9 +422,27 @@ def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: st
     questions[title] = _questions(src)
     return nbgrader_meta(cid, True, False, True, check_points(kind, questions[title]))
 
+# %% ../nbs/19_course.ipynb #c19nbg4a
+def _mark_exercises(nb: dict, where: str) -> dict:
+    """Give every exercise cell of `nb` its nbgrader metadata (grade id = cell id, points by `check_points`), each
+    check cell `FRESH_LINE` (and no digest); in place."""
+    start = exercise_start(nb)
+    title, questions = "", {}
+    for i, c in enumerate(nb["cells"][start:] if start is not None else [], start):
+        src, cid = cell_source(c), c.get("id")
+        if c["cell_type"] == "markdown":
+            title = cell_heading(src) or title
+        if c["cell_type"] != "code" and not (c["cell_type"] == "markdown" and SOLUTION[0] in src):
+            continue
+        at = f"{where}, cell {i} (id {cid})"
+        if not (isinstance(cid, str) and GRADE_ID.fullmatch(cid)):
+            raise ValueError(f"{at}: nbgrader needs a grade id of letters, digits, _ and -; expected such a cell id")
+        c["metadata"] = {**cell_metadata(c), "nbgrader": _mark_cell(c, heading_kind(title), questions, title, at)}
+    return nb
+
 # %% ../nbs/19_course.ipynb #g98e0016
 _MARKS = (*SOLUTION, *HIDDEN)
-MARKER_LINE = re.compile(rf"^\s*(<!--)?[\s#]*({'|'.join(_MARKS)})\b")  # a line nbgrader reads as a marker
+MARKER_LINE = re.compile("|".join(_MARKS))  # nbgrader's ClearSolutions reads any line holding one as a marker
 NEAR_MARKER = re.compile(r"(?i)\b(begin|end)[\s_-]*(sol|hidden)")  # a marker, maybe misspelled or in another case
 EXERCISES_HEADING = re.compile(r"(?i)^\s*#+\s*exercises\b")  # a heading that looks like the exercise section's
 ANSWER_SHOWN = "Instructor" + "'s answer"  # the summary line of a Think's model answer (apart: a page for students)
@@ -437,7 +456,7 @@ def _slip_lines(nb: dict, start: int | None, published: bool) -> list[tuple[int,
         for n, line in enumerate(cell_source(c).split("\n"), 1):
             if NEAR_MARKER.search(line) and not any(m in line for m in _MARKS):
                 out.append((i, n, f"{line.strip()[:60]!r} looks like a marker but is none of {list(_MARKS)}"))
-            elif outside and (MARKER_LINE.match(line) or md and ANSWER_SHOWN in line):
+            elif outside and (MARKER_LINE.search(line) or md and ANSWER_SHOWN in line):
                 at = "in what students get" if published else f"outside an '{EXERCISES}' section"
                 out.append((i, n, f"{line.strip()[:60]!r} {at}: students would read what it marks"))
             if md and EXERCISES_HEADING.match(line) and (i != start or n > 1):
@@ -508,11 +527,95 @@ def _unsolved_checks(nb: dict, start: int) -> list[tuple[int, int, str]]:
             )
     return out
 
+# %% ../nbs/19_course.ipynb #c19slp02
+SECTION = re.compile(r"^##\s+(\S.*)$")  # a section heading; after the exercises only '## Summary'
+
+
+def _section_slips(nb: dict, start: int) -> list[tuple[int, int, str]]:
+    "(cell, line, what is wrong) for each `## ` section after the exercises but the summary: the lesson reopened."
+    out = []
+    for i, c in enumerate(nb["cells"][start + 1 :], start + 1):
+        for n, line in enumerate(cell_source(c).split("\n"), 1) if c["cell_type"] == "markdown" else []:
+            m = SECTION.match(line)
+            if m and m[1].strip() != "Summary" and not EXERCISES_HEADING.match(line):
+                what = f"heading {line.strip()[:60]!r} after {EXERCISES!r}: its cells would be locked and graded"
+                out.append((i, n, f"{what}; expected the exercises after the lesson (only '## Summary' after them)"))
+    return out
+
+
+def _is_python(src: str) -> bool:
+    try:
+        ast.parse(src)
+        return True
+    except SyntaxError:
+        return False
+
+
+def _not_code_checks(nb: dict, start: int | None) -> list[tuple[int, int, str]]:
+    "(cell, 1, what is wrong) for each raw or markdown check of the exercises, and each raw cell nbgrader grades."
+    out = []
+    for i, c in enumerate(nb["cells"]):
+        src, kind, nbg = cell_source(c), c["cell_type"], cell_metadata(c).get("nbgrader")
+        graded = isinstance(nbg, dict) and nbg.get("grade") is True
+        check = start is not None and i > start and is_check_cell(src) and _is_python(src)
+        if kind != "code" and check or kind == "raw" and graded:
+            what = f"a {kind} cell " + ("that is a check" if check else "that nbgrader's metadata grades (grade: true)")
+            out.append((i, 1, f"{what}: no grader would run it; expected a code cell"))
+    return out
+
+# %% ../nbs/19_course.ipynb #c19slp04
+NBGRADER_KEYS = ("schema_version", "grade", "locked", "solution", "task", "grade_id", "points", "checksum", "cell_type")
+REGIONS = {SOLUTION[0]: "solution", HIDDEN[0]: "grade", "BEGIN MARK SCHEME": "task"}  # the flag each region needs
+
+
+def _meta_slip(cell: dict, m: Any) -> str | None:
+    "What nbgrader's metadata check (schema 3) refuses in one cell's `nbgrader` metadata `m`; None if nothing."
+    flags = ("grade", "locked", "solution", "task")
+    if not isinstance(m, dict) or set(m) - set(NBGRADER_KEYS) or m.get("schema_version") != 3:
+        return f"nbgrader metadata {str(m)[:80]}: expected schema_version 3 and only the keys {list(NBGRADER_KEYS)}"
+    if not all(isinstance(m.get(k, False), bool) for k in flags) or not all(k in m for k in flags[:3]):
+        return f"nbgrader metadata {str(m)[:80]}: expected grade, locked and solution, each true or false"
+    gid, pts, role = m.get("grade_id"), m.get("points"), any(m.get(k) for k in flags)
+    if "grade_id" in m and not (isinstance(gid, str) and re.fullmatch(r"[A-Za-z0-9_-]*", gid)) or role and not gid:
+        return f"grade_id={gid!r}: expected letters, digits, _ and - (nbgrader's grade id)"
+    if (m["grade"] or m.get("task")) and not (type(pts) in (int, float) and pts >= 0):
+        return f"a grade cell with points={pts!r}: expected a number of points, 0 or more"
+    if role and cell["cell_type"] not in ("code", "markdown") or m.get("task") and cell["cell_type"] != "markdown":
+        kind = cell["cell_type"]
+        return f"a {kind} cell that nbgrader grades, locks or takes as a solution or task: expected code or markdown"
+    if cell["cell_type"] == "markdown" and not m.get("task") and m["grade"] != m["solution"]:
+        return "a markdown cell that is a grade or a solution cell, not both: nbgrader takes both or neither"
+    return None
+
+# %% ../nbs/19_course.ipynb #c19slp05
+def nbgrader_slips(nb: dict) -> list[tuple[int, int, str]]:
+    "(cell, line, what is wrong) for each rule of `nbgrader generate_assignment` that a marked `nb` breaks."
+    out, ids = [], {}
+    for i, c in enumerate(nb["cells"]):
+        m = cell_metadata(c).get("nbgrader", {})
+        if "nbgrader" in cell_metadata(c) and (what := _meta_slip(c, m)):
+            out.append((i, 1, what))
+            continue
+        gid = m.get("grade_id")
+        if any(m.get(k) for k in ("grade", "locked", "solution")):
+            if gid in ids:
+                out.append((i, 1, f"grade id {gid!r} is cell {ids[gid]}'s too: nbgrader refuses it; expected unique"))
+            ids.setdefault(gid, i)
+        for n, line in enumerate(cell_source(c).split("\n"), 1):
+            for marker in (k for k, flag in REGIONS.items() if k in line and not m.get(flag)):
+                role = "check" if REGIONS[marker] == "grade" else REGIONS[marker]
+                what = f"{marker!r} in a {c['cell_type']} cell that is no {role} cell: nbgrader refuses the notebook"
+                out.append((i, n, f"{what}; expected it only in an exercise's {role} cell"))
+            if c["cell_type"] == "code" and "AUTOTEST" in line:
+                out.append((i, n, "'AUTOTEST' in a code cell: nbgrader would expand it from an autotests.yml"))
+    return out
+
 # %% ../nbs/19_course.ipynb #g98e0164
 def refuse_slips(nb: dict, where: str, published: bool = False) -> None:
-    """Refuse a teacher's slip, naming notebook, cell and line: duplicate cell ids, a marker or model answer outside
-    the exercises, a near-miss marker or exercises heading, a visible or non-letter key, a check with no solution
-    (`published`: `nb` is what students get, so no marker and no key anywhere)."""
+    """Refuse a teacher's slip, naming notebook, cell and line: duplicate cell ids, a marker (even in a string) or model
+    answer outside the exercises, a near-miss marker or exercises heading, a lesson section after the exercises, a
+    check that is no code cell, a visible or non-letter key, a check with no solution, what `nbgrader
+    generate_assignment` would refuse (`published`: `nb` is what students get, so no marker and no key anywhere)."""
     start, seen, slips = exercise_start(nb), {}, []
     for i, c in enumerate(nb["cells"]):
         cid = c.get("id")
@@ -521,9 +624,12 @@ def refuse_slips(nb: dict, where: str, published: bool = False) -> None:
                 (i, 1, f"cell id {cid!r} is cell {seen[cid]}'s too; nbgrader grades by id: expected unique ids")
             )
         seen.setdefault(cid, i)
-    slips += _slip_lines(nb, start, published)
+    slips += _slip_lines(nb, start, published) + _not_code_checks(nb, start)
     if start is not None:
-        slips += _key_slips(nb, start, published) + ([] if published else _unsolved_checks(nb, start))
+        slips += _key_slips(nb, start, published) + _section_slips(nb, start)
+        slips += [] if published else _unsolved_checks(nb, start)
+    if not slips and start is not None:  # what nbgrader is given: the notebook as marked
+        slips = nbgrader_slips(nb if published else _mark_exercises(copy.deepcopy(nb), where))
     if slips:
         i, n, what = min(slips)
         more = f" ({len(slips) - 1} more in it)" if len(slips) > 1 else ""
@@ -531,25 +637,11 @@ def refuse_slips(nb: dict, where: str, published: bool = False) -> None:
 
 # %% ../nbs/19_course.ipynb #c19nbg4b
 def mark_for_nbgrader(nb: dict, where: str = "notebook") -> dict:
-    """Give every exercise cell of a teacher's `nb` its nbgrader metadata (grade id = cell id, points by
-    `check_points`), each check cell `FRESH_LINE` (and no digest); in place, idempotent;
-    a teacher's slip (`refuse_slips`) refused."""
-
+    """Give every exercise cell of a teacher's `nb` its nbgrader metadata (`_mark_exercises`); in place, idempotent;
+    a teacher's slip (`refuse_slips`), what nbgrader would refuse included, refused before."""
     check_markers(nb, where)
     refuse_slips(nb, where)
-    start = exercise_start(nb)
-    title, questions = "", {}
-    for i, c in enumerate(nb["cells"][start:] if start is not None else [], start):
-        src, cid = cell_source(c), c.get("id")
-        if c["cell_type"] == "markdown":
-            title = cell_heading(src) or title
-        if c["cell_type"] != "code" and not (c["cell_type"] == "markdown" and SOLUTION[0] in src):
-            continue
-        at = f"{where}, cell {i} (id {cid})"
-        if not (isinstance(cid, str) and GRADE_ID.fullmatch(cid)):
-            raise ValueError(f"{at}: nbgrader needs a grade id of letters, digits, _ and -; expected such a cell id")
-        c["metadata"] = {**cell_metadata(c), "nbgrader": _mark_cell(c, heading_kind(title), questions, title, at)}
-    return nb
+    return _mark_exercises(nb, where)
 
 # %% ../nbs/19_course.ipynb #c19nbg12
 def _nbdev_text(nb: dict) -> str:
@@ -685,6 +777,40 @@ def _say_written(out: Path, backend: str, written: list[str], kept: list[str], n
         )
     )
 
+# %% ../nbs/19_course.ipynb #c19edi02
+EDITION_README = {"graded": "student copy", "self-study": "self-study copy (not for graded work)"}
+
+
+def copy_edition(nb: dict) -> str:
+    "The edition of a student copy: 'self-study' when labelled or a Think check holds a key's digest, else 'graded'."
+    start = exercise_start(nb)
+    code = [cell_source(c) for c in nb["cells"][start:] if c["cell_type"] == "code"] if start is not None else []
+    digest = any(k.arg == "digest" for src in code for n in _calls(src, "check_choice") for k in n.keywords)
+    return "self-study" if digest or any(c.get("id") == SELF_STUDY_ID for c in nb["cells"]) else "graded"
+
+
+def _edition_of(path: Path) -> str | None:
+    "`copy_edition` of the notebook at `path`; the README's edition; None when unreadable (a student's broken file)."
+    try:
+        if path.name == "README.md":
+            first = path.read_text(encoding="utf-8").split("\n", 1)[0]
+            return next((e for e, v in EDITION_README.items() if first == f"# Exercises — {v}"), None)
+        return copy_edition(read_notebook(path))
+    except (OSError, ValueError):
+        return None
+
+
+def refuse_other_edition(out: Path, names: list[str], self_check: bool) -> None:
+    "Refuse to update `out` when a copy kept there (or its README) is of the other edition, naming them."
+    want = "self-study" if self_check else "graded"
+    other = [n for n in [*names, "README.md"] if (out / n).exists() and _edition_of(out / n) not in (want, None)]
+    if other:
+        flag = " --self-check" if self_check else ""
+        raise ValueError(
+            f"--out {out} holds the other edition than the {want} one ({_named(other)}); --update{flag} would mix "
+            f"them: expected a folder of the {want} edition, or an empty one"
+        )
+
 # %% ../nbs/19_course.ipynb #c19s0005
 def make_course(
     nbs: str | Path = "nbs",
@@ -703,6 +829,8 @@ def make_course(
         raise ValueError(f"--out {out} is the instructor folder itself; choose another folder")
     _check_student_folder(out, update)
     students, reading = course_copies(nbs, backend, self_check)  # all converted before any file is written
+    if update:
+        refuse_other_edition(out, [*students, *reading], self_check)  # editions never mix
     out.mkdir(parents=True, exist_ok=True)
     kept = [name for name in {**students, **reading} if (out / name).exists()]  # a student's copy, maybe edited: kept
     for name, nb in {**students, **reading}.items():
@@ -711,7 +839,7 @@ def make_course(
     for folder in COURSE_FOLDERS:
         if (nbs / folder).is_dir():
             shutil.copytree(nbs / folder, out / folder, dirs_exist_ok=True)
-    edition = "self-study copy (not for graded work)" if self_check else "student copy"
+    edition = EDITION_README["self-study" if self_check else "graded"]
     think = THINK_SELF_STUDY if self_check else THINK
     readme = STUDENT_README.format(edition=edition, think=think, notebooks=_stems(students), reading=_stems(reading))
     write_atomic(out / "README.md", lambda tmp: tmp.write_text(readme, encoding="utf-8"))

@@ -5,6 +5,7 @@ write nothing. One parameter per slip, each on a tiny two-exercise teacher's not
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from ris_nb.__main__ import main
 from ris_nb.notebook_cells import read_notebook
-from ris_nb.course import make_course
+from ris_nb.course import _mark_exercises, make_course
 from ris_nb.notebook_cells import HIDDEN, SOLUTION
 from ris_nb.grading import nbgrader_course
 
@@ -69,13 +70,14 @@ SLIPS = {
 }
 
 
-def write_lesson(folder: Path, cells: list[tuple[str, str]], dup: bool = False) -> Path:
-    "The teacher's notebook `tiny_lesson.ipynb` of `cells` in `folder` (ids c0, c1, …; `dup`: a repeated id)."
+def write_lesson(folder: Path, cells: list[tuple], dup: bool = False) -> Path:
+    """The teacher's notebook `tiny_lesson.ipynb` of `cells` ((type, source[, metadata])) in `folder` (ids c0, c1, …;
+    `dup`: a repeated id)."""
     nb = {
         "cells": [
-            {"cell_type": t, "id": f"c{i}", "metadata": {}, "source": s}
+            {"cell_type": t, "id": f"c{i}", "metadata": dict(*meta), "source": s}
             | ({"execution_count": None, "outputs": []} if t == "code" else {})
-            for i, (t, s) in enumerate(cells)
+            for i, (t, s, *meta) in enumerate(cells)
         ],
         "metadata": {},
         "nbformat": 4,
@@ -126,3 +128,131 @@ def test_duplicate_cell_ids_are_refused_by_name(tmp_path, capsys):
     "3.6 / 3.7: two cells with one id become one grade id twice, which nbgrader rejects later without naming it."
     path = write_lesson(tmp_path / "nbs", LESSON, dup=True)
     refused_everywhere(tmp_path, path, "cell 9 (id c6), line 1", "cell id 'c6' is cell 6's too", capsys)
+
+
+def _at(i: int, *cells: tuple) -> list[tuple]:
+    "The tiny lesson with `cells` inserted before its cell `i`."
+    return [*LESSON[:i], *cells, *LESSON[i:]]
+
+
+def _meta(**m) -> dict:
+    "A cell's metadata: nbgrader's (schema 3), `m` over a locked cell's."
+    return {"nbgrader": {"grade": False, "locked": True, "solution": False, "schema_version": 3, "grade_id": "x"} | m}
+
+
+PRINTED = f'print("### {SOLUTION[0]}")\nLESSONSECRET = 1\nprint("### {SOLUTION[1]}")'
+# issue 86, item 2 (fault probe round s10, 4.5, 4.8, 4.9, 4.13, 4.14): slip → (cells, where, says, nbgrader refuses it)
+SLIPS_86 = {
+    "a marker printed by a lesson cell (4.8, 4.9)": (_at(1, ("code", PRINTED)), "cell 1 (id c1), line 1", "outside", 1),
+    "a marker in a lesson string, mid-line": (
+        _at(1, ("code", f"note = 'x ### {HIDDEN[0]}'\nend = 'y ### {HIDDEN[1]}'")),
+        "cell 1 (id c1), line 1",
+        "outside",
+        1,
+    ),
+    "a check cell saved as raw (4.13, 4.14)": (
+        [*LESSON[:6], ("raw", CHECK), *LESSON[7:]],
+        "cell 6 (id c6), line 1",
+        "a raw cell that is a check",
+        1,
+    ),
+    "a check cell saved as markdown": (
+        [*LESSON[:6], ("markdown", "assert add_one(1) == 2"), *LESSON[7:]],
+        "cell 6 (id c6), line 1",
+        "a markdown cell that is a check",
+        0,
+    ),
+    "a raw cell graded by its nbgrader metadata (4.13 marked)": (
+        _at(7, ("raw", "add_one(1)", _meta(grade=True, points=2))),
+        "cell 7 (id c7), line 1",
+        "a raw cell that nbgrader's metadata grades",
+        1,
+    ),
+    "a lesson section after the exercises (4.5)": (
+        _at(7, ("markdown", "## What it costs\n\nA lesson section.")),
+        "cell 7 (id c7), line 1",
+        "heading '## What it costs' after '## Exercises'",
+        0,
+    ),
+    "solution markers in a raw cell of the exercises": (
+        _at(8, ("raw", f"### {SOLUTION[0]}\nBecause.\n### {SOLUTION[1]}")),
+        "cell 8 (id c8), line 1",
+        "'BEGIN SOLUTION' in a raw cell that is no solution cell",
+        1,
+    ),
+    "hidden tests in a markdown cell": (
+        _at(8, ("markdown", f"Why?\n### {HIDDEN[0]}\nsecret\n### {HIDDEN[1]}")),
+        "cell 8 (id c8), line 2",
+        "is no check cell",
+        1,
+    ),
+    "a mark scheme region (nbgrader's task cells)": (
+        _at(8, ("markdown", "Why?\n### BEGIN MARK SCHEME\nsecret\n### END MARK SCHEME")),
+        "cell 8 (id c8), line 2",
+        "is no task cell",
+        1,
+    ),
+    "'AUTOTEST' in a code cell": (_at(1, ("code", "y = 2  # AUTOTEST y")), "cell 1 (id c1), line 1", "AUTOTEST", 1),
+    "a grade cell without points": (
+        _at(8, ("markdown", "Why?", _meta(grade=True, solution=True, locked=False))),
+        "cell 8 (id c8), line 1",
+        "points=None",
+        1,
+    ),
+    "a markdown grade cell that is no solution cell": (
+        _at(8, ("markdown", "Why?", _meta(grade=True, points=1))),
+        "cell 8 (id c8), line 1",
+        "not both",
+        1,
+    ),
+    "a grade id twice": (_at(8, ("markdown", "Why?", _meta(grade_id="c5"))), "cell 8 (id c8), line 1", "'c5'", 1),
+    "an old nbgrader schema": (
+        _at(8, ("markdown", "Why?", _meta(schema_version=1))),
+        "cell 8 (id c8), line 1",
+        "schema_version 3",
+        1,
+    ),
+}
+
+
+def nbgrader_refuses(nb: dict, db: Path) -> bool:
+    "Whether `nbgrader generate_assignment`'s preprocessors (its database in `db`) refuse the marked `nb`."
+    import nbformat
+    from nbgrader import preprocessors as pre
+    from nbgrader.api import Gradebook
+
+    url = f"sqlite:///{db}"
+    with Gradebook(url) as gb:
+        gb.update_or_create_assignment("a")
+    resources = {"nbgrader": {"notebook": "tiny_lesson", "assignment": "a", "db_url": url}}
+    node = nbformat.from_dict(json.loads(json.dumps(nb)))
+    steps = [pre.InstantiateTests, pre.LockCells, pre.ClearSolutions, pre.CheckCellMetadata, pre.ComputeChecksums]
+    steps += [pre.SaveCells, pre.ClearHiddenTests, pre.ClearMarkScheme, pre.CheckCellMetadata]
+    try:
+        for step in steps:
+            node, resources = step().preprocess(node, resources)
+    except Exception:
+        return True
+    return False
+
+
+@pytest.fixture
+def venv_on_path(monkeypatch):
+    "nbgrader's database runs `alembic` from the virtualenv's bin."
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def test_nbgrader_takes_the_tiny_lesson_as_marked(tmp_path, venv_on_path):
+    "The baseline of SLIPS_86: the marked tiny lesson passes nbgrader generate_assignment's preprocessors."
+    nb = read_notebook(write_lesson(tmp_path / "nbs", LESSON))
+    assert not nbgrader_refuses(_mark_exercises(nb, "tiny"), tmp_path / "gb.db")
+
+
+@pytest.mark.parametrize("slip", SLIPS_86)
+def test_a_slip_nbgrader_or_a_grader_would_trip_on_is_refused_by_name(tmp_path, slip, capsys, venv_on_path):
+    "Issue 86, item 2: refused by `course`, `--mark`, `--nbgrader` and the site, as nbgrader would (was: exit 0)."
+    cells, where, says, nbgrader_too = SLIPS_86[slip]
+    path = write_lesson(tmp_path / "nbs", cells)
+    if nbgrader_too:  # our rule is nbgrader's: its own preprocessors refuse the notebook as marked
+        assert nbgrader_refuses(_mark_exercises(read_notebook(path), "tiny"), tmp_path / "gb.db"), slip
+    refused_everywhere(tmp_path, path, where, says, capsys)
