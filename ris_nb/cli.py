@@ -192,7 +192,7 @@ def _run_train(args) -> None:
 # %% ../nbs/15_cli.ipynb #c6fe76f5
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on one split")
-    p.add_argument("--ckpt", required=True, help="best.pt or a checkpoint from a run directory")
+    p.add_argument("--ckpt", "--shipped", required=True, help="a run's best.pt or checkpoint, or a shipped one's name")
     p.add_argument("--split", default="val", help="split name (default: val)")
     p.add_argument("--protocol", choices=["original", "square"], default=None, help="default: the preset's")
     p.add_argument("--data", default=None, help="data root or dataset folder (default: the one used in training)")
@@ -225,10 +225,10 @@ def _run_eval(args) -> None:
     from ris_nb.evaluate import score_splits, write_report  # loads torch: not for `--help`
     from ris_nb.distributed import finish_distributed, init_distributed  # loads torch: not for `--help`
     from ris_nb.loaders import check_loaders, check_workers, make_eval_loader  # loads torch: not for `--help`
-    from ris_nb.run_folder import load_run  # run_folder imports torch: only when a command runs
+    from ris_nb.shipped import load_run_or_shipped, report_dir  # a run's or a shipped checkpoint (appendix 97a)
 
-    out = check_out_dir(Path(args.out) if args.out else Path(args.ckpt).resolve().parent, "--out")  # before any work
-    cfg, tok, model = load_run(args.ckpt, data_overrides(args.data))
+    out = check_out_dir(report_dir(args.ckpt, args.out), "--out")  # before any work
+    cfg, tok, model = load_run_or_shipped(args.ckpt, data_overrides(args.data), split=args.split)
     _check_data_root(cfg, args.ckpt, args.data)
     if args.protocol:
         cfg = cfg.override({"eval.protocol": args.protocol})
@@ -342,7 +342,7 @@ def predict_image(
 # %% ../nbs/15_cli.ipynb #b05ba0c2
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="segment the object a sentence describes in any image")
-    p.add_argument("--ckpt", required=True)
+    p.add_argument("--ckpt", "--shipped", required=True, help="a run's best.pt or checkpoint, or a shipped one's name")
     p.add_argument("--image", required=True, help="an image file (any size; greyscale/RGBA are converted)")
     p.add_argument("--text", required=True, help="the referring expression")
     p.add_argument(
@@ -382,12 +382,12 @@ def check_mask_path(out: Path, image: Path | None = None) -> Path:
 
 # %% ../nbs/15_cli.ipynb #3f5c78af
 def _run_predict(args) -> None:
-    from ris_nb.run_folder import load_run  # run_folder imports torch: only when a command runs
+    from ris_nb.shipped import load_run_or_shipped  # a run's or a shipped checkpoint (appendix 97a); loads torch
 
     out = check_mask_path(Path(args.out), Path(args.image))
     replaced = [p for p in (out, overlay_path(out)) if p.exists()]
     _check_text(args.text)  # before the checkpoint is read
-    cfg, tok, model = load_run(args.ckpt)
+    cfg, tok, model = load_run_or_shipped(args.ckpt)
     mask, rgb = predict_image(cfg, tok, model, args.image, args.text)
     over = rgb.astype(np.float32)
     over[mask] = 0.45 * over[mask] + 0.55 * np.array([255, 40, 40])

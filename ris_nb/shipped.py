@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['SHIPPED_KEYS', 'DATA_RECIPE', 'shipped_dir', 'shipped_names', 'read_shipped', 'Shipped', 'word_tokenizer_from_json',
-           'load_shipped', 'shipped_data', 'scores_beside_floors', 'scene_batch', 'show_scene']
+           'load_shipped', 'shipped_data', 'scores_beside_floors', 'scene_batch', 'show_scene', 'checkpoint_file',
+           'is_shipped_file', 'report_dir', 'check_eval_split', 'load_run_or_shipped']
 
 # %% ../nbs/97a_shipped.ipynb #3eeb5e58
 import json
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 import ris_nb
-from .core import Config, build_model
+from .core import Config, build_model, validate_config
 from .data.shaperefs_files import generate_once
 from .data.transforms import denormalize, make_datasets, tokenizer_fingerprint
 from .distributed import DistInfo
@@ -25,6 +26,7 @@ from .evaluate import score_splits  # built in 13_evaluation: the package's one 
 from .io import load_state_checked, sha256, torch_load_checked
 from .loaders import make_eval_loader  # built in 93b_loaders (appendix): the package's one loader factory
 from .metrics import RISMetrics
+from .run_folder import load_run  # built in 93a_run_folders (appendix): a run's checkpoint
 
 SHIPPED_KEYS = ("config", "state_dict", "tokenizer", "data", "train", "scores")
 DATA_RECIPE = ("language", "n_images", "seed", "size")  # `ensure_shaperefs`'s settings (02_shaperefs)
@@ -40,9 +42,10 @@ def shipped_names() -> list[str]:
     return sorted(p.stem for p in shipped_dir().glob("*.pt"))
 
 
-def read_shipped(name: str) -> dict:
-    "The dict a shipped checkpoint holds, read with `weights_only=True`; an unknown name or a missing key is named."
-    path = shipped_dir() / f"{name}.pt"
+def read_shipped(name: str | Path) -> dict:
+    """The dict a shipped checkpoint (a name, or a `.pt` file: a copy) holds, read with `weights_only=True`; an unknown
+    name or a missing key is named."""
+    path = Path(name) if Path(name).suffix == ".pt" else shipped_dir() / f"{name}.pt"
     if not path.is_file():
         raise FileNotFoundError(f"no shipped checkpoint {name!r} ({path}); shipped: {', '.join(shipped_names())}")
     ck = torch_load_checked(path, "shipped checkpoint", "a dict written by tools/ship_checkpoint.py")
@@ -95,10 +98,10 @@ def word_tokenizer_from_json(text: str, max_tokens: int):
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(text), model_max_length=max_tokens, **specials)
 
 
-def load_shipped(name: str) -> Shipped:
-    "Shipped checkpoint `name`, built from its config, tokenizer (fingerprint checked) and weights."
+def load_shipped(name: str | Path) -> Shipped:
+    "Shipped checkpoint `name` (or its file), built from its config, tokenizer (fingerprint checked) and weights."
 
-    ck, where = read_shipped(name), shipped_dir() / f"{name}.pt"
+    ck, where = read_shipped(name), Path(name) if Path(name).suffix == ".pt" else shipped_dir() / f"{name}.pt"
     try:
         cfg = Config.from_dict(json.loads(ck["config"]))
     except ValueError as e:
@@ -108,7 +111,7 @@ def load_shipped(name: str) -> Shipped:
         raise ValueError(f"{where}: tokenizer fingerprint {got}, recorded {ck['tokenizer']['fingerprint']}")
     model = build_model(cfg)
     load_state_checked(model, ck["state_dict"], where, f"preset {cfg.name!r}")  # float16 → the model's float32
-    return Shipped(name, cfg, tok, model.eval(), ck["data"], ck["train"], ck["scores"])
+    return Shipped(Path(name).stem, cfg, tok, model.eval(), ck["data"], ck["train"], ck["scores"])
 
 # %% ../nbs/97a_shipped.ipynb #0747dc49
 def shipped_data(data: dict, folder: str | Path | None = None) -> Path:
@@ -184,3 +187,65 @@ def show_scene(model: nn.Module, batch, normalize: str = "imagenet", title: str 
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.9))
     return ious
+
+# %% ../nbs/97a_shipped.ipynb #sh970014
+def checkpoint_file(ckpt: str | Path) -> Path:
+    "`ckpt` as a file: a path, or the name of a shipped checkpoint (`shipped_names`) when no such path exists."
+    path = Path(ckpt)
+    if not path.exists() and str(ckpt) in shipped_names():
+        return shipped_dir() / f"{ckpt}.pt"
+    if not path.exists() and not path.suffix and len(path.parts) == 1:  # a bare word: a misspelt name
+        raise FileNotFoundError(
+            f"checkpoint not found: {ckpt} is neither a file nor a shipped checkpoint ({', '.join(shipped_names())})"
+        )
+    return path
+
+
+def is_shipped_file(path: Path) -> bool:
+    """Whether the checkpoint file `path` is a shipped one: it lies in `shipped_dir()`, or no run's `tokenizer/` is
+    beside or above it and it holds `SHIPPED_KEYS`."""
+    where = path.resolve().parent
+    if where == shipped_dir():
+        return True
+    if not path.is_file() or (where / "tokenizer").is_dir() or (where.parent / "tokenizer").is_dir():
+        return False  # a run's checkpoint (or no file): `load_run` reads it and names what is wrong
+    ck = torch_load_checked(path, "checkpoint", "a ris_nb checkpoint")
+    return isinstance(ck, dict) and all(k in ck for k in SHIPPED_KEYS)
+
+
+def report_dir(ckpt: str | Path, out: str | Path | None = None) -> Path:
+    "Where `eval` writes its report: `out`, else beside the checkpoint; a shipped one's in runs/shipped/<name>."
+    if out:
+        return Path(out)
+    path = checkpoint_file(ckpt)
+    return Path("runs", "shipped", path.stem) if path.resolve().parent == shipped_dir() else path.resolve().parent
+
+# %% ../nbs/97a_shipped.ipynb #sh970015
+def check_eval_split(cfg: Config, split: str) -> None:
+    "Refuse scoring the training split: it is read one sentence per object, without ground truth at original size."
+    if split == cfg.data.train_split:
+        held_out = ", ".join(dict.fromkeys([cfg.data.val_split, *cfg.data.test_splits]))
+        raise ValueError(
+            f"split {split!r} is the training split (data.train_split): eval scores held-out splits only, "
+            f"expected one of {held_out}"
+        )
+
+
+def load_run_or_shipped(ckpt: str | Path, overrides: dict | None = None, split: str | None = None) -> tuple:
+    """(cfg, tokenizer, model in eval mode) of a run's checkpoint (`load_run`) or a shipped one (its file or name);
+    with `split` (to score it): the training split refused, a shipped one's data regenerated unless `overrides`
+    set data.root."""
+    path, overrides = checkpoint_file(ckpt), overrides or {}
+    if not is_shipped_file(path):
+        cfg, tok, model = load_run(path, overrides)
+    else:
+        sh = load_shipped(path)
+        cfg, tok, model = validate_config(sh.cfg.override(overrides)), sh.tokenizer, sh.model
+        model.load_note = ""  # as `load_run` sets it: no version gap to show
+        if split is not None:
+            check_eval_split(cfg, split)  # before the data is generated
+            if "data.root" not in overrides:
+                cfg = cfg.override({"data.root": str(shipped_data(sh.data))})
+    if split is not None:
+        check_eval_split(cfg, split)
+    return cfg, tok, model

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # annotations only: core imports this module, so it cannot im
 
 # %% auto #0
 __all__ = ['BACKBONES', 'SELECT_METRICS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_WORKERS', 'MAX_SEED', 'MODEL_FORMS',
-           'check_value', 'check_field', 'field_problems', 'text_positions', 'cross_field_problems']
+           'check_value', 'check_field', 'field_problems', 'text_positions', 'cross_field_problems', 'coarsest_side']
 
 # %% ../nbs/90_config_validation.ipynb #d3348b7a
 def _type_name(tp) -> str:
@@ -392,18 +392,31 @@ def cross_field_problems(cfg: Config, known_models: Collection[str]) -> list[str
     return _input_checks(cfg) + _model_checks(cfg, known_models) + _pixel_decoder_checks(cfg)
 
 
+def coarsest_side(cfg: Config, size: int | None = None) -> int | None:
+    """Side of the backbone's coarsest feature map at `size` px (default data.image_size): Swin (the patch, then a
+    halving per later stage) or a CNN (stride 32); None for the others."""
+    v, side = cfg.model.vision, size or cfg.data.image_size
+    if v.backbone not in ("swin", "mobilenetv2", "efficientnet_lite0") or not v.patch_size:
+        return None
+    halvings = len(v.depths) - 1 if v.backbone == "swin" else 5
+    side = side // v.patch_size if v.backbone == "swin" else side
+    for _ in range(halvings):
+        side = math.ceil(side / 2)  # Swin's patch merging and a stride-2 convolution pad an odd side
+    return side
+
+
 def _pixel_decoder_checks(cfg: Config) -> list[str]:
-    "MagNet's pixel decoder: GroupNorm on its coarsest map must normalise more than one value per group and sample."
-    v, m = cfg.model.vision, cfg.model.magnet
-    if cfg.model.name != "magnet" or v.backbone != "swin" or not v.patch_size:
+    """The norms over the coarsest map: MagNet's pixel-decoder GroupNorm and LAVT's PWAM InstanceNorm (over pixels)
+    must each normalise more than one value per group and sample."""
+    name, m, side = cfg.model.name, cfg.model.magnet, coarsest_side(cfg)
+    per_group = m.hidden_dim // math.gcd(32, m.hidden_dim) if name == "magnet" else 1
+    if name not in ("magnet", "lavt") or side is None or per_group * side * side >= 2:
         return []
-    side, per_group = cfg.data.image_size // v.patch_size, m.hidden_dim // math.gcd(32, m.hidden_dim)
-    for _ in v.depths[1:]:
-        side = math.ceil(side / 2)  # Swin's patch merging pads an odd side
-    if per_group * side * side >= 2:
-        return []
+    step = cfg.model.vision.patch_size if cfg.model.vision.backbone == "swin" else 1
+    ok = next(s for s in range(cfg.data.image_size, 4096, step) if coarsest_side(cfg, s) >= 2)
+    norm = "the pixel decoder's GroupNorm" if name == "magnet" else "PWAM's InstanceNorm (over pixels)"
     return [
-        f"data.image_size={cfg.data.image_size}: too small for MagNet: its coarsest map would be {side}×{side}, where "
-        f"the pixel decoder's GroupNorm normalises {per_group} value(s) per group to a constant (and a single image "
-        f"fails); expected an image size whose stage-{len(v.depths)} map is at least 2×2"
+        f"data.image_size={cfg.data.image_size}: too small for {'MagNet' if name == 'magnet' else 'LAVT'}: its "
+        f"coarsest map would be {side}×{side}, where {norm} normalises {per_group} value(s) per group to a constant "
+        f"(and a single image fails); expected an image size whose coarsest map is at least 2×2 (e.g. {ok})"
     ]

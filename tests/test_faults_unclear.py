@@ -166,3 +166,37 @@ def test_regional_compile_without_a_compiler_is_refused_before_writing(shaperefs
     refused(p.returncode, p.stderr, "train.compile='regional' needs a working C++ compiler", "/bin/false")
     assert "train.compile=none" in p.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("preset", ["lavt_tiny", "magnet_tiny"])
+def test_an_image_size_whose_coarsest_map_is_one_pixel_is_refused_before_writing(preset, shaperefs, tmp_path, capsys):
+    """`train … data.image_size=32`: the coarsest map is 1×1, where LAVT's PWAM InstanceNorm (and MagNet's pixel
+    decoder GroupNorm) normalise single values: one line naming data.image_size, nothing written (was, lavt_tiny:
+    "Expected more than 1 spatial element when training" after config.json, tokenizer/ and written_by.json; magnet_tiny:
+    trained and evaluated, then `predict` failed on every image)."""
+    run = tmp_path / "run"
+    rc, _, err = main(
+        capsys, "train", "--preset", preset, "--data", shaperefs, "--out", run, "--set", "data.image_size=32"
+    )
+    refused(rc, err, "data.image_size=32: too small for ", "coarsest map would be 1×1", "(e.g. 36)")
+    assert not run.exists()
+
+
+def test_eval_refuses_the_training_split(trained, tmp_path, capsys):
+    """`eval --split train`: one line saying eval scores held-out splits only (was: under the original protocol
+    "original protocol needs batch.orig_masks", under the square one a score of one sentence per object)."""
+    for protocol in ("original", "square"):
+        rc, _, err = main(
+            capsys,
+            "eval",
+            "--ckpt",
+            trained / "best.pt",
+            "--split",
+            "train",
+            "--protocol",
+            protocol,
+            "--out",
+            tmp_path / protocol,
+        )
+        refused(rc, err, "split 'train' is the training split (data.train_split)", "expected one of val, testA, testB")
+        assert not (tmp_path / protocol).exists()

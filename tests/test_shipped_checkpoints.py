@@ -69,3 +69,64 @@ def test_the_recorded_val_score_is_measured_again(name, shaperefs_data):
     assert got["n"] == want["n"]
     for k in ("oIoU", "mIoU", "P@0.5"):
         assert abs(got[k] - want[k]) <= 0.1, f"{name}: val {k} {got[k]:.2f}, recorded {want[k]:.2f}"
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    "`ris_nb ARGS` in this process, one thread: (exit code, stdout, stderr)."
+    from ris_nb.__main__ import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rc = main([str(a) for a in args])
+    finally:
+        torch.set_num_threads(threads)
+    got = capsys.readouterr()
+    return rc, got.out, got.err
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_eval_scores_a_shipped_checkpoint_given_by_its_file(name, shaperefs_data, tmp_path, capsys):
+    """`ris_nb eval --ckpt …/assets/checkpoints/NAME.pt --data D` scores it (issue 86; was: "is not a ris_nb
+    checkpoint (expected keys 'model' and 'config')")."""
+    data = shaperefs_data(40, 3, 64) / "shaperefs"
+    rc, out, err = _cli(capsys, "eval", "--ckpt", shipped_dir() / f"{name}.pt", "--data", data, "--out", tmp_path)
+    assert rc == 0, err[-2000:]
+    assert "| val |" in out and (tmp_path / "report.md").is_file() and (tmp_path / "results.json").is_file()
+
+
+def test_predict_and_eval_take_a_shipped_checkpoint_by_name(shaperefs_data, tmp_path, monkeypatch, capsys):
+    """`--shipped NAME`: predict writes a mask; eval without --data scores the checkpoint's own data (regenerated:
+    `shipped_data`, here a small stand-in) into runs/shipped/NAME, never into the package; a misspelt name is named."""
+    import ris_nb.shipped
+
+    root = shaperefs_data(40, 3, 64)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ris_nb.shipped, "shipped_data", lambda data, folder=None: root)
+    image = next((root / "shaperefs" / "images").iterdir())
+    rc, out, err = _cli(capsys, "predict", "--shipped", "lavt_tiny", "--image", image, "--text", "the red circle")
+    assert rc == 0 and "mask: mask.png" in out and Path("mask.png").is_file(), err[-2000:]
+    before = sorted(p.name for p in shipped_dir().iterdir())
+    rc, out, err = _cli(capsys, "eval", "--shipped", "sag_tiny")
+    assert rc == 0 and "| val |" in out, err[-2000:]
+    assert (tmp_path / "runs" / "shipped" / "sag_tiny" / "report.md").is_file()
+    assert sorted(p.name for p in shipped_dir().iterdir()) == before
+    rc, _, err = _cli(capsys, "eval", "--shipped", "sag_tinny")
+    assert rc == 2 and "sag_tinny is neither a file nor a shipped checkpoint (lavt_tiny, magnet_tiny, sag_tiny)" in err
+
+
+def test_a_copy_of_a_shipped_checkpoint_is_read_as_one(shaperefs_data, tmp_path, capsys):
+    "A shipped file copied out of the package (no run's tokenizer/ beside it) predicts as the original does."
+    import shutil
+
+    image = next((shaperefs_data(40, 3, 64) / "shaperefs" / "images").iterdir())
+    copy = shutil.copy(shipped_dir() / "magnet_tiny.pt", tmp_path / "mine.pt")
+    masks = []
+    for ckpt in (shipped_dir() / "magnet_tiny.pt", copy):
+        out = tmp_path / f"{Path(ckpt).stem}_mask.png"
+        rc, _, err = _cli(
+            capsys, "predict", "--ckpt", ckpt, "--image", image, "--text", "the blue square", "--out", out
+        )
+        assert rc == 0, err[-2000:]
+        masks.append(out.read_bytes())
+    assert masks[0] == masks[1]
