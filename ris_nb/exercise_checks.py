@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['MAX_VALUES', 'ANSWER', 'CHECK_NAMES', 'CheckError', 'compare', 'describe_args', 'check_function', 'answer_digest',
-           'check_choice', 'check_fields', 'check_in_range', 'Unreadable', 'plain_answer', 'run_graded', 'fresh_checks',
-           'graded_child']
+__all__ = ['ANSWER', 'CHECK_NAMES', 'CheckError', 'compare', 'describe_args', 'check_function', 'answer_digest', 'check_choice',
+           'check_fields', 'check_in_range', 'fresh_checks']
 
 # %% ../nbs/00a_checks.ipynb #c1be4e60
 _HERE = globals().get("__file__", "")
@@ -313,80 +312,9 @@ def check_in_range(value: float, lo: float, hi: float, what: str = "result") -> 
         )
     print(f"✓ {what} = {v:.4g}, inside the measured range [{lo:g}, {hi:g}]")
 
-# %% ../nbs/00a_checks.ipynb #grade0002
-MAX_VALUES = 10_000  # a recorded answer holds at most this many values
-
-
-class Unreadable(ValueError):
-    "An answer that is not plain data: the grader cannot read it."
-
-
-def plain_answer(x: Any, budget: list[int] | None = None) -> Any:
-    "`x` as JSON data: exactly None, bool, int, finite float, str, lists, str-keyed dicts, small arrays (as lists)."
-    budget = [MAX_VALUES] if budget is None else budget
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise Unreadable(f"more than {MAX_VALUES} values")
-    t = type(x)  # exact types: a str subclass is not a str
-    if x is None or t is bool or t is int or t is str:
-        return x
-    if t is float:
-        if math.isfinite(x):
-            return x
-        raise Unreadable(f"{x} is not a finite number")
-    if t is list or t is tuple:
-        return [plain_answer(v, budget) for v in x]
-    if t is dict:
-        if not all(type(k) is str for k in x):
-            raise Unreadable("a dict whose keys are not all str")
-        return {k: plain_answer(v, budget) for k, v in x.items()}
-    if isinstance(x, (np.ndarray, np.generic, torch.Tensor)):
-        n = x.numel() if isinstance(x, torch.Tensor) else x.size
-        if n > budget[0]:
-            raise Unreadable(f"an array of {n} values; expected at most {MAX_VALUES}")
-        return plain_answer(x.item() if isinstance(x, np.generic) else x.tolist(), budget)
-    raise Unreadable(f"a {t.__name__}, not plain data")
-
 # %% ../nbs/00a_checks.ipynb #grade0003
 ANSWER = "_ris_nb_answer"  # what a keyed check_choice becomes in a graded check cell (19_course writes these calls)
 CHECK_NAMES = ("CheckError", "compare", "check_function", "check_choice", "check_fields", "check_in_range")
-
-
-def _recorder(answers: dict) -> Callable:
-    def record(slot: int, answer: Any, question: str = "") -> None:
-        try:
-            answers[slot] = {"value": plain_answer(answer)}
-        except Exception as e:
-            answers[slot] = {"unreadable": f"{type(answer).__name__}: {e}"[:200]}
-
-    return record
-
-
-def _last_line(e: BaseException) -> str:
-    "`Type: message` of an exception, without its module (a fresh copy's `CheckError` is still `CheckError`)."
-    return (f"{type(e).__name__}: {str(e).strip()}" if str(e).strip() else type(e).__name__)[:500]
-
-
-def run_graded(cells: list[dict], report: Callable[[dict], None], checks: Callable[[], dict]) -> None:
-    "Run job `cells` in one namespace; report each cell's start, each check's error and answers, then `done`/`end`."
-    ns: dict[str, Any] = {"__name__": "__exercises__"}
-    for c in cells:
-        i, answers, err, end = c["index"], {}, "", ""
-        report({"at": i})
-        if c["check"]:
-            ns.update(checks(), **{ANSWER: _recorder(answers)})
-        try:
-            exec(compile(c["source"], f"<cell {i}>", "exec"), ns)
-        except (SystemExit, KeyboardInterrupt) as e:
-            err = end = _last_line(e)
-        except BaseException as e:
-            err = _last_line(e)
-        r = {"cell": i, "error": err, "answers": sorted(answers.items())} if c["check"] else {"raised": i, "error": err}
-        if c["check"] or err and not end:  # a cell that raised is named: a later check may fail by it (a NameError)
-            report(r)
-        if end:
-            return report({"end": f"{end} raised in cell {i}"})
-    report({"done": True})
 
 # %% ../nbs/00a_checks.ipynb #grade0005
 def fresh_checks() -> dict[str, Any]:
@@ -396,11 +324,3 @@ def fresh_checks() -> dict[str, Any]:
     spec.loader.exec_module(mod)
     return {k: getattr(mod, k) for k in CHECK_NAMES}
 
-
-def graded_child() -> None:
-    "A grading process: the job (JSON) on stdin, the student's output to /dev/null, the report as JSON lines on stdout."
-    job = json.loads(sys.stdin.read())
-    out = os.dup(1)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-    run_graded(job["cells"], lambda rec: os.write(out, (json.dumps(rec) + "\n").encode()), fresh_checks)
-    os._exit(0)  # no student thread or atexit handler runs after the report

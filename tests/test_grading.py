@@ -19,6 +19,7 @@ from ris_nb.sandbox import landlock_abi
 
 KEY = "kiwi"
 RIGHT = {"sol-double": "def double(x): return 2 * x", "sol-think": f"think_q1 = {KEY!r}"}
+REREAD = "re-read the section the question points to"  # check_choice's advice beside a wrong answer
 WRONG = {"sol-double": "def double(x): return 2 * x + 1", "sol-think": "think_q1 = 'apple'"}
 
 
@@ -105,6 +106,19 @@ PATCH = (
     "def double(x): return x"
 )
 REBIND = "check_function = check_choice = compare = lambda *a, **k: None\ndef double(x): return x"
+# Issue 86 (3.11, 3.12, 3.24): the grader's list of checks sought through the frames, well-formed answers forged on
+# every pipe, the checks made to raise their own source (hidden tests included). The checks never reach this process.
+WALK = (
+    "import sys\nf = sys._getframe()\nwhile f is not None and 'cells' not in f.f_locals:\n    f = f.f_back\n"
+    "cells = f.f_locals['cells'] if f is not None else []\n"
+)
+FRAME_FORGE = WALK + "for c in cells:\n    c['source'] = 'pass'\ndef double(x):\n    raise NotImplementedError"
+LEAK_HIDDEN = WALK + "for c in cells:\n    c['source'] = 'raise RuntimeError(' + repr('LEAK' 'ED ' + c['source']) + ')'"
+PIPE_FORGE = (
+    "import os\nfrom ris_nb.sandbox import encode_message\n"
+    "forged = b''.join(encode_message(m) for m in [{'ok': True}, {'callable': True}, {'value': 2, 'flows': []}] * 4)\n"
+    "for fd in range(3, 64):\n    try:\n        os.write(fd, forged)\n    except OSError:\n        pass\nos._exit(0)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +159,9 @@ def graded(tmp_path_factory):
         "system_exit": wrong_with(**{"sol-double": "raise SystemExit(0)"}),
         "keyboard_interrupt": wrong_with(**{"sol-double": "raise KeyboardInterrupt"}),
         "writes": wrong_with(**{"sol-double": writes}),
+        "frame_forge": wrong_with(**{"sol-double": FRAME_FORGE}),
+        "pipe_forge": wrong_with(**{"sol-double": PIPE_FORGE}),
+        "leak_hidden": wrong_with(**{"sol-double": LEAK_HIDDEN + "\ndef double(x): return x"}),
         "deleted_check": student(RIGHT, lambda nb: nb["cells"].pop(6)),
         "renamed_no_grade_id": student(RIGHT, lambda nb: rename(nb, "chk-think")),
         "nbformat_4_4": student(RIGHT, no_ids),
@@ -169,6 +186,9 @@ HOSTILE = [
     "system_exit",
     "keyboard_interrupt",
     "writes",
+    "frame_forge",
+    "pipe_forge",
+    "leak_hidden",
 ]
 
 
@@ -185,7 +205,7 @@ def test_honest_students_graded_as_ever_after_the_hostile_ones(graded):
     assert outcome(right) == {"chk-double": (True, ""), "chk-think": (True, "")}, outcome(right)
     got = outcome(wrong)
     assert not got["chk-double"][0] and "value:" in got["chk-double"][1], got
-    assert got["chk-think"] == (False, "Q1: 'apple' is not the expected answer"), got
+    assert got["chk-think"] == (False, f"Q1: 'apple' is not the expected answer; {REREAD}"), got
     assert not wrong.ended and not right.ended
 
 
@@ -193,20 +213,31 @@ def test_how_each_hostile_notebook_failed(graded):
     g = graded[0]
     assert "value:" in outcome(g["patch_checker"])["chk-double"][1]  # the check ran from a fresh import
     assert "value:" in outcome(g["rebind_checks"])["chk-double"][1]
-    assert "unreadable answer (Sly" in outcome(g["str_subclass"])["chk-think"][1]
+    assert "a Sly, not plain data" in outcome(g["str_subclass"])["chk-think"][1]
     assert "exited with code 0 in cell 2" in g["os_exit"].ended
     assert g["system_exit"].ended == "the notebook ended: SystemExit: 0 raised in cell 2"
     assert g["keyboard_interrupt"].ended == "the notebook ended: KeyboardInterrupt raised in cell 2"
     assert all(m.startswith("not run: ") for _, m in outcome(g["os_exit"]).values())
 
 
-def test_keys_never_reach_the_student_process(graded):
-    assert outcome(graded[0]["read_frames"])["chk-think"] == (False, "Q1: 'nothing' is not the expected answer")
+def test_no_check_reaches_the_student_process(graded):
+    "The student's process runs the student's cells only: no check source, key or hidden test is in it to be found."
+    assert outcome(graded[0]["read_frames"])["chk-think"][1].startswith("Q1: 'nothing' is not the expected answer")
     checks = teacher_checks(TEACHER, "teacher")
     nb = student(WRONG)
-    job = json.dumps(grading_job(nb, checks, place_checks(nb, checks, 1), 1))
-    assert KEY not in job and "_ris_nb_answer(0, think_q1, 'Q1')" in job and "import check_function" not in job
-    assert [(c.name, c.keys) for c in checks] == [("chk-double", []), ("chk-think", [("Q1", KEY)])]
+    job = grading_job(nb, checks, place_checks(nb, checks, 1), 1)
+    theirs = json.dumps([c for c in job if c["kind"] != "check"])
+    assert KEY not in theirs and "check_choice" not in theirs and "check_function" not in theirs
+    assert [c["kind"] for c in job] == ["student", "check", "student", "check"]
+
+
+def test_forged_answers_and_frame_walks_score_nothing_and_leak_nothing(graded):
+    "3.11, 3.12, 3.24: no point, and no line of a check or hidden test in any message of any notebook."
+    g = graded[0]
+    assert "not written yet" in outcome(g["frame_forge"])["chk-double"][1], outcome(g["frame_forge"])
+    assert "exited with code 0" in g["pipe_forge"].ended or "garbled" in g["pipe_forge"].ended, g["pipe_forge"]
+    messages = [r.message for x in g.values() for r in x.results] + [x.ended for x in g.values()]
+    assert not [m for m in messages if KEY in m or "LEAKED" in m or "check_" in m or "HIDDEN" in m], messages
 
 
 def test_writes_outside_the_scratch_copy(graded):
@@ -226,7 +257,8 @@ def test_landlock_contains_reads_and_signals(graded):
     read = outcome(graded[0]["read_teacher"])["chk-think"]
     assert not read[0] and KEY not in read[1], read
     if landlock_abi() >= 6:
-        assert outcome(graded[0]["signal_grader"])["chk-think"] == (False, "Q1: 'blocked' is not the expected answer")
+        blocked = outcome(graded[0]["signal_grader"])["chk-think"][1]
+        assert blocked.startswith("Q1: 'blocked' is not the expected answer"), blocked
 
 
 def test_missing_and_renamed_checks(graded):
@@ -262,7 +294,7 @@ def test_hanging_student_times_out_and_the_next_is_graded(tmp_path):
     g_hang, g_wrong = grade_notebooks(teacher, [hang, wrong], timeout=5)
     assert g_hang.ended == "timed out after 5 s (in cell 2)", g_hang.ended
     assert not any(r.passed for r in g_hang.results)
-    assert outcome(g_wrong)["chk-think"] == (False, "Q1: 'apple' is not the expected answer")
+    assert outcome(g_wrong)["chk-think"] == (False, f"Q1: 'apple' is not the expected answer; {REREAD}")
 
 
 def test_changed_package_files_stop_grading(tmp_path, monkeypatch):
@@ -357,21 +389,23 @@ def test_a_failed_check_shows_its_message_not_a_traceback():
     assert "first at index [0]: got 1, expected 0\n  on these inputs:" in printed, printed
 
 
-def test_a_report_of_another_shape_is_trusted_in_nothing():
-    "A line the grading process does not write (a forged record, a record twice, one after the end) fails every check."
-    from ris_nb.sandbox import read_report
+def test_an_answer_of_another_shape_is_trusted_in_nothing():
+    "Bytes on the answer pipe that are no saved dict (a forged record, junk, a huge length) end the process, named."
+    from ris_nb.sandbox import StudentBudget, StudentEnded, StudentSession, encode_message
 
-    good = b'{"at": 3}\n{"cell": 3, "error": "", "answers": []}\n{"done": true}\n'
-    assert read_report(good, {3}, 0, "").records == {3: {"cell": 3, "error": "", "answers": []}}
-    for bad in (
-        good + b'{"cell": 3, "error": "", "answers": []}\n',  # a record twice
-        b'{"cell": 3, "error": "", "answers": [[0, {"value": 1, "x": 2}]]}\n',  # an answer of another shape
-        b'{"cell": 4, "error": "", "answers": []}\n',  # a cell that is no check
-        b"[" * 100_000 + b"\n",
-        good.replace(b'"done": true', b'"done": 1'),
-    ):
-        run = read_report(bad, {3}, 0, "")
-        assert run.garbled.startswith("its report to the grader is garbled") and not run.records, bad[:80]
-    ended = "its process exited with code 0 in cell 3, before the end of the notebook"
-    assert read_report(b'{"at": 3}\n', {3}, 0, "").ended == ended
-    assert read_report(b'{"at": 3}\n', {3}, -9, "").ended == "its process was killed by signal 9 (SIGKILL) in cell 3"
+    junk = {
+        "not torch.save": (5).to_bytes(8, "big") + b"junk!",
+        "not a dict": encode_message([1, 2]),
+        "a pickle that builds an object": encode_message({"x": __import__("argparse").Namespace(a=1)}),
+        "a huge length": (1 << 40).to_bytes(8, "big"),
+    }
+    for why, data in junk.items():
+        cell = "import os\nfor fd in range(3, 64):\n    try:\n"
+        cell += f"        os.write(fd, {data!r})\n    except OSError:\n        pass\n"
+        with StudentSession(None, 30, None, StudentBudget()) as s:
+            with pytest.raises(StudentEnded) as e:
+                s.ask({"op": "run", "index": 3, "source": cell + "import time\ntime.sleep(60)"})
+        assert str(e.value) in (
+            "its answer to the grader is garbled; none of it is trusted (in cell 3)",
+            "it answered with over 64 MiB (in cell 3)",
+        ), (why, str(e.value))
