@@ -369,3 +369,54 @@ def test_a_think_cell_with_two_keyed_questions_is_refused():
         mark_for_nbgrader(nb, "07_mask_grounding.ipynb")
     with pytest.raises(ValueError, match=r"id 678d290f\): a Think check cell with 2 keyed"):
         teacher_checks(nb, "07_mask_grounding.ipynb")
+
+
+def _one_lesson(tmp_path: Path) -> Path:
+    "A teacher's folder with one lesson of Think questions (07) and one appendix notebook (no exercises)."
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    shutil.copyfile(ROOT / "nbs" / "07_mask_grounding.ipynb", nbs / "07_mask_grounding.ipynb")
+    cells = [{"cell_type": "markdown", "id": "a0", "metadata": {}, "source": "# An appendix"}]
+    appendix = {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (nbs / "98z_appendix.ipynb").write_text(json.dumps(appendix))
+    return nbs
+
+
+@pytest.mark.parametrize("first,then", [(False, True), (True, False)])
+def test_update_refuses_a_folder_of_the_other_edition(tmp_path, first, then, capsys):
+    """Issue 86, item 3 (5.3, 5.4): `course --update` over the other edition is refused by name, nothing relabelled
+    (was: exit 0, the README relabelled over copies of the other edition)."""
+    from ris_nb.__main__ import main
+
+    nbs, out = _one_lesson(tmp_path), tmp_path / "c"
+    make_course(nbs, out, verbose=False, self_check=first)
+    before = {p.name: p.read_text() for p in out.glob("*.*")}
+    args = ["course", "--nbs", str(nbs), "--out", str(out), "--update"] + (["--self-check"] if then else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    want = "self-study" if then else "graded"
+    assert f"holds the other edition than the {want} one (07_mask_grounding.ipynb, README.md)" in err, err
+    assert {p.name: p.read_text() for p in out.glob("*.*")} == before, "a file of the folder was rewritten"
+    make_course(nbs, out, verbose=False, update=True, self_check=first)  # the same edition: updated as before
+
+
+def test_a_self_study_copy_is_told_by_its_digest_without_its_label(tmp_path):
+    "5.4: a self-study copy whose label cell was deleted still holds digests: not taken for a graded copy."
+    from ris_nb.course import SELF_STUDY_ID, copy_edition
+
+    (path,) = make_course(_one_lesson(tmp_path), tmp_path / "c", verbose=False, self_check=True)
+    nb = read_notebook(path)
+    nb["cells"] = [c for c in nb["cells"] if c.get("id") != SELF_STUDY_ID]
+    assert copy_edition(nb) == "self-study"
+
+
+def test_the_self_study_site_labels_every_notebook_appendices_too(tmp_path):
+    "5.2 / issue 86, item 3: the self-study edition's appendix pages carry the label too (was: 25 of 55 notebooks)."
+    sys.path.insert(0, str(ROOT / "tools"))
+    import build_site
+
+    nbs = _one_lesson(tmp_path)
+    pages = build_site.edition_notebooks(["07_mask_grounding", "98z_appendix"], "self-study", nbs)
+    assert [n for n, nb in pages.items() if SELF_STUDY_LABEL not in json.dumps(nb["cells"][:2])] == []
+    student = build_site.edition_notebooks(["98z_appendix"], "student", nbs)
+    assert SELF_STUDY_LABEL not in json.dumps(student)

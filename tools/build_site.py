@@ -244,6 +244,7 @@ def edition_notebooks(names: list[str], edition: str, nbs: Path = NBS) -> dict[s
         raise ValueError(f"edition={edition!r}: expected one of {EDITIONS}")
     from ris_nb.course import course_copies
     from ris_nb.course import refuse_slips
+    from ris_nb.course import self_study_label
 
     students, reading = course_copies(nbs, "auto", edition == "self-study")  # `ris_nb course [--self-check]`
     out = {}
@@ -252,6 +253,7 @@ def edition_notebooks(names: list[str], edition: str, nbs: Path = NBS) -> dict[s
         if nb is None:  # the appendix, read as it is
             nb = read_notebook(nbs / f"{n}.ipynb")
             refuse_secrets(nb, nbs / f"{n}.ipynb")
+            nb = self_study_label(nb) if edition == "self-study" else nb  # labelled like every notebook it ships
         refuse_slips(nb, f"{nbs / n}.ipynb as the {edition} edition publishes it", published=True)  # every page
         out[n] = nb
     return out
