@@ -802,13 +802,13 @@ def _edition_of(path: Path) -> str | None:
 
 def refuse_other_edition(out: Path, names: list[str], self_check: bool) -> None:
     "Refuse to update `out` when a copy kept there (or its README) is of the other edition, naming them."
-    want = "self-study" if self_check else "graded"
+    want, have = ("self-study", "graded") if self_check else ("graded", "self-study")
     other = [n for n in [*names, "README.md"] if (out / n).exists() and _edition_of(out / n) not in (want, None)]
     if other:
         flag = " --self-check" if self_check else ""
         raise ValueError(
-            f"--out {out} holds the other edition than the {want} one ({_named(other)}); --update{flag} would mix "
-            f"them: expected a folder of the {want} edition, or an empty one"
+            f"--out {out} holds the {have} edition ({_named(other)}); --update{flag} writes the {want} one, and "
+            f"editions never mix: expected a folder of the {want} edition, or an empty one"
         )
 
 # %% ../nbs/19_course.ipynb #c19s0005

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -48,25 +49,34 @@ from .run_folder import weight_changes
 from .train import ProgressCB
 
 # %% auto #0
-__all__ = ['SCORE_FIELDS', 'SHARED_BUDGET', 'CALL_KEYS', 'STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS', 'MAX_STEPS', 'read_result',
-           'finished', 'data_settings', 'reusable', 'remove_run_dir', 'run_one', 'Job', 'run_jobs', 'run_study',
-           'named_main_rows', 'record_header', 'check_addable', 'merge_main_records', 'run_main_table',
-           'claim_study_folder', 'run_experiments', 'add_subcommands']
+__all__ = ['SCORE_FIELDS', 'COUNTS', 'NAN_MEANS_NONE', 'SHARED_BUDGET', 'CALL_KEYS', 'STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS',
+           'MAX_STEPS', 'read_result', 'finished', 'data_settings', 'reusable', 'remove_run_dir', 'run_one', 'Job',
+           'run_jobs', 'run_study', 'named_main_rows', 'record_header', 'check_addable', 'merge_main_records',
+           'run_main_table', 'claim_study_folder', 'run_experiments', 'add_subcommands']
 
 # %% ../nbs/98b_study_runner.ipynb #3289dce9
 SCORE_FIELDS = ("overall", "by_type", "splits", "grounding")  # a result's numbers: what a study's tables average
+COUNTS = ("n",)  # a count (≥ 0); every other score is a percentage or an IoU, 0 to 100
+NAN_MEANS_NONE = ("cross_referent_iou", "cross_referent_iou_gt")  # nan: no scene with two referents to compare
 
 
 def _not_a_number(d: object, where: str) -> str | None:
-    "`where.key=value` of the first leaf of nested dicts `d` that is not a real number; None when every one is."
+    "`where.key=value: expected …` of the first leaf of nested dicts `d` that no finished run writes; None if none."
     if isinstance(d, dict):
         return next((bad for k, v in d.items() if (bad := _not_a_number(v, f"{where}.{k}"))), None)
-    return None if isinstance(d, (int, float)) and not isinstance(d, bool) else f"{where}={repr(d)[:40]}"
+    if not isinstance(d, (int, float)) or isinstance(d, bool):
+        return f"{where}={repr(d)[:40]}: expected a number"
+    key = where.rsplit(".", 1)[-1]
+    if math.isnan(d) and key in NAN_MEANS_NONE:
+        return None
+    if not (math.isfinite(d) and 0 <= d <= (math.inf if key in COUNTS else 100)):
+        return f"{where}={d!r}: expected a finite number, {'0 or more' if key in COUNTS else 'from 0 to 100'}"
+    return None
 
 
 def read_result(p: Path) -> dict:
-    """A run's `result.json`; not JSON, not a run's result, or a score that is not a number: a `ValueError` naming the
-    file (and the field)."""
+    """A run's `result.json`; not JSON, not a run's result, or a score that is no finite number in its range (0–100, a
+    count ≥ 0): a `ValueError` naming the file (and the field)."""
     try:
         r = json.loads(Path(p).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -75,7 +85,7 @@ def read_result(p: Path) -> dict:
         raise ValueError(f"{p}: expected a run's result (a JSON object with 'config' and 'run_id')")
     for k in SCORE_FIELDS:
         if k in r and (bad := _not_a_number(r[k], k)):
-            raise ValueError(f"{p}: {bad}: expected a number, as a finished run writes (a damaged record)")
+            raise ValueError(f"{p}: {bad}, as a finished run writes (a damaged record)")
     return r
 
 

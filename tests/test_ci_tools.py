@@ -48,7 +48,11 @@ def test_an_emulated_path_is_told_from_the_native_one():
     assert not vector_path.same_as_native({}, set())  # no /proc/cpuinfo: run every path
 
 
-@pytest.mark.parametrize("key,value", [("ATEN_CPU_CAPABILITY", "bogus"), ("ONEDNN_MAX_CPU_ISA", "garbage")])
+# issue 86, item 4 (2.1, 2.2): torch reads only the exact lower-case word (`AVX2` and `avx512_vnni` ran AVX-512 here)
+MISSPELT = [("ATEN_CPU_CAPABILITY", v) for v in ("bogus", "AVX2", "avx512_vnni")] + [("ONEDNN_MAX_CPU_ISA", "garbage")]
+
+
+@pytest.mark.parametrize("key,value", MISSPELT)
 def test_a_misspelt_vector_path_is_refused_by_name(key, value):
     with pytest.raises(SystemExit, match=f"{key}='{value}' is no value"):
         vector_path.check_environment({key: value})
@@ -63,6 +67,16 @@ def test_a_missing_notebook_path_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     p = tool("check_notebooks.py", "--path", str(tmp_path / "empty"))
     assert p.returncode == 2 and "no notebook there" in p.stderr
+
+
+def test_marked_saying_what_it_left_out(tmp_path):
+    "Issue 86, item 4 (2.9): `--marked` over notebooks without a marked cell says so (was: nbdev's 'No files were …')."
+    cell = {"cell_type": "code", "source": "print(1)", "outputs": [], "metadata": {}, "execution_count": None}
+    nb = tmp_path / "a.ipynb"
+    nb.write_text(json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    p = tool("check_notebooks.py", "--marked", "--path", str(nb))
+    assert p.returncode == 0 and f"no notebook with a marked cell under {nb}: nothing to check" in p.stdout, p.stdout
+    assert "eligible" not in p.stdout
 
 
 def test_fractional_picks_the_notebooks_a_vector_path_can_move(tmp_path):

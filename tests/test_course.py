@@ -394,8 +394,8 @@ def test_update_refuses_a_folder_of_the_other_edition(tmp_path, first, then, cap
     args = ["course", "--nbs", str(nbs), "--out", str(out), "--update"] + (["--self-check"] if then else [])
     assert main(args) == 2
     err = capsys.readouterr().err
-    want = "self-study" if then else "graded"
-    assert f"holds the other edition than the {want} one (07_mask_grounding.ipynb, README.md)" in err, err
+    have = "graded" if then else "self-study"
+    assert f"holds the {have} edition (07_mask_grounding.ipynb, README.md)" in err, err
     assert {p.name: p.read_text() for p in out.glob("*.*")} == before, "a file of the folder was rewritten"
     make_course(nbs, out, verbose=False, update=True, self_check=first)  # the same edition: updated as before
 

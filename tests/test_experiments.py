@@ -161,3 +161,29 @@ def test_main_table_cli_writes_the_record_and_resumes(tmp_path):
     assert merged["runs_done_now"] == 3 and merged["earlier_calls"][0]["runs_done_now"] == 15
     assert main([*one, "--steps", "3", "--out", str(tmp_path / "w")]) == 2
     assert json.loads(record.read_text()) == merged
+
+
+@pytest.mark.parametrize("score", ["Infinity", "-50.0", "1e308", "NaN"])
+def test_a_study_record_with_an_impossible_score_is_named_and_redone(tmp_path, score):
+    """Issue 86, item 4 (6.1–6.4): an IoU that is no finite number from 0 to 100 is a damaged record, named in one
+    line and run again (was: reused and tabulated as `inf`, `-50.0`, a 309-digit number, or `–` without a word)."""
+    import warnings
+
+    from ris_nb.presets import get_preset
+
+    cfg = get_preset("lavt_tiny")
+    rec = {"row": "lavt", "seed": 0, "run_id": "x", "config": cfg.to_dict()}
+    (tmp_path / "result.json").write_text(json.dumps(rec)[:-1] + f', "overall": {{"oIoU": {score}, "n": 8}}}}')
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert S.finished(tmp_path, cfg) is None
+    msgs = [str(x.message) for x in w]
+    assert len(msgs) == 1 and "\n" not in msgs[0], msgs
+    assert f"result.json: overall.oIoU={float(score)!r}: expected a finite number, from 0 to 100" in msgs[0], msgs
+    assert msgs[0].endswith("running it again"), msgs
+    for sound in ('{"oIoU": 0, "n": 0}', '{"oIoU": 100.0, "n": 8}'):  # the range's ends: reused
+        (tmp_path / "result.json").write_text(json.dumps(rec)[:-1] + f', "overall": {sound}}}')
+        assert S.finished(tmp_path, cfg)["overall"] == json.loads(sound)
+    (tmp_path / "result.json").write_text(json.dumps({**rec, "overall": {"oIoU": 40.0, "n": -1}}))
+    with pytest.warns(UserWarning, match=r"overall\.n=-1: expected a finite number, 0 or more"):
+        assert S.finished(tmp_path, cfg) is None

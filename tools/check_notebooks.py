@@ -568,8 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         files = [f for f in files if checked_here(f, args.run_all)]
     if args.fractional:
         files = [f for f in files if prints_fractions(f)]
-    if not files:
-        print("No files were eligible for testing")
+    if not files:  # a filter left none: said so, not as nbdev's "No files were eligible for testing"
+        what = "a marked cell that prints a fractional number" if args.fractional else "a marked cell"
+        print(f"no notebook with {what} under {' '.join(args.path or ['nbs'])}: nothing to check")
         return 0
     if args.coverage:
         return report_coverage(files) or 0

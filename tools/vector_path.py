@@ -14,14 +14,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import subprocess
 import sys
 
 EMULATING = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
-# the values each library reads (any other is ignored by it, silently: the run would be on the native path)
-ATEN_VALUES = {"default", "avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx", "zvector", "vsx", "sve256"}
+# the values each library reads (any other is ignored by it, silently: the run would be on the native path). ATen
+# takes the exact lower-case word of a capability its build has (torch 2.14's DispatchStub.h: AVX2 and AVX512 on x86,
+# VSX, ZVECTOR or SVE256 elsewhere; `ATEN_CPU_CAPABILITY=AVX2` is ignored); oneDNN upper-cases what it reads.
+ATEN_BY_MACHINE = {
+    "x86_64": {"avx2", "avx512"},
+    "AMD64": {"avx2", "avx512"},
+    "aarch64": {"sve256"},
+    "arm64": {"sve256"},
+}
+ATEN_BY_MACHINE |= {"ppc64le": {"vsx"}, "s390x": {"zvector"}}
+ATEN_VALUES = {"default"} | ATEN_BY_MACHINE.get(platform.machine(), set())
 ONEDNN_VALUES = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 ONEDNN_VALUES |= {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "DEFAULT", "ALL"}
 # oneDNN's caps at or above which a CPU without AVX-512 runs its widest (AVX2) kernels anyway
@@ -32,7 +42,7 @@ def check_environment(environ: dict[str, str] | None = None) -> None:
     "Refuse an `ATEN_CPU_CAPABILITY` or `ONEDNN_MAX_CPU_ISA` that its library would ignore, by name and value."
     environ = os.environ if environ is None else environ
     for key, values, norm in (
-        ("ATEN_CPU_CAPABILITY", ATEN_VALUES, str.lower),
+        ("ATEN_CPU_CAPABILITY", ATEN_VALUES, str),
         ("ONEDNN_MAX_CPU_ISA", ONEDNN_VALUES, str.upper),
     ):
         if key in environ and norm(environ[key]) not in values:
