@@ -25,6 +25,7 @@ from .exercise_checks import CheckError, check_choice, check_fields  # noqa: F40
 from .exercise_checks import check_function, check_in_range, compare  # noqa: F401
 from .machine import probe_ms
 from .io import check_out_dir, write_atomic
+from .sandbox import last_line  # `Type: message` of an error: built in 98c_student_sandbox
 
 # notebooks read and written, their cells looked into: appendix 98h
 from .notebook_cells import cell_flags, cell_heading, cell_metadata, cell_source, clear_regions, is_cell
@@ -282,7 +283,7 @@ def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bo
         except BaseException as e:  # a stub raises NotImplementedError; a wrong answer raises anything
             if isinstance(e, KeyboardInterrupt):
                 raise
-            err = checks_module._last_line(e)  # `CheckError: …`, from the fresh copy of the checks too
+            err = last_line(e)  # `CheckError: …`, from the fresh copy of the checks too
         if verbose and buf.getvalue():
             print(buf.getvalue(), end="")
         if is_check_cell(src):
