@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import html
+import textwrap
+import threading
 import warnings
 from pathlib import Path
 
@@ -39,7 +41,7 @@ from ris_nb.viz import (
 
 # %% auto #0
 __all__ = ['SHIPPED', 'LOADING', 'WidgetProgress', 'data_language', 'load_shipped_run', 'load_checkpoint_run', 'few', 'words',
-           'reading_note', 'mask_figure', 'DemoApp', 'app_picture']
+           'reading_note', 'title_lines', 'mask_figure', 'DemoApp', 'app_picture']
 
 # %% ../nbs/98g_demo.ipynb #g9800005
 class WidgetProgress(Callback):
@@ -118,11 +120,17 @@ def reading_note(reading: SentenceCoverage, trained_on: str | None = None, scene
     return "; ".join(parts + [f'it reads "{" ".join(reading.kept)}"']) if parts else ""
 
 # %% ../nbs/98g_demo.ipynb #g9800011
+def title_lines(sentence: str, lines: int = 3, width: int = 40) -> str:
+    'The quoted `sentence` wrapped at `width` characters into at most `lines` lines; a longer one cut with "…".'
+    return textwrap.fill(f'"{sentence}"', width, max_lines=lines, placeholder=' …"')
+
+
 def mask_figure(image: np.ndarray, mask: np.ndarray, gt: np.ndarray | None, sentence: str) -> plt.Figure:
     """The demo's first figure: the mask (dashed) over the image (h,w,3) uint8, the expression's object outlined if
-    known."""
+    known; a title of at most 3 lines (the sentence, cut if long, and the IoU)."""
     fig, ax = plt.subplots(figsize=(4.2, 5.0))
-    title = wrap(f'"{sentence}"', 40) + (f"\nIoU {mask_iou(mask, gt):.2f}" if gt is not None else "")
+    iou = f"\nIoU {mask_iou(mask, gt):.2f}" if gt is not None else ""
+    title = title_lines(sentence, 3 - bool(iou)) + iou
     draw_overlay(ax, image.astype(np.float32) / 255, mask, gt, title=title, fontsize=10)
     keys = [Line2D([], [], color="black", ls="--", lw=1.4, label="the predicted mask")]
     if gt is not None:
@@ -151,6 +159,8 @@ class DemoApp:
         self.scenes_language = data_language(self.data_root / dataset)
         self.cache, self.mask, self.figures, self.status, self.note = {}, None, [], "", ""
         self.load_note = ""  # what loading the checkpoint warned of (written by another ris_nb)
+        # runs started so far, and the lock that a result's check-and-show and `stale` take: the newest request wins
+        self.requests, self.lock = 0, threading.RLock()
         self.loading, self.live = loading, False  # live: scene and expression changes segment at once
         self.source = W.ToggleButtons(options=["ShapeRefs scene", "image file"], description="source")
         splits = self.refer.splits
@@ -328,16 +338,17 @@ def load_with_language(self: DemoApp, ckpt: str) -> tuple:
     else:
         path = Path(ckpt)
         key = (str(path.resolve()), path.stat().st_mtime_ns if path.is_file() else 0)
-    if key not in self.cache:
+    loaded = self.cache.get(key)  # read once: a run started meanwhile may replace the cache
+    if loaded is None:
         name = ckpt.removeprefix(SHIPPED)
         with warnings.catch_warnings(record=True) as said:
-            self.cache = {key: load_shipped_run(name) if ckpt.startswith(SHIPPED) else load_checkpoint_run(ckpt)}
-        # load_run's version-gap line (run_folder), shown beside each mask of this checkpoint instead of as a warning
-        self.load_note = getattr(self.cache[key][2], "load_note", "")
+            loaded = load_shipped_run(name) if ckpt.startswith(SHIPPED) else load_checkpoint_run(ckpt)
+        self.cache = {key: loaded}
+        self.load_note = getattr(loaded[2], "load_note", "")  # load_run's version gap: shown beside each mask
         for w in said:  # any other warning as it would have been
             if str(w.message) != self.load_note:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return self.cache[key]
+    return loaded
 
 
 @patch
@@ -388,10 +399,11 @@ def clear(self: DemoApp):
 @patch
 def stale(self: DemoApp):
     "An input changed: the last result no longer answers it, so it goes, and the status line says to segment again."
-    had = self.mask is not None or bool(self.figures) or bool(self.status)
-    self.clear()
-    if had:
-        self.say("the input changed: press segment", "gray")
+    with self.lock:  # never between a run's check of its inputs and its showing
+        had = self.mask is not None or bool(self.figures) or bool(self.status)
+        self.clear()
+        if had:
+            self.say("the input changed: press segment", "gray")
 
 
 @patch
@@ -404,15 +416,43 @@ def redraw(self: DemoApp):
 
 # %% ../nbs/98g_demo.ipynb #g9800024
 @patch
+def inputs(self: DemoApp) -> tuple:
+    "What a result answers: source, split, scene, image file, expression, hidden word, checkpoint (listed, typed)."
+    widgets = (self.source, self.split, self.scene, self.image_path, self.text, self.hidden, self.ckpt, self.ckpt_path)
+    return tuple(w.value for w in widgets)
+
+
+@patch
 def run(self: DemoApp) -> np.ndarray | None:
-    "Segment the current input; show the figures (or a message) and return the mask (h,w) bool (None on a mistake)."
-    self.clear()  # no old figure stays under a new message
-    self.note = ""
+    """Segment the current input; show the figures (or a message) and return the mask (h,w) bool (None on a mistake,
+    or when the inputs changed or a later run started meanwhile: the result is dropped)."""
+    with self.lock:
+        self.clear()  # no old figure stays under a new message
+        self.requests += 1
+        ticket, asked = self.requests, self.inputs()
     try:
-        self.mask, self.figures = self.segment()
+        ckpt = self.checkpoint()  # may train a quick one and select it: part of this request
+        asked = self.inputs()
+        result = self.segment(ckpt)
     except Exception as e:  # any mistake becomes a message, never a traceback
+        result = e
+    with self.lock:
+        if (ticket, asked) != (self.requests, self.inputs()):  # a newer request answers instead
+            for f in [] if isinstance(result, Exception) else result[1]:
+                plt.close(f)
+            return None
+        return self.show(result)
+
+# %% ../nbs/98g_demo.ipynb #g9800047
+@patch
+def show(self: DemoApp, result: tuple | Exception) -> np.ndarray | None:
+    "Put `segment`'s result on screen (status line, figures) and return its mask; a mistake as one line (None)."
+    if isinstance(result, Exception):
+        e = result
         self.say(f"{type(e).__name__}: {e}" if not isinstance(e, (ValueError, FileNotFoundError)) else str(e))
         return None
+    self.mask, self.figures, about = result
+    self.cfg, self.used, self.note = about["cfg"], about["used"], about["note"]
     done = f"{self.cfg.name} ({self.used}): {self.mask.mean() * 100:.1f}% of the image"
     self.say(done + (f"; {self.note}" if self.note else ""), "darkorange" if self.note else "green")
     self.out.outputs = ()  # the figures go into the widget's own outputs
@@ -422,34 +462,33 @@ def run(self: DemoApp) -> np.ndarray | None:
         plt.close(f)
     return self.mask
 
-
+# %% ../nbs/98g_demo.ipynb #g9800044
 @patch
-def segment(self: DemoApp) -> tuple[np.ndarray, list]:
-    "(mask (h,w) bool, figures) of the current input; `note` says which words the model misses and why."
-    ckpt = self.checkpoint()
-    self.cfg, tok, model, language = self.load_with_language(ckpt)
-    self.used = self.checkpoint_name(ckpt)
+def segment(self: DemoApp, ckpt: str | None = None) -> tuple[np.ndarray, list, dict]:
+    """(mask (h,w) bool, figures, what the status line says: cfg, used (the checkpoint's name) and note (which words
+    the model misses and why)) of the current input with `ckpt` (default: `checkpoint()`); nothing shown."""
+    ckpt = ckpt or self.checkpoint()
+    cfg, tok, model, language = self.load_with_language(ckpt)
     image, gt, other = self.current_input()
-    b = single_batch(self.cfg, tok, image, self.text.value, gt)
-    reading = read_sentence(tok, self.text.value, self.cfg.data.max_tokens)
-    self.note = reading_note(
-        reading, language, self.scenes_language if self.source.value == "ShapeRefs scene" else None
-    )
-    self.note = "; ".join(filter(None, (self.load_note, self.note)))
+    text = self.text.value
+    b = single_batch(cfg, tok, image, text, gt)
+    reading = read_sentence(tok, text, cfg.data.max_tokens)
+    scenes = self.scenes_language if self.source.value == "ShapeRefs scene" else None
+    note = "; ".join(filter(None, (getattr(model, "load_note", ""), reading_note(reading, language, scenes))))
     with torch.no_grad():
         out = model(b)
         prob = model.predict(out, b, sizes=[image.shape[:2]])[0]
     mask = prob.reshape(image.shape[:2]).numpy() >= 0.5
-    figs = [mask_figure(image, mask, gt, self.text.value.strip())]
+    figs = [mask_figure(image, mask, gt, text.strip())]
     if reading.kept:  # all unknown: only the mask is worth showing
-        figs += self.method_figures(model, tok, b, out, mask, other)
-    return mask, figs
+        figs += self.method_figures(cfg, model, tok, b, out, mask, other)
+    return mask, figs, {"cfg": cfg, "used": self.checkpoint_name(ckpt), "note": note}
 
 
 @patch
-def method_figures(self: DemoApp, model, tok, b, out, mask: np.ndarray, other: np.ndarray | None) -> list:
+def method_figures(self: DemoApp, cfg, model, tok, b, out, mask: np.ndarray, other: np.ndarray | None) -> list:
     "SaG's entities; or LAVT's word attention and, with Mask Grounding, its guesses for the hidden word."
-    if self.cfg.model.name == "sag":
+    if cfg.model.name == "sag":
         return [plot_sag(model, b, outputs=out, explain=True)]
     toks = tokens_of(tok, b.input_ids[0], b.attention_mask[0])
     figs = [plot_word_attention(model, b, tok, words=key_words(toks, max_words=4), explain=True)]

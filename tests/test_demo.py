@@ -119,3 +119,82 @@ def test_the_demo_opens_on_the_running_scene(shaperefs_data, tmp_path):
     image, gt, _ = app.scene_objects()
     assert (image == scene.image).all() and (gt == scene.mask).all() and app.text.value == scene.sentence
     assert app.mask is not None and app.mask.shape == scene.mask.shape, app.status
+
+
+def test_the_mask_figure_title_is_at_most_three_lines(app):
+    """A 300-word sentence: the title wraps, then is cut with "…" (was: ≈ 39 lines above a 248-px image); with the IoU
+    line, three lines in all."""
+    import numpy as np
+
+    from ris_nb.demo import mask_figure
+
+    square = np.zeros((32, 32), bool)
+    square[8:20, 8:20] = True
+    image = np.full((32, 32, 3), 200, np.uint8)
+    for gt in (None, square):
+        title = mask_figure(image, square, gt, LONG).axes[0].get_title()
+        lines = title.splitlines()
+        assert len(lines) <= 3 and '…"' in title and lines[0].startswith('"the highest small'), title
+    short = mask_figure(image, square, None, "the red circle").axes[0].get_title()
+    assert short == '"the red circle"', short
+    app.text.value = LONG
+    assert app.run() is not None and len(app.figures[0].axes[0].get_title().splitlines()) <= 3
+
+
+def _slow_segment(app, during):
+    "A stub of `app.segment` that calls `during()` (what the user does meanwhile) before the real one computes."
+    real = app.segment
+
+    def segment(*args, **kwargs):
+        during()
+        return real(*args, **kwargs)
+
+    return segment
+
+
+@pytest.mark.parametrize("change", ["checkpoint", "sentence", "scene"])
+def test_a_result_whose_inputs_changed_while_it_was_computed_is_dropped(app, change):
+    """Switching the model (or the sentence, or the scene) while *segment* runs: the run's result is dropped and the
+    status line keeps "the input changed: press segment" (was: the old model's mask and green status under the new
+    model's name, 3 of 3 tries in JupyterLab); pressing *segment* then answers the new inputs."""
+    app.scene.value = 1
+    assert app.mask is not None and "magnet_tiny" in app.status
+    do = {
+        "checkpoint": lambda: setattr(app.ckpt, "value", SHIPPED + "lavt_tiny"),
+        "sentence": lambda: setattr(app.text, "value", "the blue square"),
+        "scene": lambda: setattr(app.scene, "value", 2),
+    }[change]
+    app.live = False  # a scene change asks for segment instead of segmenting at once
+    app.segment = _slow_segment(app, do)
+    assert app.run() is None
+    assert (app.mask, app.figures, app.out.outputs) == (None, [], ()), app.status
+    assert app.status == "the input changed: press segment", app.status
+    del app.segment  # the real one again
+    assert app.run() is not None and app.out.outputs
+    assert ("lavt_tiny" if change == "checkpoint" else "magnet_tiny") in app.status, app.status
+
+
+def test_the_newest_of_two_overlapping_runs_wins(app):
+    """A run overtaken by a later one (the kernel handles a second click while the first computes, as ipykernel does)
+    leaves the later one's mask, figures and status on screen, whether or not the inputs changed in between."""
+    import threading
+
+    for switch in (True, False):
+        app.ckpt.value = SHIPPED + "magnet_tiny"
+        app.scene.value = 1 if switch else 2
+        started, go = threading.Event(), threading.Event()
+        app.segment = _slow_segment(app, lambda: (started.set(), go.wait(60)))
+        first: list = []
+        t = threading.Thread(target=lambda: first.append(app.run()))
+        t.start()
+        assert started.wait(60)
+        del app.segment
+        if switch:
+            app.ckpt.value = SHIPPED + "sag_tiny"
+        second = app.run()
+        status, figures = app.status, list(app.figures)
+        go.set()
+        t.join(60)
+        assert len(first) == 1 and first[0] is None and second is not None and app.mask is second, app.status
+        assert app.status == status and app.figures == figures and app.out.outputs, app.status
+        assert ("sag_tiny" if switch else "magnet_tiny") in app.status, app.status
