@@ -88,7 +88,7 @@ def read_result(p: Path) -> dict:
             raise ValueError(f"{p}: {bad}, as a finished run writes (a damaged record)")
     return r
 
-
+# %% ../nbs/98b_study_runner.ipynb #r98brr00
 def finished(run_dir: Path, cfg) -> dict | None:
     """The stored result of a finished run with this config; None when it has not finished (or its result is
     unreadable: said, then run again); an error when it ran another config."""
