@@ -118,7 +118,9 @@ def load_checkpoint(path: str | Path) -> dict:
         )
     ck = torch_load_checked(path, "checkpoint", "a ris_nb checkpoint")
     if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
-        raise ValueError(f"{path} is not a ris_nb checkpoint (expected keys 'model' and 'config')")
+        shipped = isinstance(ck, dict) and {"state_dict", "tokenizer", "data"} <= set(ck)  # 97a_shipped's keys
+        hint = "; it is one shipped with the package: read it with ris_nb.shipped.load_shipped" if shipped else ""
+        raise ValueError(f"{path} is not a ris_nb checkpoint (expected keys 'model' and 'config'){hint}")
     return ck
 
 

@@ -24,7 +24,7 @@ from .data.refer import Refer
 from .data.shaperefs_files import shaperefs_settings
 from .io import load_image
 from .metrics import mask_iou
-from .shipped import load_shipped, shipped_names
+from .shipped import is_shipped_file, load_shipped, shipped_names
 from .picture_inputs import PICTURE_PRESETS, SentenceCoverage, picture_checkpoints, read_sentence, single_batch
 from .train import Callback
 from ris_nb.viz import (
@@ -69,18 +69,20 @@ def data_language(folder: str | Path) -> str | None:
         return None
 
 
-def load_shipped_run(name: str) -> tuple:
-    "(cfg, tokenizer, model, language) of the checkpoint `name` shipped in the package (`97_models_package`)."
+def load_shipped_run(name: str | Path) -> tuple:
+    "(cfg, tokenizer, model, language) of the checkpoint `name` (or its file) shipped in the package (`97a_shipped`)."
     sh = load_shipped(name)
     return sh.cfg, sh.tokenizer, sh.model, sh.data.get("language", "plain")
 
 
 def load_checkpoint_run(path: str | Path) -> tuple:
-    """(cfg, tokenizer, model, language or None) of a `best.pt`, or a ValueError/FileNotFoundError saying in one
-    sentence what is wrong with it."""
+    """(cfg, tokenizer, model, language or None) of a `best.pt` (or a shipped checkpoint's file), or a
+    ValueError/FileNotFoundError saying in one sentence what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if is_shipped_file(path):  # its recipe names the language it learned
+        return load_shipped_run(path)
     try:
         cfg, tok, model = load_run(path)
     except ValueError as e:  # newer / older / other model

@@ -198,3 +198,13 @@ def test_the_newest_of_two_overlapping_runs_wins(app):
         assert len(first) == 1 and first[0] is None and second is not None and app.mask is second, app.status
         assert app.status == status and app.figures == figures and app.out.outputs, app.status
         assert ("sag_tiny" if switch else "magnet_tiny") in app.status, app.status
+
+
+def test_a_shipped_checkpoint_file_can_be_typed(app):
+    "The typed-path box takes a shipped checkpoint's file too (was: `… is not a ris_nb checkpoint`)."
+    from ris_nb.shipped import shipped_dir
+
+    app.scene.value = 1
+    app.ckpt_path.value = str(shipped_dir() / "sag_tiny.pt")
+    assert app.run() is not None and app.status.startswith("sag_tiny (typed path "), app.status
+    assert "appearance language" in app.status or "unknown" not in app.status, app.status

@@ -130,3 +130,12 @@ def test_a_copy_of_a_shipped_checkpoint_is_read_as_one(shaperefs_data, tmp_path,
         assert rc == 0, err[-2000:]
         masks.append(out.read_bytes())
     assert masks[0] == masks[1]
+
+
+def test_load_run_given_a_shipped_file_says_what_reads_it():
+    from ris_nb.run_folder import load_run
+
+    with pytest.raises(
+        ValueError, match="it is one shipped with the package: read it with ris_nb.shipped.load_shipped"
+    ):
+        load_run(shipped_dir() / "lavt_tiny.pt")
