@@ -200,3 +200,22 @@ def test_eval_refuses_the_training_split(trained, tmp_path, capsys):
         )
         refused(rc, err, "split 'train' is the training split (data.train_split)", "expected one of val, testA, testB")
         assert not (tmp_path / protocol).exists()
+
+
+def test_predict_names_the_image_size_of_a_run_trained_before_it_was_refused(trained, shaperefs, tmp_path, capsys):
+    """A run of an earlier version trained at 32 px (its coarsest map 1×1) trained and evaluated in batches; `predict`
+    then failed on every image with "Expected more than 1 value per channel when training" (7.24). It now names
+    data.image_size in one line, before any work."""
+    ck = torch.load(trained / "best.pt", weights_only=False)
+    cfg = json.loads(ck["config"])
+    cfg["data"]["image_size"] = 32
+    torch.save({**ck, "config": json.dumps(cfg)}, tmp_path / "best.pt")
+    shutil.copytree(trained / "tokenizer", tmp_path / "tokenizer")
+    image = next((shaperefs / "images").iterdir())
+    out = tmp_path / "mask.png"
+    args = ["predict", "--ckpt", tmp_path / "best.pt", "--image", image, "--text", "the red circle", "--out", out]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the version-gap line: this test's copy has another commit's config
+        rc, _, err = main(capsys, *args)
+    refused(rc, err, "data.image_size=32: too small for LAVT", "(e.g. 36)")
+    assert not out.exists()
