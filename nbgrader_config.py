@@ -3,6 +3,8 @@
 `ris_nb course --nbgrader DIR` lays out an nbgrader course in DIR (`source/<lesson>/<lesson>.ipynb`: the marked teacher
 notebooks, with `images/` and `results/`) and writes this file there; run nbgrader from DIR."""
 
+import os
+
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, ClearOutput, DeduplicateIds
 from nbgrader.preprocessors import GetGrades, LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades
@@ -11,6 +13,11 @@ from ris_nb.grading import nbgrader_parts
 
 ris_nb = nbgrader_parts()
 c = get_config()  # noqa: F821 (nbgrader defines it when it reads this file)
+
+# One course, its exchange beside this file: `nbgrader release_assignment`, `fetch_assignment`, `submit` and `collect`
+# work on one machine with no other setup (a student passes --Exchange.root=DIR/exchange --course ris_nb).
+c.CourseDirectory.course_id = "ris_nb"
+c.Exchange.root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exchange")
 
 # Before nbgrader's checks, each cell gets the nbgrader metadata of the assignment's cell it is (from the gradebook): a
 # copied cell's (a duplicated grade id) or a student's own is dropped, a changed one restored, a moved `## Exercises`
@@ -25,13 +32,15 @@ c.Autograde.sanitize_preprocessors = [
 ]
 
 # Autograde runs no kernel: a student's code could patch the checks there, or read source/. `GradeConfined` grades as
-# `ris_nb grade` does (the teacher's checks, the student's cells in a fresh process that cannot read source/) and
-# writes each check cell's verdict as the output nbgrader scores. A submission it cannot grade raises, named in the log.
+# `ris_nb grade` does (the student's cells in a fresh process that cannot read source/, the teacher's checks here, as
+# a judge) and writes each check cell's verdict as the output nbgrader scores; `ReasoningRead` gives the 0-point
+# "Your reasoning" cells their 0, so none waits for a manual grade. A submission it cannot grade raises, named.
 c.Autograde.autograde_preprocessors = [
     ris_nb["GradeConfined"],
     ClearMetadataPreprocessor,
     LimitOutput,
     SaveAutoGrades,
+    ris_nb["ReasoningRead"],
     AssignLatePenalties,
     CheckCellMetadata,
 ]

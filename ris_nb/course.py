@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 import ris_nb.exercise_checks as checks_module
-from .exercise_checks import ANSWER, CHECK_NAMES, answer_digest
+from .exercise_checks import CHECK_NAMES, answer_digest
 
 # re-exported: the checks every exercise calls (00a_checks)
 from .exercise_checks import CheckError, check_choice, check_fields  # noqa: F401
@@ -293,19 +293,19 @@ def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bo
     return results
 
 # %% ../nbs/19_course.ipynb #c19grd02
-class _TakeKeys(ast.NodeTransformer):
-    "Turn `check_choice(answer, question, key=K)` into `_ris_nb_answer(slot, answer, question)`, keeping K aside."
+class _KeyFinder(ast.NodeVisitor):
+    "The (question, key) of each `check_choice(answer, question, key=K)`; a key that is no literal is named."
 
     def __init__(self, where: str):
         self.where, self.keys = where, []
 
-    def visit_Call(self, node: ast.Call) -> ast.AST:
+    def visit_Call(self, node: ast.Call) -> None:
         self.generic_visit(node)
         if getattr(node.func, "id", getattr(node.func, "attr", None)) != "check_choice":
-            return node
+            return
         args = {**dict(zip(("answer", "question", "key"), node.args)), **{k.arg: k.value for k in node.keywords}}
         if "key" not in args:
-            return node
+            return
         try:
             key = ast.literal_eval(args["key"])
         except (ValueError, TypeError, SyntaxError):
@@ -316,9 +316,6 @@ class _TakeKeys(ast.NodeTransformer):
         q = args.get("question", ast.Constant("your answer"))
         label = q.value if isinstance(q, ast.Constant) and isinstance(q.value, str) else f"answer {len(self.keys) + 1}"
         self.keys.append((label, key))
-        answer = args.get("answer", ast.Constant(None))
-        call = ast.Call(ast.Name(ANSWER, ast.Load()), [ast.Constant(len(self.keys) - 1), answer, q], [])
-        return ast.copy_location(call, node)
 
 # %% ../nbs/19_course.ipynb #c19grd16
 # the first line of every marked check cell (`mark_for_nbgrader`): the check names bound again from a new copy of
@@ -327,36 +324,15 @@ FRESH_LINE = (
     'globals().update(__import__("ris_nb.exercise_checks").exercise_checks.fresh_checks())'
     "  # the check functions as shipped"
 )
-_FRESH_CALL = ast.unparse(ast.parse(FRESH_LINE))
-
-
-class _FreshImports(ast.NodeTransformer):
-    """Drop `from ris_nb.exercise_checks import check_…` and `FRESH_LINE` from a teacher's check: the grading process
-    binds those names fresh itself (a student could have patched `fresh_checks` in their own process)."""
-
-    def visit_Expr(self, node: ast.Expr) -> ast.AST | None:
-        return None if ast.unparse(node) == _FRESH_CALL else node
-
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | list[ast.AST]:
-        if node.module not in ("ris_nb.exercise_checks", "ris_nb.course"):
-            return node
-        fresh = [a for a in node.names if a.name in CHECK_NAMES]
-        node.names = [a for a in node.names if a.name not in CHECK_NAMES and a.name != "fresh_checks"]
-        aliases = [
-            ast.Assign([ast.Name(a.asname, ast.Store())], ast.Name(a.name, ast.Load())) for a in fresh if a.asname
-        ]
-        return ([node] if node.names else []) + aliases
-
-
-def take_keys(source: str, where: str) -> tuple[str, list[tuple[str, Any]]]:
-    "`source` as graded (keyed `check_choice` made recording calls, check imports dropped, no comments), and the keys."
+def take_keys(source: str, where: str) -> list[tuple[str, Any]]:
+    "The keys of `source`'s keyed `check_choice` calls, (question, key) each, in order; a key not a literal is named."
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
         raise ValueError(f"{where}: not valid Python ({e.msg}, line {e.lineno})") from None
-    taker = _TakeKeys(where)
-    tree = ast.fix_missing_locations(_FreshImports().visit(taker.visit(tree)))
-    return ast.unparse(tree), taker.keys
+    finder = _KeyFinder(where)
+    finder.visit(tree)
+    return finder.keys
 
 # %% ../nbs/19_course.ipynb #c19nbg02
 def _with_fresh_line(src: str) -> str:
@@ -389,7 +365,7 @@ def with_digests(src: str, salt: str, where: str) -> str:
         q = args.get("question")
         question = q.value if isinstance(q, ast.Constant) and isinstance(q.value, str) else None
         if "key" in args and question:
-            keys[question] = take_keys(ast.unparse(n), where)[1][0][1]  # a literal key, or the error naming it
+            keys[question] = take_keys(ast.unparse(n), where)[0][1]  # a literal key, or the error naming it
         elif "key" not in args and "answer" in args and question and n.lineno not in hidden:
             visible.append((n, question))
     for n, question in sorted(visible, key=lambda v: (v[0].lineno, v[0].col_offset), reverse=True):

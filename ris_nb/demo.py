@@ -433,8 +433,9 @@ def run(self: DemoApp) -> np.ndarray | None:
         self.requests += 1
         ticket, asked = self.requests, self.inputs()
     try:
-        ckpt = self.checkpoint()  # may train a quick one and select it: part of this request
-        asked = self.inputs()
+        ckpt = self.checkpoint()
+        if asked[-2] is None:  # nothing was chosen: a quick one was trained and selected, for this request
+            asked = self.inputs()
         result = self.segment(ckpt)
     except Exception as e:  # any mistake becomes a message, never a traceback
         result = e

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['ANSWER', 'CHECK_NAMES', 'CheckError', 'compare', 'describe_args', 'check_function', 'answer_digest', 'check_choice',
+__all__ = ['CHECK_NAMES', 'CheckError', 'compare', 'describe_args', 'check_function', 'answer_digest', 'check_choice',
            'check_fields', 'check_in_range', 'fresh_checks']
 
 # %% ../nbs/00a_checks.ipynb #c1be4e60
@@ -313,7 +313,6 @@ def check_in_range(value: float, lo: float, hi: float, what: str = "result") -> 
     print(f"✓ {what} = {v:.4g}, inside the measured range [{lo:g}, {hi:g}]")
 
 # %% ../nbs/00a_checks.ipynb #grade0003
-ANSWER = "_ris_nb_answer"  # what a keyed check_choice becomes in a graded check cell (19_course writes these calls)
 CHECK_NAMES = ("CheckError", "compare", "check_function", "check_choice", "check_fields", "check_in_range")
 
 # %% ../nbs/00a_checks.ipynb #grade0005

@@ -268,8 +268,8 @@ def _in_grader(source: str, ns: dict, index: int) -> str:
 
 def judge(cells: list[dict], session: StudentSession, names: list[str]) -> JobRun:
     """Cells in order: the student's and the locked ones run in the student's process; locked ones and the teacher's
-    checks run here, in the grader, with the student's `names` bound; no check reaches the student's process."""
-    errors, raised, ns = {}, {}, {"__name__": "__grader__"}
+    checks run here, in the grader, beside the check functions and the student's `names`; no check reaches the student."""
+    errors, raised, ns = {}, {}, {"__name__": "__grader__", **checks_module.fresh_checks()}
     try:
         for c in cells:
             i = c["index"]
@@ -602,13 +602,13 @@ def _verdict(r: CheckResult) -> dict:
     import nbformat
 
     if r.passed:
-        return nbformat.v4.new_output("stream", name="stdout", text=f"passed (graded by ris_nb): {r.points:g} points\n")
+        return nbformat.v4.new_output("stream", name="stdout", text=f"passed (graded by ris_nb): {r.points:g} point{'' if r.points == 1 else 's'}\n")
     return nbformat.v4.new_output(
         "error", ename="CheckFailed", evalue=r.message, traceback=[f"CheckFailed: {r.message}"]
     )
 
 
-VERDICT = re.compile(r"passed \(graded by ris_nb\): [\d.]+ points\n")  # what `_verdict` prints for a pass
+VERDICT = re.compile(r"passed \(graded by ris_nb\): [\d.]+ points?\n")  # what `_verdict` prints for a pass
 
 
 def _is_verdict(o: dict) -> bool:
@@ -720,6 +720,20 @@ def nbgrader_parts() -> dict[str, type]:
                 cell.outputs = [o for o in cell.outputs if _is_verdict(o)][:1]
             return cell, resources
 
+    class ReasoningRead(Preprocessor):
+        "A 0-point cell (Your reasoning: read, not scored) given its 0 by autograde: not left 'needs manual grade'."
+
+        def preprocess(self, nb, resources):
+            info = resources["nbgrader"]
+            with Gradebook(info["db_url"]) as gb:
+                for c in nb.cells:
+                    m = c.metadata.get("nbgrader", {})
+                    if m.get("grade") and float(m.get("points", 0)) == 0:
+                        g = gb.find_grade(m["grade_id"], info["notebook"], info["assignment"], info["student"])
+                        g.auto_score, g.needs_manual_grade = 0.0, False
+                gb.db.commit()
+            return nb, resources
+
     class NotGradedExport(CsvExportPlugin):
         "nbgrader's CSV, with `NOT_GRADED` as the score of a submission that autograde could not grade (never 0.0)."
 
@@ -743,13 +757,16 @@ def nbgrader_parts() -> dict[str, type]:
                 w.writeheader()
                 w.writerows(rows)
 
-    return {k.__name__: k for k in (SanitizeSubmission, GradeConfined, FeedbackOutputs, NotGradedExport)}
+    parts = (SanitizeSubmission, GradeConfined, FeedbackOutputs, ReasoningRead, NotGradedExport)
+    return {k.__name__: k for k in parts}
 
 # %% ../nbs/98e_grading.ipynb #g98e0022
 NBGRADER_CONFIG = '''"""nbgrader's settings for the ris_nb course (nbs/19_course.ipynb, nbs/98e_grading.ipynb).
 
 `ris_nb course --nbgrader DIR` lays out an nbgrader course in DIR (`source/<lesson>/<lesson>.ipynb`: the marked teacher
 notebooks, with `images/` and `results/`) and writes this file there; run nbgrader from DIR."""
+
+import os
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, ClearOutput, DeduplicateIds
@@ -759,6 +776,11 @@ from ris_nb.grading import nbgrader_parts
 
 ris_nb = nbgrader_parts()
 c = get_config()  # noqa: F821 (nbgrader defines it when it reads this file)
+
+# One course, its exchange beside this file: `nbgrader release_assignment`, `fetch_assignment`, `submit` and `collect`
+# work on one machine with no other setup (a student passes --Exchange.root=DIR/exchange --course ris_nb).
+c.CourseDirectory.course_id = "ris_nb"
+c.Exchange.root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exchange")
 
 # Before nbgrader's checks, each cell gets the nbgrader metadata of the assignment's cell it is (from the gradebook): a
 # copied cell's (a duplicated grade id) or a student's own is dropped, a changed one restored, a moved `## Exercises`
@@ -773,13 +795,15 @@ c.Autograde.sanitize_preprocessors = [
 ]
 
 # Autograde runs no kernel: a student's code could patch the checks there, or read source/. `GradeConfined` grades as
-# `ris_nb grade` does (the teacher's checks, the student's cells in a fresh process that cannot read source/) and
-# writes each check cell's verdict as the output nbgrader scores. A submission it cannot grade raises, named in the log.
+# `ris_nb grade` does (the student's cells in a fresh process that cannot read source/, the teacher's checks here, as
+# a judge) and writes each check cell's verdict as the output nbgrader scores; `ReasoningRead` gives the 0-point
+# "Your reasoning" cells their 0, so none waits for a manual grade. A submission it cannot grade raises, named.
 c.Autograde.autograde_preprocessors = [
     ris_nb["GradeConfined"],
     ClearMetadataPreprocessor,
     LimitOutput,
     SaveAutoGrades,
+    ris_nb["ReasoningRead"],
     AssignLatePenalties,
     CheckCellMetadata,
 ]

@@ -25,7 +25,7 @@ def think_keys(nbs: Path = ROOT / "nbs") -> dict[str, list[tuple[str, str]]]:
         start = exercise_start(nb)
         for c in nb["cells"][start:] if start is not None else []:
             if c["cell_type"] == "code" and HIDDEN[0] in c["source"]:
-                keys = take_keys(c["source"], p.name)[1]
+                keys = take_keys(c["source"], p.name)
                 if keys:
                     out[c["id"]] = keys
     return out

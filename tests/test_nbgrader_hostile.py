@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import getpass
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ from ris_nb.course import nbgrader_available
 from ris_nb.notebook_cells import HIDDEN
 from ris_nb.grading import nbgrader_course
 from ris_nb.sandbox import landlock_abi
+from test_grading import PIPE_FORGE, WALK
 from test_teacher_slips import LESSON, write_lesson
 
 pytestmark = [
@@ -88,6 +90,20 @@ def submissions(release: dict, teacher: dict, source: Path) -> dict[str, dict]:
             cells[by_id[k]]["metadata"]["nbgrader"] |= {"grade": False, "locked": False}
             cells[by_id[k]]["source"] = "pass"
 
+    def frame_forge(cells):  # issue 86, 3.11: the checks still to come sought through the frames, set to `pass`
+        cells[by_id["c5"]]["source"] = (
+            WALK + "for c in cells:\n    c['source'] = 'pass'\ndef add_one(x):\n    raise NotImplementedError"
+        )
+        cells[by_id["c8"]]["source"] = "think_q1 = 'b'"
+
+    def pipe_forge(cells):  # 3.12: well-formed answers written on every open pipe, then exit
+        cells[by_id["c5"]]["source"] = PIPE_FORGE
+
+    def leak_hidden(cells):  # 3.24: every check made to raise its own source, hidden tests included
+        raising = "for c in cells:\n    c['source'] = 'raise RuntimeError(' + repr('LEAK' 'ED ' + c['source']) + ')'\n"
+        cells[by_id["c5"]]["source"] = WALK + raising + "def add_one(x):\n    return x"
+        cells[by_id["c8"]]["source"] = "think_q1 = 'b'"
+
     nbf5 = copy.deepcopy(solved) | {"nbformat": 5}  # 2.13
     return {
         "honest": solved,
@@ -100,7 +116,32 @@ def submissions(release: dict, teacher: dict, source: Path) -> dict[str, dict]:
         "solgrade": changed(solved, sol_graded),
         "gradefalse": changed(solved, checks_unlocked),
         "nbf5": nbf5,
+        "frame_forge": changed(release, frame_forge),
+        "pipe_forge": changed(solved, pipe_forge),
+        "leak_hidden": changed(release, leak_hidden),
     }
+
+
+def by_exchange(course: Path, home: Path, answered: dict) -> dict:
+    """README's teacher path, issue 86 item 7: release, a student's fetch and submit, collect, through the exchange the
+    shipped config sets beside it (no other setup): the submission lands in submitted/<user>/."""
+    student = ["--course", "ris_nb", f"--Exchange.root={course / 'exchange'}"]
+    for args, cwd in [
+        (["release_assignment", "tiny_lesson"], course),
+        (["fetch_assignment", "tiny_lesson", *student], home),
+    ]:
+        home.mkdir(exist_ok=True)
+        out = subprocess.run([str(BIN / "nbgrader"), *args], cwd=cwd, env=NB_ENV, capture_output=True, text=True)
+        assert out.returncode == 0, (args, out.stdout + out.stderr)
+    (home / "tiny_lesson" / "tiny_lesson.ipynb").write_text(json.dumps(answered))
+    out = subprocess.run(
+        [str(BIN / "nbgrader"), "submit", "tiny_lesson", *student], cwd=home, env=NB_ENV, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = nbgrader(course, "collect", "tiny_lesson")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (course / "submitted" / getpass.getuser() / "tiny_lesson" / "tiny_lesson.ipynb").is_file()
+    return answered
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +158,7 @@ def hostile(tmp_path_factory):
         p = course / "submitted" / student / "tiny_lesson" / "tiny_lesson.ipynb"
         p.parent.mkdir(parents=True)
         p.write_text(json.dumps(nb))
+    subs[getpass.getuser()] = by_exchange(course, root / "student", subs["honest"])
     auto = nbgrader(course, "autograde", "tiny_lesson", "--create")
     feedback = nbgrader(course, "generate_feedback", "tiny_lesson")
     export = nbgrader(course, "export")
@@ -132,6 +174,7 @@ def test_each_submission_gets_the_right_score_or_is_named_not_graded(hostile):
     assert "old version of the nbgrader metadata" not in log, log[-3000:]
     want = {"honest": 3.0, "untouched": 0.0, "headmoved": 0.0, "headmoved_solved": 3.0, "patchchecks": 0.0}
     want |= {"readsource": 3.0, "dupid_before": 3.0, "solgrade": 3.0, "gradefalse": 3.0}
+    want |= {"frame_forge": 0.0, "pipe_forge": 0.0, "leak_hidden": 0.0, getpass.getuser(): 3.0}
     got = {s: float(v) for s, v in scores.items() if s != "nbf5" and s not in UNCONFINED}
     want = {s: v for s, v in want.items() if s not in UNCONFINED}
     assert got == want, f"nbgrader's export {got}, expected {want}"
@@ -148,4 +191,14 @@ def test_the_feedback_shows_no_key_no_hidden_test_and_nothing_a_student_printed(
         shown = [s for s in [*hidden, LEAK] if s in page]
         assert not shown, f"{student}'s feedback shows {shown}"
     page = (course / "feedback" / "honest" / "tiny_lesson" / "tiny_lesson.html").read_text()
-    assert "passed (graded by ris_nb)" in page, "the honest student's feedback shows no verdict"
+    assert "passed (graded by ris_nb): 1 point\n" in page and "1 points" not in page, "the honest feedback's verdict"
+
+
+def test_no_submission_waits_for_a_manual_grade(hostile):
+    "The 0-point Your reasoning cells are scored 0 by autograde: the formgrader lists no submission as unfinished."
+    from nbgrader.api import Gradebook
+
+    course = hostile[0]
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        waiting = [s.student.id for s in gb.assignment_submissions("tiny_lesson") if s.needs_manual_grade]
+    assert not waiting, f"needs manual grade: {waiting}"
