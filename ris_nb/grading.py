@@ -694,11 +694,12 @@ def nbgrader_parts() -> dict[str, type]:
             teacher = Path(cd.format_path(cd.source_directory, ".", info["assignment"])) / f"{info['notebook']}.ipynb"
             student = Path(resources["metadata"]["path"]) / f"{info['notebook']}.ipynb"
             data = json.loads(json.dumps(nb))  # on disk, its process reads it: without the restored hidden tests
-            try:
-                for c in data["cells"]:
-                    c["source"] = clear_hidden(cell_source(c))
-            except ValueError as e:
-                raise ValueError(f"{NOT_GRADED}: {student}: {e}") from None
+            for k, c in enumerate(data["cells"]):
+                if c.get("metadata", {}).get("nbgrader", {}).get("locked"):  # a teacher's cell: a student's is text
+                    try:
+                        c["source"] = clear_hidden(cell_source(c))
+                    except ValueError as e:
+                        raise ValueError(f"{NOT_GRADED}: {student}, cell {k}: {e}") from None
             write_atomic(student, lambda tmp: tmp.write_text(json.dumps(data), encoding="utf-8"))
             g = grade_notebooks(teacher, [student], self.timeout)[0]
             if g.refused:

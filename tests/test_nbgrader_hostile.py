@@ -104,6 +104,9 @@ def submissions(release: dict, teacher: dict, source: Path) -> dict[str, dict]:
         cells[by_id["c5"]]["source"] = WALK + raising + "def add_one(x):\n    return x"
         cells[by_id["c8"]]["source"] = "think_q1 = 'b'"
 
+    def stray_marker(cells):  # 3.22: a clumsy paste ends an answer cell with a marker: the student's text, graded
+        cells[by_id["c5"]]["source"] += f"\n### {HIDDEN[0]}"
+
     nbf5 = copy.deepcopy(solved) | {"nbformat": 5}  # 2.13
     return {
         "honest": solved,
@@ -119,6 +122,7 @@ def submissions(release: dict, teacher: dict, source: Path) -> dict[str, dict]:
         "frame_forge": changed(release, frame_forge),
         "pipe_forge": changed(solved, pipe_forge),
         "leak_hidden": changed(release, leak_hidden),
+        "stray_marker": changed(solved, stray_marker),
     }
 
 
@@ -174,7 +178,7 @@ def test_each_submission_gets_the_right_score_or_is_named_not_graded(hostile):
     assert "old version of the nbgrader metadata" not in log, log[-3000:]
     want = {"honest": 3.0, "untouched": 0.0, "headmoved": 0.0, "headmoved_solved": 3.0, "patchchecks": 0.0}
     want |= {"readsource": 3.0, "dupid_before": 3.0, "solgrade": 3.0, "gradefalse": 3.0}
-    want |= {"frame_forge": 0.0, "pipe_forge": 0.0, "leak_hidden": 0.0, getpass.getuser(): 3.0}
+    want |= {"frame_forge": 0.0, "pipe_forge": 0.0, "leak_hidden": 0.0, getpass.getuser(): 3.0, "stray_marker": 3.0}
     got = {s: float(v) for s, v in scores.items() if s != "nbf5" and s not in UNCONFINED}
     want = {s: v for s, v in want.items() if s not in UNCONFINED}
     assert got == want, f"nbgrader's export {got}, expected {want}"
