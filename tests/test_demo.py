@@ -208,3 +208,11 @@ def test_a_shipped_checkpoint_file_can_be_typed(app):
     app.ckpt_path.value = str(shipped_dir() / "sag_tiny.pt")
     assert app.run() is not None and app.status.startswith("sag_tiny (typed path "), app.status
     assert "appearance language" in app.status or "unknown" not in app.status, app.status
+
+
+def test_a_quick_checkpoint_trained_for_a_run_is_that_run_s_own_choice(app):
+    "With nothing chosen, *segment* trains a quick one and selects it: that selection does not drop its own result."
+    app.scene.value = 1
+    app.ckpt.value = None
+    app.train_quick = lambda *_, **__: app.refresh_checkpoints(select=SHIPPED + "lavt_tiny")  # a stand-in training
+    assert app.run() is not None and app.status.startswith("lavt_tiny ("), app.status
