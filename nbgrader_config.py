@@ -6,7 +6,7 @@ notebooks, with `images/` and `results/`) and writes this file there; run nbgrad
 import os
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, ClearOutput, DeduplicateIds
+from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds
 from nbgrader.preprocessors import GetGrades, LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades
 
 from ris_nb.grading import nbgrader_parts
@@ -48,8 +48,14 @@ c.Autograde.autograde_preprocessors = [
 # Seconds one submission's exercise section may run in its process (its start, Python and torch, not counted).
 c.GradeConfined.timeout = 300
 
-# The feedback: the graded notebook without its hidden tests; locked and hidden-test cells show only the verdict.
-c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, ris_nb["FeedbackOutputs"], CSSHTMLHeaderPreprocessor]
+# The feedback: the graded notebook without its hidden tests (cleared from the teacher's locked cells: a marker a
+# student pasted is their text); locked and hidden-test cells show only the verdict.
+c.GenerateFeedback.preprocessors = [
+    GetGrades,
+    ris_nb["ClearHiddenLocked"],
+    ris_nb["FeedbackOutputs"],
+    CSSHTMLHeaderPreprocessor,
+]
 
 # `nbgrader export`: a submission autograde could not grade is `not graded` in grades.csv, never 0.0.
 c.ExportApp.plugin_class = ris_nb["NotGradedExport"]

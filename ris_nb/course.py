@@ -31,17 +31,17 @@ from .sandbox import last_line  # `Type: message` of an error: built in 98c_stud
 from .notebook_cells import cell_flags, cell_heading, cell_metadata, cell_source, clear_regions, is_cell
 from .notebook_cells import read_notebook, write_notebook
 from .notebook_cells import GRADE_ID, HIDDEN, SOLUTION, check_markers, clear_hidden, hidden_lines, nbgrader_meta
+from .notebook_cells import nbgrader_slips
 
 # %% auto #0
 __all__ = ['CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'PREDICT', 'REVEAL', 'KINDS', 'POINTS', 'REASONING_POINTS',
-           'FRESH_LINE', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING', 'ANSWER_SHOWN', 'SECTION', 'NBGRADER_KEYS',
-           'REGIONS', 'STUDENT_README', 'THINK', 'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK',
-           'NOTEBOOK_LINK', 'SELF_STUDY_ID', 'SELF_STUDY_LABEL', 'EDITION_README', 'exercise_start',
-           'nbgrader_available', 'check_name', 'is_check_cell', 'mark_checks', 'without_digests', 'to_student',
-           'prediction_spans', 'clear_predictions', 'CheckResult', 'heading_kind', 'check_points', 'cell_points',
-           'one_question', 'run_exercises', 'take_keys', 'with_digests', 'nbgrader_slips', 'refuse_slips',
-           'mark_for_nbgrader', 'mark_notebooks', 'self_study_label', 'unlink_missing', 'course_copies', 'copy_edition',
-           'refuse_other_edition', 'make_course', 'short_run']
+           'FRESH_LINE', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING', 'ANSWER_SHOWN', 'SECTION', 'STUDENT_README',
+           'THINK', 'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK', 'SELF_STUDY_ID',
+           'SELF_STUDY_LABEL', 'EDITION_README', 'exercise_start', 'nbgrader_available', 'check_name', 'is_check_cell',
+           'mark_checks', 'without_digests', 'to_student', 'prediction_spans', 'clear_predictions', 'CheckResult',
+           'heading_kind', 'check_points', 'cell_points', 'one_question', 'run_exercises', 'take_keys', 'with_digests',
+           'refuse_slips', 'mark_for_nbgrader', 'mark_notebooks', 'self_study_label', 'unlink_missing', 'course_copies',
+           'copy_edition', 'refuse_other_edition', 'make_course', 'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
@@ -334,7 +334,7 @@ def take_keys(source: str, where: str) -> list[tuple[str, Any]]:
     finder.visit(tree)
     return finder.keys
 
-# %% ../nbs/19_course.ipynb #c19nbg02
+# %% ../nbs/19_course.ipynb #c19nbg03
 def _with_fresh_line(src: str) -> str:
     "`src` with `FRESH_LINE` first after its `#|` directives (an earlier fresh line replaced)."
     lines = src.split("\n")
@@ -342,7 +342,7 @@ def _with_fresh_line(src: str) -> str:
     fresh = k < len(lines) and lines[k] == FRESH_LINE
     return "\n".join(lines[:k] + [FRESH_LINE] + lines[k + fresh :])
 
-# %% ../nbs/19_course.ipynb #c19nbg03
+
 def _offset(lines: list[str], lineno: int, col: int) -> int:
     "The character offset in the joined `lines` of an AST position (its column counts UTF-8 bytes)."
     return sum(len(l) + 1 for l in lines[: lineno - 1]) + len(lines[lineno - 1].encode()[:col].decode())
@@ -540,53 +540,6 @@ def _not_code_checks(nb: dict, start: int | None) -> list[tuple[int, int, str]]:
             out.append((i, 1, f"{what}: no grader would run it; expected a code cell"))
     return out
 
-# %% ../nbs/19_course.ipynb #c19slp04
-NBGRADER_KEYS = ("schema_version", "grade", "locked", "solution", "task", "grade_id", "points", "checksum", "cell_type")
-REGIONS = {SOLUTION[0]: "solution", HIDDEN[0]: "grade", "BEGIN MARK SCHEME": "task"}  # the flag each region needs
-
-
-def _meta_slip(cell: dict, m: Any) -> str | None:
-    "What nbgrader's metadata check (schema 3) refuses in one cell's `nbgrader` metadata `m`; None if nothing."
-    flags = ("grade", "locked", "solution", "task")
-    if not isinstance(m, dict) or set(m) - set(NBGRADER_KEYS) or m.get("schema_version") != 3:
-        return f"nbgrader metadata {str(m)[:80]}: expected schema_version 3 and only the keys {list(NBGRADER_KEYS)}"
-    if not all(isinstance(m.get(k, False), bool) for k in flags) or not all(k in m for k in flags[:3]):
-        return f"nbgrader metadata {str(m)[:80]}: expected grade, locked and solution, each true or false"
-    gid, pts, role = m.get("grade_id"), m.get("points"), any(m.get(k) for k in flags)
-    if "grade_id" in m and not (isinstance(gid, str) and re.fullmatch(r"[A-Za-z0-9_-]*", gid)) or role and not gid:
-        return f"grade_id={gid!r}: expected letters, digits, _ and - (nbgrader's grade id)"
-    if (m["grade"] or m.get("task")) and not (type(pts) in (int, float) and pts >= 0):
-        return f"a grade cell with points={pts!r}: expected a number of points, 0 or more"
-    if role and cell["cell_type"] not in ("code", "markdown") or m.get("task") and cell["cell_type"] != "markdown":
-        kind = cell["cell_type"]
-        return f"a {kind} cell that nbgrader grades, locks or takes as a solution or task: expected code or markdown"
-    if cell["cell_type"] == "markdown" and not m.get("task") and m["grade"] != m["solution"]:
-        return "a markdown cell that is a grade or a solution cell, not both: nbgrader takes both or neither"
-    return None
-
-# %% ../nbs/19_course.ipynb #c19slp05
-def nbgrader_slips(nb: dict) -> list[tuple[int, int, str]]:
-    "(cell, line, what is wrong) for each rule of `nbgrader generate_assignment` that a marked `nb` breaks."
-    out, ids = [], {}
-    for i, c in enumerate(nb["cells"]):
-        m = cell_metadata(c).get("nbgrader", {})
-        if "nbgrader" in cell_metadata(c) and (what := _meta_slip(c, m)):
-            out.append((i, 1, what))
-            continue
-        gid = m.get("grade_id")
-        if any(m.get(k) for k in ("grade", "locked", "solution")):
-            if gid in ids:
-                out.append((i, 1, f"grade id {gid!r} is cell {ids[gid]}'s too: nbgrader refuses it; expected unique"))
-            ids.setdefault(gid, i)
-        for n, line in enumerate(cell_source(c).split("\n"), 1):
-            for marker in (k for k, flag in REGIONS.items() if k in line and not m.get(flag)):
-                role = "check" if REGIONS[marker] == "grade" else REGIONS[marker]
-                what = f"{marker!r} in a {c['cell_type']} cell that is no {role} cell: nbgrader refuses the notebook"
-                out.append((i, n, f"{what}; expected it only in an exercise's {role} cell"))
-            if c["cell_type"] == "code" and "AUTOTEST" in line:
-                out.append((i, n, "'AUTOTEST' in a code cell: nbgrader would expand it from an autotests.yml"))
-    return out
-
 # %% ../nbs/19_course.ipynb #g98e0164
 def refuse_slips(nb: dict, where: str, published: bool = False) -> None:
     """Refuse a teacher's slip, naming notebook, cell and line: duplicate cell ids, a marker (even in a string) or model
@@ -612,7 +565,7 @@ def refuse_slips(nb: dict, where: str, published: bool = False) -> None:
         more = f" ({len(slips) - 1} more in it)" if len(slips) > 1 else ""
         raise ValueError(f"{where}, cell {i} (id {nb['cells'][i].get('id', '?')}), line {n}: {what}{more}")
 
-# %% ../nbs/19_course.ipynb #c19nbg4b
+
 def mark_for_nbgrader(nb: dict, where: str = "notebook") -> dict:
     """Give every exercise cell of a teacher's `nb` its nbgrader metadata (`_mark_exercises`); in place, idempotent;
     a teacher's slip (`refuse_slips`), what nbgrader would refuse included, refused before."""

@@ -60,25 +60,22 @@ from ris_nb.notebook_cells import (
     write_notebook,
 )
 from ris_nb.sandbox import (
+    JobRun,
     StudentBudget,
     StudentEnded,
-    StudentFunction,
     StudentSession,
-    Unreadable,
     clean_stale,
     file_kind,
-    from_answer_data,
+    judge,
     landlock_abi,
-    last_line,
     stop_on_signals,
 )
 
 # %% auto #0
 __all__ = ['CSV_FIELDS', 'NOT_GRADED', 'VERDICT', 'NBGRADER_CONFIG', 'TeacherCheck', 'teacher_checks', 'student_names',
-           'lesson_of', 'locked_sources', 'place_checks', 'refusal', 'grading_job', 'JobRun', 'bind_student_names',
-           'judge', 'score', 'Graded', 'notebook_from_bytes', 'read_student', 'grade_notebooks', 'grade',
-           'write_grades_csv', 'format_grades', 'budget_from_args', 'add_subcommands', 'nbgrader_parts',
-           'nbgrader_course', 'add_course_subcommand']
+           'lesson_of', 'locked_sources', 'place_checks', 'refusal', 'grading_job', 'score', 'Graded',
+           'notebook_from_bytes', 'read_student', 'grade_notebooks', 'grade', 'write_grades_csv', 'format_grades',
+           'budget_from_args', 'add_subcommands', 'nbgrader_parts', 'nbgrader_course', 'add_course_subcommand']
 
 # %% ../nbs/98e_grading.ipynb #g98e0006
 @dataclasses.dataclass
@@ -229,64 +226,6 @@ def grading_job(
     return cells
 
 # %% ../nbs/98e_grading.ipynb #c19grd10
-@dataclasses.dataclass
-class JobRun:
-    "What grading one copy found: each check's error ('' passed), the cells that raised, and why it stopped ('')."
-
-    errors: dict[int, str]
-    raised: dict[int, str]
-    ended: str = ""
-    skipped: list[str] = dataclasses.field(default_factory=list)  # files of its folder not copied, and why
-
-
-def bind_student_names(ns: dict, session: StudentSession, names: list[str]) -> None:
-    "The student's names in the grader's namespace: a function as a `StudentFunction`, a value as plain data."
-    for n in names:
-        got = session.ask({"op": "get", "name": n})
-        if "missing" in got:
-            ns.pop(n, None)
-        elif "callable" in got:
-            ns[n] = StudentFunction(session, n)
-        else:
-            try:
-                ns[n] = from_answer_data(got["value"]) if "value" in got else Unreadable(str(got.get("unreadable")))
-            except Unreadable as e:
-                ns[n] = e  # the check then says the value is not what it expects
-
-
-def _in_grader(source: str, ns: dict, index: int) -> str:
-    "A teacher's cell run in the grader's namespace, its output kept from the grader's: '' or its error's last line."
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        try:
-            exec(compile(source, f"<teacher's cell {index}>", "exec"), ns)
-        except NotImplementedError:
-            return "not written yet: your function still raises NotImplementedError (replace that line with your code)"
-        except Exception as e:  # a check's own message without its type's name
-            return str(e).strip()[:500] if type(e).__name__ == "CheckError" else last_line(e)
-    return ""
-
-
-def judge(cells: list[dict], session: StudentSession, names: list[str]) -> JobRun:
-    """Cells in order: the student's and the locked ones run in the student's process; locked ones and the teacher's
-    checks run here, in the grader, beside the check functions and the student's `names`; no check reaches the student."""
-    errors, raised, ns = {}, {}, {"__name__": "__grader__", **checks_module.fresh_checks()}
-    try:
-        for c in cells:
-            i = c["index"]
-            if c["kind"] != "check" and "error" in (got := session.ask({"op": "run", "index": i, "source": c["source"]})):
-                raised[i] = got["error"]
-            if c["kind"] != "student":
-                bind_student_names(ns, session, names)
-                err = _in_grader(c["source"], ns, i)
-                if c["kind"] == "check":
-                    errors[i] = err
-                elif err:
-                    raised.setdefault(i, err)
-    except StudentEnded as e:
-        return JobRun(errors, raised, str(e))
-    return JobRun(errors, raised)
-
-
 def score(checks: list[TeacherCheck], placed: dict[str, int], run: JobRun) -> list[CheckResult]:
     "One `CheckResult` per teacher check: missing, not run (and why), or its error in the grader ('' passed)."
     out = []
@@ -532,30 +471,13 @@ def _add_grade(sub) -> None:
     p.add_argument("--csv", default=None, help="file for one row per check (default: grades-<teacher notebook>.csv)")
     p.add_argument("--timeout", type=float, default=300, help="seconds each notebook's cells may run (default: 300)")
     b = StudentBudget()
-    p.add_argument(
-        "--memory-gib",
-        type=float,
-        default=b.memory / 2**30,
-        help="address space of each student's process, GiB (default: %(default)g)",
-    )
-    p.add_argument(
-        "--file-gib",
-        type=float,
-        default=b.file_size / 2**30,
-        help="largest file a student's process may write, GiB (default: %(default)g)",
-    )
-    p.add_argument(
-        "--notebook-mib",
-        type=float,
-        default=b.notebook / 2**20,
-        help="largest student notebook read, MiB (default: %(default)g)",
-    )
-    p.add_argument(
-        "--disk-gib",
-        type=float,
-        default=b.disk / 2**30,
-        help="what each student's scratch folder may hold, GiB (default: %(default)g)",
-    )
+    for flag, field, shift, what in (
+        ("--memory-gib", "memory", 30, "address space of each student's process, GiB"),
+        ("--file-gib", "file_size", 30, "largest file a student's process may write, GiB"),
+        ("--notebook-mib", "notebook", 20, "largest student notebook read, MiB"),
+        ("--disk-gib", "disk", 30, "what each student's scratch folder may hold, GiB"),
+    ):
+        p.add_argument(flag, type=float, default=getattr(b, field) / 2**shift, help=f"{what} (default: %(default)g)")
     p.set_defaults(func=_run_grade)
 
 
@@ -712,6 +634,14 @@ def nbgrader_parts() -> dict[str, type]:
                     c.outputs, c.execution_count = ([_verdict(r)] if r else []), None
             return nb, resources
 
+    class ClearHiddenLocked(Preprocessor):
+        "The feedback's hidden tests cleared from the teacher's locked cells; a student's stray marker stays text."
+
+        def preprocess_cell(self, cell, resources, index):
+            if cell.metadata.get("nbgrader", {}).get("locked"):
+                cell.source = clear_hidden(cell.source)
+            return cell, resources
+
     class FeedbackOutputs(Preprocessor):
         "Feedback: a locked or hidden-test cell keeps only the grade's verdict, never what the student's code printed."
 
@@ -758,7 +688,7 @@ def nbgrader_parts() -> dict[str, type]:
                 w.writeheader()
                 w.writerows(rows)
 
-    parts = (SanitizeSubmission, GradeConfined, FeedbackOutputs, ReasoningRead, NotGradedExport)
+    parts = (SanitizeSubmission, GradeConfined, ClearHiddenLocked, FeedbackOutputs, ReasoningRead, NotGradedExport)
     return {k.__name__: k for k in parts}
 
 # %% ../nbs/98e_grading.ipynb #g98e0022
@@ -770,7 +700,7 @@ notebooks, with `images/` and `results/`) and writes this file there; run nbgrad
 import os
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, ClearOutput, DeduplicateIds
+from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds
 from nbgrader.preprocessors import GetGrades, LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades
 
 from ris_nb.grading import nbgrader_parts
@@ -812,8 +742,14 @@ c.Autograde.autograde_preprocessors = [
 # Seconds one submission's exercise section may run in its process (its start, Python and torch, not counted).
 c.GradeConfined.timeout = 300
 
-# The feedback: the graded notebook without its hidden tests; locked and hidden-test cells show only the verdict.
-c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, ris_nb["FeedbackOutputs"], CSSHTMLHeaderPreprocessor]
+# The feedback: the graded notebook without its hidden tests (cleared from the teacher's locked cells: a marker a
+# student pasted is their text); locked and hidden-test cells show only the verdict.
+c.GenerateFeedback.preprocessors = [
+    GetGrades,
+    ris_nb["ClearHiddenLocked"],
+    ris_nb["FeedbackOutputs"],
+    CSSHTMLHeaderPreprocessor,
+]
 
 # `nbgrader export`: a submission autograde could not grade is `not graded` in grades.csv, never 0.0.
 c.ExportApp.plugin_class = ris_nb["NotGradedExport"]

@@ -13,9 +13,9 @@ from typing import Any
 from .io import write_atomic  # built in 92_dataset_writing
 
 # %% auto #0
-__all__ = ['SOLUTION', 'HIDDEN', 'GRADE_ID', 'cell_source', 'is_cell', 'read_notebook', 'write_notebook', 'cell_metadata',
-           'cell_flags', 'cell_heading', 'clear_regions', 'check_markers', 'clear_hidden', 'hidden_lines',
-           'nbgrader_meta']
+__all__ = ['SOLUTION', 'HIDDEN', 'GRADE_ID', 'NBGRADER_KEYS', 'REGIONS', 'cell_source', 'is_cell', 'read_notebook',
+           'write_notebook', 'cell_metadata', 'cell_flags', 'cell_heading', 'clear_regions', 'check_markers',
+           'clear_hidden', 'hidden_lines', 'nbgrader_meta', 'nbgrader_slips']
 
 # %% ../nbs/98h_notebook_cells.ipynb #nbc98h06
 def cell_source(cell: dict) -> str:
@@ -138,3 +138,50 @@ def nbgrader_meta(grade_id: str, grade: bool, solution: bool, locked: bool, poin
     "The `nbgrader` metadata of a cell (schema 3): graded, a solution or locked, with its points."
     m = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution}
     return {**m, "task": False, **({} if points is None else {"points": points})}
+
+# %% ../nbs/98h_notebook_cells.ipynb #c19slp04
+NBGRADER_KEYS = ("schema_version", "grade", "locked", "solution", "task", "grade_id", "points", "checksum", "cell_type")
+REGIONS = {SOLUTION[0]: "solution", HIDDEN[0]: "grade", "BEGIN MARK SCHEME": "task"}  # the flag each region needs
+
+
+def _meta_slip(cell: dict, m: Any) -> str | None:
+    "What nbgrader's metadata check (schema 3) refuses in one cell's `nbgrader` metadata `m`; None if nothing."
+    flags = ("grade", "locked", "solution", "task")
+    if not isinstance(m, dict) or set(m) - set(NBGRADER_KEYS) or m.get("schema_version") != 3:
+        return f"nbgrader metadata {str(m)[:80]}: expected schema_version 3 and only the keys {list(NBGRADER_KEYS)}"
+    if not all(isinstance(m.get(k, False), bool) for k in flags) or not all(k in m for k in flags[:3]):
+        return f"nbgrader metadata {str(m)[:80]}: expected grade, locked and solution, each true or false"
+    gid, pts, role = m.get("grade_id"), m.get("points"), any(m.get(k) for k in flags)
+    if "grade_id" in m and not (isinstance(gid, str) and re.fullmatch(r"[A-Za-z0-9_-]*", gid)) or role and not gid:
+        return f"grade_id={gid!r}: expected letters, digits, _ and - (nbgrader's grade id)"
+    if (m["grade"] or m.get("task")) and not (type(pts) in (int, float) and pts >= 0):
+        return f"a grade cell with points={pts!r}: expected a number of points, 0 or more"
+    if role and cell["cell_type"] not in ("code", "markdown") or m.get("task") and cell["cell_type"] != "markdown":
+        kind = cell["cell_type"]
+        return f"a {kind} cell that nbgrader grades, locks or takes as a solution or task: expected code or markdown"
+    if cell["cell_type"] == "markdown" and not m.get("task") and m["grade"] != m["solution"]:
+        return "a markdown cell that is a grade or a solution cell, not both: nbgrader takes both or neither"
+    return None
+
+# %% ../nbs/98h_notebook_cells.ipynb #c19slp05
+def nbgrader_slips(nb: dict) -> list[tuple[int, int, str]]:
+    "(cell, line, what is wrong) for each rule of `nbgrader generate_assignment` that a marked `nb` breaks."
+    out, ids = [], {}
+    for i, c in enumerate(nb["cells"]):
+        m = cell_metadata(c).get("nbgrader", {})
+        if "nbgrader" in cell_metadata(c) and (what := _meta_slip(c, m)):
+            out.append((i, 1, what))
+            continue
+        gid = m.get("grade_id")
+        if any(m.get(k) for k in ("grade", "locked", "solution")):
+            if gid in ids:
+                out.append((i, 1, f"grade id {gid!r} is cell {ids[gid]}'s too: nbgrader refuses it; expected unique"))
+            ids.setdefault(gid, i)
+        for n, line in enumerate(cell_source(c).split("\n"), 1):
+            for marker in (k for k, flag in REGIONS.items() if k in line and not m.get(flag)):
+                role = "check" if REGIONS[marker] == "grade" else REGIONS[marker]
+                what = f"{marker!r} in a {c['cell_type']} cell that is no {role} cell: nbgrader refuses the notebook"
+                out.append((i, n, f"{what}; expected it only in an exercise's {role} cell"))
+            if c["cell_type"] == "code" and "AUTOTEST" in line:
+                out.append((i, n, "'AUTOTEST' in a code cell: nbgrader would expand it from an autotests.yml"))
+    return out

@@ -32,7 +32,8 @@ import ris_nb.exercise_checks as checks_module
 __all__ = ['STARTUP_S', 'MAX_FOLDER', 'MAX_DEPTH', 'MARK', 'MAX_MESSAGE', 'ARRAY', 'SCALAR', 'StudentBudget', 'file_kind',
            'scratch_copy', 'end_descendants', 'clean_stale', 'signals_held', 'stop_on_signals', 'landlock_abi',
            'sandbox_rules', 'Unreadable', 'encode_message', 'answer_data', 'from_answer_data', 'tensors_in',
-           'last_line', 'serve_grader', 'StudentEnded', 'StudentError', 'StudentFunction', 'StudentSession']
+           'last_line', 'serve_grader', 'StudentEnded', 'StudentError', 'StudentFunction', 'StudentSession', 'JobRun',
+           'bind_student_names', 'judge']
 
 # %% ../nbs/98c_student_sandbox.ipynb #c19grd06
 STARTUP_S = 120  # seconds a student's process may take to start (Python, torch), outside its time limit
@@ -747,3 +748,61 @@ def ask(self: StudentSession, request: dict) -> dict:
         return self._read_answer(deadline)
     finally:
         self.used += time.monotonic() - t0
+
+# %% ../nbs/98c_student_sandbox.ipynb #s98c0041
+@dataclasses.dataclass
+class JobRun:
+    "What grading one copy found: each check's error ('' passed), the cells that raised, and why it stopped ('')."
+
+    errors: dict[int, str]
+    raised: dict[int, str]
+    ended: str = ""
+    skipped: list[str] = dataclasses.field(default_factory=list)  # files of its folder not copied, and why
+
+
+def bind_student_names(ns: dict, session: StudentSession, names: list[str]) -> None:
+    "The student's names in the grader's namespace: a function as a `StudentFunction`, a value as plain data."
+    for n in names:
+        got = session.ask({"op": "get", "name": n})
+        if "missing" in got:
+            ns.pop(n, None)
+        elif "callable" in got:
+            ns[n] = StudentFunction(session, n)
+        else:
+            try:
+                ns[n] = from_answer_data(got["value"]) if "value" in got else Unreadable(str(got.get("unreadable")))
+            except Unreadable as e:
+                ns[n] = e  # the check then says the value is not what it expects
+
+
+def _in_grader(source: str, ns: dict, index: int) -> str:
+    "A teacher's cell run in the grader's namespace, its output kept from the grader's: '' or its error's last line."
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            exec(compile(source, f"<teacher's cell {index}>", "exec"), ns)
+        except NotImplementedError:
+            return "not written yet: your function still raises NotImplementedError (replace that line with your code)"
+        except Exception as e:  # a check's own message without its type's name
+            return str(e).strip()[:500] if type(e).__name__ == "CheckError" else last_line(e)
+    return ""
+
+
+def judge(cells: list[dict], session: StudentSession, names: list[str]) -> JobRun:
+    """Cells in order: the student's and the locked ones run in the student's process; locked ones and the teacher's
+    checks run here, in the grader, beside the check functions and the student's `names`; no check reaches the student."""
+    errors, raised, ns = {}, {}, {"__name__": "__grader__", **checks_module.fresh_checks()}
+    try:
+        for c in cells:
+            i = c["index"]
+            if c["kind"] != "check" and "error" in (got := session.ask({"op": "run", "index": i, "source": c["source"]})):
+                raised[i] = got["error"]
+            if c["kind"] != "student":
+                bind_student_names(ns, session, names)
+                err = _in_grader(c["source"], ns, i)
+                if c["kind"] == "check":
+                    errors[i] = err
+                elif err:
+                    raised.setdefault(i, err)
+    except StudentEnded as e:
+        return JobRun(errors, raised, str(e))
+    return JobRun(errors, raised)
