@@ -679,7 +679,10 @@ def _end(self: StudentSession, why: str) -> None:
 @patch
 def _gone(self: StudentSession) -> None:
     "The process closed its answers: how it ended, from its exit status and the last line of its stderr."
-    rc = self.p.wait()
+    try:
+        rc = self.p.wait(5)
+    except subprocess.TimeoutExpired:  # it closed its answers and runs on
+        self._end(f"it stopped answering the grader ({self.where()})")
     self.err.seek(max(0, self.err.seek(0, 2) - 2000))
     tail = self.err.read().decode("utf-8", "replace").strip().splitlines()
     if rc < 0:

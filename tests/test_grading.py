@@ -409,3 +409,9 @@ def test_an_answer_of_another_shape_is_trusted_in_nothing():
             "its answer to the grader is garbled; none of it is trusted (in cell 3)",
             "it answered with over 64 MiB (in cell 3)",
         ), (why, str(e.value))
+    closes = (
+        "import os, time\nfor fd in range(3, 64):\n    try:\n        os.close(fd)\n    except OSError:\n        pass\n"
+    )
+    with StudentSession(None, 30, None, StudentBudget()) as s:  # its answers closed, then it runs on
+        with pytest.raises(StudentEnded, match=r"^it stopped answering the grader \(in cell 3\)$"):
+            s.ask({"op": "run", "index": 3, "source": closes + "time.sleep(60)"})

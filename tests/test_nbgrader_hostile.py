@@ -192,7 +192,8 @@ def test_the_feedback_shows_no_key_no_hidden_test_and_nothing_a_student_printed(
     hidden = ["add_one(-1) == 0", 'key="a"', HIDDEN[0]]
     for student in set(subs) - {"nbf5"} - UNCONFINED:
         page = (course / "feedback" / student / "tiny_lesson" / "tiny_lesson.html").read_text()
-        shown = [s for s in [*hidden, LEAK] if s in page]
+        theirs = {HIDDEN[0]} if student == "stray_marker" else set()  # the marker it pasted: its own text, shown
+        shown = [s for s in [*hidden, LEAK] if s in page and s not in theirs]
         assert not shown, f"{student}'s feedback shows {shown}"
     page = (course / "feedback" / "honest" / "tiny_lesson" / "tiny_lesson.html").read_text()
     assert "passed (graded by ris_nb): 1 point\n" in page and "1 points" not in page, "the honest feedback's verdict"
