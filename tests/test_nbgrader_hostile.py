@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import getpass
 import json
 import os
 import subprocess
@@ -38,6 +37,7 @@ NB_ENV = {**ENV, "PATH": f"{BIN}{os.pathsep}{ENV.get('PATH', '')}"}  # nbgrader 
 # Without Landlock a student's process can read source/ (the documented limit of `ris_nb grade`): that case is not
 # contained there, so it is not checked there.
 UNCONFINED = set() if landlock_abi() else {"readsource"}
+EXCHANGE_STUDENT = "via_exchange"  # the student who fetches and submits through nbgrader's exchange
 LEAK = "LEAKED"  # what a hostile submission prints beside anything secret it finds (its code writes 'LEAK' 'ED')
 PATCH = (
     "import ris_nb.exercise_checks as _C\n"
@@ -128,23 +128,22 @@ def submissions(release: dict, teacher: dict, source: Path) -> dict[str, dict]:
 
 def by_exchange(course: Path, home: Path, answered: dict) -> dict:
     """README's teacher path, issue 86 item 7: release, a student's fetch and submit, collect, through the exchange the
-    shipped config sets beside it (no other setup): the submission lands in submitted/<user>/."""
+    shipped config sets beside it (no other setup): the submission lands in submitted/<the student's user name>/."""
     student = ["--course", "ris_nb", f"--Exchange.root={course / 'exchange'}"]
+    home.mkdir(exist_ok=True)
     for args, cwd in [
         (["release_assignment", "tiny_lesson"], course),
         (["fetch_assignment", "tiny_lesson", *student], home),
     ]:
-        home.mkdir(exist_ok=True)
         out = subprocess.run([str(BIN / "nbgrader"), *args], cwd=cwd, env=NB_ENV, capture_output=True, text=True)
         assert out.returncode == 0, (args, out.stdout + out.stderr)
     (home / "tiny_lesson" / "tiny_lesson.ipynb").write_text(json.dumps(answered))
-    out = subprocess.run(
-        [str(BIN / "nbgrader"), "submit", "tiny_lesson", *student], cwd=home, env=NB_ENV, capture_output=True, text=True
-    )
+    cmd = [str(BIN / "nbgrader"), "submit", "tiny_lesson", *student, f"--CourseDirectory.student_id={EXCHANGE_STUDENT}"]
+    out = subprocess.run(cmd, cwd=home, env=NB_ENV, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     out = nbgrader(course, "collect", "tiny_lesson")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert (course / "submitted" / getpass.getuser() / "tiny_lesson" / "tiny_lesson.ipynb").is_file()
+    assert (course / "submitted" / EXCHANGE_STUDENT / "tiny_lesson" / "tiny_lesson.ipynb").is_file()
     return answered
 
 
@@ -162,7 +161,7 @@ def hostile(tmp_path_factory):
         p = course / "submitted" / student / "tiny_lesson" / "tiny_lesson.ipynb"
         p.parent.mkdir(parents=True)
         p.write_text(json.dumps(nb))
-    subs[getpass.getuser()] = by_exchange(course, root / "student", subs["honest"])
+    subs[EXCHANGE_STUDENT] = by_exchange(course, root / "student", subs["honest"])
     auto = nbgrader(course, "autograde", "tiny_lesson", "--create")
     feedback = nbgrader(course, "generate_feedback", "tiny_lesson")
     export = nbgrader(course, "export")
@@ -178,7 +177,7 @@ def test_each_submission_gets_the_right_score_or_is_named_not_graded(hostile):
     assert "old version of the nbgrader metadata" not in log, log[-3000:]
     want = {"honest": 3.0, "untouched": 0.0, "headmoved": 0.0, "headmoved_solved": 3.0, "patchchecks": 0.0}
     want |= {"readsource": 3.0, "dupid_before": 3.0, "solgrade": 3.0, "gradefalse": 3.0}
-    want |= {"frame_forge": 0.0, "pipe_forge": 0.0, "leak_hidden": 0.0, getpass.getuser(): 3.0, "stray_marker": 3.0}
+    want |= {"frame_forge": 0.0, "pipe_forge": 0.0, "leak_hidden": 0.0, EXCHANGE_STUDENT: 3.0, "stray_marker": 3.0}
     got = {s: float(v) for s, v in scores.items() if s != "nbf5" and s not in UNCONFINED}
     want = {s: v for s, v in want.items() if s not in UNCONFINED}
     assert got == want, f"nbgrader's export {got}, expected {want}"
