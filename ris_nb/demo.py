@@ -115,8 +115,8 @@ def reading_note(reading: SentenceCoverage, trained_on: str | None = None, scene
         return f"no word of the sentence is known to this model{why}: {few(missed)}; the mask cannot follow it"
     parts = []
     if reading.unknown:
-        unknown = list(dict.fromkeys(reading.unknown))  # each word once
-        parts.append(f"{words(len(reading.unknown))} unknown to this model{why}: {few(unknown)}")
+        unknown = list(dict.fromkeys(reading.unknown))  # each word once, counted once
+        parts.append(f"{words(len(unknown))} unknown to this model{why}: {few(unknown)}")
     if reading.cut:
         parts.append(f"{words(len(reading.cut))} cut, the sentence is too long: {few(reading.cut)}")
     return "; ".join(parts + [f'it reads "{" ".join(reading.kept)}"']) if parts else ""

@@ -44,6 +44,14 @@ def test_a_long_sentence_gives_a_short_status_line_that_counts_the_cut_words():
     assert reading_note(read_sentence(tok, "the red square", cfg.data.max_tokens)) == ""
 
 
+def test_unknown_words_are_counted_as_listed():
+    "A word unknown twice is one word unknown: '2 words unknown …: big, near' (was: '3 words … big, near')."
+    from ris_nb.picture_inputs import SentenceCoverage
+
+    note = reading_note(SentenceCoverage(kept=["the", "circle"], unknown=["big", "near", "big"], cut=[]))
+    assert note.startswith("2 words unknown to this model: big, near"), note
+
+
 def test_the_app_status_line_stays_short_for_300_words(app):
     app.text.value = LONG
     assert app.run() is not None and len(app.status) < 300 and "words cut" in app.status, app.status
