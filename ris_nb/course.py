@@ -324,6 +324,8 @@ FRESH_LINE = (
     'globals().update(__import__("ris_nb.exercise_checks").exercise_checks.fresh_checks())'
     "  # the check functions as shipped"
 )
+
+
 def take_keys(source: str, where: str) -> list[tuple[str, Any]]:
     "The keys of `source`'s keyed `check_choice` calls, (question, key) each, in order; a key not a literal is named."
     try:

@@ -322,4 +322,3 @@ def fresh_checks() -> dict[str, Any]:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return {k: getattr(mod, k) for k in CHECK_NAMES}
-

@@ -125,7 +125,6 @@ def scratch_copy(folder: Path | None, dst: Path, own: Path | None = None) -> lis
                     skipped.append(f"{e.path}: unreadable ({err.strerror or err})")
     return skipped
 
-
 # %% ../nbs/98c_student_sandbox.ipynb #s98c0020
 def _start_time(pid: int) -> str:
     "When process `pid` started (clock ticks since boot; '' when it is gone): with the pid, one process for good."
@@ -410,7 +409,6 @@ def _disk_used(folder: Path) -> int:
                     todo.append(e.path)
     return total
 
-
 # %% ../nbs/98c_student_sandbox.ipynb #c19grd07
 def _stop(p: subprocess.Popen, keep: set[int]) -> None:
     "The student's process, its group and every other descendant (setsid() ones, adopted) killed and reaped."
@@ -418,7 +416,6 @@ def _stop(p: subprocess.Popen, keep: set[int]) -> None:
         os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     end_descendants(keep)
-
 
 # %% ../nbs/98c_student_sandbox.ipynb #s98c0032
 def last_line(e: BaseException) -> str:
@@ -659,7 +656,6 @@ def _signal_name(n: int) -> str:
         return f"({signal.Signals(n).name}) "
     except ValueError:
         return ""
-
 
 
 @patch
