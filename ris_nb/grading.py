@@ -80,7 +80,7 @@ __all__ = ['CSV_FIELDS', 'NOT_GRADED', 'VERDICT', 'NBGRADER_CONFIG', 'TeacherChe
 # %% ../nbs/98e_grading.ipynb #g98e0006
 @dataclasses.dataclass
 class TeacherCheck:
-    "A check cell of the teacher's notebook as the grader sends it: its keys taken out."
+    "A check cell of the teacher's notebook as the grader runs it, in its own process: keys and hidden tests kept."
 
     name: str  # nbgrader grade_id, else the cell id: how a student's copy is matched
     index: int
@@ -92,7 +92,7 @@ class TeacherCheck:
 
 # %% ../nbs/98e_grading.ipynb #c19grd04
 def teacher_checks(teacher: dict, where: str, skip: tuple[str, ...] = ("slow", "gpu")) -> list[TeacherCheck]:
-    "The check cells of `teacher`'s exercises (none flagged `skip`), keys taken out; a malformed notebook is named."
+    "The check cells of `teacher`'s exercises (none flagged `skip`), whole; a malformed notebook is named."
     check_markers(teacher, where)
     start = exercise_start(teacher)
     if start is None:
