@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from test_faults_unclear import main as _cli  # `ris_nb ARGS` in this process, one thread
+
 from ris_nb.shipped import DATA_RECIPE, SHIPPED_KEYS, load_shipped, read_shipped, shipped_dir, shipped_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,20 +71,6 @@ def test_the_recorded_val_score_is_measured_again(name, shaperefs_data):
     assert got["n"] == want["n"]
     for k in ("oIoU", "mIoU", "P@0.5"):
         assert abs(got[k] - want[k]) <= 0.1, f"{name}: val {k} {got[k]:.2f}, recorded {want[k]:.2f}"
-
-
-def _cli(capsys, *args) -> tuple[int, str, str]:
-    "`ris_nb ARGS` in this process, one thread: (exit code, stdout, stderr)."
-    from ris_nb.__main__ import main
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        rc = main([str(a) for a in args])
-    finally:
-        torch.set_num_threads(threads)
-    got = capsys.readouterr()
-    return rc, got.out, got.err
 
 
 @pytest.mark.parametrize("name", EXPECTED)
