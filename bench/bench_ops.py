@@ -50,7 +50,7 @@ from gpu_check import random_batch  # noqa: E402  (the GPU check's batch: the sa
 
 from ris_nb.core import build_model, seed_everything  # noqa: E402
 from ris_nb.presets import get_preset  # noqa: E402
-from ris_nb.models.encoders import offline_random  # noqa: E402
+from ris_nb.models.encoder_builds import offline_random  # noqa: E402
 from ris_nb.models.magnet import DeformEncoderLayer  # noqa: E402
 from ris_nb.train import Learner  # noqa: E402
 

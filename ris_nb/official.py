@@ -28,7 +28,8 @@ from ris_nb.core import (
 )
 from .presets import get_preset
 from .io import torch_load_checked
-from .models.encoders import ViTBackbone, swin_to_timm
+from .models.encoders import ViTBackbone
+from .models.encoder_builds import swin_to_timm
 from .models.magnet import MagNet
 from .models.sag import SaG
 

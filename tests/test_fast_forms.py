@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ris_nb.core import build_model, validate_config
-from ris_nb.models.encoders import offline_random
+from ris_nb.models.encoder_builds import offline_random
 from ris_nb.models.fast import FastMagNet, compile_regions, compiled_regions, to_impl
 from ris_nb.models.magnet import MagNet, MSDeformAttn
 from ris_nb.presets import get_preset

@@ -9,7 +9,7 @@ import torch
 from ris_nb.core import build_model
 from ris_nb.presets import get_preset
 from ris_nb.testing import official_fixture
-from ris_nb.models.encoders import offline_random
+from ris_nb.models.encoder_builds import offline_random
 from ris_nb.models.magnet import MagNet
 from ris_nb.official import convert_magnet, load_magnet
 

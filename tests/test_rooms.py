@@ -77,7 +77,7 @@ def test_the_foundations_import_no_other_ris_nb_module(module):
 
 
 def test_models_never_import_official():
-    "The Swin key map lives beside the backbone (`models.encoders`), so no model module imports `ris_nb.official`."
+    "The Swin key map lives in `models.encoder_builds`, so no model module imports `ris_nb.official`."
     assert not [m for m in MODULES if m.startswith("models") and "ris_nb.official" in imports(m)]
 
 
@@ -123,9 +123,9 @@ def test_the_training_check_catches_a_loop(tmp_path):
         ("EntityPretrainCB", "pretrain"),
         ("convert_magnet", "official"),
         ("sag_key_map", "official"),  # converters with their key maps
-        # Swin's renaming beside the backbone, as in timm
-        ("swin_to_timm", "models.encoders"),
-        ("load_swin", "models.encoders"),
+        # Swin's renaming with the encoders' weight loading (appendix 92b)
+        ("swin_to_timm", "models.encoder_builds"),
+        ("load_swin", "models.encoder_builds"),
         # the foundations
         ("write_atomic", "io"),
         ("safe_load_pickle", "io"),

@@ -310,7 +310,7 @@ def random_batch(batch_size: int, image_size: int, vocab: int, tokens: int = 20)
 def paper_config(preset: str, device: str, tiny: bool):
     "`preset` with random encoders (nothing read from disk); --tiny: its tiny stand-in at 64 px."
     from ris_nb.presets import get_preset
-    from ris_nb.models.encoders import offline_random
+    from ris_nb.models.encoder_builds import offline_random
 
     cfg = offline_random(get_preset(PAPERS[preset] if tiny else preset))
     sets = {"train.device": device, "data.num_workers": 0}
@@ -793,7 +793,7 @@ def failed_at(e: BaseException) -> str:
 def tiny_config(preset: str, device: str):
     "A tiny preset with random encoders at 64 px (the quickstart's size), on `device`."
     from ris_nb.presets import get_preset
-    from ris_nb.models.encoders import offline_random
+    from ris_nb.models.encoder_builds import offline_random
 
     sets = {"train.device": device, "data.num_workers": 0, "data.image_size": 64, "model.text.vocab_size": 64}
     return offline_random(get_preset(preset)).override(sets)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Config, model_part, register_model, special_token_ids
-from .encoders import StagedBackbone, TextEncoder, build_backbone, build_text_encoder
+from .encoders import StagedBackbone, TextEncoder
+from .encoder_builds import build_backbone, build_text_encoder
 
 # %% auto #0
 __all__ = ['WordAttention', 'PWAM', 'language_gate', 'SimpleDecoder', 'RefineHead', 'LavtOutputs', 'seg_loss', 'LAVT', 'at_sizes',

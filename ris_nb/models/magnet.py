@@ -30,7 +30,8 @@ from ris_nb.core import (
     special_token_ids,
 )
 from .alignment import CAM, MagNetPWAM, cal_loss
-from .encoders import build_backbone, build_text_encoder, extended_mask, sine_pos_2d
+from .encoders import extended_mask, sine_pos_2d
+from .encoder_builds import build_backbone, build_text_encoder
 from .lavt import RefineHead, dice_loss
 from .mask_grounding import MaskGrounding, mg_visual_index
 

@@ -25,10 +25,9 @@ from ris_nb.models.encoders import (
     StagedBackbone,
     TextEncoder,
     ViTBackbone,
-    build_backbone,
-    build_text_encoder,
     sine_pos_2d,
 )
+from ris_nb.models.encoder_builds import build_backbone, build_text_encoder
 from ..distributed import gather_batch, gather_ids
 from ris_nb.models.sag_parts import (  # sag_tiny's parts outside the model class: appendix 95b
     EntityAppearance,
