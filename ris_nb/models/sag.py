@@ -27,7 +27,7 @@ from ris_nb.models.encoders import (
     ViTBackbone,
     sine_pos_2d,
 )
-from ris_nb.models.encoder_builds import build_backbone, build_text_encoder
+from .encoder_builds import build_backbone, build_text_encoder
 from ..distributed import gather_batch, gather_ids
 from ris_nb.models.sag_parts import (  # sag_tiny's parts outside the model class: appendix 95b
     EntityAppearance,
