@@ -271,8 +271,7 @@ class TextEncoder(nn.Module):
             raise ValueError(f"model.text.layer_groups={self.layer_groups} must sum to the encoder's {n} layers")
         bounds = [0] + list(torch.tensor(self.layer_groups).cumsum(0).tolist())
         self.bounds = list(zip(bounds[:-1], bounds[1:]))
-        self.hidden_size = bert.config.hidden_size
-        self.vocab_size = bert.config.vocab_size
+        self.hidden_size, self.vocab_size = bert.config.hidden_size, bert.config.vocab_size
 
     @property
     def num_groups(self) -> int:
@@ -289,20 +288,16 @@ class TextEncoder(nn.Module):
             hidden = layer(hidden, attention_mask=ext_mask)
         return hidden
 
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
+        "input_ids, attention_mask: (B,T) -> TextFeatures(tokens (B,T,D), mask (B,T))."
+        h, ext = self.embed(input_ids), extended_mask(attention_mask, self.bert.embeddings.word_embeddings.weight.dtype)
+        for g in range(self.num_groups):
+            h = self.group(g, h, ext)
+        return TextFeatures(h, attention_mask)
 
-@patch
-def forward(self: TextEncoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
-    "input_ids, attention_mask: (B,T) -> TextFeatures(tokens (B,T,D), mask (B,T))."
-    h, ext = self.embed(input_ids), extended_mask(attention_mask, self.bert.embeddings.word_embeddings.weight.dtype)
-    for g in range(self.num_groups):
-        h = self.group(g, h, ext)
-    return TextFeatures(h, attention_mask)
-
-
-@patch
-def freeze_(self: TextEncoder, trainable_layers: int = -1, train_embeddings: bool = True) -> "TextEncoder":
-    "Freeze embeddings unless `train_embeddings`; freeze layers >= `trainable_layers` (-1: none)."
-    self.bert.embeddings.requires_grad_(train_embeddings)
-    for i, layer in enumerate(self.bert.encoder.layer):
-        layer.requires_grad_(trainable_layers < 0 or i < trainable_layers)
-    return self
+    def freeze_(self, trainable_layers: int = -1, train_embeddings: bool = True) -> "TextEncoder":
+        "Freeze embeddings unless `train_embeddings`; freeze layers >= `trainable_layers` (-1: none)."
+        self.bert.embeddings.requires_grad_(train_embeddings)
+        for i, layer in enumerate(self.bert.encoder.layer):
+            layer.requires_grad_(trainable_layers < 0 or i < trainable_layers)
+        return self
