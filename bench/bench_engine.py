@@ -12,7 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, header, record, table, time_left, timed  # noqa: E402
 
-from ris_nb.core import build_model, seed_everything
+from ris_nb.core import seed_everything
+from ris_nb.registry import build_model
 from ris_nb.presets import get_preset
 from ris_nb.data.shaperefs_files import generate
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders

@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, busy_note, header, interleaved, paired_ratio, record, stats_cells, table, time_left  # noqa: E402
 
-from ris_nb.core import build_model, seed_everything
+from ris_nb.core import seed_everything
+from ris_nb.registry import build_model
 from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.data.refer import RefDataset, Refer  # noqa: E402
 from ris_nb.data.shaperefs_files import generate  # noqa: E402
@@ -89,7 +90,7 @@ def official_pattern(cfg, coll, model, dataset, n: int, parts: dict | None = Non
 
 def split_ours(cfg, coll, model, dataset, n: int) -> dict:
     "Data (image-grouped batches) and model (forward + predict + IoU) seconds of `ris_nb eval`'s path."
-    from ris_nb.core import model_spec
+    from ris_nb.registry import model_spec
     from ris_nb.evaluate import _eval_batches, _forward, _sample_iu
 
     loader = DataLoader(dataset(True), batch_size=cfg.eval.batch_size, sampler=list(range(n)), collate_fn=coll)
@@ -109,7 +110,7 @@ def flops_per_sentence(cfg, coll, model, dataset, n: int) -> float:
     """Matmul/convolution FLOPs per sentence of `ris_nb eval`'s forward + predict (torch's FlopCounterMode;
     element-wise ops not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
-    from ris_nb.core import model_spec
+    from ris_nb.registry import model_spec
     from ris_nb.evaluate import _eval_batches, _forward, _sample_iu
 
     loader = DataLoader(dataset(True), batch_size=cfg.eval.batch_size, sampler=list(range(n)), collate_fn=coll)

@@ -20,7 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, header, record  # noqa: E402
 
-from ris_nb.core import build_model, get_device, special_token_ids
+from ris_nb.core import get_device, special_token_ids
+from ris_nb.registry import build_model
 from ris_nb.presets import get_preset  # noqa: E402
 
 

@@ -35,7 +35,8 @@ def _train_speed(log_path: Path) -> float:
 
 def train_and_score(preset: str, seed: int, args) -> dict:
     "Train one preset/seed (or reload it) and score val."
-    from ris_nb.core import build_model, seed_everything
+    from ris_nb.core import seed_everything
+    from ris_nb.registry import build_model
     from ris_nb.presets import get_preset
     from ris_nb.data.transforms import build_tokenizer, make_dataloaders
     from ris_nb.evaluate import evaluate, sentence_sensitivity, shatter_gather

@@ -43,7 +43,7 @@ from common import (
     table,
 )  # noqa: E402
 
-from ris_nb.core import build_model
+from ris_nb.registry import build_model
 from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.official import load_magnet  # noqa: E402
 

@@ -48,7 +48,8 @@ from common import Probe, busy_note, header, probes_1t_2t, record, stats_cells, 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from gpu_check import random_batch  # noqa: E402  (the GPU check's batch: the same shapes on both)
 
-from ris_nb.core import build_model, seed_everything  # noqa: E402
+from ris_nb.core import seed_everything  # noqa: E402
+from ris_nb.registry import build_model
 from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.models.encoder_builds import offline_random  # noqa: E402
 from ris_nb.models.magnet import DeformEncoderLayer  # noqa: E402

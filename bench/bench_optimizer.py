@@ -24,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Probe, busy_note, header, interleaved, paired_ratio, probes_1t_2t, stats_cells, table  # noqa: E402
 
-from ris_nb.core import build_model, seed_everything  # noqa: E402
+from ris_nb.core import seed_everything  # noqa: E402
+from ris_nb.registry import build_model
 from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.data.transforms import Batch  # noqa: E402
 from ris_nb.train import Callback, DeviceCB, Learner, adamw_kernel, lr_factor  # noqa: E402

@@ -56,7 +56,8 @@ def _run_synth(args) -> None:
     generate(args.out, n_images=args.n_images, seed=args.seed, size=args.size, language=args.language)
 
 # %% ../nbs/15_cli.ipynb #c15t0002
-from .core import parse_override, validate_config
+from .core import parse_override
+from .registry import validate_config
 
 # built in the appendix: io in 92_dataset_writing, presets in 90a_presets, machine in 96a_machine
 from .io import check_apart, check_out_dir, check_path_arg, check_writable, environment_error, load_image

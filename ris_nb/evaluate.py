@@ -20,7 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .core import Config, eval_mode, model_spec
+from .core import Config, eval_mode
+from .registry import model_spec
 from .io import write_atomic
 from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize, encode_text, resize_mask
 from .metrics import RISMetrics, check_protocol, intersection_union, iou_from

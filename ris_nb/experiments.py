@@ -15,7 +15,7 @@ import numpy as np
 
 from .machine import add_threads_arg, usable_cores
 from .data.shaperefs import LANGUAGES
-from .core import validate_config
+from .registry import validate_config
 from .data.refer import RefDataset, scene_masks
 from .data.shaperefs_files import ensure_shaperefs
 from .evaluate import grounding_figures, language_blind_references, score_splits

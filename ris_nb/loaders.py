@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from .core import Config, build_model, model_part, seed_everything
+from .core import Config, seed_everything
+from .registry import build_model, model_part
 from .distributed import DistInfo, PairedSampler, ResumableSampler, ShardSampler, image_partners
 from .data.transforms import build_tokenizer, make_datasets
 from .io import check_open_files, check_shared_memory
@@ -22,7 +23,7 @@ __all__ = ['REFER_TRAIN_SIZES', 'pairs_sentences', 'epoch_items', 'train_sampler
            'check_workers', 'make_run_loaders', 'prepare_data', 'seeded_model']
 
 # %% ../nbs/93b_loaders.ipynb #0ae1680b
-from .core import model_spec
+from .registry import model_spec
 
 
 def pairs_sentences(cfg: Config) -> bool:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import Config, build_model, validate_config
+from .core import Config
+from .registry import build_model, validate_config
 from .checkpoints import latest_checkpoint, load_checkpoint  # built in 93c_checkpoints (appendix)
 from .distributed import written_by
 from .fingerprints import check_fingerprints  # built in 93d_fingerprints (appendix)

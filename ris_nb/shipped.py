@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 import ris_nb
-from .core import Config, build_model, validate_config
+from .core import Config
+from .registry import build_model, validate_config
 from .data.shaperefs_files import generate_once
 from .data.transforms import denormalize, make_datasets, tokenizer_fingerprint
 from .distributed import DistInfo

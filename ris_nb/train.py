@@ -21,7 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .core import Config, get_device, seed_everything, validate_config
+from .core import Config, get_device, seed_everything
+from .registry import validate_config
 from .machine import amp_dtype, precision_line  # mixed precision: appendix 96a
 from .io import load_state_checked, write_atomic, write_error
 

@@ -17,7 +17,8 @@ from ris_nb.distributed import finish_distributed, init_distributed
 def sag_tiny_step_inputs():
     "The model (seeded, dropout off), the global batch and its initial slots; shared with tests/test_sag.py."
     from types import SimpleNamespace
-    from ris_nb.core import build_model, seed_everything
+    from ris_nb.core import seed_everything
+    from ris_nb.registry import build_model
     from ris_nb.presets import get_preset
 
     cfg = get_preset("sag_tiny").override(

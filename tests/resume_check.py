@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ris_nb.core import build_model, seed_everything
+from ris_nb.core import seed_everything
+from ris_nb.registry import build_model
 from ris_nb.presets import get_preset
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders
 from ris_nb.train import Callback, fit

@@ -111,10 +111,10 @@ def test_console_script_version_matches_settings():
 
 
 def test_core_does_not_import_the_models():
-    """`ris_nb.core` holds the registry only: importing it loads no model module, yet every model name is known
+    """`ris_nb.registry` (and `ris_nb.core` below it) holds the registry only: importing it loads no model module, yet every model name is known
     (`MODEL_MODULES`) and `validate_config` refuses an unknown one before any model is loaded."""
     code = (
-        "import sys, ris_nb.core as c; from ris_nb.presets import get_preset; "
+        "import sys, ris_nb.registry as c; from ris_nb.presets import get_preset; "
         "assert not [m for m in sys.modules if m.startswith('ris_nb.models')], sys.modules.keys(); "
         "assert not c._MODELS; "
         "cfg = get_preset('lavt_tiny').override({'model.name': 'nope'})\n"
@@ -131,7 +131,7 @@ def test_a_fresh_process_builds_every_preset_from_core_and_presets():
     name (and of a part, LAVT's MG head) imports the module that registers it. Paper presets at random init."""
     code = """
 import sys
-from ris_nb.core import build_model, model_spec
+from ris_nb.registry import build_model, model_spec
 from ris_nb.presets import get_preset, list_presets
 for name in list_presets():
     cfg = get_preset(name)

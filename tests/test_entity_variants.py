@@ -13,7 +13,8 @@ import torch
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from ris_nb.core import flat_config, validate_config
+from ris_nb.core import flat_config
+from ris_nb.registry import validate_config
 from ris_nb.presets import get_preset
 from ris_nb.models import build_model
 from ris_nb.models.sag_parts import entity_overrides, entity_pretrain_config

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ris_nb.core import build_model, validate_config
+from ris_nb.registry import build_model, validate_config
 from ris_nb.models.encoder_builds import offline_random
 from ris_nb.models.fast import FastMagNet, compile_regions, compiled_regions, to_impl
 from ris_nb.models.magnet import MagNet, MSDeformAttn
@@ -178,12 +178,12 @@ def test_compile_regions_uses_module_compile_only():
 
 def test_train_compile_regional_reaches_compile_regions(monkeypatch):
     "`train.compile=regional`: the run's model goes through the registry's `compile_regions` (recorded, not compiled)."
-    import ris_nb.core as core
     import ris_nb.loaders as loaders
+    import ris_nb.registry as registry
 
     seen = []
-    core.model_part("compile_regions")  # registered
-    monkeypatch.setitem(core._PARTS, "compile_regions", lambda m: seen.append(m) or m)
+    registry.model_part("compile_regions")  # registered
+    monkeypatch.setitem(registry._PARTS, "compile_regions", lambda m: seen.append(m) or m)
     cfg = offline_random(get_preset("magnet_tiny")).override({"model.text.vocab_size": 50})
     model = loaders.seeded_model(cfg.override({"train.compile": "regional"}))
     assert seen == [model]

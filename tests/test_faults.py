@@ -87,7 +87,7 @@ def test_override_refuses_a_list():
     ],
 )
 def test_validate_config_names_the_key(updates, fragment):
-    from ris_nb.core import validate_config
+    from ris_nb.registry import validate_config
 
     with pytest.raises(ValueError, match="expected") as e:
         validate_config(get_preset("lavt_tiny").override(updates))

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ris_nb import diagrams as dg
-from ris_nb.core import build_model, seed_everything
+from ris_nb.core import seed_everything
+from ris_nb.registry import build_model
 from ris_nb.presets import get_preset
 
 torch.set_num_threads(1)  # `make test` runs two pytest workers on two cores

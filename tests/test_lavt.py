@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ris_nb.core import build_model, special_token_ids
+from ris_nb.core import special_token_ids
+from ris_nb.registry import build_model
 from ris_nb.presets import get_preset
 from ris_nb.models.encoder_builds import build_text_encoder, offline_random
 from ris_nb.models.mask_grounding import mask_tokens

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ris_nb.core import build_model
+from ris_nb.registry import build_model
 from ris_nb.presets import get_preset
 from ris_nb.testing import official_fixture
 from ris_nb.models.encoder_builds import offline_random
@@ -193,7 +193,7 @@ def test_an_image_size_whose_coarsest_map_is_one_pixel_is_refused_and_the_smalle
     """At 32 px magnet_tiny's stage-4 map is 1×1: the pixel decoder's GroupNorm (one channel per group) normalises a
     single value, so a batch of one image failed at `predict` after training had run; it is refused before training.
     At 36 px (a 2×2 map) one image goes through."""
-    from ris_nb.core import validate_config
+    from ris_nb.registry import validate_config
 
     cfg = offline_random(get_preset("magnet_tiny")).override({"model.text.vocab_size": 50})
     with pytest.raises(ValueError, match="data.image_size=32: too small for MagNet: its coarsest map would be 1×1"):

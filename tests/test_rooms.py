@@ -132,7 +132,7 @@ def test_the_training_check_catches_a_loop(tmp_path):
         ("SafeUnpickler", "io"),
         ("torch_load_checked", "io"),
         ("check_value", "validate"),
-        ("validate_config", "core"),
+        ("validate_config", "registry"),
         ("check_layout", "data.layout"),
         ("check_index", "data.checks"),
         ("read_refs", "data.shaperefs_files"),
@@ -140,7 +140,7 @@ def test_the_training_check_catches_a_loop(tmp_path):
         ("_read", "data.refer"),
         ("probe_ms", "machine"),
         ("official_fixture", "testing"),
-        ("build_model", "core"),
+        ("build_model", "registry"),
         ("mask_iou", "metrics"),
         ("dice_loss", "models.tiny_refer"),
         ("save_tokenizer", "data.transforms"),
@@ -270,7 +270,7 @@ def bare_models_imports(text: str) -> list[str]:
 
 
 def test_no_module_imports_the_models_for_their_effect():
-    """The registry imports a model's module when its name is first looked up (`MODEL_MODULES` in `ris_nb.core`):
+    """The registry imports a model's module when its name is first looked up (`MODEL_MODULES` in `ris_nb.registry`):
     no library module, tool, benchmark or notebook code cell imports `ris_nb.models` to register the models."""
     root = PKG.parent
     files = {p: p.read_text() for d in ("ris_nb", "tools", "bench") for p in (root / d).rglob("*.py")}

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ris_nb.core import build_model, seed_everything
+from ris_nb.core import seed_everything
+from ris_nb.registry import build_model
 from ris_nb.presets import get_preset
 from ris_nb.testing import official_fixture
 from ris_nb.models.sag import c3_logits, relevance_grid, upsample_minmax
@@ -470,7 +471,7 @@ def test_pieces_mask_padding_and_train_a_step():
     ],
 )
 def test_new_sag_options_are_validated(over, match):
-    from ris_nb.core import validate_config
+    from ris_nb.registry import validate_config
 
     with pytest.raises(ValueError, match=match):
         validate_config(

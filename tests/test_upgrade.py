@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import torch
 
-from ris_nb.core import Config, build_model
+from ris_nb.core import Config
+from ris_nb.registry import build_model
 from ris_nb.presets import get_preset
 from ris_nb.run_folder import DEFAULT_CHANGES, fill_old_defaults, saved_config
 from test_faults_upgrade import old_config

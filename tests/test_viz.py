@@ -204,7 +204,7 @@ def test_plot_sag(runs, preset):
 
 @pytest.mark.parametrize("slot_type", ["random", "query"])
 def test_plot_sag_other_slot_types(runs, slot_type):
-    from ris_nb.core import build_model
+    from ris_nb.registry import build_model
 
     cfg, tok, _, b, _ = runs["sag_tiny"]
     torch.manual_seed(0)

@@ -321,7 +321,8 @@ def paper_config(preset: str, device: str, tiny: bool):
 
 def paper_step(preset: str, device: str, tiny: bool, steps: int) -> dict:
     "Learner steps on random batches at the largest batch of 8, 4, 2, 1 that fits: step time, peak memory."
-    from ris_nb.core import build_model, seed_everything
+    from ris_nb.core import seed_everything
+    from ris_nb.registry import build_model
     from ris_nb.machine import precision_line
     from ris_nb.train import DeviceCB, Learner
 
@@ -364,7 +365,8 @@ def paper_eval(preset: str, device: str, tiny: bool, data: str, out: str) -> dic
     "`ris_nb eval` (the console script, in this process) twice on a random-weight checkpoint: its `evaluate`'s rate."
     import ris_nb.evaluate
     from ris_nb.__main__ import main
-    from ris_nb.core import build_model, seed_everything
+    from ris_nb.core import seed_everything
+    from ris_nb.registry import build_model
     from ris_nb.data.transforms import build_tokenizer, save_tokenizer, tokenizer_fingerprint
     from ris_nb.checkpoints import save_checkpoint
     from ris_nb.checkpoints import model_state
@@ -509,7 +511,8 @@ def sweep_run(preset: str, device: str, tiny: bool, budget_s: float) -> dict:
     """Training steps at batch 4, 8, 16 on one model: median ms and peak memory per batch; a batch whose steps would
     not fit in what is left of `budget_s` (projected from the previous batch's, as if time grew with the batch) is
     skipped."""
-    from ris_nb.core import build_model, seed_everything
+    from ris_nb.core import seed_everything
+    from ris_nb.registry import build_model
     from ris_nb.machine import precision_line
 
     torch, end = _torch(), time.monotonic() + budget_s
@@ -714,7 +717,8 @@ def profile_run(preset: str, device: str, tiny: bool, top: int = 15, form: str =
     `form`: the model's `model.impl` ('reference' | 'fast'), or 'fast+compile' (fast, `train.compile=regional`)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from ris_nb.core import build_model, model_part, seed_everything
+    from ris_nb.core import seed_everything
+    from ris_nb.registry import build_model, model_part
     from ris_nb.machine import precision_line
 
     cuda = device.startswith("cuda")
@@ -803,7 +807,8 @@ def graphs_run(preset: str, device: str, tiny: bool, mode: str) -> dict:
     """A tiny preset's training step (forward, losses, backward, fused AdamW) at batch 32 (--tiny: 4): `eager`;
     `compile`: forward and losses under torch.compile(mode='reduce-overhead') (CUDA graphs); `capture`: the whole
     step captured in one torch.cuda.CUDAGraph and replayed."""
-    from ris_nb.core import build_model, seed_everything
+    from ris_nb.core import seed_everything
+    from ris_nb.registry import build_model
     from ris_nb.machine import amp_dtype
 
     torch = _torch()

@@ -13,7 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.swin_transformer import WindowAttention
 
-from ..core import Config, get_device, register_part
+from ..core import Config, get_device
+from ..registry import register_part
 from .alignment import CAM, sample_positions
 from .encoders import extended_mask
 from .magnet import Attention, DecoderLayer, DeformEncoderLayer, MagNet, MSDeformAttn

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Config, model_part, register_model, special_token_ids
+from ..core import Config, special_token_ids
+from ..registry import model_part, register_model
 from .encoders import StagedBackbone, TextEncoder
 from .encoder_builds import build_backbone, build_text_encoder
 

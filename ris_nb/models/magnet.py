@@ -15,20 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ris_nb.core import (
-    Config,
-    DataConfig,
-    ModelConfig,
-    TextConfig,
-    VisionConfig,
-    MagNetConfig,
-    CALConfig,
-    MGConfig,
-    LavtConfig,
-    model_part,
-    register_model,
-    special_token_ids,
-)
+from ris_nb.core import Config, DataConfig, ModelConfig, TextConfig, VisionConfig, special_token_ids
+from ris_nb.registry import model_part, register_model
+from ris_nb.method_configs import MagNetConfig, CALConfig, MGConfig, LavtConfig
 from .alignment import CAM, MagNetPWAM, cal_loss
 from .encoders import extended_mask, sine_pos_2d
 from .encoder_builds import build_backbone, build_text_encoder

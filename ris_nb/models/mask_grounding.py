@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import MGConfig, eval_mode, register_part
+from ..core import eval_mode
+from ..registry import register_part
+from ..method_configs import MGConfig
 
 # %% auto #0
 __all__ = ['mask_tokens', 'centre_sine_pos_2d', 'MaskEncoder', 'masked_mean', 'lm_head', 'MaskGrounding', 'mg_visual_index',

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from ..core import Config, flat_config, register_model
+from ..core import Config, flat_config
+from ..registry import register_model
 from ..presets import get_preset
 from ris_nb.models.encoders import (
     StagedBackbone,

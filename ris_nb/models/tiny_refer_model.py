@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core import Config, register_model, special_token_ids
+from ..core import Config, special_token_ids
+from ..registry import register_model
 from .lavt import at_sizes
 from .tiny_refer import TinyRefer, bce_dice_loss
 
