@@ -111,8 +111,9 @@ def test_console_script_version_matches_settings():
 
 
 def test_core_does_not_import_the_models():
-    """`ris_nb.registry` (and `ris_nb.core` below it) holds the registry only: importing it loads no model module, yet every model name is known
-    (`MODEL_MODULES`) and `validate_config` refuses an unknown one before any model is loaded."""
+    """`ris_nb.registry` (and `ris_nb.core` below it) holds the registry only: importing it loads no model module, yet
+    every model name is known (`MODEL_MODULES`) and `validate_config` refuses an unknown one before any model is
+    loaded."""
     code = (
         "import sys, ris_nb.registry as c; from ris_nb.presets import get_preset; "
         "assert not [m for m in sys.modules if m.startswith('ris_nb.models')], sys.modules.keys(); "
