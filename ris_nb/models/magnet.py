@@ -5,29 +5,27 @@
 # %% ../../nbs/09_magnet.ipynb #6067b536
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastcore.basics import patch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ris_nb.core import Config, DataConfig, ModelConfig, TextConfig, VisionConfig, special_token_ids
-from ris_nb.registry import model_part, register_model
-from ris_nb.method_configs import MagNetConfig, CALConfig, MGConfig, LavtConfig
+from ..core import Config, special_token_ids
+from ..registry import model_part, register_model
 from .alignment import CAM, MagNetPWAM, cal_loss
-from .encoders import extended_mask, sine_pos_2d
+from .encoders import extended_mask
 from .encoder_builds import build_backbone, build_text_encoder
-from .lavt import RefineHead, dice_loss
+from .lavt import dice_loss
+from .refine import RefineHead  # appendix 94a
+from .magnet_plumbing import check_stages, magnet_param_groups, record_outputs, record_stage
+from .magnet_plumbing import released_unused_modules, traced_stage
 from .mask_grounding import MaskGrounding, mg_visual_index
+from .mask2former import MaskDecoder, PixelDecoder
 
 # %% auto #0
-__all__ = ['NO_DECAY', 'TanhGate', 'WordPWAM', 'MSDeformAttn', 'sample_levels', 'DeformEncoderLayer', 'reference_points',
-           'PixelDecoder', 'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder', 'MagNetOutputs',
-           'MagNet', 'build_magnet']
+__all__ = ['TanhGate', 'WordPWAM', 'MagNetOutputs', 'MagNet', 'build_magnet']
 
 # %% ../../nbs/09_magnet.ipynb #200176b8
 class TanhGate(nn.Module):
@@ -90,257 +88,6 @@ class WordPWAM(nn.Module):
             r = r * m[..., None]
         return (r, attn) if return_attn else r
 
-# %% ../../nbs/09_magnet.ipynb #91cf8342
-class MSDeformAttn(nn.Module):
-    """Multi-scale deformable attention (Deformable DETR, eq. 3) in plain PyTorch: every query reads K points per
-    head and level, each level's map sampled by one `grid_sample`."""
-
-    def __init__(self, dim: int = 256, levels: int = 4, heads: int = 8, points: int = 4):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"deformable attention width {dim} is not divisible by heads={heads}")
-        self.dim, self.levels, self.heads, self.points = dim, levels, heads, points
-        self.sampling_offsets = nn.Linear(dim, heads * levels * points * 2)
-        self.attention_weights = nn.Linear(dim, heads * levels * points)
-        self.value_proj, self.output_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
-        self.reset_parameters()
-
-    def forward(
-        self, query: torch.Tensor, ref: torch.Tensor, value: torch.Tensor, shapes: list[tuple[int, int]]
-    ) -> torch.Tensor:
-        """query (B,Q,C), reference points `ref` (B,Q,2) in [0,1] (x,y), value tokens (B,ΣHW,C) of levels `shapes` →
-        (B,Q,C)."""
-        B, Q, C = query.shape
-        M, L, K = self.heads, self.levels, self.points
-        off = self.sampling_offsets(query).view(B, Q, M, L, K, 2)  # Δp, in pixels of each level
-        aw = self.attention_weights(query).view(B, Q, M, L * K).softmax(-1).view(B, Q, M, L, K)  # A
-        wh = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)  # (L,2): x, y
-        loc = ref[:, :, None, None, None] + off / wh[:, None]  # φ_l(p̂_q) + Δp, normalised: (B,Q,M,L,K,2)
-        return self.output_proj(sample_levels(self.value_proj(value), shapes, loc, aw))
-
-# %% ../../nbs/09_magnet.ipynb #91cf8342s
-def sample_levels(v: torch.Tensor, shapes: list[tuple[int, int]], loc: torch.Tensor, aw: torch.Tensor) -> torch.Tensor:
-    """Σ over levels l and points k of A · x^l(loc), each head's level map read bilinearly (`grid_sample`, zeros
-    outside, align_corners=False): v (B,ΣHW,C), loc (B,Q,M,L,K,2) in [0,1], aw (B,Q,M,L,K) → (B,Q,C)."""
-    B, _, C = v.shape
-    Q, M = loc.shape[1:3]
-    out = 0
-    for l, (v_l, (h, w)) in enumerate(zip(v.split([h * w for h, w in shapes], 1), shapes)):
-        x_l = v_l.view(B, h, w, M, C // M).permute(0, 3, 4, 1, 2).flatten(0, 1)  # (B·M, D, h, w)
-        grid = (2 * loc[:, :, :, l] - 1).transpose(1, 2).flatten(0, 1)  # (B·M, Q, K, 2) in grid_sample's [-1, 1]
-        s = F.grid_sample(x_l, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B·M, D, Q, K)
-        out = out + (s * aw[:, :, :, l].transpose(1, 2).flatten(0, 1)[:, None]).sum(-1)
-    return out.view(B, C, Q).transpose(1, 2)
-
-# %% ../../nbs/09_magnet.ipynb #91cf8342b
-@patch
-def reset_parameters(self: MSDeformAttn) -> None:
-    "Deformable DETR init: offsets start on a ring of head directions at radius k+1; uniform attention."
-    nn.init.zeros_(self.sampling_offsets.weight)
-    th = torch.arange(self.heads, dtype=torch.float32) * (2 * math.pi / self.heads)
-    grid = torch.stack([th.cos(), th.sin()], -1)
-    grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.heads, 1, 1, 2).repeat(1, self.levels, self.points, 1)
-    grid = grid * torch.arange(1, self.points + 1, dtype=torch.float32).view(1, 1, -1, 1)
-    with torch.no_grad():
-        self.sampling_offsets.bias.copy_(grid.flatten())
-    for lin in (self.attention_weights,):
-        nn.init.zeros_(lin.weight)
-        nn.init.zeros_(lin.bias)
-    for lin in (self.value_proj, self.output_proj):
-        nn.init.xavier_uniform_(lin.weight)
-        nn.init.zeros_(lin.bias)
-
-# %% ../../nbs/09_magnet.ipynb #ec9e2779
-class DeformEncoderLayer(nn.Module):
-    "Post-norm deformable encoder layer: x ← LN(x + MSDA(x + pos)), x ← LN(x + FFN(x))."
-
-    def __init__(self, dim: int, ffn: int, levels: int, heads: int, points: int):
-        super().__init__()
-        self.attn = MSDeformAttn(dim, levels, heads, points)
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.linear1, self.linear2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
-
-    def ffn(self, x: torch.Tensor) -> torch.Tensor:
-        "linear2(relu(linear1(x))), per token."
-        return self.linear2(F.relu(self.linear1(x)))
-
-    def forward(self, x, pos, ref, shapes):
-        x = self.norm1(x + self.attn(x + pos, ref, x, shapes))
-        return self.norm2(x + self.ffn(x))
-
-
-def reference_points(shapes: list[tuple[int, int]], device=None) -> torch.Tensor:
-    "Pixel-centre reference points ((j+½)/W, (i+½)/H) of every token of every level, (ΣHW, 2)."
-    pts = []
-    for h, w in shapes:
-        y, x = torch.meshgrid(
-            torch.linspace(0.5, h - 0.5, h, device=device),
-            torch.linspace(0.5, w - 0.5, w, device=device),
-            indexing="ij",
-        )
-        pts.append(torch.stack([x.reshape(-1) / w, y.reshape(-1) / h], -1))
-    return torch.cat(pts)
-
-# %% ../../nbs/09_magnet.ipynb #4d4cb1b1
-class PixelDecoder(nn.Module):
-    "Mask2Former's MSDeformAttn pixel decoder over ALL stages (MagNet): [o₁..o₄] → mask features + 3 coarse maps."
-
-    def __init__(
-        self, in_dims: list[int], dim: int = 256, layers: int = 4, heads: int = 8, points: int = 4, ffn: int = 1024
-    ):
-        super().__init__()
-        self.levels = len(in_dims)
-        groups = math.gcd(32, dim)
-        self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(d, dim, 1), nn.GroupNorm(groups, dim)) for d in in_dims[::-1]
-        )
-        for proj in self.input_proj:
-            nn.init.xavier_uniform_(proj[0].weight, gain=1)
-            nn.init.zeros_(proj[0].bias)
-        self.level_embed = nn.Parameter(torch.randn(self.levels, dim))
-        self.layers = nn.ModuleList(DeformEncoderLayer(dim, ffn, self.levels, heads, points) for _ in range(layers))
-        self.mask_features = nn.Conv2d(dim, dim, 1)
-        nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
-        nn.init.zeros_(self.mask_features.bias)
-
-    def forward(self, feats: list[torch.Tensor], trace: dict | None = None):
-        "feats: fine→coarse [(B,d_s,H_s,W_s)] → mask_features (B,C,H₁,W₁), [3 coarse maps (B,C,h,w), coarse first]."
-        x, pos, ref, shapes = self.tokens(feats)
-        for layer in self.layers:
-            x = layer(x, pos, ref, shapes)
-        if trace is not None:
-            trace["pd_encoder_memory"] = x
-        B, _, C = x.shape
-        maps = [
-            t.transpose(1, 2).reshape(B, C, h, w) for t, (h, w) in zip(x.split([h * w for h, w in shapes], 1), shapes)
-        ]
-        mf = self.mask_features(maps[-1])
-        if trace is not None:
-            trace["pd_mask_features"] = mf
-            for i, mp in enumerate(maps[:3]):
-                trace[f"pd_ms{i}"] = mp
-        return mf, maps[:3]
-
-# %% ../../nbs/09_magnet.ipynb #4d4cb1b1b
-@patch
-def tokens(self: PixelDecoder, feats: list[torch.Tensor]):
-    """feats fine→coarse → tokens of every level, coarse first (B,ΣHW,C), their positions (B,ΣHW,C), reference points
-    (B,ΣHW,2) and the level shapes."""
-    srcs = [proj(f) for proj, f in zip(self.input_proj, feats[::-1])]  # coarse → fine
-    shapes = [tuple(s.shape[-2:]) for s in srcs]
-    B, C = srcs[0].shape[:2]
-    x = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
-    pos = torch.cat(
-        [
-            sine_pos_2d(h, w, C, device=x.device).to(x.dtype)[None] + self.level_embed[l]
-            for l, (h, w) in enumerate(shapes)
-        ],
-        1,
-    )
-    ref = reference_points(shapes, x.device).to(x.dtype)[None].expand(B, -1, -1)
-    return x, pos, ref, shapes
-
-# %% ../../nbs/09_magnet.ipynb #41e7b90d
-class Attention(nn.Module):
-    "Multi-head attention with `nn.MultiheadAttention`'s parameter layout, computed by `scaled_dot_product_attention`."
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
-        self.out_proj = nn.Linear(dim, dim)
-        nn.init.xavier_uniform_(self.in_proj_weight)
-        nn.init.zeros_(self.out_proj.bias)
-
-    def forward(self, q, k, v, allowed: torch.Tensor | None = None) -> torch.Tensor:
-        "q (B,Q,C), k/v (B,L,C), `allowed` (B,1,Q,L) bool (True = may attend) → (B,Q,C)."
-        wq, wk, wv = self.in_proj_weight.chunk(3)
-        bq, bk, bv = self.in_proj_bias.chunk(3)
-        B, Q, C = q.shape
-
-        def split(t):
-            return t.view(B, -1, self.heads, C // self.heads).transpose(1, 2)
-
-        o = F.scaled_dot_product_attention(
-            split(F.linear(q, wq, bq)), split(F.linear(k, wk, bk)), split(F.linear(v, wv, bv)), attn_mask=allowed
-        )
-        return self.out_proj(o.transpose(1, 2).reshape(B, Q, C))
-
-# %% ../../nbs/09_magnet.ipynb #beba9b0b
-class DecoderLayer(nn.Module):
-    "Masked cross-attention → self-attention → FFN, each with residual + post-LayerNorm (Mask2Former)."
-
-    def __init__(self, dim: int, heads: int, ffn: int):
-        super().__init__()
-        self.cross_attn, self.cross_norm = Attention(dim, heads), nn.LayerNorm(dim)
-        self.self_attn, self.self_norm = Attention(dim, heads), nn.LayerNorm(dim)
-        self.linear1, self.linear2, self.ffn_norm = nn.Linear(dim, ffn), nn.Linear(ffn, dim), nn.LayerNorm(dim)
-
-    def forward(self, q, qpos, mem, pos, allowed):
-        q = self.cross_norm(q + self.cross_attn(q + qpos, mem + pos, mem, allowed))
-        q = self.self_norm(q + self.self_attn(q + qpos, q + qpos, q))
-        return self.ffn_norm(q + self.linear2(F.relu(self.linear1(q))))
-
-
-class MLP(nn.Module):
-    "n Linear layers with ReLU between."
-
-    def __init__(self, dim: int, n: int = 3):
-        super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(n))
-
-    def forward(self, x):
-        for i, lin in enumerate(self.layers):
-            x = lin(x) if i == len(self.layers) - 1 else F.relu(lin(x))
-        return x
-
-
-@dataclass
-class DecoderOutput:
-    "All predictions of the masked-attention decoder: index 0 from the raw query, index i after layer i."
-
-    class_logits: list[torch.Tensor]  # each (B,1,2): foreground, no-object
-    mask_logits: list[torch.Tensor]  # each (B,1,H/4,W/4)
-
-# %% ../../nbs/09_magnet.ipynb #4512d78c
-class MaskDecoder(nn.Module):
-    "Mask2Former's masked-attention transformer decoder with ONE query (MagNet)."
-
-    def __init__(self, dim: int = 256, layers: int = 9, heads: int = 8, ffn: int = 2048, levels: int = 3):
-        super().__init__()
-        self.heads, self.levels = heads, levels
-        self.query_feat, self.query_embed = nn.Embedding(1, dim), nn.Embedding(1, dim)
-        self.level_embed = nn.Embedding(levels, dim)
-        self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn) for _ in range(layers))
-        self.decoder_norm = nn.LayerNorm(dim)
-        self.class_embed, self.mask_embed = nn.Linear(dim, 2), MLP(dim, 3)
-
-    def head(self, q: torch.Tensor, mask_features: torch.Tensor, size: tuple[int, int]):
-        "Class (B,1,2), mask logits (B,1,H,W) and the next layer's attention mask (B,1,1,h·w) (True = attend)."
-        d = self.decoder_norm(q)
-        cls, masks = self.class_embed(d), torch.einsum("bqc,bchw->bqhw", self.mask_embed(d), mask_features)
-        allowed = F.interpolate(masks, size=size, mode="bilinear", align_corners=False).sigmoid().flatten(2) >= 0.5
-        allowed = allowed | ~allowed.any(-1, keepdim=True)  # a fully blocked row is unblocked
-        return cls, masks, allowed[:, None].detach()
-
-    def forward(self, maps: list[torch.Tensor], mask_features: torch.Tensor) -> DecoderOutput:
-        "maps: coarse first [(B,C,h,w)] × 3; mask_features (B,C,H,W) → all predictions."
-        B, C = mask_features.shape[:2]
-        mem = [m.flatten(2).transpose(1, 2) + self.level_embed.weight[i] for i, m in enumerate(maps)]
-        pos = [sine_pos_2d(*m.shape[-2:], C, device=m.device).to(m.dtype)[None] for m in maps]
-        sizes = [tuple(m.shape[-2:]) for m in maps]
-        q, qpos = self.query_feat.weight[None].expand(B, -1, -1), self.query_embed.weight[None].expand(B, -1, -1)
-        cls, masks, allowed = self.head(q, mask_features, sizes[0])
-        out = DecoderOutput([cls], [masks])
-        for i, layer in enumerate(self.layers):
-            lv = i % self.levels
-            q = layer(q, qpos, mem[lv], pos[lv], allowed)
-            cls, masks, allowed = self.head(q, mask_features, sizes[(i + 1) % self.levels])
-            out.class_logits.append(cls)
-            out.mask_logits.append(masks)
-        return out
-
 # %% ../../nbs/09_magnet.ipynb #a9d23c9e
 @dataclass
 class MagNetOutputs:
@@ -369,11 +116,7 @@ class MagNet(nn.Module):
         self.backbone = build_backbone(m.vision, img_size=cfg.data.image_size)
         self.text = build_text_encoder(m.text)
         dims, t = list(self.backbone.channels), self.text.hidden_size
-        if len(dims) != 4 or self.text.num_groups != 4:
-            raise ValueError(
-                f"MagNet needs 4 visual stages and 4 text layer groups; got {len(dims)} stages and "
-                f"model.text.layer_groups={m.text.layer_groups}"
-            )
+        check_stages(len(dims), self.text.num_groups, m.text.layer_groups)  # 4 and 4 (94b_magnet_plumbing)
         self.pwams = nn.ModuleList(MagNetPWAM(d, t, m.lavt.pwam_heads) for d in dims)  # language → vision
         self.gates = nn.ModuleList(TanhGate(d, "gelu") for d in dims)
         self.cams = nn.ModuleList(CAM(d, t, m.cal.pool_sizes, m.lavt.pwam_heads) for d in dims) if m.cal.cam else None
@@ -391,14 +134,8 @@ def _build_heads(self: MagNet, cfg: Config, dims: list[int], t: int) -> None:
     # ours (06_lavt), off in magnet_paper
     self.refine = RefineHead(1, m.lavt.refine, align_corners=False) if m.lavt.refine else None
     self.lang_proj = nn.Linear(t, mc.hidden_dim) if (mc.official_compat or m.cal.enabled) else None
-    # present in the released checkpoint, never applied (official test.py builds them, the forward skips them)
-    if mc.official_compat:
-        self.unused = nn.ModuleDict(
-            dict(
-                swin_norms=nn.ModuleList(nn.LayerNorm(d) for d in dims),
-                word_norms=nn.ModuleList(nn.LayerNorm(t) for _ in dims),
-            )
-        )
+    if mc.official_compat:  # in the released checkpoint, never applied (94b_magnet_plumbing)
+        self.unused = released_unused_modules(dims, t)
     self.mg = None
     if m.mg.enabled:  # Mask Grounding (07): masked sentence (text-only path) + a pixel-decoder map + GT mask
         # the decoder's 3 maps, coarse → fine
@@ -413,28 +150,6 @@ def build_magnet(cfg: Config) -> MagNet:
     """Registered builder: `build_model(cfg)` with `cfg.model.name == 'magnet'`, in the form `model.impl` names
     (appendix 97c: 'reference' is this notebook's; 'auto' picks by measurement, the reference on a CPU)."""
     return model_part("impl_forms")(MagNet(cfg), cfg)
-
-# %% ../../nbs/09_magnet.ipynb #ff23fdbb
-def _record_stage(trace: dict, s: int, v, l, r, o, q, tr: dict, word_norm: nn.Module | None) -> None:
-    """Record stage s's tensors under the official trace's names; `word_norm`: the unused V→L LayerNorm
-    (official_compat only)."""
-    k = s + 1
-    trace.update({f"v{k}_swin": v, f"l{k}_bert": l, f"r{k}_l2v": r, f"s{k}": o, f"l{k}_res_v2l": q})
-    if "mixer_in" in tr:
-        trace[f"cam{k}_mixer_in"] = tr["mixer_in"]
-    if word_norm is not None:
-        trace[f"l{k}_res_norm"] = word_norm(q)
-
-
-@patch
-def _stage(self: MagNet, s: int, x: torch.Tensor, trace: dict | None) -> torch.Tensor:
-    "Visual stage s on (B,C,H,W); with a trace on Swin, record the merged input (`v{s}_next`) separately."
-    bb = self.backbone
-    if trace is not None and s > 0 and hasattr(bb, "stage_blocks"):
-        x = bb.body.layers[s].downsample(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        trace[f"v{s}_next"] = x.flatten(2).transpose(1, 2)
-        return bb.stage_blocks(s, x)
-    return bb.stage(s, x)
 
 # %% ../../nbs/09_magnet.ipynb #ebf12ea8b
 @patch
@@ -455,7 +170,7 @@ def encode(
         trace.update(v0=x.flatten(2).transpose(1, 2), l0=l, ext_mask=ext)
     outs = []
     for s in range(4):
-        x, l = self._stage(s, x, trace), self.text.group(s, l, ext)
+        x, l = traced_stage(self.backbone, s, x, trace), self.text.group(s, l, ext)
         if s == 0 and image_index is not None:  # no language before the first fusion: once per image
             x = x[image_index]
         x, l, o = self._fuse(s, x, l, m, trace, attn)
@@ -483,14 +198,10 @@ def _fuse(
         else r.transpose(1, 2).reshape(B, C, H, W).contiguous()
     )
     q = self.word_pwams[s](l, v, m)  # both directions read the pre-update v, l
+    v2, l2 = v + self.gates[s](r) * r, l + self.word_gates[s](q) * q
     if trace is not None:
-        _record_stage(trace, s, v, l, r, o, q, tr, self.unused.word_norms[s] if self.official_compat else None)
-    v, l = v + self.gates[s](r) * r, l + self.word_gates[s](q) * q
-    if trace is not None:
-        trace[f"l{s + 1}_fused"] = l
-        if s == 3:
-            trace["v4_next"] = v
-    return v.transpose(1, 2).reshape(B, C, H, W), l, o
+        record_stage(trace, s, (v, l, r, o, q, v2, l2), tr, self.unused.word_norms[s] if self.official_compat else None)
+    return v2.transpose(1, 2).reshape(B, C, H, W), l2, o
 
 # %% ../../nbs/09_magnet.ipynb #9f333ef2
 @patch
@@ -528,35 +239,10 @@ def mask_losses(self: MagNet, preds: list[tuple[torch.Tensor, torch.Tensor]], gt
     return bce, dice, ce
 
 # %% ../../nbs/09_magnet.ipynb #9f333ef2b
-# LAVT's recipe: parameters whose name holds one of these get no weight decay
-NO_DECAY = ("norm", "relative_position_bias_table", "absolute_pos_embed")
-
-
 @patch
 def param_groups(self: MagNet, cfg: Config) -> list[dict]:
-    "LAVT's recipe: one lr for all; no weight decay for norms and relative-position tables; frozen params excluded."
-    groups = {}
-    for n, p in self.named_parameters():
-        if not p.requires_grad:
-            continue
-        part = (
-            "text"
-            if n.startswith(("text.", "word_"))
-            else "head"
-            if n.startswith(("pixel_decoder.", "decoder.", "refine.", "lang_proj.", "mg."))
-            else "vision"
-        )
-        nd = any(s in n for s in NO_DECAY)
-        groups.setdefault((part, nd), []).append(p)
-    return [
-        dict(
-            params=ps,
-            lr=cfg.train.lr * (cfg.model.text.lr_scale if part == "text" else 1.0),
-            weight_decay=0.0 if nd else cfg.train.weight_decay,
-            name=f"{part}{'_no_decay' if nd else ''}",
-        )
-        for (part, nd), ps in groups.items()
-    ]
+    "LAVT's recipe by part, text / head / vision (`magnet_param_groups`, appendix 94b_magnet_plumbing)."
+    return magnet_param_groups(self, cfg)
 
 
 @patch
@@ -580,27 +266,12 @@ def forward(self: MagNet, batch, trace: bool = False, image_index: torch.Tensor 
     final = dec.mask_logits[-1]
     if self.refine is not None:
         final = self.refine(final, batch.images, image_index)
-    out = MagNetOutputs(
-        final,
-        dec.class_logits[-1],
-        dec.mask_logits[:-1],
-        dec.class_logits[:-1],
-        mask_features=mf,
-        words=words,
-        coarse=maps[0],
-        trace=tr,
-    )
+    out = MagNetOutputs(final, dec.class_logits[-1], dec.mask_logits[:-1], dec.class_logits[:-1], trace=tr)
+    out.mask_features, out.words, out.coarse = mf, words, maps[0]  # CAL's pixels and words, the coarsest map
     if masked is not None:
         out.mg = {"logits": self.mg_logits(batch, masked[0], masked_words, maps), "targets": masked[1]}
-    if tr is not None:
-        tr.update(
-            pred_logits=out.class_logits,
-            pred_masks=out.mask_logits,
-            aux_pred_logits=torch.stack(out.aux_class_logits),
-            aux_pred_masks=torch.stack(out.aux_mask_logits),
-        )
-        tr["prob_full"] = self.predict(out, batch)
-        tr["mask_full"] = tr["prob_full"] > 0.5
+    if tr is not None:  # the official trace's names (94b_magnet_plumbing)
+        record_outputs(tr, out, self.predict(out, batch))
     return out
 
 # %% ../../nbs/09_magnet.ipynb #c3b0541bt
