@@ -36,7 +36,7 @@ from ris_nb.models.fast import (  # noqa: E402
     compile_regions,
     to_impl,
 )
-from ris_nb.models.magnet import DecoderLayer, MSDeformAttn, reference_points  # noqa: E402
+from ris_nb.models.mask2former import DecoderLayer, MSDeformAttn, reference_points  # noqa: E402
 
 
 def backward_of(f):

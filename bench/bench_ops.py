@@ -52,7 +52,7 @@ from ris_nb.core import seed_everything  # noqa: E402
 from ris_nb.registry import build_model
 from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.models.encoder_builds import offline_random  # noqa: E402
-from ris_nb.models.magnet import DeformEncoderLayer  # noqa: E402
+from ris_nb.models.mask2former import DeformEncoderLayer  # noqa: E402
 from ris_nb.train import Learner  # noqa: E402
 
 PAPER_ROWS = 8 * sum((480 // s) ** 2 for s in (4, 8, 16, 32))  # deformable-encoder tokens of a batch of 8 at 480 px

@@ -16,7 +16,8 @@ import torch
 from ris_nb.registry import build_model, validate_config
 from ris_nb.models.encoder_builds import offline_random
 from ris_nb.models.fast import FastMagNet, compile_regions, compiled_regions, to_impl
-from ris_nb.models.magnet import MagNet, MSDeformAttn
+from ris_nb.models.magnet import MagNet
+from ris_nb.models.mask2former import MSDeformAttn
 from ris_nb.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,7 +270,7 @@ def test_importing_ris_nb_changes_no_process_setting():
 def test_chunked_ffn_matches_the_reference_over_several_chunks():
     "`FastDeformEncoderLayer.ffn` without autograd runs 2,000 rows in chunks of 256; with autograd in one piece."
     from ris_nb.models.fast import FastDeformEncoderLayer
-    from ris_nb.models.magnet import DeformEncoderLayer
+    from ris_nb.models.mask2former import DeformEncoderLayer
 
     torch.manual_seed(0)
     ref, fast = DeformEncoderLayer(8, 8192, 1, 1, 1), FastDeformEncoderLayer(8, 8192, 1, 1, 1)
@@ -354,7 +355,7 @@ def test_fast_deformable_attention_trains_with_one_grid_sample():
     import torch.nn.functional as F
 
     from ris_nb.models.fast import FastMSDeformAttn
-    from ris_nb.models.magnet import reference_points
+    from ris_nb.models.mask2former import reference_points
 
     shapes = [(8, 8), (4, 4), (2, 2)]
     S = sum(h * w for h, w in shapes)

@@ -899,7 +899,7 @@ def msda_run(device: str, tiny: bool) -> dict:
     (one embedding_bag per corner, evaluation's)."""
     torch = _torch()
     from ris_nb.models.fast import FastMSDeformAttn
-    from ris_nb.models.magnet import MSDeformAttn, reference_points
+    from ris_nb.models.mask2former import MSDeformAttn, reference_points
 
     class TableForm(FastMSDeformAttn):
         "The fast form sampling by its table under autograd too."

@@ -17,7 +17,9 @@ from ..core import Config, get_device
 from ..registry import register_part
 from .alignment import CAM, sample_positions
 from .encoders import extended_mask
-from .magnet import Attention, DecoderLayer, DeformEncoderLayer, MagNet, MSDeformAttn
+from .magnet import MagNet
+from .magnet_plumbing import traced_stage
+from .mask2former import Attention, DecoderLayer, DeformEncoderLayer, MSDeformAttn
 
 # %% auto #0
 __all__ = ['FORMS', 'MEASURED_FASTER', 'TIE', 'FastMSDeformAttn', 'FastDeformEncoderLayer', 'value_path', 'FastDecoderLayer',
@@ -257,7 +259,7 @@ class FastMagNet(MagNet):
             trace.update(v0=x.flatten(2).transpose(1, 2), l0=l[:n], ext_mask=ext[:n])
         outs = []
         for s in range(4):
-            x, l = self._stage(s, x, trace), self.text.group(s, l, ext)
+            x, l = traced_stage(self.backbone, s, x, trace), self.text.group(s, l, ext)
             if s == 0 and image_index is not None:
                 x = x[image_index]
             l, rest = l.split(n)
