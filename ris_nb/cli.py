@@ -6,13 +6,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import pickle
-import re
 import sys
 import time
-import unicodedata
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -26,9 +22,7 @@ if TYPE_CHECKING:  # annotations only: `ris_nb --help` and `ris_nb presets` run 
     import torch
 
 # %% auto #0
-__all__ = ['KEY_FLAGS', 'LOSSY_FORMATS', 'SUBCOMMANDS', 'EXPECTED_ERRORS', 'data_overrides', 'config_from_args', 'in_flags',
-           'as_pil_image', 'predict_image', 'overlay_path', 'check_mask_path', 'build_parser', 'error_line',
-           'refuse_empty_arguments', 'main', 'one_line_warnings']
+__all__ = ['SUBCOMMANDS', 'config_from_args', 'predict_image', 'build_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #f15367ae
 def _add_synth(sub) -> None:
@@ -59,28 +53,15 @@ def _run_synth(args) -> None:
 from .core import parse_override
 from .registry import validate_config
 
-# built in the appendix: io in 92_dataset_writing, presets in 90a_presets, machine in 96a_machine
-from .io import check_apart, check_out_dir, check_path_arg, check_writable, environment_error, load_image
-from .io import write_atomic
+# built in the appendix: io in 92_dataset_writing, presets in 90a_presets, machine in 96a_machine; the checks in 96b,
+# check-data and pretrain-entities in 99a
+from .cli_checks import EXPECTED_ERRORS, as_pil_image, check_data_root, check_mask_path, check_text
+from .cli_checks import data_overrides, error_line, in_flags, one_line_warnings, out_dir_set, overlay_path
+from .cli_checks import refuse_empty_arguments, warn_if_truncated, warn_if_unknown_words
+from .cli_commands import add_check_data, add_pretrain_entities
+from .io import check_apart, check_out_dir, environment_error, write_atomic
 from .presets import get_preset, list_presets
 from .machine import add_threads_arg, set_threads
-
-
-def data_overrides(data: str | None) -> dict:
-    "`--data` as config overrides: the data root (holding <dataset>/) or the dataset folder (holding refs(*).p)."
-    if data is None:
-        return {}
-    d = check_path_arg(data, "--data")  # a quoted '~', a link loop or a dangling link: named as such
-    if not d.exists():
-        raise FileNotFoundError(f"--data {d} does not exist; create ShapeRefs with `ris_nb synth --out {d}`")
-    if not d.is_dir():
-        raise NotADirectoryError(
-            f"--data {d} is a file; expected the data root (holding <dataset>/) "
-            "or a dataset folder (holding refs(<split_by>).p)"
-        )
-    if any(d.glob("refs(*).p")):
-        return {"data.root": str(d.parent), "data.dataset": d.name}
-    return {"data.root": str(d)}
 
 # %% ../nbs/15_cli.ipynb #681260ec
 def _add_train(sub) -> None:
@@ -111,43 +92,19 @@ def _run_presets(args) -> None:
     print("\n".join(list_presets()))
 
 # %% ../nbs/15_cli.ipynb #bfe32cf8
-def _out_dir_set(pairs: list[tuple[str, Any]]) -> Any:
-    "The run folder the parsed `--set` pairs give (`train.out_dir=X` or `out_dir` in `train={...}`; the last), or None."
-    found = None
-    for k, v in pairs:
-        if k == "train.out_dir" or (k == "train" and isinstance(v, dict) and "out_dir" in v):
-            found = v["out_dir"] if k == "train" else v
-    return found
-
-
 def config_from_args(args):
     "Preset + --data + --set overrides + --out: the run's config (`TrainingRun` validates it as a whole)."
     cfg = get_preset(args.preset).override(data_overrides(args.data))
     pairs = [parse_override(o) for o in args.overrides]  # every --set, however many times it is given
     for k in sorted({k for k, _ in pairs if [j for j, _ in pairs].count(k) > 1}):
         warnings.warn(f"--set {k} is given more than once; the last value, {dict(pairs)[k]!r}, is used")
-    set_out = _out_dir_set(pairs)  # `--set train.out_dir=X` is the run folder when --out is not given
+    set_out = out_dir_set(pairs)  # `--set train.out_dir=X` is the run folder when --out is not given
     if args.out and set_out is not None and Path(args.out) != Path(str(set_out)):
         raise ValueError(f"--out {args.out} and --set train.out_dir={set_out} name two run folders; give one of them")
     cfg = cfg.override(dict(pairs))
     if set_out is not None and not args.out:
         return cfg
     return cfg.override({"train.out_dir": args.out or str(Path("runs") / args.preset)})
-
-
-# config keys that the engine's messages name → the flag `ris_nb train` sets each with (translated in one place: `main`)
-KEY_FLAGS = {"train.out_dir": "--out"}
-
-
-def in_flags(message: str, args) -> str:
-    "An engine `message` in the words of `ris_nb train`: each config key as the flag that set it (not if `--set` did)."
-    if args.command != "train":
-        return message
-    if any(o.split("=", 1)[0].strip() in ("train.out_dir", "train") for o in args.overrides):
-        return message  # the user named it by its key (read, not parsed: a bad --set may be what the message says)
-    for key, flag in KEY_FLAGS.items():
-        message = re.sub(rf"(?<!--set )\b{re.escape(key)}\b", flag, message)
-    return message
 
 # %% ../nbs/15_cli.ipynb #a6a8a891
 def _banner(name: str):
@@ -181,7 +138,7 @@ def _run_train(args) -> None:
     from ris_nb.viz import CurvesCB  # loads matplotlib and torch: not for `--help`
 
     finish = None if args.no_eval else evaluate_run  # the final evaluation and report (13_evaluation)
-    set_out = not args.out and _out_dir_set([parse_override(o) for o in args.overrides]) is not None
+    set_out = not args.out and out_dir_set([parse_override(o) for o in args.overrides]) is not None
     out_name = "--set train.out_dir" if set_out else "--out"  # what the user called the run folder
     run = TrainingRun(config_from_args(args), evaluate=evaluate)  # validation: 13_evaluation's `evaluate`
     data = Path(run.cfg.data.root) / run.cfg.data.dataset
@@ -206,20 +163,6 @@ def _add_eval(sub) -> None:
     add_threads_arg(p)
     p.set_defaults(func=_run_eval)
 
-
-def _check_data_root(cfg, ckpt, data: str | None) -> None:
-    """Without --data, the run's own dataset folder must be found from here; a relative root was relative to where
-    training started."""
-    root = Path(cfg.data.root)
-    # `--data data` (the dataset folder itself) stores root '.', which is found anywhere
-    folder = root / cfg.data.dataset
-    if data is None and not folder.is_dir():
-        where = f" (relative: from {Path.cwd()})" if not root.is_absolute() else ""
-        raise FileNotFoundError(
-            f"checkpoint {ckpt}: the data it was trained on, {str(folder)!r} (data root {str(root)!r}), "
-            f"is not here{where}; pass --data DIR (the data root, or the dataset folder itself)"
-        )
-
 # %% ../nbs/15_cli.ipynb #49af237d
 def _run_eval(args) -> None:
     from ris_nb.data.transforms import make_datasets  # loads torch: not for `--help`
@@ -230,7 +173,7 @@ def _run_eval(args) -> None:
 
     out = check_out_dir(report_dir(args.ckpt, args.out), "--out")  # before any work
     cfg, tok, model = load_run_or_shipped(args.ckpt, data_overrides(args.data), split=args.split)
-    _check_data_root(cfg, args.ckpt, args.data)
+    check_data_root(cfg, args.ckpt, args.data)
     if args.protocol:
         cfg = cfg.override({"eval.protocol": args.protocol})
     data = make_datasets(cfg, tok, [args.split])
@@ -246,71 +189,6 @@ def _run_eval(args) -> None:
         print(write_report({args.split: res}, cfg, out, {"checkpoint": str(args.ckpt)}, suffix=suffix).read_text())
     finish_distributed()
 
-# %% ../nbs/15_cli.ipynb #b6096b04
-def _check_text(text: str) -> None:
-    "Refuse an empty `--text`, one without a visible character, or one without a word (`?!...`: blank to training)."
-    if not text.strip():
-        raise ValueError("--text is empty; give the expression to segment, e.g. --text 'the red circle'")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:  # bytes the shell passed that are not UTF-8 (Python keeps them as surrogates)
-        raise ValueError(
-            f"--text {text!r}: byte {e.start + 1} is not UTF-8; give the expression as UTF-8 text"
-        ) from None
-    if not any(not unicodedata.category(ch).startswith(("C", "Z")) for ch in text):
-        raise ValueError(
-            f"--text {text!r} has no visible character (only spaces or invisible ones such as zero-width spaces); "
-            "give the expression to segment, e.g. --text 'the red circle'"
-        )
-    from ris_nb.data.checks import is_blank  # built in 91_refer_safety (appendix): the rule training and check-data use
-
-    if is_blank(text):
-        raise ValueError(
-            f"--text {text!r} has no word (only punctuation and spaces): training and check-data treat such a "
-            "sentence as blank; give the expression to segment, e.g. --text 'the red circle'"
-        )
-
-# %% ../nbs/15_cli.ipynb #c15tx001
-def _warn_if_unknown_words(tok, ids: torch.Tensor, att: torch.Tensor, text: str) -> None:
-    "Warn when every word of `text` (`ids`, `att`: its encoding, (1,T)) reads as the unknown token."
-    words = [i for i in ids[0][att[0].bool()].tolist() if i not in tok.all_special_ids or i == tok.unk_token_id]
-    if words and all(i == tok.unk_token_id for i in words):
-        warnings.warn(
-            f"none of the words of --text {text!r} is in the model's vocabulary (they all read as "
-            f"{tok.unk_token!r}): the mask cannot follow this sentence"
-        )
-
-
-def _warn_if_truncated(tok, text: str, max_tokens: int) -> None:
-    "Warn when `text` has more tokens than the model reads (`data.max_tokens`, [CLS] and [SEP] included)."
-    n = len(tok(text, truncation=False, verbose=False)["input_ids"])
-    if n > max_tokens:
-        warnings.warn(
-            f"--text has {n} tokens ({len(text.split())} words); the model reads only the first {max_tokens} "
-            f"(data.max_tokens, [CLS] and [SEP] included), the rest is cut"
-        )
-
-# %% ../nbs/15_cli.ipynb #c0111487
-def as_pil_image(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
-    "An RGB PIL image from a file (upright as shown), a PIL image or an (h,w) / (h,w,3|4) uint8 array."
-
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-            raise ValueError(f"image array: expected uint8 (h,w) or (h,w,3|4), got {image.dtype} {image.shape}")
-        return Image.fromarray(image).convert("RGB")
-    if not isinstance(image, (str, Path)):
-        raise TypeError(f"image: expected a file path, a PIL image or a uint8 array, got {type(image).__name__}")
-    path = Path(image)
-    if path.is_dir():
-        raise IsADirectoryError(f"image {path} is a directory; expected an image file")
-    if path.exists() and not path.is_file():
-        raise ValueError(f"image {path} is not a regular file (a device, pipe or socket); expected an image file")
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    return Image.fromarray(load_image(path, exif_transpose=True))  # upright as shown; 16-bit scaled, oversized refused
-
 # %% ../nbs/15_cli.ipynb #e2124fe9
 def predict_image(
     cfg, tok, model, image: str | Path | Image.Image | np.ndarray, text: str
@@ -322,11 +200,11 @@ def predict_image(
 
     if not isinstance(text, str):
         raise TypeError(f"text: expected the expression as a str, got {type(text).__name__}")
-    _check_text(text)
+    check_text(text)
     img = as_pil_image(image)
     ids, att = encode_text(tok, [text], cfg.data.max_tokens, cfg.data.pad_to)
-    _warn_if_unknown_words(tok, ids, att, text)
-    _warn_if_truncated(tok, text, cfg.data.max_tokens)
+    warn_if_unknown_words(tok, ids, att, text)
+    warn_if_truncated(tok, text, cfg.data.max_tokens)
     x = image_transform(cfg)(img)[None]
     batch = Batch(
         images=x,
@@ -351,43 +229,13 @@ def _add_predict(sub) -> None:
     )
     p.set_defaults(func=_run_predict)
 
-
-LOSSY_FORMATS = {"JPEG", "WEBP", "JPEG2000", "MPO"}  # a 0/255 mask saved in these comes back with many grey levels
-
-
-def overlay_path(out: Path) -> Path:
-    return out.with_name(out.stem + "_overlay.png")
-
-# %% ../nbs/15_cli.ipynb #82856019
-def check_mask_path(out: Path, image: Path | None = None) -> Path:
-    """Refuse, before any work, a `predict --out` that is a folder, lossy, not writable, a link, or would replace
-    `image`."""
-    if out.is_dir():
-        raise IsADirectoryError(
-            f"--out {out} is a directory; expected a file name for the mask, e.g. {out / 'mask.png'}"
-        )
-    fmt = Image.registered_extensions().get(out.suffix.lower())
-    if fmt is None or fmt not in Image.SAVE:  # PIL reads some formats it cannot write (.psd)
-        raise ValueError(
-            f"--out {out}: {out.suffix or '(no extension)'!r} is not an image format PIL can write; expected e.g. .png"
-        )
-    if fmt in LOSSY_FORMATS:
-        raise ValueError(f"--out {out}: {fmt} is lossy, a mask would not stay 0/255; use .png")
-    for p, what in ((out, "--out"), (overlay_path(out), "the overlay")):
-        if p.is_symlink():
-            raise ValueError(f"{what} {p} is a symbolic link; refusing to write through it, give another --out")
-        if image is not None and p.exists() and Path(image).exists() and p.samefile(image):
-            raise ValueError(f"{what} {p} is the input image --image {image}; give another --out")
-    check_writable(out.parent)
-    return out
-
 # %% ../nbs/15_cli.ipynb #3f5c78af
 def _run_predict(args) -> None:
     from ris_nb.shipped import load_run_or_shipped  # a run's or a shipped checkpoint (appendix 97a); loads torch
 
     out = check_mask_path(Path(args.out), Path(args.image))
     replaced = [p for p in (out, overlay_path(out)) if p.exists()]
-    _check_text(args.text)  # before the checkpoint is read
+    check_text(args.text)  # before the checkpoint is read
     cfg, tok, model = load_run_or_shipped(args.ckpt)
     mask, rgb = predict_image(cfg, tok, model, args.image, args.text)
     over = rgb.astype(np.float32)
@@ -407,7 +255,15 @@ def _run_predict(args) -> None:
     )
 
 # %% ../nbs/15_cli.ipynb #665d3051
-SUBCOMMANDS: list[Callable] = [_add_synth, _add_train, _add_eval, _add_predict, _add_presets]  # the pipeline's
+SUBCOMMANDS: list[Callable] = [
+    _add_synth,
+    _add_train,
+    _add_eval,
+    _add_predict,
+    _add_presets,
+    add_check_data,
+    add_pretrain_entities,
+]
 
 
 def build_parser(commands: Sequence[Callable] | None = None) -> argparse.ArgumentParser:
@@ -420,33 +276,6 @@ def build_parser(commands: Sequence[Callable] | None = None) -> argparse.Argumen
     for add in SUBCOMMANDS if commands is None else commands:
         add(sub)
     return parser
-
-# %% ../nbs/15_cli.ipynb #15main01
-# what bad input, bad files and a full disk raise: one line, exit code 2. Anything else is a bug and keeps its
-# traceback. OSError covers FileNotFoundError, NotADirectoryError, PermissionError and ENOSPC; UnpicklingError covers
-# UnsafePickleError.
-EXPECTED_ERRORS = (ValueError, OSError, pickle.UnpicklingError, FloatingPointError)
-
-
-def error_line(e: BaseException) -> str:
-    "The message of `e`; for one re-raised from a DataLoader worker (`data.num_workers > 0`), the worker's own message."
-    msg = str(e)
-    # torch's ExceptionWrapper: a traceback in the message
-    if msg.startswith("Caught ") and "Original Traceback" in msg:
-        last = msg.rstrip().splitlines()[-1]
-        return last.split(": ", 1)[1] if last.startswith(type(e).__name__ + ": ") else last
-    return msg
-
-# %% ../nbs/15_cli.ipynb #15main02
-def refuse_empty_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    "An empty or blank argument would quietly mean '.' or a default: refused, naming its option."
-    subs = [a for a in getattr(parser, "_actions", []) if isinstance(a, argparse._SubParsersAction)]
-    sub = subs[0].choices.get(args.command) if subs else None
-    names = {a.dest: "/".join(a.option_strings) or a.dest.upper() for a in getattr(sub, "_actions", [])}
-    for dest, v in vars(args).items():
-        if any(isinstance(x, str) and not x.strip() for x in (v if isinstance(v, list) else [v])):
-            name = names.get(dest, "--" + dest.replace("_", "-"))
-            raise ValueError(f"{name}: empty argument; give a value (see `ris_nb {args.command} --help`)")
 
 # %% ../nbs/15_cli.ipynb #793e3835
 def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = None) -> int:
@@ -488,138 +317,3 @@ def main(argv: list[str] | None = None, commands: Sequence[Callable] | None = No
 # command
 if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "ris_nb.cli":
     sys.exit("ris_nb.cli holds the pipeline's subcommands; run `python -m ris_nb …` (torchrun: `-m ris_nb`)")
-
-# %% ../nbs/15_cli.ipynb #e097f25b
-@contextlib.contextmanager
-def one_line_warnings(command: str):
-    "Within the block, warnings print as one line `ris_nb <command>: warning: <message>`."
-
-    def one_line(message, category, *_, **__) -> str:
-        kind = "" if category is UserWarning else f"{category.__name__}: "
-        return f"ris_nb {command}: warning: {kind}{message}\n"
-
-    before, warnings.formatwarning = warnings.formatwarning, one_line
-    try:
-        yield
-    finally:
-        warnings.formatwarning = before
-
-# %% ../nbs/15_cli.ipynb #c81e4f07
-def _add_check_data(sub) -> None:
-    p = sub.add_parser("check-data", help="check a data folder against the layout the presets expect")
-    p.add_argument("--root", default="data", help="data root holding one folder per dataset (default: data)")
-    p.add_argument(
-        "--dataset",
-        default=None,
-        help="check only this dataset: shaperefs, refcoco, refcoco+, refcocog or another folder",
-    )
-    p.add_argument("--split-by", default=None, help="with --dataset: only this split-by (unc, google, umd, shaperefs)")
-    p.add_argument("--preset", default=None, help="check only what this preset trains on")
-    p.add_argument(
-        "--image-root", default=None, help="image folder, absolute or under --root (default: where the reader looks)"
-    )
-    p.add_argument(
-        "--splits",
-        nargs="+",
-        default=None,
-        metavar="SPLIT",
-        help=(
-            "decode the images of these splits (default: the preset's train, val and test splits; without --preset all)"
-        ),
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="decode a random sample of 200 images per dataset instead of all of them"
-    )
-    p.set_defaults(func=_run_check_data)
-
-# %% ../nbs/15_cli.ipynb #29cd39ab
-def _run_check_data(args) -> None:
-    from ris_nb.data.layout import QUICK_SAMPLE, check_layout, format_layout  # loads torch: not for `--help`
-
-    dataset, split_by, image_root, splits = args.dataset, args.split_by, args.image_root, args.splits
-    if args.preset:
-        d = get_preset(args.preset).data
-        dataset, split_by, image_root = dataset or d.dataset, split_by or d.split_by, image_root or d.image_root or None
-        splits = splits or list(dict.fromkeys([d.train_split, d.val_split, *d.test_splits]))
-    if split_by and not dataset:
-        raise ValueError("--split-by needs --dataset (or --preset)")
-    reports = check_layout(
-        args.root,
-        dataset,
-        split_by,
-        image_root,
-        decode=True,
-        splits=splits,
-        sample=QUICK_SAMPLE if args.quick else None,
-        progress=sys.stderr.isatty(),
-    )
-    print(f"data root: {args.root}\n{format_layout(reports)}")
-    bad = [f"{r.dataset}/{r.split_by}" for r in reports if r.required and not r.ok]
-    if bad:
-        raise ValueError(
-            f"incomplete or unusable under {args.root}: {', '.join(bad)} (see the report above and data/README.md)"
-        )
-    n = sum(r.decoded for r in reports if r.required)
-    print(
-        f"everything required is in place: {n} images decoded"
-        + (" (--quick: a sample; run without --quick to decode them all)" if any(r.sampled for r in reports) else "")
-    )
-
-
-SUBCOMMANDS.append(_add_check_data)
-
-# %% ../nbs/15_cli.ipynb #cli0pe02
-def _add_pretrain_entities(sub) -> None:
-    p = sub.add_parser(
-        "pretrain-entities", help="pretrain SaG's entity module on a dataset's images (no text, no masks)"
-    )
-    p.add_argument("--data", required=True, help="the data root, or the dataset folder itself (holding refs(*).p)")
-    p.add_argument(
-        "--out",
-        required=True,
-        help="weights file to write (.pt), e.g. runs/entities.pt, or a folder: the "
-        "file is named by the module's variant, where model.sag.entity_weights=FOLDER finds it",
-    )
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: EntityPretrainConfig's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--n-val", type=int, default=200, help="val scenes that score the run (0: none; default: 200)")
-    p.add_argument(
-        "--set",
-        dest="fields",
-        nargs="*",
-        action="extend",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="EntityPretrainConfig fields, e.g. slot_type=random, recon=false, n_gaussians=5 n_samples=2",
-    )
-    p.set_defaults(func=_run_pretrain_entities)
-
-# %% ../nbs/15_cli.ipynb #d43273c8
-def _run_pretrain_entities(args) -> None:
-    from ris_nb.models.slots import entity_weights_name  # loads torch: not for `--help`
-    from ris_nb.pretrain import entity_config_from, pretrain_entities_on  # loads torch: not for `--help`
-
-    out = Path(args.out)
-    if out.suffix not in (".pt", "") and not out.is_dir():
-        raise ValueError(f"--out {out}: expected a .pt file or a folder")
-    if out.suffix == ".pt" and out.is_dir():
-        raise IsADirectoryError(f"--out {out} is a folder; expected a .pt file")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps {args.steps}: expected an integer >= 1")
-    cfg = get_preset("sag_tiny").override(data_overrides(args.data))
-    pc = entity_config_from(args.fields, seed=args.seed, **({"steps": args.steps} if args.steps else {}))
-    if out.suffix != ".pt":
-        out = out / f"{entity_weights_name(pc)}.pt"
-    m = pretrain_entities_on(cfg.data.root, cfg.data.dataset, cfg.data.split_by, out, pc, n_val=args.n_val)
-    last = m.log[-1] if m.log else {}
-    print(
-        f"entity weights → {out}"
-        + (
-            f" (val: best-slot IoU {last['best_slot_iou']:.1f}, {last['objects_covered']:.1f} % of objects covered)"
-            if last
-            else ""
-        )
-    )
-
-
-SUBCOMMANDS.append(_add_pretrain_entities)

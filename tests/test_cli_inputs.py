@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from ris_nb.__main__ import main as full_main
-from ris_nb.cli import as_pil_image, build_parser, check_mask_path, config_from_args, main, overlay_path, predict_image
+from ris_nb.cli import build_parser, config_from_args, main, predict_image
+from ris_nb.cli_checks import as_pil_image, check_mask_path, overlay_path
 
 
 def train_args(*sets: str) -> argparse.Namespace:

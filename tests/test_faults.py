@@ -728,7 +728,7 @@ def test_api_names_wrong_argument_types():
 
 
 def test_predict_out_format_pil_cannot_write_is_refused_first(tmp_path):
-    from ris_nb.cli import check_mask_path
+    from ris_nb.cli_checks import check_mask_path
 
     with pytest.raises(ValueError, match="not an image format PIL can write"):
         check_mask_path(tmp_path / "mask.psd")

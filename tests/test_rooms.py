@@ -336,7 +336,7 @@ def test_fingerprints_live_in_one_module():
     assert not [m for m in MODULES if m != "fingerprints" and "FINGERPRINTS = " in MODULES[m].read_text()]
 
 
-# the engine under `fit` and the run folder: its messages name config keys; `cli.in_flags` turns them into flags
+# the engine under `fit` and the run folder: its messages name config keys; `cli_checks.in_flags` turns them into flags
 ENGINE = ["core", "io", "run_folder", "checkpoints", "fingerprints", "distributed", "train", "loaders", "evaluate"]
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 
@@ -378,7 +378,7 @@ def test_engine_messages_name_config_keys_not_flags(module):
 def test_the_cli_translates_keys_to_its_flags_in_one_place():
     from argparse import Namespace
 
-    from ris_nb.cli import in_flags
+    from ris_nb.cli_checks import in_flags
 
     msg = "run folder x holds another run; give another train.out_dir"
     train = Namespace(command="train", overrides=["train.lr=1e-3"])
