@@ -16,9 +16,10 @@ from ..core import Config, special_token_ids
 from ..registry import model_part, register_model
 from .encoders import StagedBackbone, TextEncoder
 from .encoder_builds import build_backbone, build_text_encoder
+from .refine import RefineHead  # ours: appendix 94a
 
 # %% auto #0
-__all__ = ['WordAttention', 'PWAM', 'language_gate', 'SimpleDecoder', 'RefineHead', 'LavtOutputs', 'seg_loss', 'LAVT', 'at_sizes',
+__all__ = ['WordAttention', 'PWAM', 'language_gate', 'SimpleDecoder', 'LavtOutputs', 'seg_loss', 'LAVT', 'at_sizes',
            'lavt_param_groups', 'build_lavt']
 
 # %% ../../nbs/06_lavt.ipynb #678fc1b0
@@ -108,37 +109,6 @@ class SimpleDecoder(nn.Module):
                 x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
             x = block(torch.cat([x, skip], 1))
         return self.classifier(x)
-
-# %% ../../nbs/06_lavt.ipynb #rf000002
-class RefineHead(nn.Module):
-    """Ours: logits (B,k,h,w) + images (B,3,H,W) -> bilinear logits at (H,W) + a correction read from [logits, image]
-    by small convs."""
-
-    def __init__(self, n_logits: int, hidden: int, dilations: tuple[int, ...] = (1, 2, 1), align_corners: bool = True):
-        super().__init__()
-        layers, cin = [], n_logits + 3
-        for d in dilations:
-            layers += [nn.Conv2d(cin, hidden, 3, padding=d, dilation=d), nn.ReLU()]
-            cin = hidden
-        self.body, self.out, self.align_corners = (
-            nn.Sequential(*layers),
-            nn.Conv2d(hidden, n_logits, 3, padding=1),
-            align_corners,
-        )
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)  # start as plain bilinear upsampling
-
-    def forward(
-        self, logits: torch.Tensor, images: torch.Tensor, image_index: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """`image_index` (B,) long: row b of `logits` reads image image_index[b] (evaluation that encodes each image
-        once)."""
-        if image_index is not None:
-            images = images[image_index]
-        up = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=self.align_corners)
-        # oneDNN's faster layout
-        x = torch.cat([up, images.to(up.dtype)], 1).contiguous(memory_format=torch.channels_last)
-        return up + self.out(self.body(x)).contiguous()
 
 # %% ../../nbs/06_lavt.ipynb #b924c9ae
 @dataclass
