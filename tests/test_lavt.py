@@ -210,7 +210,7 @@ class _MaskReader(torch.nn.Module):
 
 
 def test_mask_swap_probe_tells_mask_readers_from_mask_ignorers():
-    from ris_nb.models.mask_grounding import mask_swap_probe
+    from ris_nb.models.mg_probe import mask_swap_probe
 
     g = torch.Generator().manual_seed(0)
     batches = []

@@ -6,21 +6,18 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
-from typing import Iterable
 
 from fastcore.basics import patch, patch_to
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import eval_mode
 from ..registry import register_part
 from ..method_configs import MGConfig
 
 # %% auto #0
 __all__ = ['mask_tokens', 'centre_sine_pos_2d', 'MaskEncoder', 'masked_mean', 'lm_head', 'MaskGrounding', 'mg_visual_index',
-           'attach_mask_grounding', 'mask_swap_probe']
+           'attach_mask_grounding']
 
 # %% ../../nbs/07_mask_grounding.ipynb #efb07454
 def mask_tokens(
@@ -185,36 +182,3 @@ def attach_mask_grounding(model: LAVT, cfg) -> None:
         special_token_ids(cfg.data.tokenizer),
         seed=cfg.seed,
     )
-
-# %% ../../nbs/07_mask_grounding.ipynb #5c1d6a13
-@torch.no_grad()
-def mask_swap_probe(
-    model: nn.Module, loader, word_ids: Iterable[int], max_batches: int | None = None
-) -> dict[str, float]:
-    """MG's accuracy on one hidden word per sentence (the first from `word_ids`) with the true mask, another sample's
-    mask and none."""
-    words = torch.tensor(sorted(set(word_ids)))
-    with eval_mode(model):
-        hits, n = {}, 0
-        for k, b in enumerate(loader):
-            if max_batches is not None and k >= max_batches:
-                break
-            found = torch.isin(b.input_ids, words.to(b.input_ids.device))
-            first = found & (found.cumsum(1) == 1)
-            keep = first.any(1)
-            if keep.sum() < 2:
-                continue  # "another sample's mask" needs two
-            ids, first, masks = b.input_ids[keep], first[keep], b.masks[keep]
-            masked = ids.masked_fill(first, model.mg.special_ids["mask"])
-            for name, m in (("true", masks), ("other", masks.roll(1, 0)), ("empty", torch.zeros_like(masks))):
-                x = SimpleNamespace(
-                    images=b.images[keep], input_ids=ids, attention_mask=b.attention_mask[keep], masks=m
-                )
-                logits, truth = model.fill_masked(x, masked)[first], ids[first]
-                among = words.to(logits.device)[logits[:, words].argmax(-1)]  # best of `word_ids` only
-                hits[f"top1_{name}"] = hits.get(f"top1_{name}", 0) + (logits.argmax(-1) == truth).sum().item()
-                hits[f"among_{name}"] = hits.get(f"among_{name}", 0) + (among == truth).sum().item()
-            n += int(keep.sum())
-    if n == 0:
-        raise ValueError("mask_swap_probe: no batch holds two sentences with a word from `word_ids`")
-    return {k: v / n for k, v in hits.items()} | {"sentences": n}
