@@ -17,7 +17,7 @@ from PIL import Image
 from ris_nb.core import special_token_ids
 from ris_nb.presets import get_preset
 from ris_nb.data import refer as R
-from ris_nb.io import UnsafePickleError
+from ris_nb.io import UnsafePickleError, safe_load_pickle
 from ris_nb.data import shaperefs as S
 from ris_nb.data import shaperefs_files as SF
 from ris_nb.data import words as W
@@ -297,24 +297,24 @@ def test_malicious_pickle_refused(tmp_path):
         p = tmp_path / f"e{proto}.p"
         p.write_bytes(pickle.dumps({"x": _Payload()}, protocol=proto))
         with pytest.raises(UnsafePickleError):
-            R.safe_load_pickle(p)
+            safe_load_pickle(p)
     assert not flag.exists()
     p = tmp_path / "cls.p"
     p.write_bytes(pickle.dumps([np.int64(3)]))
     with pytest.raises(UnsafePickleError, match="numpy"):
-        R.safe_load_pickle(p)
+        safe_load_pickle(p)
 
 
 def test_python2_pickle(tmp_path):
     p = tmp_path / "py2.p"
     # protocol 2, as written by Python 2: SHORT_BINSTRING keys/values, one with a Latin-1 byte
     p.write_bytes(b"\x80\x02]q\x00}q\x01(U\x03rawq\x02U\x05caf\xe9!q\x03U\x03utfq\x04U\x02\xc3\xa9q\x05ua.")
-    assert R.safe_load_pickle(p) == [{"raw": "café!", "utf": "é"}]
+    assert safe_load_pickle(p) == [{"raw": "café!", "utf": "é"}]
     p.write_bytes(pickle.dumps([{"raw": "plain"}], protocol=2))
-    assert R.safe_load_pickle(p) == [{"raw": "plain"}]
+    assert safe_load_pickle(p) == [{"raw": "plain"}]
     p.write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="py2.p"):
-        R.safe_load_pickle(p)
+        safe_load_pickle(p)
 
 
 def test_checksums(refer_root):

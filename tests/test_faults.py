@@ -680,10 +680,11 @@ def test_refcoco_quirks_are_counted_warnings_not_errors(data_copy):
 
 def test_the_index_is_checked_once_per_dataset(data_copy, monkeypatch):
     from ris_nb.data import refer as R
+    from ris_nb.data import refer_files as RF  # read_refer runs check_index (appendix 91b)
 
     calls = []
-    real = R.check_index
-    monkeypatch.setattr(R, "check_index", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = RF.check_index
+    monkeypatch.setattr(RF, "check_index", lambda *a, **k: calls.append(1) or real(*a, **k))
     for split in ("train", "val", "testA"):
         R.RefDataset(data_copy.parent, "shaperefs", "shaperefs", split)
     assert len(calls) <= 1, calls  # 0 when another test of this process opened the same files

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ris_nb.data import layout
 from ris_nb.data import refer as R
+from ris_nb.io import safe_load_pickle
 from ris_nb.data import shaperefs as S
 
 
@@ -73,7 +74,7 @@ def test_area_and_bbox_match_rasterised_masks(sr_root, instances):
 
 
 def test_sentences_carry_refer_fields(sr_root):
-    refs = R.safe_load_pickle(sr_root / "shaperefs" / "refs(shaperefs).p")
+    refs = safe_load_pickle(sr_root / "shaperefs" / "refs(shaperefs).p")
     seen = set()
     for r in refs:
         assert r["sent_ids"] == [s["sent_id"] for s in r["sentences"]]
@@ -143,7 +144,7 @@ def fake_root(sr_root, tmp_path):
     shutil.copy(sr_root / "shaperefs" / "instances.json", tmp_path / "refcoco" / "instances.json")
     coco = tmp_path / "images" / "mscoco" / "images" / "train2014"
     shutil.copytree(sr_root / "shaperefs" / "images", coco)
-    refs = R.safe_load_pickle(tmp_path / "refcoco" / "refs(unc).p")
+    refs = safe_load_pickle(tmp_path / "refcoco" / "refs(unc).p")
     inst = json.loads((tmp_path / "refcoco" / "instances.json").read_text())
     names = {im["id"]: im["file_name"] for im in inst["images"]}
     gone = sorted({names[r["image_id"]] for r in refs})[:2]

@@ -137,7 +137,7 @@ def test_the_training_check_catches_a_loop(tmp_path):
         ("check_index", "data.checks"),
         ("read_refs", "data.shaperefs_files"),
         ("_write_folder", "data.shaperefs_files"),
-        ("_read", "data.refer"),
+        ("read_refer", "data.refer_files"),  # REFER files read and checked (91b)
         ("probe_ms", "machine"),
         ("official_fixture", "testing"),
         ("build_model", "registry"),

@@ -5,66 +5,21 @@
 # %% ../../nbs/03_refer.ipynb #bd3d85bb
 from __future__ import annotations
 
-import os
-import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Callable
 
 from fastcore.basics import patch
 import numpy as np
-from PIL import Image
 import pycocotools.mask as mask_utils
 
-from ..io import load_image, read_json, safe_load_pickle, sha256  # files read safely: appendix 92
-from .shaperefs import SPLIT_FRACTIONS, split_labels
+from ..io import load_image  # images read safely: appendix 92
+from .checks import segmentation_to_mask  # REFER checks: appendix 91
 
-# REFER checks: appendix 91
-from .checks import check_index, is_blank, segmentation_to_mask, validate_instances, validate_refs
+# finding, reading and checking the files, a split's items: appendix 91b
+from .refer_files import check_images, read_refer, refer_files, shaperefs_split_hint, split_items
 
 # %% auto #0
-__all__ = ['Refer', 'hash_ints', 'RefDataset', 'stats', 'show_ref', 'scene_masks', 'language_blind_references']
-
-# %% ../../nbs/03_refer.ipynb #c70570d0
-_HINTS = {"shaperefs": "create it with `ris_nb synth --out {root}/shaperefs` (or ris_nb.data.shaperefs_files.generate)"}
-
-
-def _missing(path: Path, what: str, dataset: str, root: Path, extra: str = "") -> FileNotFoundError:
-    hint = _HINTS.get(dataset, "get the REFER files (see data/README.md) and unpack them under the data root")
-    return FileNotFoundError(f"{what} not found: {path}{extra}; {hint.format(root=root)}")
-
-
-def _refer_files(root: Path, dataset: str, split_by: str) -> tuple[Path, Path, Path]:
-    """The dataset folder, refs pickle and instances file under `root`; a missing one is named, with what is there
-    instead."""
-    ddir = root / dataset
-    if not root.is_dir():
-        raise _missing(root, "data root", dataset, root)
-    if not ddir.is_dir():
-        have = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise _missing(
-            ddir,
-            f"dataset folder {dataset!r}",
-            dataset,
-            root,
-            f" (folders under the root: {', '.join(have) or 'none'})",
-        )
-    refs_file, instances_file = ddir / f"refs({split_by}).p", ddir / "instances.json"
-    for f, what in ((refs_file, "refs pickle"), (instances_file, "instances JSON file")):
-        if f.is_dir():
-            raise IsADirectoryError(f"{f} is a directory; expected the {what} itself")
-    if not refs_file.is_file():
-        have = sorted(p.name for p in ddir.glob("refs(*).p"))
-        raise _missing(
-            refs_file,
-            f"refs file for split_by={split_by!r}",
-            dataset,
-            root,
-            f" (refs files present: {', '.join(have) or 'none'})",
-        )
-    if not instances_file.is_file():
-        raise _missing(instances_file, "instances file", dataset, root)
-    return ddir, refs_file, instances_file
+__all__ = ['Refer', 'hash_ints', 'RefDataset', 'stats', 'scene_masks', 'language_blind_references']
 
 # %% ../../nbs/03_refer.ipynb #5fa2b7e8
 class Refer:
@@ -80,42 +35,15 @@ class Refer:
         checksums: dict[str, str] | None = None,
     ):
         self.root, self.dataset, self.split_by = Path(root), dataset, split_by
-        ddir, self.refs_file, self.instances_file = _refer_files(self.root, dataset, split_by)
-        if image_root in (None, ""):  # defaults are already under the root (relative roots stay relative)
-            self.image_root = (
-                ddir / "images" if (ddir / "images").is_dir() else self.root / "images/mscoco/images/train2014"
-            )
-        else:  # a user-given relative image root is relative to the data root
-            self.image_root = Path(image_root) if Path(image_root).is_absolute() else self.root / image_root
-        self._build(*self._read(checksums))
+        self.refs_file, self.instances_file, self.image_root = refer_files(self.root, dataset, split_by, image_root)
+        self.checksums, refs, inst = read_refer(self.refs_file, self.instances_file, checksums)
+        self._build(refs, inst)
 
     def __repr__(self):
         return (
             f"Refer({self.dataset}, split_by={self.split_by}: {len(self.refs)} refs, {len(self.sents)} sentences, "
             f"{len(self.imgs)} images, splits {self.splits})"
         )
-
-# %% ../../nbs/03_refer.ipynb #c03r0002
-_CHECKED: set[tuple[str, ...]] = set()  # SHA-256 pairs of the files `check_index` passed in this process
-
-
-@patch
-def _read(self: Refer, checksums: dict[str, str] | None = None) -> tuple[list[dict], dict]:
-    """The refs and instances, loaded without running code, validated, compared with `checksums` and checked by
-    `check_index`."""
-    self.checksums = {f.name: sha256(f) for f in (self.refs_file, self.instances_file)}
-    for name, want in (checksums or {}).items():
-        if self.checksums.get(name) != want:
-            raise ValueError(
-                f"{self.refs_file.parent / name}: SHA-256 {self.checksums.get(name)} differs from the expected {want}"
-            )
-    refs = validate_refs(safe_load_pickle(self.refs_file), str(self.refs_file))
-    inst = validate_instances(read_json(self.instances_file), str(self.instances_file))
-    if tuple(self.checksums.values()) not in _CHECKED:
-        # the warnings name the caller of Refer()
-        check_index(refs, inst, self.refs_file, self.instances_file).raise_errors(stacklevel=4)
-        _CHECKED.add(tuple(self.checksums.values()))
-    return refs, inst
 
 # %% ../../nbs/03_refer.ipynb #p57cf3c2
 @patch
@@ -128,7 +56,7 @@ def _build(self: Refer, refs: list[dict], inst: dict):
     self.ref_to_ann, self.ann_to_ref = {}, {}
     for a in inst["annotations"]:
         self.img_to_anns[a["image_id"]].append(a)
-    for r in refs:  # ids and links: checked by appendix 91's `check_index`
+    for r in refs:  # ids and links: checked by `read_refer` (appendix 91b)
         self.refs[r["ref_id"]] = r
         self.ref_to_ann[r["ref_id"]], self.ann_to_ref[r["ann_id"]] = self.anns[r["ann_id"]], r
         self.img_to_refs[r["image_id"]].append(r)
@@ -168,22 +96,9 @@ def ref_ids(self: Refer, split: str | None = None) -> list[int]:
     if split not in self.splits:
         raise ValueError(
             f"unknown split {split!r} for {self.dataset} ({self.split_by}); valid splits: {', '.join(self.splits)}"
-            + self._split_hint(split)
+            + shaperefs_split_hint(self, split)
         )
     return [k for k, r in self.refs.items() if r["split"] == split]
-
-
-@patch
-def _split_hint(self: Refer, split: str) -> str:
-    "For ShapeRefs too small to hold `split`: how many images it needs."
-
-    if self.dataset != "shaperefs" or split not in SPLIT_FRACTIONS:
-        return ""
-    need = next(n for n in range(1, 1000) if split in split_labels(n, 0))
-    return (
-        f"; the data folder {self.refs_file.parent} has no {split!r} split: it holds {len(self.imgs)} image(s), and "
-        f"ShapeRefs writes a {split!r} split from {need} images on (regenerate it, e.g. `ris_nb synth --n-images 40`)"
-    )
 
 # %% ../../nbs/03_refer.ipynb #efc675a5
 def hash_ints(*xs: int) -> int:
@@ -194,42 +109,6 @@ def hash_ints(*xs: int) -> int:
         h = (h ^ (h >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
         h ^= h >> 29
     return h
-
-# %% ../../nbs/03_refer.ipynb #4862ad10
-def _split_items(refer: Refer, split: str, text_field: str, on_empty: str) -> tuple[list, list]:
-    """(ref, [sentences]) of `split` and its (ref index, sentence index) items; empty sentences warn (or raise) and
-    are dropped."""
-    refs, samples = [], []  # refs: (ref, [sentences]); samples: (ref index, sentence index)
-    dropped = []
-    for rid in refer.ref_ids(split):
-        r = refer.refs[rid]
-        sents = [s for s in r["sentences"] if not is_blank(s[text_field])]
-        if len(sents) < len(r["sentences"]):
-            bad = [s["sent_id"] for s in r["sentences"] if is_blank(s[text_field])]
-            msg = f"{refer.refs_file}: ref_id {rid} has empty {text_field!r} sentence(s) (no word) sent_id {bad}"
-            if on_empty == "error":
-                raise ValueError(msg)
-            dropped.append(msg)
-        if not sents:
-            continue
-        for j in range(len(sents)):
-            samples.append((len(refs), j))
-        refs.append((r, sents))
-    if dropped:
-        warnings.warn(f"dropped {len(dropped)} empty sentence group(s); first: {dropped[0]}")
-    return refs, samples
-
-
-def _check_images(refer: Refer, refs: list, split: str) -> None:
-    "Raise `FileNotFoundError` naming the image files of `refs` that are missing."
-    missing = sorted(
-        {str(refer.image_path(r["image_id"])) for r, _ in refs if not refer.image_path(r["image_id"]).is_file()}
-    )
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} image file(s) of split {split!r} not found, e.g. {missing[0]} "
-            f"(image_root={refer.image_root})"
-        )
 
 # %% ../../nbs/03_refer.ipynb #f9646ea8
 class RefDataset:
@@ -259,8 +138,8 @@ class RefDataset:
         self.split, self.text_field, self.per_ref, self.seed, self.epoch = split, text_field, per_ref, seed, 0
         self.with_mask, self.cache = with_mask, cache
         self._img_cache, self._mask_cache = {}, {}
-        self.refs, self.samples = _split_items(self.refer, split, text_field, on_empty)
-        _check_images(self.refer, self.refs, split)
+        self.refs, self.samples = split_items(self.refer, split, text_field, on_empty)
+        check_images(self.refer, self.refs, split)
 
     def __len__(self) -> int:
         return len(self.refs) if self.per_ref else len(self.samples)
@@ -360,26 +239,6 @@ def stats(refer: Refer) -> dict:
             expr_types=dict(sorted(types.items())),
         )
     return out
-
-
-def show_ref(refer: Refer, ref_id: int, ax=None, dim: float = 0.4):
-    "Draw the image of `ref_id` (outside the mask dimmed, mask outlined) with its sentences as the title."
-    import matplotlib.pyplot as plt
-
-    r = refer.refs[ref_id]
-    img, m = load_image(refer.image_path(r["image_id"])), refer.mask(r["ann_id"])
-    if ax is None:
-        ax = plt.subplots(figsize=(4, 4))[1]
-    over = img.astype(float) / 255
-    over[~m] *= dim
-    ax.imshow(over)
-    ax.axis("off")
-    if m.any():
-        ax.contour(m, [0.5], colors="white", linewidths=1)
-    ax.set_title(
-        "\n".join(f"{s['raw']}" + (f" [{s['type']}]" if s.get("type") else "") for s in r["sentences"]), fontsize=8
-    )
-    return ax
 
 # %% ../../nbs/03_refer.ipynb #cc084149
 from ..metrics import iou_from, mask_iu
