@@ -45,6 +45,9 @@ c.Autograde.autograde_preprocessors = [
     CheckCellMetadata,
 ]
 
+# A submitted file that is no notebook (UTF-16, empty, a link) is named in one line before nbgrader tries to read it.
+c.Autograde.pre_convert_hook = ris_nb["name_unreadable_submissions"]
+
 # Seconds one submission's exercise section may run in its process (its start, Python and torch, not counted).
 c.GradeConfined.timeout = 300
 

@@ -37,7 +37,7 @@ class Box(NamedTuple):
     y: float
     title: str
     impl: str = ""  # below `ris_nb`: 'models.lavt.PWAM', 'models.magnet.MagNet.encode'
-    kind: str = "op"  # colour: data | vision | text | fusion | head | loss
+    kind: str = "op"  # colour: data | vision | text | fusion | head | aux | loss
     w: float = 1.6
     module: str = ""  # a name pattern of `model.named_modules()`; '*' stands for any part (every stage)
     residual: bool = False
@@ -53,9 +53,17 @@ class Arrow(NamedTuple):
     bend: float = 0.0
 
 
-COLOURS = dict(data="#eeeeee", vision="#cfe2f3", text="#fde9c4", fusion="#d9ead3", head="#e4d7f0", loss="#f4cccc")
+COLOURS = dict(
+    data="#eeeeee", vision="#cfe2f3", text="#fde9c4", fusion="#d9ead3", head="#e4d7f0", aux="#d0e0e3", loss="#f4cccc"
+)
 KINDS = dict(
-    data="data", vision="vision", text="language", fusion="vision + language", head="mask head", loss="training loss"
+    data="data",
+    vision="vision",
+    text="language",
+    fusion="vision + language",
+    head="mask head",
+    aux="training-only head",
+    loss="training loss",
 )
 
 # %% ../nbs/98f_diagrams.ipynb #30e11bff
@@ -225,8 +233,9 @@ LAYERS, SWIN = "text.bert.encoder.layer.*", "backbone.body.layers.*"  # BERT's l
 
 
 def magnet_boxes() -> tuple[list[Box], list[Arrow]]:
-    """MagNet's blocks: one stage's two-way fusion and CAM (× 4), the Mask2Former head, and the training-only Mask
-    Grounding (its masked sentence through the same BERT layers) and CAL."""
+    """MagNet's blocks: one stage's two-way fusion and CAM (× 4), the Mask2Former head, our refine head (`magnet_tiny`;
+    off in `magnet_paper`) and the output, and the training-only losses: the mask loss, Mask Grounding (its masked
+    sentence through the same BERT layers) and CAL."""
     b = [
         Box("img", 0.7, 5.6, "image", kind="data", w=1.0),
         Box("stage", 2.6, 5.6, "Swin stage s", "models.encoders.SwinBackbone.stage", "vision", module=SWIN),
@@ -248,7 +257,10 @@ def magnet_boxes() -> tuple[list[Box], list[Arrow]]:
             "pixel_decoder",
         ),
         Box("dec", 9.2, 4.3, "one-query decoder", "models.mask2former.MaskDecoder", "head", module="decoder"),
-        Box("loss", 9.2, 3.0, "mask: BCE + Dice", "models.magnet.MagNet.mask_losses", "loss"),
+        Box("refine", 11.5, 4.3, "refine head (ours)", "models.refine.RefineHead", "head", 1.7, "refine"),
+        Box("img2", 11.5, 5.6, "image", kind="data", w=1.0),
+        Box("out", 13.3, 4.3, "mask logits", kind="data", w=1.3),
+        Box("loss", 11.5, 3.0, "mask: BCE, Dice, class CE", "models.magnet.MagNet.mask_losses", "loss", 1.7),
         Box("cal", 9.2, 1.7, "CAL: pixels vs sentence", "models.magnet.MagNet.alignment_loss", "loss", 1.9),
         Box("hide", 0.7, 0.6, "hide words", "models.mask_grounding.mask_tokens", "data", 1.3),
         Box(
@@ -275,7 +287,12 @@ def magnet_boxes() -> tuple[list[Box], list[Arrow]]:
         Arrow("tgate", "group", "next group", bend=-0.25),
         Arrow("cam", "pd", "o_s, s = 1…4"),
         Arrow("pd", "dec"),
-        Arrow("dec", "loss"),
+        Arrow("dec", "refine", "coarse mask"),
+        Arrow("img2", "refine"),
+        Arrow("refine", "out"),
+        Arrow("refine", "loss", "", True),
+        Arrow("dec", "loss", "layers' masks, classes", True, 0.15),
+        Arrow("gt", "loss", "", True, 0.2),
         Arrow("pd", "cal", "", True, -0.35),
         Arrow("tgate", "cal", "sentence", True),
         Arrow("sent", "hide", "", True),
@@ -289,34 +306,43 @@ def magnet_boxes() -> tuple[list[Box], list[Arrow]]:
 
 
 def draw_magnet() -> Figure:
-    "MagNet as ris_nb builds it (`models.magnet.MagNet`); dashed: training only (Mask Grounding, CAL)."
+    "MagNet as ris_nb builds it (`models.magnet.MagNet`); dashed: training only (the mask loss, Mask Grounding, CAL)."
     return draw_boxes(
-        *magnet_boxes(), "MagNet (models.magnet.MagNet): one stage s of four, then Mask2Former's head", (11, 6.4)
+        *magnet_boxes(), "MagNet (models.magnet.MagNet): one stage s of four, then Mask2Former's head", (13.5, 6.4)
     )
 
 # %% ../nbs/98f_diagrams.ipynb #h98f0004
-def mask_grounding_boxes() -> tuple[list[Box], list[Arrow]]:
-    """Mask Grounding's head (`MaskGrounding`): the masked sentence's words O, a pixel-decoder map P and the mask C
-    become one token sequence; a transformer and an LM head guess the hidden words."""
+def mask_grounding_boxes(host: str = "lavt") -> tuple[list[Box], list[Arrow]]:
+    """Mask Grounding's head (`MaskGrounding`) on `host`: the masked sentence's words O, a visual map P and the mask C
+    become one token sequence; a transformer and an LM head guess the hidden words. On LAVT (`lavt_mg_*`) P is a Swin
+    stage map of a second pass that fuses the masked sentence; on MagNet, the pixel decoder's map."""
     mg = "models.mask_grounding."
+    if host == "lavt":
+        bert = Box("bert", 3.4, 3.6, "BERT: masked sentence", "models.encoders.TextEncoder", "text", 1.9, LAYERS)
+        vis = Box("pd", 3.4, 2.2, "Swin stage map", "models.encoders.SwinBackbone.stage", "vision", 1.7, SWIN)
+    elif host == "magnet":
+        bert = Box("bert", 3.4, 3.6, "BERT layers, no fusion", "models.encoders.TextEncoder.group", "text", 1.9, LAYERS)
+        vis = Box("pd", 3.4, 2.2, "pixel-decoder map", "models.mask2former.PixelDecoder", "head", 1.7, "pixel_decoder")
+    else:
+        raise ValueError(f"host={host!r}: expected 'lavt' or 'magnet'")
     b = [
         Box("sent", 0.8, 4.9, "sentence", kind="data", w=1.0),
         Box("hide", 0.8, 3.6, "hide words", mg + "mask_tokens", "data", 1.3),
-        Box("bert", 3.4, 3.6, "BERT layers, no fusion", "models.encoders.TextEncoder.group", "text", 1.9, LAYERS),
-        Box("pd", 3.4, 2.2, "pixel-decoder map", "models.mask2former.PixelDecoder", "head", 1.7, "pixel_decoder"),
+        bert,
+        vis,
         Box("gt", 3.4, 0.8, "GT mask", kind="data", w=1.0),
         Box("o", 6.2, 3.6, "O: words (+ P in the mask)", mg + "MaskGrounding", "text", 2.0, "mg.lang_proj"),
         Box("p", 6.2, 2.2, "P: map + position", mg + "MaskGrounding", "vision", 2.0, "mg.vis_proj"),
         Box("c", 6.2, 0.8, "C: mask + position", mg + "MaskEncoder", "data", 2.0, "mg.mask_enc"),
         Box("z", 8.9, 2.2, "transformer on [O; P; C]", mg + "MaskGrounding", "fusion", 1.9, "mg.fusion"),
-        Box("lm", 8.9, 3.6, "LM head at O's places", mg + "lm_head", "head", 1.9, "mg.head"),
+        Box("lm", 8.9, 3.6, "LM head at O's places", mg + "lm_head", "aux", 1.9, "mg.head"),
         Box("loss", 8.9, 4.9, "L_MG: cross-entropy", mg + "MaskGrounding.loss", "loss", 1.9),
     ]
     a = [
         Arrow("sent", "hide"),
         Arrow("hide", "bert", "masked ids"),
         Arrow("bert", "o", "words"),
-        Arrow("pd", "p", "P (stride 32)"),
+        Arrow("pd", "p", "P (stride 32)" if host == "magnet" else "P"),
         Arrow("gt", "c"),
         Arrow("o", "z"),
         Arrow("p", "z"),
@@ -325,14 +351,15 @@ def mask_grounding_boxes() -> tuple[list[Box], list[Arrow]]:
         Arrow("lm", "loss", "vocabulary logits"),
         Arrow("hide", "loss", "targets: the hidden words", bend=-0.12),
     ]
+    if host == "lavt":  # the second pass fuses the masked sentence's words into the stages up to P's
+        a.append(Arrow("bert", "pd", "words (PWAM)"))
     return b, a
 
 
-def draw_mask_grounding() -> Figure:
-    "Mask Grounding's head (`models.mask_grounding.MaskGrounding`), as MagNet runs it in training."
-    return draw_boxes(
-        *mask_grounding_boxes(), "Mask Grounding (MaskGrounding.forward): guess the hidden words", (10, 4.6)
-    )
+def draw_mask_grounding(host: str = "lavt") -> Figure:
+    "Mask Grounding's head (`models.mask_grounding.MaskGrounding`), as `host` ('lavt' or 'magnet') runs it in training."
+    on = "LAVT, P a Swin stage map" if host == "lavt" else "MagNet, P the pixel decoder's map"
+    return draw_boxes(*mask_grounding_boxes(host), f"Mask Grounding on {on}: guess the hidden words", (10, 4.6))
 
 # %% ../nbs/98f_diagrams.ipynb #h98f0007
 POOLS = (1, 2, 3, 6)  # CAM's pool sizes (`CALConfig.pool_sizes`)
@@ -405,7 +432,7 @@ def sag_boxes() -> tuple[list[Box], list[Arrow]]:
         Box("sa", 4.6, 6.4, "slot attention + FFN", "models.slots.SlotAttention", "vision", 1.7, "slots.attn", True),
         Box("inter", 4.6, 5.1, "interaction", "models.slots.InteractionBlock", "vision", 1.7, "slots.interaction"),
         Box("ent", 6.8, 5.1, r"entities $\hat S$", "models.slots.EntityDiscovery", "vision", module="slots.out_proj"),
-        Box("rec", 6.8, 6.4, "repaint the tokens", "models.slots.BroadcastDecoder", "head", module="decoder"),
+        Box("rec", 6.8, 6.4, "repaint the tokens", "models.slots.BroadcastDecoder", "aux", module="decoder"),
         Box("recl", 9.2, 6.4, "L_recon", "models.slots.recon_loss", "loss", 1.4),
         Box("target", 9.2, 7.6, "ViT tokens: the target", tokens, "vision", 1.8),
         Box("sent", 0.7, 3.6, "sentences", kind="data", w=1.0),

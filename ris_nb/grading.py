@@ -13,6 +13,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -75,7 +76,8 @@ from ris_nb.sandbox import (
 __all__ = ['CSV_FIELDS', 'NOT_GRADED', 'VERDICT', 'NBGRADER_CONFIG', 'TeacherCheck', 'teacher_checks', 'student_names',
            'lesson_of', 'locked_sources', 'place_checks', 'refusal', 'grading_job', 'score', 'Graded',
            'notebook_from_bytes', 'read_student', 'grade_notebooks', 'grade', 'write_grades_csv', 'format_grades',
-           'budget_from_args', 'add_subcommands', 'nbgrader_parts', 'nbgrader_course', 'add_course_subcommand']
+           'budget_from_args', 'add_subcommands', 'nbgrader_parts', 'name_unreadable_submissions', 'nbgrader_course',
+           'add_course_subcommand']
 
 # %% ../nbs/98e_grading.ipynb #g98e0006
 @dataclasses.dataclass
@@ -691,7 +693,41 @@ def nbgrader_parts() -> dict[str, type]:
                 w.writerows(rows)
 
     parts = (SanitizeSubmission, GradeConfined, ClearHiddenLocked, FeedbackOutputs, ReasoningRead, NotGradedExport)
-    return {k.__name__: k for k in parts}
+    return {k.__name__: k for k in parts} | {"name_unreadable_submissions": name_unreadable_submissions}
+
+
+class _TracebackLastLine(logging.Filter):
+    "Cuts the next `pending` logged tracebacks to their last line (a file already named in one line above them)."
+
+    pending = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if self.pending and isinstance(msg, str) and msg.startswith("Traceback (most recent call last)"):
+            self.pending -= 1
+            record.msg, record.args = "  nbgrader's own error: " + msg.strip().splitlines()[-1], ()
+        return True
+
+
+def name_unreadable_submissions(assignment: str, student: str, notebooks: list[str]) -> None:
+    """Autograde's pre-convert hook: a submitted file that is no nbformat 4 notebook (not UTF-8 JSON, empty, nbformat 5,
+    a link, too big) is named in one line before nbgrader fails to read it; nbgrader's traceback is cut to its last
+    line."""
+    from traitlets.config import Application
+
+    log = Application.instance().log
+    cut = next((f for f in log.filters if isinstance(f, _TracebackLastLine)), None)
+    for path in notebooks:
+        try:
+            nb = read_student(path, StudentBudget().notebook)
+            if nb.get("nbformat") != 4:
+                raise ValueError(f"{path} is an nbformat {nb.get('nbformat')} notebook; nbgrader reads nbformat 4")
+        except (ValueError, OSError) as e:
+            who = Path(path).parent.parent.name  # submitted/<student>/<assignment>/: `student` may be the glob '*'
+            log.error("%s, %s: %s: %s (the student submits it again)", who, assignment, e, NOT_GRADED)
+            if cut is None:
+                log.addFilter(cut := _TracebackLastLine())
+            cut.pending += 1
 
 # %% ../nbs/98e_grading.ipynb #g98e0022
 NBGRADER_CONFIG = '''"""nbgrader's settings for the ris_nb course (nbs/19_course.ipynb, nbs/98e_grading.ipynb).
@@ -740,6 +776,9 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
+
+# A submitted file that is no notebook (UTF-16, empty, a link) is named in one line before nbgrader tries to read it.
+c.Autograde.pre_convert_hook = ris_nb["name_unreadable_submissions"]
 
 # Seconds one submission's exercise section may run in its process (its start, Python and torch, not counted).
 c.GradeConfined.timeout = 300

@@ -3,6 +3,7 @@ forms), `lavt_tiny` and `sag_tiny` records which box's output each box reads (`t
 boxes its data came from, through every torch operation); every arrow between two traced boxes must be such a flow,
 every flow between two boxes of a figure must be drawn, and every traced box must run."""
 
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -53,7 +54,8 @@ def _step(model, batch):
 
 @pytest.fixture(scope="module")
 def models():
-    "magnet_tiny (Mask Grounding and CAL on) in both forms, lavt_tiny and sag_tiny, in train mode, each with a batch."
+    """magnet_tiny (Mask Grounding and CAL on) in both forms, lavt_tiny, lavt_mg_tiny and sag_tiny, in train mode, each
+    with a batch."""
     seed_everything(0)
     over = {"model.text.vocab_size": 50, "data.image_size": 64}
     out = {}
@@ -62,8 +64,10 @@ def models():
         assert magnet.mg is not None and magnet.cams is not None and magnet.cfg.model.cal.enabled
         out[f"magnet_{impl}"] = (magnet, _batch(2))
     lavt = build_model(get_preset("lavt_tiny").override(over)).train()
+    lavt_mg = build_model(get_preset("lavt_mg_tiny").override(over)).train()
+    assert lavt_mg.mg is not None and lavt_mg.cfg.model.mg.visual_source == "masked"
     sag = build_model(get_preset("sag_tiny").override({**over, **SAG_PAPER_PARTS})).train()
-    return out | {"lavt": (lavt, _batch(2)), "sag": (sag, _batch(4))}
+    return out | {"lavt": (lavt, _batch(2)), "lavt_mg": (lavt_mg, _batch(2)), "sag": (sag, _batch(4))}
 
 
 FIGURES = {  # figure: (the model it draws, its boxes and arrows)
@@ -73,10 +77,11 @@ FIGURES = {  # figure: (the model it draws, its boxes and arrows)
         for impl in ("reference", "fast")
         for fig, spec in [
             ("magnet", dg.magnet_boxes),
-            ("mask_grounding", dg.mask_grounding_boxes),
+            ("mask_grounding", partial(dg.mask_grounding_boxes, "magnet")),
             ("cam", dg.cam_boxes),
         ]
     },
+    "mask_grounding_lavt": ("lavt_mg", partial(dg.mask_grounding_boxes, "lavt")),
     "sag": ("sag", dg.sag_boxes),
     "fusion_c3": ("sag", dg.fusion_boxes),
 }

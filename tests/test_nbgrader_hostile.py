@@ -46,6 +46,9 @@ PATCH = (
 )
 
 
+UNREADABLE = {"utf16": lambda text: text.encode("utf-16"), "empty": lambda text: b""}  # a notebook saved so
+
+
 def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [str(BIN / "nbgrader"), *args]
     return subprocess.run(cmd, cwd=course, env=NB_ENV, capture_output=True, text=True, timeout=600)
@@ -161,6 +164,10 @@ def hostile(tmp_path_factory):
         p = course / "submitted" / student / "tiny_lesson" / "tiny_lesson.ipynb"
         p.parent.mkdir(parents=True)
         p.write_text(json.dumps(nb))
+    for student, data in UNREADABLE.items():  # 3.16, 3.18: files nbgrader itself cannot read
+        p = course / "submitted" / student / "tiny_lesson" / "tiny_lesson.ipynb"
+        p.parent.mkdir(parents=True)
+        p.write_bytes(data(json.dumps(subs["honest"])))
     subs[EXCHANGE_STUDENT] = by_exchange(course, root / "student", subs["honest"])
     auto = nbgrader(course, "autograde", "tiny_lesson", "--create")
     feedback = nbgrader(course, "generate_feedback", "tiny_lesson")
@@ -168,7 +175,7 @@ def hostile(tmp_path_factory):
     assert export.returncode == 0, export.stdout + export.stderr
     with open(course / "grades.csv") as f:
         scores = {r["student_id"]: r["score"] for r in csv.DictReader(f)}
-    return course, subs, auto.stdout + auto.stderr, feedback, scores
+    return course, {**subs, **dict.fromkeys(UNREADABLE)}, auto.stdout + auto.stderr, feedback, scores
 
 
 def test_each_submission_gets_the_right_score_or_is_named_not_graded(hostile):
@@ -178,18 +185,31 @@ def test_each_submission_gets_the_right_score_or_is_named_not_graded(hostile):
     want = {"honest": 3.0, "untouched": 0.0, "headmoved": 0.0, "headmoved_solved": 3.0, "patchchecks": 0.0}
     want |= {"readsource": 3.0, "dupid_before": 3.0, "solgrade": 3.0, "gradefalse": 3.0}
     want |= {"frame_forge": 0.0, "pipe_forge": 0.0, "leak_hidden": 0.0, EXCHANGE_STUDENT: 3.0, "stray_marker": 3.0}
-    got = {s: float(v) for s, v in scores.items() if s != "nbf5" and s not in UNCONFINED}
+    got = {s: float(v) for s, v in scores.items() if s not in {"nbf5", *UNREADABLE, *UNCONFINED}}
     want = {s: v for s, v in want.items() if s not in UNCONFINED}
     assert got == want, f"nbgrader's export {got}, expected {want}"
     assert scores["nbf5"] == "not graded", scores
     assert "nbf5" in log and "nbformat version 5" in log, log[-3000:]
 
 
+def test_a_file_nbgrader_cannot_read_is_named_in_one_line(hostile):
+    """3.16, 3.18: a UTF-16, empty or nbformat 5 submission: `not graded`, named in one line, nbgrader's traceback cut
+    to its last."""
+    _, _, log, _, scores = hostile
+    said = {"utf16": "is not a notebook: not valid JSON", "empty": "is not a notebook: not valid JSON"}
+    for student, words in (said | {"nbf5": "is an nbformat 5 notebook; nbgrader reads nbformat 4"}).items():
+        assert scores[student] == "not graded", scores
+        line = next((s for s in log.splitlines() if f"{student}, tiny_lesson: " in s), None)
+        assert line and words in line and "not graded" in line, log[-3000:]
+    assert "Traceback (most recent call last)" not in log, log[-3000:]
+    assert log.count("nbgrader's own error: ") == 3, log[-3000:]
+
+
 def test_the_feedback_shows_no_key_no_hidden_test_and_nothing_a_student_printed(hostile):
     course, subs, _, feedback, _ = hostile
     assert "Error" not in feedback.stderr.replace("No module named 'jupyter_server'", ""), feedback.stderr[-2000:]
     hidden = ["add_one(-1) == 0", 'key="a"', HIDDEN[0]]
-    for student in set(subs) - {"nbf5"} - UNCONFINED:
+    for student in set(subs) - {"nbf5", *UNREADABLE} - UNCONFINED:
         page = (course / "feedback" / student / "tiny_lesson" / "tiny_lesson.html").read_text()
         theirs = {HIDDEN[0]} if student == "stray_marker" else set()  # the marker it pasted: its own text, shown
         shown = [s for s in [*hidden, LEAK] if s in page and s not in theirs]
@@ -205,5 +225,6 @@ def test_no_submission_waits_for_a_manual_grade(hostile):
     course = hostile[0]
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         subs = gb.assignment_submissions("tiny_lesson")
-        waiting = [s.student.id for s in subs if s.needs_manual_grade and s.student.id != "nbf5"]  # nbf5: not graded
+        skip = {"nbf5", *UNREADABLE}  # not graded
+        waiting = [s.student.id for s in subs if s.needs_manual_grade and s.student.id not in skip]
     assert not waiting, f"needs manual grade: {waiting}"
