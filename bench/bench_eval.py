@@ -91,16 +91,17 @@ def official_pattern(cfg, coll, model, dataset, n: int, parts: dict | None = Non
 def split_ours(cfg, coll, model, dataset, n: int) -> dict:
     "Data (image-grouped batches) and model (forward + predict + IoU) seconds of `ris_nb eval`'s path."
     from ris_nb.registry import model_spec
-    from ris_nb.evaluate import _eval_batches, _forward, _sample_iu
+    from ris_nb.evaluate import _sample_iu
+    from ris_nb.image_groups import eval_batches, forward_batch
 
     loader = DataLoader(dataset(True), batch_size=cfg.eval.batch_size, sampler=list(range(n)), collate_fn=coll)
     takes_index = model_spec(model).takes_image_index
     parts, t = {"data": 0.0, "model": 0.0}, time.perf_counter()
     with torch.no_grad():
-        for _, b, image_index in _eval_batches(loader):
+        for _, b, image_index in eval_batches(loader):
             t1 = time.perf_counter()
             parts["data"] += t1 - t
-            _sample_iu(model, _forward(model, b, image_index, takes_index), b, cfg.eval.protocol)
+            _sample_iu(model, forward_batch(model, b, image_index, takes_index), b, cfg.eval.protocol)
             t = time.perf_counter()
             parts["model"] += t - t1
     return parts
@@ -111,7 +112,8 @@ def flops_per_sentence(cfg, coll, model, dataset, n: int) -> float:
     element-wise ops not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
     from ris_nb.registry import model_spec
-    from ris_nb.evaluate import _eval_batches, _forward, _sample_iu
+    from ris_nb.evaluate import _sample_iu
+    from ris_nb.image_groups import eval_batches, forward_batch
 
     loader = DataLoader(dataset(True), batch_size=cfg.eval.batch_size, sampler=list(range(n)), collate_fn=coll)
     takes_index = model_spec(model).takes_image_index
@@ -121,8 +123,8 @@ def flops_per_sentence(cfg, coll, model, dataset, n: int) -> float:
         p.requires_grad_(False)
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as fc:
-            for _, b, image_index in _eval_batches(loader):
-                _sample_iu(model, _forward(model, b, image_index, takes_index), b, cfg.eval.protocol)
+            for _, b, image_index in eval_batches(loader):
+                _sample_iu(model, forward_batch(model, b, image_index, takes_index), b, cfg.eval.protocol)
     finally:
         for p, g in zip(model.parameters(), grads):
             p.requires_grad_(g)

@@ -39,7 +39,8 @@ def train_and_score(preset: str, seed: int, args) -> dict:
     from ris_nb.registry import build_model
     from ris_nb.presets import get_preset
     from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-    from ris_nb.evaluate import evaluate, sentence_sensitivity, shatter_gather
+    from ris_nb.evaluate import evaluate, sentence_sensitivity
+    from ris_nb.grounding import shatter_gather
     from ris_nb.train import fit
     from ris_nb.checkpoints import load_checkpoint
 

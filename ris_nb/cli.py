@@ -132,15 +132,15 @@ def _banner(name: str):
 
 
 def _run_train(args) -> None:
-    from ris_nb.evaluate import evaluate, evaluate_run  # loads torch: not for `--help`
+    from ris_nb import eval_report, evaluate  # loads torch: not for `--help`
     from ris_nb.distributed import finish_distributed  # loads torch: not for `--help`
     from ris_nb.train import TrainingRun  # loads torch: not for `--help`
     from ris_nb.viz import CurvesCB  # loads matplotlib and torch: not for `--help`
 
-    finish = None if args.no_eval else evaluate_run  # the final evaluation and report (13_evaluation)
+    finish = None if args.no_eval else eval_report.evaluate_run  # the final evaluation and report (98j_eval_reports)
     set_out = not args.out and out_dir_set([parse_override(o) for o in args.overrides]) is not None
     out_name = "--set train.out_dir" if set_out else "--out"  # what the user called the run folder
-    run = TrainingRun(config_from_args(args), evaluate=evaluate)  # validation: 13_evaluation's `evaluate`
+    run = TrainingRun(config_from_args(args), evaluate=evaluate.evaluate)  # validation: 13_evaluation's `evaluate`
     data = Path(run.cfg.data.root) / run.cfg.data.dataset
     check_out_dir(run.run_dir, out_name)  # named as the user named it, before `start` checks it again
     check_apart(run.run_dir, data, out_name)  # not synth's folder
@@ -166,7 +166,8 @@ def _add_eval(sub) -> None:
 # %% ../nbs/15_cli.ipynb #49af237d
 def _run_eval(args) -> None:
     from ris_nb.data.transforms import make_datasets  # loads torch: not for `--help`
-    from ris_nb.evaluate import score_splits, write_report  # loads torch: not for `--help`
+    from ris_nb.eval_report import write_report  # loads torch: not for `--help`
+    from ris_nb.evaluate import score_splits  # loads torch: not for `--help`
     from ris_nb.distributed import finish_distributed, init_distributed  # loads torch: not for `--help`
     from ris_nb.loaders import check_loaders, check_workers, make_eval_loader  # loads torch: not for `--help`
     from ris_nb.shipped import load_run_or_shipped, report_dir  # a run's or a shipped checkpoint (appendix 97a)

@@ -5,31 +5,24 @@
 # %% ../nbs/13_evaluation.ipynb #194ec504
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections import defaultdict
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
-from fastcore.basics import patch
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .core import Config, eval_mode
-from .registry import model_spec
-from .io import write_atomic
-from .data.transforms import META_KEYS, Batch, Collate, RISDataset, denormalize, encode_text, resize_mask
+from .data.transforms import denormalize, resize_mask
+from .image_groups import check_eval_args, eval_batches, forward_batch  # built in appendix 98i_image_groups
 from .metrics import RISMetrics, check_protocol, intersection_union, iou_from
+from .models import model_spec  # the registry's lookup
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'PAPER_SOURCES', 'GROUNDING', 'check_eval_args', 'evaluate', 'paper_numbers', 'report_markdown',
-           'write_report', 'plot_best_worst', 'sentence_sensitivity', 'shatter_gather', 'grounding_figures',
-           'grounding_line', 'score_splits', 'evaluate_run']
+__all__ = ['evaluate', 'score_splits', 'plot_best_worst', 'sentence_sensitivity']
 
 # %% ../nbs/13_evaluation.ipynb #7c44d9ce
 def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,117 +46,7 @@ def _sample_iu(model: nn.Module, outputs, batch, protocol: str) -> tuple[torch.T
     ]
     return torch.cat([i for i, _ in iu]), torch.cat([u for _, u in iu])
 
-# %% ../nbs/13_evaluation.ipynb #b7e18a02
-class _ByImage(torch.utils.data.Dataset):
-    """Items of a `RISDataset` grouped by image: the image transformed once, each ref's masks decoded once, then its
-    sentences."""
-
-    def __init__(self, ds, indices: list[int]):
-        self.ds, groups = ds, {}
-        for i in indices:
-            r, s = ds.base.index(i)
-            groups.setdefault(r["image_id"], []).append((i, r, s))
-        self.groups = list(groups.values())
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-# %% ../nbs/13_evaluation.ipynb #b3475228
-@patch
-def __getitem__(self: _ByImage, g: int) -> list[dict]:
-    ds, base, items = self.ds, self.ds.base, self.groups[g]
-    image_id = items[0][1]["image_id"]
-    img, im, masks, out = ds.img_tf(base._image(image_id)), base.refer.imgs[image_id], {}, []
-    for i, r, s in items:
-        if r["ann_id"] not in masks:
-            m = base._mask(r["ann_id"]) if (ds.masks or ds.orig_masks) else None
-            masks[r["ann_id"]] = dict(
-                mask=resize_mask(m, ds.size) if ds.masks else None,
-                orig_mask=torch.from_numpy(np.ascontiguousarray(m)) if ds.orig_masks else None,
-            )
-        meta = dict(
-            ref_id=r["ref_id"],
-            sent_id=s["sent_id"],
-            ann_id=r["ann_id"],
-            image_id=image_id,
-            orig_size=(im["height"], im["width"]),
-            sentence=s[base.text_field],
-            expr_type=s.get("type"),
-            split=r["split"],
-        )
-        out.append(dict(index=i, image=img, meta=meta, **masks[r["ann_id"]]))
-    return out
-
-
-def _as_is(x):
-    "Collate that keeps an image group as it is (a named function: picklable for spawned workers)."
-    return x
-
-# %% ../nbs/13_evaluation.ipynb #72b911cb
-def _grouped_batch(items: list[dict], ds, coll) -> tuple[list[int], Batch, torch.Tensor]:
-    """(dataset indices, Batch, image_index) of `_ByImage` items: each image once in `images` (U,3,H,W),
-    `image_index` (B,) the row of each sentence's image."""
-    meta = {k: [it["meta"][k] for it in items] for k in META_KEYS}
-    ids, att = encode_text(coll.tokenizer, meta["sentence"], coll.max_tokens, coll.pad_to)
-    rows = {}  # image_id -> row among the batch's images
-    image_index = torch.tensor([rows.setdefault(i, len(rows)) for i in meta["image_id"]])
-    first = {r: k for k, r in reversed(list(enumerate(image_index.tolist())))}
-    return (
-        [it["index"] for it in items],
-        Batch(
-            images=torch.stack([items[first[r]]["image"] for r in range(len(rows))]),
-            input_ids=ids,
-            attention_mask=att,
-            masks=torch.stack([it["mask"] for it in items]) if ds.masks else None,
-            orig_masks=[it["orig_mask"] for it in items] if ds.orig_masks else None,
-            meta=meta,
-        ),
-        image_index,
-    )
-
-# %% ../nbs/13_evaluation.ipynb #f6ae5fea
-def _eval_batches(loader):
-    """(dataset indices | None, Batch, image_index | None): image-grouped batches for a `RISDataset` loader — each image
-    once in `images` (U,3,H,W), `image_index` (B,) the row of each sentence's image — else the loader's own batches."""
-    ds, coll = loader.dataset, loader.collate_fn
-    if not (isinstance(ds, RISDataset) and isinstance(coll, Collate) and not ds.base.per_ref and loader.batch_size):
-        for b in loader:
-            yield None, b, None
-        return
-    order = [i[0] if isinstance(i, tuple) else int(i) for i in loader.sampler]
-    groups = DataLoader(_ByImage(ds, order), batch_size=None, num_workers=loader.num_workers, collate_fn=_as_is)
-    buf = []
-    for items in groups:
-        buf += items
-        while len(buf) >= loader.batch_size:
-            yield _grouped_batch(buf[: loader.batch_size], ds, coll)
-            buf = buf[loader.batch_size :]
-    if buf:
-        yield _grouped_batch(buf, ds, coll)
-
-
-def _forward(model: nn.Module, batch, image_index: torch.Tensor | None, takes_index: bool):
-    """model(batch) for a batch with one image per sentence, or an image-grouped one (`image_index`, see
-    `_eval_batches`); `takes_index`: its registry entry's `takes_image_index` (`model_spec`)."""
-    if image_index is None:
-        return model(batch)
-    if takes_index:
-        return model(batch, image_index=image_index.to(batch.images.device))
-    return model(dataclasses.replace(batch, images=batch.images[image_index.to(batch.images.device)]))
-
-# %% ../nbs/13_evaluation.ipynb #661330a4
-def check_eval_args(model: Any, loader: Any) -> None:
-    """A `TypeError` naming the argument when `model` is not a module or `loader` is not an iterable of batches (e.g.
-    None)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch nn.Module (e.g. from prepare), got {type(model).__name__}")
-    if loader is None or isinstance(loader, (str, bytes, dict)) or not hasattr(loader, "__iter__"):
-        raise TypeError(
-            "loader: expected a DataLoader from make_dataloaders/prepare (its .dataset a RISDataset), got "
-            f"{type(loader).__name__}"
-        )
-
-
+# %% ../nbs/13_evaluation.ipynb #6a4b499b
 from .distributed import names_over_ranks, reduce_across_ranks  # built in appendix 93
 
 
@@ -220,9 +103,9 @@ def evaluate(
         total = len(loader.dataset) if hasattr(loader, "dataset") else None
         takes_index = model_spec(model).takes_image_index  # a module no entry builds: False
         with tqdm(total=total, desc=f"eval ({protocol})", disable=None if progress else True, mininterval=1.0) as bar:
-            for index, batch, image_index in _eval_batches(loader):
+            for index, batch, image_index in eval_batches(loader):
                 batch = batch.to(device)
-                inter, union = _sample_iu(model, _forward(model, batch, image_index, takes_index), batch, protocol)
+                inter, union = _sample_iu(model, forward_batch(model, batch, image_index, takes_index), batch, protocol)
                 types = _update_metrics(overall, by_type, by_split, batch, inter, union)
                 n = len(batch.input_ids)  # sentences (an image-grouped batch holds fewer images)
                 if keep_samples:
@@ -238,121 +121,20 @@ def evaluate(
         "samples": samples,
     }
 
-# %% ../nbs/13_evaluation.ipynb #f310d475
-_P = ["P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"]
-
-
-def _rows(method: str, dataset: str, split_by: str, splits: list[str], **metrics: list[float]) -> dict:
-    "{(method, dataset, split_by, split): {metric: value}} from one list of values per metric, in `splits` order."
-    return {(method, dataset, split_by, s): {m: v[i] for m, v in metrics.items()} for i, s in enumerate(splits)}
-
-
-def _lavt(dataset: str, split_by: str, split: str, p: list[float], o: float, m: float) -> dict:
-    "One LAVT README row: P@0.5–0.9 `p`, oIoU `o`, mIoU `m`."
-    return {("lavt", dataset, split_by, split): {"oIoU": o, "mIoU": m, **dict(zip(_P, p))}}
-
-# %% ../nbs/13_evaluation.ipynb #0d3cc6a0
-_ABC = ["val", "testA", "testB"]
-PAPER_RESULTS = {  # (method, dataset, split_by, split) -> {metric: value}
-    # MagNet, official README: oIoU only
-    **_rows("magnet", "refcoco", "unc", _ABC, oIoU=[75.24, 78.24, 71.05]),
-    **_rows("magnet", "refcoco+", "unc", _ABC, oIoU=[66.16, 71.32, 58.14]),
-    **_rows("magnet", "refcocog", "umd", ["val", "test"], oIoU=[65.36, 66.03]),
-    **_rows("magnet", "refcocog", "google", ["val"], oIoU=[63.13]),
-    # LAVT, official README (CE loss): P@0.5–0.9, oIoU, mIoU
-    **_lavt("refcoco", "unc", "val", [84.46, 80.90, 75.28, 64.71, 34.30], 72.73, 74.46),
-    **_lavt("refcoco", "unc", "testA", [88.07, 85.17, 79.90, 68.52, 35.69], 75.82, 76.89),
-    **_lavt("refcoco", "unc", "testB", [79.12, 74.94, 69.17, 59.37, 34.45], 68.79, 70.94),
-    **_lavt("refcoco+", "unc", "val", [74.44, 70.91, 65.58, 56.34, 30.23], 62.14, 65.81),
-    **_lavt("refcoco+", "unc", "testA", [80.68, 77.96, 72.90, 62.21, 32.36], 68.38, 70.97),
-    **_lavt("refcoco+", "unc", "testB", [65.66, 61.85, 55.94, 47.56, 27.24], 55.10, 59.23),
-    **_lavt("refcocog", "umd", "val", [70.81, 65.28, 58.60, 47.49, 22.73], 61.24, 63.34),
-    **_lavt("refcocog", "umd", "test", [71.54, 66.38, 59.00, 48.21, 23.10], 62.09, 63.62),
-    **_lavt("refcocog", "google", "val", [71.16, 67.21, 61.76, 51.98, 27.30], 60.50, 63.66),
-    # SaG, authors' project page: mIoU (table 1); RefCOCO val cIoU = oIoU (table 2)
-    **_rows("sag", "refcoco", "unc", _ABC, mIoU=[34.76, 34.58, 35.01]),
-    **_rows("sag", "refcoco+", "unc", _ABC, mIoU=[28.48, 28.60, 27.98]),
-    **_rows("sag", "refcocog", "google", ["val"], mIoU=[28.87]),
-}
-PAPER_RESULTS[("sag", "refcoco", "unc", "val")]["oIoU"] = 30.40
-PAPER_SOURCES = {
-    "magnet": "MagNet, yxchng/mask-grounding README (Swin-B + BERT-base)",
-    "lavt": "LAVT, yz93/LAVT-RIS README (Swin-B + BERT-base, CE loss)",
-    "sag": "SaG, authors' project page, tables 1–2 (text-only supervision)",
-}
-
-
-def paper_numbers(cfg: Config, split: str) -> tuple[dict, str] | None:
-    "Published numbers for this method, dataset, split scheme and split, and their source (None where there are none)."
-    key = (cfg.model.name, cfg.data.dataset, cfg.data.split_by, split)  # LAVT + MG is reported next to LAVT's numbers
-    return (PAPER_RESULTS[key], PAPER_SOURCES[cfg.model.name]) if key in PAPER_RESULTS else None
-
-# %% ../nbs/13_evaluation.ipynb #005d667f
-_COLS = ["oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "n"]
-
-
-def _row(name: str, r: dict) -> str:
-    return "| " + name + " | " + " | ".join(f"{r[c]:.2f}" if c != "n" else str(r[c]) for c in _COLS) + " |"
-
-
-def _report_header(results: dict[str, dict], cfg: Config, run_info: dict | None) -> list[str]:
-    "The report's title and its list of what was measured how: protocol, checkpoint choice, data, model, run info."
-    run_info = run_info or {}
-    weak = "image–text pairs only (masks never used in training)" if cfg.data.weak else "masks (fully supervised)"
-    protocol = next(iter(results.values()))["protocol"]
-    square = "GT resized to the network input with nearest"
-    original = "prediction resized bilinearly to each image’s original size"
-    return [
-        f"# ris_nb evaluation — `{cfg.name}` on {cfg.data.dataset} ({cfg.data.split_by})",
-        "",
-        f"- **protocol**: `{protocol}` ({square if protocol == 'square' else original}); "
-        "threshold: probability ≥ 0.5; P@t uses IoU ≥ t; an empty union counts IoU 0",
-        f"- **checkpoint selection**: best `{cfg.eval.select_metric}` on the **val** split during training "
-        "(as LAVT's and SaG's released training code do; MagNet released none); val numbers are therefore optimistic",
-        f"- **training data**: {cfg.data.dataset} {cfg.data.train_split} split only; supervision: {weak}",
-        f"- **model**: {cfg.model.name} (vision {cfg.model.vision.backbone}, text {cfg.model.text.encoder}, "
-        f"{cfg.data.image_size}px){', Mask Grounding on' if cfg.model.mg.enabled else ''}",
-    ] + [f"- **{k}**: {v}" for k, v in run_info.items()]
-
-# %% ../nbs/13_evaluation.ipynb #00f63ecd
-def report_markdown(results: dict[str, dict], cfg: Config, run_info: dict | None = None) -> str:
-    "Markdown report for `results` = {split: evaluate(...)}."
-    lines = _report_header(results, cfg, run_info)
-    lines += ["", "## Overall", "", "| split | " + " | ".join(_COLS) + " |", "|---" * (len(_COLS) + 1) + "|"]
-    lines += [_row(s, r["overall"]) for s, r in results.items()]
-    papers = [(s, paper_numbers(cfg, s)) for s in results]
-    if any(p for _, p in papers):
-        lines += ["", "## Next to the paper", "", "| split | metric | ours | paper | source |", "|---|---|---|---|---|"]
-        for s, p in papers:
-            if p:
-                lines += [f"| {s} | {m} | {results[s]['overall'][m]:.2f} | {v:.2f} | {p[1]} |" for m, v in p[0].items()]
-    for s, r in results.items():
-        if len(r["by_type"]) > 1:
-            lines += [
-                "",
-                f"## {s} by expression type",
-                "",
-                "| type | " + " | ".join(_COLS) + " |",
-                "|---" * (len(_COLS) + 1) + "|",
-            ]
-            lines += [_row(t, m) for t, m in r["by_type"].items()]
-    return "\n".join(lines) + "\n"
-
-# %% ../nbs/13_evaluation.ipynb #13wr0001
-def write_report(
-    results: dict[str, dict], cfg: Config, out_dir: str | Path, run_info: dict | None = None, suffix: str = ""
-) -> Path:
-    "Write `report{suffix}.md` (and `results{suffix}.json`) into `out_dir` atomically."
-    out_dir = Path(out_dir)
-    for name, text in [
-        (f"report{suffix}.md", report_markdown(results, cfg, run_info)),
-        (
-            f"results{suffix}.json",
-            json.dumps({s: {k: v for k, v in r.items() if k != "samples"} for s, r in results.items()}, indent=1),
-        ),
-    ]:
-        write_atomic(out_dir / name, lambda tmp: tmp.write_text(text))
-    return out_dir / f"report{suffix}.md"
+# %% ../nbs/13_evaluation.ipynb #569843b3
+def score_splits(
+    model: nn.Module,
+    cfg: Config,
+    loaders: dict[str, DataLoader],
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    keep_samples: bool = True,
+) -> dict[str, dict]:
+    "`evaluate` of each split in `loaders` under `cfg.eval.protocol`: how a run, `ris_nb eval` and a study score."
+    return {
+        s: evaluate(model, dl, cfg.eval.protocol, device=device, progress=progress, keep_samples=keep_samples)
+        for s, dl in loaders.items()
+    }
 
 # %% ../nbs/13_evaluation.ipynb #be5f19f3
 def plot_best_worst(model: nn.Module, dataset, collate_fn, samples: list[dict], cfg: Config, k: int = 4, out=None):
@@ -437,109 +219,3 @@ def sentence_sensitivity(model: nn.Module, loader, device: torch.device | str | 
         "right_shape": 100 * float(np.mean(right)),
         "n": len(preds),
     }
-
-# %% ../nbs/13_evaluation.ipynb #5e0b9d47
-from .models.slots import slot_regions  # built in 10_entity_slots
-
-
-@torch.no_grad()
-def shatter_gather(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
-    """SaG's halves on a masked split: best-slot mIoU (the ceiling), % scene objects covered by a slot (IoU ≥ 0.5), %
-    samples where A^fuse picks the best slot."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    with eval_mode(model):
-        refer, best, picked, covered, n_obj, seen = loader.dataset.base.refer, [], [], 0, 0, set()
-        for batch in loader:
-            batch = batch.to(device)
-            out, size = model(batch), batch.images.shape[-1]
-            regions, gt = slot_regions(out.a_slot, out.hw, size).cpu().numpy(), batch.masks.bool().cpu().numpy()
-            for i in range(len(batch)):
-                ious = [mask_iou(r, gt[i]) for r in regions[i]]
-                best.append(max(ious))
-                picked.append(int(np.argmax(ious)) == int(out.a_fuse[i].argmax()))
-                img = batch.meta["image_id"][i]
-                if img in seen:
-                    continue
-                seen.add(img)
-                for m in scene_masks(refer, img).values():
-                    m = resize_mask(m, size).numpy() > 0.5
-                    n_obj += 1
-                    covered += any(mask_iou(r, m) >= 0.5 for r in regions[i])
-    if not best:
-        raise ValueError("shatter_gather: the loader yielded no samples")
-    return {
-        "best_slot_mIoU": 100 * float(np.mean(best)),
-        "objects_covered": 100 * covered / max(n_obj, 1),
-        "picks_best_slot": 100 * float(np.mean(picked)),
-        "n": len(best),
-    }
-
-# %% ../nbs/13_evaluation.ipynb #sg13gr01
-# what a `ModelSpec.grounding` names
-GROUNDING = {"shatter_gather": shatter_gather, "sentence_sensitivity": sentence_sensitivity}
-
-
-def grounding_figures(model: nn.Module, loader, device: torch.device | str | None = None) -> dict[str, float]:
-    "The grounding diagnostic that the model's registry entry names (`model_spec(model).grounding`), on `loader`."
-    return GROUNDING[model_spec(model).grounding](model, loader, device)
-
-# %% ../nbs/13_evaluation.ipynb #fd0445f0
-def grounding_line(model: nn.Module, loader, device: torch.device | str | None = None) -> str:
-    """One report line of `grounding_figures`: shatter/gather figures for SaG, sentence sensitivity for the fully
-    supervised models."""
-    g = grounding_figures(model, loader, device)
-    if model_spec(model).grounding == "shatter_gather":
-        return (
-            f"best-slot mIoU {g['best_slot_mIoU']:.1f} (the ceiling of gathering), {g['objects_covered']:.1f} "
-            "% of scene "
-            f"objects covered by a slot, A^fuse picks the best slot for {g['picks_best_slot']:.1f} % of sentences"
-        )
-    return (
-        f"cross-referent IoU {g['cross_referent_iou']:.2f} (1 = the sentence is ignored; ground truth "
-        f"{g['cross_referent_iou_gt']:.2f}), {g['right_shape']:.1f} % of masks land on the referred shape"
-    )
-
-# %% ../nbs/13_evaluation.ipynb #569843b3
-def score_splits(
-    model: nn.Module,
-    cfg: Config,
-    loaders: dict[str, DataLoader],
-    device: torch.device | str | None = None,
-    progress: bool = False,
-    keep_samples: bool = True,
-) -> dict[str, dict]:
-    "`evaluate` of each split in `loaders` under `cfg.eval.protocol`: how a run, `ris_nb eval` and a study score."
-    return {
-        s: evaluate(model, dl, cfg.eval.protocol, device=device, progress=progress, keep_samples=keep_samples)
-        for s, dl in loaders.items()
-    }
-
-# %% ../nbs/13_evaluation.ipynb #13evrun1
-from .machine import precision_line
-
-
-def evaluate_run(run: Any) -> Path | None:
-    """The end of a trained run (12_training's `TrainingRun`): its best.pt scored on val and test splits; rank 0 writes
-    report.md and the best/worst figure, prints the report and returns its path."""
-    cfg, info, model = run.cfg, run.info, run.model
-    ck = run.load_best()
-    model.to(info.device)
-    splits = [s for s in [cfg.data.val_split, *cfg.data.test_splits] if s in run.data]
-    results = score_splits(model, cfg, {s: run.eval_loader(s) for s in splits}, info.device, progress=info.is_main)
-    if not info.is_main:
-        return None
-    best, s0 = run.run_dir / "best.pt", splits[0]
-    about = {
-        "checkpoint": f"{best} (step {ck['step']})" if ck is not None else "last weights",
-        "training steps": cfg.train.max_steps,
-        "validations during training": run.validations(),
-        "precision": precision_line(info.device, cfg.train.amp).removeprefix("precision: "),
-    }
-    if run.data[s0].masks:
-        about["grounding on " + s0] = grounding_line(model, run.eval_loader(s0, whole=True), info.device)
-    path = write_report(results, cfg, run.run_dir, about)
-    plot_best_worst(
-        model, run.data[s0], run.collate[s0], results[s0]["samples"], cfg, out=run.run_dir / f"best_worst_{s0}.png"
-    )
-    print(path.read_text())
-    return path

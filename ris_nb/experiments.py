@@ -18,7 +18,8 @@ from .data.shaperefs import LANGUAGES
 from .registry import validate_config
 from .data.refer import RefDataset, scene_masks
 from .data.shaperefs_files import ensure_shaperefs
-from .evaluate import grounding_figures, language_blind_references, score_splits
+from .evaluate import language_blind_references, score_splits
+from .grounding import grounding_figures  # built in 95c_grounding (appendix)
 from .metrics import iou_from, mask_iu
 from .models.sag_parts import entity_overrides, entity_pretrain_config
 from .models.slots import EntityPretrainConfig

@@ -93,7 +93,7 @@ def appearance(shaperefs_data):
 def train_sag(root, seed: int = 0, upd: dict | None = None):
     """sag_tiny, `SAG_STEPS` batches of 32 at 64 px on `root`, final weights: (val mIoU, shatter_gather,
     language-blind answers)."""
-    from ris_nb.evaluate import shatter_gather
+    from ris_nb.grounding import shatter_gather
 
     torch.set_num_threads(1)
     cfg = get_preset("sag_tiny").override(

@@ -116,7 +116,7 @@ def test_the_training_check_catches_a_loop(tmp_path):
 @pytest.mark.parametrize(
     "name, home",
     [
-        ("shatter_gather", "evaluate"),
+        ("shatter_gather", "grounding"),  # SaG's diagnostic, beside the report's line (appendix 95c)
         ("sentence_sensitivity", "evaluate"),  # diagnostics: with evaluation
         # entity pretraining: its own module, on the Learner
         ("pretrain_entities", "pretrain"),

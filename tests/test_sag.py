@@ -423,7 +423,7 @@ def test_pieces_split_shared_slots_on_shaperefs(shaperefs, one_thread):
     one). Measured on the 3,000-scene quickstart val: best slot 50.7 → best piece 81.4 mIoU, 50.9 → 95.2 % of objects
     covered."""
     from ris_nb.data.transforms import make_dataloaders
-    from ris_nb.evaluate import shatter_gather
+    from ris_nb.grounding import shatter_gather
 
     cfg = get_preset("sag_tiny").override({"data.root": str(shaperefs), "data.test_splits": []})
     loaders = make_dataloaders(cfg, splits=["val"])

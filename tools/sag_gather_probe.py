@@ -39,7 +39,8 @@ from ris_nb.core import parse_override
 from ris_nb.presets import get_preset
 from ris_nb.machine import probe_ms
 from ris_nb.io import write_atomic
-from ris_nb.evaluate import evaluate, shatter_gather
+from ris_nb.evaluate import evaluate
+from ris_nb.grounding import shatter_gather
 from ris_nb.metrics import iou_from
 from ris_nb.models.slots import grid_coords
 from ris_nb.distributed import DistInfo

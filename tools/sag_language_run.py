@@ -22,7 +22,7 @@ from ris_nb.machine import probe_ms
 from ris_nb.io import write_atomic
 from ris_nb.data.refer import RefDataset, language_blind_references
 from ris_nb.data.transforms import make_dataloaders
-from ris_nb.evaluate import shatter_gather
+from ris_nb.grounding import shatter_gather
 from ris_nb.cli_checks import data_overrides
 from ris_nb.run_folder import load_run
 
