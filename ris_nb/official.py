@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ris_nb.core import Config, DataConfig, ModelConfig, TextConfig, VisionConfig
-from ris_nb.registry import model_part
-from ris_nb.method_configs import MagNetConfig, CALConfig, MGConfig, LavtConfig
+from .core import Config, DataConfig, ModelConfig, TextConfig, VisionConfig
+from .registry import model_part
+from .method_configs import MagNetConfig, CALConfig, MGConfig, LavtConfig
 from .presets import get_preset
 from .io import torch_load_checked
 from .models.encoders import ViTBackbone

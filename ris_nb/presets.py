@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from ris_nb.core import Config, DataConfig, EvalConfig, ModelConfig, TextConfig, TrainConfig, VisionConfig
-from ris_nb.method_configs import LavtConfig, MagNetConfig
+from .core import Config, DataConfig, EvalConfig, ModelConfig, TextConfig, TrainConfig, VisionConfig
+from .method_configs import LavtConfig, MagNetConfig
 from .sag_config import SaGConfig  # appendix 90b
 
 # %% auto #0
