@@ -135,9 +135,6 @@ def write_report(
     return out_dir / f"report{suffix}.md"
 
 # %% ../nbs/98j_eval_reports.ipynb #13evrun1
-from .machine import precision_line
-
-
 def evaluate_run(run: Any) -> Path | None:
     """The end of a trained run (12_training's `TrainingRun`): its best.pt scored on val and test splits; rank 0 writes
     report.md and the best/worst figure, prints the report and returns its path."""

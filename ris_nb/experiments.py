@@ -507,9 +507,7 @@ def _scores(model, loaders, cfg, splits: Sequence[str] = ("val",), grounding: bo
 
     per = score_splits(model, cfg, {s: loaders[s] for s in splits}, keep_samples=False)  # the run's own scorer
     first = per[splits[0]]
-    g = {}
-    if grounding:
-        g = grounding_figures(model, loaders[splits[0]])  # the diagnostic its registry entry names
+    g = grounding_figures(model, loaders[splits[0]]) if grounding else {}  # the diagnostic its registry entry names
     return {
         "overall": first["overall"],
         "by_type": first["by_type"],

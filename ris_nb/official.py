@@ -19,7 +19,7 @@ from .registry import model_part
 from .method_configs import MagNetConfig, CALConfig, MGConfig, LavtConfig
 from .presets import get_preset
 from .io import torch_load_checked
-from .models.encoders import ViTBackbone
+from .models.encoder_builds import ViTBackbone
 from .models.encoder_builds import swin_to_timm
 from .models.magnet import MagNet
 from .models.sag import SaG

@@ -9,12 +9,14 @@ import math
 import os
 import re
 import warnings
+from functools import partial
 from pathlib import Path
 
 import timm
 import torch
 from fastcore.basics import patch
 from torch import nn
+from timm.models.vision_transformer import VisionTransformer
 
 from ..core import Config, TextConfig, VisionConfig
 from ..io import torch_load_checked
@@ -23,13 +25,12 @@ from ris_nb.models.encoders import (
     SwinBackbone,
     TextEncoder,
     TimmCNNBackbone,
-    ViTBackbone,
     resize_pos_grid,
 )
 
 # %% auto #0
 __all__ = ['read_state_dict', 'load_in_order', 'swin_to_timm', 'load_swin', 'packaged_weights_path', 'timm_classifier',
-           'build_backbone', 'offline_random', 'build_text_encoder']
+           'ViTBackbone', 'build_backbone', 'offline_random', 'build_text_encoder']
 
 # %% ../../nbs/92b_encoder_builds.ipynb #9b2a0006
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -170,6 +171,58 @@ def timm_classifier(backbone: str, weights: str = "packaged") -> nn.Module:
         except ValueError as e:
             raise ValueError(f"weights file {path} does not fit {backbone} ({e})") from None
     return model
+
+# %% ../../nbs/92b_encoder_builds.ipynb #92bvit02
+class ViTBackbone(StagedBackbone):
+    """timm ViT returning patch tokens (no CLS); position grid built for `img_size`, resized per forward with
+    `pos_interp`."""
+
+    def __init__(
+        self,
+        embed_dim: int = 384,
+        depth: int = 12,
+        num_heads: int = 6,
+        patch_size: int = 16,
+        img_size: int = 384,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        pos_interp: str = "bilinear",
+        norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.vit = VisionTransformer(  # every token (no pooling, no head), any input size
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            drop_path_rate=drop_path,
+            num_classes=0,
+            global_pool="",
+            dynamic_img_size=True,
+            norm_layer=partial(nn.LayerNorm, eps=norm_eps),
+        )
+        self.pos_interp, self.patch_size = pos_interp, patch_size
+        self.channels, self.strides = [embed_dim], [patch_size]
+
+    def stem(self, images: torch.Tensor) -> torch.Tensor:
+        "images: (B,3,H,W) -> patch embeddings (B,C,H/16,W/16) (no position yet)."
+        return self.vit.patch_embed(images).permute(0, 3, 1, 2)
+
+    def stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        "x: (B,C,h,w) patch embeddings -> (B,C,h,w) final-LayerNorm patch tokens (CLS, position added inside)."
+        B, C, h, w = x.shape
+        pos = resize_pos_grid(self.vit.pos_embed, (h, w), self.pos_interp)
+        cls = self.vit.cls_token.expand(B, -1, -1) + pos[:, :1]
+        t = torch.cat([cls, x.flatten(2).transpose(1, 2) + pos[:, 1:]], 1)
+        t = self.vit.norm(self.vit.blocks(self.vit.pos_drop(t)))
+        return t[:, 1:].transpose(1, 2).reshape(B, C, h, w)
+
+    def forward_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        "images: (B,3,H,W) -> patch tokens (B,N,C) row-major without CLS, and the grid (h,w)."
+        x = self.stage(0, self.stem(images))
+        return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])
 
 # %% ../../nbs/92b_encoder_builds.ipynb #9b2a0019
 def _swin_backbone(vcfg: VisionConfig, img_size: int) -> SwinBackbone:

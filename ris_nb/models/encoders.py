@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 from torch import nn
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, window_partition, window_reverse
-from timm.models.vision_transformer import VisionTransformer
 
 from .swin_options import check_swin_args, conv_stem  # ours: appendix 92c_swin_options
 
@@ -44,8 +42,8 @@ class StagedBackbone(nn.Module):
         return outs
 
 # %% auto #0
-__all__ = ['StagedBackbone', 'SwinBlockPadFirst', 'SwinBackbone', 'TimmCNNBackbone', 'resize_pos_grid', 'ViTBackbone',
-           'sine_pos_2d', 'TextFeatures', 'extended_mask', 'TextEncoder']
+__all__ = ['StagedBackbone', 'SwinBlockPadFirst', 'SwinBackbone', 'TimmCNNBackbone', 'resize_pos_grid', 'sine_pos_2d',
+           'TextFeatures', 'extended_mask', 'TextEncoder']
 
 # %% ../../nbs/05_encoders.ipynb #4a65c8be
 class SwinBlockPadFirst(SwinTransformerBlock):
@@ -68,7 +66,7 @@ class SwinBlockPadFirst(SwinTransformerBlock):
             x = torch.roll(x, shifts=self.shift_size, dims=(1, 2))
         return x[:, :H, :W, :].contiguous()
 
-
+# %% ../../nbs/05_encoders.ipynb #4a65c8bf
 def _swin_body(embed_dim, depths, num_heads, window_size, patch_size, mlp_ratio, drop_path, img_size) -> nn.Module:
     "timm's `SwinTransformer` without final norm and head, its blocks padding before the shift (official order)."
     body = SwinTransformer(
@@ -117,7 +115,7 @@ class SwinBackbone(StagedBackbone):
         self.channels = [embed_dim * 2**i for i in range(len(depths))]
         self.strides = [patch_size * 2**i for i in range(len(depths))]
 
-
+# %% ../../nbs/05_encoders.ipynb #0bb83ea4
 @patch
 def stem(self: SwinBackbone, images: torch.Tensor) -> torch.Tensor:
     """images: (B,3,H,W) -> patch tokens (B,C,H/4,W/4) (conv 4×4 + LayerNorm, + the sine encoding when
@@ -174,58 +172,6 @@ def resize_pos_grid(pos: torch.Tensor, size: tuple[int, int], mode: str = "bilin
     grid = F.interpolate(grid, size=size, mode=mode, align_corners=False)
     return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(1, size[0] * size[1], -1)], 1)
 
-# %% ../../nbs/05_encoders.ipynb #01f25ea3
-class ViTBackbone(StagedBackbone):
-    """timm ViT returning patch tokens (no CLS); position grid built for `img_size`, resized per forward with
-    `pos_interp`."""
-
-    def __init__(
-        self,
-        embed_dim: int = 384,
-        depth: int = 12,
-        num_heads: int = 6,
-        patch_size: int = 16,
-        img_size: int = 384,
-        mlp_ratio: float = 4.0,
-        drop_path: float = 0.0,
-        pos_interp: str = "bilinear",
-        norm_eps: float = 1e-6,
-    ):
-        super().__init__()
-        self.vit = VisionTransformer(  # every token (no pooling, no head), any input size
-            img_size=img_size,
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            drop_path_rate=drop_path,
-            num_classes=0,
-            global_pool="",
-            dynamic_img_size=True,
-            norm_layer=partial(nn.LayerNorm, eps=norm_eps),
-        )
-        self.pos_interp, self.patch_size = pos_interp, patch_size
-        self.channels, self.strides = [embed_dim], [patch_size]
-
-    def stem(self, images: torch.Tensor) -> torch.Tensor:
-        "images: (B,3,H,W) -> patch embeddings (B,C,H/16,W/16) (no position yet)."
-        return self.vit.patch_embed(images).permute(0, 3, 1, 2)
-
-    def stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        "x: (B,C,h,w) patch embeddings -> (B,C,h,w) final-LayerNorm patch tokens (CLS, position added inside)."
-        B, C, h, w = x.shape
-        pos = resize_pos_grid(self.vit.pos_embed, (h, w), self.pos_interp)
-        cls = self.vit.cls_token.expand(B, -1, -1) + pos[:, :1]
-        t = torch.cat([cls, x.flatten(2).transpose(1, 2) + pos[:, 1:]], 1)
-        t = self.vit.norm(self.vit.blocks(self.vit.pos_drop(t)))
-        return t[:, 1:].transpose(1, 2).reshape(B, C, h, w)
-
-    def forward_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        "images: (B,3,H,W) -> patch tokens (B,N,C) row-major without CLS, and the grid (h,w)."
-        x = self.stage(0, self.stem(images))
-        return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])
-
 # %% ../../nbs/05_encoders.ipynb #e5a1c0d2
 def sine_pos_2d(h: int, w: int, dim: int, temperature: float = 10000.0, device=None) -> torch.Tensor:
     "DETR's normalised sine encoding: (h·w, dim), row (y) half first, sin/cos interleaved within each half."
@@ -258,7 +204,7 @@ def extended_mask(mask: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     "mask: (B,T) {0,1} -> BERT's additive mask (B,1,1,T): 0 for tokens, -10000 for padding."
     return (1.0 - mask[:, None, None, :].to(dtype)) * -10000.0
 
-
+# %% ../../nbs/05_encoders.ipynb #9af6513c
 class TextEncoder(nn.Module):
     "HF BertModel (no pooler) run as `embed` + layer `group`s; `forward(ids, mask)` runs all groups."
 
@@ -288,16 +234,20 @@ class TextEncoder(nn.Module):
             hidden = layer(hidden, attention_mask=ext_mask)
         return hidden
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
-        "input_ids, attention_mask: (B,T) -> TextFeatures(tokens (B,T,D), mask (B,T))."
-        h, ext = self.embed(input_ids), extended_mask(attention_mask, self.bert.embeddings.word_embeddings.weight.dtype)
-        for g in range(self.num_groups):
-            h = self.group(g, h, ext)
-        return TextFeatures(h, attention_mask)
+# %% ../../nbs/05_encoders.ipynb #9af6513d
+@patch
+def forward(self: TextEncoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
+    "input_ids, attention_mask: (B,T) -> TextFeatures(tokens (B,T,D), mask (B,T))."
+    h, ext = self.embed(input_ids), extended_mask(attention_mask, self.bert.embeddings.word_embeddings.weight.dtype)
+    for g in range(self.num_groups):
+        h = self.group(g, h, ext)
+    return TextFeatures(h, attention_mask)
 
-    def freeze_(self, trainable_layers: int = -1, train_embeddings: bool = True) -> "TextEncoder":
-        "Freeze embeddings unless `train_embeddings`; freeze layers >= `trainable_layers` (-1: none)."
-        self.bert.embeddings.requires_grad_(train_embeddings)
-        for i, layer in enumerate(self.bert.encoder.layer):
-            layer.requires_grad_(trainable_layers < 0 or i < trainable_layers)
-        return self
+
+@patch
+def freeze_(self: TextEncoder, trainable_layers: int = -1, train_embeddings: bool = True) -> "TextEncoder":
+    "Freeze embeddings unless `train_embeddings`; freeze layers >= `trainable_layers` (-1: none)."
+    self.bert.embeddings.requires_grad_(train_embeddings)
+    for i, layer in enumerate(self.bert.encoder.layer):
+        layer.requires_grad_(trainable_layers < 0 or i < trainable_layers)
+    return self

@@ -25,10 +25,9 @@ from ..presets import get_preset
 from ris_nb.models.encoders import (
     StagedBackbone,
     TextEncoder,
-    ViTBackbone,
     sine_pos_2d,
 )
-from .encoder_builds import build_backbone, build_text_encoder
+from .encoder_builds import ViTBackbone, build_backbone, build_text_encoder
 from ..distributed import gather_batch, gather_ids
 from ris_nb.models.sag_parts import (  # sag_tiny's parts outside the model class: appendix 95b
     EntityAppearance,
