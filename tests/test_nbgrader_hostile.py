@@ -201,8 +201,10 @@ def test_a_file_nbgrader_cannot_read_is_named_in_one_line(hostile):
         assert scores[student] == "not graded", scores
         line = next((s for s in log.splitlines() if f"{student}, tiny_lesson: " in s), None)
         assert line and words in line and "not graded" in line, log[-3000:]
-    assert "Traceback (most recent call last)" not in log, log[-3000:]
     assert log.count("nbgrader's own error: ") == 3, log[-3000:]
+    theirs = ("UnicodeDecodeError", "NotJSONError", "Unsupported nbformat version")  # nbgrader's errors for the three
+    shown = [s for s in log.splitlines() if any(e in s for e in theirs) and "nbgrader's own error: " not in s]
+    assert not shown, f"nbgrader's traceback for an unreadable file, not cut to one line: {shown}"
 
 
 def test_the_feedback_shows_no_key_no_hidden_test_and_nothing_a_student_printed(hostile):

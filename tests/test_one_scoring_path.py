@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-import ris_nb.core as core
 import ris_nb.data.transforms as transforms
 import ris_nb.distributed as distributed
 import ris_nb.evaluate as EV
 import ris_nb.fingerprints as fingerprints
 import ris_nb.io as io
 import ris_nb.loaders as loaders
+import ris_nb.registry as registry
 import ris_nb.run_folder as run_folder
 
 from conftest import TINY_RUN
@@ -108,7 +108,7 @@ def test_fit_after_prepare_checks_once(shaperefs_data, tmp_path, monkeypatch):
     from ris_nb.train import fit, prepare
 
     checks = [
-        (core, "validate_config"),
+        (registry, "validate_config"),
         (transforms, "check_config_arg"),
         (loaders, "check_loaders"),
         (loaders, "resolve_epochs"),  # `prepare` sizes `train.epochs` for this process's ranks; `fit` keeps it

@@ -15,6 +15,7 @@ import ris_nb.core as core
 import ris_nb.distributed as distributed
 import ris_nb.data.transforms as transforms
 import ris_nb.io as io
+import ris_nb.registry as registry
 import ris_nb.loaders as loaders
 import ris_nb.run_folder as run_folder
 import ris_nb.train as train
@@ -23,7 +24,7 @@ from ris_nb.data.refer import Refer
 from conftest import TINY_RUN
 
 STEPS = [
-    (core, "validate_config"),
+    (registry, "validate_config"),
     (transforms, "check_config_arg"),
     (loaders, "check_loaders"),
     (distributed, "init_distributed"),
