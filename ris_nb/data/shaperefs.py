@@ -5,20 +5,16 @@
 # %% ../../nbs/02_shaperefs.ipynb #c635f4da
 from __future__ import annotations
 
-import itertools
-import struct
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pycocotools.mask as mask_utils
 
-import shapely
-
-# the words of the rich and appearance languages: appendix 98
-from .words import word_count, appearance_sentence, canonical_sentence, is_rare, rich_sentence
+# pixels: appendix 92d; noun phrases, relations, sentence picks and the appearance and rich languages: 92e; words: 98
+from .shaperefs_pixels import Obj, background, coco_annotation, png_bytes, rasterised_labels, shape_mask
+from .shaperefs_pixels import placement_ok, placement_window
+from .shaperefs_languages import REL_MARGIN, RELATIONS, noun_phrases, pick_sentences, relation_holds
+from .shaperefs_languages import appearance_picks, chain_meanings, relational_landmarks, rich_picks
+from .words import is_rare, plain_sentences
 
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon"]
 COLORS = {
@@ -30,291 +26,37 @@ COLORS = {
     "orange": (250, 135, 20),
 }
 SIZES = {"small": (18, 24), "large": (30, 40)}  # object extent in px at 128×128 (scaled with `size`)
-HELD_OUT = [
-    ("red", "star"),
-    ("green", "circle"),
-    ("blue", "hexagon"),
-    ("yellow", "triangle"),
-    ("purple", "square"),
-    ("orange", "diamond"),
-]  # testB only
+# the (colour, shape) pairs that only testB holds
+HELD_OUT = list(zip(COLORS, ["star", "circle", "hexagon", "triangle", "square", "diamond"]))
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.1, "testA": 0.1, "testB": 0.1}
 EXPR_TYPES = ["attribute", "location", "relation", "ordinal", "negation"]
+LANGUAGES = ["plain", "appearance", "rich"]  # the analogues of RefCOCO, RefCOCO+, G-Ref
+RICH_EXPR_TYPES = EXPR_TYPES + ["chain"]
 MIN_VISIBLE = 0.7  # fraction of an object's pixels left visible
 P_SAME_SHAPE, P_SAME_COLOR = 0.35, 0.3  # a new object copies an earlier one's shape / colour
+MAX_SIZE = 1024  # ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
+MAX_IMAGES = 1_000_000  # ours: scenes per folder; the index is built in memory (10¹² scenes: RSS grew by 9 GB in 33 s)
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'MIN_VISIBLE', 'P_SAME_SHAPE',
-           'P_SAME_COLOR', 'REL_MARGIN', 'LANGUAGES', 'RICH_EXPR_TYPES', 'MAX_SIZE', 'MAX_IMAGES', 'RUNNING_INDEX',
-           'RUNNING_TARGET', 'shape_mask', 'labels_to_polygons', 'mask_to_polygons', 'has_hole', 'polygons_to_mask',
-           'Obj', 'make_scene', 'expression_meanings', 'plain_sentences', 'candidate_expressions', 'pick_sentences',
-           'relational_landmarks', 'chain_meanings', 'appearance_meanings', 'appearance_picks', 'rich_candidates',
-           'ref_sentences', 'png_bytes', 'make_image', 'split_labels', 'check_generate_args', 'RunningScene',
-           'running_scene']
-
-# %% ../../nbs/02_shaperefs.ipynb #39343742
-def _polygon(shape: str, r: float) -> np.ndarray | None:
-    "Vertices (n,2) of `shape` with circumradius `r` around the origin (None for the circle)."
-
-    def ang(n, start):
-        return np.deg2rad(start + 360.0 * np.arange(n) / n)
-
-    if shape == "circle":
-        return None
-    if shape == "square":
-        s = 0.82 * r
-        return np.array([[-s, -s], [s, -s], [s, s], [-s, s]])
-    if shape == "diamond":
-        a = ang(4, -90)
-        return np.stack([np.cos(a), np.sin(a)], 1) * r
-    if shape == "triangle":
-        a = ang(3, -90)
-        return np.stack([np.cos(a), np.sin(a)], 1) * r * np.array([1.0, 1.0]) + [0, 0.18 * r]
-    if shape == "hexagon":
-        a = ang(6, 0)
-        return np.stack([np.cos(a), np.sin(a)], 1) * r
-    if shape == "star":
-        a = ang(10, -90)
-        rad = np.where(np.arange(10) % 2 == 0, r, 0.48 * r)
-        return np.stack([np.cos(a) * rad, np.sin(a) * rad], 1)
-    raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
-
-# %% ../../nbs/02_shaperefs.ipynb #39343742b
-def shape_mask(shape: str, cx: float, cy: float, d: float, h: int, w: int) -> np.ndarray:
-    "Mask (h,w) bool of `shape` with extent `d` centred at (cx, cy)."
-    r = d / 2
-    x0, x1 = max(int(cx - r) - 1, 0), min(int(cx + r) + 2, w)
-    y0, y1 = max(int(cy - r) - 1, 0), min(int(cy + r) + 2, h)
-    X = np.arange(x0, x1, dtype=np.float32)[None, :] + 0.5 - cx
-    Y = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5 - cy
-    poly = _polygon(shape, r)
-    if poly is None:
-        inside = X * X + Y * Y <= r * r
-    else:
-        inside = np.zeros((y1 - y0, x1 - x0), bool)
-        for (ax, ay), (bx, by) in zip(poly, np.roll(poly, -1, 0)):
-            if ay == by:
-                continue
-            cross = (ay > Y) != (by > Y)
-            inside ^= cross & (X < ax + (Y - ay) * (bx - ax) / (by - ay))
-    out = np.zeros((h, w), bool)
-    out[y0:y1, x0:x1] = inside
-    return out
-
-# %% ../../nbs/02_shaperefs.ipynb #5c0f4a19
-def _edges(lab: np.ndarray) -> np.ndarray:
-    "Segments (n,2,2) along the pixel edges between different labels of `lab` (h,w) uint8 (< 16), in COCO coordinates."
-    h, w = lab.shape
-    m = np.zeros((h + 2, w + 2), np.uint8)
-    m[1:-1, 1:-1] = lab
-    # rows 0..h: edges at y = row - 0.5, then edges at x = row - h - 1.5
-    d = np.zeros((h + w + 2, max(h, w) + 2), np.uint8)
-    a, b = m[:-1, 1:-1], m[1:, 1:-1]
-    d[: h + 1, 1 : w + 1] = np.where(a != b, a << 4 | b, 0)  # the pair of labels the edge separates (0: no edge)
-    a, b = m[1:-1, :-1].T, m[1:-1, 1:].T
-    d[h + 1 :, 1 : h + 1] = np.where(a != b, a << 4 | b, 0)
-    r, c = np.nonzero(d[:, 1:] != d[:, :-1])  # runs of one pair; they break wherever other edges meet them
-    i = np.flatnonzero(d[r, c + 1])
-    r, a, b = r[i], c[i] - 0.5, c[i + 1] - 0.5
-    k = np.searchsorted(r, h + 1)
-    seg = np.empty((len(r), 2, 2))
-    seg[:k, :, 1] = (r[:k] - 0.5)[:, None]
-    seg[:k, 0, 0] = a[:k]
-    seg[:k, 1, 0] = b[:k]
-    seg[k:, :, 0] = (r[k:] - h - 1.5)[:, None]
-    seg[k:, 0, 1] = a[k:]
-    seg[k:, 1, 1] = b[k:]
-    return seg
-
-
-def _faces(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    "Shapely polygons of the faces between the label edges of `lab` (h,w) uint8, and the label of each."
-    rows, cols = np.flatnonzero(lab.any(1)), np.flatnonzero(lab.any(0))
-    if not len(rows):
-        return np.empty(0, object), np.empty(0, np.uint8)
-    y0, x0 = rows[0], cols[0]
-    crop = lab[y0 : rows[-1] + 1, x0 : cols[-1] + 1]
-    faces = shapely.get_parts(shapely.polygonize(shapely.linestrings(_edges(crop) + np.array([x0, y0], np.float64))))
-    inner = shapely.get_coordinates(shapely.point_on_surface(faces))  # a point inside each face → its pixel
-    return faces, lab[np.floor(inner[:, 1] + 0.5).astype(int), np.floor(inner[:, 0] + 0.5).astype(int)]
-
-# %% ../../nbs/02_shaperefs.ipynb #754fbdb6
-def labels_to_polygons(lab: np.ndarray, n: int) -> list[list[list[float]]]:
-    "COCO polygons of labels 1..n of `lab` (h,w) uint8 (0: background), one flat [x1, y1, …] per 4-connected piece."
-    if not 0 <= n <= 15:
-        raise ValueError(f"labels_to_polygons handles labels 1..15, got n={n}")
-    faces, flab = _faces(lab)
-    holed = sorted(set(flab[(shapely.get_num_interior_rings(faces) > 0) & (flab > 0)].tolist()))
-    if holed:
-        raise ValueError(
-            f"label(s) {holed} enclose pixels that are not their own (a hole); COCO polygons cannot express holes"
-        )
-    rings = shapely.get_exterior_ring(faces)
-    xy, ends = shapely.get_coordinates(rings), np.cumsum(shapely.get_num_coordinates(rings))
-    out = [[] for _ in range(n)]
-    for k, s, e in zip(flab.tolist(), np.r_[0, ends[:-1]].tolist(), ends.tolist()):
-        if 0 < k <= n:
-            out[k - 1].append(xy[s : e - 1].ravel().tolist())  # without the ring's closing point
-    return out
-
-
-def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
-    "COCO polygons of `mask` (h,w) bool; they rasterise back to exactly `mask`."
-    return labels_to_polygons(mask.astype(np.uint8), 1)[0]
-
-
-def has_hole(mask: np.ndarray) -> bool:
-    "Whether a 4-connected piece of `mask` (h,w) bool encloses pixels that are not in `mask`."
-    faces, flab = _faces(mask.astype(np.uint8))
-    return bool((shapely.get_num_interior_rings(faces)[flab == 1] > 0).any())
-
-
-def polygons_to_mask(polygons: list[list[float]], h: int, w: int) -> np.ndarray:
-    "Mask (h,w) bool that pycocotools rasterises from COCO `polygons` (their union)."
-    if not polygons:
-        return np.zeros((h, w), bool)
-    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))).astype(bool)
-
-# %% ../../nbs/02_shaperefs.ipynb #a46e5170
-@dataclass
-class Obj:
-    "One object of a scene; `vis` is its visible-pixel mask (h,w) bool, `polygons` the same as COCO polygons."
-
-    shape: str
-    color: str
-    size: str
-    cx: float
-    cy: float
-    d: float
-    full: np.ndarray
-    vis: np.ndarray | None = None
-    _cen: tuple | None = None
-    n_full: int = 0
-    n_vis: int = 0
-    polygons: list | None = None
-
-    def centroid(self) -> tuple[float, float]:
-        "(x, y) mean of the visible pixel indices (cached: call after the scene is final)."
-        if self._cen is None:
-            ys, xs = np.nonzero(self.vis)
-            self._cen = (float(xs.mean()), float(ys.mean()))
-        return self._cen
-
-    @property
-    def name(self) -> str:
-        return f"{self.size} {self.color} {self.shape}"
+__all__ = ['SHAPES', 'COLORS', 'SIZES', 'HELD_OUT', 'SPLIT_FRACTIONS', 'EXPR_TYPES', 'LANGUAGES', 'RICH_EXPR_TYPES',
+           'MIN_VISIBLE', 'P_SAME_SHAPE', 'P_SAME_COLOR', 'MAX_SIZE', 'MAX_IMAGES', 'RUNNING_INDEX', 'RUNNING_TARGET',
+           'make_scene', 'expression_meanings', 'candidate_expressions', 'ref_sentences', 'make_image', 'split_labels',
+           'RunningScene', 'running_scene']
 
 # %% ../../nbs/02_shaperefs.ipynb #a46e5171
 def _pick_attrs(rng: np.random.Generator, objs: list[Obj], held_out: bool, first: bool) -> tuple[str, str, str]:
+    "Shape, colour and size of a new object: a held-out pair first in testB, never one elsewhere."
     if held_out and first:
         color, shape = HELD_OUT[rng.integers(len(HELD_OUT))]
     else:
         while True:
-            shape = (
-                objs[rng.integers(len(objs))].shape
-                if objs and rng.random() < P_SAME_SHAPE
-                else SHAPES[rng.integers(len(SHAPES))]
-            )
-            color = (
-                objs[rng.integers(len(objs))].color
-                if objs and rng.random() < P_SAME_COLOR
-                else list(COLORS)[rng.integers(len(COLORS))]
-            )
+            copy = objs and rng.random() < P_SAME_SHAPE
+            shape = objs[rng.integers(len(objs))].shape if copy else SHAPES[rng.integers(len(SHAPES))]
+            copy = objs and rng.random() < P_SAME_COLOR
+            color = objs[rng.integers(len(objs))].color if copy else list(COLORS)[rng.integers(len(COLORS))]
             if held_out or (color, shape) not in HELD_OUT:
                 break
     return shape, color, ("small", "large")[rng.integers(2)]
-
-# %% ../../nbs/02_shaperefs.ipynb #68cb0391
-def _dilate(m: np.ndarray) -> np.ndarray:
-    "`m` grown by one pixel (4-neighbourhood)."
-    out = m.copy()
-    out[1:] |= m[:-1]
-    out[:-1] |= m[1:]
-    out[:, 1:] |= m[:, :-1]
-    out[:, :-1] |= m[:, 1:]
-    return out
-
-
-def _window(cx: float, cy: float, d: float, size: int) -> tuple[slice, slice]:
-    "Rows, columns holding `shape_mask(…, cx, cy, d, …)` plus a one-pixel margin (all the placement tests need)."
-    r = d / 2
-    return (
-        slice(max(int(cy - r) - 2, 0), min(int(cy + r) + 3, size)),
-        slice(max(int(cx - r) - 2, 0), min(int(cx + r) + 3, size)),
-    )
-
-
-def _one_piece(f: np.ndarray) -> bool:
-    """True if each non-empty row of `f` (h,w) bool is one run, the rows are consecutive and neighbouring runs share
-    a column (so `f` is 4-connected)."""
-    rows = np.flatnonzero(f.any(1))
-    if not len(rows) or rows[-1] - rows[0] + 1 != len(rows):
-        return False
-    g = f[rows[0] : rows[-1] + 1]
-    first, last = g.argmax(1), g.shape[1] - 1 - g[:, ::-1].argmax(1)
-    return bool(
-        (np.count_nonzero(g, 1) == last - first + 1).all()
-        and (np.maximum(first[1:], first[:-1]) <= np.minimum(last[1:], last[:-1])).all()
-    )
-
-# %% ../../nbs/02_shaperefs.ipynb #68cb0392
-def _cuts_hole(o: Obj, full: np.ndarray, win: tuple[slice, slice], halo: np.ndarray) -> bool:
-    "Whether covering `full` (inside `win`; `halo` its dilation there) leaves a hole in the visible part of `o`."
-    v = o.vis[win]
-    if not np.count_nonzero(v & full[win]):
-        return False
-    if not np.count_nonzero(halo & ~v):
-        return True  # the new shape and its rim lie inside o's visible part
-    if _one_piece(full[win]):
-        return False  # one piece that reaches o's outside: o stays hole-free
-    return has_hole(o.vis & ~full)  # several pieces (a star's thin tip): ask shapely
-
-
-def _placement_ok(objs: list[Obj], full: np.ndarray, win: tuple[slice, slice], color: str) -> bool:
-    "Every earlier object keeps `MIN_VISIBLE` of its pixels and no hole; no same-colour object is touched."
-    f = full[win]
-    halo = _dilate(f)
-    return all(
-        o.n_vis - np.count_nonzero(o.vis[win] & f) >= MIN_VISIBLE * o.n_full
-        and not (o.color == color and np.count_nonzero(halo & o.full[win]))
-        for o in objs
-    ) and not any(_cuts_hole(o, full, win, halo) for o in objs)
-
-# %% ../../nbs/02_shaperefs.ipynb #fbc639e6
-def _rasterised_labels(objs: list[Obj], size: int) -> np.ndarray:
-    "Set each object's COCO polygons; the label image (0: background) that pycocotools rasterises from them."
-    lab = np.zeros((size, size), np.uint8)
-    for k, o in enumerate(objs):
-        lab[o.vis] = k + 1
-    try:
-        polys = labels_to_polygons(lab, len(objs))
-    except ValueError as e:
-        raise ValueError(
-            f"scene with {', '.join(o.name for o in objs)}: {e} (labels count the objects from 1)"
-        ) from None
-    flat = [p for ps in polys for p in ps]
-    owner = np.array([k + 1 for k, ps in enumerate(polys) for _ in ps], np.uint8)
-    layers = (
-        mask_utils.decode(mask_utils.frPyObjects(flat, size, size)) if flat else np.zeros((size, size, 0), np.uint8)
-    )
-    out = (layers * owner).sum(2, dtype=np.uint8)
-    if layers.sum(dtype=np.int64) != np.count_nonzero(lab) or not np.array_equal(out, lab):  # no overlaps, same pixels
-        raise RuntimeError("the polygons of a scene do not rasterise back to its masks")  # a bug, never bad input
-    for o, p in zip(objs, polys):
-        o.polygons = p
-    return out
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Background (size,size,3) float32: a gradient at a random angle between two muted colours (noise comes after
-    the objects)."""
-    c0, c1 = rng.uniform(95, 175, (2, 3)).astype(np.float32)
-    t = np.linspace(0, 1, size, dtype=np.float32)
-    ang = rng.uniform(0, 2 * np.pi)
-    g = np.float32(np.cos(ang)) * t[None, :] + np.float32(np.sin(ang)) * t[:, None]
-    g = (g - g.min()) / (np.ptp(g) + np.float32(1e-6))
-    img = c0 + (c1 - c0) * g[..., None]
-    return img
 
 # %% ../../nbs/02_shaperefs.ipynb #549f2264
 def _fixed_objects(specs: list[tuple], size: int) -> list[Obj]:
@@ -339,8 +81,8 @@ def _random_objects(rng: np.random.Generator, size: int, held_out: bool, n_objec
             d = float(rng.uniform(lo, hi)) * s
             cx, cy = rng.uniform(d / 2 + 2, size - d / 2 - 2, 2)
             full = shape_mask(shape, cx, cy, d, size, size)
-            win = _window(cx, cy, d, size)
-            if _placement_ok(objs, full, win, color):
+            win = placement_window(cx, cy, d, size)
+            if placement_ok(objs, full, win, color, MIN_VISIBLE):
                 break
         else:
             continue
@@ -366,10 +108,10 @@ def make_scene(
     for o in reversed(objs):
         o.vis = o.full & ~occ
         occ |= o.full
-    lab = _rasterised_labels(objs, size)  # what every reader gets back from the polygons
+    lab = rasterised_labels(objs, size)  # what every reader gets back from the polygons
     for k, o in enumerate(objs):
         o.vis = lab == k + 1
-    img = _background(rng, size)
+    img = background(rng, size)
     for o in objs:
         img[o.vis] = COLORS[o.color]  # painted from the rasterised polygons
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(6)
@@ -377,64 +119,23 @@ def make_scene(
         o.centroid()
     return np.clip(img, 0, 255).astype(np.uint8), objs
 
-# %% ../../nbs/02_shaperefs.ipynb #46b29bde
-def _nps(objs: list[Obj]) -> list[tuple[str, frozenset]]:
-    "Noun phrases with the set of object indices each denotes."
-    out = {}
-    for o in objs:
-        for text, pred in (
-            (o.shape, lambda p, o=o: p.shape == o.shape),
-            (f"{o.color} {o.shape}", lambda p, o=o: (p.color, p.shape) == (o.color, o.shape)),
-            (f"{o.size} {o.shape}", lambda p, o=o: (p.size, p.shape) == (o.size, o.shape)),
-            (f"{o.size} {o.color} {o.shape}", lambda p, o=o: (p.size, p.color, p.shape) == (o.size, o.color, o.shape)),
-            (f"{o.color} object", lambda p, o=o: p.color == o.color),
-        ):
-            if text not in out:
-                out[text] = frozenset(i for i, p in enumerate(objs) if pred(p))
-    return list(out.items())
-
-# %% ../../nbs/02_shaperefs.ipynb #46b29bdf
-_LOC = {
-    "left": (0, -1, ["the leftmost {np}", "the {np} furthest to the left"]),
-    "right": (0, 1, ["the rightmost {np}", "the {np} furthest to the right"]),
-    "top": (1, -1, ["the topmost {np}", "the highest {np}"]),
-    "bottom": (1, 1, ["the bottommost {np}", "the lowest {np}"]),
-}
-_REL = {
-    "left": (0, -1, ["the {a} to the left of the {b}", "the {a} left of the {b}"]),
-    "right": (0, 1, ["the {a} to the right of the {b}", "the {a} right of the {b}"]),
-    "above": (1, -1, ["the {a} above the {b}"]),
-    "below": (1, 1, ["the {a} below the {b}", "the {a} under the {b}"]),
-}
-_ORD = {"second": 1, "third": 2}
-REL_MARGIN = 4.0  # px at 128: a relation holds when the signed centroid offset exceeds this
-
-
-def _related(
-    cen: list[tuple[float, float]], A: frozenset, b: int, target: int, axis: int, sign: int, margin: float, gap: float
-) -> bool:
-    """Whether, of the objects `A` other than the landmark `b` (at least two), only `target` lies clearly on the
-    `sign` side of `b` along `axis`."""
-    others = [i for i in A if i != target and i != b]
-
-    def off(i):
-        return sign * (cen[i][axis] - cen[b][axis])
-
-    return bool(others) and off(target) >= margin + gap and all(off(i) <= margin - gap for i in others)
-
 # %% ../../nbs/02_shaperefs.ipynb #c6830674
+_LOC = {"left": (0, -1), "right": (0, 1), "top": (1, -1), "bottom": (1, 1)}  # side -> (axis, sign)
+_ORD = {"second": 1, "third": 2}
+
+
 def _add_positions(out: dict, nps: list, cen: list, target: int, gap: float) -> None:
     """Append to `out` the location and ordinal meanings: the target is the most extreme, second or third object a
     phrase denotes."""
     for text, S in nps:
         if target not in S or len(S) < 2:
             continue
-        for side, (axis, sign, _) in _LOC.items():
+        for side, (axis, sign) in _LOC.items():
             v = sorted(((sign * cen[i][axis], i) for i in S), reverse=True)  # most extreme first
             if v[0][1] == target and v[0][0] - v[1][0] >= gap:
                 out["location"].append(("loc", text, side))
         if len(S) >= 3:
-            for side, (axis, sign, _) in _LOC.items():
+            for side, (axis, sign) in _LOC.items():
                 # rank from that side ("from the left": x up)
                 v = sorted((-sign * cen[i][axis], i) for i in S)
                 for word, k in _ORD.items():
@@ -461,8 +162,8 @@ def _add_relations(out: dict, nps: list, cen: list, target: int, margin: float, 
             others = [i for i in A if i != target and i != b]
             if not others:
                 continue
-            for rel, (axis, sign, _) in _REL.items():
-                if _related(cen, A, b, target, axis, sign, margin, gap):
+            for rel, (axis, sign) in RELATIONS.items():
+                if relation_holds(cen, A, b, target, axis, sign, margin, gap):
                     out["relation"].append(("rel", atext, rel, btext))
             if all(dist[i] - dist[target] >= 2 * gap for i in others):
                 out["relation"].append(("rel", atext, "closest", btext))
@@ -494,7 +195,7 @@ def expression_meanings(objs: list[Obj], target: int, size: int = 128) -> dict[s
     s = size / 128
     gap, margin = 6 * s, REL_MARGIN * s
     cen = [o.centroid() for o in objs]
-    nps = _nps(objs)
+    nps = noun_phrases(objs)
     out = {t: [] for t in EXPR_TYPES}
     for text, S in nps:
         if S == {target}:
@@ -504,153 +205,12 @@ def expression_meanings(objs: list[Obj], target: int, size: int = 128) -> dict[s
     _add_negations(out, objs, target)
     return out
 
-# %% ../../nbs/02_shaperefs.ipynb #b3e1f2a0
-_PLAIN_NOT = {
-    "not_color": ["the {0} that is not {1}", "the {0} which is not {1}"],
-    "not_size": ["the {0} that is not {1}"],
-    "not_shape": ["the {0} object that is not a {1}"],
-}
-
-
-def plain_sentences(m: tuple) -> list[str]:
-    "The plain phrasings of meaning `m` (one of `expression_meanings`)."
-    kind = m[0]
-    if kind == "np":
-        return [f"the {m[1]}"]
-    if kind == "loc":
-        return [t.format(np=m[1]) for t in _LOC[m[2]][2]]
-    if kind == "ord":
-        return [f"the {m[2]} {m[1]} from the {m[3]}"]
-    if kind == "rel" and m[2] == "closest":
-        return [f"the {m[1]} closest to the {m[3]}", f"the {m[1]} nearest to the {m[3]}"]
-    if kind == "rel":
-        return [t.format(a=m[1], b=m[3]) for t in _REL[m[2]][2]]
-    return [t.format(*m[1:]) for t in _PLAIN_NOT[kind]]
-
 
 def candidate_expressions(objs: list[Obj], target: int, size: int = 128) -> dict[str, list[str]]:
     "Every expression of each type that denotes exactly `objs[target]` (with margins)."
     return {t: [s for m in ms for s in plain_sentences(m)] for t, ms in expression_meanings(objs, target, size).items()}
 
-# %% ../../nbs/02_shaperefs.ipynb #c7ef265e
-_TYPE_WEIGHT = {"attribute": 0.5, "location": 1.0, "relation": 1.2, "ordinal": 1.0, "negation": 1.0}
-
-
-def pick_sentences(
-    cands: dict[str, list], rng: np.random.Generator, weights: dict[str, float] = _TYPE_WEIGHT, length=word_count
-) -> list[tuple[str, Any]]:
-    """2–3 (type, candidate) pairs of distinct types, or [] if fewer than two types are available;
-    `length(candidate)` in words."""
-    types = [t for t in cands if cands[t]]
-    if len(types) < 2:
-        return []
-    w = np.array([weights[t] for t in types])
-    w /= w.sum()
-    k = min(len(types), int(rng.integers(2, 4)))
-    chosen = rng.choice(len(types), size=k, replace=False, p=w)
-    out = []
-    for i in sorted(chosen):
-        c = cands[types[i]]
-        shortest = min(length(x) for x in c)
-        c = [x for x in c if length(x) <= shortest + 1]  # prefer short phrasings
-        out.append((types[i], c[rng.integers(len(c))]))
-    return out
-
-# %% ../../nbs/02_shaperefs.ipynb #d1a0c004
-LANGUAGES = ["plain", "appearance", "rich"]  # the analogues of RefCOCO, RefCOCO+, G-Ref
-RICH_EXPR_TYPES = EXPR_TYPES + ["chain"]
-
-
-def relational_landmarks(objs: list[Obj], size: int = 128) -> list[tuple[int, str, str, str, int]]:
-    """(y, b, relation, c, c's index): "the b <relation> the c" picks out `objs[y]` alone, where c (its shortest
-    unique noun phrase) denotes one object and the noun phrase b at least two besides c — landmarks that need a
-    relation to be named."""
-    s = size / 128
-    gap, margin = 6 * s, REL_MARGIN * s
-    cen, nps = [o.centroid() for o in objs], _nps(objs)
-    unique = {}
-    for text, S in sorted(nps, key=lambda p: word_count(p[0])):
-        if len(S) == 1:
-            unique.setdefault(next(iter(S)), text)
-    out = []
-    for c, ctext in sorted(unique.items()):
-        for btext, B in nps:
-            for rel, (axis, sign, _) in _REL.items():
-                out += [
-                    (y, btext, rel, ctext, c)
-                    for y in sorted(B)
-                    if y != c and _related(cen, B, c, y, axis, sign, margin, gap)
-                ]
-    return out
-
-# %% ../../nbs/02_shaperefs.ipynb #d1a0c00c
-def chain_meanings(objs: list[Obj], target: int, landmarks: list[tuple], size: int = 128) -> list[tuple]:
-    """('chain', a, relation, b, relation2, c): the a <relation> the (b <relation2> the c) denotes exactly
-    `objs[target]`; `landmarks` from `relational_landmarks`."""
-    s = size / 128
-    gap, margin = 6 * s, REL_MARGIN * s
-    cen, nps = [o.centroid() for o in objs], _nps(objs)
-    out, fits = [], {}
-    for y, btext, rel2, ctext, c in landmarks:
-        if target in (y, c):
-            continue
-        if y not in fits:  # (a, relation) pairs that single out the target against landmark y
-            fits[y] = [
-                (atext, rel)
-                for atext, A in nps
-                if target in A
-                for rel, (axis, sign, _) in _REL.items()
-                if _related(cen, A, y, target, axis, sign, margin, gap)
-            ]
-        out += [("chain", atext, rel, btext, rel2, ctext) for atext, rel in fits[y]]
-    return out
-
-# %% ../../nbs/02_shaperefs.ipynb #a9a0c002
-def appearance_meanings(objs: list[Obj], target: int) -> list[tuple]:
-    """('app', size | None, colour | None, shape | None) for every non-empty subset of the target's attributes that
-    denotes it alone."""
-    t, out = objs[target], []
-    for use in itertools.product((False, True), repeat=3):
-        if not any(use):
-            continue
-        want = [v if u else None for v, u in zip((t.size, t.color, t.shape), use)]
-
-        def fits(o):
-            return all(w is None or w == v for w, v in zip(want, (o.size, o.color, o.shape)))
-
-        if [i for i, o in enumerate(objs) if fits(o)] == [target]:
-            out.append(("app", *want))
-    return out
-
-
-def appearance_picks(objs: list[Obj], target: int, rng: np.random.Generator, tries: int = 12) -> list[tuple[str, str]]:
-    """2–3 distinct ('attribute', sentence) pairs naming `objs[target]` by appearance, or [] when appearance cannot
-    single it out."""
-    ms = appearance_meanings(objs, target)
-    if not ms:
-        return []
-    k, out = int(rng.integers(2, 4)), []
-    for _ in range(tries):
-        s = appearance_sentence(ms[rng.integers(len(ms))], rng)
-        if s not in out:
-            out.append(s)
-        if len(out) == k:
-            break
-    return [("attribute", s) for s in out] if len(out) >= 2 else []
-
 # %% ../../nbs/02_shaperefs.ipynb #d1a0c006
-_RICH_TYPE_WEIGHT = {**_TYPE_WEIGHT, "chain": 1.2}
-
-
-def rich_candidates(objs: list[Obj], target: int, landmarks: list[tuple], size: int = 128) -> dict[str, list[tuple]]:
-    "Meanings of every type of `RICH_EXPR_TYPES` that denote exactly `objs[target]`."
-    return {**expression_meanings(objs, target, size), "chain": chain_meanings(objs, target, landmarks, size)}
-
-
-def _canonical_length(m: tuple) -> int:
-    return word_count(canonical_sentence(m))
-
-
 def ref_sentences(
     objs: list[Obj],
     target: int,
@@ -660,16 +220,14 @@ def ref_sentences(
     landmarks: list[tuple] | None = None,
 ) -> list[dict]:
     """Sentences (REFER dicts without ids, with their `type`; rich ones also `rare`) of a ref to `objs[target]`, []
-    if it gets none."""
+    if it gets none; `landmarks` (rich only) from `relational_landmarks`."""
     if language == "plain":
         picks = pick_sentences(candidate_expressions(objs, target, size), rng)
     elif language == "appearance":
         picks = appearance_picks(objs, target, rng)
     else:
-        cands = rich_candidates(objs, target, landmarks, size)
-        picks = [
-            (t, rich_sentence(m, rng)) for t, m in pick_sentences(cands, rng, _RICH_TYPE_WEIGHT, _canonical_length)
-        ]
+        meanings = expression_meanings(objs, target, size)
+        picks = rich_picks({**meanings, "chain": chain_meanings(objs, target, landmarks, size)}, rng)
     out = []
     for typ, text in picks:
         raw = text[0].upper() + text[1:] if rng.random() < 0.25 else text
@@ -678,37 +236,7 @@ def ref_sentences(
             out[-1]["rare"] = is_rare(out[-1]["tokens"])
     return out
 
-# %% ../../nbs/02_shaperefs.ipynb #97f2b685b
-def _deflate(data: bytes, level: int) -> bytes:
-    z = zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
-    return z.compress(data) + z.flush()
-
-
-def png_bytes(img: np.ndarray, level: int = 1) -> bytes:
-    """Minimal RGB PNG (no metadata, filter 0, deflate at `level` with the run-length strategy) of `img` (h,w,3)
-    uint8: deterministic and fast."""
-    h, w, _ = img.shape
-    raw = np.zeros((h, 1 + 3 * w), np.uint8)
-    raw[:, 1:] = img.reshape(h, -1)
-
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", _deflate(raw.tobytes(), level))
-        + chunk(b"IEND", b"")
-    )
-
 # %% ../../nbs/02_shaperefs.ipynb #97f2b685
-def _bbox(polygons: list[list[float]]) -> list[float]:
-    "[x, y, w, h] of the pixels that pixel-edge `polygons` enclose (COCO's box of the rasterised mask)."
-    xs = [v for p in polygons for v in p[0::2]]
-    ys = [v for p in polygons for v in p[1::2]]
-    return [min(xs) + 0.5, min(ys) + 0.5, max(xs) - min(xs), max(ys) - min(ys)]
-
-
 def make_image(
     seed: int, index: int, split: str, size: int = 128, n_objects: tuple[int, int] = (2, 6), language: str = "plain"
 ) -> tuple[bytes, list[dict], list[dict]]:
@@ -719,17 +247,7 @@ def make_image(
     landmarks = relational_landmarks(objs, size) if language == "rich" else None
     anns, refs = [], []
     for k, o in enumerate(objs):
-        anns.append(
-            dict(
-                category_id=SHAPES.index(o.shape) + 1,
-                bbox=_bbox(o.polygons),
-                area=float(o.vis.sum()),
-                iscrowd=0,
-                segmentation=o.polygons,
-                color=o.color,
-                size=o.size,
-            )
-        )
+        anns.append(coco_annotation(o, SHAPES.index(o.shape) + 1))
         if held and (o.color, o.shape) not in HELD_OUT:
             continue
         out = ref_sentences(objs, k, rng, size, language, landmarks)
@@ -745,26 +263,6 @@ def split_labels(n: int, seed: int) -> list[str]:
     labels = [k for k in SPLIT_FRACTIONS for _ in range(counts[k])]
     perm = np.random.default_rng([seed, 2**31]).permutation(n)
     return [labels[p] for p in perm]
-
-
-# ours: largest image side; memory grows with size² (100,000 px: over 30 GB for one RGB image)
-MAX_SIZE = 1024
-# ours: scenes per folder; the index is built in memory (10¹² scenes: RSS grew by 9 GB in 33 s)
-MAX_IMAGES = 1_000_000
-
-
-def check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], language: str) -> None:
-    "Raise `ValueError` naming the argument of `generate` that is out of range, and the range."
-    if not 1 <= n_images <= MAX_IMAGES:
-        raise ValueError(
-            f"n_images must be between 1 and {MAX_IMAGES:,} (ris_nb.data.shaperefs.MAX_IMAGES), got {n_images}"
-        )
-    if not 2 <= n_objects[0] <= n_objects[1] <= 8:
-        raise ValueError(f"n_objects must be (lo, hi) with 2 <= lo <= hi <= 8, got {n_objects}")
-    if not 64 <= size <= MAX_SIZE:
-        raise ValueError(f"size must be between 64 and {MAX_SIZE} px (ris_nb.data.shaperefs.MAX_SIZE), got {size}")
-    if language not in LANGUAGES:
-        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
 
 # %% ../../nbs/02_shaperefs.ipynb #0930e441
 RUNNING_INDEX, RUNNING_TARGET = 137, 0  # ours: image 138 of seed 0 (val in folders of 300, 600, 3,000), its object 0
@@ -789,7 +287,8 @@ def running_scene(language: str = "plain", size: int = 64) -> RunningScene:
     """The course's running example, followed from data (02) to mask (17): val image 138 of seed 0 and its small orange
     circle, not the largest shape and named by no colour alone; its sentences in `language` are verified to fit it
     alone and are those a seed-0 folder of that language holds. Built in memory, no folder written."""
-    check_generate_args(1, size, (2, 6), language)
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
     img, objs = make_scene(np.random.default_rng([0, RUNNING_INDEX]), size)  # what make_image draws first
     t, refs = RUNNING_TARGET, make_image(0, RUNNING_INDEX, "val", size, language=language)[2]
     sents = next((r["sentences"] for r in refs if r["ann"] == t), None)

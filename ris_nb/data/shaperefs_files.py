@@ -21,11 +21,11 @@ import numpy as np
 from ..io import check_path_arg, remove_stale_temps, safe_load_pickle, write_atomic
 
 # the scenes and their sentences: 02
-from .shaperefs import SHAPES, SPLIT_FRACTIONS, check_generate_args, split_labels, make_image
+from .shaperefs import LANGUAGES, MAX_IMAGES, MAX_SIZE, SHAPES, SPLIT_FRACTIONS, split_labels, make_image
 
 # %% auto #0
-__all__ = ['recover_interrupted', 'shaperefs_settings', 'read_refs', 'generate', 'ensure_shaperefs', 'shaperefs_data',
-           'generate_once']
+__all__ = ['recover_interrupted', 'shaperefs_settings', 'read_refs', 'check_generate_args', 'generate', 'ensure_shaperefs',
+           'shaperefs_data', 'generate_once']
 
 # %% ../../nbs/92a_shaperefs_files.ipynb #e17def04
 def _write_images_and_records(
@@ -162,6 +162,20 @@ def shaperefs_settings(folder: str | Path) -> dict:
 def read_refs(dataset_dir: str | Path) -> list[dict]:
     "The refs of a generated ShapeRefs folder (`refs(shaperefs).p`), read without running any code from the file."
     return safe_load_pickle(Path(dataset_dir) / "refs(shaperefs).p")
+
+# %% ../../nbs/92a_shaperefs_files.ipynb #ef4ec560
+def check_generate_args(n_images: int, size: int, n_objects: tuple[int, int], language: str) -> None:
+    "Raise `ValueError` naming the argument of `generate` that is out of range, and the range."
+    if not 1 <= n_images <= MAX_IMAGES:
+        raise ValueError(
+            f"n_images must be between 1 and {MAX_IMAGES:,} (ris_nb.data.shaperefs.MAX_IMAGES), got {n_images}"
+        )
+    if not 2 <= n_objects[0] <= n_objects[1] <= 8:
+        raise ValueError(f"n_objects must be (lo, hi) with 2 <= lo <= hi <= 8, got {n_objects}")
+    if not 64 <= size <= MAX_SIZE:
+        raise ValueError(f"size must be between 64 and {MAX_SIZE} px (ris_nb.data.shaperefs.MAX_SIZE), got {size}")
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
 
 # %% ../../nbs/92a_shaperefs_files.ipynb #92c76a37
 def _is_shaperefs_dir(p: Path) -> bool:
