@@ -115,7 +115,7 @@ def step_times(preset: str, data: Path, reps: int = 12, batch: int = 32) -> dict
     """Median seconds of one training step (forward, losses, backward, AdamW) in float32 and under bf16 autocast,
     interleaved."""
     import statistics
-    from ris_nb.train import prepare
+    from ris_nb.training_run import prepare
     from ris_nb.presets import get_preset
 
     cfg = get_preset(preset).override(

@@ -102,7 +102,8 @@ def quickstart_steps(root: Path, scenes: int = 200, batch_size: int = 32) -> tup
     dict), and the batch size."""
     from ris_nb.data.shaperefs_files import generate
     from ris_nb.presets import get_preset
-    from ris_nb.train import Learner, prepare
+    from ris_nb.train import Learner
+    from ris_nb.training_run import prepare
 
     generate(root / "shaperefs", scenes, 0, 64, verbose=False)
     over = {"data.root": str(root), "data.image_size": 64, "train.batch_size": batch_size, "data.num_workers": 0}

@@ -3,7 +3,7 @@
 Run: .venv/bin/python bench/bench_learning.py [--presets lavt_tiny magnet_tiny sag_tiny] [--seeds 0] [--threads 2]
      [--data data/shaperefs] [--steps N] [--batch B] [--size 64] [--out runs/bench_learning]
 Generates ShapeRefs (--scenes, default 3,000, at --size px, seed 0) when --data does not exist. For every preset × seed
-it trains with `ris_nb.train.fit` (the preset's recipe; --steps/--batch override it), then reports val oIoU/mIoU, oIoU
+it trains with `ris_nb.training_run.fit` (the preset's recipe; --steps/--batch override it), then reports val oIoU/mIoU, oIoU
 per expression type, the sentence sensitivity (LAVT/MagNet) or the shatter/gather figures (SaG), the language-blind
 references of the same split, wall time (training + the final validation), training samples/s and the 512³ float32
 matmul probe floor (minimum of 50 probes at start, so times from machines of different speed can be put side by side).
@@ -41,7 +41,7 @@ def train_and_score(preset: str, seed: int, args) -> dict:
     from ris_nb.data.transforms import build_tokenizer, make_dataloaders
     from ris_nb.evaluate import evaluate, sentence_sensitivity
     from ris_nb.grounding import shatter_gather
-    from ris_nb.train import fit
+    from ris_nb.training_run import fit
     from ris_nb.checkpoints import load_checkpoint
 
     out = Path(args.out) / f"{preset}_s{seed}"

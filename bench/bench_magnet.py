@@ -350,7 +350,7 @@ def step_profile(args, probe) -> list[dict]:
     import tempfile
     from ris_nb.machine import cpu_native_bf16
     from ris_nb.data.shaperefs_files import generate
-    from ris_nb.train import prepare
+    from ris_nb.training_run import prepare
 
     load0, p0 = os.getloadavg()[0], probes_1t_2t()
     root = Path(tempfile.mkdtemp(prefix="magnet_step_"))

@@ -264,7 +264,7 @@ def quickstart(root: Path):
         from ris_nb.data.shaperefs_files import generate
     except ImportError:  # commits before issue 69 moved the dataset writing out of 02
         from ris_nb.data.shaperefs import generate
-    from ris_nb.train import prepare
+    from ris_nb.training_run import prepare
 
     generate(root / "shaperefs", 200, 0, 64, verbose=False)
     over = {"data.root": str(root), "data.image_size": 64, "train.batch_size": 32, "data.num_workers": 0}

@@ -31,7 +31,7 @@ from ris_nb.machine import amp_dtype
 from ris_nb.presets import get_preset  # noqa: E402
 from ris_nb.machine import usable_cores
 from ris_nb.data.shaperefs_files import generate  # noqa: E402
-from ris_nb.train import prepare  # noqa: E402
+from ris_nb.training_run import prepare  # noqa: E402
 
 QUICKSTART = {"data.image_size": 64, "train.batch_size": 32}  # the Makefile's QS_SET, as far as one step sees it
 COLS = ["threads", "samples/s", "median ms", "p10–p90 ms", "kept/dropped", "probe 1t ms", "probe 2t ms"]

@@ -134,7 +134,7 @@ def _banner(name: str):
 def _run_train(args) -> None:
     from ris_nb import eval_report, evaluate  # loads torch: not for `--help`
     from ris_nb.distributed import finish_distributed  # loads torch: not for `--help`
-    from ris_nb.train import TrainingRun  # loads torch: not for `--help`
+    from ris_nb.training_run import TrainingRun  # loads torch: not for `--help`
     from ris_nb.viz import CurvesCB  # loads matplotlib and torch: not for `--help`
 
     finish = None if args.no_eval else eval_report.evaluate_run  # the final evaluation and report (98j_eval_reports)

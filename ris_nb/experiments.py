@@ -26,7 +26,7 @@ from .models.slots import EntityPretrainConfig
 from .presets import get_preset
 from .pretrain import ENTITY_VARIANTS, cached_entity_weights
 from .checkpoints import latest_checkpoint
-from .train import TrainingRun, prepare
+from .training_run import TrainingRun, prepare
 
 # %% auto #0
 __all__ = ['STUDIES', 'DEFAULT_STUDIES', 'OPT_IN', 'SCORED_SPLITS', 'FULL', 'QUICK', 'TYPES', 'MAIN', 'METRICS', 'Row', 'Claim',

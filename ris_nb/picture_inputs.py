@@ -22,7 +22,7 @@ from .data.transforms import Batch, encode_text, image_transform, resize_mask
 from .run_folder import WEIGHT_FREE_KEYS, saved_config, weight_changes
 from .checkpoints import load_checkpoint
 from .evaluate import evaluate  # the validation that picks best.pt
-from .train import TrainingRun
+from .training_run import TrainingRun
 
 # %% auto #0
 __all__ = ['PICTURE_PRESETS', 'config_tag', 'ensure_checkpoint', 'picture_checkpoints', 'single_batch', 'SentenceCoverage',

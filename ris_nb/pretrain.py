@@ -27,7 +27,8 @@ from ris_nb.models.slots import (
     scene_object_masks,
     split_images,
 )
-from .train import Callback, DeviceCB, GradClipCB, Learner, NaNGuardCB, ProgressCB
+from .train import Callback, DeviceCB, GradClipCB, Learner, NaNGuardCB
+from .training_run import ProgressCB  # built in 93f_training_run (appendix)
 
 # %% auto #0
 __all__ = ['ENTITY_VARIANTS', 'permute_channels', 'pretrain_loader', 'warmup_cosine', 'pretrain_config', 'EntityPretrainCB',

@@ -46,7 +46,7 @@ from .machine import probe_ms
 from .data.shaperefs import MAX_IMAGES
 from .distributed import run_lock
 from .run_folder import weight_changes
-from .train import ProgressCB
+from .training_run import ProgressCB
 
 # %% auto #0
 __all__ = ['SCORE_FIELDS', 'COUNTS', 'NAN_MEANS_NONE', 'SHARED_BUDGET', 'CALL_KEYS', 'STUDY_MARK', 'MAX_SEEDS', 'MAX_JOBS',

@@ -1,4 +1,4 @@
-"""Train magnet_tiny for a few steps with `ris_nb.train.fit`; run alone or under torchrun (gloo).
+"""Train magnet_tiny for a few steps with `ris_nb.training_run.fit`; run alone or under torchrun (gloo).
 One process with the global batch and two processes with half each compute the same losses up to float summation
 order when nothing depends on how the batch is split: dropout is switched off, Mask Grounding (its loss averages over
 the masked tokens of the whole batch) and CAL are off, and the model has no BatchNorm (SyncBN needs GPUs; LAVT's
@@ -17,7 +17,8 @@ from torch import nn
 
 from ris_nb.presets import get_preset
 from ris_nb.distributed import finish_distributed
-from ris_nb.train import Callback, fit, prepare, unwrap
+from ris_nb.train import Callback, unwrap
+from ris_nb.training_run import fit, prepare
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 from gloo_threads import gloo_threads  # noqa: E402  (the diagnostic tool owns the count)

@@ -10,7 +10,8 @@ from ris_nb.core import seed_everything
 from ris_nb.registry import build_model
 from ris_nb.presets import get_preset
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-from ris_nb.train import Callback, fit
+from ris_nb.train import Callback
+from ris_nb.training_run import fit
 from ris_nb.checkpoints import model_state
 from ris_nb.run_folder import read_log
 

@@ -245,7 +245,7 @@ def test_epochs_become_optimizer_steps(shaperefs, tmp_path):
     """train.epochs overrides max_steps: fit runs exactly `epochs` passes (per-rank drop_last, accumulation) and
     saves the count."""
     from ris_nb.presets import get_preset
-    from ris_nb.train import fit, prepare
+    from ris_nb.training_run import fit, prepare
     from ris_nb.loaders import epochs_to_steps
 
     cfg = get_preset("lavt_tiny").override(

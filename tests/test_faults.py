@@ -227,7 +227,7 @@ def test_every_tiny_preset_resumes_bit_identically(preset, shaperefs, tmp_path):
 
 
 def test_fit_validates_the_config_before_any_work(tmp_path):
-    from ris_nb.train import fit
+    from ris_nb.training_run import fit
 
     cfg = get_preset("lavt_tiny").override(
         {"train.batch_size": -4, "train.lr": math.inf, "train.out_dir": str(tmp_path / "r")}
@@ -718,7 +718,7 @@ def test_pycocotools_never_sees_nan_or_overlong_runs():
 # ------------------------------------------------------------------------
 def test_api_names_wrong_argument_types():
     from ris_nb.evaluate import evaluate
-    from ris_nb.train import prepare
+    from ris_nb.training_run import prepare
 
     with pytest.raises(TypeError, match=r"cfg='lavt_tiny': expected a ris_nb Config, e.g. get_preset\('lavt_tiny'\)"):
         prepare("lavt_tiny")
@@ -784,7 +784,7 @@ def test_run_folder_edge_cases(tmp_path, shaperefs_data):
     import warnings as _w
     from ris_nb.distributed import stale_temp_files
     from ris_nb.evaluate import evaluate
-    from ris_nb.train import fit, prepare
+    from ris_nb.training_run import fit, prepare
     from ris_nb.run_folder import read_log
 
     data = shaperefs_data(40, 0, 64)
@@ -823,7 +823,7 @@ def test_run_folder_edge_cases(tmp_path, shaperefs_data):
 def test_predict_text_without_visible_or_known_words(tmp_path, shaperefs_data):
     "Zero-width spaces are refused; words the model never saw give a warning, not a silent mask."
     from ris_nb.cli import predict_image
-    from ris_nb.train import prepare
+    from ris_nb.training_run import prepare
 
     data = shaperefs_data(20, 0, 64)
     cfg = get_preset("lavt_tiny").override({"data.root": str(data), "data.image_size": 64, "data.test_splits": []})
@@ -1013,7 +1013,7 @@ def test_fit_names_wrong_argument_types_before_writing(tmp_path, shaperefs_data)
     written"""
     "(was: AttributeError \"'str' object has no attribute 'to'\" after `.lock` and `config.json` were written)."
     from torch.utils.data import DataLoader
-    from ris_nb.train import fit, prepare
+    from ris_nb.training_run import fit, prepare
 
     data = shaperefs_data(12, 0, 64)
     cfg = get_preset("lavt_tiny").override(
@@ -1145,7 +1145,8 @@ def test_swapped_image_files_are_refused_on_resume_and_a_copy_is_not(trained, sh
 def test_data_changed_under_a_running_training_stops_it_before_saving(data_copy, tmp_path):
     "Image files rewritten while training runs (`ris_nb synth` into its folder): it stops before the next validation or"
     "checkpoint, naming the change (was: finished on the new pixels under the old masks, exit 0)."
-    from ris_nb.train import Callback, fit, prepare
+    from ris_nb.train import Callback
+    from ris_nb.training_run import fit, prepare
     from ris_nb.checkpoints import checkpoint_paths
 
     cfg = get_preset("lavt_tiny").override(

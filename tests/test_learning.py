@@ -11,7 +11,7 @@ import torch
 from ris_nb.presets import get_preset
 from ris_nb.data.refer import RefDataset
 from ris_nb.evaluate import evaluate, language_blind_references, sentence_sensitivity
-from ris_nb.train import fit, prepare
+from ris_nb.training_run import fit, prepare
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 

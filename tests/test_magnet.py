@@ -158,7 +158,7 @@ def test_clean_and_compat_differ():
 
 
 def test_short_training_learns(shaperefs_data):
-    from ris_nb.train import prepare
+    from ris_nb.training_run import prepare
 
     cfg = get_preset("magnet_tiny").override(
         {"data.root": str(shaperefs_data(60, 0)), "data.image_size": 64, "train.batch_size": 8, "eval.batch_size": 16}

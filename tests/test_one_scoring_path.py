@@ -105,7 +105,7 @@ def test_fit_after_prepare_checks_once(shaperefs_data, tmp_path, monkeypatch):
     REFER index is read once, and the training DataLoader `prepare` made is the one trained on."""
     import torch
 
-    from ris_nb.train import fit, prepare
+    from ris_nb.training_run import fit, prepare
 
     checks = [
         (registry, "validate_config"),

@@ -18,7 +18,7 @@ import ris_nb.io as io
 import ris_nb.registry as registry
 import ris_nb.loaders as loaders
 import ris_nb.run_folder as run_folder
-import ris_nb.train as train
+import ris_nb.training_run as training_run
 from ris_nb.data.refer import Refer
 
 from conftest import TINY_RUN
@@ -28,7 +28,7 @@ STEPS = [
     (transforms, "check_config_arg"),
     (loaders, "check_loaders"),
     (distributed, "init_distributed"),
-    (train, "run_fingerprints"),
+    (training_run, "run_fingerprints"),
     (distributed, "run_lock"),
     (run_folder, "read_run_dir"),
     (loaders, "resolve_epochs"),
@@ -97,7 +97,7 @@ def counted_train(monkeypatch, capsys, *args) -> Counter:
     for module, name in STEPS:
         count_everywhere(monkeypatch, module, name, calls)
     for name in RUN_STEPS:
-        count_method(monkeypatch, train.TrainingRun, name, calls)
+        count_method(monkeypatch, training_run.TrainingRun, name, calls)
     count_refers_and_train_loaders(monkeypatch, calls)
     torch_load = torch.load
 

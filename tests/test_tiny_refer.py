@@ -14,7 +14,7 @@ from ris_nb.presets import get_preset
 from ris_nb.data.refer import RefDataset
 from ris_nb.evaluate import evaluate, language_blind_references
 from ris_nb.study_runner import check_addable, merge_main_records, named_main_rows
-from ris_nb.train import fit, prepare
+from ris_nb.training_run import fit, prepare
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 RECORD = Path(__file__).resolve().parents[1] / "nbs" / "results" / "main_table.json"

@@ -547,7 +547,7 @@ class Probe:
     # -- the Python API
     def api_cases(self) -> None:
         setup = (
-            "import torch\nfrom ris_nb.presets import get_preset\nfrom ris_nb.train import prepare\nfrom "
+            "import torch\nfrom ris_nb.presets import get_preset\nfrom ris_nb.training_run import prepare\nfrom "
             "ris_nb.evaluate import evaluate\n"
             f"cfg = get_preset('lavt_tiny').override({{'data.root': {str(self.base.parent)!r}, "
             f"'data.image_size': 64, 'data.test_splits': []}})\n"
@@ -560,26 +560,26 @@ class Probe:
             ("evaluate('best.pt', loader)", "evaluate('best.pt', [])", "TypeError", "model"),
             (
                 "fit(model, loaders, 'lavt_tiny')",
-                "from ris_nb.train import fit; fit(torch.nn.Linear(2, 2), {}, 'lavt_tiny')",
+                "from ris_nb.training_run import fit; fit(torch.nn.Linear(2, 2), {}, 'lavt_tiny')",
                 "TypeError",
                 "cfg=",
             ),
             (
                 "fit('best.pt', loaders, cfg)",
-                "from ris_nb.train import fit; t, L, m, c = prepare(OUT); fit('best.pt', L, c)",
+                "from ris_nb.training_run import fit; t, L, m, c = prepare(OUT); fit('best.pt', L, c)",
                 "TypeError",
                 "model",
             ),
             (
                 "fit(model, None, cfg)",
-                "from ris_nb.train import fit; fit(torch.nn.Linear(2, 2), None, OUT)",
+                "from ris_nb.training_run import fit; fit(torch.nn.Linear(2, 2), None, OUT)",
                 "TypeError",
                 "loaders",
             ),
             (
                 "fit(model, loaders, cfg, cbs=3)",
                 (
-                    "from ris_nb.train import fit; fit(torch.nn.Linear(2, 2), {'train': "
+                    "from ris_nb.training_run import fit; fit(torch.nn.Linear(2, 2), {'train': "
                     "torch.utils.data.DataLoader([1])}, OUT, cbs=3)"
                 ),
                 "TypeError",

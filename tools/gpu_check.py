@@ -260,7 +260,7 @@ def train_run(
 ) -> dict:
     "Train (or resume) `out` with `TrainingRun` as `ris_nb train` does, no validation; `compare`: a run folder to diff."
     from ris_nb.machine import precision_line
-    from ris_nb.train import TrainingRun
+    from ris_nb.training_run import TrainingRun
     from ris_nb.run_folder import read_log
 
     if precision == "fp16":
@@ -427,7 +427,7 @@ def ddp_run(preset: str, data: str, out: str, device: str, steps: int, tiny: boo
 
     from ris_nb.distributed import DistInfo, finish_distributed
     from ris_nb.evaluate import evaluate
-    from ris_nb.train import TrainingRun
+    from ris_nb.training_run import TrainingRun
     from ris_nb.run_folder import read_log
 
     cuda = device.startswith("cuda")

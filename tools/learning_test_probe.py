@@ -31,7 +31,7 @@ from ris_nb.machine import probe_ms
 from ris_nb.data.refer import RefDataset
 from ris_nb.data.shaperefs_files import ensure_shaperefs
 from ris_nb.evaluate import evaluate, language_blind_references, sentence_sensitivity
-from ris_nb.train import fit, prepare
+from ris_nb.training_run import fit, prepare
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sag_gather_probe import write_row  # noqa: E402

@@ -21,7 +21,7 @@ from ris_nb.core import Config
 from ris_nb.presets import get_preset
 from ris_nb.io import write_atomic
 from ris_nb.evaluate import evaluate
-from ris_nb.train import fit, prepare
+from ris_nb.training_run import fit, prepare
 from ris_nb.checkpoints import checkpoint_paths, load_checkpoint
 
 

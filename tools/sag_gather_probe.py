@@ -44,7 +44,9 @@ from ris_nb.grounding import shatter_gather
 from ris_nb.metrics import iou_from
 from ris_nb.models.slots import grid_coords
 from ris_nb.distributed import DistInfo
-from ris_nb.train import Callback, DeviceCB, Learner, NaNGuardCB, SamplerCB, prepare
+from ris_nb.train import Callback, DeviceCB, Learner, NaNGuardCB
+from ris_nb.training_run import prepare
+from ris_nb.exact_resume import SamplerCB
 from ris_nb.loaders import make_train_loader
 
 

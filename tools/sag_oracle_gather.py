@@ -40,7 +40,8 @@ from ris_nb.data.refer import scene_masks
 from ris_nb.data.transforms import resize_mask
 from ris_nb.models.sag import c3_loss
 from ris_nb.models.sag_parts import EntityAppearance, batch_partners, own_image_copies
-from ris_nb.train import Callback, prepare
+from ris_nb.train import Callback
+from ris_nb.training_run import prepare
 
 
 class SceneEntities:

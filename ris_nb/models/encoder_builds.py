@@ -341,7 +341,7 @@ def build_text_encoder(tcfg: TextConfig) -> TextEncoder:
         if tcfg.vocab_size <= 0:
             raise ValueError(
                 "model.text.vocab_size is 0: set it from the tokenizer first "
-                "(cfg.override({'model.text.vocab_size': len(tok)})), or let ris_nb.train.prepare(cfg) do it"
+                "(cfg.override({'model.text.vocab_size': len(tok)})), or let ris_nb.training_run.prepare(cfg) do it"
             )
         conf = BertConfig(
             vocab_size=tcfg.vocab_size,

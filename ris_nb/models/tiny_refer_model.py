@@ -32,7 +32,7 @@ class TinyReferModel(nn.Module):
         if cfg.model.text.vocab_size < 2:
             raise ValueError(
                 f"model.text.vocab_size={cfg.model.text.vocab_size}: expected the tokenizer's size (at least 2); "
-                "set it from the tokenizer first, or let ris_nb.train.prepare(cfg) do it"
+                "set it from the tokenizer first, or let ris_nb.training_run.prepare(cfg) do it"
             )
         self.cfg, self.net = cfg, TinyRefer(cfg.model.text.vocab_size - 1)  # ids 0 … vocab_size - 1; 0 pads
         sp = special_token_ids(cfg.data.tokenizer)
