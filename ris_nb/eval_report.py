@@ -136,7 +136,7 @@ def write_report(
 
 # %% ../nbs/98j_eval_reports.ipynb #13evrun1
 def evaluate_run(run: Any) -> Path | None:
-    """The end of a trained run (12_training's `TrainingRun`): its best.pt scored on val and test splits; rank 0 writes
+    """The end of a trained run (`TrainingRun`, 93f): its best.pt scored on val and test splits; rank 0 writes
     report.md and the best/worst figure, prints the report and returns its path."""
     cfg, info, model = run.cfg, run.info, run.model
     ck = run.load_best()
