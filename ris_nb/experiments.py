@@ -7,34 +7,21 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
-from .machine import add_threads_arg, usable_cores
 from .data.shaperefs import LANGUAGES
 from .registry import validate_config
-from .data.refer import RefDataset, scene_masks
-from .data.shaperefs_files import ensure_shaperefs
-from .evaluate import language_blind_references, score_splits
+from .evaluate import score_splits
 from .grounding import grounding_figures  # built in 95c_grounding (appendix)
-from .metrics import iou_from, mask_iu
-from .models.sag_parts import entity_overrides, entity_pretrain_config
-from .models.slots import EntityPretrainConfig
 from .presets import get_preset
-from .pretrain import ENTITY_VARIANTS, cached_entity_weights
 from .checkpoints import latest_checkpoint
 from .training_run import TrainingRun, prepare
 
 # %% auto #0
-__all__ = ['STUDIES', 'DEFAULT_STUDIES', 'OPT_IN', 'SCORED_SPLITS', 'FULL', 'QUICK', 'TYPES', 'MAIN', 'METRICS', 'Row', 'Claim',
-           'magnet_rows', 'magnet_claims', 'magnet_mg_rows', 'magnet_mg_claims', 'sag_rows', 'sag_claims',
-           'sag_entity_rows', 'sag_entity_claims', 'minilm_rows', 'minilm_claims', 'study_rows', 'mean_std', 'verdict',
-           'Budget', 'row_config', 'study_data', 'study_entities', 'train_and_score', 'rescore', 'blind_floors',
-           'aggregate', 'main_rows', 'row_metric', 'first_noun_phrase', 'words_only_answer', 'split_floors',
-           'main_table_record']
+__all__ = ['NOT_IN_SOURCES', 'SCORED_SPLITS', 'FULL', 'QUICK', 'MAIN', 'METRICS', 'Row', 'Claim', 'magnet_rows', 'magnet_claims',
+           'mean_std', 'verdict', 'Budget', 'row_config', 'train_and_score', 'rescore', 'main_rows', 'row_metric']
 
 # %% ../nbs/16_experiments.ipynb #9ecf0dd6
 @dataclass(frozen=True)
@@ -64,21 +51,21 @@ class Claim:
     sign: int = 1
 
 # %% ../nbs/16_experiments.ipynb #aed79fcd
-_NO_MAGNET_ABLATION = "not in our sources"  # the paper's ablation tables; the official README gives the headline only
+NOT_IN_SOURCES = "not in our sources"  # the paper's ablation tables; the official README gives the headline only
 
 
 def magnet_rows() -> list[Row]:
     "LAVT, LAVT + MG, then MagNet's architecture with MG, + CAM, + CAL (= magnet_tiny)."
     return [
         Row("lavt", "lavt_tiny", {}, "magnet", "the prior method (LAVT)", "72.73 oIoU, RefCOCO val (LAVT README)"),
-        Row("lavt_mg", "lavt_mg_tiny", {}, "magnet", "LAVT + Mask Grounding", _NO_MAGNET_ABLATION),
+        Row("lavt_mg", "lavt_mg_tiny", {}, "magnet", "LAVT + Mask Grounding", NOT_IN_SOURCES),
         Row(
             "magnet_mg",
             "magnet_tiny",
             {"model.cal.cam": False, "model.cal.enabled": False},
             "magnet",
             "MagNet with MG only (no CAM, no CAL loss)",
-            _NO_MAGNET_ABLATION,
+            NOT_IN_SOURCES,
         ),
         Row(
             "magnet_mg_cam",
@@ -86,7 +73,7 @@ def magnet_rows() -> list[Row]:
             {"model.cal.enabled": False},
             "magnet",
             "+ CAM (no CAL loss)",
-            _NO_MAGNET_ABLATION,
+            NOT_IN_SOURCES,
         ),
         Row(
             "magnet",
@@ -101,293 +88,13 @@ def magnet_rows() -> list[Row]:
 # %% ../nbs/16_experiments.ipynb #c16s0001
 def magnet_claims() -> list[Claim]:
     return [
-        Claim("MG helps a prior method (LAVT)", "lavt", "lavt_mg", "oIoU", _NO_MAGNET_ABLATION),
-        Claim("CAM helps (on top of MG)", "magnet_mg", "magnet_mg_cam", "oIoU", _NO_MAGNET_ABLATION),
-        Claim("the CAL loss helps (on top of MG + CAM)", "magnet_mg_cam", "magnet", "oIoU", _NO_MAGNET_ABLATION),
+        Claim("MG helps a prior method (LAVT)", "lavt", "lavt_mg", "oIoU", NOT_IN_SOURCES),
+        Claim("CAM helps (on top of MG)", "magnet_mg", "magnet_mg_cam", "oIoU", NOT_IN_SOURCES),
+        Claim("the CAL loss helps (on top of MG + CAM)", "magnet_mg_cam", "magnet", "oIoU", NOT_IN_SOURCES),
         Claim(
             "MagNet beats LAVT", "lavt", "magnet", "oIoU", "+2.51 oIoU, RefCOCO val (official README: 72.73 → 75.24)"
         ),
     ]
-
-
-def magnet_mg_rows() -> list[Row]:
-    "MagNet without Mask Grounding, run when `--rows` names it: beside `magnet`, MG's ablation on MagNet itself."
-    off = {"model.mg.enabled": False}  # CAM and the CAL loss kept
-    return [Row("magnet_no_mg", "magnet_tiny", off, "magnet", "MagNet without MG", _NO_MAGNET_ABLATION)]
-
-
-def magnet_mg_claims() -> list[Claim]:
-    return [Claim("MG helps MagNet", "magnet_no_mg", "magnet", "oIoU", _NO_MAGNET_ABLATION)]
-
-# %% ../nbs/16_experiments.ipynb #83a5ca84
-_S = "sag_tiny"
-
-_NO_SLOT_NUMBERS = "no number (project page: a figure only)"
-
-# entities learned with C³ from random weights (the paper starts from a pretrained ViT), the slots as entities
-_JOINT = {"model.sag.entity_weights": "", "model.sag.freeze_entities": False, "model.sag.entity_pieces": 0}
-_JOINT |= {"model.sag.entity_appearance": False, "model.sag.slot_vector": True}
-
-
-def _joint(name: str, group: str, change: str, paper: str, **sag) -> Row:
-    "A SaG row whose entity module trains jointly from init (`_JOINT`), with the `model.sag` fields in `sag` changed."
-    return Row(name, _S, {**_JOINT, **{f"model.sag.{k}": v for k, v in sag.items()}}, group, change, paper)
-
-
-def _sag_shipped_rows() -> list[Row]:
-    "`sag` (sag_tiny: shipped text-free entities read as pieces, gather trained) and `sag` without fusion and C³."
-    return [
-        Row(
-            "sag",
-            _S,
-            {},
-            "sag",
-            "sag_tiny: pretrained entities (K = 10×1) read as pieces, gather trained with C³",
-            "34.76 mIoU, RefCOCO val (paper, table 2)",
-        ),
-        Row(
-            "sag_no_fusion",
-            _S,
-            {"model.sag.fusion": False, "model.sag.entity_pieces": 0},
-            "sag",
-            (
-                "without fusion and C³: a plain image–text contrastive loss on the mean entity (slots: pieces need "
-                "the fusion)"
-            ),
-            "14.65 (paper, table 2)",
-        ),
-    ]
-
-# %% ../nbs/16_experiments.ipynb #c16s0003
-def _sag_joint_rows() -> list[Row]:
-    "The ablations of the entity module, trained jointly with C³ from random weights (the paper's ViT is pretrained)."
-    j = "sag_joint"
-    return [
-        _joint(
-            j,
-            j,
-            "entities learned jointly with C³ from random weights (ours; the paper's ViT is pretrained)",
-            "34.76 (paper, table 2)",
-        ),
-        _joint(
-            "sag_random_slots", j, "joint, random slots (one shared Gaussian)", _NO_SLOT_NUMBERS, slot_type="random"
-        ),
-        _joint("sag_query_slots", j, "joint, query slots (learned, fixed)", _NO_SLOT_NUMBERS, slot_type="query"),
-        _joint(
-            "sag_no_interaction", j, "joint, without the interaction block", "33.69 (paper, table 2)", interaction=False
-        ),
-        _joint("sag_no_recon", j, "joint, without the reconstruction loss", "21.84 (paper, table 2)", recon=False),
-        _joint(
-            "sag_pixel_softmax",
-            j,
-            "joint, aggregation as in a transformer (softmax over pixels)",
-            "12.61 (paper, table 2)",
-            slot_softmax="pixels",
-        ),
-        _joint("sag_5x2", "sag_k", "joint, K_g×K_s = 5×2", "18×2: 34.76 (paper, table 3)", n_gaussians=5, n_samples=2),
-        _joint("sag_2x5", "sag_k", "joint, K_g×K_s = 2×5", "9×4: 32.34 (paper, table 3)", n_gaussians=2, n_samples=5),
-    ]
-
-# %% ../nbs/16_experiments.ipynb #c16s0004
-def _sag_inference_rows() -> list[Row]:
-    "The inference schemes: each re-evaluates the checkpoints of `sag`."
-    paper = {
-        "weighted": "34.76 (paper, table 3)",
-        "max": "19.54 (paper, table 3)",
-        "avg": "8.16 (paper, table 3)",
-        "min": "0.14 (paper, table 3)",
-    }
-    return [
-        Row(
-            f"sag_infer_{s}",
-            _S,
-            {"model.sag.inference": s},
-            "sag_inference",
-            f"inference: {s} (same checkpoints as sag)",
-            paper[s],
-            source="sag",
-        )
-        for s in ("weighted", "max", "avg", "min")
-    ]
-
-
-def sag_rows() -> list[Row]:
-    """sag_tiny (shipped text-free entities read as pieces, gather trained) and the ablations of the entity module,
-    trained jointly with C³ from random weights (the paper trains jointly too, but from a pretrained ViT); the inference
-    schemes re-evaluate `sag`."""
-    return _sag_shipped_rows() + _sag_joint_rows() + _sag_inference_rows()
-
-# %% ../nbs/16_experiments.ipynb #7902c3c0
-def sag_claims() -> list[Claim]:
-    c = [
-        Claim(
-            "fusion + C³ beat a plain image–text contrastive loss",
-            "sag_no_fusion",
-            "sag",
-            "mIoU",
-            "+20.11 mIoU (paper, table 2)",
-        ),
-        Claim("entity slots beat random slots", "sag_random_slots", "sag_joint", "mIoU", _NO_SLOT_NUMBERS),
-        Claim("entity slots beat query slots", "sag_query_slots", "sag_joint", "mIoU", _NO_SLOT_NUMBERS),
-        Claim("the interaction block helps", "sag_no_interaction", "sag_joint", "mIoU", "+1.07 mIoU (paper, table 2)"),
-        Claim("the reconstruction loss helps", "sag_no_recon", "sag_joint", "mIoU", "+12.92 mIoU (paper, table 2)"),
-        Claim(
-            "softmax over slots beats softmax over pixels",
-            "sag_pixel_softmax",
-            "sag_joint",
-            "mIoU",
-            "+22.15 mIoU (paper, table 2)",
-        ),
-        Claim(
-            "a few draws per Gaussian beat one (5×2 vs 10×1)",
-            "sag_joint",
-            "sag_5x2",
-            "mIoU",
-            "18×2 vs 36×1: +1.35 mIoU (paper, table 3)",
-        ),
-        Claim(
-            "more Gaussians beat more draws (5×2 vs 2×5)",
-            "sag_2x5",
-            "sag_5x2",
-            "mIoU",
-            "18×2 vs 9×4: +2.42 mIoU (paper, table 3)",
-        ),
-    ]
-    return c + _sag_inference_claims()
-
-# %% ../nbs/16_experiments.ipynb #c16s0005
-def _sag_inference_claims() -> list[Claim]:
-    "The paper's A^fuse·A^slot inference against each other scheme (the same checkpoints)."
-    return [
-        Claim(
-            f"A^fuse·A^slot beats {s} inference",
-            f"sag_infer_{s}",
-            "sag_infer_weighted",
-            "mIoU",
-            f"+{34.76 - v:.2f} mIoU (paper, table 3)",
-        )
-        for s, v in (("max", 19.54), ("avg", 8.16), ("min", 0.14))
-    ]
-
-# %% ../nbs/16_experiments.ipynb #hv16e001
-_ENTITY_ROWS = {  # `ENTITY_VARIANTS` (12a) → (the change in words, the paper's number: RefCOCO val mIoU)
-    "random_slots": ("random slots (one shared Gaussian)", _NO_SLOT_NUMBERS),
-    "query_slots": ("query slots (learned, fixed)", _NO_SLOT_NUMBERS),
-    "no_interaction": ("without the interaction block", "33.69 (paper, table 2)"),
-    "no_recon": ("without the reconstruction loss (the module at its initialisation)", "21.84 (paper, table 2)"),
-    "pixel_softmax": ("aggregation as in a transformer (softmax over pixels)", "12.61 (paper, table 2)"),
-    "5x2": ("K_g×K_s = 5×2", "18×2: 34.76 (paper, table 3)"),
-    "2x5": ("K_g×K_s = 2×5", "9×4: 32.34 (paper, table 3)"),
-    "no_discovery": ("without entity discovery: the tokens are the entities", "5.91 (paper, table 2)"),
-}
-
-
-def sag_entity_rows() -> list[Row]:
-    "`sag_tiny` on each entity-module variant, pretrained text-free once per study and frozen (gather as in `sag`)."
-
-    return [
-        Row(
-            f"sag_pre_{k}",
-            _S,
-            entity_overrides(EntityPretrainConfig(**ENTITY_VARIANTS[k])),
-            "sag",
-            f"text-free entities {change}",
-            paper,
-            own_entities=True,
-        )
-        for k, (change, paper) in _ENTITY_ROWS.items()
-    ]
-
-# %% ../nbs/16_experiments.ipynb #c16s0009
-def sag_entity_claims() -> list[Claim]:
-    "The paper's entity-module claims between `sag` and the text-free variants."
-    P, T = (lambda k: f"sag_pre_{k}"), "text-free entities: "
-    return [
-        Claim(T + "entity slots beat random slots", P("random_slots"), "sag", "mIoU", _NO_SLOT_NUMBERS),
-        Claim(T + "entity slots beat query slots", P("query_slots"), "sag", "mIoU", _NO_SLOT_NUMBERS),
-        Claim(T + "the interaction block helps", P("no_interaction"), "sag", "mIoU", "+1.07 mIoU (paper, table 2)"),
-        Claim(T + "the reconstruction loss helps", P("no_recon"), "sag", "mIoU", "+12.92 mIoU (paper, table 2)"),
-        Claim(
-            T + "softmax over slots beats softmax over pixels",
-            P("pixel_softmax"),
-            "sag",
-            "mIoU",
-            "+22.15 mIoU (paper, table 2)",
-        ),
-        Claim(T + "entity discovery helps", P("no_discovery"), "sag", "mIoU", "+28.85 mIoU (paper, table 2)"),
-        Claim(
-            T + "a few draws per Gaussian beat one (5×2 vs 10×1)",
-            "sag",
-            P("5x2"),
-            "mIoU",
-            "18×2 vs 36×1: +1.35 mIoU (paper, table 3)",
-        ),
-        Claim(
-            T + "more Gaussians beat more draws (5×2 vs 2×5)",
-            P("2x5"),
-            P("5x2"),
-            "mIoU",
-            "18×2 vs 9×4: +2.42 mIoU (paper, table 3)",
-        ),
-    ]
-
-# %% ../nbs/16_experiments.ipynb #fb7644ee
-def minilm_rows() -> list[Row]:
-    """LAVT and LAVT + MG whose text encoder is the packaged MiniLM (pretrained to predict masked words), fine-tuned;
-    vision tiny."""
-    return [
-        Row("lavt_minilm", "lavt_minilm_tiny", {}, "minilm", "LAVT, text encoder: pretrained MiniLM", "–"),
-        Row(
-            "lavt_mg_minilm",
-            "lavt_mg_minilm_tiny",
-            {},
-            "minilm",
-            "LAVT + MG over MiniLM's WordPiece vocabulary",
-            _NO_MAGNET_ABLATION,
-        ),
-    ]
-
-
-def minilm_claims() -> list[Claim]:
-    return [
-        Claim(
-            "MG helps LAVT whose text encoder was pretrained on masked words",
-            "lavt_minilm",
-            "lavt_mg_minilm",
-            "oIoU",
-            "MagNet's abstract: MG 'can be directly used on prior RIS methods and consistently bring improvements'",
-        )
-    ]
-
-# %% ../nbs/16_experiments.ipynb #c16s0010
-STUDIES = {
-    "magnet": (magnet_rows, magnet_claims),
-    "sag": (sag_rows, sag_claims),
-    "minilm": (minilm_rows, minilm_claims),
-}
-DEFAULT_STUDIES = ("magnet", "sag")  # no --only: both papers' ablations
-# rows run only when --rows names them
-OPT_IN = {"magnet": (magnet_mg_rows, magnet_mg_claims), "sag": (sag_entity_rows, sag_entity_claims)}
-
-
-def study_rows(only: str | None = None, names: Sequence[str] | None = None) -> tuple[list[Row], list[Claim]]:
-    """Rows and claims of both papers, or of `only` ('magnet' | 'sag' | 'minilm'); `names`: just these rows (and the
-    rows they re-score), and the claims between them."""
-    if only is not None and only not in STUDIES:
-        raise ValueError(f"--only {only!r}: expected one of {', '.join(STUDIES)}")
-    picked = [k for k in STUDIES if only == k or (only is None and k in DEFAULT_STUDIES)]
-    rows, claims = [r for k in picked for r in STUDIES[k][0]()], [c for k in picked for c in STUDIES[k][1]()]
-    if names is None:
-        return rows, claims
-    rows += [r for k in picked if k in OPT_IN for r in OPT_IN[k][0]()]
-    claims += [c for k in picked if k in OPT_IN for c in OPT_IN[k][1]()]
-    unknown = sorted(set(names) - {r.name for r in rows})
-    if unknown:
-        raise ValueError(
-            f"--rows {','.join(unknown)}: expected row names of the study ({', '.join(r.name for r in rows)})"
-        )
-    keep = set(names) | {r.source for r in rows if r.name in names and r.source}
-    return [r for r in rows if r.name in keep], [c for c in claims if {c.base, c.variant} <= keep]
 
 # %% ../nbs/16_experiments.ipynb #d16a23e9
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -474,32 +181,6 @@ def row_config(row: Row, seed: int, budget: Budget, data_root: str | Path, run_d
         cfg = cfg.override({"model.sag.entity_weights": str(Path(data_root).parent / "entities")})
     return validate_config(cfg)
 
-# %% ../nbs/16_experiments.ipynb #5407959e
-def study_data(out: str | Path, budget: Budget) -> Path:
-    """ShapeRefs for the study, generated once into OUT/data/shaperefs and reused (refused if it was made with
-    another budget)."""
-
-    d = Path(out) / "data" / "shaperefs"
-    try:
-        return ensure_shaperefs(d, budget.n_images, budget.data_seed, budget.image_size, budget.language)
-    except ValueError as e:
-        raise ValueError(
-            f"{e} (this budget's data: deleting it makes the same scenes again and keeps finished runs; "
-            "or use another --out)"
-        ) from None
-
-
-def study_entities(rows: Sequence[Row], budget: Budget, out: str | Path, progress: bool = False) -> dict[str, Path]:
-    "Each `own_entities` row's module: OUT/entities/<its name>.pt, pretrained once on the budget's entity scenes."
-
-    out, made = Path(out), {}
-    for row in (r for r in rows if r.own_entities):
-        data = ensure_shaperefs(out / "entities" / "data" / "shaperefs", budget.entity_scenes, 0, budget.image_size)
-        cfg = row_config(row, 0, budget, out / "data", out / row.name)
-        pcfg = entity_pretrain_config(cfg, steps=budget.entity_steps)
-        made[row.name] = cached_entity_weights(pcfg, out / "entities", data.parent, progress=progress)
-    return made
-
 # %% ../nbs/16_experiments.ipynb #634cffd8
 def _scores(model, loaders, cfg, splits: Sequence[str] = ("val",), grounding: bool = True) -> dict:
     """Metrics of each split (the first one also per expression type), plus the grounding figures of the method when
@@ -540,75 +221,6 @@ def rescore(cfg, source_dir: Path, splits: Sequence[str] = ("val",), grounding: 
     t0 = time.perf_counter()
     return {**_scores(model, loaders, cfg, splits, grounding), "train_s": 0.0, "eval_s": time.perf_counter() - t0}
 
-# %% ../nbs/16_experiments.ipynb #0bba66f5
-TYPES = ["attribute", "location", "relation", "ordinal", "negation"]
-
-
-def blind_floors(out: str | Path) -> dict[str, dict[str, float]]:
-    "oIoU/mIoU of answers that ignore the sentence, on the study's val split."
-
-    return language_blind_references(RefDataset(Path(out) / "data", "shaperefs", "shaperefs", "val"))
-
-
-def _row_summary(r: Row, rs: list[dict]) -> dict:
-    "One row of a study over its seeds' results `rs`: what it is, mean ± std overall and per type, times."
-    return {
-        "preset": r.preset,
-        "overrides": r.overrides,
-        "group": r.claim_group,
-        "change": r.change,
-        "paper": r.paper,
-        "source": r.source,
-        "seeds": [x["seed"] for x in rs],
-        "overall": {m: mean_std([x["overall"][m] for x in rs]) for m in ("oIoU", "mIoU")},
-        "by_type": {
-            t: {m: mean_std([x["by_type"][t][m] for x in rs if t in x["by_type"]]) for m in ("oIoU", "mIoU")}
-            for t in TYPES
-        },
-        "grounding": {k: mean_std([x["grounding"][k] for x in rs]) for k in rs[0]["grounding"] if k != "n"}
-        if rs
-        else {},
-        "train_s": sum(x["train_s"] for x in rs),
-        "eval_s": sum(x["eval_s"] for x in rs),
-        "done_now": sum(not x["reused"] for x in rs),
-    }
-
-# %% ../nbs/16_experiments.ipynb #c16s0006
-def _claim_verdict(c: Claim, by_row: dict[str, list[dict]], floor: dict[str, float]) -> dict:
-    "A claim's verdict over the seeds of its two rows, and whether both lie below the language-blind `floor`."
-    b = [x["overall"][c.metric] for x in by_row[c.base]]
-    v = [x["overall"][c.metric] for x in by_row[c.variant]]
-    return {
-        "claim": c.name,
-        "base": c.base,
-        "variant": c.variant,
-        "metric": c.metric,
-        "paper": c.paper,
-        "base_mean": mean_std(b)[0],
-        "variant_mean": mean_std(v)[0],
-        **verdict(b, v, c.sign),
-        "below_floor": max(mean_std(b)[0], mean_std(v)[0]) < floor[c.metric],
-    }
-
-
-def aggregate(
-    rows: list[Row], claims: list[Claim], results: list[dict], budget: Budget, seeds: int, blind: dict
-) -> dict:
-    "Per row mean ± std over seeds (overall and per expression type); one verdict per claim."
-    by_row = {r.name: [x for x in results if x["row"] == r.name] for r in rows}
-    # the best answer that ignores the sentence
-    floor = {m: max(v[m] for v in blind.values()) for m in ("oIoU", "mIoU")}
-    return {
-        "budget": budget.__dict__,
-        "seeds": seeds,
-        "rows": {r.name: _row_summary(r, by_row[r.name]) for r in rows},
-        "claims": [_claim_verdict(c, by_row, floor) for c in claims],
-        "blind": blind,
-        "train_s": sum(x["train_s"] for x in results),
-        "runs_done_now": sum(not x["reused"] for x in results),
-        "runs": len(results),
-    }
-
 # %% ../nbs/16_experiments.ipynb #main0002
 MAIN = Budget(splits=SCORED_SPLITS, grounding=False)  # the study's budget, scored on every split
 METRICS = ("oIoU", "mIoU")  # each cell of the main table holds both
@@ -620,7 +232,7 @@ def main_rows() -> list[Row]:
     return [
         Row("tiny_refer", "tiny_refer", {}, "main", "TinyRefer: a bag of words FiLM-modulating a small CNN (02a)"),
         Row("lavt", "lavt_tiny", {}, "main", "LAVT (the prior method)", "RefCOCO val 72.73 oIoU (LAVT)"),
-        Row("lavt_mg", "lavt_mg_tiny", {}, "main", "LAVT + Mask Grounding", _NO_MAGNET_ABLATION),
+        Row("lavt_mg", "lavt_mg_tiny", {}, "main", "LAVT + Mask Grounding", NOT_IN_SOURCES),
         Row("magnet", "magnet_tiny", {}, "main", "MagNet: MG + CAM + CAL", "RefCOCO val 75.24 oIoU (official README)"),
         Row(
             "sag",
@@ -637,92 +249,3 @@ def row_metric(row: Row) -> str:
     "The metric its paper reports: mIoU for a weakly supervised preset (SaG), oIoU for one trained with masks."
 
     return "mIoU" if get_preset(row.preset).data.weak else "oIoU"
-
-# %% ../nbs/16_experiments.ipynb #main0005
-from .data.shaperefs import COLORS, SHAPES, SIZES
-from .data.words import LEXICON
-
-_CANONICAL = {w: c for c, ws in LEXICON.items() for w in ws}  # surface word -> canonical word
-_KIND = {**{c: "color" for c in COLORS}, **{s: "size" for s in SIZES}, **{s: "shape" for s in SHAPES}}
-
-
-def first_noun_phrase(tokens: Sequence[str]) -> dict[str, str]:
-    """The canonical colour, size and shape a sentence's first noun phrase asks for ({} when it names no shape or
-    'object')."""
-    words = [_CANONICAL.get(t.lower(), t.lower()) for t in tokens]
-    nouns = [i for i, w in enumerate(words) if w in SHAPES or w == "object"]
-    if not nouns:
-        return {}
-    end = len(words) if len(nouns) == 1 and "not" not in words else nouns[0] + 1
-    return {_KIND[w]: w for w in words[:end] if w in _KIND}
-
-# %% ../nbs/16_experiments.ipynb #c16s0013
-def words_only_answer(dataset) -> dict[str, float]:
-    """oIoU/mIoU of drawing one of the scene's shapes that fit the sentence's first noun phrase (all shapes when none
-    fits)."""
-
-    refer, I, U, ious = dataset.refer, 0.0, 0.0, []
-    cache: dict[int, dict[int, Any]] = {}
-    for i in range(len(dataset)):
-        ref, sent = dataset.index(i)
-        masks = cache.setdefault(ref["image_id"], scene_masks(refer, ref["image_id"]))
-        want = first_noun_phrase(sent["tokens"])
-        anns = refer.img_to_anns[ref["image_id"]]
-
-        def attrs(a):
-            return {"color": a.get("color"), "size": a.get("size"), "shape": refer.cats[a["category_id"]]}
-
-        fits = [a["id"] for a in anns if all(attrs(a)[k] == v for k, v in want.items())] or list(masks)
-        ius = [mask_iu(masks[a], masks[ref["ann_id"]]) for a in fits]
-        I += sum(x for x, _ in ius) / len(ius)
-        U += sum(u for _, u in ius) / len(ius)
-        ious.append(float(np.mean([iou_from(*iu).item() for iu in ius])))
-    return {"oIoU": 100 * iou_from(I, U).item(), "mIoU": 100 * float(np.mean(ious)) if ious else 0.0, "n": len(ious)}
-
-
-def split_floors(data_root: str | Path, splits: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
-    "Per split: the language-blind answers and the words-only answer, on a study's ShapeRefs."
-
-    out = {}
-    for sp in splits:
-        ds = RefDataset(Path(data_root), "shaperefs", "shaperefs", sp)
-        out[sp] = {**language_blind_references(ds), "words only": words_only_answer(ds)}
-    return out
-
-# %% ../nbs/16_experiments.ipynb #main0008
-def main_table_record(
-    rows: list[Row], results: list[dict], budget: Budget, seeds: int, languages: Sequence[str], floors: dict
-) -> dict:
-    "Mean ± std over seeds of every (row, language, split) and metric; the floors; every run's scores, times and probe."
-
-    def cell(rs, sp, m):
-        return mean_std([r["splits"][sp][m] for r in rs])
-
-    table = {}
-    for row in rows:
-        mine = {lang: [r for r in results if r["row"] == row.name and r["language"] == lang] for lang in languages}
-        table[row.name] = {
-            "preset": row.preset,
-            "change": row.change,
-            "paper": row.paper,
-            "metric": row_metric(row),
-            "scores": {
-                lang: {sp: {m: cell(rs, sp, m) for m in METRICS} for sp in budget.splits} for lang, rs in mine.items()
-            },
-        }
-    runs = [
-        {k: r[k] for k in ("row", "language", "seed", "splits", "train_s", "eval_s", "probe_ms", "run_id")}
-        for r in results
-    ]
-    return {
-        "table": "main",
-        "budget": {k: v for k, v in asdict(budget).items() if k != "language"},
-        "seeds": seeds,
-        "languages": list(languages),
-        "splits": list(budget.splits),
-        "rows": table,
-        "floors": floors,
-        "runs": runs,
-        "train_s": sum(r["train_s"] for r in results),
-        "runs_done_now": sum(not r["reused"] for r in results),
-    }

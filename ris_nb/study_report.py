@@ -12,7 +12,8 @@ from typing import Any
 
 from .presets import get_preset
 from .io import write_atomic
-from .experiments import METRICS, TYPES
+from .experiments import METRICS
+from .study_design import TYPES
 
 # %% auto #0
 __all__ = ['GROUPS', 'FLOOR_NAMES', 'PAPER_MAIN', 'LANGUAGE_ANALOGUE', 'write_json_atomic', 'text_regime', 'study_markdown',

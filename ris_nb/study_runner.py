@@ -22,23 +22,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.shaperefs import LANGUAGES
-from ris_nb.experiments import (
-    FULL,
-    MAIN,
-    QUICK,
-    Budget,
-    Row,
+from .experiments import FULL, MAIN, QUICK, Budget, Row, main_rows, rescore, row_config, train_and_score
+from ris_nb.study_design import (
     aggregate,
     blind_floors,
-    main_rows,
     main_table_record,
-    rescore,
-    row_config,
     split_floors,
     study_data,
     study_entities,
     study_rows,
-    train_and_score,
 )
 from .io import check_out_dir, die_with_parent  # die_with_parent: built in 92_dataset_writing
 from .study_report import main_table_markdown, study_markdown, write_json_atomic, write_main_table, write_outputs

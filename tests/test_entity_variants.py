@@ -192,13 +192,14 @@ def test_study_runs_a_variant_row_at_toy_size(tmp_path):
     """`sag` and one `sag_pre_*` row through the study (one seed, two steps each): the module is pretrained once into
     OUT/entities, the row loads it, the claim between them is made; run again, everything is read back."""
     from ris_nb import experiments as E
+    from ris_nb import study_design as D
     from ris_nb.study_runner import run_study
 
     torch.set_num_threads(1)
     budget = E.Budget(n_images=60, steps=2, batch_size=8, entity_steps=2, entity_scenes=40)
     names = ["sag", "sag_pre_no_interaction"]
     with pytest.raises(ValueError, match="sag_pre_no_interaction"):
-        E.study_rows("magnet", names)  # a SaG row, not MagNet's
+        D.study_rows("magnet", names)  # a SaG row, not MagNet's
     st = run_study(tmp_path, only="sag", seeds=1, budget=budget, progress=False, names=names)
     assert set(st["rows"]) == set(names) and [c["variant"] for c in st["claims"]] == ["sag"]
     path = tmp_path / "entities" / "entities_shaperefs64-interaction=False.pt"

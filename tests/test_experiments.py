@@ -12,6 +12,7 @@ import torch
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from ris_nb import experiments as E
+from ris_nb import study_design as D
 from ris_nb import study_report as R
 from ris_nb import study_runner as S
 from ris_nb.__main__ import main  # the whole command: `python -m ris_nb` (99_app)
@@ -31,7 +32,7 @@ def test_experiments_cli_writes_tables_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "study"
     toy = TOY + ["--only", "magnet"]
     assert main(["experiments", *toy, "--out", str(out)]) == 0
-    rows, claims = E.study_rows("magnet")
+    rows, claims = D.study_rows("magnet")
     md = (out / "study.md").read_text()
     assert f"## {R.GROUPS['magnet'][0]}" in md and "## SaG" not in md
     assert "## Claims" in md and md.count("inconclusive (one seed)") == len(claims)
@@ -89,7 +90,7 @@ def test_parallel_study_matches_serial_and_resumes(tmp_path):
     a, b = (json.loads((d / "study.json").read_text()) for d in (serial, par))
     md = (par / "study.md").read_text()
     assert all(f"## {title}" in md for g, (title, _) in R.GROUPS.items() if g.startswith("sag")), md[:500]
-    assert b["jobs"] == 2 and b["runs_done_now"] == len(E.sag_rows())
+    assert b["jobs"] == 2 and b["runs_done_now"] == len(D.sag_rows())
     for name, row in a["rows"].items():
         assert row["overall"] == b["rows"][name]["overall"], name
         assert row["by_type"] == b["rows"][name]["by_type"], name
@@ -114,13 +115,13 @@ def test_study_data_follows_the_budgets_language(tmp_path):
     """`--language rich` generates the rich sentences once; a folder made with the other language is refused, naming
     both."""
     rich = replace(E.QUICK, n_images=20, language="rich")
-    d = E.study_data(tmp_path, rich)
+    d = D.study_data(tmp_path, rich)
     assert json.loads((d / "meta.json").read_text())["language"] == "rich"
     refs = Refer(tmp_path / "data", "shaperefs", "shaperefs").refs.values()
     assert all("rare" in s for r in refs for s in r["sentences"])  # the rich generator tags every sentence
-    assert E.study_data(tmp_path, rich) == d  # reused, not regenerated
+    assert D.study_data(tmp_path, rich) == d  # reused, not regenerated
     with pytest.raises(ValueError, match="'language': 'rich'.*'language': 'plain'"):
-        E.study_data(tmp_path, replace(rich, language="plain"))
+        D.study_data(tmp_path, replace(rich, language="plain"))
     with pytest.raises(SystemExit) as e:  # argparse's choices: usage line, exit 2
         main(["experiments", "--quick", "--language", "klingon", "--out", str(tmp_path / "x")])
     assert e.value.code == 2 and not (tmp_path / "x").exists()

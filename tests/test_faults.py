@@ -1290,7 +1290,8 @@ def test_experiments_name_unreadable_results_and_refuse_a_second_study(tmp_path)
         "JSON error); a second study into the same --out: refused by the folder's run lock (was: one deleted the "
         "other's runs)."
     )
-    from ris_nb.experiments import QUICK, study_data
+    from ris_nb.experiments import QUICK
+    from ris_nb.study_design import study_data
     from ris_nb.study_runner import finished, run_study
 
     (tmp_path / "r").mkdir()
