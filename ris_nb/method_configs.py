@@ -82,6 +82,8 @@ class MagNetConfig:
     n_points: int = 4  # official code: 4 sampling points (modeling/pixel_decoder/msdeformattn.py)
     enc_ffn: int = 128  # official code: 1024 (modeling/MaskFormerModel.py)
     dec_ffn: int = 128  # official code: 2048 (test.py)
+    # ours: sampling offsets start this many pixels right of and below the lattice (97d); official code: 0
+    offset_init_shift: float = 1 / 64
     w_bce: float = 5.0  # ours: MagNet's segmentation loss is not in our sources; Mask2Former's coefficients
     w_dice: float = 5.0  # ours: same
     w_class: float = 2.0  # ours: same

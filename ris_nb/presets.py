@@ -268,6 +268,7 @@ _MAGNET_PAPER_SOURCES.update(
         "model.magnet.dec_ffn": "official code: test.py",
         "model.magnet.enc_ffn": "official code: modeling/MaskFormerModel.py",
         "model.magnet.n_points": "official code: modeling/pixel_decoder/msdeformattn.py",
+        "model.magnet.offset_init_shift": "ours: the official init puts every sample on the pixel lattice (0)",
         "model.magnet.": (
             "ours — MagNet's segmentation loss is not in our sources (Mask2Former's coefficients, deep supervision)"
         ),

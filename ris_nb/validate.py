@@ -183,6 +183,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.magnet.n_heads": _POS,
     "model.magnet.n_points": _POS,
     "model.magnet.enc_ffn": _POS,
+    "model.magnet.offset_init_shift": _real_in_range(0.0, hi=0.5),
     "model.magnet.dec_ffn": _POS,
     "model.magnet.w_bce": _real_in_range(),
     "model.magnet.w_dice": _real_in_range(),

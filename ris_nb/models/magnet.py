@@ -22,7 +22,7 @@ from .refine import RefineHead  # appendix 94a
 from .magnet_plumbing import check_stages, magnet_param_groups, record_outputs, record_stage
 from .magnet_plumbing import released_unused_modules, traced_stage
 from .mask_grounding import MaskGrounding, mg_visual_index
-from .mask2former import MaskDecoder, PixelDecoder
+from .mask2former import MaskDecoder, PixelDecoder, shift_offsets
 
 # %% auto #0
 __all__ = ['TanhGate', 'WordPWAM', 'MagNetOutputs', 'MagNet', 'build_magnet']
@@ -130,6 +130,7 @@ def _build_heads(self: MagNet, cfg: Config, dims: list[int], t: int) -> None:
     "The heads after the encoder: pixel decoder, one-query decoder, refine head, CAL's projection, MG (training)."
     m, mc = cfg.model, cfg.model.magnet
     self.pixel_decoder = PixelDecoder(dims, mc.hidden_dim, mc.enc_layers, mc.n_heads, mc.n_points, mc.enc_ffn)
+    shift_offsets(self.pixel_decoder, mc.offset_init_shift)  # ours: off the lattice at init (97d)
     self.decoder = MaskDecoder(mc.hidden_dim, mc.dec_layers, mc.n_heads, mc.dec_ffn, levels=3)
     # ours (06_lavt), off in magnet_paper
     self.refine = RefineHead(1, m.lavt.refine, align_corners=False) if m.lavt.refine else None

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from .encoders import sine_pos_2d
 
 # %% auto #0
-__all__ = ['MSDeformAttn', 'sample_levels', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder', 'Attention', 'DecoderLayer',
-           'MLP', 'DecoderOutput', 'MaskDecoder']
+__all__ = ['MSDeformAttn', 'sample_levels', 'shift_offsets', 'DeformEncoderLayer', 'reference_points', 'PixelDecoder',
+           'Attention', 'DecoderLayer', 'MLP', 'DecoderOutput', 'MaskDecoder']
 
 # %% ../../nbs/97d_mask2former_head.ipynb #91cf8342
 class MSDeformAttn(nn.Module):
@@ -78,6 +78,15 @@ def reset_parameters(self: MSDeformAttn) -> None:
     for lin in (self.value_proj, self.output_proj):
         nn.init.xavier_uniform_(lin.weight)
         nn.init.zeros_(lin.bias)
+
+
+def shift_offsets(model: nn.Module, shift: float) -> nn.Module:
+    "Every `MSDeformAttn`'s initial offsets `shift` pixels right and down (`model.magnet.offset_init_shift`)."
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, MSDeformAttn):
+                m.sampling_offsets.bias.add_(shift)
+    return model
 
 # %% ../../nbs/97d_mask2former_head.ipynb #ec9e2779
 class DeformEncoderLayer(nn.Module):
