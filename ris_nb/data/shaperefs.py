@@ -187,7 +187,6 @@ def _add_negations(out: dict, objs: list[Obj], target: int) -> None:
             if [i for i in same_color if objs[i].shape != sh] == [target]:
                 out["negation"].append(("not_shape", t.color, sh))
 
-
 # %% ../../nbs/02_shaperefs.ipynb #621356e9
 def expression_meanings(objs: list[Obj], target: int, size: int = 128) -> dict[str, list[tuple]]:
     """Every meaning of each type that denotes exactly `objs[target]` (with margins), as tuples: ('np', phrase),
