@@ -103,7 +103,7 @@ def add_pretrain_entities(sub) -> None:
 
 # %% ../nbs/99a_cli_commands.ipynb #cm99a012
 def _run_pretrain_entities(args) -> None:
-    from ris_nb.models.slots import entity_weights_name  # loads torch: not for `--help`
+    from ris_nb.models.image_entities import entity_weights_name  # loads torch: not for `--help`
     from ris_nb.pretrain import entity_config_from, pretrain_entities_on  # loads torch: not for `--help`
 
     out = Path(args.out)

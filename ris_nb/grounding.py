@@ -14,7 +14,7 @@ from .data.refer import scene_masks  # built in 03_refer
 from .data.transforms import resize_mask
 from .evaluate import sentence_sensitivity  # built in 13_evaluation
 from .metrics import mask_iou
-from .models.slots import slot_regions  # built in 10_entity_slots
+from .models.image_entities import slot_regions  # built in 95d_image_entities
 from .models import model_spec  # the registry's lookup
 
 # %% auto #0

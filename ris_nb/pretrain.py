@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from .core import Config, TrainConfig, parse_override, seed_everything
 from .data.refer import Refer
 from .checkpoints import save_checkpoint
-from ris_nb.models.slots import (
+from ris_nb.models.image_entities import (
     EntityModel,
     EntityPretrainConfig,
     entity_weights_name,

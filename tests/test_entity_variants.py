@@ -18,14 +18,14 @@ from ris_nb.registry import validate_config
 from ris_nb.presets import get_preset
 from ris_nb.models import build_model
 from ris_nb.models.sag_parts import entity_overrides, entity_pretrain_config
-from ris_nb.models.slots import (
-    EntityDiscovery,
+from ris_nb.models.image_entities import (
     EntityPretrainConfig,
     PatchEntities,
     entity_weights_name,
     load_entity_model,
     packaged_entity_weights,
 )
+from ris_nb.models.slots import EntityDiscovery
 from ris_nb.pretrain import ENTITY_VARIANTS, cached_entity_weights
 
 TINY = dict(steps=2, warmup=1, batch_size=8)  # the mechanics: two optimizer steps

@@ -1225,7 +1225,7 @@ def test_weights_files_of_another_width_truncated_or_holding_code_are_named(trai
         "torch's error)."
     )
     from ris_nb.models.encoder_builds import read_state_dict
-    from ris_nb.models.slots import load_entity_model
+    from ris_nb.models.image_entities import load_entity_model
     from ris_nb.checkpoints import load_checkpoint
 
     ck = load_checkpoint(trained / "best.pt")

@@ -63,7 +63,7 @@ def imports(module: str) -> list[str]:
 
 def test_the_checks_see_the_package():
     assert {"core", "train", "pretrain", "evaluate", "viz", "official", "models.sag", "models.slots"} <= set(MODULES)
-    assert "ris_nb.models.slots" in imports("pretrain") and "ris_nb.core" in imports("models.slots")
+    assert "ris_nb.models.image_entities" in imports("pretrain") and "ris_nb.core" in imports("models.image_entities")
 
 
 def test_core_imports_no_model():

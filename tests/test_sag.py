@@ -324,7 +324,7 @@ def test_c3_two_processes_match_one_process(tmp_path):
 def test_shipped_entities_load_frozen_and_only_gather_learns():
     """sag_tiny starts from the packaged entity weights; with freeze_entities only the text encoder, the appearance
     code and the fusion move."""
-    from ris_nb.models.slots import load_entity_model, packaged_entity_weights
+    from ris_nb.models.image_entities import load_entity_model, packaged_entity_weights
 
     torch.manual_seed(0)
     model = build_model(get_preset("sag_tiny").override({"model.text.vocab_size": 50})).train()
@@ -375,7 +375,7 @@ def test_entity_pretraining_finds_shapes(tmp_path, one_thread, shaperefs_data):
     6.4 → 32.9, objects covered 0.0 → 23.2 % (67 s on a busy machine). At lr 4e-4, or with the centre term switched on
     at step 150, the slots had not yet split by step 300-400 (6.0-6.3), so this short run uses the higher rate."""
     from ris_nb.data.refer import Refer
-    from ris_nb.models.slots import (
+    from ris_nb.models.image_entities import (
         EntityModel,
         EntityPretrainConfig,
         load_entity_model,
@@ -403,7 +403,7 @@ def test_entity_pretraining_finds_shapes(tmp_path, one_thread, shaperefs_data):
 
 def test_pretrain_entities_cli_writes_loadable_weights(tmp_path, one_thread, shaperefs_data):
     from ris_nb.cli import main
-    from ris_nb.models.slots import load_entity_model
+    from ris_nb.models.image_entities import load_entity_model
 
     data, out = shaperefs_data(40, 2, 64) / "shaperefs", tmp_path / "w" / "ent.pt"
     assert main(["pretrain-entities", "--data", str(data), "--out", str(out), "--steps", "3", "--n-val", "3"]) == 0

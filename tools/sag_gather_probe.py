@@ -42,7 +42,7 @@ from ris_nb.io import write_atomic
 from ris_nb.evaluate import evaluate
 from ris_nb.grounding import shatter_gather
 from ris_nb.metrics import iou_from
-from ris_nb.models.slots import grid_coords
+from ris_nb.models.image_entities import grid_coords
 from ris_nb.distributed import DistInfo
 from ris_nb.train import Callback, DeviceCB, Learner, NaNGuardCB
 from ris_nb.training_run import prepare

@@ -43,27 +43,21 @@ __all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'SAG_LADDER', 'build_vision', 'image_t
            'build_entity_module', 'build_recon_decoder', 'SaG', 'build_sag', 'ladder_overrides']
 
 # %% ../../nbs/11_sag.ipynb #22e02bed
-from ris_nb.models.slots import (
-    BroadcastDecoder,
-    EntityDiscovery,
-    PreNormFFN,
-    split_heads,
-    recon_loss,
-    SlotOutput,
+from .slots import BroadcastDecoder, EntityDiscovery, PreNormFFN, SlotOutput, recon_loss, split_heads
+from ris_nb.models.image_entities import (
+    ENTITY_KEYS,
     AffineDecoder,
+    EntityPretrainConfig,
+    PatchEntities,
     PixelEncoder,
     affine_loss,
-    grid_coords,
     affine_target,
+    entity_weights_name,
+    grid_coords,
     load_entity_model,
     packaged_entity_weights,
-    connected_pieces,
-    entity_pieces,
-    PatchEntities,
-    ENTITY_KEYS,
-    EntityPretrainConfig,
-    entity_weights_name,
 )
+from .pieces import connected_pieces, entity_pieces
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
 SEGMENTER_LN_EPS = 1e-5  # official ViT (Segmenter's blocks use nn.LayerNorm defaults)

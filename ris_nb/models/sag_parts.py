@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from ..core import Config, flat_config
-from ris_nb.models.slots import (
+from ris_nb.models.image_entities import (
     AffineDecoder,
     ENTITY_KEYS,
     EntityPretrainConfig,
