@@ -97,7 +97,10 @@ def build_model(cfg: Config) -> torch.nn.Module:
     """Build the model named by `cfg.model.name` (the model protocol: forward, losses, predict, param_groups); a
     `model.impl` it has no blocks for is refused (appendix 97c)."""
     model = model_spec(cfg.model.name).build(cfg)
-    return model_part("impl_forms")(model, cfg) if cfg.model.impl == "fast" else model
+    # 'auto' is resolved per device (97c) only for a model with forms (`MODEL_FORMS`, 90); others have one
+    forms = MODEL_FORMS.get(cfg.model.name, ("reference",))
+    swap = cfg.model.impl == "fast" or (cfg.model.impl == "auto" and len(forms) > 1)
+    return model_part("impl_forms")(model, cfg) if swap else model
 
 # %% ../nbs/90c_model_registry.ipynb #rg90c010
 _PARTS: dict[str, Callable] = {}
@@ -130,7 +133,7 @@ def model_part(name: str) -> Callable:
 # %% ../nbs/90c_model_registry.ipynb #rg90c016
 # field rules: appendix 90
 from .core import Config, flat_config
-from .validate import cross_field_problems, field_problems
+from .validate import MODEL_FORMS, cross_field_problems, field_problems
 
 
 def _field_rules(cfg: Config) -> list[str]:
