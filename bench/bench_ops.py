@@ -263,7 +263,7 @@ def quickstart(root: Path):
     try:
         from ris_nb.data.shaperefs_files import generate
     except ImportError:  # commits before issue 69 moved the dataset writing out of 02
-        from ris_nb.data.shaperefs import generate
+        from ris_nb.data.shaperefs_files import generate
     from ris_nb.training_run import prepare
 
     generate(root / "shaperefs", 200, 0, 64, verbose=False)
