@@ -19,6 +19,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+# %% auto #0
+__all__ = ['ProgressCB', 'DataGuardCB', 'default_callbacks', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'val_scores', 'Crash',
+           'CrashAt', 'train_tiny', 'crash_and_resume']
+
+# %% ../nbs/93f_training_run.ipynb #73dd069f
 from .core import Config, seed_everything
 from .registry import validate_config
 from .machine import precision_line  # mixed precision: appendix 96a
@@ -47,10 +52,6 @@ from .fingerprints import check_data_unchanged, run_fingerprints  # built in 93d
 from .checkpoints import load_checkpoint, resume  # built in 93c_checkpoints (appendix)
 from .train import Callback, DeviceCB, EvalCB, GradClipCB, Learner, LogCB, LossWrapper, NaNGuardCB
 from .exact_resume import CheckpointCB, SamplerCB  # built in 93e_exact_resume (appendix)
-
-# %% auto #0
-__all__ = ['ProgressCB', 'DataGuardCB', 'default_callbacks', 'TrainingRun', 'fit', 'Prepared', 'prepare', 'val_scores', 'Crash',
-           'CrashAt', 'train_tiny', 'crash_and_resume']
 
 # %% ../nbs/93f_training_run.ipynb #ca181890
 class ProgressCB(Callback):
@@ -395,7 +396,7 @@ class CrashAt(Callback):
         if self.learn.step == self.step:
             raise Crash
 
-
+# %% ../nbs/93f_training_run.ipynb #fa07e3dd
 def train_tiny(out: str | Path, crash_at: int | None = None, steps: int = 4) -> dict | None:
     """`lavt_tiny` trained `steps` steps at 64 px into `out` (a checkpoint every 2), resuming what is there: its
     weights, or None when it crashed after step `crash_at`."""
