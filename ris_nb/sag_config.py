@@ -86,12 +86,12 @@ SAG_EXTRA_FIELDS = [
 # %% ../nbs/90b_sag_config.ipynb #sg000013
 SAG_EXTRA_FIELDS += [  # ours: the entity module's decoder and pretraining, the entities the text meets
     # broadcast (official code: MLP spatial-broadcast decoder with its own masks α) | affine (ours: each entity paints a
-    # colour + gradient, mixed by A^slot itself, 10_entity_slots)
+    # colour + gradient, mixed by A^slot itself, 95d_image_entities)
     ("decoder", str, "broadcast"),
-    # ours (affine decoder): λ of the entity-centre term that keeps an entity compact (10)
+    # ours (affine decoder): λ of the entity-centre term that keeps an entity compact (95d)
     ("pos_weight", float, 0.0),
     # "" (train the entity module from its init) | packaged | a path: weights of vision + slots (+ affine decoder) from
-    # `ris_nb pretrain-entities` (ours: text-free pretraining, 10)
+    # `ris_nb pretrain-entities` (ours: text-free pretraining, 95d)
     ("entity_weights", str, ""),
     # ours: keep the loaded entity module fixed; only text and fusion learn (C³ alone)
     ("freeze_entities", bool, False),
