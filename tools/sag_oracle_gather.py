@@ -39,7 +39,7 @@ from ris_nb.machine import probe_ms
 from ris_nb.data.refer import scene_masks
 from ris_nb.data.transforms import resize_mask
 from ris_nb.models.sag import c3_loss
-from ris_nb.models.sag_parts import EntityAppearance, batch_partners, own_image_copies
+from ris_nb.models.sag_parts import EntityAppearance, batch_partners, own_image_copies, swapped_gather
 from ris_nb.train import Callback
 from ris_nb.training_run import prepare
 
@@ -133,7 +133,7 @@ def c3_with_in_image(model, fused, t, ents, valid, batch) -> torch.Tensor:
     images = torch.as_tensor(batch.meta["image_id"])
     partner = batch_partners(batch.meta["image_id"], batch.meta["ann_id"])
     own = torch.where(partner < 0, torch.arange(len(images)), partner)
-    swapped = model.fusion.swapped(t, ents, own, valid)
+    swapped = swapped_gather(model.fusion, t, ents, own, valid)
     in_image = (swapped, partner, own_image_copies(images, images))
     return c3_loss(fused, t, s.c3_temperature, s.c3_detach_target, s.c3_normalize_target, in_image=in_image)
 

@@ -5,83 +5,29 @@
 # %% ../../nbs/11_sag.ipynb #74a65885
 from __future__ import annotations
 
-import json
-import math
-import re
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from fastcore.basics import patch
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
-from ..core import Config, flat_config
+from ..core import Config
 from ..registry import register_model
-from ..presets import get_preset
-from ris_nb.models.encoders import (
-    StagedBackbone,
-    TextEncoder,
-    sine_pos_2d,
-)
-from .encoder_builds import ViTBackbone, build_backbone, build_text_encoder
+from .encoders import StagedBackbone, TextEncoder
+from .encoder_builds import ViTBackbone
 from ..distributed import gather_batch, gather_ids
-from ris_nb.models.sag_parts import (  # sag_tiny's parts outside the model class: appendix 95b
-    EntityAppearance,
-    batch_partners,
-    in_image_logits,
-    load_entities,
-    own_image_copies,
-)
+from .slots import PreNormFFN, SlotOutput, split_heads
+from .image_entities import PixelEncoder
+from .sag_parts import EntityAppearance, in_image_logits, in_image_negatives, pairs_sentences  # ours: 95b
+from . import sag_plumbing as plumbing  # builds and our entity views: appendix 95f
 
 # %% auto #0
-__all__ = ['SEGMENTER_LN_EPS', 'SCHEMES', 'SAG_LADDER', 'build_vision', 'image_tokens', 'build_text', 'TextCLS', 'Fusion',
-           'c3_logits', 'c3_target', 'c3_loss', 'relevance_grid', 'upsample_minmax', 'entity_similarity', 'SaGOutputs',
-           'build_entity_module', 'build_recon_decoder', 'SaG', 'build_sag', 'ladder_overrides']
-
-# %% ../../nbs/11_sag.ipynb #22e02bed
-from .slots import BroadcastDecoder, EntityDiscovery, PreNormFFN, SlotOutput, recon_loss, split_heads
-from ris_nb.models.image_entities import (
-    ENTITY_KEYS,
-    AffineDecoder,
-    EntityPretrainConfig,
-    PatchEntities,
-    PixelEncoder,
-    affine_loss,
-    affine_target,
-    entity_weights_name,
-    grid_coords,
-    load_entity_model,
-    packaged_entity_weights,
-)
-from .pieces import connected_pieces, entity_pieces
+__all__ = ['SCHEMES', 'PAPER_FORM', 'SAG_LADDER', 'image_tokens', 'TextCLS', 'Fusion', 'c3_logits', 'c3_target', 'c3_loss',
+           'relevance_grid', 'upsample_minmax', 'SaGOutputs', 'SaG', 'build_sag', 'ladder_overrides']
 
 # %% ../../nbs/11_sag.ipynb #cb119ed7
-SEGMENTER_LN_EPS = 1e-5  # official ViT (Segmenter's blocks use nn.LayerNorm defaults)
-
-
-def build_vision(cfg: Config) -> StagedBackbone:
-    """The SaG image encoder: a ViT with its position grid built at `vit_build_size` (0 = the input size), a CNN, or
-    `PixelEncoder` (ours)."""
-    v, s = cfg.model.vision, cfg.model.sag
-    if v.backbone == "pixel_cnn":
-        return PixelEncoder(v.embed_dim, v.patch_size, v.depths[0])
-    if v.backbone == "vit":
-        if cfg.data.image_size % v.patch_size:
-            raise ValueError(
-                f"data.image_size={cfg.data.image_size} must be a multiple of model.vision.patch_size={v.patch_size}"
-            )
-        bb = build_backbone(v, img_size=s.vit_build_size or cfg.data.image_size)
-        for m in bb.modules():
-            if isinstance(m, nn.LayerNorm):
-                m.eps = SEGMENTER_LN_EPS
-        return bb
-    return build_backbone(v, img_size=cfg.data.image_size)
-
-
 def image_tokens(vision: StagedBackbone, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     "images: (B,3,H,W) → tokens (B,N,C) and their grid (h,w): ViT patch tokens, or a CNN's last feature map."
     if isinstance(vision, ViTBackbone):
@@ -90,33 +36,6 @@ def image_tokens(vision: StagedBackbone, images: torch.Tensor) -> tuple[torch.Te
         return vision(images)
     x = vision(images)[-1]
     return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])
-
-# %% ../../nbs/11_sag.ipynb #af7b4565
-def build_text(cfg: Config) -> TextEncoder:
-    "The SaG text encoder (`TextEncoder`); a random-init BERT gets `bert_max_positions` position rows."
-    t, s = cfg.model.text, cfg.model.sag
-    if t.encoder != "bert" or s.bert_max_positions == 512:
-        return build_text_encoder(t)
-    from transformers import BertConfig, BertModel
-
-    if t.vocab_size <= 0:
-        raise ValueError(
-            "model.text.vocab_size is 0: set it from the tokenizer first "
-            "(cfg.override({'model.text.vocab_size': len(tok)})), or let ris_nb.train.prepare(cfg) do it"
-        )
-    bert = BertModel(
-        BertConfig(
-            vocab_size=t.vocab_size,
-            hidden_size=t.hidden_size,
-            num_hidden_layers=t.num_layers,
-            num_attention_heads=t.num_heads,
-            intermediate_size=t.intermediate_size,
-            max_position_embeddings=s.bert_max_positions,
-            attn_implementation="eager",
-        ),
-        add_pooling_layer=False,
-    )
-    return TextEncoder(bert, None).freeze_(t.trainable_layers, t.train_embeddings)
 
 # %% ../../nbs/11_sag.ipynb #ada928c6
 class TextCLS(nn.Module):
@@ -157,8 +76,8 @@ class Fusion(nn.Module):
         "`valid` (B_img,K) bool: entities that exist (False = padding, never attended)."
         q, k, v = self._qkv(text, entities)
         attn = _masked_softmax(torch.einsum("jhd,ihkd->ihjk", q, k), None if valid is None else valid[:, None, None])
-        # (I,J,D), (I,J,K)
-        return self._readout(text[None], (attn @ v).permute(0, 2, 1, 3).flatten(2)), attn.mean(dim=1)
+        gathered = (attn @ v).permute(0, 2, 1, 3).flatten(2)  # (I,J,h·d)
+        return self._readout(text[None], gathered), attn.mean(dim=1)  # (I,J,D), (I,J,K)
 
 # %% ../../nbs/11_sag.ipynb #5dcf4137
 @patch
@@ -174,17 +93,6 @@ def _readout(self: Fusion, text: torch.Tensor, gathered: torch.Tensor) -> torch.
     "ẑ = norm(FFN(t + W_o·gathered)) (official: the residual carries t itself); `gathered` (…,h·d)."
     z = self.drop(self.to_out(gathered))
     return F.normalize(self.ffn(text + z if self.residual else z), dim=-1)
-
-
-@patch
-def swapped(
-    self: Fusion, text: torch.Tensor, entities: torch.Tensor, partner: torch.Tensor, valid: torch.Tensor | None = None
-) -> torch.Tensor:
-    """ẑ of text j over its own image's entities (B,K,D), gathered with the attention of text `partner[j]`: (B,D)
-    unit-norm."""
-    q, k, v = self._qkv(text[partner], entities)
-    attn = _masked_softmax(torch.einsum("bhd,bhkd->bhk", q, k), None if valid is None else valid[:, None])
-    return self._readout(text, torch.einsum("bhk,bhkd->bhd", attn, v).flatten(1))
 
 
 def _masked_softmax(logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -251,14 +159,6 @@ def upsample_minmax(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
     return (up - lo) / (hi - lo + 1e-9)
 
-
-def entity_similarity(text: torch.Tensor, entities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ablation 'w/o fusion and C³': ẑ(i,j) = norm(mean_k ŝ_k of image i) for every text (B_img,B_txt,D); A^fuse =
-    softmax_k ⟨t_j,ŝ_k⟩/√D."""
-    g = F.normalize(entities.mean(dim=1), dim=-1)
-    attn = (torch.einsum("jd,ikd->ijk", text, entities) * text.shape[-1] ** -0.5).softmax(dim=-1)
-    return g[:, None].expand(-1, text.shape[0], -1), attn
-
 # %% ../../nbs/11_sag.ipynb #10e36552
 @dataclass
 class SaGOutputs:
@@ -267,64 +167,18 @@ class SaGOutputs:
     entities: torch.Tensor  # Ŝ (B,K,D)
     a_slot: torch.Tensor  # A^slot (B,K,N), columns sum to 1 over slots
     a_fuse: torch.Tensor  # A^fuse (B,K): image i with its own expression
-    # (B_img,B_txt,K) every text over every image (B_img: all ranks' in training; U with image_index)
-    a_fuse_all: torch.Tensor
+    a_fuse_all: torch.Tensor  # (B_img,B_txt,K) every text over every image (B_img: all ranks' in training)
     fused: torch.Tensor  # ẑ (B_img,B_txt,D), unit norm
     text: torch.Tensor  # t (B,D), not normalised
     hw: tuple[int, int]  # token grid
     slots_init: torch.Tensor  # S⁰ (B,K,D)
     recon: torch.Tensor | None = None  # (B,N,C) reconstructed ViT tokens
     target: torch.Tensor | None = None  # (B,N,C) the ViT tokens (detached in the loss)
-    # index of this rank's first image among the gathered B_img (training under torchrun)
-    offset: int = 0
-    # (B,D) text j over its own image, gathered as its partner sentence gathers (in_image_negatives)
-    swapped: torch.Tensor | None = None
-    # (B,) the partner's index in the batch, −1 where the image has no other object's sentence
-    partner: torch.Tensor | None = None
+    offset: int = 0  # index of this rank's first image among the gathered B_img (torchrun)
+    swapped: torch.Tensor | None = None  # (B,D) in-image negatives (95b): text j gathered as its partner gathers
+    partner: torch.Tensor | None = None  # (B,) the partner's index, −1 where the image has no other object's sentence
     exclude: torch.Tensor | None = None  # (B_txt,B_img) True at copies of a text's own image (not negatives)
     valid: torch.Tensor | None = None  # (B,K) bool: entities that exist (entity_pieces pads to 2K); None = all
-
-    @property
-    def fused_diag(self) -> torch.Tensor:
-        "ẑ of each image with its own expression: (B,D)."
-        return self.fused[self.offset : self.offset + len(self.text)].diagonal(dim1=0, dim2=1).T
-
-# %% ../../nbs/11_sag.ipynb #53ac86a9
-def build_entity_module(in_dim: int, s) -> nn.Module:
-    """Ŝ, A^slot from the tokens: `EntityDiscovery` (the paper's entity slots) or, for table 2's ablation,
-    `PatchEntities`."""
-    if not s.entity_discovery:
-        return PatchEntities(in_dim, s.dim)
-    return EntityDiscovery(
-        in_dim,
-        s.dim,
-        s.n_gaussians,
-        s.n_samples,
-        s.iterations,
-        s.slot_heads,
-        s.slot_head_dim,
-        s.interaction_heads,
-        s.interaction_head_dim,
-        s.slot_type,
-        s.interaction,
-        s.slot_softmax,
-        s.ffn_mult,
-        s.dropout,
-        s.var_scaling,
-        s.eval_seed,
-        s.slot_logit_scale,
-    )
-
-
-def build_recon_decoder(in_dim: int, s, patch: int) -> nn.Module:
-    """The decoder that repaints the slots: ViT tokens or pixel patches (`BroadcastDecoder`), or colours + centres
-    (`AffineDecoder`, ours)."""
-    if s.recon_target not in ("tokens", "pixels"):
-        raise ValueError(f"model.sag.recon_target={s.recon_target!r}: expected 'tokens' or 'pixels'")
-    out_dim = in_dim if s.recon_target == "tokens" else 3 * patch**2
-    if s.decoder not in ("broadcast", "affine"):
-        raise ValueError(f"model.sag.decoder={s.decoder!r}: expected 'broadcast' or 'affine'")
-    return AffineDecoder(s.dim) if s.decoder == "affine" else BroadcastDecoder(s.dim, out_dim)
 
 # %% ../../nbs/11_sag.ipynb #1af84fb9
 class SaG(nn.Module):
@@ -333,31 +187,17 @@ class SaG(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg, s = cfg, cfg.model.sag
-        self.vision = build_vision(cfg)
+        self.vision = plumbing.build_vision(cfg)
         C = self.vision.channels[-1]
-        self.text = TextCLS(build_text(cfg), s.dim, s.text_pool)
-        self.slots = build_entity_module(C, s)
+        self.text = TextCLS(plumbing.build_text(cfg), s.dim, s.text_pool)
+        self.slots = plumbing.build_entity_module(C, s)
         self.patch = self.vision.strides[-1]  # pixels per token side
-        # built even when unused: the same random draws either way
-        dec = build_recon_decoder(C, s, self.patch)
+        dec = plumbing.build_recon_decoder(C, s, self.patch)  # built even when unused: the same random draws either way
         self.decoder = dec if s.recon and s.entity_discovery else None
-        self.fusion = (
-            Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout, s.fusion_residual)
-            if s.fusion
-            else None
-        )
+        fusion = Fusion(s.dim, s.fusion_heads, s.fusion_head_dim, s.ffn_mult, s.dropout, s.fusion_residual)
+        self.fusion = fusion if s.fusion else None
         self.appearance = EntityAppearance(s.dim, view=s.appearance_view) if s.entity_appearance else None
-        if s.entity_weights:
-            load_entities(self, s.entity_weights)
-        if s.freeze_entities:
-            if not s.entity_weights:
-                raise ValueError(
-                    "model.sag.freeze_entities=True needs model.sag.entity_weights (a frozen random module "
-                    "learns nothing)"
-                )
-            for m in (self.vision, self.slots, self.decoder):
-                if m is not None:
-                    m.requires_grad_(False)
+        plumbing.prepare_entities(self)  # ours: pretrained entity weights, frozen (95f)
 
 # %% ../../nbs/11_sag.ipynb #2b8c95ad
 @patch
@@ -369,84 +209,20 @@ def forward(
     generator: torch.Generator | None = None,
     image_index: torch.Tensor | None = None,
 ) -> SaGOutputs:
-    """batch: images (B,3,H,W), input_ids/attention_mask (B,T); `slots_init` (B,K,D) replaces the sampled S⁰.
-    `image_index` (B,) long (evaluation): batch.images holds U distinct images (U,3,H,W), sentence b reads
-    image_index[b]."""
-    images = batch.images
-    if image_index is not None and not self.training and self.cfg.model.sag.eval_init == "per_sentence":
+    """batch: images (B,3,H,W), input_ids/attention_mask (B,T); `slots_init` (B,K,D) replaces the sampled S⁰;
+    `image_index` (B,) (evaluation): batch.images holds U distinct images, sentence b reads image_index[b]."""
+    images, s = batch.images, self.cfg.model.sag
+    if image_index is not None and not self.training and s.eval_init == "per_sentence":
         images, image_index = images[image_index], None  # one image row per sentence, as before that key
     tokens, hw = image_tokens(self.vision, images)
-    raw = self._slots(tokens, hw, slots_init, generator)  # the slots, as the decoder repaints them
+    raw = self.slots(tokens, hw, plumbing.shared_init(self, tokens, slots_init, generator), generator)  # Ŝ, A^slot
     t = self.text(batch.input_ids, batch.attention_mask)
-    out = self._gather(t, *self._entities(raw, hw, images), hw, image_index)
-    if self.training and self.cfg.model.sag.in_image_negatives and image_index is None:
-        self._in_image_negatives(out, batch)
-    if self.decoder is not None and (
-        self.training and not self.cfg.model.sag.freeze_entities if recon is None else recon
-    ):
-        self._reconstruct(out, raw, tokens, images, image_index)
+    out = self._gather(t, *plumbing.entity_view(self, raw, hw, images), hw, image_index)
+    if self.training and s.in_image_negatives and image_index is None:
+        in_image_negatives(self, out, batch)
+    if self.decoder is not None and (self.training and not s.freeze_entities if recon is None else recon):
+        plumbing.reconstruct(self, out, raw, tokens, images, image_index)  # from the slots before pieces and code
     return out
-
-# %% ../../nbs/11_sag.ipynb #a889828c
-@patch
-def _slots(
-    self: SaG,
-    tokens: torch.Tensor,
-    hw: tuple[int, int],
-    slots_init: torch.Tensor | None,
-    generator: torch.Generator | None,
-) -> SlotOutput:
-    """Ŝ, A^slot of the tokens; in eval mode with no S⁰ and no generator, one fixed S⁰ for every image (ours;
-    `eval_init="per_sentence"`: row b of one seeded draw for row b, as before that key)."""
-    fixed = self.cfg.model.sag.eval_init == "shared" and not self.training
-    if fixed and slots_init is None and generator is None and isinstance(self.slots, EntityDiscovery):
-        slots_init = self.slots.init(1).expand(len(tokens), -1, -1)
-    return self.slots(tokens, hw, slots_init, generator)
-
-
-@patch
-def _entities(
-    self: SaG, so: SlotOutput, hw: tuple[int, int], images: torch.Tensor
-) -> tuple[SlotOutput, torch.Tensor | None]:
-    """The entities the text meets: the slots or their connected pieces (ours), plus their appearance (ours); valid
-    (B,K) or None."""
-    s, valid = self.cfg.model.sag, None
-    if s.entity_pieces:
-        maps, parent, valid = entity_pieces(so.a_slot, hw, s.entity_pieces, 2 * so.a_slot.shape[1])
-        so = replace(
-            so, a_slot=maps, entities=so.entities.gather(1, parent[..., None].expand(-1, -1, so.entities.shape[-1]))
-        )
-    if self.appearance is not None:
-        # ours: the code alone (slot_vector=False)
-        own = so.entities if s.slot_vector else torch.zeros_like(so.entities)
-        so = replace(so, entities=self.appearance(own, so.a_slot, images, hw))
-    return so, valid
-
-# %% ../../nbs/11_sag.ipynb #76ea54d6
-@patch
-def _reconstruct(
-    self: SaG,
-    out: SaGOutputs,
-    raw: SlotOutput,
-    tokens: torch.Tensor,
-    images: torch.Tensor,
-    image_index: torch.Tensor | None,
-) -> None:
-    "Fill `out.recon`/`out.target` from the slots as the entity module made them (`raw`, before pieces and appearance)."
-    pick = (lambda x: x) if image_index is None else (lambda x: x[image_index])
-    # ours: through A^slot, colours + entity centres
-    if isinstance(self.decoder, AffineDecoder):
-        out.recon, out.target = (
-            self.decoder(pick(raw.entities), pick(raw.a_slot), out.hw),
-            affine_target(pick(images), out.hw),
-        )
-    else:
-        target = (
-            tokens
-            if self.cfg.model.sag.recon_target == "tokens"
-            else F.unfold(images, self.patch, stride=self.patch).transpose(1, 2)
-        )
-        out.recon, out.target = self.decoder(pick(raw.entities), out.hw)[0], pick(target)
 
 # %% ../../nbs/11_sag.ipynb #741fba9e
 @patch
@@ -461,46 +237,15 @@ def _gather(
     """Fuse every text with every image's entities; with `image_index`, the per-image results are spread to the
     sentences."""
     ents, off = gather_batch(so.entities) if self.training else (so.entities, 0)  # C³ over all ranks' images
-    # gloo gathers no bool
-    valid_all = gather_ids(valid.long()).bool() if self.training and valid is not None else valid
-    fused, a_all = self.fusion(t, ents, valid_all) if self.fusion is not None else entity_similarity(t, ents)
+    valid_all = gather_ids(valid.long()).bool() if self.training and valid is not None else valid  # gloo: no bool
+    fused, a_all = self.fusion(t, ents, valid_all) if self.fusion is not None else plumbing.entity_similarity(t, ents)
     if image_index is None:
         a_fuse = a_all[off : off + len(t)].diagonal(dim1=0, dim2=1).T
-    else:  # each sentence's own image, then per sentence
-        a_fuse = a_all[image_index, torch.arange(len(t), device=t.device)]
-        so = SlotOutput(
-            *(None if x is None else x[image_index] for x in (so.entities, so.a_slot, so.slots_init, so.a_slot_iters))
-        )
-    return SaGOutputs(
-        so.entities,
-        so.a_slot,
-        a_fuse,
-        a_all,
-        fused,
-        t,
-        hw,
-        so.slots_init,
-        offset=off,
-        valid=valid if image_index is None or valid is None else valid[image_index],
-    )
+    else:  # evaluation: each sentence's own image (95f)
+        so, a_fuse, valid = plumbing.per_sentence(so, a_all, valid, image_index)
+    return SaGOutputs(so.entities, so.a_slot, a_fuse, a_all, fused, t, hw, so.slots_init, offset=off, valid=valid)
 
 # %% ../../nbs/11_sag.ipynb #71f6ad12
-@patch
-def _in_image_negatives(self: SaG, out: SaGOutputs, batch) -> None:
-    "Fill `out.partner`, `out.swapped` and `out.exclude` from the batch's image and annotation ids (ours, see above)."
-    if self.fusion is None:
-        raise ValueError("model.sag.in_image_negatives=True needs model.sag.fusion=True")
-    missing = [k for k in ("image_id", "ann_id") if k not in getattr(batch, "meta", {})]
-    if missing:
-        raise ValueError(f"model.sag.in_image_negatives=True needs batch.meta {missing} (a ris_nb Collate batch)")
-    dev = out.text.device
-    images = torch.as_tensor(batch.meta["image_id"], dtype=torch.long, device=dev)
-    out.partner = batch_partners(batch.meta["image_id"], batch.meta["ann_id"]).to(dev)
-    own = torch.where(out.partner < 0, torch.arange(len(images), device=dev), out.partner)
-    out.swapped = self.fusion.swapped(out.text, out.entities, own, out.valid)
-    out.exclude = own_image_copies(images, gather_ids(images), out.offset)
-
-
 @patch
 def losses(self: SaG, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor]:
     "{'loss': L_C3 + λ·L_recon, 'loss_c3', 'loss_recon'} ('loss_itc' without fusion); `batch.masks` is never read."
@@ -510,36 +255,14 @@ def losses(self: SaG, outputs: SaGOutputs, batch=None) -> dict[str, torch.Tensor
     c3 = c3_loss(outputs.fused, outputs.text, s.c3_temperature, detach, s.c3_normalize_target, outputs.offset, in_image)
     out = {name: c3}
     if outputs.recon is not None:
-        out["loss_recon"] = (
-            affine_loss(outputs.recon, outputs.target, s.pos_weight)
-            if s.decoder == "affine"
-            else recon_loss(outputs.recon, outputs.target)
-        )
+        out["loss_recon"] = plumbing.recon_loss_of(outputs.recon, outputs.target, s)  # L_recon (ours: affine)
         out["loss"] = c3 + s.recon_weight * out["loss_recon"]
     else:
         out["loss"] = c3
     return out
 
 # %% ../../nbs/11_sag.ipynb #f677404d
-@patch
-def param_groups(self: SaG, cfg: Config | None = None) -> list[dict]:
-    "AdamW groups (official): ViT at lr·vit_lr_scale (0.1), text at lr·text_lr_scale (1), slots/decoder/fusion at lr."
-    cfg = cfg or self.cfg
-    lr, wd, s = cfg.train.lr, cfg.train.weight_decay, cfg.model.sag
-    parts = [
-        ("vision", self.vision, lr * s.vit_lr_scale),
-        ("text", self.text, lr * s.text_lr_scale),
-        ("slots", self.slots, lr),
-        ("decoder", self.decoder, lr),
-        ("fusion", self.fusion, lr),
-        ("appearance", self.appearance, lr),
-    ]
-    groups = []
-    for name, mod, glr in parts:
-        params = [p for p in mod.parameters() if p.requires_grad] if mod is not None else []
-        if params:
-            groups.append(dict(params=params, lr=glr, weight_decay=wd, name=name))
-    return groups
+SaG.param_groups = plumbing.sag_param_groups  # AdamW groups at the official lr scales
 
 
 @patch
@@ -553,41 +276,22 @@ def predict(
             tuple(batch.images.shape[-2:]) if batch is not None else tuple(self.cfg.data.image_size for _ in range(2))
         )
         return upsample_minmax(grid, size)[:, None]
-    # one call for one size
-    if len(set(map(tuple, sizes))) == 1:
+    if len(set(map(tuple, sizes))) == 1:  # one call for one size
         return list(upsample_minmax(grid, tuple(sizes[0]))[:, None])
     return [upsample_minmax(g[None], hw) for g, hw in zip(grid, sizes)]
 
 # %% ../../nbs/11_sag.ipynb #09473b42
-@register_model(
-    "sag",
-    SaG,
-    takes_image_index=True,
-    grounding="shatter_gather",
-    pairs_sentences=lambda cfg: cfg.model.sag.in_image_negatives,
-)  # SaG's in-image negatives
+@register_model("sag", SaG, takes_image_index=True, grounding="shatter_gather", pairs_sentences=pairs_sentences)
 def build_sag(cfg: Config) -> SaG:
     "Model-protocol builder for `cfg.model.name == 'sag'`."
     return SaG(cfg)
 
 # %% ../../nbs/11_sag.ipynb #acae54e37e7d407bbb7b55eff062a284
-SAG_LADDER = (  # (rung, the model.sag fields it sets); rung 0: sag_paper's values of every field a later rung changes
-    (
-        "paper form",
-        dict(
-            n_gaussians=18,
-            n_samples=2,
-            slot_logit_scale=1.0,
-            entity_weights="",
-            freeze_entities=False,
-            text_pool="cls",
-            c3_detach_target=True,
-            entity_appearance=False,
-            appearance_view="grid",
-            entity_pieces=0,
-            slot_vector=True,
-        ),
-    ),
+PAPER_FORM = dict(n_gaussians=18, n_samples=2, slot_logit_scale=1.0, entity_weights="", freeze_entities=False)
+PAPER_FORM |= dict(text_pool="cls", c3_detach_target=True, entity_appearance=False, appearance_view="grid")
+PAPER_FORM |= dict(entity_pieces=0, slot_vector=True)  # sag_paper's values of every field a later rung changes
+SAG_LADDER = (  # (rung, the model.sag fields it sets)
+    ("paper form", PAPER_FORM),
     ("K = 10 × 1", dict(n_gaussians=10, n_samples=1)),
     ("logit scale 4", dict(slot_logit_scale=4.0)),
     ("frozen pretrained entities", dict(entity_weights="packaged", freeze_entities=True)),

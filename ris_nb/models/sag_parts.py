@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from ..core import Config, flat_config
+from ..distributed import gather_ids
 from ris_nb.models.image_entities import (
     AffineDecoder,
     ENTITY_KEYS,
@@ -27,7 +28,8 @@ from ris_nb.models.image_entities import (
 
 # %% auto #0
 __all__ = ['EntityAppearance', 'map_boxes', 'map_geometry', 'batch_partners', 'own_image_copies', 'in_image_logits',
-           'entity_pretrain_config', 'entity_overrides', 'entity_weights_file', 'load_entities']
+           'swapped_gather', 'in_image_negatives', 'pairs_sentences', 'entity_pretrain_config', 'entity_overrides',
+           'entity_weights_file', 'load_entities']
 
 # %% ../../nbs/95b_sag_parts.ipynb #c44e6708
 class EntityAppearance(nn.Module):
@@ -167,6 +169,41 @@ def in_image_logits(
     `partner` is −1); `target`: t as C³ compares with it (`c3_target`) → (B_txt,B_img+1)."""
     extra = ((target * swapped).sum(-1) / temperature).masked_fill(partner < 0, float("-inf"))
     return torch.cat([logits.masked_fill(exclude, float("-inf")), extra[:, None]], dim=1)
+
+# %% ../../nbs/95b_sag_parts.ipynb #a81b04ed
+def swapped_gather(
+    fusion: nn.Module,
+    text: torch.Tensor,
+    entities: torch.Tensor,
+    partner: torch.Tensor,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """ẑ of text j over its own image's entities (B,K,D), gathered by a `Fusion` with the attention of text
+    `partner[j]`: (B,D) unit-norm."""
+    q, k, v = fusion._qkv(text[partner], entities)
+    logits = torch.einsum("bhd,bhkd->bhk", q, k)
+    attn = (logits if valid is None else logits.masked_fill(~valid[:, None], float("-inf"))).softmax(dim=-1)
+    return fusion._readout(text, torch.einsum("bhk,bhkd->bhd", attn, v).flatten(1))
+
+
+def in_image_negatives(model: nn.Module, out, batch) -> None:
+    "Fill `out.partner`, `out.swapped` and `out.exclude` (`SaGOutputs`) from the batch's image and annotation ids."
+    if model.fusion is None:
+        raise ValueError("model.sag.in_image_negatives=True needs model.sag.fusion=True")
+    missing = [k for k in ("image_id", "ann_id") if k not in getattr(batch, "meta", {})]
+    if missing:
+        raise ValueError(f"model.sag.in_image_negatives=True needs batch.meta {missing} (a ris_nb Collate batch)")
+    dev = out.text.device
+    images = torch.as_tensor(batch.meta["image_id"], dtype=torch.long, device=dev)
+    out.partner = batch_partners(batch.meta["image_id"], batch.meta["ann_id"]).to(dev)
+    own = torch.where(out.partner < 0, torch.arange(len(images), device=dev), out.partner)
+    out.swapped = swapped_gather(model.fusion, out.text, out.entities, own, out.valid)
+    out.exclude = own_image_copies(images, gather_ids(images), out.offset)
+
+
+def pairs_sentences(cfg: Config) -> bool:
+    "Whether a `SaG` batch pairs sentences of one image (the loaders' hint): `model.sag.in_image_negatives`."
+    return cfg.model.sag.in_image_negatives
 
 # %% ../../nbs/95b_sag_parts.ipynb #hv11ew01
 def entity_pretrain_config(cfg: Config, **recipe) -> EntityPretrainConfig:
