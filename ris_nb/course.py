@@ -5,56 +5,33 @@
 # %% ../nbs/19_course.ipynb #7edef9ac
 from __future__ import annotations
 
-import ast
+import contextlib
 import copy
-import csv
 import dataclasses
+import io
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import ris_nb.exercise_checks as checks_module
-from .exercise_checks import CHECK_NAMES, answer_digest
-
-# re-exported: the checks every exercise calls (00a_checks)
-from .exercise_checks import CheckError, check_choice, check_fields  # noqa: F401
-from .exercise_checks import check_function, check_in_range, compare  # noqa: F401
+from .exercise_marks import cell_points, exercise_start, graded_checks, heading_kind, is_check_cell, mark_checks
+from .exercise_marks import self_study_label  # the cells marked and the keys kept: appendix 98m
 from .machine import probe_ms
-from .io import check_out_dir, write_atomic
 from .sandbox import last_line  # `Type: message` of an error: built in 98c_student_sandbox
 
 # notebooks read and written, their cells looked into: appendix 98h
-from .notebook_cells import cell_flags, cell_heading, cell_metadata, cell_source, clear_regions, is_cell
-from .notebook_cells import read_notebook, write_notebook
-from .notebook_cells import GRADE_ID, HIDDEN, SOLUTION, check_markers, clear_hidden, hidden_lines, nbgrader_meta
-from .notebook_cells import nbgrader_slips
+from .notebook_cells import HIDDEN, SOLUTION, cell_flags, cell_heading, cell_source, check_markers
+from .notebook_cells import clear_hidden, clear_regions, read_notebook
 
 # %% auto #0
-__all__ = ['CODE_STUB', 'TEXT_STUB', 'EXERCISES', 'NBGRADER_TEST', 'PREDICT', 'REVEAL', 'KINDS', 'POINTS', 'REASONING_POINTS',
-           'FRESH_LINE', 'MARKER_LINE', 'NEAR_MARKER', 'EXERCISES_HEADING', 'ANSWER_SHOWN', 'SECTION', 'STUDENT_README',
-           'THINK', 'THINK_SELF_STUDY', 'COURSE_FOLDERS', 'COURSE_NOTEBOOK', 'NOTEBOOK_LINK', 'SELF_STUDY_ID',
-           'SELF_STUDY_LABEL', 'EDITION_README', 'exercise_start', 'nbgrader_available', 'check_name', 'is_check_cell',
-           'mark_checks', 'without_digests', 'to_student', 'prediction_spans', 'clear_predictions', 'CheckResult',
-           'heading_kind', 'check_points', 'cell_points', 'one_question', 'run_exercises', 'take_keys', 'with_digests',
-           'refuse_slips', 'mark_for_nbgrader', 'mark_notebooks', 'self_study_label', 'unlink_missing', 'course_copies',
-           'copy_edition', 'refuse_other_edition', 'make_course', 'short_run']
+__all__ = ['CODE_STUB', 'TEXT_STUB', 'PREDICT', 'REVEAL', 'nbgrader_available', 'to_student', 'prediction_spans',
+           'clear_predictions', 'CheckResult', 'run_exercises', 'short_run']
 
 # %% ../nbs/19_course.ipynb #e938166b
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "YOUR ANSWER HERE"
-EXERCISES = "## Exercises"
-
-# %% ../nbs/19_course.ipynb #c19s0002
-def exercise_start(nb: dict) -> int | None:
-    "Index of the markdown cell that opens the `## Exercises` section, or None."
-    for i, c in enumerate(nb["cells"]):
-        if c["cell_type"] == "markdown" and cell_source(c).lstrip().startswith(EXERCISES):
-            return i
-    return None
 
 
 def nbgrader_available() -> bool:
@@ -64,74 +41,6 @@ def nbgrader_available() -> bool:
         return True
     except Exception:
         return False
-
-# %% ../nbs/19_course.ipynb #c19mark1
-NBGRADER_TEST = {"grade": True, "locked": True, "points": 1, "schema_version": 3, "solution": False, "task": False}
-
-
-def check_name(cell: dict) -> str | None:
-    "A check cell's stable name: its nbgrader `grade_id`, else its cell id."
-    nbg = cell_metadata(cell).get("nbgrader")
-    gid = nbg.get("grade_id") if isinstance(nbg, dict) else None
-    if isinstance(gid, str) and gid:
-        return gid
-    return cell.get("id") if isinstance(cell.get("id"), str) and cell.get("id") else None
-
-
-def is_check_cell(src: str) -> bool:
-    "A code cell that checks (calls `compare` or a check_… helper, asserts, holds hidden tests) and holds no solution."
-    return SOLUTION[0] not in src and (
-        HIDDEN[0] in src or bool(re.search(r"\b(check_\w+|compare|test_\w+)\(|^\s*assert\b", src, re.M))
-    )
-
-
-def mark_checks(student: dict, teacher: dict, lesson: str | None = None) -> dict:
-    """Give each exercise check of `student` nbgrader's metadata named after `teacher`'s cell (a marked teacher's as it
-    is), and the copy its `lesson`."""
-    start = exercise_start(teacher)
-    pairs = zip(teacher["cells"][start:], student["cells"][start:]) if start is not None else []
-    for t, s in pairs:
-        if t["cell_type"] == "code" and is_check_cell(cell_source(t)) and check_name(t):
-            marked = cell_metadata(t).get("nbgrader")
-            nbg = marked if isinstance(marked, dict) else {**NBGRADER_TEST, "grade_id": check_name(t)}
-            s["metadata"] = {**cell_metadata(s), "nbgrader": nbg}
-    if lesson:
-        student["metadata"] = {**cell_metadata(student), "ris_nb": {"lesson": lesson}}
-    return student
-
-# %% ../nbs/19_course.ipynb #c19self0
-def _graded_checks(nb: dict, where: str, self_check: bool) -> dict:
-    "A copy of `nb` whose exercise checks hold no digest, or (`self_check`) a digest of each Think key."
-    nb, start = copy.deepcopy(nb), exercise_start(nb)
-    for c in nb["cells"][start:] if start is not None else []:
-        src, at = cell_source(c), f"{where}, cell id {c.get('id')}"
-        if c["cell_type"] != "code" or not is_check_cell(src) or not (self_check or "digest" in src):
-            continue  # nothing to add or take out (`with_digests`: below, with the marking)
-        src = without_digests(src, at)
-        c["source"] = with_digests(src, c.get("id") or "check", at) if self_check else src
-    return nb
-
-
-def _recall(src: str, n: ast.Call, extra: list[str]) -> str:
-    "`src` with the call `n` written again without its `digest=` argument, `extra` arguments added."
-    args = [ast.get_source_segment(src, a) for a in n.args]
-    args += [f"{k.arg}={ast.get_source_segment(src, k.value)}" for k in n.keywords if k.arg != "digest"]
-    call = f"{ast.get_source_segment(src, n.func)}({', '.join(args + extra)})"
-    lines = src.split("\n")
-    i, j = _offset(lines, n.lineno, n.col_offset), _offset(lines, n.end_lineno, n.end_col_offset)
-    return src[:i] + call + src[j:]
-
-
-def without_digests(src: str, where: str) -> str:
-    "`src` with no `digest=` in any `check_choice` call: what a graded copy holds (an older marking wrote them)."
-    try:
-        tree = ast.parse(src)
-    except SyntaxError as e:
-        raise ValueError(f"{where}: not valid Python ({e.msg}, line {e.lineno})") from None
-    digested = [n for n in ast.walk(tree) if _is_choice(n) and any(k.arg == "digest" for k in n.keywords)]
-    for n in sorted(digested, key=lambda n: (n.lineno, n.col_offset), reverse=True):
-        src = _recall(src, n, [])
-    return src
 
 # %% ../nbs/19_course.ipynb #714fdd7c
 def _student_cells_nbgrader(nb: dict) -> dict:
@@ -160,7 +69,7 @@ def to_student(
     if backend not in ("auto", "nbgrader", "own"):
         raise ValueError(f"backend={backend!r}: expected auto, nbgrader or own")
     check_markers(nb, where)  # before nbgrader, whose RuntimeError names no notebook
-    teacher, nb = nb, _graded_checks(nb, where, self_check)
+    teacher, nb = nb, graded_checks(nb, where, self_check)
     use_nbgrader = backend == "nbgrader" or (backend == "auto" and nbgrader_available())
     out = _student_cells_nbgrader(nb) if use_nbgrader else _student_cells_own(nb)
     start = exercise_start(out)
@@ -197,9 +106,6 @@ def clear_predictions(nb: dict) -> dict:
     return nb
 
 # %% ../nbs/19_course.ipynb #284aa9b7
-KINDS = ("write it yourself", "run an experiment", "think")
-
-
 @dataclasses.dataclass
 class CheckResult:
     "One check cell of an exercise section after running it."
@@ -212,51 +118,6 @@ class CheckResult:
     name: str = ""  # the check's stable name (grade_id or cell id) when graded
     points: float = 0  # what the check is worth (`cell_points`); all of it when passed, none otherwise
 
-
-def heading_kind(title: str) -> str:
-    "Which of `KINDS` an exercise heading `title` names ('' for none)."
-    t = title.lower().lstrip("#").strip()
-    return next((k for k in KINDS if t.startswith(k)), "")
-
-# %% ../nbs/19_course.ipynb #c19pts02
-POINTS = {"write it yourself": 2, "run an experiment": 1, "think": 1}  # think: per question, a check cell each
-REASONING_POINTS = 0  # a *Your reasoning* cell: read by the teacher, scored by neither tool
-
-
-def check_points(kind: str, questions: int = 1) -> int:
-    "What a check cell is worth: 2 for *write it yourself*, 1 for *run an experiment*, 1 per question for *think*."
-    return POINTS.get(kind, 1) * (max(1, questions) if kind == "think" else 1)
-
-
-def _is_choice(node: ast.AST) -> bool:
-    return isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "check_choice"
-
-
-def _questions(src: str) -> int:
-    "How many keyed `check_choice(…, key=…)` calls `src` holds (0 when it is not Python)."
-    try:
-        tree = ast.parse(src)
-    except SyntaxError:
-        return 0
-    return sum(_is_choice(n) and (len(n.args) > 2 or any(k.arg == "key" for k in n.keywords)) for n in ast.walk(tree))
-
-
-def cell_points(cell: dict, kind: str) -> float:
-    "A check cell's points: its nbgrader `points` when marked (what nbgrader grades with), else `check_points`."
-    nbg = cell_metadata(cell).get("nbgrader")
-    p = nbg.get("points") if isinstance(nbg, dict) else None
-    return p if type(p) in (int, float) else check_points(kind, _questions(cell_source(cell)))
-
-
-def one_question(src: str, kind: str, at: str) -> None:
-    "Refuse a *think* check cell with more than one keyed question: each question is a check cell (a point each)."
-    n = _questions(src)
-    if kind == "think" and n > 1:
-        raise ValueError(
-            f"{at}: a Think check cell with {n} keyed check_choice calls; expected one check cell per question "
-            "(each worth 1 point, graded on its own): split it"
-        )
-
 # %% ../nbs/19_course.ipynb #efeeb829
 def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bool = False) -> list[CheckResult]:
     "Run the `## Exercises` section of `nb` in this process, in a fresh namespace; one `CheckResult` per check cell."
@@ -265,9 +126,6 @@ def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bo
         raise ValueError("this notebook has no '## Exercises' section")
     ns: dict[str, Any] = {"__name__": "__exercises__"}
     title, results = "", []
-    import contextlib
-    import io
-
     for i, c in enumerate(nb["cells"][start:], start):
         src = cell_source(c)
         if c["cell_type"] == "markdown":
@@ -291,495 +149,6 @@ def run_exercises(nb: dict, skip: tuple[str, ...] = ("slow", "gpu"), verbose: bo
                 CheckResult(i, heading_kind(title), title, not err, err, points=cell_points(c, heading_kind(title)))
             )
     return results
-
-# %% ../nbs/19_course.ipynb #c19grd02
-class _KeyFinder(ast.NodeVisitor):
-    "The (question, key) of each `check_choice(answer, question, key=K)`; a key that is no literal is named."
-
-    def __init__(self, where: str):
-        self.where, self.keys = where, []
-
-    def visit_Call(self, node: ast.Call) -> None:
-        self.generic_visit(node)
-        if getattr(node.func, "id", getattr(node.func, "attr", None)) != "check_choice":
-            return
-        args = {**dict(zip(("answer", "question", "key"), node.args)), **{k.arg: k.value for k in node.keywords}}
-        if "key" not in args:
-            return
-        try:
-            key = ast.literal_eval(args["key"])
-        except (ValueError, TypeError, SyntaxError):
-            raise ValueError(
-                f"{self.where}: check_choice(…, key={ast.unparse(args['key'])}) is an expression; "
-                'expected a literal key such as key="a"'
-            ) from None
-        q = args.get("question", ast.Constant("your answer"))
-        label = q.value if isinstance(q, ast.Constant) and isinstance(q.value, str) else f"answer {len(self.keys) + 1}"
-        self.keys.append((label, key))
-
-# %% ../nbs/19_course.ipynb #c19grd16
-# the first line of every marked check cell (`mark_for_nbgrader`): the check names bound again from a new copy of
-# ris_nb.exercise_checks, so that a solution cell that rebinds them changes nothing under nbgrader either
-FRESH_LINE = (
-    'globals().update(__import__("ris_nb.exercise_checks").exercise_checks.fresh_checks())'
-    "  # the check functions as shipped"
-)
-
-
-def take_keys(source: str, where: str) -> list[tuple[str, Any]]:
-    "The keys of `source`'s keyed `check_choice` calls, (question, key) each, in order; a key not a literal is named."
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as e:
-        raise ValueError(f"{where}: not valid Python ({e.msg}, line {e.lineno})") from None
-    finder = _KeyFinder(where)
-    finder.visit(tree)
-    return finder.keys
-
-# %% ../nbs/19_course.ipynb #c19nbg03
-def _with_fresh_line(src: str) -> str:
-    "`src` with `FRESH_LINE` first after its `#|` directives (an earlier fresh line replaced)."
-    lines = src.split("\n")
-    k = next((i for i, line in enumerate(lines) if not line.startswith("#|")), len(lines))
-    fresh = k < len(lines) and lines[k] == FRESH_LINE
-    return "\n".join(lines[:k] + [FRESH_LINE] + lines[k + fresh :])
-
-
-def _offset(lines: list[str], lineno: int, col: int) -> int:
-    "The character offset in the joined `lines` of an AST position (its column counts UTF-8 bytes)."
-    return sum(len(l) + 1 for l in lines[: lineno - 1]) + len(lines[lineno - 1].encode()[:col].decode())
-
-
-def _choice_args(node: ast.Call) -> dict[str, ast.AST]:
-    return {**dict(zip(("answer", "question", "key"), node.args)), **{k.arg: k.value for k in node.keywords}}
-
-
-def with_digests(src: str, salt: str, where: str) -> str:
-    """`src` with each visible `check_choice(answer, "QN")` given `digest=answer_digest(key, salt/QN)`, the key that
-    the cell's hidden tests hold for that question: the self-study edition's checks (trying letters finds the key)."""
-    try:
-        tree = ast.parse(src)
-    except SyntaxError as e:
-        raise ValueError(f"{where}: not valid Python ({e.msg}, line {e.lineno})") from None
-    hidden, keys, visible = hidden_lines(src), {}, []
-    for n in filter(_is_choice, ast.walk(tree)):
-        args = _choice_args(n)
-        q = args.get("question")
-        question = q.value if isinstance(q, ast.Constant) and isinstance(q.value, str) else None
-        if "key" in args and question:
-            keys[question] = take_keys(ast.unparse(n), where)[0][1]  # a literal key, or the error naming it
-        elif "key" not in args and "answer" in args and question and n.lineno not in hidden:
-            visible.append((n, question))
-    for n, question in sorted(visible, key=lambda v: (v[0].lineno, v[0].col_offset), reverse=True):
-        if question in keys:
-            digest = json.dumps(answer_digest(keys[question], f"{salt}/{question}"))
-            src = _recall(src, n, [f"digest={digest}"])
-    return src
-
-# %% ../nbs/19_course.ipynb #c19nbg04
-def _mark_cell(c: dict, kind: str, questions: dict[str, int], title: str, at: str) -> dict:
-    "The nbgrader metadata of one exercise cell (its source made fresh, and without digests, when it is a check)."
-    src, cid = cell_source(c), c["id"]
-    if c["cell_type"] == "markdown":
-        return nbgrader_meta(cid, True, True, False, REASONING_POINTS)
-    if SOLUTION[0] in src:
-        if HIDDEN[0] in src:
-            raise ValueError(f"{at}: a solution cell holds hidden tests; expected them in the check cell below it")
-        return nbgrader_meta(cid, False, True, False)
-    if not is_check_cell(src):
-        return nbgrader_meta(cid, False, False, True)
-    marked = without_digests(_with_fresh_line(src), at)
-    if marked != src:  # its saved outputs show what it printed before: gone
-        c["source"], c["outputs"], c["execution_count"], src = marked, [], None, marked
-    if cell_flags(src) & {"slow", "gpu"}:
-        if HIDDEN[0] in src:
-            raise ValueError(
-                f"{at}: a #| slow or gpu cell holds hidden tests, which no grader runs; expected them in a check cell"
-            )
-        return nbgrader_meta(cid, False, False, True)
-    one_question(src, kind, at)
-    questions[title] = _questions(src)
-    return nbgrader_meta(cid, True, False, True, check_points(kind, questions[title]))
-
-# %% ../nbs/19_course.ipynb #c19nbg4a
-def _mark_exercises(nb: dict, where: str) -> dict:
-    """Give every exercise cell of `nb` its nbgrader metadata (grade id = cell id, points by `check_points`), each
-    check cell `FRESH_LINE` (and no digest); in place."""
-    start = exercise_start(nb)
-    title, questions = "", {}
-    for i, c in enumerate(nb["cells"][start:] if start is not None else [], start):
-        src, cid = cell_source(c), c.get("id")
-        if c["cell_type"] == "markdown":
-            title = cell_heading(src) or title
-        if c["cell_type"] != "code" and not (c["cell_type"] == "markdown" and SOLUTION[0] in src):
-            continue
-        at = f"{where}, cell {i} (id {cid})"
-        if not (isinstance(cid, str) and GRADE_ID.fullmatch(cid)):
-            raise ValueError(f"{at}: nbgrader needs a grade id of letters, digits, _ and -; expected such a cell id")
-        c["metadata"] = {**cell_metadata(c), "nbgrader": _mark_cell(c, heading_kind(title), questions, title, at)}
-    return nb
-
-# %% ../nbs/19_course.ipynb #g98e0016
-_MARKS = (*SOLUTION, *HIDDEN)
-MARKER_LINE = re.compile("|".join(_MARKS))  # nbgrader's ClearSolutions reads any line holding one as a marker
-NEAR_MARKER = re.compile(r"(?i)\b(begin|end)[\s_-]*(sol|hidden)")  # a marker, maybe misspelled or in another case
-EXERCISES_HEADING = re.compile(r"(?i)^\s*#+\s*exercises\b")  # a heading that looks like the exercise section's
-ANSWER_SHOWN = "Instructor" + "'s answer"  # the summary line of a Think's model answer (apart: a page for students)
-
-
-def _slip_lines(nb: dict, start: int | None, published: bool) -> list[tuple[int, int, str]]:
-    "(cell, line, what is wrong) for each marker out of place, near-miss marker or exercises heading out of place."
-    out = []
-    for i, c in enumerate(nb["cells"]):
-        outside, md = published or start is None or i < start, c["cell_type"] == "markdown"
-        for n, line in enumerate(cell_source(c).split("\n"), 1):
-            if NEAR_MARKER.search(line) and not any(m in line for m in _MARKS):
-                out.append((i, n, f"{line.strip()[:60]!r} looks like a marker but is none of {list(_MARKS)}"))
-            elif outside and (MARKER_LINE.search(line) or md and ANSWER_SHOWN in line):
-                at = "in what students get" if published else f"outside an '{EXERCISES}' section"
-                out.append((i, n, f"{line.strip()[:60]!r} {at}: students would read what it marks"))
-            if md and EXERCISES_HEADING.match(line) and (i != start or n > 1):
-                out.append(
-                    (i, n, f"heading {line.strip()!r}: expected a cell starting {EXERCISES!r} (one per notebook)")
-                )
-    return out
-
-
-def _calls(src: str, name: str) -> list[ast.Call]:
-    "The calls of a function `name` in the Python source `src` (none when it is not Python)."
-    try:
-        tree = ast.parse(src)
-    except SyntaxError:
-        return []
-    return [
-        n
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Call) and name in (getattr(n.func, "id", None), getattr(n.func, "attr", None))
-    ]
-
-# %% ../nbs/19_course.ipynb #g98e0162
-def _key_slips(nb: dict, start: int, published: bool) -> list[tuple[int, int, str]]:
-    "(cell, line, what is wrong) for each `check_choice(…, key=…)` outside a hidden region or with a key of no letters."
-    out = []
-    for i, c in enumerate(nb["cells"][start:], start):
-        src = cell_source(c)
-        hidden = set() if published else hidden_lines(src)
-        for n in _calls(src, "check_choice") if c["cell_type"] == "code" else []:
-            key = {**dict(zip(("answer", "question", "key"), n.args)), **{k.arg: k.value for k in n.keywords}}.get(
-                "key"
-            )
-            if key is None:
-                continue
-            if n.lineno not in hidden:
-                what = f"check_choice(…, key={ast.unparse(key)}) outside a {HIDDEN[0]} region"
-                out.append((i, n.lineno, f"{what}: students would read the key"))
-            value = key.value if isinstance(key, ast.Constant) else None
-            if not (isinstance(value, str) and re.fullmatch(r"[A-Za-z]+", value)):
-                out.append(
-                    (
-                        i,
-                        n.lineno,
-                        f"key={ast.unparse(key)} is no letter, so no student's answer can match it; "
-                        'expected a letter such as key="a"',
-                    )
-                )
-    return out
-
-# %% ../nbs/19_course.ipynb #g98e0163
-def _unsolved_checks(nb: dict, start: int) -> list[tuple[int, int, str]]:
-    "(cell, 1, what is wrong) for each graded check of an exercise with no solution region above it in its exercise."
-    out, title, solved = [], "", False
-    for i, c in enumerate(nb["cells"][start:], start):
-        src = cell_source(c)
-        if c["cell_type"] == "markdown" and cell_heading(src):
-            title, solved = cell_heading(src), False
-        solved = solved or SOLUTION[0] in src
-        graded = c["cell_type"] == "code" and heading_kind(title) and is_check_cell(src)
-        if graded and not cell_flags(src) & {"slow", "gpu"} and not solved:
-            out.append(
-                (
-                    i,
-                    1,
-                    f"a check of exercise {title!r} with no {SOLUTION[0]} region above it in the exercise: "
-                    "its answer would be published as it is",
-                )
-            )
-    return out
-
-# %% ../nbs/19_course.ipynb #c19slp02
-SECTION = re.compile(r"^##\s+(\S.*)$")  # a section heading; after the exercises only '## Summary'
-
-
-def _section_slips(nb: dict, start: int) -> list[tuple[int, int, str]]:
-    "(cell, line, what is wrong) for each `## ` section after the exercises but the summary: the lesson reopened."
-    out = []
-    for i, c in enumerate(nb["cells"][start + 1 :], start + 1):
-        for n, line in enumerate(cell_source(c).split("\n"), 1) if c["cell_type"] == "markdown" else []:
-            m = SECTION.match(line)
-            if m and m[1].strip() != "Summary" and not EXERCISES_HEADING.match(line):
-                what = f"heading {line.strip()[:60]!r} after {EXERCISES!r}: its cells would be locked and graded"
-                out.append((i, n, f"{what}; expected the exercises after the lesson (only '## Summary' after them)"))
-    return out
-
-
-def _is_python(src: str) -> bool:
-    try:
-        ast.parse(src)
-        return True
-    except SyntaxError:
-        return False
-
-
-def _not_code_checks(nb: dict, start: int | None) -> list[tuple[int, int, str]]:
-    "(cell, 1, what is wrong) for each raw or markdown check of the exercises, and each raw cell nbgrader grades."
-    out = []
-    for i, c in enumerate(nb["cells"]):
-        src, kind, nbg = cell_source(c), c["cell_type"], cell_metadata(c).get("nbgrader")
-        graded = isinstance(nbg, dict) and nbg.get("grade") is True
-        check = start is not None and i > start and is_check_cell(src) and _is_python(src)
-        if kind != "code" and check or kind == "raw" and graded:
-            what = f"a {kind} cell " + ("that is a check" if check else "that nbgrader's metadata grades (grade: true)")
-            out.append((i, 1, f"{what}: no grader would run it; expected a code cell"))
-    return out
-
-# %% ../nbs/19_course.ipynb #g98e0164
-def refuse_slips(nb: dict, where: str, published: bool = False) -> None:
-    """Refuse a teacher's slip, naming notebook, cell and line: duplicate cell ids, a marker (even in a string) or model
-    answer outside the exercises, a near-miss marker or exercises heading, a lesson section after the exercises, a
-    check that is no code cell, a visible or non-letter key, a check with no solution, what `nbgrader
-    generate_assignment` would refuse (`published`: `nb` is what students get, so no marker and no key anywhere)."""
-    start, seen, slips = exercise_start(nb), {}, []
-    for i, c in enumerate(nb["cells"]):
-        cid = c.get("id")
-        if isinstance(cid, str) and cid in seen:
-            slips.append(
-                (i, 1, f"cell id {cid!r} is cell {seen[cid]}'s too; nbgrader grades by id: expected unique ids")
-            )
-        seen.setdefault(cid, i)
-    slips += _slip_lines(nb, start, published) + _not_code_checks(nb, start)
-    if start is not None:
-        slips += _key_slips(nb, start, published) + _section_slips(nb, start)
-        slips += [] if published else _unsolved_checks(nb, start)
-    if not slips and start is not None:  # what nbgrader is given: the notebook as marked
-        slips = nbgrader_slips(nb if published else _mark_exercises(copy.deepcopy(nb), where))
-    if slips:
-        i, n, what = min(slips)
-        more = f" ({len(slips) - 1} more in it)" if len(slips) > 1 else ""
-        raise ValueError(f"{where}, cell {i} (id {nb['cells'][i].get('id', '?')}), line {n}: {what}{more}")
-
-
-def mark_for_nbgrader(nb: dict, where: str = "notebook") -> dict:
-    """Give every exercise cell of a teacher's `nb` its nbgrader metadata (`_mark_exercises`); in place, idempotent;
-    a teacher's slip (`refuse_slips`), what nbgrader would refuse included, refused before."""
-    check_markers(nb, where)
-    refuse_slips(nb, where)
-    return _mark_exercises(nb, where)
-
-# %% ../nbs/19_course.ipynb #c19nbg12
-def _nbdev_text(nb: dict) -> str:
-    "A notebook as nbdev writes it: sources as lists of lines, keys sorted, one space of indent."
-    cells = [{**c, "source": cell_source(c).splitlines(keepends=True)} for c in nb["cells"]]
-    return json.dumps({**nb, "cells": cells}, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
-
-
-def mark_notebooks(paths: list[str | Path]) -> dict[Path, int]:
-    "Mark each teacher notebook of `paths` that has exercises in place; the number of cells changed in each."
-    changed = {}
-    for p in map(Path, paths):
-        nb = read_notebook(p)
-        before = copy.deepcopy(nb["cells"])
-        mark_for_nbgrader(nb, str(p))
-        changed[p] = sum(a != b for a, b in zip(before, nb["cells"]))
-        if changed[p]:
-            text = _nbdev_text(nb)
-            write_atomic(p, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return changed
-
-# %% ../nbs/19_course.ipynb #3df6c99a
-STUDENT_README = """# Exercises — {edition}
-
-Each notebook explains one idea of referring image segmentation; most end with a section **Exercises**:
-
-- *Write it yourself*: replace `# YOUR CODE HERE` / `raise NotImplementedError()` with your code, run the cell, then
-  run the check cell below it. A check compares your function with the library's on random inputs and says what
-  differs (shape, values, gradient). It fails until your answer is right.
-- *Run an experiment*: write the set-up, run its check, then the run cell (marked `#| slow`; a few minutes on a
-  laptop CPU). The notebook gives the range we measured over seeds: yours should fall inside it.
-{think}
-
-The exercise cells only need `ris_nb` installed (`pip install -e .` in the repository); the cells above them are the
-lesson. Notebooks with exercises: {notebooks}. To read: {reading}. `images/` and `results/` hold the figures and
-recorded runs the notebooks read; run them from this folder.
-"""
-THINK = """- *Think*: set `think_q1 = "a"` (or b, c, …) and run its check: it says whether your answer is one
-  of the offered letters; the teacher grades it, 1 point per question. Write your reasoning where it says YOUR ANSWER
-  HERE: the teacher reads it; it carries no points."""
-THINK_SELF_STUDY = """- *Think*: set `think_q1 = "a"` (or b, c, …) and run its check: it says whether your answer is
-  right (this self-study copy holds a salted digest of each key, which trying the letters finds: for practice only).
-  Write your reasoning where it says YOUR ANSWER HERE."""
-
-# %% ../nbs/19_course.ipynb #19mc0001
-COURSE_FOLDERS = ("images", "results")  # beside the notebooks, read by them: figures, recorded runs
-COURSE_NOTEBOOK = re.compile(r"(index|[0-8]\d\w*)\.ipynb")  # the course path: copied to read when it has no exercises
-NOTEBOOK_LINK = re.compile(r"\[([^\]]*)\]\(([\w.-]+\.ipynb)(#[^)]*)?\)")
-
-
-def _check_student_folder(out: Path, update: bool) -> None:
-    "Refuse a non-empty `out` unless `update`: it may hold a student's edited notebooks."
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; expected a folder")
-    have = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if have and not update:
-        raise FileExistsError(
-            f"--out {out} is not empty (it holds {_named(have)}): a student's edited notebooks would be "
-            "overwritten; choose an empty folder, or pass --update to add only the notebooks it lacks"
-        )
-
-
-def _named(names: list[str], k: int = 3) -> str:
-    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
-
-
-SELF_STUDY_ID = "self-study-edition"  # the id of the label cell atop each self-study copy
-SELF_STUDY_LABEL = (
-    "**Self-study edition.** Each *Think* check here says whether your answer is right, by a salted digest of its key. "
-    "Trying the letters against a digest finds the key, so this copy is for practice, never for graded work: graded "
-    "copies come from `ris_nb course` without `--self-check`."
-)
-
-
-def self_study_label(nb: dict) -> dict:
-    "`nb` with `SELF_STUDY_LABEL` as its second cell (after the title), once."
-    if not any(c.get("id") == SELF_STUDY_ID for c in nb["cells"]):
-        label = {"cell_type": "markdown", "id": SELF_STUDY_ID, "metadata": {}, "source": SELF_STUDY_LABEL}
-        nb["cells"].insert(min(1, len(nb["cells"])), label)
-    return nb
-
-# %% ../nbs/19_course.ipynb #c19s0004
-def unlink_missing(nb: dict, present: set[str]) -> dict:
-    "`nb` with each markdown link to a notebook not in `present` turned into its text: no link leaves the folder."
-
-    def keep(m: re.Match) -> str:
-        return m.group(0) if m.group(2) in present else m.group(1)
-
-    for c in nb["cells"]:
-        if c["cell_type"] == "markdown":
-            c["source"] = NOTEBOOK_LINK.sub(keep, cell_source(c))
-    return nb
-
-
-def course_copies(nbs: Path, backend: str, self_check: bool = False) -> tuple[dict[str, dict], dict[str, dict]]:
-    """The student copy of each notebook of `nbs` with exercises, and each other course notebook as it is (to read);
-    `self_check`: the self-study edition, every notebook labelled; a teacher's slip in any notebook refused."""
-
-    students, reading = {}, {}
-    for p in sorted(nbs.glob("*.ipynb")):
-        nb = read_notebook(p)
-        refuse_slips(nb, str(p))  # those without exercises too: a '### Exercises' notebook would be copied whole
-        if exercise_start(nb) is not None:
-            marked = mark_for_nbgrader(nb, str(p))
-            students[p.name] = to_student(marked, backend, where=str(p), lesson=p.stem, self_check=self_check)
-        elif COURSE_NOTEBOOK.fullmatch(p.name):
-            reading[p.name] = self_study_label(nb) if self_check else nb
-    if not students:
-        raise ValueError(f"no notebook in {nbs} has an '{EXERCISES}' section")
-    present = set(students) | set(reading)
-    for nb in (*students.values(), *reading.values()):
-        unlink_missing(nb, present)
-    return students, reading
-
-# %% ../nbs/19_course.ipynb #19mc0002
-def _stems(names) -> str:
-    return ", ".join(Path(n).stem for n in names) or "none"
-
-
-def _say_written(out: Path, backend: str, written: list[str], kept: list[str], n_reading: int) -> None:
-    "What `make_course` wrote, with which tool, and which student copies it kept."
-    how = (
-        "nbgrader's ClearSolutions + ClearHiddenTests"
-        if (backend == "nbgrader" or backend == "auto" and nbgrader_available())
-        else "ris_nb.notebook_cells.clear_regions"
-    )
-    print(
-        f"ris_nb course: {len(written)} student notebooks written to {out} ({how}), {n_reading} to read"
-        + (
-            f"; kept {len(kept)} already there as they are: {_named(kept)} (delete one to get a fresh copy)"
-            if kept
-            else ""
-        )
-    )
-
-# %% ../nbs/19_course.ipynb #c19edi02
-EDITION_README = {"graded": "student copy", "self-study": "self-study copy (not for graded work)"}
-
-
-def copy_edition(nb: dict) -> str:
-    "The edition of a student copy: 'self-study' when labelled or a Think check holds a key's digest, else 'graded'."
-    start = exercise_start(nb)
-    code = [cell_source(c) for c in nb["cells"][start:] if c["cell_type"] == "code"] if start is not None else []
-    digest = any(k.arg == "digest" for src in code for n in _calls(src, "check_choice") for k in n.keywords)
-    return "self-study" if digest or any(c.get("id") == SELF_STUDY_ID for c in nb["cells"]) else "graded"
-
-
-def _edition_of(path: Path) -> str | None:
-    "`copy_edition` of the notebook at `path`; the README's edition; None when unreadable (a student's broken file)."
-    try:
-        if path.name == "README.md":
-            first = path.read_text(encoding="utf-8").split("\n", 1)[0]
-            return next((e for e, v in EDITION_README.items() if first == f"# Exercises — {v}"), None)
-        return copy_edition(read_notebook(path))
-    except (OSError, ValueError):
-        return None
-
-
-def refuse_other_edition(out: Path, names: list[str], self_check: bool) -> None:
-    "Refuse to update `out` when a copy kept there (or its README) is of the other edition, naming them."
-    want, have = ("self-study", "graded") if self_check else ("graded", "self-study")
-    other = [n for n in [*names, "README.md"] if (out / n).exists() and _edition_of(out / n) not in (want, None)]
-    if other:
-        flag = " --self-check" if self_check else ""
-        raise ValueError(
-            f"--out {out} holds the {have} edition ({_named(other)}); --update{flag} writes the {want} one, and "
-            f"editions never mix: expected a folder of the {want} edition, or an empty one"
-        )
-
-# %% ../nbs/19_course.ipynb #c19s0005
-def make_course(
-    nbs: str | Path = "nbs",
-    out: str | Path = "course",
-    backend: str = "auto",
-    verbose: bool = True,
-    update: bool = False,
-    self_check: bool = False,
-) -> list[Path]:
-    """Write the course into `out` (`update`: into a non-empty one, keeping its notebooks; `self_check`: the labelled
-    self-study edition); return the student copies."""
-    nbs, out = Path(nbs), Path(out)
-    if not nbs.is_dir():
-        raise FileNotFoundError(f"notebook folder {nbs} not found (run from the repository root or pass --nbs)")
-    if out.resolve() == nbs.resolve():
-        raise ValueError(f"--out {out} is the instructor folder itself; choose another folder")
-    _check_student_folder(out, update)
-    students, reading = course_copies(nbs, backend, self_check)  # all converted before any file is written
-    if update:
-        refuse_other_edition(out, [*students, *reading], self_check)  # editions never mix
-    out.mkdir(parents=True, exist_ok=True)
-    kept = [name for name in {**students, **reading} if (out / name).exists()]  # a student's copy, maybe edited: kept
-    for name, nb in {**students, **reading}.items():
-        if name not in kept:
-            write_notebook(out / name, nb)
-    for folder in COURSE_FOLDERS:
-        if (nbs / folder).is_dir():
-            shutil.copytree(nbs / folder, out / folder, dirs_exist_ok=True)
-    edition = EDITION_README["self-study" if self_check else "graded"]
-    think = THINK_SELF_STUDY if self_check else THINK
-    readme = STUDENT_README.format(edition=edition, think=think, notebooks=_stems(students), reading=_stems(reading))
-    write_atomic(out / "README.md", lambda tmp: tmp.write_text(readme, encoding="utf-8"))
-    if verbose:
-        _say_written(out, backend, [n for n in students if n not in kept], kept, len(reading))
-    if verbose and self_check:
-        print("ris_nb course: the self-study edition: each Think check holds a digest of its key (not for graded work)")
-    return [out / name for name in students]
 
 # %% ../nbs/19_course.ipynb #830b899a
 from .data.shaperefs_files import shaperefs_data  # re-exported: built in 92a_shaperefs_files

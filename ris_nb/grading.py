@@ -26,10 +26,10 @@ from typing import Any
 import torch
 
 import ris_nb.exercise_checks as checks_module
-from ris_nb.course import (
-    COURSE_FOLDERS,
+from .course import CheckResult
+from .course_files import COURSE_FOLDERS, make_course, unlink_missing
+from ris_nb.exercise_marks import (
     EXERCISES,
-    CheckResult,
     heading_kind,
     cell_points,
     check_name,
@@ -37,11 +37,9 @@ from ris_nb.course import (
     is_check_cell,
     one_question,
     take_keys,
-    make_course,
     mark_for_nbgrader,
     mark_notebooks,
     refuse_slips,
-    unlink_missing,
 )
 from .io import check_out_dir, write_atomic
 from ris_nb.notebook_cells import (

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from ris_nb.exercise_checks import answer_digest
-from ris_nb.course import exercise_start, take_keys
+from ris_nb.exercise_marks import exercise_start, take_keys
 from ris_nb.notebook_cells import HIDDEN
 from ris_nb.notebook_cells import read_notebook
 

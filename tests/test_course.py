@@ -12,17 +12,10 @@ import pytest
 
 import key_leaks
 from ris_nb.notebook_cells import read_notebook
-from ris_nb.course import (
-    SELF_STUDY_LABEL,
-    SOLUTION,
-    HIDDEN,
-    exercise_start,
-    make_course,
-    mark_for_nbgrader,
-    nbgrader_available,
-    run_exercises,
-    to_student,
-)
+from ris_nb.course import nbgrader_available, run_exercises, to_student
+from ris_nb.course_files import make_course
+from ris_nb.exercise_marks import SELF_STUDY_LABEL, exercise_start, mark_for_nbgrader
+from ris_nb.notebook_cells import HIDDEN, SOLUTION
 from ris_nb.grading import grade_notebooks, teacher_checks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -403,7 +396,7 @@ def test_update_refuses_a_folder_of_the_other_edition(tmp_path, first, then, cap
 
 def test_a_self_study_copy_is_told_by_its_digest_without_its_label(tmp_path):
     "5.4: a self-study copy whose label cell was deleted still holds digests: not taken for a graded copy."
-    from ris_nb.course import SELF_STUDY_ID, copy_edition
+    from ris_nb.exercise_marks import SELF_STUDY_ID, copy_edition
 
     (path,) = make_course(_one_lesson(tmp_path), tmp_path / "c", verbose=False, self_check=True)
     nb = read_notebook(path)

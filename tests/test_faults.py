@@ -845,7 +845,7 @@ def test_run_folder_with_a_file_where_a_folder_goes(tmp_path):
 
 def test_course_names_a_broken_notebook_and_writes_nothing(tmp_path):
     import shutil as _sh
-    from ris_nb.course import make_course
+    from ris_nb.course_files import make_course
 
     nbs = tmp_path / "nbs"
     nbs.mkdir()

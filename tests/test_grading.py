@@ -12,7 +12,8 @@ import pytest
 
 from ris_nb.__main__ import main  # `grade` is 19_course's: the whole command
 from ris_nb.notebook_cells import read_notebook
-from ris_nb.course import make_course, to_student
+from ris_nb.course import to_student
+from ris_nb.course_files import make_course
 from ris_nb.notebook_cells import HIDDEN, SOLUTION
 from ris_nb.grading import grade, grade_notebooks, grading_job, place_checks, teacher_checks
 from ris_nb.sandbox import landlock_abi

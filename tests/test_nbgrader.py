@@ -23,15 +23,9 @@ import pytest
 import key_leaks
 from conftest import ENV
 from ris_nb.notebook_cells import read_notebook
-from ris_nb.course import (
-    FRESH_LINE,
-    HIDDEN,
-    REASONING_POINTS,
-    SOLUTION,
-    exercise_start,
-    mark_for_nbgrader,
-    nbgrader_available,
-)
+from ris_nb.course import nbgrader_available
+from ris_nb.exercise_marks import FRESH_LINE, REASONING_POINTS, exercise_start, mark_for_nbgrader
+from ris_nb.notebook_cells import HIDDEN, SOLUTION
 from ris_nb.grading import NBGRADER_CONFIG, grade_notebooks, nbgrader_course, teacher_checks
 
 pytestmark = [

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ris_nb.course import exercise_start, to_student
+from ris_nb.course import to_student
+from ris_nb.exercise_marks import exercise_start
 from ris_nb.notebook_cells import HIDDEN, SOLUTION
 from ris_nb.notebook_cells import clear_regions, read_notebook
 

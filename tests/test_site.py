@@ -29,7 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import build_site  # noqa: E402
-from ris_nb.course import EXERCISES, SELF_STUDY_LABEL, exercise_start  # noqa: E402
+from ris_nb.exercise_marks import EXERCISES, SELF_STUDY_LABEL, exercise_start  # noqa: E402
 from ris_nb.notebook_cells import read_notebook  # noqa: E402
 
 MAX_PAGE_BYTES = 2_000_000
@@ -231,7 +231,13 @@ def test_student_edition_holds_no_solution_key_or_check_result(site, teacher_not
     assert not leaks, f"{len(leaks)} teacher lines in the student edition, e.g. {leaks[:5]}"
 
 
-ABOUT_CHECKS = ("00a_checks", "19_course", "98e_grading")  # they show a keyed check or a graded answer as examples
+ABOUT_CHECKS = (
+    "00a_checks",
+    "19_course",
+    "98e_grading",
+    "98m_exercise_marks",
+    "98n_course_files",
+)  # they show a keyed check or a graded answer as examples
 
 
 def test_student_edition_shows_no_instructor_answer_or_check_output(site):

@@ -13,7 +13,8 @@ import pytest
 
 from ris_nb.__main__ import main
 from ris_nb.notebook_cells import read_notebook
-from ris_nb.course import _mark_exercises, make_course
+from ris_nb.course_files import make_course
+from ris_nb.exercise_marks import _mark_exercises
 from ris_nb.notebook_cells import HIDDEN, SOLUTION
 from ris_nb.grading import nbgrader_course
 

@@ -242,9 +242,9 @@ def edition_notebooks(names: list[str], edition: str, nbs: Path = NBS) -> dict[s
         return {n: read_notebook(nbs / f"{n}.ipynb") for n in names}
     if edition not in EDITIONS:
         raise ValueError(f"edition={edition!r}: expected one of {EDITIONS}")
-    from ris_nb.course import course_copies
-    from ris_nb.course import refuse_slips
-    from ris_nb.course import self_study_label
+    from ris_nb.course_files import course_copies
+    from ris_nb.exercise_marks import refuse_slips
+    from ris_nb.exercise_marks import self_study_label
 
     students, reading = course_copies(nbs, "auto", edition == "self-study")  # `ris_nb course [--self-check]`
     out = {}
