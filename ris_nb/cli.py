@@ -135,7 +135,7 @@ def _run_train(args) -> None:
     from ris_nb import eval_report, evaluate  # loads torch: not for `--help`
     from ris_nb.distributed import finish_distributed  # loads torch: not for `--help`
     from ris_nb.training_run import TrainingRun  # loads torch: not for `--help`
-    from ris_nb.viz import CurvesCB  # loads matplotlib and torch: not for `--help`
+    from ris_nb.run_curves import CurvesCB  # loads matplotlib and torch: not for `--help`
 
     finish = None if args.no_eval else eval_report.evaluate_run  # the final evaluation and report (98j_eval_reports)
     set_out = not args.out and out_dir_set([parse_override(o) for o in args.overrides]) is not None

@@ -27,17 +27,14 @@ from .metrics import mask_iou
 from .shipped import is_shipped_file, load_shipped, shipped_names
 from .picture_inputs import PICTURE_PRESETS, SentenceCoverage, picture_checkpoints, read_sentence, single_batch
 from .train import Callback
-from ris_nb.viz import (
+from ris_nb.picture_views import (
     default_hidden_word,
-    draw_overlay,
-    fit_to,
+    explain_sag,
+    explain_word_attention,
     key_words,
     plot_mask_grounding,
-    plot_sag,
-    plot_word_attention,
-    tokens_of,
-    wrap,
 )
+from .viz import draw_overlay, fit_to, tokens_of, wrap
 
 # %% auto #0
 __all__ = ['SHIPPED', 'LOADING', 'WidgetProgress', 'data_language', 'load_shipped_run', 'load_checkpoint_run', 'few', 'words',
@@ -492,9 +489,9 @@ def segment(self: DemoApp, ckpt: str | None = None) -> tuple[np.ndarray, list, d
 def method_figures(self: DemoApp, cfg, model, tok, b, out, mask: np.ndarray, other: np.ndarray | None) -> list:
     "SaG's entities; or LAVT's word attention and, with Mask Grounding, its guesses for the hidden word."
     if cfg.model.name == "sag":
-        return [plot_sag(model, b, outputs=out, explain=True)]
+        return [explain_sag(model, b, outputs=out)]
     toks = tokens_of(tok, b.input_ids[0], b.attention_mask[0])
-    figs = [plot_word_attention(model, b, tok, words=key_words(toks, max_words=4), explain=True)]
+    figs = [explain_word_attention(model, b, tok, words=key_words(toks, max_words=4))]
     if getattr(model, "mg", None) is not None:
         chosen = self.hidden.value not in (None, "(first word)")
         pos = next((k for k, t in enumerate(toks) if chosen and t == self.hidden.value), default_hidden_word(toks))

@@ -8,34 +8,26 @@ from __future__ import annotations
 import textwrap
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize, hsv_to_rgb
+from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 from torch import nn
 
-from .core import eval_mode, seed_everything
-from .models import build_model
+from .core import eval_mode
 from .data.transforms import denormalize
 from .metrics import mask_iou
 from .models.sag import relevance_grid
-from .picture_inputs import single_batch  # built in 98d_picture_inputs (appendix)
-from .run_folder import read_log  # built in 93a_run_folders (appendix)
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'FUNCTION_WORDS', 'EXPLAIN_INCHES', 'GLOSSARY', 'to_image', 'fit_to', 'wrap', 'tokens_of',
-           'draw_overlay', 'predict_probs', 'plot_predictions', 'capture', 'lavt_word_attention', 'AttentionMaps',
-           'token_grid', 'word_attention', 'pick_words', 'key_words', 'glossary_line', 'colour_bar',
-           'plot_word_attention', 'CamMaps', 'cam_maps', 'plot_cam_pyramid', 'default_hidden_word', 'mg_topk',
-           'plot_mask_grounding', 'slot_colours', 'entity_colours', 'entity_composite', 'slot_clouds', 'fit_to_rgb',
-           'plot_sag', 'save_curves', 'CurvesCB', 'plot_log', 'plot_by_type', 'stage_mean', 'plot_story']
+__all__ = ['SPECIAL_TOKENS', 'to_image', 'fit_to', 'wrap', 'tokens_of', 'normalize_of', 'blank_axes', 'draw_overlay',
+           'predict_probs', 'plot_predictions', 'capture', 'lavt_word_attention', 'AttentionMaps', 'token_grid',
+           'word_attention', 'pick_words', 'heat_overlay', 'plot_word_attention', 'slot_colours', 'entity_colours',
+           'entity_composite', 'fit_to_rgb', 'plot_sag']
 
 # %% ../nbs/14_visualize.ipynb #43a62a8c
 def to_image(images: torch.Tensor, i: int = 0, normalize: str = "imagenet") -> np.ndarray:
@@ -62,11 +54,13 @@ def tokens_of(tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor) 
     return tokenizer.convert_ids_to_tokens([int(t) for t, m in zip(input_ids, attention_mask) if m])
 
 
-def _normalize_of(model: nn.Module, normalize: str | None) -> str:
+def normalize_of(model: nn.Module, normalize: str | None) -> str:
+    "`normalize` if given, else the normalisation the model was trained with."
     return normalize or model.cfg.data.normalize
 
 
-def _blank(ax) -> None:
+def blank_axes(ax) -> None:
+    "`ax` without ticks or frame (a picture panel)."
     ax.set_xticks([])
     ax.set_yticks([])
     for s in ax.spines.values():
@@ -229,7 +223,7 @@ def pick_words(tokens: Sequence[str], words: Sequence[str | int] | None = None, 
     return out
 
 
-def _heat(
+def heat_overlay(
     ax,
     image: np.ndarray,
     heat,
@@ -245,75 +239,7 @@ def _heat(
     lo = float(h.min()) if vmin is None else vmin
     hi = float(h.max()) if vmax is None else vmax
     ax.imshow(h, cmap=cmap, alpha=alpha, vmin=lo, vmax=max(hi, lo + 1e-9))
-    _blank(ax)
-
-# %% ../nbs/14_visualize.ipynb #kw000002
-# a figure shows a few words: *the square that is not yellow* shows square, not, yellow (not the, square, that, is)
-FUNCTION_WORDS = ("the", "a", "an", "is", "that", "which", "of", "to", "from", "object", "shape", "one")
-
-
-def key_words(tokens: Sequence[str], max_words: int = 4) -> list[int]:
-    "Positions of the first `max_words` distinct words that carry meaning (no special token, none of `FUNCTION_WORDS`)."
-    seen, out = set(), []
-    for k, t in enumerate(tokens):
-        if t in SPECIAL_TOKENS or t.lower() in FUNCTION_WORDS or t in seen:
-            continue
-        seen.add(t)
-        out.append(k)
-    return out[:max_words] or pick_words(tokens, max_words=max_words)  # only function words: the first ones
-
-# %% ../nbs/14_visualize.ipynb #kw000005
-# explain=True: colour bars and one line of glossary, for a reader who has not met PWAM or SaG yet (the demo)
-EXPLAIN_INCHES = 0.8  # room under an explained figure for its colour bars and glossary line
-GLOSSARY = {
-    "L→V": "L→V (language→vision): how much each pixel reads the word",
-    "V→L": "V→L (vision→language): where the word looks in the image",
-    "A^slot": "A^slot: the pixels of each entity",
-    "A^fuse": "A^fuse: how much the sentence picks each entity (sums to 1)",
-    "gathered": "gathered: Σ A^fuse·A^slot, the mask where it is ≥ 0.5",
-}
-
-
-def glossary_line(fig: Figure, *keys: str) -> None:
-    "One line at the foot of `fig` saying what each quantity in `keys` (of `GLOSSARY`) is, in plain words."
-    text = " · ".join(GLOSSARY[k] for k in keys)
-    fig.text(0.5, 0.03 / fig.get_figheight(), text, ha="center", va="bottom", fontsize=7)
-
-
-def colour_bar(
-    fig: Figure, x0: float, x1: float, cmap: str, lo: float, hi: float, label: str, ends: Sequence[str] = ()
-) -> None:
-    "A horizontal colour bar from x0 to x1 (figure fraction) in the room under the panels; `ends` names its two ends."
-    h = fig.get_figheight()
-    cb = fig.colorbar(
-        ScalarMappable(Normalize(lo, hi), cmap),
-        cax=fig.add_axes([x0, 0.42 / h, x1 - x0, 0.09 / h]),
-        orientation="horizontal",
-    )
-    cb.set_label(label, fontsize=7)
-    cb.ax.xaxis.set_label_position("top")
-    cb.ax.tick_params(labelsize=6)
-    if ends:
-        cb.set_ticks([lo, hi], labels=list(ends))
-
-# %% ../nbs/14_visualize.ipynb #v14s0006
-def _explain_word_attention(fig: Figure, axs, n_lv: int, top: float, v2l: bool) -> None:
-    "Colour bars under the L→V and the V→L columns of `plot_word_attention`, and the glossary line."
-    a, b = axs[-1, 0].get_position(), axs[-1, n_lv - 1].get_position()
-    colour_bar(fig, a.x0, b.x1, "magma", 0.0, top, "L→V: the pixel's weight on the word (one scale)")
-    if v2l:
-        a, b = axs[-1, n_lv].get_position(), axs[-1, -1].get_position()
-        colour_bar(
-            fig,
-            a.x0,
-            b.x1,
-            "viridis",
-            0.0,
-            1.0,
-            "V→L: the word's attention (each panel its own range)",
-            ("low", "high"),
-        )
-    glossary_line(fig, "L→V", *(["V→L"] if v2l else []))
+    blank_axes(ax)
 
 # %% ../nbs/14_visualize.ipynb #v14s0002
 def _word_attention_panels(axs, img: np.ndarray, panels: list, rows: list[int], toks: list[str], i: int, top: float):
@@ -322,24 +248,13 @@ def _word_attention_panels(axs, img: np.ndarray, panels: list, rows: list[int], 
         for c, (kind, s, a) in enumerate(panels):
             ax = axs[r, c]
             if kind == "L→V":
-                _heat(ax, img, a[i, pos], vmin=0.0, vmax=top, cmap="magma")
+                heat_overlay(ax, img, a[i, pos], vmin=0.0, vmax=top, cmap="magma")
             else:
-                _heat(ax, img, a[i, pos], cmap="viridis")
+                heat_overlay(ax, img, a[i, pos], cmap="viridis")
             if r == 0:
                 ax.set_title(f"{kind} stage {s + 1}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(toks[pos], fontsize=9)
-
-
-def _word_attention_title(toks: list[str], top: float, v2l: bool, explain: bool) -> str:
-    "The sentence and what the panels show (plain words when `explain`)."
-    sent = " ".join(t for t in toks if t not in SPECIAL_TOKENS or t == "[UNK]")
-    lv = f"L→V: weight each pixel gives the word (0–{top:.2f})"
-    if explain:
-        lv = "which pixels read each word" + (", and where each word looks" if v2l else "")
-    elif v2l:
-        lv += "; V→L: the word's attention over the pixels (own range)"
-    return f'"{sent}" — {lv}' + (", stage 1 (fine) to 4 (coarse)" if explain else "")
 
 # %% ../nbs/14_visualize.ipynb #af56dc4f
 def plot_word_attention(
@@ -351,8 +266,7 @@ def plot_word_attention(
     normalize: str | None = None,
     maps: AttentionMaps | None = None,
     size: float = 1.7,
-    explain: bool = False,
-) -> Figure:  # explain: colour bars, glossary line
+) -> Figure:
     """Per word (rows) and stage (columns): language→vision PWAM weight of each pixel on the word; MagNet adds
     vision→language (the word's attention over pixels)."""
     maps = maps or word_attention(model, batch)
@@ -363,184 +277,18 @@ def plot_word_attention(
             f"no word of the sentence is known to the model (its tokens: {' '.join(toks)}): "
             "there is no word's attention to show"
         )
-    img = to_image(batch.images, i, _normalize_of(model, normalize))
+    img = to_image(batch.images, i, normalize_of(model, normalize))
     panels = [("L→V", s, maps.l2v[s]) for s in range(len(maps.l2v))]
     if maps.v2l is not None:
         panels += [("V→L", s, maps.v2l[s]) for s in range(len(maps.v2l))]
     # L→V weights are a distribution over words: one colour scale, 0 to the largest weight shown; V→L maps are each a
     # distribution over that stage's pixels (sizes differ by stage), so each is scaled to its own range
     top = max(float(a[i, rows].max()) for a in maps.l2v)
-    room = EXPLAIN_INCHES if explain else 0.0
-    fig, axs = plt.subplots(
-        len(rows), len(panels), figsize=(size * len(panels), size * len(rows) + 0.6 + room), squeeze=False
-    )
+    fig, axs = plt.subplots(len(rows), len(panels), figsize=(size * len(panels), size * len(rows) + 0.6), squeeze=False)
     _word_attention_panels(axs, img, panels, rows, toks, i, top)
-    fig.suptitle(_word_attention_title(toks, top, maps.v2l is not None, explain), fontsize=9)
-    fig.tight_layout(rect=(0, room / fig.get_figheight(), 1, 1))
-    if explain:
-        _explain_word_attention(fig, axs, len(maps.l2v), top, maps.v2l is not None)
-    return fig
-
-# %% ../nbs/14_visualize.ipynb #b4133c36
-@dataclass
-class CamMaps:
-    """CAM of each stage s: pooled[s][p] (B,d_s/4,p,p) the word-fused pooled maps; out[s] (B,d_s,H_s,W_s) what CAM
-    gives the decoder."""
-
-    pooled: list[dict[int, torch.Tensor]]
-    out: list[torch.Tensor]
-    outputs: Any
-
-
-def cam_maps(model: nn.Module, batch) -> CamMaps:
-    "MagNet's CAM pyramids on `batch`, recorded by forward hooks on each stage's CAM."
-    if getattr(model, "cams", None) is None:
-        raise ValueError(f"cam_maps needs a MagNet with CAM (model.cal.cam=True), got {type(model).__name__}")
-
-    def record(cam, args, out):
-        v, _, words, mask = args[:4]
-        return dict(zip(cam.pool_sizes, cam.pyramid(v, words, mask))), out
-
-    with eval_mode(model), capture(model.cams, record) as got:
-        outputs = model(batch)
-    return CamMaps([g[0] for g in got], [g[1] for g in got], outputs)
-
-# %% ../nbs/14_visualize.ipynb #b6292bcf
-def plot_cam_pyramid(
-    model: nn.Module, batch, i: int = 0, normalize: str | None = None, maps: CamMaps | None = None, size: float = 1.7
-) -> Figure:
-    """CAM per stage (rows): channel norm of each pooled, word-fused map (p = 1, 2, 3, 6) and of the CAM output; the
-    image and prediction on the left."""
-    maps = maps or cam_maps(model, batch)
-    pools = list(maps.pooled[0])
-    S = len(maps.out)
-    fig, axs = plt.subplots(S, len(pools) + 2, figsize=(size * (len(pools) + 2), size * S + 0.5), squeeze=False)
-    img = to_image(batch.images, i, _normalize_of(model, normalize))
-    prob = model.predict(maps.outputs, batch)[i, 0].float().cpu()
-    for s in range(S):
-        norms = {p: maps.pooled[s][p][i].norm(dim=0).cpu() for p in pools}
-        lo, hi = min(float(n.min()) for n in norms.values()), max(float(n.max()) for n in norms.values())
-        for c, p in enumerate(pools):  # one colour scale per stage, so p=1's single cell is comparable with the others
-            axs[s, c + 1].imshow(norms[p], cmap="viridis", vmin=lo, vmax=hi)
-            _blank(axs[s, c + 1])
-            if s == 0:
-                axs[s, c + 1].set_title(f"pooled p={p}", fontsize=8)
-        axs[s, -1].imshow(maps.out[s][i].norm(dim=0).cpu(), cmap="viridis")
-        _blank(axs[s, -1])
-        if s == 0:
-            axs[s, -1].set_title("CAM output", fontsize=8)
-        axs[s, 1].set_ylabel(f"stage {s + 1}", fontsize=9)
-        axs[s, 0].axis("off")
-    draw_overlay(axs[0, 0], img, title="image")
-    if S > 1:
-        draw_overlay(axs[1, 0], img, prob.numpy() >= 0.5, title="prediction")
-    fig.suptitle("CAM: word-fused pooling pyramid per stage (channel norm)", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-# %% ../nbs/14_visualize.ipynb #191be371
-def default_hidden_word(tokens: Sequence[str]) -> int:
-    "Position of the first real word that is not an article (the word MG hides in the pictures)."
-    for k, t in enumerate(tokens):
-        if t not in SPECIAL_TOKENS and t.lower() not in ("the", "a", "an"):
-            return k
-    raise ValueError(f"no word to hide in {list(tokens)}")
-
-
-@torch.no_grad()
-def mg_topk(
-    model: nn.Module, batch, i: int, position: int, masks: dict[str, torch.Tensor], k: int = 5
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Mask Grounding's top-k (probabilities (k,), token ids (k,)) for the word at `position` of sentence `i` hidden,
-    once per given mask (H,W)."""
-    if getattr(model, "mg", None) is None:
-        raise ValueError(
-            f"{type(model).__name__} has no Mask Grounding head (model.mg.enabled=False); use an MG preset such as "
-            "magnet_tiny or lavt_mg_tiny"
-        )
-    ids, am = batch.input_ids[i : i + 1], batch.attention_mask[i : i + 1]
-    if not (0 < position < int(am.sum())):
-        raise ValueError(f"position {position} is not a word of sentence {i} ({int(am.sum())} tokens)")
-    masked = ids.clone()
-    masked[0, position] = model.mg.special_ids["mask"]
-    out = {}
-    with eval_mode(model):
-        for name, m in masks.items():
-            x = SimpleNamespace(
-                images=batch.images[i : i + 1],
-                input_ids=ids,
-                attention_mask=am,
-                masks=torch.as_tensor(fit_to(m, batch.images.shape[-2:]))[None].to(batch.images),
-            )
-            p, j = model.fill_masked(x, masked)[0, position].float().softmax(-1).topk(k)
-            out[name] = (p.cpu(), j.cpu())
-    return out
-
-# %% ../nbs/14_visualize.ipynb #v14s0003
-def _default_masks(batch, i: int) -> dict[str, Any]:
-    "The true mask of sample i, and the mask of the next sample whose mask differs from it (IoU < 0.5)."
-    if batch.masks is None:
-        raise ValueError("plot_mask_grounding: the batch has no masks; pass masks={name: (H,W) mask}")
-    other = next(
-        (
-            j
-            for j in range(1, len(batch))
-            if mask_iou(batch.masks[(i + j) % len(batch)] > 0.5, batch.masks[i] > 0.5) < 0.5
-        ),
-        None,
-    )
-    if other is None:
-        raise ValueError(
-            "plot_mask_grounding: no other sample in the batch has a different mask; pass masks={name: (H,W) mask}"
-        )
-    return {"true mask": batch.masks[i], "another sample's mask": batch.masks[(i + other) % len(batch)]}
-
-
-def _mg_bars(ax, p: torch.Tensor, words: list[str], truth: str, k: int) -> None:
-    "MG's top-k words and their probabilities as bars, the hidden word in green."
-    ax.barh(range(k)[::-1], p.numpy(), color=["tab:green" if w == truth else "tab:gray" for w in words])
-    ax.set_yticks(range(k)[::-1], words, fontsize=8)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("probability", fontsize=8)
-    ax.tick_params(axis="x", labelsize=7)
-
-# %% ../nbs/14_visualize.ipynb #923d87f1
-def plot_mask_grounding(
-    model: nn.Module,
-    batch,
-    tokenizer,
-    i: int = 0,
-    position: int | None = None,
-    masks: dict[str, Any] | None = None,
-    k: int = 5,
-    normalize: str | None = None,
-    size: float = 2.6,
-) -> Figure:
-    """MG's top-k words for the word at `position` hidden, side by side per mask given (default: the true mask and
-    another sample's)."""
-    toks = tokens_of(tokenizer, batch.input_ids[i], batch.attention_mask[i])
-    position = default_hidden_word(toks) if position is None else position
-    masks = _default_masks(batch, i) if masks is None else masks
-    given = {n: torch.as_tensor(np.asarray(m, np.float32)) if not torch.is_tensor(m) else m for n, m in masks.items()}
-    top = mg_topk(model, batch, i, position, given, k)
-    img = to_image(batch.images, i, _normalize_of(model, normalize))
-    fig, axs = plt.subplots(
-        2,
-        len(masks),
-        figsize=(size * 1.2 * len(masks), 2 * size),
-        squeeze=False,
-        gridspec_kw={"height_ratios": [1.3, 1]},
-    )
-    truth = toks[position]
-    for c, (name, m) in enumerate(masks.items()):
-        mk = fit_to(m, img.shape[:2]) > 0.5
-        draw_overlay(axs[0, c], img, mk, title=f"mask given: {name}")
-        p, j = top[name]
-        _mg_bars(axs[1, c], p, tokenizer.convert_ids_to_tokens([int(t) for t in j]), truth, k)
-    shown = " ".join(
-        "[MASK]" if n == position else t for n, t in enumerate(toks) if t not in SPECIAL_TOKENS or n == position
-    )
-    fig.suptitle(f'Mask Grounding: "{shown}" (hidden: {truth}, green)', fontsize=9)
+    sent = " ".join(t for t in toks if t not in SPECIAL_TOKENS or t == "[UNK]")
+    v2l = "; V→L: the word's attention over the pixels (own range)" if maps.v2l is not None else ""
+    fig.suptitle(f'"{sent}" — L→V: weight each pixel gives the word (0–{top:.2f}){v2l}', fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -569,52 +317,10 @@ def entity_composite(a_slot: torch.Tensor, colours: np.ndarray, hw: tuple[int, i
     return (a_slot.float().cpu().T.numpy() @ colours).reshape(*hw, 3).clip(0, 1)
 
 
-def _pca2(x: np.ndarray) -> np.ndarray:
-    "Top-2 principal directions (D,2) of the rows of x."
-    c = x - x.mean(0)
-    return np.linalg.svd(c, full_matrices=False)[2][:2].T
-
-# %% ../nbs/14_visualize.ipynb #v14s0008
-def slot_clouds(model: nn.Module, n: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Means (K_g,D) of SaG's entity-slot Gaussians and `n` draws from each (K_g,n,D), from the model's μ and
-    log-variance."""
-    init = model.slots.init
-    if init.kind == "query":
-        raise ValueError("slot_type='query': the slots are fixed vectors, there is no Gaussian to sample")
-    mu = init.mu.detach().float().cpu()[0]  # (G,D)
-    std = (0.5 * init.logvar if init.kind == "entity" else init.logvar).detach().float().cpu()[0].exp()
-    eps = torch.randn((mu.shape[0], n, mu.shape[1]), generator=torch.Generator().manual_seed(seed))
-    return mu.numpy(), (mu[:, None] + std[:, None] * eps).numpy()
-
-
 def fit_to_rgb(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     "An (h,w,3) picture resized to `hw` with nearest neighbour (token cells stay visible)."
     t = torch.as_tensor(x, dtype=torch.float32).permute(2, 0, 1)[None]
     return F.interpolate(t, size=tuple(hw), mode="nearest")[0].permute(1, 2, 0).numpy()
-
-# %% ../nbs/14_visualize.ipynb #fe05a27e
-def _draw_slot_init(ax, model: nn.Module, out, i: int, colours: np.ndarray, G: int, R: int) -> None:
-    """Where sample i's slots start, on `ax`: each Gaussian's draws and the slots S⁰ (PCA to 2-D); query slots have
-    no Gaussian."""
-    init = model.slots.init
-    if init.kind == "query":
-        ax.text(0.5, 0.5, "query slots:\nno Gaussian sampling", ha="center", va="center", fontsize=8)
-        ax.axis("off")
-    else:
-        mu, cloud = slot_clouds(model)
-        s0 = out.slots_init[i].float().cpu().numpy()
-        P = _pca2(np.concatenate([cloud.reshape(-1, cloud.shape[-1]), s0]))
-        centre = np.concatenate([cloud.reshape(-1, cloud.shape[-1]), s0]).mean(0)
-        for g in range(cloud.shape[0]):
-            c2 = (cloud[g] - centre) @ P
-            ax.scatter(c2[:, 0], c2[:, 1], s=3, alpha=0.25, color=colours[g * R] if init.kind == "entity" else "gray")
-        d2 = (s0 - centre) @ P
-        ax.scatter(d2[:, 0], d2[:, 1], s=45, c=colours, edgecolors="black", linewidths=0.6, zorder=3)
-        ax.set_title(
-            f"slot init S⁰: {G}×{R} draws (PCA)" if init.kind == "entity" else "slot init S⁰ (PCA)", fontsize=8
-        )
-        ax.set_xticks([])
-        ax.set_yticks([])
 
 # %% ../nbs/14_visualize.ipynb #v14s0004
 def _draw_entities(ax_ent, ax_rel, img: np.ndarray, out, i: int, ents: np.ndarray) -> None:
@@ -634,7 +340,7 @@ def _draw_entities(ax_ent, ax_rel, img: np.ndarray, out, i: int, ents: np.ndarra
 
 def _draw_gathered(ax, img: np.ndarray, grid: torch.Tensor, prob: np.ndarray, gt: np.ndarray | None) -> None:
     "The gathered map (min–max, as SaG's prediction), the predicted mask's outline, its IoU when the truth is known."
-    _heat(ax, img, grid, cmap="magma", alpha=0.55)
+    heat_overlay(ax, img, grid, cmap="magma", alpha=0.55)
     ax.contour(prob >= 0.5, levels=[0.5], colors="white", linewidths=1.5)
     ax.set_title(
         "gathered: Σ A^fuse·A^slot, mask ≥ 0.5"
@@ -650,249 +356,21 @@ def plot_sag(
     normalize: str | None = None,
     outputs=None,
     size: float = 2.6,
-    explain: bool = False,
-) -> Figure:  # explain: colour bar, glossary line
+) -> Figure:
     """SaG on sample i: the image, each entity's A^slot in its colour, the relevance A^fuse per entity, the gathered
-    mask, and the Gaussian slot sampling."""
+    mask."""
 
     if not (hasattr(model, "slots") and hasattr(model, "fusion")):
         raise ValueError(f"plot_sag needs a SaG model (entity slots + fusion), got {type(model).__name__}")
     with eval_mode(model):
         out = outputs if outputs is not None else model(batch)
-    init = model.slots.init
-    G, R = (init.n_gaussians, init.n_samples) if init.kind == "entity" else (init.n_slots, 1)
-    colours = slot_colours(G, R)
-    img = to_image(batch.images, i, _normalize_of(model, normalize))
+    img = to_image(batch.images, i, normalize_of(model, normalize))
     prob = model.predict(out, batch)[i, 0].float().cpu().numpy()
     gt = batch.masks[i].cpu().numpy() if batch.masks is not None else None
-    room = EXPLAIN_INCHES if explain else 0.0
-    fig, axs = plt.subplots(
-        1, 5, figsize=(size * 5.4, size * 1.25 + room), gridspec_kw={"width_ratios": [1, 1, 1.3, 1, 1.2]}
-    )
+    fig, axs = plt.subplots(1, 4, figsize=(size * 4.3, size * 1.25), gridspec_kw={"width_ratios": [1, 1, 1.3, 1]})
     draw_overlay(axs[0], img, gt=gt, title=wrap(batch.meta["sentence"][i] if "sentence" in batch.meta else "image", 32))
     _draw_entities(axs[1], axs[2], img, out, i, entity_colours(model, out.a_slot.shape[1]))
     grid = relevance_grid(out.a_slot[i : i + 1], out.a_fuse[i : i + 1], out.hw, model.cfg.model.sag.inference)[0]
     _draw_gathered(axs[3], img, grid, prob, gt)
-    _draw_slot_init(axs[4], model, out, i, colours, G, R)
-    fig.tight_layout(rect=(0, room / fig.get_figheight(), 1, 1))
-    if explain:
-        g = axs[3].get_position()
-        colour_bar(fig, g.x0, g.x1, "magma", 0.0, 1.0, "gathered map (min–max)", ("low", "high"))
-        glossary_line(fig, "A^slot", "A^fuse", "gathered")
-    return fig
-
-# %% ../nbs/14_visualize.ipynb #eda4f857
-_NOT_LOSSES = {"step", "epoch", "lr", "samples_per_s", "split"}
-
-
-def _records(log) -> list[dict]:
-    "Records of a run: a run directory, a log.jsonl path, or the records themselves."
-
-    return read_log(log) if isinstance(log, (str, Path)) else list(log)
-
-
-from .io import write_atomic
-from .train import Callback
-
-
-def save_curves(log, out: str | Path) -> Path:
-    "`plot_log(log)` written to `out` atomically (a full disk names `out`; never a half-written png)."
-    fig = plot_log(log)
-    try:
-        return write_atomic(out, lambda t: fig.savefig(t, dpi=100))
-    finally:
-        plt.close(fig)
-
-
-class CurvesCB(Callback):
-    "Draw the run folder's `curves.png` from its `log.jsonl` when training ends (`save_curves`; main rank)."
-
-    order = 6  # after `LogCB` wrote the last line
-
-    def after_fit(self):
-        log = Path(self.learn.cfg.train.out_dir) / "log.jsonl"
-        if self.learn.dist.is_main and log.exists():
-            save_curves(log, log.with_name("curves.png"))
-
-# %% ../nbs/14_visualize.ipynb #v14s0007
-def plot_log(log, ncols: int = 4, size: float = 2.6) -> Figure:
-    """A run's training curves: total loss, each loss part in its own panel, the learning rate, and the validation
-    metrics."""
-    recs = _records(log)
-    train = [r for r in recs if "loss" in r and r.get("split") is None]
-    val = [r for r in recs if r.get("split") == "val"]
-    parts = ["loss"] + sorted({k for r in train for k in r} - _NOT_LOSSES - {"loss"})
-    panels = (
-        [("loss", k) for k in parts if any(k in r for r in train)]
-        + [("lr", "lr")] * bool(train)
-        + [("val", None)] * bool(val)
-    )
-    if not panels:
-        raise ValueError("the log holds no training or validation records")
-    nrows = -(-len(panels) // ncols)
-    fig, axs = plt.subplots(
-        nrows, min(ncols, len(panels)), figsize=(size * min(ncols, len(panels)), 2.2 * nrows), squeeze=False
-    )
-    for ax, (kind, key) in zip(axs.flat, panels):
-        if kind == "val":
-            for m, st in [("oIoU", "-o"), ("mIoU", "-s")] + [(f"P@{t}", ":") for t in ("0.5", "0.7", "0.9")]:
-                pts = [(r["step"], r[m]) for r in val if m in r]
-                if pts:
-                    ax.plot(*zip(*pts), st, ms=3, lw=1.2, label=m)
-            ax.set_title("validation (%)", fontsize=8)
-            ax.legend(fontsize=6)
-        else:
-            pts = [(r["step"], r[key]) for r in train if key in r]
-            ax.plot(*zip(*pts), lw=1.2, color="black" if key == "loss" else None)
-            ax.set_title("learning rate" if kind == "lr" else key, fontsize=8)
-        ax.set_xlabel("step", fontsize=7)
-        ax.tick_params(labelsize=7)
-    for ax in list(axs.flat)[len(panels) :]:
-        ax.axis("off")
     fig.tight_layout()
-    return fig
-
-# %% ../nbs/14_visualize.ipynb #513b8bbe
-def plot_by_type(results: dict, metrics: Sequence[str] = ("oIoU", "mIoU"), size: float = 3.6) -> Figure:
-    "Bars per expression type from `evaluate()`'s result, or from {name: result} to compare runs; one panel per metric."
-    runs = {"": results} if "by_type" in results else dict(results)
-    for name, r in runs.items():
-        if not isinstance(r, dict) or "by_type" not in r:
-            raise ValueError(f"result {name!r} is not an evaluate() result (no 'by_type')")
-    types = sorted({t for r in runs.values() for t in r["by_type"]})
-    fig, axs = plt.subplots(1, len(metrics), figsize=(size * len(metrics), 3.0), squeeze=False)
-    width = 0.8 / len(runs)
-    for ax, m in zip(axs[0], metrics):
-        for j, (name, r) in enumerate(runs.items()):
-            vals = [r["by_type"].get(t, {}).get(m, np.nan) for t in types]
-            bars = ax.bar(np.arange(len(types)) + (j - (len(runs) - 1) / 2) * width, vals, width, label=name or None)
-            for b, v in zip(bars, vals):
-                if not np.isnan(v):
-                    ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.0f}", ha="center", va="bottom", fontsize=6)
-        n = [next((r["by_type"][t]["n"] for r in runs.values() if t in r["by_type"]), 0) for t in types]
-        ax.set_xticks(range(len(types)), [f"{t}\n(n={k})" for t, k in zip(types, n)], fontsize=7)
-        ax.set_ylabel(f"{m} (%)", fontsize=8)
-        ax.set_ylim(0, 100)
-        ax.tick_params(axis="y", labelsize=7)
-        ax.set_title(f"{m} by expression type", fontsize=9)
-        if len(runs) > 1:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-# %% ../nbs/14_visualize.ipynb #d01593a7
-def stage_mean(maps: Sequence[torch.Tensor], hw: tuple[int, int], relative: bool = False) -> torch.Tensor:
-    "Mean over stages of (h_s,w_s) maps, each resized bilinearly to `hw` (and min–max scaled first if `relative`)."
-    ups = [torch.as_tensor(fit_to(m, hw, "bilinear")) for m in maps]
-    if relative:
-        ups = [(u - u.min()) / (u.max() - u.min() + 1e-9) for u in ups]
-    return torch.stack(ups).mean(0)
-
-
-def _bars(ax, words: Sequence[str], probs: Sequence[float], truth: str, title: str) -> None:
-    "Horizontal top-k bars, the true word in green."
-    k = len(words)
-    ax.barh(range(k)[::-1], probs, color=["tab:green" if w == truth else "tab:gray" for w in words])
-    ax.set_yticks(range(k)[::-1], words, fontsize=7)
-    ax.set_xlim(0, 1)
-    ax.tick_params(axis="x", labelsize=7)
-    ax.set_title(title, fontsize=8)
-
-# %% ../nbs/14_visualize.ipynb #5a3fce27
-def _story_magnet(fig, gs, image: np.ndarray, sentence: str, gt: np.ndarray, magnet: tuple, word: str | None) -> None:
-    """The story's MagNet row: PWAM in both directions for one word, Mask Grounding's guess of that word hidden, the
-    mask."""
-    cfg, tok, model = magnet
-    b = single_batch(cfg, tok, image, sentence, gt)
-    maps = word_attention(model, b)
-    toks = tokens_of(tok, b.input_ids[0], b.attention_mask[0])
-    pos = pick_words(toks, [word])[0] if word else default_hidden_word(toks)
-    img = to_image(b.images, 0, cfg.data.normalize)
-    hw, gt_net = img.shape[:2], b.masks[0].numpy() > 0.5
-    prob = model.predict(maps.outputs, b)[0, 0].float().cpu().numpy()
-    ax = fig.add_subplot(gs[0, 1])
-    _heat(ax, img, stage_mean([a[0, pos] for a in maps.l2v], hw), vmin=0.0)
-    ax.set_title(f'language→vision: pixels\nreading "{toks[pos]}"', fontsize=8)
-    ax.set_ylabel("MagNet\n(learns from masks)", fontsize=10)
-    ax = fig.add_subplot(gs[0, 2])
-    if maps.v2l is not None:
-        _heat(ax, img, stage_mean([a[0, pos] for a in maps.v2l], hw, relative=True), cmap="viridis")
-    else:
-        _blank(ax)
-    ax.set_title(f'vision→language: "{toks[pos]}"\nlooking at the pixels', fontsize=8)
-    ax = fig.add_subplot(gs[0, 3])
-    if getattr(model, "mg", None) is not None:
-        p, j = mg_topk(model, b, 0, pos, {"gt": torch.from_numpy(gt_net.astype(np.float32))}, k=3)["gt"]
-        _bars(
-            ax,
-            tok.convert_ids_to_tokens([int(t) for t in j]),
-            p.numpy(),
-            toks[pos],
-            f'Mask Grounding: "{toks[pos]}" hidden,\nguessed from text + image + mask',
-        )
-    else:
-        _blank(ax)
-    ax = fig.add_subplot(gs[0, 4])
-    draw_overlay(ax, img, prob >= 0.5, gt_net, title=f"MagNet mask (dashed)\nIoU {mask_iou(prob >= 0.5, gt_net):.2f}")
-
-# %% ../nbs/14_visualize.ipynb #d231490a
-def _story_sag(fig, gs, image: np.ndarray, sentence: str, gt: np.ndarray, sag: tuple) -> None:
-    "The story's SaG row: entities, the sentence's relevance to each, the gathered map, the mask."
-
-    cfg, tok, model = sag
-    b = single_batch(cfg, tok, image, sentence, gt)
-    with eval_mode(model):
-        out = model(b)
-    img = to_image(b.images, 0, cfg.data.normalize)
-    gt_net = b.masks[0].numpy() > 0.5
-    prob = model.predict(out, b)[0, 0].float().cpu().numpy()
-    colours = entity_colours(model, out.a_slot.shape[1])
-    ax = fig.add_subplot(gs[1, 1])
-    ax.imshow(img * 0.35 + 0.65 * fit_to_rgb(entity_composite(out.a_slot[0], colours, out.hw), img.shape[:2]))
-    _blank(ax)
-    ax.set_title("shatter: entities (A^slot),\none colour each", fontsize=8)
-    ax.set_ylabel("SaG\n(learns from text only)", fontsize=10)
-    ax = fig.add_subplot(gs[1, 2])
-    af = out.a_fuse[0].float().cpu().numpy()
-    ax.bar(range(len(af)), af, color=colours)
-    ax.tick_params(labelsize=7)
-    ax.set_xlabel("entity", fontsize=7)
-    ax.set_title("gather: the sentence's\nrelevance A^fuse per entity", fontsize=8)
-    ax = fig.add_subplot(gs[1, 3])
-    _heat(
-        ax,
-        img,
-        relevance_grid(out.a_slot, out.a_fuse, out.hw, model.cfg.model.sag.inference)[0],
-        cmap="magma",
-        alpha=0.6,
-    )
-    ax.set_title("Σ A^fuse·A^slot", fontsize=8)
-    ax = fig.add_subplot(gs[1, 4])
-    draw_overlay(ax, img, prob >= 0.5, gt_net, title=f"SaG mask (dashed)\nIoU {mask_iou(prob >= 0.5, gt_net):.2f}")
-
-# %% ../nbs/14_visualize.ipynb #v14s0009
-def plot_story(
-    image: np.ndarray,
-    sentence: str,
-    gt: np.ndarray,
-    magnet: tuple,
-    sag: tuple,
-    word: str | None = None,
-    size: float = 2.4,
-    sag_sentence: str | None = None,
-) -> Figure:
-    """The project in one picture: a scene (h,w,3 uint8), its expression and mask (h,w); MagNet's mask with its PWAM
-    attention and MG guess; SaG's entities, relevance and mask. `magnet`, `sag`: (cfg, tokenizer, model); SaG reads
-    `sag_sentence` if given (a checkpoint trained on another language)."""
-    fig = plt.figure(figsize=(size * 5.6, size * 2.3))
-    gs = fig.add_gridspec(2, 5, width_ratios=[1.5, 1, 1, 1.15, 1], wspace=0.4, hspace=0.42)
-    ax0 = fig.add_subplot(gs[:, 0])
-    draw_overlay(ax0, image.astype(np.float32) / 255, gt=gt, dim=1.0)
-    said = f'"{sentence}"' if sag_sentence in (None, sentence) else f'MagNet: "{sentence}"\nSaG: "{sag_sentence}"'
-    ax0.set_title("\n".join(wrap(s, 26) for s in said.split("\n")), fontsize=12 if sag_sentence is None else 10)
-    ax0.text(
-        0.5, -0.03, "the referred object outlined in white", transform=ax0.transAxes, ha="center", va="top", fontsize=8
-    )
-    _story_magnet(fig, gs, image, sentence, gt, magnet, word)
-    _story_sag(fig, gs, image, sag_sentence or sentence, gt, sag)
     return fig

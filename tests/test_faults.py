@@ -1262,7 +1262,7 @@ def test_writes_past_a_file_size_limit_name_the_file_and_leave_nothing(tmp_path)
     log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 30)))
     code = (
         "import resource, sys, torch\nresource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
-        "from ris_nb.checkpoints import save_checkpoint\nfrom ris_nb.viz import save_curves\n"
+        "from ris_nb.checkpoints import save_checkpoint\nfrom ris_nb.run_curves import save_curves\n"
         "from pathlib import Path\nd = Path(sys.argv[1])\n"
         "for f in (lambda: save_checkpoint({'w': torch.zeros(10000)}, d / 'ck.pt'),\n"
         "          lambda: save_curves(d / 'log.jsonl', d / 'curves.png')):\n"

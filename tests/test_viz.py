@@ -1,5 +1,6 @@
-"""ris_nb.viz: every picture function on every tiny preset it applies to (axes and image content, not only "no error"),
-a clear error on the presets it does not apply to, and the checkpoint helper that the notebooks and the demo share."""
+"""ris_nb.viz and its appendices (picture_views, run_curves): every picture function on every tiny preset it applies to
+(axes and image content, not only "no error"), a clear error on the presets it does not apply to, and the checkpoint
+helper that the notebooks and the demo share."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 import torch
 
 from ris_nb import picture_inputs as pi
+from ris_nb import picture_views as pv
+from ris_nb import run_curves as rc
 from ris_nb import viz
 from ris_nb.run_folder import load_run
 from ris_nb.data.refer import Refer
@@ -146,14 +149,14 @@ def test_cam_pyramid(runs, preset):
     cfg, tok, model, b, _ = runs[preset]
     if preset != "magnet_tiny":
         with pytest.raises(ValueError, match="CAM"):
-            viz.cam_maps(model, b)
+            pv.cam_maps(model, b)
         return
-    cm = viz.cam_maps(model, b)
+    cm = pv.cam_maps(model, b)
     for s, pooled in enumerate(cm.pooled):
         assert {p: tuple(t.shape) for p, t in pooled.items()} == {
             p: (len(b), model.backbone.channels[s] // 4, p, p) for p in (1, 2, 3, 6)
         }
-    fig = viz.plot_cam_pyramid(model, b, maps=cm)
+    fig = pv.plot_cam_pyramid(model, b, maps=cm)
     assert len(image_axes(fig)) == 4 * 5 + 2
     assert varied(fig.axes[0])
 
@@ -163,20 +166,20 @@ def test_mask_grounding(runs, preset):
     cfg, tok, model, b, _ = runs[preset]
     if preset not in MG:
         with pytest.raises(ValueError, match="Mask Grounding"):
-            viz.mg_topk(model, b, 0, 1, {"m": b.masks[0]})
+            pv.mg_topk(model, b, 0, 1, {"m": b.masks[0]})
         return
-    pos = viz.default_hidden_word(viz.tokens_of(tok, b.input_ids[0], b.attention_mask[0]))
+    pos = pv.default_hidden_word(viz.tokens_of(tok, b.input_ids[0], b.attention_mask[0]))
     full, empty = torch.ones_like(b.masks[0]), torch.zeros_like(b.masks[0])
-    top = viz.mg_topk(model, b, 0, pos, {"full": full, "empty": empty}, k=4)
+    top = pv.mg_topk(model, b, 0, pos, {"full": full, "empty": empty}, k=4)
     for p, j in top.values():
         assert p.shape == j.shape == (4,) and (p[:-1] >= p[1:]).all() and float(p.sum()) <= 1 + 1e-5
     assert not torch.equal(top["full"][0], top["empty"][0])  # the mask is an input of the predictor
-    fig = viz.plot_mask_grounding(model, b, tok, i=0, masks={"whole image": full.numpy(), "nothing": empty}, k=4)
+    fig = pv.plot_mask_grounding(model, b, tok, i=0, masks={"whole image": full.numpy(), "nothing": empty}, k=4)
     bars = [ax for ax in fig.axes if not ax.images]
     assert [len(ax.patches) for ax in bars] == [4, 4]
     assert "[MASK]" in fig._suptitle.get_text() and all(varied(ax) for ax in image_axes(fig))
     with pytest.raises(ValueError, match="not a word"):
-        viz.mg_topk(model, b, 0, 0, {"m": full})
+        pv.mg_topk(model, b, 0, 0, {"m": full})
 
 
 @pytest.mark.parametrize("preset", TINY)
@@ -193,13 +196,14 @@ def test_plot_sag(runs, preset):
     K = out.a_slot.shape[1]
     assert K == 2 * model.slots.n_slots and len(fig.axes[2].patches) == K
     assert abs(sum(p.get_height() for p in fig.axes[2].patches) - 1) < 1e-4
-    assert len(fig.axes[4].collections) == model.slots.init.n_gaussians + 1
     assert all(varied(ax) for ax in image_axes(fig))
     comp = viz.entity_composite(out.a_slot[2], viz.entity_colours(model, K), out.hw)
     assert comp.shape == (*out.hw, 3)
     np.testing.assert_allclose(
         comp.reshape(-1, 3), (out.a_slot[2].T.numpy() @ viz.entity_colours(model, K)).clip(0, 1), atol=1e-6
     )
+    init = pv.plot_slot_init(model, b, i=2, outputs=out)
+    assert len(init.axes[0].collections) == model.slots.init.n_gaussians + 1  # a cloud per Gaussian + the slots
 
 
 @pytest.mark.parametrize("slot_type", ["random", "query"])
@@ -224,22 +228,23 @@ def test_plot_sag_other_slot_types(runs, slot_type):
     )
     fig = viz.plot_sag(model, b)
     assert len(fig.axes[2].patches) == model.slots.n_slots
+    assert len(pv.plot_slot_init(model, b).axes) == 1
     if slot_type == "query":
         with pytest.raises(ValueError, match="no Gaussian"):
-            viz.slot_clouds(model)
+            pv.slot_clouds(model)
 
 
 @pytest.mark.parametrize("preset", TINY)
 def test_plot_log(runs, preset):
     *_, run_dir = runs[preset]
-    recs = viz._records(run_dir)
-    parts = {k for r in recs if "loss" in r for k in r} - viz._NOT_LOSSES
-    fig = viz.plot_log(run_dir)
+    recs = rc._records(run_dir)
+    parts = {k for r in recs if "loss" in r for k in r} - rc._NOT_LOSSES
+    fig = rc.plot_log(run_dir)
     titled = {ax.get_title(): ax for ax in fig.axes if ax.lines}
     assert set(titled) == parts | {"learning rate", "validation (%)"}
     assert len(titled["loss"].lines[0].get_xdata()) == QUICK["train.max_steps"]
     with pytest.raises(FileNotFoundError, match="no training log"):
-        viz.plot_log(run_dir / "missing")
+        rc.plot_log(run_dir / "missing")
 
 
 def test_plot_by_type(runs):
@@ -248,16 +253,16 @@ def test_plot_by_type(runs):
         cfg, tok, model, _, _ = runs[p]
         val = make_dataloaders(cfg, tok, splits=["val"])["val"]
         results[p] = evaluate(model, val, protocol=cfg.eval.protocol, progress=False, keep_samples=False)
-    one = viz.plot_by_type(results["magnet_tiny"])
+    one = rc.plot_by_type(results["magnet_tiny"])
     types = sorted(results["magnet_tiny"]["by_type"])
     assert [len(ax.patches) for ax in one.axes] == [len(types)] * 2
     heights = [p.get_height() for p in one.axes[0].patches]
     assert heights == pytest.approx([results["magnet_tiny"]["by_type"][t]["oIoU"] for t in types])
-    many = viz.plot_by_type(results, metrics=("mIoU",))
+    many = rc.plot_by_type(results, metrics=("mIoU",))
     assert len(many.axes[0].patches) == len(types) * len(TINY)
     assert [t.get_text() for t in many.axes[0].get_legend().get_texts()] == TINY
     with pytest.raises(ValueError, match="not an evaluate"):
-        viz.plot_by_type({"x": {"overall": {}}})
+        rc.plot_by_type({"x": {"overall": {}}})
 
 
 def test_story_and_single_batch(runs):
@@ -269,7 +274,7 @@ def test_story_and_single_batch(runs):
     torch.testing.assert_close(one.images[0], b.images[0])  # the data pipeline's own transform
     torch.testing.assert_close(one.input_ids[0], b.input_ids[0])
     torch.testing.assert_close(one.masks[0], b.masks[0])
-    fig = viz.plot_story(img, b.meta["sentence"][0], gt, runs["magnet_tiny"][:3], runs["sag_tiny"][:3])
+    fig = pv.plot_story(img, b.meta["sentence"][0], gt, runs["magnet_tiny"][:3], runs["sag_tiny"][:3])
     assert len(image_axes(fig)) == 7 and all(varied(ax) for ax in image_axes(fig))
     # MG top-3, A^fuse over pieces
     assert sum(len(ax.patches) for ax in fig.axes if not ax.images) == 3 + 2 * runs["sag_tiny"][2].slots.n_slots
@@ -284,16 +289,16 @@ def test_story_and_single_batch(runs):
 def test_key_words_skip_words_without_meaning():
     "The demo's attention figure shows the words that matter ('the square that is not yellow': square, not, yellow)."
     toks = ["[CLS]", "the", "square", "that", "is", "not", "yellow", "[SEP]"]
-    assert [toks[k] for k in viz.key_words(toks)] == ["square", "not", "yellow"]
+    assert [toks[k] for k in pv.key_words(toks)] == ["square", "not", "yellow"]
     assert [toks[k] for k in viz.pick_words(toks, max_words=4)] == ["the", "square", "that", "is"]
-    assert viz.key_words(["[CLS]", "the", "[SEP]"]) == [1]  # only function words: still something
+    assert pv.key_words(["[CLS]", "the", "[SEP]"]) == [1]  # only function words: still something
 
 
 @pytest.mark.parametrize("preset", PWAM)
 def test_word_attention_explained(runs, preset):
-    "explain=True: the same panels, a colour bar per direction labelled in words, and the glossary line."
+    "explain_word_attention: the same panels, a colour bar per direction labelled in words, and the glossary line."
     cfg, tok, model, b, _ = runs[preset]
-    fig = viz.plot_word_attention(model, b, tok, i=1, explain=True)
+    fig = pv.explain_word_attention(model, b, tok, i=1)
     words = viz.pick_words(viz.tokens_of(tok, b.input_ids[1], b.attention_mask[1]))
     assert len(image_axes(fig)) == len(words) * (8 if preset == "magnet_tiny" else 4)
     bars = [ax.get_xlabel() for ax in fig.axes if not ax.images]
@@ -301,14 +306,14 @@ def test_word_attention_explained(runs, preset):
         ["V→L: the word's attention (each panel its own range)"] if preset == "magnet_tiny" else []
     )
     glossary = " ".join(t.get_text() for t in fig.texts)
-    assert viz.GLOSSARY["L→V"] in glossary and (viz.GLOSSARY["V→L"] in glossary) == (preset == "magnet_tiny")
+    assert pv.GLOSSARY["L→V"] in glossary and (pv.GLOSSARY["V→L"] in glossary) == (preset == "magnet_tiny")
 
 
 def test_plot_sag_explained(runs):
     cfg, tok, model, b, _ = runs["sag_tiny"]
-    plain, fig = viz.plot_sag(model, b, i=2), viz.plot_sag(model, b, i=2, explain=True)
+    plain, fig = viz.plot_sag(model, b, i=2), pv.explain_sag(model, b, i=2)
     assert len(fig.axes) == len(plain.axes) + 1 and fig.axes[-1].get_xlabel() == "gathered map (min–max)"
-    assert all(viz.GLOSSARY[k] in " ".join(t.get_text() for t in fig.texts) for k in ("A^slot", "A^fuse", "gathered"))
+    assert all(pv.GLOSSARY[k] in " ".join(t.get_text() for t in fig.texts) for k in ("A^slot", "A^fuse", "gathered"))
 
 
 def test_read_sentence_names_unknown_and_cut_words(runs):
