@@ -176,7 +176,7 @@ def expected_snippets() -> list[tuple[str, str]]:
 
 def sag_claims_snippet() -> str:
     """SaG's claims on appearance by verdict: the fusion and inference study, the entity study, the latter's claims
-    rerun at 5 seeds replacing their 3-seed verdicts (as 11_sag shows them)."""
+    rerun at 5 seeds replacing their 3-seed verdicts (as 95g_sag_studies shows them)."""
     fusion, ent, ent5 = (
         json.loads((RESULTS / f"{n}.json").read_text())
         for n in ("study_sag_appearance", "study_sag_entities", "study_sag_entities_5seeds")
