@@ -144,7 +144,7 @@ def _run_train(args) -> None:
     data = Path(run.cfg.data.root) / run.cfg.data.dataset
     check_out_dir(run.run_dir, out_name)  # named as the user named it, before `start` checks it again
     check_apart(run.run_dir, data, out_name)  # not synth's folder
-    run.start(cbs=[_banner("ris_nb train"), CurvesCB()], finish=finish)  # curves.png: 14_visualize
+    run.start(cbs=[_banner("ris_nb train"), CurvesCB()], finish=finish)  # curves.png: 98l_run_curves
     finish_distributed()  # the run, its DDP wrapper with it, is gone by now
 
 # %% ../nbs/15_cli.ipynb #c6fe76f5
