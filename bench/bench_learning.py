@@ -3,12 +3,12 @@
 Run: .venv/bin/python bench/bench_learning.py [--presets lavt_tiny magnet_tiny sag_tiny] [--seeds 0] [--threads 2]
      [--data data/shaperefs] [--steps N] [--batch B] [--size 64] [--out runs/bench_learning]
 Generates ShapeRefs (--scenes, default 3,000, at --size px, seed 0) when --data does not exist. For every preset × seed
-it trains with `ris_nb.training_run.fit` (the preset's recipe; --steps/--batch override it), then reports val oIoU/mIoU, oIoU
-per expression type, the sentence sensitivity (LAVT/MagNet) or the shatter/gather figures (SaG), the language-blind
-references of the same split, wall time (training + the final validation), training samples/s and the 512³ float32
-matmul probe floor (minimum of 50 probes at start, so times from machines of different speed can be put side by side).
-Finished runs are reloaded, not retrained. `--smoke`: lavt_tiny, 2 steps of 4 on 40 scenes, one thread, in a temporary
-folder (seconds).
+it trains with `ris_nb.training_run.fit` (the preset's recipe; --steps/--batch override it), then reports val
+oIoU/mIoU, oIoU per expression type, the sentence sensitivity (LAVT/MagNet) or the shatter/gather figures (SaG), the
+language-blind references of the same split, wall time (training + the final validation), training samples/s and the
+512³ float32 matmul probe floor (minimum of 50 probes at start, so times from machines of different speed can be put
+side by side). Finished runs are reloaded, not retrained. `--smoke`: lavt_tiny, 2 steps of 4 on 40 scenes, one thread,
+in a temporary folder (seconds).
 """
 
 from __future__ import annotations
