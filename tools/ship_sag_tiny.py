@@ -21,9 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "nbs" / "11_sag.ipynb"
-# the notebook's imports (FULL_RUN and IN_TEST are set in the first), its data + model cell, the loop's helpers and the
-# loop (cell ids)
-CELLS = ("s11full1", "74a65885", "22e02bed", "dbb1102e", "5a9c1e07", "2317b142")
+# the notebook's imports (FULL_RUN and IN_TEST are set in the first), its data + model cell and the cell that trains
+# (`bare_train`, appendix 95g) (cell ids)
+CELLS = ("s11full1", "74a65885", "dbb1102e", "2317b142")
 DATA = {"language": "appearance", "n_images": 3000, "seed": 0, "size": 64}  # what cell dbb1102e generates
 SMOKE_SCENES = 300  # what it generates under nbdev_test (IN_TEST)
 
