@@ -86,6 +86,11 @@ def main(data: str, out: str, steps: int, accum: int = 1, noise: bool = False) -
             "data.image_size": 64,
             "model.mg.enabled": False,
             "model.cal.enabled": False,
+            # the official init (every sample on the lattice). With MagNet's 1/64 px shift, ATen's AVX2 path made
+            # step 1 of a batch of 8 and of two batches of 4 differ by 16x this test's rounding bound, while shifts of
+            # 1/128, 1/32 and 3/64 stayed within it: a discontinuity the bound does not model (suspected: the one-query
+            # decoder's masked attention thresholds mask logits that start near 0). Not what DDP or accumulation is.
+            "model.magnet.offset_init_shift": 0.0,
         }
     )
     _, loaders, model, cfg = prepare(cfg, splits=["train"])  # seeded with cfg.seed = 0
