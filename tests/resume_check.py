@@ -10,25 +10,9 @@ from ris_nb.core import seed_everything
 from ris_nb.registry import build_model
 from ris_nb.presets import get_preset
 from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-from ris_nb.train import Callback
-from ris_nb.training_run import fit
+from ris_nb.training_run import Crash, CrashAt, fit  # 93f: a crash between two checkpoints, as kill -9 leaves it
 from ris_nb.checkpoints import model_state
 from ris_nb.run_folder import read_log
-
-
-class Crash(Exception):
-    "Stands in for kill -9: training stops between two checkpoints, nothing is cleaned up."
-
-
-class CrashAt(Callback):
-    order = 15  # after the step's log line (LogCB) and validation (EvalCB), before its checkpoint (CheckpointCB)
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def after_step(self):
-        if self.learn.step == self.step:
-            raise Crash
 
 
 def _train(preset: str, data_root: Path, out: Path, steps: int, crash_at: int | None = None, extra: dict | None = None):
