@@ -52,6 +52,7 @@ RUN_BY_TESTS = {  # script: the test file (or the worker a test starts) that run
     "tools/vector_path.py": "test_ci_tools.py",
     "bench/bench_quickstart.py": "test_scripts_run.py",
     "tools/sag_ladder.py": "test_scripts_run.py",
+    "tools/magnet_ladder.py": "test_scripts_run.py",
     "tools/sag_language_run.py": "test_scripts_run.py",
     **{script: "test_scripts_run.py" for script in SMOKED},
 }
@@ -223,6 +224,47 @@ def test_bench_quickstart_runs_a_recipe_end_to_end(tmp_path):
     row = [line for line in p.stdout.splitlines() if line.startswith("| today |")]
     assert len(row) == 1 and row[0].endswith("| 0 |") and row[0].count(": ") == 2, p.stdout  # two val scores
     assert "512³ matmul probe" in p.stdout and "CPU: " in p.stdout
+
+
+def magnet_ladder():
+    "tools/magnet_ladder.py as a module."
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import magnet_ladder
+
+        return magnet_ladder
+    finally:
+        sys.path.pop(0)
+
+
+def test_magnet_ladder_ends_at_magnet_tiny_and_starts_at_the_paper_form():
+    "The ladder's top rung is magnet_tiny itself; its bottom rung sets magnet_paper's values (but the lattice shift)."
+    from ris_nb.core import flat_config
+    from ris_nb.presets import get_preset
+
+    ml = magnet_ladder()
+    tiny = get_preset("magnet_tiny")
+    assert tiny.override(ml.ladder_overrides(len(ml.MAGNET_LADDER) - 1)) == tiny
+    assert tiny.override(ml.ladder_overrides(len(ml.MAGNET_LADDER) - 2)) != tiny  # each rung changes something
+    paper_values = flat_config(get_preset("magnet_paper"))
+    for key, value in ml.PAPER_FORM.items():
+        want = 0.0 if key.endswith("offset_init_shift") else paper_values[key]  # the official init: on the lattice
+        assert value == want, (key, value, want)
+
+
+def test_magnet_ladder_trains_each_rung_end_to_end():
+    """tools/magnet_ladder.py --smoke: the paper-form rung and magnet_tiny trained for real (2 steps on 40 scenes),
+    each a row of its table."""
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "magnet_ladder.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "smoke: 2 rows" in p.stdout, p.stdout[-2000:]
 
 
 def test_sag_ladder_trains_each_rung_end_to_end():
