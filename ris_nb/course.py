@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def nbgrader_available() -> bool:
 
 # %% ../nbs/19_course.ipynb #714fdd7c
 def _student_cells_nbgrader(nb: dict) -> dict:
-    import nbformat
+    import nbformat  # nbgrader and nbformat: the teachers' tools, imported only by what builds a course
     from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
 
     node = nbformat.from_dict(copy.deepcopy(nb))
@@ -194,8 +195,6 @@ def short_run(
 ) -> dict:
     """Train `preset` (+ `overrides`) for `steps` × `batch_size` samples on a small ShapeRefs set; val numbers (as
     `train_and_score`) and cost."""
-    import tempfile
-
     if threads:
         torch.set_num_threads(threads)
     root = shaperefs_data(n_images, size)

@@ -12,6 +12,7 @@ import importlib
 import os
 import re
 import shutil
+import subprocess
 import warnings
 import weakref
 from contextlib import contextmanager
@@ -257,8 +258,6 @@ _WRITTEN_BY: dict[str, str] = {}
 def written_by() -> dict[str, str]:
     "The ris_nb version and git commit ('' outside a git checkout) that this process runs: stored in every checkpoint."
     if not _WRITTEN_BY:
-        import subprocess
-
         repo, commit = Path(ris_nb.__file__).resolve().parents[1], ""
         if (repo / ".git").exists():
             try:

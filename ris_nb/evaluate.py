@@ -139,7 +139,7 @@ def score_splits(
 # %% ../nbs/13_evaluation.ipynb #be5f19f3
 def plot_best_worst(model: nn.Module, dataset, collate_fn, samples: list[dict], cfg: Config, k: int = 4, out=None):
     "Grid of the k best and k worst samples (by IoU): GT outlined in white, prediction dashed black."
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only where a figure is drawn: pyplot takes a second to import
 
     order = sorted(samples, key=lambda r: r["IoU"])
     picks = [("worst", r) for r in order[:k]] + [("best", r) for r in order[::-1][:k]]

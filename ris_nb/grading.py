@@ -522,7 +522,7 @@ NOT_GRADED = "not graded"  # what `NotGradedExport` writes for a submission auto
 
 def _verdict(r: CheckResult) -> dict:
     "The output nbgrader grades a check cell by: a line on stdout when it passed, an error naming why when not."
-    import nbformat
+    import nbformat  # the teachers' tools (nbgrader, nbformat), imported only by what grades
 
     if r.passed:
         points = f"{r.points:g} point{'' if r.points == 1 else 's'}"
@@ -558,6 +558,7 @@ def _restored(c, name: str, source: dict, graded: dict[str, float], solutions: s
 def nbgrader_parts() -> dict[str, type]:
     """ris_nb's preprocessors and export plugin for nbgrader (imported here: nbgrader is optional), by name; the
     course's `nbgrader_config.py` uses them."""
+    # nbgrader, only when grading: its import pulls in Jupyter's server stack
     from nbgrader.api import Gradebook, MissingEntry
     from nbgrader.coursedir import CourseDirectory
     from nbgrader.plugins import CsvExportPlugin
@@ -711,7 +712,7 @@ def name_unreadable_submissions(assignment: str, student: str, notebooks: list[s
     """Autograde's pre-convert hook: a submitted file that is no nbformat 4 notebook (not UTF-8 JSON, empty, nbformat 5,
     a link, too big) is named in one line before nbgrader fails to read it; nbgrader's traceback is cut to its last
     line."""
-    from traitlets.config import Application
+    from traitlets.config import Application  # with nbgrader, only when grading
 
     log = Application.instance().log
     cut = next((f for f in log.filters if isinstance(f, _TracebackLastLine)), None)

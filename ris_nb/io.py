@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import io
@@ -14,6 +15,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import sys
 import warnings
 import zipfile
@@ -601,10 +603,6 @@ def load_image(path: str | Path, exif_transpose: bool = False) -> np.ndarray:
 # %% ../nbs/92_dataset_writing.ipynb #a92pd002
 def die_with_parent(parent: int) -> None:
     "Linux: this process is killed when `parent` dies (elsewhere: nothing); exits now if `parent` is already gone."
-    import ctypes
-    import signal
-    import sys
-
     if sys.platform != "linux":
         return
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import ctypes
 import dataclasses
 import io
 import os
 import select
 import shutil
 import signal
+import site
 import stat
 import subprocess
 import sys
@@ -61,8 +63,7 @@ def _child_command() -> list[str]:
 
 def _limits(rules: list[tuple[str, int]], abi: int, budget: StudentBudget) -> None:
     "In the student's process before it starts: killed with the grader, no core file, `budget`, the Landlock `rules`."
-    import ctypes
-    import resource
+    import resource  # POSIX only, and this runs only in the student's (Linux) process
 
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: dies when the grader dies
@@ -151,8 +152,6 @@ def _subreaper(on: bool) -> bool:
     "Make the grader adopt its descendants' orphans (setsid() ones too) while on; whether it was on before."
     if not sys.platform.startswith("linux"):
         return False
-    import ctypes
-
     libc, was = ctypes.CDLL(None), ctypes.c_int(0)
     libc.prctl(37, ctypes.byref(was), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
     libc.prctl(36, int(on), 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
@@ -248,8 +247,6 @@ _LL_FILE_RIGHTS = 1 | 2 | 4 | 1 << 14 | 1 << 15  # the rights a rule on a single
 
 def landlock_abi() -> int:
     "The Landlock ABI this Linux kernel offers (0: none): what confines a student's process."
-    import ctypes
-
     if not sys.platform.startswith("linux"):
         return 0  # 444 is Linux's landlock_create_ruleset, nobody else's
     try:
@@ -260,8 +257,6 @@ def landlock_abi() -> int:
 
 def _confine(rules: list[tuple[str, int]], abi: int) -> None:
     "In the student's process before it starts: Landlock rules (path, rights) only, no TCP, no signals or sockets out."
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     fs = (1 << 13) - 1 | (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0) | (1 << 15 if abi >= 5 else 0)
     attr = (ctypes.c_uint64 * 3)(fs, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)
@@ -287,8 +282,6 @@ def _confine(rules: list[tuple[str, int]], abi: int) -> None:
 def sandbox_rules(scratch: Path, teacher: Path | None) -> list[tuple[str, int]]:
     "Read Python, its packages and ris_nb (its repository's other files only listed); write the scratch copy and /dev."
     pkg = Path(checks_module.__file__).resolve().parent
-    import site
-
     roots = [
         sys.prefix,
         sys.base_prefix,

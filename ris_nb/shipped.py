@@ -10,6 +10,7 @@ __all__ = ['SHIPPED_KEYS', 'DATA_RECIPE', 'shipped_dir', 'shipped_names', 'read_
 # %% ../nbs/97a_shipped.ipynb #3eeb5e58
 import json
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ class Shipped:
 # %% ../nbs/97a_shipped.ipynb #sh970004
 def word_tokenizer_from_json(text: str, max_tokens: int):
     "The word-level tokenizer of `04_transforms` (`word_tokenizer`) from its `tokenizer.json` text."
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer  # with transformers, seconds to import: only where a tokenizer is built
     from transformers import PreTrainedTokenizerFast
 
     specials = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
@@ -161,9 +162,7 @@ def scene_batch(loader, n: int = 4, image_id: int | None = None):
 def show_scene(model: nn.Module, batch, normalize: str = "imagenet", title: str = "") -> list[float]:
     """Draw the scene of `scene_batch`, then per sentence the predicted mask (the rest dimmed, yellow outline) and the
     true object (white dashes); returns the IoUs."""
-    import textwrap
-
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only where a figure is drawn: pyplot takes a second to import
     from matplotlib.lines import Line2D
 
     model.eval()

@@ -138,7 +138,7 @@ def study_markdown(study: dict) -> str:
 def plot_study(study: dict):
     """Bar chart, mean ± std over seeds per row (MagNet rows in oIoU, SaG rows in mIoU), the best language-blind
     answer dashed."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only where a figure is drawn: pyplot takes a second to import
 
     panels = [
         (g, m)
@@ -168,7 +168,7 @@ def plot_study(study: dict):
 # %% ../nbs/98a_study_report.ipynb #83b95862
 def write_outputs(study: dict, out: str | Path) -> dict[str, Path]:
     "OUT/study.json, OUT/study.md, OUT/study.png (each written to a temporary file first)."
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only where a figure is drawn: pyplot takes a second to import
 
     out = Path(out)
     fig = plot_study(study)
@@ -248,7 +248,7 @@ def main_table_markdown(rec: dict) -> str:
 def plot_main_table(rec: dict):
     """One panel per language: each method's mean ± std per split (in its paper's metric), the best language-blind
     answer dashed."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only where a figure is drawn: pyplot takes a second to import
 
     langs, splits, names = rec["languages"], rec["splits"], list(rec["rows"])
     fig, axs = plt.subplots(1, len(langs), figsize=(4.2 * len(langs), 3.4), squeeze=False, sharey=True)
@@ -287,7 +287,7 @@ def plot_main_table(rec: dict):
 # %% ../nbs/98a_study_report.ipynb #r98a0013
 def write_main_table(rec: dict, out: str | Path, record: str | Path | None = None) -> dict[str, Path]:
     "OUT/main_table.json, .md and .png, each written whole; `record`: the JSON also there (the committed copy)."
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only where a figure is drawn: pyplot takes a second to import
 
     out, fig = Path(out), plot_main_table(rec)
     paths = {

@@ -227,24 +227,35 @@ def test_no_import_circle():
     assert not cycle, "import circle: " + " → ".join(cycle)
 
 
+def has_reason(lines: list[str], first: int, last: int) -> bool:
+    """Whether the import on lines `first`..`last` (1-based) says why: a comment on its lines, or on the comment line
+    or commented import that heads its block of imports."""
+    if any("#" in lines[k - 1] for k in range(first, last + 1)):
+        return True
+    k = first - 1
+    while k >= 1 and re.match(r"\s*(from \S+ )?import |\s*#", lines[k - 1]):
+        if "#" in lines[k - 1]:
+            return True
+        k -= 1
+    return False
+
+
 def function_level_imports(module: str) -> list[str]:
-    "`line N: source` of each `ris_nb` import inside a function body of `module` (relative imports included)."
+    "`line N: source` of each import inside a function body of `module` that does not say why it is there."
     lines, found = MODULES[module].read_text().splitlines(), {}
     for f in ast.walk(tree(module)):
         if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for n in ast.walk(f):
-                ours = (isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").split(".")[0] == "ris_nb")) or (
-                    isinstance(n, ast.Import) and any(a.name.split(".")[0] == "ris_nb" for a in n.names)
-                )
-                if ours:
-                    found[n.lineno] = (lines[n.lineno - 1], lines[n.end_lineno - 1])
-    return [f"line {k}: {first.strip()}" for k, (first, last) in sorted(found.items()) if "#" not in first + last]
+                if isinstance(n, (ast.Import, ast.ImportFrom)) and not has_reason(lines, n.lineno, n.end_lineno):
+                    found[n.lineno] = lines[n.lineno - 1]
+    return [f"line {k}: {line.strip()}" for k, line in sorted(found.items())]
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_a_function_level_import_says_why(module):
-    """An import inside a function hides an arrow of the drawing: it carries its reason as a trailing comment
-    (torch-free start-up, an optional dependency, …), or it moves to the top of the module."""
+    """An import inside a function hides an arrow of the drawing or a dependency: it carries its reason as a comment
+    (torch-free start-up, an optional dependency, a slow import, …), on its line or heading its block, or it moves to
+    the top of the module."""
     bare = function_level_imports(module)
     assert not bare, f"ris_nb.{module}: function-level imports without a reason (`# why` on the line): {bare}"
 
@@ -253,12 +264,14 @@ def test_the_reason_check_finds_a_bare_import(tmp_path):
     MODULES["_probe"] = tmp_path / "probe.py"
     MODULES["_probe"].write_text(
         "import ris_nb\n\n\ndef f():\n    from ris_nb.core import Config\n    from . import io  # why\n"
-        "    import ris_nb.models\n    import json\n    return Config, io\n"
+        "    import ris_nb.models  # the block's reason above\n\n    import json\n    return Config, io\n\n\n"
+        "def g():\n    # why, for the block\n    import numpy\n    import scipy\n\n    import csv\n"
     )
     try:
         assert function_level_imports("_probe") == [
             "line 5: from ris_nb.core import Config",
-            "line 7: import ris_nb.models",
+            "line 9: import json",
+            "line 18: import csv",
         ]
     finally:
         del MODULES["_probe"]

@@ -137,7 +137,7 @@ def check_images(refer: Refer, refs: list, split: str) -> None:
 # %% ../../nbs/91b_refer_files.ipynb #27fc72bd
 def show_ref(refer: Refer, ref_id: int, ax=None, dim: float = 0.4):
     "Draw the image of `ref_id` (outside the mask dimmed, mask outlined) with its sentences as the title."
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only where a figure is drawn: pyplot takes a second to import
 
     r = refer.refs[ref_id]
     img, m = load_image(refer.image_path(r["image_id"])), refer.mask(r["ann_id"])

@@ -5,17 +5,21 @@
 # %% ../../nbs/92a_shaperefs_files.ipynb #f92i0001
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
+import multiprocessing as mp
 import os
 import pickle
 import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 # files written whole, read safely: appendix 92
 from ..io import check_path_arg, remove_stale_temps, safe_load_pickle, write_atomic
@@ -80,12 +84,8 @@ def _make_all(
     """`make` every scene of `jobs` (in `workers` processes), save its image and number it:
     `_write_images_and_records`'s (images, annotations, refs, n_sent)."""
     n_images = len(jobs)
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=n_images, desc="ShapeRefs", unit="img", disable=not verbose or n_images < 500)
     if workers > 1:
-        import multiprocessing as mp
-
         pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers)
         results = pool.imap(make, jobs, chunksize=16)
     else:
@@ -270,9 +270,6 @@ _COURSE_DATA: dict[tuple, Path] = {}
 
 def shaperefs_data(n_images: int = 600, size: int = 64, seed: int = 0) -> Path:
     "A ShapeRefs data root (holding shaperefs/) generated once per process in a temporary folder, removed at exit."
-    import atexit
-    import tempfile
-
     key = (n_images, size, seed)
     if key not in _COURSE_DATA:
         root = Path(tempfile.mkdtemp(prefix="ris_nb_course_"))

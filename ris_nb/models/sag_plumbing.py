@@ -52,7 +52,7 @@ def build_text(cfg: Config) -> TextEncoder:
     t, s = cfg.model.text, cfg.model.sag
     if t.encoder != "bert" or s.bert_max_positions == 512:
         return build_text_encoder(t)
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertModel  # seconds to import: only where a BERT is built
 
     if t.vocab_size <= 0:
         raise ValueError(
