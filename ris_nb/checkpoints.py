@@ -157,7 +157,7 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
 
 # %% ../nbs/93c_checkpoints.ipynb #ck93c007
 def model_state(core: nn.Module) -> dict:
-    "State dict without the `_orig_mod.` prefix torch.compile adds."
+    "State dict of `core` without the `_orig_mod.` prefix of a user's `torch.compile` wrapper (ours compiles in place)."
     return {k.replace("_orig_mod.", ""): v for k, v in core.state_dict().items()}
 
 

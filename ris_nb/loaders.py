@@ -93,7 +93,7 @@ def check_loaders(loaders: dict[str, DataLoader], cfg: Config, splits: Sequence[
     """Refuse, before any training, a missing training split, one smaller than a batch, and an empty one among
     `splits` (naming the split and the file); `loaders` may hold the datasets themselves."""
     if "train" in splits and "train" not in loaders:
-        raise ValueError(f"no 'train' loader (got {', '.join(loaders) or 'none'}); expected make_dataloaders(cfg)")
+        raise ValueError(f"no 'train' loader (got {', '.join(loaders) or 'none'}); expected a 'train' DataLoader")
     n, bs = (epoch_items(cfg, _dataset(loaders["train"])), cfg.train.batch_size) if "train" in splits else (0, 0)
     if 0 < n < bs:  # the sampler drops the last partial batch: an epoch of no batch at all
         raise ValueError(

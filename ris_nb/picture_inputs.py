@@ -18,7 +18,6 @@ from .core import Config
 from .presets import get_preset
 from .data.transforms import Batch, encode_text, image_transform, resize_mask
 
-# built in 93a_run_folders
 from .run_folder import WEIGHT_FREE_KEYS, saved_config, weight_changes
 from .checkpoints import load_checkpoint
 from .evaluate import evaluate  # the validation that picks best.pt

@@ -111,7 +111,7 @@ class EntityPretrainCB(Callback):
 
 # %% ../nbs/12a_entity_pretraining.ipynb #pt000009
 def save_entity_model(model: EntityModel, log: list[dict], out: str | Path) -> Path:
-    "Write `model`'s config, weights and training log to `out`, whole or not at all (`save_checkpoint`, appendix 93)."
+    "Write `model`'s config, weights and training log to `out`, whole or not at all (`save_checkpoint`, appendix 93c)."
     return save_checkpoint({"config": asdict(model.cfg), "state_dict": model.state_dict(), "log": log}, out)
 
 
