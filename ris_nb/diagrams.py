@@ -706,7 +706,7 @@ class _Provenance(TorchFunctionMode):
             start = end
 
 # %% ../nbs/98f_diagrams.ipynb #h98f0015
-def _named(model: nn.Module, pattern: str) -> list[nn.Module]:
+def _modules_matching(model: nn.Module, pattern: str) -> list[nn.Module]:
     "The modules of `model` whose name matches `pattern`, '*' standing for one part of a name (`cams.*.mixer`)."
     rx = re.compile(re.escape(pattern).replace(r"\*", r"[^.]+"))
     return [m for name, m in model.named_modules() if rx.fullmatch(name)]
@@ -714,7 +714,7 @@ def _named(model: nn.Module, pattern: str) -> list[nn.Module]:
 
 def _hook_modules(model: nn.Module, pattern: str, p: _Provenance) -> list:
     "Hooks on the modules that `pattern` names: each call is one run of the box."
-    found = _named(model, pattern)
+    found = _modules_matching(model, pattern)
     if not found:
         raise ValueError(f"box module {pattern!r}: no module of {type(model).__name__} has that name")
 

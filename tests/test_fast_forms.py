@@ -15,7 +15,7 @@ import torch
 
 from ris_nb.registry import build_model, validate_config
 from ris_nb.models.encoder_builds import offline_random
-from ris_nb.models.fast import FastMagNet, compile_regions, compiled_regions, to_impl
+from ris_nb.models.fast import FastMagNet, compile_regions, regions_to_compile, to_impl
 from ris_nb.models.magnet import MagNet
 from ris_nb.models.mask2former import MSDeformAttn
 from ris_nb.presets import get_preset
@@ -204,7 +204,7 @@ def test_compile_regions_uses_module_compile_only():
 
     model = to_impl(_reference("magnet_tiny", 64), "fast")
     keys, before = list(model.state_dict()), dynamo_config.get_config_copy()
-    regions = compiled_regions(model)
+    regions = regions_to_compile(model)
     assert compile_regions(model) is model and list(model.state_dict()) == keys
     assert all(m._compiled_call_impl is not None for m in regions)
     assert len(regions) == len({id(m) for m in regions}) > 12

@@ -24,7 +24,8 @@ from .mask2former import Attention, DecoderLayer, DeformEncoderLayer, MSDeformAt
 # %% auto #0
 __all__ = ['FORMS', 'MEASURED_FASTER', 'TIE', 'FastMSDeformAttn', 'FastDeformEncoderLayer', 'value_path', 'FastDecoderLayer',
            'pool_repeats', 'FastCAM', 'gather_positions', 'cal_loss_packed', 'FastMagNet', 'resolved_impl',
-           'use_impl_forms', 'to_impl', 'shared_input_linears', 'check_compiler', 'compiled_regions', 'compile_regions']
+           'use_impl_forms', 'to_impl', 'shared_input_linears', 'check_compiler', 'regions_to_compile',
+           'compile_regions']
 
 # %% ../../nbs/97c_fast_forms.ipynb #fa97c007
 class FastMSDeformAttn(MSDeformAttn):
@@ -394,7 +395,7 @@ def check_compiler(setting: str = "train.compile='regional'") -> str:
         ) from None
 
 # %% ../../nbs/97c_fast_forms.ipynb #fa97c033
-def compiled_regions(model: MagNet) -> list[nn.Module]:
+def regions_to_compile(model: MagNet) -> list[nn.Module]:
     "The blocks `compile_regions` compiles, in the order a step runs them."
     bb = model.backbone
     stages = list(bb.body.layers) if hasattr(bb, "body") else list(bb.stages)
@@ -405,10 +406,10 @@ def compiled_regions(model: MagNet) -> list[nn.Module]:
 
 @register_part("compile_regions")
 def compile_regions(model: MagNet, options: dict | None = None) -> MagNet:
-    """`Module.compile` (fixed shapes) on each of `compiled_regions(model)`, in place; `options`: inductor's (default:
+    """`Module.compile` (fixed shapes) on each of `regions_to_compile(model)`, in place; `options`: inductor's (default:
     the `shared_input_linears` pass)."""
     check_compiler()  # now, not at the first step: nothing is written yet
     opts = {"pre_grad_custom_pass": shared_input_linears()} if options is None else options
-    for mod in compiled_regions(model):
+    for mod in regions_to_compile(model):
         mod.compile(dynamic=False, options=opts)
     return model
