@@ -397,14 +397,21 @@ class CrashAt(Callback):
             raise Crash
 
 # %% ../nbs/93f_training_run.ipynb #fa07e3dd
-def train_tiny(out: str | Path, crash_at: int | None = None, steps: int = 4) -> dict | None:
-    """`lavt_tiny` trained `steps` steps at 64 px into `out` (a checkpoint every 2), resuming what is there: its
-    weights, or None when it crashed after step `crash_at`."""
+def train_tiny(
+    out: str | Path,
+    crash_at: int | None = None,
+    steps: int = 4,
+    preset: str = "lavt_tiny",
+    data_root: str | Path | None = None,
+    overrides: dict | None = None,
+) -> nn.Module | None:
+    """`preset` trained `steps` steps of 2 at 64 px into `out` (a checkpoint every 2; 60 generated scenes unless
+    `data_root`), resuming what is there: the model, or None when it crashed after step `crash_at`."""
     from ris_nb.data.shaperefs_files import shaperefs_data  # the data generator: only this experiment needs it
 
-    cfg = get_preset("lavt_tiny").override(
+    cfg = get_preset(preset).override(
         {
-            "data.root": str(shaperefs_data(n_images=60, size=64)),
+            "data.root": str(data_root or shaperefs_data(n_images=60, size=64)),
             "data.image_size": 64,
             "train.batch_size": 2,
             "train.max_steps": steps,
@@ -414,6 +421,7 @@ def train_tiny(out: str | Path, crash_at: int | None = None, steps: int = 4) -> 
             "train.warmup_steps": 1,
             "train.out_dir": str(out),
             "train.device": "cpu",
+            **(overrides or {}),
         }
     )
     tok, loaders, model, cfg = prepare(cfg, splits=["train"])
@@ -421,12 +429,12 @@ def train_tiny(out: str | Path, crash_at: int | None = None, steps: int = 4) -> 
         fit(model, loaders, cfg, cbs=[CrashAt(crash_at)] if crash_at else [])
     except Crash:
         return None
-    return model.state_dict()
+    return model
 
 
 def crash_and_resume(folder: str | Path, steps: int = 4, crash_at: int = 3) -> tuple[dict, dict]:
     "The weights of a straight run and of one that crashed after step `crash_at`, then resumed in a new model."
-    straight = train_tiny(Path(folder) / "straight", steps=steps)
+    straight = train_tiny(Path(folder) / "straight", steps=steps).state_dict()
     if train_tiny(Path(folder) / "crashed", crash_at, steps) is not None:
         raise RuntimeError(f"the run did not crash after step {crash_at}")
-    return straight, train_tiny(Path(folder) / "crashed", steps=steps)  # a new process would do exactly this
+    return straight, train_tiny(Path(folder) / "crashed", steps=steps).state_dict()  # as a new process would

@@ -6,41 +6,9 @@ from pathlib import Path
 
 import torch
 
-from ris_nb.core import seed_everything
-from ris_nb.registry import build_model
-from ris_nb.presets import get_preset
-from ris_nb.data.transforms import build_tokenizer, make_dataloaders
-from ris_nb.training_run import Crash, CrashAt, fit  # 93f: a crash between two checkpoints, as kill -9 leaves it
+from ris_nb.training_run import train_tiny  # 93f: a tiny run, crashed between two checkpoints as kill -9 leaves it
 from ris_nb.checkpoints import model_state
 from ris_nb.run_folder import read_log
-
-
-def _train(preset: str, data_root: Path, out: Path, steps: int, crash_at: int | None = None, extra: dict | None = None):
-    cfg = get_preset(preset).override(
-        {
-            "data.root": str(data_root),
-            "data.image_size": 64,
-            "train.batch_size": 2,
-            "train.max_steps": steps,
-            "train.ckpt_every": 2,
-            "train.eval_every": 1000,
-            "train.log_every": 1,
-            "train.warmup_steps": 1,
-            "train.out_dir": str(out),
-            "train.device": "cpu",
-            **(extra or {}),
-        }
-    )
-    tok = build_tokenizer(cfg)
-    cfg = cfg.override({"model.text.vocab_size": len(tok)})
-    loaders = make_dataloaders(cfg, tok, splits=["train"])
-    seed_everything(cfg.seed)
-    model = build_model(cfg)  # a fresh model: its own generators start from their seeds
-    try:
-        fit(model, loaders, cfg, cbs=[CrashAt(crash_at)] if crash_at else [])
-    except Crash:
-        return None
-    return model
 
 
 def resume_difference(
@@ -50,10 +18,10 @@ def resume_difference(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        a = _train(preset, data_root, tmp / "straight", steps, extra=extra)
+        a = train_tiny(tmp / "straight", None, steps, preset, data_root, extra)
         # last checkpoint: step 2
-        assert _train(preset, data_root, tmp / "crashed", steps, crash_at=steps, extra=extra) is None
-        b = _train(preset, data_root, tmp / "crashed", steps, extra=extra)
+        assert train_tiny(tmp / "crashed", steps, steps, preset, data_root, extra) is None
+        b = train_tiny(tmp / "crashed", None, steps, preset, data_root, extra)
     finally:
         torch.set_num_threads(threads)
     sa, sb = model_state(a), model_state(b)
