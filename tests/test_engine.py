@@ -423,14 +423,14 @@ def test_cpu_bf16_autocast_trains_and_resumes_bit_identically(preset, shaperefs,
 def test_cpu_without_native_bf16_falls_back_to_float32_with_a_message(shaperefs, tmp_path, capsys, monkeypatch):
     import ris_nb.machine
     from ris_nb.machine import amp_dtype, precision_line
-    from resume_check import _train
+    from ris_nb.training_run import train_tiny
 
     monkeypatch.setattr(ris_nb.machine, "cpu_native_bf16", lambda: False)
     assert amp_dtype("cpu", "bf16") is None and amp_dtype("cpu", "auto") is None
     assert "no native bfloat16" in precision_line("cpu", "bf16") and "falling back to float32" in precision_line(
         "cpu", "bf16"
     )
-    model = _train("lavt_tiny", shaperefs.parent, tmp_path / "run", 1, extra={"train.amp": "bf16"})
+    model = train_tiny(tmp_path / "run", None, 1, "lavt_tiny", shaperefs.parent, {"train.amp": "bf16"})
     out = capsys.readouterr().out
     assert "precision: float32 (train.amp=bf16: this CPU has no native bfloat16" in out, out
     assert all(p.dtype == torch.float32 for p in model.parameters())
