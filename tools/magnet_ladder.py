@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
 import subprocess
@@ -21,9 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from sag_language_run import append_row  # noqa: E402  (a sibling script: one results-table writer)
+
 from ris_nb.data.refer import RefDataset, language_blind_references
 from ris_nb.data.shaperefs_files import generate
-from ris_nb.io import write_atomic
 from ris_nb.machine import probe_ms
 
 PAPER_WIDTHS = {  # official code: test.py and modeling/MaskFormerModel.py (magnet_paper's values)
@@ -110,16 +111,6 @@ def train_rung(data: Path, out: Path, sets: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def append_row(results: Path, row: dict) -> None:
-    "Replace `row`'s earlier row (same name) in `results`, atomically."
-    old = list(csv.DictReader(open(results))) if results.exists() else []
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, COLS)
-    w.writeheader()
-    w.writerows([r for r in old if r["row"] != row["row"]] + [row])
-    write_atomic(results, lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
-
-
 def run_rung(data: Path, out: Path, rung: int, results: Path, extra: list[str] = ()) -> dict:
     "Train and score rung `rung` into `out/<rung>`, one row in `results`."
     name = f"{rung} {MAGNET_LADDER[rung][0]}"
@@ -151,7 +142,7 @@ def run_rung(data: Path, out: Path, rung: int, results: Path, extra: list[str] =
     )
     row = {k: (f"{v:.1f}" if isinstance(v, float) else v) for k, v in row.items()}
     print(row, flush=True)
-    append_row(results, row)
+    append_row(results, row, COLS)
     return row
 
 

@@ -48,6 +48,16 @@ COLS = [
 ]
 
 
+def append_row(results: Path, row: dict, cols: list[str]) -> None:
+    "Replace `row`'s earlier row (same name) in the table `results` (columns `cols`), atomically."
+    old = list(csv.DictReader(open(results))) if results.exists() else []
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, cols)
+    w.writeheader()
+    w.writerows([r for r in old if r["row"] != row["row"]] + [row])
+    write_atomic(results, lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
+
+
 def probes() -> tuple[float, float]:
     "The 512³ float32 matmul probe (ms) on one and on two threads."
     return probe_ms(threads=1), probe_ms(threads=2)
@@ -96,13 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     row = {k: (f"{v:.1f}" if isinstance(v, float) else v) for k, v in row.items()}
     print(row)
     if a.results:
-        old = list(csv.DictReader(open(a.results))) if a.results.exists() else []
-        rows = [r for r in old if r["row"] != a.row] + [row]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, COLS)
-        w.writeheader()
-        w.writerows(rows)
-        write_atomic(a.results, lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
+        append_row(a.results, row, COLS)
     return 0
 
 
