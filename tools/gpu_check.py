@@ -803,18 +803,20 @@ def tiny_config(preset: str, device: str):
     return offline_random(get_preset(preset)).override(sets)
 
 
-def graphs_run(preset: str, device: str, tiny: bool, mode: str) -> dict:
+def graphs_run(preset: str, device: str, tiny: bool, mode: str, form: str = "reference") -> dict:
     """A tiny preset's training step (forward, losses, backward, fused AdamW) at batch 32 (--tiny: 4): `eager`;
     `compile`: forward and losses under torch.compile(mode='reduce-overhead') (CUDA graphs); `capture`: the whole
-    step captured in one torch.cuda.CUDAGraph and replayed."""
+    step captured in one torch.cuda.CUDAGraph and replayed. `form` as in `profile_run`."""
     from ris_nb.core import seed_everything
-    from ris_nb.registry import build_model
+    from ris_nb.registry import build_model, model_part
     from ris_nb.machine import amp_dtype
 
     torch = _torch()
-    cfg = tiny_config(preset, device)
+    cfg = tiny_config(preset, device).override({"model.impl": form.split("+")[0]})
     seed_everything(0)
     model = build_model(cfg).to(device).train()
+    if form.endswith("+compile"):
+        model = model_part("compile_regions")(model)
     bs = 4 if tiny else 32
     batch = random_batch(bs, 64, 64).to(device)
     dtype = amp_dtype(torch.device(device), cfg.train.amp)
@@ -1280,40 +1282,44 @@ def profile_rows(r: Runner, a, md: list, preset: str, name: str, stand_in: str, 
 
 
 def graphs_checks(r: Runner, a, md: list):
-    "The tiny presets' step eager, then (CUDA) under torch.compile's CUDA graphs and as one captured graph."
+    """The tiny presets' step eager (MagNet in each form), then (CUDA) the reference under torch.compile's CUDA graphs
+    and as one captured graph."""
     cuda = a.device.startswith("cuda")
     modes = ["eager", "capture", "compile"] if cuda else ["eager"]
+    runs = [
+        (m, p, f)
+        for m in modes
+        for p in a.presets
+        for f in (profile_forms(p, a.device) if m == "eager" else ["reference"])
+    ]
     eager, table = {}, []
-    for mode in modes:
-        for preset in a.presets:
-            res = r.call("graphs_run", limit(r, a, mode), preset=preset, device=a.device, tiny=a.tiny, mode=mode)
-            what = {
-                "eager": "eager",
-                "compile": "torch.compile(mode='reduce-overhead') over forward and losses",
-                "capture": "the whole step (forward, losses, backward, fused AdamW) as one CUDA graph",
-            }[mode]
-            if "error" in res:
-                note = f"{what}: {res['error']}"
-            else:
-                if mode == "eager":
-                    eager[preset] = res["step_ms"]
-                gain = (
-                    f"; {eager[preset] / res['step_ms']:.2f}× eager (same call)"
-                    if mode != "eager" and preset in eager
-                    else ""
-                )
-                note = f"{what}, batch {res['batch']} at 64 px, random weights: {res['note']}{gain}"
-                if not cuda:
-                    note += "; CUDA graphs skipped: they need a CUDA device"
-            row = {
-                "check": "graphs",
-                "preset": preset,
-                "precision": res.get("precision", ""),
-                **{k: res.get(k) for k in ("batch", "steps", "step_ms", "peak_mem_mb", "samples_per_s")},
-                "note": note,
-            }
-            table.append({**row, "mode": mode})
-            yield row
+    for mode, preset, form in runs:
+        lim = limit(r, a, "compile" if form.endswith("+compile") else mode)
+        res = r.call("graphs_run", lim, preset=preset, device=a.device, tiny=a.tiny, mode=mode, form=form)
+        what = {
+            "eager": f"eager, model.impl {form}",
+            "compile": "torch.compile(mode='reduce-overhead') over forward and losses",
+            "capture": "the whole step (forward, losses, backward, fused AdamW) as one CUDA graph",
+        }[mode]
+        if "error" in res:
+            note = f"{what}: {res['error']}"
+        else:
+            if (mode, form) == ("eager", "reference"):
+                eager[preset] = res["step_ms"]
+            baseline = (mode, form) != ("eager", "reference") and preset in eager
+            gain = f"; {eager[preset] / res['step_ms']:.2f}× the eager reference (same call)" if baseline else ""
+            note = f"{what}, batch {res['batch']} at 64 px, random weights: {res['note']}{gain}"
+            if not cuda:
+                note += "; CUDA graphs skipped: they need a CUDA device"
+        row = {
+            "check": "graphs",
+            "preset": preset,
+            "precision": res.get("precision", ""),
+            **{k: res.get(k) for k in ("batch", "steps", "step_ms", "peak_mem_mb", "samples_per_s")},
+            "note": note,
+        }
+        table.append({**row, "mode": f"{mode} ({form})" if mode == "eager" else mode})
+        yield row
     md += ["### CUDA graphs", "", md_table(table, ["preset", "mode", "batch", "step_ms", "samples_per_s", "note"]), ""]
 
 
@@ -1449,6 +1455,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 def append_md(path: Path, lines: list[str]) -> None:
     "Append `lines` to the markdown file at `path`."
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write("\n".join(lines) + "\n")
 
