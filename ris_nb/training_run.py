@@ -13,7 +13,6 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
-from fastcore.basics import patch
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -166,168 +165,145 @@ class TrainingRun:
             self._train(cbs, validate)
             return finish(self) if finish is not None else self.run_dir
 
-# %% ../nbs/93f_training_run.ipynb #37248352
-@patch
-@contextmanager
-def _locked(self: TrainingRun):
-    "Hold the run folder for the block (`run_lock`, main rank): one training per run directory."
-    with run_lock(self.run_dir) if self.info.is_main else nullcontext():
-        self._held = True
-        try:
-            yield self
-        finally:
-            self._held = False
+    @contextmanager
+    def _locked(self):
+        "Hold the run folder for the block (`run_lock`, main rank): one training per run directory."
+        with run_lock(self.run_dir) if self.info.is_main else nullcontext():
+            self._held = True
+            try:
+                yield self
+            finally:
+                self._held = False
 
+    def _keep_data(self, data: dict, collate: dict, splits: Sequence[str]) -> None:
+        "Refuse missing or empty `splits` and keep the datasets."
+        check_loaders(data, self.cfg, splits)
+        self.data, self.collate = data, collate
 
-@patch
-def _keep_data(self: TrainingRun, data: dict, collate: dict, splits: Sequence[str]) -> None:
-    "Refuse missing or empty `splits` and keep the datasets."
-    check_loaders(data, self.cfg, splits)
-    self.data, self.collate = data, collate
+    def _size_epochs(self) -> None:
+        "Turn `train.epochs` into optimizer steps for this run's ranks (`resolve_epochs`)."
+        items, info = epoch_items(self.cfg, self.data["train"]), self.info
+        self.cfg = resolve_epochs(self.cfg, items, info.world, verbose=info.is_main)
 
-
-@patch
-def _size_epochs(self: TrainingRun) -> None:
-    "Turn `train.epochs` into optimizer steps for this run's ranks (`resolve_epochs`)."
-    items, info = epoch_items(self.cfg, self.data["train"]), self.info
-    self.cfg = resolve_epochs(self.cfg, items, info.world, verbose=info.is_main)
-
-
-@patch
-def _prepare(self: TrainingRun, splits: Sequence[str] | None = None) -> None:
-    """Tokenizer, datasets of `splits` (default: all; one REFER index) and the model seeded with `cfg.seed`, as
-    `prepare` makes them."""
-    self.tokenizer, data, self.cfg = prepare_data(self.cfg, splits)
-    self._keep_data(data, {k: ds.collate for k, ds in data.items()}, ["train", *data])
-    self._size_epochs()
-    self.model = seeded_model(self.cfg)
-
-# %% ../nbs/93f_training_run.ipynb #b82d16f4
-@patch
-def _check(self: TrainingRun) -> None:
-    """Before anything is written: the training data's fingerprints, then the run folder (`read_run_dir`): the
-    checkpoint to resume, or a refusal."""
-    self.fingerprints = run_fingerprints(self.data)
-    if self.resume:
-        self.found, best = read_run_dir(self.run_dir, self.cfg, self.fingerprints)
-        # not its weights: read at the end
-        self.best_info = None if best is None else {k: v for k, v in best.items() if k != "model"}
-    self._checked = True
-
-
-@patch
-def eval_loader(self: TrainingRun, split: str, whole: bool = False) -> DataLoader:
-    """The evaluation loader of `split`, sharded over ranks (`whole`: every item, for rank 0 alone), built once for
-    validation and the final evaluation."""
-    key = (split, whole and self.info.distributed)
-    if key not in self._eval:
-        info = DistInfo(device=self.info.device) if key[1] else self.info
-        self._eval[key] = make_eval_loader(self.data[split], self.cfg, info, self.collate[split])
-    return self._eval[key]
-
-
-@patch
-def _use_parts(self: TrainingRun, model: nn.Module, loaders: dict[str, DataLoader], cbs: Sequence[Callback]) -> None:
-    """`fit`'s model and loaders, checked before any work; a training loader with the settings this run would choose
-    (`prepare`'s) is kept, with the steps `prepare` sized `train.epochs` to for these ranks."""
-    _check_parts(model, loaders, cbs)
-    self.model = model
-    collate = {k: dl.collate_fn for k, dl in loaders.items()}
-    self._keep_data({k: dl.dataset for k, dl in loaders.items()}, collate, ("train", "val"))
-    if loader_settings(loaders["train"]) == loader_key(self.cfg, self.info):
-        self._train_dl = loaders["train"]
-    else:
+    def _prepare(self, splits: Sequence[str] | None = None) -> None:
+        """Tokenizer, datasets of `splits` (default: all; one REFER index) and the model seeded with `cfg.seed`, as
+        `prepare` makes them."""
+        self.tokenizer, data, self.cfg = prepare_data(self.cfg, splits)
+        self._keep_data(data, {k: ds.collate for k, ds in data.items()}, ["train", *data])
         self._size_epochs()
+        self.model = seeded_model(self.cfg)
 
-# %% ../nbs/93f_training_run.ipynb #edd77fa0
-@patch
-def _train(self: TrainingRun, cbs: Sequence[Callback] = (), validate: bool = True) -> Path:
-    """Write the tokenizer and `config.json`, train from the checkpoint `_check` found (or step 0), validating on val
-    if `validate`; the run folder."""
-    if not (self._checked and self._held):
-        raise RuntimeError("TrainingRun: training begins in start(), which checks and locks the run folder first")
-    info, cfg, run_dir, t0 = self.info, self.cfg, self.run_dir, time.perf_counter()
-    # not a repeat of prepare's seed (the initial weights, the same on every rank): the stream this rank trains with
-    seed_everything(cfg.seed + info.rank)
-    info.barrier()  # every rank has read config.json before rank 0 rewrites it (a busy rank 1 read it half-written)
-    if info.is_main:
-        if self.tokenizer is not None:
-            save_tokenizer(self.tokenizer, run_dir / "tokenizer")  # `load_run` reads it beside the checkpoint
-        for p in stale_temp_files(run_dir):
-            p.unlink(missing_ok=True)
-            warnings.warn(f"removed {p}, left by a killed run")
-        write_atomic(run_dir / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
-        by = json.dumps(written_by(), indent=1)  # the version and commit that trained this folder, beside its config
-        write_atomic(run_dir / "written_by.json", lambda tmp: tmp.write_text(by))
-    learn = self._learner(cbs, validate)
-    self._restore(learn)
-    learn.fit()
-    check_data_unchanged(learn, "at the end of training")  # the run's final evaluation reads the same files
-    self.train_seconds = time.perf_counter() - t0
-    return run_dir
+    def _check(self) -> None:
+        """Before anything is written: the training data's fingerprints, then the run folder (`read_run_dir`): the
+        checkpoint to resume, or a refusal."""
+        self.fingerprints = run_fingerprints(self.data)
+        if self.resume:
+            self.found, best = read_run_dir(self.run_dir, self.cfg, self.fingerprints)
+            # not its weights: read at the end
+            self.best_info = None if best is None else {k: v for k, v in best.items() if k != "model"}
+        self._checked = True
 
-# %% ../nbs/93f_training_run.ipynb #f816e085
-@patch
-def _learner(self: TrainingRun, cbs: Sequence[Callback], validate: bool) -> Learner:
-    "The model on this rank's device (`info.wrap`ped), the training loader and the callbacks."
-    info, cfg = self.info, self.cfg
-    model = self.model = self.model.to(info.device)
-    model = info.wrap(LossWrapper(model))  # several ranks: DDP around the loss
-    if self._train_dl is None:  # not `prepare`'s (`make_run_loaders` checked the limit for its loaders)
-        check_workers(cfg)  # once, for every loader of the run: they share the workers setting
-        self._train_dl = make_train_loader(self.data["train"], cfg, info, self.collate["train"])
-    val_dl = self.eval_loader("val") if validate and "val" in self.data else None
-    if val_dl is not None and self.evaluate is None:
-        warnings.warn("no evaluate function: training without validation (pass evaluate=, e.g. 13_evaluation's)")
-    own_bar = any(isinstance(c, ProgressCB) for c in cbs)  # a caller's ProgressCB replaces the default one
-    defaults = [
-        c for c in default_callbacks(self.run_dir, val_dl, self.evaluate) if not (own_bar and isinstance(c, ProgressCB))
-    ]
-    learn = Learner(model, self._train_dl, cfg, defaults + list(cbs), info)
-    learn.fingerprints = self.fingerprints
-    if info.is_main:
-        print(precision_line(info.device, cfg.train.amp))
-    return learn
+    def eval_loader(self, split: str, whole: bool = False) -> DataLoader:
+        """The evaluation loader of `split`, sharded over ranks (`whole`: every item, for rank 0 alone), built once for
+        validation and the final evaluation."""
+        key = (split, whole and self.info.distributed)
+        if key not in self._eval:
+            info = DistInfo(device=self.info.device) if key[1] else self.info
+            self._eval[key] = make_eval_loader(self.data[split], self.cfg, info, self.collate[split])
+        return self._eval[key]
 
-# %% ../nbs/93f_training_run.ipynb #bb8f83fe
-@patch
-def _restore(self: TrainingRun, learn: Learner) -> None:
-    "Resume the checkpoint `_check` found; without one, keep the run's best.pt until a validation beats it."
-    info, best = self.info, self.run_dir / "best.pt"
-    if self.found:
-        resume(learn, self.found[1], self.found[0])
+    def _use_parts(self, model: nn.Module, loaders: dict[str, DataLoader], cbs: Sequence[Callback]) -> None:
+        """`fit`'s model and loaders, checked before any work; a training loader with the settings this run would choose
+        (`prepare`'s) is kept, with the steps `prepare` sized `train.epochs` to for these ranks."""
+        _check_parts(model, loaders, cbs)
+        self.model = model
+        collate = {k: dl.collate_fn for k, dl in loaders.items()}
+        self._keep_data({k: dl.dataset for k, dl in loaders.items()}, collate, ("train", "val"))
+        if loader_settings(loaders["train"]) == loader_key(self.cfg, self.info):
+            self._train_dl = loaders["train"]
+        else:
+            self._size_epochs()
+
+    def _train(self, cbs: Sequence[Callback] = (), validate: bool = True) -> Path:
+        """Write the tokenizer and `config.json`, train from the checkpoint `_check` found (or step 0), validating on
+        val if `validate`; the run folder."""
+        if not (self._checked and self._held):
+            raise RuntimeError("TrainingRun: training begins in start(), which checks and locks the run folder first")
+        info, cfg, run_dir, t0 = self.info, self.cfg, self.run_dir, time.perf_counter()
+        # not a repeat of prepare's seed (the initial weights, the same on every rank): the stream this rank trains with
+        seed_everything(cfg.seed + info.rank)
+        info.barrier()  # every rank has read config.json before rank 0 rewrites it (a busy rank 1 read it half-written)
         if info.is_main:
-            print(f"resumed from {os.path.relpath(self.found[0], self.run_dir)} in the run folder at step {learn.step}")
-        # best.pt was moved away: the next validation writes one
-        if learn.best is not None and not best.exists():
-            learn.best = None
-    # no step checkpoint yet: start again, keeping best.pt until a validation beats it
-    elif self.best_info is not None:
-        learn.best = self.best_info.get("best")
+            if self.tokenizer is not None:
+                save_tokenizer(self.tokenizer, run_dir / "tokenizer")  # `load_run` reads it beside the checkpoint
+            for p in stale_temp_files(run_dir):
+                p.unlink(missing_ok=True)
+                warnings.warn(f"removed {p}, left by a killed run")
+            write_atomic(run_dir / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
+            # the version and commit that trained this folder, beside its config
+            by = json.dumps(written_by(), indent=1)
+            write_atomic(run_dir / "written_by.json", lambda tmp: tmp.write_text(by))
+        learn = self._learner(cbs, validate)
+        self._restore(learn)
+        learn.fit()
+        check_data_unchanged(learn, "at the end of training")  # the run's final evaluation reads the same files
+        self.train_seconds = time.perf_counter() - t0
+        return run_dir
+
+    def _learner(self, cbs: Sequence[Callback], validate: bool) -> Learner:
+        "The model on this rank's device (`info.wrap`ped), the training loader and the callbacks."
+        info, cfg = self.info, self.cfg
+        model = self.model = self.model.to(info.device)
+        model = info.wrap(LossWrapper(model))  # several ranks: DDP around the loss
+        if self._train_dl is None:  # not `prepare`'s (`make_run_loaders` checked the limit for its loaders)
+            check_workers(cfg)  # once, for every loader of the run: they share the workers setting
+            self._train_dl = make_train_loader(self.data["train"], cfg, info, self.collate["train"])
+        val_dl = self.eval_loader("val") if validate and "val" in self.data else None
+        if val_dl is not None and self.evaluate is None:
+            warnings.warn("no evaluate function: training without validation (pass evaluate=, e.g. 13_evaluation's)")
+        own_bar = any(isinstance(c, ProgressCB) for c in cbs)  # a caller's ProgressCB replaces the default one
+        defaults = default_callbacks(self.run_dir, val_dl, self.evaluate)
+        defaults = [c for c in defaults if not (own_bar and isinstance(c, ProgressCB))]
+        learn = Learner(model, self._train_dl, cfg, defaults + list(cbs), info)
+        learn.fingerprints = self.fingerprints
         if info.is_main:
-            warnings.warn(
-                f"{self.run_dir} has no step checkpoint to resume: training starts at step 0; {best} "
-                f"({self.cfg.eval.select_metric} {learn.best}) is kept until a validation beats it"
-            )
+            print(precision_line(info.device, cfg.train.amp))
+        return learn
 
-# %% ../nbs/93f_training_run.ipynb #c6daa162
-@patch
-def load_best(self: TrainingRun) -> dict | None:
-    """best.pt's weights into the model (once, at the end); its other fields (`step`, `best`), or None if no
-    validation wrote it."""
-    best = self.run_dir / "best.pt"
-    if not best.exists():
-        return None
-    ck = load_checkpoint(best)
-    # not another preset's weights
-    load_state_checked(self.model, ck["model"], best, f"this run's {self.cfg.name} model")
-    return {k: v for k, v in ck.items() if k != "model"}
+    def _restore(self, learn: Learner) -> None:
+        "Resume the checkpoint `_check` found; without one, keep the run's best.pt until a validation beats it."
+        info, best = self.info, self.run_dir / "best.pt"
+        if self.found:
+            resume(learn, self.found[1], self.found[0])
+            if info.is_main:
+                where = os.path.relpath(self.found[0], self.run_dir)
+                print(f"resumed from {where} in the run folder at step {learn.step}")
+            # best.pt was moved away: the next validation writes one
+            if learn.best is not None and not best.exists():
+                learn.best = None
+        # no step checkpoint yet: start again, keeping best.pt until a validation beats it
+        elif self.best_info is not None:
+            learn.best = self.best_info.get("best")
+            if info.is_main:
+                warnings.warn(
+                    f"{self.run_dir} has no step checkpoint to resume: training starts at step 0; {best} "
+                    f"({self.cfg.eval.select_metric} {learn.best}) is kept until a validation beats it"
+                )
 
+    def load_best(self) -> dict | None:
+        """best.pt's weights into the model (once, at the end); its other fields (`step`, `best`), or None if no
+        validation wrote it."""
+        best = self.run_dir / "best.pt"
+        if not best.exists():
+            return None
+        ck = load_checkpoint(best)
+        # not another preset's weights
+        load_state_checked(self.model, ck["model"], best, f"this run's {self.cfg.name} model")
+        return {k: v for k, v in ck.items() if k != "model"}
 
-@patch
-def validations(self: TrainingRun) -> int:
-    "How many validations the run's log holds."
-    return sum(r.get("split") == "val" for r in read_log(self.run_dir / "log.jsonl"))
+    def validations(self) -> int:
+        "How many validations the run's log holds."
+        return sum(r.get("split") == "val" for r in read_log(self.run_dir / "log.jsonl"))
 
 # %% ../nbs/93f_training_run.ipynb #5818b1f2
 def fit(
