@@ -135,6 +135,20 @@ def test_compiled_step_matches_eager(tmp_path, monkeypatch):
     assert loss <= 1e-5 and grad <= 1, (loss, grad)
 
 
+def test_the_graph_pass_pickles_into_inductors_cache_key():
+    """Inductor pickles the pass into its FX-graph cache key: a class made inside a function did not pickle (torch
+    2.11 on an H200: every region compiled from scratch), so each compiled region missed the cache."""
+    import pickle
+
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    from ris_nb.models.fast import shared_input_linears
+
+    p = shared_input_linears()
+    assert isinstance(p, CustomGraphPass)
+    assert pickle.loads(pickle.dumps(p)).uuid() == p.uuid() == "ris_nb.shared_input_linears.1"
+
+
 def test_auto_builds_the_form_the_table_names(monkeypatch):
     """`model.impl='auto'` builds what `MEASURED_FASTER` names for the device, by every builder: were a CPU measured
     faster with the fast forms, 'auto' would build them; a model without forms builds its reference."""

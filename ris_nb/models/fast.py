@@ -24,8 +24,8 @@ from .mask2former import Attention, DecoderLayer, DeformEncoderLayer, MSDeformAt
 # %% auto #0
 __all__ = ['FORMS', 'MEASURED_FASTER', 'TIE', 'FastMSDeformAttn', 'FastDeformEncoderLayer', 'value_path', 'FastDecoderLayer',
            'pool_repeats', 'FastCAM', 'gather_positions', 'cal_loss_packed', 'FastMagNet', 'resolved_impl',
-           'use_impl_forms', 'to_impl', 'shared_input_linears', 'check_compiler', 'regions_to_compile',
-           'compile_regions']
+           'use_impl_forms', 'to_impl', 'SharedInputLinears', 'shared_input_linears', 'check_compiler',
+           'regions_to_compile', 'compile_regions']
 
 # %% ../../nbs/97c_fast_forms.ipynb #fa97c007
 class FastMSDeformAttn(MSDeformAttn):
@@ -357,24 +357,28 @@ def _merge_linears(graph: torch.fx.Graph, nodes: list[torch.fx.Node]) -> None:
         graph.erase_node(n)
 
 
-def shared_input_linears():
+class SharedInputLinears:
     """An inductor pre-grad pass (`pre_grad_custom_pass`): the linears that read one input become one matrix product
-    on their weights stacked, forward and backward."""
+    on their weights stacked, forward and backward. A module-level class: inductor pickles it into its cache key."""
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        groups = {}
+        for n in graph.nodes:
+            if (key := _linear_key(n)) is not None:
+                groups.setdefault(key, []).append(n)
+        for nodes in groups.values():
+            if len(nodes) > 1:
+                _merge_linears(graph, nodes)
+
+    def uuid(self) -> str:
+        return "ris_nb.shared_input_linears.1"
+
+
+def shared_input_linears() -> SharedInputLinears:
+    "The pass, registered as inductor's `CustomGraphPass` (a virtual subclass: inductor is imported only to compile)."
     from torch._inductor.custom_graph_pass import CustomGraphPass  # imports inductor: only when compiling
 
-    class SharedInputLinears(CustomGraphPass):
-        def __call__(self, graph: torch.fx.Graph) -> None:
-            groups = {}
-            for n in graph.nodes:
-                if (key := _linear_key(n)) is not None:
-                    groups.setdefault(key, []).append(n)
-            for nodes in groups.values():
-                if len(nodes) > 1:
-                    _merge_linears(graph, nodes)
-
-        def uuid(self) -> str:
-            return "ris_nb.shared_input_linears.1"
-
+    CustomGraphPass.register(SharedInputLinears)
     return SharedInputLinears()
 
 # %% ../../nbs/97c_fast_forms.ipynb #cc93b002
