@@ -175,11 +175,8 @@ def value_path(attn: Attention, v: torch.Tensor) -> torch.Tensor:
 class FastDecoderLayer(DecoderLayer):
     "`DecoderLayer` whose self-attention, for one query, is its value path."
 
-    def forward(self, q, qpos, mem, pos, allowed):
-        q = self.cross_norm(q + self.cross_attn(q + qpos, mem + pos, mem, allowed))
-        sa = value_path(self.self_attn, q) if q.shape[1] == 1 else self.self_attn(q + qpos, q + qpos, q)
-        q = self.self_norm(q + sa)
-        return self.ffn_norm(q + self.linear2(F.relu(self.linear1(q))))
+    def self_attend(self, q: torch.Tensor, qpos: torch.Tensor) -> torch.Tensor:
+        return value_path(self.self_attn, q) if q.shape[1] == 1 else super().self_attend(q, qpos)
 
 # %% ../../nbs/97c_fast_forms.ipynb #fa97c018
 def pool_repeats(p: int, H: int, W: int) -> tuple[int, int] | None:

@@ -217,8 +217,12 @@ class DecoderLayer(nn.Module):
 
     def forward(self, q, qpos, mem, pos, allowed):
         q = self.cross_norm(q + self.cross_attn(q + qpos, mem + pos, mem, allowed))
-        q = self.self_norm(q + self.self_attn(q + qpos, q + qpos, q))
+        q = self.self_norm(q + self.self_attend(q, qpos))
         return self.ffn_norm(q + self.linear2(F.relu(self.linear1(q))))
+
+    def self_attend(self, q: torch.Tensor, qpos: torch.Tensor) -> torch.Tensor:
+        "The queries' self-attention, (B,N,C) → (B,N,C)."
+        return self.self_attn(q + qpos, q + qpos, q)
 
 
 class MLP(nn.Module):
