@@ -1248,15 +1248,17 @@ def profile_checks(r: Runner, a, md: list):
     for preset in PAPERS:
         name = PAPERS[preset] if a.tiny else preset
         stand_in = f"--tiny: {name} at 64 px in {preset}'s place; " if a.tiny else ""
-        for form in profile_forms(preset, a.device):
+        for form in profile_forms(preset, a.device, a.forms):
             yield from profile_rows(r, a, md, preset, name, stand_in, form)
 
 
-def profile_forms(preset: str, device: str) -> list[str]:
-    "MagNet's `model.impl` forms (and, on CUDA, the fast one compiled by regions); the others' one form, the reference."
+def profile_forms(preset: str, device: str, only: list[str] | None = None) -> list[str]:
+    """MagNet's `model.impl` forms (and, on CUDA, the fast one compiled by regions), or those of them in `only`; the
+    others' one form, the reference."""
     if not preset.startswith("magnet"):
         return ["reference"]
-    return ["reference", "fast"] + (["fast+compile"] if device.startswith("cuda") else [])
+    forms = ["reference", "fast"] + (["fast+compile"] if device.startswith("cuda") else [])
+    return [f for f in forms if only is None or f in only]
 
 
 def profile_rows(r: Runner, a, md: list, preset: str, name: str, stand_in: str, form: str):
@@ -1290,7 +1292,7 @@ def graphs_checks(r: Runner, a, md: list):
         (m, p, f)
         for m in modes
         for p in a.presets
-        for f in (profile_forms(p, a.device) if m == "eager" else ["reference"])
+        for f in (profile_forms(p, a.device, a.forms) if m == "eager" else ["reference"])
     ]
     eager, table = {}, []
     for mode, preset, form in runs:
@@ -1393,6 +1395,13 @@ def parse_args(argv=None):
         choices=TINY_PRESETS,
         default=TINY_PRESETS,
         help="the presets the precision checks train (default: both)",
+    )
+    ap.add_argument(
+        "--forms",
+        nargs="+",
+        choices=["reference", "fast", "fast+compile"],
+        default=None,
+        help="MagNet's forms the profile and graphs checks run (default: reference, fast and, on CUDA, fast+compile)",
     )
     ap.add_argument("--threads", type=int, default=None, help="torch threads per check (default: torch's; --tiny 1)")
     a = ap.parse_args(argv)
