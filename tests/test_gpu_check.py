@@ -72,7 +72,8 @@ PROFILE_EXPECTED = {  # (check, preset): rows of `--profile --device cpu --tiny`
     ("profile", "magnet_tiny"): 2,  # model.impl reference and fast (on CUDA also fast + regional compile)
     ("profile", "sag_tiny"): 1,
     ("msda", "magnet_tiny"): 3,  # the reference, the image and the table form
-    **{("graphs", p): 1 for p in ("magnet_tiny", "sag_tiny")},
+    ("graphs", "magnet_tiny"): 2,  # eager in each form, as the profile
+    ("graphs", "sag_tiny"): 1,
 }
 
 
@@ -84,6 +85,11 @@ def test_profile_flag_and_verdict():
         gc.parse_args(["--device", "cpu", "--profile", "--checks", "sweep", "--out", "x.csv"])
     assert "GPU-bound" in gc.verdict(100.0, 190.0) and "host-bound" in gc.verdict(100.0, 110.0)
     assert gc.verdict(100.0, 150.0).endswith("mixed")
+    assert gc.profile_forms("magnet_paper", "cuda:0") == ["reference", "fast", "fast+compile"]
+    assert gc.profile_forms("magnet_tiny", "cpu") == ["reference", "fast"]
+    assert gc.profile_forms("sag_tiny", "cuda:0") == ["reference"]
+    a = gc.parse_args(["--device", "cuda", "--checks", "graphs", "--forms", "fast+compile", "--out", "x.csv"])
+    assert gc.profile_forms("magnet_tiny", a.device, a.forms) == ["fast+compile"]
 
 
 def test_old_csv_gains_the_commit_column(tmp_path):
