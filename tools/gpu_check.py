@@ -92,6 +92,7 @@ COLUMNS = [
 PRELOAD = ["ris_nb.__main__", "ris_nb.train", "ris_nb.evaluate", "ris_nb.models", "ris_nb.data.shaperefs"]
 PAPERS = {"magnet_paper": "magnet_tiny", "sag_paper": "sag_tiny"}  # paper preset → its stand-in under --tiny
 TINY_PRESETS = ["magnet_tiny", "sag_tiny"]
+FORMS = ["reference", "fast", "fast+compile"]  # MagNet's, in the profile and graphs checks; the last on CUDA only
 CHECKS = ["precision", "torchrun_cli", "nccl_ddp", "paper", "paper_step", "sweep", "profile", "msda", "graphs"]
 DEFAULT_CHECKS = CHECKS[:4]  # "paper": paper_step and paper_eval
 PROFILE_CHECKS = ["paper_step", "sweep", "profile", "msda", "graphs"]  # --profile; paper_step: the baseline
@@ -718,15 +719,12 @@ def profile_run(preset: str, device: str, tiny: bool, top: int = 15, form: str =
     from torch.profiler import ProfilerActivity, profile
 
     from ris_nb.core import seed_everything
-    from ris_nb.registry import build_model, model_part
     from ris_nb.machine import precision_line
 
     cuda = device.startswith("cuda")
-    cfg = paper_config(preset, device, tiny).override({"model.impl": form.split("+")[0]})
+    cfg = paper_config(preset, device, tiny)
     seed_everything(0)
-    model = build_model(cfg).to(device)
-    if form.endswith("+compile"):
-        model = model_part("compile_regions")(model)
+    model = model_in_form(cfg, form, device)
     bs, steps = (2, 1) if tiny else (8, 2)  # --tiny: one profiled step (parsing the trace is most of the time)
     batch = random_batch(bs, cfg.data.image_size, cfg.model.text.vocab_size).to(device)
     if cuda:
@@ -794,6 +792,15 @@ def failed_at(e: BaseException) -> str:
     return f"{type(first).__name__}: {(str(first).splitlines() or [''])[0][:140]}{where}"  # a row's error: ≤ 300
 
 
+def model_in_form(cfg, form: str, device: str):
+    """`cfg`'s model on `device` in `form` (one of `FORMS`): its `model.impl` ('reference' | 'fast'), or
+    'fast+compile' (the fast forms, compiled by regions as `train.compile=regional` does)."""
+    from ris_nb.registry import build_model, model_part
+
+    model = build_model(cfg.override({"model.impl": form.split("+")[0]})).to(device)
+    return model_part("compile_regions")(model) if form.endswith("+compile") else model
+
+
 def tiny_config(preset: str, device: str):
     "A tiny preset with random encoders at 64 px (the quickstart's size), on `device`."
     from ris_nb.presets import get_preset
@@ -808,15 +815,12 @@ def graphs_run(preset: str, device: str, tiny: bool, mode: str, form: str = "ref
     `compile`: forward and losses under torch.compile(mode='reduce-overhead') (CUDA graphs); `capture`: the whole
     step captured in one torch.cuda.CUDAGraph and replayed. `form` as in `profile_run`."""
     from ris_nb.core import seed_everything
-    from ris_nb.registry import build_model, model_part
     from ris_nb.machine import amp_dtype
 
     torch = _torch()
-    cfg = tiny_config(preset, device).override({"model.impl": form.split("+")[0]})
+    cfg = tiny_config(preset, device)
     seed_everything(0)
-    model = build_model(cfg).to(device).train()
-    if form.endswith("+compile"):
-        model = model_part("compile_regions")(model)
+    model = model_in_form(cfg, form, device).train()
     bs = 4 if tiny else 32
     batch = random_batch(bs, 64, 64).to(device)
     dtype = amp_dtype(torch.device(device), cfg.train.amp)
@@ -1257,8 +1261,8 @@ def profile_forms(preset: str, device: str, only: list[str] | None = None) -> li
     others' one form, the reference."""
     if not preset.startswith("magnet"):
         return ["reference"]
-    forms = ["reference", "fast"] + (["fast+compile"] if device.startswith("cuda") else [])
-    return [f for f in forms if only is None or f in only]
+    cuda = device.startswith("cuda")
+    return [f for f in FORMS if (cuda or not f.endswith("+compile")) and (only is None or f in only)]
 
 
 def profile_rows(r: Runner, a, md: list, preset: str, name: str, stand_in: str, form: str):
@@ -1399,7 +1403,7 @@ def parse_args(argv=None):
     ap.add_argument(
         "--forms",
         nargs="+",
-        choices=["reference", "fast", "fast+compile"],
+        choices=FORMS,
         default=None,
         help="MagNet's forms the profile and graphs checks run (default: reference, fast and, on CUDA, fast+compile)",
     )
