@@ -50,7 +50,7 @@ COLS = [
 
 def append_row(results: Path, row: dict, cols: list[str]) -> None:
     "Replace `row`'s earlier row (same name) in the table `results` (columns `cols`), atomically."
-    old = list(csv.DictReader(open(results))) if results.exists() else []
+    old = list(csv.DictReader(results.read_text(encoding="utf-8").splitlines())) if results.exists() else []
     buf = io.StringIO()
     w = csv.DictWriter(buf, cols)
     w.writeheader()
