@@ -5,7 +5,6 @@
 # %% ../nbs/98f_diagrams.ipynb #5e6914df
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import inspect
 import re
@@ -19,6 +18,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, Rectangle
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from .exercise_checks import tensor_leaves
 
 # %% auto #0
 __all__ = ['COLOURS', 'KINDS', 'XS', 'LAYERS', 'SWIN', 'POOLS', 'Box', 'Arrow', 'implementation', 'legend_handles', 'draw_on',
@@ -612,17 +613,6 @@ def node(b: Box) -> str:
     return b.module or (b.impl if b.impl and inspect.isfunction(implementation(b.impl)) else "")
 
 
-def _tensors(x) -> list[torch.Tensor]:
-    "The tensors inside `x`: nested tuples, lists, dicts and dataclasses."
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        x = [getattr(x, f.name) for f in dataclasses.fields(x)]
-    if isinstance(x, dict):
-        x = list(x.values())
-    return [t for v in x for t in _tensors(v)] if isinstance(x, (list, tuple)) else []
-
-
 # creators that read only their input's shape, dtype and device: no data flows through them
 _SHAPE_ONLY = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like"}
 _SHAPE_ONLY |= {"new_zeros", "new_ones", "new_empty", "new_full"}
@@ -654,11 +644,11 @@ class _Provenance(TorchFunctionMode):
         return segs if isinstance(segs, list) else [(len(t) if t.dim() else 1, frozenset(segs))]
 
     def of(self, xs) -> set[str]:
-        return {n for t in _tensors(xs) for _, tags in self.rows(t) for n in tags}
+        return {n for t in tensor_leaves(xs) for _, tags in self.rows(t) for n in tags}
 
     def tag(self, xs, tags) -> None:
         "Tag each tensor of `xs` with `tags`: a set, or (rows, set) segments."
-        for t in _tensors(xs):
+        for t in tensor_leaves(xs):
             self.tags[id(t)] = (t, tags if isinstance(tags, list) else frozenset(tags))  # kept: its id is not reused
 
     def enter(self, n: str) -> None:

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CHECK_NAMES', 'CheckError', 'compare', 'describe_args', 'check_function', 'answer_digest', 'check_choice',
-           'check_fields', 'check_in_range', 'fresh_checks']
+__all__ = ['CHECK_NAMES', 'CheckError', 'compare', 'tensor_leaves', 'describe_args', 'check_function', 'answer_digest',
+           'check_choice', 'check_fields', 'check_in_range', 'fresh_checks']
 
 # %% ../nbs/00a_checks.ipynb #c1be4e60
 _HERE = globals().get("__file__", "")
@@ -135,7 +135,7 @@ def compare(got: Any, want: Any, what: str = "output", atol: float = 1e-5, rtol:
         raise CheckError(f"{what}: value: got {got!r}, expected {want!r}")
 
 # %% ../nbs/00a_checks.ipynb #f8d8b5d6
-def _leaves(x) -> list[torch.Tensor]:
+def tensor_leaves(x) -> list[torch.Tensor]:
     "The tensors inside `x` (tensor, tuple/list, dict, dataclass), in a fixed order."
     if isinstance(x, torch.Tensor):
         return [x]
@@ -144,7 +144,7 @@ def _leaves(x) -> list[torch.Tensor]:
     if isinstance(x, dict):
         x = [x[k] for k in sorted(x, key=str)]
     if isinstance(x, (list, tuple)):
-        return [t for v in x for t in _leaves(v)]
+        return [t for v in x for t in tensor_leaves(v)]
     return []
 
 
@@ -175,8 +175,8 @@ def _call(fn: Callable, args: tuple, name: str):
 def _compare_gradients(want, got, a_r: tuple, a_s: tuple, what: str, seed: int, atol: float, rtol: float) -> None:
     "Backpropagate the same random weighting of both outputs and compare the gradients w.r.t. each input."
     gen = torch.Generator().manual_seed(10_000 + seed)
-    w_out = [o for o in _leaves(want) if o.is_floating_point()]
-    g_out = [o for o in _leaves(got) if o.is_floating_point()]
+    w_out = [o for o in tensor_leaves(want) if o.is_floating_point()]
+    g_out = [o for o in tensor_leaves(got) if o.is_floating_point()]
     weights = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in w_out]
     x_r = [a for a in a_r if isinstance(a, torch.Tensor) and a.requires_grad]
     x_s = [a for a in a_s if isinstance(a, torch.Tensor) and a.requires_grad]

@@ -92,8 +92,7 @@ SLOWEST = {
 
 # Left to `make test-all` (CI): long end-to-end runs (seconds as in SLOWEST), each with what `make test` still proves
 # of its claim. A key is a fixture (every test using it), an xdist group or a test function (all its parameters).
-# Some parameters of a test are marked in their file instead, with the same account (test_course's GRADED_FAST,
-# test_shipped_checkpoints' MEASURED_IN_NOTEBOOKS).
+# Some parameters of a test are marked in their file instead, with the same account (test_course's GRADED_FAST).
 SLOW = {
     "learning_magnet": "test_learning: magnet_tiny, 300 steps, beats every language-blind answer (188 s). make test: "
     "test_magnet's 24 steps lower the loss; the shipped magnet_tiny scores its recorded val again (09_magnet)",

@@ -55,6 +55,7 @@ RUN_BY_TESTS = {  # script: the test file (or the worker a test starts) that run
     "bench/bench_quickstart.py": "test_scripts_run.py",
     "tools/sag_ladder.py": "test_scripts_run.py",
     "tools/magnet_ladder.py": "test_scripts_run.py",
+    "tools/ladder_cli.py": "test_scripts_run.py",  # both ladders' command line, run by their smoke tests
     "tools/sag_language_run.py": "test_scripts_run.py",
     **{script: "test_scripts_run.py" for script in SMOKED},
 }
@@ -268,3 +269,16 @@ def test_ladder_trains_each_rung_end_to_end(script):
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "smoke: 2 rows" in p.stdout, p.stdout[-2000:]
+
+
+@pytest.mark.parametrize("script", ["magnet_ladder.py", "sag_ladder.py"])
+@pytest.mark.parametrize(
+    "args,says",
+    [([], "--data and --out are required"), (["--data", "d", "--out", "o", "--rungs", "99"], "--rungs [99]")],
+)
+def test_ladder_refuses_a_missing_folder_or_a_rung_off_the_ladder(script, args, says):
+    "Both ladders' shared command line (tools/ladder_cli.py) names what is wrong before training anything."
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True, cwd=ROOT, env=ENV
+    )
+    assert p.returncode == 2 and says in p.stderr, p.stderr[-2000:]

@@ -10,7 +10,6 @@ Usage: OMP_NUM_THREADS=1 python tools/magnet_ladder.py --data D --out DIR [--run
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from ladder_cli import ladder_main  # noqa: E402  (the command line both ladders share)
 from sag_language_run import append_row  # noqa: E402  (a sibling script: one results-table writer)
 
 from ris_nb.data.refer import RefDataset, language_blind_references
@@ -161,24 +161,15 @@ def smoke() -> int:
     return 0
 
 
+def run_rungs(data: Path, out: Path, rungs: list[int], results: Path) -> None:
+    "Train and score each rung into `out/<rung>`, one row each in `results`."
+    for rung in rungs:
+        run_rung(data, out, rung, results)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, help="a ShapeRefs folder of the plain language (3,000 scenes, seed 0, 64 px)")
-    ap.add_argument("--out", type=Path, help="a folder for the runs, one per rung")
-    ap.add_argument("--rungs", type=int, nargs="*", default=list(range(len(MAGNET_LADDER))))
-    ap.add_argument("--results", type=Path, default=Path("nbs/results/magnet_ladder.csv"))
-    ap.add_argument("--smoke", action="store_true", help="two rungs, 2 steps each, in a temporary folder")
-    a = ap.parse_args(argv)
-    if a.smoke:
-        return smoke()
-    if a.data is None or a.out is None:
-        ap.error("--data and --out are required (or --smoke)")
-    bad = [k for k in a.rungs if not 0 <= k < len(MAGNET_LADDER)]
-    if bad:
-        ap.error(f"--rungs {bad}: expected rungs 0–{len(MAGNET_LADDER) - 1}")
-    for rung in a.rungs:
-        run_rung(a.data, a.out, rung, a.results)
-    return 0
+    description, results = __doc__.split("\n\n")[0], "nbs/results/magnet_ladder.csv"
+    return ladder_main(argv, description, MAGNET_LADDER, results, "plain", run_rungs, smoke)
 
 
 if __name__ == "__main__":

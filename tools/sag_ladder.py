@@ -9,7 +9,6 @@ Usage: OMP_NUM_THREADS=1 python tools/sag_ladder.py --data D --out DIR [--rungs 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import sag_language_run  # noqa: E402  (a sibling script)
+from ladder_cli import ladder_main  # noqa: E402  (the command line both ladders share)
 
 from ris_nb.data.shaperefs_files import generate  # noqa: E402
 from ris_nb.models.sag import SAG_LADDER, ladder_overrides  # noqa: E402
@@ -56,22 +56,8 @@ def smoke() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, help="a ShapeRefs folder of the appearance language")
-    ap.add_argument("--out", type=Path, help="a folder for the runs, one per rung")
-    ap.add_argument("--rungs", type=int, nargs="*", default=list(range(len(SAG_LADDER))))
-    ap.add_argument("--results", type=Path, default=Path("nbs/results/sag_ladder.csv"))
-    ap.add_argument("--smoke", action="store_true", help="two rungs, 2 steps each, in a temporary folder")
-    a = ap.parse_args(argv)
-    if a.smoke:
-        return smoke()
-    if a.data is None or a.out is None:
-        ap.error("--data and --out are required (or --smoke)")
-    bad = [k for k in a.rungs if not 0 <= k < len(SAG_LADDER)]
-    if bad:
-        ap.error(f"--rungs {bad}: expected rungs 0–{len(SAG_LADDER) - 1}")
-    run_rungs(a.data, a.out, a.rungs, a.results)
-    return 0
+    description, results = __doc__.split("\n\n")[0], "nbs/results/sag_ladder.csv"
+    return ladder_main(argv, description, SAG_LADDER, results, "appearance", run_rungs, smoke)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['MagNetPWAM', 'LayerNorm2d', 'cam_branch', 'CAM', 'sample_positions', 'p2t_term', 'p2p_term', 'cal_loss']
+__all__ = ['MagNetPWAM', 'LayerNorm2d', 'cam_branch', 'CAM', 'sample_positions', 'p2t_term', 'p2p_term', 'cal_selection',
+           'cal_loss']
 
 # %% ../../nbs/08_alignment.ipynb #02444feb
 class MagNetPWAM(nn.Module):
@@ -149,6 +150,12 @@ def p2p_term(pf: torch.Tensor, pb: torch.Tensor, tau: float) -> torch.Tensor:
     return ((lse - sim[:, :nf]).masked_fill(eye[:, :nf], 0.0).sum(1) / (nf - 1)).mean()
 
 # %% ../../nbs/08_alignment.ipynb #ec592c99
+def cal_selection(pix: torch.Tensor, text: torch.Tensor, masks: torch.Tensor, n_fg: int, n_bg: int, generator=None):
+    "Unit pixels (B,C,hw) and sentences (B,C), and CAL's fg/bg selections (B,hw) of `masks` (B,H,W) at pix's size."
+    gt = F.interpolate(masks[:, None].float(), size=pix.shape[-2:], mode="nearest").flatten(1) > 0.5
+    return F.normalize(pix.flatten(2), dim=1), F.normalize(text, dim=-1), *sample_positions(gt, n_fg, n_bg, generator)
+
+
 def cal_loss(
     pix: torch.Tensor,
     text: torch.Tensor,
@@ -162,12 +169,9 @@ def cal_loss(
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     "CAL (ours): pixels `pix` (B,C,h,w), sentence `text` (B,C), GT `masks` (B,H,W) → {'cal', 'cal_p2t', 'cal_p2p'}."
-    B, C, h, w = pix.shape
-    pix, text = F.normalize(pix.flatten(2), dim=1), F.normalize(text, dim=-1)  # (B,C,hw), (B,C)
-    gt = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest").flatten(1) > 0.5
-    fsel, bsel = sample_positions(gt, n_fg, n_bg, generator)
+    pix, text, fsel, bsel = cal_selection(pix, text, masks, n_fg, n_bg, generator)  # (B,C,hw), (B,C), (B,hw) × 2
     p2t, p2p = [], []
-    for b in range(B):
+    for b in range(len(pix)):
         pf, pb = pix[b][:, fsel[b]], pix[b][:, bsel[b]]  # (C,F), (C,Bg)
         if pf.shape[1] >= 1:
             p2t.append(p2t_term(pf, pb, text[b], tau_text))

@@ -15,7 +15,7 @@ from timm.models.swin_transformer import WindowAttention
 
 from ..core import Config, get_device
 from ..registry import register_part
-from .alignment import CAM, sample_positions
+from .alignment import CAM, cal_selection
 from .encoders import extended_mask
 from .magnet import MagNet
 from .magnet_plumbing import traced_stage
@@ -220,10 +220,7 @@ def cal_loss_packed(
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     "`cal_loss` (08) with the batch's positions packed in one masked (B,C,K) tensor: same inputs, same outputs."
-    B, C, h, w = pix.shape
-    pix, text = F.normalize(pix.flatten(2), dim=1), F.normalize(text, dim=-1)
-    gt = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest").flatten(1) > 0.5
-    fsel, bsel = sample_positions(gt, n_fg, n_bg, generator)
+    pix, text, fsel, bsel = cal_selection(pix, text, masks, n_fg, n_bg, generator)
     (pf, vf), (pb, vb) = gather_positions(pix, fsel), gather_positions(pix, bsel)  # (B,C,F), (B,C,Bg): padded
     nf, kf, inf, zero = vf.sum(1), pf.shape[2], float("-inf"), pix.sum() * 0.0
     st_f, st_b = (text[:, None] @ pf)[:, 0] / tau_text, (text[:, None] @ pb)[:, 0] / tau_text  # (B,F), (B,Bg)
@@ -247,25 +244,22 @@ class FastMagNet(MagNet):
     "`MagNet` with MG's masked sentence in the sentence's text-layer calls, and CAL packed."
 
     def encode_texts(self, batch, masked: tuple | None, trace: dict | None, image_index: torch.Tensor | None):
-        "As `MagNet.encode_texts`; the masked sentence rides in the sentence's text-group calls, unfused."
-        if masked is None or self.cfg.model.mg.visual_source == "masked":
+        "As `MagNet.encode_texts`; the masked sentence rides in the sentence's text-group calls (`_fuse` skips it)."
+        if masked is None or trace is not None or self.cfg.model.mg.visual_source == "masked":
             return super().encode_texts(batch, masked, trace, image_index)
-        images, am, n = batch.images, batch.attention_mask, len(batch.input_ids)
-        m, ext = am.to(images.dtype), extended_mask(am.repeat(2, 1), images.dtype)
-        x, l = self.backbone.stem(images), self.text.embed(torch.cat([batch.input_ids, masked[0]]))
-        if trace is not None:
-            trace.update(v0=x.flatten(2).transpose(1, 2), l0=l[:n], ext_mask=ext[:n])
-        outs = []
-        for s in range(4):
-            x, l = traced_stage(self.backbone, s, x, trace), self.text.group(s, l, ext)
-            if s == 0 and image_index is not None:
-                x = x[image_index]
-            l, rest = l.split(n)
-            x, l, o = self._fuse(s, x, l, m, trace, None)
-            l = torch.cat([l, rest])
-            outs.append(o)
-        words, masked_words = l.split(n)
-        return outs, words, masked_words
+        ids, am = torch.cat([batch.input_ids, masked[0]]), batch.attention_mask.repeat(2, 1)
+        feats, l = self.encode(batch.images, ids, am, image_index=image_index)
+        words, masked_words = l.split(len(batch.input_ids))
+        return feats, words, masked_words
+
+    def _fuse(self, s: int, x: torch.Tensor, l: torch.Tensor, m: torch.Tensor, trace: dict | None, attn: list | None):
+        "As `MagNet._fuse` for the first len(x) sentences; the rest (MG's masked sentences) pass through unfused."
+        n = len(x)
+        if len(l) == n:
+            return super()._fuse(s, x, l, m, trace, attn)
+        l, rest = l.split(n)
+        x, l, o = super()._fuse(s, x, l, m[:n], trace, attn)
+        return x, torch.cat([l, rest]), o
 
     def alignment_loss(self, outputs, batch, gt: torch.Tensor) -> dict[str, torch.Tensor]:
         "As `MagNet.alignment_loss`, packed (`cal_loss_packed`)."
