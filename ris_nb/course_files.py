@@ -12,7 +12,7 @@ from pathlib import Path
 from .course import nbgrader_available, to_student
 from .exercise_marks import EXERCISES, copy_edition, exercise_start, mark_for_nbgrader, refuse_slips
 from .exercise_marks import self_study_label
-from .io import write_atomic
+from .io import first_few, write_atomic
 from .notebook_cells import cell_source, read_notebook, write_notebook
 
 # %% auto #0
@@ -55,13 +55,9 @@ def _check_student_folder(out: Path, update: bool) -> None:
     have = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if have and not update:
         raise FileExistsError(
-            f"--out {out} is not empty (it holds {_named(have)}): a student's edited notebooks would be "
+            f"--out {out} is not empty (it holds {first_few(have, 3)}): a student's edited notebooks would be "
             "overwritten; choose an empty folder, or pass --update to add only the notebooks it lacks"
         )
-
-
-def _named(names: list[str], k: int = 3) -> str:
-    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
 # %% ../nbs/98n_course_files.ipynb #x98n0008
 def unlink_missing(nb: dict, present: set[str]) -> dict:
@@ -111,7 +107,7 @@ def _say_written(out: Path, backend: str, written: list[str], kept: list[str], n
     print(
         f"ris_nb course: {len(written)} student notebooks written to {out} ({how}), {n_reading} to read"
         + (
-            f"; kept {len(kept)} already there as they are: {_named(kept)} (delete one to get a fresh copy)"
+            f"; kept {len(kept)} already there as they are: {first_few(kept, 3)} (delete one to get a fresh copy)"
             if kept
             else ""
         )
@@ -139,7 +135,7 @@ def refuse_other_edition(out: Path, names: list[str], self_check: bool) -> None:
     if other:
         flag = " --self-check" if self_check else ""
         raise ValueError(
-            f"--out {out} holds the {have} edition ({_named(other)}); --update{flag} writes the {want} one, and "
+            f"--out {out} holds the {have} edition ({first_few(other, 3)}); --update{flag} writes the {want} one, and "
             f"editions never mix: expected a folder of the {want} edition, or an empty one"
         )
 

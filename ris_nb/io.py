@@ -29,14 +29,21 @@ if TYPE_CHECKING:  # annotations only: the CLI imports this module, and `ris_nb 
     import torch
 
 # %% auto #0
-__all__ = ['PIP_NAMES', 'MAX_INFLATE', 'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'TOKENIZER_JSON', 'MAX_IMAGE_PIXELS', 'pid_alive',
-           'write_error', 'temp_sibling', 'write_atomic', 'check_path_arg', 'check_writable', 'check_out_dir',
-           'environment_error', 'check_open_files', 'check_plotting', 'check_shared_memory', 'check_apart',
-           'remove_stale_temps', 'check_weights_file', 'load_error_reason', 'torch_load_checked', 'load_state_checked',
-           'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle', 'check_tokenizer_files', 'read_json', 'sha256',
-           'load_image', 'die_with_parent']
+__all__ = ['PIP_NAMES', 'MAX_INFLATE', 'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'TOKENIZER_JSON', 'MAX_IMAGE_PIXELS', 'first_few',
+           'pid_alive', 'write_error', 'temp_sibling', 'write_atomic', 'check_path_arg', 'check_writable',
+           'check_out_dir', 'environment_error', 'check_open_files', 'check_plotting', 'check_shared_memory',
+           'check_apart', 'remove_stale_temps', 'check_weights_file', 'load_error_reason', 'torch_load_checked',
+           'load_state_checked', 'UnsafePickleError', 'SafeUnpickler', 'safe_load_pickle', 'check_tokenizer_files',
+           'read_json', 'sha256', 'load_image', 'die_with_parent']
 
 # %% ../nbs/92_dataset_writing.ipynb #ut000005
+def first_few(items: list, shown: int, total: int | None = None) -> str:
+    """The first `shown` of `items` for a message, comma-separated, then how many more of `total` (default: all) it
+    omits."""
+    total = len(items) if total is None else total
+    return ", ".join(map(str, items[:shown])) + (f" and {total - shown} more" if total > shown else "")
+
+
 def pid_alive(pid: int) -> bool:
     "Whether process `pid` runs on this machine (a temp file named after a dead pid is left over and safe to remove)."
     try:

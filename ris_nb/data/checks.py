@@ -18,7 +18,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from torch.utils.data import DataLoader
 
-from ..io import MAX_IMAGE_PIXELS, sha256
+from ..io import MAX_IMAGE_PIXELS, first_few, sha256
 
 # %% auto #0
 __all__ = ['POLYGON_TOLERANCE', 'SHOWN', 'validate_refs', 'validate_instances', 'rle_counts', 'rle_problem',
@@ -224,12 +224,6 @@ class Findings:
             )
 
 
-def _named(items: list, n: int | None = None) -> str:
-    "The first `SHOWN` items, then how many more."
-    n = len(items) if n is None else n
-    return ", ".join(map(str, items[:SHOWN])) + (f" and {n - SHOWN} more" if n > SHOWN else "")
-
-
 def _repeated(ids: list) -> dict:
     "id → positions, for the ids that occur more than once."
     count = Counter(ids)
@@ -247,7 +241,10 @@ def _unique_ids(entries: list[dict], key: str, what: str, where: str, source) ->
     if not rep:
         return []
     shown = [f"{k} ({' and '.join(f'{where}[{i}]' for i in v[:3])})" for k, v in list(rep.items())[:SHOWN]]
-    return [f"{source}: {len(rep)} {what}(s) used more than once: {_named(shown, len(rep))}; expected each {what} once"]
+    return [
+        f"{source}: {len(rep)} {what}(s) used more than once: {first_few(shown, SHOWN, len(rep))}; expected "
+        f"each {what} once"
+    ]
 
 
 def _outside_root(name: str) -> bool:
@@ -267,7 +264,8 @@ def _shared_files(images: list[dict], instances_file) -> list[str]:
     ]
     return (
         [
-            f"{instances_file}: {len(bad)} image file(s) named by image entries of different sizes: {_named(bad)}; "
+            f"{instances_file}: {len(bad)} image file(s) named by image entries of different sizes: "
+            f"{first_few(bad, SHOWN)}; "
             "expected one size per file"
         ]
         if bad
@@ -285,7 +283,8 @@ def _link_errors(refs: list[dict], imgs: dict, anns: dict, refs_file, instances_
     ]
     if no_ann:
         out.append(
-            f"{refs_file}: {len(no_ann)} ref(s) name an annotation that is not in {instances_file}: {_named(no_ann)}"
+            f"{refs_file}: {len(no_ann)} ref(s) name an annotation that is not in {instances_file}: "
+            f"{first_few(no_ann, SHOWN)}"
         )
     no_img = [
         f"ref #{i} (ref_id {r['ref_id']}) field 'image_id': image {r['image_id']}"
@@ -293,7 +292,10 @@ def _link_errors(refs: list[dict], imgs: dict, anns: dict, refs_file, instances_
         if r["image_id"] not in imgs
     ]
     if no_img:
-        out.append(f"{refs_file}: {len(no_img)} ref(s) name an image that is not in {instances_file}: {_named(no_img)}")
+        out.append(
+            f"{refs_file}: {len(no_img)} ref(s) name an image that is not in {instances_file}: "
+            f"{first_few(no_img, SHOWN)}"
+        )
     other = [
         (
             f"ref_id {r['ref_id']} (ann_id {r['ann_id']} lies on image {anns[r['ann_id']]['image_id']}, the ref on "
@@ -304,7 +306,7 @@ def _link_errors(refs: list[dict], imgs: dict, anns: dict, refs_file, instances_
     ]
     if other:
         out.append(
-            f"{refs_file}: {len(other)} ref(s) whose annotation belongs to another image: {_named(other)}; "
+            f"{refs_file}: {len(other)} ref(s) whose annotation belongs to another image: {first_few(other, SHOWN)}; "
             "expected an annotation of the ref's own image_id"
         )
     return out
@@ -327,7 +329,7 @@ def check_ids(refs: list[dict], inst: dict, refs_file="refs", instances_file="in
     bad = [f"image {im['id']} ({im['file_name']!r})" for im in inst["images"] if _outside_root(im["file_name"])]
     if bad:
         f.errors.append(
-            f"{instances_file}: {len(bad)} image(s) with a file_name outside the image root: {_named(bad)}; "
+            f"{instances_file}: {len(bad)} image(s) with a file_name outside the image root: {first_few(bad, SHOWN)}; "
             "expected a relative path without '..'"
         )
     f.errors += _shared_files(inst["images"], instances_file)
@@ -336,7 +338,8 @@ def check_ids(refs: list[dict], inst: dict, refs_file="refs", instances_file="in
     ]
     if orphans:
         f.errors.append(
-            f"{instances_file}: {len(orphans)} annotation(s) of an image that is not in 'images': {_named(orphans)}"
+            f"{instances_file}: {len(orphans)} annotation(s) of an image that is not in 'images': "
+            f"{first_few(orphans, SHOWN)}"
         )
     f.errors += _link_errors(refs, imgs, anns, refs_file, instances_file)
     return f
@@ -424,7 +427,8 @@ def check_geometry(inst: dict, instances_file="instances.json", tolerance: float
         ks = list(dict.fromkeys(ks))
         if ks:
             f.errors.append(
-                f"{instances_file}: {len(ks)} annotation(s) {what}: {_named([name(k) for k in ks])}; expected "
+                f"{instances_file}: {len(ks)} annotation(s) {what}: {first_few([name(k) for k in ks], SHOWN)}; "
+                "expected "
                 f"{expected}"
             )
 
@@ -442,11 +446,12 @@ def check_geometry(inst: dict, instances_file="instances.json", tolerance: float
     if worst:
         f.errors.append(
             f"{instances_file}: {len(worst)} annotation(s) with a polygon outside its image: "
-            + _named(
+            + first_few(
                 [
                     name(k, f" ({d:.1f} px outside the {hw[k, 1]}×{hw[k, 0]} image {anns[k]['image_id']})")
                     for k, d in worst.items()
-                ]
+                ],
+                SHOWN,
             )
             + f"; expected coordinates within [0, width] × [0, height] (± {tolerance:g} px)"
         )
@@ -454,7 +459,7 @@ def check_geometry(inst: dict, instances_file="instances.json", tolerance: float
     if rle:
         f.errors.append(
             f"{instances_file}: {len(rle)} RLE segmentation(s) that cannot be the image's mask: "
-            f"{_named([name(k, f' ({why})') for k, why in rle])}"
+            f"{first_few([name(k, f' ({why})') for k, why in rle], SHOWN)}"
         )
     drawn = np.zeros(len(anns), bool)
     drawn[P["owner"][m["finite"] & (m["area"] > 0)]] = True
@@ -501,7 +506,7 @@ def _quirks(P, m, kinds, drawn, name, instances_file, tolerance) -> list[str]:
     if short:
         out.append(
             f"{instances_file}: {len(short)} polygon(s) with fewer than 3 points in {len(set(short))} annotation(s), "
-            f"e.g. {_named([name(k) for k in dict.fromkeys(short)])}: skipped when drawing the masks"
+            f"e.g. {first_few([name(k) for k in dict.fromkeys(short)], SHOWN)}: skipped when drawing the masks"
         )
     near = np.flatnonzero(m["finite"] & (m["outside"] > 0) & (m["outside"] <= tolerance))
     if len(near):
@@ -509,7 +514,7 @@ def _quirks(P, m, kinds, drawn, name, instances_file, tolerance) -> list[str]:
         out.append(
             f"{instances_file}: {len(near)} polygon(s) of {len(ks)} annotation(s) reach up to "
             f"{m['outside'][near].max():.2g} px "
-            f"outside their image (tolerance {tolerance:g} px), e.g. {_named([name(k) for k in ks])}: "
+            f"outside their image (tolerance {tolerance:g} px), e.g. {first_few([name(k) for k in ks], SHOWN)}: "
             "their masks are clipped to the image"
         )
     return out
@@ -545,6 +550,7 @@ def check_sentences(refs: list[dict], refs_file="refs", splits: list[str] | None
             elif blank:
                 f.warnings.append(
                     f"{refs_file}: {len(blank)} of {len(sents)} sentence(s) of split {split!r} with blank {fld!r} "
-                    f"text: {_named(blank)}; training drops them with a warning (blank: no word, e.g. '?!...')"
+                    f"text: {first_few(blank, SHOWN)}; training drops them with a warning (blank: no word, "
+                    "e.g. '?!...')"
                 )
     return f
