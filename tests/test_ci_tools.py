@@ -106,3 +106,11 @@ def test_an_emulated_avx2_path_has_no_native_bfloat16(monkeypatch):
     native = cpu_native_bf16()
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     assert native == cpu_native_bf16()  # a cap at or above AMX leaves the CPU's own answer
+
+
+def test_notebooks_left_out_of_the_vector_paths_print_fractions_and_say_why():
+    "Each `SAME_ON_EVERY_PATH` entry is a notebook `--fractional` would otherwise re-run, with its reason."
+    import check_notebooks
+
+    for name, why in check_notebooks.SAME_ON_EVERY_PATH.items():
+        assert check_notebooks.prints_fractions(ROOT / "nbs" / name) and len(why) > 20, name
