@@ -18,7 +18,7 @@ from .core import Config, DataConfig, ModelConfig, TextConfig, VisionConfig
 from .registry import model_part
 from .method_configs import MagNetConfig, CALConfig, MGConfig, LavtConfig
 from .presets import get_preset
-from .io import torch_load_checked
+from .io import first_few, torch_load_checked
 from .models.encoder_builds import ViTBackbone
 from .models.encoder_builds import swin_to_timm
 from .models.magnet import MagNet
@@ -178,7 +178,7 @@ def check_config_numbers(
     bad = [f"{k}={v!r}" for k, v in values.items() if not fits(k, v)]
     if bad:
         raise ValueError(
-            f"{where}: {', '.join(bad[:3])}{f' (+{len(bad) - 3} more)' if len(bad) > 3 else ''}; expected "
+            f"{where}: {first_few(bad, 3)}; expected "
             "numbers there (integers, or lists of them, except "
             + (", ".join(sorted(floats)) or "none")
             + ")"
@@ -286,10 +286,6 @@ def magnet_config(official_config: dict | None = None) -> Config:
     )
 
 # %% ../nbs/94_official_weights.ipynb #o94val02
-def _first(keys: list[str], k: int = 3) -> str:
-    return ", ".join(keys[:k]) + (f" (+{len(keys) - k} more)" if len(keys) > k else "")
-
-
 def check_values(module: nn.Module, new: dict[str, Any], what: str) -> None:
     "Refuse weights for `module` that are not tensors, integers where it holds floats, or hold NaN/inf; keys named."
     own = module.state_dict()
@@ -298,9 +294,9 @@ def check_values(module: nn.Module, new: dict[str, Any], what: str) -> None:
     as_int = [k for k, v in tensors.items() if k in own and own[k].is_floating_point() and not v.is_floating_point()]
     not_finite = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     problems = (
-        [f"{len(not_tensor)} not a tensor: {_first(not_tensor)}"] * bool(not_tensor)
-        + [f"{len(as_int)} integer where the model holds floats: {_first(as_int)}"] * bool(as_int)
-        + [f"{len(not_finite)} with NaN or infinity: {_first(not_finite)}"] * bool(not_finite)
+        [f"{len(not_tensor)} not a tensor: {first_few(not_tensor, 3)}"] * bool(not_tensor)
+        + [f"{len(as_int)} integer where the model holds floats: {first_few(as_int, 3)}"] * bool(as_int)
+        + [f"{len(not_finite)} with NaN or infinity: {first_few(not_finite, 3)}"] * bool(not_finite)
     )
     if problems:
         raise ValueError(f"{what}: {'; '.join(problems)}; expected the float weights the official code saved")
@@ -328,8 +324,8 @@ def load_magnet_state(model: MagNet, converted: dict[str, torch.Tensor]) -> MagN
     missing, unexpected = sorted(own - set(converted)), sorted(set(converted) - own)
     if missing or unexpected:
         raise ValueError(
-            f"official MagNet weights do not match the model: {len(missing)} missing keys ({_first(missing)}), "
-            f"{len(unexpected)} unexpected keys ({_first(unexpected)}); expected the released MagNet checkpoint"
+            f"official MagNet weights do not match the model: {len(missing)} missing keys ({first_few(missing, 3)}), "
+            f"{len(unexpected)} unexpected keys ({first_few(unexpected, 3)}); expected the released MagNet checkpoint"
         )
     check_values(model, converted, "official MagNet weights")
     bad = [k for k, v in model.state_dict().items() if v.shape != converted[k].shape]
@@ -661,6 +657,7 @@ def load_sag(state_dict: dict[str, torch.Tensor] | str | Path, official_config: 
             leftover.append(k)
     if leftover:
         raise ValueError(
-            f"official state_dict has {len(leftover)} keys the converter does not know: {_first(sorted(leftover))}"
+            f"official state_dict has {len(leftover)} keys the converter does not know: "
+            f"{first_few(sorted(leftover), 3)}"
         )
     return model
