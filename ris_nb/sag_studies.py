@@ -16,7 +16,7 @@ from .metrics import RISMetrics
 from .models.sag import upsample_minmax
 
 # %% auto #0
-__all__ = ['lr_at', 'epoch_batches', 'bare_train', 'val_scores', 'CentredBlob']
+__all__ = ['lr_at', 'epoch_batches', 'bare_train', 'original_size_scores', 'CentredBlob']
 
 # %% ../nbs/95g_sag_studies.ipynb #bdb6a578
 def lr_at(step: int, t) -> float:
@@ -70,7 +70,7 @@ def bare_train(model: nn.Module, loader: DataLoader, cfg: Config, steps: int) ->
     return log
 
 # %% ../nbs/95g_sag_studies.ipynb #064700f4
-def val_scores(model: nn.Module, loader) -> dict[str, float]:
+def original_size_scores(model: nn.Module, loader) -> dict[str, float]:
     "mIoU, oIoU, P@… at the original size: `model.predict` ≥ 0.5 against `orig_masks`."
     m = RISMetrics()
     model.eval()
