@@ -276,26 +276,15 @@ def _shared_files(images: list[dict], instances_file) -> list[str]:
 def _link_errors(refs: list[dict], imgs: dict, anns: dict, refs_file, instances_file) -> list[str]:
     "Refs whose annotation or image is missing, or whose annotation lies on another image."
     out = []
-    no_ann = [
-        f"ref #{i} (ref_id {r['ref_id']}) field 'ann_id': annotation {r['ann_id']}"
-        for i, r in enumerate(refs)
-        if r["ann_id"] not in anns
-    ]
-    if no_ann:
-        out.append(
-            f"{refs_file}: {len(no_ann)} ref(s) name an annotation that is not in {instances_file}: "
-            f"{first_few(no_ann, SHOWN)}"
-        )
-    no_img = [
-        f"ref #{i} (ref_id {r['ref_id']}) field 'image_id': image {r['image_id']}"
-        for i, r in enumerate(refs)
-        if r["image_id"] not in imgs
-    ]
-    if no_img:
-        out.append(
-            f"{refs_file}: {len(no_img)} ref(s) name an image that is not in {instances_file}: "
-            f"{first_few(no_img, SHOWN)}"
-        )
+    for key, noun, table in (("ann_id", "annotation", anns), ("image_id", "image", imgs)):
+        bad = [
+            f"ref #{i} (ref_id {r['ref_id']}) field '{key}': {noun} {r[key]}"
+            for i, r in enumerate(refs)
+            if r[key] not in table
+        ]
+        if bad:
+            listed = first_few(bad, SHOWN)
+            out.append(f"{refs_file}: {len(bad)} ref(s) name an {noun} that is not in {instances_file}: {listed}")
     other = [
         (
             f"ref_id {r['ref_id']} (ann_id {r['ann_id']} lies on image {anns[r['ann_id']]['image_id']}, the ref on "
