@@ -150,7 +150,14 @@ def p2p_term(pf: torch.Tensor, pb: torch.Tensor, tau: float) -> torch.Tensor:
     return ((lse - sim[:, :nf]).masked_fill(eye[:, :nf], 0.0).sum(1) / (nf - 1)).mean()
 
 # %% ../../nbs/08_alignment.ipynb #ec592c99
-def cal_selection(pix: torch.Tensor, text: torch.Tensor, masks: torch.Tensor, n_fg: int, n_bg: int, generator=None):
+def cal_selection(
+    pix: torch.Tensor,
+    text: torch.Tensor,
+    masks: torch.Tensor,
+    n_fg: int,
+    n_bg: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     "Unit pixels (B,C,hw) and sentences (B,C), and CAL's fg/bg selections (B,hw) of `masks` (B,H,W) at pix's size."
     gt = F.interpolate(masks[:, None].float(), size=pix.shape[-2:], mode="nearest").flatten(1) > 0.5
     return F.normalize(pix.flatten(2), dim=1), F.normalize(text, dim=-1), *sample_positions(gt, n_fg, n_bg, generator)
