@@ -16,9 +16,7 @@ from timm.models.swin_transformer import WindowAttention
 from ..core import Config, get_device
 from ..registry import register_part
 from .alignment import CAM, cal_selection
-from .encoders import extended_mask
 from .magnet import MagNet
-from .magnet_plumbing import traced_stage
 from .mask2former import Attention, DecoderLayer, DeformEncoderLayer, MSDeformAttn
 
 # %% auto #0
