@@ -24,30 +24,16 @@ $(VENV)/.installed: settings.ini setup.py
 	touch $@
 
 # No thread count is pinned here: ris_nb uses every usable core unless OMP_NUM_THREADS or --threads N says otherwise.
-# The main job: generate ShapeRefs, train the default preset (magnet_tiny at 64 px), a val line every 150 steps; evaluate
-# the best-on-val checkpoint on val/testA/testB, write runs/quickstart/report.md + curves and best/worst figures.
-# QS_RECIPE picks the recipe (bench/README, "The quickstart in minutes", has every recipe tried):
-#   ddp64   (default) two processes (torchrun, gloo) of half the usable cores each, 1,200 steps of 64, lr 3e-3;
-#   batch32 one process on every usable core, 1,800 steps of 32 at lr 1e-3: the recipe before issue 88, which the
-#           records of README's first table, 13a_learning and the learning log quote.
-QS_RECIPE ?= ddp64
-QS_COMMON := data.image_size=64 train.eval_every=150 train.ckpt_every=600
-ifeq ($(QS_RECIPE),ddp64)
-QS_THREADS := $(shell n=$$(nproc); echo $$(( n > 3 ? n / 2 : 1 )))
-QS_TRAIN := $(BIN)/torchrun --standalone --nproc_per_node 2 -m ris_nb train --threads $(QS_THREADS)
-QS_SET := $(QS_COMMON) train.batch_size=64 train.lr=3e-3 train.max_steps=1200
-QS_OUT := runs/quickstart
-else ifeq ($(QS_RECIPE),batch32)
-QS_TRAIN := $(BIN)/ris_nb train
-QS_SET := $(QS_COMMON) train.batch_size=32 train.max_steps=1800
-QS_OUT := runs/quickstart-batch32
-else
-$(error QS_RECIPE=$(QS_RECIPE): expected ddp64 or batch32)
-endif
+# The main job: generate ShapeRefs, train the default preset (magnet_tiny at 64 px: 18.5 min on 2 free cores whose 512³
+# probe is 2.86 ms on one thread; 13.3 min on 2 whose probe is 1.47 ms on one thread, 0.75 on two; 12.0 min on an AMD
+# EPYC's 2 whose probe is 2.40 / 1.28 ms: nbs/results/command_times.csv),
+# a val line every 150 steps; evaluate the best-on-val checkpoint on val/testA/testB, write runs/quickstart/report.md +
+# curves and best/worst figures. Recipes tried for a faster one: bench/README (the quickstart in minutes).
+QS_SET := data.image_size=64 train.batch_size=32 train.max_steps=1800 train.eval_every=150 train.ckpt_every=600
 quickstart: venv
 	$(BIN)/ris_nb synth --out data/shaperefs --n-images 3000 --seed 0 --size 64
-	$(QS_TRAIN) --preset magnet_tiny --data data/shaperefs --out $(QS_OUT) --set $(QS_SET)
-	@echo "quickstart: report in $(QS_OUT)/report.md, figures $(QS_OUT)/curves.png and best_worst_val.png"
+	$(BIN)/ris_nb train --preset magnet_tiny --data data/shaperefs --out runs/quickstart --set $(QS_SET)
+	@echo "quickstart: report in runs/quickstart/report.md, figures runs/quickstart/curves.png and best_worst_val.png"
 
 # The library from the notebooks: plain nbdev_export, so ris_nb/ is exactly what it writes (its own layout of
 # `__all__` and module docstrings; the notebooks' code cells are formatted by `make format`). .ci/run checks that

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# name -> the `--set` items of `ris_nb train` (beyond the preset's); "today" is the Makefile's QS_SET before the change
+# name -> the `--set` items of `ris_nb train` (beyond the preset's); "today" is the Makefile's QS_SET validating every
+# 600 steps; "ddp64" is bench/README's session-25 torchrun recipe (run it with --torchrun)
 RECIPES = {
     "today": "data.image_size=64 train.batch_size=32 train.max_steps=1800 train.eval_every=600 train.ckpt_every=600",
     "today-bf16": "data.image_size=64 train.batch_size=32 train.max_steps=1800 train.eval_every=300 "
@@ -32,6 +33,8 @@ RECIPES = {
     "train.ckpt_every=10000",
     "batch64-bf16": "data.image_size=64 train.batch_size=64 train.lr=2e-3 train.max_steps=900 train.eval_every=150 "
     "train.ckpt_every=10000 train.amp=bf16",
+    "ddp64": "data.image_size=64 train.batch_size=64 train.lr=3e-3 train.max_steps=1200 train.eval_every=150 "
+    "train.ckpt_every=10000",
 }
 VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 

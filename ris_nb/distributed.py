@@ -85,6 +85,9 @@ class DistInfo:
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         # switchable parts (MG, CAL, aux heads) may leave parameters without gradient in some configs
         devices = [self.local_rank] if self.device.type == "cuda" else None
+        # MG's 1×1 `vis_proj` reads channels-last maps: its weight's gradient differs from DDP's bucket only in the
+        # strides of size-1 dims (the same memory), and DDP's warning about it, once per rank, says nothing of use
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         return DDP(module, device_ids=devices, find_unused_parameters=True)
 
 # %% ../nbs/93_distributed.ipynb #d93dx002

@@ -278,6 +278,7 @@ def test_epochs_become_optimizer_steps(shaperefs, tmp_path):
 
 
 def test_torchrun_cli_runs(shaperefs, tmp_path):
+    "`ris_nb train` under torchrun: magnet_tiny, whose MG reads channels-last maps through a 1×1 convolution."
     out = tmp_path / "tr"
     p = run(
         [
@@ -296,9 +297,10 @@ def test_torchrun_cli_runs(shaperefs, tmp_path):
             "--out",
             str(out),
         ]
-        + TRAIN
-        + ["train.max_steps=2"]
+        + [a.replace("lavt_tiny", "magnet_tiny") for a in TRAIN]
+        + ["train.max_steps=2", "train.batch_size=32"]  # from 16 per rank on, oneDNN hands vis_proj channels-last grads
     )
+    assert "Grad strides do not match" not in p.stderr  # DDP's stride warning on MG's vis_proj is filtered
     assert "outlived destroy_process_group" not in p.stderr  # the group (and its gloo threads) ended before exit
     assert (out / "report.md").exists() and (out / "best.pt").exists()
     assert len([r for r in read_log(out / "log.jsonl") if "loss" in r]) == 2  # rank 0 writes, once per step
