@@ -37,14 +37,20 @@ QUICKSTART = {"data.image_size": 64, "train.batch_size": 32}  # the Makefile's Q
 COLS = ["threads", "samples/s", "median ms", "p10–p90 ms", "kept/dropped", "probe 1t ms", "probe 2t ms"]
 
 
-def quickstart_step(scenes: int = 200, batch_size: int = 32):
-    """One training step of the quickstart (magnet_tiny, batch `batch_size` at 64 px) as `fit` runs it, on a small
-    ShapeRefs; (step, batch size)."""
+def small_shaperefs(scenes: int) -> Path:
+    "A data root holding a fresh ShapeRefs of `scenes` 64-px scenes, removed when the script exits."
     root = Path(tempfile.mkdtemp(prefix="bench_threads_"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     generate(root / "shaperefs", n_images=scenes, seed=0, size=64, verbose=False)
+    return root
+
+
+def quickstart_step(scenes: int = 200, batch_size: int = 32, changes: dict | None = None, root: Path | None = None):
+    """One training step of the quickstart (magnet_tiny, batch `batch_size` at 64 px, config `changes` on top) as `fit`
+    runs it, on a small ShapeRefs (`root`, or a fresh one of `scenes` scenes); (step, batch size)."""
+    root = root or small_shaperefs(scenes)
     over = {**QUICKSTART, "train.batch_size": batch_size, "data.root": str(root), "data.num_workers": 0}
-    cfg = get_preset("magnet_tiny").override(over)
+    cfg = get_preset("magnet_tiny").override({**over, **(changes or {})})
     _, loaders, model, cfg = prepare(cfg, splits=["train"])
     batch = next(iter(loaders["train"]))
     opt = torch.optim.AdamW(model.param_groups(cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=True)

@@ -39,6 +39,7 @@ SMOKED = [  # run here as `SCRIPT --smoke`, each by a test below
     "bench/bench_learning.py",
     "bench/bench_ops_table.py",
     "bench/bench_optimizer.py",
+    "bench/bench_parts.py",
     "bench/bench_threads.py",
 ]
 RUN_BY_TESTS = {  # script: the test file (or the worker a test starts) that runs it
@@ -212,6 +213,22 @@ def test_bench_threads_times_a_step():
     "bench/bench_threads.py --smoke: the quickstart step (batch 4) on one thread; its row with samples/s."
     out = smoke("bench/bench_threads.py")
     assert "| threads | samples/s |" in out and float(re.search(r"\n\| 1 \| ([\d.]+) \|", out)[1]) > 0, out
+
+
+def test_bench_parts_times_each_variant():
+    "bench/bench_parts.py --smoke: the quickstart step (batch 4) with each part off; a row per variant with samples/s."
+    out = smoke("bench/bench_parts.py")
+    rates = {m[1]: float(m[2]) for m in re.finditer(r"\n\| ([^|]+?) \| ([\d.]+) \|", out)}
+    assert set(rates) == {
+        "the quickstart step",
+        "no refine head",
+        "no CAM",
+        "no Mask Grounding",
+        "no CAL loss",
+        "2 decoder layers, not 4",
+        "all five at once",
+    }, out
+    assert all(r > 0 for r in rates.values()), out
 
 
 def test_bench_quickstart_runs_a_recipe_end_to_end(tmp_path):
