@@ -34,7 +34,17 @@ PARTS = {  # variant: the config changes that switch its part off
     "2 decoder layers, not 4": {"model.magnet.dec_layers": 2},
 }
 PARTS["all five at once"] = {k: v for changes in PARTS.values() for k, v in changes.items()}
-COLS = ["variant", "samples/s", "× the step", "median ms", "p10–p90 ms", "kept/dropped", "probe 1t ms", "probe 2t ms"]
+COLS = [
+    "variant",
+    "samples/s",
+    "× the step",
+    "parameters",
+    "median ms",
+    "p10–p90 ms",
+    "kept/dropped",
+    "probe 1t ms",
+    "probe 2t ms",
+]
 
 
 def main():
@@ -51,7 +61,9 @@ def main():
     if args.smoke:
         args.steps, args.budget_s = 1, 1.0
     root = small_shaperefs(scenes)
-    steps = {name: quickstart_step(scenes, batch, changes, root)[0] for name, changes in PARTS.items()}
+    built = {name: quickstart_step(scenes, batch, changes, root) for name, changes in PARTS.items()}
+    steps = {name: step for name, (step, _, _) in built.items()}
+    params = {name: sum(p.numel() for p in model.parameters()) for name, (_, _, model) in built.items()}
     torch.set_num_threads(1)
     probe, p0 = Probe(), probes_1t_2t()
     st = interleaved(
@@ -64,6 +76,7 @@ def main():
             "variant": name,
             "samples/s": round(batch * 1e3 / s.median, 1),
             "× the step": round(base / s.median, 2),
+            "parameters": params[name],
             **stats_cells(s),
             "probe 1t ms": round(min(p0[0], p1[0]), 2),
             "probe 2t ms": round(min(p0[1], p1[1]), 2),

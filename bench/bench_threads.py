@@ -47,7 +47,7 @@ def small_shaperefs(scenes: int) -> Path:
 
 def quickstart_step(scenes: int = 200, batch_size: int = 32, changes: dict | None = None, root: Path | None = None):
     """One training step of the quickstart (magnet_tiny, batch `batch_size` at 64 px, config `changes` on top) as `fit`
-    runs it, on a small ShapeRefs (`root`, or a fresh one of `scenes` scenes); (step, batch size)."""
+    runs it, on a small ShapeRefs (`root`, or a fresh one of `scenes` scenes); (step, batch size, model)."""
     root = root or small_shaperefs(scenes)
     over = {**QUICKSTART, "train.batch_size": batch_size, "data.root": str(root), "data.num_workers": 0}
     cfg = get_preset("magnet_tiny").override({**over, **(changes or {})})
@@ -64,7 +64,7 @@ def quickstart_step(scenes: int = 200, batch_size: int = 32, changes: dict | Non
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return step, len(batch.input_ids)
+    return step, len(batch.input_ids), model
 
 
 def on_threads(step, n: int):
@@ -95,7 +95,7 @@ def main():
         args.steps, args.max_threads, args.budget_s = 1, 1, 1.0  # two threads on a shared machine: seconds a step
     if args.steps < 1 or args.max_threads < 1:
         raise SystemExit("--steps and --max-threads must be >= 1")
-    step, bs = quickstart_step(*((40, 4) if args.smoke else ()))
+    step, bs, _ = quickstart_step(*((40, 4) if args.smoke else ()))
     torch.set_num_threads(1)
     probe, p0 = Probe(), probes_1t_2t()
     counts = list(range(1, args.max_threads + 1))

@@ -229,6 +229,8 @@ def test_bench_parts_times_each_variant():
         "all five at once",
     }, out
     assert all(r > 0 for r in rates.values()), out
+    params = {m[1]: int(m[2]) for m in re.finditer(r"\n\| ([^|]+?) \| [\d.]+ \| [\d.]+ \| (\d+) \|", out)}
+    assert all(n < params["the quickstart step"] for v, n in params.items() if v != "the quickstart step"), params
 
 
 def test_bench_quickstart_runs_a_recipe_end_to_end(tmp_path):
