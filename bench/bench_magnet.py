@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import (
     Probe,
     busy_note,
+    probe_note,
     probes_1t_2t,
     fixture_dir,
     header,
@@ -424,10 +425,7 @@ def step_profile(args, probe) -> list[dict]:
         }
         for (c, p) in fns
     ]
-    note = (
-        f"512³ float32 matmul probe: {p0[0]:.2f} / {p1[0]:.2f} ms on one thread, {p0[1]:.2f} / {p1[1]:.2f} ms on two "
-        f"(start / end); load average {load0:.1f} → {load1:.1f} on {os.cpu_count()} cores"
-    )
+    note = f"{probe_note(p0, p1)}; load average {load0:.1f} → {load1:.1f} on {os.cpu_count()} cores"
     print(
         header(
             "magnet_tiny training step (batch 32, 64 px, fused AdamW), before vs now, interleaved",

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Probe, busy_note, header, interleaved, paired_ratio, probes_1t_2t, stats_cells, table  # noqa: E402
+from common import Probe, busy_note, header, interleaved, paired_ratio, probe_note, probes_1t_2t, stats_cells, table  # noqa: E402
 
 from ris_nb.core import seed_everything  # noqa: E402
 from ris_nb.registry import build_model
@@ -137,8 +137,7 @@ def main():
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     note = (
         f"magnet_tiny, {n_tensors} parameter tensors ({n_params:.2f} M), batch {cfg.train.batch_size} at "
-        f"{cfg.data.image_size} px, one thread, torch {torch.__version__}; 512³ float32 matmul probe "
-        f"{p0[0]:.2f} / {p1[0]:.2f} ms on one thread, {p0[1]:.2f} / {p1[1]:.2f} ms on two (start / end); "
+        f"{cfg.data.image_size} px, one thread, torch {torch.__version__}; {probe_note(p0, p1)}; "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     print(

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_threads import on_threads, quickstart_step, small_shaperefs  # noqa: E402
-from common import Probe, busy_note, header, interleaved, probes_1t_2t, stats_cells, table  # noqa: E402
+from common import Probe, busy_note, header, interleaved, probe_cells, probe_note, probes_1t_2t, stats_cells, table  # noqa: E402
 
 from ris_nb.machine import usable_cores  # noqa: E402
 
@@ -78,15 +78,11 @@ def main():
             "× the step": round(base / s.median, 2),
             "parameters": params[name],
             **stats_cells(s),
-            "probe 1t ms": round(min(p0[0], p1[0]), 2),
-            "probe 2t ms": round(min(p0[1], p1[1]), 2),
+            **probe_cells(p0, p1),
         }
         for name, s in st.items()
     ]
-    note = (
-        f"{threads} threads; 512³ float32 matmul probe: {p0[0]:.2f} / {p1[0]:.2f} ms on one thread, {p0[1]:.2f} / "
-        f"{p1[1]:.2f} ms on two (start / end); load average {os.getloadavg()[0]:.1f}"
-    )
+    note = f"{threads} threads; {probe_note(p0, p1)}; load average {os.getloadavg()[0]:.1f}"
     title = f"quickstart training step (magnet_tiny, batch {batch}, 64 px) with one part off at a time, interleaved"
     print(header(title, probe, "\n".join(x for x in (note, busy_note(*st.values())) if x)))
     print(table(rows, COLS))

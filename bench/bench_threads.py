@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Probe, busy_note, header, interleaved, probes_1t_2t, stats_cells, table  # noqa: E402
+from common import Probe, busy_note, header, interleaved, probe_cells, probe_note, probes_1t_2t, stats_cells, table  # noqa: E402
 
 from ris_nb.machine import amp_dtype
 from ris_nb.presets import get_preset  # noqa: E402
@@ -108,14 +108,12 @@ def main():
             "threads": n,
             "samples/s": round(bs * 1e3 / st[f"{n} threads"].median, 1),
             **stats_cells(st[f"{n} threads"]),
-            "probe 1t ms": round(min(p0[0], p1[0]), 2),
-            "probe 2t ms": round(min(p0[1], p1[1]), 2),
+            **probe_cells(p0, p1),
         }
         for n in counts
     ]
     note = (
-        f"512³ float32 matmul probe: {p0[0]:.2f} / {p1[0]:.2f} ms on one thread, {p0[1]:.2f} / {p1[1]:.2f} ms on two "
-        f"(start / end); {usable_cores()} usable cores, {os.cpu_count()} in the machine; load average "
+        f"{probe_note(p0, p1)}; {usable_cores()} usable cores, {os.cpu_count()} in the machine; load average "
         f"{os.getloadavg()[0]:.1f}"
     )
     print(

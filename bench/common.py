@@ -35,6 +35,19 @@ def probes_1t_2t() -> tuple[float, float]:
     return _fastest_probe(threads=1), _fastest_probe(threads=2)
 
 
+def probe_note(start: tuple[float, float], end: tuple[float, float]) -> str:
+    "The `probes_1t_2t` pairs at a bench's start and end, as printed above its table."
+    return (
+        f"512³ float32 matmul probe: {start[0]:.2f} / {end[0]:.2f} ms on one thread, {start[1]:.2f} / {end[1]:.2f} ms "
+        "on two (start / end)"
+    )
+
+
+def probe_cells(start: tuple[float, float], end: tuple[float, float]) -> dict:
+    "The probe cells of a table row: the faster of start and end, on one thread and on two."
+    return {"probe 1t ms": round(min(start[0], end[0]), 2), "probe 2t ms": round(min(start[1], end[1]), 2)}
+
+
 class Probe:
     "This machine's probe floor (min of `n` probes at start) and the keep rule: probe before a run ≤ tolerance × floor."
 
