@@ -61,7 +61,7 @@ def main():
     if args.smoke:
         args.steps, args.budget_s = 1, 1.0
     root = small_shaperefs(scenes)
-    built = {name: quickstart_step(scenes, batch, changes, root) for name, changes in PARTS.items()}
+    built = {name: quickstart_step(batch_size=batch, changes=changes, root=root) for name, changes in PARTS.items()}
     steps = {name: step for name, (step, _, _) in built.items()}
     params = {name: sum(p.numel() for p in model.parameters()) for name, (_, _, model) in built.items()}
     torch.set_num_threads(1)
